@@ -1,0 +1,125 @@
+"""The ``hub`` command. Each area adds its own subcommands through a ``register(subparsers)`` function in its
+``cli`` module; this file only wires them and guarantees that no traceback reaches the operator.
+
+Exit codes: 0 success, 1 the input was rejected (one line per problem), 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from hub.errors import HubError, title_of
+from hub.settings import Settings
+
+#: Modules that contribute subcommands, in the order they appear in ``hub --help``.
+COMMAND_MODULES = (
+    "hub.trust.cli",
+    "hub.store.cli",
+    "hub.directory.cli",
+    "hub.routing.cli",
+    "hub.pipeline.cli",
+)
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def problem(name: str, line: int | None, code: str, message: str) -> str:
+    """One problem line: ``FILE:LINE: CODE: 标题 — message``."""
+    return f"{name}:{line or 0}: {code}: {title_of(code)} — {message}"
+
+
+def _read(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    return Path(name).read_bytes()
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.envelope import parse
+    from hub.validation import SchemaRegistry
+
+    registry = SchemaRegistry(settings.schemas_dir)
+    failed = False
+    for name in args.files:
+        label = "<stdin>" if name == "-" else name
+        try:
+            data = _read(name)
+        except OSError as exc:
+            print(problem(label, 0, "IO_READ", exc.strerror or "cannot read the file"))
+            failed = True
+            continue
+        try:
+            root = parse(data, max_bytes=settings.max_message_bytes)
+        except HubError as exc:
+            print(problem(label, exc.line, exc.code, exc.detail))
+            failed = True
+            continue
+        found = registry.violations(root)
+        if found:
+            failed = True
+            for v in found:
+                print(problem(label, v.line, v.code, v.message))
+        elif args.verbose:
+            svc = root[0].find("{urn:forestry-hub:envelope:1}Service")
+            ident = f"{svc.get('name')}/{svc.get('version')}" if svc is not None else "?"
+            print(f"{label}: ok ({ident})")
+    return 1 if failed else 0
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.validation import SchemaRegistry
+
+    registry = SchemaRegistry(settings.schemas_dir)
+    rows = sorted(registry.all(), key=lambda s: (s.name, s.version))
+    width = max(len(s.service_id) for s in rows)
+    for s in rows:
+        print(f"{s.service_id:<{width}}  {s.namespace:<48}  {s.doc_zh[:40]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="林业政务交换枢纽 Forestry Exchange Hub")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("validate", help="validate envelope files against the hub's schemas (校验报文)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="envelope files; - reads standard input")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print a line for every valid file")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("schemas", help="list the known services and versions (报文类型)")
+    p.set_defaults(handler=cmd_schemas)
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # that area has no commands yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except HubError as exc:
+        print(f"hub: {exc.describe()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the operator never sees a traceback
+        print(f"hub: INTERNAL: {title_of('INTERNAL')} — {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The typed envelope: read from a validated (and, in the hub, verified) tree, or built by a sender.
+
+``Envelope.from_tree`` expects a tree that passed schema validation; it does no checking of its own beyond
+what typing needs. Build envelopes with ``build()``: it produces an unsigned tree that validates against
+``schemas/envelope/1`` when the body is valid for its service.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Literal
+
+from lxml import etree
+
+from hub.errors import SchemaViolation
+
+__all__ = [
+    "ENV_NS",
+    "DS_NS",
+    "CLASSIFICATIONS",
+    "URGENCIES",
+    "Party",
+    "Recipient",
+    "Envelope",
+    "build",
+    "service_namespace",
+    "to_bytes",
+    "qn",
+]
+
+ENV_NS = "urn:forestry-hub:envelope:1"
+DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+
+#: 密级 in ascending order; the index is the level used by the classification gate.
+CLASSIFICATIONS: tuple[str, ...] = ("公开", "内部", "秘密", "机密", "绝密")
+#: 紧急程度 in descending priority.
+URGENCIES: tuple[str, ...] = ("特急", "加急", "平件")
+
+CLASSIFICATION_EN = {"公开": "public", "内部": "internal", "秘密": "confidential", "机密": "secret", "绝密": "top secret"}
+URGENCY_EN = {"特急": "flash", "加急": "urgent", "平件": "normal"}
+
+
+def qn(local: str) -> str:
+    """Clark name of an envelope element."""
+    return f"{{{ENV_NS}}}{local}"
+
+
+def service_namespace(name: str, version: int | str) -> str:
+    """The body namespace of a service version, e.g. ``urn:forestry-hub:document.official:1``."""
+    return f"urn:forestry-hub:{name}:{version}"
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    agency: str
+    system: str
+
+    def __str__(self) -> str:
+        return f"{self.agency}/{self.system}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One addressee: an agency (optionally one of its systems) or a group; role ``to`` (主送) or ``cc`` (抄送)."""
+
+    role: Literal["to", "cc"]
+    agency: str | None = None
+    system: str | None = None
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.agency is None) is (self.group is None):
+            raise ValueError("a recipient is either an agency or a group")
+        if self.group is not None and self.system is not None:
+            raise ValueError("a group recipient has no system")
+
+    @classmethod
+    def to(cls, agency: str, system: str | None = None) -> Recipient:
+        return cls("to", agency=agency, system=system)
+
+    @classmethod
+    def cc(cls, agency: str, system: str | None = None) -> Recipient:
+        return cls("cc", agency=agency, system=system)
+
+    @classmethod
+    def to_group(cls, name: str) -> Recipient:
+        return cls("to", group=name)
+
+    @classmethod
+    def cc_group(cls, name: str) -> Recipient:
+        return cls("cc", group=name)
+
+    def __str__(self) -> str:
+        target = self.group if self.group is not None else (
+            self.agency if self.system is None else f"{self.agency}/{self.system}"
+        )
+        return f"{self.role}:{target}"
+
+
+def _ts(text: str | None) -> datetime:
+    assert text is not None
+    # XSD guarantees a timezone; fromisoformat accepts 'Z' since Python 3.11.
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    message_id: str
+    conversation_id: str
+    sender: Party
+    recipients: tuple[Recipient, ...]
+    service: str
+    version: int
+    created: datetime
+    expires: datetime
+    urgency: str
+    classification: str
+    period: str | None = None
+    ref_to: str | None = None
+    request_hash: str | None = None
+    business_ref: str | None = None
+    #: The body's single child element (in the service namespace).
+    body: etree._Element | None = field(default=None, compare=False, repr=False)
+    #: The envelope root this model was read from.
+    root: etree._Element | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def service_id(self) -> str:
+        """``name/version``, e.g. ``document.official/1``."""
+        return f"{self.service}/{self.version}"
+
+    @property
+    def level(self) -> int:
+        """Classification level: 0 公开 … 4 绝密."""
+        return CLASSIFICATIONS.index(self.classification)
+
+    @classmethod
+    def from_tree(cls, root: etree._Element) -> Envelope:
+        """Read the model from a schema-valid envelope tree (the hot path: no XPath, no re-validation)."""
+        if root.tag != _T_ENVELOPE or len(root) < 2:
+            raise SchemaViolation(f"the root element is {root.tag!r}, not an envelope", code="SCHEMA_ELEMENT")
+        header, body_el = root[0], root[1]
+        text: dict[str, str | None] = {}
+        sender = svc = cls_el = None
+        recipients: list[Recipient] = []
+        for child in header:
+            tag = child.tag
+            if tag == _T_RECIPIENTS:
+                for r in child:
+                    if r.tag == _T_GROUP:
+                        recipients.append(Recipient(r.get("role"), group=r.get("name")))  # type: ignore[arg-type]
+                    else:
+                        recipients.append(Recipient(r.get("role"), r.get("code"), r.get("system")))  # type: ignore[arg-type]
+            elif tag == _T_SENDER:
+                sender = child
+            elif tag == _T_SERVICE:
+                svc = child
+            elif tag == _T_CLASSIFICATION:
+                cls_el = child
+            else:
+                text[tag] = child.text
+        if sender is None or svc is None or cls_el is None:
+            raise SchemaViolation("the header lacks Sender, Service or Classification", code="SCHEMA_ELEMENT")
+        return cls(
+            message_id=text.get(_T_MESSAGE_ID) or "",
+            conversation_id=text.get(_T_CONVERSATION_ID) or "",
+            ref_to=text.get(_T_REF_TO),
+            request_hash=text.get(_T_REQUEST_HASH),
+            sender=Party(sender.get("agency") or "", sender.get("system") or ""),
+            recipients=tuple(recipients),
+            service=svc.get("name") or "",
+            version=int(svc.get("version") or 0),
+            created=_ts(text.get(_T_CREATED)),
+            expires=_ts(text.get(_T_EXPIRES)),
+            urgency=text.get(_T_URGENCY) or "",
+            classification=cls_el.text or "",
+            period=cls_el.get("period"),
+            business_ref=text.get(_T_BUSINESS_REF),
+            body=body_el[0] if len(body_el) else None,
+            root=root,
+        )
+
+
+_T_ENVELOPE = qn("Envelope")
+_T_RECIPIENTS = qn("Recipients")
+_T_GROUP = qn("Group")
+_T_SENDER = qn("Sender")
+_T_SERVICE = qn("Service")
+_T_CLASSIFICATION = qn("Classification")
+_T_MESSAGE_ID = qn("MessageId")
+_T_CONVERSATION_ID = qn("ConversationId")
+_T_REF_TO = qn("RefToMessageId")
+_T_REQUEST_HASH = qn("RequestHash")
+_T_CREATED = qn("Created")
+_T_EXPIRES = qn("Expires")
+_T_URGENCY = qn("Urgency")
+_T_BUSINESS_REF = qn("BusinessRef")
+
+
+def _iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return dt.isoformat(timespec="seconds")
+
+
+def build(
+    *,
+    service: str,
+    version: int = 1,
+    sender: Party,
+    recipients: Iterable[Recipient],
+    body: etree._Element,
+    classification: str = "公开",
+    period: str | None = None,
+    urgency: str = "平件",
+    ttl: timedelta = timedelta(days=7),
+    created: datetime | None = None,
+    expires: datetime | None = None,
+    message_id: str | None = None,
+    conversation_id: str | None = None,
+    ref_to: str | None = None,
+    request_hash: str | None = None,
+    business_ref: str | None = None,
+) -> etree._Element:
+    """Build an unsigned envelope tree. ``body`` must be the single body element in the service namespace."""
+    if classification not in CLASSIFICATIONS:
+        raise ValueError(f"unknown classification {classification!r}; one of {', '.join(CLASSIFICATIONS)}")
+    if urgency not in URGENCIES:
+        raise ValueError(f"unknown urgency {urgency!r}; one of {', '.join(URGENCIES)}")
+    recipients = tuple(recipients)
+    if not recipients:
+        raise ValueError("an envelope needs at least one recipient")
+    created = created or datetime.now(timezone(timedelta(hours=8)))
+    expires = expires or created + ttl
+    message_id = message_id or str(uuid.uuid4())
+
+    E = etree.Element
+    S = etree.SubElement
+    root = E(qn("Envelope"), nsmap={"env": ENV_NS})
+    header = S(root, qn("Header"))
+    S(header, qn("MessageId")).text = message_id
+    S(header, qn("ConversationId")).text = conversation_id or message_id
+    if ref_to:
+        S(header, qn("RefToMessageId")).text = ref_to
+    if request_hash:
+        S(header, qn("RequestHash")).text = request_hash
+    S(header, qn("Sender"), agency=sender.agency, system=sender.system)
+    rs = S(header, qn("Recipients"))
+    for r in recipients:
+        if r.group is not None:
+            S(rs, qn("Group"), role=r.role, name=r.group)
+        else:
+            attrs = {"role": r.role, "code": r.agency or ""}
+            if r.system:
+                attrs["system"] = r.system
+            S(rs, qn("Agency"), attrs)
+    S(header, qn("Service"), name=service, version=str(version))
+    S(header, qn("Created")).text = _iso(created)
+    S(header, qn("Expires")).text = _iso(expires)
+    S(header, qn("Urgency")).text = urgency
+    c = S(header, qn("Classification"))
+    c.text = classification
+    if period:
+        c.set("period", period)
+    if business_ref:
+        S(header, qn("BusinessRef")).text = business_ref
+    S(root, qn("Body")).append(body)
+    return root
+
+
+def to_bytes(root: etree._Element) -> bytes:
+    """Serialise an envelope as UTF-8 with an XML declaration."""
+    return etree.tostring(root, encoding="UTF-8", xml_declaration=True)

@@ -1,0 +1,219 @@
+"""The hub's errors. Every error has a stable ``code`` (what programs match on), a Chinese ``title``
+(what an operator reads first) and an English sentence (``str(err)``) that says what was wrong.
+
+Third-party exceptions (lxml, signxml, cryptography, aio-pika, asyncpg) are translated into these at the
+edge of the module that calls the library; none of them reaches the pipeline, the CLI or an adapter.
+
+The whole tree::
+
+    HubError
+    ├── EnvelopeError                  the bytes are not a safe, well-formed envelope      (permanent)
+    │   ├── UnsafeXml                  DOCTYPE/entities, encoding, size, depth, duplicate ids
+    │   └── SchemaViolation            envelope or body does not match its XSD; unknown service/version
+    ├── TrustError                     the signature or the signer cannot be trusted       (permanent)
+    │   ├── SignatureInvalid           profile, algorithm, transform, digest or value check failed
+    │   ├── CertificateUntrusted       not issued by the hub CA, expired, wrong usage, wrong signer
+    │   └── CertificateRevoked         revoked, or no fresh CRL to prove otherwise (fail closed)
+    ├── MessageRejected                signed and valid, but not acceptable now             (permanent)
+    │                                  (expired, dated in the future, duplicate)
+    ├── RoutingError                   the route table or the gate refuses it               (permanent)
+    │   ├── NoRoute                    unknown recipient or group, no route for the service
+    │   ├── NotAllowed                 the sender may not send this service to that recipient
+    │   └── ClassificationBlocked      密级 exceeds a recipient's zone ceiling, or quarantined
+    ├── DeliveryError                  the broker or the database is unavailable            (transient: retried)
+    │   ├── BrokerUnavailable
+    │   └── StoreUnavailable
+    └── ConfigError                    settings, directory, route or key files are wrong    (operator must fix)
+
+Only ``DeliveryError`` is ``transient``; everything else is a final answer to the sender.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "HubError",
+    "EnvelopeError",
+    "UnsafeXml",
+    "SchemaViolation",
+    "TrustError",
+    "SignatureInvalid",
+    "CertificateUntrusted",
+    "CertificateRevoked",
+    "MessageRejected",
+    "RoutingError",
+    "NoRoute",
+    "NotAllowed",
+    "ClassificationBlocked",
+    "DeliveryError",
+    "BrokerUnavailable",
+    "StoreUnavailable",
+    "ConfigError",
+    "CODES",
+    "title_of",
+]
+
+#: Every stable error code with its Chinese title. Codes are part of the public contract (they travel in
+#: signed ``hub.error`` messages); never rename one, only add.
+CODES: dict[str, str] = {
+    # intake (bytes → tree)
+    "ENV_EMPTY": "报文为空",
+    "ENV_TOO_LARGE": "报文超过大小上限",
+    "ENV_ENCODING": "报文编码不是 UTF-8",
+    "ENV_DOCTYPE": "报文含 DOCTYPE 或实体声明",
+    "ENV_MALFORMED": "报文不是格式良好的 XML",
+    "ENV_TOO_DEEP": "报文嵌套层级过深",
+    "ENV_LIMIT": "报文超过解析资源限制",
+    "ENV_DUPLICATE_ID": "报文含重复的标识属性",
+    "ENV_NOT_ENVELOPE": "根元素不是报文信封",
+    # validation
+    "SCHEMA_ELEMENT": "元素缺失、多余或顺序错误",
+    "SCHEMA_ATTRIBUTE": "属性缺失或不允许",
+    "SCHEMA_VALUE": "字段取值不合规",
+    "SCHEMA_VIOLATION": "不符合报文模式",
+    "SCHEMA_UNKNOWN_SERVICE": "未知的报文类型",
+    "SCHEMA_UNKNOWN_VERSION": "报文类型不支持该版本",
+    "SCHEMA_BODY_MISMATCH": "报文体与声明的报文类型不符",
+    "SCHEMA_AGENCY_CODE": "统一社会信用代码校验码错误",
+    # trust
+    "SIG_MISSING": "报文未签名",
+    "SIG_PROFILE": "签名结构不符合枢纽签名规范",
+    "SIG_ALGORITHM": "签名算法不在允许列表",
+    "SIG_TRANSFORM": "签名变换不在允许列表",
+    "SIG_DIGEST": "摘要不符：报文被篡改",
+    "SIG_VALUE": "签名值校验失败",
+    "SIG_KEY_POLICY": "密钥类型或长度不符合要求",
+    "CERT_UNTRUSTED": "证书不是枢纽 CA 签发",
+    "CERT_EXPIRED": "证书已过期或尚未生效",
+    "CERT_USAGE": "证书用途不允许签名",
+    "CERT_REVOKED": "证书已吊销",
+    "CERT_CRL_UNAVAILABLE": "无有效的证书吊销列表",
+    "CERT_SIGNER_MISMATCH": "签名证书与发送方不符",
+    # message acceptance
+    "MSG_EXPIRED": "报文已过期",
+    "MSG_FUTURE": "报文时间超前",
+    "MSG_DUPLICATE": "重复报文",
+    # routing and the classification gate
+    "ROUTE_UNKNOWN_RECIPIENT": "收件机构或群组不存在",
+    "ROUTE_NO_ROUTE": "该报文类型没有路由",
+    "ROUTE_NOT_ALLOWED": "无权向该收件方发送此类报文",
+    "GATE_CLASSIFICATION": "密级超过收件方网络区域上限",
+    "GATE_QUARANTINED": "疑似涉密内容，已隔离待审",
+    "GATE_REJECTED": "隔离报文经审核驳回",
+    # delivery and operations
+    "DELIVERY_BROKER": "消息中间件不可用",
+    "DELIVERY_STORE": "数据库不可用",
+    "CONFIG": "配置错误",
+    "IO_READ": "无法读取文件",
+    "INTERNAL": "枢纽内部错误",
+}
+
+
+def title_of(code: str) -> str:
+    """The Chinese title of an error code (the code itself when unknown)."""
+    return CODES.get(code, code)
+
+
+class HubError(Exception):
+    """Base of every error the hub raises on purpose.
+
+    ``code`` is stable; ``detail`` is one English sentence for the sender or operator (never payload
+    content, keys or parser internals that could echo file contents); ``line`` is the 1-based line in the
+    input when known; ``path`` is the element path when known.
+    """
+
+    default_code: ClassVar[str] = "INTERNAL"
+    transient: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        line: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.code = code or self.default_code
+        if self.code not in CODES:
+            raise ValueError(f"unregistered error code {self.code!r}")
+        self.detail = detail
+        self.line = line
+        self.path = path
+
+    @property
+    def title(self) -> str:
+        return title_of(self.code)
+
+    def describe(self) -> str:
+        """``CODE: 标题 — detail`` (one line, for logs, CLI output and hub.error reasons)."""
+        return f"{self.code}: {self.title} — {self.detail}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, detail={self.detail!r}, line={self.line!r})"
+
+
+class EnvelopeError(HubError):
+    default_code = "ENV_MALFORMED"
+
+
+class UnsafeXml(EnvelopeError):
+    default_code = "ENV_MALFORMED"
+
+
+class SchemaViolation(EnvelopeError):
+    default_code = "SCHEMA_VIOLATION"
+
+
+class TrustError(HubError):
+    default_code = "SIG_VALUE"
+
+
+class SignatureInvalid(TrustError):
+    default_code = "SIG_VALUE"
+
+
+class CertificateUntrusted(TrustError):
+    default_code = "CERT_UNTRUSTED"
+
+
+class CertificateRevoked(TrustError):
+    default_code = "CERT_REVOKED"
+
+
+class MessageRejected(HubError):
+    default_code = "MSG_EXPIRED"
+
+
+class RoutingError(HubError):
+    default_code = "ROUTE_NO_ROUTE"
+
+
+class NoRoute(RoutingError):
+    default_code = "ROUTE_NO_ROUTE"
+
+
+class NotAllowed(RoutingError):
+    default_code = "ROUTE_NOT_ALLOWED"
+
+
+class ClassificationBlocked(RoutingError):
+    default_code = "GATE_CLASSIFICATION"
+
+
+class DeliveryError(HubError):
+    default_code = "DELIVERY_BROKER"
+    transient = True
+
+
+class BrokerUnavailable(DeliveryError):
+    default_code = "DELIVERY_BROKER"
+
+
+class StoreUnavailable(DeliveryError):
+    default_code = "DELIVERY_STORE"
+
+
+class ConfigError(HubError):
+    default_code = "CONFIG"

@@ -1,0 +1,68 @@
+"""One frozen ``Settings`` object, read from the environment (``HUB_*``) with defaults that work on a fresh
+machine. It is passed down explicitly; nothing in the hub reads the environment anywhere else."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from hub.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_state_dir() -> Path:
+    return PROJECT_ROOT / "var"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: AMQP URL of RabbitMQ.
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: RabbitMQ management API (used only to provision per-system users).
+    amqp_management_url: str = "http://guest:guest@127.0.0.1:15672/"
+    #: PostgreSQL DSN.
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    #: Where schemas/ and routes/ live (shipped with the project).
+    schemas_dir: Path = PROJECT_ROOT / "schemas"
+    routes_dir: Path = PROJECT_ROOT / "routes"
+    #: Hub state: PKI, keys, logs of a local installation.
+    state_dir: Path = field(default_factory=_default_state_dir)
+    #: Intake limits. 4 MiB covers a document with attachments; larger payloads travel as references.
+    max_message_bytes: int = 4 * 1024 * 1024
+    #: Allowed clock skew for Created (future-dated messages) in seconds.
+    clock_skew_s: int = 300
+    #: Passphrase that encrypts the CA private keys at rest.
+    ca_passphrase: str = "change-me-demo-only"
+    #: Prefix of every RabbitMQ exchange, queue and user the hub creates (tests use a unique one).
+    namespace: str = "hub"
+    #: Number of pipeline worker processes (0 = one per core).
+    workers: int = 0
+    #: Consumer prefetch per worker.
+    prefetch: int = 256
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``HUB_<FIELD>`` variables; unknown or malformed values are a ConfigError."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("HUB_" + f.name.upper())
+            if raw is None:
+                continue
+            try:
+                if f.type in ("int", int):
+                    values[f.name] = int(raw)
+                elif f.type in ("Path", Path):
+                    values[f.name] = Path(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                raise ConfigError(f"HUB_{f.name.upper()} must be an integer, got {raw!r}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)

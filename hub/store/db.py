@@ -1,0 +1,103 @@
+"""PostgreSQL access: the pool and the migration runner. ``hub.store`` is the only package that imports
+asyncpg; connection errors are translated into ``StoreUnavailable`` here.
+
+Migrations are plain numbered SQL files in ``hub/store/migrations`` (``NNN_name.sql``), applied in order, each
+in its own transaction, and recorded in ``schema_migrations``. An applied file that changed on disk is a
+ConfigError: migrations are append-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+
+from hub.errors import ConfigError, StoreUnavailable
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+#: What "the database is unavailable" means (retried by the pipeline).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, str]]:
+    """(number, name, sql) for every migration file, in order; malformed names are a ConfigError."""
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        m = _NAME.match(path.name)
+        if not m:
+            raise ConfigError(f"migration file {path.name!r} must be named NNN_lowercase_name.sql")
+        found.append((int(m.group(1)), path.name, path.read_text(encoding="utf-8")))
+    numbers = [n for n, _, _ in found]
+    if len(set(numbers)) != len(numbers):
+        raise ConfigError(f"two migration files share a number in {directory}")
+    return found
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn)
+    except CONNECTION_ERRORS as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    except CONNECTION_ERRORS as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every pending migration; return the names applied now."""
+    files = migration_files(directory)
+    applied_now: list[str] = []
+    async with connection(dsn) as conn:
+        # One migrator at a time, even with several hub processes starting together.
+        await conn.execute("SELECT pg_advisory_lock(727274)")
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " number integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            rows = await conn.fetch("SELECT number, name, sha256 FROM schema_migrations")
+            done = {r["number"]: r for r in rows}
+            for number, name, sql in files:
+                digest = hashlib.sha256(sql.encode()).hexdigest()
+                if number in done:
+                    if done[number]["sha256"] != digest:
+                        raise ConfigError(f"migration {name} was changed after it was applied; add a new one instead")
+                    continue
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (number, name, sha256) VALUES ($1, $2, $3)",
+                        number, name, digest,
+                    )
+                applied_now.append(name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(727274)")
+    return applied_now

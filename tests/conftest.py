@@ -1,0 +1,64 @@
+"""Shared fixtures. Unit tests need none of the services; integration tests get a fresh PostgreSQL database
+and a unique RabbitMQ namespace per test session (created here, dropped afterwards)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub.settings import PROJECT_ROOT, Settings
+
+ADMIN_DSN = os.environ.get("HUB_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from hub.validation import SchemaRegistry
+
+    return SchemaRegistry(PROJECT_ROOT / "schemas")
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    from hub.store.db import migrate
+
+    name = f"hub_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    try:
+        asyncio.run(migrate(dsn))
+        yield dsn
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def test_namespace() -> str:
+    """A unique prefix for every RabbitMQ exchange, queue and user made by this test session."""
+    return f"hubtest-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def integration_settings(pg_dsn: str, test_namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings.from_env(pg_dsn=pg_dsn, namespace=test_namespace, state_dir=tmp_path_factory.mktemp("state"))
