@@ -101,12 +101,34 @@ CODES: dict[str, str] = {
     "GATE_CLASSIFICATION": "密级超过收件方网络区域上限",
     "GATE_QUARANTINED": "疑似涉密内容，已隔离待审",
     "GATE_REJECTED": "隔离报文经审核驳回",
+    "ROUTE_TTL_EXCEEDED": "报文有效期超过该类报文的上限",
+    # directory and route files (hub directory load, hub routes check)
+    "CONFIG_MALFORMED": "配置文件不是格式良好的安全 XML",
+    "CONFIG_SCHEMA": "配置文件不符合其模式",
+    "DIR_DUPLICATE": "目录中机构代码、系统标识或群组名称重复",
+    "DIR_UNKNOWN_REF": "目录引用了不存在的机构、系统或群组",
+    "DIR_CYCLE": "上级机构链或群组成员关系成环",
+    "DIR_CEILING": "系统密级上限超过其网络区域上限",
+    "DIR_INCONSISTENT": "目录数据前后矛盾",
+    "ROUTES_DUPLICATE": "路由名称重复",
+    "ROUTES_UNKNOWN_REF": "路由引用了目录中不存在的机构、系统或群组",
+    "ROUTES_POLICY": "路由策略不合理",
+    "ROUTES_UNREACHABLE": "路由的收件方中没有系统接收该报文类型",
     # delivery and operations
     "DELIVERY_BROKER": "消息中间件不可用",
     "DELIVERY_STORE": "数据库不可用",
     "CONFIG": "配置错误",
     "IO_READ": "无法读取文件",
     "INTERNAL": "枢纽内部错误",
+    # transport (RabbitMQ) and store (PostgreSQL)
+    "DELIVERY_UNROUTABLE": "消息无法路由到任何队列",
+    "DELIVERY_NACKED": "消息中间件拒收消息",
+    "AMQP_ACCESS_REFUSED": "消息中间件拒绝访问",
+    "AMQP_NOT_FOUND": "消息中间件中不存在该队列或交换器",
+    "AMQP_PRECONDITION": "队列或交换器已以不同参数存在",
+    "AMQP_MANAGEMENT": "消息中间件管理接口出错",
+    "QUARANTINE_NOT_FOUND": "隔离区中没有该报文",
+    "QUARANTINE_DECIDED": "该隔离报文已审核",
 }
 
 

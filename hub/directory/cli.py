@@ -1,0 +1,176 @@
+"""``hub directory check|load|list``.
+
+``load`` checks the file (every problem printed as ``FILE:LINE: CODE: 标题 — message``, exit 1), stores it in
+PostgreSQL (``hub.store.directory``), then provisions one RabbitMQ user per system through
+``hub.transport.users.provision`` when that module is present (``--no-provision`` skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import unicodedata
+from pathlib import Path
+
+from hub.directory.load import Problem, check_directory
+from hub.directory.model import LEVEL_NAMES, ZONE_NAMES, Directory
+from hub.envelope.model import CLASSIFICATIONS
+from hub.settings import Settings
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    from hub.cli import problem
+
+    for p in sorted(problems, key=lambda p: (p.file, p.line)):
+        print(problem(p.file, p.line, p.code, p.message))
+
+
+def _default_file(settings: Settings) -> Path:
+    return settings.routes_dir / "directory.xml"
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file) if args.file else _default_file(settings)
+    directory, problems = check_directory(path)
+    if directory is None:
+        _print_problems(problems)
+        return 1
+    print(f"{path}: ok — {_summary(directory)}")
+    return 0
+
+
+def _summary(d: Directory) -> str:
+    agencies = sum(1 for _ in d.agencies())
+    systems = sum(1 for _ in d.systems())
+    groups = sum(1 for _ in d.groups())
+    return (
+        f"{agencies} agencies, {systems} systems, {groups} named groups; hub {d.hub_system} ceiling "
+        + (CLASSIFICATIONS[d.hub_ceiling])
+    )
+
+
+async def _provision(settings: Settings, directory: Directory) -> str:
+    """Provision RabbitMQ users when the transport provides it. LEAD: wiring point — keep the guard so that
+    `hub directory load` also works where RabbitMQ provisioning is not installed (tests of the directory alone)."""
+    try:
+        from hub.transport import users
+    except ModuleNotFoundError as exc:
+        if exc.name in ("hub.transport", "hub.transport.users"):
+            return "RabbitMQ users: skipped (hub.transport.users is not available)"
+        raise
+    provision = getattr(users, "provision", None)
+    if provision is None:
+        return "RabbitMQ users: skipped (hub.transport.users has no provision())"
+    # One user per system; the hub itself connects with the operator's credentials, not a system user.
+    wanted = [(s.id, None) for s in directory.systems() if s.id != directory.hub_system]
+    result = provision(settings, wanted)
+    if inspect.isawaitable(result):
+        result = await result
+    count = len(result) if isinstance(result, (list, tuple)) else len(wanted)
+    return f"RabbitMQ users: {count} provisioned"
+
+
+def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    path = Path(args.file)
+    directory, problems = check_directory(path)
+    if directory is None:
+        _print_problems(problems)
+        return 1
+    source_xml = path.read_text(encoding="utf-8")
+
+    async def run() -> tuple[int, str]:
+        from hub.store.db import connection
+        from hub.store.directory import DirectoryRepository
+
+        async with connection(settings.pg_dsn) as conn:
+            version = await DirectoryRepository(conn).save(directory, source_xml=source_xml)
+        note = (
+            "RabbitMQ users: skipped (--no-provision)" if args.no_provision else await _provision(settings, directory)
+        )
+        return version, note
+
+    version, note = asyncio.run(run())
+    print(f"目录已加载 directory loaded as version {version}: {_summary(directory)}")
+    print(note)
+    return 0
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(width - _width(text), 0)
+
+
+def render(directory: Directory) -> str:
+    """The directory as a table: each agency, then its systems indented (zone, ceiling, accepted services)."""
+    agencies = list(directory.agencies())
+    systems = list(directory.systems())
+    name_w = max([_width(a.name) for a in agencies] + [_width(s.name) for s in systems] + [8]) + 2
+    lines = [
+        _pad("代码 / 系统", 24) + _pad("名称", name_w) + _pad("层级/区域", 12) + _pad("区划/上限", 12) + "接收 accepts",
+    ]
+    lines.append("-" * (24 + name_w + 24 + 24))
+    for a in agencies:
+        lines.append(_pad(a.code, 24) + _pad(a.name, name_w) + _pad(LEVEL_NAMES[a.level], 12) + a.division)
+        for s in directory.systems_of(a.code):
+            mark = " (枢纽 hub)" if s.id == directory.hub_system else ""
+            lines.append(
+                _pad("  " + s.id, 24)
+                + _pad(s.name, name_w)
+                + _pad(ZONE_NAMES[s.zone], 12)
+                + _pad(s.ceiling_label, 12)
+                + (" ".join(s.accepts) or "—")
+                + mark
+            )
+    groups = list(directory.groups())
+    if groups:
+        lines.append("")
+        lines.append("命名群组 named groups")
+        for g in groups:
+            members = ", ".join(m.group or (f"{m.agency}/{m.system}" if m.system else str(m.agency)) for m in g.members)
+            lines.append(f"  {g.name}  {g.title}: {members}")
+    lines.append("")
+    lines.append(
+        "计算群组 computed groups: city-bureaus, county-bureaus, local-bureaus[:division]; "
+        f"hub {directory.hub_system} in {ZONE_NAMES[directory.hub_zone]}, ceiling "
+        f"{CLASSIFICATIONS[directory.hub_ceiling]}"
+    )
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.file:
+        directory, problems = check_directory(Path(args.file))
+        if directory is None:
+            _print_problems(problems)
+            return 1
+    else:
+
+        async def run() -> Directory:
+            from hub.store.db import connection
+            from hub.store.directory import DirectoryRepository
+
+            async with connection(settings.pg_dsn) as conn:
+                return await DirectoryRepository(conn).load()
+
+        directory = asyncio.run(run())
+    print(render(directory))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    d = sub.add_parser("directory", help="agencies, systems and groups (目录)")
+    dsub = d.add_subparsers(dest="directory_command", metavar="ACTION", required=True)
+    p = dsub.add_parser("check", help="check a directory file and print every problem (default routes/directory.xml)")
+    p.add_argument("file", nargs="?", metavar="FILE")
+    p.set_defaults(handler=cmd_check)
+    p = dsub.add_parser("load", help="check a directory file, store it in PostgreSQL, provision RabbitMQ users")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--no-provision", action="store_true", help="do not create or update RabbitMQ users")
+    p.set_defaults(handler=cmd_load)
+    p = dsub.add_parser("list", help="list agencies and their systems (from PostgreSQL, or from --file)")
+    p.add_argument("--file", metavar="FILE", help="list a directory file instead of the stored directory")
+    p.set_defaults(handler=cmd_list)

@@ -1,0 +1,126 @@
+"""The directory in PostgreSQL: stored and read back equal, replaced as a whole, versioned; the database refuses
+what the zone ceilings forbid; `hub directory load|list` end to end."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from hub.cli import main
+from hub.directory import Directory
+from hub.envelope import Recipient
+from hub.errors import ConfigError
+from hub.settings import PROJECT_ROOT
+from hub.store.directory import DirectoryRepository
+
+pytestmark = pytest.mark.integration
+
+DEMO = PROJECT_ROOT / "routes" / "directory.xml"
+
+
+@pytest.fixture
+async def conn(pg_dsn: str):  # type: ignore[no-untyped-def]
+    c = await asyncpg.connect(pg_dsn)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_store_and_read_back(conn: asyncpg.Connection) -> None:
+    repo = DirectoryRepository(conn)
+    directory = Directory.load(DEMO)
+    version = await repo.save(directory, source_xml=DEMO.read_text(encoding="utf-8"))
+    back = await repo.load()
+    assert back == directory
+    assert back.sha256 == directory.sha256 and back.hub_ceiling == 3
+    # the indexes work on what came back from the database
+    got = [s.id for s in back.expand(Recipient.to_group("county-bureaus:222400"), "emergency.alert")]
+    assert got == ["county-222403-oa", "county-222404-oa", "county-222424-oa"]
+    assert [s.id for s in back.systems()] == [s.id for s in directory.systems()]  # file order kept
+    current = await repo.current()
+    assert current is not None and current.version == version
+    assert (current.agency_count, current.system_count, current.group_count) == (21, 34, 3)
+    stored_xml = await conn.fetchval("SELECT source_xml FROM directory_versions WHERE version = $1", version)
+    assert "吉林省林业和草原局" in stored_xml
+
+
+async def test_save_replaces_the_whole_directory(conn: asyncpg.Connection, tmp_path: Path) -> None:
+    repo = DirectoryRepository(conn)
+    first = await repo.save(Directory.load(DEMO))
+    smaller_text = DEMO.read_text(encoding="utf-8")
+    start = smaller_text.index('  <Agency code="11220800014021658C"')
+    end = smaller_text.index("</Agency>", start) + len("</Agency>")
+    path = tmp_path / "directory.xml"
+    path.write_text(smaller_text[:start] + smaller_text[end:], encoding="utf-8")
+    smaller = Directory.load(path)
+    second = await repo.save(smaller)
+    assert second > first
+    back = await repo.load()
+    assert back == smaller
+    assert not back.has_agency("11220800014021658C") and not back.has_system("city-220800-oa")
+    assert await conn.fetchval("SELECT count(*) FROM directory_systems WHERE agency = '11220800014021658C'") == 0
+
+
+async def test_database_refuses_a_ceiling_above_the_zone(conn: asyncpg.Connection) -> None:
+    repo = DirectoryRepository(conn)
+    good = Directory.load(DEMO)
+    await repo.save(good)
+    portal = good.system("prov-220000-portal")
+    forged = Directory(
+        good.agencies(),
+        [replace(s, ceiling=1) if s.id == portal.id else s for s in good.systems()],
+        good.groups(),
+        hub_system=good.hub_system,
+        hub_zone=good.hub_zone,
+        hub_ceiling=good.hub_ceiling,
+    )
+    with pytest.raises(ConfigError) as info:
+        await repo.save(forged)
+    assert "could not be stored" in info.value.detail
+    # the transaction rolled back: the good directory is still there
+    assert (await repo.load()).ceiling("prov-220000-portal") == 0
+
+
+async def test_load_without_any_directory_is_a_config_error(pg_dsn: str) -> None:
+    # a fresh connection on a database where the tables are empty
+    c = await asyncpg.connect(pg_dsn)
+    try:
+        async with c.transaction():
+            await c.execute(
+                "DELETE FROM directory_group_members; DELETE FROM directory_groups;"
+                " DELETE FROM directory_systems; DELETE FROM directory_agencies; DELETE FROM directory_versions"
+            )
+            with pytest.raises(ConfigError):
+                await DirectoryRepository(c).load()
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        await c.close()
+
+
+class _Rollback(Exception):
+    pass
+
+
+def test_cli_load_and_list(pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HUB_PG_DSN", pg_dsn)
+    assert main(["directory", "load", str(DEMO), "--no-provision"]) == 0
+    out = capsys.readouterr().out
+    assert "directory loaded as version" in out and "skipped (--no-provision)" in out
+    assert main(["directory", "list"]) == 0
+    listing = capsys.readouterr().out
+    for text in (
+        "吉林省林业和草原局",
+        "延边朝鲜族自治州林业局",
+        "city-220100-oa",
+        "政务内网",
+        "互联网",
+        "机密",
+        "fire-command",
+    ):
+        assert text in listing
