@@ -240,12 +240,14 @@ class SchemaRegistry:
             return found
         body = root.find(qn("Body"))
         if body is not None and len(body) == 1 and etree.QName(body[0]).namespace != ns:
-            found.append(Violation(
+            # The most useful explanation comes first: the XSD's own complaint about the same element follows.
+            found.insert(0, Violation(
                 "SCHEMA_BODY_MISMATCH",
                 f"the header declares {service.service_id} but the body is "
                 f"{_short_names(body[0].tag, ns)}; expected an element of {ns}",
                 body[0].sourceline, "/env:Envelope/env:Body",
             ))
+            return found
         if not found:
             found.extend(self._agency_code_violations(Envelope.from_tree(root), service))
         else:
@@ -253,7 +255,8 @@ class SchemaRegistry:
                 check_ids(root)
             except UnsafeXml as exc:
                 found.insert(0, Violation(exc.code, exc.detail, exc.line, None))
-        found.sort(key=lambda v: v.line or 0)
+        # Duplicate identifiers explain the XSD's complaints about them: report them first.
+        found.sort(key=lambda v: (v.code != "ENV_DUPLICATE_ID", v.line or 0))
         return found
 
     @staticmethod
