@@ -1,1 +1,30 @@
+"""Trust: the provincial CA, agency certificates, and XML signatures on every exchange.
 
+Public surface (pinned by tests/unit/test_trust_api.py)::
+
+    store = TrustStore.load(pki_dir)           # hub root + issuing CAs + CRLs, loaded once; store.refresh()
+    signer = Signer.load(key_path, cert_path, passphrase=...)   # key loaded once; signer.sign(root) -> root
+    verified = Verifier(store).verify(root)    # -> Verified(root=<only what was signed>, signer, digest, method)
+    check_signer_binding(verified, envelope)   # certificate agency/system == signed env:Sender
+
+The CA itself (init, issue from CSR, renew, CRLs, agency keygen + CSR) is ``hub.trust.pki``; keeping its
+register in PostgreSQL in step with the files is ``hub.trust.admin``; the ``hub pki``/``keygen``/``sign``/
+``verify`` commands are ``hub.trust.cli``. ``hub.trust.reference.SignxmlVerifier`` is the signxml-based
+reference implementation that the narrow verifier is tested against.
+"""
+
+from hub.trust.keys import ALGORITHMS, check_key_policy
+from hub.trust.signature import Signer, SignerIdentity, Verified, Verifier, check_signer_binding, identity_of
+from hub.trust.truststore import TrustStore
+
+__all__ = [
+    "ALGORITHMS",
+    "Signer",
+    "SignerIdentity",
+    "TrustStore",
+    "Verified",
+    "Verifier",
+    "check_key_policy",
+    "check_signer_binding",
+    "identity_of",
+]

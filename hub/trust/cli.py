@@ -1,0 +1,279 @@
+"""``hub pki …`` (the CA), ``hub keygen`` (agency side), ``hub sign`` and ``hub verify``. See USAGE.md.
+
+Exit codes follow hub.cli: 0 success, 1 the input was rejected (``CODE: 标题 — reason``), 2 usage, configuration
+or an unavailable database (``DELIVERY_STORE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from hub.errors import ConfigError, EnvelopeError, TrustError
+from hub.settings import Settings
+
+__all__ = ["register"]
+
+
+def _pki_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.pki) if getattr(args, "pki", None) else Path(settings.state_dir) / "pki"
+
+
+def _passphrase_from_env(name: str | None) -> bytes | None:
+    if not name:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} (the key passphrase) is not set")
+    return value.encode()
+
+
+def _read(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name}: {exc.strerror or type(exc).__name__}") from None
+
+
+def _write_out(target: str | None, data: bytes) -> None:
+    if target is None or target == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        from hub.trust.keys import write_public_file
+
+        write_public_file(Path(target), data)
+
+
+# ================================================================================================ hub pki
+
+
+def cmd_pki_init(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import admin
+
+    pki_dir = _pki_dir(args, settings)
+    created = asyncio.run(admin.init(settings, pki_dir, agency=args.agency))
+    print(f"hub CA created in {pki_dir}")
+    print(f"  root       {created.root.serial}  sha256 {created.root.fingerprint}")
+    print(f"  issuing CA {created.issuing.serial}")
+    print(f"  hub        {created.hub.serial}  {created.hub.agency}/{created.hub.system}  ({created.paths.hub_cert})")
+    print(f"distribute {created.paths.root_cert} to the agencies (their trust anchor)")
+    return 0
+
+
+def cmd_pki_issue(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import admin, pki
+
+    pki_dir = _pki_dir(args, settings)
+    issued = asyncio.run(admin.issue(settings, pki_dir, _read(args.csr), days=args.days))
+    assert issued.issuer is not None
+    _write_out(args.out, pki.certificate_pem(issued.certificate, issued.issuer))
+    if args.out:
+        print(
+            f"issued {issued.serial} for {issued.agency}/{issued.system}, valid until "
+            f"{issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}"
+        )
+    return 0
+
+
+def cmd_pki_renew(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import admin, pki
+
+    issued = asyncio.run(admin.renew(settings, _pki_dir(args, settings), args.serial, days=args.days))
+    assert issued.issuer is not None
+    _write_out(args.out, pki.certificate_pem(issued.certificate, issued.issuer))
+    if args.out:
+        print(f"renewed as {issued.serial}, valid until {issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}")
+    return 0
+
+
+def cmd_pki_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import admin
+
+    row, crl = asyncio.run(admin.revoke(settings, _pki_dir(args, settings), args.serial, args.reason))
+    who = f"{row.agency}/{row.system}" if row.agency else row.subject
+    print(f"revoked {row.serial} ({who}) on {row.revoked_at:%Y-%m-%d %H:%M} UTC, reason {row.revocation_reason}")
+    print(
+        f"published CRL #{crl.number} of the {crl.ca} CA ({crl.revoked} revoked), next update "
+        f"{crl.next_update:%Y-%m-%d %H:%M} UTC: {crl.path}"
+    )
+    return 0
+
+
+def cmd_pki_crl(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import admin
+
+    for crl in asyncio.run(admin.publish_crls(settings, _pki_dir(args, settings), hours=args.hours)):
+        print(
+            f"{crl.ca:8} CRL #{crl.number}: {crl.revoked} revoked, next update {crl.next_update:%Y-%m-%d %H:%M} "
+            f"UTC: {crl.path}"
+        )
+    return 0
+
+
+def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import admin
+
+    rows = asyncio.run(admin.list_certificates(settings, agency=args.agency))
+    now = dt.datetime.now(dt.UTC)
+    print(f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  DAYS")
+    for r in rows:
+        who = f"{r.agency}/{r.system}" if r.agency else r.subject.split(",")[0]
+        state = r.state(now) + (f" ({r.revocation_reason})" if r.revocation_reason else "")
+        print(
+            f"{r.serial:40}  {r.kind:7}  {who[:44]:44}  {r.key_algorithm:8}  {state[:13]:13}  "
+            f"{r.not_after:%Y-%m-%d}  {r.days_left(now)}"
+        )
+    return 0
+
+
+# ================================================================================================ agency side
+
+
+def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import keys, pki
+
+    out = Path(args.out)
+    key_path, csr_path = out / f"{args.system}.key", out / f"{args.system}.csr"
+    if key_path.exists():
+        raise ConfigError(f"{key_path} exists; refusing to overwrite a private key")
+    key = keys.generate_private_key(args.algorithm)
+    csr = pki.make_csr(key, args.agency, args.system, args.name)  # validates agency code and system id
+    keys.write_private_file(key_path, keys.private_key_pem(key, _passphrase_from_env(args.passphrase_env)))
+    from cryptography.hazmat.primitives import serialization
+
+    keys.write_public_file(csr_path, csr.public_bytes(serialization.Encoding.PEM))
+    print(f"private key ({args.algorithm}, keep it here, mode 0600): {key_path}")
+    print(f"certificate request for {args.agency}/{args.system}: {csr_path}")
+    print(f"send only the .csr to the hub operator: hub pki issue --csr {csr_path.name} --out {args.system}.pem")
+    return 0
+
+
+# ================================================================================================ sign / verify
+
+
+def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.envelope import parse, to_bytes
+    from hub.trust import Signer
+    from hub.validation import SchemaRegistry
+
+    signer = Signer.load(Path(args.key), Path(args.cert), passphrase=_passphrase_from_env(args.passphrase_env))
+    label = "<stdin>" if args.input == "-" else args.input
+    try:
+        root = parse(_read(args.input), max_bytes=settings.max_message_bytes)
+        SchemaRegistry(settings.schemas_dir).validate(root)
+        signer.sign(root)
+    except (EnvelopeError, TrustError) as exc:
+        print(f"{label}:{exc.line or 0}: {exc.describe()}")
+        return 1
+    _write_out(args.output, to_bytes(root))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.envelope import Envelope, parse
+    from hub.trust import TrustStore, Verifier, check_signer_binding
+    from hub.validation import SchemaRegistry
+
+    store = TrustStore.load(_pki_dir(args, settings))
+    if args.engine == "signxml":
+        from hub.trust.reference import SignxmlVerifier
+
+        verifier: Verifier = SignxmlVerifier(store)
+    else:
+        verifier = Verifier(store)
+    try:
+        root = parse(_read(args.file), max_bytes=settings.max_message_bytes)
+        SchemaRegistry(settings.schemas_dir).validate(root)
+        verified = verifier.verify(root)
+        check_signer_binding(verified, Envelope.from_tree(verified.root))
+    except (EnvelopeError, TrustError) as exc:
+        print(exc.describe())
+        return 1
+    s = verified.signer
+    print(
+        f"ok: signed by {s.agency}/{s.system} (certificate {s.serial_hex}, valid until {s.not_after:%Y-%m-%d}), "
+        f"digest sha256:{verified.digest}"
+    )
+    return 0
+
+
+# ================================================================================================ wiring
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from hub.trust.keys import ALGORITHMS
+    from hub.trust.pki import DEFAULT_HUB_AGENCY, LEAF_DAYS, REASONS
+
+    pki_opts = argparse.ArgumentParser(add_help=False)
+    pki_opts.add_argument("--pki", metavar="DIR", help="the PKI directory (default: $HUB_STATE_DIR/pki)")
+
+    pki = sub.add_parser("pki", help="the hub CA: certificates, revocation, CRLs (证书管理)")
+    ps = pki.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
+
+    p = ps.add_parser("init", parents=[pki_opts], help="create the root CA, the issuing CA and the hub's certificate")
+    p.add_argument(
+        "--agency",
+        default=DEFAULT_HUB_AGENCY,
+        metavar="CODE",
+        help=f"agency code of the hub's own signing identity (default {DEFAULT_HUB_AGENCY})",
+    )
+    p.set_defaults(handler=cmd_pki_init)
+
+    p = ps.add_parser("issue", parents=[pki_opts], help="issue an agency certificate from a CSR")
+    p.add_argument("--csr", required=True, metavar="FILE", help="the CSR made by `hub keygen` (PEM or DER)")
+    p.add_argument("--out", metavar="FILE", help="write the certificate chain here (default: standard output)")
+    p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
+    p.set_defaults(handler=cmd_pki_issue)
+
+    p = ps.add_parser("renew", parents=[pki_opts], help="re-certify the same key with a new validity period")
+    p.add_argument("serial", metavar="SERIAL", help="serial number as printed by `hub pki list`")
+    p.add_argument("--out", metavar="FILE", help="write the certificate chain here (default: standard output)")
+    p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
+    p.set_defaults(handler=cmd_pki_renew)
+
+    p = ps.add_parser("revoke", parents=[pki_opts], help="revoke a certificate and publish a new CRL")
+    p.add_argument("serial", metavar="SERIAL", help="serial number as printed by `hub pki list`")
+    p.add_argument("--reason", required=True, choices=sorted(REASONS), help="revocation reason")
+    p.set_defaults(handler=cmd_pki_revoke)
+
+    p = ps.add_parser("crl", parents=[pki_opts], help="publish fresh CRLs (run at least every HUB_CRL_HOURS / 2)")
+    p.add_argument("--hours", type=int, default=None, help="hours until nextUpdate (default: HUB_CRL_HOURS, 24)")
+    p.set_defaults(handler=cmd_pki_crl)
+
+    p = ps.add_parser("list", parents=[pki_opts], help="list certificates with their state and days to expiry")
+    p.add_argument("--agency", metavar="CODE", help="only this agency's certificates")
+    p.set_defaults(handler=cmd_pki_list)
+
+    p = sub.add_parser("keygen", help="agency side: a new signing key and a CSR (生成密钥和证书请求)")
+    p.add_argument("--system", required=True, metavar="ID", help="the system id, e.g. county-220104-approval")
+    p.add_argument("--agency", required=True, metavar="CODE", help="the agency's unified social credit code")
+    p.add_argument("--name", metavar="TEXT", help="the agency's name (goes into the subject's O)")
+    p.add_argument("--out", default=".", metavar="DIR", help="where to write ID.key and ID.csr (default .)")
+    p.add_argument("--algorithm", choices=ALGORITHMS, default=ALGORITHMS[0], help="key algorithm (default ec-p256)")
+    p.add_argument("--passphrase-env", metavar="VAR", help="encrypt the key with the passphrase in this variable")
+    p.set_defaults(handler=cmd_keygen)
+
+    p = sub.add_parser("sign", help="sign an envelope with a key and certificate (签名)")
+    p.add_argument("--key", required=True, metavar="K", help="the private key (PEM)")
+    p.add_argument("--cert", required=True, metavar="C", help="the certificate chain (PEM: leaf, then its CA)")
+    p.add_argument("--passphrase-env", metavar="VAR", help="the key's passphrase is in this environment variable")
+    p.add_argument("input", metavar="IN", help="the unsigned envelope; - reads standard input")
+    p.add_argument("output", metavar="OUT", nargs="?", help="where to write the signed envelope (default stdout)")
+    p.set_defaults(handler=cmd_sign)
+
+    p = sub.add_parser("verify", parents=[pki_opts], help="verify a signed envelope against the hub CA (验签)")
+    p.add_argument("file", metavar="FILE", help="the signed envelope; - reads standard input")
+    p.add_argument(
+        "--engine",
+        choices=("narrow", "signxml"),
+        default="narrow",
+        help="narrow (default, the hub's own) or signxml (the reference implementation)",
+    )
+    p.set_defaults(handler=cmd_verify)

@@ -1,0 +1,102 @@
+"""Certificate revocation lists as verifiers use them: loaded from the PKI directory (never from a URL or from
+the message), matched to the CA that signed them, and checked for freshness on every use (fail closed).
+
+A CRL whose signature does not verify with any known CA, that cannot be parsed, or that has no nextUpdate is
+ignored; a certificate whose issuer then has no CRL is refused with ``CERT_CRL_UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+
+from hub.trust.pki import fingerprint
+
+__all__ = ["LoadedCrl", "load_crls"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCrl:
+    issuer_fingerprint: str
+    issuer_name: str
+    number: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    #: serial → (reason, revocation date)
+    revoked: dict[int, tuple[str, dt.datetime]] = field(default_factory=dict)
+    path: Path | None = None
+
+    def is_fresh(self, now: dt.datetime) -> bool:
+        return now < self.next_update
+
+
+def _reason(entry: x509.RevokedCertificate) -> str:
+    try:
+        flag = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return "unspecified"
+    return flag.name.replace("_", "-")
+
+
+def _number(crl: x509.CertificateRevocationList) -> int:
+    try:
+        ext = crl.extensions.get_extension_for_oid(ExtensionOID.CRL_NUMBER).value
+    except x509.ExtensionNotFound:
+        return 0
+    return int(getattr(ext, "crl_number", 0))
+
+
+def load_crls(crl_dir: Path, issuers: list[x509.Certificate]) -> dict[str, LoadedCrl]:
+    """Every valid CRL in ``crl_dir`` keyed by the fingerprint of the CA that signed it (newest number wins)."""
+    found: dict[str, LoadedCrl] = {}
+    if not crl_dir.is_dir():
+        return found
+    for path in sorted(crl_dir.glob("*.crl")):
+        try:
+            data = path.read_bytes()
+            crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_crl(data)
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring CRL %s: cannot read or parse it (%s)", path.name, type(exc).__name__)
+            continue
+        if crl.next_update_utc is None:
+            log.warning("ignoring CRL %s: it has no nextUpdate", path.name)
+            continue
+        issuer = next(
+            (ca for ca in issuers if ca.subject == crl.issuer and _signed_by(crl, ca)),
+            None,
+        )
+        if issuer is None:
+            log.warning("ignoring CRL %s: no hub CA signed it", path.name)
+            continue
+        try:
+            revoked = {e.serial_number: (_reason(e), e.revocation_date_utc) for e in crl}
+        except ValueError:
+            log.warning("ignoring CRL %s: malformed entries", path.name)
+            continue
+        loaded = LoadedCrl(
+            fingerprint(issuer),
+            issuer.subject.rfc4514_string(),
+            _number(crl),
+            crl.last_update_utc,
+            crl.next_update_utc,
+            revoked,
+            path,
+        )
+        previous = found.get(loaded.issuer_fingerprint)
+        if previous is None or (loaded.number, loaded.this_update) > (previous.number, previous.this_update):
+            found[loaded.issuer_fingerprint] = loaded
+    return found
+
+
+def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:
+    try:
+        return crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
