@@ -95,9 +95,45 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                     await conn.execute(sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (number, name, sha256) VALUES ($1, $2, $3)",
-                        number, name, digest,
+                        number,
+                        name,
+                        digest,
                     )
                 applied_now.append(name)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(727274)")
     return applied_now
+
+
+#: Failures that a retry can cure: the connection errors above, plus a deadlock or serialization victim, a
+#: statement cancelled by a timeout, and a server shutting down. All become ``StoreUnavailable`` (transient).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+@asynccontextmanager
+async def translated(doing: str) -> AsyncIterator[None]:
+    """Translate transient database failures inside the block into ``StoreUnavailable`` (``doing`` names the
+    operation in the message). Other asyncpg errors are bugs or broken invariants and propagate unchanged."""
+    try:
+        yield
+    except TRANSIENT_ERRORS as exc:
+        raise StoreUnavailable(f"PostgreSQL is unavailable while {doing} ({type(exc).__name__})") from None
+
+
+@asynccontextmanager
+async def transaction(executor: asyncpg.Connection | asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on ``executor``: a connection (nested in the caller's transaction as a savepoint if one is
+    open) or a pool (a connection is acquired for the duration)."""
+    if isinstance(executor, asyncpg.Pool):
+        async with executor.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with executor.transaction():
+            yield executor

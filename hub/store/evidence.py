@@ -1,0 +1,391 @@
+"""The evidence log: hash-chained, append-only, periodically signed.
+
+Every record ``r`` has a gapless ``seq`` and::
+
+    r.hash = SHA-256( "forestry-hub/evidence/1\\n" ‖ JSON[seq, at, kind, message_id, actor, detail, prev_hash] )
+
+where ``at`` is UTC with microseconds (``2025-01-02T03:04:05.123456Z``), ``message_id`` the lowercase UUID or
+null, ``detail`` the canonical JSON text of the detail object (sorted keys, no whitespace, UTF-8) exactly as stored,
+``prev_hash`` the hex hash of record ``seq - 1`` (64 zeros for the first) and the outer JSON array is written
+the same canonical way. A JSON array of strings and integers has exactly one encoding, so the hash is
+unambiguous. Changing, removing, inserting or reordering any record breaks the hash of that record or the link of
+the next one; rewriting the tail *and* recomputing every later hash is caught by the signed checkpoints.
+
+Appends take the single-row ``evidence_head`` lock (``SELECT … FOR UPDATE``), so seq is gapless and the chain
+linear across processes; a whole batch is one lock, one multi-row insert and one head update, inside the
+caller's transaction (append last, so the lock is held only until the commit).
+
+A checkpoint is itself a record (kind ``checkpoint``) that signs ``checkpoint_payload(seq, hash)`` of the record
+before it; the trust layer supplies ``sign`` and ``verify_signature`` (this module never imports hub.trust).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from hub.store.db import translated
+from hub.store.records import EvidenceEntry, Problem
+
+__all__ = [
+    "GENESIS",
+    "ChainRow",
+    "ChainVerifier",
+    "Sign",
+    "VerifySignature",
+    "append",
+    "canonical_detail",
+    "chain",
+    "checkpoint",
+    "checkpoint_payload",
+    "entry_hash",
+    "format_at",
+    "head",
+    "verify_chain",
+    "verify_rows",
+]
+
+GENESIS: Final[bytes] = bytes(32)
+_DOMAIN: Final[bytes] = b"forestry-hub/evidence/1\n"
+_CHECKPOINT_DOMAIN: Final[bytes] = b"forestry-hub/evidence-checkpoint/1\n"
+
+#: ``sign(payload) -> signature`` with the hub's key.
+Sign = Callable[[bytes], bytes]
+#: ``verify_signature(payload, signature, signer_fingerprint) -> bool``: True only if the signature is valid and
+#: the fingerprint names a certificate the hub trusts for checkpoints (raising counts as invalid).
+VerifySignature = Callable[[bytes, bytes, str], bool]
+
+
+# -- the pure part ---------------------------------------------------------------------------------------------------
+
+
+def format_at(at: datetime) -> str:
+    """The canonical text of a timestamp: UTC, microseconds, ``Z``. Naive datetimes are refused."""
+    if at.tzinfo is None:
+        raise ValueError("evidence timestamps must be timezone-aware")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# Encoders built once: json.dumps with non-default options builds a new encoder on every call.
+_DETAIL_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_FIELDS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def canonical_detail(detail: Mapping[str, Any]) -> str:
+    """The canonical JSON text of a detail object (what is stored and hashed)."""
+    return _DETAIL_ENCODER.encode(detail)
+
+
+def _norm_id(message_id: str | uuid.UUID | None) -> str | None:
+    if message_id is None:
+        return None
+    return str(message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(message_id))
+
+
+def _hash(seq: int, at_text: str, kind: str, message_id: str | None, actor: str, detail: str, prev: bytes) -> bytes:
+    encoded = _FIELDS_ENCODER.encode([seq, at_text, kind, message_id, actor, detail, prev.hex()])
+    return hashlib.sha256(_DOMAIN + encoded.encode("utf-8")).digest()
+
+
+def entry_hash(
+    seq: int, at: datetime, kind: str, message_id: str | None, actor: str, detail: str, prev_hash: bytes
+) -> bytes:
+    """The hash of one record (see the module docstring for the encoding)."""
+    return _hash(seq, format_at(at), kind, _norm_id(message_id), actor, detail, prev_hash)
+
+
+def checkpoint_payload(seq: int, head_hash: bytes) -> bytes:
+    """The bytes a checkpoint signs: the seq and hash of the record it seals."""
+    return _CHECKPOINT_DOMAIN + f"{seq}\n{head_hash.hex()}\n".encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRow:
+    """One stored record."""
+
+    seq: int
+    at: datetime
+    kind: str
+    message_id: str | None
+    actor: str
+    detail: str
+    prev_hash: bytes
+    hash: bytes
+
+    def computed_hash(self, seq: int | None = None) -> bytes:
+        return entry_hash(
+            self.seq if seq is None else seq,
+            self.at,
+            self.kind,
+            self.message_id,
+            self.actor,
+            self.detail,
+            self.prev_hash,
+        )
+
+
+def chain(entries: Iterable[EvidenceEntry], *, head_seq: int, head_hash: bytes, at: datetime) -> list[ChainRow]:
+    """The records that append ``entries`` after the head ``(head_seq, head_hash)``, all stamped ``at``."""
+    rows: list[ChainRow] = []
+    seq, prev = head_seq, head_hash
+    at_text = format_at(at)
+    for e in entries:
+        seq += 1
+        detail = _DETAIL_ENCODER.encode(e.detail)
+        mid = _norm_id(e.message_id)
+        digest = _hash(seq, at_text, e.kind, mid, e.actor, detail, prev)
+        rows.append(ChainRow(seq, at, e.kind, mid, e.actor, detail, prev, digest))
+        prev = digest
+    return rows
+
+
+#: Hashes remembered to explain *where* a moved record came from (detection never depends on it).
+_ORIGIN_WINDOW: Final[int] = 1_000_000
+
+
+class ChainVerifier:
+    """Checks a chain fed record by record in seq order; memory does not grow with the chain beyond a bounded
+    window of hashes (used only to say where a moved record came from) and the problems found.
+
+    Finds: a record whose content does not match its hash (``altered``), or that hashes correctly only at another
+    position (``reordered``); a gap in seq (``removed``); a self-consistent record that is not the one its successor
+    was chained to (``altered``: rewritten with a recomputed hash, or inserted); a head that does not match the
+    last record (``removed`` at the end, or ``head``); a checkpoint that does not seal its predecessor or whose
+    signature does not verify (``checkpoint``)."""
+
+    def __init__(self, verify_signature: VerifySignature | None = None) -> None:
+        self._verify_signature = verify_signature
+        self._problems: list[Problem] = []
+        self._expected_prev = GENESIS
+        self._prev_seq = 0
+        self._prev_suspect = False
+        self._origin: dict[bytes, int] = {}  # stored hash → seq the record was written at
+        self._suspects: list[ChainRow] = []
+        self._last: ChainRow | None = None
+        #: Records fed so far.
+        self.count = 0
+
+    def feed(self, row: ChainRow) -> None:
+        self.count += 1
+        problems = self._problems
+        gap = row.seq != self._prev_seq + 1
+        if gap:
+            first, last = self._prev_seq + 1, row.seq - 1
+            text = f"record {first} is missing" if first == last else f"records {first}–{last} are missing"
+            problems.append(Problem("removed", first, text))
+        if row.computed_hash() == row.hash:
+            self._remember(row.hash, row.seq)
+            if row.prev_hash != self._expected_prev and not gap and not self._prev_suspect:
+                came_from = self._origin.get(row.prev_hash)
+                if came_from is not None:
+                    problems.append(
+                        Problem("reordered", row.seq, f"record {row.seq} follows record {came_from}, not {row.seq - 1}")
+                    )
+                else:
+                    problems.append(
+                        Problem(
+                            "altered",
+                            row.seq - 1,
+                            f"record {row.seq - 1} is not the record that record {row.seq} was chained to "
+                            "(rewritten with a recomputed hash, or inserted)",
+                        )
+                    )
+            self._prev_suspect = False
+        else:
+            self._suspects.append(row)
+            self._prev_suspect = True
+        if row.kind == "checkpoint":
+            problems.extend(_check_checkpoint(row, self._verify_signature))
+        self._expected_prev = row.hash
+        self._prev_seq = row.seq
+        self._last = row
+
+    def _remember(self, digest: bytes, seq: int) -> None:
+        self._origin[digest] = seq
+        if len(self._origin) > _ORIGIN_WINDOW:
+            self._origin.pop(next(iter(self._origin)))
+
+    def finish(self, head: tuple[int, bytes] | None = None) -> list[Problem]:
+        """The problems found, in seq order (``head``: the stored chain head, to catch removals at the end)."""
+        problems = list(self._problems)
+        # A suspect that hashes correctly right after the record its prev_hash names was moved; anything else was
+        # altered. Resolving one can explain another (two swapped records), hence the loop.
+        unresolved = self._suspects
+        while unresolved:
+            still: list[ChainRow] = []
+            for row in unresolved:
+                came_after = self._origin.get(row.prev_hash)
+                if came_after is not None and row.computed_hash(came_after + 1) == row.hash:
+                    self._remember(row.hash, came_after + 1)
+                    problems.append(
+                        Problem("reordered", row.seq, f"record {row.seq} was written as record {came_after + 1}")
+                    )
+                else:
+                    still.append(row)
+            if len(still) == len(unresolved):
+                break
+            unresolved = still
+        for row in unresolved:
+            problems.append(Problem("altered", row.seq, f"record {row.seq} does not match its hash"))
+        if head is not None:
+            head_seq, head_hash = head
+            last_seq = self._last.seq if self._last is not None else 0
+            last_hash = self._last.hash if self._last is not None else GENESIS
+            if head_seq > last_seq:
+                text = (
+                    f"record {head_seq} is missing"
+                    if head_seq == last_seq + 1
+                    else (f"records {last_seq + 1}–{head_seq} are missing")
+                )
+                problems.append(Problem("removed", last_seq + 1, text))
+            elif head_seq != last_seq or head_hash != last_hash:
+                problems.append(Problem("head", None, f"the chain head ({head_seq}) does not match the last record"))
+        problems.sort(key=lambda p: (p.seq if p.seq is not None else 1 << 62, p.kind))
+        return problems
+
+
+def verify_rows(
+    rows: Iterable[ChainRow],
+    *,
+    head: tuple[int, bytes] | None = None,
+    verify_signature: VerifySignature | None = None,
+) -> list[Problem]:
+    """Check a chain given in seq order (see ``ChainVerifier``); an empty list means intact."""
+    verifier = ChainVerifier(verify_signature)
+    for row in rows:
+        verifier.feed(row)
+    return verifier.finish(head)
+
+
+def _check_checkpoint(row: ChainRow, verify_signature: VerifySignature | None) -> list[Problem]:
+    try:
+        detail = json.loads(row.detail)
+        covers = int(detail["covers"])
+        sealed = bytes.fromhex(detail["head"])
+        signature = base64.b64decode(detail["signature"], validate=True)
+        signer = str(detail["signer"])
+    except (ValueError, KeyError, TypeError):
+        return [Problem("checkpoint", row.seq, f"checkpoint {row.seq} is malformed")]
+    if covers != row.seq - 1 or sealed != row.prev_hash:
+        return [Problem("checkpoint", row.seq, f"checkpoint {row.seq} does not seal the record before it")]
+    if verify_signature is None:
+        return []
+    try:
+        valid = bool(verify_signature(checkpoint_payload(covers, sealed), signature, signer))
+    except Exception:  # the verifier's own errors mean "not valid"
+        valid = False
+    if not valid:
+        return [Problem("checkpoint", row.seq, f"the signature of checkpoint {row.seq} does not verify")]
+    return []
+
+
+# -- the database part -----------------------------------------------------------------------------------------------
+
+_INSERT = """
+INSERT INTO evidence (seq, at, kind, message_id, actor, detail, prev_hash, hash)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], $6::text[],
+                     $7::bytea[], $8::bytea[])
+"""
+
+
+async def append(conn: Any, entries: Sequence[EvidenceEntry]) -> list[ChainRow]:
+    """Append ``entries`` in order; must run inside the caller's transaction on a connection. One lock, one insert,
+    one head update for the whole batch. Returns the records written."""
+    if not entries:
+        return []
+    head_row = await conn.fetchrow("SELECT seq, hash FROM evidence_head WHERE id FOR UPDATE")
+    # Stamp after taking the lock, so ``at`` never goes backwards along the chain (same clock).
+    rows = chain(entries, head_seq=head_row["seq"], head_hash=bytes(head_row["hash"]), at=datetime.now(UTC))
+    await conn.execute(
+        _INSERT,
+        [r.seq for r in rows],
+        [r.at for r in rows],
+        [r.kind for r in rows],
+        [r.message_id for r in rows],
+        [r.actor for r in rows],
+        [r.detail for r in rows],
+        [r.prev_hash for r in rows],
+        [r.hash for r in rows],
+    )
+    await conn.execute("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id", rows[-1].seq, rows[-1].hash)
+    return rows
+
+
+@asynccontextmanager
+async def _connection(executor: Any) -> AsyncIterator[Any]:
+    if hasattr(executor, "acquire"):
+        async with executor.acquire() as conn:
+            yield conn
+    else:
+        yield executor
+
+
+async def head(executor: Any) -> tuple[int, bytes]:
+    """The current ``(seq, hash)`` of the chain (0 and 32 zero bytes when empty)."""
+    async with translated("reading the evidence head"), _connection(executor) as conn:
+        row = await conn.fetchrow("SELECT seq, hash FROM evidence_head WHERE id")
+    return int(row["seq"]), bytes(row["hash"])
+
+
+async def checkpoint(executor: Any, sign: Sign, signer_fingerprint: str) -> int | None:
+    """Seal the chain: append a ``checkpoint`` record signing the current head. Returns its seq; when the chain is
+    empty or already ends with a checkpoint, appends nothing and returns the existing head's seq (or None)."""
+    async with translated("writing an evidence checkpoint"), _connection(executor) as conn, conn.transaction():
+        head_row = await conn.fetchrow("SELECT seq, hash FROM evidence_head WHERE id FOR UPDATE")
+        seq, sealed = int(head_row["seq"]), bytes(head_row["hash"])
+        if seq == 0:
+            return None
+        last_kind = await conn.fetchval("SELECT kind FROM evidence WHERE seq = $1", seq)
+        if last_kind == "checkpoint":
+            return seq
+        signature = sign(checkpoint_payload(seq, sealed))
+        detail = {
+            "covers": seq,
+            "head": sealed.hex(),
+            "signer": signer_fingerprint,
+            "signature": base64.b64encode(signature).decode("ascii"),
+        }
+        rows = await append(conn, [EvidenceEntry("checkpoint", "hub", None, detail)])
+        return rows[0].seq
+
+
+async def verify_chain(
+    executor: Any, verify_signature: VerifySignature | None = None, *, fetch_size: int = 5000
+) -> list[Problem]:
+    """Stream the whole chain in one consistent snapshot through ``ChainVerifier``. An empty list means the log is
+    intact. Without ``verify_signature``, checkpoints are checked for what they seal but not for who signed them."""
+    verifier = ChainVerifier(verify_signature)
+    async with translated("verifying the evidence chain"), _connection(executor) as conn:
+        # A snapshot of its own, unless the caller already holds a transaction (then a savepoint inside it).
+        tx = (
+            conn.transaction()
+            if conn.is_in_transaction()
+            else conn.transaction(isolation="repeatable_read", readonly=True)
+        )
+        async with tx:
+            head_row = await conn.fetchrow("SELECT seq, hash FROM evidence_head WHERE id")
+            cursor = conn.cursor(
+                "SELECT seq, at, kind, message_id, actor, detail, prev_hash, hash FROM evidence ORDER BY seq",
+                prefetch=fetch_size,
+            )
+            async for r in cursor:
+                verifier.feed(
+                    ChainRow(
+                        r["seq"],
+                        r["at"],
+                        r["kind"],
+                        None if r["message_id"] is None else str(r["message_id"]),
+                        r["actor"],
+                        r["detail"],
+                        bytes(r["prev_hash"]),
+                        bytes(r["hash"]),
+                    )
+                )
+    return verifier.finish((int(head_row["seq"]), bytes(head_row["hash"])))

@@ -1,0 +1,85 @@
+"""``hub evidence verify`` (and ``hub evidence checkpoint``): check and seal the evidence log.
+
+The store never imports hub.trust, so whoever wires the CLI passes the trust layer's functions in::
+
+    evidence_cli.register(sub, verifier_factory=lambda s: <VerifySignature>, signer_factory=lambda s: (<Sign>, fp))
+
+Without a verifier, ``verify`` still checks every hash, link and what each checkpoint seals, and says on stderr
+that checkpoint signatures were not checked. Without a signer there is no ``checkpoint`` subcommand.
+
+Exit codes: 0 the chain is intact (``证据链完整``); 1 one line per problem; 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+
+from hub.settings import Settings
+from hub.store.evidence import Sign, VerifySignature
+
+VerifierFactory = Callable[[Settings], VerifySignature]
+SignerFactory = Callable[[Settings], tuple[Sign, str]]
+
+
+async def _verify(settings: Settings, verifier: VerifySignature | None) -> tuple[list[str], int, int]:
+    from hub.store.db import connection
+    from hub.store.evidence import head, verify_chain
+
+    async with connection(settings.pg_dsn) as conn:
+        problems = await verify_chain(conn, verifier)
+        seq, _ = await head(conn)
+        checkpoints = await conn.fetchval("SELECT count(*) FROM evidence WHERE kind = 'checkpoint'")
+    return [str(p) for p in problems], seq, int(checkpoints)
+
+
+def _cmd_verify(verifier_factory: VerifierFactory | None) -> Callable[[argparse.Namespace, Settings], int]:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        verifier = verifier_factory(settings) if verifier_factory is not None else None
+        problems, seq, checkpoints = asyncio.run(_verify(settings, verifier))
+        if problems:
+            for line in problems:
+                print(line)
+            print(f"证据链被篡改 evidence chain broken: {len(problems)} problem(s)", file=sys.stderr)
+            return 1
+        if verifier is None and checkpoints:
+            print("注意：未校验检查点签名 checkpoint signatures were not checked (no verifier wired)", file=sys.stderr)
+        print(f"证据链完整 evidence chain intact: {seq} records, {checkpoints} checkpoints")
+        return 0
+
+    return run
+
+
+def _cmd_checkpoint(signer_factory: SignerFactory) -> Callable[[argparse.Namespace, Settings], int]:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from hub.store.db import connection
+        from hub.store.evidence import checkpoint
+
+        sign, fingerprint = signer_factory(settings)
+
+        async def go() -> int | None:
+            async with connection(settings.pg_dsn) as conn:
+                return await checkpoint(conn, sign, fingerprint)
+
+        seq = asyncio.run(go())
+        print("证据链为空 evidence chain is empty" if seq is None else f"检查点 checkpoint at record {seq}")
+        return 0
+
+    return run
+
+
+def register(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    *,
+    verifier_factory: VerifierFactory | None = None,
+    signer_factory: SignerFactory | None = None,
+) -> None:
+    ev = sub.add_parser("evidence", help="the evidence log (证据链)")
+    evsub = ev.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
+    p = evsub.add_parser("verify", help="check every record, link and checkpoint of the evidence chain")
+    p.set_defaults(handler=_cmd_verify(verifier_factory))
+    if signer_factory is not None:
+        p = evsub.add_parser("checkpoint", help="seal the evidence chain with a hub-signed checkpoint")
+        p.set_defaults(handler=_cmd_checkpoint(signer_factory))

@@ -1,0 +1,597 @@
+"""Messages, deliveries, receipts, quarantine and refused intake: the repositories of 001_core.sql.
+
+Every function takes an asyncpg connection or pool, runs in one transaction, writes its evidence records in the
+same transaction (so a message is never recorded without its evidence, nor evidence without its message), and
+batches its multi-row work (``unnest`` arrays: one statement per table per batch). Rows are written in message-id
+order so that two workers recording overlapping batches cannot deadlock on the primary-key index.
+
+Deduplication: ``messages.message_id`` is the signed message id; ``INSERT … ON CONFLICT DO NOTHING RETURNING``
+tells in the same statement which ids were new. A duplicate gets nothing written, and its ``RecordOutcome``
+says what is still missing (pending deliveries, the receipt) so a worker can finish a message another worker
+recorded before crashing.
+
+Transient database failures become ``StoreUnavailable``; an unknown or already-decided quarantine id is a
+``HubError`` with code ``QUARANTINE_NOT_FOUND`` / ``QUARANTINE_DECIDED``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from hub.errors import HubError
+from hub.store.db import transaction, translated
+from hub.store.evidence import append
+from hub.store.records import (
+    DELIVERY_RANK,
+    DeliveryStatus,
+    DeliveryUpdate,
+    EvidenceEntry,
+    MessageRecord,
+    QuarantineItem,
+    ReceiptRecord,
+    RecordOutcome,
+    Rejection,
+)
+
+__all__ = [
+    "REJECTED_RAW_CAP",
+    "delivery_state",
+    "mark_delivered",
+    "quarantine_list",
+    "quarantine_reject",
+    "quarantine_release",
+    "quarantine_show",
+    "record_batch",
+    "record_receipts",
+    "record_rejection",
+    "record_rejections",
+    "record_sent",
+    "update_delivery_state",
+    "update_delivery_states",
+]
+
+#: How much of a refused (possibly hostile, possibly huge) message is kept; its digest and size cover all of it.
+REJECTED_RAW_CAP: Final[int] = 64 * 1024
+#: Untrusted claims (ids, sender names read from refused bytes) are cut to this length.
+_CLAIM_CAP: Final[int] = 200
+
+_EVIDENCE_KIND = {"accepted": "received", "quarantined": "quarantined", "rejected": "rejected"}
+_STATE_COLUMN: Final[dict[str, str]] = {
+    "delivered": "delivered_at",
+    "blocked": "blocked_at",
+    "received": "received_at",
+    "read": "read_at",
+    "handled": "handled_at",
+    "feedback": "feedback_at",
+    "failed": "failed_at",
+}
+_TIME_COLUMNS = ("recorded_at", *_STATE_COLUMN.values())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _uuid(value: str | uuid.UUID) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+
+
+def _uuid_or_none(value: str | uuid.UUID | None) -> uuid.UUID | None:
+    if value is None or value == "":
+        return None
+    return _uuid(value)
+
+
+def _claim(value: str | None) -> str | None:
+    return None if value is None else value[:_CLAIM_CAP]
+
+
+def _digest(raw: bytes, given: str) -> bytes:
+    return bytes.fromhex(given) if given else hashlib.sha256(raw).digest()
+
+
+# -- recording -------------------------------------------------------------------------------------------------------
+
+_INSERT_MESSAGES = """
+INSERT INTO messages (message_id, conversation_id, ref_to, sender_agency, sender_system, service, version,
+                      classification, classification_label, urgency, created, expires, received_at, raw,
+                      raw_sha256, signer_serial, signer_fingerprint, state, error_code, error_reason, business_ref)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
+                     $8::smallint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
+                     $13::timestamptz[], $14::bytea[], $15::bytea[], $16::text[], $17::text[], $18::text[],
+                     $19::text[], $20::text[], $21::text[])
+ON CONFLICT (message_id) DO NOTHING
+RETURNING message_id
+"""
+
+_INSERT_DELIVERIES = """
+INSERT INTO deliveries (message_id, recipient_system, recipient_agency, role, state, error_code, recorded_at,
+                        blocked_at)
+SELECT u.m, u.s, u.a, u.r, u.st, u.e, $7, CASE WHEN u.st = 'blocked' THEN $7::timestamptz END
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(m, s, a, r, st, e)
+ON CONFLICT (message_id, recipient_system) DO NOTHING
+"""
+
+_INSERT_QUARANTINE = "INSERT INTO quarantine (message_id, markings, created_at) VALUES ($1, $2, $3)"
+
+_EXISTING = """
+SELECT m.message_id, m.state,
+       coalesce(array_agg(d.recipient_system ORDER BY d.recipient_system)
+                FILTER (WHERE d.state = 'pending'), '{}') AS pending,
+       EXISTS (SELECT 1 FROM receipts r WHERE r.message_id = m.message_id) AS answered
+FROM messages m LEFT JOIN deliveries d ON d.message_id = m.message_id
+WHERE m.message_id = ANY($1::uuid[])
+GROUP BY m.message_id, m.state
+"""
+
+_INSERT_REJECTIONS = """
+INSERT INTO intake_rejections (received_at, claimed_message_id, claimed_sender, service, amqp_user, raw, raw_size,
+                               raw_sha256, error_code, error_reason)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int[],
+                     $8::bytea[], $9::text[], $10::text[])
+"""
+
+
+def _message_evidence(rec: MessageRecord, u: uuid.UUID, digest: bytes) -> list[EvidenceEntry]:
+    """The evidence of one newly recorded message: what, from whom, its digest, to whom, what was blocked."""
+    actor = f"{rec.sender_agency}/{rec.sender_system}"
+    detail: dict[str, Any] = {
+        "service": f"{rec.service}/{rec.version}",
+        "sha256": digest.hex(),
+        "classification": rec.classification,
+        "urgency": rec.urgency,
+        "to": [d.recipient_system for d in rec.deliveries if d.state == "pending"],
+    }
+    if rec.markings:
+        detail["markings"] = list(rec.markings)
+    if rec.error_code:
+        detail["code"] = rec.error_code
+    detail.update(rec.detail)
+    mid = str(u)
+    entries = [EvidenceEntry(_EVIDENCE_KIND[rec.state], actor, mid, detail)]
+    blocked = [{"system": d.recipient_system, "code": d.error_code} for d in rec.deliveries if d.state == "blocked"]
+    if blocked:
+        entries.append(EvidenceEntry("blocked", "hub", mid, {"recipients": blocked}))
+    return entries
+
+
+async def record_batch(
+    executor: Any, records: Sequence[MessageRecord], rejections: Sequence[Rejection] = ()
+) -> list[RecordOutcome]:
+    """Record a batch in ONE transaction: new messages, their deliveries, quarantine entries, refused intake
+    (``rejections``, optional, so a pipeline batch is one transaction) and all their evidence. Returns one outcome
+    per record, in order (see ``RecordOutcome``)."""
+    ids = [_uuid(rec.message_id) for rec in records]
+    first: dict[uuid.UUID, int] = {}
+    for i, u in enumerate(ids):
+        first.setdefault(u, i)
+    order = sorted(first, key=lambda u: u.bytes)  # primary-key order: no deadlocks between workers
+    now = _now()
+    digests = {u: _digest(records[first[u]].raw, records[first[u]].digest) for u in order}
+
+    async with translated("recording a batch"), transaction(executor) as conn:
+        inserted: set[uuid.UUID] = set()
+        if order:
+            recs = [records[first[u]] for u in order]
+            rows = await conn.fetch(
+                _INSERT_MESSAGES,
+                order,
+                [_uuid_or_none(r.conversation_id) for r in recs],
+                [_uuid_or_none(r.ref_to) for r in recs],
+                [r.sender_agency for r in recs],
+                [r.sender_system for r in recs],
+                [r.service for r in recs],
+                [r.version for r in recs],
+                [r.classification for r in recs],
+                [r.classification_label for r in recs],
+                [r.urgency for r in recs],
+                [r.created for r in recs],
+                [r.expires for r in recs],
+                [r.received_at or now for r in recs],
+                [r.raw for r in recs],
+                [digests[u] for u in order],
+                [None if r.signer_serial is None else str(r.signer_serial) for r in recs],
+                [r.signer_fingerprint for r in recs],
+                [r.state for r in recs],
+                [r.error_code for r in recs],
+                [r.error_reason for r in recs],
+                [r.business_ref for r in recs],
+            )
+            inserted = {row["message_id"] for row in rows}
+
+        new = [u for u in order if u in inserted]
+        cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for u in new:
+            seen: set[str] = set()
+            for d in records[first[u]].deliveries:
+                if d.recipient_system in seen:
+                    continue  # one delivery per recipient system: the first role listed wins
+                seen.add(d.recipient_system)
+                for col, value in zip(
+                    cols, (u, d.recipient_system, d.recipient_agency, d.role, d.state, d.error_code), strict=True
+                ):
+                    col.append(value)
+        if cols[0]:
+            await conn.execute(_INSERT_DELIVERIES, *cols, now)
+        quarantined = [
+            (u, list(records[first[u]].markings), now) for u in new if records[first[u]].state == "quarantined"
+        ]
+        if quarantined:
+            await conn.executemany(_INSERT_QUARANTINE, quarantined)
+
+        existing: dict[uuid.UUID, Any] = {}
+        dupes = [u for u in order if u not in inserted]
+        if dupes:
+            existing = {row["message_id"]: row for row in await conn.fetch(_EXISTING, dupes)}
+
+        entries: list[EvidenceEntry] = []
+        for u in new:
+            entries.extend(_message_evidence(records[first[u]], u, digests[u]))
+        entries.extend(await _insert_rejections(conn, rejections, now))
+        await append(conn, entries)
+
+    outcomes: list[RecordOutcome] = []
+    for i, (rec, u) in enumerate(zip(records, ids, strict=True)):
+        if first[u] != i:
+            outcomes.append(RecordOutcome(rec.message_id, True, rec.state, in_batch=True))
+        elif u in inserted:
+            pending = (
+                tuple(dict.fromkeys(d.recipient_system for d in rec.deliveries if d.state == "pending"))
+                if rec.state == "accepted"
+                else ()
+            )
+            outcomes.append(RecordOutcome(rec.message_id, False, rec.state, pending, True))
+        else:
+            row = existing.get(u)
+            if row is None:  # pragma: no cover - a conflict without a row cannot happen inside one snapshot
+                raise HubError(f"message {rec.message_id} conflicted but is not recorded", code="INTERNAL")
+            state = row["state"]
+            deliverable = state in ("accepted", "released")
+            outcomes.append(
+                RecordOutcome(
+                    rec.message_id,
+                    True,
+                    state,
+                    tuple(row["pending"]) if deliverable else (),
+                    not row["answered"],
+                )
+            )
+    return outcomes
+
+
+async def _insert_rejections(conn: Any, rejections: Sequence[Rejection], now: datetime) -> list[EvidenceEntry]:
+    if not rejections:
+        return []
+    digests = [_digest(r.raw, r.digest) for r in rejections]
+    await conn.execute(
+        _INSERT_REJECTIONS,
+        [r.received_at or now for r in rejections],
+        [_claim(r.claimed_message_id) for r in rejections],
+        [_claim(r.claimed_sender) for r in rejections],
+        [_claim(r.service) for r in rejections],
+        [_claim(r.amqp_user) for r in rejections],
+        [r.raw[:REJECTED_RAW_CAP] for r in rejections],
+        [len(r.raw) for r in rejections],
+        digests,
+        [r.error_code for r in rejections],
+        [r.error_reason[:1000] for r in rejections],
+    )
+    entries = []
+    for r, digest in zip(rejections, digests, strict=True):
+        detail: dict[str, Any] = {"code": r.error_code, "sha256": digest.hex(), "size": len(r.raw)}
+        if r.claimed_message_id:
+            detail["claimed_message_id"] = _claim(r.claimed_message_id)
+        if r.claimed_sender:
+            detail["claimed_sender"] = _claim(r.claimed_sender)
+        entries.append(EvidenceEntry("rejected", _claim(r.amqp_user) or "unknown", None, detail))
+    return entries
+
+
+async def record_rejections(executor: Any, rejections: Sequence[Rejection]) -> None:
+    """Record messages refused before their signature was trusted (capped bytes, digest, code), with evidence."""
+    if not rejections:
+        return
+    async with translated("recording refused messages"), transaction(executor) as conn:
+        await append(conn, await _insert_rejections(conn, rejections, _now()))
+
+
+async def record_rejection(executor: Any, rejection: Rejection) -> None:
+    """``record_rejections`` for one."""
+    await record_rejections(executor, [rejection])
+
+
+_MARK_DELIVERED = """
+UPDATE deliveries SET state = 'delivered', delivered_at = coalesce(delivered_at, $2), error_code = NULL
+WHERE message_id = ANY($1::uuid[]) AND state IN ('pending', 'failed')
+RETURNING message_id, recipient_system
+"""
+
+_INSERT_RECEIPTS = """
+INSERT INTO receipts (receipt_id, message_id, kind, recipient_system, code, at)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+ON CONFLICT (receipt_id) DO NOTHING
+RETURNING receipt_id
+"""
+
+
+async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Sequence[ReceiptRecord] = ()) -> None:
+    """After the broker confirmed a batch: mark every pending delivery of the ``delivered`` messages delivered and
+    record the ``receipts`` sent, in one transaction with their evidence. Repeating it is harmless (nothing is
+    pending any more; a receipt id is recorded once)."""
+    ids = sorted({_uuid(m) for m in delivered}, key=lambda u: u.bytes)
+    if not ids and not receipts:
+        return
+    now = _now()
+    async with translated("recording deliveries"), transaction(executor) as conn:
+        entries: list[EvidenceEntry] = []
+        if ids:
+            rows = await conn.fetch(_MARK_DELIVERED, ids, now)
+            by_message: dict[uuid.UUID, list[str]] = {}
+            for row in rows:
+                by_message.setdefault(row["message_id"], []).append(row["recipient_system"])
+            for u in ids:
+                if u in by_message:
+                    entries.append(EvidenceEntry("delivered", "hub", str(u), {"to": sorted(by_message[u])}))
+        if receipts:
+            receipt_ids = [_uuid(r.receipt_id) for r in receipts]
+            rows = await conn.fetch(
+                _INSERT_RECEIPTS,
+                receipt_ids,
+                [_uuid_or_none(r.message_id) for r in receipts],
+                [r.kind for r in receipts],
+                [r.recipient_system for r in receipts],
+                [r.code for r in receipts],
+                [r.at or now for r in receipts],
+            )
+            written = {row["receipt_id"] for row in rows}
+            for r, rid in zip(receipts, receipt_ids, strict=True):
+                if rid in written:
+                    detail: dict[str, Any] = {"receipt_id": str(rid), "type": r.kind}
+                    if r.code:
+                        detail["code"] = r.code
+                    if r.recipient_system:
+                        detail["to"] = r.recipient_system
+                    entries.append(EvidenceEntry("receipt_sent", "hub", r.message_id, detail))
+        await append(conn, entries)
+
+
+async def mark_delivered(executor: Any, message_ids: Iterable[str]) -> None:
+    """Mark every pending (or failed) delivery of these messages delivered (``record_sent`` without receipts)."""
+    await record_sent(executor, message_ids, ())
+
+
+async def record_receipts(executor: Any, receipts: Sequence[ReceiptRecord]) -> None:
+    """Record receipts and errors sent back (``record_sent`` without deliveries)."""
+    await record_sent(executor, (), receipts)
+
+
+# -- document tracking -----------------------------------------------------------------------------------------------
+
+
+def _status(row: Any) -> DeliveryStatus:
+    times = {"pending": row["recorded_at"]}
+    for state, column in _STATE_COLUMN.items():
+        if row[column] is not None:
+            times[state] = row[column]
+    return DeliveryStatus(
+        message_id=str(row["message_id"]),
+        recipient_agency=row["recipient_agency"],
+        recipient_system=row["recipient_system"],
+        role=row["role"],
+        state=row["state"],
+        error_code=row["error_code"],
+        times=times,
+    )
+
+
+_DELIVERY_COLUMNS = "message_id, recipient_system, recipient_agency, role, state, error_code, " + ", ".join(
+    _TIME_COLUMNS
+)
+
+
+async def delivery_state(executor: Any, message_id: str) -> list[DeliveryStatus]:
+    """Every delivery of a message, by recipient system."""
+    async with translated("reading deliveries"), transaction(executor) as conn:
+        rows = await conn.fetch(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE message_id = $1 ORDER BY recipient_system",  # noqa: S608
+            _uuid(message_id),
+        )
+    return [_status(r) for r in rows]
+
+
+_RANK_ARRAY = "ARRAY[" + ", ".join(f"'{s}'" for s, _ in sorted(DELIVERY_RANK.items(), key=lambda kv: kv[1])) + "]"
+
+# One statement for a set of updates with distinct keys: each time column is set when its state is reported (first
+# report wins); the state moves only forward in DELIVERY_RANK, never out of 'blocked'.
+_UPDATE_STATES = f"""
+UPDATE deliveries AS d SET
+    state = CASE WHEN d.state <> 'blocked'
+                      AND array_position({_RANK_ARRAY}, u.st) > array_position({_RANK_ARRAY}, d.state)
+                 THEN u.st ELSE d.state END,
+    error_code = coalesce(u.code, d.error_code),
+    {
+    ", ".join(
+        f"{col} = CASE WHEN u.st = '{st}' THEN coalesce(d.{col}, u.at) ELSE d.{col} END"
+        for st, col in _STATE_COLUMN.items()
+    )
+}
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) AS u(m, s, st, at, code)
+WHERE d.message_id = u.m AND d.recipient_system = u.s
+RETURNING d.{_DELIVERY_COLUMNS.replace(", ", ", d.")}, u.st AS reported
+"""  # noqa: S608 - every interpolated name comes from the constants above
+
+
+async def update_delivery_states(executor: Any, updates: Sequence[DeliveryUpdate]) -> list[DeliveryStatus]:
+    """Apply document-tracking steps (签收/read/办结/feedback, or failed/delivered) with evidence, in one
+    transaction. Unknown deliveries are skipped. Returns the resulting status of each delivery touched."""
+    if not updates:
+        return []
+    for u in updates:
+        if u.state not in _STATE_COLUMN or u.state == "blocked":
+            raise ValueError(f"cannot report delivery state {u.state!r}")
+    # Several reports for the same delivery in one batch are applied in rounds (UPDATE … FROM touches a row once).
+    rounds: list[list[DeliveryUpdate]] = []
+    for u in updates:
+        ukey = (_uuid(u.message_id), u.recipient_system)
+        for r in rounds:
+            if all((_uuid(x.message_id), x.recipient_system) != ukey for x in r):
+                r.append(u)
+                break
+        else:
+            rounds.append([u])
+    now = _now()
+    result: dict[tuple[str, str], DeliveryStatus] = {}
+    async with translated("updating delivery states"), transaction(executor) as conn:
+        entries: list[EvidenceEntry] = []
+        for r in rounds:
+            r.sort(key=lambda x: (_uuid(x.message_id).bytes, x.recipient_system))
+            rows = await conn.fetch(
+                _UPDATE_STATES,
+                [_uuid(x.message_id) for x in r],
+                [x.recipient_system for x in r],
+                [x.state for x in r],
+                [x.at or now for x in r],
+                [x.error_code for x in r],
+            )
+            actors = {(str(_uuid(x.message_id)), x.recipient_system): x.actor for x in r}
+            for row in rows:
+                status = _status(row)
+                key = (status.message_id, status.recipient_system)
+                result[key] = status
+                detail: dict[str, Any] = {"system": status.recipient_system, "reported": row["reported"]}
+                if status.error_code:
+                    detail["code"] = status.error_code
+                entries.append(
+                    EvidenceEntry(
+                        "delivery_state", actors.get(key) or status.recipient_system, status.message_id, detail
+                    )
+                )
+        await append(conn, entries)
+    return list(result.values())
+
+
+async def update_delivery_state(
+    executor: Any,
+    message_id: str,
+    recipient_system: str,
+    state: str,
+    *,
+    at: datetime | None = None,
+    actor: str | None = None,
+    error_code: str | None = None,
+) -> DeliveryStatus | None:
+    """``update_delivery_states`` for one; None when there is no such delivery."""
+    found = await update_delivery_states(
+        executor,
+        [DeliveryUpdate(message_id, recipient_system, state, at, actor, error_code)],  # type: ignore[arg-type]
+    )
+    return found[0] if found else None
+
+
+# -- quarantine ------------------------------------------------------------------------------------------------------
+
+_QUARANTINE_SELECT = """
+SELECT q.message_id, q.status, q.markings, q.reviewer, q.reason, q.decided_at, m.service, m.version,
+       m.sender_agency, m.sender_system, m.classification_label, m.received_at{raw}
+FROM quarantine q JOIN messages m ON m.message_id = q.message_id
+"""
+
+
+def _item(row: Any, deliveries: Sequence[DeliveryStatus] = ()) -> QuarantineItem:
+    return QuarantineItem(
+        message_id=str(row["message_id"]),
+        status=row["status"],
+        markings=tuple(row["markings"]),
+        service=f"{row['service']}/{row['version']}",
+        sender_agency=row["sender_agency"],
+        sender_system=row["sender_system"],
+        classification_label=row["classification_label"],
+        received_at=row["received_at"],
+        reviewer=row["reviewer"],
+        reason=row["reason"],
+        decided_at=row["decided_at"],
+        raw=bytes(row["raw"]) if "raw" in row.keys() else None,
+        deliveries=tuple(deliveries),
+    )
+
+
+async def quarantine_list(executor: Any, status: str | None = "pending", *, limit: int = 500) -> list[QuarantineItem]:
+    """Quarantined messages (pending by default, oldest first; ``status=None`` for all), without their bytes."""
+    query = _QUARANTINE_SELECT.format(raw="")
+    async with translated("listing the quarantine"), transaction(executor) as conn:
+        if status is None:
+            rows = await conn.fetch(query + " ORDER BY q.created_at LIMIT $1", limit)
+        else:
+            rows = await conn.fetch(query + " WHERE q.status = $1 ORDER BY q.created_at LIMIT $2", status, limit)
+    return [_item(r) for r in rows]
+
+
+async def _load(conn: Any, message_id: uuid.UUID, *, lock: bool) -> QuarantineItem:
+    row = await conn.fetchrow(
+        _QUARANTINE_SELECT.format(raw=", m.raw") + " WHERE q.message_id = $1" + (" FOR UPDATE OF q" if lock else ""),
+        message_id,
+    )
+    if row is None:
+        raise HubError(f"message {message_id} is not in the quarantine", code="QUARANTINE_NOT_FOUND")
+    rows = await conn.fetch(
+        f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE message_id = $1 ORDER BY recipient_system",  # noqa: S608
+        message_id,
+    )
+    return _item(row, [_status(r) for r in rows])
+
+
+async def quarantine_show(executor: Any, message_id: str) -> QuarantineItem:
+    """One quarantined message with its bytes (for the reviewer) and its deliveries."""
+    async with translated("reading the quarantine"), transaction(executor) as conn:
+        return await _load(conn, _uuid(message_id), lock=False)
+
+
+async def _decide(executor: Any, message_id: str, reviewer: str, reason: str, *, release: bool) -> QuarantineItem:
+    if not reviewer.strip() or not reason.strip():
+        raise ValueError("a quarantine decision needs a reviewer and a reason")
+    u = _uuid(message_id)
+    now = _now()
+    async with translated("deciding on a quarantined message"), transaction(executor) as conn:
+        item = await _load(conn, u, lock=True)
+        if item.status != "pending":
+            raise HubError(
+                f"message {message_id} was already {item.status} by {item.reviewer}", code="QUARANTINE_DECIDED"
+            )
+        await conn.execute(
+            "UPDATE quarantine SET status = $2, reviewer = $3, reason = $4, decided_at = $5 WHERE message_id = $1",
+            u,
+            "released" if release else "rejected",
+            reviewer,
+            reason,
+            now,
+        )
+        await conn.execute(
+            "UPDATE messages SET state = $2 WHERE message_id = $1", u, "released" if release else "quarantine_rejected"
+        )
+        if not release:
+            await conn.execute(
+                "UPDATE deliveries SET state = 'blocked', blocked_at = $2, error_code = 'GATE_REJECTED'"
+                " WHERE message_id = $1 AND state = 'pending'",
+                u,
+                now,
+            )
+        # The reason is free text (it may name people): the evidence carries its digest, the table the text.
+        detail = {"reason_sha256": hashlib.sha256(reason.encode("utf-8")).hexdigest(), "markings": list(item.markings)}
+        await append(conn, [EvidenceEntry("released" if release else "quarantine_rejected", reviewer, str(u), detail)])
+        return await _load(conn, u, lock=False)
+
+
+async def quarantine_release(executor: Any, message_id: str, reviewer: str, reason: str) -> QuarantineItem:
+    """Release a pending quarantined message (state ``released``). Returns it with its bytes and its pending
+    deliveries: the caller delivers them and then calls ``mark_delivered``."""
+    return await _decide(executor, message_id, reviewer, reason, release=True)
+
+
+async def quarantine_reject(executor: Any, message_id: str, reviewer: str, reason: str) -> QuarantineItem:
+    """Reject a pending quarantined message (state ``quarantine_rejected``; its deliveries become ``blocked`` with
+    ``GATE_REJECTED``). The caller sends the sender a signed ``hub.error`` and records it."""
+    return await _decide(executor, message_id, reviewer, reason, release=False)

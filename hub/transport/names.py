@@ -1,0 +1,194 @@
+"""Every RabbitMQ name the hub uses, made by one helper: ``Names(namespace)``.
+
+Nothing else in the hub spells an exchange, queue or user name; the namespace (``Settings.namespace``, default
+``hub``) prefixes all of them, so a test run or a second installation on the same broker never touches the
+first one's objects, and one prefix finds everything to clean up.
+
+The layout (``ns`` = namespace)::
+
+    exchanges                         queues
+    ns.in        direct  ── emergency ──► ns.in.emergency      the two inbound lanes; agency systems may
+                         ── normal    ──► ns.in.normal         publish to ns.in and nowhere else
+    ns.deliver   direct  ── <system>  ──► ns.q.<system>        one per system (priority queue)
+    ns.retry     headers ── x-hub-retry=5s ► ns.retry.5s        TTL 5 s, then dead-lettered back to ns.in
+    ns.dead      fanout  ───────────────► ns.dead              dead letters (nacked without requeue)
+    ns.quarantine fanout ───────────────► ns.quarantine        quarantined messages awaiting a person
+
+Users: ``ns.<system>`` for each agency system (see ``hub.transport.users``).
+
+This module is pure (no aio-pika): the SDK, the pipeline and the in-memory twin import it freely.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+__all__ = [
+    "ATTEMPT_HEADER",
+    "LANES",
+    "MAX_PRIORITY",
+    "ORIGIN_USER_HEADER",
+    "PRIORITY",
+    "RETRY_DELAYS_S",
+    "RETRY_HEADER",
+    "Lane",
+    "Names",
+    "check_system_id",
+    "lane_for",
+    "priority_for",
+    "retry_delay",
+]
+
+Lane = Literal["emergency", "normal"]
+
+#: The inbound lanes, most urgent first. The lane is the routing key a sender publishes with; it only orders the
+#: hub's work (the hub re-derives priority from the signed urgency and service, never from the lane).
+LANES: Final[tuple[Lane, ...]] = ("emergency", "normal")
+
+#: AMQP priority per 紧急程度 (urgency). System queues are declared with ``x-max-priority = MAX_PRIORITY`` so a
+#: 特急 delivery overtakes a backlog of 平件 waiting in the same queue.
+PRIORITY: Final[dict[str, int]] = {"特急": 9, "加急": 5, "平件": 0}
+MAX_PRIORITY: Final[int] = 9
+
+#: Fixed back-off delays of the retry queues, in seconds. One queue per delay (rather than a per-message TTL on a
+#: single queue) because RabbitMQ only expires messages at the head of a queue: with one TTL per queue the head is
+#: always the first to expire, so no message waits behind a longer one.
+RETRY_DELAYS_S: Final[tuple[int, ...]] = (1, 5, 30, 300)
+
+#: Header that the retry exchange (a headers exchange) matches on, value ``"<delay>s"``.
+RETRY_HEADER: Final[str] = "x-hub-retry"
+#: Header carrying how many times the hub already retried a message (set by the hub, not trusted for anything but
+#: choosing the next delay).
+ATTEMPT_HEADER: Final[str] = "x-hub-attempt"
+#: Header with the original publisher's AMQP user on a copy the hub re-published (trusted only when the copy's
+#: user_id is the hub's own user, which no agency system can set).
+ORIGIN_USER_HEADER: Final[str] = "x-hub-origin-user"
+
+_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+#: The envelope XSD's SystemId pattern.
+_SYSTEM = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+def lane_for(service: str, urgency: str) -> Lane:
+    """The inbound lane a sender should use: ``emergency`` for ``emergency.*`` services and 特急 messages."""
+    return "emergency" if urgency == "特急" or service.startswith("emergency.") else "normal"
+
+
+def priority_for(urgency: str) -> int:
+    """AMQP priority of a delivery with this 紧急程度 (0 for anything unknown)."""
+    return PRIORITY.get(urgency, 0)
+
+
+def retry_delay(attempt: int) -> int | None:
+    """The back-off before retry number ``attempt`` (1-based), or None when the retries are used up and the message
+    belongs in the dead-letter queue."""
+    if attempt < 1:
+        raise ValueError("attempt is 1-based")
+    return RETRY_DELAYS_S[attempt - 1] if attempt <= len(RETRY_DELAYS_S) else None
+
+
+class Names:
+    """All names under one namespace. Cheap, immutable, hashable; build it once from ``Settings.namespace``."""
+
+    __slots__ = (
+        "dead_letter_exchange",
+        "dead_letter_queue",
+        "deliver_exchange",
+        "inbound_exchange",
+        "namespace",
+        "quarantine_exchange",
+        "quarantine_queue",
+        "retry_exchange",
+    )
+
+    namespace: str
+    inbound_exchange: str
+    deliver_exchange: str
+    retry_exchange: str
+    dead_letter_exchange: str
+    dead_letter_queue: str
+    quarantine_exchange: str
+    quarantine_queue: str
+
+    def __init__(self, namespace: str) -> None:
+        if not _NAMESPACE.match(namespace):
+            raise ValueError(f"namespace {namespace!r} must match {_NAMESPACE.pattern}")
+        ns = namespace
+        for name, value in (
+            ("namespace", ns),
+            ("inbound_exchange", f"{ns}.in"),
+            ("deliver_exchange", f"{ns}.deliver"),
+            ("retry_exchange", f"{ns}.retry"),
+            ("dead_letter_exchange", f"{ns}.dead"),
+            ("dead_letter_queue", f"{ns}.dead"),
+            ("quarantine_exchange", f"{ns}.quarantine"),
+            ("quarantine_queue", f"{ns}.quarantine"),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Names is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Names) and other.namespace == self.namespace
+
+    def __hash__(self) -> int:
+        return hash(("Names", self.namespace))
+
+    def __repr__(self) -> str:
+        return f"Names({self.namespace!r})"
+
+    # -- per lane / system / delay ------------------------------------------------------------------------------
+
+    def inbound_queue(self, lane: str) -> str:
+        """``ns.in.<lane>``; the routing key on the inbound exchange is the lane itself."""
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
+        return f"{self.namespace}.in.{lane}"
+
+    def system_queue(self, system_id: str) -> str:
+        """``ns.q.<system>``: what one agency system receives (routing key on the delivery exchange: the id)."""
+        return f"{self.namespace}.q.{check_system_id(system_id)}"
+
+    def retry_queue(self, delay_s: int) -> str:
+        """``ns.retry.<delay>s``; ``delay_s`` must be one of ``RETRY_DELAYS_S``."""
+        if delay_s not in RETRY_DELAYS_S:
+            raise ValueError(f"no retry queue for {delay_s} s; delays are {RETRY_DELAYS_S}")
+        return f"{self.namespace}.retry.{delay_s}s"
+
+    def user(self, system_id: str) -> str:
+        """The RabbitMQ user of one agency system: ``ns.<system>``."""
+        return f"{self.namespace}.{check_system_id(system_id)}"
+
+    @property
+    def inbound_queues(self) -> tuple[str, ...]:
+        """Both inbound lanes, emergency first."""
+        return tuple(self.inbound_queue(lane) for lane in LANES)
+
+    @property
+    def prefix(self) -> str:
+        """What every exchange, queue and user name of this namespace starts with."""
+        return self.namespace + "."
+
+    def system_of_queue(self, queue: str) -> str | None:
+        """The system id whose queue this is, or None (the inverse of ``system_queue``)."""
+        head = f"{self.namespace}.q."
+        if queue.startswith(head) and _SYSTEM.match(queue[len(head) :]):
+            return queue[len(head) :]
+        return None
+
+    def system_of_user(self, user: str | None) -> str | None:
+        """The system id of an AMQP user name made by ``user()``, or None: the pipeline compares it with the
+        signed sender (RabbitMQ guarantees that a message's ``user_id`` property equals the publishing user)."""
+        if user and user.startswith(self.prefix) and _SYSTEM.match(user[len(self.prefix) :]):
+            return user[len(self.prefix) :]
+        return None
+
+
+def check_system_id(system_id: str) -> str:
+    """Return ``system_id`` if it is a valid system id (the envelope's SystemId pattern); else ValueError. Names
+    end up in permission regexes and URLs, so nothing else is accepted."""
+    if not _SYSTEM.match(system_id):
+        raise ValueError(f"system id {system_id!r} must match {_SYSTEM.pattern}")
+    return system_id

@@ -1,0 +1,259 @@
+"""The topology as data, and what travels through it. Pure: no aio-pika here.
+
+``topology(names, system_ids)`` describes every exchange, queue and binding of ARCHITECTURE.md; the AMQP
+transport declares exactly this and the in-memory twin routes by exactly this, so the two cannot drift apart.
+
+Why these choices:
+
+- **Classic queues with x-max-priority, not quorum queues.** On a single broker node a quorum queue replicates to
+  nobody: it costs a Raft log and extra fsyncs for no added safety, and (on RabbitMQ 3.x) it has no message
+  priorities, which the 特急 ordering of system queues needs. Durable classic queues with persistent messages and
+  publisher confirms survive a broker restart on one node. With a cluster, switch the inbound lanes to quorum
+  queues (``x-queue-type: quorum``) and keep the emergency lane separate instead of using priorities.
+- **Two inbound lanes** rather than one priority queue: the hub consumes both with separate consumers, so an
+  emergency is taken from its own queue even while thousands of normal messages sit unacknowledged in the
+  normal lane's prefetch window (priorities only reorder messages *waiting in the queue*, not those already
+  prefetched by a busy consumer).
+- **Retry by dead-lettering**: a message to retry is published to the retry exchange with the lane as routing key
+  and ``x-hub-retry: <d>s``; it waits in ``ns.retry.<d>s`` until its TTL and is dead-lettered back to the inbound
+  exchange with its original routing key, i.e. into the lane it came from.
+- **Inbound lanes and system queues dead-letter into ``ns.dead``**, so a message nacked without requeue is parked
+  where an operator sees it, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hub.transport.names import (
+    ATTEMPT_HEADER,
+    LANES,
+    MAX_PRIORITY,
+    ORIGIN_USER_HEADER,
+    RETRY_DELAYS_S,
+    RETRY_HEADER,
+    Names,
+    check_system_id,
+    retry_delay,
+)
+
+__all__ = [
+    "BindingSpec",
+    "ExchangeSpec",
+    "Handler",
+    "Incoming",
+    "Outgoing",
+    "QueueSpec",
+    "Topology",
+    "dead_letter_of",
+    "retry_of",
+    "topology",
+]
+
+ExchangeType = Literal["direct", "headers", "fanout"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeSpec:
+    name: str
+    type: ExchangeType
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    name: str
+    #: Queue arguments (``x-max-priority``, ``x-message-ttl``, ``x-dead-letter-exchange``, ``x-queue-type``).
+    arguments: Mapping[str, Any]
+
+    @property
+    def max_priority(self) -> int:
+        return int(self.arguments.get("x-max-priority", 0))
+
+    @property
+    def ttl_ms(self) -> int | None:
+        ttl = self.arguments.get("x-message-ttl")
+        return None if ttl is None else int(ttl)
+
+    @property
+    def dead_letter_exchange(self) -> str | None:
+        dlx = self.arguments.get("x-dead-letter-exchange")
+        return None if dlx is None else str(dlx)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingSpec:
+    queue: str
+    exchange: str
+    routing_key: str = ""
+    #: Binding arguments (used by the headers exchange of the retry queues).
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    exchanges: tuple[ExchangeSpec, ...]
+    queues: tuple[QueueSpec, ...]
+    bindings: tuple[BindingSpec, ...]
+
+    def queue(self, name: str) -> QueueSpec | None:
+        for q in self.queues:
+            if q.name == name:
+                return q
+        return None
+
+
+def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
+    """The whole topology for ``names`` with one queue per system in ``system_ids`` (duplicates ignored)."""
+    classic = {"x-queue-type": "classic"}
+    dead = {"x-dead-letter-exchange": names.dead_letter_exchange}
+    exchanges = (
+        ExchangeSpec(names.inbound_exchange, "direct"),
+        ExchangeSpec(names.deliver_exchange, "direct"),
+        ExchangeSpec(names.retry_exchange, "headers"),
+        ExchangeSpec(names.dead_letter_exchange, "fanout"),
+        ExchangeSpec(names.quarantine_exchange, "fanout"),
+    )
+    queues: list[QueueSpec] = []
+    bindings: list[BindingSpec] = []
+    for lane in LANES:
+        q = names.inbound_queue(lane)
+        queues.append(QueueSpec(q, {**classic, **dead}))
+        bindings.append(BindingSpec(q, names.inbound_exchange, lane))
+    for delay in RETRY_DELAYS_S:
+        q = names.retry_queue(delay)
+        # No x-dead-letter-routing-key: an expired message keeps the routing key it was published with (its lane).
+        queues.append(
+            QueueSpec(q, {**classic, "x-message-ttl": delay * 1000, "x-dead-letter-exchange": names.inbound_exchange})
+        )
+        bindings.append(BindingSpec(q, names.retry_exchange, "", {"x-match": "all", RETRY_HEADER: f"{delay}s"}))
+    queues.append(QueueSpec(names.dead_letter_queue, dict(classic)))
+    bindings.append(BindingSpec(names.dead_letter_queue, names.dead_letter_exchange))
+    queues.append(QueueSpec(names.quarantine_queue, dict(classic)))
+    bindings.append(BindingSpec(names.quarantine_queue, names.quarantine_exchange))
+    seen: set[str] = set()
+    for system in system_ids:
+        if system in seen:
+            continue
+        seen.add(system)
+        q = names.system_queue(check_system_id(system))
+        queues.append(QueueSpec(q, {**classic, **dead, "x-max-priority": MAX_PRIORITY}))
+        bindings.append(BindingSpec(q, names.deliver_exchange, system))
+    return Topology(exchanges, tuple(queues), tuple(bindings))
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One message to publish. ``egress``, when given, is called with ``body`` right before publishing and may
+    raise to stop it (the classification gate's independent check at the moment a message leaves)."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: Mapping[str, Any]
+    priority: int
+    message_id: str
+    user_id: str | None = None
+    egress: Callable[[bytes], None] | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Incoming:
+    """One received message, the same shape from RabbitMQ and from the in-memory twin.
+
+    Settle it through the transport or consumer it came from (``ack``/``nack`` take whole batches). ``user_id``
+    is the AMQP user_id property: RabbitMQ refuses a publish whose user_id differs from the publishing user, so
+    when present it names the authenticated publisher. ``redelivered`` is True after a crash or requeue.
+    """
+
+    body: bytes
+    routing_key: str
+    exchange: str
+    headers: Mapping[str, Any]
+    message_id: str | None
+    user_id: str | None
+    priority: int
+    redelivered: bool
+    queue: str
+    delivery_tag: int
+    correlation_id: str | None = None
+    #: True once acked, nacked or rejected (settling twice is a no-op).
+    settled: bool = False
+    #: The transport-specific owner that settles this message (a channel tracker or the in-memory queue).
+    owner: Any = field(default=None, repr=False)
+
+    @property
+    def attempt(self) -> int:
+        """How many times the hub already retried this message (from ``x-hub-attempt``; 0 when absent)."""
+        raw = self.headers.get(ATTEMPT_HEADER, 0)
+        try:
+            return max(0, int(raw))
+        except (TypeError, ValueError):
+            return 0
+
+    def publisher(self, hub_user: str) -> str | None:
+        """The AMQP user that originally published this message, as authenticated by RabbitMQ: ``user_id``, or for
+        a copy the hub re-published itself (``user_id == hub_user``, e.g. a retry) the ``x-hub-origin-user`` it
+        recorded. None when the publisher did not set user_id."""
+        if self.user_id is not None and self.user_id == hub_user:
+            origin = self.headers.get(ORIGIN_USER_HEADER)
+            return str(origin) if origin else None
+        return self.user_id
+
+
+#: A batch handler: it must settle every message of the batch (ack, nack, or publish-then-ack). Messages it leaves
+#: unsettled when it raises are nacked with requeue and come back with ``redelivered=True``.
+Handler = Callable[[list[Incoming]], Awaitable[None]]
+
+
+def retry_of(names: Names, msg: Incoming, *, hub_user: str) -> Outgoing | None:
+    """The Outgoing that puts ``msg`` back into its lane after the next back-off delay, or None when its retries
+    are used up (then use ``dead_letter_of``). Publish it, and ack ``msg`` once the publish is confirmed.
+
+    The hub cannot re-publish with the original publisher's ``user_id`` (RabbitMQ only accepts the publishing
+    user's own), so the copy carries ``user_id=hub_user`` (the hub's AMQP user, ``Transport.user``) and the original
+    in ``x-hub-origin-user``; ``Incoming.publisher(hub_user)`` reads it back. Systems cannot forge that pair: a
+    system may not publish with the hub's user_id."""
+    attempt = msg.attempt + 1
+    delay = retry_delay(attempt)
+    if delay is None:
+        return None
+    lane = msg.routing_key if msg.routing_key in LANES else "normal"
+    headers = dict(msg.headers)
+    headers[RETRY_HEADER] = f"{delay}s"
+    headers[ATTEMPT_HEADER] = attempt
+    origin = msg.publisher(hub_user)
+    if origin is None:
+        headers.pop(ORIGIN_USER_HEADER, None)
+    else:
+        headers[ORIGIN_USER_HEADER] = origin
+    return Outgoing(
+        exchange=names.retry_exchange,
+        routing_key=lane,
+        body=msg.body,
+        headers=headers,
+        priority=msg.priority,
+        message_id=msg.message_id or "",
+        user_id=hub_user,
+        correlation_id=msg.correlation_id,
+    )
+
+
+def dead_letter_of(names: Names, msg: Incoming, code: str, reason: str) -> Outgoing:
+    """The Outgoing that parks ``msg`` in the dead-letter queue with the error code and one-line reason."""
+    headers = dict(msg.headers)
+    headers.pop(RETRY_HEADER, None)
+    headers["x-hub-error-code"] = code
+    headers["x-hub-error-reason"] = reason[:500]
+    headers["x-hub-original-queue"] = msg.queue
+    return Outgoing(
+        exchange=names.dead_letter_exchange,
+        routing_key=msg.routing_key,
+        body=msg.body,
+        headers=headers,
+        priority=msg.priority,
+        message_id=msg.message_id or "",
+        correlation_id=msg.correlation_id,
+    )

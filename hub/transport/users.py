@@ -1,0 +1,214 @@
+"""One RabbitMQ user per agency system, provisioned through RabbitMQ's management HTTP API.
+
+Each system's user (``Names.user(system)``) may
+
+- configure nothing (``^$``: it cannot declare, delete or bind anything),
+- write only to the inbound exchange (so it cannot publish to the delivery exchange, the default exchange or
+  another system's queue),
+- read only its own queue (``ns.q.<system>``).
+
+RabbitMQ checks these on every operation, and checks that a message's ``user_id`` property equals the user that
+published it: the pipeline compares that user with the signed sender.
+
+Passwords are generated once (``secrets.token_urlsafe``), kept in ``Settings.state_dir/amqp-users/<system>.password``
+(mode 0600, created exclusively, never logged) and re-applied on every ``provision`` so the broker and the file
+agree. The management URL's credentials (``Settings.amqp_management_url``) are the hub operator's.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from hub.errors import BrokerUnavailable, ConfigError
+from hub.settings import Settings
+from hub.transport.names import Names, check_system_id
+
+__all__ = [
+    "amqp_url_for",
+    "close_connections",
+    "password_path",
+    "permissions_for",
+    "provision",
+    "read_password",
+    "remove",
+    "teardown_namespace",
+]
+
+_VHOST = "/"
+
+
+def password_path(settings: Settings, system_id: str) -> Path:
+    return settings.state_dir / "amqp-users" / f"{check_system_id(system_id)}.password"
+
+
+def read_password(settings: Settings, system_id: str) -> str:
+    """The stored AMQP password of a system (ConfigError when it was never provisioned here)."""
+    path = password_path(settings, system_id)
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except OSError:
+        raise ConfigError(f"no AMQP password stored for system {system_id}; run `hub directory load`") from None
+
+
+def _store_password(path: Path, password: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # O_EXCL: never overwrite a password another process just wrote; 0600 from the first byte.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(password)
+
+
+def _password_for(settings: Settings, system_id: str, given: str | None) -> str:
+    path = password_path(settings, system_id)
+    if given is not None:
+        if not path.exists():
+            _store_password(path, given)
+        return given
+    if path.exists():
+        return read_password(settings, system_id)
+    password = secrets.token_urlsafe(32)
+    try:
+        _store_password(path, password)
+    except FileExistsError:
+        return read_password(settings, system_id)
+    return password
+
+
+def permissions_for(names: Names, system_id: str) -> dict[str, str]:
+    """The vhost permissions of a system's user (anchored regexes over escaped names)."""
+    return {
+        "configure": "^$",
+        "write": f"^{re.escape(names.inbound_exchange)}$",
+        "read": f"^{re.escape(names.system_queue(system_id))}$",
+    }
+
+
+def amqp_url_for(settings: Settings, system_id: str) -> str:
+    """The AMQP URL a system's client connects with: the hub's broker address, the system's user and password."""
+    base = URL(settings.amqp_url)
+    user = Names(settings.namespace).user(system_id)
+    return str(base.with_user(user).with_password(read_password(settings, system_id)))
+
+
+class _Api:
+    """A thin client of the management API that translates its failures."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: URL) -> None:
+        self._session = session
+        self._base = base
+
+    async def call(self, method: str, path: str, json: Any = None, *, missing_ok: bool = False) -> Any:
+        url = str(self._base) + path
+        try:
+            async with self._session.request(method, url, json=json) as resp:
+                if resp.status == 404 and missing_ok:
+                    return None
+                if resp.status in (401, 403):
+                    raise ConfigError(
+                        "the RabbitMQ management API refused the hub's credentials", code="AMQP_ACCESS_REFUSED"
+                    )
+                if resp.status >= 300:
+                    raise ConfigError(
+                        f"the RabbitMQ management API answered {resp.status} to {method} {path.split('?')[0]}",
+                        code="AMQP_MANAGEMENT",
+                    )
+                if resp.status == 204 or resp.content_length == 0:
+                    return None
+                return await resp.json()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"the RabbitMQ management API is unreachable ({type(exc).__name__})") from None
+
+
+@contextlib.asynccontextmanager
+async def _api(settings: Settings) -> AsyncIterator[_Api]:
+    url = URL(settings.amqp_management_url)
+    # The Authorization header by hand: aiohttp.BasicAuth is deprecated and its successor is only in recent aiohttp.
+    token = base64.b64encode(f"{url.user or 'guest'}:{url.password or 'guest'}".encode()).decode("ascii")
+    base = url.with_user(None).with_password(None).with_path(url.path.rstrip("/") + "/api")
+    timeout = aiohttp.ClientTimeout(total=30)
+    headers = {"Authorization": f"Basic {token}"}
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        yield _Api(session, base)
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+async def provision(settings: Settings, directory_systems: Iterable[tuple[str, str | None]]) -> list[str]:
+    """Create or update the user of every ``(system_id, password or None)`` and set its permissions; returns the
+    user names. Idempotent. A None password means: the stored one, or a new one stored now."""
+    names = Names(settings.namespace)
+    users: list[str] = []
+    async with _api(settings) as api:
+        for system_id, given in directory_systems:
+            user = names.user(system_id)
+            password = _password_for(settings, system_id, given)
+            await api.call("PUT", f"/users/{_q(user)}", {"password": password, "tags": ""})
+            await api.call("PUT", f"/permissions/{_q(_VHOST)}/{_q(user)}", permissions_for(names, system_id))
+            users.append(user)
+    return users
+
+
+async def remove(settings: Settings, system_ids: Iterable[str], *, forget_passwords: bool = False) -> None:
+    """Delete the users of these systems (missing ones are fine); optionally their stored passwords too."""
+    names = Names(settings.namespace)
+    async with _api(settings) as api:
+        for system_id in system_ids:
+            await api.call("DELETE", f"/users/{_q(names.user(system_id))}", missing_ok=True)
+            if forget_passwords:
+                password_path(settings, system_id).unlink(missing_ok=True)
+
+
+async def teardown_namespace(settings: Settings, namespace: str | None = None) -> int:
+    """Delete every queue, exchange and user whose name starts with ``<namespace>.`` (tests and uninstall); returns
+    how many objects were deleted. Refuses the production default namespace ``hub`` unless passed explicitly."""
+    ns = namespace or settings.namespace
+    if namespace is None and ns == "hub":
+        raise ConfigError("refusing to tear down the default namespace 'hub' implicitly")
+    prefix = Names(ns).prefix
+    deleted = 0
+    vhost = _q(_VHOST)
+    async with _api(settings) as api:
+        for q in await api.call("GET", f"/queues/{vhost}?columns=name") or []:
+            if q["name"].startswith(prefix):
+                await api.call("DELETE", f"/queues/{vhost}/{_q(q['name'])}", missing_ok=True)
+                deleted += 1
+        for ex in await api.call("GET", f"/exchanges/{vhost}?columns=name") or []:
+            if ex["name"].startswith(prefix):
+                await api.call("DELETE", f"/exchanges/{vhost}/{_q(ex['name'])}", missing_ok=True)
+                deleted += 1
+        for user in await api.call("GET", "/users?columns=name") or []:
+            if user["name"].startswith(prefix):
+                await api.call("DELETE", f"/users/{_q(user['name'])}", missing_ok=True)
+                deleted += 1
+    return deleted
+
+
+async def close_connections(settings: Settings, *, user: str | None = None, client_name: str | None = None) -> int:
+    """Force-close the broker connections of ``user`` and/or with connection name ``client_name`` (the
+    ``client_name`` given to ``Transport.connect``): simulates a network failure in tests and lets an operator cut
+    off a system. At least one filter is required. Returns how many were closed."""
+    if user is None and client_name is None:
+        raise ValueError("give a user or a client name: closing every connection of the broker is never intended")
+    closed = 0
+    async with _api(settings) as api:
+        for conn in await api.call("GET", "/connections?columns=name,user,user_provided_name") or []:
+            if user is not None and conn.get("user") != user:
+                continue
+            if client_name is not None and conn.get("user_provided_name") != client_name:
+                continue
+            await api.call("DELETE", f"/connections/{_q(conn['name'])}", missing_ok=True)
+            closed += 1
+    return closed

@@ -1,0 +1,418 @@
+"""hub.store against the real PostgreSQL: recording, deduplication, tracking, quarantine and the evidence chain.
+
+The module uses a database of its own (created from the session's migrated one) so that the tampering tests and
+the chain assertions are independent of other test modules writing evidence."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from hub.errors import HubError, StoreUnavailable
+from hub.store import evidence, messages
+from hub.store.db import migrate
+from hub.store.records import DeliveryRecord, DeliveryUpdate, MessageRecord, ReceiptRecord, Rejection
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC)
+AGENCY = "11220000MB0000000X"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def dsn(pg_dsn: str) -> AsyncIterator[str]:
+    base, name = pg_dsn.rsplit("/", 1)
+    own = f"{name}_store"
+    admin = await asyncpg.connect(f"{base}/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{own}"')
+    finally:
+        await admin.close()
+    try:
+        await migrate(f"{base}/{own}")
+        yield f"{base}/{own}"
+    finally:
+        admin = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest_asyncio.fixture
+async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(dsn)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def record(
+    mid: str | None = None,
+    *,
+    to: tuple[str, ...] = ("city-2201-oa", "city-2202-oa"),
+    blocked: tuple[str, ...] = (),
+    state: str = "accepted",
+    markings: tuple[str, ...] = (),
+    raw: bytes | None = None,
+) -> MessageRecord:
+    mid = mid or str(uuid.uuid4())
+    deliveries = tuple(DeliveryRecord(AGENCY, s, "to") for s in to) + tuple(
+        DeliveryRecord(AGENCY, s, "cc", "blocked", "GATE_CLASSIFICATION") for s in blocked
+    )
+    return MessageRecord(
+        message_id=mid,
+        conversation_id=str(uuid.uuid4()),
+        sender_agency=AGENCY,
+        sender_system="prov-oa",
+        service="document.official",
+        version=1,
+        classification=1,
+        classification_label="内部",
+        urgency="平件",
+        created=NOW,
+        expires=NOW + timedelta(days=1),
+        raw=raw if raw is not None else f"<Envelope id='{mid}'>\r\n  签名 </Envelope>".encode(),
+        deliveries=deliveries,
+        signer_serial=123456789012345678901234567890,
+        signer_fingerprint="ab" * 32,
+        state=state,  # type: ignore[arg-type]
+        markings=markings,
+    )
+
+
+async def count(conn, sql: str, *args) -> int:
+    return int(await conn.fetchval(sql, *args))
+
+
+async def test_record_batch_dedups_in_the_batch_and_across_batches(conn):
+    a, b = record(), record()
+    seq_before, _ = await evidence.head(conn)
+    out = await messages.record_batch(conn, [a, b, a])
+    assert [(o.duplicate, o.in_batch) for o in out] == [(False, False), (False, False), (True, True)]
+    assert out[0].to_deliver == ("city-2201-oa", "city-2202-oa") and out[0].needs_receipt
+    assert out[2].to_deliver == () and not out[2].needs_receipt
+    assert (
+        await count(
+            conn, "SELECT count(*) FROM messages WHERE message_id = ANY($1::uuid[])", [a.message_id, b.message_id]
+        )
+        == 2
+    )
+    assert await count(conn, "SELECT count(*) FROM deliveries WHERE message_id = $1", uuid.UUID(a.message_id)) == 2
+    seq_after, _ = await evidence.head(conn)
+    assert seq_after - seq_before == 2  # one "received" per new message, nothing for the duplicate
+
+    again = await messages.record_batch(conn, [record(a.message_id.upper()), record()])
+    assert again[0].duplicate and not again[0].in_batch and again[0].state == "accepted"
+    # recorded but never delivered nor answered (a crash before the deliveries): the duplicate says what is left
+    assert again[0].to_deliver == ("city-2201-oa", "city-2202-oa") and again[0].needs_receipt
+    assert not again[1].duplicate
+    assert (await evidence.head(conn))[0] - seq_after == 1
+
+    await messages.record_sent(
+        conn, [a.message_id], [ReceiptRecord(str(uuid.uuid4()), a.message_id, "hub.receipt", "prov-oa")]
+    )
+    done = await messages.record_batch(conn, [a])
+    assert done[0].duplicate and done[0].to_deliver == () and not done[0].needs_receipt
+
+
+async def test_the_signed_bytes_are_stored_exactly(conn):
+    raw = b"<?xml version='1.0'?>\r\n<Envelope>\x00\xff\xfe \xe5\xaf\x86</Envelope>  \n"
+    rec = record(raw=raw)
+    await messages.record_batch(conn, [rec])
+    row = await conn.fetchrow(
+        "SELECT raw, raw_sha256, signer_serial, state FROM messages WHERE message_id = $1", uuid.UUID(rec.message_id)
+    )
+    assert bytes(row["raw"]) == raw
+    assert bytes(row["raw_sha256"]) == hashlib.sha256(raw).digest()
+    assert row["signer_serial"] == "123456789012345678901234567890" and row["state"] == "accepted"
+
+
+async def test_blocked_recipients_are_recorded_with_evidence(conn):
+    rec = record(to=("city-2201-oa",), blocked=("portal-www",))
+    out = await messages.record_batch(conn, [rec])
+    assert out[0].to_deliver == ("city-2201-oa",)
+    states = {d.recipient_system: d for d in await messages.delivery_state(conn, rec.message_id)}
+    assert states["portal-www"].state == "blocked" and states["portal-www"].error_code == "GATE_CLASSIFICATION"
+    assert "blocked" in states["portal-www"].times
+    kinds = await conn.fetch(
+        "SELECT kind, detail FROM evidence WHERE message_id = $1 ORDER BY seq", uuid.UUID(rec.message_id)
+    )
+    assert [k["kind"] for k in kinds] == ["received", "blocked"]
+    assert "portal-www" in kinds[1]["detail"] and "GATE_CLASSIFICATION" in kinds[1]["detail"]
+    assert "<Envelope" not in "".join(k["detail"] for k in kinds)  # never the payload
+
+
+async def test_refused_intake_is_capped_and_never_claims_the_id(conn):
+    claimed = str(uuid.uuid4())
+    hostile = b"<!DOCTYPE x [<!ENTITY a 'b'>]>" + b"A" * (200 * 1024)
+    await messages.record_rejection(
+        conn,
+        Rejection(hostile, "ENV_DOCTYPE", "the message has a DOCTYPE", claimed_message_id=claimed, amqp_user="hub.x"),
+    )
+    row = await conn.fetchrow("SELECT * FROM intake_rejections WHERE claimed_message_id = $1", claimed)
+    assert len(row["raw"]) == messages.REJECTED_RAW_CAP and row["raw_size"] == len(hostile)
+    assert bytes(row["raw_sha256"]) == hashlib.sha256(hostile).digest()
+    ev = await conn.fetchrow("SELECT kind, actor, message_id FROM evidence ORDER BY seq DESC LIMIT 1")
+    assert (ev["kind"], ev["actor"], ev["message_id"]) == ("rejected", "hub.x", None)
+    # the real, signed message with that id is still new
+    out = await messages.record_batch(conn, [record(claimed)])
+    assert not out[0].duplicate
+
+
+async def test_a_verified_but_refused_message_is_recorded_as_rejected(conn):
+    rec = dataclasses_replace(record(to=()), state="rejected", error_code="MSG_EXPIRED", error_reason="expired")
+    out = await messages.record_batch(conn, [rec])
+    assert out[0].state == "rejected" and out[0].to_deliver == () and out[0].needs_receipt
+    assert (
+        await conn.fetchval("SELECT kind FROM evidence WHERE message_id = $1", uuid.UUID(rec.message_id)) == "rejected"
+    )
+    again = await messages.record_batch(conn, [rec])
+    assert again[0].duplicate and again[0].to_deliver == ()
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+async def test_document_tracking_moves_forward_and_keeps_every_time(conn):
+    rec = record(to=("city-2201-oa",))
+    await messages.record_batch(conn, [rec])
+    await messages.mark_delivered(conn, [rec.message_id])
+    t_read = NOW + timedelta(minutes=5)
+    t_received = NOW + timedelta(minutes=1)
+    # read arrives before 签收 (received): the state does not move back, both times are kept
+    updated = await messages.update_delivery_states(
+        conn,
+        [
+            DeliveryUpdate(rec.message_id, "city-2201-oa", "read", t_read),
+            DeliveryUpdate(rec.message_id, "city-2201-oa", "received", t_received),
+            DeliveryUpdate(rec.message_id, "nobody", "read"),
+        ],
+    )
+    assert len(updated) == 1
+    [status] = await messages.delivery_state(conn, rec.message_id)
+    assert status.state == "read"
+    assert status.times["received"] == t_received and status.times["read"] == t_read
+    assert {"pending", "delivered"} <= status.times.keys()
+    handled = await messages.update_delivery_state(conn, rec.message_id, "city-2201-oa", "handled", actor="clerk-7")
+    assert handled is not None and handled.state == "handled"
+    actor = await conn.fetchval(
+        "SELECT actor FROM evidence WHERE message_id = $1 AND kind = 'delivery_state' ORDER BY seq DESC LIMIT 1",
+        uuid.UUID(rec.message_id),
+    )
+    assert actor == "clerk-7"
+    assert await messages.update_delivery_state(conn, rec.message_id, "nobody", "read") is None
+    with pytest.raises(ValueError):
+        await messages.update_delivery_state(conn, rec.message_id, "city-2201-oa", "blocked")
+
+
+async def test_quarantine_release_and_reject(conn):
+    held = record(state="quarantined", markings=("秘密★",))
+    other = record(state="quarantined", markings=("机密★10年", "绝密"))
+    out = await messages.record_batch(conn, [held, other])
+    assert all(o.state == "quarantined" and o.to_deliver == () for o in out)
+    pending = {q.message_id for q in await messages.quarantine_list(conn)}
+    assert {held.message_id, other.message_id} <= pending
+    shown = await messages.quarantine_show(conn, held.message_id)
+    assert shown.raw == held.raw and shown.markings == ("秘密★",) and shown.status == "pending"
+
+    released = await messages.quarantine_release(conn, held.message_id, "reviewer-li", "no real classified content")
+    assert released.status == "released" and released.reviewer == "reviewer-li"
+    assert [d.state for d in released.deliveries] == ["pending", "pending"]
+    assert (await messages.record_batch(conn, [held]))[0].to_deliver == ("city-2201-oa", "city-2202-oa")
+    with pytest.raises(HubError) as decided:
+        await messages.quarantine_reject(conn, held.message_id, "reviewer-wang", "changed my mind")
+    assert decided.value.code == "QUARANTINE_DECIDED"
+
+    rejected = await messages.quarantine_reject(conn, other.message_id, "reviewer-wang", "contains 机密 content")
+    assert rejected.status == "rejected"
+    assert {(d.state, d.error_code) for d in rejected.deliveries} == {("blocked", "GATE_REJECTED")}
+    states = dict(
+        await conn.fetch(
+            "SELECT message_id::text, state FROM messages WHERE message_id = ANY($1::uuid[])",
+            [held.message_id, other.message_id],
+        )
+    )
+    assert states == {held.message_id: "released", other.message_id: "quarantine_rejected"}
+    ev = await conn.fetch(
+        "SELECT kind, actor, detail FROM evidence WHERE message_id = ANY($1::uuid[]) AND actor LIKE 'reviewer-%'",
+        [held.message_id, other.message_id],
+    )
+    assert {(e["kind"], e["actor"]) for e in ev} == {
+        ("released", "reviewer-li"),
+        ("quarantine_rejected", "reviewer-wang"),
+    }
+    assert all("content" not in e["detail"] for e in ev)  # the free-text reason is only in the quarantine table
+    assert {held.message_id, other.message_id}.isdisjoint(q.message_id for q in await messages.quarantine_list(conn))
+    with pytest.raises(HubError) as missing:
+        await messages.quarantine_show(conn, str(uuid.uuid4()))
+    assert missing.value.code == "QUARANTINE_NOT_FOUND"
+
+
+async def test_receipts_are_recorded_once(conn):
+    rec = record()
+    await messages.record_batch(conn, [rec])
+    receipt = ReceiptRecord(str(uuid.uuid4()), rec.message_id, "hub.receipt", "prov-oa")
+    before = (await evidence.head(conn))[0]
+    await messages.record_sent(conn, [rec.message_id], [receipt])
+    await messages.record_sent(conn, [rec.message_id], [receipt])  # a retried batch changes nothing
+    assert (await evidence.head(conn))[0] - before == 2  # delivered + receipt_sent, once
+    error = ReceiptRecord(str(uuid.uuid4()), None, "hub.error", "prov-oa", "SIG_VALUE")
+    await messages.record_receipts(conn, [error])
+    assert await count(conn, "SELECT count(*) FROM receipts WHERE receipt_id = $1", uuid.UUID(error.receipt_id)) == 1
+
+
+async def test_concurrent_batches_keep_the_chain_gapless_and_linear(dsn):
+    pool = await asyncpg.create_pool(dsn, min_size=4, max_size=4)
+    try:
+        shared = [record() for _ in range(5)]  # every worker also records these: dedup under concurrency
+
+        async def worker() -> None:
+            for _ in range(10):
+                await messages.record_batch(pool, [*(record() for _ in range(8)), *shared])
+
+        await asyncio.gather(*(worker() for _ in range(4)))
+        async with pool.acquire() as c:
+            assert await c.fetchval("SELECT max(seq) = count(*) FROM evidence")
+            assert (
+                await count(
+                    c,
+                    "SELECT count(*) FROM messages WHERE message_id = ANY($1::uuid[])",
+                    [r.message_id for r in shared],
+                )
+                == 5
+            )
+            assert await evidence.verify_chain(c) == []
+    finally:
+        await pool.close()
+
+
+async def _tampered(conn, *statements) -> list:
+    """Tamper inside a transaction that is rolled back: the problems verify_chain sees, then the chain is intact.
+    Each statement is SQL text or a ``(sql, *args)`` tuple."""
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute("ALTER TABLE evidence DISABLE TRIGGER evidence_append_only")
+        for statement in statements:
+            sql, *args = (statement,) if isinstance(statement, str) else statement
+            await conn.execute(sql, *args)
+        return await evidence.verify_chain(conn)
+    finally:
+        await tx.rollback()
+
+
+async def test_verify_passes_then_finds_edits_deletions_and_swaps(conn):
+    await messages.record_batch(conn, [record() for _ in range(6)])
+    assert await evidence.verify_chain(conn) == []
+    last = int(await conn.fetchval("SELECT max(seq) FROM evidence"))
+    k = last - 3
+
+    edited = await _tampered(
+        conn, f"UPDATE evidence SET detail = replace(detail, 'city-2202-oa', 'city-9999-oa') WHERE seq = {k}"
+    )
+    assert [(p.kind, p.seq) for p in edited] == [("altered", k)]
+
+    removed = await _tampered(conn, f"DELETE FROM evidence WHERE seq = {k}")
+    assert [(p.kind, p.seq) for p in removed] == [("removed", k)]
+
+    swapped = await _tampered(
+        conn,
+        f"UPDATE evidence SET seq = 1000000000 WHERE seq = {k}",
+        f"UPDATE evidence SET seq = {k} WHERE seq = {k + 2}",
+        f"UPDATE evidence SET seq = {k + 2} WHERE seq = 1000000000",
+    )
+    assert [(p.kind, p.seq) for p in swapped] == [("reordered", k), ("reordered", k + 2)]
+
+    tail = await _tampered(conn, f"DELETE FROM evidence WHERE seq >= {last - 1}")
+    assert [(p.kind, p.seq) for p in tail] == [("removed", last - 1)]
+
+    assert await evidence.verify_chain(conn) == []  # all of it was rolled back
+
+
+async def test_the_evidence_table_refuses_updates_and_deletes(conn):
+    await messages.record_batch(conn, [record()])
+    with pytest.raises(asyncpg.exceptions.RaiseError):
+        await conn.execute("UPDATE evidence SET actor = 'x' WHERE seq = 1")
+    with pytest.raises(asyncpg.exceptions.RaiseError):
+        await conn.execute("DELETE FROM evidence WHERE seq = 1")
+
+
+async def test_checkpoints_are_signed_and_checked(conn):
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    fingerprint = "cafe" * 16
+
+    def sign(payload: bytes) -> bytes:
+        return key.sign(payload, ec.ECDSA(hashes.SHA256()))
+
+    def verifier(public):
+        def verify(payload: bytes, signature: bytes, signer: str) -> bool:
+            if signer != fingerprint:
+                return False
+            try:
+                public.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+            except InvalidSignature:
+                return False
+            return True
+
+        return verify
+
+    await messages.record_batch(conn, [record()])
+    seq = await evidence.checkpoint(conn, sign, fingerprint)
+    assert seq is not None and seq == (await evidence.head(conn))[0]
+    assert await evidence.checkpoint(conn, sign, fingerprint) == seq  # nothing new to seal: no second checkpoint
+    assert await evidence.verify_chain(conn, verifier(key.public_key())) == []
+    wrong_key = await evidence.verify_chain(conn, verifier(other.public_key()))
+    assert [(p.kind, p.seq) for p in wrong_key] == [("checkpoint", seq)]
+
+    # rewriting the record a checkpoint sealed, even with a recomputed hash, breaks the seal
+    sealed = seq - 1
+    row = await conn.fetchrow("SELECT * FROM evidence WHERE seq = $1", sealed)
+    forged_detail = row["detail"].replace("平件", "特急")
+    forged_hash = evidence.entry_hash(
+        sealed,
+        row["at"],
+        row["kind"],
+        str(row["message_id"]) if row["message_id"] else None,
+        row["actor"],
+        forged_detail,
+        bytes(row["prev_hash"]),
+    )
+    problems = await _tampered(
+        conn, ("UPDATE evidence SET detail = $2, hash = $3 WHERE seq = $1", sealed, forged_detail, forged_hash)
+    )
+    assert ("altered", sealed) in [(p.kind, p.seq) for p in problems]
+
+
+async def test_a_lost_connection_is_store_unavailable(dsn):
+    c = await asyncpg.connect(dsn)
+    await c.close()
+    with pytest.raises(StoreUnavailable):
+        await messages.record_batch(c, [record()])
+
+
+async def test_record_batch_of_256_is_fast(conn, capsys):
+    batch = [record(raw=b"x" * 2048) for _ in range(256)]
+    started = time.perf_counter()
+    out = await messages.record_batch(conn, batch)
+    elapsed = time.perf_counter() - started
+    assert not any(o.duplicate for o in out)
+    with capsys.disabled():
+        print(f"\nrecord_batch of 256 messages (2 KB, 2 deliveries each): {elapsed * 1000:.1f} ms")
+    assert elapsed < 5  # generous: the figure is what matters, printed above

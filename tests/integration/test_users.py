@@ -1,0 +1,137 @@
+"""Per-system RabbitMQ users against the real broker: each may publish only to the inbound exchange and read only
+its own queue. Everything lives under ``<test_namespace>.us`` and is deleted at the end of the module."""
+
+from __future__ import annotations
+
+import stat
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from hub.errors import ConfigError
+from hub.settings import Settings
+from hub.transport import Outgoing, Transport
+from hub.transport.users import amqp_url_for, password_path, provision, read_password, remove, teardown_namespace
+
+pytestmark = pytest.mark.integration
+
+A, B = "county-a-oa", "county-b-oa"
+
+
+@pytest.fixture(scope="module")
+def settings(integration_settings: Settings) -> Settings:
+    return integration_settings.with_(namespace=f"{integration_settings.namespace}.us")
+
+
+@pytest_asyncio.fixture(scope="module")
+async def hub(settings: Settings) -> AsyncIterator[Transport]:
+    transport = await Transport.connect(settings, client_name=f"{settings.namespace}-hub")
+    await transport.declare_topology([A, B])
+    await provision(settings, [(A, None), (B, None)])
+    try:
+        yield transport
+    finally:
+        await transport.close()
+        await teardown_namespace(settings)
+
+
+@pytest_asyncio.fixture
+async def as_a(settings: Settings, hub: Transport) -> AsyncIterator[Transport]:
+    transport = await Transport.connect(settings, url=amqp_url_for(settings, A), client_name=f"{settings.namespace}-a")
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
+def _inbound(t: Transport, mid: str, user_id: str | None = None) -> Outgoing:
+    return Outgoing(t.names.inbound_exchange, "normal", b"<env/>", {}, 0, mid, user_id=user_id)
+
+
+async def _refused(coro) -> str:
+    with pytest.raises(ConfigError) as err:
+        await coro
+    return err.value.code
+
+
+async def test_passwords_are_generated_once_and_private(settings: Settings, hub: Transport):
+    path = password_path(settings, A)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    before = read_password(settings, A)
+    assert len(before) >= 40
+    await provision(settings, [(A, None)])  # idempotent: same password, applied again
+    assert read_password(settings, A) == before
+    assert read_password(settings, A) != read_password(settings, B)
+
+
+async def test_system_may_publish_to_inbound_only(hub: Transport, as_a: Transport):
+    n = hub.names
+    me = n.user(A)
+    await as_a.publish_many([_inbound(as_a, "from-a", user_id=me)])
+    [got] = await hub.fetch(n.inbound_queue("normal"))
+    await hub.ack([got])
+    assert got.message_id == "from-a" and got.user_id == me and n.system_of_user(got.user_id) == A
+
+    # the delivery exchange, straight into another system's queue
+    assert await _refused(as_a.publish_many([Outgoing(n.deliver_exchange, B, b"<x/>", {}, 0, "x")])) == (
+        "AMQP_ACCESS_REFUSED"
+    )
+    # the default exchange, even to its own queue
+    assert await _refused(as_a.publish_many([Outgoing("", n.system_queue(A), b"<x/>", {}, 0, "y")])) == (
+        "AMQP_ACCESS_REFUSED"
+    )
+    # claiming to be another system: RabbitMQ checks user_id against the login
+    assert await _refused(as_a.publish_many([_inbound(as_a, "z", user_id=n.user(B))])) == "AMQP_PRECONDITION"
+    # nothing of those arrived anywhere
+    assert await hub.queue_depth(n.system_queue(B)) == 0
+    assert await hub.queue_depth(n.system_queue(A)) == 0
+    assert await hub.queue_depth(n.inbound_queue("normal")) == 0
+    # and the same transport still publishes to inbound afterwards (its channel re-opened)
+    await as_a.publish_many([_inbound(as_a, "still-ok", user_id=me)])
+    [again] = await hub.fetch(n.inbound_queue("normal"))
+    await hub.ack([again])
+    assert again.message_id == "still-ok"
+
+
+async def test_system_reads_only_its_own_queue(hub: Transport, as_a: Transport):
+    n = hub.names
+    await hub.publish_many(
+        [
+            Outgoing(n.deliver_exchange, A, b"<for-a/>", {}, 0, "to-a"),
+            Outgoing(n.deliver_exchange, B, b"<for-b/>", {}, 0, "to-b"),
+        ]
+    )
+    mine = await as_a.fetch(n.system_queue(A))
+    assert [m.message_id for m in mine] == ["to-a"]
+    await as_a.ack(mine)
+
+    async def handler(batch):  # never called
+        raise AssertionError("consumed another system's queue")
+
+    assert await _refused(as_a.fetch(n.system_queue(B))) == "AMQP_ACCESS_REFUSED"
+    assert await _refused(as_a.consume(n.system_queue(B), handler, prefetch=1)) == "AMQP_ACCESS_REFUSED"
+    assert await _refused(as_a.fetch(n.inbound_queue("normal"))) == "AMQP_ACCESS_REFUSED"
+    assert await hub.queue_depth(n.system_queue(B)) == 1  # untouched
+    await hub.ack(await hub.fetch(n.system_queue(B)))
+
+
+async def test_system_cannot_configure_anything(hub: Transport, as_a: Transport):
+    assert await _refused(as_a.declare_topology([A])) == "AMQP_ACCESS_REFUSED"
+
+
+async def test_removed_user_cannot_connect(settings: Settings, hub: Transport):
+    system = f"gone-{uuid.uuid4().hex[:6]}"
+    await provision(settings, [(system, "given-password-for-test")])
+    assert read_password(settings, system) == "given-password-for-test"
+    ok = await Transport.connect(settings, url=amqp_url_for(settings, system))
+    await ok.close()
+    await remove(settings, [system], forget_passwords=True)
+    assert not password_path(settings, system).exists()
+    with pytest.raises(ConfigError) as err:
+        await Transport.connect(
+            settings, url=f"amqp://{hub.names.user(system)}:given-password-for-test@127.0.0.1:5672/"
+        )
+    assert err.value.code == "AMQP_ACCESS_REFUSED"
+    await remove(settings, [system])  # removing again is fine

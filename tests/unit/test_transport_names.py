@@ -1,0 +1,244 @@
+"""Names, the topology description and the in-memory twin: pure, no broker."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from hub.errors import BrokerUnavailable, ConfigError
+from hub.transport.memory import MemoryBroker, MemoryTransport
+from hub.transport.names import (
+    LANES,
+    MAX_PRIORITY,
+    RETRY_DELAYS_S,
+    Names,
+    lane_for,
+    priority_for,
+    retry_delay,
+)
+from hub.transport.topology import Incoming, Outgoing, dead_letter_of, retry_of, topology
+from hub.transport.users import permissions_for
+
+
+def test_every_name_carries_the_namespace():
+    n = Names("hubtest-1")
+    made = [
+        n.inbound_exchange,
+        *n.inbound_queues,
+        n.deliver_exchange,
+        n.system_queue("county-220104-approval"),
+        n.retry_exchange,
+        *(n.retry_queue(d) for d in RETRY_DELAYS_S),
+        n.dead_letter_exchange,
+        n.dead_letter_queue,
+        n.quarantine_exchange,
+        n.quarantine_queue,
+        n.user("county-220104-approval"),
+    ]
+    assert all(name.startswith("hubtest-1.") for name in made)
+    assert n.system_queue("county-220104-approval") == "hubtest-1.q.county-220104-approval"
+    assert n.inbound_queue("emergency") == "hubtest-1.in.emergency"
+    assert n.retry_queue(5) == "hubtest-1.retry.5s"
+    assert n.user("prov-oa") == "hubtest-1.prov-oa"
+    assert n == Names("hubtest-1") and hash(n) == hash(Names("hubtest-1"))
+
+
+@pytest.mark.parametrize("bad", ["", "Hub", "a b", "a/b", "-x", "a" * 64])
+def test_bad_namespace_is_refused(bad):
+    with pytest.raises(ValueError):
+        Names(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "x", "Upper", "a.b", "a_b", "../etc", "a" * 64, "é"])
+def test_bad_system_ids_never_become_names(bad):
+    n = Names("hub")
+    with pytest.raises(ValueError):
+        n.system_queue(bad)
+    with pytest.raises(ValueError):
+        n.user(bad)
+
+
+def test_unknown_lane_and_delay_are_refused():
+    n = Names("hub")
+    with pytest.raises(ValueError):
+        n.inbound_queue("urgent")
+    with pytest.raises(ValueError):
+        n.retry_queue(2)
+
+
+def test_names_are_immutable():
+    n = Names("hub")
+    with pytest.raises(AttributeError):
+        n.inbound_exchange = "x"  # type: ignore[misc]
+
+
+def test_inverse_lookups():
+    n = Names("hub")
+    assert n.system_of_queue("hub.q.city-2201-oa") == "city-2201-oa"
+    assert n.system_of_queue("hub.in.normal") is None
+    assert n.system_of_queue("other.q.city-2201-oa") is None
+    assert n.system_of_user("hub.city-2201-oa") == "city-2201-oa"
+    assert n.system_of_user("guest") is None
+    assert n.system_of_user(None) is None
+
+
+def test_lane_priority_and_backoff():
+    assert lane_for("emergency.alert", "平件") == "emergency"
+    assert lane_for("document.official", "特急") == "emergency"
+    assert lane_for("document.official", "加急") == "normal"
+    assert priority_for("特急") > priority_for("加急") > priority_for("平件") == priority_for("??") == 0
+    assert priority_for("特急") <= MAX_PRIORITY
+    assert [retry_delay(a) for a in range(1, len(RETRY_DELAYS_S) + 2)] == [*RETRY_DELAYS_S, None]
+    with pytest.raises(ValueError):
+        retry_delay(0)
+
+
+def test_permissions_are_anchored_and_escaped():
+    n = Names("hub.prod")
+    perms = permissions_for(n, "city-2201-oa")
+    assert perms["configure"] == "^$"
+    assert re.fullmatch(perms["write"], "hub.prod.in")
+    assert not re.fullmatch(perms["write"], "hubXprod.in")  # the dot is escaped
+    assert not re.fullmatch(perms["write"], "hub.prod.deliver")
+    assert not re.fullmatch(perms["write"], "")  # the default exchange
+    assert re.fullmatch(perms["read"], "hub.prod.q.city-2201-oa")
+    assert not re.fullmatch(perms["read"], "hub.prod.q.city-2201-oa2")
+    assert not re.fullmatch(perms["read"], "hub.prod.q.city-2202-oa")
+
+
+def test_topology_shape():
+    n = Names("t")
+    topo = topology(n, ["sys-a", "sys-b", "sys-a"])
+    names = {q.name for q in topo.queues}
+    assert names == {
+        *n.inbound_queues,
+        *(n.retry_queue(d) for d in RETRY_DELAYS_S),
+        n.dead_letter_queue,
+        n.quarantine_queue,
+        n.system_queue("sys-a"),
+        n.system_queue("sys-b"),
+    }
+    sys_q = topo.queue(n.system_queue("sys-a"))
+    assert sys_q is not None and sys_q.max_priority == MAX_PRIORITY
+    assert sys_q.dead_letter_exchange == n.dead_letter_exchange
+    for d in RETRY_DELAYS_S:
+        rq = topo.queue(n.retry_queue(d))
+        assert rq is not None and rq.ttl_ms == d * 1000 and rq.dead_letter_exchange == n.inbound_exchange
+        assert "x-dead-letter-routing-key" not in rq.arguments  # keeps the lane as routing key
+    for lane in LANES:
+        assert any(b.exchange == n.inbound_exchange and b.routing_key == lane for b in topo.bindings)
+    assert all(q.arguments.get("x-queue-type") == "classic" for q in topo.queues)
+
+
+def _incoming(**kw) -> Incoming:
+    base = dict(
+        body=b"<x/>",
+        routing_key="emergency",
+        exchange="t.in",
+        headers={},
+        message_id="m-1",
+        user_id="t.sys-a",
+        priority=9,
+        redelivered=False,
+        queue="t.in.emergency",
+        delivery_tag=1,
+    )
+    base.update(kw)
+    return Incoming(**base)
+
+
+def test_retry_keeps_lane_counts_attempts_and_carries_the_publisher():
+    n = Names("t")
+    msg = _incoming()
+    first = retry_of(n, msg, hub_user="guest")
+    assert first is not None
+    assert first.exchange == n.retry_exchange and first.routing_key == "emergency"
+    assert first.headers["x-hub-retry"] == f"{RETRY_DELAYS_S[0]}s" and first.headers["x-hub-attempt"] == 1
+    assert first.user_id == "guest" and first.headers["x-hub-origin-user"] == "t.sys-a"
+    again = _incoming(headers=first.headers, user_id="guest")
+    assert again.publisher("guest") == "t.sys-a"
+    # a system cannot claim another origin: only copies carrying the hub's own user_id are read that way
+    forged = _incoming(headers={"x-hub-origin-user": "t.sys-b"}, user_id="t.sys-a")
+    assert forged.publisher("guest") == "t.sys-a"
+    last = _incoming(headers={"x-hub-attempt": len(RETRY_DELAYS_S)})
+    assert retry_of(n, last, hub_user="guest") is None
+    dead = dead_letter_of(n, last, "DELIVERY_STORE", "database down")
+    assert dead.exchange == n.dead_letter_exchange and dead.headers["x-hub-error-code"] == "DELIVERY_STORE"
+
+
+def _out(n: Names, system: str, mid: str, priority: int = 0, **kw) -> Outgoing:
+    return Outgoing(n.deliver_exchange, system, f"<m id='{mid}'/>".encode(), {}, priority, mid, **kw)
+
+
+async def test_memory_twin_routes_prioritises_and_refuses_like_the_broker():
+    n = Names("t")
+    hub = MemoryTransport(n, user="guest")
+    await hub.declare_topology(["sys-a"])
+    await hub.declare_topology(["sys-a"])  # idempotent
+    await hub.publish_many([_out(n, "sys-a", "slow", 0), _out(n, "sys-a", "flash", 9), _out(n, "sys-a", "mid", 5)])
+    got = await hub.fetch(n.system_queue("sys-a"))
+    assert [m.message_id for m in got] == ["flash", "mid", "slow"]
+    await hub.nack(got[2:], requeue=True)
+    await hub.ack(got[:2])
+    again = await hub.fetch(n.system_queue("sys-a"))
+    assert [(m.message_id, m.redelivered) for m in again] == [("slow", True)]
+    await hub.nack(again, requeue=False)
+    dead = await hub.fetch(n.dead_letter_queue)
+    assert [m.message_id for m in dead] == ["slow"]
+
+    with pytest.raises(BrokerUnavailable) as unroutable:
+        await hub.publish_many([_out(n, "sys-a", "ok"), _out(n, "nobody", "lost")])
+    assert unroutable.value.code == "DELIVERY_UNROUTABLE"
+    assert await hub.queue_depth(n.system_queue("sys-a")) == 0  # all-or-nothing in the twin
+    with pytest.raises(ConfigError) as forged:
+        await hub.publish_many([_out(n, "sys-a", "x", user_id="t.sys-b")])
+    assert forged.value.code == "AMQP_PRECONDITION"
+
+    def refuse(body: bytes) -> None:
+        raise ConfigError("egress refused")
+
+    with pytest.raises(ConfigError, match="egress refused"):
+        await hub.publish_many([_out(n, "sys-a", "a"), _out(n, "sys-a", "b", egress=refuse)])
+    assert await hub.queue_depth(n.system_queue("sys-a")) == 0
+
+
+async def test_memory_twin_consumer_batches_and_retry_comes_back_to_the_lane():
+    n = Names("t")
+    broker = MemoryBroker(ttl_scale=0.0)
+    hub = MemoryTransport(n, broker, user="guest")
+    system = MemoryTransport(n, broker, user="t.sys-a")
+    await hub.declare_topology(["sys-a"])
+    seen: list[list[str | None]] = []
+    done = asyncio.Event()
+
+    async def handler(batch: list[Incoming]) -> None:
+        seen.append([m.message_id for m in batch])
+        retry = [retry_of(n, m, hub_user="guest") for m in batch if m.attempt == 0]
+        await hub.publish_many([r for r in retry if r is not None])
+        await hub.ack(batch)
+        if sum(map(len, seen)) == 20:
+            done.set()
+
+    items = [Outgoing(n.inbound_exchange, "normal", b"<x/>", {}, 0, f"m{i}", user_id="t.sys-a") for i in range(10)]
+    await system.publish_many(items)
+    consumer = await hub.consume(n.inbound_queue("normal"), handler, prefetch=4, max_batch=3)
+    await asyncio.wait_for(done.wait(), 5)
+    await consumer.stop()
+    assert max(map(len, seen)) <= 3
+    flat = [mid for batch in seen for mid in batch]
+    assert sorted(flat) == sorted([f"m{i}" for i in range(10)] * 2)
+    assert consumer.errors == []
+
+
+def test_the_public_surface_is_pinned():
+    """The pipeline, the CLI and the SDK build on these names: changing them is an API change."""
+    import hub.transport
+
+    assert set(hub.transport.__all__) == {
+        "CONNECTION_ERRORS", "LANES", "MAX_PRIORITY", "PRIORITY", "RETRY_DELAYS_S", "Consumer", "Handler",
+        "Incoming", "Lane", "MemoryBroker", "MemoryTransport", "Names", "Outgoing", "Topology", "Transport", "ack",
+        "dead_letter_of", "lane_for", "nack", "priority_for", "retry_delay", "retry_of", "topology", "translate",
+    }  # fmt: skip
+    assert all(hasattr(hub.transport, name) for name in hub.transport.__all__)
