@@ -4,9 +4,10 @@ machine. It is passed down explicitly; nothing in the hub reads the environment 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hub.errors import ConfigError
 
@@ -35,7 +36,7 @@ class Settings:
     #: Allowed clock skew for Created (future-dated messages) in seconds.
     clock_skew_s: int = 300
     #: Passphrase that encrypts the CA private keys at rest.
-    ca_passphrase: str = "change-me-demo-only"
+    ca_passphrase: str = "change-me-demo-only"  # noqa: S105 - demo default; deployments set HUB_CA_PASSPHRASE
     #: Hours between a CRL's thisUpdate and nextUpdate; verification fails closed once a CRL is past nextUpdate,
     #: so CRLs are republished (hub pki crl, or hub.trust.admin.refresh_crls_if_due) well before that.
     crl_hours: int = 24

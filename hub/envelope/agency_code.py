@@ -19,7 +19,7 @@ def check_character(first17: str) -> str:
     if len(first17) != 17:
         raise ValueError("a unified social credit code has 17 characters before its check character")
     try:
-        total = sum(_VALUE[c] * w for c, w in zip(first17, _WEIGHTS))
+        total = sum(_VALUE[c] * w for c, w in zip(first17, _WEIGHTS, strict=True))
     except KeyError as exc:
         raise ValueError(f"character {exc.args[0]!r} is not allowed in a unified social credit code") from None
     return ALPHABET[(31 - total % 31) % 31]

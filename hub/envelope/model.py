@@ -8,26 +8,27 @@ what typing needs. Build envelopes with ``build()``: it produces an unsigned tre
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Literal
+from typing import Literal
 
 from lxml import etree
 
 from hub.errors import SchemaViolation
 
 __all__ = [
-    "ENV_NS",
-    "DS_NS",
     "CLASSIFICATIONS",
+    "DS_NS",
+    "ENV_NS",
     "URGENCIES",
+    "Envelope",
     "Party",
     "Recipient",
-    "Envelope",
     "build",
+    "qn",
     "service_namespace",
     "to_bytes",
-    "qn",
 ]
 
 ENV_NS = "urn:forestry-hub:envelope:1"
@@ -38,7 +39,13 @@ CLASSIFICATIONS: tuple[str, ...] = ("公开", "内部", "秘密", "机密", "绝
 #: 紧急程度 in descending priority.
 URGENCIES: tuple[str, ...] = ("特急", "加急", "平件")
 
-CLASSIFICATION_EN = {"公开": "public", "内部": "internal", "秘密": "confidential", "机密": "secret", "绝密": "top secret"}
+CLASSIFICATION_EN = {
+    "公开": "public",
+    "内部": "internal",
+    "秘密": "confidential",
+    "机密": "secret",
+    "绝密": "top secret",
+}
 URGENCY_EN = {"特急": "flash", "加急": "urgent", "平件": "normal"}
 
 

@@ -12,6 +12,8 @@ A route names a service (``document.official``, ``document.*`` or ``*``; optiona
 ``Level``          the systems of every agency on a tier (nation, province, city, county, enterprise)
 ``Subordinate``    (To only) agencies below the sender's agency in the parent tree
 ``Superior``       (To only) agencies above the sender's agency
+``DirectSuperior``   (To only) the sender's parent agency only (公文一般不得越级行文)
+``DirectSubordinate`` (To only) agencies whose parent is the sender's agency
 ``SameAgency``     (To only) the sender's own agency
 =================  ==========================================================================================
 
@@ -169,6 +171,10 @@ class Selector:
             return directory.is_below(candidate.agency, sender.agency)
         if kind == "superior":
             return directory.is_below(sender.agency, candidate.agency)
+        if kind == "direct-superior":
+            return directory.has_agency(sender.agency) and directory.agency(sender.agency).parent == candidate.agency
+        if kind == "direct-subordinate":
+            return directory.has_agency(candidate.agency) and directory.agency(candidate.agency).parent == sender.agency
         if kind == "same-agency":
             return candidate.agency == sender.agency
         return False
@@ -258,6 +264,8 @@ _KINDS = {
     _q("Level"): "level",
     _q("Subordinate"): "subordinate",
     _q("Superior"): "superior",
+    _q("DirectSuperior"): "direct-superior",
+    _q("DirectSubordinate"): "direct-subordinate",
     _q("SameAgency"): "same-agency",
 }
 
@@ -353,7 +361,7 @@ def _read_file(path: Path, problems: list[Problem]) -> list[Route]:
 
 def _selected_systems(directory: Directory, sel: Selector) -> list[System]:
     """Systems a To selector can ever reach (relative selectors: every system)."""
-    if sel.kind in ("any", "subordinate", "superior", "same-agency"):
+    if sel.kind in ("any", "subordinate", "superior", "direct-superior", "direct-subordinate", "same-agency"):
         return list(directory.systems())
     if sel.kind == "hub":
         return [directory.hub] if directory.has_system(directory.hub_system) else []

@@ -190,3 +190,22 @@ def write_private_file(path: Path, data: bytes) -> None:
 def write_public_file(path: Path, data: bytes) -> None:
     """A certificate, CRL or CSR: 0644."""
     _write_atomic(path, data, 0o644)
+
+
+def verify_raw(key: PublicKeyTypes, data: bytes, signature: bytes) -> bool:
+    """Verify a detached XML-DSig-style signature (ECDSA raw r||s, or RSA PKCS#1 v1.5 with SHA-256) over ``data``
+    with ``key``; False instead of an exception when it does not verify."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            algorithm = hashes.SHA384() if key.curve.name == "secp384r1" else hashes.SHA256()
+            key.verify(raw_to_der(signature, key), data, ec.ECDSA(algorithm))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True

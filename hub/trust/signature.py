@@ -194,6 +194,11 @@ class Signer:
         sig[1].text = _b64(_sign_bytes(self._key, self.method, c14n(sig[0])))
         return root
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """A detached signature over ``data`` with the same key and method (evidence checkpoints): raw r||s for
+        ECDSA, PKCS#1 v1.5 for RSA, as in XML-DSig ``SignatureValue``."""
+        return _sign_bytes(self._key, self.method, data)
+
 
 def sign_with(
     root: etree._Element,

@@ -19,9 +19,9 @@ from the registry's own directory, through a resolver that refuses anything else
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from lxml import etree
 
@@ -30,7 +30,7 @@ from hub.envelope.intake import check_ids
 from hub.envelope.model import ENV_NS, Envelope, qn, service_namespace
 from hub.errors import ConfigError, SchemaViolation, UnsafeXml
 
-__all__ = ["Violation", "SchemaRegistry", "ServiceSchema"]
+__all__ = ["SchemaRegistry", "ServiceSchema", "Violation"]
 
 _VALUE_KINDS = ("ENUMERATION", "PATTERN", "LENGTH", "INCLUSIVE", "EXCLUSIVE", "DIGITS", "DATATYPE",
                 "ATTRIBUTE_3", "CVC_VALUE", "FACET", "CVC_TYPE_3_1_2", "ELT_4")

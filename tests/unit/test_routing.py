@@ -104,10 +104,18 @@ def test_city_may_send_down_only_to_its_own_counties(router: Router) -> None:
     assert "county-222403-oa" in info.value.detail
 
 
-def test_county_may_not_broadcast_to_its_peers(router: Router) -> None:
-    with pytest.raises(NotAllowed) as info:
-        router.decide(envelope("document.official", NONGAN_OA, [Recipient.to_group("county-bureaus:220100")]))
-    assert info.value.code == "ROUTE_NOT_ALLOWED"
+def test_county_writes_to_its_peers_but_never_skips_a_level(router: Router) -> None:
+    # 函 between county bureaus (平行文): the group expands to the peers, without the sender itself.
+    d = router.decide(envelope("document.official", NONGAN_OA, [Recipient.to_group("county-bureaus:220100")]))
+    assert [t.system for t in d.targets] == ["county-220182-oa", "county-220183-oa"]
+    assert {t.route for t in d.targets} == {"document-between-counties"}
+    # 不越级行文: a county writes up to its own city bureau, not to the province or another city.
+    up = router.decide(envelope("document.official", NONGAN_OA, [Recipient.to(CHANGCHUN)]))
+    assert [t.system for t in up.targets] == ["city-220100-oa", "city-220100-secure"]
+    for skipped in (PROV, JILIN_CITY):
+        with pytest.raises(NotAllowed) as info:
+            router.decide(envelope("document.official", NONGAN_OA, [Recipient.to(skipped)]))
+        assert info.value.code == "ROUTE_NOT_ALLOWED"
 
 
 def test_reports_go_up_the_tree(router: Router) -> None:

@@ -1,0 +1,188 @@
+"""A minimal agency-side client, used by ``hub send`` / ``hub receive``, the tests, the benchmarks and the demo
+(the adapter SDK will grow from it).
+
+A system's credentials live in ``<state_dir>/systems/<system>/``: ``<system>.key`` (its private key, made on the
+agency's side and never sent anywhere), ``<system>.pem`` (its certificate followed by the issuing CA). Its
+RabbitMQ password is in ``<state_dir>/amqp-users/<system>.password`` once ``hub directory load`` provisioned it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hub.envelope import Envelope, parse, to_bytes
+from hub.errors import ConfigError, HubError
+from hub.settings import Settings
+
+RECEIPT_NS = "urn:forestry-hub:hub.receipt:1"
+ERROR_NS = "urn:forestry-hub:hub.error:1"
+
+
+def system_dir(settings: Settings, system: str) -> Path:
+    return settings.state_dir / "systems" / system
+
+
+def credential_paths(settings: Settings, system: str) -> tuple[Path, Path]:
+    d = system_dir(settings, system)
+    return d / f"{system}.key", d / f"{system}.pem"
+
+
+async def enroll(settings: Settings, system: str, agency: str, *, algorithm: str = "ec-p256") -> tuple[Path, Path]:
+    """Make a key and CSR for a system (agency side) and have the hub CA issue its certificate (hub side).
+    Idempotent: an existing key and certificate are kept."""
+    from hub.trust import admin, keys, pki
+
+    key_path, cert_path = credential_paths(settings, system)
+    if key_path.exists() and cert_path.exists():
+        return key_path, cert_path
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    key = keys.generate_private_key(algorithm)
+    csr = pki.make_csr(key, agency, system)
+    from cryptography.hazmat.primitives import serialization
+
+    issued = await admin.issue(settings, settings.state_dir / "pki", csr.public_bytes(serialization.Encoding.PEM))
+    keys.write_private_file(key_path, keys.private_key_pem(key, None))
+    chain = [issued.certificate] + ([issued.issuer] if issued.issuer is not None else [])
+    cert_path.write_bytes(pki.certificate_pem(*chain))
+    return key_path, cert_path
+
+
+def load_signer(settings: Settings, system: str) -> Any:
+    from hub.trust import Signer
+
+    key_path, cert_path = credential_paths(settings, system)
+    if not key_path.exists():
+        raise ConfigError(f"no key for system {system!r} at {key_path}; enrol it first (hub keygen + hub pki issue)")
+    return Signer.load(key_path, cert_path)
+
+
+def sign_envelope(signer: Any, data: bytes, *, max_bytes: int) -> tuple[Envelope, bytes]:
+    """Parse an unsigned envelope file safely, sign it, and return its model and the bytes to send."""
+    root = parse(data, max_bytes=max_bytes)
+    if root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is None:
+        signer.sign(root)
+    from hub.envelope.model import Envelope as _E
+
+    return _E.from_tree(root), to_bytes(root)
+
+
+async def connect_as(settings: Settings, system: str | None) -> Any:
+    """A transport logged in as the system's own RabbitMQ user when it has one (the broker then vouches for the
+    publisher), else as the hub's configured user."""
+    from hub.transport import Transport
+    from hub.transport.users import amqp_url_for, password_path
+
+    if system is not None and password_path(settings, system).exists():
+        return await Transport.connect(settings, url=amqp_url_for(settings, system), client_name=f"client-{system}")
+    return await Transport.connect(settings, client_name=f"client-{system or 'hub'}")
+
+
+def outgoing(transport: Any, env: Envelope, body: bytes, *, as_system: bool) -> Any:
+    from hub.transport import Outgoing, lane_for, priority_for
+
+    return Outgoing(
+        exchange=transport.names.inbound_exchange,
+        routing_key=lane_for(env.service, env.urgency),
+        body=body,
+        headers={},
+        priority=priority_for(env.urgency),
+        message_id=env.message_id,
+        user_id=transport.user if as_system else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A verified answer from the hub about one message."""
+
+    kind: str  # "receipt" | "error"
+    about: str
+    outcome: str  # accepted / duplicate / quarantined, or the error code
+    detail: str
+    envelope: Envelope
+
+    def line(self) -> str:
+        if self.kind == "receipt":
+            label = {"accepted": "已受理 accepted", "duplicate": "重复 duplicate", "quarantined": "已隔离 quarantined"}
+            return f"{self.about}: {label.get(self.outcome, self.outcome)} {self.detail}".rstrip()
+        return f"{self.about}: {self.outcome}: {self.detail}"
+
+
+def read_reply(envelope: Envelope) -> Reply | None:
+    body = envelope.body
+    if body is None:
+        return None
+    if body.tag == f"{{{RECEIPT_NS}}}HubReceipt":
+        about = body.findtext(f"{{{RECEIPT_NS}}}OriginalMessageId") or ""
+        outcome = body.findtext(f"{{{RECEIPT_NS}}}Outcome") or ""
+        n = len(body.findall(f"{{{RECEIPT_NS}}}Recipients/{{{RECEIPT_NS}}}Recipient"))
+        return Reply("receipt", about, outcome, f"→ {n} 个收件系统 recipient system(s)", envelope)
+    if body.tag == f"{{{ERROR_NS}}}HubError":
+        about = body.findtext(f"{{{ERROR_NS}}}OriginalMessageId") or envelope.ref_to or ""
+        code = body.findtext(f"{{{ERROR_NS}}}Code") or ""
+        title = body.findtext(f"{{{ERROR_NS}}}Title") or ""
+        reason = body.findtext(f"{{{ERROR_NS}}}Reason") or ""
+        return Reply("error", about, code, f"{title} — {reason}", envelope)
+    return None
+
+
+class Inbox:
+    """Reads a system's queue, verifying the hub's signature on everything (default deny: an unverifiable
+    message is reported, never acted on)."""
+
+    def __init__(self, settings: Settings, transport: Any, system: str, *, verifier: Any, registry: Any) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.system = system
+        self.queue = transport.names.system_queue(system)
+        self.verifier = verifier
+        self.registry = registry
+
+    def open(self, data: bytes) -> Envelope:
+        root = parse(data, max_bytes=self.settings.max_message_bytes)
+        self.registry.validate(root)
+        verified = self.verifier.verify(root)
+        if verified.signer.system != "hub":
+            raise HubError(f"delivery signed by {verified.signer.system!r}, not the hub", code="CERT_SIGNER_MISMATCH")
+        return Envelope.from_tree(verified.root)
+
+    async def take(self, max_messages: int = 100) -> list[Any]:
+        return list(await self.transport.fetch(self.queue, max_messages=max_messages))
+
+    async def replies_for(self, message_ids: Iterable[str], *, timeout: float) -> dict[str, Reply]:
+        """Wait for the hub's receipt or error for each id; other messages in the queue are left for later."""
+        wanted = set(message_ids)
+        found: dict[str, Reply] = {}
+        held: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while wanted - set(found) and time.monotonic() < deadline:
+                batch = await self.take()
+                if not batch:
+                    await asyncio.sleep(0.05)
+                    continue
+                mine = []
+                for m in batch:
+                    ref = m.correlation_id or ""
+                    kind = (m.headers or {}).get("x-hub-kind")
+                    if kind in ("receipt", "error") and ref in wanted:
+                        env = self.open(m.body)
+                        reply = read_reply(env)
+                        if reply is not None:
+                            # An error about blocked recipients may follow a receipt: keep the error.
+                            if ref not in found or reply.kind == "error":
+                                found[ref] = reply
+                        mine.append(m)
+                    else:
+                        held.append(m)
+                if mine:
+                    await self.transport.ack(mine)
+        finally:
+            if held:
+                await self.transport.nack(held, requeue=True)
+        return found

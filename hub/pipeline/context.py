@@ -1,0 +1,71 @@
+"""Everything the message path needs, loaded once per process: schemas, the directory (from PostgreSQL, as
+last loaded by ``hub directory load``), routes, the trust store and the hub's own signing key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from hub.settings import Settings
+
+
+@dataclass(slots=True)
+class Context:
+    settings: Settings
+    registry: Any
+    directory: Any
+    router: Any
+    trust_store: Any
+    verifier: Any
+    signer: Any
+
+    @property
+    def pki_dir(self) -> Path:
+        return pki_dir(self.settings)
+
+    def processor(self, *, amqp_admin_user: str | None, user_to_system: Any = None) -> Any:
+        from hub.pipeline.processor import Processor
+        from hub.routing import gate
+
+        return Processor(
+            registry=self.registry,
+            verifier=self.verifier,
+            signer=self.signer,
+            directory=self.directory,
+            router=self.router,
+            gate=gate,
+            hub_ceiling=self.directory.hub_ceiling,
+            max_bytes=self.settings.max_message_bytes,
+            clock_skew=timedelta(seconds=self.settings.clock_skew_s),
+            amqp_admin_user=amqp_admin_user,
+            user_to_system=user_to_system or (lambda user: None),
+        )
+
+
+def pki_dir(settings: Settings) -> Path:
+    return settings.state_dir / "pki"
+
+
+async def load_context(settings: Settings, db: Any) -> Context:
+    """Load the context; ``db`` is an asyncpg pool or connection (the directory is read from it)."""
+    from hub.routing import Router, load_routes, route_files
+    from hub.store.directory import DirectoryRepository
+    from hub.trust import Signer, TrustStore, Verifier
+    from hub.trust.pki import PkiPaths
+    from hub.validation import SchemaRegistry
+
+    directory = await DirectoryRepository(db).load()
+    routes = load_routes(route_files(settings.routes_dir), directory)
+    paths = PkiPaths(pki_dir(settings))
+    store = TrustStore.load(paths.root)
+    return Context(
+        settings=settings,
+        registry=SchemaRegistry(settings.schemas_dir),
+        directory=directory,
+        router=Router(directory, routes),
+        trust_store=store,
+        verifier=Verifier(store),
+        signer=Signer.load(paths.hub_key, paths.hub_cert, passphrase=settings.ca_passphrase.encode()),
+    )

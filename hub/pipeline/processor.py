@@ -1,0 +1,374 @@
+"""The pure part of the message path: bytes in, a decision out. No I/O here (the worker does RabbitMQ and
+PostgreSQL around it), so every rule can be tested in milliseconds and the same code runs in every worker
+process.
+
+    examine(bytes, amqp_user)                      steps 1–5 of ARCHITECTURE.md
+      1 parse safely        hub.envelope.parse
+      2 validate            SchemaRegistry.validate (envelope + the declared service's XSD)
+      3 verify              Verifier.verify → only the signed tree is used from here on; signer ↔ sender;
+                            AMQP user (authenticated by the broker) ↔ sender
+      - fresh               created not in the future beyond the skew, not expired
+      5 authorize + gate    Router.decide (default deny) → classification gate per recipient
+    → Accepted | Rejected
+
+    finish(accepted)                               XML work of steps 7–8: the hub-signed delivery (the signed
+                                                   content re-serialised and re-signed) and the hub.receipt
+
+Step 4 (deduplicate) and 6 (record) need the database and live in the worker, between examine and finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from lxml import etree
+
+from hub.envelope import Envelope, Party, Recipient, build, parse, service_namespace, to_bytes
+from hub.envelope.model import CLASSIFICATIONS
+from hub.errors import (
+    CertificateUntrusted,
+    ClassificationBlocked,
+    HubError,
+    MessageRejected,
+    NoRoute,
+    title_of,
+)
+
+__all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processor", "Rejected"]
+
+RECEIPT_SERVICE = "hub.receipt"
+ERROR_SERVICE = "hub.error"
+CN_TZ = timezone(timedelta(hours=8))
+_RECEIPT_NS = service_namespace(RECEIPT_SERVICE, 1)
+_ERROR_NS = service_namespace(ERROR_SERVICE, 1)
+
+#: RabbitMQ priority per urgency (system queues are declared with x-max-priority).
+PRIORITY = {"特急": 9, "加急": 5, "平件": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One recipient of an accepted message."""
+
+    system: str
+    agency: str
+    role: str
+    zone: str
+    ceiling: int
+
+
+@dataclass(slots=True)
+class Accepted:
+    """A message that passed steps 1–5. ``blocked`` recipients get nothing; the sender is told."""
+
+    envelope: Envelope
+    signed_root: etree._Element
+    data: bytes
+    #: SHA-256 of the bytes exactly as received (what hub.receipt attests).
+    received_digest: str
+    #: SHA-256 of the canonical signed content (what the sender's signature covers).
+    digest: str
+    signer_serial: int
+    signer_fingerprint: str
+    deliveries: list[Delivery]
+    blocked: list[tuple[Delivery, HubError]]
+    markings: list[str]
+    policy: object | None
+    received_at: datetime
+    lane: str
+    #: Filled by finish(): the hub-signed delivery bytes and the hub.receipt bytes.
+    delivery_bytes: bytes = b""
+    receipt_bytes: bytes = b""
+    receipt_id: str = ""
+    error_bytes: bytes = b""
+    error_id: str = ""
+
+    @property
+    def quarantined(self) -> bool:
+        return bool(self.markings)
+
+    @property
+    def priority(self) -> int:
+        return PRIORITY.get(self.envelope.urgency, 0)
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A message refused in steps 1–5: ``reply_to`` is the system that gets the signed hub.error (the signed
+    sender when the signature verified, else the broker-authenticated AMQP user's system, else nobody: the
+    message is parked in the dead-letter queue)."""
+
+    error: HubError
+    data: bytes
+    digest: str
+    received_at: datetime
+    envelope: Envelope | None = None
+    reply_to: Party | None = None
+    error_bytes: bytes = b""
+    error_id: str = ""
+    signer_serial: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> str | None:
+        return self.envelope.message_id if self.envelope is not None else None
+
+
+class Processor:
+    """Steps 1–5 and the XML work of 7–8, for one worker process. Build once; keys and schemas load once."""
+
+    def __init__(
+        self,
+        *,
+        registry,  # hub.validation.SchemaRegistry
+        verifier,  # hub.trust.Verifier
+        signer,  # hub.trust.Signer (the hub's own identity)
+        directory,  # hub.directory.Directory
+        router,  # hub.routing.Router
+        gate: Callable,  # hub.routing.gate.gate
+        hub_ceiling: int,
+        max_bytes: int,
+        clock_skew: timedelta = timedelta(minutes=5),
+        amqp_admin_user: str | None = None,
+        user_to_system: Callable[[str], str | None] = lambda user: None,
+        now: Callable[[], datetime] = lambda: datetime.now(CN_TZ),
+        check_signer_binding: Callable | None = None,
+    ) -> None:
+        self.registry = registry
+        self.verifier = verifier
+        self.signer = signer
+        self.directory = directory
+        self.router = router
+        self.gate = gate
+        self.hub_ceiling = hub_ceiling
+        self.max_bytes = max_bytes
+        self.clock_skew = clock_skew
+        self.amqp_admin_user = amqp_admin_user
+        self.user_to_system = user_to_system
+        self.now = now
+        if check_signer_binding is None:
+            from hub.trust import check_signer_binding as _csb
+
+            check_signer_binding = _csb
+        self.check_signer_binding = check_signer_binding
+        ident = signer.identity
+        self.hub_party = Party(ident.agency, ident.system)
+
+    # ------------------------------------------------------------------ steps 1–5
+
+    def examine(self, data: bytes, *, amqp_user: str | None = None, lane: str = "normal") -> Accepted | Rejected:
+        received_at = self.now()
+        digest = hashlib.sha256(data).hexdigest()
+        # Until the signature verifies, the only trustworthy identity is the broker-authenticated AMQP user.
+        user_system = self.user_to_system(amqp_user) if amqp_user else None
+        fallback = self._party_of_system(user_system)
+        envelope: Envelope | None = None
+        try:
+            root = parse(data, max_bytes=self.max_bytes)
+            self.registry.validate(root)
+            verified = self.verifier.verify(root)
+            # From here on only the signed tree exists for the hub.
+            envelope = Envelope.from_tree(verified.root)
+            self.check_signer_binding(verified, envelope)
+            self._check_amqp_user(amqp_user, user_system, envelope)
+            self._check_fresh(envelope, received_at)
+            decision = self.router.decide(envelope)
+            targets = list(decision.targets)
+            result = self.gate(envelope, verified.root, targets, self.hub_ceiling)
+        except HubError as exc:
+            sender = (
+                envelope.sender
+                if envelope is not None and exc.code not in ("CERT_SIGNER_MISMATCH",)
+                else fallback
+            )
+            return Rejected(exc, data, digest, received_at, envelope=envelope, reply_to=sender)
+        deliveries = [self._delivery(t) for t in result.allowed]
+        blocked = [(self._delivery(t), err) for t, err in _blocked_pairs(result.blocked)]
+        if not deliveries and not result.markings:
+            # Nothing may be delivered anywhere: the whole message is refused.
+            first = blocked[0][1] if blocked else NoRoute("the message has no deliverable recipient")
+            return Rejected(first, data, digest, received_at, envelope=envelope, reply_to=envelope.sender,
+                            signer_serial=verified.signer.serial)
+        return Accepted(
+            envelope=envelope,
+            signed_root=verified.root,
+            data=data,
+            received_digest=digest,
+            digest=verified.digest,
+            signer_serial=verified.signer.serial,
+            signer_fingerprint=verified.signer.fingerprint,
+            deliveries=deliveries,
+            blocked=blocked,
+            markings=list(result.markings),
+            policy=getattr(decision, "policy", None),
+            received_at=received_at,
+            lane=lane,
+        )
+
+    def _party_of_system(self, system_id: str | None) -> Party | None:
+        if system_id is None:
+            return None
+        try:
+            system = self.directory.system(system_id)
+        except HubError:
+            return None
+        return Party(system.agency, system.id)
+
+    def _check_amqp_user(self, amqp_user: str | None, user_system: str | None, env: Envelope) -> None:
+        """The broker authenticated the connection; if it was a system's own user it must be the signed sender."""
+        if amqp_user is None or amqp_user == self.amqp_admin_user:
+            return
+        if user_system != env.sender.system:
+            raise CertificateUntrusted(
+                f"the message was published by RabbitMQ user {amqp_user!r} but is signed as sent by "
+                f"{env.sender.system!r}",
+                code="CERT_SIGNER_MISMATCH",
+            )
+
+    def _check_fresh(self, env: Envelope, now: datetime) -> None:
+        if env.expires <= now:
+            raise MessageRejected(f"the message expired at {env.expires.isoformat()}", code="MSG_EXPIRED")
+        if env.created > now + self.clock_skew:
+            raise MessageRejected(
+                f"the message is dated {env.created.isoformat()}, more than "
+                f"{int(self.clock_skew.total_seconds())} s ahead of the hub's clock",
+                code="MSG_FUTURE",
+            )
+        if env.expires <= env.created:
+            raise MessageRejected("the message expires before it was created", code="MSG_EXPIRED")
+
+    @staticmethod
+    def _delivery(target) -> Delivery:  # type: ignore[no-untyped-def]
+        return Delivery(target.system, target.agency, target.role, target.zone, target.ceiling)
+
+    # ------------------------------------------------------------------ steps 7–8 (XML work)
+
+    def finish(self, acc: Accepted, *, duplicate: bool = False) -> Accepted:
+        """Sign the delivery (the signed content, re-serialised, re-signed by the hub) and the sender's receipt.
+
+        A quarantined message gets no delivery bytes yet (they are made when an operator releases it)."""
+        if acc.deliveries and not acc.quarantined:
+            acc.delivery_bytes = self.sign_delivery(acc.signed_root)
+        outcome = "duplicate" if duplicate else ("quarantined" if acc.quarantined else "accepted")
+        acc.receipt_id, acc.receipt_bytes = self.receipt(acc, outcome)
+        if acc.blocked:
+            first = acc.blocked[0][1]
+            names = ", ".join(d.system for d, _ in acc.blocked)
+            err = ClassificationBlocked(f"not delivered to {names}: {first.detail}", code=first.code)
+            acc.error_id, acc.error_bytes = self.error(err, acc.envelope, acc.envelope.sender, acc.received_digest)
+        return acc
+
+    def sign_delivery(self, signed_root: etree._Element) -> bytes:
+        root = _copy(signed_root)
+        self.signer.sign(root)
+        return to_bytes(root)
+
+    def receipt(self, acc: Accepted, outcome: str, first_received_at: datetime | None = None) -> tuple[str, bytes]:
+        """The hub-signed hub.receipt: the SHA-256 of exactly the bytes received, and who it goes to."""
+        return self.receipt_for(acc.envelope, acc.received_digest, acc.received_at, acc.deliveries, outcome,
+                                first_received_at)
+
+    def receipt_for(
+        self,
+        env: Envelope,
+        received_digest: str,
+        received_at: datetime,
+        deliveries: Sequence[Delivery],
+        outcome: str,
+        first_received_at: datetime | None = None,
+    ) -> tuple[str, bytes]:
+        S = etree.SubElement
+        q = f"{{{_RECEIPT_NS}}}"
+        body = etree.Element(q + "HubReceipt", nsmap={None: _RECEIPT_NS})
+        S(body, q + "OriginalMessageId").text = env.message_id
+        S(body, q + "ReceivedDigest").text = received_digest
+        S(body, q + "Outcome").text = outcome
+        S(body, q + "ReceivedAt").text = received_at.isoformat(timespec="seconds")
+        if first_received_at is not None:
+            S(body, q + "FirstReceivedAt").text = first_received_at.isoformat(timespec="seconds")
+        rs = S(body, q + "Recipients")
+        for d in deliveries[:2000]:
+            r = S(rs, q + "Recipient")
+            S(r, q + "AgencyCode").text = d.agency
+            S(r, q + "System").text = d.system
+            S(r, q + "Role").text = d.role
+        return self._sign_reply(RECEIPT_SERVICE, body, env.sender, env, received_digest)
+
+    def error(self, err: HubError, env: Envelope | None, to: Party, digest: str) -> tuple[str, bytes]:
+        """The hub-signed hub.error: stable code, Chinese title, English reason; never payload content."""
+        S = etree.SubElement
+        q = f"{{{_ERROR_NS}}}"
+        body = etree.Element(q + "HubError", nsmap={None: _ERROR_NS})
+        if env is not None:
+            S(body, q + "OriginalMessageId").text = env.message_id
+        S(body, q + "ReceivedDigest").text = digest
+        S(body, q + "Code").text = err.code
+        S(body, q + "Title").text = title_of(err.code)[:200]
+        S(body, q + "Reason").text = _clean(err.detail)[:1000] or err.code
+        if err.line:
+            S(body, q + "Line").text = str(min(max(err.line, 1), 10_000_000))
+        if err.path:
+            S(body, q + "Path").text = _clean(err.path)[:500]
+        S(body, q + "At").text = self.now().isoformat(timespec="seconds")
+        return self._sign_reply(ERROR_SERVICE, body, to, env, digest)
+
+    def error_for(self, rej: Rejected) -> Rejected:
+        if rej.reply_to is not None:
+            rej.error_id, rej.error_bytes = self.error(rej.error, rej.envelope, rej.reply_to, rej.digest)
+        return rej
+
+    def _sign_reply(
+        self, service: str, body: etree._Element, to: Party, about: Envelope | None, digest: str
+    ) -> tuple[str, bytes]:
+        now = self.now()
+        message_id = str(uuid.uuid4())
+        root = build(
+            service=service,
+            version=1,
+            sender=self.hub_party,
+            recipients=[Recipient.to(to.agency, to.system)],
+            body=body,
+            classification="公开",
+            urgency=about.urgency if about is not None else "平件",
+            created=now,
+            expires=now + timedelta(days=30),
+            message_id=message_id,
+            conversation_id=about.conversation_id if about is not None else message_id,
+            ref_to=about.message_id if about is not None else None,
+            request_hash=digest,
+        )
+        self.signer.sign(root)
+        return message_id, to_bytes(root)
+
+
+def _clean(text: str) -> str:
+    """Text safe for an XML element: no control characters that XML 1.0 forbids."""
+    return "".join(ch for ch in text if ch >= " " or ch in "\t\n").strip()
+
+
+def _copy(root: etree._Element) -> etree._Element:
+    # The signed tree may still be referenced by the caller (evidence, gate); sign a copy.
+    import copy
+
+    return copy.deepcopy(root)
+
+
+def _blocked_pairs(blocked: Iterable) -> Sequence[tuple[object, HubError]]:  # type: ignore[type-arg]
+    pairs = []
+    for item in blocked:
+        if isinstance(item, tuple):
+            target, err = item[0], item[1]
+        else:
+            target, err = item.target, getattr(item, "error", None)
+        if not isinstance(err, HubError):
+            err = ClassificationBlocked(str(getattr(item, "reason", err)), code="GATE_CLASSIFICATION")
+        pairs.append((target, err))
+    return pairs
+
+
+def level_label(level: int) -> str:
+    return CLASSIFICATIONS[level]

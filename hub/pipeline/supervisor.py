@@ -1,0 +1,81 @@
+"""``hub run``: N pipeline worker processes (competing consumers) under one supervisor.
+
+More load → more worker processes (``--workers``, default one per core). Each worker owns its own asyncio loop,
+RabbitMQ connection, PostgreSQL pool, keys and compiled schemas, so crypto and XML work spread over cores.
+
+Signals: SIGTERM/SIGINT to the supervisor → SIGTERM to every worker → each stops consuming, finishes the batch
+in hand (record, deliver, receipt, ack) and exits; unacknowledged messages stay in RabbitMQ. A worker that dies
+unexpectedly (even SIGKILL) loses nothing — its unacknowledged deliveries go back to the queue — and the
+supervisor starts a replacement after a short back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+
+from hub.settings import Settings
+
+log = logging.getLogger("hub.supervisor")
+
+
+def default_workers(settings: Settings) -> int:
+    return settings.workers if settings.workers > 0 else (os.cpu_count() or 1)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        settings: Settings,
+        target: Callable[[Settings, int], None],
+        *,
+        workers: int | None = None,
+        restart_backoff_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.target = target
+        self.n = workers or default_workers(settings)
+        self.restart_backoff_s = restart_backoff_s
+        self.ctx = mp.get_context("spawn")
+        self.procs: dict[int, BaseProcess] = {}
+        self.stopping = False
+
+    def _start(self, index: int) -> None:
+        p = self.ctx.Process(target=self.target, args=(self.settings, index), name=f"hub-worker-{index}")
+        p.start()
+        self.procs[index] = p
+        log.info("worker %d started (pid %s)", index, p.pid)
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        for i in range(self.n):
+            self._start(i)
+        try:
+            while not self.stopping:
+                for index, p in list(self.procs.items()):
+                    if not p.is_alive() and not self.stopping:
+                        log.warning("worker %d (pid %s) exited with %s; restarting", index, p.pid, p.exitcode)
+                        time.sleep(self.restart_backoff_s)
+                        self._start(index)
+                time.sleep(0.2)
+        finally:
+            for p in self.procs.values():
+                if p.is_alive() and p.pid is not None:
+                    os.kill(p.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            for p in self.procs.values():
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    log.error("worker %s did not stop within 60 s; killing it", p.pid)
+                    p.kill()
+        log.info("all workers stopped")
+        return 0

@@ -1,0 +1,414 @@
+"""One pipeline worker process: consume the inbound lanes in batches, run the pure steps, record, deliver,
+answer, acknowledge — in that order, so that a message is acknowledged only after its record, its deliveries and
+its receipt are confirmed (ARCHITECTURE.md).
+
+Per batch (up to 64 messages; several batches in flight per worker so CPU work overlaps I/O):
+
+    examine each message (parse, validate, verify, route, gate)          pure, CPU
+    record_batch: messages + deliveries + rejections + evidence          ONE PostgreSQL transaction
+      → for each message: new, or a duplicate (with what is still missing after a crash)
+    sign deliveries and receipts (only for what is still to do)          pure, CPU
+    publish_many: every delivery, receipt and error                      ONE confirm round trip
+    record_sent: deliveries delivered, receipts sent + evidence          ONE PostgreSQL transaction
+    ack the whole batch                                                  ONE multiple-ack
+
+A crash anywhere before the ack leaves the batch unacknowledged: RabbitMQ redelivers it, ``record_batch`` reports
+the messages as duplicates with exactly the deliveries and receipt still missing, and the worker finishes those.
+A recipient may therefore see a delivery twice, always with the same message id; nothing is lost.
+
+Transient failures (PostgreSQL or RabbitMQ unavailable) put the batch on the retry queues with back-off; after the
+last retry a message is dead-lettered with its reason, where an operator sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hub.errors import DeliveryError, HubError
+from hub.pipeline.processor import Accepted, Processor, Rejected
+from hub.settings import Settings
+from hub.store.records import MessageRecord, ReceiptRecord, RecordOutcome, Rejection
+from hub.transport.topology import Incoming, Outgoing
+
+log = logging.getLogger("hub.pipeline")
+decisions = logging.getLogger("hub.decision")
+
+#: Evidence checkpoints: how often worker 0 seals the chain with a hub signature.
+CHECKPOINT_EVERY_S = 60.0
+#: How often worker 0 republishes CRLs that are due (they fail closed when stale).
+CRL_CHECK_EVERY_S = 600.0
+
+
+@dataclass(slots=True)
+class _Item:
+    msg: Incoming
+    result: Accepted | Rejected
+    outcome: RecordOutcome | None = None
+
+
+class Worker:
+    """Everything one worker process needs, loaded once: schemas, directory, routes, keys, connections."""
+
+    def __init__(self, settings: Settings, index: int = 0) -> None:
+        self.settings = settings
+        self.index = index
+        self.stopping = asyncio.Event()
+        self.processor: Processor
+        self.transport: Any = None
+        self.pool: Any = None
+        self._consumers: list[Any] = []
+        self._background: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ start-up
+
+    async def start(self) -> None:
+        from hub.pipeline.context import load_context
+        from hub.store.db import create_pool
+        from hub.transport import Transport
+
+        s = self.settings
+        self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4)
+        ctx = await load_context(s, self.pool)
+        self.context = ctx
+        self.trust_store = ctx.trust_store
+        self.signer = ctx.signer
+        self.directory = directory = ctx.directory
+        self.transport = await Transport.connect(s, client_name=f"hub-worker-{self.index}")
+        names = self.names = self.transport.names
+        self.processor = ctx.processor(amqp_admin_user=self.transport.user, user_to_system=names.system_of_user)
+        await self.transport.declare_topology(sys.id for sys in directory.systems())
+        # The emergency lane has its own channel and prefetch: a backlog of normal traffic cannot delay it.
+        self._consumers.append(
+            await self.transport.consume(names.inbound_queue("emergency"), self.handle, prefetch=32, max_batch=16)
+        )
+        self._consumers.append(
+            await self.transport.consume(
+                names.inbound_queue("normal"), self.handle, prefetch=s.prefetch, max_batch=64, concurrency=3
+            )
+        )
+        if self.index == 0:
+            self._background.append(asyncio.create_task(self._housekeeping()))
+        log.info("worker %d ready", self.index, extra={"systems": len(list(directory.systems()))})
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.context.pki_dir
+
+    async def stop(self) -> None:
+        """Stop consuming, finish the batches in hand, close connections."""
+        for c in self._consumers:
+            await c.stop(drain=True)
+        for t in self._background:
+            t.cancel()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def _housekeeping(self) -> None:
+        from hub.store.evidence import checkpoint
+        from hub.trust.admin import refresh_crls_if_due
+
+        last_crl = 0.0
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY_S)
+            try:
+                await checkpoint(self.pool, self.signer.sign_bytes, self.signer.identity.fingerprint)
+                if time.monotonic() - last_crl > CRL_CHECK_EVERY_S:
+                    await refresh_crls_if_due(self.settings, self.pki_dir)
+                    last_crl = time.monotonic()
+            except HubError as exc:
+                log.warning("housekeeping failed: %s", exc.describe())
+
+    # ------------------------------------------------------------------ the batch
+
+    async def handle(self, batch: list[Incoming]) -> None:
+        started = time.perf_counter()
+        self.trust_store.refresh_if_due()
+        hub_user = self.transport.user
+        items = [
+            _Item(m, self.processor.examine(m.body, amqp_user=m.publisher(hub_user), lane=m.routing_key))
+            for m in batch
+        ]
+        try:
+            await self._record(items)
+            outgoing, delivered, receipts = self._answers(items)
+            await self.transport.publish_many(outgoing)
+            await self._record_sent(delivered, receipts)
+        except DeliveryError as exc:
+            await self._retry(batch, exc)
+            return
+        await self.transport.ack(batch)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        for it in items:
+            self._log(it, elapsed_ms)
+
+    async def _record(self, items: Sequence[_Item]) -> None:
+        from hub.store.messages import record_batch
+
+        records: list[MessageRecord] = []
+        owners: list[_Item] = []
+        rejections: list[Rejection] = []
+        for it in items:
+            r = it.result
+            if isinstance(r, Accepted):
+                records.append(_message_record(r))
+                owners.append(it)
+            elif r.envelope is not None:
+                # Signed and valid, but refused: it occupies its message id (a replay is recognised).
+                records.append(_rejected_record(r))
+                owners.append(it)
+            else:
+                rejections.append(_rejection(r, it.msg))
+        outcomes = await record_batch(self.pool, records, rejections)
+        for it, outcome in zip(owners, outcomes, strict=True):
+            it.outcome = outcome
+
+    def _answers(self, items: Sequence[_Item]) -> tuple[list[Outgoing], list[str], list[ReceiptRecord]]:
+        out: list[Outgoing] = []
+        delivered: list[str] = []
+        receipts: list[ReceiptRecord] = []
+        p = self.processor
+        for it in items:
+            r, o = it.result, it.outcome
+            if o is not None and o.in_batch:
+                continue  # a second copy in the same batch: the first carries the work
+            if isinstance(r, Accepted):
+                assert o is not None
+                sender = r.envelope.sender.system
+                if o.duplicate:
+                    if o.state == "released":
+                        r.markings = []  # an operator released it: deliver what is still pending
+                    elif o.state != "accepted":
+                        # Quarantined, or refused before: answer again only if the sender never got an answer.
+                        if o.needs_receipt and o.state == "quarantined":
+                            r.deliveries = []
+                            p.finish(r)
+                            out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
+                            receipts.append(ReceiptRecord(r.receipt_id, r.envelope.message_id, "hub.receipt", sender))
+                        continue
+                    pending = set(o.to_deliver)
+                    r.deliveries = [d for d in r.deliveries if d.system in pending]
+                    r.blocked = []  # the sender was told about blocked recipients the first time
+                    if not r.deliveries and not o.needs_receipt:
+                        # Fully handled before: delivered once; tell the sender it was a duplicate.
+                        r.receipt_id, r.receipt_bytes = p.receipt(r, "duplicate")
+                        out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
+                        continue
+                elif r.quarantined:
+                    r.deliveries = []  # held for a person; delivered only when released
+                p.finish(r)
+                for d in r.deliveries:
+                    out.append(self._delivery(r, d))
+                if r.deliveries:
+                    delivered.append(r.envelope.message_id)
+                if not o.duplicate or o.needs_receipt:
+                    out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
+                    receipts.append(ReceiptRecord(r.receipt_id, r.envelope.message_id, "hub.receipt", sender))
+                if r.error_bytes:
+                    out.append(self._reply(sender, r.error_id, r.error_bytes, r, "error"))
+                    receipts.append(ReceiptRecord(r.error_id, r.envelope.message_id, "hub.error", sender,
+                                                  code=r.blocked[0][1].code))
+            else:
+                if o is not None and o.duplicate and not o.needs_receipt:
+                    continue  # a replay of a refused message already answered
+                p.error_for(r)
+                if r.error_bytes and r.reply_to is not None:
+                    out.append(self._reply(r.reply_to.system, r.error_id, r.error_bytes, r, "error"))
+                    receipts.append(ReceiptRecord(r.error_id, r.message_id, "hub.error", r.reply_to.system,
+                                                  code=r.error.code))
+                else:
+                    out.append(self._dead_letter(it.msg, r.error))
+        return out, delivered, receipts
+
+    async def _record_sent(self, delivered: list[str], receipts: list[ReceiptRecord]) -> None:
+        from hub.store.messages import record_sent
+
+        await record_sent(self.pool, delivered, receipts)
+
+    # ------------------------------------------------------------------ outgoing messages
+
+    def _delivery(self, acc: Accepted, d: Any) -> Outgoing:
+        from hub.routing import egress_allowed
+
+        env = acc.envelope
+        zone, ceiling = d.zone, d.ceiling
+
+        def egress(body: bytes) -> None:
+            egress_allowed(zone, ceiling, body)
+
+        return Outgoing(
+            exchange=self.names.deliver_exchange,
+            routing_key=d.system,
+            body=acc.delivery_bytes,
+            headers={"x-hub-kind": "delivery", "x-hub-service": env.service_id, "x-hub-role": d.role},
+            priority=acc.priority,
+            message_id=env.message_id,
+            egress=egress,
+            correlation_id=env.conversation_id,
+        )
+
+    def _reply(self, system: str, message_id: str, body: bytes, about: Accepted | Rejected, kind: str) -> Outgoing:
+        env = about.envelope
+        return Outgoing(
+            exchange=self.names.deliver_exchange,
+            routing_key=system,
+            body=body,
+            headers={"x-hub-kind": kind, "x-hub-ref": env.message_id if env is not None else ""},
+            priority=about.priority if isinstance(about, Accepted) else 0,
+            message_id=message_id,
+            correlation_id=env.message_id if env is not None else None,
+        )
+
+    def _dead_letter(self, msg: Incoming, error: HubError) -> Outgoing:
+        from hub.transport.topology import dead_letter_of
+
+        return dead_letter_of(self.names, msg, code=error.code, reason=error.detail[:500])
+
+    async def _retry(self, batch: list[Incoming], exc: DeliveryError) -> None:
+        from hub.transport.topology import dead_letter_of, retry_of
+
+        log.warning("batch of %d deferred: %s", len(batch), exc.describe())
+        again: list[Outgoing] = []
+        for m in batch:
+            o = retry_of(self.names, m, hub_user=self.transport.user)
+            again.append(o if o is not None else dead_letter_of(self.names, m, code=exc.code, reason=exc.detail[:500]))
+        try:
+            await self.transport.publish_many(again)
+        except DeliveryError:
+            # The broker itself is gone: leave the batch unacknowledged; RabbitMQ redelivers it.
+            await self.transport.nack(batch, requeue=True)
+            return
+        await self.transport.ack(batch)
+
+    # ------------------------------------------------------------------ logs
+
+    def _log(self, it: _Item, elapsed_ms: float) -> None:
+        r, o = it.result, it.outcome
+        env = r.envelope
+        extra: dict[str, Any] = {"batch_ms": round(elapsed_ms, 2), "lane": it.msg.routing_key}
+        if env is not None:
+            extra.update(
+                message_id=env.message_id,
+                conversation_id=env.conversation_id,
+                service=env.service_id,
+                sender=str(env.sender),
+                classification=env.classification,
+            )
+        if isinstance(r, Accepted):
+            decision = "duplicate" if o is not None and o.duplicate else (
+                "quarantined" if r.quarantined else "accepted")
+            extra["recipients"] = [d.system for d in r.deliveries]
+            if r.blocked:
+                extra["blocked"] = [d.system for d, _ in r.blocked]
+            decisions.info(decision, extra={"decision": decision, **extra})
+        else:
+            extra.update(decision="rejected", code=r.error.code)
+            if env is None:
+                extra["amqp_user"] = it.msg.user_id
+            decisions.info("rejected", extra=extra)
+
+
+def _message_record(acc: Accepted) -> MessageRecord:
+    from hub.store.records import DeliveryRecord
+
+    env = acc.envelope
+    deliveries = [DeliveryRecord(d.agency, d.system, d.role) for d in acc.deliveries]  # type: ignore[arg-type]
+    deliveries += [
+        DeliveryRecord(d.agency, d.system, d.role, "blocked", err.code)  # type: ignore[arg-type]
+        for d, err in acc.blocked
+    ]
+    return MessageRecord(
+        message_id=env.message_id,
+        conversation_id=env.conversation_id,
+        sender_agency=env.sender.agency,
+        sender_system=env.sender.system,
+        service=env.service,
+        version=env.version,
+        classification=env.level,
+        classification_label=env.classification,
+        urgency=env.urgency,
+        created=env.created,
+        expires=env.expires,
+        raw=acc.data,
+        deliveries=tuple(deliveries),
+        digest=acc.received_digest,
+        ref_to=env.ref_to,
+        business_ref=env.business_ref,
+        signer_serial=acc.signer_serial,
+        signer_fingerprint=acc.signer_fingerprint,
+        state="quarantined" if acc.quarantined else "accepted",
+        markings=tuple(str(m) for m in acc.markings),
+        received_at=acc.received_at,
+        detail={"lane": acc.lane, "signed_digest": acc.digest},
+    )
+
+
+def _rejected_record(rej: Rejected) -> MessageRecord:
+    env = rej.envelope
+    assert env is not None
+    return MessageRecord(
+        message_id=env.message_id,
+        conversation_id=env.conversation_id,
+        sender_agency=env.sender.agency,
+        sender_system=env.sender.system,
+        service=env.service,
+        version=env.version,
+        classification=env.level,
+        classification_label=env.classification,
+        urgency=env.urgency,
+        created=env.created,
+        expires=env.expires,
+        raw=rej.data,
+        digest=rej.digest,
+        ref_to=env.ref_to,
+        business_ref=env.business_ref,
+        signer_serial=rej.signer_serial,
+        state="rejected",
+        error_code=rej.error.code,
+        error_reason=rej.error.detail[:1000],
+        received_at=rej.received_at,
+    )
+
+
+def _rejection(rej: Rejected, msg: Incoming) -> Rejection:
+    return Rejection(
+        raw=rej.data,
+        error_code=rej.error.code,
+        error_reason=rej.error.detail[:1000],
+        amqp_user=msg.user_id,
+        claimed_sender=rej.reply_to.system if rej.reply_to is not None else None,
+        digest=rej.digest,
+        received_at=rej.received_at,
+    )
+
+
+def worker_main(settings: Settings, index: int) -> None:
+    """Entry point of a worker process (spawned by the supervisor)."""
+    from hub import logs
+
+    logs.setup()
+
+    async def main() -> None:
+        worker = Worker(settings, index)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await worker.start()
+        await stop.wait()
+        log.info("worker %d stopping", index)
+        await worker.stop()
+
+    try:
+        asyncio.run(main())
+    except HubError as exc:
+        log.error("worker %d cannot run: %s", index, exc.describe())
+        raise SystemExit(2) from None

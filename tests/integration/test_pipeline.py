@@ -1,0 +1,199 @@
+"""The message path end to end on the real RabbitMQ and PostgreSQL (issue 4 acceptance): group fan-out with
+hub-signed deliveries and receipts, dedup, signed errors with distinct codes, the classification gate, and the
+quarantine → release path. The pipeline runs in this process (the same Worker that ``hub run`` starts)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from harness import Hub, document, hours, now
+
+from hub.envelope import Recipient, parse
+from hub.trust.pki import PkiPaths
+
+pytestmark = pytest.mark.integration
+
+G = "county-bureaus:220100"  # the county bureaus under 长春
+PEERS = ("county-220182-oa", "county-220183-oa")  # 榆树, 德惠 (the sender 农安 is left out of its own group)
+
+
+@pytest.fixture(scope="session")
+async def hub(integration_settings) -> Hub:  # type: ignore[no-untyped-def]
+    h = Hub(integration_settings)
+    await h.setup()
+    await h.start_worker()
+    yield h
+    await h.close()
+
+
+async def test_group_fan_out_is_hub_signed_receipted_and_recorded(hub: Hub, tmp_path: Path) -> None:
+    env = await hub.send("county-220122-oa", document("county-220122-oa", [Recipient.to_group(G)]))
+    reply = await hub.reply("county-220122-oa", env.message_id)
+    assert (reply.kind, reply.outcome) == ("receipt", "accepted")
+    assert reply.envelope.sender.system == "hub"
+    assert reply.envelope.ref_to == env.message_id
+    for system in PEERS:
+        got = await hub.drain(system, expect=1)
+        assert [e.message_id for _, e in got] == [env.message_id]
+        incoming, delivered = got[0]
+        assert delivered.sender.system == "county-220122-oa"
+        # hub-signed, and verifiable by the reference C implementation trusting only the hub root
+        f = tmp_path / f"{system}.xml"
+        f.write_bytes(incoming.body)
+        paths = PkiPaths(hub.settings.state_dir / "pki")
+        xmlsec1 = shutil.which("xmlsec1")
+        assert xmlsec1
+        done = subprocess.run(
+            [xmlsec1, "--verify", "--trusted-pem", str(paths.root_cert), "--enabled-reference-uris", "empty", str(f)],
+            capture_output=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+    async with hub.pool.acquire() as conn:
+        msg = await conn.fetchrow("SELECT state, raw FROM messages WHERE message_id = $1", uuid.UUID(env.message_id))
+        assert msg["state"] == "accepted"
+        deliveries = await conn.fetch(
+            "SELECT recipient_system, state FROM deliveries WHERE message_id = $1 ORDER BY 1", uuid.UUID(env.message_id)
+        )
+        assert [(d["recipient_system"], d["state"]) for d in deliveries] == [(s, "delivered") for s in PEERS]
+        kinds = {r["kind"] for r in await conn.fetch(
+            "SELECT kind FROM evidence WHERE message_id = $1", uuid.UUID(env.message_id))}
+        assert {"received", "delivered", "receipt_sent"} <= kinds
+    # the signed bytes exactly as received are kept
+    assert parse(bytes(msg["raw"])).find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+
+
+async def test_the_same_message_twice_is_delivered_once(hub: Hub) -> None:
+    root = document("county-220122-oa", [Recipient.to("11220183013553609R")])
+    data = hub.sign("county-220122-oa", root)
+    from hub.envelope import Envelope
+
+    env = Envelope.from_tree(parse(data))
+    await hub.publish([(env, data)])
+    first = await hub.reply("county-220122-oa", env.message_id)
+    await hub.publish([(env, data)])
+    second = await hub.reply("county-220122-oa", env.message_id)
+    assert (first.outcome, second.outcome) == ("accepted", "duplicate")
+    got = await hub.drain("county-220183-oa", expect=1, timeout=3)
+    assert [e.message_id for _, e in got] == [env.message_id]
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("expired", "MSG_EXPIRED"),
+        ("future", "MSG_FUTURE"),
+        ("unknown-recipient", "ROUTE_UNKNOWN_RECIPIENT"),
+        ("not-allowed", "ROUTE_NOT_ALLOWED"),
+    ],
+)
+async def test_refusals_come_back_as_signed_errors_with_distinct_codes(hub: Hub, case: str, code: str) -> None:
+    sender = "county-220122-oa"
+    if case == "expired":
+        root = document(sender, [Recipient.to_group(G)], created=now() - hours(48), expires=now() - hours(1))
+    elif case == "future":
+        root = document(sender, [Recipient.to_group(G)], created=now() + hours(2), expires=now() + hours(50))
+    elif case == "unknown-recipient":
+        root = document(sender, [Recipient.to("11220300013700183Y", "city-220300-nope")])
+    else:  # a county bureau may not send an official document to the national administration
+        root = document(sender, [Recipient.to("11100000000019136N")])
+    env = await hub.send(sender, root)
+    reply = await hub.reply(sender, env.message_id)
+    assert (reply.kind, reply.outcome) == ("error", code)
+    assert reply.envelope.sender.system == "hub"  # verified as hub-signed by the inbox
+    async with hub.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT state, error_code FROM messages WHERE message_id = $1",
+                                  uuid.UUID(env.message_id))
+    assert (row["state"], row["error_code"]) == ("rejected", code)
+
+
+async def test_a_secret_message_never_reaches_the_extranet(hub: Hub) -> None:
+    # 机密 from the department's classified system to 长春: its extranet OA (ceiling 内部) and its classified system
+    # (accredited to 秘密 only) are both refused, so nothing is delivered anywhere and the sender gets the error.
+    before = await hub.depth("city-220100-oa")
+    root = document("prov-220000-secure", [Recipient.to("11220100013544550M")], classification="机密")
+    env = await hub.send("prov-220000-secure", root)
+    reply = await hub.reply("prov-220000-secure", env.message_id)
+    assert (reply.kind, reply.outcome) == ("error", "GATE_CLASSIFICATION"), reply.line()
+    assert await hub.depth("city-220100-oa") == before
+    for system in ("city-220100-oa", "city-220100-secure"):
+        got = await hub.drain(system, timeout=1)
+        assert env.message_id not in {e.message_id for _, e in got}
+    async with hub.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT state, error_code FROM messages WHERE message_id = $1",
+                                  uuid.UUID(env.message_id))
+    assert (row["state"], row["error_code"]) == ("rejected", "GATE_CLASSIFICATION")
+
+
+async def test_a_confidential_message_reaches_only_the_accredited_system(hub: Hub) -> None:
+    # 秘密 to 长春: delivered to its classified system (accredited to 秘密), never to its extranet OA; the sender
+    # gets a receipt for the delivery and a signed error naming the blocked system.
+    before = await hub.depth("city-220100-oa")
+    root = document("prov-220000-secure", [Recipient.to("11220100013544550M")], classification="秘密")
+    env = await hub.send("prov-220000-secure", root)
+    reply = await hub.reply("prov-220000-secure", env.message_id)
+    assert (reply.kind, reply.outcome) == ("error", "GATE_CLASSIFICATION"), reply.line()
+    assert "city-220100-oa" in reply.detail
+    got = await hub.drain("city-220100-secure", expect=1)
+    assert [e.message_id for _, e in got] == [env.message_id]
+    assert await hub.depth("city-220100-oa") == before
+    async with hub.pool.acquire() as conn:
+        states = dict(await conn.fetch(
+            "SELECT recipient_system, state FROM deliveries WHERE message_id = $1", uuid.UUID(env.message_id)))
+    assert states == {"city-220100-secure": "delivered", "city-220100-oa": "blocked"}
+
+
+async def test_a_public_message_with_a_secret_marking_is_quarantined_then_released(hub: Hub) -> None:
+    root = document("county-220122-oa", [Recipient.to("11220182013552847D")])
+    ns = "urn:forestry-hub:document.official:1"
+    para = root.find(f".//{{{ns}}}Paragraph")
+    assert para is not None
+    para.text = "秘密★5年 附件所列火场坐标不得外传。"
+    env = await hub.send("county-220122-oa", root)
+    reply = await hub.reply("county-220122-oa", env.message_id)
+    assert (reply.kind, reply.outcome) == ("receipt", "quarantined")
+    assert await hub.drain("county-220182-oa", timeout=1) == []
+    listed = hub.hub_cli("quarantine", "list")
+    assert listed.returncode == 0 and env.message_id in listed.stdout, listed.stderr
+    released = hub.hub_cli("quarantine", "release", env.message_id, "--reason", "经审核系已公开的演练坐标",
+                           "--reviewer", "保密员张三")
+    assert released.returncode == 0, released.stderr
+    got = await hub.drain("county-220182-oa", expect=1)
+    assert [e.message_id for _, e in got] == [env.message_id]
+    async with hub.pool.acquire() as conn:
+        status = await conn.fetchval("SELECT status FROM quarantine WHERE message_id = $1", uuid.UUID(env.message_id))
+        actors = [r["actor"] for r in await conn.fetch(
+            "SELECT actor FROM evidence WHERE message_id = $1 AND kind = 'released'", uuid.UUID(env.message_id))]
+    assert status == "released" and actors == ["保密员张三"]
+
+
+async def test_hostile_bytes_are_parked_in_the_dead_letter_queue_and_recorded(hub: Hub) -> None:
+    bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>'
+    await hub.publish([(None, bomb)])
+    names = hub.transport.names
+    deadline = 50
+    for _ in range(deadline):
+        batch = await hub.transport.fetch(names.dead_letter_queue, max_messages=10)
+        mine = [m for m in batch if m.body == bomb]
+        await hub.transport.ack(batch)
+        if mine:
+            assert mine[0].headers["x-hub-error-code"] == "ENV_DOCTYPE"
+            break
+        import asyncio
+
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the hostile message was not dead-lettered")
+    async with hub.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM intake_rejections WHERE error_code = 'ENV_DOCTYPE'") >= 1
+
+
+async def test_evidence_chain_verifies(hub: Hub) -> None:
+    done = hub.hub_cli("evidence", "verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "证据链完整" in done.stdout
+
