@@ -53,6 +53,24 @@ def pg_dsn() -> Iterator[str]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def fresh_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings of an installation all of its own: a fresh migrated database, a unique RabbitMQ namespace and state
+    directory (for tests that run ``hub run`` processes next to the session's in-process worker)."""
+    from hub.store.db import migrate
+
+    name = f"hub_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    try:
+        asyncio.run(migrate(dsn))
+        yield Settings.from_env(
+            pg_dsn=dsn, namespace=f"hubtest-{uuid.uuid4().hex[:8]}", state_dir=tmp_path_factory.mktemp("state")
+        )
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def test_namespace() -> str:
     """A unique prefix for every RabbitMQ exchange, queue and user made by this test session."""

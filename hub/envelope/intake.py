@@ -1,154 +1,351 @@
 """Safe intake: untrusted bytes → one lxml tree, or an ``UnsafeXml`` with a specific code.
 
-Order (XML-SECURITY.md §3): a byte gate first (empty, size cap, UTF-8 only, no NUL, no DOCTYPE/ENTITY), then
-exactly one parse with a hardened lxml parser (no DTD loading, no entity resolution, no network, no huge
-trees; comments and processing instructions are dropped so that nothing downstream can read text hidden in
-them and ``xml-stylesheet`` PIs are never seen), then checks on the tree (no DOCTYPE survived, no duplicate
-identifiers). XInclude is never processed and ``xsi:schemaLocation`` hints are never read: validation uses the
-hub's own schema registry only.
+Order (XML-SECURITY.md §3):
 
-Parsers are per thread (lxml advises against sharing one between threads).
+1. A byte gate: empty, size cap, UTF-8 only (no UTF-16/32/7 or EBCDIC signature, no NUL, an XML declaration
+   may only say UTF-8), no markup declaration (``<!DOCTYPE``, ``<!ENTITY``, …), and count limits on markup and
+   attributes. Everything here is a C-speed scan of the bytes (``find``/``count``); nothing decodes the whole
+   message on the fast path.
+2. Exactly one parse with a hardened lxml parser: the encoding is pinned to UTF-8 (libxml2 never switches to
+   what a BOM or declaration claims, so no parser differential), no DTD loading, no entity substitution, no
+   network, ``huge_tree=False`` (depth 256, 10 MB per node), no recovery, comments and processing instructions
+   dropped (nothing downstream can read text hidden in them, ``xml-stylesheet`` PIs are never seen). libxml2
+   rejects every invalid UTF-8 sequence in every position, so the gate need not decode; when the parse fails
+   the bytes are decoded once to say exactly where the encoding is wrong.
+3. Checks on the tree: no DOCTYPE survived. Duplicate identifiers are looked for by ``check_ids``, which the
+   schema registry calls when a message fails XSD validation (the hub's XSDs admit identifier attributes only
+   inside ``ds:Signature``, typed ``xs:ID``, whose uniqueness the XSD validator enforces).
+
+The parser also carries a resolver that refuses every external load. That matters: even with
+``load_dtd=False`` and ``no_network=True``, libxml2 2.14 *opens local files* named by an external DTD subset
+(``<!DOCTYPE r SYSTEM "file:…">``) or an external parameter entity (verified with inotify); only network
+URLs are refused by ``no_network``. The byte gate stops those documents first, the resolver makes sure the
+parser alone would not read a file either.
+
+XInclude is never processed and ``xsi:schemaLocation`` hints are never read: validation uses the hub's own
+schema registry only. Parsers are per thread (lxml advises against sharing one between threads).
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from typing import Any, cast
 
 from lxml import etree
 
 from hub.errors import UnsafeXml
 
-__all__ = ["parse", "DEFAULT_MAX_BYTES", "parser"]
+__all__ = ["DEFAULT_MAX_BYTES", "MAX_ATTRIBUTES", "MAX_DEPTH", "MAX_MARKUP", "check_ids", "parse", "parser"]
 
+#: Size cap of one message (the hub's default; ``Settings.max_message_bytes`` overrides it).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
+#: Upper bound on markup items (``<`` characters: start and end tags, comments, PIs, CDATA). A tree node costs
+#: libxml2 about 120 bytes, so a 4 MiB message of ``<a/><a/>…`` would otherwise build a 120 MB tree.
+MAX_MARKUP = 250_000
+#: Upper bound on attributes and namespace declarations in the whole message. An attribute costs about 230
+#: bytes in the tree; 4 MiB of ``a="" b="" …`` would otherwise build 190 MB.
+MAX_ATTRIBUTES = 65_536
+#: libxml2's element nesting limit without ``huge_tree`` (not configurable here; documented for messages).
+MAX_DEPTH = 256
 
 _local = threading.local()
 
-# The XML declaration, if any: only UTF-8 is accepted.
-_XML_DECL = re.compile(rb"\A<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
-# Attributes that XML-DSig implementations (signxml, xmlsec1) treat as identifiers.
-_ID_ATTRS = etree.XPath("//@*[local-name()='Id' or local-name()='ID' or local-name()='id']")
-_BOMS = (
-    (b"\xef\xbb\xbf", None),
+_UTF8_BOM = b"\xef\xbb\xbf"
+#: Byte signatures of encodings other than UTF-8 (XML 1.0 Appendix F), checked when a message does not start
+#: with ``<``. UTF-32 before UTF-16: the UTF-32-LE BOM starts with the UTF-16-LE one.
+_SIGNATURES = (
     (b"\xff\xfe\x00\x00", "UTF-32"),
     (b"\x00\x00\xfe\xff", "UTF-32"),
     (b"\xff\xfe", "UTF-16"),
     (b"\xfe\xff", "UTF-16"),
     (b"+/v", "UTF-7"),
+    (b"\x4c\x6f\xa7\x94", "EBCDIC"),
+    (b"\x00", "UTF-16 or UTF-32"),
 )
+_XML_WS = b" \t\r\n"
+#: The declaration almost every message starts with (checked without a regular expression).
+_USUAL_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>'
+#: The encoding pseudo-attribute inside an XML declaration.
+_DECL_ENCODING = re.compile(rb"\sencoding\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+#: ``<!`` that does not open a comment or a CDATA section: a DOCTYPE or another markup declaration.
+_MARKUP_DECL = re.compile(rb"<!(?!--|\[CDATA\[)")
+#: Attributes that XML-DSig implementations (signxml, xmlsec1) treat as identifiers: ``Id``, ``ID``, ``id``
+#: in any namespace (``xml:id`` and ``x:Id`` included).
+_ID_ATTRS = etree.XPath("//@*[local-name()='Id' or local-name()='ID' or local-name()='id']")
+
+_XML_NS = "{http://www.w3.org/XML/1998/namespace}"
+
+_E = etree.ErrorTypes
+_ENTITY_ERRORS = frozenset(
+    {
+        _E.ERR_UNDECLARED_ENTITY,
+        _E.WAR_UNDECLARED_ENTITY,
+        _E.ERR_UNPARSED_ENTITY,
+        _E.ERR_ENTITY_IS_EXTERNAL,
+        _E.ERR_ENTITY_IS_PARAMETER,
+        _E.ERR_ENTITY_LOOP,
+        _E.ERR_ENTITY_PE_INTERNAL,
+        _E.ERR_ENTITY_BOUNDARY,
+        _E.ERR_ENTITY_PROCESSING,
+        _E.ERR_EXT_ENTITY_STANDALONE,
+        _E.ERR_ENTITYREF_IN_PROLOG,
+        _E.ERR_ENTITYREF_IN_EPILOG,
+        _E.ERR_ENTITYREF_IN_DTD,
+        _E.ERR_PEREF_IN_PROLOG,
+        _E.ERR_PEREF_IN_EPILOG,
+        _E.ERR_PEREF_IN_INT_SUBSET,
+        _E.ERR_NO_DTD,
+        _E.ERR_DOCTYPE_NOT_FINISHED,
+    }
+)
+_ENCODING_ERRORS = frozenset(
+    {
+        _E.ERR_INVALID_ENCODING,
+        _E.ERR_UNSUPPORTED_ENCODING,
+        _E.ERR_UNKNOWN_ENCODING,
+        _E.ERR_ENCODING_NAME,
+    }
+)
+_CHAR_ERRORS = frozenset(
+    {_E.ERR_INVALID_CHAR, _E.ERR_INVALID_CHARREF, _E.ERR_INVALID_DEC_CHARREF, _E.ERR_INVALID_HEX_CHARREF}
+)
+_IO_ERRORS = range(1500, 1600)  # XML_IO_*: only an attempted external load can raise them on in-memory input
+_POSITION = re.compile(r",? line \d+, column (\d+)\s*$")
+
+
+class _RefuseExternal(etree.Resolver):
+    """Refuse every external DTD, entity or XInclude load: the parser must never open a file or a socket."""
+
+    def resolve(self, system_url: str, public_id: str, context: object = None) -> Any:
+        raise UnsafeXml(
+            "the message refers to an external DTD or entity; external references are not allowed", code="ENV_DOCTYPE"
+        )
 
 
 def parser() -> etree.XMLParser:
-    """This thread's hardened parser."""
+    """This thread's hardened parser (created once per thread).
+
+    Use it on bytes only (``etree.fromstring``): its resolver refuses every load, including the document
+    itself when given a file name or URL.
+    """
     p: etree.XMLParser | None = getattr(_local, "parser", None)
     if p is None:
         p = etree.XMLParser(
+            encoding="UTF-8",  # pinned: never decode as what a BOM or declaration claims
             resolve_entities=False,
             no_network=True,
             load_dtd=False,
             dtd_validation=False,
             attribute_defaults=False,
             huge_tree=False,
+            recover=False,  # never "repair" hostile input; decompress stays at its default, False
             remove_comments=True,
             remove_pis=True,
             collect_ids=False,
             strip_cdata=True,
         )
+        p.resolvers.add(_RefuseExternal())
         _local.parser = p
     return p
 
 
-def _byte_gate(data: bytes, max_bytes: int) -> bytes:
-    if not data:
+def _line_at(data: bytes, pos: int) -> int:
+    return data.count(b"\n", 0, pos) + 1
+
+
+def _check_start(data: bytes) -> int:
+    """The message does not start with ``<``: a UTF-8 BOM is skipped, other encodings' signatures refused.
+
+    Returns the offset of the first character after an optional UTF-8 BOM.
+    """
+    if data.startswith(_UTF8_BOM):
+        if len(data) == 3:
+            raise UnsafeXml("the message holds only a byte order mark", code="ENV_EMPTY")
+        return 3
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            raise UnsafeXml(f"the message is encoded as {name}; only UTF-8 is accepted", code="ENV_ENCODING")
+    return 0
+
+
+def _check_declaration(data: bytes, start: int) -> None:
+    """An XML declaration may name only UTF-8 (a UTF-8 BOM with ``encoding="UTF-16"`` is refused too)."""
+    end = data.find(b"?>", start, start + 1024)  # a declaration is short; never scan the whole message
+    decl = data[start : end if end >= 0 else start + 1024]
+    m = _DECL_ENCODING.search(decl)
+    if m is None:
+        return
+    raw = m.group(1) if m.group(1) is not None else m.group(2)
+    if raw.upper() not in (b"UTF-8", b"UTF8"):
+        shown = raw[:40].decode("ascii", "replace")
+        raise UnsafeXml(f"the XML declaration says encoding {shown!r}; only UTF-8 is accepted", code="ENV_ENCODING")
+
+
+def _occurs_more_than(data: bytes, char: bytes, limit: int) -> int:
+    """How often ``char`` occurs when that is more than ``limit`` (else 0), at close to memory speed.
+
+    ``bytes.count`` of one byte runs a plain loop (about 1 ms per MB here), while ``find`` of one byte is a
+    ``memchr`` (about 20 µs per MB): text-heavy messages (attachments) are settled by a few ``find`` jumps, and
+    only markup-dense ones pay for the full count, which their parse costs many times over anyway.
+    """
+    find = data.find
+    pos = -1
+    for _ in range(min(limit, 1024) + 1):
+        pos = find(char, pos + 1)
+        if pos < 0:
+            return 0
+    count = data.count(char)
+    return count if count > limit else 0
+
+
+def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int) -> None:
+    """Refuse what must never reach the parser; every step is a C-speed scan, the usual message skips most."""
+    size = len(data)
+    if size == 0:
         raise UnsafeXml("the message is empty", code="ENV_EMPTY")
-    if len(data) > max_bytes:
+    if size > max_bytes:
+        raise UnsafeXml(f"the message is {size} bytes; the limit is {max_bytes} bytes", code="ENV_TOO_LARGE")
+    start = 0 if data[0] == 0x3C else _check_start(data)  # 0x3C '<': the usual first byte skips the signatures
+    nul = data.find(b"\x00")
+    if nul >= 0:
         raise UnsafeXml(
-            f"the message is {len(data)} bytes; the limit is {max_bytes} bytes", code="ENV_TOO_LARGE"
-        )
-    for bom, name in _BOMS:
-        if data.startswith(bom):
-            if name is not None:
-                raise UnsafeXml(f"the message is encoded as {name}; only UTF-8 is accepted", code="ENV_ENCODING")
-            data = data[3:]  # a UTF-8 BOM is harmless; the declaration, if any, must still say UTF-8
-            break
-    if b"\x00" in data:
-        raise UnsafeXml("the message contains NUL bytes (UTF-16/32?); only UTF-8 is accepted", code="ENV_ENCODING")
-    m = _XML_DECL.match(data)
-    if m is not None and m.group(1).upper() not in (b"UTF-8", b"UTF8"):
-        raise UnsafeXml(
-            f"the XML declaration says encoding {m.group(1).decode('ascii')!r}; only UTF-8 is accepted",
+            "the message contains NUL bytes (UTF-16 or UTF-32?); only UTF-8 is accepted",
             code="ENV_ENCODING",
+            line=_line_at(data, nul),
         )
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UnsafeXml(
-            f"invalid UTF-8 byte sequence at byte offset {exc.start}", code="ENV_ENCODING", line=line
-        ) from None
-    # A DOCTYPE can only appear in the prolog, but an entity declaration or DOCTYPE anywhere is refused
-    # outright: no valid envelope needs one, and refusing before parsing means no DTD is ever read.
-    for marker in (b"<!DOCTYPE", b"<!ENTITY"):
-        pos = data.find(marker)
-        if pos >= 0:
+    if data.startswith(b"<?xml", start) and not data.startswith(_USUAL_DECLARATION, start):
+        if data[start + 5 : start + 6] in (b" ", b"\t", b"\r", b"\n"):  # not a PI such as <?xml-stylesheet?>
+            _check_declaration(data, start)
+    if data.find(b"!") >= 0:  # memchr; most messages have no "!" at all, so no "<!"
+        # A DOCTYPE can only appear in the prolog, but any markup declaration anywhere is refused outright: no
+        # valid envelope needs one, and refusing before parsing means no DTD is ever read.
+        m = _MARKUP_DECL.search(data)
+        if m is not None:
             raise UnsafeXml(
                 "DOCTYPE and entity declarations are not allowed in hub messages",
                 code="ENV_DOCTYPE",
-                line=data.count(b"\n", 0, pos) + 1,
+                line=_line_at(data, m.start()),
             )
-    return data
+    # Every markup item takes at least 3 bytes and every attribute 4, so small messages cannot exceed the limits.
+    if size > 3 * max_markup:
+        markup = _occurs_more_than(data, b"<", max_markup)
+        if markup:
+            raise UnsafeXml(
+                f"the message has {markup} markup items (tags, comments, PIs); the limit is {max_markup}",
+                code="ENV_LIMIT",
+            )
+    if size > 4 * max_attributes and _occurs_more_than(data, b"=", max_attributes):
+        # Text may contain "=" freely. Every attribute's "=" is followed by a quote or white space, so this
+        # sum of multi-byte counts (C speed, no allocation) is still an upper bound on the attributes.
+        attributes = sum(data.count(b"=" + follow) for follow in (b'"', b"'", b" ", b"\t", b"\n", b"\r"))
+        if attributes > max_attributes:
+            raise UnsafeXml(
+                f"the message has about {attributes} attributes and namespace declarations; "
+                f"the limit is {max_attributes}",
+                code="ENV_LIMIT",
+            )
 
 
-def _translate(exc: etree.XMLSyntaxError) -> UnsafeXml:
-    msg = str(exc.msg or "")
+def _translate(exc: etree.XMLSyntaxError, data: bytes) -> UnsafeXml:
+    """A libxml2 error as an ``UnsafeXml`` with the most specific code; libxml2 text only for plain syntax."""
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return UnsafeXml(
+                f"invalid UTF-8 byte sequence at byte offset {bad.start}; only UTF-8 is accepted",
+                code="ENV_ENCODING",
+                line=_line_at(data, bad.start),
+            )
+    code: int = getattr(exc, "code", 0)
+    msg = " ".join(str(exc.msg or "").split())
     low = msg.lower()
     line = exc.lineno or None
-    if "depth" in low:
-        return UnsafeXml("elements are nested too deeply (limit 256 levels)", code="ENV_TOO_DEEP", line=line)
-    if "huge" in low or "limit" in low or "too long" in low or "too large" in low or "amplification" in low:
-        return UnsafeXml("a text node, attribute or name exceeds the parser's size limit", code="ENV_LIMIT", line=line)
-    if "entity" in low:
+    if code in _ENTITY_ERRORS or code in _IO_ERRORS or "entity" in low:
         return UnsafeXml("entity references are not allowed in hub messages", code="ENV_DOCTYPE", line=line)
-    if "encoding" in low or "utf-8" in low or "char" in low and "invalid" in low:
+    if code == _E.ERR_RESOURCE_LIMIT or "huge" in low or "limit" in low:
+        if "depth" in low:
+            return UnsafeXml(
+                f"elements are nested too deeply (the limit is {MAX_DEPTH} levels)", code="ENV_TOO_DEEP", line=line
+            )
+        return UnsafeXml(
+            "a text node, attribute value or name exceeds the parser's size limit", code="ENV_LIMIT", line=line
+        )
+    if code in _ENCODING_ERRORS:
         return UnsafeXml("the message is not valid UTF-8 text", code="ENV_ENCODING", line=line)
-    # libxml2's own wording names only elements and positions of the input; keep it short.
-    return UnsafeXml(f"not well-formed XML: {msg[:160]}", code="ENV_MALFORMED", line=line)
+    if not data.strip(_XML_WS + _UTF8_BOM):
+        return UnsafeXml("the message holds only white space", code="ENV_EMPTY")
+    if code in _CHAR_ERRORS:
+        return UnsafeXml(
+            "the message contains a character that XML does not allow (a control character or U+FFFE/U+FFFF)",
+            code="ENV_MALFORMED",
+            line=line,
+        )
+    # libxml2's wording names only elements and positions of the input itself (no DTD or entity is ever
+    # loaded, so no file content can appear in it); keep it short and on one line.
+    m = _POSITION.search(msg)
+    if m is not None:
+        msg = f"{msg[: m.start()]} (column {m.group(1)})"
+    return UnsafeXml(f"not well-formed XML: {msg[:200]}", code="ENV_MALFORMED", line=line)
 
 
-def parse(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> etree._Element:
-    """Parse untrusted bytes into a tree, or raise ``UnsafeXml`` with a specific code."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError("parse() takes bytes; decoding is part of the intake gate")
-    data = _byte_gate(bytes(data), max_bytes)
+def parse(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_markup: int = MAX_MARKUP,
+    max_attributes: int = MAX_ATTRIBUTES,
+) -> etree._Element:
+    """Parse untrusted bytes into a tree, or raise ``UnsafeXml`` with a specific code.
+
+    ``max_bytes`` is the size cap; ``max_markup`` and ``max_attributes`` bound the size of the tree (for
+    configuration files larger than messages). Nesting is limited to ``MAX_DEPTH`` levels.
+    """
+    if type(data) is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("parse() takes bytes; decoding is part of the intake gate")
+        data = bytes(data)
+    _byte_gate(data, max_bytes, max_markup, max_attributes)
     try:
         root = etree.fromstring(data, parser())
     except etree.XMLSyntaxError as exc:
-        raise _translate(exc) from None
-    if root is None:  # pragma: no cover - lxml raises instead, kept as a guard
-        raise UnsafeXml("the message has no root element", code="ENV_MALFORMED")
+        raise _translate(exc, data) from None
     docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+    if docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise UnsafeXml("DOCTYPE declarations are not allowed in hub messages", code="ENV_DOCTYPE")
-    # Duplicate identifiers are looked for when a message fails schema validation (check_ids, called by the
-    # registry): the hub's schemas admit identifier attributes only on ds:Signature parts, typed xs:ID,
-    # and signatures must reference the whole envelope (URI=""), so a valid envelope cannot carry them.
     return root
 
 
 def check_ids(root: etree._Element) -> None:
-    """Reject identifiers that repeat, under the same or different ID attribute names (XSW defence)."""
-    ids = _ID_ATTRS(root)
+    """Reject identifiers that repeat, under the same or different ID attribute names (XSW defence).
+
+    signxml looks a ``#id`` reference up under ``Id``, ``ID``, ``id`` and ``xml:id`` (by local name, so
+    ``x:Id`` too) and checks uniqueness only within one name; the hub refuses any repeat across all of them.
+    The error carries the line of the first occurrence.
+    """
+    ids = cast("list[Any]", _ID_ATTRS(root))  # attribute results (_ElementUnicodeResult)
     if len(ids) < 2:
         return
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, int | None]] = {}
     for attr in ids:
+        name = _attr_name(attr.attrname)
         value = str(attr)
-        if value in seen:
-            parent = attr.getparent()
+        parent = attr.getparent()
+        line = parent.sourceline if parent is not None else None
+        first = seen.get(value)
+        if first is not None:
             raise UnsafeXml(
-                f"identifier {value[:64]!r} appears more than once (attributes {seen[value]} and {attr.attrname})",
+                f"identifier {value[:64]!r} appears more than once (attribute {first[0]} on line {first[1] or '?'} "
+                f"and {name} on line {line or '?'})",
                 code="ENV_DUPLICATE_ID",
-                line=parent.sourceline if parent is not None else None,
+                line=first[1],
             )
-        seen[value] = attr.attrname
+        seen[value] = (name, line)
+
+
+def _attr_name(clark: str) -> str:
+    """``xml:id`` for the XML namespace, ``{ns}Id`` for others, the plain name otherwise."""
+    if clark.startswith(_XML_NS):
+        return "xml:" + clark[len(_XML_NS) :]
+    return clark

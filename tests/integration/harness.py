@@ -205,12 +205,15 @@ class Hub:
         return env
 
     def run_hub(self, workers: int = 2) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "run", "--workers", str(workers)],
-            env=self.env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        """``hub run`` as an operator starts it; its JSON log lines go to <state_dir>/hub.log."""
+        self.log_path = self.settings.state_dir / "hub.log"
+        with open(self.log_path, "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "hub.cli", "run", "--workers", str(workers)],
+                env=self.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     def hub_cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
