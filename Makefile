@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check install services clean bench
+.PHONY: demo demo-stop test check install services clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,15 @@ check: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+## make demo-stop: stop the hub that make demo left running.
+demo-stop:
+	-$(BIN)/python -m hub.demo --stop-only
+
+## make bench: every benchmark, each printing the hub beside its raw baseline.
 bench: install services
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/trust.py
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -80,15 +80,24 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     source_xml = path.read_text(encoding="utf-8")
 
     async def run() -> tuple[int, str]:
-        from hub.store.db import connection
+        from hub.store.db import connection, migrate
         from hub.store.directory import DirectoryRepository
 
+        await migrate(settings.pg_dsn)
         async with connection(settings.pg_dsn) as conn:
             version = await DirectoryRepository(conn).save(directory, source_xml=source_xml)
-        note = (
-            "RabbitMQ users: skipped (--no-provision)" if args.no_provision else await _provision(settings, directory)
-        )
-        return version, note
+        if args.no_provision:
+            return version, "RabbitMQ users: skipped (--no-provision)"
+        note = await _provision(settings, directory)
+        # Every system's queue exists from now on, so nothing addressed to it is ever unroutable.
+        from hub.transport import Transport
+
+        transport = await Transport.connect(settings, client_name="hub-directory-load")
+        try:
+            await transport.declare_topology(s.id for s in directory.systems())
+        finally:
+            await transport.close()
+        return version, note + f"; queues declared for {len(list(directory.systems()))} systems"
 
     version, note = asyncio.run(run())
     print(f"目录已加载 directory loaded as version {version}: {_summary(directory)}")

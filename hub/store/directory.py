@@ -61,10 +61,12 @@ class DirectoryRepository:
                 yield self._db
         except CONNECTION_ERRORS as exc:
             raise StoreUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}") from None
+        except asyncpg.exceptions.UndefinedTableError:
+            raise ConfigError("the database has no directory tables yet: run `hub db migrate` first") from None
         except asyncpg.PostgresError as exc:
             # A constraint the checks in hub.directory.load should have caught first; name it, never echo data.
             what = getattr(exc, "constraint_name", None) or type(exc).__name__
-            raise ConfigError(f"the directory could not be stored ({what})") from None
+            raise ConfigError(f"the directory could not be stored or read ({what})") from None
 
     async def save(self, directory: Directory, *, source_xml: str | None = None) -> int:
         """Replace the stored directory with ``directory``; returns the new version number."""

@@ -34,8 +34,8 @@ __all__ = ["SchemaRegistry", "ServiceSchema", "Violation"]
 
 _VALUE_KINDS = ("ENUMERATION", "PATTERN", "LENGTH", "INCLUSIVE", "EXCLUSIVE", "DIGITS", "DATATYPE",
                 "ATTRIBUTE_3", "CVC_VALUE", "FACET", "CVC_TYPE_3_1_2", "ELT_4")
-_ATTR_KINDS = ("COMPLEX_TYPE_3", "COMPLEX_TYPE_4", "ATTRIBUTE", "CVC_AU")
-_ELEM_KINDS = ("ELEMENT_CONTENT", "CVC_ELT", "COMPLEX_TYPE_2", "CVC_TYPE_3_1_1", "NOROOT")
+_ATTR_KINDS = ("COMPLEX_TYPE_3", "COMPLEX_TYPE_4", "ATTRIBUTE", "CVC_AU", "CVC_TYPE_3_1_1")
+_ELEM_KINDS = ("ELEMENT_CONTENT", "CVC_ELT", "COMPLEX_TYPE_2", "NOROOT")
 
 _CLARK = re.compile(r"\{([^}]*)\}")
 _XS = "{http://www.w3.org/2001/XMLSchema}"
@@ -295,7 +295,9 @@ class SchemaRegistry:
         pays for the full report.
         """
         if root.tag == _T_ENVELOPE and len(root) >= 2:
-            svc_el = next((el for el in root[0] if el.tag == _T_SERVICE), None)
+            kids = list(root[0])
+            # Before validation the order is only probable: the Service element is the 5th to 7th child.
+            svc_el = next((el for el in kids[4:7] if el.tag == _T_SERVICE), None)
             if svc_el is not None:
                 versions = self.services.get(svc_el.get("name") or "")
                 version = svc_el.get("version") or ""
@@ -303,7 +305,7 @@ class SchemaRegistry:
                 if service is not None and service.schema.validate(root):
                     body = root[1]
                     if len(body) == 1 and body[0].tag.startswith(service.clark_prefix):
-                        env = Envelope.from_tree(root)
+                        env = Envelope.from_header(root, kids)
                         if not self._agency_code_violations(env, service):
                             return env
         self._raise(self.violations(root))
