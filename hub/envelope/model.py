@@ -100,8 +100,10 @@ class Recipient:
         return cls("cc", group=name)
 
     def __str__(self) -> str:
-        target = self.group if self.group is not None else (
-            self.agency if self.system is None else f"{self.agency}/{self.system}"
+        target = (
+            self.group
+            if self.group is not None
+            else (self.agency if self.system is None else f"{self.agency}/{self.system}")
         )
         return f"{self.role}:{target}"
 

@@ -61,8 +61,9 @@ async def _send(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{name}: {env.message_id} 已发送 sent")
             return 1 if failed else 0
         store = TrustStore.load(settings.state_dir / "pki")
-        inbox = Inbox(settings, transport, args.system, verifier=Verifier(store),
-                      registry=SchemaRegistry(settings.schemas_dir))
+        inbox = Inbox(
+            settings, transport, args.system, verifier=Verifier(store), registry=SchemaRegistry(settings.schemas_dir)
+        )
         replies = await inbox.replies_for([env.message_id for _, env, _ in prepared], timeout=args.wait)
     finally:
         await transport.close()
@@ -99,8 +100,13 @@ async def _receive(args: argparse.Namespace, settings: Settings) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     transport = await connect_as(settings, args.system)
-    inbox = Inbox(settings, transport, args.system, verifier=Verifier(TrustStore.load(settings.state_dir / "pki")),
-                  registry=SchemaRegistry(settings.schemas_dir))
+    inbox = Inbox(
+        settings,
+        transport,
+        args.system,
+        verifier=Verifier(TrustStore.load(settings.state_dir / "pki")),
+        registry=SchemaRegistry(settings.schemas_dir),
+    )
     seen = 0
     bad = 0
     loop = asyncio.get_running_loop()
@@ -120,8 +126,10 @@ async def _receive(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"{m.message_id}: 拒收 refused: {exc.describe()}")
                     continue
                 reply = read_reply(env)
-                what = reply.line() if reply is not None else (
-                    f"{env.service_id} 来自 from {env.sender} 密级 {env.classification} 紧急 {env.urgency}"
+                what = (
+                    reply.line()
+                    if reply is not None
+                    else (f"{env.service_id} 来自 from {env.sender} 密级 {env.classification} 紧急 {env.urgency}")
                 )
                 print(f"{env.message_id}: {what}")
                 if out is not None:
@@ -151,8 +159,10 @@ async def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
                 print("没有待审报文 nothing in quarantine")
             for it in items:
                 marks = "、".join(it.markings)
-                print(f"{it.message_id}  {it.status:<8}  {it.received_at:%Y-%m-%d %H:%M}  {it.service:<20} "
-                      f"{it.sender_system:<24} 标注密级 {it.classification_label}  发现标志 {marks}")
+                print(
+                    f"{it.message_id}  {it.status:<8}  {it.received_at:%Y-%m-%d %H:%M}  {it.service:<20} "
+                    f"{it.sender_system:<24} 标注密级 {it.classification_label}  发现标志 {marks}"
+                )
             return 0
         if args.q_command == "show":
             it = await messages.quarantine_show(pool, args.id)
@@ -246,4 +256,3 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.set_defaults(handler=cmd_quarantine)
 
     evidence_cli.register(sub, verifier_factory=_evidence_verifier, signer_factory=_evidence_signer)
-

@@ -180,19 +180,22 @@ class Processor:
             targets = list(decision.targets)
             result = self.gate(envelope, verified.root, targets, self.hub_ceiling)
         except HubError as exc:
-            sender = (
-                envelope.sender
-                if envelope is not None and exc.code not in ("CERT_SIGNER_MISMATCH",)
-                else fallback
-            )
+            sender = envelope.sender if envelope is not None and exc.code not in ("CERT_SIGNER_MISMATCH",) else fallback
             return Rejected(exc, data, digest, received_at, envelope=envelope, reply_to=sender)
         deliveries = [self._delivery(t) for t in result.allowed]
         blocked = [(self._delivery(t), err) for t, err in _blocked_pairs(result.blocked)]
         if not deliveries and not result.markings:
             # Nothing may be delivered anywhere: the whole message is refused.
             first = blocked[0][1] if blocked else NoRoute("the message has no deliverable recipient")
-            return Rejected(first, data, digest, received_at, envelope=envelope, reply_to=envelope.sender,
-                            signer_serial=verified.signer.serial)
+            return Rejected(
+                first,
+                data,
+                digest,
+                received_at,
+                envelope=envelope,
+                reply_to=envelope.sender,
+                signer_serial=verified.signer.serial,
+            )
         return Accepted(
             envelope=envelope,
             signed_root=verified.root,
@@ -269,8 +272,9 @@ class Processor:
 
     def receipt(self, acc: Accepted, outcome: str, first_received_at: datetime | None = None) -> tuple[str, bytes]:
         """The hub-signed hub.receipt: the SHA-256 of exactly the bytes received, and who it goes to."""
-        return self.receipt_for(acc.envelope, acc.received_digest, acc.received_at, acc.deliveries, outcome,
-                                first_received_at)
+        return self.receipt_for(
+            acc.envelope, acc.received_digest, acc.received_at, acc.deliveries, outcome, first_received_at
+        )
 
     def receipt_for(
         self,

@@ -55,21 +55,30 @@ async def release(settings: Settings, pool: Any, message_id: str, reviewer: str,
             def egress(b: bytes, zone: str = zone, ceiling: int = ceiling) -> None:
                 egress_allowed(zone, ceiling, b)
 
-            out.append(Outgoing(
-                exchange=transport.names.deliver_exchange, routing_key=system.id, body=body,
-                headers={"x-hub-kind": "delivery", "x-hub-service": env.service_id, "x-hub-role": d.role},
-                priority=_priority(env), message_id=env.message_id, egress=egress,
-                correlation_id=env.conversation_id,
-            ))
+            out.append(
+                Outgoing(
+                    exchange=transport.names.deliver_exchange,
+                    routing_key=system.id,
+                    body=body,
+                    headers={"x-hub-kind": "delivery", "x-hub-service": env.service_id, "x-hub-role": d.role},
+                    priority=_priority(env),
+                    message_id=env.message_id,
+                    egress=egress,
+                    correlation_id=env.conversation_id,
+                )
+            )
         import hashlib
 
-        rid, rbytes = processor.receipt_for(env, hashlib.sha256(item.raw).hexdigest(), item.received_at,
-                                            targets, "accepted", None)
+        rid, rbytes = processor.receipt_for(
+            env, hashlib.sha256(item.raw).hexdigest(), item.received_at, targets, "accepted", None
+        )
         out.append(_reply(transport, env.sender.system, rid, rbytes, env, "receipt"))
         await transport.publish_many(out)
-        await record_sent(pool, [env.message_id] if targets else [], [
-            ReceiptRecord(rid, env.message_id, "hub.receipt", env.sender.system, at=datetime.now(CN_TZ))
-        ])
+        await record_sent(
+            pool,
+            [env.message_id] if targets else [],
+            [ReceiptRecord(rid, env.message_id, "hub.receipt", env.sender.system, at=datetime.now(CN_TZ))],
+        )
         return len(targets)
     finally:
         await transport.close()
@@ -87,13 +96,16 @@ async def reject(settings: Settings, pool: Any, message_id: str, reviewer: str, 
         root = parse(item.raw, max_bytes=settings.max_message_bytes)
         ctx.registry.validate(root)
         env = Envelope.from_tree(ctx.verifier.verify(root).root)
-        err = ClassificationBlocked(f"a security officer rejected the quarantined message: {reason}",
-                                    code="GATE_REJECTED")
-        eid, ebytes = processor.error(err, env, Party(item.sender_agency, item.sender_system),
-                                      hashlib.sha256(item.raw).hexdigest())
+        err = ClassificationBlocked(
+            f"a security officer rejected the quarantined message: {reason}", code="GATE_REJECTED"
+        )
+        eid, ebytes = processor.error(
+            err, env, Party(item.sender_agency, item.sender_system), hashlib.sha256(item.raw).hexdigest()
+        )
         await transport.publish_many([_reply(transport, item.sender_system, eid, ebytes, env, "error")])
-        await record_sent(pool, [], [ReceiptRecord(eid, env.message_id, "hub.error", item.sender_system,
-                                                   code="GATE_REJECTED")])
+        await record_sent(
+            pool, [], [ReceiptRecord(eid, env.message_id, "hub.error", item.sender_system, code="GATE_REJECTED")]
+        )
     finally:
         await transport.close()
 
@@ -108,7 +120,11 @@ def _reply(transport: Any, system: str, message_id: str, body: bytes, about: Env
     from hub.transport import Outgoing
 
     return Outgoing(
-        exchange=transport.names.deliver_exchange, routing_key=system, body=body,
-        headers={"x-hub-kind": kind, "x-hub-ref": about.message_id}, priority=_priority(about),
-        message_id=message_id, correlation_id=about.message_id,
+        exchange=transport.names.deliver_exchange,
+        routing_key=system,
+        body=body,
+        headers={"x-hub-kind": kind, "x-hub-ref": about.message_id},
+        priority=_priority(about),
+        message_id=message_id,
+        correlation_id=about.message_id,
     )

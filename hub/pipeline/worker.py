@@ -134,8 +134,7 @@ class Worker:
         self.trust_store.refresh_if_due()
         hub_user = self.transport.user
         items = [
-            _Item(m, self.processor.examine(m.body, amqp_user=m.publisher(hub_user), lane=m.routing_key))
-            for m in batch
+            _Item(m, self.processor.examine(m.body, amqp_user=m.publisher(hub_user), lane=m.routing_key)) for m in batch
         ]
         try:
             await self._record(items)
@@ -214,16 +213,18 @@ class Worker:
                     receipts.append(ReceiptRecord(r.receipt_id, r.envelope.message_id, "hub.receipt", sender))
                 if r.error_bytes:
                     out.append(self._reply(sender, r.error_id, r.error_bytes, r, "error"))
-                    receipts.append(ReceiptRecord(r.error_id, r.envelope.message_id, "hub.error", sender,
-                                                  code=r.blocked[0][1].code))
+                    receipts.append(
+                        ReceiptRecord(r.error_id, r.envelope.message_id, "hub.error", sender, code=r.blocked[0][1].code)
+                    )
             else:
                 if o is not None and o.duplicate and not o.needs_receipt:
                     continue  # a replay of a refused message already answered
                 p.error_for(r)
                 if r.error_bytes and r.reply_to is not None:
                     out.append(self._reply(r.reply_to.system, r.error_id, r.error_bytes, r, "error"))
-                    receipts.append(ReceiptRecord(r.error_id, r.message_id, "hub.error", r.reply_to.system,
-                                                  code=r.error.code))
+                    receipts.append(
+                        ReceiptRecord(r.error_id, r.message_id, "hub.error", r.reply_to.system, code=r.error.code)
+                    )
                 else:
                     out.append(self._dead_letter(it.msg, r.error))
         return out, delivered, receipts
@@ -303,8 +304,9 @@ class Worker:
                 classification=env.classification,
             )
         if isinstance(r, Accepted):
-            decision = "duplicate" if o is not None and o.duplicate else (
-                "quarantined" if r.quarantined else "accepted")
+            decision = (
+                "duplicate" if o is not None and o.duplicate else ("quarantined" if r.quarantined else "accepted")
+            )
             extra["recipients"] = [d.system for d in r.deliveries]
             if r.blocked:
                 extra["blocked"] = [d.system for d, _ in r.blocked]

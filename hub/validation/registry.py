@@ -32,8 +32,20 @@ from hub.errors import ConfigError, SchemaViolation, UnsafeXml
 
 __all__ = ["SchemaRegistry", "ServiceSchema", "Violation"]
 
-_VALUE_KINDS = ("ENUMERATION", "PATTERN", "LENGTH", "INCLUSIVE", "EXCLUSIVE", "DIGITS", "DATATYPE",
-                "ATTRIBUTE_3", "CVC_VALUE", "FACET", "CVC_TYPE_3_1_2", "ELT_4")
+_VALUE_KINDS = (
+    "ENUMERATION",
+    "PATTERN",
+    "LENGTH",
+    "INCLUSIVE",
+    "EXCLUSIVE",
+    "DIGITS",
+    "DATATYPE",
+    "ATTRIBUTE_3",
+    "CVC_VALUE",
+    "FACET",
+    "CVC_TYPE_3_1_2",
+    "ELT_4",
+)
 _ATTR_KINDS = ("COMPLEX_TYPE_3", "COMPLEX_TYPE_4", "ATTRIBUTE", "CVC_AU", "CVC_TYPE_3_1_1")
 _ELEM_KINDS = ("ELEMENT_CONTENT", "CVC_ELT", "COMPLEX_TYPE_2", "NOROOT")
 
@@ -175,7 +187,14 @@ class SchemaRegistry:
             }
             schema = self._compile([(ENV_NS, envelope_xsd), (ns, xsd)])
             self.services.setdefault(name, {})[version] = ServiceSchema(
-                name, version, ns, xsd, schema, elements[0].get("name") or "", docs.get("zh", ""), docs.get("en", ""),
+                name,
+                version,
+                ns,
+                xsd,
+                schema,
+                elements[0].get("name") or "",
+                docs.get("zh", ""),
+                docs.get("en", ""),
                 _agency_code_tags(tree.getroot(), ns, xsd),
             )
         if not self.services:
@@ -217,8 +236,14 @@ class SchemaRegistry:
     def violations(self, root: etree._Element) -> list[Violation]:
         """Every problem in a parsed envelope (empty when valid)."""
         if root.tag != qn("Envelope"):
-            return [Violation("ENV_NOT_ENVELOPE", f"the root element is {_short_names(root.tag, None)}; "
-                              f"expected env:Envelope in namespace {ENV_NS}", root.sourceline, "/")]
+            return [
+                Violation(
+                    "ENV_NOT_ENVELOPE",
+                    f"the root element is {_short_names(root.tag, None)}; expected env:Envelope in namespace {ENV_NS}",
+                    root.sourceline,
+                    "/",
+                )
+            ]
         svc_el = root.find(f"{qn('Header')}/{qn('Service')}")
         service: ServiceSchema | None = None
         if svc_el is not None:
@@ -241,12 +266,16 @@ class SchemaRegistry:
         body = root.find(qn("Body"))
         if body is not None and len(body) == 1 and etree.QName(body[0]).namespace != ns:
             # The most useful explanation comes first: the XSD's own complaint about the same element follows.
-            found.insert(0, Violation(
-                "SCHEMA_BODY_MISMATCH",
-                f"the header declares {service.service_id} but the body is "
-                f"{_short_names(body[0].tag, ns)}; expected an element of {ns}",
-                body[0].sourceline, "/env:Envelope/env:Body",
-            ))
+            found.insert(
+                0,
+                Violation(
+                    "SCHEMA_BODY_MISMATCH",
+                    f"the header declares {service.service_id} but the body is "
+                    f"{_short_names(body[0].tag, ns)}; expected an element of {ns}",
+                    body[0].sourceline,
+                    "/env:Envelope/env:Body",
+                ),
+            )
             return found
         if not found:
             found.extend(self._agency_code_violations(Envelope.from_tree(root), service))
@@ -265,13 +294,16 @@ class SchemaRegistry:
 
         def check(code: str | None, line: int | None) -> None:
             if code is not None and not agency_code.is_valid(code):
-                expected = agency_code.check_character(code[:17]) if all(
-                    c in agency_code.ALPHABET for c in code) else "?"
-                bad.append(Violation(
-                    "SCHEMA_AGENCY_CODE",
-                    f"unified social credit code {code} has a wrong check character (expected {expected})",
-                    line,
-                ))
+                expected = (
+                    agency_code.check_character(code[:17]) if all(c in agency_code.ALPHABET for c in code) else "?"
+                )
+                bad.append(
+                    Violation(
+                        "SCHEMA_AGENCY_CODE",
+                        f"unified social credit code {code} has a wrong check character (expected {expected})",
+                        line,
+                    )
+                )
 
         header = env.root[0] if env.root is not None else None
         if not agency_code.is_valid(env.sender.agency) or any(

@@ -99,9 +99,7 @@ async def test_sigkill_of_a_worker_loses_nothing(fresh_settings) -> None:  # typ
 
         async with hub.pool.acquire() as conn:
             states = dict(await conn.fetch("SELECT state, count(*) FROM deliveries GROUP BY state"))
-            answered = await conn.fetchval(
-                "SELECT count(DISTINCT message_id) FROM receipts WHERE kind = 'hub.receipt'"
-            )
+            answered = await conn.fetchval("SELECT count(DISTINCT message_id) FROM receipts WHERE kind = 'hub.receipt'")
         assert states == {"delivered": 2 * N}
         assert answered == N
 

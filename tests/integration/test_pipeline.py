@@ -60,8 +60,10 @@ async def test_group_fan_out_is_hub_signed_receipted_and_recorded(hub: Hub, tmp_
             "SELECT recipient_system, state FROM deliveries WHERE message_id = $1 ORDER BY 1", uuid.UUID(env.message_id)
         )
         assert [(d["recipient_system"], d["state"]) for d in deliveries] == [(s, "delivered") for s in PEERS]
-        kinds = {r["kind"] for r in await conn.fetch(
-            "SELECT kind FROM evidence WHERE message_id = $1", uuid.UUID(env.message_id))}
+        kinds = {
+            r["kind"]
+            for r in await conn.fetch("SELECT kind FROM evidence WHERE message_id = $1", uuid.UUID(env.message_id))
+        }
         assert {"received", "delivered", "receipt_sent"} <= kinds
     # the signed bytes exactly as received are kept
     assert parse(bytes(msg["raw"])).find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
@@ -106,8 +108,9 @@ async def test_refusals_come_back_as_signed_errors_with_distinct_codes(hub: Hub,
     assert (reply.kind, reply.outcome) == ("error", code)
     assert reply.envelope.sender.system == "hub"  # verified as hub-signed by the inbox
     async with hub.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT state, error_code FROM messages WHERE message_id = $1",
-                                  uuid.UUID(env.message_id))
+        row = await conn.fetchrow(
+            "SELECT state, error_code FROM messages WHERE message_id = $1", uuid.UUID(env.message_id)
+        )
     assert (row["state"], row["error_code"]) == ("rejected", code)
 
 
@@ -124,8 +127,9 @@ async def test_a_secret_message_never_reaches_the_extranet(hub: Hub) -> None:
         got = await hub.drain(system, timeout=1)
         assert env.message_id not in {e.message_id for _, e in got}
     async with hub.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT state, error_code FROM messages WHERE message_id = $1",
-                                  uuid.UUID(env.message_id))
+        row = await conn.fetchrow(
+            "SELECT state, error_code FROM messages WHERE message_id = $1", uuid.UUID(env.message_id)
+        )
     assert (row["state"], row["error_code"]) == ("rejected", "GATE_CLASSIFICATION")
 
 
@@ -142,8 +146,11 @@ async def test_a_confidential_message_reaches_only_the_accredited_system(hub: Hu
     assert [e.message_id for _, e in got] == [env.message_id]
     assert await hub.depth("city-220100-oa") == before
     async with hub.pool.acquire() as conn:
-        states = dict(await conn.fetch(
-            "SELECT recipient_system, state FROM deliveries WHERE message_id = $1", uuid.UUID(env.message_id)))
+        states = dict(
+            await conn.fetch(
+                "SELECT recipient_system, state FROM deliveries WHERE message_id = $1", uuid.UUID(env.message_id)
+            )
+        )
     assert states == {"city-220100-secure": "delivered", "city-220100-oa": "blocked"}
 
 
@@ -159,15 +166,20 @@ async def test_a_public_message_with_a_secret_marking_is_quarantined_then_releas
     assert await hub.drain("county-220182-oa", timeout=1) == []
     listed = hub.hub_cli("quarantine", "list")
     assert listed.returncode == 0 and env.message_id in listed.stdout, listed.stderr
-    released = hub.hub_cli("quarantine", "release", env.message_id, "--reason", "经审核系已公开的演练坐标",
-                           "--reviewer", "保密员张三")
+    released = hub.hub_cli(
+        "quarantine", "release", env.message_id, "--reason", "经审核系已公开的演练坐标", "--reviewer", "保密员张三"
+    )
     assert released.returncode == 0, released.stderr
     got = await hub.drain("county-220182-oa", expect=1)
     assert [e.message_id for _, e in got] == [env.message_id]
     async with hub.pool.acquire() as conn:
         status = await conn.fetchval("SELECT status FROM quarantine WHERE message_id = $1", uuid.UUID(env.message_id))
-        actors = [r["actor"] for r in await conn.fetch(
-            "SELECT actor FROM evidence WHERE message_id = $1 AND kind = 'released'", uuid.UUID(env.message_id))]
+        actors = [
+            r["actor"]
+            for r in await conn.fetch(
+                "SELECT actor FROM evidence WHERE message_id = $1 AND kind = 'released'", uuid.UUID(env.message_id)
+            )
+        ]
     assert status == "released" and actors == ["保密员张三"]
 
 
@@ -196,4 +208,3 @@ async def test_evidence_chain_verifies(hub: Hub) -> None:
     done = hub.hub_cli("evidence", "verify")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "证据链完整" in done.stdout
-
