@@ -20,6 +20,7 @@ Step 4 (deduplicate) and 6 (record) need the database and live in the worker, be
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from hub.errors import (
 )
 
 __all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processor", "Rejected"]
+
+log = logging.getLogger("hub.pipeline")
 
 RECEIPT_SERVICE = "hub.receipt"
 ERROR_SERVICE = "hub.error"
@@ -169,10 +172,12 @@ class Processor:
         envelope: Envelope | None = None
         try:
             root = parse(data, max_bytes=self.max_bytes)
-            self.registry.validate(root)
+            unverified = self.registry.validate(root)
             verified = self.verifier.verify(root)
-            # From here on only the signed tree exists for the hub.
-            envelope = Envelope.from_tree(verified.root)
+            # From here on only the signed tree exists for the hub. The verifier returns the parsed tree itself
+            # minus its Signature when (as the hub's intake guarantees: no comments, no PIs) it canonicalises to
+            # exactly what was signed; the model read during validation is then the signed one.
+            envelope = unverified if verified.root is root else Envelope.from_tree(verified.root)
             self.check_signer_binding(verified, envelope)
             self._check_amqp_user(amqp_user, user_system, envelope)
             self._check_fresh(envelope, received_at)
@@ -182,6 +187,10 @@ class Processor:
         except HubError as exc:
             sender = envelope.sender if envelope is not None and exc.code not in ("CERT_SIGNER_MISMATCH",) else fallback
             return Rejected(exc, data, digest, received_at, envelope=envelope, reply_to=sender)
+        except Exception as exc:  # a bug must not turn one message into a poison loop: refuse it, keep the bytes
+            log.exception("internal error while examining a message (%s)", type(exc).__name__)
+            err = HubError(f"the hub could not process the message ({type(exc).__name__})", code="INTERNAL")
+            return Rejected(err, data, digest, received_at, envelope=envelope, reply_to=fallback)
         deliveries = [self._delivery(t) for t in result.allowed]
         blocked = [(self._delivery(t), err) for t, err in _blocked_pairs(result.blocked)]
         if not deliveries and not result.markings:

@@ -144,6 +144,19 @@ class Worker:
         except DeliveryError as exc:
             await self._retry(batch, exc)
             return
+        except Exception as exc:
+            # Not an outage: a bug or a broken invariant (e.g. the egress check refusing what the gate allowed).
+            # Isolate the message that causes it (one by one: what the batch already recorded comes back as
+            # duplicates with the work still to do), then retry it with back-off and finally dead-letter it where
+            # an operator sees it. Never a requeue loop, never a lost message.
+            if len(batch) > 1:
+                log.warning("batch of %d failed (%s); handling its messages one by one", len(batch), type(exc).__name__)
+                for m in batch:
+                    await self.handle([m])
+                return
+            log.exception("message failed (%s); deferring it", type(exc).__name__)
+            await self._retry(batch, HubError(f"internal error ({type(exc).__name__})", code="INTERNAL"))
+            return
         await self.transport.ack(batch)
         elapsed_ms = (time.perf_counter() - started) * 1000
         for it in items:
@@ -273,7 +286,7 @@ class Worker:
 
         return dead_letter_of(self.names, msg, code=error.code, reason=error.detail[:500])
 
-    async def _retry(self, batch: list[Incoming], exc: DeliveryError) -> None:
+    async def _retry(self, batch: list[Incoming], exc: HubError) -> None:
         from hub.transport.topology import dead_letter_of, retry_of
 
         log.warning("batch of %d deferred: %s", len(batch), exc.describe())

@@ -208,3 +208,37 @@ async def test_evidence_chain_verifies(hub: Hub) -> None:
     done = hub.hub_cli("evidence", "verify")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "证据链完整" in done.stdout
+
+
+async def test_a_message_that_trips_a_bug_is_isolated_and_retried_not_lost(hub: Hub) -> None:
+    """A fault while answering one message (a bug, or the egress check refusing what the gate allowed) must not
+    hold up the others in its batch, nor loop, nor lose it: it is isolated, retried with back-off, delivered."""
+    from hub.envelope import Envelope
+
+    sender = "county-220122-oa"
+    roots = [document(sender, [Recipient.to("11220183013553609R")]) for _ in range(3)]
+    payloads = []
+    for root in roots:
+        data = hub.sign(sender, root)
+        payloads.append((Envelope.from_tree(parse(data)), data))
+    bad = payloads[1][0].message_id
+    processor = hub.worker.processor
+    original = processor.finish
+    tripped = []
+
+    def finish(acc, **kw):  # type: ignore[no-untyped-def]
+        if acc.envelope.message_id == bad and len(tripped) < 2:  # in the batch, then alone: then it is retried
+            tripped.append(bad)
+            raise RuntimeError("injected fault")
+        return original(acc, **kw)
+
+    processor.finish = finish
+    try:
+        await hub.publish(payloads)
+        got = await hub.drain("county-220183-oa", expect=3, timeout=20)
+    finally:
+        processor.finish = original
+    ids = [e.message_id for _, e in got]
+    assert tripped == [bad, bad]
+    assert sorted(set(ids)) == sorted(env.message_id for env, _ in payloads)
+    assert ids[-1] == bad  # the good ones were not held up; the bad one came back after its back-off
