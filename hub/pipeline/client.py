@@ -160,8 +160,13 @@ class Inbox:
         found: dict[str, Reply] = {}
         held: list[Any] = []
         deadline = time.monotonic() + timeout
+        settle: float | None = None  # once every id has an answer, look a little longer for a trailing error
         try:
-            while wanted - set(found) and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                if not wanted - set(found):
+                    settle = settle or time.monotonic() + 0.3
+                    if time.monotonic() > settle:
+                        break
                 batch = await self.take()
                 if not batch:
                     await asyncio.sleep(0.05)

@@ -234,7 +234,7 @@ class Worker:
                     continue  # a replay of a refused message already answered
                 p.error_for(r)
                 if r.error_bytes and r.reply_to is not None:
-                    out.append(self._reply(r.reply_to.system, r.error_id, r.error_bytes, r, "error"))
+                    out.append(self._reply(r.reply_to.system, r.error_id, r.error_bytes, r, "error", it.msg.message_id))
                     receipts.append(
                         ReceiptRecord(r.error_id, r.message_id, "hub.error", r.reply_to.system, code=r.error.code)
                     )
@@ -269,16 +269,28 @@ class Worker:
             correlation_id=env.conversation_id,
         )
 
-    def _reply(self, system: str, message_id: str, body: bytes, about: Accepted | Rejected, kind: str) -> Outgoing:
+    def _reply(
+        self,
+        system: str,
+        message_id: str,
+        body: bytes,
+        about: Accepted | Rejected,
+        kind: str,
+        claimed_id: str | None = None,
+    ) -> Outgoing:
+        """An answer to ``system``. Its correlation id is the signed message id; for a message whose signature
+        could not be trusted, the AMQP message-id property its publisher set (only so that the publisher can match
+        the answer: the hub routes nothing by it — the answer goes to the broker-authenticated publisher)."""
         env = about.envelope
+        ref = env.message_id if env is not None else (claimed_id or "")
         return Outgoing(
             exchange=self.names.deliver_exchange,
             routing_key=system,
             body=body,
-            headers={"x-hub-kind": kind, "x-hub-ref": env.message_id if env is not None else ""},
+            headers={"x-hub-kind": kind, "x-hub-ref": ref, "x-hub-ref-verified": env is not None},
             priority=about.priority if isinstance(about, Accepted) else 0,
             message_id=message_id,
-            correlation_id=env.message_id if env is not None else None,
+            correlation_id=ref or None,
         )
 
     def _dead_letter(self, msg: Incoming, error: HubError) -> Outgoing:
@@ -360,7 +372,7 @@ def _message_record(acc: Accepted) -> MessageRecord:
         signer_serial=acc.signer_serial,
         signer_fingerprint=acc.signer_fingerprint,
         state="quarantined" if acc.quarantined else "accepted",
-        markings=tuple(str(m) for m in acc.markings),
+        markings=tuple(getattr(m, "text", str(m)) for m in acc.markings),
         received_at=acc.received_at,
         detail={"lane": acc.lane, "signed_digest": acc.digest},
     )

@@ -1,0 +1,716 @@
+"""The demo's scenario (演示场景): a morning of real traffic between Jilin's forestry agencies, played through a
+running hub by the agency systems themselves, and checked as it goes.
+
+The envelopes are the XML files next to this module (``NN-*.xml``): readable examples of what agencies send, valid
+as they stand (``hub validate hub/demo_scenario/*.xml``). Before sending, :func:`stamp` gives each one a fresh
+MessageId and moves Created/Expires — and every other date in it, by the same amount — to now, so the hub's
+freshness check passes on any day; a reference to an earlier file's MessageId (a receipt's RefToMessageId,
+ConversationId, DocumentMessageId) is pointed at what that file was actually sent as.
+
+Every system signs with its own key and publishes as its own RabbitMQ user (``connect_as``), so the broker vouches
+for the publisher; every recipient reads its own queue and verifies the hub's signature on what it got
+(``Inbox``). Each step checks what the hub did — who received what, which receipt or error came back, what
+PostgreSQL recorded — so the demo is also a self-test: a step that does not behave prints ``✘`` and why, and
+:meth:`Scenario.run` reports it.
+
+Messages addressed to ``city-220100-oa`` (长春市林业局办公系统) are put back in its queue after they were checked,
+so that ``hub receive --system city-220100-oa`` has something to show afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+from hub.envelope import Envelope, parse, qn, to_bytes
+from hub.errors import HubError, title_of
+from hub.pipeline.client import (
+    ERROR_NS,
+    RECEIPT_NS,
+    Inbox,
+    Reply,
+    connect_as,
+    enroll,
+    load_signer,
+    outgoing,
+    read_reply,
+)
+from hub.settings import Settings
+
+__all__ = [
+    "CHANGCHUN",
+    "KEEP_FOR_OPERATOR",
+    "PROVINCE",
+    "TEMPLATES",
+    "Outcome",
+    "Scenario",
+    "load_template",
+    "stamp",
+    "systems_used",
+]
+
+TEMPLATES = Path(__file__).resolve().parent
+CN_TZ = timezone(timedelta(hours=8))
+
+PROVINCE = "11220000013544357T"  # 吉林省林业和草原局
+CHANGCHUN = "11220100013544550M"  # 长春市林业局
+
+#: The system whose deliveries stay in its queue for the operator to read after the demo.
+KEEP_FOR_OPERATOR = "city-220100-oa"
+
+#: Senders and named recipients of the scenario (the city bureaus of step 1 come from the directory).
+_FIXED_SYSTEMS = (
+    "prov-220000-oa",
+    "prov-220000-secure",
+    "prov-220000-duty",
+    "county-220122-oa",
+    "county-220182-oa",
+    "county-220183-oa",
+    "county-220281-oa",
+    "city-220100-oa",
+    "city-220100-secure",
+    "city-220200-oa",
+)
+
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+OK, FAIL = "✔", "✘"
+
+
+# ---------------------------------------------------------------------------------------------------- envelopes
+
+
+def load_template(name: str) -> etree._Element:
+    """Parse one scenario file safely (the same intake the hub uses)."""
+    return parse((TEMPLATES / name).read_bytes())
+
+
+def stamp(root: etree._Element, *, now: datetime, ids: dict[str, str]) -> str:
+    """Make a template sendable now, in place; returns the new MessageId.
+
+    ``ids`` maps template MessageIds to the ids they were sent as: references to an earlier file are rewritten to
+    the real id, and this file's own id is added to it. Dates and timestamps all move by (now − Created), so the
+    message stays internally consistent (a report's ReportedAt stays five minutes before it was created)."""
+    header = root[0]
+    created = header.find(qn("Created"))
+    own = header.find(qn("MessageId"))
+    if created is None or created.text is None or own is None or own.text is None:
+        raise ValueError("a scenario envelope needs MessageId and Created")
+    delta = now - datetime.fromisoformat(created.text)
+    template_id = own.text
+    new_id = str(uuid.uuid4())
+    ids[template_id] = new_id
+    for el in root.iter():
+        if not isinstance(el.tag, str) or el.text is None:
+            continue  # comments and processing instructions
+        text = el.text.strip()
+        if _UUID.match(text) and text in ids:
+            el.text = ids[text]
+        elif _DATETIME.match(text):
+            el.text = (datetime.fromisoformat(text) + delta).isoformat(timespec="seconds")
+        elif _DATE.match(text):
+            noon = datetime.combine(date.fromisoformat(text), dtime(12), CN_TZ)
+            el.text = (noon + delta).date().isoformat()
+    return new_id
+
+
+def systems_used(directory: Any) -> dict[str, str]:
+    """Every system the scenario sends from or delivers to → its agency code (what gets enrolled)."""
+    found = {s: directory.system(s).agency for s in _FIXED_SYSTEMS}
+    for s in _city_systems(directory, "document.official"):
+        found[s.id] = s.agency
+    return found
+
+
+def _city_systems(directory: Any, service: str) -> list[Any]:
+    """What step 1 must reach, from the directory model itself (not the router): every system of every city-level
+    agency that accepts ``service``."""
+    return [
+        s
+        for a in directory.agencies()
+        if a.level == "city"
+        for s in directory.systems_of(a.code)
+        if s.accepts_service(service)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- mailboxes
+
+
+@dataclass(slots=True)
+class Got:
+    """One message taken from a queue and verified as hub-signed."""
+
+    incoming: Any
+    envelope: Envelope
+
+    @property
+    def kind(self) -> str:
+        return str((self.incoming.headers or {}).get("x-hub-kind", ""))
+
+
+class Mailboxes:
+    """The agency side: one connection per system, logged in as that system's own RabbitMQ user."""
+
+    def __init__(self, settings: Settings, *, verifier: Any, registry: Any) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self.registry = registry
+        self._transports: dict[str, Any] = {}
+        self._signers: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        #: Messages that failed the hub-signature check (must stay empty).
+        self.unverified: list[str] = []
+
+    async def transport(self, system: str) -> Any:
+        async with self._lock:
+            t = self._transports.get(system)
+            if t is None:
+                t = await connect_as(self.settings, system)
+                self._transports[system] = t
+            return t
+
+    async def close(self) -> None:
+        for t in self._transports.values():
+            await t.close()
+        self._transports.clear()
+
+    def signer(self, system: str) -> Any:
+        s = self._signers.get(system)
+        if s is None:
+            s = self._signers[system] = load_signer(self.settings, system)
+        return s
+
+    def sign(self, system: str, root: etree._Element) -> tuple[Envelope, bytes]:
+        self.signer(system).sign(root)
+        data = to_bytes(root)
+        return Envelope.from_tree(parse(data, max_bytes=self.settings.max_message_bytes)), data
+
+    async def publish(self, system: str, env: Envelope, data: bytes) -> None:
+        t = await self.transport(system)
+        await t.publish_many([outgoing(t, env, data, as_system=True)])
+
+    async def collect(
+        self,
+        system: str,
+        want: Callable[[Got], bool],
+        *,
+        expect: int | None,
+        timeout: float = 10.0,
+        keep: bool = False,
+    ) -> list[Got]:
+        """Take what ``want`` selects from ``system``'s queue: wait until ``expect`` such messages arrived (or the
+        timeout), or with ``expect=None`` read what is there now. Everything else goes back to the queue; the
+        selected ones are acknowledged, or also put back when ``keep``."""
+        t = await self.transport(system)
+        inbox = Inbox(self.settings, t, system, verifier=self.verifier, registry=self.registry)
+        got: list[Got] = []
+        mine: list[Any] = []
+        held: list[Any] = []
+        bad: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                batch = await inbox.take()
+                for m in batch:
+                    try:
+                        g = Got(m, inbox.open(m.body))
+                    except HubError as exc:
+                        self.unverified.append(f"{system}: {m.message_id}: {exc.describe()}")
+                        bad.append(m)
+                        continue
+                    if want(g):
+                        got.append(g)
+                        mine.append(m)
+                    else:
+                        held.append(m)
+                if expect is None:
+                    if not batch:
+                        break
+                    continue
+                if len(got) >= expect or time.monotonic() >= deadline:
+                    break
+                if not batch:
+                    await asyncio.sleep(0.03)
+            if mine:
+                await (t.nack(mine, requeue=True) if keep else t.ack(mine))
+            if bad:
+                await t.ack(bad)  # never acted on; counted in self.unverified
+        finally:
+            if held:
+                await t.nack(held, requeue=True)
+        return got
+
+    async def deliveries(
+        self, system: str, message_id: str, *, expect: int | None = 1, timeout: float = 10.0, keep: bool = False
+    ) -> list[Got]:
+        return await self.collect(
+            system,
+            lambda g: g.kind == "delivery" and g.envelope.message_id == message_id,
+            expect=expect,
+            timeout=timeout,
+            keep=keep,
+        )
+
+    async def replies(self, system: str, message_id: str, *, expect: int = 1, timeout: float = 20.0) -> list[Reply]:
+        """The hub's receipts and errors about ``message_id``, in arrival order."""
+        got = await self.collect(
+            system,
+            lambda g: g.kind in ("receipt", "error") and g.incoming.correlation_id == message_id,
+            expect=expect,
+            timeout=timeout,
+        )
+        return [r for r in (read_reply(g.envelope) for g in got) if r is not None]
+
+    async def error_for_digest(self, system: str, digest: str, *, timeout: float = 20.0) -> list[Reply]:
+        """A hub.error about bytes whose signature could not be trusted carries no message id, only the SHA-256 of
+        what the hub received: match on that."""
+
+        def want(g: Got) -> bool:
+            body = g.envelope.body
+            return g.kind == "error" and body is not None and body.findtext(f"{{{ERROR_NS}}}ReceivedDigest") == digest
+
+        got = await self.collect(system, want, expect=1, timeout=timeout)
+        return [r for r in (read_reply(g.envelope) for g in got) if r is not None]
+
+    async def drain(self, system: str) -> int:
+        """Acknowledge whatever is waiting in a system's queue, unread: leftovers of an earlier, interrupted run (or
+        of an earlier CA, which nothing here would verify any more)."""
+        t = await self.transport(system)
+        queue = t.names.system_queue(system)
+        total = 0
+        while batch := await t.fetch(queue, max_messages=500):
+            await t.ack(batch)
+            total += len(batch)
+        return total
+
+
+def _diff(what: str, states: Mapping[str, str], expected: Iterable[str]) -> str:
+    """A short account of how recorded delivery states differ from "delivered to exactly ``expected``"."""
+    expected = set(expected)
+    parts = []
+    if missing := sorted(expected - set(states)):
+        parts.append(f"no delivery for {', '.join(missing)}")
+    if extra := sorted(set(states) - expected):
+        parts.append(f"unexpected deliveries to {', '.join(extra)}")
+    if odd := sorted(f"{s}={st}" for s, st in states.items() if s in expected and st != "delivered"):
+        parts.append(f"not delivered: {', '.join(odd)}")
+    return f"{what} " + "; ".join(parts)
+
+
+def receipt_systems(reply: Reply) -> list[str]:
+    body = reply.envelope.body
+    if body is None:
+        return []
+    q = f"{{{RECEIPT_NS}}}"
+    return [r.findtext(q + "System") or "" for r in body.iter(q + "Recipient")]
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One step: the lines it printed and what did not behave (empty when it passed)."""
+
+    key: str
+    title: str
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def expect(self, condition: bool, problem: str) -> bool:
+        if not condition:
+            self.problems.append(problem)
+        return condition
+
+
+CliRunner = Callable[[Sequence[str]], Awaitable[tuple[int, str]]]
+
+
+class Scenario:
+    """Plays the steps against a running hub. Build it, ``await prepare()``, ``await run()``, ``await close()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        directory: Any,
+        pool: Any,
+        run_cli: CliRunner,
+        hub_alive: Callable[[], bool] = lambda: True,
+        out: Callable[[str], None] = print,
+        timeout: float = 20.0,
+    ) -> None:
+        from hub.trust import TrustStore, Verifier
+        from hub.validation import SchemaRegistry
+
+        self.settings = settings
+        self.directory = directory
+        self.pool = pool
+        self.run_cli = run_cli
+        self.hub_alive = hub_alive
+        self.out = out
+        self.timeout = timeout
+        store = TrustStore.load(settings.state_dir / "pki")
+        self.mail = Mailboxes(settings, verifier=Verifier(store), registry=SchemaRegistry(settings.schemas_dir))
+        self.ids: dict[str, str] = {}
+        self.sent: dict[str, Envelope] = {}
+        self.outcomes: list[Outcome] = []
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+
+    async def enroll_all(self) -> tuple[int, int]:
+        """Key + certificate for every system the scenario uses (kept from earlier runs); (new, total)."""
+        from hub.pipeline.client import credential_paths
+
+        used = systems_used(self.directory)
+        new = 0
+        for system, agency in used.items():
+            key, cert = credential_paths(self.settings, system)
+            if not (key.exists() and cert.exists()):
+                new += 1
+            await enroll(self.settings, system, agency)
+        return new, len(used)
+
+    async def clear_queues(self) -> int:
+        """Empty the queues of every system used: leftovers of an interrupted run would confuse the checks."""
+        counts = await asyncio.gather(*(self.mail.drain(s) for s in systems_used(self.directory)))
+        return sum(counts)
+
+    async def close(self) -> None:
+        await self.mail.close()
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def name(self, system: str) -> str:
+        return str(self.directory.system(system).name)
+
+    def agency_name(self, code: str) -> str:
+        return str(self.directory.agency(code).name)
+
+    def _prepare(self, template: str, *, now: datetime | None = None) -> etree._Element:
+        root = load_template(template)
+        stamp(root, now=now or datetime.now(CN_TZ), ids=self.ids)
+        return root
+
+    async def send(self, system: str, template: str) -> tuple[Envelope, bytes]:
+        env, data = self.mail.sign(system, self._prepare(template))
+        await self.mail.publish(system, env, data)
+        self.sent[template] = env
+        return env, data
+
+    async def _db(self, sql: str, *args: Any) -> list[Any]:
+        async with self.pool.acquire() as conn:
+            return list(await conn.fetch(sql, *args))
+
+    async def delivery_states(self, message_id: str) -> dict[str, str]:
+        rows = await self._db(
+            "SELECT recipient_system, state FROM deliveries WHERE message_id = $1", uuid.UUID(message_id)
+        )
+        return {r["recipient_system"]: r["state"] for r in rows}
+
+    async def message_state(self, message_id: str) -> tuple[str | None, str | None]:
+        rows = await self._db("SELECT state, error_code FROM messages WHERE message_id = $1", uuid.UUID(message_id))
+        return (rows[0]["state"], rows[0]["error_code"]) if rows else (None, None)
+
+    def _expect_reply(self, o: Outcome, replies: list[Reply], kind: str, outcome: str) -> Reply | None:
+        match = [r for r in replies if r.kind == kind and r.outcome == outcome]
+        if not match:
+            seen = ", ".join(f"{r.kind} {r.outcome}" for r in replies) or "nothing"
+            o.problems.append(f"expected a hub-signed {kind} '{outcome}', got {seen}")
+            return None
+        return match[0]
+
+    async def _gather_deliveries(self, systems: Iterable[str], message_id: str) -> dict[str, list[Got]]:
+        systems = list(systems)
+        found = await asyncio.gather(
+            *(
+                self.mail.deliveries(s, message_id, expect=1, timeout=self.timeout, keep=s == KEEP_FOR_OPERATOR)
+                for s in systems
+            )
+        )
+        return dict(zip(systems, found, strict=True))
+
+    def _check_deliveries(self, o: Outcome, got: Mapping[str, list[Got]], sender: str) -> None:
+        for system, items in got.items():
+            if not o.expect(len(items) == 1, f"{system} received {len(items)} copies, expected 1"):
+                continue
+            env = items[0].envelope
+            o.expect(env.sender.system == sender, f"{system} got a message signed as {env.sender.system}")
+
+    def _print(self, o: Outcome) -> None:
+        if o.ok:
+            for i, line in enumerate(o.lines):
+                self.out(f"  {OK if i == 0 else ' '} {line}")
+        else:
+            self.out(f"  {FAIL} {o.title}")
+            for p in o.problems:
+                self.out(f"      {p}")
+
+    # -- the steps ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> list[Outcome]:
+        steps: list[tuple[str, str, Callable[[Outcome], Awaitable[None]]]] = [
+            ("a", "省林草局向各市（州）林业局发通知 notice to every city bureau", self.step_notice),
+            ("b", "县局之间的函 letter between county bureaus", self.step_letter),
+            ("c", "签收回执 document receipt back up", self.step_receipt),
+            ("d", "应急预警 emergency alert", self.step_alert),
+            ("e", "密级闸门 classification gate", self.step_gate),
+            ("f", "信息审核：隔离与放行 content audit: quarantine and release", self.step_quarantine),
+            ("g", "防篡改 tampering", self.step_tamper),
+            ("h", "去重 deduplication", self.step_duplicate),
+            ("i", "证据链 evidence chain", self.step_evidence),
+        ]
+        for key, title, fn in steps:
+            o = Outcome(key, title)
+            try:
+                await fn(o)
+            except HubError as exc:
+                o.problems.append(exc.describe())
+            except TimeoutError:
+                o.problems.append("timed out waiting for the hub")
+            self.outcomes.append(o)
+            self._print(o)
+            if not o.ok and not self.hub_alive():
+                self.out(
+                    f"  {FAIL} 枢纽进程已退出，后续步骤不再执行 the hub process has exited: the remaining "
+                    "steps are skipped"
+                )
+                self.outcomes.append(Outcome("hub", "the hub process exited", problems=["the hub exited"]))
+                break
+        if self.mail.unverified:
+            o = Outcome("verify", "收到未经枢纽签名验证的报文 messages that failed the hub-signature check")
+            o.problems.extend(self.mail.unverified)
+            self.outcomes.append(o)
+            self._print(o)
+        return self.outcomes
+
+    async def step_notice(self, o: Outcome) -> None:
+        sender = "prov-220000-oa"
+        targets = [s.id for s in _city_systems(self.directory, "document.official")]
+        bureaus = {self.directory.system(s).agency for s in targets}
+        started = time.perf_counter()
+        env, _ = await self.send(sender, "01-notice-winter-fire-prevention.xml")
+        replies = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        ms = (time.perf_counter() - started) * 1000
+        receipt = self._expect_reply(o, replies, "receipt", "accepted")
+        if receipt is not None:
+            listed = receipt_systems(receipt)
+            o.expect(sorted(listed) == sorted(targets), f"the receipt lists {len(listed)} systems, not {len(targets)}")
+        got = await self._gather_deliveries(targets, env.message_id)
+        self._check_deliveries(o, got, sender)
+        for system, items in got.items():
+            if items:
+                o.expect(items[0].incoming.priority == 5, f"{system}: 加急 should arrive with priority 5")
+        states = await self.delivery_states(env.message_id)
+        o.expect(states == dict.fromkeys(targets, "delivered"), _diff("PostgreSQL records", states, targets))
+        o.lines.append(
+            f"省林草局 → 各市（州）林业局：{len(bureaus)} 个局的 {len(targets)} 个系统收到"
+            f"《冬春季森林草原防火工作的通知》（加急、公开），回执已由枢纽签名，用时 {ms:.0f} ms"
+        )
+        o.lines.append(
+            f"province → every city bureau: {len(targets)} deliveries to {len(bureaus)} bureaus, hub-signed receipt "
+            f"back to the sender in {ms:.0f} ms"
+        )
+
+    async def step_letter(self, o: Outcome) -> None:
+        sender = "county-220122-oa"
+        targets = ["county-220182-oa", "county-220183-oa"]
+        env, _ = await self.send(sender, "02-letter-cross-county-fire-watch.xml")
+        replies = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        self._expect_reply(o, replies, "receipt", "accepted")
+        got = await self._gather_deliveries(targets, env.message_id)
+        self._check_deliveries(o, got, sender)
+        own = await self.mail.deliveries(sender, env.message_id, expect=None)
+        o.expect(not own, "the sender received its own letter through the group")
+        o.lines.append(
+            f"农安县林业局 → 长春市所辖县（市）局（county-bureaus:220100）：榆树、德惠 {len(targets)} 个系统收到函，"
+            "发文单位自己不在收件之列"
+        )
+        o.lines.append(f"county → its sibling counties under Changchun: {len(targets)} deliveries, the sender left out")
+
+    async def step_receipt(self, o: Outcome) -> None:
+        notice = self.sent.get("01-notice-winter-fire-prevention.xml")
+        if not o.expect(notice is not None, "step a did not send the notice"):
+            return
+        sender, target = "city-220100-oa", "prov-220000-oa"
+        env, _ = await self.send(sender, "03-receipt-signed-for.xml")
+        replies = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        self._expect_reply(o, replies, "receipt", "accepted")
+        got = await self._gather_deliveries([target], env.message_id)
+        self._check_deliveries(o, got, sender)
+        if got[target]:
+            d = got[target][0].envelope
+            assert notice is not None
+            o.expect(d.ref_to == notice.message_id, "the receipt does not refer to the notice")
+            body = d.body
+            status = body.findtext("{urn:forestry-hub:document.receipt:1}Status") if body is not None else None
+            o.expect(status == "received", f"the receipt's status is {status!r}, not 'received'")
+        o.lines.append("长春市林业局签收省林草局通知：签收回执（document.receipt）送达省林草局办公系统")
+        o.lines.append("Changchun signs for the notice: the document.receipt reaches the province's office system")
+
+    async def step_alert(self, o: Outcome) -> None:
+        sender = "county-220281-oa"
+        targets = ["prov-220000-duty", "city-220200-oa"]
+        started = time.perf_counter()
+        env, _ = await self.send(sender, "04-alert-forest-fire.xml")
+        replies = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        ms = (time.perf_counter() - started) * 1000
+        self._expect_reply(o, replies, "receipt", "accepted")
+        got = await self._gather_deliveries(targets, env.message_id)
+        self._check_deliveries(o, got, sender)
+        for system, items in got.items():
+            if items:
+                o.expect(items[0].incoming.priority == 9, f"{system}: 特急 should arrive with priority 9")
+        rows = await self._db(
+            "SELECT detail FROM evidence WHERE message_id = $1 AND kind = 'received'", uuid.UUID(env.message_id)
+        )
+        lane = None
+        if rows:
+            import json
+
+            lane = json.loads(rows[0]["detail"]).get("lane")
+        o.expect(lane == "emergency", f"the hub took it from the {lane!r} lane, not the emergency lane")
+        o.lines.append(
+            f"蛟河市林业局 Ⅱ级森林火情（特急，北纬43.6284°、东经127.1853°）→ 省防火应急值守平台、吉林市林业局："
+            f"{len(targets)} 个系统收到，经应急通道，优先级 9，用时 {ms:.0f} ms"
+        )
+        o.lines.append(f"level II forest-fire alert: 2 deliveries via the emergency lane at priority 9 in {ms:.0f} ms")
+
+    async def step_gate(self, o: Outcome) -> None:
+        sender = "prov-220000-secure"
+        oa, secure = "city-220100-oa", "city-220100-secure"
+        # 机密: neither of Changchun's systems may hold it → refused as a whole.
+        env, _ = await self.send(sender, "05-secret-deployment-plan.xml")
+        replies = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        self._expect_reply(o, replies, "error", "GATE_CLASSIFICATION")
+        for system in (oa, secure):
+            leaked = await self.mail.deliveries(system, env.message_id, expect=None)
+            o.expect(not leaked, f"the 机密 document reached {system}")
+        o.expect(
+            await self.message_state(env.message_id) == ("rejected", "GATE_CLASSIFICATION"),
+            "PostgreSQL does not record the 机密 document as rejected with GATE_CLASSIFICATION",
+        )
+        # 秘密: only the classified system accredited to 秘密 may hold it.
+        env2, _ = await self.send(sender, "06-confidential-firebreak-survey.xml")
+        replies2 = await self.mail.replies(sender, env2.message_id, expect=2, timeout=self.timeout)
+        receipt = self._expect_reply(o, replies2, "receipt", "accepted")
+        error = self._expect_reply(o, replies2, "error", "GATE_CLASSIFICATION")
+        if receipt is not None:
+            o.expect(receipt_systems(receipt) == [secure], f"the receipt lists {receipt_systems(receipt)}")
+        if error is not None:
+            o.expect(oa in error.detail, "the error does not name the blocked system")
+        got = await self._gather_deliveries([secure], env2.message_id)
+        self._check_deliveries(o, got, sender)
+        leaked = await self.mail.deliveries(oa, env2.message_id, expect=None)
+        o.expect(not leaked, f"the 秘密 document reached {oa} in the extranet")
+        states = await self.delivery_states(env2.message_id)
+        o.expect(states == {secure: "delivered", oa: "blocked"}, f"PostgreSQL records the deliveries as {states}")
+        o.lines.append(
+            "机密公文发往长春市林业局：外网办公系统（上限“内部”）和涉密系统（仅“秘密”资质）都不予送达，"
+            f"发送方收到签名错误 GATE_CLASSIFICATION（{title_of('GATE_CLASSIFICATION')}）"
+        )
+        o.lines.append(
+            "秘密公文：只送达长春市林业局涉密办公系统，外网办公系统被拦下并记录 "
+            "(secret: refused everywhere; confidential: reaches only the accredited classified system)"
+        )
+
+    async def step_quarantine(self, o: Outcome) -> None:
+        sender, target = "county-220183-oa", "city-220100-oa"
+        env, _ = await self.send(sender, "07-report-quoting-a-marking.xml")
+        replies = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        self._expect_reply(o, replies, "receipt", "quarantined")
+        early = await self.mail.deliveries(target, env.message_id, expect=None, keep=True)
+        o.expect(not early, "the quarantined report was delivered before anyone released it")
+        rc, text = await self.run_cli(
+            [
+                "quarantine",
+                "release",
+                env.message_id,
+                "--reason",
+                "经审核，正文仅引用文件名称及其密级标志，未涉及涉密内容，同意放行",
+                "--reviewer",
+                "保密员李岩",
+            ]
+        )
+        o.expect(rc == 0, f"hub quarantine release exited {rc}: {text.strip()[:300]}")
+        after = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        self._expect_reply(o, after, "receipt", "accepted")
+        got = await self._gather_deliveries([target], env.message_id)
+        self._check_deliveries(o, got, sender)
+        rows = await self._db(
+            "SELECT q.status, q.reviewer, m.state FROM quarantine q JOIN messages m USING (message_id)"
+            " WHERE message_id = $1",
+            uuid.UUID(env.message_id),
+        )
+        o.expect(
+            bool(rows)
+            and (rows[0]["status"], rows[0]["reviewer"], rows[0]["state"]) == ("released", "保密员李岩", "released"),
+            "PostgreSQL does not record the release by 保密员李岩",
+        )
+        o.lines.append(
+            "德惠市林业局报送的“公开”信息正文含“秘密★5年”→ 枢纽隔离，未送达；保密员李岩执行 "
+            f"hub quarantine release {env.message_id[:8]}… 放行后送达长春市林业局"
+        )
+        o.lines.append("a public report carrying 秘密★ was quarantined, released by a security officer, then delivered")
+
+    async def step_tamper(self, o: Outcome) -> None:
+        sender, target = "county-220182-oa", "city-220100-oa"
+        env, data = self.mail.sign(sender, self._prepare("08-statistics-report.xml"))
+        tampered = data.replace("完成秋季造林1.2万亩".encode(), "完成秋季造林7.2万亩".encode(), 1)
+        changed = sum(a != b for a, b in zip(data, tampered, strict=True))
+        o.expect(changed == 1, f"the tampering changed {changed} bytes, not 1")
+        await self.mail.publish(sender, env, tampered)
+        digest = hashlib.sha256(tampered).hexdigest()
+        replies = await self.mail.error_for_digest(sender, digest, timeout=self.timeout)
+        self._expect_reply(o, replies, "error", "SIG_DIGEST")
+        leaked = await self.mail.deliveries(target, env.message_id, expect=None)
+        o.expect(not leaked, f"the tampered report reached {target}")
+        rows = await self._db("SELECT error_code FROM intake_rejections WHERE raw_sha256 = $1", bytes.fromhex(digest))
+        o.expect([r["error_code"] for r in rows] == ["SIG_DIGEST"], "PostgreSQL does not record the refusal")
+        o.lines.append(
+            "榆树市林业局的统计信息签名后被改了 1 个字节（1.2万亩 → 7.2万亩）→ 拒收 SIG_DIGEST"
+            f"（{title_of('SIG_DIGEST')}），发送方收到签名错误，长春市林业局没有收到"
+        )
+        o.lines.append("one byte changed after signing: refused with SIG_DIGEST, recorded, nothing delivered")
+
+    async def step_duplicate(self, o: Outcome) -> None:
+        sender, target = "county-220182-oa", "city-220100-oa"
+        env, data = self.mail.sign(sender, self._prepare("09-report-fire-inspection.xml"))
+        await self.mail.publish(sender, env, data)
+        first = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        self._expect_reply(o, first, "receipt", "accepted")
+        await self.mail.publish(sender, env, data)  # a client retry: the very same signed bytes
+        second = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
+        self._expect_reply(o, second, "receipt", "duplicate")
+        got = await self.mail.deliveries(target, env.message_id, expect=None, keep=True)
+        o.expect(len(got) == 1, f"{target} holds {len(got)} copies of the report, expected exactly 1")
+        o.lines.append("榆树市林业局同一份报告发送两次：长春市林业局只收到一次，第二次得到“重复”回执")
+        o.lines.append("the same signed report sent twice: delivered once, the second copy answered 'duplicate'")
+
+    async def step_evidence(self, o: Outcome) -> None:
+        rc, text = await self.run_cli(["evidence", "checkpoint"])
+        o.expect(rc == 0, f"hub evidence checkpoint exited {rc}: {text.strip()[:300]}")
+        checkpoint = text.strip().splitlines()[-1] if text.strip() else ""
+        rc, text = await self.run_cli(["evidence", "verify"])
+        verified = next((ln for ln in text.splitlines() if "证据链" in ln), text.strip()[:300])
+        o.expect(rc == 0 and "证据链完整" in text, f"hub evidence verify exited {rc}: {verified}")
+        o.lines.append(f"hub evidence checkpoint → {checkpoint}")
+        o.lines.append(f"hub evidence verify → {verified}")
