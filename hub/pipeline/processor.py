@@ -114,6 +114,9 @@ class Rejected:
     error_bytes: bytes = b""
     error_id: str = ""
     signer_serial: int | None = None
+    #: True when the signature verified AND the signed sender is the one who published it: only then may the
+    #: refusal occupy the message id (otherwise a replay by someone else could block the genuine message).
+    sender_confirmed: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -170,6 +173,7 @@ class Processor:
         user_system = self.user_to_system(amqp_user) if amqp_user else None
         fallback = self._party_of_system(user_system)
         envelope: Envelope | None = None
+        confirmed = False
         try:
             root = parse(data, max_bytes=self.max_bytes)
             unverified = self.registry.validate(root)
@@ -180,13 +184,16 @@ class Processor:
             envelope = unverified if verified.root is root else Envelope.from_tree(verified.root)
             self.check_signer_binding(verified, envelope)
             self._check_amqp_user(amqp_user, user_system, envelope)
+            confirmed = True
             self._check_fresh(envelope, received_at)
             decision = self.router.decide(envelope)
             targets = list(decision.targets)
             result = self.gate(envelope, verified.root, targets, self.hub_ceiling)
         except HubError as exc:
             sender = envelope.sender if envelope is not None and exc.code not in ("CERT_SIGNER_MISMATCH",) else fallback
-            return Rejected(exc, data, digest, received_at, envelope=envelope, reply_to=sender)
+            return Rejected(
+                exc, data, digest, received_at, envelope=envelope, reply_to=sender, sender_confirmed=confirmed
+            )
         except Exception as exc:  # a bug must not turn one message into a poison loop: refuse it, keep the bytes
             log.exception("internal error while examining a message (%s)", type(exc).__name__)
             err = HubError(f"the hub could not process the message ({type(exc).__name__})", code="INTERNAL")
@@ -204,6 +211,7 @@ class Processor:
                 envelope=envelope,
                 reply_to=envelope.sender,
                 signer_serial=verified.signer.serial,
+                sender_confirmed=True,
             )
         return Accepted(
             envelope=envelope,

@@ -32,7 +32,7 @@ class Supervisor:
     def __init__(
         self,
         settings: Settings,
-        target: Callable[[Settings, int], None],
+        target: Callable[[Settings, int, int], None],
         *,
         workers: int | None = None,
         restart_backoff_s: float = 1.0,
@@ -46,7 +46,7 @@ class Supervisor:
         self.stopping = False
 
     def _start(self, index: int) -> None:
-        p = self.ctx.Process(target=self.target, args=(self.settings, index), name=f"hub-worker-{index}")
+        p = self.ctx.Process(target=self.target, args=(self.settings, index, os.getpid()), name=f"hub-worker-{index}")
         p.start()
         self.procs[index] = p
         log.info("worker %d started (pid %s)", index, p.pid)

@@ -173,8 +173,9 @@ class Worker:
             if isinstance(r, Accepted):
                 records.append(_message_record(r))
                 owners.append(it)
-            elif r.envelope is not None:
-                # Signed and valid, but refused: it occupies its message id (a replay is recognised).
+            elif r.envelope is not None and r.sender_confirmed:
+                # Signed by its sender, published by its sender, but refused: it occupies its message id (a replay
+                # is recognised). A refusal before that (bad signature, someone else's message) never does.
                 records.append(_rejected_record(r))
                 owners.append(it)
             else:
@@ -417,10 +418,40 @@ def _rejection(rej: Rejected, msg: Incoming) -> Rejection:
     )
 
 
-def worker_main(settings: Settings, index: int) -> None:
-    """Entry point of a worker process (spawned by the supervisor)."""
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to send SIGTERM when the supervisor dies, however it dies (even SIGKILL), so that no
+    worker outlives it and keeps consuming unsupervised. Elsewhere the worker's parent watch covers it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    import os
+
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.error("the supervisor (pid %d) is gone; stopping", parent)
+            stop.set()
+            return
+        await asyncio.sleep(1.0)
+
+
+def worker_main(settings: Settings, index: int, supervisor: int | None = None) -> None:
+    """Entry point of a worker process (spawned by the supervisor, whose pid it is given)."""
+    import os
+
     from hub import logs
 
+    _die_with_parent()
+    parent = supervisor if supervisor is not None else os.getppid()
+    if os.getppid() != parent:  # the supervisor died while this process was starting
+        return
     logs.setup()
 
     async def main() -> None:
@@ -430,7 +461,9 @@ def worker_main(settings: Settings, index: int) -> None:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         await worker.start()
+        watch = asyncio.create_task(_watch_parent(parent, stop))
         await stop.wait()
+        watch.cancel()
         log.info("worker %d stopping", index)
         await worker.stop()
 

@@ -124,3 +124,38 @@ async def test_sigkill_of_a_worker_loses_nothing(fresh_settings) -> None:  # typ
             proc.kill()
             proc.wait()
         await hub.close()
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(fresh_settings) -> None:  # type: ignore[no-untyped-def]
+    """A supervisor killed with SIGKILL takes its workers with it: no unsupervised consumer keeps running."""
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    proc = hub.run_hub(workers=2)
+    try:
+        workers: list[int] = []
+        for _ in range(200):
+            workers = _children(proc.pid)
+            if len(workers) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait()
+        for _ in range(100):
+            if not any(os.path.exists(f"/proc/{w}") and _state(w) != "Z" for w in workers):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(os.path.exists(f"/proc/{w}") and _state(w) != "Z" for w in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        await hub.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

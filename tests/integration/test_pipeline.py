@@ -242,3 +242,33 @@ async def test_a_message_that_trips_a_bug_is_isolated_and_retried_not_lost(hub: 
     assert tripped == [bad, bad]
     assert sorted(set(ids)) == sorted(env.message_id for env, _ in payloads)
     assert ids[-1] == bad  # the good ones were not held up; the bad one came back after its back-off
+
+
+async def test_a_system_cannot_publish_what_another_system_signed(hub: Hub) -> None:
+    """XML-SECURITY §7 item 16: the AMQP user (authenticated by RabbitMQ) must be the signed sender. 榆树's own
+    RabbitMQ user publishes a message genuinely signed by 农安: refused with CERT_SIGNER_MISMATCH, and the answer
+    goes to the publisher that the broker vouches for, not to the signed sender."""
+    from hub.envelope import Envelope
+    from hub.pipeline.client import connect_as, outgoing
+    from hub.transport.users import provision
+
+    await provision(hub.settings, [("county-220182-oa", None)])
+    data = hub.sign("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    env = Envelope.from_tree(parse(data))
+    other = await connect_as(hub.settings, "county-220182-oa")
+    try:
+        assert other.user.endswith("county-220182-oa")
+        await other.publish_many([outgoing(other, env, data, as_system=True)])
+    finally:
+        await other.close()
+    reply = await hub.reply("county-220182-oa", env.message_id)
+    assert (reply.kind, reply.outcome) == ("error", "CERT_SIGNER_MISMATCH")
+    assert await hub.drain("county-220183-oa", timeout=1) == []
+    answers = await hub.drain("county-220122-oa", timeout=1)  # the signed sender hears nothing about it
+    assert env.message_id not in {e.ref_to for _, e in answers}
+    # the replay did not occupy the message id: the genuine sender's own copy still goes through
+    await hub.publish([(env, data)])
+    reply = await hub.reply("county-220122-oa", env.message_id)
+    assert (reply.kind, reply.outcome) == ("receipt", "accepted")
+    got = await hub.drain("county-220183-oa", expect=1)
+    assert [e.message_id for _, e in got] == [env.message_id]

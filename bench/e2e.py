@@ -1,0 +1,495 @@
+"""End-to-end benchmark: signed document.official messages through the whole hub, beside a bare aio-pika relay
+on the same broker, in the same run.
+
+Hub path (what is measured)::
+
+    bench publisher ──► ns.in (lane normal) ──► `hub run --workers N` ──► ns.q.city-220100-oa ──► bench sink
+                                                 parse, validate, verify,          (and a hub.receipt to
+                                                 dedupe, route + gate, record in    ns.q.county-220122-oa)
+                                                 PostgreSQL, sign delivery and
+                                                 receipt, publish with confirms, ack
+
+Raw path (the floor)::
+
+    bench publisher ──► ns.raw.in ──► bench/_relay.py × N ──► ns.raw.out ──► bench sink
+                                      consume, publish with confirms, ack; nothing else
+
+Each message is one ``document.official`` (the ~2 KB ``typical-notice`` sample as body; ~4.5 KB once signed
+with the certificate chain) from 农安县林业局 ``county-220122-oa`` to exactly one recipient system, 长春市林业局
+``city-220100-oa``: one delivery and one receipt per message. The raw path carries the very same bytes. All
+messages are signed before any clock starts (signing is the sender's cost) and every message id is distinct.
+
+Phases, hub and raw side by side (raw first in each pair):
+
+* throughput — the whole backlog published as fast as the broker confirms; from the first publish until the
+  last message arrives in the recipient's queue. Every hub message must also get its hub.receipt.
+* latency — a paced publisher offers ``--rate`` messages/s (300) for ``--seconds`` (20); latency is arrival
+  at the recipient minus publish time, per message id; p50 and p99 (nearest rank).
+
+The installation is the bench's own: a fresh PostgreSQL database ``hub_bench_<tag>``, a RabbitMQ namespace
+``bench-<tag>``, a CA and keys in a temporary state dir; all removed at the end, also on failure or Ctrl-C. The
+measuring consumer takes messages without acks (it is the instrument, not the system under test). CPU seconds
+per component come from /proc (hub = supervisor + workers; postgres = the backends of the bench's database;
+other = everything else on the machine, e.g. other users of the shared cores).
+
+The last line is the figure issue 4 asks for::
+
+    e2e_ratio=<hub msg/s ÷ raw msg/s> hub_per_s=<n> raw_per_s=<n> p99_ms=<hub p99 at the offered rate>
+
+Goal: e2e_ratio ≥ 0.50 and p99_ms ≤ 50 at 300 messages/s. Usage::
+
+    .venv/bin/python bench/e2e.py            # about 2 minutes on 2 cores
+    .venv/bin/python bench/e2e.py --quick    # smoke run, about 20 s
+    .venv/bin/python bench/e2e.py --profile /tmp/e2e-prof   # + where the workers' time goes (needs py-spy)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _e2e_env import RECIPIENT, SENDER, CpuGroups, CpuSnapshot, Installation
+from _e2e_load import Arrivals, Sink, Target, offer_backlog, offer_paced, presign
+
+from hub.errors import HubError
+
+GOAL_RATIO = 0.50
+GOAL_P99_MS = 50.0
+
+
+@dataclass
+class Phase:
+    """One measured phase of one path."""
+
+    path: str  # "hub" | "raw"
+    kind: str  # "throughput" | "latency"
+    n: int
+    seconds: float
+    latencies_ms: list[float]
+    cpu: dict[str, float]
+    receipts_ms: list[float] | None = None
+    profile: list[Path] | None = None
+    others: list[tuple[str, float]] | None = None
+
+    @property
+    def per_s(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.inst = Installation()
+        self.cpu = CpuGroups(self.inst)
+        self.sink = Sink()
+        self.transport: Any = None
+        self.hub_target: Target
+        self.raw_target: Target
+        self.integrity = ""
+        self.batches: dict[str, tuple[float, float, float]] = {}
+        self.profiler: Any = None
+        if args.profile is not None:
+            from _e2e_profile import Profiler
+
+            self.profiler = Profiler(args.profile)
+
+    async def run(self) -> list[Phase]:
+        a = self.args
+        t = time.perf_counter()
+        settings = await self.inst.open()
+        from hub.transport import Names, Transport
+
+        names = Names(settings.namespace)
+        self.hub_target = Target(names.inbound_exchange, "normal")
+        self.raw_target = Target("", self.inst.raw_in)
+        n_lat = int(a.rate * a.seconds)
+        total = a.warmup + a.messages + n_lat
+        loop = asyncio.get_running_loop()
+        msgs = await loop.run_in_executor(None, presign, settings.state_dir, SENDER, RECIPIENT, total)
+        size = sum(len(b) for _, b in msgs) / len(msgs)
+        print(
+            f"准备 set-up: database {self.inst.db_name}, namespace {self.inst.namespace}, {total} messages signed "
+            f"in advance (mean {size:.0f} bytes) — {time.perf_counter() - t:.1f} s"
+        )
+        warm, backlog, paced = msgs[: a.warmup], msgs[a.warmup : a.warmup + a.messages], msgs[a.warmup + a.messages :]
+
+        cmd = self.inst.start_hub(a.workers)
+        self.inst.start_relays(a.relays, settings.prefetch)
+        print(
+            f"枢纽 hub: {shlex.join(['hub', *cmd[3:]])} (pid {self.inst.hub.pid if self.inst.hub else '?'}); "
+            f"中继 relay: {a.relays} × bench/_relay.py, prefetch {settings.prefetch}"
+        )
+
+        self.transport = await Transport.connect(settings, client_name="bench-publisher")
+        await self.sink.start(
+            settings.amqp_url,
+            recipient_queue=names.system_queue(RECIPIENT[0]),
+            sender_queue=names.system_queue(SENDER[0]),
+            raw_queue=self.inst.raw_out,
+        )
+        await self._ready(names.inbound_queue("normal"), a.workers, "hub workers")
+        await self._ready(self.inst.raw_in, a.relays, "relays")
+
+        # Warm-up: first batches pay for lazy imports, prepared statements, caches; not measured.
+        await self._throughput("raw", warm, label="warm-up")
+        await self._throughput("hub", warm, label="warm-up")
+
+        phases = [
+            await self._throughput("raw", backlog),
+            await self._throughput("hub", backlog),
+            await self._latency("raw", paced),
+            await self._latency("hub", paced),
+        ]
+        self.batches = hub_batches(self.inst.hub_log, {"throughput": backlog, "latency": paced})
+        self.integrity = await self._integrity(total)
+        if self.sink.errors:
+            raise RuntimeError(
+                f"the hub answered {len(self.sink.errors)} message(s) with hub.error: {sorted(set(self.sink.errors))}"
+            )
+        return phases
+
+    async def _integrity(self, hub_messages: int) -> str:
+        """After the measurements: a delivery and a receipt verify as hub-signed, PostgreSQL recorded every message
+        with its delivery delivered, and nobody got a copy twice."""
+        from hub.pipeline.client import Inbox, read_reply
+        from hub.store.db import connection
+        from hub.trust import TrustStore, Verifier
+        from hub.validation import SchemaRegistry
+
+        s = self.inst.settings
+        assert s is not None
+        inbox = Inbox(
+            s,
+            self.transport,
+            RECIPIENT[0],
+            verifier=Verifier(TrustStore.load(s.state_dir / "pki")),
+            registry=SchemaRegistry(s.schemas_dir),
+        )
+        assert self.sink.sample_delivery is not None and self.sink.sample_receipt is not None
+        delivery = inbox.open(self.sink.sample_delivery)
+        reply = read_reply(inbox.open(self.sink.sample_receipt))
+        if delivery.sender.system != SENDER[0] or reply is None or reply.outcome != "accepted":
+            raise RuntimeError("a delivery or receipt is not what the hub should have sent")
+        async with connection(s.pg_dsn) as conn:
+            n_msg = await conn.fetchval("SELECT count(*) FROM messages WHERE state = 'accepted'")
+            n_del = await conn.fetchval("SELECT count(*) FROM deliveries WHERE state = 'delivered'")
+            n_ev = await conn.fetchval("SELECT count(*) FROM evidence")
+        dupes = self.sink.delivered.duplicates + self.sink.raw.duplicates + self.sink.receipts.duplicates
+        line = (
+            f"完整性 integrity: PostgreSQL {n_msg} messages accepted, {n_del} deliveries delivered, {n_ev} evidence "
+            f"records (of {hub_messages} sent); a sampled delivery and receipt verify as hub-signed; "
+            f"{dupes} duplicate arrivals, {len(self.sink.errors)} hub.error"
+        )
+        if n_msg != hub_messages or n_del != hub_messages:
+            raise RuntimeError(line)
+        return line
+
+    async def close(self) -> None:
+        if self.profiler is not None:
+            self.profiler.stop()  # py-spy of a phase that failed
+        if self.transport is not None:
+            await self.transport.close()
+        await self.sink.close()
+        for problem in await self.inst.close():
+            print(f"清理 clean-up: {problem}", file=sys.stderr)
+
+    async def _ready(self, queue: str, consumers: int, what: str, timeout: float = 90.0) -> None:
+        """Wait until ``consumers`` consumers are subscribed to ``queue`` (the hub workers start in a few s)."""
+        deadline = time.monotonic() + timeout
+        channel = await self.transport._channel.get_underlay_channel()  # the bench may look beneath the Transport
+        while True:
+            self.inst.check_alive()
+            ok = await channel.queue_declare(queue, passive=True)
+            if (ok.consumer_count or 0) >= consumers:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not subscribe to {queue} within {timeout:.0f} s")
+            await asyncio.sleep(0.2)
+
+    def _arrivals(self, path: str) -> Arrivals:
+        return self.sink.delivered if path == "hub" else self.sink.raw
+
+    def _target(self, path: str) -> Target:
+        return self.hub_target if path == "hub" else self.raw_target
+
+    async def _await(self, arrivals: Arrivals, what: str, stall_s: float = 30.0) -> None:
+        """Wait for all expected arrivals; fail when nothing arrives for ``stall_s`` or a child process died."""
+        seen, last_progress = -1, time.monotonic()
+        while not arrivals.done.is_set():
+            self.inst.check_alive()
+            if len(arrivals.times) != seen:
+                seen, last_progress = len(arrivals.times), time.monotonic()
+            elif time.monotonic() - last_progress > stall_s:
+                raise RuntimeError(
+                    f"{what}: {len(arrivals.times)} of {arrivals.target} arrived, nothing more for {stall_s:.0f} s\n"
+                    f"--- hub log (tail) ---\n{self.inst.tail(self.inst.hub_log)}"
+                )
+            try:
+                await asyncio.wait_for(arrivals.done.wait(), 0.5)
+            except TimeoutError:
+                pass
+
+    async def _throughput(self, path: str, msgs: list[tuple[str, bytes]], label: str = "throughput") -> Phase:
+        arrivals = self._arrivals(path)
+        arrivals.expect([m for m, _ in msgs])
+        if path == "hub":
+            self.sink.receipts.expect([m for m, _ in msgs])
+        profiling = self._profile_start(path, label)
+        before = self.cpu.snapshot()
+        start = await offer_backlog(self.transport, self._target(path), msgs)
+        await self._await(arrivals, f"{path} {label}")
+        end = max(arrivals.times.values())
+        after = self.cpu.snapshot()
+        files = self.profiler.stop() if profiling else None
+        if path == "hub":
+            await self._await(self.sink.receipts, f"{path} {label} receipts")
+        phase = Phase(
+            path,
+            "throughput",
+            len(msgs),
+            end - start,
+            [],
+            after.seconds_since(before),
+            profile=files,
+            others=after.top_others(before),
+        )
+        if label != "throughput":
+            print(f"预热 {label} {path}: {len(msgs)} messages in {phase.seconds:.2f} s")
+        return phase
+
+    async def _latency(self, path: str, msgs: list[tuple[str, bytes]]) -> Phase:
+        arrivals = self._arrivals(path)
+        arrivals.expect([m for m, _ in msgs])
+        if path == "hub":
+            self.sink.receipts.expect([m for m, _ in msgs])
+        profiling = self._profile_start(path, "latency")
+        before = self.cpu.snapshot()
+        sent = await offer_paced(self.transport, self._target(path), msgs, self.args.rate)
+        await self._await(arrivals, f"{path} latency")
+        after: CpuSnapshot = self.cpu.snapshot()
+        files = self.profiler.stop() if profiling else None
+        latencies = [(arrivals.times[m] - t) * 1000 for m, t in sent.items()]
+        receipts = None
+        if path == "hub":
+            await self._await(self.sink.receipts, "hub latency receipts")
+            receipts = [(self.sink.receipts.times[m] - t) * 1000 for m, t in sent.items()]
+        span = max(arrivals.times.values()) - min(sent.values())
+        return Phase(
+            path,
+            "latency",
+            len(msgs),
+            span,
+            latencies,
+            after.seconds_since(before),
+            receipts,
+            files,
+            after.top_others(before),
+        )
+
+    def _profile_start(self, path: str, label: str) -> bool:
+        if self.profiler is None or path != "hub" or label not in ("throughput", "latency"):
+            return False
+        self.profiler.start(self.inst.hub_worker_pids(), label)
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+
+def hub_batches(log: Path, phases: dict[str, list[tuple[str, bytes]]]) -> dict[str, tuple[float, float, float]]:
+    """From the hub's decision log (one JSON line per message with the ``batch_ms`` of its batch): per phase, the
+    mean batch size and the p50/p99 time of the batch a message was in. Batches are told apart by their exact
+    ``batch_ms`` (two batches with the same value to 0.01 ms count as one: an estimate)."""
+    import json
+
+    which = {mid: name for name, msgs in phases.items() for mid, _ in msgs}
+    per: dict[str, list[float]] = {name: [] for name in phases}
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        if '"batch_ms"' not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        name = which.get(rec.get("message_id", ""))
+        if name is not None:
+            per[name].append(float(rec["batch_ms"]))
+    out = {}
+    for name, times in per.items():
+        if times:
+            out[name] = (len(times) / len(set(times)), pct(times, 50), pct(times, 99))
+    return out
+
+
+def machine_line() -> str:
+    load = os.getloadavg()
+    return (
+        f"机器 machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+        f"Python {platform.python_version()}, {platform.machine()}"
+    )
+
+
+def report(
+    phases: list[Phase], args: argparse.Namespace, integrity: str, batches: dict[str, tuple[float, float, float]]
+) -> str:
+    by = {(p.path, p.kind): p for p in phases}
+    raw_tp, hub_tp = by["raw", "throughput"], by["hub", "throughput"]
+    raw_lat, hub_lat = by["raw", "latency"], by["hub", "latency"]
+    ratio = hub_tp.per_s / raw_tp.per_s if raw_tp.per_s else 0.0
+    p99 = pct(hub_lat.latencies_ms, 99)
+
+    print()
+    print(f"{'':34}{'枢纽 hub':>12}{'裸中继 raw':>13}{'比值 hub/raw':>16}")
+    print(f"{'吞吐 throughput (msg/s, backlog)':34}{hub_tp.per_s:>14.0f}{raw_tp.per_s:>14.0f}{ratio:>16.2f}")
+    print(f"{'  积压 backlog (messages)':34}{hub_tp.n:>14}{raw_tp.n:>14}")
+    print(f"{'  用时 elapsed (s)':34}{hub_tp.seconds:>14.2f}{raw_tp.seconds:>14.2f}")
+    rate = f"{args.rate:g} msg/s × {args.seconds:g} s"
+    print(f"时延 latency at {rate} (publish → arrival at the recipient's queue)")
+    for label, q in (("  p50 (ms)", 50), ("  p99 (ms)", 99), ("  max (ms)", 100)):
+        h, r = pct(hub_lat.latencies_ms, q), pct(raw_lat.latencies_ms, q)
+        print(f"{label:34}{h:>14.1f}{r:>14.1f}{h / r if r else 0:>16.1f}")
+    if hub_lat.receipts_ms:
+        print(
+            f"{'  回执 receipt p50 / p99 (ms)':34}{pct(hub_lat.receipts_ms, 50):>8.1f} / "
+            f"{pct(hub_lat.receipts_ms, 99):.1f}"
+        )
+    print(f"{'  达到速率 achieved (msg/s)':34}{hub_lat.per_s:>14.0f}{raw_lat.per_s:>14.0f}")
+
+    for kind, (size, b50, b99) in batches.items():
+        print(
+            f"  枢纽批次 hub batches, {kind}: ~{size:.1f} messages per batch; from a batch's start to its ack "
+            f"p50 {b50:.1f} ms, p99 {b99:.1f} ms (hub decision log)"
+        )
+    print()
+    col = f"{args.rate:g}/s"
+    print(f"CPU 时间 (/proc) — throughput: CPU ms per message; latency phase: % of one core ({os.cpu_count()} cores)")
+    print(f"{'':28}{'hub tp':>9}{'raw tp':>9}{'hub ' + col:>12}{'raw ' + col:>12}")
+    rows = {
+        "hub": "枢纽 hub run (all procs)",
+        "relay": "中继 relay",
+        "rabbitmq": "RabbitMQ",
+        "postgres": "PostgreSQL",
+        "bench": "压测 bench (pub + sink)",
+        "other": "其他进程 other processes",
+        "irq": "中断 irq + softirq",
+        "steal": "虚拟机被占 steal",
+        "machine": "合计 machine",
+    }
+    for c, text in rows.items():
+        print(
+            f"{text:28}{hub_tp.cpu.get(c, 0) / hub_tp.n * 1000:>9.2f}{raw_tp.cpu.get(c, 0) / raw_tp.n * 1000:>9.2f}"
+            f"{hub_lat.cpu.get(c, 0) / hub_lat.seconds * 100:>11.0f}%{raw_lat.cpu.get(c, 0) / raw_lat.seconds * 100:>11.0f}%"
+        )
+    for p in phases:
+        busy = [f"{name} {sec / p.seconds * 100:.0f}%" for name, sec in (p.others or []) if sec / p.seconds >= 0.05]
+        if busy:
+            print(f"  其他进程 busiest other processes during {p.path} {p.kind}: {', '.join(busy)}")
+
+    for p in (hub_tp, hub_lat):
+        if p.profile:
+            from _e2e_profile import print_breakdown
+
+            what = "throughput (backlog)" if p.kind == "throughput" else f"latency ({args.rate:g} msg/s)"
+            print_breakdown(what, p.profile, p.cpu.get("hub", 0) / p.n * 1000)
+
+    print()
+    print(integrity)
+    ok_ratio, ok_p99 = ratio >= GOAL_RATIO, p99 <= GOAL_P99_MS
+    print(
+        f"目标 goal: hub ≥ {GOAL_RATIO:.0%} of raw throughput — {'达到 met' if ok_ratio else '未达到 NOT met'} "
+        f"({ratio:.0%}); p99 ≤ {GOAL_P99_MS:.0f} ms at {args.rate:g} msg/s — "
+        f"{'达到 met' if ok_p99 else '未达到 NOT met'} ({p99:.1f} ms)"
+    )
+    return f"e2e_ratio={ratio:.2f} hub_per_s={hub_tp.per_s:.0f} raw_per_s={raw_tp.per_s:.0f} p99_ms={p99:.1f}"
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1,000-message backlog, 4 s latency phase")
+    ap.add_argument("--messages", type=int, help="throughput backlog (default 6000; 1000 with --quick)")
+    ap.add_argument("--rate", type=float, default=300.0, help="offered rate of the latency phase (msg/s)")
+    ap.add_argument("--seconds", type=float, help="length of the latency phase (default 20; 4 with --quick)")
+    ap.add_argument("--workers", type=int, default=2, help="hub run --workers (default 2)")
+    ap.add_argument("--relays", type=int, help="relay processes (default: as many as hub workers)")
+    ap.add_argument("--warmup", type=int, help="unmeasured warm-up messages per path (default 300; 100 --quick)")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample the hub workers with py-spy during the hub phases (raw stacks kept in DIR)",
+    )
+    args = ap.parse_args(argv)
+    args.messages = args.messages or (1000 if args.quick else 6000)
+    args.seconds = args.seconds or (4.0 if args.quick else 20.0)
+    args.warmup = args.warmup if args.warmup is not None else (100 if args.quick else 300)
+    args.relays = args.relays or args.workers
+    return args
+
+
+async def amain(args: argparse.Namespace) -> str:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    bench = Bench(args)
+    try:
+        phases = await bench.run()
+    finally:
+        await bench.close()
+    return report(phases, args, bench.integrity, bench.batches)
+
+
+def main() -> int:
+    args = parse_args()
+    print("端到端压测 end-to-end benchmark: signed document.official through the whole hub vs a bare aio-pika relay")
+    print(machine_line())
+    print(f"命令 command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    started = time.perf_counter()
+    try:
+        last = asyncio.run(amain(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("中断 interrupted; everything the bench created was removed", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"失败 failed: {exc}", file=sys.stderr)
+        return 1
+    except HubError as exc:
+        print(f"失败 failed: {exc.describe()}", file=sys.stderr)
+        return 1
+    print(f"{machine_line()} — run took {time.perf_counter() - started:.0f} s")
+    print(last)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
