@@ -93,6 +93,7 @@ class Worker:
                 names.inbound_queue("normal"), self.handle, prefetch=s.prefetch, max_batch=64, concurrency=3
             )
         )
+        self._background.append(asyncio.create_task(self._chainer()))
         if self.index == 0:
             self._background.append(asyncio.create_task(self._housekeeping()))
         log.info("worker %d ready", self.index, extra={"systems": len(list(directory.systems()))})
@@ -111,6 +112,17 @@ class Worker:
             await self.transport.close()
         if self.pool is not None:
             await self.pool.close()
+
+    async def _chainer(self) -> None:
+        """Move staged evidence into the hash chain (every worker tries; one at a time does it)."""
+        from hub.store.evidence import CHAIN_EVERY_S, chain_pending
+
+        while True:
+            await asyncio.sleep(CHAIN_EVERY_S)
+            try:
+                await chain_pending(self.pool)
+            except HubError as exc:
+                log.warning("chaining evidence failed: %s", exc.describe())
 
     async def _housekeeping(self) -> None:
         from hub.store.evidence import checkpoint

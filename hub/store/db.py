@@ -52,9 +52,15 @@ async def connect(dsn: str) -> asyncpg.Connection:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
 
 
+async def _keep(conn: asyncpg.Connection) -> None:
+    """The hub leaves no session state on a pooled connection (no LISTEN, no session advisory locks, no temporary
+    tables, no SET; every transaction is a context manager), so the default reset query — one more round trip on
+    every release — is skipped."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=_keep)
     except CONNECTION_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
     assert pool is not None

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from hub.errors import HubError
 from hub.store.db import transaction, translated
-from hub.store.evidence import append
+from hub.store.evidence import append, canonical_detail, format_at
 from hub.store.records import (
     DELIVERY_RANK,
     DeliveryStatus,
@@ -304,59 +305,78 @@ async def record_rejection(executor: Any, rejection: Rejection) -> None:
     await record_rejections(executor, [rejection])
 
 
-_MARK_DELIVERED = """
-UPDATE deliveries SET state = 'delivered', delivered_at = coalesce(delivered_at, $2), error_code = NULL
-WHERE message_id = ANY($1::uuid[]) AND state IN ('pending', 'failed')
-RETURNING message_id, recipient_system
-"""
-
-_INSERT_RECEIPTS = """
-INSERT INTO receipts (receipt_id, message_id, kind, recipient_system, code, at)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-ON CONFLICT (receipt_id) DO NOTHING
-RETURNING receipt_id
+_RECORD_SENT = """
+WITH d AS (
+    UPDATE deliveries SET state = 'delivered', delivered_at = coalesce(delivered_at, $2), error_code = NULL
+    WHERE message_id = ANY($1::uuid[]) AND state IN ('pending', 'failed')
+    RETURNING message_id, recipient_system
+), r AS (
+    INSERT INTO receipts (receipt_id, message_id, kind, recipient_system, code, at)
+    SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+    ON CONFLICT (receipt_id) DO NOTHING
+    RETURNING receipt_id
+), delivered AS (
+    -- the canonical detail text, exactly as hub.store.evidence would encode it: {"t":"…","to":["…",…]}
+    -- (system ids are [a-z0-9-] only, so they need no escaping)
+    SELECT message_id,
+           '{"t":"' || $9 || '","to":[' || string_agg('"' || recipient_system || '"', ',' ORDER BY recipient_system)
+           || ']}' AS detail
+    FROM d GROUP BY message_id
+)
+INSERT INTO evidence_pending (at, kind, message_id, actor, detail)
+SELECT $2, 'delivered', message_id, 'hub', detail FROM delivered
+UNION ALL
+SELECT $2, 'receipt_sent', e.m, 'hub', e.detail
+FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS e(rid, m, detail)
+WHERE e.rid IN (SELECT receipt_id FROM r)
 """
 
 
 async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Sequence[ReceiptRecord] = ()) -> None:
     """After the broker confirmed a batch: mark every pending delivery of the ``delivered`` messages delivered and
-    record the ``receipts`` sent, in one transaction with their evidence. Repeating it is harmless (nothing is
-    pending any more; a receipt id is recorded once)."""
+    record the ``receipts`` sent, with their evidence — ONE statement (atomic on its own, one round trip).
+    Repeating it is harmless: nothing is pending any more and a receipt id is recorded once, so no evidence is
+    written twice."""
     ids = sorted({_uuid(m) for m in delivered}, key=lambda u: u.bytes)
     if not ids and not receipts:
         return
     now = _now()
-    async with translated("recording deliveries"), transaction(executor) as conn:
-        entries: list[EvidenceEntry] = []
-        if ids:
-            rows = await conn.fetch(_MARK_DELIVERED, ids, now)
-            by_message: dict[uuid.UUID, list[str]] = {}
-            for row in rows:
-                by_message.setdefault(row["message_id"], []).append(row["recipient_system"])
-            for u in ids:
-                if u in by_message:
-                    entries.append(EvidenceEntry("delivered", "hub", str(u), {"to": sorted(by_message[u])}))
-        if receipts:
-            receipt_ids = [_uuid(r.receipt_id) for r in receipts]
-            rows = await conn.fetch(
-                _INSERT_RECEIPTS,
-                receipt_ids,
-                [_uuid_or_none(r.message_id) for r in receipts],
-                [r.kind for r in receipts],
-                [r.recipient_system for r in receipts],
-                [r.code for r in receipts],
-                [r.at or now for r in receipts],
-            )
-            written = {row["receipt_id"] for row in rows}
-            for r, rid in zip(receipts, receipt_ids, strict=True):
-                if rid in written:
-                    detail: dict[str, Any] = {"receipt_id": str(rid), "type": r.kind}
-                    if r.code:
-                        detail["code"] = r.code
-                    if r.recipient_system:
-                        detail["to"] = r.recipient_system
-                    entries.append(EvidenceEntry("receipt_sent", "hub", r.message_id, detail))
-        await append(conn, entries)
+    t = format_at(now)
+    receipt_ids = [_uuid(r.receipt_id) for r in receipts]
+    details = []
+    for r, rid in zip(receipts, receipt_ids, strict=True):
+        detail: dict[str, Any] = {"receipt_id": str(rid), "type": r.kind, "t": t}
+        if r.code:
+            detail["code"] = r.code
+        if r.recipient_system:
+            detail["to"] = r.recipient_system
+        details.append(canonical_detail(detail))
+    message_ids = [_uuid_or_none(r.message_id) for r in receipts]
+    async with translated("recording deliveries"), _acquired(executor) as conn:
+        await conn.execute(
+            _RECORD_SENT,
+            ids,
+            now,
+            receipt_ids,
+            message_ids,
+            [r.kind for r in receipts],
+            [r.recipient_system for r in receipts],
+            [r.code for r in receipts],
+            [r.at or now for r in receipts],
+            t,
+            receipt_ids,
+            message_ids,
+            details,
+        )
+
+
+@asynccontextmanager
+async def _acquired(executor: Any) -> AsyncIterator[Any]:
+    if hasattr(executor, "acquire"):
+        async with executor.acquire() as conn:
+            yield conn
+    else:
+        yield executor
 
 
 async def mark_delivered(executor: Any, message_ids: Iterable[str]) -> None:

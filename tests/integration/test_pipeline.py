@@ -13,6 +13,7 @@ import pytest
 from harness import Hub, document, hours, now
 
 from hub.envelope import Recipient, parse
+from hub.store.evidence import chain_pending
 from hub.trust.pki import PkiPaths
 
 pytestmark = pytest.mark.integration
@@ -54,6 +55,7 @@ async def test_group_fan_out_is_hub_signed_receipted_and_recorded(hub: Hub, tmp_
         )
         assert done.returncode == 0, done.stderr.decode(errors="replace")
     async with hub.pool.acquire() as conn:
+        await chain_pending(conn, wait=True)
         msg = await conn.fetchrow("SELECT state, raw FROM messages WHERE message_id = $1", uuid.UUID(env.message_id))
         assert msg["state"] == "accepted"
         deliveries = await conn.fetch(
@@ -173,6 +175,7 @@ async def test_a_public_message_with_a_secret_marking_is_quarantined_then_releas
     got = await hub.drain("county-220182-oa", expect=1)
     assert [e.message_id for _, e in got] == [env.message_id]
     async with hub.pool.acquire() as conn:
+        await chain_pending(conn, wait=True)
         status = await conn.fetchval("SELECT status FROM quarantine WHERE message_id = $1", uuid.UUID(env.message_id))
         actors = [
             r["actor"]

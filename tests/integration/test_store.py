@@ -147,6 +147,7 @@ async def test_blocked_recipients_are_recorded_with_evidence(conn):
     states = {d.recipient_system: d for d in await messages.delivery_state(conn, rec.message_id)}
     assert states["portal-www"].state == "blocked" and states["portal-www"].error_code == "GATE_CLASSIFICATION"
     assert "blocked" in states["portal-www"].times
+    await evidence.chain_pending(conn, wait=True)
     kinds = await conn.fetch(
         "SELECT kind, detail FROM evidence WHERE message_id = $1 ORDER BY seq", uuid.UUID(rec.message_id)
     )
@@ -165,6 +166,7 @@ async def test_refused_intake_is_capped_and_never_claims_the_id(conn):
     row = await conn.fetchrow("SELECT * FROM intake_rejections WHERE claimed_message_id = $1", claimed)
     assert len(row["raw"]) == messages.REJECTED_RAW_CAP and row["raw_size"] == len(hostile)
     assert bytes(row["raw_sha256"]) == hashlib.sha256(hostile).digest()
+    await evidence.chain_pending(conn, wait=True)
     ev = await conn.fetchrow("SELECT kind, actor, message_id FROM evidence ORDER BY seq DESC LIMIT 1")
     assert (ev["kind"], ev["actor"], ev["message_id"]) == ("rejected", "hub.x", None)
     # the real, signed message with that id is still new
@@ -176,6 +178,7 @@ async def test_a_verified_but_refused_message_is_recorded_as_rejected(conn):
     rec = dataclasses_replace(record(to=()), state="rejected", error_code="MSG_EXPIRED", error_reason="expired")
     out = await messages.record_batch(conn, [rec])
     assert out[0].state == "rejected" and out[0].to_deliver == () and out[0].needs_receipt
+    await evidence.chain_pending(conn, wait=True)
     assert (
         await conn.fetchval("SELECT kind FROM evidence WHERE message_id = $1", uuid.UUID(rec.message_id)) == "rejected"
     )
@@ -211,6 +214,7 @@ async def test_document_tracking_moves_forward_and_keeps_every_time(conn):
     assert {"pending", "delivered"} <= status.times.keys()
     handled = await messages.update_delivery_state(conn, rec.message_id, "city-2201-oa", "handled", actor="clerk-7")
     assert handled is not None and handled.state == "handled"
+    await evidence.chain_pending(conn, wait=True)
     actor = await conn.fetchval(
         "SELECT actor FROM evidence WHERE message_id = $1 AND kind = 'delivery_state' ORDER BY seq DESC LIMIT 1",
         uuid.UUID(rec.message_id),
@@ -249,6 +253,7 @@ async def test_quarantine_release_and_reject(conn):
         )
     )
     assert states == {held.message_id: "released", other.message_id: "quarantine_rejected"}
+    await evidence.chain_pending(conn, wait=True)
     ev = await conn.fetch(
         "SELECT kind, actor, detail FROM evidence WHERE message_id = ANY($1::uuid[]) AND actor LIKE 'reviewer-%'",
         [held.message_id, other.message_id],
@@ -288,6 +293,7 @@ async def test_concurrent_batches_keep_the_chain_gapless_and_linear(dsn):
 
         await asyncio.gather(*(worker() for _ in range(4)))
         async with pool.acquire() as c:
+            await evidence.chain_pending(c, wait=True)
             assert await c.fetchval("SELECT max(seq) = count(*) FROM evidence")
             assert (
                 await count(
@@ -320,6 +326,7 @@ async def _tampered(conn, *statements) -> list:
 async def test_verify_passes_then_finds_edits_deletions_and_swaps(conn):
     await messages.record_batch(conn, [record() for _ in range(6)])
     assert await evidence.verify_chain(conn) == []
+    await evidence.chain_pending(conn, wait=True)
     last = int(await conn.fetchval("SELECT max(seq) FROM evidence"))
     k = last - 3
 
@@ -383,6 +390,7 @@ async def test_checkpoints_are_signed_and_checked(conn):
 
     # rewriting the record a checkpoint sealed, even with a recomputed hash, breaks the seal
     sealed = seq - 1
+    await evidence.chain_pending(conn, wait=True)
     row = await conn.fetchrow("SELECT * FROM evidence WHERE seq = $1", sealed)
     forged_detail = row["detail"].replace("平件", "特急")
     forged_hash = evidence.entry_hash(
