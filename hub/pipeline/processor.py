@@ -38,6 +38,7 @@ from hub.errors import (
     NoRoute,
     title_of,
 )
+from hub.pipeline.replies import canonical_receipt, signed_document
 
 __all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processor", "Rejected"]
 
@@ -272,7 +273,7 @@ class Processor:
 
         A quarantined message gets no delivery bytes yet (they are made when an operator releases it)."""
         if acc.deliveries and not acc.quarantined:
-            acc.delivery_bytes = self.sign_delivery(acc.signed_root)
+            acc.delivery_bytes = self.sign_delivery(acc.signed_root, acc.digest, in_place=True)
         outcome = "duplicate" if duplicate else ("quarantined" if acc.quarantined else "accepted")
         acc.receipt_id, acc.receipt_bytes = self.receipt(acc, outcome)
         if acc.blocked:
@@ -282,9 +283,15 @@ class Processor:
             acc.error_id, acc.error_bytes = self.error(err, acc.envelope, acc.envelope.sender, acc.received_digest)
         return acc
 
-    def sign_delivery(self, signed_root: etree._Element) -> bytes:
-        root = _copy(signed_root)
-        self.signer.sign(root)
+    def sign_delivery(self, signed_root: etree._Element, digest: str | None = None, *, in_place: bool = False) -> bytes:
+        """The delivery: the signed content, re-serialised, with the hub's signature. ``digest`` is the hex SHA-256
+        of its canonical form when the verifier already computed it (same profile: it is reused, not recomputed);
+        ``in_place`` signs ``signed_root`` itself instead of a copy (the worker has no further use for it)."""
+        root = signed_root if in_place else _copy(signed_root)
+        if digest is not None:
+            self.signer.sign_digest(root, bytes.fromhex(digest))
+        else:
+            self.signer.sign(root)
         return to_bytes(root)
 
     def receipt(self, acc: Accepted, outcome: str, first_received_at: datetime | None = None) -> tuple[str, bytes]:
@@ -302,22 +309,25 @@ class Processor:
         outcome: str,
         first_received_at: datetime | None = None,
     ) -> tuple[str, bytes]:
-        S = etree.SubElement
-        q = f"{{{_RECEIPT_NS}}}"
-        body = etree.Element(q + "HubReceipt", nsmap={None: _RECEIPT_NS})
-        S(body, q + "OriginalMessageId").text = env.message_id
-        S(body, q + "ReceivedDigest").text = received_digest
-        S(body, q + "Outcome").text = outcome
-        S(body, q + "ReceivedAt").text = received_at.isoformat(timespec="seconds")
-        if first_received_at is not None:
-            S(body, q + "FirstReceivedAt").text = first_received_at.isoformat(timespec="seconds")
-        rs = S(body, q + "Recipients")
-        for d in deliveries[:2000]:
-            r = S(rs, q + "Recipient")
-            S(r, q + "AgencyCode").text = d.agency
-            S(r, q + "System").text = d.system
-            S(r, q + "Role").text = d.role
-        return self._sign_reply(RECEIPT_SERVICE, body, env.sender, env, received_digest)
+        """The receipt, written directly in canonical form, signed with a pre-cut signature (pipeline.replies)."""
+        now = self.now()
+        message_id = str(uuid.uuid4())
+        canonical = canonical_receipt(
+            message_id=message_id,
+            conversation_id=env.conversation_id,
+            ref_to=env.message_id,
+            request_hash=received_digest,
+            sender=self.hub_party,
+            to=env.sender,
+            created=now,
+            expires=now + timedelta(days=30),
+            urgency=env.urgency,
+            outcome=outcome,
+            received_at=received_at,
+            recipients=[(d.agency, d.system, d.role) for d in deliveries],
+            first_received_at=first_received_at,
+        )
+        return message_id, signed_document(canonical, self.signer.signature_for_canonical(canonical))
 
     def error(self, err: HubError, env: Envelope | None, to: Party, digest: str) -> tuple[str, bytes]:
         """The hub-signed hub.error: stable code, Chinese title, English reason; never payload content."""

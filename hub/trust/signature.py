@@ -146,6 +146,23 @@ def _signature_template(method: str, certificates: Sequence[x509.Certificate]) -
     return sig
 
 
+_DIGEST_MARK = "D1G3ST"
+_VALUE_MARK = "S1GVALUE"
+
+
+def _canonical_parts(template: etree._Element) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """Cut a signature template at its DigestValue and SignatureValue: SignedInfo's exclusive C14N around the
+    digest, and the Signature's serialisation around the digest and the value (base64 needs no escaping)."""
+    sig = copy.deepcopy(template)
+    sig[0][2][2].text = _DIGEST_MARK
+    sig[1].text = _VALUE_MARK
+    si_prefix, si_suffix = c14n(sig[0]).split(_DIGEST_MARK.encode("ascii"))
+    serialised = etree.tostring(sig, encoding="UTF-8")
+    sig_prefix, rest = serialised.split(_DIGEST_MARK.encode("ascii"))
+    sig_middle, sig_suffix = rest.split(_VALUE_MARK.encode("ascii"))
+    return si_prefix, si_suffix, sig_prefix, sig_middle, sig_suffix
+
+
 def _spki(key: PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -178,6 +195,7 @@ class Signer:
         self.method = keys.signature_method_for(key)
         self._key = key
         self._template = _signature_template(self.method, self.certificates)
+        self._canonical_parts: tuple[bytes, bytes, bytes, bytes, bytes] | None = None
 
     @classmethod
     def load(cls, key_path: Path, cert_path: Path, *, passphrase: bytes | None = None) -> Signer:
@@ -193,6 +211,32 @@ class Signer:
         root.append(sig)
         sig[1].text = _b64(_sign_bytes(self._key, self.method, c14n(sig[0])))
         return root
+
+    def sign_digest(self, root: etree._Element, digest: bytes) -> etree._Element:
+        """``sign(root)`` when the SHA-256 of ``c14n(root)`` is already known — the hub re-signing content whose
+        digest its verifier just computed under the same profile (same transforms, same canonicalisation)."""
+        if root.find(_T_SIGNATURE) is not None:
+            raise SignatureInvalid("the envelope is already signed", code="SIG_PROFILE")
+        sig = copy.deepcopy(self._template)
+        sig[0][2][2].text = _b64(digest)
+        root.append(sig)
+        sig[1].text = _b64(_sign_bytes(self._key, self.method, c14n(sig[0])))
+        return root
+
+    def signature_for_canonical(self, canonical: bytes) -> bytes:
+        """The serialised enveloped ``ds:Signature`` for a document given as its exclusive-C14N bytes (built by
+        the caller directly in canonical form). Insert it as the last child of the root, with no whitespace
+        around it: removing it then leaves exactly ``canonical``, which is what verifiers digest.
+
+        SignedInfo's canonical form and the Signature's serialisation are cut into fixed parts once per signer, so
+        this costs one SHA-256 of the document and one signature."""
+        parts = self._canonical_parts
+        if parts is None:
+            parts = self._canonical_parts = _canonical_parts(self._template)
+        si_prefix, si_suffix, sig_prefix, sig_middle, sig_suffix = parts
+        digest = _b64(hashlib.sha256(canonical).digest()).encode("ascii")
+        value = _b64(_sign_bytes(self._key, self.method, si_prefix + digest + si_suffix)).encode("ascii")
+        return sig_prefix + digest + sig_middle + value + sig_suffix
 
     def sign_bytes(self, data: bytes) -> bytes:
         """A detached signature over ``data`` with the same key and method (evidence checkpoints): raw r||s for

@@ -1,0 +1,102 @@
+"""The hub.receipt, written directly in exclusive-C14N form.
+
+Every accepted message costs the hub one receipt, so the receipt is on the hot path. Building it as an lxml tree,
+canonicalising it, signing and serialising cost about 0.33 ms a message on the e2e bench; writing the canonical
+bytes by hand (every value comes from the hub's own model, all of them ASCII-safe identifiers, digests and
+timestamps — escaped anyway) and letting the signer fill a pre-cut signature costs one SHA-256 and one ECDSA
+signature. ``tests/unit/test_replies.py`` pins the result to lxml's canonicalisation of the same envelope built
+with ``hub.envelope.build`` and verifies it with the hub's verifier and schema registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from hub.envelope.model import ENV_NS, Party, service_namespace
+
+__all__ = ["canonical_receipt", "signed_document"]
+
+_RECEIPT_NS = service_namespace("hub.receipt", 1)
+_CLOSE = b"</env:Envelope>"
+_DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
+
+
+def _text(value: str) -> str:
+    """Character data as exclusive C14N writes it."""
+    if any(c in value for c in "&<>\r"):
+        value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#xD;")
+    return value
+
+
+def _attr(value: str) -> str:
+    """An attribute value as exclusive C14N writes it (inside double quotes)."""
+    if any(c in value for c in '&<"\t\n\r'):
+        value = (
+            value.replace("&", "&amp;")
+            .replace("<", "&lt;")
+            .replace('"', "&quot;")
+            .replace("\t", "&#x9;")
+            .replace("\n", "&#xA;")
+            .replace("\r", "&#xD;")
+        )
+    return value
+
+
+def _ts(dt: datetime) -> str:
+    return dt.isoformat(timespec="seconds")
+
+
+def canonical_receipt(
+    *,
+    message_id: str,
+    conversation_id: str,
+    ref_to: str,
+    request_hash: str,
+    sender: Party,
+    to: Party,
+    created: datetime,
+    expires: datetime,
+    urgency: str,
+    outcome: str,
+    received_at: datetime,
+    recipients: Sequence[tuple[str, str, str]],
+    first_received_at: datetime | None = None,
+) -> bytes:
+    """The exclusive-C14N bytes of an unsigned hub.receipt envelope (the same document ``hub.envelope.build``
+    makes). ``recipients`` are (agency code, system, role)."""
+    parts = [
+        f'<env:Envelope xmlns:env="{ENV_NS}"><env:Header>',
+        f"<env:MessageId>{_text(message_id)}</env:MessageId>",
+        f"<env:ConversationId>{_text(conversation_id)}</env:ConversationId>",
+        f"<env:RefToMessageId>{_text(ref_to)}</env:RefToMessageId>",
+        f"<env:RequestHash>{_text(request_hash)}</env:RequestHash>",
+        f'<env:Sender agency="{_attr(sender.agency)}" system="{_attr(sender.system)}"></env:Sender>',
+        f'<env:Recipients><env:Agency code="{_attr(to.agency)}" role="to" system="{_attr(to.system)}">'
+        "</env:Agency></env:Recipients>",
+        '<env:Service name="hub.receipt" version="1"></env:Service>',
+        f"<env:Created>{_ts(created)}</env:Created><env:Expires>{_ts(expires)}</env:Expires>",
+        f"<env:Urgency>{_text(urgency)}</env:Urgency><env:Classification>公开</env:Classification>",
+        f'</env:Header><env:Body><HubReceipt xmlns="{_RECEIPT_NS}">',
+        f"<OriginalMessageId>{_text(ref_to)}</OriginalMessageId>",
+        f"<ReceivedDigest>{_text(request_hash)}</ReceivedDigest>",
+        f"<Outcome>{_text(outcome)}</Outcome>",
+        f"<ReceivedAt>{_ts(received_at)}</ReceivedAt>",
+    ]
+    if first_received_at is not None:
+        parts.append(f"<FirstReceivedAt>{_ts(first_received_at)}</FirstReceivedAt>")
+    parts.append("<Recipients>")
+    for agency, system, role in recipients[:2000]:
+        parts.append(
+            f"<Recipient><AgencyCode>{_text(agency)}</AgencyCode><System>{_text(system)}</System>"
+            f"<Role>{_text(role)}</Role></Recipient>"
+        )
+    parts.append("</Recipients></HubReceipt></env:Body></env:Envelope>")
+    return "".join(parts).encode("utf-8")
+
+
+def signed_document(canonical: bytes, signature: bytes) -> bytes:
+    """The document to send: ``canonical`` with ``signature`` as the last child of its root, nothing around it."""
+    if not canonical.endswith(_CLOSE):
+        raise ValueError("not a canonical envelope")
+    return _DECLARATION + canonical[: -len(_CLOSE)] + signature + _CLOSE
