@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import uuid
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -75,10 +76,11 @@ def _reference(values: dict, recipients: list[tuple[str, str, str]], first: date
 )
 def test_canonical_receipt_matches_lxml_and_verifies(
     tpki: TestPki,
-    registry,
+    registry,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
     outcome: str,
     recipients: list,
-    first: datetime | None,  # type: ignore[no-untyped-def]
+    first: datetime | None,
 ) -> None:
     now = datetime(2026, 11, 28, 9, 30, 5, tzinfo=CN)
     values = dict(
