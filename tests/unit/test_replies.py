@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import uuid
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from lxml import etree
