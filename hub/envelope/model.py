@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from lxml import etree
 
@@ -59,8 +59,9 @@ def service_namespace(name: str, version: int | str) -> str:
     return f"urn:forestry-hub:{name}:{version}"
 
 
-@dataclass(frozen=True, slots=True)
-class Party:
+class Party(NamedTuple):
+    """A sending or receiving system: agency code and system id. (Tuples: the hot path builds one per message.)"""
+
     agency: str
     system: str
 
@@ -68,28 +69,33 @@ class Party:
         return f"{self.agency}/{self.system}"
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """One addressee: an agency (optionally one of its systems) or a group; role ``to`` (主送) or ``cc`` (抄送)."""
+class Recipient(NamedTuple):
+    """One addressee: an agency (optionally one of its systems) or a group; role ``to`` (主送) or ``cc`` (抄送).
+
+    Make them with ``to``/``cc``/``to_group``/``cc_group``; ``check()`` tells a malformed one (``build`` calls it).
+    Recipients read from a validated envelope are well-formed by the schema."""
 
     role: Literal["to", "cc"]
     agency: str | None = None
     system: str | None = None
     group: str | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> Recipient:
+        if self.role not in ("to", "cc"):
+            raise ValueError(f"a recipient's role is to or cc, not {self.role!r}")
         if (self.agency is None) is (self.group is None):
             raise ValueError("a recipient is either an agency or a group")
         if self.group is not None and self.system is not None:
             raise ValueError("a group recipient has no system")
+        return self
 
     @classmethod
     def to(cls, agency: str, system: str | None = None) -> Recipient:
-        return cls("to", agency=agency, system=system)
+        return cls("to", agency, system)
 
     @classmethod
     def cc(cls, agency: str, system: str | None = None) -> Recipient:
-        return cls("cc", agency=agency, system=system)
+        return cls("cc", agency, system)
 
     @classmethod
     def to_group(cls, name: str) -> Recipient:
@@ -248,7 +254,7 @@ def build(
         raise ValueError(f"unknown classification {classification!r}; one of {', '.join(CLASSIFICATIONS)}")
     if urgency not in URGENCIES:
         raise ValueError(f"unknown urgency {urgency!r}; one of {', '.join(URGENCIES)}")
-    recipients = tuple(recipients)
+    recipients = tuple(r.check() for r in recipients)
     if not recipients:
         raise ValueError("an envelope needs at least one recipient")
     created = created or datetime.now(timezone(timedelta(hours=8)))
