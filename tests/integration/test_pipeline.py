@@ -4,6 +4,7 @@ quarantine → release path. The pipeline runs in this process (the same Worker 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import uuid
@@ -275,3 +276,30 @@ async def test_a_system_cannot_publish_what_another_system_signed(hub: Hub) -> N
     assert (reply.kind, reply.outcome) == ("receipt", "accepted")
     got = await hub.drain("county-220183-oa", expect=1)
     assert [e.message_id for _, e in got] == [env.message_id]
+
+
+async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path: Path) -> None:
+    """The operator's client: ``hub send`` signs an unsigned envelope file as the system, publishes it and prints the
+    hub's receipt; ``hub receive`` prints and saves what was delivered (hub signature verified) and acknowledges."""
+    from hub.envelope import to_bytes
+
+    draft = document("county-220122-oa", [Recipient.to("11220182013552847D")])
+    f = tmp_path / "letter.xml"
+    f.write_bytes(to_bytes(draft))
+    message_id = draft.findtext("{urn:forestry-hub:envelope:1}Header/{urn:forestry-hub:envelope:1}MessageId")
+    sent = await asyncio.to_thread(hub.hub_cli, "send", "--system", "county-220122-oa", "--wait", "20", str(f))
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert f"{message_id}: 已受理 accepted" in sent.stdout
+    out = tmp_path / "inbox"
+    got = await asyncio.to_thread(
+        hub.hub_cli, "receive", "--system", "county-220182-oa", "--out", str(out), "--wait", "5"
+    )
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert message_id in got.stdout and "document.official/1" in got.stdout
+    saved = out / f"{message_id}.xml"
+    assert saved.exists()
+    checked = await asyncio.to_thread(hub.hub_cli, "verify", str(saved))
+    assert checked.returncode == 0 and "hub" in checked.stdout, checked.stdout + checked.stderr
+    # an unreadable file is a clear one-line problem, not a traceback
+    bad = await asyncio.to_thread(hub.hub_cli, "send", "--system", "county-220122-oa", str(tmp_path / "missing.xml"))
+    assert bad.returncode == 1 and "IO_READ" in bad.stdout and "Traceback" not in bad.stderr
