@@ -303,3 +303,25 @@ async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path
     # an unreadable file is a clear one-line problem, not a traceback
     bad = await asyncio.to_thread(hub.hub_cli, "send", "--system", "county-220122-oa", str(tmp_path / "missing.xml"))
     assert bad.returncode == 1 and "IO_READ" in bad.stdout and "Traceback" not in bad.stderr
+
+
+async def test_a_delivery_replayed_into_the_hub_is_refused(hub: Hub) -> None:
+    """A recipient cannot launder a hub-signed delivery back through the inbound exchange: at intake the signer must
+    be the signed sender, and the hub's certificate is not the sender's."""
+    env = await hub.send("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    got = await hub.drain("county-220183-oa", expect=1)
+    delivery = got[0][0].body
+    await hub.publish([(None, delivery)])
+    names = hub.transport.names
+    for _ in range(100):
+        batch = await hub.transport.fetch(names.dead_letter_queue, max_messages=50)
+        await hub.transport.ack(batch)
+        mine = [m for m in batch if m.body == delivery]
+        if mine:
+            assert mine[0].headers["x-hub-error-code"] == "CERT_SIGNER_MISMATCH"
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the replayed delivery was not refused")
+    assert await hub.drain("county-220183-oa", timeout=1) == []  # not delivered a second time
+    assert env.message_id
