@@ -579,8 +579,10 @@ class Scenario:
         for system, items in got.items():
             if items:
                 o.expect(items[0].incoming.priority == 9, f"{system}: 特急 should arrive with priority 9")
-        rows = await self._db(
-            "SELECT detail FROM evidence WHERE message_id = $1 AND kind = 'received'", uuid.UUID(env.message_id)
+        rows = await self._db(  # chained, or still staged (the workers chain every 250 ms)
+            "SELECT detail FROM evidence WHERE message_id = $1 AND kind = 'received'"
+            " UNION ALL SELECT detail FROM evidence_pending WHERE message_id = $1 AND kind = 'received'",
+            uuid.UUID(env.message_id),
         )
         lane = None
         if rows:

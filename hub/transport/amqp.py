@@ -34,6 +34,7 @@ import aio_pika
 import aiormq
 import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.connection import make_url
 from aiormq import spec
 from aiormq.abc import ChannelFrame, DeliveredMessage
 from pamqp.header import ContentHeader
@@ -409,11 +410,19 @@ class Transport:
         A broker that cannot be reached now is ``BrokerUnavailable``; wrong credentials ``AMQP_ACCESS_REFUSED``."""
         target = url or settings.amqp_url
         async with _edge("connecting to RabbitMQ"):
-            connection = await aio_pika.connect_robust(
-                target,
+            # aio_pika.connect_robust, unrolled: when the first connect fails (wrong password, broker down) its
+            # half-made connection must be closed here, or its __del__ later schedules a close() that nothing awaits.
+            connection = aio_pika.RobustConnection(
+                make_url(target, reconnect_interval=reconnect_interval),
                 client_properties={"connection_name": client_name},
                 reconnect_interval=reconnect_interval,
             )
+            try:
+                await connection.connect()
+            except BaseException:
+                with contextlib.suppress(*_QUIET):
+                    await connection.close()
+                raise
             try:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
             except BaseException:
