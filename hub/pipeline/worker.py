@@ -51,6 +51,9 @@ class _Item:
     msg: Incoming
     result: Accepted | Rejected
     outcome: RecordOutcome | None = None
+    #: The hub held this copy before (redelivered after a crash, a retry, or a batch being re-run message by
+    #: message): if the store finds it recorded, finish what is missing instead of answering "duplicate".
+    resume: bool = False
 
 
 class Worker:
@@ -145,12 +148,17 @@ class Worker:
 
     # ------------------------------------------------------------------ the batch
 
-    async def handle(self, batch: list[Incoming]) -> None:
+    async def handle(self, batch: list[Incoming], *, resume: bool = False) -> None:
         started = time.perf_counter()
         self.trust_store.refresh_if_due()
         hub_user = self.transport.user
         items = [
-            _Item(m, self.processor.examine(m.body, amqp_user=m.publisher(hub_user), lane=m.routing_key)) for m in batch
+            _Item(
+                m,
+                self.processor.examine(m.body, amqp_user=m.publisher(hub_user), lane=m.routing_key),
+                resume=resume or m.redelivered or m.attempt > 0,
+            )
+            for m in batch
         ]
         try:
             await self._record(items)
@@ -168,7 +176,7 @@ class Worker:
             if len(batch) > 1:
                 log.warning("batch of %d failed (%s); handling its messages one by one", len(batch), type(exc).__name__)
                 for m in batch:
-                    await self.handle([m])
+                    await self.handle([m], resume=True)
                 return
             log.exception("message failed (%s); deferring it", type(exc).__name__)
             await self._retry(batch, HubError(f"internal error ({type(exc).__name__})", code="INTERNAL"))
@@ -223,10 +231,15 @@ class Worker:
                             out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
                             receipts.append(ReceiptRecord(r.receipt_id, r.envelope.message_id, "hub.receipt", sender))
                         continue
-                    pending = set(o.to_deliver)
+                    # Finish what is missing only for a copy the hub itself held before — redelivered by RabbitMQ
+                    # after a worker died, or put back by a retry. A fresh second copy from the sender may meet the
+                    # first one still in flight in another worker (recorded, not yet published): that worker
+                    # finishes its own work, and this copy is only answered "duplicate" — delivered once.
+                    resume = it.resume
+                    pending = set(o.to_deliver) if resume else set()
                     r.deliveries = [d for d in r.deliveries if d.system in pending]
                     r.blocked = []  # the sender was told about blocked recipients the first time
-                    if not r.deliveries and not o.needs_receipt:
+                    if not r.deliveries and not (o.needs_receipt and resume):
                         # Fully handled before: delivered once; tell the sender it was a duplicate.
                         r.receipt_id, r.receipt_bytes = p.receipt(r, "duplicate")
                         out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
@@ -238,7 +251,7 @@ class Worker:
                     out.append(self._delivery(r, d))
                 if r.deliveries:
                     delivered.append(r.envelope.message_id)
-                if not o.duplicate or o.needs_receipt:
+                if not o.duplicate or o.needs_receipt:  # (a duplicate gets here only when resuming)
                     out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
                     receipts.append(ReceiptRecord(r.receipt_id, r.envelope.message_id, "hub.receipt", sender))
                 if r.error_bytes:

@@ -144,15 +144,19 @@ class Hub:
         self.signers[system].sign(root)
         return to_bytes(root)
 
-    async def publish(self, payloads: Iterable[tuple[Envelope | None, bytes]], *, lane: str = "normal") -> None:
+    async def publish(self, payloads: Iterable[tuple[Envelope | None, bytes]], *, lane: str | None = None) -> None:
+        """Publish to the inbound exchange, on the lane the sender's client would choose unless ``lane`` is given."""
+        import dataclasses
+
         from hub.transport import Outgoing
 
         items = []
         for env, body in payloads:
             if env is not None:
-                items.append(outgoing(self.transport, env, body, as_system=False))
+                item = outgoing(self.transport, env, body, as_system=False)
+                items.append(item if lane is None else dataclasses.replace(item, routing_key=lane))
             else:
-                items.append(Outgoing(self.transport.names.inbound_exchange, lane, body, {}, 0, "raw"))
+                items.append(Outgoing(self.transport.names.inbound_exchange, lane or "normal", body, {}, 0, "raw"))
         await self.transport.publish_many(items)
 
     async def send(self, system: str, root: etree._Element) -> Envelope:

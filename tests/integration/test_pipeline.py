@@ -325,3 +325,37 @@ async def test_a_delivery_replayed_into_the_hub_is_refused(hub: Hub) -> None:
         pytest.fail("the replayed delivery was not refused")
     assert await hub.drain("county-220183-oa", timeout=1) == []  # not delivered a second time
     assert env.message_id
+
+
+async def test_a_second_copy_racing_the_first_is_delivered_once(hub: Hub) -> None:
+    """Two copies of one message in flight at once (here the first is held between record and publish while the
+    second arrives on the other lane's consumer): the second is answered "duplicate" and delivers nothing; the
+    first finishes its own work. Delivered exactly once."""
+    from hub.envelope import Envelope
+
+    data = hub.sign("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    env = Envelope.from_tree(parse(data))
+    transport = hub.worker.transport
+    original = transport.publish_many
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_publish(items):  # type: ignore[no-untyped-def]
+        if any(i.message_id == env.message_id for i in items) and not held.is_set():
+            held.set()
+            await release.wait()
+        return await original(items)
+
+    transport.publish_many = slow_publish
+    try:
+        await hub.publish([(env, data)])  # normal lane
+        await asyncio.wait_for(held.wait(), 10)
+        await hub.publish([(env, data)], lane="emergency")
+        second = await hub.reply("county-220122-oa", env.message_id)
+        assert (second.kind, second.outcome) == ("receipt", "duplicate")
+        release.set()
+        got = await hub.drain("county-220183-oa", expect=2, timeout=3)
+    finally:
+        transport.publish_many = original
+        release.set()
+    assert [e.message_id for _, e in got] == [env.message_id]
