@@ -197,7 +197,9 @@ class Bench:
         async with connection(s.pg_dsn) as conn:
             n_msg = await conn.fetchval("SELECT count(*) FROM messages WHERE state = 'accepted'")
             n_del = await conn.fetchval("SELECT count(*) FROM deliveries WHERE state = 'delivered'")
-            n_ev = await conn.fetchval("SELECT count(*) FROM evidence")
+            n_ev = await conn.fetchval(
+                "SELECT (SELECT count(*) FROM evidence) + (SELECT count(*) FROM evidence_pending)"
+            )
         dupes = self.sink.delivered.duplicates + self.sink.raw.duplicates + self.sink.receipts.duplicates
         line = (
             f"完整性 integrity: PostgreSQL {n_msg} messages accepted, {n_del} deliveries delivered, {n_ev} evidence "
