@@ -127,16 +127,8 @@ class Installation:
             await t.close()
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        assert s is not None
-        env = dict(os.environ)
-        env.update(
-            HUB_PG_DSN=s.pg_dsn,
-            HUB_NAMESPACE=s.namespace,
-            HUB_STATE_DIR=str(s.state_dir),
-            HUB_CA_PASSPHRASE=s.ca_passphrase,
-        )
-        return env
+        assert self.settings is not None
+        return self.settings.to_env()
 
     def start_hub(self, workers: int) -> list[str]:
         """``hub run --workers N`` as an operator starts it; its log goes to a file in the temp dir."""

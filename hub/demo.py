@@ -102,17 +102,7 @@ class Demo:
 
     def env(self) -> dict[str, str]:
         """The environment of every hub command of this installation (the hub itself, release, evidence)."""
-        s = self.settings
-        env = dict(os.environ)
-        env.update(
-            HUB_PG_DSN=s.pg_dsn,
-            HUB_NAMESPACE=s.namespace,
-            HUB_STATE_DIR=str(s.state_dir),
-            HUB_AMQP_URL=s.amqp_url,
-            HUB_AMQP_MANAGEMENT_URL=s.amqp_management_url,
-            HUB_CA_PASSPHRASE=s.ca_passphrase,
-        )
-        return env
+        return self.settings.to_env()
 
     def export_line(self) -> str:
         s = self.settings

@@ -70,3 +70,11 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    def to_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default: this process's environment) plus every setting as its ``HUB_*`` variable: what a
+        ``hub`` subprocess (``hub run``, ``hub quarantine release``, …) needs to act on this same installation."""
+        env = dict(os.environ if base is None else base)
+        for f in fields(self):
+            env["HUB_" + f.name.upper()] = str(getattr(self, f.name))
+        return env

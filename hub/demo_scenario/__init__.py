@@ -518,7 +518,10 @@ class Scenario:
         self._check_deliveries(o, got, sender)
         for system, items in got.items():
             if items:
-                o.expect(items[0].incoming.priority == 5, f"{system}: 加急 should arrive with priority 5")
+                o.expect(
+                    items[0].incoming.priority == 6,
+                    f"{system}: 加急 should arrive with priority 6 (routes/documents.routes.xml)",
+                )
         states = await self.delivery_states(env.message_id)
         o.expect(states == dict.fromkeys(targets, "delivered"), _diff("PostgreSQL records", states, targets))
         o.lines.append(

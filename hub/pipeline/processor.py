@@ -29,7 +29,6 @@ from datetime import datetime, timedelta, timezone
 from lxml import etree
 
 from hub.envelope import Envelope, Party, Recipient, build, parse, service_namespace, to_bytes
-from hub.envelope.model import CLASSIFICATIONS
 from hub.errors import (
     CertificateUntrusted,
     ClassificationBlocked,
@@ -49,9 +48,6 @@ ERROR_SERVICE = "hub.error"
 CN_TZ = timezone(timedelta(hours=8))
 _RECEIPT_NS = service_namespace(RECEIPT_SERVICE, 1)
 _ERROR_NS = service_namespace(ERROR_SERVICE, 1)
-
-#: RabbitMQ priority per urgency (system queues are declared with x-max-priority).
-PRIORITY = {"特急": 9, "加急": 5, "平件": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +80,8 @@ class Accepted:
     policy: object | None
     received_at: datetime
     lane: str
+    #: RabbitMQ priority of its deliveries, from the route's urgency rule (routes/*.xml).
+    priority: int = 0
     #: Filled by finish(): the hub-signed delivery bytes and the hub.receipt bytes.
     delivery_bytes: bytes = b""
     receipt_bytes: bytes = b""
@@ -94,10 +92,6 @@ class Accepted:
     @property
     def quarantined(self) -> bool:
         return bool(self.markings)
-
-    @property
-    def priority(self) -> int:
-        return PRIORITY.get(self.envelope.urgency, 0)
 
 
 @dataclass(slots=True)
@@ -228,6 +222,7 @@ class Processor:
             policy=getattr(decision, "policy", None),
             received_at=received_at,
             lane=lane,
+            priority=getattr(decision, "priority", 0),
         )
 
     def _party_of_system(self, system_id: str | None) -> Party | None:
@@ -399,7 +394,3 @@ def _blocked_pairs(blocked: Iterable) -> Sequence[tuple[object, HubError]]:  # t
             err = ClassificationBlocked(str(getattr(item, "reason", err)), code="GATE_CLASSIFICATION")
         pairs.append((target, err))
     return pairs
-
-
-def level_label(level: int) -> str:
-    return CLASSIFICATIONS[level]

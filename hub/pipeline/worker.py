@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.errors import DeliveryError, HubError
+from hub.pipeline import outgoing
 from hub.pipeline.processor import Accepted, Processor, Rejected
 from hub.settings import Settings
 from hub.store.records import MessageRecord, ReceiptRecord, RecordOutcome, Rejection
@@ -280,23 +281,15 @@ class Worker:
     # ------------------------------------------------------------------ outgoing messages
 
     def _delivery(self, acc: Accepted, d: Any) -> Outgoing:
-        from hub.routing import egress_allowed
-
-        env = acc.envelope
-        zone, ceiling = d.zone, d.ceiling
-
-        def egress(body: bytes) -> None:
-            egress_allowed(zone, ceiling, body)
-
-        return Outgoing(
-            exchange=self.names.deliver_exchange,
-            routing_key=d.system,
-            body=acc.delivery_bytes,
-            headers={"x-hub-kind": "delivery", "x-hub-service": env.service_id, "x-hub-role": d.role},
+        return outgoing.delivery(
+            self.names,
+            acc.envelope,
+            acc.delivery_bytes,
+            system=d.system,
+            role=d.role,
+            zone=d.zone,
+            ceiling=d.ceiling,
             priority=acc.priority,
-            message_id=env.message_id,
-            egress=egress,
-            correlation_id=env.conversation_id,
         )
 
     def _reply(
@@ -308,19 +301,8 @@ class Worker:
         kind: str,
         claimed_id: str | None = None,
     ) -> Outgoing:
-        """An answer to ``system``. Its correlation id is the signed message id; for a message whose signature
-        could not be trusted, the AMQP message-id property its publisher set (only so that the publisher can match
-        the answer: the hub routes nothing by it — the answer goes to the broker-authenticated publisher)."""
-        env = about.envelope
-        ref = env.message_id if env is not None else (claimed_id or "")
-        return Outgoing(
-            exchange=self.names.deliver_exchange,
-            routing_key=system,
-            body=body,
-            headers={"x-hub-kind": kind, "x-hub-ref": ref, "x-hub-ref-verified": env is not None},
-            priority=about.priority if isinstance(about, Accepted) else 0,
-            message_id=message_id,
-            correlation_id=ref or None,
+        return outgoing.reply(
+            self.names, system, message_id, body, kind=kind, about=about.envelope, claimed_id=claimed_id
         )
 
     def _dead_letter(self, msg: Incoming, error: HubError) -> Outgoing:
@@ -373,16 +355,9 @@ class Worker:
             decisions.info("rejected", extra=extra)
 
 
-def _message_record(acc: Accepted) -> MessageRecord:
-    from hub.store.records import DeliveryRecord
-
-    env = acc.envelope
-    deliveries = [DeliveryRecord(d.agency, d.system, d.role) for d in acc.deliveries]  # type: ignore[arg-type]
-    deliveries += [
-        DeliveryRecord(d.agency, d.system, d.role, "blocked", err.code)  # type: ignore[arg-type]
-        for d, err in acc.blocked
-    ]
-    return MessageRecord(
+def _envelope_fields(env: Any) -> dict[str, Any]:
+    """The columns of a messages row that come from the (signed) envelope."""
+    return dict(
         message_id=env.message_id,
         conversation_id=env.conversation_id,
         sender_agency=env.sender.agency,
@@ -394,11 +369,24 @@ def _message_record(acc: Accepted) -> MessageRecord:
         urgency=env.urgency,
         created=env.created,
         expires=env.expires,
+        ref_to=env.ref_to,
+        business_ref=env.business_ref,
+    )
+
+
+def _message_record(acc: Accepted) -> MessageRecord:
+    from hub.store.records import DeliveryRecord
+
+    deliveries = [DeliveryRecord(d.agency, d.system, d.role) for d in acc.deliveries]  # type: ignore[arg-type]
+    deliveries += [
+        DeliveryRecord(d.agency, d.system, d.role, "blocked", err.code)  # type: ignore[arg-type]
+        for d, err in acc.blocked
+    ]
+    return MessageRecord(
+        **_envelope_fields(acc.envelope),
         raw=acc.data,
         deliveries=tuple(deliveries),
         digest=acc.received_digest,
-        ref_to=env.ref_to,
-        business_ref=env.business_ref,
         signer_serial=acc.signer_serial,
         signer_fingerprint=acc.signer_fingerprint,
         state="quarantined" if acc.quarantined else "accepted",
@@ -409,24 +397,11 @@ def _message_record(acc: Accepted) -> MessageRecord:
 
 
 def _rejected_record(rej: Rejected) -> MessageRecord:
-    env = rej.envelope
-    assert env is not None
+    assert rej.envelope is not None
     return MessageRecord(
-        message_id=env.message_id,
-        conversation_id=env.conversation_id,
-        sender_agency=env.sender.agency,
-        sender_system=env.sender.system,
-        service=env.service,
-        version=env.version,
-        classification=env.level,
-        classification_label=env.classification,
-        urgency=env.urgency,
-        created=env.created,
-        expires=env.expires,
+        **_envelope_fields(rej.envelope),
         raw=rej.data,
         digest=rej.digest,
-        ref_to=env.ref_to,
-        business_ref=env.business_ref,
         signer_serial=rej.signer_serial,
         state="rejected",
         error_code=rej.error.code,

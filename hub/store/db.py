@@ -134,6 +134,16 @@ async def translated(doing: str) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def acquired(executor: asyncpg.Connection | asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from ``executor``: the connection itself, or one acquired from the pool for the block."""
+    if isinstance(executor, asyncpg.Pool):
+        async with executor.acquire() as conn:
+            yield conn
+    else:
+        yield executor
+
+
+@asynccontextmanager
 async def transaction(executor: asyncpg.Connection | asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A transaction on ``executor``: a connection (nested in the caller's transaction as a savepoint if one is
     open) or a pool (a connection is acquired for the duration)."""

@@ -31,13 +31,12 @@ import base64
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from hub.store.db import translated
+from hub.store.db import acquired, translated
 from hub.store.records import EvidenceEntry, Problem
 
 __all__ = [
@@ -386,7 +385,7 @@ async def chain_pending(executor: Any, *, limit: int = 20_000, wait: bool = Fals
     left; returns how many were chained. When another process is chaining, returns 0 at once (``wait=False``) or
     waits for it and then chains what is left (``wait=True``)."""
     total = 0
-    async with translated("chaining evidence"), _connection(executor) as conn:
+    async with translated("chaining evidence"), acquired(executor) as conn:
         while True:
             async with conn.transaction():
                 lock = "FOR UPDATE" if wait else "FOR UPDATE SKIP LOCKED"
@@ -399,19 +398,10 @@ async def chain_pending(executor: Any, *, limit: int = 20_000, wait: bool = Fals
                 return total
 
 
-@asynccontextmanager
-async def _connection(executor: Any) -> AsyncIterator[Any]:
-    if hasattr(executor, "acquire"):
-        async with executor.acquire() as conn:
-            yield conn
-    else:
-        yield executor
-
-
 async def head(executor: Any) -> tuple[int, bytes]:
     """The ``(seq, hash)`` of the chain once everything staged is chained (0 and 32 zero bytes when empty)."""
     await chain_pending(executor, wait=True)
-    async with translated("reading the evidence head"), _connection(executor) as conn:
+    async with translated("reading the evidence head"), acquired(executor) as conn:
         row = await conn.fetchrow("SELECT seq, hash FROM evidence_head WHERE id")
     return int(row["seq"]), bytes(row["hash"])
 
@@ -420,7 +410,7 @@ async def checkpoint(executor: Any, sign: Sign, signer_fingerprint: str) -> int 
     """Seal the chain: chain what is staged, then append a ``checkpoint`` record signing the current head. Returns
     its seq; when the chain is empty or already ends with a checkpoint, appends nothing and returns the existing
     head's seq (or None)."""
-    async with translated("writing an evidence checkpoint"), _connection(executor) as conn, conn.transaction():
+    async with translated("writing an evidence checkpoint"), acquired(executor) as conn, conn.transaction():
         head_row = await conn.fetchrow("SELECT seq, hash FROM evidence_head WHERE id FOR UPDATE")
         while True:
             n, head_row = await _chain_pending_locked(conn, head_row, 20_000)
@@ -451,7 +441,7 @@ async def verify_chain(
     checked for what they seal but not for who signed them."""
     verifier = ChainVerifier(verify_signature)
     await chain_pending(executor, wait=True)
-    async with translated("verifying the evidence chain"), _connection(executor) as conn:
+    async with translated("verifying the evidence chain"), acquired(executor) as conn:
         # A snapshot of its own, unless the caller already holds a transaction (then a savepoint inside it).
         tx = (
             conn.transaction()

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from hub.errors import HubError
-from hub.store.db import transaction, translated
+from hub.store.db import acquired, transaction, translated
 from hub.store.evidence import append, canonical_detail, format_at
 from hub.store.records import (
     DELIVERY_RANK,
@@ -352,7 +351,7 @@ async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Se
             detail["to"] = r.recipient_system
         details.append(canonical_detail(detail))
     message_ids = [_uuid_or_none(r.message_id) for r in receipts]
-    async with translated("recording deliveries"), _acquired(executor) as conn:
+    async with translated("recording deliveries"), acquired(executor) as conn:
         await conn.execute(
             _RECORD_SENT,
             ids,
@@ -368,15 +367,6 @@ async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Se
             message_ids,
             details,
         )
-
-
-@asynccontextmanager
-async def _acquired(executor: Any) -> AsyncIterator[Any]:
-    if hasattr(executor, "acquire"):
-        async with executor.acquire() as conn:
-            yield conn
-    else:
-        yield executor
 
 
 async def mark_delivered(executor: Any, message_ids: Iterable[str]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import os
 import subprocess
 import sys
 import time
@@ -198,15 +197,7 @@ class Hub:
     # -- hub run as processes ------------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        env = dict(os.environ)
-        env.update(
-            HUB_PG_DSN=s.pg_dsn,
-            HUB_NAMESPACE=s.namespace,
-            HUB_STATE_DIR=str(s.state_dir),
-            HUB_CA_PASSPHRASE=s.ca_passphrase,
-        )
-        return env
+        return self.settings.to_env()
 
     def run_hub(self, workers: int = 2) -> subprocess.Popen[bytes]:
         """``hub run`` as an operator starts it; its JSON log lines go to <state_dir>/hub.log."""

@@ -43,6 +43,7 @@ async def test_group_fan_out_is_hub_signed_receipted_and_recorded(hub: Hub, tmp_
         assert [e.message_id for _, e in got] == [env.message_id]
         incoming, delivered = got[0]
         assert delivered.sender.system == "county-220122-oa"
+        assert incoming.priority == 2  # the route's priority for 平件 (routes/documents.routes.xml), not a constant
         # hub-signed, and verifiable by the reference C implementation trusting only the hub root
         f = tmp_path / f"{system}.xml"
         f.write_bytes(incoming.body)

@@ -1,0 +1,64 @@
+"""The two kinds of message the hub publishes to a system's queue, made in one place for the worker and for an
+operator's release of a quarantined message."""
+
+from __future__ import annotations
+
+from hub.envelope import Envelope
+from hub.routing import egress_allowed
+from hub.transport import Names, Outgoing, priority_for
+
+
+def delivery(
+    names: Names,
+    env: Envelope,
+    body: bytes,
+    *,
+    system: str,
+    role: str,
+    zone: str,
+    ceiling: int,
+    priority: int | None = None,
+) -> Outgoing:
+    """A hub-signed delivery to ``system``, at the route's ``priority`` for its urgency (default: the transport's
+    standard mapping). The classification gate's independent egress check runs on ``body`` at the moment of
+    publishing (it re-reads the level from the bytes themselves)."""
+
+    def egress(data: bytes) -> None:
+        egress_allowed(zone, ceiling, data)
+
+    return Outgoing(
+        exchange=names.deliver_exchange,
+        routing_key=system,
+        body=body,
+        headers={"x-hub-kind": "delivery", "x-hub-service": env.service_id, "x-hub-role": role},
+        priority=priority_for(env.urgency) if priority is None else min(max(priority, 0), 9),
+        message_id=env.message_id,
+        egress=egress,
+        correlation_id=env.conversation_id,
+    )
+
+
+def reply(
+    names: Names,
+    system: str,
+    message_id: str,
+    body: bytes,
+    *,
+    kind: str,
+    about: Envelope | None,
+    claimed_id: str | None = None,
+) -> Outgoing:
+    """A hub.receipt or hub.error to ``system``. Its correlation id is the signed message id it answers; for a
+    message whose signature could not be trusted, the AMQP message-id property its publisher set (only so that the
+    publisher can match the answer: the hub routes nothing by it — the answer goes to the broker-authenticated
+    publisher)."""
+    ref = about.message_id if about is not None else (claimed_id or "")
+    return Outgoing(
+        exchange=names.deliver_exchange,
+        routing_key=system,
+        body=body,
+        headers={"x-hub-kind": kind, "x-hub-ref": ref, "x-hub-ref-verified": about is not None},
+        priority=priority_for(about.urgency) if about is not None else 0,
+        message_id=message_id,
+        correlation_id=ref or None,
+    )
