@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -116,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        try:
+            sys.stdout = open(os.devnull, "w")  # silence the flush at exit
+        except OSError:
+            pass
+        return 0
     except Exception as exc:  # the operator never sees a traceback
         print(f"hub: INTERNAL: {title_of('INTERNAL')} — {type(exc).__name__}: {str(exc)[:200]}", file=sys.stderr)
         return 2
