@@ -360,3 +360,36 @@ async def test_a_second_copy_racing_the_first_is_delivered_once(hub: Hub) -> Non
         transport.publish_many = original
         release.set()
     assert [e.message_id for _, e in got] == [env.message_id]
+
+
+async def test_a_database_outage_defers_the_batch_to_the_retry_queue_and_nothing_is_lost(hub: Hub) -> None:
+    """Transient failures (PostgreSQL unavailable) put the batch on the back-off queues; it comes back after the
+    first delay (1 s) and is delivered then — with x-hub-attempt telling it is a retry."""
+    import hub.store.messages as messages
+    from hub.envelope import Envelope
+    from hub.errors import StoreUnavailable
+
+    data = hub.sign("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    env = Envelope.from_tree(parse(data))
+    original = messages.record_batch
+    failures: list[str] = []
+
+    async def down(executor, records, rejections=()):  # type: ignore[no-untyped-def]
+        if any(r.message_id == env.message_id for r in records) and not failures:
+            failures.append(env.message_id)
+            raise StoreUnavailable("PostgreSQL is unavailable while recording a batch (injected)")
+        return await original(executor, records, rejections)
+
+    messages.record_batch = down  # the worker imports it at call time
+    try:
+        started = asyncio.get_running_loop().time()
+        await hub.publish([(env, data)])
+        reply = await hub.reply("county-220122-oa", env.message_id, timeout=20)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        messages.record_batch = original
+    assert failures == [env.message_id]
+    assert (reply.kind, reply.outcome) == ("receipt", "accepted")
+    got = await hub.drain("county-220183-oa", expect=1)
+    assert [e.message_id for _, e in got] == [env.message_id]
+    assert waited >= 0.9  # it sat out the first back-off delay (1 s) in the retry queue, not a hot requeue
