@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
@@ -38,6 +39,12 @@ from hub.errors import (
     title_of,
 )
 from hub.pipeline.replies import canonical_receipt, signed_document
+
+if TYPE_CHECKING:
+    from hub.directory import Directory
+    from hub.routing import GateResult, Marking, Router, Target
+    from hub.trust import Signer, Verifier
+    from hub.validation import SchemaRegistry
 
 __all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processor", "Rejected"]
 
@@ -76,7 +83,7 @@ class Accepted:
     signer_fingerprint: str
     deliveries: list[Delivery]
     blocked: list[tuple[Delivery, HubError]]
-    markings: list[str]
+    markings: list[Marking]
     policy: object | None
     received_at: datetime
     lane: str
@@ -125,12 +132,12 @@ class Processor:
     def __init__(
         self,
         *,
-        registry,  # hub.validation.SchemaRegistry
-        verifier,  # hub.trust.Verifier
-        signer,  # hub.trust.Signer (the hub's own identity)
-        directory,  # hub.directory.Directory
-        router,  # hub.routing.Router
-        gate: Callable,  # hub.routing.gate.gate
+        registry: SchemaRegistry,
+        verifier: Verifier,
+        signer: Signer,  # the hub's own identity
+        directory: Directory,
+        router: Router,
+        gate: Callable[..., GateResult],
         hub_ceiling: int,
         max_bytes: int,
         clock_skew: timedelta = timedelta(minutes=5),
@@ -194,7 +201,7 @@ class Processor:
             err = HubError(f"the hub could not process the message ({type(exc).__name__})", code="INTERNAL")
             return Rejected(err, data, digest, received_at, envelope=envelope, reply_to=fallback)
         deliveries = [self._delivery(t) for t in result.allowed]
-        blocked = [(self._delivery(t), err) for t, err in _blocked_pairs(result.blocked)]
+        blocked: list[tuple[Delivery, HubError]] = [(self._delivery(b.target), b.error) for b in result.blocked]
         if not deliveries and not result.markings:
             # Nothing may be delivered anywhere: the whole message is refused.
             first = blocked[0][1] if blocked else NoRoute("the message has no deliverable recipient")
@@ -258,7 +265,7 @@ class Processor:
             raise MessageRejected("the message expires before it was created", code="MSG_EXPIRED")
 
     @staticmethod
-    def _delivery(target) -> Delivery:  # type: ignore[no-untyped-def]
+    def _delivery(target: Target) -> Delivery:
         return Delivery(target.system, target.agency, target.role, target.zone, target.ceiling)
 
     # ------------------------------------------------------------------ steps 7–8 (XML work)
@@ -381,16 +388,3 @@ def _copy(root: etree._Element) -> etree._Element:
     import copy
 
     return copy.deepcopy(root)
-
-
-def _blocked_pairs(blocked: Iterable) -> Sequence[tuple[object, HubError]]:  # type: ignore[type-arg]
-    pairs = []
-    for item in blocked:
-        if isinstance(item, tuple):
-            target, err = item[0], item[1]
-        else:
-            target, err = item.target, getattr(item, "error", None)
-        if not isinstance(err, HubError):
-            err = ClassificationBlocked(str(getattr(item, "reason", err)), code="GATE_CLASSIFICATION")
-        pairs.append((target, err))
-    return pairs

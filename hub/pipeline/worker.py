@@ -390,7 +390,7 @@ def _message_record(acc: Accepted) -> MessageRecord:
         signer_serial=acc.signer_serial,
         signer_fingerprint=acc.signer_fingerprint,
         state="quarantined" if acc.quarantined else "accepted",
-        markings=tuple(getattr(m, "text", str(m)) for m in acc.markings),
+        markings=tuple(m.text for m in acc.markings),
         received_at=acc.received_at,
         detail={"lane": acc.lane, "signed_digest": acc.digest},
     )
