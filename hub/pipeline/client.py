@@ -66,9 +66,7 @@ def sign_envelope(signer: Any, data: bytes, *, max_bytes: int) -> tuple[Envelope
     root = parse(data, max_bytes=max_bytes)
     if root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is None:
         signer.sign(root)
-    from hub.envelope.model import Envelope as _E
-
-    return _E.from_tree(root), to_bytes(root)
+    return Envelope.from_tree(root), to_bytes(root)
 
 
 async def connect_as(settings: Settings, system: str | None) -> Any:
