@@ -35,12 +35,13 @@ async def _send(args: argparse.Namespace, settings: Settings) -> int:
     from hub.validation import SchemaRegistry
 
     signer = load_signer(settings, args.system)
+    registry = SchemaRegistry(settings.schemas_dir)
     prepared = []
     failed = False
     for name in args.files:
         try:
             data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
-            env, body = sign_envelope(signer, data, max_bytes=settings.max_message_bytes)
+            env, body = sign_envelope(signer, data, max_bytes=settings.max_message_bytes, registry=registry)
         except OSError as exc:
             print(f"{name}: IO_READ: {exc.strerror}")
             failed = True
@@ -61,9 +62,7 @@ async def _send(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{name}: {env.message_id} 已发送 sent")
             return 1 if failed else 0
         store = TrustStore.load(settings.state_dir / "pki")
-        inbox = Inbox(
-            settings, transport, args.system, verifier=Verifier(store), registry=SchemaRegistry(settings.schemas_dir)
-        )
+        inbox = Inbox(settings, transport, args.system, verifier=Verifier(store), registry=registry)
         replies = await inbox.replies_for([env.message_id for _, env, _ in prepared], timeout=args.wait)
     finally:
         await transport.close()

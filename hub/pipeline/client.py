@@ -61,9 +61,12 @@ def load_signer(settings: Settings, system: str) -> Any:
     return Signer.load(key_path, cert_path)
 
 
-def sign_envelope(signer: Any, data: bytes, *, max_bytes: int) -> tuple[Envelope, bytes]:
-    """Parse an unsigned envelope file safely, sign it, and return its model and the bytes to send."""
+def sign_envelope(signer: Any, data: bytes, *, max_bytes: int, registry: Any = None) -> tuple[Envelope, bytes]:
+    """Parse an unsigned envelope file safely, validate it (when given the schema ``registry``: a sender learns of
+    a mistake before anything leaves), sign it, and return its model and the bytes to send."""
     root = parse(data, max_bytes=max_bytes)
+    if registry is not None:
+        registry.validate(root)
     if root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is None:
         signer.sign(root)
     return Envelope.from_tree(root), to_bytes(root)

@@ -301,6 +301,13 @@ async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path
     assert saved.exists()
     checked = await asyncio.to_thread(hub.hub_cli, "verify", str(saved))
     assert checked.returncode == 0 and "hub" in checked.stdout, checked.stdout + checked.stderr
+    # an invalid envelope is refused before anything leaves, with the schema's line and code
+    broken = tmp_path / "broken.xml"
+    broken.write_bytes(
+        f.read_bytes().replace(b"<env:Urgency>", b"<env:Urgent>").replace(b"</env:Urgency>", b"</env:Urgent>")
+    )
+    refused = await asyncio.to_thread(hub.hub_cli, "send", "--system", "county-220122-oa", str(broken))
+    assert refused.returncode == 1 and "SCHEMA_ELEMENT" in refused.stdout, refused.stdout + refused.stderr
     # an unreadable file is a clear one-line problem, not a traceback
     bad = await asyncio.to_thread(hub.hub_cli, "send", "--system", "county-220122-oa", str(tmp_path / "missing.xml"))
     assert bad.returncode == 1 and "IO_READ" in bad.stdout and "Traceback" not in bad.stderr
