@@ -43,20 +43,10 @@ class CertificateRecord:
     renews: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CertificateRow:
-    serial: str
-    fingerprint: str
-    kind: str
-    issuer_serial: str | None
-    agency: str | None
-    system: str | None
-    subject: str
-    key_algorithm: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-    der: bytes
-    renews: str | None
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateRow(CertificateRecord):
+    """A stored certificate: what was recorded, plus when it was issued and whether it was revoked."""
+
     issued_at: dt.datetime
     revoked_at: dt.datetime | None
     revocation_reason: str | None
