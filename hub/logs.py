@@ -3,8 +3,10 @@ conversation id, service and sender → recipients; never payloads, keys or pers
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +30,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def setup(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Standard error with the decision lines of a batch written in one go: a pipeline worker logs one decision
+    line per message (logger ``hub.decision``) and calls ``flush()`` once per batch, instead of one write system
+    call per line. Every other line is written at once."""
+
+    def __init__(self) -> None:
+        raw = io.FileIO(os.dup(sys.stderr.fileno()), "wb")
+        super().__init__(io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8", write_through=False))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+            if record.name != "hub.decision":
+                self.stream.flush()
+        except Exception:  # logging must never take the worker down
+            self.handleError(record)
+
+
+def flush() -> None:
+    """Flush the root logger's handlers (a worker calls this after each batch)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+def setup(level: str = "INFO", *, batched: bool = False) -> None:
+    handler: logging.Handler = BatchedHandler() if batched else logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -17,6 +17,7 @@ Transient database failures become ``StoreUnavailable``; an unknown or already-d
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -59,6 +60,9 @@ REJECTED_RAW_CAP: Final[int] = 64 * 1024
 #: Untrusted claims (ids, sender names read from refused bytes) are cut to this length.
 _CLAIM_CAP: Final[int] = 200
 
+#: Quarantine markings travel as one JSON array per message (unnest cannot carry an array of arrays).
+_FIELDS_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 _EVIDENCE_KIND = {"accepted": "received", "quarantined": "quarantined", "rejected": "rejected"}
 _STATE_COLUMN: Final[dict[str, str]] = {
     "delivered": "delivered_at",
@@ -96,27 +100,43 @@ def _digest(raw: bytes, given: str) -> bytes:
 
 # -- recording -------------------------------------------------------------------------------------------------------
 
-_INSERT_MESSAGES = """
-INSERT INTO messages (message_id, conversation_id, ref_to, sender_agency, sender_system, service, version,
-                      classification, classification_label, urgency, created, expires, received_at, raw,
-                      raw_sha256, signer_serial, signer_fingerprint, state, error_code, error_reason, business_ref)
-SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
-                     $8::smallint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
-                     $13::timestamptz[], $14::bytea[], $15::bytea[], $16::text[], $17::text[], $18::text[],
-                     $19::text[], $20::text[], $21::text[])
-ON CONFLICT (message_id) DO NOTHING
-RETURNING message_id
+_RECORD_BATCH = """
+WITH ins AS (
+    INSERT INTO messages (message_id, conversation_id, ref_to, sender_agency, sender_system, service, version,
+                          classification, classification_label, urgency, created, expires, received_at, raw,
+                          raw_sha256, signer_serial, signer_fingerprint, state, error_code, error_reason, business_ref)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
+                         $8::smallint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
+                         $13::timestamptz[], $14::bytea[], $15::bytea[], $16::text[], $17::text[], $18::text[],
+                         $19::text[], $20::text[], $21::text[])
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
+), dlv AS (
+    INSERT INTO deliveries (message_id, recipient_system, recipient_agency, role, state, error_code, recorded_at,
+                            blocked_at)
+    SELECT u.m, u.s, u.a, u.r, u.st, u.e, $22, CASE WHEN u.st = 'blocked' THEN $22::timestamptz END
+    FROM unnest($23::uuid[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[]) AS u(m, s, a, r, st, e)
+    WHERE u.m IN (SELECT message_id FROM ins)
+), held AS (
+    INSERT INTO quarantine (message_id, markings, created_at)
+    SELECT q.m, ARRAY(SELECT json_array_elements_text(q.k::json)), $22
+    FROM unnest($29::uuid[], $30::text[]) AS q(m, k)
+    WHERE q.m IN (SELECT message_id FROM ins)
+), refused AS (
+    INSERT INTO intake_rejections (received_at, claimed_message_id, claimed_sender, service, amqp_user, raw, raw_size,
+                                   raw_sha256, error_code, error_reason)
+    SELECT * FROM unnest($31::timestamptz[], $32::text[], $33::text[], $34::text[], $35::text[], $36::bytea[],
+                         $37::int[], $38::bytea[], $39::text[], $40::text[])
+), staged AS (
+    -- evidence of the new messages (and of every refusal, which has no message id), in the order given
+    INSERT INTO evidence_pending (at, kind, message_id, actor, detail)
+    SELECT $41, e.k, e.m, e.a, e.d
+    FROM unnest($42::text[], $43::uuid[], $44::text[], $45::text[]) WITH ORDINALITY AS e(k, m, a, d, n)
+    WHERE e.m IS NULL OR e.m IN (SELECT message_id FROM ins)
+    ORDER BY e.n
+)
+SELECT message_id FROM ins
 """
-
-_INSERT_DELIVERIES = """
-INSERT INTO deliveries (message_id, recipient_system, recipient_agency, role, state, error_code, recorded_at,
-                        blocked_at)
-SELECT u.m, u.s, u.a, u.r, u.st, u.e, $7, CASE WHEN u.st = 'blocked' THEN $7::timestamptz END
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(m, s, a, r, st, e)
-ON CONFLICT (message_id, recipient_system) DO NOTHING
-"""
-
-_INSERT_QUARANTINE = "INSERT INTO quarantine (message_id, markings, created_at) VALUES ($1, $2, $3)"
 
 _EXISTING = """
 SELECT m.message_id, m.state,
@@ -162,77 +182,106 @@ def _message_evidence(rec: MessageRecord, u: uuid.UUID, digest: bytes) -> list[E
 async def record_batch(
     executor: Any, records: Sequence[MessageRecord], rejections: Sequence[Rejection] = ()
 ) -> list[RecordOutcome]:
-    """Record a batch in ONE transaction: new messages, their deliveries, quarantine entries, refused intake
-    (``rejections``, optional, so a pipeline batch is one transaction) and all their evidence. Returns one outcome
-    per record, in order (see ``RecordOutcome``)."""
+    """Record a batch in ONE statement (atomic on its own, one round trip): new messages, their deliveries,
+    quarantine entries, refused intake (``rejections``, optional) and all their evidence. Returns one outcome per
+    record, in order (see ``RecordOutcome``).
+
+    Everything that depends on a message being new (its deliveries, quarantine entry and evidence) is filtered in
+    SQL by the ids the ``INSERT … ON CONFLICT DO NOTHING`` returned, so a duplicate writes nothing. Only when there
+    are duplicates does a second statement read what the store already holds about them (a new snapshot, which
+    sees a copy another worker committed while this statement waited on its row)."""
     ids = [_uuid(rec.message_id) for rec in records]
     first: dict[uuid.UUID, int] = {}
     for i, u in enumerate(ids):
         first.setdefault(u, i)
     order = sorted(first, key=lambda u: u.bytes)  # primary-key order: no deadlocks between workers
     now = _now()
-    digests = {u: _digest(records[first[u]].raw, records[first[u]].digest) for u in order}
+    t = format_at(now)
+    recs = [records[first[u]] for u in order]
+    digests = [_digest(r.raw, r.digest) for r in recs]
 
-    async with translated("recording a batch"), transaction(executor) as conn:
-        inserted: set[uuid.UUID] = set()
-        if order:
-            recs = [records[first[u]] for u in order]
-            rows = await conn.fetch(
-                _INSERT_MESSAGES,
-                order,
-                [_uuid_or_none(r.conversation_id) for r in recs],
-                [_uuid_or_none(r.ref_to) for r in recs],
-                [r.sender_agency for r in recs],
-                [r.sender_system for r in recs],
-                [r.service for r in recs],
-                [r.version for r in recs],
-                [r.classification for r in recs],
-                [r.classification_label for r in recs],
-                [r.urgency for r in recs],
-                [r.created for r in recs],
-                [r.expires for r in recs],
-                [r.received_at or now for r in recs],
-                [r.raw for r in recs],
-                [digests[u] for u in order],
-                [None if r.signer_serial is None else str(r.signer_serial) for r in recs],
-                [r.signer_fingerprint for r in recs],
-                [r.state for r in recs],
-                [r.error_code for r in recs],
-                [r.error_reason for r in recs],
-                [r.business_ref for r in recs],
-            )
-            inserted = {row["message_id"] for row in rows}
+    dcols: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    held_ids: list[uuid.UUID] = []
+    held_markings: list[str] = []
+    ekind: list[str] = []
+    emid: list[uuid.UUID | None] = []
+    eactor: list[str] = []
+    edetail: list[str] = []
+    for u, rec, digest in zip(order, recs, digests, strict=True):
+        seen: set[str] = set()
+        for d in rec.deliveries:
+            if d.recipient_system in seen:
+                continue  # one delivery per recipient system: the first role listed wins
+            seen.add(d.recipient_system)
+            for col, value in zip(
+                dcols, (u, d.recipient_system, d.recipient_agency, d.role, d.state, d.error_code), strict=True
+            ):
+                col.append(value)
+        if rec.state == "quarantined":
+            held_ids.append(u)
+            held_markings.append(_FIELDS_JSON.encode(list(rec.markings)))
+        for e in _message_evidence(rec, u, digest):
+            ekind.append(e.kind)
+            emid.append(u)
+            eactor.append(e.actor)
+            edetail.append(canonical_detail({**e.detail, "t": t}))
+    rdigests = [_digest(r.raw, r.digest) for r in rejections]
+    for r, digest in zip(rejections, rdigests, strict=True):
+        e = _rejection_evidence(r, digest)
+        ekind.append(e.kind)
+        emid.append(None)
+        eactor.append(e.actor)
+        edetail.append(canonical_detail({**e.detail, "t": t}))
 
-        new = [u for u in order if u in inserted]
-        cols: tuple[list[Any], ...] = ([], [], [], [], [], [])
-        for u in new:
-            seen: set[str] = set()
-            for d in records[first[u]].deliveries:
-                if d.recipient_system in seen:
-                    continue  # one delivery per recipient system: the first role listed wins
-                seen.add(d.recipient_system)
-                for col, value in zip(
-                    cols, (u, d.recipient_system, d.recipient_agency, d.role, d.state, d.error_code), strict=True
-                ):
-                    col.append(value)
-        if cols[0]:
-            await conn.execute(_INSERT_DELIVERIES, *cols, now)
-        quarantined = [
-            (u, list(records[first[u]].markings), now) for u in new if records[first[u]].state == "quarantined"
-        ]
-        if quarantined:
-            await conn.executemany(_INSERT_QUARANTINE, quarantined)
-
+    async with translated("recording a batch"), acquired(executor) as conn:
+        rows = await conn.fetch(
+            _RECORD_BATCH,
+            order,
+            [_uuid_or_none(r.conversation_id) for r in recs],
+            [_uuid_or_none(r.ref_to) for r in recs],
+            [r.sender_agency for r in recs],
+            [r.sender_system for r in recs],
+            [r.service for r in recs],
+            [r.version for r in recs],
+            [r.classification for r in recs],
+            [r.classification_label for r in recs],
+            [r.urgency for r in recs],
+            [r.created for r in recs],
+            [r.expires for r in recs],
+            [r.received_at or now for r in recs],
+            [r.raw for r in recs],
+            digests,
+            [None if r.signer_serial is None else str(r.signer_serial) for r in recs],
+            [r.signer_fingerprint for r in recs],
+            [r.state for r in recs],
+            [r.error_code for r in recs],
+            [r.error_reason for r in recs],
+            [r.business_ref for r in recs],
+            now,
+            *dcols,
+            held_ids,
+            held_markings,
+            [r.received_at or now for r in rejections],
+            [_claim(r.claimed_message_id) for r in rejections],
+            [_claim(r.claimed_sender) for r in rejections],
+            [_claim(r.service) for r in rejections],
+            [_claim(r.amqp_user) for r in rejections],
+            [r.raw[:REJECTED_RAW_CAP] for r in rejections],
+            [len(r.raw) for r in rejections],
+            rdigests,
+            [r.error_code for r in rejections],
+            [r.error_reason[:1000] for r in rejections],
+            now,
+            ekind,
+            emid,
+            eactor,
+            edetail,
+        )
+        inserted = {row["message_id"] for row in rows}
         existing: dict[uuid.UUID, Any] = {}
         dupes = [u for u in order if u not in inserted]
         if dupes:
             existing = {row["message_id"]: row for row in await conn.fetch(_EXISTING, dupes)}
-
-        entries: list[EvidenceEntry] = []
-        for u in new:
-            entries.extend(_message_evidence(records[first[u]], u, digests[u]))
-        entries.extend(await _insert_rejections(conn, rejections, now))
-        await append(conn, entries)
 
     outcomes: list[RecordOutcome] = []
     for i, (rec, u) in enumerate(zip(records, ids, strict=True)):
@@ -247,7 +296,7 @@ async def record_batch(
             outcomes.append(RecordOutcome(rec.message_id, False, rec.state, pending, True))
         else:
             row = existing.get(u)
-            if row is None:  # pragma: no cover - a conflict without a row cannot happen inside one snapshot
+            if row is None:  # pragma: no cover - a conflict without a row cannot happen: the row was committed
                 raise HubError(f"message {rec.message_id} conflicted but is not recorded", code="INTERNAL")
             state = row["state"]
             deliverable = state in ("accepted", "released")
@@ -261,6 +310,15 @@ async def record_batch(
                 )
             )
     return outcomes
+
+
+def _rejection_evidence(r: Rejection, digest: bytes) -> EvidenceEntry:
+    detail: dict[str, Any] = {"code": r.error_code, "sha256": digest.hex(), "size": len(r.raw)}
+    if r.claimed_message_id:
+        detail["claimed_message_id"] = _claim(r.claimed_message_id)
+    if r.claimed_sender:
+        detail["claimed_sender"] = _claim(r.claimed_sender)
+    return EvidenceEntry("rejected", _claim(r.amqp_user) or "unknown", None, detail)
 
 
 async def _insert_rejections(conn: Any, rejections: Sequence[Rejection], now: datetime) -> list[EvidenceEntry]:
@@ -280,15 +338,7 @@ async def _insert_rejections(conn: Any, rejections: Sequence[Rejection], now: da
         [r.error_code for r in rejections],
         [r.error_reason[:1000] for r in rejections],
     )
-    entries = []
-    for r, digest in zip(rejections, digests, strict=True):
-        detail: dict[str, Any] = {"code": r.error_code, "sha256": digest.hex(), "size": len(r.raw)}
-        if r.claimed_message_id:
-            detail["claimed_message_id"] = _claim(r.claimed_message_id)
-        if r.claimed_sender:
-            detail["claimed_sender"] = _claim(r.claimed_sender)
-        entries.append(EvidenceEntry("rejected", _claim(r.amqp_user) or "unknown", None, detail))
-    return entries
+    return [_rejection_evidence(r, digest) for r, digest in zip(rejections, digests, strict=True)]
 
 
 async def record_rejections(executor: Any, rejections: Sequence[Rejection]) -> None:

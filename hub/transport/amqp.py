@@ -37,11 +37,11 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.connection import make_url
 from aiormq import spec
 from aiormq.abc import ChannelFrame, DeliveredMessage
-from pamqp.header import ContentHeader
 from yarl import URL
 
 from hub.errors import BrokerUnavailable, ConfigError, HubError
 from hub.settings import Settings
+from hub.transport import frames
 from hub.transport.names import Names
 from hub.transport.topology import Handler, Incoming, Outgoing, topology
 
@@ -75,7 +75,17 @@ _BROKER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, amqp_erro
 #: Errors ignored while tearing down (the broker cleans up after a lost channel itself).
 _QUIET: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, amqp_errors.AMQPError)
 #: aiormq channel attributes the batch publish path relies on (checked once per channel incarnation).
-_FAST_ATTRS = ("lock", "delivery_tag", "confirmations", "message_id_delivery_tag", "write_queue", "number")
+_FAST_ATTRS = (
+    "lock",
+    "delivery_tag",
+    "confirmations",
+    "message_id_delivery_tag",
+    "write_queue",
+    "number",
+    "max_content_size",
+)
+#: Every message the hub publishes is an XML document.
+CONTENT_TYPE = "application/xml"
 
 
 def translate(exc: BaseException, doing: str) -> HubError | None:
@@ -553,13 +563,25 @@ class Transport:
 
     async def _publish_batch(self, channel: aiormq.Channel, items: Sequence[Outgoing]) -> list[Any]:
         """Write all frames of the batch at once and await the confirms (see the module docstring)."""
-        frames: list[Any] = []
-        for item in items:
-            properties = _properties(item)
-            frames.append(spec.Basic.Publish(exchange=item.exchange, routing_key=item.routing_key, mandatory=True))
-            frames.append(ContentHeader(properties=properties, body_size=len(item.body)))
-            frames.extend(channel._split_body(item.body))
         ch: Any = channel
+        number, max_content = channel.number, ch.max_content_size
+        payload = b"".join(
+            frames.publish(
+                number,
+                exchange=item.exchange,
+                routing_key=item.routing_key,
+                body=item.body,
+                max_content=max_content,
+                content_type=CONTENT_TYPE,
+                delivery_mode=2,
+                priority=item.priority,
+                message_id=item.message_id,
+                user_id=item.user_id,
+                correlation_id=item.correlation_id,
+                headers=item.headers or None,
+            )
+            for item in items
+        )
         futures: list[asyncio.Future[Any]] = []
         async with ch.lock:
             if channel.is_closed:
@@ -575,7 +597,7 @@ class Transport:
             ch.delivery_tag = first + len(items) - 1
             drain = channel.create_future()
             try:
-                await ch.write_queue.put(ChannelFrame.marshall(channel.number, frames, drain_future=drain))
+                await ch.write_queue.put(ChannelFrame(payload=payload, should_close=False, drain_future=drain))
             except BaseException:
                 # Nothing reached the socket: give the sequence numbers back, as basic_publish does.
                 ch.delivery_tag = first - 1
@@ -650,7 +672,7 @@ class Transport:
 
 def _properties(item: Outgoing) -> spec.Basic.Properties:
     return spec.Basic.Properties(
-        content_type="application/xml",
+        content_type=CONTENT_TYPE,
         delivery_mode=2,
         priority=item.priority,
         message_id=item.message_id,

@@ -433,3 +433,77 @@ async def test_raw_bytes_are_compressed_with_lz4(conn):  # type: ignore[no-untyp
         " WHERE attname = 'raw' AND attrelid IN ('messages'::regclass, 'intake_rejections'::regclass)"
     )
     assert {r["t"]: r["attcompression"] for r in rows} == {"messages": "l", "intake_rejections": "l"}
+
+
+async def test_one_batch_records_new_held_refused_and_skips_duplicates(conn):
+    """record_batch is one statement: everything that depends on a message being new is filtered by the ids the
+    insert returned — a duplicate in the batch gets no second deliveries, quarantine entry or evidence."""
+    old = record()
+    await messages.record_batch(conn, [old])
+    new, held = record(), record(state="quarantined", markings=("秘密★", "机密★10年"))
+    refused = Rejection(b"<x/>", "SIG_VALUE", "the signature does not verify", amqp_user="hub.y")
+    before = await count(conn, "SELECT count(*) FROM evidence_pending") + await count(
+        conn, "SELECT count(*) FROM evidence"
+    )
+    out = await messages.record_batch(conn, [new, old, held], [refused])
+    assert [o.duplicate for o in out] == [False, True, False]
+    ids = [uuid.UUID(r.message_id) for r in (new, old, held)]
+    per_message = {
+        r["message_id"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT message_id, count(*) AS n FROM deliveries WHERE message_id = ANY($1) GROUP BY message_id", ids
+        )
+    }
+    assert per_message == {ids[0]: 2, ids[1]: 2, ids[2]: 2}  # the duplicate's two rows are from the first time
+    assert await conn.fetchval("SELECT markings FROM quarantine WHERE message_id = $1", ids[2]) == [
+        "秘密★",
+        "机密★10年",
+    ]
+    assert await count(conn, "SELECT count(*) FROM quarantine WHERE message_id = ANY($1)", ids) == 1
+    after = await count(conn, "SELECT count(*) FROM evidence_pending") + await count(
+        conn, "SELECT count(*) FROM evidence"
+    )
+    assert after - before == 3  # received (new), quarantined (held), rejected (refused): nothing for the duplicate
+    await evidence.chain_pending(conn, wait=True)
+    kinds = [r["kind"] for r in await conn.fetch("SELECT kind FROM evidence ORDER BY seq DESC LIMIT 3")]
+    assert sorted(kinds) == ["quarantined", "received", "rejected"]
+
+
+async def test_delivery_updates_never_touch_an_index_on_state(conn):
+    """Migration 006: no index of deliveries holds a column that tracking updates (so those updates are HOT and
+    no plan can walk every pending entry ever written), and pages keep room for the updated rows."""
+    indexed = await conn.fetch(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+        " WHERE i.indrelid = 'deliveries'::regclass"
+    )
+    assert {r["attname"] for r in indexed} == {"message_id", "recipient_system", "recorded_at"}
+    assert "fillfactor=70" in (
+        await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'deliveries'::regclass")
+    )
+
+
+async def test_maintenance_analyzes_what_changed_where_autovacuum_is_off(conn):
+    from hub.store.maintenance import BUSY_TABLES, maintain
+
+    async def write() -> None:
+        await messages.record_batch(conn, [record() for _ in range(120)])  # 120 messages, 240 deliveries, evidence
+        await conn.execute("SELECT pg_stat_force_next_flush()")  # table statistics are reported lazily
+
+    await maintain(conn, force=True)  # settle whatever earlier tests left
+    assert await maintain(conn, force=True) == []  # nothing changed since
+    await write()
+    done = await maintain(conn, force=True)
+    assert "ANALYZE deliveries" in done or "VACUUM (ANALYZE) deliveries" in done
+    assert all(d.split()[-1] in BUSY_TABLES for d in done)
+    stats = await conn.fetchrow(
+        "SELECT n_mod_since_analyze, last_analyze FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+    )
+    assert stats["n_mod_since_analyze"] == 0 and stats["last_analyze"] is not None
+    assert await maintain(conn, force=True) == []
+    # Without force it defers to autovacuum where autovacuum runs, and does the same work where it does not.
+    await write()
+    done = await maintain(conn)
+    if await conn.fetchval("SELECT current_setting('autovacuum')::boolean"):
+        assert done == []
+    else:
+        assert "ANALYZE deliveries" in done or "VACUUM (ANALYZE) deliveries" in done

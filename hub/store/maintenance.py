@@ -1,0 +1,69 @@
+"""Table upkeep where PostgreSQL's autovacuum does not run.
+
+The hub's message path uses prepared statements whose plans PostgreSQL caches per connection. A plan made while a
+table is small (a new installation) — a sequential scan of ``deliveries`` to find a batch's rows, say — stays in
+the cache until the table's statistics change; autovacuum's ANALYZE changes them within a minute or so. Where
+autovacuum is switched off (some shared or tuned servers; the machine the benches run on) nothing ever does, so the
+plan keeps scanning a table that grows by hundreds of rows a second (bench/e2e.py measured ``record_sent`` going
+from 0.3 ms to over 2 ms a call), and rows deleted from ``evidence_pending`` are never reclaimed.
+
+``maintain`` does what autovacuum would for the hub's busy tables, with autovacuum's own thresholds
+(``autovacuum_analyze_threshold`` + ``_scale_factor`` × rows; the same for VACUUM), and only when autovacuum is
+off. Worker 0 calls it every few seconds; a check is one catalogue query. ANALYZE invalidates the cached plans
+that depend on the table, so every connection re-plans with the new statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from hub.store.db import acquired, translated
+
+log = logging.getLogger("hub.store")
+
+#: The tables the message path writes all the time.
+BUSY_TABLES: Final[tuple[str, ...]] = (
+    "messages",
+    "deliveries",
+    "receipts",
+    "evidence_pending",
+    "evidence",
+    "intake_rejections",
+)
+
+_STATE = """
+SELECT c.relname AS name,
+       greatest(c.reltuples, 0)::bigint AS rows,
+       coalesce(s.n_mod_since_analyze, 0) AS changed,
+       coalesce(s.n_dead_tup, 0) AS dead,
+       current_setting('autovacuum')::boolean AS autovacuum,
+       current_setting('autovacuum_analyze_threshold')::int AS a_base,
+       current_setting('autovacuum_analyze_scale_factor')::float8 AS a_scale,
+       current_setting('autovacuum_vacuum_threshold')::int AS v_base,
+       current_setting('autovacuum_vacuum_scale_factor')::float8 AS v_scale
+FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relname = ANY($1::text[]) AND c.relnamespace = current_schema()::regnamespace
+"""
+
+
+async def maintain(executor: Any, tables: tuple[str, ...] = BUSY_TABLES, *, force: bool = False) -> list[str]:
+    """VACUUM or ANALYZE those of ``tables`` that autovacuum would now, if autovacuum is off (or ``force``).
+    Returns what was done (e.g. ``["ANALYZE deliveries"]``); nothing when autovacuum is on."""
+    done: list[str] = []
+    async with translated("maintaining tables"), acquired(executor) as conn:
+        rows = await conn.fetch(_STATE, list(tables))
+        for r in rows:
+            if r["autovacuum"] and not force:
+                return []
+            if r["dead"] > r["v_base"] + r["v_scale"] * r["rows"]:
+                command = f'VACUUM (ANALYZE) "{r["name"]}"'
+            elif r["changed"] > r["a_base"] + r["a_scale"] * r["rows"]:
+                command = f'ANALYZE "{r["name"]}"'
+            else:
+                continue
+            await conn.execute(command)  # outside any transaction: VACUUM cannot run in one
+            done.append(command.replace('"', ""))
+    if done:
+        log.info("autovacuum is off; did its work: %s", ", ".join(done))
+    return done
