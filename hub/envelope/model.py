@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Literal, NamedTuple
 
@@ -188,24 +188,38 @@ class Envelope:
         )
         body_el = root[1]
         get = sender.get
-        return cls(
-            message_id=kids[0].text or "",
-            conversation_id=kids[1].text or "",
-            ref_to=ref_to,
-            request_hash=request_hash,
-            sender=Party(get("agency") or "", get("system") or ""),
-            recipients=recipients,
-            service=svc.get("name") or "",
-            version=int(svc.get("version") or 0),
-            created=_ts(created.text),
-            expires=_ts(expires.text),
-            urgency=urgency.text or "",
-            classification=cls_el.text or "",
-            period=cls_el.get("period"),
-            business_ref=business_ref,
-            body=body_el[0] if len(body_el) else None,
-            root=root,
-        )
+        # The values in field order, stored through the slots directly: a frozen dataclass's own __init__ goes
+        # through object.__setattr__ once per field (3 µs of the 10 here). Same object, same immutability.
+        env = object.__new__(cls)
+        for store, value in zip(
+            _SLOT_SETTERS,
+            (
+                kids[0].text or "",
+                kids[1].text or "",
+                Party(get("agency") or "", get("system") or ""),
+                recipients,
+                svc.get("name") or "",
+                int(svc.get("version") or 0),
+                _ts(created.text),
+                _ts(expires.text),
+                urgency.text or "",
+                cls_el.text or "",
+                cls_el.get("period"),
+                ref_to,
+                request_hash,
+                business_ref,
+                body_el[0] if len(body_el) else None,
+                root,
+            ),
+            strict=True,
+        ):
+            store(env, value)
+        return env
+
+
+#: Envelope's fields in declaration order (from_header's tuple follows it; test_model checks the two agree).
+ENVELOPE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Envelope))
+_SLOT_SETTERS = tuple(getattr(Envelope, name).__set__ for name in ENVELOPE_FIELDS)
 
 
 _T_ENVELOPE = qn("Envelope")

@@ -1,0 +1,33 @@
+"""Envelope.from_header stores the fields through the slots: the result is the same frozen Envelope the
+dataclass constructor makes, field by field, for every valid sample."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from hub.envelope import parse
+from hub.envelope.model import ENVELOPE_FIELDS, Envelope
+from hub.settings import PROJECT_ROOT
+
+SAMPLES = sorted(PROJECT_ROOT.glob("schemas/services/*/1/samples/valid/*.xml"))
+
+
+def test_the_field_order_is_the_dataclass_order() -> None:
+    assert tuple(f.name for f in dataclasses.fields(Envelope)) == ENVELOPE_FIELDS
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: f"{p.parts[-5]}/{p.name}")
+def test_from_header_equals_the_constructor(path) -> None:  # type: ignore[no-untyped-def]
+    root = parse(path.read_bytes())
+    env = Envelope.from_tree(root)
+    again = dataclasses.replace(env)  # through the generated __init__
+    for name in ENVELOPE_FIELDS:
+        assert getattr(env, name) is getattr(again, name) or getattr(env, name) == getattr(again, name), name
+    assert env == again
+    header = root[0]
+    assert env.message_id == header[0].text and env.conversation_id == header[1].text
+    assert env.root is root and (env.body is None or env.body.getparent() is root[1])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        env.message_id = "x"  # type: ignore[misc]
