@@ -2,14 +2,15 @@
 answer, acknowledge — in that order, so that a message is acknowledged only after its record, its deliveries and
 its receipt are confirmed (ARCHITECTURE.md).
 
-Per batch (up to 64 messages; several batches in flight per worker so CPU work overlaps I/O):
+Per batch (up to 64 messages; one normal-lane batch at a time per worker, so batches grow with the load, and the
+emergency lane beside it):
 
     examine each message (parse, validate, verify, route, gate)          pure, CPU
-    record_batch: messages + deliveries + rejections + evidence          ONE PostgreSQL transaction
+    record_batch: messages + deliveries + rejections + evidence          ONE PostgreSQL statement
       → for each message: new, or a duplicate (with what is still missing after a crash)
     sign deliveries and receipts (only for what is still to do)          pure, CPU
     publish_many: every delivery, receipt and error                      ONE confirm round trip
-    record_sent: deliveries delivered, receipts sent + evidence          ONE PostgreSQL transaction
+    record_sent: deliveries delivered, receipts sent + evidence          ONE PostgreSQL statement
     ack the whole batch                                                  ONE multiple-ack
 
 A crash anywhere before the ack leaves the batch unacknowledged: RabbitMQ redelivers it, ``record_batch`` reports
