@@ -2,8 +2,9 @@
 
 Every function takes an asyncpg connection or pool, runs in one transaction, writes its evidence records in the
 same transaction (so a message is never recorded without its evidence, nor evidence without its message), and
-batches its multi-row work (``unnest`` arrays; ``record_batch`` and ``record_sent`` are one statement each). Rows are written in message-id
-order so that two workers recording overlapping batches cannot deadlock on the primary-key index.
+batches its multi-row work (``unnest`` arrays; ``record_batch`` and ``record_sent`` are one statement each).
+Rows are written in message-id order so that two workers recording overlapping batches cannot deadlock on the
+primary-key index.
 
 Deduplication: ``messages.message_id`` is the signed message id; ``INSERT … ON CONFLICT DO NOTHING RETURNING``
 tells in the same statement which ids were new. A duplicate gets nothing written, and its ``RecordOutcome``
