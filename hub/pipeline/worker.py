@@ -75,6 +75,7 @@ class Worker:
         self.pool: Any = None
         self._consumers: list[Any] = []
         self._background: list[asyncio.Task[None]] = []
+        self._last_crl = 0.0
 
     # ------------------------------------------------------------------ start-up
 
@@ -107,10 +108,15 @@ class Worker:
                 names.inbound_queue("normal"), self.handle, prefetch=s.prefetch, max_batch=64, concurrency=1
             )
         )
-        self._background.append(asyncio.create_task(self._chainer()))
+        from hub.store.evidence import CHAIN_EVERY_S
+
+        jobs = [(CHAIN_EVERY_S, self._chain, "chaining evidence")]
         if self.index == 0:
-            self._background.append(asyncio.create_task(self._housekeeping()))
-            self._background.append(asyncio.create_task(self._maintenance()))
+            jobs += [
+                (CHECKPOINT_EVERY_S, self._housekeep, "housekeeping"),
+                (MAINTAIN_EVERY_S, self._maintain, "table maintenance"),
+            ]
+        self._background += [asyncio.create_task(self._every(*job)) for job in jobs]
         log.info("worker %d ready", self.index, extra={"systems": len(list(directory.systems()))})
 
     @property
@@ -128,41 +134,35 @@ class Worker:
         if self.pool is not None:
             await self.pool.close()
 
-    async def _chainer(self) -> None:
-        """Move staged evidence into the hash chain (every worker tries; one at a time does it)."""
-        from hub.store.evidence import CHAIN_EVERY_S, chain_pending
-
+    async def _every(self, seconds: float, job: Any, what: str) -> None:
+        """Run ``job()`` every ``seconds`` until cancelled; a failure is logged and tried again next time."""
         while True:
-            await asyncio.sleep(CHAIN_EVERY_S)
+            await asyncio.sleep(seconds)
             try:
-                await chain_pending(self.pool)
+                await job()
             except HubError as exc:
-                log.warning("chaining evidence failed: %s", exc.describe())
+                log.warning("%s failed: %s", what, exc.describe())
 
-    async def _maintenance(self) -> None:
+    async def _chain(self) -> None:
+        """Move staged evidence into the hash chain (every worker tries; one at a time does it)."""
+        from hub.store.evidence import chain_pending
+
+        await chain_pending(self.pool)
+
+    async def _maintain(self) -> None:
         from hub.store.maintenance import maintain
 
-        while True:
-            await asyncio.sleep(MAINTAIN_EVERY_S)
-            try:
-                await maintain(self.pool)
-            except HubError as exc:
-                log.warning("table maintenance failed: %s", exc.describe())
+        await maintain(self.pool)
 
-    async def _housekeeping(self) -> None:
+    async def _housekeep(self) -> None:
+        """Seal the evidence chain with a signed checkpoint; republish CRLs that are due."""
         from hub.store.evidence import checkpoint
         from hub.trust.admin import refresh_crls_if_due
 
-        last_crl = 0.0
-        while True:
-            await asyncio.sleep(CHECKPOINT_EVERY_S)
-            try:
-                await checkpoint(self.pool, self.signer.sign_bytes, self.signer.identity.fingerprint)
-                if time.monotonic() - last_crl > CRL_CHECK_EVERY_S:
-                    await refresh_crls_if_due(self.settings, self.pki_dir)
-                    last_crl = time.monotonic()
-            except HubError as exc:
-                log.warning("housekeeping failed: %s", exc.describe())
+        await checkpoint(self.pool, self.signer.sign_bytes, self.signer.identity.fingerprint)
+        if time.monotonic() - self._last_crl > CRL_CHECK_EVERY_S:
+            await refresh_crls_if_due(self.settings, self.pki_dir)
+            self._last_crl = time.monotonic()
 
     # ------------------------------------------------------------------ the batch
 

@@ -53,9 +53,9 @@ async def maintain(executor: Any, tables: tuple[str, ...] = BUSY_TABLES, *, forc
     done: list[str] = []
     async with translated("maintaining tables"), acquired(executor) as conn:
         rows = await conn.fetch(_STATE, list(tables))
+        if not rows or (rows[0]["autovacuum"] and not force):
+            return []
         for r in rows:
-            if r["autovacuum"] and not force:
-                return []
             if r["dead"] > r["v_base"] + r["v_scale"] * r["rows"]:
                 command = f'VACUUM (ANALYZE) "{r["name"]}"'
             elif r["changed"] > r["a_base"] + r["a_scale"] * r["rows"]:

@@ -149,13 +149,6 @@ WHERE m.message_id = ANY($1::uuid[])
 GROUP BY m.message_id, m.state
 """
 
-_INSERT_REJECTIONS = """
-INSERT INTO intake_rejections (received_at, claimed_message_id, claimed_sender, service, amqp_user, raw, raw_size,
-                               raw_sha256, error_code, error_reason)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int[],
-                     $8::bytea[], $9::text[], $10::text[])
-"""
-
 
 def _message_evidence(rec: MessageRecord, u: uuid.UUID, digest: bytes) -> list[EvidenceEntry]:
     """The evidence of one newly recorded message: what, from whom, its digest, to whom, what was blocked."""
@@ -204,10 +197,7 @@ async def record_batch(
     dcols: tuple[list[Any], ...] = ([], [], [], [], [], [])
     held_ids: list[uuid.UUID] = []
     held_markings: list[str] = []
-    ekind: list[str] = []
-    emid: list[uuid.UUID | None] = []
-    eactor: list[str] = []
-    edetail: list[str] = []
+    staged: list[tuple[EvidenceEntry, uuid.UUID | None]] = []  # with the id that must be new for it to be written
     for u, rec, digest in zip(order, recs, digests, strict=True):
         seen: set[str] = set()
         for d in rec.deliveries:
@@ -221,18 +211,9 @@ async def record_batch(
         if rec.state == "quarantined":
             held_ids.append(u)
             held_markings.append(_FIELDS_JSON.encode(list(rec.markings)))
-        for e in _message_evidence(rec, u, digest):
-            ekind.append(e.kind)
-            emid.append(u)
-            eactor.append(e.actor)
-            edetail.append(canonical_detail({**e.detail, "t": t}))
+        staged += [(e, u) for e in _message_evidence(rec, u, digest)]
     rdigests = [_digest(r.raw, r.digest) for r in rejections]
-    for r, digest in zip(rejections, rdigests, strict=True):
-        e = _rejection_evidence(r, digest)
-        ekind.append(e.kind)
-        emid.append(None)
-        eactor.append(e.actor)
-        edetail.append(canonical_detail({**e.detail, "t": t}))
+    staged += [(_rejection_evidence(r, digest), None) for r, digest in zip(rejections, rdigests, strict=True)]
 
     async with translated("recording a batch"), acquired(executor) as conn:
         rows = await conn.fetch(
@@ -273,10 +254,10 @@ async def record_batch(
             [r.error_code for r in rejections],
             [r.error_reason[:1000] for r in rejections],
             now,
-            ekind,
-            emid,
-            eactor,
-            edetail,
+            [e.kind for e, _ in staged],
+            [u for _, u in staged],
+            [e.actor for e, _ in staged],
+            [canonical_detail({**e.detail, "t": t}) for e, _ in staged],
         )
         inserted = {row["message_id"] for row in rows}
         existing: dict[uuid.UUID, Any] = {}
@@ -322,32 +303,11 @@ def _rejection_evidence(r: Rejection, digest: bytes) -> EvidenceEntry:
     return EvidenceEntry("rejected", _claim(r.amqp_user) or "unknown", None, detail)
 
 
-async def _insert_rejections(conn: Any, rejections: Sequence[Rejection], now: datetime) -> list[EvidenceEntry]:
-    if not rejections:
-        return []
-    digests = [_digest(r.raw, r.digest) for r in rejections]
-    await conn.execute(
-        _INSERT_REJECTIONS,
-        [r.received_at or now for r in rejections],
-        [_claim(r.claimed_message_id) for r in rejections],
-        [_claim(r.claimed_sender) for r in rejections],
-        [_claim(r.service) for r in rejections],
-        [_claim(r.amqp_user) for r in rejections],
-        [r.raw[:REJECTED_RAW_CAP] for r in rejections],
-        [len(r.raw) for r in rejections],
-        digests,
-        [r.error_code for r in rejections],
-        [r.error_reason[:1000] for r in rejections],
-    )
-    return [_rejection_evidence(r, digest) for r, digest in zip(rejections, digests, strict=True)]
-
-
 async def record_rejections(executor: Any, rejections: Sequence[Rejection]) -> None:
-    """Record messages refused before their signature was trusted (capped bytes, digest, code), with evidence."""
-    if not rejections:
-        return
-    async with translated("recording refused messages"), transaction(executor) as conn:
-        await append(conn, await _insert_rejections(conn, rejections, _now()))
+    """Record messages refused before their signature was trusted (capped bytes, digest, code), with evidence:
+    ``record_batch`` with no messages."""
+    if rejections:
+        await record_batch(executor, (), rejections)
 
 
 async def record_rejection(executor: Any, rejection: Rejection) -> None:
