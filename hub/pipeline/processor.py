@@ -89,6 +89,8 @@ class Accepted:
     lane: str
     #: RabbitMQ priority of its deliveries, from the route's urgency rule (routes/*.xml).
     priority: int = 0
+    #: The canonical signed content itself (exclusive C14N, the bytes ``digest`` covers): what is delivered.
+    canonical: bytes = b""
     #: Filled by finish(): the hub-signed delivery bytes and the hub.receipt bytes.
     delivery_bytes: bytes = b""
     receipt_bytes: bytes = b""
@@ -230,6 +232,7 @@ class Processor:
             received_at=received_at,
             lane=lane,
             priority=getattr(decision, "priority", 0),
+            canonical=verified.canonical,
         )
 
     def _party_of_system(self, system_id: str | None) -> Party | None:
@@ -275,7 +278,7 @@ class Processor:
 
         A quarantined message gets no delivery bytes yet (they are made when an operator releases it)."""
         if acc.deliveries and not acc.quarantined:
-            acc.delivery_bytes = self.sign_delivery(acc.signed_root, acc.digest, in_place=True)
+            acc.delivery_bytes = self.sign_delivery(acc.canonical, acc.digest)
         outcome = "duplicate" if duplicate else ("quarantined" if acc.quarantined else "accepted")
         acc.receipt_id, acc.receipt_bytes = self.receipt(acc, outcome)
         if acc.blocked:
@@ -285,16 +288,12 @@ class Processor:
             acc.error_id, acc.error_bytes = self.error(err, acc.envelope, acc.envelope.sender, acc.received_digest)
         return acc
 
-    def sign_delivery(self, signed_root: etree._Element, digest: str | None = None, *, in_place: bool = False) -> bytes:
-        """The delivery: the signed content, re-serialised, with the hub's signature. ``digest`` is the hex SHA-256
-        of its canonical form when the verifier already computed it (same profile: it is reused, not recomputed);
-        ``in_place`` signs ``signed_root`` itself instead of a copy (the worker has no further use for it)."""
-        root = signed_root if in_place else _copy(signed_root)
-        if digest is not None:
-            self.signer.sign_digest(root, bytes.fromhex(digest))
-        else:
-            self.signer.sign(root)
-        return to_bytes(root)
+    def sign_delivery(self, canonical: bytes, digest: str) -> bytes:
+        """The delivery: the signed content re-serialised — its exclusive-C14N bytes, exactly what the sender's
+        signature covers, as the verifier produced them (``Verified.canonical``) — with the hub's signature as the
+        last child of the root. ``digest`` is their hex SHA-256, which the verifier computed under the same profile
+        (reused, not recomputed). No tree is copied or serialised: one ECDSA signature and a byte join."""
+        return signed_document(canonical, self.signer.signature_for_digest(bytes.fromhex(digest)))
 
     def receipt(self, acc: Accepted, outcome: str, first_received_at: datetime | None = None) -> tuple[str, bytes]:
         """The hub-signed hub.receipt: the SHA-256 of exactly the bytes received, and who it goes to."""
@@ -381,10 +380,3 @@ class Processor:
 def _clean(text: str) -> str:
     """Text safe for an XML element: no control characters that XML 1.0 forbids."""
     return "".join(ch for ch in text if ch >= " " or ch in "\t\n").strip()
-
-
-def _copy(root: etree._Element) -> etree._Element:
-    # The signed tree may still be referenced by the caller (evidence, gate); sign a copy.
-    import copy
-
-    return copy.deepcopy(root)

@@ -18,7 +18,6 @@ from hub.envelope.model import ENV_NS, Party, service_namespace
 __all__ = ["canonical_receipt", "signed_document"]
 
 _RECEIPT_NS = service_namespace("hub.receipt", 1)
-_CLOSE = b"</env:Envelope>"
 _DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
 
 
@@ -96,7 +95,11 @@ def canonical_receipt(
 
 
 def signed_document(canonical: bytes, signature: bytes) -> bytes:
-    """The document to send: ``canonical`` with ``signature`` as the last child of its root, nothing around it."""
-    if not canonical.endswith(_CLOSE):
+    """The document to send: ``canonical`` (exclusive-C14N bytes of an envelope, whatever its root's prefix) with
+    ``signature`` as the last child of its root, nothing around it — removing the signature gives back exactly
+    ``canonical``, which is what a verifier digests. Canonical XML ends with the root's end tag and has nothing
+    after it, so the signature goes right before the last ``</``."""
+    cut = canonical.rfind(b"</")
+    if cut <= 0 or not canonical.endswith(b">") or canonical.find(b">", cut) != len(canonical) - 1:
         raise ValueError("not a canonical envelope")
-    return _DECLARATION + canonical[: -len(_CLOSE)] + signature + _CLOSE
+    return _DECLARATION + canonical[:cut] + signature + canonical[cut:]

@@ -32,7 +32,7 @@ class SignxmlVerifier(Verifier):
 
     def _check_signature(
         self, root: etree._Element, parts: SignatureParts, leaf: _TrustedLeaf
-    ) -> tuple[etree._Element, str]:
+    ) -> tuple[etree._Element, str, bytes]:
         config = SignatureConfiguration(
             require_x509=True,
             location="./",
@@ -58,4 +58,4 @@ class SignxmlVerifier(Verifier):
         assert not isinstance(result, list)
         if result.signed_xml is None:
             raise SignatureInvalid("signxml: the signed data is not XML", code="SIG_PROFILE")
-        return result.signed_xml, hashlib.sha256(result.signed_data).hexdigest()
+        return result.signed_xml, hashlib.sha256(result.signed_data).hexdigest(), result.signed_data

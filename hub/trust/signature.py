@@ -100,13 +100,15 @@ class Verified:
 
     ``root`` is the only tree to act on from now on: the envelope with its signature removed, i.e. exactly what
     was signed. ``digest`` is the hex SHA-256 of its canonical form (the reference digest; it goes into
-    ``hub.receipt``). ``method`` is the SignatureMethod URI.
+    ``hub.receipt``). ``method`` is the SignatureMethod URI. ``canonical`` is that canonical form itself: the
+    exact bytes the digest covers (the hub forwards them, re-signed, as the delivery).
     """
 
     root: etree._Element
     signer: SignerIdentity
     digest: str
     method: str
+    canonical: bytes = b""
 
 
 def check_signer_binding(verified: Verified, envelope: Envelope) -> None:
@@ -212,17 +214,6 @@ class Signer:
         sig[1].text = _b64(_sign_bytes(self._key, self.method, c14n(sig[0])))
         return root
 
-    def sign_digest(self, root: etree._Element, digest: bytes) -> etree._Element:
-        """``sign(root)`` when the SHA-256 of ``c14n(root)`` is already known — the hub re-signing content whose
-        digest its verifier just computed under the same profile (same transforms, same canonicalisation)."""
-        if root.find(_T_SIGNATURE) is not None:
-            raise SignatureInvalid("the envelope is already signed", code="SIG_PROFILE")
-        sig = copy.deepcopy(self._template)
-        sig[0][2][2].text = _b64(digest)
-        root.append(sig)
-        sig[1].text = _b64(_sign_bytes(self._key, self.method, c14n(sig[0])))
-        return root
-
     def signature_for_canonical(self, canonical: bytes) -> bytes:
         """The serialised enveloped ``ds:Signature`` for a document given as its exclusive-C14N bytes (built by
         the caller directly in canonical form). Insert it as the last child of the root, with no whitespace
@@ -230,13 +221,18 @@ class Signer:
 
         SignedInfo's canonical form and the Signature's serialisation are cut into fixed parts once per signer, so
         this costs one SHA-256 of the document and one signature."""
+        return self.signature_for_digest(hashlib.sha256(canonical).digest())
+
+    def signature_for_digest(self, digest: bytes) -> bytes:
+        """``signature_for_canonical`` when the SHA-256 of the canonical bytes is already known (the hub
+        re-signing content whose digest its verifier just computed under the same profile)."""
         parts = self._canonical_parts
         if parts is None:
             parts = self._canonical_parts = _canonical_parts(self._template)
         si_prefix, si_suffix, sig_prefix, sig_middle, sig_suffix = parts
-        digest = _b64(hashlib.sha256(canonical).digest()).encode("ascii")
-        value = _b64(_sign_bytes(self._key, self.method, si_prefix + digest + si_suffix)).encode("ascii")
-        return sig_prefix + digest + sig_middle + value + sig_suffix
+        b64 = _b64(digest).encode("ascii")
+        value = _b64(_sign_bytes(self._key, self.method, si_prefix + b64 + si_suffix)).encode("ascii")
+        return sig_prefix + b64 + sig_middle + value + sig_suffix
 
     def sign_bytes(self, data: bytes) -> bytes:
         """A detached signature over ``data`` with the same key and method (evidence checkpoints): raw r||s for
@@ -365,15 +361,16 @@ class Verifier:
                 f"{keys.describe_key(leaf.public_key)} key",
                 code="SIG_ALGORITHM",
             )
-        signed_root, digest = self._check_signature(root, parts, leaf)  # 5
-        return Verified(signed_root, leaf.identity, digest, parts.method)
+        signed_root, digest, canonical = self._check_signature(root, parts, leaf)  # 5
+        return Verified(signed_root, leaf.identity, digest, parts.method, canonical)
 
     # ------------------------------------------------------------------------------------------ 5: crypto
 
     def _check_signature(
         self, root: etree._Element, parts: SignatureParts, leaf: _TrustedLeaf
-    ) -> tuple[etree._Element, str]:
-        """SignatureValue over SignedInfo first (W3C best practice 1), then the digest of the envelope."""
+    ) -> tuple[etree._Element, str, bytes]:
+        """SignatureValue over SignedInfo first (W3C best practice 1), then the digest of the envelope. Returns the
+        tree to act on, the hex digest and the canonical bytes it covers."""
         key = leaf.public_key
         signed_info = c14n(parts.signed_info)
         try:
@@ -416,7 +413,7 @@ class Verifier:
             # A tree that kept comments (not parsed by hub.envelope.parse): rebuild it from the signed bytes so
             # that no comment can split a text value.
             root = etree.fromstring(signed, intake_parser())
-        return root, digest.hex()
+        return root, digest.hex(), signed
 
     # ------------------------------------------------------------------------------------------ KeyValue
 

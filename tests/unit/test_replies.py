@@ -1,10 +1,10 @@
 """The hub.receipt written directly in canonical form (hub.pipeline.replies) is exactly what lxml's exclusive C14N
 makes of the same envelope built with hub.envelope.build, validates against the schemas, and its pre-cut signature
-verifies with the hub's verifier; the digest-reusing delivery signature verifies too."""
+verifies with the hub's verifier; the delivery (the verified canonical form plus a signature made with the
+verifier's digest) verifies too."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -121,12 +121,39 @@ def test_canonical_text_and_attribute_escaping_matches_c14n() -> None:
     assert c14n(el) == f'<x v="{_attr(nasty)}">{_text(nasty)}</x>'.encode()
 
 
-def test_delivery_signature_with_the_verifiers_digest_verifies(tpki: TestPki) -> None:
-    data = tpki.signed("p256")
+@pytest.mark.parametrize("prefix", ["env", "e", None])
+def test_the_delivery_is_the_verified_canonical_form_plus_the_hub_signature(
+    tpki: TestPki, tmp_path: Path, prefix: str | None
+) -> None:
+    """The delivery is ``Verified.canonical`` (what the sender's signature covers) with the hub's signature as the
+    root's last child, signed with the digest the verifier computed: whatever prefix the sender used for the
+    envelope namespace, it verifies (hub verifier and xmlsec1), and without the hub's signature it canonicalises
+    to exactly the sender's signed bytes."""
+    agency, system = (tpki.agents["p256"].signer.identity.agency, tpki.agents["p256"].signer.identity.system)
+    text = to_bytes(tpki.envelope(agency, system))
+    if prefix != "env":
+        text = text.replace(b"xmlns:env=", b"xmlns=" if prefix is None else b"xmlns:e=")
+        text = text.replace(b"<env:", b"<" if prefix is None else b"<e:")
+        text = text.replace(b"</env:", b"</" if prefix is None else b"</e:")
+    data = tpki.signed("p256", root=etree.fromstring(text))
     verified = tpki.verifier().verify(parse(data))
+    assert hashlib.sha256(verified.canonical).hexdigest() == verified.digest
     hub = tpki.agents["p384"].signer
-    root = copy.deepcopy(verified.root)
-    hub.sign_digest(root, bytes.fromhex(verified.digest))
-    again = tpki.verifier().verify(parse(to_bytes(root)))
+    delivery = signed_document(verified.canonical, hub.signature_for_digest(bytes.fromhex(verified.digest)))
+    assert delivery.startswith(b"<?xml version='1.0' encoding='UTF-8'?>\n")
+    again = tpki.verifier().verify(parse(delivery))
     assert again.digest == verified.digest
+    assert again.canonical == verified.canonical
     assert again.signer.fingerprint == hub.identity.fingerprint
+    ok, out = xmlsec1_verify(tpki, delivery, tmp_path)
+    assert ok, out
+    # the hub's signature is the root's last child, nothing after it
+    root = parse(delivery)
+    assert root[-1].tag == "{http://www.w3.org/2000/09/xmldsig#}Signature"
+    assert root[-1].tail is None
+
+
+@pytest.mark.parametrize("bad", [b"<a></a>\n", b"<a/>", b"", b"</a>", b"<a></a><!-- c -->"])
+def test_signed_document_refuses_what_is_not_canonical(bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        signed_document(bad, b"<ds:Signature/>")
