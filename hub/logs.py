@@ -56,6 +56,11 @@ def flush() -> None:
 
 def setup(level: str = "INFO", *, batched: bool = False) -> None:
     handler: logging.Handler = BatchedHandler() if batched else logging.StreamHandler(sys.stderr)
+    if batched:
+        # A pipeline worker writes a line per message: skip what every LogRecord would otherwise look up and the
+        # JSON lines never show (thread, process, caller's file and line) — the logging HOWTO's "Optimization".
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+        logging._srcfile = None  # type: ignore[attr-defined]
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -32,6 +32,7 @@ __all__ = [
     "check_key_policy",
     "der_to_raw",
     "describe_key",
+    "ecdsa_for_method",
     "generate_private_key",
     "hash_for_method",
     "load_private_key",
@@ -106,6 +107,15 @@ def method_fits_key(method: str, key: PublicKey) -> bool:
 
 def hash_for_method(method: str) -> hashes.HashAlgorithm:
     return hashes.SHA384() if method == ECDSA_SHA384 else hashes.SHA256()
+
+
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_ECDSA_SHA384 = ec.ECDSA(hashes.SHA384())
+
+
+def ecdsa_for_method(method: str) -> ec.ECDSA:
+    """The ``ec.ECDSA`` signature algorithm of an ECDSA method URI (made once: every message signs and verifies)."""
+    return _ECDSA_SHA384 if method == ECDSA_SHA384 else _ECDSA_SHA256
 
 
 def raw_to_der(raw: bytes, key: ec.EllipticCurvePublicKey) -> bytes:

@@ -171,7 +171,7 @@ def _spki(key: PublicKey) -> bytes:
 
 def _sign_bytes(key: PrivateKey, method: str, data: bytes) -> bytes:
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return keys.der_to_raw(key.sign(data, ec.ECDSA(keys.hash_for_method(method))), key)
+        return keys.der_to_raw(key.sign(data, keys.ecdsa_for_method(method)), key)
     return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
@@ -376,7 +376,7 @@ class Verifier:
         try:
             if isinstance(key, ec.EllipticCurvePublicKey):
                 der = keys.raw_to_der(parts.signature_value, key)
-                key.verify(der, signed_info, ec.ECDSA(keys.hash_for_method(parts.method)))
+                key.verify(der, signed_info, keys.ecdsa_for_method(parts.method))
             else:
                 key.verify(parts.signature_value, signed_info, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
