@@ -8,10 +8,10 @@ what typing needs. Build envelopes with ``build()``: it produces an unsigned tre
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 from lxml import etree
 
@@ -180,46 +180,58 @@ class Envelope:
         if cls_el.tag != _T_CLASSIFICATION or svc.tag != _T_SERVICE:
             raise SchemaViolation("the header is not in schema order", code="SCHEMA_ELEMENT")
         business_ref = kids[i + 7].text if len(kids) > i + 7 else None
+        # Tuples made with tuple.__new__: a NamedTuple's own __new__ (keyword arguments, defaults) costs twice as much.
         recipients = tuple(
-            Recipient(r.get("role"), group=r.get("name"))  # type: ignore[arg-type]
+            _tuple(Recipient, (r.get("role"), None, None, r.get("name")))
             if r.tag == _T_GROUP
-            else Recipient(r.get("role"), r.get("code"), r.get("system"))  # type: ignore[arg-type]
+            else _tuple(Recipient, (r.get("role"), r.get("code"), r.get("system"), None))
             for r in recipients_el
         )
         body_el = root[1]
         get = sender.get
-        # The values in field order, stored through the slots directly: a frozen dataclass's own __init__ goes
-        # through object.__setattr__ once per field (3 µs of the 10 here). Same object, same immutability.
         env = object.__new__(cls)
-        for store, value in zip(
-            _SLOT_SETTERS,
-            (
-                kids[0].text or "",
-                kids[1].text or "",
-                Party(get("agency") or "", get("system") or ""),
-                recipients,
-                svc.get("name") or "",
-                int(svc.get("version") or 0),
-                _ts(created.text),
-                _ts(expires.text),
-                urgency.text or "",
-                cls_el.text or "",
-                cls_el.get("period"),
-                ref_to,
-                request_hash,
-                business_ref,
-                body_el[0] if len(body_el) else None,
-                root,
-            ),
-            strict=True,
-        ):
-            store(env, value)
+        _fill(
+            env,
+            kids[0].text or "",
+            kids[1].text or "",
+            _tuple(Party, (get("agency") or "", get("system") or "")),
+            recipients,
+            svc.get("name") or "",
+            int(svc.get("version") or 0),
+            _ts(created.text),
+            _ts(expires.text),
+            urgency.text or "",
+            cls_el.text or "",
+            cls_el.get("period"),
+            ref_to,
+            request_hash,
+            business_ref,
+            body_el[0] if len(body_el) else None,
+            root,
+        )
         return env
 
 
-#: Envelope's fields in declaration order (from_header's tuple follows it; test_model checks the two agree).
+#: Envelope's fields in declaration order (from_header's arguments follow it; test_model checks the two agree).
 ENVELOPE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Envelope))
-_SLOT_SETTERS = tuple(getattr(Envelope, name).__set__ for name in ENVELOPE_FIELDS)
+_tuple = tuple.__new__
+
+
+def _slot_filler() -> Callable[..., None]:
+    """``_fill(env, v0, v1, …)``: store each value through its slot, in field order — straight-line code, as a
+    dataclass's own ``__init__`` is made. A frozen dataclass's ``__init__`` goes through ``object.__setattr__``
+    once per field (a third of the model's cost); the slot descriptors store the same values, and the object is
+    as immutable as before (its ``__setattr__`` still refuses)."""
+    names = [f"v{i}" for i in range(len(ENVELOPE_FIELDS))]
+    setters = {f"set_{i}": getattr(Envelope, name).__set__ for i, name in enumerate(ENVELOPE_FIELDS)}
+    body = "".join(f"    set_{i}(env, {v})\n" for i, v in enumerate(names))
+    code = f"def _fill(env, {', '.join(names)}):\n{body}"
+    scope: dict[str, Any] = dict(setters)
+    exec(code, scope)  # noqa: S102 - generated from the field names above, nothing external
+    return cast("Callable[..., None]", scope["_fill"])
+
+
+_fill = _slot_filler()
 
 
 _T_ENVELOPE = qn("Envelope")

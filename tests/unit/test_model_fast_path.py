@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from hub.envelope import parse
-from hub.envelope.model import ENVELOPE_FIELDS, Envelope
+from hub.envelope.model import ENVELOPE_FIELDS, Envelope, Party, Recipient, qn
 from hub.settings import PROJECT_ROOT
 
 SAMPLES = sorted(PROJECT_ROOT.glob("schemas/services/*/1/samples/valid/*.xml"))
@@ -29,5 +29,13 @@ def test_from_header_equals_the_constructor(path) -> None:  # type: ignore[no-un
     header = root[0]
     assert env.message_id == header[0].text and env.conversation_id == header[1].text
     assert env.root is root and (env.body is None or env.body.getparent() is root[1])
+    # the tuples are made with tuple.__new__: still the named types, fields in place
+    assert type(env.sender) is Party and env.sender == Party(header.find(qn("Sender")).get("agency"), env.sender.system)
+    for r, el in zip(env.recipients, header.find(qn("Recipients")), strict=True):
+        assert type(r) is Recipient and r.role == el.get("role")
+        if el.tag == qn("Group"):
+            assert (r.agency, r.system, r.group) == (None, None, el.get("name"))
+        else:
+            assert (r.agency, r.system, r.group) == (el.get("code"), el.get("system"), None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         env.message_id = "x"  # type: ignore[misc]
