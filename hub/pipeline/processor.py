@@ -192,7 +192,9 @@ class Processor:
             self._check_fresh(envelope, received_at)
             decision = self.router.decide(envelope)
             targets = list(decision.targets)
-            result = self.gate(envelope, verified.root, targets, self.hub_ceiling)
+            result = self.gate(
+                envelope, verified.root, targets, self.hub_ceiling, signed_bytes=verified.canonical or None
+            )
         except HubError as exc:
             sender = envelope.sender if envelope is not None and exc.code not in ("CERT_SIGNER_MISMATCH",) else fallback
             return Rejected(

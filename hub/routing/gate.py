@@ -146,6 +146,9 @@ def _path(el: etree._Element, body: etree._Element) -> str:
     return "/" + "/".join(reversed(parts))
 
 
+_MI_UTF8 = "密".encode()
+
+
 def find_markings(body: etree._Element) -> tuple[Marking, ...]:
     """Every classification marking in a body element (text, tails, attribute values), by the rule above."""
     # Every marking contains 密 (NFKC creates it from nothing else): most bodies are cleared by this one test over
@@ -190,8 +193,15 @@ def gate(
     signed_root: etree._Element | None,
     targets: Sequence[Target] | Iterable[Target],
     hub_ceiling: int,
+    *,
+    signed_bytes: bytes | None = None,
 ) -> GateResult:
-    """Split ``targets`` into allowed and blocked by classification, and look for markings (see module doc)."""
+    """Split ``targets`` into allowed and blocked by classification, and look for markings (see module doc).
+
+    ``signed_bytes``, when given, are the exclusive-C14N bytes of ``signed_root`` (``Verified.canonical``): C14N
+    writes every character as UTF-8, never as a character reference, so when 密 — which every marking contains,
+    NFKC included — is not among them, no text or attribute of the body can hold a marking and the body is not
+    serialised again to look."""
     targets = tuple(targets)
     label = envelope.classification
     if label not in CLASSIFICATIONS:
@@ -223,7 +233,8 @@ def gate(
         else:
             allowed.append(t)
     markings: tuple[Marking, ...] = ()
-    if level <= 1:  # 公开 or 内部: look for classified content under a low label
+    if level <= 1 and (signed_bytes is None or _MI_UTF8 in signed_bytes):
+        # 公开 or 内部: look for classified content under a low label
         body = _body_of(envelope, signed_root)
         if body is not None:
             markings = find_markings(body)

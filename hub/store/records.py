@@ -15,6 +15,7 @@ back); ``blocked`` and ``failed`` are final except that a failed delivery can st
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -228,7 +229,8 @@ class EvidenceEntry:
 
     kind: str
     actor: str
-    message_id: str | None = None
+    #: A UUID object (as read back from PostgreSQL) or its text.
+    message_id: str | uuid.UUID | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 

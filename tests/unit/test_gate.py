@@ -12,6 +12,7 @@ from lxml import etree
 from hub.envelope import CLASSIFICATIONS, Envelope, Party, Recipient, build, service_namespace, to_bytes
 from hub.errors import ClassificationBlocked
 from hub.routing import Target, egress_allowed, find_markings, gate
+from hub.trust.signature import c14n
 
 PROV = "11220000013544357T"
 CST = timezone(timedelta(hours=8))
@@ -131,11 +132,17 @@ def test_unknown_classification_fails_closed() -> None:
         ("<d:Text>絕密</d:Text>", "", "絕密", 4),
         ("<d:Text>见附件。</d:Text>秘密★<d:Sig/>", "", "秘密★", 2),
         ("<d:Text>机</d:Text><d:Text>密★</d:Text>", "", "机密★", 3),
+        ("<d:Text>机&#x5BC6;★3年</d:Text>", ' n="&#31192;&#23494;"', "机密★3年", 3),
     ],
 )
 def test_markings_in_public_messages_quarantine(inner: str, attrs: str, marking: str, level: int) -> None:
     env, root = make("公开", body(inner, attrs))
     result = gate(env, root, [EXTRANET, INTERNET], HUB_CEILING)
+    # The pipeline passes the canonical signed bytes as a pre-filter (no 密 in them: nothing to scan); with or
+    # without them the gate finds the same markings — character references included (C14N writes UTF-8).
+    canonical = c14n(root)
+    assert "密".encode() in canonical
+    assert gate(env, root, [EXTRANET, INTERNET], HUB_CEILING, signed_bytes=canonical) == result
     assert result.quarantine
     assert marking in [m.text for m in result.markings]
     assert level in [m.level for m in result.markings]
@@ -176,6 +183,20 @@ def test_ordinary_text_is_not_a_marking(text: str) -> None:
     result = gate(env, root, [EXTRANET], HUB_CEILING)
     assert result.markings == () and not result.quarantine
     assert result.allowed == (EXTRANET,)
+    assert gate(env, root, [EXTRANET], HUB_CEILING, signed_bytes=c14n(root)) == result
+
+
+def test_without_mi_in_the_signed_bytes_the_body_is_not_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    gate_module = importlib.import_module("hub.routing.gate")  # the package exports gate(), shadowing the module
+    env, root = make("公开")
+    calls: list[object] = []
+    monkeypatch.setattr(gate_module, "find_markings", lambda body: calls.append(body) or ())
+    assert not gate(env, root, [EXTRANET], HUB_CEILING, signed_bytes=c14n(root)).quarantine
+    assert calls == []
+    gate(env, root, [EXTRANET], HUB_CEILING)  # without the bytes it scans
+    assert len(calls) == 1
 
 
 def test_classified_messages_are_not_scanned_for_markings() -> None:
