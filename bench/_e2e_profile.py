@@ -35,7 +35,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("    5 route + gate", r"^(Router\.decide|gate) \("),
     ("  6 record_batch (PG tx 1)", r"^Worker\._record \("),
     ("  7 finish: delivery + receipt XML", r"^Processor\.finish \("),
-    ("    sign delivery (copy, sign, bytes)", r"^Processor\.sign_delivery \("),
+    ("    sign delivery (canonical bytes + signature)", r"^Processor\.sign_delivery \("),
     ("    receipt (build, sign, bytes)", r"^Processor\.receipt \("),
     ("  8 publish_many", r"^Transport\.publish_many \("),
     ("  record_sent (PG tx 2)", r"^Worker\._record_sent \("),
