@@ -135,6 +135,7 @@ def test_the_delivery_is_the_verified_canonical_form_plus_the_hub_signature(
         text = text.replace(b"xmlns:env=", b"xmlns=" if prefix is None else b"xmlns:e=")
         text = text.replace(b"<env:", b"<" if prefix is None else b"<e:")
         text = text.replace(b"</env:", b"</" if prefix is None else b"</e:")
+        assert b"env:" not in text  # the sender's envelope really uses the other prefix
     data = tpki.signed("p256", root=etree.fromstring(text))
     verified = tpki.verifier().verify(parse(data))
     assert hashlib.sha256(verified.canonical).hexdigest() == verified.digest
