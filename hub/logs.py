@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,60 @@ class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.stream.flush()
         except Exception:  # logging must never take the worker down
             self.handleError(record)
+
+    def write_lines(self, text: str) -> None:
+        """Buffer already formatted lines (written at the next ``flush()``)."""
+        self.acquire()
+        try:
+            self.stream.write(text)
+        except Exception:  # logging must never take the worker down
+            self.handleError(logging.makeLogRecord({"msg": "decision lines", "levelno": logging.INFO}))
+        finally:
+            self.release()
+
+
+#: What JsonFormatter's ``json.dumps(out, ensure_ascii=False, default=str)`` builds on every call, built once.
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+def _batched_target(logger: logging.Logger) -> BatchedHandler | None:
+    """The batched handler that alone takes ``logger``'s records (no handler or filter of its own or of a parent
+    on the way, one root handler, formatted by JsonFormatter), else None."""
+    if logger.filters:
+        return None
+    node: logging.Logger | None = logger
+    while node is not None and node.parent is not None:  # up to, not including, the root
+        if node.handlers or not node.propagate:
+            return None
+        node = node.parent
+    root = logging.getLogger()
+    if len(root.handlers) != 1:
+        return None
+    handler = root.handlers[0]
+    if (
+        type(handler) is not BatchedHandler
+        or handler.filters
+        or handler.level > logging.INFO
+        or type(handler.formatter) is not JsonFormatter
+    ):
+        return None
+    return handler
+
+
+def log_decisions(logger: logging.Logger, items: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Log one INFO line per ``(msg, extra)`` — a batch's decision lines. Under a worker's batched JSON handler the
+    lines are the text ``JsonFormatter`` writes, made without a ``LogRecord`` each and stamped once per batch (they
+    are logged at the same moment); anywhere else (tests, other handlers) each goes through ``logger.info``."""
+    if not items or not logger.isEnabledFor(logging.INFO):
+        return
+    target = _batched_target(logger)
+    if target is None:
+        for msg, extra in items:
+            logger.info(msg, extra=extra)
+        return
+    head = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "info", "logger": logger.name}
+    encode = _LINE_ENCODER.encode
+    target.write_lines("".join([encode({**head, "msg": msg, **extra}) + "\n" for msg, extra in items]))
 
 
 def flush() -> None:

@@ -64,8 +64,9 @@ _SIGNATURES = (
     (b"\x00", "UTF-16 or UTF-32"),
 )
 _XML_WS = b" \t\r\n"
-#: The declaration almost every message starts with (checked without a regular expression).
-_USUAL_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>'
+#: The declarations almost every message starts with (checked without a regular expression): the usual one, and
+#: the one lxml writes (``tostring(…, encoding="UTF-8", xml_declaration=True)``: the hub's own and most senders').
+_USUAL_DECLARATIONS = (b'<?xml version="1.0" encoding="UTF-8"?>', b"<?xml version='1.0' encoding='UTF-8'?>")
 #: The encoding pseudo-attribute inside an XML declaration.
 _DECL_ENCODING = re.compile(rb"\sencoding\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
 #: ``<!`` that does not open a comment or a CDATA section: a DOCTYPE or another markup declaration.
@@ -216,7 +217,7 @@ def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int
             code="ENV_ENCODING",
             line=_line_at(data, nul),
         )
-    if data.startswith(b"<?xml", start) and not data.startswith(_USUAL_DECLARATION, start):
+    if data.startswith(b"<?xml", start) and not data.startswith(_USUAL_DECLARATIONS, start):
         if data[start + 5 : start + 6] in (b" ", b"\t", b"\r", b"\n"):  # not a PI such as <?xml-stylesheet?>
             _check_declaration(data, start)
     if data.find(b"!") >= 0:  # memchr; most messages have no "!" at all, so no "<!"

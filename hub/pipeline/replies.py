@@ -10,6 +10,7 @@ with ``hub.envelope.build`` and verifies it with the hub's verifier and schema r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -21,16 +22,22 @@ _RECEIPT_NS = service_namespace("hub.receipt", 1)
 _DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
 
 
+#: Characters exclusive C14N escapes in character data and in attribute values (one C-speed scan per value; the
+#: values here almost never hold any).
+_TEXT_SPECIAL = re.compile("[&<>\r]").search
+_ATTR_SPECIAL = re.compile('[&<"\t\n\r]').search
+
+
 def _text(value: str) -> str:
     """Character data as exclusive C14N writes it."""
-    if any(c in value for c in "&<>\r"):
+    if _TEXT_SPECIAL(value):
         value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#xD;")
     return value
 
 
 def _attr(value: str) -> str:
     """An attribute value as exclusive C14N writes it (inside double quotes)."""
-    if any(c in value for c in '&<"\t\n\r'):
+    if _ATTR_SPECIAL(value):
         value = (
             value.replace("&", "&amp;")
             .replace("<", "&lt;")

@@ -35,6 +35,7 @@ from typing import Any
 
 from hub.errors import DeliveryError, HubError
 from hub.logs import flush as flush_logs
+from hub.logs import log_decisions
 from hub.pipeline import outgoing
 from hub.pipeline.processor import Accepted, Processor, Rejected
 from hub.settings import Settings
@@ -201,8 +202,7 @@ class Worker:
             return
         await self.transport.ack(batch)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        for it in items:
-            self._log(it, elapsed_ms)
+        log_decisions(decisions, [self._decision(it, elapsed_ms) for it in items])
         flush_logs()
 
     async def _record(self, items: Sequence[_Item]) -> None:
@@ -346,7 +346,9 @@ class Worker:
 
     # ------------------------------------------------------------------ logs
 
-    def _log(self, it: _Item, elapsed_ms: float) -> None:
+    @staticmethod
+    def _decision(it: _Item, elapsed_ms: float) -> tuple[str, dict[str, Any]]:
+        """The decision line of one message: (decision, structured fields)."""
         r, o = it.result, it.outcome
         env = r.envelope
         extra: dict[str, Any] = {"batch_ms": round(elapsed_ms, 2), "lane": it.msg.routing_key}
@@ -365,12 +367,11 @@ class Worker:
             extra["recipients"] = [d.system for d in r.deliveries]
             if r.blocked:
                 extra["blocked"] = [d.system for d, _ in r.blocked]
-            decisions.info(decision, extra={"decision": decision, **extra})
-        else:
-            extra.update(decision="rejected", code=r.error.code)
-            if env is None:
-                extra["amqp_user"] = it.msg.user_id
-            decisions.info("rejected", extra=extra)
+            return decision, {"decision": decision, **extra}
+        extra.update(decision="rejected", code=r.error.code)
+        if env is None:
+            extra["amqp_user"] = it.msg.user_id
+        return "rejected", extra
 
 
 def _envelope_fields(env: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -85,10 +86,23 @@ def _uuid(value: str | uuid.UUID) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
-def _uuid_or_none(value: str | uuid.UUID | None) -> uuid.UUID | None:
+#: A message id as the envelope XSD admits it and ``str(uuid4())`` writes it: lower-case 8-4-4-4-12 hex.
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _id_text(value: str | uuid.UUID) -> str:
+    """The canonical text of an id. A canonical text is taken as it is (the hot path: no ``uuid.UUID`` per id;
+    asyncpg encodes the text in C); anything else is parsed, raising ``ValueError`` when it is not a UUID.
+    Canonical texts sort in the ids' byte order, which is PostgreSQL's order of uuid keys."""
+    if type(value) is str and _CANONICAL_ID.fullmatch(value):
+        return value
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
+
+
+def _id_text_or_none(value: str | uuid.UUID | None) -> str | None:
     if value is None or value == "":
         return None
-    return _uuid(value)
+    return _id_text(value)
 
 
 def _claim(value: str | None) -> str | None:
@@ -150,7 +164,7 @@ GROUP BY m.message_id, m.state
 """
 
 
-def _message_evidence(rec: MessageRecord, u: uuid.UUID, digest: bytes) -> list[EvidenceEntry]:
+def _message_evidence(rec: MessageRecord, mid: str, digest: bytes) -> list[EvidenceEntry]:
     """The evidence of one newly recorded message: what, from whom, its digest, to whom, what was blocked."""
     actor = f"{rec.sender_agency}/{rec.sender_system}"
     detail: dict[str, Any] = {
@@ -165,7 +179,6 @@ def _message_evidence(rec: MessageRecord, u: uuid.UUID, digest: bytes) -> list[E
     if rec.error_code:
         detail["code"] = rec.error_code
     detail.update(rec.detail)
-    mid = str(u)
     entries = [EvidenceEntry(_EVIDENCE_KIND[rec.state], actor, mid, detail)]
     blocked = [{"system": d.recipient_system, "code": d.error_code} for d in rec.deliveries if d.state == "blocked"]
     if blocked:
@@ -184,20 +197,20 @@ async def record_batch(
     SQL by the ids the ``INSERT … ON CONFLICT DO NOTHING`` returned, so a duplicate writes nothing. Only when there
     are duplicates does a second statement read what the store already holds about them (a new snapshot, which
     sees a copy another worker committed while this statement waited on its row)."""
-    ids = [_uuid(rec.message_id) for rec in records]
-    first: dict[uuid.UUID, int] = {}
+    ids = [_id_text(rec.message_id) for rec in records]
+    first: dict[str, int] = {}
     for i, u in enumerate(ids):
         first.setdefault(u, i)
-    order = sorted(first, key=lambda u: u.bytes)  # primary-key order: no deadlocks between workers
+    order = sorted(first)  # primary-key order (canonical texts sort as the uuids do): no deadlocks between workers
     now = _now()
     t = format_at(now)
     recs = [records[first[u]] for u in order]
     digests = [_digest(r.raw, r.digest) for r in recs]
 
     dcols: tuple[list[Any], ...] = ([], [], [], [], [], [])
-    held_ids: list[uuid.UUID] = []
+    held_ids: list[str] = []
     held_markings: list[str] = []
-    staged: list[tuple[EvidenceEntry, uuid.UUID | None]] = []  # with the id that must be new for it to be written
+    staged: list[tuple[EvidenceEntry, str | None]] = []  # with the id that must be new for it to be written
     for u, rec, digest in zip(order, recs, digests, strict=True):
         seen: set[str] = set()
         for d in rec.deliveries:
@@ -219,8 +232,8 @@ async def record_batch(
         rows = await conn.fetch(
             _RECORD_BATCH,
             order,
-            [_uuid_or_none(r.conversation_id) for r in recs],
-            [_uuid_or_none(r.ref_to) for r in recs],
+            [_id_text_or_none(r.conversation_id) for r in recs],
+            [_id_text_or_none(r.ref_to) for r in recs],
             [r.sender_agency for r in recs],
             [r.sender_system for r in recs],
             [r.service for r in recs],
@@ -259,11 +272,11 @@ async def record_batch(
             [e.actor for e, _ in staged],
             [canonical_detail({**e.detail, "t": t}) for e, _ in staged],
         )
-        inserted = {row["message_id"] for row in rows}
-        existing: dict[uuid.UUID, Any] = {}
+        inserted = {str(row["message_id"]) for row in rows}
+        existing: dict[str, Any] = {}
         dupes = [u for u in order if u not in inserted]
         if dupes:
-            existing = {row["message_id"]: row for row in await conn.fetch(_EXISTING, dupes)}
+            existing = {str(row["message_id"]): row for row in await conn.fetch(_EXISTING, dupes)}
 
     outcomes: list[RecordOutcome] = []
     for i, (rec, u) in enumerate(zip(records, ids, strict=True)):
@@ -347,21 +360,21 @@ async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Se
     record the ``receipts`` sent, with their evidence — ONE statement (atomic on its own, one round trip).
     Repeating it is harmless: nothing is pending any more and a receipt id is recorded once, so no evidence is
     written twice."""
-    ids = sorted({_uuid(m) for m in delivered}, key=lambda u: u.bytes)
+    ids = sorted({_id_text(m) for m in delivered})  # primary-key order
     if not ids and not receipts:
         return
     now = _now()
     t = format_at(now)
-    receipt_ids = [_uuid(r.receipt_id) for r in receipts]
+    receipt_ids = [_id_text(r.receipt_id) for r in receipts]
     details = []
     for r, rid in zip(receipts, receipt_ids, strict=True):
-        detail: dict[str, Any] = {"receipt_id": str(rid), "type": r.kind, "t": t}
+        detail: dict[str, Any] = {"receipt_id": rid, "type": r.kind, "t": t}
         if r.code:
             detail["code"] = r.code
         if r.recipient_system:
             detail["to"] = r.recipient_system
         details.append(canonical_detail(detail))
-    message_ids = [_uuid_or_none(r.message_id) for r in receipts]
+    message_ids = [_id_text_or_none(r.message_id) for r in receipts]
     async with translated("recording deliveries"), acquired(executor) as conn:
         await conn.execute(
             _RECORD_SENT,

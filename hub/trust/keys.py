@@ -33,6 +33,7 @@ __all__ = [
     "der_to_raw",
     "describe_key",
     "ecdsa_for_method",
+    "ecdsa_size",
     "generate_private_key",
     "hash_for_method",
     "load_private_key",
@@ -118,11 +119,17 @@ def ecdsa_for_method(method: str) -> ec.ECDSA:
     return _ECDSA_SHA384 if method == ECDSA_SHA384 else _ECDSA_SHA256
 
 
-def raw_to_der(raw: bytes, key: ec.EllipticCurvePublicKey) -> bytes:
+def ecdsa_size(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> int:
+    """Bytes of each of ``r`` and ``s`` in an XML-DSig ECDSA value for this key's curve."""
+    return (key.curve.key_size + 7) // 8
+
+
+def raw_to_der(raw: bytes, key: ec.EllipticCurvePublicKey, size: int | None = None) -> bytes:
     """XML-DSig ECDSA ``r || s`` (each exactly the curve's size) → the DER that cryptography verifies.
 
-    A value of any other length is refused (signxml refuses it too)."""
-    size = (key.curve.key_size + 7) // 8
+    A value of any other length is refused (signxml refuses it too). ``size`` is ``ecdsa_size(key)`` when the
+    caller has it (it asks the key's curve otherwise)."""
+    size = size or ecdsa_size(key)
     if len(raw) != 2 * size:
         raise SignatureInvalid(
             f"the ECDSA SignatureValue has {len(raw)} bytes; {describe_key(key)} needs {2 * size}", code="SIG_VALUE"
@@ -131,7 +138,7 @@ def raw_to_der(raw: bytes, key: ec.EllipticCurvePublicKey) -> bytes:
 
 
 def der_to_raw(der: bytes, key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
-    size = (key.curve.key_size + 7) // 8
+    size = ecdsa_size(key)
     r, s = utils.decode_dss_signature(der)
     return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 

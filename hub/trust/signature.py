@@ -27,11 +27,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -46,7 +47,17 @@ from hub.errors import CertificateRevoked, CertificateUntrusted, ConfigError, Si
 from hub.trust import keys
 from hub.trust.keys import PrivateKey, PublicKey
 from hub.trust.pki import DOCUMENT_SIGNING, agency_and_system, fingerprint, load_certificates, serial_hex
-from hub.trust.profile import DS, DSIG11, ENVELOPED, EXC_C14N, SHA256, SignatureParts, check_profile, name_of
+from hub.trust.profile import (
+    ALLOWED_SIGNATURE_METHODS,
+    DS,
+    DSIG11,
+    ENVELOPED,
+    EXC_C14N,
+    SHA256,
+    SignatureParts,
+    check_profile,
+    name_of,
+)
 from hub.trust.truststore import TrustStore
 
 __all__ = [
@@ -169,10 +180,20 @@ def _spki(key: PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _sign_bytes(key: PrivateKey, method: str, data: bytes) -> bytes:
+def _raw_signer(key: PrivateKey, method: str) -> Callable[[bytes], bytes]:
+    """``data → SignatureValue`` bytes for one key and method (raw ``r || s`` for ECDSA, PKCS#1 v1.5 for RSA),
+    with the key's type, curve and algorithm objects looked up once: a hub signs twice per message."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return keys.der_to_raw(key.sign(data, keys.ecdsa_for_method(method)), key)
-    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        sign, algorithm, size = key.sign, keys.ecdsa_for_method(method), keys.ecdsa_size(key)
+        decode = utils.decode_dss_signature
+
+        def ecdsa(data: bytes) -> bytes:
+            r, s = decode(sign(data, algorithm))
+            return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+        return ecdsa
+    rsa_sign, pkcs1, sha256 = key.sign, padding.PKCS1v15(), hashes.SHA256()
+    return lambda data: rsa_sign(data, pkcs1, sha256)
 
 
 class Signer:
@@ -196,6 +217,7 @@ class Signer:
         self.certificates = (leaf, *(c for c in certificates if c is not leaf))
         self.method = keys.signature_method_for(key)
         self._key = key
+        self._sign = _raw_signer(key, self.method)
         self._template = _signature_template(self.method, self.certificates)
         self._canonical_parts: tuple[bytes, bytes, bytes, bytes, bytes] | None = None
 
@@ -211,7 +233,7 @@ class Signer:
         sig = copy.deepcopy(self._template)
         sig[0][2][2].text = _b64(digest)
         root.append(sig)
-        sig[1].text = _b64(_sign_bytes(self._key, self.method, c14n(sig[0])))
+        sig[1].text = _b64(self._sign(c14n(sig[0])))
         return root
 
     def signature_for_canonical(self, canonical: bytes) -> bytes:
@@ -231,13 +253,13 @@ class Signer:
             parts = self._canonical_parts = _canonical_parts(self._template)
         si_prefix, si_suffix, sig_prefix, sig_middle, sig_suffix = parts
         b64 = _b64(digest).encode("ascii")
-        value = _b64(_sign_bytes(self._key, self.method, si_prefix + b64 + si_suffix)).encode("ascii")
+        value = _b64(self._sign(si_prefix + b64 + si_suffix)).encode("ascii")
         return sig_prefix + b64 + sig_middle + value + sig_suffix
 
     def sign_bytes(self, data: bytes) -> bytes:
         """A detached signature over ``data`` with the same key and method (evidence checkpoints): raw r||s for
         ECDSA, PKCS#1 v1.5 for RSA, as in XML-DSig ``SignatureValue``."""
-        return _sign_bytes(self._key, self.method, data)
+        return self._sign(data)
 
 
 def sign_with(
@@ -321,6 +343,10 @@ class _TrustedLeaf:
     valid_until: dt.datetime
     crl_until: dt.datetime
     crl_name: str
+    #: The allow-listed SignatureMethods that fit the key (``keys.method_fits_key``), asked once.
+    methods: frozenset[str] = frozenset()
+    #: Bytes of each of r and s for an ECDSA key; 0 for RSA.
+    ecdsa_size: int = 0
 
 
 class Verifier:
@@ -355,7 +381,7 @@ class Verifier:
         now = self._now()
         leaf = self._trusted_leaf(parts, now)  # 2-4: path, key policy, revocation (cached)
         self._check_key_value(parts, leaf.public_key)
-        if not keys.method_fits_key(parts.method, leaf.public_key):
+        if parts.method not in leaf.methods:
             raise SignatureInvalid(
                 f"signature method {name_of(parts.method)} does not fit the certificate's "
                 f"{keys.describe_key(leaf.public_key)} key",
@@ -374,11 +400,14 @@ class Verifier:
         key = leaf.public_key
         signed_info = c14n(parts.signed_info)
         try:
-            if isinstance(key, ec.EllipticCurvePublicKey):
-                der = keys.raw_to_der(parts.signature_value, key)
-                key.verify(der, signed_info, keys.ecdsa_for_method(parts.method))
+            if leaf.ecdsa_size:  # the key's type, asked once per certificate set
+                ec_key = cast("ec.EllipticCurvePublicKey", key)
+                der = keys.raw_to_der(parts.signature_value, ec_key, leaf.ecdsa_size)
+                ec_key.verify(der, signed_info, keys.ecdsa_for_method(parts.method))
             else:
-                key.verify(parts.signature_value, signed_info, padding.PKCS1v15(), hashes.SHA256())
+                cast("rsa.RSAPublicKey", key).verify(
+                    parts.signature_value, signed_info, padding.PKCS1v15(), hashes.SHA256()
+                )
         except InvalidSignature:
             raise SignatureInvalid(
                 "the SignatureValue does not verify with the certificate's key (SignedInfo was altered or "
@@ -554,6 +583,8 @@ class Verifier:
             min(c.not_valid_after_utc for c in chain),
             crl_until,
             crl_name,
+            frozenset(m for m in ALLOWED_SIGNATURE_METHODS if keys.method_fits_key(m, public)),
+            keys.ecdsa_size(public) if isinstance(public, ec.EllipticCurvePublicKey) else 0,
         )
 
     def _diagnose(self, leaf: x509.Certificate, certs: list[x509.Certificate], now: dt.datetime, why: str) -> Exception:

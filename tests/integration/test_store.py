@@ -97,6 +97,17 @@ async def count(conn, sql: str, *args) -> int:
     return int(await conn.fetchval(sql, *args))
 
 
+def test_ids_travel_as_canonical_texts_in_primary_key_order() -> None:
+    ids = [uuid.uuid4() for _ in range(300)]
+    given = [str(u).upper() if i % 3 == 0 else (u if i % 3 == 1 else str(u)) for i, u in enumerate(ids)]
+    texts = [messages._id_text(g) for g in given]
+    assert texts == [str(u) for u in ids]
+    assert sorted(texts) == [str(u) for u in sorted(ids, key=lambda u: u.bytes)]  # PostgreSQL's uuid order
+    for bad in ("not-a-uuid", "", "c314d7a4-1d94-5074-be1e-8bf63dc4208"):
+        with pytest.raises(ValueError):
+            messages._id_text(bad)
+
+
 async def test_record_batch_dedups_in_the_batch_and_across_batches(conn):
     a, b = record(), record()
     seq_before, _ = await evidence.head(conn)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from hub.settings import PROJECT_ROOT
 
@@ -63,3 +66,46 @@ def test_decision_lines_wait_for_the_batch_flush_and_others_do_not() -> None:
         proc.stdin.write(b"\n")
         proc.stdin.flush()
         assert proc.wait(timeout=10) == 0
+
+
+SAME_LINES = textwrap.dedent(
+    """
+    import logging, sys
+    from hub import logs
+    logs.setup(batched=True)
+    log = logging.getLogger("hub.decision")
+    items = [
+        ("accepted", {"decision": "accepted", "batch_ms": 1.5, "message_id": "m0", "recipients": ["a", "b"]}),
+        ("rejected", {"batch_ms": 1.5, "decision": "rejected", "code": "SIG_VALUE", "sender": "吉林/县"}),
+    ]
+    assert logs._batched_target(log) is not None  # the fast path is the one under test
+    logs.log_decisions(log, items)
+    logs.flush()
+    for msg, extra in items:
+        log.info(msg, extra=extra)
+    logs.flush()
+    """
+)
+
+
+def test_batched_decision_lines_are_the_lines_logging_writes() -> None:
+    done = subprocess.run([sys.executable, "-c", SAME_LINES], capture_output=True, cwd=PROJECT_ROOT, timeout=30)
+    assert done.returncode == 0, done.stderr.decode()
+    lines = [json.loads(line) for line in done.stderr.decode().splitlines()]
+    assert len(lines) == 4
+    fast, logged = lines[:2], lines[2:]
+    for a, b in zip(fast, logged, strict=True):
+        assert a["ts"][:16] == b["ts"][:16] and a["ts"].endswith("+00:00")
+        assert {k: v for k, v in a.items() if k != "ts"} == {k: v for k, v in b.items() if k != "ts"}
+        assert list(a) == list(b)  # same keys in the same order
+    assert fast[1]["sender"] == "吉林/县" and fast[0]["recipients"] == ["a", "b"]
+
+
+def test_decision_lines_go_through_logging_under_any_other_handler(caplog: pytest.LogCaptureFixture) -> None:
+    from hub import logs
+
+    caplog.set_level(logging.INFO, logger="hub.decision")
+    log = logging.getLogger("hub.decision")
+    assert logs._batched_target(log) is None
+    logs.log_decisions(log, [("accepted", {"decision": "accepted", "message_id": "m9"})])
+    assert [(r.getMessage(), r.message_id) for r in caplog.records] == [("accepted", "m9")]  # type: ignore[attr-defined]

@@ -299,3 +299,26 @@ def test_no_transform_executes_and_no_connection_is_opened(
     assert accepted == []
     assert not xslt_marker(vector_dir).exists()
     assert len(hostile) >= 9
+
+
+def test_a_signature_method_that_does_not_fit_the_key_is_refused(tpki: TestPki) -> None:
+    """The key's type is asked once per certificate set (cached with it): the method must still fit every time."""
+    from hub.envelope import to_bytes
+    from hub.trust.keys import ECDSA_SHA256, RSA_SHA256
+    from hub.trust.signature import sign_with
+
+    verifier = tpki.verifier()
+    for name, method in (("p256", RSA_SHA256), ("rsa3072", ECDSA_SHA256)):
+        a = tpki.agents[name]
+        tree = tpki.envelope(*_identity(a.cert))
+        data = to_bytes(sign_with(tree, a.key, a.chain, method=method))
+        code, exc = outcome(verifier, parse(data))
+        assert code == "SIG_ALGORITHM" and "does not fit" in str(exc), (name, code)
+        code, _ = outcome(verifier, parse(tpki.signed(name)))  # the same key with its own method verifies
+        assert code is None, name
+
+
+def _identity(cert: x509.Certificate) -> tuple[str, str]:
+    from hub.trust import pki
+
+    return pki.agency_and_system(cert.subject)
