@@ -227,7 +227,10 @@ class Consumer:
     """Delivers a queue's messages to ``handler`` in batches of up to ``max_batch``, waiting at most ``linger``
     seconds after the first message of a batch for more to arrive; up to ``concurrency`` batches run at once (the
     prefetch bounds what is in flight in total). Survives reconnects: the robust channel re-opens with its prefetch
-    and the consumer subscribes again; messages of the lost channel are redelivered by the broker."""
+    and the consumer subscribes again; messages of the lost channel are redelivered by the broker.
+
+    ``priority`` is RabbitMQ's consumer priority (``x-priority``): the broker gives every message to the highest
+    priority consumer that can take one (its prefetch window not full), round-robin among equals."""
 
     def __init__(
         self,
@@ -238,6 +241,7 @@ class Consumer:
         max_batch: int,
         linger: float,
         concurrency: int,
+        priority: int | None = None,
     ) -> None:
         if max_batch < 1 or concurrency < 1 or linger < 0:
             raise ValueError("max_batch and concurrency must be ≥ 1 and linger ≥ 0")
@@ -247,6 +251,7 @@ class Consumer:
         self._max_batch = max_batch
         self._linger = linger
         self._concurrency = concurrency
+        self._arguments: dict[str, Any] | None = {"x-priority": priority} if priority is not None else None
         self._buffer: list[Incoming] = []
         self._timer: asyncio.TimerHandle | None = None
         self._due = False
@@ -260,7 +265,7 @@ class Consumer:
     async def _subscribe(self) -> None:
         channel = await self._channel.get_underlay_channel()
         self._tracker = _Tracker(channel)
-        ok = await channel.basic_consume(self.queue, self._on_message)
+        ok = await channel.basic_consume(self.queue, self._on_message, arguments=self._arguments)
         self._tag = ok.consumer_tag
 
     async def _on_reopen(self, *_: Any) -> None:
@@ -623,15 +628,18 @@ class Transport:
         max_batch: int = 64,
         linger: float = 0.002,
         concurrency: int = 4,
+        priority: int | None = None,
     ) -> Consumer:
         """Start consuming ``queue_name`` on a channel of its own with ``prefetch`` unacknowledged messages at
-        most; ``handler(batch)`` is awaited with lists of ``Incoming`` (see ``Consumer``)."""
+        most; ``handler(batch)`` is awaited with lists of ``Incoming`` (see ``Consumer``, also for ``priority``)."""
         if prefetch < 1:
             raise ValueError("prefetch must be ≥ 1 (an unbounded prefetch defeats the emergency lane)")
         async with _edge(f"consuming {queue_name}"):
             channel = cast(AbstractRobustChannel, await self._connection.channel(publisher_confirms=False))
             await channel.set_qos(prefetch_count=prefetch)
-        consumer = Consumer(channel, queue_name, handler, max_batch=max_batch, linger=linger, concurrency=concurrency)
+        consumer = Consumer(
+            channel, queue_name, handler, max_batch=max_batch, linger=linger, concurrency=concurrency, priority=priority
+        )
         try:
             await consumer.start()
         except BaseException:

@@ -400,3 +400,23 @@ async def test_a_database_outage_defers_the_batch_to_the_retry_queue_and_nothing
     got = await hub.drain("county-220183-oa", expect=1)
     assert [e.message_id for _, e in got] == [env.message_id]
     assert waited >= 0.9  # it sat out the first back-off delay (1 s) in the retry queue, not a hot requeue
+
+
+async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(hub: Hub) -> None:
+    """The worker keeps a PostgreSQL connection between batches; when the server drops it (restart, failover,
+    an operator's pg_terminate_backend), the next batch fails as an outage, is retried, and goes through on a
+    fresh connection from the pool."""
+    first = await hub.send("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    assert (await hub.reply("county-220122-oa", first.message_id)).outcome == "accepted"
+    await hub.drain("county-220183-oa", expect=1)
+    async with hub.pool.acquire() as conn:
+        killed = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert killed >= 1  # the worker's held connection among them
+    second = await hub.send("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    reply = await hub.reply("county-220122-oa", second.message_id, timeout=20)
+    assert (reply.kind, reply.outcome) == ("receipt", "accepted")
+    got = await hub.drain("county-220183-oa", expect=1)
+    assert [e.message_id for _, e in got] == [second.message_id]

@@ -118,6 +118,56 @@ async def test_publish_many_confirms_then_consumer_gets_batches(hub: Transport, 
     assert await _drain(hub, queue) == []  # nothing comes back: all were acked
 
 
+async def test_consumer_priority_sends_a_trickle_to_the_first_and_a_backlog_to_all(hub: Transport):
+    """The pipeline workers consume with priorities 0, -1, …: at a moderate rate the first takes every message (in
+    bigger batches); when its prefetch window is full, the next one gets the rest."""
+    n = hub.names
+    queue = n.system_queue("sys-b")
+    got: dict[str, list[str]] = {"first": [], "second": []}
+    release = asyncio.Event()
+    release.set()
+
+    def handler_for(name: str):  # type: ignore[no-untyped-def]
+        async def handler(batch: list[Incoming]) -> None:
+            got[name].extend(m.message_id for m in batch)
+            await release.wait()
+            await hub.ack(batch)
+
+        return handler
+
+    second = await hub.consume(queue, handler_for("second"), prefetch=8, max_batch=4, concurrency=1, priority=-1)
+    first = await hub.consume(queue, handler_for("first"), prefetch=8, max_batch=4, concurrency=1, priority=0)
+    try:
+        trickle = [str(uuid.uuid4()) for _ in range(12)]
+        for mid in trickle:  # one at a time, each handled before the next: the first consumer is never full
+            await hub.publish_many([_out(n, "sys-b", mid)])
+            for _ in range(200):
+                if mid in got["first"] or mid in got["second"]:
+                    break
+                await asyncio.sleep(0.01)
+        assert got["first"] == trickle and got["second"] == []
+
+        release.clear()  # the first consumer stops acknowledging: its window of 8 fills, the rest goes on
+        backlog = [str(uuid.uuid4()) for _ in range(20)]
+        await hub.publish_many([_out(n, "sys-b", mid) for mid in backlog])
+        for _ in range(300):
+            if len(got["first"]) - len(trickle) >= 4 and got["second"]:
+                break
+            await asyncio.sleep(0.01)
+        assert got["second"], "a backlog beyond the first consumer's window reaches the second"
+        release.set()
+        for _ in range(500):
+            if len(got["first"]) + len(got["second"]) >= len(trickle) + len(backlog):
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(got["first"][len(trickle) :] + got["second"]) == sorted(backlog)
+    finally:
+        release.set()
+        await first.stop()
+        await second.stop()
+    assert await _drain(hub, queue) == []
+
+
 async def test_consumer_requeues_what_a_failing_handler_left_unsettled(hub: Transport):
     n = hub.names
     queue = n.system_queue("sys-a")
