@@ -338,41 +338,53 @@ WITH d AS (
     SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
     ON CONFLICT (receipt_id) DO NOTHING
     RETURNING receipt_id
+), sent AS (
+    -- the receipts recorded now: their canonical JSON object (inside a "delivered" record) and their own detail
+    SELECT e.rid, e.m, e.obj, e.detail, e.n
+    FROM unnest($10::uuid[], $11::uuid[], $12::text[], $13::text[]) WITH ORDINALITY AS e(rid, m, obj, detail, n)
+    WHERE e.rid IN (SELECT receipt_id FROM r)
 ), delivered AS (
-    -- the canonical detail text, exactly as hub.store.evidence would encode it: {"t":"…","to":["…",…]}
-    -- (system ids are [a-z0-9-] only, so they need no escaping)
-    SELECT message_id,
-           '{"t":"' || $9 || '","to":[' || string_agg('"' || recipient_system || '"', ',' ORDER BY recipient_system)
-           || ']}' AS detail
+    SELECT message_id, string_agg('"' || recipient_system || '"', ',' ORDER BY recipient_system) AS recipients
     FROM d GROUP BY message_id
 )
+-- One "delivered" record per message, carrying the receipts sent with its deliveries; written exactly as
+-- hub.store.evidence would encode it: {"receipts":[{…},…],"t":"…","to":["…",…]} (sorted keys; system ids are
+-- [a-z0-9-] only and need no escaping; "receipts" only when there are some). A receipt sent without deliveries
+-- (quarantined, refused, a resumed batch) keeps a "receipt_sent" record of its own.
 INSERT INTO evidence_pending (at, kind, message_id, actor, detail)
-SELECT $2, 'delivered', message_id, 'hub', detail FROM delivered
+SELECT $2, 'delivered', dl.message_id, 'hub',
+       '{' || coalesce('"receipts":[' || (SELECT string_agg(s.obj, ',' ORDER BY s.n) FROM sent s
+                                          WHERE s.m = dl.message_id) || '],', '')
+       || '"t":"' || $9 || '","to":[' || dl.recipients || ']}'
+FROM delivered dl
 UNION ALL
-SELECT $2, 'receipt_sent', e.m, 'hub', e.detail
-FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS e(rid, m, detail)
-WHERE e.rid IN (SELECT receipt_id FROM r)
+SELECT $2, 'receipt_sent', s.m, 'hub', s.detail
+FROM sent s
+WHERE s.m IS NULL OR s.m NOT IN (SELECT message_id FROM delivered)
 """
 
 
 async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Sequence[ReceiptRecord] = ()) -> None:
     """After the broker confirmed a batch: mark every pending delivery of the ``delivered`` messages delivered and
-    record the ``receipts`` sent, with their evidence — ONE statement (atomic on its own, one round trip).
-    Repeating it is harmless: nothing is pending any more and a receipt id is recorded once, so no evidence is
-    written twice."""
+    record the ``receipts`` sent, with their evidence — ONE statement (atomic on its own, one round trip), one
+    evidence record per message (its deliveries and the receipts that went with them). Repeating it is harmless:
+    nothing is pending any more and a receipt id is recorded once, so no evidence is written twice."""
     ids = sorted({_id_text(m) for m in delivered})  # primary-key order
     if not ids and not receipts:
         return
     now = _now()
     t = format_at(now)
     receipt_ids = [_id_text(r.receipt_id) for r in receipts]
-    details = []
+    objects: list[str] = []
+    details: list[str] = []
     for r, rid in zip(receipts, receipt_ids, strict=True):
-        detail: dict[str, Any] = {"receipt_id": rid, "type": r.kind, "t": t}
+        detail: dict[str, Any] = {"receipt_id": rid, "type": r.kind}
         if r.code:
             detail["code"] = r.code
         if r.recipient_system:
             detail["to"] = r.recipient_system
+        objects.append(canonical_detail(detail))
+        detail["t"] = t
         details.append(canonical_detail(detail))
     message_ids = [_id_text_or_none(r.message_id) for r in receipts]
     async with translated("recording deliveries"), acquired(executor) as conn:
@@ -389,6 +401,7 @@ async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Se
             t,
             receipt_ids,
             message_ids,
+            objects,
             details,
         )
 

@@ -5,6 +5,7 @@ quarantine → release path. The pipeline runs in this process (the same Worker 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import uuid
@@ -64,11 +65,15 @@ async def test_group_fan_out_is_hub_signed_receipted_and_recorded(hub: Hub, tmp_
             "SELECT recipient_system, state FROM deliveries WHERE message_id = $1 ORDER BY 1", uuid.UUID(env.message_id)
         )
         assert [(d["recipient_system"], d["state"]) for d in deliveries] == [(s, "delivered") for s in PEERS]
-        kinds = {
-            r["kind"]
-            for r in await conn.fetch("SELECT kind FROM evidence WHERE message_id = $1", uuid.UUID(env.message_id))
+        records = {
+            r["kind"]: json.loads(r["detail"])
+            for r in await conn.fetch(
+                "SELECT kind, detail FROM evidence WHERE message_id = $1", uuid.UUID(env.message_id)
+            )
         }
-        assert {"received", "delivered", "receipt_sent"} <= kinds
+        assert set(records) == {"received", "delivered"}
+        assert records["delivered"]["to"] == sorted(PEERS)
+        assert [(r["type"], r["to"]) for r in records["delivered"]["receipts"]] == [("hub.receipt", "county-220122-oa")]
     # the signed bytes exactly as received are kept
     assert parse(bytes(msg["raw"])).find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
 

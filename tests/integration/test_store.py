@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -284,13 +285,39 @@ async def test_receipts_are_recorded_once(conn):
     rec = record()
     await messages.record_batch(conn, [rec])
     receipt = ReceiptRecord(str(uuid.uuid4()), rec.message_id, "hub.receipt", "prov-oa")
+    blocked = ReceiptRecord(str(uuid.uuid4()), rec.message_id, "hub.error", "prov-oa", "GATE_CLASSIFICATION")
     before = (await evidence.head(conn))[0]
-    await messages.record_sent(conn, [rec.message_id], [receipt])
-    await messages.record_sent(conn, [rec.message_id], [receipt])  # a retried batch changes nothing
-    assert (await evidence.head(conn))[0] - before == 2  # delivered + receipt_sent, once
+    await messages.record_sent(conn, [rec.message_id], [receipt, blocked])
+    await messages.record_sent(conn, [rec.message_id], [receipt, blocked])  # a retried batch changes nothing
+    assert (await evidence.head(conn))[0] - before == 1  # one "delivered" record carrying both answers, once
+    row = await conn.fetchrow(
+        "SELECT kind, detail FROM evidence WHERE message_id = $1 AND kind <> 'received'", uuid.UUID(rec.message_id)
+    )
+    detail = json.loads(row["detail"])
+    assert row["kind"] == "delivered" and detail["to"] == ["city-2201-oa", "city-2202-oa"]
+    assert detail["receipts"] == [
+        {"receipt_id": receipt.receipt_id, "to": "prov-oa", "type": "hub.receipt"},
+        {"code": "GATE_CLASSIFICATION", "receipt_id": blocked.receipt_id, "to": "prov-oa", "type": "hub.error"},
+    ]
+    assert row["detail"] == evidence.canonical_detail(detail)  # written in canonical form, as Python writes it
+
+    # Answers sent without deliveries (an error for a refused message, a quarantined message's receipt) keep a
+    # record of their own.
+    held = record(to=())
+    await messages.record_batch(conn, [held])
     error = ReceiptRecord(str(uuid.uuid4()), None, "hub.error", "prov-oa", "SIG_VALUE")
-    await messages.record_receipts(conn, [error])
+    held_receipt = ReceiptRecord(str(uuid.uuid4()), held.message_id, "hub.receipt", "prov-oa")
+    before = (await evidence.head(conn))[0]
+    await messages.record_sent(conn, [held.message_id], [error, held_receipt])
     assert await count(conn, "SELECT count(*) FROM receipts WHERE receipt_id = $1", uuid.UUID(error.receipt_id)) == 1
+    await evidence.chain_pending(conn, wait=True)
+    rows = await conn.fetch("SELECT kind, message_id, detail FROM evidence WHERE seq > $1 ORDER BY seq", before)
+    assert [(r["kind"], r["message_id"] and str(r["message_id"])) for r in rows] == [
+        ("receipt_sent", None),
+        ("receipt_sent", held.message_id),
+    ]
+    assert json.loads(rows[0]["detail"])["code"] == "SIG_VALUE"
+    assert all(r["detail"] == evidence.canonical_detail(json.loads(r["detail"])) for r in rows)
 
 
 async def test_concurrent_batches_keep_the_chain_gapless_and_linear(dsn):
@@ -444,6 +471,28 @@ async def test_raw_bytes_are_compressed_with_lz4(conn):  # type: ignore[no-untyp
         " WHERE attname = 'raw' AND attrelid IN ('messages'::regclass, 'intake_rejections'::regclass)"
     )
     assert {r["t"]: r["attcompression"] for r in rows} == {"messages": "l", "intake_rejections": "l"}
+
+
+async def test_a_signed_message_is_stored_compressed_in_its_row(conn):  # type: ignore[no-untyped-def]
+    """Migration 007: a typical signed message (4–5 KB, about 3 KB compressed) stays in its row, not in the TOAST
+    table; exactly as received."""
+    import base64
+    import random
+
+    toast = await conn.fetchval("SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = 'messages'")
+    before = await count(conn, f"SELECT count(*) FROM {toast}")  # toast: a catalog name
+    rng = random.Random(7)
+    certificate = base64.b64encode(rng.randbytes(2400)).decode()  # hardly compressible, like a certificate chain
+    raw = ("<env:Envelope>" + "<d:Paragraph>森林草原防火工作通知</d:Paragraph>" * 40 + certificate).encode()
+    rec = record(raw=raw)
+    await messages.record_batch(conn, [rec])
+    size = await conn.fetchval(
+        "SELECT pg_column_size(raw) FROM messages WHERE message_id = $1", uuid.UUID(rec.message_id)
+    )
+    assert 2100 < size < len(raw)  # compressed, and above the 2 KB TOAST target
+    assert await count(conn, f"SELECT count(*) FROM {toast}") == before  # yet not moved out of line
+    stored = await conn.fetchval("SELECT raw FROM messages WHERE message_id = $1", uuid.UUID(rec.message_id))
+    assert bytes(stored) == raw
 
 
 async def test_one_batch_records_new_held_refused_and_skips_duplicates(conn):
