@@ -106,6 +106,7 @@ async def test_publish_many_confirms_then_consumer_gets_batches(hub: Transport, 
             done.set()
 
     consumer = await hub.consume(queue, handler, prefetch=128, max_batch=32, linger=0.01)
+    assert consumer.in_line  # aiormq hands deliveries over without a task each (its internals are still there)
     await asyncio.wait_for(done.wait(), 30)
     await consumer.stop()
     received = [m.message_id for b in batches for m in b]
