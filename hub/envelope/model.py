@@ -8,14 +8,15 @@ what typing needs. Build envelopes with ``build()``: it produces an unsigned tre
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, NamedTuple, cast
+from typing import Literal, NamedTuple
 
 from lxml import etree
 
 from hub.errors import SchemaViolation
+from hub.slots import slot_filler
 
 __all__ = [
     "CLASSIFICATIONS",
@@ -217,21 +218,10 @@ ENVELOPE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Envelope))
 _tuple = tuple.__new__
 
 
-def _slot_filler() -> Callable[..., None]:
-    """``_fill(env, v0, v1, …)``: store each value through its slot, in field order — straight-line code, as a
-    dataclass's own ``__init__`` is made. A frozen dataclass's ``__init__`` goes through ``object.__setattr__``
-    once per field (a third of the model's cost); the slot descriptors store the same values, and the object is
-    as immutable as before (its ``__setattr__`` still refuses)."""
-    names = [f"v{i}" for i in range(len(ENVELOPE_FIELDS))]
-    setters = {f"set_{i}": getattr(Envelope, name).__set__ for i, name in enumerate(ENVELOPE_FIELDS)}
-    body = "".join(f"    set_{i}(env, {v})\n" for i, v in enumerate(names))
-    code = f"def _fill(env, {', '.join(names)}):\n{body}"
-    scope: dict[str, Any] = dict(setters)
-    exec(code, scope)  # noqa: S102 - generated from the field names above, nothing external
-    return cast("Callable[..., None]", scope["_fill"])
-
-
-_fill = _slot_filler()
+#: ``_fill(env, v0, v1, …)``: one store per field through its slot, in field order (``hub.slots``): a frozen
+#: dataclass's own ``__init__`` goes through ``object.__setattr__`` once per field (a third of the model's cost); the
+#: object is as immutable as before (its ``__setattr__`` still refuses).
+_fill = slot_filler(Envelope)
 
 
 _T_ENVELOPE = qn("Envelope")

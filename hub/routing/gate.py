@@ -44,6 +44,7 @@ from hub.directory.model import ZONE_MAX, ZONE_NAMES
 from hub.envelope.model import CLASSIFICATIONS, ENV_NS, Envelope, qn
 from hub.errors import ClassificationBlocked
 from hub.routing.router import Target
+from hub.slots import straight_init
 
 __all__ = ["Blocked", "GateResult", "Marking", "egress_allowed", "find_markings", "gate"]
 
@@ -71,6 +72,7 @@ _HEADING = re.compile(
 )
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class Marking:
     """A classification marking found in a body: its text, its level, and where (element path or @attribute)."""
@@ -85,6 +87,7 @@ class Marking:
         return CLASSIFICATIONS[self.level]
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class Blocked:
     """A target the message may not reach."""
@@ -98,6 +101,7 @@ class Blocked:
         return ClassificationBlocked(self.reason, code=self.code)
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class GateResult:
     """``level`` is the message's level (``len(CLASSIFICATIONS)`` — above every level — when it is unreadable)."""

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
+from hub.slots import straight_init
+
 __all__ = [
     "DELIVERY_RANK",
     "DELIVERY_STATES",
@@ -80,6 +82,7 @@ EvidenceKind = Literal[
 ]
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
     """One recipient system of a message. ``state`` is ``pending`` (to be delivered) or ``blocked`` (the gate
@@ -92,6 +95,7 @@ class DeliveryRecord:
     error_code: str | None = None
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
     """A verified message as the hub received it. ``raw`` is the signed bytes exactly as received; ``digest`` their
@@ -126,6 +130,7 @@ class MessageRecord:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class RecordOutcome:
     """What ``record_batch`` did with one record, and what is left for the caller to do.
@@ -147,6 +152,7 @@ class RecordOutcome:
     in_batch: bool = False
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A message refused before its signature could be trusted (unsafe XML, schema, signature, certificate): its
@@ -164,6 +170,7 @@ class Rejection:
     received_at: datetime | None = None
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class ReceiptRecord:
     """What the hub sent back: a ``hub.receipt`` or ``hub.error`` with its own message id, for ``message_id`` (None
@@ -222,6 +229,7 @@ class QuarantineItem:
     deliveries: tuple[DeliveryStatus, ...] = ()
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class EvidenceEntry:
     """One entry to append to the evidence log. ``detail`` must be JSON-serialisable and hold no payload or
