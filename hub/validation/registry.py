@@ -55,6 +55,23 @@ _T_ENVELOPE = qn("Envelope")
 _T_SERVICE = qn("Service")
 
 
+def _agency_codes_valid(env: Envelope, service: ServiceSchema) -> bool:
+    """The fast path's check: every agency code of the header and the body has a correct check character
+    (``agency_code.is_valid`` is cached; a code the XSD left empty is the XSD's business, as in the full report)."""
+    valid = agency_code.is_valid
+    if not valid(env.sender.agency):
+        return False
+    for r in env.recipients:
+        if r.agency is not None and not valid(r.agency):
+            return False
+    if service.agency_code_tags and env.body is not None:
+        for el in env.body.iter(*service.agency_code_tags):
+            text = el.text
+            if text is not None and not valid(text):
+                return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Violation:
     """One problem found in a message: where (line, element path), what (stable code), and a sentence."""
@@ -290,6 +307,7 @@ class SchemaRegistry:
 
     @staticmethod
     def _agency_code_violations(env: Envelope, service: ServiceSchema) -> list[Violation]:
+        """Every agency code with a wrong check character, with its line (the full report)."""
         bad: list[Violation] = []
 
         def check(code: str | None, line: int | None) -> None:
@@ -329,7 +347,11 @@ class SchemaRegistry:
         if root.tag == _T_ENVELOPE and len(root) >= 2:
             kids = list(root[0])
             # Before validation the order is only probable: the Service element is the 5th to 7th child.
-            svc_el = next((el for el in kids[4:7] if el.tag == _T_SERVICE), None)
+            svc_el = None
+            for el in kids[4:7]:
+                if el.tag == _T_SERVICE:
+                    svc_el = el
+                    break
             if svc_el is not None:
                 versions = self.services.get(svc_el.get("name") or "")
                 version = svc_el.get("version") or ""
@@ -338,7 +360,7 @@ class SchemaRegistry:
                     body = root[1]
                     if len(body) == 1 and body[0].tag.startswith(service.clark_prefix):
                         env = Envelope.from_header(root, kids)
-                        if not self._agency_code_violations(env, service):
+                        if _agency_codes_valid(env, service):
                             return env
         self._raise(self.violations(root))
         raise AssertionError("unreachable")  # pragma: no cover
