@@ -158,13 +158,20 @@ def _short(tag: object) -> str:
 
 def _children(el: etree._Element) -> list[etree._Element]:
     """Element children only (a tree that kept comments still has them as nodes)."""
-    return [c for c in el if isinstance(c.tag, str)]
+    return list(el.iterchildren(_ELEMENTS))
+
+
+_ELEMENTS = etree.Element  # as iterchildren's tag: elements only, filtered in C
+#: The Clark names ``_expect`` compares against, per list of local names (made once each).
+_WANT: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _expect(el: etree._Element, names: tuple[str, ...], where: str) -> list[etree._Element]:
-    kids = _children(el)
-    tags = tuple(k.tag for k in kids)
-    want = tuple(_T[n] for n in names)
+    kids = list(el.iterchildren(_ELEMENTS))
+    tags = tuple([k.tag for k in kids])
+    want = _WANT.get(names)
+    if want is None:
+        want = _WANT[names] = tuple(_T[n] for n in names)
     if tags != want:
         extra = next((k for k in kids if k.tag not in want), None)
         if extra is not None:
@@ -174,7 +181,7 @@ def _expect(el: etree._Element, names: tuple[str, ...], where: str) -> list[etre
 
 
 def _only_attributes(el: etree._Element, allowed: tuple[str, ...]) -> None:
-    for name in el.attrib:
+    for name in el.keys():  # one C call; iterating .attrib makes a proxy first
         if name not in allowed:
             raise _profile(f"attribute {name!r} is not allowed on {_short(el.tag)}")
 
