@@ -120,34 +120,32 @@ WITH ins AS (
     INSERT INTO messages (message_id, conversation_id, ref_to, sender_agency, sender_system, service, version,
                           classification, classification_label, urgency, created, expires, received_at, raw,
                           raw_sha256, signer_serial, signer_fingerprint, state, error_code, error_reason, business_ref)
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int[],
-                         $8::smallint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[],
-                         $13::timestamptz[], $14::bytea[], $15::bytea[], $16::text[], $17::text[], $18::text[],
-                         $19::text[], $20::text[], $21::text[])
+    SELECT * FROM unnest($1::hub_message_row[])
     ON CONFLICT (message_id) DO NOTHING
     RETURNING message_id
 ), dlv AS (
     INSERT INTO deliveries (message_id, recipient_system, recipient_agency, role, state, error_code, recorded_at,
                             blocked_at)
-    SELECT u.m, u.s, u.a, u.r, u.st, u.e, $22, CASE WHEN u.st = 'blocked' THEN $22::timestamptz END
-    FROM unnest($23::uuid[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[]) AS u(m, s, a, r, st, e)
-    WHERE u.m IN (SELECT message_id FROM ins)
+    SELECT u.message_id, u.recipient_system, u.recipient_agency, u.role, u.state, u.error_code, $2,
+           CASE WHEN u.state = 'blocked' THEN $2::timestamptz END
+    FROM unnest($3::hub_delivery_row[]) AS u
+    WHERE u.message_id IN (SELECT message_id FROM ins)
 ), held AS (
     INSERT INTO quarantine (message_id, markings, created_at)
-    SELECT q.m, ARRAY(SELECT json_array_elements_text(q.k::json)), $22
-    FROM unnest($29::uuid[], $30::text[]) AS q(m, k)
+    SELECT q.m, ARRAY(SELECT json_array_elements_text(q.k::json)), $2
+    FROM unnest($4::uuid[], $5::text[]) AS q(m, k)
     WHERE q.m IN (SELECT message_id FROM ins)
 ), refused AS (
     INSERT INTO intake_rejections (received_at, claimed_message_id, claimed_sender, service, amqp_user, raw, raw_size,
                                    raw_sha256, error_code, error_reason)
-    SELECT * FROM unnest($31::timestamptz[], $32::text[], $33::text[], $34::text[], $35::text[], $36::bytea[],
-                         $37::int[], $38::bytea[], $39::text[], $40::text[])
+    SELECT * FROM unnest($6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[],
+                         $12::int[], $13::bytea[], $14::text[], $15::text[])
 ), staged AS (
     -- evidence of the new messages (and of every refusal, which has no message id), in the order given
     INSERT INTO evidence_pending (at, kind, message_id, actor, detail)
-    SELECT $41, e.k, e.m, e.a, e.d
-    FROM unnest($42::text[], $43::uuid[], $44::text[], $45::text[]) WITH ORDINALITY AS e(k, m, a, d, n)
-    WHERE e.m IS NULL OR e.m IN (SELECT message_id FROM ins)
+    SELECT $2, e.kind, e.message_id, e.actor, e.detail
+    FROM unnest($16::hub_evidence_row[]) WITH ORDINALITY AS e(kind, message_id, actor, detail, n)
+    WHERE e.message_id IS NULL OR e.message_id IN (SELECT message_id FROM ins)
     ORDER BY e.n
 )
 SELECT message_id FROM ins
@@ -207,7 +205,7 @@ async def record_batch(
     recs = [records[first[u]] for u in order]
     digests = [_digest(r.raw, r.digest) for r in recs]
 
-    dcols: tuple[list[Any], ...] = ([], [], [], [], [], [])
+    deliveries: list[tuple[str, str, str, str, str, str | None]] = []
     held_ids: list[str] = []
     held_markings: list[str] = []
     staged: list[tuple[EvidenceEntry, str | None]] = []  # with the id that must be new for it to be written
@@ -217,43 +215,47 @@ async def record_batch(
             if d.recipient_system in seen:
                 continue  # one delivery per recipient system: the first role listed wins
             seen.add(d.recipient_system)
-            for col, value in zip(
-                dcols, (u, d.recipient_system, d.recipient_agency, d.role, d.state, d.error_code), strict=True
-            ):
-                col.append(value)
+            deliveries.append((u, d.recipient_system, d.recipient_agency, d.role, d.state, d.error_code))
         if rec.state == "quarantined":
             held_ids.append(u)
             held_markings.append(_FIELDS_JSON.encode(list(rec.markings)))
         staged += [(e, u) for e in _message_evidence(rec, u, digest)]
     rdigests = [_digest(r.raw, r.digest) for r in rejections]
     staged += [(_rejection_evidence(r, digest), None) for r, digest in zip(rejections, rdigests, strict=True)]
+    # One row per message, in the column order of hub_message_row (migration 008).
+    message_rows = [
+        (
+            u,
+            _id_text_or_none(r.conversation_id),
+            _id_text_or_none(r.ref_to),
+            r.sender_agency,
+            r.sender_system,
+            r.service,
+            r.version,
+            r.classification,
+            r.classification_label,
+            r.urgency,
+            r.created,
+            r.expires,
+            r.received_at or now,
+            r.raw,
+            digest,
+            None if r.signer_serial is None else str(r.signer_serial),
+            r.signer_fingerprint,
+            r.state,
+            r.error_code,
+            r.error_reason,
+            r.business_ref,
+        )
+        for u, r, digest in zip(order, recs, digests, strict=True)
+    ]
 
     async with translated("recording a batch"), acquired(executor) as conn:
         rows = await conn.fetch(
             _RECORD_BATCH,
-            order,
-            [_id_text_or_none(r.conversation_id) for r in recs],
-            [_id_text_or_none(r.ref_to) for r in recs],
-            [r.sender_agency for r in recs],
-            [r.sender_system for r in recs],
-            [r.service for r in recs],
-            [r.version for r in recs],
-            [r.classification for r in recs],
-            [r.classification_label for r in recs],
-            [r.urgency for r in recs],
-            [r.created for r in recs],
-            [r.expires for r in recs],
-            [r.received_at or now for r in recs],
-            [r.raw for r in recs],
-            digests,
-            [None if r.signer_serial is None else str(r.signer_serial) for r in recs],
-            [r.signer_fingerprint for r in recs],
-            [r.state for r in recs],
-            [r.error_code for r in recs],
-            [r.error_reason for r in recs],
-            [r.business_ref for r in recs],
+            message_rows,
             now,
-            *dcols,
+            deliveries,
             held_ids,
             held_markings,
             [r.received_at or now for r in rejections],
@@ -266,11 +268,7 @@ async def record_batch(
             rdigests,
             [r.error_code for r in rejections],
             [r.error_reason[:1000] for r in rejections],
-            now,
-            [e.kind for e, _ in staged],
-            [u for _, u in staged],
-            [e.actor for e, _ in staged],
-            [canonical_detail({**e.detail, "t": t}) for e, _ in staged],
+            [(e.kind, u, e.actor, canonical_detail({**e.detail, "t": t})) for e, u in staged],
         )
         inserted = {str(row["message_id"]) for row in rows}
         existing: dict[str, Any] = {}
