@@ -89,7 +89,7 @@ class Worker:
         from hub.transport import Transport
 
         s = self.settings
-        self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4)
+        self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4, generic_plans=True)
         ctx = await load_context(s, self.pool)
         self.context = ctx
         self.trust_store = ctx.trust_store

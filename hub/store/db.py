@@ -58,9 +58,17 @@ async def _keep(conn: asyncpg.Connection) -> None:
     every release — is skipped."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, generic_plans: bool = False) -> asyncpg.Pool:
+    """A connection pool. ``generic_plans`` is for the pipeline workers, whose connections run the same few
+    statements on every batch: PostgreSQL then plans each prepared statement once (``plan_cache_mode =
+    force_generic_plan``) instead of re-planning it whenever it estimates a custom plan cheaper. In an e2e bench
+    run pg_stat_statements showed ``record_sent`` re-planned on 3,584 of 4,828 calls, 0.29 ms of planning each,
+    with no faster execution to show for it; every statement there looks rows up by primary key."""
+    settings = {"plan_cache_mode": "force_generic_plan"} if generic_plans else None
     try:
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, reset=_keep)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, reset=_keep, server_settings=settings
+        )
     except CONNECTION_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
     assert pool is not None

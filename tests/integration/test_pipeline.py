@@ -425,3 +425,13 @@ async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(hub: H
     assert (reply.kind, reply.outcome) == ("receipt", "accepted")
     got = await hub.drain("county-220183-oa", expect=1)
     assert [e.message_id for _, e in got] == [second.message_id]
+
+
+async def test_the_workers_statements_are_planned_once(hub: Hub) -> None:
+    """The worker's connections use generic plans for its prepared statements (PostgreSQL re-planned record_sent
+    on most calls otherwise); other pools keep PostgreSQL's default."""
+    assert hub.worker is not None
+    async with hub.worker.pool.acquire() as conn:
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    async with hub.pool.acquire() as conn:
+        assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
