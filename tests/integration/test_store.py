@@ -473,6 +473,27 @@ async def test_raw_bytes_are_compressed_with_lz4(conn):  # type: ignore[no-untyp
     assert {r["t"]: r["attcompression"] for r in rows} == {"messages": "l", "intake_rejections": "l"}
 
 
+async def test_analyze_keeps_small_statistics_and_none_of_the_wide_columns(conn):  # type: ignore[no-untyped-def]
+    """Migration 009: the maintenance ANALYZE samples 3,000 rows and skips the signed bytes, digests and JSON."""
+    await messages.record_batch(conn, [record() for _ in range(20)])
+    await conn.execute("ANALYZE messages; ANALYZE evidence")
+    targets = {
+        (r["t"], r["name"]): r["target"]
+        for r in await conn.fetch(
+            "SELECT attrelid::regclass::text AS t, attname AS name, attstattarget AS target FROM pg_attribute"
+            " WHERE attrelid IN ('messages'::regclass, 'evidence'::regclass) AND attnum > 0 AND NOT attisdropped"
+        )
+    }
+    assert targets[("messages", "received_at")] == 10 and targets[("messages", "raw")] == 0
+    assert targets[("evidence", "kind")] == 10 and targets[("evidence", "detail")] == 0
+    stats = {
+        (r["tablename"], r["attname"])
+        for r in await conn.fetch("SELECT tablename, attname FROM pg_stats WHERE tablename IN ('messages', 'evidence')")
+    }
+    assert ("messages", "received_at") in stats and ("messages", "state") in stats
+    assert ("messages", "raw") not in stats and ("evidence", "detail") not in stats
+
+
 async def test_a_signed_message_is_stored_compressed_in_its_row(conn):  # type: ignore[no-untyped-def]
     """Migration 007: a typical signed message (4–5 KB, about 3 KB compressed) stays in its row, not in the TOAST
     table; exactly as received."""
