@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from hub.slots import straight_init
 from hub.store.db import acquired, translated
 from hub.store.records import EvidenceEntry, Problem
 
@@ -112,6 +113,7 @@ def checkpoint_payload(seq: int, head_hash: bytes) -> bytes:
     return _CHECKPOINT_DOMAIN + f"{seq}\n{head_hash.hex()}\n".encode("ascii")
 
 
+@straight_init
 @dataclass(frozen=True, slots=True)
 class ChainRow:
     """One stored record."""
