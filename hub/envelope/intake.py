@@ -202,8 +202,11 @@ def _occurs_more_than(data: bytes, char: bytes, limit: int) -> int:
     return count if count > limit else 0
 
 
-def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int) -> None:
-    """Refuse what must never reach the parser; every step is a C-speed scan, the usual message skips most."""
+def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int) -> bool:
+    """Refuse what must never reach the parser; every step is a C-speed scan, the usual message skips most.
+
+    Returns whether the bytes hold a ``!`` at all: without one (UTF-8, so no other byte can stand for it) no
+    ``<!DOCTYPE`` can be in the document, and the tree check after parsing is skipped."""
     size = len(data)
     if size == 0:
         raise UnsafeXml("the message is empty", code="ENV_EMPTY")
@@ -220,7 +223,8 @@ def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int
     if data.startswith(b"<?xml", start) and not data.startswith(_USUAL_DECLARATIONS, start):
         if data[start + 5 : start + 6] in (b" ", b"\t", b"\r", b"\n"):  # not a PI such as <?xml-stylesheet?>
             _check_declaration(data, start)
-    if data.find(b"!") >= 0:  # memchr; most messages have no "!" at all, so no "<!"
+    exclamation = data.find(b"!") >= 0
+    if exclamation:  # memchr; most messages have no "!" at all, so no "<!"
         # A DOCTYPE can only appear in the prolog, but any markup declaration anywhere is refused outright: no
         # valid envelope needs one, and refusing before parsing means no DTD is ever read.
         m = _MARKUP_DECL.search(data)
@@ -248,6 +252,7 @@ def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int
                 f"the limit is {max_attributes}",
                 code="ENV_LIMIT",
             )
+    return exclamation
 
 
 def _translate(exc: etree.XMLSyntaxError, data: bytes) -> UnsafeXml:
@@ -309,14 +314,15 @@ def parse(
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("parse() takes bytes; decoding is part of the intake gate")
         data = bytes(data)
-    _byte_gate(data, max_bytes, max_markup, max_attributes)
+    exclamation = _byte_gate(data, max_bytes, max_markup, max_attributes)
     try:
         root = etree.fromstring(data, parser())
     except etree.XMLSyntaxError as exc:
         raise _translate(exc, data) from None
-    docinfo = root.getroottree().docinfo
-    if docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise UnsafeXml("DOCTYPE declarations are not allowed in hub messages", code="ENV_DOCTYPE")
+    if exclamation:  # the gate refused every "<!" but comments and CDATA; check the tree as well
+        docinfo = root.getroottree().docinfo
+        if docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+            raise UnsafeXml("DOCTYPE declarations are not allowed in hub messages", code="ENV_DOCTYPE")
     return root
 
 
