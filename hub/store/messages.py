@@ -333,14 +333,16 @@ WITH d AS (
     RETURNING message_id, recipient_system
 ), r AS (
     INSERT INTO receipts (receipt_id, message_id, kind, recipient_system, code, at)
-    SELECT * FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+    SELECT x.receipt_id, x.message_id, x.kind, x.recipient_system, x.code, x.at
+    FROM unnest($3::hub_receipt_row[]) AS x
     ON CONFLICT (receipt_id) DO NOTHING
     RETURNING receipt_id
 ), sent AS (
     -- the receipts recorded now: their canonical JSON object (inside a "delivered" record) and their own detail
-    SELECT e.rid, e.m, e.obj, e.detail, e.n
-    FROM unnest($10::uuid[], $11::uuid[], $12::text[], $13::text[]) WITH ORDINALITY AS e(rid, m, obj, detail, n)
-    WHERE e.rid IN (SELECT receipt_id FROM r)
+    SELECT e.receipt_id AS rid, e.message_id AS m, e.evidence_object AS obj, e.evidence_detail AS detail, e.n
+    FROM unnest($3::hub_receipt_row[]) WITH ORDINALITY
+         AS e(receipt_id, message_id, kind, recipient_system, code, at, evidence_object, evidence_detail, n)
+    WHERE e.receipt_id IN (SELECT receipt_id FROM r)
 ), delivered AS (
     SELECT message_id, string_agg('"' || recipient_system || '"', ',' ORDER BY recipient_system) AS recipients
     FROM d GROUP BY message_id
@@ -353,7 +355,7 @@ INSERT INTO evidence_pending (at, kind, message_id, actor, detail)
 SELECT $2, 'delivered', dl.message_id, 'hub',
        '{' || coalesce('"receipts":[' || (SELECT string_agg(s.obj, ',' ORDER BY s.n) FROM sent s
                                           WHERE s.m = dl.message_id) || '],', '')
-       || '"t":"' || $9 || '","to":[' || dl.recipients || ']}'
+       || '"t":"' || $4 || '","to":[' || dl.recipients || ']}'
 FROM delivered dl
 UNION ALL
 SELECT $2, 'receipt_sent', s.m, 'hub', s.detail
@@ -372,36 +374,30 @@ async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Se
         return
     now = _now()
     t = format_at(now)
-    receipt_ids = [_id_text(r.receipt_id) for r in receipts]
-    objects: list[str] = []
-    details: list[str] = []
-    for r, rid in zip(receipts, receipt_ids, strict=True):
+    rows: list[tuple[Any, ...]] = []  # hub_receipt_row (migration 010)
+    for r in receipts:
+        rid = _id_text(r.receipt_id)
         detail: dict[str, Any] = {"receipt_id": rid, "type": r.kind}
         if r.code:
             detail["code"] = r.code
         if r.recipient_system:
             detail["to"] = r.recipient_system
-        objects.append(canonical_detail(detail))
+        obj = canonical_detail(detail)
         detail["t"] = t
-        details.append(canonical_detail(detail))
-    message_ids = [_id_text_or_none(r.message_id) for r in receipts]
-    async with translated("recording deliveries"), acquired(executor) as conn:
-        await conn.execute(
-            _RECORD_SENT,
-            ids,
-            now,
-            receipt_ids,
-            message_ids,
-            [r.kind for r in receipts],
-            [r.recipient_system for r in receipts],
-            [r.code for r in receipts],
-            [r.at or now for r in receipts],
-            t,
-            receipt_ids,
-            message_ids,
-            objects,
-            details,
+        rows.append(
+            (
+                rid,
+                _id_text_or_none(r.message_id),
+                r.kind,
+                r.recipient_system,
+                r.code,
+                r.at or now,
+                obj,
+                canonical_detail(detail),
+            )
         )
+    async with translated("recording deliveries"), acquired(executor) as conn:
+        await conn.execute(_RECORD_SENT, ids, now, rows, t)
 
 
 async def mark_delivered(executor: Any, message_ids: Iterable[str]) -> None:
