@@ -52,10 +52,13 @@ def slot_filler(cls: type) -> Callable[..., None]:
 
 def straight_init(cls: type[T]) -> type[T]:
     """Class decorator, above ``@dataclass(frozen=True, slots=True)``: replace the generated ``__init__`` by one
-    that stores through the slot descriptors. Only for plain fields (no ``InitVar``, no ``__post_init__``)."""
+    that stores through the slot descriptors. Only for plain fields: no ``__post_init__``, ``InitVar``, keyword-only
+    or ``init=False`` fields (refused with ``TypeError``)."""
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has __post_init__: keep its generated __init__")
-    flds = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    flds = list(dataclasses.fields(cls))  # type: ignore[arg-type]
+    if any(not f.init for f in flds):
+        raise TypeError(f"{cls.__name__} has fields outside __init__: keep its generated __init__")
     scope = _setters(cls, [f.name for f in flds])
     scope["NO_VALUE"] = _NO_VALUE
     params: list[str] = []

@@ -67,6 +67,14 @@ def test_straight_init_refuses_what_it_cannot_reproduce() -> None:
     with pytest.raises(TypeError, match="__post_init__"):
         straight_init(Checked)
 
+    @dataclass(frozen=True, slots=True)
+    class Derived:
+        a: int
+        b: int = field(init=False, default=0)
+
+    with pytest.raises(TypeError, match="outside __init__"):
+        straight_init(Derived)
+
 
 def test_slot_filler_stores_every_field_in_order() -> None:
     plain, _ = _pair()
