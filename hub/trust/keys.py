@@ -137,8 +137,12 @@ def raw_to_der(raw: bytes, key: ec.EllipticCurvePublicKey, size: int | None = No
     return utils.encode_dss_signature(int.from_bytes(raw[:size], "big"), int.from_bytes(raw[size:], "big"))
 
 
-def der_to_raw(der: bytes, key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> bytes:
-    size = ecdsa_size(key)
+def der_to_raw(
+    der: bytes, key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey, size: int | None = None
+) -> bytes:
+    """cryptography's DER ECDSA signature → XML-DSig ``r || s``; ``size`` is ``ecdsa_size(key)`` when the caller
+    has it."""
+    size = size or ecdsa_size(key)
     r, s = utils.decode_dss_signature(der)
     return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 

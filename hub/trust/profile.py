@@ -167,7 +167,7 @@ _WANT: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _expect(el: etree._Element, names: tuple[str, ...], where: str) -> list[etree._Element]:
-    kids = list(el.iterchildren(_ELEMENTS))
+    kids = _children(el)
     tags = tuple([k.tag for k in kids])
     want = _WANT.get(names)
     if want is None:

@@ -32,7 +32,7 @@ from typing import cast
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -187,11 +187,10 @@ def _raw_signer(key: PrivateKey, method: str) -> Callable[[bytes], bytes]:
     with the key's type, curve and algorithm objects looked up once: a hub signs twice per message."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         sign, algorithm, size = key.sign, keys.ecdsa_for_method(method), keys.ecdsa_size(key)
-        decode = utils.decode_dss_signature
+        der_to_raw = keys.der_to_raw
 
         def ecdsa(data: bytes) -> bytes:
-            r, s = decode(sign(data, algorithm))
-            return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+            return der_to_raw(sign(data, algorithm), key, size)
 
         return ecdsa
     rsa_sign, pkcs1, sha256 = key.sign, padding.PKCS1v15(), hashes.SHA256()
