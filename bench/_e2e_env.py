@@ -194,9 +194,10 @@ class Installation:
 
     # ------------------------------------------------------------------ tear-down
 
-    async def close(self) -> list[str]:
-        """Stop the children, tear down the namespace, drop the database, remove the temp dir. Returns problems
-        (printed by the caller; a failed clean-up must not hide the bench's own error)."""
+    async def close(self, *, keep_log: Path | None = None) -> list[str]:
+        """Stop the children, tear down the namespace, drop the database, remove the temp dir (after copying the
+        hub's log into ``keep_log`` if given). Returns problems (printed by the caller; a failed clean-up must not
+        hide the bench's own error)."""
         problems: list[str] = []
         procs = ([self.hub] if self.hub is not None else []) + self.relays
         for p in procs:
@@ -226,6 +227,9 @@ class Installation:
                 await _admin_sql(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
             except Exception as exc:
                 problems.append(f"database {self.db_name} not dropped: {exc}")
+        if keep_log is not None and self.hub_log.exists():
+            keep_log.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.hub_log, keep_log / "hub.log")
         shutil.rmtree(self.tmp, ignore_errors=True)
         return problems
 

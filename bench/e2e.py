@@ -41,6 +41,11 @@ Goal: e2e_ratio ≥ 0.50 and p99_ms ≤ 50 at 300 messages/s. Usage::
     .venv/bin/python bench/e2e.py            # about 2 minutes on 2 cores
     .venv/bin/python bench/e2e.py --quick    # smoke run, about 20 s
     .venv/bin/python bench/e2e.py --profile /tmp/e2e-prof   # + where the workers' time goes (needs py-spy)
+    .venv/bin/python bench/e2e.py --keep /tmp/e2e-keep      # + every latency and the hub's log, to find stalls
+
+``--keep DIR`` writes ``latency-hub.tsv`` and ``latency-raw.tsv`` (one line per message in publish order: wall-clock
+publish time, latency in ms) and ``hub.log`` (the hub's JSON log lines, same clock), so a latency spike can be put
+beside what the hub did at that moment.
 """
 
 from __future__ import annotations
@@ -243,13 +248,21 @@ class Bench:
             raise RuntimeError(line)
         return line
 
+    def _keep_latencies(self, path: str, sent: dict[str, float], arrived: dict[str, float]) -> None:
+        wall = time.time() - time.perf_counter()  # perf_counter → wall clock, as the hub's log has it
+        lines = [
+            f"{wall + t:.4f}\t{(arrived[m] - t) * 1000:.1f}\n" for m, t in sorted(sent.items(), key=lambda x: x[1])
+        ]
+        self.args.keep.mkdir(parents=True, exist_ok=True)
+        (self.args.keep / f"latency-{path}.tsv").write_text("".join(lines))
+
     async def close(self) -> None:
         if self.profiler is not None:
             self.profiler.stop()  # py-spy of a phase that failed
         if self.transport is not None:
             await self.transport.close()
         await self.sink.close()
-        for problem in await self.inst.close():
+        for problem in await self.inst.close(keep_log=self.args.keep):
             print(f"清理 clean-up: {problem}", file=sys.stderr)
 
     async def _ready(self, queue: str, consumers: int, what: str, timeout: float = 90.0) -> None:
@@ -328,6 +341,8 @@ class Bench:
         after: CpuSnapshot = self.cpu.snapshot()
         files = self.profiler.stop() if profiling else None
         latencies = [(arrivals.times[m] - t) * 1000 for m, t in sent.items()]
+        if self.args.keep is not None:
+            self._keep_latencies(path, sent, arrivals.times)
         receipts = None
         if path == "hub":
             await self._await(self.sink.receipts, "hub latency receipts")
@@ -492,6 +507,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         metavar="DIR",
         help="sample the hub workers with py-spy during the hub phases (raw stacks kept in DIR)",
+    )
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="write every latency (wall-clock publish time, ms) and the hub's log to DIR",
     )
     args = ap.parse_args(argv)
     args.messages = args.messages or (1000 if args.quick else 6000)

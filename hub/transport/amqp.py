@@ -37,6 +37,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.connection import make_url
 from aiormq import spec
 from aiormq.abc import ChannelFrame, DeliveredMessage
+from pamqp.exceptions import PAMQPException
 from yarl import URL
 
 from hub.errors import BrokerUnavailable, ConfigError, HubError
@@ -50,6 +51,7 @@ __all__ = [
     "Consumer",
     "Transport",
     "ack",
+    "install_reader",
     "nack",
     "translate",
 ]
@@ -218,6 +220,68 @@ def _incoming(dm: DeliveredMessage, queue: str, tracker: _Tracker) -> Incoming:
         correlation_id=props.correlation_id,
         owner=tracker,
     )
+
+
+# -- reading frames ------------------------------------------------------------------------------------------------
+
+_original_get_frame: Callable[..., Any] | None = None
+
+
+def _read_error(exc: BaseException) -> amqp_errors.AMQPConnectionError:
+    """aiormq's translation of a failed socket read (``FrameReceiver.get_frame``), word for word."""
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return amqp_errors.AMQPConnectionError(
+            f"Server connection unexpectedly closed. Read {len(exc.partial)} bytes but {exc.expected} bytes expected",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return amqp_errors.AMQPConnectionError(f"Server connection refused: {exc!r}")
+    if isinstance(exc, ConnectionResetError):
+        return amqp_errors.AMQPConnectionError(f"Server connection reset: {exc!r}")
+    if isinstance(exc, ConnectionError):
+        return amqp_errors.AMQPConnectionError(f"Server connection error: {exc!r}")
+    return amqp_errors.AMQPConnectionError(f"Server communication error: {exc!r}")
+
+
+async def _get_frame(receiver: Any) -> Any:
+    """aiormq's ``FrameReceiver.get_frame`` once the connection is open: two reads a frame (its 7-byte head, then
+    the rest) instead of three through a BytesIO and a lock, decoded by ``frames.decode`` (pamqp's objects).
+    The handshake (``started`` still False: the broker may answer with a protocol header) goes through aiormq's
+    own code. After the handshake only the connection's reader task reads frames, so no lock is needed."""
+    if not receiver.started:
+        return await cast(Callable[..., Any], _original_get_frame)(receiver)
+    reader = receiver.reader
+    if reader.at_eof():
+        del receiver.reader
+        raise StopAsyncIteration
+    try:
+        head = await reader.readexactly(7)
+        payload = await reader.readexactly(int.from_bytes(head[3:7], "big") + 1)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        raise _read_error(exc) from exc
+    try:
+        return frames.decode(head, payload)
+    except PAMQPException as exc:
+        raise amqp_errors.InvalidFrameError(str(exc)) from exc
+
+
+def install_reader() -> bool:
+    """Have aiormq read frames with ``_get_frame`` in this process (idempotent; every hub process that talks to
+    RabbitMQ calls it through ``Transport.connect``). aiormq makes a ``FrameReceiver`` inside each connect and
+    never stores it, so the method is replaced on the class. Returns False (and changes nothing) when the
+    installed aiormq's receiver lacks what ``_get_frame`` relies on (``reader``, ``started``, ``get_frame``)."""
+    global _original_get_frame
+    receiver_class = getattr(aiormq.connection, "FrameReceiver", None)
+    current = getattr(receiver_class, "get_frame", None)
+    if receiver_class is None or current is None:
+        return False
+    if current is _get_frame:
+        return True
+    init = getattr(receiver_class.__init__, "__code__", None)
+    if init is None or not {"reader", "started"} <= set(init.co_names):
+        return False
+    _original_get_frame = current
+    receiver_class.get_frame = _get_frame
+    return True
 
 
 # -- consumer ------------------------------------------------------------------------------------------------------
@@ -459,6 +523,7 @@ class Transport:
         """Connect (robustly: later connection losses are healed in the background) and open the publish channel.
         A broker that cannot be reached now is ``BrokerUnavailable``; wrong credentials ``AMQP_ACCESS_REFUSED``."""
         target = url or settings.amqp_url
+        install_reader()
         async with _edge("connecting to RabbitMQ"):
             # aio_pika.connect_robust, unrolled: when the first connect fails (wrong password, broker down) its
             # half-made connection must be closed here, or its __del__ later schedules a close() that nothing awaits.
