@@ -107,6 +107,8 @@ async def test_publish_many_confirms_then_consumer_gets_batches(hub: Transport, 
 
     consumer = await hub.consume(queue, handler, prefetch=128, max_batch=32, linger=0.01)
     assert consumer.in_line  # aiormq hands deliveries over without a task each (its internals are still there)
+    assert consumer.unbounded  # its frame queue is bounded by the prefetch alone
+    assert consumer._tracker is not None and consumer._tracker.channel.frames.maxsize == 0
     await asyncio.wait_for(done.wait(), 30)
     await consumer.stop()
     received = [m.message_id for b in batches for m in b]
