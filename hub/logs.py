@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from hub.jsonenc import encoder
+
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
@@ -60,7 +62,7 @@ class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 #: What JsonFormatter's ``json.dumps(out, ensure_ascii=False, default=str)`` builds on every call, built once.
-_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+_encode_line = encoder(ensure_ascii=False, default=str)
 
 
 def _batched_target(logger: logging.Logger) -> BatchedHandler | None:
@@ -99,7 +101,7 @@ def log_decisions(logger: logging.Logger, items: Sequence[tuple[str, Mapping[str
             logger.info(msg, extra=extra)
         return
     head = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "info", "logger": logger.name}
-    encode = _LINE_ENCODER.encode
+    encode = _encode_line
     target.write_lines("".join([encode({**head, "msg": msg, **extra}) + "\n" for msg, extra in items]))
 
 

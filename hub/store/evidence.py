@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from hub.jsonenc import encoder
 from hub.slots import straight_init
 from hub.store.db import acquired, translated
 from hub.store.records import EvidenceEntry, Problem
@@ -80,14 +81,14 @@ def format_at(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-# Encoders built once: json.dumps with non-default options builds a new encoder on every call.
-_DETAIL_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_FIELDS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# Encoders built once (hub.jsonenc): json.dumps with non-default options builds a new encoder on every call.
+_encode_detail = encoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode_fields = encoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def canonical_detail(detail: Mapping[str, Any]) -> str:
     """The canonical JSON text of a detail object (what is stored and hashed)."""
-    return _DETAIL_ENCODER.encode(detail)
+    return _encode_detail(detail)
 
 
 def _norm_id(message_id: str | uuid.UUID | None) -> str | None:
@@ -97,7 +98,7 @@ def _norm_id(message_id: str | uuid.UUID | None) -> str | None:
 
 
 def _hash(seq: int, at_text: str, kind: str, message_id: str | None, actor: str, detail: str, prev: bytes) -> bytes:
-    encoded = _FIELDS_ENCODER.encode([seq, at_text, kind, message_id, actor, detail, prev.hex()])
+    encoded = _encode_fields([seq, at_text, kind, message_id, actor, detail, prev.hex()])
     return hashlib.sha256(_DOMAIN + encoded.encode("utf-8")).digest()
 
 
@@ -154,7 +155,7 @@ def chain(
     at_text = format_at(at)
     for i, e in enumerate(entries):
         seq += 1
-        detail = details[i] if details is not None else _DETAIL_ENCODER.encode(e.detail)
+        detail = details[i] if details is not None else _encode_detail(e.detail)
         mid = _norm_id(e.message_id)
         digest = _hash(seq, at_text, e.kind, mid, e.actor, detail, prev)
         rows.append(ChainRow(seq, at, e.kind, mid, e.actor, detail, prev, digest))
@@ -333,7 +334,7 @@ async def append(conn: Any, entries: Sequence[EvidenceEntry]) -> None:
         [e.kind for e in entries],
         [_norm_id(e.message_id) for e in entries],
         [e.actor for e in entries],
-        [_DETAIL_ENCODER.encode({**e.detail, "t": t}) for e in entries],
+        [_encode_detail({**e.detail, "t": t}) for e in entries],
     )
 
 

@@ -18,7 +18,6 @@ Transient database failures become ``StoreUnavailable``; an unknown or already-d
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from hub.errors import HubError
+from hub.jsonenc import encoder
 from hub.store.db import acquired, transaction, translated
 from hub.store.evidence import append, canonical_detail, format_at
 from hub.store.records import (
@@ -63,7 +63,7 @@ REJECTED_RAW_CAP: Final[int] = 64 * 1024
 _CLAIM_CAP: Final[int] = 200
 
 #: Quarantine markings travel as one JSON array per message (unnest cannot carry an array of arrays).
-_FIELDS_JSON: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_fields_json: Final = encoder(ensure_ascii=False, separators=(",", ":"))
 
 _EVIDENCE_KIND = {"accepted": "received", "quarantined": "quarantined", "rejected": "rejected"}
 _STATE_COLUMN: Final[dict[str, str]] = {
@@ -218,7 +218,7 @@ async def record_batch(
             deliveries.append((u, d.recipient_system, d.recipient_agency, d.role, d.state, d.error_code))
         if rec.state == "quarantined":
             held_ids.append(u)
-            held_markings.append(_FIELDS_JSON.encode(list(rec.markings)))
+            held_markings.append(_fields_json(list(rec.markings)))
         staged += [(e, u) for e in _message_evidence(rec, u, digest)]
     rdigests = [_digest(r.raw, r.digest) for r in rejections]
     staged += [(_rejection_evidence(r, digest), None) for r, digest in zip(rejections, rdigests, strict=True)]
