@@ -490,9 +490,66 @@ class Consumer:
 # -- transport -----------------------------------------------------------------------------------------------------
 
 
-def _forget(channel: Any, message_id: str, tag: int, _: asyncio.Future[Any]) -> None:
-    if channel.message_id_delivery_tag.get(message_id) == tag:
-        channel.message_id_delivery_tag.pop(message_id, None)
+class _Confirms:
+    """The broker's answers to one published batch: one ``_Confirmation`` per delivery tag in aiormq's
+    ``Channel.confirmations``, all feeding ``future`` (made by ``channel.create_future()``, so a channel that closes
+    fails it). aiormq's own path makes an asyncio future per message, and gathering them schedules three callbacks
+    a message; here the last answer of the batch sets the one future with every result in publish order (a
+    ``Basic.Ack``, the returned message, or the exception aiormq set), as ``gather(return_exceptions=True)``
+    returned them."""
+
+    __slots__ = ("future", "left", "results")
+
+    def __init__(self, future: asyncio.Future[list[Any]], n: int) -> None:
+        self.future = future
+        self.results: list[Any] = [None] * n
+        self.left = n
+
+    def settle(self, index: int, result: Any) -> None:
+        self.results[index] = result
+        self.left -= 1
+        if not self.left and not self.future.done():
+            self.future.set_result(self.results)
+
+
+class _Confirmation:
+    """What aiormq finds in ``Channel.confirmations`` for one message of a ``_Confirms`` batch: the part of the
+    future API it calls (``done``, ``cancelled``, ``set_result``, ``set_exception``). Done once answered, or when the
+    batch's future is (cancelled by a publish timeout, failed by a closing channel): aiormq then ignores the
+    answer, as it ignores the answer for a cancelled future."""
+
+    __slots__ = ("answered", "batch", "index")
+
+    def __init__(self, batch: _Confirms, index: int) -> None:
+        self.batch = batch
+        self.index = index
+        self.answered = False
+
+    def done(self) -> bool:
+        return self.answered or self.batch.future.done()
+
+    def cancelled(self) -> bool:
+        return self.batch.future.cancelled()
+
+    def set_result(self, result: Any) -> None:
+        self._answer(result)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._answer(exc)
+
+    def _answer(self, result: Any) -> None:
+        if self.answered:
+            raise asyncio.InvalidStateError("this delivery tag was answered already")
+        self.answered = True
+        self.batch.settle(self.index, result)
+
+
+def _forget(channel: Any, tags: dict[str, int], _: asyncio.Future[Any]) -> None:
+    """Drop a finished batch's message ids from aiormq's return map (unless a later publish took the id over)."""
+    known = channel.message_id_delivery_tag
+    for message_id, tag in tags.items():
+        if known.get(message_id) == tag:
+            del known[message_id]
 
 
 class Transport:
@@ -704,18 +761,19 @@ class Transport:
             )
             for item in items
         )
-        futures: list[asyncio.Future[Any]] = []
         async with ch.lock:
             if channel.is_closed:
                 raise amqp_errors.ChannelInvalidStateError("the publish channel is closed")
             first = ch.delivery_tag + 1
+            batch = _Confirms(channel.create_future(), len(items))
+            confirmations = ch.confirmations
+            returns = ch.message_id_delivery_tag
+            tags: dict[str, int] = {}  # the last tag of each message id (a fan-out repeats an id)
             for offset, item in enumerate(items):
                 tag = first + offset
-                future = channel.create_future()
-                ch.confirmations[tag] = future
-                ch.message_id_delivery_tag[item.message_id] = tag
-                future.add_done_callback(partial(_forget, ch, item.message_id, tag))
-                futures.append(future)
+                confirmations[tag] = _Confirmation(batch, offset)
+                returns[item.message_id] = tags[item.message_id] = tag
+            batch.future.add_done_callback(partial(_forget, ch, tags))
             ch.delivery_tag = first + len(items) - 1
             drain = channel.create_future()
             try:
@@ -723,16 +781,13 @@ class Transport:
             except BaseException:
                 # Nothing reached the socket: give the sequence numbers back, as basic_publish does.
                 ch.delivery_tag = first - 1
-                for offset, item in enumerate(items):
-                    ch.confirmations.pop(first + offset, None)
-                    if ch.message_id_delivery_tag.get(item.message_id) == first + offset:
-                        ch.message_id_delivery_tag.pop(item.message_id, None)
-                for future in futures:
-                    future.cancel()
+                for offset in range(len(items)):
+                    confirmations.pop(first + offset, None)
+                batch.future.cancel()  # and _forget drops the ids
                 drain.cancel()
                 raise
         await drain
-        return await asyncio.gather(*futures, return_exceptions=True)
+        return await batch.future
 
     # -- consuming -----------------------------------------------------------------------------------------------
 

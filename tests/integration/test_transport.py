@@ -228,6 +228,26 @@ async def test_unroutable_publish_raises_and_is_never_silent(hub: Transport, pub
     assert "after" in [m.message_id for m in got]
 
 
+async def test_a_publish_that_times_out_leaves_nothing_behind(hub: Transport, monkeypatch):
+    """A batch whose confirms come too late: BrokerUnavailable; the late answers are ignored, aiormq's maps are
+    left clean, and the channel publishes on (one fan-out repeats a message id, as deliveries to several do)."""
+    n = hub.names
+    channel = await hub._channel.get_underlay_channel()
+    monkeypatch.setattr(hub, "_publish_timeout", 1e-6)
+    with pytest.raises(BrokerUnavailable):
+        await hub.publish_many([_out(n, "sys-c", f"late-{i % 10}") for i in range(50)])
+    monkeypatch.undo()
+    await hub.publish_many([_out(n, system, "on-time") for system in ("sys-a", "sys-c")])
+    for _ in range(50):
+        if not channel.confirmations:
+            break
+        await asyncio.sleep(0.01)
+    assert not channel.confirmations  # every tag answered (and ignored) or given back
+    assert not [m for m in channel.message_id_delivery_tag if m.startswith("late-") or m == "on-time"]
+    assert "on-time" in [m.message_id for m in await _drain(hub, n.system_queue("sys-c"))]
+    assert [m.message_id for m in await _drain(hub, n.system_queue("sys-a"))] == ["on-time"]
+
+
 async def test_egress_refusal_publishes_nothing(hub: Transport):
     n = hub.names
 

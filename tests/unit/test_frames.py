@@ -1,5 +1,6 @@
 """hub.transport.frames writes exactly the bytes pamqp (through aiormq) writes for the same publish, and reads
-the frames it decodes itself into exactly the objects pamqp makes of them (or fails where pamqp fails)."""
+the frames it decodes itself into exactly the objects pamqp makes of them (or fails where pamqp fails); the
+reader and the batch confirmations hub.transport.amqp puts under aiormq behave as aiormq's own."""
 
 from __future__ import annotations
 
@@ -303,5 +304,32 @@ def test_the_reader_reads_whole_frames_and_fails_as_aiormq() -> None:
         ended = _Receiver(b"", eof=True)
         with pytest.raises(StopAsyncIteration):
             await amqp._get_frame(ended)
+
+    asyncio.run(run())
+
+
+def test_a_batch_of_confirmations_settles_one_future_in_publish_order() -> None:
+    """hub.transport.amqp._Confirms: what aiormq sets for each delivery tag reaches one future, in publish order."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        batch = amqp._Confirms(loop.create_future(), 3)
+        parts = [amqp._Confirmation(batch, i) for i in range(3)]
+        nacked = aiormq.exceptions.DeliveryError(None, spec.Basic.Nack(delivery_tag=2))
+        ack = spec.Basic.Ack(delivery_tag=1)
+        parts[2].set_result("returned message")
+        parts[0].set_result(ack)
+        assert not batch.future.done() and parts[0].done() and not parts[1].done()
+        parts[1].set_exception(nacked)
+        assert batch.future.done()
+        assert await batch.future == [ack, nacked, "returned message"]
+        with pytest.raises(asyncio.InvalidStateError):
+            parts[1].set_result(spec.Basic.Ack(delivery_tag=2))
+
+        late = amqp._Confirms(loop.create_future(), 2)
+        first, second = amqp._Confirmation(late, 0), amqp._Confirmation(late, 1)
+        first.set_result(spec.Basic.Ack(delivery_tag=1))
+        late.future.cancel()  # a publish timeout: aiormq then sees the rest as done and ignores their answers
+        assert second.done() and second.cancelled() and not second.answered
 
     asyncio.run(run())
