@@ -307,8 +307,8 @@ def _check_checkpoint(row: ChainRow, verify_signature: VerifySignature | None) -
 
 _INSERT = """
 INSERT INTO evidence (seq, at, kind, message_id, actor, detail, prev_hash, hash)
-SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], $6::text[],
-                     $7::bytea[], $8::bytea[])
+SELECT r.seq, r.at, r.kind, r.message_id, r.actor, r.detail, r.prev_hash, r.hash
+FROM unnest($1::hub_chain_row[]) AS r
 """
 
 
@@ -351,16 +351,8 @@ async def _append_chained(
     rows = chain(
         entries, head_seq=head_row["seq"], head_hash=bytes(head_row["hash"]), at=datetime.now(UTC), details=details
     )
-    await conn.execute(
-        _INSERT,
-        [r.seq for r in rows],
-        [r.at for r in rows],
-        [r.kind for r in rows],
-        [r.message_id for r in rows],
-        [r.actor for r in rows],
-        [r.detail for r in rows],
-        [r.prev_hash for r in rows],
-        [r.hash for r in rows],
+    await conn.execute(  # one array of hub_chain_row (migration 012)
+        _INSERT, [(r.seq, r.at, r.kind, r.message_id, r.actor, r.detail, r.prev_hash, r.hash) for r in rows]
     )
     await conn.execute("UPDATE evidence_head SET seq = $1, hash = $2 WHERE id", rows[-1].seq, rows[-1].hash)
     return rows
