@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import uuid
@@ -91,6 +92,41 @@ async def test_the_same_message_twice_is_delivered_once(hub: Hub) -> None:
     assert (first.outcome, second.outcome) == ("accepted", "duplicate")
     got = await hub.drain("county-220183-oa", expect=1, timeout=3)
     assert [e.message_id for _, e in got] == [env.message_id]
+
+
+async def test_each_decision_is_one_structured_line_with_where_the_batch_time_went(hub: Hub, caplog) -> None:  # type: ignore[no-untyped-def]
+    root = document("county-220122-oa", [Recipient.to("11220183013553609R")])
+    data = hub.sign("county-220122-oa", root)
+    from hub.envelope import Envelope
+
+    env = Envelope.from_tree(parse(data))
+
+    def lines() -> list[logging.LogRecord]:
+        return [
+            r for r in caplog.records if r.name == "hub.decision" and getattr(r, "message_id", "") == env.message_id
+        ]
+
+    with caplog.at_level(logging.INFO, logger="hub.decision"):
+        await hub.publish([(env, data)])
+        assert (await hub.reply("county-220122-oa", env.message_id)).outcome == "accepted"
+        for _ in range(100):  # the line is written after the ack, which follows the receipt
+            if lines():
+                break
+            await asyncio.sleep(0.02)
+    assert len(lines()) == 1
+    line = lines()[0]
+    assert (line.getMessage(), line.decision, line.service, line.classification) == (
+        "accepted",
+        "accepted",
+        env.service_id,
+        env.classification,
+    )
+    assert line.recipients == ["county-220183-oa"]
+    stages = line.stages_ms
+    assert list(stages) == ["examine", "record", "answer", "publish", "record_sent", "ack"]
+    assert all(v >= 0 for v in stages.values())
+    assert abs(sum(stages.values()) - line.batch_ms) < 0.1  # the stages account for the whole batch
+    await hub.drain("county-220183-oa", expect=1, timeout=3)
 
 
 @pytest.mark.parametrize(
