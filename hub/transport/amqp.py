@@ -16,8 +16,15 @@ Publishing: ``publish_many`` writes all frames of a batch to the socket in one g
 together. aio-pika's own ``Exchange.publish`` costs about 0.3 ms of CPU per message (a lock, a drain and several
 futures each); writing the batch at once costs a seventh of that. The batch path uses the documented state of
 aiormq's channel (``delivery_tag``, ``confirmations``, ``message_id_delivery_tag``, ``write_queue``, ``lock``)
-exactly as ``aiormq.Channel.basic_publish`` does; if a future aiormq lacks any of it, ``publish_many`` falls back
-to one ``basic_publish`` per message (same semantics, slower).
+as ``aiormq.Channel.basic_publish`` does, except that the confirmations of a batch feed one future
+(``_Confirms``); if a future aiormq lacks any of it, ``publish_many`` falls back to one ``basic_publish`` per
+message (same semantics, slower).
+
+Consuming: frames are read by ``install_reader`` (two reads a frame, decoded by ``hub.transport.frames``), a
+consumer channel's frame queue is bounded by its prefetch alone (``_unbounded_frames``) and its deliveries reach
+the consumer in line (``_deliver_in_line``). Each of these replaces one aiormq internal where it is found as
+expected and leaves aiormq's own code in place otherwise; tests/unit/test_frames.py and the transport tests pin
+that they behave as aiormq's. Under callgrind, consuming a delivery went from 355,000 instructions to 184,000.
 """
 
 from __future__ import annotations
