@@ -790,11 +790,20 @@ class Transport:
                 ch.delivery_tag = first - 1
                 for offset in range(len(items)):
                     confirmations.pop(first + offset, None)
-                batch.future.cancel()  # and _forget drops the ids
+                _forget(ch, tags, batch.future)  # now, before another publish can take these tags
+                batch.future.cancel()
                 drain.cancel()
                 raise
-        await drain
-        return await batch.future
+        try:
+            await drain
+            return await batch.future
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this task is being cancelled: by its caller, or by the publish timeout
+            # aiormq fails the futures of a channel or connection that closed under us with CancelledError (a
+            # stuck connection, a plain close): an outage, as gather(return_exceptions=True) reported it.
+            return [exc if result is None else result for result in batch.results]
 
     # -- consuming -----------------------------------------------------------------------------------------------
 

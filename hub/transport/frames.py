@@ -243,21 +243,22 @@ def decode(head: bytes, payload: bytes) -> tuple[int, int, Any]:
     """``pamqp.frame.unmarshal(head + payload)`` for one whole frame: ``head`` its 7 bytes of type, channel and
     size, ``payload`` the rest including the frame-end octet. Returns (bytes consumed, channel, frame object)."""
     kind, channel, size = _frame_parts(head)
-    if len(payload) == size + 1 and payload[size] == _FRAME_END_BYTE:
+    if size and len(payload) == size + 1 and payload[size] == _FRAME_END_BYTE:
+        data = payload[:size]  # without the frame-end octet: no field may run into it
         try:
             frame: Any = None
             if kind == _BODY:
-                frame = _ContentBody(payload[:size])
+                frame = _ContentBody(data)
             elif kind == _METHOD and size >= 4:
-                (index,) = _method_index(payload, 0)
+                (index,) = _method_index(data, 0)
                 if index == _DELIVER_INDEX:
-                    frame = _deliver(payload)
+                    frame = _deliver(data)
                 elif index == _ACK_INDEX and size == 13:
-                    frame = _ack(payload)
+                    frame = _ack(data)
                 elif index == _NACK_INDEX and size == 13:
-                    frame = _nack(payload)
+                    frame = _nack(data)
             elif kind == _HEADER and size >= 14:
-                frame = _content_header(payload)
+                frame = _content_header(data)
             if frame is not None:
                 return size + 8, channel, frame
         except (struct.error, ValueError, IndexError):

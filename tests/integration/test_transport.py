@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -246,6 +247,39 @@ async def test_a_publish_that_times_out_leaves_nothing_behind(hub: Transport, mo
     assert not [m for m in channel.message_id_delivery_tag if m.startswith("late-") or m == "on-time"]
     assert "on-time" in [m.message_id for m in await _drain(hub, n.system_queue("sys-c"))]
     assert [m.message_id for m in await _drain(hub, n.system_queue("sys-a"))] == ["on-time"]
+
+
+async def test_a_channel_lost_under_a_pending_publish_is_an_outage_not_a_cancellation(hub: Transport):
+    """A channel that closes under a pending batch fails its confirms: publish_many reports BrokerUnavailable, and
+    the publishing task does not end cancelled even when aiormq's reason is CancelledError (its FutureStore sets
+    that on a stuck connection or a cancelled channel reader)."""
+    n = hub.names
+
+    async def pending_publish() -> tuple[asyncio.Task[None], Any]:
+        channel = await hub._underlay(hub._channel)
+        task = asyncio.create_task(hub.publish_many([_out(n, "sys-c", body=b"x" * 2048) for _ in range(2000)]))  # noqa: RUF006 (returned and awaited)
+        for _ in range(500):
+            if channel.confirmations:
+                break
+            await asyncio.sleep(0)
+        assert channel.confirmations, "the batch never reached the channel"
+        return task, channel
+
+    task, channel = await pending_publish()
+    await channel.close()  # the broker closes it: the pending confirms fail with ChannelClosed
+    with pytest.raises(BrokerUnavailable):
+        await task
+    assert not task.cancelled()
+
+    task, channel = await pending_publish()
+    confirmation = next(iter(channel.confirmations.values()))
+    confirmation.batch.future.set_exception(asyncio.CancelledError())  # what FutureStore.reject_all does then
+    with pytest.raises(BrokerUnavailable, match="CancelledError"):
+        await task
+    assert not task.cancelled()
+
+    await hub.publish_many([_out(n, "sys-c", "after-loss")])  # the robust channel came back
+    assert "after-loss" in [m.message_id for m in await _drain(hub, n.system_queue("sys-c"))]
 
 
 async def test_egress_refusal_publishes_nothing(hub: Transport):

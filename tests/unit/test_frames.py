@@ -207,6 +207,10 @@ def test_the_frames_the_hub_receives_decode_as_pamqp_decodes_them() -> None:
         pamqp.frame.marshal(spec.Channel.CloseOk(), 4),
         Heartbeat.marshal(),
     ]
+    # a last short string whose length runs into the frame-end octet: pamqp reads what is there, so do we
+    overrun = bytearray(_deliveries()[0])
+    overrun[-3] = 2  # the routing key "q" claims two bytes
+    wires.append(bytes(overrun))
     kinds = set()
     for wire in wires:
         (head, rest) = _split(wire)[0]
@@ -240,6 +244,8 @@ def test_the_frames_the_hub_receives_decode_as_pamqp_decodes_them() -> None:
         "bad-utf8",
         "truncated-header",
         "property-overrun",
+        "flagged-property-missing",
+        "empty-body-frame",
     ],
 )
 def test_damaged_frames_fail_as_in_pamqp(damage: str) -> None:
@@ -256,9 +262,13 @@ def test_damaged_frames_fail_as_in_pamqp(damage: str) -> None:
     elif damage == "truncated-header":
         wire = header[:7] + struct.pack(">I", 10)[1:] + header[10:21] + b"\xce"
         wire[3:7] = struct.pack(">I", 13)
-    else:
+    elif damage == "property-overrun":
         wire = header
         wire[-20] = 200  # a short-string length pointing past the end
+    elif damage == "flagged-property-missing":  # priority flagged, no value: only the frame-end octet follows
+        wire = bytearray(struct.pack(">BHI", 2, 5, 14) + struct.pack(">HHQH", 60, 0, 10, 0x0800) + b"\xce")
+    else:
+        wire = bytearray(struct.pack(">BHI", 3, 5, 0) + b"\xce")
     head, rest = bytes(wire[:7]), bytes(wire[7:])
     with pytest.raises(UnmarshalingException) as theirs:
         pamqp.frame.unmarshal(head + rest)
