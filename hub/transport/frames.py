@@ -56,6 +56,34 @@ def _shortstr(text: str) -> bytes:
     return bytes((len(data),)) + data
 
 
+#: Encoded short strings that repeat from publish to publish (exchanges, routing keys, header names, the content
+#: type, users), bounded: a name is encoded once.
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX: Final = 4096
+#: The method frame of a publish, per (channel, exchange, routing key): the same few dozen, every batch.
+_METHODS: dict[tuple[int, str, str], bytes] = {}
+
+
+def _name(text: str) -> bytes:
+    encoded = _NAMES.get(text)
+    if encoded is None:
+        encoded = _shortstr(text)
+        if len(_NAMES) < _NAMES_MAX:
+            _NAMES[text] = encoded
+    return encoded
+
+
+def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
+    key = (channel, exchange, routing_key)
+    frame = _METHODS.get(key)
+    if frame is None:
+        method = _publish_head(_BASIC, _PUBLISH, 0) + _name(exchange) + _name(routing_key) + b"\x01"
+        frame = _frame(_METHOD, channel, method)
+        if len(_METHODS) < _NAMES_MAX:
+            _METHODS[key] = frame
+    return frame
+
+
 def _value(value: Any) -> bytes:
     if isinstance(value, str):
         data = value.encode("utf-8")
@@ -66,7 +94,7 @@ def _value(value: Any) -> bytes:
 
 
 def _table(headers: Mapping[str, Any]) -> bytes:
-    parts = [_shortstr(key) + _value(headers[key]) for key in sorted(headers)]
+    parts = [_name(key) + _value(headers[key]) for key in sorted(headers)]
     data = b"".join(parts)
     return _long(len(data)) + data
 
@@ -92,12 +120,11 @@ def publish(
 ) -> bytes:
     """The frames of one ``basic.publish`` (mandatory) on ``channel``: method, content header, body frames of at
     most ``max_content`` bytes each. Properties that are None or empty are left out, as pamqp does."""
-    method = _publish_head(_BASIC, _PUBLISH, 0) + _shortstr(exchange) + _shortstr(routing_key) + b"\x01"
     flags = 0
     props: list[bytes] = []
     if content_type:
         flags |= _CONTENT_TYPE
-        props.append(_shortstr(content_type))
+        props.append(_name(content_type))
     if headers is not None:
         flags |= _HEADERS
         props.append(_table(headers))
@@ -114,9 +141,9 @@ def publish(
         props.append(_shortstr(message_id))
     if user_id:
         flags |= _USER_ID
-        props.append(_shortstr(user_id))
+        props.append(_name(user_id))
     out = [
-        _frame(_METHOD, channel, method),
+        _method_frame(channel, exchange, routing_key),
         _frame(_HEADER, channel, _header_head(_BASIC, 0, len(body), flags) + b"".join(props)),
     ]
     for start in range(0, len(body), max_content):
