@@ -259,11 +259,8 @@ class Worker:
         marks.append(clock())
         elapsed_ms = (marks[-1] - started) * 1000
         # Where the batch's time went (ms): a slow batch names its stage (PostgreSQL, the broker, the CPU).
-        stages = dict(
-            zip(
-                _STAGES, (round((b - a) * 1000, 2) for a, b in zip([started, *marks], marks, strict=False)), strict=True
-            )
-        )
+        begins = [started, *marks[:-1]]  # each stage begins where the one before it ended
+        stages = {name: round((b - a) * 1000, 2) for name, a, b in zip(_STAGES, begins, marks, strict=True)}
         log_decisions(decisions, [self._decision(it, elapsed_ms, stages) for it in items])
         flush_logs()
 
@@ -409,13 +406,11 @@ class Worker:
     # ------------------------------------------------------------------ logs
 
     @staticmethod
-    def _decision(it: _Item, elapsed_ms: float, stages: dict[str, float] | None = None) -> tuple[str, dict[str, Any]]:
+    def _decision(it: _Item, elapsed_ms: float, stages: dict[str, float]) -> tuple[str, dict[str, Any]]:
         """The decision line of one message: (decision, structured fields)."""
         r, o = it.result, it.outcome
         env = r.envelope
-        extra: dict[str, Any] = {"batch_ms": round(elapsed_ms, 2), "lane": it.msg.routing_key}
-        if stages is not None:
-            extra["stages_ms"] = stages
+        extra: dict[str, Any] = {"batch_ms": round(elapsed_ms, 2), "lane": it.msg.routing_key, "stages_ms": stages}
         if env is not None:
             extra.update(
                 message_id=env.message_id,

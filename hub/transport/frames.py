@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Final
 
 import pamqp.frame
@@ -56,32 +57,16 @@ def _shortstr(text: str) -> bytes:
     return bytes((len(data),)) + data
 
 
-#: Encoded short strings that repeat from publish to publish (exchanges, routing keys, header names, the content
-#: type, users), bounded: a name is encoded once.
-_NAMES: dict[str, bytes] = {}
-_NAMES_MAX: Final = 4096
-#: The method frame of a publish, per (channel, exchange, routing key): the same few dozen, every batch.
-_METHODS: dict[tuple[int, str, str], bytes] = {}
+#: Short strings that repeat from publish to publish (exchanges, routing keys, header names, the content type,
+#: users), encoded once (bounded).
+_name = lru_cache(maxsize=4096)(_shortstr)
 
 
-def _name(text: str) -> bytes:
-    encoded = _NAMES.get(text)
-    if encoded is None:
-        encoded = _shortstr(text)
-        if len(_NAMES) < _NAMES_MAX:
-            _NAMES[text] = encoded
-    return encoded
-
-
+@lru_cache(maxsize=4096)
 def _method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
-    key = (channel, exchange, routing_key)
-    frame = _METHODS.get(key)
-    if frame is None:
-        method = _publish_head(_BASIC, _PUBLISH, 0) + _name(exchange) + _name(routing_key) + b"\x01"
-        frame = _frame(_METHOD, channel, method)
-        if len(_METHODS) < _NAMES_MAX:
-            _METHODS[key] = frame
-    return frame
+    """The method frame of a publish: the same few dozen (channel, exchange, routing key), every batch."""
+    method = _publish_head(_BASIC, _PUBLISH, 0) + _name(exchange) + _name(routing_key) + b"\x01"
+    return _frame(_METHOD, channel, method)
 
 
 def _value(value: Any) -> bytes:
