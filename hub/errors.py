@@ -67,6 +67,8 @@ CODES: dict[str, str] = {
     "ENV_LIMIT": "报文超过解析资源限制",
     "ENV_DUPLICATE_ID": "报文含重复的标识属性",
     "ENV_NOT_ENVELOPE": "根元素不是报文信封",
+    "ENV_PI": "报文含处理指令",
+    "ENV_NAMESPACES": "报文命名空间声明过多",
     # validation
     "SCHEMA_ELEMENT": "元素缺失、多余或顺序错误",
     "SCHEMA_ATTRIBUTE": "属性缺失或不允许",
@@ -94,6 +96,7 @@ CODES: dict[str, str] = {
     "MSG_EXPIRED": "报文已过期",
     "MSG_FUTURE": "报文时间超前",
     "MSG_DUPLICATE": "重复报文",
+    "MSG_COST_EXCEEDED": "报文处理开销超过单条上限，已转人工处理",
     # routing and the classification gate
     "ROUTE_UNKNOWN_RECIPIENT": "收件机构或群组不存在",
     "ROUTE_NO_ROUTE": "该报文类型没有路由",

@@ -574,7 +574,7 @@ def vectors(t: TestPki, tmp: Path) -> list[Vector]:
     r = tree()
     r.find(_env("Body"))[0].append(etree.ProcessingInstruction("route", "external"))  # type: ignore[index]
     # hub.envelope.parse drops the PI before the verifier sees the tree: the hub acts on the signed content only.
-    add("tamper-added-pi", r, "SIG_DIGEST", intake_code=None, crypto=True, xmlsec1=False, raw_signxml=False)
+    add("tamper-added-pi", r, "SIG_DIGEST", intake_code="intake ENV_PI", crypto=True, xmlsec1=False, raw_signxml=False)
     r = tree()
     r.find(_ds("Signature")).tail = "\n"  # type: ignore[union-attr]
     add("tamper-whitespace-after-signature", r, "SIG_DIGEST", crypto=True, xmlsec1=False, raw_signxml=False)
@@ -882,7 +882,8 @@ def vectors(t: TestPki, tmp: Path) -> list[Vector]:
 
         return m
 
-    alg("keyinfo-keyvalue-matching", base, key_value(a), None, None, crypto=True, xmlsec1=True, raw_signxml=True)
+    # A KeyValue is refused even when it matches (hub/trust/USAGE.md: the key comes from the certificate only).
+    alg("keyinfo-keyvalue-matching", base, key_value(a), None, "SIG_PROFILE", xmlsec1=True, raw_signxml=True)
     alg(
         "keyinfo-keyvalue-mismatched",
         base,

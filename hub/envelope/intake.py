@@ -8,11 +8,14 @@ Order (XML-SECURITY.md §3):
    message on the fast path.
 2. Exactly one parse with a hardened lxml parser: the encoding is pinned to UTF-8 (libxml2 never switches to
    what a BOM or declaration claims, so no parser differential), no DTD loading, no entity substitution, no
-   network, ``huge_tree=False`` (depth 256, 10 MB per node), no recovery, comments and processing instructions
-   dropped (nothing downstream can read text hidden in them, ``xml-stylesheet`` PIs are never seen). libxml2
+   network, ``huge_tree=False`` (depth 256, 10 MB per node), no recovery, comments dropped (nothing downstream
+   can read text hidden in them; exclusive C14N without comments drops them too). libxml2
    rejects every invalid UTF-8 sequence in every position, so the gate need not decode; when the parse fails
    the bytes are decoded once to say exactly where the encoding is wrong.
-3. Checks on the tree: no DOCTYPE survived. Duplicate identifiers are looked for by ``check_ids``, which the
+3. Checks after the parse: no processing instruction anywhere (exclusive C14N keeps PIs, so a standard verifier
+   would digest what the hub's tree no longer holds: refused, ``ENV_PI``), at most ``MAX_NAMESPACES`` namespace
+   declarations (``ENV_NAMESPACES``: C14N cost grows with the square of the namespaces in scope), no DOCTYPE
+   survived. Duplicate identifiers are looked for by ``check_ids``, which the
    schema registry calls when a message fails XSD validation (the hub's XSDs admit identifier attributes only
    inside ``ds:Signature``, typed ``xs:ID``, whose uniqueness the XSD validator enforces).
 
@@ -36,16 +39,33 @@ from lxml import etree
 
 from hub.errors import UnsafeXml
 
-__all__ = ["DEFAULT_MAX_BYTES", "MAX_ATTRIBUTES", "MAX_DEPTH", "MAX_MARKUP", "check_ids", "parse", "parser"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_ATTRIBUTES",
+    "MAX_DEPTH",
+    "MAX_MARKUP",
+    "MAX_NAMESPACES",
+    "check_ids",
+    "parse",
+    "parser",
+]
 
 #: Size cap of one message (the hub's default; ``Settings.max_message_bytes`` overrides it).
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
-#: Upper bound on markup items (``<`` characters: start and end tags, comments, PIs, CDATA). A tree node costs
-#: libxml2 about 120 bytes, so a 4 MiB message of ``<a/><a/>…`` would otherwise build a 120 MB tree.
-MAX_MARKUP = 250_000
-#: Upper bound on attributes and namespace declarations in the whole message. An attribute costs about 230
-#: bytes in the tree; 4 MiB of ``a="" b="" …`` would otherwise build 190 MB.
-MAX_ATTRIBUTES = 65_536
+#: Upper bound on markup items (``<`` characters: start and end tags, comments, CDATA). Every step after the
+#: parse costs about 0.2–0.5 µs per node (XSD, C14N, the profile's walks), so this bounds what one message can
+#: cost (the README's cost model); it also bounds memory (a tree node costs libxml2 about 120 bytes). The
+#: largest schema-valid message of any service needs far fewer (``tests/unit/test_cost_model.py`` computes it
+#: from the XSDs: a full data.response page of 500 rows × 50 cells is about 52,000 markup items).
+MAX_MARKUP = 120_000
+#: Upper bound on attributes and namespace declarations in the whole message (about 0.7 µs each through parse
+#: and validation, and 230 bytes of tree). A valid message needs a few per recipient: 2,000 recipients × 3.
+MAX_ATTRIBUTES = 16_384
+#: Upper bound on namespace declarations (``xmlns``, ``xmlns:p``) in the whole message. Canonicalising an element
+#: copies every namespace in scope (lxml) and libxml2's C14N searches them per namespace: the cost grows with the
+#: square of the declarations in scope (60,000 unused declarations on the root cost 8 s before this bound). A
+#: valid envelope declares three or four (env, ds, the body's namespace); declare each once, near the root.
+MAX_NAMESPACES = 256
 #: libxml2's element nesting limit without ``huge_tree`` (not configurable here; documented for messages).
 MAX_DEPTH = 256
 
@@ -153,6 +173,75 @@ def parser() -> etree.XMLParser:
     return p
 
 
+class _NamespaceCounter:
+    """Parser target that counts namespace declarations and stops the parse at the first one over the limit."""
+
+    __slots__ = ("count", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def start_ns(self, prefix: str | None, uri: str) -> None:
+        self.count += 1
+        if self.count > self.limit:
+            raise _TooManyNamespaces
+
+    def close(self) -> int:
+        return self.count
+
+
+class _TooManyNamespaces(Exception):
+    pass
+
+
+def _check_namespaces(data: bytes, limit: int) -> None:
+    """At most ``limit`` namespace declarations. Messages that hold the text ``xmlns`` no more than ``limit``
+    times pass without a look (C speed); others are counted exactly by a second, SAX-style parse that stops at
+    the first declaration over the limit (so its cost is bounded too), since ``xmlns`` may also occur in text."""
+    if data.count(b"xmlns") <= limit:
+        return
+    counter = _NamespaceCounter(limit)
+    sax = etree.XMLParser(
+        target=counter,
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+    try:
+        etree.fromstring(data, sax)
+    except _TooManyNamespaces:
+        raise UnsafeXml(
+            f"the message declares more than {limit} XML namespaces (xmlns attributes); declare each namespace "
+            "once, on the envelope or the body element",
+            code="ENV_NAMESPACES",
+        ) from None
+    except etree.XMLSyntaxError as exc:  # pragma: no cover - the first parse accepted the same bytes
+        raise _translate(exc, data) from None
+
+
+#: A processing instruction, or a comment or CDATA section in which ``<?`` is only text. Applied to well-formed
+#: documents only (every comment and CDATA section is closed), so the scan is linear.
+_PI_SCAN = re.compile(rb"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?", re.DOTALL)
+
+
+def _check_pis(data: bytes, start: int) -> None:
+    """No processing instruction anywhere (the XML declaration is not one). Exclusive C14N keeps PIs, so a
+    standard verifier digests them, while the hub's parser drops them: accepting one would store bytes that
+    ``xmlsec1 --verify`` refuses. Called only when ``<?`` occurs after the declaration; ``start`` is the offset
+    just after it (a scan from inside a comment would misread it)."""
+    for m in _PI_SCAN.finditer(data, start):
+        if m.end() - m.start() == 2:
+            raise UnsafeXml(
+                "processing instructions (<?…?>) are not allowed in hub messages",
+                code="ENV_PI",
+                line=_line_at(data, m.start()),
+            )
+
+
 def _line_at(data: bytes, pos: int) -> int:
     return data.count(b"\n", 0, pos) + 1
 
@@ -202,11 +291,12 @@ def _occurs_more_than(data: bytes, char: bytes, limit: int) -> int:
     return count if count > limit else 0
 
 
-def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int) -> bool:
+def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int) -> tuple[bool, int]:
     """Refuse what must never reach the parser; every step is a C-speed scan, the usual message skips most.
 
-    Returns whether the bytes hold a ``!`` at all: without one (UTF-8, so no other byte can stand for it) no
-    ``<!DOCTYPE`` can be in the document, and the tree check after parsing is skipped."""
+    Returns whether the bytes hold a ``!`` at all (without one — UTF-8, so no other byte can stand for it — no
+    ``<!DOCTYPE`` can be in the document, and the tree check after parsing is skipped), and the offset just after
+    the XML declaration when a ``<?`` follows it (-1: none, so the document holds no processing instruction)."""
     size = len(data)
     if size == 0:
         raise UnsafeXml("the message is empty", code="ENV_EMPTY")
@@ -220,9 +310,13 @@ def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int
             code="ENV_ENCODING",
             line=_line_at(data, nul),
         )
-    if data.startswith(b"<?xml", start) and not data.startswith(_USUAL_DECLARATIONS, start):
-        if data[start + 5 : start + 6] in (b" ", b"\t", b"\r", b"\n"):  # not a PI such as <?xml-stylesheet?>
+    after_declaration = start
+    if data.startswith(b"<?xml", start) and data[start + 5 : start + 6] in (b" ", b"\t", b"\r", b"\n"):
+        # An XML declaration, not a PI such as <?xml-stylesheet?>
+        if not data.startswith(_USUAL_DECLARATIONS, start):
             _check_declaration(data, start)
+        end = data.find(b"?>", start)
+        after_declaration = end + 2 if end >= 0 else start + 5
     exclamation = data.find(b"!") >= 0
     if exclamation:  # memchr; most messages have no "!" at all, so no "<!"
         # A DOCTYPE can only appear in the prolog, but any markup declaration anywhere is refused outright: no
@@ -239,7 +333,7 @@ def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int
         markup = _occurs_more_than(data, b"<", max_markup)
         if markup:
             raise UnsafeXml(
-                f"the message has {markup} markup items (tags, comments, PIs); the limit is {max_markup}",
+                f"the message has {markup} markup items (tags, comments, CDATA sections); the limit is {max_markup}",
                 code="ENV_LIMIT",
             )
     if size > 4 * max_attributes and _occurs_more_than(data, b"=", max_attributes):
@@ -252,7 +346,8 @@ def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int
                 f"the limit is {max_attributes}",
                 code="ENV_LIMIT",
             )
-    return exclamation
+    # Where a scan for processing instructions must start (-1: no "<?" after the declaration, so none is there).
+    return exclamation, after_declaration if data.find(b"<?", after_declaration) >= 0 else -1
 
 
 def _translate(exc: etree.XMLSyntaxError, data: bytes) -> UnsafeXml:
@@ -304,21 +399,26 @@ def parse(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_markup: int = MAX_MARKUP,
     max_attributes: int = MAX_ATTRIBUTES,
+    max_namespaces: int = MAX_NAMESPACES,
 ) -> etree._Element:
     """Parse untrusted bytes into a tree, or raise ``UnsafeXml`` with a specific code.
 
-    ``max_bytes`` is the size cap; ``max_markup`` and ``max_attributes`` bound the size of the tree (for
-    configuration files larger than messages). Nesting is limited to ``MAX_DEPTH`` levels.
+    ``max_bytes`` is the size cap; ``max_markup``, ``max_attributes`` and ``max_namespaces`` bound the size of the
+    tree and what canonicalising it costs (configuration files may be larger than messages). Nesting is limited
+    to ``MAX_DEPTH`` levels. Processing instructions are refused (``ENV_PI``), comments dropped.
     """
     if type(data) is not bytes:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("parse() takes bytes; decoding is part of the intake gate")
         data = bytes(data)
-    exclamation = _byte_gate(data, max_bytes, max_markup, max_attributes)
+    exclamation, pi = _byte_gate(data, max_bytes, max_markup, max_attributes)
     try:
         root = etree.fromstring(data, parser())
     except etree.XMLSyntaxError as exc:
         raise _translate(exc, data) from None
+    if pi >= 0:
+        _check_pis(data, pi)
+    _check_namespaces(data, max_namespaces)
     if exclamation:  # the gate refused every "<!" but comments and CDATA; check the tree as well
         docinfo = root.getroottree().docinfo
         if docinfo.internalDTD is not None or docinfo.externalDTD is not None:

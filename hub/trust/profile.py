@@ -4,11 +4,14 @@ Exactly one ``ds:Signature`` in the whole document (and no other element named `
 child element of the envelope root; ``SignedInfo`` with exclusive C14N (never ``#WithComments``), an
 allow-listed ``SignatureMethod`` without parameters, and exactly one ``Reference`` with ``URI=""`` whose
 transforms are exactly enveloped-signature then exclusive C14N, digested with SHA-256; ``KeyInfo`` with one
-``X509Data`` holding one to three certificates, and at most a ``KeyValue`` (which must agree with the
-certificate, checked once the certificate is known). No ``ds:Object``, ``Manifest``, ``RetrievalMethod``,
-``KeyName``, ``X509CRL``, transform parameters, XSLT, XPath, base64 or external and ``#xpointer`` URIs.
+``X509Data`` holding one to three certificates and nothing else: the key comes from the certificate only
+(``KeyValue`` is refused, as hub/trust/USAGE.md says; a second statement of the key adds nothing but a chance of
+disagreement). No ``ds:Object``, ``Manifest``, ``RetrievalMethod``, ``KeyName``, ``X509CRL``, transform
+parameters, XSLT, XPath, base64 or external and ``#xpointer`` URIs.
 
 Nothing here executes a transform or touches a key: a rejected signature costs a walk over a dozen elements.
+Every walk over children stops one past what the profile allows, so a signature element stuffed with a hundred
+thousand children (the XSD admits foreign content in several places) costs no more than a correct one.
 Errors name the offending algorithm, transform or element.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from itertools import islice
 
 from lxml import etree
 
@@ -131,7 +135,6 @@ class SignatureParts:
     #: The base64 text of every X509Certificate, in document order. Decoded only when the verifier has not
     #: seen this certificate set before (``decode_certificates``): a known sender costs no base64 work.
     certificate_texts: tuple[str, ...]
-    key_value: etree._Element | None
 
     def decode_certificates(self) -> tuple[bytes, ...]:
         out = []
@@ -156,9 +159,10 @@ def _short(tag: object) -> str:
     return f"{{{q.namespace}}}{q.localname}" if q.namespace else q.localname
 
 
-def _children(el: etree._Element) -> list[etree._Element]:
-    """Element children only (a tree that kept comments still has them as nodes)."""
-    return list(el.iterchildren(_ELEMENTS))
+def _children(el: etree._Element, limit: int) -> list[etree._Element]:
+    """Element children only (a tree that kept comments still has them as nodes), at most ``limit`` of them:
+    callers pass one more than they allow, so that an excess is seen without walking all of it."""
+    return list(islice(el.iterchildren(_ELEMENTS), limit))
 
 
 _ELEMENTS = etree.Element  # as iterchildren's tag: elements only, filtered in C
@@ -167,7 +171,7 @@ _WANT: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def _expect(el: etree._Element, names: tuple[str, ...], where: str) -> list[etree._Element]:
-    kids = _children(el)
+    kids = _children(el, len(names) + 1)
     tags = tuple([k.tag for k in kids])
     want = _WANT.get(names)
     if want is None:
@@ -254,12 +258,12 @@ def check_profile(root: etree._Element) -> SignatureParts:
         raise _profile(f"ds:DigestValue has {len(digest_value)} bytes; SHA-256 has 32")
 
     signature_value = _b64(sig_value_el, "ds:SignatureValue", _MAX_SIGVALUE_B64)
-    certificate_texts, key_value = _check_key_info(key_info)
-    return SignatureParts(sig, signed_info, method, digest_value, signature_value, certificate_texts, key_value)
+    certificate_texts = _check_key_info(key_info)
+    return SignatureParts(sig, signed_info, method, digest_value, signature_value, certificate_texts)
 
 
 def _expect_signature(sig: etree._Element) -> tuple[etree._Element, etree._Element, etree._Element]:
-    kids = _children(sig)
+    kids = _children(sig, 4)
     for k in kids:
         if k.tag == _T["Object"]:
             raise _profile("ds:Object is not allowed in the signature (nothing outside the envelope is signed)")
@@ -277,13 +281,13 @@ def _check_reference(reference: etree._Element) -> tuple[etree._Element, etree._
     if uri != "":
         shown = uri if len(uri) <= 80 else uri[:80] + "…"
         raise _profile(f'ds:Reference URI {shown!r} is not allowed; only URI="" (the whole envelope) is allowed')
-    kids = _children(reference)
+    kids = _children(reference, 1)
     if not kids or kids[0].tag != _T["Transforms"]:
         raise SignatureInvalid(
             "ds:Reference must list its transforms: exactly enveloped-signature, then exc-c14n", code="SIG_TRANSFORM"
         )
     _, digest_method, digest_value = _expect(reference, ("Transforms", "DigestMethod", "DigestValue"), "ds:Reference")
-    transforms = _children(kids[0])
+    transforms = _children(kids[0], 3)
     for t in transforms:
         if t.tag != _T["Transform"]:
             raise _profile(f"{_short(t.tag)} is not allowed in ds:Transforms")
@@ -306,20 +310,19 @@ def _check_reference(reference: etree._Element) -> tuple[etree._Element, etree._
     return digest_method, digest_value
 
 
-def _check_key_info(key_info: etree._Element) -> tuple[tuple[str, ...], etree._Element | None]:
-    x509_data: etree._Element | None = None
-    key_value: etree._Element | None = None
-    for el in _children(key_info):
-        if el.tag == _T["X509Data"] and x509_data is None:
-            x509_data = el
-        elif el.tag == _T["KeyValue"] and key_value is None:
-            key_value = el
-        else:
-            raise _profile(f"{_short(el.tag)} is not allowed in ds:KeyInfo; only one ds:X509Data (and ds:KeyValue)")
-    if x509_data is None:
+def _check_key_info(key_info: etree._Element) -> tuple[str, ...]:
+    kids = _children(key_info, 2)
+    for el in kids:
+        if el.tag == _T["KeyValue"]:
+            raise _profile(
+                "ds:KeyValue is not allowed in ds:KeyInfo: the key is taken from the certificate in ds:X509Data only"
+            )
+        if el.tag != _T["X509Data"]:
+            raise _profile(f"{_short(el.tag)} is not allowed in ds:KeyInfo; only one ds:X509Data")
+    if len(kids) != 1:
         raise _profile("ds:KeyInfo must carry the signer's certificate in ds:X509Data/ds:X509Certificate")
     certs = []
-    for el in _children(x509_data):
+    for el in _children(kids[0], _MAX_CERTS + 1):
         if el.tag != _T["X509Certificate"]:
             raise _profile(f"{_short(el.tag)} is not allowed in ds:X509Data; only ds:X509Certificate")
         text = el.text or ""
@@ -329,5 +332,6 @@ def _check_key_info(key_info: etree._Element) -> tuple[tuple[str, ...], etree._E
             )
         certs.append(text)
     if not 1 <= len(certs) <= _MAX_CERTS:
-        raise _profile(f"ds:X509Data holds {len(certs)} certificates; 1 to {_MAX_CERTS} are allowed")
-    return tuple(certs), key_value
+        many = f"more than {_MAX_CERTS}" if len(certs) > _MAX_CERTS else str(len(certs))
+        raise _profile(f"ds:X509Data holds {many} certificates; 1 to {_MAX_CERTS} are allowed")
+    return tuple(certs)

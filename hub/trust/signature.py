@@ -51,7 +51,6 @@ from hub.trust.pki import DOCUMENT_SIGNING, agency_and_system, fingerprint, load
 from hub.trust.profile import (
     ALLOWED_SIGNATURE_METHODS,
     DS,
-    DSIG11,
     ENVELOPED,
     EXC_C14N,
     SHA256,
@@ -381,7 +380,6 @@ class Verifier:
                 self._generation = self.store.generation
         now = self._now()
         leaf = self._trusted_leaf(parts, now)  # 2-4: path, key policy, revocation (cached)
-        self._check_key_value(parts, leaf.public_key)
         if parts.method not in leaf.methods:
             raise SignatureInvalid(
                 f"signature method {name_of(parts.method)} does not fit the certificate's "
@@ -444,42 +442,6 @@ class Verifier:
             # that no comment can split a text value.
             root = etree.fromstring(signed, intake_parser())
         return root, digest.hex(), signed
-
-    # ------------------------------------------------------------------------------------------ KeyValue
-
-    @staticmethod
-    def _check_key_value(parts: SignatureParts, key: PublicKey) -> None:
-        kv = parts.key_value
-        if kv is None:
-            return
-        kids = [c for c in kv if isinstance(c.tag, str)]
-        ok = False
-        try:
-            if len(kids) == 1 and kids[0].tag == f"{{{DS}}}RSAKeyValue" and isinstance(key, rsa.RSAPublicKey):
-                n = kids[0].find(f"{{{DS}}}Modulus")
-                e = kids[0].find(f"{{{DS}}}Exponent")
-                if n is not None and e is not None:
-                    numbers = key.public_numbers()
-                    ok = (_int(n), _int(e)) == (numbers.n, numbers.e)
-            elif (
-                len(kids) == 1
-                and kids[0].tag == f"{{{DSIG11}}}ECKeyValue"
-                and isinstance(key, ec.EllipticCurvePublicKey)
-            ):
-                curve = kids[0].find(f"{{{DSIG11}}}NamedCurve")
-                point = kids[0].find(f"{{{DSIG11}}}PublicKey")
-                oid = {"secp256r1": "urn:oid:1.2.840.10045.3.1.7", "secp384r1": "urn:oid:1.3.132.0.34"}
-                if curve is not None and point is not None and point.text:
-                    ok = curve.get("URI") == oid.get(key.curve.name) and base64.b64decode(
-                        "".join(point.text.split()), validate=True
-                    ) == key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-        except (ValueError, TypeError):
-            ok = False
-        if not ok:
-            raise SignatureInvalid(
-                "ds:KeyValue does not match the certificate in ds:X509Data (ambiguous key information)",
-                code="SIG_PROFILE",
-            )
 
     # ------------------------------------------------------------------------------------------ 2-4: trust
 
@@ -639,7 +601,3 @@ class Verifier:
         return CertificateUntrusted(
             f"the certificate {_cn(leaf)} does not chain to the hub root: {why[:200]}", code="CERT_UNTRUSTED"
         )
-
-
-def _int(el: etree._Element) -> int:
-    return int.from_bytes(base64.b64decode("".join((el.text or "").split()), validate=True), "big")

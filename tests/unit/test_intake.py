@@ -14,7 +14,7 @@ from lxml import etree
 
 import hub.envelope
 from hub.envelope import intake, parse
-from hub.envelope.intake import check_ids
+from hub.envelope.intake import MAX_NAMESPACES, check_ids
 from hub.errors import CODES, UnsafeXml
 from hub.settings import PROJECT_ROOT
 
@@ -41,6 +41,7 @@ def test_public_api_is_pinned() -> None:
         "MAX_ATTRIBUTES",
         "MAX_DEPTH",
         "MAX_MARKUP",
+        "MAX_NAMESPACES",
         "check_ids",
         "parse",
         "parser",
@@ -72,11 +73,46 @@ def test_every_sample_parses_to_the_same_tree_as_plain_lxml(path: Path) -> None:
     assert etree.tostring(parse(data)) == etree.tostring(plain)
 
 
-def test_comments_and_processing_instructions_are_dropped() -> None:
-    root = parse(b'<?xml-stylesheet href="x.xsl"?><!-- before --><r><?pi data?><a>1<!-- c --></a></r><!-- after -->')
+def test_comments_are_dropped() -> None:
+    root = parse(b"<!-- before --><r><a>1<!-- c --></a></r><!-- after -->")
     assert root.getprevious() is None and root.getnext() is None
     assert [el.tag for el in root.iter()] == ["r", "a"]
     assert root[0].text == "1"
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (b'<?xml-stylesheet href="x.xsl"?><r/>', 1),
+        (b'<?xml version="1.0" encoding="UTF-8"?>\n<?xml-stylesheet href="x.xsl"?><r/>', 2),
+        (b"<r>\n<a>1</a><?pi data?></r>", 2),
+        (b"<r/>\n\n<?after?>", 3),
+        (b"<r><!-- <? --><![CDATA[ <?x?> ]]>\n<?real?></r>", 2),
+    ],
+)
+def test_processing_instructions_are_refused(data: bytes, line: int) -> None:
+    """Exclusive C14N keeps PIs (a standard verifier digests them), so a message with one is refused, never
+    silently changed: what the hub stores must verify with xmlsec1."""
+    with pytest.raises(UnsafeXml) as info:
+        parse(data)
+    assert (info.value.code, info.value.line) == ("ENV_PI", line)
+
+
+def test_pi_lookalikes_in_comments_and_cdata_are_text() -> None:
+    root = parse(b'<?xml version="1.0"?><r><!-- <?x?> --><![CDATA[<?y?>]]></r>')
+    assert root.text == "<?y?>"
+
+
+def test_namespace_declarations_are_bounded() -> None:
+    at_limit = b"<r" + b"".join(b' xmlns:n%d="u:%d"' % (i, i) for i in range(MAX_NAMESPACES)) + b"/>"
+    assert len(parse(at_limit).nsmap) == MAX_NAMESPACES
+    spread = b"<r>" + b'<a xmlns="u:a"/>' * (MAX_NAMESPACES + 1) + b"</r>"
+    for data in (at_limit.replace(b"/>", b' xmlns:x="u"/>'), spread):
+        with pytest.raises(UnsafeXml) as info:
+            parse(data)
+        assert info.value.code == "ENV_NAMESPACES"
+    # "xmlns" in text is not a declaration: counted exactly when the bytes hold it more often than the limit.
+    assert parse(b"<r>" + b"xmlns:x=&quot;u&quot; " * (MAX_NAMESPACES * 2) + b"</r>").tag == "r"
 
 
 def test_a_comment_cannot_truncate_a_value() -> None:
@@ -96,7 +132,9 @@ def test_character_references_and_predefined_entities_are_fine() -> None:
 
 
 def test_a_stylesheet_pi_at_the_start_is_not_mistaken_for_the_declaration() -> None:
-    assert parse(b'<?xml-stylesheet encoding="GBK" href="x"?><r/>').tag == "r"
+    with pytest.raises(UnsafeXml) as info:  # refused as a PI, not as a declaration naming GBK
+        parse(b'<?xml-stylesheet encoding="GBK" href="x"?><r/>')
+    assert info.value.code == "ENV_PI"
 
 
 def test_usual_and_unusual_utf8_declarations() -> None:
