@@ -33,6 +33,11 @@ class Settings:
     state_dir: Path = field(default_factory=_default_state_dir)
     #: Intake limits. 4 MiB covers a document with attachments; larger payloads travel as references.
     max_message_bytes: int = 4 * 1024 * 1024
+    #: CPU budget of one message's examination in milliseconds (parse, validate, verify, route, gate). Every step
+    #: is bounded by the intake's limits (README, cost model: at most a few tens of ms at the size limit); a message
+    #: found past the budget between two steps is refused with MSG_COST_EXCEEDED and parked in the dead-letter
+    #: queue for an operator, and the worker goes on with the rest of its batch.
+    message_budget_ms: int = 250
     #: Allowed clock skew for Created (future-dated messages) in seconds.
     clock_skew_s: int = 300
     #: Passphrase that encrypts the CA private keys at rest.

@@ -59,13 +59,22 @@ DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 #: from the XSDs: a full data.response page of 500 rows × 50 cells is about 52,000 markup items).
 MAX_MARKUP = 120_000
 #: Upper bound on attributes and namespace declarations in the whole message (about 0.7 µs each through parse
-#: and validation, and 230 bytes of tree). A valid message needs a few per recipient: 2,000 recipients × 3.
-MAX_ATTRIBUTES = 16_384
+#: and validation, and 230 bytes of tree; each one the XSD refuses is an entry in libxml2's error log, about 5 µs).
+#: A valid message needs a few per recipient: 2,000 recipients × 3.
+MAX_ATTRIBUTES = 8_192
 #: Upper bound on namespace declarations (``xmlns``, ``xmlns:p``) in the whole message. Canonicalising an element
 #: copies every namespace in scope (lxml) and libxml2's C14N searches them per namespace: the cost grows with the
 #: square of the declarations in scope (60,000 unused declarations on the root cost 8 s before this bound). A
 #: valid envelope declares three or four (env, ds, the body's namespace); declare each once, near the root.
 MAX_NAMESPACES = 256
+#: Upper bound on the length of one namespace name (URI). libxml2 copies it into every error message about an
+#: element of that namespace; the hub's own are under 60 characters.
+MAX_NAMESPACE_URI = 1024
+#: Element names longer than this are refused in messages over ``_NAME_CHECK_BYTES``: libxml2 reads a long name
+#: character by character (up to 10 ns a byte against 1 for text), so 4 MiB of 50,000-character names cost 48 ms
+#: to parse. No schema of the hub has a name over 40 characters.
+MAX_NAME = 1024
+_NAME_CHECK_BYTES = 1024 * 1024
 #: libxml2's element nesting limit without ``huge_tree`` (not configurable here; documented for messages).
 MAX_DEPTH = 256
 
@@ -195,11 +204,29 @@ class _TooManyNamespaces(Exception):
     pass
 
 
+#: What looks like a namespace declaration in the bytes (it may also be text: only an upper bound).
+_XMLNS = re.compile(rb"xmlns(?::[^\s=<>]*)?\s*=\s*(?:\"([^\"<]*)\"|'([^'<]*)')")
+_LONG_NAME = re.compile(rb"<[^\s<>/!?]{%d}" % (MAX_NAME + 1))
+
+
 def _check_namespaces(data: bytes, limit: int) -> None:
-    """At most ``limit`` namespace declarations. Messages that hold the text ``xmlns`` no more than ``limit``
-    times pass without a look (C speed); others are counted exactly by a second, SAX-style parse that stops at
-    the first declaration over the limit (so its cost is bounded too), since ``xmlns`` may also occur in text."""
-    if data.count(b"xmlns") <= limit:
+    """At most ``limit`` namespace declarations, none with a name over ``MAX_NAMESPACE_URI`` characters. What
+    looks like a declaration is found by one regular-expression scan (C speed, stops past the limit); when there
+    are more than ``limit`` such places, the declarations are counted exactly by a second, SAX-style parse that
+    stops at the first one over the limit (so its cost is bounded too), since ``xmlns`` may also occur in text."""
+    seen = 0
+    for m in _XMLNS.finditer(data):
+        uri = m.group(1) if m.group(1) is not None else m.group(2)
+        if len(uri) > MAX_NAMESPACE_URI:
+            raise UnsafeXml(
+                f"a namespace name is {len(uri)} characters long; the limit is {MAX_NAMESPACE_URI}",
+                code="ENV_NAMESPACES",
+                line=_line_at(data, m.start()),
+            )
+        seen += 1
+        if seen > limit:
+            break
+    if seen <= limit:
         return
     counter = _NamespaceCounter(limit)
     sax = etree.XMLParser(
@@ -219,7 +246,7 @@ def _check_namespaces(data: bytes, limit: int) -> None:
             "once, on the envelope or the body element",
             code="ENV_NAMESPACES",
         ) from None
-    except etree.XMLSyntaxError as exc:  # pragma: no cover - the first parse accepted the same bytes
+    except etree.XMLSyntaxError as exc:
         raise _translate(exc, data) from None
 
 
@@ -346,6 +373,14 @@ def _byte_gate(data: bytes, max_bytes: int, max_markup: int, max_attributes: int
                 f"the limit is {max_attributes}",
                 code="ENV_LIMIT",
             )
+    if size > _NAME_CHECK_BYTES:
+        long_name = _LONG_NAME.search(data)
+        if long_name is not None:
+            raise UnsafeXml(
+                f"an element name is longer than {MAX_NAME} characters",
+                code="ENV_LIMIT",
+                line=_line_at(data, long_name.start()),
+            )
     # Where a scan for processing instructions must start (-1: no "<?" after the declaration, so none is there).
     return exclamation, after_declaration if data.find(b"<?", after_declaration) >= 0 else -1
 
@@ -412,13 +447,13 @@ def parse(
             raise TypeError("parse() takes bytes; decoding is part of the intake gate")
         data = bytes(data)
     exclamation, pi = _byte_gate(data, max_bytes, max_markup, max_attributes)
+    _check_namespaces(data, max_namespaces)
     try:
         root = etree.fromstring(data, parser())
     except etree.XMLSyntaxError as exc:
         raise _translate(exc, data) from None
     if pi >= 0:
         _check_pis(data, pi)
-    _check_namespaces(data, max_namespaces)
     if exclamation:  # the gate refused every "<!" but comments and CDATA; check the tree as well
         docinfo = root.getroottree().docinfo
         if docinfo.internalDTD is not None or docinfo.externalDTD is not None:

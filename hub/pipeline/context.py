@@ -39,6 +39,7 @@ class Context:
             hub_ceiling=self.directory.hub_ceiling,
             max_bytes=self.settings.max_message_bytes,
             clock_skew=timedelta(seconds=self.settings.clock_skew_s),
+            cost_budget_s=self.settings.message_budget_ms / 1000,
             amqp_admin_user=amqp_admin_user,
             user_to_system=user_to_system or (lambda user: None),
         )

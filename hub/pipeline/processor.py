@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,8 @@ class Processor:
         user_to_system: Callable[[str], str | None] = lambda user: None,
         now: Callable[[], datetime] = lambda: datetime.now(CN_TZ),
         check_signer_binding: Callable | None = None,
+        cost_budget_s: float | None = None,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.registry = registry
         self.verifier = verifier
@@ -167,6 +170,10 @@ class Processor:
 
             check_signer_binding = _csb
         self.check_signer_binding = check_signer_binding
+        #: CPU seconds one examination may take, checked between its steps (None: no budget). Each step is bounded
+        #: by the intake's limits, so a message overruns the budget by at most one step.
+        self.cost_budget_s = cost_budget_s
+        self.cpu_clock = cpu_clock
         ident = signer.identity
         self.hub_party = Party(ident.agency, ident.system)
 
@@ -180,9 +187,15 @@ class Processor:
         fallback = self._party_of_system(user_system)
         envelope: Envelope | None = None
         confirmed = False
+        budget = self.cost_budget_s
+        started = self.cpu_clock() if budget is not None else 0.0
         try:
             root = parse(data, max_bytes=self.max_bytes)
+            if budget is not None:
+                self._within_budget(started, budget, "parsing")
             unverified = self.registry.validate(root)
+            if budget is not None:
+                self._within_budget(started, budget, "validation")
             verified = self.verifier.verify(root)
             # From here on only the signed tree exists for the hub. The verifier returns the parsed tree itself
             # minus its Signature when (as the hub's intake guarantees: no comments, no PIs) it canonicalises to
@@ -191,16 +204,28 @@ class Processor:
             self.check_signer_binding(verified, envelope)
             self._check_amqp_user(amqp_user, user_system, envelope)
             confirmed = True
+            if budget is not None:
+                self._within_budget(started, budget, "signature verification")
             self._check_fresh(envelope, received_at)
             decision = self.router.decide(envelope)
             targets = list(decision.targets)
             result = self.gate(
                 envelope, verified.root, targets, self.hub_ceiling, signed_bytes=verified.canonical or None
             )
+            if budget is not None:
+                self._within_budget(started, budget, "routing and the classification gate")
         except HubError as exc:
             sender = envelope.sender if envelope is not None and exc.code not in ("CERT_SIGNER_MISMATCH",) else fallback
             return Rejected(
-                exc, data, digest, received_at, envelope=envelope, reply_to=sender, sender_confirmed=confirmed
+                exc,
+                data,
+                digest,
+                received_at,
+                envelope=envelope,
+                reply_to=sender,
+                # An over-budget refusal says nothing about the message: it must not occupy its id (a replay by an
+                # operator, or a resend when the hub is less loaded, is then a first copy).
+                sender_confirmed=confirmed and exc.code != "MSG_COST_EXCEEDED",
             )
         except Exception as exc:  # a bug must not turn one message into a poison loop: refuse it, keep the bytes
             log.exception("internal error while examining a message (%s)", type(exc).__name__)
@@ -238,6 +263,15 @@ class Processor:
             priority=getattr(decision, "priority", 0),
             canonical=verified.canonical,
         )
+
+    def _within_budget(self, started: float, budget: float, step: str) -> None:
+        spent = self.cpu_clock() - started
+        if spent > budget:
+            raise MessageRejected(
+                f"examining the message took {spent * 1000:.0f} ms of CPU by the end of {step}, over the budget of "
+                f"{budget * 1000:.0f} ms per message; it is parked for an operator",
+                code="MSG_COST_EXCEEDED",
+            )
 
     def _party_of_system(self, system_id: str | None) -> Party | None:
         if system_id is None:

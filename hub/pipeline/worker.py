@@ -54,6 +54,9 @@ CRL_CHECK_EVERY_S = 600.0
 MAINTAIN_EVERY_S = 5.0
 
 
+#: How long a normal batch examines messages before it lets the event loop run (reading the emergency lane).
+YIELD_EVERY_S = 0.005
+
 #: The stages of a batch, as the decision lines' ``stages_ms`` names them: examine (parse, validate, verify,
 #: route, gate: CPU), record (PostgreSQL), answer (delivery and receipt XML, signatures: CPU), publish (until the
 #: broker confirmed), record_sent (PostgreSQL), ack.
@@ -79,6 +82,9 @@ class Worker:
         self.stopping = asyncio.Event()
         self.processor: Processor
         self.transport: Any = None
+        #: The emergency lane's own AMQP connection (consume, publish, confirms): a socket of its own, so that an
+        #: alert's delivery and its confirms never queue behind megabytes of normal traffic on a shared one.
+        self.urgent_transport: Any = None
         self.pool: Any = None
         self._consumers: list[Any] = []
         self._background: list[asyncio.Task[None]] = []
@@ -86,6 +92,11 @@ class Worker:
         #: Connections the batches hold between them (one per batch in flight, normally one per lane): taking one
         #: from the pool and giving it back costs 40 µs a statement here, two statements a batch.
         self._spare_connections: list[Any] = []
+        #: Emergency batches in this process right now; while there is one, normal batches pause their examination
+        #: between two messages (an emergency never waits behind a normal batch's CPU work, README cost model).
+        self._urgent = 0
+        self._urgent_idle = asyncio.Event()
+        self._urgent_idle.set()
 
     # ------------------------------------------------------------------ start-up
 
@@ -105,13 +116,16 @@ class Worker:
         names = self.names = self.transport.names
         self.processor = ctx.processor(amqp_admin_user=self.transport.user, user_to_system=names.system_of_user)
         await self.transport.declare_topology(sys.id for sys in directory.systems())
+        self.urgent_transport = await Transport.connect(s, client_name=f"hub-worker-{self.index}-emergency")
         # The emergency lane has its own channel and prefetch: a backlog of normal traffic cannot delay it.
         # One normal batch at a time per worker: while it is in I/O the next batch fills up, so batches grow with
         # the load and per-batch costs (two PostgreSQL statements, one confirm round trip, one ack) amortise. With
         # three concurrent batches the e2e bench measured smaller batches, more CPU per message and a p99 of
         # 400 ms at 300 msg/s; with one, 161 ms (bench/e2e.py --quick).
         self._consumers.append(
-            await self.transport.consume(names.inbound_queue("emergency"), self.handle, prefetch=32, max_batch=16)
+            await self.urgent_transport.consume(
+                names.inbound_queue("emergency"), self.handle_urgent, prefetch=32, max_batch=16
+            )
         )
         # Consumer priorities (worker 0 highest): the broker hands normal traffic to the first worker until its
         # prefetch window is full, and only then to the next. At a moderate rate one worker takes it all in batches
@@ -150,6 +164,8 @@ class Worker:
             await c.stop(drain=True)
         for t in self._background:
             t.cancel()
+        if self.urgent_transport is not None:
+            await self.urgent_transport.close()
         if self.transport is not None:
             await self.transport.close()
         if self.pool is not None:
@@ -210,19 +226,42 @@ class Worker:
 
     # ------------------------------------------------------------------ the batch
 
-    async def handle(self, batch: list[Incoming], *, resume: bool = False) -> None:
+    async def handle_urgent(self, batch: list[Incoming]) -> None:
+        """An emergency-lane batch: normal batches in this process pause their examination until it is done."""
+        self._urgent += 1
+        self._urgent_idle.clear()
+        try:
+            await self.handle(batch, urgent=True)
+        finally:
+            self._urgent -= 1
+            if not self._urgent:
+                self._urgent_idle.set()
+
+    async def handle(self, batch: list[Incoming], *, resume: bool = False, urgent: bool = False) -> None:
         started = time.perf_counter()
         self.trust_store.refresh_if_due()
-        hub_user = self.transport.user
-        items = [
-            _Item(
-                m,
-                self.processor.examine(m.body, amqp_user=m.publisher(hub_user), lane=m.routing_key),
-                resume=resume or m.redelivered or m.attempt > 0,
-            )
-            for m in batch
-        ]
+        transport = self.urgent_transport if urgent else self.transport
+        hub_user = transport.user
+        examine = self.processor.examine
         clock = time.perf_counter
+        items: list[_Item] = []
+        yielded = started
+        for m in batch:
+            if not urgent:
+                if self._urgent:
+                    await self._urgent_idle.wait()  # an emergency batch first
+                    yielded = clock()
+                elif clock() - yielded > YIELD_EVERY_S:
+                    # Let the loop read the emergency lane's deliveries: its batch then starts, and this one waits.
+                    await asyncio.sleep(0)
+                    yielded = clock()
+            items.append(
+                _Item(
+                    m,
+                    examine(m.body, amqp_user=m.publisher(hub_user), lane=m.routing_key),
+                    resume=resume or m.redelivered or m.attempt > 0,
+                )
+            )
         marks = [clock()]  # the end of each stage, for the decision lines' stages_ms
         try:
             conn = await self._connection()
@@ -231,7 +270,7 @@ class Worker:
                 marks.append(clock())
                 outgoing, delivered, receipts = self._answers(items)
                 marks.append(clock())
-                await self.transport.publish_many(outgoing)
+                await transport.publish_many(outgoing)
                 marks.append(clock())
                 await self._record_sent(delivered, receipts, conn)
                 marks.append(clock())
@@ -240,7 +279,7 @@ class Worker:
                 raise
             await self._give_back(conn, healthy=True)
         except DeliveryError as exc:
-            await self._retry(batch, exc)
+            await self._retry(batch, exc, transport)
             return
         except Exception as exc:
             # Not an outage: a bug or a broken invariant (e.g. the egress check refusing what the gate allowed).
@@ -250,12 +289,12 @@ class Worker:
             if len(batch) > 1:
                 log.warning("batch of %d failed (%s); handling its messages one by one", len(batch), type(exc).__name__)
                 for m in batch:
-                    await self.handle([m], resume=True)
+                    await self.handle([m], resume=True, urgent=urgent)
                 return
             log.exception("message failed (%s); deferring it", type(exc).__name__)
-            await self._retry(batch, HubError(f"internal error ({type(exc).__name__})", code="INTERNAL"))
+            await self._retry(batch, HubError(f"internal error ({type(exc).__name__})", code="INTERNAL"), transport)
             return
-        await self.transport.ack(batch)
+        await transport.ack(batch)
         marks.append(clock())
         elapsed_ms = (marks[-1] - started) * 1000
         # Where the batch's time went (ms): a slow batch names its stage (PostgreSQL, the broker, the CPU).
@@ -346,6 +385,8 @@ class Worker:
                     receipts.append(
                         ReceiptRecord(r.error_id, r.message_id, "hub.error", r.reply_to.system, code=r.error.code)
                     )
+                    if r.error.code == "MSG_COST_EXCEEDED":
+                        out.append(self._dead_letter(it.msg, r.error))  # parked for an operator as well
                 else:
                     out.append(self._dead_letter(it.msg, r.error))
         return out, delivered, receipts
@@ -387,21 +428,22 @@ class Worker:
 
         return dead_letter_of(self.names, msg, code=error.code, reason=error.detail[:500])
 
-    async def _retry(self, batch: list[Incoming], exc: HubError) -> None:
+    async def _retry(self, batch: list[Incoming], exc: HubError, transport: Any = None) -> None:
         from hub.transport.topology import dead_letter_of, retry_of
 
+        transport = transport or self.transport
         log.warning("batch of %d deferred: %s", len(batch), exc.describe())
         again: list[Outgoing] = []
         for m in batch:
-            o = retry_of(self.names, m, hub_user=self.transport.user)
+            o = retry_of(self.names, m, hub_user=transport.user)
             again.append(o if o is not None else dead_letter_of(self.names, m, code=exc.code, reason=exc.detail[:500]))
         try:
-            await self.transport.publish_many(again)
+            await transport.publish_many(again)
         except DeliveryError:
             # The broker itself is gone: leave the batch unacknowledged; RabbitMQ redelivers it.
-            await self.transport.nack(batch, requeue=True)
+            await transport.nack(batch, requeue=True)
             return
-        await self.transport.ack(batch)
+        await transport.ack(batch)
 
     # ------------------------------------------------------------------ logs
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from lxml import etree
@@ -50,6 +51,9 @@ _ATTR_KINDS = ("COMPLEX_TYPE_3", "COMPLEX_TYPE_4", "ATTRIBUTE", "CVC_AU", "CVC_T
 _ELEM_KINDS = ("ELEMENT_CONTENT", "CVC_ELT", "COMPLEX_TYPE_2", "NOROOT")
 
 _CLARK = re.compile(r"\{([^}]*)\}")
+#: Problems reported per message: a message can make one XSD error per element or attribute (thousands); the
+#: first ones say what is wrong, and each costs a regular expression and an object.
+MAX_VIOLATIONS = 100
 _XS = "{http://www.w3.org/2001/XMLSchema}"
 _T_ENVELOPE = qn("Envelope")
 _T_SERVICE = qn("Service")
@@ -250,8 +254,13 @@ class SchemaRegistry:
 
     # ------------------------------------------------------------------ validation
 
-    def violations(self, root: etree._Element) -> list[Violation]:
-        """Every problem in a parsed envelope (empty when valid)."""
+    def violations(
+        self, root: etree._Element, _validated: tuple[ServiceSchema, etree._ListErrorLog] | None = None
+    ) -> list[Violation]:
+        """Every problem in a parsed envelope (empty when valid), the first ``MAX_VIOLATIONS`` of them.
+
+        ``_validated``: the service schema the fast path already ran on this tree, and its error log (validating
+        twice would pay twice for an error log that can hold thousands of entries)."""
         if root.tag != qn("Envelope"):
             return [
                 Violation(
@@ -271,13 +280,26 @@ class SchemaRegistry:
                 return [Violation(exc.code, exc.detail, svc_el.sourceline, "/env:Envelope/env:Header/env:Service")]
         schema = service.schema if service is not None else self.envelope_schema
         ns = service.namespace if service is not None else None
-        if schema.validate(root):
+        if _validated is not None and _validated[0] is service:
+            log = _validated[1]
+            valid = len(log) == 0
+        else:
+            valid = bool(schema.validate(root))
+            log = schema.error_log
+        if valid:
             found: list[Violation] = []
         else:
             found = [
-                Violation(_classify(e.type_name), _short_names(e.message, ns), e.line or None, e.path or None)
-                for e in schema.error_log
+                Violation(_classify(e.type_name), _short_names(e.message[:2000], ns), e.line or None, e.path or None)
+                for e in islice(log, MAX_VIOLATIONS)
             ]
+            if len(log) > MAX_VIOLATIONS:
+                found.append(
+                    Violation(
+                        "SCHEMA_VIOLATION",
+                        f"{len(log) - MAX_VIOLATIONS} more problems not listed (the first {MAX_VIOLATIONS} are)",
+                    )
+                )
         if service is None:
             return found
         body = root.find(qn("Body"))
@@ -356,7 +378,9 @@ class SchemaRegistry:
                 versions = self.services.get(svc_el.get("name") or "")
                 version = svc_el.get("version") or ""
                 service = versions.get(int(version)) if versions and version.isdigit() else None
-                if service is not None and service.schema.validate(root):
+                if service is not None:
+                    if not service.schema.validate(root):
+                        self._raise(self.violations(root, (service, service.schema.error_log)))
                     body = root[1]
                     if len(body) == 1 and body[0].tag.startswith(service.clark_prefix):
                         env = Envelope.from_header(root, kids)
