@@ -286,6 +286,7 @@ class SchemaRegistry:
         else:
             valid = bool(schema.validate(root))
             log = schema.error_log
+        unlisted = 0
         if valid:
             found: list[Violation] = []
         else:
@@ -294,12 +295,19 @@ class SchemaRegistry:
                 for e in islice(log, MAX_VIOLATIONS)
             ]
             if len(log) > MAX_VIOLATIONS:
-                found.append(
-                    Violation(
-                        "SCHEMA_VIOLATION",
-                        f"{len(log) - MAX_VIOLATIONS} more problems not listed (the first {MAX_VIOLATIONS} are)",
-                    )
-                )
+                unlisted = len(log) - MAX_VIOLATIONS
+        found = self._ordered(found, root, service, ns)
+        if unlisted:
+            found.append(
+                Violation("SCHEMA_VIOLATION", f"{unlisted} more problems not listed (the first {MAX_VIOLATIONS} are)")
+            )
+        return found
+
+    def _ordered(
+        self, found: list[Violation], root: etree._Element, service: ServiceSchema | None, ns: str | None
+    ) -> list[Violation]:
+        """The XSD's problems with the most useful explanations first (body mismatch, duplicate identifiers), or
+        the agency codes' check characters when the XSD found nothing."""
         if service is None:
             return found
         body = root.find(qn("Body"))
