@@ -55,14 +55,14 @@ __all__ = [
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 #: Upper bound on markup items (``<`` characters: start and end tags, comments, CDATA). Every step after the
 #: parse costs about 0.2–0.5 µs per node (XSD, C14N, the profile's walks), so this bounds what one message can
-#: cost (the README's cost model); it also bounds memory (a tree node costs libxml2 about 120 bytes). The
-#: largest schema-valid message of any service needs far fewer (``tests/unit/test_cost_model.py`` computes it
-#: from the XSDs: a full data.response page of 500 rows × 50 cells is about 52,000 markup items).
-MAX_MARKUP = 120_000
+#: cost (the README's cost model); it also bounds memory (a tree node costs libxml2 about 120 bytes). The largest
+#: schema-valid message of any service needs about 52,000: a full data.response page (500 rows × 50 cells, 51,000
+#: tags) in an envelope of 200 recipients (``tests/unit/test_cost_model.py`` builds it).
+MAX_MARKUP = 64_000
 #: Upper bound on attributes and namespace declarations in the whole message (about 0.7 µs each through parse
-#: and validation, and 230 bytes of tree; each one the XSD refuses is an entry in libxml2's error log, about 5 µs).
-#: A valid message needs a few per recipient: 2,000 recipients × 3.
-MAX_ATTRIBUTES = 8_192
+#: and validation, and 230 bytes of tree; each one the XSD refuses is an entry in libxml2's error log, 4 µs). No
+#: service body has attributes; an envelope has three per recipient (at most 200) and a dozen more.
+MAX_ATTRIBUTES = 2_048
 #: Upper bound on namespace declarations (``xmlns``, ``xmlns:p``) in the whole message. Canonicalising an element
 #: copies every namespace in scope (lxml) and libxml2's C14N searches them per namespace: the cost grows with the
 #: square of the declarations in scope (60,000 unused declarations on the root cost 8 s before this bound). A
