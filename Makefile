@@ -41,6 +41,7 @@ demo-stop:
 bench: install services
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/trust.py
+	$(BIN)/python bench/hostile.py
 	$(BIN)/python bench/e2e.py
 
 clean:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from harness import Hub, document, hours, now
 
-from hub.envelope import Recipient, parse
+from hub.envelope import Envelope, Recipient, parse
 from hub.store.evidence import chain_pending
 from hub.trust.pki import PkiPaths
 
@@ -471,3 +471,47 @@ async def test_the_workers_statements_are_planned_once(hub: Hub) -> None:
         assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
     async with hub.pool.acquire() as conn:
         assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+
+
+async def test_a_message_over_its_cpu_budget_is_refused_parked_and_the_batch_goes_on(hub: Hub) -> None:
+    """The per-message CPU budget (issue 17): a message found over it between two steps is answered with a signed
+    MSG_COST_EXCEEDED, parked in the dead-letter queue for an operator, and does not occupy its message id; the
+    message after it in the same batch is delivered."""
+    p = hub.worker.processor
+    costly = hub.sign("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    fine = hub.sign("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    costly_env, fine_env = (Envelope.from_tree(parse(d)) for d in (costly, fine))
+    real_clock, real_budget = p.cpu_clock, p.cost_budget_s
+    # The costly one: 100 s of "CPU" by the end of its signature verification (the sender is then known; the
+    # publisher here is the hub's own test user, not the sender's, so only the signed sender can be answered).
+    readings = iter([0.0, 0.0, 0.0, 100.0])
+
+    def clock() -> float:
+        return next(readings, 0.0)
+
+    p.cpu_clock, p.cost_budget_s = clock, 0.25
+    try:
+        await hub.publish([(costly_env, costly), (fine_env, fine)])
+        reply = await hub.reply("county-220122-oa", costly_env.message_id)
+        assert (reply.kind, reply.outcome) == ("error", "MSG_COST_EXCEEDED")
+        ok = await hub.reply("county-220122-oa", fine_env.message_id)
+        assert (ok.kind, ok.outcome) == ("receipt", "accepted")
+    finally:
+        p.cpu_clock, p.cost_budget_s = real_clock, real_budget
+    got = await hub.drain("county-220183-oa", expect=1, timeout=5)
+    assert [e.message_id for _, e in got] == [fine_env.message_id]
+    names = hub.transport.names
+    for _ in range(50):
+        batch = await hub.transport.fetch(names.dead_letter_queue, max_messages=50)
+        mine = [m for m in batch if m.body == costly]
+        await hub.transport.ack(batch)
+        if mine:
+            assert mine[0].headers["x-hub-error-code"] == "MSG_COST_EXCEEDED"
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the over-budget message was not parked in the dead-letter queue")
+    # It does not occupy its id: sent again (the hub less busy), it is a first copy and delivered.
+    await hub.publish([(costly_env, costly)])
+    again = await hub.reply("county-220122-oa", costly_env.message_id)
+    assert (again.kind, again.outcome) == ("receipt", "accepted")
