@@ -117,7 +117,7 @@ class Worker:
         self.processor = ctx.processor(amqp_admin_user=self.transport.user, user_to_system=names.system_of_user)
         await self.transport.declare_topology(sys.id for sys in directory.systems())
         self.urgent_transport = await Transport.connect(s, client_name=f"hub-worker-{self.index}-emergency")
-        # The emergency lane has its own channel and prefetch: a backlog of normal traffic cannot delay it.
+        # The emergency lane has its own connection and prefetch: a backlog of normal traffic cannot delay it.
         # One normal batch at a time per worker: while it is in I/O the next batch fills up, so batches grow with
         # the load and per-batch costs (two PostgreSQL statements, one confirm round trip, one ack) amortise. With
         # three concurrent batches the e2e bench measured smaller batches, more CPU per message and a p99 of
