@@ -203,15 +203,22 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evidence_verifier(settings: Settings) -> Any:
-    from hub.trust.evidence import checkpoint_verifier
+    from hub.trust.evidence import installation_checkpoint_verifier
 
-    return checkpoint_verifier(settings.state_dir / "pki")
+    return asyncio.run(installation_checkpoint_verifier(settings, settings.state_dir / "pki"))
 
 
 def _evidence_signer(settings: Settings) -> tuple[Any, str]:
+    from hub.store.db import connection
     from hub.trust import Signer
+    from hub.trust.lifecycle import check_installation
     from hub.trust.pki import PkiPaths
 
+    async def check() -> None:
+        async with connection(settings.pg_dsn) as conn:
+            await check_installation(settings, conn, settings.state_dir / "pki")
+
+    asyncio.run(check())
     paths = PkiPaths(settings.state_dir / "pki")
     signer = Signer.load(paths.hub_key, paths.hub_cert, passphrase=settings.ca_passphrase.encode())
     return signer.sign_bytes, signer.identity.fingerprint

@@ -117,10 +117,53 @@ def cmd_pki_crl(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_pki_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import lifecycle, pki
+
+    done = asyncio.run(lifecycle.rotate_hub(settings, _pki_dir(args, settings), days=args.days))
+    print(
+        f"hub key rotated: certificate {done.new.serial} (valid until "
+        f"{done.new.certificate.not_valid_after_utc:%Y-%m-%d}) replaces {pki.serial_hex(done.old.serial_number)}"
+    )
+    print(
+        "  running hub workers switch to the new key within seconds; the previous certificate is kept in "
+        "pki/hub/archive/ and the register, and stays valid until it expires"
+    )
+    return 0
+
+
+def cmd_pki_rollover(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import lifecycle, pki
+
+    done = asyncio.run(lifecycle.rollover_issuing(settings, _pki_dir(args, settings)))
+    old = pki.serial_hex(done.old.serial_number)
+    print(
+        f"new issuing CA {done.new.serial} (valid until {done.new.certificate.not_valid_after_utc:%Y-%m-%d}) under "
+        f"the same root; new certificates come from it"
+    )
+    print(
+        f"  the previous issuing CA {old} stays trusted: its certificates are valid until they expire and its CRL "
+        "is published until then"
+    )
+    print("  next: `hub pki rotate` gives the hub a certificate from the new CA")
+    return 0
+
+
+def cmd_pki_expiry(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import lifecycle
+
+    found = lifecycle.expiry_warnings(_pki_dir(args, settings), days=args.days)
+    for w in found:
+        print(w.text())
+    if not found:
+        print(f"ok: no hub, issuing or root certificate expires within {args.days} days")
+    return 1 if found else 0
+
+
 def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
     from hub.trust import admin
 
-    rows = asyncio.run(admin.list_certificates(settings, agency=args.agency))
+    rows = asyncio.run(admin.list_certificates(settings, agency=args.agency, pki_dir=_pki_dir(args, settings)))
     now = dt.datetime.now(dt.UTC)
     print(f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  DAYS")
     for r in rows:
@@ -194,8 +237,13 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         verified = verifier.verify(root)
         envelope = Envelope.from_tree(verified.root)
         # A delivery is re-signed by the hub on behalf of its sender (the hub verified the sender's signature and
-        # keeps it as evidence): a hub signature stands for any sender here. The hub's own intake never allows it.
-        relayed = verified.signer.system == "hub" and envelope.sender.system != "hub"
+        # keeps it as evidence): a hub signature stands for any sender here. The hub is recognised by its own
+        # certificates (current and earlier ones, pki/hub/), never by a name. The hub's own intake never allows it.
+        from hub.trust.lifecycle import hub_certificates
+        from hub.trust.pki import fingerprint
+
+        hub_fps = {fingerprint(c) for c in hub_certificates(_pki_dir(args, settings))}
+        relayed = verified.signer.fingerprint in hub_fps and envelope.sender.system != verified.signer.system
         if not relayed:
             check_signer_binding(verified, envelope)
     except (EnvelopeError, TrustError) as exc:
@@ -254,6 +302,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = ps.add_parser("crl", parents=[pki_opts], help="publish fresh CRLs (run at least every HUB_CRL_HOURS / 2)")
     p.add_argument("--hours", type=int, default=None, help="hours until nextUpdate (default: HUB_CRL_HOURS, 24)")
     p.set_defaults(handler=cmd_pki_crl)
+
+    p = ps.add_parser("rotate", parents=[pki_opts], help="a new hub key and certificate; the old one is kept")
+    p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
+    p.set_defaults(handler=cmd_pki_rotate)
+
+    p = ps.add_parser("rollover-issuing", parents=[pki_opts], help="a new issuing CA under the same root")
+    p.set_defaults(handler=cmd_pki_rollover)
+
+    p = ps.add_parser("expiry", parents=[pki_opts], help="exit 1 when a hub, issuing or root certificate expires soon")
+    p.add_argument("--days", type=int, default=30, help="warn this many days ahead (default 30)")
+    p.set_defaults(handler=cmd_pki_expiry)
 
     p = ps.add_parser("list", parents=[pki_opts], help="list certificates with their state and days to expiry")
     p.add_argument("--agency", metavar="CODE", help="only this agency's certificates")
