@@ -210,13 +210,14 @@ async def rotate_hub(
 
 
 class HubKeyWatch:
-    """Notices a rotated hub key (the files ``hub/hub.key`` and ``hub/hub.pem`` changed) and loads it; a pair
-    caught half-written does not match and is tried again next time."""
+    """Notices a rotated hub key (the files ``hub/hub.key`` and ``hub/hub.pem`` changed, or hold another
+    certificate than the one in use) and loads it; a pair caught half-written does not match and is tried again
+    next time."""
 
     def __init__(self, pki_dir: Path, passphrase: bytes) -> None:
         self.paths = pki.PkiPaths(Path(pki_dir))
         self.passphrase = passphrase
-        self._stamp = self._current()
+        self._stamp: tuple[tuple[int, int], ...] | None = None
 
     def _current(self) -> tuple[tuple[int, int], ...]:
         out = []
@@ -229,14 +230,18 @@ class HubKeyWatch:
             out.append((st.st_mtime_ns, st.st_size))
         return tuple(out)
 
-    def changed(self) -> Any:
-        """The new ``Signer`` when the key files changed since the last successful load, else None."""
+    def changed(self, in_use: str) -> Any:
+        """The new ``Signer`` when the files hold another certificate than ``in_use`` (a fingerprint), else None.
+        Costs two ``stat`` calls while the files are unchanged."""
         from hub.trust import Signer
 
         stamp = self._current()
         if stamp == self._stamp:
             return None
         try:
+            if pki.fingerprint(pki.load_certificates(self.paths.hub_cert)[0]) == in_use:
+                self._stamp = stamp
+                return None
             signer = Signer.load(self.paths.hub_key, self.paths.hub_cert, passphrase=self.passphrase)
         except ConfigError as exc:
             log.warning("the hub key files changed but do not load yet (%s); trying again", exc.detail)
@@ -247,14 +252,23 @@ class HubKeyWatch:
 
 def follow_hub_key(worker: Any) -> bool:
     """Called periodically in each worker: switch the worker (its processor, its checkpoints) to a rotated hub key.
-    True when it switched. Worker 0 also logs expiry warnings (at most once a day each)."""
+    True when it switched. Worker 0 also logs expiry warnings (at most once a day each). Never raises: a failure is
+    logged and the worker keeps the key it has."""
+    try:
+        return _follow(worker)
+    except Exception as exc:  # a periodic job must not die of it
+        log.warning("checking the hub key failed (%s: %s)", type(exc).__name__, str(exc)[:200])
+        return False
+
+
+def _follow(worker: Any) -> bool:
     watch: HubKeyWatch | None = getattr(worker, "_hub_key_watch", None)
     if watch is None:
         watch = HubKeyWatch(worker.pki_dir, worker.settings.ca_passphrase.encode())
         worker._hub_key_watch = watch
     switched = False
-    signer = watch.changed()
-    if signer is not None and signer.identity.fingerprint != worker.signer.identity.fingerprint:
+    signer = watch.changed(worker.signer.identity.fingerprint)
+    if signer is not None:
         old = worker.signer.identity
         worker.signer = signer
         worker.context.signer = signer
