@@ -87,7 +87,10 @@ def _decrypt(data: BinaryIO, out: BinaryIO, passphrase: bytes) -> None:
         size = data.read(4)
         if len(size) != 4:
             raise _fail("the backup file is truncated (its last part is missing)")
-        sealed = data.read(struct.unpack(">I", size)[0])
+        length = struct.unpack(">I", size)[0]
+        sealed = data.read(length)
+        if len(sealed) != length:
+            raise _fail("the backup does not decrypt: the file was changed or truncated")
         idx = struct.pack(">I", index)
         for flag in (b"\x00", b"\x01"):
             try:

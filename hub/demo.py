@@ -43,12 +43,17 @@ from yarl import URL
 from hub.errors import HubError, title_of
 from hub.settings import PROJECT_ROOT, Settings
 
+
 #: The demo's database and namespace are named after this checkout (a hash of its path): two clones of the project on
 #: one machine each get their own, so neither mixes its evidence into the other's (issue 13). The store also records
 #: the installation it belongs to and refuses another one (STORE_FOREIGN_INSTALLATION) if names are forced equal.
-CHECKOUT_TAG = hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:8]
-DEFAULT_NAMESPACE = f"demo-{CHECKOUT_TAG}"
-DEFAULT_DATABASE = f"hub_demo_{CHECKOUT_TAG}"
+def checkout_names(root: Path) -> tuple[str, str]:
+    """(database, namespace) of the demo of the checkout at ``root``."""
+    tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return f"hub_demo_{tag}", f"demo-{tag}"
+
+
+DEFAULT_DATABASE, DEFAULT_NAMESPACE = checkout_names(PROJECT_ROOT)
 _DEMO_PREFIX = "hub_demo"
 DEFAULT_STATE_DIR = PROJECT_ROOT / "var" / "demo"
 DEFAULT_WORKERS = 2
