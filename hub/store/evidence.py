@@ -59,6 +59,7 @@ __all__ = [
     "format_at",
     "head",
     "verify_chain",
+    "verify_messages",
     "verify_rows",
 ]
 
@@ -481,3 +482,56 @@ async def verify_chain(
                     )
                 )
     return verifier.finish((int(head_row["seq"]), bytes(head_row["hash"])))
+
+
+# -- what the records describe -----------------------------------------------------------------------------------------
+
+_MESSAGES_AS_RECORDED = """
+SELECT e.seq, e.message_id, e.actor, e.detail,
+       m.sender_agency || '/' || m.sender_system AS sender, m.service || '/' || m.version AS service,
+       m.classification, m.urgency, encode(m.raw_sha256, 'hex') AS raw_sha256, encode(sha256(m.raw), 'hex') AS actual
+FROM evidence e JOIN messages m ON m.message_id = e.message_id
+WHERE e.kind IN ('received', 'quarantined', 'rejected') AND e.message_id IS NOT NULL
+ORDER BY e.seq
+"""
+
+
+async def verify_messages(executor: Any) -> list[Problem]:
+    """Compare every recorded message with the evidence record made when it was received (its digest, sender,
+    service, 密级 and urgency): a message changed by hand afterwards is named with the field that changed. A record
+    whose own hash is broken is reported by ``verify_chain``; its claims are not trusted here."""
+    problems: list[Problem] = []
+    async with translated("comparing messages with their evidence"), acquired(executor) as conn:
+        rows = await conn.fetch(_MESSAGES_AS_RECORDED)
+    for r in rows:
+        try:
+            detail = json.loads(r["detail"])
+        except ValueError:
+            continue
+        recorded = {
+            "raw (the signed bytes)": detail.get("sha256"),
+            "raw_sha256": detail.get("sha256"),
+            "sender": r["actor"],
+            "service": detail.get("service"),
+            "classification": detail.get("classification"),
+            "urgency": detail.get("urgency"),
+        }
+        stored = {
+            "raw (the signed bytes)": r["actual"],
+            "raw_sha256": r["raw_sha256"],
+            "sender": r["sender"],
+            "service": r["service"],
+            "classification": r["classification"],
+            "urgency": r["urgency"],
+        }
+        for field, then in recorded.items():
+            if then is not None and stored[field] != then:
+                problems.append(
+                    Problem(
+                        "altered",
+                        r["seq"],
+                        f"message {r['message_id']} was changed after it was recorded: its {field} no longer matches "
+                        f"evidence record {r['seq']} (recorded {str(then)[:64]!r}, now {str(stored[field])[:64]!r})",
+                    )
+                )
+    return problems

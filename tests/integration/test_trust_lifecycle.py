@@ -133,6 +133,7 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
             run = Run(h, fake)
             run.hub.inbox_verifier = run.verifier()
             first_hub = h.worker.signer.identity  # type: ignore[union-attr]
+            sent_first = ""
             old_ca = pki.load_certificates(pki.PkiPaths(run.pki_dir).issuing_cert)[0]
 
             # day 0 and day 150: traffic, checkpoints
@@ -141,6 +142,7 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
                 await run.crls()
                 replies = await run.send(OLD_CA_SENDER, burst=2) + await run.send(RENEWED_SENDER)
                 assert {r.kind for r in replies} == {"receipt"}
+                sent_first = sent_first or replies[0].about
                 await run.checkpoint()
 
             # day 200: the hub key is rotated while ten messages are in flight; none is lost, every reply verifies
@@ -272,6 +274,20 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
             assert done.returncode == 1
             assert f"record {seq} does not match its hash" in done.stdout
             assert "checkpoint" not in done.stdout.replace(f"record {seq}", "")  # no false alarm about signatures
+
+            # a message changed by hand is named with the field that changed
+            target = uuid.UUID(sent_first)
+            async with h.pool.acquire() as conn:
+                await conn.execute("UPDATE messages SET urgency = '特急' WHERE message_id = $1", target)
+                await conn.execute(
+                    "UPDATE messages SET raw = overlay(raw placing '\x20'::bytea from 50) WHERE message_id = $1", target
+                )
+            done = await asyncio.to_thread(h.hub_cli, "evidence", "verify")
+            assert done.returncode == 1
+            named = [ln for ln in done.stdout.splitlines() if str(target) in ln]
+            assert len(named) == 2, done.stdout
+            assert any("its urgency no longer matches" in ln for ln in named)
+            assert any("its raw (the signed bytes) no longer matches" in ln for ln in named)
         finally:
             await h.close()
 
