@@ -56,6 +56,8 @@ class CheckpointVerifier:
         revoked: dict[int, dt.datetime] | None = None,
     ) -> None:
         self.root = root
+        #: Earlier roots (``previous-root-ca*.pem`` after a root rollover): evidence of earlier years chains to them.
+        self.previous_roots: list[x509.Certificate] = []
         self.issuing = list(issuing)
         self.hub = {fingerprint(c): c for c in hub_certs}
         self.revoked = dict(revoked or {})
@@ -65,7 +67,12 @@ class CheckpointVerifier:
         fp = fingerprint(cert)
         if fp not in self._chains:
             self._chains[fp] = next(
-                (ca for ca in self.issuing if _issued_by(cert, ca) and _issued_by(ca, self.root)), None
+                (
+                    ca
+                    for ca in self.issuing
+                    if _issued_by(cert, ca) and any(_issued_by(ca, r) for r in (self.root, *self.previous_roots))
+                ),
+                None,
             )
         return self._chains[fp]
 
@@ -113,7 +120,11 @@ def checkpoint_verifier(
     for crl in load_crls(paths.crl_dir, [root, *issuing]).values():
         for serial, (_, when) in crl.revoked.items():
             revoked[serial] = min(when, revoked.get(serial, when))
-    return CheckpointVerifier(root, issuing, certs, revoked)
+    verifier = CheckpointVerifier(root, issuing, certs, revoked)
+    verifier.previous_roots = [
+        c for f in sorted(paths.root.glob("previous-root-ca*.pem")) for c in load_certificates(f)
+    ]
+    return verifier
 
 
 async def installation_checkpoint_verifier(settings: Settings, pki_dir: Path) -> CheckpointVerifier:

@@ -168,3 +168,56 @@ def test_two_checkouts_get_their_own_demo_database_and_namespace() -> None:
         assert database.startswith("hub_demo_") and demo._DB_NAME.match(database)
         assert namespace.startswith("demo-")
     assert (demo.DEFAULT_DATABASE, demo.DEFAULT_NAMESPACE) == demo.checkout_names(demo.PROJECT_ROOT)
+
+
+def test_the_documented_root_rollover_keeps_earlier_checkpoints_verifiable(tmp_path: Path) -> None:
+    """USAGE.md's root rollover, step by step on files: the new root cross-signed by the old, a new issuing CA and hub
+    certificate under the new root, the old root kept as previous-root-ca.pem: checkpoints of both hierarchies
+    verify, and a chain of the new hierarchy verifies for an agency that trusts only the old root (cross)."""
+    from hub.trust import keys
+
+    d = tmp_path / "pki"
+    pki.init_ca(d, PASS)
+    now = dt.datetime.now(dt.UTC)
+    before = _sealed(_hub_signer(d), now)
+    pw = PASS.encode()
+    # step 2
+    old_root, old_key = pki.load_ca(d, pw, which="root")
+    new_key = keys.generate_private_key("ec-p384")
+    name = pki.ca_name("Forestry Exchange Hub Root CA 2")
+    new_root = pki.ca_certificate(name, new_key.public_key(), None, new_key, days=3650, path_length=1, now=clock.now())
+    days_left = (old_root.not_valid_after_utc - clock.now()).days
+    cross = pki.ca_certificate(name, new_key.public_key(), old_root, old_key, days=days_left, path_length=1, now=now)
+    # step 4: a new issuing CA under the new root, the hub's certificate from it
+    issuing_key = keys.generate_private_key("ec-p384")
+    issuing = pki.ca_certificate(
+        pki.ca_name("Forestry Exchange Hub Issuing CA 2"),
+        issuing_key.public_key(),
+        new_root,
+        new_key,
+        days=1825,
+        path_length=0,
+        now=now,
+    )
+    paths = pki.PkiPaths(d)
+    lifecycle._archive_hub_certificate(d, _hub_signer(d).certificates[0])
+    old_issuing = pki.load_certificates(paths.issuing_cert)
+    keys.write_public_file(paths.issuing_cert, pki.certificate_pem(issuing, *old_issuing))
+    keys.write_private_file(paths.issuing_key, keys.private_key_pem(issuing_key, pw))
+    pki.issue_hub_certificate(d, PASS, pki.DEFAULT_HUB_AGENCY)
+    after = _sealed(_hub_signer(d), now)
+    # an agency trusting only the old root verifies the new hub certificate through the cross-certificate
+    leaf = _hub_signer(d).certificates[0]
+    leaf.verify_directly_issued_by(issuing)
+    issuing.verify_directly_issued_by(cross)  # the cross-certificate carries the new root's name and key …
+    cross.verify_directly_issued_by(old_root)  # … signed by the old root
+    # step 6: the new root becomes the anchor, the old one is kept as previous-root-ca.pem
+    keys.write_public_file(d / "previous-root-ca.pem", pki.certificate_pem(old_root))
+    keys.write_public_file(paths.root_cert, pki.certificate_pem(new_root))
+    keys.write_private_file(paths.root_key, keys.private_key_pem(new_key, pw))
+    verifier = checkpoint_verifier(d)
+    assert verify_rows(before, verify_signature=verifier) == []
+    assert verify_rows(after, verify_signature=verifier) == []
+    (d / "previous-root-ca.pem").unlink()
+    [problem] = verify_rows(before, verify_signature=checkpoint_verifier(d))
+    assert "does not chain" in problem.message
