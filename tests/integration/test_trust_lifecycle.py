@@ -22,7 +22,7 @@ import pytest
 from harness import PROVINCE, Hub, document
 
 from hub import clock
-from hub.envelope import Recipient, parse
+from hub.envelope import Envelope, Recipient, parse
 from hub.errors import HubError
 from hub.pipeline.client import credential_paths, read_reply
 from hub.pipeline.processor import CN_TZ
@@ -399,3 +399,75 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
     cp.write_bytes(pki.certificate_pem(impostor, issuing))
     done = relayed_by(Signer.load(kp, cp))
     assert done.returncode == 1 and "CERT_SIGNER_MISMATCH" in done.stdout, done.stdout
+
+
+async def test_hub_run_workers_follow_a_rotated_key_without_a_restart_or_a_lost_message(
+    fresh_settings: Settings,
+) -> None:
+    """``hub run --workers 2`` as an operator runs it; ``hub pki rotate`` from the command line while messages flow:
+    every message is delivered (hub-signed, verifying), both worker processes switch to the new key, and what is
+    sent afterwards is signed with it."""
+    import signal
+
+    h = Hub(fresh_settings)
+    await h.setup()
+    proc = None
+    try:
+        paths = pki.PkiPaths(h.settings.state_dir / "pki")
+        old_fp = pki.fingerprint(pki.load_certificates(paths.hub_cert)[0])
+        signed = []
+        for _ in range(300):
+            data = h.sign(OLD_CA_SENDER, document(OLD_CA_SENDER, [Recipient.to_group(G)]))
+            signed.append((Envelope.from_tree(parse(data)), data))
+        seen: dict[str, dict[str, str]] = {p: {} for p in PEERS}  # message id → signer fingerprint
+
+        async def collect() -> None:
+            for peer in PEERS:
+                box = h.inbox(peer)
+                while batch := await box.take(max_messages=200):
+                    for m in batch:
+                        verified = h.inbox_verifier.verify(parse(m.body))
+                        seen[peer][Envelope.from_tree(verified.root).message_id] = verified.signer.fingerprint
+                    await h.transport.ack(batch)
+
+        proc = h.run_hub(workers=2)
+        await h.publish(signed[:150])
+        deadline = time.monotonic() + 60
+        while len(seen[PEERS[0]]) < 20 and time.monotonic() < deadline:  # the workers run, with the first key
+            await collect()
+            await asyncio.sleep(0.1)
+        done = await asyncio.to_thread(h.hub_cli, "pki", "rotate")
+        assert done.returncode == 0 and "hub key rotated" in done.stdout, done.stdout + done.stderr
+        new_fp = pki.fingerprint(pki.load_certificates(paths.hub_cert)[0])
+        await h.publish(signed[150:])
+
+        sent = {env.message_id for env, _ in signed}
+        deadline = time.monotonic() + 120
+        while any(set(seen[p]) != sent for p in PEERS) and time.monotonic() < deadline:
+            await collect()
+            await asyncio.sleep(0.1)
+        for peer in PEERS:
+            assert set(seen[peer]) == sent, f"{peer} is missing {len(sent - set(seen[peer]))} messages"
+        # signed with the first key (and, for what came after the switch, the second): all of them verify
+        assert old_fp in set(seen[PEERS[0]].values()) <= {old_fp, new_fp}
+
+        # both worker processes switched (each logs it), and a message sent now is signed with the new key
+        deadline = time.monotonic() + 20
+        log_text = ""
+        while time.monotonic() < deadline:
+            log_text = h.log_path.read_text(errors="replace")
+            if "worker 0 now signs" in log_text and "worker 1 now signs" in log_text:
+                break
+            await asyncio.sleep(0.2)
+        assert "worker 0 now signs" in log_text and "worker 1 now signs" in log_text, log_text[-2000:]
+        later = await h.send(OLD_CA_SENDER, document(OLD_CA_SENDER, [Recipient.to_group(G)]))
+        deadline = time.monotonic() + 20
+        while later.message_id not in seen[PEERS[0]] and time.monotonic() < deadline:
+            await collect()
+            await asyncio.sleep(0.1)
+        assert seen[PEERS[0]][later.message_id] == new_fp
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        await h.close()

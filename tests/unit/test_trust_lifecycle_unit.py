@@ -221,3 +221,15 @@ def test_the_documented_root_rollover_keeps_earlier_checkpoints_verifiable(tmp_p
     (d / "previous-root-ca.pem").unlink()
     [problem] = verify_rows(before, verify_signature=checkpoint_verifier(d))
     assert "does not chain" in problem.message
+
+
+def test_expiry_warnings_are_logged_once_a_day(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = tmp_path / "pki"
+    pki.init_ca(d, PASS)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=350)
+    with caplog.at_level("WARNING", logger="hub.trust.lifecycle"):
+        lifecycle.log_expiry_warnings(d, now=soon)
+        lifecycle.log_expiry_warnings(d, now=soon + dt.timedelta(hours=1))
+        lifecycle.log_expiry_warnings(d, now=soon + dt.timedelta(days=1))
+    lines = [r.getMessage() for r in caplog.records if "证书即将到期" in r.getMessage()]
+    assert len(lines) == 2 and "hub pki rotate" in lines[0]
