@@ -42,6 +42,7 @@ __all__ = [
     "expiry_warnings",
     "follow_hub_key",
     "hub_certificates",
+    "hub_fingerprints",
     "installation_identity",
     "issuing_crl_path",
     "rollover_issuing",
@@ -81,6 +82,29 @@ def hub_certificates(pki_dir: Path) -> list[x509.Certificate]:
             seen.add(fp)
             unique.append(c)
     return unique
+
+
+_fingerprints: dict[Path, tuple[tuple[int, ...], frozenset[str]]] = {}
+
+
+def hub_fingerprints(pki_dir: Path) -> frozenset[str]:
+    """The fingerprints of ``hub_certificates(pki_dir)``, re-read only when ``hub/hub.pem`` or the archive changed
+    (cheap enough to ask per message)."""
+    paths = pki.PkiPaths(Path(pki_dir))
+    stamp: list[int] = []
+    for p in (paths.hub_cert, archive_dir(pki_dir)):
+        try:
+            st = os.stat(p)
+            stamp += [st.st_mtime_ns, st.st_size, st.st_ino]
+        except OSError:
+            stamp += [0, 0, 0]
+    key = Path(pki_dir)
+    cached = _fingerprints.get(key)
+    if cached is not None and cached[0] == tuple(stamp):
+        return cached[1]
+    fps = frozenset(pki.fingerprint(c) for c in hub_certificates(pki_dir))
+    _fingerprints[key] = (tuple(stamp), fps)
+    return fps
 
 
 def archived_issuing_key(pki_dir: Path, serial: str) -> Path:

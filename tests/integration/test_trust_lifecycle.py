@@ -400,6 +400,27 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
     done = relayed_by(Signer.load(kp, cp))
     assert done.returncode == 1 and "CERT_SIGNER_MISMATCH" in done.stdout, done.stdout
 
+    # hub receive's inbox: the same rule (the hub's certificates, current and earlier, not the name)
+    from types import SimpleNamespace
+
+    from hub.envelope import to_bytes
+    from hub.pipeline.client import Inbox
+    from hub.validation import SchemaRegistry
+
+    inbox = Inbox(
+        s,
+        SimpleNamespace(names=SimpleNamespace(system_queue=lambda system: system)),
+        "county-220182-oa",
+        verifier=Verifier(TrustStore.load(pki_dir)),
+        registry=SchemaRegistry(s.schemas_dir),
+    )
+    for signer in (first, second):
+        root = document("city-220100-oa", [Recipient.to_group(G)])
+        assert inbox.open(to_bytes(signer.sign(root))).sender.system == "city-220100-oa"
+    with pytest.raises(HubError) as refused:
+        inbox.open(to_bytes(Signer.load(kp, cp).sign(document("city-220100-oa", [Recipient.to_group(G)]))))
+    assert refused.value.code == "CERT_SIGNER_MISMATCH"
+
 
 async def test_hub_run_workers_follow_a_rotated_key_without_a_restart_or_a_lost_message(
     fresh_settings: Settings,
