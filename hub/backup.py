@@ -217,6 +217,15 @@ async def _empty_database(settings: Settings) -> None:
         )
 
 
+async def _moved_to(settings: Settings) -> None:
+    """The restored store's installation now lives in this state directory (what its messages name)."""
+    from hub.store.db import connection
+
+    async with connection(settings.pg_dsn) as conn:
+        if await conn.fetchval("SELECT to_regclass('hub_installation') IS NOT NULL"):
+            await conn.execute("UPDATE hub_installation SET state_dir = $1", str(settings.state_dir))
+
+
 def restore(settings: Settings, source: Path, passphrase: bytes) -> dict[str, Any]:
     """Restore a backup onto an empty database (created when missing) and an empty state directory."""
     state = Path(settings.state_dir)
@@ -255,6 +264,7 @@ def restore(settings: Settings, source: Path, passphrase: bytes) -> dict[str, An
             ],
             "pg_restore",
         )
+        asyncio.run(_moved_to(settings))
         state.mkdir(parents=True, exist_ok=True)
         source_state = Path(tmp) / "x" / "state"
         if source_state.is_dir():

@@ -161,14 +161,25 @@ def cmd_pki_expiry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import admin
+    from hub.trust import admin, pki
 
-    rows = asyncio.run(admin.list_certificates(settings, agency=args.agency, pki_dir=_pki_dir(args, settings)))
+    pki_dir = _pki_dir(args, settings)
+    rows = asyncio.run(admin.list_certificates(settings, agency=args.agency, pki_dir=pki_dir))
     now = dt.datetime.now(dt.UTC)
+    # The hub's certificate and the issuing CA in use are marked "current"; earlier ones of theirs, still valid,
+    # "superseded" (they verify what they signed until they expire).
+    paths = pki.PkiPaths(pki_dir)
+    current = {
+        pki.serial_hex(pki.load_certificates(f)[0].serial_number)
+        for f in (paths.hub_cert, paths.issuing_cert)
+        if f.is_file()
+    }
     print(f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  DAYS")
     for r in rows:
         who = f"{r.agency}/{r.system}" if r.agency else r.subject.split(",")[0]
         state = r.state(now) + (f" ({r.revocation_reason})" if r.revocation_reason else "")
+        if state == "valid" and r.kind in ("hub", "issuing"):
+            state = "current" if r.serial in current else "superseded"
         print(
             f"{r.serial:40}  {r.kind:7}  {who[:44]:44}  {r.key_algorithm:8}  {state[:13]:13}  "
             f"{r.not_after:%Y-%m-%d}  {r.days_left(now)}"

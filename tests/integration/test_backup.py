@@ -93,6 +93,9 @@ async def test_a_backup_under_load_restores_to_a_hub_that_verifies_and_delivers_
         done = await asyncio.to_thread(Hub(restored).hub_cli, "restore", str(backup))
         assert done.returncode == 2 and "not empty" in done.stderr
 
+        restored_home = await worker_state_dir(restored)
+        assert restored_home == str(restored.state_dir)  # the store now names where its installation lives
+
         # the restored hub serves traffic: what was queued is delivered and answered
         from hub.pipeline.worker import Worker
 
@@ -121,3 +124,10 @@ async def test_a_backup_under_load_restores_to_a_hub_that_verifies_and_delivers_
             await worker.stop()
         await h.close()
         await _admin(f'DROP DATABASE IF EXISTS "{restored_db}" WITH (FORCE)')
+
+
+async def worker_state_dir(settings: Settings) -> str:
+    from hub.store.db import connection
+
+    async with connection(settings.pg_dsn) as conn:
+        return str(await conn.fetchval("SELECT state_dir FROM hub_installation"))

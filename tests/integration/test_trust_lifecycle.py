@@ -377,6 +377,8 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
     for signer in (first, second):  # the earlier certificate is still the hub's
         done = relayed_by(signer)
         assert done.returncode == 0 and "delivered by the hub on behalf of" in done.stdout, done.stdout
+    listed = {ln.split()[0]: ln for ln in h.hub_cli("pki", "list").stdout.splitlines()[1:]}
+    assert " current " in listed[second.identity.serial_hex] and " superseded " in listed[first.identity.serial_hex]
 
     # a certificate named "hub" that is not one of the hub's certificates is held to the signer binding
     from cryptography.hazmat.primitives import hashes, serialization
