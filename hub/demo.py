@@ -268,6 +268,17 @@ async def _database_exists(demo: Demo) -> bool:
         return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", demo.database))
 
 
+async def _installed_at(demo: Demo) -> Path | None:
+    """The state directory recorded by the installation that owns the demo database (None when unknown)."""
+    from hub.store.db import connection
+
+    async with connection(demo.settings.pg_dsn) as conn:
+        if not await conn.fetchval("SELECT to_regclass('hub_installation') IS NOT NULL"):
+            return None
+        where = await conn.fetchval("SELECT state_dir FROM hub_installation")
+    return Path(where) if where else None
+
+
 def _reset_pki(demo: Demo) -> None:
     """Forget the demo's CA and the systems' keys (its own files only; RabbitMQ passwords stay valid)."""
     import shutil
@@ -292,6 +303,14 @@ async def install(demo: Demo) -> Any:
     s.state_dir.mkdir(parents=True, exist_ok=True)
     pki_dir = s.state_dir / "pki"
     orphaned = not pki.is_initialised(pki_dir) and await _database_exists(demo)
+    if orphaned:
+        owner = await _installed_at(demo)
+        if owner is not None and owner != s.state_dir and pki.is_initialised(owner / "pki"):
+            # Another demo on this machine (another clone, another state dir) lives in this database: never drop it.
+            raise DemoFailed(
+                f"数据库 {demo.database} 属于另一处安装的演示 the database belongs to a demo installed elsewhere "
+                f"(state dir {owner}); choose your own: python -m hub.demo --database NAME --namespace NAME"
+            )
     if orphaned and not demo.database.startswith(_DEMO_PREFIX):
         raise DemoFailed(
             f"数据库 {demo.database} 已存在，但状态目录 {_rel(s.state_dir)} 中没有它的证书中心 the database exists but "

@@ -192,7 +192,20 @@ def test_two_checkouts_on_one_machine_each_keep_an_intact_evidence_chain(tmp_pat
         _no_traceback(done)
         assert done.returncode == 2, done.stdout
         assert "belongs to a demo installed elsewhere" in done.stdout and "--database NAME" in done.stdout
-        assert "STORE_FOREIGN_INSTALLATION" not in done.stdout or "another hub installation" in done.stdout
+        # … and a fresh state directory pointed at it does not drop the other clone's database to start anew
+        fresh = tmp_path / "clone-c" / "var" / "demo"
+        done = demo("--database", a_args[3], "--namespace", a_args[1], "--state-dir", str(fresh), "--stop")
+        _no_traceback(done)
+        assert done.returncode == 2 and "belongs to a demo installed elsewhere" in done.stdout, done.stdout
+        a_env = Settings.from_env(
+            pg_dsn=str(URL(Settings.from_env().pg_dsn).with_path("/" + a_args[3])),
+            namespace=a_args[1],
+            state_dir=clones[0][1],
+        ).to_env()
+        done = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "evidence", "verify"], env=a_env, capture_output=True, text=True
+        )
+        assert done.returncode == 0 and "证据链完整" in done.stdout, done.stdout + done.stderr
     finally:
         for args, state in clones:
             demo("--stop-only", "--state-dir", str(state))
