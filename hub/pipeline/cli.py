@@ -21,8 +21,18 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from hub.pipeline.worker import worker_main
     from hub.store.db import migrate
 
+    async def prepare() -> None:
+        from hub.store.db import connection
+        from hub.trust.lifecycle import check_installation
+
+        await migrate(settings.pg_dsn)
+        async with connection(settings.pg_dsn) as conn:
+            # Before any worker starts: a store of another installation is refused once, with its reason, instead
+            # of workers failing and being restarted (STORE_FOREIGN_INSTALLATION).
+            await check_installation(settings, conn)
+
     logs.setup()
-    asyncio.run(migrate(settings.pg_dsn))
+    asyncio.run(prepare())
     return Supervisor(settings, worker_main, workers=args.workers).run()
 
 

@@ -309,6 +309,11 @@ async def test_a_store_of_another_installation_is_refused(fresh_settings: Settin
         assert refused.value.code == "STORE_FOREIGN_INSTALLATION"
         assert "belongs to another hub installation" in refused.value.detail
 
+        # hub run as an operator starts it: refused once, before any worker starts, with the reason
+        done = await asyncio.to_thread(Hub(other).hub_cli, "run", "--workers", "1", timeout=60)
+        assert done.returncode == 2 and "STORE_FOREIGN_INSTALLATION" in done.stderr, done.stderr[-2000:]
+        assert "worker 0 started" not in done.stderr
+
         # the CLI too, before anything is written or verified; another namespace is another installation as well
         for settings in (other, fresh_settings.with_(namespace=fresh_settings.namespace + "-x")):
             done = await asyncio.to_thread(Hub(settings).hub_cli, "evidence", "verify")
