@@ -160,7 +160,12 @@ async def renew(settings: Settings, pki_dir: Path, serial: str, *, days: int = p
         row = await repo.get(key)
         if row is None:
             raise ConfigError(f"no certificate with serial {key} in the register (see `hub pki list`)")
-        if row.kind not in ("agency", "hub"):
+        if row.kind == "hub":
+            raise ConfigError(
+                f"certificate {key} is the hub's own: `hub pki rotate` gives the hub a new key and certificate, keeps "
+                "this one known and switches the running workers to the new one"
+            )
+        if row.kind != "agency":
             raise ConfigError(f"certificate {key} is a {row.kind} CA certificate; only agency certificates renew")
         if row.revoked_at is not None:
             raise ConfigError(f"certificate {key} is revoked; the agency must send a new CSR")

@@ -382,6 +382,8 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
     for signer in (first, second):  # the earlier certificate is still the hub's
         done = relayed_by(signer)
         assert done.returncode == 0 and "delivered by the hub on behalf of" in done.stdout, done.stdout
+    done = h.hub_cli("pki", "renew", second.identity.serial_hex)  # the hub's certificate is rotated, not renewed
+    assert done.returncode == 2 and "hub pki rotate" in done.stderr, done.stderr
     listed = {ln.split()[0]: ln for ln in h.hub_cli("pki", "list").stdout.splitlines()[1:]}
     assert " current " in listed[second.identity.serial_hex] and " superseded " in listed[first.identity.serial_hex]
 
