@@ -236,15 +236,19 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from hub.validation import SchemaRegistry
 
     store = TrustStore.load(_pki_dir(args, settings))
-    if args.engine == "signxml":
-        from hub.trust.reference import SignxmlVerifier
-
-        verifier: Verifier = SignxmlVerifier(store)
-    else:
-        verifier = Verifier(store)
+    as_of: dt.datetime | None = None
     try:
         root = parse(_read(args.file), max_bytes=settings.max_message_bytes)
         SchemaRegistry(settings.schemas_dir).validate(root)
+        if args.at:
+            as_of = _as_of(args.at, Envelope.from_tree(root).created)
+        now = (lambda: as_of) if as_of is not None else None
+        if args.engine == "signxml":
+            from hub.trust.reference import SignxmlVerifier
+
+            verifier: Verifier = SignxmlVerifier(store, now=now)
+        else:
+            verifier = Verifier(store, now=now)
         verified = verifier.verify(root)
         envelope = Envelope.from_tree(verified.root)
         # A delivery is re-signed by the hub on behalf of its sender (the hub verified the sender's signature and
@@ -264,11 +268,26 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     by = f"{s.agency}/{s.system}"
     if relayed:
         by += f", delivered by the hub on behalf of {envelope.sender.agency}/{envelope.sender.system} (枢纽转发)"
+    when = f", verified as of {as_of:%Y-%m-%d %H:%M} UTC" if as_of is not None else ""
     print(
         f"ok: signed by {by} (certificate {s.serial_hex}, valid until {s.not_after:%Y-%m-%d}), "
-        f"digest sha256:{verified.digest}"
+        f"digest sha256:{verified.digest}{when}"
     )
     return 0
+
+
+def _as_of(text: str, created: dt.datetime) -> dt.datetime:
+    """``--at signed``: the envelope's signed Created time (an archived document whose certificate has expired since
+    is checked as of when it was signed); else an ISO 8601 time."""
+    if text == "signed":
+        return created.astimezone(dt.UTC)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--at takes 'signed' or an ISO 8601 time such as 2026-03-01T08:00+08:00, not {text!r}"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
 # ================================================================================================ wiring
@@ -353,5 +372,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         choices=("narrow", "signxml"),
         default="narrow",
         help="narrow (default, the hub's own) or signxml (the reference implementation)",
+    )
+    p.add_argument(
+        "--at",
+        metavar="WHEN",
+        help="verify as of a time: 'signed' (the envelope's Created: an archived receipt or delivery whose "
+        "certificate has expired or been superseded since) or an ISO 8601 time; default: now",
     )
     p.set_defaults(handler=cmd_verify)

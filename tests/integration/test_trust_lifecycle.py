@@ -261,6 +261,15 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
                 assert verified.signer.system == "hub"
                 signed_by.add(verified.signer.fingerprint)
             assert signed_by == set(signers)
+            # … and from the command line, as an auditor checks an archived receipt: `hub verify --at signed`
+            # (this subprocess runs on the real clock, when the last receipt's certificate is not valid yet)
+            for i, (data, _) in enumerate((run.receipts[0], run.receipts[-1])):
+                f = h.settings.state_dir / f"receipt-{i}.xml"
+                f.write_bytes(data)
+                done = await asyncio.to_thread(h.hub_cli, "verify", "--at", "signed", str(f))
+                assert done.returncode == 0 and "verified as of" in done.stdout, done.stdout + done.stderr
+            done = await asyncio.to_thread(h.hub_cli, "verify", str(f))
+            assert done.returncode == 1 and "CERT_EXPIRED" in done.stdout, done.stdout
             assert run.delivered == 2 * len(run.receipts)  # every accepted message reached both peers
 
             # a record altered by hand is still found, and named
