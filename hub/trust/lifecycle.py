@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ log = logging.getLogger("hub.trust.lifecycle")
 
 #: Warn this many days before the hub's certificate, an issuing CA or a CRL signer expires.
 EXPIRY_WARNING_DAYS = 30
+#: How often worker 0 looks at the expiry dates (each warning is logged at most once a day).
+EXPIRY_CHECK_EVERY_S = 300.0
 FOREIGN = "STORE_FOREIGN_INSTALLATION"
 
 
@@ -304,7 +307,8 @@ def _follow(worker: Any) -> bool:
             old.serial_hex,
         )
         switched = True
-    if getattr(worker, "index", 0) == 0:
+    if getattr(worker, "index", 0) == 0 and time.monotonic() >= getattr(worker, "_next_expiry_check", 0.0):
+        worker._next_expiry_check = time.monotonic() + EXPIRY_CHECK_EVERY_S
         log_expiry_warnings(worker.pki_dir)
     return switched
 
