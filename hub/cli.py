@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "hub.directory.cli",
     "hub.routing.cli",
     "hub.pipeline.cli",
+    "hub.backup",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]

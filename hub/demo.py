@@ -3,9 +3,10 @@ to look afterwards — in about half a minute, and again on every re-run.
 
     1 services      PostgreSQL, RabbitMQ and its management API are reachable (else: what to start, and how)
     2 samples       every valid sample validates, every invalid one fails with the code in its file name
-    3 installation  database ``hub_demo`` (created when missing), migrations, the provincial CA (kept across runs),
-                    the directory in PostgreSQL + one RabbitMQ user per system, keys and certificates of the
-                    systems the scenario uses — all under namespace ``demo`` and state dir ``var/demo``
+    3 installation  database ``hub_demo_<tag>`` (created when missing), migrations, the provincial CA (kept across
+                    runs), the directory in PostgreSQL + one RabbitMQ user per system, keys and certificates of the
+                    systems the scenario uses — all under namespace ``demo-<tag>`` and state dir ``var/demo``, where
+                    <tag> is a hash of this checkout's path (two clones on one machine do not share a database)
     4 the hub       ``hub run --workers 2`` in the background (pid in var/demo/hub.pid, log var/demo/hub.log);
                     an earlier demo hub is stopped first
     5 scenario      hub/demo_scenario: agencies send as themselves, recipients verify what they get; every step
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -41,8 +43,18 @@ from yarl import URL
 from hub.errors import HubError, title_of
 from hub.settings import PROJECT_ROOT, Settings
 
-DEFAULT_NAMESPACE = "demo"
-DEFAULT_DATABASE = "hub_demo"
+
+#: The demo's database and namespace are named after this checkout (a hash of its path): two clones of the project on
+#: one machine each get their own, so neither mixes its evidence into the other's (issue 13). The store also records
+#: the installation it belongs to and refuses another one (STORE_FOREIGN_INSTALLATION) if names are forced equal.
+def checkout_names(root: Path) -> tuple[str, str]:
+    """(database, namespace) of the demo of the checkout at ``root``."""
+    tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return f"hub_demo_{tag}", f"demo-{tag}"
+
+
+DEFAULT_DATABASE, DEFAULT_NAMESPACE = checkout_names(PROJECT_ROOT)
+_DEMO_PREFIX = "hub_demo"
 DEFAULT_STATE_DIR = PROJECT_ROOT / "var" / "demo"
 DEFAULT_WORKERS = 2
 PROVINCE = "11220000013544357T"  # 吉林省林业和草原局 runs the CA
@@ -256,6 +268,17 @@ async def _database_exists(demo: Demo) -> bool:
         return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", demo.database))
 
 
+async def _installed_at(demo: Demo) -> Path | None:
+    """The state directory recorded by the installation that owns the demo database (None when unknown)."""
+    from hub.store.db import connection
+
+    async with connection(demo.settings.pg_dsn) as conn:
+        if not await conn.fetchval("SELECT to_regclass('hub_installation') IS NOT NULL"):
+            return None
+        where = await conn.fetchval("SELECT state_dir FROM hub_installation")
+    return Path(where) if where else None
+
+
 def _reset_pki(demo: Demo) -> None:
     """Forget the demo's CA and the systems' keys (its own files only; RabbitMQ passwords stay valid)."""
     import shutil
@@ -280,7 +303,15 @@ async def install(demo: Demo) -> Any:
     s.state_dir.mkdir(parents=True, exist_ok=True)
     pki_dir = s.state_dir / "pki"
     orphaned = not pki.is_initialised(pki_dir) and await _database_exists(demo)
-    if orphaned and not demo.database.startswith(DEFAULT_DATABASE):
+    if orphaned:
+        owner = await _installed_at(demo)
+        if owner is not None and owner != s.state_dir and pki.is_initialised(owner / "pki"):
+            # Another demo on this machine (another clone, another state dir) lives in this database: never drop it.
+            raise DemoFailed(
+                f"数据库 {demo.database} 属于另一处安装的演示 the database belongs to a demo installed elsewhere "
+                f"(state dir {owner}); choose your own: python -m hub.demo --database NAME --namespace NAME"
+            )
+    if orphaned and not demo.database.startswith(_DEMO_PREFIX):
         raise DemoFailed(
             f"数据库 {demo.database} 已存在，但状态目录 {_rel(s.state_dir)} 中没有它的证书中心 the database exists but "
             "the state dir has no CA for it: use the state dir it was made with, or drop the database"
@@ -296,6 +327,18 @@ async def install(demo: Demo) -> Any:
     mig_note = f"{len(applied)} 个迁移已执行 migrations applied" if applied else "迁移已是最新 migrations up to date"
     out(f"  {OK} 数据库 database {demo.database}（{db_note}），{mig_note}")
 
+    from hub.trust.lifecycle import check_installation
+
+    try:
+        async with connection(s.pg_dsn) as conn:
+            await check_installation(s, conn, pki_dir)
+    except HubError as exc:
+        if exc.code != "STORE_FOREIGN_INSTALLATION":
+            raise
+        raise DemoFailed(
+            f"数据库 {demo.database} 属于另一处安装的演示 the database belongs to a demo installed elsewhere — "
+            f"{exc.detail}\n      choose your own: python -m hub.demo --database NAME --namespace NAME"
+        ) from None
     if pki.is_initialised(pki_dir):
         await admin.refresh_crls_if_due(s, pki_dir)
         out(f"  {OK} 证书中心 CA：沿用 reused {_rel(pki_dir)}")
@@ -588,7 +631,8 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
 
         _stage(5, "演示场景 the scenario (each system signs as itself; recipients verify the hub's signature)")
         outcomes = await scenario.run()
-        failed += [o.key for o in outcomes if not o.ok]
+        # Name a failed step as the scenario printed it ("i 证据链 evidence chain"), not by its key alone.
+        failed += [f"{o.key} {o.title}" for o in outcomes if not o.ok]
         kept = await scenario.mail.collect(KEEP_FOR_OPERATOR, lambda g: True, expect=None, keep=True)
 
         _stage(6, "小结 summary")

@@ -132,6 +132,11 @@ CODES: dict[str, str] = {
     "AMQP_MANAGEMENT": "消息中间件管理接口出错",
     "QUARANTINE_NOT_FOUND": "隔离区中没有该报文",
     "QUARANTINE_DECIDED": "该隔离报文已审核",
+    # trust lifecycle (issue 13): one installation per store, missing database or register, backups
+    "STORE_FOREIGN_INSTALLATION": "数据库属于另一套枢纽安装",
+    "STORE_NO_DATABASE": "数据库不存在",
+    "STORE_NO_CA": "数据库中没有本证书中心的登记",
+    "BACKUP_FAILED": "备份或恢复失败",
 }
 
 

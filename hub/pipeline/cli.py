@@ -21,8 +21,18 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from hub.pipeline.worker import worker_main
     from hub.store.db import migrate
 
+    async def prepare() -> None:
+        from hub.store.db import connection
+        from hub.trust.lifecycle import check_installation
+
+        await migrate(settings.pg_dsn)
+        async with connection(settings.pg_dsn) as conn:
+            # Before any worker starts: a store of another installation is refused once, with its reason, instead
+            # of workers failing and being restarted (STORE_FOREIGN_INSTALLATION).
+            await check_installation(settings, conn)
+
     logs.setup()
-    asyncio.run(migrate(settings.pg_dsn))
+    asyncio.run(prepare())
     return Supervisor(settings, worker_main, workers=args.workers).run()
 
 
@@ -203,15 +213,22 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evidence_verifier(settings: Settings) -> Any:
-    from hub.trust.evidence import checkpoint_verifier
+    from hub.trust.evidence import installation_checkpoint_verifier
 
-    return checkpoint_verifier(settings.state_dir / "pki")
+    return asyncio.run(installation_checkpoint_verifier(settings, settings.state_dir / "pki"))
 
 
 def _evidence_signer(settings: Settings) -> tuple[Any, str]:
+    from hub.store.db import connection
     from hub.trust import Signer
+    from hub.trust.lifecycle import check_installation
     from hub.trust.pki import PkiPaths
 
+    async def check() -> None:
+        async with connection(settings.pg_dsn) as conn:
+            await check_installation(settings, conn, settings.state_dir / "pki")
+
+    asyncio.run(check())
     paths = PkiPaths(settings.state_dir / "pki")
     signer = Signer.load(paths.hub_key, paths.hub_cert, passphrase=settings.ca_passphrase.encode())
     return signer.sign_bytes, signer.identity.fingerprint

@@ -148,9 +148,23 @@ class Inbox:
         root = parse(data, max_bytes=self.settings.max_message_bytes)
         self.registry.validate(root)
         verified = self.verifier.verify(root)
-        if verified.signer.system != "hub":
-            raise HubError(f"delivery signed by {verified.signer.system!r}, not the hub", code="CERT_SIGNER_MISMATCH")
+        if not self._by_the_hub(verified.signer):
+            raise HubError(
+                f"delivery signed by {verified.signer} (certificate {verified.signer.serial_hex}), not by one of the "
+                "hub's certificates",
+                code="CERT_SIGNER_MISMATCH",
+            )
         return Envelope.from_tree(verified.root)
+
+    def _by_the_hub(self, signer: Any) -> bool:
+        """The hub is recognised by its own certificates (current and earlier, in the PKI directory the verifier
+        loaded), not by the name "hub"; a verifier without a PKI directory falls back to the name."""
+        paths = getattr(getattr(self.verifier, "store", None), "paths", None)
+        if paths is None:
+            return bool(signer.system == "hub")
+        from hub.trust.lifecycle import hub_fingerprints
+
+        return signer.fingerprint in hub_fingerprints(paths.root)
 
     async def take(self, max_messages: int = 100) -> list[Any]:
         return list(await self.transport.fetch(self.queue, max_messages=max_messages))

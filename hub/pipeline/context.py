@@ -4,10 +4,11 @@ last loaded by ``hub directory load``), routes, the trust store and the hub's ow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from hub import clock
 from hub.settings import Settings
 
 
@@ -42,7 +43,15 @@ class Context:
             cost_budget_s=self.settings.message_budget_ms / 1000,
             amqp_admin_user=amqp_admin_user,
             user_to_system=user_to_system or (lambda user: None),
+            now=_cn_now,
         )
+
+
+def _cn_now() -> datetime:
+    """The hub clock (``hub.clock``) in China Standard Time, as the processor judges Created/Expires."""
+    from hub.pipeline.processor import CN_TZ
+
+    return clock.now().astimezone(CN_TZ)
 
 
 def pki_dir(settings: Settings) -> Path:
@@ -54,9 +63,13 @@ async def load_context(settings: Settings, db: Any) -> Context:
     from hub.routing import Router, load_routes, route_files
     from hub.store.directory import DirectoryRepository
     from hub.trust import Signer, TrustStore, Verifier
+    from hub.trust.lifecycle import check_installation
     from hub.trust.pki import PkiPaths
     from hub.validation import SchemaRegistry
 
+    # One installation per store: a state directory (root CA) or namespace of another installation is refused
+    # before anything is read or written (STORE_FOREIGN_INSTALLATION).
+    await check_installation(settings, db, pki_dir(settings))
     directory = await DirectoryRepository(db).load()
     routes = load_routes(route_files(settings.routes_dir), directory)
     paths = PkiPaths(pki_dir(settings))
@@ -67,6 +80,6 @@ async def load_context(settings: Settings, db: Any) -> Context:
         directory=directory,
         router=Router(directory, routes),
         trust_store=store,
-        verifier=Verifier(store),
+        verifier=Verifier(store, now=clock.now),
         signer=Signer.load(paths.hub_key, paths.hub_cert, passphrase=settings.ca_passphrase.encode()),
     )

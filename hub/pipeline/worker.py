@@ -52,6 +52,8 @@ CRL_CHECK_EVERY_S = 600.0
 #: How often worker 0 checks whether the busy tables need the ANALYZE/VACUUM that autovacuum, when it is off,
 #: does not do (hub/store/maintenance.py).
 MAINTAIN_EVERY_S = 5.0
+#: How often every worker looks whether the hub key was rotated (two stat calls).
+HUB_KEY_EVERY_S = 2.0
 
 
 #: How long a normal batch examines messages before it lets the event loop run (reading the emergency lane).
@@ -145,7 +147,7 @@ class Worker:
         )
         from hub.store.evidence import CHAIN_EVERY_S
 
-        jobs = [(CHAIN_EVERY_S, self._chain, "chaining evidence")]
+        jobs = [(CHAIN_EVERY_S, self._chain, "chaining evidence"), (HUB_KEY_EVERY_S, self._hub_key, "the hub key")]
         if self.index == 0:
             jobs += [
                 (CHECKPOINT_EVERY_S, self._housekeep, "housekeeping"),
@@ -208,6 +210,12 @@ class Worker:
         from hub.store.evidence import chain_pending
 
         await chain_pending(self.pool)
+
+    async def _hub_key(self) -> None:
+        """Switch to a key rotated by ``hub pki rotate`` without a restart; expiry warnings (hub.trust.lifecycle)."""
+        from hub.trust.lifecycle import follow_hub_key
+
+        follow_hub_key(self)
 
     async def _maintain(self) -> None:
         from hub.store.maintenance import maintain

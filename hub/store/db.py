@@ -45,9 +45,21 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, str, st
     return found
 
 
+def _no_database(dsn: str) -> ConfigError:
+    """What an operator reads when the database named by HUB_PG_DSN does not exist (not an outage: nothing to retry)."""
+    name = dsn.rsplit("/", 1)[-1].split("?", 1)[0] or "?"
+    return ConfigError(
+        f"the database {name!r} does not exist on this PostgreSQL server: create it (createdb {name}) and run "
+        "`hub db migrate`, or set HUB_PG_DSN to the installation's database",
+        code="STORE_NO_DATABASE",
+    )
+
+
 async def connect(dsn: str) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(dsn)
+    except asyncpg.exceptions.InvalidCatalogNameError:
+        raise _no_database(dsn) from None
     except CONNECTION_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
 
@@ -69,6 +81,8 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, generi
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, reset=_keep, server_settings=settings
         )
+    except asyncpg.exceptions.InvalidCatalogNameError:
+        raise _no_database(dsn) from None
     except CONNECTION_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
     assert pool is not None

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from hub import clock
 from hub.jsonenc import encoder
 from hub.slots import straight_init
 from hub.store.db import acquired, translated
@@ -45,6 +46,7 @@ __all__ = [
     "GENESIS",
     "ChainRow",
     "ChainVerifier",
+    "CheckpointRefused",
     "Sign",
     "VerifySignature",
     "append",
@@ -57,6 +59,7 @@ __all__ = [
     "format_at",
     "head",
     "verify_chain",
+    "verify_messages",
     "verify_rows",
 ]
 
@@ -67,8 +70,15 @@ _CHECKPOINT_DOMAIN: Final[bytes] = b"forestry-hub/evidence-checkpoint/1\n"
 #: ``sign(payload) -> signature`` with the hub's key.
 Sign = Callable[[bytes], bytes]
 #: ``verify_signature(payload, signature, signer_fingerprint) -> bool``: True only if the signature is valid and
-#: the fingerprint names a certificate the hub trusts for checkpoints (raising counts as invalid).
-VerifySignature = Callable[[bytes, bytes, str], bool]
+#: the fingerprint names a certificate the hub trusts for checkpoints (raising counts as invalid). A verifier with
+#: an attribute ``takes_time = True`` is called with a fourth argument, the checkpoint's time (``at``), and may raise
+#: ``CheckpointRefused`` to say why it refuses (e.g. the certificate is unknown, or was not valid then).
+VerifySignature = Callable[..., bool]
+
+
+class CheckpointRefused(Exception):
+    """Raised by a checkpoint verifier when it refuses for a reason other than a wrong signature: the sentence
+    (e.g. "its certificate … is unknown") goes into the problem an auditor reads."""
 
 
 # -- the pure part ---------------------------------------------------------------------------------------------------
@@ -294,12 +304,25 @@ def _check_checkpoint(row: ChainRow, verify_signature: VerifySignature | None) -
         return [Problem("checkpoint", row.seq, f"checkpoint {row.seq} does not seal the record before it")]
     if verify_signature is None:
         return []
+    payload = checkpoint_payload(covers, sealed)
     try:
-        valid = bool(verify_signature(checkpoint_payload(covers, sealed), signature, signer))
+        if getattr(verify_signature, "takes_time", False):
+            valid = bool(verify_signature(payload, signature, signer, row.at))
+        else:
+            valid = bool(verify_signature(payload, signature, signer))
+    except CheckpointRefused as exc:
+        return [Problem("checkpoint", row.seq, f"checkpoint {row.seq}: {exc}")]
     except Exception:  # the verifier's own errors mean "not valid"
         valid = False
     if not valid:
-        return [Problem("checkpoint", row.seq, f"the signature of checkpoint {row.seq} does not verify")]
+        return [
+            Problem(
+                "checkpoint",
+                row.seq,
+                f"the signature of checkpoint {row.seq} does not verify with its certificate {signer[:16]}… "
+                "(签名错误 the signature is wrong: the checkpoint or the record it seals was changed)",
+            )
+        ]
     return []
 
 
@@ -326,7 +349,7 @@ async def append(conn: Any, entries: Sequence[EvidenceEntry]) -> None:
     chained by ``chain_pending``."""
     if not entries:
         return
-    now = datetime.now(UTC)
+    now = clock.now()
     t = format_at(now)
     await conn.execute(
         _STAGE,
@@ -348,9 +371,7 @@ async def _append_chained(
     if head_row is None:
         head_row = await conn.fetchrow("SELECT seq, hash FROM evidence_head WHERE id FOR UPDATE")
     # Stamp after taking the lock, so ``at`` never goes backwards along the chain (same clock).
-    rows = chain(
-        entries, head_seq=head_row["seq"], head_hash=bytes(head_row["hash"]), at=datetime.now(UTC), details=details
-    )
+    rows = chain(entries, head_seq=head_row["seq"], head_hash=bytes(head_row["hash"]), at=clock.now(), details=details)
     await conn.execute(  # one array of hub_chain_row (migration 012)
         _INSERT, [(r.seq, r.at, r.kind, r.message_id, r.actor, r.detail, r.prev_hash, r.hash) for r in rows]
     )
@@ -461,3 +482,56 @@ async def verify_chain(
                     )
                 )
     return verifier.finish((int(head_row["seq"]), bytes(head_row["hash"])))
+
+
+# -- what the records describe -----------------------------------------------------------------------------------------
+
+_MESSAGES_AS_RECORDED = """
+SELECT e.seq, e.message_id, e.actor, e.detail,
+       m.sender_agency || '/' || m.sender_system AS sender, m.service || '/' || m.version AS service,
+       m.classification, m.urgency, encode(m.raw_sha256, 'hex') AS raw_sha256, encode(sha256(m.raw), 'hex') AS actual
+FROM evidence e JOIN messages m ON m.message_id = e.message_id
+WHERE e.kind IN ('received', 'quarantined', 'rejected') AND e.message_id IS NOT NULL
+ORDER BY e.seq
+"""
+
+
+async def verify_messages(executor: Any) -> list[Problem]:
+    """Compare every recorded message with the evidence record made when it was received (its digest, sender,
+    service, 密级 and urgency): a message changed by hand afterwards is named with the field that changed. A record
+    whose own hash is broken is reported by ``verify_chain``; its claims are not trusted here."""
+    problems: list[Problem] = []
+    async with translated("comparing messages with their evidence"), acquired(executor) as conn:
+        rows = await conn.fetch(_MESSAGES_AS_RECORDED)
+    for r in rows:
+        try:
+            detail = json.loads(r["detail"])
+        except ValueError:
+            continue
+        recorded = {
+            "raw (the signed bytes)": detail.get("sha256"),
+            "raw_sha256": detail.get("sha256"),
+            "sender": r["actor"],
+            "service": detail.get("service"),
+            "classification": detail.get("classification"),
+            "urgency": detail.get("urgency"),
+        }
+        stored = {
+            "raw (the signed bytes)": r["actual"],
+            "raw_sha256": r["raw_sha256"],
+            "sender": r["sender"],
+            "service": r["service"],
+            "classification": r["classification"],
+            "urgency": r["urgency"],
+        }
+        for field, then in recorded.items():
+            if then is not None and stored[field] != then:
+                problems.append(
+                    Problem(
+                        "altered",
+                        r["seq"],
+                        f"message {r['message_id']} was changed after it was recorded: its {field} no longer matches "
+                        f"evidence record {r['seq']} (recorded {str(then)[:64]!r}, now {str(stored[field])[:64]!r})",
+                    )
+                )
+    return problems

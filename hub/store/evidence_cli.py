@@ -26,10 +26,11 @@ SignerFactory = Callable[[Settings], tuple[Sign, str]]
 
 async def _verify(settings: Settings, verifier: VerifySignature | None) -> tuple[list[str], int, int]:
     from hub.store.db import connection
-    from hub.store.evidence import head, verify_chain
+    from hub.store.evidence import head, verify_chain, verify_messages
 
     async with connection(settings.pg_dsn) as conn:
         problems = await verify_chain(conn, verifier)
+        problems += await verify_messages(conn)  # a message changed by hand is named with its field
         seq, _ = await head(conn)
         checkpoints = await conn.fetchval("SELECT count(*) FROM evidence WHERE kind = 'checkpoint'")
     return [str(p) for p in problems], seq, int(checkpoints)

@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from hub import clock
 from hub.errors import ConfigError
 from hub.settings import Settings
 from hub.store.certificates import CertificateRecord, CertificateRepository, CertificateRow
 from hub.store.db import connection, migrate
-from hub.trust import pki
+from hub.trust import keys, lifecycle, pki
 from hub.trust.crl import load_crls
 
 __all__ = [
@@ -50,6 +53,7 @@ class PublishedCrl:
     number: int
     next_update: dt.datetime
     revoked: int
+    issuer_serial: str = ""
 
 
 def default_pki_dir(settings: Settings) -> Path:
@@ -79,10 +83,13 @@ async def init(settings: Settings, pki_dir: Path, *, agency: str = pki.DEFAULT_H
     if pki.is_initialised(pki_dir):
         raise ConfigError(f"a CA already exists in {pki_dir}; refusing to overwrite it")
     await migrate(settings.pg_dsn)  # reachability and schema first: no files without a register
+    async with connection(settings.pg_dsn) as conn:
+        await _refuse_foreign_store(settings, conn)
     created = pki.init_ca(pki_dir, settings.ca_passphrase, hub_agency=agency, crl_hours=settings.crl_hours)
     async with connection(settings.pg_dsn) as conn:
         repo = CertificateRepository(conn)
         async with conn.transaction():
+            await lifecycle.record_installation(settings, conn, created.root.fingerprint)
             for issued in (created.root, created.issuing, created.hub):
                 await repo.add(record_of(issued))
             for crl, ca in zip(created.crls, (created.root, created.issuing), strict=True):
@@ -98,12 +105,48 @@ async def init(settings: Settings, pki_dir: Path, *, agency: str = pki.DEFAULT_H
     return created
 
 
-async def issue(settings: Settings, pki_dir: Path, csr: bytes, *, days: int = pki.LEAF_DAYS) -> pki.IssuedCertificate:
-    """Issue an agency certificate from a CSR and register it."""
+async def _refuse_foreign_store(settings: Settings, conn: Any) -> None:
+    """``hub pki init`` only on a store that no installation has claimed and whose register is empty."""
+    row = await conn.fetchrow("SELECT root_fingerprint, namespace, state_dir FROM hub_installation")
+    roots = await conn.fetchval("SELECT count(*) FROM trust_certificates WHERE kind = 'root'")
+    if row is not None or roots:
+        owner = (
+            f" (root CA {row['root_fingerprint'][:16]}…, namespace {row['namespace']!r}, state dir {row['state_dir']})"
+            if row is not None
+            else ""
+        )
+        raise ConfigError(
+            f"this database already belongs to a hub installation{owner}: a new CA needs an empty database of its own "
+            "(set HUB_PG_DSN to it), or use that installation's state directory (HUB_STATE_DIR)",
+            code="STORE_FOREIGN_INSTALLATION",
+        )
+
+
+async def _ready_register(settings: Settings, conn: Any, pki_dir: Path) -> CertificateRepository:
+    """The register, once the store is known to belong to this installation and to hold its CA."""
+    await lifecycle.check_installation(settings, conn, pki_dir)
+    repo = CertificateRepository(conn)
+    if pki.is_initialised(pki_dir):
+        issuing = pki.load_certificates(pki.PkiPaths(Path(pki_dir)).issuing_cert)[0]
+        if await repo.get(pki.serial_hex(issuing.serial_number)) is None:
+            raise ConfigError(
+                f"the database {settings.pg_dsn.rsplit('/', 1)[-1]!r} has no register entry for this CA's issuing CA "
+                f"{pki.serial_hex(issuing.serial_number)}: set HUB_PG_DSN to the database `hub pki init` was run "
+                "against (or run `hub pki init` with an empty database and a new state directory)",
+                code="STORE_NO_CA",
+            )
+    return repo
+
+
+async def issue(
+    settings: Settings, pki_dir: Path, csr: bytes, *, days: int = pki.LEAF_DAYS, now: dt.datetime | None = None
+) -> pki.IssuedCertificate:
+    """Issue an agency certificate from a CSR and register it (``now``: the hub clock)."""
     await migrate(settings.pg_dsn)
     async with connection(settings.pg_dsn) as conn:
-        issued = pki.issue_from_csr(pki_dir, settings.ca_passphrase, csr, days=days)
-        await CertificateRepository(conn).add(record_of(issued))
+        repo = await _ready_register(settings, conn, pki_dir)
+        issued = pki.issue_from_csr(pki_dir, settings.ca_passphrase, csr, days=days, now=now)
+        await repo.add(record_of(issued))
     log.info("issued certificate %s for %s/%s", issued.serial, issued.agency, issued.system)
     return issued
 
@@ -113,11 +156,16 @@ async def renew(settings: Settings, pki_dir: Path, serial: str, *, days: int = p
     key = pki.serial_hex(pki.parse_serial(serial))
     await migrate(settings.pg_dsn)
     async with connection(settings.pg_dsn) as conn:
-        repo = CertificateRepository(conn)
+        repo = await _ready_register(settings, conn, pki_dir)
         row = await repo.get(key)
         if row is None:
             raise ConfigError(f"no certificate with serial {key} in the register (see `hub pki list`)")
-        if row.kind not in ("agency", "hub"):
+        if row.kind == "hub":
+            raise ConfigError(
+                f"certificate {key} is the hub's own: `hub pki rotate` gives the hub a new key and certificate, keeps "
+                "this one known and switches the running workers to the new one"
+            )
+        if row.kind != "agency":
             raise ConfigError(f"certificate {key} is a {row.kind} CA certificate; only agency certificates renew")
         if row.revoked_at is not None:
             raise ConfigError(f"certificate {key} is revoked; the agency must send a new CSR")
@@ -134,40 +182,75 @@ async def revoke(settings: Settings, pki_dir: Path, serial: str, reason: str) ->
     key = pki.serial_hex(pki.parse_serial(serial))
     await migrate(settings.pg_dsn)
     async with connection(settings.pg_dsn) as conn:
-        repo = CertificateRepository(conn)
+        repo = await _ready_register(settings, conn, pki_dir)
         row = await repo.revoke(key, reason)
         which = "root" if row.kind == "issuing" else "issuing"
     published = await publish_crls(settings, pki_dir, only=which)
-    return row, published[0]
+    mine = [p for p in published if p.issuer_serial == row.issuer_serial]
+    return row, (mine or published)[0]
+
+
+def crl_signers(pki_dir: Path, passphrase: str) -> list[tuple[str, x509.Certificate, Any, Path]]:
+    """(which, CA certificate, its key, CRL path) of every CA that publishes CRLs: the root, the current issuing CA,
+    and earlier issuing CAs whose key is still kept (``hub.trust.lifecycle``)."""
+    paths = pki.PkiPaths(Path(pki_dir))
+    root, root_key = pki.load_ca(paths.root, passphrase, which="root")
+    current, current_key = pki.load_ca(paths.root, passphrase, which="issuing")
+    out: list[tuple[str, x509.Certificate, Any, Path]] = [
+        ("root", root, root_key, paths.root_crl),
+        ("issuing", current, current_key, paths.issuing_crl),
+    ]
+    for cert in pki.load_certificates(paths.issuing_cert):
+        if cert.serial_number == current.serial_number:
+            continue
+        key_path = lifecycle.archived_issuing_key(paths.root, pki.serial_hex(cert.serial_number))
+        if key_path.is_file():
+            key = keys.load_private_key(key_path, pki.passphrase_bytes(passphrase))
+            out.append(("issuing", cert, key, lifecycle.issuing_crl_path(paths.root, cert, current=False)))
+    return out
 
 
 async def publish_crls(
     settings: Settings, pki_dir: Path, *, hours: int | None = None, only: str | None = None
 ) -> list[PublishedCrl]:
-    """Publish fresh CRLs of the root and the issuing CA from the register (``only``: "root" or "issuing")."""
+    """Publish fresh CRLs of the root and every issuing CA from the register (``only``: "root" or "issuing").
+
+    An earlier issuing CA (after ``hub pki rollover-issuing``) publishes as long as a certificate it issued is still
+    valid; after that its key is retired (renamed ``….key.retired``) and its last CRL stays where it is."""
     hours = hours or settings.crl_hours
-    paths = pki.PkiPaths(Path(pki_dir))
     await migrate(settings.pg_dsn)
+    now = clock.now()
     out: list[PublishedCrl] = []
     async with connection(settings.pg_dsn) as conn:
-        repo = CertificateRepository(conn)
+        repo = await _ready_register(settings, conn, pki_dir)
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-            for which, path in (("root", paths.root_crl), ("issuing", paths.issuing_crl)):
+            for which, ca_cert, ca_key, path in crl_signers(pki_dir, settings.ca_passphrase):
                 if only is not None and which != only:
                     continue
-                ca_cert, ca_key = pki.load_ca(paths.root, settings.ca_passphrase, which=which)
                 ca_serial = pki.serial_hex(ca_cert.serial_number)
                 if await repo.get(ca_serial) is None:
                     raise ConfigError(
-                        f"the {which} CA {ca_serial} is not in the register; was `hub pki init` run here?"
+                        f"the {which} CA {ca_serial} is not in the register; was `hub pki init` run here?",
+                        code="STORE_NO_CA",
                     )
+                if path.name != pki.PkiPaths(Path(pki_dir)).issuing_crl.name and which == "issuing":
+                    last = await conn.fetchval(
+                        "SELECT max(not_after) FROM trust_certificates c WHERE issuer_serial = $1"
+                        " AND NOT EXISTS (SELECT 1 FROM trust_revocations r WHERE r.serial = c.serial)",
+                        ca_serial,
+                    )
+                    if last is None or last <= now or ca_cert.not_valid_after_utc <= now:
+                        key_path = lifecycle.archived_issuing_key(Path(pki_dir), ca_serial)
+                        os.replace(key_path, key_path.with_name(key_path.name + ".retired"))
+                        log.info("issuing CA %s retired: none of its certificates is valid any more", ca_serial)
+                        continue
                 revoked = [
                     pki.RevokedEntry(int(r.serial, 16), r.reason, r.revoked_at)
                     for r in await repo.revoked_under(ca_serial)
                 ]
                 number = await repo.next_crl_number(ca_serial)
-                crl = pki.publish_crl(path, ca_cert, ca_key, revoked, number=number, hours=hours)
+                crl = pki.publish_crl(path, ca_cert, ca_key, revoked, number=number, hours=hours, now=now)
                 next_update = crl.next_update_utc or crl.last_update_utc
                 await repo.record_crl(
                     ca_serial,
@@ -177,23 +260,31 @@ async def publish_crls(
                     len(revoked),
                     crl.public_bytes(serialization.Encoding.DER),
                 )
-                out.append(PublishedCrl(which, path, number, next_update, len(revoked)))
+                out.append(PublishedCrl(which, path, number, next_update, len(revoked), ca_serial))
     return out
 
 
 async def refresh_crls_if_due(settings: Settings, pki_dir: Path, *, now: dt.datetime | None = None) -> bool:
     """Republish the CRLs when one is missing or past half its lifetime; True when it published."""
     paths = pki.PkiPaths(Path(pki_dir))
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     cas = [*pki.load_certificates(paths.root_cert), *pki.load_certificates(paths.issuing_cert)]
     current = load_crls(paths.crl_dir, cas)
-    due = len(current) < 2 or any(now >= c.this_update + (c.next_update - c.this_update) / 2 for c in current.values())
+    # The CAs that publish: the root, the current issuing CA, and earlier issuing CAs whose key is still kept.
+    publishing = cas[:2] + [
+        c for c in cas[2:] if lifecycle.archived_issuing_key(paths.root, pki.serial_hex(c.serial_number)).is_file()
+    ]
+    crls = [current.get(pki.fingerprint(c)) for c in publishing]
+    due = any(c is None or now >= c.this_update + (c.next_update - c.this_update) / 2 for c in crls)
     if due:
         await publish_crls(settings, pki_dir)
     return due
 
 
-async def list_certificates(settings: Settings, *, agency: str | None = None) -> list[CertificateRow]:
+async def list_certificates(
+    settings: Settings, *, agency: str | None = None, pki_dir: Path | None = None
+) -> list[CertificateRow]:
     await migrate(settings.pg_dsn)
     async with connection(settings.pg_dsn) as conn:
+        await lifecycle.check_installation(settings, conn, pki_dir)
         return await CertificateRepository(conn).certificates(agency=agency)

@@ -117,15 +117,69 @@ def cmd_pki_crl(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import admin
+def cmd_pki_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import lifecycle, pki
 
-    rows = asyncio.run(admin.list_certificates(settings, agency=args.agency))
+    done = asyncio.run(lifecycle.rotate_hub(settings, _pki_dir(args, settings), days=args.days))
+    print(
+        f"hub key rotated: certificate {done.new.serial} (valid until "
+        f"{done.new.certificate.not_valid_after_utc:%Y-%m-%d}) replaces {pki.serial_hex(done.old.serial_number)}"
+    )
+    print(
+        "  running hub workers switch to the new key within seconds; the previous certificate is kept in "
+        "pki/hub/archive/ and the register, and stays valid until it expires"
+    )
+    return 0
+
+
+def cmd_pki_rollover(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import lifecycle, pki
+
+    done = asyncio.run(lifecycle.rollover_issuing(settings, _pki_dir(args, settings)))
+    old = pki.serial_hex(done.old.serial_number)
+    print(
+        f"new issuing CA {done.new.serial} (valid until {done.new.certificate.not_valid_after_utc:%Y-%m-%d}) under "
+        f"the same root; new certificates come from it"
+    )
+    print(
+        f"  the previous issuing CA {old} stays trusted: its certificates are valid until they expire and its CRL "
+        "is published until then"
+    )
+    print("  next: `hub pki rotate` gives the hub a certificate from the new CA")
+    return 0
+
+
+def cmd_pki_expiry(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import lifecycle
+
+    found = lifecycle.expiry_warnings(_pki_dir(args, settings), days=args.days)
+    for w in found:
+        print(w.text())
+    if not found:
+        print(f"ok: no hub, issuing or root certificate expires within {args.days} days")
+    return 1 if found else 0
+
+
+def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.trust import admin, pki
+
+    pki_dir = _pki_dir(args, settings)
+    rows = asyncio.run(admin.list_certificates(settings, agency=args.agency, pki_dir=pki_dir))
     now = dt.datetime.now(dt.UTC)
+    # The hub's certificate and the issuing CA in use are marked "current"; earlier ones of theirs, still valid,
+    # "superseded" (they verify what they signed until they expire).
+    paths = pki.PkiPaths(pki_dir)
+    current = {
+        pki.serial_hex(pki.load_certificates(f)[0].serial_number)
+        for f in (paths.hub_cert, paths.issuing_cert)
+        if f.is_file()
+    }
     print(f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  DAYS")
     for r in rows:
         who = f"{r.agency}/{r.system}" if r.agency else r.subject.split(",")[0]
         state = r.state(now) + (f" ({r.revocation_reason})" if r.revocation_reason else "")
+        if state == "valid" and r.kind in ("hub", "issuing"):
+            state = "current" if r.serial in current else "superseded"
         print(
             f"{r.serial:40}  {r.kind:7}  {who[:44]:44}  {r.key_algorithm:8}  {state[:13]:13}  "
             f"{r.not_after:%Y-%m-%d}  {r.days_left(now)}"
@@ -182,20 +236,29 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from hub.validation import SchemaRegistry
 
     store = TrustStore.load(_pki_dir(args, settings))
-    if args.engine == "signxml":
-        from hub.trust.reference import SignxmlVerifier
-
-        verifier: Verifier = SignxmlVerifier(store)
-    else:
-        verifier = Verifier(store)
+    as_of: dt.datetime | None = None
     try:
         root = parse(_read(args.file), max_bytes=settings.max_message_bytes)
         SchemaRegistry(settings.schemas_dir).validate(root)
+        if args.at:
+            as_of = _as_of(args.at, Envelope.from_tree(root).created)
+        now = (lambda: as_of) if as_of is not None else None
+        if args.engine == "signxml":
+            from hub.trust.reference import SignxmlVerifier
+
+            verifier: Verifier = SignxmlVerifier(store, now=now)
+        else:
+            verifier = Verifier(store, now=now)
         verified = verifier.verify(root)
         envelope = Envelope.from_tree(verified.root)
         # A delivery is re-signed by the hub on behalf of its sender (the hub verified the sender's signature and
-        # keeps it as evidence): a hub signature stands for any sender here. The hub's own intake never allows it.
-        relayed = verified.signer.system == "hub" and envelope.sender.system != "hub"
+        # keeps it as evidence): a hub signature stands for any sender here. The hub is recognised by its own
+        # certificates (current and earlier ones, pki/hub/), never by a name. The hub's own intake never allows it.
+        from hub.trust.lifecycle import hub_certificates
+        from hub.trust.pki import fingerprint
+
+        hub_fps = {fingerprint(c) for c in hub_certificates(_pki_dir(args, settings))}
+        relayed = verified.signer.fingerprint in hub_fps and envelope.sender.system != verified.signer.system
         if not relayed:
             check_signer_binding(verified, envelope)
     except (EnvelopeError, TrustError) as exc:
@@ -205,11 +268,26 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     by = f"{s.agency}/{s.system}"
     if relayed:
         by += f", delivered by the hub on behalf of {envelope.sender.agency}/{envelope.sender.system} (枢纽转发)"
+    when = f", verified as of {as_of:%Y-%m-%d %H:%M} UTC" if as_of is not None else ""
     print(
         f"ok: signed by {by} (certificate {s.serial_hex}, valid until {s.not_after:%Y-%m-%d}), "
-        f"digest sha256:{verified.digest}"
+        f"digest sha256:{verified.digest}{when}"
     )
     return 0
+
+
+def _as_of(text: str, created: dt.datetime) -> dt.datetime:
+    """``--at signed``: the envelope's signed Created time (an archived document whose certificate has expired since
+    is checked as of when it was signed); else an ISO 8601 time."""
+    if text == "signed":
+        return created.astimezone(dt.UTC)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--at takes 'signed' or an ISO 8601 time such as 2026-03-01T08:00+08:00, not {text!r}"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
 # ================================================================================================ wiring
@@ -255,6 +333,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--hours", type=int, default=None, help="hours until nextUpdate (default: HUB_CRL_HOURS, 24)")
     p.set_defaults(handler=cmd_pki_crl)
 
+    p = ps.add_parser("rotate", parents=[pki_opts], help="a new hub key and certificate; the old one is kept")
+    p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
+    p.set_defaults(handler=cmd_pki_rotate)
+
+    p = ps.add_parser("rollover-issuing", parents=[pki_opts], help="a new issuing CA under the same root")
+    p.set_defaults(handler=cmd_pki_rollover)
+
+    p = ps.add_parser("expiry", parents=[pki_opts], help="exit 1 when a hub, issuing or root certificate expires soon")
+    p.add_argument("--days", type=int, default=30, help="warn this many days ahead (default 30)")
+    p.set_defaults(handler=cmd_pki_expiry)
+
     p = ps.add_parser("list", parents=[pki_opts], help="list certificates with their state and days to expiry")
     p.add_argument("--agency", metavar="CODE", help="only this agency's certificates")
     p.set_defaults(handler=cmd_pki_list)
@@ -283,5 +372,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         choices=("narrow", "signxml"),
         default="narrow",
         help="narrow (default, the hub's own) or signxml (the reference implementation)",
+    )
+    p.add_argument(
+        "--at",
+        metavar="WHEN",
+        help="verify as of a time: 'signed' (the envelope's Created: an archived receipt or delivery whose "
+        "certificate has expired or been superseded since) or an ISO 8601 time; default: now",
     )
     p.set_defaults(handler=cmd_verify)

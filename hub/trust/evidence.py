@@ -1,28 +1,144 @@
-"""Checking the hub's signatures on evidence checkpoints (the store cannot import the trust layer, so the CLI
-passes this in)."""
+"""Checking the hub's signatures on evidence checkpoints across key rotations (the store cannot import the trust
+layer, so the CLI passes this in).
+
+A checkpoint records the fingerprint of the certificate that signed it. It is accepted only when that certificate
+
+1. is one of the hub's own certificates of this installation (the current one, the archived earlier ones in
+   ``<pki>/hub/archive/``, or a ``hub`` certificate of the register) — else **certificate unknown**;
+2. chains to the hub's root through one of its issuing CAs, and it and its issuing CA were valid when the checkpoint
+   was made (and not revoked by then) — else the reason;
+3. verifies the signature — else **signature wrong** (the checkpoint or what it seals was changed).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Iterable
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from hub.settings import Settings
+from hub.store.evidence import CheckpointRefused
 from hub.trust import keys
-from hub.trust.pki import PkiPaths, fingerprint, load_certificates
+from hub.trust.crl import load_crls
+from hub.trust.lifecycle import hub_certificates
+from hub.trust.pki import PkiPaths, fingerprint, load_certificates, serial_hex
+
+__all__ = ["CheckpointVerifier", "checkpoint_verifier", "installation_checkpoint_verifier"]
 
 
-def checkpoint_verifier(pki_dir: Path) -> Callable[[bytes, bytes, str], bool]:
-    """``verify(payload, signature, signer_fingerprint)``: True only for a valid signature by the hub's own
-    certificate (the one at ``<pki>/hub/hub.pem``) whose fingerprint is the one recorded."""
-    cert = load_certificates(PkiPaths(pki_dir).hub_cert)[0]
-    expected = fingerprint(cert)
-    public_key = cert.public_key()
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
-    def verify(payload: bytes, signature: bytes, signer_fingerprint: str) -> bool:
-        if signer_fingerprint != expected:
-            return False
+
+def _valid_at(cert: x509.Certificate, at: dt.datetime) -> bool:
+    return cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
+
+
+class CheckpointVerifier:
+    """``verify(payload, signature, fingerprint, at)`` for ``hub.store.evidence`` (``takes_time``)."""
+
+    takes_time = True
+
+    def __init__(
+        self,
+        root: x509.Certificate,
+        issuing: Iterable[x509.Certificate],
+        hub_certs: Iterable[x509.Certificate],
+        revoked: dict[int, dt.datetime] | None = None,
+    ) -> None:
+        self.root = root
+        #: Earlier roots (``previous-root-ca*.pem`` after a root rollover): evidence of earlier years chains to them.
+        self.previous_roots: list[x509.Certificate] = []
+        self.issuing = list(issuing)
+        self.hub = {fingerprint(c): c for c in hub_certs}
+        self.revoked = dict(revoked or {})
+        self._chains: dict[str, x509.Certificate | None] = {}
+
+    def _issuer_of(self, cert: x509.Certificate) -> x509.Certificate | None:
+        fp = fingerprint(cert)
+        if fp not in self._chains:
+            self._chains[fp] = next(
+                (
+                    ca
+                    for ca in self.issuing
+                    if _issued_by(cert, ca) and any(_issued_by(ca, r) for r in (self.root, *self.previous_roots))
+                ),
+                None,
+            )
+        return self._chains[fp]
+
+    def __call__(self, payload: bytes, signature: bytes, signer: str, at: dt.datetime | None = None) -> bool:
+        cert = self.hub.get(signer)
+        if cert is None:
+            raise CheckpointRefused(
+                f"证书未知 its certificate {signer[:16]}… is unknown: not one of this installation's hub certificates "
+                "(current, archived in pki/hub/archive/, or in the register) — the signature could not be checked"
+            )
+        who = f"certificate {serial_hex(cert.serial_number)}"
+        issuer = self._issuer_of(cert)
+        if issuer is None:
+            raise CheckpointRefused(f"证书不可信 its {who} does not chain to this hub's root CA")
+        if at is not None:
+            for c, what in ((cert, who), (issuer, f"issuing CA {serial_hex(issuer.serial_number)}")):
+                if not _valid_at(c, at):
+                    raise CheckpointRefused(
+                        f"证书当时无效 it was made on {at:%Y-%m-%d %H:%M} UTC, when its {what} was not valid "
+                        f"({c.not_valid_before_utc:%Y-%m-%d} – {c.not_valid_after_utc:%Y-%m-%d})"
+                    )
+            revoked_at = self.revoked.get(cert.serial_number)
+            if revoked_at is not None and revoked_at <= at:
+                raise CheckpointRefused(
+                    f"证书已吊销 it was made on {at:%Y-%m-%d %H:%M} UTC, after its {who} was revoked "
+                    f"({revoked_at:%Y-%m-%d %H:%M} UTC)"
+                )
         try:
-            return keys.verify_raw(public_key, payload, signature)
+            return keys.verify_raw(cert.public_key(), payload, signature)
         except Exception:  # any failure is "not valid"
             return False
 
-    return verify
+
+def checkpoint_verifier(
+    pki_dir: Path, register: Iterable[bytes] = (), register_revoked: dict[int, dt.datetime] | None = None
+) -> CheckpointVerifier:
+    """The verifier for this PKI directory: the hub certificates in its files plus ``register`` (DER of the
+    register's ``hub`` certificates), revocations from the CRLs in the directory plus ``register_revoked``."""
+    paths = PkiPaths(Path(pki_dir))
+    root = load_certificates(paths.root_cert)[0]
+    issuing = load_certificates(paths.issuing_cert) if paths.issuing_cert.is_file() else []
+    certs = hub_certificates(paths.root)
+    certs += [x509.load_der_x509_certificate(der) for der in register]
+    revoked: dict[int, dt.datetime] = dict(register_revoked or {})
+    for crl in load_crls(paths.crl_dir, [root, *issuing]).values():
+        for serial, (_, when) in crl.revoked.items():
+            revoked[serial] = min(when, revoked.get(serial, when))
+    verifier = CheckpointVerifier(root, issuing, certs, revoked)
+    verifier.previous_roots = [
+        c for f in sorted(paths.root.glob("previous-root-ca*.pem")) for c in load_certificates(f)
+    ]
+    return verifier
+
+
+async def installation_checkpoint_verifier(settings: Settings, pki_dir: Path) -> CheckpointVerifier:
+    """``checkpoint_verifier`` with the register of this installation's store (refusing another installation's
+    store, ``STORE_FOREIGN_INSTALLATION``)."""
+    from hub.store.db import connection
+    from hub.trust.lifecycle import check_installation
+
+    async with connection(settings.pg_dsn) as conn:
+        await check_installation(settings, conn, pki_dir)
+        rows = await conn.fetch("SELECT der FROM trust_certificates WHERE kind = 'hub'")
+        revocations = await conn.fetch("SELECT serial, revoked_at FROM trust_revocations")
+    return checkpoint_verifier(
+        pki_dir,
+        [bytes(r["der"]) for r in rows],
+        {int(r["serial"], 16): r["revoked_at"] for r in revocations},
+    )

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from hub import clock
 from hub.envelope import agency_code
 from hub.errors import ConfigError
 from hub.trust import keys
@@ -52,6 +53,8 @@ __all__ = [
     "RevokedEntry",
     "agency_and_system",
     "build_crl",
+    "ca_certificate",
+    "ca_name",
     "certificate_pem",
     "chain_for_signing",
     "end_entity_builder",
@@ -65,6 +68,7 @@ __all__ = [
     "load_csr",
     "make_csr",
     "parse_serial",
+    "passphrase_bytes",
     "publish_crl",
     "renew",
     "serial_hex",
@@ -183,7 +187,7 @@ class RevokedEntry:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return clock.now()
 
 
 def serial_hex(serial: int) -> str:
@@ -630,3 +634,9 @@ def chain_for_signing(cert: x509.Certificate, ca_certs: Sequence[x509.Certificat
                 continue
             return [cert, ca]
     return [cert]
+
+
+#: Public names for the CA building blocks used by ``hub.trust.lifecycle`` (issuing-CA rollover).
+ca_certificate = _ca_certificate
+ca_name = _ca_name
+passphrase_bytes = _passphrase

@@ -157,3 +157,57 @@ def test_the_scenario_envelopes_are_valid_as_they_stand(registry) -> None:  # ty
         env: Envelope = registry.validate(parse(path.read_bytes()))
         ids.add(env.message_id)
     assert len(ids) == len(files)  # stamp() maps template ids to real ones: they must not collide
+
+
+def test_two_checkouts_on_one_machine_each_keep_an_intact_evidence_chain(tmp_path: Path) -> None:
+    """Issue 13: two clones of the project each run the demo on one machine. Simulated with two checkout paths (the
+    names the demo derives from each) and two state directories, on the one PostgreSQL and RabbitMQ: both demos pass
+    every step, both chains verify, and a demo pointed at the other's database is refused in one clear sentence."""
+    from hub.demo import checkout_names
+    from hub.transport.users import teardown_namespace
+
+    clones = []
+    for name in ("clone-a", "clone-b"):
+        database, namespace = checkout_names(tmp_path / name)
+        state = tmp_path / name / "var" / "demo"
+        clones.append((["--namespace", namespace, "--database", database, "--state-dir", str(state)], state))
+    assert clones[0][0] != clones[1][0]
+    try:
+        for args, _ in clones:
+            done = demo(*args, "--stop")
+            _no_traceback(done)
+            assert done.returncode == 0 and "证据链完整 evidence chain intact" in done.stdout, done.stdout
+        for args, state in clones:  # each chain is intact after the other clone ran
+            env = Settings.from_env(
+                pg_dsn=str(URL(Settings.from_env().pg_dsn).with_path("/" + args[3])), namespace=args[1], state_dir=state
+            ).to_env()
+            done = subprocess.run(
+                [sys.executable, "-m", "hub.cli", "evidence", "verify"], env=env, capture_output=True, text=True
+            )
+            assert done.returncode == 0 and "证据链完整" in done.stdout, done.stdout + done.stderr
+
+        # clone B's state directory against clone A's database: refused, clone A's evidence untouched
+        a_args, b_state = clones[0][0], clones[1][1]
+        done = demo("--database", a_args[3], "--namespace", a_args[1], "--state-dir", str(b_state), "--stop")
+        _no_traceback(done)
+        assert done.returncode == 2, done.stdout
+        assert "belongs to a demo installed elsewhere" in done.stdout and "--database NAME" in done.stdout
+        # … and a fresh state directory pointed at it does not drop the other clone's database to start anew
+        fresh = tmp_path / "clone-c" / "var" / "demo"
+        done = demo("--database", a_args[3], "--namespace", a_args[1], "--state-dir", str(fresh), "--stop")
+        _no_traceback(done)
+        assert done.returncode == 2 and "belongs to a demo installed elsewhere" in done.stdout, done.stdout
+        a_env = Settings.from_env(
+            pg_dsn=str(URL(Settings.from_env().pg_dsn).with_path("/" + a_args[3])),
+            namespace=a_args[1],
+            state_dir=clones[0][1],
+        ).to_env()
+        done = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "evidence", "verify"], env=a_env, capture_output=True, text=True
+        )
+        assert done.returncode == 0 and "证据链完整" in done.stdout, done.stdout + done.stderr
+    finally:
+        for args, state in clones:
+            demo("--stop-only", "--state-dir", str(state))
+            asyncio.run(_drop_database(args[3]))
+            asyncio.run(teardown_namespace(Settings.from_env(namespace=args[1]), args[1]))

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,22 @@ def run(settings: Settings, *argv: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    # the session's database, but a state directory (and so a PKI) of this module's own
-    return integration_settings.with_(ca_passphrase="cli-test-passphrase", state_dir=tmp_path_factory.mktemp("trust"))
+def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    # A database and a state directory (and so a PKI) of this module's own: one installation per store (issue 13).
+    import uuid
+
+    from conftest import ADMIN_DSN, _admin
+
+    name = f"hub_test_cli_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield integration_settings.with_(
+            ca_passphrase="cli-test-passphrase",
+            state_dir=tmp_path_factory.mktemp("trust"),
+            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
+        )
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _unsigned(tmp: Path, agency: str, system: str) -> Path:

@@ -1,0 +1,455 @@
+"""Keys and certificates over the years (issue 13): the hub's own key rotation, the issuing-CA rollover, the
+installation a store belongs to, expiry warnings, and a hub process that follows a rotated key without a restart.
+
+Files (besides those of ``hub.trust.pki``)::
+
+    hub/archive/<serial>.pem       every earlier hub certificate (what older checkpoints and receipts were signed
+                                   with; ``hub verify`` and ``hub evidence verify`` know the hub by these)
+    issuing-ca.pem                 the current issuing CA first, then the earlier ones (still trusted as
+                                   intermediates until they expire)
+    issuing-ca-<serial>.key        the key of an earlier issuing CA: kept only to sign its CRLs while certificates
+                                   it issued are still valid; renamed ``….key.retired`` once none is
+    crl/issuing-ca-<serial>.crl    the CRL of an earlier issuing CA
+
+The register (``trust_certificates``) holds every hub certificate (kind ``hub``, ``renews`` the one before) and
+every issuing CA; ``hub_installation`` (migration 013) the installation the store belongs to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from hub import clock
+from hub.errors import ConfigError
+from hub.settings import Settings
+from hub.trust import keys, pki
+
+__all__ = [
+    "EXPIRY_WARNING_DAYS",
+    "ExpiryWarning",
+    "HubKeyWatch",
+    "RolloverResult",
+    "RotationResult",
+    "archived_issuing_key",
+    "check_installation",
+    "expiry_warnings",
+    "follow_hub_key",
+    "hub_certificates",
+    "hub_fingerprints",
+    "installation_identity",
+    "issuing_crl_path",
+    "rollover_issuing",
+    "rotate_hub",
+]
+
+log = logging.getLogger("hub.trust.lifecycle")
+
+#: Warn this many days before the hub's certificate, an issuing CA or a CRL signer expires.
+EXPIRY_WARNING_DAYS = 30
+#: How often worker 0 looks at the expiry dates (each warning is logged at most once a day).
+EXPIRY_CHECK_EVERY_S = 300.0
+FOREIGN = "STORE_FOREIGN_INSTALLATION"
+
+
+# ============================================================================================ files
+
+
+def archive_dir(pki_dir: Path) -> Path:
+    return pki.PkiPaths(Path(pki_dir)).hub_cert.parent / "archive"
+
+
+def hub_certificates(pki_dir: Path) -> list[x509.Certificate]:
+    """The hub's own certificates in this PKI directory: the current one first, then the earlier ones (newest
+    first). Missing files give an empty list."""
+    paths = pki.PkiPaths(Path(pki_dir))
+    found: list[x509.Certificate] = []
+    if paths.hub_cert.is_file():
+        found.append(pki.load_certificates(paths.hub_cert)[0])
+    archive = archive_dir(pki_dir)
+    if archive.is_dir():
+        older = [pki.load_certificates(p)[0] for p in sorted(archive.glob("*.pem"))]
+        found += sorted(older, key=lambda c: c.not_valid_before_utc, reverse=True)
+    seen: set[str] = set()
+    unique = []
+    for c in found:
+        fp = pki.fingerprint(c)
+        if fp not in seen:
+            seen.add(fp)
+            unique.append(c)
+    return unique
+
+
+_fingerprints: dict[Path, tuple[tuple[int, ...], frozenset[str]]] = {}
+
+
+def hub_fingerprints(pki_dir: Path) -> frozenset[str]:
+    """The fingerprints of ``hub_certificates(pki_dir)``, re-read only when ``hub/hub.pem`` or the archive changed
+    (cheap enough to ask per message)."""
+    paths = pki.PkiPaths(Path(pki_dir))
+    stamp: list[int] = []
+    for p in (paths.hub_cert, archive_dir(pki_dir)):
+        try:
+            st = os.stat(p)
+            stamp += [st.st_mtime_ns, st.st_size, st.st_ino]
+        except OSError:
+            stamp += [0, 0, 0]
+    key = Path(pki_dir)
+    cached = _fingerprints.get(key)
+    if cached is not None and cached[0] == tuple(stamp):
+        return cached[1]
+    fps = frozenset(pki.fingerprint(c) for c in hub_certificates(pki_dir))
+    _fingerprints[key] = (tuple(stamp), fps)
+    return fps
+
+
+def archived_issuing_key(pki_dir: Path, serial: str) -> Path:
+    return Path(pki_dir) / f"issuing-ca-{serial}.key"
+
+
+def issuing_crl_path(pki_dir: Path, cert: x509.Certificate, current: bool) -> Path:
+    paths = pki.PkiPaths(Path(pki_dir))
+    return paths.issuing_crl if current else paths.crl_dir / f"issuing-ca-{pki.serial_hex(cert.serial_number)}.crl"
+
+
+# ============================================================================================ installation
+
+
+def installation_identity(settings: Settings, pki_dir: Path | None = None) -> tuple[str | None, str]:
+    """(fingerprint of this state directory's root CA or None when it has none, namespace)."""
+    paths = pki.PkiPaths(Path(pki_dir) if pki_dir is not None else Path(settings.state_dir) / "pki")
+    root = pki.load_certificates(paths.root_cert)[0] if paths.root_cert.is_file() else None
+    return (pki.fingerprint(root) if root is not None else None), settings.namespace
+
+
+def _db_name(settings: Settings) -> str:
+    return settings.pg_dsn.rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+async def check_installation(settings: Settings, conn: Any, pki_dir: Path | None = None) -> None:
+    """Refuse (``STORE_FOREIGN_INSTALLATION``) a store that belongs to another installation: another root CA or
+    another namespace. A store without the record (made before migration 013) is adopted when its register holds
+    this root; a store whose register is empty says ``STORE_NO_CA``. ``conn``: an asyncpg connection or pool."""
+    fp, namespace = installation_identity(settings, pki_dir)
+    if await conn.fetchval("SELECT to_regclass('hub_installation') IS NULL"):
+        return  # a store not migrated this far: the caller migrates first
+    row = await conn.fetchrow("SELECT root_fingerprint, namespace, state_dir FROM hub_installation")
+    here = f"state dir {settings.state_dir}, namespace {namespace!r}"
+    if row is None:
+        roots = [
+            r["fingerprint"] for r in await conn.fetch("SELECT fingerprint FROM trust_certificates WHERE kind = 'root'")
+        ]
+        if fp is None:
+            return  # nothing to compare yet (no CA here): the command itself says what is missing
+        if not roots:
+            raise ConfigError(
+                f"the database {_db_name(settings)!r} has no register of this CA (no root certificate recorded): "
+                f"run `hub pki init` against an empty database first, or set HUB_PG_DSN to the database this "
+                f"installation ({here}) was initialised with",
+                code="STORE_NO_CA",
+            )
+        if fp not in roots:
+            raise ConfigError(
+                f"the database {_db_name(settings)!r} belongs to another hub installation (root CA "
+                f"{roots[0][:16]}…); this one ({here}) has root CA {fp[:16]}…: set HUB_PG_DSN to this installation's "
+                "own database, or HUB_STATE_DIR to the state directory of that installation",
+                code=FOREIGN,
+            )
+        await record_installation(settings, conn, fp)
+        return
+    if fp == row["root_fingerprint"] and namespace == row["namespace"]:
+        return
+    raise ConfigError(
+        f"the database {_db_name(settings)!r} belongs to another hub installation (root CA "
+        f"{row['root_fingerprint'][:16]}…, namespace {row['namespace']!r}, state dir {row['state_dir']}); this one "
+        f"({here}) has root CA {(fp or 'none')[:16]}…: refusing to mix the evidence of two installations. Set "
+        "HUB_PG_DSN to this installation's own database, or HUB_STATE_DIR and HUB_NAMESPACE to that installation's",
+        code=FOREIGN,
+    )
+
+
+async def record_installation(settings: Settings, conn: Any, root_fingerprint: str) -> None:
+    await conn.execute(
+        "INSERT INTO hub_installation (root_fingerprint, namespace, state_dir) VALUES ($1, $2, $3)"
+        " ON CONFLICT (id) DO NOTHING",
+        root_fingerprint,
+        settings.namespace,
+        str(settings.state_dir),
+    )
+
+
+# ============================================================================================ hub key rotation
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    old: x509.Certificate
+    new: pki.IssuedCertificate
+
+
+def _archive_hub_certificate(pki_dir: Path, cert: x509.Certificate) -> Path:
+    target = archive_dir(pki_dir) / f"{pki.serial_hex(cert.serial_number)}.pem"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    keys.write_public_file(target, pki.certificate_pem(cert))
+    return target
+
+
+async def rotate_hub(
+    settings: Settings, pki_dir: Path, *, days: int = pki.LEAF_DAYS, algorithm: str = "ec-p256"
+) -> RotationResult:
+    """A new hub key and certificate from the current issuing CA; the previous certificate is kept (archive and
+    register) and stays valid until it expires, so deliveries it signed that are still queued verify. Running
+    hub workers switch to the new key within seconds (``follow_hub_key``)."""
+    from hub.store.certificates import CertificateRepository
+    from hub.store.db import connection, migrate
+    from hub.trust.admin import record_of
+
+    paths = pki.PkiPaths(Path(pki_dir))
+    if not paths.hub_cert.is_file():
+        raise ConfigError(f"no hub certificate at {paths.hub_cert}; run `hub pki init` first")
+    old = pki.load_certificates(paths.hub_cert)[0]
+    agency, _ = pki.agency_and_system(old.subject)
+    await migrate(settings.pg_dsn)
+    async with connection(settings.pg_dsn) as conn:
+        await check_installation(settings, conn, pki_dir)
+        repo = CertificateRepository(conn)
+        old_serial = pki.serial_hex(old.serial_number)
+        if await repo.get(old_serial) is None:
+            raise ConfigError(
+                f"the current hub certificate {old_serial} is not in the register; was `hub pki init` run against "
+                "this database?",
+                code="STORE_NO_CA",
+            )
+        _archive_hub_certificate(pki_dir, old)  # first: an earlier certificate is never forgotten
+        issued = pki.issue_hub_certificate(
+            paths.root, settings.ca_passphrase, agency, algorithm=algorithm, days=days, now=clock.now()
+        )
+        await repo.add(record_of(issued, renews=old_serial))
+    log.info("hub key rotated: certificate %s replaces %s", issued.serial, old_serial)
+    return RotationResult(old, issued)
+
+
+class HubKeyWatch:
+    """Notices a rotated hub key (the files ``hub/hub.key`` and ``hub/hub.pem`` changed, or hold another
+    certificate than the one in use) and loads it; a pair caught half-written does not match and is tried again
+    next time."""
+
+    def __init__(self, pki_dir: Path, passphrase: bytes) -> None:
+        self.paths = pki.PkiPaths(Path(pki_dir))
+        self.passphrase = passphrase
+        self._stamp: tuple[tuple[int, int], ...] | None = None
+
+    def _current(self) -> tuple[tuple[int, int], ...]:
+        out = []
+        for p in (self.paths.hub_key, self.paths.hub_cert):
+            try:
+                st = os.stat(p)
+            except OSError:
+                out.append((0, 0))
+                continue
+            out.append((st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def changed(self, in_use: str) -> Any:
+        """The new ``Signer`` when the files hold another certificate than ``in_use`` (a fingerprint), else None.
+        Costs two ``stat`` calls while the files are unchanged."""
+        from hub.trust import Signer
+
+        stamp = self._current()
+        if stamp == self._stamp:
+            return None
+        try:
+            if pki.fingerprint(pki.load_certificates(self.paths.hub_cert)[0]) == in_use:
+                self._stamp = stamp
+                return None
+            signer = Signer.load(self.paths.hub_key, self.paths.hub_cert, passphrase=self.passphrase)
+        except ConfigError as exc:
+            log.warning("the hub key files changed but do not load yet (%s); trying again", exc.detail)
+            return None
+        self._stamp = stamp
+        return signer
+
+
+def follow_hub_key(worker: Any) -> bool:
+    """Called periodically in each worker: switch the worker (its processor, its checkpoints) to a rotated hub key.
+    True when it switched. Worker 0 also logs expiry warnings (at most once a day each). Never raises: a failure is
+    logged and the worker keeps the key it has."""
+    try:
+        return _follow(worker)
+    except Exception as exc:  # a periodic job must not die of it
+        log.warning("checking the hub key failed (%s: %s)", type(exc).__name__, str(exc)[:200])
+        return False
+
+
+def _follow(worker: Any) -> bool:
+    watch: HubKeyWatch | None = getattr(worker, "_hub_key_watch", None)
+    if watch is None:
+        watch = HubKeyWatch(worker.pki_dir, worker.settings.ca_passphrase.encode())
+        worker._hub_key_watch = watch
+    switched = False
+    signer = watch.changed(worker.signer.identity.fingerprint)
+    if signer is not None:
+        old = worker.signer.identity
+        worker.signer = signer
+        worker.context.signer = signer
+        worker.processor.signer = signer
+        log.info(
+            "worker %s now signs with hub certificate %s (was %s)",
+            getattr(worker, "index", "?"),
+            signer.identity.serial_hex,
+            old.serial_hex,
+        )
+        switched = True
+    if getattr(worker, "index", 0) == 0 and time.monotonic() >= getattr(worker, "_next_expiry_check", 0.0):
+        worker._next_expiry_check = time.monotonic() + EXPIRY_CHECK_EVERY_S
+        log_expiry_warnings(worker.pki_dir)
+    return switched
+
+
+# ============================================================================================ issuing-CA rollover
+
+
+@dataclass(frozen=True, slots=True)
+class RolloverResult:
+    old: x509.Certificate
+    new: pki.IssuedCertificate
+
+
+async def rollover_issuing(settings: Settings, pki_dir: Path, *, days: int = pki.ISSUING_DAYS) -> RolloverResult:
+    """A new issuing CA under the same root. New certificates come from it; the old one's certificates stay valid
+    until they expire (it stays in ``issuing-ca.pem`` as a trusted intermediate) and its CRLs go on being
+    published until then (its key is kept as ``issuing-ca-<serial>.key`` for that alone)."""
+    from hub.store.certificates import CertificateRepository
+    from hub.store.db import connection, migrate
+    from hub.trust.admin import publish_crls, record_of
+
+    paths = pki.PkiPaths(Path(pki_dir))
+    await migrate(settings.pg_dsn)
+    async with connection(settings.pg_dsn) as conn:
+        await check_installation(settings, conn, pki_dir)
+        repo = CertificateRepository(conn)
+        root, root_key = pki.load_ca(paths.root, settings.ca_passphrase, which="root")
+        old, old_key = pki.load_ca(paths.root, settings.ca_passphrase, which="issuing")
+        if await repo.get(pki.serial_hex(old.serial_number)) is None:
+            raise ConfigError(
+                "the current issuing CA is not in the register; was `hub pki init` run against this database?",
+                code="STORE_NO_CA",
+            )
+        now = clock.now()
+        existing = pki.load_certificates(paths.issuing_cert)
+        new_key = keys.generate_private_key("ec-p384")
+        new = pki.ca_certificate(
+            pki.ca_name(f"Forestry Exchange Hub Issuing CA {len(existing) + 1}"),
+            new_key.public_key(),
+            root,
+            root_key,
+            days=days,
+            path_length=0,
+            now=now,
+        )
+        pw = pki.passphrase_bytes(settings.ca_passphrase)
+        # In this order, so that every intermediate state is consistent: the old key is kept, the certificate file
+        # lists both (the key still matches the old one), then the key becomes the new CA's.
+        keys.write_private_file(
+            archived_issuing_key(paths.root, pki.serial_hex(old.serial_number)), keys.private_key_pem(old_key, pw)
+        )
+        keys.write_public_file(paths.issuing_cert, pki.certificate_pem(new, *existing))
+        keys.write_private_file(paths.issuing_key, keys.private_key_pem(new_key, pw))
+        old_crl = paths.issuing_crl
+        if old_crl.exists():
+            os.replace(old_crl, issuing_crl_path(paths.root, old, current=False))
+        issued = pki.IssuedCertificate(new, "issuing", root)
+        await repo.add(record_of(issued))
+    await publish_crls(settings, pki_dir, only="issuing")
+    log.info("issuing CA rolled over: %s replaces %s", issued.serial, pki.serial_hex(old.serial_number))
+    return RolloverResult(old, issued)
+
+
+# ============================================================================================ expiry warnings
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryWarning:
+    what: str  # hub | issuing | root
+    serial: str
+    subject: str
+    not_after: dt.datetime
+    days_left: int
+
+    def text(self) -> str:
+        role = {
+            "hub": "the hub's own signing certificate",
+            "issuing": "the issuing CA (and CRL signer)",
+            "root": "the root CA (trust anchor and CRL signer)",
+        }[self.what]
+        todo = {
+            "hub": "run `hub pki rotate`",
+            "issuing": "run `hub pki rollover-issuing`",
+            "root": "roll the root over (hub/trust/USAGE.md)",
+        }[self.what]
+        return (
+            f"证书即将到期 {role} {self.serial} expires on {self.not_after:%Y-%m-%d} "
+            f"({self.days_left} days left): {todo}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "serial": self.serial,
+            "subject": self.subject,
+            "not_after": self.not_after.isoformat(),
+            "days_left": self.days_left,
+            "text": self.text(),
+        }
+
+
+def expiry_warnings(
+    pki_dir: Path, *, now: dt.datetime | None = None, days: int = EXPIRY_WARNING_DAYS
+) -> list[ExpiryWarning]:
+    """The certificates the hub itself depends on that expire within ``days``: its current signing certificate,
+    the root, and every issuing CA that still signs CRLs (the current one and earlier ones whose key is kept).
+    For ``/ready`` and the ops page (``[w.as_dict() for w in …]``); an empty list is healthy."""
+    paths = pki.PkiPaths(Path(pki_dir))
+    now = now or clock.now()
+    limit = now + dt.timedelta(days=days)
+    watched: list[tuple[str, x509.Certificate]] = []
+    if paths.root_cert.is_file():
+        watched.append(("root", pki.load_certificates(paths.root_cert)[0]))
+    if paths.issuing_cert.is_file():
+        for i, cert in enumerate(pki.load_certificates(paths.issuing_cert)):
+            if i == 0 or archived_issuing_key(paths.root, pki.serial_hex(cert.serial_number)).exists():
+                watched.append(("issuing", cert))
+    if paths.hub_cert.is_file():
+        watched.append(("hub", pki.load_certificates(paths.hub_cert)[0]))
+    return [
+        ExpiryWarning(
+            what,
+            pki.serial_hex(c.serial_number),
+            c.subject.rfc4514_string(),
+            c.not_valid_after_utc,
+            (c.not_valid_after_utc - now).days,
+        )
+        for what, c in watched
+        if c.not_valid_after_utc <= limit
+    ]
+
+
+_warned: dict[str, dt.date] = {}
+
+
+def log_expiry_warnings(pki_dir: Path, *, now: dt.datetime | None = None) -> list[ExpiryWarning]:
+    """Log each expiry warning at most once a day (what the hub's housekeeping calls)."""
+    now = now or clock.now()
+    found = expiry_warnings(pki_dir, now=now)
+    for w in found:
+        if _warned.get(w.serial) != now.date():
+            _warned[w.serial] = now.date()
+            log.warning(w.text(), extra={"expiry": w.as_dict()})
+    return found
