@@ -360,5 +360,5 @@ def test_normalisation_per_character_matches_nfkc_on_marking_text() -> None:
 
     from hub.routing.gate import _normalise
 
-    for text in ("秘密★１０年", "机\u200b密★", "㊙密", "各单位，涉密事项（一）：", "絕密☆長期", "plain ascii"):
+    for text in ("秘密★１０年", "机\u200b密★", "㊙密", "各单位，涉密事项（一）：", "絕密☆長期", "plain ascii", "𝟏𝟎年"):
         assert _normalise(text) == unicodedata.normalize("NFKC", text).replace("\u200b", "")
