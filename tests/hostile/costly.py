@@ -339,8 +339,9 @@ def markings(kit: Kit, max_bytes: int) -> bytes:
 
 
 def secret_prose(kit: Kit, max_bytes: int) -> bytes:
-    """Signed and valid: paragraphs dense with 密 in running text that is no marking (保守国家秘密): every line is
-    normalised and matched, nothing is found, the message is delivered."""
+    """Signed and valid: paragraphs dense with 密 in running text that is no marking (保守国家秘密). The gate reads
+    the first ``MAX_SCAN_CHARS`` of it (normalised, every line matched: nothing found), then quarantines the message
+    for a person, since it cannot review the rest automatically."""
     body = sample_body("document.official")
     ns = etree.QName(body).namespace
     paragraphs = list(body.iter(f"{{{ns}}}Paragraph"))
@@ -393,11 +394,11 @@ CASES: dict[str, tuple[str, Callable[[Kit, int], bytes]]] = {
     "duplicate_ids": ("Id attributes, invalid message (full report)", duplicate_ids),
     "character_references": ("byte budget as &#x5BC6; references", character_references),
     "long_names": ("element names at libxml2's 50,000-character limit", long_names),
-    "long_namespace_uri": ("a 2 MB namespace name on every element", long_namespace_uri),
-    "schema_errors": ("16,000 validation errors (signed data.response)", schema_errors),
+    "long_namespace_uri": ("a 1.2 MB namespace name on every element", long_namespace_uri),
+    "schema_errors": ("an XSD error per attribute of the budget (signed data.response)", schema_errors),
     "largest_data_response": ("valid: 500 rows × 50 cells, signed (accepted)", largest_data_response),
     "markings": ("valid: paragraphs dense with 密级 markings (quarantined)", markings),
-    "secret_prose": ("valid: 密 in running text on every line (delivered)", secret_prose),
+    "secret_prose": ("valid: 4 MB of 密 in running text (past what the gate reads: quarantined)", secret_prose),
     "attachment": ("valid: the largest attachment (accepted)", attachment),
     "garbage_signature": ("no key: 256 namespaces, a SignatureValue that cannot verify", garbage_signature),
 }
