@@ -3,30 +3,42 @@ last loaded by ``hub directory load``), routes, the trust store and the hub's ow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub import clock
 from hub.settings import Settings
 
+if TYPE_CHECKING:
+    from hub.directory import Directory
+    from hub.pipeline.processor import Processor
+    from hub.routing import Router
+    from hub.trust import Signer, TrustStore, Verifier
+    from hub.validation import SchemaRegistry
+
 
 @dataclass(slots=True)
 class Context:
+    """What a worker loads once: the schemas, the directory and routes, the trust store, the hub's own key."""
+
     settings: Settings
-    registry: Any
-    directory: Any
-    router: Any
-    trust_store: Any
-    verifier: Any
-    signer: Any
+    registry: SchemaRegistry
+    directory: Directory
+    router: Router
+    trust_store: TrustStore
+    verifier: Verifier
+    signer: Signer
 
     @property
     def pki_dir(self) -> Path:
         return pki_dir(self.settings)
 
-    def processor(self, *, amqp_admin_user: str | None, user_to_system: Any = None) -> Any:
+    def processor(
+        self, *, amqp_admin_user: str | None, user_to_system: Callable[[str], str | None] | None = None
+    ) -> Processor:
         from hub.pipeline.processor import Processor
         from hub.routing import gate
 

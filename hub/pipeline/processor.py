@@ -11,10 +11,11 @@ process.
       5 authorize + gate    Router.decide (default deny) → classification gate per recipient
     → Accepted | Rejected
 
-    finish(accepted)                               XML work of steps 7–8: the hub-signed delivery (the signed
-                                                   content re-serialised and re-signed) and the hub.receipt
+    render(plan, result)                           XML work of steps 7–8 that a plan asks for (hub.pipeline.decide):
+                                                   the hub-signed delivery (the signed content re-serialised and
+                                                   re-signed), the hub.receipt, a hub.error
 
-Step 4 (deduplicate) and 6 (record) need the database and live in the worker, between examine and finish.
+Step 4 (deduplicate) and 6 (record) need the database: the worker records (I/O) between examine and the plan.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ from hub.slots import straight_init
 
 if TYPE_CHECKING:
     from hub.directory import Directory
+    from hub.pipeline.decide import Plan
     from hub.routing import GateResult, Marking, Router, Target
     from hub.trust import Signer, Verifier
     from hub.validation import SchemaRegistry
 
-__all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processor", "Rejected"]
+__all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processor", "Rejected", "Rendered"]
 
 log = logging.getLogger("hub.pipeline")
 
@@ -94,12 +96,6 @@ class Accepted:
     priority: int = 0
     #: The canonical signed content itself (exclusive C14N, the bytes ``digest`` covers): what is delivered.
     canonical: bytes = b""
-    #: Filled by finish(): the hub-signed delivery bytes and the hub.receipt bytes.
-    delivery_bytes: bytes = b""
-    receipt_bytes: bytes = b""
-    receipt_id: str = ""
-    error_bytes: bytes = b""
-    error_id: str = ""
 
     @property
     def quarantined(self) -> bool:
@@ -118,8 +114,6 @@ class Rejected:
     received_at: datetime
     envelope: Envelope | None = None
     reply_to: Party | None = None
-    error_bytes: bytes = b""
-    error_id: str = ""
     signer_serial: int | None = None
     #: True when the signature verified AND the signed sender is the one who published it: only then may the
     #: refusal occupy the message id (otherwise a replay by someone else could block the genuine message).
@@ -129,6 +123,19 @@ class Rejected:
     @property
     def message_id(self) -> str | None:
         return self.envelope.message_id if self.envelope is not None else None
+
+
+@dataclass(slots=True)
+class Rendered:
+    """The signed bytes a ``hub.pipeline.decide.Plan`` asks for: the hub-signed delivery (the same bytes for every
+    recipient), the hub.receipt, and a hub.error (for the blocked recipients of an accepted message, or for a
+    refused one)."""
+
+    delivery: bytes = b""
+    receipt_id: str = ""
+    receipt: bytes = b""
+    error_id: str = ""
+    error: bytes = b""
 
 
 class Processor:
@@ -311,20 +318,27 @@ class Processor:
 
     # ------------------------------------------------------------------ steps 7–8 (XML work)
 
-    def finish(self, acc: Accepted, *, duplicate: bool = False) -> Accepted:
-        """Sign the delivery (the signed content, re-serialised, re-signed by the hub) and the sender's receipt.
-
-        A quarantined message gets no delivery bytes yet (they are made when an operator releases it)."""
-        if acc.deliveries and not acc.quarantined:
-            acc.delivery_bytes = self.sign_delivery(acc.canonical, acc.digest)
-        outcome = "duplicate" if duplicate else ("quarantined" if acc.quarantined else "accepted")
-        acc.receipt_id, acc.receipt_bytes = self.receipt(acc, outcome)
-        if acc.blocked:
-            first = acc.blocked[0][1]
-            names = ", ".join(d.system for d, _ in acc.blocked)
-            err = ClassificationBlocked(f"not delivered to {names}: {first.detail}", code=first.code)
-            acc.error_id, acc.error_bytes = self.error(err, acc.envelope, acc.envelope.sender, acc.received_digest)
-        return acc
+    def render(self, plan: Plan, result: Accepted | Rejected) -> Rendered:
+        """The signed bytes ``plan`` asks for (``hub.pipeline.decide.plan_of``): the delivery — the signed content
+        re-serialised and re-signed — the sender's receipt, a hub.error. A quarantined message gets no delivery
+        bytes (they are made when an operator releases it): its plan delivers to nobody."""
+        out = Rendered()
+        if isinstance(result, Accepted):
+            env = result.envelope
+            if plan.deliver:
+                out.delivery = self.sign_delivery(result.canonical, result.digest)
+            if plan.receipt is not None:
+                out.receipt_id, out.receipt = self.receipt_for(
+                    env, result.received_digest, result.received_at, plan.deliver, plan.receipt
+                )
+            if plan.blocked_error and result.blocked:
+                first = result.blocked[0][1]
+                names = ", ".join(d.system for d, _ in result.blocked)
+                err = ClassificationBlocked(f"not delivered to {names}: {first.detail}", code=first.code)
+                out.error_id, out.error = self.error(err, env, env.sender, result.received_digest)
+        elif plan.error and result.reply_to is not None:
+            out.error_id, out.error = self.error(result.error, result.envelope, result.reply_to, result.digest)
+        return out
 
     def sign_delivery(self, canonical: bytes, digest: str) -> bytes:
         """The delivery: the signed content re-serialised — its exclusive-C14N bytes, exactly what the sender's
@@ -332,12 +346,6 @@ class Processor:
         last child of the root. ``digest`` is their hex SHA-256, which the verifier computed under the same profile
         (reused, not recomputed). No tree is copied or serialised: one ECDSA signature and a byte join."""
         return signed_document(canonical, self.signer.signature_for_digest(bytes.fromhex(digest)))
-
-    def receipt(self, acc: Accepted, outcome: str, first_received_at: datetime | None = None) -> tuple[str, bytes]:
-        """The hub-signed hub.receipt: the SHA-256 of exactly the bytes received, and who it goes to."""
-        return self.receipt_for(
-            acc.envelope, acc.received_digest, acc.received_at, acc.deliveries, outcome, first_received_at
-        )
 
     def receipt_for(
         self,
@@ -385,11 +393,6 @@ class Processor:
             S(body, q + "Path").text = _clean(err.path)[:500]
         S(body, q + "At").text = self.now().isoformat(timespec="seconds")
         return self._sign_reply(ERROR_SERVICE, body, to, env, digest)
-
-    def error_for(self, rej: Rejected) -> Rejected:
-        if rej.reply_to is not None:
-            rej.error_id, rej.error_bytes = self.error(rej.error, rej.envelope, rej.reply_to, rej.digest)
-        return rej
 
     def _sign_reply(
         self, service: str, body: etree._Element, to: Party, about: Envelope | None, digest: str

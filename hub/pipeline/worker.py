@@ -3,7 +3,9 @@ answer, acknowledge — in that order, so that a message is acknowledged only af
 its receipt are confirmed (ARCHITECTURE.md).
 
 Per batch (up to 64 messages; one normal-lane batch at a time per worker, so batches grow with the load, and the
-emergency lane beside it):
+emergency lane beside it, on a connection of its own). The decisions are pure (``hub.pipeline.processor`` examines,
+``hub.pipeline.decide`` says what to record and what to answer); the worker does the I/O around them, on a
+``hub.transport.abc.AbstractTransport`` and a ``hub.store.abc.Store`` (the real ones, or their in-memory twins):
 
     examine each message (parse, validate, verify, route, gate)          pure, CPU
     record_batch: messages + deliveries + rejections + evidence          ONE PostgreSQL statement
@@ -31,16 +33,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hub.errors import DeliveryError, HubError
 from hub.logs import flush as flush_logs
 from hub.logs import log_decisions
-from hub.pipeline import outgoing
+from hub.pipeline.decide import outgoing_of, plan_of, records_of
 from hub.pipeline.processor import Accepted, Processor, Rejected
 from hub.settings import Settings
-from hub.store.records import MessageRecord, ReceiptRecord, RecordOutcome, Rejection
+from hub.store.records import ReceiptRecord, RecordOutcome
 from hub.transport.topology import Incoming, Outgoing
+
+if TYPE_CHECKING:
+    from asyncpg import Pool
+
+    from hub.pipeline.context import Context
+    from hub.store.abc import Store
+    from hub.transport.abc import AbstractConsumer, AbstractTransport
+    from hub.transport.names import Names
 
 log = logging.getLogger("hub.pipeline")
 decisions = logging.getLogger("hub.decision")
@@ -78,22 +88,35 @@ class _Item:
 class Worker:
     """Everything one worker process needs, loaded once: schemas, directory, routes, keys, connections."""
 
-    def __init__(self, settings: Settings, index: int = 0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: int = 0,
+        *,
+        context: Context | None = None,
+        transport: AbstractTransport | None = None,
+        urgent_transport: AbstractTransport | None = None,
+        store: Store | None = None,
+    ) -> None:
+        """``hub run`` gives only the settings: ``start`` connects to PostgreSQL and RabbitMQ and loads the context.
+        Tests (and the SDK's test hub) give the context, both transports and the store (in-memory twins): the
+        worker then runs the same decisions without a broker or a database, and without the background jobs."""
         self.settings = settings
         self.index = index
         self.stopping = asyncio.Event()
         self.processor: Processor
-        self.transport: Any = None
+        self.context: Context
+        self.names: Names
+        self.store: Store
+        self.transport: AbstractTransport
         #: The emergency lane's own AMQP connection (consume, publish, confirms): a socket of its own, so that an
         #: alert's delivery and its confirms never queue behind megabytes of normal traffic on a shared one.
-        self.urgent_transport: Any = None
-        self.pool: Any = None
-        self._consumers: list[Any] = []
+        self.urgent_transport: AbstractTransport
+        self._given = (context, transport, urgent_transport, store)
+        self.pool: Pool | None = None
+        self._consumers: list[AbstractConsumer] = []
         self._background: list[asyncio.Task[None]] = []
         self._last_crl = 0.0
-        #: Connections the batches hold between them (one per batch in flight, normally one per lane): taking one
-        #: from the pool and giving it back costs 40 µs a statement here, two statements a batch.
-        self._spare_connections: list[Any] = []
         #: Emergency batches in this process right now; while there is one, normal batches pause their examination
         #: between two messages (an emergency never waits behind a normal batch's CPU work, README cost model).
         self._urgent = 0
@@ -104,21 +127,27 @@ class Worker:
 
     async def start(self) -> None:
         from hub.pipeline.context import load_context
+        from hub.store.batch import PgStore
         from hub.store.db import create_pool
         from hub.transport import Transport
 
         s = self.settings
-        self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4, generic_plans=True)
-        ctx = await load_context(s, self.pool)
+        context, transport, urgent_transport, store = self._given
+        if context is None or store is None:
+            self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4, generic_plans=True)
+        ctx = context or await load_context(s, self.pool)
         self.context = ctx
         self.trust_store = ctx.trust_store
         self.signer = ctx.signer
         self.directory = directory = ctx.directory
-        self.transport = await Transport.connect(s, client_name=f"hub-worker-{self.index}")
+        self.store = store or PgStore(self.pool)
+        self.transport = transport or await Transport.connect(s, client_name=f"hub-worker-{self.index}")
         names = self.names = self.transport.names
         self.processor = ctx.processor(amqp_admin_user=self.transport.user, user_to_system=names.system_of_user)
         await self.transport.declare_topology(sys.id for sys in directory.systems())
-        self.urgent_transport = await Transport.connect(s, client_name=f"hub-worker-{self.index}-emergency")
+        self.urgent_transport = urgent_transport or await Transport.connect(
+            s, client_name=f"hub-worker-{self.index}-emergency"
+        )
         # The emergency lane has its own connection and prefetch: a backlog of normal traffic cannot delay it.
         # One normal batch at a time per worker: while it is in I/O the next batch fills up, so batches grow with
         # the load and per-batch costs (two PostgreSQL statements, one confirm round trip, one ack) amortise. With
@@ -145,15 +174,16 @@ class Worker:
                 priority=-self.index,
             )
         )
-        from hub.store.evidence import CHAIN_EVERY_S
+        if self.pool is not None:  # the background jobs work on PostgreSQL and the PKI directory
+            from hub.store.evidence import CHAIN_EVERY_S
 
-        jobs = [(CHAIN_EVERY_S, self._chain, "chaining evidence"), (HUB_KEY_EVERY_S, self._hub_key, "the hub key")]
-        if self.index == 0:
-            jobs += [
-                (CHECKPOINT_EVERY_S, self._housekeep, "housekeeping"),
-                (MAINTAIN_EVERY_S, self._maintain, "table maintenance"),
-            ]
-        self._background += [asyncio.create_task(self._every(*job)) for job in jobs]
+            jobs = [(CHAIN_EVERY_S, self._chain, "chaining evidence"), (HUB_KEY_EVERY_S, self._hub_key, "the hub key")]
+            if self.index == 0:
+                jobs += [
+                    (CHECKPOINT_EVERY_S, self._housekeep, "housekeeping"),
+                    (MAINTAIN_EVERY_S, self._maintain, "table maintenance"),
+                ]
+            self._background += [asyncio.create_task(self._every(*job)) for job in jobs]
         log.info("worker %d ready", self.index, extra={"systems": len(list(directory.systems()))})
 
     @property
@@ -166,35 +196,13 @@ class Worker:
             await c.stop(drain=True)
         for t in self._background:
             t.cancel()
-        if self.urgent_transport is not None:
-            await self.urgent_transport.close()
-        if self.transport is not None:
-            await self.transport.close()
+        for transport in (getattr(self, "urgent_transport", None), getattr(self, "transport", None)):
+            if transport is not None:
+                await transport.close()
+        if hasattr(self, "store"):
+            await self.store.close()
         if self.pool is not None:
-            while self._spare_connections:
-                await self.pool.release(self._spare_connections.pop())
             await self.pool.close()
-
-    async def _connection(self) -> Any:
-        """A PostgreSQL connection for one batch: a spare one (unless the server has closed it since), else one
-        from the pool."""
-        while self._spare_connections:
-            conn = self._spare_connections.pop()
-            if not conn.is_closed():
-                return conn
-            await self.pool.release(conn)
-        from hub.store.db import translated
-
-        async with translated("connecting"):
-            return await self.pool.acquire()
-
-    async def _give_back(self, conn: Any, *, healthy: bool) -> None:
-        """Keep a connection for the next batch; one that saw a failure goes back to the pool, which replaces it
-        when it is broken."""
-        if healthy and not conn.is_closed():
-            self._spare_connections.append(conn)
-        else:
-            await self.pool.release(conn)
 
     async def _every(self, seconds: float, job: Any, what: str) -> None:
         """Run ``job()`` every ``seconds`` until cancelled; a failure is logged and tried again next time."""
@@ -272,20 +280,17 @@ class Worker:
             )
         marks = [clock()]  # the end of each stage, for the decision lines' stages_ms
         try:
-            conn = await self._connection()
-            try:
-                await self._record(items, conn)
+            async with self.store.batch() as store:
+                records, owners, rejections = records_of([(it.result, it.msg.user_id) for it in items])
+                for i, outcome in zip(owners, await store.record(records, rejections), strict=True):
+                    items[i].outcome = outcome
                 marks.append(clock())
                 outgoing, delivered, receipts = self._answers(items)
                 marks.append(clock())
                 await transport.publish_many(outgoing)
                 marks.append(clock())
-                await self._record_sent(delivered, receipts, conn)
+                await store.record_sent(delivered, receipts)
                 marks.append(clock())
-            except BaseException:
-                await self._give_back(conn, healthy=False)
-                raise
-            await self._give_back(conn, healthy=True)
         except DeliveryError as exc:
             await self._retry(batch, exc, transport)
             return
@@ -311,132 +316,25 @@ class Worker:
         log_decisions(decisions, [self._decision(it, elapsed_ms, stages) for it in items])
         flush_logs()
 
-    async def _record(self, items: Sequence[_Item], conn: Any) -> None:
-        from hub.store.messages import record_batch
-
-        records: list[MessageRecord] = []
-        owners: list[_Item] = []
-        rejections: list[Rejection] = []
-        for it in items:
-            r = it.result
-            if isinstance(r, Accepted):
-                records.append(_message_record(r))
-                owners.append(it)
-            elif r.envelope is not None and r.sender_confirmed:
-                # Signed by its sender, published by its sender, but refused: it occupies its message id (a replay
-                # is recognised). A refusal before that (bad signature, someone else's message) never does.
-                records.append(_rejected_record(r))
-                owners.append(it)
-            else:
-                rejections.append(_rejection(r, it.msg))
-        outcomes = await record_batch(conn, records, rejections)
-        for it, outcome in zip(owners, outcomes, strict=True):
-            it.outcome = outcome
-
     def _answers(self, items: Sequence[_Item]) -> tuple[list[Outgoing], list[str], list[ReceiptRecord]]:
+        """What the batch publishes, which messages' deliveries it sends, and the answers it records as sent: the
+        plan of each message (``hub.pipeline.decide.plan_of``, pure), its signed bytes, its outgoing messages."""
         out: list[Outgoing] = []
         delivered: list[str] = []
         receipts: list[ReceiptRecord] = []
-        p = self.processor
+        render, names = self.processor.render, self.names
         for it in items:
-            r, o = it.result, it.outcome
-            if o is not None and o.in_batch:
-                continue  # a second copy in the same batch: the first carries the work
-            if isinstance(r, Accepted):
-                assert o is not None
-                sender = r.envelope.sender.system
-                if o.duplicate:
-                    if o.state == "released":
-                        r.markings = []  # an operator released it: deliver what is still pending
-                    elif o.state != "accepted":
-                        # Quarantined, or refused before: answer again only if the sender never got an answer.
-                        if o.needs_receipt and o.state == "quarantined":
-                            r.deliveries = []
-                            p.finish(r)
-                            out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
-                            receipts.append(ReceiptRecord(r.receipt_id, r.envelope.message_id, "hub.receipt", sender))
-                        continue
-                    # Finish what is missing only for a copy the hub itself held before — redelivered by RabbitMQ
-                    # after a worker died, or put back by a retry. A fresh second copy from the sender may meet the
-                    # first one still in flight in another worker (recorded, not yet published): that worker
-                    # finishes its own work, and this copy is only answered "duplicate" — delivered once.
-                    resume = it.resume
-                    pending = set(o.to_deliver) if resume else set()
-                    r.deliveries = [d for d in r.deliveries if d.system in pending]
-                    r.blocked = []  # the sender was told about blocked recipients the first time
-                    if not r.deliveries and not (o.needs_receipt and resume):
-                        # Fully handled before: delivered once; tell the sender it was a duplicate.
-                        r.receipt_id, r.receipt_bytes = p.receipt(r, "duplicate")
-                        out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
-                        continue
-                elif r.quarantined:
-                    r.deliveries = []  # held for a person; delivered only when released
-                p.finish(r)
-                for d in r.deliveries:
-                    out.append(self._delivery(r, d))
-                if r.deliveries:
-                    delivered.append(r.envelope.message_id)
-                if not o.duplicate or o.needs_receipt:  # (a duplicate gets here only when resuming)
-                    out.append(self._reply(sender, r.receipt_id, r.receipt_bytes, r, "receipt"))
-                    receipts.append(ReceiptRecord(r.receipt_id, r.envelope.message_id, "hub.receipt", sender))
-                if r.error_bytes:
-                    out.append(self._reply(sender, r.error_id, r.error_bytes, r, "error"))
-                    receipts.append(
-                        ReceiptRecord(r.error_id, r.envelope.message_id, "hub.error", sender, code=r.blocked[0][1].code)
-                    )
-            else:
-                if o is not None and o.duplicate and not o.needs_receipt:
-                    continue  # a replay of a refused message already answered
-                p.error_for(r)
-                if r.error_bytes and r.reply_to is not None:
-                    out.append(self._reply(r.reply_to.system, r.error_id, r.error_bytes, r, "error", it.msg.message_id))
-                    receipts.append(
-                        ReceiptRecord(r.error_id, r.message_id, "hub.error", r.reply_to.system, code=r.error.code)
-                    )
-                    if r.error.code == "MSG_COST_EXCEEDED":
-                        out.append(self._dead_letter(it.msg, r.error))  # parked for an operator as well
-                else:
-                    out.append(self._dead_letter(it.msg, r.error))
+            plan = plan_of(it.result, it.outcome, resume=it.resume)
+            if plan.empty:
+                continue
+            published, delivers, answered = outgoing_of(plan, it.result, render(plan, it.result), it.msg, names)
+            out += published
+            receipts += answered
+            if delivers:
+                delivered.append(cast(Accepted, it.result).envelope.message_id)
         return out, delivered, receipts
 
-    async def _record_sent(self, delivered: list[str], receipts: list[ReceiptRecord], conn: Any) -> None:
-        from hub.store.messages import record_sent
-
-        await record_sent(conn, delivered, receipts)
-
-    # ------------------------------------------------------------------ outgoing messages
-
-    def _delivery(self, acc: Accepted, d: Any) -> Outgoing:
-        return outgoing.delivery(
-            self.names,
-            acc.envelope,
-            acc.delivery_bytes,
-            system=d.system,
-            role=d.role,
-            zone=d.zone,
-            ceiling=d.ceiling,
-            priority=acc.priority,
-        )
-
-    def _reply(
-        self,
-        system: str,
-        message_id: str,
-        body: bytes,
-        about: Accepted | Rejected,
-        kind: str,
-        claimed_id: str | None = None,
-    ) -> Outgoing:
-        return outgoing.reply(
-            self.names, system, message_id, body, kind=kind, about=about.envelope, claimed_id=claimed_id
-        )
-
-    def _dead_letter(self, msg: Incoming, error: HubError) -> Outgoing:
-        from hub.transport.topology import dead_letter_of
-
-        return dead_letter_of(self.names, msg, code=error.code, reason=error.detail[:500])
-
-    async def _retry(self, batch: list[Incoming], exc: HubError, transport: Any = None) -> None:
+    async def _retry(self, batch: list[Incoming], exc: HubError, transport: AbstractTransport | None = None) -> None:
         from hub.transport.topology import dead_letter_of, retry_of
 
         transport = transport or self.transport
@@ -481,73 +379,6 @@ class Worker:
         if env is None:
             extra["amqp_user"] = it.msg.user_id
         return "rejected", extra
-
-
-def _envelope_fields(env: Any) -> dict[str, Any]:
-    """The columns of a messages row that come from the (signed) envelope."""
-    return dict(
-        message_id=env.message_id,
-        conversation_id=env.conversation_id,
-        sender_agency=env.sender.agency,
-        sender_system=env.sender.system,
-        service=env.service,
-        version=env.version,
-        classification=env.level,
-        classification_label=env.classification,
-        urgency=env.urgency,
-        created=env.created,
-        expires=env.expires,
-        ref_to=env.ref_to,
-        business_ref=env.business_ref,
-    )
-
-
-def _message_record(acc: Accepted) -> MessageRecord:
-    from hub.store.records import DeliveryRecord
-
-    deliveries = [DeliveryRecord(d.agency, d.system, d.role) for d in acc.deliveries]  # type: ignore[arg-type]
-    deliveries += [
-        DeliveryRecord(d.agency, d.system, d.role, "blocked", err.code)  # type: ignore[arg-type]
-        for d, err in acc.blocked
-    ]
-    return MessageRecord(
-        **_envelope_fields(acc.envelope),
-        raw=acc.data,
-        deliveries=tuple(deliveries),
-        digest=acc.received_digest,
-        signer_serial=acc.signer_serial,
-        signer_fingerprint=acc.signer_fingerprint,
-        state="quarantined" if acc.quarantined else "accepted",
-        markings=tuple(m.text for m in acc.markings),
-        received_at=acc.received_at,
-        detail={"lane": acc.lane, "signed_digest": acc.digest},
-    )
-
-
-def _rejected_record(rej: Rejected) -> MessageRecord:
-    assert rej.envelope is not None
-    return MessageRecord(
-        **_envelope_fields(rej.envelope),
-        raw=rej.data,
-        digest=rej.digest,
-        signer_serial=rej.signer_serial,
-        state="rejected",
-        error_code=rej.error.code,
-        error_reason=rej.error.detail[:1000],
-        received_at=rej.received_at,
-    )
-
-
-def _rejection(rej: Rejected, msg: Incoming) -> Rejection:
-    return Rejection(
-        raw=rej.data,
-        error_code=rej.error.code,
-        error_reason=rej.error.detail[:1000],
-        amqp_user=msg.user_id,
-        claimed_sender=rej.reply_to.system if rej.reply_to is not None else None,
-        digest=rej.digest,
-        received_at=rej.received_at,
-    )
 
 
 #: Allocations between two young-generation collections (CPython's default: 700). A batch allocates tens of

@@ -309,7 +309,10 @@ class MemoryTransport:
         max_batch: int = 64,
         linger: float = 0.002,
         concurrency: int = 4,
+        priority: int | None = None,
     ) -> MemoryConsumer:
+        """As ``Transport.consume``; ``priority`` (RabbitMQ's consumer priority) has no effect here: every
+        consumer of a queue takes what is ready in turn."""
         if prefetch < 1:
             raise ValueError("prefetch must be ≥ 1")
         consumer = MemoryConsumer(

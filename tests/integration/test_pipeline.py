@@ -269,21 +269,21 @@ async def test_a_message_that_trips_a_bug_is_isolated_and_retried_not_lost(hub: 
         payloads.append((Envelope.from_tree(parse(data)), data))
     bad = payloads[1][0].message_id
     processor = hub.worker.processor
-    original = processor.finish
+    original = processor.render
     tripped = []
 
-    def finish(acc, **kw):  # type: ignore[no-untyped-def]
-        if acc.envelope.message_id == bad and len(tripped) < 2:  # in the batch, then alone: then it is retried
+    def render(plan, result):  # type: ignore[no-untyped-def]
+        if result.envelope.message_id == bad and len(tripped) < 2:  # in the batch, then alone: then it is retried
             tripped.append(bad)
             raise RuntimeError("injected fault")
-        return original(acc, **kw)
+        return original(plan, result)
 
-    processor.finish = finish
+    processor.render = render
     try:
         await hub.publish(payloads)
         got = await hub.drain("county-220183-oa", expect=3, timeout=20)
     finally:
-        processor.finish = original
+        processor.render = original
     ids = [e.message_id for _, e in got]
     assert tripped == [bad, bad]
     assert sorted(set(ids)) == sorted(env.message_id for env, _ in payloads)

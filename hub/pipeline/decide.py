@@ -1,0 +1,238 @@
+"""The pipeline's decisions, pure: what a batch records, and — once the store has said what it already holds — what
+each message is answered. The worker only does the I/O around them (``hub.pipeline.worker``); the same functions
+run the in-memory pipeline of the tests and of the SDK's ``TestHub``.
+
+    examine (Processor)  →  records_of  →  store.record  →  plan_of  →  Processor.render  →  outgoing_of
+                                           (I/O)                                              →  publish (I/O)
+
+``plan_of`` is the answer state machine (new, duplicate, a copy resumed after a crash, quarantined, released,
+refused), a function of the examination's result and the store's ``RecordOutcome`` alone; ``Processor.render``
+makes the signed bytes a plan asks for; ``outgoing_of`` turns them into what is published and what is recorded
+as sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hub.pipeline import outgoing
+from hub.pipeline.processor import Accepted, Delivery, Rejected
+from hub.store.records import DeliveryRecord, MessageRecord, ReceiptRecord, RecordOutcome, Rejection
+
+if TYPE_CHECKING:
+    from hub.pipeline.processor import Rendered
+    from hub.transport.names import Names
+    from hub.transport.topology import Incoming, Outgoing
+
+__all__ = ["Plan", "message_record", "outgoing_of", "plan_of", "records_of", "rejected_record", "rejection"]
+
+#: A refusal that says nothing about the message itself: answered and, besides, parked for an operator.
+PARKED_AS_WELL = frozenset({"MSG_COST_EXCEEDED"})
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do for one message once the store has recorded it (or found it recorded before).
+
+    ``deliver``: the recipients to send a hub-signed delivery now. ``receipt``: the outcome of the hub.receipt to
+    send (``accepted``, ``duplicate``, ``quarantined``; None: none), ``record_receipt``: whether it is recorded as
+    the sender's answer (a "duplicate" receipt is not: the first answer stands). ``blocked_error``: a hub.error
+    naming the recipients the gate kept it from. ``error``: a signed hub.error for a refused message.
+    ``park``: its bytes go to the dead-letter queue, where an operator sees them."""
+
+    deliver: tuple[Delivery, ...] = ()
+    receipt: str | None = None
+    record_receipt: bool = False
+    blocked_error: bool = False
+    error: bool = False
+    park: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.deliver or self.receipt or self.blocked_error or self.error or self.park)
+
+
+NOTHING = Plan()
+
+
+def plan_of(result: Accepted | Rejected, outcome: RecordOutcome | None, *, resume: bool) -> Plan:
+    """The answer state machine. ``outcome`` is what the store said (None for a refusal that was not recorded as a
+    message); ``resume`` is True for a copy the hub held before (redelivered after a crash, put back by a retry)."""
+    if outcome is not None and outcome.in_batch:
+        return NOTHING  # a second copy in the same batch: the first carries the work
+    if isinstance(result, Rejected):
+        if outcome is not None and outcome.duplicate and not outcome.needs_receipt:
+            return NOTHING  # a replay of a refused message already answered
+        if result.reply_to is None:
+            return Plan(park=True)  # nobody to answer: parked
+        return Plan(error=True, record_receipt=True, park=result.error.code in PARKED_AS_WELL)
+    assert outcome is not None, "an accepted message is always recorded"
+    if not outcome.duplicate:
+        if result.quarantined:  # held for a person; delivered only when released
+            return Plan(receipt="quarantined", record_receipt=True, blocked_error=bool(result.blocked))
+        return Plan(
+            deliver=tuple(result.deliveries),
+            receipt="accepted",
+            record_receipt=True,
+            blocked_error=bool(result.blocked),
+        )
+    if outcome.state not in ("accepted", "released"):
+        # Quarantined, or refused before: answer again only if the sender never got an answer.
+        if outcome.needs_receipt and outcome.state == "quarantined":
+            return Plan(receipt="quarantined", record_receipt=True)
+        return NOTHING
+    # Accepted (or released by an operator) before. Finish what is missing only for a copy the hub itself held
+    # before: a fresh second copy from the sender may meet the first one still in flight in another worker
+    # (recorded, not yet published); that worker finishes its own work, and this copy is answered "duplicate".
+    pending = set(outcome.to_deliver) if resume else set()
+    deliver = tuple(d for d in result.deliveries if d.system in pending)
+    if not deliver and not (outcome.needs_receipt and resume):
+        return Plan(receipt="duplicate")  # fully handled before: delivered once
+    # The sender was told about blocked recipients the first time.
+    return Plan(deliver=deliver, receipt="accepted" if outcome.needs_receipt else None, record_receipt=True)
+
+
+def outgoing_of(
+    plan: Plan, result: Accepted | Rejected, rendered: Rendered, msg: Incoming, names: Names
+) -> tuple[list[Outgoing], bool, list[ReceiptRecord]]:
+    """What to publish for one message, whether its deliveries go out (to be marked delivered once confirmed), and
+    the answers to record as sent."""
+    out: list[Outgoing] = []
+    receipts: list[ReceiptRecord] = []
+    if isinstance(result, Accepted):
+        env = result.envelope
+        sender = env.sender.system
+        for d in plan.deliver:
+            out.append(
+                outgoing.delivery(
+                    names,
+                    env,
+                    rendered.delivery,
+                    system=d.system,
+                    role=d.role,
+                    zone=d.zone,
+                    ceiling=d.ceiling,
+                    priority=result.priority,
+                )
+            )
+        if plan.receipt is not None:
+            out.append(outgoing.reply(names, sender, rendered.receipt_id, rendered.receipt, kind="receipt", about=env))
+            if plan.record_receipt:
+                receipts.append(ReceiptRecord(rendered.receipt_id, env.message_id, "hub.receipt", sender))
+        if plan.blocked_error and rendered.error:
+            out.append(outgoing.reply(names, sender, rendered.error_id, rendered.error, kind="error", about=env))
+            code = result.blocked[0][1].code
+            receipts.append(ReceiptRecord(rendered.error_id, env.message_id, "hub.error", sender, code=code))
+        return out, bool(plan.deliver), receipts
+    if plan.error and rendered.error and result.reply_to is not None:
+        to = result.reply_to.system
+        out.append(
+            outgoing.reply(
+                names,
+                to,
+                rendered.error_id,
+                rendered.error,
+                kind="error",
+                about=result.envelope,
+                claimed_id=msg.message_id,
+            )
+        )
+        receipts.append(ReceiptRecord(rendered.error_id, result.message_id, "hub.error", to, code=result.error.code))
+    if plan.park or (plan.error and not rendered.error):
+        from hub.transport.topology import dead_letter_of
+
+        out.append(dead_letter_of(names, msg, code=result.error.code, reason=result.error.detail[:500]))
+    return out, False, receipts
+
+
+# ------------------------------------------------------------------------------------------------ records
+
+
+def _envelope_fields(env: Any) -> dict[str, Any]:
+    """The columns of a messages row that come from the (signed) envelope."""
+    return dict(
+        message_id=env.message_id,
+        conversation_id=env.conversation_id,
+        sender_agency=env.sender.agency,
+        sender_system=env.sender.system,
+        service=env.service,
+        version=env.version,
+        classification=env.level,
+        classification_label=env.classification,
+        urgency=env.urgency,
+        created=env.created,
+        expires=env.expires,
+        ref_to=env.ref_to,
+        business_ref=env.business_ref,
+    )
+
+
+def message_record(acc: Accepted) -> MessageRecord:
+    deliveries = [DeliveryRecord(d.agency, d.system, d.role) for d in acc.deliveries]  # type: ignore[arg-type]
+    deliveries += [
+        DeliveryRecord(d.agency, d.system, d.role, "blocked", err.code)  # type: ignore[arg-type]
+        for d, err in acc.blocked
+    ]
+    return MessageRecord(
+        **_envelope_fields(acc.envelope),
+        raw=acc.data,
+        deliveries=tuple(deliveries),
+        digest=acc.received_digest,
+        signer_serial=acc.signer_serial,
+        signer_fingerprint=acc.signer_fingerprint,
+        state="quarantined" if acc.quarantined else "accepted",
+        markings=tuple(m.text for m in acc.markings),
+        received_at=acc.received_at,
+        detail={"lane": acc.lane, "signed_digest": acc.digest},
+    )
+
+
+def rejected_record(rej: Rejected) -> MessageRecord:
+    assert rej.envelope is not None
+    return MessageRecord(
+        **_envelope_fields(rej.envelope),
+        raw=rej.data,
+        digest=rej.digest,
+        signer_serial=rej.signer_serial,
+        state="rejected",
+        error_code=rej.error.code,
+        error_reason=rej.error.detail[:1000],
+        received_at=rej.received_at,
+    )
+
+
+def rejection(rej: Rejected, amqp_user: str | None) -> Rejection:
+    return Rejection(
+        raw=rej.data,
+        error_code=rej.error.code,
+        error_reason=rej.error.detail[:1000],
+        amqp_user=amqp_user,
+        claimed_sender=rej.reply_to.system if rej.reply_to is not None else None,
+        digest=rej.digest,
+        received_at=rej.received_at,
+    )
+
+
+def records_of(
+    results: Sequence[tuple[Accepted | Rejected, str | None]],
+) -> tuple[list[MessageRecord], list[int], list[Rejection]]:
+    """What a batch records: a messages row for each accepted message and for each refusal whose sender is
+    confirmed (signed by its sender, published by its sender: it occupies its message id, so a replay is
+    recognised), refused intake for the others (a refusal before that never occupies an id: a forger could
+    otherwise block the genuine message). ``results`` pairs each result with its AMQP user; the second list says
+    which result each record belongs to (their outcomes come back in that order)."""
+    records: list[MessageRecord] = []
+    owners: list[int] = []
+    rejections: list[Rejection] = []
+    for i, (r, amqp_user) in enumerate(results):
+        if isinstance(r, Accepted):
+            records.append(message_record(r))
+            owners.append(i)
+        elif r.envelope is not None and r.sender_confirmed:
+            records.append(rejected_record(r))
+            owners.append(i)
+        else:
+            rejections.append(rejection(r, amqp_user))
+    return records, owners, rejections
