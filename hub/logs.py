@@ -12,8 +12,6 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from hub.jsonenc import encoder
-
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
@@ -62,7 +60,7 @@ class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 #: What JsonFormatter's ``json.dumps(out, ensure_ascii=False, default=str)`` builds on every call, built once.
-_encode_line = encoder(ensure_ascii=False, default=str)
+_encode_line = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 def _batched_target(logger: logging.Logger) -> BatchedHandler | None:

@@ -16,7 +16,6 @@ from typing import Literal, NamedTuple
 from lxml import etree
 
 from hub.errors import SchemaViolation
-from hub.slots import slot_filler
 
 __all__ = [
     "CLASSIFICATIONS",
@@ -190,9 +189,7 @@ class Envelope:
         )
         body_el = root[1]
         get = sender.get
-        env = object.__new__(cls)
-        _fill(
-            env,
+        return cls(
             kids[0].text or "",
             kids[1].text or "",
             _tuple(Party, (get("agency") or "", get("system") or "")),
@@ -210,18 +207,11 @@ class Envelope:
             body_el[0] if len(body_el) else None,
             root,
         )
-        return env
 
 
 #: Envelope's fields in declaration order (from_header's arguments follow it; test_model checks the two agree).
 ENVELOPE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Envelope))
 _tuple = tuple.__new__
-
-
-#: ``_fill(env, v0, v1, …)``: one store per field through its slot, in field order (``hub.slots``): a frozen
-#: dataclass's own ``__init__`` goes through ``object.__setattr__`` once per field (a third of the model's cost); the
-#: object is as immutable as before (its ``__setattr__`` still refuses).
-_fill = slot_filler(Envelope)
 
 
 _T_ENVELOPE = qn("Envelope")

@@ -41,7 +41,6 @@ from hub.errors import (
     title_of,
 )
 from hub.pipeline.replies import canonical_receipt, signed_document
-from hub.slots import straight_init
 
 if TYPE_CHECKING:
     from hub.directory import Directory
@@ -61,7 +60,6 @@ _RECEIPT_NS = service_namespace(RECEIPT_SERVICE, 1)
 _ERROR_NS = service_namespace(ERROR_SERVICE, 1)
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One recipient of an accepted message."""

@@ -45,7 +45,6 @@ from hub.directory.model import ZONE_MAX, ZONE_NAMES
 from hub.envelope.model import CLASSIFICATIONS, ENV_NS, Envelope, qn
 from hub.errors import ClassificationBlocked
 from hub.routing.router import Target
-from hub.slots import straight_init
 
 __all__ = ["Blocked", "GateResult", "Marking", "egress_allowed", "find_markings", "gate"]
 
@@ -73,7 +72,6 @@ _HEADING = re.compile(
 )
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class Marking:
     """A classification marking found in a body: its text, its level, and where (element path or @attribute)."""
@@ -88,7 +86,6 @@ class Marking:
         return CLASSIFICATIONS[self.level]
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class Blocked:
     """A target the message may not reach."""
@@ -102,7 +99,6 @@ class Blocked:
         return ClassificationBlocked(self.reason, code=self.code)
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class GateResult:
     """``level`` is the message's level (``len(CLASSIFICATIONS)`` — above every level — when it is unreadable)."""

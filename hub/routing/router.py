@@ -29,7 +29,6 @@ from hub.directory.model import Directory, System
 from hub.envelope.model import Envelope, Recipient
 from hub.errors import NoRoute, NotAllowed
 from hub.routing.routes import Route, RoutePolicy, RouteTable, format_duration
-from hub.slots import straight_init
 
 __all__ = ["Decision", "Router", "Target"]
 
@@ -38,7 +37,6 @@ _CACHE_LIMIT = 200_000
 _PLAN_LIMIT = 10_000
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class Target:
     """One delivery: the recipient system, its agency, the role (主送 to / 抄送 cc), its zone and ceiling."""
@@ -52,7 +50,6 @@ class Target:
     route: str = ""
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     targets: tuple[Target, ...]

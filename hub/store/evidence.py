@@ -37,8 +37,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from hub import clock
-from hub.jsonenc import encoder
-from hub.slots import straight_init
 from hub.store.db import acquired, translated
 from hub.store.records import EvidenceEntry, Problem
 
@@ -91,9 +89,9 @@ def format_at(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-# Encoders built once (hub.jsonenc): json.dumps with non-default options builds a new encoder on every call.
-_encode_detail = encoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_encode_fields = encoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# Encoders made once: json.dumps with non-default options makes a new JSONEncoder on every call.
+_encode_detail = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_encode_fields = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def canonical_detail(detail: Mapping[str, Any]) -> str:
@@ -124,7 +122,6 @@ def checkpoint_payload(seq: int, head_hash: bytes) -> bytes:
     return _CHECKPOINT_DOMAIN + f"{seq}\n{head_hash.hex()}\n".encode("ascii")
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class ChainRow:
     """One stored record."""

@@ -18,6 +18,7 @@ Transient database failures become ``StoreUnavailable``; an unknown or already-d
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from hub.errors import HubError
-from hub.jsonenc import encoder
 from hub.store.db import acquired, transaction, translated
 from hub.store.evidence import append, canonical_detail, format_at
 from hub.store.records import (
@@ -63,7 +63,7 @@ REJECTED_RAW_CAP: Final[int] = 64 * 1024
 _CLAIM_CAP: Final[int] = 200
 
 #: Quarantine markings travel as one JSON array per message (unnest cannot carry an array of arrays).
-_fields_json: Final = encoder(ensure_ascii=False, separators=(",", ":"))
+_fields_json: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 _EVIDENCE_KIND = {"accepted": "received", "quarantined": "quarantined", "rejected": "rejected"}
 _STATE_COLUMN: Final[dict[str, str]] = {

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from hub.slots import straight_init
-
 __all__ = [
     "DELIVERY_RANK",
     "DELIVERY_STATES",
@@ -82,7 +80,6 @@ EvidenceKind = Literal[
 ]
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
     """One recipient system of a message. ``state`` is ``pending`` (to be delivered) or ``blocked`` (the gate
@@ -95,7 +92,6 @@ class DeliveryRecord:
     error_code: str | None = None
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
     """A verified message as the hub received it. ``raw`` is the signed bytes exactly as received; ``digest`` their
@@ -130,7 +126,6 @@ class MessageRecord:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class RecordOutcome:
     """What ``record_batch`` did with one record, and what is left for the caller to do.
@@ -152,7 +147,6 @@ class RecordOutcome:
     in_batch: bool = False
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A message refused before its signature could be trusted (unsafe XML, schema, signature, certificate): its
@@ -170,7 +164,6 @@ class Rejection:
     received_at: datetime | None = None
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class ReceiptRecord:
     """What the hub sent back: a ``hub.receipt`` or ``hub.error`` with its own message id, for ``message_id`` (None
@@ -229,7 +222,6 @@ class QuarantineItem:
     deliveries: tuple[DeliveryStatus, ...] = ()
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class EvidenceEntry:
     """One entry to append to the evidence log. ``detail`` must be JSON-serialisable and hold no payload or

@@ -44,7 +44,6 @@ from lxml import etree
 from hub.envelope.intake import parser as intake_parser
 from hub.envelope.model import Envelope
 from hub.errors import CertificateRevoked, CertificateUntrusted, ConfigError, SignatureInvalid
-from hub.slots import straight_init
 from hub.trust import keys
 from hub.trust.keys import PrivateKey, PublicKey
 from hub.trust.pki import DOCUMENT_SIGNING, agency_and_system, fingerprint, load_certificates, serial_hex
@@ -105,7 +104,6 @@ def identity_of(cert: x509.Certificate) -> SignerIdentity:
     return SignerIdentity(agency, system, cert.serial_number, fingerprint(cert), cert.not_valid_after_utc)
 
 
-@straight_init
 @dataclass(frozen=True, slots=True)
 class Verified:
     """The outcome of a successful verification.
