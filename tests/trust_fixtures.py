@@ -294,6 +294,11 @@ XMLSEC1 = shutil.which("xmlsec1")
 
 def xmlsec1_verify(t: TestPki, data: bytes, tmp: Path) -> tuple[bool, str]:
     """``xmlsec1 --verify`` trusting only the hub root (and the issuing CA as untrusted intermediate)."""
+    return xmlsec1_verify_with(t.paths, data, tmp)
+
+
+def xmlsec1_verify_with(paths: pki.PkiPaths, data: bytes, tmp: Path) -> tuple[bool, str]:
+    """``xmlsec1 --verify`` trusting only the root of ``paths`` (its issuing CA offered as untrusted)."""
     assert XMLSEC1, "xmlsec1 is required (scripts/ensure-services.sh installs it)"
     f = tmp / "xmlsec1-in.xml"
     f.write_bytes(data)
@@ -302,9 +307,9 @@ def xmlsec1_verify(t: TestPki, data: bytes, tmp: Path) -> tuple[bool, str]:
             XMLSEC1,
             "--verify",
             "--trusted-pem",
-            str(t.paths.root_cert),
+            str(paths.root_cert),
             "--untrusted-pem",
-            str(t.paths.issuing_cert),
+            str(paths.issuing_cert),
             "--enabled-reference-uris",
             "empty",
             str(f),

@@ -319,9 +319,8 @@ def largest_data_response(kit: Kit, max_bytes: int) -> bytes:
     return kit.signed(envelope, DATA_SENDER[0])
 
 
-def markings(kit: Kit, max_bytes: int) -> bytes:
-    """Signed and valid: a notice whose paragraphs are dense with 密级 markings and heading-like lines (the gate
-    normalises and scans every one; the message is quarantined)."""
+def _notice_of_paragraphs(kit: Kit, text: str, max_bytes: int) -> bytes:
+    """A signed notice whose paragraphs are all ``text``, as many as the size limit (and the XSD's 2,000) admit."""
     body = sample_body("document.official")
     ns = etree.QName(body).namespace
     paragraphs = list(body.iter(f"{{{ns}}}Paragraph"))
@@ -329,32 +328,26 @@ def markings(kit: Kit, max_bytes: int) -> bytes:
     assert parent is not None
     for p in paragraphs:
         parent.remove(p)
-    line = "秘密★10年 机密 绝密★长期 【秘密】 " * 20
-    text = "\n".join([line] * 12)
-    per = len(text.encode())
-    count = min(2000, _budget(to_bytes(kit.envelope(body=body)), max_bytes) // (per + 40))
+    count = min(2000, _budget(to_bytes(kit.envelope(body=body)), max_bytes) // (len(text.encode()) + 40))
     for _ in range(count):
         etree.SubElement(parent, f"{{{ns}}}Paragraph").text = text
     return kit.signed(kit.envelope(body=body))
+
+
+def markings(kit: Kit, max_bytes: int) -> bytes:
+    """Signed and valid: a notice whose paragraphs are dense with 密级 markings and heading-like lines (the gate
+    normalises and scans every one; the message is quarantined)."""
+    line = "秘密★10年 机密 绝密★长期 【秘密】 " * 20
+    return _notice_of_paragraphs(kit, "\n".join([line] * 12), max_bytes)
 
 
 def secret_prose(kit: Kit, max_bytes: int) -> bytes:
     """Signed and valid: paragraphs dense with 密 in running text that is no marking (保守国家秘密). The gate reads
     the first ``MAX_SCAN_CHARS`` of it (normalised, every line matched: nothing found), then quarantines the message
     for a person, since it cannot review the rest automatically."""
-    body = sample_body("document.official")
-    ns = etree.QName(body).namespace
-    paragraphs = list(body.iter(f"{{{ns}}}Paragraph"))
-    parent = paragraphs[0].getparent()
-    assert parent is not None
-    for p in paragraphs:
-        parent.remove(p)
-    text = "\n".join(["各单位要保守国家秘密和商业秘密，涉密事项按规定办理。"] * 300)
-    per = len(text.encode())
-    count = min(2000, _budget(to_bytes(kit.envelope(body=body)), max_bytes) // (per + 40))
-    for _ in range(count):
-        etree.SubElement(parent, f"{{{ns}}}Paragraph").text = text
-    return kit.signed(kit.envelope(body=body))
+    return _notice_of_paragraphs(
+        kit, "\n".join(["各单位要保守国家秘密和商业秘密，涉密事项按规定办理。"] * 300), max_bytes
+    )
 
 
 def attachment(kit: Kit, max_bytes: int) -> bytes:

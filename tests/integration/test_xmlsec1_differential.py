@@ -8,12 +8,11 @@ what the hub stores as evidence of what it received."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from trust_fixtures import xmlsec1_verify_with
 
 from hub.envelope import parse
 from hub.errors import HubError
@@ -21,7 +20,6 @@ from hub.settings import PROJECT_ROOT
 from hub.trust.pki import PkiPaths
 from tests.hostile import costly
 
-XMLSEC1 = shutil.which("xmlsec1")
 SERVICES = PROJECT_ROOT / "schemas" / "services"
 
 
@@ -100,26 +98,7 @@ def _hub_accepts(kit: costly.Kit, data: bytes) -> bool:
 
 
 def _xmlsec1_accepts(kit: costly.Kit, data: bytes, tmp: Path) -> tuple[bool, str]:
-    assert XMLSEC1, "xmlsec1 is required (scripts/ensure-services.sh installs it)"
-    paths = PkiPaths(kit.pki_dir)
-    f = tmp / "in.xml"
-    f.write_bytes(data)
-    r = subprocess.run(
-        [
-            XMLSEC1,
-            "--verify",
-            "--trusted-pem",
-            str(paths.root_cert),
-            "--untrusted-pem",
-            str(paths.issuing_cert),
-            "--enabled-reference-uris",
-            "empty",
-            str(f),
-        ],
-        capture_output=True,
-        timeout=60,
-    )
-    return r.returncode == 0, (r.stdout + r.stderr).decode(errors="replace")[-400:]
+    return xmlsec1_verify_with(PkiPaths(kit.pki_dir), data, tmp)
 
 
 def test_whatever_the_hub_accepts_xmlsec1_accepts(kit: costly.Kit, tmp_path: Path) -> None:
