@@ -287,7 +287,7 @@ class Worker:
                 raise
             await self._give_back(conn, healthy=True)
         except DeliveryError as exc:
-            await self._retry(batch, exc, transport)
+            await self._retry(batch, exc, transport, items)
             return
         except Exception as exc:
             # Not an outage: a bug or a broken invariant (e.g. the egress check refusing what the gate allowed).
@@ -300,7 +300,9 @@ class Worker:
                     await self.handle([m], resume=True, urgent=urgent)
                 return
             log.exception("message failed (%s); deferring it", type(exc).__name__)
-            await self._retry(batch, HubError(f"internal error ({type(exc).__name__})", code="INTERNAL"), transport)
+            await self._retry(
+                batch, HubError(f"internal error ({type(exc).__name__})", code="INTERNAL"), transport, items
+            )
             return
         await transport.ack(batch)
         marks.append(clock())
@@ -436,14 +438,18 @@ class Worker:
 
         return dead_letter_of(self.names, msg, code=error.code, reason=error.detail[:500])
 
-    async def _retry(self, batch: list[Incoming], exc: HubError, transport: Any = None) -> None:
+    async def _retry(
+        self, batch: list[Incoming], exc: HubError, transport: Any = None, items: Sequence[_Item] = ()
+    ) -> None:
         from hub.transport.topology import dead_letter_of, retry_of
 
         transport = transport or self.transport
         log.warning("batch of %d deferred: %s", len(batch), exc.describe())
         again: list[Outgoing] = []
+        routed = {id(it.msg): it.result.envelope for it in items if isinstance(it.result, Accepted)}
         for m in batch:
-            o = retry_of(self.names, m, hub_user=transport.user)
+            retry = self.processor.router.retry_for(routed.get(id(m)))  # the route's Retry; refused: the defaults
+            o = retry_of(self.names, m, hub_user=transport.user, retry=retry)
             again.append(o if o is not None else dead_letter_of(self.names, m, code=exc.code, reason=exc.detail[:500]))
         try:
             await transport.publish_many(again)

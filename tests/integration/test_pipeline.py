@@ -412,7 +412,8 @@ async def test_a_second_copy_racing_the_first_is_delivered_once(hub: Hub) -> Non
 
 async def test_a_database_outage_defers_the_batch_to_the_retry_queue_and_nothing_is_lost(hub: Hub) -> None:
     """Transient failures (PostgreSQL unavailable) put the batch on the back-off queues; it comes back after the
-    first delay (1 s) and is delivered then — with x-hub-attempt telling it is a retry."""
+    first delay of its route's <Retry> (documents.routes.xml: 5 s, not the transport's shortest queue) and is
+    delivered then — with x-hub-attempt telling it is a retry."""
     import hub.store.messages as messages
     from hub.envelope import Envelope
     from hub.errors import StoreUnavailable
@@ -440,7 +441,7 @@ async def test_a_database_outage_defers_the_batch_to_the_retry_queue_and_nothing
     assert (reply.kind, reply.outcome) == ("receipt", "accepted")
     got = await hub.drain("county-220183-oa", expect=1)
     assert [e.message_id for _, e in got] == [env.message_id]
-    assert waited >= 0.9  # it sat out the first back-off delay (1 s) in the retry queue, not a hot requeue
+    assert waited >= 4.5  # it sat out its route's first back-off delay (5 s) in the retry queue, not a hot requeue
 
 
 async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(hub: Hub) -> None:
