@@ -229,13 +229,6 @@ class Directory:
         self._resolved: dict[str, _Resolved] = {}
         self._expanded: dict[tuple[str | None, str | None, str | None, str], tuple[System, ...]] = {}
 
-    @classmethod
-    def load(cls, path: Path | str) -> Directory:
-        """Load and check a directory file; ConfigError listing every problem (see ``hub.directory.load``)."""
-        from hub.directory.load import load_directory
-
-        return load_directory(path)
-
     # ------------------------------------------------------------------ construction helpers
 
     def _chain(self, code: str) -> tuple[str, ...]:

@@ -95,7 +95,7 @@ class Hub:
     # -- set-up ----------------------------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        from hub.directory import Directory
+        from hub.directory import load_directory
         from hub.store.db import create_pool, migrate
         from hub.store.directory import DirectoryRepository
         from hub.transport import Transport
@@ -106,7 +106,7 @@ class Hub:
         await migrate(s.pg_dsn)
         await admin.init(s, s.state_dir / "pki", agency=PROVINCE)
         self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4)
-        directory = Directory.load(DIRECTORY_XML)
+        directory = load_directory(DIRECTORY_XML)
         await DirectoryRepository(self.pool).save(directory)
         for system, agency in SYSTEMS.items():
             await enroll(s, system, agency)

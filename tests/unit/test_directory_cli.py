@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
-from hub.directory import Directory
+from hub.directory import load_directory
 from hub.directory.cli import _provision, render
 from hub.settings import PROJECT_ROOT, Settings
 
@@ -51,7 +51,7 @@ def test_list_from_file_shows_chinese_names_zones_and_ceilings(capsys: pytest.Ca
 
 
 def test_render_aligns_wide_characters() -> None:
-    table = render(Directory.load(DEMO)).splitlines()
+    table = render(load_directory(DEMO)).splitlines()
     rows = [line for line in table if line.startswith("  city-") and line.endswith("data.response")]
     assert rows
     # the zone column starts at the same display column in every system row
@@ -71,7 +71,7 @@ def test_provision_is_called_with_every_system_but_the_hub(monkeypatch: pytest.M
         return [f"user-{s}" for s, _ in systems]
 
     monkeypatch.setattr(users, "provision", fake)
-    directory = Directory.load(DEMO)
+    directory = load_directory(DEMO)
     note = asyncio.run(_provision(Settings(), directory))
     assert note == "RabbitMQ users: 33 provisioned"
     [(_, systems)] = calls
@@ -85,5 +85,5 @@ def test_provision_is_skipped_when_the_transport_lacks_it(monkeypatch: pytest.Mo
 
     monkeypatch.delattr(hub.transport, "users", raising=False)
     monkeypatch.setitem(sys.modules, "hub.transport.users", None)
-    note = asyncio.run(_provision(Settings(), Directory.load(DEMO)))
+    note = asyncio.run(_provision(Settings(), load_directory(DEMO)))
     assert note.startswith("RabbitMQ users: skipped")

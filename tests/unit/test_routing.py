@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from lxml import etree
 
-from hub.directory import Directory
+from hub.directory import Directory, load_directory
 from hub.envelope import Envelope, Party, Recipient, build, service_namespace
 from hub.errors import NoRoute, NotAllowed
 from hub.routing import Router, load_routes, route_files
@@ -30,7 +30,7 @@ NOW = datetime(2026, 11, 28, 9, 30, tzinfo=CST)
 
 @pytest.fixture(scope="module")
 def directory() -> Directory:
-    return Directory.load(ROUTES / "directory.xml")
+    return load_directory(ROUTES / "directory.xml")
 
 
 @pytest.fixture(scope="module")

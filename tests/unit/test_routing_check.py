@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
-from hub.directory import Directory
+from hub.directory import Directory, load_directory
 from hub.envelope.agency_code import complete
 from hub.policy import URGENCY_PRIORITY
 from hub.routing.routes import DEFAULT_POLICY, check_routes, known_services, parse_duration
@@ -21,7 +21,7 @@ LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?P<code>[A-Z_]+): (?P<title>\
 
 @pytest.fixture(scope="module")
 def directory() -> Directory:
-    return Directory.load(DIRECTORY)
+    return load_directory(DIRECTORY)
 
 
 def write(tmp_path: Path, name: str, routes: str, defaults: str = "") -> tuple[Path, str]:
