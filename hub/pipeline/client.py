@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hub.envelope import Envelope, parse, to_bytes
+from hub.envelope.model import ERROR_NS, RECEIPT_NS
 from hub.errors import ConfigError, HubError
 from hub.settings import Settings
-
-RECEIPT_NS = "urn:forestry-hub:hub.receipt:1"
-ERROR_NS = "urn:forestry-hub:hub.error:1"
 
 
 def system_dir(settings: Settings, system: str) -> Path:

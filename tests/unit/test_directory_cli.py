@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from hub.cli import main
+from hub.commands.directory import _provision, render
 from hub.directory import load_directory
-from hub.directory.cli import _provision, render
 from hub.settings import PROJECT_ROOT, Settings
 
 DEMO = PROJECT_ROOT / "routes" / "directory.xml"
@@ -55,7 +54,7 @@ def test_render_aligns_wide_characters() -> None:
     rows = [line for line in table if line.startswith("  city-") and line.endswith("data.response")]
     assert rows
     # the zone column starts at the same display column in every system row
-    from hub.directory.cli import _width
+    from hub.commands.directory import _width
 
     starts = {_width(r[: r.index("政务")]) for r in rows}
     assert len(starts) == 1
@@ -78,12 +77,3 @@ def test_provision_is_called_with_every_system_but_the_hub(monkeypatch: pytest.M
     ids = [s for s, _ in systems]
     assert "hub" not in ids and "city-220100-oa" in ids and len(ids) == 33
     assert all(password is None for _, password in systems)
-
-
-def test_provision_is_skipped_when_the_transport_lacks_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import hub.transport
-
-    monkeypatch.delattr(hub.transport, "users", raising=False)
-    monkeypatch.setitem(sys.modules, "hub.transport.users", None)
-    note = asyncio.run(_provision(Settings(), load_directory(DEMO)))
-    assert note.startswith("RabbitMQ users: skipped")
