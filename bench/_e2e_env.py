@@ -86,11 +86,11 @@ class Installation:
 
     async def open(self) -> Settings:
         """Database, CA, directory in PostgreSQL, the two enrolled systems, the topology and the relay queues."""
+        from hub.commands import trust_admin as admin
         from hub.directory import load_directory
         from hub.pipeline.client import enroll
         from hub.store.db import create_pool
         from hub.store.directory import DirectoryRepository
-        from hub.trust import admin
 
         await _admin_sql(f'CREATE DATABASE "{self.db_name}"')
         self.db_created = True

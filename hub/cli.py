@@ -19,7 +19,7 @@ from hub.settings import Settings
 
 #: Modules that contribute subcommands, in the order they appear in ``hub --help``.
 COMMAND_MODULES = (
-    "hub.trust.cli",
+    "hub.commands.pki",
     "hub.store.cli",
     "hub.commands.directory",
     "hub.commands.routes",

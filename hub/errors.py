@@ -248,3 +248,9 @@ class StoreUnavailable(DeliveryError):
 
 class ConfigError(HubError):
     default_code = "CONFIG"
+
+
+class CheckpointRefused(Exception):
+    """Raised by an evidence checkpoint verifier (``hub.trust.evidence``) when it refuses for a reason other than a
+    wrong signature: the sentence (e.g. "its certificate … is unknown") goes into the problem an auditor reads
+    (``hub.store.evidence.verify_chain``). Here, so that neither the trust package nor the store imports the other."""

@@ -33,7 +33,8 @@ def credential_paths(settings: Settings, system: str) -> tuple[Path, Path]:
 async def enroll(settings: Settings, system: str, agency: str, *, algorithm: str = "ec-p256") -> tuple[Path, Path]:
     """Make a key and CSR for a system (agency side) and have the hub CA issue its certificate (hub side).
     Idempotent: an existing key and certificate are kept."""
-    from hub.trust import admin, keys, pki
+    from hub.commands import trust_admin as admin
+    from hub.trust import keys, pki
 
     key_path, cert_path = credential_paths(settings, system)
     if key_path.exists() and cert_path.exists():

@@ -224,8 +224,8 @@ class Worker:
 
     async def _housekeep(self) -> None:
         """Seal the evidence chain with a signed checkpoint; republish CRLs that are due."""
+        from hub.commands.trust_admin import refresh_crls_if_due
         from hub.store.evidence import checkpoint
-        from hub.trust.admin import refresh_crls_if_due
 
         await checkpoint(self.pool, self.signer.sign_bytes, self.signer.identity.fingerprint)
         if time.monotonic() - self._last_crl > CRL_CHECK_EVERY_S:

@@ -95,11 +95,12 @@ class Hub:
     # -- set-up ----------------------------------------------------------------------------------------------
 
     async def setup(self) -> None:
+        from hub.commands import trust_admin as admin
         from hub.directory import load_directory
         from hub.store.db import create_pool, migrate
         from hub.store.directory import DirectoryRepository
         from hub.transport import Transport
-        from hub.trust import TrustStore, Verifier, admin
+        from hub.trust import TrustStore, Verifier
         from hub.validation import SchemaRegistry
 
         s = self.settings
