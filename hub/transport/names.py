@@ -10,7 +10,7 @@ The layout (``ns`` = namespace)::
     ns.in        direct  ── emergency ──► ns.in.emergency      the two inbound lanes; agency systems may
                          ── normal    ──► ns.in.normal         publish to ns.in and nowhere else
     ns.deliver   direct  ── <system>  ──► ns.q.<system>        one per system (priority queue)
-    ns.retry     headers ── hub-retry=5s ──► ns.retry.5s       TTL 5 s, then dead-lettered back to ns.in
+    ns.retry-by-delay headers ─ hub-retry=5s ► ns.retry.5s   TTL 5 s, then dead-lettered back to ns.in
     ns.dead      fanout  ───────────────► ns.dead              dead letters (nacked without requeue)
     ns.quarantine fanout ───────────────► ns.quarantine        quarantined messages awaiting a person
 
@@ -120,7 +120,9 @@ class Names:
             ("namespace", ns),
             ("inbound_exchange", f"{ns}.in"),
             ("deliver_exchange", f"{ns}.deliver"),
-            ("retry_exchange", f"{ns}.retry"),
+            # Not ``ns.retry``: that exchange of earlier versions keeps bindings on ``x-hub-retry`` that match every
+            # message (see RETRY_HEADER); a new name leaves them where nothing publishes any more.
+            ("retry_exchange", f"{ns}.retry-by-delay"),
             ("dead_letter_exchange", f"{ns}.dead"),
             ("dead_letter_queue", f"{ns}.dead"),
             ("quarantine_exchange", f"{ns}.quarantine"),
