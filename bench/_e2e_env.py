@@ -86,18 +86,18 @@ class Installation:
 
     async def open(self) -> Settings:
         """Database, CA, directory in PostgreSQL, the two enrolled systems, the topology and the relay queues."""
-        from hub.directory import Directory
+        from hub.commands import trust_admin as admin
+        from hub.directory import load_directory
         from hub.pipeline.client import enroll
         from hub.store.db import create_pool
         from hub.store.directory import DirectoryRepository
-        from hub.trust import admin
 
         await _admin_sql(f'CREATE DATABASE "{self.db_name}"')
         self.db_created = True
         dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + self.db_name
         s = self.settings = Settings.from_env(pg_dsn=dsn, namespace=self.namespace, state_dir=self.tmp / "state")
         await admin.init(s, s.state_dir / "pki", agency=HUB_AGENCY)  # migrates first
-        directory = Directory.load(DIRECTORY_XML)
+        directory = load_directory(DIRECTORY_XML)
         pool = await create_pool(s.pg_dsn, min_size=1, max_size=2)
         try:
             await DirectoryRepository(pool).save(directory)

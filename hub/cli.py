@@ -1,5 +1,6 @@
 """The ``hub`` command. Each area adds its own subcommands through a ``register(subparsers)`` function in its
-``cli`` module; this file only wires them and guarantees that no traceback reaches the operator.
+``cli`` module (the directory and the routes: ``hub.commands``, so that those packages stay pure); this file only
+wires them and guarantees that no traceback reaches the operator.
 
 Exit codes: 0 success, 1 the input was rejected (one line per problem), 2 usage or configuration error.
 """
@@ -18,10 +19,10 @@ from hub.settings import Settings
 
 #: Modules that contribute subcommands, in the order they appear in ``hub --help``.
 COMMAND_MODULES = (
-    "hub.trust.cli",
+    "hub.commands.pki",
     "hub.store.cli",
-    "hub.directory.cli",
-    "hub.routing.cli",
+    "hub.commands.directory",
+    "hub.commands.routes",
     "hub.pipeline.cli",
     "hub.backup",
 )

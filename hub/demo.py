@@ -293,11 +293,12 @@ async def install(demo: Demo) -> Any:
     The database and the state dir belong together (the CA's register, the evidence signed by the hub's key):
     a new database with an old state dir gets a new PKI; an old demo database without its state dir (``make
     clean``) is recreated, since nothing could verify its signed evidence any more."""
+    from hub.commands import trust_admin as admin
     from hub.directory.load import check_directory
     from hub.store.db import connection, migrate
     from hub.store.directory import DirectoryRepository
     from hub.transport import users
-    from hub.trust import admin, pki
+    from hub.trust import pki
 
     s = demo.settings
     s.state_dir.mkdir(parents=True, exist_ok=True)

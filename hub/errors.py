@@ -117,6 +117,7 @@ CODES: dict[str, str] = {
     "ROUTES_UNKNOWN_REF": "路由引用了目录中不存在的机构、系统或群组",
     "ROUTES_POLICY": "路由策略不合理",
     "ROUTES_UNREACHABLE": "路由的收件方中没有系统接收该报文类型",
+    "ROUTES_NOT_ENACTED": "路由声明了枢纽不执行的策略",
     # delivery and operations
     "DELIVERY_BROKER": "消息中间件不可用",
     "DELIVERY_STORE": "数据库不可用",
@@ -247,3 +248,9 @@ class StoreUnavailable(DeliveryError):
 
 class ConfigError(HubError):
     default_code = "CONFIG"
+
+
+class CheckpointRefused(Exception):
+    """Raised by an evidence checkpoint verifier (``hub.trust.evidence``) when it refuses for a reason other than a
+    wrong signature: the sentence (e.g. "its certificate … is unknown") goes into the problem an auditor reads
+    (``hub.store.evidence.verify_chain``). Here, so that neither the trust package nor the store imports the other."""

@@ -43,7 +43,7 @@ class Settings:
     #: Passphrase that encrypts the CA private keys at rest.
     ca_passphrase: str = "change-me-demo-only"  # noqa: S105 - demo default; deployments set HUB_CA_PASSPHRASE
     #: Hours between a CRL's thisUpdate and nextUpdate; verification fails closed once a CRL is past nextUpdate,
-    #: so CRLs are republished (hub pki crl, or hub.trust.admin.refresh_crls_if_due) well before that.
+    #: so CRLs are republished (hub pki crl, or hub.commands.trust_admin.refresh_crls_if_due) well before that.
     crl_hours: int = 24
     #: Prefix of every RabbitMQ exchange, queue and user the hub creates (tests use a unique one).
     namespace: str = "hub"

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hub.envelope.model import CLASSIFICATIONS, Recipient
+from hub.envelope.model import CLASSIFICATIONS, ERROR_SERVICE, RECEIPT_SERVICE, Recipient
 from hub.errors import NoRoute
 
 __all__ = [
@@ -67,7 +67,7 @@ KINDS: tuple[str, ...] = ("bureau", "government", "enterprise")
 
 #: The hub's own replies: every system except the hub accepts them, whatever its ``accepts`` list says (a sender
 #: must always be able to receive the receipt or the error for what it sent).
-HUB_SERVICES: tuple[str, ...] = ("hub.receipt", "hub.error")
+HUB_SERVICES: tuple[str, ...] = (RECEIPT_SERVICE, ERROR_SERVICE)
 
 #: Computed group name → the bureau levels it contains.
 COMPUTED_GROUPS: dict[str, frozenset[str]] = {
@@ -229,13 +229,6 @@ class Directory:
         self._resolved: dict[str, _Resolved] = {}
         self._expanded: dict[tuple[str | None, str | None, str | None, str], tuple[System, ...]] = {}
 
-    @classmethod
-    def load(cls, path: Path | str) -> Directory:
-        """Load and check a directory file; ConfigError listing every problem (see ``hub.directory.load``)."""
-        from hub.directory.load import load_directory
-
-        return load_directory(path)
-
     # ------------------------------------------------------------------ construction helpers
 
     def _chain(self, code: str) -> tuple[str, ...]:
@@ -333,10 +326,6 @@ class Directory:
     def _division_key(self, code: str) -> tuple[str, str]:
         a = self._agencies.get(code)
         return (a.division if a is not None else "", code)
-
-    def bureau_for_division(self, division: str) -> Agency | None:
-        code = self._bureau_by_division.get(division)
-        return self._agencies[code] if code is not None else None
 
     def accepts(self, system: System, service: str) -> bool:
         """Does ``system`` receive ``service``: its own ``accepts`` patterns, plus the hub's replies for every

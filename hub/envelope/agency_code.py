@@ -38,8 +38,3 @@ def is_valid(code: str) -> bool:
 def complete(first17: str) -> str:
     """``first17`` followed by its check character (used to make demo and test codes)."""
     return first17 + check_character(first17)
-
-
-def division_of(code: str) -> str:
-    """The six-digit administrative division code (GB/T 2260) embedded in characters 3–8."""
-    return code[2:8]

@@ -21,6 +21,10 @@ __all__ = [
     "CLASSIFICATIONS",
     "DS_NS",
     "ENV_NS",
+    "ERROR_NS",
+    "ERROR_SERVICE",
+    "RECEIPT_NS",
+    "RECEIPT_SERVICE",
     "URGENCIES",
     "Envelope",
     "Party",
@@ -57,6 +61,13 @@ def qn(local: str) -> str:
 def service_namespace(name: str, version: int | str) -> str:
     """The body namespace of a service version, e.g. ``urn:forestry-hub:document.official:1``."""
     return f"urn:forestry-hub:{name}:{version}"
+
+
+#: The hub's own replies, which only the hub sends: their services and body namespaces, spelled once.
+RECEIPT_SERVICE = "hub.receipt"
+ERROR_SERVICE = "hub.error"
+RECEIPT_NS = service_namespace(RECEIPT_SERVICE, 1)
+ERROR_NS = service_namespace(ERROR_SERVICE, 1)
 
 
 class Party(NamedTuple):

@@ -213,7 +213,7 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evidence_verifier(settings: Settings) -> Any:
-    from hub.trust.evidence import installation_checkpoint_verifier
+    from hub.commands.trust_admin import installation_checkpoint_verifier
 
     return asyncio.run(installation_checkpoint_verifier(settings, settings.state_dir / "pki"))
 

@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hub.envelope import Envelope, parse, to_bytes
+from hub.envelope.model import ERROR_NS, RECEIPT_NS
 from hub.errors import ConfigError, HubError
 from hub.settings import Settings
-
-RECEIPT_NS = "urn:forestry-hub:hub.receipt:1"
-ERROR_NS = "urn:forestry-hub:hub.error:1"
 
 
 def system_dir(settings: Settings, system: str) -> Path:
@@ -35,7 +33,8 @@ def credential_paths(settings: Settings, system: str) -> tuple[Path, Path]:
 async def enroll(settings: Settings, system: str, agency: str, *, algorithm: str = "ec-p256") -> tuple[Path, Path]:
     """Make a key and CSR for a system (agency side) and have the hub CA issue its certificate (hub side).
     Idempotent: an existing key and certificate are kept."""
-    from hub.trust import admin, keys, pki
+    from hub.commands import trust_admin as admin
+    from hub.trust import keys, pki
 
     key_path, cert_path = credential_paths(settings, system)
     if key_path.exists() and cert_path.exists():

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from hub.envelope import Envelope, Party, Recipient, build, parse, service_namespace, to_bytes
+from hub.envelope import Envelope, Party, Recipient, build, parse, to_bytes
+from hub.envelope.model import ERROR_NS as _ERROR_NS
+from hub.envelope.model import ERROR_SERVICE, RECEIPT_SERVICE
 from hub.errors import (
     CertificateUntrusted,
     ClassificationBlocked,
@@ -53,11 +55,7 @@ __all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processo
 
 log = logging.getLogger("hub.pipeline")
 
-RECEIPT_SERVICE = "hub.receipt"
-ERROR_SERVICE = "hub.error"
 CN_TZ = timezone(timedelta(hours=8))
-_RECEIPT_NS = service_namespace(RECEIPT_SERVICE, 1)
-_ERROR_NS = service_namespace(ERROR_SERVICE, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +85,6 @@ class Accepted:
     deliveries: list[Delivery]
     blocked: list[tuple[Delivery, HubError]]
     markings: list[Marking]
-    policy: object | None
     received_at: datetime
     lane: str
     #: RabbitMQ priority of its deliveries, from the route's urgency rule (routes/*.xml).
@@ -262,7 +259,6 @@ class Processor:
             deliveries=deliveries,
             blocked=blocked,
             markings=list(result.markings),
-            policy=getattr(decision, "policy", None),
             received_at=received_at,
             lane=lane,
             priority=getattr(decision, "priority", 0),

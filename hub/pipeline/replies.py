@@ -14,11 +14,11 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from hub.envelope.model import ENV_NS, Party, service_namespace
+from hub.envelope.model import ENV_NS, Party
+from hub.envelope.model import RECEIPT_NS as _RECEIPT_NS
 
 __all__ = ["canonical_receipt", "signed_document"]
 
-_RECEIPT_NS = service_namespace("hub.receipt", 1)
 _DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
 
 

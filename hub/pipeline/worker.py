@@ -232,8 +232,8 @@ class Worker:
 
     async def _housekeep(self) -> None:
         """Seal the evidence chain with a signed checkpoint; republish CRLs that are due."""
+        from hub.commands.trust_admin import refresh_crls_if_due
         from hub.store.evidence import checkpoint
-        from hub.trust.admin import refresh_crls_if_due
 
         await checkpoint(self.pool, self.signer.sign_bytes, self.signer.identity.fingerprint)
         if time.monotonic() - self._last_crl > CRL_CHECK_EVERY_S:
@@ -292,7 +292,7 @@ class Worker:
                 await store.record_sent(delivered, receipts)
                 marks.append(clock())
         except DeliveryError as exc:
-            await self._retry(batch, exc, transport)
+            await self._retry(batch, exc, transport, items)
             return
         except Exception as exc:
             # Not an outage: a bug or a broken invariant (e.g. the egress check refusing what the gate allowed).
@@ -305,7 +305,9 @@ class Worker:
                     await self.handle([m], resume=True, urgent=urgent)
                 return
             log.exception("message failed (%s); deferring it", type(exc).__name__)
-            await self._retry(batch, HubError(f"internal error ({type(exc).__name__})", code="INTERNAL"), transport)
+            await self._retry(
+                batch, HubError(f"internal error ({type(exc).__name__})", code="INTERNAL"), transport, items
+            )
             return
         await transport.ack(batch)
         marks.append(clock())
@@ -334,14 +336,22 @@ class Worker:
                 delivered.append(cast(Accepted, it.result).envelope.message_id)
         return out, delivered, receipts
 
-    async def _retry(self, batch: list[Incoming], exc: HubError, transport: AbstractTransport | None = None) -> None:
+    async def _retry(
+        self,
+        batch: list[Incoming],
+        exc: HubError,
+        transport: AbstractTransport | None = None,
+        items: Sequence[_Item] = (),
+    ) -> None:
         from hub.transport.topology import dead_letter_of, retry_of
 
         transport = transport or self.transport
         log.warning("batch of %d deferred: %s", len(batch), exc.describe())
         again: list[Outgoing] = []
+        routed = {id(it.msg): it.result.envelope for it in items if isinstance(it.result, Accepted)}
         for m in batch:
-            o = retry_of(self.names, m, hub_user=transport.user)
+            retry = self.processor.router.retry_for(routed.get(id(m)))  # the route's Retry; refused: the defaults
+            o = retry_of(self.names, m, hub_user=transport.user, retry=retry)
             again.append(o if o is not None else dead_letter_of(self.names, m, code=exc.code, reason=exc.detail[:500]))
         try:
             await transport.publish_many(again)

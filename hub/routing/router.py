@@ -13,7 +13,8 @@ Order of the checks, each a final answer to the sender:
 Routes are tried in table order; the first whose From admits the sender and whose To admits the recipient system
 decides that delivery (``Target.route``). The sending system never receives its own message through an agency or
 group address (only when it names itself explicitly). A system reached twice gets one delivery; ``to`` wins over
-``cc``. ``Decision.policy`` is the policy of the route that decided the first target.
+``cc``. ``Decision.policy`` is the policy of the route that decided the first target: its priority for the
+envelope's urgency, and its retry policy (``Router.retry_for``: the worker's retry step applies it).
 
 Everything that depends only on the service, the sender and the recipient addresses is cached per router (the
 whole plan per addressing, and the route chosen per sender and recipient system), so a steady stream of messages
@@ -27,7 +28,8 @@ from typing import Literal
 
 from hub.directory.model import Directory, System
 from hub.envelope.model import Envelope, Recipient
-from hub.errors import NoRoute, NotAllowed
+from hub.errors import HubError, NoRoute, NotAllowed
+from hub.policy import DEFAULT_RETRY, Retry
 from hub.routing.routes import Route, RoutePolicy, RouteTable, format_duration
 
 __all__ = ["Decision", "Router", "Target"]
@@ -58,15 +60,6 @@ class Decision:
     policy: RoutePolicy
     #: From the policy, for the envelope's urgency.
     priority: int
-    emergency: bool
-
-    @property
-    def ack_required(self) -> bool:
-        return self.policy.ack_required
-
-    @property
-    def lane(self) -> str:
-        return "emergency" if self.emergency else "normal"
 
 
 class Router:
@@ -128,14 +121,19 @@ class Router:
                 )
         first = routes[0]
         policy = first.policy
-        rule = policy.rule(envelope.urgency)
-        return Decision(
-            targets=targets,
-            route=first,
-            policy=policy,
-            priority=rule.priority,
-            emergency=rule.lane == "emergency",
-        )
+        return Decision(targets=targets, route=first, policy=policy, priority=policy.priority(envelope.urgency))
+
+    def retry_for(self, envelope: Envelope | None) -> Retry:
+        """The retry policy of a message the router accepted (``envelope``: its signed envelope): that of the route
+        that decided it (``Decision.route``), as ``routes/*.xml`` declares it. ``DEFAULT_RETRY`` for None (a
+        message refused before routing, or never read) and for an envelope the router refuses. One cache lookup
+        for a message already decided."""
+        if envelope is None:
+            return DEFAULT_RETRY
+        try:
+            return self.decide(envelope).policy.retry
+        except HubError:
+            return DEFAULT_RETRY
 
     def _plan(self, envelope: Envelope) -> tuple[tuple[Target, ...], tuple[Route, ...]]:
         """Targets and the routes they use (the route of the first target first); raises on any refusal."""

@@ -18,8 +18,14 @@ A route names a service (``document.official``, ``document.*`` or ``*``; optiona
 =================  ==========================================================================================
 
 Policy (``Defaults`` of a file, overridden per route element by element): ``max-ttl`` (the longest Expires minus
-Created the hub accepts), ``Retry`` (attempts and back-off seconds), ``Urgency`` (priority 0–9 and lane per
-紧急程度), ``Acknowledge`` (recipients must acknowledge within a time).
+Created the hub accepts), ``Retry`` (attempts and back-off seconds: the retry step of the worker applies them,
+``Router.retry_for``; each delay must be one that has a retry queue, ``hub.policy.RETRY_DELAYS_S``), ``Urgency``
+(the delivery priority 0–9 per 紧急程度; the defaults are ``hub.policy.URGENCY_PRIORITY``).
+
+A route never promises what the hub does not do: ``Urgency lane`` and ``Acknowledge`` are in the schema, but the
+hub does not act on them yet (a message's lane is the one its sender publishes to; acknowledgements are not
+tracked), so the check refuses them where they are set (``ROUTES_NOT_ENACTED``), as it refuses a back-off delay
+that has no retry queue.
 
 Default deny. Only the hub may send ``hub.receipt`` and ``hub.error``: a route that would let anyone else send
 them is refused by the check.
@@ -46,6 +52,7 @@ from hub.directory.model import (
 from hub.envelope import agency_code
 from hub.envelope.model import URGENCIES
 from hub.errors import NoRoute
+from hub.policy import DEFAULT_RETRY, RETRY_DELAYS_S, URGENCY_PRIORITY, Retry
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -84,21 +91,9 @@ def format_duration(td: timedelta) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Retry:
-    """Delivery attempts in total, and the seconds to wait before each retry (the last value repeats)."""
-
-    attempts: int
-    backoff: tuple[int, ...]
-
-    def delay(self, retry: int) -> int:
-        """Seconds to wait before retry number ``retry`` (1 = the first retry)."""
-        return self.backoff[min(max(retry, 1), len(self.backoff)) - 1]
-
-
-@dataclass(frozen=True, slots=True)
 class UrgencyRule:
+    #: The AMQP priority of the deliveries of a message with this urgency.
     priority: int
-    lane: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,31 +104,21 @@ class RoutePolicy:
     retry: Retry
     #: (urgency, rule) for each of 特急, 加急, 平件.
     urgencies: tuple[tuple[str, UrgencyRule], ...]
-    #: Recipients must acknowledge within this time (None: no acknowledgement required).
-    ack_within: timedelta | None = None
-
-    @property
-    def ack_required(self) -> bool:
-        return self.ack_within is not None
 
     def rule(self, urgency: str) -> UrgencyRule:
         for name, rule in self.urgencies:
             if name == urgency:
                 return rule
-        return UrgencyRule(0)
+        return UrgencyRule(URGENCY_PRIORITY.get(urgency, 0))
 
     def priority(self, urgency: str) -> int:
         return self.rule(urgency).priority
 
-    def emergency(self, urgency: str) -> bool:
-        """True when messages of this urgency travel in the emergency lane."""
-        return self.rule(urgency).lane == "emergency"
-
 
 DEFAULT_POLICY = RoutePolicy(
     max_ttl=timedelta(days=30),
-    retry=Retry(attempts=6, backoff=(5, 30, 120, 600, 1800)),
-    urgencies=(("特急", UrgencyRule(9)), ("加急", UrgencyRule(5)), ("平件", UrgencyRule(1))),
+    retry=DEFAULT_RETRY,
+    urgencies=tuple((u, UrgencyRule(URGENCY_PRIORITY[u])) for u in URGENCIES),
 )
 
 
@@ -289,6 +274,17 @@ def _policy(el: etree._Element | None, base: RoutePolicy, file: str, problems: l
     if retry_el is not None:
         attempts = int(retry_el.get("attempts", "1"))
         backoff = tuple(int(x) for x in (retry_el.get("backoff") or "").split())
+        unknown = sorted({d for d in backoff if d not in RETRY_DELAYS_S})
+        if unknown:
+            problems.append(
+                Problem(
+                    file,
+                    line_of(retry_el),
+                    "ROUTES_NOT_ENACTED",
+                    f"backoff {' '.join(map(str, unknown))} s has no retry queue; the hub retries after "
+                    f"{' '.join(map(str, RETRY_DELAYS_S))} s only",
+                )
+            )
         if len(backoff) > max(attempts - 1, 1):
             problems.append(
                 Problem(
@@ -307,26 +303,32 @@ def _policy(el: etree._Element | None, base: RoutePolicy, file: str, problems: l
         if level in seen:
             problems.append(Problem(file, line_of(u), "ROUTES_POLICY", f"urgency {level} is given twice in one policy"))
         seen.add(level)
-        urgencies[level] = UrgencyRule(int(u.get("priority", "0")), u.get("lane") or "normal")
-    ack_within = base.ack_within
-    ack = el.find(_q("Acknowledge"))
-    if ack is not None:
-        ack_within = parse_duration(ack.get("within", "1s"))
-        if ack_within > max_ttl:
+        urgencies[level] = UrgencyRule(int(u.get("priority", "0")))
+        if u.get("lane") is not None:
             problems.append(
                 Problem(
                     file,
-                    line_of(ack),
-                    "ROUTES_POLICY",
-                    f"acknowledgement within {format_duration(ack_within)} is longer than the maximum validity "
-                    f"{format_duration(max_ttl)}",
+                    line_of(u),
+                    "ROUTES_NOT_ENACTED",
+                    f"urgency {level} lane={u.get('lane')}: the hub does not act on a route's lane yet (a message "
+                    "travels in the lane its sender publishes to); remove the attribute",
                 )
             )
+    ack = el.find(_q("Acknowledge"))
+    if ack is not None:
+        problems.append(
+            Problem(
+                file,
+                line_of(ack),
+                "ROUTES_NOT_ENACTED",
+                f"Acknowledge within={ack.get('within')}: the hub does not track recipients' acknowledgements yet; "
+                "remove the element",
+            )
+        )
     return RoutePolicy(
         max_ttl=max_ttl,
         retry=retry,
         urgencies=tuple((u, urgencies[u]) for u in URGENCIES if u in urgencies),
-        ack_within=ack_within,
     )
 
 

@@ -1,6 +1,6 @@
 """The register of the hub CA (tables of ``002_trust.sql``): certificates, revocations, published CRLs.
 
-Plain records in and out; the CA logic lives in ``hub.trust.pki`` and ``hub.trust.admin`` keeps files and
+Plain records in and out; the CA logic lives in ``hub.trust.pki`` and ``hub.commands.trust_admin`` keeps files and
 register in step. Works on an asyncpg connection or pool. Connection failures become ``StoreUnavailable``
 (code ``DELIVERY_STORE``).
 """

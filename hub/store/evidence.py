@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from hub import clock
+from hub.errors import CheckpointRefused
 from hub.store.db import acquired, translated
 from hub.store.records import EvidenceEntry, Problem
 
@@ -72,11 +73,6 @@ Sign = Callable[[bytes], bytes]
 #: an attribute ``takes_time = True`` is called with a fourth argument, the checkpoint's time (``at``), and may raise
 #: ``CheckpointRefused`` to say why it refuses (e.g. the certificate is unknown, or was not valid then).
 VerifySignature = Callable[..., bool]
-
-
-class CheckpointRefused(Exception):
-    """Raised by a checkpoint verifier when it refuses for a reason other than a wrong signature: the sentence
-    (e.g. "its certificate … is unknown") goes into the problem an auditor reads."""
 
 
 # -- the pure part ---------------------------------------------------------------------------------------------------

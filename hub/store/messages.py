@@ -49,9 +49,7 @@ __all__ = [
     "quarantine_release",
     "quarantine_show",
     "record_batch",
-    "record_receipts",
     "record_rejection",
-    "record_rejections",
     "record_sent",
     "update_delivery_state",
     "update_delivery_states",
@@ -314,16 +312,10 @@ def _rejection_evidence(r: Rejection, digest: bytes) -> EvidenceEntry:
     return EvidenceEntry("rejected", _claim(r.amqp_user) or "unknown", None, detail)
 
 
-async def record_rejections(executor: Any, rejections: Sequence[Rejection]) -> None:
-    """Record messages refused before their signature was trusted (capped bytes, digest, code), with evidence:
-    ``record_batch`` with no messages."""
-    if rejections:
-        await record_batch(executor, (), rejections)
-
-
 async def record_rejection(executor: Any, rejection: Rejection) -> None:
-    """``record_rejections`` for one."""
-    await record_rejections(executor, [rejection])
+    """Record one message refused before its signature was trusted (capped bytes, digest, code), with evidence:
+    ``record_batch`` with no messages."""
+    await record_batch(executor, (), [rejection])
 
 
 _RECORD_SENT = """
@@ -403,11 +395,6 @@ async def record_sent(executor: Any, delivered: Iterable[str] = (), receipts: Se
 async def mark_delivered(executor: Any, message_ids: Iterable[str]) -> None:
     """Mark every pending (or failed) delivery of these messages delivered (``record_sent`` without receipts)."""
     await record_sent(executor, message_ids, ())
-
-
-async def record_receipts(executor: Any, receipts: Sequence[ReceiptRecord]) -> None:
-    """Record receipts and errors sent back (``record_sent`` without deliveries)."""
-    await record_sent(executor, (), receipts)
 
 
 # -- document tracking -----------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ The layout (``ns`` = namespace)::
     ns.in        direct  ── emergency ──► ns.in.emergency      the two inbound lanes; agency systems may
                          ── normal    ──► ns.in.normal         publish to ns.in and nowhere else
     ns.deliver   direct  ── <system>  ──► ns.q.<system>        one per system (priority queue)
-    ns.retry     headers ── x-hub-retry=5s ► ns.retry.5s        TTL 5 s, then dead-lettered back to ns.in
+    ns.retry-by-delay headers ─ hub-retry=5s ► ns.retry.5s   TTL 5 s, then dead-lettered back to ns.in
     ns.dead      fanout  ───────────────► ns.dead              dead letters (nacked without requeue)
     ns.quarantine fanout ───────────────► ns.quarantine        quarantined messages awaiting a person
 
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import re
 from typing import Final, Literal
+
+from hub.policy import DEFAULT_RETRY, RETRY_DELAYS_S, URGENCY_PRIORITY, Retry
 
 __all__ = [
     "ATTEMPT_HEADER",
@@ -46,18 +48,18 @@ Lane = Literal["emergency", "normal"]
 #: hub's work (the hub re-derives priority from the signed urgency and service, never from the lane).
 LANES: Final[tuple[Lane, ...]] = ("emergency", "normal")
 
-#: AMQP priority per 紧急程度 (urgency). System queues are declared with ``x-max-priority = MAX_PRIORITY`` so a
-#: 特急 delivery overtakes a backlog of 平件 waiting in the same queue.
-PRIORITY: Final[dict[str, int]] = {"特急": 9, "加急": 5, "平件": 0}
+#: AMQP priority per 紧急程度 (urgency): the one table, ``hub.policy.URGENCY_PRIORITY`` (routes default to it).
+#: System queues are declared with ``x-max-priority = MAX_PRIORITY`` so a 特急 delivery overtakes a backlog of 平件
+#: waiting in the same queue.
+PRIORITY: Final[dict[str, int]] = URGENCY_PRIORITY
 MAX_PRIORITY: Final[int] = 9
 
-#: Fixed back-off delays of the retry queues, in seconds. One queue per delay (rather than a per-message TTL on a
-#: single queue) because RabbitMQ only expires messages at the head of a queue: with one TTL per queue the head is
-#: always the first to expire, so no message waits behind a longer one.
-RETRY_DELAYS_S: Final[tuple[int, ...]] = (1, 5, 30, 300)
+# RETRY_DELAYS_S (the delays that have a retry queue) is defined with the routes' retry policy in hub/policy.py.
 
-#: Header that the retry exchange (a headers exchange) matches on, value ``"<delay>s"``.
-RETRY_HEADER: Final[str] = "x-hub-retry"
+#: Header that the retry exchange (a headers exchange) matches on, value ``"<delay>s"``. Not ``x-…``: RabbitMQ's
+#: headers exchange ignores headers and binding arguments that begin with ``x-`` (under ``x-match: all``), so a
+#: binding on ``x-hub-retry`` matched every message and each retry went to every retry queue at once.
+RETRY_HEADER: Final[str] = "hub-retry"
 #: Header carrying how many times the hub already retried a message (set by the hub, not trusted for anything but
 #: choosing the next delay).
 ATTEMPT_HEADER: Final[str] = "x-hub-attempt"
@@ -80,12 +82,11 @@ def priority_for(urgency: str) -> int:
     return PRIORITY.get(urgency, 0)
 
 
-def retry_delay(attempt: int) -> int | None:
-    """The back-off before retry number ``attempt`` (1-based), or None when the retries are used up and the message
-    belongs in the dead-letter queue."""
-    if attempt < 1:
-        raise ValueError("attempt is 1-based")
-    return RETRY_DELAYS_S[attempt - 1] if attempt <= len(RETRY_DELAYS_S) else None
+def retry_delay(attempt: int, retry: Retry = DEFAULT_RETRY) -> int | None:
+    """The back-off before retry number ``attempt`` (1-based) under ``retry`` (a route's policy; the default for a
+    message no route decided), or None when the retries are used up and the message belongs in the dead-letter
+    queue."""
+    return retry.next_delay(attempt)
 
 
 class Names:
@@ -119,7 +120,9 @@ class Names:
             ("namespace", ns),
             ("inbound_exchange", f"{ns}.in"),
             ("deliver_exchange", f"{ns}.deliver"),
-            ("retry_exchange", f"{ns}.retry"),
+            # Not ``ns.retry``: that exchange of earlier versions keeps bindings on ``x-hub-retry`` that match every
+            # message (see RETRY_HEADER); a new name leaves them where nothing publishes any more.
+            ("retry_exchange", f"{ns}.retry-by-delay"),
             ("dead_letter_exchange", f"{ns}.dead"),
             ("dead_letter_queue", f"{ns}.dead"),
             ("quarantine_exchange", f"{ns}.quarantine"),

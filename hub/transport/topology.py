@@ -15,7 +15,7 @@ Why these choices:
   normal lane's prefetch window (priorities only reorder messages *waiting in the queue*, not those already
   prefetched by a busy consumer).
 - **Retry by dead-lettering**: a message to retry is published to the retry exchange with the lane as routing key
-  and ``x-hub-retry: <d>s``; it waits in ``ns.retry.<d>s`` until its TTL and is dead-lettered back to the inbound
+  and ``hub-retry: <d>s``; it waits in ``ns.retry.<d>s`` until its TTL and is dead-lettered back to the inbound
   exchange with its original routing key, i.e. into the lane it came from.
 - **Inbound lanes and system queues dead-letter into ``ns.dead``**, so a message nacked without requeue is parked
   where an operator sees it, never dropped.
@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hub.policy import DEFAULT_RETRY, Retry
 from hub.transport.names import (
     ATTEMPT_HEADER,
     LANES,
@@ -208,18 +209,22 @@ class Incoming:
 Handler = Callable[[list[Incoming]], Awaitable[None]]
 
 
-def retry_of(names: Names, msg: Incoming, *, hub_user: str) -> Outgoing | None:
-    """The Outgoing that puts ``msg`` back into its lane after the next back-off delay, or None when its retries
-    are used up (then use ``dead_letter_of``). Publish it, and ack ``msg`` once the publish is confirmed.
+def retry_of(names: Names, msg: Incoming, *, hub_user: str, retry: Retry | None = None) -> Outgoing | None:
+    """The Outgoing that puts ``msg`` back into its lane after the next back-off delay of ``retry`` (the policy of
+    the route that decided the message, ``Router.retry_for``; ``hub.policy.DEFAULT_RETRY`` when None: a message no
+    route decided), or None when its attempts are used up (then use ``dead_letter_of``). Publish it, and ack ``msg``
+    once the publish is confirmed. Every delay of a checked route has a retry queue (``hub routes check``).
 
     The hub cannot re-publish with the original publisher's ``user_id`` (RabbitMQ only accepts the publishing
     user's own), so the copy carries ``user_id=hub_user`` (the hub's AMQP user, ``Transport.user``) and the original
     in ``x-hub-origin-user``; ``Incoming.publisher(hub_user)`` reads it back. Systems cannot forge that pair: a
     system may not publish with the hub's user_id."""
     attempt = msg.attempt + 1
-    delay = retry_delay(attempt)
+    delay = retry_delay(attempt, DEFAULT_RETRY if retry is None else retry)
     if delay is None:
         return None
+    if delay not in RETRY_DELAYS_S:  # an unchecked policy: the next longer delay that has a queue
+        delay = min((d for d in RETRY_DELAYS_S if d >= delay), default=RETRY_DELAYS_S[-1])
     lane = msg.routing_key if msg.routing_key in LANES else "normal"
     headers = dict(msg.headers)
     headers[RETRY_HEADER] = f"{delay}s"

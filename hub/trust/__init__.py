@@ -8,9 +8,10 @@ Public surface (pinned by tests/unit/test_trust_api.py)::
     check_signer_binding(verified, envelope)   # certificate agency/system == signed env:Sender
 
 The CA itself (init, issue from CSR, renew, CRLs, agency keygen + CSR) is ``hub.trust.pki``; keeping its
-register in PostgreSQL in step with the files is ``hub.trust.admin``; the ``hub pki``/``keygen``/``sign``/
-``verify`` commands are ``hub.trust.cli``. ``hub.trust.reference.SignxmlVerifier`` is the signxml-based
-reference implementation that the narrow verifier is tested against.
+register in PostgreSQL in step with the files is ``hub.commands.trust_admin``; the ``hub pki``/``keygen``/``sign``/
+``verify`` commands are ``hub.commands.pki`` (wiring: this package stays pure, no store, broker or command line).
+``hub.trust.reference.SignxmlVerifier`` is the signxml-based reference implementation that the narrow verifier is
+tested against.
 """
 
 from hub.trust.keys import ALGORITHMS, check_key_policy

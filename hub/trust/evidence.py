@@ -1,5 +1,6 @@
 """Checking the hub's signatures on evidence checkpoints across key rotations (the store cannot import the trust
-layer, so the CLI passes this in).
+layer, so the CLI passes this in; ``hub.commands.trust_admin.installation_checkpoint_verifier`` builds it from the
+register of this installation's store).
 
 A checkpoint records the fingerprint of the certificate that signed it. It is accepted only when that certificate
 
@@ -19,14 +20,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from hub.settings import Settings
-from hub.store.evidence import CheckpointRefused
+from hub.errors import CheckpointRefused
 from hub.trust import keys
 from hub.trust.crl import load_crls
 from hub.trust.lifecycle import hub_certificates
 from hub.trust.pki import PkiPaths, fingerprint, load_certificates, serial_hex
 
-__all__ = ["CheckpointVerifier", "checkpoint_verifier", "installation_checkpoint_verifier"]
+__all__ = ["CheckpointVerifier", "checkpoint_verifier"]
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -125,20 +125,3 @@ def checkpoint_verifier(
         c for f in sorted(paths.root.glob("previous-root-ca*.pem")) for c in load_certificates(f)
     ]
     return verifier
-
-
-async def installation_checkpoint_verifier(settings: Settings, pki_dir: Path) -> CheckpointVerifier:
-    """``checkpoint_verifier`` with the register of this installation's store (refusing another installation's
-    store, ``STORE_FOREIGN_INSTALLATION``)."""
-    from hub.store.db import connection
-    from hub.trust.lifecycle import check_installation
-
-    async with connection(settings.pg_dsn) as conn:
-        await check_installation(settings, conn, pki_dir)
-        rows = await conn.fetch("SELECT der FROM trust_certificates WHERE kind = 'hub'")
-        revocations = await conn.fetch("SELECT serial, revoked_at FROM trust_revocations")
-    return checkpoint_verifier(
-        pki_dir,
-        [bytes(r["der"]) for r in rows],
-        {int(r["serial"], 16): r["revoked_at"] for r in revocations},
-    )

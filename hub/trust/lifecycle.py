@@ -38,6 +38,7 @@ __all__ = [
     "HubKeyWatch",
     "RolloverResult",
     "RotationResult",
+    "archive_hub_certificate",
     "archived_issuing_key",
     "check_installation",
     "expiry_warnings",
@@ -46,8 +47,6 @@ __all__ = [
     "hub_fingerprints",
     "installation_identity",
     "issuing_crl_path",
-    "rollover_issuing",
-    "rotate_hub",
 ]
 
 log = logging.getLogger("hub.trust.lifecycle")
@@ -194,46 +193,11 @@ class RotationResult:
     new: pki.IssuedCertificate
 
 
-def _archive_hub_certificate(pki_dir: Path, cert: x509.Certificate) -> Path:
+def archive_hub_certificate(pki_dir: Path, cert: x509.Certificate) -> Path:
     target = archive_dir(pki_dir) / f"{pki.serial_hex(cert.serial_number)}.pem"
     target.parent.mkdir(parents=True, exist_ok=True)
     keys.write_public_file(target, pki.certificate_pem(cert))
     return target
-
-
-async def rotate_hub(
-    settings: Settings, pki_dir: Path, *, days: int = pki.LEAF_DAYS, algorithm: str = "ec-p256"
-) -> RotationResult:
-    """A new hub key and certificate from the current issuing CA; the previous certificate is kept (archive and
-    register) and stays valid until it expires, so deliveries it signed that are still queued verify. Running
-    hub workers switch to the new key within seconds (``follow_hub_key``)."""
-    from hub.store.certificates import CertificateRepository
-    from hub.store.db import connection, migrate
-    from hub.trust.admin import record_of
-
-    paths = pki.PkiPaths(Path(pki_dir))
-    if not paths.hub_cert.is_file():
-        raise ConfigError(f"no hub certificate at {paths.hub_cert}; run `hub pki init` first")
-    old = pki.load_certificates(paths.hub_cert)[0]
-    agency, _ = pki.agency_and_system(old.subject)
-    await migrate(settings.pg_dsn)
-    async with connection(settings.pg_dsn) as conn:
-        await check_installation(settings, conn, pki_dir)
-        repo = CertificateRepository(conn)
-        old_serial = pki.serial_hex(old.serial_number)
-        if await repo.get(old_serial) is None:
-            raise ConfigError(
-                f"the current hub certificate {old_serial} is not in the register; was `hub pki init` run against "
-                "this database?",
-                code="STORE_NO_CA",
-            )
-        _archive_hub_certificate(pki_dir, old)  # first: an earlier certificate is never forgotten
-        issued = pki.issue_hub_certificate(
-            paths.root, settings.ca_passphrase, agency, algorithm=algorithm, days=days, now=clock.now()
-        )
-        await repo.add(record_of(issued, renews=old_serial))
-    log.info("hub key rotated: certificate %s replaces %s", issued.serial, old_serial)
-    return RotationResult(old, issued)
 
 
 class HubKeyWatch:
@@ -320,56 +284,6 @@ def _follow(worker: Any) -> bool:
 class RolloverResult:
     old: x509.Certificate
     new: pki.IssuedCertificate
-
-
-async def rollover_issuing(settings: Settings, pki_dir: Path, *, days: int = pki.ISSUING_DAYS) -> RolloverResult:
-    """A new issuing CA under the same root. New certificates come from it; the old one's certificates stay valid
-    until they expire (it stays in ``issuing-ca.pem`` as a trusted intermediate) and its CRLs go on being
-    published until then (its key is kept as ``issuing-ca-<serial>.key`` for that alone)."""
-    from hub.store.certificates import CertificateRepository
-    from hub.store.db import connection, migrate
-    from hub.trust.admin import publish_crls, record_of
-
-    paths = pki.PkiPaths(Path(pki_dir))
-    await migrate(settings.pg_dsn)
-    async with connection(settings.pg_dsn) as conn:
-        await check_installation(settings, conn, pki_dir)
-        repo = CertificateRepository(conn)
-        root, root_key = pki.load_ca(paths.root, settings.ca_passphrase, which="root")
-        old, old_key = pki.load_ca(paths.root, settings.ca_passphrase, which="issuing")
-        if await repo.get(pki.serial_hex(old.serial_number)) is None:
-            raise ConfigError(
-                "the current issuing CA is not in the register; was `hub pki init` run against this database?",
-                code="STORE_NO_CA",
-            )
-        now = clock.now()
-        existing = pki.load_certificates(paths.issuing_cert)
-        new_key = keys.generate_private_key("ec-p384")
-        new = pki.ca_certificate(
-            pki.ca_name(f"Forestry Exchange Hub Issuing CA {len(existing) + 1}"),
-            new_key.public_key(),
-            root,
-            root_key,
-            days=days,
-            path_length=0,
-            now=now,
-        )
-        pw = pki.passphrase_bytes(settings.ca_passphrase)
-        # In this order, so that every intermediate state is consistent: the old key is kept, the certificate file
-        # lists both (the key still matches the old one), then the key becomes the new CA's.
-        keys.write_private_file(
-            archived_issuing_key(paths.root, pki.serial_hex(old.serial_number)), keys.private_key_pem(old_key, pw)
-        )
-        keys.write_public_file(paths.issuing_cert, pki.certificate_pem(new, *existing))
-        keys.write_private_file(paths.issuing_key, keys.private_key_pem(new_key, pw))
-        old_crl = paths.issuing_crl
-        if old_crl.exists():
-            os.replace(old_crl, issuing_crl_path(paths.root, old, current=False))
-        issued = pki.IssuedCertificate(new, "issuing", root)
-        await repo.add(record_of(issued))
-    await publish_crls(settings, pki_dir, only="issuing")
-    log.info("issuing CA rolled over: %s replaces %s", issued.serial, pki.serial_hex(old.serial_number))
-    return RolloverResult(old, issued)
 
 
 # ============================================================================================ expiry warnings

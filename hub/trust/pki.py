@@ -1,6 +1,6 @@
 """The provincial CA: a two-level hierarchy (root → issuing CA → agency and hub certificates), CSRs, renewal,
 revocation lists. Pure file and cryptography work; the register of certificates and revocations lives in
-PostgreSQL (``hub.store.certificates``) and ``hub.trust.admin`` keeps the two in step.
+PostgreSQL (``hub.store.certificates``) and ``hub.commands.trust_admin`` keeps the two in step.
 
 Layout of a PKI directory (``Settings.state_dir / "pki"`` by default, mode 0700)::
 

@@ -118,10 +118,6 @@ class TrustStore:
     def issuing(self) -> tuple[x509.Certificate, ...]:
         return self._snap.issuing
 
-    @property
-    def ca_certificates(self) -> list[x509.Certificate]:
-        return [self.root, *self._snap.issuing]
-
     def crl_for(self, issuer: x509.Certificate) -> LoadedCrl | None:
         return self._snap.crls.get(fingerprint(issuer))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from hub.directory import Directory
+from hub.directory import Directory, load_directory
 from hub.envelope import Party, Recipient, build, intake, parse, to_bytes
 from hub.pipeline.processor import Processor
 from hub.routing import Router, gate, load_routes, route_files
@@ -105,7 +105,7 @@ def make_kit(base: Path | None = None) -> Kit:
         key = keys.generate_private_key()
         issued = pki.issue_from_csr(created.paths.root, PASSPHRASE, pki.make_csr(key, agency, system), ca=issuing)
         signers[system] = Signer(key, [issued.certificate, issuing[0]])
-    directory = Directory.load(PROJECT_ROOT / "routes" / "directory.xml")
+    directory = load_directory(PROJECT_ROOT / "routes" / "directory.xml")
     router = Router(directory, load_routes(route_files(PROJECT_ROOT / "routes"), directory))
     registry = SchemaRegistry(PROJECT_ROOT / "schemas")
     processor = Processor(

@@ -95,18 +95,19 @@ class Hub:
     # -- set-up ----------------------------------------------------------------------------------------------
 
     async def setup(self) -> None:
-        from hub.directory import Directory
+        from hub.commands import trust_admin as admin
+        from hub.directory import load_directory
         from hub.store.db import create_pool, migrate
         from hub.store.directory import DirectoryRepository
         from hub.transport import Transport
-        from hub.trust import TrustStore, Verifier, admin
+        from hub.trust import TrustStore, Verifier
         from hub.validation import SchemaRegistry
 
         s = self.settings
         await migrate(s.pg_dsn)
         await admin.init(s, s.state_dir / "pki", agency=PROVINCE)
         self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4)
-        directory = Directory.load(DIRECTORY_XML)
+        directory = load_directory(DIRECTORY_XML)
         await DirectoryRepository(self.pool).save(directory)
         for system, agency in SYSTEMS.items():
             await enroll(s, system, agency)

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from hub.cli import main
-from hub.directory import Directory
+from hub.directory import Directory, load_directory
 from hub.envelope import Recipient
 from hub.errors import ConfigError
 from hub.settings import PROJECT_ROOT
@@ -32,7 +32,7 @@ async def conn(pg_dsn: str):  # type: ignore[no-untyped-def]
 
 async def test_store_and_read_back(conn: asyncpg.Connection) -> None:
     repo = DirectoryRepository(conn)
-    directory = Directory.load(DEMO)
+    directory = load_directory(DEMO)
     version = await repo.save(directory, source_xml=DEMO.read_text(encoding="utf-8"))
     back = await repo.load()
     assert back == directory
@@ -50,13 +50,13 @@ async def test_store_and_read_back(conn: asyncpg.Connection) -> None:
 
 async def test_save_replaces_the_whole_directory(conn: asyncpg.Connection, tmp_path: Path) -> None:
     repo = DirectoryRepository(conn)
-    first = await repo.save(Directory.load(DEMO))
+    first = await repo.save(load_directory(DEMO))
     smaller_text = DEMO.read_text(encoding="utf-8")
     start = smaller_text.index('  <Agency code="11220800014021658C"')
     end = smaller_text.index("</Agency>", start) + len("</Agency>")
     path = tmp_path / "directory.xml"
     path.write_text(smaller_text[:start] + smaller_text[end:], encoding="utf-8")
-    smaller = Directory.load(path)
+    smaller = load_directory(path)
     second = await repo.save(smaller)
     assert second > first
     back = await repo.load()
@@ -67,7 +67,7 @@ async def test_save_replaces_the_whole_directory(conn: asyncpg.Connection, tmp_p
 
 async def test_database_refuses_a_ceiling_above_the_zone(conn: asyncpg.Connection) -> None:
     repo = DirectoryRepository(conn)
-    good = Directory.load(DEMO)
+    good = load_directory(DEMO)
     await repo.save(good)
     portal = good.system("prov-220000-portal")
     forged = Directory(

@@ -412,7 +412,8 @@ async def test_a_second_copy_racing_the_first_is_delivered_once(hub: Hub) -> Non
 
 async def test_a_database_outage_defers_the_batch_to_the_retry_queue_and_nothing_is_lost(hub: Hub) -> None:
     """Transient failures (PostgreSQL unavailable) put the batch on the back-off queues; it comes back after the
-    first delay (1 s) and is delivered then — with x-hub-attempt telling it is a retry."""
+    first delay of its route's <Retry> (documents.routes.xml: 5 s, not the transport's shortest queue) and is
+    delivered then — with x-hub-attempt telling it is a retry."""
     import hub.store.messages as messages
     from hub.envelope import Envelope
     from hub.errors import StoreUnavailable
@@ -440,7 +441,52 @@ async def test_a_database_outage_defers_the_batch_to_the_retry_queue_and_nothing
     assert (reply.kind, reply.outcome) == ("receipt", "accepted")
     got = await hub.drain("county-220183-oa", expect=1)
     assert [e.message_id for _, e in got] == [env.message_id]
-    assert waited >= 0.9  # it sat out the first back-off delay (1 s) in the retry queue, not a hot requeue
+    assert waited >= 4.5  # it sat out its route's first back-off delay (5 s) in the retry queue, not a hot requeue
+
+
+async def test_the_route_attempts_decide_when_a_message_is_dead_lettered(hub: Hub) -> None:
+    """documents.routes.xml: <Retry attempts="8" backoff="5 30 120 600 1800 3600"/>. While PostgreSQL is down, a
+    document on its 7th attempt waits in the retry queue of the route's last delay (3600 s); one on its 8th is
+    dead-lettered with the outage's code (the transport's own defaults would have given up after 6)."""
+    import dataclasses
+
+    import hub.store.messages as messages
+    from hub.envelope import Envelope
+    from hub.errors import StoreUnavailable
+    from hub.pipeline.client import outgoing
+
+    sent = []
+    for attempt in (6, 7):
+        data = hub.sign("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+        env = Envelope.from_tree(parse(data))
+        item = outgoing(hub.transport, env, data, as_system=False)
+        sent.append((env.message_id, dataclasses.replace(item, headers={"x-hub-attempt": attempt})))
+    ids = {mid for mid, _ in sent}
+    original = messages.record_batch
+
+    async def down(executor, records, rejections=()):  # type: ignore[no-untyped-def]
+        if any(r.message_id in ids for r in records):
+            raise StoreUnavailable("PostgreSQL is unavailable while recording a batch (injected)")
+        return await original(executor, records, rejections)
+
+    names = hub.transport.names
+    messages.record_batch = down  # the worker imports it at call time
+    try:
+        await hub.transport.publish_many([o for _, o in sent])
+        dead = []
+        for _ in range(100):
+            batch = await hub.transport.fetch(names.dead_letter_queue, max_messages=10)
+            dead += [m for m in batch if m.message_id in ids]
+            await hub.transport.ack(batch)
+            if dead and await hub.transport.queue_depth(names.retry_queue(3600)) == 1:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        messages.record_batch = original
+    assert [(m.message_id, m.headers["x-hub-error-code"]) for m in dead] == [(sent[1][0], "DELIVERY_STORE")]
+    [waiting] = await hub.transport.fetch(names.retry_queue(3600), max_messages=10)
+    assert waiting.message_id == sent[0][0] and waiting.headers["x-hub-attempt"] == 7
+    await hub.transport.ack([waiting])
 
 
 async def test_a_lost_database_connection_is_replaced_and_nothing_is_lost(hub: Hub) -> None:

@@ -344,6 +344,22 @@ async def test_emergency_lane_is_not_delayed_by_a_normal_backlog(hub: Transport)
     assert normal_before_emergency[0] < backlog // 2, normal_before_emergency
 
 
+async def test_a_retry_waits_in_exactly_the_queue_of_its_delay(hub: Transport):
+    """The route's back-off chooses one retry queue: the retry exchange routes a copy to that queue only (RabbitMQ's
+    headers exchange ignores x-… headers, so a binding on one would match every copy into every retry queue)."""
+    from hub.policy import RETRY_DELAYS_S, Retry
+
+    n = hub.names
+    await hub.publish_many([Outgoing(n.inbound_exchange, "normal", b"<r/>", {}, 0, "one-queue")])
+    [first] = await hub.fetch(n.inbound_queue("normal"))
+    again = retry_of(n, first, hub_user=hub.user, retry=Retry(attempts=3, backoff=(600, 1800)))
+    assert again is not None
+    await hub.publish_many([again])
+    await hub.ack([first])
+    depths = {d: await hub.queue_depth(n.retry_queue(d)) for d in RETRY_DELAYS_S}
+    assert depths == {d: int(d == 600) for d in RETRY_DELAYS_S}
+
+
 async def test_retry_goes_back_to_its_lane_after_the_delay(hub: Transport):
     n = hub.names
     await hub.publish_many([Outgoing(n.inbound_exchange, "emergency", b"<r/>", {}, 9, "retry-me")])

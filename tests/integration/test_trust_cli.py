@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from hub.commands.pki import register
 from hub.envelope import parse
 from hub.errors import HubError, StoreUnavailable
 from hub.settings import PROJECT_ROOT, Settings
 from hub.store.certificates import CertificateRepository
 from hub.store.db import connection
 from hub.trust import TrustStore, Verifier, pki
-from hub.trust.cli import register
 
 pytestmark = pytest.mark.integration
 
@@ -180,7 +180,7 @@ def test_the_whole_ca_workflow(settings: Settings, tmp_path: Path, capsys: pytes
     asyncio.run(check_register())
 
     # the periodic re-publication the hub process runs: nothing to do while fresh, publishes past half-life
-    from hub.trust import admin
+    from hub.commands import trust_admin as admin
 
     assert asyncio.run(admin.refresh_crls_if_due(settings, pki_dir)) is False
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=4)

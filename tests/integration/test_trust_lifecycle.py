@@ -22,12 +22,13 @@ import pytest
 from harness import PROVINCE, Hub, document
 
 from hub import clock
+from hub.commands import trust_admin as admin
 from hub.envelope import Envelope, Recipient, parse
 from hub.errors import HubError
 from hub.pipeline.client import credential_paths, read_reply
 from hub.pipeline.processor import CN_TZ
 from hub.settings import Settings
-from hub.trust import Signer, TrustStore, Verifier, admin, lifecycle, pki
+from hub.trust import Signer, TrustStore, Verifier, lifecycle, pki
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +152,7 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
             rotated: list[lifecycle.RotationResult] = []
 
             async def rotate() -> None:
-                rotated.append(await lifecycle.rotate_hub(h.settings, run.pki_dir))
+                rotated.append(await admin.rotate_hub(h.settings, run.pki_dir))
                 await run.wait_for_hub_key(rotated[-1].new.fingerprint)
 
             replies = await run.send(OLD_CA_SENDER, burst=10, during=rotate)
@@ -163,7 +164,7 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
 
             # day 250: a new issuing CA; the city system is renewed under it, 农安 keeps its old-CA certificate
             fake.day(start, 250)
-            rolled = await lifecycle.rollover_issuing(h.settings, run.pki_dir)
+            rolled = await admin.rollover_issuing(h.settings, run.pki_dir)
             await run.crls()
             city_serial = _serial_of(h.signers[RENEWED_SENDER])
             renewed = await admin.renew(h.settings, run.pki_dir, city_serial)
@@ -386,7 +387,7 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
     paths = pki.PkiPaths(pki_dir)
     first = Signer.load(paths.hub_key, paths.hub_cert, passphrase=s.ca_passphrase.encode())
     assert relayed_by(first).returncode == 0
-    await lifecycle.rotate_hub(s, pki_dir)
+    await admin.rotate_hub(s, pki_dir)
     second = Signer.load(paths.hub_key, paths.hub_cert, passphrase=s.ca_passphrase.encode())
     for signer in (first, second):  # the earlier certificate is still the hub's
         done = relayed_by(signer)

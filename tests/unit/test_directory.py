@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.directory import ConfigProblems, Directory, check_directory
+from hub.directory import ConfigProblems, Directory, check_directory, load_directory
 from hub.directory.model import ZONE_MAX
 from hub.envelope import Recipient
 from hub.envelope.agency_code import complete, is_valid
@@ -31,7 +31,7 @@ CITY_DIVISIONS = ("220100", "220200", "220300", "220400", "220500", "220600", "2
 
 @pytest.fixture(scope="module")
 def directory() -> Directory:
-    return Directory.load(DEMO)
+    return load_directory(DEMO)
 
 
 def line_of(text: str, needle: str, *, last: bool = False) -> int:
@@ -90,7 +90,7 @@ def test_demo_systems_and_ceilings(directory: Directory) -> None:
 
 
 def test_directory_equality_ignores_lines(directory: Directory) -> None:
-    again = Directory.load(DEMO)
+    again = load_directory(DEMO)
     assert again == directory
     assert again.sha256 is not None and len(again.sha256) == 64
 
@@ -350,7 +350,7 @@ def test_load_raises_config_error_listing_every_problem(tmp_path: Path) -> None:
         ('    <Agency code="11220282013619735U"/>', f'    <Agency code="{ghost}"/>'),
     )
     with pytest.raises(ConfigError) as info:
-        Directory.load(path)
+        load_directory(path)
     err = info.value
     assert isinstance(err, ConfigProblems)
     assert err.code == "CONFIG"

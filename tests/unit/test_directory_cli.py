@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from hub.cli import main
-from hub.directory import Directory
-from hub.directory.cli import _provision, render
+from hub.commands.directory import _provision, render
+from hub.directory import load_directory
 from hub.settings import PROJECT_ROOT, Settings
 
 DEMO = PROJECT_ROOT / "routes" / "directory.xml"
@@ -51,11 +50,11 @@ def test_list_from_file_shows_chinese_names_zones_and_ceilings(capsys: pytest.Ca
 
 
 def test_render_aligns_wide_characters() -> None:
-    table = render(Directory.load(DEMO)).splitlines()
+    table = render(load_directory(DEMO)).splitlines()
     rows = [line for line in table if line.startswith("  city-") and line.endswith("data.response")]
     assert rows
     # the zone column starts at the same display column in every system row
-    from hub.directory.cli import _width
+    from hub.commands.directory import _width
 
     starts = {_width(r[: r.index("政务")]) for r in rows}
     assert len(starts) == 1
@@ -71,19 +70,10 @@ def test_provision_is_called_with_every_system_but_the_hub(monkeypatch: pytest.M
         return [f"user-{s}" for s, _ in systems]
 
     monkeypatch.setattr(users, "provision", fake)
-    directory = Directory.load(DEMO)
+    directory = load_directory(DEMO)
     note = asyncio.run(_provision(Settings(), directory))
     assert note == "RabbitMQ users: 33 provisioned"
     [(_, systems)] = calls
     ids = [s for s, _ in systems]
     assert "hub" not in ids and "city-220100-oa" in ids and len(ids) == 33
     assert all(password is None for _, password in systems)
-
-
-def test_provision_is_skipped_when_the_transport_lacks_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import hub.transport
-
-    monkeypatch.delattr(hub.transport, "users", raising=False)
-    monkeypatch.setitem(sys.modules, "hub.transport.users", None)
-    note = asyncio.run(_provision(Settings(), Directory.load(DEMO)))
-    assert note.startswith("RabbitMQ users: skipped")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
-from hub.directory import Directory
+from hub.directory import Directory, load_directory
 from hub.envelope.agency_code import complete
+from hub.policy import URGENCY_PRIORITY
 from hub.routing.routes import DEFAULT_POLICY, check_routes, known_services, parse_duration
 from hub.settings import PROJECT_ROOT
 
@@ -20,7 +21,7 @@ LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+): (?P<code>[A-Z_]+): (?P<title>\
 
 @pytest.fixture(scope="module")
 def directory() -> Directory:
-    return Directory.load(DIRECTORY)
+    return load_directory(DIRECTORY)
 
 
 def write(tmp_path: Path, name: str, routes: str, defaults: str = "") -> tuple[Path, str]:
@@ -66,21 +67,17 @@ def test_good_file_loads_with_defaults(tmp_path: Path, directory: Directory) -> 
 def test_defaults_and_route_policy_merge(tmp_path: Path, directory: Directory) -> None:
     route = GOOD.replace(
         "  </Route>",
-        '    <Policy max-ttl="2h"><Urgency level="特急" priority="9" lane="emergency"/>'
-        '<Acknowledge within="15m"/></Policy>\n  </Route>',
+        '    <Policy max-ttl="2h"><Urgency level="特急" priority="9"/></Policy>\n  </Route>',
     )
-    defaults = (
-        '  <Defaults max-ttl="1d"><Retry attempts="3" backoff="7 70"/><Urgency level="平件" priority="4"/></Defaults>\n'
-    )
+    defaults = '  <Defaults max-ttl="1d"><Retry attempts="3" backoff="10 60"/><Urgency level="平件" priority="4"/></Defaults>\n'
     path, _ = write(tmp_path, "a.xml", route, defaults)
     table, found = check_routes([path], directory)
     assert found == [] and table is not None
     p = table.route("doc-down").policy
     assert p.max_ttl == parse_duration("2h")
-    assert p.retry.attempts == 3 and p.retry.backoff == (7, 70)
-    assert p.priority("平件") == 4 and p.priority("特急") == 9 and p.emergency("特急") and not p.emergency("平件")
-    assert p.priority("加急") == DEFAULT_POLICY.priority("加急")
-    assert p.ack_required and p.ack_within == parse_duration("15m")
+    assert p.retry.attempts == 3 and p.retry.backoff == (10, 60)
+    assert p.priority("平件") == 4 and p.priority("特急") == 9
+    assert p.priority("加急") == DEFAULT_POLICY.priority("加急") == URGENCY_PRIORITY["加急"]
 
 
 def test_every_reference_problem_is_reported_with_its_line(tmp_path: Path, directory: Directory) -> None:
@@ -120,10 +117,9 @@ def test_policy_problems(tmp_path: Path, directory: Directory) -> None:
     <From><Level value="province"/></From>
     <To><Subordinate/></To>
     <Policy max-ttl="1h">
-      <Retry attempts="2" backoff="1 2 3"/>
+      <Retry attempts="2" backoff="1 2 5"/>
       <Urgency level="特急" priority="9"/>
       <Urgency level="特急" priority="8"/>
-      <Acknowledge within="2h"/>
     </Policy>
   </Route>
 """
@@ -131,8 +127,37 @@ def test_policy_problems(tmp_path: Path, directory: Directory) -> None:
     assert sorted(problems([path], directory)) == [
         ("pol.xml", line_of(text, "<Retry "), "ROUTES_POLICY"),
         ("pol.xml", line_of(text, '<Urgency level="特急" priority="8"'), "ROUTES_POLICY"),
-        ("pol.xml", line_of(text, "<Acknowledge "), "ROUTES_POLICY"),
     ]
+
+
+def test_a_route_never_promises_what_the_hub_does_not_do(
+    tmp_path: Path, directory: Directory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lane per urgency, an acknowledgement time and a back-off delay without a retry queue are refused where they
+    are set, each with its line, ROUTES_NOT_ENACTED and a sentence saying what the hub does instead."""
+    routes = """  <Route name="promise" service="document.official" version="1">
+    <From><Level value="province"/></From>
+    <To><Subordinate/></To>
+    <Policy max-ttl="1h">
+      <Retry attempts="4" backoff="1 7 45"/>
+      <Urgency level="特急" priority="9" lane="emergency"/>
+      <Acknowledge within="30m"/>
+    </Policy>
+  </Route>
+"""
+    path, text = write(tmp_path, "promise.xml", routes)
+    assert sorted(problems([path], directory)) == [
+        ("promise.xml", line_of(text, "<Retry "), "ROUTES_NOT_ENACTED"),
+        ("promise.xml", line_of(text, 'lane="emergency"'), "ROUTES_NOT_ENACTED"),
+        ("promise.xml", line_of(text, "<Acknowledge "), "ROUTES_NOT_ENACTED"),
+    ]
+    assert main(["routes", "check", str(path), "--directory", str(DIRECTORY)]) == 1
+    out = capsys.readouterr().out
+    assert "backoff 7 45 s has no retry queue" in out
+    assert "does not act on a route's lane" in out and "does not track recipients' acknowledgements" in out
+    for line in out.splitlines():
+        m = LINE.match(line)
+        assert m and m["code"] == "ROUTES_NOT_ENACTED" and m["title"] == "路由声明了枢纽不执行的策略", line
 
 
 def test_hub_services_only_from_the_hub(tmp_path: Path, directory: Directory) -> None:

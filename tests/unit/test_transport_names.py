@@ -8,11 +8,14 @@ import re
 import pytest
 
 from hub.errors import BrokerUnavailable, ConfigError
+from hub.policy import DEFAULT_RETRY, URGENCY_PRIORITY, Retry
 from hub.transport.memory import MemoryBroker, MemoryTransport
 from hub.transport.names import (
     LANES,
     MAX_PRIORITY,
+    PRIORITY,
     RETRY_DELAYS_S,
+    RETRY_HEADER,
     Names,
     lane_for,
     priority_for,
@@ -65,7 +68,7 @@ def test_unknown_lane_and_delay_are_refused():
     with pytest.raises(ValueError):
         n.inbound_queue("urgent")
     with pytest.raises(ValueError):
-        n.retry_queue(2)
+        n.retry_queue(7)
 
 
 def test_names_are_immutable():
@@ -90,9 +93,22 @@ def test_lane_priority_and_backoff():
     assert lane_for("document.official", "加急") == "normal"
     assert priority_for("特急") > priority_for("加急") > priority_for("平件") == priority_for("??") == 0
     assert priority_for("特急") <= MAX_PRIORITY
-    assert [retry_delay(a) for a in range(1, len(RETRY_DELAYS_S) + 2)] == [*RETRY_DELAYS_S, None]
+    # the defaults (a message no route decided): DEFAULT_RETRY's attempts, each delay one with a retry queue
+    assert [retry_delay(a) for a in range(1, DEFAULT_RETRY.attempts + 1)] == [*DEFAULT_RETRY.backoff, None]
+    assert set(DEFAULT_RETRY.backoff) <= set(RETRY_DELAYS_S)
+    # a route's policy: its backoff in order, the last delay repeating, dead after its attempts
+    route = Retry(attempts=5, backoff=(1, 2))
+    assert [retry_delay(a, route) for a in range(1, 6)] == [1, 2, 2, 2, None]
     with pytest.raises(ValueError):
         retry_delay(0)
+
+
+def test_one_priority_table_for_routes_and_transport():
+    from hub.routing.routes import DEFAULT_POLICY
+
+    assert PRIORITY is URGENCY_PRIORITY
+    assert {u: DEFAULT_POLICY.priority(u) for u in URGENCY_PRIORITY} == URGENCY_PRIORITY
+    assert {u: priority_for(u) for u in URGENCY_PRIORITY} == URGENCY_PRIORITY
 
 
 def test_permissions_are_anchored_and_escaped():
@@ -155,17 +171,38 @@ def test_retry_keeps_lane_counts_attempts_and_carries_the_publisher():
     first = retry_of(n, msg, hub_user="guest")
     assert first is not None
     assert first.exchange == n.retry_exchange and first.routing_key == "emergency"
-    assert first.headers["x-hub-retry"] == f"{RETRY_DELAYS_S[0]}s" and first.headers["x-hub-attempt"] == 1
+    assert first.headers["x-hub-attempt"] == 1
     assert first.user_id == "guest" and first.headers["x-hub-origin-user"] == "t.sys-a"
     again = _incoming(headers=first.headers, user_id="guest")
     assert again.publisher("guest") == "t.sys-a"
     # a system cannot claim another origin: only copies carrying the hub's own user_id are read that way
     forged = _incoming(headers={"x-hub-origin-user": "t.sys-b"}, user_id="t.sys-a")
     assert forged.publisher("guest") == "t.sys-a"
-    last = _incoming(headers={"x-hub-attempt": len(RETRY_DELAYS_S)})
+    assert first.headers[RETRY_HEADER] == f"{DEFAULT_RETRY.backoff[0]}s"  # no route: the defaults
+    last = _incoming(headers={"x-hub-attempt": DEFAULT_RETRY.attempts - 1})
     assert retry_of(n, last, hub_user="guest") is None
     dead = dead_letter_of(n, last, "DELIVERY_STORE", "database down")
     assert dead.exchange == n.dead_letter_exchange and dead.headers["x-hub-error-code"] == "DELIVERY_STORE"
+
+
+def test_retry_follows_the_route_policy_onto_declared_retry_queues():
+    """A route's back-off chooses the retry queue of each retry; after its attempts the message is dead-lettered."""
+    n = Names("t")
+    queues = {q.name for q in topology(n).queues}
+    emergency = Retry(attempts=20, backoff=(1, 2, 5, 10, 30, 60))
+    headers: dict[str, object] = {}
+    delays = []
+    for _ in range(30):
+        out = retry_of(n, _incoming(headers=headers, user_id="guest"), hub_user="guest", retry=emergency)
+        if out is None:
+            break
+        delays.append(int(str(out.headers[RETRY_HEADER])[:-1]))
+        assert n.retry_queue(delays[-1]) in queues
+        headers = dict(out.headers)
+    assert delays == [1, 2, 5, 10, 30, *[60] * 14]  # 19 retries: 20 attempts with the first delivery
+    # a delay without a queue (an unchecked policy) goes to the next longer one that has a queue, never nowhere
+    odd = retry_of(n, _incoming(), hub_user="guest", retry=Retry(attempts=3, backoff=(7,)))
+    assert odd is not None and odd.headers[RETRY_HEADER] == "10s"
 
 
 def _out(n: Names, system: str, mid: str, priority: int = 0, **kw) -> Outgoing:

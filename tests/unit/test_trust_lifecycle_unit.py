@@ -56,7 +56,7 @@ def test_checkpoints_of_earlier_hub_certificates_verify_and_each_refusal_says_wh
     first = _hub_signer(ca)
     old_rows = _sealed(first, now)
     # rotate the hub's certificate (files only: the archive keeps the earlier one)
-    lifecycle._archive_hub_certificate(ca, first.certificates[0])
+    lifecycle.archive_hub_certificate(ca, first.certificates[0])
     pki.issue_hub_certificate(ca, PASS, pki.DEFAULT_HUB_AGENCY)
     second = _hub_signer(ca)
     assert second.identity.fingerprint != first.identity.fingerprint
@@ -200,7 +200,7 @@ def test_the_documented_root_rollover_keeps_earlier_checkpoints_verifiable(tmp_p
         now=now,
     )
     paths = pki.PkiPaths(d)
-    lifecycle._archive_hub_certificate(d, _hub_signer(d).certificates[0])
+    lifecycle.archive_hub_certificate(d, _hub_signer(d).certificates[0])
     old_issuing = pki.load_certificates(paths.issuing_cert)
     keys.write_public_file(paths.issuing_cert, pki.certificate_pem(issuing, *old_issuing))
     keys.write_private_file(paths.issuing_key, keys.private_key_pem(issuing_key, pw))

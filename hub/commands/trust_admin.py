@@ -1,5 +1,8 @@
 """CA administration: keeps the PKI directory (what verifiers load) and the PostgreSQL register
-(``hub.store.certificates``) in step. Used by ``hub pki …`` and by ``make demo``; not on the message path.
+(``hub.store.certificates``) in step: init, issue, renew, revoke, CRLs, hub-key rotation, issuing-CA rollover, and
+the evidence checkpoint verifier of this installation's store. Used by ``hub pki …``, the workers and ``make demo``;
+not on the message path. Wiring (files + PostgreSQL), so it lives in ``hub.commands``, not in the pure
+``hub.trust`` (which it uses: ``pki``, ``keys``, ``lifecycle``, ``evidence``).
 
 Every operation connects to PostgreSQL before it changes a file, so an unreachable database
 (``StoreUnavailable``, code ``DELIVERY_STORE``) leaves the CA as it was. The CA passphrase comes from
@@ -28,11 +31,13 @@ from hub.store.certificates import CertificateRecord, CertificateRepository, Cer
 from hub.store.db import connection, migrate
 from hub.trust import keys, lifecycle, pki
 from hub.trust.crl import load_crls
+from hub.trust.evidence import CheckpointVerifier, checkpoint_verifier
 
 __all__ = [
     "PublishedCrl",
     "default_pki_dir",
     "init",
+    "installation_checkpoint_verifier",
     "issue",
     "list_certificates",
     "publish_crls",
@@ -40,6 +45,8 @@ __all__ = [
     "refresh_crls_if_due",
     "renew",
     "revoke",
+    "rollover_issuing",
+    "rotate_hub",
 ]
 
 log = logging.getLogger(__name__)
@@ -288,3 +295,103 @@ async def list_certificates(
     async with connection(settings.pg_dsn) as conn:
         await lifecycle.check_installation(settings, conn, pki_dir)
         return await CertificateRepository(conn).certificates(agency=agency)
+
+
+# ---------------------------------------------------------------- rotation and rollover (files + the register)
+
+
+async def rotate_hub(
+    settings: Settings, pki_dir: Path, *, days: int = pki.LEAF_DAYS, algorithm: str = "ec-p256"
+) -> lifecycle.RotationResult:
+    """A new hub key and certificate from the current issuing CA; the previous certificate is kept (archive and
+    register) and stays valid until it expires, so deliveries it signed that are still queued verify. Running
+    hub workers switch to the new key within seconds (``follow_hub_key``)."""
+    paths = pki.PkiPaths(Path(pki_dir))
+    if not paths.hub_cert.is_file():
+        raise ConfigError(f"no hub certificate at {paths.hub_cert}; run `hub pki init` first")
+    old = pki.load_certificates(paths.hub_cert)[0]
+    agency, _ = pki.agency_and_system(old.subject)
+    await migrate(settings.pg_dsn)
+    async with connection(settings.pg_dsn) as conn:
+        await lifecycle.check_installation(settings, conn, pki_dir)
+        repo = CertificateRepository(conn)
+        old_serial = pki.serial_hex(old.serial_number)
+        if await repo.get(old_serial) is None:
+            raise ConfigError(
+                f"the current hub certificate {old_serial} is not in the register; was `hub pki init` run against "
+                "this database?",
+                code="STORE_NO_CA",
+            )
+        lifecycle.archive_hub_certificate(pki_dir, old)  # first: an earlier certificate is never forgotten
+        issued = pki.issue_hub_certificate(
+            paths.root, settings.ca_passphrase, agency, algorithm=algorithm, days=days, now=clock.now()
+        )
+        await repo.add(record_of(issued, renews=old_serial))
+    log.info("hub key rotated: certificate %s replaces %s", issued.serial, old_serial)
+    return lifecycle.RotationResult(old, issued)
+
+
+async def rollover_issuing(
+    settings: Settings, pki_dir: Path, *, days: int = pki.ISSUING_DAYS
+) -> lifecycle.RolloverResult:
+    """A new issuing CA under the same root. New certificates come from it; the old one's certificates stay valid
+    until they expire (it stays in ``issuing-ca.pem`` as a trusted intermediate) and its CRLs go on being
+    published until then (its key is kept as ``issuing-ca-<serial>.key`` for that alone)."""
+    paths = pki.PkiPaths(Path(pki_dir))
+    await migrate(settings.pg_dsn)
+    async with connection(settings.pg_dsn) as conn:
+        await lifecycle.check_installation(settings, conn, pki_dir)
+        repo = CertificateRepository(conn)
+        root, root_key = pki.load_ca(paths.root, settings.ca_passphrase, which="root")
+        old, old_key = pki.load_ca(paths.root, settings.ca_passphrase, which="issuing")
+        if await repo.get(pki.serial_hex(old.serial_number)) is None:
+            raise ConfigError(
+                "the current issuing CA is not in the register; was `hub pki init` run against this database?",
+                code="STORE_NO_CA",
+            )
+        now = clock.now()
+        existing = pki.load_certificates(paths.issuing_cert)
+        new_key = keys.generate_private_key("ec-p384")
+        new = pki.ca_certificate(
+            pki.ca_name(f"Forestry Exchange Hub Issuing CA {len(existing) + 1}"),
+            new_key.public_key(),
+            root,
+            root_key,
+            days=days,
+            path_length=0,
+            now=now,
+        )
+        pw = pki.passphrase_bytes(settings.ca_passphrase)
+        # In this order, so that every intermediate state is consistent: the old key is kept, the certificate file
+        # lists both (the key still matches the old one), then the key becomes the new CA's.
+        keys.write_private_file(
+            lifecycle.archived_issuing_key(paths.root, pki.serial_hex(old.serial_number)),
+            keys.private_key_pem(old_key, pw),
+        )
+        keys.write_public_file(paths.issuing_cert, pki.certificate_pem(new, *existing))
+        keys.write_private_file(paths.issuing_key, keys.private_key_pem(new_key, pw))
+        old_crl = paths.issuing_crl
+        if old_crl.exists():
+            os.replace(old_crl, lifecycle.issuing_crl_path(paths.root, old, current=False))
+        issued = pki.IssuedCertificate(new, "issuing", root)
+        await repo.add(record_of(issued))
+    await publish_crls(settings, pki_dir, only="issuing")
+    log.info("issuing CA rolled over: %s replaces %s", issued.serial, pki.serial_hex(old.serial_number))
+    return lifecycle.RolloverResult(old, issued)
+
+
+# ---------------------------------------------------------------- evidence checkpoints
+
+
+async def installation_checkpoint_verifier(settings: Settings, pki_dir: Path) -> CheckpointVerifier:
+    """``checkpoint_verifier`` with the register of this installation's store (refusing another installation's
+    store, ``STORE_FOREIGN_INSTALLATION``)."""
+    async with connection(settings.pg_dsn) as conn:
+        await lifecycle.check_installation(settings, conn, pki_dir)
+        rows = await conn.fetch("SELECT der FROM trust_certificates WHERE kind = 'hub'")
+        revocations = await conn.fetch("SELECT serial, revoked_at FROM trust_revocations")
+    return checkpoint_verifier(
+        pki_dir,
+        [bytes(r["der"]) for r in rows],
+        {int(r["serial"], 16): r["revoked_at"] for r in revocations},
+    )

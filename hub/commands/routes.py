@@ -46,13 +46,12 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def _describe(r: Route) -> str:
     p = r.policy
     service = r.service + (f"/{r.version}" if r.version else "")
-    lanes = " ".join(f"{u}={rule.priority}{'!' if rule.lane == 'emergency' else ''}" for u, rule in p.urgencies)
-    ack = f" ack≤{int(p.ack_within.total_seconds() // 60)}min" if p.ack_within is not None else ""
+    priorities = " ".join(f"{u}={rule.priority}" for u, rule in p.urgencies)
     ttl = format_duration(p.max_ttl)
     return (
         f"{r.name:<26} {service:<24} from {', '.join(map(str, r.senders))}\n"
         f"{'':<26} {'':<24} to   {', '.join(map(str, r.recipients))}\n"
-        f"{'':<26} {'':<24} ttl≤{ttl} retry {p.retry.attempts}×{list(p.retry.backoff)} {lanes}{ack}"
+        f"{'':<26} {'':<24} ttl≤{ttl} retry {p.retry.attempts}×{list(p.retry.backoff)} {priorities}"
     )
 
 
@@ -74,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rsub = r.add_subparsers(dest="routes_command", metavar="ACTION", required=True)
     for name, handler, text in (
         ("check", cmd_check, "check route files against the schema and the directory; print every problem"),
-        ("list", cmd_list, "print the route table (priority marked ! travels in the emergency lane)"),
+        ("list", cmd_list, "print the route table (senders, recipients, validity, retries, priority per urgency)"),
     ):
         p = rsub.add_parser(name, help=text)
         p.add_argument("files", nargs="*", metavar="FILE", help="route files (default: routes/*.xml)")

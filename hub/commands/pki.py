@@ -55,7 +55,7 @@ def _write_out(target: str | None, data: bytes) -> None:
 
 
 def cmd_pki_init(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import admin
+    from hub.commands import trust_admin as admin
 
     pki_dir = _pki_dir(args, settings)
     created = asyncio.run(admin.init(settings, pki_dir, agency=args.agency))
@@ -68,7 +68,8 @@ def cmd_pki_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_issue(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import admin, pki
+    from hub.commands import trust_admin as admin
+    from hub.trust import pki
 
     pki_dir = _pki_dir(args, settings)
     issued = asyncio.run(admin.issue(settings, pki_dir, _read(args.csr), days=args.days))
@@ -83,7 +84,8 @@ def cmd_pki_issue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_renew(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import admin, pki
+    from hub.commands import trust_admin as admin
+    from hub.trust import pki
 
     issued = asyncio.run(admin.renew(settings, _pki_dir(args, settings), args.serial, days=args.days))
     assert issued.issuer is not None
@@ -94,7 +96,7 @@ def cmd_pki_renew(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import admin
+    from hub.commands import trust_admin as admin
 
     row, crl = asyncio.run(admin.revoke(settings, _pki_dir(args, settings), args.serial, args.reason))
     who = f"{row.agency}/{row.system}" if row.agency else row.subject
@@ -107,7 +109,7 @@ def cmd_pki_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_crl(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import admin
+    from hub.commands import trust_admin as admin
 
     for crl in asyncio.run(admin.publish_crls(settings, _pki_dir(args, settings), hours=args.hours)):
         print(
@@ -118,9 +120,10 @@ def cmd_pki_crl(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import lifecycle, pki
+    from hub.commands import trust_admin as admin
+    from hub.trust import pki
 
-    done = asyncio.run(lifecycle.rotate_hub(settings, _pki_dir(args, settings), days=args.days))
+    done = asyncio.run(admin.rotate_hub(settings, _pki_dir(args, settings), days=args.days))
     print(
         f"hub key rotated: certificate {done.new.serial} (valid until "
         f"{done.new.certificate.not_valid_after_utc:%Y-%m-%d}) replaces {pki.serial_hex(done.old.serial_number)}"
@@ -133,9 +136,10 @@ def cmd_pki_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_rollover(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import lifecycle, pki
+    from hub.commands import trust_admin as admin
+    from hub.trust import pki
 
-    done = asyncio.run(lifecycle.rollover_issuing(settings, _pki_dir(args, settings)))
+    done = asyncio.run(admin.rollover_issuing(settings, _pki_dir(args, settings)))
     old = pki.serial_hex(done.old.serial_number)
     print(
         f"new issuing CA {done.new.serial} (valid until {done.new.certificate.not_valid_after_utc:%Y-%m-%d}) under "
@@ -161,7 +165,8 @@ def cmd_pki_expiry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import admin, pki
+    from hub.commands import trust_admin as admin
+    from hub.trust import pki
 
     pki_dir = _pki_dir(args, settings)
     rows = asyncio.run(admin.list_certificates(settings, agency=args.agency, pki_dir=pki_dir))

@@ -2,14 +2,14 @@
 
 ``load`` checks the file (every problem printed as ``FILE:LINE: CODE: 标题 — message``, exit 1), stores it in
 PostgreSQL (``hub.store.directory``), then provisions one RabbitMQ user per system through
-``hub.transport.users.provision`` when that module is present (``--no-provision`` skips it).
+``hub.transport.users.provision`` (``--no-provision`` skips it). Wiring: it lives in ``hub.commands``, not in the
+pure ``hub.directory``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import unicodedata
 from pathlib import Path
 
@@ -51,24 +51,13 @@ def _summary(d: Directory) -> str:
 
 
 async def _provision(settings: Settings, directory: Directory) -> str:
-    """Provision RabbitMQ users when the transport provides it. LEAD: wiring point — keep the guard so that
-    `hub directory load` also works where RabbitMQ provisioning is not installed (tests of the directory alone)."""
-    try:
-        from hub.transport import users
-    except ModuleNotFoundError as exc:
-        if exc.name in ("hub.transport", "hub.transport.users"):
-            return "RabbitMQ users: skipped (hub.transport.users is not available)"
-        raise
-    provision = getattr(users, "provision", None)
-    if provision is None:
-        return "RabbitMQ users: skipped (hub.transport.users has no provision())"
-    # One user per system; the hub itself connects with the operator's credentials, not a system user.
+    """One RabbitMQ user per system (``hub.transport.users.provision``); the hub itself connects with the
+    operator's credentials, not a system user."""
+    from hub.transport import users
+
     wanted = [(s.id, None) for s in directory.systems() if s.id != directory.hub_system]
-    result = provision(settings, wanted)
-    if inspect.isawaitable(result):
-        result = await result
-    count = len(result) if isinstance(result, (list, tuple)) else len(wanted)
-    return f"RabbitMQ users: {count} provisioned"
+    made = await users.provision(settings, wanted)
+    return f"RabbitMQ users: {len(made)} provisioned"
 
 
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
