@@ -14,11 +14,11 @@ as sent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hub.pipeline import outgoing
-from hub.pipeline.processor import Accepted, Delivery, Rejected
+from hub.pipeline.plan import Plan
+from hub.pipeline.processor import Accepted, Rejected
 from hub.store.records import DeliveryRecord, MessageRecord, ReceiptRecord, RecordOutcome, Rejection
 
 if TYPE_CHECKING:
@@ -30,28 +30,6 @@ __all__ = ["Plan", "message_record", "outgoing_of", "plan_of", "records_of", "re
 
 #: A refusal that says nothing about the message itself: answered and, besides, parked for an operator.
 PARKED_AS_WELL = frozenset({"MSG_COST_EXCEEDED"})
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What to do for one message once the store has recorded it (or found it recorded before).
-
-    ``deliver``: the recipients to send a hub-signed delivery now. ``receipt``: the outcome of the hub.receipt to
-    send (``accepted``, ``duplicate``, ``quarantined``; None: none), ``record_receipt``: whether it is recorded as
-    the sender's answer (a "duplicate" receipt is not: the first answer stands). ``blocked_error``: a hub.error
-    naming the recipients the gate kept it from. ``error``: a signed hub.error for a refused message.
-    ``park``: its bytes go to the dead-letter queue, where an operator sees them."""
-
-    deliver: tuple[Delivery, ...] = ()
-    receipt: str | None = None
-    record_receipt: bool = False
-    blocked_error: bool = False
-    error: bool = False
-    park: bool = False
-
-    @property
-    def empty(self) -> bool:
-        return not (self.deliver or self.receipt or self.blocked_error or self.error or self.park)
 
 
 NOTHING = Plan()

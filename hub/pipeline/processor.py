@@ -42,11 +42,11 @@ from hub.errors import (
     NoRoute,
     title_of,
 )
+from hub.pipeline.plan import Delivery, Plan
 from hub.pipeline.replies import canonical_receipt, signed_document
 
 if TYPE_CHECKING:
     from hub.directory import Directory
-    from hub.pipeline.decide import Plan
     from hub.routing import GateResult, Marking, Router, Target
     from hub.trust import Signer, Verifier
     from hub.validation import SchemaRegistry
@@ -56,17 +56,6 @@ __all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processo
 log = logging.getLogger("hub.pipeline")
 
 CN_TZ = timezone(timedelta(hours=8))
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One recipient of an accepted message."""
-
-    system: str
-    agency: str
-    role: str
-    zone: str
-    ceiling: int
 
 
 @dataclass(slots=True)
