@@ -43,6 +43,7 @@ delivery). Under callgrind, consuming a delivery went from 355,000 instructions 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
@@ -84,6 +85,13 @@ PATHS: Final = ("frame reader", "in-line delivery", "frame-queue bound", "batch 
 _fallen_back: set[str] = set()
 
 
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
 def fallback(path: str, reason: str) -> None:
     """Note that ``path`` runs aiormq's own code in this process because ``reason``; the first time, one WARNING."""
     if path in _fallen_back:
@@ -92,7 +100,7 @@ def fallback(path: str, reason: str) -> None:
     log.warning(
         "AMQP fast path %r is not available with aiormq %s (%s): aiormq's own code runs instead (HUB_AMQP_FAST)",
         path,
-        getattr(aiormq, "__version__", "?"),
+        _version("aiormq"),
         reason,
     )
 
