@@ -183,6 +183,11 @@ class Bench:
             f"中继 relay: {a.relays} × bench/_relay.py, prefetch {settings.prefetch}"
         )
 
+        # The instrument (publisher and sink, this process) reads frames with the hub's reader, as it did when every
+        # Transport.connect installed it (before issue 18): it costs the same for both paths and both hub runs.
+        from hub.transport import _aiormq_fast
+
+        _aiormq_fast.install_reader()
         self.transport = await Transport.connect(settings, client_name="bench-publisher")
         await self.sink.start(
             settings.amqp_url,
