@@ -3,18 +3,34 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+#: The transport and pipeline integration tests, run a second time by `make test` with HUB_AMQP_FAST=0 (aiormq's
+#: own code paths only: hub/transport/_aiormq_fast.py switched off).
+FAST_OFF_TESTS := tests/integration/test_transport.py tests/integration/test_pipeline.py tests/integration/test_crash.py
 
-.PHONY: demo demo-stop test check install services clean bench
+.PHONY: demo demo-stop test check install lock services clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+# Every dependency at the version in the lock file, then the project itself without resolving anything again.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## make lock: resolve pyproject.toml's dependencies (with dev) afresh in a throw-away venv and write the lock file.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q '.[dev]'
+	{ sed -n '/^#/p' $(LOCK); .venv-lock/bin/pip freeze --exclude-editable | grep -iv '^forestry.exchange.hub'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .venv-lock build
 
 services:
 	bash scripts/ensure-services.sh
@@ -23,9 +39,11 @@ services:
 demo: install services
 	$(BIN)/python -m hub.demo
 
-## make test: the whole suite (unit, integration against the real RabbitMQ and PostgreSQL, e2e).
+## make test: the whole suite (unit, integration against the real RabbitMQ and PostgreSQL, e2e), then the transport
+## and pipeline integration tests again with the AMQP fast paths off.
 test: install services
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	HUB_AMQP_FAST=0 $(BIN)/python -m pytest -q -p no:cacheprovider $(FAST_OFF_TESTS)
 
 ## make check: lint, format and types.
 check: install

@@ -130,13 +130,14 @@ class Installation:
         assert self.settings is not None
         return self.settings.to_env()
 
-    def start_hub(self, workers: int) -> list[str]:
-        """``hub run --workers N`` as an operator starts it; its log goes to a file in the temp dir."""
+    def start_hub(self, workers: int, **env: str) -> list[str]:
+        """``hub run --workers N`` as an operator starts it (``env``: variables to add, e.g. ``HUB_AMQP_FAST="0"``);
+        its log is appended to a file in the temp dir."""
         cmd = [sys.executable, "-m", "hub.cli", "run", "--workers", str(workers)]
-        log = self.hub_log.open("wb")
+        log = self.hub_log.open("ab")
         self.hub = subprocess.Popen(
             cmd,
-            env=self.env(),
+            env={**self.env(), **env},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -145,6 +146,22 @@ class Installation:
         )
         log.close()
         return cmd
+
+    async def stop_hub(self, timeout: float = 60.0) -> None:
+        """Stop ``hub run`` gracefully (SIGTERM: the workers finish their batches) and wait until it exited."""
+        if self.hub is None:
+            return
+        hub, self.hub = self.hub, None
+        if hub.poll() is None:
+            hub.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while hub.poll() is None:
+            if time.monotonic() > deadline:
+                hub.kill()
+                raise RuntimeError(
+                    f"hub run did not stop within {timeout:.0f} s of SIGTERM:\n{self.tail(self.hub_log)}"
+                )
+            await asyncio.sleep(0.05)
 
     def start_relays(self, n: int, prefetch: int) -> None:
         assert self.settings is not None

@@ -32,9 +32,14 @@ measuring consumer takes messages without acks (it is the instrument, not the sy
 per component come from /proc (hub = supervisor + workers; postgres = the backends of the bench's database;
 other = everything else on the machine, e.g. other users of the shared cores).
 
-The last line is the figure issue 4 asks for::
+Then (unless ``--no-fast-off``) the hub is stopped and ``hub run`` started again with ``HUB_AMQP_FAST=0`` (aiormq's
+own code paths, hub/transport/_aiormq_fast.py off) on the same installation, and the throughput rounds are repeated
+with fresh messages, interleaved with the raw relay again (issue 18): its ratio and the hub's CPU per message with
+and without the fast paths are printed beside the first run's.
 
-    e2e_ratio=<hub msg/s ÷ raw msg/s> hub_per_s=<n> raw_per_s=<n> p99_ms=<hub p99 at the offered rate>
+The last line is the figure issue 4 asks for, and the fast-path-off ratio (issue 18)::
+
+    e2e_ratio=<hub msg/s ÷ raw msg/s> hub_per_s=<n> raw_per_s=<n> p99_ms=<hub p99 at the offered rate> e2e_ratio_fast_off=<the same ratio with HUB_AMQP_FAST=0>
 
 Goal: e2e_ratio ≥ 0.50 and p99_ms ≤ 50 at 300 messages/s. Usage::
 
@@ -135,10 +140,14 @@ class Bench:
         self.sink = Sink()
         self.transport: Any = None
         self.hub_target: Target
+        self._normal_queue = ""
         self.raw_target: Target
         self.integrity = ""
         self.batches: dict[str, tuple[float, float, float]] = {}
         self.rounds: list[tuple[float, float]] = []
+        #: The second hub run, with HUB_AMQP_FAST=0: (raw, hub) throughput and its rounds (raw msg/s, hub msg/s).
+        self.fast_off: tuple[Phase, Phase] | None = None
+        self.rounds_off: list[tuple[float, float]] = []
         self.profiler: Any = None
         if args.profile is not None:
             from _e2e_profile import Profiler
@@ -155,7 +164,8 @@ class Bench:
         self.hub_target = Target(names.inbound_exchange, "normal")
         self.raw_target = Target("", self.inst.raw_in)
         n_lat = int(a.rate * a.seconds)
-        total = a.warmup + a.messages + n_lat
+        n_off = a.warmup + a.messages if a.fast_off else 0  # the second hub run's messages (distinct ids)
+        total = a.warmup + a.messages + n_lat + n_off
         loop = asyncio.get_running_loop()
         msgs = await loop.run_in_executor(None, presign, settings.state_dir, SENDER, RECIPIENT, total)
         size = sum(len(b) for _, b in msgs) / len(msgs)
@@ -163,7 +173,8 @@ class Bench:
             f"准备 set-up: database {self.inst.db_name}, namespace {self.inst.namespace}, {total} messages signed "
             f"in advance (mean {size:.0f} bytes) — {time.perf_counter() - t:.1f} s"
         )
-        warm, backlog, paced = msgs[: a.warmup], msgs[a.warmup : a.warmup + a.messages], msgs[a.warmup + a.messages :]
+        warm, backlog = msgs[: a.warmup], msgs[a.warmup : a.warmup + a.messages]
+        paced, off = msgs[a.warmup + a.messages : total - n_off], msgs[total - n_off :]
 
         cmd = self.inst.start_hub(a.workers)
         self.inst.start_relays(a.relays, settings.prefetch)
@@ -172,6 +183,11 @@ class Bench:
             f"中继 relay: {a.relays} × bench/_relay.py, prefetch {settings.prefetch}"
         )
 
+        # The instrument (publisher and sink, this process) reads frames with the hub's reader, as it did when every
+        # Transport.connect installed it (before issue 18): it costs the same for both paths and both hub runs.
+        from hub.transport import _aiormq_fast
+
+        _aiormq_fast.install_reader()
         self.transport = await Transport.connect(settings, client_name="bench-publisher")
         await self.sink.start(
             settings.amqp_url,
@@ -179,7 +195,8 @@ class Bench:
             sender_queue=names.system_queue(SENDER[0]),
             raw_queue=self.inst.raw_out,
         )
-        await self._ready(names.inbound_queue("normal"), a.workers, "hub workers")
+        self._normal_queue = names.inbound_queue("normal")
+        await self._ready(self._normal_queue, a.workers, "hub workers")
         await self._ready(self.inst.raw_in, a.relays, "relays")
 
         # Warm-up: first batches pay for lazy imports, prepared statements, caches; not measured.
@@ -203,12 +220,34 @@ class Bench:
             await self._latency("hub", paced),
         ]
         self.batches = hub_batches(self.inst.hub_log, {"throughput": backlog, "latency": paced})
+        if a.fast_off:
+            self.fast_off = await self._fast_off(off[: a.warmup], off[a.warmup :])
         self.integrity = await self._integrity(total)
         if self.sink.errors:
             raise RuntimeError(
                 f"the hub answered {len(self.sink.errors)} message(s) with hub.error: {sorted(set(self.sink.errors))}"
             )
         return phases
+
+    async def _fast_off(self, warm: list[tuple[str, bytes]], backlog: list[tuple[str, bytes]]) -> tuple[Phase, Phase]:
+        """The same throughput rounds (raw, hub, raw, hub, …) through a second ``hub run`` started with
+        HUB_AMQP_FAST=0 (aiormq's own code paths only) on the same installation, after the first one stopped."""
+        a = self.args
+        await self.inst.stop_hub()
+        self.inst.start_hub(a.workers, HUB_AMQP_FAST="0")
+        pid = self.inst.hub.pid if self.inst.hub else "?"
+        print(f"快速路径关闭 fast paths off: hub run --workers {a.workers} again with HUB_AMQP_FAST=0 (pid {pid})")
+        await self._ready(self._normal_queue, a.workers, "hub workers (HUB_AMQP_FAST=0)")
+        await self._throughput("hub", warm, label="warm-up HUB_AMQP_FAST=0")
+        size = math.ceil(len(backlog) / a.rounds)
+        raw_rounds: list[Phase] = []
+        hub_rounds: list[Phase] = []
+        for i in range(a.rounds):
+            part = backlog[i * size : (i + 1) * size]
+            raw_rounds.append(await self._throughput("raw", part, label="fast-off"))
+            hub_rounds.append(await self._throughput("hub", part, label="fast-off"))
+        self.rounds_off = [(r.per_s, h.per_s) for r, h in zip(raw_rounds, hub_rounds, strict=True)]
+        return merge(raw_rounds), merge(hub_rounds)
 
     async def _integrity(self, hub_messages: int) -> str:
         """After the measurements: a delivery and a receipt verify as hub-signed, PostgreSQL recorded every message
@@ -325,7 +364,7 @@ class Bench:
             profile=files,
             others=after.top_others(before),
         )
-        if label != "throughput":
+        if label.startswith("warm-up"):
             print(f"预热 {label} {path}: {len(msgs)} messages in {phase.seconds:.2f} s")
         return phase
 
@@ -413,6 +452,8 @@ def report(
     integrity: str,
     batches: dict[str, tuple[float, float, float]],
     rounds: list[tuple[float, float]],
+    fast_off: tuple[Phase, Phase] | None = None,
+    rounds_off: list[tuple[float, float]] | None = None,
 ) -> str:
     by = {(p.path, p.kind): p for p in phases}
     raw_tp, hub_tp = by["raw", "throughput"], by["hub", "throughput"]
@@ -427,6 +468,22 @@ def report(
     for i, (r, h) in enumerate(rounds, 1):
         print(f"{f'  第 {i} 轮 round {i} of {len(rounds)} (msg/s)':34}{h:>14.0f}{r:>14.0f}{h / r if r else 0:>16.2f}")
     print(f"{'  用时 elapsed (s)':34}{hub_tp.seconds:>14.2f}{raw_tp.seconds:>14.2f}")
+    ratio_off = None
+    if fast_off is not None:
+        raw_off, hub_off = fast_off
+        ratio_off = hub_off.per_s / raw_off.per_s if raw_off.per_s else 0.0
+        print(
+            f"{'快速路径关闭 HUB_AMQP_FAST=0 (msg/s)':34}{hub_off.per_s:>14.0f}{raw_off.per_s:>14.0f}{ratio_off:>16.2f}"
+        )
+        for i, (r, h) in enumerate(rounds_off or [], 1):
+            print(f"{f'  第 {i} 轮 round {i} (fast off)':34}{h:>14.0f}{r:>14.0f}{h / r if r else 0:>16.2f}")
+        on_ms, off_ms = hub_tp.cpu.get("hub", 0) / hub_tp.n * 1000, hub_off.cpu.get("hub", 0) / hub_off.n * 1000
+        change = f"{(off_ms / on_ms - 1) * 100:+.0f} %" if on_ms else "?"
+        print(
+            f"  hub run CPU per message: {on_ms:.2f} ms with the fast paths, {off_ms:.2f} ms without ({change}); "
+            f"raw relay {raw_tp.cpu.get('relay', 0) / raw_tp.n * 1000:.2f} / "
+            f"{raw_off.cpu.get('relay', 0) / raw_off.n * 1000:.2f} ms"
+        )
     rate = f"{args.rate:g} msg/s × {args.seconds:g} s"
     print(f"时延 latency at {rate} (publish → arrival at the recipient's queue)")
     for label, q in (("  p50 (ms)", 50), ("  p99 (ms)", 99), ("  max (ms)", 100)):
@@ -484,7 +541,8 @@ def report(
         f"({ratio:.0%}); p99 ≤ {GOAL_P99_MS:.0f} ms at {args.rate:g} msg/s — "
         f"{'达到 met' if ok_p99 else '未达到 NOT met'} ({p99:.1f} ms)"
     )
-    return f"e2e_ratio={ratio:.2f} hub_per_s={hub_tp.per_s:.0f} raw_per_s={raw_tp.per_s:.0f} p99_ms={p99:.1f}"
+    last = f"e2e_ratio={ratio:.2f} hub_per_s={hub_tp.per_s:.0f} raw_per_s={raw_tp.per_s:.0f} p99_ms={p99:.1f}"
+    return last if ratio_off is None else f"{last} e2e_ratio_fast_off={ratio_off:.2f}"
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -500,6 +558,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rate", type=float, default=300.0, help="offered rate of the latency phase (msg/s)")
     ap.add_argument("--seconds", type=float, help="length of the latency phase (default 20; 4 with --quick)")
     ap.add_argument("--workers", type=int, default=2, help="hub run --workers (default 2)")
+    ap.add_argument(
+        "--no-fast-off",
+        dest="fast_off",
+        action="store_false",
+        help="skip the second hub run with HUB_AMQP_FAST=0 (its throughput rounds and e2e_ratio_fast_off)",
+    )
     ap.add_argument("--relays", type=int, help="relay processes (default: as many as hub workers)")
     ap.add_argument("--warmup", type=int, help="unmeasured warm-up messages per path (default 300; 100 --quick)")
     ap.add_argument(
@@ -532,7 +596,7 @@ async def amain(args: argparse.Namespace) -> str:
         phases = await bench.run()
     finally:
         await bench.close()
-    return report(phases, args, bench.integrity, bench.batches, bench.rounds)
+    return report(phases, args, bench.integrity, bench.batches, bench.rounds, bench.fast_off, bench.rounds_off)
 
 
 def main() -> int:

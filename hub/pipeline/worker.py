@@ -453,6 +453,10 @@ def worker_main(settings: Settings, index: int, supervisor: int | None = None) -
     if os.getppid() != parent:  # the supervisor died while this process was starting
         return
     logs.setup(batched=True)
+    if settings.amqp_fast:  # the process-wide frame reader: hub run's workers only (never CLIs or clients)
+        from hub.transport._aiormq_fast import install_reader
+
+        install_reader()
 
     async def main() -> None:
         worker = Worker(settings, index)

@@ -8,6 +8,8 @@ Public surface::
                Consumer; CONNECTION_ERRORS; translate()
     users      provision(), remove(), amqp_url_for(), read_password(), teardown_namespace(), close_connections()
     memory     MemoryTransport, MemoryBroker (in-memory twin for unit tests; never proof of delivery)
+    _aiormq_fast  the speed layer: every replacement of aiormq/pamqp internals, used while ``Settings.amqp_fast``
+               (``HUB_AMQP_FAST``) is on; its process-wide frame reader is installed by ``hub run``'s workers only
 
 ``hub.transport.names`` and ``hub.transport.topology`` are pure and importable without a broker; importing this
 package itself imports aio-pika.

@@ -12,19 +12,17 @@ code ``AMQP_ACCESS_REFUSED`` (a permission does not come back by retrying), a mi
 ``BrokerUnavailable`` (``DELIVERY_NACKED``), an unroutable one ``BrokerUnavailable`` (``DELIVERY_UNROUTABLE``):
 every publish is ``mandatory``, so nothing is ever dropped silently.
 
-Publishing: ``publish_many`` writes all frames of a batch to the socket in one go and then awaits all confirms
-together. aio-pika's own ``Exchange.publish`` costs about 0.3 ms of CPU per message (a lock, a drain and several
-futures each); writing the batch at once costs a seventh of that. The batch path uses the documented state of
-aiormq's channel (``delivery_tag``, ``confirmations``, ``message_id_delivery_tag``, ``write_queue``, ``lock``)
-as ``aiormq.Channel.basic_publish`` does, except that the confirmations of a batch feed one future
-(``_Confirms``); if a future aiormq lacks any of it, ``publish_many`` falls back to one ``basic_publish`` per
-message (same semantics, slower).
+Publishing: ``publish_many`` publishes a batch and returns once the broker confirmed all of it. Consuming: a
+consumer channel's deliveries are buffered into batches (``Consumer``).
 
-Consuming: frames are read by ``install_reader`` (two reads a frame, decoded by ``hub.transport.frames``), a
-consumer channel's frame queue is bounded by its prefetch alone (``_unbounded_frames``) and its deliveries reach
-the consumer in line (``_deliver_in_line``). Each of these replaces one aiormq internal where it is found as
-expected and leaves aiormq's own code in place otherwise; tests/unit/test_frames.py and the transport tests pin
-that they behave as aiormq's. Under callgrind, consuming a delivery went from 355,000 instructions to 184,000.
+How fast: with ``Settings.amqp_fast`` (``HUB_AMQP_FAST``, on by default) a batch's frames are written to the socket
+in one go with one future for all its confirms, and a consumer channel's deliveries reach the consumer in line with
+its frame queue bounded by the prefetch alone; ``hub run``'s workers also read frames with the hub's reader. All of
+that replaces aiormq/pamqp internals and lives in ``hub.transport._aiormq_fast`` (see its docstring); this module
+calls it at three places only (``publish_many``, ``Consumer._subscribe``, and the workers' start-up installs the
+reader). With the switch off, or where the installed aiormq lacks what a fast path needs (one WARNING names the
+path), aiormq's own code runs: ``Exchange``-level semantics through ``Channel.basic_publish`` and aiormq's
+consumer callback, the same behaviour at about 0.3 ms more CPU per published message.
 """
 
 from __future__ import annotations
@@ -33,9 +31,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from functools import partial
-from typing import Any, ClassVar, cast
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, cast
 
 import aio_pika
 import aiormq
@@ -43,13 +40,12 @@ import aiormq.exceptions as amqp_errors
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.connection import make_url
 from aiormq import spec
-from aiormq.abc import ChannelFrame, DeliveredMessage
-from pamqp.exceptions import PAMQPException
+from aiormq.abc import DeliveredMessage
 from yarl import URL
 
 from hub.errors import BrokerUnavailable, ConfigError, HubError
 from hub.settings import Settings
-from hub.transport import frames
+from hub.transport import _aiormq_fast as fast_paths
 from hub.transport.names import Names
 from hub.transport.topology import Handler, Incoming, Outgoing, topology
 
@@ -58,7 +54,6 @@ __all__ = [
     "Consumer",
     "Transport",
     "ack",
-    "install_reader",
     "nack",
     "translate",
 ]
@@ -83,16 +78,6 @@ _AUTH_ERRORS = (amqp_errors.AuthenticationError, amqp_errors.ProbableAuthenticat
 _BROKER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, amqp_errors.DeliveryError, *_AUTH_ERRORS)
 #: Errors ignored while tearing down (the broker cleans up after a lost channel itself).
 _QUIET: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, amqp_errors.AMQPError)
-#: aiormq channel attributes the batch publish path relies on (checked once per channel incarnation).
-_FAST_ATTRS = (
-    "lock",
-    "delivery_tag",
-    "confirmations",
-    "message_id_delivery_tag",
-    "write_queue",
-    "number",
-    "max_content_size",
-)
 #: Every message the hub publishes is an XML document.
 CONTENT_TYPE = "application/xml"
 
@@ -229,111 +214,7 @@ def _incoming(dm: DeliveredMessage, queue: str, tracker: _Tracker) -> Incoming:
     )
 
 
-# -- reading frames ------------------------------------------------------------------------------------------------
-
-_original_get_frame: Callable[..., Any] | None = None
-
-
-def _read_error(exc: BaseException) -> amqp_errors.AMQPConnectionError:
-    """aiormq's translation of a failed socket read (``FrameReceiver.get_frame``), word for word."""
-    if isinstance(exc, asyncio.IncompleteReadError):
-        return amqp_errors.AMQPConnectionError(
-            f"Server connection unexpectedly closed. Read {len(exc.partial)} bytes but {exc.expected} bytes expected",
-        )
-    if isinstance(exc, ConnectionRefusedError):
-        return amqp_errors.AMQPConnectionError(f"Server connection refused: {exc!r}")
-    if isinstance(exc, ConnectionResetError):
-        return amqp_errors.AMQPConnectionError(f"Server connection reset: {exc!r}")
-    if isinstance(exc, ConnectionError):
-        return amqp_errors.AMQPConnectionError(f"Server connection error: {exc!r}")
-    return amqp_errors.AMQPConnectionError(f"Server communication error: {exc!r}")
-
-
-async def _get_frame(receiver: Any) -> Any:
-    """aiormq's ``FrameReceiver.get_frame`` once the connection is open: two reads a frame (its 7-byte head, then
-    the rest) instead of three through a BytesIO and a lock, decoded by ``frames.decode`` (pamqp's objects).
-    The handshake (``started`` still False: the broker may answer with a protocol header) goes through aiormq's
-    own code. After the handshake only the connection's reader task reads frames, so no lock is needed."""
-    if not receiver.started:
-        return await cast(Callable[..., Any], _original_get_frame)(receiver)
-    reader = receiver.reader
-    if reader.at_eof():
-        del receiver.reader
-        raise StopAsyncIteration
-    try:
-        head = await reader.readexactly(7)
-        payload = await reader.readexactly(int.from_bytes(head[3:7], "big") + 1)
-    except (OSError, asyncio.IncompleteReadError) as exc:
-        raise _read_error(exc) from exc
-    try:
-        return frames.decode(head, payload)
-    except PAMQPException as exc:
-        raise amqp_errors.InvalidFrameError(str(exc)) from exc
-
-
-def install_reader() -> bool:
-    """Have aiormq read frames with ``_get_frame`` in this process (idempotent; every hub process that talks to
-    RabbitMQ calls it through ``Transport.connect``). aiormq makes a ``FrameReceiver`` inside each connect and
-    never stores it, so the method is replaced on the class. Returns False (and changes nothing) when the
-    installed aiormq's receiver lacks what ``_get_frame`` relies on (``reader``, ``started``, ``get_frame``)."""
-    global _original_get_frame
-    receiver_class = getattr(aiormq.connection, "FrameReceiver", None)
-    current = getattr(receiver_class, "get_frame", None)
-    if receiver_class is None or current is None:
-        return False
-    if current is _get_frame:
-        return True
-    init = getattr(receiver_class.__init__, "__code__", None)
-    if init is None or not {"reader", "started"} <= set(init.co_names):
-        return False
-    _original_get_frame = current
-    receiver_class.get_frame = _get_frame
-    return True
-
-
 # -- consumer ------------------------------------------------------------------------------------------------------
-
-
-def _deliver_in_line(channel: Any, accept: Callable[[DeliveredMessage], None]) -> bool:
-    """Have aiormq's frame reader hand this channel's deliveries straight to ``accept``, instead of starting a task
-    per delivery (aiormq's ``_on_deliver_frame`` runs ``create_task(consumer(message))``: 50,000 instructions a
-    message under callgrind, 14 % of its consuming). ``Transport.consume`` gives each consumer a channel of its own.
-
-    It replaces ``_on_deliver_frame`` on this channel object with the same steps minus the task, through two aiormq
-    internals (reading the content header and body); where they are missing (another aiormq) nothing is replaced
-    and aiormq's own path runs. As in aiormq, a delivery for a consumer tag the channel no longer has (cancelled)
-    is left unsettled, and a failure in ``accept`` is logged without stopping the channel."""
-    read_header = getattr(channel, "_Channel__get_content_header", None)
-    read_content = getattr(channel, "_read_content", None)
-    if read_header is None or read_content is None or not hasattr(channel, "_on_deliver_frame"):
-        return False
-    consumers = channel.consumers
-
-    async def on_deliver_frame(frame: spec.Basic.Deliver) -> None:
-        message = await read_content(frame, await read_header())
-        if frame.consumer_tag not in consumers:
-            return
-        try:
-            accept(message)
-        except Exception:
-            log.exception("consumer callback failed on channel %s", channel.number)
-
-    channel._on_deliver_frame = on_deliver_frame
-    return True
-
-
-def _unbounded_frames(channel: Any) -> bool:
-    """Lift the bound of 10 frames aiormq puts on a channel's frame queue (``Channel.frames``), for a consumer
-    channel. With the bound, the connection's reader stops every 10 frames (three a delivery) and waits for the
-    channel's reader to take them: two more event-loop turns every three messages, 20 % of the instructions of
-    consuming a message under callgrind. A consumer channel needs no bound of its own: the broker sends it at most
-    ``prefetch`` unacknowledged deliveries, so the queue holds at most about three times that many frames. Returns
-    False (and changes nothing) where the queue is not an ``asyncio.Queue`` with its ``_maxsize``."""
-    frames_queue = getattr(channel, "frames", None)
-    if not isinstance(frames_queue, asyncio.Queue) or not isinstance(getattr(frames_queue, "_maxsize", None), int):
-        return False
-    frames_queue._maxsize = 0  # type: ignore[attr-defined]  # what asyncio.Queue(maxsize=0) sets: unbounded
-    return True
 
 
 class Consumer:
@@ -355,6 +236,7 @@ class Consumer:
         linger: float,
         concurrency: int,
         priority: int | None = None,
+        fast: bool = True,
     ) -> None:
         if max_batch < 1 or concurrency < 1 or linger < 0:
             raise ValueError("max_batch and concurrency must be ≥ 1 and linger ≥ 0")
@@ -365,9 +247,11 @@ class Consumer:
         self._linger = linger
         self._concurrency = concurrency
         self._arguments: dict[str, Any] | None = {"x-priority": priority} if priority is not None else None
-        #: Whether deliveries reach ``_accept`` from aiormq's reader directly (``_deliver_in_line``).
+        #: Whether the fast paths may be used on this consumer's channel (``Settings.amqp_fast``).
+        self.fast = fast
+        #: Whether deliveries reach ``_accept`` from aiormq's reader directly (fast path ``in-line delivery``).
         self.in_line = False
-        #: Whether the channel's frame queue is bounded by the prefetch alone (``_unbounded_frames``).
+        #: Whether the channel's frame queue is bounded by the prefetch alone (fast path ``frame-queue bound``).
         self.unbounded = False
         self._buffer: list[Incoming] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -382,8 +266,9 @@ class Consumer:
     async def _subscribe(self) -> None:
         channel = await self._channel.get_underlay_channel()
         self._tracker = _Tracker(channel)
-        self.in_line = _deliver_in_line(channel, self._accept)
-        self.unbounded = _unbounded_frames(channel)
+        if self.fast:
+            self.in_line = fast_paths.deliver_in_line(channel, self._accept)
+            self.unbounded = fast_paths.unbounded_frames(channel)
         ok = await channel.basic_consume(self.queue, self._on_message, arguments=self._arguments)
         self._tag = ok.consumer_tag
 
@@ -400,7 +285,7 @@ class Consumer:
             await self._subscribe()
         self._channel.reopen_callbacks.add(self._on_reopen)
 
-    # The aiormq consumer callback, where deliveries are not handed over in line (see _deliver_in_line).
+    # The aiormq consumer callback, where deliveries are not handed over in line (fast path ``in-line delivery``).
     async def _on_message(self, dm: DeliveredMessage) -> None:
         self._accept(dm)
 
@@ -497,68 +382,6 @@ class Consumer:
 # -- transport -----------------------------------------------------------------------------------------------------
 
 
-class _Confirms:
-    """The broker's answers to one published batch: one ``_Confirmation`` per delivery tag in aiormq's
-    ``Channel.confirmations``, all feeding ``future`` (made by ``channel.create_future()``, so a channel that closes
-    fails it). aiormq's own path makes an asyncio future per message, and gathering them schedules three callbacks
-    a message; here the last answer of the batch sets the one future with every result in publish order (a
-    ``Basic.Ack``, the returned message, or the exception aiormq set), as ``gather(return_exceptions=True)``
-    returned them."""
-
-    __slots__ = ("future", "left", "results")
-
-    def __init__(self, future: asyncio.Future[list[Any]], n: int) -> None:
-        self.future = future
-        self.results: list[Any] = [None] * n
-        self.left = n
-
-    def settle(self, index: int, result: Any) -> None:
-        self.results[index] = result
-        self.left -= 1
-        if not self.left and not self.future.done():
-            self.future.set_result(self.results)
-
-
-class _Confirmation:
-    """What aiormq finds in ``Channel.confirmations`` for one message of a ``_Confirms`` batch: the part of the
-    future API it calls (``done``, ``cancelled``, ``set_result``, ``set_exception``). Done once answered, or when the
-    batch's future is (cancelled by a publish timeout, failed by a closing channel): aiormq then ignores the
-    answer, as it ignores the answer for a cancelled future."""
-
-    __slots__ = ("answered", "batch", "index")
-
-    def __init__(self, batch: _Confirms, index: int) -> None:
-        self.batch = batch
-        self.index = index
-        self.answered = False
-
-    def done(self) -> bool:
-        return self.answered or self.batch.future.done()
-
-    def cancelled(self) -> bool:
-        return self.batch.future.cancelled()
-
-    def set_result(self, result: Any) -> None:
-        self._answer(result)
-
-    def set_exception(self, exc: BaseException) -> None:
-        self._answer(exc)
-
-    def _answer(self, result: Any) -> None:
-        if self.answered:
-            raise asyncio.InvalidStateError("this delivery tag was answered already")
-        self.answered = True
-        self.batch.settle(self.index, result)
-
-
-def _forget(channel: Any, tags: dict[str, int], _: asyncio.Future[Any]) -> None:
-    """Drop a finished batch's message ids from aiormq's return map (unless a later publish took the id over)."""
-    known = channel.message_id_delivery_tag
-    for message_id, tag in tags.items():
-        if known.get(message_id) == tag:
-            del known[message_id]
-
-
 class Transport:
     """One robust connection to RabbitMQ, one confirming publish channel, consumers on their own channels.
 
@@ -566,9 +389,6 @@ class Transport:
     url=amqp_url_for(settings, system))`` (an agency system's client). Safe to share between tasks of one event
     loop; not between processes.
     """
-
-    #: Use the batch publish path when aiormq offers what it needs (tests switch it off to cover the fallback).
-    fast_publish: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -578,8 +398,12 @@ class Transport:
         names: Names,
         user: str,
         publish_timeout: float,
+        fast: bool = True,
     ) -> None:
         self.names = names
+        #: ``Settings.amqp_fast``: publish with ``_aiormq_fast.publish_batch`` and give consumers the fast paths
+        #: (where the installed aiormq offers what they need).
+        self.fast = fast
         #: The AMQP user this transport is logged in as (what RabbitMQ enforces as ``user_id``).
         self.user = user
         self._connection = connection
@@ -604,7 +428,6 @@ class Transport:
         """Connect (robustly: later connection losses are healed in the background) and open the publish channel.
         A broker that cannot be reached now is ``BrokerUnavailable``; wrong credentials ``AMQP_ACCESS_REFUSED``."""
         target = url or settings.amqp_url
-        install_reader()
         async with _edge("connecting to RabbitMQ"):
             # aio_pika.connect_robust, unrolled: when the first connect fails (wrong password, broker down) its
             # half-made connection must be closed here, or its __del__ later schedules a close() that nothing awaits.
@@ -630,6 +453,7 @@ class Transport:
             names=Names(settings.namespace),
             user=URL(target).user or "guest",
             publish_timeout=publish_timeout,
+            fast=settings.amqp_fast,
         )
 
     async def close(self) -> None:
@@ -706,8 +530,8 @@ class Transport:
         try:
             async with _edge("publishing"), asyncio.timeout(self._publish_timeout):
                 channel = await self._underlay(self._channel)
-                if self.fast_publish and all(hasattr(channel, a) for a in _FAST_ATTRS):
-                    results = await self._publish_batch(cast(aiormq.Channel, channel), items)
+                if self.fast and fast_paths.can_publish_batch(channel):
+                    results = await fast_paths.publish_batch(channel, items, content_type=CONTENT_TYPE)
                 else:
                     plain = cast(aiormq.Channel, channel)
                     results = await asyncio.gather(
@@ -747,64 +571,6 @@ class Transport:
                 return channel
             await asyncio.sleep(0.005)
 
-    async def _publish_batch(self, channel: aiormq.Channel, items: Sequence[Outgoing]) -> list[Any]:
-        """Write all frames of the batch at once and await the confirms (see the module docstring)."""
-        ch: Any = channel
-        number, max_content = channel.number, ch.max_content_size
-        payload = b"".join(
-            frames.publish(
-                number,
-                exchange=item.exchange,
-                routing_key=item.routing_key,
-                body=item.body,
-                max_content=max_content,
-                content_type=CONTENT_TYPE,
-                delivery_mode=2,
-                priority=item.priority,
-                message_id=item.message_id,
-                user_id=item.user_id,
-                correlation_id=item.correlation_id,
-                headers=item.headers or None,
-            )
-            for item in items
-        )
-        async with ch.lock:
-            if channel.is_closed:
-                raise amqp_errors.ChannelInvalidStateError("the publish channel is closed")
-            first = ch.delivery_tag + 1
-            batch = _Confirms(channel.create_future(), len(items))
-            confirmations = ch.confirmations
-            returns = ch.message_id_delivery_tag
-            tags: dict[str, int] = {}  # the last tag of each message id (a fan-out repeats an id)
-            for offset, item in enumerate(items):
-                tag = first + offset
-                confirmations[tag] = _Confirmation(batch, offset)
-                returns[item.message_id] = tags[item.message_id] = tag
-            batch.future.add_done_callback(partial(_forget, ch, tags))
-            ch.delivery_tag = first + len(items) - 1
-            drain = channel.create_future()
-            try:
-                await ch.write_queue.put(ChannelFrame(payload=payload, should_close=False, drain_future=drain))
-            except BaseException:
-                # Nothing reached the socket: give the sequence numbers back, as basic_publish does.
-                ch.delivery_tag = first - 1
-                for offset in range(len(items)):
-                    confirmations.pop(first + offset, None)
-                _forget(ch, tags, batch.future)  # now, before another publish can take these tags
-                batch.future.cancel()
-                drain.cancel()
-                raise
-        try:
-            await drain
-            return await batch.future
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is None or task.cancelling():
-                raise  # this task is being cancelled: by its caller, or by the publish timeout
-            # aiormq fails the futures of a channel or connection that closed under us with CancelledError (a
-            # stuck connection, a plain close): an outage, as gather(return_exceptions=True) reported it.
-            return [exc if result is None else result for result in batch.results]
-
     # -- consuming -----------------------------------------------------------------------------------------------
 
     async def consume(
@@ -826,7 +592,14 @@ class Transport:
             channel = cast(AbstractRobustChannel, await self._connection.channel(publisher_confirms=False))
             await channel.set_qos(prefetch_count=prefetch)
         consumer = Consumer(
-            channel, queue_name, handler, max_batch=max_batch, linger=linger, concurrency=concurrency, priority=priority
+            channel,
+            queue_name,
+            handler,
+            max_batch=max_batch,
+            linger=linger,
+            concurrency=concurrency,
+            priority=priority,
+            fast=self.fast,
         )
         try:
             await consumer.start()

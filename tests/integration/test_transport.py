@@ -18,6 +18,7 @@ import pytest_asyncio
 from hub.errors import BrokerUnavailable, ConfigError
 from hub.settings import Settings
 from hub.transport import Incoming, Names, Outgoing, Transport, priority_for, retry_of
+from hub.transport import _aiormq_fast as fast_paths
 from hub.transport.users import close_connections, teardown_namespace
 
 pytestmark = pytest.mark.integration
@@ -32,6 +33,9 @@ def settings(integration_settings: Settings) -> Settings:
 
 @pytest_asyncio.fixture(scope="module")
 async def hub(settings: Settings) -> AsyncIterator[Transport]:
+    # With HUB_AMQP_FAST on (the default) this module reads frames as hub run's workers do; with it off, as aiormq.
+    if settings.amqp_fast:
+        assert fast_paths.install_reader()
     transport = await Transport.connect(settings, client_name=f"{settings.namespace}-hub")
     await transport.declare_topology(SYSTEMS)
     try:
@@ -39,12 +43,16 @@ async def hub(settings: Settings) -> AsyncIterator[Transport]:
     finally:
         await transport.close()
         await teardown_namespace(settings)
+        fast_paths.uninstall_reader()
 
 
 @pytest.fixture(params=["batch", "per-message"])
-def publish_path(request, monkeypatch):
-    """Run a test through the batch publish path and through the per-message fallback."""
-    monkeypatch.setattr(Transport, "fast_publish", request.param == "batch")
+def publish_path(request, monkeypatch, hub: Transport):
+    """Run a test through the batch publish path and through aiormq's per-message ``basic_publish`` (with
+    HUB_AMQP_FAST=0 only the latter: aiormq's own code paths only)."""
+    if request.param == "batch" and not hub.fast:
+        pytest.skip("HUB_AMQP_FAST=0: the batch publish path is off")
+    monkeypatch.setattr(hub, "fast", request.param == "batch")
     return request.param
 
 
@@ -107,9 +115,10 @@ async def test_publish_many_confirms_then_consumer_gets_batches(hub: Transport, 
             done.set()
 
     consumer = await hub.consume(queue, handler, prefetch=128, max_batch=32, linger=0.01)
-    assert consumer.in_line  # aiormq hands deliveries over without a task each (its internals are still there)
-    assert consumer.unbounded  # its frame queue is bounded by the prefetch alone
-    assert consumer._tracker is not None and consumer._tracker.channel.frames.maxsize == 0
+    # With the fast paths: aiormq hands deliveries over without a task each, and the consumer channel's frame queue
+    # is bounded by the prefetch alone (with HUB_AMQP_FAST=0, or on the per-message path: aiormq's own).
+    assert consumer.in_line is consumer.unbounded is hub.fast
+    assert consumer._tracker is not None and consumer._tracker.channel.frames.maxsize == (0 if hub.fast else 10)
     await asyncio.wait_for(done.wait(), 30)
     await consumer.stop()
     received = [m.message_id for b in batches for m in b]
@@ -273,7 +282,8 @@ async def test_a_channel_lost_under_a_pending_publish_is_an_outage_not_a_cancell
 
     task, channel = await pending_publish()
     confirmation = next(iter(channel.confirmations.values()))
-    confirmation.batch.future.set_exception(asyncio.CancelledError())  # what FutureStore.reject_all does then
+    future = confirmation.batch.future if hub.fast else confirmation  # one for the batch, or aiormq's per message
+    future.set_exception(asyncio.CancelledError())  # what FutureStore.reject_all does then
     with pytest.raises(BrokerUnavailable, match="CancelledError"):
         await task
     assert not task.cancelled()

@@ -1,6 +1,6 @@
-"""hub.transport.frames writes exactly the bytes pamqp (through aiormq) writes for the same publish, and reads
+"""hub.transport._aiormq_fast writes exactly the bytes pamqp (through aiormq) writes for the same publish, and reads
 the frames it decodes itself into exactly the objects pamqp makes of them (or fails where pamqp fails); the
-reader and the batch confirmations hub.transport.amqp puts under aiormq behave as aiormq's own."""
+reader and the batch confirmations the hub puts under aiormq behave as aiormq's own."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pamqp.exceptions import UnmarshalingException
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
 
-from hub.transport import amqp, frames
+from hub.transport import _aiormq_fast as fast
 
 MAX_CONTENT = 131072 - 8  # aiormq: frame_max minus the frame overhead
 
@@ -79,13 +79,13 @@ def test_publish_frames_are_pamqps(headers: dict[str, object] | None, body: byte
         correlation_id=correlation_id,
         headers=headers,
     )
-    ours = frames.publish(7, body=body, max_content=MAX_CONTENT, **p)  # type: ignore[arg-type]
+    ours = fast.publish(7, body=body, max_content=MAX_CONTENT, **p)  # type: ignore[arg-type]
     assert ours == _pamqp(7, body, **p)
 
 
 def test_a_short_string_over_255_bytes_is_refused() -> None:
     with pytest.raises(ValueError, match="255"):
-        frames.publish(
+        fast.publish(
             1,
             exchange="x",
             routing_key="r" * 256,
@@ -131,7 +131,7 @@ def _state(frame: object) -> tuple[type, dict[str, object]]:
 
 
 def _same_as_pamqp(head: bytes, rest: bytes) -> object:
-    consumed, channel, ours = frames.decode(head, rest)
+    consumed, channel, ours = fast.decode(head, rest)
     p_consumed, p_channel, theirs = pamqp.frame.unmarshal(head + rest)
     assert (consumed, channel) == (p_consumed, p_channel)
     assert _state(ours) == _state(theirs)
@@ -217,7 +217,7 @@ def test_the_frames_the_hub_receives_decode_as_pamqp_decodes_them() -> None:
         kinds.add(type(_same_as_pamqp(head, rest)))
     assert {spec.Basic.Deliver, ContentHeader, spec.Basic.Ack, spec.Basic.Nack, ContentBody, Heartbeat} <= kinds
     # a whole publish as the hub writes it, read back frame by frame
-    wire = frames.publish(
+    wire = fast.publish(
         9,
         exchange="ns.hub.deliver",
         routing_key="city-220100-oa",
@@ -273,7 +273,7 @@ def test_damaged_frames_fail_as_in_pamqp(damage: str) -> None:
     with pytest.raises(UnmarshalingException) as theirs:
         pamqp.frame.unmarshal(head + rest)
     with pytest.raises(UnmarshalingException) as ours:
-        frames.decode(head, rest)
+        fast.decode(head, rest)
     assert _no_address(str(ours.value)) == _no_address(str(theirs.value))
 
 
@@ -293,38 +293,44 @@ class _Receiver:
 
 
 def test_the_reader_reads_whole_frames_and_fails_as_aiormq() -> None:
-    assert amqp.install_reader()
-    assert amqp.install_reader()  # idempotent
-    assert aiormq.connection.FrameReceiver.get_frame is amqp._get_frame
+    try:
+        assert fast.install_reader()
+        assert fast.install_reader()  # idempotent
+        assert aiormq.connection.FrameReceiver.get_frame is fast._get_frame
+        assert fast.reader_installed()
+    finally:
+        fast.uninstall_reader()  # this process is no hub worker: the other tests run aiormq's own reader
+    assert not fast.reader_installed()
+    assert aiormq.connection.FrameReceiver.get_frame.__module__ == "aiormq.connection"
 
     async def run() -> None:
         wire = b"".join(_deliveries()[:1] + _headers()[1:2]) + pamqp.frame.marshal(ContentBody(b"<x/>"), 3)
         receiver = _Receiver(wire, eof=False)
-        got = [await amqp._get_frame(receiver) for _ in range(3)]
+        got = [await fast._get_frame(receiver) for _ in range(3)]
         assert [type(f) for _, _, f in got] == [spec.Basic.Deliver, ContentHeader, ContentBody]
         assert [(w, c) for w, c, _ in got] == [(len(_deliveries()[0]), 3), (len(_headers()[1]), 5), (12, 3)]
 
         cut = _Receiver(_deliveries()[0][:20], eof=True)
         with pytest.raises(aiormq.exceptions.AMQPConnectionError, match="Read 13 bytes but"):
-            await amqp._get_frame(cut)
+            await fast._get_frame(cut)
         bad = bytearray(_deliveries()[0])
         bad[-1] = 0
         with pytest.raises(aiormq.exceptions.InvalidFrameError):
-            await amqp._get_frame(_Receiver(bytes(bad), eof=False))
+            await fast._get_frame(_Receiver(bytes(bad), eof=False))
         ended = _Receiver(b"", eof=True)
         with pytest.raises(StopAsyncIteration):
-            await amqp._get_frame(ended)
+            await fast._get_frame(ended)
 
     asyncio.run(run())
 
 
 def test_a_batch_of_confirmations_settles_one_future_in_publish_order() -> None:
-    """hub.transport.amqp._Confirms: what aiormq sets for each delivery tag reaches one future, in publish order."""
+    """hub.transport.fast._Confirms: what aiormq sets for each delivery tag reaches one future, in publish order."""
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        batch = amqp._Confirms(loop.create_future(), 3)
-        parts = [amqp._Confirmation(batch, i) for i in range(3)]
+        batch = fast._Confirms(loop.create_future(), 3)
+        parts = [fast._Confirmation(batch, i) for i in range(3)]
         nacked = aiormq.exceptions.DeliveryError(None, spec.Basic.Nack(delivery_tag=2))
         ack = spec.Basic.Ack(delivery_tag=1)
         parts[2].set_result("returned message")
@@ -336,8 +342,8 @@ def test_a_batch_of_confirmations_settles_one_future_in_publish_order() -> None:
         with pytest.raises(asyncio.InvalidStateError):
             parts[1].set_result(spec.Basic.Ack(delivery_tag=2))
 
-        late = amqp._Confirms(loop.create_future(), 2)
-        first, second = amqp._Confirmation(late, 0), amqp._Confirmation(late, 1)
+        late = fast._Confirms(loop.create_future(), 2)
+        first, second = fast._Confirmation(late, 0), fast._Confirmation(late, 1)
         first.set_result(spec.Basic.Ack(delivery_tag=1))
         late.future.cancel()  # a publish timeout: aiormq then sees the rest as done and ignores their answers
         assert second.done() and second.cancelled() and not second.answered
