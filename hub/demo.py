@@ -609,6 +609,8 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
         run_cli=lambda argv: _run_cli(demo, argv),
         hub_alive=lambda: running_hub(demo) is not None,
         out=out,
+        hub_log=demo.log_file,
+        workers=demo.workers,
     )
     try:
         new, total = await scenario.enroll_all()
@@ -632,7 +634,7 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
 
         _stage(5, "演示场景 the scenario (each system signs as itself; recipients verify the hub's signature)")
         outcomes = await scenario.run()
-        # Name a failed step as the scenario printed it ("i 证据链 evidence chain"), not by its key alone.
+        # Name a failed step as the scenario printed it ("k 证据链 evidence chain"), not by its key alone.
         failed += [f"{o.key} {o.title}" for o in outcomes if not o.ok]
         kept = await scenario.mail.collect(KEEP_FOR_OPERATOR, lambda g: True, expect=None, keep=True)
 

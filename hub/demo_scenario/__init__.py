@@ -357,6 +357,8 @@ class Scenario:
         hub_alive: Callable[[], bool] = lambda: True,
         out: Callable[[str], None] = print,
         timeout: float = 20.0,
+        hub_log: Path | None = None,
+        workers: int = 1,
     ) -> None:
         from hub.trust import TrustStore, Verifier
         from hub.validation import SchemaRegistry
@@ -368,6 +370,9 @@ class Scenario:
         self.hub_alive = hub_alive
         self.out = out
         self.timeout = timeout
+        #: The hub's JSON log and its number of workers (the key-rotation step waits until each switched).
+        self.hub_log = hub_log
+        self.workers = workers
         store = TrustStore.load(settings.state_dir / "pki")
         self.mail = Mailboxes(settings, verifier=Verifier(store), registry=SchemaRegistry(settings.schemas_dir))
         self.ids: dict[str, str] = {}
@@ -476,7 +481,9 @@ class Scenario:
             ("f", "信息审核：隔离与放行 content audit: quarantine and release", self.step_quarantine),
             ("g", "防篡改 tampering", self.step_tamper),
             ("h", "去重 deduplication", self.step_duplicate),
-            ("i", "证据链 evidence chain", self.step_evidence),
+            ("i", "一条报文的开销有界 what one message can cost", self.step_costly),
+            ("j", "枢纽签名密钥轮换 hub key rotation", self.step_rotate),
+            ("k", "证据链 evidence chain", self.step_evidence),
         ]
         for key, title, fn in steps:
             o = Outcome(key, title)
@@ -710,6 +717,89 @@ class Scenario:
         o.lines.append("榆树市林业局同一份报告发送两次：长春市林业局只收到一次，第二次得到“重复”回执")
         o.lines.append("the same signed report sent twice: delivered once, the second copy answered 'duplicate'")
 
+    async def step_costly(self, o: Outcome) -> None:
+        """The attack of issue 17: a genuinely signed report with 60,000 unused namespace declarations added after
+        signing (8 s of CPU before the intake's bounds), then at once a 特急 alert on the emergency lane."""
+        sender, target = "county-220182-oa", "city-220100-oa"
+        env, data = self.mail.sign(sender, self._prepare("08-statistics-report.xml"))
+        at = data.index(b"<env:Envelope") + len(b"<env:Envelope")
+        costly = data[:at] + b"".join(b' xmlns:n%d="urn:x-demo:%d"' % (i, i) for i in range(60_000)) + data[at:]
+        await self.mail.publish(sender, env, costly)
+        started = time.perf_counter()
+        alert, _ = await self.send("county-220281-oa", "04-alert-forest-fire.xml")
+        got = await self._gather_deliveries(["prov-220000-duty", "city-220200-oa"], alert.message_id)
+        alert_ms = (time.perf_counter() - started) * 1000
+        self._check_deliveries(o, got, "county-220281-oa")
+        self._expect_reply(o, await self.mail.replies("county-220281-oa", alert.message_id), "receipt", "accepted")
+        replies = await self.mail.error_for_digest(sender, hashlib.sha256(costly).hexdigest(), timeout=self.timeout)
+        self._expect_reply(o, replies, "error", "ENV_LIMIT")
+        leaked = await self.mail.deliveries(target, env.message_id, expect=None)
+        o.expect(not leaked, f"the costly report reached {target}")
+        o.lines.append(
+            f"榆树市林业局的报告签名后被加上 6 万个无用的命名空间声明（{len(costly) // 1024} KB，"
+            f"曾耗 8 秒 CPU）→ 拒收 ENV_LIMIT（{title_of('ENV_LIMIT')}），发送方收到签名错误；"
+            f"紧随其后的特急火情 {alert_ms:.0f} ms 送达"
+        )
+        o.lines.append(
+            "a signed report with 60,000 namespace declarations added after signing: refused with ENV_LIMIT at the "
+            f"byte gate; the 特急 alert sent right after it was delivered in {alert_ms:.0f} ms"
+        )
+
+    async def step_rotate(self, o: Outcome) -> None:
+        """``hub pki rotate`` while the hub runs: its workers sign with the new key within seconds, no restart;
+        the evidence step after this verifies checkpoints made with either key."""
+        from hub.trust.pki import PkiPaths, fingerprint, load_certificates, serial_hex
+
+        hub_cert = PkiPaths(self.settings.state_dir / "pki").hub_cert
+        before = fingerprint(load_certificates(hub_cert)[0])
+        rc, text = await self.run_cli(["pki", "rotate"])
+        o.expect(rc == 0, f"hub pki rotate exited {rc}: {text.strip()[-300:]}")
+        after = fingerprint(load_certificates(hub_cert)[0])
+        o.expect(after != before, "hub pki rotate left the hub's certificate as it was")
+        serial = serial_hex(load_certificates(hub_cert)[0].serial_number)
+        started = time.monotonic()
+        switched = 0
+        while time.monotonic() - started < 15:  # each worker looks at the key files every 2 s
+            switched = self._switched_workers(serial)
+            if switched >= self.workers:
+                break
+            await asyncio.sleep(0.2)
+        took = time.monotonic() - started
+        o.expect(switched >= self.workers, f"{switched} of {self.workers} workers switched to the new key in 15 s")
+        sender, target = "county-220182-oa", "city-220100-oa"
+        env, _ = await self.send(sender, "09-report-fire-inspection.xml")
+        self._expect_reply(o, await self.mail.replies(sender, env.message_id), "receipt", "accepted")
+        got = await self.mail.deliveries(target, env.message_id, timeout=self.timeout)
+        signed_by = _hub_signer_fingerprint(got[0].incoming.body) if got else ""
+        o.expect(signed_by == after, "the next delivery is not signed with the new hub certificate")
+        o.lines.append(
+            f"hub pki rotate：新的枢纽签名证书 {serial}，{self.workers} 个工作进程 {took:.1f} s 内改用新密钥"
+            "（无需重启），随后的报告由新证书签名送达；旧证书留档，旧检查点照常可验"
+        )
+        o.lines.append(f"the running hub's {self.workers} workers sign with the rotated key after {took:.1f} s")
+
+    def _switched_workers(self, serial: str) -> int:
+        """How many workers logged that they now sign with the hub certificate ``serial``."""
+        import json
+
+        if self.hub_log is None:
+            return self.workers
+        try:
+            text = self.hub_log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return 0
+        count = 0
+        for line in text.splitlines():
+            if serial not in line:
+                continue
+            try:
+                msg = str(json.loads(line).get("msg", ""))
+            except ValueError:
+                continue
+            if "now signs with hub certificate " + serial in msg:
+                count += 1
+        return count
+
     async def step_evidence(self, o: Outcome) -> None:
         rc, text = await self.run_cli(["evidence", "checkpoint"])
         o.expect(rc == 0, f"hub evidence checkpoint exited {rc}: {text.strip()[:300]}")
@@ -719,3 +809,19 @@ class Scenario:
         o.expect(rc == 0 and "证据链完整" in text, f"hub evidence verify exited {rc}: {verified}")
         o.lines.append(f"hub evidence checkpoint → {checkpoint}")
         o.lines.append(f"hub evidence verify → {verified}")
+
+
+def _hub_signer_fingerprint(delivery: bytes) -> str:
+    """The fingerprint of the certificate in a delivery's (the hub's) signature."""
+    import base64
+
+    from cryptography import x509
+
+    from hub.trust.pki import fingerprint
+
+    root = parse(delivery, max_bytes=len(delivery) + 1)
+    text = root.findtext(
+        "{http://www.w3.org/2000/09/xmldsig#}Signature/{http://www.w3.org/2000/09/xmldsig#}KeyInfo/"
+        "{http://www.w3.org/2000/09/xmldsig#}X509Data/{http://www.w3.org/2000/09/xmldsig#}X509Certificate"
+    )
+    return fingerprint(x509.load_der_x509_certificate(base64.b64decode("".join((text or "").split())))) if text else ""
