@@ -301,22 +301,21 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("backup", help="the store and the state directory in one encrypted file (备份)")
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the backup")
-    p.add_argument(
+    passphrase = argparse.ArgumentParser(add_help=False)
+    passphrase.add_argument(
         "--passphrase-env",
         default="HUB_BACKUP_PASSPHRASE",
         metavar="VAR",
         help="environment variable holding the passphrase (default HUB_BACKUP_PASSPHRASE)",
     )
+    p = sub.add_parser(
+        "backup", parents=[passphrase], help="the store and the state directory in one encrypted file (备份)"
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the backup")
     p.set_defaults(handler=cmd_backup)
 
-    p = sub.add_parser("restore", help="restore a backup onto an empty database and state directory (恢复)")
-    p.add_argument("file", metavar="FILE", help="a file written by hub backup")
-    p.add_argument(
-        "--passphrase-env",
-        default="HUB_BACKUP_PASSPHRASE",
-        metavar="VAR",
-        help="environment variable holding the passphrase (default HUB_BACKUP_PASSPHRASE)",
+    p = sub.add_parser(
+        "restore", parents=[passphrase], help="restore a backup onto an empty database and state directory (恢复)"
     )
+    p.add_argument("file", metavar="FILE", help="a file written by hub backup")
     p.set_defaults(handler=cmd_restore)

@@ -118,7 +118,7 @@ def outgoing_of(
             )
         )
         receipts.append(ReceiptRecord(rendered.error_id, result.message_id, "hub.error", to, code=result.error.code))
-    if plan.park or (plan.error and not rendered.error):
+    if plan.park:
         from hub.transport.topology import dead_letter_of
 
         out.append(dead_letter_of(names, msg, code=result.error.code, reason=result.error.detail[:500]))

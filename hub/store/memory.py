@@ -81,7 +81,3 @@ class MemoryStore:
                 held = self.messages.get(r.message_id.lower())
                 if held is not None:
                     held.answered = True
-
-    def release(self, message_id: str) -> None:
-        """An operator's release of a quarantined message (``hub quarantine release``): its deliveries pending."""
-        self.messages[message_id.lower()].state = "released"
