@@ -1,0 +1,921 @@
+"""``Adapter``: an agency system's side of the exchange, in one object.
+
+    adapter = Adapter("county-220182-oa", settings=AdapterSettings.from_file("adapter.toml"))
+
+    @adapter.handles("document.official", version=1)
+    async def on_document(doc: DocumentOfficial, ctx: Context) -> DocumentReceipt | None:
+        ...                                   # doc is typed, validated and verified; ctx has the signed facts
+
+    async with adapter:                       # connect, consume (push), and on exit drain and stop
+        receipt = await adapter.send(notice, to=[to(AGENCY, "city-220100-oa")])
+
+What happens to one delivery, in order (nothing reaches a handler that failed a step):
+
+1. safe parse, XSD, the hub's signature and the originator's (``_trust.AgencyTrust.open``). A delivery that fails
+   is dead-lettered **with its reason** (published to the installation's dead-letter exchange with
+   ``x-refused-code`` / ``x-refused-reason`` headers, then acknowledged) — never acknowledged away.
+2. the hub's own answers (hub.receipt, hub.error) settle the ``send``/``request`` waiting for them; replies and
+   refusals settle a waiting ``request``.
+3. a message id this adapter has handled before (the local store, across restarts) is acknowledged without
+   reaching the handler again.
+4. the handler runs inside the batch's store transaction (a savepoint each). Returning a message sends it as the
+   reply (RefToMessageId and RequestHash bind it to the request; its message id is derived from the request's,
+   so a resend after a crash is a duplicate the hub recognises); ``Retry(delay)`` hands the delivery back later;
+   ``Reject(code, reason)`` sends the sender a signed ``delivery.refusal``.
+5. replies and refusals are published with publisher confirms, the handled ids are committed, and only then are
+   the deliveries acknowledged (manual acks, one per batch).
+
+Start-up retries the broker with exponential back-off; later connection losses are healed by the robust
+connection (deliveries not yet acknowledged come back and are recognised in step 3). ``run()`` stops gracefully
+on SIGTERM or SIGINT: no new deliveries, the batches in hand finish and are acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import logging
+import signal
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from lxml import etree
+
+from adapters.sdk._context import Context, Receipt, Reply
+from adapters.sdk._errors import (
+    ConfigurationError,
+    HubRefused,
+    HubUnavailable,
+    MessageInvalid,
+    Refused,
+    Reject,
+    RequestTimeout,
+    Retry,
+    SdkError,
+)
+from adapters.sdk._settings import AdapterSettings
+from adapters.sdk._store import HandledStore, Tx, open_store
+from adapters.sdk._trust import AgencyTrust, Opened, load_signer
+
+if TYPE_CHECKING:
+    from hub.envelope import Recipient
+    from hub.transport.abc import AbstractConsumer, AbstractTransport
+    from hub.transport.topology import Incoming, Outgoing
+    from hub.trust import Signer
+
+__all__ = ["Adapter", "group", "to"]
+
+log = logging.getLogger("adapters.sdk")
+
+CN_TZ = timezone(timedelta(hours=8))
+REFUSAL_SERVICE = "delivery.refusal"
+_REFUSAL_NS = "urn:forestry-hub:delivery.refusal:1"
+_HUB_ANSWERS = ("hub.receipt", "hub.error")
+_RECEIPT_NS = "urn:forestry-hub:hub.receipt:1"
+_ERROR_NS = "urn:forestry-hub:hub.error:1"
+
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+def to(agency: str, system: str | None = None) -> Recipient:
+    """A 主送 recipient: an agency (by its unified social credit code), optionally one system of it."""
+    from hub.envelope import Recipient
+
+    return Recipient.to(agency, system)
+
+
+def group(name: str) -> Recipient:
+    """A named group of the hub's directory (e.g. ``city-bureaus``), expanded by the hub."""
+    from hub.envelope import Recipient
+
+    return Recipient.to_group(name)
+
+
+def _cc(r: Recipient) -> Recipient:
+    return r._replace(role="cc")
+
+
+class _ReplyInvalid(Exception):
+    def __init__(self, outcome: tuple[str, Any, Any]) -> None:
+        super().__init__(outcome[2])
+        self.outcome = outcome
+
+
+@dataclass(slots=True)
+class _Handler:
+    service: str
+    version: int
+    fn: Callable[[Any, Context], Awaitable[Any]]
+    cls: Any  # the typed message class, or None: the handler gets the body element
+
+
+@dataclass(slots=True)
+class _Pending:
+    receipt: asyncio.Future[Receipt]
+    #: For ``request``: the reply (or a Refused) and the digest the reply's RequestHash must name.
+    reply: asyncio.Future[tuple[Opened, Any]] | None = None
+    digest: str = ""
+    recipients: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Wiring:
+    transport: AbstractTransport
+    signer: Signer
+    trust: AgencyTrust
+    store: HandledStore
+    #: Whether stop() closes the transport (it does when the adapter connected it itself).
+    own_transport: bool = True
+
+
+class Adapter:
+    """One agency system. Build it at import time, register handlers with ``@adapter.handles``, then ``run()`` it
+    (or ``async with adapter:``). ``adapters.sdk.testing.TestHub`` runs the same object in memory."""
+
+    def __init__(self, system: str | None = None, settings: AdapterSettings | None = None) -> None:
+        if system is None and settings is None:
+            raise ConfigurationError("an Adapter needs its system id (and settings to run against a hub)")
+        if system is not None and settings is not None and settings.system != system:
+            raise ConfigurationError(f"settings are for {settings.system!r}, not {system!r}")
+        self.system: str = system or settings.system  # type: ignore[union-attr]
+        self.settings = settings
+        self._handlers: dict[tuple[str, int], _Handler] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._wiring: _Wiring | None = None
+        self._consumer: AbstractConsumer | None = None
+        self._attempts: OrderedDict[str, int] = OrderedDict()
+        self._timers: dict[str, tuple[asyncio.TimerHandle, Incoming]] = {}
+        self._stopped = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = False
+        #: Called with each hub answer (Receipt or HubRefused) that no ``send`` waits for (e.g. after a restart).
+        self.on_answer: Callable[[Receipt | HubRefused], Any] | None = None
+        #: What handles a delivery no handler is registered for (TestHub's recording clients); None: refuse it.
+        self._fallback: Callable[[Any, Context], Awaitable[Any]] | None = None
+
+    # ------------------------------------------------------------------------------------------ handlers
+
+    def handles(self, service: str | type, version: int = 1) -> Callable[[H], H]:
+        """Register ``async def handler(message, ctx)`` for a service (``"document.official"`` and ``version``, or
+        a typed message class). One handler per service and version."""
+        cls: Any = None
+        if isinstance(service, type):
+            cls = service
+            service, version = cls.SERVICE, cls.VERSION
+        else:
+            cls = _message_class(service, version)
+        key = (str(service), int(version))
+
+        def register(fn: H) -> H:
+            if not inspect.iscoroutinefunction(fn):
+                raise ConfigurationError(f"the handler for {key[0]}/{key[1]} must be an async function")
+            if key in self._handlers:
+                raise ConfigurationError(f"{key[0]}/{key[1]} already has a handler ({self._handlers[key].fn.__name__})")
+            self._handlers[key] = _Handler(key[0], key[1], fn, cls)
+            return fn
+
+        return register
+
+    @property
+    def services(self) -> list[str]:
+        return sorted(f"{s}/{v}" for s, v in self._handlers)
+
+    # ------------------------------------------------------------------------------------------ lifetime
+
+    def attach(self, *, transport: AbstractTransport, signer: Signer, trust: AgencyTrust, store: HandledStore) -> None:
+        """Give the adapter its transport, key, trust and store instead of connecting from its settings (how
+        ``TestHub`` runs it on the in-memory broker). The caller closes the transport."""
+        if self._running:
+            raise ConfigurationError("the adapter is running")
+        self._wiring = _Wiring(transport, signer, trust, store, own_transport=False)
+
+    async def start(self) -> None:
+        """Connect (retrying with back-off while the broker is unreachable), open the store and start consuming
+        the system's queue."""
+        if self._running:
+            return
+        if self._wiring is None:
+            self._wiring = await self._connect()
+        w = self._wiring
+        if w.signer.identity.system != self.system:
+            raise ConfigurationError(
+                f"the key's certificate is for system {w.signer.identity.system!r}, not {self.system!r}"
+            )
+        await w.store.open()
+        s = self.settings
+        names = w.transport.names
+        self._stopped.clear()
+        self._consumer = await w.transport.consume(
+            names.system_queue(self.system),
+            self._on_batch,
+            prefetch=s.prefetch if s else 64,
+            max_batch=s.max_batch if s else 32,
+            linger=0.003,
+            concurrency=s.concurrency if s else 1,
+        )
+        self._running = True
+        log.info(
+            "adapter %s ready: handles %s",
+            self.system,
+            ", ".join(self.services) or "nothing (send only)",
+            extra={"system": self.system, "store": w.store.kind},
+        )
+
+    async def stop(self) -> None:
+        """Graceful stop: no new deliveries; the batches in hand finish, are committed and acknowledged; deliveries
+        waiting for a Retry go back to the queue now."""
+        if not self._running:
+            return
+        self._running = False
+        w = self._wiring
+        assert w is not None
+        if self._consumer is not None:
+            await self._consumer.stop(drain=True)
+            self._consumer = None
+        held = [m for _, m in self._timers.values()]
+        for handle, _ in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if held:
+            with contextlib.suppress(Exception):
+                await w.transport.nack(held, requeue=True)
+        for p in self._pending.values():
+            for fut in (p.receipt, p.reply):
+                if fut is not None and not fut.done():
+                    fut.set_exception(RequestTimeout("the adapter stopped before the hub answered"))
+                    fut.exception()  # retrieved: no "never retrieved" warning when nobody awaits it any more
+        self._pending.clear()
+        await w.store.close()
+        if w.own_transport:
+            await w.transport.close()
+            self._wiring = None
+        self._stopped.set()
+        log.info("adapter %s stopped", self.system, extra={"system": self.system})
+
+    async def __aenter__(self) -> Adapter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Start, then serve until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    async def _connect(self) -> _Wiring:
+        s = self.settings
+        if s is None:
+            raise ConfigurationError(f"adapter {self.system}: no settings to connect with (AdapterSettings)")
+        signer = load_signer(s.key_path, s.cert_path)
+        trust = AgencyTrust.from_files(s.root_cert_path, s.crl_dir, max_bytes=s.max_message_bytes)
+        url, namespace = s.broker()
+        kind, target = s.store_target()
+        transport = await _connect_with_backoff(s, url, namespace, self.system)
+        return _Wiring(transport, signer, trust, open_store(kind, target))
+
+    # ------------------------------------------------------------------------------------------ sending
+
+    async def send(
+        self,
+        message: Any,
+        *,
+        to: Sequence[Recipient] | Recipient,
+        cc: Sequence[Recipient] = (),
+        urgency: str = "平件",
+        classification: str = "公开",
+        period: str | None = None,
+        business_ref: str | None = None,
+        ttl: timedelta | None = None,
+        conversation_id: str | None = None,
+        ref_to: str | None = None,
+        request_hash: str | None = None,
+        message_id: str | None = None,
+        timeout: float | None = None,
+        service: str | None = None,
+        version: int | None = None,
+    ) -> Receipt:
+        """Build, validate (the hub's XSDs) and sign ``message`` with the system's key, publish it (confirmed by
+        the broker) and return the hub's signed receipt. Raise ``HubRefused`` with the hub's stable code when the
+        hub refused it, ``MessageInvalid`` before anything left when it breaks its XSD, ``RequestTimeout`` when
+        the hub did not answer in ``timeout`` seconds."""
+        pending, _ = await self._publish(
+            message,
+            to=to,
+            cc=cc,
+            urgency=urgency,
+            classification=classification,
+            period=period,
+            business_ref=business_ref,
+            ttl=ttl,
+            conversation_id=conversation_id,
+            ref_to=ref_to,
+            request_hash=request_hash,
+            message_id=message_id,
+            service=service,
+            version=version,
+            want_reply=False,
+        )
+        mid, p = pending
+        try:
+            return await self._wait(p.receipt, timeout, f"the hub's receipt for {mid}")
+        finally:
+            self._pending.pop(mid, None)
+
+    async def request(
+        self,
+        message: Any,
+        *,
+        to: Sequence[Recipient] | Recipient,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Reply:
+        """Send ``message`` and wait for the recipient's reply (bound to it by RefToMessageId and RequestHash).
+        Raise ``HubRefused`` (the hub refused the request), ``Refused`` (the recipient did), ``RequestTimeout``."""
+        (mid, p), _ = await self._publish(message, to=to, want_reply=True, **options)
+        limit = timeout if timeout is not None else (self.settings.request_timeout if self.settings else 30.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        try:
+            receipt = await self._wait(p.receipt, limit, f"the hub's receipt for {mid}")
+            p.recipients = {system for _, system, _ in receipt.recipients}
+            assert p.reply is not None
+            opened, msg = await self._wait(p.reply, max(0.0, deadline - loop.time()), f"a reply to {mid}")
+        finally:
+            self._pending.pop(mid, None)
+        return Reply(msg, self._context(opened, None, None), receipt)
+
+    async def _wait(self, fut: asyncio.Future[Any], timeout: float | None, what: str) -> Any:
+        limit = timeout if timeout is not None else (self.settings.request_timeout if self.settings else 30.0)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), limit)
+        except TimeoutError:
+            raise RequestTimeout(f"no answer within {limit:g} s: {what} (is the hub running?)") from None
+
+    async def _publish(
+        self,
+        message: Any,
+        *,
+        to: Sequence[Recipient] | Recipient,
+        cc: Sequence[Recipient] = (),
+        want_reply: bool,
+        **options: Any,
+    ) -> tuple[tuple[str, _Pending], bytes]:
+        w = self._require_running()
+        from hub.envelope import Recipient
+
+        recipients = [to] if isinstance(to, Recipient) else list(to)
+        recipients += [_cc(r) for r in cc]
+        if not recipients:
+            raise MessageInvalid("a message needs at least one recipient", code="SDK_NO_RECIPIENT")
+        mid, data, digest, env = self.build(message, recipients=recipients, **options)
+        loop = asyncio.get_running_loop()
+        p = _Pending(loop.create_future(), loop.create_future() if want_reply else None, digest)
+        self._pending[mid] = p
+        try:
+            await self._publish_items(w, [self._outgoing(w, env, data)])
+        except BaseException:
+            self._pending.pop(mid, None)
+            raise
+        log.info(
+            "sent %s",
+            env.service_id,
+            extra={
+                "message_id": mid,
+                "conversation_id": env.conversation_id,
+                "service": env.service_id,
+                "sender": self.system,
+                "recipients": [str(r) for r in recipients][:20],
+            },
+        )
+        return (mid, p), data
+
+    def build(
+        self,
+        message: Any,
+        *,
+        recipients: Sequence[Recipient],
+        urgency: str = "平件",
+        classification: str = "公开",
+        period: str | None = None,
+        business_ref: str | None = None,
+        ttl: timedelta | None = None,
+        conversation_id: str | None = None,
+        ref_to: str | None = None,
+        request_hash: str | None = None,
+        message_id: str | None = None,
+        service: str | None = None,
+        version: int | None = None,
+    ) -> tuple[str, bytes, str, Any]:
+        """The signed bytes of an envelope (message id, bytes, content digest, envelope model). ``message`` is a
+        typed message, or a body element with ``service`` and ``version``. Validated before it is signed."""
+        from hub.envelope import Envelope, Party, build, to_bytes
+        from hub.errors import HubError
+        from hub.trust.signature import c14n
+
+        w = self._require_wiring()
+        if isinstance(message, etree._Element):
+            if not service or not version:
+                raise MessageInvalid("a body element needs service= and version=", code="SDK_NO_SERVICE")
+            body, svc, ver = message, service, version
+        else:
+            cls = type(message)
+            svc, ver = getattr(cls, "SERVICE", None), getattr(cls, "VERSION", None)
+            if not svc or not ver:
+                raise MessageInvalid(
+                    f"{cls.__name__} is not a typed message (no SERVICE/VERSION)", code="SDK_NO_SERVICE"
+                )
+            body = message.to_element()
+        ident = w.signer.identity
+        mid = message_id or str(uuid.uuid4())
+        ttl = ttl if ttl is not None else default_ttl(svc)
+        try:
+            root = build(
+                service=svc,
+                version=ver,
+                sender=Party(ident.agency, ident.system),
+                recipients=recipients,
+                body=body,
+                classification=classification,
+                period=period,
+                urgency=urgency,
+                ttl=ttl,
+                message_id=mid,
+                conversation_id=conversation_id,
+                ref_to=ref_to,
+                request_hash=request_hash,
+                business_ref=business_ref,
+            )
+            env = w.trust.registry.validate(root)
+        except HubError as exc:
+            raise MessageInvalid(exc.detail, code=exc.code, path=exc.path) from None
+        except ValueError as exc:
+            raise MessageInvalid(str(exc), code="SDK_INVALID_FIELD") from None
+        digest = hashlib.sha256(c14n(root)).hexdigest()
+        w.signer.sign(root)
+        env = env if env is not None else Envelope.from_tree(root)
+        return mid, to_bytes(root), digest, env
+
+    def _outgoing(self, w: _Wiring, env: Any, data: bytes) -> Outgoing:
+        from hub.pipeline.client import outgoing
+
+        return outgoing(w.transport, env, data, as_system=True)
+
+    async def _publish_items(self, w: _Wiring, items: list[Outgoing]) -> None:
+        from hub.errors import HubError
+
+        try:
+            await w.transport.publish_many(items)
+        except HubError as exc:
+            raise HubUnavailable(f"the broker did not take the message: {exc.detail}", code=exc.code) from None
+
+    def _require_wiring(self) -> _Wiring:
+        if self._wiring is None:
+            raise ConfigurationError(f"adapter {self.system} is not started (await adapter.start())")
+        return self._wiring
+
+    def _require_running(self) -> _Wiring:
+        w = self._require_wiring()
+        if not self._running:
+            raise ConfigurationError(
+                f"adapter {self.system} is not running: start it first, the hub's receipts come back through it"
+            )
+        return w
+
+    # ------------------------------------------------------------------------------------------ receiving
+
+    async def _on_batch(self, batch: list[Incoming]) -> None:
+        w = self._require_wiring()
+        from hub.errors import HubError
+
+        bad: list[tuple[Incoming, str, str]] = []
+        todo: list[tuple[Incoming, Opened]] = []
+        acks: list[Incoming] = []
+        for m in batch:
+            try:
+                opened = w.trust.open(m.body)
+            except HubError as exc:
+                bad.append((m, exc.code, exc.detail))
+                continue
+            except Exception as exc:  # a bug must not loop a delivery forever: park it with the reason
+                log.exception("could not open a delivery", extra={"system": self.system})
+                bad.append((m, "SDK_INTERNAL", f"{type(exc).__name__} while opening the delivery"))
+                continue
+            env = opened.envelope
+            if env.service in _HUB_ANSWERS:
+                if opened.originator is not None:
+                    bad.append((m, "CERT_SIGNER_MISMATCH", f"{env.service} signed by a system, not by the hub"))
+                else:
+                    self._hub_answer(opened)
+                    acks.append(m)
+                continue
+            todo.append((m, opened))
+        if bad:
+            await self._dead_letter(w, bad)
+        if todo:
+            acks += await self._handle(w, todo)
+        if acks:
+            await w.transport.ack(acks)
+
+    async def _handle(self, w: _Wiring, todo: list[tuple[Incoming, Opened]]) -> list[Incoming]:
+        """Steps 3–5 for verified deliveries; returns what to acknowledge (after the commit)."""
+        ids = [o.envelope.message_id for _, o in todo]
+        seen = await w.store.seen(ids)
+        acks: list[Incoming] = []
+        retry: list[tuple[Incoming, float, str]] = []
+        dead: list[tuple[Incoming, str, str]] = []
+        outgoing: list[Outgoing] = []
+        in_batch: set[str] = set()
+        async with w.store.transaction() as tx:
+            for m, o in todo:
+                env = o.envelope
+                mid = env.message_id
+                if mid in seen or mid in in_batch:
+                    log.info("duplicate delivery not handed over again", extra=self._fields(env, "duplicate"))
+                    acks.append(m)
+                    continue
+                outcome = await self._one(w, tx, m, o, outgoing)
+                if isinstance(outcome, tuple):
+                    kind, *rest = outcome
+                    if kind == "retry":
+                        retry.append((m, float(rest[0]), str(rest[1])))
+                    else:
+                        dead.append((m, str(rest[0]), str(rest[1])))
+                    continue
+                in_batch.add(mid)
+                tx.record(mid, env.service_id, str(env.sender), outcome)
+                acks.append(m)
+            if outgoing:  # inside the transaction: a publish that fails rolls the batch back (redelivered)
+                await self._publish_items(w, outgoing)
+        for m, delay, why in retry:
+            self._retry_later(w, m, delay, why)
+        if dead:
+            await self._dead_letter(w, dead)
+        return acks
+
+    async def _one(
+        self, w: _Wiring, tx: Tx, m: Incoming, o: Opened, outgoing: list[Outgoing]
+    ) -> str | tuple[str, Any, Any]:
+        """Hand one delivery over. Returns the outcome to record (handled, refused, reply), or ("retry", delay,
+        reason) / ("dead", code, reason)."""
+        env = o.envelope
+        mid = env.message_id
+        pending = self._pending.get(env.ref_to or "") if env.ref_to else None
+        # A reply or refusal a ``request`` waits for.
+        if pending is not None and pending.reply is not None and not pending.reply.done():
+            if env.service == REFUSAL_SERVICE:
+                pending.reply.set_exception(self._refused(o))
+                return "refusal"
+            if env.request_hash != pending.digest:
+                return ("dead", "SDK_REPLY_MISMATCH", f"reply to {env.ref_to} names another request (RequestHash)")
+            if pending.recipients and env.sender.system not in pending.recipients:
+                return ("dead", "SDK_REPLY_MISMATCH", f"reply to {env.ref_to} from {env.sender}, not a recipient")
+            pending.reply.set_result((o, self._decode(o)))
+            return "reply"
+        handler = self._handlers.get((env.service, env.version))
+        if handler is None and self._fallback is not None:
+            handler = _Handler(env.service, env.version, self._fallback, _message_class(env.service, env.version))
+        if handler is None:
+            if env.service == REFUSAL_SERVICE:
+                log.warning("refusal of a message no request waits for", extra=self._fields(env, "refusal"))
+                return "refusal"
+            if env.ref_to:
+                return ("dead", "SDK_UNCLAIMED_REPLY", f"{env.service_id} answers {env.ref_to}, which nothing awaits")
+            return self._refuse(
+                w, o, "SDK_NO_HANDLER", f"系统 {self.system} 不处理 {env.service_id} 类报文 (no handler)", outgoing
+            )
+        attempt = self._attempts.get(mid, 0)
+        ctx = self._context(o, m, tx, attempt)
+        try:
+            msg = handler.cls.from_element(env.body) if handler.cls is not None else env.body
+        except Exception as exc:  # the XSD held, so this is a bug in a message class: park it
+            return ("dead", "SDK_DECODE", f"{type(exc).__name__} while reading the {env.service_id} body")
+        try:
+            async with tx.savepoint():
+                result = await handler.fn(msg, ctx)
+                if result is not None:
+                    reply = self._checked_reply(w, o, result)
+        except _ReplyInvalid as bad:
+            return bad.outcome
+        except Retry as r:
+            return self._next_attempt(mid, r.delay, r.reason or "the handler asked to retry")
+        except Reject as r:
+            return self._refuse(w, o, r.code, r.reason, outgoing)
+        except SdkError as exc:
+            return self._next_attempt(mid, 5.0, f"{exc.code}: {exc.detail}")
+        except Exception as exc:
+            log.exception("handler %s failed", handler.fn.__name__, extra=self._fields(env, "failed"))
+            return self._next_attempt(mid, 2.0 ** min(attempt, 6), f"{type(exc).__name__} in {handler.fn.__name__}")
+        self._attempts.pop(mid, None)
+        if result is not None:
+            outgoing.append(reply)
+            log.info("handled, replied", extra=self._fields(env, "replied"))
+            return "replied"
+        log.info("handled", extra=self._fields(env, "handled"))
+        return "handled"
+
+    def _refuse(
+        self, w: _Wiring, o: Opened, code: str, reason: str, outgoing: list[Outgoing]
+    ) -> str | tuple[str, Any, Any]:
+        try:
+            outgoing.append(self._refusal(w, o, code, reason))
+        except SdkError as exc:
+            return ("dead", code, f"{reason} (the refusal could not be built: {exc})")
+        log.info("refused: %s", code, extra=self._fields(o.envelope, "refused"))
+        return "refused"
+
+    def _next_attempt(self, mid: str, delay: float, reason: str) -> tuple[str, Any, Any]:
+        n = self._attempts.get(mid, 0) + 1
+        self._attempts[mid] = n
+        self._attempts.move_to_end(mid)
+        while len(self._attempts) > 10_000:
+            self._attempts.popitem(last=False)
+        limit = self.settings.retry_limit if self.settings else 5
+        if n > limit:
+            self._attempts.pop(mid, None)
+            return ("dead", "SDK_RETRIES_EXHAUSTED", f"{n - 1} retries, last: {reason}")
+        return ("retry", min(delay, 300.0), reason)
+
+    def _retry_later(self, w: _Wiring, m: Incoming, delay: float, why: str) -> None:
+        loop = asyncio.get_running_loop()
+        key = f"{m.queue}:{m.delivery_tag}:{id(m)}"
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            task = loop.create_task(w.transport.nack([m], requeue=True))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._timers[key] = (loop.call_later(delay, fire), m)
+        log.info("retry in %.1f s: %s", delay, why, extra={"system": self.system, "message_id": m.message_id})
+
+    async def _dead_letter(self, w: _Wiring, items: Sequence[tuple[Incoming, str, str]]) -> None:
+        """Park deliveries with their reason: a copy to the dead-letter exchange carrying the reason (confirmed),
+        then acknowledge the original; when that publish is refused, reject without requeue (the queue's own
+        dead-lettering parks it, without the reason). Never acknowledged away."""
+        from hub.transport.topology import Outgoing
+
+        names = w.transport.names
+        copies = [
+            Outgoing(
+                exchange=names.dead_letter_exchange,
+                routing_key=m.queue,
+                body=m.body,
+                headers={"x-refused-by": self.system, "x-refused-code": code, "x-refused-reason": reason[:500]},
+                priority=0,
+                message_id=m.message_id or "",
+                user_id=w.transport.user,
+            )
+            for m, code, reason in items
+        ]
+        for m, code, reason in items:
+            log.warning(
+                "delivery refused and dead-lettered: %s",
+                code,
+                extra={"system": self.system, "message_id": m.message_id, "code": code, "reason": reason[:300]},
+            )
+        try:
+            await w.transport.publish_many(copies)
+        except Exception:
+            log.warning("could not publish the dead-letter copies; rejecting instead", extra={"system": self.system})
+            await w.transport.nack([m for m, _, _ in items], requeue=False)
+            return
+        await w.transport.ack([m for m, _, _ in items])
+
+    # ------------------------------------------------------------------------------------------ answers
+
+    def _hub_answer(self, o: Opened) -> None:
+        env = o.envelope
+        body = env.body
+        ref = env.ref_to or ""
+        p = self._pending.get(ref)
+        answer: Receipt | HubRefused
+        if env.service == "hub.receipt" and body is not None:
+            answer = _receipt_of(o)
+            ref = answer.message_id or ref
+            p = self._pending.get(ref)
+            if p is not None and not p.receipt.done():
+                p.receipt.set_result(answer)
+                return
+        else:
+            answer = _hub_error_of(o)
+            ref = answer.message_id or ref
+            p = self._pending.get(ref)
+            if p is not None:
+                if not p.receipt.done():
+                    p.receipt.set_exception(answer)
+                    return
+                if p.reply is not None and not p.reply.done():
+                    p.reply.set_exception(answer)
+                    return
+        log.info("hub answer for %s: %s", ref, getattr(answer, "outcome", None) or getattr(answer, "code", ""))
+        if self.on_answer is not None:
+            self.on_answer(answer)
+
+    def _refused(self, o: Opened) -> Refused:
+        body = o.envelope.body
+        q = f"{{{_REFUSAL_NS}}}"
+        return Refused(
+            code=_text(body, q + "Code") or "REFUSED",
+            reason=_text(body, q + "Reason"),
+            message_id=_text(body, q + "OriginalMessageId") or (o.envelope.ref_to or ""),
+            by=o.envelope.sender,
+            refusal=o,
+        )
+
+    def _refusal(self, w: _Wiring, o: Opened, code: str, reason: str) -> Outgoing:
+        env = o.envelope
+        q = f"{{{_REFUSAL_NS}}}"
+        body = etree.Element(q + "DeliveryRefusal", nsmap={None: _REFUSAL_NS})
+        for name, value in (
+            ("OriginalMessageId", env.message_id),
+            ("ReceivedDigest", o.digest),
+            ("Code", code),
+            ("Reason", reason[:1000]),
+            ("RefusedAt", datetime.now(CN_TZ).isoformat(timespec="seconds")),
+        ):
+            etree.SubElement(body, q + name).text = value
+        return self._answer(w, o, body, REFUSAL_SERVICE, 1, "refusal")
+
+    def _checked_reply(self, w: _Wiring, o: Opened, result: Any) -> Outgoing:
+        """The reply, built inside the handler's savepoint: one that breaks its XSD rolls the handler back."""
+        try:
+            return self._reply(w, o, result)
+        except SdkError as exc:
+            raise _ReplyInvalid(self._next_attempt(o.envelope.message_id, 5.0, f"invalid reply: {exc}")) from None
+
+    def _reply(self, w: _Wiring, o: Opened, result: Any) -> Outgoing:
+        if isinstance(result, etree._Element):
+            raise ConfigurationError("a handler returns a typed message (or None), not an XML element")
+        cls = type(result)
+        return self._answer(w, o, result.to_element(), cls.SERVICE, cls.VERSION, "reply")
+
+    def _answer(self, w: _Wiring, o: Opened, body: Any, service: str, version: int, kind: str) -> Outgoing:
+        """A reply or refusal to ``o``: addressed to its signed sender, bound to it (RefToMessageId, RequestHash),
+        with a message id derived from it (a resend after a crash is a duplicate to the hub)."""
+        from hub.envelope import Recipient
+
+        env = o.envelope
+        _, data, _, answer_env = self.build(
+            body,
+            service=service,
+            version=version,
+            recipients=[Recipient.to(env.sender.agency, env.sender.system)],
+            urgency=env.urgency,
+            classification=env.classification if kind == "reply" else "公开",
+            period=env.period if kind == "reply" else None,
+            conversation_id=env.conversation_id,
+            ref_to=env.message_id,
+            request_hash=o.digest,
+            message_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}:{self.system}:{env.message_id}")),
+        )
+        return self._outgoing(w, answer_env, data)
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    def _decode(self, o: Opened) -> Any:
+        env = o.envelope
+        cls = _message_class(env.service, env.version)
+        return cls.from_element(env.body) if cls is not None else env.body
+
+    def _context(self, o: Opened, m: Incoming | None, tx: Tx | None, attempt: int = 0) -> Context:
+        env = o.envelope
+        return Context(
+            message_id=env.message_id,
+            conversation_id=env.conversation_id,
+            service=env.service,
+            version=env.version,
+            sender=env.sender,
+            recipients=env.recipients,
+            classification=env.classification,
+            period=env.period,
+            urgency=env.urgency,
+            created=env.created,
+            expires=env.expires,
+            ref_to=env.ref_to,
+            request_hash=env.request_hash,
+            business_ref=env.business_ref,
+            digest=o.digest,
+            originator=o.originator,
+            hub=o.hub,
+            envelope=env,
+            body=env.body,
+            raw=o.data,
+            redelivered=bool(m.redelivered) if m is not None else False,
+            attempt=attempt,
+            db=tx.db if tx is not None else None,
+        )
+
+    def _fields(self, env: Any, outcome: str) -> dict[str, Any]:
+        return {
+            "message_id": env.message_id,
+            "conversation_id": env.conversation_id,
+            "service": env.service_id,
+            "sender": str(env.sender),
+            "recipient": self.system,
+            "outcome": outcome,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- module helpers
+
+
+def _message_class(service: str, version: int) -> Any:
+    try:
+        from adapters.sdk.messages import message_class
+    except ImportError:  # pragma: no cover - the typed messages ship with the SDK
+        return None
+    try:
+        return message_class(service, version)
+    except (KeyError, LookupError):
+        return None
+
+
+#: How long a message stays valid unless the sender says otherwise (``ttl=``): within every route's max-ttl of
+#: the demo routes (a query is worth nothing after its asker gave up; an alert is followed by updates).
+_DEFAULT_TTL: tuple[tuple[str, timedelta], ...] = (
+    ("data.", timedelta(minutes=30)),
+    ("emergency.", timedelta(hours=24)),
+)
+
+
+def default_ttl(service: str) -> timedelta:
+    for prefix, ttl in _DEFAULT_TTL:
+        if service.startswith(prefix):
+            return ttl
+    return timedelta(days=7)
+
+
+def _text(el: Any, tag: str) -> str:
+    if el is None:
+        return ""
+    found = el.find(tag)
+    return (found.text or "") if found is not None else ""
+
+
+def _receipt_of(o: Opened) -> Receipt:
+    body = o.envelope.body
+    q = f"{{{_RECEIPT_NS}}}"
+    recipients = tuple(
+        (_text(r, q + "AgencyCode"), _text(r, q + "System"), _text(r, q + "Role"))
+        for r in (body.findall(f"{q}Recipients/{q}Recipient") if body is not None else [])
+    )
+    at = _text(body, q + "ReceivedAt")
+    return Receipt(
+        message_id=_text(body, q + "OriginalMessageId"),
+        outcome=_text(body, q + "Outcome"),
+        recipients=recipients,
+        received_digest=_text(body, q + "ReceivedDigest"),
+        received_at=datetime.fromisoformat(at) if at else None,
+        receipt_id=o.envelope.message_id,
+        envelope=o.envelope,
+        raw=o.data,
+    )
+
+
+def _hub_error_of(o: Opened) -> HubRefused:
+    body = o.envelope.body
+    q = f"{{{_ERROR_NS}}}"
+    return HubRefused(
+        code=_text(body, q + "Code") or "HUB_ERROR",
+        title=_text(body, q + "Title"),
+        reason=_text(body, q + "Reason"),
+        message_id=_text(body, q + "OriginalMessageId") or (o.envelope.ref_to or ""),
+        error=o,
+    )
+
+
+async def _connect_with_backoff(s: AdapterSettings, url: str, namespace: str, system: str) -> AbstractTransport:
+    from hub.errors import ConfigError, HubError
+    from hub.settings import Settings
+    from hub.transport import Transport
+
+    hub_settings = Settings(amqp_url=url, namespace=namespace)
+    delay = s.reconnect_initial
+    while True:
+        try:
+            return await Transport.connect(hub_settings, url=url, client_name=f"adapter-{system}")
+        except ConfigError as exc:  # wrong credentials or permissions: waiting will not help
+            raise ConfigurationError(f"the broker refused {system}: {exc.detail}", code=exc.code) from None
+        except HubError as exc:
+            log.warning("broker unreachable (%s); next attempt in %.1f s", exc.code, delay, extra={"system": system})
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, s.reconnect_max)

@@ -1,0 +1,180 @@
+"""``AdapterSettings``: one frozen object, read from a TOML file and ``HUB_ADAPTER_*`` variables.
+
+An adapter needs only what its enrolment gave it (``hub adapter enrol``), in one directory, ``home``::
+
+    home/
+      key.pem          the system's private key (made on the agency's side, never sent anywhere; 0600)
+      cert.pem         its certificate, followed by the issuing CA's
+      hub-root.pem     the hub's root certificate: the only trust anchor
+      crl/*.crl        the hub CA's revocation lists (refreshed by whatever distributes them; re-read when changed)
+      broker.json      {"url": "amqp://<user>:<password>@host:5672/", "namespace": "hub"} (0600)
+      handled.sqlite3  what the adapter has handled (made on first start; the default store)
+
+Never the hub's PKI directory, never a schema folder: the XSDs ship with the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from adapters.sdk._errors import ConfigurationError
+
+__all__ = ["AdapterSettings"]
+
+_ENV_PREFIX = "HUB_ADAPTER_"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterSettings:
+    """Everything an adapter is configured by. Build with ``AdapterSettings.from_file(path)`` or directly."""
+
+    #: The system id this adapter is (as in the hub's directory and its certificate), e.g. ``county-220182-oa``.
+    system: str
+    #: The enrolment directory (see the module docstring).
+    home: Path
+    #: Where handled message ids live: empty for ``home/handled.sqlite3``, ``sqlite:///path`` or a PostgreSQL DSN
+    #: (``postgresql://…``) when the agency has a database (then handlers get an asyncpg connection as ``ctx.db``).
+    store: str = ""
+    #: Override of broker.json's URL (e.g. another broker node); credentials stay those of broker.json.
+    amqp_url: str = ""
+    #: Override of broker.json's namespace.
+    namespace: str = ""
+    #: Unacknowledged deliveries the broker may hand this adapter at once.
+    prefetch: int = 64
+    #: Deliveries handed over in one batch (one store commit and one acknowledgement per batch).
+    max_batch: int = 32
+    #: Batches handled at once (SQLite has one writer: batches then take turns on the store).
+    concurrency: int = 1
+    #: Seconds ``send`` waits for the hub's receipt and ``request`` for the reply, unless given per call.
+    request_timeout: float = 30.0
+    #: How often a handler may ask for ``Retry`` (or fail) before the delivery is dead-lettered.
+    retry_limit: int = 5
+    #: The largest delivery the adapter parses (the hub's limit).
+    max_message_bytes: int = 16 * 1024 * 1024
+    #: Seconds between two connection attempts at start-up, doubled up to ``reconnect_max``.
+    reconnect_initial: float = 0.5
+    reconnect_max: float = 30.0
+    #: Extra values an adapter reads itself (a section ``[adapter]`` of the file).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home))
+        if self.prefetch < 1 or self.max_batch < 1 or self.concurrency < 1:
+            raise ConfigurationError("prefetch, max_batch and concurrency must be at least 1")
+
+    # ------------------------------------------------------------------------------------------ files
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / "key.pem"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.home / "cert.pem"
+
+    @property
+    def root_cert_path(self) -> Path:
+        return self.home / "hub-root.pem"
+
+    @property
+    def crl_dir(self) -> Path:
+        return self.home / "crl"
+
+    @property
+    def broker_path(self) -> Path:
+        return self.home / "broker.json"
+
+    def broker(self) -> tuple[str, str]:
+        """(AMQP URL with the system's credentials, namespace) from broker.json and the overrides."""
+        try:
+            data = json.loads(self.broker_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"no broker credentials at {self.broker_path}: finish the enrolment (hub adapter enrol --accept)",
+                code="SDK_NOT_ENROLLED",
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"{self.broker_path} is unreadable: {exc}") from None
+        url = str(data.get("url") or "")
+        if self.amqp_url:
+            from yarl import URL
+
+            given, enrolled = URL(self.amqp_url), URL(url)
+            url = str(given.with_user(enrolled.user).with_password(enrolled.password))
+        namespace = self.namespace or str(data.get("namespace") or "hub")
+        if not url:
+            raise ConfigurationError(f"{self.broker_path} names no broker url")
+        return url, namespace
+
+    def store_target(self) -> tuple[str, str]:
+        """("sqlite", path) or ("postgresql", dsn)."""
+        s = self.store
+        if not s:
+            return "sqlite", str(self.home / "handled.sqlite3")
+        if s.startswith("sqlite:///"):
+            return "sqlite", s[len("sqlite:///") :]
+        if s == ":memory:":
+            return "sqlite", s
+        if s.startswith(("postgresql://", "postgres://")):
+            return "postgresql", s
+        raise ConfigurationError(f"store {s!r}: use sqlite:///PATH or a postgresql:// DSN")
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> AdapterSettings:
+        """Read a TOML file (``system``, ``home`` relative to the file, the tunables; ``[adapter]`` for the
+        adapter's own values), then ``HUB_ADAPTER_<NAME>`` variables, then ``overrides``."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigurationError(f"no settings file at {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"{path}: {exc}") from None
+        extra = data.pop("adapter", {})
+        if "home" in data:
+            data["home"] = (path.parent / str(data["home"])).resolve()
+        return cls.from_mapping({**data, "extra": extra}, **overrides)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], **overrides: Any) -> AdapterSettings:
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigurationError(f"unknown setting {key!r} (known: {', '.join(sorted(known))})")
+            values[key] = value
+        for name, f in known.items():
+            raw = os.environ.get(_ENV_PREFIX + name.upper())
+            if raw is None or name == "extra":
+                continue
+            values[name] = _coerce(f.type, raw, name)
+        values.update(overrides)
+        for required in ("system", "home"):
+            if not values.get(required):
+                raise ConfigurationError(f"setting {required!r} is required")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigurationError(str(exc)) from None
+
+    def with_(self, **changes: Any) -> AdapterSettings:
+        return replace(self, **changes)
+
+
+def _coerce(kind: Any, raw: str, name: str) -> Any:
+    text = str(kind)
+    try:
+        if text == "int":
+            return int(raw)
+        if text == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a number") from None
+    return raw

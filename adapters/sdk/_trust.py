@@ -1,0 +1,117 @@
+"""The agency side of trust: the system's own signing key, and the checks on everything the hub delivers.
+
+A delivery is opened in this order, and a handler never sees what failed any step (default deny):
+safe parse (``hub.envelope.parse``: size, depth, no DTD or entities) → the envelope and the service's XSD (the
+same registry as the hub) → the hub's signature, chain to the hub root and CRL → the originator's signature over
+the same content, its certificate naming the signed sender (``hub.trust.delivery.verify_delivery``). Only the
+signed tree is used afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from adapters.sdk._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from lxml import etree
+
+    from hub.envelope import Envelope
+    from hub.trust import Signer, SignerIdentity, Verifier
+
+__all__ = ["AgencyTrust", "Opened", "load_signer", "registry"]
+
+
+@functools.cache
+def registry() -> Any:
+    """The hub's schema registry over the XSDs that ship with the SDK (loaded once per process)."""
+    from hub.settings import PROJECT_ROOT
+    from hub.validation import SchemaRegistry
+
+    return SchemaRegistry(PROJECT_ROOT / "schemas")
+
+
+def load_signer(key_path: Path, cert_path: Path) -> Signer:
+    from hub.errors import HubError
+    from hub.trust import Signer
+
+    if not key_path.is_file() or not cert_path.is_file():
+        raise ConfigurationError(
+            f"no key or certificate at {key_path} / {cert_path}: enrol the system first (hub adapter enrol)",
+            code="SDK_NOT_ENROLLED",
+        )
+    try:
+        return Signer.load(key_path, cert_path)
+    except HubError as exc:
+        raise ConfigurationError(f"the system's key or certificate: {exc.detail}", code=exc.code) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A verified delivery: the signed envelope (both signatures removed), who signed it, the content digest."""
+
+    envelope: Envelope
+    root: etree._Element
+    hub: SignerIdentity
+    originator: SignerIdentity | None
+    digest: str
+    data: bytes
+
+
+def _is_hub(identity: SignerIdentity) -> bool:
+    from hub.trust.pki import HUB_SYSTEM
+
+    return identity.system == HUB_SYSTEM
+
+
+class AgencyTrust:
+    """Opens deliveries with only the hub root and its CRLs (``TrustStore.from_files``)."""
+
+    def __init__(self, verifier: Verifier, *, max_bytes: int) -> None:
+        self.verifier = verifier
+        self.max_bytes = max_bytes
+        self.registry = registry()
+
+    @classmethod
+    def from_files(cls, root_cert: Path, crl_dir: Path, *, max_bytes: int) -> AgencyTrust:
+        from hub.errors import HubError
+        from hub.trust import TrustStore, Verifier
+
+        if not root_cert.is_file():
+            raise ConfigurationError(f"no hub root certificate at {root_cert}", code="SDK_NOT_ENROLLED")
+        try:
+            store = TrustStore.from_files(root_cert, crl_dir)
+        except HubError as exc:
+            raise ConfigurationError(f"the hub root or its CRLs: {exc.detail}", code=exc.code) from None
+        return cls(Verifier(store), max_bytes=max_bytes)
+
+    def open(self, data: bytes) -> Opened:
+        """Raise ``hub.errors.HubError`` (its stable code) for anything that does not verify."""
+        from hub.envelope import Envelope, parse
+
+        try:
+            from hub.trust.delivery import verify_delivery
+        except ImportError:  # TEMPORARY until the two-signature delivery lands
+            verify_delivery = _one_signature
+
+        root = parse(data, max_bytes=self.max_bytes)
+        self.registry.validate(root)
+        opened = verify_delivery(root, self.verifier, is_hub=_is_hub)
+        env = getattr(opened, "envelope", None) or Envelope.from_tree(opened.root)
+        return Opened(env, opened.root, opened.hub, opened.originator, opened.digest, data)
+
+
+def _one_signature(root: Any, verifier: Any, *, is_hub: Any) -> Any:  # TEMPORARY
+    from types import SimpleNamespace
+
+    from hub.envelope import Envelope
+    from hub.errors import CertificateUntrusted
+
+    v = verifier.verify(root)
+    if not is_hub(v.signer):
+        raise CertificateUntrusted("not signed by the hub", code="CERT_SIGNER_MISMATCH")
+    env = Envelope.from_tree(v.root)
+    return SimpleNamespace(root=v.root, hub=v.signer, originator=None, digest=v.digest, envelope=env)
