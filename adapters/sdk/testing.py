@@ -127,6 +127,14 @@ class TestHub:
             await self._start_adapter(adapter)
         return adapter
 
+    async def restart(self, adapter: Adapter) -> None:
+        """Stop ``adapter`` and start it again on the same store (as after a crash or a deployment): what it
+        handled before stays handled."""
+        await adapter.stop()
+        if adapter in self._started:
+            self._started.remove(adapter)
+        await self._start_adapter(adapter)
+
     def delivered(self, system: str) -> list[Delivered]:
         return self._delivered.setdefault(system, [])
 
@@ -149,6 +157,19 @@ class TestHub:
         await self.client(system)
         await self.wait_until(lambda: len(self.delivered(system)) >= count, timeout, f"{count} deliveries to {system}")
         return self.delivered(system)[:count]
+
+    async def depth(self, system: str) -> int:
+        """Deliveries waiting in ``system``'s queue (not counting those handed to its adapter and unacknowledged)."""
+        t = self._admin_transport
+        return int(await t.queue_depth(t.names.system_queue(system)))
+
+    async def inject(self, system: str, data: bytes, *, message_id: str = "injected") -> None:
+        """Put ``data`` into ``system``'s queue as if the hub had delivered it (to test what an adapter does with
+        a tampered, foreign or repeated delivery)."""
+        from hub.transport.topology import Outgoing
+
+        t = self._admin_transport
+        await t.publish_many([Outgoing(t.names.deliver_exchange, system, data, {}, 2, message_id)])
 
     async def dead_letters(self) -> list[Any]:
         """Take what was dead-lettered (with its headers: x-refused-code, x-refused-reason …)."""
@@ -278,25 +299,33 @@ class TestHub:
         self._worker = Worker(self.settings, 0)
         await self._worker.start()
 
-    async def _start_adapter_real(self, adapter: Adapter) -> None:
+    async def enrol_home(self, system: str) -> Path:
+        """(Real services only.) Enrol ``system`` with this hub's CA and broker and lay out its enrolment directory
+        as ``hub adapter enrol --accept`` does: for an adapter run in another process (``AdapterSettings(system=…,
+        home=…)``)."""
+        if not self.real:
+            raise ConfigurationError("enrolment directories exist only with real=True", code="SDK_CONFIG")
         from hub.pipeline.client import credential_paths, enroll
         from hub.transport.users import amqp_url_for
         from hub.trust.pki import PkiPaths
 
-        entry = self._system_entry(adapter.system)
+        entry = self._system_entry(system)
         s = self.settings
-        await enroll(s, adapter.system, entry.agency)
-        key_path, cert_path = credential_paths(s, adapter.system)
+        await enroll(s, system, entry.agency)
+        key_path, cert_path = credential_paths(s, system)
         paths = PkiPaths(s.state_dir / "pki")
-        home = write_home(
-            self.base / "homes" / adapter.system,
+        return write_home(
+            self.base / "homes" / system,
             key_pem=key_path.read_bytes(),
             cert_pem=cert_path.read_bytes(),
             root_pem=paths.root_cert.read_bytes(),
             crls={p.name: p.read_bytes() for p in paths.crl_dir.glob("*.crl")},
-            amqp_url=amqp_url_for(s, adapter.system),
+            amqp_url=amqp_url_for(s, system),
             namespace=s.namespace,
         )
+
+    async def _start_adapter_real(self, adapter: Adapter) -> None:
+        home = await self.enrol_home(adapter.system)
         given = adapter.settings
         adapter.settings = (
             given.with_(home=home, store="", amqp_url="", namespace="")

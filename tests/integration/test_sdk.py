@@ -1,0 +1,286 @@
+"""The adapter SDK's behaviours, each run twice by the same test code (the switch ``TestHub`` offers every adapter):
+on the test hub in memory — the real worker (processor, answer logic) on the in-memory broker and store doubles —
+and against the real RabbitMQ and PostgreSQL (``HUB_TEST_REAL=1``: a fresh database and namespace, the adapters
+enrolled into enrolment directories of their own, connecting with their own broker users). The crash test
+(SIGKILL mid-stream) is in tests/integration/test_sdk_crash.py."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+import adapters.sdk
+import adapters.sdk.testing
+from adapters.sdk import Adapter, AdapterSettings, Context, HubRefused, MessageInvalid, Reject, Retry, to
+from adapters.sdk.testing import TestHub
+from hub.envelope import parse
+from hub.settings import PROJECT_ROOT
+
+SAMPLES = PROJECT_ROOT / "schemas" / "services"
+PROVINCE = "11220000013544357T"
+CITY = "11220100013544550M"
+COUNTY_222403 = "county-222403-oa"  # 敦化市林业局 OA: reports up to the province (info.report sample's sender)
+
+
+def body(service: str, name: str | None = None) -> etree._Element:
+    folder = SAMPLES / service / "1" / "samples" / "valid"
+    path = folder / name if name else sorted(folder.glob("*.xml"))[0]
+    return copy.deepcopy(parse(path.read_bytes())[1][0])
+
+
+def report() -> etree._Element:
+    return body("info.report", "work-progress.xml")
+
+
+async def send_report(client: Adapter, **kw: Any) -> Any:
+    return await client.send(report(), service="info.report", version=1, to=[to(PROVINCE, "prov-220000-oa")], **kw)
+
+
+@pytest.fixture(params=["memory", pytest.param("real", marks=pytest.mark.integration)])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which hub ``TestHub`` builds: in memory, or on the real services (``HUB_TEST_REAL=1``)."""
+    if request.param == "real":
+        monkeypatch.setenv("HUB_TEST_REAL", "1")
+    else:
+        monkeypatch.delenv("HUB_TEST_REAL", raising=False)
+    return str(request.param)
+
+
+def test_the_public_surface_is_pinned() -> None:
+    assert sorted(adapters.sdk.__all__) == [
+        "Adapter",
+        "AdapterSettings",
+        "ConfigurationError",
+        "Context",
+        "HubRefused",
+        "HubUnavailable",
+        "MessageInvalid",
+        "Receipt",
+        "Refused",
+        "Reject",
+        "Reply",
+        "RequestTimeout",
+        "Retry",
+        "SdkError",
+        "group",
+        "to",
+    ]
+    assert adapters.sdk.testing.__all__ == ["Delivered", "TestHub"]
+    for name in adapters.sdk.__all__:
+        assert getattr(adapters.sdk, name) is not None
+
+
+def province() -> tuple[Adapter, list[Context]]:
+    adapter = Adapter("prov-220000-oa")
+    seen: list[Context] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        seen.append(ctx)
+
+    return adapter, seen
+
+
+async def test_a_report_reaches_the_handler_verified_and_the_sender_gets_the_hubs_receipt(mode: str) -> None:
+    adapter, seen = province()
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY_222403)
+        receipt = await send_report(county, urgency="加急")
+        await hub.wait_until(lambda: seen)
+    assert receipt.outcome == "accepted" and receipt.accepted
+    assert receipt.recipients == ((PROVINCE, "prov-220000-oa", "to"),)
+    assert len(receipt.received_digest) == 64
+    ctx = seen[0]
+    assert ctx.message_id == receipt.message_id
+    assert (ctx.sender.system, ctx.urgency, ctx.classification) == (COUNTY_222403, "加急", "公开")
+    assert ctx.service_id == "info.report/1"
+    assert ctx.hub.system == "hub"
+    assert len(ctx.digest) == 64 and ctx.raw.startswith(b"<?xml")
+
+
+async def test_the_hubs_refusal_is_a_typed_exception_with_its_stable_code(mode: str) -> None:
+    async with TestHub() as hub:
+        county = await hub.client(COUNTY_222403)
+        with pytest.raises(HubRefused) as caught:
+            await county.send(report(), service="info.report", version=1, to=[to(CITY, "city-220100-oa")])
+    assert caught.value.code == "ROUTE_NOT_ALLOWED"
+    assert caught.value.title  # the hub's Chinese title
+    assert "city-220100-oa" in caught.value.reason
+
+
+async def test_a_message_that_breaks_its_xsd_never_leaves(mode: str) -> None:
+    bad = report()
+    title = next(el for el in bad.iter() if etree.QName(el).localname == "Title")
+    title.text = "长" * 5000
+    async with TestHub() as hub:
+        county = await hub.client(COUNTY_222403)
+        with pytest.raises(MessageInvalid) as caught:
+            await county.send(bad, service="info.report", version=1, to=[to(PROVINCE, "prov-220000-oa")])
+        assert caught.value.code.startswith("SCHEMA_")
+        assert not county._pending  # nothing is waiting for an answer: nothing was published
+
+
+async def test_what_was_handled_is_never_handed_over_again_after_a_restart(mode: str) -> None:
+    adapter, seen = province()
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY_222403)
+        await send_report(county)
+        await hub.wait_until(lambda: len(seen) == 1)
+        first = seen[0]
+        await hub.restart(adapter)
+        # The broker hands the same delivery over again (as after a crash before the acknowledgement).
+        await hub.inject("prov-220000-oa", first.raw, message_id=first.message_id)
+        await send_report(county)  # and a new one after it
+        await hub.wait_until(lambda: len(seen) == 2)
+        await _eventually(hub, lambda: _settled(hub, adapter))
+    assert [c.message_id for c in seen].count(first.message_id) == 1
+
+
+async def _settled(hub: TestHub, adapter: Adapter) -> bool:
+    """Nothing waits in the adapter's queue and its store has recorded both deliveries."""
+    return await hub.depth(adapter.system) == 0 and await adapter._wiring.store.count() == 2
+
+
+async def test_retry_rolls_back_the_handlers_writes_and_hands_the_delivery_over_again(mode: str) -> None:
+    adapter = Adapter("prov-220000-oa")
+    calls: list[int] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        ctx.db.execute("CREATE TABLE IF NOT EXISTS reports (id TEXT, attempt INTEGER)")
+        ctx.db.execute("INSERT INTO reports VALUES (?, ?)", (ctx.message_id, ctx.attempt))
+        calls.append(ctx.attempt)
+        if len(calls) < 3:
+            raise Retry(0.01, "the OA system is busy")
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY_222403)
+        await send_report(county)
+        await hub.wait_until(lambda: len(calls) == 3)
+        await _eventually(hub, lambda: _handled(adapter, 1))
+        rows = adapter._wiring.store.conn.execute("SELECT attempt FROM reports").fetchall()
+    assert calls == [0, 1, 2]
+    assert rows == [(2,)]  # only the successful attempt's write was committed
+
+
+async def test_retries_run_out_into_the_dead_letter_queue_with_the_reason(mode: str) -> None:
+    adapter = Adapter(
+        "prov-220000-oa", AdapterSettings(system="prov-220000-oa", home=Path("/nonexistent"), retry_limit=2)
+    )
+    calls: list[int] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append(ctx.attempt)
+        raise RuntimeError("a bug in the adapter")
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY_222403)
+        receipt = await send_report(county)
+        await hub.wait_until(lambda: len(calls) == 3, timeout=20)
+        dead: list[Any] = []
+
+        async def collect() -> bool:
+            dead.extend(await hub.dead_letters())
+            return bool(dead)
+
+        await _eventually(hub, collect)
+    assert calls == [0, 1, 2]
+    assert dead[0].headers["x-refused-code"] == "SDK_RETRIES_EXHAUSTED"
+    assert "RuntimeError" in dead[0].headers["x-refused-reason"]
+    assert dead[0].headers["x-refused-by"] == "prov-220000-oa"
+    assert dead[0].message_id == receipt.message_id
+
+
+async def _handled(adapter: Adapter, n: int) -> bool:
+    return await adapter._wiring.store.count() == n
+
+
+async def _eventually(hub: TestHub, check: Any, timeout: float = 15.0) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def _publish_to(hub: TestHub, system: str, data: bytes) -> None:
+    await hub.inject(system, data)
+
+
+async def _dead_codes(hub: TestHub, n: int) -> list[str]:
+    dead: list[Any] = []
+
+    async def collect() -> bool:
+        dead.extend(await hub.dead_letters())
+        return len(dead) >= n
+
+    await _eventually(hub, collect)
+    return [m.headers["x-refused-code"] for m in dead]
+
+
+async def test_a_tampered_delivery_is_dead_lettered_with_its_reason_and_never_reaches_a_handler(mode: str) -> None:
+    adapter, seen = province()
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY_222403)
+        # A genuine delivery, captured by a recording client: the province's OA system's twin.
+        await send_report(county)
+        await hub.wait_until(lambda: seen)
+        genuine = seen[0].raw
+        tampered = genuine.replace("秋季造林".encode(), "春季造林".encode(), 1)
+        assert tampered != genuine
+        await _publish_to(hub, "prov-220000-oa", tampered)
+        codes = await _dead_codes(hub, 1)
+    assert len(seen) == 1
+    assert codes[0] in ("SIG_DIGEST", "SIG_VALUE")
+
+
+async def test_a_delivery_signed_by_a_system_or_a_foreign_ca_never_reaches_a_handler(mode: str, tmp_path: Path) -> None:
+    from hub.envelope import to_bytes
+    from hub.trust import Signer, pki
+
+    adapter, seen = province()
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY_222403)
+        # Signed by the county itself (not by the hub), straight into the province's queue.
+        _, own, _, _ = county.build(
+            report(), service="info.report", version=1, recipients=[to(PROVINCE, "prov-220000-oa")]
+        )
+        await _publish_to(hub, "prov-220000-oa", own)
+        # Signed by the "hub" of another CA.
+        foreign = pki.init_ca(tmp_path / "foreign", "foreign-pass")
+        signer = Signer.load(foreign.paths.hub_key, foreign.paths.hub_cert, passphrase=b"foreign-pass")
+        root = parse(own)
+        root.remove(root[-1])
+        signer.sign(root)
+        await _publish_to(hub, "prov-220000-oa", to_bytes(root))
+        codes = await _dead_codes(hub, 2)
+    assert not seen
+    assert all(c.startswith(("CERT_", "SIG_")) for c in codes), codes
+    assert "CERT_UNTRUSTED" in codes or any(c.startswith("CERT_") for c in codes)
+
+
+async def test_reject_sends_the_sender_a_signed_refusal_and_no_handler_is_a_refusal_too(mode: str) -> None:
+    data = Adapter("prov-220000-data")
+
+    @data.handles("data.query", version=1)
+    async def on_query(msg: Any, ctx: Context) -> None:
+        raise Reject("DATASET_CLOSED", "该数据集本周维护，暂停查询 (dataset closed for maintenance)")
+
+    from adapters.sdk import Refused
+
+    async with TestHub(data) as hub:
+        city = await hub.client("city-220100-oa")
+        with pytest.raises(Refused) as caught:
+            await city.request(
+                body("data.query"), service="data.query", version=1, to=[to(PROVINCE, "prov-220000-data")], timeout=10
+            )
+    assert caught.value.code == "DATASET_CLOSED"
+    assert caught.value.by.system == "prov-220000-data"
+    assert "维护" in caught.value.reason
