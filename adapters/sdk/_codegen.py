@@ -292,6 +292,10 @@ def _width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+#: Punctuation that never starts a line (Chinese line-breaking rules, 避头点).
+_NO_LINE_START = frozenset("，。；：、？！）》」』”’,.;:)")
+
+
 def _chunks(text: str, width: int) -> list[str]:
     """Split ``text`` into pieces of at most ``width`` display columns, after a space where one is near."""
     pieces: list[str] = []
@@ -307,6 +311,8 @@ def _chunks(text: str, width: int) -> list[str]:
                 last_space = i + 1
         if last_space > cut // 2:
             cut = last_space
+        while cut > 1 and text[cut] in _NO_LINE_START:
+            cut -= 1  # keep closing punctuation with the character before it
         pieces.append(text[:cut])
         text = text[cut:]
     pieces.append(text)

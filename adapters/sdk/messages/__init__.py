@@ -18,6 +18,7 @@ from adapters.sdk.messages.approval_status_v1 import ApprovalStatusV1
 from adapters.sdk.messages.approval_supervision_v1 import ApprovalSupervisionV1
 from adapters.sdk.messages.data_query_v1 import DataQueryV1
 from adapters.sdk.messages.data_response_v1 import DataResponseV1
+from adapters.sdk.messages.delivery_refusal_v1 import DeliveryRefusalV1
 from adapters.sdk.messages.document_official_v1 import DocumentOfficialV1
 from adapters.sdk.messages.document_receipt_v1 import DocumentReceiptV1
 from adapters.sdk.messages.emergency_ack_v1 import EmergencyAckV1
@@ -44,6 +45,8 @@ __all__ = [
     "DataQueryV1",
     "DataResponse",
     "DataResponseV1",
+    "DeliveryRefusal",
+    "DeliveryRefusalV1",
     "DocumentOfficial",
     "DocumentOfficialV1",
     "DocumentReceipt",
@@ -77,6 +80,7 @@ ApprovalStatus = ApprovalStatusV1
 ApprovalSupervision = ApprovalSupervisionV1
 DataQuery = DataQueryV1
 DataResponse = DataResponseV1
+DeliveryRefusal = DeliveryRefusalV1
 DocumentOfficial = DocumentOfficialV1
 DocumentReceipt = DocumentReceiptV1
 EmergencyAck = EmergencyAckV1
@@ -97,6 +101,7 @@ ALL: tuple[type[Message], ...] = (
     ApprovalSupervisionV1,
     DataQueryV1,
     DataResponseV1,
+    DeliveryRefusalV1,
     DocumentOfficialV1,
     DocumentReceiptV1,
     EmergencyAckV1,
