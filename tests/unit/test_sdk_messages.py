@@ -19,6 +19,8 @@ from adapters.sdk.messages import (
     ALL,
     ApprovalApplication,
     ApprovalApplicationV1,
+    DeliveryRefusal,
+    DeliveryRefusalV1,
     DocumentReceipt,
     message_class,
     message_from_element,
@@ -232,3 +234,52 @@ def test_generated_modules_match_the_schemas(tmp_path: Path) -> None:
     assert not mismatch and not errors, (
         f"stale generated files: {mismatch + errors}; run python -m adapters.sdk._codegen"
     )
+
+
+# ------------------------------------------------------------------------------------------ delivery.refusal
+
+
+def _refusal(**changes: object) -> DeliveryRefusalV1:
+    values: dict[str, object] = {
+        "original_message_id": "c314d7a4-1d94-5074-be1e-8bf63dc42080",
+        "received_digest": "b191f2858bbafc7fe62f18fc3fe07704819530cc7883592199ea7245817f6cfd",
+        "code": "CASE_UNKNOWN",
+        "reason": "本系统中没有该审批案件。",
+        "refused_at": datetime.datetime(2026, 11, 19, 9, 31, 10, tzinfo=datetime.timezone(datetime.timedelta(hours=8))),
+    }
+    values.update(changes)
+    return DeliveryRefusalV1(**values)  # type: ignore[arg-type]
+
+
+def test_a_refusal_built_by_hand_validates() -> None:
+    refusal = _refusal()
+    refusal.validate()
+    assert message_class("delivery.refusal", 1) is DeliveryRefusalV1 is DeliveryRefusal
+    el = refusal.to_element()
+    assert el.tag == "{urn:forestry-hub:delivery.refusal:1}DeliveryRefusal"
+    assert [etree.QName(c).localname for c in el] == [
+        "OriginalMessageId",
+        "ReceivedDigest",
+        "Code",
+        "Reason",
+        "RefusedAt",
+    ]
+    assert el.findtext("{urn:forestry-hub:delivery.refusal:1}RefusedAt") == "2026-11-19T09:31:10+08:00"
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"code": "case_unknown"}, "SCHEMA_VALUE"),
+        ({"code": "C" * 65}, "SCHEMA_VALUE"),
+        ({"reason": "长" * 1001}, "SCHEMA_VALUE"),
+        ({"reason": ""}, "SCHEMA_VALUE"),
+        ({"received_digest": "AB" * 32}, "SCHEMA_VALUE"),
+        ({"original_message_id": None}, "SCHEMA_ELEMENT"),
+    ],
+    ids=["lower-case-code", "code-too-long", "reason-too-long", "empty-reason", "upper-case-digest", "missing-id"],
+)
+def test_a_broken_refusal_is_refused_with_a_specific_code(changes: dict[str, object], code: str) -> None:
+    with pytest.raises(MessageInvalid) as info:
+        _refusal(**changes).validate()
+    assert info.value.code == code
