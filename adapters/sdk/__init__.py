@@ -21,6 +21,7 @@ from adapters.sdk._errors import (
     Retry,
     SdkError,
 )
+from adapters.sdk._message import Message
 from adapters.sdk._settings import AdapterSettings
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "Context",
     "HubRefused",
     "HubUnavailable",
+    "Message",
     "MessageInvalid",
     "Receipt",
     "Refused",

@@ -845,7 +845,7 @@ def _message_class(service: str, version: int) -> Any:
         return None
     try:
         return message_class(service, version)
-    except (KeyError, LookupError):
+    except (KeyError, LookupError, SdkError):
         return None
 
 

@@ -16,6 +16,7 @@ aio-pika, sqlite3, asyncpg) are translated at the edge; none reaches an adapter'
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -48,13 +49,18 @@ class SdkError(Exception):
 
 
 class MessageInvalid(SdkError):
-    """A message breaks its XSD (found before it is signed; nothing was sent)."""
+    """A message the hub would refuse, found before it is signed (nothing was sent): ``code`` is the hub's
+    (SCHEMA_VALUE, SCHEMA_ELEMENT, SCHEMA_AGENCY_CODE, …), ``path`` where, ``violations`` every problem found
+    (``hub.validation.Violation`` objects; may be empty)."""
 
-    default_code = "SCHEMA_INVALID"
+    default_code = "SCHEMA_VIOLATION"
 
-    def __init__(self, detail: str, *, code: str | None = None, path: str | None = None) -> None:
+    def __init__(
+        self, detail: str, *, code: str | None = None, path: str | None = None, violations: Sequence[Any] = ()
+    ) -> None:
         super().__init__(detail, code=code)
         self.path = path
+        self.violations = tuple(violations)
 
 
 class ConfigurationError(SdkError):

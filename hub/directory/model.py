@@ -68,6 +68,10 @@ KINDS: tuple[str, ...] = ("bureau", "government", "enterprise")
 #: The hub's own replies: every system except the hub accepts them, whatever its ``accepts`` list says (a sender
 #: must always be able to receive the receipt or the error for what it sent).
 HUB_SERVICES: tuple[str, ...] = (RECEIPT_SERVICE, ERROR_SERVICE)
+#: A recipient system's signed refusal of a delivery (``delivery.refusal``, sent by the adapter SDK when a handler
+#: rejects a message): it goes back to the message's sender, whatever that system accepts otherwise — for the same
+#: reason as the hub's replies. Not to the hub, which sends nothing that could be refused.
+REFUSAL_SERVICE = "delivery.refusal"
 
 #: Computed group name → the bureau levels it contains.
 COMPUTED_GROUPS: dict[str, frozenset[str]] = {
@@ -328,9 +332,10 @@ class Directory:
         return (a.division if a is not None else "", code)
 
     def accepts(self, system: System, service: str) -> bool:
-        """Does ``system`` receive ``service``: its own ``accepts`` patterns, plus the hub's replies for every
-        system but the hub."""
-        if service.split("/", 1)[0] in HUB_SERVICES:
+        """Does ``system`` receive ``service``: its own ``accepts`` patterns, plus the hub's replies and recipients'
+        refusals for every system but the hub."""
+        name = service.split("/", 1)[0]
+        if name in HUB_SERVICES or name == REFUSAL_SERVICE:
             return system.id != self.hub_system
         return system.accepts_service(service)
 

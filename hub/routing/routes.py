@@ -44,6 +44,7 @@ from hub.directory.load import CONFIG_SCHEMAS, ConfigProblems, Problem, line_of,
 from hub.directory.model import (
     COMPUTED_GROUPS,
     HUB_SERVICES,
+    REFUSAL_SERVICE,
     Directory,
     System,
     patterns_overlap,
@@ -418,7 +419,7 @@ def _check_route(directory: Directory, route: Route, problems: list[Problem]) ->
     reachable = False
     for sel in route.recipients:
         for s in _selected_systems(directory, sel):
-            accepts = (*s.accepts, *HUB_SERVICES) if s.id != directory.hub_system else s.accepts
+            accepts = (*s.accepts, *HUB_SERVICES, REFUSAL_SERVICE) if s.id != directory.hub_system else s.accepts
             if any(patterns_overlap(route.service, p) for p in accepts):
                 reachable = True
                 break

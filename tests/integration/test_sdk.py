@@ -58,6 +58,7 @@ def test_the_public_surface_is_pinned() -> None:
         "Context",
         "HubRefused",
         "HubUnavailable",
+        "Message",
         "MessageInvalid",
         "Receipt",
         "Refused",
