@@ -80,3 +80,13 @@ def test_namespace() -> str:
 @pytest.fixture(scope="session")
 def integration_settings(pg_dsn: str, test_namespace: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings.from_env(pg_dsn=pg_dsn, namespace=test_namespace, state_dir=tmp_path_factory.mktemp("state"))
+
+
+@pytest.fixture(params=["memory", pytest.param("real", marks=pytest.mark.integration)])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which hub ``TestHub`` builds: in memory, or on the real services (``HUB_TEST_REAL=1``)."""
+    if request.param == "real":
+        monkeypatch.setenv("HUB_TEST_REAL", "1")
+    else:
+        monkeypatch.delenv("HUB_TEST_REAL", raising=False)
+    return str(request.param)

@@ -40,16 +40,6 @@ async def send_report(client: Adapter, **kw: Any) -> Any:
     return await client.send(report(), service="info.report", version=1, to=[to(PROVINCE, "prov-220000-oa")], **kw)
 
 
-@pytest.fixture(params=["memory", pytest.param("real", marks=pytest.mark.integration)])
-def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which hub ``TestHub`` builds: in memory, or on the real services (``HUB_TEST_REAL=1``)."""
-    if request.param == "real":
-        monkeypatch.setenv("HUB_TEST_REAL", "1")
-    else:
-        monkeypatch.delenv("HUB_TEST_REAL", raising=False)
-    return str(request.param)
-
-
 def test_the_public_surface_is_pinned() -> None:
     assert sorted(adapters.sdk.__all__) == [
         "Adapter",
