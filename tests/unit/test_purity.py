@@ -166,3 +166,50 @@ def test_the_hub_import_graph_has_no_cycle() -> None:
     graph = import_graph()
     assert len(graph) > 50 and "hub.directory.model" in graph
     assert _cycles(graph) == []
+
+
+# ----------------------------------------------------------------------------------------------- adapters
+
+ADAPTERS = PROJECT_ROOT / "adapters"
+#: Where the hub itself may reach the adapters: the command line that scaffolds and runs them, and the demo.
+MAY_IMPORT_ADAPTERS = ("hub.commands", "hub.demo", "hub.demo_scenario", "hub.cli")
+
+
+def _adapter_modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(ADAPTERS.rglob("*.py")) if "templates" not in p.parts}
+
+
+@pytest.mark.parametrize("name", [n for n in _adapter_modules() if not _within(n, ("adapters.sdk",))])
+def test_an_adapter_imports_only_the_sdk_of_the_project(name: str) -> None:
+    """Adapter code imports ``adapters.sdk`` (and its own package), never the hub's internals: what it needs of the
+    hub is the SDK's public surface."""
+    own = ".".join(name.split(".")[:2])
+    bad = [
+        f"{imported} (line {line})"
+        for imported, line in imports_of(name, _adapter_modules()[name])
+        if _within(imported, ("hub",))
+        or (_within(imported, ("adapters",)) and not _within(imported, ("adapters.sdk", own)))
+    ]
+    assert not bad, f"{name} imports {', '.join(bad)}"
+
+
+def test_the_hub_reaches_adapters_only_from_the_command_line_and_the_demo() -> None:
+    bad = [
+        f"{name} imports {imported} (line {line})"
+        for name, path in MODULES.items()
+        if not _within(name, MAY_IMPORT_ADAPTERS)
+        for imported, line in imports_of(name, path)
+        if _within(imported, ("adapters",))
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_sdk_imports_no_adapter() -> None:
+    bad = [
+        f"{name} imports {imported}"
+        for name, path in _adapter_modules().items()
+        if _within(name, ("adapters.sdk",))
+        for imported, _ in imports_of(name, path)
+        if _within(imported, ("adapters",)) and not _within(imported, ("adapters.sdk",))
+    ]
+    assert not bad, "\n".join(bad)
