@@ -35,7 +35,7 @@ from adapters.sdk._context import Context
 from adapters.sdk._errors import ConfigurationError, RequestTimeout
 from adapters.sdk._home import write_home
 from adapters.sdk._settings import AdapterSettings
-from adapters.sdk._store import SqliteHandledStore
+from adapters.sdk._store import HandledStore, SqliteHandledStore, open_store
 from adapters.sdk._trust import AgencyTrust
 
 __all__ = ["Delivered", "TestHub"]
@@ -262,10 +262,17 @@ class TestHub:
                 transport=MemoryTransport(names, self._broker, user=names.user(adapter.system)),
                 signer=signer,
                 trust=trust,
-                store=SqliteHandledStore(str(self.base / f"{adapter.system}.sqlite3")),
+                store=self._store_for(adapter),
             )
             await adapter.start()
         self._started.append(adapter)
+
+    def _store_for(self, adapter: Adapter) -> HandledStore:
+        """The store the adapter's settings name when they name PostgreSQL (the agency's own database), else SQLite
+        in the test hub's folder."""
+        if adapter.settings is not None and adapter.settings.store_target()[0] == "postgresql":
+            return open_store(*adapter.settings.store_target())
+        return SqliteHandledStore(str(self.base / f"{adapter.system}.sqlite3"))
 
     # ------------------------------------------------------------------------------------------ real services
 
@@ -327,11 +334,11 @@ class TestHub:
     async def _start_adapter_real(self, adapter: Adapter) -> None:
         home = await self.enrol_home(adapter.system)
         given = adapter.settings
-        adapter.settings = (
-            given.with_(home=home, store="", amqp_url="", namespace="")
-            if given is not None
-            else AdapterSettings(system=adapter.system, home=home)
-        )
+        if given is None:
+            adapter.settings = AdapterSettings(system=adapter.system, home=home)
+        else:  # the adapter's own tunables, with this hub's enrolment (and its PostgreSQL store, if it names one)
+            store = given.store if given.store_target()[0] == "postgresql" else ""
+            adapter.settings = given.with_(home=home, store=store, amqp_url="", namespace="")
         adapter._wiring = None
         await adapter.start()
 

@@ -275,3 +275,44 @@ async def test_reject_sends_the_sender_a_signed_refusal_and_no_handler_is_a_refu
     assert caught.value.code == "DATASET_CLOSED"
     assert caught.value.by.system == "prov-220000-data"
     assert "维护" in caught.value.reason
+
+
+async def test_a_postgresql_store_shares_the_handlers_transaction(mode: str, pg_dsn: str) -> None:
+    """Where the agency has PostgreSQL: ``ctx.db`` is an asyncpg connection inside the batch's transaction; a
+    Retry rolls the handler's writes back, and the handled id is recorded with the successful attempt's."""
+    import asyncpg
+
+    table = f"reports_{mode}"
+    settings = AdapterSettings(system="prov-220000-oa", home=Path("/nonexistent"), store=pg_dsn)
+    adapter = Adapter("prov-220000-oa", settings)
+    calls: list[str] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        await ctx.db.execute(f"CREATE TABLE IF NOT EXISTS {table} (id TEXT, attempt INTEGER)")
+        await ctx.db.execute(f"INSERT INTO {table} VALUES ($1, $2)", ctx.message_id, ctx.attempt)
+        calls.append(ctx.message_id)
+        if len(calls) == 1:
+            raise Retry(0.01)
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY_222403)
+        receipt = await send_report(county)
+        await _eventually(hub, lambda: _pg_handled(pg_dsn, receipt.message_id))
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch(f"SELECT attempt FROM {table} WHERE id = $1", receipt.message_id)
+    finally:
+        await conn.close()
+    assert [r["attempt"] for r in rows] == [1]
+    assert calls == [receipt.message_id] * 2
+
+
+async def _pg_handled(dsn: str, message_id: str) -> bool:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(await conn.fetchval("SELECT count(*) FROM sdk_handled WHERE message_id = $1", message_id))
+    finally:
+        await conn.close()
