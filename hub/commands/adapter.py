@@ -141,20 +141,13 @@ def plan_scaffold(
     accepts that some system may send it), and sends a sample of that service (else of the first service it may
     send). Every choice is checked against the routes and the recipients' ``accepts``, and the samples against the
     schemas."""
-    from hub.directory import load_directory
-    from hub.routing import load_routes, route_files
-    from hub.validation import SchemaRegistry
-
-    directory = load_directory(directory_file)
+    directory, routes, registry, samples = _world(Path(directory_file), Path(routes_dir), Path(schemas_dir))
     if not directory.has_system(system) or system == directory.hub_system:
         raise AdapterCommandError(
             "ADAPTER_NOT_IN_DIRECTORY", f"system {system!r} is not an agency system of {directory_file}", exit=1
         )
-    routes = load_routes(route_files(routes_dir), directory)
-    registry = SchemaRegistry(schemas_dir)
     me = directory.system(system)
     my_agency = directory.agency(me.agency)
-    samples = _samples(schemas_dir)
 
     def may_send(sender: Any, target: Any, service: str) -> bool:
         if sender.id == target.id or directory.hub_system in (sender.id, target.id):
@@ -232,6 +225,24 @@ def plan_scaffold(
         incoming_sample=incoming_name,
         reply=reply,
         has_title=has_title,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _world(
+    directory_file: Path, routes_dir: Path, schemas_dir: Path
+) -> tuple[Any, Any, Any, dict[str, tuple[bytes, int]]]:
+    """The directory, the route table, the schema registry and the samples (loaded once per process)."""
+    from hub.directory import load_directory
+    from hub.routing import load_routes, route_files
+    from hub.validation import SchemaRegistry
+
+    directory = load_directory(directory_file)
+    return (
+        directory,
+        load_routes(route_files(routes_dir), directory),
+        SchemaRegistry(schemas_dir),
+        _samples(schemas_dir),
     )
 
 
@@ -354,7 +365,7 @@ def render_scaffold(name: str, plan: ScaffoldPlan) -> dict[str, bytes]:
             "return_type": "None",
             "reply_block": "",
         }
-    values["message_imports"] = ", ".join(sorted(classes))
+    values["message_imports"] = ", ".join(sorted(classes | {"Message"}))
     values["adapter_imports"] = ", ".join(sorted({handled_cls} | ({reply_cls} if reply_cls else set())))
     values["reply_assertions"] = (
         (
