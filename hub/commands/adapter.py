@@ -655,7 +655,12 @@ def load_adapter(name: str, search: Iterable[Path] = ()) -> Any:
     importable module path (``pkg.adapter``, or ``pkg`` whose ``adapter`` submodule holds it)."""
     from adapters.sdk import Adapter
 
-    for folder in [Path.cwd(), *search]:
+    # The working directory, and its adapters/ folder when that is not a package (an agency's own checkout, where
+    # ``hub adapter new`` put NAME/ into ./adapters and ``adapters`` is the installed SDK's package).
+    folders = [Path.cwd(), *search]
+    if (Path.cwd() / "adapters").is_dir() and not (Path.cwd() / "adapters" / "__init__.py").exists():
+        folders.append(Path.cwd() / "adapters")
+    for folder in folders:
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     candidates = [name] if "." in name else [f"adapters.{name}.adapter", f"{name}.adapter", name]

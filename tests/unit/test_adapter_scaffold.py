@@ -285,11 +285,16 @@ def test_load_adapter_finds_a_package_or_a_module_path(tmp_path: Path, monkeypat
     (pkg / "__init__.py").write_text("")
     (pkg / "adapter.py").write_text('from adapters.sdk import Adapter\n\nadapter = Adapter("county-220182-oa")\n')
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    own = tmp_path / "adapters" / "own_oa"  # an agency's checkout: ./adapters/NAME, ./adapters not a package
+    own.mkdir(parents=True)
+    (own / "__init__.py").write_text("")
+    (own / "adapter.py").write_text('from adapters.sdk import Adapter\n\nadapter = Adapter("city-220100-oa")\n')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
     try:
         assert load_adapter("mine_oa").system == "county-220182-oa"
         assert load_adapter("mine_oa.adapter").system == "county-220182-oa"
+        assert load_adapter("own_oa").system == "city-220100-oa"
         with pytest.raises(AdapterCommandError) as info:
             load_adapter("nothing_here")
         assert info.value.code == "ADAPTER_MODULE"
@@ -297,7 +302,7 @@ def test_load_adapter_finds_a_package_or_a_module_path(tmp_path: Path, monkeypat
             load_adapter("broken")
         assert info.value.code == "ADAPTER_MODULE" and "RuntimeError: boom" in info.value.detail
     finally:
-        for name in [m for m in sys.modules if m.split(".")[0] in ("mine_oa", "broken")]:
+        for name in [m for m in sys.modules if m.split(".")[0] in ("mine_oa", "broken", "own_oa")]:
             del sys.modules[name]
 
 
