@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "hub.commands.routes",
     "hub.pipeline.cli",
     "hub.backup",
+    "hub.commands.adapter",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]
