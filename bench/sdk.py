@@ -116,6 +116,16 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     trust = _trust(base)
     for data in pickle.loads((base / "warm.pkl").read_bytes()):  # lazy imports, schema and certificate caches
         trust.open(data)
+    # Every variant's verification is counted (the same few ns for each): proof that each delivery was opened once.
+    opens = 0
+    verify = trust.open
+
+    def counted(data: bytes) -> Any:
+        nonlocal opens
+        opens += 1
+        return verify(data)
+
+    trust.open = counted
     url = os.environ.get("HUB_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     from hub.transport.names import Names
 
@@ -223,7 +233,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown variant {args.child}")
 
-    return {"variant": args.child, "n": count, "seconds": t1 - t0, "cpu": c1 - c0, **extra}
+    return {"variant": args.child, "n": count, "seconds": t1 - t0, "cpu": c1 - c0, "opened": opens, **extra}
 
 
 def child_main(args: argparse.Namespace) -> int:
@@ -354,7 +364,7 @@ def run_child(variant: str, namespace: str, prepared: Prepared, n: int, profile:
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         profile.mkdir(parents=True, exist_ok=True)
         prof_file = profile / f"{variant}-{rnd}.txt"
-        cmd = [spy, "record", "--rate", "250", "--format", "raw", "--output", str(prof_file), "--", *cmd]
+        cmd = [spy, "record", "--rate", "500", "--format", "raw", "--output", str(prof_file), "--", *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -387,11 +397,13 @@ def bench(args: argparse.Namespace) -> list[Run]:
                 left = asyncio.run(leftover(ns))
                 if run.n != args.messages or left != 0:
                     raise RuntimeError(f"{variant} round {rnd}: handled {run.n}, {left} left in the queue")
+                if run.extra.get("opened") != args.messages:
+                    raise RuntimeError(f"{variant} round {rnd}: {run.extra.get('opened')} AgencyTrust.open calls")
                 if variant == "sdk" and run.extra.get("recorded") != args.messages:
                     raise RuntimeError(f"sdk round {rnd}: the store recorded {run.extra.get('recorded')} ids")
                 print(
                     f"  第 {rnd} 轮 round {rnd} {variant:<10} {run.per_s:>7.0f} msg/s  {run.seconds:6.2f} s  "
-                    f"CPU {run.cpu_ms:.3f} ms/msg  (queue empty after; {ns})",
+                    f"CPU {run.cpu_ms:.3f} ms/msg  ({run.extra['opened']} opened, queue empty after; {ns})",
                     flush=True,
                 )
                 runs.append(run)
@@ -403,6 +415,91 @@ def bench(args: argparse.Namespace) -> list[Run]:
             with contextlib.suppress(Exception):
                 asyncio.run(teardown(ns))
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------- profiles
+
+#: Where a sample's time goes, by the innermost frame of the stack that matches (AgencyTrust.open anywhere wins).
+_BUCKETS = (
+    ("SDK: handled-id store (SQLite)", ("adapters/sdk/_store.py",)),
+    ("SDK: batch, context, handler call", ("adapters/sdk/",)),
+    ("FastStream, fast_depends, pydantic", ("faststream/", "fast_depends/", "pydantic")),
+    ("AMQP client (hub.transport, aiormq, aio-pika, pamqp)", ("hub/transport/", "aiormq/", "aio_pika/", "pamqp/")),
+    ("asyncio event loop", ("asyncio/",)),
+)
+OPEN = "AgencyTrust.open (parse, XSD, signatures)"
+#: Stacks of the child's set-up and tear-down (imports, the schema registry, connecting, warm-up, stopping).
+_SETUP = (
+    "_find_and_load",
+    "registry (adapters/sdk/_trust.py",
+    "_trust (",
+    "write_home (",
+    "load_signer (",
+    "Transport.connect (",
+    "connect_robust (",
+    "RabbitBroker.connect (",
+    "Adapter.stop (",
+    "Transport.close (",
+    ".stop (faststream/",
+    "Connection.close (",
+)
+
+
+def _stacks(path: Path) -> list[tuple[list[str], int]]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            out.append((stack.split(";"), int(count)))
+    return out
+
+
+def breakdown(path: Path) -> tuple[int, dict[str, int], dict[str, int]]:
+    """(samples of the consuming phase, samples per bucket, SDK samples per innermost adapters/sdk line)."""
+    buckets: dict[str, int] = {}
+    sdk_lines: dict[str, int] = {}
+    total = 0
+    for frames, n in _stacks(path):
+        joined = ";".join(frames)
+        if any(marker in joined for marker in _SETUP):
+            continue
+        if "AgencyTrust.open (" in joined:
+            if "counted (" not in joined:
+                continue  # the warm-up before the clock
+            name = OPEN
+        else:
+            name = next(
+                (b for f in reversed(frames) for b, keys in _BUCKETS if any(k in f for k in keys)), "other (bench, …)"
+            )
+        if name.startswith("SDK"):
+            inner = next(f for f in reversed(frames) if "adapters/sdk/" in f)
+            sdk_lines[inner] = sdk_lines.get(inner, 0) + n
+        buckets[name] = buckets.get(name, 0) + n
+        total += n
+    return total, buckets, sdk_lines
+
+
+def print_profiles(runs: list[Run]) -> None:
+    print()
+    print("py-spy: where each consumer process spends its samples while consuming (set-up and warm-up excluded)")
+    for variant in VARIANTS:
+        total, buckets, lines = 0, {}, {}
+        for r in runs:
+            if r.variant != variant or r.profile is None or not r.profile.exists():
+                continue
+            t, b, sl = breakdown(r.profile)
+            total += t
+            for k, v in b.items():
+                buckets[k] = buckets.get(k, 0) + v
+            for k, v in sl.items():
+                lines[k] = lines.get(k, 0) + v
+        if not total:
+            continue
+        print(f"  {variant} ({total} samples)")
+        for name, v in sorted(buckets.items(), key=lambda kv: -kv[1]):
+            print(f"    {v / total * 100:5.1f} %  {name}")
+        for where, v in sorted(lines.items(), key=lambda kv: -kv[1])[:10]:
+            print(f"             {v / total * 100:5.1f} %  {where}")
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -440,6 +537,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     )
     profiles = [r.profile for r in runs if r.profile is not None]
     if profiles:
+        print_profiles(runs)
         print(f"py-spy raw stacks: {', '.join(str(p) for p in profiles)}")
     return (
         f"sdk_per_s={med['sdk']:.0f} faststream_per_s={med['faststream']:.0f} bare_per_s={med['bare']:.0f} "
