@@ -826,6 +826,8 @@ class Adapter:
         )
 
     def _fields(self, env: Any, outcome: str) -> dict[str, Any]:
+        if not log.isEnabledFor(logging.INFO):
+            return {}
         return {
             "message_id": env.message_id,
             "conversation_id": env.conversation_id,

@@ -92,6 +92,7 @@ class Part:
     """Complex XML content as a dataclass: each field one child element (or a list of them), in schema order."""
 
     _SPECS: ClassVar[tuple[_Spec, ...]]
+    _BY_TAG: ClassVar[tuple[str, dict[str, _Spec]]]
 
     @classmethod
     def _specs(cls) -> tuple[_Spec, ...]:
@@ -121,7 +122,10 @@ class Part:
     @classmethod
     def _read(cls, el: etree._Element, ns: str) -> Self:
         specs = cls._specs()
-        by_tag = {f"{{{ns}}}{s.tag}": s for s in specs}
+        cached = cls.__dict__.get("_BY_TAG")
+        if cached is None or cached[0] != ns:  # built once per class (a namespace per service version)
+            cached = cls._BY_TAG = (ns, {f"{{{ns}}}{s.tag}": s for s in specs})
+        by_tag = cached[1]
         values: dict[str, Any] = {s.name: [] for s in specs if s.many}
         for child in el:
             if not isinstance(child.tag, str):

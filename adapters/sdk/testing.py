@@ -71,7 +71,7 @@ class TestHub:
         self.real = real if real is not None else os.environ.get("HUB_TEST_REAL", "") not in ("", "0")
         self.directory_file = Path(directory or PROJECT_ROOT / "routes" / "directory.xml")
         self.routes_dir = Path(routes or PROJECT_ROOT / "routes")
-        self.base = Path(tempfile.mkdtemp(prefix="testhub-"))
+        self.base = Path()  # a temporary folder of its own from __aenter__ on
         self.namespace = f"testhub-{uuid.uuid4().hex[:8]}"
         self.settings: Any = None
         self._clients: dict[str, Adapter] = {}
@@ -87,6 +87,7 @@ class TestHub:
     # ------------------------------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> TestHub:
+        self.base = Path(tempfile.mkdtemp(prefix="testhub-"))
         try:
             if self.real:
                 await self._start_real()
@@ -284,8 +285,6 @@ class TestHub:
         from hub.store.db import connection, migrate
         from hub.store.directory import DirectoryRepository
         from hub.transport import Transport
-        from hub.transport.users import provision
-
         base = Settings.from_env()
         self._dsn_admin = base.pg_dsn
         self._db = f"testhub_{uuid.uuid4().hex[:10]}"
@@ -302,7 +301,6 @@ class TestHub:
             await DirectoryRepository(conn).save(directory)
         self._admin_transport = await Transport.connect(self.settings, client_name="testhub-admin")
         await self._admin_transport.declare_topology(s.id for s in directory.systems())
-        await provision(self.settings, [(s.id, None) for s in directory.systems()])
         self._worker = Worker(self.settings, 0)
         await self._worker.start()
 
@@ -316,9 +314,12 @@ class TestHub:
         from hub.transport.users import amqp_url_for
         from hub.trust.pki import PkiPaths
 
+        from hub.transport.users import provision
+
         entry = self._system_entry(system)
         s = self.settings
         await enroll(s, system, entry.agency)
+        await provision(s, [(system, None)])  # its own broker user, as hub adapter approve makes it
         key_path, cert_path = credential_paths(s, system)
         paths = PkiPaths(s.state_dir / "pki")
         return write_home(
