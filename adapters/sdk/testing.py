@@ -285,6 +285,7 @@ class TestHub:
         from hub.store.db import connection, migrate
         from hub.store.directory import DirectoryRepository
         from hub.transport import Transport
+
         base = Settings.from_env()
         self._dsn_admin = base.pg_dsn
         self._db = f"testhub_{uuid.uuid4().hex[:10]}"
@@ -311,10 +312,8 @@ class TestHub:
         if not self.real:
             raise ConfigurationError("enrolment directories exist only with real=True", code="SDK_CONFIG")
         from hub.pipeline.client import credential_paths, enroll
-        from hub.transport.users import amqp_url_for
+        from hub.transport.users import amqp_url_for, provision
         from hub.trust.pki import PkiPaths
-
-        from hub.transport.users import provision
 
         entry = self._system_entry(system)
         s = self.settings
