@@ -355,8 +355,9 @@ async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path
 
 
 async def test_a_delivery_replayed_into_the_hub_is_refused(hub: Hub) -> None:
-    """A recipient cannot launder a hub-signed delivery back through the inbound exchange: at intake the signer must
-    be the signed sender, and the hub's certificate is not the sender's."""
+    """A recipient cannot launder a hub-signed delivery back through the inbound exchange: a delivery carries two
+    signatures (the hub's and the originator's) and the hub's intake takes exactly one (SIG_PROFILE); even with one,
+    the signer must be the signed sender, and the hub's certificate is not the sender's."""
     env = await hub.send("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
     got = await hub.drain("county-220183-oa", expect=1)
     delivery = got[0][0].body
@@ -367,7 +368,7 @@ async def test_a_delivery_replayed_into_the_hub_is_refused(hub: Hub) -> None:
         await hub.transport.ack(batch)
         mine = [m for m in batch if m.body == delivery]
         if mine:
-            assert mine[0].headers["x-hub-error-code"] == "CERT_SIGNER_MISMATCH"
+            assert mine[0].headers["x-hub-error-code"] == "SIG_PROFILE"
             break
         await asyncio.sleep(0.1)
     else:
