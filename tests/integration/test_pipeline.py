@@ -67,7 +67,7 @@ async def test_group_fan_out_is_hub_signed_receipted_and_recorded(hub: Hub, tmp_
         assert opened.originator is not None and opened.originator.system == "county-220122-oa"
         assert opened.hub.system == "hub"
         root = etree.fromstring(incoming.body)
-        first, second = root.findall(DS_SIGNATURE)
+        first, _ = root.findall(DS_SIGNATURE)
         root.remove(first)
         f.write_bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
         done = subprocess.run(
