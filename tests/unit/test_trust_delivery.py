@@ -212,6 +212,31 @@ def test_an_xmlsec1_signed_message_is_delivered_verifiably(
     assert ok, out
 
 
+def test_the_readme_commands_check_both_signatures(tpki: TestPki, hub: Signer, tmp_path: Path) -> None:
+    """README "End-to-end proof": xmlsec1 on the delivery (the hub's signature), then the perl line that deletes the
+    hub's signature and xmlsec1 on the rest (the sender's, whose certificate --print-debug shows); tampering fails."""
+    import subprocess
+
+    if not XMLSEC1 or not shutil.which("perl"):
+        pytest.skip("xmlsec1 and perl are needed")
+    (tmp_path / "delivery.xml").write_bytes(_delivery(tpki, hub))
+    shutil.copy(tpki.paths.root_cert, tmp_path / "root-ca.pem")
+    verify = [XMLSEC1, "--verify", "--trusted-pem", "root-ca.pem", "--enabled-reference-uris", "empty"]
+    strip = "perl -0pe 's{<ds:Signature\\b.*?</ds:Signature>}{}s' delivery.xml > sender.xml"
+
+    def run(cmd: list[str] | str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, cwd=tmp_path, shell=isinstance(cmd, str), capture_output=True, text=True, timeout=30)
+
+    assert run([*verify, "delivery.xml"]).returncode == 0
+    assert run(strip).returncode == 0
+    done = run([*verify[:2], "--print-debug", *verify[2:], "sender.xml"])
+    assert done.returncode == 0, done.stderr
+    assert f"organizationIdentifier={AGENCY}/CN={SYSTEM}" in done.stdout + done.stderr
+    sender = (tmp_path / "sender.xml").read_bytes()
+    (tmp_path / "sender.xml").write_bytes(sender.replace("公开".encode(), "内部".encode(), 1))
+    assert run([*verify, "sender.xml"]).returncode != 0
+
+
 def test_the_hubs_own_replies_carry_one_signature(tpki: TestPki, hub: Signer, verifier: Verifier) -> None:
     import datetime as dt
 
