@@ -291,7 +291,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("files", nargs="+", metavar="FILE", help="unsigned (or already signed) envelopes; - for stdin")
     p.set_defaults(handler=cmd_send)
 
-    p = sub.add_parser("receive", help="print (and save) what the hub delivered to a system, and acknowledge (接收)")
+    p = sub.add_parser(
+        "receive",
+        help="print (and save) what the hub delivered to a system (the hub's and the sender's signatures verified), "
+        "and acknowledge; a refused delivery is parked in the dead-letter queue with its reason (接收)",
+    )
     p.add_argument("--system", required=True)
     p.add_argument("--out", help="write each delivery to OUT/<message-id>.xml")
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")
