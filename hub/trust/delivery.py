@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING
 
+from cryptography import x509
 from lxml import etree
 
 from hub.envelope.intake import parser as intake_parser
@@ -71,6 +72,8 @@ class OpenedDelivery:
     hub.error, what the hub signed); act on it only. ``hub`` and ``originator`` are the signers (``originator`` is
     None for the hub's own replies). ``canonical`` is the exclusive C14N of ``root`` and ``digest`` its hex SHA-256:
     the originator's DigestValue, and what a reply's ``RequestHash`` names. ``envelope`` is read from ``root``.
+    ``hub_certificate`` and ``originator_certificate`` are the validated leaf certificates themselves (for an
+    adapter's context, or to keep as evidence).
     """
 
     root: etree._Element
@@ -79,6 +82,8 @@ class OpenedDelivery:
     digest: str
     canonical: bytes
     envelope: Envelope
+    hub_certificate: x509.Certificate | None = None
+    originator_certificate: x509.Certificate | None = None
 
 
 def _profile(detail: str) -> SignatureInvalid:
@@ -272,4 +277,6 @@ def verify_delivery(
         digest.hex(),
         canonical,
         envelope,
+        hub_leaf.certificate,
+        origin_leaf.certificate if origin_leaf is not None else None,
     )

@@ -115,6 +115,8 @@ def test_a_delivery_verifies_both_signatures(tpki: TestPki, hub: Signer, verifie
     assert opened.canonical == verified.canonical == c14n(opened.root)
     assert opened.root.find(f".//{T_SIG}") is None
     assert opened.envelope.sender.system == SYSTEM
+    assert opened.originator_certificate == tpki.agents["p256"].cert
+    assert opened.hub_certificate is not None and pki.fingerprint(opened.hub_certificate) == hub.identity.fingerprint
     # layout: the hub's signature, then the originator's, right before the root's end tag, nothing around them
     _root, first, second = _sigs(delivery)
     assert first.tag == second.tag == T_SIG
