@@ -126,6 +126,7 @@ async def _receive(args: argparse.Namespace, settings: Settings) -> int:
             if not batch:
                 await asyncio.sleep(0.1)
                 continue
+            refused: list[tuple[Any, HubError]] = []
             for m in batch:
                 seen += 1
                 try:
@@ -133,6 +134,7 @@ async def _receive(args: argparse.Namespace, settings: Settings) -> int:
                 except HubError as exc:
                     bad += 1
                     print(f"{m.message_id}: 拒收 refused: {exc.describe()}")
+                    refused.append((m, exc))
                     continue
                 reply = read_reply(env)
                 what = (
@@ -143,10 +145,48 @@ async def _receive(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{env.message_id}: {what}")
                 if out is not None:
                     (out / f"{env.message_id}.xml").write_bytes(m.body)
-            await transport.ack(batch)
+            failed = await dead_letter_refused(transport, args.system, refused)
+            await transport.ack([m for m in batch if m not in failed])
+            if failed:
+                await transport.nack(failed, requeue=False)
     finally:
         await transport.close()
     return 1 if bad else 0
+
+
+async def dead_letter_refused(transport: Any, system: str, refused: list[tuple[Any, HubError]]) -> list[Any]:
+    """Park deliveries a system refused as unverifiable in the dead-letter queue with the reason, never ack them
+    away: each is published to the dead-letter exchange (``ns.dead``) with headers ``x-refused-by`` (the system),
+    ``x-refused-code`` and ``x-refused-reason``, as the system's own AMQP user (``user_id``), confirmed; the caller
+    then acks the original. Returns the messages whose publish failed: the caller nacks them without requeue, so
+    that the queue dead-letters them anyway (without the reason)."""
+    if not refused:
+        return []
+    from hub.transport import Outgoing
+
+    items = [
+        Outgoing(
+            exchange=transport.names.dead_letter_exchange,
+            routing_key=m.routing_key or "",
+            body=m.body,
+            headers={
+                "x-refused-by": system,
+                "x-refused-code": exc.code,
+                "x-refused-reason": exc.detail[:1000],
+            },
+            priority=0,
+            message_id=m.message_id or "",
+            user_id=transport.user,
+            correlation_id=m.correlation_id,
+        )
+        for m, exc in refused
+    ]
+    try:
+        await transport.publish_many(items)
+    except HubError as exc:
+        print(f"could not dead-letter {len(items)} refused deliveries ({exc.describe()}); rejecting them instead")
+        return [m for m, _ in refused]
+    return []
 
 
 def cmd_receive(args: argparse.Namespace, settings: Settings) -> int:
@@ -251,7 +291,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("files", nargs="+", metavar="FILE", help="unsigned (or already signed) envelopes; - for stdin")
     p.set_defaults(handler=cmd_send)
 
-    p = sub.add_parser("receive", help="print (and save) what the hub delivered to a system, and acknowledge (接收)")
+    p = sub.add_parser(
+        "receive",
+        help="print (and save) what the hub delivered to a system (the hub's and the sender's signatures verified), "
+        "and acknowledge; a refused delivery is parked in the dead-letter queue with its reason (接收)",
+    )
     p.add_argument("--system", required=True)
     p.add_argument("--out", help="write each delivery to OUT/<message-id>.xml")
     p.add_argument("--count", type=int, default=None, help="stop after this many messages")

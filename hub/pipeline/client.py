@@ -17,7 +17,7 @@ from typing import Any
 
 from hub.envelope import Envelope, parse, to_bytes
 from hub.envelope.model import ERROR_NS, RECEIPT_NS
-from hub.errors import ConfigError, HubError
+from hub.errors import ConfigError
 from hub.settings import Settings
 
 
@@ -132,8 +132,9 @@ def read_reply(envelope: Envelope) -> Reply | None:
 
 
 class Inbox:
-    """Reads a system's queue, verifying the hub's signature on everything (default deny: an unverifiable
-    message is reported, never acted on)."""
+    """Reads a system's queue, verifying every delivery (``hub.trust.delivery.verify_delivery``: the hub's
+    signature, and the originating system's beside it; default deny: an unverifiable message is reported, never
+    acted on)."""
 
     def __init__(self, settings: Settings, transport: Any, system: str, *, verifier: Any, registry: Any) -> None:
         self.settings = settings
@@ -144,16 +145,16 @@ class Inbox:
         self.registry = registry
 
     def open(self, data: bytes) -> Envelope:
+        """Parse, validate and verify a delivery (both signatures); the envelope of what the originator signed."""
+        return self.open_delivery(data).envelope
+
+    def open_delivery(self, data: bytes) -> Any:
+        """``open`` with the signers and digest: a ``hub.trust.delivery.OpenedDelivery``."""
+        from hub.trust.delivery import verify_delivery
+
         root = parse(data, max_bytes=self.settings.max_message_bytes)
         self.registry.validate(root)
-        verified = self.verifier.verify(root)
-        if not self._by_the_hub(verified.signer):
-            raise HubError(
-                f"delivery signed by {verified.signer} (certificate {verified.signer.serial_hex}), not by one of the "
-                "hub's certificates",
-                code="CERT_SIGNER_MISMATCH",
-            )
-        return Envelope.from_tree(verified.root)
+        return verify_delivery(root, self.verifier, is_hub=self._by_the_hub)
 
     def _by_the_hub(self, signer: Any) -> bool:
         """The hub is recognised by its own certificates (current and earlier, in the PKI directory the verifier

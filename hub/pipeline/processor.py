@@ -12,8 +12,9 @@ process.
     → Accepted | Rejected
 
     render(plan, result)                           XML work of steps 7–8 that a plan asks for (hub.pipeline.decide):
-                                                   the hub-signed delivery (the signed content re-serialised and
-                                                   re-signed), the hub.receipt, a hub.error
+                                                   the delivery (the signed content re-serialised, the hub's
+                                                   signature and the sender's own after it: hub.trust.delivery),
+                                                   the hub.receipt, a hub.error
 
 Step 4 (deduplicate) and 6 (record) need the database: the worker records (I/O) between examine and the plan.
 """
@@ -43,7 +44,7 @@ from hub.errors import (
     title_of,
 )
 from hub.pipeline.plan import Delivery, Plan
-from hub.pipeline.replies import canonical_receipt, signed_document
+from hub.pipeline.replies import canonical_receipt, countersigned_document, signed_document
 
 if TYPE_CHECKING:
     from hub.directory import Directory
@@ -80,6 +81,8 @@ class Accepted:
     priority: int = 0
     #: The canonical signed content itself (exclusive C14N, the bytes ``digest`` covers): what is delivered.
     canonical: bytes = b""
+    #: The sender's ds:Signature in exclusive-C14N form (``Verified.signature``): delivered beside the hub's.
+    signature: bytes = b""
 
     @property
     def quarantined(self) -> bool:
@@ -252,6 +255,7 @@ class Processor:
             lane=lane,
             priority=getattr(decision, "priority", 0),
             canonical=verified.canonical,
+            signature=verified.signature,
         )
 
     def _within_budget(self, started: float, budget: float, step: str) -> None:
@@ -309,7 +313,7 @@ class Processor:
         if isinstance(result, Accepted):
             env = result.envelope
             if plan.deliver:
-                out.delivery = self.sign_delivery(result.canonical, result.digest)
+                out.delivery = self.sign_delivery(result.canonical, result.signature)
             if plan.receipt is not None:
                 out.receipt_id, out.receipt = self.receipt_for(
                     env, result.received_digest, result.received_at, plan.deliver, plan.receipt
@@ -323,12 +327,15 @@ class Processor:
             out.error_id, out.error = self.error(result.error, result.envelope, result.reply_to, result.digest)
         return out
 
-    def sign_delivery(self, canonical: bytes, digest: str) -> bytes:
-        """The delivery: the signed content re-serialised — its exclusive-C14N bytes, exactly what the sender's
-        signature covers, as the verifier produced them (``Verified.canonical``) — with the hub's signature as the
-        last child of the root. ``digest`` is their hex SHA-256, which the verifier computed under the same profile
-        (reused, not recomputed). No tree is copied or serialised: one ECDSA signature and a byte join."""
-        return signed_document(canonical, self.signer.signature_for_digest(bytes.fromhex(digest)))
+    def sign_delivery(self, canonical: bytes, origin: bytes) -> bytes:
+        """The delivery (format: ``hub.trust.delivery``): the signed content re-serialised — its exclusive-C14N
+        bytes, exactly what the sender's signature covers, as the verifier produced them (``Verified.canonical``) —
+        followed by the hub's signature and the sender's own (``origin``: ``Verified.signature``) as the last two
+        children of the root. The hub's covers the content with the sender's signature in it. No tree is copied or
+        serialised: one SHA-256, one ECDSA signature and a byte join."""
+        if not origin:
+            raise ValueError("a delivery carries the originator's signature (Verified.signature)")
+        return countersigned_document(canonical, origin, self.signer.signature_for_canonical)
 
     def receipt_for(
         self,

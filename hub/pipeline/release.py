@@ -47,7 +47,7 @@ async def release(settings: Settings, pool: Any, message_id: str, reviewer: str,
     ctx, processor, transport = await _setup(settings, pool)
     try:
         verified, env = _reverify(ctx, settings, item)
-        body = processor.sign_delivery(verified.canonical, verified.digest)
+        body = processor.sign_delivery(verified.canonical, verified.signature)
         targets: list[Delivery] = []
         for d in item.deliveries:
             if d.state in ("pending", "failed"):

@@ -11,13 +11,13 @@ with ``hub.envelope.build`` and verifies it with the hub's verifier and schema r
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from hub.envelope.model import ENV_NS, Party
 from hub.envelope.model import RECEIPT_NS as _RECEIPT_NS
 
-__all__ = ["canonical_receipt", "signed_document"]
+__all__ = ["canonical_receipt", "countersigned_document", "signed_document"]
 
 _DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
 
@@ -101,12 +101,30 @@ def canonical_receipt(
     return "".join(parts).encode("utf-8")
 
 
+def _end_tag(canonical: bytes) -> int:
+    """Where the root's end tag starts: canonical XML ends with it and has nothing after it."""
+    cut = canonical.rfind(b"</")
+    if cut <= 0 or not canonical.endswith(b">") or canonical.find(b">", cut) != len(canonical) - 1:
+        raise ValueError("not a canonical envelope")
+    return cut
+
+
 def signed_document(canonical: bytes, signature: bytes) -> bytes:
     """The document to send: ``canonical`` (exclusive-C14N bytes of an envelope, whatever its root's prefix) with
     ``signature`` as the last child of its root, nothing around it — removing the signature gives back exactly
     ``canonical``, which is what a verifier digests. Canonical XML ends with the root's end tag and has nothing
     after it, so the signature goes right before the last ``</``."""
-    cut = canonical.rfind(b"</")
-    if cut <= 0 or not canonical.endswith(b">") or canonical.find(b">", cut) != len(canonical) - 1:
-        raise ValueError("not a canonical envelope")
+    cut = _end_tag(canonical)
     return _DECLARATION + canonical[:cut] + signature + canonical[cut:]
+
+
+def countersigned_document(canonical: bytes, origin: bytes, hub_signature_for: Callable[[bytes], bytes]) -> bytes:
+    """A delivery (``hub.trust.delivery``): ``canonical`` (what the originator signed) with, right before the
+    root's end tag, the hub's signature and then the originator's ``origin`` (its ``ds:Signature`` in exclusive-C14N
+    form, ``Verified.signature``). ``hub_signature_for(covered)`` makes the hub's serialised enveloped signature
+    over ``covered`` = ``canonical`` with ``origin`` inserted — exactly the exclusive C14N of the delivery without
+    the hub's signature (``Signer.signature_for_canonical``: one SHA-256, one signature). Removing the hub's
+    signature leaves ``covered``; removing both leaves ``canonical``."""
+    cut = _end_tag(canonical)
+    head, end = canonical[:cut], canonical[cut:]
+    return _DECLARATION + head + hub_signature_for(head + origin + end) + origin + end

@@ -3,12 +3,14 @@
 Each system's user (``Names.user(system)``) may
 
 - configure nothing (``^$``: it cannot declare, delete or bind anything),
-- write only to the inbound exchange (so it cannot publish to the delivery exchange, the default exchange or
-  another system's queue),
+- write only to the inbound exchange and to the dead-letter exchange ``ns.dead`` (so it cannot publish to the
+  delivery exchange, the default exchange or another system's queue; ``ns.dead`` is where it parks a delivery it
+  refused as unverifiable, with the reason in headers and its own ``user_id``: ``hub receive``, the adapter SDK),
 - read only its own queue (``ns.q.<system>``).
 
 RabbitMQ checks these on every operation, and checks that a message's ``user_id`` property equals the user that
-published it: the pipeline compares that user with the signed sender.
+published it: the pipeline compares that user with the signed sender. Nothing reads ``ns.dead`` automatically (an
+operator does), so what a system writes there reaches no other system.
 
 Passwords are generated once (``secrets.token_urlsafe``), kept in ``Settings.state_dir/amqp-users/<system>.password``
 (mode 0600, created exclusively, never logged) and re-applied on every ``provision`` so the broker and the file
@@ -89,7 +91,7 @@ def permissions_for(names: Names, system_id: str) -> dict[str, str]:
     """The vhost permissions of a system's user (anchored regexes over escaped names)."""
     return {
         "configure": "^$",
-        "write": f"^{re.escape(names.inbound_exchange)}$",
+        "write": f"^(?:{re.escape(names.inbound_exchange)}|{re.escape(names.dead_letter_exchange)})$",
         "read": f"^{re.escape(names.system_queue(system_id))}$",
     }
 

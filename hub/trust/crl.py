@@ -17,7 +17,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from hub.trust.pki import fingerprint
 
-__all__ = ["LoadedCrl", "load_crls"]
+__all__ = ["LoadedCrl", "crl_of", "load_crls", "read_crls"]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,23 @@ def _number(crl: x509.CertificateRevocationList) -> int:
 def load_crls(crl_dir: Path, issuers: list[x509.Certificate]) -> dict[str, LoadedCrl]:
     """Every valid CRL in ``crl_dir`` keyed by the fingerprint of the CA that signed it (newest number wins)."""
     found: dict[str, LoadedCrl] = {}
+    for crl, path in read_crls(crl_dir):
+        issuer = next(
+            (ca for ca in issuers if ca.subject == crl.issuer and _signed_by(crl, ca)),
+            None,
+        )
+        if issuer is None:
+            log.warning("ignoring CRL %s: no hub CA signed it", path.name)
+            continue
+        _keep(found, crl, path, issuer)
+    return found
+
+
+def read_crls(crl_dir: Path) -> list[tuple[x509.CertificateRevocationList, Path]]:
+    """The CRLs of ``crl_dir`` that parse and have a nextUpdate, not yet matched to a CA (their signature unchecked)."""
+    out: list[tuple[x509.CertificateRevocationList, Path]] = []
     if not crl_dir.is_dir():
-        return found
+        return out
     for path in sorted(crl_dir.glob("*.crl")):
         try:
             data = path.read_bytes()
@@ -68,31 +83,41 @@ def load_crls(crl_dir: Path, issuers: list[x509.Certificate]) -> dict[str, Loade
         if crl.next_update_utc is None:
             log.warning("ignoring CRL %s: it has no nextUpdate", path.name)
             continue
-        issuer = next(
-            (ca for ca in issuers if ca.subject == crl.issuer and _signed_by(crl, ca)),
-            None,
-        )
-        if issuer is None:
-            log.warning("ignoring CRL %s: no hub CA signed it", path.name)
-            continue
-        try:
-            revoked = {e.serial_number: (_reason(e), e.revocation_date_utc) for e in crl}
-        except ValueError:
-            log.warning("ignoring CRL %s: malformed entries", path.name)
-            continue
-        loaded = LoadedCrl(
-            fingerprint(issuer),
-            issuer.subject.rfc4514_string(),
-            _number(crl),
-            crl.last_update_utc,
-            crl.next_update_utc,
-            revoked,
-            path,
-        )
-        previous = found.get(loaded.issuer_fingerprint)
-        if previous is None or (loaded.number, loaded.this_update) > (previous.number, previous.this_update):
-            found[loaded.issuer_fingerprint] = loaded
-    return found
+        out.append((crl, path))
+    return out
+
+
+def crl_of(crls: list[tuple[x509.CertificateRevocationList, Path]], issuer: x509.Certificate) -> LoadedCrl | None:
+    """The newest of ``crls`` that ``issuer`` signed (None when none did): for a CA certificate learnt from a
+    validated chain rather than from a file."""
+    found: dict[str, LoadedCrl] = {}
+    for crl, path in crls:
+        if crl.issuer == issuer.subject and _signed_by(crl, issuer):
+            _keep(found, crl, path, issuer)
+    return found.get(fingerprint(issuer))
+
+
+def _keep(
+    found: dict[str, LoadedCrl], crl: x509.CertificateRevocationList, path: Path, issuer: x509.Certificate
+) -> None:
+    try:
+        revoked = {e.serial_number: (_reason(e), e.revocation_date_utc) for e in crl}
+    except ValueError:
+        log.warning("ignoring CRL %s: malformed entries", path.name)
+        return
+    assert crl.next_update_utc is not None  # read_crls dropped the others
+    loaded = LoadedCrl(
+        fingerprint(issuer),
+        issuer.subject.rfc4514_string(),
+        _number(crl),
+        crl.last_update_utc,
+        crl.next_update_utc,
+        revoked,
+        path,
+    )
+    previous = found.get(loaded.issuer_fingerprint)
+    if previous is None or (loaded.number, loaded.this_update) > (previous.number, previous.this_update):
+        found[loaded.issuer_fingerprint] = loaded
 
 
 def _signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool:

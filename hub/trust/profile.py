@@ -37,6 +37,7 @@ __all__ = [
     "SHA256",
     "SignatureParts",
     "check_profile",
+    "check_signature",
     "name_of",
 ]
 
@@ -216,6 +217,13 @@ def check_profile(root: etree._Element) -> SignatureParts:
     sig = found[0]
     if sig is root or sig.getparent() is not root or any(isinstance(s.tag, str) for s in sig.itersiblings()):
         raise _profile("ds:Signature must be the last child element of the envelope root")
+    return check_signature(sig)
+
+
+def check_signature(sig: etree._Element) -> SignatureParts:
+    """The per-signature part of the profile, for one given ``ds:Signature`` element: everything
+    ``check_profile`` checks except where the signature sits and how many the document carries (a delivery carries
+    two, ``hub.trust.delivery``; the caller places them)."""
     _only_attributes(sig, ("Id",))
 
     signed_info, sig_value_el, key_info = _expect_signature(sig)

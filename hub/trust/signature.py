@@ -111,7 +111,12 @@ class Verified:
     ``root`` is the only tree to act on from now on: the envelope with its signature removed, i.e. exactly what
     was signed. ``digest`` is the hex SHA-256 of its canonical form (the reference digest; it goes into
     ``hub.receipt``). ``method`` is the SignatureMethod URI. ``canonical`` is that canonical form itself: the
-    exact bytes the digest covers (the hub forwards them, re-signed, as the delivery).
+    exact bytes the digest covers (the hub forwards them, re-signed, as the delivery). ``signature`` is the removed
+    ``ds:Signature`` element in its exclusive-C14N serialisation, made once here: the hub carries it verbatim in the
+    delivery beside its own (``hub.pipeline.replies.countersigned_document``), so that recipients can check who
+    signed. Exclusive C14N of that element does not depend on where it sits in an envelope (the envelope's root
+    renders only its own namespace, the signature only the XML-DSig one), so these bytes are also what any
+    verifier canonicalises it to inside the delivery.
     """
 
     root: etree._Element
@@ -119,6 +124,7 @@ class Verified:
     digest: str
     method: str
     canonical: bytes = b""
+    signature: bytes = b""
 
 
 def check_signer_binding(verified: Verified, envelope: Envelope) -> None:
@@ -371,29 +377,36 @@ class Verifier:
         failure ``root`` is left as it was.
         """
         parts = check_profile(root)  # 1: structure and algorithms, before any cryptography
+        leaf = self.trusted(parts, self.now())  # 2-4: path, key policy, revocation (cached)
+        signed_root, digest, canonical = self._check_signature(root, parts, leaf)  # 5
+        return Verified(signed_root, leaf.identity, digest, parts.method, canonical, c14n(parts.signature))
+
+    def now(self) -> dt.datetime:
+        """The trusted clock, after picking up changed CRL or CA files (at most once per refresh interval)."""
         self.store.refresh_if_due()
         if self._generation != self.store.generation:
             with self._lock:
                 self._cache.clear()
                 self._generation = self.store.generation
-        now = self._now()
-        leaf = self._trusted_leaf(parts, now)  # 2-4: path, key policy, revocation (cached)
+        return self._now()
+
+    def trusted(self, parts: SignatureParts, now: dt.datetime) -> _TrustedLeaf:
+        """Steps 2-4 for one profile-checked signature: its certificate set's path to the root, key policy and
+        revocation (cached per certificate set, the clock re-checked), and that its method fits the key."""
+        leaf = self._trusted_leaf(parts, now)
         if parts.method not in leaf.methods:
             raise SignatureInvalid(
                 f"signature method {name_of(parts.method)} does not fit the certificate's "
                 f"{keys.describe_key(leaf.public_key)} key",
                 code="SIG_ALGORITHM",
             )
-        signed_root, digest, canonical = self._check_signature(root, parts, leaf)  # 5
-        return Verified(signed_root, leaf.identity, digest, parts.method, canonical)
+        return leaf
 
     # ------------------------------------------------------------------------------------------ 5: crypto
 
-    def _check_signature(
-        self, root: etree._Element, parts: SignatureParts, leaf: _TrustedLeaf
-    ) -> tuple[etree._Element, str, bytes]:
-        """SignatureValue over SignedInfo first (W3C best practice 1), then the digest of the envelope. Returns the
-        tree to act on, the hex digest and the canonical bytes it covers."""
+    @staticmethod
+    def check_value(parts: SignatureParts, leaf: _TrustedLeaf, *, whose: str = "") -> None:
+        """``SignatureValue`` over the exclusive C14N of ``SignedInfo`` with the trusted leaf's key (SIG_VALUE)."""
         key = leaf.public_key
         signed_info = c14n(parts.signed_info)
         try:
@@ -407,11 +420,17 @@ class Verifier:
                 )
         except InvalidSignature:
             raise SignatureInvalid(
-                "the SignatureValue does not verify with the certificate's key (SignedInfo was altered or "
+                f"the SignatureValue{whose} does not verify with the certificate's key (SignedInfo was altered or "
                 "signed with another key)",
                 code="SIG_VALUE",
             ) from None
 
+    def _check_signature(
+        self, root: etree._Element, parts: SignatureParts, leaf: _TrustedLeaf
+    ) -> tuple[etree._Element, str, bytes]:
+        """SignatureValue over SignedInfo first (W3C best practice 1), then the digest of the envelope. Returns the
+        tree to act on, the hex digest and the canonical bytes it covers."""
+        self.check_value(parts, leaf)
         sig = parts.signature
         index = root.index(sig)
         prev = sig.getprevious()

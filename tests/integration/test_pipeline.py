@@ -13,7 +13,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from harness import Hub, document, hours, now
+from harness import PROVINCE, Hub, document, hours, now
+from lxml import etree
+from trust_fixtures import xmlsec1_verify_with
 
 from hub.envelope import Envelope, Recipient, parse
 from hub.store.evidence import chain_pending
@@ -21,6 +23,7 @@ from hub.trust.pki import PkiPaths
 
 pytestmark = pytest.mark.integration
 
+DS_SIGNATURE = "{http://www.w3.org/2000/09/xmldsig#}Signature"
 G = "county-bureaus:220100"  # the county bureaus under 长春
 PEERS = ("county-220182-oa", "county-220183-oa")  # 榆树, 德惠 (the sender 农安 is left out of its own group)
 
@@ -58,6 +61,28 @@ async def test_group_fan_out_is_hub_signed_receipted_and_recorded(hub: Hub, tmp_
             timeout=30,
         )
         assert done.returncode == 0, done.stderr.decode(errors="replace")
+        # and the originator's signature beside the hub's: delete the hub's (the first ds:Signature) and xmlsec1
+        # verifies the sender's own over what it signed
+        opened = hub.inbox(system).open_delivery(incoming.body)
+        assert opened.originator is not None and opened.originator.system == "county-220122-oa"
+        assert opened.hub.system == "hub"
+        root = etree.fromstring(incoming.body)
+        first, _ = root.findall(DS_SIGNATURE)
+        root.remove(first)
+        f.write_bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+        done = subprocess.run(
+            [xmlsec1, "--verify", "--trusted-pem", str(paths.root_cert), "--enabled-reference-uris", "empty", str(f)],
+            capture_output=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        ok, out = xmlsec1_verify_with(paths, etree.tostring(root), tmp_path)
+        assert ok, out
+        # without it, xmlsec1 refuses the hub's signature: it covers the originator's
+        root = etree.fromstring(incoming.body)
+        root.remove(root.findall(DS_SIGNATURE)[1])
+        ok, out = xmlsec1_verify_with(paths, etree.tostring(root), tmp_path)
+        assert not ok
     async with hub.pool.acquire() as conn:
         await chain_pending(conn, wait=True)
         msg = await conn.fetchrow("SELECT state, raw FROM messages WHERE message_id = $1", uuid.UUID(env.message_id))
@@ -217,6 +242,11 @@ async def test_a_public_message_with_a_secret_marking_is_quarantined_then_releas
     assert released.returncode == 0, released.stderr
     got = await hub.drain("county-220182-oa", expect=1)
     assert [e.message_id for _, e in got] == [env.message_id]
+    # the released delivery carries the sender's signature beside the hub's, like any other
+    released_body = got[0][0].body
+    assert len(etree.fromstring(released_body).findall(DS_SIGNATURE)) == 2
+    opened = hub.inbox("county-220182-oa").open_delivery(released_body)
+    assert opened.originator is not None and opened.originator.system == "county-220122-oa"
     async with hub.pool.acquire() as conn:
         await chain_pending(conn, wait=True)
         status = await conn.fetchval("SELECT status FROM quarantine WHERE message_id = $1", uuid.UUID(env.message_id))
@@ -354,9 +384,56 @@ async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path
     assert bad.returncode == 1 and "IO_READ" in bad.stdout and "Traceback" not in bad.stderr
 
 
+async def test_hub_receive_dead_letters_a_tampered_delivery_with_its_reason(hub: Hub) -> None:
+    """``hub receive`` never acks away a delivery it refused: it parks it in ``ns.dead`` with the reason in headers,
+    as the system's own AMQP user, then acks the original; the genuine delivery next to it is received."""
+    from hub.pipeline.replies import countersigned_document
+    from hub.transport import Outgoing
+    from hub.transport.users import provision
+    from hub.trust import Signer
+
+    system = "prov-220000-portal"
+    await provision(hub.settings, [(system, None)])  # hub receive then logs in as the system's own user
+    paths = PkiPaths(hub.settings.state_dir / "pki")
+    hub_signer = Signer.load(paths.hub_key, paths.hub_cert, passphrase=hub.settings.ca_passphrase.encode())
+
+    def delivery() -> bytes:
+        signed = hub.sign("county-220122-oa", document("county-220122-oa", [Recipient.to(PROVINCE)]))
+        verified = hub.inbox_verifier.verify(parse(signed))
+        return countersigned_document(verified.canonical, verified.signature, hub_signer.signature_for_canonical)
+
+    good = delivery()
+    bad = delivery().replace("<env:Classification>公开".encode(), "<env:Classification>内部".encode(), 1)
+    assert bad.count("内部".encode()) == 1
+    names = hub.transport.names
+    await hub.transport.publish_many(
+        [Outgoing(names.deliver_exchange, system, body, {}, 0, mid) for mid, body in (("bad", bad), ("good", good))]
+    )
+    got = await asyncio.to_thread(hub.hub_cli, "receive", "--system", system, "--wait", "3")
+    assert got.returncode == 1, got.stdout + got.stderr
+    assert "bad: 拒收 refused: SIG_DIGEST" in got.stdout, got.stdout
+    assert "document.official/1" in got.stdout  # the genuine one
+    assert await hub.depth(system) == 0  # both settled: nothing requeued
+    parked = []
+    for _ in range(50):
+        batch = await hub.transport.fetch(names.dead_letter_queue, max_messages=50)
+        await hub.transport.ack(batch)
+        parked += [m for m in batch if m.body == bad]
+        if parked:
+            break
+        await asyncio.sleep(0.1)
+    assert len(parked) == 1, "the refused delivery is not in the dead-letter queue"
+    m = parked[0]
+    assert m.headers["x-refused-by"] == system
+    assert m.headers["x-refused-code"] == "SIG_DIGEST"
+    assert "hub signed" in m.headers["x-refused-reason"]
+    assert m.user_id == names.user(system) and m.message_id == "bad"
+
+
 async def test_a_delivery_replayed_into_the_hub_is_refused(hub: Hub) -> None:
-    """A recipient cannot launder a hub-signed delivery back through the inbound exchange: at intake the signer must
-    be the signed sender, and the hub's certificate is not the sender's."""
+    """A recipient cannot launder a hub-signed delivery back through the inbound exchange: a delivery carries two
+    signatures (the hub's and the originator's) and the hub's intake takes exactly one (SIG_PROFILE); even with one,
+    the signer must be the signed sender, and the hub's certificate is not the sender's."""
     env = await hub.send("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
     got = await hub.drain("county-220183-oa", expect=1)
     delivery = got[0][0].body
@@ -367,7 +444,7 @@ async def test_a_delivery_replayed_into_the_hub_is_refused(hub: Hub) -> None:
         await hub.transport.ack(batch)
         mine = [m for m in batch if m.body == delivery]
         if mine:
-            assert mine[0].headers["x-hub-error-code"] == "CERT_SIGNER_MISMATCH"
+            assert mine[0].headers["x-hub-error-code"] == "SIG_PROFILE"
             break
         await asyncio.sleep(0.1)
     else:

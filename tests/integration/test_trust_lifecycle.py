@@ -433,12 +433,29 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
         verifier=Verifier(TrustStore.load(pki_dir)),
         registry=SchemaRegistry(s.schemas_dir),
     )
+    from hub.pipeline.client import enroll, load_signer
+    from hub.pipeline.replies import countersigned_document
+
+    await enroll(s, "city-220100-oa", "11220100013544550M")
+    sender = load_signer(s, "city-220100-oa")
+
+    def delivery(hub_signer: Signer) -> bytes:
+        # what the hub delivers: the sender's signed content, the hub's signature, the sender's own
+        signed = to_bytes(sender.sign(document("city-220100-oa", [Recipient.to_group(G)])))
+        verified = Verifier(TrustStore.load(pki_dir)).verify(parse(signed))
+        return countersigned_document(verified.canonical, verified.signature, hub_signer.signature_for_canonical)
+
     for signer in (first, second):
-        root = document("city-220100-oa", [Recipient.to_group(G)])
-        assert inbox.open(to_bytes(signer.sign(root))).sender.system == "city-220100-oa"
+        assert inbox.open(delivery(signer)).sender.system == "city-220100-oa"
     with pytest.raises(HubError) as refused:
-        inbox.open(to_bytes(Signer.load(kp, cp).sign(document("city-220100-oa", [Recipient.to_group(G)]))))
+        inbox.open(delivery(Signer.load(kp, cp)))
     assert refused.value.code == "CERT_SIGNER_MISMATCH"
+    # `hub verify` names both signers of such a delivery
+    f = tmp_path / "delivery.xml"
+    f.write_bytes(delivery(second))
+    done = h.hub_cli("verify", str(f))
+    assert done.returncode == 0 and "delivered by the hub" in done.stdout, done.stdout + done.stderr
+    assert "signed by 11220100013544550M/city-220100-oa" in done.stdout, done.stdout
 
 
 async def test_hub_run_workers_follow_a_rotated_key_without_a_restart_or_a_lost_message(
@@ -466,8 +483,8 @@ async def test_hub_run_workers_follow_a_rotated_key_without_a_restart_or_a_lost_
                 box = h.inbox(peer)
                 while batch := await box.take(max_messages=200):
                     for m in batch:
-                        verified = h.inbox_verifier.verify(parse(m.body))
-                        seen[peer][Envelope.from_tree(verified.root).message_id] = verified.signer.fingerprint
+                        opened = box.open_delivery(m.body)
+                        seen[peer][opened.envelope.message_id] = opened.hub.fingerprint
                     await h.transport.ack(batch)
 
         proc = h.run_hub(workers=2)

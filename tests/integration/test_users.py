@@ -1,5 +1,5 @@
-"""Per-system RabbitMQ users against the real broker: each may publish only to the inbound exchange and read only
-its own queue. Everything lives under ``<test_namespace>.us`` and is deleted at the end of the module."""
+"""Per-system RabbitMQ users against the real broker: each may publish only to the inbound exchange (and park a
+refused delivery in the dead-letter exchange) and read only its own queue. Everything lives under ``<test_namespace>.us`` and is deleted at the end of the module."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ async def test_passwords_are_generated_once_and_private(settings: Settings, hub:
     assert read_password(settings, A) != read_password(settings, B)
 
 
-async def test_system_may_publish_to_inbound_only(hub: Transport, as_a: Transport):
+async def test_system_may_publish_to_inbound_and_dead_letter_only(hub: Transport, as_a: Transport):
     n = hub.names
     me = n.user(A)
     await as_a.publish_many([_inbound(as_a, "from-a", user_id=me)])
@@ -93,6 +93,16 @@ async def test_system_may_publish_to_inbound_only(hub: Transport, as_a: Transpor
     [again] = await hub.fetch(n.inbound_queue("normal"))
     await hub.ack([again])
     assert again.message_id == "still-ok"
+
+    # the dead-letter exchange: a refused delivery parked with its reason, under its own user_id only
+    refused = {"x-refused-by": A, "x-refused-code": "SIG_DIGEST", "x-refused-reason": "altered"}
+    await as_a.publish_many([Outgoing(n.dead_letter_exchange, "", b"<bad/>", refused, 0, "parked", user_id=me)])
+    [parked] = await hub.fetch(n.dead_letter_queue)
+    await hub.ack([parked])
+    assert parked.message_id == "parked" and parked.user_id == me and parked.headers["x-refused-by"] == A
+    dead_as_b = Outgoing(n.dead_letter_exchange, "", b"<bad/>", refused, 0, "p2", user_id=n.user(B))
+    assert await _refused(as_a.publish_many([dead_as_b])) == "AMQP_PRECONDITION"
+    assert await hub.queue_depth(n.dead_letter_queue) == 0
 
 
 async def test_system_reads_only_its_own_queue(hub: Transport, as_a: Transport):

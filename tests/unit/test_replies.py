@@ -16,7 +16,7 @@ from trust_fixtures import TestPki, session_pki, xmlsec1_verify
 
 from hub.envelope import Party, Recipient, build, parse, to_bytes
 from hub.errors import SignatureInvalid
-from hub.pipeline.replies import canonical_receipt, signed_document
+from hub.pipeline.replies import canonical_receipt, countersigned_document, signed_document
 from hub.trust.signature import c14n
 
 CN = timezone(timedelta(hours=8))
@@ -158,3 +158,33 @@ def test_the_delivery_is_the_verified_canonical_form_plus_the_hub_signature(
 def test_signed_document_refuses_what_is_not_canonical(bad: bytes) -> None:
     with pytest.raises(ValueError):
         signed_document(bad, b"<ds:Signature/>")
+
+
+def test_the_countersigned_delivery_is_the_canonical_form_plus_both_signatures(tpki: TestPki, tmp_path: Path) -> None:
+    """``countersigned_document``: the hub's signature covers the canonical content with the originator's
+    signature in it; without the hub's signature the document canonicalises to exactly that, without both to the
+    originator's signed bytes; xmlsec1 verifies the hub's (the first signature)."""
+    data = tpki.signed("p256")
+    verified = tpki.verifier().verify(parse(data))
+    hub = tpki.agents["p384"].signer
+    seen: list[bytes] = []
+
+    def hub_signature_for(covered: bytes) -> bytes:
+        seen.append(covered)
+        return hub.signature_for_canonical(covered)
+
+    delivery = countersigned_document(verified.canonical, verified.signature, hub_signature_for)
+    cut = verified.canonical.rfind(b"</")
+    assert seen == [verified.canonical[:cut] + verified.signature + verified.canonical[cut:]]
+    root = parse(delivery)
+    ds = "{http://www.w3.org/2000/09/xmldsig#}Signature"
+    hub_sig, origin_sig = root.findall(ds)
+    assert root[-2] is hub_sig and root[-1] is origin_sig
+    root.remove(hub_sig)
+    assert c14n(root) == seen[0]
+    root.remove(origin_sig)
+    assert c14n(root) == verified.canonical
+    ok, out = xmlsec1_verify(tpki, delivery, tmp_path)
+    assert ok, out
+    with pytest.raises(ValueError):
+        countersigned_document(b"<a/>", verified.signature, hub_signature_for)

@@ -119,6 +119,9 @@ def test_permissions_are_anchored_and_escaped():
     assert not re.fullmatch(perms["write"], "hubXprod.in")  # the dot is escaped
     assert not re.fullmatch(perms["write"], "hub.prod.deliver")
     assert not re.fullmatch(perms["write"], "")  # the default exchange
+    assert re.fullmatch(perms["write"], "hub.prod.dead")  # parking a refused delivery with its reason
+    assert not re.fullmatch(perms["write"], "hub.prod.deadX")
+    assert not re.fullmatch(perms["write"], "hub.prod.in|hub.prod.dead")
     assert re.fullmatch(perms["read"], "hub.prod.q.city-2201-oa")
     assert not re.fullmatch(perms["read"], "hub.prod.q.city-2201-oa2")
     assert not re.fullmatch(perms["read"], "hub.prod.q.city-2202-oa")
