@@ -823,6 +823,7 @@ class Adapter:
             redelivered=bool(m.redelivered) if m is not None else False,
             attempt=attempt,
             db=tx.db if tx is not None else None,
+            originator_certificate=o.originator_certificate,
         )
 
     def _fields(self, env: Any, outcome: str) -> dict[str, Any]:

@@ -54,6 +54,9 @@ class Context:
     redelivered: bool = False
     #: How often a handler of this adapter process asked for Retry on it.
     attempt: int = 0
+    #: The originator's validated certificate itself (cryptography ``x509.Certificate``): to show or keep as
+    #: evidence of who signed the content — verifiable without trusting the hub.
+    originator_certificate: Any = field(default=None, repr=False)
     #: The store's connection inside this batch's transaction (sqlite3.Connection, or asyncpg.Connection with a
     #: PostgreSQL store): what a handler writes here is committed together with the record of ``message_id``.
     db: Any = field(default=None, repr=False)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.sdk._errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from cryptography import x509
     from lxml import etree
 
     from hub.envelope import Envelope
@@ -59,6 +60,8 @@ class Opened:
     originator: SignerIdentity | None
     digest: str
     data: bytes
+    #: The originator's validated leaf certificate (None for the hub's own messages).
+    originator_certificate: x509.Certificate | None = None
 
 
 def _is_hub(identity: SignerIdentity) -> bool:
@@ -90,28 +93,10 @@ class AgencyTrust:
 
     def open(self, data: bytes) -> Opened:
         """Raise ``hub.errors.HubError`` (its stable code) for anything that does not verify."""
-        from hub.envelope import Envelope, parse
-
-        try:
-            from hub.trust.delivery import verify_delivery
-        except ImportError:  # TEMPORARY until the two-signature delivery lands
-            verify_delivery = _one_signature
+        from hub.envelope import parse
+        from hub.trust.delivery import verify_delivery
 
         root = parse(data, max_bytes=self.max_bytes)
         self.registry.validate(root)
-        opened = verify_delivery(root, self.verifier, is_hub=_is_hub)
-        env = getattr(opened, "envelope", None) or Envelope.from_tree(opened.root)
-        return Opened(env, opened.root, opened.hub, opened.originator, opened.digest, data)
-
-
-def _one_signature(root: Any, verifier: Any, *, is_hub: Any) -> Any:  # TEMPORARY
-    from types import SimpleNamespace
-
-    from hub.envelope import Envelope
-    from hub.errors import CertificateUntrusted
-
-    v = verifier.verify(root)
-    if not is_hub(v.signer):
-        raise CertificateUntrusted("not signed by the hub", code="CERT_SIGNER_MISMATCH")
-    env = Envelope.from_tree(v.root)
-    return SimpleNamespace(root=v.root, hub=v.signer, originator=None, digest=v.digest, envelope=env)
+        o = verify_delivery(root, self.verifier, is_hub=_is_hub)
+        return Opened(o.envelope, o.root, o.hub, o.originator, o.digest, data, o.originator_certificate)

@@ -255,9 +255,8 @@ class TestHub:
             names = self._admin_transport.names
             from hub.trust.pki import PkiPaths
 
-            paths = PkiPaths(self._pki_dir)
-            from_files = getattr(TrustStore, "from_files", None)
-            store = from_files(paths.root_cert, paths.crl_dir) if from_files else TrustStore.load(self._pki_dir)
+            paths = PkiPaths(self._pki_dir)  # the agency side sees only the root and the CRLs
+            store = TrustStore.from_files(paths.root_cert, paths.crl_dir)
             trust = AgencyTrust(Verifier(store), max_bytes=self.settings.max_message_bytes)
             adapter.attach(
                 transport=MemoryTransport(names, self._broker, user=names.user(adapter.system)),

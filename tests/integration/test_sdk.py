@@ -90,6 +90,10 @@ async def test_a_report_reaches_the_handler_verified_and_the_sender_gets_the_hub
     assert (ctx.sender.system, ctx.urgency, ctx.classification) == (COUNTY_222403, "加急", "公开")
     assert ctx.service_id == "info.report/1"
     assert ctx.hub.system == "hub"
+    # End-to-end proof: the county's own signature travelled with the delivery and was verified too.
+    assert ctx.originator is not None and ctx.originator.system == COUNTY_222403
+    assert ctx.originator_certificate is not None
+    assert ctx.originator.serial == ctx.originator_certificate.serial_number
     assert len(ctx.digest) == 64 and ctx.raw.startswith(b"<?xml")
 
 
@@ -233,28 +237,35 @@ async def test_a_tampered_delivery_is_dead_lettered_with_its_reason_and_never_re
 
 
 async def test_a_delivery_signed_by_a_system_or_a_foreign_ca_never_reaches_a_handler(mode: str, tmp_path: Path) -> None:
-    from hub.envelope import to_bytes
+    """Deliveries in the right two-signature layout whose outer signature is not the hub's: a system countersigning
+    its own message, the "hub" of another CA; and a message with only the sender's signature (never relayed)."""
+    from hub.pipeline.replies import countersigned_document
     from hub.trust import Signer, pki
+    from hub.trust.signature import c14n
 
     adapter, seen = province()
     async with TestHub(adapter) as hub:
         county = await hub.client(COUNTY_222403)
-        # Signed by the county itself (not by the hub), straight into the province's queue.
+        county_signer = county._wiring.signer
         _, own, _, _ = county.build(
             report(), service="info.report", version=1, recipients=[to(PROVINCE, "prov-220000-oa")]
         )
-        await _publish_to(hub, "prov-220000-oa", own)
-        # Signed by the "hub" of another CA.
-        foreign = pki.init_ca(tmp_path / "foreign", "foreign-pass")
-        signer = Signer.load(foreign.paths.hub_key, foreign.paths.hub_cert, passphrase=b"foreign-pass")
         root = parse(own)
+        origin = c14n(root[-1])
         root.remove(root[-1])
-        signer.sign(root)
-        await _publish_to(hub, "prov-220000-oa", to_bytes(root))
-        codes = await _dead_codes(hub, 2)
+        content = c14n(root)
+        foreign = pki.init_ca(tmp_path / "foreign", "foreign-pass")
+        foreign_hub = Signer.load(foreign.paths.hub_key, foreign.paths.hub_cert, passphrase=b"foreign-pass")
+        await _publish_to(hub, "prov-220000-oa", own)  # the sender's signature only
+        for outer in (county_signer, foreign_hub):
+            await _publish_to(
+                hub, "prov-220000-oa", countersigned_document(content, origin, outer.signature_for_canonical)
+            )
+        codes = await _dead_codes(hub, 3)
     assert not seen
-    assert all(c.startswith(("CERT_", "SIG_")) for c in codes), codes
-    assert "CERT_UNTRUSTED" in codes or any(c.startswith("CERT_") for c in codes)
+    # In the order they were delivered: never relayed; relayed by a system; relayed by another CA's "hub".
+    assert codes[:2] == ["SIG_ORIGIN_MISSING", "CERT_SIGNER_MISMATCH"], codes
+    assert codes[2].startswith("CERT_") and codes[2] != "CERT_SIGNER_MISMATCH", codes
 
 
 async def test_reject_sends_the_sender_a_signed_refusal_and_no_handler_is_a_refusal_too(mode: str) -> None:
