@@ -41,12 +41,10 @@ def _counts(db: Path) -> tuple[int, int]:
 
 
 def _start(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(home)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(home / "adapter.log", "ab"),
-    )
+    with open(home / "adapter.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(home)], env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
 
 
 async def test_sigkill_mid_stream_then_restart_every_delivery_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,11 +95,11 @@ async def test_sigkill_mid_stream_then_restart_every_delivery_once(monkeypatch: 
         finally:
             adapter.send_signal(signal.SIGTERM)
             adapter.wait(20)
-    rows, distinct = _counts(db)
-    assert (rows, distinct) == (N, N), f"{rows} rows for {distinct} messages: killed at {killed_at}"
-    conn = sqlite3.connect(db)
-    handled = {r[0] for r in conn.execute("SELECT message_id FROM sdk_handled")}
-    reports = {r[0] for r in conn.execute("SELECT message_id FROM reports")}
-    conn.close()
-    assert reports == set(sent) == handled
-    assert adapter.returncode == 0  # SIGTERM: a graceful stop
+        rows, distinct = _counts(db)
+        assert (rows, distinct) == (N, N), f"{rows} rows for {distinct} messages: killed at {killed_at}"
+        conn = sqlite3.connect(db)
+        handled = {r[0] for r in conn.execute("SELECT message_id FROM sdk_handled")}
+        reports = {r[0] for r in conn.execute("SELECT message_id FROM reports")}
+        conn.close()
+        assert reports == set(sent) == handled
+        assert adapter.returncode == 0  # SIGTERM: a graceful stop
