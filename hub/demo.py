@@ -534,13 +534,18 @@ async def summary(demo: Demo, pool: Any, *, inbox: str, waiting: int) -> None:
         ("quarantine list --all", "隔离审核记录 quarantine decisions"),
         (f"receive --system {inbox}", f"长春市林业局办公系统收件箱：{waiting} 条待读 its inbox, {waiting} waiting"),
         ("evidence verify", "校验证据链 check the evidence chain"),
+        ("adapter new my_oa --system county-220182-oa --dir /tmp", "用 SDK 生成适配器 scaffold an SDK adapter"),
     ]
     width = max(len(c) for c, _ in cmds) + len(hub_cmd) + 3
     for cmd, what in cmds:
         out(f"    {(hub_cmd + ' ' + cmd).ljust(width)}# {what}")
+    out(
+        f"    适配器 adapters     {_rel(s.state_dir / 'adapters')}/<系统>/ 入网目录 enrolment directories; "
+        "SDK 指南 guide: docs/adapter-guide.md"
+    )
     out("  运维监控页面尚未建成（后续 issue），所以还没有网址可打开；审批、视频会议等适配器也将在后续 issue 中接入。")
-    out("  The ops page is not built yet (a later issue), so there is no URL to open; the adapters (approval,")
-    out("  video conference, …) come with later issues too.")
+    out("  The ops page is not built yet (a later issue), so there is no URL to open; the agencies' adapters")
+    out("  (approval, video conference, …) come with later issues too; the SDK they are written on is here.")
 
 
 # ---------------------------------------------------------------------------------------------------- wiring

@@ -842,7 +842,9 @@ class Scenario:
         asker_home = await self._enrol_adapter(o, "county-222403-oa")
         if not o.ok:
             return
-        log = open(self.settings.state_dir / "adapter-forest-data.log", "ab")
+        log_path = self.settings.state_dir / "adapter-forest-data.log"
+        log_path.unlink(missing_ok=True)
+        log = open(log_path, "ab")  # the child's standard error
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -866,6 +868,13 @@ class Scenario:
             paging=Paging(offset=0, limit=50),
         )
         try:
+            # Ready when its log says so (it connected with its own broker user and consumes its queue).
+            deadline = time.monotonic() + self.timeout
+            while b"adapter prov-220000-data ready" not in log_path.read_bytes():
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    o.problems.append(f"hub adapter run did not become ready: {log_path.read_text()[-300:]}")
+                    return
+                await asyncio.sleep(0.05)
             async with asker:
                 started = time.perf_counter()
                 reply = await asker.request(query, to=[to(PROVINCE, "prov-220000-data")], timeout=self.timeout)
