@@ -55,12 +55,16 @@ check: install
 demo-stop:
 	-$(BIN)/python -m hub.demo --stop-only
 
-## make bench: every benchmark, each printing the hub beside its raw baseline.
+## make bench: every benchmark, each printing the hub beside its raw baseline (bench/sdk.py's FastStream baseline is
+## installed here, never by make install or make test).
 bench: install services
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/trust.py
 	$(BIN)/python bench/hostile.py
 	$(BIN)/python bench/e2e.py
+	$(BIN)/pip install -q --no-deps faststream==0.7.8 fast-depends==3.0.9 anyio==4.16.0 pydantic==2.14.4 \
+		pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+	$(BIN)/python bench/sdk.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
