@@ -338,7 +338,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pki_opts = argparse.ArgumentParser(add_help=False)
     pki_opts.add_argument("--pki", metavar="DIR", help="the PKI directory (default: $HUB_STATE_DIR/pki)")
 
-    pki = sub.add_parser("pki", help="the hub CA: certificates, revocation, CRLs (证书管理)")
+    pki = sub.add_parser(
+        "pki", help="the hub CA: certificates (signing, gateway TLS client and server), revocation, CRLs (证书管理)"
+    )
     ps = pki.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
 
     p = ps.add_parser("init", parents=[pki_opts], help="create the root CA, the issuing CA and the hub's certificate")
@@ -383,13 +385,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
     p.set_defaults(handler=cmd_pki_issue_server)
 
-    p = ps.add_parser("renew", parents=[pki_opts], help="re-certify the same key with a new validity period")
+    p = ps.add_parser(
+        "renew",
+        parents=[pki_opts],
+        help="re-certify the same key with a new validity period (an agency or tls certificate; current profile)",
+    )
     p.add_argument("serial", metavar="SERIAL", help="serial number as printed by `hub pki list`")
     p.add_argument("--out", metavar="FILE", help="write the certificate chain here (default: standard output)")
     p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
     p.set_defaults(handler=cmd_pki_renew)
 
-    p = ps.add_parser("revoke", parents=[pki_opts], help="revoke a certificate and publish a new CRL")
+    p = ps.add_parser(
+        "revoke", parents=[pki_opts], help="revoke a certificate (any kind but the root) and publish a new CRL"
+    )
     p.add_argument("serial", metavar="SERIAL", help="serial number as printed by `hub pki list`")
     p.add_argument("--reason", required=True, choices=sorted(REASONS), help="revocation reason")
     p.set_defaults(handler=cmd_pki_revoke)
@@ -411,7 +419,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--days", type=int, default=30, help="warn this many days ahead (default 30)")
     p.set_defaults(handler=cmd_pki_expiry)
 
-    p = ps.add_parser("list", parents=[pki_opts], help="list certificates with their state and days to expiry")
+    p = ps.add_parser(
+        "list",
+        parents=[pki_opts],
+        help="list certificates (kinds root, issuing, hub, agency, tls, server) with their state and days to expiry",
+    )
     p.add_argument("--agency", metavar="CODE", help="only this agency's certificates")
     p.set_defaults(handler=cmd_pki_list)
 
