@@ -281,3 +281,17 @@ def test_a_host_not_in_the_certificate_fails_the_client_check(
         server_hostname="gateway.example.gov.cn",
     )
     assert isinstance(client_error, ssl.SSLCertVerificationError)
+
+
+def test_server_hosts_are_normalised_and_not_repeated(tpki: TestPki, tmp_path: Path) -> None:
+    issued = pki.issue_server_certificate(
+        tpki.dir, PASSPHRASE, ["Gateway.Example.GOV.cn.", "[::1]"], out_dir=tmp_path / "gw"
+    )
+    san = issued.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["gateway.example.gov.cn"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["::1"]
+    assert pki.load_certificates(tmp_path / "gw" / "server.pem")[0] == issued.certificate
+    with pytest.raises(ConfigError, match="twice"):
+        pki.issue_server_certificate(tpki.dir, PASSPHRASE, ["localhost", "LOCALHOST"], out_dir=tmp_path / "gw2")
+    with pytest.raises(ConfigError, match="at least one"):
+        pki.issue_server_certificate(tpki.dir, PASSPHRASE, [], out_dir=tmp_path / "gw3")
