@@ -115,6 +115,9 @@ def render(directory: Directory) -> str:
         lines.append(_pad(a.code, 24) + _pad(a.name, name_w) + _pad(LEVEL_NAMES[a.level], 12) + a.division)
         for s in directory.systems_of(a.code):
             mark = " (枢纽 hub)" if s.id == directory.hub_system else ""
+            limits = [f"{s.rate}/s" if s.rate is not None else "", f"×{s.concurrency}" if s.concurrency else ""]
+            if any(limits):
+                mark += f"  [网关 gateway {' '.join(x for x in limits if x)}]"
             lines.append(
                 _pad("  " + s.id, 24)
                 + _pad(s.name, name_w)

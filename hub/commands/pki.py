@@ -72,14 +72,31 @@ def cmd_pki_issue(args: argparse.Namespace, settings: Settings) -> int:
     from hub.trust import pki
 
     pki_dir = _pki_dir(args, settings)
-    issued = asyncio.run(admin.issue(settings, pki_dir, _read(args.csr), days=args.days))
+    issued = asyncio.run(admin.issue(settings, pki_dir, _read(args.csr), days=args.days, tls=args.tls))
     assert issued.issuer is not None
     _write_out(args.out, pki.certificate_pem(issued.certificate, issued.issuer))
     if args.out:
+        what = "TLS client certificate (gateway only, cannot sign messages) " if args.tls else ""
         print(
-            f"issued {issued.serial} for {issued.agency}/{issued.system}, valid until "
+            f"issued {what}{issued.serial} for {issued.agency}/{issued.system}, valid until "
             f"{issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}"
         )
+    return 0
+
+
+def cmd_pki_issue_server(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.commands import trust_admin as admin
+    from hub.trust import pki
+
+    pki_dir = _pki_dir(args, settings)
+    out_dir = Path(args.out_dir) if args.out_dir else pki.PkiPaths(pki_dir).gateway_dir
+    issued = asyncio.run(admin.issue_server(settings, pki_dir, args.host, days=args.days, out_dir=out_dir))
+    print(
+        f"issued the gateway's server certificate {issued.serial} for {', '.join(args.host)}, valid until "
+        f"{issued.certificate.not_valid_after_utc:%Y-%m-%d}"
+    )
+    print(f"  {out_dir / 'server.pem'} (certificate + issuing CA), {out_dir / 'server.key'} (0600)")
+    print(f"  clients trust {pki.PkiPaths(pki_dir).root_cert} (curl --cacert, a Java truststore)")
     return 0
 
 
@@ -160,7 +177,7 @@ def cmd_pki_expiry(args: argparse.Namespace, settings: Settings) -> int:
     for w in found:
         print(w.text())
     if not found:
-        print(f"ok: no hub, issuing or root certificate expires within {args.days} days")
+        print(f"ok: no hub, issuing, root or gateway server certificate expires within {args.days} days")
     return 1 if found else 0
 
 
@@ -321,7 +338,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pki_opts = argparse.ArgumentParser(add_help=False)
     pki_opts.add_argument("--pki", metavar="DIR", help="the PKI directory (default: $HUB_STATE_DIR/pki)")
 
-    pki = sub.add_parser("pki", help="the hub CA: certificates, revocation, CRLs (证书管理)")
+    pki = sub.add_parser(
+        "pki", help="the hub CA: certificates (signing, gateway TLS client and server), revocation, CRLs (证书管理)"
+    )
     ps = pki.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
 
     p = ps.add_parser("init", parents=[pki_opts], help="create the root CA, the issuing CA and the hub's certificate")
@@ -333,19 +352,52 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.set_defaults(handler=cmd_pki_init)
 
-    p = ps.add_parser("issue", parents=[pki_opts], help="issue an agency certificate from a CSR")
+    p = ps.add_parser(
+        "issue",
+        parents=[pki_opts],
+        help="issue an agency system's certificate from a CSR (signs messages, and is its gateway client certificate)",
+    )
     p.add_argument("--csr", required=True, metavar="FILE", help="the CSR made by `hub keygen` (PEM or DER)")
     p.add_argument("--out", metavar="FILE", help="write the certificate chain here (default: standard output)")
     p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="a TLS-only client certificate for the HTTPS gateway (clientAuth; it cannot sign messages), kind tls",
+    )
     p.set_defaults(handler=cmd_pki_issue)
 
-    p = ps.add_parser("renew", parents=[pki_opts], help="re-certify the same key with a new validity period")
+    p = ps.add_parser(
+        "issue-server", parents=[pki_opts], help="the HTTPS gateway's TLS server certificate (new key, kind server)"
+    )
+    p.add_argument(
+        "--host",
+        required=True,
+        action="append",
+        metavar="HOST",
+        help="a DNS name or IP address clients connect to (repeat: --host gateway.example.gov.cn --host 10.0.0.5)",
+    )
+    p.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="write server.pem (certificate + issuing CA) and server.key (0600) here (default: PKI/gateway)",
+    )
+    p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
+    p.set_defaults(handler=cmd_pki_issue_server)
+
+    p = ps.add_parser(
+        "renew",
+        parents=[pki_opts],
+        help="re-certify the same key with a new validity period (an agency or tls certificate; current profile)",
+    )
     p.add_argument("serial", metavar="SERIAL", help="serial number as printed by `hub pki list`")
     p.add_argument("--out", metavar="FILE", help="write the certificate chain here (default: standard output)")
     p.add_argument("--days", type=int, default=LEAF_DAYS, help=f"validity in days (default {LEAF_DAYS})")
     p.set_defaults(handler=cmd_pki_renew)
 
-    p = ps.add_parser("revoke", parents=[pki_opts], help="revoke a certificate and publish a new CRL")
+    p = ps.add_parser(
+        "revoke", parents=[pki_opts], help="revoke a certificate (any kind but the root) and publish a new CRL"
+    )
     p.add_argument("serial", metavar="SERIAL", help="serial number as printed by `hub pki list`")
     p.add_argument("--reason", required=True, choices=sorted(REASONS), help="revocation reason")
     p.set_defaults(handler=cmd_pki_revoke)
@@ -361,11 +413,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = ps.add_parser("rollover-issuing", parents=[pki_opts], help="a new issuing CA under the same root")
     p.set_defaults(handler=cmd_pki_rollover)
 
-    p = ps.add_parser("expiry", parents=[pki_opts], help="exit 1 when a hub, issuing or root certificate expires soon")
+    p = ps.add_parser(
+        "expiry", parents=[pki_opts], help="exit 1 when a hub, issuing, root or gateway server certificate expires soon"
+    )
     p.add_argument("--days", type=int, default=30, help="warn this many days ahead (default 30)")
     p.set_defaults(handler=cmd_pki_expiry)
 
-    p = ps.add_parser("list", parents=[pki_opts], help="list certificates with their state and days to expiry")
+    p = ps.add_parser(
+        "list",
+        parents=[pki_opts],
+        help="list certificates (kinds root, issuing, hub, agency, tls, server) with their state and days to expiry",
+    )
     p.add_argument("--agency", metavar="CODE", help="only this agency's certificates")
     p.set_defaults(handler=cmd_pki_list)
 

@@ -39,6 +39,7 @@ __all__ = [
     "init",
     "installation_checkpoint_verifier",
     "issue",
+    "issue_server",
     "list_certificates",
     "publish_crls",
     "record_of",
@@ -146,15 +147,42 @@ async def _ready_register(settings: Settings, conn: Any, pki_dir: Path) -> Certi
 
 
 async def issue(
-    settings: Settings, pki_dir: Path, csr: bytes, *, days: int = pki.LEAF_DAYS, now: dt.datetime | None = None
+    settings: Settings,
+    pki_dir: Path,
+    csr: bytes,
+    *,
+    days: int = pki.LEAF_DAYS,
+    now: dt.datetime | None = None,
+    tls: bool = False,
 ) -> pki.IssuedCertificate:
-    """Issue an agency certificate from a CSR and register it (``now``: the hub clock)."""
+    """Issue an agency certificate from a CSR and register it (``now``: the hub clock): kind ``agency`` (signs and
+    authenticates to the gateway), or with ``tls`` kind ``tls`` (a TLS-only client certificate)."""
     await migrate(settings.pg_dsn)
     async with connection(settings.pg_dsn) as conn:
         repo = await _ready_register(settings, conn, pki_dir)
-        issued = pki.issue_from_csr(pki_dir, settings.ca_passphrase, csr, days=days, now=now)
+        issued = pki.issue_from_csr(pki_dir, settings.ca_passphrase, csr, days=days, now=now, tls=tls)
         await repo.add(record_of(issued))
-    log.info("issued certificate %s for %s/%s", issued.serial, issued.agency, issued.system)
+    log.info("issued %s certificate %s for %s/%s", issued.kind, issued.serial, issued.agency, issued.system)
+    return issued
+
+
+async def issue_server(
+    settings: Settings,
+    pki_dir: Path,
+    hosts: list[str],
+    *,
+    days: int = pki.LEAF_DAYS,
+    out_dir: Path | None = None,
+) -> pki.IssuedCertificate:
+    """The gateway's TLS server certificate (``pki.issue_server_certificate``), registered as kind ``server``."""
+    await migrate(settings.pg_dsn)
+    async with connection(settings.pg_dsn) as conn:
+        repo = await _ready_register(settings, conn, pki_dir)
+        issued = pki.issue_server_certificate(
+            pki_dir, settings.ca_passphrase, hosts, days=days, now=clock.now(), out_dir=out_dir
+        )
+        await repo.add(record_of(issued))
+    log.info("issued the gateway's server certificate %s for %s", issued.serial, ", ".join(hosts))
     return issued
 
 
@@ -172,7 +200,11 @@ async def renew(settings: Settings, pki_dir: Path, serial: str, *, days: int = p
                 f"certificate {key} is the hub's own: `hub pki rotate` gives the hub a new key and certificate, keeps "
                 "this one known and switches the running workers to the new one"
             )
-        if row.kind != "agency":
+        if row.kind == "server":
+            raise ConfigError(
+                f"certificate {key} is the gateway's server certificate: `hub pki issue-server` makes a new one"
+            )
+        if row.kind not in ("agency", "tls"):
             raise ConfigError(f"certificate {key} is a {row.kind} CA certificate; only agency certificates renew")
         if row.revoked_at is not None:
             raise ConfigError(f"certificate {key} is revoked; the agency must send a new CSR")

@@ -11,7 +11,8 @@ Semantic checks (each reported with file and line, all of them, not just the fir
 * agency codes: check character (GB 32100), duplicates, unknown parent, cycles in the parent chain, a parent
   that is not on a higher tier, a division code that does not fit the tier or the parent's division;
 * systems: duplicate ids, RabbitMQ users or certificate fingerprints; an internal-zone system without an
-  accreditation; an accreditation above the zone's maximum (internet 公开, extranet 内部);
+  accreditation; an accreditation above the zone's maximum (internet 公开, extranet 内部) (the gateway limits
+  ``rate`` and ``concurrency`` need no check beyond the schema's ranges);
 * the hub: its system exists, sits in ``hub-zone``, has ``hub-ceiling`` as its ceiling, accepts nothing, and the
   ceiling fits the zone;
 * groups: duplicate names, names of computed groups, unknown member agencies, systems and groups, cycles.
@@ -446,8 +447,15 @@ def _read_system(c: _Checker, el: etree._Element, agency: Agency) -> System:
         accepts=tuple((el.get("accepts") or "").split()),
         cert_sha256=el.get("cert-sha256"),
         amqp_user=el.get("amqp-user") or sid,
+        rate=_optional_int(el.get("rate")),
+        concurrency=_optional_int(el.get("concurrency")),
         line=line,
     )
+
+
+def _optional_int(text: str | None) -> int | None:
+    """An optional integer attribute (its range is the schema's: ``Rate``, ``Concurrency``)."""
+    return int(text) if text is not None else None
 
 
 def _check_cycles(c: _Checker, agencies: dict[str, Agency]) -> None:

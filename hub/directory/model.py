@@ -140,7 +140,8 @@ class System:
 
     ``ceiling`` is the highest level it may receive: the zone's maximum, lowered by ``accreditation`` when set.
     ``accepts`` are service patterns; a system addressed through its agency or a group receives only the services
-    it accepts."""
+    it accepts. ``rate`` (requests per second) and ``concurrency`` (requests at once) are the HTTPS gateway's limits
+    for the system; None: the gateway's defaults."""
 
     id: str
     agency: str
@@ -152,6 +153,8 @@ class System:
     accreditation: int | None = None
     cert_sha256: str | None = None
     amqp_user: str = ""
+    rate: int | None = None
+    concurrency: int | None = None
     line: int = field(default=0, compare=False)
 
     def accepts_service(self, service: str) -> bool:

@@ -31,7 +31,7 @@ __all__ = [
 class CertificateRecord:
     serial: str  # lower-case hex
     fingerprint: str
-    kind: str  # root | issuing | hub | agency
+    kind: str  # root | issuing | hub | agency | tls | server
     issuer_serial: str | None
     agency: str | None
     system: str | None

@@ -89,7 +89,8 @@ class DirectoryRepository:
             )
             await conn.executemany(
                 "INSERT INTO directory_systems (id, agency, name, name_en, zone, ceiling, accreditation, accepts,"
-                " cert_sha256, amqp_user, position, line) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                " cert_sha256, amqp_user, rate, concurrency, position, line)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 [
                     (
                         s.id,
@@ -102,6 +103,8 @@ class DirectoryRepository:
                         list(s.accepts),
                         s.cert_sha256,
                         s.amqp_user,
+                        s.rate,
+                        s.concurrency,
                         i,
                         s.line,
                     )
@@ -156,8 +159,8 @@ class DirectoryRepository:
                 " FROM directory_agencies ORDER BY position"
             )
             system_rows = await conn.fetch(
-                "SELECT id, agency, name, name_en, zone, ceiling, accreditation, accepts, cert_sha256, amqp_user, line"
-                " FROM directory_systems ORDER BY position"
+                "SELECT id, agency, name, name_en, zone, ceiling, accreditation, accepts, cert_sha256, amqp_user, rate,"
+                " concurrency, line FROM directory_systems ORDER BY position"
             )
             group_rows = await conn.fetch("SELECT name, title, title_en, line FROM directory_groups ORDER BY position")
             member_rows = await conn.fetch(

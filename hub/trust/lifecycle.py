@@ -291,7 +291,7 @@ class RolloverResult:
 
 @dataclass(frozen=True, slots=True)
 class ExpiryWarning:
-    what: str  # hub | issuing | root
+    what: str  # hub | issuing | root | server
     serial: str
     subject: str
     not_after: dt.datetime
@@ -302,11 +302,13 @@ class ExpiryWarning:
             "hub": "the hub's own signing certificate",
             "issuing": "the issuing CA (and CRL signer)",
             "root": "the root CA (trust anchor and CRL signer)",
+            "server": "the HTTPS gateway's TLS server certificate",
         }[self.what]
         todo = {
             "hub": "run `hub pki rotate`",
             "issuing": "run `hub pki rollover-issuing`",
             "root": "roll the root over (hub/trust/USAGE.md)",
+            "server": "run `hub pki issue-server --host …` with the gateway's host names",
         }[self.what]
         return (
             f"证书即将到期 {role} {self.serial} expires on {self.not_after:%Y-%m-%d} "
@@ -328,7 +330,8 @@ def expiry_warnings(
     pki_dir: Path, *, now: dt.datetime | None = None, days: int = EXPIRY_WARNING_DAYS
 ) -> list[ExpiryWarning]:
     """The certificates the hub itself depends on that expire within ``days``: its current signing certificate,
-    the root, and every issuing CA that still signs CRLs (the current one and earlier ones whose key is kept).
+    the root, every issuing CA that still signs CRLs (the current one and earlier ones whose key is kept), and the
+    HTTPS gateway's server certificate when there is one (``pki/gateway/server.pem``).
     For ``/ready`` and the ops page (``[w.as_dict() for w in …]``); an empty list is healthy."""
     paths = pki.PkiPaths(Path(pki_dir))
     now = now or clock.now()
@@ -342,6 +345,8 @@ def expiry_warnings(
                 watched.append(("issuing", cert))
     if paths.hub_cert.is_file():
         watched.append(("hub", pki.load_certificates(paths.hub_cert)[0]))
+    if paths.gateway_cert.is_file():
+        watched.append(("server", pki.load_certificates(paths.gateway_cert)[0]))
     return [
         ExpiryWarning(
             what,

@@ -12,19 +12,29 @@ Layout of a PKI directory (``Settings.state_dir / "pki"`` by default, mode 0700)
     crl/issuing-ca.crl CRL of the issuing CA (revoked agency certificates), short next-update
     hub/hub.pem        the hub's own signing certificate (system "hub") followed by the issuing CA
     hub/hub.key        its private key, encrypted with the same passphrase, 0600
+    gateway/server.pem the HTTPS gateway's TLS server certificate followed by the issuing CA (``hub pki issue-server``)
+    gateway/server.key its private key, unencrypted PKCS#8 (the TLS server loads it unattended), 0600
 
 Certificate profile. Subject of an end-entity certificate: ``organizationIdentifier`` (2.5.4.97) = the
 agency's unified social credit code (GB 32100, check character verified), ``CN`` = the system id (the
 ``system`` attribute of ``env:Sender``), optionally ``O`` = the agency's name. Extensions: BasicConstraints
 CA:FALSE (critical), KeyUsage digitalSignature + contentCommitment (critical), ExtendedKeyUsage
-id-kp-documentSigning 1.3.6.1.5.5.7.3.36 (RFC 9336) only, SubjectKeyIdentifier, AuthorityKeyIdentifier.
-Key policy: ``hub.trust.keys.check_key_policy``.
+id-kp-documentSigning 1.3.6.1.5.5.7.3.36 (RFC 9336) and — on agency system certificates — id-kp-clientAuth, so the
+certificate a system signs with also authenticates it to the HTTPS gateway (mutual TLS); SubjectKeyIdentifier,
+AuthorityKeyIdentifier. The hub's own signing certificate carries documentSigning only. Key policy:
+``hub.trust.keys.check_key_policy``.
+
+TLS certificates (the gateway, ``hub.gateway``): a TLS-only client certificate for a system (kind ``tls``: the same
+subject, KeyUsage digitalSignature, EKU clientAuth only — it cannot sign messages, the verifier requires
+documentSigning) and the gateway's server certificate (kind ``server``: subject CN "Forestry Exchange Hub Gateway",
+SAN DNS names and IP addresses, EKU serverAuth), whose key and chain live in ``gateway/`` of the PKI directory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,7 +44,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hub import clock
 from hub.envelope import agency_code
@@ -43,10 +53,15 @@ from hub.trust import keys
 from hub.trust.keys import PrivateKey
 
 __all__ = [
+    "CLIENT_AUTH",
     "DEFAULT_HUB_AGENCY",
     "DOCUMENT_SIGNING",
+    "GATEWAY_NAME",
     "HUB_SYSTEM",
     "REASONS",
+    "SERVER_AUTH",
+    "SYSTEM_USAGES",
+    "TLS_USAGES",
     "CaInit",
     "IssuedCertificate",
     "PkiPaths",
@@ -63,6 +78,7 @@ __all__ = [
     "is_initialised",
     "issue_from_csr",
     "issue_hub_certificate",
+    "issue_server_certificate",
     "load_ca",
     "load_certificates",
     "load_csr",
@@ -77,6 +93,15 @@ __all__ = [
 ]
 
 DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
+SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
+#: The extended key usages of an agency system's certificate: it signs messages and authenticates the system to the
+#: HTTPS gateway. (The hub's own certificate: documentSigning only.)
+SYSTEM_USAGES: tuple[x509.ObjectIdentifier, ...] = (DOCUMENT_SIGNING, CLIENT_AUTH)
+#: A TLS-only client certificate (``hub pki issue --tls``): authenticates, never signs a message.
+TLS_USAGES: tuple[x509.ObjectIdentifier, ...] = (CLIENT_AUTH,)
+#: The CN of the gateway's TLS server certificate.
+GATEWAY_NAME = "Forestry Exchange Hub Gateway"
 #: The system id of the hub's own signing identity.
 HUB_SYSTEM = "hub"
 #: The provincial forestry department (the code used in the shipped samples); ``hub pki init --agency`` overrides.
@@ -143,13 +168,32 @@ class PkiPaths:
     def hub_key(self) -> Path:
         return self.root / "hub" / "hub.key"
 
+    @property
+    def gateway_dir(self) -> Path:
+        return self.root / "gateway"
+
+    @property
+    def gateway_cert(self) -> Path:
+        """The gateway's TLS server certificate followed by the issuing CA (``issue_server_certificate``)."""
+        return self.gateway_dir / "server.pem"
+
+    @property
+    def gateway_key(self) -> Path:
+        """Its private key, unencrypted PKCS#8, 0600."""
+        return self.gateway_dir / "server.key"
+
+    @property
+    def ca_bundle(self) -> list[Path]:
+        """What a TLS peer trusts: the root and the issuing CA(s) (``ssl`` ``cafile``: load both)."""
+        return [self.root_cert, self.issuing_cert]
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedCertificate:
     """A certificate the CA made, with what the register records about it."""
 
     certificate: x509.Certificate
-    kind: str  # root | issuing | hub | agency
+    kind: str  # root | issuing | hub | agency | tls | server
     issuer: x509.Certificate | None  # None for the self-signed root
     agency: str | None = None
     system: str | None = None
@@ -328,8 +372,13 @@ def end_entity_builder(
     *,
     not_before: dt.datetime,
     not_after: dt.datetime,
+    usages: Sequence[x509.ObjectIdentifier] = (DOCUMENT_SIGNING,),
 ) -> x509.CertificateBuilder:
-    """The builder of a document-signing certificate (tests derive deviant certificates from it)."""
+    """The builder of an end-entity certificate: document signing (the default; ``usages=SYSTEM_USAGES`` for an
+    agency system, which also authenticates to the gateway), or ``usages=TLS_USAGES`` for a TLS-only client
+    certificate (KeyUsage digitalSignature alone: no contentCommitment without documentSigning). Tests derive
+    deviant certificates from it."""
+    signs = DOCUMENT_SIGNING in usages
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -342,7 +391,7 @@ def end_entity_builder(
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
-                content_commitment=True,
+                content_commitment=signs,
                 key_encipherment=False,
                 data_encipherment=False,
                 key_agreement=False,
@@ -353,7 +402,7 @@ def end_entity_builder(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([DOCUMENT_SIGNING]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(_ski(public_key), critical=False)
         .add_extension(_aki(issuer), critical=False)
     )
@@ -514,8 +563,11 @@ def issue_from_csr(
     days: int = LEAF_DAYS,
     now: dt.datetime | None = None,
     ca: tuple[x509.Certificate, PrivateKey] | None = None,
+    tls: bool = False,
 ) -> IssuedCertificate:
-    """Issue an agency system's document-signing certificate from its CSR (the key never leaves the agency)."""
+    """Issue an agency system's certificate from its CSR (the key never leaves the agency): document signing and
+    TLS client authentication (kind ``agency``), or with ``tls`` a TLS-only client certificate for the gateway
+    (kind ``tls``, clientAuth only: it cannot sign messages)."""
     if isinstance(csr, bytes):
         csr = load_csr(csr)
     agency, system, org = validate_csr(csr)
@@ -532,8 +584,9 @@ def issue_from_csr(
         issuing,
         not_before=now - _BACKDATE,
         not_after=min(now + dt.timedelta(days=days), issuing.not_valid_after_utc),
+        usages=TLS_USAGES if tls else SYSTEM_USAGES,
     ).sign(issuing_key, _sign_hash(issuing_key))
-    return IssuedCertificate(cert, "agency", issuing, agency, system)
+    return IssuedCertificate(cert, "tls" if tls else "agency", issuing, agency, system)
 
 
 def renew(
@@ -545,19 +598,119 @@ def renew(
     now: dt.datetime | None = None,
 ) -> IssuedCertificate:
     """A new certificate for the same subject and key, valid from now (the old one stays valid until it
-    expires or is revoked as ``superseded``). A key change needs a new CSR instead."""
+    expires or is revoked as ``superseded``). A key change needs a new CSR instead. An agency certificate renews
+    with the current system profile (documentSigning + clientAuth), a TLS-only one stays TLS-only."""
     public = keys.check_key_policy(old.public_key())
     agency, system = agency_and_system(old.subject)
     issuing, issuing_key = load_ca(pki_dir, passphrase)
     now = now or _now()
+    kind = "hub" if system == HUB_SYSTEM else "tls" if _is_tls_only(old) else "agency"
+    usages = {"hub": (DOCUMENT_SIGNING,), "tls": TLS_USAGES, "agency": SYSTEM_USAGES}[kind]
     cert = end_entity_builder(
         old.subject,
         public,
         issuing,
         not_before=now - _BACKDATE,
         not_after=min(now + dt.timedelta(days=days), issuing.not_valid_after_utc),
+        usages=usages,
     ).sign(issuing_key, _sign_hash(issuing_key))
-    return IssuedCertificate(cert, "hub" if system == HUB_SYSTEM else "agency", issuing, agency, system)
+    return IssuedCertificate(cert, kind, issuing, agency, system)
+
+
+def _is_tls_only(cert: x509.Certificate) -> bool:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return DOCUMENT_SIGNING not in eku and CLIENT_AUTH in eku
+
+
+# --------------------------------------------------------------------------------------------- the gateway's TLS
+
+
+def _subject_alt_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        text = host.strip().lower().removeprefix("[").removesuffix("]")
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(text)))
+            continue
+        except ValueError:
+            pass
+        labels = text.rstrip(".").split(".")
+        if not text or not all(re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", label) for label in labels):
+            raise ConfigError(f"{host!r} is neither an IP address nor a DNS host name (letters, digits, '-', '.')")
+        names.append(x509.DNSName(".".join(labels)))
+    if not names:
+        raise ConfigError("the gateway's server certificate needs at least one host name or IP address (--host)")
+    if len(set(names)) != len(names):
+        raise ConfigError("a host name or address is listed twice")
+    return names
+
+
+def issue_server_certificate(
+    pki_dir: Path,
+    passphrase: str | bytes,
+    hosts: Sequence[str],
+    *,
+    days: int = LEAF_DAYS,
+    now: dt.datetime | None = None,
+    algorithm: str = "ec-p256",
+    out_dir: Path | None = None,
+) -> IssuedCertificate:
+    """Issue the HTTPS gateway's TLS server certificate with a new key: subject CN ``GATEWAY_NAME`` (O the hub),
+    SubjectAltName = ``hosts`` (DNS names and IP addresses; clients check the host they connect to against it),
+    KeyUsage digitalSignature, EKU serverAuth. Writes ``server.pem`` (certificate + issuing CA) and ``server.key``
+    (unencrypted PKCS#8, 0600) to ``out_dir`` (default ``<pki_dir>/gateway``)."""
+    if not 1 <= days <= 825:
+        raise ConfigError("a certificate is valid for 1 to 825 days")
+    sans = _subject_alt_names(hosts)
+    paths = PkiPaths(Path(pki_dir))
+    issuing, issuing_key = load_ca(paths.root, passphrase)
+    key = keys.generate_private_key(algorithm)
+    now = now or _now()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Forestry Exchange Hub"),
+            x509.NameAttribute(NameOID.COMMON_NAME, GATEWAY_NAME),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuing.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(min(now + dt.timedelta(days=days), issuing.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=not isinstance(key, ec.EllipticCurvePrivateKey),
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(_ski(key.public_key()), critical=False)
+        .add_extension(_aki(issuing), critical=False)
+    ).sign(issuing_key, _sign_hash(issuing_key))
+    target = Path(out_dir) if out_dir is not None else paths.gateway_dir
+    if not target.exists():
+        target.mkdir(parents=True)
+        target.chmod(0o700)
+    keys.write_private_file(target / "server.key", keys.private_key_pem(key, None))
+    keys.write_public_file(target / "server.pem", certificate_pem(cert, issuing))
+    return IssuedCertificate(cert, "server", issuing)
 
 
 # --------------------------------------------------------------------------------------------- CRLs

@@ -46,6 +46,28 @@ async def test_store_and_read_back(conn: asyncpg.Connection) -> None:
     assert (current.agency_count, current.system_count, current.group_count) == (21, 34, 3)
     stored_xml = await conn.fetchval("SELECT source_xml FROM directory_versions WHERE version = $1", version)
     assert "吉林省林业和草原局" in stored_xml
+    # the gateway's limits (migration 014) come back, absent ones as None
+    assert (back.system("prov-220000-portal").rate, back.system("prov-220000-portal").concurrency) == (50, 16)
+    assert (back.system("prov-220000-data").rate, back.system("prov-220000-data").concurrency) == (20, None)
+    assert (back.system("city-220100-oa").rate, back.system("city-220100-oa").concurrency) == (None, None)
+
+
+async def test_database_refuses_gateway_limits_out_of_range(conn: asyncpg.Connection) -> None:
+    repo = DirectoryRepository(conn)
+    good = load_directory(DEMO)
+    await repo.save(good)
+    for change in ({"rate": 0}, {"rate": 100_001}, {"concurrency": 0}, {"concurrency": 1001}):
+        forged = Directory(
+            good.agencies(),
+            [replace(s, **change) if s.id == "city-220100-oa" else s for s in good.systems()],  # type: ignore[arg-type]
+            good.groups(),
+            hub_system=good.hub_system,
+            hub_zone=good.hub_zone,
+            hub_ceiling=good.hub_ceiling,
+        )
+        with pytest.raises(ConfigError):
+            await repo.save(forged)
+    assert (await repo.load()) == good
 
 
 async def test_save_replaces_the_whole_directory(conn: asyncpg.Connection, tmp_path: Path) -> None:

@@ -358,3 +358,59 @@ def test_load_raises_config_error_listing_every_problem(tmp_path: Path) -> None:
     assert {"DIR_DUPLICATE", "DIR_UNKNOWN_REF"} <= codes
     for p in err.problems:
         assert f"{path}:{p.line}: {p.code}:" in str(err)
+
+
+# ---------------------------------------------------------------------- the gateway's limits
+
+
+def test_gateway_limits_are_read_and_optional(directory: Directory) -> None:
+    portal = directory.system("prov-220000-portal")
+    assert (portal.rate, portal.concurrency) == (50, 16)
+    assert (directory.system("prov-220000-approval").rate, directory.system("prov-220000-approval").concurrency) == (
+        200,
+        32,
+    )
+    data = directory.system("prov-220000-data")
+    assert (data.rate, data.concurrency) == (20, None)
+    oa = directory.system("city-220100-oa")
+    assert (oa.rate, oa.concurrency) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "ok"),
+    [
+        ('rate="1" concurrency="1"', True),
+        ('rate="100000" concurrency="1000"', True),
+        ('rate="0"', False),
+        ('rate="100001"', False),
+        ('rate="-5"', False),
+        ('rate="2.5"', False),
+        ('rate="fast"', False),
+        ('rate="007"', False),
+        ('concurrency="0"', False),
+        ('concurrency="1001"', False),
+    ],
+)
+def test_gateway_limits_are_checked_by_the_schema(tmp_path: Path, attrs: str, ok: bool) -> None:
+    path, text = mutate(tmp_path, ('<System id="city-220100-oa"', f'<System id="city-220100-oa" {attrs}'))
+    directory, problems = check_directory(path)
+    if ok:
+        assert directory is not None and not problems
+        oa = directory.system("city-220100-oa")
+        values = dict(a.split("=") for a in attrs.split())
+        assert oa.rate == int(values["rate"].strip('"')) and oa.concurrency == int(values["concurrency"].strip('"'))
+    else:
+        assert set(problems_of(path)) == {(line_of(text, '<System id="city-220100-oa"'), "CONFIG_SCHEMA")}
+
+
+def test_gateway_limits_are_part_of_a_system_and_listed(directory: Directory) -> None:
+    from dataclasses import replace
+
+    from hub.commands.directory import render
+
+    portal = directory.system("prov-220000-portal")
+    assert replace(portal, rate=51) != portal
+    listing = render(directory)
+    line = next(ln for ln in listing.splitlines() if "prov-220000-portal" in ln)
+    assert line.endswith("[网关 gateway 50/s ×16]")
+    assert "gateway" not in next(ln for ln in listing.splitlines() if "city-220100-oa " in ln)

@@ -62,7 +62,10 @@ def test_issue_from_csr_carries_agency_system_and_the_signing_profile(tpki: Test
     assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "长春市林业局"
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
-    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [pki.DOCUMENT_SIGNING]
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        pki.DOCUMENT_SIGNING,
+        pki.CLIENT_AUTH,
+    ]
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     cert.verify_directly_issued_by(tpki.issuing)
     assert issued.kind == "agency" and issued.key_algorithm == "ec-p384"

@@ -1,0 +1,388 @@
+"""HTTPS gateway benchmark (issue 11): signed ~2 KB envelopes over HTTPS with keep-alive and client certificates,
+against (a) the hub's gateway (``hub gateway`` in front of ``hub run``: the whole examination, the hub's signed
+receipt in the response) and (b) a bare aiohttp handler with the same TLS (the hub CA's server certificate, client
+certificates required) that publishes the body to RabbitMQ with a publisher confirm and answers 202. Same load,
+same run: a fixed rate (default 200 requests/s) for latency, then flat out for throughput.
+
+Last line: ``gateway_ratio=<hub/bare> gateway_per_s=<n> bare_per_s=<n> p99_ms=<n>`` (p99 of the gateway at the fixed
+rate). Goal (issue 11): ratio ≥ 0.5, p99 ≤ 50 ms at 200 requests/s.
+
+The hub side needs ``hub.gateway`` (imported lazily). Without it the bench measures the baseline only, says the
+gateway is missing and exits 2.
+
+Usage: ``.venv/bin/python bench/gateway.py [--quick] [--rate 200] [--seconds 15] [--flat 3000] [--connections 16]``.
+Internally the bare server is this script again: ``bench/gateway.py --serve-bare PORT CERT KEY CAFILE AMQP QUEUE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import shlex
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+GOAL_RATIO, GOAL_P99_MS = 0.5, 50.0
+#: Requests sent before each phase's clock starts, to open the keep-alive connections.
+WARM = 32
+
+
+# ---------------------------------------------------------------------------------------------------- the baseline
+
+
+async def serve_bare(port: int, cert: str, key: str, cafile: str, amqp_url: str, queue: str) -> None:
+    """The bare baseline: aiohttp over TLS with client certificates required (the hub root + issuing CA as cafile),
+    one aio-pika channel with publisher confirms; each POST body is published (persistent) to ``queue`` and answered
+    202 once the broker confirmed it."""
+    import aio_pika
+    from aiohttp import web
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=cafile)
+
+    conn = await aio_pika.connect_robust(amqp_url)
+    channel = await conn.channel(publisher_confirms=True)
+    exchange = channel.default_exchange
+
+    async def post(request: web.Request) -> web.Response:
+        body = await request.read()
+        await exchange.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), queue)
+        return web.Response(status=202, text="accepted")
+
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_post("/v1/messages", post)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ctx).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------------- the client
+
+
+@dataclass
+class Result:
+    name: str
+    sent: int = 0
+    ok: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def per_s(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        values = sorted(self.latencies_ms)
+        return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]  # nearest rank
+
+    def line(self) -> str:
+        errs = ", ".join(f"{k}×{v}" for k, v in sorted(self.errors.items())) or "none"
+        return (
+            f"  {self.name:28} {self.ok:6}/{self.sent:<6} in {self.seconds:6.2f} s = {self.per_s:8.1f}/s   "
+            f"p50 {self.pct(0.50):7.1f} ms  p99 {self.pct(0.99):7.1f} ms  max {max(self.latencies_ms or [0]):7.1f} ms"
+            f"   errors: {errs}"
+        )
+
+
+def client_context(root_ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(root_ca))  # the hub root only; the server sends its issuing CA
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+async def _post(session: object, url: str, body: bytes, result: Result, started: float) -> None:
+    import aiohttp
+
+    assert isinstance(session, aiohttp.ClientSession)
+    result.sent += 1
+    try:
+        async with session.post(url, data=body, headers={"Content-Type": "application/xml"}) as resp:
+            await resp.read()
+            if resp.status == 202:
+                result.ok += 1
+                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+            else:
+                key = str(resp.status)
+                result.errors[key] = result.errors.get(key, 0) + 1
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        key = type(exc).__name__
+        result.errors[key] = result.errors.get(key, 0) + 1
+
+
+async def warm_up(session: object, url: str, warm: list[bytes]) -> None:
+    """Open the keep-alive connections before the clock starts (TLS handshakes are not what is measured): the
+    ``warm`` requests at once, each on a connection of its own, which then stay in the pool."""
+    scratch = Result("warm-up")
+    await asyncio.gather(*(_post(session, url, b, scratch, time.perf_counter()) for b in warm))
+    if scratch.errors:
+        raise RuntimeError(f"warm-up requests to {url} failed: {scratch.errors}")
+
+
+async def paced(
+    name: str, url: str, ctx: ssl.SSLContext, bodies: list[bytes], rate: float, warm: list[bytes]
+) -> Result:
+    """Offer ``bodies`` on an absolute schedule of ``rate`` per second; latency from the scheduled time (a path
+    that falls behind shows the queue it built up)."""
+    import aiohttp
+
+    result = Result(f"{name} @ {rate:g}/s")
+    connector = aiohttp.TCPConnector(ssl=ctx, limit=256, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await warm_up(session, url, warm)
+        tasks: list[asyncio.Task[None]] = []
+        t0 = time.perf_counter() + 0.05
+        for i, body in enumerate(bodies):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_post(session, url, body, result, due)))
+        await asyncio.gather(*tasks)
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+async def flat_out(
+    name: str, url: str, ctx: ssl.SSLContext, bodies: list[bytes], connections: int, warm: list[bytes]
+) -> Result:
+    """``connections`` keep-alive connections, each sending its next request as soon as the last one answered."""
+    import aiohttp
+
+    result = Result(f"{name} flat out ×{connections}")
+    connector = aiohttp.TCPConnector(ssl=ctx, limit=connections, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=60)
+    queue = iter(bodies)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await warm_up(session, url, warm)
+
+        async def one_connection() -> None:
+            for body in queue:
+                await _post(session, url, body, result, time.perf_counter())
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one_connection() for _ in range(connections)))
+        result.seconds = time.perf_counter() - t0
+    return result
+
+
+async def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+
+
+def gateway_available() -> bool:
+    try:
+        import hub.gateway  # noqa: F401
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+async def run(args: argparse.Namespace) -> int:
+    from _e2e_env import SENDER, Installation, _die_with_parent
+    from _e2e_load import presign
+
+    from hub.commands import trust_admin as admin
+    from hub.pipeline.client import credential_paths
+    from hub.trust import pki
+
+    has_gateway = gateway_available()
+    inst = Installation()
+    bare: subprocess.Popen[bytes] | None = None
+    gateway: subprocess.Popen[bytes] | None = None
+    try:
+        s = await inst.open()
+        pki_dir = s.state_dir / "pki"
+        paths = pki.PkiPaths(pki_dir)
+        await admin.issue_server(s, pki_dir, ["127.0.0.1", "localhost"])
+        cafile = inst.tmp / "hub-cas.pem"
+        cafile.write_bytes(paths.root_cert.read_bytes() + paths.issuing_cert.read_bytes())
+        key, cert = credential_paths(s, SENDER[0])
+        ctx = client_context(paths.root_cert, cert, key)
+
+        n_paced = int(args.rate * args.seconds)
+        per_path = n_paced + args.flat + 2 * WARM
+        paths_n = 2 if has_gateway else 1
+        print(f"签名 signing {per_path * paths_n} envelopes (the sender's cost, before any clock starts) …")
+        from _e2e_env import RECIPIENT
+
+        messages = [body for _, body in presign(s.state_dir, SENDER, RECIPIENT, per_path * paths_n)]
+        size = sum(map(len, messages)) / len(messages)
+        print(f"  {len(messages)} signed document.official envelopes, {size / 1024:.1f} KB each on the wire")
+
+        bare_port = free_port()
+        bare = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--serve-bare",
+                str(bare_port),
+                str(paths.gateway_cert),
+                str(paths.gateway_key),
+                str(cafile),
+                s.amqp_url,
+                inst.raw_in,
+            ],
+            cwd=ROOT,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+        await wait_for_port(bare_port, bare)
+        bare_url = f"https://127.0.0.1:{bare_port}/v1/messages"
+
+        if has_gateway:
+            inst.start_hub(args.workers)
+            gw_port = free_port()
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "hub.cli", "gateway", "--host", "127.0.0.1", "--port", str(gw_port)],
+                env=inst.env(),
+                cwd=ROOT,
+                stdout=(inst.tmp / "gateway.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                start_new_session=True,
+            )
+            await wait_for_port(gw_port, gateway)
+            gw_url = f"https://127.0.0.1:{gw_port}/v1/messages"
+
+        bare_msgs, hub_msgs = messages[:per_path], messages[per_path:]
+        results: dict[str, Result] = {}
+        print(
+            f"负载 load: {n_paced} requests at {args.rate:g}/s, then {args.flat} flat out on {args.connections} connections"
+        )
+
+        # each path: [warm-up paced | paced | warm-up flat | flat]
+        def parts(msgs: list[bytes]) -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
+            a, b = WARM, WARM + n_paced
+            return msgs[:a], msgs[a:b], msgs[b : b + WARM], msgs[b + WARM :]
+
+        bw1, bp, bw2, bf = parts(bare_msgs)
+        results["bare_paced"] = await paced("bare aiohttp + confirm", bare_url, ctx, bp, args.rate, bw1)
+        print(results["bare_paced"].line())
+        if has_gateway:
+            hw1, hp, _, _ = parts(hub_msgs)
+            results["hub_paced"] = await paced("hub gateway", gw_url, ctx, hp, args.rate, hw1)
+            print(results["hub_paced"].line())
+        results["bare_flat"] = await flat_out(
+            "bare aiohttp + confirm", bare_url, ctx, bf, args.connections, bw2[: args.connections]
+        )
+        print(results["bare_flat"].line())
+        if has_gateway:
+            _, _, hw2, hf = parts(hub_msgs)
+            results["hub_flat"] = await flat_out(
+                "hub gateway", gw_url, ctx, hf, args.connections, hw2[: args.connections]
+            )
+            print(results["hub_flat"].line())
+
+        bare_per_s = results["bare_flat"].per_s
+        if not has_gateway:
+            print(
+                f"bare_per_s={bare_per_s:.0f} bare_p99_ms={results['bare_paced'].pct(0.99):.1f}\n"
+                "网关缺失 gateway missing: hub.gateway is not in this checkout; only the baseline ran"
+            )
+            return 2
+        hub_per_s = results["hub_flat"].per_s
+        p99 = results["hub_paced"].pct(0.99)
+        verdict = "met" if hub_per_s / bare_per_s >= GOAL_RATIO and p99 <= GOAL_P99_MS else "NOT met"
+        print(f"目标 goal (ratio ≥ {GOAL_RATIO}, p99 ≤ {GOAL_P99_MS:.0f} ms at {args.rate:g}/s): {verdict}")
+        print(
+            f"gateway_ratio={hub_per_s / bare_per_s:.2f} gateway_per_s={hub_per_s:.0f} bare_per_s={bare_per_s:.0f} "
+            f"p99_ms={p99:.1f}"
+        )
+        return 0
+    finally:
+        _stop(gateway)
+        _stop(bare)
+        for problem in await inst.close():
+            print(f"清理 clean-up: {problem}", file=sys.stderr)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--rate", type=float, default=200.0, help="offered requests/s for the latency phase (200)")
+    p.add_argument("--seconds", type=float, default=15.0, help="length of the latency phase (15 s)")
+    p.add_argument("--flat", type=int, default=3000, help="requests of the flat-out phase, per path (3000)")
+    p.add_argument("--connections", type=int, default=16, help="keep-alive connections flat out (16)")
+    p.add_argument("--workers", type=int, default=2, help="hub run --workers (2)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 3 s at the rate, 600 flat out")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seconds, args.flat = 3.0, 600
+    return args
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
+        port, cert, key, cafile, amqp, queue = sys.argv[2:8]
+        asyncio.run(serve_bare(int(port), cert, key, cafile, amqp, queue))
+        return 0
+    args = parse_args()
+    load = os.getloadavg()
+    print("HTTPS 网关压测 gateway benchmark: signed envelopes over mutual TLS, hub gateway vs a bare aiohttp handler")
+    print(f"机器 machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"命令 command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        print("中断 interrupted; everything the bench created was removed", file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"失败 failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
