@@ -33,7 +33,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     logs.setup()
     asyncio.run(prepare())
-    return Supervisor(settings, worker_main, workers=args.workers).run()
+    if not getattr(args, "gateway", False):
+        return Supervisor(settings, worker_main, workers=args.workers).run()
+    # The gateway as one more supervised process beside the workers (restarted when it dies, SIGTERM with them).
+    from hub.commands.gateway import gateway_settings
+    from hub.gateway.server import WithGateway
+    from hub.pipeline.supervisor import default_workers
+
+    n = args.workers or default_workers(settings)
+    target = WithGateway(n, gateway_settings(args, settings, prefix="gateway-"))  # type: ignore[arg-type]
+    return Supervisor(settings, target, workers=n + 1).run()
 
 
 # ---------------------------------------------------------------------------------------------------- send
@@ -282,6 +291,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("run", help="start the pipeline workers (启动枢纽)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: HUB_WORKERS or one per core)")
+    p.add_argument("--gateway", action="store_true", help="also serve the HTTPS gateway (hub gateway) as a process")
+    from hub.commands.gateway import add_gateway_arguments
+
+    add_gateway_arguments(p, prefix="gateway-")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("send", help="sign envelope files as a system and send them; print the hub's answers (发送)")
