@@ -132,7 +132,10 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         return error_response(exc.status, exc.code, exc.detail, retry_after=exc.retry_after)
     except web.HTTPException as exc:
         if exc.status == 405:
-            return error_response(405, "GATEWAY_METHOD", f"{request.method} is not allowed on {request.path}")
+            resp = error_response(405, "GATEWAY_METHOD", f"{request.method} is not allowed on {request.path}")
+            if "Allow" in exc.headers:
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
         if exc.status == 404:
             return error_response(404, "GATEWAY_NOT_FOUND", f"nothing is served at {request.path}")
         return error_response(exc.status, "GATEWAY_BAD_REQUEST", exc.reason)

@@ -255,3 +255,72 @@ async def test_visibility_timeout_and_a_client_gone_mid_poll(gw: Gateway) -> Non
     assert time.monotonic() - started < VISIBILITY_S
     async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
         assert r.status == 204
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _until_serving(gw: Gateway, url: str, proc: Any, timeout: float = 30.0) -> None:
+    ctx = client_ssl_context(gw.pki_dir)
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the process exited"
+            try:
+                async with s.get(f"{url}/openapi.json") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"nothing served at {url} within {timeout} s")
+
+
+async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: Settings, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    # `hub gateway`: serves until SIGTERM, then exits 0
+    port = _free_port()
+    log = tmp_path / "gateway.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "gateway", "--port", str(port)],
+            env=settings.to_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        await _until_serving(gw, f"https://127.0.0.1:{port}", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()
+
+    # `hub run --gateway`: the workers and the gateway under one supervisor; a submission over it is answered
+    city = "city-220100-oa"
+    c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[city], city, tmp_path)
+    gw.certs[city] = (c, k)
+    port = _free_port()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "run", "--workers", "1", "--gateway", "--gateway-port", str(port)],
+            env=settings.to_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        url = f"https://127.0.0.1:{port}"
+        await _until_serving(gw, url, proc)
+        ctx = client_ssl_context(gw.pki_dir, c, k)
+        async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+            status, headers, body = await post(s, signed(gw, city, [Recipient.to(DEHUI)]))
+        assert status == 202, body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
