@@ -319,7 +319,7 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
         await _until_serving(gw, url, proc)
         ctx = client_ssl_context(gw.pki_dir, c, k)
         async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=ctx)) as s:
-            status, headers, body = await post(s, signed(gw, city, [Recipient.to(DEHUI)]))
+            status, _headers, body = await post(s, signed(gw, city, [Recipient.to(DEHUI)]))
         assert status == 202, body
     finally:
         proc.send_signal(signal.SIGTERM)
