@@ -324,3 +324,51 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
+
+
+async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
+    """A second gateway on the same hub with short timeouts and tight limits."""
+    config = GatewaySettings.for_state(
+        settings.state_dir, port=0, header_timeout_s=1.0, body_timeout_s=1.0, default_rate=2.0, default_concurrency=1
+    )
+    runner = await start_gateway(settings, config)
+    try:
+        port = runner.addresses[0][1]
+        cert, key = gw.certs[SENDER]
+        ctx = client_ssl_context(gw.pki_dir, cert, key)
+
+        # headers that never end: the connection is closed after the header timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        writer.write(b"GET /v1/inbox HTTP/1.1\r\nHost: 127.0")
+        await writer.drain()
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        assert time.monotonic() - started < 3
+        writer.close()
+
+        # a body that never arrives: 408 after the body timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\n"
+            b"Content-Length: 1000\r\n\r\n<env:Envelope"
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"GATEWAY_READ_TIMEOUT" in head, head
+        writer.close()
+
+        # the rate (2 a second, a burst of 2) and the cap (1 at once), per system
+        async with aiohttp.ClientSession(f"https://127.0.0.1:{port}", connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+            poll = asyncio.create_task(s.get("/v1/inbox", params={"wait": "2"}))
+            await asyncio.sleep(0.3)
+            async with s.get("/v1/inbox") as r:
+                assert r.status == 429 and r.headers["X-Hub-Code"] == "GATEWAY_CONCURRENCY"
+                assert r.headers["Retry-After"] == "1"
+            async with s.get("/v1/inbox") as r:
+                assert r.status == 429 and r.headers["X-Hub-Code"] == "GATEWAY_RATE_LIMITED"
+                assert int(r.headers["Retry-After"]) >= 1 and (await r.json())["title"] == "请求频率超过该系统的上限"
+            (await poll).release()
+    finally:
+        await runner.cleanup()
