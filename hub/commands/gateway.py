@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from hub.gateway.config import GatewaySettings
 
 __all__ = ["gateway_settings", "register"]
 
@@ -20,10 +24,10 @@ def add_gateway_arguments(p: argparse.ArgumentParser, *, prefix: str = "") -> No
     p.add_argument(f"--{prefix}key", type=Path, default=None, help="its key (default <state>/pki/gateway/server.key)")
 
 
-def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: str = "") -> object:
+def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: str = "") -> GatewaySettings:
     from hub.gateway.config import GatewaySettings
 
-    def arg(name: str) -> object:
+    def arg(name: str) -> Any:
         return getattr(args, prefix.replace("-", "_") + name, None)
 
     return GatewaySettings.for_state(
@@ -36,7 +40,7 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from hub.gateway.server import run_gateway
 
     logs.setup()
-    run_gateway(settings, gateway_settings(args, settings))  # type: ignore[arg-type]
+    run_gateway(settings, gateway_settings(args, settings))
     return 0
 
 

@@ -143,6 +143,11 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         status = status_for_code(exc.code)
         log.warning("gateway request failed: %s", exc.describe())
         return error_response(status, exc.code, exc.detail, retry_after=5 if status == 503 else None)
+    except (ConnectionError, asyncio.CancelledError):
+        raise  # the client went away
+    except Exception as exc:  # a bug: one JSON 500 with a stable code, the traceback in the log only
+        log.exception("gateway request failed (%s)", type(exc).__name__)
+        return error_response(500, "INTERNAL", f"the gateway failed ({type(exc).__name__})")
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -318,7 +323,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 while True:
                     await asyncio.sleep(gw.directory_refresh_s)
                     try:
-                        identifier.directory = await repository.load()
+                        directory = await repository.load()
+                        known = {s.id for s in identifier.directory.systems()}
+                        if {s.id for s in directory.systems()} - known:  # new systems: their queues first
+                            await transport.declare_topology(s.id for s in directory.systems())
+                        identifier.directory = directory
                     except HubError as exc:
                         log.warning("could not read the directory again: %s", exc.describe())
 

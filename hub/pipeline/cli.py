@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub.errors import HubError
+from hub.errors import ConfigError, HubError
 from hub.settings import Settings
 
 # ---------------------------------------------------------------------------------------------------- run
@@ -41,7 +41,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from hub.pipeline.supervisor import default_workers
 
     n = args.workers or default_workers(settings)
-    target = WithGateway(n, gateway_settings(args, settings, prefix="gateway-"))  # type: ignore[arg-type]
+    gateway = gateway_settings(args, settings, prefix="gateway-")
+    for f in (gateway.cert_file, gateway.key_file):
+        if not f.is_file():
+            raise ConfigError(f"hub run --gateway needs the gateway's server certificate and key: no {f}")
+    target = WithGateway(n, gateway)
     return Supervisor(settings, target, workers=n + 1).run()
 
 
