@@ -37,6 +37,9 @@ def _write(out: Path, name: str, cert: x509.Certificate, issuer: x509.Certificat
 
 def _builder(subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate, days: int):
     now = dt.datetime.now(dt.UTC)
+    if days < 0:  # an expired certificate: valid for a day, ``-days`` days ago
+        now += dt.timedelta(days=days - 1)
+        days = 1
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return (
         x509.CertificateBuilder()
@@ -103,7 +106,8 @@ def server_certificate(
 def client_certificate(
     pki_dir: Path, passphrase: str, agency: str, system: str, out: Path, *, days: int = 30, client_auth: bool = True
 ) -> tuple[Path, Path, int]:
-    """A TLS client certificate of ``system`` (subject: agency code + system id; clientAuth): (cert, key, serial)."""
+    """A TLS client certificate of ``system`` (subject: agency code + system id; clientAuth): (cert, key, serial).
+    ``days`` < 0: one that expired that many days ago."""
     issuer, issuer_key = pki.load_ca(pki_dir, passphrase)
     key = ec.generate_private_key(ec.SECP256R1())
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client_auth else [pki.DOCUMENT_SIGNING]

@@ -372,3 +372,21 @@ async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
             (await poll).release()
     finally:
         await runner.cleanup()
+
+
+async def test_expired_and_foreign_certificates_fail_the_handshake(
+    gw: Gateway, settings: Settings, tmp_path: Path
+) -> None:
+    from hub.trust import pki
+
+    c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[SENDER], SENDER, tmp_path, days=-2)
+    gw.certs["expired"] = (c, k)
+    # a CA of its own, not the hub's
+    foreign = tmp_path / "foreign"
+    pki.init_ca(foreign, "foreign-passphrase", hub_agency=SYSTEMS[SENDER])
+    c, k, _ = client_certificate(foreign, "foreign-passphrase", SYSTEMS[SENDER], SENDER, tmp_path)
+    gw.certs["foreign"] = (c, k)
+    for who in ("expired", "foreign"):
+        with pytest.raises(aiohttp.ClientError):
+            async with gw.session(who).get("/v1/inbox") as r:
+                await r.read()

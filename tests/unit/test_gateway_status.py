@@ -96,3 +96,26 @@ def test_openapi_document() -> None:
     submit = doc["paths"]["/v1/messages"]["post"]["responses"]
     assert {"202", "400", "401", "403", "409", "413", "415", "429", "503"} <= set(submit)
     json.dumps(doc)
+
+
+def test_the_lane_and_id_of_a_submission() -> None:
+    import re
+
+    from lxml import etree
+
+    from hub.envelope import Envelope, parse, to_bytes
+    from hub.gateway.app import _route_of
+    from hub.settings import PROJECT_ROOT
+
+    sample = PROJECT_ROOT / "schemas/services/document.official/1/samples/valid/typical-notice.xml"
+    root = parse(sample.read_bytes())
+    env = Envelope.from_tree(root)
+    mid, lane, _ = _route_of(to_bytes(root), 1 << 20)
+    assert (mid, lane) == (env.message_id, "normal")
+    root.find(".//{urn:forestry-hub:envelope:1}Urgency").text = "特急"
+    mid, lane, priority = _route_of(etree.tostring(root), 1 << 20)
+    assert (mid, lane) == (env.message_id, "emergency") and priority > 0
+
+    mid, lane, priority = _route_of(b"not xml", 1000)
+    assert (lane, priority) == ("normal", 0) and re.fullmatch(r"[0-9a-f-]{36}", mid)
+    assert _route_of(b"not xml", 1000)[0] != mid  # a fresh id each time
