@@ -223,13 +223,15 @@ async def submit(request: web.Request) -> web.StreamResponse:
             async with asyncio.timeout(gw.answer_timeout_s):
                 got = await answer
         except TimeoutError:
-            raise Refused(
+            resp = error_response(
                 503,
                 "GATEWAY_TIMEOUT",
-                f"the hub did not answer about {message_id} within {gw.answer_timeout_s:g} s; "
-                "ask GET /v1/messages/{id} later",
+                f"the hub did not answer about {message_id} within {gw.answer_timeout_s:g} s; its answer comes to "
+                "GET /v1/inbox, its state is at GET /v1/messages/{id}",
                 retry_after=5,
-            ) from None
+            )
+            resp.headers["X-Hub-Message-Id"] = message_id
+            return resp
     finally:
         mailbox.forget(system, message_id, answer)
     return _answer_response(got, message_id, max_bytes)

@@ -390,3 +390,35 @@ async def test_expired_and_foreign_certificates_fail_the_handshake(
         with pytest.raises(aiohttp.ClientError):
             async with gw.session(who).get("/v1/inbox") as r:
                 await r.read()
+
+
+async def test_no_answer_in_time_and_the_late_answer_in_the_inbox(
+    gw: Gateway, settings: Settings, tmp_path: Path
+) -> None:
+    prov = "prov-220000-oa"  # a system no other gateway of this module consumes for
+    c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[prov], prov, tmp_path)
+    runner = await start_gateway(settings, GatewaySettings.for_state(settings.state_dir, port=0, answer_timeout_s=1.0))
+    ctx = client_ssl_context(gw.pki_dir, c, k)
+    try:
+        async with aiohttp.ClientSession(
+            f"https://127.0.0.1:{runner.addresses[0][1]}", connector=aiohttp.TCPConnector(ssl=ctx)
+        ) as s:
+            await gw.hub.stop_worker()  # the hub is slow: nothing answers within the gateway's answer timeout
+            try:
+                status, headers, _ = await post(s, signed(gw, prov, [Recipient.to(SYSTEMS["city-220100-oa"])]))
+            finally:
+                await gw.hub.start_worker()
+            assert (status, headers["X-Hub-Code"]) == (503, "GATEWAY_TIMEOUT") and headers["Retry-After"] == "5"
+            mid = headers["X-Hub-Message-Id"]
+            # the answer comes later; nobody waits for it any more: it is an inbox item
+            async with s.get("/v1/inbox", params={"wait": "15"}) as r:
+                assert r.status == 200 and r.headers["X-Hub-Kind"] == "receipt"
+                receipt = gw.hub.inbox(prov).open(await r.read())
+                tag = r.headers["X-Hub-Delivery-Tag"]
+            assert receipt.ref_to == mid
+            async with s.post(f"/v1/inbox/{tag}/ack") as r:
+                assert r.status == 204
+            async with s.get(f"/v1/messages/{mid}") as r:
+                assert r.status == 200 and (await r.json())["state"] == "accepted"
+    finally:
+        await runner.cleanup()
