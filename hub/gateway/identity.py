@@ -83,6 +83,7 @@ class Identifier:
         self.directory = directory
         self._cache: OrderedDict[bytes, _Parsed] = OrderedDict()
         self._cache_size = cache_size
+        self._issuers: dict[bytes, tuple[int, x509.Certificate | None]] = {}
 
     def identify(self, der: bytes | None, now: dt.datetime | None = None) -> ClientIdentity:
         """The caller of a request whose TLS peer certificate is ``der`` (None: none was presented), or ``Refused``."""
@@ -102,7 +103,7 @@ class Identifier:
             self._cache.move_to_end(der)
         if not parsed.client_auth:
             raise Refused(403, "CERT_USAGE", "the client certificate does not allow TLS client authentication")
-        self._check_revocation(parsed.cert, now or dt.datetime.now(dt.UTC))
+        self._check_revocation(der, parsed.cert, now or dt.datetime.now(dt.UTC))
         try:
             system = self.directory.system(parsed.system)
         except HubError:
@@ -115,11 +116,23 @@ class Identifier:
             )
         return ClientIdentity(parsed.agency, parsed.system, serial_hex(parsed.cert.serial_number), parsed.fingerprint)
 
-    def _check_revocation(self, cert: x509.Certificate, now: dt.datetime) -> None:
+    def _issuer_of(self, der: bytes, cert: x509.Certificate) -> x509.Certificate | None:
+        """The issuing CA that signed ``cert`` (a signature check, cached per certificate and trust store load)."""
+        store = self.store
+        cached = self._issuers.get(der)
+        if cached is not None and cached[0] == store.generation:
+            return cached[1]
+        issuer = next((ca for ca in store.issuing if _issued_by(cert, ca)), None)
+        self._issuers[der] = (store.generation, issuer)
+        if len(self._issuers) > self._cache_size:
+            self._issuers.pop(next(iter(self._issuers)))
+        return issuer
+
+    def _check_revocation(self, der: bytes, cert: x509.Certificate, now: dt.datetime) -> None:
         """The leaf against its issuing CA's CRL, the issuing CA against the root's: the verifier's data and rules."""
         store = self.store
         store.refresh_if_due()
-        issuer = next((ca for ca in store.issuing if _issued_by(cert, ca)), None)
+        issuer = self._issuer_of(der, cert)
         if issuer is None:
             raise Refused(403, "CERT_UNTRUSTED", "the client certificate was not issued by a current hub issuing CA")
         for subject, ca in ((issuer, store.root), (cert, issuer)):
