@@ -84,7 +84,7 @@ def error_response(status: int, code: str, detail: str, *, retry_after: int | No
         headers["Retry-After"] = str(retry_after)
     body = json.dumps({"code": code, "title": title_of(code), "detail": detail}, ensure_ascii=False)
     resp = web.Response(status=status, text=body, content_type="application/json", headers=headers)
-    if status in (408, 413):
+    if status in (408, 413, 417):
         resp.force_close()  # the rest of the body was not read
     return resp
 
@@ -237,6 +237,21 @@ async def submit(request: web.Request) -> web.StreamResponse:
     return _answer_response(got, message_id, max_bytes)
 
 
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` on POST /v1/messages: a body over the limit is refused before the client sends it."""
+    max_bytes = request.app[SETTINGS].max_message_bytes
+    if request.content_length is not None and request.content_length > max_bytes:
+        return error_response(
+            413, "ENV_TOO_LARGE", f"the message ({request.content_length} bytes) is over {max_bytes} bytes"
+        )
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(417, "GATEWAY_BAD_REQUEST", "the only expectation understood is 100-continue")
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    return None
+
+
 async def poll(request: web.Request) -> web.StreamResponse:
     """GET /v1/inbox?wait=N: the system's next delivery (or answer nobody waited for), or 204 after the wait."""
     identity = request[IDENTITY]
@@ -353,7 +368,7 @@ def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app[GATEWAY_SETTINGS] = gateway
     app.cleanup_ctx.append(_resources)
-    app.router.add_post("/v1/messages", submit)
+    app.router.add_post("/v1/messages", submit, expect_handler=_expect)
     app.router.add_get("/v1/messages/{id}", message_state)
     app.router.add_get("/v1/inbox", poll)
     app.router.add_post("/v1/inbox/{tag}/ack", ack)

@@ -218,6 +218,23 @@ async def test_too_large_is_refused_before_the_body_is_read(gw: Gateway, setting
     assert b"ENV_TOO_LARGE" in rest and time.monotonic() - started < 2
     writer.close()
 
+    # a client that asks first (Expect: 100-continue, as curl does) is told 413 instead of "continue"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    for length, expected in ((size, b"HTTP/1.1 413"), (10, b"HTTP/1.1 100 Continue")):
+        writer.write(
+            f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {length}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(expected), head
+        if expected.endswith(b"413"):
+            await reader.read()
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    writer.close()
+
 
 async def test_visibility_timeout_and_a_client_gone_mid_poll(gw: Gateway) -> None:
     sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
