@@ -231,10 +231,22 @@ async def submit(request: web.Request) -> web.StreamResponse:
                 retry_after=5,
             )
             resp.headers["X-Hub-Message-Id"] = message_id
+            log.warning("gateway submission not answered in time", extra={"message_id": message_id, "sender": system})
             return resp
     finally:
         mailbox.forget(system, message_id, answer)
-    return _answer_response(got, message_id, max_bytes)
+    resp = _answer_response(got, message_id, max_bytes)
+    log.info(
+        "gateway submission",
+        extra={
+            "message_id": message_id,
+            "sender": system,
+            "lane": lane,
+            "status": resp.status,
+            "code": resp.headers.get("X-Hub-Code") or resp.headers.get("X-Hub-Outcome"),
+        },
+    )
+    return resp
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
