@@ -381,10 +381,11 @@ def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     app[GATEWAY_SETTINGS] = gateway
     app.cleanup_ctx.append(_resources)
     app.router.add_post("/v1/messages", submit, expect_handler=_expect)
-    app.router.add_get("/v1/messages/{id}", message_state)
-    app.router.add_get("/v1/inbox", poll)
+    # No implicit HEAD: a HEAD poll would hand out a delivery whose tag the client never sees.
+    app.router.add_get("/v1/messages/{id}", message_state, allow_head=False)
+    app.router.add_get("/v1/inbox", poll, allow_head=False)
     app.router.add_post("/v1/inbox/{tag}/ack", ack)
-    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/openapi.json", openapi, allow_head=False)
     return app
 
 

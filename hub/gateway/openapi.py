@@ -78,6 +78,7 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
             xml=True,
         ),
         "415": _refusal("the body is not application/xml (GATEWAY_MEDIA_TYPE)"),
+        "417": _refusal("an Expect header other than 100-continue (GATEWAY_BAD_REQUEST)"),
         "429": {"$ref": f"{_REF}/responses/RateLimited"},
         "500": _refusal("the hub failed to examine the message (INTERNAL, signed hub.error)", xml=True),
         "503": _refusal(

@@ -177,6 +177,8 @@ async def test_refused_by_the_gateway(gw: Gateway, settings: Settings, tmp_path:
         assert r.status == 415
     async with gw.session(SENDER).get("/v1/inbox", params={"wait": "31"}) as r:
         assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST"
+    async with gw.session(SENDER).head("/v1/inbox") as r:  # a HEAD poll would hand out a delivery unseen
+        assert r.status == 405 and r.headers["X-Hub-Code"] == "GATEWAY_METHOD" and r.headers["Allow"] == "GET"
     # the document is public
     async with gw.session(None).get("/openapi.json") as r:
         assert r.status == 200 and (await r.json())["openapi"] == "3.1.0"
