@@ -31,21 +31,25 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             # of workers failing and being restarted (STORE_FOREIGN_INSTALLATION).
             await check_installation(settings, conn)
 
+    target: Any = None
+    n = args.workers
+    if getattr(args, "gateway", False):
+        # The gateway as one more supervised process beside the workers (restarted when it dies, SIGTERM with
+        # them); its server certificate is checked before anything else is touched.
+        from hub.commands.gateway import gateway_settings
+        from hub.gateway.server import WithGateway
+        from hub.pipeline.supervisor import default_workers
+
+        n = args.workers or default_workers(settings)
+        gateway = gateway_settings(args, settings, prefix="gateway-")
+        for f in (gateway.cert_file, gateway.key_file):
+            if not f.is_file():
+                raise ConfigError(f"hub run --gateway needs the gateway's server certificate and key: no {f}")
+        target = WithGateway(n, gateway)
     logs.setup()
     asyncio.run(prepare())
-    if not getattr(args, "gateway", False):
+    if target is None:
         return Supervisor(settings, worker_main, workers=args.workers).run()
-    # The gateway as one more supervised process beside the workers (restarted when it dies, SIGTERM with them).
-    from hub.commands.gateway import gateway_settings
-    from hub.gateway.server import WithGateway
-    from hub.pipeline.supervisor import default_workers
-
-    n = args.workers or default_workers(settings)
-    gateway = gateway_settings(args, settings, prefix="gateway-")
-    for f in (gateway.cert_file, gateway.key_file):
-        if not f.is_file():
-            raise ConfigError(f"hub run --gateway needs the gateway's server certificate and key: no {f}")
-    target = WithGateway(n, gateway)
     return Supervisor(settings, target, workers=n + 1).run()
 
 

@@ -119,3 +119,15 @@ def test_the_lane_and_id_of_a_submission() -> None:
     mid, lane, priority = _route_of(b"not xml", 1000)
     assert (lane, priority) == ("normal", 0) and re.fullmatch(r"[0-9a-f-]{36}", mid)
     assert _route_of(b"not xml", 1000)[0] != mid  # a fresh id each time
+
+
+def test_hub_run_gateway_without_a_server_certificate_touches_nothing(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import main
+
+    monkeypatch.setenv("HUB_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("HUB_PG_DSN", "postgresql://nobody@127.0.0.1:1/none")  # never reached
+    assert main(["run", "--gateway", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "CONFIG" in err and str(tmp_path / "pki" / "gateway" / "server.pem") in err
