@@ -14,6 +14,11 @@ Rooms: ``app`` (handlers, middleware, lifetime), ``mailbox`` (each system's queu
 ``identity`` (certificate → directory system, revocation), ``limits`` (rate, concurrency), ``status`` (codes →
 HTTP statuses), ``openapi`` (the document at /openapi.json), ``tls``, ``config``, ``server`` (processes).
 aiohttp is imported here and in ``monitoring/`` only.
+
+One gateway process per installation, and a system takes part over HTTPS or over AMQP, not both: the hub answers on
+the system's queue, and whoever consumes that queue gets the answer (a second consumer — another gateway, the
+system's own AMQP client — could take the answer a POST waits for: that POST then ends in 503 ``GATEWAY_TIMEOUT`` and
+the answer is an inbox item there).
 """
 
 from hub.gateway.app import GATEWAY_SETTINGS, IDENTITY, SETTINGS, STATE, GatewayState, create_app, start_gateway
