@@ -13,6 +13,10 @@ prefetch ``prefetch``). A delivery is
 The consumer's handler keeps each batch open until every item of it is settled (``Consumer`` requeues what a handler
 leaves unsettled), so the consumer runs as many batches at once as its prefetch allows. On ``close`` every item still
 held goes back to the queue.
+
+Known limit: the prefetch window is shared by answers and inbox items. A system that submits but never drains its
+inbox fills the window with unacknowledged deliveries; the answers to its next submissions then stay in the queue
+behind them, the submissions end in 503 ``GATEWAY_TIMEOUT``, and the answers arrive as inbox items once it polls.
 """
 
 from __future__ import annotations
