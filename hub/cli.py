@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "hub.pipeline.cli",
     "hub.backup",
     "hub.commands.adapter",
+    "hub.commands.gateway",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]

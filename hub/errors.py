@@ -141,6 +141,17 @@ CODES: dict[str, str] = {
     "STORE_NO_DATABASE": "数据库不存在",
     "STORE_NO_CA": "数据库中没有本证书中心的登记",
     "BACKUP_FAILED": "备份或恢复失败",
+    # the HTTPS gateway (hub/gateway): refusals before a message reaches the hub's one processor
+    "GATEWAY_NO_CERTIFICATE": "未提供客户端证书",
+    "GATEWAY_UNKNOWN_SYSTEM": "客户端证书对应的系统不在目录中",
+    "GATEWAY_RATE_LIMITED": "请求频率超过该系统的上限",
+    "GATEWAY_CONCURRENCY": "并发请求数超过该系统的上限",
+    "GATEWAY_TIMEOUT": "枢纽未在时限内答复",
+    "GATEWAY_READ_TIMEOUT": "读取请求体超时",
+    "GATEWAY_MEDIA_TYPE": "请求内容类型不是 application/xml",
+    "GATEWAY_BAD_REQUEST": "请求参数不合规",
+    "GATEWAY_NOT_FOUND": "请求的资源不存在",
+    "GATEWAY_METHOD": "该资源不支持此请求方法",
 }
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub.errors import HubError
+from hub.errors import ConfigError, HubError
 from hub.settings import Settings
 
 # ---------------------------------------------------------------------------------------------------- run
@@ -31,9 +31,26 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             # of workers failing and being restarted (STORE_FOREIGN_INSTALLATION).
             await check_installation(settings, conn)
 
+    target: Any = None
+    n = args.workers
+    if getattr(args, "gateway", False):
+        # The gateway as one more supervised process beside the workers (restarted when it dies, SIGTERM with
+        # them); its server certificate is checked before anything else is touched.
+        from hub.commands.gateway import gateway_settings
+        from hub.gateway.server import WithGateway
+        from hub.pipeline.supervisor import default_workers
+
+        n = args.workers or default_workers(settings)
+        gateway = gateway_settings(args, settings, prefix="gateway-")
+        for f in (gateway.cert_file, gateway.key_file):
+            if not f.is_file():
+                raise ConfigError(f"hub run --gateway needs the gateway's server certificate and key: no {f}")
+        target = WithGateway(n, gateway)
     logs.setup()
     asyncio.run(prepare())
-    return Supervisor(settings, worker_main, workers=args.workers).run()
+    if target is None:
+        return Supervisor(settings, worker_main, workers=args.workers).run()
+    return Supervisor(settings, target, workers=n + 1).run()
 
 
 # ---------------------------------------------------------------------------------------------------- send
@@ -282,6 +299,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("run", help="start the pipeline workers (启动枢纽)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: HUB_WORKERS or one per core)")
+    p.add_argument("--gateway", action="store_true", help="also serve the HTTPS gateway (hub gateway) as a process")
+    from hub.commands.gateway import add_gateway_arguments
+
+    add_gateway_arguments(p, prefix="gateway-")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("send", help="sign envelope files as a system and send them; print the hub's answers (发送)")

@@ -51,6 +51,7 @@ __all__ = [
     "record_batch",
     "record_rejection",
     "record_sent",
+    "sent_message_status",
     "update_delivery_state",
     "update_delivery_states",
 ]
@@ -429,6 +430,64 @@ async def delivery_state(executor: Any, message_id: str) -> list[DeliveryStatus]
             _uuid(message_id),
         )
     return [_status(r) for r in rows]
+
+
+_SENT_MESSAGE = """
+SELECT message_id, service, version, urgency, classification_label, state, error_code, received_at
+FROM messages WHERE message_id = $1 AND sender_system = $2
+"""
+_SENT_RECEIPTS = """
+SELECT receipt_id, kind, recipient_system, code, at FROM receipts WHERE message_id = $1 ORDER BY at, receipt_id
+"""
+
+
+async def sent_message_status(executor: Any, message_id: str, sender_system: str) -> dict[str, Any] | None:
+    """The state of a message ``sender_system`` sent, as JSON-ready values (times in ISO 8601): the message's state
+    and error code, each recipient's delivery (state, error code, when it reached each state) and the answers the
+    hub sent about it. None for an unknown id, an id that is not a UUID, or another system's message."""
+    try:
+        u = _uuid(message_id)
+    except ValueError:
+        return None
+    async with translated("reading a message's state"), transaction(executor) as conn:
+        row = await conn.fetchrow(_SENT_MESSAGE, u, sender_system)
+        if row is None:
+            return None
+        deliveries = await conn.fetch(
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE message_id = $1 ORDER BY recipient_system",  # noqa: S608
+            u,
+        )
+        receipts = await conn.fetch(_SENT_RECEIPTS, u)
+    return {
+        "message_id": str(row["message_id"]),
+        "service": f"{row['service']}/{row['version']}",
+        "urgency": row["urgency"],
+        "classification": row["classification_label"],
+        "state": row["state"],
+        "error_code": row["error_code"],
+        "received_at": row["received_at"].isoformat(),
+        "deliveries": [
+            {
+                "recipient_system": d.recipient_system,
+                "recipient_agency": d.recipient_agency,
+                "role": d.role,
+                "state": d.state,
+                "error_code": d.error_code,
+                "times": {k: v.isoformat() for k, v in d.times.items()},
+            }
+            for d in (_status(r) for r in deliveries)
+        ],
+        "receipts": [
+            {
+                "receipt_id": str(r["receipt_id"]),
+                "kind": r["kind"],
+                "recipient_system": r["recipient_system"],
+                "code": r["code"],
+                "at": r["at"].isoformat(),
+            }
+            for r in receipts
+        ],
+    }
 
 
 _RANK_ARRAY = "ARRAY[" + ", ".join(f"'{s}'" for s, _ in sorted(DELIVERY_RANK.items(), key=lambda kv: kv[1])) + "]"

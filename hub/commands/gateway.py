@@ -1,0 +1,53 @@
+"""``hub gateway [--host H] [--port P]``: serve the HTTPS gateway (hub/gateway) in this process until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from hub.gateway.config import GatewaySettings
+
+__all__ = ["gateway_settings", "register"]
+
+
+def add_gateway_arguments(p: argparse.ArgumentParser, *, prefix: str = "") -> None:
+    """--host, --port, --cert, --key (``prefix``: ``gateway-`` under ``hub run``)."""
+    p.add_argument(f"--{prefix}host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument(f"--{prefix}port", type=int, default=None, help="port (default 8443)")
+    p.add_argument(
+        f"--{prefix}cert", type=Path, default=None, help="server certificate (<state>/pki/gateway/server.pem)"
+    )
+    p.add_argument(f"--{prefix}key", type=Path, default=None, help="its key (default <state>/pki/gateway/server.key)")
+
+
+def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: str = "") -> GatewaySettings:
+    from hub.gateway.config import GatewaySettings
+
+    def arg(name: str) -> Any:
+        return getattr(args, prefix.replace("-", "_") + name, None)
+
+    return GatewaySettings.for_state(
+        settings.state_dir, host=arg("host"), port=arg("port"), cert_file=arg("cert"), key_file=arg("key")
+    )
+
+
+def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from hub import logs
+    from hub.gateway.server import run_gateway
+
+    logs.setup()
+    run_gateway(settings, gateway_settings(args, settings))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "gateway",
+        help="serve the HTTPS gateway: signed XML over HTTPS with client certificates of the hub CA (HTTPS 网关)",
+    )
+    add_gateway_arguments(p)
+    p.set_defaults(handler=cmd_gateway)

@@ -1,0 +1,418 @@
+"""The gateway's aiohttp application: endpoints, the identity-and-limits middleware, the resources' lifetime.
+
+``create_app(settings, gateway)`` builds the ``web.Application``; its ``cleanup_ctx`` connects PostgreSQL (the
+directory, message states), RabbitMQ (the gateway's own connection as the hub's AMQP user: publishing to ``<ns>.in``
+and the mailbox consumers) and loads the trust store; ``start_gateway`` serves it over TLS (``tls.server_ssl_context``)
+and returns the running ``web.AppRunner``.
+
+Submissions go through the hub's one processor: the gateway publishes the body unchanged to the inbound exchange on
+the lane the envelope names, as the hub's AMQP user with ``x-hub-origin-user = Names.user(<certificate's system>)``
+(``Incoming.publisher`` trusts that header only on the hub user's own publishes), so the worker examines it exactly
+as an AMQP submission by that system — including ``CERT_SIGNER_MISMATCH`` when the certificate's system is not the
+signed sender — and answers on the system's queue, where the mailbox hands the answer to the waiting request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from hub.errors import HubError, title_of
+from hub.gateway.config import MAX_POLL_S, GatewaySettings
+from hub.gateway.identity import ClientIdentity, Identifier, Refused
+from hub.gateway.limits import Limits, limits_of
+from hub.gateway.mailbox import Answer, Mailbox
+from hub.gateway.status import status_for_code, status_for_receipt
+from hub.settings import Settings
+
+__all__ = [
+    "GATEWAY_SETTINGS",
+    "IDENTITY",
+    "SETTINGS",
+    "STATE",
+    "GatewayState",
+    "create_app",
+    "start_gateway",
+]
+
+log = logging.getLogger("hub.gateway")
+
+#: The hub's settings, the gateway's settings, the connected resources (set by the cleanup context).
+SETTINGS = web.AppKey("settings", Settings)
+GATEWAY_SETTINGS = web.AppKey("gateway_settings", GatewaySettings)
+#: The calling system of a request (set by the middleware).
+IDENTITY = web.RequestKey("identity", ClientIdentity)
+
+XML = "application/xml"
+_XML_TYPES = frozenset({"application/xml", "text/xml"})
+#: A message id the hub can answer about: the envelope XSD's UUID form (anything else gets a fresh one).
+_MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: Paths served without a client certificate.
+_PUBLIC = frozenset({"/openapi.json"})
+
+
+@dataclass(slots=True)
+class GatewayState:
+    """What the handlers use, connected once per application."""
+
+    transport: Any
+    pool: Any
+    mailbox: Mailbox
+    identifier: Identifier
+    limits: Limits
+
+
+STATE = web.AppKey("gateway_state", GatewayState)
+
+
+# ------------------------------------------------------------------------------------------------ responses
+
+
+def error_response(status: int, code: str, detail: str, *, retry_after: int | None = None) -> web.Response:
+    """A JSON refusal ``{code, title, detail}`` with ``X-Hub-Code`` (and ``Retry-After``)."""
+    headers = {"X-Hub-Code": code}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    body = json.dumps({"code": code, "title": title_of(code), "detail": detail}, ensure_ascii=False)
+    resp = web.Response(status=status, text=body, content_type="application/json", headers=headers)
+    if status in (408, 413, 417):
+        resp.force_close()  # the rest of the body was not read
+    return resp
+
+
+def _answer_response(answer: Answer, message_id: str, max_bytes: int) -> web.Response:
+    """The hub's signed answer, verbatim, with the status its outcome or code maps to."""
+    from hub.envelope import Envelope, parse
+    from hub.pipeline.client import read_reply
+
+    headers = {"X-Hub-Message-Id": message_id}
+    try:
+        reply = read_reply(Envelope.from_tree(parse(answer.body, max_bytes=max_bytes)))
+    except (HubError, ValueError, IndexError):
+        reply = None
+    if reply is None:  # pragma: no cover - the hub's own answers always parse
+        status = 202 if answer.kind == "receipt" else 500
+    elif reply.kind == "receipt":
+        status = status_for_receipt(reply.outcome)
+        headers["X-Hub-Outcome"] = reply.outcome
+        if reply.outcome == "duplicate":
+            headers["X-Hub-Code"] = "MSG_DUPLICATE"
+    else:
+        status = status_for_code(reply.outcome)
+        headers["X-Hub-Code"] = reply.outcome
+    return web.Response(status=status, body=answer.body, content_type=XML, headers=headers)
+
+
+# ------------------------------------------------------------------------------------------------ middleware
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    """Every refusal as JSON; for /v1: the client certificate's system, then its rate and concurrency limits."""
+    try:
+        if request.path in _PUBLIC:
+            return await handler(request)
+        state = request.app[STATE]
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        identity = state.identifier.identify(der)
+        request[IDENTITY] = identity
+        with state.limits.admit(identity.system):
+            return await handler(request)
+    except Refused as exc:
+        return error_response(exc.status, exc.code, exc.detail, retry_after=exc.retry_after)
+    except web.HTTPException as exc:
+        if exc.status == 405:
+            resp = error_response(405, "GATEWAY_METHOD", f"{request.method} is not allowed on {request.path}")
+            if "Allow" in exc.headers:
+                resp.headers["Allow"] = exc.headers["Allow"]
+            return resp
+        if exc.status == 404:
+            return error_response(404, "GATEWAY_NOT_FOUND", f"nothing is served at {request.path}")
+        return error_response(exc.status, "GATEWAY_BAD_REQUEST", exc.reason)
+    except HubError as exc:
+        status = status_for_code(exc.code)
+        log.warning("gateway request failed: %s", exc.describe())
+        return error_response(status, exc.code, exc.detail, retry_after=5 if status == 503 else None)
+    except (ConnectionError, asyncio.CancelledError):
+        raise  # the client went away
+    except Exception as exc:  # a bug: one JSON 500 with a stable code, the traceback in the log only
+        log.exception("gateway request failed (%s)", type(exc).__name__)
+        return error_response(500, "INTERNAL", f"the gateway failed ({type(exc).__name__})")
+
+
+# ------------------------------------------------------------------------------------------------ handlers
+
+
+async def _read_body(request: web.Request, max_bytes: int, timeout: float) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > max_bytes:
+                    raise Refused(413, "ENV_TOO_LARGE", f"the message is larger than {max_bytes} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refused(408, "GATEWAY_READ_TIMEOUT", f"the request body did not arrive within {timeout:g} s") from None
+    return b"".join(chunks)
+
+
+def _route_of(data: bytes, max_bytes: int) -> tuple[str, str, int]:
+    """(message id, lane, priority) as the envelope names them; a body that does not parse still goes to the hub
+    (the processor refuses it with its code and a signed error), on the normal lane under a fresh id."""
+    from hub.envelope import Envelope, parse
+    from hub.transport.names import lane_for, priority_for
+
+    try:
+        env = Envelope.from_tree(parse(data, max_bytes=max_bytes))
+        if _MESSAGE_ID.fullmatch(env.message_id):
+            return env.message_id, lane_for(env.service, env.urgency), priority_for(env.urgency)
+    except Exception:  # noqa: S110 - anything unreadable is the processor's to refuse, with its code
+        pass
+    return str(uuid.uuid4()), "normal", 0
+
+
+async def submit(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages: one signed envelope in, the hub's signed receipt or error out."""
+    from hub.transport.names import ORIGIN_USER_HEADER
+    from hub.transport.topology import Outgoing
+
+    identity = request[IDENTITY]
+    state = request.app[STATE]
+    settings, gw = request.app[SETTINGS], request.app[GATEWAY_SETTINGS]
+    if request.content_type not in _XML_TYPES:
+        raise Refused(415, "GATEWAY_MEDIA_TYPE", f"send the envelope as {XML}, not {request.content_type}")
+    max_bytes = settings.max_message_bytes
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise Refused(413, "ENV_TOO_LARGE", f"the message ({request.content_length} bytes) is over {max_bytes} bytes")
+    data = await _read_body(request, max_bytes, gw.body_timeout_s)
+    message_id, lane, priority = _route_of(data, max_bytes)
+    mailbox, transport = state.mailbox, state.transport
+    system = identity.system
+    await mailbox.open(system)
+    answer = mailbox.expect(system, message_id)
+    try:
+        await transport.publish_many(
+            [
+                Outgoing(
+                    exchange=transport.names.inbound_exchange,
+                    routing_key=lane,
+                    body=data,
+                    headers={ORIGIN_USER_HEADER: transport.names.user(system)},
+                    priority=priority,
+                    message_id=message_id,
+                    user_id=transport.user,
+                )
+            ]
+        )
+        try:
+            async with asyncio.timeout(gw.answer_timeout_s):
+                got = await answer
+        except TimeoutError:
+            resp = error_response(
+                503,
+                "GATEWAY_TIMEOUT",
+                f"the hub did not answer about {message_id} within {gw.answer_timeout_s:g} s; its answer comes to "
+                "GET /v1/inbox, its state is at GET /v1/messages/{id}",
+                retry_after=5,
+            )
+            resp.headers["X-Hub-Message-Id"] = message_id
+            log.warning("gateway submission not answered in time", extra={"message_id": message_id, "sender": system})
+            return resp
+    finally:
+        mailbox.forget(system, message_id, answer)
+    resp = _answer_response(got, message_id, max_bytes)
+    log.info(
+        "gateway submission",
+        extra={
+            "message_id": message_id,
+            "sender": system,
+            "lane": lane,
+            "status": resp.status,
+            "code": resp.headers.get("X-Hub-Code") or resp.headers.get("X-Hub-Outcome"),
+        },
+    )
+    return resp
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` on POST /v1/messages: a body over the limit is refused before the client sends it."""
+    max_bytes = request.app[SETTINGS].max_message_bytes
+    if request.content_length is not None and request.content_length > max_bytes:
+        return error_response(
+            413, "ENV_TOO_LARGE", f"the message ({request.content_length} bytes) is over {max_bytes} bytes"
+        )
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(417, "GATEWAY_BAD_REQUEST", "the only expectation understood is 100-continue")
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    return None
+
+
+async def poll(request: web.Request) -> web.StreamResponse:
+    """GET /v1/inbox?wait=N: the system's next delivery (or answer nobody waited for), or 204 after the wait."""
+    identity = request[IDENTITY]
+    raw = request.query.get("wait", "0")
+    if not raw.isdigit() or int(raw) > MAX_POLL_S:
+        raise Refused(400, "GATEWAY_BAD_REQUEST", f"wait must be a whole number of seconds from 0 to {MAX_POLL_S}")
+    mailbox = request.app[STATE].mailbox
+    item = await mailbox.next_item(identity.system, float(raw))
+    if item is None:
+        return web.Response(status=204)
+    token = item.token
+    try:
+        if request.transport is None or request.transport.is_closing():
+            raise ConnectionResetError("the client went away")
+        headers = {
+            "X-Hub-Delivery-Tag": token,
+            "X-Hub-Message-Id": item.message_id,
+            "X-Hub-Kind": str((item.msg.headers or {}).get("x-hub-kind", "delivery")),
+        }
+        resp = web.Response(status=200, body=item.body, content_type=XML, headers=headers)
+        await resp.prepare(request)
+        await resp.write_eof()
+    except BaseException:
+        mailbox.release(identity.system, token)  # the response could not be written: the item goes back at once
+        raise
+    return resp
+
+
+async def ack(request: web.Request) -> web.StreamResponse:
+    """POST /v1/inbox/{tag}/ack."""
+    identity = request[IDENTITY]
+    if not await request.app[STATE].mailbox.ack(identity.system, request.match_info["tag"]):
+        raise Refused(404, "GATEWAY_NOT_FOUND", "no unacknowledged delivery with this tag (it may have gone back)")
+    return web.Response(status=204)
+
+
+async def message_state(request: web.Request) -> web.StreamResponse:
+    """GET /v1/messages/{id}: the state of a message the calling system sent."""
+    from hub.store.messages import sent_message_status
+
+    identity = request[IDENTITY]
+    found = await sent_message_status(request.app[STATE].pool, request.match_info["id"], identity.system)
+    if found is None:
+        raise Refused(404, "GATEWAY_NOT_FOUND", "no message with this id was sent by this system")
+    return web.json_response(found, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    from hub.gateway.openapi import document
+
+    return web.json_response(document(request.app[SETTINGS].max_message_bytes))
+
+
+# ------------------------------------------------------------------------------------------------ lifetime
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    """Connect PostgreSQL and RabbitMQ, load the directory and the trust store; on exit put every held inbox item
+    back and close the connections."""
+    from hub.store.db import create_pool
+    from hub.store.directory import DirectoryRepository
+    from hub.transport import Transport
+    from hub.trust import TrustStore
+    from hub.trust.lifecycle import check_installation
+
+    settings, gw = app[SETTINGS], app[GATEWAY_SETTINGS]
+    pki_dir = settings.state_dir / "pki"
+    pool = await create_pool(settings.pg_dsn, min_size=1, max_size=4)
+    try:
+        await check_installation(settings, pool, pki_dir)
+        repository = DirectoryRepository(pool)
+        directory = await repository.load()
+        identifier = Identifier(TrustStore.load(pki_dir), directory)
+        transport = await Transport.connect(settings, client_name="hub-gateway")
+        try:
+            await transport.declare_topology(s.id for s in directory.systems())
+            mailbox = Mailbox(transport, prefetch=gw.prefetch, visibility_timeout=gw.visibility_timeout_s)
+
+            def lookup(system_id: str) -> tuple[float, int]:
+                system = identifier.directory.system(system_id)
+                return limits_of(system, gw.default_rate, gw.default_concurrency)
+
+            app[STATE] = GatewayState(transport, pool, mailbox, identifier, Limits(lookup))
+
+            async def refresh() -> None:
+                while True:
+                    await asyncio.sleep(gw.directory_refresh_s)
+                    try:
+                        directory = await repository.load()
+                        known = {s.id for s in identifier.directory.systems()}
+                        if {s.id for s in directory.systems()} - known:  # new systems: their queues first
+                            await transport.declare_topology(s.id for s in directory.systems())
+                        identifier.directory = directory
+                    except HubError as exc:
+                        log.warning("could not read the directory again: %s", exc.describe())
+
+            refresher = asyncio.get_running_loop().create_task(refresh())
+            try:
+                yield
+            finally:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+                await mailbox.close()
+        finally:
+            await transport.close()
+    finally:
+        await pool.close()
+
+
+def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
+    """The gateway application (serve it with ``start_gateway``, or any aiohttp runner with TLS)."""
+    app = web.Application(middlewares=[_guard], client_max_size=settings.max_message_bytes + 1)
+    app[SETTINGS] = settings
+    app[GATEWAY_SETTINGS] = gateway
+    app.cleanup_ctx.append(_resources)
+    app.router.add_post("/v1/messages", submit, expect_handler=_expect)
+    # No implicit HEAD: a HEAD poll would hand out a delivery whose tag the client never sees.
+    app.router.add_get("/v1/messages/{id}", message_state, allow_head=False)
+    app.router.add_get("/v1/inbox", poll, allow_head=False)
+    app.router.add_post("/v1/inbox/{tag}/ack", ack)
+    app.router.add_get("/openapi.json", openapi, allow_head=False)
+    return app
+
+
+async def start_gateway(
+    settings: Settings, gateway: GatewaySettings, *, shutdown_timeout: float = 5.0
+) -> web.AppRunner:
+    """Serve the gateway over TLS on ``gateway.host``/``gateway.port`` (0: any free port; ``runner.addresses`` says
+    which); ``await runner.cleanup()`` stops it (long polls are cut after ``shutdown_timeout``; what they held goes
+    back to the queues)."""
+    from hub.gateway.tls import server_ssl_context
+
+    ssl_context = server_ssl_context(
+        settings.state_dir / "pki", gateway.cert_file, gateway.key_file, key_password=settings.ca_passphrase
+    )
+    runner = web.AppRunner(
+        create_app(settings, gateway),
+        handler_cancellation=True,  # a client that goes away mid-poll cancels its handler: its item goes back
+        keepalive_timeout=gateway.header_timeout_s,
+        lingering_time=0,  # a body the gateway refused unread (413, 401 …) is not read either: the connection closes
+        shutdown_timeout=shutdown_timeout,
+        access_log=None,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, gateway.host, gateway.port, ssl_context=ssl_context)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

@@ -1,0 +1,51 @@
+"""``GatewaySettings``: what the gateway needs beyond the hub's ``Settings`` (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MAX_POLL_S", "GatewaySettings"]
+
+#: The longest long poll ``GET /v1/inbox?wait=`` accepts (seconds).
+MAX_POLL_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Where the gateway listens, its server certificate, its timeouts and default limits.
+
+    Build it with ``GatewaySettings.for_state(settings.state_dir, host=…, port=…)``: the certificate and key default
+    to ``<state_dir>/pki/gateway/server.pem`` and ``server.key``."""
+
+    cert_file: Path
+    key_file: Path
+    host: str = "127.0.0.1"
+    port: int = 8443
+    #: How long ``POST /v1/messages`` waits for the hub's signed answer before 503 ``GATEWAY_TIMEOUT``.
+    answer_timeout_s: float = 30.0
+    #: The whole request body must arrive within this (slow senders: 408 ``GATEWAY_READ_TIMEOUT``).
+    body_timeout_s: float = 30.0
+    #: An idle connection, or one whose request line and headers do not arrive, is closed after this (aiohttp's
+    #: keep-alive timer runs from the connection's start and between requests).
+    header_timeout_s: float = 15.0
+    #: An inbox item handed out and not acknowledged within this goes back to the queue.
+    visibility_timeout_s: float = 60.0
+    #: Unacknowledged messages per system queue the gateway holds at most (the AMQP prefetch).
+    prefetch: int = 64
+    #: Per-system defaults when the directory's system has no ``rate``/``concurrency``.
+    default_rate: float = 200.0
+    default_concurrency: int = 32
+    #: How often the directory is read again from PostgreSQL (``hub directory load`` takes effect within this).
+    directory_refresh_s: float = 30.0
+
+    @classmethod
+    def for_state(cls, state_dir: Path, **overrides: Any) -> GatewaySettings:
+        folder = Path(state_dir) / "pki" / "gateway"
+        values: dict[str, Any] = {"cert_file": folder / "server.pem", "key_file": folder / "server.key"}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> GatewaySettings:
+        return replace(self, **changes)

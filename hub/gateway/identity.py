@@ -1,0 +1,164 @@
+"""Who is calling: the TLS client certificate → an agency system of the directory, or a refusal (pure).
+
+The TLS handshake already checked the chain to the hub root (the server's ``ssl.SSLContext`` trusts the root and the
+issuing CAs only) and the validity period. Here, per request: a certificate at all (else 401
+``GATEWAY_NO_CERTIFICATE``), revocation against the hub's CRLs (the ``TrustStore`` the verifier uses: the same
+``LoadedCrl`` data, fail closed: ``CERT_CRL_UNAVAILABLE`` / ``CERT_REVOKED``), the clientAuth usage, and the subject's
+(agency, system) — ``hub.trust.pki.agency_and_system`` — being an agency system of the directory
+(``GATEWAY_UNKNOWN_SYSTEM``). That the system equals the signed sender of what it submits is the processor's check
+(``CERT_SIGNER_MISMATCH``), as for AMQP users.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from hub.errors import HubError
+from hub.trust.pki import agency_and_system, fingerprint, serial_hex
+
+if TYPE_CHECKING:
+    from hub.directory import Directory
+    from hub.trust import TrustStore
+
+__all__ = ["ClientIdentity", "Identifier", "Refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """The agency system a request comes from, as its certificate names it."""
+
+    agency: str
+    system: str
+    serial: str
+    fingerprint: str
+
+
+class Refused(Exception):
+    """A request refused before it reaches the hub: HTTP ``status``, a stable ``code`` (``hub.errors.CODES``) and one
+    English sentence."""
+
+    def __init__(self, status: int, code: str, detail: str, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    cert: x509.Certificate
+    agency: str
+    system: str
+    fingerprint: str
+    client_auth: bool
+
+
+def _parse(der: bytes) -> _Parsed:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        agency, system = agency_and_system(cert.subject)
+    except ValueError as exc:
+        raise Refused(403, "CERT_USAGE", f"the client certificate does not name an agency system: {exc}") from None
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        client_auth = ExtendedKeyUsageOID.CLIENT_AUTH in eku
+    except x509.ExtensionNotFound:
+        client_auth = False
+    return _Parsed(cert, agency, system, fingerprint(cert), client_auth)
+
+
+class Identifier:
+    """Identifies clients by their certificate; parsed certificates are cached (by their DER bytes)."""
+
+    def __init__(self, store: TrustStore, directory: Directory, *, cache_size: int = 1024) -> None:
+        self.store = store
+        self.directory = directory
+        self._cache: OrderedDict[bytes, _Parsed] = OrderedDict()
+        self._cache_size = cache_size
+        self._issuers: dict[bytes, tuple[int, x509.Certificate | None]] = {}
+
+    def identify(self, der: bytes | None, now: dt.datetime | None = None) -> ClientIdentity:
+        """The caller of a request whose TLS peer certificate is ``der`` (None: none was presented), or ``Refused``."""
+        if not der:
+            raise Refused(
+                401,
+                "GATEWAY_NO_CERTIFICATE",
+                "the request came without a client certificate; present the system's certificate issued by the hub CA",
+            )
+        parsed = self._cache.get(der)
+        if parsed is None:
+            parsed = _parse(der)
+            self._cache[der] = parsed
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(der)
+        if not parsed.client_auth:
+            raise Refused(403, "CERT_USAGE", "the client certificate does not allow TLS client authentication")
+        self._check_revocation(der, parsed.cert, now or dt.datetime.now(dt.UTC))
+        try:
+            system = self.directory.system(parsed.system)
+        except HubError:
+            system = None
+        if system is None or system.agency != parsed.agency:
+            raise Refused(
+                403,
+                "GATEWAY_UNKNOWN_SYSTEM",
+                f"the certificate names {parsed.agency}/{parsed.system}: not an agency system of the directory",
+            )
+        return ClientIdentity(parsed.agency, parsed.system, serial_hex(parsed.cert.serial_number), parsed.fingerprint)
+
+    def _issuer_of(self, der: bytes, cert: x509.Certificate) -> x509.Certificate | None:
+        """The issuing CA that signed ``cert`` (a signature check, cached per certificate and trust store load)."""
+        store = self.store
+        cached = self._issuers.get(der)
+        if cached is not None and cached[0] == store.generation:
+            return cached[1]
+        issuer = next((ca for ca in store.issuing if _issued_by(cert, ca)), None)
+        self._issuers[der] = (store.generation, issuer)
+        if len(self._issuers) > self._cache_size:
+            self._issuers.pop(next(iter(self._issuers)))
+        return issuer
+
+    def _check_revocation(self, der: bytes, cert: x509.Certificate, now: dt.datetime) -> None:
+        """The leaf against its issuing CA's CRL, the issuing CA against the root's: the verifier's data and rules."""
+        store = self.store
+        store.refresh_if_due()
+        issuer = self._issuer_of(der, cert)
+        if issuer is None:
+            raise Refused(403, "CERT_UNTRUSTED", "the client certificate was not issued by a current hub issuing CA")
+        for subject, ca in ((issuer, store.root), (cert, issuer)):
+            crl = store.crl_for(ca)
+            if crl is None or not crl.is_fresh(now):
+                raise Refused(
+                    403,
+                    "CERT_CRL_UNAVAILABLE",
+                    "no fresh CRL of the hub CA is available; revocation cannot be checked (hub pki crl)",
+                )
+            hit = crl.revoked.get(subject.serial_number)
+            if hit is not None:
+                reason, when = hit
+                raise Refused(
+                    403,
+                    "CERT_REVOKED",
+                    f"certificate {serial_hex(subject.serial_number)} was revoked on {when:%Y-%m-%d %H:%M} UTC "
+                    f"({reason})",
+                )
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    if cert.issuer != ca.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

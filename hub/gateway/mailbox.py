@@ -1,0 +1,291 @@
+"""The gateway's side of each system's queue ``<ns>.q.<system>``: answers for waiting submissions, and an inbox.
+
+For every system seen, one AMQP consumer on its queue (the gateway's own connection, logged in as the hub's user;
+prefetch ``prefetch``). A delivery is
+
+- an **answer** (``x-hub-kind`` receipt or error) whose ``x-hub-ref`` names a message a ``POST /v1/messages`` is
+  waiting for: it resolves that wait (oldest waiter first) and is acknowledged;
+- else an **inbox item**, held unacknowledged: ``next_item`` hands it to one long poll with an opaque token, ``ack``
+  acknowledges it; an item handed out and not acknowledged within ``visibility_timeout`` seconds is nacked (requeued:
+  the broker delivers it again, to this or another gateway), and ``release`` puts an item back at once (a poll whose
+  response could not be written).
+
+The consumer's handler keeps each batch open until every item of it is settled (``Consumer`` requeues what a handler
+leaves unsettled), so the consumer runs as many batches at once as its prefetch allows. On ``close`` every item still
+held goes back to the queue.
+
+Known limit: the prefetch window is shared by answers and inbox items. A system that submits but never drains its
+inbox fills the window with unacknowledged deliveries; the answers to its next submissions then stay in the queue
+behind them, the submissions end in 503 ``GATEWAY_TIMEOUT``, and the answers arrive as inbox items once it polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hub.errors import HubError
+
+if TYPE_CHECKING:
+    from hub.transport.abc import AbstractConsumer, AbstractTransport
+    from hub.transport.topology import Incoming
+
+__all__ = ["Answer", "InboxItem", "Mailbox"]
+
+log = logging.getLogger("hub.gateway")
+
+ANSWER_KINDS = frozenset({"receipt", "error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The hub's signed answer about one message: ``kind`` receipt or error, its bytes, its AMQP message id."""
+
+    kind: str
+    body: bytes
+    message_id: str | None
+
+
+@dataclass(eq=False, slots=True)
+class InboxItem:
+    msg: Incoming
+    settled: asyncio.Future[None]
+    token: str = ""
+    deadline: float = 0.0
+
+    @property
+    def body(self) -> bytes:
+        return self.msg.body
+
+    @property
+    def message_id(self) -> str:
+        return self.msg.message_id or ""
+
+
+@dataclass(eq=False, slots=True)
+class _Box:
+    system: str
+    ready: asyncio.Queue[InboxItem] = field(default_factory=asyncio.Queue)
+    out: dict[str, InboxItem] = field(default_factory=dict)
+    waiters: dict[str, deque[asyncio.Future[Answer]]] = field(default_factory=dict)
+    consumer: AbstractConsumer | None = None
+
+
+class Mailbox:
+    def __init__(
+        self,
+        transport: AbstractTransport,
+        *,
+        prefetch: int = 64,
+        visibility_timeout: float = 60.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.transport = transport
+        self.prefetch = prefetch
+        self.visibility_timeout = visibility_timeout
+        self.clock = clock
+        self._boxes: dict[str, _Box] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- consumers ---------------------------------------------------------------------------------------------
+
+    async def open(self, system: str) -> None:
+        """Start consuming the system's queue (once; later calls return at once)."""
+        box = self._boxes.get(system)
+        if box is not None and box.consumer is not None:
+            return
+        lock = self._opening.setdefault(system, asyncio.Lock())
+        async with lock:
+            box = self._boxes.get(system)
+            if box is not None and box.consumer is not None:
+                return
+            if box is None:
+                box = self._boxes[system] = _Box(system)
+            queue = self.transport.names.system_queue(system)
+
+            async def handle(batch: list[Incoming]) -> None:
+                await self._handle(box, batch)
+
+            box.consumer = await self.transport.consume(
+                queue, handle, prefetch=self.prefetch, max_batch=self.prefetch, linger=0.0, concurrency=self.prefetch
+            )
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def _box(self, system: str) -> _Box:
+        box = self._boxes.get(system)
+        if box is None:
+            box = self._boxes[system] = _Box(system)
+        return box
+
+    async def _handle(self, box: _Box, batch: list[Incoming]) -> None:
+        if self._closing:
+            return  # the consumer requeues the batch
+        loop = asyncio.get_running_loop()
+        answered: list[Incoming] = []
+        held: list[InboxItem] = []
+        for m in batch:
+            if self._resolve(box, m):
+                answered.append(m)
+                continue
+            item = InboxItem(m, loop.create_future())
+            held.append(item)
+            box.ready.put_nowait(item)
+        if answered:
+            await self.transport.ack(answered)
+        if held:
+            # Keep the batch open until each item is acknowledged or put back (the consumer requeues the rest).
+            await asyncio.gather(*(it.settled for it in held), return_exceptions=True)
+
+    def _resolve(self, box: _Box, m: Incoming) -> bool:
+        headers = m.headers or {}
+        if headers.get("x-hub-kind") not in ANSWER_KINDS:
+            return False
+        ref = headers.get("x-hub-ref") or m.correlation_id
+        if isinstance(ref, bytes):
+            ref = ref.decode("utf-8", "replace")
+        waiting = box.waiters.get(str(ref)) if ref else None
+        while waiting:
+            fut = waiting.popleft()
+            if not fut.done():
+                if not waiting:
+                    box.waiters.pop(str(ref), None)
+                fut.set_result(Answer(str(headers["x-hub-kind"]), m.body, m.message_id))
+                return True
+        if waiting is not None:
+            box.waiters.pop(str(ref), None)
+        return False
+
+    # -- answers -----------------------------------------------------------------------------------------------
+
+    def expect(self, system: str, message_id: str) -> asyncio.Future[Answer]:
+        """A future for the hub's answer about ``message_id`` on the system's queue; register it before publishing
+        (and ``forget`` it when giving up)."""
+        fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._box(system).waiters.setdefault(message_id, deque()).append(fut)
+        return fut
+
+    def forget(self, system: str, message_id: str, fut: asyncio.Future[Answer]) -> None:
+        box = self._boxes.get(system)
+        if box is None:
+            return
+        waiting = box.waiters.get(message_id)
+        if waiting is None:
+            return
+        with contextlib.suppress(ValueError):
+            waiting.remove(fut)
+        if not waiting:
+            box.waiters.pop(message_id, None)
+
+    # -- inbox -------------------------------------------------------------------------------------------------
+
+    async def next_item(self, system: str, wait: float) -> InboxItem | None:
+        """The next inbox item of the system, handed out with a fresh token, or None after ``wait`` seconds."""
+        await self.open(system)
+        box = self._box(system)
+        deadline = self.clock() + wait
+        while True:
+            try:
+                item = box.ready.get_nowait()
+            except asyncio.QueueEmpty:
+                left = deadline - self.clock()
+                if left <= 0:
+                    return None
+                try:
+                    async with asyncio.timeout(left):
+                        item = await box.ready.get()
+                except TimeoutError:
+                    return None
+            if item.settled.done() or item.msg.settled:
+                continue  # put back or lost with its channel: the broker delivers it again
+            item.token = secrets.token_urlsafe(18)
+            item.deadline = self.clock() + self.visibility_timeout
+            box.out[item.token] = item
+            return item
+
+    async def ack(self, system: str, token: str) -> bool:
+        """Acknowledge an item handed out to ``system``; False when the token is unknown (or already settled)."""
+        box = self._boxes.get(system)
+        item = box.out.pop(token, None) if box is not None else None
+        if item is None:
+            return False
+        try:
+            await self.transport.ack([item.msg])
+        finally:
+            if not item.settled.done():
+                item.settled.set_result(None)
+        return True
+
+    def release(self, system: str, token: str) -> None:
+        """Put a handed-out item back at once (nack with requeue; in the background)."""
+        box = self._boxes.get(system)
+        item = box.out.pop(token, None) if box is not None else None
+        if item is not None:
+            self._requeue(item)
+
+    def _requeue(self, item: InboxItem) -> None:
+        async def nack() -> None:
+            try:
+                await self.transport.nack([item.msg], requeue=True)
+            except HubError as exc:
+                log.warning("could not put an inbox item back (%s); the broker redelivers it", exc.code)
+            finally:
+                if not item.settled.done():
+                    item.settled.set_result(None)
+
+        task = asyncio.get_running_loop().create_task(nack())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sweep(self) -> None:
+        """Requeue items handed out longer than the visibility timeout."""
+        period = max(0.05, min(1.0, self.visibility_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = self.clock()
+            for box in list(self._boxes.values()):
+                for token, item in list(box.out.items()):
+                    if item.deadline <= now:
+                        box.out.pop(token, None)
+                        log.info("inbox item %s of %s not acknowledged in time; requeued", item.message_id, box.system)
+                        self._requeue(item)
+
+    def held(self, system: str) -> int:
+        """Items of ``system`` waiting or handed out (tests, metrics)."""
+        box = self._boxes.get(system)
+        return 0 if box is None else box.ready.qsize() + len(box.out)
+
+    async def close(self) -> None:
+        """Stop the consumers and put every held item back (the transport is the caller's to close)."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        loop = asyncio.get_running_loop()
+        # Cancel the subscriptions first (each stop waits for its open batches, which the requeue below settles).
+        stops = [loop.create_task(b.consumer.stop(drain=False)) for b in self._boxes.values() if b.consumer is not None]
+        await asyncio.sleep(0)
+        for box in self._boxes.values():
+            for fut in (f for waiting in box.waiters.values() for f in waiting):
+                fut.cancel()
+            box.waiters.clear()
+            items = list(box.out.values())
+            box.out.clear()
+            while not box.ready.empty():
+                items.append(box.ready.get_nowait())
+            for item in items:
+                if not item.settled.done():
+                    self._requeue(item)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*stops, return_exceptions=True)

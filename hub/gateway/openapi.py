@@ -1,0 +1,321 @@
+"""The gateway's OpenAPI 3.1 document, served at ``/openapi.json`` (pure: a Python dict).
+
+Every status the server gives is listed with its body and headers: a signed answer of the hub is ``application/xml``
+(``hub.receipt`` / ``hub.error``), a refusal by the gateway itself is JSON ``{code, title, detail}``; both carry
+``X-Hub-Code`` when they refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.gateway.config import MAX_POLL_S
+from hub.gateway.status import GATEWAY_STATUS
+
+__all__ = ["document"]
+
+_REF = "#/components"
+
+
+def _xml(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+def _error_json() -> dict[str, Any]:
+    return {"schema": {"$ref": f"{_REF}/schemas/Error"}}
+
+
+def _headers(*names: str) -> dict[str, Any]:
+    return {n: {"$ref": f"{_REF}/headers/{n}"} for n in names}
+
+
+def _refusal(description: str, *, xml: bool = False, retry: bool = False) -> dict[str, Any]:
+    """A refusal: JSON from the gateway, and (``xml``) the hub's signed hub.error."""
+    content: dict[str, Any] = {"application/json": _error_json()}
+    if xml:
+        content["application/xml"] = {"schema": {"type": "string"}}
+    headers = ["X-Hub-Code"] + (["Retry-After"] if retry else [])
+    if xml:
+        headers.append("X-Hub-Message-Id")
+    return {"description": description, "content": content, "headers": _headers(*headers)}
+
+
+def _common() -> dict[str, Any]:
+    """What every /v1 operation can answer before its handler runs."""
+    return {
+        "401": {"$ref": f"{_REF}/responses/NoCertificate"},
+        "403": {"$ref": f"{_REF}/responses/Forbidden"},
+        "429": {"$ref": f"{_REF}/responses/RateLimited"},
+        "503": {"$ref": f"{_REF}/responses/Unavailable"},
+    }
+
+
+def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
+    """The OpenAPI document (``max_message_bytes``: the body limit, ``Settings.max_message_bytes``)."""
+    answer_headers = _headers("X-Hub-Message-Id")
+    submit_responses: dict[str, Any] = {
+        "202": {
+            "description": "accepted (or quarantined for review): the hub's signed hub.receipt",
+            "headers": {**answer_headers, **_headers("X-Hub-Outcome")},
+            "content": {"application/xml": _xml("hub.receipt, signed by the hub")},
+        },
+        "400": _refusal("invalid: not well-formed, not schema-valid, badly signed or expired (hub.error)", xml=True),
+        "401": {"$ref": f"{_REF}/responses/NoCertificate"},
+        "403": _refusal(
+            "refused: by a route or the classification gate, or the certificate (revoked, not this directory's "
+            "system, not the signed sender: CERT_SIGNER_MISMATCH)",
+            xml=True,
+        ),
+        "408": _refusal("the request body did not arrive in time (GATEWAY_READ_TIMEOUT)"),
+        "409": {
+            "description": "duplicate: the hub already holds this message id (signed hub.receipt, outcome duplicate)",
+            "headers": {**answer_headers, **_headers("X-Hub-Outcome", "X-Hub-Code")},
+            "content": {"application/xml": _xml("hub.receipt, signed by the hub")},
+        },
+        "413": _refusal(
+            f"over the size limit of {max_message_bytes} bytes (checked on Content-Length before reading) or a "
+            "parsing limit (ENV_TOO_LARGE, ENV_LIMIT)",
+            xml=True,
+        ),
+        "415": _refusal("the body is not application/xml (GATEWAY_MEDIA_TYPE)"),
+        "417": _refusal("an Expect header other than 100-continue (GATEWAY_BAD_REQUEST)"),
+        "429": {"$ref": f"{_REF}/responses/RateLimited"},
+        "500": _refusal("the hub failed to examine the message (INTERNAL, signed hub.error)", xml=True),
+        "503": _refusal(
+            "the broker or the database is unavailable, or no answer within the gateway's answer timeout "
+            "(GATEWAY_TIMEOUT: ask GET /v1/messages/{id} later)",
+            xml=True,
+            retry=True,
+        ),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "林业政务交换枢纽 HTTPS gateway",
+            "version": "1",
+            "description": "Systems that cannot speak AMQP exchange the same signed XML envelopes over HTTPS with "
+            "client certificates of the hub CA. The hub examines what they submit with its one processor.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"mutualTLS": []}],
+        "paths": {
+            "/v1/messages": {
+                "post": {
+                    "operationId": "submitMessage",
+                    "summary": "Submit a signed envelope; the answer is the hub's signed receipt or error",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/xml": {"schema": {"type": "string", "maxLength": max_message_bytes}},
+                            "text/xml": {"schema": {"type": "string", "maxLength": max_message_bytes}},
+                        },
+                    },
+                    "responses": submit_responses,
+                }
+            },
+            "/v1/messages/{id}": {
+                "get": {
+                    "operationId": "messageState",
+                    "summary": "The state of a message this system sent (deliveries per recipient, answers)",
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the message's state",
+                            "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/MessageState"}}},
+                        },
+                        "404": {"$ref": f"{_REF}/responses/NotFound"},
+                        **_common(),
+                    },
+                }
+            },
+            "/v1/inbox": {
+                "get": {
+                    "operationId": "pollInbox",
+                    "summary": "Long-poll this system's queue for its next delivery",
+                    "parameters": [
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "required": False,
+                            "description": "seconds to wait for a delivery (default 0)",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POLL_S, "default": 0},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the next delivery (hub-signed XML; or an answer of the hub nobody waited "
+                            "for); acknowledge it with POST /v1/inbox/{tag}/ack within the visibility timeout, or it "
+                            "comes back",
+                            "headers": _headers("X-Hub-Delivery-Tag", "X-Hub-Message-Id", "X-Hub-Kind"),
+                            "content": {"application/xml": _xml("the delivered envelope, signed by the hub")},
+                        },
+                        "204": {"description": "nothing arrived within the wait"},
+                        "400": _refusal("wait is not a whole number from 0 to 30 (GATEWAY_BAD_REQUEST)"),
+                        **_common(),
+                    },
+                }
+            },
+            "/v1/inbox/{tag}/ack": {
+                "post": {
+                    "operationId": "ackDelivery",
+                    "summary": "Acknowledge a delivery handed out by GET /v1/inbox",
+                    "parameters": [
+                        {"name": "tag", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "204": {"description": "acknowledged: the hub will not deliver it again"},
+                        "404": {"$ref": f"{_REF}/responses/NotFound"},
+                        **_common(),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "the OpenAPI document", "content": {"application/json": {}}},
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "mutualTLS": {
+                    "type": "mutualTLS",
+                    "description": "a certificate of the system issued by the hub CA with the clientAuth usage",
+                }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "title", "detail"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "description": "a stable code of hub.errors.CODES, e.g. "
+                            + ", ".join(sorted(GATEWAY_STATUS)),
+                        },
+                        "title": {"type": "string", "description": "the code's Chinese title"},
+                        "detail": {"type": "string", "description": "one English sentence"},
+                    },
+                },
+                "Delivery": {
+                    "type": "object",
+                    "required": ["recipient_system", "recipient_agency", "role", "state", "error_code", "times"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "recipient_system": {"type": "string"},
+                        "recipient_agency": {"type": "string"},
+                        "role": {"enum": ["to", "cc"]},
+                        "state": {
+                            "enum": [
+                                "pending",
+                                "delivered",
+                                "blocked",
+                                "received",
+                                "read",
+                                "handled",
+                                "feedback",
+                                "failed",
+                            ]
+                        },
+                        "error_code": {"type": ["string", "null"]},
+                        "times": {
+                            "type": "object",
+                            "description": "when the delivery reached each state",
+                            "additionalProperties": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                },
+                "Receipt": {
+                    "type": "object",
+                    "required": ["receipt_id", "kind", "recipient_system", "code", "at"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "receipt_id": {"type": "string", "format": "uuid"},
+                        "kind": {"enum": ["hub.receipt", "hub.error"]},
+                        "recipient_system": {"type": ["string", "null"]},
+                        "code": {"type": ["string", "null"]},
+                        "at": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "MessageState": {
+                    "type": "object",
+                    "required": [
+                        "message_id",
+                        "service",
+                        "urgency",
+                        "classification",
+                        "state",
+                        "error_code",
+                        "received_at",
+                        "deliveries",
+                        "receipts",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "message_id": {"type": "string", "format": "uuid"},
+                        "service": {"type": "string", "description": "name/version"},
+                        "urgency": {"type": "string"},
+                        "classification": {"type": "string"},
+                        "state": {"enum": ["accepted", "rejected", "quarantined", "released", "quarantine_rejected"]},
+                        "error_code": {"type": ["string", "null"]},
+                        "received_at": {"type": "string", "format": "date-time"},
+                        "deliveries": {"type": "array", "items": {"$ref": f"{_REF}/schemas/Delivery"}},
+                        "receipts": {"type": "array", "items": {"$ref": f"{_REF}/schemas/Receipt"}},
+                    },
+                },
+            },
+            "headers": {
+                "X-Hub-Code": {"description": "the refusal's stable code", "schema": {"type": "string"}},
+                "X-Hub-Outcome": {
+                    "description": "the receipt's outcome",
+                    "schema": {"enum": ["accepted", "quarantined", "duplicate"]},
+                },
+                "X-Hub-Message-Id": {"description": "the message id", "schema": {"type": "string"}},
+                "X-Hub-Delivery-Tag": {
+                    "description": "opaque token for POST /v1/inbox/{tag}/ack",
+                    "schema": {"type": "string"},
+                },
+                "X-Hub-Kind": {
+                    "description": "delivery, or receipt/error (an answer of the hub nobody waited for)",
+                    "schema": {"type": "string"},
+                },
+                "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "string"}},
+            },
+            "responses": {
+                "NoCertificate": {
+                    "description": "no client certificate (GATEWAY_NO_CERTIFICATE)",
+                    "headers": _headers("X-Hub-Code"),
+                    "content": {"application/json": _error_json()},
+                },
+                "Forbidden": {
+                    "description": "the certificate is revoked (CERT_REVOKED), its CRL unavailable, not for TLS "
+                    "clients, or not an agency system of the directory (GATEWAY_UNKNOWN_SYSTEM)",
+                    "headers": _headers("X-Hub-Code"),
+                    "content": {"application/json": _error_json()},
+                },
+                "NotFound": {
+                    "description": "unknown, or not this system's (GATEWAY_NOT_FOUND)",
+                    "headers": _headers("X-Hub-Code"),
+                    "content": {"application/json": _error_json()},
+                },
+                "RateLimited": {
+                    "description": "over the system's rate or concurrent-request cap (GATEWAY_RATE_LIMITED, "
+                    "GATEWAY_CONCURRENCY)",
+                    "headers": _headers("X-Hub-Code", "Retry-After"),
+                    "content": {"application/json": _error_json()},
+                },
+                "Unavailable": {
+                    "description": "the broker or the database is unavailable (DELIVERY_*, STORE_*)",
+                    "headers": _headers("X-Hub-Code", "Retry-After"),
+                    "content": {"application/json": _error_json()},
+                },
+            },
+        },
+    }

@@ -1,0 +1,443 @@
+"""The HTTPS gateway against the real hub (RabbitMQ, PostgreSQL, the in-process worker): a real HTTPS client with
+client certificates of the hub CA submits signed envelopes, gets the hub's signed answers, long-polls, acknowledges;
+refusals without a certificate, with a revoked one, with one of another system than the signed sender, over the size
+limit; the visibility timeout and a client that goes away mid-poll."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from gateway_certs import client_certificate, client_ssl_context, revoke, server_certificate
+from harness import SYSTEMS, Hub, document
+
+from hub.envelope import Recipient
+from hub.gateway import STATE, GatewaySettings, start_gateway
+from hub.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+SENDER = "county-220122-oa"  # 农安
+RECIPIENT = "county-220183-oa"  # 德惠
+OTHER = "county-220182-oa"  # 榆树
+DEHUI = SYSTEMS[RECIPIENT]
+VISIBILITY_S = 1.5
+
+
+@dataclass
+class Gateway:
+    hub: Hub
+    runner: Any
+    url: str
+    pki_dir: Path
+    certs: dict[str, tuple[Path, Path]]
+    sessions: list[aiohttp.ClientSession]
+
+    def session(self, system: str | None) -> aiohttp.ClientSession:
+        cert, key = self.certs[system] if system is not None else (None, None)
+        ctx = client_ssl_context(self.pki_dir, cert, key)
+        s = aiohttp.ClientSession(self.url, connector=aiohttp.TCPConnector(ssl=ctx))
+        self.sessions.append(s)
+        return s
+
+    @property
+    def state(self) -> Any:
+        return self.runner.app[STATE]
+
+
+@pytest.fixture(scope="module")
+def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    # An installation of this module's own: a database, a state directory (PKI) and a namespace.
+    from conftest import ADMIN_DSN, _admin
+
+    name = f"hub_test_gw_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield integration_settings.with_(
+            state_dir=tmp_path_factory.mktemp("gateway"),
+            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
+            namespace=f"{integration_settings.namespace}.gw",
+        )
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+async def gw(settings: Settings) -> AsyncIterator[Gateway]:
+    hub = Hub(settings)
+    await hub.setup()
+    await hub.start_worker()
+    pki_dir = settings.state_dir / "pki"
+    tls = settings.state_dir / "tls"
+    cert, key = server_certificate(pki_dir, settings.ca_passphrase, pki_dir / "gateway")
+    certs = {}
+    for system in (SENDER, RECIPIENT, OTHER):
+        c, k, _ = client_certificate(pki_dir, settings.ca_passphrase, SYSTEMS[system], system, tls)
+        certs[system] = (c, k)
+    config = GatewaySettings.for_state(
+        settings.state_dir, port=0, visibility_timeout_s=VISIBILITY_S, answer_timeout_s=20
+    )
+    assert (config.cert_file, config.key_file) == (cert, key)
+    runner = await start_gateway(settings, config)
+    port = runner.addresses[0][1]
+    g = Gateway(hub, runner, f"https://127.0.0.1:{port}", pki_dir, certs, [])
+    try:
+        yield g
+    finally:
+        for s in g.sessions:
+            await s.close()
+        await runner.cleanup()
+        await hub.close()
+
+
+def signed(gw: Gateway, sender: str, recipients: list[Recipient], **kw: Any) -> bytes:
+    return gw.hub.sign(sender, document(sender, recipients, **kw))
+
+
+XML = {"Content-Type": "application/xml"}
+
+
+async def post(session: aiohttp.ClientSession, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    async with session.post("/v1/messages", data=data, headers=XML) as r:
+        return r.status, dict(r.headers), await r.read()
+
+
+async def test_submit_poll_ack_and_state(gw: Gateway) -> None:
+    sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
+    data = signed(gw, SENDER, [Recipient.to(DEHUI)])
+    status, headers, body = await post(sender, data)
+    assert status == 202, body
+    assert headers["X-Hub-Outcome"] == "accepted" and headers["Content-Type"] == "application/xml"
+    receipt = gw.hub.inbox(SENDER).open(body)  # the hub's signature verifies
+    assert receipt.sender.system == "hub" and receipt.ref_to == headers["X-Hub-Message-Id"]
+    mid = headers["X-Hub-Message-Id"]
+
+    async with recipient.get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200
+        tag, delivered = r.headers["X-Hub-Delivery-Tag"], await r.read()
+        assert r.headers["X-Hub-Message-Id"] == mid and r.headers["X-Hub-Kind"] == "delivery"
+    opened = gw.hub.inbox(RECIPIENT).open_delivery(delivered)  # the hub's and the sender's signatures
+    assert opened.envelope.message_id == mid and opened.originator.system == SENDER
+    async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 204
+    async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 404 and (await r.json())["code"] == "GATEWAY_NOT_FOUND"
+    async with recipient.get("/v1/inbox", params={"wait": "0"}) as r:
+        assert r.status == 204
+
+    async with sender.get(f"/v1/messages/{mid}") as r:
+        assert r.status == 200
+        state = await r.json()
+    assert state["state"] == "accepted" and state["service"] == "document.official/1"
+    assert [(d["recipient_system"], d["state"]) for d in state["deliveries"]] == [(RECIPIENT, "delivered")]
+    assert [x["kind"] for x in state["receipts"]] == ["hub.receipt"]
+    for who, what in ((recipient, mid), (sender, str(uuid.uuid4())), (sender, "not-a-uuid")):
+        async with who.get(f"/v1/messages/{what}") as r:
+            assert r.status == 404 and (await r.json())["code"] == "GATEWAY_NOT_FOUND"
+
+    # the same message again: the hub's signed "duplicate" receipt
+    status, headers, body = await post(sender, data)
+    assert status == 409 and headers["X-Hub-Outcome"] == "duplicate" and headers["X-Hub-Code"] == "MSG_DUPLICATE"
+    assert gw.hub.inbox(SENDER).open(body).sender.system == "hub"
+
+
+async def test_refused_by_the_hub_with_its_signed_error(gw: Gateway) -> None:
+    sender = gw.session(SENDER)
+    unknown = signed(gw, SENDER, [Recipient.to("11220300013700183Y", "city-220300-nope")])
+    status, headers, body = await post(sender, unknown)
+    assert (status, headers["X-Hub-Code"]) == (403, "ROUTE_UNKNOWN_RECIPIENT")
+    error = gw.hub.inbox(SENDER).open(body)
+    assert error.sender.system == "hub" and error.service == "hub.error"
+
+    # signed by 农安, presented with 榆树's certificate: the processor's CERT_SIGNER_MISMATCH, answered to 榆树
+    status, headers, body = await post(gw.session(OTHER), signed(gw, SENDER, [Recipient.to(DEHUI)]))
+    assert (status, headers["X-Hub-Code"]) == (403, "CERT_SIGNER_MISMATCH"), body
+
+    # not XML at all still goes to the hub, which refuses it with its code
+    status, headers, body = await post(sender, b"this is not an envelope")
+    assert (status, headers["X-Hub-Code"]) == (400, "ENV_MALFORMED"), body
+
+
+async def test_refused_by_the_gateway(gw: Gateway, settings: Settings, tmp_path: Path) -> None:
+    data = signed(gw, SENDER, [Recipient.to(DEHUI)])
+    # no client certificate: 401 as JSON, nothing published
+    async with gw.session(None).post("/v1/messages", data=data, headers=XML) as r:
+        assert r.status == 401 and r.headers["X-Hub-Code"] == "GATEWAY_NO_CERTIFICATE"
+        body = await r.json()
+        assert set(body) == {"code", "title", "detail"} and body["title"] == "未提供客户端证书"
+    # not XML
+    async with gw.session(SENDER).post("/v1/messages", data=data, headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 415
+    async with gw.session(SENDER).get("/v1/inbox", params={"wait": "31"}) as r:
+        assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST"
+    async with gw.session(SENDER).head("/v1/inbox") as r:  # a HEAD poll would hand out a delivery unseen
+        assert r.status == 405 and r.headers["X-Hub-Code"] == "GATEWAY_METHOD" and r.headers["Allow"] == "GET"
+    # the document is public
+    async with gw.session(None).get("/openapi.json") as r:
+        assert r.status == 200 and (await r.json())["openapi"] == "3.1.0"
+
+    # a certificate of a system that is not in the directory
+    pki_dir = settings.state_dir / "pki"
+    c, k, _ = client_certificate(pki_dir, settings.ca_passphrase, SYSTEMS[SENDER], "county-220199-ghost", tmp_path)
+    gw.certs["ghost"] = (c, k)
+    async with gw.session("ghost").get("/v1/inbox") as r:
+        assert r.status == 403 and (await r.json())["code"] == "GATEWAY_UNKNOWN_SYSTEM"
+
+    # a revoked certificate
+    c, k, serial = client_certificate(pki_dir, settings.ca_passphrase, SYSTEMS[SENDER], SENDER, tmp_path)
+    gw.certs["revoked"] = (c, k)
+    revoke(pki_dir, settings.ca_passphrase, serial)
+    gw.state.identifier.store.refresh()
+    async with gw.session("revoked").post("/v1/messages", data=data, headers=XML) as r:
+        assert r.status == 403 and (await r.json())["code"] == "CERT_REVOKED"
+    async with gw.session(SENDER).get("/v1/inbox") as r:  # the system's other certificate still works
+        assert r.status == 204
+
+
+async def test_too_large_is_refused_before_the_body_is_read(gw: Gateway, settings: Settings) -> None:
+    cert, key = gw.certs[SENDER]
+    ctx = client_ssl_context(gw.pki_dir, cert, key)
+    port = gw.runner.addresses[0][1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    size = settings.max_message_bytes + 1
+    writer.write(
+        f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\nContent-Length: {size}"
+        "\r\n\r\n".encode()
+    )
+    await writer.drain()
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        rest = await reader.read()  # the server closes the connection: the body is never read
+    assert head.startswith(b"HTTP/1.1 413"), head
+    assert b"ENV_TOO_LARGE" in rest and time.monotonic() - started < 2
+    writer.close()
+
+    # a client that asks first (Expect: 100-continue, as curl does) is told 413 instead of "continue"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    for length, expected in ((size, b"HTTP/1.1 413"), (10, b"HTTP/1.1 100 Continue")):
+        writer.write(
+            f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {length}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(expected), head
+        if expected.endswith(b"413"):
+            await reader.read()
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    writer.close()
+
+
+async def test_visibility_timeout_and_a_client_gone_mid_poll(gw: Gateway) -> None:
+    sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
+    status, headers, _ = await post(sender, signed(gw, SENDER, [Recipient.to(DEHUI)]))
+    assert status == 202
+    mid = headers["X-Hub-Message-Id"]
+    async with recipient.get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == mid
+        first = r.headers["X-Hub-Delivery-Tag"]
+    # not acknowledged: after the visibility timeout it comes back, under a new tag
+    async with recipient.get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == mid
+        second = r.headers["X-Hub-Delivery-Tag"]
+    assert second != first
+    async with recipient.post(f"/v1/inbox/{first}/ack") as r:
+        assert r.status == 404  # the first hand-out went back
+    async with recipient.post(f"/v1/inbox/{second}/ack") as r:
+        assert r.status == 204
+
+    # a poll whose client goes away holds nothing: the next message goes to the next poll at once
+    cert, key = gw.certs[RECIPIENT]
+    port = gw.runner.addresses[0][1]
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ssl_context(gw.pki_dir, cert, key))
+    writer.write(b"GET /v1/inbox?wait=20 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.close()
+    await asyncio.sleep(0.3)
+    status, headers, _ = await post(sender, signed(gw, SENDER, [Recipient.to(DEHUI)]))
+    assert status == 202
+    started = time.monotonic()
+    async with recipient.get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == headers["X-Hub-Message-Id"]
+        tag = r.headers["X-Hub-Delivery-Tag"]
+    assert time.monotonic() - started < VISIBILITY_S
+    async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 204
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _until_serving(gw: Gateway, url: str, proc: Any, timeout: float = 30.0) -> None:
+    ctx = client_ssl_context(gw.pki_dir)
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the process exited"
+            try:
+                async with s.get(f"{url}/openapi.json") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"nothing served at {url} within {timeout} s")
+
+
+async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: Settings, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    # `hub gateway`: serves until SIGTERM, then exits 0
+    port = _free_port()
+    log = tmp_path / "gateway.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "gateway", "--port", str(port)],
+            env=settings.to_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        await _until_serving(gw, f"https://127.0.0.1:{port}", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()
+
+    # `hub run --gateway`: the workers and the gateway under one supervisor; a submission over it is answered
+    city = "city-220100-oa"
+    c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[city], city, tmp_path)
+    gw.certs[city] = (c, k)
+    port = _free_port()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "run", "--workers", "1", "--gateway", "--gateway-port", str(port)],
+            env=settings.to_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        url = f"https://127.0.0.1:{port}"
+        await _until_serving(gw, url, proc)
+        ctx = client_ssl_context(gw.pki_dir, c, k)
+        async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+            status, _headers, body = await post(s, signed(gw, city, [Recipient.to(DEHUI)]))
+        assert status == 202, body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
+
+
+async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
+    """A second gateway on the same hub with short timeouts and tight limits."""
+    config = GatewaySettings.for_state(
+        settings.state_dir, port=0, header_timeout_s=1.0, body_timeout_s=1.0, default_rate=2.0, default_concurrency=1
+    )
+    runner = await start_gateway(settings, config)
+    try:
+        port = runner.addresses[0][1]
+        cert, key = gw.certs[SENDER]
+        ctx = client_ssl_context(gw.pki_dir, cert, key)
+
+        # headers that never end: the connection is closed after the header timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        writer.write(b"GET /v1/inbox HTTP/1.1\r\nHost: 127.0")
+        await writer.drain()
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        assert time.monotonic() - started < 3
+        writer.close()
+
+        # a body that never arrives: 408 after the body timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\n"
+            b"Content-Length: 1000\r\n\r\n<env:Envelope"
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408") and b"GATEWAY_READ_TIMEOUT" in head, head
+        writer.close()
+
+        # the rate (2 a second, a burst of 2) and the cap (1 at once), per system
+        async with aiohttp.ClientSession(f"https://127.0.0.1:{port}", connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+            poll = asyncio.create_task(s.get("/v1/inbox", params={"wait": "2"}))
+            await asyncio.sleep(0.3)
+            async with s.get("/v1/inbox") as r:
+                assert r.status == 429 and r.headers["X-Hub-Code"] == "GATEWAY_CONCURRENCY"
+                assert r.headers["Retry-After"] == "1"
+            async with s.get("/v1/inbox") as r:
+                assert r.status == 429 and r.headers["X-Hub-Code"] == "GATEWAY_RATE_LIMITED"
+                assert int(r.headers["Retry-After"]) >= 1 and (await r.json())["title"] == "请求频率超过该系统的上限"
+            (await poll).release()
+    finally:
+        await runner.cleanup()
+
+
+async def test_expired_and_foreign_certificates_fail_the_handshake(
+    gw: Gateway, settings: Settings, tmp_path: Path
+) -> None:
+    from hub.trust import pki
+
+    c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[SENDER], SENDER, tmp_path, days=-2)
+    gw.certs["expired"] = (c, k)
+    # a CA of its own, not the hub's
+    foreign = tmp_path / "foreign"
+    pki.init_ca(foreign, "foreign-passphrase", hub_agency=SYSTEMS[SENDER])
+    c, k, _ = client_certificate(foreign, "foreign-passphrase", SYSTEMS[SENDER], SENDER, tmp_path)
+    gw.certs["foreign"] = (c, k)
+    for who in ("expired", "foreign"):
+        with pytest.raises(aiohttp.ClientError):
+            async with gw.session(who).get("/v1/inbox") as r:
+                await r.read()
+
+
+async def test_no_answer_in_time_and_the_late_answer_in_the_inbox(
+    gw: Gateway, settings: Settings, tmp_path: Path
+) -> None:
+    prov = "prov-220000-oa"  # a system no other gateway of this module consumes for
+    c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[prov], prov, tmp_path)
+    runner = await start_gateway(settings, GatewaySettings.for_state(settings.state_dir, port=0, answer_timeout_s=1.0))
+    ctx = client_ssl_context(gw.pki_dir, c, k)
+    try:
+        async with aiohttp.ClientSession(
+            f"https://127.0.0.1:{runner.addresses[0][1]}", connector=aiohttp.TCPConnector(ssl=ctx)
+        ) as s:
+            await gw.hub.stop_worker()  # the hub is slow: nothing answers within the gateway's answer timeout
+            try:
+                status, headers, _ = await post(s, signed(gw, prov, [Recipient.to(SYSTEMS["city-220100-oa"])]))
+            finally:
+                await gw.hub.start_worker()
+            assert (status, headers["X-Hub-Code"]) == (503, "GATEWAY_TIMEOUT") and headers["Retry-After"] == "5"
+            mid = headers["X-Hub-Message-Id"]
+            # the answer comes later; nobody waits for it any more: it is an inbox item
+            async with s.get("/v1/inbox", params={"wait": "15"}) as r:
+                assert r.status == 200 and r.headers["X-Hub-Kind"] == "receipt"
+                receipt = gw.hub.inbox(prov).open(await r.read())
+                tag = r.headers["X-Hub-Delivery-Tag"]
+            assert receipt.ref_to == mid
+            async with s.post(f"/v1/inbox/{tag}/ack") as r:
+                assert r.status == 204
+            async with s.get(f"/v1/messages/{mid}") as r:
+                assert r.status == 200 and (await r.json())["state"] == "accepted"
+    finally:
+        await runner.cleanup()

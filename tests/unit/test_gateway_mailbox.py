@@ -1,0 +1,66 @@
+"""The gateway's mailbox on the in-memory transport: answers resolve waiting submissions, everything else is an inbox
+item handed out with a token, acknowledged, put back at once or after the visibility timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hub.gateway.mailbox import Mailbox
+from hub.transport import MemoryTransport, Names, Outgoing
+
+SYSTEM = "county-220122-oa"
+
+
+def _to(names: Names, body: bytes, headers: dict[str, object], message_id: str) -> Outgoing:
+    return Outgoing(names.deliver_exchange, SYSTEM, body, headers, 0, message_id)
+
+
+async def test_answers_and_the_inbox() -> None:
+    names = Names("mailbox-test")
+    transport = MemoryTransport(names)
+    await transport.declare_topology([SYSTEM])
+    box = Mailbox(transport, prefetch=8, visibility_timeout=0.2)
+    try:
+        waiting = box.expect(SYSTEM, "m-1")
+        await box.open(SYSTEM)
+        await transport.publish_many(
+            [
+                _to(names, b"<receipt/>", {"x-hub-kind": "receipt", "x-hub-ref": "m-1"}, "r-1"),
+                _to(names, b"<late-error/>", {"x-hub-kind": "error", "x-hub-ref": "m-0"}, "e-0"),  # nobody waits
+                _to(names, b"<delivery/>", {"x-hub-kind": "delivery"}, "d-1"),
+            ]
+        )
+        answer = await asyncio.wait_for(waiting, 2)
+        assert (answer.kind, answer.body, answer.message_id) == ("receipt", b"<receipt/>", "r-1")
+
+        first = await box.next_item(SYSTEM, 1)
+        second = await box.next_item(SYSTEM, 1)
+        assert first is not None and second is not None
+        assert {first.body, second.body} == {b"<late-error/>", b"<delivery/>"}
+        assert await box.ack(SYSTEM, first.token)
+        assert not await box.ack(SYSTEM, first.token)  # settled once
+        assert not await box.ack("county-220182-oa", second.token)  # another system's token is unknown
+
+        # not acknowledged: back after the visibility timeout, under a new token
+        again = await box.next_item(SYSTEM, 2)
+        assert again is not None and again.body == second.body and again.token != second.token
+        assert not await box.ack(SYSTEM, second.token)
+        # put back at once (a poll whose response could not be written)
+        box.release(SYSTEM, again.token)
+        third = await box.next_item(SYSTEM, 1)
+        assert third is not None and third.body == second.body
+        assert await box.ack(SYSTEM, third.token)
+        assert await box.next_item(SYSTEM, 0) is None
+        assert box.held(SYSTEM) == 0
+
+        # a waiter that gave up is forgotten: its answer becomes an inbox item
+        gone = box.expect(SYSTEM, "m-2")
+        box.forget(SYSTEM, "m-2", gone)
+        await transport.publish_many([_to(names, b"<r2/>", {"x-hub-kind": "receipt", "x-hub-ref": "m-2"}, "r-2")])
+        item = await box.next_item(SYSTEM, 1)
+        assert item is not None and item.body == b"<r2/>" and not gone.done()
+        # closing puts what is held back into the queue
+    finally:
+        await box.close()
+        await transport.close()
+    assert transport.broker.queues[names.system_queue(SYSTEM)].ready
