@@ -271,7 +271,8 @@ async def poll(request: web.Request) -> web.StreamResponse:
     if not raw.isdigit() or int(raw) > MAX_POLL_S:
         raise Refused(400, "GATEWAY_BAD_REQUEST", f"wait must be a whole number of seconds from 0 to {MAX_POLL_S}")
     mailbox = request.app[STATE].mailbox
-    item = await mailbox.next_item(identity.system, float(raw))
+    # A long poll may end early (the document promises at most ``wait`` seconds): ``poll_limit_s`` caps it.
+    item = await mailbox.next_item(identity.system, min(float(raw), request.app[GATEWAY_SETTINGS].poll_limit_s))
     if item is None:
         return web.Response(status=204)
     token = item.token

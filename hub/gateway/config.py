@@ -30,6 +30,9 @@ class GatewaySettings:
     #: An idle connection, or one whose request line and headers do not arrive, is closed after this (aiohttp's
     #: keep-alive timer runs from the connection's start and between requests).
     header_timeout_s: float = 15.0
+    #: The longest a single long poll is held, whatever ``wait`` asks for (at most ``MAX_POLL_S``; a poll may end
+    #: early with 204 and the client polls again — proxies that cut idle requests sooner want it lower).
+    poll_limit_s: float = MAX_POLL_S
     #: An inbox item handed out and not acknowledged within this goes back to the queue.
     visibility_timeout_s: float = 60.0
     #: Unacknowledged messages per system queue the gateway holds at most (the AMQP prefetch).

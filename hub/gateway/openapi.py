@@ -139,7 +139,10 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                             "name": "wait",
                             "in": "query",
                             "required": False,
-                            "description": "seconds to wait for a delivery (default 0)",
+                            "description": (
+                                "the longest to wait for a delivery, in seconds (default 0); the gateway may answer "
+                                "204 sooner"
+                            ),
                             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POLL_S, "default": 0},
                         }
                     ],
