@@ -99,6 +99,8 @@ class Demo:
     admin_dsn: str
     database: str
     workers: int
+    #: The HTTPS gateway's port (``hub run --gateway``): a free one, chosen when the demo starts.
+    gateway_port: int = 0
 
     @property
     def state_dir(self) -> Path:
@@ -111,6 +113,10 @@ class Demo:
     @property
     def log_file(self) -> Path:
         return self.state_dir / "hub.log"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"https://127.0.0.1:{self.gateway_port}"
 
     def env(self) -> dict[str, str]:
         """The environment of every hub command of this installation (the hub itself, release, evidence)."""
@@ -137,7 +143,7 @@ def make_demo(args: argparse.Namespace) -> Demo:
     demo_dsn = str(url.with_path("/" + args.database))
     state_dir = Path(args.state_dir).resolve()
     settings = base.with_(pg_dsn=demo_dsn, namespace=args.namespace, state_dir=state_dir)
-    return Demo(settings, admin_dsn, args.database, args.workers)
+    return Demo(settings, admin_dsn, args.database, args.workers, free_port())
 
 
 # ---------------------------------------------------------------------------------------------------- 1 services
@@ -455,7 +461,17 @@ async def start_hub(demo: Demo) -> tuple[subprocess.Popen[bytes], float]:
     started = time.monotonic()
     with open(demo.log_file, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "run", "--workers", str(demo.workers)],
+            [
+                sys.executable,
+                "-m",
+                "hub.cli",
+                "run",
+                "--workers",
+                str(demo.workers),
+                "--gateway",
+                "--gateway-port",
+                str(demo.gateway_port),
+            ],
             env=demo.env(),
             cwd=PROJECT_ROOT,
             stdin=subprocess.DEVNULL,
@@ -466,7 +482,7 @@ async def start_hub(demo: Demo) -> tuple[subprocess.Popen[bytes], float]:
     demo.pid_file.write_text(f"{proc.pid}\n")
     while True:
         ready, error = _ready_workers(demo.log_file)
-        if ready >= demo.workers:
+        if ready >= demo.workers and _listening(demo.gateway_port):
             return proc, time.monotonic() - started
         if proc.poll() is not None or error is not None or time.monotonic() - started > READY_TIMEOUT_S:
             stop_hub(demo)
@@ -477,6 +493,23 @@ async def start_hub(demo: Demo) -> tuple[subprocess.Popen[bytes], float]:
                 + "\n".join(f"        {ln[:200]}" for ln in tail)
             )
         await asyncio.sleep(0.1)
+
+
+def _listening(port: int) -> bool:
+    """Does something accept TCP connections on 127.0.0.1:``port`` (the gateway, once it serves)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------------- 6 summary
@@ -536,9 +569,13 @@ async def summary(demo: Demo, pool: Any, *, inbox: str, waiting: int) -> None:
         ("evidence verify", "校验证据链 check the evidence chain"),
         ("adapter new my_oa --system county-220182-oa --dir /tmp", "用 SDK 生成适配器 scaffold an SDK adapter"),
     ]
+
     width = max(len(c) for c, _ in cmds) + len(hub_cmd) + 3
     for cmd, what in cmds:
         out(f"    {(hub_cmd + ' ' + cmd).ljust(width)}# {what}")
+    if running_hub(demo) is not None:
+        ca = _rel(s.state_dir / "pki" / "root-ca.pem")
+        out(f"    curl --cacert {ca} {demo.gateway_url}/openapi.json  # HTTPS 网关 gateway (docs/gateway.md)")
     out(
         f"    适配器 adapters     {_rel(s.state_dir / 'adapters')}/<系统>/ 入网目录 enrolment directories; "
         "SDK 指南 guide: docs/adapter-guide.md"
@@ -616,6 +653,7 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
         out=out,
         hub_log=demo.log_file,
         workers=demo.workers,
+        gateway_url=demo.gateway_url,
     )
     try:
         new, total = await scenario.enroll_all()
@@ -624,11 +662,18 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
             f"（新签发 newly issued {new}，沿用 kept {total - new}）"
         )
 
-        _stage(4, f"启动枢纽 starting the hub (hub run --workers {demo.workers})")
+        _stage(4, f"启动枢纽 starting the hub (hub run --workers {demo.workers} --gateway)")
+        from hub.trust.pki import PkiPaths
+
+        if not PkiPaths(demo.state_dir / "pki").gateway_cert.exists():
+            rc, text = await _run_cli(demo, ["pki", "issue-server", "--host", "127.0.0.1", "--host", "localhost"])
+            if rc != 0:
+                raise DemoFailed(f"hub pki issue-server exited {rc}: {text.strip()[-300:]}")
+            out(f"  {OK} HTTPS 网关服务器证书 the gateway's server certificate (127.0.0.1, localhost), by the hub CA")
         proc, took = await start_hub(demo)
         out(
             f"  {OK} 枢纽已启动 the hub is running: pid {proc.pid}，{demo.workers} 个工作进程就绪 workers ready "
-            f"in {took:.1f} s (log {_rel(demo.log_file)})"
+            f"in {took:.1f} s (log {_rel(demo.log_file)})；HTTPS 网关 gateway {demo.gateway_url}"
         )
         leftovers = await scenario.clear_queues()
         if leftovers:

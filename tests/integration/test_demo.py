@@ -102,19 +102,22 @@ def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
         "refused with ENV_LIMIT at the byte gate; the 特急 alert sent right after it was delivered",
         "workers sign with the rotated key",
         "typed, bound to the query, signed by the database system and the hub",
+        "the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt",
         "证据链完整 evidence chain intact",
         "every step behaved as expected",
     ):
         assert expected in out, f"missing {expected!r} in:\n{out}"
-    # 6: the summary's figures come from PostgreSQL: 11 signed messages were recorded (the SDK step's query and
-    # answer among them), one of them refused at the gate; 25 deliveries, one blocked; the tampered copy and the
-    # costly one were refused before their signatures could be trusted.
-    assert _counts(out, "报文 messages") == {"accepted": 10, "rejected": 1, "released": 1}
-    assert _counts(out, "投递 deliveries") == {"delivered": 25, "blocked": 1}
+    # 6: the summary's figures come from PostgreSQL: 13 signed messages were recorded (the SDK step's query and
+    # answer, the portal's application over HTTPS and the status back among them), one of them refused at the gate;
+    # 27 deliveries, one blocked; the tampered copy and the costly one were refused before their signatures could be
+    # trusted.
+    assert _counts(out, "报文 messages") == {"accepted": 12, "rejected": 1, "released": 1}
+    assert _counts(out, "投递 deliveries") == {"delivered": 27, "blocked": 1}
     assert "refused before the signature could be trusted: 2" in out
     assert f"HUB_STATE_DIR={state}" in out and "receive --system city-220100-oa" in out
     assert "3 waiting" in out
-    assert "http" not in out  # no ops page yet, and no made-up URL for it
+    assert "http://" not in out  # no ops page yet, and no made-up URL for it (the gateway's is https://127.0.0.1:…)
+    assert re.search(r"HTTPS 网关 gateway https://127\.0\.0\.1:\d+", out), out
     # 7: --stop stopped it
     assert "the hub was stopped" in out and not (state / "hub.pid").exists()
 
@@ -125,7 +128,7 @@ def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
     assert second.returncode == 0, out + second.stderr
     assert "（已存在 reused）" in out and "证书中心 CA：沿用 reused" in out and "newly issued 0" in out
     assert "cleared 3 message(s) left by an earlier run" in out  # city-220100-oa's inbox from the first run
-    assert _counts(out, "报文 messages") == {"accepted": 20, "rejected": 2, "released": 2}
+    assert _counts(out, "报文 messages") == {"accepted": 24, "rejected": 2, "released": 2}
     pid = int((state / "hub.pid").read_text())
     assert Path(f"/proc/{pid}").exists() and b"hub.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert "--stop-only" in out
