@@ -287,7 +287,22 @@ async def run(args: argparse.Namespace) -> int:
             inst.start_hub(args.workers)
             gw_port = free_port()
             gateway = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "gateway", "--host", "127.0.0.1", "--port", str(gw_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "hub.cli",
+                    "gateway",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(gw_port),
+                    # Throughput, not the sender's limit, is measured: the bench's sender has no directory rate,
+                    # so the gateway's default would throttle the flat-out phase (429) long before the hub's work.
+                    "--default-rate",
+                    "100000",
+                    "--default-concurrency",
+                    "1000",
+                ],
                 env=inst.env(),
                 cwd=ROOT,
                 stdout=(inst.tmp / "gateway.log").open("ab"),

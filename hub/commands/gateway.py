@@ -22,6 +22,18 @@ def add_gateway_arguments(p: argparse.ArgumentParser, *, prefix: str = "") -> No
         f"--{prefix}cert", type=Path, default=None, help="server certificate (<state>/pki/gateway/server.pem)"
     )
     p.add_argument(f"--{prefix}key", type=Path, default=None, help="its key (default <state>/pki/gateway/server.key)")
+    p.add_argument(
+        f"--{prefix}default-rate",
+        type=float,
+        default=None,
+        help="requests per second for a system the directory gives no rate (default 200)",
+    )
+    p.add_argument(
+        f"--{prefix}default-concurrency",
+        type=int,
+        default=None,
+        help="concurrent requests for a system the directory gives no concurrency (default 32)",
+    )
 
 
 def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: str = "") -> GatewaySettings:
@@ -31,7 +43,13 @@ def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: st
         return getattr(args, prefix.replace("-", "_") + name, None)
 
     return GatewaySettings.for_state(
-        settings.state_dir, host=arg("host"), port=arg("port"), cert_file=arg("cert"), key_file=arg("key")
+        settings.state_dir,
+        host=arg("host"),
+        port=arg("port"),
+        cert_file=arg("cert"),
+        key_file=arg("key"),
+        default_rate=arg("default_rate"),
+        default_concurrency=arg("default_concurrency"),
     )
 
 
