@@ -137,6 +137,7 @@ def test_the_gateway_answers_as_its_openapi_document_says(served: Served, tmp_pa
         capture_output=True,
         text=True,
         timeout=400,
+        cwd=tmp_path,  # schemathesis keeps a cache (.schemathesis/) in its working directory
         env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
     )
     report.write_text(done.stdout + done.stderr, encoding="utf-8")
