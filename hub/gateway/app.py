@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import re
@@ -56,6 +57,14 @@ XML = "application/xml"
 _XML_TYPES = frozenset({"application/xml", "text/xml"})
 #: A message id the hub can answer about: the envelope XSD's UUID form (anything else gets a fresh one).
 _MESSAGE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: What the gateway reads of a submission without parsing it (the lane and the id to wait for; the hub parses,
+#: validates and verifies it, and re-derives everything from the signed envelope): the header's first fields.
+_HEADER_FIELD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(MessageId|Service|Urgency)\b([^>]*)>([^<]{0,64})<", re.ASCII)
+_SERVICE_NAME = re.compile(rb'\bname="([a-z][a-z0-9.]{0,63})"')
+#: The outcome or code of the hub's own canonical answers (hub.pipeline.replies and Processor.error write them).
+_RECEIPT_OUTCOME = re.compile(rb"<Outcome>(accepted|duplicate|quarantined)</Outcome>")
+_ERROR_CODE = re.compile(rb"<Code>([A-Z][A-Z0-9_]{1,63})</Code>")
+_HEADER_SCAN = 4096
 #: Paths served without a client certificate.
 _PUBLIC = frozenset({"/openapi.json"})
 
@@ -89,26 +98,36 @@ def error_response(status: int, code: str, detail: str, *, retry_after: int | No
     return resp
 
 
-def _answer_response(answer: Answer, message_id: str, max_bytes: int) -> web.Response:
-    """The hub's signed answer, verbatim, with the status its outcome or code maps to."""
+def _answer_of(answer: Answer, max_bytes: int) -> tuple[str, str] | None:
+    """("receipt", outcome) or ("error", code) of the hub's own answer. Its canonical form is read directly (one
+    search, the hub wrote it); anything else is parsed as the client would."""
+    found = (_RECEIPT_OUTCOME if answer.kind == "receipt" else _ERROR_CODE).search(answer.body)
+    if found is not None and answer.kind in ("receipt", "error"):
+        return answer.kind, found.group(1).decode("ascii")
     from hub.envelope import Envelope, parse
     from hub.pipeline.client import read_reply
 
-    headers = {"X-Hub-Message-Id": message_id}
     try:
         reply = read_reply(Envelope.from_tree(parse(answer.body, max_bytes=max_bytes)))
     except (HubError, ValueError, IndexError):
-        reply = None
+        return None
+    return (reply.kind, reply.outcome) if reply is not None else None
+
+
+def _answer_response(answer: Answer, message_id: str, max_bytes: int) -> web.Response:
+    """The hub's signed answer, verbatim, with the status its outcome or code maps to."""
+    headers = {"X-Hub-Message-Id": message_id}
+    reply = _answer_of(answer, max_bytes)
     if reply is None:  # pragma: no cover - the hub's own answers always parse
         status = 202 if answer.kind == "receipt" else 500
-    elif reply.kind == "receipt":
-        status = status_for_receipt(reply.outcome)
-        headers["X-Hub-Outcome"] = reply.outcome
-        if reply.outcome == "duplicate":
+    elif reply[0] == "receipt":
+        status = status_for_receipt(reply[1])
+        headers["X-Hub-Outcome"] = reply[1]
+        if reply[1] == "duplicate":
             headers["X-Hub-Code"] = "MSG_DUPLICATE"
     else:
-        status = status_for_code(reply.outcome)
-        headers["X-Hub-Code"] = reply.outcome
+        status = status_for_code(reply[1])
+        headers["X-Hub-Code"] = reply[1]
     return web.Response(status=status, body=answer.body, content_type=XML, headers=headers)
 
 
@@ -172,18 +191,30 @@ async def _read_body(request: web.Request, max_bytes: int, timeout: float) -> by
 
 
 def _route_of(data: bytes, max_bytes: int) -> tuple[str, str, int]:
-    """(message id, lane, priority) as the envelope names them; a body that does not parse still goes to the hub
-    (the processor refuses it with its code and a signed error), on the normal lane under a fresh id."""
-    from hub.envelope import Envelope, parse
+    """(message id, lane, priority) as the envelope's header names them, read by a bounded search without parsing
+    (the lane only orders the hub's work: the processor re-derives everything from the signed envelope, and a
+    message whose id is not the one read here is still examined and answered — its answer then goes to the inbox);
+    a body without a readable id goes to the hub on the normal lane under a fresh id (the processor refuses it with
+    its code and a signed error, which names that id)."""
     from hub.transport.names import lane_for, priority_for
 
-    try:
-        env = Envelope.from_tree(parse(data, max_bytes=max_bytes))
-        if _MESSAGE_ID.fullmatch(env.message_id):
-            return env.message_id, lane_for(env.service, env.urgency), priority_for(env.urgency)
-    except Exception:  # noqa: S110 - anything unreadable is the processor's to refuse, with its code
-        pass
-    return str(uuid.uuid4()), "normal", 0
+    fields: dict[bytes, tuple[bytes, bytes]] = {}
+    for m in _HEADER_FIELD.finditer(data, 0, _HEADER_SCAN):  # the header comes first: its first occurrences
+        fields.setdefault(m.group(1), (m.group(2), m.group(3)))
+        if len(fields) == 3:
+            break
+
+    def text(field: bytes, part: int) -> str:
+        raw = fields.get(field, (b"", b""))[part].decode("utf-8", "replace")
+        return html.unescape(raw).strip() if "&" in raw else raw.strip()  # character references (&#29305;)
+
+    mid = text(b"MessageId", 1)
+    if not _MESSAGE_ID.fullmatch(mid):
+        return str(uuid.uuid4()), "normal", 0
+    name = _SERVICE_NAME.search(text(b"Service", 0).encode("utf-8"))
+    service = name.group(1).decode("ascii") if name else ""
+    urgency = text(b"Urgency", 1)
+    return mid, lane_for(service, urgency), priority_for(urgency)
 
 
 async def submit(request: web.Request) -> web.StreamResponse:
