@@ -62,6 +62,7 @@ from adapters.sdk._errors import (
 from adapters.sdk._settings import AdapterSettings
 from adapters.sdk._store import HandledStore, Tx, open_store
 from adapters.sdk._trust import AgencyTrust, Opened, load_signer
+from hub.directory.model import REFUSAL_SERVICE
 
 if TYPE_CHECKING:
     from hub.envelope import Recipient
@@ -74,11 +75,7 @@ __all__ = ["Adapter", "group", "to"]
 log = logging.getLogger("adapters.sdk")
 
 CN_TZ = timezone(timedelta(hours=8))
-REFUSAL_SERVICE = "delivery.refusal"
-_REFUSAL_NS = "urn:forestry-hub:delivery.refusal:1"
 _HUB_ANSWERS = ("hub.receipt", "hub.error")
-_RECEIPT_NS = "urn:forestry-hub:hub.receipt:1"
-_ERROR_NS = "urn:forestry-hub:hub.error:1"
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
@@ -151,7 +148,6 @@ class Adapter:
         self._consumer: AbstractConsumer | None = None
         self._attempts: OrderedDict[str, int] = OrderedDict()
         self._timers: dict[str, tuple[asyncio.TimerHandle, Incoming]] = {}
-        self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
         #: Called with each hub answer (Receipt or HubRefused) that no ``send`` waits for (e.g. after a restart).
@@ -211,7 +207,6 @@ class Adapter:
         await w.store.open()
         s = self.settings
         names = w.transport.names
-        self._stopped.clear()
         self._consumer = await w.transport.consume(
             names.system_queue(self.system),
             self._on_batch,
@@ -256,7 +251,6 @@ class Adapter:
         if w.own_transport:
             await w.transport.close()
             self._wiring = None
-        self._stopped.set()
         log.info("adapter %s stopped", self.system, extra={"system": self.system})
 
     async def __aenter__(self) -> Adapter:
@@ -669,91 +663,69 @@ class Adapter:
         log.info("retry in %.1f s: %s", delay, why, extra={"system": self.system, "message_id": m.message_id})
 
     async def _dead_letter(self, w: _Wiring, items: Sequence[tuple[Incoming, str, str]]) -> None:
-        """Park deliveries with their reason: a copy to the dead-letter exchange carrying the reason (confirmed),
-        then acknowledge the original; when that publish is refused, reject without requeue (the queue's own
-        dead-lettering parks it, without the reason). Never acknowledged away."""
-        from hub.transport.topology import Outgoing
+        """Park deliveries with their reason (``hub.pipeline.client.park_refused``), then acknowledge them; what could
+        not be published is rejected without requeue (the queue's own dead-lettering parks it, without the reason).
+        Never acknowledged away."""
+        from hub.pipeline.client import park_refused
 
-        names = w.transport.names
-        copies = [
-            Outgoing(
-                exchange=names.dead_letter_exchange,
-                routing_key=m.queue,
-                body=m.body,
-                headers={"x-refused-by": self.system, "x-refused-code": code, "x-refused-reason": reason[:500]},
-                priority=0,
-                message_id=m.message_id or "",
-                user_id=w.transport.user,
-            )
-            for m, code, reason in items
-        ]
         for m, code, reason in items:
             log.warning(
                 "delivery refused and dead-lettered: %s",
                 code,
                 extra={"system": self.system, "message_id": m.message_id, "code": code, "reason": reason[:300]},
             )
-        try:
-            await w.transport.publish_many(copies)
-        except Exception:
+        failed = await park_refused(w.transport, self.system, items)
+        if failed:
             log.warning("could not publish the dead-letter copies; rejecting instead", extra={"system": self.system})
-            await w.transport.nack([m for m, _, _ in items], requeue=False)
-            return
-        await w.transport.ack([m for m, _, _ in items])
+            await w.transport.nack(failed, requeue=False)
+        await w.transport.ack([m for m, _, _ in items if m not in failed])
 
     # ------------------------------------------------------------------------------------------ answers
 
     def _hub_answer(self, o: Opened) -> None:
-        env = o.envelope
-        body = env.body
-        ref = env.ref_to or ""
-        p = self._pending.get(ref)
+        """Settle the ``send``/``request`` a hub.receipt or hub.error is about; hand any other to ``on_answer``."""
         answer: Receipt | HubRefused
-        if env.service == "hub.receipt" and body is not None:
-            answer = _receipt_of(o)
-            ref = answer.message_id or ref
-            p = self._pending.get(ref)
-            if p is not None and not p.receipt.done():
-                p.receipt.set_result(answer)
-                return
-        else:
-            answer = _hub_error_of(o)
-            ref = answer.message_id or ref
-            p = self._pending.get(ref)
-            if p is not None:
+        answer = _receipt_of(o) if o.envelope.service == "hub.receipt" else _hub_error_of(o)
+        ref = answer.message_id or (o.envelope.ref_to or "")
+        p = self._pending.get(ref)
+        if p is not None:
+            if isinstance(answer, Receipt):
                 if not p.receipt.done():
-                    p.receipt.set_exception(answer)
+                    p.receipt.set_result(answer)
                     return
-                if p.reply is not None and not p.reply.done():
-                    p.reply.set_exception(answer)
-                    return
+            elif not p.receipt.done():
+                p.receipt.set_exception(answer)
+                return
+            elif p.reply is not None and not p.reply.done():  # e.g. blocked recipients, after the receipt
+                p.reply.set_exception(answer)
+                return
         log.info("hub answer for %s: %s", ref, getattr(answer, "outcome", None) or getattr(answer, "code", ""))
         if self.on_answer is not None:
             self.on_answer(answer)
 
     def _refused(self, o: Opened) -> Refused:
-        body = o.envelope.body
-        q = f"{{{_REFUSAL_NS}}}"
+        from adapters.sdk.messages import DeliveryRefusal
+
+        refusal = DeliveryRefusal.from_element(o.envelope.body)
         return Refused(
-            code=_text(body, q + "Code") or "REFUSED",
-            reason=_text(body, q + "Reason"),
-            message_id=_text(body, q + "OriginalMessageId") or (o.envelope.ref_to or ""),
+            code=refusal.code,
+            reason=refusal.reason,
+            message_id=refusal.original_message_id,
             by=o.envelope.sender,
             refusal=o,
         )
 
     def _refusal(self, w: _Wiring, o: Opened, code: str, reason: str) -> Outgoing:
-        env = o.envelope
-        q = f"{{{_REFUSAL_NS}}}"
-        body = etree.Element(q + "DeliveryRefusal", nsmap={None: _REFUSAL_NS})
-        for name, value in (
-            ("OriginalMessageId", env.message_id),
-            ("ReceivedDigest", o.digest),
-            ("Code", code),
-            ("Reason", reason[:1000]),
-            ("RefusedAt", datetime.now(CN_TZ).isoformat(timespec="seconds")),
-        ):
-            etree.SubElement(body, q + name).text = value
+        from adapters.sdk.messages import DeliveryRefusal
+
+        refusal = DeliveryRefusal(
+            original_message_id=o.envelope.message_id,
+            received_digest=o.digest,
+            code=code,
+            reason=reason[:1000],
+            refused_at=datetime.now(CN_TZ).replace(microsecond=0),
+        )
+        body = refusal.to_element()
         return self._answer(w, o, body, REFUSAL_SERVICE, 1, "refusal")
 
     def _checked_reply(self, w: _Wiring, o: Opened, result: Any) -> Outgoing:
@@ -868,27 +840,16 @@ def default_ttl(service: str) -> timedelta:
     return timedelta(days=7)
 
 
-def _text(el: Any, tag: str) -> str:
-    if el is None:
-        return ""
-    found = el.find(tag)
-    return (found.text or "") if found is not None else ""
-
-
 def _receipt_of(o: Opened) -> Receipt:
-    body = o.envelope.body
-    q = f"{{{_RECEIPT_NS}}}"
-    recipients = tuple(
-        (_text(r, q + "AgencyCode"), _text(r, q + "System"), _text(r, q + "Role"))
-        for r in (body.findall(f"{q}Recipients/{q}Recipient") if body is not None else [])
-    )
-    at = _text(body, q + "ReceivedAt")
+    from adapters.sdk.messages import HubReceipt
+
+    r = HubReceipt.from_element(o.envelope.body)
     return Receipt(
-        message_id=_text(body, q + "OriginalMessageId"),
-        outcome=_text(body, q + "Outcome"),
-        recipients=recipients,
-        received_digest=_text(body, q + "ReceivedDigest"),
-        received_at=datetime.fromisoformat(at) if at else None,
+        message_id=r.original_message_id,
+        outcome=r.outcome,
+        recipients=tuple((x.agency_code, x.system, x.role) for x in r.recipients.recipient),
+        received_digest=r.received_digest,
+        received_at=r.received_at,
         receipt_id=o.envelope.message_id,
         envelope=o.envelope,
         raw=o.data,
@@ -896,13 +857,14 @@ def _receipt_of(o: Opened) -> Receipt:
 
 
 def _hub_error_of(o: Opened) -> HubRefused:
-    body = o.envelope.body
-    q = f"{{{_ERROR_NS}}}"
+    from adapters.sdk.messages import HubError
+
+    e = HubError.from_element(o.envelope.body)
     return HubRefused(
-        code=_text(body, q + "Code") or "HUB_ERROR",
-        title=_text(body, q + "Title"),
-        reason=_text(body, q + "Reason"),
-        message_id=_text(body, q + "OriginalMessageId") or (o.envelope.ref_to or ""),
+        code=e.code,
+        title=e.title,
+        reason=e.reason,
+        message_id=e.original_message_id or (o.envelope.ref_to or ""),
         error=o,
     )
 

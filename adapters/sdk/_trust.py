@@ -9,7 +9,6 @@ signed tree is used afterwards.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,13 +25,12 @@ if TYPE_CHECKING:
 __all__ = ["AgencyTrust", "Opened", "load_signer", "registry"]
 
 
-@functools.cache
 def registry() -> Any:
-    """The hub's schema registry over the XSDs that ship with the SDK (loaded once per process)."""
-    from hub.settings import PROJECT_ROOT
-    from hub.validation import SchemaRegistry
+    """The hub's schema registry over the XSDs that ship with the SDK: the one the typed messages validate with
+    (``adapters.sdk._message.schema_registry``, compiled once per process)."""
+    from adapters.sdk._message import schema_registry
 
-    return SchemaRegistry(PROJECT_ROOT / "schemas")
+    return schema_registry()
 
 
 def load_signer(key_path: Path, cert_path: Path) -> Signer:

@@ -45,7 +45,9 @@ from hub.pipeline.client import (
     connect_as,
     enroll,
     load_signer,
+    open_hub_signed,
     outgoing,
+    park_refused,
     read_reply,
 )
 from hub.settings import Settings
@@ -202,15 +204,8 @@ class Mailboxes:
         return Envelope.from_tree(parse(data, max_bytes=self.settings.max_message_bytes)), data
 
     def open(self, data: bytes) -> Any:
-        """Verify bytes the hub signed that came another way (the HTTPS gateway's responses): a
-        ``hub.trust.delivery.OpenedDelivery``, or ``HubError``."""
-        from hub.trust.delivery import verify_delivery
-        from hub.trust.lifecycle import hub_fingerprints
-
-        root = parse(data, max_bytes=self.settings.max_message_bytes)
-        self.registry.validate(root)
-        prints = hub_fingerprints(self.settings.state_dir / "pki")
-        return verify_delivery(root, self.verifier, is_hub=lambda signer: signer.fingerprint in prints)
+        """Verify bytes the hub signed that came another way (the HTTPS gateway's responses)."""
+        return open_hub_signed(self.settings, self.verifier, self.registry, data)
 
     async def publish(self, system: str, env: Envelope, data: bytes) -> None:
         t = await self.transport(system)
@@ -261,9 +256,7 @@ class Mailboxes:
             if mine:
                 await (t.nack(mine, requeue=True) if keep else t.ack(mine))
             if bad:  # never acted on, never acknowledged away: parked with the reason (counted in self.unverified)
-                from hub.pipeline.cli import dead_letter_refused
-
-                failed = await dead_letter_refused(t, system, bad)
+                failed = await park_refused(t, system, [(m, exc.code, exc.detail) for m, exc in bad])
                 await t.ack([m for m, _ in bad if m not in failed])
                 if failed:
                     await t.nack(failed, requeue=False)

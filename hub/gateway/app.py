@@ -190,7 +190,7 @@ async def _read_body(request: web.Request, max_bytes: int, timeout: float) -> by
     return b"".join(chunks)
 
 
-def _route_of(data: bytes, max_bytes: int) -> tuple[str, str, int]:
+def _route_of(data: bytes) -> tuple[str, str, int]:
     """(message id, lane, priority) as the envelope's header names them, read by a bounded search without parsing
     (the lane only orders the hub's work: the processor re-derives everything from the signed envelope, and a
     message whose id is not the one read here is still examined and answered — its answer then goes to the inbox);
@@ -231,7 +231,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > max_bytes:
         raise Refused(413, "ENV_TOO_LARGE", f"the message ({request.content_length} bytes) is over {max_bytes} bytes")
     data = await _read_body(request, max_bytes, gw.body_timeout_s)
-    message_id, lane, priority = _route_of(data, max_bytes)
+    message_id, lane, priority = _route_of(data)
     mailbox, transport = state.mailbox, state.transport
     system = identity.system
     await mailbox.open(system)

@@ -172,38 +172,14 @@ async def _receive(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def dead_letter_refused(transport: Any, system: str, refused: list[tuple[Any, HubError]]) -> list[Any]:
-    """Park deliveries a system refused as unverifiable in the dead-letter queue with the reason, never ack them
-    away: each is published to the dead-letter exchange (``ns.dead``) with headers ``x-refused-by`` (the system),
-    ``x-refused-code`` and ``x-refused-reason``, as the system's own AMQP user (``user_id``), confirmed; the caller
-    then acks the original. Returns the messages whose publish failed: the caller nacks them without requeue, so
-    that the queue dead-letters them anyway (without the reason)."""
-    if not refused:
-        return []
-    from hub.transport import Outgoing
+    """``hub.pipeline.client.park_refused`` for deliveries refused with a ``HubError``; says so when the publish
+    failed (the caller then rejects them without requeue)."""
+    from hub.pipeline.client import park_refused
 
-    items = [
-        Outgoing(
-            exchange=transport.names.dead_letter_exchange,
-            routing_key=m.routing_key or "",
-            body=m.body,
-            headers={
-                "x-refused-by": system,
-                "x-refused-code": exc.code,
-                "x-refused-reason": exc.detail[:1000],
-            },
-            priority=0,
-            message_id=m.message_id or "",
-            user_id=transport.user,
-            correlation_id=m.correlation_id,
-        )
-        for m, exc in refused
-    ]
-    try:
-        await transport.publish_many(items)
-    except HubError as exc:
-        print(f"could not dead-letter {len(items)} refused deliveries ({exc.describe()}); rejecting them instead")
-        return [m for m, _ in refused]
-    return []
+    failed = await park_refused(transport, system, [(m, exc.code, exc.detail) for m, exc in refused])
+    if failed:
+        print(f"could not dead-letter {len(failed)} refused deliveries; rejecting them instead")
+    return failed
 
 
 def cmd_receive(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hub.envelope import Envelope, parse, to_bytes
 from hub.envelope.model import ERROR_NS, RECEIPT_NS
-from hub.errors import ConfigError
+from hub.errors import ConfigError, HubError
 from hub.settings import Settings
 
 
@@ -131,6 +131,27 @@ def read_reply(envelope: Envelope) -> Reply | None:
     return None
 
 
+def open_hub_signed(settings: Settings, verifier: Any, registry: Any, data: bytes) -> Any:
+    """Parse, validate and verify bytes the hub signed — a delivery (both signatures) or the hub's own answer,
+    from a queue or from the HTTPS gateway: a ``hub.trust.delivery.OpenedDelivery``, or ``HubError``."""
+    from hub.trust.delivery import verify_delivery
+
+    root = parse(data, max_bytes=settings.max_message_bytes)
+    registry.validate(root)
+    return verify_delivery(root, verifier, is_hub=lambda signer: _by_the_hub(verifier, signer))
+
+
+def _by_the_hub(verifier: Any, signer: Any) -> bool:
+    """The hub is recognised by its own certificates (current and earlier, in the PKI directory the verifier
+    loaded), not by the name "hub"; a verifier without a PKI directory falls back to the name."""
+    paths = getattr(getattr(verifier, "store", None), "paths", None)
+    if paths is None:
+        return bool(signer.system == "hub")
+    from hub.trust.lifecycle import hub_fingerprints
+
+    return signer.fingerprint in hub_fingerprints(paths.root)
+
+
 class Inbox:
     """Reads a system's queue, verifying every delivery (``hub.trust.delivery.verify_delivery``: the hub's
     signature, and the originating system's beside it; default deny: an unverifiable message is reported, never
@@ -150,21 +171,7 @@ class Inbox:
 
     def open_delivery(self, data: bytes) -> Any:
         """``open`` with the signers and digest: a ``hub.trust.delivery.OpenedDelivery``."""
-        from hub.trust.delivery import verify_delivery
-
-        root = parse(data, max_bytes=self.settings.max_message_bytes)
-        self.registry.validate(root)
-        return verify_delivery(root, self.verifier, is_hub=self._by_the_hub)
-
-    def _by_the_hub(self, signer: Any) -> bool:
-        """The hub is recognised by its own certificates (current and earlier, in the PKI directory the verifier
-        loaded), not by the name "hub"; a verifier without a PKI directory falls back to the name."""
-        paths = getattr(getattr(self.verifier, "store", None), "paths", None)
-        if paths is None:
-            return bool(signer.system == "hub")
-        from hub.trust.lifecycle import hub_fingerprints
-
-        return signer.fingerprint in hub_fingerprints(paths.root)
+        return open_hub_signed(self.settings, self.verifier, self.registry, data)
 
     async def take(self, max_messages: int = 100) -> list[Any]:
         return list(await self.transport.fetch(self.queue, max_messages=max_messages))
@@ -206,3 +213,33 @@ class Inbox:
             if held:
                 await self.transport.nack(held, requeue=True)
         return found
+
+
+async def park_refused(transport: Any, system: str, refused: Sequence[tuple[Any, str, str]]) -> list[Any]:
+    """Park deliveries ``system`` refused — (incoming, code, reason) — in the dead-letter queue with the reason, never
+    ack them away: each is published to the dead-letter exchange (``ns.dead``) with headers ``x-refused-by`` (the
+    system), ``x-refused-code`` and ``x-refused-reason``, as the system's own AMQP user (``user_id``), confirmed; the
+    caller then acks the originals. Returns the messages whose publish failed: the caller nacks them without requeue,
+    so that the queue dead-letters them anyway (without the reason). Used by ``hub receive``, the demo and the SDK."""
+    if not refused:
+        return []
+    from hub.transport import Outgoing
+
+    items = [
+        Outgoing(
+            exchange=transport.names.dead_letter_exchange,
+            routing_key=m.routing_key or "",
+            body=m.body,
+            headers={"x-refused-by": system, "x-refused-code": code, "x-refused-reason": reason[:1000]},
+            priority=0,
+            message_id=m.message_id or "",
+            user_id=transport.user,
+            correlation_id=m.correlation_id,
+        )
+        for m, code, reason in refused
+    ]
+    try:
+        await transport.publish_many(items)
+    except HubError:
+        return [m for m, _, _ in refused]
+    return []

@@ -110,15 +110,15 @@ def test_the_lane_and_id_of_a_submission() -> None:
     sample = PROJECT_ROOT / "schemas/services/document.official/1/samples/valid/typical-notice.xml"
     root = parse(sample.read_bytes())
     env = Envelope.from_tree(root)
-    mid, lane, _ = _route_of(to_bytes(root), 1 << 20)
+    mid, lane, _ = _route_of(to_bytes(root))
     assert (mid, lane) == (env.message_id, "normal")
     root.find(".//{urn:forestry-hub:envelope:1}Urgency").text = "特急"
-    mid, lane, priority = _route_of(etree.tostring(root), 1 << 20)
+    mid, lane, priority = _route_of(etree.tostring(root))
     assert (mid, lane) == (env.message_id, "emergency") and priority > 0
 
-    mid, lane, priority = _route_of(b"not xml", 1000)
+    mid, lane, priority = _route_of(b"not xml")
     assert (lane, priority) == ("normal", 0) and re.fullmatch(r"[0-9a-f-]{36}", mid)
-    assert _route_of(b"not xml", 1000)[0] != mid  # a fresh id each time
+    assert _route_of(b"not xml")[0] != mid  # a fresh id each time
 
 
 def test_hub_run_gateway_without_a_server_certificate_touches_nothing(
