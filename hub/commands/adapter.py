@@ -439,13 +439,6 @@ def cmd_new(args: argparse.Namespace, settings: Settings) -> int:
 # ================================================================================================ enrolment
 
 
-def _spki(key: Any) -> bytes:
-    """The DER SubjectPublicKeyInfo of a public key (what a certificate and a private key are compared by)."""
-    from cryptography.hazmat.primitives import serialization
-
-    return bytes(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
-
-
 @_refusals
 def cmd_enrol(args: argparse.Namespace, settings: Settings) -> int:
     home = Path(args.home)
@@ -521,7 +514,7 @@ def _accept(bundle_path: Path, home: Path) -> int:
     except HubError as exc:
         raise AdapterCommandError("ADAPTER_NOT_ENROLLED", f"{key_path}: {exc.detail}") from None
     leaf = chain[0]
-    if _spki(leaf.public_key()) != _spki(key.public_key()):
+    if keys.spki(leaf.public_key()) != keys.spki(key.public_key()):
         raise AdapterCommandError(
             "ADAPTER_KEY_MISMATCH",
             f"the certificate in {bundle_path} ({pki.serial_hex(leaf.serial_number)}) is not for the key in "

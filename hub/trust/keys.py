@@ -41,6 +41,7 @@ __all__ = [
     "private_key_pem",
     "raw_to_der",
     "signature_method_for",
+    "spki",
     "write_private_file",
     "write_public_file",
 ]
@@ -201,6 +202,11 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def spki(key: PublicKeyTypes) -> bytes:
+    """The DER SubjectPublicKeyInfo of a public key: what a certificate and a private key are matched by."""
+    return bytes(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def write_private_file(path: Path, data: bytes) -> None:

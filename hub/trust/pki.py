@@ -492,12 +492,9 @@ def load_ca(pki_dir: Path, passphrase: str | bytes, *, which: str = "issuing") -
         raise ConfigError(f"no CA in {paths.root}; run `hub pki init` first")
     key = keys.load_private_key(key_path, _passphrase(passphrase))
     certs = load_certificates(cert_path)
-    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    own = keys.spki(key.public_key())
     for cert in certs:
-        if (
-            cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-            == spki
-        ):
+        if keys.spki(cert.public_key()) == own:
             return cert, key
     raise ConfigError(f"{key_path} does not belong to any certificate in {cert_path}")
 

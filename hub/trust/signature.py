@@ -181,10 +181,6 @@ def _canonical_parts(template: etree._Element) -> tuple[bytes, bytes, bytes, byt
     return si_prefix, si_suffix, sig_prefix, sig_middle, sig_suffix
 
 
-def _spki(key: PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def _raw_signer(key: PrivateKey, method: str) -> Callable[[bytes], bytes]:
     """``data → SignatureValue`` bytes for one key and method (raw ``r || s`` for ECDSA, PKCS#1 v1.5 for RSA),
     with the key's type, curve and algorithm objects looked up once: a hub signs twice per message."""
@@ -210,8 +206,8 @@ class Signer:
 
     def __init__(self, key: PrivateKey, certificates: Sequence[x509.Certificate]) -> None:
         keys.check_key_policy(key)
-        own = _spki(key.public_key())
-        leaf = next((c for c in certificates if _spki(c.public_key()) == own), None)  # type: ignore[arg-type]
+        own = keys.spki(key.public_key())
+        leaf = next((c for c in certificates if keys.spki(c.public_key()) == own), None)  # type: ignore[arg-type]
         if leaf is None:
             raise ConfigError("none of the certificates belongs to the signing key")
         try:
