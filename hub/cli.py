@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "hub.backup",
     "hub.commands.adapter",
     "hub.commands.gateway",
+    "hub.commands.dead",
+    "hub.commands.ops",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]
