@@ -10,6 +10,9 @@ the lane the envelope names, as the hub's AMQP user with ``x-hub-origin-user = N
 (``Incoming.publisher`` trusts that header only on the hub user's own publishes), so the worker examines it exactly
 as an AMQP submission by that system — including ``CERT_SIGNER_MISMATCH`` when the certificate's system is not the
 signed sender — and answers on the system's queue, where the mailbox hands the answer to the waiting request.
+
+Every request is counted by endpoint and status, with its time (``hub.metrics``: ``hub_gateway_requests_total``,
+``hub_gateway_request_seconds``), and the process keeps a heartbeat while the application runs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import html
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ from hub.gateway.identity import ClientIdentity, Identifier, Refused
 from hub.gateway.limits import Limits, limits_of
 from hub.gateway.mailbox import Answer, Mailbox
 from hub.gateway.status import status_for_code, status_for_receipt
+from hub.metrics import count_request, heartbeat
 from hub.settings import Settings
 
 __all__ = [
@@ -132,6 +137,22 @@ def _answer_response(answer: Answer, message_id: str, max_bytes: int) -> web.Res
 
 
 # ------------------------------------------------------------------------------------------------ middleware
+
+
+@web.middleware
+async def _measured(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    """Count the request by endpoint (its route's pattern; ``other`` when none matched) and status, with its time.
+    A client that went away before its answer counts as 499."""
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    endpoint = resource.canonical if resource is not None else "other"
+    status = 499
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    finally:
+        count_request(endpoint, status, time.perf_counter() - started)
 
 
 @web.middleware
@@ -393,12 +414,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                         log.warning("could not read the directory again: %s", exc.describe())
 
             refresher = asyncio.get_running_loop().create_task(refresh())
+            beating = asyncio.get_running_loop().create_task(heartbeat("gateway", 0))
             try:
                 yield
             finally:
-                refresher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await refresher
+                for task in (refresher, beating):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await mailbox.close()
         finally:
             await transport.close()
@@ -408,7 +431,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     """The gateway application (serve it with ``start_gateway``, or any aiohttp runner with TLS)."""
-    app = web.Application(middlewares=[_guard], client_max_size=settings.max_message_bytes + 1)
+    app = web.Application(middlewares=[_measured, _guard], client_max_size=settings.max_message_bytes + 1)
     app[SETTINGS] = settings
     app[GATEWAY_SETTINGS] = gateway
     app.cleanup_ctx.append(_resources)

@@ -7,6 +7,10 @@ Signals: SIGTERM/SIGINT to the supervisor → SIGTERM to every worker → each s
 in hand (record, deliver, receipt, ack) and exits; unacknowledged messages stay in RabbitMQ. A worker that dies
 unexpectedly (even SIGKILL) loses nothing — its unacknowledged deliveries go back to the queue — and the
 supervisor starts a replacement after a short back-off.
+
+Metrics (``hub.metrics``): before the first spawn the supervisor empties ``<state_dir>/metrics/`` and points
+``PROMETHEUS_MULTIPROC_DIR`` at it, so that every process it starts writes its counters there (the ops app adds
+them up); a process that died has its heartbeat removed there, its counters kept.
 """
 
 from __future__ import annotations
@@ -51,12 +55,26 @@ class Supervisor:
         self.procs[index] = p
         log.info("worker %d started (pid %s)", index, p.pid)
 
+    def _dead(self, p: BaseProcess) -> None:
+        """A process that exited: its heartbeat goes from the metrics (its counters stay)."""
+        from hub.metrics import process_dead
+
+        if p.pid is not None:
+            try:
+                process_dead(self.settings, p.pid)
+            except OSError as exc:
+                log.warning("could not clear the metrics of pid %s: %s", p.pid, exc)
+
     def _stop(self, *_: object) -> None:
         self.stopping = True
 
     def run(self) -> int:
+        from hub.metrics import prepare_multiprocess
+
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        # Before the first spawn: the processes inherit the environment (WithGateway: its last one is the gateway).
+        prepare_multiprocess(self.settings, getattr(self.target, "workers", self.n))
         for i in range(self.n):
             self._start(i)
         try:
@@ -64,6 +82,7 @@ class Supervisor:
                 for index, p in list(self.procs.items()):
                     if not p.is_alive() and not self.stopping:
                         log.warning("worker %d (pid %s) exited with %s; restarting", index, p.pid, p.exitcode)
+                        self._dead(p)
                         time.sleep(self.restart_backoff_s)
                         self._start(index)
                 time.sleep(0.2)
@@ -77,5 +96,7 @@ class Supervisor:
                 if p.is_alive():
                     log.error("worker %s did not stop within 60 s; killing it", p.pid)
                     p.kill()
+                    p.join(5)
+                self._dead(p)
         log.info("all workers stopped")
         return 0

@@ -21,6 +21,9 @@ A recipient may therefore see a delivery twice, always with the same message id;
 
 Transient failures (PostgreSQL or RabbitMQ unavailable) put the batch on the retry queues with back-off; after the
 last retry a message is dead-lettered with its reason, where an operator sees it.
+
+Metrics (``hub.metrics``): a finished batch is counted once after its ack (outcomes, rejection codes, deliveries,
+its latency for each of its messages, its size); a heartbeat task refreshes the process's gauge beside the batches.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING, Any, cast
 from hub.errors import DeliveryError, HubError
 from hub.logs import flush as flush_logs
 from hub.logs import log_decisions
+from hub.metrics import DEFERRED, count_batch, heartbeat
 from hub.pipeline.decide import outgoing_of, plan_of, records_of
 from hub.pipeline.processor import Accepted, Processor, Rejected
 from hub.settings import Settings
@@ -174,6 +178,7 @@ class Worker:
                 priority=-self.index,
             )
         )
+        self._background.append(asyncio.create_task(heartbeat("worker", self.index)))
         if self.pool is not None:  # the background jobs work on PostgreSQL and the PKI directory
             from hub.store.evidence import CHAIN_EVERY_S
 
@@ -285,7 +290,7 @@ class Worker:
                 for i, outcome in zip(owners, await store.record(records, rejections), strict=True):
                     items[i].outcome = outcome
                 marks.append(clock())
-                outgoing, delivered, receipts = self._answers(items)
+                outgoing, delivered, receipts, n_deliveries = self._answers(items)
                 marks.append(clock())
                 await transport.publish_many(outgoing)
                 marks.append(clock())
@@ -315,12 +320,22 @@ class Worker:
         # Where the batch's time went (ms): a slow batch names its stage (PostgreSQL, the broker, the CPU).
         begins = [started, *marks[:-1]]  # each stage begins where the one before it ended
         stages = {name: round((b - a) * 1000, 2) for name, a, b in zip(_STAGES, begins, marks, strict=True)}
-        log_decisions(decisions, [self._decision(it, elapsed_ms, stages) for it in items])
+        lines = [self._decision(it, elapsed_ms, stages) for it in items]
+        log_decisions(decisions, lines)
         flush_logs()
+        outcomes: dict[str, int] = {}
+        codes: dict[str, int] = {}
+        for decision, fields in lines:
+            outcomes[decision] = outcomes.get(decision, 0) + 1
+            if decision == "rejected":
+                codes[fields["code"]] = codes.get(fields["code"], 0) + 1
+        count_batch(outcomes, codes, n_deliveries, len(items), marks[-1] - started)
 
-    def _answers(self, items: Sequence[_Item]) -> tuple[list[Outgoing], list[str], list[ReceiptRecord]]:
-        """What the batch publishes, which messages' deliveries it sends, and the answers it records as sent: the
-        plan of each message (``hub.pipeline.decide.plan_of``, pure), its signed bytes, its outgoing messages."""
+    def _answers(self, items: Sequence[_Item]) -> tuple[list[Outgoing], list[str], list[ReceiptRecord], int]:
+        """What the batch publishes, which messages' deliveries it sends, the answers it records as sent, and how
+        many deliveries it publishes: the plan of each message (``hub.pipeline.decide.plan_of``, pure), its signed
+        bytes, its outgoing messages."""
+        n_deliveries = 0
         out: list[Outgoing] = []
         delivered: list[str] = []
         receipts: list[ReceiptRecord] = []
@@ -334,7 +349,8 @@ class Worker:
             receipts += answered
             if delivers:
                 delivered.append(cast(Accepted, it.result).envelope.message_id)
-        return out, delivered, receipts
+                n_deliveries += len(plan.deliver)
+        return out, delivered, receipts, n_deliveries
 
     async def _retry(
         self,
@@ -360,6 +376,7 @@ class Worker:
             await transport.nack(batch, requeue=True)
             return
         await transport.ack(batch)
+        DEFERRED.inc(len(batch))
 
     # ------------------------------------------------------------------ logs
 

@@ -15,6 +15,8 @@ operator does), so what a system writes there reaches no other system.
 Passwords are generated once (``secrets.token_urlsafe``), kept in ``Settings.state_dir/amqp-users/<system>.password``
 (mode 0600, created exclusively, never logged) and re-applied on every ``provision`` so the broker and the file
 agree. The management URL's credentials (``Settings.amqp_management_url``) are the hub operator's.
+
+``queue_stats`` reads the depth and consumers of the namespace's queues for the ops page and ``/ready``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,11 +40,13 @@ from hub.settings import Settings
 from hub.transport.names import Names, check_system_id
 
 __all__ = [
+    "QueueStats",
     "amqp_url_for",
     "close_connections",
     "password_path",
     "permissions_for",
     "provision",
+    "queue_stats",
     "read_password",
     "remove",
     "teardown_namespace",
@@ -133,14 +138,13 @@ class _Api:
 
 
 @contextlib.asynccontextmanager
-async def _api(settings: Settings) -> AsyncIterator[_Api]:
+async def _api(settings: Settings, *, timeout: float = 30.0) -> AsyncIterator[_Api]:
     url = URL(settings.amqp_management_url)
     # The Authorization header by hand: aiohttp.BasicAuth is deprecated and its successor is only in recent aiohttp.
     token = base64.b64encode(f"{url.user or 'guest'}:{url.password or 'guest'}".encode()).decode("ascii")
     base = url.with_user(None).with_password(None).with_path(url.path.rstrip("/") + "/api")
-    timeout = aiohttp.ClientTimeout(total=30)
     headers = {"Authorization": f"Basic {token}"}
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
         yield _Api(session, base)
 
 
@@ -196,6 +200,42 @@ async def teardown_namespace(settings: Settings, namespace: str | None = None) -
                 await api.call("DELETE", f"/users/{_q(user['name'])}", missing_ok=True)
                 deleted += 1
     return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue as the broker sees it: messages ready, delivered but unacknowledged, and its consumers."""
+
+    name: str
+    ready: int
+    unacked: int
+    consumers: int
+
+
+async def queue_stats(settings: Settings, *, timeout: float = 5.0) -> list[QueueStats]:
+    """Every queue of the namespace, by name (one management API request, filtered by the broker). Raises
+    ``BrokerUnavailable`` when the API cannot be reached, ``ConfigError`` when it refuses."""
+    prefix = Names(settings.namespace).prefix
+    query = (
+        f"/queues/{_q(_VHOST)}?page=1&page_size=500&use_regex=true&name={_q('^' + re.escape(prefix))}"
+        "&columns=name,messages_ready,messages_unacknowledged,consumers"
+    )
+    async with _api(settings, timeout=timeout) as api:
+        page = await api.call("GET", query) or {}
+    items = page.get("items", []) if isinstance(page, dict) else page
+    return sorted(
+        (
+            QueueStats(
+                q["name"],
+                int(q.get("messages_ready") or 0),
+                int(q.get("messages_unacknowledged") or 0),
+                int(q.get("consumers") or 0),
+            )
+            for q in items
+            if q.get("name", "").startswith(prefix)
+        ),
+        key=lambda q: q.name,
+    )
 
 
 async def close_connections(settings: Settings, *, user: str | None = None, client_name: str | None = None) -> int:

@@ -1,0 +1,174 @@
+"""The hub's metrics: what the workers and the gateway count, measured for Prometheus (``/metrics``) and the ops
+overview. The only module of ``hub`` that imports ``prometheus_client`` (``monitoring/metrics.py`` reads them).
+
+Two modes, chosen when ``prometheus_client`` is first imported in a process:
+
+- **multiprocess** (``hub run``): the supervisor empties ``<state_dir>/metrics/``, points
+  ``PROMETHEUS_MULTIPROC_DIR`` at it (``prepare_multiprocess``) before it spawns the workers (and the gateway under
+  ``hub run --gateway``), which inherit it; each process writes its values to memory-mapped files there, the ops
+  app aggregates them (``MultiProcessCollector``), and a dead process's counters stay counted. The supervisor
+  calls ``process_dead`` for a worker that died, which removes its heartbeat (a live-only gauge).
+- **one process** (a worker run in-process: tests, the SDK's test hub, ``hub gateway`` on its own): the default
+  registry of that process.
+
+The message path stays cheap: a batch is counted once (``count_batch``: one increment per outcome, per rejection
+code present, one for the deliveries, one weighted histogram step for the latency and one for the batch size), never
+per message. The heartbeat (``heartbeat``) is a task of its own in the process's loop, every ``HEARTBEAT_EVERY_S``:
+a fresh heartbeat says the loop is running, not only that the process exists.
+
+Metrics (all ``hub_*``):
+
+- ``hub_messages_total{outcome}`` — messages examined and finished, by outcome: accepted, rejected, quarantined,
+  duplicate (a redelivered or resent copy); ``hub_messages_deferred_total`` — put on the retry queues or
+  dead-lettered by a transient failure (counted again when they come back).
+- ``hub_rejections_total{code}`` — rejected messages by error code.
+- ``hub_deliveries_total`` — deliveries published to recipient systems.
+- ``hub_message_latency_seconds`` — per message, from its batch's arrival in the worker to the batch's ack (after
+  record, deliver and receipt); ``hub_batch_size`` — messages per batch.
+- ``hub_gateway_requests_total{endpoint,status}``, ``hub_gateway_request_seconds{endpoint}`` — the gateway.
+- ``hub_process_heartbeat_timestamp_seconds{role,index}`` — wall-clock time of each process's last heartbeat
+  (``liveall``: one series per live process, with its ``pid``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from bisect import bisect_left
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from hub.settings import Settings
+
+__all__ = [
+    "BATCH_SIZE",
+    "DEFERRED",
+    "DELIVERIES",
+    "GATEWAY_LATENCY",
+    "GATEWAY_REQUESTS",
+    "HEARTBEAT",
+    "HEARTBEAT_EVERY_S",
+    "LATENCY",
+    "MESSAGES",
+    "MULTIPROC_ENV",
+    "OUTCOMES",
+    "REJECTIONS",
+    "count_batch",
+    "count_request",
+    "heartbeat",
+    "metrics_dir",
+    "observe_many",
+    "prepare_multiprocess",
+    "process_dead",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: How often each process refreshes its heartbeat; the ops app calls one older than 5 × this stale.
+HEARTBEAT_EVERY_S = 2.0
+#: The file beside the metrics in which the supervisor says how many workers it runs (read by ``/ready``).
+SUPERVISOR_FILE = "supervisor.json"
+
+OUTCOMES = ("accepted", "rejected", "quarantined", "duplicate")
+
+MESSAGES = Counter("hub_messages", "Messages examined and finished by the pipeline, by outcome", ["outcome"])
+DEFERRED = Counter("hub_messages_deferred", "Messages put on the retry queues or dead-lettered by a transient failure")
+REJECTIONS = Counter("hub_rejections", "Rejected messages by error code", ["code"])
+DELIVERIES = Counter("hub_deliveries", "Deliveries published to recipient systems")
+#: Seconds; fine at the low end, where a healthy hub's batches are (tens of milliseconds).
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY = Histogram(
+    "hub_message_latency_seconds",
+    "Per message: from its batch's arrival in the worker to the batch's ack (record, deliver, receipt)",
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram("hub_batch_size", "Messages per pipeline batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+GATEWAY_REQUESTS = Counter(
+    "hub_gateway_requests", "Gateway requests by endpoint and HTTP status", ["endpoint", "status"]
+)
+GATEWAY_LATENCY = Histogram(
+    "hub_gateway_request_seconds",
+    "Gateway request time by endpoint (a submission includes the hub's examination and answer)",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+HEARTBEAT = Gauge(
+    "hub_process_heartbeat_timestamp_seconds",
+    "Wall-clock time of the process's last heartbeat (its event loop is running)",
+    ["role", "index"],
+    multiprocess_mode="liveall",
+)
+
+_OUTCOME = {o: MESSAGES.labels(o) for o in OUTCOMES}
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where ``hub run``'s processes write their metrics: ``<state_dir>/metrics``."""
+    return settings.state_dir / "metrics"
+
+
+def prepare_multiprocess(settings: Settings, workers: int) -> Path:
+    """The supervisor, before it spawns any process: an empty metrics directory (the counters of an earlier
+    ``hub run`` are not this run's), ``PROMETHEUS_MULTIPROC_DIR`` pointing at it (the spawned processes inherit it
+    and so write there), and the number of workers for ``/ready``."""
+    import json
+
+    path = metrics_dir(settings)
+    if path.is_dir():
+        shutil.rmtree(path)
+    path.mkdir(parents=True, mode=0o700)
+    os.environ[MULTIPROC_ENV] = str(path)
+    (path / SUPERVISOR_FILE).write_text(
+        json.dumps({"pid": os.getpid(), "workers": workers, "started": time.time()}), encoding="utf-8"
+    )
+    return path
+
+
+def process_dead(settings: Settings, pid: int) -> None:
+    """A process of ``hub run`` is gone: remove its live-only gauges (its heartbeat); its counters stay."""
+    from prometheus_client import multiprocess
+
+    path = metrics_dir(settings)
+    if path.is_dir():
+        multiprocess.mark_process_dead(pid, str(path))
+
+
+def observe_many(histogram: Any, value: float, n: int) -> None:
+    """``n`` observations of the same ``value`` in one step (what ``n`` calls of ``observe`` would record): the
+    messages of a batch share its latency. Uses the histogram's bucket values (stable across prometheus_client
+    versions; tests/unit/test_metrics.py checks it against ``observe``)."""
+    if n <= 0:
+        return
+    histogram._sum.inc(value * n)
+    histogram._buckets[bisect_left(histogram._upper_bounds, value)].inc(n)
+
+
+def count_batch(outcomes: Mapping[str, int], codes: Mapping[str, int], deliveries: int, n: int, seconds: float) -> None:
+    """A finished batch of ``n`` messages (acknowledged ``seconds`` after it arrived)."""
+    for outcome, k in outcomes.items():
+        if k:
+            _OUTCOME[outcome].inc(k)
+    for code, k in codes.items():
+        REJECTIONS.labels(code).inc(k)
+    if deliveries:
+        DELIVERIES.inc(deliveries)
+    observe_many(LATENCY, seconds, n)
+    BATCH_SIZE.observe(n)
+
+
+def count_request(endpoint: str, status: int, seconds: float) -> None:
+    """One gateway request."""
+    GATEWAY_REQUESTS.labels(endpoint, str(status)).inc()
+    GATEWAY_LATENCY.labels(endpoint).observe(seconds)
+
+
+async def heartbeat(role: str, index: int, every_s: float = HEARTBEAT_EVERY_S) -> None:
+    """Refresh this process's heartbeat until cancelled (run it as a task in the process's loop)."""
+    beat = HEARTBEAT.labels(role, str(index))
+    while True:
+        beat.set(time.time())
+        await asyncio.sleep(every_s)

@@ -1,0 +1,263 @@
+"""The hub's metrics without services (issue 15): the quantile estimate from histogram buckets, a batch's weighted
+latency step against one observation per message, the real worker counting a batch of mixed messages in memory,
+the health checks' verdicts, and the shape of ``/api/overview`` that the overview page draws from."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from hub import metrics as hm
+from hub.settings import Settings
+from hub.transport.users import QueueStats
+from monitoring import health
+from monitoring import metrics as mm
+
+
+def _samples(metric: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in metric.collect()
+        for s in fam.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def _delta(before: dict[Any, float], after: dict[Any, float]) -> dict[Any, float]:
+    return {k: round(v - before.get(k, 0.0), 9) for k, v in after.items() if v != before.get(k, 0.0)}
+
+
+# ------------------------------------------------------------------------------------------------ quantiles
+
+
+def test_histogram_quantile_interpolates_as_prometheus_does() -> None:
+    inf = float("inf")
+    buckets = [(0.01, 10.0), (0.02, 60.0), (0.05, 90.0), (0.1, 100.0), (inf, 100.0)]
+    # rank 50 lies in (0.01, 0.02]: 40 of its 50 observations → 0.01 + 0.01 * 40/50
+    assert mm.histogram_quantile(0.5, buckets) == pytest.approx(0.018)
+    # rank 99 lies in (0.05, 0.1]: 9 of 10 → 0.05 + 0.05 * 0.9
+    assert mm.histogram_quantile(0.99, buckets) == pytest.approx(0.095)
+    # the first bucket interpolates from 0
+    assert mm.histogram_quantile(0.05, buckets) == pytest.approx(0.005)
+    # a rank in +Inf: the highest finite bound
+    assert mm.histogram_quantile(0.99, [(0.01, 1.0), (inf, 100.0)]) == 0.01
+    assert mm.histogram_quantile(0.5, [(0.01, 0.0), (inf, 0.0)]) is None
+    assert mm.histogram_quantile(0.5, []) is None
+
+
+def test_a_batch_latency_step_equals_one_observation_per_message() -> None:
+    for value, n in ((0.0123, 37), (0.05, 3), (0.0001, 1), (99.0, 5)):  # inside, on a bound, below all, above all
+        before = _samples(hm.LATENCY)
+        hm.observe_many(hm.LATENCY, value, n)
+        weighted = _delta(before, _samples(hm.LATENCY))
+        before = _samples(hm.LATENCY)
+        for _ in range(n):
+            hm.LATENCY.observe(value)
+        assert weighted == _delta(before, _samples(hm.LATENCY))
+        assert weighted[("hub_message_latency_seconds_count", ())] == n
+
+
+# ------------------------------------------------------------------------------------------------ the worker counts
+
+
+async def test_the_worker_counts_a_batch_by_outcome_and_code(tmp_path: Path) -> None:
+    """The real worker on the in-memory twins: 6 new messages, 2 copies of them, 3 that are no message."""
+    import asyncio
+
+    from hub.envelope import Envelope, parse
+    from hub.pipeline.context import Context
+    from hub.pipeline.worker import Worker
+    from hub.store.memory import MemoryStore
+    from hub.transport.memory import MemoryBroker, MemoryTransport
+    from hub.transport.names import Names
+    from hub.transport.topology import Outgoing
+    from tests.hostile import costly
+
+    kit = costly.make_kit(tmp_path / "kit")
+    settings = Settings.from_env(namespace=f"mem-{uuid.uuid4().hex[:6]}", state_dir=kit.pki_dir.parent)
+    p = kit.processor
+    context = Context(settings, kit.registry, kit.directory, p.router, p.verifier.store, p.verifier, p.signer)
+    names = Names(settings.namespace)
+    broker = MemoryBroker()
+    worker = Worker(
+        settings,
+        0,
+        context=context,
+        transport=MemoryTransport(names, broker),
+        urgent_transport=MemoryTransport(names, broker),
+        store=MemoryStore(),
+    )
+    before = {
+        m: _samples(m) for m in (hm.MESSAGES, hm.REJECTIONS, hm.DELIVERIES, hm.LATENCY, hm.BATCH_SIZE, hm.HEARTBEAT)
+    }
+    await worker.start()
+    client = MemoryTransport(names, broker, user="client")
+    try:
+        fresh = [kit.typical() for _ in range(6)]
+        junk = [b"<broken %d" % i for i in range(3)]
+
+        def inbound(data: bytes) -> Outgoing:
+            return Outgoing(names.inbound_exchange, "normal", data, {}, 0, str(uuid.uuid4()))
+
+        await client.publish_many([inbound(d) for d in [*fresh, *junk]])
+        deadline = time.monotonic() + 20
+        while (
+            _samples(hm.MESSAGES) == before[hm.MESSAGES]
+            or sum(_delta(before[hm.MESSAGES], _samples(hm.MESSAGES)).values()) < 9
+        ):
+            assert time.monotonic() < deadline, "the worker did not count the first nine messages"
+            await asyncio.sleep(0.02)
+        await client.publish_many([inbound(d) for d in fresh[:2]])
+        while sum(_delta(before[hm.MESSAGES], _samples(hm.MESSAGES)).values()) < 11:
+            assert time.monotonic() < deadline, "the worker did not count the copies"
+            await asyncio.sleep(0.02)
+    finally:
+        await worker.stop()
+        await client.close()
+    assert {Envelope.from_tree(parse(d)).message_id for d in fresh}  # the messages were real envelopes
+    got = _delta(before[hm.MESSAGES], _samples(hm.MESSAGES))
+    assert got == {
+        ("hub_messages_total", (("outcome", "accepted"),)): 6,
+        ("hub_messages_total", (("outcome", "rejected"),)): 3,
+        ("hub_messages_total", (("outcome", "duplicate"),)): 2,
+    }
+    assert _delta(before[hm.REJECTIONS], _samples(hm.REJECTIONS)) == {
+        ("hub_rejections_total", (("code", "ENV_MALFORMED"),)): 3
+    }
+    assert _delta(before[hm.DELIVERIES], _samples(hm.DELIVERIES)) == {("hub_deliveries_total", ()): 6}
+    latency = _delta(before[hm.LATENCY], _samples(hm.LATENCY))
+    assert latency[("hub_message_latency_seconds_count", ())] == 11
+    sizes = _delta(before[hm.BATCH_SIZE], _samples(hm.BATCH_SIZE))
+    assert sizes[("hub_batch_size_sum", ())] == 11
+    beats = [v for (name, labels), v in _samples(hm.HEARTBEAT).items() if ("role", "worker") in labels]
+    assert beats and time.time() - max(beats) < 5
+
+
+# ------------------------------------------------------------------------------------------------ health
+
+
+def _settings(tmp_path: Path, **kw: Any) -> Settings:
+    return Settings.from_env(namespace="ns", state_dir=tmp_path, **kw)
+
+
+def test_workers_are_up_with_a_fresh_heartbeat_or_a_consumer(tmp_path: Path) -> None:
+    s = _settings(tmp_path)
+    now = time.time()
+    fresh = health.Heartbeat("worker", "0", "11", now - 1)
+    stale = health.Heartbeat("worker", "1", "12", now - 60)
+    nobody = [QueueStats("ns.in.normal", 5, 0, 0)]
+
+    down = health.check_workers(s, [stale], nobody, now)
+    assert not down.ok and down.code == "READY_WORKERS" and down.detail["state"] == "down"
+    assert down.message is not None and " · " in down.message  # 中文 · English
+    assert [p["fresh"] for p in down.detail["processes"]] == [False]
+
+    assert health.check_workers(s, [fresh, stale], nobody, now).ok
+    consuming = health.check_workers(s, [], [QueueStats("ns.in.normal", 0, 3, 2)], now)
+    assert consuming.ok and consuming.detail["consumers"] == 2
+
+    # hub run (this process stands in for its supervisor) said two workers; one heartbeat is fresh: degraded.
+    hm_dir = hm.metrics_dir(s)
+    hm_dir.mkdir()
+    (hm_dir / hm.SUPERVISOR_FILE).write_text(json.dumps({"pid": __import__("os").getpid(), "workers": 2}))
+    degraded = health.check_workers(s, [fresh, stale], nobody, now)
+    assert degraded.ok and degraded.detail["state"] == "degraded" and degraded.detail["expected"] == 2
+
+
+def test_the_crl_check_names_the_stale_or_missing_crl() -> None:
+    def ca(fresh: bool | None) -> dict[str, Any]:
+        return {
+            "serial": "0a",
+            "subject": "CN=Issuing",
+            "next_update": None if fresh is None else "2026-12-04T00:00:00+00:00",
+            "fresh": bool(fresh),
+        }
+
+    assert health.check_crls(health.TrustStatus([ca(True)], [])).ok
+    stale = health.check_crls(health.TrustStatus([ca(True), ca(False)], []))
+    assert not stale.ok and stale.code == "READY_CRL_STALE" and "CN=Issuing (0a" in (stale.message or "")
+    assert health.check_crls(health.TrustStatus([ca(None)], [])).code == "READY_CRL_MISSING"
+    assert health.check_crls(health.TrustStatus([], [])).code == "READY_NO_CA"
+    assert health.check_crls(None).code == "READY_CRL_UNKNOWN"
+
+
+# ------------------------------------------------------------------------------------------------ the overview
+
+
+def test_recent_figures_difference_two_snapshots_and_survive_a_restart() -> None:
+    then = mm.Snapshot(0.0, messages={"accepted": 100}, latency={0.01: 50, 0.05: 100, float("inf"): 100})
+    now = mm.Snapshot(
+        60.0,
+        messages={"accepted": 160, "rejected": 2},
+        rejections={"MSG_EXPIRED": 2},
+        latency={0.01: 50, 0.05: 162, float("inf"): 162},
+    )
+    f = mm.figures(now, then)
+    assert f["window_s"] == 60.0
+    assert f["messages"]["recent"] == {"accepted": 60, "rejected": 2, "quarantined": 0, "duplicate": 0}
+    assert f["messages"]["per_minute"] == 62.0
+    assert f["rejections"] == {"total": {"MSG_EXPIRED": 2}, "recent": {"MSG_EXPIRED": 2}}
+    assert 10 < f["latency_ms"]["p50"] <= 50  # all 62 recent ones were in (10, 50] ms
+    restarted = mm.figures(mm.Snapshot(61.0, messages={"accepted": 3}), now)  # hub run restarted: counters went back
+    assert restarted["window_s"] == 0.0 and restarted["messages"]["recent"]["accepted"] == 3
+
+
+async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> None:
+    """Every service unreachable (closed ports): still the whole shape, with the failing checks' codes."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    s = _settings(
+        tmp_path,
+        pg_dsn="postgresql://postgres@127.0.0.1:9/postgres",
+        amqp_management_url="http://guest:guest@127.0.0.1:9/",
+    )
+    app = web.Application()
+    app[mm.SETTINGS] = s
+    mm.setup(app)
+    hm.count_batch({"accepted": 2}, {}, 2, 2, 0.01)
+    async with TestClient(TestServer(app)) as client:
+        data = await mm.overview(app)
+        assert set(data) == {
+            "at",
+            "ready",
+            "window_s",
+            "messages",
+            "rejections",
+            "deliveries",
+            "latency_ms",
+            "batches",
+            "gateway",
+            "queues",
+            "workers",
+            "adapters",
+            "certificates",
+            "checks",
+        }
+        assert set(data["messages"]) == {"total", "recent", "per_minute", "deferred"}
+        assert set(data["messages"]["total"]) == set(hm.OUTCOMES)
+        assert set(data["latency_ms"]) == {"p50", "p99", "total_p50", "total_p99", "count"}
+        assert set(data["gateway"]) == {"state", "requests", "recent_requests", "p50_ms", "p99_ms"}
+        assert set(data["workers"]) == {"state", "expected", "consumers", "processes"}
+        assert set(data["certificates"]) == {"expiring", "crls"}
+        assert data["ready"] is False
+        codes = {c["name"]: c["code"] for c in data["checks"]}
+        # (the workers' verdict depends on heartbeats of in-process workers of earlier tests: not asserted here)
+        assert codes.pop("workers", "absent") in (None, "READY_WORKERS")
+        assert codes == {"rabbitmq": "READY_AMQP", "postgresql": "READY_POSTGRESQL", "crl": "READY_CRL_UNKNOWN"}
+        json.dumps(data)  # plain JSON all through
+
+        ready = await client.get("/ready")
+        assert ready.status == 503 and (await ready.json())["ready"] is False
+        assert (await client.get("/health")).status == 200
+        text = await (await client.get("/metrics")).text()
+        assert 'hub_messages_total{outcome="accepted"}' in text
+        assert text.count("# TYPE hub_messages_total counter") == 1
+        # without a session the overview is refused as JSON (the frame's @require("view"))
+        refused = await client.get("/api/overview")
+        assert refused.status == 401
