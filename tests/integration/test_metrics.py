@@ -1,0 +1,186 @@
+"""``/metrics`` and ``/ready`` against a real ``hub run`` (issue 15): two worker processes under the supervisor,
+their counters in the installation's metrics directory, read by the ops app's ``monitoring.metrics`` in this
+process. The accepted counter equals the messages sent and the rejections by code equal the bad ones sent; a worker
+killed with SIGKILL keeps its counts (the multiprocess files stay), ``/ready`` shows the worker state while the
+supervisor replaces it; ``/ready`` is 503 with its code when the CRL is stale or PostgreSQL unreachable, 200 when
+all is fine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from harness import SYSTEMS, Hub, document
+
+from hub.envelope import Envelope, Recipient, parse
+from hub.settings import Settings
+from monitoring import metrics as mm
+
+pytestmark = pytest.mark.integration
+
+N = 120
+BAD = 5
+SENDER = "county-220122-oa"
+RECIPIENT = "city-220100-oa"
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes under a ``hub run`` supervisor (spawned: ``spawn_main`` in their command line)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _counter(text: str, name: str, **labels: str) -> float:
+    """One sample of the Prometheus text (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.fullmatch(rf"{name}(?:\{{([^}}]*)\}})? (\S+)", line)
+        if m and ",".join(sorted((m.group(1) or "").split(","))) == want:
+            return float(m.group(2))
+    return 0.0
+
+
+def _app(settings: Settings) -> web.Application:
+    app = web.Application()
+    app[mm.SETTINGS] = settings
+    mm.setup(app)
+    return app
+
+
+async def _until(what: str, probe: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await probe()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s"
+        await asyncio.sleep(0.1)
+
+
+async def test_metrics_and_readiness_of_hub_run(fresh_settings: Settings) -> None:
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    proc = hub.run_hub(workers=2)
+    try:
+        async with TestClient(TestServer(_app(fresh_settings))) as ops:
+
+            async def ready() -> tuple[int, dict[str, Any]]:
+                r = await ops.get("/ready")
+                return r.status, await r.json()
+
+            async def scrape() -> str:
+                r = await ops.get("/metrics")
+                assert r.status == 200
+                return await r.text()
+
+            async def all_ready() -> bool:
+                return (await ready())[0] == 200
+
+            await _until("hub run became ready", all_ready)
+            status, body = await ready()
+            checks = {c["name"]: c for c in body["checks"]}
+            assert checks["workers"]["detail"]["expected"] == 2
+            assert checks["crl"]["ok"] and checks["crl"]["detail"]["cas"][0]["fresh"]
+
+            # N good messages and BAD bytes that are no message at all.
+            payloads = []
+            for _ in range(N):
+                data = hub.sign(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
+                payloads.append((Envelope.from_tree(parse(data)), data))
+            await hub.publish(payloads)
+            await hub.publish([(None, b"<broken %d" % i) for i in range(BAD)])
+
+            async def counted() -> str | None:
+                text = await scrape()
+                done = _counter(text, "hub_messages_total", outcome="accepted") >= N
+                return text if done and _counter(text, "hub_messages_total", outcome="rejected") >= BAD else None
+
+            text = await _until("the workers counted every message", counted)
+            assert len(await hub.drain(RECIPIENT, expect=N, timeout=30)) == N
+            text = await scrape()
+            assert _counter(text, "hub_messages_total", outcome="accepted") == N
+            assert _counter(text, "hub_messages_total", outcome="rejected") == BAD
+            assert _counter(text, "hub_messages_total", outcome="duplicate") == 0
+            assert _counter(text, "hub_rejections_total", code="ENV_MALFORMED") == BAD
+            assert _counter(text, "hub_deliveries_total") == N
+            assert _counter(text, "hub_message_latency_seconds_count") == N + BAD
+            assert text.count("# TYPE hub_messages_total counter") == 1
+            beats = re.findall(r'hub_process_heartbeat_timestamp_seconds\{[^}]*pid="(\d+)"[^}]*\}', text)
+            workers = _workers_of(proc.pid)
+            assert sorted(map(int, beats)) == sorted(workers) and len(workers) == 2
+
+            # SIGKILL one worker: its counts stay; /ready shows the worker missing, then its replacement.
+            killed = workers[0]
+            os.kill(killed, signal.SIGKILL)
+
+            async def degraded() -> dict[str, Any] | None:
+                _, body = await ready()
+                w = next(c for c in body["checks"] if c["name"] == "workers")
+                pids = {p["pid"] for p in w["detail"]["processes"]}
+                return w if str(killed) not in pids and w["detail"]["state"] == "degraded" else None
+
+            w = await _until("/ready reported the killed worker", degraded, timeout=30)
+            assert w["ok"] and "1 of 2 workers running" in w["detail"]["message"]
+            assert _counter(await scrape(), "hub_messages_total", outcome="accepted") == N
+
+            async def replaced() -> dict[str, Any] | None:
+                status, body = await ready()
+                w = next(c for c in body["checks"] if c["name"] == "workers")
+                fresh = {p["pid"] for p in w["detail"]["processes"] if p["fresh"]}
+                return w if status == 200 and len(fresh) == 2 and str(killed) not in fresh else None
+
+            w = await _until("the supervisor's replacement worker beat", replaced, timeout=60)
+            assert w["detail"]["state"] == "ok"
+            text = await scrape()
+            assert _counter(text, "hub_messages_total", outcome="accepted") == N
+            assert _counter(text, "hub_rejections_total", code="ENV_MALFORMED") == BAD
+
+            # A stale CRL: 503 with its code and the CA named.
+            async with hub.pool.acquire() as conn:
+                await conn.execute("UPDATE trust_crls SET next_update = now() - interval '1 hour'")
+            status, body = await ready()
+            crl = next(c for c in body["checks"] if c["name"] == "crl")
+            assert status == 503 and body["ready"] is False
+            assert crl["code"] == "READY_CRL_STALE" and "nextUpdate" in crl["message"] and " · " in crl["message"]
+            assert all(c["ok"] for c in body["checks"] if c["name"] != "crl")
+            async with hub.pool.acquire() as conn:
+                await conn.execute("UPDATE trust_crls SET next_update = now() + interval '1 day'")
+            assert (await ready())[0] == 200
+
+        # PostgreSQL unreachable (the settings point at a closed port): 503 with its code.
+        wrong = fresh_settings.with_(pg_dsn="postgresql://postgres@127.0.0.1:9/postgres")
+        async with TestClient(TestServer(_app(wrong))) as ops:
+            r = await ops.get("/ready")
+            body = await r.json()
+            pg = next(c for c in body["checks"] if c["name"] == "postgresql")
+            assert r.status == 503 and pg["code"] == "READY_POSTGRESQL" and "PostgreSQL" in pg["message"]
+            assert next(c for c in body["checks"] if c["name"] == "rabbitmq")["ok"]
+            assert (await ops.get("/health")).status == 200
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+        proc = None
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        await hub.close()
