@@ -182,11 +182,16 @@ def rejected_record(rej: Rejected) -> MessageRecord:
 
 
 def rejection(rej: Rejected, amqp_user: str | None) -> Rejection:
+    # What the refused message claims (read before its signature failed, or signed but not by its publisher): for
+    # an operator to find it by on the ops page, never for anything else.
+    claim = rej.envelope if rej.envelope is not None else rej.claimed
     return Rejection(
         raw=rej.data,
         error_code=rej.error.code,
         error_reason=rej.error.detail[:1000],
         amqp_user=amqp_user,
+        claimed_message_id=claim.message_id if claim is not None else None,
+        service=claim.service if claim is not None else None,
         claimed_sender=rej.reply_to.system if rej.reply_to is not None else None,
         digest=rej.digest,
         received_at=rej.received_at,

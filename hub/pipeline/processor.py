@@ -106,6 +106,9 @@ class Rejected:
     #: refusal occupy the message id (otherwise a replay by someone else could block the genuine message).
     sender_confirmed: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    #: The envelope as read before its signature was checked (the schema held, the signature did not): its claims
+    #: are recorded with the refused intake for an operator to find it by — never acted on.
+    claimed: Envelope | None = None
 
     @property
     def message_id(self) -> str | None:
@@ -180,6 +183,7 @@ class Processor:
         user_system = self.user_to_system(amqp_user) if amqp_user else None
         fallback = self._party_of_system(user_system)
         envelope: Envelope | None = None
+        unverified: Envelope | None = None
         confirmed = False
         budget = self.cost_budget_s
         started = self.cpu_clock() if budget is not None else 0.0
@@ -220,6 +224,7 @@ class Processor:
                 # An over-budget refusal says nothing about the message: it must not occupy its id (a replay by an
                 # operator, or a resend when the hub is less loaded, is then a first copy).
                 sender_confirmed=confirmed and exc.code != "MSG_COST_EXCEEDED",
+                claimed=unverified if envelope is None else None,
             )
         except Exception as exc:  # a bug must not turn one message into a poison loop: refuse it, keep the bytes
             log.exception("internal error while examining a message (%s)", type(exc).__name__)
