@@ -1,0 +1,161 @@
+"""The ops page's access rules without services: the roles table (三员分立 plus duty), the permission check and its
+redirects, CSRF comparison, cookie flags, the security headers, safe redirects after login, and autoescaping."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from hub.settings import Settings
+from monitoring import auth, roles
+from monitoring.views.home import safe_next
+
+
+def test_the_roles_table_is_the_plans() -> None:
+    assert set(roles.ROLES) == {"admin", "security", "auditor", "duty"}
+    assert roles.ROLES["admin"][0] == "系统管理员" and roles.ROLES["security"][0] == "安全保密管理员"
+    assert roles.ROLES["auditor"][0] == "安全审计员" and roles.ROLES["duty"][0] == "值班员"
+    expected = {
+        "view": {"admin", "security", "auditor", "duty"},
+        "message.xml": {"security", "duty"},
+        "quarantine.decide": {"security"},
+        "dead.replay": {"duty", "admin"},
+        "cert.revoke": {"security"},
+        "csr.approve": {"security"},
+        "operators.manage": {"admin"},
+        "audit.view": {"auditor"},
+    }
+    assert {p: set(r) for p, r in roles.PERMISSIONS.items()} == expected
+    # 三员分立: the administrator, the security officer and the auditor share no power but viewing
+    powers = {r: roles.permissions_of(r) - {"view"} for r in ("admin", "security", "auditor")}
+    assert not (powers["admin"] & powers["security"]) and not (powers["admin"] & powers["auditor"])
+    assert not (powers["security"] & powers["auditor"])
+    assert roles.allowed("duty", "dead.replay") and not roles.allowed("duty", "quarantine.decide")
+    assert not roles.allowed("admin", "no.such.permission") and not roles.allowed("root", "view")
+    assert roles.roles_with("dead.replay") == ["admin", "duty"]
+
+
+def test_csrf_comparison() -> None:
+    assert auth.check_csrf("abc", "abc")
+    assert not auth.check_csrf("abc", "abd") and not auth.check_csrf("abc", "ab")
+    assert not auth.check_csrf("", "") and not auth.check_csrf(None, None) and not auth.check_csrf("abc", None)
+    assert not auth.check_csrf(None, "abc")
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_session_cookie_flags(secure: bool) -> None:
+    response = web.Response()
+    auth.session_cookie(response, "tok", secure=secure)
+    morsel = response.cookies[auth.SESSION_COOKIE]
+    assert morsel.value == "tok" and morsel["httponly"] is True and morsel["samesite"] == "Strict"
+    assert morsel["path"] == "/" and bool(morsel["secure"]) is secure
+    assert not morsel.get("max-age") and not morsel.get("expires")  # a browser-session cookie: the store decides
+    header = response.cookies.output()
+    assert "HttpOnly" in header and "SameSite=Strict" in header and ("Secure" in header) is secure
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/messages?sender=x", "/messages?sender=x"),
+        ("/", "/"),
+        (None, "/"),
+        ("", "/"),
+        ("https://evil.example/", "/"),
+        ("//evil.example/", "/"),
+        ("/\\evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+        ("/login?next=/x", "/"),
+        ("/logout", "/"),
+    ],
+)
+def test_safe_next(target: str | None, expected: str) -> None:
+    assert safe_next(target) == expected
+
+
+def _request(path: str, role: str | None, method: str = "GET") -> web.Request:
+    request = make_mocked_request(method, path)
+    session = None if role is None else SimpleNamespace(operator="op", display_name="操作员", role=role, csrf="c")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        request["session"] = session
+        if session is not None:
+            request["operator"] = auth.Operator("op", "操作员", role)
+    return request
+
+
+async def _ok(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="ok")
+
+
+async def test_require_redirects_refuses_and_admits() -> None:
+    guarded = auth.require("audit.view")(_ok)
+    with pytest.raises(web.HTTPFound) as redirect:
+        await guarded(_request("/audit?operator=x", None))
+    assert redirect.value.location == "/login?next=%2Faudit%3Foperator%3Dx"
+
+    api = await auth.require("view")(_ok)(_request("/api/overview", None))
+    assert api.status == 401 and isinstance(api, web.Response) and b"OPS_NO_SESSION" in (api.body or b"")
+
+    with pytest.raises(auth.PageError) as refused:
+        await guarded(_request("/audit", "duty"))
+    assert refused.value.status == 403 and refused.value.code == "OPS_FORBIDDEN"
+    assert "安全审计员" in refused.value.zh and "Auditor" in refused.value.en
+
+    admitted = await guarded(_request("/audit", "auditor"))
+    assert isinstance(admitted, web.Response) and admitted.text == "ok"
+
+    with pytest.raises(ValueError, match="unknown permission"):
+        auth.require("everything")
+
+
+async def test_security_headers_on_every_response() -> None:
+    from monitoring.app import _headers
+
+    for path in ("/", "/static/ops.js", "/login"):
+        response = web.Response()
+        await _headers(_request(path, None), response)
+        h = response.headers
+        assert h["Content-Security-Policy"].startswith("default-src 'self'; frame-ancestors 'none'")
+        assert "unsafe-inline" not in h["Content-Security-Policy"]
+        assert h["X-Content-Type-Options"] == "nosniff" and h["Referrer-Policy"] == "no-referrer"
+        assert (h.get("Cache-Control") == "no-store") is (not path.startswith("/static/"))
+
+
+def test_the_app_wires_the_frame_and_autoescapes() -> None:
+    import aiohttp_jinja2
+
+    from monitoring.app import SETTINGS, VIEW_MODULES, create_app
+
+    app = create_app(Settings(), secure_cookies=True)
+    assert app[SETTINGS] == Settings()
+    paths = {r.get_info().get("path") or r.get_info().get("formatter") for r in app.router.resources()}
+    assert {"/login", "/logout", "/", "/operators", "/audit", "/lang"} <= paths
+    assert VIEW_MODULES[-1] == "monitoring.metrics" and len(VIEW_MODULES) == 7
+    env = aiohttp_jinja2.get_env(app)
+    ctx: dict[str, Any] = {
+        "t": lambda zh, en: zh,
+        "lang": "zh",
+        "operator": None,
+        "nav": [],
+        "csrf": "",
+        "path_qs": "/",
+        "role_label": "",
+        "code": "OPS_X",
+        "zh": "<script>alert(1)</script>",
+        "en": "x",
+        "status": 400,
+    }
+    html = env.get_template("error.html").render(ctx)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
+    assert "<script" not in html.replace("&lt;script", "")  # the page itself has no inline script
+    for name in ("base.html", "login.html", "overview.html", "operators.html", "audit.html", "error.html"):
+        source = env.loader.get_source(env, name)[0]  # type: ignore[union-attr]
+        assert " on" + "click=" not in source and "<style" not in source and "http://" not in source
+        assert "<script>" not in source  # scripts are files in static/, loaded with src=
