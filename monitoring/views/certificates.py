@@ -49,6 +49,22 @@ NOTICES: dict[str, tuple[str, str]] = {
     "OPS_BAD_REASON_CODE": ("未知的吊销原因", "unknown revocation reason"),
     "OPS_CSR_MISSING": ("没有该证书请求文件", "no such certificate request file"),
     "OPS_CSR_TOO_LARGE": ("证书请求文件过大", "the certificate request file is too large"),
+    "OPS_REVOKE_KIND": (
+        "网页上只能吊销机构系统、TLS 和网关证书；CA 与枢纽证书请用命令行 hub pki revoke / rotate",
+        "only system, TLS and gateway certificates are revoked here; CA and hub certificates with hub pki revoke / rotate",
+    ),
+}
+#: Certificate kinds the page revokes (the CAs and the hub's own: on the command line, deliberately).
+REVOCABLE_KINDS = frozenset({"agency", "tls", "server"})
+#: The revocation reasons of ``hub.trust.pki.REASONS`` with their labels.
+REASON_LABELS: dict[str, tuple[str, str]] = {
+    "key-compromise": ("密钥泄露", "key compromise"),
+    "affiliation-changed": ("隶属关系变更", "affiliation changed"),
+    "superseded": ("已被取代", "superseded"),
+    "cessation-of-operation": ("停止运行", "cessation of operation"),
+    "privilege-withdrawn": ("权限撤销", "privilege withdrawn"),
+    "ca-compromise": ("CA 泄露", "CA compromise"),
+    "unspecified": ("未指明", "unspecified"),
 }
 DONE: dict[str, tuple[str, str]] = {
     "revoked": (
@@ -137,7 +153,7 @@ async def _page(request: web.Request, *, notice: dict[str, str] | None = None, s
                 "state": state,
                 "days": days,
                 "expiring": state == "valid" and days <= EXPIRING_DAYS,
-                "revocable": row.kind != "root" and state != "revoked",
+                "revocable": row.kind in REVOCABLE_KINDS and state != "revoked",
             }
         )
     crls = []
@@ -158,7 +174,7 @@ async def _page(request: web.Request, *, notice: dict[str, str] | None = None, s
             "requests": _read_requests(settings),
             "requests_dir": str(requests_dir(settings)),
             "enrolment_dir": str(enrolment_dir(settings)),
-            "reasons": list(pki.REASONS),
+            "reasons": [(r, REASON_LABELS.get(r, (r, r))) for r in REASON_LABELS if r in pki.REASONS],
             "expiring_days": EXPIRING_DAYS,
             "notice": notice,
             "done": DONE.get(done),
@@ -188,7 +204,20 @@ async def certificate_revoke(request: web.Request) -> web.StreamResponse:
         return await _page(request, notice=_notice("OPS_REASON_REQUIRED"), status=400)
     if code not in pki.REASONS:
         return await _page(request, notice=_notice("OPS_BAD_REASON_CODE"), status=400)
+    from hub.store.certificates import CertificateRepository
+
     try:
+        found = await CertificateRepository(request.app[POOL]).get(pki.serial_hex(pki.parse_serial(serial)))
+        if found is not None and found.kind not in REVOCABLE_KINDS:
+            await act(
+                request,
+                "cert.revoke",
+                reason=reason,
+                target=found.serial,
+                outcome="refused",
+                detail={"code": "OPS_REVOKE_KIND", "kind": found.kind},
+            )
+            return await _page(request, notice=_notice("OPS_REVOKE_KIND"), status=409)
         row, crl = await admin.revoke(settings, admin.default_pki_dir(settings), serial, code)
     except HubError as exc:
         await act(

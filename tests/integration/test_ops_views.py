@@ -58,13 +58,13 @@ class Ops:
 def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from conftest import ADMIN_DSN, _admin
 
-    name = f"hub_test_ops_{uuid.uuid4().hex[:8]}"
+    name = f"hub_test_opsviews_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
         yield integration_settings.with_(
-            state_dir=tmp_path_factory.mktemp("ops"),
+            state_dir=tmp_path_factory.mktemp("opsviews"),
             pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
-            namespace=f"{integration_settings.namespace}.ops",
+            namespace=f"{integration_settings.namespace}.opsviews",
         )
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -227,6 +227,11 @@ async def test_revoke_refusals(ops: Ops) -> None:
     assert status == 400 and "OPS_BAD_REASON_CODE" in text
     status, text, _ = await ops.post("security", "/certificates/revoke", {**form, "serial": "abcdef0123"})
     assert status == 409 and "CONFIG" in text
+    hub_serial = await _serial_of(ops, "hub")
+    status, text, _ = await ops.post("security", "/certificates/revoke", {**form, "serial": hub_serial})
+    assert status == 409 and "OPS_REVOKE_KIND" in text  # the CAs and the hub's own: on the command line
+    refused = [a for a in await actions(ops, "cert.revoke") if a.target == hub_serial]
+    assert [a.outcome for a in refused] == ["refused"]
     from hub.store.certificates import CertificateRepository
 
     row = await CertificateRepository(ops.hub.pool).get(serial)
