@@ -51,7 +51,7 @@ NOTICES: dict[str, tuple[str, str]] = {
     "OPS_CSR_TOO_LARGE": ("证书请求文件过大", "the certificate request file is too large"),
     "OPS_REVOKE_KIND": (
         "网页上只能吊销机构系统、TLS 和网关证书；CA 与枢纽证书请用命令行 hub pki revoke / rotate",
-        "only system, TLS and gateway certificates are revoked here; CA and hub certificates with hub pki revoke / rotate",
+        "only system, TLS and gateway certificates are revoked here; CA and hub certificates: hub pki revoke / rotate",
     ),
 }
 #: Certificate kinds the page revokes (the CAs and the hub's own: on the command line, deliberately).
