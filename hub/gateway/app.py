@@ -151,6 +151,9 @@ async def _measured(request: web.Request, handler: Callable[[web.Request], Await
         resp = await handler(request)
         status = resp.status
         return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
     finally:
         count_request(endpoint, status, time.perf_counter() - started)
 

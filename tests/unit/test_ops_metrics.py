@@ -261,3 +261,27 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
         # without a session the overview is refused as JSON (the frame's @require("view"))
         refused = await client.get("/api/overview")
         assert refused.status == 401
+
+
+async def test_the_gateway_counts_requests_by_endpoint_and_status() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hub.gateway.app import _measured
+
+    async def ok(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=202)
+
+    app = web.Application(middlewares=[_measured])
+    app.router.add_post("/v1/messages", ok)
+    before = _samples(hm.GATEWAY_REQUESTS)
+    latency_before = _samples(hm.GATEWAY_LATENCY)
+    async with TestClient(TestServer(app)) as client:
+        for _ in range(3):
+            assert (await client.post("/v1/messages", data=b"<x/>")).status == 202
+        assert (await client.get("/nothing")).status == 404
+    assert _delta(before, _samples(hm.GATEWAY_REQUESTS)) == {
+        ("hub_gateway_requests_total", (("endpoint", "/v1/messages"), ("status", "202"))): 3,
+        ("hub_gateway_requests_total", (("endpoint", "other"), ("status", "404"))): 1,
+    }
+    count = ("hub_gateway_request_seconds_count", (("endpoint", "/v1/messages"),))
+    assert _delta(latency_before, _samples(hm.GATEWAY_LATENCY))[count] == 3
