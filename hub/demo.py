@@ -101,6 +101,8 @@ class Demo:
     workers: int
     #: The HTTPS gateway's port (``hub run --gateway``): a free one, chosen when the demo starts.
     gateway_port: int = 0
+    #: The ops page's port (``hub ops``): a free one, chosen when the demo starts.
+    ops_port: int = 0
 
     @property
     def state_dir(self) -> Path:
@@ -117,6 +119,18 @@ class Demo:
     @property
     def gateway_url(self) -> str:
         return f"https://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def ops_pid_file(self) -> Path:
+        return self.state_dir / "ops.pid"
+
+    @property
+    def ops_log_file(self) -> Path:
+        return self.state_dir / "ops.log"
+
+    @property
+    def ops_url(self) -> str:
+        return f"https://127.0.0.1:{self.ops_port}/"
 
     def env(self) -> dict[str, str]:
         """The environment of every hub command of this installation (the hub itself, release, evidence)."""
@@ -143,7 +157,7 @@ def make_demo(args: argparse.Namespace) -> Demo:
     demo_dsn = str(url.with_path("/" + args.database))
     state_dir = Path(args.state_dir).resolve()
     settings = base.with_(pg_dsn=demo_dsn, namespace=args.namespace, state_dir=state_dir)
-    return Demo(settings, admin_dsn, args.database, args.workers, free_port())
+    return Demo(settings, admin_dsn, args.database, args.workers, free_port(), free_port())
 
 
 # ---------------------------------------------------------------------------------------------------- 1 services
@@ -397,42 +411,51 @@ def _proc_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
-def _is_demo_hub(pid: int) -> bool:
-    """The pid file could be stale and the number reused: only a ``hub.cli run`` process is ours to stop."""
+def _is_demo_process(pid: int, command: bytes) -> bool:
+    """The pid file could be stale and the number reused: only a ``hub.cli <command>`` process is ours to stop."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except FileNotFoundError:
         return False
     except OSError:
         return True  # no /proc: trust the pid file
-    return b"hub.cli" in argv and b"run" in argv
+    return b"hub.cli" in argv and command in argv
+
+
+def _running(pid_file: Path, command: bytes) -> int | None:
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _proc_alive(pid) and _is_demo_process(pid, command) else None
 
 
 def running_hub(demo: Demo) -> int | None:
-    try:
-        pid = int(demo.pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _proc_alive(pid) and _is_demo_hub(pid) else None
+    return _running(demo.pid_file, b"run")
 
 
-def stop_hub(demo: Demo, timeout: float = 60.0) -> int | None:
-    """Stop the demo hub (SIGTERM: workers finish what they hold, nothing is lost); returns its pid, or None when
-    none was running."""
-    pid = running_hub(demo)
+def _stop(pid_file: Path, command: bytes, timeout: float) -> int | None:
+    pid = _running(pid_file, command)
     if pid is None:
-        demo.pid_file.unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
         return None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _proc_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _proc_alive(pid):
-        # It was started in its own session: its process group is exactly the supervisor and its workers.
+        # It was started in its own session: its process group is exactly the process and its children.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-    demo.pid_file.unlink(missing_ok=True)
+    pid_file.unlink(missing_ok=True)
     return pid
+
+
+def stop_hub(demo: Demo, timeout: float = 60.0) -> int | None:
+    """Stop the demo hub (SIGTERM: workers finish what they hold, nothing is lost) and its ops page; returns the
+    hub's pid, or None when none was running."""
+    _stop(demo.ops_pid_file, b"ops", 10.0)
+    return _stop(demo.pid_file, b"run", timeout)
 
 
 def _ready_workers(log_file: Path) -> tuple[int, str | None]:
@@ -493,6 +516,77 @@ async def start_hub(demo: Demo) -> tuple[subprocess.Popen[bytes], float]:
                 + "\n".join(f"        {ln[:200]}" for ln in tail)
             )
         await asyncio.sleep(0.1)
+
+
+#: The ops page's demo accounts, one per role (三员分立 + duty): name, role, display name, password. Demo only: the
+#: summary prints them; a real installation adds its operators with ``hub operators add NAME --role R``.
+DEMO_OPERATORS: tuple[tuple[str, str, str, str], ...] = (
+    ("zhao.admin", "admin", "系统管理员赵明", "demo-admin-2026"),
+    ("li.security", "security", "保密员李岩", "demo-security-2026"),
+    ("sun.auditor", "auditor", "审计员孙丽", "demo-auditor-2026"),
+    ("wang.duty", "duty", "值班员王强", "demo-duty-2026"),
+)
+
+
+async def ensure_operators(pool: Any) -> int:
+    """The demo accounts that are missing (a re-run keeps the earlier ones, unlocked); returns how many were added."""
+    from hub.store import operators
+
+    added = 0
+    for name, role, display, password in DEMO_OPERATORS:
+        op = await operators.get_operator(pool, name)
+        if op is None:
+            await operators.add_operator(
+                pool,
+                name,
+                role=role,
+                display_name=display,
+                password=password,
+                by="make-demo",
+                by_role="console",
+                via="cli",
+                reason="演示账户 demo account",
+            )
+            added += 1
+        elif op.failed_logins or op.locked_until is not None:
+            await operators.unlock(
+                pool, name, by="make-demo", by_role="console", via="cli", reason="演示重新开始 demo re-run"
+            )
+    return added
+
+
+async def start_ops_page(demo: Demo) -> tuple[int, float]:
+    """``hub ops`` in its own session beside the hub (its server certificate issued by the hub CA when missing);
+    waits until it serves. Returns its pid and how long that took."""
+    from monitoring.server import default_cert_paths
+
+    started = time.monotonic()
+    cert, _ = default_cert_paths(demo.settings)
+    if not cert.exists():
+        argv = ["pki", "issue-server", "--host", "127.0.0.1", "--host", "localhost", "--out-dir", str(cert.parent)]
+        rc, text = await _run_cli(demo, argv)
+        if rc != 0:
+            raise DemoFailed(f"hub pki issue-server (ops page) exited {rc}: {text.strip()[-300:]}")
+    with open(demo.ops_log_file, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "ops", "--port", str(demo.ops_port)],
+            env=demo.env(),
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    demo.ops_pid_file.write_text(f"{proc.pid}\n")
+    while not _listening(demo.ops_port):
+        if proc.poll() is not None or time.monotonic() - started > READY_TIMEOUT_S:
+            _stop(demo.ops_pid_file, b"ops", 5.0)
+            tail = demo.ops_log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+            raise DemoFailed(
+                "运维监控页面未能启动 the ops page did not start:\n" + "\n".join(f"        {ln[:200]}" for ln in tail)
+            )
+        await asyncio.sleep(0.1)
+    return proc.pid, time.monotonic() - started
 
 
 def _listening(port: int) -> bool:
@@ -580,9 +674,13 @@ async def summary(demo: Demo, pool: Any, *, inbox: str, waiting: int) -> None:
         f"    适配器 adapters     {_rel(s.state_dir / 'adapters')}/<系统>/ 入网目录 enrolment directories; "
         "SDK 指南 guide: docs/adapter-guide.md"
     )
-    out("  运维监控页面尚未建成（后续 issue），所以还没有网址可打开；审批、视频会议等适配器也将在后续 issue 中接入。")
-    out("  The ops page is not built yet (a later issue), so there is no URL to open; the agencies' adapters")
-    out("  (approval, video conference, …) come with later issues too; the SDK they are written on is here.")
+    if _running(demo.ops_pid_file, b"ops") is not None:
+        root = _rel(s.state_dir / "pki" / "root-ca.pem")
+        out(f"  运维监控页面 the ops page: {demo.ops_url}  (浏览器信任枢纽根证书 trust the hub root: {root})")
+        for name, role, display, password in DEMO_OPERATORS:
+            out(f"    {display:<10} {role:<9} 账户 login {name:<12} 口令 password {password}")
+    out("  审批、视频会议等机构适配器将在后续 issue 中接入 the agencies' adapters (approval, video conference, …) come")
+    out("  with a later issue; the SDK they are written on is here.")
 
 
 # ---------------------------------------------------------------------------------------------------- wiring
@@ -654,6 +752,8 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
         hub_log=demo.log_file,
         workers=demo.workers,
         gateway_url=demo.gateway_url,
+        ops_url=demo.ops_url,
+        operators={role: (name, password) for name, role, _, password in DEMO_OPERATORS},
     )
     try:
         new, total = await scenario.enroll_all()
@@ -674,6 +774,12 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
         out(
             f"  {OK} 枢纽已启动 the hub is running: pid {proc.pid}，{demo.workers} 个工作进程就绪 workers ready "
             f"in {took:.1f} s (log {_rel(demo.log_file)})；HTTPS 网关 gateway {demo.gateway_url}"
+        )
+        added = await ensure_operators(pool)
+        ops_pid, took = await start_ops_page(demo)
+        out(
+            f"  {OK} 运维监控页面 the ops page is serving: {demo.ops_url} (pid {ops_pid}, {took:.1f} s; "
+            f"log {_rel(demo.ops_log_file)})；演示账户 demo accounts: {len(DEMO_OPERATORS)} (新建 new {added})"
         )
         leftovers = await scenario.clear_queues()
         if leftovers:

@@ -371,6 +371,8 @@ class Scenario:
         hub_log: Path | None = None,
         workers: int = 1,
         gateway_url: str = "",
+        ops_url: str = "",
+        operators: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         from hub.trust import TrustStore, Verifier
         from hub.validation import SchemaRegistry
@@ -387,6 +389,9 @@ class Scenario:
         self.workers = workers
         #: The HTTPS gateway ``hub run --gateway`` serves (the portal's step takes part through it only).
         self.gateway_url = gateway_url
+        #: The ops page ``hub ops`` serves, and the demo's account of each role there: role → (name, password).
+        self.ops_url = ops_url
+        self.operators = operators or {}
         store = TrustStore.load(settings.state_dir / "pki")
         self.mail = Mailboxes(settings, verifier=Verifier(store), registry=SchemaRegistry(settings.schemas_dir))
         self.ids: dict[str, str] = {}
@@ -499,7 +504,8 @@ class Scenario:
             ("j", "枢纽签名密钥轮换 hub key rotation", self.step_rotate),
             ("k", "SDK 适配器：共享数据查询 an adapter written on the SDK answers a data query", self.step_sdk),
             ("l", "HTTPS 网关：只通 HTTPS 的政务服务网 a system over HTTPS only", self.step_gateway),
-            ("m", "证据链 evidence chain", self.step_evidence),
+            ("m", "运维监控页面 the ops page: health, metrics, search, trace, audit", self.step_ops),
+            ("n", "证据链 evidence chain", self.step_evidence),
         ]
         for key, title, fn in steps:
             o = Outcome(key, title)
@@ -509,6 +515,8 @@ class Scenario:
                 o.problems.append(exc.describe())
             except TimeoutError:
                 o.problems.append("timed out waiting for the hub")
+            except (OSError, RuntimeError, ValueError) as exc:  # a page or a connection that misbehaved: say so
+                o.problems.append(f"{type(exc).__name__}: {str(exc)[:300]}")
             self.outcomes.append(o)
             self._print(o)
             if not o.ok and not self.hub_alive():
@@ -667,18 +675,19 @@ class Scenario:
         self._expect_reply(o, replies, "receipt", "quarantined")
         early = await self.mail.deliveries(target, env.message_id, expect=None, keep=True)
         o.expect(not early, "the quarantined report was delivered before anyone released it")
-        rc, text = await self.run_cli(
-            [
-                "quarantine",
-                "release",
-                env.message_id,
-                "--reason",
-                "经审核，正文仅引用文件名称及其密级标志，未涉及涉密内容，同意放行",
-                "--reviewer",
-                "保密员李岩",
-            ]
-        )
-        o.expect(rc == 0, f"hub quarantine release exited {rc}: {text.strip()[:300]}")
+        # On the ops page: the duty operator may see the quarantine but not decide (三员分立); the security officer
+        # releases it with a reason, through the page's form (its CSRF token, her session).
+        reason = "经审核，正文仅引用文件名称及其密级标志，未涉及涉密内容，同意放行"
+        form = {"message_id": env.message_id, "decision": "release", "reason": reason}
+        async with self._ops() as duty:
+            await duty.login(*self.operators["duty"])
+            status, _, _ = await duty.post("/quarantine/decide", form, form_page="/quarantine")
+        o.expect(status == 403, f"the duty operator's release was answered {status}, not 403 (security officer only)")
+        officer = self.operators["security"][0]
+        async with self._ops() as security:
+            await security.login(*self.operators["security"])
+            status, location, _ = await security.post("/quarantine/decide", form, form_page="/quarantine")
+        o.expect(status == 303 and "done=released" in location, f"the security officer's release: {status} {location}")
         after = await self.mail.replies(sender, env.message_id, timeout=self.timeout)
         self._expect_reply(o, after, "receipt", "accepted")
         got = await self._gather_deliveries([target], env.message_id)
@@ -690,14 +699,18 @@ class Scenario:
         )
         o.expect(
             bool(rows)
-            and (rows[0]["status"], rows[0]["reviewer"], rows[0]["state"]) == ("released", "保密员李岩", "released"),
-            "PostgreSQL does not record the release by 保密员李岩",
+            and (rows[0]["status"], rows[0]["reviewer"], rows[0]["state"]) == ("released", officer, "released"),
+            f"PostgreSQL does not record the release by {officer}",
         )
         o.lines.append(
-            "德惠市林业局报送的“公开”信息正文含“秘密★5年”→ 枢纽隔离，未送达；保密员李岩执行 "
-            f"hub quarantine release {env.message_id[:8]}… 放行后送达长春市林业局"
+            "德惠市林业局报送的“公开”信息正文含“秘密★5年”→ 枢纽隔离，未送达；值班员在运维页面上放行被拒（403，"
+            f"仅保密员可审核）；保密员李岩（{officer}）在运维页面上填写理由放行 {env.message_id[:8]}…，"
+            "随后送达长春市林业局"
         )
-        o.lines.append("a public report carrying 秘密★ was quarantined, released by a security officer, then delivered")
+        o.lines.append(
+            "a public report carrying 秘密★ was quarantined; on the ops page the duty operator was refused (403) and "
+            "the security officer released it with a reason, then it was delivered"
+        )
 
     async def step_tamper(self, o: Outcome) -> None:
         sender, target = "county-220182-oa", "city-220100-oa"
@@ -991,6 +1004,47 @@ class Scenario:
             "approval system's status reached its inbox (long poll) → acknowledged"
         )
 
+    def _ops(self) -> Any:
+        from hub.demo_scenario.ops import OpsPage
+        from hub.trust.pki import PkiPaths
+
+        return OpsPage(self.ops_url, PkiPaths(self.settings.state_dir / "pki").root_cert)
+
+    async def step_ops(self, o: Outcome) -> None:
+        """The people on duty: the page is ready (RabbitMQ, PostgreSQL, a fresh CRL, the workers), /metrics counts
+        what the workers accepted in this run, the duty operator finds the notice of step a and opens its trace (every
+        city bureau's delivery), and the auditor sees the security officer's release of step f on record."""
+        notice = self.sent.get("01-notice-winter-fire-prevention.xml")
+        async with self._ops() as page:
+            status, ready = await page.json("/ready")
+            failing = [f"{c.get('name')}: {c.get('message')}" for c in ready.get("checks", []) if not c.get("ok")]
+            o.expect(status == 200, f"/ready answered {status}: {', '.join(failing) or ready}")
+            status, metrics = await page.get("/metrics")
+            accepted = _metric_total(metrics, "hub_messages_total", 'outcome="accepted"')
+            o.expect(status == 200 and accepted > 0, f"/metrics answered {status} with {accepted} accepted messages")
+            await page.login(*self.operators["duty"])
+            status, found = await page.get("/messages", message_id=notice.message_id if notice else "")
+            o.expect(status == 200 and notice is not None and notice.message_id in found, "search did not find it")
+            status, trace = await page.get(f"/messages/{notice.message_id}" if notice else "/messages/-")
+            cities = [s.id for s in _city_systems(self.directory, "document.official")]
+            missing = [c for c in cities if c not in trace]
+            o.expect(status == 200 and not missing, f"the trace ({status}) does not show the deliveries to {missing}")
+        officer = self.operators["security"][0]
+        async with self._ops() as auditor:
+            await auditor.login(*self.operators["auditor"])
+            status, audit = await auditor.get("/audit", operator=officer)
+        o.expect(status == 200 and "quarantine.release" in audit, f"the auditor does not see {officer}'s release")
+        if not o.ok:
+            return
+        o.lines.append(
+            f"/ready 就绪（RabbitMQ、PostgreSQL、吊销列表、工作进程）；/metrics 本次运行受理 {accepted:.0f} 条；"
+            f"值班员检索到步骤 a 的通知并打开其轨迹（{len(cities)} 个市州局的投递）；审计员看到保密员的放行记录"
+        )
+        o.lines.append(
+            f"/ready is ready; /metrics counts {accepted:.0f} accepted this run; the duty operator found step a's "
+            f"notice and its trace ({len(cities)} deliveries); the auditor sees the security officer's release"
+        )
+
     async def step_evidence(self, o: Outcome) -> None:
         rc, text = await self.run_cli(["evidence", "checkpoint"])
         o.expect(rc == 0, f"hub evidence checkpoint exited {rc}: {text.strip()[:300]}")
@@ -1000,6 +1054,15 @@ class Scenario:
         o.expect(rc == 0 and "证据链完整" in text, f"hub evidence verify exited {rc}: {verified}")
         o.lines.append(f"hub evidence checkpoint → {checkpoint}")
         o.lines.append(f"hub evidence verify → {verified}")
+
+
+def _metric_total(text: str, name: str, label: str) -> float:
+    """The sum of the samples of ``name`` carrying ``label`` in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line:
+            total += float(line.rsplit(" ", 1)[-1])
+    return total
 
 
 def _hub_signer_fingerprint(delivery: bytes) -> str:
