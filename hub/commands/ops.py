@@ -48,7 +48,9 @@ def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
         scheme = "http" if args.plain_http else "https"
         print(f"运维监控页面 · ops page: {scheme}://{args.host}:{port}/", flush=True)
         if not args.plain_http:
-            root = Path(settings.state_dir) / "pki" / "root.pem"
+            from hub.trust.pki import PkiPaths
+
+            root = PkiPaths(Path(settings.state_dir) / "pki").root_cert
             print(f"  certificate {cert or default_cert_paths(settings)[0]}; browsers trust the hub root {root}")
         try:
             await stop.wait()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -65,10 +66,12 @@ class Ops:
     def pool(self) -> Any:
         return self.hub.pool
 
-    async def login(self, page: Any, role: str, *, password: str | None = None) -> Any:
-        """Log ``page`` in as the operator of ``role`` (through the login form); returns the page on the overview."""
+    async def login(self, page: Any, role: str, *, password: str | None = None, goto: bool = True) -> Any:
+        """Log ``page`` in as the operator of ``role`` through the login form (``goto=False``: the login form the page
+        is on, e.g. after a redirect); returns the page, on the overview or the page the login came from."""
         name, good = self.operators[role]
-        await page.goto(f"{self.url}/login")
+        if goto:
+            await page.goto(f"{self.url}/login")
         await page.fill("#name", name)
         await page.fill("#password", password or good)
         async with page.expect_navigation():
@@ -137,10 +140,21 @@ async def ops(ops_settings: Settings) -> AsyncIterator[Ops]:
 async def browser(ops: Ops) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
+    from hub.trust.pki import PkiPaths
     from monitoring.server import default_cert_paths
 
     pin = _spki_pin(default_cert_paths(ops.settings)[0])
-    async with async_playwright() as pw:
+    # page.request (Playwright's own HTTP client, in its Node driver) trusts the hub root as well
+    previous = os.environ.get("NODE_EXTRA_CA_CERTS")
+    os.environ["NODE_EXTRA_CA_CERTS"] = str(PkiPaths(ops.settings.state_dir / "pki").root_cert)
+    try:
+        pw = await async_playwright().start()
+    finally:
+        if previous is None:
+            del os.environ["NODE_EXTRA_CA_CERTS"]
+        else:
+            os.environ["NODE_EXTRA_CA_CERTS"] = previous
+    try:
         b = await pw.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", f"--ignore-certificate-errors-spki-list={pin}"]
         )
@@ -148,6 +162,8 @@ async def browser(ops: Ops) -> AsyncIterator[Any]:
             yield b
         finally:
             await b.close()
+    finally:
+        await pw.stop()
 
 
 @pytest.fixture
