@@ -37,9 +37,19 @@ own code paths, hub/transport/_aiormq_fast.py off) on the same installation, and
 with fresh messages, interleaved with the raw relay again (issue 18): its ratio and the hub's CPU per message with
 and without the fast paths are printed beside the first run's.
 
-The last line is the figure issue 4 asks for, and the fast-path-off ratio (issue 18)::
+Before that (unless ``--no-ops``) the ops page (issue 15): ``hub ops`` serves the installation in a process of its
+own, an operator of the bench logs in, and throughput rounds are repeated with fresh messages — per round the raw
+relay, then the hub with the page closed and the hub with the page open (the order alternating between rounds;
+``--ops-rounds`` 4 of ``--ops-messages`` 2 × ``--messages`` for each variant): while
+it is open, a client in the bench scrapes ``/metrics`` every second and polls ``/api/overview`` every 2 s, as the
+open overview page does. Both hub variants are divided by the same raw rounds, so the page's whole cost (its process,
+the management API and PostgreSQL reads it causes) counts against the hub: ``ops_delta_pct`` is the change of the
+hub's throughput with the page open against closed in the same minutes (goal: within ±5 %).
 
-    e2e_ratio=<hub msg/s ÷ raw msg/s> hub_per_s=<n> raw_per_s=<n> p99_ms=<hub p99 at the offered rate> e2e_ratio_fast_off=<the same ratio with HUB_AMQP_FAST=0>
+The last line is the figure issue 4 asks for, the fast-path-off ratio (issue 18), and the ops-page ratios
+(issue 15)::
+
+    e2e_ratio=<hub msg/s ÷ raw msg/s> hub_per_s=<n> raw_per_s=<n> p99_ms=<hub p99 at the offered rate> e2e_ratio_fast_off=<the same ratio with HUB_AMQP_FAST=0> e2e_ratio_ops=<the ratio with the ops page open> ops_delta_pct=<open vs closed, %>
 
 Goal: e2e_ratio ≥ 0.50 and p99_ms ≤ 50 at 300 messages/s. Usage::
 
@@ -57,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -78,6 +89,11 @@ from hub.errors import HubError
 
 GOAL_RATIO = 0.50
 GOAL_P99_MS = 50.0
+#: Issue 15: the hub's throughput with the ops page open within this many per cent of it closed.
+GOAL_OPS_DELTA_PCT = 5.0
+#: What the open overview page asks for (seconds between requests).
+SCRAPE_EVERY_S = 1.0
+OVERVIEW_EVERY_S = 2.0
 
 
 @dataclass
@@ -129,6 +145,172 @@ def pct(values: list[float], q: float) -> float:
     return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
 
 
+# ---------------------------------------------------------------------------------------------------- the ops page
+
+
+class OpsPage:
+    """``hub ops`` on the bench's installation (plain HTTP on loopback, a process of its own), an operator of the
+    bench logged in, and — while ``open`` — the requests of an open overview page: ``/metrics`` every second (a
+    Prometheus scraper) and ``/api/overview`` every 2 s (the page's own poll)."""
+
+    NAME = "bench-ops"
+
+    def __init__(self, inst: Installation) -> None:
+        self.inst = inst
+        self.proc: Any = None
+        self.session: Any = None
+        self.base = ""
+        self._task: asyncio.Task[None] | None = None
+        self.requests: dict[str, list[float]] = {"/metrics": [], "/api/overview": []}
+        self.failures: list[str] = []
+        self.cpu_s = 0.0
+        self.open_s = 0.0
+        self._since: tuple[int, float] = (0, 0.0)
+
+    async def start(self) -> None:
+        import re
+        import secrets
+        import socket
+        import subprocess
+
+        import aiohttp
+        from _e2e_env import ROOT, _die_with_parent
+
+        env = self.inst.env()
+        password = secrets.token_urlsafe(16)
+        added = subprocess.run(
+            [sys.executable, "-m", "hub.cli", "operators", "add", self.NAME, "--role", "duty", "--password-stdin"],
+            input=password + "\n",
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if added.returncode != 0:
+            raise RuntimeError(f"hub operators add failed: {added.stdout}{added.stderr}")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = (self.inst.tmp / "ops.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "ops", "--plain-http", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+        log.close()
+        self.base = f"http://127.0.0.1:{port}"
+        self.session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=30)
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"hub ops exited with {self.proc.returncode}:\n{self.inst.tail(self.inst.tmp / 'ops.log')}"
+                )
+            try:
+                async with self.session.get(self.base + "/health") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("hub ops did not answer /health within 60 s")
+            await asyncio.sleep(0.2)
+        async with self.session.get(self.base + "/login") as r:
+            found = re.search(r'name="csrf" value="([^"]+)"', await r.text())
+        if found is None:
+            raise RuntimeError("the ops login page has no CSRF field")
+        form = {"csrf": found.group(1), "next": "/", "name": self.NAME, "password": password}
+        async with self.session.post(self.base + "/login", data=form, allow_redirects=False) as r:
+            if r.status not in (302, 303):
+                raise RuntimeError(f"the bench's operator could not log in to the ops page ({r.status})")
+        async with self.session.get(self.base + "/") as r:  # the overview page itself, once
+            if r.status != 200:
+                raise RuntimeError(f"the overview page answered {r.status}")
+        async with self.session.get(self.base + "/api/overview") as r:
+            if r.status != 200:
+                raise RuntimeError(f"/api/overview answered {r.status}")
+
+    async def _get(self, path: str) -> None:
+        t = time.perf_counter()
+        try:
+            async with self.session.get(self.base + path) as r:
+                await r.read()
+                if r.status != 200:
+                    self.failures.append(f"{path} {r.status}")
+        except Exception as exc:
+            self.failures.append(f"{path} {type(exc).__name__}")
+            return
+        self.requests[path].append((time.perf_counter() - t) * 1000)
+
+    async def _poll(self) -> None:
+        start = time.monotonic()
+        n = 0
+        while True:
+            tasks = [asyncio.create_task(self._get("/metrics"))]
+            if n % round(OVERVIEW_EVERY_S / SCRAPE_EVERY_S) == 0:
+                tasks.append(asyncio.create_task(self._get("/api/overview")))
+            n += 1
+            await asyncio.gather(*tasks)
+            await asyncio.sleep(max(0.0, start + n * SCRAPE_EVERY_S - time.monotonic()))
+
+    def open(self) -> None:
+        from _e2e_env import cpu_ticks
+
+        self._since = (cpu_ticks(self.proc.pid), time.monotonic())
+        self._task = asyncio.create_task(self._poll())
+
+    async def close(self) -> None:
+        from _e2e_env import TICKS, cpu_ticks
+
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            ticks, since = self._since
+            self.cpu_s += (cpu_ticks(self.proc.pid) - ticks) / TICKS
+            self.open_s += time.monotonic() - since
+
+    async def stop(self) -> None:
+        await self.close()
+        if self.session is not None:
+            await self.session.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 10)
+            except Exception:
+                self.proc.kill()
+
+
+@dataclass
+class OpsResult:
+    raw: Phase
+    closed: Phase
+    opened: Phase
+    rounds: list[tuple[float, float, float]]  # raw, hub closed, hub open (msg/s)
+    page: OpsPage
+
+    @property
+    def ratio_closed(self) -> float:
+        return self.closed.per_s / self.raw.per_s if self.raw.per_s else 0.0
+
+    @property
+    def ratio_open(self) -> float:
+        return self.opened.per_s / self.raw.per_s if self.raw.per_s else 0.0
+
+    @property
+    def delta_pct(self) -> float:
+        return (self.opened.per_s / self.closed.per_s - 1) * 100 if self.closed.per_s else 0.0
+
+
 # ---------------------------------------------------------------------------------------------------- the run
 
 
@@ -148,6 +330,9 @@ class Bench:
         #: The second hub run, with HUB_AMQP_FAST=0: (raw, hub) throughput and its rounds (raw msg/s, hub msg/s).
         self.fast_off: tuple[Phase, Phase] | None = None
         self.rounds_off: list[tuple[float, float]] = []
+        #: The ops page's rounds (issue 15).
+        self.ops: OpsResult | None = None
+        self.ops_page: OpsPage | None = None
         self.profiler: Any = None
         if args.profile is not None:
             from _e2e_profile import Profiler
@@ -165,7 +350,8 @@ class Bench:
         self.raw_target = Target("", self.inst.raw_in)
         n_lat = int(a.rate * a.seconds)
         n_off = a.warmup + a.messages if a.fast_off else 0  # the second hub run's messages (distinct ids)
-        total = a.warmup + a.messages + n_lat + n_off
+        n_ops = 2 * a.ops_messages if a.ops else 0  # the ops rounds: the page closed, the page open (distinct ids)
+        total = a.warmup + a.messages + n_lat + n_ops + n_off
         loop = asyncio.get_running_loop()
         msgs = await loop.run_in_executor(None, presign, settings.state_dir, SENDER, RECIPIENT, total)
         size = sum(len(b) for _, b in msgs) / len(msgs)
@@ -174,7 +360,8 @@ class Bench:
             f"in advance (mean {size:.0f} bytes) — {time.perf_counter() - t:.1f} s"
         )
         warm, backlog = msgs[: a.warmup], msgs[a.warmup : a.warmup + a.messages]
-        paced, off = msgs[a.warmup + a.messages : total - n_off], msgs[total - n_off :]
+        paced = msgs[a.warmup + a.messages : a.warmup + a.messages + n_lat]
+        ops_msgs, off = msgs[total - n_off - n_ops : total - n_off], msgs[total - n_off :]
 
         cmd = self.inst.start_hub(a.workers)
         self.inst.start_relays(a.relays, settings.prefetch)
@@ -220,6 +407,8 @@ class Bench:
             await self._latency("hub", paced),
         ]
         self.batches = hub_batches(self.inst.hub_log, {"throughput": backlog, "latency": paced})
+        if a.ops:
+            self.ops = await self._ops(ops_msgs[: a.ops_messages], ops_msgs[a.ops_messages :])
         if a.fast_off:
             self.fast_off = await self._fast_off(off[: a.warmup], off[a.warmup :])
         self.integrity = await self._integrity(total)
@@ -248,6 +437,32 @@ class Bench:
             hub_rounds.append(await self._throughput("hub", part, label="fast-off"))
         self.rounds_off = [(r.per_s, h.per_s) for r, h in zip(raw_rounds, hub_rounds, strict=True)]
         return merge(raw_rounds), merge(hub_rounds)
+
+    async def _ops(self, closed: list[tuple[str, bytes]], opened: list[tuple[str, bytes]]) -> OpsResult:
+        """Throughput rounds with the ops page closed and open (see the module's docstring), same hub run."""
+        a = self.args
+        page = self.ops_page = OpsPage(self.inst)
+        await page.start()
+        print(
+            f"运维页面 ops page: hub ops (pid {page.proc.pid}) at {page.base}, operator {page.NAME} logged in; "
+            f"open = /metrics every {SCRAPE_EVERY_S:g} s + /api/overview every {OVERVIEW_EVERY_S:g} s"
+        )
+        size = math.ceil(len(closed) / a.ops_rounds)
+        raw_rounds: list[Phase] = []
+        closed_rounds: list[Phase] = []
+        open_rounds: list[Phase] = []
+        for i in range(a.ops_rounds):
+            part, part_open = closed[i * size : (i + 1) * size], opened[i * size : (i + 1) * size]
+            raw_rounds.append(await self._throughput("raw", part, label="ops"))
+            for variant in ("closed", "open") if i % 2 == 0 else ("open", "closed"):
+                if variant == "open":
+                    page.open()
+                    open_rounds.append(await self._throughput("hub", part_open, label="ops-open"))
+                    await page.close()
+                else:
+                    closed_rounds.append(await self._throughput("hub", part, label="ops-closed"))
+        rounds = [(r.per_s, c.per_s, o.per_s) for r, c, o in zip(raw_rounds, closed_rounds, open_rounds, strict=True)]
+        return OpsResult(merge(raw_rounds), merge(closed_rounds), merge(open_rounds), rounds, page)
 
     async def _integrity(self, hub_messages: int) -> str:
         """After the measurements: a delivery and a receipt verify as hub-signed, PostgreSQL recorded every message
@@ -298,6 +513,8 @@ class Bench:
     async def close(self) -> None:
         if self.profiler is not None:
             self.profiler.stop()  # py-spy of a phase that failed
+        if self.ops_page is not None:
+            await self.ops_page.stop()
         if self.transport is not None:
             await self.transport.close()
         await self.sink.close()
@@ -454,6 +671,7 @@ def report(
     rounds: list[tuple[float, float]],
     fast_off: tuple[Phase, Phase] | None = None,
     rounds_off: list[tuple[float, float]] | None = None,
+    ops: OpsResult | None = None,
 ) -> str:
     by = {(p.path, p.kind): p for p in phases}
     raw_tp, hub_tp = by["raw", "throughput"], by["hub", "throughput"]
@@ -483,6 +701,35 @@ def report(
             f"  hub run CPU per message: {on_ms:.2f} ms with the fast paths, {off_ms:.2f} ms without ({change}); "
             f"raw relay {raw_tp.cpu.get('relay', 0) / raw_tp.n * 1000:.2f} / "
             f"{raw_off.cpu.get('relay', 0) / raw_off.n * 1000:.2f} ms"
+        )
+    if ops is not None:
+        print(
+            f"{'运维页面关闭 ops page closed (msg/s)':34}{ops.closed.per_s:>14.0f}{ops.raw.per_s:>14.0f}"
+            f"{ops.ratio_closed:>16.2f}"
+        )
+        print(
+            f"{'运维页面打开 ops page open (msg/s)':34}{ops.opened.per_s:>14.0f}{ops.raw.per_s:>14.0f}"
+            f"{ops.ratio_open:>16.2f}"
+        )
+        for i, (r, c, o) in enumerate(ops.rounds, 1):
+            print(f"  第 {i} 轮 round {i} (ops): raw {r:.0f}, hub closed {c:.0f}, hub open {o:.0f} msg/s")
+        pg = ops.page
+        served = ", ".join(
+            f"{path} {len(ms)}× p50 {pct(ms, 50):.0f} ms max {max(ms):.0f} ms" for path, ms in pg.requests.items() if ms
+        )
+        print(
+            f"  ops page open {pg.open_s:.0f} s: {served}; hub ops CPU {pg.cpu_s / pg.open_s * 100 if pg.open_s else 0:.1f} % "
+            f"of a core; failed requests: {len(pg.failures)}{' ' + str(sorted(set(pg.failures))) if pg.failures else ''}"
+        )
+        c_ms, o_ms = (ph.cpu.get("hub", 0) / ph.n * 1000 if ph.n else 0.0 for ph in (ops.closed, ops.opened))
+        r_ms, q_ms = (ph.cpu.get("rabbitmq", 0) / ph.n * 1000 if ph.n else 0.0 for ph in (ops.closed, ops.opened))
+        print(
+            f"  CPU per message, page closed / open: hub run {c_ms:.2f} / {o_ms:.2f} ms, "
+            f"RabbitMQ {r_ms:.2f} / {q_ms:.2f} ms"
+        )
+        print(
+            f"  hub throughput with the page open vs closed: {ops.delta_pct:+.1f} % "
+            f"(goal within ±{GOAL_OPS_DELTA_PCT:g} %: {'达到 met' if abs(ops.delta_pct) <= GOAL_OPS_DELTA_PCT else '未达到 NOT met'})"
         )
     rate = f"{args.rate:g} msg/s × {args.seconds:g} s"
     print(f"时延 latency at {rate} (publish → arrival at the recipient's queue)")
@@ -542,7 +789,11 @@ def report(
         f"{'达到 met' if ok_p99 else '未达到 NOT met'} ({p99:.1f} ms)"
     )
     last = f"e2e_ratio={ratio:.2f} hub_per_s={hub_tp.per_s:.0f} raw_per_s={raw_tp.per_s:.0f} p99_ms={p99:.1f}"
-    return last if ratio_off is None else f"{last} e2e_ratio_fast_off={ratio_off:.2f}"
+    if ratio_off is not None:
+        last += f" e2e_ratio_fast_off={ratio_off:.2f}"
+    if ops is not None:
+        last += f" e2e_ratio_ops={ops.ratio_open:.2f} ops_delta_pct={ops.delta_pct:+.1f}"
+    return last
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -564,6 +815,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_false",
         help="skip the second hub run with HUB_AMQP_FAST=0 (its throughput rounds and e2e_ratio_fast_off)",
     )
+    ap.add_argument(
+        "--no-ops",
+        dest="ops",
+        action="store_false",
+        help="skip the ops-page rounds (hub ops serving, /metrics scraped every 1 s, /api/overview every 2 s)",
+    )
+    ap.add_argument(
+        "--ops-messages",
+        type=int,
+        help="messages of the ops rounds, for each of page closed and page open (default 2 × --messages)",
+    )
+    ap.add_argument("--ops-rounds", type=int, default=4, help="ops rounds: raw, hub closed, hub open (default 4)")
     ap.add_argument("--relays", type=int, help="relay processes (default: as many as hub workers)")
     ap.add_argument("--warmup", type=int, help="unmeasured warm-up messages per path (default 300; 100 --quick)")
     ap.add_argument(
@@ -584,6 +847,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (100 if args.quick else 300)
     args.relays = args.relays or args.workers
     args.rounds = max(1, args.rounds or (2 if args.quick else 3))
+    args.ops_messages = args.ops_messages or 2 * args.messages
+    args.ops_rounds = max(1, args.ops_rounds)
     return args
 
 
@@ -596,7 +861,9 @@ async def amain(args: argparse.Namespace) -> str:
         phases = await bench.run()
     finally:
         await bench.close()
-    return report(phases, args, bench.integrity, bench.batches, bench.rounds, bench.fast_off, bench.rounds_off)
+    return report(
+        phases, args, bench.integrity, bench.batches, bench.rounds, bench.fast_off, bench.rounds_off, bench.ops
+    )
 
 
 def main() -> int:
