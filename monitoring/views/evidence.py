@@ -1,7 +1,7 @@
 """The evidence-chain page (``/evidence``): the chain's status, and its verification on demand.
 
-Status: the head (seq and hash), the records staged but not yet chained, and the last signed checkpoint with its
-time (``hub.store.ops.evidence_status``). "Verify now" (``/evidence/verify``, a read: permission ``view``) runs
+Status (``hub.store.ops.evidence_status``): the head (seq and hash), the records staged but not yet chained, and the
+last signed checkpoint with its time and signer. "Verify now" (``/evidence/verify``, a read: permission ``view``) runs
 what ``hub evidence verify`` runs: ``verify_chain`` with this installation's checkpoint verifier (every hash, link
 and checkpoint signature, with the hub certificate recorded for it) and ``verify_messages`` (a message changed
 after it was recorded, named with the field), then shows every problem or 完好 intact.
@@ -21,33 +21,19 @@ from monitoring.auth import render, require
 __all__ = ["run_verification", "setup"]
 
 
-async def _status(pool: Any) -> dict[str, Any]:
-    try:
-        from hub.store.ops import evidence_status  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        evidence_status = None
-    if evidence_status is not None:
-        s = await evidence_status(pool)
-        return {
-            "head_seq": s.head_seq,
-            "head_hash": bytes(s.head_hash).hex(),
-            "pending": s.pending,
-            "checkpoints": s.checkpoints,
-            "last_checkpoint_seq": s.last_checkpoint_seq,
-            "last_checkpoint_at": s.last_checkpoint_at,
-            "last_checkpoint_signer": getattr(s, "last_checkpoint_signer", None),
-        }
-    from hub.store.evidence import head
+async def _status(pool: Any) -> Any:
+    from hub.store.ops import evidence_status
 
-    seq, digest = await head(pool)
+    status = await evidence_status(pool)
     return {
-        "head_seq": seq,
-        "head_hash": digest.hex(),
-        "pending": None,
-        "checkpoints": None,
-        "last_checkpoint_seq": None,
-        "last_checkpoint_at": None,
-        "last_checkpoint_signer": None,
+        "head_seq": status.head_seq,
+        "head_hash": status.head_hash.hex(),
+        "pending": status.pending,
+        "checkpoints": status.checkpoints,
+        "last_checkpoint_seq": status.last_checkpoint_seq,
+        "last_checkpoint_at": status.last_checkpoint_at,
+        "last_checkpoint_signer": status.last_checkpoint_signer,
+        "last_checkpoint_covers": status.last_checkpoint_covers,
     }
 
 

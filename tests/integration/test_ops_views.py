@@ -7,12 +7,14 @@ approved, the route check, the evidence chain verified."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -28,6 +30,7 @@ RECIPIENT = "county-220182-oa"  # 榆树
 REVOKED_SENDER = "county-220183-oa"  # 德惠: its certificate is revoked by a test
 NS = "urn:forestry-hub:document.official:1"
 ROLES = ("security", "duty", "admin", "auditor")
+CN = dt.timezone(dt.timedelta(hours=8))
 
 
 @dataclass
@@ -345,3 +348,72 @@ async def test_evidence_status_and_verify(ops: Ops) -> None:
     assert status == 200 and 'id="head-seq"' in text
     status, text, _ = await ops.get("auditor", "/evidence/verify")
     assert status == 200 and "完好" in text and 'id="problems"' not in text
+
+
+# -- search and trace ----------------------------------------------------------------------------------------------
+
+
+async def sent(ops: Ops, *, title: str | None = None, sender: str = SENDER) -> str:
+    root = document(sender, [Recipient.to(SYSTEMS[RECIPIENT])])
+    if title is not None:
+        el = root.find(f".//{{{NS}}}Title")
+        assert el is not None
+        el.text = title
+    env = await ops.hub.send(sender, root)
+    assert (await ops.hub.reply(sender, env.message_id)).outcome == "accepted"
+    return env.message_id
+
+
+def row_ids(text: str) -> list[str]:
+    return re.findall(r'<tr class="state-[a-z_]+" data-id="([0-9a-f-]{36})"', text)
+
+
+async def test_search_filters_and_keyset_pages(ops: Ops) -> None:
+    from hub import clock
+
+    since = clock.now().astimezone(CN).replace(microsecond=0)
+    ids = [await sent(ops) for _ in range(3)]
+    await purge(ops, RECIPIENT)
+    base = {"sender": SENDER, "since": since.isoformat(), "state": "accepted"}
+    status, text, _ = await ops.get("auditor", "/messages?" + urlencode({**base, "limit": "2"}))
+    assert status == 200
+    first = row_ids(text)
+    assert first == ids[::-1][:2]  # newest first
+    nxt = re.search(r'<a href="([^"]+)" id="next"', text)
+    assert nxt is not None
+    status, text, _ = await ops.get("auditor", nxt.group(1).replace("&amp;", "&"))
+    assert status == 200 and row_ids(text) == ids[:1]
+    # each filter narrows: by id, by recipient, by service and 密级, by a time range that excludes them
+    status, text, _ = await ops.get("duty", "/messages?" + urlencode({"id": ids[1]}))
+    assert row_ids(text) == [ids[1]]
+    status, text, _ = await ops.get("duty", "/messages?" + urlencode({**base, "recipient": RECIPIENT}))
+    assert row_ids(text) == ids[::-1]
+    q = {**base, "service": "document.official/1", "classification": "0"}
+    status, text, _ = await ops.get("duty", "/messages?" + urlencode(q))
+    assert row_ids(text) == ids[::-1]
+    status, text, _ = await ops.get("duty", "/messages?" + urlencode({**base, "classification": "2"}))
+    assert row_ids(text) == [] and 'id="no-results"' in text
+    status, text, _ = await ops.get("duty", "/messages?" + urlencode({**base, "until": since.isoformat()}))
+    assert row_ids(text) == []
+    status, text, _ = await ops.get("duty", "/messages?" + urlencode({**base, "state": "quarantined"}))
+    assert row_ids(text) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"id": "not-a-uuid"}, "id"),
+        ({"state": "lost"}, "state"),
+        ({"classification": "9"}, "classification"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-12-04T10:00", "until": "2026-12-03T10:00"}, "until"),
+        ({"before": "garbage"}, "before"),
+        ({"limit": "100000"}, "limit"),
+    ],
+)
+async def test_a_bad_filter_is_a_sentence_on_the_form(ops: Ops, query: dict[str, str], field: str) -> None:
+    status, text, _ = await ops.get("duty", "/messages?" + urlencode(query))
+    assert status == 400
+    assert f'id="notice" data-field="{field}"' in text and "OPS_BAD_FILTER" in text
+    assert 'id="search"' in text  # the form is still there, with what was typed
+    assert "OPS_INTERNAL" not in text

@@ -1,0 +1,406 @@
+"""Message search (``/messages``) and a message's trace (``/messages/{id}``).
+
+Search: message id, sender, recipient, service, 密级, time range and state → ``hub.store.ops.search_messages``
+(keyset pages, newest first: the "next page" link carries the last row's ``(received_at, message_id)``). A filter
+that cannot be one (not a UUID, an unknown state or 密级, a time that is not one) is a sentence on the form with
+the code ``OPS_BAD_FILTER`` (HTTP 400), never a 500.
+
+Trace: ``hub.store.ops.trace`` — each step with its time: received and verified (the signer's certificate serial
+and fingerprint from the register, and the hub certificate that countersigned the deliveries), recorded,
+quarantined / released / rejected, every delivery with the time of each tracking state (delivered, 签收, 阅读, 办结,
+反馈, failed, blocked), the receipts and errors sent back, dead letters about it and intake rejections claiming its
+id, then the message's evidence records. With ``message.xml`` the recorded bytes are shown pretty-printed: parsed
+with the hub's safe parser (``hub.envelope.parse``: no DTD, no entities, budgets), re-serialised with indentation,
+and rendered as text by the autoescaping template (never marked safe), so a title ``<script>…`` is just text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from hub.envelope.model import CLASSIFICATIONS
+from hub.store.records import DELIVERY_STATES, MESSAGE_STATES
+from monitoring.app import POOL, SETTINGS
+from monitoring.auth import refuse, render, require
+
+__all__ = ["CN_TZ", "Filters", "parse_filters", "pretty_xml", "setup"]
+
+CN_TZ = dt.timezone(dt.timedelta(hours=8))
+PAGE_SIZE = 50
+MAX_PAGE = 200
+DOC_NS = "urn:forestry-hub:document.official:1"
+
+#: Message states with their labels (中文, English).
+STATE_LABELS: dict[str, tuple[str, str]] = {
+    "accepted": ("已受理", "accepted"),
+    "rejected": ("已拒收", "rejected"),
+    "quarantined": ("隔离待审", "quarantined"),
+    "released": ("已放行", "released"),
+    "quarantine_rejected": ("隔离驳回", "rejected from quarantine"),
+}
+#: Delivery tracking states (中文, English), in their forward order.
+DELIVERY_LABELS: dict[str, tuple[str, str]] = {
+    "pending": ("待投递", "pending"),
+    "delivered": ("已投递", "delivered"),
+    "received": ("已签收", "received (签收)"),
+    "read": ("已阅读", "read"),
+    "handled": ("已办结", "handled (办结)"),
+    "feedback": ("已反馈", "feedback"),
+    "failed": ("投递失败", "failed"),
+    "blocked": ("被闸门拦截", "blocked by the gate"),
+}
+
+
+class BadFilter(Exception):
+    def __init__(self, field: str, zh: str, en: str) -> None:
+        super().__init__(en)
+        self.field, self.zh, self.en = field, zh, en
+
+
+class Filters(dict[str, Any]):
+    """The search's keyword arguments for ``search_messages`` (and what the form shows back)."""
+
+
+def _time(field: str, text: str) -> dt.datetime | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise BadFilter(field, f"“{field}”不是有效的时间", f"{field!r} is not a date and time") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=CN_TZ)  # the form's times are Beijing time
+
+
+def parse_filters(query: Any) -> tuple[Filters, tuple[dt.datetime, str] | None]:
+    """The search filters and the keyset cursor from a query string; ``BadFilter`` names what is wrong."""
+    f = Filters()
+    mid = str(query.get("id", "")).strip()
+    if mid:
+        try:
+            f["message_id"] = str(uuid.UUID(mid))
+        except ValueError:
+            raise BadFilter("id", "报文标识不是合法的 UUID", "the message id is not a UUID") from None
+    for key in ("sender", "recipient", "service"):
+        value = str(query.get(key, "")).strip()
+        if key == "service":
+            value = value.split("/", 1)[0]  # document.official/1 → the service name
+        if len(value) > 200:
+            raise BadFilter(key, f"“{key}”过长", f"{key!r} is too long")
+        if value:
+            f[key] = value
+    c = str(query.get("classification", "")).strip()
+    if c:
+        if c.isdigit() and 0 <= int(c) < len(CLASSIFICATIONS):
+            f["classification"] = int(c)
+        elif c in CLASSIFICATIONS:
+            f["classification"] = CLASSIFICATIONS.index(c)
+        else:
+            raise BadFilter("classification", "未知的密级", "unknown classification (密级)")
+    state = str(query.get("state", "")).strip()
+    if state:
+        if state not in MESSAGE_STATES:
+            raise BadFilter("state", "未知的报文状态", f"unknown state; one of {', '.join(MESSAGE_STATES)}")
+        f["state"] = state
+    since, until = _time("since", str(query.get("since", ""))), _time("until", str(query.get("until", "")))
+    if since is not None:
+        f["since"] = since
+    if until is not None:
+        f["until"] = until
+    if since is not None and until is not None and since > until:
+        raise BadFilter("until", "结束时间早于开始时间", "the end of the time range is before its start")
+    size = str(query.get("limit", "")).strip()
+    if size:
+        if not size.isdigit() or not 1 <= int(size) <= MAX_PAGE:
+            raise BadFilter("limit", f"每页条数须为 1–{MAX_PAGE}", f"rows a page must be 1–{MAX_PAGE}")
+        f["limit"] = int(size)
+    cursor = None
+    before = str(query.get("before", "")).strip()
+    if before:
+        at, _, bid = before.rpartition(",")
+        try:
+            when = dt.datetime.fromisoformat(at)
+            cursor = (when if when.tzinfo else when.replace(tzinfo=dt.UTC), str(uuid.UUID(bid)))
+        except ValueError:
+            raise BadFilter("before", "翻页位置无效", "the page cursor is not valid") from None
+    return f, cursor
+
+
+def _query_of(query: Any) -> dict[str, str]:
+    keys = ("id", "sender", "recipient", "service", "classification", "state", "since", "until", "limit")
+    return {k: str(query.get(k, "")) for k in keys}
+
+
+@require("view")
+async def messages_page(request: web.Request) -> web.StreamResponse:
+    from urllib.parse import urlencode
+
+    from hub.store.ops import search_messages
+
+    form = _query_of(request.query)
+    rows: list[Any] = []
+    notice = None
+    next_link = None
+    status = 200
+    try:
+        filters, cursor = parse_filters(request.query)
+    except BadFilter as exc:
+        notice = {"code": "OPS_BAD_FILTER", "field": exc.field, "zh": exc.zh, "en": exc.en}
+        status = 400
+    else:
+        limit = filters.pop("limit", PAGE_SIZE)
+        rows = await search_messages(request.app[POOL], before=cursor, limit=limit, **filters)
+        if len(rows) == limit:
+            last = rows[-1]
+            params = {k: v for k, v in form.items() if v}
+            params["before"] = f"{last.received_at.isoformat()},{last.message_id}"
+            next_link = "/messages?" + urlencode(params)
+    return render(
+        request,
+        "messages.html",
+        {
+            "form": form,
+            "rows": rows,
+            "notice": notice,
+            "next_link": next_link,
+            "states": STATE_LABELS,
+            "classifications": list(enumerate(CLASSIFICATIONS)),
+            "paged": "before" in request.query,
+            "first_link": "/messages?" + urlencode({k: v for k, v in form.items() if v}),
+            "cn_tz": CN_TZ,
+            "page_size": form.get("limit") or PAGE_SIZE,
+        },
+        status=status,
+    )
+
+
+# -- the trace ---------------------------------------------------------------------------------------------------------
+
+
+def pretty_xml(raw: bytes, *, max_bytes: int) -> str:
+    """The recorded bytes parsed with the hub's safe parser and re-serialised with indentation (text, for the
+    autoescaping template). Bytes the safe parser refuses are not shown."""
+    from lxml import etree
+
+    from hub.envelope import parse
+
+    root = parse(raw, max_bytes=max_bytes)
+    etree.indent(root, space="  ")
+    return etree.tostring(root, encoding="unicode")
+
+
+def title_of(raw: bytes, *, max_bytes: int) -> str | None:
+    """The document's title (公文标题) from the recorded bytes, if it has one."""
+    from hub.envelope import parse
+
+    try:
+        root = parse(raw, max_bytes=max_bytes)
+    except Exception:
+        return None
+    for el in root.iter(f"{{{DOC_NS}}}Title"):
+        return (el.text or "").strip() or None
+    return None
+
+
+async def _certificates(pool: Any, message: Any, deliveries: list[Any]) -> dict[str, Any]:
+    """The signer's certificate (by fingerprint or serial) and the hub certificate current when it delivered."""
+    from hub.store.certificates import CertificateRepository
+
+    repo = CertificateRepository(pool)
+    signer = None
+    fp = getattr(message, "signer_fingerprint", None)
+    serial = getattr(message, "signer_serial", None)
+    if fp:
+        signer = await repo.by_fingerprint(fp)
+    if signer is None and serial:
+        signer = await repo.get(str(serial))
+        if signer is None and str(serial).isdigit():
+            signer = await repo.get(format(int(str(serial)), "x"))
+    delivered = [t for d in deliveries for s, t in (getattr(d, "times", None) or {}).items() if s == "delivered"]
+    countersigned = None
+    if delivered:
+        first = min(delivered)
+        hub_certs = [c for c in await repo.certificates(kind="hub") if c.not_before <= first]
+        hub_certs = [c for c in hub_certs if c.issued_at <= first] or hub_certs
+        countersigned = hub_certs[-1] if hub_certs else None
+    return {"signer": signer, "hub": countersigned}
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _step(at: Any, kind: str, zh: str, en: str, **extra: Any) -> dict[str, Any]:
+    return {"at": at, "kind": kind, "zh": zh, "en": en, **extra}
+
+
+def build_steps(found: Any, certs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trace's timeline: every step with its time, oldest first."""
+    m = _get(found, "message")
+    steps: list[dict[str, Any]] = []
+    if m is not None:
+        received = _get(m, "received_at")
+        steps.append(_step(received, "received", "已接收", "received", who=f"{m.sender_agency}/{m.sender_system}"))
+        signer = certs.get("signer")
+        serial = signer.serial if signer is not None else _get(m, "signer_serial")
+        if serial:
+            steps.append(_step(received, "verified", "签名已验证", "signature verified", text=f"{serial}", who=None))
+        state = _get(m, "state")
+        if state == "rejected":
+            steps.append(
+                _step(
+                    received, "rejected", "已拒收", "refused", code=_get(m, "error_code"), text=_get(m, "error_reason")
+                )
+            )
+        else:
+            steps.append(_step(received, "recorded", "已记录", "recorded"))
+    q = _get(found, "quarantine")
+    if q is not None:
+        markings = "、".join(_get(q, "markings", ()) or ())
+        steps.append(
+            _step(
+                _get(q, "created_at") or _get(q, "received_at"), "quarantined", "已隔离", "quarantined", text=markings
+            )
+        )
+        status = _get(q, "status")
+        if status in ("released", "rejected"):
+            zh, en = ("已放行", "released") if status == "released" else ("已驳回", "rejected from quarantine")
+            steps.append(_step(_get(q, "decided_at"), status, zh, en, who=_get(q, "reviewer"), text=_get(q, "reason")))
+    for d in _get(found, "deliveries", ()) or ():
+        for state, at in sorted((_get(d, "times") or {}).items(), key=lambda kv: kv[1]):
+            zh, en = DELIVERY_LABELS.get(state, (state, state))
+            steps.append(
+                _step(
+                    at,
+                    f"delivery-{state}",
+                    zh,
+                    en,
+                    who=_get(d, "recipient_system"),
+                    code=_get(d, "error_code") if state in ("blocked", "failed") else None,
+                )
+            )
+    for r in _get(found, "receipts", ()) or ():
+        kind = _get(r, "kind")
+        zh, en = ("回执已发送", "receipt sent") if kind == "hub.receipt" else ("错误回执已发送", "error sent")
+        steps.append(
+            _step(
+                _get(r, "at"),
+                "receipt" if kind == "hub.receipt" else "error",
+                zh,
+                en,
+                who=_get(r, "recipient_system"),
+                code=_get(r, "code"),
+            )
+        )
+    for dl in _get(found, "dead_letters", ()) or ():
+        did = _get(dl, "id")
+        steps.append(
+            _step(
+                _get(dl, "dead_at") or _get(dl, "collected_at") or _get(dl, "at"),
+                "dead",
+                "进入死信队列",
+                "dead-lettered",
+                code=_get(dl, "error_code") or _get(dl, "code"),
+                text=_get(dl, "reason") or _get(dl, "error_reason"),
+                link=f"/dead/{did}" if did is not None else None,
+            )
+        )
+    for rej in _get(found, "rejections", ()) or _get(found, "intake_rejections", ()) or ():
+        steps.append(
+            _step(
+                _get(rej, "received_at"),
+                "intake-rejected",
+                "验证前拒收（声称此标识）",
+                "refused before verification (claimed this id)",
+                code=_get(rej, "error_code"),
+                text=_get(rej, "error_reason"),
+                who=_get(rej, "claimed_sender"),
+            )
+        )
+    epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+    steps.sort(key=lambda s: s["at"] or epoch)
+    return steps
+
+
+@require("view")
+async def trace_page(request: web.Request) -> web.StreamResponse:
+    from hub.store.ops import claims, trace
+
+    raw_id = request.match_info["message_id"]
+    try:
+        mid = str(uuid.UUID(raw_id))
+    except ValueError:
+        raise refuse(400, "OPS_BAD_FILTER", "报文标识不是合法的 UUID", "the message id is not a UUID") from None
+    settings, pool = request.app[SETTINGS], request.app[POOL]
+    found: Any = await trace(pool, mid)
+    if found is None:
+        found = await claims(pool, mid)  # no recorded message: refused intakes and dead letters claiming the id
+        if not found.rejections and not found.dead_letters:
+            raise refuse(404, "OPS_MESSAGE_NOT_FOUND", "枢纽没有该报文的记录", "the hub has no record of this message")
+    message = _get(found, "message")
+    raw = _get(found, "raw")
+    deliveries = list(_get(found, "deliveries", ()) or ())
+    xml = None
+    xml_problem = None
+    if raw is not None and "message.xml" in _perms(request):
+        try:
+            xml = pretty_xml(bytes(raw), max_bytes=settings.max_message_bytes)
+        except Exception as exc:  # the safe parser refused the bytes: say so, show nothing
+            xml_problem = str(getattr(exc, "code", type(exc).__name__))
+    title = _get(message, "title")
+    if title is None and raw is not None:
+        title = title_of(bytes(raw), max_bytes=settings.max_message_bytes)
+    certs = await _certificates(pool, message, deliveries) if message is not None else {"signer": None, "hub": None}
+    extra = {k: _get(message, k) for k in ("conversation_id", "ref_to", "signer_serial", "signer_fingerprint")}
+    digest = _get(message, "raw_sha256") or _get(message, "digest")
+    extra["sha256"] = digest.hex() if isinstance(digest, bytes | bytearray | memoryview) else digest
+    return render(
+        request,
+        "trace.html",
+        {
+            "mid": mid,
+            "m": message,
+            "extra": extra,
+            "title": title,
+            "steps": build_steps(found, certs),
+            "deliveries": deliveries,
+            "delivery_labels": DELIVERY_LABELS,
+            "delivery_order": [s for s in DELIVERY_STATES if s != "pending"],
+            "evidence": [
+                {
+                    "seq": e.seq,
+                    "at": e.event_at,
+                    "kind": e.kind,
+                    "actor": e.actor,
+                    "detail": json.dumps(e.detail, ensure_ascii=False, sort_keys=True),
+                }
+                for e in _get(found, "evidence", ()) or ()
+            ],
+            "states": STATE_LABELS,
+            "certs": certs,
+            "xml": xml,
+            "xml_problem": xml_problem,
+            "cn_tz": CN_TZ,
+        },
+    )
+
+
+def _perms(request: web.Request) -> frozenset[str]:
+    from monitoring import roles
+
+    op = request.get("operator")
+    return roles.permissions_of(op.role) if op is not None else frozenset()
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/messages", messages_page)
+    app.router.add_get("/messages/{message_id}", trace_page)
