@@ -37,6 +37,9 @@ def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("give both --cert and --key, or neither (default: <state>/pki/ops/server.pem and .key)")
 
     async def main() -> None:
+        from hub.store.db import migrate
+
+        await migrate(settings.pg_dsn)  # the operators' tables (017) on an installation older than the page
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -133,6 +133,23 @@ async def overview(request: web.Request) -> web.StreamResponse:
 
 # ============================================================================================== operators
 
+#: What the auditor reads beside each action's code.
+ACTIONS: dict[str, tuple[str, str]] = {
+    "login": ("登录", "logged in"),
+    "login.failed": ("登录失败", "login failed"),
+    "login.locked": ("账号锁定", "account locked"),
+    "logout": ("退出", "logged out"),
+    "quarantine.release": ("隔离放行", "quarantine released"),
+    "quarantine.reject": ("隔离驳回", "quarantine rejected"),
+    "dead.replay": ("死信重放", "dead letter replayed"),
+    "cert.revoke": ("吊销证书", "certificate revoked"),
+    "csr.approve": ("批准证书请求", "CSR approved"),
+    "operator.add": ("新增操作员", "operator added"),
+    "operator.unlock": ("解锁账号", "account unlocked"),
+    "operator.disable": ("停用账号", "account disabled"),
+    "operator.role": ("更改角色", "role changed"),
+}
+
 DONE: dict[str, tuple[str, str]] = {
     "add": ("已添加操作员", "operator added"),
     "unlock": ("已解锁", "unlocked"),
@@ -240,7 +257,8 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
             "who": who or "",
             "names": names,
             "next_before": actions[-1].id if len(actions) == limit else None,
-            "role_labels": {k: v for k, v in roles.ROLES.items()},
+            "role_labels": dict(roles.ROLES),
+            "action_labels": ACTIONS,
         },
     )
 
