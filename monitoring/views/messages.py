@@ -302,16 +302,16 @@ def build_steps(found: Any, certs: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     for dl in _get(found, "dead_letters", ()) or ():
-        did = _get(dl, "id")
         steps.append(
             _step(
-                _get(dl, "dead_at") or _get(dl, "collected_at") or _get(dl, "at"),
+                _get(dl, "first_seen"),
                 "dead",
                 "进入死信队列",
                 "dead-lettered",
-                code=_get(dl, "error_code") or _get(dl, "code"),
-                text=_get(dl, "reason") or _get(dl, "error_reason"),
-                link=f"/dead/{did}" if did is not None else None,
+                code=_get(dl, "code"),
+                text=_get(dl, "reason"),
+                who=_get(dl, "refused_by"),
+                link=f"/dead/{dl.id}",
             )
         )
     for rej in _get(found, "rejections", ()) or _get(found, "intake_rejections", ()) or ():

@@ -29,6 +29,7 @@ SENDER = "county-220122-oa"  # 农安
 RECIPIENT = "county-220182-oa"  # 榆树
 REVOKED_SENDER = "county-220183-oa"  # 德惠: its certificate is revoked by a test
 NS = "urn:forestry-hub:document.official:1"
+SCRIPT = "<script>alert(1)</script>"
 ROLES = ("security", "duty", "admin", "auditor")
 CN = dt.timezone(dt.timedelta(hours=8))
 
@@ -254,8 +255,11 @@ async def test_revoke_refuses_the_next_message(ops: Ops) -> None:
     # The workers reload the CRL within their refresh interval (5 s): the next message after that is refused. A
     # message whose signature cannot be trusted gets no answer (its sender is unproven; the test publishes as the
     # broker's admin user): it is recorded as an intake rejection claiming its id.
-    refused = await refused_after_revocation(ops, REVOKED_SENDER)
+    refused, mid = await refused_after_revocation(ops, REVOKED_SENDER)
     assert refused["error_code"] == "CERT_REVOKED"
+    # its trace: no recorded message, the refused intake that claimed the id
+    status, text, _ = await ops.get("duty", f"/messages/{mid}")
+    assert status == 200 and "验证前拒收" in text and "CERT_REVOKED" in text
     await purge(ops, RECIPIENT)  # what was delivered before the reload: signed with a now revoked certificate
 
 
@@ -279,7 +283,7 @@ async def refused_after_revocation(ops: Ops, system: str, *, within_s: float = 3
                     "SELECT error_code FROM intake_rejections WHERE raw_sha256 = $1", hashlib.sha256(data).digest()
                 )
             assert row is not None, f"{env.message_id}: neither answered nor recorded as refused"
-            return row
+            return row, env.message_id
         assert replies[env.message_id].outcome == "accepted"  # sent before the workers reloaded the CRL
         assert loop.time() < deadline, f"the revoked certificate was still accepted after {within_s} s"
 
@@ -417,3 +421,30 @@ async def test_a_bad_filter_is_a_sentence_on_the_form(ops: Ops, query: dict[str,
     assert f'id="notice" data-field="{field}"' in text and "OPS_BAD_FILTER" in text
     assert 'id="search"' in text  # the form is still there, with what was typed
     assert "OPS_INTERNAL" not in text
+
+
+async def test_the_trace_of_a_real_message(ops: Ops) -> None:
+    mid = await sent(ops, title=SCRIPT)
+    await purge(ops, RECIPIENT)
+    status, text, _ = await ops.get("duty", f"/messages/{mid}")
+    assert status == 200
+    assert SCRIPT not in text  # never as markup
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # the title, as text
+    assert "&amp;lt;script&amp;gt;" in text  # the XML (where the tag is already escaped once), escaped again
+    assert '<pre class="xml" id="xml">' in text
+    steps = text[text.index('id="steps"') : text.index("</ol>")]
+    for label in ("已接收", "签名已验证", "已记录", "已投递", "回执已发送"):
+        assert label in steps, label
+    assert 'data-recipient="county-220182-oa"' in text
+    serial = await _serial_of(ops, SENDER)
+    signatures = text[text.index('id="signatures"') : text.index("</table>", text.index('id="signatures"'))]
+    assert serial in signatures and await _serial_of(ops, "hub") in signatures
+    assert 'id="evidence"' in text and "received" in text
+    # the auditor sees the trace but not the XML
+    status, text, _ = await ops.get("auditor", f"/messages/{mid}")
+    assert status == 200 and 'id="xml"' not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    # an id nobody has is a 404 page with a code; a malformed one a 400
+    status, text, _ = await ops.get("duty", f"/messages/{uuid.uuid4()}")
+    assert status == 404 and "OPS_MESSAGE_NOT_FOUND" in text
+    status, text, _ = await ops.get("duty", "/messages/not-an-id")
+    assert status == 400 and "OPS_BAD_FILTER" in text
