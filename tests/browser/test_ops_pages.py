@@ -39,9 +39,9 @@ async def purge(ops: Any, system: str) -> None:
 def dialogs_of(page: Any) -> list[str]:
     seen: list[str] = []
 
-    def on_dialog(dialog: Any) -> None:
+    async def on_dialog(dialog: Any) -> None:
         seen.append(dialog.message)
-        asyncio.ensure_future(dialog.dismiss())
+        await dialog.dismiss()
 
     page.on("dialog", on_dialog)
     return seen
