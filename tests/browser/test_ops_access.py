@@ -289,4 +289,6 @@ async def test_the_overview_counters_move_while_messages_flow(ops: Any, page: An
     assert await page.locator("#health tbody tr").count() >= 4
     assert "正常" in await page.locator("#health tr[data-item=PostgreSQL]").inner_text()
     await ops.screenshot(page, "ops-overview-flowing")
-    await ops.hub.drain(recipient, expect=n)
+    # leave the shared installation's queues as they were (other browser tests read these systems' queues)
+    assert len(await ops.hub.drain(recipient, expect=n)) == n
+    assert len(await ops.hub.drain(sender, expect=n)) >= n  # the hub's receipts

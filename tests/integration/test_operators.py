@@ -5,6 +5,7 @@ or 12 hours after the login, and every action recorded for the auditor."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import uuid
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from hub import clock
+from hub.settings import Settings
 from hub.store import operators as store
 from hub.store.audit import operator_actions
 
@@ -243,7 +245,6 @@ def test_the_operators_command(
     assert main(["operators", "role", first, "--role", "security", "--by", second, "--reason", "调岗"]) == 0
     assert main(["operators", "unlock", unique("ghost"), "--by", second]) == 1
     assert "OPS_NO_OPERATOR" in capsys.readouterr().err
-    import asyncio
 
     async def actions() -> list[tuple[str, str, str, str, str | None]]:
         from hub.store.db import create_pool
@@ -258,3 +259,55 @@ def test_the_operators_command(
     # the second administrator acts with the role the store gives it (admin), via the CLI
     assert ("operator.role", "admin", "cli", "done", first) in got
     assert ("operator.unlock", "admin", "cli", "refused", got[0][4]) == got[0]
+
+
+async def test_hub_ops_serves_the_page_over_https(fresh_settings: Settings) -> None:
+    """``hub pki issue-server --out-dir <state>/pki/ops`` then ``hub ops``: the login page over TLS with the hub
+    root as the only anchor, the security headers, and a clean stop on SIGTERM. Without the certificate ``hub ops``
+    names the command that issues it."""
+    import ssl
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    from hub.commands import trust_admin as admin
+    from hub.trust.pki import PkiPaths
+
+    settings = fresh_settings
+    pki_dir = settings.state_dir / "pki"
+    env = settings.to_env()
+    hub = [sys.executable, "-m", "hub.cli"]
+    missing = subprocess.run([*hub, "ops", "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "hub pki issue-server --host 127.0.0.1 --out-dir" in missing.stderr
+    await admin.init(settings, pki_dir, agency="11220000013544357T")
+    issued = subprocess.run(
+        [*hub, "pki", "issue-server", "--host", "127.0.0.1", "--out-dir", str(pki_dir / "ops")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert issued.returncode == 0, issued.stderr
+    proc = await asyncio.create_subprocess_exec(
+        *hub, "ops", "--port", "0", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        url = line.split(": ", 1)[1].strip()
+        assert url.startswith("https://127.0.0.1:")
+        ctx = ssl.create_default_context(cafile=str(PkiPaths(pki_dir).root_cert))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http:
+            async with http.get(url + "login") as r:
+                body = await r.text()
+                assert r.status == 200 and "操作员登录" in body
+                assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
+                cookie = r.cookies["ops_login_csrf"]
+                assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Strict"
+            async with http.get(url, allow_redirects=False) as r:
+                assert r.status == 302 and r.headers["Location"].startswith("/login?next=")
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
