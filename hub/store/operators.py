@@ -381,22 +381,23 @@ async def login(executor: Any, name: str, password: str, *, via: Via = "web") ->
                 detail={"known": False},
             )
         raise OperatorError("OPS_LOGIN_FAILED")
-    op = _operator(r)
-    if op.disabled or op.locked(now):
-        why = "disabled" if op.disabled else "locked"
-        await record_operator_action(
-            executor,
-            operator=name,
-            role=op.role,
-            action="login.failed",
-            via=via,
-            reason=f"account {why}",
-            outcome="refused",
-            detail={"known": True, why: True},
-        )
-        raise OperatorError("OPS_LOGIN_FAILED")
+    # Decide on the row as it is now, locked against concurrent attempts (the count of failures never loses one).
     async with translated("recording a login"), transaction(executor) as conn:
-        if good:
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM operators WHERE name = $1 FOR UPDATE", name)  # noqa: S608
+        op = _operator(row) if row is not None else _operator(r)
+        if row is None or op.disabled or op.locked(now):
+            why = "disabled" if row is None or op.disabled else "locked"
+            await record_operator_action(
+                conn,
+                operator=name,
+                role=op.role,
+                action="login.failed",
+                via=via,
+                reason=f"account {why}",
+                outcome="refused",
+                detail={"known": True, why: True},
+            )
+        elif good:
             row = await conn.fetchrow(
                 "UPDATE operators SET failed_logins = 0, locked_until = NULL, last_login_at = $2"  # noqa: S608
                 f" WHERE name = $1 RETURNING {_COLUMNS}",
@@ -405,36 +406,37 @@ async def login(executor: Any, name: str, password: str, *, via: Via = "web") ->
             )
             await record_operator_action(conn, operator=name, role=op.role, action="login", via=via, reason="login")
             return _operator(row)
-        # A lapsed lock starts a new count.
-        failures = 1 if op.locked_until is not None else op.failed_logins + 1
-        lock = now + timedelta(minutes=LOCK_MINUTES) if failures >= LOCK_AFTER else None
-        await conn.execute(
-            "UPDATE operators SET failed_logins = $2, locked_until = $3 WHERE name = $1",
-            name,
-            0 if lock is not None else failures,
-            lock,
-        )
-        await record_operator_action(
-            conn,
-            operator=name,
-            role=op.role,
-            action="login.failed",
-            via=via,
-            reason="wrong password",
-            outcome="refused",
-            detail={"known": True, "failures": failures},
-        )
-        if lock is not None:
+        else:
+            # A lapsed lock starts a new count.
+            failures = 1 if op.locked_until is not None else op.failed_logins + 1
+            lock = now + timedelta(minutes=LOCK_MINUTES) if failures >= LOCK_AFTER else None
+            await conn.execute(
+                "UPDATE operators SET failed_logins = $2, locked_until = $3 WHERE name = $1",
+                name,
+                0 if lock is not None else failures,
+                lock,
+            )
             await record_operator_action(
                 conn,
                 operator=name,
                 role=op.role,
-                action="login.locked",
+                action="login.failed",
                 via=via,
-                reason=f"{LOCK_AFTER} wrong passwords in a row",
-                target=name,
-                detail={"until": lock.isoformat()},
+                reason="wrong password",
+                outcome="refused",
+                detail={"known": True, "failures": failures},
             )
+            if lock is not None:
+                await record_operator_action(
+                    conn,
+                    operator=name,
+                    role=op.role,
+                    action="login.locked",
+                    via=via,
+                    reason=f"{LOCK_AFTER} wrong passwords in a row",
+                    target=name,
+                    detail={"until": lock.isoformat()},
+                )
     raise OperatorError("OPS_LOGIN_FAILED")
 
 

@@ -136,6 +136,23 @@ async def test_five_wrong_passwords_lock_until_an_admin_unlocks(pool: object, mo
     assert [(a.outcome, a.detail["code"]) for a in refused] == [("refused", "OPS_SELF_ACTION")]
 
 
+async def test_concurrent_wrong_passwords_lose_no_count(pool: object) -> None:
+    name = await add(pool)
+
+    async def attempt() -> str:
+        try:
+            await store.login(pool, name, "wrong-password")
+        except store.OperatorError as exc:
+            return exc.code
+        return "in"
+
+    assert await asyncio.gather(*(attempt() for _ in range(store.LOCK_AFTER))) == ["OPS_LOGIN_FAILED"] * 5
+    op = await store.get_operator(pool, name)
+    assert op is not None and op.locked()
+    actions = [a.action for a in await operator_actions(pool, operator=name)]
+    assert actions.count("login.locked") == 1 and actions.count("login.failed") == store.LOCK_AFTER
+
+
 async def test_a_lock_lapses_after_thirty_minutes(pool: object, moving: Clock) -> None:
     name = await add(pool)
     for _ in range(store.LOCK_AFTER):
