@@ -88,6 +88,8 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
     h["Referrer-Policy"] = "no-referrer"
     h["X-Frame-Options"] = "DENY"
     h["Content-Language"] = "en" if lang_of(request) == "en" else "zh-CN"
+    if request.secure:
+        h["Strict-Transport-Security"] = "max-age=31536000"
     if not request.path.startswith("/static/"):
         h["Cache-Control"] = "no-store"
 

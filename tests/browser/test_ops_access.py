@@ -253,7 +253,7 @@ async def test_security_headers_and_cookie_flags(ops: Any, page: Any) -> None:
     assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
     for path in ("/", "/static/ops.js", "/no-such-page"):
         response = await page.goto(ops.url + path)
-        h = response.headers
+        h = await response.all_headers()  # .headers leaves out security-related ones
         assert h["content-security-policy"].startswith("default-src 'self'; frame-ancestors 'none'")
         assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "no-referrer"
         if not path.startswith("/static/"):

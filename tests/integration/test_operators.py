@@ -320,6 +320,7 @@ async def test_hub_ops_serves_the_page_over_https(fresh_settings: Settings) -> N
                 body = await r.text()
                 assert r.status == 200 and "操作员登录" in body
                 assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
+                assert r.headers.get("Strict-Transport-Security") == "max-age=31536000", dict(r.headers)
                 cookie = r.cookies["ops_login_csrf"]
                 assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Strict"
             async with http.get(url, allow_redirects=False) as r:
