@@ -1,0 +1,255 @@
+"""Dead letters on the real RabbitMQ and PostgreSQL (issue 15): a message the hub dead-lettered after its last
+retry and a delivery a system refused (``park_refused``, as the system's own AMQP user) are collected from
+``ns.dead`` exactly once — also when ``collect`` runs twice or dies between its insert and its ack — and a replay
+puts each back where it was going (the recipient gets it), recorded in ``operator_actions`` and the evidence
+chain; replaying twice is refused with a stable code. ``hub dead list/show/replay`` run as the operator runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from harness import Hub, document
+
+from hub.envelope import Envelope, Recipient, parse
+from hub.errors import HubError, StoreUnavailable
+from hub.pipeline import dead
+from hub.settings import Settings
+from hub.store import dead_letters
+
+pytestmark = pytest.mark.integration
+
+SENDER = "county-220122-oa"
+RECIPIENT = "county-220183-oa"
+RECIPIENT_AGENCY = "11220183013553609R"
+
+
+@pytest.fixture(scope="module")
+def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from conftest import ADMIN_DSN, _admin
+
+    name = f"hub_test_dead_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield integration_settings.with_(
+            state_dir=tmp_path_factory.mktemp("dead"),
+            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
+            namespace=f"{integration_settings.namespace}.dead",
+        )
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+async def hub(settings: Settings) -> AsyncIterator[Hub]:
+    h = Hub(settings)
+    await h.setup()
+    await h.start_worker()
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+class _CrashBeforeAck:
+    """A transport whose ack never happens: the process 'dies' after the insert committed."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.names = inner.names
+        self.user = inner.user
+
+    async def fetch(self, queue: str, *, max_messages: int = 100) -> list[Any]:
+        return await self.inner.fetch(queue, max_messages=max_messages)
+
+    async def ack(self, batch: Any) -> None:
+        raise RuntimeError("killed between insert and ack")
+
+    async def nack(self, batch: Any, *, requeue: bool = True) -> None:
+        raise AssertionError("collect must not nack after a committed insert")
+
+
+async def _dead_depth(hub: Hub) -> int:
+    return await hub.transport.queue_depth(hub.transport.names.dead_letter_queue)
+
+
+async def _wait_dead(hub: Hub, n: int) -> None:
+    for _ in range(300):
+        if await _dead_depth(hub) >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{n} message(s) never reached the dead-letter queue")
+
+
+async def _collect_crashing(hub: Hub) -> None:
+    """collect with a transport that dies after the insert: the insert is committed, the messages unacked; closing
+    the connection hands them back to the queue (what a killed process's connection does)."""
+    from hub.transport import Transport
+
+    t = await Transport.connect(hub.settings, client_name="test-dead-crash")
+    try:
+        with pytest.raises(RuntimeError, match="killed between insert and ack"):
+            await dead.collect(hub.settings, hub.pool, _CrashBeforeAck(t))
+    finally:
+        await t.close()
+
+
+async def test_a_message_the_hub_dead_lettered_is_collected_once_and_replayed_into_its_lane(hub: Hub) -> None:
+    import hub.store.messages as messages
+    from hub.pipeline.client import outgoing
+
+    data = hub.sign(SENDER, document(SENDER, [Recipient.to(RECIPIENT_AGENCY)]))
+    env = Envelope.from_tree(parse(data))
+    # Its 8th attempt (documents.routes.xml allows 8) while PostgreSQL is down: the hub dead-letters it.
+    item = dataclasses.replace(outgoing(hub.transport, env, data, as_system=False), headers={"x-hub-attempt": 7})
+    original = messages.record_batch
+
+    async def down(executor, records, rejections=()):  # type: ignore[no-untyped-def]
+        if any(r.message_id == env.message_id for r in records):
+            raise StoreUnavailable("PostgreSQL is unavailable while recording a batch (injected)")
+        return await original(executor, records, rejections)
+
+    messages.record_batch = down  # the worker imports it at call time
+    try:
+        await hub.transport.publish_many([item])
+        await _wait_dead(hub, 1)
+    finally:
+        messages.record_batch = original
+
+    await _collect_crashing(hub)
+    rows = await dead_letters.list_dead(hub.pool)
+    assert [r.claimed_message_id for r in rows] == [env.message_id]  # committed before the (lost) ack
+    await _wait_dead(hub, 1)  # … and the message is back in the queue
+    assert await dead.collect(hub.settings, hub.pool) == 0  # the redelivered copy finds its row
+    assert await dead.collect(hub.settings, hub.pool) == 0
+    assert await _dead_depth(hub) == 0
+    [row] = await dead_letters.list_dead(hub.pool, state=None)
+    assert (row.kind, row.reason, row.code) == ("inbound", "hub", "DELIVERY_STORE")
+    assert row.source_queue == hub.transport.names.inbound_queue("normal") and row.message_id is None
+    assert row.state == "pending"
+
+    # hub dead list / show, as an operator runs them
+    listed = hub.hub_cli("dead", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert str(row.id) in listed.stdout and "DELIVERY_STORE" in listed.stdout and env.message_id in listed.stdout
+    shown = hub.hub_cli("dead", "show", str(row.id))
+    assert shown.returncode == 0, shown.stderr
+    assert "来源队列 queue" in shown.stdout and "未核验 unverified" in shown.stdout
+
+    replayed = hub.hub_cli(
+        "dead", "replay", str(row.id), "--reason", "数据库已恢复 database back", "--operator", "duty1"
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert "已重放 replayed" in replayed.stdout and hub.transport.names.inbound_queue("normal") in replayed.stdout
+    reply = await hub.reply(SENDER, env.message_id, timeout=20)
+    assert (reply.kind, reply.outcome) == ("receipt", "accepted")
+    got = await hub.drain(RECIPIENT, expect=1)
+    assert [e.message_id for _, e in got] == [env.message_id]
+
+    stored = await dead_letters.get(hub.pool, row.id)
+    assert stored is not None and stored.state == "replayed" and stored.replayed_by == "duty1"
+    assert stored.replay_reason == "数据库已恢复 database back"
+    action = await hub.pool.fetchrow(
+        "SELECT id, operator, action, via, target, outcome, reason FROM operator_actions"
+        " WHERE action = 'dead.replay' AND target = $1 ORDER BY id",
+        str(row.id),
+    )
+    assert (action["operator"], action["via"], action["outcome"]) == ("duty1", "cli", "done")
+    chained = await hub.pool.fetch(
+        "SELECT detail FROM evidence WHERE kind = 'operator_action' UNION ALL"
+        " SELECT detail FROM evidence_pending WHERE kind = 'operator_action'"
+    )
+    assert any(json.loads(r["detail"]).get("action_id") == action["id"] for r in chained)
+
+    again = hub.hub_cli("dead", "replay", str(row.id), "--reason", "once more", "--operator", "duty2")
+    assert again.returncode == 2 and "hub: DEAD_ALREADY_REPLAYED" in again.stderr
+    refused = await hub.pool.fetchval(
+        "SELECT count(*) FROM operator_actions WHERE action = 'dead.replay' AND outcome = 'refused'"
+        " AND operator = 'duty2'"
+    )
+    assert refused == 1
+    missing = hub.hub_cli("dead", "show", "999999")
+    assert missing.returncode == 2 and "hub: DEAD_NOT_FOUND" in missing.stderr
+    assert await hub.depth(RECIPIENT) == 0  # the refused replay sent nothing
+
+
+async def test_a_refused_delivery_is_collected_once_and_replayed_to_the_system(hub: Hub) -> None:
+    from hub.pipeline.client import connect_as, park_refused
+    from hub.transport.users import provision
+
+    await provision(hub.settings, [(RECIPIENT, None)])  # the recipient parks as its own AMQP user
+    env = await hub.send(SENDER, document(SENDER, [Recipient.to(RECIPIENT_AGENCY)]))
+    assert (await hub.reply(SENDER, env.message_id)).outcome == "accepted"
+    own = await connect_as(hub.settings, RECIPIENT)
+    try:
+        taken: list[Any] = []
+        for _ in range(200):
+            taken += await own.fetch(own.names.system_queue(RECIPIENT))
+            if taken:
+                break
+            await asyncio.sleep(0.05)
+        [m] = taken
+        assert m.message_id == env.message_id
+        assert await park_refused(own, RECIPIENT, [(m, "ADAPTER_REFUSED", "收件系统拒收 refused in a test")]) == []
+        await own.ack([m])
+    finally:
+        await own.close()
+    await _wait_dead(hub, 1)
+
+    await _collect_crashing(hub)
+    await _wait_dead(hub, 1)
+    assert await dead.collect(hub.settings, hub.pool) == 0
+    assert await _dead_depth(hub) == 0
+    [row] = [r for r in await dead_letters.list_dead(hub.pool) if r.claimed_message_id == env.message_id]
+    assert (row.kind, row.reason, row.refused_by, row.code) == ("delivery", "refused", RECIPIENT, "ADAPTER_REFUSED")
+    assert row.publisher == hub.transport.names.user(RECIPIENT)  # authenticated by RabbitMQ
+
+    result = await dead.replay(
+        hub.settings, hub.pool, row.id, operator="duty1", role="duty", via="web", reason="收件系统已修复 fixed"
+    )
+    assert result.queue == hub.transport.names.system_queue(RECIPIENT) and result.message_id == env.message_id
+    got = await hub.drain(RECIPIENT, expect=1)
+    assert [e.message_id for _, e in got] == [env.message_id]  # verified: the hub's and the sender's signatures
+    ((m2, _),) = got
+    assert m2.headers["x-hub-kind"] == "delivery" and m2.headers[dead.REPLAY_HEADER] == row.id
+    action = await hub.pool.fetchrow(
+        "SELECT via, message_id, outcome FROM operator_actions WHERE id = $1", result.action_id
+    )
+    assert (action["via"], str(action["message_id"]), action["outcome"]) == ("web", env.message_id, "done")
+    with pytest.raises(HubError) as info:
+        await dead.replay(hub.settings, hub.pool, row.id, operator="duty1", role="duty", via="web", reason="again")
+    assert info.value.code == "DEAD_ALREADY_REPLAYED"
+    with pytest.raises(HubError) as info:
+        await dead.replay(hub.settings, hub.pool, 424242, operator="duty1", role="duty", via="web", reason="x")
+    assert info.value.code == "DEAD_NOT_FOUND"
+
+
+def _letter(**kw: Any) -> dead_letters.DeadLetter:
+    base = dict(
+        id=1, first_seen=datetime.now(UTC), kind="delivery", source_queue=None, source_exchange=None,
+        routing_key="b-sys", reason="refused", code="X", detail=None, refused_by="b-sys", publisher=None,
+        claimed_message_id=None, message_id=None, priority=0, correlation_id=None, body_size=3, body_sha256="00",
+        state="pending", replayed_by=None, replayed_at=None, replay_reason=None,
+    )  # fmt: skip
+    base.update(kw)
+    return dead_letters.DeadLetter(**base)  # type: ignore[arg-type]
+
+
+def test_a_refusal_goes_back_only_to_the_system_rabbitmq_authenticated() -> None:
+    from hub.transport.names import Names
+
+    names = Names("ns")
+    # a system cannot have a delivery replayed into another system's queue by naming it in x-refused-by
+    assert dead._target_system(names, _letter(publisher="ns.a-sys"), "hub-admin") is None
+    assert dead._target_system(names, _letter(publisher=None), "hub-admin") is None
+    assert dead._target_system(names, _letter(publisher="ns.b-sys"), "hub-admin") == "b-sys"
+    assert dead._target_system(names, _letter(publisher="hub-admin"), "hub-admin") == "b-sys"
+    # a delivery RabbitMQ dead-lettered from a system queue goes back to that queue (after verification)
+    letter = _letter(refused_by=None, source_queue="ns.q.c-sys")
+    assert dead._target_system(names, letter, "hub-admin") == "c-sys"
