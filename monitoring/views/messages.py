@@ -80,7 +80,7 @@ def _time(field: str, text: str) -> dt.datetime | None:
 def parse_filters(query: Any) -> tuple[Filters, tuple[dt.datetime, str] | None]:
     """The search filters and the keyset cursor from a query string; ``BadFilter`` names what is wrong."""
     f = Filters()
-    mid = str(query.get("id", "")).strip()
+    mid = str(query.get("id", "") or query.get("message_id", "")).strip()  # message_id: an alias
     if mid:
         try:
             f["message_id"] = str(uuid.UUID(mid))
@@ -133,7 +133,9 @@ def parse_filters(query: Any) -> tuple[Filters, tuple[dt.datetime, str] | None]:
 
 def _query_of(query: Any) -> dict[str, str]:
     keys = ("id", "sender", "recipient", "service", "classification", "state", "since", "until", "limit")
-    return {k: str(query.get(k, "")) for k in keys}
+    form = {k: str(query.get(k, "")) for k in keys}
+    form["id"] = form["id"] or str(query.get("message_id", ""))
+    return form
 
 
 @require("view")

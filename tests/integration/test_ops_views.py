@@ -448,3 +448,54 @@ async def test_the_trace_of_a_real_message(ops: Ops) -> None:
     assert status == 404 and "OPS_MESSAGE_NOT_FOUND" in text
     status, text, _ = await ops.get("duty", "/messages/not-an-id")
     assert status == 400 and "OPS_BAD_FILTER" in text
+
+
+# -- dead letters --------------------------------------------------------------------------------------------------
+
+
+async def dead_letter_of(ops: Ops, body: bytes) -> int:
+    """Publish bytes the hub refuses before anything (a DOCTYPE) and wait until the /dead page shows them."""
+    await ops.hub.publish([(None, body)])
+    digest = hashlib.sha256(body).hexdigest()
+    from hub.store.dead_letters import list_dead
+
+    for _ in range(100):
+        status, _, _ = await ops.get("duty", "/dead")  # the list collects the queue first, as hub dead list does
+        assert status == 200
+        found = [d for d in await list_dead(ops.hub.pool, state=None, limit=500) if d.body_sha256 == digest]
+        if found:
+            return found[0].id
+        await asyncio.sleep(0.1)  # the worker parks it within its next batch
+    raise AssertionError("the refused bytes never reached the dead letters")
+
+
+async def test_dead_letters_list_show_and_replay(ops: Ops) -> None:
+    body = f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "{uuid.uuid4()}">]><x>&a;</x>'.encode()
+    dead_id = await dead_letter_of(ops, body)
+    status, text, _ = await ops.get("auditor", "/dead")
+    assert status == 200 and f'data-id="{dead_id}"' in text and "ENV_DOCTYPE" in text
+    status, text, _ = await ops.get("duty", f"/dead/{dead_id}")
+    assert status == 200 and "ENV_DOCTYPE" in text and 'id="replay"' in text
+    assert 'id="xml"' not in text  # the safe parser refuses a DOCTYPE: the body is not shown
+    status, text, _ = await ops.get("auditor", f"/dead/{dead_id}")
+    assert status == 200 and 'id="replay"' not in text
+    # refusals: the security officer holds no dead.replay; no CSRF; no reason
+    status, text, _ = await ops.post("security", f"/dead/{dead_id}/replay", {"reason": "试试"})
+    assert status == 403 and "OPS_FORBIDDEN" in text
+    status, text, _ = await ops.post("duty", f"/dead/{dead_id}/replay", {"reason": "试试"}, csrf=False)
+    assert status == 403 and "OPS_CSRF" in text
+    status, text, _ = await ops.post("duty", f"/dead/{dead_id}/replay", {"reason": " "})
+    assert status == 400 and "OPS_REASON_REQUIRED" in text
+    # the duty operator replays it: back to the inbound lane (where the hub refuses it again: a new dead letter)
+    status, _, headers = await ops.post("duty", f"/dead/{dead_id}/replay", {"reason": "解析器升级后重试"})
+    assert status == 303 and headers["Location"].startswith(f"/dead?done=replayed&target={dead_id}")
+    done = [a for a in await actions(ops, "dead.replay") if a.target == str(dead_id)]
+    assert [(a.operator, a.outcome, a.via) for a in done] == [("t-duty", "done", "web")]
+    status, text, _ = await ops.post("admin", f"/dead/{dead_id}/replay", {"reason": "再来一次"})
+    assert status == 409 and "DEAD_ALREADY_REPLAYED" in text
+    status, text, _ = await ops.get("duty", "/dead?show=all")
+    assert f'class="dead-replayed" data-id="{dead_id}"' in text
+    status, text, _ = await ops.get("duty", "/dead/99999999")
+    assert status == 404 and "DEAD_NOT_FOUND" in text
+    status, text, _ = await ops.get("duty", "/dead/abc")
+    assert status == 400 and "OPS_BAD_ID" in text

@@ -1,0 +1,161 @@
+"""The dead-letter page (``/dead``, ``/dead/{id}``): what reached the ``<ns>.dead`` queue, and its replay.
+
+The list (``hub.store.dead_letters.list_dead``: pending by default, all with ``?show=all``; newest first, keyset
+pages by id) shows where each letter was going, the code and reason it was refused with, who refused it, and the
+message it is (a recorded message whose exact bytes these are) or claims to be. A letter's page shows its headers
+and, when the body is XML the hub's safe parser accepts, the body pretty-printed as escaped text (``message.xml``
+only). Like ``hub dead list``, the list first drains the queue into the table (``hub.pipeline.dead.collect``:
+insert, then ack; nothing lost, nothing twice); with RabbitMQ unreachable it says so and shows what is stored.
+
+Replay (``dead.replay``: the duty operator, the administrator) with a required reason runs
+``hub.pipeline.dead.replay`` — what ``hub dead replay`` runs: it republishes the letter to where it was going,
+marks it replayed and records the operator action itself (with the reason, via ``web``), refusals (already
+replayed, not replayable) too, which the page shows with their code; a failure to publish is recorded here as
+``failed``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hub.errors import HubError, title_of
+from monitoring.app import POOL, SETTINGS
+from monitoring.auth import act, form_with_csrf, refuse, render, require
+
+__all__ = ["setup"]
+
+PAGE_SIZE = 50
+NOTICES: dict[str, tuple[str, str]] = {
+    "OPS_REASON_REQUIRED": ("必须填写理由", "a reason is required"),
+    "OPS_BAD_ID": ("死信编号不合规", "the dead letter id is not a number"),
+}
+DONE: dict[str, tuple[str, str]] = {
+    "replayed": ("已重放：已重新发布到原去向", "replayed: republished to where it was going"),
+}
+KIND_LABELS: dict[str, tuple[str, str]] = {
+    "inbound": ("入站报文", "inbound message"),
+    "delivery": ("投递", "delivery"),
+    "other": ("其他", "other"),
+}
+
+
+def _notice(code: str, detail: str = "") -> dict[str, str]:
+    zh, en = NOTICES.get(code, (title_of(code), detail))
+    return {"code": code, "zh": zh, "en": detail or en}
+
+
+def _dead_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise refuse(400, "OPS_BAD_ID", *NOTICES["OPS_BAD_ID"])
+    return int(text)
+
+
+async def _list(request: web.Request, *, notice: dict[str, str] | None = None, status: int = 200) -> web.Response:
+    from hub.pipeline.dead import collect
+    from hub.store.dead_letters import list_dead
+
+    try:
+        await collect(request.app[SETTINGS], request.app[POOL])
+    except HubError as exc:  # the broker is unreachable: show what is stored, and say so
+        notice = notice or _notice(exc.code, f"could not collect from the dead-letter queue: {exc.detail}")
+    show = "all" if request.query.get("show") == "all" else "pending"
+    before = request.query.get("before", "")
+    before_id = int(before) if before.isdigit() and len(before) <= 18 else None
+    letters = await list_dead(
+        request.app[POOL], state=None if show == "all" else "pending", before_id=before_id, limit=PAGE_SIZE
+    )
+    next_link = f"/dead?show={show}&before={letters[-1].id}" if len(letters) == PAGE_SIZE else None
+    done = request.query.get("done", "")
+    return render(
+        request,
+        "dead.html",
+        {
+            "letters": letters,
+            "letter": None,
+            "show": show,
+            "next_link": next_link,
+            "kinds": KIND_LABELS,
+            "notice": notice,
+            "done": DONE.get(done),
+            "done_target": request.query.get("target", "") if done in DONE else "",
+        },
+        status=status,
+    )
+
+
+@require("view")
+async def dead_page(request: web.Request) -> web.StreamResponse:
+    return await _list(request)
+
+
+async def _show(
+    request: web.Request, dead_id: int, *, notice: dict[str, str] | None = None, status: int = 200
+) -> web.Response:
+    from hub.store.dead_letters import get
+
+    letter = await get(request.app[POOL], dead_id)
+    if letter is None:
+        raise refuse(404, "DEAD_NOT_FOUND", title_of("DEAD_NOT_FOUND"), f"there is no dead letter {dead_id}")
+    xml = None
+    body_problem = None
+    op = request.get("operator")
+    from monitoring import roles
+
+    if letter.body is not None and op is not None and roles.allowed(op.role, "message.xml"):
+        from monitoring.views.messages import pretty_xml
+
+        try:
+            xml = pretty_xml(letter.body, max_bytes=request.app[SETTINGS].max_message_bytes)
+        except Exception as exc:  # hostile or broken bytes: the safe parser's code, nothing shown
+            body_problem = str(getattr(exc, "code", type(exc).__name__))
+    return render(
+        request,
+        "dead.html",
+        {
+            "letters": [],
+            "letter": letter,
+            "kinds": KIND_LABELS,
+            "xml": xml,
+            "body_problem": body_problem,
+            "notice": notice,
+            "done": None,
+        },
+        status=status,
+    )
+
+
+@require("view")
+async def dead_letter_page(request: web.Request) -> web.StreamResponse:
+    return await _show(request, _dead_id(request.match_info["dead_id"]))
+
+
+@require("dead.replay")
+async def dead_replay(request: web.Request) -> web.StreamResponse:
+    form = await form_with_csrf(request)
+    dead_id = _dead_id(request.match_info["dead_id"])
+    reason = str(form.get("reason", "")).strip()
+    if not reason:
+        return await _show(request, dead_id, notice=_notice("OPS_REASON_REQUIRED"), status=400)
+    from hub.pipeline.dead import replay
+
+    op = request["operator"]
+    try:
+        await replay(
+            request.app[SETTINGS], request.app[POOL], dead_id, operator=op.name, role=op.role, via="web", reason=reason
+        )
+    except HubError as exc:
+        if not exc.code.startswith("DEAD_"):  # not published: recorded as failed (replay records its refusals)
+            await act(
+                request, "dead.replay", reason=reason, target=str(dead_id), outcome="failed", detail={"code": exc.code}
+            )
+            return await _show(request, dead_id, notice=_notice(exc.code, exc.detail), status=502)
+        if exc.code == "DEAD_NOT_FOUND":
+            return await _list(request, notice=_notice(exc.code, exc.detail), status=404)
+        return await _show(request, dead_id, notice=_notice(exc.code, exc.detail), status=409)
+    raise web.HTTPSeeOther(f"/dead?done=replayed&target={dead_id}&show=all")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/dead", dead_page)
+    app.router.add_get("/dead/{dead_id}", dead_letter_page)
+    app.router.add_post("/dead/{dead_id}/replay", dead_replay)
