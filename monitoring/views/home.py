@@ -39,6 +39,8 @@ def safe_next(target: str | None) -> str:
     """A local path to go back to after the login (anything else: ``/``)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
+    if len(target) > 2000 or any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return "/"
     if target.startswith(("/login", "/logout")):
         return "/"
     return target
@@ -57,7 +59,9 @@ def _field(form: Any, name: str, limit: int = 500) -> str:
 # ============================================================================================== login
 
 
-def _login_page(request: web.Request, *, error: bool = False, name: str = "", status: int = 200) -> web.Response:
+def _login_page(
+    request: web.Request, *, error: bool = False, name: str = "", status: int = 200, next_path: str | None = None
+) -> web.Response:
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     zh, en = store.MESSAGES["OPS_LOGIN_FAILED"]
     response = render(
@@ -65,7 +69,7 @@ def _login_page(request: web.Request, *, error: bool = False, name: str = "", st
         "login.html",
         {
             "login_csrf": token,
-            "next": safe_next(request.query.get("next")),
+            "next": safe_next(next_path if next_path is not None else request.query.get("next")),
             "error": {"code": "OPS_LOGIN_FAILED", "zh": zh, "en": en} if error else None,
             "name": name,
         },
@@ -95,7 +99,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
     try:
         op = await store.login(request.app[POOL], name, password, via="web")
     except store.OperatorError:
-        return _login_page(request, error=True, name=name, status=401)
+        return _login_page(request, error=True, name=name, status=401, next_path=_field(form, "next", 2000))
     token, _ = await store.open_session(request.app[POOL], op.name)
     response = see_other(safe_next(_field(form, "next", 2000)))
     session_cookie(response, token, secure=request.app[SECURE])

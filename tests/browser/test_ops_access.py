@@ -81,6 +81,7 @@ async def test_pages_without_a_session_redirect_to_the_login(ops: Any, page: Any
 
 async def test_login_comes_back_to_the_page_asked_for(ops: Any, page: Any) -> None:
     await page.goto(ops.url + "/audit?operator=admin")
+    await ops.login(page, "auditor", password="wrong-password", goto=False)  # a failure keeps where to go back to
     await ops.login(page, "auditor", goto=False)
     assert page.url == ops.url + "/audit?operator=admin"
 

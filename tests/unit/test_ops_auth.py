@@ -71,6 +71,9 @@ def test_session_cookie_flags(secure: bool) -> None:
         ("javascript:alert(1)", "/"),
         ("/login?next=/x", "/"),
         ("/logout", "/"),
+        ("/x\r\nSet-Cookie: a=b", "/"),
+        ("/x y", "/"),
+        ("/" + "a" * 3000, "/"),
     ],
 )
 def test_safe_next(target: str | None, expected: str) -> None:
