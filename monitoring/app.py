@@ -23,7 +23,7 @@ from aiohttp import web
 
 from hub.errors import DeliveryError
 from hub.settings import Settings
-from monitoring.auth import MESSAGES, PageError, lang_of, render
+from monitoring.auth import MESSAGES, PageError, current_session, lang_of, render
 
 __all__ = ["POOL", "SECURE", "SETTINGS", "STATIC_DIR", "TEMPLATES_DIR", "VIEW_MODULES", "create_app"]
 
@@ -59,6 +59,16 @@ def _error_response(request: web.Request, status: int, code: str, zh: str, en: s
         return web.Response(text=f"{code}: {zh} · {en}\n", status=status, content_type="text/plain")
 
 
+async def _who(request: web.Request) -> None:
+    """Read the session for an error page of a route that did not (the nav bar then shows the operator's pages)."""
+    if request.path.startswith(("/api/", "/static/")):
+        return
+    try:
+        await current_session(request)
+    except Exception:  # the database is down: the page shows no nav bar
+        log.debug("no session for the error page", exc_info=True)
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every failure as a page with a code (see the module's docstring)."""
@@ -72,6 +82,7 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
             raise
         code = {404: "OPS_NOT_FOUND", 405: "OPS_METHOD"}.get(exc.status, "OPS_BAD_REQUEST")
         zh, en = MESSAGES[code]
+        await _who(request)
         return _error_response(request, exc.status, code, zh, en)
     except DeliveryError as exc:
         log.warning("ops page: %s on %s", exc.describe(), request.path)

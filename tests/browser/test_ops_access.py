@@ -260,6 +260,7 @@ async def test_security_headers_and_cookie_flags(ops: Any, page: Any) -> None:
         if not path.startswith("/static/"):
             assert h["cache-control"] == "no-store"
     assert response.status == 404 and await page.locator(".problem code").inner_text() == "OPS_NOT_FOUND"
+    assert (await page.locator("nav.nav a").all_inner_texts())[0] == "概览"  # still logged in on an error page
     assert "Traceback" not in await page.content()
     await ops.screenshot(page, "ops-error-not-found")
 
