@@ -32,6 +32,15 @@ NOTICES: dict[str, tuple[str, str]] = {
 DONE: dict[str, tuple[str, str]] = {
     "replayed": ("已重放：已重新发布到原去向", "replayed: republished to where it was going"),
 }
+#: Why it died (``DeadLetter.reason``): the hub refused it, a recipient refused it, or RabbitMQ's death reason.
+SOURCE_LABELS: dict[str, tuple[str, str]] = {
+    "hub": ("枢纽拒收", "refused by the hub"),
+    "refused": ("收件方拒收", "refused by the recipient"),
+    "rejected": ("被拒绝（未重新入队）", "rejected without requeue"),
+    "expired": ("已过期", "expired"),
+    "maxlen": ("队列已满", "queue full"),
+    "delivery_limit": ("超过投递次数", "delivery limit"),
+}
 KIND_LABELS: dict[str, tuple[str, str]] = {
     "inbound": ("入站报文", "inbound message"),
     "delivery": ("投递", "delivery"),
@@ -75,6 +84,7 @@ async def _list(request: web.Request, *, notice: dict[str, str] | None = None, s
             "show": show,
             "next_link": next_link,
             "kinds": KIND_LABELS,
+            "sources": SOURCE_LABELS,
             "notice": notice,
             "done": DONE.get(done),
             "done_target": request.query.get("target", "") if done in DONE else "",
@@ -115,6 +125,7 @@ async def _show(
             "letters": [],
             "letter": letter,
             "kinds": KIND_LABELS,
+            "sources": SOURCE_LABELS,
             "xml": xml,
             "body_problem": body_problem,
             "notice": notice,

@@ -311,7 +311,7 @@ def build_steps(found: Any, certs: dict[str, Any]) -> list[dict[str, Any]]:
                 "进入死信队列",
                 "dead-lettered",
                 code=_get(dl, "code"),
-                text=_get(dl, "reason"),
+                text=_get(dl, "detail"),
                 who=_get(dl, "refused_by"),
                 link=f"/dead/{dl.id}",
             )

@@ -155,10 +155,24 @@ async def test_revoke_and_the_next_message_is_refused(ops: Any, page: Any) -> No
         )
     assert code == "CERT_REVOKED"
     await purge(ops, RECIPIENT)
-    await page.goto(ops.url + "/dead")
-    if await page.locator("#dead").count():
-        assert "CERT_REVOKED" in await page.locator("#dead").inner_text()
-        await ops.screenshot(page, "ops-dead")
+    # the operator finds it by the id it claimed: refused before verification, CERT_REVOKED
+    await page.goto(f"{ops.url}/messages/{env.message_id}")
+    steps = await page.locator("#steps").inner_text()
+    assert "验证前拒收" in steps and "CERT_REVOKED" in steps
+    await ops.screenshot(page, "ops-trace-refused")
+    # and among the dead letters (the list collects the dead-letter queue first), with its code
+    row = page.locator(f'#dead tr:has-text("{env.message_id}")')
+    for _ in range(50):
+        await page.goto(ops.url + "/dead")
+        if await row.count():
+            break
+        await asyncio.sleep(0.1)  # parked by the worker right after it recorded the refusal
+    assert "CERT_REVOKED" in await row.first.inner_text()
+    await ops.screenshot(page, "ops-dead")
+    async with page.expect_navigation():
+        await row.first.locator("a").first.click()
+    assert "CERT_REVOKED" in await page.locator("#letter").inner_text()
+    await ops.screenshot(page, "ops-dead-letter")
 
 
 async def test_directory_and_evidence_pages(ops: Any, page: Any) -> None:
