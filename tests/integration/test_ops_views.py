@@ -321,6 +321,55 @@ async def test_approve_a_csr_from_the_requests_folder(ops: Ops) -> None:
     assert [a.outcome for a in await actions(ops, "csr.approve")] == ["refused", "done"]  # newest first
 
 
+async def test_upload_a_csr_and_approve_it(ops: Ops) -> None:
+    import aiohttp
+    from cryptography.hazmat.primitives import serialization
+
+    from hub.trust import keys, pki
+    from monitoring.views.certificates import enrolment_dir
+
+    system, agency = "county-220282-oa", "11220282013619735U"  # 桦甸
+    csr = pki.make_csr(keys.generate_private_key("ec-p256"), agency, system)
+
+    def form(csrf: str | None) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        if csrf is not None:
+            data.add_field("csrf", csrf)
+        data.add_field("reason", "桦甸新系统上线")
+        data.add_field("csr_file", csr.public_bytes(serialization.Encoding.PEM), filename="request.csr")
+        return data
+
+    async with ops.client.post(
+        "/certificates/approve", data=form(None), headers=ops.headers("security"), allow_redirects=False
+    ) as r:
+        assert r.status == 403 and "OPS_CSRF" in await r.text()
+    async with ops.client.post(
+        "/certificates/approve", data=form(ops.csrf("security")), headers=ops.headers("security"), allow_redirects=False
+    ) as r:
+        assert r.status == 303, await r.text()
+    assert len(list(enrolment_dir(ops.hub.settings).glob(f"{system}-*.enrolment.json"))) == 1
+    status, text, _ = await ops.get("auditor", "/certificates")
+    assert status == 200 and f'data-system="{system}"' in text
+
+
+async def test_a_certificate_expiring_within_30_days_is_highlighted(ops: Ops) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from hub.commands import trust_admin as admin
+    from hub.trust import keys, pki
+
+    csr = pki.make_csr(keys.generate_private_key("ec-p256"), SYSTEMS["city-220100-oa"], "city-220100-oa")
+    issued = await admin.issue(
+        ops.hub.settings, admin.default_pki_dir(ops.hub.settings), csr.public_bytes(serialization.Encoding.PEM), days=10
+    )
+    status, text, _ = await ops.get("duty", "/certificates")
+    assert status == 200
+    assert re.search(rf'class="cert-valid expiring" data-serial="{issued.serial}"', text)
+    assert "天后到期" in text
+    other = await _serial_of(ops, SENDER)
+    assert re.search(rf'class="cert-valid" data-serial="{other}"', text)
+
+
 # -- directory and evidence ----------------------------------------------------------------------------------------
 
 
@@ -499,3 +548,14 @@ async def test_dead_letters_list_show_and_replay(ops: Ops) -> None:
     assert status == 404 and "DEAD_NOT_FOUND" in text
     status, text, _ = await ops.get("duty", "/dead/abc")
     assert status == 400 and "OPS_BAD_ID" in text
+
+
+async def test_evidence_verify_names_a_message_changed_after_it_was_recorded(ops: Ops) -> None:
+    """Last in this module: it alters the store on purpose."""
+    mid = await sent(ops)
+    await purge(ops, RECIPIENT)
+    async with ops.hub.pool.acquire() as conn:
+        await conn.execute("UPDATE messages SET urgency = '特急' WHERE message_id = $1", uuid.UUID(mid))
+    status, text, _ = await ops.get("auditor", "/evidence/verify")
+    assert status == 200 and 'id="problems"' in text and "完好" not in text
+    assert mid in text and "urgency" in text
