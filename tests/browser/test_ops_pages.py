@@ -77,6 +77,12 @@ async def test_find_a_message_and_open_its_trace(ops: Any, page: Any) -> None:
     assert "已接收" in steps and "已投递" in steps and RECIPIENT in steps
     assert env.message_id in await page.locator("#evidence").inner_text() or await page.locator("#evidence tr").count()
     await ops.screenshot(page, "ops-trace")
+    # the English switch: every label has its English text
+    await page.goto(f"{ops.url}/lang?to=en&next=/messages/{env.message_id}")
+    assert (await page.locator("h1").inner_text()).startswith("Message trace")
+    assert "received" in await page.locator("#steps").inner_text()
+    await ops.screenshot(page, "ops-trace-en")
+    await page.goto(f"{ops.url}/lang?to=zh&next=/messages")
     # a bad filter is a sentence on the form, not an error page
     await page.goto(ops.url + "/messages?id=not-a-uuid")
     assert "OPS_BAD_FILTER" in await page.locator("#notice").inner_text()
