@@ -53,8 +53,11 @@ fi
 # --- tools --------------------------------------------------------------------------------------
 command -v xmlsec1 >/dev/null 2>&1 || apt_install xmlsec1
 command -v chromium >/dev/null 2>&1 || apt_install chromium
+# A CJK font for the ops page's browser tests: without one Chromium draws every Chinese label as empty boxes in the
+# screenshots the tests write (var/screenshots/).
+[[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]] || apt_install fonts-wqy-microhei
 # Java and Apache Santuario: tests/integration/test_trust_santuario.py signs and verifies with the Java side an
 # agency's Java system uses (docs/gateway.md), so the profile the gateway documents is proven, not assumed.
 command -v javac >/dev/null 2>&1 || apt_install default-jdk-headless
 [[ -f /usr/share/java/xmlsec.jar ]] || apt_install libxml-security-java
-log "PostgreSQL, RabbitMQ (+management), xmlsec1, Chromium, Java and Santuario are ready"
+log "PostgreSQL, RabbitMQ (+management), xmlsec1, Chromium (+ a CJK font), Java and Santuario are ready"
