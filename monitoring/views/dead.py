@@ -21,6 +21,7 @@ from aiohttp import web
 from hub.errors import HubError, title_of
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, refuse, render, require
+from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
 
@@ -85,6 +86,7 @@ async def _list(request: web.Request, *, notice: dict[str, str] | None = None, s
             "next_link": next_link,
             "kinds": KIND_LABELS,
             "sources": SOURCE_LABELS,
+            "cn_tz": CN_TZ,
             "notice": notice,
             "done": DONE.get(done),
             "done_target": request.query.get("target", "") if done in DONE else "",
@@ -126,6 +128,7 @@ async def _show(
             "letter": letter,
             "kinds": KIND_LABELS,
             "sources": SOURCE_LABELS,
+            "cn_tz": CN_TZ,
             "xml": xml,
             "body_problem": body_problem,
             "notice": notice,

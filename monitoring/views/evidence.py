@@ -17,6 +17,7 @@ from aiohttp import web
 from hub.errors import HubError
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import render, require
+from monitoring.views.messages import CN_TZ
 
 __all__ = ["run_verification", "setup"]
 
@@ -57,7 +58,9 @@ async def run_verification(settings: Any, pool: Any) -> dict[str, Any]:
 @require("view")
 async def evidence_page(request: web.Request) -> web.StreamResponse:
     return render(
-        request, "evidence.html", {"status": await _status(request.app[POOL]), "result": None, "notice": None}
+        request,
+        "evidence.html",
+        {"status": await _status(request.app[POOL]), "result": None, "notice": None, "cn_tz": CN_TZ},
     )
 
 
@@ -70,7 +73,9 @@ async def evidence_verify(request: web.Request) -> web.StreamResponse:
         result = await run_verification(settings, pool)
     except HubError as exc:
         notice = {"code": exc.code, "zh": exc.title, "en": exc.detail}
-    return render(request, "evidence.html", {"status": await _status(pool), "result": result, "notice": notice})
+    return render(
+        request, "evidence.html", {"status": await _status(pool), "result": result, "notice": notice, "cn_tz": CN_TZ}
+    )
 
 
 def setup(app: web.Application) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 from hub.errors import HubError, title_of
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, render, require
+from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
 
@@ -59,6 +60,7 @@ async def _page(
             "done": DONE.get(done),
             "done_id": request.query.get("id", "") if done in DONE else "",
             "form": form or {},
+            "cn_tz": CN_TZ,
         },
         status=status,
     )
