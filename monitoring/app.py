@@ -106,9 +106,11 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 
 async def _pool(app: web.Application) -> AsyncIterator[None]:
+    """The pool opens no connection at start-up (``min_size=0``): the page starts while PostgreSQL is down, its
+    pages answer 503 ``OPS_STORE`` until it is back, and ``/ready`` says why."""
     from hub.store.db import create_pool
 
-    app[POOL] = await create_pool(app[SETTINGS].pg_dsn, min_size=1, max_size=8)
+    app[POOL] = await create_pool(app[SETTINGS].pg_dsn, min_size=0, max_size=8)
     try:
         yield
     finally:

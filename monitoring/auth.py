@@ -40,6 +40,7 @@ __all__ = [
     "current_session",
     "form_with_csrf",
     "lang_of",
+    "operator_of",
     "refuse",
     "render",
     "require",
@@ -123,6 +124,12 @@ async def current_session(request: web.Request) -> Any:
         if found is not None:
             request["operator"] = Operator(found.operator, found.display_name, found.role)
     return found
+
+
+def operator_of(request: web.Request) -> Operator:
+    """The operator ``@require`` admitted (``request["operator"]``, the plan's string key)."""
+    op: Operator = request["operator"]
+    return op
 
 
 def _needs(permission: str) -> tuple[str, str]:

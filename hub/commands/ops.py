@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub.errors import ConfigError
+from hub.errors import ConfigError, DeliveryError
 from hub.settings import Settings
 
 __all__ = ["register"]
@@ -39,7 +39,10 @@ def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> None:
         from hub.store.db import migrate
 
-        await migrate(settings.pg_dsn)  # the operators' tables (017) on an installation older than the page
+        try:
+            await migrate(settings.pg_dsn)  # the operators' tables (017) on an installation older than the page
+        except DeliveryError as exc:  # PostgreSQL is down: serve anyway (503 OPS_STORE, /ready says why)
+            print(f"hub: {exc.describe()}", file=sys.stderr)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -162,3 +162,19 @@ def test_the_app_wires_the_frame_and_autoescapes() -> None:
         source = env.loader.get_source(env, name)[0]  # type: ignore[union-attr]
         assert " on" + "click=" not in source and "<style" not in source and "http://" not in source
         assert "<script>" not in source  # scripts are files in static/, loaded with src=
+
+
+async def test_the_page_serves_while_postgresql_is_down() -> None:
+    """The pool connects on demand: the login page is served, and what needs the database says 503 OPS_STORE."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from monitoring.app import create_app
+
+    app = create_app(Settings(pg_dsn="postgresql://postgres@127.0.0.1:1/none"), secure_cookies=False)
+    async with TestClient(TestServer(app)) as client:
+        r = await client.get("/login")
+        assert r.status == 200 and "操作员登录" in await r.text()
+        client.session.cookie_jar.update_cookies({auth.SESSION_COOKIE: "some-token"})
+        r = await client.get("/operators", allow_redirects=False)
+        body = await r.text()
+        assert r.status == 503 and "OPS_STORE" in body and "Traceback" not in body
