@@ -17,16 +17,14 @@ _KIND = {"inbound": "入站 inbound", "delivery": "投递 delivery", "other": "�
 
 
 async def _dead(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.errors import HubError
     from hub.pipeline import dead
-    from hub.store import dead_letters
     from hub.store.db import create_pool
 
     pool = await create_pool(settings.pg_dsn, min_size=1, max_size=2)
     try:
         new = await dead.collect(settings, pool)
         if args.d_command == "list":
-            items = await dead_letters.list_dead(pool, state=None if args.all else "pending", limit=args.limit)
+            items = await dead.list_letters(pool, include_done=args.all, limit=args.limit)
             if new:
                 print(f"新收死信 collected {new} new dead letter(s) from the queue")
             if not items:
@@ -39,10 +37,7 @@ async def _dead(args: argparse.Namespace, settings: Settings) -> int:
                 )
             return 0
         if args.d_command == "show":
-            found = await dead_letters.get(pool, args.id)
-            if found is None:
-                raise HubError(f"there is no dead letter {args.id}", code="DEAD_NOT_FOUND")
-            d = found
+            d = await dead.show(pool, args.id)
             rows = [
                 ("死信 dead letter", str(d.id)),
                 ("状态 state", _STATE.get(d.state, d.state)),

@@ -41,7 +41,7 @@ from hub.store.dead_letters import DeadLetter, NewDeadLetter
 from hub.transport.names import ATTEMPT_HEADER, LANES, ORIGIN_USER_HEADER, RETRY_HEADER, Names
 from hub.transport.topology import Incoming, Outgoing
 
-__all__ = ["ReplayResult", "collect", "describe_source", "letter_of", "replay"]
+__all__ = ["ReplayResult", "collect", "describe_source", "letter_of", "list_letters", "replay", "show"]
 
 #: Header a replayed copy carries: the dead letter's id (so its next death, if any, is a new row and says so).
 REPLAY_HEADER: Final[str] = "x-hub-replay-of"
@@ -233,6 +233,27 @@ async def collect(settings: Settings, pool: Any, transport: Any = None) -> int:
             await transport.close()
 
 
+# -- reading (for the page and the CLI) -------------------------------------------------------------------------------
+
+
+async def list_letters(
+    pool: Any, *, include_done: bool = False, before_id: int | None = None, limit: int = 50
+) -> list[DeadLetter]:
+    """Stored dead letters newest first (pending ones unless ``include_done``), without bodies; ``before_id`` (the
+    last id of the page before) pages on. Call ``collect`` first to see what is waiting in the queue."""
+    return await dead_letters.list_dead(
+        pool, state=None if include_done else "pending", before_id=before_id, limit=limit
+    )
+
+
+async def show(pool: Any, dead_id: int) -> DeadLetter:
+    """One dead letter with its body; ``DEAD_NOT_FOUND`` when there is none."""
+    found = await dead_letters.get(pool, dead_id)
+    if found is None:
+        raise HubError(f"there is no dead letter {dead_id}", code="DEAD_NOT_FOUND")
+    return found
+
+
 # -- replay ----------------------------------------------------------------------------------------------------------
 
 
@@ -412,7 +433,9 @@ async def replay(
                 await dead_letters.lock(conn, dead_id)
                 await transport.publish_many([out])
                 at = clock.now()
-                await dead_letters.mark_replayed(conn, dead_id, operator=operator, reason=reason, at=at)
+                await dead_letters.mark_replayed(
+                    conn, dead_id, operator=operator, reason=reason, at=at, message_id=verified_id
+                )
                 action_id = await record_operator_action(
                     conn,
                     operator=operator,

@@ -223,15 +223,19 @@ async def lock(conn: Any, dead_id: int) -> DeadLetter:
     return letter
 
 
-async def mark_replayed(conn: Any, dead_id: int, *, operator: str, reason: str, at: datetime) -> None:
-    """Mark a locked pending dead letter replayed (in the caller's transaction)."""
+async def mark_replayed(
+    conn: Any, dead_id: int, *, operator: str, reason: str, at: datetime, message_id: str | None = None
+) -> None:
+    """Mark a locked pending dead letter replayed (in the caller's transaction). ``message_id``: the signed id the
+    replay verified, when the row had none (a delivery's bytes are the hub's wrapping, never a ``messages`` row)."""
     await conn.execute(
-        "UPDATE dead_letters SET state = 'replayed', replayed_by = $2, replayed_at = $3, replay_reason = $4"
-        " WHERE id = $1 AND state = 'pending'",
+        "UPDATE dead_letters SET state = 'replayed', replayed_by = $2, replayed_at = $3, replay_reason = $4,"
+        " message_id = coalesce(message_id, $5::uuid) WHERE id = $1 AND state = 'pending'",
         int(dead_id),
         operator,
         at,
         reason,
+        None if message_id is None else uuid.UUID(message_id),
     )
 
 

@@ -492,7 +492,7 @@ SELECT
            SELECT error_code AS code, count(*) AS n FROM intake_rejections WHERE received_at >= $1 GROUP BY 1
            UNION ALL
            SELECT coalesce(error_code, 'REJECTED'), count(*) FROM messages
-           WHERE state = 'rejected' AND state <> 'accepted' AND received_at >= $1 GROUP BY 1) u
+           WHERE state = 'rejected' AND received_at >= $1 GROUP BY 1) u
        GROUP BY code) r) AS rejections,
   (SELECT coalesce(json_object_agg(state, n), '{}'::json)::text FROM (
        SELECT state, count(*) AS n FROM messages WHERE received_at >= $1 GROUP BY state) s) AS states,

@@ -21,7 +21,7 @@ from hub.envelope import Envelope, Recipient, parse
 from hub.errors import HubError, StoreUnavailable
 from hub.pipeline import dead
 from hub.settings import Settings
-from hub.store import dead_letters
+from hub.store import dead_letters, ops
 
 pytestmark = pytest.mark.integration
 
@@ -222,6 +222,10 @@ async def test_a_refused_delivery_is_collected_once_and_replayed_to_the_system(h
         "SELECT via, message_id, outcome FROM operator_actions WHERE id = $1", result.action_id
     )
     assert (action["via"], str(action["message_id"]), action["outcome"]) == ("web", env.message_id, "done")
+    done = await dead.show(hub.pool, row.id)
+    assert (done.state, done.message_id) == ("replayed", env.message_id)  # the id the replay verified
+    t = await ops.trace(hub.pool, env.message_id)
+    assert t is not None and [d.id for d in t.dead_letters] == [row.id]
     with pytest.raises(HubError) as info:
         await dead.replay(hub.settings, hub.pool, row.id, operator="duty1", role="duty", via="web", reason="again")
     assert info.value.code == "DEAD_ALREADY_REPLAYED"
