@@ -279,7 +279,11 @@ def build_steps(found: Any, certs: dict[str, Any]) -> list[dict[str, Any]]:
             steps.append(_step(_get(q, "decided_at"), status, zh, en, who=_get(q, "reviewer"), text=_get(q, "reason")))
     for d in _get(found, "deliveries", ()) or ():
         for state, at in sorted((_get(d, "times") or {}).items(), key=lambda kv: kv[1]):
-            zh, en = DELIVERY_LABELS.get(state, (state, state))
+            zh, en = (
+                ("投递已登记", "delivery recorded")
+                if state == "pending"
+                else DELIVERY_LABELS.get(state, (state, state))
+            )
             steps.append(
                 _step(
                     at,
