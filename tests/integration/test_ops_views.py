@@ -162,6 +162,10 @@ async def test_quarantine_decisions_need_the_security_officer_csrf_and_a_reason(
     assert status == 400 and "OPS_REASON_REQUIRED" in text
     status, text, _ = await ops.post("security", "/quarantine/decide", {**form, "message_id": "not-a-uuid"})
     assert status == 400 and "OPS_BAD_ID" in text
+    nobody = str(uuid.uuid4())
+    status, text, _ = await ops.post("security", "/quarantine/decide", {**form, "message_id": nobody})
+    assert status == 409 and "QUARANTINE_NOT_FOUND" in text
+    assert [a.outcome for a in await actions(ops, "quarantine.release") if a.target == nobody] == ["refused"]
     # nothing of it changed the message
     from hub.store.messages import quarantine_show
 
