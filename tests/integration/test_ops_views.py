@@ -503,6 +503,25 @@ async def test_the_trace_of_a_real_message(ops: Ops) -> None:
     assert status == 400 and "OPS_BAD_FILTER" in text
 
 
+async def test_a_rejected_message_in_search_and_trace(ops: Ops) -> None:
+    now = dt.datetime.now(CN)
+    root = document(
+        SENDER,
+        [Recipient.to(SYSTEMS[RECIPIENT])],
+        created=now - dt.timedelta(hours=48),
+        expires=now - dt.timedelta(hours=1),
+    )
+    env = await ops.hub.send(SENDER, root)
+    answer = await ops.hub.reply(SENDER, env.message_id)
+    assert (answer.kind, answer.outcome) == ("error", "MSG_EXPIRED")
+    status, text, _ = await ops.get("duty", "/messages?" + urlencode({"sender": SENDER, "state": "rejected"}))
+    assert status == 200 and env.message_id in row_ids(text) and "MSG_EXPIRED" in text
+    status, text, _ = await ops.get("duty", f"/messages/{env.message_id}")
+    steps = text[text.index('id="steps"') : text.index("</ol>")]
+    assert status == 200 and "已拒收" in steps and "MSG_EXPIRED" in steps and "错误回执已发送" in steps
+    assert "已投递" not in steps
+
+
 # -- dead letters --------------------------------------------------------------------------------------------------
 
 
