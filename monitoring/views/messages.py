@@ -19,12 +19,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from hub.envelope.model import CLASSIFICATIONS
-from hub.store.records import DELIVERY_STATES, MESSAGE_STATES
+from hub.store.ops import Claims, Trace, TraceMessage
+from hub.store.records import DELIVERY_STATES, MESSAGE_STATES, DeliveryStatus
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import refuse, render, require
 
@@ -209,127 +211,86 @@ def title_of(raw: bytes, *, max_bytes: int) -> str | None:
     return None
 
 
-async def _certificates(pool: Any, message: Any, deliveries: list[Any]) -> dict[str, Any]:
-    """The signer's certificate (by fingerprint or serial) and the hub certificate current when it delivered."""
+async def _certificates(pool: Any, message: TraceMessage, deliveries: Sequence[DeliveryStatus]) -> dict[str, Any]:
+    """The signer's certificate (by fingerprint, else serial) and the hub certificate current when it delivered."""
     from hub.store.certificates import CertificateRepository
 
     repo = CertificateRepository(pool)
-    signer = None
-    fp = getattr(message, "signer_fingerprint", None)
-    serial = getattr(message, "signer_serial", None)
-    if fp:
-        signer = await repo.by_fingerprint(fp)
+    signer = await repo.by_fingerprint(message.signer_fingerprint) if message.signer_fingerprint else None
+    serial = message.signer_serial
     if signer is None and serial:
-        signer = await repo.get(str(serial))
-        if signer is None and str(serial).isdigit():
-            signer = await repo.get(format(int(str(serial)), "x"))
-    delivered = [t for d in deliveries for s, t in (getattr(d, "times", None) or {}).items() if s == "delivered"]
+        signer = await repo.get(serial)
+        if signer is None and serial.isdigit():  # an int serial is stored as its decimal text
+            signer = await repo.get(format(int(serial), "x"))
+    delivered = [d.times["delivered"] for d in deliveries if "delivered" in d.times]
     countersigned = None
     if delivered:
         first = min(delivered)
-        hub_certs = [c for c in await repo.certificates(kind="hub") if c.not_before <= first]
-        hub_certs = [c for c in hub_certs if c.issued_at <= first] or hub_certs
+        hub_certs = [c for c in await repo.certificates(kind="hub") if c.not_before <= first and c.issued_at <= first]
         countersigned = hub_certs[-1] if hub_certs else None
     return {"signer": signer, "hub": countersigned}
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _step(at: Any, kind: str, zh: str, en: str, **extra: Any) -> dict[str, Any]:
+def _step(at: dt.datetime | None, kind: str, zh: str, en: str, **extra: Any) -> dict[str, Any]:
     return {"at": at, "kind": kind, "zh": zh, "en": en, **extra}
 
 
-def build_steps(found: Any, certs: dict[str, Any]) -> list[dict[str, Any]]:
+def build_steps(found: Trace | Claims, certs: dict[str, Any]) -> list[dict[str, Any]]:
     """The trace's timeline: every step with its time, oldest first."""
-    m = _get(found, "message")
     steps: list[dict[str, Any]] = []
-    if m is not None:
-        received = _get(m, "received_at")
-        steps.append(_step(received, "received", "已接收", "received", who=f"{m.sender_agency}/{m.sender_system}"))
+    if isinstance(found, Trace):
+        m = found.message
+        steps.append(_step(m.received_at, "received", "已接收", "received", who=f"{m.sender_agency}/{m.sender_system}"))
         signer = certs.get("signer")
-        serial = signer.serial if signer is not None else _get(m, "signer_serial")
+        serial = signer.serial if signer is not None else m.signer_serial
         if serial:
-            steps.append(_step(received, "verified", "签名已验证", "signature verified", text=f"{serial}", who=None))
-        state = _get(m, "state")
-        if state == "rejected":
-            steps.append(
-                _step(
-                    received, "rejected", "已拒收", "refused", code=_get(m, "error_code"), text=_get(m, "error_reason")
-                )
-            )
+            steps.append(_step(m.received_at, "verified", "签名已验证", "signature verified", text=serial))
+        if m.state == "rejected":
+            steps.append(_step(m.received_at, "rejected", "已拒收", "refused", code=m.error_code, text=m.error_reason))
         else:
-            steps.append(_step(received, "recorded", "已记录", "recorded"))
-    q = _get(found, "quarantine")
-    if q is not None:
-        markings = "、".join(_get(q, "markings", ()) or ())
-        steps.append(
-            _step(
-                _get(q, "created_at") or _get(q, "received_at"), "quarantined", "已隔离", "quarantined", text=markings
-            )
-        )
-        status = _get(q, "status")
-        if status in ("released", "rejected"):
-            zh, en = ("已放行", "released") if status == "released" else ("已驳回", "rejected from quarantine")
-            steps.append(_step(_get(q, "decided_at"), status, zh, en, who=_get(q, "reviewer"), text=_get(q, "reason")))
-    for d in _get(found, "deliveries", ()) or ():
-        for state, at in sorted((_get(d, "times") or {}).items(), key=lambda kv: kv[1]):
-            zh, en = (
-                ("投递已登记", "delivery recorded")
-                if state == "pending"
-                else DELIVERY_LABELS.get(state, (state, state))
-            )
-            steps.append(
-                _step(
-                    at,
-                    f"delivery-{state}",
-                    zh,
-                    en,
-                    who=_get(d, "recipient_system"),
-                    code=_get(d, "error_code") if state in ("blocked", "failed") else None,
+            steps.append(_step(m.received_at, "recorded", "已记录", "recorded"))
+        q = found.quarantine
+        if q is not None:
+            steps.append(_step(q.created_at, "quarantined", "已隔离", "quarantined", text="、".join(q.markings)))
+            if q.status in ("released", "rejected"):
+                zh, en = ("已放行", "released") if q.status == "released" else ("已驳回", "rejected from quarantine")
+                steps.append(_step(q.decided_at, q.status, zh, en, who=q.reviewer, text=q.reason))
+        for d in found.deliveries:
+            for state, at in sorted(d.times.items(), key=lambda kv: kv[1]):
+                zh, en = (
+                    ("投递已登记", "delivery recorded")
+                    if state == "pending"
+                    else DELIVERY_LABELS.get(state, (state, state))
                 )
-            )
-    for r in _get(found, "receipts", ()) or ():
-        kind = _get(r, "kind")
-        zh, en = ("回执已发送", "receipt sent") if kind == "hub.receipt" else ("错误回执已发送", "error sent")
+                code = d.error_code if state in ("blocked", "failed") else None
+                steps.append(_step(at, f"delivery-{state}", zh, en, who=d.recipient_system, code=code))
+        for r in found.receipts:
+            receipt = r.kind == "hub.receipt"
+            zh, en = ("回执已发送", "receipt sent") if receipt else ("错误回执已发送", "error sent")
+            steps.append(_step(r.at, "receipt" if receipt else "error", zh, en, who=r.recipient_system, code=r.code))
+    for dl in found.dead_letters:
         steps.append(
             _step(
-                _get(r, "at"),
-                "receipt" if kind == "hub.receipt" else "error",
-                zh,
-                en,
-                who=_get(r, "recipient_system"),
-                code=_get(r, "code"),
-            )
-        )
-    for dl in _get(found, "dead_letters", ()) or ():
-        steps.append(
-            _step(
-                _get(dl, "first_seen"),
+                dl.first_seen,
                 "dead",
                 "进入死信队列",
                 "dead-lettered",
-                code=_get(dl, "code"),
-                text=_get(dl, "detail"),
-                who=_get(dl, "refused_by"),
+                code=dl.code,
+                text=dl.detail,
+                who=dl.refused_by,
                 link=f"/dead/{dl.id}",
             )
         )
-    for rej in _get(found, "rejections", ()) or _get(found, "intake_rejections", ()) or ():
+    for rej in found.rejections:
         steps.append(
             _step(
-                _get(rej, "received_at"),
+                rej.received_at,
                 "intake-rejected",
                 "验证前拒收（声称此标识）",
                 "refused before verification (claimed this id)",
-                code=_get(rej, "error_code"),
-                text=_get(rej, "error_reason"),
-                who=_get(rej, "claimed_sender"),
+                code=rej.error_code,
+                text=rej.error_reason,
+                who=rej.claimed_sender,
             )
         )
     epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -347,54 +308,53 @@ async def trace_page(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise refuse(400, "OPS_BAD_FILTER", "报文标识不是合法的 UUID", "the message id is not a UUID") from None
     settings, pool = request.app[SETTINGS], request.app[POOL]
-    found: Any = await trace(pool, mid)
+    found: Trace | Claims | None = await trace(pool, mid)
     if found is None:
         found = await claims(pool, mid)  # no recorded message: refused intakes and dead letters claiming the id
         if not found.rejections and not found.dead_letters:
             raise refuse(404, "OPS_MESSAGE_NOT_FOUND", "枢纽没有该报文的记录", "the hub has no record of this message")
-    message = _get(found, "message")
-    raw = _get(found, "raw")
-    deliveries = list(_get(found, "deliveries", ()) or ())
-    xml = None
-    xml_problem = None
-    if raw is not None and "message.xml" in _perms(request):
-        try:
-            xml = pretty_xml(bytes(raw), max_bytes=settings.max_message_bytes)
-        except Exception as exc:  # the safe parser refused the bytes: say so, show nothing
-            xml_problem = str(getattr(exc, "code", type(exc).__name__))
-    title = _get(message, "title")
-    if title is None and raw is not None:
-        title = title_of(bytes(raw), max_bytes=settings.max_message_bytes)
-    certs = await _certificates(pool, message, deliveries) if message is not None else {"signer": None, "hub": None}
-    extra = {k: _get(message, k) for k in ("conversation_id", "ref_to", "signer_serial", "signer_fingerprint")}
-    digest = _get(message, "raw_sha256") or _get(message, "digest")
-    extra["sha256"] = digest.hex() if isinstance(digest, bytes | bytearray | memoryview) else digest
+    context: dict[str, Any] = {"m": None, "title": None, "deliveries": [], "evidence": [], "xml": None}
+    context["certs"] = {"signer": None, "hub": None}
+    context["xml_problem"] = None
+    context["extra"] = {}
+    if isinstance(found, Trace):
+        m = found.message
+        context["m"] = m
+        context["deliveries"] = list(found.deliveries)
+        if "message.xml" in _perms(request):
+            try:
+                context["xml"] = pretty_xml(found.raw, max_bytes=settings.max_message_bytes)
+            except Exception as exc:  # the safe parser refused the bytes: say so, show nothing
+                context["xml_problem"] = str(getattr(exc, "code", type(exc).__name__))
+        context["title"] = title_of(found.raw, max_bytes=settings.max_message_bytes)
+        context["certs"] = await _certificates(pool, m, found.deliveries)
+        context["extra"] = {
+            "conversation_id": m.conversation_id,
+            "ref_to": m.ref_to,
+            "signer_serial": m.signer_serial,
+            "signer_fingerprint": m.signer_fingerprint,
+            "sha256": m.raw_sha256,
+        }
+        context["evidence"] = [
+            {
+                "seq": e.seq,
+                "at": e.event_at,
+                "kind": e.kind,
+                "actor": e.actor,
+                "detail": json.dumps(e.detail, ensure_ascii=False, sort_keys=True),
+            }
+            for e in found.evidence
+        ]
     return render(
         request,
         "trace.html",
         {
+            **context,
             "mid": mid,
-            "m": message,
-            "extra": extra,
-            "title": title,
-            "steps": build_steps(found, certs),
-            "deliveries": deliveries,
+            "steps": build_steps(found, context["certs"]),
             "delivery_labels": DELIVERY_LABELS,
             "delivery_order": [s for s in DELIVERY_STATES if s != "pending"],
-            "evidence": [
-                {
-                    "seq": e.seq,
-                    "at": e.event_at,
-                    "kind": e.kind,
-                    "actor": e.actor,
-                    "detail": json.dumps(e.detail, ensure_ascii=False, sort_keys=True),
-                }
-                for e in _get(found, "evidence", ()) or ()
-            ],
             "states": STATE_LABELS,
-            "certs": certs,
-            "xml": xml,
-            "xml_problem": xml_problem,
             "cn_tz": CN_TZ,
         },
     )
