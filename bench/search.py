@@ -368,7 +368,7 @@ async def measure(dsn: str, n: int, searches: int, traces: int) -> tuple[float, 
                     ms, rows = await timed(
                         lambda f=f, rows=rows: ops.search_messages(pool, before=rows[-1].cursor, **f)  # type: ignore[misc]
                     )
-                    by_kind.setdefault("next page", []).append(ms)
+                    by_kind.setdefault(f"{kind} (next page)", []).append(ms)
                     all_search.append(ms)
         trace_ms: list[float] = []
         evidence_n = 0
@@ -386,7 +386,7 @@ async def measure(dsn: str, n: int, searches: int, traces: int) -> tuple[float, 
             base_ms.append(ms)
         print()
         print(f"{'检索 search (ms)':34}{'n':>6}{'p50':>9}{'p95':>9}{'max':>9}")
-        for kind, values in by_kind.items():
+        for kind, values in sorted(by_kind.items(), key=lambda kv: kv[0].replace(" (next page)", "~")):
             print(
                 f"{'  ' + kind:34}{len(values):>6}{statistics.median(values):>9.2f}{pct(values, 95):>9.2f}{max(values):>9.2f}"
             )

@@ -89,25 +89,28 @@ class ReplayResult:
 
 
 def _plain(value: Any) -> Any:
-    """Header values as JSON values (bytes as text, times as ISO 8601), for storage and the dedup key."""
+    """Header values as JSON values (bytes as text, times as ISO 8601), for storage and the dedup key. NUL characters
+    are dropped (PostgreSQL's text and jsonb refuse them: one such header must not block the queue's collection)."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return value.decode("utf-8", "replace").replace("\x00", "")
+    if isinstance(value, str):
+        return value.replace("\x00", "")
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, float)):
         return value
-    return str(value)
+    return str(value).replace("\x00", "")
 
 
 def _text(value: Any) -> str | None:
     if value is None:
         return None
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text[:_TEXT_CAP]
+    return text.replace("\x00", "")[:_TEXT_CAP]
 
 
 def _claimed_id(value: str | None) -> str | None:
@@ -116,7 +119,7 @@ def _claimed_id(value: str | None) -> str | None:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        return value[:200]
+        return value.replace("\x00", "")[:200] or None
 
 
 def _kind_of_queue(names: Names, queue: str | None) -> str:

@@ -257,3 +257,55 @@ def test_a_refusal_goes_back_only_to_the_system_rabbitmq_authenticated() -> None
     # a delivery RabbitMQ dead-lettered from a system queue goes back to that queue (after verification)
     letter = _letter(refused_by=None, source_queue="ns.q.c-sys")
     assert dead._target_system(names, letter, "hub-admin") == "c-sys"
+
+
+async def test_what_a_system_writes_into_the_dead_letter_queue_is_stored_but_never_replayed_elsewhere(
+    hub: Hub,
+) -> None:
+    """ns.dead is writable by every system. A forged refusal naming another system, and bytes with no dead-letter
+    headers at all (NUL characters included), are stored for the operator to see; replaying either is refused
+    (DEAD_NOT_REPLAYABLE, recorded) and nothing reaches any queue."""
+    from hub.pipeline.client import connect_as
+    from hub.transport import Outgoing
+    from hub.transport.users import provision
+
+    await provision(hub.settings, [(SENDER, None)])
+    own = await connect_as(hub.settings, SENDER)
+    names = own.names
+    try:
+        await own.publish_many(
+            [
+                Outgoing(
+                    names.dead_letter_exchange,
+                    RECIPIENT,
+                    b"<Envelope>not for you</Envelope>",
+                    {"x-refused-by": RECIPIENT, "x-refused-code": "FORGED", "x-refused-reason": "forged"},
+                    0,
+                    "forged-1",
+                    user_id=own.user,
+                ),
+                Outgoing(
+                    names.dead_letter_exchange, "", b"\x00junk", {"odd": "a\x00b"}, 0, "not\x00-an-id", user_id=own.user
+                ),
+            ]
+        )
+    finally:
+        await own.close()
+    await _wait_dead(hub, 2)
+    assert await dead.collect(hub.settings, hub.pool) == 2
+    rows = {r.claimed_message_id: r for r in await dead_letters.list_dead(hub.pool)}
+    forged, junk = rows["forged-1"], rows["not-an-id"]
+    assert (forged.kind, forged.refused_by, forged.publisher) == ("delivery", RECIPIENT, names.user(SENDER))
+    assert junk.kind == "other" and json.loads(junk.headers_json) == {"odd": "ab"}
+    before = await hub.depth(RECIPIENT)
+    for row in (forged, junk):
+        with pytest.raises(HubError) as info:
+            await dead.replay(hub.settings, hub.pool, row.id, operator="duty1", role="duty", via="web", reason="try")
+        assert info.value.code == "DEAD_NOT_REPLAYABLE"
+        assert (await dead.show(hub.pool, row.id)).state == "pending"
+    assert await hub.depth(RECIPIENT) == before
+    refused = await hub.pool.fetch(
+        "SELECT target FROM operator_actions WHERE action = 'dead.replay' AND outcome = 'refused'"
+        " AND detail->>'code' = 'DEAD_NOT_REPLAYABLE' ORDER BY id"
+    )
+    assert [r["target"] for r in refused] == [str(forged.id), str(junk.id)]
