@@ -27,7 +27,7 @@ Metrics (all ``hub_*``):
   record, deliver and receipt); ``hub_batch_size`` — messages per batch.
 - ``hub_gateway_requests_total{endpoint,status}``, ``hub_gateway_request_seconds{endpoint}`` — the gateway.
 - ``hub_process_heartbeat_timestamp_seconds{role,index}`` — wall-clock time of each process's last heartbeat
-  (``liveall``: one series per live process, with its ``pid``).
+  (``liveall``: one series per live process, with its ``pid``; 0 once it stopped).
 """
 
 from __future__ import annotations
@@ -167,8 +167,12 @@ def count_request(endpoint: str, status: int, seconds: float) -> None:
 
 
 async def heartbeat(role: str, index: int, every_s: float = HEARTBEAT_EVERY_S) -> None:
-    """Refresh this process's heartbeat until cancelled (run it as a task in the process's loop)."""
+    """Refresh this process's heartbeat until cancelled (run it as a task in the process's loop); cancelled (the
+    worker or gateway stopped), it is set to 0: stopped, not merely late."""
     beat = HEARTBEAT.labels(role, str(index))
-    while True:
-        beat.set(time.time())
-        await asyncio.sleep(every_s)
+    try:
+        while True:
+            beat.set(time.time())
+            await asyncio.sleep(every_s)
+    finally:
+        beat.set(0)

@@ -235,7 +235,7 @@ def processes(beats: Sequence[Heartbeat], role: str, now: float | None = None) -
     out = [
         {"index": b.index, "pid": b.pid, "age_s": round(now - b.at, 1), "fresh": now - b.at < STALE_AFTER_S}
         for b in beats
-        if b.role == role
+        if b.role == role and b.at > 0  # 0: stopped (an in-process worker or gateway that was stopped)
     ]
     return sorted(out, key=lambda p: (p["index"], p["pid"] or ""))
 

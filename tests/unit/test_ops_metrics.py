@@ -117,9 +117,13 @@ async def test_the_worker_counts_a_batch_by_outcome_and_code(tmp_path: Path) -> 
         while sum(_delta(before[hm.MESSAGES], _samples(hm.MESSAGES)).values()) < 11:
             assert time.monotonic() < deadline, "the worker did not count the copies"
             await asyncio.sleep(0.02)
+        beat = ("hub_process_heartbeat_timestamp_seconds", (("index", "0"), ("role", "worker")))
+        assert time.time() - _samples(hm.HEARTBEAT)[beat] < 5  # beating while it runs
     finally:
         await worker.stop()
         await client.close()
+    await asyncio.sleep(0)  # the heartbeat task ends
+    assert _samples(hm.HEARTBEAT)[beat] == 0  # stopped, not merely late
     assert {Envelope.from_tree(parse(d)).message_id for d in fresh}  # the messages were real envelopes
     got = _delta(before[hm.MESSAGES], _samples(hm.MESSAGES))
     assert got == {
@@ -135,8 +139,6 @@ async def test_the_worker_counts_a_batch_by_outcome_and_code(tmp_path: Path) -> 
     assert latency[("hub_message_latency_seconds_count", ())] == 11
     sizes = _delta(before[hm.BATCH_SIZE], _samples(hm.BATCH_SIZE))
     assert sizes[("hub_batch_size_sum", ())] == 11
-    beats = [v for (name, labels), v in _samples(hm.HEARTBEAT).items() if ("role", "worker") in labels]
-    assert beats and time.time() - max(beats) < 5
 
 
 # ------------------------------------------------------------------------------------------------ health
