@@ -165,6 +165,7 @@ async def _page(request: web.Request, *, notice: dict[str, str] | None = None, s
         due = crl is not None and not stale and now >= crl.this_update + (crl.next_update - crl.this_update) / 2
         crls.append({"ca": row, "crl": crl, "stale": stale, "due": due})
     done = request.query.get("done", "")
+    target, file = request.query.get("target", ""), request.query.get("file", "")
     return render(
         request,
         "certificates.html",
@@ -178,8 +179,9 @@ async def _page(request: web.Request, *, notice: dict[str, str] | None = None, s
             "expiring_days": EXPIRING_DAYS,
             "notice": notice,
             "done": DONE.get(done),
-            "done_target": request.query.get("target", "") if done in DONE else "",
-            "done_file": request.query.get("file", "") if done == "approved" else "",
+            # what the redirect after an action names, shown only in the shape it has (a link cannot inject text)
+            "done_target": target if done in DONE and re.fullmatch(r"[0-9a-f]{1,40}", target) else "",
+            "done_file": file if done == "approved" and re.fullmatch(r"[A-Za-z0-9._-]{1,200}", file) else "",
         },
         status=status,
     )

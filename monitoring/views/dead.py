@@ -76,6 +76,7 @@ async def _list(request: web.Request, *, notice: dict[str, str] | None = None, s
     )
     next_link = f"/dead?show={show}&before={letters[-1].id}" if len(letters) == PAGE_SIZE else None
     done = request.query.get("done", "")
+    target = request.query.get("target", "")
     return render(
         request,
         "dead.html",
@@ -89,7 +90,7 @@ async def _list(request: web.Request, *, notice: dict[str, str] | None = None, s
             "cn_tz": CN_TZ,
             "notice": notice,
             "done": DONE.get(done),
-            "done_target": request.query.get("target", "") if done in DONE else "",
+            "done_target": target if done in DONE and target.isdigit() and len(target) <= 18 else "",
         },
         status=status,
     )

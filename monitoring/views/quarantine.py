@@ -36,6 +36,13 @@ DONE: dict[str, tuple[str, str]] = {
 }
 
 
+def _uuid_or_empty(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return ""
+
+
 def _notice(code: str, detail: str = "") -> dict[str, str]:
     zh, en = NOTICES.get(code, (title_of(code), detail))
     return {"code": code, "zh": zh, "en": detail or en}
@@ -58,7 +65,7 @@ async def _page(
             "show": "all" if show == "all" else "pending",
             "notice": notice,
             "done": DONE.get(done),
-            "done_id": request.query.get("id", "") if done in DONE else "",
+            "done_id": _uuid_or_empty(request.query.get("id", "")) if done in DONE else "",
             "form": form or {},
             "cn_tz": CN_TZ,
         },

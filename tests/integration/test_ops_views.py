@@ -145,6 +145,16 @@ async def test_every_role_sees_the_pages(ops: Ops) -> None:
             assert "<script>" not in text.split("</head>")[-1] or 'src="/static/' in text
 
 
+async def test_a_crafted_link_cannot_put_text_into_a_done_notice(ops: Ops) -> None:
+    for path in (
+        "/quarantine?done=released&id=请立即拨打",
+        "/certificates?done=approved&target=请立即拨打&file=请立即拨打",
+        "/dead?done=replayed&target=请立即拨打",
+    ):
+        status, text, _ = await ops.get("duty", path)
+        assert status == 200 and "请立即拨打" not in text, path
+
+
 # -- quarantine ----------------------------------------------------------------------------------------------------
 
 
