@@ -120,6 +120,7 @@ class Worker:
         self.pool: Pool | None = None
         self._consumers: list[AbstractConsumer] = []
         self._background: list[asyncio.Task[None]] = []
+        self._heartbeat: asyncio.Task[None] | None = None
         self._last_crl = 0.0
         #: Emergency batches in this process right now; while there is one, normal batches pause their examination
         #: between two messages (an emergency never waits behind a normal batch's CPU work, README cost model).
@@ -178,7 +179,7 @@ class Worker:
                 priority=-self.index,
             )
         )
-        self._background.append(asyncio.create_task(heartbeat("worker", self.index)))
+        self._heartbeat = asyncio.create_task(heartbeat("worker", self.index))
         if self.pool is not None:  # the background jobs work on PostgreSQL and the PKI directory
             from hub.store.evidence import CHAIN_EVERY_S
 
@@ -201,6 +202,10 @@ class Worker:
             await c.stop(drain=True)
         for t in self._background:
             t.cancel()
+        if self._heartbeat is not None:  # ended before stop returns: the heartbeat says "stopped" (0)
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
         for transport in (getattr(self, "urgent_transport", None), getattr(self, "transport", None)):
             if transport is not None:
                 await transport.close()

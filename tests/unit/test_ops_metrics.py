@@ -122,7 +122,6 @@ async def test_the_worker_counts_a_batch_by_outcome_and_code(tmp_path: Path) -> 
     finally:
         await worker.stop()
         await client.close()
-    await asyncio.sleep(0)  # the heartbeat task ends
     assert _samples(hm.HEARTBEAT)[beat] == 0  # stopped, not merely late
     assert {Envelope.from_tree(parse(d)).message_id for d in fresh}  # the messages were real envelopes
     got = _delta(before[hm.MESSAGES], _samples(hm.MESSAGES))
