@@ -45,6 +45,15 @@ STATE_LABELS: dict[str, tuple[str, str]] = {
     "released": ("已放行", "released"),
     "quarantine_rejected": ("隔离驳回", "rejected from quarantine"),
 }
+#: 密级 and 紧急程度 in English (the data is Chinese; the labels follow the language switch).
+CLASSIFICATION_EN: dict[str, str] = {
+    "公开": "public",
+    "内部": "internal",
+    "秘密": "secret",
+    "机密": "confidential",
+    "绝密": "top secret",
+}
+URGENCY_EN: dict[str, str] = {"平件": "normal", "加急": "urgent", "特急": "most urgent"}
 #: Delivery tracking states (中文, English), in their forward order.
 DELIVERY_LABELS: dict[str, tuple[str, str]] = {
     "pending": ("待投递", "pending"),
@@ -178,6 +187,8 @@ async def messages_page(request: web.Request) -> web.StreamResponse:
             "first_link": "/messages?" + urlencode({k: v for k, v in form.items() if v}),
             "cn_tz": CN_TZ,
             "page_size": form.get("limit") or PAGE_SIZE,
+            "class_en": CLASSIFICATION_EN,
+            "urgency_en": URGENCY_EN,
         },
         status=status,
     )
@@ -356,6 +367,8 @@ async def trace_page(request: web.Request) -> web.StreamResponse:
             "delivery_order": [s for s in DELIVERY_STATES if s != "pending"],
             "states": STATE_LABELS,
             "cn_tz": CN_TZ,
+            "class_en": CLASSIFICATION_EN,
+            "urgency_en": URGENCY_EN,
         },
     )
 
