@@ -82,13 +82,14 @@ async def check_rabbitmq(settings: Settings) -> tuple[Check, list[QueueStats] | 
 
     try:
         queues = await queue_stats(settings, timeout=CHECK_TIMEOUT_S)
-    except HubError as exc:
+    except Exception as exc:
+        reason = f"{exc.code}: {exc.detail}" if isinstance(exc, HubError) else type(exc).__name__
         return (
             _fail(
                 "rabbitmq",
                 "READY_AMQP",
                 "无法读取 RabbitMQ 管理接口",
-                f"the RabbitMQ management API cannot be read ({exc.code}: {exc.detail})",
+                f"the RabbitMQ management API cannot be read ({reason})",
             ),
             None,
         )
@@ -147,15 +148,11 @@ async def trust_status(pool: Any, *, with_expiring: bool = True) -> TrustStatus:
     return TrustStatus(cas, expiring)
 
 
-def check_postgresql(error: HubError | None) -> Check:
+def check_postgresql(error: Exception | None) -> Check:
     if error is None:
         return Check("postgresql", True)
-    return _fail(
-        "postgresql",
-        "READY_POSTGRESQL",
-        "PostgreSQL 不可用",
-        f"PostgreSQL is unavailable ({error.code}: {error.detail})",
-    )
+    reason = f"{error.code}: {error.detail}" if isinstance(error, HubError) else type(error).__name__
+    return _fail("postgresql", "READY_POSTGRESQL", "PostgreSQL 不可用", f"PostgreSQL is unavailable ({reason})")
 
 
 def check_crls(status: TrustStatus | None) -> Check:
@@ -194,7 +191,7 @@ async def store_checks(pool: Any, *, with_expiring: bool) -> tuple[Check, Check,
 
         err = StoreUnavailable(f"no answer within {CHECK_TIMEOUT_S:g} s")
         return check_postgresql(err), check_crls(None), None
-    except HubError as exc:
+    except Exception as exc:
         return check_postgresql(exc), check_crls(None), None
     return check_postgresql(None), check_crls(status), status
 

@@ -330,7 +330,7 @@ async def _pool(app: web.Application) -> Any:
 
 
 async def _store_checks(app: web.Application, *, overview: bool) -> tuple[health.Check, health.Check]:
-    from hub.errors import HubError, StoreUnavailable
+    from hub.errors import StoreUnavailable
 
     state = app[STATE]
     try:
@@ -338,7 +338,7 @@ async def _store_checks(app: web.Application, *, overview: bool) -> tuple[health
     except TimeoutError:
         err = StoreUnavailable(f"no connection within {health.CHECK_TIMEOUT_S:g} s")
         return health.check_postgresql(err), health.check_crls(None)
-    except HubError as exc:
+    except Exception as exc:
         return health.check_postgresql(exc), health.check_crls(None)
     # The overview lists expiring certificates, read at most every TRUST_CACHE_S; /ready reads the CRLs each time.
     wants_list = overview and time.monotonic() - state.trust_at > TRUST_CACHE_S
