@@ -2,7 +2,7 @@
 
 - ``@require("perm")`` wraps a handler: no session → 302 to ``/login?next=…`` (``/api/…``: 401 JSON); a session
   whose role lacks the permission → 403 ``OPS_FORBIDDEN`` naming the roles that hold it. It sets
-  ``request["operator"]`` (``Operator``) and ``request["session"]``.
+  ``request[OPERATOR]`` (``Operator``; ``operator_of(request)``) and ``request[SESSION]`` (typed request keys).
 - ``form_with_csrf(request)``: the POST form, after checking its ``csrf`` field against the session's token in
   constant time (missing or wrong → 403 ``OPS_CSRF``). Every POST handler calls it first.
 - ``act(request, action, …)``: ``hub.store.audit.record_operator_action`` with the request's operator, via web.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -32,6 +31,8 @@ from monitoring import roles
 
 __all__ = [
     "LANG_COOKIE",
+    "OPERATOR",
+    "SESSION",
     "SESSION_COOKIE",
     "Operator",
     "PageError",
@@ -76,6 +77,12 @@ class Operator:
     role: str
 
 
+#: The operator ``@require`` admitted, and the request's session (``hub.store.operators.Session`` or None), set once
+#: per request by ``current_session``.
+OPERATOR: Final = web.RequestKey("operator", Operator)
+SESSION: Final[web.RequestKey[Any]] = web.RequestKey("session", object)
+
+
 class PageError(Exception):
     """An error page: HTTP ``status``, a stable ``code``, a sentence in Chinese and in English."""
 
@@ -111,25 +118,22 @@ def check_csrf(expected: str | None, given: str | None) -> bool:
 
 async def current_session(request: web.Request) -> Any:
     """The request's live session (``hub.store.operators.Session``) or None; read once per request."""
-    if "session" in request:
-        return request["session"]
+    if SESSION in request:
+        return request[SESSION]
     from hub.store import operators
     from monitoring.app import POOL
 
     token = request.cookies.get(SESSION_COOKIE, "")
     found = await operators.session(request.app[POOL], token) if token else None
-    with warnings.catch_warnings():  # the plan's contract is request["operator"], a string key
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        request["session"] = found
-        if found is not None:
-            request["operator"] = Operator(found.operator, found.display_name, found.role)
+    request[SESSION] = found
+    if found is not None:
+        request[OPERATOR] = Operator(found.operator, found.display_name, found.role)
     return found
 
 
 def operator_of(request: web.Request) -> Operator:
-    """The operator ``@require`` admitted (``request["operator"]``, the plan's string key)."""
-    op: Operator = request["operator"]
-    return op
+    """The operator ``@require`` admitted."""
+    return request[OPERATOR]
 
 
 def _needs(permission: str) -> tuple[str, str]:
@@ -202,7 +206,7 @@ async def act(
     from hub.store.audit import record_operator_action
     from monitoring.app import POOL
 
-    op: Operator = request["operator"]
+    op = operator_of(request)
     return await record_operator_action(
         conn if conn is not None else request.app[POOL],
         operator=op.name,
@@ -246,8 +250,8 @@ def render(
 ) -> web.Response:
     """The template rendered with the frame's context (see the module's docstring)."""
     lang = lang_of(request)
-    found = request.get("session")
-    op: Operator | None = request.get("operator")
+    found = request.get(SESSION)
+    op = request.get(OPERATOR)
     perms = roles.permissions_of(op.role) if op is not None else frozenset()
     routed = _routed(request.app)
     nav = [

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from hub.errors import HubError, title_of
 from monitoring.app import POOL, SETTINGS
-from monitoring.auth import act, form_with_csrf, refuse, render, require
+from monitoring.auth import act, form_with_csrf, operator_of, refuse, render, require
 from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
@@ -111,10 +111,10 @@ async def _show(
         raise refuse(404, "DEAD_NOT_FOUND", title_of("DEAD_NOT_FOUND"), f"there is no dead letter {dead_id}")
     xml = None
     body_problem = None
-    op = request.get("operator")
+    op = operator_of(request)
     from monitoring import roles
 
-    if letter.body is not None and op is not None and roles.allowed(op.role, "message.xml"):
+    if letter.body is not None and roles.allowed(op.role, "message.xml"):
         from monitoring.views.messages import pretty_xml
 
         try:
@@ -153,7 +153,7 @@ async def dead_replay(request: web.Request) -> web.StreamResponse:
         return await _show(request, dead_id, notice=_notice("OPS_REASON_REQUIRED"), status=400)
     from hub.pipeline.dead import replay
 
-    op = request["operator"]
+    op = operator_of(request)
     try:
         await replay(
             request.app[SETTINGS], request.app[POOL], dead_id, operator=op.name, role=op.role, via="web", reason=reason

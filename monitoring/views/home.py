@@ -27,6 +27,7 @@ from monitoring.auth import (
     check_csrf,
     current_session,
     form_with_csrf,
+    operator_of,
     render,
     require,
     session_cookie,
@@ -110,7 +111,7 @@ async def login_post(request: web.Request) -> web.StreamResponse:
 @require("view")
 async def logout(request: web.Request) -> web.StreamResponse:
     await form_with_csrf(request)
-    op = request["operator"]
+    op = operator_of(request)
     await store.close_session(
         request.app[POOL], request.cookies.get(SESSION_COOKIE, ""), role=op.role, operator=op.name, via="web"
     )
@@ -192,7 +193,7 @@ def _reason(form: Any, default_zh: str) -> str:
 @require("operators.manage")
 async def operator_add(request: web.Request) -> web.StreamResponse:
     form = await form_with_csrf(request)
-    op = request["operator"]
+    op = operator_of(request)
     name = _field(form, "name", 64)
     password = form.get("password", "")
     try:
@@ -215,7 +216,7 @@ async def operator_add(request: web.Request) -> web.StreamResponse:
 @require("operators.manage")
 async def operator_change(request: web.Request) -> web.StreamResponse:
     form = await form_with_csrf(request)
-    op = request["operator"]
+    op = operator_of(request)
     name, what = request.match_info["name"], request.match_info["what"]
     pool = request.app[POOL]
     try:

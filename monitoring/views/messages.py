@@ -28,7 +28,7 @@ from hub.envelope.model import CLASSIFICATIONS
 from hub.store.ops import Claims, Trace, TraceMessage
 from hub.store.records import DELIVERY_STATES, MESSAGE_STATES, DeliveryStatus
 from monitoring.app import POOL, SETTINGS
-from monitoring.auth import refuse, render, require
+from monitoring.auth import operator_of, refuse, render, require
 
 __all__ = ["CN_TZ", "Filters", "parse_filters", "pretty_xml", "setup"]
 
@@ -376,8 +376,7 @@ async def trace_page(request: web.Request) -> web.StreamResponse:
 def _perms(request: web.Request) -> frozenset[str]:
     from monitoring import roles
 
-    op = request.get("operator")
-    return roles.permissions_of(op.role) if op is not None else frozenset()
+    return roles.permissions_of(operator_of(request).role)
 
 
 def setup(app: web.Application) -> None:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from hub.errors import HubError, title_of
 from monitoring.app import POOL, SETTINGS
-from monitoring.auth import act, form_with_csrf, render, require
+from monitoring.auth import act, form_with_csrf, operator_of, render, require
 from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
@@ -94,7 +94,7 @@ async def quarantine_decide(request: web.Request) -> web.StreamResponse:
     if not reason:
         return await _page(request, notice=_notice("OPS_REASON_REQUIRED"), status=400, form={"message_id": message_id})
     settings, pool = request.app[SETTINGS], request.app[POOL]
-    operator = request["operator"]
+    operator = operator_of(request)
     from hub.pipeline.release import reject, release
 
     try:

@@ -83,13 +83,9 @@ def test_safe_next(target: str | None, expected: str) -> None:
 def _request(path: str, role: str | None, method: str = "GET") -> web.Request:
     request = make_mocked_request(method, path)
     session = None if role is None else SimpleNamespace(operator="op", display_name="操作员", role=role, csrf="c")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        request["session"] = session
-        if session is not None:
-            request["operator"] = auth.Operator("op", "操作员", role)
+    request[auth.SESSION] = session
+    if session is not None:
+        request[auth.OPERATOR] = auth.Operator("op", "操作员", role)
     return request
 
 
