@@ -357,10 +357,12 @@ async def measure(dsn: str, n: int, searches: int, traces: int) -> tuple[float, 
 
         by_kind: dict[str, list[float]] = {}
         all_search: list[float] = []
+        slowest: list[tuple[float, str, dict[str, Any]]] = []
         rows_seen = 0
         while len(all_search) < searches:
             for kind, f in search_cases(rnd, n, end):
                 ms, rows = await timed(lambda f=f: ops.search_messages(pool, **f))  # type: ignore[misc]
+                slowest.append((ms, kind, f))
                 by_kind.setdefault(kind, []).append(ms)
                 all_search.append(ms)
                 rows_seen += len(rows)
@@ -369,6 +371,7 @@ async def measure(dsn: str, n: int, searches: int, traces: int) -> tuple[float, 
                         lambda f=f, rows=rows: ops.search_messages(pool, before=rows[-1].cursor, **f)  # type: ignore[misc]
                     )
                     by_kind.setdefault(f"{kind} (next page)", []).append(ms)
+                    slowest.append((ms, f"{kind} (next page)", f))
                     all_search.append(ms)
         trace_ms: list[float] = []
         evidence_n = 0
@@ -394,6 +397,9 @@ async def measure(dsn: str, n: int, searches: int, traces: int) -> tuple[float, 
             f"{'  all searches':34}{len(all_search):>6}{statistics.median(all_search):>9.2f}"
             f"{pct(all_search, 95):>9.2f}{max(all_search):>9.2f}   ({rows_seen:,} rows returned)"
         )
+        for ms, kind, f in sorted(slowest, key=lambda x: x[0], reverse=True)[:3]:
+            shown = {k: (v.strftime("%Y-%m-%d") if isinstance(v, datetime) else v) for k, v in f.items()}
+            print(f"    slowest: {ms:.1f} ms {kind} {shown}")
         print(
             f"{'追踪 trace (ms)':34}{len(trace_ms):>6}{statistics.median(trace_ms):>9.2f}"
             f"{pct(trace_ms, 95):>9.2f}{max(trace_ms):>9.2f}   ({evidence_n / len(trace_ms):.1f} evidence records each)"

@@ -293,13 +293,12 @@ async def search_messages(
     if service:
         w.add("m.service = {0}", service)
     if classification is not None:
-        w.add("m.classification = {0}::smallint", classification)
-        if classification >= 2:
-            w.conds.append("m.classification >= 2")  # lets the planner use the partial index messages_classified
+        # Literals (both are checked above): the planner sees the value, and the partial indexes (messages_classified,
+        # messages_state_rare) apply when their condition is implied.
+        level = int(classification)
+        w.conds.append(f"m.classification = {level}" + (" AND m.classification >= 2" if level >= 2 else ""))
     if state is not None:
-        w.add("m.state = {0}", state)
-        if state != "accepted":
-            w.conds.append("m.state <> 'accepted'")  # the partial index messages_state_rare
+        w.conds.append(f"m.state = '{state}'" + (" AND m.state <> 'accepted'" if state != "accepted" else ""))
     if since is not None:
         w.add("m.received_at >= {0}", since)
     if until is not None:
@@ -317,12 +316,12 @@ async def search_messages(
             "EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.message_id AND d.recipient_system = {0})",
             recipient,
         )
+    sql = (
+        f"SELECT {_ROW_COLUMNS} FROM messages m WHERE {w.sql()}"  # noqa: S608 - conditions are constants
+        f" ORDER BY m.received_at DESC, m.message_id DESC LIMIT {limit}"
+    )
     async with translated("searching messages"), acquired(executor) as conn:
-        rows = await conn.fetch(
-            f"SELECT {_ROW_COLUMNS} FROM messages m WHERE {w.sql()}"  # noqa: S608 - conditions are constants
-            f" ORDER BY m.received_at DESC, m.message_id DESC LIMIT {limit}",
-            *w.args,
-        )
+        rows = await conn.fetch(sql, *w.args)
     return [_row(r) for r in rows]
 
 
