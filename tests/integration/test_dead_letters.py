@@ -309,3 +309,42 @@ async def test_what_a_system_writes_into_the_dead_letter_queue_is_stored_but_nev
         " AND detail->>'code' = 'DEAD_NOT_REPLAYABLE' ORDER BY id"
     )
     assert [r["target"] for r in refused] == [str(forged.id), str(junk.id)]
+
+
+async def test_a_delivery_rabbitmq_dead_lettered_is_replayed_once_even_by_two_operators_at_once(hub: Hub) -> None:
+    """A system that rejects a delivery without requeue: RabbitMQ dead-letters it (x-death: the system's queue).
+    Two operators replaying it at the same moment: one replay happens, the other is DEAD_ALREADY_REPLAYED, and the
+    recipient gets exactly one copy (verified as the hub's)."""
+    env = await hub.send(SENDER, document(SENDER, [Recipient.to(RECIPIENT_AGENCY)]))
+    assert (await hub.reply(SENDER, env.message_id)).outcome == "accepted"
+    box = hub.inbox(RECIPIENT)
+    taken: list[Any] = []
+    for _ in range(200):
+        taken += await box.take()
+        if taken:
+            break
+        await asyncio.sleep(0.05)
+    [m] = taken
+    await hub.transport.nack([m], requeue=False)
+    await _wait_dead(hub, 1)
+    assert await dead.collect(hub.settings, hub.pool) == 1
+    [row] = [r for r in await dead_letters.list_dead(hub.pool) if r.claimed_message_id == env.message_id]
+    assert (row.kind, row.reason, row.source_queue) == (
+        "delivery",
+        "rejected",
+        hub.transport.names.system_queue(RECIPIENT),
+    )
+
+    outcomes = await asyncio.gather(
+        *(
+            dead.replay(hub.settings, hub.pool, row.id, operator=who, role="duty", via="web", reason="重投 again")
+            for who in ("duty1", "duty2")
+        ),
+        return_exceptions=True,
+    )
+    done = [o for o in outcomes if isinstance(o, dead.ReplayResult)]
+    refused = [o for o in outcomes if isinstance(o, HubError)]
+    assert len(done) == 1 and [e.code for e in refused] == ["DEAD_ALREADY_REPLAYED"]
+    got = await hub.drain(RECIPIENT, expect=1)
+    assert [e.message_id for _, e in got] == [env.message_id]
+    assert await hub.depth(RECIPIENT) == 0
