@@ -239,11 +239,9 @@ async def mark_replayed(
     )
 
 
-async def about(
-    conn: Any, message_id: uuid.UUID | None, raw_sha256: bytes | None, *, claimed: str | None = None
-) -> list[DeadLetter]:
-    """Dead letters about a message: those whose bytes are the recorded message's, and those claiming its id
-    (oldest first, at most 100; no bodies)."""
+async def about(conn: Any, message_id: uuid.UUID | None, *, claimed: str | None = None) -> list[DeadLetter]:
+    """Dead letters about a message: those known to carry it (``message_id``: its exact recorded bytes, or the id a
+    replay verified) and those claiming its id (oldest first, at most 100; no bodies)."""
     claim = claimed if claimed is not None else (None if message_id is None else str(message_id))
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM dead_letters"  # noqa: S608 - constant columns
@@ -252,5 +250,4 @@ async def about(
         message_id,
         claim,
     )
-    _ = raw_sha256  # the digest link is made at insert (message_id)
     return [_letter(r) for r in rows]

@@ -153,8 +153,8 @@ class Trace:
     """Everything the store knows about one message, each list in time order: the message and its signed bytes as
     received, its deliveries (the time each state was reached), the answers the hub sent, its evidence records
     (chained in seq order, then staged ones), the quarantine decision, dead letters about it (``dead_letters``:
-    ``hub.store.dead_letters.DeadLetter``, matched by the body's digest or by the claimed id) and refused intakes
-    claiming its id."""
+    ``hub.store.dead_letters.DeadLetter``: its exact bytes, the id a replay verified, or its id claimed) and refused
+    intakes claiming its id."""
 
     message: TraceMessage
     raw: bytes
@@ -427,7 +427,7 @@ async def trace(executor: Any, message_id: str | uuid.UUID) -> Trace | None:
         evidence = await conn.fetch(_TRACE_EVIDENCE, mid)
         q = await conn.fetchrow(_TRACE_QUARANTINE, mid)
         rejections = await conn.fetch(_TRACE_REJECTIONS, str(mid))
-        dead = await dead_letters.about(conn, mid, bytes(m["raw_sha256"]))
+        dead = await dead_letters.about(conn, mid)
     raw = bytes(m["raw"])
     message = TraceMessage(
         message_id=str(m["message_id"]),
@@ -478,7 +478,7 @@ async def claims(executor: Any, message_id: str) -> Claims:
     mid = _uuid_or_none(text)
     async with translated("reading claims"), _snapshot(executor) as conn:
         rejections = await conn.fetch(_TRACE_REJECTIONS, str(mid) if mid is not None else text)
-        dead = await dead_letters.about(conn, mid, None, claimed=str(mid) if mid is not None else text)
+        dead = await dead_letters.about(conn, mid, claimed=str(mid) if mid is not None else text)
     return Claims(tuple(_rejection(r) for r in rejections), tuple(dead))
 
 
