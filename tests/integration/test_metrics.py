@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,6 +190,91 @@ async def test_metrics_and_readiness_of_hub_run(fresh_settings: Settings) -> Non
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=90) == 0
+        proc = None
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        await hub.close()
+
+
+async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Settings, tmp_path: Path) -> None:
+    """``hub run --gateway``: the gateway process counts its requests in the same directory; the overview shows it
+    up with its requests, the worker, the queues with their consumers, and the CRL."""
+    import socket
+    import subprocess
+    import sys
+
+    import aiohttp
+    from gateway_certs import client_certificate, client_ssl_context, server_certificate
+
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    pki_dir = fresh_settings.state_dir / "pki"
+    server_certificate(pki_dir, fresh_settings.ca_passphrase, pki_dir / "gateway")
+    cert, key, _ = client_certificate(pki_dir, fresh_settings.ca_passphrase, SYSTEMS[SENDER], SENDER, tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    log = tmp_path / "hub.log"
+    with open(log, "wb") as err:
+        proc: Any = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "run", "--workers", "1", "--gateway", "--gateway-port", str(port)],
+            env=fresh_settings.to_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    app = _app(fresh_settings)
+    try:
+        async with TestClient(TestServer(app)) as ops:
+
+            async def up() -> dict[str, Any] | None:
+                assert proc.poll() is None, log.read_text()
+                data = await mm.overview(app)
+                return data if data["ready"] and data["gateway"]["state"] == "up" else None
+
+            await _until("hub run --gateway became ready with its gateway", up)
+            base = await (await ops.get("/metrics")).text()
+            url = f"https://127.0.0.1:{port}"
+            ctx = client_ssl_context(pki_dir, cert, key)
+            async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+                for _ in range(3):
+                    data = hub.sign(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
+                    async with s.post("/v1/messages", data=data, headers={"Content-Type": "application/xml"}) as r:
+                        assert r.status == 202, await r.text()
+
+            def sent(text: str, name: str, **labels: str) -> float:
+                return _counter(text, name, **labels) - _counter(base, name, **labels)
+
+            async def counted() -> str | None:  # the worker counts after its ack, just after the receipt went out
+                text = await (await ops.get("/metrics")).text()
+                return text if sent(text, "hub_messages_total", outcome="accepted") >= 3 else None
+
+            text = await _until("the worker counted the three submissions", counted, timeout=30)
+            assert sent(text, "hub_gateway_requests_total", endpoint="/v1/messages", status="202") == 3
+            assert sent(text, "hub_messages_total", outcome="accepted") == 3
+
+            view = await mm.overview(app)
+            assert view["gateway"]["state"] == "up" and view["gateway"]["requests"].get("202", 0) >= 3
+            assert view["gateway"]["p50_ms"] is not None
+            assert view["workers"]["state"] == "ok" and view["workers"]["expected"] == 1
+            assert [p["fresh"] for p in view["workers"]["processes"] if p["pid"]] == [True]
+
+            async def consumers_seen() -> dict[str, Any] | None:  # the management API's figures lag by seconds
+                view = await mm.overview(app)
+                queues = {q["name"]: q for q in view["queues"]}
+                normal = queues.get(f"{fresh_settings.namespace}.in.normal", {})
+                adapters = {a["system"]: a for a in view["adapters"]}
+                # the gateway's mailbox consumes its client's queue: that system shows as connected
+                connected = adapters.get(SENDER, {}).get("state") == "connected"
+                return view if normal.get("consumers") == 1 and connected else None
+
+            view = await _until("the overview showed the consumers", consumers_seen, timeout=30)
+            assert next(q for q in view["queues"] if q["name"].endswith(".in.normal"))["role"] == "inbound"
+            assert any(a["state"] == "disconnected" for a in view["adapters"])  # nobody reads the other systems
+            assert view["certificates"]["crls"] and all(c["fresh"] for c in view["certificates"]["crls"])
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
         proc = None
     finally:
         if proc is not None:
