@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -413,7 +413,7 @@ async def overview(app: web.Application) -> dict[str, Any]:
 
 async def metrics_handler(request: web.Request) -> web.StreamResponse:
     body = await asyncio.get_running_loop().run_in_executor(None, exposition, request.app[SETTINGS])
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def health_handler(request: web.Request) -> web.StreamResponse:
