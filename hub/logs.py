@@ -104,9 +104,13 @@ def log_decisions(logger: logging.Logger, items: Sequence[tuple[str, Mapping[str
 
 
 def flush() -> None:
-    """Flush the root logger's handlers (a worker calls this after each batch)."""
+    """Flush the root logger's handlers (a worker calls this after each batch). A stream that cannot be written
+    (closed, or a broken pipe) loses its lines, never the batch: logging must not stop the message path."""
     for handler in logging.getLogger().handlers:
-        handler.flush()
+        try:
+            handler.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def setup(level: str = "INFO", *, batched: bool = False) -> None:

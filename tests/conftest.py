@@ -16,6 +16,20 @@ from hub.settings import PROJECT_ROOT, Settings
 ADMIN_DSN = os.environ.get("HUB_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """A command run in-process (``hub.cli.main([...])``) calls ``hub.logs.setup``, which points the root logger at
+    the ``sys.stderr`` of that moment — pytest's capture of that test, closed afterwards. Put the root logger back
+    after every test, so a later test's worker does not fail flushing a closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT

@@ -73,7 +73,7 @@ def plan_of(result: Accepted | Rejected, outcome: RecordOutcome | None, *, resum
 
 
 def outgoing_of(
-    plan: Plan, result: Accepted | Rejected, rendered: Rendered, msg: Incoming, names: Names
+    plan: Plan, result: Accepted | Rejected, rendered: Rendered, msg: Incoming, names: Names, *, hub_user: str | None
 ) -> tuple[list[Outgoing], bool, list[ReceiptRecord]]:
     """What to publish for one message, whether its deliveries go out (to be marked delivered once confirmed), and
     the answers to record as sent."""
@@ -121,7 +121,9 @@ def outgoing_of(
     if plan.park:
         from hub.transport.topology import dead_letter_of
 
-        out.append(dead_letter_of(names, msg, code=result.error.code, reason=result.error.detail[:500]))
+        out.append(
+            dead_letter_of(names, msg, code=result.error.code, reason=result.error.detail[:500], hub_user=hub_user)
+        )
     return out, False, receipts
 
 

@@ -349,7 +349,9 @@ class Worker:
             plan = plan_of(it.result, it.outcome, resume=it.resume)
             if plan.empty:
                 continue
-            published, delivers, answered = outgoing_of(plan, it.result, render(plan, it.result), it.msg, names)
+            published, delivers, answered = outgoing_of(
+                plan, it.result, render(plan, it.result), it.msg, names, hub_user=self.transport.user
+            )
             out += published
             receipts += answered
             if delivers:
@@ -373,7 +375,11 @@ class Worker:
         for m in batch:
             retry = self.processor.router.retry_for(routed.get(id(m)))  # the route's Retry; refused: the defaults
             o = retry_of(self.names, m, hub_user=transport.user, retry=retry)
-            again.append(o if o is not None else dead_letter_of(self.names, m, code=exc.code, reason=exc.detail[:500]))
+            again.append(
+                o
+                if o is not None
+                else dead_letter_of(self.names, m, code=exc.code, reason=exc.detail[:500], hub_user=transport.user)
+            )
         try:
             await transport.publish_many(again)
         except DeliveryError:

@@ -246,13 +246,24 @@ def retry_of(names: Names, msg: Incoming, *, hub_user: str, retry: Retry | None 
     )
 
 
-def dead_letter_of(names: Names, msg: Incoming, code: str, reason: str) -> Outgoing:
-    """The Outgoing that parks ``msg`` in the dead-letter queue with the error code and one-line reason."""
+def dead_letter_of(names: Names, msg: Incoming, code: str, reason: str, *, hub_user: str | None = None) -> Outgoing:
+    """The Outgoing that parks ``msg`` in the dead-letter queue with the error code and one-line reason. With
+    ``hub_user`` (the hub's AMQP user, ``Transport.user``) the copy carries it as ``user_id`` and the original
+    publisher in ``x-hub-origin-user``, as ``retry_of`` does, so a replay (``hub dead replay``) still knows who
+    RabbitMQ authenticated as the publisher."""
     headers = dict(msg.headers)
     headers.pop(RETRY_HEADER, None)
     headers["x-hub-error-code"] = code
     headers["x-hub-error-reason"] = reason[:500]
     headers["x-hub-original-queue"] = msg.queue
+    user_id = None
+    if hub_user is not None:
+        user_id = hub_user
+        origin = msg.publisher(hub_user)
+        if origin is None:
+            headers.pop(ORIGIN_USER_HEADER, None)
+        else:
+            headers[ORIGIN_USER_HEADER] = origin
     return Outgoing(
         exchange=names.dead_letter_exchange,
         routing_key=msg.routing_key,
@@ -260,5 +271,6 @@ def dead_letter_of(names: Names, msg: Incoming, code: str, reason: str) -> Outgo
         headers=headers,
         priority=msg.priority,
         message_id=msg.message_id or "",
+        user_id=user_id,
         correlation_id=msg.correlation_id,
     )

@@ -109,3 +109,26 @@ def test_decision_lines_go_through_logging_under_any_other_handler(caplog: pytes
     assert logs._batched_target(log) is None
     logs.log_decisions(log, [("accepted", {"decision": "accepted", "message_id": "m9"})])
     assert [(r.getMessage(), r.message_id) for r in caplog.records] == [("accepted", "m9")]  # type: ignore[attr-defined]
+
+
+def test_a_log_stream_that_cannot_be_written_never_fails_the_batch() -> None:
+    """The worker flushes the logs after each batch: a closed stream (or a broken pipe) loses lines, not the batch."""
+    from hub import logs
+
+    class Gone:  # a reader that went away: every flush is a broken pipe
+        def write(self, text: str) -> int:
+            return len(text)
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    handler = logging.StreamHandler(Gone())  # type: ignore[arg-type]
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [handler]
+    try:
+        with pytest.raises(BrokenPipeError):
+            handler.flush()  # what the flush met
+        logs.flush()
+    finally:
+        root.handlers[:] = saved

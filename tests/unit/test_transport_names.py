@@ -186,6 +186,10 @@ def test_retry_keeps_lane_counts_attempts_and_carries_the_publisher():
     assert retry_of(n, last, hub_user="guest") is None
     dead = dead_letter_of(n, last, "DELIVERY_STORE", "database down")
     assert dead.exchange == n.dead_letter_exchange and dead.headers["x-hub-error-code"] == "DELIVERY_STORE"
+    # Parked by the hub (its own user_id): the publisher RabbitMQ authenticated travels with it, for a replay.
+    parked = dead_letter_of(n, _incoming(user_id="t.sys-a"), "DELIVERY_STORE", "database down", hub_user="guest")
+    assert parked.user_id == "guest" and parked.headers["x-hub-origin-user"] == "t.sys-a"
+    assert _incoming(headers=parked.headers, user_id="guest").publisher("guest") == "t.sys-a"
 
 
 def test_retry_follows_the_route_policy_onto_declared_retry_queues():
