@@ -45,7 +45,9 @@ __all__ = ["backup", "register", "restore"]
 
 MAGIC = b"FXHUB-BACKUP\x001\n"
 CHUNK = 1 << 20
-_SKIP = {"hub.pid", "hub.log", "demo.log"}  # what a running installation writes that is not state
+_SKIP = {"hub.pid", "hub.log", "demo.log", "ops.pid", "ops.log"}  # what a running installation writes that is not state
+#: Folders of the state dir that hold no state: the workers' live metrics (emptied by every ``hub run``).
+_SKIP_DIRS = {"metrics"}
 
 
 def _fail(text: str) -> ConfigError:
@@ -127,6 +129,8 @@ def _run(argv: list[str], what: str) -> None:
 
 def _state_files(state_dir: Path, skip: Path | None) -> Iterator[Path]:
     for path in sorted(state_dir.rglob("*")):
+        if path.relative_to(state_dir).parts[0] in _SKIP_DIRS:
+            continue
         if path.is_file() and path.name not in _SKIP and (skip is None or path.resolve() != skip.resolve()):
             yield path
 

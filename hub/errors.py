@@ -136,6 +136,10 @@ CODES: dict[str, str] = {
     "AMQP_MANAGEMENT": "消息中间件管理接口出错",
     "QUARANTINE_NOT_FOUND": "隔离区中没有该报文",
     "QUARANTINE_DECIDED": "该隔离报文已审核",
+    # dead letters (hub dead, the ops page): what a replay refuses
+    "DEAD_NOT_FOUND": "死信中没有该条目",
+    "DEAD_ALREADY_REPLAYED": "该死信已重放",
+    "DEAD_NOT_REPLAYABLE": "该死信无法判定原去向或未通过核验，不能重放",
     # trust lifecycle (issue 13): one installation per store, missing database or register, backups
     "STORE_FOREIGN_INSTALLATION": "数据库属于另一套枢纽安装",
     "STORE_NO_DATABASE": "数据库不存在",

@@ -18,19 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from hub.errors import CODES, HubError
+from hub.errors import HubError
 from hub.store.db import acquired, translated
 
 __all__ = ["DeadLetter", "NewDeadLetter", "about", "get", "insert", "list_dead", "lock", "mark_replayed"]
-
-# Registered here until hub/errors.py lists them (a no-op then).
-for _code, _title in (
-    ("DEAD_NOT_FOUND", "死信中没有该条目"),
-    ("DEAD_ALREADY_REPLAYED", "该死信已重放"),
-    ("DEAD_NOT_REPLAYABLE", "该死信无法判定原去向或未通过核验，不能重放"),
-):
-    CODES.setdefault(_code, _title)
-
 
 @dataclass(frozen=True, slots=True)
 class NewDeadLetter:
