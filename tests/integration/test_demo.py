@@ -96,13 +96,15 @@ def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
         "the document.receipt reaches the province's office system",
         "2 deliveries via the emergency lane at priority 9",
         "GATE_CLASSIFICATION",
-        "released by a security officer, then delivered",
+        "the duty operator was refused (403) and the security officer released it with a reason, then it was delivered",
         "refused with SIG_DIGEST",
         "delivered once, the second copy answered 'duplicate'",
         "refused with ENV_LIMIT at the byte gate; the 特急 alert sent right after it was delivered",
         "workers sign with the rotated key",
         "typed, bound to the query, signed by the database system and the hub",
         "the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt",
+        "/ready is ready; /metrics counts 12 accepted this run; the duty operator found step a's notice and its trace "
+        "(12 deliveries); the auditor sees the security officer's release",
         "证据链完整 evidence chain intact",
         "every step behaved as expected",
     ):
@@ -116,8 +118,13 @@ def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
     assert "refused before the signature could be trusted: 2" in out
     assert f"HUB_STATE_DIR={state}" in out and "receive --system city-220100-oa" in out
     assert "3 waiting" in out
-    assert "http://" not in out  # no ops page yet, and no made-up URL for it (the gateway's is https://127.0.0.1:…)
+    assert "http://" not in out  # every URL printed is HTTPS (the gateway's, the ops page's)
     assert re.search(r"HTTPS 网关 gateway https://127\.0\.0\.1:\d+", out), out
+    # the ops page: its URL and one demo login per role; --stop stopped it with the hub
+    assert re.search(r"运维监控页面 the ops page: https://127\.0\.0\.1:\d+/", out), out
+    for login in ("zhao.admin", "li.security", "sun.auditor", "wang.duty"):
+        assert f"账户 login {login}" in out
+    assert not (state / "ops.pid").exists()
     # 7: --stop stopped it
     assert "the hub was stopped" in out and not (state / "hub.pid").exists()
 
@@ -133,9 +140,12 @@ def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
     assert Path(f"/proc/{pid}").exists() and b"hub.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert "--stop-only" in out
 
+    ops_pid = int((state / "ops.pid").read_text())
+    assert b"ops" in Path(f"/proc/{ops_pid}/cmdline").read_bytes().split(b"\0")
     stopped = demo("--stop-only", "--state-dir", str(state))
     assert stopped.returncode == 0 and f"pid {pid}" in stopped.stdout, stopped.stdout + stopped.stderr
-    assert not (state / "hub.pid").exists()
+    assert not (state / "hub.pid").exists() and not (state / "ops.pid").exists()
+    assert not Path(f"/proc/{ops_pid}").exists() or b"ops" not in Path(f"/proc/{ops_pid}/cmdline").read_bytes()
 
 
 def _closed_port() -> int:

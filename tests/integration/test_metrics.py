@@ -140,17 +140,23 @@ async def test_metrics_and_readiness_of_hub_run(fresh_settings: Settings) -> Non
             workers = _workers_of(proc.pid)
             assert sorted(map(int, beats)) == sorted(workers) and len(workers) == 2
 
-            # SIGKILL one worker: its counts stay; /ready shows the worker missing, then its replacement.
+            # SIGKILL one worker: its counts stay; /ready shows the worker missing, then its replacement. The
+            # supervisor is paused meanwhile (SIGSTOP), so the window before its replacement cannot be missed: the dead
+            # worker's heartbeat goes stale.
             killed = workers[0]
-            os.kill(killed, signal.SIGKILL)
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                os.kill(killed, signal.SIGKILL)
 
-            async def degraded() -> dict[str, Any] | None:
-                _, body = await ready()
-                w = next(c for c in body["checks"] if c["name"] == "workers")
-                pids = {p["pid"] for p in w["detail"]["processes"]}
-                return w if str(killed) not in pids and w["detail"]["state"] == "degraded" else None
+                async def degraded() -> dict[str, Any] | None:
+                    _, body = await ready()
+                    w = next(c for c in body["checks"] if c["name"] == "workers")
+                    fresh = {p["pid"] for p in w["detail"]["processes"] if p["fresh"]}
+                    return w if str(killed) not in fresh and w["detail"]["state"] == "degraded" else None
 
-            w = await _until("/ready reported the killed worker", degraded, timeout=30)
+                w = await _until("/ready reported the killed worker", degraded, timeout=30)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
             assert w["ok"] and "1 of 2 workers running" in w["detail"]["message"]
             assert sent(await scrape(), "hub_messages_total", outcome="accepted") == N
 
