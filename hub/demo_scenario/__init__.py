@@ -1038,7 +1038,7 @@ class Scenario:
             return
         o.lines.append(
             f"/ready 就绪（RabbitMQ、PostgreSQL、吊销列表、工作进程）；/metrics 本次运行受理 {accepted:.0f} 条；"
-            f"值班员检索到步骤 a 的通知并打开其轨迹（{len(cities)} 个市州局的投递）；审计员看到保密员的放行记录"
+            f"值班员检索到步骤 a 的通知并打开其轨迹（{len(cities)} 个系统的投递）；审计员看到保密员的放行记录"
         )
         o.lines.append(
             f"/ready is ready; /metrics counts {accepted:.0f} accepted this run; the duty operator found step a's "
