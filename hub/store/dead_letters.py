@@ -23,6 +23,7 @@ from hub.store.db import acquired, translated
 
 __all__ = ["DeadLetter", "NewDeadLetter", "about", "get", "insert", "list_dead", "lock", "mark_replayed"]
 
+
 @dataclass(frozen=True, slots=True)
 class NewDeadLetter:
     """A dead letter as drained from the queue (``hub.pipeline.dead`` reads the headers into these fields)."""
