@@ -211,21 +211,24 @@ async def add_operator(
     via: Via,
     reason: str = "new operator",
 ) -> Operator:
-    """Create an account (``operator.add``). ``by`` may not be ``name`` (no one creates their own account)."""
-    if by == name:
-        await record_operator_action(
+    """Create an account (``operator.add``). ``by`` may not be ``name`` (no one creates their own account). A
+    refusal (``OPS_SELF_ACTION``, a bad name, role, display name or password, ``OPS_EXISTS``) is recorded too."""
+    try:
+        if by == name:
+            raise OperatorError("OPS_SELF_ACTION")
+        check_new(name, role, display_name, password)
+    except OperatorError as exc:
+        raise await _refused(
             executor,
-            operator=by,
-            role=by_role,
+            exc.code,
             action="operator.add",
+            target=name,
+            by=by,
+            by_role=by_role,
             via=via,
             reason=reason,
-            target=name,
-            outcome="refused",
-            detail={"code": "OPS_SELF_ACTION"},
-        )
-        raise OperatorError("OPS_SELF_ACTION")
-    check_new(name, role, display_name, password)
+            detail={"role": role},
+        ) from None
     encoded = await hash_password(password)
     now = clock.now()
     async with translated("adding an operator"), transaction(executor) as conn:
@@ -239,19 +242,61 @@ async def add_operator(
             by,
             now,
         )
-        if r is None:
-            raise OperatorError("OPS_EXISTS")
-        await record_operator_action(
-            conn,
-            operator=by,
-            role=by_role,
-            action="operator.add",
-            via=via,
-            reason=reason,
-            target=name,
-            detail={"role": role},
-        )
-    return _operator(r)
+        if r is not None:
+            await record_operator_action(
+                conn,
+                operator=by,
+                role=by_role,
+                action="operator.add",
+                via=via,
+                reason=reason,
+                target=name,
+                detail={"role": role},
+            )
+            return _operator(r)
+    raise await _refused(
+        executor,
+        "OPS_EXISTS",
+        action="operator.add",
+        target=name,
+        by=by,
+        by_role=by_role,
+        via=via,
+        reason=reason,
+        detail={"role": role},
+    )
+
+
+async def _refused(
+    executor: Any,
+    code: str,
+    *,
+    action: str,
+    target: str,
+    by: str,
+    by_role: str,
+    via: Via,
+    reason: str,
+    detail: dict[str, Any] | None = None,
+) -> OperatorError:
+    """Record a refused account change (it changed nothing: a transaction of its own) and return its error."""
+    await record_operator_action(
+        executor,
+        operator=by,
+        role=by_role,
+        action=action,
+        via=via,
+        reason=reason,
+        target=_printable(target, 64),
+        outcome="refused",
+        detail={"code": code, **{k: _printable(str(v), 64) for k, v in (detail or {}).items()}},
+    )
+    return OperatorError(code)
+
+
+def _printable(text: str, limit: int) -> str:
+    """What a refused request asked for, as the record can hold it (no NUL, which PostgreSQL's text refuses)."""
+    return text.replace("\x00", "")[:limit]
 
 
 async def _change(
@@ -288,19 +333,10 @@ async def _change(
                     detail=detail,
                 )
                 return _operator(r)
-    # A refusal changed nothing: record it on its own.
-    await record_operator_action(
-        executor,
-        operator=by,
-        role=by_role,
-        action=action,
-        via=via,
-        reason=reason,
-        target=name,
-        outcome="refused",
-        detail={"code": refusal, **(detail or {})},
+    assert refusal is not None
+    raise await _refused(
+        executor, refusal, action=action, target=name, by=by, by_role=by_role, via=via, reason=reason, detail=detail
     )
-    raise OperatorError(refusal)
 
 
 async def unlock(executor: Any, name: str, *, by: str, by_role: str, via: Via, reason: str = "unlock") -> Operator:
@@ -339,9 +375,20 @@ async def disable(executor: Any, name: str, *, by: str, by_role: str, via: Via, 
 async def set_role(
     executor: Any, name: str, role: str, *, by: str, by_role: str, via: Via, reason: str = "role change"
 ) -> Operator:
-    """Give the account another role (``operator.role``); its sessions get it at their next request."""
+    """Give the account another role (``operator.role``); its sessions get it at their next request. An unknown
+    role is refused (``OPS_BAD_ROLE``, recorded)."""
     if role not in ROLE_NAMES:
-        raise OperatorError("OPS_BAD_ROLE")
+        raise await _refused(
+            executor,
+            "OPS_BAD_ROLE",
+            action="operator.role",
+            target=name,
+            by=by,
+            by_role=by_role,
+            via=via,
+            reason=reason,
+            detail={"role": role},
+        )
     return await _change(
         executor,
         name,

@@ -91,22 +91,44 @@ async def test_refusals_do_not_tell_whether_the_name_exists(pool: object) -> Non
 
 
 async def test_rules_of_a_new_account(pool: object) -> None:
+    by = unique("root")
     for name, role, password, code in (
         ("Bad Name", "duty", PASSWORD, "OPS_BAD_NAME"),
         (unique("x"), "root", PASSWORD, "OPS_BAD_ROLE"),
         (unique("x"), "duty", "short", "OPS_WEAK_PASSWORD"),
+        ("nul\x00name", "duty", PASSWORD, "OPS_BAD_NAME"),
     ):
         with pytest.raises(store.OperatorError) as e:
             await store.add_operator(
-                pool, name, role=role, display_name="x", password=password, by="root", by_role="console", via="cli"
+                pool, name, role=role, display_name="x", password=password, by=by, by_role="console", via="cli"
             )
         assert e.value.code == code
-    name = await add(pool)
+    name = await add(pool, by=by)
     with pytest.raises(store.OperatorError) as e:
         await store.add_operator(
-            pool, name, role="duty", display_name="x", password=PASSWORD, by="root", by_role="console", via="cli"
+            pool, name, role="duty", display_name="x", password=PASSWORD, by=by, by_role="console", via="cli"
         )
     assert e.value.code == "OPS_EXISTS"
+    with pytest.raises(store.OperatorError) as e:
+        await store.set_role(pool, name, "root", by=by, by_role="console", via="cli")
+    assert e.value.code == "OPS_BAD_ROLE"
+    # Every refusal is recorded for the auditor (the password never is).
+    got = [
+        (a.action, a.outcome, a.detail.get("code"), a.target)
+        for a in reversed(await operator_actions(pool, operator=by))
+    ]
+    assert got == [
+        ("operator.add", "refused", "OPS_BAD_NAME", "Bad Name"),
+        ("operator.add", "refused", "OPS_BAD_ROLE", got[1][3]),
+        ("operator.add", "refused", "OPS_WEAK_PASSWORD", got[2][3]),
+        ("operator.add", "refused", "OPS_BAD_NAME", "nulname"),
+        ("operator.add", "done", None, name),
+        ("operator.add", "refused", "OPS_EXISTS", name),
+        ("operator.role", "refused", "OPS_BAD_ROLE", name),
+    ]
+    assert not any(
+        PASSWORD in str(a.detail) or "short" in str(a.detail) for a in await operator_actions(pool, operator=by)
+    )
 
 
 async def test_five_wrong_passwords_lock_until_an_admin_unlocks(pool: object, moving: Clock) -> None:
