@@ -49,6 +49,11 @@ NOTICES: dict[str, tuple[str, str]] = {
     "OPS_BAD_REASON_CODE": ("未知的吊销原因", "unknown revocation reason"),
     "OPS_CSR_MISSING": ("没有该证书请求文件", "no such certificate request file"),
     "OPS_CSR_TOO_LARGE": ("证书请求文件过大", "the certificate request file is too large"),
+    "OPS_BUNDLE_NOT_WRITTEN": (
+        "证书已签发、账号已开通，但入网包未能写入服务器（原因见日志）",
+        "the certificate was issued and the broker user provisioned, but the enrolment bundle could not be written"
+        " (the log says why)",
+    ),
     "OPS_REVOKE_KIND": (
         "网页上只能吊销机构系统、TLS 和网关证书；CA 与枢纽证书请用命令行 hub pki revoke / rotate",
         "only system, TLS and gateway certificates are revoked here; CA and hub certificates: hub pki revoke / rotate",
@@ -267,7 +272,9 @@ async def csr_approve(request: web.Request) -> web.StreamResponse:
     source: Path | None = None
     if upload is not None and hasattr(upload, "file"):
         data = upload.file.read(MAX_CSR_BYTES + 1)
-        target = getattr(upload, "filename", "") or "upload.csr"
+        # Only recorded, but as the record can hold it (a multipart file name may carry a path or a NUL).
+        given = Path(str(getattr(upload, "filename", "") or "")).name
+        target = given if _CSR_NAME.fullmatch(given) else "upload.csr"
         if len(data) > MAX_CSR_BYTES:
             return await _page(request, notice=_notice("OPS_CSR_TOO_LARGE"), status=400)
     else:
@@ -291,11 +298,9 @@ async def csr_approve(request: web.Request) -> web.StreamResponse:
 
             return await _page(request, notice={"code": code, "zh": CODES.get(code, code), "en": detail}, status=409)
         return await _page(request, notice=_notice(code, detail), status=409)
+    # The CA has issued the certificate and the system's broker user exists: that is the action, recorded before
+    # anything else can fail (a bundle that cannot be written must not leave an unrecorded certificate behind).
     out = enrolment_dir(settings) / f"{bundle['system']}-{bundle['serial']}.enrolment.json"
-    _write_private(out, json.dumps(bundle, ensure_ascii=False, indent=2).encode() + b"\n")
-    if source is not None:
-        approved_dir(settings).mkdir(parents=True, exist_ok=True)
-        source.replace(approved_dir(settings) / source.name)
     await act(
         request,
         "csr.approve",
@@ -304,6 +309,22 @@ async def csr_approve(request: web.Request) -> web.StreamResponse:
         detail={"serial": bundle["serial"], "request": target[:128], "bundle": out.name},
     )
     log.info("CSR approved on the ops page: %s/%s serial %s", bundle["agency"], bundle["system"], bundle["serial"])
+    try:
+        _write_private(out, json.dumps(bundle, ensure_ascii=False, indent=2).encode() + b"\n")
+        if source is not None:
+            approved_dir(settings).mkdir(parents=True, exist_ok=True)
+            source.replace(approved_dir(settings) / source.name)
+    except OSError as exc:
+        log.error("CSR approved but its enrolment bundle %s was not written: %s", out, type(exc).__name__)
+        await act(
+            request,
+            "csr.approve",
+            reason=reason,
+            target=f"{bundle['agency']}/{bundle['system']}",
+            outcome="failed",
+            detail={"code": "OPS_BUNDLE_NOT_WRITTEN", "serial": bundle["serial"], "bundle": out.name},
+        )
+        return await _page(request, notice=_notice("OPS_BUNDLE_NOT_WRITTEN"), status=500)
     raise web.HTTPSeeOther(f"/certificates?done=approved&target={bundle['serial']}&file={out.name}")
 
 

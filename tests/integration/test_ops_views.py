@@ -366,6 +366,41 @@ async def test_upload_a_csr_and_approve_it(ops: Ops) -> None:
     assert status == 200 and f'data-system="{system}"' in text
 
 
+async def test_an_approval_whose_bundle_cannot_be_written_is_still_recorded(ops: Ops) -> None:
+    """The CA issued the certificate and provisioned the broker user: the approval is recorded even when the
+    enrolment bundle cannot be written afterwards (then also as failed), never a bare 500 with no record."""
+    import aiohttp
+    from cryptography.hazmat.primitives import serialization
+
+    from hub.trust import keys, pki
+    from monitoring.views.certificates import enrolment_dir
+
+    system, agency = "county-222404-oa", "112224040141039416"  # 珲春
+    csr = pki.make_csr(keys.generate_private_key("ec-p256"), agency, system)
+    data = aiohttp.FormData()
+    data.add_field("csrf", ops.csrf("security"))
+    data.add_field("reason", "珲春新系统上线")
+    data.add_field("csr_file", csr.public_bytes(serialization.Encoding.PEM), filename="request.csr")
+    folder = enrolment_dir(ops.hub.settings)
+    aside = folder.with_name("enrolments.aside")
+    if folder.exists():
+        folder.rename(aside)
+    folder.write_text("not a folder")  # the bundle cannot be written
+    try:
+        async with ops.client.post(
+            "/certificates/approve", data=data, headers=ops.headers("security"), allow_redirects=False
+        ) as r:
+            status, text = r.status, await r.text()
+    finally:
+        folder.unlink()
+        if aside.exists():
+            aside.rename(folder)
+    assert status == 500 and "OPS_BUNDLE_NOT_WRITTEN" in text and "Traceback" not in text
+    mine = [a for a in await actions(ops, "csr.approve") if a.target == f"{agency}/{system}"]
+    assert [(a.outcome, a.detail.get("code")) for a in mine] == [("failed", "OPS_BUNDLE_NOT_WRITTEN"), ("done", None)]
+    assert mine[1].detail["request"] == "request.csr" and mine[1].detail["serial"] == mine[0].detail["serial"]
+
+
 async def test_a_certificate_expiring_within_30_days_is_highlighted(ops: Ops) -> None:
     from cryptography.hazmat.primitives import serialization
 
