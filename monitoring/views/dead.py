@@ -21,6 +21,7 @@ from aiohttp import web
 from hub.errors import HubError, title_of
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, operator_of, refuse, render, require
+from monitoring.views import whole_number
 from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
@@ -55,9 +56,10 @@ def _notice(code: str, detail: str = "") -> dict[str, str]:
 
 
 def _dead_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    found = whole_number(text)
+    if found is None:
         raise refuse(400, "OPS_BAD_ID", *NOTICES["OPS_BAD_ID"])
-    return int(text)
+    return found
 
 
 async def _list(request: web.Request, *, notice: dict[str, str] | None = None, status: int = 200) -> web.Response:
@@ -70,7 +72,7 @@ async def _list(request: web.Request, *, notice: dict[str, str] | None = None, s
         notice = notice or _notice(exc.code, f"could not collect from the dead-letter queue: {exc.detail}")
     show = "all" if request.query.get("show") == "all" else "pending"
     before = request.query.get("before", "")
-    before_id = int(before) if before.isdigit() and len(before) <= 18 else None
+    before_id = whole_number(before)
     letters = await list_dead(
         request.app[POOL], state=None if show == "all" else "pending", before_id=before_id, limit=PAGE_SIZE
     )
@@ -90,7 +92,7 @@ async def _list(request: web.Request, *, notice: dict[str, str] | None = None, s
             "cn_tz": CN_TZ,
             "notice": notice,
             "done": DONE.get(done),
-            "done_target": target if done in DONE and target.isdigit() and len(target) <= 18 else "",
+            "done_target": target if done in DONE and whole_number(target) is not None else "",
         },
         status=status,
     )

@@ -32,6 +32,7 @@ from monitoring.auth import (
     require,
     session_cookie,
 )
+from monitoring.views import whole_number
 
 __all__ = ["safe_next", "setup"]
 
@@ -250,7 +251,7 @@ async def audit_page(request: web.Request) -> web.StreamResponse:
 
     who = request.query.get("operator", "").strip()[:64] or None
     before_raw = request.query.get("before", "")
-    before = int(before_raw) if before_raw.isdigit() else None
+    before = whole_number(before_raw)
     limit = 100
     actions = await operator_actions(request.app[POOL], operator=who, before_id=before, limit=limit)
     names = [o.name for o in await store.list_operators(request.app[POOL])]

@@ -29,6 +29,7 @@ from hub.store.ops import Claims, Trace, TraceMessage
 from hub.store.records import DELIVERY_STATES, MESSAGE_STATES, DeliveryStatus
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import operator_of, refuse, render, require
+from monitoring.views import whole_number
 
 __all__ = ["CN_TZ", "Filters", "parse_filters", "pretty_xml", "setup"]
 
@@ -107,8 +108,9 @@ def parse_filters(query: Any) -> tuple[Filters, tuple[dt.datetime, str] | None]:
             f[key] = value
     c = str(query.get("classification", "")).strip()
     if c:
-        if c.isdigit() and 0 <= int(c) < len(CLASSIFICATIONS):
-            f["classification"] = int(c)
+        level = whole_number(c, digits=1)
+        if level is not None and level < len(CLASSIFICATIONS):
+            f["classification"] = level
         elif c in CLASSIFICATIONS:
             f["classification"] = CLASSIFICATIONS.index(c)
         else:
@@ -127,9 +129,10 @@ def parse_filters(query: Any) -> tuple[Filters, tuple[dt.datetime, str] | None]:
         raise BadFilter("until", "结束时间早于开始时间", "the end of the time range is before its start")
     size = str(query.get("limit", "")).strip()
     if size:
-        if not size.isdigit() or not 1 <= int(size) <= MAX_PAGE:
+        rows = whole_number(size, digits=3)
+        if rows is None or not 1 <= rows <= MAX_PAGE:
             raise BadFilter("limit", f"每页条数须为 1–{MAX_PAGE}", f"rows a page must be 1–{MAX_PAGE}")
-        f["limit"] = int(size)
+        f["limit"] = rows
     cursor = None
     before = str(query.get("before", "")).strip()
     if before:

@@ -627,3 +627,20 @@ async def test_evidence_verify_names_a_message_changed_after_it_was_recorded(ops
     status, text, _ = await ops.get("auditor", "/evidence/verify")
     assert status == 200 and 'id="problems"' in text and "完好" not in text
     assert mid in text and "urgency" in text
+
+
+async def test_numbers_in_links_that_are_not_ascii_digits_are_refused_not_a_500(ops: Ops) -> None:
+    """``str.isdigit`` admits ``²``, which ``int`` refuses, and any length, which bigint refuses: each such number
+    in a link is a refusal or is ignored, never OPS_INTERNAL."""
+    for path, want in (
+        ("/messages?limit=%C2%B2", 400),
+        ("/messages?classification=%C2%B2", 400),
+        ("/dead/%C2%B2", 400),
+        ("/dead/99999999999999999999", 400),
+        ("/dead?before=%C2%B2", 200),
+    ):
+        status, text, _ = await ops.get("duty", path)
+        assert status == want and "OPS_INTERNAL" not in text, (path, status)
+    for path in ("/audit?before=%C2%B2", "/audit?before=99999999999999999999"):
+        status, text, _ = await ops.get("auditor", path)
+        assert status == 200 and "OPS_INTERNAL" not in text, (path, status)

@@ -174,3 +174,12 @@ async def test_the_page_serves_while_postgresql_is_down() -> None:
         r = await client.get("/operators", allow_redirects=False)
         body = await r.text()
         assert r.status == 503 and "OPS_STORE" in body and "Traceback" not in body
+
+
+def test_whole_number_takes_ascii_digits_only() -> None:
+    from monitoring.views import whole_number
+
+    assert whole_number("42") == 42 and whole_number("0") == 0 and whole_number("9" * 18) == int("9" * 18)
+    for bad in ("", "²", "١٢", "１２", "-1", " 1", "1e3", "9" * 19):
+        assert whole_number(bad) is None, bad
+    assert whole_number("12", digits=1) is None
