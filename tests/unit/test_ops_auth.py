@@ -183,3 +183,62 @@ def test_whole_number_takes_ascii_digits_only() -> None:
     for bad in ("", "²", "١٢", "１２", "-1", " 1", "1e3", "9" * 19):
         assert whole_number(bad) is None, bad
     assert whole_number("12", digits=1) is None
+
+
+#: The routes anyone may reach: the login, the language switch, the static files and the machine interfaces.
+PUBLIC = {("GET", "/login"), ("POST", "/login"), ("GET", "/lang"), ("GET", "/metrics"), ("GET", "/health")}
+PUBLIC |= {("GET", "/ready"), ("HEAD", "/ready"), ("HEAD", "/health"), ("HEAD", "/metrics"), ("HEAD", "/login")}
+PUBLIC |= {("HEAD", "/lang")}
+
+
+def _routes() -> list[tuple[str, str, Any]]:
+    from monitoring.app import create_app
+
+    app = create_app(Settings(pg_dsn="postgresql://postgres@127.0.0.1:1/none"), secure_cookies=False)
+    out = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter") or info.get("prefix", "")
+        if path.startswith("/static"):
+            continue
+        out.append((route.method, path, route.handler))
+    return out
+
+
+async def test_every_route_but_the_public_ones_needs_a_session() -> None:
+    """Walks the router: a page or action added without ``@require`` is caught here (redirected to the login, or
+    401 under /api/, before the handler runs or the database is asked)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from monitoring.app import create_app
+
+    routes = [(m, p) for m, p, _ in _routes() if (m, p) not in PUBLIC and m != "HEAD"]
+    assert ("POST", "/dead/{dead_id}/replay") in routes and ("GET", "/api/overview") in routes
+    app = create_app(Settings(pg_dsn="postgresql://postgres@127.0.0.1:1/none"), secure_cookies=False)
+    async with TestClient(TestServer(app)) as client:
+        for method, path in routes:
+            url = path.replace("{dead_id}", "1").replace("{message_id}", "x").replace("{name}", "x")
+            url = url.replace("{what}", "unlock")
+            async with client.request(method, url, allow_redirects=False, data={"csrf": "x"}) as r:
+                if path.startswith("/api/"):
+                    assert r.status == 401, (method, path, r.status)
+                else:
+                    assert r.status == 302 and r.headers["Location"].startswith("/login?next="), (method, path)
+
+
+def test_every_post_handler_checks_the_csrf_token_first() -> None:
+    """Each POST handler's first statement reads the form through ``form_with_csrf`` (the login has its own
+    double-submit token)."""
+    import ast
+    import inspect
+    import textwrap
+
+    posts = [(p, h) for m, p, h in _routes() if m == "POST" and p != "/login"]
+    assert len(posts) >= 7
+    for path, handler in posts:
+        fn = inspect.unwrap(handler)
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        first = body[1] if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else body[0]
+        assert "form_with_csrf(request)" in ast.unparse(first), (path, ast.unparse(first))
+        assert handler is not fn, f"{path} is not wrapped by @require"
