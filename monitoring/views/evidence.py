@@ -4,11 +4,13 @@ Status (``hub.store.ops.evidence_status``): the head (seq and hash), the records
 last signed checkpoint with its time and signer. "Verify now" (``/evidence/verify``, a read: permission ``view``) runs
 what ``hub evidence verify`` runs: ``verify_chain`` with this installation's checkpoint verifier (every hash, link
 and checkpoint signature, with the hub certificate recorded for it) and ``verify_messages`` (a message changed
-after it was recorded, named with the field), then shows every problem or 完好 intact.
+after it was recorded, named with the field), then shows every problem or 完好 intact. One verification runs at a
+time (it reads the whole chain and every message): asked while one runs, the page says so (429 ``OPS_VERIFY_BUSY``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,7 +21,15 @@ from monitoring.app import POOL, SETTINGS
 from monitoring.auth import render, require
 from monitoring.views.messages import CN_TZ
 
-__all__ = ["run_verification", "setup"]
+__all__ = ["VERIFYING", "run_verification", "setup"]
+
+#: Held while a verification runs (one at a time: each reads the whole chain and every message).
+VERIFYING = web.AppKey("evidence_verifying", asyncio.Lock)
+BUSY = {
+    "code": "OPS_VERIFY_BUSY",
+    "zh": "另一次校验正在进行，请稍后再试",
+    "en": "another verification is running; try again shortly",
+}
 
 
 async def _status(pool: Any) -> Any:
@@ -67,17 +77,26 @@ async def evidence_page(request: web.Request) -> web.StreamResponse:
 @require("view")
 async def evidence_verify(request: web.Request) -> web.StreamResponse:
     settings, pool = request.app[SETTINGS], request.app[POOL]
-    notice = None
+    notice: dict[str, str] | None = None
     result = None
-    try:
-        result = await run_verification(settings, pool)
-    except HubError as exc:
-        notice = {"code": exc.code, "zh": exc.title, "en": exc.detail}
+    lock = request.app[VERIFYING]
+    if lock.locked():
+        notice = BUSY
+    else:
+        async with lock:
+            try:
+                result = await run_verification(settings, pool)
+            except HubError as exc:
+                notice = {"code": exc.code, "zh": exc.title, "en": exc.detail}
     return render(
-        request, "evidence.html", {"status": await _status(pool), "result": result, "notice": notice, "cn_tz": CN_TZ}
+        request,
+        "evidence.html",
+        {"status": await _status(pool), "result": result, "notice": notice, "cn_tz": CN_TZ},
+        status=429 if notice is BUSY else 200,
     )
 
 
 def setup(app: web.Application) -> None:
+    app[VERIFYING] = asyncio.Lock()
     app.router.add_get("/evidence", evidence_page)
     app.router.add_get("/evidence/verify", evidence_verify)

@@ -450,6 +450,14 @@ async def test_evidence_status_and_verify(ops: Ops) -> None:
     assert status == 200 and 'id="head-seq"' in text
     status, text, _ = await ops.get("auditor", "/evidence/verify")
     assert status == 200 and "完好" in text and 'id="problems"' not in text
+    # one verification at a time: asked while one runs, the page says so and reads nothing
+    from monitoring.views.evidence import VERIFYING
+
+    async with ops.client.server.app[VERIFYING]:
+        status, text, _ = await ops.get("duty", "/evidence/verify")
+    assert status == 429 and "OPS_VERIFY_BUSY" in text and 'id="verdict"' not in text
+    status, text, _ = await ops.get("duty", "/evidence/verify")
+    assert status == 200 and "完好" in text
 
 
 # -- search and trace ----------------------------------------------------------------------------------------------
