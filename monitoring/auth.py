@@ -70,6 +70,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
 }
 
 
+#: What a refusal for a missing reason records as its reason (the record requires one).
+NO_REASON: Final[str] = "（未填写理由 · no reason given）"
+
+
 @dataclass(frozen=True)
 class Operator:
     name: str
@@ -202,7 +206,8 @@ async def act(
     conn: Any = None,
 ) -> int:
     """Record what the request's operator did (``hub.store.audit.record_operator_action``, via web); ``conn``: the
-    transaction of the change."""
+    transaction of the change. A refusal is recorded whatever the form held: a blank reason is recorded as
+    ``NO_REASON``, and NUL characters (which PostgreSQL's text refuses) are dropped from the reason and target."""
     from hub.store.audit import record_operator_action
     from monitoring.app import POOL
 
@@ -213,8 +218,8 @@ async def act(
         role=op.role,
         action=action,
         via="web",
-        reason=reason,
-        target=target,
+        reason=reason.replace("\x00", "").strip() or NO_REASON,
+        target=None if target is None else target.replace("\x00", "")[:128],
         message_id=message_id,
         outcome=outcome,  # type: ignore[arg-type]
         detail=detail,

@@ -207,10 +207,17 @@ async def certificate_revoke(request: web.Request) -> web.StreamResponse:
     serial = str(form.get("serial", "")).strip()
     code = str(form.get("reason_code", "")).strip()
     reason = str(form.get("reason", "")).strip()
-    if not reason:
-        return await _page(request, notice=_notice("OPS_REASON_REQUIRED"), status=400)
-    if code not in pki.REASONS:
-        return await _page(request, notice=_notice("OPS_BAD_REASON_CODE"), status=400)
+    for refusal, wrong in (("OPS_REASON_REQUIRED", not reason), ("OPS_BAD_REASON_CODE", code not in pki.REASONS)):
+        if wrong:
+            await act(
+                request,
+                "cert.revoke",
+                reason=reason,
+                target=serial[:64],
+                outcome="refused",
+                detail={"code": refusal, "reason_code": code[:32]},
+            )
+            return await _page(request, notice=_notice(refusal), status=400)
     from hub.store.certificates import CertificateRepository
 
     try:
@@ -260,6 +267,11 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+async def _refuse_csr(request: web.Request, reason: str, target: str, code: str, status: int) -> web.Response:
+    await act(request, "csr.approve", reason=reason, target=target, outcome="refused", detail={"code": code})
+    return await _page(request, notice=_notice(code), status=status)
+
+
 @require("csr.approve")
 async def csr_approve(request: web.Request) -> web.StreamResponse:
     form = await form_with_csrf(request)
@@ -276,15 +288,15 @@ async def csr_approve(request: web.Request) -> web.StreamResponse:
         given = Path(str(getattr(upload, "filename", "") or "")).name
         target = given if _CSR_NAME.fullmatch(given) else "upload.csr"
         if len(data) > MAX_CSR_BYTES:
-            return await _page(request, notice=_notice("OPS_CSR_TOO_LARGE"), status=400)
+            return await _refuse_csr(request, reason, target, "OPS_CSR_TOO_LARGE", 400)
     else:
         if not _CSR_NAME.fullmatch(name) or not (requests_dir(settings) / name).is_file():
-            return await _page(request, notice=_notice("OPS_CSR_MISSING"), status=404)
+            return await _refuse_csr(request, reason, name[:128], "OPS_CSR_MISSING", 404)
         source = requests_dir(settings) / name
         data = source.read_bytes()[: MAX_CSR_BYTES + 1]
         target = name
     if not reason:
-        return await _page(request, notice=_notice("OPS_REASON_REQUIRED"), status=400)
+        return await _refuse_csr(request, reason, target, "OPS_REASON_REQUIRED", 400)
     from hub.commands import trust_admin as admin
 
     try:

@@ -152,6 +152,14 @@ async def dead_replay(request: web.Request) -> web.StreamResponse:
     dead_id = _dead_id(request.match_info["dead_id"])
     reason = str(form.get("reason", "")).strip()
     if not reason:
+        await act(
+            request,
+            "dead.replay",
+            reason=reason,
+            target=str(dead_id),
+            outcome="refused",
+            detail={"code": "OPS_REASON_REQUIRED", "dead_id": dead_id},
+        )
         return await _show(request, dead_id, notice=_notice("OPS_REASON_REQUIRED"), status=400)
     from hub.pipeline.dead import replay
 

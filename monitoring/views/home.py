@@ -147,6 +147,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "logout": ("退出", "logged out"),
     "quarantine.release": ("隔离放行", "quarantine released"),
     "quarantine.reject": ("隔离驳回", "quarantine rejected"),
+    "quarantine.decide": ("隔离审核（决定不明）", "quarantine decision (unknown)"),
     "dead.replay": ("死信重放", "dead letter replayed"),
     "cert.revoke": ("吊销证书", "certificate revoked"),
     "csr.approve": ("批准证书请求", "CSR approved"),

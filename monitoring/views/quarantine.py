@@ -84,15 +84,25 @@ async def quarantine_decide(request: web.Request) -> web.StreamResponse:
     message_id = str(form.get("message_id", "")).strip()
     decision = str(form.get("decision", ""))
     reason = str(form.get("reason", "")).strip()
+    action = f"quarantine.{decision}" if decision in ("release", "reject") else "quarantine.decide"
     try:
         message_id = str(uuid.UUID(message_id))
     except ValueError:
+        await act(
+            request, action, reason=reason, target=message_id[:64], outcome="refused", detail={"code": "OPS_BAD_ID"}
+        )
         return await _page(request, notice=_notice("OPS_BAD_ID"), status=400)
-    if decision not in ("release", "reject"):
-        return await _page(request, notice=_notice("OPS_BAD_DECISION"), status=400)
-    action = f"quarantine.{decision}"
-    if not reason:
-        return await _page(request, notice=_notice("OPS_REASON_REQUIRED"), status=400, form={"message_id": message_id})
+    for code, wrong in (("OPS_BAD_DECISION", action == "quarantine.decide"), ("OPS_REASON_REQUIRED", not reason)):
+        if wrong:
+            await act(
+                request,
+                action,
+                reason=reason,
+                target=message_id,
+                outcome="refused",
+                detail={"code": code},
+            )
+            return await _page(request, notice=_notice(code), status=400, form={"message_id": message_id})
     settings, pool = request.app[SETTINGS], request.app[POOL]
     operator = operator_of(request)
     from hub.pipeline.release import reject, release

@@ -250,6 +250,10 @@ async def test_revoke_refusals(ops: Ops) -> None:
     assert status == 409 and "OPS_REVOKE_KIND" in text  # the CAs and the hub's own: on the command line
     refused = [a for a in await actions(ops, "cert.revoke") if a.target == hub_serial]
     assert [a.outcome for a in refused] == ["refused"]
+    bored = [
+        a for a in await actions(ops, "cert.revoke") if a.target == serial and a.detail.get("reason_code") == "bored"
+    ]
+    assert [(a.outcome, a.detail["code"]) for a in bored] == [("refused", "OPS_BAD_REASON_CODE")]
     from hub.store.certificates import CertificateRepository
 
     row = await CertificateRepository(ops.hub.pool).get(serial)
@@ -264,7 +268,7 @@ async def test_revoke_refuses_the_next_message(ops: Ops) -> None:
     assert status == 303 and serial in headers["Location"]
     status, text, _ = await ops.get("security", "/certificates")
     assert re.search(rf'class="cert-revoked[^"]*" data-serial="{serial}"', text)
-    done = [a for a in await actions(ops, "cert.revoke") if a.target == serial]
+    done = [a for a in await actions(ops, "cert.revoke") if a.target == serial and a.outcome == "done"]
     assert [(a.outcome, a.detail["reason_code"]) for a in done] == [("done", "key-compromise")]
     # The workers reload the CRL within their refresh interval (5 s): the next message after that is refused. A
     # message whose signature cannot be trusted gets no answer (its sender is unproven; the test publishes as the
@@ -615,7 +619,10 @@ async def test_dead_letters_list_show_and_replay(ops: Ops) -> None:
     status, _, headers = await ops.post("duty", f"/dead/{dead_id}/replay", {"reason": "解析器升级后重试"})
     assert status == 303 and headers["Location"].startswith(f"/dead?done=replayed&target={dead_id}")
     done = [a for a in await actions(ops, "dead.replay") if a.target == str(dead_id)]
-    assert [(a.operator, a.outcome, a.via) for a in done] == [("t-duty", "done", "web")]
+    assert [(a.operator, a.outcome, a.via, a.detail.get("code")) for a in done] == [
+        ("t-duty", "done", "web", None),
+        ("t-duty", "refused", "web", "OPS_REASON_REQUIRED"),  # newest first
+    ]
     status, text, _ = await ops.post("admin", f"/dead/{dead_id}/replay", {"reason": "再来一次"})
     assert status == 409 and "DEAD_ALREADY_REPLAYED" in text
     status, text, _ = await ops.get("duty", "/dead?show=all")
@@ -652,3 +659,39 @@ async def test_numbers_in_links_that_are_not_ascii_digits_are_refused_not_a_500(
     for path in ("/audit?before=%C2%B2", "/audit?before=99999999999999999999"):
         status, text, _ = await ops.get("auditor", path)
         assert status == 200 and "OPS_INTERNAL" not in text, (path, status)
+
+
+async def test_refusals_of_the_forms_are_recorded_too(ops: Ops) -> None:
+    """A form the page refuses (no reason, a bad id, decision or reason code, a CSR file that is not there) is an
+    operator action refused, recorded for the auditor like the store's refusals (a NUL or a blank reason never
+    keeps it from being recorded)."""
+    from hub.store.audit import operator_actions
+    from monitoring.auth import NO_REASON
+
+    before = max((a.id for a in await operator_actions(ops.hub.pool, limit=1)), default=0)
+    mid = str(uuid.uuid4())
+    for role, path, form, status in (
+        ("security", "/quarantine/decide", {"message_id": "not\x00-a-uuid", "decision": "release", "reason": "r"}, 400),
+        ("security", "/quarantine/decide", {"message_id": mid, "decision": "burn", "reason": "r"}, 400),
+        ("security", "/quarantine/decide", {"message_id": mid, "decision": "reject", "reason": "  "}, 400),
+        ("duty", "/dead/987654/replay", {"reason": ""}, 404),
+        ("security", "/certificates/revoke", {"serial": "01ab", "reason_code": "keyCompromise", "reason": ""}, 400),
+        ("security", "/certificates/revoke", {"serial": "01ab", "reason_code": "whim", "reason": "r"}, 400),
+        ("security", "/certificates/approve", {"name": "../../etc/passwd.csr", "reason": "r"}, 404),
+        ("security", "/certificates/approve", {"name": "nowhere.csr", "reason": "r"}, 404),
+    ):
+        got, text, _ = await ops.post(role, path, form)
+        assert got == status and "OPS_INTERNAL" not in text, (path, form, got)
+    mine = [a for a in reversed(await operator_actions(ops.hub.pool, limit=50)) if a.id > before]
+    assert [(a.action, a.outcome, a.detail["code"]) for a in mine] == [
+        ("quarantine.release", "refused", "OPS_BAD_ID"),
+        ("quarantine.decide", "refused", "OPS_BAD_DECISION"),
+        ("quarantine.reject", "refused", "OPS_REASON_REQUIRED"),
+        ("dead.replay", "refused", "OPS_REASON_REQUIRED"),
+        ("cert.revoke", "refused", "OPS_REASON_REQUIRED"),
+        ("cert.revoke", "refused", "OPS_BAD_REASON_CODE"),
+        ("csr.approve", "refused", "OPS_CSR_MISSING"),
+        ("csr.approve", "refused", "OPS_CSR_MISSING"),
+    ]
+    assert mine[0].target == "not-a-uuid" and mine[2].reason == NO_REASON and mine[2].target == mid
+    assert {a.via for a in mine} == {"web"} and mine[3].operator != mine[4].operator
