@@ -121,14 +121,18 @@ def check_csrf(expected: str | None, given: str | None) -> bool:
 
 
 async def current_session(request: web.Request) -> Any:
-    """The request's live session (``hub.store.operators.Session``) or None; read once per request."""
+    """The request's live session (``hub.store.operators.Session``) or None; read once per request. Requests under
+    ``/api/`` do not push the session's idle expiry on."""
     if SESSION in request:
         return request[SESSION]
     from hub.store import operators
     from monitoring.app import POOL
 
     token = request.cookies.get(SESSION_COOKIE, "")
-    found = await operators.session(request.app[POOL], token) if token else None
+    # A JSON endpoint is what an open page polls (the overview, every 2 s): it does not count as activity, or an
+    # unattended browser would never reach the idle expiry.
+    touch = not request.path.startswith("/api/")
+    found = await operators.session(request.app[POOL], token, touch=touch) if token else None
     request[SESSION] = found
     if found is not None:
         request[OPERATOR] = Operator(found.operator, found.display_name, found.role)

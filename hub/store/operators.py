@@ -506,24 +506,31 @@ async def open_session(executor: Any, operator: str) -> tuple[str, str]:
     return token, csrf
 
 
-async def session(executor: Any, token: str) -> Session | None:
+_SESSION_LIVE = (
+    "s.token_sha256 = $1 AND o.name = s.operator AND NOT o.disabled AND s.idle_expires_at > $2"
+    " AND s.absolute_expires_at > $2"
+)
+_SESSION_FIELDS = "s.operator, o.display_name, o.role, s.csrf, s.created_at, s.idle_expires_at, s.absolute_expires_at"
+_SESSION_TOUCH = (
+    "UPDATE operator_sessions s SET last_seen_at = $2,"  # noqa: S608 - constants
+    " idle_expires_at = LEAST($2 + make_interval(mins => $3), s.absolute_expires_at)"
+    f" FROM operators o WHERE {_SESSION_LIVE} RETURNING {_SESSION_FIELDS}"
+)
+_SESSION_READ = f"SELECT {_SESSION_FIELDS} FROM operator_sessions s, operators o WHERE {_SESSION_LIVE}"  # noqa: S608
+
+
+async def session(executor: Any, token: str, *, touch: bool = True) -> Session | None:
     """The live session of ``token`` (its idle expiry pushed on), or None: unknown, expired, or the account
-    disabled or gone."""
+    disabled or gone. ``touch=False`` reads it without pushing the idle expiry on (a page's background polling is
+    not the operator's activity: it must not keep an unattended session alive)."""
     if not token or len(token) > 128:
         return None
     now = clock.now()
     async with translated("reading a session"), acquired(executor) as conn:
-        r = await conn.fetchrow(
-            "UPDATE operator_sessions s SET last_seen_at = $2,"
-            " idle_expires_at = LEAST($2 + make_interval(mins => $3), s.absolute_expires_at)"
-            " FROM operators o WHERE s.token_sha256 = $1 AND o.name = s.operator AND NOT o.disabled"
-            " AND s.idle_expires_at > $2 AND s.absolute_expires_at > $2"
-            " RETURNING s.operator, o.display_name, o.role, s.csrf, s.created_at, s.idle_expires_at,"
-            " s.absolute_expires_at",
-            token_digest(token),
-            now,
-            IDLE_MINUTES,
-        )
+        if touch:
+            r = await conn.fetchrow(_SESSION_TOUCH, token_digest(token), now, IDLE_MINUTES)
+        else:
+            r = await conn.fetchrow(_SESSION_READ, token_digest(token), now)
     if r is None:
         return None
     return Session(

@@ -243,6 +243,26 @@ async def test_sessions_by_digest_with_idle_and_absolute_expiry(pool: object, mo
     assert await store.session(pool, token) is None
 
 
+async def test_reading_a_session_untouched_does_not_keep_it_alive(pool: object, moving: Clock) -> None:
+    """What a page polls reads the session with ``touch=False``: it answers while the session lives, but only the
+    operator's own requests push the idle expiry on."""
+    name = await add(pool)
+    token, _ = await store.open_session(pool, name)
+    for _ in range(14):  # a poll every 2 minutes for 28 minutes
+        moving.advance(minutes=2)
+        s = await store.session(pool, token, touch=False)
+        assert s is not None and s.operator == name
+    moving.advance(minutes=3)  # 31 minutes after the last request of the operator's own
+    assert await store.session(pool, token, touch=False) is None
+    assert await store.session(pool, token) is None
+    # a request of the operator's own does push it on
+    token, _ = await store.open_session(pool, name)
+    moving.advance(minutes=20)
+    assert await store.session(pool, token) is not None
+    moving.advance(minutes=20)
+    assert await store.session(pool, token, touch=False) is not None
+
+
 async def test_role_changes_apply_and_disabling_ends_sessions(pool: object) -> None:
     admin, name = await add(pool, "admin"), await add(pool)
     token, _ = await store.open_session(pool, name)

@@ -695,3 +695,21 @@ async def test_refusals_of_the_forms_are_recorded_too(ops: Ops) -> None:
     ]
     assert mine[0].target == "not-a-uuid" and mine[2].reason == NO_REASON and mine[2].target == mid
     assert {a.via for a in mine} == {"web"} and mine[3].operator != mine[4].operator
+
+
+async def test_the_overview_polling_does_not_keep_an_idle_session_alive(ops: Ops) -> None:
+    """/api/overview (polled every 2 s by an open overview page) is not the operator's activity: 30 minutes after
+    the operator's last page the session ends, however often the page polled."""
+    from hub import clock
+    from hub.store import operators
+
+    token, _ = await operators.open_session(ops.hub.pool, "t-auditor")
+    start = dt.datetime.now(dt.UTC)
+    cookie = {"Cookie": f"ops_session={token}"}
+    for minutes, want in ((1, 200), (20, 200), (29, 200), (31, 401)):
+        with clock.override(lambda m=minutes: start + dt.timedelta(minutes=m)):
+            async with ops.client.get("/api/overview", headers=cookie, allow_redirects=False) as r:
+                assert r.status == want, (minutes, r.status)
+    with clock.override(lambda: start + dt.timedelta(minutes=31)):
+        async with ops.client.get("/", headers=cookie, allow_redirects=False) as r:
+            assert r.status == 302  # the page itself: gone too
