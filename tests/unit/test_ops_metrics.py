@@ -169,6 +169,10 @@ def test_workers_are_up_with_a_fresh_heartbeat_or_a_consumer(tmp_path: Path) -> 
     (hm_dir / hm.SUPERVISOR_FILE).write_text(json.dumps({"pid": __import__("os").getpid(), "workers": 2}))
     degraded = health.check_workers(s, [fresh, stale], nobody, now)
     assert degraded.ok and degraded.detail["state"] == "degraded" and degraded.detail["expected"] == 2
+    # a worker inside this process (no pid label: not one of hub run's) does not stand in for the missing one
+    inside = health.Heartbeat("worker", "0", None, now - 1)
+    still = health.check_workers(s, [fresh, stale, inside], nobody, now)
+    assert still.detail["state"] == "degraded" and "1 of 2 workers running" in still.detail["message"]
 
 
 def test_the_crl_check_names_the_stale_or_missing_crl() -> None:
