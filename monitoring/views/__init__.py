@@ -4,7 +4,23 @@
 
 from __future__ import annotations
 
-__all__ = ["whole_number"]
+from collections.abc import Mapping
+
+__all__ = ["NOTICES", "notice", "whole_number"]
+
+#: The pages' own refusals shared by several pages: code → (中文, English).
+NOTICES: dict[str, tuple[str, str]] = {
+    "OPS_REASON_REQUIRED": ("必须填写理由", "a reason is required"),
+}
+
+
+def notice(code: str, detail: str = "", own: Mapping[str, tuple[str, str]] | None = None) -> dict[str, str]:
+    """A notice for a page: the page's ``own`` sentences or the shared ones for ``code``; else the hub's title of
+    the code (``hub.errors.title_of``) with ``detail`` in English."""
+    from hub.errors import title_of
+
+    zh, en = (own or {}).get(code) or NOTICES.get(code) or (title_of(code), detail)
+    return {"code": code, "zh": zh, "en": detail or en}
 
 
 def whole_number(text: str, *, digits: int = 18) -> int | None:

@@ -35,6 +35,7 @@ from hub import clock
 from hub.errors import HubError, title_of
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, render, require
+from monitoring.views import notice
 
 __all__ = ["EXPIRING_DAYS", "approved_dir", "enrolment_dir", "requests_dir", "setup"]
 
@@ -45,7 +46,6 @@ MAX_CSR_BYTES = 64 * 1024
 _CSR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.csr")
 
 NOTICES: dict[str, tuple[str, str]] = {
-    "OPS_REASON_REQUIRED": ("必须填写理由", "a reason is required"),
     "OPS_BAD_REASON_CODE": ("未知的吊销原因", "unknown revocation reason"),
     "OPS_CSR_MISSING": ("没有该证书请求文件", "no such certificate request file"),
     "OPS_CSR_TOO_LARGE": ("证书请求文件过大", "the certificate request file is too large"),
@@ -96,8 +96,7 @@ def enrolment_dir(settings: Any) -> Path:
 
 
 def _notice(code: str, detail: str = "") -> dict[str, str]:
-    zh, en = NOTICES.get(code, (title_of(code), detail))
-    return {"code": code, "zh": zh, "en": detail or en}
+    return notice(code, detail, NOTICES)
 
 
 @dataclass(frozen=True)

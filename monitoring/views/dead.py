@@ -21,14 +21,13 @@ from aiohttp import web
 from hub.errors import HubError, title_of
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, operator_of, refuse, render, require
-from monitoring.views import whole_number
+from monitoring.views import notice, whole_number
 from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
 
 PAGE_SIZE = 50
 NOTICES: dict[str, tuple[str, str]] = {
-    "OPS_REASON_REQUIRED": ("必须填写理由", "a reason is required"),
     "OPS_BAD_ID": ("死信编号不合规", "the dead letter id is not a number"),
 }
 DONE: dict[str, tuple[str, str]] = {
@@ -51,8 +50,7 @@ KIND_LABELS: dict[str, tuple[str, str]] = {
 
 
 def _notice(code: str, detail: str = "") -> dict[str, str]:
-    zh, en = NOTICES.get(code, (title_of(code), detail))
-    return {"code": code, "zh": zh, "en": detail or en}
+    return notice(code, detail, NOTICES)
 
 
 def _dead_id(text: str) -> int:

@@ -15,9 +15,10 @@ import uuid
 
 from aiohttp import web
 
-from hub.errors import HubError, title_of
+from hub.errors import HubError
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, operator_of, render, require
+from monitoring.views import notice
 from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 #: The page's own refusals: code → (中文, English).
 NOTICES: dict[str, tuple[str, str]] = {
     "OPS_BAD_ID": ("报文标识不是合法的 UUID", "the message id is not a UUID"),
-    "OPS_REASON_REQUIRED": ("必须填写理由", "a reason is required"),
     "OPS_BAD_DECISION": ("未知的审核决定", "unknown decision"),
 }
 DONE: dict[str, tuple[str, str]] = {
@@ -44,8 +44,7 @@ def _uuid_or_empty(text: str) -> str:
 
 
 def _notice(code: str, detail: str = "") -> dict[str, str]:
-    zh, en = NOTICES.get(code, (title_of(code), detail))
-    return {"code": code, "zh": zh, "en": detail or en}
+    return notice(code, detail, NOTICES)
 
 
 async def _page(
