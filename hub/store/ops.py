@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from hub.store.db import acquired, translated
+from hub.store.messages import delivery_state
 from hub.store.records import MESSAGE_STATES, DeliveryStatus
 
 __all__ = [
@@ -48,8 +49,8 @@ CLASSIFICATION_LABELS: Final[dict[int, str]] = {0: "公开", 1: "内部", 2: "�
 
 @dataclass(frozen=True, slots=True)
 class MessageRow:
-    """One line of the search result. ``title`` is None: the store does not keep titles apart from the signed
-    bytes (the trace has the bytes). ``recipients`` counts the message's deliveries."""
+    """One line of the search result (the store keeps no title apart from the signed bytes: the trace has them).
+    ``recipients`` counts the message's deliveries."""
 
     message_id: str
     received_at: datetime
@@ -62,7 +63,6 @@ class MessageRow:
     urgency: str
     state: str
     error_code: str | None
-    title: str | None
     recipients: int
 
     @property
@@ -234,7 +234,6 @@ def _row(r: Any) -> MessageRow:
         urgency=r["urgency"],
         state=r["state"],
         error_code=r["error_code"],
-        title=None,
         recipients=int(r["recipients"]),
     )
 
@@ -333,11 +332,6 @@ SELECT message_id, conversation_id, ref_to, received_at, created, expires, sende
        raw, raw_sha256, signer_serial, signer_fingerprint
 FROM messages WHERE message_id = $1
 """
-_TRACE_DELIVERIES = """
-SELECT message_id, recipient_system, recipient_agency, role, state, error_code, recorded_at, delivered_at,
-       blocked_at, received_at, read_at, handled_at, feedback_at, failed_at
-FROM deliveries WHERE message_id = $1 ORDER BY recorded_at, recipient_system
-"""
 _TRACE_RECEIPTS = "SELECT receipt_id, kind, recipient_system, code, at FROM receipts WHERE message_id = $1 ORDER BY at"
 _TRACE_EVIDENCE = """
 SELECT seq, at, kind, actor, detail, false AS pending FROM evidence WHERE message_id = $1
@@ -352,31 +346,6 @@ _TRACE_REJECTIONS = """
 SELECT id, received_at, claimed_sender, service, amqp_user, raw_size, raw_sha256, error_code, error_reason
 FROM intake_rejections WHERE claimed_message_id = $1 ORDER BY received_at, id LIMIT 100
 """
-_STATE_TIMES: Final = (
-    ("delivered", "delivered_at"),
-    ("blocked", "blocked_at"),
-    ("received", "received_at"),
-    ("read", "read_at"),
-    ("handled", "handled_at"),
-    ("feedback", "feedback_at"),
-    ("failed", "failed_at"),
-)
-
-
-def _delivery(r: Any) -> DeliveryStatus:
-    times = {"pending": r["recorded_at"]}
-    for st, col in _STATE_TIMES:
-        if r[col] is not None:
-            times[st] = r[col]
-    return DeliveryStatus(
-        message_id=str(r["message_id"]),
-        recipient_agency=r["recipient_agency"],
-        recipient_system=r["recipient_system"],
-        role=r["role"],
-        state=r["state"],
-        error_code=r["error_code"],
-        times=times,
-    )
 
 
 def _evidence(r: Any) -> TraceEvidence:
@@ -422,7 +391,7 @@ async def trace(executor: Any, message_id: str | uuid.UUID) -> Trace | None:
         m = await conn.fetchrow(_TRACE_MESSAGE, mid)
         if m is None:
             return None
-        deliveries = await conn.fetch(_TRACE_DELIVERIES, mid)
+        deliveries = await delivery_state(conn, str(mid))
         receipts = await conn.fetch(_TRACE_RECEIPTS, mid)
         evidence = await conn.fetch(_TRACE_EVIDENCE, mid)
         q = await conn.fetchrow(_TRACE_QUARANTINE, mid)
@@ -455,7 +424,7 @@ async def trace(executor: Any, message_id: str | uuid.UUID) -> Trace | None:
     return Trace(
         message=message,
         raw=raw,
-        deliveries=tuple(_delivery(r) for r in deliveries),
+        deliveries=tuple(deliveries),
         receipts=tuple(
             TraceReceipt(str(r["receipt_id"]), r["kind"], r["recipient_system"], r["code"], r["at"]) for r in receipts
         ),
