@@ -102,6 +102,17 @@ async def login_post(request: web.Request) -> web.StreamResponse:
         op = await store.login(request.app[POOL], name, password, via="web")
     except store.OperatorError:
         return _login_page(request, error=True, name=name, status=401, next_path=_field(form, "next", 2000))
+    # A session this browser still holds (another operator's, or an earlier one) ends here: a login never leaves
+    # the cookie's previous session alive behind the new one.
+    previous = await current_session(request)
+    if previous is not None:
+        await store.close_session(
+            request.app[POOL],
+            request.cookies.get(SESSION_COOKIE, ""),
+            role=previous.role,
+            operator=previous.operator,
+            via="web",
+        )
     token, _ = await store.open_session(request.app[POOL], op.name)
     response = see_other(safe_next(_field(form, "next", 2000)))
     session_cookie(response, token, secure=request.app[SECURE])

@@ -713,3 +713,21 @@ async def test_the_overview_polling_does_not_keep_an_idle_session_alive(ops: Ops
     with clock.override(lambda: start + dt.timedelta(minutes=31)):
         async with ops.client.get("/", headers=cookie, allow_redirects=False) as r:
             assert r.status == 302  # the page itself: gone too
+
+
+async def test_a_login_ends_the_session_the_browser_still_held(ops: Ops) -> None:
+    """Logging in over a live session (another operator's at a shared desk) ends that session: its token no longer
+    opens anything, and the new one is a fresh token."""
+    from hub.store import operators
+
+    old, _ = await operators.open_session(ops.hub.pool, "t-security")
+    async with ops.client.get("/login") as r:
+        csrf = r.cookies["ops_login_csrf"].value
+    cookies = {"Cookie": f"ops_session={old}; ops_login_csrf={csrf}"}
+    form = {"csrf": csrf, "name": "t-duty", "password": "correct horse battery staple 9", "next": "/"}
+    async with ops.client.post("/login", data=form, headers=cookies, allow_redirects=False) as r:
+        assert r.status == 303, await r.text()
+        new = r.cookies["ops_session"].value
+    assert new != old and await operators.session(ops.hub.pool, old) is None
+    s = await operators.session(ops.hub.pool, new)
+    assert s is not None and s.operator == "t-duty"
