@@ -64,9 +64,17 @@ async def _dead(args: argparse.Namespace, settings: Settings) -> int:
             if args.headers:
                 print(json.dumps(json.loads(d.headers_json), ensure_ascii=False, indent=2))
             return 0
+        from hub.store.audit import role_of
+
         operator = args.operator or getpass.getuser()
         result = await dead.replay(
-            settings, pool, args.id, operator=operator, role=args.role, via="cli", reason=args.reason
+            settings,
+            pool,
+            args.id,
+            operator=operator,
+            role=await role_of(pool, operator),
+            via="cli",
+            reason=args.reason,
         )
         print(
             f"{args.id}: 已重放 replayed to {result.queue} (exchange {result.exchange}, key {result.routing_key});"
@@ -94,5 +102,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("id", type=int)
     p.add_argument("--reason", required=True, help="why (recorded with the operator's action)")
     p.add_argument("--operator", help="who replays it (default: the login name)")
-    p.add_argument("--role", default="duty", help="the operator's role (default duty)")
     d.set_defaults(handler=cmd_dead)

@@ -75,13 +75,6 @@ def _refused(exc: Any) -> int:
     return 1
 
 
-async def _acting(conn: Any, by: str) -> str:
-    from hub.store.operators import get_operator
-
-    op = await get_operator(conn, by)
-    return op.role if op is not None and not op.disabled else "console"
-
-
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         line = sys.stdin.readline()
@@ -97,6 +90,7 @@ def _read_password(args: argparse.Namespace) -> str:
 def cmd_operators(args: argparse.Namespace, settings: Settings) -> int:
     from hub import clock
     from hub.store import operators as store
+    from hub.store.audit import role_of
     from hub.store.db import connection, migrate
 
     by = args.by or getpass.getuser()
@@ -115,7 +109,7 @@ def cmd_operators(args: argparse.Namespace, settings: Settings) -> int:
                 if not rows:
                     print("no operators yet: hub operators add NAME --role admin")
                 return 0
-            role = await _acting(conn, by)
+            role = await role_of(conn, by)
             reason = args.reason
             try:
                 if args.action == "add":

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from hub import clock
 from hub.errors import ConfigError
 from hub.settings import Settings
+from hub.store.audit import Actor
 from hub.store.certificates import CertificateRecord, CertificateRepository, CertificateRow
 from hub.store.db import connection, migrate
 from hub.trust import keys, lifecycle, pki
@@ -213,16 +214,23 @@ async def renew(settings: Settings, pki_dir: Path, serial: str, *, days: int = p
     return issued
 
 
-async def revoke(settings: Settings, pki_dir: Path, serial: str, reason: str) -> tuple[CertificateRow, PublishedCrl]:
+async def revoke(
+    settings: Settings, pki_dir: Path, serial: str, reason: str, *, actor: Actor | None = None, note: str = ""
+) -> tuple[CertificateRow, PublishedCrl]:
     """Revoke a certificate and republish the CRL of the CA that issued it (effective at the verifiers'
-    next refresh, a few seconds)."""
+    next refresh, a few seconds). ``actor``: the operator's action (``cert.revoke``, with ``note`` as its reason),
+    recorded in the revocation's transaction."""
     if reason not in pki.REASONS:
         raise ConfigError(f"unknown revocation reason {reason!r}; one of {', '.join(pki.REASONS)}")
     key = pki.serial_hex(pki.parse_serial(serial))
     await migrate(settings.pg_dsn)
     async with connection(settings.pg_dsn) as conn:
         repo = await _ready_register(settings, conn, pki_dir)
-        row = await repo.revoke(key, reason)
+        async with conn.transaction():
+            row = await repo.revoke(key, reason)
+            if actor is not None:
+                detail = {"reason_code": reason, "kind": row.kind, "agency": row.agency, "system": row.system}
+                await actor.record(conn, "cert.revoke", reason=note or reason, target=row.serial, detail=detail)
         which = "root" if row.kind == "issuing" else "issuing"
     published = await publish_crls(settings, pki_dir, only=which)
     mine = [p for p in published if p.issuer_serial == row.issuer_serial]

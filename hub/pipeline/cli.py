@@ -226,12 +226,15 @@ async def _quarantine(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         reviewer = args.reviewer or getpass.getuser()
         from hub.pipeline.release import reject, release
+        from hub.store.audit import Actor, role_of
 
+        # Recorded as the reviewer's action (the ops page's auditor reads it), with the decision.
+        actor = Actor(reviewer, await role_of(pool, reviewer), "cli")
         if args.q_command == "release":
-            n = await release(settings, pool, args.id, reviewer, args.reason)
+            n = await release(settings, pool, args.id, reviewer, args.reason, actor=actor)
             print(f"{args.id}: 已放行 released, delivered to {n} system(s)")
         else:
-            await reject(settings, pool, args.id, reviewer, args.reason)
+            await reject(settings, pool, args.id, reviewer, args.reason, actor=actor)
             print(f"{args.id}: 已驳回 rejected; the sender was sent a signed hub.error (GATE_REJECTED)")
         return 0
     finally:

@@ -18,6 +18,7 @@ from hub.errors import ClassificationBlocked
 from hub.pipeline import outgoing
 from hub.pipeline.processor import CN_TZ, Delivery
 from hub.settings import Settings
+from hub.store.audit import Actor
 from hub.store.records import QuarantineItem, ReceiptRecord
 
 
@@ -39,11 +40,14 @@ def _reverify(ctx: Any, settings: Settings, item: QuarantineItem) -> tuple[Any, 
     return verified, Envelope.from_tree(verified.root)
 
 
-async def release(settings: Settings, pool: Any, message_id: str, reviewer: str, reason: str) -> int:
-    """Release and deliver; returns the number of systems delivered to."""
+async def release(
+    settings: Settings, pool: Any, message_id: str, reviewer: str, reason: str, *, actor: Actor | None = None
+) -> int:
+    """Release and deliver; returns the number of systems delivered to. ``actor``: the operator's action, recorded
+    with the decision."""
     from hub.store.messages import quarantine_release, record_sent
 
-    item = await quarantine_release(pool, message_id, reviewer, reason)
+    item = await quarantine_release(pool, message_id, reviewer, reason, actor=actor)
     ctx, processor, transport = await _setup(settings, pool)
     try:
         verified, env = _reverify(ctx, settings, item)
@@ -73,10 +77,12 @@ async def release(settings: Settings, pool: Any, message_id: str, reviewer: str,
         await transport.close()
 
 
-async def reject(settings: Settings, pool: Any, message_id: str, reviewer: str, reason: str) -> None:
+async def reject(
+    settings: Settings, pool: Any, message_id: str, reviewer: str, reason: str, *, actor: Actor | None = None
+) -> None:
     from hub.store.messages import quarantine_reject, record_sent
 
-    item = await quarantine_reject(pool, message_id, reviewer, reason)
+    item = await quarantine_reject(pool, message_id, reviewer, reason, actor=actor)
     ctx, processor, transport = await _setup(settings, pool)
     try:
         _, env = _reverify(ctx, settings, item)

@@ -21,12 +21,35 @@ from hub.store.db import acquired, transaction, translated
 from hub.store.evidence import append
 from hub.store.records import EvidenceEntry
 
-__all__ = ["EVIDENCE_KIND", "OperatorAction", "operator_actions", "record_operator_action"]
+__all__ = ["EVIDENCE_KIND", "Actor", "OperatorAction", "operator_actions", "record_operator_action", "role_of"]
 
 EVIDENCE_KIND: Final[str] = "operator_action"
 
 Via = Literal["web", "cli"]
 Outcome = Literal["done", "refused", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts, handed to a store function that records the action inside the transaction of its change (a
+    quarantine decision, a revocation): the change and its record commit together or not at all."""
+
+    operator: str
+    role: str
+    via: Via
+
+    async def record(self, executor: Any, action: str, *, reason: str, **kw: Any) -> int:
+        return await record_operator_action(
+            executor, operator=self.operator, role=self.role, action=action, via=self.via, reason=reason, **kw
+        )
+
+
+async def role_of(executor: Any, name: str) -> str:
+    """The role of operator ``name`` for a command-line action: the account's role when it is an active operator,
+    else ``console`` (someone at the hub's console who has no ops-page account)."""
+    async with translated("reading an operator's role"), acquired(executor) as conn:
+        role = await conn.fetchval("SELECT role FROM operators WHERE name = $1 AND NOT disabled", name)
+    return str(role) if role is not None else "console"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from hub.errors import HubError
+from hub.store.audit import Actor
 from hub.store.db import acquired, transaction, translated
 from hub.store.evidence import append, canonical_detail, format_at
 from hub.store.records import (
@@ -637,7 +638,9 @@ async def quarantine_show(executor: Any, message_id: str) -> QuarantineItem:
         return await _load(conn, _uuid(message_id), lock=False)
 
 
-async def _decide(executor: Any, message_id: str, reviewer: str, reason: str, *, release: bool) -> QuarantineItem:
+async def _decide(
+    executor: Any, message_id: str, reviewer: str, reason: str, *, release: bool, actor: Actor | None = None
+) -> QuarantineItem:
     if not reviewer.strip() or not reason.strip():
         raise ValueError("a quarantine decision needs a reviewer and a reason")
     u = _uuid(message_id)
@@ -669,16 +672,25 @@ async def _decide(executor: Any, message_id: str, reviewer: str, reason: str, *,
         # The reason is free text (it may name people): the evidence carries its digest, the table the text.
         detail = {"reason_sha256": hashlib.sha256(reason.encode("utf-8")).hexdigest(), "markings": list(item.markings)}
         await append(conn, [EvidenceEntry("released" if release else "quarantine_rejected", reviewer, str(u), detail)])
+        if actor is not None:
+            action = "quarantine.release" if release else "quarantine.reject"
+            await actor.record(conn, action, reason=reason, target=str(u), message_id=u)
         return await _load(conn, u, lock=False)
 
 
-async def quarantine_release(executor: Any, message_id: str, reviewer: str, reason: str) -> QuarantineItem:
+async def quarantine_release(
+    executor: Any, message_id: str, reviewer: str, reason: str, *, actor: Actor | None = None
+) -> QuarantineItem:
     """Release a pending quarantined message (state ``released``). Returns it with its bytes and its pending
-    deliveries: the caller delivers them and then calls ``mark_delivered``."""
-    return await _decide(executor, message_id, reviewer, reason, release=True)
+    deliveries: the caller delivers them and then calls ``mark_delivered``. With ``actor`` the operator's action is
+    recorded in the same transaction."""
+    return await _decide(executor, message_id, reviewer, reason, release=True, actor=actor)
 
 
-async def quarantine_reject(executor: Any, message_id: str, reviewer: str, reason: str) -> QuarantineItem:
+async def quarantine_reject(
+    executor: Any, message_id: str, reviewer: str, reason: str, *, actor: Actor | None = None
+) -> QuarantineItem:
     """Reject a pending quarantined message (state ``quarantine_rejected``; its deliveries become ``blocked`` with
-    ``GATE_REJECTED``). The caller sends the sender a signed ``hub.error`` and records it."""
-    return await _decide(executor, message_id, reviewer, reason, release=False)
+    ``GATE_REJECTED``). The caller sends the sender a signed ``hub.error`` and records it. With ``actor`` the
+    operator's action is recorded in the same transaction."""
+    return await _decide(executor, message_id, reviewer, reason, release=False, actor=actor)

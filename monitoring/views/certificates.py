@@ -33,8 +33,9 @@ from aiohttp import web
 
 from hub import clock
 from hub.errors import HubError, title_of
+from hub.store.audit import Actor
 from monitoring.app import POOL, SETTINGS
-from monitoring.auth import act, form_with_csrf, render, require
+from monitoring.auth import act, form_with_csrf, operator_of, render, require
 from monitoring.views import notice
 
 __all__ = ["EXPIRING_DAYS", "approved_dir", "enrolment_dir", "requests_dir", "setup"]
@@ -231,7 +232,9 @@ async def certificate_revoke(request: web.Request) -> web.StreamResponse:
                 detail={"code": "OPS_REVOKE_KIND", "kind": found.kind},
             )
             return await _page(request, notice=_notice("OPS_REVOKE_KIND"), status=409)
-        row, crl = await admin.revoke(settings, admin.default_pki_dir(settings), serial, code)
+        op = operator_of(request)
+        actor = Actor(op.name, op.role, "web")  # recorded in the revocation's transaction
+        row, crl = await admin.revoke(settings, admin.default_pki_dir(settings), serial, code, actor=actor, note=reason)
     except HubError as exc:
         await act(
             request,
@@ -242,20 +245,7 @@ async def certificate_revoke(request: web.Request) -> web.StreamResponse:
             detail={"code": exc.code, "reason_code": code},
         )
         return await _page(request, notice=_notice(exc.code, exc.detail), status=409)
-    await act(
-        request,
-        "cert.revoke",
-        reason=reason,
-        target=row.serial,
-        detail={
-            "reason_code": code,
-            "kind": row.kind,
-            "agency": row.agency,
-            "system": row.system,
-            "crl_number": crl.number,
-            "crl_issuer": crl.issuer_serial,
-        },
-    )
+    log.info("certificate %s revoked; CRL %s of %s published", row.serial, crl.number, crl.issuer_serial)
     raise web.HTTPSeeOther(f"/certificates?done=revoked&target={row.serial}")
 
 

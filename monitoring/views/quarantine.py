@@ -105,14 +105,15 @@ async def quarantine_decide(request: web.Request) -> web.StreamResponse:
     settings, pool = request.app[SETTINGS], request.app[POOL]
     operator = operator_of(request)
     from hub.pipeline.release import reject, release
+    from hub.store.audit import Actor
 
+    # The decision and its record commit together (the store records the action in the decision's transaction).
+    actor = Actor(operator.name, operator.role, "web")
     try:
         if decision == "release":
-            delivered = await release(settings, pool, message_id, operator.name, reason)
-            detail: dict[str, object] = {"delivered": delivered}
+            await release(settings, pool, message_id, operator.name, reason, actor=actor)
         else:
-            await reject(settings, pool, message_id, operator.name, reason)
-            detail = {}
+            await reject(settings, pool, message_id, operator.name, reason, actor=actor)
     except HubError as exc:
         # Refused by the store (not in the quarantine, already decided): nothing changed. A transport or
         # verification failure after the store's decision is "failed" (the decision stands; the CLI can retry).
@@ -128,7 +129,6 @@ async def quarantine_decide(request: web.Request) -> web.StreamResponse:
         )
         log.warning("quarantine %s of %s: %s", decision, message_id, exc.code)
         return await _page(request, notice=_notice(exc.code, exc.detail), status=409 if decided else 502)
-    await act(request, action, reason=reason, target=message_id, message_id=message_id, detail=detail)
     done = "released" if decision == "release" else "rejected"
     raise web.HTTPSeeOther(f"/quarantine?done={done}&id={message_id}")
 

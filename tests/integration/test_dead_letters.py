@@ -156,11 +156,12 @@ async def test_a_message_the_hub_dead_lettered_is_collected_once_and_replayed_in
     assert stored is not None and stored.state == "replayed" and stored.replayed_by == "duty1"
     assert stored.replay_reason == "数据库已恢复 database back"
     action = await hub.pool.fetchrow(
-        "SELECT id, operator, action, via, target, outcome, reason FROM operator_actions"
+        "SELECT id, operator, role, action, via, target, outcome, reason FROM operator_actions"
         " WHERE action = 'dead.replay' AND target = $1 ORDER BY id",
         str(row.id),
     )
     assert (action["operator"], action["via"], action["outcome"]) == ("duty1", "cli", "done")
+    assert action["role"] == "console"  # duty1 has no ops-page account: not recorded under a role it does not hold
     chained = await hub.pool.fetch(
         "SELECT detail FROM evidence WHERE kind = 'operator_action' UNION ALL"
         " SELECT detail FROM evidence_pending WHERE kind = 'operator_action'"

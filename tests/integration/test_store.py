@@ -629,3 +629,25 @@ def test_maintenance_waits_out_the_naptime_unless_a_table_more_than_doubled():
     # a small queue table that doubles between two chain jobs is not "grown"
     queue = {"name": "evidence_pending", "rows": 50, "live": 400, "changed": 900}
     assert _due(_table_state(**queue), force=False) == (False, False)
+
+
+async def test_a_quarantine_decision_and_the_operators_action_commit_together(conn):
+    """With an actor, the decision records the operator's action in its own transaction: recorded with it, and when
+    the record cannot be written the decision is not taken either."""
+    from hub.store.audit import Actor
+
+    held, other = record(state="quarantined", markings=("秘密★",)), record(state="quarantined", markings=("秘密★",))
+    await messages.record_batch(conn, [held, other])
+    released = await messages.quarantine_release(
+        conn, held.message_id, "li.security", "仅引用密级标志", actor=Actor("li.security", "security", "web")
+    )
+    assert released.status == "released"
+    action = await conn.fetchrow(
+        "SELECT operator, role, action, via, outcome, reason FROM operator_actions WHERE message_id = $1",
+        uuid.UUID(held.message_id),
+    )
+    assert tuple(action) == ("li.security", "security", "quarantine.release", "web", "done", "仅引用密级标志")
+
+    with pytest.raises(ValueError):  # an actor without a name cannot be recorded …
+        await messages.quarantine_reject(conn, other.message_id, "x", "reason", actor=Actor(" ", "security", "web"))
+    assert (await messages.quarantine_show(conn, other.message_id)).status == "pending"  # … so nothing was decided
