@@ -340,7 +340,12 @@ async def trace_page(request: web.Request) -> web.StreamResponse:
                 context["xml"] = pretty_xml(found.raw, max_bytes=settings.max_message_bytes)
             except Exception as exc:  # the safe parser refused the bytes: say so, show nothing
                 context["xml_problem"] = str(getattr(exc, "code", type(exc).__name__))
-        context["title"] = title_of(found.raw, max_bytes=settings.max_message_bytes)
+        # A title is content: of a 秘密 or higher message only those who may read the XML see it (the others see
+        # that it is withheld).
+        if m.classification < 2 or "message.xml" in _perms(request):
+            context["title"] = title_of(found.raw, max_bytes=settings.max_message_bytes)
+        else:
+            context["title_withheld"] = True
         context["certs"] = await _certificates(pool, m, found.deliveries)
         context["extra"] = {
             "conversation_id": m.conversation_id,

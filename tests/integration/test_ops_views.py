@@ -731,3 +731,18 @@ async def test_a_login_ends_the_session_the_browser_still_held(ops: Ops) -> None
     assert new != old and await operators.session(ops.hub.pool, old) is None
     s = await operators.session(ops.hub.pool, new)
     assert s is not None and s.operator == "t-duty"
+
+
+async def test_the_title_of_a_classified_message_is_shown_only_to_who_may_read_it(ops: Ops) -> None:
+    """A 秘密 document (refused by the gate toward an internet-zone system, recorded with its bytes): its title is
+    content, shown to the roles that may read the XML and withheld from the others."""
+    root = document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT])], classification="秘密")
+    el = root.find(f".//{{{NS}}}Title")
+    assert el is not None
+    el.text = "关于重点林区防火部署的请示"
+    env = await ops.hub.send(SENDER, root)
+    assert (await ops.hub.reply(SENDER, env.message_id)).outcome != "accepted"
+    for role, shown in (("security", True), ("duty", True), ("auditor", False), ("admin", False)):
+        status, text, _ = await ops.get(role, f"/messages/{env.message_id}")
+        assert status == 200 and ("关于重点林区防火部署的请示" in text) == shown, role
+        assert ("仅向可查看原文的角色显示" in text) == (not shown), role
