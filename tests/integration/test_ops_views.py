@@ -721,13 +721,18 @@ async def test_a_login_ends_the_session_the_browser_still_held(ops: Ops) -> None
     from hub.store import operators
 
     old, _ = await operators.open_session(ops.hub.pool, "t-security")
-    async with ops.client.get("/login") as r:
-        csrf = r.cookies["ops_login_csrf"].value
-    cookies = {"Cookie": f"ops_session={old}; ops_login_csrf={csrf}"}
-    form = {"csrf": csrf, "name": "t-duty", "password": "correct horse battery staple 9", "next": "/"}
-    async with ops.client.post("/login", data=form, headers=cookies, allow_redirects=False) as r:
-        assert r.status == 303, await r.text()
-        new = r.cookies["ops_session"].value
+    try:
+        async with ops.client.get("/login") as r:
+            csrf = r.cookies["ops_login_csrf"].value
+        cookies = {"Cookie": f"ops_session={old}; ops_login_csrf={csrf}"}
+        form = {"csrf": csrf, "name": "t-duty", "password": "correct horse battery staple 9", "next": "/"}
+        async with ops.client.post("/login", data=form, headers=cookies, allow_redirects=False) as r:
+            assert r.status == 303, await r.text()
+            new = r.cookies["ops_session"].value
+    finally:
+        # The module's client keeps what the login set: the other tests send their role's session explicitly
+        # and must not ride t-duty's.
+        ops.client.session.cookie_jar.clear()
     assert new != old and await operators.session(ops.hub.pool, old) is None
     s = await operators.session(ops.hub.pool, new)
     assert s is not None and s.operator == "t-duty"
