@@ -4,6 +4,7 @@ and a unique RabbitMQ namespace per test session (created here, dropped afterwar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -89,6 +90,22 @@ def fresh_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 def test_namespace() -> str:
     """A unique prefix for every RabbitMQ exchange, queue and user made by this test session."""
     return f"hubtest-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def own_installation(base: Settings, tmp_path_factory: pytest.TempPathFactory, tag: str) -> Iterator[Settings]:
+    """An installation of a test module's own, beside ``base``: a new (empty) database ``hub_test_<tag>_<random>``,
+    a state directory and the namespace ``<base namespace>.<tag>``; the database is dropped afterwards."""
+    name = f"hub_test_{tag}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.with_(
+            state_dir=tmp_path_factory.mktemp(tag),
+            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
+            namespace=f"{base.namespace}.{tag}",
+        )
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,10 @@ Fixtures (names stable: other browser test modules use them):
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
 import sys
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,18 +83,10 @@ class Ops:
 @pytest.fixture(scope="session")
 def ops_settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """An installation of the browser tests' own: a database, a state directory and a namespace."""
-    from conftest import ADMIN_DSN, _admin
+    from conftest import own_installation
 
-    name = f"hub_test_ops_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield integration_settings.with_(
-            state_dir=tmp_path_factory.mktemp("ops"),
-            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
-            namespace=f"{integration_settings.namespace}.ops",
-        )
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with own_installation(integration_settings, tmp_path_factory, "ops") as settings:
+        yield settings
 
 
 def _spki_pin(cert_pem: Path) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -32,18 +31,10 @@ RECIPIENT_AGENCY = "11220183013553609R"
 
 @pytest.fixture(scope="module")
 def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from conftest import ADMIN_DSN, _admin
+    from conftest import own_installation
 
-    name = f"hub_test_dead_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield integration_settings.with_(
-            state_dir=tmp_path_factory.mktemp("dead"),
-            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
-            namespace=f"{integration_settings.namespace}.dead",
-        )
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with own_installation(integration_settings, tmp_path_factory, "dead") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

@@ -55,18 +55,10 @@ class Gateway:
 @pytest.fixture(scope="module")
 def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
     # An installation of this module's own: a database, a state directory (PKI) and a namespace.
-    from conftest import ADMIN_DSN, _admin
+    from conftest import own_installation
 
-    name = f"hub_test_gw_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield integration_settings.with_(
-            state_dir=tmp_path_factory.mktemp("gateway"),
-            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
-            namespace=f"{integration_settings.namespace}.gw",
-        )
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with own_installation(integration_settings, tmp_path_factory, "gw") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

@@ -60,18 +60,10 @@ class Ops:
 
 @pytest.fixture(scope="module")
 def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from conftest import ADMIN_DSN, _admin
+    from conftest import own_installation
 
-    name = f"hub_test_opsviews_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield integration_settings.with_(
-            state_dir=tmp_path_factory.mktemp("opsviews"),
-            pg_dsn=ADMIN_DSN.rsplit("/", 1)[0] + "/" + name,
-            namespace=f"{integration_settings.namespace}.opsviews",
-        )
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with own_installation(integration_settings, tmp_path_factory, "opsviews") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
