@@ -1,6 +1,5 @@
-"""The hub's metrics without services (issue 15): the quantile estimate from histogram buckets, a batch's weighted
-latency step against one observation per message, the real worker counting a batch of mixed messages in memory,
-the health checks' verdicts, and the shape of ``/api/overview`` that the overview page draws from."""
+"""The hub's metrics without services (issue 15): the quantile estimate from histogram buckets, the real worker
+counting a batch of mixed messages in memory, the health checks' verdicts, and the shape of ``/api/overview`` that the overview page draws from."""
 
 from __future__ import annotations
 
@@ -49,18 +48,6 @@ def test_histogram_quantile_interpolates_as_prometheus_does() -> None:
     assert mm.histogram_quantile(0.99, [(0.01, 1.0), (inf, 100.0)]) == 0.01
     assert mm.histogram_quantile(0.5, [(0.01, 0.0), (inf, 0.0)]) is None
     assert mm.histogram_quantile(0.5, []) is None
-
-
-def test_a_batch_latency_step_equals_one_observation_per_message() -> None:
-    for value, n in ((0.0123, 37), (0.05, 3), (0.0001, 1), (99.0, 5)):  # inside, on a bound, below all, above all
-        before = _samples(hm.LATENCY)
-        hm.observe_many(hm.LATENCY, value, n)
-        weighted = _delta(before, _samples(hm.LATENCY))
-        before = _samples(hm.LATENCY)
-        for _ in range(n):
-            hm.LATENCY.observe(value)
-        assert weighted == _delta(before, _samples(hm.LATENCY))
-        assert weighted[("hub_message_latency_seconds_count", ())] == n
 
 
 # ------------------------------------------------------------------------------------------------ the worker counts
