@@ -154,6 +154,8 @@ class Adapter:
         self.on_answer: Callable[[Receipt | HubRefused], Any] | None = None
         #: What handles a delivery no handler is registered for (TestHub's recording clients); None: refuse it.
         self._fallback: Callable[[Any, Context], Awaitable[Any]] | None = None
+        self._on_startup: list[Callable[[], Awaitable[None]]] = []
+        self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
     # ------------------------------------------------------------------------------------------ handlers
 
@@ -178,6 +180,27 @@ class Adapter:
             return fn
 
         return register
+
+    def on_startup(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Register ``async def fn()`` to run once the adapter is connected and consuming (in ``start``, in the
+        order registered): where an adapter opens its side towards the agency's own system (an HTTP listener, a
+        folder watcher, a database listener), which may then ``send``. If one fails, the adapter stops again and
+        ``start`` raises its error."""
+        self._check_hook(fn)
+        self._on_startup.append(fn)
+        return fn
+
+    def on_shutdown(self, fn: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Register ``async def fn()`` to run first in ``stop`` (in reverse order of registration), while the
+        adapter can still send and receive: close the agency-side listeners so that nothing new comes in, then the
+        SDK drains its deliveries. An error is logged and the stop goes on."""
+        self._check_hook(fn)
+        self._on_shutdown.append(fn)
+        return fn
+
+    def _check_hook(self, fn: Any) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigurationError(f"{getattr(fn, '__name__', fn)!r}: a start-up or shut-down hook must be async")
 
     @property
     def services(self) -> list[str]:
@@ -216,6 +239,12 @@ class Adapter:
             concurrency=s.concurrency if s else 1,
         )
         self._running = True
+        for hook in self._on_startup:
+            try:
+                await hook()
+            except BaseException:
+                await self.stop()
+                raise
         log.info(
             "adapter %s ready: handles %s",
             self.system,
@@ -228,6 +257,11 @@ class Adapter:
         waiting for a Retry go back to the queue now."""
         if not self._running:
             return
+        for hook in reversed(self._on_shutdown):
+            try:
+                await hook()
+            except Exception:
+                log.exception("adapter %s: shut-down hook %s failed", self.system, getattr(hook, "__name__", hook))
         self._running = False
         w = self._wiring
         assert w is not None

@@ -14,14 +14,23 @@ validated, verified, routed, gated, re-signed and answered exactly as in product
 RabbitMQ and PostgreSQL of the machine (``HUB_AMQP_URL``, ``HUB_PG_DSN``): a fresh database and namespace, the
 pipeline worker in this process, each adapter enrolled into an enrolment directory of its own and connecting
 with its own broker user, exactly as an agency's adapter does. Everything is removed afterwards.
+
+``TestHub(installation=settings)`` joins a hub that is already running (``make demo``'s): no database, namespace
+or worker of its own; its clients and enrolment directories are made in that installation, and only the
+enrolment directories are removed afterwards. ``AdapterProcess`` runs ``hub adapter run NAME --config FILE`` in a
+process of its own (to SIGKILL it mid-stream, as a crash does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -38,7 +47,7 @@ from adapters.sdk._settings import AdapterSettings
 from adapters.sdk._store import HandledStore, SqliteHandledStore, open_store
 from adapters.sdk._trust import AgencyTrust
 
-__all__ = ["Delivered", "TestHub"]
+__all__ = ["AdapterProcess", "Delivered", "TestHub"]
 
 log = logging.getLogger("adapters.sdk.testing")
 
@@ -64,11 +73,16 @@ class TestHub:
         real: bool | None = None,
         directory: Path | None = None,
         routes: Path | None = None,
+        installation: Any = None,
     ) -> None:
         from hub.settings import PROJECT_ROOT
 
         self.adapters = list(adapters)
-        self.real = real if real is not None else os.environ.get("HUB_TEST_REAL", "") not in ("", "0")
+        #: The ``hub.settings.Settings`` of a running hub to join instead of making one (implies real services).
+        self.installation = installation
+        self.real = installation is not None or (
+            real if real is not None else os.environ.get("HUB_TEST_REAL", "") not in ("", "0")
+        )
         self.directory_file = Path(directory or PROJECT_ROOT / "routes" / "directory.xml")
         self.routes_dir = Path(routes or PROJECT_ROOT / "routes")
         self.base = Path()  # a temporary folder of its own from __aenter__ on
@@ -285,6 +299,12 @@ class TestHub:
         from hub.store.directory import DirectoryRepository
         from hub.transport import Transport
 
+        if self.installation is not None:  # join a running hub: its database, namespace, CA and worker
+            self.settings = self.installation
+            self.namespace = self.settings.namespace
+            self._directory = load_directory(self.directory_file)
+            self._admin_transport = await Transport.connect(self.settings, client_name="testhub-join")
+            return
         base = Settings.from_env()
         self._dsn_admin = base.pg_dsn
         self._db = f"testhub_{uuid.uuid4().hex[:10]}"
@@ -348,7 +368,68 @@ class TestHub:
         if self._admin_transport is not None:
             await self._admin_transport.close()
             self._admin_transport = None
-            await teardown_namespace(self.settings)
+            if self.installation is None:
+                await teardown_namespace(self.settings)
         if self._db and self._dsn_admin:
             async with connection(self._dsn_admin) as conn:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{self._db}" WITH (FORCE)')
+
+
+class AdapterProcess:
+    """``hub adapter run NAME --config CONFIG`` in a process of its own, its JSON log appended to ``log``.
+
+    ``await start()`` returns once the adapter logged that it is ready (connected, consuming, its start-up hooks
+    run); ``kill()`` is SIGKILL (no goodbye, as a crash); ``await stop()`` is SIGTERM (the graceful stop) and
+    returns the exit code."""
+
+    def __init__(self, name: str, config: Path, *, env: dict[str, str], log: Path) -> None:
+        self.name, self.config, self.env, self.log = name, Path(config), env, Path(log)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 60.0) -> AdapterProcess:
+        from hub.settings import PROJECT_ROOT
+
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        env = {**os.environ, **self.env}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        argv = [sys.executable, "-m", "hub.cli", "adapter", "run", self.name, "--config", str(self.config)]
+        with open(self.log, "ab") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=out)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log.read_bytes()[offset:].decode("utf-8", errors="replace")
+            if " ready: handles " in text:
+                return self
+            code = self.proc.poll()
+            if code is not None:
+                raise ConfigurationError(f"adapter {self.name} exited {code} before it was ready: {text[-600:]}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RequestTimeout(f"adapter {self.name} not ready within {timeout:g} s: {text[-600:]}")
+            await asyncio.sleep(0.05)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    async def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, wait for the graceful stop (SIGKILL after ``timeout``), return the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.proc.poll() is None:
+            self.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        return int(self.proc.returncode if self.proc.returncode is not None else -9)
