@@ -60,7 +60,7 @@ def test_the_public_surface_is_pinned() -> None:
         "group",
         "to",
     ]
-    assert adapters.sdk.testing.__all__ == ["Delivered", "TestHub"]
+    assert adapters.sdk.testing.__all__ == ["AdapterProcess", "Delivered", "TestHub"]
     for name in adapters.sdk.__all__:
         assert getattr(adapters.sdk, name) is not None
 
