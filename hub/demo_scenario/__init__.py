@@ -35,6 +35,7 @@ from typing import Any
 
 from lxml import etree
 
+from hub.demo_scenario.adapters import ADAPTER_STEPS
 from hub.envelope import Envelope, parse, qn, to_bytes
 from hub.errors import HubError, title_of
 from hub.pipeline.client import (
@@ -505,7 +506,8 @@ class Scenario:
             ("k", "SDK 适配器：共享数据查询 an adapter written on the SDK answers a data query", self.step_sdk),
             ("l", "HTTPS 网关：只通 HTTPS 的政务服务网 a system over HTTPS only", self.step_gateway),
             ("m", "运维监控页面 the ops page: health, metrics, search, trace, audit", self.step_ops),
-            ("n", "证据链 evidence chain", self.step_evidence),
+            *((key, title, self._adapter_step(name)) for key, name, title in ADAPTER_STEPS),
+            ("s", "证据链 evidence chain", self.step_evidence),
         ]
         for key, title, fn in steps:
             o = Outcome(key, title)
@@ -1044,6 +1046,27 @@ class Scenario:
             f"/ready is ready; /metrics counts {accepted:.0f} accepted this run; the duty operator found step a's "
             f"notice and its trace ({len(cities)} deliveries); the auditor sees the security officer's release"
         )
+
+    def _adapter_step(self, name: str) -> Callable[[Outcome], Awaitable[None]]:
+        """Adapter ``name``'s part (hub.demo_scenario.adapters): its simulated external system, the adapter in its
+        own process, and the other systems of its part, against this running hub."""
+
+        async def step(o: Outcome) -> None:
+            from hub.demo_scenario.adapters import play, systems_to_drain
+
+            async def drain() -> int:
+                names = systems_to_drain(self.directory, [KEEP_FOR_OPERATOR])
+                return sum(await asyncio.gather(*(self.mail.drain(s) for s in names)))
+
+            try:
+                problems = await play(self.settings, name, o.lines, drain=drain)
+            except Exception as exc:  # an adapter's demo that broke: say which and how, and go on with the others
+                problems = [f"{name}: {type(exc).__name__}: {str(exc)[:300]}"]
+            o.problems.extend(problems)
+            if o.ok and not o.lines:
+                o.problems.append(f"{name}: its demo printed nothing")
+
+        return step
 
     async def step_evidence(self, o: Outcome) -> None:
         rc, text = await self.run_cli(["evidence", "checkpoint"])
