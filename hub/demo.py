@@ -679,8 +679,10 @@ async def summary(demo: Demo, pool: Any, *, inbox: str, waiting: int) -> None:
         out(f"  运维监控页面 the ops page: {demo.ops_url}  (浏览器信任枢纽根证书 trust the hub root: {root})")
         for name, role, display, password in DEMO_OPERATORS:
             out(f"    {display:<10} {role:<9} 账户 login {name:<12} 口令 password {password}")
-    out("  审批、视频会议等机构适配器将在后续 issue 中接入 the agencies' adapters (approval, video conference, …) come")
-    out("  with a later issue; the SDK they are written on is here.")
+    out(
+        "    机构适配器 agency adapters (steps n–r): 各步结束即停止 stopped after their steps; 模拟外部系统的文件 "
+        f"their simulated systems' files: {_rel(s.state_dir / 'adapters')}/<package>/"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- wiring
