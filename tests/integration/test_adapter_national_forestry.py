@@ -1,0 +1,267 @@
+"""The national reporting adapter (``adapters/national_forestry``) in its own process (``hub adapter run``) against
+the real RabbitMQ and hub, with the simulated national reporting system on the other side of its folders:
+
+- the demo part returns no problems;
+- SIGKILL mid-stream with 500 outbox files and 500 reports for the nation in flight, then a restart: every file
+  is sent and delivered once, every report is in the inbox once;
+- the share down for a while, then back: nothing lost, nothing twice;
+- bad files (not XML, not the format, an unknown kind, a field too long, an unknown recipient, a route that does
+  not allow it) go to ``failed/`` with a reason file and never reach anyone; temporary names are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from adapters.national_forestry.demo import (
+    CST,
+    NATION,
+    PROVINCE,
+    PROVINCE_OA,
+    SYSTEM,
+    config_text,
+    demo,
+    report_up,
+    statistics_file,
+)
+from adapters.national_forestry.mapping import message_id_for, statistics_report, submission_xml
+from adapters.national_forestry.simulator import NationalSystem
+from adapters.sdk import to
+from adapters.sdk.testing import AdapterProcess, TestHub
+
+pytestmark = pytest.mark.integration
+
+N = 500
+
+
+async def until(predicate: Callable[[], Any], timeout: float, what: str, proc: AdapterProcess | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if proc is not None and not proc.alive:
+            raise AssertionError(f"the adapter exited while waiting for {what}: {proc.log.read_text()[-2000:]}")
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def _body(xml: str) -> Any:
+    return etree.fromstring(xml.encode("utf-8"))
+
+
+async def _setup(hub: TestHub, tmp_path: Path, **extra: Any) -> tuple[NationalSystem, AdapterProcess]:
+    sim = NationalSystem(tmp_path / "share")
+    home = await hub.enrol_home(SYSTEM)
+    config = tmp_path / "settings.toml"
+    config.write_text(config_text(home, sim, **extra), encoding="utf-8")
+    return sim, AdapterProcess("national_forestry", config, env={}, log=tmp_path / "adapter.log")
+
+
+def _ids(hub: TestHub) -> list[str]:
+    return [d.context.message_id for d in hub.delivered(PROVINCE_OA) if d.context.sender.system == SYSTEM]
+
+
+async def test_demo_part_has_no_problems(tmp_path: Path) -> None:
+    async with TestHub(real=True) as hub:
+        lines: list[str] = []
+        assert await demo(hub, tmp_path, lines.append) == []
+        assert len(lines) == 2 and all(line.lstrip().startswith("✔") for line in lines)
+
+
+async def test_sigkill_mid_stream_both_directions_every_message_exactly_once(tmp_path: Path) -> None:
+    async with TestHub(real=True) as hub:
+        sim, proc = await _setup(hub, tmp_path, send_concurrency=32)
+        province = await hub.client(PROVINCE_OA)
+        now = datetime.now(CST).replace(microsecond=0)
+        files = {f"统计-{i:04d}.xml": statistics_file(now, i) for i in range(N)}
+        expected_out = {message_id_for(SYSTEM, n, d) for n, d in files.items()}
+        for name, data in files.items():
+            sim.submit(name, data)
+        sent_up: list[str] = []
+
+        async def report(first: int, last: int) -> None:  # the province reports up while the files go out
+            for start in range(first, last, 100):
+                receipts = await asyncio.gather(
+                    *(
+                        province.send(_body(report_up(now, i)), service="info.report", version=1, to=to(NATION, SYSTEM))
+                        for i in range(start, start + 100)
+                    )
+                )
+                sent_up.extend(r.message_id for r in receipts if r.outcome == "accepted")
+
+        await report(N - 100, N)  # some waiting before the adapter starts, the rest while it runs
+        await proc.start()
+        reporting = asyncio.create_task(report(0, N - 100))
+        try:
+            # the national system imports its inbox all along, as it would
+            def progress() -> int:
+                sim.collect()
+                return len(sim.sent_files()) + len(sim.imported)
+
+            await until(
+                lambda: progress() and len(sim.sent_files()) >= N // 5 and len(sim.imported) >= N // 5,
+                60,
+                "a fifth of each direction",
+                proc,
+            )
+            proc.kill()
+            at_kill = (len(sim.sent_files()), len(sim.imported))
+            assert at_kill[0] < N and at_kill[1] < N, f"one side was done before the kill: {at_kill}"
+            await reporting
+            assert len(sent_up) == N
+            await proc.start()
+            await until(
+                lambda: progress() >= 2 * N and not sim.waiting(), 90, "every file sent and every report imported", proc
+            )
+            await until(lambda: len(set(_ids(hub)) & expected_out) == N, 30, "every statistics file delivered")
+            # anything handed over twice would show up now
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                sim.collect()
+                await asyncio.sleep(0.05)
+        finally:
+            reporting.cancel()
+            code = await proc.stop()
+        assert code == 0  # SIGTERM: a graceful stop
+        # outbox → hub → province: every file once
+        assert set(sim.sent_files()) == set(files) and not sim.waiting() and not sim.failed_files()
+        delivered = _ids(hub)
+        assert set(delivered) == expected_out and len(delivered) == N
+        outcomes = [sim.receipt_outcome(n) for n in files]
+        assert set(outcomes) <= {"accepted", "duplicate"}
+        # hub → nation's inbox: every report once (the contract's dedup by message id counts what came twice)
+        assert set(sim.imported) == set(sent_up) and len(sim.imported) == N
+        assert all(i.name == f"info.report_{i.message_id}.xml" for i in sim.imported.values())
+        assert not [n for n in os.listdir(sim.inbox) if n.startswith(".")], "a temporary file was left behind"
+        published = Counter(
+            json.loads(line).get("message_id")
+            for line in proc.log.read_text(encoding="utf-8").splitlines()
+            if line.startswith("{") and '"msg": "sent info.report/1"' in line
+        )
+        resent = sum(1 for mid, n in published.items() if mid in expected_out and n > 1)
+        print(
+            f"\nkilled at sent={at_kill[0]} imported={at_kill[1]}; files published again after the restart "
+            f"(one delivery each): {resent}; receipts saying duplicate: {outcomes.count('duplicate')}; "
+            f"inbox files written again after the crash (the contract's dedup by message id): "
+            f"{sum(sim.duplicates.values())}"
+        )
+        assert sum(sim.duplicates.values()) <= 64  # at most the deliveries in hand (prefetch) at the kill
+
+
+async def test_share_down_for_a_while_then_back_nothing_lost(tmp_path: Path) -> None:
+    async with TestHub(real=True) as hub:
+        sim, proc = await _setup(hub, tmp_path, max_retry_delay=1.0)
+        province = await hub.client(PROVINCE_OA)
+        now = datetime.now(CST).replace(microsecond=0)
+        await proc.start()
+        try:
+            sim.down()
+            receipts = await asyncio.gather(
+                *(
+                    province.send(_body(report_up(now, i)), service="info.report", version=1, to=to(NATION, SYSTEM))
+                    for i in range(40)
+                )
+            )
+            files = {f"down-{i:02d}.xml": statistics_file(now, i) for i in range(20)}
+            for name, data in files.items():
+                sim.submit(name, data)  # the national system keeps them until its share is back
+            log = proc.log
+
+            def both_noticed() -> bool:
+                text = log.read_text(encoding="utf-8")
+                return "outbox unavailable" in text and "the inbox cannot be written" in text
+
+            await until(both_noticed, 20, "the adapter noticed the share is down", proc)
+            assert sim.imported == {}
+            sim.up()
+            await until(
+                lambda: (sim.collect() or True) and len(sim.imported) == 40 and len(sim.sent_files()) == 20,
+                30,
+                "everything after the share came back",
+                proc,
+            )
+            expected = {message_id_for(SYSTEM, n, d) for n, d in files.items()}
+            await until(lambda: expected <= set(_ids(hub)), 20, "the files delivered")
+        finally:
+            assert await proc.stop() == 0
+        assert set(sim.imported) == {r.message_id for r in receipts}
+        assert sum(sim.duplicates.values()) == 0
+        assert len(_ids(hub)) == 20 and not sim.failed_files()
+        assert await hub.dead_letters() == []
+
+
+def _long_title() -> str:
+    body = statistics_report(
+        title="统" * 501, paragraphs=["超长标题"], issue="林草统计〔2026〕99号", reported_at=datetime.now(CST)
+    )
+    return body
+
+
+async def test_bad_files_fail_with_a_reason_and_nothing_leaves(tmp_path: Path) -> None:
+    async with TestHub(real=True) as hub:
+        sim, proc = await _setup(hub, tmp_path, settle_seconds=0.3)
+        await hub.client(PROVINCE_OA)  # records what reaches the province
+        now = datetime.now(CST).replace(microsecond=0)
+        stats = statistics_report(title="统计", paragraphs=["正文"], issue="林草统计〔2026〕1号", reported_at=now)
+        county_oa = ("11222403014102856B", "county-222403-oa")
+        bad = {
+            "not-xml.xml": (b"\xef\xbb\xbf\xe7\xbb\x9f\xe8\xae\xa1,2026,7100\n", "NF_NOT_XML"),
+            "truncated.xml": (statistics_file(now)[:300], "NF_NOT_XML"),
+            "wrong-root.xml": (b"<Report><Title>x</Title></Report>", "NF_BAD_FORMAT"),
+            "entity.xml": (
+                b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "e">]><Submission/>',
+                "NF_BAD_FORMAT",
+            ),
+            "no-recipient.xml": (submission_xml(stats), "NF_BAD_FORMAT"),
+            "unknown-kind.xml": (
+                submission_xml(
+                    '<q:DataQuery xmlns:q="urn:forestry-hub:data.query:1"/>', to=((PROVINCE, "prov-220000-data"),)
+                ),
+                "NF_UNKNOWN_KIND",
+            ),
+            "title-too-long.xml": (submission_xml(_long_title(), to=((PROVINCE, PROVINCE_OA),)), "NF_SCHEMA"),
+            "unknown-system.xml": (
+                submission_xml(stats, to=((PROVINCE, "prov-220000-nosuch"),)),
+                "NF_UNKNOWN_RECIPIENT",
+            ),
+            "skips-a-level.xml": (submission_xml(stats, to=(county_oa,)), "NF_NOT_ALLOWED"),
+        }
+        for name, (data, _) in bad.items():
+            if name in ("not-xml.xml", "truncated.xml"):
+                sim.write_raw(name, data)  # written in place: a writer that ignored the rename rule
+            else:
+                sim.submit(name, data)
+        # temporary names the adapter must leave alone, and one good file
+        (sim.outbox / ".statistics.xml.tmp").write_bytes(statistics_file(now)[:200])
+        (sim.outbox / "half.xml.tmp").write_bytes(statistics_file(now)[:200])
+        good = statistics_file(now)
+        sim.submit("good.xml", good)
+        await proc.start()
+        try:
+            await until(lambda: len(sim.failed_files()) == len(bad) and sim.sent_files(), 30, "every file judged", proc)
+            await until(lambda: _ids(hub), 10, "the good file delivered")
+        finally:
+            assert await proc.stop() == 0
+        failed = sim.failed_files()
+        assert {n: f.get("code") for n, f in failed.items()} == {n: code for n, (_, code) in bad.items()}
+        for name, fields in failed.items():
+            assert fields["原因"] and fields["reason"] and fields["sha256"], name
+            assert (sim.failed / name).read_bytes() == bad[name][0]  # kept as it was written
+        assert failed["title-too-long.xml"]["detail_code"].startswith("SCHEMA_")
+        assert failed["unknown-system.xml"]["detail_code"] == "ROUTE_UNKNOWN_RECIPIENT"
+        assert failed["skips-a-level.xml"]["detail_code"] == "ROUTE_NOT_ALLOWED"
+        assert sim.sent_files() == ["good.xml"]
+        assert _ids(hub) == [message_id_for(SYSTEM, "good.xml", good)]  # nothing of the bad files reached anyone
+        assert sorted(os.listdir(sim.outbox)) == [".statistics.xml.tmp", "failed", "half.xml.tmp", "sent"]
