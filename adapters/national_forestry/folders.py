@@ -18,6 +18,7 @@ from adapters.national_forestry.mapping import (
     FileRefused,
     content_hash,
     hub_refusal,
+    hub_transient,
     invalid,
     is_candidate,
     message_id_for,
@@ -30,7 +31,6 @@ from adapters.sdk import (
     HubRefused,
     HubUnavailable,
     MessageInvalid,
-    Receipt,
     RequestTimeout,
     group,
     to,
@@ -289,26 +289,31 @@ class OutboxWatcher:
         except MessageInvalid as exc:
             await self._fail(read, invalid(exc.code, exc.detail), mid)
         except HubRefused as exc:
-            await self._fail(read, hub_refusal(exc.code, exc.title, exc.reason), mid)
+            if exc.code == "MSG_DUPLICATE":  # the hub had this very file (same id = same name and content)
+                await self._done(read, "duplicate", getattr(exc.error, "data", b"") or b"", mid)
+            elif hub_transient(exc.code):
+                self._later(name, f"the hub refused it for now ({exc.code})")
+            else:
+                await self._fail(read, hub_refusal(exc.code, exc.title, exc.reason), mid)
         except (RequestTimeout, HubUnavailable) as exc:
             self._later(name, f"no receipt from the hub ({exc.code})")
         except ValueError as exc:  # a recipient the envelope model refuses (e.g. both agency and group)
             await self._fail(read, invalid("SDK_INVALID_FIELD", str(exc)), mid)
         else:
-            await self._done(read, receipt, mid)
+            await self._done(read, receipt.outcome, receipt.raw, mid)
 
-    async def _done(self, read: _Read, receipt: Receipt, mid: str) -> None:
-        self.counts[receipt.outcome if receipt.outcome in self.counts else "accepted"] += 1
+    async def _done(self, read: _Read, outcome: str, note: bytes, mid: str) -> None:
+        self.counts[outcome if outcome in self.counts else "accepted"] += 1
         try:
-            dest = await asyncio.to_thread(self._move, read, self.f.sent, receipt.raw, "receipt.xml")
+            dest = await asyncio.to_thread(self._move, read, self.f.sent, note, "receipt.xml")
         except OSError as exc:
             self._later(read.name, f"could not move it to sent/ ({type(exc).__name__})")
             return
         self._forget(read.name)
         log.info(
             "outbox file sent: %s",
-            receipt.outcome,
-            extra=self._x(file=read.name, message_id=mid, outcome=receipt.outcome, moved_to=dest),
+            outcome,
+            extra=self._x(file=read.name, message_id=mid, outcome=outcome, moved_to=dest),
         )
 
     async def _fail(self, read: _Read, r: FileRefused, mid: str | None) -> None:

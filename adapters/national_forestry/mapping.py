@@ -84,6 +84,17 @@ def refused(code: str, reason: str, detail_code: str = "", title: str = "") -> F
 _HUB_UNKNOWN = {"ROUTE_UNKNOWN_RECIPIENT", "DIR_UNKNOWN_REF", "ROUTE_NO_RECIPIENT"}
 
 
+#: Hub refusals that are not about the file (the hub's broker or database, this system's own certificate or key,
+#: clocks, rates): the file stays in the outbox and is tried again later, never failed for them.
+_HUB_TRANSIENT_PREFIXES = ("DELIVERY_", "STORE_", "CERT_", "SIG_", "GATEWAY_", "AMQP_")
+_HUB_TRANSIENT = {"INTERNAL", "CONFIG", "IO_READ", "MSG_FUTURE", "MSG_EXPIRED"}
+
+
+def hub_transient(code: str) -> bool:
+    """Whether a hub refusal is about the moment or this system, not the file (then: retry, never ``failed/``)."""
+    return code in _HUB_TRANSIENT or code.startswith(_HUB_TRANSIENT_PREFIXES)
+
+
 def hub_refusal(code: str, title: str, reason: str) -> FileRefused:
     """The hub's signed refusal (``HubRefused``) as a reason file's content."""
     if code in _HUB_UNKNOWN:

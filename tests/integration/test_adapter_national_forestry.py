@@ -37,7 +37,7 @@ from adapters.national_forestry.demo import (
 )
 from adapters.national_forestry.mapping import message_id_for, statistics_report, submission_xml
 from adapters.national_forestry.simulator import NationalSystem
-from adapters.sdk import to
+from adapters.sdk import ConfigurationError, to
 from adapters.sdk.testing import AdapterProcess, TestHub
 
 pytestmark = pytest.mark.integration
@@ -111,9 +111,9 @@ async def test_sigkill_mid_stream_both_directions_every_message_exactly_once(tmp
                 return len(sim.sent_files()) + len(sim.imported)
 
             await until(
-                lambda: progress() and len(sim.sent_files()) >= N // 5 and len(sim.imported) >= N // 5,
+                lambda: progress() and len(sim.sent_files()) >= N // 10 and len(sim.imported) >= N // 10,
                 60,
-                "a fifth of each direction",
+                "a tenth of each direction",
                 proc,
             )
             proc.kill()
@@ -211,6 +211,10 @@ def _long_title() -> str:
 
 async def test_bad_files_fail_with_a_reason_and_nothing_leaves(tmp_path: Path) -> None:
     async with TestHub(real=True) as hub:
+        # a share that is not there: the adapter refuses to start, with a clear message and a stable code
+        missing = await _setup(hub, tmp_path / "missing", inbox=str(tmp_path / "not-mounted"))
+        with pytest.raises(ConfigurationError, match=r"NF_CONFIG.*not-mounted.*不存在"):
+            await missing[1].start()
         sim, proc = await _setup(hub, tmp_path, settle_seconds=0.3)
         await hub.client(PROVINCE_OA)  # records what reaches the province
         now = datetime.now(CST).replace(microsecond=0)

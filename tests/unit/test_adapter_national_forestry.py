@@ -174,3 +174,25 @@ def test_through_the_in_memory_hub(tmp_path: Path) -> None:
         nf._state.clear()
 
     asyncio.run(run())
+
+
+def test_the_example_settings_load() -> None:
+    from adapters.sdk import AdapterSettings
+
+    path = Path(__file__).parents[2] / "adapters/national_forestry/settings.example.toml"
+    s = AdapterSettings.from_file(path)
+    f = Folders.from_extra(dict(s.extra))
+    assert s.system == SYSTEM and s.retry_limit >= 10_000 and f.inbox.is_absolute()
+
+
+def test_transient_hub_refusals_keep_the_file() -> None:
+    for code in ("DELIVERY_STORE", "DELIVERY_BROKER", "CERT_REVOKED", "SIG_VALUE", "MSG_FUTURE", "INTERNAL"):
+        assert m.hub_transient(code), code
+    for code in (
+        "ROUTE_UNKNOWN_RECIPIENT",
+        "ROUTE_NOT_ALLOWED",
+        "GATE_CLASSIFICATION",
+        "SCHEMA_VALUE",
+        "MSG_COST_EXCEEDED",
+    ):
+        assert not m.hub_transient(code), code
