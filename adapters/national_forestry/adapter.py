@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from adapters.national_forestry.folders import Folders, OutboxWatcher, write_atomic
+from adapters.national_forestry.folders import Folders, InboxLedger, OutboxWatcher, deliver_to_inbox
 from adapters.national_forestry.mapping import inbox_name
 from adapters.sdk import Adapter, ConfigurationError, Context, Retry
 
@@ -54,6 +54,15 @@ def folders() -> Folders:
     return f  # type: ignore[no-any-return]
 
 
+def ledger() -> InboxLedger | None:
+    """The inbox ledger in the enrolment directory (beside the SDK's handled-id store). Open until the process
+    ends: the SDK still hands over deliveries after the shut-down hooks (its drain)."""
+    led = _state.get("ledger")
+    if led is None and adapter.settings is not None:
+        led = _state["ledger"] = InboxLedger(Path(adapter.settings.home) / "inbox-ledger.sqlite3")
+    return led  # type: ignore[no-any-return]
+
+
 @adapter.on_startup
 async def open_folders() -> None:
     f = Folders.from_extra(dict(adapter.settings.extra) if adapter.settings else {})
@@ -79,7 +88,7 @@ async def to_inbox(msg: Any, ctx: Context) -> None:
     f = folders()
     name = inbox_name(ctx.service, ctx.message_id)
     try:
-        await asyncio.to_thread(write_atomic, Path(f.inbox), name, ctx.raw)
+        await asyncio.to_thread(deliver_to_inbox, Path(f.inbox), name, ctx.raw, ctx.message_id, ledger())
     except OSError as exc:
         delay = min(0.5 * 2 ** min(ctx.attempt, 10), f.max_retry_delay)
         raise Retry(delay, f"收件目录不可写 the inbox cannot be written ({type(exc).__name__})") from None

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -134,9 +135,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(folder: Path, name: str, data: bytes) -> Path:
+def write_atomic(folder: Path, name: str, data: bytes, *, then: Callable[[], None] | None = None) -> Path:
     """``folder/name`` holds ``data`` completely or not at all: a dot-file ``.name.tmp`` is written and fsynced,
-    renamed over ``name``, and the folder fsynced. Never creates ``folder`` (a missing share raises)."""
+    renamed over ``name`` (``then()`` is called right after the rename), and the folder fsynced. Never creates
+    ``folder`` (a missing share raises)."""
     final = folder / name
     tmp = folder / f".{name}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -148,8 +150,58 @@ def write_atomic(folder: Path, name: str, data: bytes) -> Path:
     finally:
         os.close(fd)
     os.replace(tmp, final)
+    if then is not None:
+        then()
     _fsync_dir(folder)
     return final
+
+
+class InboxLedger:
+    """The message ids whose inbox file is written, committed right after each file (not with the SDK's batch):
+    a delivery redelivered after a crash — its batch not yet committed — is not written again, so a national system
+    that imports and deletes its files does not see it twice. (SQLite in WAL mode: a committed row survives the
+    process being killed.) Rows are needed only until the SDK has recorded the id; older ones are pruned."""
+
+    def __init__(self, path: Path, keep: timedelta = timedelta(days=7)) -> None:
+        import sqlite3
+        import threading
+
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS inbox_written"
+            " (message_id TEXT PRIMARY KEY, name TEXT NOT NULL, at REAL NOT NULL)"
+        )
+        self._db.execute("DELETE FROM inbox_written WHERE at < ?", (time.time() - keep.total_seconds(),))
+
+    def written(self, message_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM inbox_written WHERE message_id = ?", (message_id,)).fetchone()
+        return row is not None
+
+    def add(self, message_id: str, name: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO inbox_written (message_id, name, at) VALUES (?, ?, ?)",
+                (message_id, name, time.time()),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def deliver_to_inbox(folder: Path, name: str, data: bytes, message_id: str, ledger: InboxLedger | None) -> bool:
+    """Write one delivery into the inbox unless the ledger says it is there already; True when written."""
+    if ledger is None:
+        write_atomic(folder, name, data)
+        return True
+    if ledger.written(message_id):
+        return False
+    write_atomic(folder, name, data, then=lambda: ledger.add(message_id, name))  # the row right after the rename
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- the outbox

@@ -157,7 +157,8 @@ async def test_sigkill_mid_stream_both_directions_every_message_exactly_once(tmp
             f"inbox files written again after the crash (the contract's dedup by message id): "
             f"{sum(sim.duplicates.values())}"
         )
-        assert sum(sim.duplicates.values()) <= 64  # at most the deliveries in hand (prefetch) at the kill
+        # the inbox ledger commits each file's id right after its rename: a kill can only fall between the two
+        assert sum(sim.duplicates.values()) <= 1
 
 
 async def test_share_down_for_a_while_then_back_nothing_lost(tmp_path: Path) -> None:

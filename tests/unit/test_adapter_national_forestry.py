@@ -196,3 +196,19 @@ def test_transient_hub_refusals_keep_the_file() -> None:
         "MSG_COST_EXCEEDED",
     ):
         assert not m.hub_transient(code), code
+
+
+def test_the_inbox_ledger_keeps_a_redelivery_from_being_written_again(tmp_path: Path) -> None:
+    from adapters.national_forestry.folders import InboxLedger, deliver_to_inbox
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    ledger = InboxLedger(tmp_path / "ledger.sqlite3")
+    assert deliver_to_inbox(inbox, "a.xml", b"1", "mid-a", ledger)
+    (inbox / "a.xml").unlink()  # the national system imported it
+    assert not deliver_to_inbox(inbox, "a.xml", b"1", "mid-a", ledger)  # redelivered after a crash
+    assert list(inbox.iterdir()) == []
+    ledger.close()
+    again = InboxLedger(tmp_path / "ledger.sqlite3")  # survives a restart
+    assert again.written("mid-a") and not again.written("mid-b")
+    again.close()
