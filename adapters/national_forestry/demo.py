@@ -1,8 +1,8 @@
 """The national reporting adapter's part of ``make demo`` (and of its own integration test):
 
-1. 国家林草局 puts a statistics report (统计报表, info.report of category statistics) into its outbox folder; the
-   adapter sends it and it reaches the provincial department's OA (``prov-220000-oa``); the file moves to
-   ``sent/`` beside the hub's signed receipt;
+1. 国家林草局 puts a statistics report (统计报表, info.report of category statistics) and a statistics notice
+   (统计通知, document.official 通知) into its outbox folder; the adapter sends them and they reach the provincial
+   department's OA (``prov-220000-oa``); the files move to ``sent/`` beside the hub's signed receipts;
 2. the provincial department reports up (info.report) to the nation; the report lands in the nation's inbox
    folder as ``info.report_<message id>.xml``, the signed delivery as received.
 """
@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from adapters.national_forestry.mapping import message_id_for, statistics_report, submission_xml
+from adapters.national_forestry.mapping import message_id_for, statistics_notice, statistics_report, submission_xml
 from adapters.national_forestry.simulator import NationalSystem
 
 SYSTEM = "nation-100000-oa"
@@ -70,6 +70,21 @@ def statistics_file(now: datetime, n: int = 0) -> bytes:
     return submission_xml(body, to=((PROVINCE, PROVINCE_OA),), urgency="平件")
 
 
+def notice_file(now: datetime) -> bytes:
+    """A statistics notice (统计通知, document.official 通知) from the nation to the provincial department's OA."""
+    number = f"林规发〔{now:%Y}〕{int(now.strftime('%m%d'))}号"  # 〔年〕序号：no leading zero
+    body = statistics_notice(
+        number=number,
+        title="国家林业和草原局关于做好2026年度林草统计年报工作的通知",
+        paragraphs=[
+            "各省、自治区、直辖市林业和草原主管部门：",
+            "请按《林草统计调查制度》做好2026年度统计年报，于2027年1月15日前经报送系统报送。",
+        ],
+        dated=now,
+    )
+    return submission_xml(body, to=((PROVINCE, PROVINCE_OA),), urgency="加急", business_ref=number)
+
+
 async def _until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     import asyncio
 
@@ -98,29 +113,37 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
     try:
         await proc.start()
         now = datetime.now(CST).replace(microsecond=0)
-        # 1. a statistics file leaves through the national outbox
-        name = f"林草统计-{now:%Y%m%d%H%M%S}.xml"
-        data = statistics_file(now)
-        mid = message_id_for(SYSTEM, name, data)
-        sim.submit(name, data)
+        # 1. statistics files leave through the national outbox: a report (统计报表) and a notice (统计通知)
+        stamp = f"{now:%Y%m%d%H%M%S}"
+        files = {f"林草统计报表-{stamp}.xml": statistics_file(now), f"林草统计通知-{stamp}.xml": notice_file(now)}
+        ids = {message_id_for(SYSTEM, n, d): n for n, d in files.items()}
+        for name, data in files.items():
+            sim.submit(name, data)
         try:
-            await _until(lambda: name in sim.sent_files(), 60, "the statistics file in sent/")
+            await _until(lambda: set(files) <= set(sim.sent_files()), 60, "both statistics files in sent/")
             got = await _until(
-                lambda: [d for d in hub.delivered(PROVINCE_OA) if d.context.message_id == mid],
+                lambda: (
+                    (d := {x.context.message_id: x for x in hub.delivered(PROVINCE_OA) if x.context.message_id in ids})
+                    and len(d) == len(ids)
+                    and d
+                ),
                 60,
-                "the statistics report at the provincial OA",
+                "both statistics files at the provincial OA",
             )
-            ok = got[0].message.category == "statistics" and got[0].context.sender.system == SYSTEM
+            services = sorted(x.context.service for x in got.values())
+            ok = services == ["document.official", "info.report"] and all(
+                x.context.sender.system == SYSTEM for x in got.values()
+            )
             if not ok:
-                problems.append("national_forestry: the provincial OA received something else than the statistics")
-            outcome = sim.receipt_outcome(name)
-            if outcome != "accepted":
-                problems.append(f"national_forestry: the hub's receipt for the statistics file says {outcome!r}")
-            if ok and outcome == "accepted":
+                problems.append(f"national_forestry: the provincial OA received {services}, not the two files")
+            outcomes = {n: sim.receipt_outcome(n) for n in files}
+            if set(outcomes.values()) != {"accepted"}:
+                problems.append(f"national_forestry: the hub's receipts for the statistics files say {outcomes}")
+            if ok and set(outcomes.values()) == {"accepted"}:
                 out(
-                    "  ✔ 国家林草局发件目录中的统计报表经枢纽送达省林草局办公系统，文件移入 sent/ 并附枢纽签名回执 "
-                    "the national outbox's statistics file reached the provincial OA; moved to sent/ with the hub's "
-                    "receipt"
+                    "  ✔ 国家林草局发件目录中的统计报表和统计通知经枢纽送达省林草局办公系统，文件移入 sent/ 并附"
+                    "枢纽签名回执 the national outbox's statistics report and notice reached the provincial OA; "
+                    "moved to sent/ with the hub's receipts"
                 )
         except TimeoutError as exc:
             problems.append(f"national_forestry: not within 60 s: {exc} (failed: {sim.failed_files()})")

@@ -364,3 +364,22 @@ def statistics_report(
         f"<i:ReportedAt>{reported_at.isoformat(timespec='seconds')}</i:ReportedAt>"
         "</i:InfoReport>"
     )
+
+
+def statistics_notice(*, number: str, title: str, paragraphs: list[str], dated: datetime) -> str:
+    """A document.official body, 通知, asking the provincial departments for statistics (统计通知)."""
+    paras = "".join(f"<d:Paragraph>{escape(p)}</d:Paragraph>" for p in paragraphs)
+    return (
+        '<d:OfficialDocument xmlns:d="urn:forestry-hub:document.official:1">'
+        "<d:Kind>通知</d:Kind>"
+        "<d:IssuerMark>国家林业和草原局文件</d:IssuerMark>"
+        f"<d:DocumentNumber>{escape(number)}</d:DocumentNumber>"
+        f"<d:Title>{escape(title)}</d:Title>"
+        "<d:MainRecipients><d:Recipient><d:Name>各省、自治区、直辖市林业和草原主管部门</d:Name></d:Recipient>"
+        "</d:MainRecipients>"
+        f"<d:MainText>{paras}</d:MainText>"
+        f"<d:IssuingAgencies><d:Agency><d:Name>国家林业和草原局</d:Name><d:AgencyCode>{NATION}</d:AgencyCode>"
+        "</d:Agency></d:IssuingAgencies>"
+        f"<d:DocumentDate>{dated.date().isoformat()}</d:DocumentDate>"
+        "</d:OfficialDocument>"
+    )
