@@ -22,7 +22,7 @@ from typing import Any
 
 from adapters.national_forestry.folders import Folders, InboxLedger, OutboxWatcher, deliver_to_inbox
 from adapters.national_forestry.mapping import inbox_name
-from adapters.sdk import Adapter, ConfigurationError, Context, Retry
+from adapters.sdk import Adapter, ConfigurationError, Context, HubRefused, Receipt, Retry, SdkError
 
 SYSTEM = "nation-100000-oa"
 #: What the hub delivers to the nation and lands in the inbox (the directory: document.* info.* emergency.*
@@ -96,3 +96,33 @@ async def to_inbox(msg: Any, ctx: Context) -> None:
 
 for _service in INBOX_SERVICES:
     adapter.handles(_service, version=1)(to_inbox)
+
+
+def late_answer(answer: Receipt | HubRefused) -> None:
+    """A hub answer no ``send`` waits for any more. A refusal (e.g. a quarantined file rejected by the reviewer,
+    ``GATE_REJECTED``) goes into the inbox as ``hub.error_<id>.xml`` so that the national staff learn of it; late
+    receipts (after a restart, for files already moved) are only logged."""
+    if not isinstance(answer, HubRefused):
+        return
+    opened = answer.error
+    data = getattr(opened, "data", b"") or b""
+    env = getattr(opened, "envelope", None)
+    if not data or env is None:
+        return
+    try:
+        deliver_to_inbox(folders().inbox, inbox_name("hub.error", env.message_id), data, env.message_id, ledger())
+    except (OSError, SdkError) as exc:
+        log.warning(
+            "a late hub refusal could not be written to the inbox (%s)",
+            type(exc).__name__,
+            extra={"system": SYSTEM, "message_id": answer.message_id, "code": answer.code},
+        )
+    else:
+        log.warning(
+            "late hub refusal written to the inbox: %s",
+            answer.code,
+            extra={"system": SYSTEM, "message_id": answer.message_id, "code": answer.code},
+        )
+
+
+adapter.on_answer = late_answer

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -114,7 +115,7 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
         await proc.start()
         now = datetime.now(CST).replace(microsecond=0)
         # 1. statistics files leave through the national outbox: a report (统计报表) and a notice (统计通知)
-        stamp = f"{now:%Y%m%d%H%M%S}"
+        stamp = f"{now:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}"  # a new file each run of the demo
         files = {f"林草统计报表-{stamp}.xml": statistics_file(now), f"林草统计通知-{stamp}.xml": notice_file(now)}
         ids = {message_id_for(SYSTEM, n, d): n for n, d in files.items()}
         for name, data in files.items():

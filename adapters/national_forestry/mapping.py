@@ -111,6 +111,8 @@ def invalid(code: str, detail: str) -> FileRefused:
 
 def reason_text(r: FileRefused, *, file: str, sha256: str, message_id: str | None, at: datetime) -> str:
     """The ``<name>.reason.txt`` beside a failed file: ``key: value`` lines, the stable code first."""
+    file = file.replace("\r", " ").replace("\n", " ")
+    r = FileRefused(r.code, r.title, " ".join(r.reason.split()), r.detail_code)  # one line each
     lines = [
         f"code: {r.code}",
         f"原因: {r.title}",

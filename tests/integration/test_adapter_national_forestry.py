@@ -490,3 +490,33 @@ def test_the_demo_notice_is_a_statistics_notice_any_day_of_the_year() -> None:
         sub = m.parse_submission(notice_file(day), max_bytes=1 << 20)
         assert sub.service == "document.official" and sub.urgency == "加急"
         assert sub.business_ref and "〔0" not in sub.business_ref and "〕0" not in sub.business_ref
+
+
+def test_a_late_hub_refusal_lands_in_the_inbox_and_late_receipts_do_not(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from adapters.national_forestry import adapter as nf
+    from adapters.sdk import AdapterSettings, HubRefused
+
+    sim = NationalSystem(tmp_path / "share")
+    nf.adapter.settings = AdapterSettings(system=SYSTEM, home=tmp_path, extra=sim.config())
+    nf._state.clear()
+    try:
+        mid = "5f0c6f1e-2b7a-4c1d-9e3f-0a1b2c3d4e5f"
+        error = SimpleNamespace(data=b"<signed hub.error/>", envelope=SimpleNamespace(message_id=mid))
+        refusal = HubRefused(code="GATE_REJECTED", title="隔离报文经审核驳回", reason="r", message_id="x", error=error)
+        assert nf.adapter.on_answer is nf.late_answer
+        nf.late_answer(refusal)
+        nf.late_answer(refusal)  # the same answer again: written once
+        assert [i.name for i in sim.collect()] == [f"hub.error_{mid}.xml"]
+        nf.late_answer(SimpleNamespace(outcome="accepted"))  # type: ignore[arg-type]  # a late receipt: ignored
+        assert sim.collect() == []
+    finally:
+        nf.adapter.settings = None
+        nf._state.clear()
+
+
+def test_a_reason_file_stays_one_line_per_field() -> None:
+    r = m.refused("NF_NOT_XML", "line one\nline two")
+    fields = m.parse_reason(m.reason_text(r, file="a\nb.xml", sha256="0", message_id=None, at=NOW))
+    assert fields["reason"] == "line one line two" and fields["file"] == "a b.xml"
