@@ -21,7 +21,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -520,3 +520,25 @@ def test_a_reason_file_stays_one_line_per_field() -> None:
     r = m.refused("NF_NOT_XML", "line one\nline two")
     fields = m.parse_reason(m.reason_text(r, file="a\nb.xml", sha256="0", message_id=None, at=NOW))
     assert fields["reason"] == "line one line two" and fields["file"] == "a b.xml"
+
+
+def test_the_route_info_statistics_down_reaches_the_province_only() -> None:
+    from hub.directory import load_directory
+    from hub.envelope import Envelope, Party, Recipient, build
+    from hub.errors import NotAllowed
+    from hub.routing import Router, load_routes, route_files
+    from hub.settings import PROJECT_ROOT
+
+    routes = PROJECT_ROOT / "routes"
+    directory = load_directory(routes / "directory.xml")
+    router = Router(directory, load_routes(route_files(routes), directory))
+
+    def decide(to_: Recipient) -> list[tuple[str, str]]:
+        body = etree.fromstring(STATS.encode("utf-8"))
+        root = build(service="info.report", sender=Party(NATION, SYSTEM), recipients=[to_], body=body,
+                     created=NOW, expires=NOW + timedelta(days=7))  # fmt: skip
+        return [(t.system, t.route) for t in router.decide(Envelope.from_tree(root)).targets]
+
+    assert decide(Recipient.to(PROVINCE, PROVINCE_OA)) == [(PROVINCE_OA, "info-statistics-down")]
+    with pytest.raises(NotAllowed):  # not past the province: it forwards down itself
+        decide(Recipient.to("11222403014102856B", "county-222403-oa"))
