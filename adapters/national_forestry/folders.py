@@ -122,6 +122,10 @@ class Folders:
                 )
         for p in (self.sent, self.failed):
             p.mkdir(exist_ok=True)
+            if p.stat().st_dev != self.outbox.stat().st_dev:  # a move must be a rename, never a copy
+                raise ConfigurationError(
+                    f"{p} 与发件目录不在同一文件系统 is not on the outbox's file system", code="NF_CONFIG"
+                )
 
 
 # ---------------------------------------------------------------------------------------------- atomic files
@@ -384,9 +388,10 @@ class OutboxWatcher:
     def _move(self, read: _Read, folder: Path, note: bytes, suffix: str) -> str:
         """Write the note (receipt or reason) beside the file's new place, then move the file there — unless its
         writer replaced it meanwhile (then it is taken again on the next look)."""
-        dest = read.name
-        if (folder / dest).exists() and content_hash((folder / dest).read_bytes()) != content_hash(read.data):
-            dest = f"{read.name[:-4]}.{content_hash(read.data)[:12]}.xml"  # same name, other content: keep both
+        dest, stem, k = read.name, f"{read.name[:-4]}.{content_hash(read.data)[:12]}", 1
+        while (folder / dest).exists():  # a file of that name was sent (or failed) before: keep both, and both notes
+            dest = f"{stem}.xml" if k == 1 else f"{stem}.{k}.xml"
+            k += 1
         write_atomic(folder, f"{dest}.{suffix}", note)
         src = self.f.outbox / read.name
         now = src.stat()

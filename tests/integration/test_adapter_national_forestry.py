@@ -542,3 +542,20 @@ def test_the_route_info_statistics_down_reaches_the_province_only() -> None:
     assert decide(Recipient.to(PROVINCE, PROVINCE_OA)) == [(PROVINCE_OA, "info-statistics-down")]
     with pytest.raises(NotAllowed):  # not past the province: it forwards down itself
         decide(Recipient.to("11222403014102856B", "county-222403-oa"))
+
+
+def test_the_same_name_sent_again_keeps_both_files_and_receipts(tmp_path: Path) -> None:
+    from adapters.national_forestry.folders import OutboxWatcher, _Read
+
+    sim = NationalSystem(tmp_path / "share")
+    f = Folders.from_extra(sim.config())
+    f.check()
+    w = OutboxWatcher(None, f)  # type: ignore[arg-type]  # only its file moves here
+    names = []
+    for data in (b"<a/>", b"<a/>", b"<b/>"):
+        write_atomic(sim.outbox, "s.xml", data)
+        names.append(w._move(_Read("s.xml", data, (sim.outbox / "s.xml").stat()), f.sent, b"receipt", "receipt.xml"))
+    h_a, h_b = m.content_hash(b"<a/>")[:12], m.content_hash(b"<b/>")[:12]
+    assert names == ["s.xml", f"s.{h_a}.xml", f"s.{h_b}.xml"]
+    assert sorted(sim.sent_files()) == sorted(names) and not sim.waiting()
+    assert all((f.sent / f"{n}.receipt.xml").exists() for n in names)
