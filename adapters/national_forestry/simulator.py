@@ -131,6 +131,18 @@ class NationalSystem:
 
     # ------------------------------------------------------------------------------------------ inbox
 
+    def peek(self) -> dict[str, Imported]:
+        """What the inbox holds now (complete files only), by message id, left in place (the demo leaves its files
+        for the operator to look at)."""
+        if self._down:
+            return {}
+        out: dict[str, Imported] = {}
+        for n in sorted(os.listdir(self.inbox)):
+            if is_candidate(n):
+                service, _, rest = n.rpartition("_")
+                out[rest[: -len(".xml")]] = Imported(n, service, rest[: -len(".xml")], (self.inbox / n).read_bytes())
+        return out
+
     def collect(self) -> list[Imported]:
         """Import what the inbox holds (complete files only), delete it, dedup by message id."""
         if self._down:

@@ -85,6 +85,9 @@ async def test_demo_part_has_no_problems(tmp_path: Path) -> None:
         lines: list[str] = []
         assert await demo(hub, tmp_path, lines.append) == []
         assert len(lines) == 2 and all(line.lstrip().startswith("✔") for line in lines)
+    # the files stay for the operator to look at: two sent with their receipts, one report in the inbox
+    share = NationalSystem(tmp_path / "share")
+    assert len(share.sent_files()) == 2 and [i.service for i in share.peek().values()] == ["info.report"]
 
 
 @integration
