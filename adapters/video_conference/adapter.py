@@ -1,0 +1,362 @@
+"""视频会议系统适配器 The video-conference platform's adapter (system ``prov-220000-video``).
+
+    hub adapter run video_conference --config settings.toml
+
+- ``meeting.booking`` → ``POST /api/v1/meetings`` with ``Idempotency-Key: <hub message id>`` (a redelivery after a
+  crash gets the platform's stored answer: never a second meeting). Booked → the booker gets ``meeting.notice``
+  (the reply, ``BookingMessageId`` = the booking) and every other venue's agency gets a ``meeting.notice`` (from an
+  outbox written in the same transaction as the handled-id record, sent after commit under deterministic message
+  ids). Refused by the platform (``409 VC_SLOT_TAKEN``, ``422 VC_…``) → the booker gets a signed
+  ``delivery.refusal`` with the platform's code and its Chinese reason.
+- ``meeting.confirm`` (参会回执 of a participant) → ``POST /api/v1/meetings/{number}/attendance``, same key rule.
+- Platform down (connection refused, timeout, 5xx, an answer that is not the contract's) → ``Retry`` with growing
+  pauses: the delivery stays in the hub's queue, nothing is lost, and the key makes the later call safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from lxml import etree
+
+from adapters.sdk import (
+    Adapter,
+    ConfigurationError,
+    Context,
+    HubRefused,
+    HubUnavailable,
+    Reject,
+    RequestTimeout,
+    Retry,
+    to,
+)
+from adapters.sdk.messages import MeetingBookingV1, MeetingConfirmV1, MeetingNoticeV1
+from adapters.video_conference.mapping import (
+    BadPlatformAnswer,
+    attendance_request,
+    booking_request,
+    notice,
+    notice_id,
+    participants,
+    refusal,
+)
+
+SYSTEM = "prov-220000-video"
+log = logging.getLogger("adapters.video_conference")
+
+adapter = Adapter(SYSTEM)
+_state: dict[str, Any] = {}
+
+_OUTBOX = """
+CREATE TABLE IF NOT EXISTS vc_notice_outbox (
+    message_id      TEXT PRIMARY KEY,
+    booking_id      TEXT NOT NULL,
+    agency          TEXT NOT NULL,
+    body            BLOB NOT NULL,
+    conversation_id TEXT NOT NULL,
+    urgency         TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    detail          TEXT
+)
+"""
+
+
+@dataclass(frozen=True)
+class Config:
+    platform_url: str
+    token: str
+    request_timeout: float = 10.0
+    retry_initial: float = 0.5
+    max_retry_delay: float = 60.0
+    notice_poll_interval: float = 0.2
+    ca_file: str = ""
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> Config:
+        def bad(what: str) -> ConfigurationError:
+            return ConfigurationError(f"video_conference [adapter]: {what}", code="VC_CONFIG")
+
+        url = str(extra.get("platform_url", "")).rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise bad("platform_url must be an http:// or https:// URL of the platform's API")
+        token = str(extra.get("token", ""))
+        token_file = str(extra.get("token_file", ""))
+        if token_file:
+            try:
+                token = Path(token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise bad(f"token_file cannot be read ({type(exc).__name__})") from None
+        if not token:
+            raise bad("token or token_file (the platform's bearer token) is required")
+        values: dict[str, float] = {}
+        for name in ("request_timeout", "retry_initial", "max_retry_delay", "notice_poll_interval"):
+            if name in extra:
+                try:
+                    values[name] = float(extra[name])
+                except (TypeError, ValueError):
+                    raise bad(f"{name} must be a number of seconds") from None
+                if values[name] <= 0:
+                    raise bad(f"{name} must be positive")
+        ca_file = str(extra.get("ca_file", ""))
+        if ca_file and not Path(ca_file).is_file():
+            raise bad(f"ca_file {ca_file} does not exist")
+        return cls(platform_url=url, token=token, ca_file=ca_file, **values)
+
+
+def config() -> Config:
+    c = _state.get("config")
+    if c is None:
+        if adapter.settings is None:
+            raise ConfigurationError("video_conference: no settings", code="VC_CONFIG")
+        c = _state["config"] = Config.from_extra(dict(adapter.settings.extra))
+    return c  # type: ignore[no-any-return]
+
+
+def _store_path() -> str:
+    s = adapter.settings
+    if s is None:
+        raise ConfigurationError("video_conference: no settings", code="VC_CONFIG")
+    kind, target = s.store_target()
+    if kind != "sqlite" or target == ":memory:":
+        raise ConfigurationError(
+            "video_conference keeps its notice outbox in the SDK's SQLite store: leave store empty or sqlite:///PATH",
+            code="VC_CONFIG",
+        )
+    return target
+
+
+# ---------------------------------------------------------------------------------------------- start / stop
+
+
+@adapter.on_startup
+async def open_platform() -> None:
+    c = config()
+    path = _store_path()
+    ssl_ctx: ssl.SSLContext | bool = True
+    if c.ca_file:
+        ssl_ctx = ssl.create_default_context(cafile=c.ca_file)
+    _state["session"] = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=c.request_timeout),
+        connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=32),
+        headers={"Authorization": f"Bearer {c.token}", "User-Agent": "forestry-hub video_conference adapter"},
+    )
+    outbox = _state["outbox"] = NoticeOutbox(path, c.notice_poll_interval)
+    await outbox.open()
+    outbox.start()
+    log.info("video-conference platform adapter open", extra={"system": SYSTEM, "platform": c.platform_url})
+
+
+@adapter.on_shutdown
+async def close_platform() -> None:
+    outbox: NoticeOutbox | None = _state.pop("outbox", None)
+    if outbox is not None:  # the start-up hook may never have run
+        await outbox.stop()
+    s: aiohttp.ClientSession | None = _state.pop("session", None)
+    if s is not None:  # a handler of the SDK's drain after this opens a fresh one (session())
+        await s.close()
+
+
+def session() -> aiohttp.ClientSession:
+    s = _state.get("session")
+    if s is None or s.closed:
+        c = config()
+        s = _state["session"] = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=c.request_timeout),
+            headers={"Authorization": f"Bearer {c.token}"},
+        )
+    return s  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------------------------------------- the platform
+
+
+def _backoff(ctx: Context) -> float:
+    c = config()
+    return float(min(c.retry_initial * 2 ** min(ctx.attempt, 16), c.max_retry_delay))
+
+
+async def call(method: str, path: str, body: dict[str, Any] | None, ctx: Context) -> tuple[int, Any]:
+    """One write to the platform, keyed by the hub message id. Returns (status, JSON answer) for 2xx and for the
+    4xx refusals of the contract; raises ``Retry`` for everything that may pass (down, timeout, 5xx, 408/429,
+    an answer that is not JSON, our own token refused: an operator must fix that, nothing is lost meanwhile)."""
+    c = config()
+    headers = {"Idempotency-Key": ctx.message_id}
+    data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+    if data is not None:
+        headers["Content-Type"] = "application/json; charset=utf-8"
+    fields = {"system": SYSTEM, "message_id": ctx.message_id, "service": ctx.service_id}
+    try:
+        async with session().request(method, c.platform_url + path, data=data, headers=headers) as resp:
+            status = resp.status
+            raw = await resp.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        delay = _backoff(ctx)
+        log.warning("platform unreachable (%s), retry in %.1f s", type(exc).__name__, delay, extra=fields)
+        raise Retry(delay, f"视频会议系统不可达 the platform is unreachable ({type(exc).__name__})") from None
+    try:
+        answer = json.loads(raw.decode("utf-8")) if raw else None
+    except (UnicodeDecodeError, ValueError):
+        answer = BadPlatformAnswer
+    if status >= 500 or status in (408, 429) or answer is BadPlatformAnswer:
+        delay = _backoff(ctx)
+        log.warning("platform answered HTTP %s (not usable), retry in %.1f s", status, delay, extra=fields)
+        raise Retry(delay, f"视频会议系统暂不可用 the platform answered HTTP {status}")
+    if status in (401, 403):
+        log.error("the platform refused our token (HTTP %s): check [adapter] token", status, extra=fields)
+        raise Retry(c.max_retry_delay, f"视频会议系统拒绝了适配器的令牌 the platform refused the token (HTTP {status})")
+    return status, answer
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+
+@adapter.handles(MeetingBookingV1)
+async def on_booking(msg: MeetingBookingV1, ctx: Context) -> MeetingNoticeV1:
+    status, answer = await call("POST", "/api/v1/meetings", booking_request(msg), ctx)
+    fields = {"system": SYSTEM, "message_id": ctx.message_id, "service": ctx.service_id}
+    if status in (200, 201):
+        try:
+            reply = notice(answer, msg, ctx.message_id)
+        except BadPlatformAnswer as exc:
+            delay = _backoff(ctx)
+            log.error("the platform's booking answer breaks the contract: %s", exc, extra=fields)
+            raise Retry(delay, f"VC_BAD_ANSWER: {exc}") from None
+        body = etree.tostring(reply.to_element())
+        db: sqlite3.Connection = ctx.db
+        db.execute(_OUTBOX)
+        for agency in participants(msg, ctx.sender.agency):
+            db.execute(
+                "INSERT OR IGNORE INTO vc_notice_outbox (message_id, booking_id, agency, body, conversation_id,"
+                " urgency) VALUES (?, ?, ?, ?, ?, ?)",
+                (notice_id(ctx.message_id, agency), ctx.message_id, agency, body, ctx.conversation_id, ctx.urgency),
+            )
+        log.info("booked on the platform", extra={**fields, "meeting_number": reply.meeting_number})
+        outbox: NoticeOutbox | None = _state.get("outbox")
+        if outbox is not None:
+            outbox.poke()
+        return reply
+    code, reason = refusal(status, answer)
+    log.info("the platform refused the booking: %s", code, extra=fields)
+    raise Reject(code, reason)
+
+
+@adapter.handles(MeetingConfirmV1)
+async def on_confirm(msg: MeetingConfirmV1, ctx: Context) -> None:
+    status, answer = await call(
+        "POST", f"/api/v1/meetings/{msg.meeting_number}/attendance", attendance_request(msg), ctx
+    )
+    if 200 <= status < 300:
+        return None
+    code, reason = refusal(status, answer)
+    raise Reject(code, reason)
+
+
+# ---------------------------------------------------------------------------------------------- notice outbox
+
+
+class NoticeOutbox:
+    """Sends the participants' notices the booking handler wrote (committed with the booking's handled-id record).
+    Each has a deterministic message id: a resend after a crash is a hub duplicate. Its own SQLite connection to
+    the store, used from a worker thread (the SDK's connection holds the write lock during a batch)."""
+
+    def __init__(self, path: str, interval: float, concurrency: int = 16) -> None:
+        self.path, self.interval = path, interval
+        self.sem = asyncio.Semaphore(concurrency)
+        self.counts = {"sent": 0, "duplicate": 0, "failed": 0}
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    async def open(self) -> None:
+        def go() -> None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(_OUTBOX)
+            self._conn = conn
+
+        await asyncio.to_thread(go)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="vc-notice-outbox")
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.to_thread(conn.close)
+
+    def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            assert self._conn is not None
+            return self._conn.execute(sql, args).fetchall()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                rows = await asyncio.to_thread(
+                    self._sql,
+                    "SELECT message_id, agency, body, conversation_id, urgency FROM vc_notice_outbox"
+                    " WHERE state = 'pending' ORDER BY rowid LIMIT 256",
+                )
+                if rows:
+                    await asyncio.gather(*(self._send(*r) for r in rows))
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notice outbox round failed", extra={"system": SYSTEM})
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+
+    async def _send(self, mid: str, agency: str, body: bytes, conversation_id: str, urgency: str) -> None:
+        async with self.sem:
+            fields = {"system": SYSTEM, "message_id": mid, "service": "meeting.notice/1", "recipient": agency}
+            try:
+                receipt = await adapter.send(
+                    etree.fromstring(body),
+                    service="meeting.notice",
+                    version=1,
+                    to=to(agency),
+                    message_id=mid,
+                    conversation_id=conversation_id,
+                    urgency=urgency,
+                    timeout=30.0,
+                )
+            except HubRefused as exc:
+                log.warning("notice refused by the hub: %s", exc.code, extra=fields)
+                await asyncio.to_thread(
+                    self._sql,
+                    "UPDATE vc_notice_outbox SET state = 'failed', detail = ? WHERE message_id = ?",
+                    (f"{exc.code}: {exc.detail}"[:500], mid),
+                )
+                self.counts["failed"] += 1
+                return
+            except (RequestTimeout, HubUnavailable) as exc:
+                log.warning("notice not sent yet (%s), again later", exc.code, extra=fields)
+                await asyncio.sleep(min(self.interval * 10, 5.0))
+                return
+            await asyncio.to_thread(
+                self._sql, "UPDATE vc_notice_outbox SET state = ? WHERE message_id = ?", (receipt.outcome, mid)
+            )
+            self.counts["duplicate" if receipt.outcome == "duplicate" else "sent"] += 1
