@@ -135,6 +135,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 
 
+#: A handler's database connection failing (not a constraint or a bug: those are errors of their own).
+_CONNECTION_LOST = (
+    OSError,
+    ConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
+
 @adapter.handles(ApprovalStatus)
 async def on_status(msg: ApprovalStatus, ctx: Context) -> None:
     """办理进度 → one approval_status_history row, committed with the message id."""

@@ -25,8 +25,9 @@ from adapters.sdk.messages.approval_status_v1 import AgencyRef as StatusAgency
 from adapters.sdk.testing import AdapterProcess
 
 
-def write_config(work: Path, home: Path, dsn: str, **extra: float) -> Path:
+def write_config(work: Path, home: Path, dsn: str, *, recipients: dict[str, str] | None = None, **extra: float) -> Path:
     """A settings file for ``hub adapter run approval_db`` in ``work``."""
+    recipients = recipients or {DECIDER: "11220000013544357T"}
     lines = [
         f'system = "{SYSTEM}"',
         f'home = "{home}"',
@@ -34,10 +35,11 @@ def write_config(work: Path, home: Path, dsn: str, **extra: float) -> Path:
         "max_batch = 64",
         "prefetch = 256",
         "concurrency = 2",
+        "retry_limit = 30",
         "[adapter]",
         *(f"{k} = {v}" for k, v in extra.items()),
         "[adapter.recipients]",
-        f'"{DECIDER}" = "11220000013544357T"',
+        *(f'"{system}" = "{agency}"' for system, agency in recipients.items()),
     ]
     path = work / "approval_db.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

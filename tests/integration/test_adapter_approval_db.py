@@ -1,17 +1,201 @@
-"""The approval database adapter against the real RabbitMQ, hub and PostgreSQL, with the simulated desk."""
+"""The approval database adapter against the real RabbitMQ, hub and PostgreSQL, with the simulated desk
+(``adapters/approval_db/simulator.py``): the adapter runs as ``hub adapter run approval_db`` in its own process."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from adapters.approval_db.demo import demo
-from adapters.sdk.testing import TestHub
+from adapters.approval_db.adapter import DECIDER, SYSTEM
+from adapters.approval_db.demo import decision_of, demo, status_of, until, write_config
+from adapters.approval_db.simulator import AGENCY, ApprovalSystem, application
+from adapters.sdk import to
+from adapters.sdk.messages import ApprovalApplication
+from adapters.sdk.testing import AdapterProcess, TestHub
 
 pytestmark = pytest.mark.integration
+
+N = 500  # each way in the crash test
+
+
+@dataclass
+class Setup:
+    hub: TestHub
+    desk: ApprovalSystem
+    decider: Any
+    proc: AdapterProcess
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, **config: Any) -> AsyncIterator[Setup]:
+    async with TestHub(real=True) as hub:
+        desk = await ApprovalSystem(hub.settings.pg_dsn).create()
+        proc: AdapterProcess | None = None
+        try:
+            home = await hub.enrol_home(SYSTEM)
+            path = write_config(tmp_path, home, desk.dsn, poll_interval=1, **config)
+            decider = await hub.client(DECIDER)
+            proc = AdapterProcess("approval_db", path, env=hub.settings.to_env(), log=tmp_path / "adapter.log")
+            yield Setup(hub, desk, decider, proc)
+        finally:
+            if proc is not None:
+                await proc.stop()
+            await desk.drop()
+
+
+def cases(prefix: str, n: int) -> list[str]:
+    return [f"LCXK-222403-{prefix}-{i:06d}" for i in range(n)]
+
+
+def applications_at(hub: TestHub) -> Counter[str]:
+    """Case number → how often the decider received its application."""
+    return Counter(d.message.case_number for d in hub.delivered(DECIDER) if isinstance(d.message, ApprovalApplication))
+
+
+async def send_back(decider: Any, case_numbers: list[str]) -> None:
+    """The decider answers: a status for even, a decision for odd positions."""
+    for start in range(0, len(case_numbers), 100):
+        chunk = case_numbers[start : start + 100]
+        await asyncio.gather(
+            *(
+                decider.send(
+                    status_of(c) if i % 2 == 0 else decision_of(c, i + 1),
+                    to=to(AGENCY, SYSTEM),
+                    business_ref=c,
+                )
+                for i, c in enumerate(chunk, start=start)
+            )
+        )
+
+
+async def written_back(desk: ApprovalSystem) -> int:
+    got = await desk.received()
+    return sum(rows for rows, _ in got.values())
 
 
 async def test_demo_part_returns_no_problems(tmp_path: Path) -> None:
     async with TestHub(real=True) as hub:
         assert await demo(hub, tmp_path, print) == []
+
+
+async def test_sigkill_mid_stream_both_ways_every_message_once(tmp_path: Path) -> None:
+    """500 applications in the outbox and 500 statuses/decisions queued for the desk; the adapter is SIGKILLed
+    mid-stream and started again: the decider has every application once, the desk every status and decision once."""
+    async with running(tmp_path, batch_size=200) as s:  # a kill inside a batch: sent, not yet marked
+        out_cases = cases("OUT", N)
+        ids = await s.desk.submit_many([application(c) for c in out_cases])
+        in_cases = cases("IN", N)
+        await s.proc.start()
+        answering = asyncio.create_task(send_back(s.decider, in_cases))  # while the outbox is being sent
+        deadline = time.monotonic() + 60
+        while True:
+            sent, back = len(applications_at(s.hub)), await written_back(s.desk)
+            if sent >= N // 5 and back >= N // 5:
+                break
+            assert time.monotonic() < deadline, f"too little before the kill: {sent} out, {back} back"
+            await asyncio.sleep(0.01)
+        s.proc.kill()
+        killed = (len(applications_at(s.hub)), await written_back(s.desk))
+        assert max(killed) < N, f"one side finished before the kill ({killed}): it was not tested"
+
+        await s.proc.start()
+        await answering
+
+        async def done() -> bool:
+            states = await s.desk.outbox_states()
+            return states.get("sent") == N and len(applications_at(s.hub)) >= N and await written_back(s.desk) >= N
+
+        await until(done, 60, "every application sent and every answer written back")
+        await until(lambda: _drained(s.hub), 20, "the queues drained")
+
+        received = applications_at(s.hub)
+        assert set(received) == set(out_cases) and len(received) == N
+        assert max(received.values()) == 1, f"applications delivered twice: {received.most_common(3)}"
+        assert {d.context.message_id for d in s.hub.delivered(DECIDER)} == set(ids)
+        got = await s.desk.received()
+        assert sum(rows for rows, _ in got.values()) == N and all(rows == ids_ for rows, ids_ in got.values())
+        back_cases = {r["case_number"] for r in await s.desk.statuses()} | {
+            r["case_number"] for r in await s.desk.decisions()
+        }
+        assert back_cases == set(in_cases)
+        outcomes = Counter(r["hub_outcome"] for r in await s.desk.outbox())
+        print(f"killed at {killed} (out, back); hub outcomes {dict(outcomes)}")
+        assert outcomes["accepted"] + outcomes["duplicate"] == N
+        assert await s.hub.dead_letters() == []
+
+
+async def _drained(hub: TestHub) -> bool:
+    return await hub.depth(SYSTEM) == 0 and await hub.depth(DECIDER) == 0
+
+
+async def test_the_desks_database_down_for_a_while_then_back_nothing_lost(tmp_path: Path) -> None:
+    async with running(tmp_path) as s:
+        await s.proc.start()
+        out_cases = cases("DOWN", 100)
+        await s.desk.submit_many([application(c) for c in out_cases])
+        await s.desk.down()  # the outbox is mid-way, the answers below find no database
+        in_cases = cases("BACK", 60)
+        await send_back(s.decider, in_cases)
+        log = s.proc.log
+        await until(lambda: _logged(log, "unreachable"), 20, "the adapter noticed the database is down")
+        await s.desk.up()
+
+        async def done() -> bool:
+            return (await s.desk.outbox_states()).get("sent") == 100 and await written_back(s.desk) >= 60
+
+        await until(done, 60, "everything sent and written back after the database came back")
+        await until(lambda: _drained(s.hub), 20, "the queues drained")
+        received = applications_at(s.hub)
+        assert set(received) == set(out_cases) and max(received.values()) == 1
+        got = await s.desk.received()
+        assert sum(rows for rows, _ in got.values()) == 60 and all(rows == ids for rows, ids in got.values())
+        assert await s.hub.dead_letters() == []
+
+
+async def _logged(log: Path, text: str) -> bool:
+    return text in log.read_text(encoding="utf-8", errors="replace")
+
+
+async def test_bad_rows_fail_with_a_code_and_a_reason_and_nothing_leaves(tmp_path: Path) -> None:
+    recipients = {DECIDER: "11220000013544357T", "prov-220000-oa": "11220000013544357T"}
+    async with running(tmp_path, recipients=recipients) as s:
+        desk = s.desk
+        too_long = await desk.submit(application("LCXK-222403-BAD-000001", applicant_name="林" * 201))
+        unknown = await desk.submit(application("LCXK-222403-BAD-000002"), recipient="prov-220000-nosuch")
+        no_route = await desk.submit(application("LCXK-222403-BAD-000003"), recipient="prov-220000-oa")
+        bad_code = await desk.submit(application("LCXK-222403-BAD-000004", applicant_credit_code="91220101MA17Q8RN3X"))
+        no_id = await desk.submit(application("LCXK-222403-BAD-000005", applicant_kind="natural-person"))
+        good = await desk.submit(application("LCXK-222403-GOOD-000001"))
+        await s.proc.start()
+
+        async def settled() -> list[dict[str, Any]]:
+            rows = await desk.outbox()
+            return rows if all(r["state"] != "pending" for r in rows) else []
+
+        rows = {r["message_id"]: r for r in await until(settled, 30, "every outbox row settled")}
+        expected = {
+            too_long: "APPROVAL_FIELD_TOO_LONG",
+            unknown: "APPROVAL_UNKNOWN_RECIPIENT",
+            no_route: "APPROVAL_UNKNOWN_RECIPIENT",
+            bad_code: "APPROVAL_SCHEMA_INVALID",
+            no_id: "APPROVAL_FIELD_MISSING",
+        }
+        for mid, code in expected.items():
+            row = rows[mid]
+            assert (row["state"], row["status_code"]) == ("failed", code), row
+            zh, en = row["status_reason"].split(" — ", 1)
+            assert any("\u4e00" <= ch <= "\u9fff" for ch in zh), zh  # Chinese for the desk's staff
+            assert "nothing was sent" in en or "refused" in en, en  # and English
+        assert "201" in rows[too_long]["status_reason"] and "applicant_name" in rows[too_long]["status_reason"]
+        assert rows[good]["state"] == "sent" and rows[good]["hub_outcome"] == "accepted"
+        await until(lambda: _drained(s.hub), 20, "the queues drained")
+        assert [d.context.message_id for d in s.hub.delivered(DECIDER)] == [good]
+        assert s.hub.delivered("prov-220000-oa") == []
