@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,9 +65,12 @@ def _error(status: int, code: str, title: str, reason: str, **more: Any) -> tupl
 class VideoPlatform:
     """The platform's REST API (see README.md), with knobs for tests."""
 
-    def __init__(self, token: str = "", host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, token: str = "", host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.token = token or secrets.token_urlsafe(24)
         self.host, self.port = host, port
+        self.ssl_context = ssl_context
         self.meetings: dict[str, Meeting] = {}
         #: Idempotency-Key → (status, body): the stored answer of every write.
         self.answers: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -85,7 +89,7 @@ class VideoPlatform:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -108,7 +112,7 @@ class VideoPlatform:
         assert self._runner is not None
         if self._site is not None:
             return
-        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         await self._site.start()
         if not self.port:
             self.port = int(self._runner.addresses[0][1])

@@ -14,16 +14,20 @@ real RabbitMQ and hub, with the simulated platform (``adapters.video_conference.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import sqlite3
+import ssl
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from adapters.sdk import to
+from adapters.sdk import ConfigurationError, to
 from adapters.sdk.testing import AdapterProcess, TestHub
 from adapters.video_conference.demo import (
     BOOKER,
@@ -37,6 +41,7 @@ from adapters.video_conference.demo import (
     demo,
 )
 from adapters.video_conference.simulator import VideoPlatform
+from hub.envelope.agency_code import check_character
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +61,65 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str, proc: A
         await asyncio.sleep(0.02)
 
 
-async def _setup(hub: TestHub, tmp_path: Path, platform: VideoPlatform) -> AdapterProcess:
+async def _setup(hub: TestHub, tmp_path: Path, platform: VideoPlatform, **extra: Any) -> AdapterProcess:
     home = await hub.enrol_home(SYSTEM)
     cfg = tmp_path / "settings.toml"
-    cfg.write_text(config_text(home, platform), encoding="utf-8")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(config_text(home, platform, **extra), encoding="utf-8")
     return AdapterProcess("video_conference", cfg, env={}, log=tmp_path / "adapter.log")
+
+
+def _tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A CA of the platform's own and its server certificate for 127.0.0.1: (server context, CA file)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("视频会议平台测试 CA"))
+        .issuer_name(name("视频会议平台测试 CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("vc.test"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = tmp_path / "vc-ca.pem", tmp_path / "vc.pem", tmp_path / "vc.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx, ca_file
+
+
+def home_of(tmp_path: Path) -> Path:
+    return Path(tomllib.loads((tmp_path / "settings.toml").read_text(encoding="utf-8"))["home"])
 
 
 def _start(days: int = 3) -> datetime:
@@ -141,6 +200,11 @@ async def test_platform_down_then_back_nothing_lost(tmp_path: Path) -> None:
     platform = await VideoPlatform().start()
     try:
         async with TestHub(real=True) as hub:
+            # a configuration the adapter cannot work with: it refuses to start, with its code and what is wrong
+            bad = await _setup(hub, tmp_path / "bad", platform, platform_url="vc.lyj.jl.gov.cn")
+            with pytest.raises(ConfigurationError) as refused:
+                await bad.start()
+            assert "VC_CONFIG" in str(refused.value) and "platform_url" in str(refused.value)
             proc = await _setup(hub, tmp_path, platform)
             booker = await hub.client(BOOKER)
             await proc.start()
@@ -169,10 +233,13 @@ async def test_platform_down_then_back_nothing_lost(tmp_path: Path) -> None:
 
 
 async def test_bad_answers_and_refusals(tmp_path: Path) -> None:
-    platform = await VideoPlatform().start()
+    """Over HTTPS: the platform's own CA (``ca_file``)."""
+    server_ctx, ca_file = _tls(tmp_path)
+    platform = await VideoPlatform(ssl_context=server_ctx).start()
+    assert platform.url.startswith("https://")
     try:
         async with TestHub(real=True) as hub:
-            proc = await _setup(hub, tmp_path, platform)
+            proc = await _setup(hub, tmp_path, platform, ca_file=str(ca_file))
             booker = await hub.client(BOOKER)
             dunhua = await hub.client(BRANCH)
             await proc.start()
@@ -212,6 +279,25 @@ async def test_bad_answers_and_refusals(tmp_path: Path) -> None:
             assert "已被会议" in a3.message.reason and platform.by_key(r1.message_id).number in a3.message.reason  # type: ignore[union-attr]
             assert (a4.context.service, a4.message.code) == ("delivery.refusal", "VC_UNKNOWN_MEETING")
             assert len(platform.meetings) == 1  # nothing half-booked
+
+            # 5. a venue of an agency the hub does not know: booked, the booker answered; that notice is refused by
+            # the hub and marked failed in the outbox (the other venues' notices go out)
+            stranger = "11229999013500000" + check_character("11229999013500000")
+            r5 = await booker.send(
+                booking("有未知会场的会议", start + timedelta(days=2), branches={"x": ("某未知单位", stranger)}),
+                to=to(PROVINCE, SYSTEM),
+            )
+            [a5] = await until(
+                lambda: [d for d in hub.delivered(BOOKER) if d.context.ref_to == r5.message_id], 30, "the reply", proc
+            )
+            assert a5.context.service == "meeting.notice"
+            await until(lambda: "notice refused by the hub" in proc.log.read_text(), 30, "the notice refused", proc)
+            with sqlite3.connect(home_of(tmp_path) / "handled.sqlite3") as db:
+                rows = db.execute(
+                    "SELECT agency, state, detail FROM vc_notice_outbox WHERE booking_id = ?", (r5.message_id,)
+                )
+                [(agency, state, detail)] = rows.fetchall()
+            assert (agency, state) == (stranger, "failed") and detail
             # no notice went anywhere for a refused booking
             await asyncio.sleep(0.3)
             refused = {r2.message_id, r3.message_id}
