@@ -101,8 +101,11 @@ class ApprovalSystem:
         finally:
             await conn.close()
 
-    async def create(self) -> ApprovalSystem:
+    async def create(self, *, schema: bool = True) -> ApprovalSystem:
+        """Create the database and, unless ``schema=False`` (a desk that skipped schema.sql), its tables."""
         await self._admin(f'CREATE DATABASE "{self.name}"')
+        if not schema:
+            return self
         conn = await asyncpg.connect(self.dsn)
         try:
             await conn.execute(SCHEMA.read_text(encoding="utf-8"))

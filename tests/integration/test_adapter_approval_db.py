@@ -17,7 +17,7 @@ import pytest
 from adapters.approval_db.adapter import DECIDER, SYSTEM
 from adapters.approval_db.demo import decision_of, demo, status_of, until, write_config
 from adapters.approval_db.simulator import AGENCY, ApprovalSystem, application
-from adapters.sdk import to
+from adapters.sdk import ConfigurationError, to
 from adapters.sdk.messages import ApprovalApplication
 from adapters.sdk.testing import AdapterProcess, TestHub
 
@@ -41,7 +41,8 @@ async def running(tmp_path: Path, **config: Any) -> AsyncIterator[Setup]:
         proc: AdapterProcess | None = None
         try:
             home = await hub.enrol_home(SYSTEM)
-            path = write_config(tmp_path, home, desk.dsn, poll_interval=1, **config)
+            config.setdefault("poll_interval", 1)
+            path = write_config(tmp_path, home, desk.dsn, **config)
             decider = await hub.client(DECIDER)
             proc = AdapterProcess("approval_db", path, env=hub.settings.to_env(), log=tmp_path / "adapter.log")
             yield Setup(hub, desk, decider, proc)
@@ -166,7 +167,8 @@ async def _logged(log: Path, text: str) -> bool:
 
 async def test_bad_rows_fail_with_a_code_and_a_reason_and_nothing_leaves(tmp_path: Path) -> None:
     recipients = {DECIDER: "11220000013544357T", "prov-220000-oa": "11220000013544357T"}
-    async with running(tmp_path, recipients=recipients) as s:
+    # a long poll: the row submitted after start-up below can only leave this quickly through NOTIFY
+    async with running(tmp_path, recipients=recipients, poll_interval=60) as s:
         desk = s.desk
         too_long = await desk.submit(application("LCXK-222403-BAD-000001", applicant_name="林" * 201))
         unknown = await desk.submit(application("LCXK-222403-BAD-000002"), recipient="prov-220000-nosuch")
@@ -199,3 +201,26 @@ async def test_bad_rows_fail_with_a_code_and_a_reason_and_nothing_leaves(tmp_pat
         await until(lambda: _drained(s.hub), 20, "the queues drained")
         assert [d.context.message_id for d in s.hub.delivered(DECIDER)] == [good]
         assert s.hub.delivered("prov-220000-oa") == []
+
+        started = time.monotonic()
+        later = await desk.submit(application("LCXK-222403-GOOD-000002"))
+        await until(lambda: _state_is(desk, later, "sent"), 20, "a row inserted while running sent on NOTIFY")
+        print(f"NOTIFY to sent: {time.monotonic() - started:.2f} s (poll interval 60 s)")
+
+
+async def _state_is(desk: ApprovalSystem, mid: str, state: str) -> bool:
+    return any(r["message_id"] == mid and r["state"] == state for r in await desk.outbox())
+
+
+async def test_a_database_without_the_contracts_tables_stops_the_start(tmp_path: Path) -> None:
+    async with TestHub(real=True) as hub:
+        desk = await ApprovalSystem(hub.settings.pg_dsn).create(schema=False)
+        try:
+            path = write_config(tmp_path, await hub.enrol_home(SYSTEM), desk.dsn)
+            proc = AdapterProcess("approval_db", path, env=hub.settings.to_env(), log=tmp_path / "adapter.log")
+            with pytest.raises(ConfigurationError) as caught:
+                await proc.start()
+            assert "APPROVAL_DB_SCHEMA" in str(caught.value) or "APPROVAL_DB_SCHEMA" in proc.log.read_text()
+            assert proc.proc is not None and proc.proc.returncode not in (0, None)
+        finally:
+            await desk.drop()
