@@ -33,11 +33,11 @@ from adapters.sdk import (
     Adapter,
     ConfigurationError,
     Context,
-    HubRefused,
     HubUnavailable,
     Reject,
     RequestTimeout,
     Retry,
+    SdkError,
     to,
 )
 from adapters.sdk.messages import MeetingBookingV1, MeetingConfirmV1, MeetingNoticeV1
@@ -65,6 +65,8 @@ CREATE TABLE IF NOT EXISTS vc_notice_outbox (
     body            BLOB NOT NULL,
     conversation_id TEXT NOT NULL,
     urgency         TEXT NOT NULL,
+    classification  TEXT NOT NULL DEFAULT '公开',
+    period          TEXT,
     state           TEXT NOT NULL DEFAULT 'pending',
     detail          TEXT
 )
@@ -195,12 +197,17 @@ async def call(method: str, path: str, body: dict[str, Any] | None, ctx: Context
     if data is not None:
         headers["Content-Type"] = "application/json; charset=utf-8"
     fields = {"system": SYSTEM, "message_id": ctx.message_id, "service": ctx.service_id}
+    loop = asyncio.get_running_loop()
+    quiet = _state.get("down_until", 0.0) - loop.time()
+    if quiet > 0:  # the platform failed a moment ago: do not make every delivery of the batch wait for a timeout
+        raise Retry(max(quiet, _backoff(ctx)), "视频会议系统刚才不可用 the platform was down a moment ago")
     try:
         async with session().request(method, c.platform_url + path, data=data, headers=headers) as resp:
             status = resp.status
             raw = await resp.read()
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         delay = _backoff(ctx)
+        _state["down_until"] = loop.time() + min(delay, c.max_retry_delay, 5.0)
         log.warning("platform unreachable (%s), retry in %.1f s", type(exc).__name__, delay, extra=fields)
         raise Retry(delay, f"视频会议系统不可达 the platform is unreachable ({type(exc).__name__})") from None
     try:
@@ -209,6 +216,7 @@ async def call(method: str, path: str, body: dict[str, Any] | None, ctx: Context
         answer = BadPlatformAnswer
     if status >= 500 or status in (408, 429) or answer is BadPlatformAnswer:
         delay = _backoff(ctx)
+        _state["down_until"] = loop.time() + min(delay, c.max_retry_delay, 5.0)
         log.warning("platform answered HTTP %s (not usable), retry in %.1f s", status, delay, extra=fields)
         raise Retry(delay, f"视频会议系统暂不可用 the platform answered HTTP {status}")
     if status in (401, 403):
@@ -237,8 +245,17 @@ async def on_booking(msg: MeetingBookingV1, ctx: Context) -> MeetingNoticeV1:
         for agency in participants(msg, ctx.sender.agency):
             db.execute(
                 "INSERT OR IGNORE INTO vc_notice_outbox (message_id, booking_id, agency, body, conversation_id,"
-                " urgency) VALUES (?, ?, ?, ?, ?, ?)",
-                (notice_id(ctx.message_id, agency), ctx.message_id, agency, body, ctx.conversation_id, ctx.urgency),
+                " urgency, classification, period) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    notice_id(ctx.message_id, agency),
+                    ctx.message_id,
+                    agency,
+                    body,
+                    ctx.conversation_id,
+                    ctx.urgency,
+                    ctx.classification,
+                    ctx.period,
+                ),
             )
         log.info("booked on the platform", extra={**fields, "meeting_number": reply.meeting_number})
         outbox: NoticeOutbox | None = _state.get("outbox")
@@ -315,7 +332,8 @@ class NoticeOutbox:
             try:
                 rows = await asyncio.to_thread(
                     self._sql,
-                    "SELECT message_id, agency, body, conversation_id, urgency FROM vc_notice_outbox"
+                    "SELECT message_id, agency, body, conversation_id, urgency, classification, period"
+                    " FROM vc_notice_outbox"
                     " WHERE state = 'pending' ORDER BY rowid LIMIT 256",
                 )
                 if rows:
@@ -329,7 +347,16 @@ class NoticeOutbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
 
-    async def _send(self, mid: str, agency: str, body: bytes, conversation_id: str, urgency: str) -> None:
+    async def _send(
+        self,
+        mid: str,
+        agency: str,
+        body: bytes,
+        conversation_id: str,
+        urgency: str,
+        classification: str,
+        period: str | None,
+    ) -> None:
         async with self.sem:
             fields = {"system": SYSTEM, "message_id": mid, "service": "meeting.notice/1", "recipient": agency}
             try:
@@ -341,9 +368,15 @@ class NoticeOutbox:
                     message_id=mid,
                     conversation_id=conversation_id,
                     urgency=urgency,
+                    classification=classification,
+                    period=period,
                     timeout=30.0,
                 )
-            except HubRefused as exc:
+            except (RequestTimeout, HubUnavailable) as exc:
+                log.warning("notice not sent yet (%s), again later", exc.code, extra=fields)
+                await asyncio.sleep(min(self.interval * 10, 5.0))
+                return
+            except SdkError as exc:  # the hub refused it (unknown agency …) or it cannot be built: never again
                 log.warning("notice refused by the hub: %s", exc.code, extra=fields)
                 await asyncio.to_thread(
                     self._sql,
@@ -351,10 +384,6 @@ class NoticeOutbox:
                     (f"{exc.code}: {exc.detail}"[:500], mid),
                 )
                 self.counts["failed"] += 1
-                return
-            except (RequestTimeout, HubUnavailable) as exc:
-                log.warning("notice not sent yet (%s), again later", exc.code, extra=fields)
-                await asyncio.sleep(min(self.interval * 10, 5.0))
                 return
             await asyncio.to_thread(
                 self._sql, "UPDATE vc_notice_outbox SET state = ? WHERE message_id = ?", (receipt.outcome, mid)
