@@ -224,3 +224,38 @@ async def test_a_database_without_the_contracts_tables_stops_the_start(tmp_path:
             assert proc.proc is not None and proc.proc.returncode not in (0, None)
         finally:
             await desk.drop()
+
+
+async def test_the_hub_silent_for_a_while_rows_wait_then_leave_once(tmp_path: Path) -> None:
+    """No hub worker (receipts do not come): rows stay pending with APPROVAL_HUB_UNAVAILABLE and are resent under
+    their own message ids; once the hub is back the decider has each application once."""
+    from hub.pipeline.worker import Worker
+
+    async with running(tmp_path, send_timeout=1, retry_initial=0.5, retry_max=1) as s:
+        assert s.hub._worker is not None
+        await s.hub._worker.stop()
+        s.hub._worker = None
+        out_cases = cases("HUB", 20)
+        await s.desk.submit_many([application(c) for c in out_cases])
+        await s.proc.start()
+
+        async def waiting() -> bool:
+            rows = await s.desk.outbox()
+            return all(
+                r["state"] == "pending" and r["status_code"] == "APPROVAL_HUB_UNAVAILABLE" for r in rows
+            ) and all(r["attempts"] >= 1 for r in rows)
+
+        await until(waiting, 30, "every row put off with APPROVAL_HUB_UNAVAILABLE")
+        s.hub._worker = Worker(s.hub.settings, 0)
+        await s.hub._worker.start()
+
+        async def done() -> bool:
+            return (await s.desk.outbox_states()).get("sent") == 20 and len(applications_at(s.hub)) >= 20
+
+        await until(done, 60, "every row sent once the hub is back")
+        await until(lambda: _drained(s.hub), 20, "the queues drained")
+        received = applications_at(s.hub)
+        assert set(received) == set(out_cases) and max(received.values()) == 1
+        rows = await s.desk.outbox()
+        assert all(r["status_code"] is None for r in rows)
+        print("hub outcomes after the silence:", dict(Counter(r["hub_outcome"] for r in rows)))
