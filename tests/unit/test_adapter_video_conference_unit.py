@@ -19,7 +19,7 @@ from adapters.video_conference.demo import BOOKER_AGENCY, BRANCHES, CST, booking
 from adapters.video_conference.simulator import VideoPlatform
 
 START = datetime(2027, 3, 2, 9, 0, tzinfo=CST)
-ANSWER = {
+ANSWER: dict[str, Any] = {
     "meeting_number": "880266",
     "dial_in": [{"protocol": "sip", "address": "sip:880266@vc.lyj.jl.gov.cn"}],
 }
