@@ -17,7 +17,7 @@ import pytest
 from adapters.approval_db.adapter import DECIDER, SYSTEM
 from adapters.approval_db.demo import decision_of, demo, status_of, until, write_config
 from adapters.approval_db.simulator import AGENCY, ApprovalSystem, application
-from adapters.sdk import ConfigurationError, to
+from adapters.sdk import ConfigurationError, Reject, to
 from adapters.sdk.messages import ApprovalApplication
 from adapters.sdk.testing import AdapterProcess, TestHub
 
@@ -206,6 +206,19 @@ async def test_bad_rows_fail_with_a_code_and_a_reason_and_nothing_leaves(tmp_pat
         later = await desk.submit(application("LCXK-222403-GOOD-000002"))
         await until(lambda: _state_is(desk, later, "sent"), 20, "a row inserted while running sent on NOTIFY")
         print(f"NOTIFY to sent: {time.monotonic() - started:.2f} s (poll interval 60 s)")
+
+        @s.decider.handles(ApprovalApplication)  # the decider now refuses what it gets
+        async def refuse(msg: ApprovalApplication, ctx: Any) -> None:
+            raise Reject("CASE_OUT_OF_SCOPE", "该事项不属于省级审批权限 (not a provincial licensing item)")
+
+        refused = await desk.submit(application("LCXK-222403-GOOD-000003"))
+
+        async def refusal_recorded() -> bool:
+            return any(r["message_id"] == refused and r["state"] == "failed" for r in await desk.outbox())
+
+        await until(refusal_recorded, 20, "the decider's refusal recorded on the outbox row")
+        [row] = [r for r in await desk.outbox() if r["message_id"] == refused]
+        assert row["status_code"] == "APPROVAL_REFUSED_BY_RECIPIENT" and "CASE_OUT_OF_SCOPE" in row["status_reason"]
 
 
 async def _state_is(desk: ApprovalSystem, mid: str, state: str) -> bool:
