@@ -52,6 +52,8 @@ from adapters.video_conference.mapping import (
 )
 
 SYSTEM = "prov-220000-video"
+#: The largest platform answer read (bytes); a longer one is not the contract's (retried like a broken answer).
+MAX_ANSWER = 1024 * 1024
 log = logging.getLogger("adapters.video_conference")
 
 adapter = Adapter(SYSTEM)
@@ -144,14 +146,7 @@ def _store_path() -> str:
 async def open_platform() -> None:
     c = config()
     path = _store_path()
-    ssl_ctx: ssl.SSLContext | bool = True
-    if c.ca_file:
-        ssl_ctx = ssl.create_default_context(cafile=c.ca_file)
-    _state["session"] = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=c.request_timeout),
-        connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=32),
-        headers={"Authorization": f"Bearer {c.token}", "User-Agent": "forestry-hub video_conference adapter"},
-    )
+    _state["session"] = _new_session(c)
     outbox = _state["outbox"] = NoticeOutbox(path, c.notice_poll_interval)
     await outbox.open()
     outbox.start()
@@ -168,14 +163,21 @@ async def close_platform() -> None:
         await s.close()
 
 
+def _new_session(c: Config) -> aiohttp.ClientSession:
+    ssl_ctx: ssl.SSLContext | bool = True
+    if c.ca_file:
+        ssl_ctx = ssl.create_default_context(cafile=c.ca_file)
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=c.request_timeout),
+        connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=32),
+        headers={"Authorization": f"Bearer {c.token}", "User-Agent": "forestry-hub video_conference adapter"},
+    )
+
+
 def session() -> aiohttp.ClientSession:
     s = _state.get("session")
     if s is None or s.closed:
-        c = config()
-        s = _state["session"] = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=c.request_timeout),
-            headers={"Authorization": f"Bearer {c.token}"},
-        )
+        s = _state["session"] = _new_session(config())
     return s  # type: ignore[no-any-return]
 
 
@@ -204,13 +206,15 @@ async def call(method: str, path: str, body: dict[str, Any] | None, ctx: Context
     try:
         async with session().request(method, c.platform_url + path, data=data, headers=headers) as resp:
             status = resp.status
-            raw = await resp.read()
+            raw = await resp.content.read(MAX_ANSWER + 1)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         delay = _backoff(ctx)
         _state["down_until"] = loop.time() + min(delay, c.max_retry_delay, 5.0)
         log.warning("platform unreachable (%s), retry in %.1f s", type(exc).__name__, delay, extra=fields)
         raise Retry(delay, f"视频会议系统不可达 the platform is unreachable ({type(exc).__name__})") from None
     try:
+        if len(raw) > MAX_ANSWER:
+            raise ValueError("the answer is larger than MAX_ANSWER")
         answer = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, ValueError):
         answer = BadPlatformAnswer
