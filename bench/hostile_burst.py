@@ -160,19 +160,32 @@ class Burst:
         quiet = await paced(valid[warm : warm + per_phase])
         print(f"安静 quiet: {len(quiet)} valid, p99 {p99(quiet):.1f} ms, max {max(quiet):.1f} ms", flush=True)
         errors_before = sum(self.sink.errors.values())
+        flood_start = time.perf_counter()
         flooding = asyncio.create_task(flood())
+        draining = asyncio.create_task(self._drained(names.inbound_queue("normal"), flooding))
         burst = await paced(valid[warm + per_phase :])
         flood_s = await flooding
+        drained_s = (await draining) - flood_start
         await asyncio.sleep(2)
         refused = sum(self.sink.errors.values()) - errors_before
         print(
             f"突发 burst: {len(burst)} valid, p99 {p99(burst):.1f} ms, max {max(burst):.1f} ms; {len(hostile)} hostile "
-            f"published in {flood_s:.1f} s, {refused} signed hub.error(s) to the sender seen (the rest are parked "
-            f"in the dead-letter queue: their signature did not verify)",
+            f"published in {flood_s:.1f} s, the inbound queue empty again {drained_s:.1f} s after the first "
+            f"(≈{len(hostile) / drained_s:.0f} hostile msg/s refused); {refused} signed hub.error(s) to the sender "
+            f"seen (the rest are parked in the dead-letter queue: their signature did not verify)",
             flush=True,
         )
         q, b = p99(quiet), p99(burst)
         return f"burst_valid_p99_ms={b:.1f} quiet_valid_p99_ms={q:.1f} burst_ratio={b / q:.2f}"
+
+    async def _drained(self, queue: str, flooding: asyncio.Task[float]) -> float:
+        """perf_counter time at which the inbound queue was first seen empty after the flood was published."""
+        channel = await self.transport._channel.get_underlay_channel()
+        while True:
+            ok = await channel.queue_declare(queue, passive=True)
+            if flooding.done() and not ok.message_count:
+                return time.perf_counter()
+            await asyncio.sleep(0.05)
 
     async def _ready(self, queue: str, consumers: int, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
