@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import cast
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.verification import (
@@ -485,11 +485,17 @@ class Verifier:
         certs: list[x509.Certificate] = []
         for der in ders:
             try:
-                certs.append(x509.load_der_x509_certificate(der))
-            except ValueError:
+                cert = x509.load_der_x509_certificate(der)
+                # cryptography parses fields when they are first read: read every one the checks below use now, so
+                # a corrupted certificate is refused here with its code, not later as an internal error.
+                _ = (cert.version, cert.issuer, cert.subject, cert.extensions, cert.public_key())
+                _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number)
+            except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension) as exc:
                 raise SignatureInvalid(
-                    "a ds:X509Certificate is not a DER X.509 certificate", code="SIG_PROFILE"
+                    f"a ds:X509Certificate is not a well-formed DER X.509 certificate ({type(exc).__name__})",
+                    code="SIG_PROFILE",
                 ) from None
+            certs.append(cert)
         leaves = [c for c in certs if not _is_ca(c)]
         if not leaves:
             raise CertificateUntrusted(
