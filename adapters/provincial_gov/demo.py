@@ -100,7 +100,7 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
             problems.append(f"provincial_gov: the OA's push was answered {status} {str(answer)[:200]}")
             return problems
         mid = answer["message_id"]
-        cities = sorted({s for _, s, _ in answer["recipients"] if s.startswith("city-")})
+        cities = sorted({a for a, s, _ in answer["recipients"] if s.startswith("city-")})  # agencies, not systems
         # the deliveries table: delivered to city-220100-oa (not consumed here)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
@@ -112,7 +112,7 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
             await asyncio.sleep(0.2)
         if len(cities) < 9 or state in (None, "pending", "failed", "blocked"):
             problems.append(
-                f"provincial_gov: the notice reached {len(cities)} city systems; {WATCHED} delivery state {state}"
+                f"provincial_gov: the notice reached {len(cities)} city bureaus; {WATCHED} delivery state {state}"
             )
         else:
             out(
