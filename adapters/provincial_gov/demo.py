@@ -3,7 +3,7 @@
 1. the simulated provincial OA pushes a notice (吉政发, with an attachment) to the group ``local-bureaus``; the OA's
    push is answered only after the hub's signed receipt; every city bureau's system is a recipient, and the hub's
    deliveries table shows it delivered to ``city-220100-oa`` (its queue is left for the operator);
-2. 吉林市林业局 (``city-220200-oa``) signs for it (``document.receipt`` 签收): the OA's callback gets it once.
+2. 四平市林业局 (``city-220300-oa``) signs for it (``document.receipt`` 签收): the OA's callback gets it once.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from adapters.provincial_gov.simulator import ProvincialOA, notice, push, wait_f
 
 SYSTEM = "gov-220000-oa"
 GOV = "112200000135440012"
-CITY = "city-220200-oa"
-CITY_AGENCY = "112202000136132524"
+CITY = "city-220300-oa"  # not one of the demo scenario's fixed systems (its queue is ours to read)
+CITY_AGENCY = "11220300013700183Y"
 WATCHED = "city-220100-oa"
 CST = timezone(timedelta(hours=8))
 
@@ -129,13 +129,13 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
             recipient_agency_code=CITY_AGENCY,
             status="received",
             at=datetime.now(CST).replace(microsecond=0),
-            handler="吉林市林业局办公室",
+            handler="四平市林业局办公室",
         )
         r = await city.send(receipt, to=to(GOV, SYSTEM), ref_to=mid)
         try:
             await wait_for(lambda: r.message_id in oa.received, 60, "the 签收 receipt at the OA's callback")
             out(
-                "  ✔ 吉林市林业局的签收回执已送达省政府公文系统回调地址 Jilin City's 签收 receipt reached the "
+                "  ✔ 四平市林业局的签收回执已送达省政府公文系统回调地址 Siping's 签收 receipt reached the "
                 "provincial OA's callback"
             )
         except TimeoutError as exc:

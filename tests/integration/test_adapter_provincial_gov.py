@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.provincial_gov.demo import CITY, GOV, SYSTEM, config_text, demo, free_port
+from adapters.provincial_gov.demo import CITY, CITY_AGENCY, GOV, SYSTEM, config_text, demo, free_port
 from adapters.provincial_gov.mapping import OAError, message_id, parse_push
 from adapters.provincial_gov.simulator import ProvincialOA, notice, push
 from adapters.sdk import to
@@ -55,6 +55,24 @@ def test_mapping_refusals(mutate: Callable[[dict[str, Any]], Any], code: str) ->
     with pytest.raises(OAError) as e:
         parse_push(d)
     assert e.value.code == code and e.value.title and e.value.reason
+
+
+def test_config_refuses_plain_http_off_loopback_and_missing_tokens() -> None:
+    from adapters.provincial_gov.adapter import Config
+    from adapters.sdk import ConfigurationError
+
+    base = {"token": "t", "callback_url": "http://127.0.0.1:1/cb", "callback_token": "c", "allow_plain_http": True}
+    assert Config.from_extra(base).listen_host == "127.0.0.1"
+    for bad in (
+        {**base, "listen_host": "0.0.0.0"},
+        {**base, "allow_plain_http": False},
+        {**base, "token": ""},
+        {**base, "callback_url": "ftp://x"},
+        {**base, "cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"},
+    ):
+        with pytest.raises(ConfigurationError) as e:
+            Config.from_extra(bad)
+        assert e.value.code == "OA_CONFIG"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -224,7 +242,7 @@ async def test_sigkill_mid_stream_each_way_exactly_once_and_oa_down(tmp_path: Pa
             pushed: dict[str, str] = {}
 
             async def pusher(i: int, s: aiohttp.ClientSession) -> None:
-                doc = notice(f"K-{i}", groups=[], agencies=["112202000136132524"])
+                doc = notice(f"K-{i}", groups=[], agencies=[CITY_AGENCY])
                 while True:
                     try:
                         status, answer = await push(url, token, doc, session=s)
@@ -252,7 +270,7 @@ async def test_sigkill_mid_stream_each_way_exactly_once_and_oa_down(tmp_path: Pa
             want = {message_id(f"K-{i}") for i in range(N)}
             await until(lambda: want <= {d.context.message_id for d in hub.delivered(CITY)}, 120, "pushes at the city")
             got = [d.context.message_id for d in hub.delivered(CITY) if d.context.message_id in want]
-            assert len(set(got)) == N
+            assert len(got) == N and len(set(got)) == N  # each push delivered once, re-pushes were hub duplicates
             print(
                 f"\nOA received {len(oa.received)} (callback duplicates {oa.duplicates}); pushes {len(pushed)}, "
                 f"hub duplicates {sum(1 for v in pushed.values() if v == 'duplicate')}; city deliveries "
