@@ -1,0 +1,333 @@
+"""local_bureau (county-222424-oa, 汪清县林业局): the bureau's REST push, the duty desk's webhook and its
+acknowledgement, against the real hub and the simulated bureau. Pure tests are unmarked; real ones integration."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.local_bureau.demo import AGENCY, SENDER, SENDER_AGENCY, SYSTEM, config_text, demo, free_port, sample_alert
+from adapters.local_bureau.mapping import BureauError, message_id, parse_ack, parse_push
+from adapters.local_bureau.simulator import CountyBureau, push, receipt_push
+from adapters.sdk import to
+from adapters.sdk.testing import AdapterProcess, TestHub
+
+CITY = "city-222400-oa"  # 延边州林业局, the bureau's superior
+CITY_AGENCY = "112224000140973218"
+
+INFO_NS = "urn:forestry-hub:info.report:1"
+
+
+# ------------------------------------------------------------------------------------------ pure
+
+
+def test_push_mapping_deterministic_id_and_refusals() -> None:
+    p = parse_push(receipt_push("R-1", str(uuid.uuid4()), SENDER_AGENCY, SENDER, "received"), SYSTEM)
+    assert p.message_id == message_id(SYSTEM, "document.receipt", "R-1")
+    assert p.recipients == ((SENDER_AGENCY, SENDER),)
+    base = receipt_push("R-2", str(uuid.uuid4()), SENDER_AGENCY, SENDER, "read")
+    cases: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
+        (lambda d: d.__setitem__("id", "x" * 129), "LB_FIELD_TOO_LONG"),
+        (lambda d: d.__setitem__("to", {"agencies": ["not-a-code"]}), "LB_UNKNOWN_RECIPIENT"),
+        (lambda d: d.__setitem__("to", {"groups": ["everyone"]}), "LB_UNKNOWN_RECIPIENT"),
+        (lambda d: d.__setitem__("service", "approval.decision"), "LB_BAD_SERVICE"),
+        (lambda d: d.__setitem__("body_xml", "<not xml"), "LB_BAD_XML"),
+        (lambda d: d.__setitem__("body_xml", "<x xmlns='urn:other'/>"), "LB_BAD_XML"),
+        (lambda d: d.pop("id"), "LB_BAD_FIELD"),
+    ]
+    for mutate, code in cases:
+        d = dict(base)
+        mutate(d)
+        with pytest.raises(BureauError) as e:
+            parse_push(d, SYSTEM)
+        assert e.value.code == code and e.value.title and e.value.reason
+    with pytest.raises(BureauError) as e:
+        parse_push([1], SYSTEM)
+    assert e.value.code == "LB_BAD_JSON"
+
+
+def test_ack_mapping() -> None:
+    a = parse_ack({"response": "responding", "duty_officer": "李明", "phone": "0433-8222119"})
+    assert a.response == "responding" and a.acknowledged_at.tzinfo is not None and a.note is None
+    for bad, code in (
+        ({"duty_officer": "李明", "phone": "0433"}, None),
+        ({"response": "maybe", "duty_officer": "李明", "phone": "0433"}, "LB_BAD_FIELD"),
+        ({"duty_officer": "李" * 201, "phone": "0433"}, "LB_FIELD_TOO_LONG"),
+        ({"duty_officer": "李明", "phone": "电话"}, "LB_BAD_FIELD"),
+        ({"phone": "0433"}, "LB_BAD_FIELD"),
+    ):
+        if code is None:
+            parse_ack(bad)
+            continue
+        with pytest.raises(BureauError) as e:
+            parse_ack(bad)
+        assert e.value.code == code
+
+
+def test_config_refusals() -> None:
+    from adapters.local_bureau.adapter import Config
+    from adapters.sdk import ConfigurationError
+
+    base = {
+        "token": "t",
+        "desk_token": "d",
+        "desk_webhook_token": "w",
+        "inbox_token": "i",
+        "inbox_url": "http://127.0.0.1:1/in",
+        "desk_webhook_url": "http://127.0.0.1:1/desk",
+        "allow_plain_http": True,
+    }
+    assert Config.from_extra(base).agency_code == AGENCY
+    for bad in (
+        {**base, "listen_host": "0.0.0.0"},
+        {**base, "allow_plain_http": False},
+        {**base, "desk_token": ""},
+        {**base, "desk_webhook_url": "ftp://x"},
+        {**base, "agency_code": "nope"},
+        {**base, "cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"},
+    ):
+        with pytest.raises(ConfigurationError) as e:
+            Config.from_extra(bad)
+        assert e.value.code == "LB_CONFIG"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+async def until(predicate: Callable[[], Any], timeout: float, what: str, proc: AdapterProcess | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if proc is not None and not proc.alive:
+            raise AssertionError(f"the adapter exited while waiting for {what}: {proc.log.read_text()[-2000:]}")
+        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def _tls(tmp_path: Path) -> tuple[Path, Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.now(UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("汪清县林业局适配器测试 CA"))
+        .issuer_name(name("汪清县林业局适配器测试 CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("local-bureau-adapter.test"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return ca_file, cert_file, key_file
+
+
+async def _setup(
+    hub: TestHub, tmp_path: Path, bureau: CountyBureau, **extra: Any
+) -> tuple[AdapterProcess, str, str, str]:
+    home = await hub.enrol_home(SYSTEM)
+    port, token, desk_token = free_port(), uuid.uuid4().hex, uuid.uuid4().hex
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text(config_text(home, bureau, port=port, token=token, desk_token=desk_token, **extra), encoding="utf-8")
+    scheme = "https" if "cert_file" in extra else "http"
+    url = f"{scheme}://127.0.0.1:{port}"
+    bureau.auto_ack, bureau.adapter_desk_token = url, desk_token
+    return AdapterProcess("local_bureau", cfg, env={}, log=tmp_path / "adapter.log"), url, token, desk_token
+
+
+def info_push(ext_id: str, *, title: str = "汪清县森林防火工作简报") -> dict[str, Any]:
+    body = f'<i:InfoReport xmlns:i="{INFO_NS}"><i:Title>{title}</i:Title></i:InfoReport>'
+    return {"id": ext_id, "service": "info.report", "to": {"agencies": [CITY_AGENCY]}, "body_xml": body}
+
+
+# ------------------------------------------------------------------------------------------ integration
+
+
+@pytest.mark.integration
+async def test_demo_part_has_no_problems(tmp_path: Path) -> None:
+    async with TestHub(real=True) as hub:
+        assert await demo(hub, tmp_path, print) == []
+
+
+async def _pg_ids(dsn: str) -> tuple[set[str], set[str]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = {str(r["message_id"]) for r in await conn.fetch("SELECT message_id FROM messages")}
+        delivered = {str(r["message_id"]) for r in await conn.fetch("SELECT message_id FROM deliveries")}
+    finally:
+        await conn.close()
+    return ids, delivered
+
+
+@pytest.mark.integration
+async def test_bad_input_refused_over_tls_and_nothing_sent(tmp_path: Path) -> None:
+    ca, cert, key = _tls(tmp_path)
+    bureau = CountyBureau()
+    await bureau.start()
+    async with TestHub(real=True) as hub:
+        proc, url, token, desk_token = await _setup(
+            hub, tmp_path, bureau, cert_file=str(cert), key_file=str(key), max_body=262144
+        )
+        await hub.client(CITY)
+        await proc.start()
+        try:
+            ctx = ssl.create_default_context(cafile=str(ca))
+            doc = str(uuid.uuid4())
+            good = receipt_push("B-9", doc, CITY_AGENCY, CITY, "received")
+            async with aiohttp.ClientSession() as s:
+                status, answer = await push(url, "wrong", good, ssl_ctx=ctx, session=s)
+                assert (status, answer["code"]) == (401, "LB_UNAUTHORIZED")
+                status, answer = await push(url, token, None, raw=b"{not json", ssl_ctx=ctx, session=s)
+                assert (status, answer["code"]) == (400, "LB_BAD_JSON") and answer["title"] and answer["reason"]
+                long = receipt_push("B-1", doc, CITY_AGENCY, CITY, "received")
+                long["body_xml"] = long["body_xml"].replace("汪清县林业局办公室", "长" * 300)
+                status, answer = await push(url, token, long, ssl_ctx=ctx, session=s)
+                assert (status, answer["code"]) == (400, "LB_FIELD_TOO_LONG"), answer
+                unknown = receipt_push("B-2", doc, "91220000MA0000000C", CITY, "received")
+                status, answer = await push(url, token, unknown, ssl_ctx=ctx, session=s)
+                assert status == 422 and answer["code"] == "LB_UNKNOWN_RECIPIENT", answer
+                status, answer = await push(url, token, None, raw=b'{"x":"' + b"a" * 300_000 + b'"}', ssl_ctx=ctx)
+                assert (status, answer["code"]) == (413, "LB_TOO_LARGE")
+                # an acknowledgement for an alert never delivered here
+                from adapters.local_bureau.simulator import ack
+
+                status, answer = await ack(
+                    url,
+                    desk_token,
+                    str(uuid.uuid4()),
+                    {"duty_officer": "李明", "phone": "0433"},
+                    ssl_ctx=ctx,
+                    session=s,
+                )
+                assert (status, answer["code"]) == (404, "LB_UNKNOWN_ALERT")
+                # a good one goes through; its re-push is a hub duplicate under the same id
+                status, answer = await push(url, token, good, ssl_ctx=ctx, session=s)
+                assert status == 200 and answer["outcome"] == "accepted", answer
+                status, again = await push(url, token, good, ssl_ctx=ctx, session=s)
+                assert status == 200 and again["outcome"] == "duplicate" and again["message_id"] == answer["message_id"]
+            ids, delivered = await _pg_ids(hub.settings.pg_dsn)
+            mid = lambda e: message_id(SYSTEM, "document.receipt", e)  # noqa: E731
+            assert mid("B-9") in delivered
+            assert mid("B-1") not in ids  # refused before leaving
+            assert mid("B-2") not in delivered  # refused by the hub: delivered to no one
+        finally:
+            await proc.stop()
+            await bureau.stop()
+
+
+N = 500
+
+
+@pytest.mark.integration
+async def test_sigkill_mid_stream_each_way_exactly_once_and_desk_down(tmp_path: Path) -> None:
+    bureau = CountyBureau()
+    await bureau.start()
+    async with TestHub(real=True) as hub:
+        proc, url, token, _ = await _setup(hub, tmp_path, bureau)
+        county = await hub.client(SENDER)
+        await hub.client(CITY)
+        await proc.start()
+        try:
+            # hub → desk: 500 alerts (each acknowledged by the desk → emergency.ack); bureau → hub: 500 receipts
+            sent = await asyncio.gather(
+                *(
+                    county.send(
+                        sample_alert(f"火情测试第{i}号"),
+                        service="emergency.alert",
+                        version=1,
+                        to=to(AGENCY, SYSTEM),
+                        urgency="特急",
+                    )
+                    for i in range(N)
+                )
+            )
+            alert_ids = {r.message_id for r in sent}
+            pushed: dict[str, str] = {}
+
+            async def pusher(i: int, s: aiohttp.ClientSession) -> None:
+                doc = receipt_push(f"K-{i}", str(uuid.uuid5(uuid.NAMESPACE_URL, str(i))), CITY_AGENCY, CITY, "read")
+                while True:
+                    status, answer = await push(url, token, doc, session=s)
+                    if status == 200:
+                        pushed[f"K-{i}"] = answer["outcome"]
+                        return
+                    await asyncio.sleep(0.1)
+
+            async with aiohttp.ClientSession() as s:
+                tasks = [asyncio.create_task(pusher(i, s)) for i in range(N)]
+                await until(lambda: len(bureau.desk) >= N // 5 and len(pushed) >= N // 5, 60, "a fifth", proc)
+                proc.kill()
+                await proc.start()
+                bureau.down()  # the bureau's desk and inbox down for a while, then back
+                await until(lambda: bureau.refused_while_down >= 3, 30, "refused deliveries (desk down)", proc)
+                bureau.up()
+                await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            await until(lambda: alert_ids <= set(bureau.desk), 120, "every alert at the desk", proc)
+            assert len(bureau.desk) == N and set(bureau.desk) == alert_ids
+            await until(lambda: alert_ids <= set(bureau.acked), 120, "every alert acknowledged", proc)
+            want = {message_id(SYSTEM, "document.receipt", f"K-{i}") for i in range(N)}
+
+            def at_county() -> tuple[list[str], list[str]]:
+                acks = [d.context.ref_to or "" for d in hub.delivered(SENDER) if d.context.service == "emergency.ack"]
+                receipts = [d.context.message_id for d in hub.delivered(CITY) if d.context.message_id in want]
+                return acks, receipts
+
+            await until(
+                lambda: set(at_county()[0]) >= alert_ids and set(at_county()[1]) >= want,
+                120,
+                "acks at 敦化, receipts at 延边州",
+            )
+            acks, receipts = at_county()
+            assert len(acks) == N and set(acks) == alert_ids  # one emergency.ack per alert
+            assert len(receipts) == N and set(receipts) == want  # each push delivered once
+            print(
+                f"\ndesk received {len(bureau.desk)} alerts (webhook duplicates {bureau.desk_duplicates}); acks at the "
+                f"sender {len(acks)} (hub duplicates {sum(1 for v in bureau.acked.values() if v == 'duplicate')}); "
+                f"pushes {len(pushed)} (hub duplicates {sum(1 for v in pushed.values() if v == 'duplicate')}); "
+                f"receipts at the sender {len(receipts)}"
+            )
+        finally:
+            await proc.stop()
+            await bureau.stop()
