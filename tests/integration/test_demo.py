@@ -105,19 +105,30 @@ def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
         "the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt",
         "/ready is ready; /metrics counts 12 accepted this run; the duty operator found step a's notice and its trace "
         "(12 deliveries); the auditor sees the security officer's release",
+        # the five agency adapters (steps n–r), each in its own process with its simulated outside system
+        "the provincial OA's notice reached all 9 city bureaus (city-220100-oa: delivered)",
+        "Siping's 签收 receipt reached the provincial OA's callback",
+        "the national outbox's statistics report and notice reached the provincial OA",
+        "the province's report for the nation landed in its inbox folder",
+        "Dunhua's fire alert reached Wangqing's duty desk webhook",
+        "the desk's acknowledgement went back to Dunhua as emergency.ack",
+        "the meeting was booked on the platform; the booker and both branch venues got meeting.notice",
+        "the conflicting booking was refused: VC_SLOT_TAKEN",
+        "the Dunhua desk's application left its database outbox and reached the provincial approval system",
+        "the status and the decision came back into the desk's database",
         "证据链完整 evidence chain intact",
         "every step behaved as expected",
     ):
         assert expected in out, f"missing {expected!r} in:\n{out}"
-    # 6: the summary's figures come from PostgreSQL: 13 signed messages were recorded (the SDK step's query and
-    # answer, the portal's application over HTTPS and the status back among them), one of them refused at the gate;
-    # 27 deliveries, one blocked; the tampered copy and the costly one were refused before their signatures could be
-    # trusted.
-    assert _counts(out, "报文 messages") == {"accepted": 12, "rejected": 1, "released": 1}
-    assert _counts(out, "投递 deliveries") == {"delivered": 27, "blocked": 1}
+    # 6: the summary's figures come from PostgreSQL: 12 signed messages accepted by steps a–m (the SDK step's query
+    # and answer, the portal's application over HTTPS and the status back among them) and 17 by the adapters' steps
+    # n–r, one refused at the gate; 63 deliveries, one blocked; the tampered copy and the costly one were refused
+    # before their signatures could be trusted.
+    assert _counts(out, "报文 messages") == {"accepted": 29, "rejected": 1, "released": 1}
+    assert _counts(out, "投递 deliveries") == {"delivered": 63, "blocked": 1}
     assert "refused before the signature could be trusted: 2" in out
     assert f"HUB_STATE_DIR={state}" in out and "receive --system city-220100-oa" in out
-    assert "3 waiting" in out
+    assert "4 waiting" in out  # three from steps a–m, the provincial OA's notice (step n)
     assert "http://" not in out  # every URL printed is HTTPS (the gateway's, the ops page's)
     assert re.search(r"HTTPS 网关 gateway https://127\.0\.0\.1:\d+", out), out
     # the ops page: its URL and one demo login per role; --stop stopped it with the hub
@@ -134,8 +145,8 @@ def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
     out = second.stdout
     assert second.returncode == 0, out + second.stderr
     assert "（已存在 reused）" in out and "证书中心 CA：沿用 reused" in out and "newly issued 0" in out
-    assert "cleared 3 message(s) left by an earlier run" in out  # city-220100-oa's inbox from the first run
-    assert _counts(out, "报文 messages") == {"accepted": 24, "rejected": 2, "released": 2}
+    assert "cleared 4 message(s) left by an earlier run" in out  # city-220100-oa's inbox from the first run
+    assert _counts(out, "报文 messages") == {"accepted": 58, "rejected": 2, "released": 2}
     pid = int((state / "hub.pid").read_text())
     assert Path(f"/proc/{pid}").exists() and b"hub.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert "--stop-only" in out
