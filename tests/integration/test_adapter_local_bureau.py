@@ -352,3 +352,41 @@ async def test_sigkill_mid_stream_each_way_exactly_once_and_desk_down(tmp_path: 
         finally:
             await proc.stop()
             await bureau.stop()
+
+
+@pytest.mark.integration
+async def test_document_in_and_its_receipts_out(tmp_path: Path) -> None:
+    from adapters.sdk.messages import DocumentOfficialV1
+    from adapters.sdk.messages import document_official_v1 as d
+
+    bureau = CountyBureau()
+    await bureau.start()
+    async with TestHub(real=True) as hub:
+        proc, url, token, _ = await _setup(hub, tmp_path, bureau)
+        city = await hub.client(CITY)
+        await proc.start()
+        try:
+            doc = DocumentOfficialV1(
+                kind="通知",
+                issuer_mark="延边朝鲜族自治州林业局文件",
+                document_number="延州林发〔2026〕9号",
+                title="关于做好冬季森林防火巡护工作的通知",
+                main_recipients=None,
+                main_text=d.MainText(paragraph=["请各县（市）局加强巡护。"]),
+                issuing_agencies=d.IssuingAgencies(
+                    agency=[d.AgencyRef(name="延边朝鲜族自治州林业局", agency_code=CITY_AGENCY)]
+                ),
+                document_date=datetime(2026, 12, 4).date(),
+            )
+            r = await city.send(doc, to=to(AGENCY, SYSTEM))
+            await until(lambda: r.message_id in bureau.inbox, 30, "the document in the bureau's inbox", proc)
+            assert bureau.inbox[r.message_id].service.startswith("document.official")
+            for i, status in enumerate(("received", "read", "handled")):  # 签收 / 阅读 / 办结
+                code, answer = await push(url, token, receipt_push(f"R-{i}", r.message_id, CITY_AGENCY, CITY, status))
+                assert code == 200 and answer["outcome"] == "accepted", answer
+            got = await hub.received(CITY, 3, timeout=30)
+            assert sorted(g.context.ref_to or "" for g in got) == [r.message_id] * 3
+            assert len(bureau.inbox) == 1 and bureau.duplicates == 0
+        finally:
+            await proc.stop()
+            await bureau.stop()
