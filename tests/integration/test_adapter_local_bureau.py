@@ -25,8 +25,6 @@ from adapters.sdk.testing import AdapterProcess, TestHub
 CITY = "city-222400-oa"  # 延边州林业局, the bureau's superior
 CITY_AGENCY = "112224000140973218"
 
-INFO_NS = "urn:forestry-hub:info.report:1"
-
 
 # ------------------------------------------------------------------------------------------ pure
 
@@ -173,11 +171,6 @@ async def _setup(
     url = f"{scheme}://127.0.0.1:{port}"
     bureau.auto_ack, bureau.adapter_desk_token = url, desk_token
     return AdapterProcess("local_bureau", cfg, env={}, log=tmp_path / "adapter.log"), url, token, desk_token
-
-
-def info_push(ext_id: str, *, title: str = "汪清县森林防火工作简报") -> dict[str, Any]:
-    body = f'<i:InfoReport xmlns:i="{INFO_NS}"><i:Title>{title}</i:Title></i:InfoReport>'
-    return {"id": ext_id, "service": "info.report", "to": {"agencies": [CITY_AGENCY]}, "body_xml": body}
 
 
 # ------------------------------------------------------------------------------------------ integration
