@@ -31,6 +31,17 @@ def _root_logger_restored() -> Iterator[None]:
     root.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def _no_adapter_process_left() -> Iterator[None]:
+    """An adapter test that fails before its own stop leaves ``hub adapter run`` running: kill it after the test, so
+    it neither consumes a later test's queue nor surfaces as an unraisable ResourceWarning in whichever test the
+    garbage collector happens to run in."""
+    yield
+    from adapters.sdk.testing import AdapterProcess
+
+    AdapterProcess.kill_leftovers()
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return PROJECT_ROOT

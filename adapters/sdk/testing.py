@@ -34,10 +34,11 @@ import sys
 import tempfile
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from adapters.sdk._adapter import Adapter
 from adapters.sdk._context import Context
@@ -382,9 +383,22 @@ class AdapterProcess:
     run); ``kill()`` is SIGKILL (no goodbye, as a crash); ``await stop()`` is SIGTERM (the graceful stop) and
     returns the exit code."""
 
+    #: Every instance whose process was started and may still run (``kill_leftovers``).
+    _started: ClassVar[weakref.WeakSet[AdapterProcess]] = weakref.WeakSet()
+
     def __init__(self, name: str, config: Path, *, env: dict[str, str], log: Path) -> None:
         self.name, self.config, self.env, self.log = name, Path(config), env, Path(log)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def kill_leftovers(cls) -> list[str]:
+        """SIGKILL every adapter process still running (a test that failed before its own stop); their names."""
+        killed = []
+        for p in list(cls._started):
+            if p.alive:
+                p.kill()
+                killed.append(p.name)
+        return killed
 
     async def start(self, timeout: float = 60.0) -> AdapterProcess:
         from hub.settings import PROJECT_ROOT
@@ -396,6 +410,7 @@ class AdapterProcess:
         argv = [sys.executable, "-m", "hub.cli", "adapter", "run", self.name, "--config", str(self.config)]
         with open(self.log, "ab") as out:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=out)
+        AdapterProcess._started.add(self)
         deadline = time.monotonic() + timeout
         while True:
             text = self.log.read_bytes()[offset:].decode("utf-8", errors="replace")

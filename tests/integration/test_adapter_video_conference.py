@@ -291,13 +291,19 @@ async def test_bad_answers_and_refusals(tmp_path: Path) -> None:
                 lambda: [d for d in hub.delivered(BOOKER) if d.context.ref_to == r5.message_id], 30, "the reply", proc
             )
             assert a5.context.service == "meeting.notice"
-            await until(lambda: "notice refused by the hub" in proc.log.read_text(), 30, "the notice refused", proc)
-            with sqlite3.connect(home_of(tmp_path) / "handled.sqlite3") as db:
-                rows = db.execute(
-                    "SELECT agency, state, detail FROM vc_notice_outbox WHERE booking_id = ?", (r5.message_id,)
-                )
-                [(agency, state, detail)] = rows.fetchall()
+
+            def outbox_rows() -> list[tuple[str, str, str]]:
+                with sqlite3.connect(home_of(tmp_path) / "handled.sqlite3") as db:
+                    rows = db.execute(
+                        "SELECT agency, state, detail FROM vc_notice_outbox WHERE booking_id = ?", (r5.message_id,)
+                    )
+                    return rows.fetchall()
+
+            # The log line comes before the outbox row's commit: wait for the row itself.
+            await until(lambda: [r for r in outbox_rows() if r[1] != "pending"], 30, "the notice refused", proc)
+            [(agency, state, detail)] = outbox_rows()
             assert (agency, state) == (stranger, "failed") and detail
+            assert "notice refused by the hub" in proc.log.read_text()
             # no notice went anywhere for a refused booking
             await asyncio.sleep(0.3)
             refused = {r2.message_id, r3.message_id}
