@@ -23,6 +23,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -102,6 +103,14 @@ class Config:
         url = str(extra.get("callback_url", ""))
         if not url.startswith(("http://", "https://")):
             raise fail("callback_url must be the OA's http(s):// callback URL")
+        if url.startswith("http://"):  # the callback carries the token and the documents: plain only on loopback
+            cb_host = (urlsplit(url).hostname or "").strip("[]")
+            try:
+                cb_loopback = ipaddress.ip_address(cb_host).is_loopback
+            except ValueError:
+                cb_loopback = cb_host == "localhost"
+            if not cb_loopback:
+                raise fail("callback_url must be https:// (plain http:// only to a loopback address)")
         cert, key = str(extra.get("cert_file", "")), str(extra.get("key_file", ""))
         plain = bool(extra.get("allow_plain_http", False))
         if cert or key:
@@ -130,7 +139,12 @@ class Config:
                 if nums[name] <= 0:
                     raise fail(f"{name} must be positive")
         if "max_body" in extra:
-            nums["max_body"] = int(extra["max_body"])
+            try:
+                nums["max_body"] = int(extra["max_body"])
+            except (TypeError, ValueError):
+                raise fail("max_body must be a number of bytes") from None
+            if nums["max_body"] <= 0:
+                raise fail("max_body must be positive")
         return cls(
             listen_host=host,
             listen_port=port,
@@ -223,7 +237,15 @@ async def push_document(request: web.Request) -> web.Response:
         log.warning("push failed: %s", exc.code, extra=fields)
         if exc.code and ("RECIPIENT" in exc.code or "UNKNOWN" in exc.code):
             return _error(hub_refusal(exc.code))
-        return _error(OAError(422, "OA_HUB_REFUSED", f"枢纽拒收该公文（{exc.code}）", f"refused: {exc.code}"))
+        # Not known to be a refusal of this document: the OA must push it again, not give up on it.
+        return _error(
+            OAError(
+                503,
+                "OA_HUB_UNAVAILABLE",
+                f"暂时无法送交枢纽（{exc.code}），请稍后重试",
+                f"could not hand the document to the hub ({exc.code}); push again later",
+            )
+        )
     log.info("pushed to the hub: %s", receipt.outcome, extra=fields)
     return web.json_response(
         {

@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from lxml import etree
@@ -33,7 +34,9 @@ from adapters.sdk import (
     Adapter,
     ConfigurationError,
     Context,
+    HubRefused,
     HubUnavailable,
+    MessageInvalid,
     Reject,
     RequestTimeout,
     Retry,
@@ -273,9 +276,10 @@ async def on_booking(msg: MeetingBookingV1, ctx: Context) -> MeetingNoticeV1:
 
 @adapter.handles(MeetingConfirmV1)
 async def on_confirm(msg: MeetingConfirmV1, ctx: Context) -> None:
-    status, answer = await call(
-        "POST", f"/api/v1/meetings/{msg.meeting_number}/attendance", attendance_request(msg), ctx
-    )
+    # The meeting number goes into the platform's URL path: quoted whole, so no "/", ".." or "?" can reach another
+    # endpoint of the platform.
+    number = quote(str(msg.meeting_number), safe="")
+    status, answer = await call("POST", f"/api/v1/meetings/{number}/attendance", attendance_request(msg), ctx)
     if 200 <= status < 300:
         return None
     code, reason = refusal(status, answer)
@@ -380,7 +384,7 @@ class NoticeOutbox:
                 log.warning("notice not sent yet (%s), again later", exc.code, extra=fields)
                 await asyncio.sleep(min(self.interval * 10, 5.0))
                 return
-            except SdkError as exc:  # the hub refused it (unknown agency …) or it cannot be built: never again
+            except (HubRefused, MessageInvalid) as exc:  # refused (unknown agency …) or cannot be built: never again
                 log.warning("notice refused by the hub: %s", exc.code, extra=fields)
                 await asyncio.to_thread(
                     self._sql,
@@ -388,6 +392,10 @@ class NoticeOutbox:
                     (f"{exc.code}: {exc.detail}"[:500], mid),
                 )
                 self.counts["failed"] += 1
+                return
+            except SdkError as exc:  # anything else may pass: the notice stays pending and is tried again
+                log.warning("notice not sent yet (%s), again later", exc.code, extra=fields)
+                await asyncio.sleep(min(self.interval * 10, 5.0))
                 return
             await asyncio.to_thread(
                 self._sql, "UPDATE vc_notice_outbox SET state = ? WHERE message_id = ?", (receipt.outcome, mid)
