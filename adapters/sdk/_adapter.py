@@ -80,11 +80,6 @@ _HUB_ANSWERS = ("hub.receipt", "hub.error")
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
-#: The pause before a rolled-back batch is tried again, doubled for each batch that fails in a row, up to the max.
-STORE_BACKOFF_FIRST = 0.5
-STORE_BACKOFF_MAX = 30.0
-
-
 def to(agency: str, system: str | None = None) -> Recipient:
     """A 主送 recipient: an agency (by its unified social credit code), optionally one system of it."""
     from hub.envelope import Recipient
@@ -159,8 +154,6 @@ class Adapter:
         self.on_answer: Callable[[Receipt | HubRefused], Any] | None = None
         #: What handles a delivery no handler is registered for (TestHub's recording clients); None: refuse it.
         self._fallback: Callable[[Any, Context], Awaitable[Any]] | None = None
-        #: Batches rolled back in a row (the store or the broker unavailable): sets the pause before the next try.
-        self._store_failures = 0
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
@@ -567,24 +560,7 @@ class Adapter:
         if bad:
             await self._dead_letter(w, bad)
         if todo:
-            try:
-                acks += await self._handle(w, todo)
-                self._store_failures = 0
-            except Exception as exc:
-                # The store (often the agency's own database) or the broker failed under the batch: it was rolled
-                # back. Its deliveries wait with a growing pause (not counted against retry_limit: an outage is not
-                # the message's fault) instead of coming straight back in a tight loop.
-                self._store_failures += 1
-                delay = min(STORE_BACKOFF_MAX, STORE_BACKOFF_FIRST * 2 ** (self._store_failures - 1))
-                log.warning(
-                    "batch rolled back (%s); %d deliveries wait %.1f s",
-                    type(exc).__name__,
-                    len(todo),
-                    delay,
-                    extra={"system": self.system, "failures": self._store_failures},
-                )
-                for m, _ in todo:
-                    self._retry_later(w, m, delay, f"batch rolled back: {type(exc).__name__}")
+            acks += await self._handle(w, todo)
         if acks:
             await w.transport.ack(acks)
 
@@ -717,7 +693,6 @@ class Adapter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        m.held = True  # the consumer leaves it to us: nacked (requeued) when the delay is over, or at stop()
         self._timers[key] = (loop.call_later(delay, fire), m)
         log.info("retry in %.1f s: %s", delay, why, extra={"system": self.system, "message_id": m.message_id})
 

@@ -330,7 +330,7 @@ class Consumer:
                 "handler failed for a batch of %d from %s; unsettled messages are requeued", len(batch), self.queue
             )
         finally:
-            unsettled = [m for m in batch if not m.settled and not m.held]
+            unsettled = [m for m in batch if not m.settled]
             if unsettled:
                 await nack(unsettled, requeue=True)
             task = asyncio.current_task()

@@ -187,7 +187,7 @@ class MemoryConsumer:
             self.errors.append(exc)
             log.exception("handler failed for a batch of %d from %s", len(batch), self.queue)
         finally:
-            unsettled = [m for m in batch if not m.settled and not m.held]
+            unsettled = [m for m in batch if not m.settled]
             _settle(unsettled, True)
             self._mine.difference_update(m.delivery_tag for m in batch)
             self._slots.release()

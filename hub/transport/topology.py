@@ -182,9 +182,6 @@ class Incoming:
     correlation_id: str | None = None
     #: True once acked, nacked or rejected (settling twice is a no-op).
     settled: bool = False
-    #: Set by a handler that keeps the message to settle it later itself (the SDK's ``Retry(delay)``: nacked with
-    #: requeue when the delay is over): the consumer then does not requeue it when the handler returns.
-    held: bool = False
     #: The transport-specific owner that settles this message (a channel tracker or the in-memory queue).
     owner: Any = field(default=None, repr=False)
 
@@ -207,9 +204,8 @@ class Incoming:
         return self.user_id
 
 
-#: A batch handler: it must settle every message of the batch (ack, nack, or publish-then-ack), or mark it ``held``
-#: and settle it later. Messages it leaves unsettled and not held are nacked with requeue when it returns or raises
-#: and come back with ``redelivered=True``.
+#: A batch handler: it must settle every message of the batch (ack, nack, or publish-then-ack). Messages it leaves
+#: unsettled when it raises are nacked with requeue and come back with ``redelivered=True``.
 Handler = Callable[[list[Incoming]], Awaitable[None]]
 
 

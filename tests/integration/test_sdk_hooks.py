@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -136,58 +135,3 @@ async def test_adapter_process_runs_hub_adapter_run_until_sigterm_and_a_joined_h
             code = await proc.stop()
         assert code == 0 and not proc.alive
         assert "stopped" in (tmp_path / "adapter.log").read_text()
-
-
-async def test_a_store_outage_rolls_the_batch_back_and_it_waits_with_a_growing_pause_not_a_dead_letter(
-    mode: str,
-) -> None:
-    province = Adapter("prov-220000-oa")
-    seen: list[str] = []
-
-    @province.handles("info.report", version=1)
-    async def on_report(msg: Any, ctx: Any) -> None:
-        seen.append(ctx.message_id)
-
-    async with TestHub(province) as hub:
-        store = province._wiring.store  # type: ignore[union-attr]
-        real_seen = store.seen
-        calls: list[float] = []
-
-        async def down_twice(ids: Any) -> Any:
-            calls.append(time.monotonic())
-            if len(calls) <= 2:
-                raise ConnectionError("the agency's database is restarting")
-            return await real_seen(ids)
-
-        store.seen = down_twice
-        county = await hub.client("county-222403-oa")
-        sent = await county.send(report(), service="info.report", version=1, to=to(PROVINCE, "prov-220000-oa"))
-        await hub.wait_until(lambda: seen, timeout=15, what="the report handled after the outage")
-        assert seen == [sent.message_id]
-        assert province._store_failures == 0  # reset by the batch that went through
-        # Two pauses, the second twice the first (0.5 s, then 1 s), not an immediate requeue loop.
-        assert len(calls) == 3, [c - calls[0] for c in calls]
-        assert calls[1] - calls[0] >= 0.45 and calls[2] - calls[1] >= 0.95
-        assert await hub.dead_letters() == []
-
-
-async def test_retry_waits_its_delay_before_the_delivery_comes_back(mode: str) -> None:
-    """``Retry(0.6)`` holds the delivery (the consumer does not requeue it when the handler returns) and puts it
-    back when the delay is over: the handler sees it again 0.6 s later, not at once."""
-    from adapters.sdk import Retry
-
-    province = Adapter("prov-220000-oa")
-    at: list[float] = []
-
-    @province.handles("info.report", version=1)
-    async def on_report(msg: Any, ctx: Any) -> None:
-        at.append(time.monotonic())
-        if len(at) == 1:
-            raise Retry(0.6, "the OA system is busy")
-
-    async with TestHub(province) as hub:
-        county = await hub.client("county-222403-oa")
-        await county.send(report(), service="info.report", version=1, to=to(PROVINCE, "prov-220000-oa"))
-        await hub.wait_until(lambda: len(at) == 2, timeout=10, what="the delivery back after its delay")
-        assert at[1] - at[0] >= 0.55, at
-        assert await hub.dead_letters() == []
