@@ -281,7 +281,14 @@ async def test_sigkill_mid_stream_each_way_exactly_once_and_desk_down(tmp_path: 
             )
             pushed: dict[str, str] = {}
 
+            # At most 50 pushes in flight at once (an OA pushes from a pool, not 500 sockets at a time).
+            limit = asyncio.Semaphore(50)
+
             async def pusher(i: int, s: aiohttp.ClientSession) -> None:
+                async with limit:
+                    await _push_one(i, s)
+
+            async def _push_one(i: int, s: aiohttp.ClientSession) -> None:
                 doc = receipt_push(f"K-{i}", str(uuid.uuid5(uuid.NAMESPACE_URL, str(i))), CITY_AGENCY, CITY, "read")
                 while True:
                     status, answer = await push(url, token, doc, session=s)

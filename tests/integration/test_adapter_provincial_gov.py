@@ -241,7 +241,14 @@ async def test_sigkill_mid_stream_each_way_exactly_once_and_oa_down(tmp_path: Pa
             out_ids = {r.message_id for r in sent}
             pushed: dict[str, str] = {}
 
+            # At most 50 pushes in flight at once (an OA pushes from a pool, not 500 sockets at a time).
+            limit = asyncio.Semaphore(50)
+
             async def pusher(i: int, s: aiohttp.ClientSession) -> None:
+                async with limit:
+                    await _push_one(i, s)
+
+            async def _push_one(i: int, s: aiohttp.ClientSession) -> None:
                 doc = notice(f"K-{i}", groups=[], agencies=[CITY_AGENCY])
                 while True:
                     try:
