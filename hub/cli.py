@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "hub.commands.gateway",
     "hub.commands.dead",
     "hub.commands.ops",
+    "hub.processes.cli",
 )
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -63,6 +63,7 @@ from adapters.sdk._settings import AdapterSettings
 from adapters.sdk._store import HandledStore, Tx, open_store
 from adapters.sdk._trust import AgencyTrust, Opened, load_signer
 from hub.directory.model import REFUSAL_SERVICE
+from hub.envelope.model import NOTICE_SERVICE
 
 if TYPE_CHECKING:
     from hub.envelope import Recipient
@@ -623,6 +624,13 @@ class Adapter:
         if handler is None and self._fallback is not None:
             handler = _Handler(env.service, env.version, self._fallback, _message_class(env.service, env.version))
         if handler is None:
+            if env.service == NOTICE_SERVICE:  # the hub's process notices: every system gets them, none must handle
+                log.info(
+                    "hub notice (no handler): %s",
+                    env.body[0].text if len(env.body) else "",
+                    extra=self._fields(env, "notice"),
+                )
+                return "notice"
             if env.service == REFUSAL_SERVICE:
                 log.warning("refusal of a message no request waits for", extra=self._fields(env, "refusal"))
                 return "refusal"
@@ -664,6 +672,9 @@ class Adapter:
     def _refuse(
         self, w: _Wiring, o: Opened, code: str, reason: str, outgoing: list[Outgoing]
     ) -> str | tuple[str, Any, Any]:
+        if o.envelope.service.startswith("hub."):  # the hub takes no refusals (routes: nothing goes back to it)
+            log.warning("refused a hub message: %s", code, extra=self._fields(o.envelope, "refused"))
+            return "refused"
         try:
             outgoing.append(self._refusal(w, o, code, reason))
         except SdkError as exc:

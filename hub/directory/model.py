@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hub.envelope.model import CLASSIFICATIONS, ERROR_SERVICE, RECEIPT_SERVICE, Recipient
+from hub.envelope.model import CLASSIFICATIONS, ERROR_SERVICE, NOTICE_SERVICE, RECEIPT_SERVICE, Recipient
 from hub.errors import NoRoute
 
 __all__ = [
@@ -65,9 +65,10 @@ LEVEL_NAMES: dict[str, str] = {
 }
 KINDS: tuple[str, ...] = ("bureau", "government", "enterprise")
 
-#: The hub's own replies: every system except the hub accepts them, whatever its ``accepts`` list says (a sender
-#: must always be able to receive the receipt or the error for what it sent).
-HUB_SERVICES: tuple[str, ...] = (RECEIPT_SERVICE, ERROR_SERVICE)
+#: The hub's own messages: every system except the hub accepts them, whatever its ``accepts`` list says (a sender
+#: must always be able to receive the receipt or the error for what it sent, and every system the process notices of
+#: hub/processes: reminders, overdue reports, emergency resends and escalations).
+HUB_SERVICES: tuple[str, ...] = (RECEIPT_SERVICE, ERROR_SERVICE, NOTICE_SERVICE)
 #: A recipient system's signed refusal of a delivery (``delivery.refusal``, sent by the adapter SDK when a handler
 #: rejects a message): it goes back to the message's sender, whatever that system accepts otherwise — for the same
 #: reason as the hub's replies. Not to the hub, which sends nothing that could be refused.

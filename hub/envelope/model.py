@@ -23,6 +23,8 @@ __all__ = [
     "ENV_NS",
     "ERROR_NS",
     "ERROR_SERVICE",
+    "NOTICE_NS",
+    "NOTICE_SERVICE",
     "RECEIPT_NS",
     "RECEIPT_SERVICE",
     "URGENCIES",
@@ -68,6 +70,9 @@ RECEIPT_SERVICE = "hub.receipt"
 ERROR_SERVICE = "hub.error"
 RECEIPT_NS = service_namespace(RECEIPT_SERVICE, 1)
 ERROR_NS = service_namespace(ERROR_SERVICE, 1)
+#: The hub's process notices (hub/processes: reminders, overdue reports, escalations), also sent only by the hub.
+NOTICE_SERVICE = "hub.notice"
+NOTICE_NS = service_namespace(NOTICE_SERVICE, 1)
 
 
 class Party(NamedTuple):

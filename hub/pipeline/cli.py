@@ -31,6 +31,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             # of workers failing and being restarted (STORE_FOREIGN_INSTALLATION).
             await check_installation(settings, conn)
 
+    from hub.pipeline.supervisor import default_workers
+
     target: Any = None
     n = args.workers
     if getattr(args, "gateway", False):
@@ -38,7 +40,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         # them); its server certificate is checked before anything else is touched.
         from hub.commands.gateway import gateway_settings
         from hub.gateway.server import WithGateway
-        from hub.pipeline.supervisor import default_workers
 
         n = args.workers or default_workers(settings)
         gateway = gateway_settings(args, settings, prefix="gateway-")
@@ -49,8 +50,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     logs.setup()
     asyncio.run(prepare())
     if target is None:
-        return Supervisor(settings, worker_main, workers=args.workers).run()
-    return Supervisor(settings, target, workers=n + 1).run()
+        target, n = worker_main, args.workers or default_workers(settings)
+    else:
+        n += 1
+    if not args.no_processes:
+        # The process engine (hub/processes) as one more supervised process: off the message path, it reads what
+        # the workers recorded. Several hub instances may each run one (the engines share the work safely).
+        from hub.processes.runner import WithProcesses
+
+        target, n = WithProcesses(target, n), n + 1
+    return Supervisor(settings, target, workers=n).run()
 
 
 # ---------------------------------------------------------------------------------------------------- send
@@ -279,6 +288,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="start the pipeline workers (启动枢纽)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: HUB_WORKERS or one per core)")
     p.add_argument("--gateway", action="store_true", help="also serve the HTTPS gateway (hub gateway) as a process")
+    p.add_argument(
+        "--no-processes",
+        action="store_true",
+        help="do not start the process engine (document tracking, approvals, emergencies, meetings; hub processes)",
+    )
     from hub.commands.gateway import add_gateway_arguments
 
     add_gateway_arguments(p, prefix="gateway-")

@@ -9,7 +9,7 @@ import copy
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -200,12 +200,16 @@ class Hub:
     def env(self) -> dict[str, str]:
         return self.settings.to_env()
 
-    def run_hub(self, workers: int = 2) -> subprocess.Popen[bytes]:
-        """``hub run`` as an operator starts it; its JSON log lines go to <state_dir>/hub.log."""
+    def run_hub(
+        self, workers: int = 2, *, processes: bool = False, extra: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
+        """``hub run`` as an operator starts it (without the process engine unless ``processes``: the tests that count
+        worker processes count exactly the workers); its JSON log lines go to <state_dir>/hub.log."""
         self.log_path = self.settings.state_dir / "hub.log"
+        flags = [] if processes else ["--no-processes"]
         with open(self.log_path, "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "run", "--workers", str(workers)],
+                [sys.executable, "-m", "hub.cli", "run", "--workers", str(workers), *flags, *extra],
                 env=self.env(),
                 stdout=subprocess.DEVNULL,
                 stderr=log,

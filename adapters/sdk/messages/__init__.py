@@ -25,6 +25,7 @@ from adapters.sdk.messages.emergency_ack_v1 import EmergencyAckV1
 from adapters.sdk.messages.emergency_alert_v1 import EmergencyAlertV1
 from adapters.sdk.messages.emergency_update_v1 import EmergencyUpdateV1
 from adapters.sdk.messages.hub_error_v1 import HubErrorV1
+from adapters.sdk.messages.hub_notice_v1 import HubNoticeV1
 from adapters.sdk.messages.hub_receipt_v1 import HubReceiptV1
 from adapters.sdk.messages.info_report_v1 import InfoReportV1
 from adapters.sdk.messages.meeting_booking_v1 import MeetingBookingV1
@@ -59,6 +60,8 @@ __all__ = [
     "EmergencyUpdateV1",
     "HubError",
     "HubErrorV1",
+    "HubNotice",
+    "HubNoticeV1",
     "HubReceipt",
     "HubReceiptV1",
     "InfoReport",
@@ -87,6 +90,7 @@ EmergencyAck = EmergencyAckV1
 EmergencyAlert = EmergencyAlertV1
 EmergencyUpdate = EmergencyUpdateV1
 HubError = HubErrorV1
+HubNotice = HubNoticeV1
 HubReceipt = HubReceiptV1
 InfoReport = InfoReportV1
 MeetingBooking = MeetingBookingV1
@@ -108,6 +112,7 @@ ALL: tuple[type[Message], ...] = (
     EmergencyAlertV1,
     EmergencyUpdateV1,
     HubErrorV1,
+    HubNoticeV1,
     HubReceiptV1,
     InfoReportV1,
     MeetingBookingV1,

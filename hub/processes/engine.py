@@ -1,0 +1,563 @@
+"""The process engine: what follows messages after delivery (issue 14). Off the message path.
+
+The pipeline records every accepted message in PostgreSQL and stages a ``received`` record (``released`` for a
+quarantined message an operator let through) in the evidence chain. The chain gives those records a gapless ``seq``
+in commit order, so the engine reads them with a cursor (``process_cursor``) and hands each message of a followed
+service to the processes exactly once — no message-path cost, nothing missed, nothing handed over twice:
+
+    feed     evidence seq > cursor  →  Process.on_message(tx, msg)  →  cursor := seq   (one transaction)
+    timers   process_timers due     →  Process.on_timer(tx, timer)  →  fired_at := now (one transaction)
+    outbox   process_outbox unpublished → the inbound exchange (confirmed) → published_at := now
+
+Everything a process decides (its own state, new timers, messages to send, alarms) is written through the ``Tx`` it
+is given, inside the transaction that moves the cursor or fires the timer. A crash (SIGKILL) before the commit rolls
+all of it back and the same message or timer is handed over again; after it, nothing is handed over again. Engines
+on several hub instances share the work safely: the cursor row is taken ``FOR UPDATE SKIP LOCKED`` (one engine reads
+the feed at a time), timers ``FOR UPDATE SKIP LOCKED`` (each due timer to one engine), outbox rows likewise.
+
+What a process sends is a hub-signed envelope (sender: the directory's ``hub-system``) put into the inbound exchange:
+the pipeline examines, routes (routes with ``<From><Hub/></From>``), records and delivers it like any message, so
+it is in the evidence chain, on the ops page and tracked per recipient. Its message id is derived from the process
+and a key the process chooses (``Tx.send(key=…)``): a timer that fires again after a crash sends the same id, which
+the pipeline answers as a duplicate — never a second delivery.
+
+Time: processes judge deadlines by ``Tx.now``, the engine's clock (``clock``, default ``hub.clock.now``); a test
+moves it (``ProcessEngine(clock=…)``, or ``hub processes run --clock-file F`` for an engine in another process).
+Envelopes are dated by the real clock (the pipeline refuses messages dated in the future).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lxml import etree
+
+from hub import clock as hub_clock
+from hub.envelope.model import NOTICE_NS, NOTICE_SERVICE, Envelope, Party, Recipient, build, to_bytes
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from hub.pipeline.context import Context
+    from hub.transport.abc import AbstractTransport
+
+__all__ = [
+    "CN_TZ",
+    "Delivery",
+    "FedMessage",
+    "Process",
+    "ProcessEngine",
+    "Timer",
+    "Tx",
+    "file_clock",
+    "process_id",
+]
+
+log = logging.getLogger("hub.processes")
+
+CN_TZ = timezone(timedelta(hours=8))
+#: The namespace of the ids of what processes send: uuid5(PROCESS_NS, "<process>/<key>").
+PROCESS_NS = uuid.UUID("5b0c6e8e-2f55-4a39-9a43-6f1f3c0e7d21")
+#: Evidence kinds that mean "the pipeline recorded this message for delivery".
+FED_KINDS = ("received", "released")
+
+
+def process_id(process: str, key: str) -> str:
+    """The message id a process's send with ``key`` gets (the same on every engine, before and after a crash)."""
+    return str(uuid.uuid5(PROCESS_NS, f"{process}/{key}"))
+
+
+def file_clock(path: Path) -> Callable[[], datetime]:
+    """A clock for tests that drive an engine in another process: the time written in ``path`` (ISO 8601 with a
+    zone), read on every call; the real time while the file does not exist."""
+
+    def now() -> datetime:
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            return datetime.now(UTC)
+        return datetime.fromisoformat(text).astimezone(UTC)
+
+    return now
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One recipient of a recorded message (a ``deliveries`` row)."""
+
+    recipient_system: str
+    recipient_agency: str
+    role: str
+    state: str
+    delivered_at: datetime | None
+    received_at: datetime | None
+    read_at: datetime | None
+    handled_at: datetime | None
+    feedback_at: datetime | None
+
+
+@dataclass(slots=True)
+class FedMessage:
+    """A message the pipeline accepted, as the feed hands it to a process (its header fields; the signed bytes are
+    read only when a process asks: ``await tx.envelope(msg)``)."""
+
+    seq: int
+    message_id: str
+    service: str
+    version: int
+    sender_agency: str
+    sender_system: str
+    urgency: str
+    classification: str
+    created: datetime
+    received_at: datetime
+    conversation_id: str | None
+    ref_to: str | None
+    business_ref: str | None
+    _envelope: Envelope | None = field(default=None, repr=False)
+
+    @property
+    def sender(self) -> Party:
+        return Party(self.sender_agency, self.sender_system)
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    id: int
+    process: str
+    kind: str
+    key: str
+    due_at: datetime
+    data: dict[str, Any]
+
+
+class Process(Protocol):
+    """What a process implements. ``services``: the services whose accepted messages it is handed."""
+
+    name: str
+    services: frozenset[str]
+
+    async def on_message(self, tx: Tx, msg: FedMessage) -> None: ...
+
+    async def on_timer(self, tx: Tx, timer: Timer) -> None: ...
+
+
+class Tx:
+    """What one process may do inside the engine's transaction: its own tables through ``conn`` (same transaction),
+    timers, sends, alarms. ``now`` is the engine's clock at the start of the step."""
+
+    def __init__(self, engine: ProcessEngine, conn: asyncpg.Connection, process: str, now: datetime) -> None:
+        self.engine = engine
+        self.conn = conn
+        self.process = process
+        self.now = now
+        self.sent: list[str] = []
+
+    @property
+    def directory(self) -> Any:
+        return self.engine.context.directory
+
+    # ------------------------------------------------------------------ reading
+
+    async def envelope(self, msg: FedMessage) -> Envelope:
+        """The message's signed envelope (parsed safely from the bytes the pipeline recorded; cached on ``msg``).
+        The pipeline verified these bytes before it recorded them."""
+        if msg._envelope is None:
+            from hub.envelope.intake import parse
+
+            raw = await self.conn.fetchval("SELECT raw FROM messages WHERE message_id = $1", uuid.UUID(msg.message_id))
+            if raw is None:
+                raise LookupError(f"message {msg.message_id} is not in the store")
+            root = parse(bytes(raw), max_bytes=max(self.engine.max_bytes, len(raw)))
+            msg._envelope = Envelope.from_tree(root)
+        return msg._envelope
+
+    async def deliveries(self, message_id: str) -> list[Delivery]:
+        """The recipients of a recorded message, with their tracking states."""
+        rows = await self.conn.fetch(
+            "SELECT recipient_system, recipient_agency, role, state, delivered_at, received_at, read_at, handled_at,"
+            " feedback_at FROM deliveries WHERE message_id = $1 ORDER BY recipient_system",
+            uuid.UUID(message_id),
+        )
+        return [Delivery(**dict(r)) for r in rows]
+
+    # ------------------------------------------------------------------ timers
+
+    async def schedule(self, kind: str, key: str, due_at: datetime, data: dict[str, Any] | None = None) -> None:
+        """Arm (or re-arm at a new time) the timer ``(kind, key)`` of this process."""
+        await self.conn.execute(
+            "INSERT INTO process_timers (process, kind, key, due_at, data) VALUES ($1, $2, $3, $4, $5::jsonb)"
+            " ON CONFLICT (process, kind, key) DO UPDATE SET due_at = EXCLUDED.due_at, data = EXCLUDED.data,"
+            " fired_at = NULL",
+            self.process,
+            kind,
+            key,
+            due_at,
+            json.dumps(data or {}, ensure_ascii=False),
+        )
+
+    async def cancel(self, kind: str, key: str) -> bool:
+        """Disarm a timer that has not fired; True when there was one."""
+        status = await self.conn.execute(
+            "DELETE FROM process_timers WHERE process = $1 AND kind = $2 AND key = $3 AND fired_at IS NULL",
+            self.process,
+            kind,
+            key,
+        )
+        return status != "DELETE 0"
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(
+        self,
+        service: str,
+        recipients: Sequence[Recipient],
+        body: etree._Element,
+        *,
+        key: str,
+        urgency: str = "平件",
+        classification: str = "公开",
+        ttl: timedelta = timedelta(days=7),
+        ref_to: str | None = None,
+        conversation_id: str | None = None,
+        business_ref: str | None = None,
+        lane: str | None = None,
+        version: int = 1,
+    ) -> str:
+        """Queue a hub-signed message (made, validated and signed now; published after the commit). ``key`` names
+        it within this process: the same key is the same message id (a repeat is a duplicate, not a second
+        delivery). Returns its message id."""
+        from hub.transport import lane_for
+
+        message_id = process_id(self.process, key)
+        ident = self.engine.context.signer.identity
+        created = datetime.now(CN_TZ)
+        root = build(
+            service=service,
+            version=version,
+            sender=Party(ident.agency, ident.system),
+            recipients=recipients,
+            body=body,
+            classification=classification,
+            urgency=urgency,
+            created=created,
+            expires=created + ttl,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            ref_to=ref_to,
+            business_ref=business_ref,
+        )
+        self.engine.context.registry.validate(root)  # a process's mistake shows here, not as the pipeline's refusal
+        self.engine.context.signer.sign(root)
+        data = to_bytes(root)
+        await self.conn.execute(
+            "INSERT INTO process_outbox (message_id, process, service, lane, body, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (message_id) DO NOTHING",
+            uuid.UUID(message_id),
+            self.process,
+            service,
+            lane or lane_for(service, urgency),
+            data,
+        )
+        self.sent.append(message_id)
+        return message_id
+
+    async def notice(
+        self,
+        recipients: Sequence[Recipient],
+        *,
+        kind: str,
+        title: str,
+        text: str,
+        key: str,
+        refers_to: str | None = None,
+        case_ref: str | None = None,
+        deadline: datetime | None = None,
+        outstanding: Iterable[tuple[str, str, str | None, str | None]] = (),
+        urgency: str = "加急",
+        lane: str | None = None,
+        conversation_id: str | None = None,
+    ) -> str:
+        """Send a ``hub.notice`` (schemas/services/hub.notice/1): ``outstanding`` lists (agency code, system id,
+        name or None, state or None) of those who have not yet acted."""
+        body = notice_body(
+            kind=kind,
+            title=title,
+            text=text,
+            refers_to=refers_to,
+            case_ref=case_ref,
+            deadline=deadline,
+            outstanding=outstanding,
+            at=datetime.now(CN_TZ),
+        )
+        return await self.send(
+            NOTICE_SERVICE,
+            recipients,
+            body,
+            key=key,
+            urgency=urgency,
+            ref_to=refers_to,
+            conversation_id=conversation_id or refers_to,
+            lane=lane,
+        )
+
+    # ------------------------------------------------------------------ alarms
+
+    async def alarm(self, code: str, ref: str, title: str, detail: str) -> None:
+        """Raise (or refresh) the open alarm ``(code, ref)`` of this process for the people on duty."""
+        await self.conn.execute(
+            "INSERT INTO process_alarms (process, code, ref, title, detail, raised_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $6)"
+            " ON CONFLICT (process, code, ref) WHERE cleared_at IS NULL"
+            " DO UPDATE SET title = EXCLUDED.title, detail = EXCLUDED.detail, updated_at = EXCLUDED.updated_at",
+            self.process,
+            code,
+            ref,
+            title,
+            detail,
+            self.now,
+        )
+
+    async def clear_alarm(self, code: str, ref: str, by: str = "process") -> bool:
+        status = await self.conn.execute(
+            "UPDATE process_alarms SET cleared_at = $4, cleared_by = $5"
+            " WHERE process = $1 AND code = $2 AND ref = $3 AND cleared_at IS NULL",
+            self.process,
+            code,
+            ref,
+            self.now,
+            by,
+        )
+        return status != "UPDATE 0"
+
+
+def notice_body(
+    *,
+    kind: str,
+    title: str,
+    text: str,
+    at: datetime,
+    refers_to: str | None = None,
+    case_ref: str | None = None,
+    deadline: datetime | None = None,
+    outstanding: Iterable[tuple[str, str, str | None, str | None]] = (),
+) -> etree._Element:
+    """The body element of a hub.notice."""
+
+    def q(local: str) -> str:
+        return f"{{{NOTICE_NS}}}{local}"
+
+    root = etree.Element(q("HubNotice"), nsmap={"n": NOTICE_NS})
+    etree.SubElement(root, q("Kind")).text = kind
+    etree.SubElement(root, q("Title")).text = title[:200]
+    etree.SubElement(root, q("Text")).text = text[:2000]
+    if refers_to:
+        etree.SubElement(root, q("RefersTo")).text = refers_to
+    if case_ref:
+        etree.SubElement(root, q("CaseRef")).text = case_ref[:200]
+    if deadline is not None:
+        etree.SubElement(root, q("Deadline")).text = _iso(deadline)
+    parties = list(outstanding)[:500]
+    if parties:
+        out = etree.SubElement(root, q("Outstanding"))
+        for agency, system, name, state in parties:
+            p = etree.SubElement(out, q("Party"))
+            etree.SubElement(p, q("AgencyCode")).text = agency
+            etree.SubElement(p, q("System")).text = system
+            if name:
+                etree.SubElement(p, q("Name")).text = name[:200]
+            if state:
+                etree.SubElement(p, q("State")).text = state[:200]
+    etree.SubElement(root, q("At")).text = _iso(at)
+    return root
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(CN_TZ).isoformat(timespec="seconds")
+
+
+_FEED = """
+SELECT e.seq, m.message_id::text AS message_id, m.service, m.version, m.sender_agency, m.sender_system, m.urgency,
+       m.classification_label, m.created, m.received_at, m.conversation_id::text AS conversation_id,
+       m.ref_to::text AS ref_to, m.business_ref
+FROM evidence e JOIN messages m ON m.message_id = e.message_id
+WHERE e.seq > $1 AND e.seq <= $2 AND e.kind = ANY($3::text[]) AND m.service = ANY($4::text[])
+ORDER BY e.seq
+LIMIT $5
+"""
+
+
+class ProcessEngine:
+    """Runs the processes: feed, timers, outbox. ``run_once`` does one pass of each (tests call it with a moved
+    clock); ``run`` loops until stopped."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        context: Context,
+        processes: Sequence[Process],
+        *,
+        transport: AbstractTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.pool = pool
+        self.context = context
+        self.processes = list(processes)
+        self.transport = transport
+        self.clock = clock or hub_clock.now
+        self.max_bytes = max_bytes or context.settings.max_message_bytes
+        self._by_name = {p.name: p for p in self.processes}
+        self._services = sorted({s for p in self.processes for s in p.services})
+        self.wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ one pass
+
+    async def run_once(self) -> dict[str, int]:
+        """One pass: the feed (until it is read), due timers (until none is due), the outbox. Returns counts."""
+        fed = fired = 0
+        while (n := await self.feed_once()) > 0:
+            fed += n
+        while (n := await self.timers_once()) > 0:
+            fired += n
+        published = await self.publish_once() if self.transport is not None else 0
+        return {"fed": fed, "fired": fired, "published": published}
+
+    async def feed_once(self, limit: int = 500) -> int:
+        """Hand the next chained messages of followed services to their processes; returns how many were handed
+        over (0: nothing new, or another engine holds the feed right now)."""
+        from hub.store.evidence import chain_pending
+
+        await chain_pending(self.pool)  # what is staged but not yet chained is not in the feed yet
+        async with self.pool.acquire() as conn, conn.transaction():
+            cursor = await conn.fetchval("SELECT seq FROM process_cursor FOR UPDATE SKIP LOCKED")
+            if cursor is None:
+                return 0
+            head = await conn.fetchval("SELECT seq FROM evidence_head")
+            if head is None or head <= cursor:
+                return 0
+            rows = await conn.fetch(_FEED, cursor, head, list(FED_KINDS), self._services, limit)
+            now = self.clock()
+            for row in rows:
+                msg = FedMessage(
+                    seq=row["seq"],
+                    message_id=row["message_id"],
+                    service=row["service"],
+                    version=row["version"],
+                    sender_agency=row["sender_agency"],
+                    sender_system=row["sender_system"],
+                    urgency=row["urgency"],
+                    classification=row["classification_label"],
+                    created=row["created"],
+                    received_at=row["received_at"],
+                    conversation_id=row["conversation_id"],
+                    ref_to=row["ref_to"],
+                    business_ref=row["business_ref"],
+                )
+                for p in self.processes:
+                    if msg.service in p.services:
+                        await self._step(conn, p, now, msg.message_id, p.on_message, msg)
+            last = rows[-1]["seq"] if len(rows) == limit else head
+            await conn.execute("UPDATE process_cursor SET seq = $1", last)
+        if rows:
+            self.wake.set()
+        return len(rows)
+
+    async def timers_once(self, limit: int = 50) -> int:
+        """Fire the timers that are due by the engine's clock; returns how many fired."""
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, process, kind, key, due_at, data FROM process_timers"
+                " WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                now,
+                limit,
+            )
+            for row in rows:
+                timer = Timer(
+                    row["id"], row["process"], row["kind"], row["key"], row["due_at"], json.loads(row["data"])
+                )
+                # Marked fired first: a handler that re-arms the same timer (schedule) sets fired_at back to NULL.
+                await conn.execute("UPDATE process_timers SET fired_at = $2 WHERE id = $1", timer.id, now)
+                p = self._by_name.get(timer.process)
+                if p is None:
+                    log.warning("timer %s of unknown process %s dropped", timer.kind, timer.process)
+                    continue
+                await self._step(conn, p, now, f"{timer.kind}/{timer.key}", p.on_timer, timer)
+        if rows:
+            self.wake.set()
+        return len(rows)
+
+    async def _step(self, conn: asyncpg.Connection, p: Process, now: datetime, ref: str, fn: Any, arg: Any) -> None:
+        """One process step in a savepoint: a failure (a bug: the message was valid) is logged and raised as an
+        alarm for the people on duty; the feed goes on."""
+        tx = Tx(self, conn, p.name, now)
+        try:
+            async with conn.transaction():
+                await fn(tx, arg)
+        except Exception as exc:
+            log.exception("process %s failed on %s (%s)", p.name, ref, type(exc).__name__)
+            await Tx(self, conn, p.name, now).alarm(
+                "PROCESS_FAILED",
+                ref,
+                "流程处理失败，需人工核查",
+                f"process {p.name} could not handle {ref}: {type(exc).__name__}",
+            )
+
+    async def publish_once(self, limit: int = 200) -> int:
+        """Publish what processes queued (confirmed by the broker), oldest first; returns how many."""
+        from hub.transport import Outgoing, priority_for
+
+        assert self.transport is not None
+        names = self.transport.names
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT message_id::text AS message_id, lane, body, service FROM process_outbox"
+                " WHERE published_at IS NULL ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                limit,
+            )
+            if not rows:
+                return 0
+            items = [
+                Outgoing(
+                    exchange=names.inbound_exchange,
+                    routing_key=r["lane"],
+                    body=bytes(r["body"]),
+                    headers={},
+                    priority=priority_for("特急" if r["lane"] == "emergency" else "加急"),
+                    message_id=r["message_id"],
+                )
+                for r in rows
+            ]
+            await self.transport.publish_many(items)
+            await conn.execute(
+                "UPDATE process_outbox SET published_at = now() WHERE message_id = ANY($1::uuid[])",
+                [uuid.UUID(r["message_id"]) for r in rows],
+            )
+        return len(rows)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, stop: asyncio.Event, *, interval: float = 0.5) -> None:
+        """Pass after pass until ``stop`` is set; a failed pass (the store or the broker away) is logged and tried
+        again after a pause that doubles up to 30 s."""
+        pause = interval
+        while not stop.is_set():
+            try:
+                await self.run_once()
+                pause = interval
+            except Exception as exc:
+                log.warning("process pass failed (%s: %s); trying again in %.1f s", type(exc).__name__, exc, pause)
+                pause = min(pause * 2, 30.0)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)

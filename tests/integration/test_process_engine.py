@@ -1,0 +1,138 @@
+"""The process engine (hub/processes/engine.py) against the real PostgreSQL and RabbitMQ with the real pipeline: the
+feed hands each accepted message over once, timers fire once by the engine's clock (moved, not slept through) even
+with two engines, and what a process sends is a hub-signed message that the pipeline examines and delivers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from hub.envelope import Recipient
+from hub.envelope.model import NOTICE_NS
+from hub.processes.engine import FedMessage, ProcessEngine, Timer, Tx, process_id
+from tests.integration.harness import SYSTEMS, Hub, document
+
+pytestmark = pytest.mark.asyncio
+
+SENDER, RECIPIENT = "city-220100-oa", "county-220122-oa"
+
+
+class Toy:
+    """Follows official documents: a reminder a day after each, to its recipients, and an alarm."""
+
+    name = "toy"
+    services = frozenset({"document.official"})
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def on_message(self, tx: Tx, msg: FedMessage) -> None:
+        self.seen.append(msg.message_id)
+        env = await tx.envelope(msg)
+        assert env.message_id == msg.message_id and env.sender.system == SENDER
+        await tx.schedule("remind", msg.message_id, msg.created + timedelta(days=1), {"title": "测试"})
+
+    async def on_timer(self, tx: Tx, timer: Timer) -> None:
+        targets = [d for d in await tx.deliveries(timer.key) if d.state == "delivered"]
+        await tx.notice(
+            [Recipient.to(d.recipient_agency, d.recipient_system) for d in targets],
+            kind="document-reminder",
+            title=f"公文反馈催办：{timer.data['title']}",
+            text="反馈期限将至，请及时办理。",
+            key=f"remind/{timer.key}",
+            refers_to=timer.key,
+            outstanding=[(d.recipient_agency, d.recipient_system, None, "已送达") for d in targets],
+        )
+        await tx.alarm("TOY_LATE", timer.key, "测试告警", "a reminder went out")
+
+
+async def _engine(hub: Hub, toy: Toy, now: list[datetime]) -> ProcessEngine:
+    from hub.pipeline.context import load_context
+
+    context = await load_context(hub.settings, hub.pool)
+    return ProcessEngine(hub.pool, context, [toy], transport=hub.transport, clock=lambda: now[0])
+
+
+async def test_feed_timer_and_send_each_happen_once(fresh_settings: Any) -> None:
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    try:
+        await hub.start_worker()
+        env = await hub.send(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
+        assert (await hub.reply(SENDER, env.message_id)).outcome == "accepted"
+        assert len(await hub.drain(RECIPIENT, expect=1)) == 1
+
+        now = [datetime.now(UTC)]
+        toy_a, toy_b = Toy(), Toy()
+        a, b = await _engine(hub, toy_a, now), await _engine(hub, toy_b, now)
+        first, second = await asyncio.gather(a.run_once(), b.run_once())
+        assert first["fed"] + second["fed"] == 1, (first, second)
+        assert toy_a.seen + toy_b.seen == [env.message_id]  # handed over once, to one of the two engines
+        assert (await a.run_once())["fed"] == 0 and (await b.run_once())["fed"] == 0
+
+        # Not due yet: nothing fires. A day and a minute later: exactly one of the two engines fires it.
+        assert (await a.run_once())["fired"] == 0
+        now[0] += timedelta(days=1, minutes=1)
+        first, second = await asyncio.gather(a.run_once(), b.run_once())
+        assert first["fired"] + second["fired"] == 1, (first, second)
+        assert first["published"] + second["published"] == 1
+        assert (await a.run_once())["fired"] == 0
+
+        # The notice went through the pipeline: hub-signed, delivered to the recipient, answered to the hub.
+        got = await hub.drain(RECIPIENT, expect=1)
+        assert len(got) == 1
+        _, notice = got[0]
+        assert notice.service == "hub.notice" and notice.sender.system == "hub"
+        assert notice.message_id == process_id("toy", f"remind/{env.message_id}")
+        assert notice.body.findtext(f"{{{NOTICE_NS}}}Kind") == "document-reminder"
+        assert notice.body.findtext(f"{{{NOTICE_NS}}}RefersTo") == env.message_id
+        async with hub.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT state FROM messages WHERE message_id = $1::uuid", notice.message_id) == (
+                "accepted"
+            )
+            alarms = await conn.fetch("SELECT code, ref FROM process_alarms WHERE cleared_at IS NULL")
+            assert [(r["code"], r["ref"]) for r in alarms] == [("TOY_LATE", env.message_id)]
+            # Published again (as after a crash between the publish and its commit): the pipeline's duplicate.
+            await conn.execute("UPDATE process_outbox SET published_at = NULL")
+        assert (await a.run_once())["published"] == 1
+        await asyncio.sleep(1.0)
+        assert await hub.drain(RECIPIENT, timeout=1.0) == []
+    finally:
+        await hub.close()
+
+
+async def test_a_failing_step_raises_an_alarm_and_the_feed_goes_on(fresh_settings: Any) -> None:
+    class Broken(Toy):
+        name = "broken"
+
+        async def on_message(self, tx: Tx, msg: FedMessage) -> None:
+            self.seen.append(msg.message_id)
+            await tx.schedule("never", msg.message_id, tx.now)  # rolled back with the failed step
+            raise RuntimeError("a bug")
+
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    try:
+        await hub.start_worker()
+        ids = []
+        for _ in range(2):
+            env = await hub.send(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
+            ids.append(env.message_id)
+        for mid in ids:
+            await hub.reply(SENDER, mid)
+        now = [datetime.now(UTC)]
+        broken = Broken()
+        engine = await _engine(hub, broken, now)
+        engine.processes = [broken]
+        engine._by_name = {"broken": broken}
+        assert (await engine.run_once())["fed"] == 2
+        assert sorted(broken.seen) == sorted(ids)
+        async with hub.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM process_timers") == 0
+            codes = await conn.fetch("SELECT code, ref FROM process_alarms ORDER BY ref")
+        assert sorted((r["code"], r["ref"]) for r in codes) == sorted(("PROCESS_FAILED", m) for m in ids)
+    finally:
+        await hub.close()
