@@ -63,7 +63,7 @@ from adapters.sdk._settings import AdapterSettings
 from adapters.sdk._store import HandledStore, Tx, open_store
 from adapters.sdk._trust import AgencyTrust, Opened, load_signer
 from hub.directory.model import REFUSAL_SERVICE
-from hub.envelope.model import NOTICE_SERVICE
+from hub.envelope.model import NOTICE_NS, NOTICE_SERVICE
 
 if TYPE_CHECKING:
     from hub.envelope import Recipient
@@ -625,11 +625,8 @@ class Adapter:
             handler = _Handler(env.service, env.version, self._fallback, _message_class(env.service, env.version))
         if handler is None:
             if env.service == NOTICE_SERVICE:  # the hub's process notices: every system gets them, none must handle
-                log.info(
-                    "hub notice (no handler): %s",
-                    env.body[0].text if len(env.body) else "",
-                    extra=self._fields(env, "notice"),
-                )
+                kind = env.body.findtext(f"{{{NOTICE_NS}}}Kind") if env.body is not None else None
+                log.info("hub notice (no handler): %s", kind, extra=self._fields(env, "notice"))
                 return "notice"
             if env.service == REFUSAL_SERVICE:
                 log.warning("refusal of a message no request waits for", extra=self._fields(env, "refusal"))

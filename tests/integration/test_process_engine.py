@@ -137,3 +137,65 @@ async def test_a_failing_step_raises_an_alarm_and_the_feed_goes_on(fresh_setting
         assert sorted((r["code"], r["ref"]) for r in codes) == sorted(("PROCESS_FAILED", m) for m in ids)
     finally:
         await hub.close()
+
+
+async def test_sdk_adapters_take_hub_notices_with_or_without_a_handler() -> None:
+    """An adapter with a hub.notice handler gets the typed notice; one without records it as handled (outcome
+    ``notice``) — no refusal to the hub, nothing dead-lettered."""
+    from adapters.sdk import Adapter
+    from adapters.sdk.messages import HubNoticeV1
+    from adapters.sdk.testing import TestHub
+    from hub.pipeline.context import load_context
+    from hub.store.db import create_pool
+
+    class ToCounty(Toy):
+        async def on_timer(self, tx: Tx, timer: Timer) -> None:
+            recipients = [Recipient.to(SYSTEMS[s], s) for s in ("county-220122-oa", "county-220182-oa")]
+            await tx.notice(recipients, kind="document-reminder", title="催办", text="请办理。", key=timer.key)
+
+    listening, silent = Adapter("county-220122-oa"), Adapter("county-220182-oa")
+    got: list[Any] = []
+
+    @listening.handles(HubNoticeV1)
+    async def on_notice(notice: HubNoticeV1, ctx: Any) -> None:
+        got.append(notice)
+
+    @silent.handles("document.official")
+    async def on_document(message: Any, ctx: Any) -> None:
+        return None
+
+    async with TestHub(listening, silent, real=True) as hub:
+        sender = await hub.client(SENDER)
+        await sender.send(_typical(), to=[Recipient.to(SYSTEMS["county-220182-oa"], "county-220182-oa")])
+        pool = await create_pool(hub.settings.pg_dsn, min_size=1, max_size=2)
+        try:
+            now = [datetime.now(UTC)]
+            context = await load_context(hub.settings, pool)
+            engine = ProcessEngine(pool, context, [ToCounty()], transport=hub._admin_transport, clock=lambda: now[0])
+            for _ in range(100):
+                if (await engine.run_once())["fed"]:
+                    break
+                await asyncio.sleep(0.05)
+            now[0] += timedelta(days=2)
+            assert (await engine.run_once())["published"] == 1
+        finally:
+            await pool.close()
+        await hub.wait_until(lambda: len(got) == 1, 20, "the notice handled by the listening adapter")
+        assert got[0].kind == "document-reminder" and got[0].title == "催办"
+        store = silent._wiring.store
+        notice_id = [r for r in await _handled(store) if r[1] == "hub.notice/1"]
+        assert len(notice_id) == 1 and notice_id[0][2] == "notice", notice_id
+        assert await hub.dead_letters() == []
+
+
+def _typical() -> Any:
+    from adapters.sdk.messages import DocumentOfficialV1
+    from tests.integration.harness import sample_body
+
+    return DocumentOfficialV1.from_element(sample_body("document.official"))
+
+
+async def _handled(store: Any) -> list[tuple[str, str, str]]:
+    """(message id, service, outcome) of what an adapter's SQLite store recorded."""
+    rows = store.conn.execute("SELECT message_id, service, outcome FROM sdk_handled").fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
