@@ -43,6 +43,7 @@ VIEW_MODULES: Final[tuple[str, ...]] = (
     "monitoring.views.certificates",
     "monitoring.views.directory",
     "monitoring.views.evidence",
+    "monitoring.views.processes",
     "monitoring.metrics",
 )
 

@@ -236,6 +236,7 @@ NAV: Final[tuple[tuple[str, str, str, str], ...]] = (
     ("/messages", "检索", "Search", "view"),
     ("/quarantine", "隔离审核", "Quarantine", "view"),
     ("/dead", "死信", "Dead letters", "view"),
+    ("/processes", "流程告警", "Process alarms", "view"),
     ("/certificates", "证书", "Certificates", "view"),
     ("/directory", "目录与路由", "Directory & routes", "view"),
     ("/evidence", "证据链", "Evidence chain", "view"),

@@ -26,6 +26,7 @@ PERMISSIONS: Final[dict[str, frozenset[str]]] = {
     "message.xml": frozenset({"security", "duty"}),
     "quarantine.decide": frozenset({"security"}),
     "dead.replay": frozenset({"duty", "admin"}),
+    "alarm.clear": frozenset({"duty", "admin"}),
     "cert.revoke": frozenset({"security"}),
     "csr.approve": frozenset({"security"}),
     "operators.manage": frozenset({"admin"}),

@@ -24,6 +24,7 @@ def test_the_roles_table_is_the_plans() -> None:
         "message.xml": {"security", "duty"},
         "quarantine.decide": {"security"},
         "dead.replay": {"duty", "admin"},
+        "alarm.clear": {"duty", "admin"},
         "cert.revoke": {"security"},
         "csr.approve": {"security"},
         "operators.manage": {"admin"},
@@ -136,7 +137,7 @@ def test_the_app_wires_the_frame_and_autoescapes() -> None:
     assert app[SETTINGS] == Settings()
     paths = {r.get_info().get("path") or r.get_info().get("formatter") for r in app.router.resources()}
     assert {"/login", "/logout", "/", "/operators", "/audit", "/lang"} <= paths
-    assert VIEW_MODULES[-1] == "monitoring.metrics" and len(VIEW_MODULES) == 7
+    assert VIEW_MODULES[-1] == "monitoring.metrics" and len(VIEW_MODULES) == 8
     env = aiohttp_jinja2.get_env(app)
     ctx: dict[str, Any] = {
         "t": lambda zh, en: zh,
@@ -218,7 +219,7 @@ async def test_every_route_but_the_public_ones_needs_a_session() -> None:
     async with TestClient(TestServer(app)) as client:
         for method, path in routes:
             url = path.replace("{dead_id}", "1").replace("{message_id}", "x").replace("{name}", "x")
-            url = url.replace("{what}", "unlock")
+            url = url.replace("{what}", "unlock").replace("{alarm_id}", "1")
             async with client.request(method, url, allow_redirects=False, data={"csrf": "x"}) as r:
                 if path.startswith("/api/"):
                     assert r.status == 401, (method, path, r.status)
