@@ -49,6 +49,15 @@ if ! port_open 15672; then
   rabbitmq-plugins enable rabbitmq_management >/dev/null
   wait_port 15672 60 "RabbitMQ management"
 fi
+# The broker refuses a message larger than twice the hub's own limit (HUB_MAX_MESSAGE_BYTES, 4 MiB) before it is
+# stored: 406 PRECONDITION_FAILED to the publisher. Between the two limits the hub refuses with a signed
+# MSG_TOO_LARGE. Persisted for restarts, and applied to the running node (read when a channel opens).
+BROKER_MAX_MESSAGE_BYTES=8388608
+if ! grep -q "^max_message_size" /etc/rabbitmq/rabbitmq.conf 2>/dev/null; then
+  mkdir -p /etc/rabbitmq
+  echo "max_message_size = $BROKER_MAX_MESSAGE_BYTES" >> /etc/rabbitmq/rabbitmq.conf
+fi
+rabbitmqctl -q eval "application:set_env(rabbit, max_message_size, $BROKER_MAX_MESSAGE_BYTES)." >/dev/null || true
 
 # --- tools --------------------------------------------------------------------------------------
 command -v xmlsec1 >/dev/null 2>&1 || apt_install xmlsec1
