@@ -329,6 +329,16 @@ async def _pool(app: web.Application) -> Any:
         return state.own_pool
 
 
+async def _open_alarms(app: web.Application) -> int | None:
+    """How many process alarms are open (the ``/processes`` page); None when PostgreSQL cannot say."""
+    try:
+        pool = await _pool(app)
+        async with asyncio.timeout(health.CHECK_TIMEOUT_S):
+            return int(await pool.fetchval("SELECT count(*) FROM process_alarms WHERE cleared_at IS NULL"))
+    except Exception:  # the store's own check on the page says why
+        return None
+
+
 async def _store_checks(app: web.Application, *, overview: bool) -> tuple[health.Check, health.Check]:
     from hub.errors import StoreUnavailable
 
@@ -402,6 +412,11 @@ async def overview(app: web.Application) -> dict[str, Any]:
         for r in rows
         if r["role"] == "system"
     ]
+    engine = health.processes(beats, "processes", now)
+    out["processes"] = {
+        "state": "absent" if not engine else ("up" if any(p["fresh"] for p in engine) else "down"),
+        "alarms": await _open_alarms(app),
+    }
     trust = state.trust
     out["certificates"] = {"expiring": trust.expiring if trust else [], "crls": trust.cas if trust else []}
     out["checks"] = [c.as_json() for c in checks]

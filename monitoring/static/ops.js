@@ -140,6 +140,11 @@
       rows.push([t("HTTPS 网关", "HTTPS gateway"), g[0], g[1],
         t("请求 ", "requests ") + n + (num(d.gateway.p99_ms) !== null ? " · p99 " + fmt(d.gateway.p99_ms) + " ms" : "")]);
     }
+    if (d.processes && typeof d.processes === "object") {
+      var pe = state(d.processes.state), alarms = num(d.processes.alarms);
+      rows.push([t("流程引擎", "Process engine"), alarms ? "warn" : pe[0], pe[1],
+        alarms === null ? "" : alarms ? t("未解除告警 ", "open alarms ") + alarms + t("（见“流程告警”）", " (see Process alarms)") : t("无未解除告警", "no open alarms")]);
+    }
     if (Array.isArray(d.adapters)) {
       var on = d.adapters.filter(function (a) { return a && a.state === "connected"; });
       var off = d.adapters.filter(function (a) { return a && a.state !== "connected"; }).map(function (a) { return a.system; });
