@@ -156,6 +156,12 @@ CODES: dict[str, str] = {
     "GATEWAY_BAD_REQUEST": "请求参数不合规",
     "GATEWAY_NOT_FOUND": "请求的资源不存在",
     "GATEWAY_METHOD": "该资源不支持此请求方法",
+    # meetings (hub/processes/meetings.py): the hub's register of rooms and terminals, attendance confirmations
+    "MEETING_SLOT_TAKEN": "会议室或视频终端在该时段已被预约",
+    "MEETING_ORGANIZER_MISMATCH": "会议预约的主办单位与签名发送方不一致",
+    "MEETING_CONFIRM_MISMATCH": "参会回执的回执单位与签名发送方不一致",
+    "MEETING_CONFIRM_UNKNOWN": "参会回执所指的会议通知未经枢纽送达该单位",
+    "MEETING_NOT_FOUND": "枢纽没有该会议预约的记录",
 }
 
 
