@@ -441,6 +441,8 @@ class ProcessEngine:
         over (0: nothing new, or another engine holds the feed right now)."""
         from hub.store.evidence import chain_pending
 
+        if not self._services:
+            return 0
         await chain_pending(self.pool)  # what is staged but not yet chained is not in the feed yet
         async with self.pool.acquire() as conn, conn.transaction():
             cursor = await conn.fetchval("SELECT seq FROM process_cursor FOR UPDATE SKIP LOCKED")
@@ -564,11 +566,37 @@ class ProcessEngine:
 
     # ------------------------------------------------------------------ the loop
 
-    async def run(self, stop: asyncio.Event, *, interval: float = 0.5) -> None:
+    def follow_hub_key(self) -> bool:
+        """Sign with a hub key rotated by ``hub pki rotate`` without a restart, as the workers do
+        (hub.trust.lifecycle.follow_hub_key). True when it switched."""
+        from types import SimpleNamespace
+
+        from hub.trust.lifecycle import follow_hub_key
+
+        holder = self.__dict__.setdefault(
+            "_key_holder",
+            SimpleNamespace(
+                settings=self.context.settings,
+                pki_dir=self.context.pki_dir,
+                context=self.context,
+                signer=self.context.signer,
+                processor=SimpleNamespace(signer=None),
+                index=-1,  # not worker 0: the workers log the expiry warnings
+            ),
+        )
+        return follow_hub_key(holder)
+
+    async def run(self, stop: asyncio.Event, *, interval: float = 0.5, key_every_s: float = 60.0) -> None:
         """Pass after pass until ``stop`` is set; a failed pass (the store or the broker away) is logged and tried
-        again after a pause that doubles up to 30 s."""
+        again after a pause that doubles up to 30 s. Every ``key_every_s`` the hub key is checked for a rotation."""
+        import time
+
         pause = interval
+        key_checked = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - key_checked >= key_every_s:
+                key_checked = time.monotonic()
+                self.follow_hub_key()
             try:
                 await self.run_once()
                 pause = interval

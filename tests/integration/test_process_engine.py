@@ -199,3 +199,37 @@ async def _handled(store: Any) -> list[tuple[str, str, str]]:
     """(message id, service, outcome) of what an adapter's SQLite store recorded."""
     rows = store.conn.execute("SELECT message_id, service, outcome FROM sdk_handled").fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+async def test_the_engine_signs_with_a_rotated_hub_key_without_a_restart(fresh_settings: Any) -> None:
+    from hub.trust import pki
+
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    try:
+        await hub.start_worker()
+        env = await hub.send(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
+        await hub.reply(SENDER, env.message_id)
+        now = [datetime.now(UTC)]
+        engine = await _engine(hub, Toy(), now)
+        assert engine.follow_hub_key() is False  # nothing rotated yet
+        done = await asyncio.to_thread(hub.hub_cli, "pki", "rotate")
+        assert done.returncode == 0, done.stdout + done.stderr
+        paths = pki.PkiPaths(hub.settings.state_dir / "pki")
+        new_fp = pki.fingerprint(pki.load_certificates(paths.hub_cert)[0])
+        assert engine.context.signer.identity.fingerprint != new_fp
+        assert engine.follow_hub_key() is True
+        assert engine.context.signer.identity.fingerprint == new_fp
+
+        await engine.run_once()
+        now[0] += timedelta(days=2)
+        assert (await engine.run_once())["published"] == 1
+        (_, notice), *_ = await hub.drain(RECIPIENT, expect=1)  # examined and delivered: the new key verifies
+        assert notice.service == "hub.notice"
+        async with hub.pool.acquire() as conn:
+            fingerprint = await conn.fetchval(
+                "SELECT signer_fingerprint FROM messages WHERE message_id = $1::uuid", notice.message_id
+            )
+        assert fingerprint == new_fp
+    finally:
+        await hub.close()
