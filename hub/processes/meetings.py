@@ -219,15 +219,23 @@ async def reserve(
     overlapping slot of the same resource waits for this one and is refused once it commits."""
     import asyncpg
 
-    try:
-        async with conn.transaction():
-            await conn.executemany(
-                "INSERT INTO meeting_slots (booking_id, resource, label, slot) VALUES ($1, $2, $3, tstzrange($4, $5))",
-                [(uuid.UUID(booking_id), r, label, start, end) for r, label in taken],
-            )
-        return []
-    except asyncpg.exceptions.ExclusionViolationError:
-        pass
+    for attempt in range(10):
+        try:
+            async with conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO meeting_slots (booking_id, resource, label, slot)"
+                    " VALUES ($1, $2, $3, tstzrange($4, $5))",
+                    [(uuid.UUID(booking_id), r, label, start, end) for r, label in taken],
+                )
+            return []
+        except asyncpg.exceptions.ExclusionViolationError:
+            break
+        except asyncpg.exceptions.DeadlockDetectedError:
+            # Two transactions inserting conflicting slots at once can each wait for the other (PostgreSQL checks an
+            # exclusion constraint after the insert): the one chosen as the victim rolls its savepoint back, which
+            # lets the other go on, and tries again — now waiting for the other's outcome like any later booking.
+            if attempt == 9:
+                raise
     rows = await conn.fetch(
         "SELECT s.label, lower(s.slot) AS s, upper(s.slot) AS e, s.booking_id::text AS b, m.organizer_name"
         " FROM meeting_slots s JOIN meetings m ON m.booking_id = s.booking_id"
