@@ -139,8 +139,9 @@ def parse_booking(body: etree._Element) -> Booking:
 
 
 def normalize_room(room: str) -> str:
-    """A room's name as the register compares it: NFKC (全角/半角 alike), spaces collapsed, case folded."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", room)).strip().casefold()
+    """A room's name as the register compares it: NFKC (全角/半角 alike), without spaces, case folded — "二楼 视频
+    会议室" and "二楼视频会议室" are one room."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", room)).casefold()
 
 
 def resources(booking: Booking) -> list[tuple[str, str]]:
