@@ -9,6 +9,10 @@
   ids). Refused by the platform (``409 VC_SLOT_TAKEN``, ``422 VC_…``) → the booker gets a signed
   ``delivery.refusal`` with the platform's code and its Chinese reason.
 - ``meeting.confirm`` (参会回执 of a participant) → ``POST /api/v1/meetings/{number}/attendance``, same key rule.
+- The hub's ``hub.notice`` of kind ``meeting-refused`` about a booking (its register of rooms and terminals refused
+  it: ``MEETING_SLOT_TAKEN``, hub/processes/meetings.py) → the platform never keeps that meeting: booked already →
+  ``DELETE /api/v1/meetings/{number}`` and the venues' notices not yet sent are dropped; not handled yet → the
+  booking, when it comes, is refused with the hub's code and reason without calling the platform.
 - Platform down (connection refused, timeout, 5xx, an answer that is not the contract's) → ``Retry`` with growing
   pauses: the delivery stays in the hub's queue, nothing is lost, and the key makes the later call safe.
 """
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sqlite3
 import ssl
 import threading
@@ -43,7 +48,7 @@ from adapters.sdk import (
     SdkError,
     to,
 )
-from adapters.sdk.messages import MeetingBookingV1, MeetingConfirmV1, MeetingNoticeV1
+from adapters.sdk.messages import HubNoticeV1, MeetingBookingV1, MeetingConfirmV1, MeetingNoticeV1
 from adapters.video_conference.mapping import (
     BadPlatformAnswer,
     attendance_request,
@@ -76,6 +81,24 @@ CREATE TABLE IF NOT EXISTS vc_notice_outbox (
     detail          TEXT
 )
 """
+
+
+#: What the adapter booked on the platform (written with the booking's handled-id record), and the bookings the hub
+#: refused (its meeting-refused notices), so a booking that arrives after its refusal is never booked.
+_BOOKINGS = """
+CREATE TABLE IF NOT EXISTS vc_bookings (
+    booking_id     TEXT PRIMARY KEY,
+    meeting_number TEXT NOT NULL
+)
+"""
+_HUB_REFUSED = """
+CREATE TABLE IF NOT EXISTS vc_hub_refused (
+    booking_id TEXT PRIMARY KEY,
+    code       TEXT NOT NULL,
+    reason     TEXT NOT NULL
+)
+"""
+_NOTICE_CODE = re.compile(r"^([A-Z][A-Z0-9_]{1,63}) ")
 
 
 @dataclass(frozen=True)
@@ -237,8 +260,14 @@ async def call(method: str, path: str, body: dict[str, Any] | None, ctx: Context
 
 @adapter.handles(MeetingBookingV1)
 async def on_booking(msg: MeetingBookingV1, ctx: Context) -> MeetingNoticeV1:
-    status, answer = await call("POST", "/api/v1/meetings", booking_request(msg), ctx)
     fields = {"system": SYSTEM, "message_id": ctx.message_id, "service": ctx.service_id}
+    db: sqlite3.Connection = ctx.db
+    db.execute(_HUB_REFUSED)
+    refused = db.execute("SELECT code, reason FROM vc_hub_refused WHERE booking_id = ?", (ctx.message_id,)).fetchone()
+    if refused is not None:  # the hub's register refused it before it reached us: never on the platform
+        log.info("booking refused by the hub before it was handled: %s", refused[0], extra=fields)
+        raise Reject(refused[0], refused[1][:1000])
+    status, answer = await call("POST", "/api/v1/meetings", booking_request(msg), ctx)
     if status in (200, 201):
         try:
             reply = notice(answer, msg, ctx.message_id)
@@ -247,8 +276,12 @@ async def on_booking(msg: MeetingBookingV1, ctx: Context) -> MeetingNoticeV1:
             log.error("the platform's booking answer breaks the contract: %s", exc, extra=fields)
             raise Retry(delay, f"VC_BAD_ANSWER: {exc}") from None
         body = etree.tostring(reply.to_element())
-        db: sqlite3.Connection = ctx.db
         db.execute(_OUTBOX)
+        db.execute(_BOOKINGS)
+        db.execute(
+            "INSERT OR IGNORE INTO vc_bookings (booking_id, meeting_number) VALUES (?, ?)",
+            (ctx.message_id, reply.meeting_number),
+        )
         for agency in participants(msg, ctx.sender.agency):
             db.execute(
                 "INSERT OR IGNORE INTO vc_notice_outbox (message_id, booking_id, agency, body, conversation_id,"
@@ -284,6 +317,39 @@ async def on_confirm(msg: MeetingConfirmV1, ctx: Context) -> None:
         return None
     code, reason = refusal(status, answer)
     raise Reject(code, reason)
+
+
+@adapter.handles(HubNoticeV1)
+async def on_hub_notice(msg: HubNoticeV1, ctx: Context) -> None:
+    """The hub refused a booking (its register of rooms and terminals: MEETING_SLOT_TAKEN): the platform must not
+    keep it. Other hub notices are for people, not for the platform: recorded as handled."""
+    if msg.kind != "meeting-refused" or not msg.refers_to:
+        return None
+    booking_id = str(msg.refers_to)
+    fields = {"system": SYSTEM, "message_id": ctx.message_id, "service": ctx.service_id, "booking": booking_id}
+    m = _NOTICE_CODE.match(msg.text)
+    code = m.group(1) if m else "MEETING_REFUSED"
+    db: sqlite3.Connection = ctx.db
+    for ddl in (_HUB_REFUSED, _BOOKINGS, _OUTBOX):
+        db.execute(ddl)
+    booked = db.execute("SELECT meeting_number FROM vc_bookings WHERE booking_id = ?", (booking_id,)).fetchone()
+    if booked is not None:
+        number = quote(str(booked[0]), safe="")
+        status, _answer = await call("DELETE", f"/api/v1/meetings/{number}", None, ctx)
+        if status >= 300 and status != 404:
+            log.error("the platform would not cancel a meeting the hub refused (HTTP %s)", status, extra=fields)
+        else:
+            log.info("meeting cancelled on the platform: the hub refused its booking (%s)", code, extra=fields)
+        # The venues' notices not yet out are dropped: the meeting does not hold (the hub tells those already told).
+        db.execute(
+            "UPDATE vc_notice_outbox SET state = 'cancelled', detail = ? WHERE booking_id = ? AND state = 'pending'",
+            (code, booking_id),
+        )
+    db.execute(
+        "INSERT OR IGNORE INTO vc_hub_refused (booking_id, code, reason) VALUES (?, ?, ?)",
+        (booking_id, code, f"枢纽拒绝了该会议预约：{msg.text}"[:1000]),
+    )
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- notice outbox

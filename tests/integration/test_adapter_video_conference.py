@@ -316,3 +316,100 @@ async def test_bad_answers_and_refusals(tmp_path: Path) -> None:
             assert await proc.stop() == 0
     finally:
         await platform.stop()
+
+
+async def test_a_booking_the_hub_refused_is_never_kept_on_the_platform(tmp_path: Path) -> None:
+    """The hub's register of rooms and terminals (hub/processes/meetings.py, an exclusion constraint) is stricter
+    than the platform's (it compares room names after NFKC and space folding): a booking the platform would take
+    but the hub refuses is cancelled on the platform once the hub's meeting-refused notice arrives; a refused
+    booking still waiting behind the notice (the notice is 加急, the booking 平件: the priority queue hands the notice
+    over first) is refused with the hub's code without a call to the platform."""
+    from hub.pipeline.context import load_context
+    from hub.processes.engine import ProcessEngine
+    from hub.processes.meetings import MeetingsProcess
+    from hub.store.db import create_pool
+
+    platform = await VideoPlatform().start()
+    try:
+        async with TestHub(real=True) as hub:
+            proc = await _setup(hub, tmp_path, platform)
+            booker = await hub.client(BOOKER)
+            await proc.start()
+            pool = await create_pool(hub.settings.pg_dsn, min_size=1, max_size=2)
+            try:
+                context = await load_context(hub.settings, pool)
+                engine = ProcessEngine(pool, context, [MeetingsProcess()], transport=hub._admin_transport)
+
+                async def decided(mid: str) -> str | None:
+                    await engine.run_once()
+                    async with pool.acquire() as conn:
+                        return await conn.fetchval(  # type: ignore[no-any-return]
+                            "SELECT state FROM meetings WHERE booking_id = $1::uuid", mid
+                        )
+
+                async def settle(mid: str) -> str:
+                    for _ in range(300):
+                        if (state := await decided(mid)) is not None:
+                            await engine.run_once()  # and publish what it decided
+                            return state
+                        await asyncio.sleep(0.05)
+                    raise AssertionError(f"booking {mid} never followed by the hub")
+
+                start = _start(9)
+                r1 = await booker.send(booking("全州防火视频会", start), to=to(PROVINCE, SYSTEM))
+                await until(lambda: platform.by_key(r1.message_id), 30, "the first booking on the platform", proc)
+                assert await settle(r1.message_id) == "booked"
+
+                # The same room to the hub ("二楼 视频会议室" is "二楼视频会议室"), another to the platform; no terminal.
+                same = "珲春市林业局二楼 视频会议室"
+                r2 = await booker.send(
+                    booking(
+                        "同一会议室的另一会议", start + timedelta(minutes=20), room=same, terminal=None, branches={}
+                    ),
+                    to=to(PROVINCE, SYSTEM),
+                )
+                await until(lambda: platform.by_key(r2.message_id), 30, "the platform booked the second", proc)
+                assert await settle(r2.message_id) == "refused"
+                m2 = platform.by_key(r2.message_id)
+                assert m2 is not None
+                await until(lambda: m2.status == "cancelled", 30, "the second cancelled on the platform", proc)
+                assert platform.by_key(r1.message_id).status == "booked"  # type: ignore[union-attr]
+
+                # The adapter down; a third booking of that room, refused by the hub while it waits in the queue.
+                assert await proc.stop() == 0
+                calls = platform.calls.get("book", 0)
+                r3 = await booker.send(
+                    booking("又一个冲突的会议", start + timedelta(minutes=40), room=same, terminal=None, branches={}),
+                    to=to(PROVINCE, SYSTEM),
+                )
+                assert await settle(r3.message_id) == "refused"
+                await proc.start()
+                [a3] = await until(
+                    lambda: [
+                        d
+                        for d in hub.delivered(BOOKER)
+                        if d.context.ref_to == r3.message_id and d.context.service == "delivery.refusal"
+                    ],
+                    30,
+                    "the third refused",
+                    proc,
+                )
+                assert a3.message.code == "MEETING_SLOT_TAKEN"
+                # ... beside the hub's own notice of it to the booker
+                assert [d.message.kind for d in hub.delivered(BOOKER) if d.context.service == "hub.notice"] == [
+                    "meeting-refused",
+                    "meeting-refused",
+                ]
+                assert "枢纽拒绝了该会议预约" in a3.message.reason
+                assert platform.by_key(r3.message_id) is None and platform.calls.get("book", 0) == calls
+                async with pool.acquire() as conn:  # the adapter's refusal changes nothing the hub decided
+                    await engine.run_once()
+                    assert (
+                        await conn.fetchval("SELECT state FROM meetings WHERE booking_id = $1::uuid", r3.message_id)
+                        == "refused"
+                    )
+                assert await proc.stop() == 0
+            finally:
+                await pool.close()
+    finally:
+        await platform.stop()
