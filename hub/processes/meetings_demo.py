@@ -44,13 +44,33 @@ async def _state(hub: Any, booking_id: str) -> str | None:
         return await conn.fetchval("SELECT state FROM meetings WHERE booking_id = $1::uuid", booking_id)  # type: ignore[no-any-return]
 
 
-async def _pass(hub: Any, at: datetime | None = None) -> None:
-    """One engine pass (at the real time, or at ``at``) beside the running hub's own engine."""
+async def _pass(hub: Any) -> None:
+    """One engine pass at the real time beside the running hub's own engine (every process: the feed is shared)."""
     from hub.processes.runner import open_engine
 
-    engine, close = await open_engine(hub.settings, clock=(lambda: at) if at is not None else None)
+    engine, close = await open_engine(hub.settings)
     try:
         await engine.run_once()
+    finally:
+        await close()
+
+
+async def _timers_at(hub: Any, at: datetime) -> None:
+    """Fire the meetings process's timers due by ``at`` (a later time) and publish what they send. Only this
+    process's: the other processes' deadlines in the demo's hub are left to their own time."""
+    from hub.processes.engine import ProcessEngine
+    from hub.processes.meetings import MeetingsProcess
+    from hub.processes.runner import open_engine
+
+    engine, close = await open_engine(hub.settings)
+    try:
+        later = ProcessEngine(
+            engine.pool, engine.context, [MeetingsProcess()], transport=engine.transport, clock=lambda: at
+        )
+        await (
+            later.timers_once()
+        )  # (not run_once: its feed would move the shared cursor past other processes' messages)
+        await later.publish_once()
     finally:
         await close()
 
@@ -76,12 +96,13 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
     try:
         booker, video = await hub.client(BOOKER), await hub.client(VIDEO)
         venues = {s: await hub.client(s) for s in (YANBIAN, DUNHUA)}
-        # A slot of its own each run (the demo's hub may have run before): a day in the next ~3 years at 09:00.
-        start = (datetime.now(CN_TZ) + timedelta(days=2 + uuid.uuid4().int % 1000)).replace(
-            hour=9, minute=0, second=0, microsecond=0
-        )
+        # A room and terminal of its own each run (the demo's hub may have run before, and the adapter's demo books
+        # 珲春's usual room): the day after tomorrow at 09:00.
+        tag = uuid.uuid4().int
+        room, terminal = f"珲春市林业局{100 + tag % 900}号视频会议室", f"04407{tag % 100000:05d}"
+        start = (datetime.now(CN_TZ) + timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
         title = "延边州冬春季森林草原防火视频调度会"
-        first = booking(title, start, minutes=90)
+        first = booking(title, start, minutes=90, room=room, terminal=terminal)
         r1 = await booker.send(first, to=to(PROVINCE, VIDEO), urgency="加急")
 
         async def decided(mid: str) -> str | None:
@@ -91,8 +112,8 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
         if await _until(lambda: decided(r1.message_id), "the first booking followed") != "booked":
             problems.append("meetings: the first booking was not booked")
         say(
-            f"  ✔ 珲春市林业局预约「{title}」（{start:%Y-%m-%d %H:%M}，90 分钟）：枢纽登记其会议室和终端 "
-            "the hub holds the booking's room and terminal"
+            f"  ✔ 珲春市林业局预约「{title}」（{start:%Y-%m-%d %H:%M}，90 分钟，{room}，终端 {terminal}）："
+            "枢纽登记其会议室和终端 the hub holds the booking's room and terminal"
         )
 
         # The video-conference system's notices (its adapter's answer), and 敦化's confirmation.
@@ -110,7 +131,14 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
 
         # The same room and terminal, 30 minutes later: refused by the exclusion constraint.
         r2 = await booker.send(
-            booking("珲春市林业局防火值班调度会", start + timedelta(minutes=30), minutes=60, branches={}),
+            booking(
+                "珲春市林业局防火值班调度会",
+                start + timedelta(minutes=30),
+                minutes=60,
+                room=room,
+                terminal=terminal,
+                branches={},
+            ),
             to=to(PROVINCE, VIDEO),
         )
         if await _until(lambda: decided(r2.message_id), "the second booking followed") != "refused":
@@ -132,7 +160,7 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
 
         # Past the confirmation deadline: 延边州 (no confirmation) is reminded, 敦化 is not.
         async def reminded() -> list[Any]:
-            await _pass(hub, start - timedelta(hours=2) + timedelta(minutes=1))
+            await _timers_at(hub, start - timedelta(hours=2) + timedelta(minutes=1))
             return _notices(hub, YANBIAN, "meeting-reminder", r1.message_id)
 
         await _until(reminded, "the reminder to 延边州")
