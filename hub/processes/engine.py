@@ -484,9 +484,11 @@ class ProcessEngine:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "SELECT id, process, kind, key, due_at, data FROM process_timers"
-                " WHERE fired_at IS NULL AND due_at <= $1 ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                " WHERE fired_at IS NULL AND due_at <= $1 AND process = ANY($3::text[])"
+                " ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
                 now,
                 limit,
+                list(self._by_name),
             )
             steps = []
             for row in rows:
