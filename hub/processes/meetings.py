@@ -29,7 +29,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -238,7 +238,8 @@ async def reserve(
             if attempt == 9:
                 raise
     rows = await conn.fetch(
-        "SELECT s.label, lower(s.slot) AS s, upper(s.slot) AS e, s.booking_id::text AS b, m.organizer_name"
+        "SELECT s.label, lower(s.slot) AS s, upper(s.slot) AS e, s.booking_id::text AS b,"
+        " CASE WHEN m.organizer_agency = m.booker_agency THEN m.organizer_name ELSE m.booker_agency END AS by_whom"
         " FROM meeting_slots s JOIN meetings m ON m.booking_id = s.booking_id"
         " WHERE s.held AND s.resource = ANY($1::text[]) AND s.slot && tstzrange($2, $3) AND s.booking_id <> $4"
         " ORDER BY lower(s.slot), s.label",
@@ -247,7 +248,7 @@ async def reserve(
         end,
         uuid.UUID(booking_id),
     )
-    found = [Conflict(r["label"], r["s"], r["e"], r["b"], r["organizer_name"]) for r in rows]
+    found = [Conflict(r["label"], r["s"], r["e"], r["b"], r["by_whom"]) for r in rows]
     # The holder committed after the failed insert's snapshot (READ COMMITTED: a fresh snapshot per statement sees it).
     return found or [Conflict("会议室或视频终端", start, end, "—", "另一单位")]
 
@@ -305,24 +306,24 @@ class MeetingsProcess:
             msg.received_at,
             tx.now,
         )
+        if b.organizer_code != msg.sender_agency:
+            # The body names another organizer than the signed sender's agency: for the people on duty. It grants
+            # nothing: the rooms and terminals are held for the signed booker's request, and the named organizer is
+            # not spared the confirmation.
+            await tx.alarm(
+                "MEETING_ORGANIZER_MISMATCH",
+                msg.message_id,
+                "会议预约的主办单位与签名发送方不一致",
+                f"booking {msg.message_id} from {msg.sender_system} names organizer {b.organizer_code}, not the signed "
+                f"sender's agency {msg.sender_agency}; followed as the sender's booking",
+            )
+            confirmers = must_confirm(replace(b, organizer_code=msg.sender_agency), msg.sender_agency)
+        else:
+            confirmers = must_confirm(b, msg.sender_agency)
         await tx.conn.executemany(
             "INSERT INTO meeting_participants (booking_id, agency_code, agency_name, role) VALUES ($1, $2, $3, $4)",
-            [(bid, v.agency_code, v.agency_name, v.role) for v in must_confirm(b, msg.sender_agency)],
+            [(bid, v.agency_code, v.agency_name, v.role) for v in confirmers],
         )
-        if b.organizer_code != msg.sender_agency:
-            # What the body claims is not what was signed: an alarm, and no slot is taken on that claim.
-            detail = (
-                f"booking {msg.message_id} from {msg.sender_system} names organizer {b.organizer_code}, "
-                f"not the signed sender's agency {msg.sender_agency}"
-            )
-            await tx.alarm("MEETING_ORGANIZER_MISMATCH", msg.message_id, "会议预约的主办单位与签名发送方不一致", detail)
-            text = (
-                f"MEETING_ORGANIZER_MISMATCH 会议「{b.title}」预约未成立：主办单位（{b.organizer_code}）与签名发送方的"
-                f"单位（{msg.sender_agency}）不一致，枢纽不为其登记会议室和终端。"
-                "The organizer is not the signed sender."
-            )
-            await self._refuse(tx, msg, b, "MEETING_ORGANIZER_MISMATCH", text)
-            return
         conflicts = await reserve(tx.conn, msg.message_id, resources(b), b.start, b.end)
         if conflicts:
             await self._refuse(tx, msg, b, "MEETING_SLOT_TAKEN", refusal_text(b.title, conflicts))
@@ -355,8 +356,7 @@ class MeetingsProcess:
         if not booking_id:
             return
         m = await tx.conn.fetchrow(
-            "SELECT state, booker_agency, organizer_agency, title, start_at, reminders_armed, code FROM meetings"
-            " WHERE booking_id = $1",
+            "SELECT state, booker_agency, title, start_at, reminders_armed, code FROM meetings WHERE booking_id = $1",
             uuid.UUID(booking_id),
         )
         if m is None:  # not booked through the hub while it followed meetings
@@ -384,9 +384,7 @@ class MeetingsProcess:
             number,
             confirm_by,
         )
-        for d in told:
-            if d.recipient_agency == m["organizer_agency"]:
-                continue
+        for d in told:  # (the booker's own notice is its reply: the booker does not confirm)
             try:
                 name = tx.directory.agency(d.recipient_agency).name
             except Exception:

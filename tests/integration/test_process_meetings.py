@@ -350,6 +350,21 @@ async def test_the_platform_refusal_releases_the_slot_and_a_notice_of_a_refused_
 
         [void] = await _until(voided, "the voiding notice")
         assert void.body.findtext(f"{{{NOTICE_NS}}}Title").startswith("视频会议未成立")
+
+        # 延边州 books naming 珲春 as the organizer: an alarm; followed as 延边州's booking, 珲春 must confirm too.
+        body = booking(
+            "代珲春市林业局预约的会议", start + timedelta(days=1), room="延边州林业局视频会议室", terminal=None
+        )
+        other = await _send(hub, YANBIAN, body.to_element(), "meeting.booking", [Recipient.to(PROVINCE, VIDEO)])
+        assert await _fed(engine, hub, other.message_id) == "booked"
+        async with hub.pool.acquire() as conn:
+            alarms = await conn.fetch("SELECT code, ref FROM process_alarms")
+            confirmers = await conn.fetch(
+                "SELECT agency_code FROM meeting_participants WHERE booking_id = $1::uuid ORDER BY agency_code",
+                other.message_id,
+            )
+        assert [(r["code"], r["ref"]) for r in alarms] == [("MEETING_ORGANIZER_MISMATCH", other.message_id)]
+        assert sorted(r["agency_code"] for r in confirmers) == sorted([BOOKER_AGENCY[1], BRANCHES[DUNHUA][1]])
     finally:
         await hub.close()
 
