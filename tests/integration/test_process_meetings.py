@@ -144,7 +144,7 @@ async def _notices_of(
     return found
 
 
-async def _until(predicate: Any, what: str, timeout: float = 60.0) -> Any:
+async def _until(predicate: Any, what: str, timeout: float = 60.0, interval: float = 0.1) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -153,7 +153,7 @@ async def _until(predicate: Any, what: str, timeout: float = 60.0) -> Any:
             return got
         if loop.time() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -466,15 +466,22 @@ async def test_reminders_fire_once_after_a_sigkill_and_with_two_engine_processes
         await _notices(hub, first, start, "880777")
         await _until(lambda: _armed(hub, first.message_id), "the reminders armed")
 
-        # The deadline passes and the engine is SIGKILLed right then, mid-way; two engines start in its place.
+        # The deadline passes; the engine is SIGKILLed the moment its firing of the reminder is committed (the
+        # reminder decided, its publication under way or not yet begun); two engines start in its place.
+        reminder = process_id("meetings", f"remind/{first.message_id}/confirm-by")
         clock.write_text((start - timedelta(hours=2) + timedelta(minutes=1)).isoformat())
-        await asyncio.sleep(0.3)
+
+        async def decided() -> bool:
+            async with hub.pool.acquire() as conn:
+                return bool(await conn.fetchval("SELECT 1 FROM process_outbox WHERE message_id = $1::uuid", reminder))
+
+        await _until(decided, "the reminder decided by the first engine", interval=0.005)
         os.kill(killed.pid, signal.SIGKILL)
         killed.wait()
         engine_process(), engine_process()
         for system in (YANBIAN, DUNHUA):
             got = await _notices_of(hub, system, "meeting-reminder", expect=1, timeout=60)
-            assert [n.message_id for n in got] == [process_id("meetings", f"remind/{first.message_id}/confirm-by")]
+            assert [n.message_id for n in got] == [reminder]
 
         # 敦化 confirms; at the last round only 延边州 is reminded, once, with both engines running.
         notice_id = await _notice_id(hub, first.message_id, BRANCHES[DUNHUA][1])
