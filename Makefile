@@ -8,7 +8,7 @@ LOCK   := requirements.lock
 #: own code paths only: hub/transport/_aiormq_fast.py switched off).
 FAST_OFF_TESTS := tests/integration/test_transport.py tests/integration/test_pipeline.py tests/integration/test_crash.py
 
-.PHONY: demo demo-stop test check install lock services clean bench
+.PHONY: demo demo-stop test check install lock services clean bench faults
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,13 @@ bench: install services
 	$(BIN)/pip install -q --no-deps faststream==0.7.8 fast-depends==3.0.9 anyio==4.16.0 pydantic==2.14.4 \
 		pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 	$(BIN)/python bench/sdk.py
+
+## make faults: every fault test of issue 16 in full (worker SIGKILL ×10, broker stop and SIGKILL, PostgreSQL restart
+## and disk full, a recipient offline, a slow/stalled/cut sender link), then the core faults with HUB_AMQP_FAST=0, on a
+## PostgreSQL instance and RabbitMQ node of their own (never the shared services); prints the table, last line
+## faults_lost=<n> faults_rows=<n>. Needs root (a tmpfs for the full disk, postgres' initdb).
+faults: install
+	$(BIN)/python scripts/faults/run.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
