@@ -13,7 +13,7 @@ import asyncio
 import importlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -186,3 +186,32 @@ class WithProcesses:
             self.inner(settings, index, supervisor)
             return
         processes_main(settings, self.clock_file, supervisor)
+
+
+async def pass_at(settings: Settings, processes: Sequence[str], at: datetime) -> dict[str, int]:
+    """One pass of only the named processes' timers, by a clock set to ``at``, then the outbox (a demo's or an
+    operator's look ahead: "what would fire by then"). The feed is not read (a moved clock must not judge new
+    messages, and the running engine reads it), and other processes' deadlines are neither fired nor taken."""
+    from hub.pipeline.context import load_context
+    from hub.processes.engine import ProcessEngine
+    from hub.store.db import create_pool
+    from hub.transport import Transport
+
+    pool = await create_pool(settings.pg_dsn, min_size=1, max_size=2)
+    transport = None
+    try:
+        context = await load_context(settings, pool)
+        chosen = [p for p in make_processes(context, settings) if p.name in processes]
+        missing = set(processes) - {p.name for p in chosen}
+        if missing:
+            raise ValueError(f"no process named {', '.join(sorted(missing))}")
+        transport = await Transport.connect(settings, client_name="hub-processes-pass")
+        engine = ProcessEngine(pool, context, chosen, transport=transport, clock=lambda: at)
+        fired = 0
+        while (n := await engine.timers_once()) > 0:
+            fired += n
+        return {"fed": 0, "fired": fired, "published": await engine.publish_once()}
+    finally:
+        if transport is not None:
+            await transport.close()
+        await pool.close()
