@@ -18,6 +18,9 @@ def _default_state_dir() -> Path:
     return PROJECT_ROOT / "var"
 
 
+#: The queue types ``HUB_QUEUE_TYPE`` accepts.
+QUEUE_TYPES = ("classic", "quorum")
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -68,6 +71,15 @@ class Settings:
     #: delivery, frame-queue bound, batched confirms and publish frames). ``HUB_AMQP_FAST=0`` runs aiormq's own code
     #: paths only (same behaviour, about 10–20 % more CPU per message in the workers).
     amqp_fast: bool = True
+    #: ``classic`` (default: durable classic queues, system queues with message priorities) or ``quorum`` (every
+    #: queue a quorum queue, replicated over a RabbitMQ cluster; urgent deliveries get a lane of their own per system
+    #: instead of priorities: ``hub.transport.topology``). Set it before the first ``hub run`` of an installation: a
+    #: queue declared as one type cannot be re-declared as the other (AMQP_PRECONDITION).
+    queue_type: str = "classic"
+
+    def __post_init__(self) -> None:
+        if self.queue_type not in QUEUE_TYPES:
+            raise ConfigError(f"HUB_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, got {self.queue_type!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

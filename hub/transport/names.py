@@ -16,6 +16,15 @@ The layout (``ns`` = namespace)::
 
 Users: ``ns.<system>`` for each agency system (see ``hub.transport.users``).
 
+With ``HUB_QUEUE_TYPE=quorum`` (``Names(namespace, queue_type="quorum")``) every queue is a quorum queue, and since
+RabbitMQ 3.x quorum queues have no message priorities, each system gets a second, urgent lane::
+
+    ns.deliver   direct  ── <system>.urgent ──► ns.q.<system>.urgent   deliveries at priority ≥ URGENT_PRIORITY
+                         ── <system>        ──► ns.q.<system>          everything else
+
+``delivery_key(system, priority)`` is the routing key a publisher uses, ``system_queues(system)`` the queues a reader
+consumes (urgent first). With classic queues both give what they always did (``system``, ``(ns.q.<system>,)``).
+
 This module is pure (no aio-pika): the SDK, the pipeline and the in-memory twin import it freely.
 """
 
@@ -32,8 +41,11 @@ __all__ = [
     "MAX_PRIORITY",
     "ORIGIN_USER_HEADER",
     "PRIORITY",
+    "QUEUE_TYPES",
     "RETRY_DELAYS_S",
     "RETRY_HEADER",
+    "URGENT_PRIORITY",
+    "URGENT_SUFFIX",
     "Lane",
     "Names",
     "check_system_id",
@@ -53,6 +65,14 @@ LANES: Final[tuple[Lane, ...]] = ("emergency", "normal")
 #: waiting in the same queue.
 PRIORITY: Final[dict[str, int]] = URGENCY_PRIORITY
 MAX_PRIORITY: Final[int] = 9
+
+#: Queue types (``Settings.queue_type``, ``HUB_QUEUE_TYPE``).
+QUEUE_TYPES: Final[tuple[str, ...]] = ("classic", "quorum")
+#: With quorum queues, deliveries at this priority or above (加急 6, 特急 9, emergencies) take the system's urgent
+#: lane ``ns.q.<system>.urgent``; readers take that lane first.
+URGENT_PRIORITY: Final[int] = 6
+#: The urgent lane's suffix, on the queue and on the routing key (system ids have no dots: no system id collides).
+URGENT_SUFFIX: Final[str] = ".urgent"
 
 # RETRY_DELAYS_S (the delays that have a retry queue) is defined with the routes' retry policy in hub/policy.py.
 
@@ -100,6 +120,7 @@ class Names:
         "namespace",
         "quarantine_exchange",
         "quarantine_queue",
+        "queue_type",
         "retry_exchange",
     )
 
@@ -111,12 +132,17 @@ class Names:
     dead_letter_queue: str
     quarantine_exchange: str
     quarantine_queue: str
+    #: ``classic`` or ``quorum`` (``Settings.queue_type``).
+    queue_type: str
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, queue_type: str = "classic") -> None:
         if not _NAMESPACE.match(namespace):
             raise ValueError(f"namespace {namespace!r} must match {_NAMESPACE.pattern}")
+        if queue_type not in QUEUE_TYPES:
+            raise ValueError(f"queue type {queue_type!r} must be one of {', '.join(QUEUE_TYPES)}")
         ns = namespace
         for name, value in (
+            ("queue_type", queue_type),
             ("namespace", ns),
             ("inbound_exchange", f"{ns}.in"),
             ("deliver_exchange", f"{ns}.deliver"),
@@ -134,13 +160,19 @@ class Names:
         raise AttributeError("Names is immutable")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Names) and other.namespace == self.namespace
+        return isinstance(other, Names) and (other.namespace, other.queue_type) == (self.namespace, self.queue_type)
 
     def __hash__(self) -> int:
-        return hash(("Names", self.namespace))
+        return hash(("Names", self.namespace, self.queue_type))
 
     def __repr__(self) -> str:
-        return f"Names({self.namespace!r})"
+        if self.queue_type == "classic":
+            return f"Names({self.namespace!r})"
+        return f"Names({self.namespace!r}, queue_type={self.queue_type!r})"
+
+    @property
+    def quorum(self) -> bool:
+        return self.queue_type == "quorum"
 
     # -- per lane / system / delay ------------------------------------------------------------------------------
 
@@ -153,6 +185,23 @@ class Names:
     def system_queue(self, system_id: str) -> str:
         """``ns.q.<system>``: what one agency system receives (routing key on the delivery exchange: the id)."""
         return f"{self.namespace}.q.{check_system_id(system_id)}"
+
+    def urgent_queue(self, system_id: str) -> str:
+        """``ns.q.<system>.urgent``: a system's urgent lane (quorum queues only; classic queues use priorities)."""
+        return self.system_queue(system_id) + URGENT_SUFFIX
+
+    def system_queues(self, system_id: str) -> tuple[str, ...]:
+        """Every queue a system reads, the urgent lane first: ``(ns.q.<system>,)`` with classic queues,
+        ``(ns.q.<system>.urgent, ns.q.<system>)`` with quorum queues."""
+        if self.quorum:
+            return (self.urgent_queue(system_id), self.system_queue(system_id))
+        return (self.system_queue(system_id),)
+
+    def delivery_key(self, system_id: str, priority: int = 0) -> str:
+        """The routing key on ``ns.deliver`` of a message to ``system_id`` at ``priority``: the system id, or with
+        quorum queues ``<system>.urgent`` from ``URGENT_PRIORITY`` up."""
+        check_system_id(system_id)
+        return system_id + URGENT_SUFFIX if self.quorum and priority >= URGENT_PRIORITY else system_id
 
     def retry_queue(self, delay_s: int) -> str:
         """``ns.retry.<delay>s``; ``delay_s`` must be one of ``RETRY_DELAYS_S``."""
@@ -175,11 +224,14 @@ class Names:
         return self.namespace + "."
 
     def system_of_queue(self, queue: str) -> str | None:
-        """The system id whose queue this is, or None (the inverse of ``system_queue``)."""
+        """The system id whose queue this is, or None (the inverse of ``system_queue`` and ``urgent_queue``)."""
         head = f"{self.namespace}.q."
-        if queue.startswith(head) and _SYSTEM.match(queue[len(head) :]):
-            return queue[len(head) :]
-        return None
+        if not queue.startswith(head):
+            return None
+        rest = queue[len(head) :]
+        if self.quorum and rest.endswith(URGENT_SUFFIX):
+            rest = rest[: -len(URGENT_SUFFIX)]
+        return rest if _SYSTEM.match(rest) else None
 
     def system_of_user(self, user: str | None) -> str | None:
         """The system id of an AMQP user name made by ``user()``, or None: the pipeline compares it with the

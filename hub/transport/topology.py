@@ -19,6 +19,15 @@ Why these choices:
   exchange with its original routing key, i.e. into the lane it came from.
 - **Inbound lanes and system queues dead-letter into ``ns.dead``**, so a message nacked without requeue is parked
   where an operator sees it, never dropped.
+- **Quorum queues on a cluster** (``HUB_QUEUE_TYPE=quorum``, ``Names(ns, queue_type="quorum")``): every queue is
+  declared ``x-queue-type: quorum`` (replicated by Raft over the cluster's nodes: a queue survives the loss of a
+  minority of them). There are no message priorities, so each system gets two queues, ``ns.q.<system>.urgent``
+  (routing key ``<system>.urgent``: deliveries at ``URGENT_PRIORITY`` or above) and ``ns.q.<system>``, and a reader
+  takes the urgent one first (``Names.system_queues``) — as the inbound side has its two lanes. Queues that
+  dead-letter do it **at least once** (``x-dead-letter-strategy: at-least-once``, which needs ``x-overflow:
+  reject-publish``): a message expiring from a retry queue back into its lane, or nacked into ``ns.dead``, is
+  removed only once the target queue confirmed it; with the default at-most-once a node failure at that moment
+  could drop it. The classic topology is unchanged by all of this (the same arguments, byte for byte).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from hub.transport.names import (
     ORIGIN_USER_HEADER,
     RETRY_DELAYS_S,
     RETRY_HEADER,
+    URGENT_SUFFIX,
     Names,
     check_system_id,
     retry_delay,
@@ -106,7 +116,10 @@ class Topology:
 
 
 def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
-    """The whole topology for ``names`` with one queue per system in ``system_ids`` (duplicates ignored)."""
+    """The whole topology for ``names`` with one queue per system in ``system_ids`` (duplicates ignored; two with
+    quorum queues: ``_quorum_topology``)."""
+    if names.quorum:
+        return _quorum_topology(names, system_ids)
     classic = {"x-queue-type": "classic"}
     dead = {"x-dead-letter-exchange": names.dead_letter_exchange}
     exchanges = (
@@ -141,6 +154,46 @@ def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
         q = names.system_queue(check_system_id(system))
         queues.append(QueueSpec(q, {**classic, **dead, "x-max-priority": MAX_PRIORITY}))
         bindings.append(BindingSpec(q, names.deliver_exchange, system))
+    return Topology(exchanges, tuple(queues), tuple(bindings))
+
+
+def _quorum_topology(names: Names, system_ids: Iterable[str]) -> Topology:
+    """``topology`` with quorum queues: the same exchanges and queues, no priorities, an urgent lane per system, and
+    at-least-once dead-lettering wherever a queue dead-letters."""
+    quorum = {"x-queue-type": "quorum"}
+    at_least_once = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    dead = {"x-dead-letter-exchange": names.dead_letter_exchange, **at_least_once}
+    exchanges = (
+        ExchangeSpec(names.inbound_exchange, "direct"),
+        ExchangeSpec(names.deliver_exchange, "direct"),
+        ExchangeSpec(names.retry_exchange, "headers"),
+        ExchangeSpec(names.dead_letter_exchange, "fanout"),
+        ExchangeSpec(names.quarantine_exchange, "fanout"),
+    )
+    queues: list[QueueSpec] = []
+    bindings: list[BindingSpec] = []
+    for lane in LANES:
+        q = names.inbound_queue(lane)
+        queues.append(QueueSpec(q, {**quorum, **dead}))
+        bindings.append(BindingSpec(q, names.inbound_exchange, lane))
+    for delay in RETRY_DELAYS_S:
+        q = names.retry_queue(delay)
+        args = {**quorum, "x-message-ttl": delay * 1000, "x-dead-letter-exchange": names.inbound_exchange}
+        queues.append(QueueSpec(q, {**args, **at_least_once}))
+        bindings.append(BindingSpec(q, names.retry_exchange, "", {"x-match": "all", RETRY_HEADER: f"{delay}s"}))
+    queues.append(QueueSpec(names.dead_letter_queue, dict(quorum)))
+    bindings.append(BindingSpec(names.dead_letter_queue, names.dead_letter_exchange))
+    queues.append(QueueSpec(names.quarantine_queue, dict(quorum)))
+    bindings.append(BindingSpec(names.quarantine_queue, names.quarantine_exchange))
+    seen: set[str] = set()
+    for system in system_ids:
+        if system in seen:
+            continue
+        seen.add(system)
+        check_system_id(system)
+        for q, key in ((names.urgent_queue(system), system + URGENT_SUFFIX), (names.system_queue(system), system)):
+            queues.append(QueueSpec(q, {**quorum, **dead}))
+            bindings.append(BindingSpec(q, names.deliver_exchange, key))
     return Topology(exchanges, tuple(queues), tuple(bindings))
 
 
