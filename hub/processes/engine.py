@@ -2,18 +2,19 @@
 
 The pipeline records every accepted message in PostgreSQL and stages a ``received`` record (``released`` for a
 quarantined message an operator let through) in the evidence chain. The chain gives those records a gapless ``seq``
-in commit order, so the engine reads them with a cursor (``process_cursor``) and hands each message of a followed
-service to the processes exactly once — no message-path cost, nothing missed, nothing handed over twice:
+in commit order, so the engine reads them with a cursor per process (``process_cursor``) and hands each message of
+a followed service to each process exactly once — no message-path cost, nothing missed, nothing handed over twice:
 
-    feed     evidence seq > cursor  →  Process.on_message(tx, msg)  →  cursor := seq   (one transaction)
+    feed     evidence seq > cursor  →  Process.on_message(tx, msg)  →  cursor := seq   (one transaction a process)
     timers   process_timers due     →  Process.on_timer(tx, timer)  →  fired_at := now (one transaction)
     outbox   process_outbox unpublished → the inbound exchange (confirmed) → published_at := now
 
 Everything a process decides (its own state, new timers, messages to send, alarms) is written through the ``Tx`` it
 is given, inside the transaction that moves the cursor or fires the timer. A crash (SIGKILL) before the commit rolls
 all of it back and the same message or timer is handed over again; after it, nothing is handed over again. Engines
-on several hub instances share the work safely: the cursor row is taken ``FOR UPDATE SKIP LOCKED`` (one engine reads
-the feed at a time), timers ``FOR UPDATE SKIP LOCKED`` (each due timer to one engine), outbox rows likewise.
+on several hub instances share the work safely: a process's cursor row is taken ``FOR UPDATE SKIP LOCKED`` (one
+engine reads a process's feed at a time), timers ``FOR UPDATE SKIP LOCKED`` (each due timer to one engine), outbox
+rows likewise.
 
 What a process sends is a hub-signed envelope (sender: the directory's ``hub-system``) put into the inbound exchange:
 the pipeline examines, routes (routes with ``<From><Hub/></From>``), records and delivers it like any message, so
@@ -421,7 +422,6 @@ class ProcessEngine:
         self.clock = clock or hub_clock.now
         self.max_bytes = max_bytes or context.settings.max_message_bytes
         self._by_name = {p.name: p for p in self.processes}
-        self._services = sorted({s for p in self.processes for s in p.services})
         self.wake = asyncio.Event()
 
     # ------------------------------------------------------------------ one pass
@@ -437,21 +437,32 @@ class ProcessEngine:
         return {"fed": fed, "fired": fired, "published": published}
 
     async def feed_once(self, limit: int = 500) -> int:
-        """Hand the next chained messages of followed services to their processes; returns how many were handed
-        over (0: nothing new, or another engine holds the feed right now)."""
+        """Hand the next chained messages of each process's services to it; returns how many were handed over (0:
+        nothing new, or other engines hold the feed of every process right now)."""
         from hub.store.evidence import chain_pending
 
-        if not self._services:
+        if not self.processes:
             return 0
         await chain_pending(self.pool)  # what is staged but not yet chained is not in the feed yet
+        handed = 0
+        for p in self.processes:
+            handed += await self._feed(p, limit)
+        if handed:
+            self.wake.set()
+        return handed
+
+    async def _feed(self, p: Process, limit: int) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            cursor = await conn.fetchval("SELECT seq FROM process_cursor FOR UPDATE SKIP LOCKED")
-            if cursor is None:
+            await conn.execute("INSERT INTO process_cursor (process) VALUES ($1) ON CONFLICT DO NOTHING", p.name)
+            cursor = await conn.fetchval(
+                "SELECT seq FROM process_cursor WHERE process = $1 FOR UPDATE SKIP LOCKED", p.name
+            )
+            if cursor is None:  # another engine reads this process's feed right now
                 return 0
             head = await conn.fetchval("SELECT seq FROM evidence_head")
             if head is None or head <= cursor:
                 return 0
-            rows = await conn.fetch(_FEED, cursor, head, list(FED_KINDS), self._services, limit)
+            rows = await conn.fetch(_FEED, cursor, head, list(FED_KINDS), sorted(p.services), limit)
             now = self.clock()
             steps = []
             for row in rows:
@@ -470,12 +481,10 @@ class ProcessEngine:
                     ref_to=row["ref_to"],
                     business_ref=row["business_ref"],
                 )
-                steps += [(p, msg.message_id, p.on_message, msg) for p in self.processes if msg.service in p.services]
+                steps.append((p, msg.message_id, p.on_message, msg))
             await self._steps(conn, now, steps)
             last = rows[-1]["seq"] if len(rows) == limit else head
-            await conn.execute("UPDATE process_cursor SET seq = $1", last)
-        if rows:
-            self.wake.set()
+            await conn.execute("UPDATE process_cursor SET seq = $2 WHERE process = $1", p.name, last)
         return len(rows)
 
     async def timers_once(self, limit: int = 50) -> int:

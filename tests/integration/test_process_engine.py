@@ -233,3 +233,26 @@ async def test_the_engine_signs_with_a_rotated_hub_key_without_a_restart(fresh_s
         assert fingerprint == new_fp
     finally:
         await hub.close()
+
+
+async def test_an_engine_with_some_processes_leaves_the_others_feed_alone(fresh_settings: Any) -> None:
+    class Other(Toy):
+        name = "other"
+
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    try:
+        await hub.start_worker()
+        env = await hub.send(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
+        await hub.reply(SENDER, env.message_id)
+        now = [datetime.now(UTC)]
+        toy, other = Toy(), Other()
+        only_toy = await _engine(hub, toy, now)
+        assert (await only_toy.run_once())["fed"] == 1 and toy.seen == [env.message_id]
+        both = await _engine(hub, toy, now)
+        both.processes = [toy, other]
+        both._by_name = {"toy": toy, "other": other}
+        assert (await both.run_once())["fed"] == 1  # only other's: toy had it already
+        assert other.seen == [env.message_id] and toy.seen == [env.message_id]
+    finally:
+        await hub.close()

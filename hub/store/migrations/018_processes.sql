@@ -2,13 +2,13 @@
 -- the pipeline recorded (the evidence chain's `received`/`released` records, in chain order) and keeps its own
 -- state here. Each process (documents, approvals, emergencies, meetings) adds its own tables in its own migration.
 
--- How far the engine has read the evidence chain. One row; engines on several hub instances take it FOR UPDATE, so
--- each chained record is handed to the processes exactly once (the cursor moves in the transaction that applies it).
+-- How far each process has read the evidence chain. An engine takes a process's row FOR UPDATE SKIP LOCKED, so each
+-- chained record is handed to each process exactly once (its cursor moves in the transaction that applies it), and
+-- an engine built with only some processes (a demo's pass, a second instance with fewer) never moves another's.
 CREATE TABLE process_cursor (
-    id  boolean PRIMARY KEY DEFAULT true CHECK (id),
-    seq bigint  NOT NULL DEFAULT 0
+    process text   PRIMARY KEY,
+    seq     bigint NOT NULL DEFAULT 0
 );
-INSERT INTO process_cursor (id, seq) VALUES (true, 0);
 
 -- Deadlines. A timer fires once: the engine takes due rows FOR UPDATE SKIP LOCKED and marks them fired in the same
 -- transaction as what firing does (a crash in between rolls both back, and the timer fires again later, once).
