@@ -33,6 +33,7 @@ from aiohttp import web
 
 from hub.errors import HubError, title_of
 from hub.gateway.config import MAX_POLL_S, GatewaySettings
+from hub.gateway.direct import Direct
 from hub.gateway.identity import ClientIdentity, Identifier, Refused
 from hub.gateway.limits import Limits, limits_of
 from hub.gateway.mailbox import Answer, Mailbox
@@ -83,6 +84,8 @@ class GatewayState:
     mailbox: Mailbox
     identifier: Identifier
     limits: Limits
+    #: The in-process path (``GatewaySettings.in_process``), else None: submissions go through the inbound queue.
+    direct: Direct | None = None
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
@@ -259,6 +262,11 @@ async def submit(request: web.Request) -> web.StreamResponse:
     mailbox, transport = state.mailbox, state.transport
     system = identity.system
     await mailbox.open(system)
+    if state.direct is not None:
+        resp, batch_logged = await _submit_direct(state.direct, system, data, message_id, lane, priority, gw, max_bytes)
+        # The batch's decision line (this process) already says what the hub decided: this line only at DEBUG then.
+        _log_submission(message_id, system, lane, resp, level=logging.DEBUG if batch_logged else logging.INFO)
+        return resp
     answer = mailbox.expect(system, message_id)
     try:
         await transport.publish_many(
@@ -274,24 +282,21 @@ async def submit(request: web.Request) -> web.StreamResponse:
                 )
             ]
         )
-        try:
-            async with asyncio.timeout(gw.answer_timeout_s):
-                got = await answer
-        except TimeoutError:
-            resp = error_response(
-                503,
-                "GATEWAY_TIMEOUT",
-                f"the hub did not answer about {message_id} within {gw.answer_timeout_s:g} s; its answer comes to "
-                "GET /v1/inbox, its state is at GET /v1/messages/{id}",
-                retry_after=5,
-            )
-            resp.headers["X-Hub-Message-Id"] = message_id
-            log.warning("gateway submission not answered in time", extra={"message_id": message_id, "sender": system})
-            return resp
+        got = await _wait_answer(answer, message_id, system, gw.answer_timeout_s)
+        if isinstance(got, web.Response):
+            return got
     finally:
         mailbox.forget(system, message_id, answer)
     resp = _answer_response(got, message_id, max_bytes)
-    log.info(
+    _log_submission(message_id, system, lane, resp)
+    return resp
+
+
+def _log_submission(message_id: str, system: str, lane: str, resp: web.Response, *, level: int = logging.INFO) -> None:
+    if not log.isEnabledFor(level):
+        return
+    log.log(
+        level,
         "gateway submission",
         extra={
             "message_id": message_id,
@@ -301,7 +306,72 @@ async def submit(request: web.Request) -> web.StreamResponse:
             "code": resp.headers.get("X-Hub-Code") or resp.headers.get("X-Hub-Outcome"),
         },
     )
-    return resp
+
+
+async def _wait_answer(
+    answer: asyncio.Future[Answer], message_id: str, system: str, timeout: float
+) -> Answer | web.Response:
+    """The hub's answer from the system's queue, or the 503 ``GATEWAY_TIMEOUT`` response after ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await answer
+    except TimeoutError:
+        resp = error_response(
+            503,
+            "GATEWAY_TIMEOUT",
+            f"the hub did not answer about {message_id} within {timeout:g} s; its answer comes to "
+            "GET /v1/inbox, its state is at GET /v1/messages/{id}",
+            retry_after=5,
+        )
+        resp.headers["X-Hub-Message-Id"] = message_id
+        log.warning("gateway submission not answered in time", extra={"message_id": message_id, "sender": system})
+        return resp
+
+
+async def _submit_direct(
+    direct: Direct,
+    system: str,
+    data: bytes,
+    message_id: str,
+    lane: str,
+    priority: int,
+    gw: GatewaySettings,
+    max_bytes: int,
+) -> tuple[web.Response, bool]:
+    """The in-process path (``hub.gateway.direct``): the hub's answer once the record is committed and the
+    deliveries are confirmed; deferred to the retry queue: a worker's answer through the mailbox; nothing handed
+    over: 503, resend. The second value: whether the answer came from this process's batch (its decision line)."""
+    started = time.monotonic()
+    outcome = await direct.submit(system, data, message_id, lane, priority)
+    if outcome.kind == "answer":
+        assert outcome.answer is not None
+        return _answer_response(outcome.answer, message_id, max_bytes), True
+    if outcome.kind == "deferred":
+        assert outcome.pending is not None
+        try:
+            left = max(0.0, gw.answer_timeout_s - (time.monotonic() - started))
+            got = await _wait_answer(outcome.pending, message_id, system, left)
+        finally:
+            direct.mailbox.forget(system, message_id, outcome.pending)
+        return (got if isinstance(got, web.Response) else _answer_response(got, message_id, max_bytes)), False
+    if outcome.kind == "failed":
+        err = outcome.error
+        code = err.code if err is not None else "DELIVERY_BROKER"
+        resp = error_response(
+            503,
+            code,
+            f"the hub could not finish {message_id} now ({err.detail if err is not None else 'unavailable'}); "
+            "send it again: a resend finishes what was begun, nothing is delivered twice under another id",
+            retry_after=5,
+        )
+    else:
+        resp = error_response(
+            409,
+            "MSG_DUPLICATE",
+            f"the hub holds {message_id} already and answered it before; its state is at GET /v1/messages/{{id}}",
+        )
+    resp.headers["X-Hub-Message-Id"] = message_id
+    return resp, outcome.kind == "none"
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
@@ -402,7 +472,21 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 system = identifier.directory.system(system_id)
                 return limits_of(system, gw.default_rate, gw.default_concurrency)
 
-            app[STATE] = GatewayState(transport, pool, mailbox, identifier, Limits(lookup))
+            direct: Direct | None = None
+            urgent: Transport | None = None
+            work_pool: Any = None
+            if gw.in_process:
+                # The worker's own resources: its pool (generic plans, as hub run's workers) and the emergency
+                # lane's connection (an alert's publish never queues behind normal traffic on a shared socket).
+                try:
+                    work_pool = await create_pool(settings.pg_dsn, min_size=1, max_size=4, generic_plans=True)
+                    urgent = await Transport.connect(settings, client_name="hub-gateway-emergency")
+                    direct = Direct(settings, transport, urgent, mailbox)
+                    await direct.open(work_pool)
+                except BaseException:
+                    await _close_direct(direct, urgent, work_pool)
+                    raise
+            app[STATE] = GatewayState(transport, pool, mailbox, identifier, Limits(lookup), direct)
 
             async def refresh() -> None:
                 while True:
@@ -425,11 +509,24 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await _close_direct(direct, urgent, work_pool)
                 await mailbox.close()
         finally:
             await transport.close()
     finally:
         await pool.close()
+
+
+async def _close_direct(direct: Direct | None, urgent: Any, pool: Any) -> None:
+    """Finish the in-process batches in hand, then close the emergency connection and the worker's pool."""
+    try:
+        if direct is not None:
+            await direct.close()
+    finally:
+        if urgent is not None:
+            await urgent.close()
+        if pool is not None:
+            await pool.close()
 
 
 def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:

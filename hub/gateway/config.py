@@ -42,6 +42,10 @@ class GatewaySettings:
     default_concurrency: int = 32
     #: How often the directory is read again from PostgreSQL (``hub directory load`` takes effect within this).
     directory_refresh_s: float = 30.0
+    #: Examine submissions in the gateway process with the pipeline's own batch code (``hub.gateway.direct``);
+    #: False: publish each to the inbound queue and wait for a worker's answer on the system's queue (the first
+    #: design: two broker round trips and a worker's batching per request).
+    in_process: bool = True
 
     @classmethod
     def for_state(cls, state_dir: Path, **overrides: Any) -> GatewaySettings:

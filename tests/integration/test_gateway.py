@@ -408,7 +408,9 @@ async def test_no_answer_in_time_and_the_late_answer_in_the_inbox(
 ) -> None:
     prov = "prov-220000-oa"  # a system no other gateway of this module consumes for
     c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[prov], prov, tmp_path)
-    runner = await start_gateway(settings, GatewaySettings.for_state(settings.state_dir, port=0, answer_timeout_s=1.0))
+    # The path through the inbound queue (in_process=False): the gateway publishes and waits for a worker's answer.
+    config = GatewaySettings.for_state(settings.state_dir, port=0, answer_timeout_s=1.0, in_process=False)
+    runner = await start_gateway(settings, config)
     ctx = client_ssl_context(gw.pki_dir, c, k)
     try:
         async with aiohttp.ClientSession(
@@ -433,3 +435,135 @@ async def test_no_answer_in_time_and_the_late_answer_in_the_inbox(
                 assert r.status == 200 and (await r.json())["state"] == "accepted"
     finally:
         await runner.cleanup()
+
+
+# ------------------------------------------------------------------------------------------- the in-process path
+
+
+async def _deliveries_of(recipient: aiohttp.ClientSession, mid: str) -> int:
+    """Empty the recipient's inbox (acknowledging everything, earlier tests' deliveries too) and count the
+    deliveries of ``mid``: the first poll waits for one, the last finds the inbox empty."""
+    seen = 0
+    while True:
+        async with recipient.get("/v1/inbox", params={"wait": "1" if seen else "10"}) as r:
+            if r.status == 204:
+                return seen
+            assert r.status == 200
+            if r.headers["X-Hub-Message-Id"] == mid and r.headers["X-Hub-Kind"] == "delivery":
+                seen += 1
+            tag = r.headers["X-Hub-Delivery-Tag"]
+        async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
+            assert r.status == 204
+
+
+async def test_examined_in_the_gateway_process(gw: Gateway) -> None:
+    """The default path examines, records and delivers in the gateway process (hub.gateway.direct): answered with
+    no pipeline worker running, recorded with its delivery delivered, the delivery in the recipient's inbox."""
+    sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
+    await gw.hub.stop_worker()
+    try:
+        status, headers, body = await post(sender, signed(gw, SENDER, [Recipient.to(DEHUI)]))
+    finally:
+        await gw.hub.start_worker()
+    assert status == 202, body
+    mid = headers["X-Hub-Message-Id"]
+    assert gw.hub.inbox(SENDER).open(body).ref_to == mid
+    async with sender.get(f"/v1/messages/{mid}") as r:
+        state = await r.json()
+    assert state["state"] == "accepted" and [d["state"] for d in state["deliveries"]] == ["delivered"]
+    assert await _deliveries_of(recipient, mid) == 1
+
+
+class _StoreDownOnce:
+    """The gateway worker's store, whose next batch finds PostgreSQL unavailable."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.failures = 1
+
+    def batch(self) -> Any:
+        from hub.errors import StoreUnavailable
+
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("PostgreSQL is unavailable (a test)")
+        return self.real.batch()
+
+    async def close(self) -> None:
+        await self.real.close()
+
+
+async def test_store_outage_goes_to_the_retry_queue_and_a_worker_answers(gw: Gateway) -> None:
+    """PostgreSQL unavailable for the gateway's batch: the message goes to the retry queue as a worker's would
+    (Worker._retry), a pipeline worker finishes it, and the request gets that worker's signed answer."""
+    direct = gw.state.direct
+    real = direct.worker.store
+    direct.worker.store = down = _StoreDownOnce(real)
+    try:
+        status, headers, body = await post(gw.session(SENDER), signed(gw, SENDER, [Recipient.to(DEHUI)]))
+    finally:
+        direct.worker.store = real
+    assert down.failures == 0
+    assert status == 202 and headers["X-Hub-Outcome"] == "accepted", body
+    mid = headers["X-Hub-Message-Id"]
+    assert gw.hub.inbox(SENDER).open(body).ref_to == mid
+    recipient = gw.session(RECIPIENT)
+    assert await _deliveries_of(recipient, mid) == 1
+
+
+class _BrokerDown:
+    """The gateway's connection with the broker refusing every publish (the retry copy too)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def publish_many(self, items: Any) -> None:
+        from hub.errors import BrokerUnavailable
+
+        if items:
+            self.refused += 1
+            raise BrokerUnavailable("RabbitMQ is unavailable (a test)")
+
+
+async def test_broker_outage_is_503_and_the_resend_finishes_the_message(gw: Gateway) -> None:
+    """Recorded, then the broker took nothing (neither the delivery nor the retry copy): 503 with Retry-After, the
+    message recorded with its delivery still to do; the client's resend delivers it once and is answered accepted;
+    a further copy is a duplicate (409)."""
+    sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
+    data = signed(gw, SENDER, [Recipient.to(DEHUI)])
+    capturing = gw.state.direct.transport
+    real = capturing.real
+    capturing.real = down = _BrokerDown(real)
+    try:
+        status, headers, body = await post(sender, data)
+    finally:
+        capturing.real = real
+    assert down.refused == 2  # the delivery with the receipt, then the retry copy
+    assert (status, headers["X-Hub-Code"], headers["Retry-After"]) == (503, "DELIVERY_BROKER", "5"), body
+    mid = headers["X-Hub-Message-Id"]
+    async with sender.get(f"/v1/messages/{mid}") as r:
+        state = await r.json()
+    assert state["state"] == "accepted" and [d["state"] for d in state["deliveries"]] != ["delivered"]
+
+    status, headers, body = await post(sender, data)  # the resend
+    assert status == 202 and headers["X-Hub-Outcome"] == "accepted", body
+    async with sender.get(f"/v1/messages/{mid}") as r:
+        assert [d["state"] for d in (await r.json())["deliveries"]] == ["delivered"]
+    assert await _deliveries_of(recipient, mid) == 1  # delivered once
+
+    status, headers, _ = await post(sender, data)
+    assert status == 409 and headers["X-Hub-Outcome"] == "duplicate"
+
+
+async def test_concurrent_copies_are_examined_one_after_the_other(gw: Gateway) -> None:
+    """Three copies of one message at once: one is accepted, the others are duplicates, one delivery."""
+    sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
+    data = signed(gw, SENDER, [Recipient.to(DEHUI)])
+    answers = await asyncio.gather(*(post(sender, data) for _ in range(3)))
+    assert sorted(status for status, _, _ in answers) == [202, 409, 409]
+    mid = answers[0][1]["X-Hub-Message-Id"]
+    assert await _deliveries_of(recipient, mid) == 1

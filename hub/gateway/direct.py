@@ -1,0 +1,352 @@
+"""Submissions examined in the gateway process itself, by the pipeline's own batch code (issue 11, the speed-up).
+
+Before, ``POST /v1/messages`` published the body to the inbound exchange and waited for a worker's answer on the
+system's queue: two broker round trips, the 4.4 KB body through the broker twice and a worker's batching per
+request. Now the gateway runs ``hub.pipeline.worker.Worker.handle`` — the one processor, the same batch code the
+workers run, not a second implementation — on micro-batches of the requests in hand:
+
+    each request → an ``Incoming`` built from the HTTP body: routing key = the lane the header names, user_id =
+                   ``Names.user(<certificate's system>)`` (so the processor checks that system against the signed
+                   sender exactly as RabbitMQ's user_id: ``CERT_SIGNER_MISMATCH``), owner = its ``Submission``
+    per lane, one batch at a time (up to 64; batches grow with the load while one is in I/O), the emergency lane
+                   beside it on a connection of its own, through ``Worker.handle_urgent`` (normal batches pause)
+    Worker.handle: examine → record (PostgreSQL: messages, deliveries, evidence) → sign → publish deliveries with
+                   confirms → record_sent → "ack"
+
+``Worker.handle`` publishes and settles through the transport it is given; here that is ``_Capturing``, which
+
+- publishes everything for real (deliveries, parked copies, a second answer such as the blocked recipients' error),
+  except the first hub.receipt / hub.error addressed to a waiting submission's system about its message: that one
+  is kept — and becomes the HTTP response — only once the rest of the publish is confirmed;
+- on ``ack`` resolves each submission: its answer (record committed, deliveries confirmed, answer recorded as sent);
+- on ``nack`` (the broker took nothing, not even the retry copy) resolves it as failed: 503 with ``Retry-After``.
+
+Transient failures keep the workers' semantics (``Worker._retry``, unchanged): the message goes to the retry queue
+with back-off (later dead-lettered) and a pipeline worker finishes it; the submission then waits for that worker's
+answer on the system's queue (the mailbox), as every submission did before, up to ``answer_timeout_s`` (503
+``GATEWAY_TIMEOUT`` after it, the answer then an inbox item). Nothing the hub could not deliver is dropped.
+
+A resend must be able to finish what an earlier attempt left (the gateway died after the record, or answered 503
+after the record when the broker went away): every copy submitted over HTTPS is examined as one the hub may have held
+before (``Incoming.redelivered``), so a copy of a message recorded with deliveries still to do completes them and is
+answered ``accepted``; a copy of a message fully handled is answered ``duplicate`` (409) as before. Two copies of
+the same message from the same system are never in flight here at once: the second waits for the first to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from hub.errors import HubError
+from hub.gateway.mailbox import Answer
+from hub.pipeline.worker import Worker
+from hub.transport.topology import Incoming, Outgoing
+
+if TYPE_CHECKING:
+    from hub.gateway.mailbox import Mailbox
+    from hub.settings import Settings
+    from hub.transport.abc import AbstractTransport
+
+__all__ = ["Direct", "GatewayWorker", "Outcome", "Submission"]
+
+log = logging.getLogger("hub.gateway")
+
+#: The largest batch (the workers' too).
+MAX_BATCH = 64
+ANSWER_KINDS = frozenset({"receipt", "error"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a submission ended in the gateway's batch.
+
+    ``answer``: the hub's signed answer (``answer``); ``deferred``: put on the retry queue, ``pending`` is the
+    mailbox's future for a worker's answer; ``failed``: nothing could be handed over (``error``: 503, resend);
+    ``none``: handled, with no answer for this submitter (a copy of a message answered before)."""
+
+    kind: Literal["answer", "deferred", "failed", "none"]
+    answer: Answer | None = None
+    pending: asyncio.Future[Answer] | None = None
+    error: HubError | None = None
+
+
+@dataclass(eq=False, slots=True)
+class Submission:
+    system: str
+    message_id: str
+    msg: Incoming
+    outcome: asyncio.Future[Outcome]
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The captured answer, once the publish that held it was confirmed.
+    reply: Outgoing | None = None
+    #: Set by ``GatewayWorker._retry``: the transient failure, and the mailbox's future for the retried copy's answer.
+    error: HubError | None = None
+    pending: asyncio.Future[Answer] | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the HTTP request still waits (its client did not go away)."""
+        return not self.outcome.done()
+
+
+class _Capturing:
+    """The transport ``Worker.handle`` publishes and settles through in the gateway (see the module docstring)."""
+
+    def __init__(self, real: AbstractTransport, direct: Direct) -> None:
+        self.real = real
+        self.names = real.names
+        self.user = real.user
+        self._direct = direct
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def publish_many(self, items: Sequence[Outgoing]) -> None:
+        keep: list[Outgoing] = []
+        taken: list[tuple[Submission, Outgoing]] = []
+        claimed: set[int] = set()
+        for item in items:
+            sub = self._direct.answerable(item)
+            if sub is not None and id(sub) not in claimed:
+                claimed.add(id(sub))
+                taken.append((sub, item))
+            else:
+                keep.append(item)
+        await self.real.publish_many(keep)  # raises: nothing is captured (Worker._retry takes over)
+        for sub, item in taken:
+            sub.reply = item
+
+    async def ack(self, batch: Iterable[Incoming]) -> None:
+        for m in batch:
+            if not m.settled:
+                m.settled = True
+                self._direct.settle(m.owner)
+
+    async def nack(self, batch: Iterable[Incoming], *, requeue: bool = True) -> None:
+        for m in batch:
+            if not m.settled:
+                m.settled = True
+                self._direct.fail(m.owner, None)
+
+
+class GatewayWorker(Worker):
+    """The pipeline worker's batch code in the gateway process: the context, store and hub key of a worker, no
+    consumers (``open`` instead of ``start``). ``_retry`` first registers each submission's wait for the retried
+    copy's answer, then does what every worker does."""
+
+    def __init__(self, settings: Settings, mailbox: Mailbox) -> None:
+        super().__init__(settings, index=-1)  # not 0: worker 0's housekeeping stays with hub run's workers
+        self.mailbox = mailbox
+
+    async def open(self, pool: Any, transport: _Capturing, urgent_transport: _Capturing) -> None:
+        """Load what ``Worker.start`` loads (schemas, directory, routes, trust store, the hub key), on ``pool``;
+        run the jobs every worker runs (chaining staged evidence, following a rotated hub key)."""
+        from hub.pipeline.context import load_context
+        from hub.pipeline.worker import HUB_KEY_EVERY_S
+        from hub.store.batch import PgStore
+        from hub.store.evidence import CHAIN_EVERY_S
+
+        ctx = self.context = await load_context(self.settings, pool)
+        self.pool = pool
+        self.trust_store = ctx.trust_store
+        self.signer = ctx.signer
+        self.directory = ctx.directory
+        self.store = PgStore(pool)
+        self.transport = transport  # type: ignore[assignment]
+        self.urgent_transport = urgent_transport  # type: ignore[assignment]
+        self.names = transport.names
+        self.processor = ctx.processor(amqp_admin_user=transport.user, user_to_system=self.names.system_of_user)
+        self._background += [
+            asyncio.create_task(self._every(CHAIN_EVERY_S, self._chain, "chaining evidence")),
+            asyncio.create_task(self._every(HUB_KEY_EVERY_S, self._hub_key, "the hub key")),
+        ]
+
+    async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()
+        if hasattr(self, "store"):
+            await self.store.close()
+
+    async def _retry(
+        self,
+        batch: list[Incoming],
+        exc: HubError,
+        transport: AbstractTransport | None = None,
+        items: Sequence[Any] = (),
+    ) -> None:
+        for m in batch:
+            sub = m.owner
+            if isinstance(sub, Submission):
+                sub.error = exc
+                if sub.pending is None:  # before the retry copy exists: its answer cannot come first
+                    sub.pending = self.mailbox.expect(sub.system, sub.message_id)
+        await super()._retry(batch, exc, transport, items)
+
+
+class _Lane:
+    """One batch at a time: requests arriving while a batch runs wait for the next one (up to ``MAX_BATCH``)."""
+
+    def __init__(self, name: str, handle: Callable[[list[Incoming]], Awaitable[None]], direct: Direct) -> None:
+        self.name = name
+        self._handle = handle
+        self._direct = direct
+        self._buffer: list[Submission] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, sub: Submission) -> None:
+        self._buffer.append(sub)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._buffer:
+                batch = self._buffer[:MAX_BATCH]
+                del self._buffer[:MAX_BATCH]
+                try:
+                    await self._handle([s.msg for s in batch])
+                except Exception as exc:  # Worker.handle settles what it can; the rest is told to resend
+                    log.exception("gateway batch of %d failed (%s)", len(batch), type(exc).__name__)
+                finally:
+                    for s in batch:
+                        if not s.msg.settled:
+                            s.msg.settled = True
+                            self._direct.fail(s, None)
+        finally:
+            self._task = None
+
+    async def drain(self) -> None:
+        while self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class Direct:
+    """The gateway's in-process path: ``await direct.submit(system, body, message_id, lane, priority)``."""
+
+    def __init__(self, settings: Settings, transport: AbstractTransport, urgent: AbstractTransport, mailbox: Mailbox):
+        self.settings = settings
+        self.mailbox = mailbox
+        self.worker = GatewayWorker(settings, mailbox)
+        self.transport = _Capturing(transport, self)
+        self.urgent_transport = _Capturing(urgent, self)
+        self.names = transport.names
+        #: The submission in flight per (system, message id); a second copy waits for the first (``_queued``).
+        self._active: dict[tuple[str, str], Submission] = {}
+        self._queued: dict[tuple[str, str], Submission] = {}
+        self._lanes = {
+            "normal": _Lane("normal", self.worker.handle, self),
+            "emergency": _Lane("emergency", self.worker.handle_urgent, self),
+        }
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def open(self, pool: Any) -> None:
+        await self.worker.open(pool, self.transport, self.urgent_transport)
+
+    async def close(self) -> None:
+        """Finish the batches in hand, then stop the worker's jobs (the connections are the caller's)."""
+        for lane in self._lanes.values():
+            await lane.drain()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.worker.close()
+
+    # -- the request's side ------------------------------------------------------------------------------------
+
+    async def submit(self, system: str, data: bytes, message_id: str, lane: str, priority: int) -> Outcome:
+        names = self.names
+        key = (system, message_id)
+        msg = Incoming(
+            body=data,
+            routing_key=lane,
+            exchange=names.inbound_exchange,
+            headers={},
+            message_id=message_id,
+            user_id=names.user(system),  # the certificate's system, as RabbitMQ's user_id would name it
+            priority=priority,
+            redelivered=True,  # a resend may finish what an earlier attempt left (module docstring)
+            queue=names.inbound_queue(lane),
+            delivery_tag=0,
+        )
+        sub = Submission(system, message_id, msg, asyncio.get_running_loop().create_future())
+        msg.owner = sub
+        before = self._queued.get(key)
+        self._queued[key] = sub
+        added = False
+        try:
+            if before is not None:
+                await before.finished.wait()
+            self._active[key] = sub
+            self._lanes[lane if lane in self._lanes else "normal"].add(sub)
+            added = True
+            return await sub.outcome
+        finally:
+            if not added:  # cancelled while waiting for the copy before it
+                self._finish(sub)
+
+    # -- the batch's side ----------------------------------------------------------------------------------------
+
+    def answerable(self, item: Outgoing) -> Submission | None:
+        """The waiting submission an answer published by the batch belongs to: a hub.receipt or hub.error to the
+        submitting system (routing key) about its message (``x-hub-ref``), none captured yet."""
+        if item.exchange != self.names.deliver_exchange:
+            return None
+        headers = item.headers
+        if headers.get("x-hub-kind") not in ANSWER_KINDS:
+            return None
+        sub = self._active.get((item.routing_key, str(headers.get("x-hub-ref") or "")))
+        if sub is None or sub.reply is not None or not sub.waiting or sub.msg.settled:
+            return None
+        return sub
+
+    def settle(self, sub: Any) -> None:
+        """The batch acknowledged the submission: answered, deferred to the retry queue, or nothing to answer."""
+        if not isinstance(sub, Submission):
+            return
+        if sub.pending is not None:
+            outcome = Outcome("deferred", pending=sub.pending, error=sub.error)
+        elif sub.reply is not None:
+            r = sub.reply
+            outcome = Outcome("answer", answer=Answer(str(r.headers["x-hub-kind"]), r.body, r.message_id))
+        else:
+            outcome = Outcome("none")
+        if not sub.outcome.done():
+            sub.outcome.set_result(outcome)
+        elif sub.reply is not None and sub.pending is None:
+            self._hand_over(sub.reply)  # the client went away after its answer was made: it goes to the inbox
+        self._finish(sub)
+
+    def fail(self, sub: Any, error: HubError | None) -> None:
+        """Nothing of the submission could be handed over (the broker is gone): the client is told to resend."""
+        if not isinstance(sub, Submission):
+            return
+        if sub.pending is not None:
+            self.mailbox.forget(sub.system, sub.message_id, sub.pending)
+        err = error or sub.error or HubError("the hub could not finish the message", code="DELIVERY_BROKER")
+        if not sub.outcome.done():
+            sub.outcome.set_result(Outcome("failed", error=err))
+        self._finish(sub)
+
+    def _finish(self, sub: Submission) -> None:
+        key = (sub.system, sub.message_id)
+        if self._active.get(key) is sub:
+            del self._active[key]
+        if self._queued.get(key) is sub:
+            del self._queued[key]
+        sub.finished.set()
+
+    def _hand_over(self, reply: Outgoing) -> None:
+        async def publish() -> None:
+            try:
+                await self.transport.real.publish_many([reply])
+            except HubError as exc:
+                log.warning("an answer whose client went away could not go to its inbox (%s)", exc.code)
+
+        task = asyncio.get_running_loop().create_task(publish())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
