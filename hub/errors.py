@@ -162,6 +162,18 @@ CODES: dict[str, str] = {
     "MEETING_CONFIRM_MISMATCH": "参会回执的回执单位与签名发送方不一致",
     "MEETING_CONFIRM_UNKNOWN": "参会回执所指的会议通知未经枢纽送达该单位",
     "MEETING_NOT_FOUND": "枢纽没有该会议预约的记录",
+    # approvals (hub/processes/approvals.py): cases, statutory deadlines, supervision (督办)
+    "APPROVAL_CASE_UNKNOWN": "审批进度或决定所指的案件未经枢纽受理登记",
+    "APPROVAL_SENDER_MISMATCH": "审批进度或决定并非由受理该申请的审批系统发出",
+    "APPROVAL_TRANSITION_INVALID": "审批进度或决定与案件当前状态不符，未采纳",
+    "APPROVAL_CASE_DUPLICATE": "同一案件编号的申请重复提交",
+    "APPROVAL_DEADLINE_MISMATCH": "申请所报法定办结期限与枢纽按工作日历计算的不一致",
+    "APPROVAL_CALENDAR_GAP": "节假日日历未覆盖该案件的办理期间",
+    "APPROVAL_CALENDAR_INVALID": "节假日日历无法使用",
+    "APPROVAL_NO_SUPERVISOR": "找不到接收督办的责任单位或督办单位",
+    "APPROVAL_OVERDUE": "审批案件超过法定办结期限",
+    "APPROVAL_NOT_FOUND": "枢纽没有该审批案件的记录",
+    "APPROVAL_BAD_DATE": "日期格式应为 YYYY-MM-DD",
 }
 
 
