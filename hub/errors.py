@@ -174,6 +174,15 @@ CODES: dict[str, str] = {
     "APPROVAL_OVERDUE": "审批案件超过法定办结期限",
     "APPROVAL_NOT_FOUND": "枢纽没有该审批案件的记录",
     "APPROVAL_BAD_DATE": "日期格式应为 YYYY-MM-DD",
+    # emergencies (hub/processes/emergencies.py) and the emergency lane (hub/pipeline/processor.py)
+    "LANE_NOT_ENTITLED": "该报文无权使用应急通道，请改走普通通道",
+    "EMERGENCY_ACK_MISMATCH": "应急签收的签收单位与签名发送方不一致",
+    "EMERGENCY_ACK_UNKNOWN": "应急签收所指的预警未经枢纽送达该单位",
+    "EMERGENCY_ACK_LATE": "应急预警超时未签收，已重发并通报上级单位",
+    "EMERGENCY_UPDATE_MISMATCH": "应急续报并非由原预警发出单位报送",
+    "EMERGENCY_PLAN_INVALID": "应急预警分发预案无法使用",
+    "EMERGENCY_NO_RECIPIENT": "找不到预案要求的接收单位",
+    "EMERGENCY_NOT_FOUND": "枢纽没有该应急预警的记录",
 }
 
 
