@@ -22,10 +22,14 @@ Created the hub accepts), ``Retry`` (attempts and back-off seconds: the retry st
 ``Router.retry_for``; each delay must be one that has a retry queue, ``hub.policy.RETRY_DELAYS_S``), ``Urgency``
 (the delivery priority 0–9 per 紧急程度; the defaults are ``hub.policy.URGENCY_PRIORITY``).
 
-A route never promises what the hub does not do: ``Urgency lane`` and ``Acknowledge`` are in the schema, but the
-hub does not act on them yet (a message's lane is the one its sender publishes to; acknowledgements are not
-tracked), so the check refuses them where they are set (``ROUTES_NOT_ENACTED``), as it refuses a back-off delay
-that has no retry queue.
+``Urgency lane="emergency"`` entitles messages of that urgency on the route to the emergency lane beyond the rule
+every client follows (``hub.transport.lane_for``: ``emergency.*`` services and 特急); the processor refuses a
+message in the emergency lane that neither grants (``LANE_NOT_ENTITLED``, ``Processor.examine``). ``lane="normal"``
+is the default and grants nothing. ``Acknowledge within=`` is the time within which recipients must acknowledge a
+message the emergencies process follows (``emergency.*``: hub/processes/emergencies.py resends, escalates to the
+recipient's parent unit and raises an alarm after it); on a route of any other service the check refuses it
+(``ROUTES_NOT_ENACTED``: nothing tracks those acknowledgements), as it refuses a back-off delay that has no retry
+queue.
 
 Default deny. Only the hub may send ``hub.receipt`` and ``hub.error``: a route that would let anyone else send
 them is refused by the check.
@@ -74,6 +78,8 @@ __all__ = [
 ]
 
 ROUTES_NS = "urn:forestry-hub:routes:1"
+#: The services whose acknowledgements the hub tracks (``Acknowledge within=``): the emergencies process's.
+ACK_TRACKED_PREFIX = "emergency."
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -95,6 +101,9 @@ def format_duration(td: timedelta) -> str:
 class UrgencyRule:
     #: The AMQP priority of the deliveries of a message with this urgency.
     priority: int
+    #: ``emergency``: the route entitles messages of this urgency to the emergency lane (None/``normal``: only what
+    #: ``lane_for`` gives).
+    lane: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,8 @@ class RoutePolicy:
     retry: Retry
     #: (urgency, rule) for each of 特急, 加急, 平件.
     urgencies: tuple[tuple[str, UrgencyRule], ...]
+    #: ``Acknowledge within=``: recipients must acknowledge within this time (emergency.* routes only).
+    ack_within: timedelta | None = None
 
     def rule(self, urgency: str) -> UrgencyRule:
         for name, rule in self.urgencies:
@@ -114,6 +125,13 @@ class RoutePolicy:
 
     def priority(self, urgency: str) -> int:
         return self.rule(urgency).priority
+
+    def grants_emergency_lane(self, urgency: str) -> bool:
+        """Does this policy entitle a message of ``urgency`` to the emergency lane (``Urgency lane="emergency"``)?"""
+        for name, rule in self.urgencies:
+            if name == urgency:
+                return rule.lane == "emergency"
+        return False
 
 
 DEFAULT_POLICY = RoutePolicy(
@@ -265,7 +283,16 @@ def _selectors(el: etree._Element) -> tuple[Selector, ...]:
     return tuple(out)
 
 
-def _policy(el: etree._Element | None, base: RoutePolicy, file: str, problems: list[Problem]) -> RoutePolicy:
+def _policy(
+    el: etree._Element | None,
+    base: RoutePolicy,
+    file: str,
+    problems: list[Problem],
+    ack_lines: list[int] | None = None,
+) -> RoutePolicy:
+    """A policy element over ``base``; the lines of its ``Acknowledge`` (if any) are appended to ``ack_lines``."""
+    if ack_lines is None:
+        ack_lines = []
     if el is None:
         return base
     ttl = el.get("max-ttl")
@@ -304,32 +331,18 @@ def _policy(el: etree._Element | None, base: RoutePolicy, file: str, problems: l
         if level in seen:
             problems.append(Problem(file, line_of(u), "ROUTES_POLICY", f"urgency {level} is given twice in one policy"))
         seen.add(level)
-        urgencies[level] = UrgencyRule(int(u.get("priority", "0")))
-        if u.get("lane") is not None:
-            problems.append(
-                Problem(
-                    file,
-                    line_of(u),
-                    "ROUTES_NOT_ENACTED",
-                    f"urgency {level} lane={u.get('lane')}: the hub does not act on a route's lane yet (a message "
-                    "travels in the lane its sender publishes to); remove the attribute",
-                )
-            )
+        lane = u.get("lane")
+        urgencies[level] = UrgencyRule(int(u.get("priority", "0")), lane if lane == "emergency" else None)
+    ack_within = base.ack_within
     ack = el.find(_q("Acknowledge"))
     if ack is not None:
-        problems.append(
-            Problem(
-                file,
-                line_of(ack),
-                "ROUTES_NOT_ENACTED",
-                f"Acknowledge within={ack.get('within')}: the hub does not track recipients' acknowledgements yet; "
-                "remove the element",
-            )
-        )
+        ack_within = parse_duration(ack.get("within", "0s"))
+        ack_lines.append(line_of(ack))
     return RoutePolicy(
         max_ttl=max_ttl,
         retry=retry,
         urgencies=tuple((u, urgencies[u]) for u in URGENCIES if u in urgencies),
+        ack_within=ack_within,
     )
 
 
@@ -339,23 +352,38 @@ def _read_file(path: Path, problems: list[Problem]) -> list[Route]:
     if root is None:
         return []
     name = str(path)
-    defaults = _policy(root.find(_q("Defaults")), DEFAULT_POLICY, name, problems)
+    default_acks: list[int] = []
+    defaults = _policy(root.find(_q("Defaults")), DEFAULT_POLICY, name, problems, default_acks)
     routes = []
     for el in root.iterfind(_q("Route")):
         version = el.get("version")
-        routes.append(
-            Route(
-                name=el.get("name", ""),
-                service=el.get("service", ""),
-                version=int(version) if version else None,
-                senders=_selectors(el.find(_q("From"))),  # type: ignore[arg-type]
-                recipients=_selectors(el.find(_q("To"))),  # type: ignore[arg-type]
-                policy=_policy(el.find(_q("Policy")), defaults, name, problems),
-                title=el.get("title", ""),
-                file=name,
-                line=line_of(el),
-            )
+        acks = list(default_acks)
+        service = el.get("service", "")
+        route = Route(
+            name=el.get("name", ""),
+            service=service,
+            version=int(version) if version else None,
+            senders=_selectors(el.find(_q("From"))),  # type: ignore[arg-type]
+            recipients=_selectors(el.find(_q("To"))),  # type: ignore[arg-type]
+            policy=_policy(el.find(_q("Policy")), defaults, name, problems, acks),
+            title=el.get("title", ""),
+            file=name,
+            line=line_of(el),
         )
+        if acks and not service.startswith(ACK_TRACKED_PREFIX):
+            # Only the emergencies process tracks acknowledgements: a route of another service must not promise it.
+            for line in sorted(set(acks)):
+                problems.append(
+                    Problem(
+                        name,
+                        line,
+                        "ROUTES_NOT_ENACTED",
+                        f"route {route.name}: Acknowledge within={format_duration(route.policy.ack_within or timedelta(0))} applies to "
+                        f"{service}, but the hub tracks recipients' acknowledgements of {ACK_TRACKED_PREFIX}* messages "
+                        "only (the emergencies process); remove the element or move it to an emergency.* route",
+                    )
+                )
+        routes.append(route)
     return routes
 
 

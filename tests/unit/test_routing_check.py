@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -133,8 +134,9 @@ def test_policy_problems(tmp_path: Path, directory: Directory) -> None:
 def test_a_route_never_promises_what_the_hub_does_not_do(
     tmp_path: Path, directory: Directory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A lane per urgency, an acknowledgement time and a back-off delay without a retry queue are refused where they
-    are set, each with its line, ROUTES_NOT_ENACTED and a sentence saying what the hub does instead."""
+    """An acknowledgement time on a route the emergencies process does not follow and a back-off delay without a
+    retry queue are refused where they are set, each with its line, ROUTES_NOT_ENACTED and a sentence saying what
+    the hub does instead. A lane per urgency is enacted (the emergency-lane entitlement) and accepted."""
     routes = """  <Route name="promise" service="document.official" version="1">
     <From><Level value="province"/></From>
     <To><Subordinate/></To>
@@ -148,16 +150,38 @@ def test_a_route_never_promises_what_the_hub_does_not_do(
     path, text = write(tmp_path, "promise.xml", routes)
     assert sorted(problems([path], directory)) == [
         ("promise.xml", line_of(text, "<Retry "), "ROUTES_NOT_ENACTED"),
-        ("promise.xml", line_of(text, 'lane="emergency"'), "ROUTES_NOT_ENACTED"),
         ("promise.xml", line_of(text, "<Acknowledge "), "ROUTES_NOT_ENACTED"),
     ]
     assert main(["routes", "check", str(path), "--directory", str(DIRECTORY)]) == 1
     out = capsys.readouterr().out
     assert "backoff 7 45 s has no retry queue" in out
-    assert "does not act on a route's lane" in out and "does not track recipients' acknowledgements" in out
+    assert "tracks recipients' acknowledgements of emergency.* messages only" in out
     for line in out.splitlines():
         m = LINE.match(line)
         assert m and m["code"] == "ROUTES_NOT_ENACTED" and m["title"] == "路由声明了枢纽不执行的策略", line
+
+
+def test_an_emergency_route_enacts_its_acknowledgement_time_and_lane(tmp_path: Path, directory: Directory) -> None:
+    """Acknowledge on an emergency.* route (or in its file's Defaults) is the limit the emergencies process applies;
+    Urgency lane="emergency" entitles that urgency to the emergency lane; lane="normal" grants nothing."""
+
+    routes = """  <Route name="alert" service="emergency.alert" version="1">
+    <From><Level value="county"/></From>
+    <To><Level value="city"/></To>
+    <Policy>
+      <Urgency level="加急" priority="8" lane="emergency"/>
+      <Urgency level="平件" priority="7" lane="normal"/>
+      <Acknowledge within="20m"/>
+    </Policy>
+  </Route>
+"""
+    path, _ = write(tmp_path, "alert.xml", routes)
+    table, found = check_routes([path], directory)
+    assert found == [] and table is not None
+    policy = table.route("alert").policy
+    assert policy.ack_within == timedelta(minutes=20)
+    assert policy.grants_emergency_lane("加急") and not policy.grants_emergency_lane("平件")
+    assert not policy.grants_emergency_lane("特急")  # (特急 is entitled by lane_for, not by this route)
 
 
 def test_hub_services_only_from_the_hub(tmp_path: Path, directory: Directory) -> None:
