@@ -156,6 +156,14 @@ CODES: dict[str, str] = {
     "GATEWAY_BAD_REQUEST": "请求参数不合规",
     "GATEWAY_NOT_FOUND": "请求的资源不存在",
     "GATEWAY_METHOD": "该资源不支持此请求方法",
+    # documents (hub/processes/documents.py): receipts, feedback deadlines, document status
+    "DOC_RECEIPT_AGENCY_MISMATCH": "公文回执的回执单位与签名发送方不一致，未采纳",
+    "DOC_RECEIPT_NOT_DELIVERED": "公文回执所指的公文未经枢纽送达该单位，未采纳",
+    "DOC_FEEDBACK_DUE_INVALID": "公文的反馈期限早于发文时间，未跟踪期限",
+    "DOC_OVERDUE": "公文超过反馈期限仍有收文单位未办结",
+    "DOC_NOT_FOUND": "枢纽没有该公文的记录",
+    "DOC_BAD_ID": "公文报文标识应为 UUID",
+    "DOC_DEADLINES_INVALID": "公文反馈期限配置文件无法使用",
     # meetings (hub/processes/meetings.py): the hub's register of rooms and terminals, attendance confirmations
     "MEETING_SLOT_TAKEN": "会议室或视频终端在该时段已被预约",
     "MEETING_ORGANIZER_MISMATCH": "会议预约的主办单位与签名发送方不一致",
