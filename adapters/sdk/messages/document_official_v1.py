@@ -810,3 +810,29 @@ class DocumentOfficialV1(Message):
 
     Printing agency and printing date (印发机关和印发日期, in the colophon).
     """
+
+    feedback_due: datetime.datetime | None = dataclasses.field(
+        default=None,
+        metadata={
+            "xml": "FeedbackDue",
+            "kind": "datetime",
+            "doc": (
+                "反馈期限：主送机关应在此时间前办结并反馈；枢纽据此在期限前向未办结的主送机关发出催办提醒，期限过后向"
+                "发文机关报告逾期情况。不标注的，按紧急程度的默认期限（如已配置）或不跟踪期限。"
+            ),
+            "doc_en": (
+                "Feedback deadline (反馈期限): the main addressees must have handled the document and reported back "
+                "by then; the hub reminds those not yet done before it and reports the late ones to the issuing "
+                "system after it. Without it, the default for the document's urgency applies (when one is "
+                "configured), else no deadline is followed."
+            ),
+        },
+    )
+    """反馈期限：主送机关应在此时间前办结并反馈；枢纽据此在期限前向未办结的主送机关发出催办提醒，期限过后向发文机关
+    报告逾期情况。不标注的，按紧急程度的默认期限（如已配置）或不跟踪期限。
+
+    Feedback deadline (反馈期限): the main addressees must have handled the document and reported back by then;
+    the hub reminds those not yet done before it and reports the late ones to the issuing system after it.
+    Without it, the default for the document's urgency applies (when one is configured), else no deadline is
+    followed.
+    """
