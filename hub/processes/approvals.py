@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import uuid
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ __all__ = [
     "supervision_body",
     "supervision_recipients",
 ]
+
+log = logging.getLogger("hub.processes.approvals")
 
 NAME = "approvals"
 APPLICATION, STATUS, DECISION, SUPERVISION = (
@@ -303,12 +306,25 @@ class ApprovalsProcess:
     name = NAME
     services = frozenset({APPLICATION, STATUS, DECISION})
 
-    def __init__(self, calendar: Calendar) -> None:
+    def __init__(self, calendar: Calendar, calendar_problem: str | None = None) -> None:
         self.calendar = calendar
+        #: Why the calendar file could not be used (the process then counts weekdays only, and says so).
+        self.calendar_problem = calendar_problem
+
+    async def _calendar_alarm(self, tx: Tx) -> None:
+        if self.calendar_problem is not None:
+            await tx.alarm(
+                "APPROVAL_CALENDAR_INVALID",
+                "calendar",
+                "节假日日历无法使用，审批期限暂按周一至周五计算",
+                f"{self.calendar_problem}; statutory deadlines count Monday to Friday only until the file is "
+                "corrected and the engine restarted",
+            )
 
     async def on_message(self, tx: Tx, msg: FedMessage) -> None:
         if msg.version != 1:
             return
+        await self._calendar_alarm(tx)
         if msg.service == APPLICATION:
             await self._on_application(tx, msg)
         elif msg.service == STATUS:
@@ -645,6 +661,7 @@ class ApprovalsProcess:
         level = TIMER_LEVEL.get(timer.kind)
         if level is None:
             return
+        await self._calendar_alarm(tx)
         case = await self._case(tx, timer.key)
         if case is None or case["state"] in TERMINAL or case["deadline"] is None:
             return
@@ -757,7 +774,14 @@ def calendar_path(settings: Settings) -> Path:
 
 
 def make(context: Context, settings: Settings) -> ApprovalsProcess:
-    return ApprovalsProcess(load_calendar(calendar_path(settings)))
+    """The process with the installation's calendar. A calendar file that cannot be used does not stop the engine
+    (the other processes — emergencies among them — must run): deadlines count weekdays only, an error is logged and
+    every approvals step raises the alarm APPROVAL_CALENDAR_INVALID until the file is corrected."""
+    try:
+        return ApprovalsProcess(load_calendar(calendar_path(settings)))
+    except CalendarError as exc:
+        log.error("approvals: the holiday calendar cannot be used, counting weekdays only: %s", exc)
+        return ApprovalsProcess(Calendar(), str(exc))
 
 
 # ---------------------------------------------------------------------------------------------- status and figures

@@ -213,3 +213,17 @@ def test_the_supervision_body_is_valid(level: str) -> None:
         assert body.findtext("{*}DaysRemaining") == "3" and "仅剩3个工作日" in text
     else:
         assert body.findtext("{*}DaysOverdue") == "4" and "4天" in text and "2026年12月24日17:00" in text
+
+
+def test_a_calendar_file_that_cannot_be_used_does_not_stop_the_engine(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from hub.processes.approvals import make
+
+    (tmp_path / "calendar").mkdir()
+    (tmp_path / "calendar" / "cn-holidays.toml").write_text('[2026]\nholidays = ["2026-13-01"]\n', encoding="utf-8")
+    proc = make(None, SimpleNamespace(routes_dir=tmp_path))  # type: ignore[arg-type]
+    assert proc.calendar_problem is not None and "2026-13-01" in proc.calendar_problem
+    assert proc.calendar.add(d("2026-09-30"), 1) == d("2026-10-01")  # weekdays only: the National Day counts
+    good = make(None, SimpleNamespace(routes_dir=ROOT / "routes"))  # type: ignore[arg-type]
+    assert good.calendar_problem is None and good.calendar.add(d("2026-09-30"), 1) == d("2026-10-08")
