@@ -683,6 +683,21 @@ class ApprovalsProcess:
                 "accepts approval.supervision; the supervision was not sent",
             )
             return
+        if level == "supervise":
+            # Armed here, also when this supervision was sent before (a case suspended after its deadline, then
+            # resumed, keeps that deadline; its timers were disarmed while it was stopped): escalated once.
+            escalated = await tx.conn.fetchval(
+                "SELECT 1 FROM approval_supervisions WHERE case_number = $1 AND level = 'escalate' AND deadline = $2",
+                case["case_number"],
+                deadline,
+            )
+            if not escalated:
+                await tx.schedule(
+                    "escalate",
+                    case["case_number"],
+                    end_of(self.calendar.add(deadline, ESCALATE_AFTER) or deadline),
+                    {"deadline": deadline.isoformat()},
+                )
         inserted = await tx.conn.fetchval(
             "INSERT INTO approval_supervisions (case_number, level, deadline, message_id, sent_at, recipients)"
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING 1",
@@ -751,12 +766,6 @@ class ApprovalsProcess:
             f"deadline {deadline}; {LEVEL_ZH[level]} sent",
         )
         if level == "supervise":
-            await tx.schedule(
-                "escalate",
-                case["case_number"],
-                end_of(self.calendar.add(deadline, ESCALATE_AFTER) or deadline),
-                {"deadline": deadline.isoformat()},
-            )
             await self._feedback(
                 tx,
                 case,

@@ -314,6 +314,20 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
         await engine.run_once()
         got = await _take(hub, "county-222403-oa", "approval.supervision", expect=1)
         assert [r.system for r in got[0].recipients] == ["county-222403-oa", "city-222400-oa"]
+        # Suspended and resumed after its deadline: the deadline stays (it had passed), the case is not supervised
+        # again, and the escalation still comes.
+        await _status(hub, county, "suspended", cn(2026, 12, 14), to_portal, agency=DUNHUA)
+        await _status(hub, county, "under-review", cn(2026, 12, 15), to_portal, agency=DUNHUA)
+
+        async def resumed() -> Any:
+            await engine.run_once()
+            row = await _row(hub, CASE_SQL, county)
+            return row["state"] == "under_review"
+
+        await _until(resumed, "the county case resumed")
+        await engine.run_once()
+        assert (await _row(hub, CASE_SQL, county))["deadline"] == date(2026, 12, 11)
+        assert await _take(hub, "county-222403-oa", "approval.supervision", timeout=1.0) == []
         now[0] = cn(2026, 12, 19, 1)
         await engine.run_once()
         got = await _take(hub, PROVINCE_OA, "approval.supervision", expect=1)
