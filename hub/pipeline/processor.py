@@ -206,6 +206,13 @@ class Processor:
                 self._within_budget(started, budget, "signature verification")
             self._check_fresh(envelope, received_at)
             decision = self.router.decide(envelope)
+            if lane == "emergency" and not self._entitled(envelope, decision):
+                raise MessageRejected(
+                    f"{envelope.service} at urgency {envelope.urgency} is not entitled to the emergency lane (only "
+                    'emergency.* services, 特急 messages and urgencies a route grants lane="emergency" are); '
+                    "send it again in the normal lane",
+                    code="LANE_NOT_ENTITLED",
+                )
             targets = list(decision.targets)
             result = self.gate(
                 envelope, verified.root, targets, self.hub_ceiling, signed_bytes=verified.canonical or None
@@ -223,7 +230,8 @@ class Processor:
                 reply_to=sender,
                 # An over-budget refusal says nothing about the message: it must not occupy its id (a replay by an
                 # operator, or a resend when the hub is less loaded, is then a first copy).
-                sender_confirmed=confirmed and exc.code != "MSG_COST_EXCEEDED",
+                # Nor must a refusal of its lane: the same message resent in the normal lane is then a first copy.
+                sender_confirmed=confirmed and exc.code not in ("MSG_COST_EXCEEDED", "LANE_NOT_ENTITLED"),
                 claimed=unverified if envelope is None else None,
             )
         except Exception as exc:  # a bug must not turn one message into a poison loop: refuse it, keep the bytes
@@ -262,6 +270,15 @@ class Processor:
             canonical=verified.canonical,
             signature=verified.signature,
         )
+
+    @staticmethod
+    def _entitled(envelope: Envelope, decision: object) -> bool:
+        """May this signed message ride the emergency lane? ``lane_for`` (emergency.* services, 特急), or its route's
+        ``Urgency lane="emergency"`` (hub.routing.routes). Called for emergency-lane messages only."""
+        if envelope.urgency == "特急" or envelope.service.startswith("emergency."):  # hub.transport.lane_for
+            return True
+        policy = getattr(decision, "policy", None)
+        return policy is not None and bool(policy.grants_emergency_lane(envelope.urgency))
 
     def _within_budget(self, started: float, budget: float, step: str) -> None:
         spent = self.cpu_clock() - started
