@@ -146,7 +146,8 @@ class Adapter:
         self._handlers: dict[tuple[str, int], _Handler] = {}
         self._pending: dict[str, _Pending] = {}
         self._wiring: _Wiring | None = None
-        self._consumer: AbstractConsumer | None = None
+        #: One consumer per queue of the system (one with classic queues; the urgent lane first with quorum queues).
+        self._consumers: list[AbstractConsumer] = []
         self._attempts: OrderedDict[str, int] = OrderedDict()
         self._timers: dict[str, tuple[asyncio.TimerHandle, Incoming]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -231,14 +232,17 @@ class Adapter:
         await w.store.open()
         s = self.settings
         names = w.transport.names
-        self._consumer = await w.transport.consume(
-            names.system_queue(self.system),
-            self._on_batch,
-            prefetch=s.prefetch if s else 64,
-            max_batch=s.max_batch if s else 32,
-            linger=0.003,
-            concurrency=s.concurrency if s else 1,
-        )
+        for queue in names.system_queues(self.system):
+            self._consumers.append(
+                await w.transport.consume(
+                    queue,
+                    self._on_batch,
+                    prefetch=s.prefetch if s else 64,
+                    max_batch=s.max_batch if s else 32,
+                    linger=0.003,
+                    concurrency=s.concurrency if s else 1,
+                )
+            )
         self._running = True
         for hook in self._on_startup:
             try:
@@ -266,9 +270,8 @@ class Adapter:
         self._running = False
         w = self._wiring
         assert w is not None
-        if self._consumer is not None:
-            await self._consumer.stop(drain=True)
-            self._consumer = None
+        while self._consumers:
+            await self._consumers.pop(0).stop(drain=True)
         held = [m for _, m in self._timers.values()]
         for handle, _ in self._timers.values():
             handle.cancel()

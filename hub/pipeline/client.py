@@ -162,6 +162,8 @@ class Inbox:
         self.transport = transport
         self.system = system
         self.queue = transport.names.system_queue(system)
+        #: Every queue of the system, the urgent lane first (one queue with classic queues).
+        self.queues = transport.names.system_queues(system)
         self.verifier = verifier
         self.registry = registry
 
@@ -174,7 +176,12 @@ class Inbox:
         return open_hub_signed(self.settings, self.verifier, self.registry, data)
 
     async def take(self, max_messages: int = 100) -> list[Any]:
-        return list(await self.transport.fetch(self.queue, max_messages=max_messages))
+        out: list[Any] = []
+        for queue in self.queues:  # the urgent lane first (quorum queues)
+            out += await self.transport.fetch(queue, max_messages=max_messages - len(out))
+            if len(out) >= max_messages:
+                break
+        return out
 
     async def replies_for(self, message_ids: Iterable[str], *, timeout: float) -> dict[str, Reply]:
         """Wait for the hub's receipt or error for each id; other messages in the queue are left for later."""

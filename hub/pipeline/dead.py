@@ -472,9 +472,10 @@ async def replay(
     finally:
         if own:
             await transport.close()
-    queue = (
-        names.inbound_queue(out.routing_key)
-        if out.exchange == names.inbound_exchange
-        else names.system_queue(out.routing_key)
-    )
+    if out.exchange == names.inbound_exchange:
+        queue = names.inbound_queue(out.routing_key)
+    elif out.routing_key.endswith(".urgent"):  # a quorum installation's urgent lane (Names.delivery_key)
+        queue = names.urgent_queue(out.routing_key.removesuffix(".urgent"))
+    else:
+        queue = names.system_queue(out.routing_key)
     return ReplayResult(dead_id, letter.kind, out.exchange, out.routing_key, queue, verified_id, action_id)

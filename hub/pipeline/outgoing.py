@@ -26,12 +26,13 @@ def delivery(
     def egress(data: bytes) -> None:
         egress_allowed(zone, ceiling, data)
 
+    level = priority_for(env.urgency) if priority is None else min(max(priority, 0), 9)
     return Outgoing(
         exchange=names.deliver_exchange,
-        routing_key=system,
+        routing_key=names.delivery_key(system, level),
         body=body,
         headers={"x-hub-kind": "delivery", "x-hub-service": env.service_id, "x-hub-role": role},
-        priority=priority_for(env.urgency) if priority is None else min(max(priority, 0), 9),
+        priority=level,
         message_id=env.message_id,
         egress=egress,
         correlation_id=env.conversation_id,
@@ -53,12 +54,13 @@ def reply(
     publisher can match the answer: the hub routes nothing by it — the answer goes to the broker-authenticated
     publisher)."""
     ref = about.message_id if about is not None else (claimed_id or "")
+    level = priority_for(about.urgency) if about is not None else 0
     return Outgoing(
         exchange=names.deliver_exchange,
-        routing_key=system,
+        routing_key=names.delivery_key(system, level),
         body=body,
         headers={"x-hub-kind": kind, "x-hub-ref": ref, "x-hub-ref-verified": about is not None},
-        priority=priority_for(about.urgency) if about is not None else 0,
+        priority=level,
         message_id=message_id,
         correlation_id=ref or None,
     )

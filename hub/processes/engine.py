@@ -443,7 +443,8 @@ class ProcessEngine:
 
         if not self.processes:
             return 0
-        await chain_pending(self.pool)  # what is staged but not yet chained is not in the feed yet
+        # What is staged but not yet chained is not in the feed yet (wait for a chainer at work: its records too).
+        await chain_pending(self.pool, wait=True)
         handed = 0
         for p in self.processes:
             handed += await self._feed(p, limit)

@@ -125,14 +125,17 @@ async def serve(settings: Settings, stop: asyncio.Event, *, clock: Callable[[], 
         async def answers(batch: list[Incoming]) -> None:
             await _answers(engine, batch)
 
-        consumer = await engine.transport.consume(names.system_queue(hub_system), answers, prefetch=100)
+        consumers = [
+            await engine.transport.consume(queue, answers, prefetch=100) for queue in names.system_queues(hub_system)
+        ]
         beat = asyncio.create_task(heartbeat("processes", 0))
         log.info("processes ready: %s", ", ".join(p.name for p in engine.processes) or "none")
         try:
             await engine.run(stop)
         finally:
             beat.cancel()
-            await consumer.stop(drain=True)
+            for consumer in consumers:
+                await consumer.stop(drain=True)
     finally:
         await close()
 

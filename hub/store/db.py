@@ -137,6 +137,7 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
 #: statement cancelled by a timeout, and a server shutting down. All become ``StoreUnavailable`` (transient).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     *CONNECTION_ERRORS,
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, out of memory, too many connections
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.QueryCanceledError,
@@ -151,6 +152,11 @@ async def translated(doing: str) -> AsyncIterator[None]:
     operation in the message). Other asyncpg errors are bugs or broken invariants and propagate unchanged."""
     try:
         yield
+    except asyncpg.exceptions.DiskFullError:
+        raise StoreUnavailable(
+            f"PostgreSQL's disk is full while {doing}: free space on the database server; the hub defers messages "
+            "and retries"
+        ) from None
     except TRANSIENT_ERRORS as exc:
         raise StoreUnavailable(f"PostgreSQL is unavailable while {doing} ({type(exc).__name__})") from None
 

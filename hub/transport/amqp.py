@@ -450,7 +450,7 @@ class Transport:
         return cls(
             connection,
             cast(AbstractRobustChannel, channel),
-            names=Names(settings.namespace),
+            names=Names(settings.namespace, settings.queue_type),
             user=URL(target).user or "guest",
             publish_timeout=publish_timeout,
             fast=settings.amqp_fast,

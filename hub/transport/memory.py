@@ -252,7 +252,7 @@ class MemoryTransport:
     async def connect(
         cls, settings: Settings, *, broker: MemoryBroker | None = None, user: str = "hub"
     ) -> MemoryTransport:
-        return cls(Names(settings.namespace), broker, user=user)
+        return cls(Names(settings.namespace, settings.queue_type), broker, user=user)
 
     async def close(self) -> None:
         for c in self._consumers:

@@ -97,8 +97,15 @@ def permissions_for(names: Names, system_id: str) -> dict[str, str]:
     return {
         "configure": "^$",
         "write": f"^(?:{re.escape(names.inbound_exchange)}|{re.escape(names.dead_letter_exchange)})$",
-        "read": f"^{re.escape(names.system_queue(system_id))}$",
+        "read": _read_pattern(names.system_queues(system_id)),
     }
+
+
+def _read_pattern(queues: tuple[str, ...]) -> str:
+    """The anchored regex over a system's queues (one with classic queues, its urgent lane too with quorum)."""
+    if len(queues) == 1:
+        return f"^{re.escape(queues[0])}$"
+    return "^(?:" + "|".join(re.escape(q) for q in queues) + ")$"
 
 
 def amqp_url_for(settings: Settings, system_id: str) -> str:
