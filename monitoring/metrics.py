@@ -32,6 +32,8 @@
                   "system": null | "city-220100-oa", "ready": 0, "unacked": 0, "consumers": 2}],  # [] if no RabbitMQ
       "workers": {"state": "ok" | "degraded" | "down", "expected": 2 | null, "consumers": 2 | null,
                   "processes": [{"index": "0", "pid": "4711" | null, "age_s": 0.4, "fresh": true}]},
+      "processes": {"state": "up" | "down" | "absent",  # the process engine's heartbeat (hub/processes)
+                    "alarms": 0 | null},                 # open process alarms (the /processes page); null: no store
       "adapters": [{"system": "city-220100-oa", "queue": "hub.q.city-220100-oa", "consumers": 1,
                     "ready": 0, "unacked": 0, "state": "connected" | "disconnected"}],
       "certificates": {

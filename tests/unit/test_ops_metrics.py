@@ -227,10 +227,12 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
             "gateway",
             "queues",
             "workers",
+            "processes",
             "adapters",
             "certificates",
             "checks",
         }
+        assert data["processes"] == {"state": "absent", "alarms": None}  # no engine, no store
         assert set(data["messages"]) == {"total", "recent", "per_minute", "deferred"}
         assert set(data["messages"]["total"]) == set(hm.OUTCOMES)
         assert set(data["latency_ms"]) == {"p50", "p99", "total_p50", "total_p99", "count"}
