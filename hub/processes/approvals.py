@@ -859,10 +859,13 @@ def render_status(s: dict[str, Any], cal: Calendar, now: datetime) -> list[str]:
         if today > deadline:
             lines.append(f"  ✘ 已超期 overdue: {(today - deadline).days} 天 days")
         else:
-            used = cal.count(c["start_date"], min(today, deadline), pauses)
+            used = cal.count(c["start_date"], today - timedelta(days=1), pauses)  # days before today
             left = days_remaining(cal, today, deadline)
             mark = "⚠ 临期 at risk" if left <= AT_RISK_DAYS else "在期限内 in time"
-            lines.append(f"  已用 used: {used} 个工作日；剩余 left: {left} 个工作日 working days（{mark}）")
+            lines.append(
+                f"  已用 used: {used} 个工作日（截至昨日 to yesterday）；剩余 left: {left} 个工作日 working days，"
+                f"含今日 today included（{mark}）"
+            )
     for p in s["pauses"]:
         reason = "中止审查 suspended" if p["reason"] == "suspended" else "补正材料 supplement"
         lines.append(

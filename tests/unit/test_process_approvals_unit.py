@@ -227,3 +227,60 @@ def test_a_calendar_file_that_cannot_be_used_does_not_stop_the_engine(tmp_path: 
     assert proc.calendar.add(d("2026-09-30"), 1) == d("2026-10-01")  # weekdays only: the National Day counts
     good = make(None, SimpleNamespace(routes_dir=ROOT / "routes"))  # type: ignore[arg-type]
     assert good.calendar_problem is None and good.calendar.add(d("2026-09-30"), 1) == d("2026-10-08")
+
+
+def test_the_status_lines_add_up(cal: Calendar) -> None:
+    from hub.processes.approvals import render_figures, render_status
+
+    case = {
+        "case_number": "LCXK-220100-2026-100001",
+        "item_name": "林木采伐许可证核发",
+        "item_code": "000131001000",
+        "accepting_name": "长春市林业局",
+        "accepting_agency": "11220100013544550M",
+        "applicant_name": "长春净月潭林业有限公司",
+        "portal_system": "prov-220000-portal",
+        "approval_system": "prov-220000-approval",
+        "submitted_at": datetime(2026, 12, 7, 9, tzinfo=CN_TZ),
+        "state": "under_review",
+        "limit_days": 10,
+        "deadline": d("2026-12-24"),
+        "declared_deadline": d("2026-12-21"),
+        "reported_deadline": None,
+        "promised_deadline": None,
+        "start_date": d("2026-12-07"),
+        "late": None,
+        "decided_on": None,
+        "decision_number": None,
+        "working_days": None,
+    }
+    s = {
+        "case": case,
+        "pauses": [{"since": d("2026-12-09"), "until": d("2026-12-14"), "reason": "suspended"}],
+        "events": [],
+        "supervisions": [],
+    }
+    lines = render_status(s, cal, datetime(2026, 12, 22, 10, tzinfo=CN_TZ))
+    # 10 working days = 7 used before today (Dec 8, 9, 15–18, 21) + 3 left (22, 23, 24); 3 stopped (10, 11, 14)
+    assert any("已用 used: 7 个工作日" in x and "剩余 left: 3 个工作日" in x and "临期" in x for x in lines), lines
+    assert any("计时中止 stopped: 3 个工作日" in x for x in lines), lines
+    late = render_status(s, cal, datetime(2026, 12, 28, 10, tzinfo=CN_TZ))
+    assert any("✘ 已超期 overdue: 4 天" in x for x in late), late
+    assert any("督办 supervision: 无 none" in x for x in late)
+    figures = render_figures(
+        [
+            {
+                "item_code": "000131001000",
+                "item_name": "林木采伐许可证核发",
+                "cases": 3,
+                "decided": 2,
+                "open": 1,
+                "paused": 0,
+                "overdue": 1,
+                "median_days": 7.5,
+                "overdue_rate": 1 / 3,
+            }
+        ],
+        d("2026-12-28"),
+    )
+    assert figures[2] == "  000131001000 | 林木采伐许可证核发 | 3 | 2 | 1 | 0 | 7.5 | 1 | 33.3%"
