@@ -485,7 +485,7 @@ async def test_a_second_copy_racing_the_first_is_delivered_once(hub: Hub) -> Non
 
     transport.publish_many = slow_publish
     try:
-        await hub.publish([(env, data)])  # normal lane
+        await hub.publish([(env, data)], lane="normal")  # normal lane (its client would take the emergency one)
         await asyncio.wait_for(held.wait(), 10)
         await hub.publish([(env, data)], lane="emergency")
         second = await hub.reply("county-220122-oa", env.message_id)
