@@ -481,7 +481,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 try:
                     work_pool = await create_pool(settings.pg_dsn, min_size=1, max_size=4, generic_plans=True)
                     urgent = await Transport.connect(settings, client_name="hub-gateway-emergency")
-                    direct = Direct(settings, transport, urgent, mailbox)
+                    direct = Direct(settings, transport, urgent, mailbox, concurrency=gw.batches)
                     await direct.open(work_pool)
                 except BaseException:
                     await _close_direct(direct, urgent, work_pool)

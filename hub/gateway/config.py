@@ -46,6 +46,9 @@ class GatewaySettings:
     #: False: publish each to the inbound queue and wait for a worker's answer on the system's queue (the first
     #: design: two broker round trips and a worker's batching per request).
     in_process: bool = True
+    #: In-process batches of the normal lane at once (one is examined while another waits for PostgreSQL or the
+    #: broker); the emergency lane runs one beside them.
+    batches: int = 2
 
     @classmethod
     def for_state(cls, state_dir: Path, **overrides: Any) -> GatewaySettings:

@@ -144,11 +144,10 @@ class GatewayWorker(Worker):
 
     async def open(self, pool: Any, transport: _Capturing, urgent_transport: _Capturing) -> None:
         """Load what ``Worker.start`` loads (schemas, directory, routes, trust store, the hub key), on ``pool``;
-        run the jobs every worker runs (chaining staged evidence, following a rotated hub key)."""
+        follow a rotated hub key as every worker does."""
         from hub.pipeline.context import load_context
         from hub.pipeline.worker import HUB_KEY_EVERY_S
         from hub.store.batch import PgStore
-        from hub.store.evidence import CHAIN_EVERY_S
 
         ctx = self.context = await load_context(self.settings, pool)
         self.pool = pool
@@ -160,10 +159,9 @@ class GatewayWorker(Worker):
         self.urgent_transport = urgent_transport  # type: ignore[assignment]
         self.names = transport.names
         self.processor = ctx.processor(amqp_admin_user=transport.user, user_to_system=self.names.system_of_user)
-        self._background += [
-            asyncio.create_task(self._every(CHAIN_EVERY_S, self._chain, "chaining evidence")),
-            asyncio.create_task(self._every(HUB_KEY_EVERY_S, self._hub_key, "the hub key")),
-        ]
+        # Staged evidence is chained by hub run's workers (every worker tries, one at a time does it): the gateway
+        # needs them anyway (the retry queue, the inbox), and chaining there keeps it off the requests' process.
+        self._background.append(asyncio.create_task(self._every(HUB_KEY_EVERY_S, self._hub_key, "the hub key")))
 
     async def close(self) -> None:
         for task in self._background:
@@ -190,46 +188,59 @@ class GatewayWorker(Worker):
 
 
 class _Lane:
-    """One batch at a time: requests arriving while a batch runs wait for the next one (up to ``MAX_BATCH``)."""
+    """Up to ``concurrency`` batches at a time: requests arriving while they run wait for the next one (up to
+    ``MAX_BATCH`` each), so batches grow with the load. Two by default: while one batch waits for PostgreSQL or
+    the broker's confirms, the next one is examined (HTTP clients wait for their answers, unlike a queue's
+    backlog, so the time a batch spends in I/O is time every waiting client loses)."""
 
-    def __init__(self, name: str, handle: Callable[[list[Incoming]], Awaitable[None]], direct: Direct) -> None:
+    def __init__(
+        self, name: str, handle: Callable[[list[Incoming]], Awaitable[None]], direct: Direct, concurrency: int
+    ) -> None:
         self.name = name
         self._handle = handle
         self._direct = direct
+        self._concurrency = max(1, concurrency)
         self._buffer: list[Submission] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def add(self, sub: Submission) -> None:
         self._buffer.append(sub)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._drain())
+        if len(self._tasks) < self._concurrency:
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
-        try:
-            while self._buffer:
-                batch = self._buffer[:MAX_BATCH]
-                del self._buffer[:MAX_BATCH]
-                try:
-                    await self._handle([s.msg for s in batch])
-                except Exception as exc:  # Worker.handle settles what it can; the rest is told to resend
-                    log.exception("gateway batch of %d failed (%s)", len(batch), type(exc).__name__)
-                finally:
-                    for s in batch:
-                        if not s.msg.settled:
-                            s.msg.settled = True
-                            self._direct.fail(s, None)
-        finally:
-            self._task = None
+        while self._buffer:
+            batch = self._buffer[:MAX_BATCH]
+            del self._buffer[:MAX_BATCH]
+            try:
+                await self._handle([s.msg for s in batch])
+            except Exception as exc:  # Worker.handle settles what it can; the rest is told to resend
+                log.exception("gateway batch of %d failed (%s)", len(batch), type(exc).__name__)
+            finally:
+                for s in batch:
+                    if not s.msg.settled:
+                        s.msg.settled = True
+                        self._direct.fail(s, None)
 
     async def drain(self) -> None:
-        while self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class Direct:
     """The gateway's in-process path: ``await direct.submit(system, body, message_id, lane, priority)``."""
 
-    def __init__(self, settings: Settings, transport: AbstractTransport, urgent: AbstractTransport, mailbox: Mailbox):
+    def __init__(
+        self,
+        settings: Settings,
+        transport: AbstractTransport,
+        urgent: AbstractTransport,
+        mailbox: Mailbox,
+        *,
+        concurrency: int = 2,
+    ) -> None:
         self.settings = settings
         self.mailbox = mailbox
         self.worker = GatewayWorker(settings, mailbox)
@@ -240,8 +251,8 @@ class Direct:
         self._active: dict[tuple[str, str], Submission] = {}
         self._queued: dict[tuple[str, str], Submission] = {}
         self._lanes = {
-            "normal": _Lane("normal", self.worker.handle, self),
-            "emergency": _Lane("emergency", self.worker.handle_urgent, self),
+            "normal": _Lane("normal", self.worker.handle, self, concurrency),
+            "emergency": _Lane("emergency", self.worker.handle_urgent, self, 1),
         }
         self._tasks: set[asyncio.Task[Any]] = set()
 

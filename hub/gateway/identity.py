@@ -84,6 +84,9 @@ class Identifier:
         self._cache: OrderedDict[bytes, _Parsed] = OrderedDict()
         self._cache_size = cache_size
         self._issuers: dict[bytes, tuple[int, x509.Certificate | None]] = {}
+        #: Certificates found not revoked: (trust store generation, until when the CRLs that said so are fresh).
+        #: A reload of the store (a new CRL, ``hub pki revoke``) bumps the generation and every verdict is redone.
+        self._cleared: dict[bytes, tuple[int, dt.datetime]] = {}
 
     def identify(self, der: bytes | None, now: dt.datetime | None = None) -> ClientIdentity:
         """The caller of a request whose TLS peer certificate is ``der`` (None: none was presented), or ``Refused``."""
@@ -129,12 +132,17 @@ class Identifier:
         return issuer
 
     def _check_revocation(self, der: bytes, cert: x509.Certificate, now: dt.datetime) -> None:
-        """The leaf against its issuing CA's CRL, the issuing CA against the root's: the verifier's data and rules."""
+        """The leaf against its issuing CA's CRL, the issuing CA against the root's: the verifier's data and rules.
+        A certificate found not revoked is not looked up again until the store reloads or those CRLs go stale."""
         store = self.store
         store.refresh_if_due()
+        cleared = self._cleared.get(der)
+        if cleared is not None and cleared[0] == store.generation and now < cleared[1]:
+            return
         issuer = self._issuer_of(der, cert)
         if issuer is None:
             raise Refused(403, "CERT_UNTRUSTED", "the client certificate was not issued by a current hub issuing CA")
+        until: dt.datetime | None = None
         for subject, ca in ((issuer, store.root), (cert, issuer)):
             crl = store.crl_for(ca)
             if crl is None or not crl.is_fresh(now):
@@ -152,6 +160,11 @@ class Identifier:
                     f"certificate {serial_hex(subject.serial_number)} was revoked on {when:%Y-%m-%d %H:%M} UTC "
                     f"({reason})",
                 )
+            until = crl.next_update if until is None else min(until, crl.next_update)
+        if until is not None:
+            self._cleared[der] = (store.generation, until)
+            if len(self._cleared) > self._cache_size:
+                self._cleared.pop(next(iter(self._cleared)))
 
 
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
