@@ -140,7 +140,7 @@ async def test_a_case_followed_paused_supervised_once_and_decided(fresh_settings
         a, b = await _engine(hub, now), await _engine(hub, now)
         case = "LCXK-220100-2026-100001"
         # Monday 2026-12-07, 10 working days: Dec 8–11, 14–18, 21 → 2026-12-21 (the declared deadline agrees).
-        app = await _apply(hub, case, cn(2026, 12, 7), 10, date(2026, 12, 21))
+        await _apply(hub, case, cn(2026, 12, 7), 10, date(2026, 12, 21))
         c = await _fed(a, hub, CASE_SQL, case, what="the case opened")
         assert (c["state"], c["deadline"], c["limit_days"], c["approval_system"], c["portal_system"]) == (
             "submitted",
@@ -258,7 +258,6 @@ async def test_a_case_followed_paused_supervised_once_and_decided(fresh_settings
                 "SELECT level FROM approval_supervisions WHERE case_number = $1 ORDER BY level", case
             )
         assert [r["level"] for r in sent] == ["reminder", "supervise"]
-        del app
     finally:
         await hub.close()
 
