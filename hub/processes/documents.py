@@ -164,10 +164,10 @@ def _ts(text: str | None) -> datetime | None:
 _SCAN = """
 SELECT h.hi, ARRAY(
     SELECT m.message_id::text FROM evidence e JOIN messages m ON m.message_id = e.message_id
-    WHERE e.seq >= $1 AND e.seq <= h.hi AND e.kind = ANY($2::text[]) AND m.service = 'document.official'
+    WHERE e.seq >= $1::bigint AND e.seq <= h.hi AND e.kind = ANY($2::text[]) AND m.service = 'document.official'
       AND position('FeedbackDue'::bytea IN m.raw) > 0
 ) AS ids
-FROM (SELECT LEAST($1 + $3 - 1, seq) AS hi FROM evidence_head) AS h
+FROM (SELECT LEAST($1::bigint + $3::bigint - 1, seq) AS hi FROM evidence_head) AS h
 """
 
 _DELIVERIES = """
