@@ -84,6 +84,8 @@ ESCALATE_AFTER = 5
 #: The responsible unit replies to a supervision within this many working days (ReplyBy, 17:00 Beijing time).
 REPLY_WITHIN = 2
 CALENDAR_FILE = Path("calendar") / "cn-holidays.toml"
+#: The longest limit the hub follows (approval.application's TimeLimitWorkingDays is at most 365).
+MAX_LIMIT = 365
 
 #: approval.status Status → the case's state.
 STATUS_STATE = {
@@ -451,7 +453,12 @@ class ApprovalsProcess:
         approval_system = delivered[0].recipient_system
         cal = self.calendar
         start = day_of(a.submitted_at)
-        limit = a.limit_days if a.limit_days is not None else cal.count(start, a.declared)
+        if a.limit_days is not None:
+            limit = a.limit_days
+        elif (a.declared - start).days > 2 * 366:
+            limit = MAX_LIMIT  # a declared deadline years away is a mistake: the mismatch alarm below says so
+        else:
+            limit = cal.count(start, a.declared)
         deadline = cal.add(start, limit)
         assert deadline is not None
         await tx.conn.execute(

@@ -287,14 +287,18 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
         )  # decided by 长春, not the accepting 敦化
         # A second application with the same case number.
         again = await _apply(hub, county, cn(2026, 12, 7), 5, date(2026, 12, 14), accepting=DUNHUA)
+        # No limit given and a declared deadline years away: followed with the longest limit (365 working days,
+        # into 2028, which the calendar does not list), and said.
+        far = "LCXK-220100-2026-999999"
+        await _apply(hub, far, cn(2026, 12, 7), None, date(2031, 12, 31))
 
         async def alarms() -> Any:
             await engine.run_once()
             async with hub.pool.acquire() as conn:
                 rows = await conn.fetch("SELECT code, ref FROM process_alarms WHERE process = 'approvals'")
-            return rows if len(rows) == 5 else None
+            return rows if len(rows) == 7 else None
 
-        rows = await _until(alarms, "five alarms")
+        rows = await _until(alarms, "seven alarms")
         assert sorted((r["code"], r["ref"]) for r in rows) == sorted(
             [
                 ("APPROVAL_DEADLINE_MISMATCH", county),
@@ -302,8 +306,11 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
                 ("APPROVAL_TRANSITION_INVALID", wrong.message_id),
                 ("APPROVAL_TRANSITION_INVALID", other.message_id),
                 ("APPROVAL_CASE_DUPLICATE", again.message_id),
+                ("APPROVAL_DEADLINE_MISMATCH", far),
+                ("APPROVAL_CALENDAR_GAP", far),
             ]
         )
+        assert (await _row(hub, CASE_SQL, far))["limit_days"] == 365
         c = await _row(hub, CASE_SQL, county)
         assert c["state"] == "accepted" and c["deadline"] == date(2026, 12, 11)
 
@@ -366,8 +373,10 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
         seed = [x for x in lines if x.strip().startswith("000131002000")]
         assert seed == ["  000131002000 | 林草种子生产经营许可证核发 | 2 | 1 | 1 | 0 | 4 | 0 | 0.0%"], lines
         felling = [x for x in lines if x.strip().startswith(ITEM[0])]
-        assert felling == [f"  {ITEM[0]} | {ITEM[1]} | 1 | 0 | 1 | 0 | — | 1 | 100.0%"], lines
-        assert "合计 total: 3 件 cases，超期 1 件 overdue，超期率 33.3%" in out.stdout
+        assert felling == [f"  {ITEM[0]} | {ITEM[1]} | 2 | 0 | 2 | 0 | — | 1 | 50.0%"], lines
+        assert "合计 total: 4 件 cases，超期 1 件 overdue，超期率 25.0%" in out.stdout
+        one = hub.hub_cli("approvals", "figures", "--item", "000131002000", "--since", "2026-12-15")
+        assert one.returncode == 0 and "合计 total: 1 件 cases，超期 0 件 overdue" in one.stdout, one.stdout
         missing = hub.hub_cli("approvals", "status", "LCXK-999999-2026-000009")
         assert missing.returncode == 1 and "APPROVAL_NOT_FOUND" in missing.stdout
         bad = hub.hub_cli("approvals", "figures", "--since", "12/01/2026")
