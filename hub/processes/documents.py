@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import tomllib
 import uuid
@@ -61,6 +62,7 @@ __all__ = [
 OFFICIAL, RECEIPT = "document.official", "document.receipt"
 DOC_NS = "urn:forestry-hub:document.official:1"
 RECEIPT_NS = "urn:forestry-hub:document.receipt:1"
+log = logging.getLogger("hub.processes.documents")
 DEADLINES_FILE = "documents-deadlines.toml"
 #: The receipt statuses and the delivery states they report.
 RECEIPT_STATES = {"received": "received", "read": "read", "handled": "handled", "feedback": "feedback"}
@@ -438,7 +440,15 @@ def deadlines_path(settings: Settings) -> Path:
 
 
 def make(context: Context, settings: Settings) -> DocumentsProcess:
-    return DocumentsProcess(load_policy(deadlines_path(settings)), context.directory)
+    """The process with the installation's deadlines file. A file that cannot be used is logged (DOC_DEADLINES_INVALID)
+    and the built-in policy applies — documents' own FeedbackDue are still followed, and the other processes run."""
+    path = deadlines_path(settings)
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        log.error("DOC_DEADLINES_INVALID 公文反馈期限配置文件无法使用，按内置默认（无紧急程度默认期限）运行: %s", exc)
+        policy = Policy()
+    return DocumentsProcess(policy, context.directory)
 
 
 # ---------------------------------------------------------------------------------------------- status and overdue
