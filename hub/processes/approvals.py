@@ -903,21 +903,21 @@ SELECT item_code, max(item_name) AS item_name, count(*) AS cases,
        count(*) FILTER (WHERE state NOT IN ('approved', 'rejected', 'not_accepted')) AS open,
        count(*) FILTER (WHERE state IN ('suspended', 'supplement')) AS paused,
        count(*) FILTER (WHERE late OR (state NOT IN ('approved', 'rejected', 'not_accepted')
-                                       AND (overdue_at IS NOT NULL OR deadline < $1))) AS overdue,
+                                       AND overdue_at IS NOT NULL)) AS overdue,
        array_agg(working_days) FILTER (WHERE working_days IS NOT NULL) AS days
 FROM approval_cases
-WHERE ($2::date IS NULL OR start_date >= $2) AND ($3::text IS NULL OR item_code = $3)
+WHERE ($1::date IS NULL OR start_date >= $1) AND ($2::text IS NULL OR item_code = $2)
 GROUP BY item_code ORDER BY item_code
 """
 
 
 async def read_figures(
-    conn: asyncpg.Connection, today: date, since: date | None = None, item: str | None = None
+    conn: asyncpg.Connection, since: date | None = None, item: str | None = None
 ) -> list[dict[str, Any]]:
-    """Per approval item: cases, decided, open, paused, overdue (decided late, or open and past its deadline), the
-    median working days of the decided ones, and the overdue rate (overdue / cases)."""
+    """Per approval item: cases, decided, open, paused, overdue (decided late, or open and found past its deadline by
+    the engine's clock), the median working days of the decided ones, and the overdue rate (overdue / cases)."""
     out = []
-    for r in await conn.fetch(FIGURES_SQL, today, since, item):
+    for r in await conn.fetch(FIGURES_SQL, since, item):
         days = list(r["days"] or [])
         out.append(
             {
@@ -997,7 +997,7 @@ def cmd_figures(args: argparse.Namespace, settings: Settings) -> int:
 
     async def read() -> list[dict[str, Any]]:
         async with connection(settings.pg_dsn) as conn:
-            return await read_figures(conn, today, since, args.item)
+            return await read_figures(conn, since, args.item)
 
     print("\n".join(render_figures(asyncio.run(read()), today)))
     return 0
