@@ -796,7 +796,11 @@ def make(context: Context, settings: Settings) -> ApprovalsProcess:
     try:
         return ApprovalsProcess(load_calendar(calendar_path(settings)))
     except CalendarError as exc:
-        log.error("approvals: the holiday calendar cannot be used, counting weekdays only: %s", exc)
+        log.error(
+            "审批流程：节假日日历无法使用，暂按周一至周五计算"
+            " the holiday calendar cannot be used, counting weekdays only: %s",
+            exc,
+        )
         return ApprovalsProcess(Calendar(), str(exc))
 
 
