@@ -5,7 +5,9 @@ applies the recipients' ``document.receipt`` messages to it (delivered → 签�
 反馈 feedback) with ``hub.store.messages.update_delivery_states``, after two checks on what was signed:
 
 - the receipt's ``RecipientAgencyCode`` is the signed sender's agency (else alarm ``DOC_RECEIPT_AGENCY_MISMATCH``);
-- the hub delivered that document to that system of that agency (else alarm ``DOC_RECEIPT_NOT_DELIVERED``).
+- the hub addressed that document to that system of that agency and did not block it (else alarm
+  ``DOC_RECEIPT_NOT_DELIVERED``). A delivery not yet marked delivered (the recipient answered before the worker
+  recorded the broker's confirm) is marked delivered by the receipt.
 
 A receipt that fails either changes nothing. The time recorded is the receipt's ``At``, kept between the document's
 delivery and the hub's receipt of the report (a recipient cannot date its 办结 before it had the document, nor
@@ -278,7 +280,7 @@ class DocumentsProcess:
             row is None
             or row["service"] != OFFICIAL
             or row["recipient_agency"] != msg.sender_agency
-            or row["delivered_at"] is None
+            or row["state"] == "blocked"
         ):
             await tx.alarm(
                 "DOC_RECEIPT_NOT_DELIVERED",
@@ -289,18 +291,13 @@ class DocumentsProcess:
             )
             return
         state = RECEIPT_STATES[status]
-        await update_delivery_states(
-            tx.conn,
-            [
-                DeliveryUpdate(
-                    doc,
-                    msg.sender_system,
-                    state,  # type: ignore[arg-type]
-                    at=clamp(at, row["delivered_at"], msg.received_at),
-                    actor=msg.sender_system,
-                )
-            ],
-        )
+        at = clamp(at, row["delivered_at"], msg.received_at)
+        updates = [DeliveryUpdate(doc, msg.sender_system, state, at=at, actor=msg.sender_system)]  # type: ignore[arg-type]
+        if row["delivered_at"] is None:
+            # The recipient answered before the worker recorded the broker's confirm (or after a failed attempt the
+            # broker had in fact taken): the receipt proves the delivery.
+            updates.insert(0, DeliveryUpdate(doc, msg.sender_system, "delivered", at=at, actor=msg.sender_system))
+        await update_delivery_states(tx.conn, updates)
         if state in DONE:
             await self._maybe_complete(tx, doc)
 

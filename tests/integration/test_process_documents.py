@@ -245,6 +245,34 @@ async def test_receipts_that_disagree_change_nothing(fresh_settings: Any) -> Non
         assert sorted(await alarms(hub)) == sorted(
             [("DOC_RECEIPT_AGENCY_MISMATCH", mismatch), ("DOC_RECEIPT_NOT_DELIVERED", stranger)]
         )
+
+        # A receipt that overtakes the worker's record of the broker's confirm (the delivery still pending) is a
+        # proof of delivery: applied, and the delivery marked delivered. A blocked delivery's receipt is not.
+        async with hub.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE deliveries SET state = 'pending', delivered_at = NULL WHERE message_id = $1::uuid"
+                " AND recipient_system = $2",
+                doc,
+                YUSHU,
+            )
+            await conn.execute(
+                "UPDATE deliveries SET state = 'blocked', delivered_at = NULL WHERE message_id = $1::uuid"
+                " AND recipient_system = $2",
+                doc,
+                NONGAN,
+            )
+        await send_receipt(hub, YUSHU, doc, "read")
+        blocked = await send_receipt(hub, NONGAN, doc, "handled")
+        await e.run_once()
+        assert (await states(hub, doc))[YUSHU] == "read" and (await states(hub, doc))[NONGAN] == "blocked"
+        async with hub.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT delivered_at, read_at FROM deliveries WHERE message_id = $1::uuid AND recipient_system = $2",
+                doc,
+                YUSHU,
+            )
+        assert row["delivered_at"] is not None and row["delivered_at"] <= row["read_at"]
+        assert ("DOC_RECEIPT_NOT_DELIVERED", blocked) in await alarms(hub)
     finally:
         await hub.close()
 
