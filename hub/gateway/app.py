@@ -364,6 +364,9 @@ async def _submit_direct(
             "send it again: a resend finishes what was begun, nothing is delivered twice under another id",
             retry_after=5,
         )
+    elif outcome.kind == "parked" and outcome.error is not None:
+        err = outcome.error
+        resp = error_response(status_for_code(err.code), err.code, err.detail or title_of(err.code))
     else:
         resp = error_response(
             409,

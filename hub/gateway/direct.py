@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from hub.errors import HubError
 from hub.gateway.mailbox import Answer
 from hub.pipeline.worker import Worker
+from hub.transport.names import ORIGIN_USER_HEADER
 from hub.transport.topology import Incoming, Outgoing
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class Outcome:
     mailbox's future for a worker's answer; ``failed``: nothing could be handed over (``error``: 503, resend);
     ``none``: handled, with no answer for this submitter (a copy of a message answered before)."""
 
-    kind: Literal["answer", "deferred", "failed", "none"]
+    kind: Literal["answer", "deferred", "failed", "parked", "none"]
     answer: Answer | None = None
     pending: asyncio.Future[Answer] | None = None
     error: HubError | None = None
@@ -86,6 +87,8 @@ class Submission:
     #: Set by ``GatewayWorker._retry``: the transient failure, and the mailbox's future for the retried copy's answer.
     error: HubError | None = None
     pending: asyncio.Future[Answer] | None = None
+    #: Parked in the dead-letter queue by the batch itself (a refusal with nobody to answer, over the CPU budget).
+    parked: HubError | None = None
 
     @property
     def waiting(self) -> bool:
@@ -109,16 +112,23 @@ class _Capturing:
         keep: list[Outgoing] = []
         taken: list[tuple[Submission, Outgoing]] = []
         claimed: set[int] = set()
+        parked: list[tuple[Submission, Outgoing]] = []
         for item in items:
             sub = self._direct.answerable(item)
             if sub is not None and id(sub) not in claimed:
                 claimed.add(id(sub))
                 taken.append((sub, item))
-            else:
-                keep.append(item)
+                continue
+            keep.append(item)
+            sub = self._direct.parked(item)
+            if sub is not None:
+                parked.append((sub, item))
         await self.real.publish_many(keep)  # raises: nothing is captured (Worker._retry takes over)
         for sub, item in taken:
             sub.reply = item
+        for sub, item in parked:
+            headers = item.headers
+            sub.parked = HubError(str(headers.get("x-hub-error-reason", "")), code=str(headers["x-hub-error-code"]))
 
     async def ack(self, batch: Iterable[Incoming]) -> None:
         for m in batch:
@@ -297,8 +307,11 @@ class Direct:
             added = True
             return await sub.outcome
         finally:
-            if not added:  # cancelled while waiting for the copy before it
-                self._finish(sub)
+            if not added:  # cancelled while waiting for the copy before it: copies after it still wait for that one
+                if before is None or before.finished.is_set():
+                    self._finish(sub)
+                else:
+                    self._later(self._finish_after(before, sub))
 
     # -- the batch's side ----------------------------------------------------------------------------------------
 
@@ -315,15 +328,33 @@ class Direct:
             return None
         return sub
 
+    def parked(self, item: Outgoing) -> Submission | None:
+        """The submission a dead-letter copy published by the batch (``dead_letter_of``) parks."""
+        if item.exchange != self.names.dead_letter_exchange or "x-hub-error-code" not in item.headers:
+            return None
+        for sub in (self._active.get((system, item.message_id)) for system in self._systems_of(item)):
+            if sub is not None and sub.msg.queue == item.headers.get("x-hub-original-queue"):
+                return sub
+        return None
+
+    def _systems_of(self, item: Outgoing) -> list[str]:
+        origin = self.names.system_of_user(str(item.headers.get(ORIGIN_USER_HEADER) or ""))
+        return [origin] if origin else []
+
     def settle(self, sub: Any) -> None:
         """The batch acknowledged the submission: answered, deferred to the retry queue, or nothing to answer."""
         if not isinstance(sub, Submission):
             return
-        if sub.pending is not None:
+        if sub.pending is not None and sub.parked is not None:  # no retry left: dead-lettered for an operator
+            self.mailbox.forget(sub.system, sub.message_id, sub.pending)
+            outcome = Outcome("parked", error=sub.parked)
+        elif sub.pending is not None:
             outcome = Outcome("deferred", pending=sub.pending, error=sub.error)
         elif sub.reply is not None:
             r = sub.reply
             outcome = Outcome("answer", answer=Answer(str(r.headers["x-hub-kind"]), r.body, r.message_id))
+        elif sub.parked is not None:
+            outcome = Outcome("parked", error=sub.parked)
         else:
             outcome = Outcome("none")
         if not sub.outcome.done():
@@ -351,6 +382,10 @@ class Direct:
             del self._queued[key]
         sub.finished.set()
 
+    async def _finish_after(self, before: Submission, sub: Submission) -> None:
+        await before.finished.wait()
+        self._finish(sub)
+
     def _hand_over(self, reply: Outgoing) -> None:
         async def publish() -> None:
             try:
@@ -358,6 +393,9 @@ class Direct:
             except HubError as exc:
                 log.warning("an answer whose client went away could not go to its inbox (%s)", exc.code)
 
-        task = asyncio.get_running_loop().create_task(publish())
+        self._later(publish())
+
+    def _later(self, job: Any) -> None:
+        task = asyncio.get_running_loop().create_task(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
