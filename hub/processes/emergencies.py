@@ -4,14 +4,16 @@ updates and the closing follow the same path.
 
     alert    (a bureau → its recipients)   the hub records the broadcast and who was told (the deliveries); the plan
              (routes/emergency-plan.toml: by the county of Place/DivisionCode and the level) names who must be told;
-             those the sender left out get the alert from the hub — a ``hub.notice`` of kind ``emergency-alert`` in
-             the emergency lane (特急), RefersTo the alert — and must acknowledge it like the others. The limit is the
-             strictest of the level's, the alert's AckWithinMinutes and the route's ``Acknowledge within=``.
-    update   (emergency.update, AlertMessageId) the same path for each update (kind ``emergency-update`` for those
-             left out): recorded, broadcast to everyone told of the alert and to the plan of the update's level,
-             acknowledged within the limit. Only the alert's sender agency or an agency above it may update it
-             (otherwise an alarm, nothing sent). A closing (Kind ``closing``) ends the resends of the incident's
-             earlier broadcasts; the closing itself must be acknowledged.
+             those the sender left out get the alert from the hub — a ``hub.notice`` of kind ``emergency-resend``
+             titled 【预案补发】 (message id ``copy/<alert>``) in the emergency lane (特急), RefersTo the alert —
+             and must acknowledge it like the others. The limit is the strictest of the level's, the alert's
+             AckWithinMinutes and the route's ``Acknowledge within=``.
+    update   (emergency.update, AlertMessageId) the same path for each update (for those left out:
+             ``emergency-resend``, for the closing ``emergency-closed``): recorded, broadcast to everyone told of
+             the alert and to the plan of the update's level, acknowledged within the limit. Only the alert's
+             sender agency or an agency above it may update it (otherwise an alarm, nothing sent). A closing
+             (Kind ``closing``) ends the resends of the incident's earlier broadcasts; the closing itself must be
+             acknowledged.
     ack      (emergency.ack) the acknowledging agency's, when its Agency/AgencyCode is the signed sender's and the
              broadcast it names reached that agency (otherwise an alarm, no change).
     late     (timer at the limit, then once per limit for ``rounds`` rounds) for the recipients that have not
@@ -431,8 +433,10 @@ class EmergenciesProcess:
         if missing:
             copy_id = await tx.notice(
                 [Recipient.to(t.agency, t.system) for t in missing.values()],
-                kind="emergency-alert" if kind == "alert" else "emergency-update",
-                title=f"【{lv}突发事件{KIND_ZH[kind]}】{title}"[:200],
+                # hub.notice's kinds (schemas/services/hub.notice/1): the forward is an emergency-resend (the closing's
+                # an emergency-closed); its id (copy/…) and title (【预案补发】) tell it from a late round's resend.
+                kind="emergency-closed" if kind == "closing" else "emergency-resend",
+                title=f"【预案补发】【{lv}突发事件{KIND_ZH[kind]}】{title}"[:200],
                 text=(
                     f"{_name(directory, msg.sender_agency)}报送突发事件{KIND_ZH[kind]}（事件编号 {incident}，"
                     f"{lv}，报文 {msg.message_id}）。按应急预警分发预案，贵单位须接收并签收：请于 {cn(due)} 前通过 emergency.ack "  # noqa: E501
