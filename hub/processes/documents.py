@@ -534,13 +534,17 @@ def render_status(s: dict[str, Any], now: datetime, names: dict[str, str] | None
         "  收文单位 recipient | 角色 role | 状态 state | 送达 delivered | 签收 signed | 阅读 read | 办结 handled |"
         " 反馈 feedback | 催办 reminded"
     )
+    due = d["feedback_due"] if d is not None else None
     for r in rows:
         who = names.get(r["recipient_agency"], r["recipient_agency"])
+        done_at = r["handled_at"] or r["feedback_at"]
+        late = "（逾期办结 late）" if due is not None and r["role"] == "to" and done_at and done_at > due else ""
         rem = _cn_time(reminded[r["recipient_system"]]["sent_at"]) if r["recipient_system"] in reminded else "—"
         lines.append(
             f"  {who}（{r['recipient_system']}） | {ROLE_ZH.get(r['role'], r['role'])} |"
-            f" {STATE_ZH.get(r['state'], r['state'])} | {_cn_time(r['delivered_at'])} | {_cn_time(r['received_at'])}"
-            f" | {_cn_time(r['read_at'])} | {_cn_time(r['handled_at'])} | {_cn_time(r['feedback_at'])} | {rem}"
+            f" {STATE_ZH.get(r['state'], r['state'])}{late} | {_cn_time(r['delivered_at'])}"
+            f" | {_cn_time(r['received_at'])} | {_cn_time(r['read_at'])} | {_cn_time(r['handled_at'])}"
+            f" | {_cn_time(r['feedback_at'])} | {rem}"
         )
 
     def reached(r: dict[str, Any], states: set[str]) -> bool:

@@ -198,6 +198,11 @@ async def test_followed_to_handled_reminded_and_reported_once_with_two_engines(f
         assert len(overdue) == 1
         assert [p.findtext(f"{{{NOTICE_NS}}}System") for p in overdue[0].body.iter(f"{{{NOTICE_NS}}}Party")] == [YUSHU]
         assert ("DOC_OVERDUE", doc) in await alarms(hub)
+        # By the real clock the deadline is two days ahead: listed as due soon, with 榆树 not done.
+        soon = await asyncio.to_thread(hub.hub_cli, "documents", "overdue", "--within", "3d")
+        assert soon.returncode == 0, soon.stdout + soon.stderr
+        assert "⚠ 临期 due soon" in soon.stdout and f"未办结 not handled: {YUSHU}" in soon.stdout
+        assert NONGAN not in soon.stdout
 
         # 榆树 reports it handled: completed, timers gone, the alarm cleared; the status command says so.
         await send_receipt(hub, YUSHU, doc, "handled")

@@ -125,6 +125,9 @@ def test_status_lines() -> None:
     assert "抄送 cc | 已送达未签收 delivered" in text
     late = "\n".join(render_status(_status(deadline), due + timedelta(minutes=1), names))
     assert "✘ 已逾期 overdue since 2026-12-03 09:00" in late
+    assert "逾期办结" not in text
+    early = {**deadline, "feedback_due": T0 + timedelta(hours=2)}  # 农安 handled at T0 + 3 h: after it
+    assert "已办结 handled（逾期办结 late）" in "\n".join(render_status(_status(early), T0, names))
     none = "\n".join(render_status(_status(None), T0, names))
     assert "反馈期限 feedback due: 无 none（不催办 no reminders）" in none
 
