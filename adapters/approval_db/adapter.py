@@ -14,7 +14,10 @@ schema.sql):
   ``pending`` with a later ``next_attempt_at``.
 - **inbound**: ``approval.status`` and ``approval.decision`` are inserted into ``approval_status_history`` and
   ``approval_decisions`` through ``ctx.db`` — the SDK's PostgreSQL store in the same database, so the rows and the
-  record of the message id (``sdk_handled``) commit in one transaction.
+  record of the message id (``sdk_handled``) commit in one transaction. The hub's ``hub.notice`` messages addressed
+  to the desk (the approvals process's ``approval-feedback`` about the desk's applicants' cases, and any other kind)
+  go into ``hub_notices`` the same way; an ``approval-*`` notice whose case number is one of the desk's
+  ``applications`` is linked to it (``case_number``).
 
 Only one adapter instance sends an outbox at a time (a PostgreSQL advisory lock); a second one waits.
 """
@@ -32,8 +35,8 @@ import asyncpg
 
 from adapters.approval_db import mapping
 from adapters.approval_db.mapping import OutboxFailure
-from adapters.sdk import Adapter, ConfigurationError, Context, HubRefused, MessageInvalid, SdkError, to
-from adapters.sdk.messages import ApprovalDecision, ApprovalStatus, DeliveryRefusal
+from adapters.sdk import Adapter, ConfigurationError, Context, HubRefused, MessageInvalid, Reject, SdkError, to
+from adapters.sdk.messages import ApprovalDecision, ApprovalStatus, DeliveryRefusal, HubNotice
 
 SYSTEM = "county-222403-approval"
 #: The provincial approval system (行政审批系统) that decides the desk's applications.
@@ -49,6 +52,7 @@ TABLES = (
     "approval_status_history",
     "approval_decisions",
     "approval_decision_documents",
+    "hub_notices",
 )
 
 log = logging.getLogger("adapters.approval_db")
@@ -129,6 +133,11 @@ INSERT INTO approval_decisions
      licence_number, valid_from, valid_until, conditions, remedy, message_id, ref_to, sender_system)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 """
+_INSERT_NOTICE = """
+INSERT INTO hub_notices
+    (kind, title, text, refers_to, case_ref, deadline, at, outstanding, case_number, urgency, message_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, (SELECT case_number FROM applications WHERE case_number = $9), $10, $11)
+"""
 _INSERT_DOCUMENT = """
 INSERT INTO approval_decision_documents (message_id, position, file_name, media_type, sha256, size, content)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -159,6 +168,22 @@ async def on_decision(msg: ApprovalDecision, ctx: Context) -> None:
     documents = mapping.decision_documents(msg)
     if documents:
         await ctx.db.executemany(_INSERT_DOCUMENT, [(ctx.message_id, *d) for d in documents])
+
+
+@adapter.handles(HubNotice)
+async def on_notice(msg: HubNotice, ctx: Context) -> None:
+    """枢纽通知 → one hub_notices row (linked to the desk's application for an approval-* notice about one of its
+    cases), committed with the message id. Only the hub's own notices are recorded: the signed sender and the
+    certificate that signed the content must both be the hub's."""
+    from hub.trust.pki import HUB_SYSTEM
+
+    if ctx.sender.system != HUB_SYSTEM or (ctx.originator is not None and ctx.originator.system != HUB_SYSTEM):
+        raise Reject(
+            "APPROVAL_NOTICE_NOT_FROM_HUB",
+            f"枢纽通知并非由交换枢纽签发（发送方 {ctx.sender.system}），未记录 — a hub.notice not signed by the hub; "
+            "not recorded",
+        )
+    await ctx.db.execute(_INSERT_NOTICE, *mapping.notice_params(msg), ctx.urgency, ctx.message_id)
 
 
 @adapter.handles(DeliveryRefusal)

@@ -5,17 +5,18 @@
   value cannot go into the schema (too long, missing, malformed). The full XSD check follows in ``adapter.send``.
 - ``refusal_of_invalid`` / ``refusal_of_hub``: what an ``MessageInvalid`` or a ``HubRefused`` becomes in the
   outbox row's status columns.
-- ``status_params`` / ``decision_params``: an inbound message → the parameters of its INSERT.
+- ``status_params`` / ``decision_params`` / ``notice_params``: an inbound message → the parameters of its INSERT.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adapters.sdk.messages import ApprovalApplication, ApprovalDecision, ApprovalStatus
+from adapters.sdk.messages import ApprovalApplication, ApprovalDecision, ApprovalStatus, HubNotice
 from adapters.sdk.messages.approval_application_v1 import (
     AgencyRef,
     Applicant,
@@ -317,3 +318,23 @@ def decision_documents(msg: ApprovalDecision) -> list[tuple[int, str, str, str, 
         (i, a.file_name, str(a.media_type), a.sha256, a.size, a.content)
         for i, a in enumerate(msg.documents.attachment, start=1)
     ]
+
+
+#: hub.notice kinds about an approval case: their CaseRef is a case number, linked to the desk's own application.
+APPROVAL_NOTICE_PREFIX = "approval-"
+
+
+def notice_params(msg: HubNotice) -> tuple[Any, ...]:
+    """(kind, title, text, refers_to, case_ref, deadline, at, outstanding JSON or None, the case number to look up
+    among the desk's applications or None)."""
+    outstanding = None
+    if msg.outstanding is not None:
+        outstanding = json.dumps(
+            [
+                {"agency_code": p.agency_code, "system": p.system, "name": p.name, "state": p.state}
+                for p in msg.outstanding.party
+            ],
+            ensure_ascii=False,
+        )
+    case = msg.case_ref if msg.case_ref and msg.kind.startswith(APPROVAL_NOTICE_PREFIX) else None
+    return (msg.kind, msg.title, msg.text, msg.refers_to, msg.case_ref, msg.deadline, msg.at, outstanding, case)

@@ -8,7 +8,10 @@
 --   approval_status_history  the adapter INSERTS one row per approval.status message (never updates or deletes).
 --   approval_decisions       the adapter INSERTS one row per approval.decision message (and its documents).
 --   approval_decision_documents
---   sdk_handled              the adapter's record of handled message ids (committed with the two tables above).
+--   hub_notices              the adapter INSERTS one row per hub.notice the hub addresses to the desk (审批进度反馈
+--                            approval-feedback and the like), linked to the application by case number when it is
+--                            one of the desk's own.
+--   sdk_handled              the adapter's record of handled message ids (committed with the tables above).
 -- Idempotent: running this file again changes nothing.
 
 CREATE TABLE IF NOT EXISTS applications (
@@ -129,6 +132,26 @@ CREATE TABLE IF NOT EXISTS approval_decision_documents (
     PRIMARY KEY (message_id, position)
 );
 
+-- 枢纽通知 The hub's notices (hub.notice, signed by the hub's process engine) addressed to the desk: one row each.
+-- approval-feedback tells the applicant's channel how a case stands (registered with its statutory deadline, a
+-- status the approval system did not send here, overdue and supervised); other kinds may follow (reminders …).
+CREATE TABLE IF NOT EXISTS hub_notices (
+    id           BIGSERIAL PRIMARY KEY,
+    message_id   TEXT NOT NULL UNIQUE,        -- the hub message id (also in sdk_handled, same transaction)
+    kind         TEXT NOT NULL,               -- approval-feedback / approval-at-risk / approval-overdue / …
+    title        TEXT NOT NULL,               -- 通知标题（中文）
+    text         TEXT NOT NULL,               -- 通知正文（中文，可附英文）
+    refers_to    TEXT,                        -- the message the notice is about (e.g. the application's message id)
+    case_ref     TEXT,                        -- 业务编号 as the hub wrote it (case number, document number, …)
+    deadline     TIMESTAMPTZ,                 -- the deadline concerned (e.g. the statutory deadline's end)
+    at           TIMESTAMPTZ NOT NULL,        -- when the hub made the notice
+    outstanding  JSONB,                       -- [{agency_code, system, name, state}] of those yet to act, if any
+    urgency      TEXT NOT NULL,
+    case_number  TEXT,                        -- set when an approval-* notice names one of the desk's applications
+    received_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS hub_notices_case ON hub_notices (case_number, at) WHERE case_number IS NOT NULL;
+
 -- The adapter SDK's record of handled message ids (the SDK creates it the same way if it is missing).
 CREATE TABLE IF NOT EXISTS sdk_handled (
     message_id  TEXT PRIMARY KEY,
@@ -149,7 +172,9 @@ SELECT a.case_number,
        (SELECT h.status FROM approval_status_history h WHERE h.case_number = a.case_number
          ORDER BY h.status_at DESC, h.id DESC LIMIT 1) AS latest_status,
        (SELECT d.outcome FROM approval_decisions d WHERE d.case_number = a.case_number
-         ORDER BY d.decided_at DESC, d.id DESC LIMIT 1) AS decision
+         ORDER BY d.decided_at DESC, d.id DESC LIMIT 1) AS decision,
+       (SELECT n.title FROM hub_notices n WHERE n.case_number = a.case_number
+         ORDER BY n.at DESC, n.id DESC LIMIT 1) AS latest_notice
 FROM applications a
 LEFT JOIN LATERAL (SELECT * FROM hub_outbox x WHERE x.case_number = a.case_number ORDER BY x.id DESC LIMIT 1) o
        ON true;

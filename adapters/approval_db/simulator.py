@@ -203,6 +203,12 @@ class ApprovalSystem:
             return await self.fetch("SELECT * FROM approval_decisions ORDER BY id")
         return await self.fetch("SELECT * FROM approval_decisions WHERE case_number = $1 ORDER BY id", case_number)
 
+    async def notices(self, case_number: str | None = None) -> list[dict[str, Any]]:
+        """The hub's notices the adapter recorded (all, or those linked to one of the desk's applications)."""
+        if case_number is None:
+            return await self.fetch("SELECT * FROM hub_notices ORDER BY id")
+        return await self.fetch("SELECT * FROM hub_notices WHERE case_number = $1 ORDER BY id", case_number)
+
     async def received(self) -> dict[str, tuple[int, int]]:
         """{table: (rows, distinct message ids)} of what the adapter wrote back: rows > ids would be a duplicate."""
         out = {}

@@ -272,3 +272,124 @@ async def test_the_hub_silent_for_a_while_rows_wait_then_leave_once(tmp_path: Pa
         rows = await s.desk.outbox()
         assert all(r["status_code"] is None for r in rows)
         print("hub outcomes after the silence:", dict(Counter(r["hub_outcome"] for r in rows)))
+
+
+NOTICES = 400  # the burst of hub notices in the notice test
+
+
+async def test_hub_notices_land_in_the_desks_database_once_and_feedback_is_linked(tmp_path: Path) -> None:
+    """The approvals process's approval-feedback about an application the desk sent, and a burst of other hub
+    notices, reach the desk's hub_notices table — one row per notice, committed with its sdk_handled record — across
+    a SIGKILL of the adapter mid-stream; the feedback is linked to the application's row by case number, the others
+    (another desk's case numbers, other kinds) are not."""
+    from hub.envelope import Recipient
+    from hub.pipeline.context import load_context
+    from hub.processes.approvals import ApprovalsProcess, calendar_path
+    from hub.processes.approvals_calendar import load_calendar
+    from hub.processes.engine import FedMessage, ProcessEngine, Timer, Tx
+    from hub.store.db import create_pool
+
+    class Burst:
+        """Answers the desk's application with NOTICES hub notices to the desk, none about one of its cases."""
+
+        name = "burst"
+        services = frozenset({"approval.application"})
+
+        async def on_message(self, tx: Tx, msg: FedMessage) -> None:
+            if msg.sender_system != SYSTEM:
+                return
+            for i in range(NOTICES):
+                await tx.notice(
+                    [Recipient.to(msg.sender_agency, msg.sender_system)],
+                    kind="approval-feedback" if i % 2 else "document-reminder",
+                    title=f"测试通知 {i}",
+                    text="请及时办理。 Please handle it.",
+                    key=f"burst/{msg.message_id}/{i}",
+                    case_ref=f"LCXK-222403-OTHER-{i:06d}",
+                    outstanding=[(AGENCY, SYSTEM, None, "已送达")] if i % 2 == 0 else (),
+                    urgency="平件",
+                )
+
+        async def on_timer(self, tx: Tx, timer: Timer) -> None:
+            return None
+
+    async with running(tmp_path) as s:
+        await s.proc.start()
+        case = "LCXK-222403-NOTE-000001"
+        mid = await s.desk.submit(application(case))
+        await until(lambda: _state_is(s.desk, mid, "sent"), 30, "the application sent")
+        await until(lambda: _async(applications_at(s.hub)[case] == 1), 30, "the application at the decider")
+
+        pool = await create_pool(s.hub.settings.pg_dsn, min_size=1, max_size=4)
+        try:
+            context = await load_context(s.hub.settings, pool)
+            approvals = ApprovalsProcess(load_calendar(calendar_path(s.hub.settings)))
+            engine = ProcessEngine(pool, context, [approvals, Burst()], transport=s.hub._admin_transport)
+
+            async def engine_passes() -> None:
+                published = 0
+                while published < NOTICES + 1:
+                    published += (await engine.run_once())["published"]
+                    await asyncio.sleep(0.05)
+
+            passes = asyncio.create_task(engine_passes())  # the notices arrive while the adapter records them
+            try:
+                deadline = time.monotonic() + 60
+                while len(await s.desk.notices()) < NOTICES // 10:
+                    assert time.monotonic() < deadline, "too few notices recorded before the kill"
+                    await asyncio.sleep(0.01)
+                s.proc.kill()
+                killed = len(await s.desk.notices())
+                assert killed < NOTICES + 1, f"every notice recorded before the kill ({killed}): it was not tested"
+                await passes
+            finally:
+                passes.cancel()
+            await s.proc.start()
+
+            async def all_recorded() -> bool:
+                return len(await s.desk.notices()) >= NOTICES + 1
+
+            await until(all_recorded, 60, "every hub notice recorded after the restart")
+            await until(lambda: _drained(s.hub), 20, "the queues drained")
+            async with pool.acquire() as conn:
+                sent = {
+                    str(r["message_id"])
+                    for r in await conn.fetch(
+                        "SELECT m.message_id FROM messages m JOIN deliveries d USING (message_id)"
+                        " WHERE m.service = 'hub.notice' AND d.recipient_system = $1",
+                        SYSTEM,
+                    )
+                }
+        finally:
+            await pool.close()
+
+        rows = await s.desk.notices()
+        ids = [r["message_id"] for r in rows]
+        assert len(ids) == len(set(ids)) == NOTICES + 1, f"{len(ids)} rows, {len(set(ids))} ids (killed at {killed})"
+        assert set(ids) == sent  # exactly what the hub delivered to the desk
+        handled = await s.desk.fetch(
+            "SELECT message_id, outcome FROM sdk_handled WHERE service = 'hub.notice/1' AND message_id = ANY($1::text[])",
+            ids,
+        )
+        assert {h["message_id"] for h in handled} == set(ids) and {h["outcome"] for h in handled} == {"handled"}
+
+        [feedback] = await s.desk.notices(case)  # the approvals process's notice about the desk's own application
+        assert feedback["kind"] == "approval-feedback" and feedback["case_ref"] == case
+        assert feedback["refers_to"] == mid and case in feedback["title"]
+        assert feedback["deadline"] is not None and feedback["deadline"] > feedback["at"]
+        others = [r for r in rows if r["message_id"] != feedback["message_id"]]
+        assert all(r["case_number"] is None for r in others)
+        assert Counter(r["kind"] for r in others) == {
+            "approval-feedback": NOTICES // 2,
+            "document-reminder": NOTICES // 2,
+        }
+        with_parties = [r for r in others if r["outstanding"] is not None]
+        assert len(with_parties) == NOTICES // 2
+        [progress] = await s.desk.fetch("SELECT latest_notice FROM application_progress WHERE case_number = $1", case)
+        assert progress["latest_notice"] == feedback["title"]
+        print(f"killed at {killed} of {NOTICES + 1} notices")
+        assert await s.hub.dead_letters() == []
+
+
+async def _async(value: Any) -> Any:
+    return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ from adapters.approval_db.demo import decision_of, status_of
 from adapters.approval_db.mapping import OutboxFailure, application_message
 from adapters.approval_db.simulator import MATERIALS, application
 from adapters.sdk import AdapterSettings, ConfigurationError
-from adapters.sdk.messages import ApprovalApplication
+from adapters.sdk.messages import ApprovalApplication, HubNotice
 from adapters.sdk.messages.approval_decision_v1 import Attachment, Documents
+from adapters.sdk.messages.hub_notice_v1 import Outstanding, Party
 
 CASE = "LCXK-222403-2026-000001"
 
@@ -120,3 +123,75 @@ def test_config_defaults_and_validation() -> None:
     for bad in (settings(store=""), settings(poll_interval=-1), settings(nonsense=1), settings(recipients={"x": "1"})):
         with pytest.raises(ConfigurationError):
             Config.from_settings(bad)
+
+
+CN = timezone(timedelta(hours=8))
+
+
+def test_notice_parameters_link_only_approval_notices_by_case_number() -> None:
+    at = datetime(2026, 12, 4, 9, 30, tzinfo=CN)
+    feedback = HubNotice(
+        kind="approval-feedback",
+        title=f"申请已送达审批系统：林木采伐许可证核发（{CASE}）",
+        text="您的申请已送达。 Your application reached the approval system.",
+        refers_to="0b6f4c1e-6d7c-4a55-9e0c-0a8f3f1d2c3b",
+        case_ref=CASE,
+        deadline=datetime(2027, 1, 4, 23, 59, 59, tzinfo=CN),
+        at=at,
+    )
+    feedback.validate()  # the hub's own XSD
+    params = mapping.notice_params(feedback)
+    assert params[:5] == ("approval-feedback", feedback.title, feedback.text, feedback.refers_to, CASE)
+    assert params[5:8] == (feedback.deadline, at, None) and params[8] == CASE
+
+    reminder = HubNotice(
+        kind="meeting-reminder",
+        title="会议提醒：防火调度会",
+        text="会议即将开始，请确认参会。",
+        case_ref=CASE,  # a meeting number that happens to look like a case number is not linked
+        outstanding=Outstanding(
+            party=[Party(agency_code="11222403014102856B", system="county-222403-oa", state="未确认")]
+        ),
+        at=at,
+    )
+    reminder.validate()
+    params = mapping.notice_params(reminder)
+    assert params[0] == "meeting-reminder" and params[4] == CASE and params[8] is None
+    assert json.loads(params[7]) == [
+        {"agency_code": "11222403014102856B", "system": "county-222403-oa", "name": None, "state": "未确认"}
+    ]
+    no_case = HubNotice(kind="approval-feedback", title="审批进度", text="已受理。", at=at)
+    assert mapping.notice_params(no_case)[8] is None
+
+
+async def test_only_the_hubs_own_notices_are_recorded() -> None:
+    from types import SimpleNamespace
+
+    from adapters.approval_db.adapter import on_notice
+    from adapters.sdk import Reject
+
+    written: list[tuple[Any, ...]] = []
+
+    class Db:
+        async def execute(self, sql: str, *args: Any) -> None:
+            written.append(args)
+
+    notice = HubNotice(kind="approval-feedback", title="审批进度", text="已受理。", case_ref=CASE, at=datetime.now(CN))
+
+    def ctx(sender: str, originator: str | None) -> Any:
+        return SimpleNamespace(
+            sender=SimpleNamespace(system=sender),
+            originator=None if originator is None else SimpleNamespace(system=originator),
+            urgency="平件",
+            message_id="m-1",
+            db=Db(),
+        )
+
+    for bad in (ctx("prov-220000-portal", "prov-220000-portal"), ctx("hub", "prov-220000-portal")):
+        with pytest.raises(Reject) as caught:
+            await on_notice(notice, bad)
+        assert caught.value.code == "APPROVAL_NOTICE_NOT_FROM_HUB"
+    assert written == []
+    await on_notice(notice, ctx("hub", "hub"))
+    [args] = written
+    assert args[0] == "approval-feedback" and args[8] == CASE and args[-2:] == ("平件", "m-1")
