@@ -10,15 +10,17 @@ Public surface::
     start_gateway(settings, gateway) -> web.AppRunner       served over TLS (tls.server_ssl_context)
     run_gateway(settings, gateway)                          blocking, SIGTERM/SIGINT graceful (``hub gateway``)
 
-Rooms: ``app`` (handlers, middleware, lifetime), ``mailbox`` (each system's queue: answers and the inbox),
+Rooms: ``app`` (handlers, middleware, lifetime), ``direct`` (submissions examined in this process by the pipeline's
+own batch code), ``mailbox`` (each system's queue: the inbox, and answers of submissions a worker finishes),
 ``identity`` (certificate → directory system, revocation), ``limits`` (rate, concurrency), ``status`` (codes →
 HTTP statuses), ``openapi`` (the document at /openapi.json), ``tls``, ``config``, ``server`` (processes).
 aiohttp is imported here and in ``monitoring/`` only.
 
-One gateway process per installation, and a system takes part over HTTPS or over AMQP, not both: the hub answers on
-the system's queue, and whoever consumes that queue gets the answer (a second consumer — another gateway, the
-system's own AMQP client — could take the answer a POST waits for: that POST then ends in 503 ``GATEWAY_TIMEOUT`` and
-the answer is an inbox item there).
+One gateway process per installation, and a system takes part over HTTPS or over AMQP, not both: the inbox is the
+system's queue, and a submission the hub finishes in a worker (after a transient failure, or with
+``GatewaySettings.in_process=False``) is answered on that queue, where whoever consumes it gets the answer (a second
+consumer — another gateway, the system's own AMQP client — could take the answer a POST waits for: that POST then
+ends in 503 ``GATEWAY_TIMEOUT`` and the answer is an inbox item there).
 """
 
 from hub.gateway.app import GATEWAY_SETTINGS, IDENTITY, SETTINGS, STATE, GatewayState, create_app, start_gateway

@@ -5,11 +5,14 @@ directory, message states), RabbitMQ (the gateway's own connection as the hub's 
 and the mailbox consumers) and loads the trust store; ``start_gateway`` serves it over TLS (``tls.server_ssl_context``)
 and returns the running ``web.AppRunner``.
 
-Submissions go through the hub's one processor: the gateway publishes the body unchanged to the inbound exchange on
-the lane the envelope names, as the hub's AMQP user with ``x-hub-origin-user = Names.user(<certificate's system>)``
-(``Incoming.publisher`` trusts that header only on the hub user's own publishes), so the worker examines it exactly
-as an AMQP submission by that system — including ``CERT_SIGNER_MISMATCH`` when the certificate's system is not the
-signed sender — and answers on the system's queue, where the mailbox hands the answer to the waiting request.
+Submissions go through the hub's one processor. By default (``GatewaySettings.in_process``) the gateway runs the
+pipeline's own batch code on them in this process (``hub.gateway.direct``: examined as an AMQP submission by the
+certificate's system, ``CERT_SIGNER_MISMATCH`` when it is not the signed sender; recorded, delivered with confirms,
+the hub's signed answer returned in the response). With ``in_process=False`` — and for a submission the in-process
+path hands to the retry queue — the body goes to the inbound exchange, on the lane the envelope names, as the hub's
+AMQP user with ``x-hub-origin-user = Names.user(<certificate's system>)`` (``Incoming.publisher`` trusts that header
+only on the hub user's own publishes), a worker examines it exactly as an AMQP submission by that system and answers
+on the system's queue, where the mailbox hands the answer to the waiting request.
 
 Every request is counted by endpoint and status, with its time (``hub.metrics``: ``hub_gateway_requests_total``,
 ``hub_gateway_request_seconds``), and the process keeps a heartbeat while the application runs.

@@ -68,9 +68,10 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
         ),
         "408": _refusal("the request body did not arrive in time (GATEWAY_READ_TIMEOUT)"),
         "409": {
-            "description": "duplicate: the hub already holds this message id (signed hub.receipt, outcome duplicate)",
+            "description": "duplicate: the hub already holds this message id (signed hub.receipt, outcome duplicate; "
+            "JSON MSG_DUPLICATE when the hub answered that copy before and has no new answer for it)",
             "headers": {**answer_headers, **_headers("X-Hub-Outcome", "X-Hub-Code")},
-            "content": {"application/xml": _xml("hub.receipt, signed by the hub")},
+            "content": {"application/xml": _xml("hub.receipt, signed by the hub"), "application/json": _error_json()},
         },
         "413": _refusal(
             f"over the size limit of {max_message_bytes} bytes (checked on Content-Length before reading) or a "
