@@ -1,12 +1,15 @@
 """The approvals process's part of ``make demo``: an approval case supervised (督办).
 
-1. the public portal (``prov-220000-portal``) submits a tree-felling licence application to the provincial approval
-   system for 长春市林业局, 3 working days' statutory limit; the hub opens the case, computes its statutory deadline
-   from the holiday calendar and tells the portal (``approval-feedback``);
-2. the approval system reports it accepted (``approval.status``), to 长春市林业局 only: the hub forwards the status to
-   the portal, which the approval system left out;
+1. 敦化市林业局's approval desk (``county-222403-approval``) submits a tree-felling licence application to the
+   provincial approval system for 敦化市林业局, 3 working days' statutory limit; the hub opens the case, computes its
+   statutory deadline from the holiday calendar and tells the desk (``approval-feedback``);
+2. the approval system reports it accepted (``approval.status``), to 延边州林业局 only: the hub forwards the status
+   to the desk, which the approval system left out;
 3. an engine pass at a time after the deadline: the case is overdue — the hub sends ``approval.supervision`` (Level
-   supervise) to 长春市林业局 and to the provincial department's OA (its supervising unit), and tells the portal;
+   supervise) to 敦化市林业局 and to 延边州林业局 (its supervising unit), and tells the desk;
+
+(The demo's public portal is the HTTPS-only system of the gateway's step: the gateway holds its queue for its HTTPS
+polls, so this part uses the county desk as the applicant's channel; the process treats both alike.)
 4. the approval system decides: the case is closed (``hub approvals status`` shows the supervision in its history).
 
 ``hub`` is ``adapters.sdk.testing.TestHub`` joined to a running hub (or ``real=True``). The builders (``application``,
@@ -27,6 +30,9 @@ from hub.processes.engine import CN_TZ
 PORTAL, APPROVAL, PROVINCE = "prov-220000-portal", "prov-220000-approval", "11220000013544357T"
 CHANGCHUN = ("长春市林业局", "11220100013544550M")
 CHANGCHUN_OA, PROVINCE_OA = "city-220100-oa", "prov-220000-oa"
+#: The demo's applicant channel, accepting agency, its office system and its supervising unit's.
+DESK, DUNHUA = "county-222403-approval", ("敦化市林业局", "11222403014102856B")
+DUNHUA_OA, YANBIAN_OA, YANBIAN = "county-222403-oa", "city-222400-oa", "112224000140973218"
 ITEM = ("000131001000", "林木采伐许可证核发")
 
 
@@ -142,16 +148,18 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
     problems: list[str] = []
     say("网上审批与督办：受理 → 法定期限（工作日）→ 超期督办 → 办结 Approvals: an approval case supervised")
     try:
-        portal, system = await hub.client(PORTAL), await hub.client(APPROVAL)
-        await hub.client(CHANGCHUN_OA)
-        await hub.client(PROVINCE_OA)
+        portal, system = await hub.client(DESK), await hub.client(APPROVAL)
+        await hub.client(DUNHUA_OA)
+        await hub.client(YANBIAN_OA)
         cal = load_calendar(calendar_path(hub.settings))
-        case = f"LCXK-220100-{datetime.now(CN_TZ).year}-{uuid.uuid4().int % 900000 + 100000}"
+        case = f"LCXK-222403-{datetime.now(CN_TZ).year}-{uuid.uuid4().int % 900000 + 100000}"
         submitted = datetime.now(CN_TZ).replace(microsecond=0)
         deadline = cal.add(submitted.date(), 3)
         assert deadline is not None
         sent = await portal.send(
-            application(case, submitted, limit=3, declared=deadline), to=to(PROVINCE, APPROVAL), business_ref=case
+            application(case, submitted, limit=3, declared=deadline, accepting=DUNHUA),
+            to=to(PROVINCE, APPROVAL),
+            business_ref=case,
         )
 
         async def opened() -> Any:
@@ -161,34 +169,34 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
         c = await _until(opened, "the case opened")
         if c["deadline"] != deadline:
             problems.append(f"approvals: the hub's deadline {c['deadline']} is not {deadline}")
-        await _until(lambda: _settled(_of(hub, PORTAL, "hub.notice", case)), "the portal's feedback")
+        await _until(lambda: _settled(_of(hub, DESK, "hub.notice", case)), "the desk's feedback")
         say(
-            f"  ✔ 政务服务网提交「{ITEM[1]}」申请（案件 {case}，法定时限 3 个工作日），枢纽登记案件，按节假日日历算得"
-            f"法定办结期限 {deadline}，并告知申请渠道 case opened, deadline {deadline}, the portal told"
+            f"  ✔ 敦化市林业局审批窗口提交「{ITEM[1]}」申请（案件 {case}，法定时限 3 个工作日），枢纽登记案件，按节假日"
+            f"日历算得法定办结期限 {deadline}，并告知申请渠道 case opened, deadline {deadline}, the desk told"
         )
 
-        # Accepted, reported to 长春市林业局 only: the hub forwards it to the portal.
+        # Accepted, reported to 延边州林业局 only: the hub forwards it to the desk.
         await system.send(
-            status(case, "accepted", datetime.now(CN_TZ).replace(microsecond=0)),
-            to=to(CHANGCHUN[1], CHANGCHUN_OA),
+            status(case, "accepted", datetime.now(CN_TZ).replace(microsecond=0), agency=DUNHUA),
+            to=to(YANBIAN, YANBIAN_OA),
             ref_to=sent.message_id,
             business_ref=case,
         )
 
         async def forwarded() -> Any:
             await _pass(hub)
-            return len(_of(hub, PORTAL, "hub.notice", case)) >= 2
+            return len(_of(hub, DESK, "hub.notice", case)) >= 2
 
-        await _until(forwarded, "the status forwarded to the portal")
+        await _until(forwarded, "the status forwarded to the desk")
         say(
-            "  ✔ 审批系统报送“已受理”（未抄送门户），枢纽将进度反馈给申请人所用的门户"
-            " the status forwarded to the portal"
+            "  ✔ 审批系统报送“已受理”（未抄送审批窗口），枢纽将进度反馈给申请人所用的窗口"
+            " the status forwarded to the applicant's channel"
         )
 
         # After the deadline: supervised.
         await pass_at(hub.settings, ["approvals"], end_of(deadline) + timedelta(minutes=1))
         sup = await _until(
-            lambda: _settled(_of(hub, CHANGCHUN_OA, "approval.supervision", case)), "the supervision to 长春市林业局"
+            lambda: _settled(_of(hub, DUNHUA_OA, "approval.supervision", case)), "the supervision to 敦化市林业局"
         )
         level = sup[0].message.level
         if level != "supervise":
@@ -196,23 +204,21 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
         if sup[0].context.sender.system != "hub":
             problems.append("approvals: the supervision was not sent by the hub")
         await _until(
-            lambda: _settled(_of(hub, PROVINCE_OA, "approval.supervision", case)), "the supervision to the province"
+            lambda: _settled(_of(hub, YANBIAN_OA, "approval.supervision", case)), "the supervision to 延边州林业局"
         )
         overdue_told = await _until(
-            lambda: _settled(
-                [d for d in _of(hub, PORTAL, "hub.notice", case) if "超过法定办结期限" in d.message.title]
-            ),
-            "the portal told of the overdue case",
+            lambda: _settled([d for d in _of(hub, DESK, "hub.notice", case) if "超过法定办结期限" in d.message.title]),
+            "the desk told of the overdue case",
         )
         say(
-            f"  ✔ 期限 {deadline} 届满未办结：枢纽向长春市林业局（责任单位）及省林草局办公系统（督办单位）发出"
-            f"审批督办（approval.supervision，督办），并告知门户 supervised: {sup[0].message.requirement[:60]}…"
+            f"  ✔ 期限 {deadline} 届满未办结：枢纽向敦化市林业局（责任单位）及延边州林业局（督办单位）发出"
+            f"审批督办（approval.supervision，督办），并告知申请窗口 supervised: {sup[0].message.requirement[:60]}…"
         )
 
         # Decided: the case is closed, its timers disarmed.
         await system.send(
-            decision(case, datetime.now(CN_TZ).replace(microsecond=0) + timedelta(seconds=1)),
-            to=to(PROVINCE, PORTAL),
+            decision(case, datetime.now(CN_TZ).replace(microsecond=0) + timedelta(seconds=1), agency=DUNHUA),
+            to=to(DUNHUA[1], DESK),
             ref_to=sent.message_id,
             business_ref=case,
         )
@@ -225,7 +231,7 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
         await _until(closed, "the decision followed")
         say(f"  ✔ 审批系统作出准予许可决定，案件办结 decided; `hub approvals status {case}` 显示督办经过 shows it")
         if not overdue_told:
-            problems.append("approvals: the portal was not told")
+            problems.append("approvals: the applicant's channel was not told")
     except Exception as exc:
         problems.append(f"approvals: {type(exc).__name__}: {str(exc)[:300]}")
     return problems
