@@ -159,8 +159,11 @@ async def flood(transport: Any, msgs: list[tuple[str, bytes]], rate: float, stop
     return sent, time.perf_counter() - t0
 
 
-def line(label: str, lat: list[float], backlog: list[int] | None = None) -> str:
-    b = f"  backlog at publish min/max {min(backlog)}/{max(backlog)}" if backlog else ""
+def line(label: str, lat: list[float], backlog: list[int] | None = None, secs: float = 0.0) -> str:
+    b = ""
+    if backlog:
+        drained = (backlog[0] - backlog[-1]) / secs if secs > 0 else float("nan")
+        b = f"  backlog at publish {backlog[0]}→{backlog[-1]} (normal lane drained {drained:.0f}/s)"
     return f"  {label}: n={len(lat)} p50={pct(lat, 0.5):.0f} ms p99={pct(lat, 0.99):.0f} ms max={max(lat):.0f} ms{b}"
 
 
@@ -206,11 +209,15 @@ async def amain(args: argparse.Namespace) -> str:
         t_pub = time.perf_counter()
         await _publish_backlog(transport, normal)
         print(f"积压 backlog: {len(normal)} normal messages published in {time.perf_counter() - t_pub:.1f} s")
+        t_b = time.perf_counter()
         loaded, backlog_b = await run_alerts(transport, handlers, b, backlog_queues, "backlog")
+        secs_b = time.perf_counter() - t_b
         stop = asyncio.Event()
         flooding = asyncio.create_task(flood(transport, flood_msgs, args.flood_rate, stop))
         await asyncio.sleep(1.0)  # the flood is under way before the first alert
+        t_c = time.perf_counter()
         flooded, backlog_c = await run_alerts(transport, handlers, c, backlog_queues, "backlog+flood")
+        secs_c = time.perf_counter() - t_c
         stop.set()
         sent, secs = await flooding
         emergency_in = await transport.queue_depth(names.inbound_queue("emergency"))
@@ -219,8 +226,8 @@ async def amain(args: argparse.Namespace) -> str:
         refused = await _refused(settings)
         print(f"结果 results (publish → the last of {len(RECIPIENTS)} recipients' handlers):")
         print(line("基线 baseline, nothing queued", base))
-        print(line("积压 with the normal backlog", loaded, backlog_b))
-        print(line("积压+冲击 backlog and the emergency-lane flood", flooded, backlog_c))
+        print(line("积压 with the normal backlog", loaded, backlog_b, secs_b))
+        print(line("积压+冲击 backlog and the emergency-lane flood", flooded, backlog_c, secs_c))
         print(
             f"  冲击 flood: {sent} ordinary messages from {FLOODER[0]} to the emergency lane in {secs:.1f} s "
             f"({sent / secs:.0f}/s offered); refused LANE_NOT_ENTITLED so far: {refused}; still in the emergency "
