@@ -1,6 +1,7 @@
 """The approval database's part of the demo: an application leaves the desk's database outbox, reaches the
 provincial approval system (a client of the hub here, answering with approval.status and approval.decision), and
-the status and the decision end up in the desk's database.
+the status and the decision end up in the desk's database — and so does the hub's approval-feedback notice about the
+application (the approvals process's), linked to the application's row.
 
 ``await demo(hub, work, out)`` against a ``TestHub(real=True)`` (the adapter's test) or ``TestHub(installation=…)``
 (``make demo``): returns the problems it saw, empty when the part played as it should."""
@@ -143,6 +144,14 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
             f"  ✔ 省行政审批系统的受理状态与准予许可决定（{decision['decision_number']}）写回审批数据库"
             " the status and the decision came back into the desk's database"
         )
+
+        notice = await _feedback_recorded(hub, desk, case)
+        if notice["refers_to"] != mid or notice["kind"] != "approval-feedback":
+            problems.append(f"approval_db: the hub notice linked to {case} is not the feedback about its application")
+        out(
+            f"  ✔ 枢纽审批流程的进度反馈「{notice['title']}」记入审批数据库并关联到该申请"
+            " the hub's approval-feedback notice is in the desk's database, linked to the application"
+        )
     except Exception as exc:  # a problem of the part, reported as one line
         problems.append(f"approval_db: {type(exc).__name__}: {exc}"[:400])
     finally:
@@ -156,6 +165,35 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
             except Exception as exc:
                 problems.append(f"approval_db: could not drop the demo database: {exc}"[:300])
     return problems
+
+
+async def _feedback_recorded(hub: Any, desk: ApprovalSystem, case: str) -> dict[str, Any]:
+    """The approvals process's approval-feedback about ``case`` in the desk's hub_notices. An engine with only the
+    approvals process reads the feed beside the running hub's own engine (if any): the engine's exactly-once holds
+    across both, so the notice is sent once whichever engine takes the application."""
+    from hub.pipeline.context import load_context
+    from hub.processes.approvals import make as make_approvals
+    from hub.processes.engine import ProcessEngine
+    from hub.store.db import create_pool
+    from hub.transport import Transport
+
+    pool = await create_pool(hub.settings.pg_dsn, min_size=1, max_size=2)
+    transport = None
+    try:
+        transport = await Transport.connect(hub.settings, client_name="approval-db-demo")
+        context = await load_context(hub.settings, pool)
+        engine = ProcessEngine(pool, context, [make_approvals(context, hub.settings)], transport=transport)
+
+        async def recorded() -> list[dict[str, Any]]:
+            await engine.run_once()
+            return await desk.notices(case)
+
+        [notice, *_] = await until(recorded, 60, f"the hub's feedback about {case} in the desk's database")
+        return notice
+    finally:
+        if transport is not None:
+            await transport.close()
+        await pool.close()
 
 
 async def _state_is(desk: ApprovalSystem, mid: str, state: str) -> bool:
