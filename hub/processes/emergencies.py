@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import tomllib
 import uuid
 from collections.abc import Iterable, Sequence
@@ -60,6 +61,8 @@ __all__ = [
     "plan_targets",
     "register",
 ]
+
+log = logging.getLogger("hub.processes")
 
 NAME = "emergencies"
 ALERT, UPDATE, ACK = "emergency.alert", "emergency.update", "emergency.ack"
@@ -281,8 +284,12 @@ class EmergenciesProcess:
     name = NAME
     services = frozenset({ALERT, UPDATE, ACK})
 
-    def __init__(self, plan: Plan, route_within: dict[str, timedelta | None] | None = None) -> None:
+    def __init__(
+        self, plan: Plan, route_within: dict[str, timedelta | None] | None = None, plan_problem: str | None = None
+    ) -> None:
         self.plan = plan
+        #: Why the plan file could not be used (then the plan is empty: only the sender's recipients are followed).
+        self.plan_problem = plan_problem
         #: service → the route's Acknowledge within= (the first route of the service).
         self.route_within = route_within or {}
 
@@ -388,6 +395,14 @@ class EmergenciesProcess:
         also: Sequence[PlanTarget],
     ) -> None:
         directory = tx.directory
+        if self.plan_problem is not None:
+            await tx.alarm(
+                "EMERGENCY_PLAN_INVALID",
+                "routes/emergency-plan.toml",
+                "应急预警分发预案无法使用，仅跟踪发文单位主送的接收单位",
+                f"the broadcast plan cannot be used ({self.plan_problem}); {kind} {msg.message_id} is followed for "
+                "the recipients its sender named only",
+            )
         rule = self.plan.levels.get(level)
         limit, source = ack_limit(rule.ack_within if rule else None, alert_minutes, self.route_within.get(msg.service))
         due = tx.now + limit
@@ -600,12 +615,20 @@ async def _followed(tx: Tx, message_id: str) -> bool:
 
 
 def make(context: Context, settings: Settings) -> EmergenciesProcess:
-    plan = load_plan(settings.routes_dir / PLAN_FILE)
+    """The process with the installation's plan. A plan file that cannot be used does not stop the engine (the other
+    processes must run): it is logged, and every alert raises the alarm EMERGENCY_PLAN_INVALID while the recipients
+    the sender named are still followed."""
+    problem = None
+    try:
+        plan = load_plan(settings.routes_dir / PLAN_FILE)
+    except ConfigError as exc:
+        log.error("应急预警分发预案无法使用 the emergency broadcast plan cannot be used: %s", exc)
+        plan, problem = Plan(levels={}), str(exc)
     within: dict[str, timedelta | None] = {}
     for service in (ALERT, UPDATE):
         routes = context.router.routes.for_service(service, 1)
         within[service] = routes[0].policy.ack_within if routes else None
-    return EmergenciesProcess(plan, within)
+    return EmergenciesProcess(plan, within, problem)
 
 
 # ---------------------------------------------------------------------------------------------- status

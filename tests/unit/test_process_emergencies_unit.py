@@ -62,6 +62,15 @@ def test_a_broken_plan_is_refused_with_its_code(tmp_path: Path) -> None:
         load_plan(bad)
     assert err.value.code == "EMERGENCY_PLAN_INVALID" and "moon" in str(err.value)
     assert CODES["EMERGENCY_PLAN_INVALID"]
+    # It does not stop the engine: the process runs with an empty plan and says why.
+    from types import SimpleNamespace
+
+    from hub.processes.emergencies import make
+
+    (tmp_path / "emergency-plan.toml").write_text(bad.read_text())
+    router = SimpleNamespace(routes=SimpleNamespace(for_service=lambda service, version: ()))
+    proc = make(SimpleNamespace(router=router), SimpleNamespace(routes_dir=tmp_path))  # type: ignore[arg-type]
+    assert proc.plan.levels == {} and proc.plan_problem is not None and "moon" in proc.plan_problem
 
 
 @pytest.fixture(scope="module")
