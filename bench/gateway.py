@@ -220,6 +220,32 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
+# ---------------------------------------------------------------------------------------------------- CPU
+
+
+def hub_cpu(inst: object, gateway: subprocess.Popen[bytes] | None) -> dict[str, int]:
+    """CPU clock ticks so far of the hub's side: the gateway process, ``hub run`` (supervisor and workers), and the
+    PostgreSQL backends of the bench's database (from /proc)."""
+    from _e2e_env import _cmdline, _comm, cpu_ticks
+
+    db = getattr(inst, "db_name", "")
+    pg = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    pg = [p for p in pg if _comm(p) == "postgres" and db and db in _cmdline(p)]
+    return {
+        "gateway": cpu_ticks(gateway.pid) if gateway is not None else 0,
+        "hub run": sum(cpu_ticks(p) for p in inst.hub_pids()),  # type: ignore[attr-defined]
+        "PostgreSQL": sum(cpu_ticks(p) for p in pg),
+    }
+
+
+def cpu_line(before: dict[str, int], after: dict[str, int], requests: int) -> tuple[str, float]:
+    """'CPU ms per request' of each part and in all (ticks of 1/100 s), and the total."""
+    hz = os.sysconf("SC_CLK_TCK")
+    per = {k: (after[k] - before[k]) * 1000 / hz / max(1, requests) for k in before}
+    total = sum(per.values())
+    return ", ".join(f"{k} {v:.2f}" for k, v in per.items()) + f" = {total:.2f} ms CPU a request", total
+
+
 # ---------------------------------------------------------------------------------------------------- the run
 
 
@@ -256,10 +282,14 @@ async def run(args: argparse.Namespace) -> int:
         n_paced = int(args.rate * args.seconds)
         per_path = n_paced + args.flat + 2 * WARM
         paths_n = 2 if has_gateway else 1
-        print(f"签名 signing {per_path * paths_n} envelopes (the sender's cost, before any clock starts) …")
+        # --broker-path: the gateway again on the path through the inbound queue, with a bare flat-out of its own
+        broker_n = (per_path + args.flat + WARM) if has_gateway and args.broker_path else 0
+        print(f"签名 signing {per_path * paths_n + broker_n} envelopes (the sender's cost, before any clock starts) …")
         from _e2e_env import RECIPIENT
 
-        messages = [body for _, body in presign(s.state_dir, SENDER, RECIPIENT, per_path * paths_n)]
+        messages = [body for _, body in presign(s.state_dir, SENDER, RECIPIENT, per_path * paths_n + broker_n)]
+        broker_msgs = messages[per_path * paths_n :]
+        messages = messages[: per_path * paths_n]
         size = sum(map(len, messages)) / len(messages)
         print(f"  {len(messages)} signed document.official envelopes, {size / 1024:.1f} KB each on the wire")
 
@@ -286,30 +316,34 @@ async def run(args: argparse.Namespace) -> int:
         if has_gateway:
             inst.start_hub(args.workers)
             gw_port = free_port()
-            gateway = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hub.cli",
-                    "gateway",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(gw_port),
-                    # Throughput, not the sender's limit, is measured: the bench's sender has no directory rate,
-                    # so the gateway's default would throttle the flat-out phase (429) long before the hub's work.
-                    "--default-rate",
-                    "100000",
-                    "--default-concurrency",
-                    "1000",
-                ],
-                env=inst.env(),
-                cwd=ROOT,
-                stdout=(inst.tmp / "gateway.log").open("ab"),
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-                start_new_session=True,
-            )
+
+            def start_gateway(env: dict[str, str]) -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "hub.cli",
+                        "gateway",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(gw_port),
+                        # Throughput, not the sender's limit, is measured: the bench's sender has no directory rate,
+                        # so the gateway's default would throttle the flat-out phase (429) long before the hub's work.
+                        "--default-rate",
+                        "100000",
+                        "--default-concurrency",
+                        "1000",
+                    ],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=(inst.tmp / "gateway.log").open("ab"),
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent,
+                    start_new_session=True,
+                )
+
+            gateway = start_gateway(inst.env())
             await wait_for_port(gw_port, gateway)
             gw_url = f"https://127.0.0.1:{gw_port}/v1/messages"
 
@@ -337,10 +371,13 @@ async def run(args: argparse.Namespace) -> int:
         print(results["bare_flat"].line())
         if has_gateway:
             _, _, hw2, hf = parts(hub_msgs)
+            cpu0 = hub_cpu(inst, gateway)
             results["hub_flat"] = await flat_out(
                 "hub gateway", gw_url, ctx, hf, args.connections, hw2[: args.connections]
             )
+            text, cpu_ms = cpu_line(cpu0, hub_cpu(inst, gateway), len(hf) + args.connections)
             print(results["hub_flat"].line())
+            print(f"    hub side, flat out (/proc): {text}")
 
         bare_per_s = results["bare_flat"].per_s
         if not has_gateway:
@@ -351,11 +388,39 @@ async def run(args: argparse.Namespace) -> int:
             return 2
         hub_per_s = results["hub_flat"].per_s
         p99 = results["hub_paced"].pct(0.99)
+        extra = ""
+        if broker_msgs:
+            # The first design (HUB_GATEWAY_IN_PROCESS=0: publish to the inbound queue, wait for a worker's answer)
+            # on the same installation, with a bare flat-out of its own beside it (the VM's speed drifts).
+            _stop(gateway)
+            gateway = start_gateway({**inst.env(), "HUB_GATEWAY_IN_PROCESS": "0"})
+            await wait_for_port(gw_port, gateway)
+            print("经入站队列 through the inbound queue (HUB_GATEWAY_IN_PROCESS=0, the first design):")
+            ow1, op, ow2, of = parts(broker_msgs[:per_path])
+            results["old_paced"] = await paced("gateway via queue", gw_url, ctx, op, args.rate, ow1)
+            print(results["old_paced"].line())
+            rest = broker_msgs[per_path:]
+            results["bare_flat2"] = await flat_out(
+                "bare aiohttp + confirm", bare_url, ctx, rest[WARM:], args.connections, rest[: args.connections]
+            )
+            print(results["bare_flat2"].line())
+            cpu0 = hub_cpu(inst, gateway)
+            results["old_flat"] = await flat_out(
+                "gateway via queue", gw_url, ctx, of, args.connections, ow2[: args.connections]
+            )
+            text, old_cpu_ms = cpu_line(cpu0, hub_cpu(inst, gateway), len(of) + args.connections)
+            print(results["old_flat"].line())
+            print(f"    hub side, flat out (/proc): {text}")
+            old_ratio = results["old_flat"].per_s / results["bare_flat2"].per_s
+            extra = (
+                f" gateway_ratio_queue={old_ratio:.2f} p99_ms_queue={results['old_paced'].pct(0.99):.1f}"
+                f" cpu_ms={cpu_ms:.2f} cpu_ms_queue={old_cpu_ms:.2f}"
+            )
         verdict = "met" if hub_per_s / bare_per_s >= GOAL_RATIO and p99 <= GOAL_P99_MS else "NOT met"
         print(f"目标 goal (ratio ≥ {GOAL_RATIO}, p99 ≤ {GOAL_P99_MS:.0f} ms at {args.rate:g}/s): {verdict}")
         print(
             f"gateway_ratio={hub_per_s / bare_per_s:.2f} gateway_per_s={hub_per_s:.0f} bare_per_s={bare_per_s:.0f} "
-            f"p99_ms={p99:.1f}"
+            f"p99_ms={p99:.1f}{extra}"
         )
         return 0
     finally:
@@ -373,6 +438,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=16, help="keep-alive connections flat out (16)")
     p.add_argument("--workers", type=int, default=2, help="hub run --workers (2)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 s at the rate, 600 flat out")
+    p.add_argument(
+        "--broker-path",
+        action="store_true",
+        help="then the gateway again with HUB_GATEWAY_IN_PROCESS=0 (through the inbound queue, the first design), "
+        "beside a bare flat-out of its own: adds gateway_ratio_queue= and p99_ms_queue= to the last line",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.flat = 3.0, 600

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,12 @@ class GatewaySettings:
 
     @classmethod
     def for_state(cls, state_dir: Path, **overrides: Any) -> GatewaySettings:
+        """The settings of the installation at ``state_dir``. ``HUB_GATEWAY_IN_PROCESS=0`` in the environment selects
+        the path through the inbound queue (``in_process=False``; an override given here wins)."""
         folder = Path(state_dir) / "pki" / "gateway"
         values: dict[str, Any] = {"cert_file": folder / "server.pem", "key_file": folder / "server.key"}
+        if os.environ.get("HUB_GATEWAY_IN_PROCESS", "").strip().lower() in ("0", "false", "no", "off"):
+            values["in_process"] = False
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
