@@ -152,7 +152,10 @@ async def flood(transport: Any, msgs: list[tuple[str, bytes]], rate: float, stop
         part = msgs[sent:due]
         if part:
             await transport.publish_many(
-                [Outgoing(transport.names.inbound_exchange, "emergency", b, {}, 0, m) for m, b in part]
+                [
+                    Outgoing(transport.names.inbound_exchange, "emergency", b, {}, 0, m, user_id=transport.user)
+                    for m, b in part
+                ]
             )
             sent += len(part)
         await asyncio.sleep(0.02)
@@ -213,13 +216,20 @@ async def amain(args: argparse.Namespace) -> str:
         loaded, backlog_b = await run_alerts(transport, handlers, b, backlog_queues, "backlog")
         secs_b = time.perf_counter() - t_b
         stop = asyncio.Event()
-        flooding = asyncio.create_task(flood(transport, flood_msgs, args.flood_rate, stop))
+        # The flooder publishes with its own RabbitMQ user, as its client would (the hub answers each refusal to it).
+        from hub.pipeline.client import connect_as
+        from hub.transport.users import provision
+
+        await provision(settings, [(FLOODER[0], None)])
+        flooder = await connect_as(settings, FLOODER[0])
+        flooding = asyncio.create_task(flood(flooder, flood_msgs, args.flood_rate, stop))
         await asyncio.sleep(1.0)  # the flood is under way before the first alert
         t_c = time.perf_counter()
         flooded, backlog_c = await run_alerts(transport, handlers, c, backlog_queues, "backlog+flood")
         secs_c = time.perf_counter() - t_c
         stop.set()
         sent, secs = await flooding
+        await flooder.close()
         emergency_in = await transport.queue_depth(names.inbound_queue("emergency"))
         after = await queued(transport, backlog_queues)
         inst.check_alive()

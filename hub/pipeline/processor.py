@@ -173,6 +173,8 @@ class Processor:
         self.cpu_clock = cpu_clock
         ident = signer.identity
         self.hub_party = Party(ident.agency, ident.system)
+        #: (service, version, urgency) → may a route grant it the emergency lane (``_may_be_entitled``).
+        self._lane_grants: dict[tuple[str, int, str], bool] = {}
 
     # ------------------------------------------------------------------ steps 1–5
 
@@ -194,6 +196,11 @@ class Processor:
             unverified = self.registry.validate(root)
             if budget is not None:
                 self._within_budget(started, budget, "validation")
+            if lane == "emergency" and not self._may_be_entitled(unverified):
+                # Before the signature check: what no route could entitle is refused without spending the emergency
+                # lane's time on verification (a flood of ordinary traffic there costs less). The refusal goes to the
+                # broker-authenticated publisher, acts on nothing and occupies no message id.
+                raise self._lane_refusal(unverified)
             verified = self.verifier.verify(root)
             # From here on only the signed tree exists for the hub. The verifier returns the parsed tree itself
             # minus its Signature when (as the hub's intake guarantees: no comments, no PIs) it canonicalises to
@@ -207,12 +214,7 @@ class Processor:
             self._check_fresh(envelope, received_at)
             decision = self.router.decide(envelope)
             if lane == "emergency" and not self._entitled(envelope, decision):
-                raise MessageRejected(
-                    f"{envelope.service} at urgency {envelope.urgency} is not entitled to the emergency lane (only "
-                    'emergency.* services, 特急 messages and urgencies a route grants lane="emergency" are); '
-                    "send it again in the normal lane",
-                    code="LANE_NOT_ENTITLED",
-                )
+                raise self._lane_refusal(envelope)
             targets = list(decision.targets)
             result = self.gate(
                 envelope, verified.root, targets, self.hub_ceiling, signed_bytes=verified.canonical or None
@@ -270,6 +272,32 @@ class Processor:
             canonical=verified.canonical,
             signature=verified.signature,
         )
+
+    @staticmethod
+    def _lane_refusal(envelope: Envelope) -> MessageRejected:
+        return MessageRejected(
+            f"{envelope.service} at urgency {envelope.urgency} is not entitled to the emergency lane (only "
+            'emergency.* services, 特急 messages and urgencies a route grants lane="emergency" are); '
+            "send it again in the normal lane",
+            code="LANE_NOT_ENTITLED",
+        )
+
+    def _may_be_entitled(self, envelope: Envelope) -> bool:
+        """Could any route entitle this (not yet verified) message to the emergency lane? ``lane_for``, or a route of
+        its service granting its urgency ``lane="emergency"`` (cached per service, version and urgency)."""
+        if envelope.urgency == "特急" or envelope.service.startswith("emergency."):
+            return True
+        key = (envelope.service, envelope.version, envelope.urgency)
+        cache = self._lane_grants
+        hit = cache.get(key)
+        if hit is None:
+            routes = getattr(self.router, "routes", None)
+            found = routes.for_service(envelope.service, envelope.version) if routes is not None else ()
+            hit = any(r.policy.grants_emergency_lane(envelope.urgency) for r in found)
+            if len(cache) > 10_000:  # service names come from messages: keep the cache bounded
+                cache.clear()
+            cache[key] = hit
+        return bool(hit)
 
     @staticmethod
     def _entitled(envelope: Envelope, decision: object) -> bool:

@@ -277,10 +277,23 @@ async def test_an_ordinary_message_in_the_emergency_lane_is_refused_and_accepted
 ) -> None:
     hub = await _hub(fresh_settings)
     try:
+        import dataclasses
+
+        from hub.pipeline.client import connect_as, outgoing
+        from hub.transport.users import provision
+
         root = document("county-220122-oa", [Recipient.to("11220183013553609R")])  # 平件 document.official
         data = hub.sign("county-220122-oa", root)
         env = Envelope.from_tree(parse(data))
-        await hub.publish([(env, data)], lane="emergency")
+        # Published by the system's own RabbitMQ user (as its client would), into the emergency lane.
+        await provision(hub.settings, [("county-220122-oa", None)])
+        own = await connect_as(hub.settings, "county-220122-oa")
+        try:
+            await own.publish_many(
+                [dataclasses.replace(outgoing(own, env, data, as_system=True), routing_key="emergency")]
+            )
+        finally:
+            await own.close()
         refused = await hub.reply("county-220122-oa", env.message_id)
         assert (refused.kind, refused.outcome) == ("error", "LANE_NOT_ENTITLED"), refused
         assert await hub.depth("county-220183-oa") == 0

@@ -80,11 +80,21 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> costly.Kit:
 
 def test_the_emergency_lane_refuses_what_is_not_entitled(kit: costly.Kit) -> None:
     ordinary = kit.typical()  # a 平件 document.official
-    refused = kit.processor.examine(ordinary, lane="emergency")
-    assert isinstance(refused, Rejected) and refused.error.code == "LANE_NOT_ENTITLED"
-    assert CODES["LANE_NOT_ENTITLED"] == "该报文无权使用应急通道，请改走普通通道"
-    assert not refused.sender_confirmed  # the same message resent in the normal lane is a first copy
-    assert refused.reply_to is not None and refused.reply_to.system == costly.SENDER[0]  # the sender is told
+    p = kit.processor
+    verify, to_system = p.verifier.verify, p.user_to_system
+    checked: list[int] = []
+    p.verifier.verify = lambda root: (checked.append(1), verify(root))[1]  # type: ignore[method-assign]
+    p.user_to_system = lambda user: costly.SENDER[0] if user == "hub.county-220122-oa" else None
+    try:
+        refused = p.examine(ordinary, amqp_user="hub.county-220122-oa", lane="emergency")
+        assert isinstance(refused, Rejected) and refused.error.code == "LANE_NOT_ENTITLED"
+        assert checked == []  # refused before the signature check: a flood costs the lane less
+        assert CODES["LANE_NOT_ENTITLED"] == "该报文无权使用应急通道，请改走普通通道"
+        assert not refused.sender_confirmed  # the same message resent in the normal lane is a first copy
+        # The broker-authenticated publisher is told.
+        assert refused.reply_to is not None and refused.reply_to.system == costly.SENDER[0]
+    finally:
+        p.verifier.verify, p.user_to_system = verify, to_system  # type: ignore[method-assign]
     assert isinstance(kit.processor.examine(ordinary, lane="normal"), Accepted)
     # 特急 and emergency.* are entitled (the rule every client follows: lane_for).
     urgent = kit.signed(kit.envelope(urgency="特急"))
