@@ -567,3 +567,23 @@ async def test_concurrent_copies_are_examined_one_after_the_other(gw: Gateway) -
     assert sorted(status for status, _, _ in answers) == [202, 409, 409]
     mid = answers[0][1]["X-Hub-Message-Id"]
     assert await _deliveries_of(recipient, mid) == 1
+
+
+async def test_an_urgent_submission_is_examined_on_the_emergency_lane(gw: Gateway) -> None:
+    """A 特急 message goes to the in-process emergency lane (Worker.handle_urgent, its own AMQP connection)."""
+    sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
+    lane = gw.state.direct._lanes["emergency"]
+    real, batches = lane._handle, []
+
+    async def spy(batch: list[Any]) -> None:
+        batches.append(len(batch))
+        await real(batch)
+
+    lane._handle = spy
+    try:
+        status, headers, body = await post(sender, signed(gw, SENDER, [Recipient.to(DEHUI)], urgency="特急"))
+    finally:
+        lane._handle = real
+    assert status == 202 and headers["X-Hub-Outcome"] == "accepted", body
+    assert batches == [1]
+    assert await _deliveries_of(recipient, headers["X-Hub-Message-Id"]) == 1
