@@ -130,7 +130,7 @@ class Lab:
         values.update(overrides)
         return Settings.from_env(**values)
 
-    def small_tablespace(self, megabytes: int = 48) -> Path:
+    def small_tablespace(self, megabytes: int = 160) -> Path:
         """A tmpfs of ``megabytes`` mounted under the lab, owned by postgres, as the tablespace ``small``."""
         import pwd
 
@@ -185,8 +185,9 @@ class Traffic:
     #: Set to end the sending early (a run whose harms set the pace): what was confirmed by then is what was sent.
     enough: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def sign(self) -> None:
-        for _ in range(self.n):
+    def sign(self, k: int | None = None) -> None:
+        """Sign ``k`` more messages (default: all ``n``)."""
+        for _ in range(min(self.n - len(self.payloads), self.n if k is None else k)):
             data = self.hub.sign(SENDER, document(SENDER, [Recipient.to_group(GROUP)]))
             self.payloads.append((Envelope.from_tree(parse(data)), data))
 
@@ -204,6 +205,8 @@ class Traffic:
         for i in range(0, self.n, chunk):
             if self.enough.is_set():
                 break
+            if len(self.payloads) < i + chunk:  # signed as it goes (a run whose harms set the pace)
+                self.sign(i + chunk - len(self.payloads))
             part = self.payloads[i : i + chunk]
             due = start + i / rate
             if (pause := due - time.monotonic()) > 0:
@@ -309,7 +312,7 @@ class Run:
         await hub.setup()
         self.traffic = traffic = Traffic(hub, self.n)
         self.timings["setup"] = time.monotonic() - started
-        traffic.sign()
+        traffic.sign(None if not self.until_harm_done else 200)  # the rest as the sending goes
         self.timings["signed"] = time.monotonic() - started
         stop = asyncio.Event()
         collector: asyncio.Task[None] | None = None
@@ -482,22 +485,36 @@ def recipient_offline(offline_s: float, *, after_sending: bool = True) -> Harm:
 
 
 def disk_full(full_s: float = 8.0) -> Harm:
-    """Fill the tmpfs holding the database's tablespace, leave it full for ``full_s``, then free it."""
+    """Fill the tmpfs holding the database's tablespace; once the hub meets the full disk (PostgreSQL may first use
+    pages it added to a table in advance), leave it full for ``full_s``, then free it."""
 
     async def harm(run: Run) -> str:
         mount = run.lab.mount
         assert mount is not None
         await run.progress()
+        log = run.hub.settings.state_dir / "hub.log"
+        offset = log.stat().st_size
         filler = mount / "filler"
         with open(filler, "wb") as f, contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * (1 << 20))
+
+        def said() -> bool:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                seen = f.read()
+                return b"DiskFull" in seen or b"disk is full" in seen
+
+        try:
+            await run.until("the hub meeting the full disk", said, timeout=60)
+        except AssertionError:
+            filler.unlink()
+            return "disk full: the hub never met it within 60 s; hub log names it: False"
         before = run.arrived()
         await asyncio.sleep(full_s)
         during = run.arrived() - before
-        said = "DiskFull" in run.log_text() or "No space left" in run.log_text()
         filler.unlink()
-        return f"disk full {full_s:.0f} s: {during} delivered meanwhile; hub log names it: {said}"
+        return f"disk full {full_s:.0f} s after the hub met it: {during} delivered meanwhile; hub log names it: True"
 
     return harm
 
@@ -510,8 +527,22 @@ def sequence(*harms: Harm) -> Harm:
         for h in harms:
             t = time.monotonic()
             note = await h(run)
-            notes.append(f"{note} [{time.monotonic() - t:.0f} s]")
+            if note:
+                notes.append(f"{note} [{time.monotonic() - t:.0f} s]")
         return "; ".join(n for n in notes if n)
+
+    return harm
+
+
+def caught_up() -> Harm:
+    """No harm: wait until everything confirmed so far reached every recipient (the messages a fault deferred are
+    back from the retry queues), so that the next fault does not meet them on their retry and send them on to the
+    next, longer back-off."""
+
+    async def harm(run: Run) -> str:
+        sent = set(run.traffic.confirmed)
+        await run.until("catching up", lambda: run.traffic.everywhere() >= sent, timeout=180)
+        return ""
 
     return harm
 
@@ -626,6 +657,7 @@ __all__ = [
     "Row",
     "Run",
     "SlowLink",
+    "caught_up",
     "disk_full",
     "kill_workers",
     "nothing",

@@ -46,9 +46,10 @@ async def test_every_fault_in_one_run_loses_nothing(lab: sc.Lab) -> None:
         sc.recipient_offline(6.0, after_sending=False),
         sc.restart_broker(2.0, kill=True),
         sc.disk_full(4.0),
+        sc.caught_up(),
         sc.restart_postgres(2.0),
     )
-    run = sc.Run(lab, "all faults", 2400, rate=50.0, step=25, until_harm_done=True)
+    run = sc.Run(lab, "all faults", 20_000, rate=50.0, step=25, until_harm_done=True)  # sending ends with the harms
     run.settings = lab.settings("all", tablespace="small")
     row = await run(harm, sender=sender)
     print(sc.TABLE_HEAD, row.line(), row.notes, run.timings, sep="\n")
