@@ -68,8 +68,9 @@ MAX_PRIORITY: Final[int] = 9
 
 #: Queue types (``Settings.queue_type``, ``HUB_QUEUE_TYPE``).
 QUEUE_TYPES: Final[tuple[str, ...]] = ("classic", "quorum")
-#: With quorum queues, deliveries at this priority or above (加急 6, 特急 9, emergencies) take the system's urgent
-#: lane ``ns.q.<system>.urgent``; readers take that lane first.
+#: With quorum queues, deliveries at this priority or above (特急 9 and what routes raise to it; 加急 is 5) take the
+#: system's urgent lane ``ns.q.<system>.urgent``, as 特急 takes the inbound emergency lane; readers take that lane
+#: first. 加急 and 平件 share the other lane in arrival order (the one ordering quorum queues lose).
 URGENT_PRIORITY: Final[int] = 6
 #: The urgent lane's suffix, on the queue and on the routing key (system ids have no dots: no system id collides).
 URGENT_SUFFIX: Final[str] = ".urgent"

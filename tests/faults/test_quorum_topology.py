@@ -62,10 +62,18 @@ def test_quorum_queues_everywhere_with_an_urgent_lane_per_system() -> None:
         bound = {(b.queue, b.routing_key) for b in topo.bindings if b.exchange == "hub.deliver"}
         assert (urgent, f"{system}.urgent") in bound and (normal, system) in bound
         assert names.system_of_queue(urgent) == names.system_of_queue(normal) == system
-    # 加急 and 特急 take the urgent lane, 平件 the other one
+    # 特急 (9) takes the urgent lane; 加急 (5) and 平件 (0) the other one
     assert names.delivery_key(SYSTEMS[0], URGENT_PRIORITY) == f"{SYSTEMS[0]}.urgent"
     assert names.delivery_key(SYSTEMS[0], 9) == f"{SYSTEMS[0]}.urgent"
     assert names.delivery_key(SYSTEMS[0], URGENT_PRIORITY - 1) == SYSTEMS[0]
     # the retry queues still bring a message back into its lane after the TTL
     retry = topo.queue("hub.retry.30s")
     assert retry is not None and retry.ttl_ms == 30_000 and retry.dead_letter_exchange == "hub.in"
+
+
+def test_the_urgent_lane_is_for_te_ji_as_the_inbound_emergency_lane() -> None:
+    from hub.policy import URGENCY_PRIORITY
+
+    names = Names("hub", "quorum")
+    lanes = {u: names.delivery_key("city-220100-oa", p) for u, p in URGENCY_PRIORITY.items()}
+    assert lanes == {"特急": "city-220100-oa.urgent", "加急": "city-220100-oa", "平件": "city-220100-oa"}
