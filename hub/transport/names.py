@@ -201,8 +201,9 @@ class Names:
     def delivery_key(self, system_id: str, priority: int = 0) -> str:
         """The routing key on ``ns.deliver`` of a message to ``system_id`` at ``priority``: the system id, or with
         quorum queues ``<system>.urgent`` from ``URGENT_PRIORITY`` up."""
-        check_system_id(system_id)
-        return system_id + URGENT_SUFFIX if self.quorum and priority >= URGENT_PRIORITY else system_id
+        if not self.quorum:  # classic: exactly what publishers always used, at no cost on the message path
+            return system_id
+        return check_system_id(system_id) + URGENT_SUFFIX if priority >= URGENT_PRIORITY else system_id
 
     def retry_queue(self, delay_s: int) -> str:
         """``ns.retry.<delay>s``; ``delay_s`` must be one of ``RETRY_DELAYS_S``."""
