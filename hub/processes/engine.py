@@ -594,6 +594,7 @@ class ProcessEngine:
                 signer=self.context.signer,
                 processor=SimpleNamespace(signer=None),
                 index=-1,  # not worker 0: the workers log the expiry warnings
+                label="the process engine",
             ),
         )
         return follow_hub_key(holder)

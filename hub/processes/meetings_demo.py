@@ -44,6 +44,18 @@ async def _state(hub: Any, booking_id: str) -> str | None:
         return await conn.fetchval("SELECT state FROM meetings WHERE booking_id = $1::uuid", booking_id)  # type: ignore[no-any-return]
 
 
+async def _free_morning(hub: Any, earliest: Any) -> datetime:
+    """09:00 of ``earliest``, or of the day after the last slot the hub's register holds, whichever is later."""
+    from hub.store.db import connection
+
+    async with connection(hub.settings.pg_dsn) as conn:
+        last = await conn.fetchval("SELECT max(upper(slot)) FROM meeting_slots WHERE held")
+    day = earliest
+    if last is not None:
+        day = max(day, last.astimezone(CN_TZ).date() + timedelta(days=1))
+    return datetime(day.year, day.month, day.day, 9, 0, tzinfo=CN_TZ)
+
+
 async def _pass(hub: Any) -> None:
     """One engine pass at the real time beside the running hub's own engine (every process: the feed is shared)."""
     from hub.processes.runner import open_engine
@@ -97,10 +109,11 @@ async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
         booker, video = await hub.client(BOOKER), await hub.client(VIDEO)
         venues = {s: await hub.client(s) for s in (YANBIAN, DUNHUA)}
         # A room and terminal of its own each run (the demo's hub may have run before, and the adapter's demo books
-        # 珲春's usual room): the day after tomorrow at 09:00.
+        # 珲春's usual room), on the first morning after everything the hub holds (the branch venues' rooms are
+        # shared with earlier runs and the adapter's demo): the day after tomorrow at 09:00, or later.
         tag = uuid.uuid4().int
         room, terminal = f"珲春市林业局{100 + tag % 900}号视频会议室", f"04407{tag % 100000:05d}"
-        start = (datetime.now(CN_TZ) + timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
+        start = await _free_morning(hub, (datetime.now(CN_TZ) + timedelta(days=2)).date())
         title = "延边州冬春季森林草原防火视频调度会"
         first = booking(title, start, minutes=90, room=room, terminal=terminal)
         r1 = await booker.send(first, to=to(PROVINCE, VIDEO), urgency="加急")

@@ -265,8 +265,8 @@ def _follow(worker: Any) -> bool:
         worker.context.signer = signer
         worker.processor.signer = signer
         log.info(
-            "worker %s now signs with hub certificate %s (was %s)",
-            getattr(worker, "index", "?"),
+            "%s now signs with hub certificate %s (was %s)",
+            getattr(worker, "label", None) or f"worker {getattr(worker, 'index', '?')}",
             signer.identity.serial_hex,
             old.serial_hex,
         )
