@@ -10,7 +10,7 @@ each alert arrives and acknowledge everything; they do not verify the hub's sign
 delivery). Alerts go one after another (the next 0.25 s after the previous reached everyone); an alert's latency is
 the time until its LAST recipient's handler got it. With 20 alerts per phase, p99 is the worst but nothing.
 
-    .venv/bin/python bench/emergency.py [--backlog 20000] [--alerts 20] [--flood-rate 200]
+    .venv/bin/python bench/emergency.py [--backlog 30000] [--alerts 20] [--flood-rate 200]
 
 Last line: ``emergency_p99_ms=<worst p99 of the two loaded phases> backlog=<fewest normal messages still queued when
 an alert of those phases was published>``. Goal (issue 14): p99 < 1,000 ms.
@@ -279,7 +279,7 @@ async def _refused(settings: Any) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--backlog", type=int, default=22000, help="normal messages queued for the recipients")
+    p.add_argument("--backlog", type=int, default=30000, help="normal messages queued for the recipients")
     p.add_argument("--alerts", type=int, default=20, help="alerts per phase")
     p.add_argument("--flood-rate", type=float, default=200.0, help="ordinary messages/s into the emergency lane")
     p.add_argument("--flood-seconds", type=float, default=30.0, help="the flood's length at most (signed up front)")
