@@ -372,17 +372,14 @@ def _read_file(path: Path, problems: list[Problem]) -> list[Route]:
         )
         if acks and not service.startswith(ACK_TRACKED_PREFIX):
             # Only the emergencies process tracks acknowledgements: a route of another service must not promise it.
+            within = format_duration(route.policy.ack_within or timedelta(0))
+            why = (
+                f"route {route.name}: Acknowledge within={within} applies to {service}, but the hub tracks "
+                f"recipients' acknowledgements of {ACK_TRACKED_PREFIX}* messages only (the emergencies process); "
+                "remove the element or move it to an emergency.* route"
+            )
             for line in sorted(set(acks)):
-                problems.append(
-                    Problem(
-                        name,
-                        line,
-                        "ROUTES_NOT_ENACTED",
-                        f"route {route.name}: Acknowledge within={format_duration(route.policy.ack_within or timedelta(0))} applies to "
-                        f"{service}, but the hub tracks recipients' acknowledgements of {ACK_TRACKED_PREFIX}* messages "
-                        "only (the emergencies process); remove the element or move it to an emergency.* route",
-                    )
-                )
+                problems.append(Problem(name, line, "ROUTES_NOT_ENACTED", why))
         routes.append(route)
     return routes
 
