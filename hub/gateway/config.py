@@ -47,18 +47,23 @@ class GatewaySettings:
     #: False: publish each to the inbound queue and wait for a worker's answer on the system's queue (the first
     #: design: two broker round trips and a worker's batching per request).
     in_process: bool = True
-    #: In-process batches of the normal lane at once (one is examined while another waits for PostgreSQL or the
-    #: broker); the emergency lane runs one beside them.
-    batches: int = 2
+    #: In-process batches of the normal lane at once; the emergency lane runs one beside them. One, as in the
+    #: workers: batches then grow with the load and their fixed costs (two PostgreSQL statements, a confirm round
+    #: trip) amortise; two at once cost a fifth more CPU a request in bench/gateway.py (2.2–2.5 against 3.0 ms).
+    batches: int = 1
 
     @classmethod
     def for_state(cls, state_dir: Path, **overrides: Any) -> GatewaySettings:
-        """The settings of the installation at ``state_dir``. ``HUB_GATEWAY_IN_PROCESS=0`` in the environment selects
-        the path through the inbound queue (``in_process=False``; an override given here wins)."""
+        """The settings of the installation at ``state_dir``. From the environment: ``HUB_GATEWAY_IN_PROCESS=0`` selects
+        the path through the inbound queue (``in_process=False``), ``HUB_GATEWAY_BATCHES=N`` the in-process batches at
+        once (``batches``); an override given here wins."""
         folder = Path(state_dir) / "pki" / "gateway"
         values: dict[str, Any] = {"cert_file": folder / "server.pem", "key_file": folder / "server.key"}
         if os.environ.get("HUB_GATEWAY_IN_PROCESS", "").strip().lower() in ("0", "false", "no", "off"):
             values["in_process"] = False
+        batches = os.environ.get("HUB_GATEWAY_BATCHES", "").strip()
+        if batches.isdigit() and int(batches) > 0:
+            values["batches"] = int(batches)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

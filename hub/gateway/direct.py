@@ -198,10 +198,9 @@ class GatewayWorker(Worker):
 
 
 class _Lane:
-    """Up to ``concurrency`` batches at a time: requests arriving while they run wait for the next one (up to
-    ``MAX_BATCH`` each), so batches grow with the load. Two by default: while one batch waits for PostgreSQL or
-    the broker's confirms, the next one is examined (HTTP clients wait for their answers, unlike a queue's
-    backlog, so the time a batch spends in I/O is time every waiting client loses)."""
+    """Up to ``concurrency`` batches at a time (``GatewaySettings.batches``, default one, as the workers run):
+    requests arriving while they run wait for the next one (up to ``MAX_BATCH`` each), so batches grow with the
+    load and their fixed costs amortise."""
 
     def __init__(
         self, name: str, handle: Callable[[list[Incoming]], Awaitable[None]], direct: Direct, concurrency: int
@@ -249,7 +248,7 @@ class Direct:
         urgent: AbstractTransport,
         mailbox: Mailbox,
         *,
-        concurrency: int = 2,
+        concurrency: int = 1,
     ) -> None:
         self.settings = settings
         self.mailbox = mailbox
