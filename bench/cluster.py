@@ -213,6 +213,15 @@ async def main() -> int:
         )
         print(f"publish errors retried by the sender: {traffic.broker_errors}; A before the stop {a_before}")
         ok = not lost and not stray and evidence.startswith("ok") and while_down > 0 and b_down > 0 and codes == [0, 0]
+        checks = {
+            "nothing lost": not lost and not stray,
+            "the evidence chain verifies": evidence.startswith("ok"),
+            "messages delivered while node 1 was down": while_down > 0,
+            "instance B decided while node 1 was down": b_down > 0,
+            "both hub run instances exited 0 on SIGTERM": codes == [0, 0],
+        }
+        for what, passed in checks.items():
+            print(f"{'✔' if passed else '✘ FAILED'} {what}")
         print(
             f"cluster_lost={lost + len(stray)} cluster_sent={len(traffic.confirmed)} "
             f"cluster_delivered_while_down={while_down}"

@@ -109,14 +109,17 @@ def _cluster() -> sc.Row | None:
     row = next((line for line in out if line.startswith("| 3 RabbitMQ nodes")), "")
     cells = [c.strip() for c in row.strip("|").split("|")] if row else []
     ok = done.returncode == 0 and len(cells) >= 8
+    if not ok:  # what the bench said (its table row, its checks), not the client library's reconnect noise
+        said = [line for line in out if not line.startswith((" ", "Traceback"))][-12:]
+        print("  bench/cluster.py failed:\n    " + "\n    ".join(said), flush=True)
     return sc.Row(
         fault="cluster: 3 nodes, quorum, 2 instances, node 1 stopped 集群节点停止",
         sent=int(fields.get("cluster_sent", 0)),
         delivered=int(cells[2]) if ok else 0,
         duplicates=int(cells[3]) if ok else 0,
-        lost=int(fields.get("cluster_lost", 0)) if ok else max(1, int(fields.get("cluster_lost", 1))),
+        lost=int(fields.get("cluster_lost", 1)),
         visible=0,
-        evidence=cells[7] if ok else "FAILED " + (done.stdout + done.stderr)[-300:],
+        evidence=cells[7] if ok else f"FAILED (exit {done.returncode}; the bench's lines above)",
         seconds=time.monotonic() - t,
     )
 
