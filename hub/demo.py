@@ -635,6 +635,14 @@ async def summary(demo: Demo, pool: Any, *, inbox: str, waiting: int) -> None:
         checkpoints = await conn.fetchval("SELECT count(*) FROM evidence WHERE kind = 'checkpoint'")
         refused = await conn.fetchval("SELECT count(*) FROM intake_rejections")
         receipts = await conn.fetch("SELECT kind, count(*) AS n FROM receipts GROUP BY kind ORDER BY kind")
+        # What the process engine sent (hub-signed, through the pipeline like any message) and what needs a person.
+        hub_system = await conn.fetchval("SELECT hub_system FROM directory_versions ORDER BY version DESC LIMIT 1")
+        process_msgs = await conn.fetchval("SELECT count(*) FROM messages WHERE sender_system = $1", hub_system)
+        process_dels = await conn.fetchval(
+            "SELECT count(*) FROM deliveries d JOIN messages m USING (message_id) WHERE m.sender_system = $1",
+            hub_system,
+        )
+        alarms = await conn.fetchval("SELECT count(*) FROM process_alarms WHERE cleared_at IS NULL")
 
     def fmt(rows: Sequence[Any], names: dict[str, str]) -> str:
         return " · ".join(f"{names.get(r['state'], r['state'])} {r['state']} {r['n']}" for r in rows) or "—"
@@ -644,6 +652,11 @@ async def summary(demo: Demo, pool: Any, *, inbox: str, waiting: int) -> None:
     out(f"    投递 deliveries    {fmt(dels, _DELIVERY_STATES)}")
     out("    回执 answers       " + (" · ".join(f"{r['kind']} {r['n']}" for r in receipts) or "—"))
     out(f"    验签前拒收 refused before the signature could be trusted: {refused}")
+    out(
+        f"    流程 processes     枢纽发出的流程报文 {process_msgs} 条（投递 {process_dels} 次），"
+        f"未解除告警 {alarms} 条 hub-sent process messages {process_msgs} (deliveries {process_dels}), "
+        f"open alarms {alarms}"
+    )
     out(f"    证据链 evidence    {evidence} 条记录 records，{checkpoints} 个签名检查点 signed checkpoints")
     s = demo.settings
     out("  位置 where things are:")

@@ -114,7 +114,9 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def answers_to(hub: Any, system: str, ref: str) -> list[Any]:
-    return [d for d in hub.delivered(system) if d.context.ref_to == ref]
+    """The video system's answers to a booking (its meeting.notice or delivery.refusal), not the hub's process notices
+    about it (hub.notice meeting-refused, which the meetings process sends when the hub's register refuses it)."""
+    return [d for d in hub.delivered(system) if d.context.ref_to == ref and d.context.service != "hub.notice"]
 
 
 async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
@@ -134,9 +136,12 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
         branch_clients = {s: await hub.client(s) for s in BRANCHES}
         proc = AdapterProcess("video_conference", cfg, env={}, log=work / "video_conference.log")
         await proc.start()
-        # a slot of its own each run (the demo's hub may have run before): tomorrow 09:00 + a random minute offset
-        start = (datetime.now(CST) + timedelta(days=1)).replace(hour=9, minute=0, second=0, microsecond=0)
-        start += timedelta(days=uuid.uuid4().int % 300)
+        # a slot of its own each run (the demo's hub may have run before, and the hub's meetings register holds the
+        # branch venues' rooms of every earlier booking): a working hour between 08:00 and 16:00 of one of the next
+        # 600 days
+        tag = uuid.uuid4().int
+        start = (datetime.now(CST) + timedelta(days=1)).replace(hour=8, minute=0, second=0, microsecond=0)
+        start += timedelta(days=tag % 600, hours=(tag >> 32) % 9)
         title = "延边州冬春季森林草原防火工作视频调度会"
 
         # 1. booked on the platform; the booker and the branch venues get meeting.notice
