@@ -17,6 +17,29 @@ from hub.settings import PROJECT_ROOT, Settings
 ADMIN_DSN = os.environ.get("HUB_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+#: A test that runs longer than this fails with every thread's stack on stderr, instead of holding ``make test`` (and
+#: CI) until its overall limit; the slowest tests take about a minute (HUB_TEST_TIMEOUT_S to change it).
+TEST_TIMEOUT_S = int(os.environ.get("HUB_TEST_TIMEOUT_S", "420"))
+
+
+@pytest.fixture(autouse=True)
+def _test_timeout() -> Iterator[None]:
+    import faulthandler
+    import signal
+
+    def expired(signum: int, frame: object) -> None:
+        faulthandler.dump_traceback(all_threads=True)
+        raise TimeoutError(f"the test ran longer than {TEST_TIMEOUT_S} s (HUB_TEST_TIMEOUT_S)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(TEST_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture(autouse=True)
 def _root_logger_restored() -> Iterator[None]:
     """A command run in-process (``hub.cli.main([...])``) calls ``hub.logs.setup``, which points the root logger at
