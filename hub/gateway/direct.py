@@ -217,9 +217,16 @@ class _Lane:
         if len(self._tasks) < self._concurrency:
             task = asyncio.get_running_loop().create_task(self._drain())
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_buffer()
+        finally:  # at once, not in a done callback: a request added after the loop ended must start a new task
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)  # type: ignore[arg-type]
+
+    async def _drain_buffer(self) -> None:
         while self._buffer:
             batch = self._buffer[:MAX_BATCH]
             del self._buffer[:MAX_BATCH]
