@@ -426,10 +426,16 @@ def kill_workers(times: int) -> Harm:
         hub_pid = run.proc.pid
         killed: list[int] = []
         step = run.step or max(1, run.n // (times + 2))
+        seen: list[int] = []
+
+        def two_workers() -> bool:  # one read of /proc, kept: a second read may catch a replacement mid-spawn
+            seen[:] = workers_of(hub_pid)
+            return len(seen) == 2
+
         for k in range(times):
             await run.progress(step)
-            await run.until("two workers", lambda: len(workers_of(hub_pid)) == 2)
-            victim = workers_of(hub_pid)[k % 2]
+            await run.until("two workers", two_workers)
+            victim = seen[k % 2]
             os.kill(victim, signal.SIGKILL)
             killed.append(victim)
         await run.until(
