@@ -75,6 +75,8 @@ class _Box:
     out: dict[str, InboxItem] = field(default_factory=dict)
     waiters: dict[str, deque[asyncio.Future[Answer]]] = field(default_factory=dict)
     consumer: AbstractConsumer | None = None
+    #: The system's other queues (with quorum queues, its urgent lane): consumed into the same box.
+    more: list[AbstractConsumer] = field(default_factory=list)
 
 
 class Mailbox:
@@ -110,11 +112,23 @@ class Mailbox:
                 return
             if box is None:
                 box = self._boxes[system] = _Box(system)
-            queue = self.transport.names.system_queue(system)
+            # Every queue of the system: one with classic queues; with quorum queues its urgent lane first.
+            *urgent, queue = self.transport.names.system_queues(system)
 
             async def handle(batch: list[Incoming]) -> None:
                 await self._handle(box, batch)
 
+            for lane in urgent:
+                box.more.append(
+                    await self.transport.consume(
+                        lane,
+                        handle,
+                        prefetch=self.prefetch,
+                        max_batch=self.prefetch,
+                        linger=0.0,
+                        concurrency=self.prefetch,
+                    )
+                )
             box.consumer = await self.transport.consume(
                 queue, handle, prefetch=self.prefetch, max_batch=self.prefetch, linger=0.0, concurrency=self.prefetch
             )
@@ -273,7 +287,11 @@ class Mailbox:
                 await self._sweeper
         loop = asyncio.get_running_loop()
         # Cancel the subscriptions first (each stop waits for its open batches, which the requeue below settles).
-        stops = [loop.create_task(b.consumer.stop(drain=False)) for b in self._boxes.values() if b.consumer is not None]
+        stops = [
+            loop.create_task(c.stop(drain=False))
+            for b in self._boxes.values()
+            for c in ([b.consumer] if b.consumer is not None else []) + b.more
+        ]
         await asyncio.sleep(0)
         for box in self._boxes.values():
             for fut in (f for waiting in box.waiters.values() for f in waiting):
