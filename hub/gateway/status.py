@@ -7,7 +7,8 @@ gateway itself: by the code's family, the specific codes first::
     MSG_DUPLICATE                                   409
     ENV_* SCHEMA_* SIG_* MSG_*                      400   invalid (not well-formed, not schema-valid, badly signed,
                                                           expired or dated in the future)
-    ROUTE_* GATE_* CERT_*                           403   refused by a route, the classification gate or the PKI
+    ROUTE_* GATE_* CERT_* LANE_*                    403   refused by a route, the classification gate, the PKI or
+                                                          the emergency lane's entitlement
     DELIVERY_* STORE_* AMQP_*                       503   the broker or the database is unavailable
     GATEWAY_*                                       see GATEWAY_STATUS
     anything else (INTERNAL, CONFIG …)              500
@@ -56,6 +57,7 @@ FAMILY_STATUS: Final[dict[str, int]] = {
     "ROUTE": 403,
     "GATE": 403,
     "CERT": 403,
+    "LANE": 403,
     "DELIVERY": 503,
     "STORE": 503,
     "AMQP": 503,

@@ -131,3 +131,11 @@ def test_hub_run_gateway_without_a_server_certificate_touches_nothing(
     assert main(["run", "--gateway", "--workers", "1"]) == 2
     err = capsys.readouterr().err
     assert "CONFIG" in err and str(tmp_path / "pki" / "gateway" / "server.pem") in err
+
+
+def test_a_refusal_of_the_emergency_lane_is_403() -> None:
+    """LANE_NOT_ENTITLED (an ordinary message in the emergency lane) is a policy refusal, like a route's: 403, not the
+    500 an unknown family gets."""
+    from hub.gateway.status import status_for_code
+
+    assert status_for_code("LANE_NOT_ENTITLED") == 403
