@@ -18,13 +18,13 @@ polls, so this part uses the county desk as the applicant's channel; the process
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from hub.processes.demo_kit import pass_now as _pass
+from hub.processes.demo_kit import until as _until
 from hub.processes.engine import CN_TZ
 
 PORTAL, APPROVAL, PROVINCE = "prov-220000-portal", "prov-220000-approval", "11220000013544357T"
@@ -108,28 +108,6 @@ def _of(hub: Any, system: str, service: str, case: str) -> list[Any]:
         if getattr(m, "case_number", None) == case or getattr(m, "case_ref", None) == case:
             found.append(d)
     return found
-
-
-async def _pass(hub: Any) -> None:
-    """One engine pass at the real time beside the running hub's own engine (the feed is shared)."""
-    from hub.processes.runner import open_engine
-
-    engine, close = await open_engine(hub.settings)
-    try:
-        await engine.run_once()
-    finally:
-        await close()
-
-
-async def _until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.2)
 
 
 async def _case(hub: Any, case: str) -> Any:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from hub.processes.demo_kit import pass_now as _pass
+from hub.processes.demo_kit import until as _until
 from hub.processes.engine import CN_TZ
 
 SENDER = ("city-220100-oa", "11220100013544550M")  # 长春市林业局
@@ -68,28 +69,6 @@ def notices(hub: Any, system: str, kind: str, refers_to: str) -> list[Any]:
         for d in hub.delivered(system)
         if d.context.service == "hub.notice" and d.message.kind == kind and d.message.refers_to == refers_to
     ]
-
-
-async def _pass(hub: Any) -> None:
-    """One engine pass at the real time beside the running hub's own engine (the feed is shared)."""
-    from hub.processes.runner import open_engine
-
-    engine, close = await open_engine(hub.settings)
-    try:
-        await engine.run_once()
-    finally:
-        await close()
-
-
-async def _until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.2)
 
 
 async def _row(hub: Any, sql: str, *args: Any) -> Any:

@@ -14,14 +14,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from hub.processes.demo_kit import notices as _notices
+from hub.processes.demo_kit import pass_now as _pass
+from hub.processes.demo_kit import until as _until
 from hub.processes.engine import CN_TZ
 
 SENDER, SENDER_AGENCY = "county-220122-oa", "11220122013550216R"  # 农安县林业局
@@ -99,36 +100,6 @@ def update(alert_id: str, incident: str, *, kind: str = "closing", level: str = 
             name="王建国", agency_name="农安县林业局", agency_code=SENDER_AGENCY, phone="0431-83221119"
         ),
     )
-
-
-def _notices(hub: Any, system: str, kind: str, refers_to: str) -> list[Any]:
-    return [
-        d
-        for d in hub.delivered(system)
-        if d.context.service == "hub.notice" and d.message.kind == kind and d.message.refers_to == refers_to
-    ]
-
-
-async def _pass(hub: Any) -> None:
-    """One engine pass at the real time beside the running hub's own engine."""
-    from hub.processes.runner import open_engine
-
-    engine, close = await open_engine(hub.settings)
-    try:
-        await engine.run_once()
-    finally:
-        await close()
-
-
-async def _until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.2)
 
 
 async def _acked(hub: Any, alert_id: str, agency: str) -> bool:

@@ -15,26 +15,19 @@ simulated platform). ``hub`` is ``adapters.sdk.testing.TestHub`` joined to a run
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from hub.processes.demo_kit import notices as _notices
+from hub.processes.demo_kit import pass_now as _pass
+from hub.processes.demo_kit import until as _until
 from hub.processes.engine import CN_TZ
 
 VIDEO, PROVINCE = "prov-220000-video", "11220000013544357T"
 BOOKER = "county-222404-oa"
 YANBIAN, DUNHUA = "city-222400-oa", "county-222403-oa"
-
-
-def _notices(hub: Any, system: str, kind: str, refers_to: str) -> list[Any]:
-    return [
-        d
-        for d in hub.delivered(system)
-        if d.context.service == "hub.notice" and d.message.kind == kind and d.message.refers_to == refers_to
-    ]
 
 
 async def _state(hub: Any, booking_id: str) -> str | None:
@@ -56,17 +49,6 @@ async def _free_morning(hub: Any, earliest: Any) -> datetime:
     return datetime(day.year, day.month, day.day, 9, 0, tzinfo=CN_TZ)
 
 
-async def _pass(hub: Any) -> None:
-    """One engine pass at the real time beside the running hub's own engine (every process: the feed is shared)."""
-    from hub.processes.runner import open_engine
-
-    engine, close = await open_engine(hub.settings)
-    try:
-        await engine.run_once()
-    finally:
-        await close()
-
-
 async def _timers_at(hub: Any, at: datetime) -> None:
     """Fire the meetings process's timers due by ``at`` (a later time) and publish what they send. Only this
     process's: the other processes' deadlines in the demo's hub are left to their own time."""
@@ -85,17 +67,6 @@ async def _timers_at(hub: Any, at: datetime) -> None:
         await later.publish_once()
     finally:
         await close()
-
-
-async def _until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.2)
 
 
 async def demo(hub: Any, say: Callable[[str], None]) -> list[str]:
