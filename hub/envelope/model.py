@@ -132,8 +132,9 @@ class Recipient(NamedTuple):
 
 def _ts(text: str | None) -> datetime:
     assert text is not None
-    # XSD guarantees a timezone; fromisoformat accepts 'Z' since Python 3.11.
-    return datetime.fromisoformat(text)
+    # XSD guarantees a timezone; fromisoformat accepts 'Z' since Python 3.11. xs:dateTime collapses whitespace, so
+    # the schema admits " 2026-…+08:00 " and means the value without the spaces (fromisoformat refuses them).
+    return datetime.fromisoformat(text.strip())
 
 
 @dataclass(frozen=True, slots=True)

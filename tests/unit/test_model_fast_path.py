@@ -39,3 +39,16 @@ def test_from_header_equals_the_constructor(path) -> None:  # type: ignore[no-un
             assert (r.agency, r.system, r.group) == (el.get("code"), el.get("system"), None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         env.message_id = "x"  # type: ignore[misc]
+
+
+def test_a_timestamp_with_the_spaces_xsd_collapses_reads_as_its_value(registry) -> None:  # type: ignore[no-untyped-def]
+    """xs:dateTime collapses whitespace: the schema admits ``<Expires>2026-…+08:00 </Expires>`` and the model reads the
+    value without the space (it raised ValueError, refused as INTERNAL, found by tests/hostile/test_mutations.py)."""
+    data = (PROJECT_ROOT / "schemas/services/document.official/1/samples/valid/typical-notice.xml").read_bytes()
+    root = parse(data)
+    plain = Envelope.from_tree(root)
+    expires = root[0].find(qn("Expires"))
+    assert expires is not None and expires.text is not None
+    expires.text = f" {expires.text} "
+    registry.validate(root)  # the schema admits it
+    assert Envelope.from_tree(root).expires == plain.expires
