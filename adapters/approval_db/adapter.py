@@ -59,6 +59,9 @@ log = logging.getLogger("adapters.approval_db")
 
 adapter = Adapter(SYSTEM)
 
+#: The hub's own system id (the directory's hub-system; hub.trust.pki.HUB_SYSTEM — an adapter imports only the SDK).
+HUB_SYSTEM = "hub"
+
 
 # ---------------------------------------------------------------------------------------------- settings
 
@@ -175,8 +178,6 @@ async def on_notice(msg: HubNotice, ctx: Context) -> None:
     """枢纽通知 → one hub_notices row (linked to the desk's application for an approval-* notice about one of its
     cases), committed with the message id. Only the hub's own notices are recorded: the signed sender and the
     certificate that signed the content must both be the hub's."""
-    from hub.trust.pki import HUB_SYSTEM
-
     if ctx.sender.system != HUB_SYSTEM or (ctx.originator is not None and ctx.originator.system != HUB_SYSTEM):
         raise Reject(
             "APPROVAL_NOTICE_NOT_FROM_HUB",

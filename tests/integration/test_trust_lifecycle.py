@@ -428,7 +428,9 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
 
     inbox = Inbox(
         s,
-        SimpleNamespace(names=SimpleNamespace(system_queue=lambda system: system)),
+        SimpleNamespace(
+            names=SimpleNamespace(system_queue=lambda system: system, system_queues=lambda system: (system,))
+        ),
         "county-220182-oa",
         verifier=Verifier(TrustStore.load(pki_dir)),
         registry=SchemaRegistry(s.schemas_dir),

@@ -191,10 +191,13 @@ def test_an_adapter_imports_only_the_sdk_of_the_project(name: str) -> None:
     """Adapter code imports ``adapters.sdk`` (and its own package), never the hub's internals: what it needs of the
     hub is the SDK's public surface."""
     own = ".".join(name.split(".")[:2])
+    # An adapter's demo part plays the operator's side too (it joins the demo's hub, and may run an engine pass
+    # there), so it may reach the hub; the adapter itself may not.
+    demo = name.endswith(".demo")
     bad = [
         f"{imported} (line {line})"
         for imported, line in imports_of(name, _adapter_modules()[name])
-        if _within(imported, ("hub",))
+        if (_within(imported, ("hub",)) and not demo)
         or (_within(imported, ("adapters",)) and not _within(imported, ("adapters.sdk", own)))
     ]
     assert not bad, f"{name} imports {', '.join(bad)}"
