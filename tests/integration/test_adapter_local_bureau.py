@@ -321,7 +321,7 @@ async def test_sigkill_mid_stream_each_way_exactly_once_and_desk_down(tmp_path: 
                     )
                 )
                 alert_ids |= {r.message_id for r in more}
-                await until(lambda: bureau.refused_while_down >= 3, 30, "refused deliveries (desk down)", proc)
+                await until(lambda: bureau.refused_while_down >= 3, 90, "refused deliveries (desk down)", proc)
                 bureau.up()
                 await asyncio.wait_for(asyncio.gather(*tasks), 120)
             await until(lambda: alert_ids <= set(bureau.desk), 120, "every alert at the desk", proc)

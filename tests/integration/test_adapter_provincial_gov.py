@@ -267,7 +267,7 @@ async def test_sigkill_mid_stream_each_way_exactly_once_and_oa_down(tmp_path: Pa
                 await proc.start()
                 # the OA goes down for a while, then comes back
                 oa.down()
-                await until(lambda: oa.refused_while_down >= 3, 30, "refused callbacks (OA down)", proc)
+                await until(lambda: oa.refused_while_down >= 3, 90, "refused callbacks (OA down)", proc)
                 oa.up()
                 await asyncio.wait_for(asyncio.gather(*tasks), 120)
             await until(lambda: out_ids <= set(oa.received), 120, "every document at the OA", proc)
