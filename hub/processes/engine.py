@@ -390,6 +390,27 @@ def _iso(t: datetime) -> str:
     return t.astimezone(CN_TZ).isoformat(timespec="seconds")
 
 
+def _transient(exc: BaseException) -> bool:
+    """A failure of the database or the broker (not of the step's logic): the step must run again, not be skipped."""
+    import asyncpg
+
+    from hub.errors import HubError
+
+    if isinstance(exc, HubError):
+        return bool(getattr(exc, "transient", False))
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.QueryCanceledError
+        | asyncpg.exceptions.InsufficientResourcesError
+        | asyncpg.exceptions.DeadlockDetectedError
+        | asyncpg.exceptions.SerializationError
+        | asyncpg.InterfaceError
+        | ConnectionError
+        | TimeoutError,
+    )
+
+
 _FEED = """
 SELECT e.seq, m.message_id::text AS message_id, m.service, m.version, m.sender_agency, m.sender_system, m.urgency,
        m.classification_label, m.created, m.received_at, m.conversation_id::text AS conversation_id,
@@ -536,6 +557,8 @@ class ProcessEngine:
                 async with conn.transaction():
                     await fn(Tx(self, conn, p.name, now), arg)
             except Exception as exc:
+                if _transient(exc):  # the store or the broker away: roll the lot back, the next pass retries it
+                    raise
                 log.exception("process %s failed on %s (%s)", p.name, ref, type(exc).__name__)
                 await Tx(self, conn, p.name, now).alarm(
                     "PROCESS_FAILED",

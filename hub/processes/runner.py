@@ -91,7 +91,8 @@ async def _answers(engine: ProcessEngine, batch: list[Incoming]) -> None:
     for m in batch:
         try:
             reply = read_reply(Envelope.from_tree(parse(m.body, max_bytes=engine.max_bytes)))
-        except HubError:
+        except Exception:  # an answer it cannot read must not stop the others being acknowledged
+            log.exception("could not read an answer to a process message")
             reply = None
         if reply is not None and reply.kind == "error":
             refused.append(reply)
