@@ -28,7 +28,14 @@ def _test_timeout() -> Iterator[None]:
     import signal
 
     def expired(signum: int, frame: object) -> None:
+        import sys
+
         faulthandler.dump_traceback(all_threads=True)
+        loop = asyncio._get_running_loop()  # the test's own loop, when it hangs in an await
+        if loop is not None:
+            for task in asyncio.all_tasks(loop):
+                print(f"--- asyncio task {task.get_name()}: {task.get_coro()!r}", file=sys.stderr)
+                task.print_stack(limit=12, file=sys.stderr)
         raise TimeoutError(f"the test ran longer than {TEST_TIMEOUT_S} s (HUB_TEST_TIMEOUT_S)")
 
     previous = signal.signal(signal.SIGALRM, expired)

@@ -31,11 +31,22 @@ class _PgBatch:
 
 
 class PgStore:
-    """``Store`` on an asyncpg pool. Connections the batches hold between them: one per batch in flight."""
+    """``Store`` on an asyncpg pool. Between batches it keeps at most ``MAX_SPARE`` connection out of the pool for
+    the next batch; every other one goes back to the pool.
+
+    Keeping one per batch that was ever in flight starved the pool: after four concurrent emergency batches the
+    worker's pool (four connections) sat empty in the spare list, a fifth batch and the background jobs waited on
+    ``pool.acquire()`` for ever while the connections they needed lay idle here, and the normal lane (which waits
+    for the emergency batches) stopped with them."""
+
+    #: Connections kept between batches: the normal lane runs one batch at a time per worker.
+    MAX_SPARE = 1
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self._spare: list[Any] = []
+        #: This store's batches waiting in ``pool.acquire()``: a connection given back then goes to the pool.
+        self._waiting = 0
 
     async def _connection(self) -> Any:
         """A spare connection (unless the server has closed it since), else one from the pool."""
@@ -44,13 +55,17 @@ class PgStore:
             if not conn.is_closed():
                 return conn
             await self.pool.release(conn)
-        async with translated("connecting"):
-            return await self.pool.acquire()
+        self._waiting += 1
+        try:
+            async with translated("connecting"):
+                return await self.pool.acquire()
+        finally:
+            self._waiting -= 1
 
     async def _give_back(self, conn: Any, *, healthy: bool) -> None:
-        """Keep a connection for the next batch; one that saw a failure goes back to the pool, which replaces it
-        when it is broken."""
-        if healthy and not conn.is_closed():
+        """Keep a connection for the next batch when none is kept and no batch of this store waits for the pool;
+        otherwise, and when it saw a failure (the pool replaces a broken one), it goes back to the pool."""
+        if healthy and not conn.is_closed() and len(self._spare) < self.MAX_SPARE and not self._waiting:
             self._spare.append(conn)
         else:
             await self.pool.release(conn)

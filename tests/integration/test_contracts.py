@@ -140,6 +140,34 @@ async def test_outcomes_come_back_in_the_order_given(store: Store) -> None:
     assert [o.message_id for o in outcomes] == [r.message_id for r in recs]
 
 
+async def test_more_batches_than_connections_never_starve_the_pool(pg_dsn: str) -> None:
+    """Five batches at once on a pool of two connections, three rounds, then the pool itself (as the worker's
+    background jobs use it): every one gets a connection. The store once kept every connection a batch had used,
+    so the pool sat empty in its spare list and the third batch waited on ``pool.acquire()`` for ever (the hang of
+    the adapter crash tests: four emergency batches at once in a worker with four connections)."""
+    from hub.store.batch import PgStore
+    from hub.store.db import create_pool
+
+    pool = await create_pool(pg_dsn, min_size=1, max_size=2)
+    store = PgStore(pool)
+    try:
+
+        async def one() -> None:
+            async with store.batch() as b:
+                await b.record([_record()])
+                await asyncio.sleep(0.05)  # the batches overlap
+
+        for _ in range(3):
+            await asyncio.wait_for(asyncio.gather(*(one() for _ in range(5))), 10)
+        assert len(store._spare) <= PgStore.MAX_SPARE
+        async with asyncio.timeout(5):  # a background job's own connection
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("select 1") == 1
+    finally:
+        await store.close()
+        await pool.close()
+
+
 # ------------------------------------------------------------------------------------------------ the transport
 
 
