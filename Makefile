@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 #: The transport and pipeline integration tests, run a second time by `make test` with HUB_AMQP_FAST=0 (aiormq's
 #: own code paths only: hub/transport/_aiormq_fast.py switched off).
+TEST_WORKERS ?= 2
 FAST_OFF_TESTS := tests/integration/test_transport.py tests/integration/test_pipeline.py tests/integration/test_crash.py
 
 .PHONY: demo demo-stop test check install lock services clean bench faults
@@ -40,10 +41,12 @@ demo: install services
 	$(BIN)/python -m hub.demo
 
 ## make test: the whole suite (unit, integration against the real RabbitMQ and PostgreSQL, e2e), then the transport
-## and pipeline integration tests again with the AMQP fast paths off.
+## and pipeline integration tests again with the AMQP fast paths off. Two pytest-xdist workers (TEST_WORKERS=N to
+## change; 0 runs in this process): each has its own database, RabbitMQ namespace and temporary directories and
+## takes whole test files (a module's tests share its fixtures and run in their order).
 test: install services
-	$(BIN)/python -m pytest -q -p no:cacheprovider
-	HUB_AMQP_FAST=0 $(BIN)/python -m pytest -q -p no:cacheprovider $(FAST_OFF_TESTS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+	HUB_AMQP_FAST=0 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(FAST_OFF_TESTS)
 
 ## make check: lint, format and types.
 check: install

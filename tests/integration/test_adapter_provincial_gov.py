@@ -225,6 +225,9 @@ async def test_bad_input_refused_over_tls_and_nothing_sent(tmp_path: Path) -> No
 
 
 N = 500
+#: Documents sent while the OA is down: its callbacks are then certainly refused (the first N may all have reached
+#: the OA by the time it goes down).
+EXTRA = 20
 
 
 @pytest.mark.integration
@@ -267,11 +270,15 @@ async def test_sigkill_mid_stream_each_way_exactly_once_and_oa_down(tmp_path: Pa
                 await proc.start()
                 # the OA goes down for a while, then comes back
                 oa.down()
+                more = await asyncio.gather(
+                    *(prov.send(_to_gov_document(N + i), to=to(GOV, SYSTEM)) for i in range(EXTRA))
+                )
+                out_ids |= {r.message_id for r in more}
                 await until(lambda: oa.refused_while_down >= 3, 90, "refused callbacks (OA down)", proc)
                 oa.up()
                 await asyncio.wait_for(asyncio.gather(*tasks), 120)
             await until(lambda: out_ids <= set(oa.received), 120, "every document at the OA", proc)
-            assert len(oa.received) == N and set(oa.received) == out_ids
+            assert len(oa.received) == N + EXTRA and set(oa.received) == out_ids
             assert all(oa.received[m].service.startswith("document.official") for m in out_ids)
             city = await hub.client(CITY)
             want = {message_id(f"K-{i}") for i in range(N)}
