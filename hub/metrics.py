@@ -52,6 +52,7 @@ __all__ = [
     "GATEWAY_REQUESTS",
     "HEARTBEAT",
     "HEARTBEAT_EVERY_S",
+    "LANE_MOVED",
     "LATENCY",
     "MESSAGES",
     "MULTIPROC_ENV",
@@ -75,6 +76,10 @@ OUTCOMES = ("accepted", "rejected", "quarantined", "duplicate")
 
 MESSAGES = Counter("hub_messages", "Messages examined and finished by the pipeline, by outcome", ["outcome"])
 DEFERRED = Counter("hub_messages_deferred", "Messages put on the retry queues or dead-lettered by a transient failure")
+LANE_MOVED = Counter(
+    "hub_emergency_lane_moved",
+    "Emergency-lane messages of a publisher over its quota, moved unread to the normal lane (hub.pipeline.lanes)",
+)
 REJECTIONS = Counter("hub_rejections", "Rejected messages by error code", ["code"])
 DELIVERIES = Counter("hub_deliveries", "Deliveries published to recipient systems")
 #: Seconds; fine at the low end, where a healthy hub's batches are (tens of milliseconds).

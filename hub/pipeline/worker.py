@@ -41,8 +41,9 @@ from typing import TYPE_CHECKING, Any, cast
 from hub.errors import DeliveryError, HubError
 from hub.logs import flush as flush_logs
 from hub.logs import log_decisions
-from hub.metrics import DEFERRED, count_batch, heartbeat
+from hub.metrics import DEFERRED, LANE_MOVED, count_batch, heartbeat
 from hub.pipeline.decide import outgoing_of, plan_of, records_of
+from hub.pipeline.lanes import LaneQuota
 from hub.pipeline.processor import Accepted, Processor, Rejected
 from hub.settings import Settings
 from hub.store.records import ReceiptRecord, RecordOutcome
@@ -127,6 +128,9 @@ class Worker:
         self._urgent = 0
         self._urgent_idle = asyncio.Event()
         self._urgent_idle.set()
+        #: Each publisher's share of the emergency lane: what it sends over it is moved unread to the normal lane.
+        self.lane_quota = LaneQuota()
+        self._lane_logged_at = float("-inf")
 
     # ------------------------------------------------------------------ start-up
 
@@ -253,7 +257,11 @@ class Worker:
     # ------------------------------------------------------------------ the batch
 
     async def handle_urgent(self, batch: list[Incoming]) -> None:
-        """An emergency-lane batch: normal batches in this process pause their examination until it is done."""
+        """An emergency-lane batch: what a publisher sends over its quota is moved unread to the normal lane
+        (``hub.pipeline.lanes``); normal batches in this process pause their examination until the rest is done."""
+        batch = await self._within_lane_quota(batch)
+        if not batch:
+            return
         self._urgent += 1
         self._urgent_idle.clear()
         try:
@@ -262,6 +270,44 @@ class Worker:
             self._urgent -= 1
             if not self._urgent:
                 self._urgent_idle.set()
+
+    async def _within_lane_quota(self, batch: list[Incoming]) -> list[Incoming]:
+        """The messages of ``batch`` within their publisher's emergency-lane quota; the others are moved to the
+        normal lane (published, then acknowledged here; if the broker is away they go back to the lane)."""
+        from hub.transport.topology import moved_lane_of
+
+        transport = self.urgent_transport
+        hub_user = transport.user
+        quota = self.lane_quota
+        keep: list[Incoming] = []
+        move: list[Incoming] = []
+        for m in batch:
+            publisher = m.publisher(hub_user)
+            if publisher is None and m.user_id is not None and m.user_id == hub_user:
+                keep.append(m)  # the hub's own (the process engine's): not counted
+            elif quota.take(publisher or ""):
+                keep.append(m)
+            else:
+                move.append(m)
+        if not move:
+            return keep
+        try:
+            await transport.publish_many([moved_lane_of(self.names, m, hub_user=hub_user) for m in move])
+        except DeliveryError:
+            await transport.nack(move, requeue=True)
+            return keep
+        await transport.ack(move)
+        LANE_MOVED.inc(len(move))
+        now = time.monotonic()
+        if now - self._lane_logged_at >= 10.0:  # a flood is one line every 10 s, with the totals so far
+            self._lane_logged_at = now
+            moved = sorted(quota.moved.items(), key=lambda kv: -kv[1])[:5]
+            log.warning(
+                "emergency lane: messages over their publisher's quota moved to the normal lane (so far: %s)",
+                ", ".join(f"{p or '?'} {n}" for p, n in moved),
+                extra={"moved_so_far": dict(moved)},
+            )
+        return keep
 
     async def handle(self, batch: list[Incoming], *, resume: bool = False, urgent: bool = False) -> None:
         started = time.perf_counter()
@@ -284,7 +330,7 @@ class Worker:
             items.append(
                 _Item(
                     m,
-                    examine(m.body, amqp_user=m.publisher(hub_user), lane=m.routing_key),
+                    examine(m.body, amqp_user=m.publisher(hub_user), lane=m.lane(hub_user)),
                     resume=resume or m.redelivered or m.attempt > 0,
                 )
             )

@@ -38,6 +38,7 @@ from hub.policy import DEFAULT_RETRY, RETRY_DELAYS_S, URGENCY_PRIORITY, Retry
 __all__ = [
     "ATTEMPT_HEADER",
     "LANES",
+    "LANE_HEADER",
     "MAX_PRIORITY",
     "ORIGIN_USER_HEADER",
     "PRIORITY",
@@ -87,6 +88,11 @@ ATTEMPT_HEADER: Final[str] = "x-hub-attempt"
 #: Header with the original publisher's AMQP user on a copy the hub re-published (trusted only when the copy's
 #: user_id is the hub's own user, which no agency system can set).
 ORIGIN_USER_HEADER: Final[str] = "x-hub-origin-user"
+
+#: Header with the lane a message was published in, on a copy the hub moved out of the emergency lane into the normal
+#: one (a publisher over its emergency-lane quota, ``hub.pipeline.lanes``): the copy is examined under the rules of
+#: the lane it was sent in. Trusted only on the hub's own copies, like ``x-hub-origin-user``.
+LANE_HEADER: Final[str] = "x-hub-lane"
 
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 #: The envelope XSD's SystemId pattern.

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from hub.policy import DEFAULT_RETRY, Retry
 from hub.transport.names import (
     ATTEMPT_HEADER,
+    LANE_HEADER,
     LANES,
     MAX_PRIORITY,
     ORIGIN_USER_HEADER,
@@ -59,6 +60,7 @@ __all__ = [
     "QueueSpec",
     "Topology",
     "dead_letter_of",
+    "moved_lane_of",
     "retry_of",
     "topology",
 ]
@@ -256,6 +258,15 @@ class Incoming:
             return str(origin) if origin else None
         return self.user_id
 
+    def lane(self, hub_user: str) -> str:
+        """The inbound lane this message was published in: its routing key, or for a copy the hub moved from the
+        emergency lane to the normal one (``moved_lane_of``) the lane recorded in ``x-hub-lane``."""
+        if self.user_id is not None and self.user_id == hub_user:
+            claimed = self.headers.get(LANE_HEADER)
+            if claimed in LANES:
+                return str(claimed)
+        return self.routing_key
+
 
 #: A batch handler: it must settle every message of the batch (ack, nack, or publish-then-ack). Messages it leaves
 #: unsettled when it raises are nacked with requeue and come back with ``redelivered=True``.
@@ -290,6 +301,30 @@ def retry_of(names: Names, msg: Incoming, *, hub_user: str, retry: Retry | None 
     return Outgoing(
         exchange=names.retry_exchange,
         routing_key=lane,
+        body=msg.body,
+        headers=headers,
+        priority=msg.priority,
+        message_id=msg.message_id or "",
+        user_id=hub_user,
+        correlation_id=msg.correlation_id,
+    )
+
+
+def moved_lane_of(names: Names, msg: Incoming, *, hub_user: str, to_lane: str = "normal") -> Outgoing:
+    """The Outgoing that moves ``msg`` unread from its lane to ``to_lane`` (the inbound exchange), remembering the
+    lane it was sent in (``x-hub-lane``, read back by ``Incoming.lane``) and its publisher (``x-hub-origin-user``),
+    as ``retry_of`` does: the copy is examined later under the rules of its own lane. Publish it, and ack ``msg``
+    once the publish is confirmed."""
+    headers = dict(msg.headers)
+    headers[LANE_HEADER] = msg.lane(hub_user)
+    origin = msg.publisher(hub_user)
+    if origin is None:
+        headers.pop(ORIGIN_USER_HEADER, None)
+    else:
+        headers[ORIGIN_USER_HEADER] = origin
+    return Outgoing(
+        exchange=names.inbound_exchange,
+        routing_key=to_lane,
         body=msg.body,
         headers=headers,
         priority=msg.priority,

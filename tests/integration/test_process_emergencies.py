@@ -306,6 +306,52 @@ async def test_an_ordinary_message_in_the_emergency_lane_is_refused_and_accepted
         await hub.close()
 
 
+async def test_a_system_flooding_the_emergency_lane_loses_its_place_not_its_messages(fresh_settings: Any) -> None:
+    """德惠 floods the emergency lane with 60 ordinary documents (its own RabbitMQ user), then 农安 sends an alert.
+    Over its quota (here 10 at once, then 1 a second) 德惠's messages are moved unread to the normal lane and examined
+    there under the emergency lane's rules: every one is still refused LANE_NOT_ENTITLED to 德惠 (nothing lost,
+    nothing decided differently), and 农安's alert is accepted and delivered."""
+    import dataclasses
+
+    from hub.pipeline.client import connect_as, outgoing
+    from hub.pipeline.lanes import LaneQuota
+    from hub.transport.users import provision
+
+    hub = await _hub(fresh_settings)
+    try:
+        assert hub.worker is not None
+        hub.worker.lane_quota = LaneQuota(rate_per_s=1.0, burst=10.0)
+        flood = []
+        for _ in range(60):
+            root = document(NEIGHBOUR, [Recipient.to(SENDER_AGENCY)])
+            data = hub.sign(NEIGHBOUR, root)
+            flood.append((Envelope.from_tree(parse(data)), data))
+        await provision(hub.settings, [(NEIGHBOUR, None)])
+        own = await connect_as(hub.settings, NEIGHBOUR)
+        try:
+            await own.publish_many(
+                [
+                    dataclasses.replace(outgoing(own, env, data, as_system=True), routing_key="emergency")
+                    for env, data in flood
+                ]
+            )
+        finally:
+            await own.close()
+        a = await _send(
+            hub, SENDER, alert(incident_number()).to_element(), "emergency.alert", [Recipient.to(CITY_AGENCY, CITY)]
+        )
+        got = await hub.drain(CITY, expect=1)
+        assert [e.message_id for _, e in got] == [a.message_id]
+        replies = await hub.inbox(NEIGHBOUR).replies_for([env.message_id for env, _ in flood], timeout=60)
+        assert len(replies) == 60
+        assert {(r.kind, r.outcome) for r in replies.values()} == {("error", "LANE_NOT_ENTITLED")}
+        moved = hub.worker.lane_quota.moved.get(hub.transport.names.user(NEIGHBOUR), 0)
+        assert 40 <= moved <= 50, hub.worker.lane_quota.moved  # 60 less the burst of 10 and the few seconds' tokens
+        assert await hub.depth(SENDER) == 0  # nothing of the flood was delivered
+    finally:
+        await hub.close()
+
+
 async def test_resends_fire_once_after_a_sigkill_and_with_two_engine_processes(
     fresh_settings: Any, tmp_path: Path
 ) -> None:
