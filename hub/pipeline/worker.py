@@ -257,57 +257,60 @@ class Worker:
     # ------------------------------------------------------------------ the batch
 
     async def handle_urgent(self, batch: list[Incoming]) -> None:
-        """An emergency-lane batch: what a publisher sends over its quota is moved unread to the normal lane
-        (``hub.pipeline.lanes``); normal batches in this process pause their examination until the rest is done."""
-        batch = await self._within_lane_quota(batch)
-        if not batch:
-            return
-        self._urgent += 1
-        self._urgent_idle.clear()
-        try:
-            await self.handle(batch, urgent=True)
-        finally:
-            self._urgent -= 1
-            if not self._urgent:
-                self._urgent_idle.set()
+        """An emergency-lane batch: normal batches in this process pause their examination until it is done. What
+        a publisher sent over its quota is moved unread to the normal lane afterwards (``hub.pipeline.lanes``)."""
+        keep, move = self._split_by_lane_quota(batch)
+        if keep:
+            self._urgent += 1
+            self._urgent_idle.clear()
+            try:
+                await self.handle(keep, urgent=True)
+            finally:
+                self._urgent -= 1
+                if not self._urgent:
+                    self._urgent_idle.set()
+        if move:
+            await self._move_to_normal_lane(move)
 
-    async def _within_lane_quota(self, batch: list[Incoming]) -> list[Incoming]:
-        """The messages of ``batch`` within their publisher's emergency-lane quota; the others are moved to the
-        normal lane (published, then acknowledged here; if the broker is away they go back to the lane)."""
-        from hub.transport.topology import moved_lane_of
-
-        transport = self.urgent_transport
-        hub_user = transport.user
+    def _split_by_lane_quota(self, batch: list[Incoming]) -> tuple[list[Incoming], list[Incoming]]:
+        """(within their publisher's emergency-lane quota, over it). The hub's own messages are not counted."""
+        hub_user = self.urgent_transport.user
         quota = self.lane_quota
         keep: list[Incoming] = []
         move: list[Incoming] = []
         for m in batch:
             publisher = m.publisher(hub_user)
             if publisher is None and m.user_id is not None and m.user_id == hub_user:
-                keep.append(m)  # the hub's own (the process engine's): not counted
+                keep.append(m)  # the hub's own (the process engine's)
             elif quota.take(publisher or ""):
                 keep.append(m)
             else:
                 move.append(m)
-        if not move:
-            return keep
+        return keep, move
+
+    async def _move_to_normal_lane(self, move: list[Incoming]) -> None:
+        """Publish ``move`` to the normal lane (``moved_lane_of``) on the normal lane's connection — a flood's moves
+        never share a connection, and the broker's flow control, with the alerts' deliveries — then acknowledge
+        them; if the broker is away they go back to the emergency lane."""
+        from hub.transport.topology import moved_lane_of
+
+        hub_user = self.urgent_transport.user
         try:
-            await transport.publish_many([moved_lane_of(self.names, m, hub_user=hub_user) for m in move])
+            await self.transport.publish_many([moved_lane_of(self.names, m, hub_user=hub_user) for m in move])
         except DeliveryError:
-            await transport.nack(move, requeue=True)
-            return keep
-        await transport.ack(move)
+            await self.urgent_transport.nack(move, requeue=True)
+            return
+        await self.urgent_transport.ack(move)
         LANE_MOVED.inc(len(move))
         now = time.monotonic()
         if now - self._lane_logged_at >= 10.0:  # a flood is one line every 10 s, with the totals so far
             self._lane_logged_at = now
-            moved = sorted(quota.moved.items(), key=lambda kv: -kv[1])[:5]
+            moved = sorted(self.lane_quota.moved.items(), key=lambda kv: -kv[1])[:5]
             log.warning(
                 "emergency lane: messages over their publisher's quota moved to the normal lane (so far: %s)",
                 ", ".join(f"{p or '?'} {n}" for p, n in moved),
                 extra={"moved_so_far": dict(moved)},
             )
-        return keep
 
     async def handle(self, batch: list[Incoming], *, resume: bool = False, urgent: bool = False) -> None:
         started = time.perf_counter()
