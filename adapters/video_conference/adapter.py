@@ -393,12 +393,20 @@ class NoticeOutbox:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         if self._conn is not None:
+            await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        # Under the lock: a statement a cancelled round started in another thread finishes first (closing a SQLite
+        # connection while another thread executes on it crashed the process with SIGSEGV on SIGTERM).
+        with self._lock:
             conn, self._conn = self._conn, None
-            await asyncio.to_thread(conn.close)
+            if conn is not None:
+                conn.close()
 
     def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
-            assert self._conn is not None
+            if self._conn is None:
+                raise RuntimeError("the adapter's store is closed (the adapter is stopping)")
             return self._conn.execute(sql, args).fetchall()
 
     async def _run(self) -> None:
