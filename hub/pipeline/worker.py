@@ -273,7 +273,8 @@ class Worker:
             await self._move_to_normal_lane(move)
 
     def _split_by_lane_quota(self, batch: list[Incoming]) -> tuple[list[Incoming], list[Incoming]]:
-        """(within their publisher's emergency-lane quota, over it). The hub's own messages are not counted."""
+        """(read in the lane, moved): a publisher without a token left (its messages the lane refused used them up) has
+        its messages moved. The hub's own messages are never moved."""
         hub_user = self.urgent_transport.user
         quota = self.lane_quota
         keep: list[Incoming] = []
@@ -282,7 +283,7 @@ class Worker:
             publisher = m.publisher(hub_user)
             if publisher is None and m.user_id is not None and m.user_id == hub_user:
                 keep.append(m)  # the hub's own (the process engine's)
-            elif quota.take(publisher or ""):
+            elif quota.allows(publisher or ""):
                 keep.append(m)
             else:
                 move.append(m)
@@ -337,6 +338,11 @@ class Worker:
                     resume=resume or m.redelivered or m.attempt > 0,
                 )
             )
+        if urgent:  # what the emergency lane refused costs its publisher a token of its quota (hub.pipeline.lanes)
+            quota = self.lane_quota
+            for it in items:
+                if isinstance(it.result, Rejected):
+                    quota.charge(it.msg.publisher(hub_user) or "")
         marks = [clock()]  # the end of each stage, for the decision lines' stages_ms
         try:
             async with self.store.batch() as store:

@@ -29,16 +29,26 @@ def _incoming(
     )
 
 
-def test_a_burst_then_the_rate_each_publisher_on_its_own() -> None:
+def test_refusals_spend_the_quota_accepted_messages_do_not() -> None:
     now = [0.0]
     q = LaneQuota(rate_per_s=2.0, burst=5.0, clock=lambda: now[0])
-    assert [q.take("a") for _ in range(7)] == [True] * 5 + [False] * 2
-    assert q.take("b")  # another publisher has its own bucket
-    now[0] = 1.0  # two tokens back
-    assert [q.take("a") for _ in range(3)] == [True, True, False]
+    assert all(q.allows("a") for _ in range(1000))  # nothing refused yet: any number of genuine alerts
+    for _ in range(5):
+        assert q.allows("a")
+        q.charge("a")
+    assert not q.allows("a") and not q.allows("a")  # five refusals: its next messages are moved
+    assert q.allows("b")  # another publisher keeps its own place
+    now[0] = 0.5  # one token back
+    assert q.allows("a")
+    q.charge("a")
+    assert not q.allows("a")
     assert q.moved == {"a": 3}
-    now[0] = 100.0  # never more than the burst
-    assert sum(q.take("a") for _ in range(10)) == 5
+    for _ in range(100):  # a long flood: the debt stops at -burst ...
+        q.charge("a")
+    now[0] = 0.5 + 2.9  # ... so (burst + 1) / rate = 3 s later it is back in the lane
+    assert not q.allows("a")
+    now[0] = 0.5 + 3.0
+    assert q.allows("a")
 
 
 def test_a_quota_needs_a_rate_and_a_burst() -> None:
