@@ -3,9 +3,25 @@ operator's release of a quarantined message."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from hub.envelope import Envelope
 from hub.routing import egress_allowed
 from hub.transport import Names, Outgoing, priority_for
+
+#: RabbitMQ takes a per-message TTL of at most 2^32 - 1 ms (about 49.7 days); a delivery that may wait longer gets
+#: none (it waits; the sender's envelope still says when it expires).
+MAX_EXPIRATION_MS = 2**32 - 1
+
+
+def expiration_of(expires: datetime, now: datetime | None = None) -> str | None:
+    """The AMQP ``expiration`` of a delivery whose envelope expires at ``expires``: the milliseconds left (at least
+    1), or None when that is more than the broker takes. An expired delivery is dead-lettered by the broker and the
+    hub answers its sender with a signed ``DELIVERY_EXPIRED`` (``hub.pipeline.expired``)."""
+    left = (expires - (now or datetime.now(UTC))).total_seconds() * 1000
+    if left > MAX_EXPIRATION_MS:
+        return None
+    return str(max(1, int(left)))
 
 
 def delivery(
@@ -36,6 +52,7 @@ def delivery(
         message_id=env.message_id,
         egress=egress,
         correlation_id=env.conversation_id,
+        expiration=expiration_of(env.expires),
     )
 
 

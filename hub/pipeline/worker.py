@@ -183,6 +183,13 @@ class Worker:
                 priority=-self.index,
             )
         )
+        if self.pool is not None:
+            # Deliveries that expired in a recipient's queue: their senders are told (hub.pipeline.expired).
+            self._consumers.append(
+                await self.transport.consume(
+                    names.expired_queue, self.handle_expired, prefetch=32, max_batch=16, concurrency=1
+                )
+            )
         self._heartbeat = asyncio.create_task(heartbeat("worker", self.index))
         if self.pool is not None:  # the background jobs work on PostgreSQL and the PKI directory
             from hub.store.evidence import CHAIN_EVERY_S
@@ -413,6 +420,73 @@ class Worker:
                 delivered.append(cast(Accepted, it.result).envelope.message_id)
                 n_deliveries += len(plan.deliver)
         return out, delivered, receipts, n_deliveries
+
+    async def handle_expired(self, batch: list[Incoming]) -> None:
+        """Copies of dead letters (``ns.expired``): for each delivery that expired in a recipient's queue, verified as
+        the hub's own, the delivery is recorded failed with ``DELIVERY_EXPIRED`` and its sender gets a signed
+        hub.error; every other copy is only acknowledged (``ns.dead`` keeps the letters). If the store or the
+        broker is away the batch goes back to the queue; on any other failure it is acknowledged and logged (the
+        letters stay in ``ns.dead`` for an operator)."""
+        try:
+            await self._answer_expired(batch)
+        except DeliveryError as exc:
+            log.warning("expired deliveries deferred: %s", exc.describe())
+            await self.transport.nack(batch, requeue=True)
+            return
+        except Exception:
+            log.exception("expired deliveries could not be answered; the letters stay in the dead-letter queue")
+        await self.transport.ack(batch)
+
+    async def _answer_expired(self, batch: list[Incoming]) -> None:
+        from hub.pipeline import outgoing
+        from hub.pipeline.client import open_hub_signed
+        from hub.pipeline.expired import DeliveryExpired, expired_delivery
+        from hub.store.db import translated
+        from hub.store.messages import record_sent, update_delivery_state
+
+        pool = self.pool
+        assert pool is not None
+        answers: list[Outgoing] = []
+        receipts: list[ReceiptRecord] = []
+        failed: list[tuple[str, str]] = []
+        processor = self.processor
+        for m in batch:
+            item = expired_delivery(self.names, m)
+            if item is None:
+                continue
+            try:
+                env = open_hub_signed(self.settings, processor.verifier, processor.registry, m.body).envelope
+            except HubError as exc:
+                log.warning(
+                    "an expired delivery in the queue of %s does not verify as the hub's (%s); its sender is not told",
+                    item.recipient_system,
+                    exc.code,
+                )
+                continue
+            async with translated("reading an expired delivery's message"):
+                raw_digest = await pool.fetchval(
+                    "SELECT encode(raw_sha256, 'hex') FROM messages WHERE message_id = $1::uuid", env.message_id
+                )
+            err = DeliveryExpired(
+                f"the delivery to {item.recipient_system} expired at {env.expires.isoformat()} before that system "
+                "took it from its queue; it waits in the hub's dead-letter queue, where an operator can send it again",
+                code="DELIVERY_EXPIRED",
+            )
+            eid, ebytes = processor.error(err, env, env.sender, raw_digest or "")
+            answers.append(outgoing.reply(self.names, env.sender.system, eid, ebytes, kind="error", about=env))
+            receipts.append(ReceiptRecord(eid, env.message_id, "hub.error", env.sender.system, code="DELIVERY_EXPIRED"))
+            failed.append((env.message_id, item.recipient_system))
+        if not answers:
+            return
+        for mid, system in failed:
+            await update_delivery_state(pool, mid, system, "failed", actor="hub", error_code="DELIVERY_EXPIRED")
+        await self.transport.publish_many(answers)
+        await record_sent(pool, [], receipts)
+        log.warning(
+            "%d delivery(ies) expired before the recipient took them; their senders were told (DELIVERY_EXPIRED)",
+            len(answers),
+            extra={"deliveries": [f"{mid}→{system}" for mid, system in failed][:20]},
+        )
 
     async def _retry(
         self,

@@ -120,6 +120,7 @@ _HEADERS: Final = 1 << 13
 _DELIVERY_MODE: Final = 1 << 12
 _PRIORITY: Final = 1 << 11
 _CORRELATION_ID: Final = 1 << 10
+_EXPIRATION: Final = 1 << 8
 _MESSAGE_ID: Final = 1 << 7
 _USER_ID: Final = 1 << 4
 
@@ -181,6 +182,7 @@ def publish(
     user_id: str | None,
     correlation_id: str | None,
     headers: Mapping[str, Any] | None,
+    expiration: str | None = None,
 ) -> bytes:
     """The frames of one ``basic.publish`` (mandatory) on ``channel``: method, content header, body frames of at
     most ``max_content`` bytes each. Properties that are None or empty are left out, as pamqp does."""
@@ -200,6 +202,9 @@ def publish(
     if correlation_id:
         flags |= _CORRELATION_ID
         props.append(_shortstr(correlation_id))
+    if expiration:
+        flags |= _EXPIRATION
+        props.append(_shortstr(expiration))
     if message_id:
         flags |= _MESSAGE_ID
         props.append(_shortstr(message_id))
@@ -593,6 +598,7 @@ async def publish_batch(channel: Any, items: Sequence[Outgoing], *, content_type
             user_id=item.user_id,
             correlation_id=item.correlation_id,
             headers=item.headers or None,
+            expiration=item.expiration,
         )
         for item in items
     )

@@ -647,6 +647,7 @@ def _properties(item: Outgoing) -> spec.Basic.Properties:
         message_id=item.message_id,
         user_id=item.user_id,
         correlation_id=item.correlation_id,
+        expiration=item.expiration,
         headers=dict(item.headers) if item.headers else None,
     )
 

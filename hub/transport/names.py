@@ -123,6 +123,7 @@ class Names:
         "dead_letter_exchange",
         "dead_letter_queue",
         "deliver_exchange",
+        "expired_queue",
         "inbound_exchange",
         "namespace",
         "quarantine_exchange",
@@ -137,6 +138,9 @@ class Names:
     retry_exchange: str
     dead_letter_exchange: str
     dead_letter_queue: str
+    #: A copy of every dead letter (bound to the dead-letter exchange beside ``dead_letter_queue``): the hub reads
+    #: the deliveries that expired in a system's queue from it and answers their senders (``hub.pipeline.expired``).
+    expired_queue: str
     quarantine_exchange: str
     quarantine_queue: str
     #: ``classic`` or ``quorum`` (``Settings.queue_type``).
@@ -158,6 +162,7 @@ class Names:
             ("retry_exchange", f"{ns}.retry-by-delay"),
             ("dead_letter_exchange", f"{ns}.dead"),
             ("dead_letter_queue", f"{ns}.dead"),
+            ("expired_queue", f"{ns}.expired"),
             ("quarantine_exchange", f"{ns}.quarantine"),
             ("quarantine_queue", f"{ns}.quarantine"),
         ):

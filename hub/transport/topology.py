@@ -146,6 +146,8 @@ def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
         bindings.append(BindingSpec(q, names.retry_exchange, "", {"x-match": "all", RETRY_HEADER: f"{delay}s"}))
     queues.append(QueueSpec(names.dead_letter_queue, dict(classic)))
     bindings.append(BindingSpec(names.dead_letter_queue, names.dead_letter_exchange))
+    queues.append(QueueSpec(names.expired_queue, dict(classic)))
+    bindings.append(BindingSpec(names.expired_queue, names.dead_letter_exchange))
     queues.append(QueueSpec(names.quarantine_queue, dict(classic)))
     bindings.append(BindingSpec(names.quarantine_queue, names.quarantine_exchange))
     seen: set[str] = set()
@@ -185,6 +187,8 @@ def _quorum_topology(names: Names, system_ids: Iterable[str]) -> Topology:
         bindings.append(BindingSpec(q, names.retry_exchange, "", {"x-match": "all", RETRY_HEADER: f"{delay}s"}))
     queues.append(QueueSpec(names.dead_letter_queue, dict(quorum)))
     bindings.append(BindingSpec(names.dead_letter_queue, names.dead_letter_exchange))
+    queues.append(QueueSpec(names.expired_queue, dict(quorum)))
+    bindings.append(BindingSpec(names.expired_queue, names.dead_letter_exchange))
     queues.append(QueueSpec(names.quarantine_queue, dict(quorum)))
     bindings.append(BindingSpec(names.quarantine_queue, names.quarantine_exchange))
     seen: set[str] = set()
@@ -213,6 +217,9 @@ class Outgoing:
     user_id: str | None = None
     egress: Callable[[bytes], None] | None = None
     correlation_id: str | None = None
+    #: AMQP per-message TTL in milliseconds (a decimal string), or None: the broker dead-letters the message when it
+    #: has waited that long in a queue (a delivery whose envelope expired before its recipient took it).
+    expiration: str | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -35,6 +35,7 @@ def _pamqp(channel: int, body: bytes, **p: object) -> bytes:
         message_id=p["message_id"],
         user_id=p["user_id"],
         correlation_id=p["correlation_id"],
+        expiration=p.get("expiration") or None,
         headers=dict(headers) if headers else None,  # type: ignore[call-overload]
     )
     parts: list[object] = [
@@ -64,10 +65,21 @@ BODIES = [
 
 @pytest.mark.parametrize(
     ("headers", "body", "optional"),
-    list(itertools.product(HEADERS, BODIES, [(0, None, None, None), (9, "m-1", "hub-user", "c-1"), (5, "", "", "")])),
+    list(
+        itertools.product(
+            HEADERS,
+            BODIES,
+            [
+                (0, None, None, None, None),
+                (9, "m-1", "hub-user", "c-1", "86400000"),
+                (5, "", "", "", ""),
+                (1, "m", None, None, "1"),
+            ],
+        )
+    ),
 )
 def test_publish_frames_are_pamqps(headers: dict[str, object] | None, body: bytes, optional: tuple) -> None:
-    priority, message_id, user_id, correlation_id = optional
+    priority, message_id, user_id, correlation_id, expiration = optional
     p = dict(
         exchange="ns.hub.deliver",
         routing_key="city-220100-oa",
@@ -78,6 +90,7 @@ def test_publish_frames_are_pamqps(headers: dict[str, object] | None, body: byte
         user_id=user_id,
         correlation_id=correlation_id,
         headers=headers,
+        expiration=expiration,
     )
     ours = fast.publish(7, body=body, max_content=MAX_CONTENT, **p)  # type: ignore[arg-type]
     assert ours == _pamqp(7, body, **p)

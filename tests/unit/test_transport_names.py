@@ -135,9 +135,15 @@ def test_topology_shape():
         *n.inbound_queues,
         *(n.retry_queue(d) for d in RETRY_DELAYS_S),
         n.dead_letter_queue,
+        n.expired_queue,
         n.quarantine_queue,
         n.system_queue("sys-a"),
         n.system_queue("sys-b"),
+    }
+    # every dead letter reaches the operators' queue and, a copy, the queue the hub answers expired deliveries from
+    assert {b.queue for b in topo.bindings if b.exchange == n.dead_letter_exchange} == {
+        n.dead_letter_queue,
+        n.expired_queue,
     }
     sys_q = topo.queue(n.system_queue("sys-a"))
     assert sys_q is not None and sys_q.max_priority == MAX_PRIORITY
