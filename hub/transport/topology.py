@@ -300,14 +300,20 @@ def retry_of(names: Names, msg: Incoming, *, hub_user: str, retry: Retry | None 
     headers = dict(msg.headers)
     headers[RETRY_HEADER] = f"{delay}s"
     headers[ATTEMPT_HEADER] = attempt
+    return _hub_copy(msg, hub_user, names.retry_exchange, lane, headers)
+
+
+def _hub_copy(msg: Incoming, hub_user: str, exchange: str, routing_key: str, headers: dict[str, Any]) -> Outgoing:
+    """``msg`` re-published by the hub (``user_id=hub_user``) with ``headers``, its original publisher kept in
+    ``x-hub-origin-user`` (``Incoming.publisher`` reads it back)."""
     origin = msg.publisher(hub_user)
     if origin is None:
         headers.pop(ORIGIN_USER_HEADER, None)
     else:
         headers[ORIGIN_USER_HEADER] = origin
     return Outgoing(
-        exchange=names.retry_exchange,
-        routing_key=lane,
+        exchange=exchange,
+        routing_key=routing_key,
         body=msg.body,
         headers=headers,
         priority=msg.priority,
@@ -324,21 +330,7 @@ def moved_lane_of(names: Names, msg: Incoming, *, hub_user: str, to_lane: str = 
     once the publish is confirmed."""
     headers = dict(msg.headers)
     headers[LANE_HEADER] = msg.lane(hub_user)
-    origin = msg.publisher(hub_user)
-    if origin is None:
-        headers.pop(ORIGIN_USER_HEADER, None)
-    else:
-        headers[ORIGIN_USER_HEADER] = origin
-    return Outgoing(
-        exchange=names.inbound_exchange,
-        routing_key=to_lane,
-        body=msg.body,
-        headers=headers,
-        priority=msg.priority,
-        message_id=msg.message_id or "",
-        user_id=hub_user,
-        correlation_id=msg.correlation_id,
-    )
+    return _hub_copy(msg, hub_user, names.inbound_exchange, to_lane, headers)
 
 
 def dead_letter_of(names: Names, msg: Incoming, code: str, reason: str, *, hub_user: str | None = None) -> Outgoing:
