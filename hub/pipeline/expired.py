@@ -19,7 +19,6 @@ the same original message id.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +62,3 @@ def expired_delivery(names: Names, m: Incoming) -> ExpiredDelivery | None:
     if system is None:
         return None
     return ExpiredDelivery(system, m)
-
-
-def digest_of(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()

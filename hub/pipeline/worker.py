@@ -128,7 +128,8 @@ class Worker:
         self._urgent = 0
         self._urgent_idle = asyncio.Event()
         self._urgent_idle.set()
-        #: Each publisher's share of the emergency lane: what it sends over it is moved unread to the normal lane.
+        #: Each publisher's allowance of refusals in the emergency lane; past it, its messages are moved unread to the
+        #: normal lane (hub.pipeline.lanes).
         self.lane_quota = LaneQuota()
         self._lane_logged_at = float("-inf")
 
@@ -442,14 +443,13 @@ class Worker:
         from hub.pipeline.client import open_hub_signed
         from hub.pipeline.expired import DeliveryExpired, expired_delivery
         from hub.store.db import translated
-        from hub.store.messages import record_sent, update_delivery_state
+        from hub.store.messages import record_sent, update_delivery_states
+        from hub.store.records import DeliveryUpdate
 
         pool = self.pool
         assert pool is not None
-        answers: list[Outgoing] = []
-        receipts: list[ReceiptRecord] = []
-        failed: list[tuple[str, str]] = []
         processor = self.processor
+        expired: list[tuple[Any, str]] = []  # (the delivery's signed envelope, the recipient whose queue it left)
         for m in batch:
             item = expired_delivery(self.names, m)
             if item is None:
@@ -463,29 +463,42 @@ class Worker:
                     exc.code,
                 )
                 continue
-            async with translated("reading an expired delivery's message"):
-                raw_digest = await pool.fetchval(
-                    "SELECT encode(raw_sha256, 'hex') FROM messages WHERE message_id = $1::uuid", env.message_id
-                )
+            expired.append((env, item.recipient_system))
+        if not expired:
+            return
+        async with translated("reading expired deliveries' messages"):
+            rows = await pool.fetch(
+                "SELECT message_id::text AS id, encode(raw_sha256, 'hex') AS digest FROM messages"
+                " WHERE message_id = ANY($1::uuid[])",
+                sorted({env.message_id for env, _ in expired}),
+            )
+        digests = {r["id"]: r["digest"] for r in rows}
+        answers: list[Outgoing] = []
+        receipts: list[ReceiptRecord] = []
+        updates: list[DeliveryUpdate] = []
+        for env, system in expired:
+            digest = digests.get(env.message_id.lower())
+            if digest is None:  # signed by the hub but not in this store (another installation's): nobody to tell
+                log.warning("an expired delivery of %s is not in the store; its sender is not told", env.message_id)
+                continue
             err = DeliveryExpired(
-                f"the delivery to {item.recipient_system} expired at {env.expires.isoformat()} before that system "
-                "took it from its queue; it waits in the hub's dead-letter queue, where an operator can send it again",
+                f"the delivery to {system} expired at {env.expires.isoformat()} before that system took it from its "
+                "queue; it waits in the hub's dead-letter queue, where an operator can send it again",
                 code="DELIVERY_EXPIRED",
             )
-            eid, ebytes = processor.error(err, env, env.sender, raw_digest or "")
+            eid, ebytes = processor.error(err, env, env.sender, digest)
             answers.append(outgoing.reply(self.names, env.sender.system, eid, ebytes, kind="error", about=env))
             receipts.append(ReceiptRecord(eid, env.message_id, "hub.error", env.sender.system, code="DELIVERY_EXPIRED"))
-            failed.append((env.message_id, item.recipient_system))
+            updates.append(DeliveryUpdate(env.message_id, system, "failed", actor="hub", error_code="DELIVERY_EXPIRED"))
         if not answers:
             return
-        for mid, system in failed:
-            await update_delivery_state(pool, mid, system, "failed", actor="hub", error_code="DELIVERY_EXPIRED")
+        await update_delivery_states(pool, updates)
         await self.transport.publish_many(answers)
         await record_sent(pool, [], receipts)
         log.warning(
             "%d delivery(ies) expired before the recipient took them; their senders were told (DELIVERY_EXPIRED)",
             len(answers),
-            extra={"deliveries": [f"{mid}→{system}" for mid, system in failed][:20]},
+            extra={"deliveries": [f"{u.message_id}→{u.recipient_system}" for u in updates][:20]},
         )
 
     async def _retry(
