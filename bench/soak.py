@@ -115,6 +115,8 @@ class Sink:
         self.sent = sent
         self.window: list[float] = []
         self.after_warmup: list[float] = []
+        #: The publish time of each latency in ``after_warmup`` (same order).
+        self.sent_at: list[float] = []
         self.warm = False
         self.delivered = 0
         self.strays = 0
@@ -140,6 +142,7 @@ class Sink:
             self.window.append(ms)
             if self.warm:
                 self.after_warmup.append(ms)
+                self.sent_at.append(t)
 
         async def on_reply(dm: Any) -> None:
             kind = (dm.header.properties.headers or {}).get("x-hub-kind")

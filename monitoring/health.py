@@ -250,7 +250,7 @@ def check_workers(
         expected = int(info.get("workers", 0)) or None
     consumers = None
     if queues is not None:
-        normal = Names(settings.namespace).inbound_queue("normal")
+        normal = Names(settings.namespace).inbound_queue("normal")  # every worker reads it beside the systems' lanes
         consumers = sum(q.consumers for q in queues if q.name == normal)
     detail: dict[str, Any] = {"expected": expected, "processes": procs, "consumers": consumers}
     if not fresh and not consumers:

@@ -278,6 +278,8 @@ def queue_rows(settings: Settings, queues: Sequence[QueueStats]) -> list[dict[st
         system = None
         if q.name in inbound:
             role = "inbound"
+        elif names.system_of_inbound_queue(q.name):  # a system's own inbound lane (ns.in.<lane>.<system>)
+            role, system = "inbound", names.system_of_inbound_queue(q.name)
         elif q.name.startswith(system_prefix):
             role, system = "system", q.name[len(system_prefix) :]
         elif q.name == names.dead_letter_queue:

@@ -85,9 +85,12 @@ async def connect_as(settings: Settings, system: str | None) -> Any:
 def outgoing(transport: Any, env: Envelope, body: bytes, *, as_system: bool) -> Any:
     from hub.transport import Outgoing, lane_for, priority_for
 
+    names, lane = transport.names, lane_for(env.service, env.urgency)
+    system = names.system_of_user(transport.user) if as_system else None
     return Outgoing(
-        exchange=transport.names.inbound_exchange,
-        routing_key=lane_for(env.service, env.urgency),
+        # A system's own user publishes into its own inbound lane; the hub's user into the shared one.
+        exchange=names.submit_exchange if system else names.inbound_exchange,
+        routing_key=names.inbound_key(lane, system) if system else lane,
         body=body,
         headers={},
         priority=priority_for(env.urgency),

@@ -38,7 +38,7 @@ from hub.errors import HubError
 from hub.settings import Settings
 from hub.store import dead_letters
 from hub.store.dead_letters import DeadLetter, NewDeadLetter
-from hub.transport.names import ATTEMPT_HEADER, LANES, ORIGIN_USER_HEADER, RETRY_HEADER, Names
+from hub.transport.names import ATTEMPT_HEADER, LANES, ORIGIN_USER_HEADER, RETRY_HEADER, Names, lane_of_key
 from hub.transport.topology import Incoming, Outgoing
 
 __all__ = ["ReplayResult", "collect", "describe_source", "letter_of", "list_letters", "replay", "show"]
@@ -123,7 +123,7 @@ def _claimed_id(value: str | None) -> str | None:
 
 
 def _kind_of_queue(names: Names, queue: str | None) -> str:
-    if queue in names.inbound_queues:
+    if queue and names.inbound_lane_of_queue(queue):
         return "inbound"
     if queue and names.system_of_queue(queue):
         return "delivery"
@@ -275,10 +275,9 @@ def _copy_headers(letter: DeadLetter) -> dict[str, Any]:
 
 
 def _lane(names: Names, letter: DeadLetter) -> str:
-    if letter.routing_key in LANES:
-        return letter.routing_key
-    for lane in LANES:
-        if letter.source_queue == names.inbound_queue(lane):
+    """The shared lane a replay goes to: the letter's lane (a system's own lane ``normal.<system>`` → ``normal``)."""
+    for lane in (lane_of_key(letter.routing_key or ""), names.inbound_lane_of_queue(letter.source_queue or "")):
+        if lane in LANES:
             return lane
     return "normal"
 

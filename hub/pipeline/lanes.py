@@ -1,5 +1,15 @@
-"""The emergency lane's quota per publisher: one system flooding the lane with what it may not send there cannot
-hold up the others' alerts.
+"""Per-publisher fairness in the inbound lanes: one system flooding the hub — with garbage, with what it may not
+send, or with anything else the hub refuses — cannot hold up the other systems' messages.
+
+**The normal lanes** (``Standing``): every system publishes into its own inbound queue (``hub.transport.names``: the
+submit exchange, a RabbitMQ topic permission per system) and the workers read all of them in turn
+(``hub.transport.amqp.Consumer``), so nobody's message waits behind another system's flood. What a flood still
+costs is CPU: each refusal is a signature check, a record and a signed error. So a batch takes from a system's queue
+only its *standing*: a few messages at first contact, more with every message the hub accepts (a bulk sender is at
+whole batches after a few), fewer with every refusal; in debt it is read at ``REFUSAL_RATE_PER_S`` per worker and
+its flood waits, kept, in its own queue. ``bench/hostile_burst.py`` measures it.
+
+**The emergency lane** (``LaneQuota``): its quota per publisher.
 
 The emergency lane is one queue in arrival order. A system that floods it with ordinary messages (refused there,
 ``LANE_NOT_ENTITLED``) or with anything else the hub refuses puts every other system's alert behind its flood, and
@@ -26,12 +36,36 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["EMERGENCY_BURST", "EMERGENCY_RATE_PER_S", "LaneQuota"]
+__all__ = [
+    "EMERGENCY_BURST",
+    "EMERGENCY_RATE_PER_S",
+    "REFUSAL_DEBT",
+    "REFUSAL_RATE_PER_S",
+    "START_SHARE",
+    "LaneQuota",
+    "Standing",
+]
 
 #: Refusals a second one publisher may cost the emergency lane, per worker process, once its burst is spent.
 EMERGENCY_RATE_PER_S = 20.0
 #: Refusals one publisher may cost the emergency lane at once before the rate applies.
 EMERGENCY_BURST = 100.0
+
+#: The normal lanes: each system has its own inbound lane and the workers read them in turn
+#: (``hub.transport.amqp.Consumer``), so another system's message never waits *behind* a flood. But a flood of
+#: messages that each cost a signature check, a record and a signed refusal still takes every core of the machine,
+#: and then everybody's messages wait for CPU (``bench/hostile_burst.py``: a valid message's p99 at 12× a quiet run
+#: with the lanes alone, 20× at 100 refusals/s per worker). So each worker keeps a ``Standing`` per publisher: how
+#: many of its messages one batch may take. It starts small, grows with every message of the publisher the hub
+#: accepts (a bulk sender reaches whole batches after a few), shrinks with every refusal, and below its start it
+#: comes back with time only, at ``REFUSAL_RATE_PER_S``: a flooder is read at that rate, its flood waits — kept, not
+#: refused — in its own queue.
+#: Messages of a publisher a batch takes at first contact (and what time alone restores).
+START_SHARE = 8.0
+#: Refusals a second a publisher in debt may cost the normal lanes, per worker process.
+REFUSAL_RATE_PER_S = 20.0
+#: How far below zero refusals drive a publisher's share (its debt: ``debt / rate`` seconds without a read).
+REFUSAL_DEBT = 10.0
 
 
 class LaneQuota:
@@ -75,3 +109,43 @@ class LaneQuota:
         if publisher not in self._buckets and len(self._buckets) >= self.MAX_PUBLISHERS:
             self._buckets.clear()  # forget everyone's debt rather than grow without bound
         self._buckets[publisher] = (tokens, now)
+
+
+class Standing:
+    """Per publisher, how many of its messages one normal-lane batch may take (``share``; pure, the clock is
+    injectable): ``START_SHARE`` at first contact, +1 for each message the hub accepted (up to ``most``), −1 for each
+    it refused (down to ``-debt``); below the start it comes back at ``rate_per_s`` and no further."""
+
+    MAX_PUBLISHERS = LaneQuota.MAX_PUBLISHERS
+
+    def __init__(
+        self,
+        most: int,
+        *,
+        start: float = START_SHARE,
+        rate_per_s: float = REFUSAL_RATE_PER_S,
+        debt: float = REFUSAL_DEBT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if most < 1 or not 1 <= start <= most or rate_per_s <= 0 or debt < 0:
+            raise ValueError("a standing needs 1 ≤ start ≤ most, a positive rate and a debt ≥ 0")
+        self.most, self.start, self.rate, self.debt, self.clock = most, start, rate_per_s, debt, clock
+        self._credit: dict[str, tuple[float, float]] = {}  # publisher → (credit, at)
+
+    def _now(self, publisher: str, now: float) -> float:
+        credit, at = self._credit.get(publisher, (self.start, now))
+        if credit < self.start:
+            credit = min(self.start, credit + (now - at) * self.rate)
+        return credit
+
+    def share(self, publisher: str) -> int:
+        """Messages of ``publisher`` the next batch may take (0: none yet)."""
+        return max(0, int(self._now(publisher, self.clock())))
+
+    def count(self, publisher: str, accepted: int, refused: int) -> None:
+        """What the hub decided on ``publisher``'s messages in a batch."""
+        now = self.clock()
+        credit = self._now(publisher, now) + accepted - refused
+        if publisher not in self._credit and len(self._credit) >= self.MAX_PUBLISHERS:
+            self._credit.clear()  # forget everyone's standing rather than grow without bound
+        self._credit[publisher] = (max(-self.debt, min(float(self.most), credit)), now)

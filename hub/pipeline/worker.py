@@ -43,7 +43,7 @@ from hub.logs import flush as flush_logs
 from hub.logs import log_decisions
 from hub.metrics import DEFERRED, LANE_MOVED, count_batch, heartbeat
 from hub.pipeline.decide import outgoing_of, plan_of, records_of
-from hub.pipeline.lanes import LaneQuota
+from hub.pipeline.lanes import LaneQuota, Standing
 from hub.pipeline.processor import Accepted, Processor, Rejected
 from hub.settings import Settings
 from hub.store.records import ReceiptRecord, RecordOutcome
@@ -73,6 +73,8 @@ HUB_KEY_EVERY_S = 2.0
 
 #: How long a normal batch examines messages before it lets the event loop run (reading the emergency lane).
 YIELD_EVERY_S = 0.005
+#: The largest normal-lane batch.
+NORMAL_BATCH = 64
 
 #: The stages of a batch, as the decision lines' ``stages_ms`` names them: examine (parse, validate, verify,
 #: route, gate: CPU), record (PostgreSQL), answer (delivery and receipt XML, signatures: CPU), publish (until the
@@ -131,6 +133,9 @@ class Worker:
         #: Each publisher's allowance of refusals in the emergency lane; past it, its messages are moved unread to the
         #: normal lane (hub.pipeline.lanes).
         self.lane_quota = LaneQuota()
+        #: How many messages of each publisher a normal batch may take (``_share``): a flood of what the hub refuses
+        #: is read at a bounded rate, a system whose messages are accepted in whole batches (hub.pipeline.lanes).
+        self.standing = Standing(NORMAL_BATCH)
         self._lane_logged_at = float("-inf")
 
     # ------------------------------------------------------------------ start-up
@@ -163,9 +168,15 @@ class Worker:
         # the load and per-batch costs (two PostgreSQL statements, one confirm round trip, one ack) amortise. With
         # three concurrent batches the e2e bench measured smaller batches, more CPU per message and a p99 of
         # 400 ms at 300 msg/s; with one, 161 ms (bench/e2e.py --quick).
+        # Every system has its own inbound lanes (ns.in.<lane>.<system>, hub.transport.names); a consumer reads the
+        # shared lane and all of them in turn, so one system's flood never stands in front of another's message.
+        systems = [sys.id for sys in directory.systems()]
         self._consumers.append(
             await self.urgent_transport.consume(
-                names.inbound_queue("emergency"), self.handle_urgent, prefetch=32, max_batch=16
+                [names.inbound_queue("emergency"), *(names.system_inbound_queue("emergency", x) for x in systems)],
+                self.handle_urgent,
+                prefetch=32,
+                max_batch=16,
             )
         )
         # Consumer priorities (worker 0 highest): the broker hands normal traffic to the first worker until its
@@ -176,12 +187,13 @@ class Worker:
         # emergency lane stays round-robin: an urgent message goes to whichever worker is free.
         self._consumers.append(
             await self.transport.consume(
-                names.inbound_queue("normal"),
+                [names.inbound_queue("normal"), *(names.system_inbound_queue("normal", x) for x in systems)],
                 self.handle,
                 prefetch=s.prefetch,
-                max_batch=64,
+                max_batch=NORMAL_BATCH,
                 concurrency=1,
                 priority=-self.index,
+                share=self._share,
             )
         )
         if self.pool is not None:
@@ -321,6 +333,25 @@ class Worker:
                 extra={"moved_so_far": dict(moved)},
             )
 
+    def _count_standing(self, items: list[_Item], hub_user: str) -> None:
+        counts: dict[str, list[int]] = {}
+        for it in items:
+            publisher = it.msg.publisher(hub_user)
+            if publisher is not None and publisher != hub_user:
+                c = counts.setdefault(publisher, [0, 0])
+                c[isinstance(it.result, Rejected)] += 1
+        for publisher, (accepted, refused) in counts.items():
+            self.standing.count(publisher, accepted, refused)
+
+    def _share(self, queue: str) -> int:
+        """How many messages of ``queue`` one normal batch takes at most: a whole batch from the shared lane (the
+        hub's own copies), from a system's own lane its standing (0 while it is in debt: its messages wait in its
+        queue, ``hub.pipeline.lanes``)."""
+        system = self.names.system_of_inbound_queue(queue)
+        if system is None:
+            return NORMAL_BATCH
+        return self.standing.share(self.names.user(system))
+
     async def handle(self, batch: list[Incoming], *, resume: bool = False, urgent: bool = False) -> None:
         started = time.perf_counter()
         self.trust_store.refresh_if_due()
@@ -346,11 +377,14 @@ class Worker:
                     resume=resume or m.redelivered or m.attempt > 0,
                 )
             )
-        if urgent:  # what the emergency lane refused costs its publisher a token of its quota (hub.pipeline.lanes)
-            quota = self.lane_quota
+        # What the hub refused costs its publisher: a token of the emergency lane's quota, or standing in the normal
+        # lanes, which what it accepted earns (hub.pipeline.lanes).
+        if urgent:
             for it in items:
                 if isinstance(it.result, Rejected):
-                    quota.charge(it.msg.publisher(hub_user) or "")
+                    self.lane_quota.charge(it.msg.publisher(hub_user) or "")
+        else:
+            self._count_standing(items, hub_user)
         marks = [clock()]  # the end of each stage, for the decision lines' stages_ms
         try:
             async with self.store.batch() as store:

@@ -4,7 +4,7 @@ is the real one (RabbitMQ), ``hub.transport.memory.MemoryTransport`` its in-memo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from hub.transport.names import Names
@@ -33,7 +33,7 @@ class AbstractTransport(Protocol):
 
     async def consume(
         self,
-        queue_name: str,
+        queue_name: str | Sequence[str],
         handler: Handler,
         *,
         prefetch: int,
@@ -41,6 +41,7 @@ class AbstractTransport(Protocol):
         linger: float = 0.002,
         concurrency: int = 4,
         priority: int | None = None,
+        share: Callable[[str], int] | None = None,
     ) -> AbstractConsumer: ...
 
     async def fetch(self, queue_name: str, *, max_messages: int = 100) -> list[Incoming]: ...

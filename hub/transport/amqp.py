@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, cast
 
 import aio_pika
@@ -217,11 +217,22 @@ def _incoming(dm: DeliveredMessage, queue: str, tracker: _Tracker) -> Incoming:
 # -- consumer ------------------------------------------------------------------------------------------------------
 
 
+#: How often a consumer whose buffered queues are all held back (``share`` 0) looks whether one may go on.
+HOLD_S = 0.02
+
+
 class Consumer:
-    """Delivers a queue's messages to ``handler`` in batches of up to ``max_batch``, waiting at most ``linger``
-    seconds after the first message of a batch for more to arrive; up to ``concurrency`` batches run at once (the
-    prefetch bounds what is in flight in total). Survives reconnects: the robust channel re-opens with its prefetch
-    and the consumer subscribes again; messages of the lost channel are redelivered by the broker.
+    """Delivers the messages of one or more queues to ``handler`` in batches of up to ``max_batch``, waiting at most
+    ``linger`` seconds after the first message of a batch for more to arrive; up to ``concurrency`` batches run at
+    once (the prefetch, per queue, bounds what is in flight). Survives reconnects: the robust channel re-opens with
+    its prefetch and the consumer subscribes again; messages of the lost channel are redelivered by the broker.
+
+    With several queues (every system's own inbound lane, ``Names.system_inbound_queue``) a batch takes from them
+    **in turn**, one message each round, starting with a different queue each batch: a queue with 10,000 waiting
+    messages does not stand in front of one with a single message, which goes into the next batch. ``share(queue)``,
+    when given, caps how many messages of that queue one batch may take, also when no other queue waits; 0 holds the
+    queue's messages back (they stay unacknowledged, in order) and the consumer looks again every ``HOLD_S`` (the
+    pipeline gives a publisher as many as its refusal tokens: ``hub.pipeline.lanes``).
 
     ``priority`` is RabbitMQ's consumer priority (``x-priority``): the broker gives every message to the highest
     priority consumer that can take one (its prefetch window not full), round-robin among equals."""
@@ -229,7 +240,7 @@ class Consumer:
     def __init__(
         self,
         channel: AbstractRobustChannel,
-        queue: str,
+        queue: str | Sequence[str],
         handler: Handler,
         *,
         max_batch: int,
@@ -237,15 +248,20 @@ class Consumer:
         concurrency: int,
         priority: int | None = None,
         fast: bool = True,
+        share: Callable[[str], int] | None = None,
     ) -> None:
         if max_batch < 1 or concurrency < 1 or linger < 0:
             raise ValueError("max_batch and concurrency must be ≥ 1 and linger ≥ 0")
-        self.queue = queue
+        self.queues: tuple[str, ...] = (queue,) if isinstance(queue, str) else tuple(dict.fromkeys(queue))
+        if not self.queues:
+            raise ValueError("a consumer needs at least one queue")
+        self.queue = self.queues[0] if len(self.queues) == 1 else f"{self.queues[0]} (+{len(self.queues) - 1})"
         self._channel = channel
         self._handler = handler
         self._max_batch = max_batch
         self._linger = linger
         self._concurrency = concurrency
+        self._share = share
         self._arguments: dict[str, Any] | None = {"x-priority": priority} if priority is not None else None
         #: Whether the fast paths may be used on this consumer's channel (``Settings.amqp_fast``).
         self.fast = fast
@@ -253,12 +269,15 @@ class Consumer:
         self.in_line = False
         #: Whether the channel's frame queue is bounded by the prefetch alone (fast path ``frame-queue bound``).
         self.unbounded = False
-        self._buffer: list[Incoming] = []
+        #: Received, not yet handed to a batch: per queue in arrival order (``_take`` picks from them in turn).
+        self._buffers: dict[str, list[Incoming]] = {q: [] for q in self.queues}
+        self._buffered = 0
+        self._turn = 0
         self._timer: asyncio.TimerHandle | None = None
         self._due = False
         self._running: set[asyncio.Task[None]] = set()
         self._tracker: _Tracker | None = None
-        self._tag: str | None = None
+        self._tags: dict[str, str] = {}  # consumer tag → queue
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -269,8 +288,11 @@ class Consumer:
         if self.fast:
             self.in_line = fast_paths.deliver_in_line(channel, self._accept)
             self.unbounded = fast_paths.unbounded_frames(channel)
-        ok = await channel.basic_consume(self.queue, self._on_message, arguments=self._arguments)
-        self._tag = ok.consumer_tag
+        tags: dict[str, str] = {}
+        for queue in self.queues:
+            ok = await channel.basic_consume(queue, self._on_message, arguments=self._arguments)
+            tags[cast(str, ok.consumer_tag)] = queue
+        self._tags = tags
 
     async def _on_reopen(self, *_: Any) -> None:
         if self._stopping:
@@ -294,9 +316,14 @@ class Consumer:
         tracker = self._tracker
         if tracker is None or tracker.channel is not dm.channel:
             tracker = self._tracker = _Tracker(dm.channel)
-        self._buffer.append(_incoming(dm, self.queue, tracker))
+        if len(self.queues) == 1:
+            queue = self.queues[0]
+        else:
+            queue = self._tags.get(cast(str, dm.delivery.consumer_tag), self.queues[0])  # type: ignore[union-attr]
+        self._buffers[queue].append(_incoming(dm, queue, tracker))
+        self._buffered += 1
         self._idle.clear()
-        if len(self._buffer) >= self._max_batch:
+        if self._buffered >= self._max_batch:
             self._flush()
         elif self._timer is None and not self._due:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._expire)
@@ -306,12 +333,49 @@ class Consumer:
         self._due = True
         self._flush()
 
+    def _take(self) -> list[Incoming]:
+        """The next batch: up to ``max_batch`` messages, from the buffered queues in turn (each within its share)."""
+        buffers = self._buffers
+        if len(buffers) == 1 and self._share is None:
+            (only,) = buffers.values()
+            first = only[: self._max_batch]
+            del only[: self._max_batch]
+            self._buffered -= len(first)
+            return first
+        waiting = [q for q in self.queues if buffers[q]]
+        if len(waiting) > 1:  # a different queue goes first each batch
+            self._turn = (self._turn + 1) % len(waiting)
+            waiting = waiting[self._turn :] + waiting[: self._turn]
+        caps = {q: min(len(buffers[q]), self._share(q) if self._share else self._max_batch) for q in waiting}
+        taken = dict.fromkeys(waiting, 0)
+        room = self._max_batch
+        while room and waiting:
+            for q in list(waiting):
+                if taken[q] >= caps[q]:
+                    waiting.remove(q)
+                    continue
+                taken[q] += 1
+                room -= 1
+                if not room:
+                    break
+        batch: list[Incoming] = []
+        for q, n in taken.items():
+            if n:
+                batch += buffers[q][:n]
+                del buffers[q][:n]
+        self._buffered -= len(batch)
+        return batch
+
     def _flush(self) -> None:
-        while self._buffer and len(self._running) < self._concurrency:
-            if len(self._buffer) < self._max_batch and not self._due and not self._stopping:
+        while self._buffered and len(self._running) < self._concurrency:
+            if self._buffered < self._max_batch and not self._due and not self._stopping:
                 break
-            batch = self._buffer[: self._max_batch]
-            del self._buffer[: self._max_batch]
+            batch = self._take()
+            if not batch:  # every buffered queue is held back (share 0): look again shortly
+                self._due = False
+                if self._timer is None:
+                    self._timer = asyncio.get_running_loop().call_later(HOLD_S, self._expire)
+                return
             self._due = False
             if self._timer is not None:
                 self._timer.cancel()
@@ -319,7 +383,7 @@ class Consumer:
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
             self._idle.clear()
-        if self._buffer and self._timer is None and not self._due:
+        if self._buffered and self._timer is None and not self._due:
             self._timer = asyncio.get_running_loop().call_later(self._linger, self._expire)
 
     async def _run(self, batch: list[Incoming]) -> None:
@@ -337,7 +401,7 @@ class Consumer:
             if task is not None:
                 self._running.discard(cast("asyncio.Task[None]", task))
             self._flush()
-            if not self._running and not self._buffer:
+            if not self._running and not self._buffered:
                 self._idle.set()
 
     async def stop(self, *, drain: bool = True) -> None:
@@ -349,21 +413,31 @@ class Consumer:
         self._stopping = True
         self._channel.reopen_callbacks.discard(self._on_reopen)
         tracker = self._tracker
-        if self._tag is not None and tracker is not None and not tracker.channel.is_closed:
-            with contextlib.suppress(*_QUIET):
-                await tracker.channel.basic_cancel(self._tag)
+        if tracker is not None and not tracker.channel.is_closed:
+            for tag in self._tags:
+                with contextlib.suppress(*_QUIET):
+                    await tracker.channel.basic_cancel(tag)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if drain:
             self._due = True
             self._flush()
-        else:
-            pending, self._buffer = self._buffer, []
-            await nack(pending, requeue=True)
-        while self._running or (drain and self._buffer):
+        while drain and self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+            self._due = True
             self._flush()
+        # Not drained (or held back by their share): back to the queue, in order, for the next reader.
+        pending = [m for q in self.queues for m in self._buffers[q]]
+        for q in self.queues:
+            self._buffers[q] = []
+        self._buffered = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await nack(pending, requeue=True)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         self._idle.set()
         with contextlib.suppress(*_QUIET):
             await self._channel.close()
@@ -575,7 +649,7 @@ class Transport:
 
     async def consume(
         self,
-        queue_name: str,
+        queue_name: str | Sequence[str],
         handler: Handler,
         *,
         prefetch: int,
@@ -583,9 +657,11 @@ class Transport:
         linger: float = 0.002,
         concurrency: int = 4,
         priority: int | None = None,
+        share: Callable[[str], int] | None = None,
     ) -> Consumer:
-        """Start consuming ``queue_name`` on a channel of its own with ``prefetch`` unacknowledged messages at
-        most; ``handler(batch)`` is awaited with lists of ``Incoming`` (see ``Consumer``, also for ``priority``)."""
+        """Start consuming ``queue_name`` (one queue, or several read in turn) on a channel of its own with
+        ``prefetch`` unacknowledged messages at most per queue; ``handler(batch)`` is awaited with lists of
+        ``Incoming`` (see ``Consumer``, also for ``priority`` and ``share``)."""
         if prefetch < 1:
             raise ValueError("prefetch must be ≥ 1 (an unbounded prefetch defeats the emergency lane)")
         async with _edge(f"consuming {queue_name}"):
@@ -600,6 +676,7 @@ class Transport:
             concurrency=concurrency,
             priority=priority,
             fast=self.fast,
+            share=share,
         )
         try:
             await consumer.start()

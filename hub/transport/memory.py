@@ -22,7 +22,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,7 +124,7 @@ class MemoryBroker:
         for b in self.bindings:
             if b.exchange != exchange or b.queue not in self.queues:
                 continue
-            if ex.type == "direct" and b.routing_key != routing_key:
+            if ex.type in ("direct", "topic") and b.routing_key != routing_key:  # the hub binds exact keys only
                 continue
             if ex.type == "headers" and any(
                 headers.get(k) != v for k, v in b.arguments.items() if not k.startswith("x-match")
@@ -204,6 +204,32 @@ class MemoryConsumer:
     async def wait_idle(self) -> None:
         while self._running or (self._q.ready and not self._stopping):
             await asyncio.sleep(0)
+
+    async def ack(self, batch: Iterable[Incoming]) -> None:
+        _settle(batch, None)
+
+    async def nack(self, batch: Iterable[Incoming], *, requeue: bool = True) -> None:
+        _settle(batch, requeue)
+
+
+class _Consumers:
+    """Several queues' consumers as one (``MemoryTransport.consume`` of more than one queue)."""
+
+    def __init__(self, consumers: list[MemoryConsumer]) -> None:
+        self.consumers = consumers
+        self.queue = consumers[0].queue
+
+    @property
+    def errors(self) -> list[Exception]:
+        return [e for c in self.consumers for e in c.errors]
+
+    async def stop(self, *, drain: bool = True) -> None:
+        for c in self.consumers:
+            await c.stop(drain=drain)
+
+    async def wait_idle(self) -> None:
+        for c in self.consumers:
+            await c.wait_idle()
 
     async def ack(self, batch: Iterable[Incoming]) -> None:
         _settle(batch, None)
@@ -302,7 +328,7 @@ class MemoryTransport:
 
     async def consume(
         self,
-        queue_name: str,
+        queue_name: str | Sequence[str],
         handler: Handler,
         *,
         prefetch: int,
@@ -310,21 +336,27 @@ class MemoryTransport:
         linger: float = 0.002,
         concurrency: int = 4,
         priority: int | None = None,
-    ) -> MemoryConsumer:
+        share: Callable[[str], int] | None = None,
+    ) -> MemoryConsumer | _Consumers:
         """As ``Transport.consume``; ``priority`` (RabbitMQ's consumer priority) has no effect here: every
-        consumer of a queue takes what is ready in turn."""
+        consumer of a queue takes what is ready in turn. Several queues get a consumer each (taking turns is what
+        the event loop does; ``share`` caps each queue's batches)."""
         if prefetch < 1:
             raise ValueError("prefetch must be ≥ 1")
-        consumer = MemoryConsumer(
-            self._queue(queue_name),
-            queue_name,
-            handler,
-            prefetch=prefetch,
-            max_batch=max_batch,
-            concurrency=concurrency,
-        )
-        self._consumers.append(consumer)
-        return consumer
+        queues = (queue_name,) if isinstance(queue_name, str) else tuple(dict.fromkeys(queue_name))
+        consumers = [
+            MemoryConsumer(
+                self._queue(q),
+                q,
+                handler,
+                prefetch=prefetch,
+                max_batch=max(1, min(max_batch, share(q))) if share else max_batch,
+                concurrency=concurrency,
+            )
+            for q in queues
+        ]
+        self._consumers.extend(consumers)
+        return consumers[0] if len(consumers) == 1 else _Consumers(consumers)
 
     async def fetch(self, queue_name: str, *, max_messages: int = 100) -> list[Incoming]:
         q = self._queue(queue_name)

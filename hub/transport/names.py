@@ -7,14 +7,21 @@ first one's objects, and one prefix finds everything to clean up.
 The layout (``ns`` = namespace)::
 
     exchanges                         queues
-    ns.in        direct  ── emergency ──► ns.in.emergency      the two inbound lanes; agency systems may
-                         ── normal    ──► ns.in.normal         publish to ns.in and nowhere else
+    ns.submit    topic   ── emergency.<system> ──► ns.in.emergency.<system>   each system's own two inbound lanes;
+                         ── normal.<system>    ──► ns.in.normal.<system>      agency systems publish here only,
+                                                                          with their own system id as the key
+    ns.in        direct  ── emergency ──► ns.in.emergency      the shared inbound lanes: the hub's own copies
+                         ── normal    ──► ns.in.normal         (retries, moved, replayed, the process engine)
     ns.deliver   direct  ── <system>  ──► ns.q.<system>        one per system (priority queue)
     ns.retry-by-delay headers ─ hub-retry=5s ► ns.retry.5s   TTL 5 s, then dead-lettered back to ns.in
     ns.dead      fanout  ───────────────► ns.dead              dead letters (nacked without requeue)
     ns.quarantine fanout ───────────────► ns.quarantine        quarantined messages awaiting a person
 
-Users: ``ns.<system>`` for each agency system (see ``hub.transport.users``).
+Users: ``ns.<system>`` for each agency system (see ``hub.transport.users``). A system may publish to ``ns.submit``
+only with the routing keys ``normal.<its id>`` and ``emergency.<its id>`` (RabbitMQ topic permissions), so what it
+sends lands in its own inbound queues and nowhere else: the workers read every system's queue in turn
+(``hub.transport.amqp.Consumer``), and a system flooding the hub — with garbage or with anything else — fills only
+its own queues; the others' messages are not behind its flood (issue 16: a burst of 10,000 hostile messages).
 
 With ``HUB_QUEUE_TYPE=quorum`` (``Names(namespace, queue_type="quorum")``) every queue is a quorum queue, and since
 RabbitMQ 3.x quorum queues have no message priorities, each system gets a second, urgent lane::
@@ -51,6 +58,7 @@ __all__ = [
     "Names",
     "check_system_id",
     "lane_for",
+    "lane_of_key",
     "priority_for",
     "retry_delay",
 ]
@@ -104,6 +112,13 @@ def lane_for(service: str, urgency: str) -> Lane:
     return "emergency" if urgency == "特急" or service.startswith("emergency.") else "normal"
 
 
+def lane_of_key(routing_key: str) -> str:
+    """The lane of an inbound routing key: ``normal`` for ``normal`` and ``normal.<system>``; the key itself when it
+    names no lane (the caller decides what an unknown key means)."""
+    lane, _, _ = routing_key.partition(".")
+    return lane if lane in LANES else routing_key
+
+
 def priority_for(urgency: str) -> int:
     """AMQP priority of a delivery with this 紧急程度 (0 for anything unknown)."""
     return PRIORITY.get(urgency, 0)
@@ -130,10 +145,14 @@ class Names:
         "quarantine_queue",
         "queue_type",
         "retry_exchange",
+        "submit_exchange",
     )
 
     namespace: str
+    #: The shared inbound lanes' exchange (direct): the hub's own copies of messages.
     inbound_exchange: str
+    #: The exchange agency systems publish to (topic; each only with ``<lane>.<its id>``, ``inbound_key``).
+    submit_exchange: str
     deliver_exchange: str
     retry_exchange: str
     dead_letter_exchange: str
@@ -156,6 +175,7 @@ class Names:
             ("queue_type", queue_type),
             ("namespace", ns),
             ("inbound_exchange", f"{ns}.in"),
+            ("submit_exchange", f"{ns}.submit"),
             ("deliver_exchange", f"{ns}.deliver"),
             # Not ``ns.retry``: that exchange of earlier versions keeps bindings on ``x-hub-retry`` that match every
             # message (see RETRY_HEADER); a new name leaves them where nothing publishes any more.
@@ -194,6 +214,40 @@ class Names:
             raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
         return f"{self.namespace}.in.{lane}"
 
+    def system_inbound_queue(self, lane: str, system_id: str) -> str:
+        """``ns.in.<lane>.<system>``: one system's own inbound lane (routing key ``inbound_key(lane, system)`` on
+        ``submit_exchange``)."""
+        return f"{self.inbound_queue(lane)}.{check_system_id(system_id)}"
+
+    def inbound_key(self, lane: str, system_id: str) -> str:
+        """The routing key a system publishes with on ``submit_exchange``: ``<lane>.<system>``."""
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
+        return f"{lane}.{check_system_id(system_id)}"
+
+    def system_inbound_queues(self, system_id: str) -> tuple[str, ...]:
+        """A system's own inbound lanes, emergency first."""
+        return tuple(self.system_inbound_queue(lane, system_id) for lane in LANES)
+
+    def inbound_lane_of_queue(self, queue: str) -> str | None:
+        """The lane of an inbound queue, shared (``ns.in.<lane>``) or a system's (``ns.in.<lane>.<system>``); None
+        for any other queue."""
+        head = f"{self.namespace}.in."
+        if not queue.startswith(head):
+            return None
+        lane, dot, system = queue[len(head) :].partition(".")
+        if lane not in LANES or (dot and not _SYSTEM.match(system)):
+            return None
+        return lane
+
+    def system_of_inbound_queue(self, queue: str) -> str | None:
+        """The system whose own inbound lane ``queue`` is, or None (a shared lane or another queue)."""
+        head = f"{self.namespace}.in."
+        if not queue.startswith(head):
+            return None
+        lane, dot, system = queue[len(head) :].partition(".")
+        return system if lane in LANES and dot and _SYSTEM.match(system) else None
+
     def system_queue(self, system_id: str) -> str:
         """``ns.q.<system>``: what one agency system receives (routing key on the delivery exchange: the id)."""
         return f"{self.namespace}.q.{check_system_id(system_id)}"
@@ -228,7 +282,7 @@ class Names:
 
     @property
     def inbound_queues(self) -> tuple[str, ...]:
-        """Both inbound lanes, emergency first."""
+        """Both shared inbound lanes, emergency first (each system's own: ``system_inbound_queues``)."""
         return tuple(self.inbound_queue(lane) for lane in LANES)
 
     @property

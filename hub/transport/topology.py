@@ -14,6 +14,11 @@ Why these choices:
   emergency is taken from its own queue even while thousands of normal messages sit unacknowledged in the
   normal lane's prefetch window (priorities only reorder messages *waiting in the queue*, not those already
   prefetched by a busy consumer).
+- **An inbound lane per system as well** (``ns.in.<lane>.<system>``, fed by the topic exchange ``ns.submit`` where a
+  system may only use ``<lane>.<its id>``): one FIFO queue for everybody lets one system's flood (10,000 hostile
+  messages, each costing a signature check) stand in front of every other system's messages; with a queue each, the
+  workers take from all of them in turn and a flooder only waits behind itself. The shared lanes stay for the
+  hub's own copies (retries, moves, replays, the process engine), which are never a flood of one system.
 - **Retry by dead-lettering**: a message to retry is published to the retry exchange with the lane as routing key
   and ``hub-retry: <d>s``; it waits in ``ns.retry.<d>s`` until its TTL and is dead-lettered back to the inbound
   exchange with its original routing key, i.e. into the lane it came from.
@@ -48,6 +53,7 @@ from hub.transport.names import (
     URGENT_SUFFIX,
     Names,
     check_system_id,
+    lane_of_key,
     retry_delay,
 )
 
@@ -65,7 +71,7 @@ __all__ = [
     "topology",
 ]
 
-ExchangeType = Literal["direct", "headers", "fanout"]
+ExchangeType = Literal["direct", "topic", "headers", "fanout"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,7 @@ def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
         ExchangeSpec(names.retry_exchange, "headers"),
         ExchangeSpec(names.dead_letter_exchange, "fanout"),
         ExchangeSpec(names.quarantine_exchange, "fanout"),
+        ExchangeSpec(names.submit_exchange, "topic"),
     )
     queues: list[QueueSpec] = []
     bindings: list[BindingSpec] = []
@@ -158,6 +165,7 @@ def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
         q = names.system_queue(check_system_id(system))
         queues.append(QueueSpec(q, {**classic, **dead, "x-max-priority": MAX_PRIORITY}))
         bindings.append(BindingSpec(q, names.deliver_exchange, system))
+        _system_inbound(names, system, {**classic, **dead}, queues, bindings)
     return Topology(exchanges, tuple(queues), tuple(bindings))
 
 
@@ -173,6 +181,7 @@ def _quorum_topology(names: Names, system_ids: Iterable[str]) -> Topology:
         ExchangeSpec(names.retry_exchange, "headers"),
         ExchangeSpec(names.dead_letter_exchange, "fanout"),
         ExchangeSpec(names.quarantine_exchange, "fanout"),
+        ExchangeSpec(names.submit_exchange, "topic"),
     )
     queues: list[QueueSpec] = []
     bindings: list[BindingSpec] = []
@@ -200,7 +209,19 @@ def _quorum_topology(names: Names, system_ids: Iterable[str]) -> Topology:
         for q, key in ((names.urgent_queue(system), system + URGENT_SUFFIX), (names.system_queue(system), system)):
             queues.append(QueueSpec(q, {**quorum, **dead}))
             bindings.append(BindingSpec(q, names.deliver_exchange, key))
+        _system_inbound(names, system, {**quorum, **dead}, queues, bindings)
     return Topology(exchanges, tuple(queues), tuple(bindings))
+
+
+def _system_inbound(
+    names: Names, system: str, arguments: dict[str, Any], queues: list[QueueSpec], bindings: list[BindingSpec]
+) -> None:
+    """A system's own inbound lanes ``ns.in.<lane>.<system>``, bound to the submit exchange with ``<lane>.<system>``
+    (the only keys its user may publish with there)."""
+    for lane in LANES:
+        q = names.system_inbound_queue(lane, system)
+        queues.append(QueueSpec(q, dict(arguments)))
+        bindings.append(BindingSpec(q, names.submit_exchange, names.inbound_key(lane, system)))
 
 
 @dataclass(slots=True)
@@ -266,13 +287,14 @@ class Incoming:
         return self.user_id
 
     def lane(self, hub_user: str) -> str:
-        """The inbound lane this message was published in: its routing key, or for a copy the hub moved from the
-        emergency lane to the normal one (``moved_lane_of``) the lane recorded in ``x-hub-lane``."""
+        """The inbound lane this message was published in: its routing key's lane (``normal``, ``normal.<system>``
+        → ``normal``), or for a copy the hub moved from the emergency lane to the normal one (``moved_lane_of``) the
+        lane recorded in ``x-hub-lane``."""
         if self.user_id is not None and self.user_id == hub_user:
             claimed = self.headers.get(LANE_HEADER)
             if claimed in LANES:
                 return str(claimed)
-        return self.routing_key
+        return lane_of_key(self.routing_key)
 
 
 #: A batch handler: it must settle every message of the batch (ack, nack, or publish-then-ack). Messages it leaves
@@ -296,7 +318,8 @@ def retry_of(names: Names, msg: Incoming, *, hub_user: str, retry: Retry | None 
         return None
     if delay not in RETRY_DELAYS_S:  # an unchecked policy: the next longer delay that has a queue
         delay = min((d for d in RETRY_DELAYS_S if d >= delay), default=RETRY_DELAYS_S[-1])
-    lane = msg.routing_key if msg.routing_key in LANES else "normal"
+    lane = lane_of_key(msg.routing_key)  # a system's own lane comes back in the shared one: the copy is the hub's
+    lane = lane if lane in LANES else "normal"
     headers = dict(msg.headers)
     headers[RETRY_HEADER] = f"{delay}s"
     headers[ATTEMPT_HEADER] = attempt
@@ -324,12 +347,17 @@ def _hub_copy(msg: Incoming, hub_user: str, exchange: str, routing_key: str, hea
 
 
 def moved_lane_of(names: Names, msg: Incoming, *, hub_user: str, to_lane: str = "normal") -> Outgoing:
-    """The Outgoing that moves ``msg`` unread from its lane to ``to_lane`` (the inbound exchange), remembering the
-    lane it was sent in (``x-hub-lane``, read back by ``Incoming.lane``) and its publisher (``x-hub-origin-user``),
-    as ``retry_of`` does: the copy is examined later under the rules of its own lane. Publish it, and ack ``msg``
-    once the publish is confirmed."""
+    """The Outgoing that moves ``msg`` unread from its lane to ``to_lane``, remembering the lane it was sent in
+    (``x-hub-lane``, read back by ``Incoming.lane``) and its publisher (``x-hub-origin-user``), as ``retry_of`` does:
+    the copy is examined later under the rules of its own lane. A system's message goes into that system's own lane
+    (the submit exchange, ``<to_lane>.<system>``: a flood moved there still waits behind nobody else's messages and
+    is read at the system's share), anything else into the shared lane. Publish it, and ack ``msg`` once the
+    publish is confirmed."""
     headers = dict(msg.headers)
     headers[LANE_HEADER] = msg.lane(hub_user)
+    system = names.system_of_user(msg.publisher(hub_user))
+    if system is not None:
+        return _hub_copy(msg, hub_user, names.submit_exchange, names.inbound_key(to_lane, system), headers)
     return _hub_copy(msg, hub_user, names.inbound_exchange, to_lane, headers)
 
 

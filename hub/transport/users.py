@@ -3,9 +3,13 @@
 Each system's user (``Names.user(system)``) may
 
 - configure nothing (``^$``: it cannot declare, delete or bind anything),
-- write only to the inbound exchange and to the dead-letter exchange ``ns.dead`` (so it cannot publish to the
-  delivery exchange, the default exchange or another system's queue; ``ns.dead`` is where it parks a delivery it
-  refused as unverifiable, with the reason in headers and its own ``user_id``: ``hub receive``, the adapter SDK),
+- write only to the submit exchange ``ns.submit`` and to the dead-letter exchange ``ns.dead`` (so it cannot publish
+  to the delivery exchange, the shared inbound exchange the hub's own copies use, the default exchange or another
+  system's queue; ``ns.dead`` is where it parks a delivery it refused as unverifiable, with the reason in headers
+  and its own ``user_id``: ``hub receive``, the adapter SDK),
+- publish on ``ns.submit`` only with the routing keys ``normal.<system>`` and ``emergency.<system>`` (a RabbitMQ
+  *topic permission*; ``topic_permissions_for``): its messages land in its own inbound lanes, never in another
+  system's, so a flood of one system cannot stand in front of the others' (``hub.transport.names``),
 - read only its own queue (``ns.q.<system>``).
 
 RabbitMQ checks these on every operation, and checks that a message's ``user_id`` property equals the user that
@@ -37,7 +41,7 @@ from yarl import URL
 
 from hub.errors import BrokerUnavailable, ConfigError
 from hub.settings import Settings
-from hub.transport.names import Names, check_system_id
+from hub.transport.names import LANES, Names, check_system_id
 
 __all__ = [
     "QueueStats",
@@ -50,6 +54,7 @@ __all__ = [
     "read_password",
     "remove",
     "teardown_namespace",
+    "topic_permissions_for",
 ]
 
 _VHOST = "/"
@@ -96,9 +101,16 @@ def permissions_for(names: Names, system_id: str) -> dict[str, str]:
     """The vhost permissions of a system's user (anchored regexes over escaped names)."""
     return {
         "configure": "^$",
-        "write": f"^(?:{re.escape(names.inbound_exchange)}|{re.escape(names.dead_letter_exchange)})$",
+        "write": f"^(?:{re.escape(names.submit_exchange)}|{re.escape(names.dead_letter_exchange)})$",
         "read": _read_pattern(names.system_queues(system_id)),
     }
+
+
+def topic_permissions_for(names: Names, system_id: str) -> dict[str, str]:
+    """The topic permission of a system's user on the submit exchange: publish only with ``<lane>.<system>``
+    (RabbitMQ checks the routing key of every publish; a refused one closes the channel, ``AMQP_ACCESS_REFUSED``)."""
+    keys = "|".join(re.escape(names.inbound_key(lane, system_id)) for lane in LANES)
+    return {"exchange": names.submit_exchange, "write": f"^(?:{keys})$", "read": "^$"}
 
 
 def _read_pattern(queues: tuple[str, ...]) -> str:
@@ -170,6 +182,9 @@ async def provision(settings: Settings, directory_systems: Iterable[tuple[str, s
             password = _password_for(settings, system_id, given)
             await api.call("PUT", f"/users/{_q(user)}", {"password": password, "tags": ""})
             await api.call("PUT", f"/permissions/{_q(_VHOST)}/{_q(user)}", permissions_for(names, system_id))
+            await api.call(
+                "PUT", f"/topic-permissions/{_q(_VHOST)}/{_q(user)}", topic_permissions_for(names, system_id)
+            )
             users.append(user)
     return users
 

@@ -1,7 +1,8 @@
 """``make faults``: every fault scenario of issue 16 in full on a PostgreSQL instance and a RabbitMQ node of its own
 (never the machine's shared services), then the core scenarios again with ``HUB_AMQP_FAST=0``; prints the table
 (fault, messages sent, delivered, duplicates, operator-visible, lost, evidence chain) and, last,
-``faults_lost=<total> faults_rows=<n>``. Exit 1 when a message was lost or an evidence chain does not verify.
+``faults_lost=<total> faults_rows=<n>``. Exit 1 when a message was lost, an evidence chain does not verify, or a
+message that expired while its recipient was away was not answered with exactly one signed DELIVERY_EXPIRED.
 
     .venv/bin/python scripts/faults/run.py [--only NAME ...] [--scale 0.2] [--keep]
 """
@@ -26,12 +27,14 @@ def plan(scale: float) -> list[tuple[str, int, object, object, bool, float]]:
     """(fault, messages, harm, sender, fast, offered rate a second)."""
     n = lambda k: max(100, int(k * scale))  # noqa: E731
     sender, link = sc.slow_link(stall_s=8.0)
+    # and 20 messages to it alone, expiring 20 s into its absence: each must come back as a signed DELIVERY_EXPIRED
+    offline = sc.recipient_offline(60.0, expiring=20, expires_s=20.0)
     return [
         ("worker SIGKILL ×10 工作进程被杀", n(3000), sc.kill_workers(10), None, True, 200.0),
         ("broker stop/start 消息中间件重启", n(2000), sc.restart_broker(5.0), None, True, 200.0),
         ("broker SIGKILL/start 消息中间件崩溃", n(2000), sc.restart_broker(5.0, kill=True), None, True, 200.0),
         ("PostgreSQL stop/start 数据库重启", n(2000), sc.restart_postgres(5.0), None, True, 200.0),
-        ("recipient offline 60 s 收件方离线", n(2000), sc.recipient_offline(60.0), None, True, 200.0),
+        ("recipient offline 60 s 收件方离线", n(2000), offline, None, True, 200.0),
         ("slow/stalled/cut link 慢速链路", n(1500), link, sender, True, 100.0),
         ("PostgreSQL disk full 数据库磁盘满", n(1000), sc.disk_full(10.0), None, True, 40.0),
         ("worker SIGKILL ×10 工作进程被杀", n(3000), sc.kill_workers(10), None, False, 200.0),
@@ -87,7 +90,7 @@ async def main() -> int:
         if row.notes:
             print(f"- {row.fault} (fast {'on' if row.fast else 'off'}): {row.notes}")
     lost = sum(r.lost for r in rows)
-    broken = [r for r in rows if not r.evidence.startswith("ok")]
+    broken = [r for r in rows if not r.evidence.startswith("ok") or r.expired_told != r.expired]
     print(f"faults_lost={lost} faults_rows={len(rows)}")
     return 1 if lost or broken else 0
 

@@ -14,7 +14,13 @@ refusal or quarantine answered to the sender, a dead letter in ``<ns>.dead``), s
 
 A ``Row`` is what the table prints: fault, messages sent, delivered (reached every recipient), duplicates (extra
 copies at a recipient — each carries a message id the sender sent), lost (neither delivered nor visible to an
-operator), the evidence chain's verdict."""
+operator), the evidence chain's verdict.
+
+``recipient_offline(..., expiring=k)`` also has the sender send ``k`` messages to the offline recipient alone whose
+envelope ``Expires`` falls while it is away: none may reach it, and for each the sender must get exactly one
+hub-signed ``hub.error`` ``DELIVERY_EXPIRED`` naming it (``hub/pipeline/expired.py``). They count in ``sent``; one
+answered so is operator-visible (its letter waits in ``<ns>.dead``, the sender was told), not lost; the row says
+``k expired → m signed DELIVERY_EXPIRED`` (``Row.expired``, ``Row.expired_told``)."""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +44,7 @@ for _p in (HERE, HERE.parent / "integration"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from harness import Hub, document  # noqa: E402
+from harness import SYSTEMS, Hub, document, now  # noqa: E402
 from instances import PgInstance, RabbitNode  # noqa: E402
 
 from hub.envelope import Envelope, Recipient, parse  # noqa: E402
@@ -61,11 +68,18 @@ class Row:
     seconds: float
     fast: bool = True
     notes: str = ""
+    #: Messages sent to a recipient while it was away, expiring before it came back (``recipient_offline``).
+    expired: int = 0
+    #: Of those, how many never reached it and were answered with exactly one hub-signed ``DELIVERY_EXPIRED``.
+    expired_told: int = 0
 
     def line(self) -> str:
+        visible = str(self.visible)
+        if self.expired:
+            visible += f" ({self.expired} expired → {self.expired_told} signed DELIVERY_EXPIRED)"
         return (
             f"| {self.fault} | {'on' if self.fast else 'off'} | {self.sent} | {self.delivered} | {self.duplicates} | "
-            f"{self.visible} | {self.lost} | {self.evidence} | {self.seconds:.0f} |"
+            f"{visible} | {self.lost} | {self.evidence} | {self.seconds:.0f} |"
         )
 
 
@@ -182,6 +196,11 @@ class Traffic:
     reading: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(PEERS, True))
     sending_done: bool = False
     broker_errors: int = 0
+    #: Messages sent to ``PEERS[1]`` alone, expiring while it is away (``send_expiring``): ids.
+    expiring: set[str] = field(default_factory=set)
+    #: The hub's verified (hub-signed) hub.error answers the sender got: original message id → {the error's own
+    #: message id: code} (a copy read twice — a get whose ack was lost — is one answer; a second answer has its own id).
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
     #: Set to end the sending early (a run whose harms set the pace): what was confirmed by then is what was sent.
     enough: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -193,7 +212,40 @@ class Traffic:
 
     @property
     def ids(self) -> set[str]:
-        return {env.message_id for env, _ in self.payloads}
+        return {env.message_id for env, _ in self.payloads} | self.expiring
+
+    async def send_expiring(self, k: int, expires_s: float) -> float:
+        """Send ``k`` signed messages to ``PEERS[1]`` alone whose envelope expires ``expires_s`` from now (published
+        with confirms on the hub's test connection, again until confirmed); the monotonic time they expire at."""
+        to = [Recipient.to(SYSTEMS[PEERS[1]])]
+        expires = now() + timedelta(seconds=expires_s)
+        at = time.monotonic() + expires_s
+        part = []
+        for _ in range(k):
+            data = self.hub.sign(SENDER, document(SENDER, to, expires=expires))
+            part.append((Envelope.from_tree(parse(data)), data))
+        while True:
+            try:
+                await self.hub.publish(part)
+                break
+            except HubError:
+                self.broker_errors += 1
+                await asyncio.sleep(0.5)
+        self.expiring.update(env.message_id for env, _ in part)
+        return at
+
+    def expiring_settled(self) -> bool:
+        """Every expiring message was answered by the hub, or (wrongly) reached a recipient: nothing more to wait for."""
+        reached = set().union(*(set(c) for c in self.delivered.values()))
+        return all(mid in self.errors or mid in reached for mid in self.expiring)
+
+    def expired_told(self) -> set[str]:
+        """The expiring messages that reached no recipient and whose sender got exactly one hub-signed hub.error, with
+        the code DELIVERY_EXPIRED."""
+        reached = set().union(*(set(c) for c in self.delivered.values()))
+        return {
+            mid for mid in self.expiring - reached if list(self.errors.get(mid, {}).values()) == ["DELIVERY_EXPIRED"]
+        }
 
     async def send(self, *, transport: Any = None, rate: float = 200.0, chunk: int = 20) -> None:
         """Publish every message at about ``rate`` a second in chunks; a chunk the broker did not confirm (broker
@@ -237,12 +289,19 @@ class Traffic:
                     continue
                 try:
                     batch = await box.take(max_messages=500)
+                    if batch and system in self.reading and not self.reading[system]:
+                        # It went away while this take was under way: what the take got goes back, unread.
+                        await hub.transport.nack(batch, requeue=True)
+                        continue
                     for m in batch:
-                        env = box.open(m.body)
+                        opened = box.open_delivery(m.body)  # the hub's signature (and the originator's) verified
+                        env = opened.envelope
                         if system == SENDER:
                             reply = read_reply(env)
                             if reply is not None and (reply.about not in self.answers or reply.kind == "error"):
                                 self.answers[reply.about] = reply.outcome
+                            if reply is not None and reply.kind == "error" and opened.originator is None:
+                                self.errors.setdefault(reply.about, {})[env.message_id] = reply.outcome
                         else:
                             self.delivered[system][env.message_id] += 1
                     if batch:
@@ -262,7 +321,7 @@ class Traffic:
         return ids
 
     def done(self) -> bool:
-        return self.sending_done and self.everywhere() >= self.confirmed
+        return self.sending_done and self.everywhere() >= self.confirmed and self.expiring_settled()
 
 
 async def dead_letter_ids(hub: Hub) -> set[str]:
@@ -348,25 +407,44 @@ class Run:
             self.timings["verified"] = time.monotonic() - started
             evidence = "ok 完整" if verify.returncode == 0 else "BROKEN " + (verify.stdout + verify.stderr)[-300:]
             missing = traffic.confirmed - traffic.everywhere()
+            seen = set().union(*(set(c) for c in traffic.delivered.values()))
+            # An expiring message (one recipient, away past its Expires) that reached it counts as delivered; one
+            # that did not is operator-visible when its sender was told (a hub-signed hub.error) or it is in ns.dead.
+            reached = traffic.expiring & seen
+            unanswered = traffic.expiring - reached
             visible: set[str] = set()
-            if missing:
+            if missing or unanswered:
                 refused = {mid for mid, outcome in traffic.answers.items() if outcome not in ("accepted", "duplicate")}
-                visible = missing & (refused | await dead_letter_ids(hub))
+                dead = await dead_letter_ids(hub)
+                visible = (missing & (refused | dead)) | (unanswered & (set(traffic.errors) | dead))
             duplicates = sum(c - 1 for counts in traffic.delivered.values() for c in counts.values() if c > 1)
-            stray = set().union(*(set(c) for c in traffic.delivered.values())) - traffic.ids
+            stray = seen - traffic.ids
             if stray:
                 notes += f" {len(stray)} deliveries with ids nobody sent"
+            told = traffic.expired_told()
+            if traffic.expiring and told != traffic.expiring:
+                twice = sum(1 for mid in unanswered if len(traffic.errors.get(mid, {})) > 1)
+                codes = Counter(
+                    c for mid in unanswered for c in traffic.errors.get(mid, {}).values() if c != "DELIVERY_EXPIRED"
+                )
+                notes += (
+                    f"; of the {len(traffic.expiring)} expiring messages {len(reached)} reached {PEERS[1]},"
+                    f" {len(unanswered - set(traffic.errors))} unanswered, {twice} answered more than once,"
+                    f" other codes {dict(codes)}"
+                )
             return Row(
                 fault=self.fault,
-                sent=len(traffic.confirmed),
-                delivered=len(traffic.everywhere() & traffic.confirmed),
+                sent=len(traffic.confirmed) + len(traffic.expiring),
+                delivered=len(traffic.everywhere() & traffic.confirmed) + len(reached),
                 duplicates=duplicates,
-                lost=len(missing - visible) + len(stray),
+                lost=len(missing - visible) + len(unanswered - visible) + len(stray),
                 visible=len(visible),
                 evidence=evidence,
                 seconds=time.monotonic() - started,
                 fast=settings.amqp_fast,
                 notes=notes.strip(),
+                expired=len(traffic.expiring),
+                expired_told=len(told),
             )
         finally:
             stop.set()
@@ -471,21 +549,44 @@ def restart_postgres(down_s: float = 3.0) -> Harm:
     return harm
 
 
-def recipient_offline(offline_s: float, *, after_sending: bool = True) -> Harm:
+def recipient_offline(
+    offline_s: float, *, after_sending: bool = True, expiring: int = 0, expires_s: float | None = None
+) -> Harm:
     """One recipient reads nothing from a quarter of the run until ``offline_s`` after the sender finished (or, not
-    ``after_sending``, for ``offline_s`` while the traffic flows)."""
+    ``after_sending``, for ``offline_s`` while the traffic flows).
+
+    ``expiring``: as it goes away, the sender also sends it (alone) that many messages whose envelope expires
+    ``expires_s`` later (default half of ``offline_s``); it stays away at least until then (and a second more), and
+    once it is back the harm waits (up to 60 s) until the sender has an answer for each — the hub-signed hub.error
+    ``DELIVERY_EXPIRED`` the run's verdict checks (``Traffic.expired_told``)."""
+    ttl = offline_s / 2 if expires_s is None else expires_s
 
     async def harm(run: Run) -> str:
+        traffic = run.traffic
         await run.progress()
-        run.traffic.reading[PEERS[1]] = False
+        traffic.reading[PEERS[1]] = False
+        expire_at = await traffic.send_expiring(expiring, ttl) if expiring else None
         if after_sending:
-            await run.until("sending done", lambda: run.traffic.sending_done, timeout=600)
+            await run.until("sending done", lambda: traffic.sending_done, timeout=600)
         else:
             await asyncio.sleep(offline_s / 2)
         waiting = await run.hub.depth(PEERS[1])
         await asyncio.sleep(offline_s if after_sending else offline_s / 2)
-        run.traffic.reading[PEERS[1]] = True
-        return f"{PEERS[1]} offline; {waiting}+ deliveries waited"
+        if expire_at is not None and (left := expire_at + 1.0 - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+        told_while_away = sum(1 for mid in traffic.expiring if mid in traffic.errors)
+        traffic.reading[PEERS[1]] = True
+        note = f"{PEERS[1]} offline; {waiting}+ deliveries waited"
+        if expiring:
+            back = time.monotonic()
+            while time.monotonic() < back + 60.0 and not traffic.expiring_settled():
+                await asyncio.sleep(0.1)
+            answered = sum(1 for mid in traffic.expiring if mid in traffic.errors)
+            note += (
+                f"; {expiring} sent to it expiring {ttl:.0f} s later: {answered} answered ({told_while_away} while it"
+                f" was away, the rest {time.monotonic() - back:.1f} s after it came back)"
+            )
+        return note
 
     return harm
 

@@ -290,7 +290,12 @@ async def test_an_ordinary_message_in_the_emergency_lane_is_refused_and_accepted
         own = await connect_as(hub.settings, "county-220122-oa")
         try:
             await own.publish_many(
-                [dataclasses.replace(outgoing(own, env, data, as_system=True), routing_key="emergency")]
+                [
+                    dataclasses.replace(
+                        outgoing(own, env, data, as_system=True),
+                        routing_key=own.names.inbound_key("emergency", "county-220122-oa"),
+                    )
+                ]
             )
         finally:
             await own.close()
@@ -332,7 +337,10 @@ async def test_a_system_flooding_the_emergency_lane_loses_its_place_not_its_mess
         try:
             await own.publish_many(
                 [
-                    dataclasses.replace(outgoing(own, env, data, as_system=True), routing_key="emergency")
+                    dataclasses.replace(
+                        outgoing(own, env, data, as_system=True),
+                        routing_key=own.names.inbound_key("emergency", NEIGHBOUR),
+                    )
                     for env, data in flood
                 ]
             )

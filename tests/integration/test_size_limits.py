@@ -29,12 +29,13 @@ async def test_over_the_hub_limit_is_a_signed_refusal_over_twice_it_the_broker_r
         connection = await aio_pika.connect(amqp_url_for(hub.settings, SYSTEM))
         try:
             channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(names.inbound_exchange, ensure=False)
+            exchange = await channel.get_exchange(names.submit_exchange, ensure=False)
             user = names.user(SYSTEM)
+            own_lane = names.inbound_key("normal", SYSTEM)
 
             # Between the hub's limit and the broker's: stored by the broker, refused by the hub with its code.
             body = b"<" + b"x" * (hub.settings.max_message_bytes + 10)
-            await exchange.publish(aio_pika.Message(body, user_id=user, message_id="too-big"), routing_key="normal")
+            await exchange.publish(aio_pika.Message(body, user_id=user, message_id="too-big"), routing_key=own_lane)
             got = await hub.drain(SYSTEM, expect=1, timeout=30)
             assert len(got) == 1
             _, answer = got[0]
@@ -44,7 +45,7 @@ async def test_over_the_hub_limit_is_a_signed_refusal_over_twice_it_the_broker_r
             # Over twice the hub's limit: the broker refuses the publish itself (the channel is closed with 406).
             huge = b"<" + b"x" * BROKER_LIMIT
             with pytest.raises(aio_pika.exceptions.AMQPError) as refused:
-                await exchange.publish(aio_pika.Message(huge, user_id=user, message_id="huge"), routing_key="normal")
+                await exchange.publish(aio_pika.Message(huge, user_id=user, message_id="huge"), routing_key=own_lane)
             assert "larger than configured max size" in str(refused.value) or "406" in str(refused.value)
         finally:
             await connection.close()

@@ -1,5 +1,6 @@
-"""Per-system RabbitMQ users against the real broker: each may publish only to the inbound exchange (and park a
-refused delivery in the dead-letter exchange) and read only its own queue. Everything lives under ``<test_namespace>.us`` and is deleted at the end of the module."""
+"""Per-system RabbitMQ users against the real broker: each may publish only into its own inbound lanes (the submit
+exchange with its own routing keys; and park a refused delivery in the dead-letter exchange) and read only its own
+queue. Everything lives under ``<test_namespace>.us`` and is deleted at the end of the module."""
 
 from __future__ import annotations
 
@@ -46,8 +47,11 @@ async def as_a(settings: Settings, hub: Transport) -> AsyncIterator[Transport]:
         await transport.close()
 
 
-def _inbound(t: Transport, mid: str, user_id: str | None = None) -> Outgoing:
-    return Outgoing(t.names.inbound_exchange, "normal", b"<env/>", {}, 0, mid, user_id=user_id)
+def _inbound(t: Transport, mid: str, user_id: str | None = None, system: str = A) -> Outgoing:
+    """Into ``system``'s own normal lane, as the SDK publishes."""
+    return Outgoing(
+        t.names.submit_exchange, t.names.inbound_key("normal", system), b"<env/>", {}, 0, mid, user_id=user_id
+    )
 
 
 async def _refused(coro) -> str:
@@ -66,13 +70,25 @@ async def test_passwords_are_generated_once_and_private(settings: Settings, hub:
     assert read_password(settings, A) != read_password(settings, B)
 
 
-async def test_system_may_publish_to_inbound_and_dead_letter_only(hub: Transport, as_a: Transport):
+async def test_system_may_publish_to_its_own_lanes_and_dead_letter_only(hub: Transport, as_a: Transport):
     n = hub.names
     me = n.user(A)
+    own_lane = n.system_inbound_queue("normal", A)
     await as_a.publish_many([_inbound(as_a, "from-a", user_id=me)])
-    [got] = await hub.fetch(n.inbound_queue("normal"))
+    [got] = await hub.fetch(own_lane)
     await hub.ack([got])
     assert got.message_id == "from-a" and got.user_id == me and n.system_of_user(got.user_id) == A
+
+    # another system's lane on the submit exchange: the topic permission refuses the routing key
+    assert await _refused(as_a.publish_many([_inbound(as_a, "into-b", user_id=me, system=B)])) == (
+        "AMQP_ACCESS_REFUSED"
+    )
+    # the shared lanes (the hub's own copies) and a bare lane key
+    shared = Outgoing(n.inbound_exchange, "normal", b"<env/>", {}, 0, "shared", user_id=me)
+    assert await _refused(as_a.publish_many([shared])) == "AMQP_ACCESS_REFUSED"
+    bare = Outgoing(n.submit_exchange, "normal", b"<env/>", {}, 0, "bare", user_id=me)
+    assert await _refused(as_a.publish_many([bare])) == "AMQP_ACCESS_REFUSED"
+    assert await hub.queue_depth(n.system_inbound_queue("normal", B)) == 0
 
     # the delivery exchange, straight into another system's queue
     assert await _refused(as_a.publish_many([Outgoing(n.deliver_exchange, B, b"<x/>", {}, 0, "x")])) == (
@@ -88,9 +104,10 @@ async def test_system_may_publish_to_inbound_and_dead_letter_only(hub: Transport
     assert await hub.queue_depth(n.system_queue(B)) == 0
     assert await hub.queue_depth(n.system_queue(A)) == 0
     assert await hub.queue_depth(n.inbound_queue("normal")) == 0
-    # and the same transport still publishes to inbound afterwards (its channel re-opened)
+    assert await hub.queue_depth(own_lane) == 0
+    # and the same transport still publishes into its lane afterwards (its channel re-opened)
     await as_a.publish_many([_inbound(as_a, "still-ok", user_id=me)])
-    [again] = await hub.fetch(n.inbound_queue("normal"))
+    [again] = await hub.fetch(own_lane)
     await hub.ack([again])
     assert again.message_id == "still-ok"
 
@@ -123,6 +140,7 @@ async def test_system_reads_only_its_own_queue(hub: Transport, as_a: Transport):
     assert await _refused(as_a.fetch(n.system_queue(B))) == "AMQP_ACCESS_REFUSED"
     assert await _refused(as_a.consume(n.system_queue(B), handler, prefetch=1)) == "AMQP_ACCESS_REFUSED"
     assert await _refused(as_a.fetch(n.inbound_queue("normal"))) == "AMQP_ACCESS_REFUSED"
+    assert await _refused(as_a.fetch(n.system_inbound_queue("normal", A))) == "AMQP_ACCESS_REFUSED"  # write-only
     assert await hub.queue_depth(n.system_queue(B)) == 1  # untouched
     await hub.ack(await hub.fetch(n.system_queue(B)))
 

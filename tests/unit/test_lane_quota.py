@@ -61,10 +61,19 @@ def test_the_moved_copy_keeps_its_lane_and_publisher_and_only_the_hub_can_claim_
     names = Names("ns")
     m = _incoming()
     out = moved_lane_of(names, m, hub_user=HUB)
-    assert (out.exchange, out.routing_key, out.user_id, out.body) == (names.inbound_exchange, "normal", HUB, m.body)
+    # into the publisher's own normal lane (a flood moved there waits behind nobody else's messages)
+    assert (out.exchange, out.routing_key, out.user_id, out.body) == (
+        names.submit_exchange,
+        "normal.county-220183-oa",
+        HUB,
+        m.body,
+    )
+    # the hub's own message (no system publisher) goes to the shared lane
+    own = moved_lane_of(names, _incoming("emergency", HUB), hub_user=HUB)
+    assert (own.exchange, own.routing_key) == (names.inbound_exchange, "normal")
     assert out.headers[LANE_HEADER] == "emergency" and out.headers[ORIGIN_USER_HEADER] == "ns.county-220183-oa"
     # read back as the hub's copy: the lane it was sent in, its publisher
-    back = _incoming("normal", HUB, **out.headers)
+    back = _incoming("normal.county-220183-oa", HUB, **out.headers)
     assert back.lane(HUB) == "emergency" and back.publisher(HUB) == "ns.county-220183-oa"
     # a system that sets the header itself gains nothing: its own copies are read by their routing key
     forged = _incoming("normal", "ns.county-220183-oa", **{LANE_HEADER: "emergency"})

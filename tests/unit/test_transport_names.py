@@ -18,11 +18,12 @@ from hub.transport.names import (
     RETRY_HEADER,
     Names,
     lane_for,
+    lane_of_key,
     priority_for,
     retry_delay,
 )
 from hub.transport.topology import Incoming, Outgoing, dead_letter_of, retry_of, topology
-from hub.transport.users import permissions_for
+from hub.transport.users import permissions_for, topic_permissions_for
 
 
 def test_every_name_carries_the_namespace():
@@ -115,16 +116,61 @@ def test_permissions_are_anchored_and_escaped():
     n = Names("hub.prod")
     perms = permissions_for(n, "city-2201-oa")
     assert perms["configure"] == "^$"
-    assert re.fullmatch(perms["write"], "hub.prod.in")
-    assert not re.fullmatch(perms["write"], "hubXprod.in")  # the dot is escaped
+    assert re.fullmatch(perms["write"], "hub.prod.submit")
+    assert not re.fullmatch(perms["write"], "hubXprod.submit")  # the dot is escaped
+    assert not re.fullmatch(perms["write"], "hub.prod.in")  # the shared lanes are the hub's own
     assert not re.fullmatch(perms["write"], "hub.prod.deliver")
     assert not re.fullmatch(perms["write"], "")  # the default exchange
     assert re.fullmatch(perms["write"], "hub.prod.dead")  # parking a refused delivery with its reason
     assert not re.fullmatch(perms["write"], "hub.prod.deadX")
-    assert not re.fullmatch(perms["write"], "hub.prod.in|hub.prod.dead")
+    assert not re.fullmatch(perms["write"], "hub.prod.submit|hub.prod.dead")
     assert re.fullmatch(perms["read"], "hub.prod.q.city-2201-oa")
     assert not re.fullmatch(perms["read"], "hub.prod.q.city-2201-oa2")
     assert not re.fullmatch(perms["read"], "hub.prod.q.city-2202-oa")
+    assert not re.fullmatch(perms["read"], "hub.prod.in.normal.city-2201-oa")  # its inbound lane: write-only
+    # On the submit exchange only its own two keys: a flood of one system lands in its own queues
+    topic = topic_permissions_for(n, "city-2201-oa")
+    assert topic["exchange"] == "hub.prod.submit" and topic["read"] == "^$"
+    assert re.fullmatch(topic["write"], "normal.city-2201-oa") and re.fullmatch(
+        topic["write"], "emergency.city-2201-oa"
+    )
+    for other in ("normal", "emergency", "normal.city-2202-oa", "normalXcity-2201-oa", "normal.city-2201-oa.x", "#"):
+        assert not re.fullmatch(topic["write"], other), other
+
+
+def test_each_system_has_its_own_inbound_lanes():
+    n = Names("t")
+    assert n.submit_exchange == "t.submit"
+    assert n.inbound_key("normal", "sys-a") == "normal.sys-a"
+    assert n.system_inbound_queue("emergency", "sys-a") == "t.in.emergency.sys-a"
+    assert n.system_inbound_queues("sys-a") == ("t.in.emergency.sys-a", "t.in.normal.sys-a")
+    assert [n.inbound_lane_of_queue(q) for q in ("t.in.normal", "t.in.emergency.sys-a", "t.q.sys-a", "t.in.x")] == [
+        "normal",
+        "emergency",
+        None,
+        None,
+    ]
+    assert n.system_of_inbound_queue("t.in.normal.sys-a") == "sys-a"
+    assert n.system_of_inbound_queue("t.in.normal") is None and n.system_of_inbound_queue("t.in.normal.A_b") is None
+    assert [lane_of_key(k) for k in ("normal", "emergency.sys-a", "odd")] == ["normal", "emergency", "odd"]
+    with pytest.raises(ValueError):
+        n.inbound_key("urgent", "sys-a")
+    with pytest.raises(ValueError):
+        n.inbound_key("normal", "sys.a")  # no dots: a key cannot reach into another system's lane
+    topo = topology(n, ["sys-a"])
+    own = {(b.queue, b.exchange, b.routing_key) for b in topo.bindings if b.exchange == n.submit_exchange}
+    assert own == {
+        ("t.in.emergency.sys-a", "t.submit", "emergency.sys-a"),
+        ("t.in.normal.sys-a", "t.submit", "normal.sys-a"),
+    }
+    assert {ex.name: ex.type for ex in topo.exchanges}[n.submit_exchange] == "topic"
+    q = topo.queue("t.in.normal.sys-a")
+    assert q is not None and q.dead_letter_exchange == n.dead_letter_exchange
+    # a message from a system's own lane: its lane; retried, it comes back in the shared lane as the hub's copy
+    own_msg = _incoming(routing_key="normal.sys-a", queue="t.in.normal.sys-a", priority=0)
+    assert own_msg.lane("guest") == "normal"
+    again = retry_of(n, own_msg, hub_user="guest")
+    assert again is not None and again.routing_key == "normal" and again.headers["x-hub-origin-user"] == "t.sys-a"
 
 
 def test_topology_shape():
@@ -139,6 +185,8 @@ def test_topology_shape():
         n.quarantine_queue,
         n.system_queue("sys-a"),
         n.system_queue("sys-b"),
+        *n.system_inbound_queues("sys-a"),
+        *n.system_inbound_queues("sys-b"),
     }
     # every dead letter reaches the operators' queue and, a copy, the queue the hub answers expired deliveries from
     assert {b.queue for b in topo.bindings if b.exchange == n.dead_letter_exchange} == {
