@@ -169,6 +169,7 @@ class Burst:
             """The attacker publishes from a process of its own (another machine in real life): its publishing
             work does not delay the valid sender's pacing or the sink's clock in this process."""
             proc = await asyncio.create_subprocess_exec(
+                *(["nice", "-n", "19"] if a.nice_attacker else []),
                 sys.executable,
                 __file__,
                 "--flood-child",
@@ -258,6 +259,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--hostile", type=int, default=10_000, help="hostile messages in the burst (default 10,000)")
     ap.add_argument("--workers", type=int, default=2, help="hub run --workers (default 2)")
     ap.add_argument("--keep", type=Path, help="copy the hub's log into this directory")
+    ap.add_argument(
+        "--nice-attacker",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the attacker's process at the lowest CPU priority (it stands for another machine; default on)",
+    )
     ap.add_argument("--drain", action="store_true", help="wait until every hostile message was answered (minutes)")
     return ap.parse_args(argv)
 
