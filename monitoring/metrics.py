@@ -62,6 +62,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -85,13 +86,23 @@ TRUST_CACHE_S = 30.0
 # ------------------------------------------------------------------------------------------------ collecting
 
 
+def _size(f: Path) -> int:
+    try:
+        return f.stat().st_size
+    except OSError:  # gone meanwhile (a process that ended)
+        return 0
+
+
 def collect(settings: Settings) -> list[Metric]:
     """Every metric family: ``hub run``'s processes (the metrics directory) merged with this process's registry.
     Samples with the same name and labels are added up (counters, histograms) or the larger kept (gauges)."""
     families: list[Metric] = []
     path = metrics_dir(settings)
     if path.is_dir():
-        families += MultiProcessCollector(None, path=str(path)).collect()
+        # A process that is starting creates its file empty and sizes it a moment later; read as it is, such a file
+        # made /ready and /metrics answer 500 (struct.error). Files shorter than their header are not read yet.
+        files = [str(f) for f in sorted(path.glob("*.db")) if _size(f) >= 8]
+        families += MultiProcessCollector.merge(files, accumulate=True)
     own = os.environ.get(MULTIPROC_ENV)
     if own is None or os.path.realpath(own) != os.path.realpath(path):  # else this process is in that directory
         families += REGISTRY.collect()

@@ -74,6 +74,8 @@ CHANGCHUN = "11220100013544550M"  # 长春市林业局
 
 #: The system whose deliveries stay in its queue for the operator to read after the demo.
 KEEP_FOR_OPERATOR = "city-220100-oa"
+#: Copies of a tampered report one compromised system floods the hub with (step w, issue 16).
+FLOOD_COPIES = 200
 
 #: Senders and named recipients of the scenario (the city bureaus of step 1 come from the directory).
 _FIXED_SYSTEMS = (
@@ -509,7 +511,8 @@ class Scenario:
             ("m", "运维监控页面 the ops page: health, metrics, search, trace, audit", self.step_ops),
             *((key, title, self._adapter_step(name)) for key, name, title in ADAPTER_STEPS),
             *((key, title, self._process_step(name)) for key, name, title in PROCESS_STEPS),
-            ("w", "证据链 evidence chain", self.step_evidence),
+            ("w", "一个系统的洪泛不挡别人 one system's flood does not hold up the others", self.step_flood),
+            ("x", "证据链 evidence chain", self.step_evidence),
         ]
         for key, title, fn in steps:
             o = Outcome(key, title)
@@ -777,6 +780,66 @@ class Scenario:
             "a signed report with 60,000 namespace declarations added after signing: refused with ENV_LIMIT at the "
             f"byte gate; the 特急 alert sent right after it was delivered in {alert_ms:.0f} ms"
         )
+
+    async def step_flood(self, o: Outcome) -> None:
+        """Issue 16: 榆树's system, compromised, floods the hub with reports altered after signing (each costs a
+        signature check before it is refused); 农安's letter sent right after is not behind them. Every system has its
+        own inbound lane, the workers read the lanes in turn, and a system whose messages the hub refuses is read at
+        its refusal rate: the flood waits, kept, in its own queue, and each copy is answered in its turn."""
+        flooder, sender = "county-220182-oa", "county-220122-oa"
+        targets = ["county-220182-oa", "county-220183-oa"]
+        flood: list[tuple[Envelope, bytes]] = []
+        for _ in range(FLOOD_COPIES):
+            env, data = self.mail.sign(flooder, self._prepare("08-statistics-report.xml"))
+            flood.append((env, data.replace("完成秋季造林1.2万亩".encode(), "完成秋季造林7.2万亩".encode(), 1)))
+        digests = [hashlib.sha256(data).digest() for _, data in flood]
+        t = await self.mail.transport(flooder)
+        await t.publish_many([outgoing(t, env, data, as_system=True) for env, data in flood])
+        started = time.perf_counter()
+        letter, data = self.mail.sign(sender, self._prepare("02-letter-cross-county-fire-watch.xml"))
+        await self.mail.publish(sender, letter, data)
+        got = await self._gather_deliveries(targets, letter.message_id)
+        letter_ms = (time.perf_counter() - started) * 1000
+        self._check_deliveries(o, got, sender)
+        refused_then = await self._refused_count(digests)
+        self._expect_reply(o, await self.mail.replies(sender, letter.message_id), "receipt", "accepted")
+        o.expect(
+            refused_then <= FLOOD_COPIES // 2,
+            f"农安's letter was delivered only after {refused_then} of the {FLOOD_COPIES} flooding copies were refused",
+        )
+        deadline = time.monotonic() + FLOOD_COPIES / 10 + self.timeout  # at least 20 a second per worker
+        while (refused := await self._refused_count(digests)) < FLOOD_COPIES and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        took = time.perf_counter() - started
+        o.expect(refused == FLOOD_COPIES, f"{refused} of the {FLOOD_COPIES} flooding copies were refused")
+        codes = await self._db(
+            "SELECT DISTINCT error_code FROM intake_rejections WHERE raw_sha256 = ANY($1::bytea[])", digests
+        )
+        o.expect([r["error_code"] for r in codes] == ["SIG_DIGEST"], f"the flood was refused with {codes}")
+        wanted = {d.hex() for d in digests}
+
+        def answer(g: Got) -> bool:
+            body = g.envelope.body
+            return g.kind == "error" and body is not None and body.findtext(f"{{{ERROR_NS}}}ReceivedDigest") in wanted
+
+        answers = await self.mail.collect(flooder, answer, expect=FLOOD_COPIES, timeout=self.timeout)
+        o.expect(len(answers) == FLOOD_COPIES, f"{flooder} got {len(answers)} signed errors for its flood")
+        o.lines.append(
+            f"榆树市林业局系统失陷，{FLOOD_COPIES} 份签名后被篡改的报告灌入枢纽；农安县林业局随后发出的函 "
+            f"{letter_ms:.0f} ms 送达（此时洪泛只处理了 {refused_then} 份：其余在榆树自己的入站队列里排队）；"
+            f"洪泛按每个工作进程每秒约 20 份逐一拒收 SIG_DIGEST，{took:.1f} s 内全部答复，一份不丢"
+        )
+        o.lines.append(
+            f"{FLOOD_COPIES} tampered copies from one system; another system's letter sent right after was delivered "
+            f"in {letter_ms:.0f} ms ({refused_then} of the flood refused by then: the rest waited in the flooder's own "
+            f"lane); each copy answered SIG_DIGEST at the flooder's refusal rate, all in {took:.1f} s"
+        )
+
+    async def _refused_count(self, digests: list[bytes]) -> int:
+        rows = await self._db(
+            "SELECT count(*) AS n FROM intake_rejections WHERE raw_sha256 = ANY($1::bytea[])", digests
+        )
+        return int(rows[0]["n"])
 
     async def step_rotate(self, o: Outcome) -> None:
         """``hub pki rotate`` while the hub runs: its workers sign with the new key within seconds, no restart;
