@@ -274,6 +274,7 @@ class Consumer:
         self._buffered = 0
         self._turn = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._hold: asyncio.TimerHandle | None = None
         self._due = False
         self._running: set[asyncio.Task[None]] = set()
         self._tracker: _Tracker | None = None
@@ -333,6 +334,13 @@ class Consumer:
         self._due = True
         self._flush()
 
+    def _look_again(self) -> None:
+        """The hold timer: held-back queues may have a share again. A timer of its own, so that a message of another
+        queue arriving meanwhile still starts its batch after ``linger``, not after ``HOLD_S``."""
+        self._hold = None
+        self._due = True
+        self._flush()
+
     def _take(self) -> list[Incoming]:
         """The next batch: up to ``max_batch`` messages, from the buffered queues in turn (each within its share)."""
         buffers = self._buffers
@@ -373,8 +381,8 @@ class Consumer:
             batch = self._take()
             if not batch:  # every buffered queue is held back (share 0): look again shortly
                 self._due = False
-                if self._timer is None:
-                    self._timer = asyncio.get_running_loop().call_later(HOLD_S, self._expire)
+                if self._hold is None:
+                    self._hold = asyncio.get_running_loop().call_later(HOLD_S, self._look_again)
                 return
             self._due = False
             if self._timer is not None:
@@ -432,9 +440,10 @@ class Consumer:
         for q in self.queues:
             self._buffers[q] = []
         self._buffered = 0
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._hold):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._hold = None
         await nack(pending, requeue=True)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)

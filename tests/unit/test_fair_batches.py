@@ -126,7 +126,38 @@ async def test_a_consumer_whose_queues_are_all_held_looks_again_later():
     _fill(c, "held", 20)
     c._due = True
     c._flush()
-    assert c._timer is not None and not c._running  # nothing taken; a look later is scheduled
+    assert c._hold is not None and not c._running  # nothing taken; a look later is scheduled
     tokens[0] = 4
     await asyncio.sleep(0.1)
     assert seen and all(n <= 4 for n in seen) and sum(seen) == 20
+
+
+async def test_while_a_queue_is_held_another_queues_message_starts_its_batch_after_the_linger():
+    import asyncio
+    import time
+
+    started: list[float] = []
+
+    async def handler(batch: list[Incoming]) -> None:
+        started.append(time.perf_counter())
+        for m in batch:
+            m.settled = True
+
+    c = Consumer(
+        object(),
+        ["held", "other"],
+        handler,
+        max_batch=64,
+        linger=0.002,
+        concurrency=1,
+        share=lambda q: 0 if q == "held" else 64,
+    )  # type: ignore[arg-type]
+    _fill(c, "held", 5)  # fewer than a batch: no flush on arrival, the linger, then the hold
+    c._due = True
+    c._flush()
+    assert c._hold is not None and c._timer is None
+    sent = time.perf_counter()
+    _fill(c, "other", 1)
+    c._timer = asyncio.get_running_loop().call_later(c._linger, c._expire)  # as _accept schedules it
+    await asyncio.sleep(0.015)
+    assert started and started[0] - sent < 0.012  # well before the 20 ms hold
