@@ -293,12 +293,16 @@ class Mailboxes:
     async def error_for_digest(self, system: str, digest: str, *, timeout: float = 20.0) -> list[Reply]:
         """A hub.error about bytes whose signature could not be trusted carries no message id, only the SHA-256 of
         what the hub received: match on that."""
+        return await self.errors_for_digests(system, {digest}, timeout=timeout)
+
+    async def errors_for_digests(self, system: str, digests: set[str], *, timeout: float = 20.0) -> list[Reply]:
+        """The hub.errors about any of ``digests`` (hex SHA-256 of what the hub received), one each awaited."""
 
         def want(g: Got) -> bool:
             body = g.envelope.body
-            return g.kind == "error" and body is not None and body.findtext(f"{{{ERROR_NS}}}ReceivedDigest") == digest
+            return g.kind == "error" and body is not None and body.findtext(f"{{{ERROR_NS}}}ReceivedDigest") in digests
 
-        got = await self.collect(system, want, expect=1, timeout=timeout)
+        got = await self.collect(system, want, expect=len(digests), timeout=timeout)
         return [r for r in (read_reply(g.envelope) for g in got) if r is not None]
 
     async def drain(self, system: str) -> int:
@@ -311,6 +315,11 @@ class Mailboxes:
             await t.ack(batch)
             total += len(batch)
         return total
+
+
+def _tampered(report: bytes) -> bytes:
+    """The signed statistics report (08) with one byte changed after signing: 1.2万亩 → 7.2万亩 (SIG_DIGEST)."""
+    return report.replace("完成秋季造林1.2万亩".encode(), "完成秋季造林7.2万亩".encode(), 1)
 
 
 def _diff(what: str, states: Mapping[str, str], expected: Iterable[str]) -> str:
@@ -722,7 +731,7 @@ class Scenario:
     async def step_tamper(self, o: Outcome) -> None:
         sender, target = "county-220182-oa", "city-220100-oa"
         env, data = self.mail.sign(sender, self._prepare("08-statistics-report.xml"))
-        tampered = data.replace("完成秋季造林1.2万亩".encode(), "完成秋季造林7.2万亩".encode(), 1)
+        tampered = _tampered(data)
         changed = sum(a != b for a, b in zip(data, tampered, strict=True))
         o.expect(changed == 1, f"the tampering changed {changed} bytes, not 1")
         await self.mail.publish(sender, env, tampered)
@@ -791,7 +800,7 @@ class Scenario:
         flood: list[tuple[Envelope, bytes]] = []
         for _ in range(FLOOD_COPIES):
             env, data = self.mail.sign(flooder, self._prepare("08-statistics-report.xml"))
-            flood.append((env, data.replace("完成秋季造林1.2万亩".encode(), "完成秋季造林7.2万亩".encode(), 1)))
+            flood.append((env, _tampered(data)))
         digests = [hashlib.sha256(data).digest() for _, data in flood]
         t = await self.mail.transport(flooder)
         await t.publish_many([outgoing(t, env, data, as_system=True) for env, data in flood])
@@ -816,13 +825,7 @@ class Scenario:
             "SELECT DISTINCT error_code FROM intake_rejections WHERE raw_sha256 = ANY($1::bytea[])", digests
         )
         o.expect([r["error_code"] for r in codes] == ["SIG_DIGEST"], f"the flood was refused with {codes}")
-        wanted = {d.hex() for d in digests}
-
-        def answer(g: Got) -> bool:
-            body = g.envelope.body
-            return g.kind == "error" and body is not None and body.findtext(f"{{{ERROR_NS}}}ReceivedDigest") in wanted
-
-        answers = await self.mail.collect(flooder, answer, expect=FLOOD_COPIES, timeout=self.timeout)
+        answers = await self.mail.errors_for_digests(flooder, {d.hex() for d in digests}, timeout=self.timeout)
         o.expect(len(answers) == FLOOD_COPIES, f"{flooder} got {len(answers)} signed errors for its flood")
         o.lines.append(
             f"榆树市林业局系统失陷，{FLOOD_COPIES} 份签名后被篡改的报告灌入枢纽；农安县林业局随后发出的函 "

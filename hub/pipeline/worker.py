@@ -137,6 +137,7 @@ class Worker:
         #: is read at a bounded rate, a system whose messages are accepted in whole batches (hub.pipeline.lanes).
         self.standing = Standing(NORMAL_BATCH)
         self._lane_logged_at = float("-inf")
+        self._lane_users: dict[str, str] = {}
 
     # ------------------------------------------------------------------ start-up
 
@@ -171,6 +172,8 @@ class Worker:
         # Every system has its own inbound lanes (ns.in.<lane>.<system>, hub.transport.names); a consumer reads the
         # shared lane and all of them in turn, so one system's flood never stands in front of another's message.
         systems = [sys.id for sys in directory.systems()]
+        #: Each system's own normal lane → its RabbitMQ user (the publisher ``_share`` asks the standing of).
+        self._lane_users = {names.system_inbound_queue("normal", x): names.user(x) for x in systems}
         self._consumers.append(
             await self.urgent_transport.consume(
                 [names.inbound_queue("emergency"), *(names.system_inbound_queue("emergency", x) for x in systems)],
@@ -347,10 +350,8 @@ class Worker:
         """How many messages of ``queue`` one normal batch takes at most: a whole batch from the shared lane (the
         hub's own copies), from a system's own lane its standing (0 while it is in debt: its messages wait in its
         queue, ``hub.pipeline.lanes``)."""
-        system = self.names.system_of_inbound_queue(queue)
-        if system is None:
-            return NORMAL_BATCH
-        return self.standing.share(self.names.user(system))
+        user = self._lane_users.get(queue)
+        return NORMAL_BATCH if user is None else self.standing.share(user)
 
     async def handle(self, batch: list[Incoming], *, resume: bool = False, urgent: bool = False) -> None:
         started = time.perf_counter()

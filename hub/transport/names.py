@@ -229,24 +229,26 @@ class Names:
         """A system's own inbound lanes, emergency first."""
         return tuple(self.system_inbound_queue(lane, system_id) for lane in LANES)
 
-    def inbound_lane_of_queue(self, queue: str) -> str | None:
-        """The lane of an inbound queue, shared (``ns.in.<lane>``) or a system's (``ns.in.<lane>.<system>``); None
-        for any other queue."""
+    def _inbound_parts(self, queue: str) -> tuple[str, str | None] | None:
+        """(lane, system or None) of an inbound queue, shared (``ns.in.<lane>``) or a system's
+        (``ns.in.<lane>.<system>``); None for any other queue."""
         head = f"{self.namespace}.in."
         if not queue.startswith(head):
             return None
         lane, dot, system = queue[len(head) :].partition(".")
         if lane not in LANES or (dot and not _SYSTEM.match(system)):
             return None
-        return lane
+        return lane, (system if dot else None)
+
+    def inbound_lane_of_queue(self, queue: str) -> str | None:
+        """The lane of an inbound queue, shared or a system's; None for any other queue."""
+        parts = self._inbound_parts(queue)
+        return parts[0] if parts else None
 
     def system_of_inbound_queue(self, queue: str) -> str | None:
         """The system whose own inbound lane ``queue`` is, or None (a shared lane or another queue)."""
-        head = f"{self.namespace}.in."
-        if not queue.startswith(head):
-            return None
-        lane, dot, system = queue[len(head) :].partition(".")
-        return system if lane in LANES and dot and _SYSTEM.match(system) else None
+        parts = self._inbound_parts(queue)
+        return parts[1] if parts else None
 
     def system_queue(self, system_id: str) -> str:
         """``ns.q.<system>``: what one agency system receives (routing key on the delivery exchange: the id)."""

@@ -234,15 +234,19 @@ class Traffic:
         self.expiring.update(env.message_id for env, _ in part)
         return at
 
+    def seen(self) -> set[str]:
+        """Message ids that reached any recipient."""
+        return set().union(*(set(c) for c in self.delivered.values()))
+
     def expiring_settled(self) -> bool:
         """Every expiring message was answered by the hub, or (wrongly) reached a recipient: nothing more to wait for."""
-        reached = set().union(*(set(c) for c in self.delivered.values()))
+        reached = self.seen()
         return all(mid in self.errors or mid in reached for mid in self.expiring)
 
     def expired_told(self) -> set[str]:
         """The expiring messages that reached no recipient and whose sender got exactly one hub-signed hub.error, with
         the code DELIVERY_EXPIRED."""
-        reached = set().union(*(set(c) for c in self.delivered.values()))
+        reached = self.seen()
         return {
             mid for mid in self.expiring - reached if list(self.errors.get(mid, {}).values()) == ["DELIVERY_EXPIRED"]
         }
@@ -407,7 +411,7 @@ class Run:
             self.timings["verified"] = time.monotonic() - started
             evidence = "ok 完整" if verify.returncode == 0 else "BROKEN " + (verify.stdout + verify.stderr)[-300:]
             missing = traffic.confirmed - traffic.everywhere()
-            seen = set().union(*(set(c) for c in traffic.delivered.values()))
+            seen = traffic.seen()
             # An expiring message (one recipient, away past its Expires) that reached it counts as delivered; one
             # that did not is operator-visible when its sender was told (a hub-signed hub.error) or it is in ns.dead.
             reached = traffic.expiring & seen

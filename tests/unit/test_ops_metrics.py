@@ -291,5 +291,5 @@ def test_a_metrics_file_that_a_starting_process_has_just_created_is_not_read_yet
     d.mkdir(parents=True, exist_ok=True)
     (d / "counter_4242.db").write_bytes(b"")
     (d / "gauge_all_4242.db").write_bytes(b"\x00\x00")
-    names = {fam.name for fam in collect(s)}
-    assert isinstance(names, set)  # no struct.error; this process's own registry is still there
+    names = {fam.name for fam in collect(s)}  # no struct.error
+    assert "hub_messages" in names  # this process's own registry is still read
