@@ -224,26 +224,53 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def hub_cpu(inst: object, gateway: subprocess.Popen[bytes] | None) -> dict[str, int]:
-    """CPU clock ticks so far of the hub's side: the gateway process, ``hub run`` (supervisor and workers), and the
-    PostgreSQL backends of the bench's database (from /proc)."""
+    """CPU clock ticks so far of the hub's side: the gateway process, its examiner processes, ``hub run``
+    (supervisor and workers), and the PostgreSQL backends of the bench's database (from /proc)."""
     from _e2e_env import _cmdline, _comm, cpu_ticks
 
     db = getattr(inst, "db_name", "")
-    pg = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    pg = [p for p in pg if _comm(p) == "postgres" and db and db in _cmdline(p)]
+    pg_all = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    pg = [p for p in pg_all if _comm(p) == "postgres" and db and db in _cmdline(p)]
+    examiners = [p for p in pg_all if gateway is not None and _ppid(p) == gateway.pid and _comm(p) != "postgres"]
     return {
         "gateway": cpu_ticks(gateway.pid) if gateway is not None else 0,
+        "examiners": sum(cpu_ticks(p) for p in examiners),
         "hub run": sum(cpu_ticks(p) for p in inst.hub_pids()),  # type: ignore[attr-defined]
         "PostgreSQL": sum(cpu_ticks(p) for p in pg),
+        # not the hub's: the load's own cost, and the broker both paths use (printed apart, see cpu_line)
+        "client": cpu_ticks(os.getpid()),
+        "machine": _machine_busy(),
+        "RabbitMQ": sum(cpu_ticks(p) for p in pg_all if _comm(p) == "beam.smp"),
     }
 
 
-def cpu_line(before: dict[str, int], after: dict[str, int], requests: int) -> tuple[str, float]:
+def _machine_busy() -> int:
+    """Busy clock ticks of the whole machine so far (all CPUs: /proc/stat without idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4] - sum(fields[8:])  # guest time is already in user
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def cpu_line(before: dict[str, int], after: dict[str, int], requests: int, seconds: float = 0.0) -> tuple[str, float]:
     """'CPU ms per request' of each part and in all (ticks of 1/100 s), and the total."""
     hz = os.sysconf("SC_CLK_TCK")
     per = {k: (after[k] - before[k]) * 1000 / hz / max(1, requests) for k in before}
+    besides = {k: per.pop(k) for k in ("client", "RabbitMQ", "machine") if k in per}
     total = sum(per.values())
-    return ", ".join(f"{k} {v:.2f}" for k, v in per.items()) + f" = {total:.2f} ms CPU a request", total
+    text = ", ".join(f"{k} {v:.2f}" for k, v in per.items()) + f" = {total:.2f} ms CPU a request"
+    if besides:
+        text += " (besides: " + ", ".join(f"{k} {v:.2f}" for k, v in besides.items()) + ")"
+    if seconds and "machine" in before:
+        busy = (after["machine"] - before["machine"]) / hz / seconds / (os.cpu_count() or 1)
+        text += f"; the machine {busy:.0%} busy"
+    return text, total
 
 
 # ---------------------------------------------------------------------------------------------------- the run
@@ -334,6 +361,7 @@ async def run(args: argparse.Namespace) -> int:
                         "100000",
                         "--default-concurrency",
                         "1000",
+                        *(["--examiners", str(args.examiners)] if args.examiners is not None else []),
                     ],
                     env=env,
                     cwd=ROOT,
@@ -365,17 +393,30 @@ async def run(args: argparse.Namespace) -> int:
             hw1, hp, _, _ = parts(hub_msgs)
             results["hub_paced"] = await paced("hub gateway", gw_url, ctx, hp, args.rate, hw1)
             print(results["hub_paced"].line())
+        from _e2e_env import cpu_ticks
+
+        cpu0 = {**hub_cpu(inst, None), "bare handler": cpu_ticks(bare.pid)}
         results["bare_flat"] = await flat_out(
             "bare aiohttp + confirm", bare_url, ctx, bf, args.connections, bw2[: args.connections]
         )
         print(results["bare_flat"].line())
+        bare_cpu = {**hub_cpu(inst, None), "bare handler": cpu_ticks(bare.pid)}
+        text, _ = cpu_line(
+            {k: cpu0[k] for k in ("bare handler", "client", "RabbitMQ", "machine")},
+            {k: bare_cpu[k] for k in ("bare handler", "client", "RabbitMQ", "machine")},
+            len(bf) + args.connections,
+            results["bare_flat"].seconds,
+        )
+        print(f"    bare side, flat out (/proc): {text}")
         if has_gateway:
             _, _, hw2, hf = parts(hub_msgs)
             cpu0 = hub_cpu(inst, gateway)
             results["hub_flat"] = await flat_out(
                 "hub gateway", gw_url, ctx, hf, args.connections, hw2[: args.connections]
             )
-            text, cpu_ms = cpu_line(cpu0, hub_cpu(inst, gateway), len(hf) + args.connections)
+            text, cpu_ms = cpu_line(
+                cpu0, hub_cpu(inst, gateway), len(hf) + args.connections, results["hub_flat"].seconds
+            )
             print(results["hub_flat"].line())
             print(f"    hub side, flat out (/proc): {text}")
 
@@ -437,6 +478,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flat", type=int, default=3000, help="requests of the flat-out phase, per path (3000)")
     p.add_argument("--connections", type=int, default=16, help="keep-alive connections flat out (16)")
     p.add_argument("--workers", type=int, default=2, help="hub run --workers (2)")
+    p.add_argument(
+        "--examiners", type=int, default=None, help="hub gateway --examiners N (default: the gateway's own default)"
+    )
     p.add_argument("--quick", action="store_true", help="a smoke run: 3 s at the rate, 600 flat out")
     p.add_argument(
         "--broker-path",

@@ -34,6 +34,14 @@ def add_gateway_arguments(p: argparse.ArgumentParser, *, prefix: str = "") -> No
         default=None,
         help="concurrent requests for a system the directory gives no concurrency (default 32)",
     )
+    p.add_argument(
+        f"--{prefix}examiners",
+        type=int,
+        default=None,
+        metavar="N",
+        help="examine submissions in N processes beside the gateway's own, which keeps TLS, HTTP, the limits and "
+        "the inbox (default 0: in the gateway process; HUB_GATEWAY_EXAMINERS)",
+    )
 
 
 def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: str = "") -> GatewaySettings:
@@ -50,6 +58,7 @@ def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: st
         key_file=arg("key"),
         default_rate=arg("default_rate"),
         default_concurrency=arg("default_concurrency"),
+        examiners=arg("examiners"),
     )
 
 

@@ -14,6 +14,10 @@ AMQP user with ``x-hub-origin-user = Names.user(<certificate's system>)`` (``Inc
 only on the hub user's own publishes), a worker examines it exactly as an AMQP submission by that system and answers
 on the system's queue, where the mailbox hands the answer to the waiting request.
 
+With ``GatewaySettings.examiners = N`` that batch code runs in N examiner processes beside this one
+(``hub.gateway.examiners``): this process keeps TLS, HTTP, identities, limits and the inbox, and the examination
+uses more than one core.
+
 Every request is counted by endpoint and status, with its time (``hub.metrics``: ``hub_gateway_requests_total``,
 ``hub_gateway_request_seconds``), and the process keeps a heartbeat while the application runs.
 """
@@ -37,6 +41,7 @@ from aiohttp import web
 from hub.errors import HubError, title_of
 from hub.gateway.config import MAX_POLL_S, GatewaySettings
 from hub.gateway.direct import Direct
+from hub.gateway.examiners import ExaminerPool
 from hub.gateway.identity import ClientIdentity, Identifier, Refused
 from hub.gateway.limits import Limits, limits_of
 from hub.gateway.mailbox import Answer, Mailbox
@@ -87,8 +92,9 @@ class GatewayState:
     mailbox: Mailbox
     identifier: Identifier
     limits: Limits
-    #: The in-process path (``GatewaySettings.in_process``), else None: submissions go through the inbound queue.
-    direct: Direct | None = None
+    #: The in-process path (``GatewaySettings.in_process``; with examiners, their pool), else None: submissions go
+    #: through the inbound queue.
+    direct: Direct | ExaminerPool | None = None
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
@@ -332,7 +338,7 @@ async def _wait_answer(
 
 
 async def _submit_direct(
-    direct: Direct,
+    direct: Direct | ExaminerPool,
     system: str,
     data: bytes,
     message_id: str,
@@ -478,10 +484,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 system = identifier.directory.system(system_id)
                 return limits_of(system, gw.default_rate, gw.default_concurrency)
 
-            direct: Direct | None = None
+            direct: Direct | ExaminerPool | None = None
             urgent: Transport | None = None
             work_pool: Any = None
-            if gw.in_process:
+            if gw.in_process and gw.examiners > 0:
+                # The examination in processes of their own (hub.gateway.examiners); this one keeps the clients.
+                direct = ExaminerPool(settings, gw, mailbox, transport, count=gw.examiners)
+                await direct.start()
+            elif gw.in_process:
                 # The worker's own resources: its pool (generic plans, as hub run's workers) and the emergency
                 # lane's connection (an alert's publish never queues behind normal traffic on a shared socket).
                 try:
@@ -523,7 +533,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
-async def _close_direct(direct: Direct | None, urgent: Any, pool: Any) -> None:
+async def _close_direct(direct: Direct | ExaminerPool | None, urgent: Any, pool: Any) -> None:
     """Finish the in-process batches in hand, then close the emergency connection and the worker's pool."""
     try:
         if direct is not None:

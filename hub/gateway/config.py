@@ -51,12 +51,17 @@ class GatewaySettings:
     #: workers: batches then grow with the load and their fixed costs (two PostgreSQL statements, a confirm round
     #: trip) amortise; two at once cost a fifth more CPU a request in bench/gateway.py (2.2–2.5 against 3.0 ms).
     batches: int = 1
+    #: Examiner processes (``hub.gateway.examiners``): the in-process path's batches run in this many processes of
+    #: their own beside the gateway, which keeps TLS, HTTP, the limits and the inbox; 0: in the gateway process
+    #: itself. One Python process uses one core: with examiners the gateway uses more (see docs/gateway.md).
+    examiners: int = 0
 
     @classmethod
     def for_state(cls, state_dir: Path, **overrides: Any) -> GatewaySettings:
         """The settings of the installation at ``state_dir``. From the environment: ``HUB_GATEWAY_IN_PROCESS=0`` selects
         the path through the inbound queue (``in_process=False``), ``HUB_GATEWAY_BATCHES=N`` the in-process batches at
-        once (``batches``); an override given here wins."""
+        once (``batches``), ``HUB_GATEWAY_EXAMINERS=N`` the examiner processes (``examiners``); an override given
+        here wins."""
         folder = Path(state_dir) / "pki" / "gateway"
         values: dict[str, Any] = {"cert_file": folder / "server.pem", "key_file": folder / "server.key"}
         if os.environ.get("HUB_GATEWAY_IN_PROCESS", "").strip().lower() in ("0", "false", "no", "off"):
@@ -64,6 +69,9 @@ class GatewaySettings:
         batches = os.environ.get("HUB_GATEWAY_BATCHES", "").strip()
         if batches.isdigit() and int(batches) > 0:
             values["batches"] = int(batches)
+        examiners = os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip()
+        if examiners.isdigit():
+            values["examiners"] = int(examiners)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -73,6 +73,8 @@ class Outcome:
     answer: Answer | None = None
     pending: asyncio.Future[Answer] | None = None
     error: HubError | None = None
+    #: With ``answer``: the published form of the answer (where it goes if the client is no longer there for it).
+    reply: Outgoing | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -188,13 +190,22 @@ class GatewayWorker(Worker):
         transport: AbstractTransport | None = None,
         items: Sequence[Any] = (),
     ) -> None:
+        waiting = []
         for m in batch:
             sub = m.owner
             if isinstance(sub, Submission):
                 sub.error = exc
-                if sub.pending is None:  # before the retry copy exists: its answer cannot come first
-                    sub.pending = self.mailbox.expect(sub.system, sub.message_id)
+                if sub.pending is None:
+                    waiting.append(sub)
+        if waiting:  # before the retry copy exists: its answer cannot come first
+            await self.expect_answers(waiting)
         await super()._retry(batch, exc, transport, items)
+
+    async def expect_answers(self, subs: list[Submission]) -> None:
+        """Register each submission's wait for its retried copy's answer (``sub.pending``) with the mailbox that
+        will see it: this process's own; an examiner process asks the gateway's (``hub.gateway.examiner``)."""
+        for sub in subs:
+            sub.pending = self.mailbox.expect(sub.system, sub.message_id)
 
 
 class _Lane:
@@ -256,10 +267,11 @@ class Direct:
         mailbox: Mailbox,
         *,
         concurrency: int = 1,
+        worker: GatewayWorker | None = None,
     ) -> None:
         self.settings = settings
         self.mailbox = mailbox
-        self.worker = GatewayWorker(settings, mailbox)
+        self.worker = worker if worker is not None else GatewayWorker(settings, mailbox)
         self.transport = _Capturing(transport, self)
         self.urgent_transport = _Capturing(urgent, self)
         self.names = transport.names
@@ -358,7 +370,7 @@ class Direct:
             outcome = Outcome("deferred", pending=sub.pending, error=sub.error)
         elif sub.reply is not None:
             r = sub.reply
-            outcome = Outcome("answer", answer=Answer(str(r.headers["x-hub-kind"]), r.body, r.message_id))
+            outcome = Outcome("answer", answer=Answer(str(r.headers["x-hub-kind"]), r.body, r.message_id), reply=r)
         elif sub.parked is not None:
             outcome = Outcome("parked", error=sub.parked)
         else:
@@ -393,15 +405,22 @@ class Direct:
         self._finish(sub)
 
     def _hand_over(self, reply: Outgoing) -> None:
-        async def publish() -> None:
-            try:
-                await self.transport.real.publish_many([reply])
-            except HubError as exc:
-                log.warning("an answer whose client went away could not go to its inbox (%s)", exc.code)
-
-        self._later(publish())
+        later(self._tasks, to_inbox(self.transport.real, reply))
 
     def _later(self, job: Any) -> None:
-        task = asyncio.get_running_loop().create_task(job)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        later(self._tasks, job)
+
+
+async def to_inbox(transport: AbstractTransport, reply: Outgoing) -> None:
+    """Publish an answer whose client went away: it goes to the system's inbox (a warning when it cannot)."""
+    try:
+        await transport.publish_many([reply])
+    except HubError as exc:
+        log.warning("an answer whose client went away could not go to its inbox (%s)", exc.code)
+
+
+def later(tasks: set[asyncio.Task[Any]], job: Any) -> None:
+    """Run ``job`` as a task kept in ``tasks`` until it ends (its owner's ``close`` waits for them)."""
+    task = asyncio.get_running_loop().create_task(job)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)

@@ -84,7 +84,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
         "500": _refusal("the hub failed to examine the message (INTERNAL, signed hub.error)", xml=True),
         "503": _refusal(
             "the broker or the database is unavailable, or no answer within the gateway's answer timeout "
-            "(GATEWAY_TIMEOUT: ask GET /v1/messages/{id} later)",
+            "(GATEWAY_TIMEOUT: ask GET /v1/messages/{id} later), or no examiner process of the gateway could "
+            "finish it (GATEWAY_UNAVAILABLE: send it again)",
             xml=True,
             retry=True,
         ),

@@ -46,6 +46,7 @@ GATEWAY_STATUS: Final[dict[str, int]] = {
     "GATEWAY_BAD_REQUEST": 400,
     "GATEWAY_NOT_FOUND": 404,
     "GATEWAY_METHOD": 405,
+    "GATEWAY_UNAVAILABLE": 503,
 }
 
 #: By the code's prefix (the part before the first ``_``).

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from gateway_certs import client_certificate, client_ssl_context, revoke, server_certificate
 from harness import SYSTEMS, Hub, document
+from store_faults import StoreDownOnce
 
 from hub.envelope import Recipient
 from hub.gateway import STATE, GatewaySettings, start_gateway
@@ -320,7 +321,11 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
     port = _free_port()
     with open(log, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "run", "--workers", "1", "--gateway", "--gateway-port", str(port)],
+            # with one examiner process (hub.gateway.examiners) under the gateway, which stops it on SIGTERM
+            [
+                *(sys.executable, "-m", "hub.cli", "run", "--workers", "1"),
+                *("--gateway", "--gateway-port", str(port), "--gateway-examiners", "1"),
+            ],
             env=settings.to_env(),
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -335,6 +340,7 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()
+    assert "gateway examiner 0 running" in log.read_text()
 
 
 async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
@@ -474,31 +480,12 @@ async def test_examined_in_the_gateway_process(gw: Gateway) -> None:
     assert await _deliveries_of(recipient, mid) == 1
 
 
-class _StoreDownOnce:
-    """The gateway worker's store, whose next batch finds PostgreSQL unavailable."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.failures = 1
-
-    def batch(self) -> Any:
-        from hub.errors import StoreUnavailable
-
-        if self.failures:
-            self.failures -= 1
-            raise StoreUnavailable("PostgreSQL is unavailable (a test)")
-        return self.real.batch()
-
-    async def close(self) -> None:
-        await self.real.close()
-
-
 async def test_store_outage_goes_to_the_retry_queue_and_a_worker_answers(gw: Gateway) -> None:
     """PostgreSQL unavailable for the gateway's batch: the message goes to the retry queue as a worker's would
     (Worker._retry), a pipeline worker finishes it, and the request gets that worker's signed answer."""
     direct = gw.state.direct
     real = direct.worker.store
-    direct.worker.store = down = _StoreDownOnce(real)
+    direct.worker.store = down = StoreDownOnce(real)
     try:
         status, headers, body = await post(gw.session(SENDER), signed(gw, SENDER, [Recipient.to(DEHUI)]))
     finally:

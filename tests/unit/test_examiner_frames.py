@@ -1,0 +1,57 @@
+"""The gateway ⇄ examiner frames (hub.gateway.examiners): a round trip, the end of the stream, and the limits."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+import pytest
+
+from hub.gateway.examiners import MAX_FRAME, read_frame, reply_fields, write_frame
+from hub.transport.topology import Outgoing
+
+
+async def _pair() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.StreamReader, asyncio.StreamWriter]:
+    a, b = socket.socketpair()
+    ra, wa = await asyncio.open_unix_connection(sock=a)
+    rb, wb = await asyncio.open_unix_connection(sock=b)
+    return ra, wa, rb, wb
+
+
+async def test_frames_round_trip_and_end() -> None:
+    _ra, wa, rb, wb = await _pair()
+    body = "<报文/>".encode() * 2000
+    write_frame(wa, ("submit", 7, "county-220122-oa", body, "id", "normal", 0))
+    write_frame(wa, ("cancel", 7))
+    await wa.drain()
+    assert await read_frame(rb) == ("submit", 7, "county-220122-oa", body, "id", "normal", 0)
+    assert await read_frame(rb) == ("cancel", 7)
+    wa.close()
+    assert await read_frame(rb) is None  # the end of the stream
+    wb.close()
+
+
+async def test_an_oversized_or_foreign_frame_ends_the_link() -> None:
+    _ra, wa, rb, wb = await _pair()
+    wa.write(struct.pack(">I", MAX_FRAME + 1))
+    await wa.drain()
+    with pytest.raises(ConnectionError):
+        await read_frame(rb)
+    import pickle
+
+    data = pickle.dumps(["not", "a", "tuple"])
+    wa.write(struct.pack(">I", len(data)) + data)
+    await wa.drain()
+    with pytest.raises(ConnectionError):
+        await read_frame(rb)
+    wa.close()
+    wb.close()
+
+
+def test_an_answer_crosses_without_its_egress_check() -> None:
+    item = Outgoing("ns.deliver", "county-220122-oa", b"<r/>", {"x-hub-kind": "receipt"}, 5, "m-1", egress=print)
+    fields = reply_fields(item)
+    assert fields is not None and print not in fields
+    assert fields[:6] == ("ns.deliver", "county-220122-oa", b"<r/>", {"x-hub-kind": "receipt"}, 5, "m-1")
+    assert reply_fields(None) is None
