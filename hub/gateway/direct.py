@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from hub.settings import Settings
     from hub.transport.abc import AbstractTransport
 
-__all__ = ["Direct", "GatewayWorker", "Outcome", "Submission"]
+__all__ = ["Direct", "GatewayWorker", "Outcome", "Submission", "later", "to_inbox"]
 
 log = logging.getLogger("hub.gateway")
 

@@ -171,6 +171,7 @@ class _Examiner:
     running: bool = False
     started_at: float = 0.0
     failures: int = 0
+    restarting: bool = False
     inflight: dict[int, _Call] = field(default_factory=dict)
 
 
@@ -384,6 +385,7 @@ class ExaminerPool:
             e.ready.set_exception(
                 HubError(f"the gateway's examiner {e.index} stopped before it was ready (see its log)", code="CONFIG")
             )
+            e.ready.exception()  # retrieved: a start that gave up waiting no longer looks at it
         held, e.inflight = e.inflight, {}
         for call in held.values():
             if call.pending is not None:
@@ -400,10 +402,17 @@ class ExaminerPool:
                 )
         if held:
             log.error("gateway examiner %d stopped with %d submissions in hand: answered 503", e.index, len(held))
-        if not self._closing and e.started_at:
+        if not self._closing and e.started_at and not e.restarting:  # a failed restart's end: its loop goes on
+            e.restarting = True
             self._later(self._restart(e))
 
     async def _restart(self, e: _Examiner) -> None:
+        try:
+            await self._restarted(e)
+        finally:
+            e.restarting = False
+
+    async def _restarted(self, e: _Examiner) -> None:
         code = await self._reap(e, 10.0)
         ran = time.monotonic() - e.started_at
         e.failures = 0 if ran > 60 else e.failures + 1
@@ -422,10 +431,11 @@ class ExaminerPool:
             try:
                 await self._start(e)
                 return
-            except HubError as exc:
+            except Exception as exc:  # it keeps trying: a gateway without examiners answers every submission 503
                 e.failures += 1
                 code, ran = None, 0.0
-                log.error("gateway examiner %d could not start: %s", e.index, exc.describe())
+                why = exc.describe() if isinstance(exc, HubError) else f"{type(exc).__name__}: {exc}"
+                log.error("gateway examiner %d could not start: %s", e.index, why)
 
     def _hand_over(self, reply: Outgoing) -> None:
         later(self._tasks, to_inbox(self._transport, reply))

@@ -318,3 +318,48 @@ async def test_a_client_gone_and_an_examiner_stopped_lose_nothing(local: Local, 
     assert outcome.kind == "answer" and outcome.answer.kind == "receipt"
     assert hub.inbox(CITY).open(outcome.answer.body).ref_to == _mid(data)
     assert await _delivered(hub, mid) == await _delivered(hub, _mid(data)) == [(RECIPIENT, "delivered")]
+
+
+async def test_an_examiner_that_dies_while_starting_again_is_restarted_once(hub: Hub, settings: Settings) -> None:
+    """Killed; its first restart dies before it is ready; the second comes up. One restart loop does this: the
+    restart that died does not start a loop of its own (which would run two examiners in one slot)."""
+    from hub.gateway.examiner import serve
+    from hub.gateway.examiners import ExaminerPool
+    from hub.gateway.mailbox import Mailbox
+    from hub.transport import Transport
+
+    config = GatewaySettings.for_state(settings.state_dir, port=0)
+    transport = await Transport.connect(settings, client_name="test-gateway-front")
+    mailbox = Mailbox(transport)
+    handles: list[_InTask] = []
+
+    async def spawn(index: int, child: socket.socket) -> _InTask:
+        sock = child.dup()
+        if len(handles) == 1:  # the first restart: dies before it is ready
+
+            async def dying() -> None:
+                sock.close()
+
+            handle = _InTask(asyncio.get_running_loop().create_task(dying()), sock)
+        else:
+            handle = _InTask(asyncio.get_running_loop().create_task(serve(sock, settings, config)), sock)
+        handles.append(handle)
+        return handle
+
+    pool = ExaminerPool(settings, config, mailbox, transport, count=1, spawn=spawn)
+    await pool.start()
+    try:
+        handles[0].kill()
+        deadline = time.monotonic() + 30
+        while not (len(handles) == 3 and pool.running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert pool.running == 1 and len(handles) == 3
+        await asyncio.sleep(3)  # time for a second loop's restart, had there been one
+        assert len(handles) == 3
+        data = signed(hub, CITY, [Recipient.to(DEHUI)])
+        outcome = await pool.submit(CITY, data, _mid(data), "normal", 0)
+        assert outcome.kind == "answer" and outcome.answer.kind == "receipt"
+    finally:
+        await pool.close()
+        await mailbox.close()
+        await transport.close()
