@@ -229,9 +229,9 @@ def hub_cpu(inst: object, gateway: subprocess.Popen[bytes] | None) -> dict[str, 
     from _e2e_env import _cmdline, _comm, cpu_ticks
 
     db = getattr(inst, "db_name", "")
-    pg_all = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    pg = [p for p in pg_all if _comm(p) == "postgres" and db and db in _cmdline(p)]
-    examiners = [p for p in pg_all if gateway is not None and _ppid(p) == gateway.pid and _comm(p) != "postgres"]
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    pg = [p for p in pids if _comm(p) == "postgres" and db and db in _cmdline(p)]
+    examiners = [p for p in pids if gateway is not None and _ppid(p) == gateway.pid and _comm(p) != "postgres"]
     return {
         "gateway": cpu_ticks(gateway.pid) if gateway is not None else 0,
         "examiners": sum(cpu_ticks(p) for p in examiners),
@@ -240,7 +240,7 @@ def hub_cpu(inst: object, gateway: subprocess.Popen[bytes] | None) -> dict[str, 
         # not the hub's: the load's own cost, and the broker both paths use (printed apart, see cpu_line)
         "client": cpu_ticks(os.getpid()),
         "machine": _machine_busy(),
-        "RabbitMQ": sum(cpu_ticks(p) for p in pg_all if _comm(p) == "beam.smp"),
+        "RabbitMQ": sum(cpu_ticks(p) for p in pids if _comm(p) == "beam.smp"),
     }
 
 

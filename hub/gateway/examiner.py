@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import signal
 import socket
 import sys
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hub.errors import HubError
 from hub.gateway.direct import Direct, GatewayWorker, Outcome, Submission
-from hub.gateway.examiners import read_frame, reply_fields, write_frame
+from hub.gateway.examiners import read_frame, sendable, write_frame
 
 if TYPE_CHECKING:
     from hub.gateway.config import GatewaySettings
@@ -103,7 +102,7 @@ def _outcome_frame(seq: int, outcome: Outcome) -> tuple[Any, ...]:
         outcome.kind,
         (answer.kind, answer.body, answer.message_id) if answer is not None else None,
         (error.code, error.detail) if error is not None else None,
-        reply_fields(outcome.reply),
+        sendable(outcome.reply),
     )
 
 
@@ -228,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     fd, index = int(args[0]), int(args[1]) if len(args) > 1 else 0
-    logs.setup(os.environ.get("HUB_LOG_LEVEL", "INFO").upper(), batched=True)
+    logs.setup(batched=True)  # as the pipeline workers
     settings = Settings.from_env()
     gateway = GatewaySettings.for_state(settings.state_dir)
     sock = socket.socket(fileno=fd)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import pickle
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from hub.settings import Settings
     from hub.transport.abc import AbstractTransport
 
-__all__ = ["ExaminerPool", "read_frame", "reply_fields", "write_frame"]
+__all__ = ["ExaminerPool", "read_frame", "sendable", "write_frame"]
 
 log = logging.getLogger("hub.gateway")
 
@@ -103,36 +104,10 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
     return frame
 
 
-def reply_fields(item: Outgoing | None) -> tuple[Any, ...] | None:
-    """An answer's publish as plain values (an answer has no egress check: it is the hub's own)."""
-    if item is None:
-        return None
-    return (
-        item.exchange,
-        item.routing_key,
-        item.body,
-        dict(item.headers),
-        item.priority,
-        item.message_id,
-        item.user_id,
-        item.correlation_id,
-        item.expiration,
-    )
-
-
-def _outgoing(fields: tuple[Any, ...]) -> Outgoing:
-    exchange, key, body, headers, priority, mid, user, correlation, expiration = fields
-    return Outgoing(
-        exchange=exchange,
-        routing_key=key,
-        body=body,
-        headers=headers,
-        priority=priority,
-        message_id=mid,
-        user_id=user,
-        correlation_id=correlation,
-        expiration=expiration,
-    )
+def sendable(item: Outgoing | None) -> Outgoing | None:
+    """An answer's publish as it crosses the socket: without its egress callable (an answer has no egress check:
+    it is the hub's own, and a closure does not pickle)."""
+    return None if item is None else dataclasses.replace(item, egress=None)
 
 
 # ------------------------------------------------------------------------------------------------ the gateway's side
@@ -359,7 +334,7 @@ class ExaminerPool:
             self.mailbox.forget(call.system, call.message_id, call.pending)
         if call.future.done():  # the client went away while its answer was on its way back
             if kind == "answer" and reply is not None:
-                self._hand_over(_outgoing(reply))
+                self._hand_over(reply)
             return
         if kind == "cancelled":  # pragma: no cover - only after the gateway's cancel, when the future is done
             call.future.set_result(Outcome("failed", error=err))

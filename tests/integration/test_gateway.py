@@ -9,18 +9,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from gateway_certs import client_certificate, client_ssl_context, revoke, server_certificate
+from gateway_client import XML, Gateway, post
 from harness import SYSTEMS, Hub, document
 from store_faults import StoreDownOnce
 
 from hub.envelope import Recipient
-from hub.gateway import STATE, GatewaySettings, start_gateway
+from hub.gateway import GatewaySettings, start_gateway
 from hub.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -30,27 +30,6 @@ RECIPIENT = "county-220183-oa"  # 德惠
 OTHER = "county-220182-oa"  # 榆树
 DEHUI = SYSTEMS[RECIPIENT]
 VISIBILITY_S = 1.5
-
-
-@dataclass
-class Gateway:
-    hub: Hub
-    runner: Any
-    url: str
-    pki_dir: Path
-    certs: dict[str, tuple[Path, Path]]
-    sessions: list[aiohttp.ClientSession]
-
-    def session(self, system: str | None) -> aiohttp.ClientSession:
-        cert, key = self.certs[system] if system is not None else (None, None)
-        ctx = client_ssl_context(self.pki_dir, cert, key)
-        s = aiohttp.ClientSession(self.url, connector=aiohttp.TCPConnector(ssl=ctx))
-        self.sessions.append(s)
-        return s
-
-    @property
-    def state(self) -> Any:
-        return self.runner.app[STATE]
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +71,6 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
 
 def signed(gw: Gateway, sender: str, recipients: list[Recipient], **kw: Any) -> bytes:
     return gw.hub.sign(sender, document(sender, recipients, **kw))
-
-
-XML = {"Content-Type": "application/xml"}
-
-
-async def post(session: aiohttp.ClientSession, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    async with session.post("/v1/messages", data=data, headers=XML) as r:
-        return r.status, dict(r.headers), await r.read()
 
 
 async def test_submit_poll_ack_and_state(gw: Gateway) -> None:

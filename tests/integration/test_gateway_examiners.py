@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from gateway_certs import client_certificate, client_ssl_context, server_certificate
+from gateway_certs import client_certificate, server_certificate
+from gateway_client import Gateway, post
 from harness import SYSTEMS, Hub, document
 from store_faults import StoreDownOnce, StoreGate
 
 from hub.envelope import Recipient
-from hub.gateway import STATE, GatewaySettings, start_gateway
+from hub.gateway import GatewaySettings, start_gateway
 from hub.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -39,28 +39,6 @@ SENDER = "county-220122-oa"  # 农安
 RECIPIENT = "county-220183-oa"  # 德惠
 OTHER = "county-220182-oa"  # 榆树
 DEHUI = SYSTEMS[RECIPIENT]
-XML = {"Content-Type": "application/xml"}
-
-
-@dataclass
-class Gateway:
-    hub: Hub
-    runner: Any
-    url: str
-    pki_dir: Path
-    certs: dict[str, tuple[Path, Path]]
-    sessions: list[aiohttp.ClientSession]
-
-    def session(self, system: str) -> aiohttp.ClientSession:
-        cert, key = self.certs[system]
-        ctx = client_ssl_context(self.pki_dir, cert, key)
-        s = aiohttp.ClientSession(self.url, connector=aiohttp.TCPConnector(ssl=ctx))
-        self.sessions.append(s)
-        return s
-
-    @property
-    def pool(self) -> Any:
-        return self.runner.app[STATE].direct
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +81,12 @@ async def gw(hub: Hub, settings: Settings) -> AsyncIterator[Gateway]:
         await runner.cleanup()
 
 
-async def post(session: aiohttp.ClientSession, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    async with session.post("/v1/messages", data=data, headers=XML) as r:
-        return r.status, dict(r.headers), await r.read()
-
-
 def signed(hub: Hub, sender: str, recipients: list[Recipient], **kw: Any) -> bytes:
     return hub.sign(sender, document(sender, recipients, **kw))
 
 
 async def test_submit_poll_ack_examined_in_an_examiner_process(gw: Gateway) -> None:
-    pool = gw.pool
+    pool = gw.state.direct
     [pid] = pool.pids()
     assert pid != os.getpid() and Path(f"/proc/{pid}").exists()  # a process of its own
     sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
@@ -144,7 +117,7 @@ async def test_submit_poll_ack_examined_in_an_examiner_process(gw: Gateway) -> N
 
 
 async def test_a_killed_examiner_is_started_again(gw: Gateway) -> None:
-    pool = gw.pool
+    pool = gw.state.direct
     [pid] = pool.pids()
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
