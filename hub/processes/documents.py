@@ -165,11 +165,18 @@ def _ts(text: str | None) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=CN_TZ)
 
 
+#: The chained documents of a window of the evidence chain that carry FeedbackDue. The window's message ids are
+#: collected first (one array), then looked up by primary key: no join, so no plan can be quadratic. The join form
+#: (``evidence e JOIN messages m``) was, under a plan PostgreSQL cached while the tables were small (a new
+#: installation): a nested loop scanning every document's raw for each row of the window — 0.5–5.7 s a call
+#: (bench/gateway.py; tests/integration/test_plan_shapes.py).
 _SCAN = """
 SELECT h.hi, ARRAY(
-    SELECT m.message_id::text FROM evidence e JOIN messages m ON m.message_id = e.message_id
-    WHERE e.seq >= $1::bigint AND e.seq <= h.hi AND e.kind = ANY($2::text[]) AND m.service = 'document.official'
-      AND position('FeedbackDue'::bytea IN m.raw) > 0
+    SELECT m.message_id::text FROM messages m
+    WHERE m.message_id = ANY(ARRAY(
+            SELECT e.message_id FROM evidence e
+            WHERE e.seq >= $1::bigint AND e.seq <= h.hi AND e.kind = ANY($2::text[]) AND e.message_id IS NOT NULL))
+      AND m.service = 'document.official' AND position('FeedbackDue'::bytea IN m.raw) > 0
 ) AS ids
 FROM (SELECT LEAST($1::bigint + $3::bigint - 1, seq) AS hi FROM evidence_head) AS h
 """

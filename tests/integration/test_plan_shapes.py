@@ -1,0 +1,164 @@
+"""Statements that must stay linear under any plan PostgreSQL may cache for them.
+
+A new installation starts with empty tables. PostgreSQL caches a generic plan for a prepared statement (the pipeline
+workers ask for that, ``plan_cache_mode = force_generic_plan``; other connections get one after five executions)
+costed with the statistics of that moment, and keeps it while the tables grow. A statement with a join can then run
+as a nested loop that scans a whole table for every row of the other side. Two did, in bench/gateway.py runs:
+
+- the documents process's FeedbackDue window scan (``hub.processes.documents._SCAN``): every document's raw read for
+  every row of the window, 0.5 s a call;
+- the evidence chainer's claim of staged records (``hub.store.evidence._CLAIM``): its ``LIMIT`` subquery run again
+  for every record deleted, 30 ms a call (2 s for 500 records after an ANALYZE of the empty table).
+
+Each test builds that situation on a database of its own — statistics taken while the tables were (nearly) empty, a
+generic plan cached, then the tables grown — and counts the rows the cached plan handles (EXPLAIN ANALYZE of the
+prepared statement). Both statements now have no join and handle each row a few times at most; the join forms they
+replace handle hundreds of times more rows here (checked when these tests were written)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from hub.processes.documents import _SCAN, SCAN_WINDOW
+from hub.processes.engine import FED_KINDS
+from hub.store.evidence import _CLAIM
+from tests.conftest import ADMIN_DSN, _admin
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
+
+_MESSAGE_COLUMNS = [
+    "message_id", "sender_agency", "sender_system", "service", "version", "classification",
+    "classification_label", "urgency", "created", "expires", "received_at", "raw", "raw_sha256", "state",
+]  # fmt: skip
+
+
+@pytest.fixture
+def empty_dsn() -> Iterator[str]:
+    from hub.store.db import migrate
+
+    name = f"hub_test_plans_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    try:
+        asyncio.run(migrate(dsn))
+        yield dsn
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def conn(empty_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(empty_dsn, server_settings={"plan_cache_mode": "force_generic_plan"})
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+class _Filler:
+    """Messages as the pipeline records them (a third carry FeedbackDue), three evidence records each, chained and
+    staged."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.now = datetime.now(UTC)
+
+    async def add(self, conn: asyncpg.Connection, n: int) -> None:
+        messages, chained, staged = [], [], []
+        for i in range(n):
+            mid = uuid.uuid4()
+            due = "<FeedbackDue>2026-12-10T00:00:00+08:00</FeedbackDue>" if i % 3 == 0 else ""
+            signature = base64.b64encode(os.urandom(2400)).decode()
+            raw = f"<Envelope><Title>关于报送森林防火检查情况的通知 {i}</Title>{due}<Sig>{signature}</Sig></Envelope>"
+            body = raw.encode()
+            now = self.now
+            messages.append(
+                (mid, "220122", "county-220122-oa", "document.official", 1, 0, "公开", "平件", now, now, now, body,
+                 hashlib.sha256(body).digest(), "accepted")
+            )  # fmt: skip
+            for kind in ("received", "delivered", "receipt_sent"):
+                self.seq += 1
+                chained.append((self.seq, now, kind, mid, "hub", "{}", b"\0" * 32, b"\1" * 32))
+                staged.append((now, kind, mid, "hub", "{}"))
+        await conn.copy_records_to_table("messages", records=messages, columns=_MESSAGE_COLUMNS)
+        await conn.copy_records_to_table(
+            "evidence",
+            records=chained,
+            columns=["seq", "at", "kind", "message_id", "actor", "detail", "prev_hash", "hash"],
+        )
+        await conn.copy_records_to_table(
+            "evidence_pending", records=staged, columns=["at", "kind", "message_id", "actor", "detail"]
+        )
+        await conn.execute(
+            "INSERT INTO evidence_head (seq, hash) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq",
+            self.seq,
+            b"\1" * 32,
+        )
+
+
+def _work(plan: dict[str, Any]) -> int:
+    """Rows the plan's nodes handled, over all their loops: those they returned and those their filters and join
+    filters removed."""
+    seen = (
+        plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0) + plan.get("Rows Removed by Join Filter", 0)
+    )
+    return int(seen * plan.get("Actual Loops", 1)) + sum(_work(child) for child in plan.get("Plans", []))
+
+
+async def _cached_plan_run(conn: asyncpg.Connection, name: str, args: str) -> dict[str, Any]:
+    """EXPLAIN ANALYZE of the statement prepared (and planned, generically) before the tables grew."""
+    (text,) = await conn.fetchrow(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({args})")
+    return json.loads(text)[0]["Plan"]  # type: ignore[no-any-return]
+
+
+async def test_feedback_due_scan_stays_linear_under_a_plan_cached_on_small_tables(conn: asyncpg.Connection) -> None:
+    fill = _Filler()
+    await fill.add(conn, 5)
+    await conn.execute("ANALYZE")
+    await conn.execute(f"PREPARE scan(bigint, text[], bigint) AS {_SCAN}")
+    await conn.execute(f"EXECUTE scan(1, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW})")
+    await fill.add(conn, 1000)  # 3,015 evidence records; no ANALYZE
+    lo = fill.seq - 3 * 600
+    plan = await _cached_plan_run(conn, "scan", f"{lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}")
+
+    # The window holds 600 messages' records, 200 of them with FeedbackDue; the answer is right ...
+    row = await conn.fetchrow(f"EXECUTE scan({lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW})")
+    assert row is not None and row["hi"] == fill.seq
+    raws = await conn.fetch(
+        "SELECT m.message_id::text AS id FROM evidence e JOIN messages m USING (message_id)"
+        " WHERE e.seq >= $1 AND e.kind = 'received' AND position('FeedbackDue'::bytea IN m.raw) > 0",
+        lo,
+    )
+    assert sorted(row["ids"]) == sorted(r["id"] for r in raws) and len(raws) == 200
+    # ... and the plan handled each row a few times at most (4,021 rows here; the join form: 728,316).
+    assert _work(plan) <= 10 * (1005 + 3015), plan
+
+
+async def test_the_chainers_claim_stays_linear_under_a_plan_cached_on_an_empty_queue(conn: asyncpg.Connection) -> None:
+    await conn.execute("ANALYZE")  # the staging queue, empty, as it is at most ANALYZEs
+    await conn.execute(f"PREPARE claim(integer) AS {_CLAIM}")
+    async with conn.transaction():
+        await conn.execute("EXECUTE claim(1)")
+    fill = _Filler()
+    await fill.add(conn, 500)  # 1,500 staged records
+    first = await conn.fetchval("SELECT min(id) FROM evidence_pending")
+
+    async with conn.transaction():
+        plan = await _cached_plan_run(conn, "claim", "700")
+        assert plan["Actual Rows"] == 700
+        # The claim takes the 700 oldest records, and the plan handled each row a few times at most.
+        assert await conn.fetchval("SELECT min(id) FROM evidence_pending") == first + 700
+        assert await conn.fetchval("SELECT count(*) FROM evidence_pending") == 800
+        # 5,101 rows here; the join form: 3,225,550 (the LIMIT subquery's output again for each of the 1,500 records).
+        assert _work(plan) <= 10 * 1500, plan
