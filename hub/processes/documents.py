@@ -169,7 +169,8 @@ def _ts(text: str | None) -> datetime | None:
 #: collected first (one array), then looked up by primary key: no join, so no plan can be quadratic. The join form
 #: (``evidence e JOIN messages m``) was, under a plan PostgreSQL cached while the tables were small (a new
 #: installation): a nested loop scanning every document's raw for each row of the window — 0.5–5.7 s a call
-#: (bench/gateway.py; tests/integration/test_plan_shapes.py).
+#: (bench/gateway.py; tests/integration/test_plan_shapes.py). ``LIMIT 1``: the one-row head table, bloated by its
+#: updates, was estimated at a thousand rows, the scan's cost with it (JIT-compiled on every call where JIT is on).
 _SCAN = """
 SELECT h.hi, ARRAY(
     SELECT m.message_id::text FROM messages m
@@ -178,7 +179,7 @@ SELECT h.hi, ARRAY(
             WHERE e.seq >= $1::bigint AND e.seq <= h.hi AND e.kind = ANY($2::text[]) AND e.message_id IS NOT NULL))
       AND m.service = 'document.official' AND position('FeedbackDue'::bytea IN m.raw) > 0
 ) AS ids
-FROM (SELECT LEAST($1::bigint + $3::bigint - 1, seq) AS hi FROM evidence_head) AS h
+FROM (SELECT LEAST($1::bigint + $3::bigint - 1, seq) AS hi FROM evidence_head LIMIT 1) AS h
 """
 
 _DELIVERIES = """

@@ -75,8 +75,14 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, generi
     statements on every batch: PostgreSQL then plans each prepared statement once (``plan_cache_mode =
     force_generic_plan``) instead of re-planning it whenever it estimates a custom plan cheaper. In an e2e bench
     run pg_stat_statements showed ``record_sent`` re-planned on 3,584 of 4,828 calls, 0.29 ms of planning each,
-    with no faster execution to show for it; every statement there looks rows up by primary key."""
-    settings = {"plan_cache_mode": "force_generic_plan"} if generic_plans else None
+    with no faster execution to show for it; every statement there looks rows up by primary key.
+
+    JIT compilation is off on every pool: the hub's statements are short, and PostgreSQL compiles whenever a plan's
+    estimated cost passes ``jit_above_cost`` — which estimates made on stale statistics do. In bench/gateway.py the
+    documents process's window scan (2 ms) was compiled on every call, 15 ms of PostgreSQL CPU each time."""
+    settings = {"jit": "off"}
+    if generic_plans:
+        settings["plan_cache_mode"] = "force_generic_plan"
     try:
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, reset=_keep, server_settings=settings

@@ -38,6 +38,10 @@ BUSY_TABLES: Final[tuple[str, ...]] = (
     "evidence_pending",
     "evidence",
     "intake_rejections",
+    # one-row tables updated on every chain job and every process's feed: without VACUUM their dead rows pile up
+    # and PostgreSQL estimates them at thousands of rows
+    "evidence_head",
+    "process_cursor",
 )
 
 #: Below this many rows a table's plans do not matter: a small queue table (evidence_pending) that doubles between

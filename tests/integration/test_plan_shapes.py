@@ -13,7 +13,12 @@ as a nested loop that scans a whole table for every row of the other side. Two d
 Each test builds that situation on a database of its own — statistics taken while the tables were (nearly) empty, a
 generic plan cached, then the tables grown — and counts the rows the cached plan handles (EXPLAIN ANALYZE of the
 prepared statement). Both statements now have no join and handle each row a few times at most; the join forms they
-replace handle hundreds of times more rows here (checked when these tests were written)."""
+replace handle hundreds of times more rows here (checked when these tests were written).
+
+A third test covers what made the window scan expensive even with a good plan: the one-row ``evidence_head``,
+bloated by its updates, estimated at a thousand rows, which put the scan's estimated cost past ``jit_above_cost`` —
+PostgreSQL JIT-compiled it on every call. The scan now reads the head with ``LIMIT 1``, the hub's pools run with JIT
+off, and the hub's own maintenance (where autovacuum is off) vacuums the head tables too."""
 
 from __future__ import annotations
 
@@ -162,3 +167,43 @@ async def test_the_chainers_claim_stays_linear_under_a_plan_cached_on_an_empty_q
         assert await conn.fetchval("SELECT count(*) FROM evidence_pending") == 800
         # 5,101 rows here; the join form: 3,225,550 (the LIMIT subquery's output again for each of the 1,500 records).
         assert _work(plan) <= 10 * 1500, plan
+
+
+async def test_the_window_scan_is_costed_as_one_head_row_and_maintenance_vacuums_the_head(
+    conn: asyncpg.Connection, empty_dsn: str
+) -> None:
+    """evidence_head has one row, updated by every chain job. While a snapshot is open its dead versions cannot be
+    pruned; the table grows to pages PostgreSQL then estimates at hundreds of rows each — and the window scan's cost
+    with them, past ``jit_above_cost`` (bench/gateway.py: compiled on every call, 15 ms of PostgreSQL CPU each)."""
+    from hub.store.db import create_pool
+    from hub.store.maintenance import maintain
+
+    fill = _Filler()
+    await fill.add(conn, 50)
+    await conn.execute("ANALYZE")
+    other = await asyncpg.connect(empty_dsn)
+    try:
+        async with other.transaction(isolation="repeatable_read"):
+            await other.fetchval("SELECT count(*) FROM evidence")  # a snapshot held open
+            for n in range(3000):
+                await conn.execute("UPDATE evidence_head SET seq = $1 WHERE id", fill.seq + n)
+    finally:
+        await other.close()
+    assert await conn.fetchval("SELECT pg_relation_size('evidence_head') / 8192") > 10
+
+    await conn.execute(f"PREPARE head_scan(bigint, text[], bigint) AS {_SCAN}")
+    (text,) = await conn.fetchrow(f"EXPLAIN (FORMAT JSON) EXECUTE head_scan(1, ARRAY{list(FED_KINDS)!r}, 2000)")
+    plan = json.loads(text)[0]["Plan"]
+    assert plan["Plan Rows"] == 1, plan
+    assert plan["Total Cost"] < float(await conn.fetchval("SHOW jit_above_cost")), plan
+
+    # Where autovacuum is off, the hub's own maintenance vacuums the head (and the processes' cursors) as well.
+    assert "VACUUM (ANALYZE) evidence_head" in await maintain(conn, force=True)
+    assert await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'evidence_head'::regclass") == 1
+
+    # And no pool of the hub's compiles a statement.
+    pool = await create_pool(empty_dsn, min_size=1, max_size=1)
+    try:
+        assert await pool.fetchval("SHOW jit") == "off"
+    finally:
+        await pool.close()
