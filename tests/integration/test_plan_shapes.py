@@ -22,13 +22,12 @@ off, and the hub's own maintenance (where autovacuum is off) vacuums the head ta
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,8 +36,8 @@ import pytest
 
 from hub.processes.documents import _SCAN, SCAN_WINDOW
 from hub.processes.engine import FED_KINDS
+from hub.settings import Settings
 from hub.store.evidence import _CLAIM
-from tests.conftest import ADMIN_DSN, _admin
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.integration]
 
@@ -49,17 +48,9 @@ _MESSAGE_COLUMNS = [
 
 
 @pytest.fixture
-def empty_dsn() -> Iterator[str]:
-    from hub.store.db import migrate
-
-    name = f"hub_test_plans_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
-    try:
-        asyncio.run(migrate(dsn))
-        yield dsn
-    finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+def empty_dsn(fresh_settings: Settings) -> str:
+    """A fresh, migrated database of this test's own (its tables empty)."""
+    return fresh_settings.pg_dsn
 
 
 @pytest.fixture
