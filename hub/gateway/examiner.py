@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hub.errors import HubError
 from hub.gateway.direct import Direct, GatewayWorker, Outcome, Submission
-from hub.gateway.examiners import read_frame, sendable, write_frame
+from hub.gateway.examiners import FrameWriter, read_frame, sendable
 
 if TYPE_CHECKING:
     from hub.gateway.config import GatewaySettings
@@ -36,14 +36,14 @@ class _Link:
     """The examiner's end of the socket: frames out, and the gateway's ``expecting`` replies."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
+        self.writer = FrameWriter(writer)
         self._tokens = itertools.count(1)
         self._waits: dict[int, asyncio.Future[None]] = {}
         self.broken = False
 
     def send(self, frame: tuple[Any, ...]) -> None:
         if not self.writer.is_closing():
-            write_frame(self.writer, frame)
+            self.writer.send(frame)
 
     async def expect(self, pairs: list[tuple[str, str]]) -> None:
         if self.broken:
@@ -156,7 +156,7 @@ async def serve(
             with contextlib.suppress(Exception):
                 await pool.close()
         with contextlib.suppress(Exception):
-            writer.close()
+            link.writer.close()  # what it holds goes first
 
 
 async def _serve_frames(
@@ -176,20 +176,8 @@ async def _serve_frames(
             outcome = Outcome("failed", error=HubError(f"the examiner failed ({type(exc).__name__})", code="INTERNAL"))
         link.send(_outcome_frame(seq, outcome))
 
-    stopping = loop.create_task(stop.wait()) if stop is not None else None
-    try:
-        while True:
-            reading = loop.create_task(read_frame(reader))
-            if stopping is not None:
-                await asyncio.wait((reading, stopping), return_when=asyncio.FIRST_COMPLETED)
-                if not reading.done():
-                    reading.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await reading
-                    return
-            frame = await reading
-            if frame is None:
-                return
+    async def read_all() -> None:
+        while (frame := await read_frame(reader)) is not None:
             kind = frame[0]
             if kind == "submit":
                 _, seq, system, data, message_id, lane, priority = frame
@@ -202,9 +190,25 @@ async def _serve_frames(
                     found.cancel()
             elif kind == "expecting":
                 link.expecting(frame[1])
+
+    # One task reads every frame (not a task and a wait for each): ``stop`` ends it between or inside reads.
+    reading = loop.create_task(read_all())
+    if stop is None:
+        await reading
+        return
+    stopping = loop.create_task(stop.wait())
+    try:
+        await asyncio.wait((reading, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            return
+        await reading  # its end of stream, or the error it raised
     finally:
-        if stopping is not None:
-            stopping.cancel()
+        stopping.cancel()
+        if not reading.done():  # this task itself was cancelled
+            reading.cancel()
 
 
 def _forget(tasks: dict[int, asyncio.Task[None]], seq: int, link: _Link) -> Callable[[asyncio.Task[None]], None]:

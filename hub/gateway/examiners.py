@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from hub.settings import Settings
     from hub.transport.abc import AbstractTransport
 
-__all__ = ["ExaminerPool", "read_frame", "sendable", "write_frame"]
+__all__ = ["ExaminerPool", "FrameWriter", "read_frame", "sendable"]
 
 log = logging.getLogger("hub.gateway")
 
@@ -80,9 +80,45 @@ UNAVAILABLE = "GATEWAY_UNAVAILABLE"
 # ------------------------------------------------------------------------------------------------ the wire
 
 
-def write_frame(writer: asyncio.StreamWriter, frame: tuple[Any, ...]) -> None:
-    data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
-    writer.writelines((_LENGTH.pack(len(data)), data))
+class FrameWriter:
+    """Frames out on one end of the socket, sent together once per pass of the event loop.
+
+    The frames one pass makes — the submissions of every request read in it, a batch's outcomes (its submissions
+    are settled together) — leave in one ``writelines`` (one system call, one wake-up of the other side) instead
+    of one each. Measured in bench/gateway.py with 128 connections and two examiners: the gateway process spent
+    7 % of its CPU on a send per frame, an examiner 3 %. Order is kept: every frame of this socket goes through
+    here, and ``flush`` sends what is held before an end of stream or a close."""
+
+    __slots__ = ("_parts", "_scheduled", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._parts: list[bytes] = []
+        self._scheduled = False
+
+    def send(self, frame: tuple[Any, ...]) -> None:
+        data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+        self._parts += (_LENGTH.pack(len(data)), data)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        parts, self._parts = self._parts, []
+        if parts and not self.writer.is_closing():
+            self.writer.writelines(parts)
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.writer.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
@@ -140,7 +176,7 @@ class _Call:
 class _Examiner:
     index: int
     handle: Handle | None = None
-    writer: asyncio.StreamWriter | None = None
+    writer: FrameWriter | None = None
     reader_task: asyncio.Task[None] | None = None
     ready: asyncio.Future[None] | None = None
     running: bool = False
@@ -200,8 +236,8 @@ class ExaminerPool:
             raise
         finally:
             child.close()  # the examiner holds its own end
-        reader, writer = await asyncio.open_unix_connection(sock=parent)
-        e.writer = writer
+        reader, stream = await asyncio.open_unix_connection(sock=parent)
+        e.writer = writer = FrameWriter(stream)
         e.ready = asyncio.get_running_loop().create_future()
         e.reader_task = asyncio.get_running_loop().create_task(self._read(e, reader, writer))
         try:
@@ -285,12 +321,12 @@ class ExaminerPool:
         seq = next(self._seq)
         call = _Call(system, message_id, asyncio.get_running_loop().create_future())
         e.inflight[seq] = call
-        write_frame(e.writer, ("submit", seq, system, data, message_id, lane, priority))
+        e.writer.send(("submit", seq, system, data, message_id, lane, priority))
         try:
             return await call.future
         except asyncio.CancelledError:
             if seq in e.inflight and e.writer is not None and not e.writer.is_closing():
-                write_frame(e.writer, ("cancel", seq))  # its outcome still comes back (answered: to the inbox)
+                e.writer.send(("cancel", seq))  # its outcome still comes back (answered: to the inbox)
             raise
 
     def _pick(self, system: str, message_id: str) -> _Examiner | None:
@@ -304,7 +340,7 @@ class ExaminerPool:
 
     # -- the examiner's side -----------------------------------------------------------------------------------
 
-    async def _read(self, e: _Examiner, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read(self, e: _Examiner, reader: asyncio.StreamReader, writer: FrameWriter) -> None:
         try:
             while (frame := await read_frame(reader)) is not None:
                 kind = frame[0]
@@ -343,16 +379,16 @@ class ExaminerPool:
             Outcome(kind, answer=Answer(*answer) if answer is not None else None, error=err)  # type: ignore[arg-type]
         )
 
-    def _expect(self, e: _Examiner, frame: tuple[Any, ...], writer: asyncio.StreamWriter) -> None:
+    def _expect(self, e: _Examiner, frame: tuple[Any, ...], writer: FrameWriter) -> None:
         _, token, pairs = frame
         wanted = {(str(s), str(m)) for s, m in pairs}
         for call in e.inflight.values():
             if (call.system, call.message_id) in wanted and call.pending is None:
                 call.pending = self.mailbox.expect(call.system, call.message_id)
         if not writer.is_closing():
-            write_frame(writer, ("expecting", token))
+            writer.send(("expecting", token))
 
-    def _ended(self, e: _Examiner, writer: asyncio.StreamWriter) -> None:
+    def _ended(self, e: _Examiner, writer: FrameWriter) -> None:
         """The examiner's socket ended: what it held is answered 503 (resend), and it is started again."""
         e.running = False
         writer.close()

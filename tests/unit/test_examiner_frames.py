@@ -1,4 +1,5 @@
-"""The gateway ⇄ examiner frames (hub.gateway.examiners): a round trip, the end of the stream, and the limits."""
+"""The gateway ⇄ examiner frames (hub.gateway.examiners): a round trip, the frames of one pass sent together, the end
+of the stream, and the limits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import struct
 
 import pytest
 
-from hub.gateway.examiners import MAX_FRAME, read_frame, sendable, write_frame
+from hub.gateway.examiners import MAX_FRAME, FrameWriter, read_frame, sendable
 from hub.transport.topology import Outgoing
 
 
@@ -23,13 +24,21 @@ async def _pair() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.S
 
 async def test_frames_round_trip_and_end() -> None:
     _ra, wa, rb, wb = await _pair()
+    frames = FrameWriter(wa)
     body = "<报文/>".encode() * 2000
-    write_frame(wa, ("submit", 7, "county-220122-oa", body, "id", "normal", 0))
-    write_frame(wa, ("cancel", 7))
-    await wa.drain()
+    frames.send(("submit", 7, "county-220122-oa", body, "id", "normal", 0))
+    frames.send(("cancel", 7))
+    assert wa.transport.get_write_buffer_size() == 0  # nothing sent yet: the pass's frames leave together
+    writes: list[int] = []
+    real = wa.writelines
+    wa.writelines = lambda parts: (writes.append(len(parts)), real(parts))  # type: ignore[method-assign]
+    await asyncio.sleep(0)  # the end of this pass of the loop
+    assert writes == [4]  # two frames (length and data each) in one writelines
+    frames.send(("expecting", 3))
+    frames.close()  # what it holds goes before the close
     assert await read_frame(rb) == ("submit", 7, "county-220122-oa", body, "id", "normal", 0)
     assert await read_frame(rb) == ("cancel", 7)
-    wa.close()
+    assert await read_frame(rb) == ("expecting", 3)
     assert await read_frame(rb) is None  # the end of the stream
     wb.close()
 
