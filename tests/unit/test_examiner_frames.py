@@ -24,15 +24,15 @@ async def _pair() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, asyncio.S
 
 async def test_frames_round_trip_and_end() -> None:
     _ra, wa, rb, wb = await _pair()
+    writes: list[int] = []
+    real = wa.writelines
+    wa.writelines = lambda parts: (writes.append(len(parts)), real(parts))  # type: ignore[method-assign]
     frames = FrameWriter(wa)
     body = "<报文/>".encode() * 2000
     frames.send(("submit", 7, "county-220122-oa", body, "id", "normal", 0))
     frames.send(("cancel", 7))
-    assert wa.transport.get_write_buffer_size() == 0  # nothing sent yet: the pass's frames leave together
-    writes: list[int] = []
-    real = wa.writelines
-    wa.writelines = lambda parts: (writes.append(len(parts)), real(parts))  # type: ignore[method-assign]
-    await asyncio.sleep(0)  # the end of this pass of the loop
+    assert writes == []  # nothing written yet: the frames of this pass leave together at its end
+    await asyncio.sleep(0)
     assert writes == [4]  # two frames (length and data each) in one writelines
     frames.send(("expecting", 3))
     frames.close()  # what it holds goes before the close
