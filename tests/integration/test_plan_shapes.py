@@ -22,6 +22,7 @@ off, and the hub's own maintenance (where autovacuum is off) vacuums the head ta
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -160,6 +161,18 @@ async def test_the_chainers_claim_stays_linear_under_a_plan_cached_on_an_empty_q
         assert _work(plan) <= 10 * 1500, plan
 
 
+async def _stats_flushed(conn: asyncpg.Connection, table: str, *, dead_over: int) -> None:
+    """Wait (up to 10 s) until the statistics views count more than ``dead_over`` dead rows of ``table``."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    for _ in range(200):
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        dead = await conn.fetchval("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = $1", table)
+        if dead is not None and dead > dead_over:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the statistics never counted {table}'s dead rows (last: {dead})")
+
+
 async def test_the_window_scan_is_costed_as_one_head_row_and_maintenance_vacuums_the_head(
     conn: asyncpg.Connection, empty_dsn: str
 ) -> None:
@@ -181,6 +194,9 @@ async def test_the_window_scan_is_costed_as_one_head_row_and_maintenance_vacuums
     finally:
         await other.close()
     assert await conn.fetchval("SELECT pg_relation_size('evidence_head') / 8192") > 10
+    # maintain() decides from pg_stat_user_tables, which a backend's counts reach only when it flushes them (at most
+    # once a second when idle): without this wait the updates were sometimes not counted yet and nothing was due.
+    await _stats_flushed(conn, "evidence_head", dead_over=100)
 
     await conn.execute(f"PREPARE head_scan(bigint, text[], bigint) AS {_SCAN}")
     (text,) = await conn.fetchrow(f"EXPLAIN (FORMAT JSON) EXECUTE head_scan(1, ARRAY{list(FED_KINDS)!r}, 2000)")
