@@ -42,10 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from lxml import etree  # noqa: E402
 
 from hub import logs  # noqa: E402
-from hub.pipeline.context import Context  # noqa: E402
 from hub.pipeline.worker import Worker  # noqa: E402
-from hub.settings import Settings  # noqa: E402
-from hub.store.memory import MemoryStore  # noqa: E402
 from hub.transport.memory import MemoryBroker, MemoryTransport  # noqa: E402
 from hub.transport.names import Names  # noqa: E402
 from hub.transport.topology import Incoming  # noqa: E402
@@ -112,19 +109,7 @@ async def _handle(worker: Worker, names: Names, bodies: list[bytes], batch: int)
 
 async def run(args: argparse.Namespace) -> int:
     kit = costly.make_kit(args.tmp / "kit")
-    settings = Settings.from_env(namespace=f"examine-{uuid.uuid4().hex[:6]}", state_dir=kit.pki_dir.parent)
-    p = kit.processor
-    context = Context(settings, kit.registry, kit.directory, p.router, p.verifier.store, p.verifier, p.signer)
-    names = Names(settings.namespace)
-    broker = MemoryBroker()
-    worker = Worker(
-        settings,
-        0,
-        context=context,
-        transport=_Settled(names, broker),
-        urgent_transport=_Settled(names, broker),
-        store=MemoryStore(),
-    )
+    worker, names, broker, _ = kit.memory_worker("examine", transport=_Settled)
     await worker.start()
     try:
         n = args.messages

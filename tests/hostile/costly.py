@@ -16,18 +16,25 @@ from __future__ import annotations
 
 import copy
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from lxml import etree
 
 from hub.directory import Directory, load_directory
 from hub.envelope import Party, Recipient, build, intake, parse, to_bytes
+from hub.pipeline.context import Context
 from hub.pipeline.processor import Processor
+from hub.pipeline.worker import Worker
 from hub.routing import Router, gate, load_routes, route_files
-from hub.settings import PROJECT_ROOT
+from hub.settings import PROJECT_ROOT, Settings
+from hub.store.memory import MemoryStore
+from hub.transport.memory import MemoryBroker, MemoryTransport
+from hub.transport.names import Names
 from hub.trust import Signer, TrustStore, Verifier, keys, pki
 from hub.validation import SchemaRegistry
 
@@ -84,6 +91,33 @@ class Kit:
     def typical(self) -> bytes:
         """The typical 2 KB notice (document.official sample ``typical-notice.xml``), signed."""
         return self.signed(self.envelope())
+
+    def memory_worker(self, prefix: str, transport: type[MemoryTransport] = MemoryTransport) -> MemoryHub:
+        """``hub run``'s worker with this kit's processor on the in-memory twins (``transport`` — a subclass where
+        the caller settles what it hands the worker itself — and ``MemoryStore``), in a namespace of its own named
+        ``<prefix>-<random>``; not started."""
+        settings = Settings.from_env(namespace=f"{prefix}-{uuid.uuid4().hex[:6]}", state_dir=self.pki_dir.parent)
+        p = self.processor
+        context = Context(settings, self.registry, self.directory, p.router, p.verifier.store, p.verifier, p.signer)
+        names, broker, store = Names(settings.namespace), MemoryBroker(), MemoryStore()
+        worker = Worker(
+            settings,
+            0,
+            context=context,
+            transport=transport(names, broker),
+            urgent_transport=transport(names, broker),
+            store=store,
+        )
+        return MemoryHub(worker, names, broker, store)
+
+
+class MemoryHub(NamedTuple):
+    """What ``Kit.memory_worker`` made: the worker, its names, the broker twin and the store twin."""
+
+    worker: Worker
+    names: Names
+    broker: MemoryBroker
+    store: MemoryStore
 
 
 def sample_body(service: str, name: str | None = None) -> etree._Element:

@@ -58,28 +58,12 @@ async def test_the_worker_counts_a_batch_by_outcome_and_code(tmp_path: Path) -> 
     import asyncio
 
     from hub.envelope import Envelope, parse
-    from hub.pipeline.context import Context
-    from hub.pipeline.worker import Worker
-    from hub.store.memory import MemoryStore
-    from hub.transport.memory import MemoryBroker, MemoryTransport
-    from hub.transport.names import Names
+    from hub.transport.memory import MemoryTransport
     from hub.transport.topology import Outgoing
     from tests.hostile import costly
 
     kit = costly.make_kit(tmp_path / "kit")
-    settings = Settings.from_env(namespace=f"mem-{uuid.uuid4().hex[:6]}", state_dir=kit.pki_dir.parent)
-    p = kit.processor
-    context = Context(settings, kit.registry, kit.directory, p.router, p.verifier.store, p.verifier, p.signer)
-    names = Names(settings.namespace)
-    broker = MemoryBroker()
-    worker = Worker(
-        settings,
-        0,
-        context=context,
-        transport=MemoryTransport(names, broker),
-        urgent_transport=MemoryTransport(names, broker),
-        store=MemoryStore(),
-    )
+    worker, names, broker, _ = kit.memory_worker("mem")
     before = {
         m: _samples(m) for m in (hm.MESSAGES, hm.REJECTIONS, hm.DELIVERIES, hm.LATENCY, hm.BATCH_SIZE, hm.HEARTBEAT)
     }

@@ -19,13 +19,8 @@ from lxml import etree
 
 from hub.envelope import Envelope, Party, Recipient, build, parse
 from hub.pipeline.client import read_reply
-from hub.pipeline.context import Context
 from hub.pipeline.processor import CN_TZ
-from hub.pipeline.worker import Worker
-from hub.settings import Settings
-from hub.store.memory import MemoryStore
-from hub.transport.memory import MemoryBroker, MemoryTransport
-from hub.transport.names import Names
+from hub.transport.memory import MemoryTransport
 from hub.transport.topology import Incoming, Outgoing
 from hub.trust.delivery import verify_delivery
 from tests.hostile import costly
@@ -75,20 +70,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> costly.Kit:
 
 
 async def test_a_hundred_messages_through_the_real_worker_in_memory(kit: costly.Kit, tmp_path: Path) -> None:
-    settings = Settings.from_env(namespace=f"mem-{uuid.uuid4().hex[:6]}", state_dir=kit.pki_dir.parent)
     p = kit.processor
-    context = Context(settings, kit.registry, kit.directory, p.router, p.verifier.store, p.verifier, p.signer)
-    names = Names(settings.namespace)
-    broker = MemoryBroker()
-    store = MemoryStore()
-    worker = Worker(
-        settings,
-        0,
-        context=context,
-        transport=MemoryTransport(names, broker),
-        urgent_transport=MemoryTransport(names, broker),
-        store=store,
-    )
+    worker, names, broker, store = kit.memory_worker("mem")
     await worker.start()
     client = MemoryTransport(names, broker, user="client")
     try:
