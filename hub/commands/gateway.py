@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,8 @@ def add_gateway_arguments(p: argparse.ArgumentParser, *, prefix: str = "") -> No
         default=None,
         metavar="N",
         help="examine submissions in N processes beside the gateway's own, which keeps TLS, HTTP, the limits and "
-        "the inbox (default 0: in the gateway process; HUB_GATEWAY_EXAMINERS)",
+        "the inbox; 0: in the gateway process (default: one per core, at most 8, none on one core; "
+        "HUB_GATEWAY_EXAMINERS)",
     )
 
 
@@ -50,6 +52,14 @@ def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: st
     def arg(name: str) -> Any:
         return getattr(args, prefix.replace("-", "_") + name, None)
 
+    examiners = arg("examiners")
+    env = os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip()
+    if env and not env.isdigit():
+        raise SystemExit(f"hub gateway: HUB_GATEWAY_EXAMINERS must be a number of processes (0 or more), not {env!r}")
+    if examiners is None and not env:
+        examiners = GatewaySettings.auto_examiners()  # the command uses the machine's cores unless told otherwise
+    if examiners is not None and examiners < 0:
+        raise SystemExit(f"hub gateway: --{prefix}examiners must be 0 or more, not {examiners}")
     return GatewaySettings.for_state(
         settings.state_dir,
         host=arg("host"),
@@ -58,7 +68,7 @@ def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: st
         key_file=arg("key"),
         default_rate=arg("default_rate"),
         default_concurrency=arg("default_concurrency"),
-        examiners=arg("examiners"),
+        examiners=examiners,
     )
 
 

@@ -7,10 +7,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_POLL_S", "GatewaySettings"]
+__all__ = ["MAX_AUTO_EXAMINERS", "MAX_POLL_S", "GatewaySettings"]
 
 #: The longest long poll ``GET /v1/inbox?wait=`` accepts (seconds).
 MAX_POLL_S = 30
+#: The most examiner processes ``hub gateway`` starts by default (``GatewaySettings.auto_examiners``).
+MAX_AUTO_EXAMINERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,19 @@ class GatewaySettings:
     batches: int = 1
     #: Examiner processes (``hub.gateway.examiners``): the in-process path's batches run in this many processes of
     #: their own beside the gateway, which keeps TLS, HTTP, the limits and the inbox; 0: in the gateway process
-    #: itself. One Python process uses one core: with examiners the gateway uses more (see docs/gateway.md).
+    #: itself. One Python process uses one core: with examiners the gateway uses more (see docs/gateway.md). The
+    #: settings built here take what they are given; ``hub gateway`` and ``hub run --gateway`` start
+    #: ``auto_examiners()`` when neither ``--examiners`` nor ``HUB_GATEWAY_EXAMINERS`` says otherwise.
     examiners: int = 0
+
+    @staticmethod
+    def auto_examiners(cores: int | None = None) -> int:
+        """The examiners ``hub gateway`` starts by default: one per core the process may run on, at most
+        ``MAX_AUTO_EXAMINERS`` (one gateway process feeds about that many: TLS and HTTP cost it a quarter of what
+        the examination costs); none on a single core, where a second process only adds the frames between them."""
+        if cores is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return 0 if cores < 2 else min(cores, MAX_AUTO_EXAMINERS)
 
     @classmethod
     def for_state(cls, state_dir: Path, **overrides: Any) -> GatewaySettings:
