@@ -29,7 +29,9 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +97,9 @@ class Result:
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    #: CPU ticks of the parts (``flat_out``'s ``sample``) when the clock started and when the last answer came:
+    #: the warm-up's TLS handshakes and the connections' close are outside, as they are outside ``seconds``.
+    cpu: tuple[dict[str, int], dict[str, int]] | None = None
 
     @property
     def per_s(self) -> float:
@@ -175,9 +180,16 @@ async def paced(
 
 
 async def flat_out(
-    name: str, url: str, ctx: ssl.SSLContext, bodies: list[bytes], connections: int, warm: list[bytes]
+    name: str,
+    url: str,
+    ctx: ssl.SSLContext,
+    bodies: list[bytes],
+    connections: int,
+    warm: list[bytes],
+    sample: Callable[[], dict[str, int]] | None = None,
 ) -> Result:
-    """``connections`` keep-alive connections, each sending its next request as soon as the last one answered."""
+    """``connections`` keep-alive connections, each sending its next request as soon as the last one answered.
+    ``sample`` (CPU ticks of the parts) is read when the clock starts and when it stops (``Result.cpu``)."""
     import aiohttp
 
     result = Result(f"{name} flat out ×{connections}")
@@ -191,9 +203,12 @@ async def flat_out(
             for body in queue:
                 await _post(session, url, body, result, time.perf_counter())
 
+        before = sample() if sample is not None else {}
         t0 = time.perf_counter()
         await asyncio.gather(*(one_connection() for _ in range(connections)))
         result.seconds = time.perf_counter() - t0
+        if sample is not None:
+            result.cpu = (before, sample())
     return result
 
 
@@ -261,6 +276,12 @@ def _ppid(pid: int) -> int:
     except OSError:
         return 0
     return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _cpu_of(result: Result) -> tuple[dict[str, int], dict[str, int]]:
+    if result.cpu is None:
+        raise RuntimeError(f"{result.name}: no CPU readings")
+    return result.cpu
 
 
 def cpu_line(before: dict[str, int], after: dict[str, int], requests: int, seconds: float = 0.0) -> tuple[str, float]:
@@ -409,28 +430,28 @@ async def run(args: argparse.Namespace) -> int:
             print(results["hub_paced"].line())
         from _e2e_env import cpu_ticks
 
-        cpu0 = {**hub_cpu(inst, None), "bare handler": cpu_ticks(bare.pid)}
+        def bare_sample() -> dict[str, int]:
+            ticks = {**hub_cpu(inst, None), "bare handler": cpu_ticks(bare.pid)}
+            return {k: ticks[k] for k in ("bare handler", "client", "RabbitMQ", "machine")}
+
         results["bare_flat"] = await flat_out(
-            "bare aiohttp + confirm", bare_url, ctx, bf, args.connections, bw2[: args.connections]
+            "bare aiohttp + confirm", bare_url, ctx, bf, args.connections, bw2[: args.connections], bare_sample
         )
         print(results["bare_flat"].line())
-        bare_cpu = {**hub_cpu(inst, None), "bare handler": cpu_ticks(bare.pid)}
-        text, _ = cpu_line(
-            {k: cpu0[k] for k in ("bare handler", "client", "RabbitMQ", "machine")},
-            {k: bare_cpu[k] for k in ("bare handler", "client", "RabbitMQ", "machine")},
-            len(bf) + args.connections,
-            results["bare_flat"].seconds,
-        )
+        text, _ = cpu_line(*_cpu_of(results["bare_flat"]), len(bf), results["bare_flat"].seconds)
         print(f"    bare side, flat out (/proc): {text}")
         if has_gateway:
             _, _, hw2, hf = parts(hub_msgs)
-            cpu0 = hub_cpu(inst, gateway)
             results["hub_flat"] = await flat_out(
-                "hub gateway", gw_url, ctx, hf, args.connections, hw2[: args.connections]
+                "hub gateway",
+                gw_url,
+                ctx,
+                hf,
+                args.connections,
+                hw2[: args.connections],
+                partial(hub_cpu, inst, gateway),
             )
-            text, cpu_ms = cpu_line(
-                cpu0, hub_cpu(inst, gateway), len(hf) + args.connections, results["hub_flat"].seconds
-            )
+            text, cpu_ms = cpu_line(*_cpu_of(results["hub_flat"]), len(hf), results["hub_flat"].seconds)
             print(results["hub_flat"].line())
             print(f"    hub side, flat out (/proc): {text}")
 
@@ -459,11 +480,16 @@ async def run(args: argparse.Namespace) -> int:
                 "bare aiohttp + confirm", bare_url, ctx, rest[warm_flat:], args.connections, rest[: args.connections]
             )
             print(results["bare_flat2"].line())
-            cpu0 = hub_cpu(inst, gateway)
             results["old_flat"] = await flat_out(
-                "gateway via queue", gw_url, ctx, of, args.connections, ow2[: args.connections]
+                "gateway via queue",
+                gw_url,
+                ctx,
+                of,
+                args.connections,
+                ow2[: args.connections],
+                partial(hub_cpu, inst, gateway),
             )
-            text, old_cpu_ms = cpu_line(cpu0, hub_cpu(inst, gateway), len(of) + args.connections)
+            text, old_cpu_ms = cpu_line(*_cpu_of(results["old_flat"]), len(of), results["old_flat"].seconds)
             print(results["old_flat"].line())
             print(f"    hub side, flat out (/proc): {text}")
             old_ratio = results["old_flat"].per_s / results["bare_flat2"].per_s
