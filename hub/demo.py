@@ -494,9 +494,8 @@ async def start_hub(demo: Demo) -> tuple[subprocess.Popen[bytes], float]:
                 "--gateway",
                 "--gateway-port",
                 str(demo.gateway_port),
-                # the HTTPS submissions are examined in a process of their own beside the gateway (docs/gateway.md)
-                "--gateway-examiners",
-                "1",
+                # no --gateway-examiners: the HTTPS submissions are examined in processes of their own beside the
+                # gateway, one per core by default (docs/gateway.md, "More than one core")
             ],
             env=demo.env(),
             cwd=PROJECT_ROOT,
@@ -780,7 +779,7 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
             f"（新签发 newly issued {new}，沿用 kept {total - new}）"
         )
 
-        _stage(4, f"启动枢纽 starting the hub (hub run --workers {demo.workers} --gateway --gateway-examiners 1)")
+        _stage(4, f"启动枢纽 starting the hub (hub run --workers {demo.workers} --gateway)")
         from hub.trust.pki import PkiPaths
 
         if not PkiPaths(demo.state_dir / "pki").gateway_cert.exists():
@@ -793,10 +792,17 @@ async def run(demo: Demo, *, stop_at_end: bool) -> int:
             f"  {OK} 枢纽已启动 the hub is running: pid {proc.pid}，{demo.workers} 个工作进程就绪 workers ready "
             f"in {took:.1f} s (log {_rel(demo.log_file)})；HTTPS 网关 gateway {demo.gateway_url}"
         )
-        examiner = re.search(r"gateway examiner 0 running \(pid (\d+)\)", demo.log_file.read_text(errors="replace"))
-        if examiner is None:
-            raise DemoFailed("the gateway listens but its examiner process did not say it runs (see the hub's log)")
-        out(f"  {OK} 网关审验进程 the gateway's examiner process (hub gateway --examiners 1): pid {examiner.group(1)}")
+        from hub.gateway.config import GatewaySettings
+
+        want = GatewaySettings.auto_examiners() if not os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip() else None
+        pids = re.findall(r"gateway examiner \d+ running \(pid (\d+)\)", demo.log_file.read_text(errors="replace"))
+        if want is not None and len(pids) != want:
+            raise DemoFailed(
+                f"the gateway listens but {len(pids)} of its {want} examiner processes (one per core) said they run "
+                "(see the hub's log)"
+            )
+        where = f"pid {', '.join(pids)}" if pids else "none: examined in the gateway process (one core)"
+        out(f"  {OK} 网关审验进程 the gateway's examiner processes (one per core by default): {where}")
         added = await ensure_operators(pool)
         ops_pid, took = await start_ops_page(demo)
         out(
