@@ -43,7 +43,8 @@ GOAL_RATIO, GOAL_P99_MS = 0.5, 50.0
 WARM = 32
 #: Keep-alive connections of the flat-out phase, the same for both paths. Throughput is what a path carries with the
 #: machine busy: with 16 the hub path kept it only about 60 % busy (each request waited for the batch before its own,
-#: so the figure was the latency of a small serial pipeline), with 128 both paths keep it 95-100 % busy.
+#: so the figure was the latency of a small serial pipeline); with 128 the bare path keeps it 80-86 % busy and the hub
+#: path 86-91 % (2026-12-05; more makes neither carry more).
 CONNECTIONS = 128
 
 

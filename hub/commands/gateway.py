@@ -41,7 +41,7 @@ def add_gateway_arguments(p: argparse.ArgumentParser, *, prefix: str = "") -> No
         default=None,
         metavar="N",
         help="examine submissions in N processes beside the gateway's own, which keeps TLS, HTTP, the limits and "
-        "the inbox; 0: in the gateway process (default: one per core, at most 8, none on one core; "
+        "the inbox; 0: in the gateway process (default: one per core, at most 4, none on one core; "
         "HUB_GATEWAY_EXAMINERS)",
     )
 
@@ -55,11 +55,11 @@ def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: st
     examiners = arg("examiners")
     env = os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip()
     if env and not env.isdigit():
-        raise SystemExit(f"hub gateway: HUB_GATEWAY_EXAMINERS must be a number of processes (0 or more), not {env!r}")
+        raise SystemExit(f"HUB_GATEWAY_EXAMINERS must be a number of processes (0 or more), not {env!r}")
     if examiners is None and not env:
         examiners = GatewaySettings.auto_examiners()  # the command uses the machine's cores unless told otherwise
     if examiners is not None and examiners < 0:
-        raise SystemExit(f"hub gateway: --{prefix}examiners must be 0 or more, not {examiners}")
+        raise SystemExit(f"--{prefix}examiners must be 0 or more (the gateway's examiner processes), not {examiners}")
     return GatewaySettings.for_state(
         settings.state_dir,
         host=arg("host"),

@@ -12,7 +12,7 @@ __all__ = ["MAX_AUTO_EXAMINERS", "MAX_POLL_S", "GatewaySettings"]
 #: The longest long poll ``GET /v1/inbox?wait=`` accepts (seconds).
 MAX_POLL_S = 30
 #: The most examiner processes ``hub gateway`` starts by default (``GatewaySettings.auto_examiners``).
-MAX_AUTO_EXAMINERS = 8
+MAX_AUTO_EXAMINERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +63,9 @@ class GatewaySettings:
     @staticmethod
     def auto_examiners(cores: int | None = None) -> int:
         """The examiners ``hub gateway`` starts by default: one per core the process may run on, at most
-        ``MAX_AUTO_EXAMINERS`` (one gateway process feeds about that many: TLS and HTTP cost it a quarter of what
-        the examination costs); none on a single core, where a second process only adds the frames between them."""
+        ``MAX_AUTO_EXAMINERS`` (the gateway process's TLS and HTTP cost about a third of what the examination costs,
+        so one gateway process keeps about three examiners busy, and more examiners split the load into smaller
+        batches, which cost more a message); none on a single core, where a second process only adds the frames."""
         if cores is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return 0 if cores < 2 else min(cores, MAX_AUTO_EXAMINERS)

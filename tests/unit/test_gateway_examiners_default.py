@@ -1,5 +1,5 @@
 """How many examiner processes ``hub gateway`` and ``hub run --gateway`` start (issue 11): one per core the process may
-run on, at most eight, none on a single core, unless ``--examiners`` or ``HUB_GATEWAY_EXAMINERS`` says otherwise;
+run on, at most four, none on a single core, unless ``--examiners`` or ``HUB_GATEWAY_EXAMINERS`` says otherwise;
 ``GatewaySettings`` built by code take what they are given (0 unless told)."""
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from hub.gateway.config import MAX_AUTO_EXAMINERS, GatewaySettings
 from hub.settings import Settings
 
 
-@pytest.mark.parametrize(("cores", "expected"), [(1, 0), (2, 2), (4, 4), (8, 8), (64, MAX_AUTO_EXAMINERS)])
+@pytest.mark.parametrize(
+    ("cores", "expected"), [(1, 0), (2, 2), (3, 3), (4, 4), (8, MAX_AUTO_EXAMINERS), (64, MAX_AUTO_EXAMINERS)]
+)
 def test_auto_examiners_follow_the_cores(cores: int, expected: int) -> None:
+    assert MAX_AUTO_EXAMINERS == 4
     assert GatewaySettings.auto_examiners(cores) == expected
 
 
@@ -26,7 +29,8 @@ def test_auto_examiners_count_the_cores_this_process_may_use(monkeypatch: pytest
     assert GatewaySettings.auto_examiners() == 0
 
 
-def test_settings_built_by_code_examine_in_the_gateway_process(tmp_path: Path) -> None:
+def test_settings_built_by_code_examine_in_the_gateway_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HUB_GATEWAY_EXAMINERS", raising=False)
     assert GatewaySettings.for_state(tmp_path).examiners == 0
 
 
@@ -62,7 +66,7 @@ def test_a_wrong_count_is_refused_with_a_sentence(tmp_path: Path, monkeypatch: p
     with pytest.raises(SystemExit, match="HUB_GATEWAY_EXAMINERS must be a number of processes"):
         _settings(tmp_path, ["gateway"])
     monkeypatch.delenv("HUB_GATEWAY_EXAMINERS")
-    with pytest.raises(SystemExit, match="--examiners must be 0 or more, not -1"):
+    with pytest.raises(SystemExit, match=r"--examiners must be 0 or more \(the gateway's examiner processes\), not -1"):
         _settings(tmp_path, ["gateway", "--examiners", "-1"])
     with pytest.raises(SystemExit, match="--gateway-examiners must be 0 or more"):
         _settings(tmp_path, ["run", "--gateway", "--gateway-examiners", "-2"])
