@@ -457,11 +457,20 @@ class Scenario:
         async with self.pool.acquire() as conn:
             return list(await conn.fetch(sql, *args))
 
-    async def delivery_states(self, message_id: str) -> dict[str, str]:
-        rows = await self._db(
-            "SELECT recipient_system, state FROM deliveries WHERE message_id = $1", uuid.UUID(message_id)
-        )
-        return {r["recipient_system"]: r["state"] for r in rows}
+    async def delivery_states(self, message_id: str, *, settle_s: float = 10.0) -> dict[str, str]:
+        """The recorded state of each delivery of ``message_id``. A recipient can hold its delivery (and the sender
+        its receipt) a moment before the worker has recorded it as delivered: the worker publishes first and
+        records the broker's confirmation in the same batch right after. So a ``pending`` state is read again
+        until it settles, for up to ``settle_s``; what is still pending then is returned as it is."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            rows = await self._db(
+                "SELECT recipient_system, state FROM deliveries WHERE message_id = $1", uuid.UUID(message_id)
+            )
+            states = {r["recipient_system"]: r["state"] for r in rows}
+            if "pending" not in states.values() or time.monotonic() >= deadline:
+                return states
+            await asyncio.sleep(0.05)
 
     async def message_state(self, message_id: str) -> tuple[str | None, str | None]:
         rows = await self._db("SELECT state, error_code FROM messages WHERE message_id = $1", uuid.UUID(message_id))
