@@ -279,12 +279,6 @@ def _ppid(pid: int) -> int:
     return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
-def _cpu_of(result: Result) -> tuple[dict[str, int], dict[str, int]]:
-    if result.cpu is None:
-        raise RuntimeError(f"{result.name}: no CPU readings")
-    return result.cpu
-
-
 def cpu_line(before: dict[str, int], after: dict[str, int], requests: int, seconds: float = 0.0) -> tuple[str, float]:
     """'CPU ms per request' of each part and in all (ticks of 1/100 s), and the total."""
     hz = os.sysconf("SC_CLK_TCK")
@@ -431,30 +425,33 @@ async def run(args: argparse.Namespace) -> int:
             print(results["hub_paced"].line())
         from _e2e_env import cpu_ticks
 
+        async def measured(
+            side: str,
+            name: str,
+            url: str,
+            bodies: list[bytes],
+            warm: list[bytes],
+            sample: Callable[[], dict[str, int]],
+        ) -> tuple[Result, float]:
+            """A flat-out phase, its line and the CPU a request of each part while its clock ran."""
+            result = await flat_out(name, url, ctx, bodies, args.connections, warm[: args.connections], sample)
+            if result.cpu is None:
+                raise RuntimeError(f"{name}: no CPU readings")
+            text, cpu_ms = cpu_line(*result.cpu, len(bodies), result.seconds)
+            print(result.line())
+            print(f"    {side} side, flat out (/proc): {text}")
+            return result, cpu_ms
+
         def bare_sample() -> dict[str, int]:
             ticks = {**hub_cpu(inst, None), "bare handler": cpu_ticks(bare.pid)}
             return {k: ticks[k] for k in ("bare handler", "client", "RabbitMQ", "machine")}
 
-        results["bare_flat"] = await flat_out(
-            "bare aiohttp + confirm", bare_url, ctx, bf, args.connections, bw2[: args.connections], bare_sample
-        )
-        print(results["bare_flat"].line())
-        text, _ = cpu_line(*_cpu_of(results["bare_flat"]), len(bf), results["bare_flat"].seconds)
-        print(f"    bare side, flat out (/proc): {text}")
+        results["bare_flat"], _ = await measured("bare", "bare aiohttp + confirm", bare_url, bf, bw2, bare_sample)
         if has_gateway:
             _, _, hw2, hf = parts(hub_msgs)
-            results["hub_flat"] = await flat_out(
-                "hub gateway",
-                gw_url,
-                ctx,
-                hf,
-                args.connections,
-                hw2[: args.connections],
-                partial(hub_cpu, inst, gateway),
+            results["hub_flat"], cpu_ms = await measured(
+                "hub", "hub gateway", gw_url, hf, hw2, partial(hub_cpu, inst, gateway)
             )
-            text, cpu_ms = cpu_line(*_cpu_of(results["hub_flat"]), len(hf), results["hub_flat"].seconds)
-            print(results["hub_flat"].line())
-            print(f"    hub side, flat out (/proc): {text}")
 
         bare_per_s = results["bare_flat"].per_s
         if not has_gateway:
@@ -481,18 +478,9 @@ async def run(args: argparse.Namespace) -> int:
                 "bare aiohttp + confirm", bare_url, ctx, rest[warm_flat:], args.connections, rest[: args.connections]
             )
             print(results["bare_flat2"].line())
-            results["old_flat"] = await flat_out(
-                "gateway via queue",
-                gw_url,
-                ctx,
-                of,
-                args.connections,
-                ow2[: args.connections],
-                partial(hub_cpu, inst, gateway),
+            results["old_flat"], old_cpu_ms = await measured(
+                "hub", "gateway via queue", gw_url, of, ow2, partial(hub_cpu, inst, gateway)
             )
-            text, old_cpu_ms = cpu_line(*_cpu_of(results["old_flat"]), len(of), results["old_flat"].seconds)
-            print(results["old_flat"].line())
-            print(f"    hub side, flat out (/proc): {text}")
             old_ratio = results["old_flat"].per_s / results["bare_flat2"].per_s
             extra = (
                 f" gateway_ratio_queue={old_ratio:.2f} p99_ms_queue={results['old_paced'].pct(0.99):.1f}"
