@@ -2,7 +2,9 @@
 against (a) the hub's gateway (``hub gateway`` in front of ``hub run``: the whole examination, the hub's signed
 receipt in the response) and (b) a bare aiohttp handler with the same TLS (the hub CA's server certificate, client
 certificates required) that publishes the body to RabbitMQ with a publisher confirm and answers 202. Same load,
-same run: a fixed rate (default 200 requests/s) for latency, then flat out for throughput.
+same run: a fixed rate (default 200 requests/s) for latency, then flat out for throughput, in rounds (default 3:
+the two paths take turns, and the median round of each is compared, so that a neighbour's burst on a shared VM
+slows one phase, not the figure).
 
 Last line: ``gateway_ratio=<hub/bare> gateway_per_s=<n> bare_per_s=<n> p99_ms=<n>`` (p99 of the gateway at the fixed
 rate). Goal (issue 11): ratio ≥ 0.5, p99 ≤ 50 ms at 200 requests/s.
@@ -11,7 +13,7 @@ The hub side needs ``hub.gateway`` (imported lazily). Without it the bench measu
 gateway is missing and exits 2.
 
 Usage: ``.venv/bin/python bench/gateway.py [--quick] [--rate 200] [--seconds 15] [--flat 3000] [--connections 128]
-[--examiners N]``.
+[--rounds 3] [--examiners N]``.
 Internally the bare server is this script again: ``bench/gateway.py --serve-bare PORT CERT KEY CAFILE AMQP QUEUE``.
 """
 
@@ -26,6 +28,7 @@ import shlex
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import time
@@ -119,6 +122,12 @@ class Result:
             f"p50 {self.pct(0.50):7.1f} ms  p99 {self.pct(0.99):7.1f} ms  max {max(self.latencies_ms or [0]):7.1f} ms"
             f"   errors: {errs}"
         )
+
+
+def _median_result(results: list[Result]) -> Result:
+    """The round whose requests a second are the median (the lower middle one of an even count)."""
+    ranked = sorted(results, key=lambda r: r.per_s)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def client_context(root_ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -331,10 +340,10 @@ async def run(args: argparse.Namespace) -> int:
         # Every flat-out connection is opened by a warm-up request before the clock starts (TLS handshakes are not
         # what is measured): with more connections than WARM, the rest were opened inside the measured phase.
         warm_flat = max(WARM, args.connections)
-        per_path = n_paced + args.flat + WARM + warm_flat
+        per_path = n_paced + WARM + args.rounds * (args.flat + warm_flat)
         paths_n = 2 if has_gateway else 1
         # --broker-path: the gateway again on the path through the inbound queue, with a bare flat-out of its own
-        broker_n = (per_path + args.flat + warm_flat) if has_gateway and args.broker_path else 0
+        broker_n = (n_paced + WARM + 2 * (args.flat + warm_flat)) if has_gateway and args.broker_path else 0
         print(f"签名 signing {per_path * paths_n + broker_n} envelopes (the sender's cost, before any clock starts) …")
         from _e2e_env import RECIPIENT
 
@@ -411,16 +420,18 @@ async def run(args: argparse.Namespace) -> int:
             how = "--examiners " + str(args.examiners) if args.examiners is not None else "its default"
             print(f"  hub gateway ({how}): {len(examiners)} examiner process(es) beside the gateway process")
 
-        # each path: [warm-up paced | paced | warm-up flat | flat]
-        def parts(msgs: list[bytes]) -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
+        # each path: [warm-up paced | paced | (warm-up flat | flat) × rounds]
+        def parts(msgs: list[bytes]) -> tuple[list[bytes], list[bytes], list[tuple[list[bytes], list[bytes]]]]:
             a, b = WARM, WARM + n_paced
-            return msgs[:a], msgs[a:b], msgs[b : b + warm_flat], msgs[b + warm_flat :]
+            step = warm_flat + args.flat
+            rounds = [(msgs[c : c + warm_flat], msgs[c + warm_flat : c + step]) for c in range(b, len(msgs), step)]
+            return msgs[:a], msgs[a:b], rounds
 
-        bw1, bp, bw2, bf = parts(bare_msgs)
+        bw1, bp, bare_rounds = parts(bare_msgs)
         results["bare_paced"] = await paced("bare aiohttp + confirm", bare_url, ctx, bp, args.rate, bw1)
         print(results["bare_paced"].line())
         if has_gateway:
-            hw1, hp, _, _ = parts(hub_msgs)
+            hw1, hp, _ = parts(hub_msgs)
             results["hub_paced"] = await paced("hub gateway", gw_url, ctx, hp, args.rate, hw1)
             print(results["hub_paced"].line())
         from _e2e_env import cpu_ticks
@@ -446,12 +457,43 @@ async def run(args: argparse.Namespace) -> int:
             ticks = {**hub_cpu(inst, None), "bare handler": cpu_ticks(bare.pid)}
             return {k: ticks[k] for k in ("bare handler", "client", "RabbitMQ", "machine")}
 
-        results["bare_flat"], _ = await measured("bare", "bare aiohttp + confirm", bare_url, bf, bw2, bare_sample)
+        # The flat-out phases in rounds, the two paths taking turns (bare first in odd rounds, the hub first in even
+        # ones): a neighbour's burst on the VM then slows one phase of one round, not one path's only measurement,
+        # and the median of each path's rounds leaves it out.
+        bare_flats: list[Result] = []
+        hub_flats: list[Result] = []
+        hub_cpu_ms: list[float] = []
+        hub_rounds = parts(hub_msgs)[2] if has_gateway else []
+        for r in range(args.rounds):
+            print(f"  第 {r + 1} 轮 round {r + 1} of {args.rounds}, flat out:")
+
+            async def bare_phase(r: int = r) -> None:
+                warm, flat = bare_rounds[r]
+                bare_flats.append(
+                    (await measured("bare", "bare aiohttp + confirm", bare_url, flat, warm, bare_sample))[0]
+                )
+
+            async def hub_phase(r: int = r) -> None:
+                warm, flat = hub_rounds[r]
+                result, cpu_ms = await measured(
+                    "hub", "hub gateway", gw_url, flat, warm, partial(hub_cpu, inst, gateway)
+                )
+                hub_flats.append(result)
+                hub_cpu_ms.append(cpu_ms)
+
+            order = [bare_phase, hub_phase] if has_gateway else [bare_phase]
+            for phase in order if r % 2 == 0 else order[::-1]:
+                await phase()
+        results["bare_flat"] = _median_result(bare_flats)
         if has_gateway:
-            _, _, hw2, hf = parts(hub_msgs)
-            results["hub_flat"], cpu_ms = await measured(
-                "hub", "hub gateway", gw_url, hf, hw2, partial(hub_cpu, inst, gateway)
-            )
+            results["hub_flat"] = _median_result(hub_flats)
+            cpu_ms = statistics.median(hub_cpu_ms)
+            if args.rounds > 1:
+                each = ", ".join(f"{h.per_s / b.per_s:.2f}" for h, b in zip(hub_flats, bare_flats, strict=True))
+                print(
+                    f"  各轮 rounds: ratio {each}; medians: hub {results['hub_flat'].per_s:.0f}/s, "
+                    f"bare {results['bare_flat'].per_s:.0f}/s"
+                )
 
         bare_per_s = results["bare_flat"].per_s
         if not has_gateway:
@@ -470,12 +512,12 @@ async def run(args: argparse.Namespace) -> int:
             gateway = start_gateway({**inst.env(), "HUB_GATEWAY_IN_PROCESS": "0"})
             await wait_for_port(gw_port, gateway)
             print("经入站队列 through the inbound queue (HUB_GATEWAY_IN_PROCESS=0, the first design):")
-            ow1, op, ow2, of = parts(broker_msgs[:per_path])
+            ow1, op, broker_rounds = parts(broker_msgs)
+            (ow2, of), (bw3, bf3) = broker_rounds[:2]
             results["old_paced"] = await paced("gateway via queue", gw_url, ctx, op, args.rate, ow1)
             print(results["old_paced"].line())
-            rest = broker_msgs[per_path:]
             results["bare_flat2"] = await flat_out(
-                "bare aiohttp + confirm", bare_url, ctx, rest[warm_flat:], args.connections, rest[: args.connections]
+                "bare aiohttp + confirm", bare_url, ctx, bf3, args.connections, bw3[: args.connections]
             )
             print(results["bare_flat2"].line())
             results["old_flat"], old_cpu_ms = await measured(
@@ -504,7 +546,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--rate", type=float, default=200.0, help="offered requests/s for the latency phase (200)")
     p.add_argument("--seconds", type=float, default=15.0, help="length of the latency phase (15 s)")
-    p.add_argument("--flat", type=int, default=3000, help="requests of the flat-out phase, per path (3000)")
+    p.add_argument("--flat", type=int, default=3000, help="requests of a flat-out phase (3000)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="flat-out phases per path, the paths taking turns; the median of each path's is compared (3)",
+    )
     p.add_argument(
         "--connections",
         type=int,
@@ -523,8 +571,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "beside a bare flat-out of its own: adds gateway_ratio_queue= and p99_ms_queue= to the last line",
     )
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be 1 or more")
     if args.quick:
-        args.seconds, args.flat = 3.0, 600
+        args.seconds, args.flat, args.rounds = 3.0, 600, 1
     return args
 
 

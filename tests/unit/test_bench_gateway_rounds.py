@@ -1,0 +1,52 @@
+"""bench/gateway.py's rounds: the median round of each path is what it compares, and the options say how many."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "gateway.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_gateway_under_test", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved  # the script puts bench/ first, where sdk.py, trust.py … would shadow other imports
+    return module
+
+
+def _result(bench: ModuleType, per_s: float) -> object:
+    return bench.Result("phase", ok=int(per_s), seconds=1.0)
+
+
+def test_the_median_round_is_compared_not_the_best_or_the_mean(bench: ModuleType):
+    rounds = [_result(bench, x) for x in (1150, 800, 1110)]
+    assert bench._median_result(rounds).per_s == 1110
+    assert bench._median_result(rounds[:1]).per_s == 1150
+    # an even count takes the lower middle round: never the flattering one
+    assert bench._median_result([_result(bench, x) for x in (900, 1200, 1000, 1100)]).per_s == 1000
+
+
+def test_rounds_default_to_three_and_quick_runs_one(bench: ModuleType):
+    assert bench.parse_args([]).rounds == 3
+    assert bench.parse_args(["--rounds", "5"]).rounds == 5
+    quick = bench.parse_args(["--quick"])
+    assert (quick.rounds, quick.flat) == (1, 600)
+
+
+def test_no_round_at_all_is_refused(bench: ModuleType, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as stopped:
+        bench.parse_args(["--rounds", "0"])
+    assert stopped.value.code == 2
+    assert "--rounds must be 1 or more" in capsys.readouterr().err
