@@ -793,10 +793,12 @@ def report(
         "steal": "虚拟机被占 steal",
         "machine": "合计 machine",
     }
-    for c, text in rows.items():
+    for part, text in rows.items():
         print(
-            f"{text:28}{hub_tp.cpu.get(c, 0) / hub_tp.n * 1000:>9.2f}{raw_tp.cpu.get(c, 0) / raw_tp.n * 1000:>9.2f}"
-            f"{hub_lat.cpu.get(c, 0) / hub_lat.seconds * 100:>11.0f}%{raw_lat.cpu.get(c, 0) / raw_lat.seconds * 100:>11.0f}%"
+            f"{text:28}{hub_tp.cpu.get(part, 0) / hub_tp.n * 1000:>9.2f}"
+            f"{raw_tp.cpu.get(part, 0) / raw_tp.n * 1000:>9.2f}"
+            f"{hub_lat.cpu.get(part, 0) / hub_lat.seconds * 100:>11.0f}%"
+            f"{raw_lat.cpu.get(part, 0) / raw_lat.seconds * 100:>11.0f}%"
         )
     for p in phases:
         busy = [f"{name} {sec / p.seconds * 100:.0f}%" for name, sec in (p.others or []) if sec / p.seconds >= 0.05]

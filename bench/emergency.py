@@ -146,16 +146,19 @@ async def flood(transport: Any, msgs: list[tuple[str, bytes]], rate: float, stop
     seconds)."""
     from hub.transport import Outgoing
 
+    # Its own inbound emergency lane, as its client publishes (a system's user may publish nowhere else).
+    names = transport.names
+    system = names.system_of_user(transport.user)
+    if system is None:
+        raise RuntimeError(f"the flood must be published as a system's own user, not as {transport.user!r}")
+    exchange, key = names.submit_exchange, names.inbound_key("emergency", system)
     sent, t0 = 0, time.perf_counter()
     while not stop.is_set() and sent < len(msgs):
         due = int((time.perf_counter() - t0) * rate) + 1
         part = msgs[sent:due]
         if part:
             await transport.publish_many(
-                [
-                    Outgoing(transport.names.inbound_exchange, "emergency", b, {}, 0, m, user_id=transport.user)
-                    for m, b in part
-                ]
+                [Outgoing(exchange, key, b, {}, 0, m, user_id=transport.user) for m, b in part]
             )
             sent += len(part)
         await asyncio.sleep(0.02)
@@ -230,7 +233,9 @@ async def amain(args: argparse.Namespace) -> str:
         stop.set()
         sent, secs = await flooding
         await flooder.close()
-        emergency_in = await transport.queue_depth(names.inbound_queue("emergency"))
+        emergency_in = await transport.queue_depth(names.inbound_queue("emergency")) + await transport.queue_depth(
+            names.system_inbound_queue("emergency", FLOODER[0])  # the flooder's own lane, where its client publishes
+        )
         after = await queued(transport, backlog_queues)
         inst.check_alive()
         refused = await _refused(settings)

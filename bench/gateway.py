@@ -36,6 +36,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _e2e_env import Installation
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -253,7 +257,7 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
 # ---------------------------------------------------------------------------------------------------- CPU
 
 
-def hub_cpu(inst: object, gateway: subprocess.Popen[bytes] | None) -> dict[str, int]:
+def hub_cpu(inst: Installation, gateway: subprocess.Popen[bytes] | None) -> dict[str, int]:
     """CPU clock ticks so far of the hub's side: the gateway process, its examiner processes, ``hub run``
     (supervisor and workers), and the PostgreSQL backends of the bench's database (from /proc)."""
     from _e2e_env import _cmdline, _comm, cpu_ticks
@@ -265,7 +269,7 @@ def hub_cpu(inst: object, gateway: subprocess.Popen[bytes] | None) -> dict[str, 
     return {
         "gateway": cpu_ticks(gateway.pid) if gateway is not None else 0,
         "examiners": sum(cpu_ticks(p) for p in examiners),
-        "hub run": sum(cpu_ticks(p) for p in inst.hub_pids()),  # type: ignore[attr-defined]
+        "hub run": sum(cpu_ticks(p) for p in inst.hub_pids()),
         "PostgreSQL": sum(cpu_ticks(p) for p in pg),
         # not the hub's: the load's own cost, and the broker both paths use (printed apart, see cpu_line)
         "client": cpu_ticks(os.getpid()),

@@ -70,7 +70,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -174,8 +174,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         c0, t0 = _cpu(), time.perf_counter()
         await adapter.start()
         await asyncio.wait_for(done.wait(), timeout)
-        consumer: Any = adapter._consumer  # hub.transport.amqp.Consumer
-        await consumer.wait_idle()  # the last batch committed and acknowledged
+        for consumer in adapter._consumers:  # hub.transport.amqp.Consumer, one per queue of the system
+            await cast(Any, consumer).wait_idle()  # the last batch committed and acknowledged
         t1, c1 = time.perf_counter(), _cpu()
         recorded = await store.count()
         await adapter.stop()

@@ -29,11 +29,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from lxml import etree
 from signxml import DigestAlgorithm, SignatureConfiguration, SignatureMethod, XMLVerifier
 
@@ -83,24 +84,27 @@ def bench_algorithm(
     # the same bytes the primitive works on: SignedInfo as signed, and its signature value
     signed_tree = parse(signed_bytes)
     signed_info = c14n(signed_tree.find(f"{DS}Signature/{DS}SignedInfo"))  # type: ignore[arg-type]
-    public = key.public_key()
+    # Each branch binds its own key type: the closures below would not see the isinstance narrowing of ``key``.
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        der = key.sign(signed_info, ec.ECDSA(hashes.SHA384() if algorithm == "ec-p384" else hashes.SHA256()))
-        alg = ec.ECDSA(hashes.SHA384() if algorithm == "ec-p384" else hashes.SHA256())
+        ec_key, alg = key, ec.ECDSA(hashes.SHA384() if algorithm == "ec-p384" else hashes.SHA256())
+        ec_public = ec_key.public_key()
+        der = ec_key.sign(signed_info, alg)
 
         def floor_verify() -> None:
-            public.verify(der, signed_info, alg)  # type: ignore[call-arg,union-attr]
+            ec_public.verify(der, signed_info, alg)
 
         def floor_sign() -> None:
-            key.sign(signed_info, alg)  # type: ignore[call-arg,union-attr]
+            ec_key.sign(signed_info, alg)
     else:
-        sig = key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())
+        rsa_key = cast(rsa.RSAPrivateKey, key)
+        rsa_public = rsa_key.public_key()
+        sig = rsa_key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())
 
         def floor_verify() -> None:
-            public.verify(sig, signed_info, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg,union-attr]
+            rsa_public.verify(sig, signed_info, padding.PKCS1v15(), hashes.SHA256())
 
         def floor_sign() -> None:
-            key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[call-arg,union-attr]
+            rsa_key.sign(signed_info, padding.PKCS1v15(), hashes.SHA256())
 
     def hub_sign() -> None:
         signer.sign(unsigned)
