@@ -142,7 +142,11 @@ class SqliteHandledStore:
     async def transaction(self) -> AsyncIterator[Tx]:
         async with self._lock:  # one writer: batches take turns
             conn = self.conn
-            conn.execute("BEGIN")
+            # IMMEDIATE: the write lock from the start. A deferred BEGIN reads first (a handler's SELECT) and asks
+            # for the lock at its first write; if another connection to the file (an adapter's outbox thread) has
+            # committed in between, SQLite refuses at once with "database is locked" (its snapshot is stale, so the
+            # busy timeout does not apply) and the whole batch goes back for a retry with back-off.
+            conn.execute("BEGIN IMMEDIATE")
             tx = _SqliteTx(conn)
             try:
                 yield tx

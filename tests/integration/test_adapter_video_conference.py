@@ -49,7 +49,15 @@ N = 500
 BRANCH = "county-222403-oa"
 
 
-async def until(predicate: Callable[[], Any], timeout: float, what: str, proc: AdapterProcess | None = None) -> Any:
+async def until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    proc: AdapterProcess | None = None,
+    state: Callable[[], str] | None = None,
+) -> Any:
+    """Wait for ``predicate``; on a timeout the message says what was there (``state``) and what the adapter logged
+    above INFO, so that a failure on a loaded CI machine tells a slow path from a lost message."""
     deadline = time.monotonic() + timeout
     while True:
         got = predicate()
@@ -57,7 +65,16 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str, proc: A
             return got
         if proc is not None and not proc.alive:
             raise AssertionError(f"the adapter exited while waiting for {what}: {proc.log.read_text()[-2000:]}")
-        assert time.monotonic() < deadline, f"not within {timeout:g} s: {what}"
+        if time.monotonic() >= deadline:
+            told = [f"not within {timeout:g} s: {what}"]
+            if state is not None:
+                told.append(state())
+            if proc is not None and proc.log.exists():
+                lines = proc.log.read_text(encoding="utf-8", errors="replace").splitlines()
+                loud = [line for line in lines if "WARNING" in line or "ERROR" in line]
+                told.append(f"adapter log: {len(lines)} lines, {len(loud)} above INFO; the last of those:")
+                told += [line[:300] for line in loud[-15:]]
+            raise AssertionError("\n".join(told))
         await asyncio.sleep(0.02)
 
 
@@ -169,8 +186,22 @@ async def test_sigkill_mid_stream_every_booking_once(tmp_path: Path) -> None:
             ids = await sending
             await proc.start()
             await until(lambda: len(platform.meetings) >= N, 60, "every booking on the platform", proc)
-            await until(lambda: len(_answers(hub, BOOKER, "meeting.notice")) >= N, 60, "every reply", proc)
-            await until(lambda: len(_answers(hub, BRANCH, "meeting.notice")) >= N, 60, "every branch notice", proc)
+
+            def state() -> str:
+                """What the booker and the branch hold, and which bookings have no reply (a few of them)."""
+                replied = {d.context.ref_to for d in _answers(hub, BOOKER, "meeting.notice")}
+                missing = [i for i in ids if i not in replied]
+                kinds = Counter(d.context.service for d in hub.delivered(BOOKER))
+                return (
+                    f"booker holds {dict(kinds)}; {len(missing)} bookings without a reply, e.g. {missing[:3]}; "
+                    f"branch holds {len(_answers(hub, BRANCH, 'meeting.notice'))} notices; platform: "
+                    f"{len(platform.meetings)} meetings, {platform.replays} replays, calls {dict(platform.calls)}"
+                )
+
+            await until(lambda: len(_answers(hub, BOOKER, "meeting.notice")) >= N, 60, "every reply", proc, state)
+            await until(
+                lambda: len(_answers(hub, BRANCH, "meeting.notice")) >= N, 60, "every branch notice", proc, state
+            )
             await asyncio.sleep(0.5)  # anything doubled would arrive now (the notices above were polled for)
             # the platform: every booking once (by its Idempotency-Key, the hub message id)
             keys = Counter(m.booking_key for m in platform.meetings.values())
