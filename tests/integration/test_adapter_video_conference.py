@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
+import re
 import sqlite3
 import ssl
 import time
@@ -49,6 +51,19 @@ N = 500
 BRANCH = "county-222403-oa"
 
 
+#: A line of the adapter's JSON log above INFO.
+_LOUD = re.compile(r'"level": "(?:warning|error|critical)"')
+
+
+def _brief(line: str) -> str:
+    """A JSON log line as its level, message, message id and exception."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return line[:300]
+    return " ".join(str(rec[k]) for k in ("level", "msg", "message_id", "exc") if k in rec)[:300]
+
+
 async def until(
     predicate: Callable[[], Any],
     timeout: float,
@@ -71,9 +86,9 @@ async def until(
                 told.append(state())
             if proc is not None and proc.log.exists():
                 lines = proc.log.read_text(encoding="utf-8", errors="replace").splitlines()
-                loud = [line for line in lines if "WARNING" in line or "ERROR" in line]
+                loud = [line for line in lines if _LOUD.search(line)]
                 told.append(f"adapter log: {len(lines)} lines, {len(loud)} above INFO; the last of those:")
-                told += [line[:300] for line in loud[-15:]]
+                told += [_brief(line) for line in loud[-15:]]
             raise AssertionError("\n".join(told))
         await asyncio.sleep(0.02)
 
