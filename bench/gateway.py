@@ -128,10 +128,11 @@ class Result:
         )
 
 
-def _median_result(results: list[Result]) -> Result:
-    """The round whose requests a second are the median (the lower middle one of an even count)."""
+def _median_result(results: list[Result], *, upper: bool = False) -> Result:
+    """The round whose requests a second are the median. Of an even count, the lower middle one (``upper``: the upper
+    one): the hub's side takes the lower and the baseline the upper, so that an even count never flatters the ratio."""
     ranked = sorted(results, key=lambda r: r.per_s)
-    return ranked[(len(ranked) - 1) // 2]
+    return ranked[len(ranked) // 2 if upper else (len(ranked) - 1) // 2]
 
 
 def client_context(root_ca: Path, cert: Path, key: Path) -> ssl.SSLContext:
@@ -488,7 +489,7 @@ async def run(args: argparse.Namespace) -> int:
             order = [bare_phase, hub_phase] if has_gateway else [bare_phase]
             for phase in order if r % 2 == 0 else order[::-1]:
                 await phase()
-        results["bare_flat"] = _median_result(bare_flats)
+        results["bare_flat"] = _median_result(bare_flats, upper=True)
         if has_gateway:
             results["hub_flat"] = _median_result(hub_flats)
             cpu_ms = statistics.median(hub_cpu_ms)

@@ -34,8 +34,12 @@ def test_the_median_round_is_compared_not_the_best_or_the_mean(bench: ModuleType
     rounds = [_result(bench, x) for x in (1150, 800, 1110)]
     assert bench._median_result(rounds).per_s == 1110
     assert bench._median_result(rounds[:1]).per_s == 1150
-    # an even count takes the lower middle round: never the flattering one
-    assert bench._median_result([_result(bench, x) for x in (900, 1200, 1000, 1100)]).per_s == 1000
+    # of an even count, the hub's side takes the lower middle round and the baseline the upper one: an even count
+    # never flatters the ratio
+    even = [_result(bench, x) for x in (900, 1200, 1000, 1100)]
+    assert bench._median_result(even).per_s == 1000
+    assert bench._median_result(even, upper=True).per_s == 1100
+    assert bench._median_result(rounds, upper=True).per_s == 1110  # an odd count: the one median either way
 
 
 def test_rounds_default_to_three_and_quick_runs_one(bench: ModuleType):
