@@ -263,7 +263,7 @@ def hub_cpu(inst: Installation, gateway: subprocess.Popen[bytes] | None) -> dict
     (supervisor and workers), and the PostgreSQL backends of the bench's database (from /proc)."""
     from _e2e_env import _cmdline, _comm, cpu_ticks
 
-    db = getattr(inst, "db_name", "")
+    db = inst.db_name
     pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
     pg = [p for p in pids if _comm(p) == "postgres" and db and db in _cmdline(p)]
     examiners = [p for p in pids if gateway is not None and _ppid(p) == gateway.pid and _comm(p) != "postgres"]
@@ -433,10 +433,10 @@ async def run(args: argparse.Namespace) -> int:
             return msgs[:a], msgs[a:b], rounds
 
         bw1, bp, bare_rounds = parts(bare_msgs)
+        hw1, hp, hub_rounds = parts(hub_msgs)  # empty without the gateway
         results["bare_paced"] = await paced("bare aiohttp + confirm", bare_url, ctx, bp, args.rate, bw1)
         print(results["bare_paced"].line())
         if has_gateway:
-            hw1, hp, _ = parts(hub_msgs)
             results["hub_paced"] = await paced("hub gateway", gw_url, ctx, hp, args.rate, hw1)
             print(results["hub_paced"].line())
         from _e2e_env import cpu_ticks
@@ -468,27 +468,22 @@ async def run(args: argparse.Namespace) -> int:
         bare_flats: list[Result] = []
         hub_flats: list[Result] = []
         hub_cpu_ms: list[float] = []
-        hub_rounds = parts(hub_msgs)[2] if has_gateway else []
+
+        async def bare_phase(r: int) -> None:
+            warm, flat = bare_rounds[r]
+            bare_flats.append((await measured("bare", "bare aiohttp + confirm", bare_url, flat, warm, bare_sample))[0])
+
+        async def hub_phase(r: int) -> None:
+            warm, flat = hub_rounds[r]
+            result, cpu_ms = await measured("hub", "hub gateway", gw_url, flat, warm, partial(hub_cpu, inst, gateway))
+            hub_flats.append(result)
+            hub_cpu_ms.append(cpu_ms)
+
+        order = [bare_phase, hub_phase] if has_gateway else [bare_phase]
         for r in range(args.rounds):
             print(f"  第 {r + 1} 轮 round {r + 1} of {args.rounds}, flat out:")
-
-            async def bare_phase(r: int = r) -> None:
-                warm, flat = bare_rounds[r]
-                bare_flats.append(
-                    (await measured("bare", "bare aiohttp + confirm", bare_url, flat, warm, bare_sample))[0]
-                )
-
-            async def hub_phase(r: int = r) -> None:
-                warm, flat = hub_rounds[r]
-                result, cpu_ms = await measured(
-                    "hub", "hub gateway", gw_url, flat, warm, partial(hub_cpu, inst, gateway)
-                )
-                hub_flats.append(result)
-                hub_cpu_ms.append(cpu_ms)
-
-            order = [bare_phase, hub_phase] if has_gateway else [bare_phase]
             for phase in order if r % 2 == 0 else order[::-1]:
-                await phase()
+                await phase(r)
         results["bare_flat"] = _median_result(bare_flats, upper=True)
         if has_gateway:
             results["hub_flat"] = _median_result(hub_flats)
