@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,8 @@ from hub.errors import (
     NoRoute,
     title_of,
 )
+from hub.pipeline.cpu_clock import install as install_cpu_clock
+from hub.pipeline.cpu_clock import message_cpu_time
 from hub.pipeline.plan import Delivery, Plan
 from hub.pipeline.replies import canonical_receipt, countersigned_document, signed_document
 
@@ -148,7 +149,7 @@ class Processor:
         now: Callable[[], datetime] = lambda: datetime.now(CN_TZ),
         check_signer_binding: Callable | None = None,
         cost_budget_s: float | None = None,
-        cpu_clock: Callable[[], float] = time.thread_time,
+        cpu_clock: Callable[[], float] = message_cpu_time,
     ) -> None:
         self.registry = registry
         self.verifier = verifier
@@ -170,7 +171,11 @@ class Processor:
         #: CPU seconds one examination may take, checked between its steps (None: no budget). Each step is bounded
         #: by the intake's limits, so a message overruns the budget by at most one step.
         self.cost_budget_s = cost_budget_s
+        #: The thread's CPU time without the collector's full passes (``hub.pipeline.cpu_clock``: what a full pass
+        #: costs depends on the process's heap, not on the message that happened to trigger it).
         self.cpu_clock = cpu_clock
+        if cost_budget_s is not None and cpu_clock is message_cpu_time:
+            install_cpu_clock()
         ident = signer.identity
         self.hub_party = Party(ident.agency, ident.system)
         #: (service, version, urgency) → may a route grant it the emergency lane (``_may_be_entitled``).
