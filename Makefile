@@ -43,9 +43,10 @@ demo: install services
 ## make test: the whole suite (unit, integration against the real RabbitMQ and PostgreSQL, e2e), then the transport
 ## and pipeline integration tests again with the AMQP fast paths off. Two pytest-xdist workers (TEST_WORKERS=N to
 ## change; 0 runs in this process): each has its own database, RabbitMQ namespace and temporary directories and
-## takes whole test files (a module's tests share its fixtures and run in their order).
+## takes whole test files (a module's tests share its fixtures and run in their order). The main pass ends with its
+## 15 slowest tests, so that every CI log says where the time went.
 test: install services
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15
 	HUB_AMQP_FAST=0 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(FAST_OFF_TESTS)
 
 ## make check: lint, format and types.
