@@ -171,16 +171,38 @@ def _ts(text: str | None) -> datetime | None:
 #: installation): a nested loop scanning every document's raw for each row of the window — 0.5–5.7 s a call
 #: (bench/gateway.py; tests/integration/test_plan_shapes.py). ``LIMIT 1``: the one-row head table, bloated by its
 #: updates, was estimated at a thousand rows, the scan's cost with it (JIT-compiled on every call where JIT is on).
+#:
+#: Only the primary key can serve the messages side: the service is tested inside the ``CASE`` (no index matches it),
+#: and the statement is planned for its own values on every call (``SCAN_SETTINGS``). With ``m.service = …`` as a
+#: plain condition, a plan made while ``messages`` was small (a generic plan, which the hub's pools ask for) took
+#: every document of the service from ``messages_service`` and decompressed and searched each one's raw, whatever the
+#: window: O(table) a call, 9–57 ms at 10,000 messages, most of PostgreSQL's CPU in bench/gateway.py when it happened.
 _SCAN = """
 SELECT h.hi, ARRAY(
     SELECT m.message_id::text FROM messages m
     WHERE m.message_id = ANY(ARRAY(
             SELECT e.message_id FROM evidence e
             WHERE e.seq >= $1::bigint AND e.seq <= h.hi AND e.kind = ANY($2::text[]) AND e.message_id IS NOT NULL))
-      AND m.service = 'document.official' AND position('FeedbackDue'::bytea IN m.raw) > 0
+      AND CASE WHEN m.service = 'document.official' THEN position('FeedbackDue'::bytea IN m.raw) > 0 ELSE false END
 ) AS ids
 FROM (SELECT LEAST($1::bigint + $3::bigint - 1, seq) AS hi FROM evidence_head LIMIT 1) AS h
 """
+
+#: Around ``_SCAN`` (in the engine's transaction): a plan for this call's window and the tables' present size, not
+#: one cached while they were small; then the connection's own mode again for the rest of the transaction. Planning
+#: costs about a tenth of a millisecond, once a window.
+SCAN_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan"
+SCAN_SETTINGS_END = "SET LOCAL plan_cache_mode = DEFAULT"
+
+
+async def window_scan(conn: Any, lo: int) -> Any:
+    """The window of the evidence chain from ``lo``: its last sequence number (``hi``) and the ids of the documents
+    in it that carry FeedbackDue (``ids``). Inside a transaction."""
+    await conn.execute(SCAN_SETTINGS)
+    row = await conn.fetchrow(_SCAN, lo, list(FED_KINDS), SCAN_WINDOW)
+    await conn.execute(SCAN_SETTINGS_END)  # on an error the transaction (or savepoint) is rolled back, the SET with it
+    return row
+
 
 _DELIVERIES = """
 SELECT recipient_system, recipient_agency, role, state, delivered_at, received_at, read_at, handled_at, feedback_at
@@ -211,7 +233,7 @@ class DocumentsProcess:
     async def _carries_due(self, tx: Tx, msg: FedMessage) -> bool:
         lo, hi, ids = self._window
         if not lo <= msg.seq <= hi:
-            row = await tx.conn.fetchrow(_SCAN, msg.seq, list(FED_KINDS), SCAN_WINDOW)
+            row = await window_scan(tx.conn, msg.seq)
             hi = row["hi"] if row is not None and row["hi"] is not None else msg.seq
             ids = frozenset(row["ids"] if row is not None else ())
             self._window = (msg.seq, max(hi, msg.seq), ids)

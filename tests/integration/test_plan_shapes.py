@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from hub.processes.documents import _SCAN, SCAN_WINDOW
+from hub.processes.documents import _SCAN, SCAN_SETTINGS, SCAN_WINDOW, window_scan
 from hub.processes.engine import FED_KINDS
 from hub.settings import Settings
 from hub.store.evidence import _CLAIM
@@ -124,13 +124,18 @@ async def test_feedback_due_scan_stays_linear_under_a_plan_cached_on_small_table
     await fill.add(conn, 5)
     await conn.execute("ANALYZE")
     await conn.execute(f"PREPARE scan(bigint, text[], bigint) AS {_SCAN}")
-    await conn.execute(f"EXECUTE scan(1, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW})")
+    async with conn.transaction():  # planned as the documents process runs it (window_scan)
+        await conn.execute(SCAN_SETTINGS)
+        await conn.execute(f"EXECUTE scan(1, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW})")
     await fill.add(conn, 1000)  # 3,015 evidence records; no ANALYZE
     lo = fill.seq - 3 * 600
-    plan = await _cached_plan_run(conn, "scan", f"{lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}")
+    async with conn.transaction():
+        await conn.execute(SCAN_SETTINGS)
+        plan = await _cached_plan_run(conn, "scan", f"{lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}")
 
     # The window holds 600 messages' records, 200 of them with FeedbackDue; the answer is right ...
-    row = await conn.fetchrow(f"EXECUTE scan({lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW})")
+    async with conn.transaction():
+        row = await window_scan(conn, lo)
     assert row is not None and row["hi"] == fill.seq
     raws = await conn.fetch(
         "SELECT m.message_id::text AS id FROM evidence e JOIN messages m USING (message_id)"
@@ -140,6 +145,37 @@ async def test_feedback_due_scan_stays_linear_under_a_plan_cached_on_small_table
     assert sorted(row["ids"]) == sorted(r["id"] for r in raws) and len(raws) == 200
     # ... and the plan handled each row a few times at most (4,021 rows here; the join form: 728,316).
     assert _work(plan) <= 10 * (1005 + 3015), plan
+    # The connection's own plan mode is back for the rest of the transaction.
+    async with conn.transaction():
+        await window_scan(conn, lo)
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+
+
+@pytest.mark.parametrize(("first", "analyzed"), [(5, True), (200, False)])
+async def test_feedback_due_scan_reads_its_window_not_the_table(
+    conn: asyncpg.Connection, first: int, analyzed: bool
+) -> None:
+    """A window of 30 documents (as the engine reads at a steady load) in a table of 3,000: the scan handles about
+    the window's rows, not the table's. Before, with the service tested as a plain condition, a plan made while the
+    table was small — analyzed with 5 rows, or never analyzed at 200 — took every document of the service from the
+    ``messages_service`` index and searched each one's raw (3,093–12,023 rows handled here; in bench/gateway.py 9–57
+    ms a call at 10,000 messages, most of PostgreSQL's CPU). Both situations happened on new installations."""
+    fill = _Filler()
+    await fill.add(conn, first)
+    if analyzed:
+        await conn.execute("ANALYZE")
+    await conn.execute(f"PREPARE scan(bigint, text[], bigint) AS {_SCAN}")
+    async with conn.transaction():
+        await conn.execute(SCAN_SETTINGS)
+        await conn.execute(f"EXECUTE scan(1, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW})")
+    await fill.add(conn, 3000)  # no ANALYZE
+    lo = fill.seq - 3 * 30 + 1
+    async with conn.transaction():
+        await conn.execute(SCAN_SETTINGS)
+        plan = await _cached_plan_run(conn, "scan", f"{lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}")
+        row = await window_scan(conn, lo)
+    assert row is not None and len(row["ids"]) == 10  # a third of the 30 carry FeedbackDue
+    assert _work(plan) <= 20 * 30, plan
 
 
 async def test_the_chainers_claim_stays_linear_under_a_plan_cached_on_an_empty_queue(conn: asyncpg.Connection) -> None:
