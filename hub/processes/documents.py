@@ -173,7 +173,7 @@ def _ts(text: str | None) -> datetime | None:
 #: updates, was estimated at a thousand rows, the scan's cost with it (JIT-compiled on every call where JIT is on).
 #:
 #: Only the primary key can serve the messages side: the service is tested inside the ``CASE`` (no index matches it),
-#: and the statement is planned for its own values on every call (``SCAN_SETTINGS``). With ``m.service = …`` as a
+#: and the statement is planned for its own values on every call (``window_scan``). With ``m.service = …`` as a
 #: plain condition, a plan made while ``messages`` was small (a generic plan, which the hub's pools ask for) took
 #: every document of the service from ``messages_service`` and decompressed and searched each one's raw, whatever the
 #: window: O(table) a call, 9–57 ms at 10,000 messages, most of PostgreSQL's CPU in bench/gateway.py when it happened.
@@ -188,20 +188,15 @@ SELECT h.hi, ARRAY(
 FROM (SELECT LEAST($1::bigint + $3::bigint - 1, seq) AS hi FROM evidence_head LIMIT 1) AS h
 """
 
-#: Around ``_SCAN`` (in the engine's transaction): a plan for this call's window and the tables' present size, not
-#: one cached while they were small; then the connection's own mode again for the rest of the transaction. Planning
-#: costs about a tenth of a millisecond, once a window.
-SCAN_SETTINGS = "SET LOCAL plan_cache_mode = force_custom_plan"
-SCAN_SETTINGS_END = "SET LOCAL plan_cache_mode = DEFAULT"
-
 
 async def window_scan(conn: Any, lo: int) -> Any:
     """The window of the evidence chain from ``lo``: its last sequence number (``hi``) and the ids of the documents
-    in it that carry FeedbackDue (``ids``). Inside a transaction."""
-    await conn.execute(SCAN_SETTINGS)
-    row = await conn.fetchrow(_SCAN, lo, list(FED_KINDS), SCAN_WINDOW)
-    await conn.execute(SCAN_SETTINGS_END)  # on an error the transaction (or savepoint) is rolled back, the SET with it
-    return row
+    in it that carry FeedbackDue (``ids``). Inside a transaction; planned for its own values on every call
+    (``hub.store.db.fetch_planned_now``)."""
+    from hub.store.db import fetch_planned_now
+
+    rows = await fetch_planned_now(conn, _SCAN, lo, list(FED_KINDS), SCAN_WINDOW)
+    return rows[0] if rows else None
 
 
 _DELIVERIES = """

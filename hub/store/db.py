@@ -95,6 +95,27 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, generi
     return pool
 
 
+
+#: What ``fetch_planned_now`` sets, in the transaction, for its one statement.
+PLANNED_NOW = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+
+async def fetch_planned_now(conn: asyncpg.Connection, query: str, *args: object) -> list[asyncpg.Record]:
+    """``conn.fetch`` with a plan made for these values and the tables' present size (inside a transaction).
+
+    PostgreSQL keeps a prepared statement's generic plan, costed with the statistics of the moment it was made,
+    while the tables grow: the pipeline workers' pools ask for that (``generic_plans``), the others get one after
+    five executions. A statement that reads a window of a growing table — the last records of the evidence chain —
+    made on a new installation's few rows runs as a scan of the whole table for every call (or, joined, for every row
+    of the window): tests/integration/test_plan_shapes.py. For such a statement, planning each call (about a tenth of
+    a millisecond, where a window is read at most a few times a second) keeps its cost that of its window:
+    ``plan_cache_mode = force_custom_plan`` for this statement only, the connection's own mode back after it. On an
+    error the transaction (or savepoint) is rolled back, and the setting with it."""
+    await conn.execute(PLANNED_NOW)
+    rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+    await conn.execute("SET LOCAL plan_cache_mode = DEFAULT")
+    return rows
+
 @asynccontextmanager
 async def connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await connect(dsn)

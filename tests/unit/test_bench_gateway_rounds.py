@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -54,3 +55,14 @@ def test_no_round_at_all_is_refused(bench: ModuleType, capsys: pytest.CaptureFix
         bench.parse_args(["--rounds", "0"])
     assert stopped.value.code == 2
     assert "--rounds must be 1 or more" in capsys.readouterr().err
+
+
+def test_a_process_that_ends_between_two_readings_does_not_take_its_past_off_the_sum(bench: ModuleType):
+    """A PostgreSQL backend (an autovacuum worker) that ended during a phase made the sum of the group's ticks fall:
+    "PostgreSQL -0.80 ms CPU a request". Each process of a group now counts from its own first reading."""
+    hz = os.sysconf("SC_CLK_TCK")
+    before = {"gateway": 10, "PostgreSQL": {101: 5_000, 102: 40}}
+    after = {"gateway": 10 + hz, "PostgreSQL": {102: 40 + hz, 103: hz}}  # 101 ended, 103 started
+    text, total = bench.cpu_line(before, after, requests=1000)
+    assert "PostgreSQL 2.00" in text and "gateway 1.00" in text
+    assert total == pytest.approx(3.0)
