@@ -95,7 +95,6 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, generi
     return pool
 
 
-
 #: What ``fetch_planned_now`` sets, in the transaction, for its one statement.
 PLANNED_NOW = "SET LOCAL plan_cache_mode = force_custom_plan"
 
@@ -115,6 +114,7 @@ async def fetch_planned_now(conn: asyncpg.Connection, query: str, *args: object)
     rows: list[asyncpg.Record] = await conn.fetch(query, *args)
     await conn.execute("SET LOCAL plan_cache_mode = DEFAULT")
     return rows
+
 
 @asynccontextmanager
 async def connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
