@@ -36,7 +36,7 @@ import asyncpg
 import pytest
 
 from hub.processes.documents import _SCAN, SCAN_WINDOW, window_scan
-from hub.processes.engine import _FEED, FED_KINDS
+from hub.processes.engine import _DUE_TIMERS, _FEED, _UNPUBLISHED, FED_KINDS
 from hub.settings import Settings
 from hub.store.db import PLANNED_NOW, fetch_planned_now
 from hub.store.evidence import _CLAIM
@@ -206,6 +206,49 @@ async def test_the_process_feed_reads_its_window_not_the_table(
         assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"  # the connection's own, after
     assert len(rows) == 30 and [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
     assert _work(plan) <= 20 * 30, plan
+
+
+async def test_the_engines_timers_and_outbox_read_what_is_due_not_the_history(conn: asyncpg.Connection) -> None:
+    """Each engine pass (every half second) reads the due timers and the unpublished outbox rows: a few rows of a
+    partial index beside a history that only grows. Statements made while the tables held 5 rows, after the five
+    custom plans: about those rows handled, not the 3,000 fired timers and published messages (with a generic plan,
+    3,020 and 3,020)."""
+
+    async def add(n: int, done: bool, start: int) -> None:
+        await conn.execute(
+            "INSERT INTO process_timers (process, kind, key, due_at, fired_at)"
+            " SELECT 'documents', 'remind', 'm' || i, now() - interval '1 day', CASE WHEN $3 THEN now() END"
+            " FROM generate_series($1::int, $2::int) AS i",
+            start,
+            start + n - 1,
+            done,
+        )
+        await conn.execute(
+            "INSERT INTO process_outbox (message_id, process, service, lane, body, created_at, published_at)"
+            " SELECT gen_random_uuid(), 'documents', 'hub.notice', 'normal', '<Envelope/>'::bytea, now(),"
+            " CASE WHEN $2 THEN now() END FROM generate_series(1, $1::int)",
+            n,
+            done,
+        )
+
+    await add(5, False, 0)
+    await conn.execute("ANALYZE")
+    await conn.execute(f"PREPARE due(timestamptz, int, text[]) AS {_DUE_TIMERS}")
+    await conn.execute(f"PREPARE unpublished(int) AS {_UNPUBLISHED}")
+    for _ in range(6):
+        async with conn.transaction():
+            await conn.execute(PLANNED_NOW)
+            await conn.execute("EXECUTE due(now(), 50, ARRAY['documents'])")
+            await conn.execute("EXECUTE unpublished(50)")
+    await add(3000, True, 5)  # fired and published: the history
+    for name, args in (("due", "now(), 50, ARRAY['documents']"), ("unpublished", "50")):
+        async with conn.transaction():
+            await conn.execute(PLANNED_NOW)
+            plan = await _cached_plan_run(conn, name, args)
+        assert _work(plan) <= 50, (name, plan)
+    async with conn.transaction():
+        assert len(await fetch_planned_now(conn, _DUE_TIMERS, datetime.now(UTC), 50, ["documents"])) == 5
+        assert len(await fetch_planned_now(conn, _UNPUBLISHED, 50)) == 5
 
 
 async def test_the_chainers_claim_stays_linear_under_a_plan_cached_on_an_empty_queue(conn: asyncpg.Connection) -> None:
