@@ -272,6 +272,12 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def ticks_between(before: dict[int, int], after: dict[int, int], pids: Any) -> int:
+    """CPU ticks of ``pids`` between two readings (pid → ticks), each process from its first reading: one that was
+    not there before counts from 0, one that is gone since (0) or whose pid was reused adds nothing."""
+    return sum(max(0, after.get(pid, 0) - before.get(pid, 0)) for pid in pids)
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -335,11 +341,8 @@ class CpuSnapshot:
         (other users of the shared cores); ``irq`` interrupt and softirq time (loopback TCP is processed there);
         ``steal`` time the hypervisor ran someone else on our cores."""
 
-        def delta(pid: int) -> int:
-            return max(0, self.ticks.get(pid, 0) - before.ticks.get(pid, 0))
-
-        out = {name: sum(delta(p) for p in pids) / TICKS for name, pids in self.groups.items()}
-        out["other"] = sum(delta(p) for p in self.others) / TICKS
+        out = {name: ticks_between(before.ticks, self.ticks, pids) / TICKS for name, pids in self.groups.items()}
+        out["other"] = ticks_between(before.ticks, self.ticks, self.others) / TICKS
         out["irq"] = (self.irq - before.irq) / TICKS
         out["steal"] = (self.steal - before.steal) / TICKS
         out["machine"] = (self.busy - before.busy) / TICKS

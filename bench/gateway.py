@@ -287,10 +287,11 @@ def hub_cpu(inst: Installation, gateway: subprocess.Popen[bytes] | None) -> dict
 
 
 def _ticks_between(before: Ticks, after: Ticks) -> int:
-    """Ticks between two readings of one process (int) or of a group (pid → ticks, each from its first reading)."""
+    """Ticks between two readings of one process (int) or of a group (pid → ticks: ``_e2e_env.ticks_between``)."""
+    from _e2e_env import ticks_between
+
     if isinstance(after, dict):
-        was = before if isinstance(before, dict) else {}
-        return sum(t - was.get(pid, 0) for pid, t in after.items())
+        return ticks_between(before if isinstance(before, dict) else {}, after, after)
     assert isinstance(before, int)
     return after - before
 

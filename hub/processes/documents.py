@@ -44,6 +44,7 @@ from lxml import etree
 
 from hub.envelope import Recipient
 from hub.processes.engine import CN_TZ, FED_KINDS, FedMessage, Timer, Tx
+from hub.store.db import fetch_planned_now
 
 if TYPE_CHECKING:
     import asyncpg
@@ -174,9 +175,10 @@ def _ts(text: str | None) -> datetime | None:
 #:
 #: Only the primary key can serve the messages side: the service is tested inside the ``CASE`` (no index matches it),
 #: and the statement is planned for its own values on every call (``window_scan``). With ``m.service = …`` as a
-#: plain condition, a plan made while ``messages`` was small (a generic plan, which the hub's pools ask for) took
-#: every document of the service from ``messages_service`` and decompressed and searched each one's raw, whatever the
-#: window: O(table) a call, 9–57 ms at 10,000 messages, most of PostgreSQL's CPU in bench/gateway.py when it happened.
+#: plain condition, a plan made while ``messages`` was small (the generic plan the engine's pool takes after five
+#: executions) took every document of the service from ``messages_service`` and decompressed and searched each one's
+#: raw, whatever the window: O(table) a call, 9–57 ms at 10,000 messages, most of PostgreSQL's CPU in
+#: bench/gateway.py when it happened.
 _SCAN = """
 SELECT h.hi, ARRAY(
     SELECT m.message_id::text FROM messages m
@@ -193,8 +195,6 @@ async def window_scan(conn: Any, lo: int) -> Any:
     """The window of the evidence chain from ``lo``: its last sequence number (``hi``) and the ids of the documents
     in it that carry FeedbackDue (``ids``). Inside a transaction; planned for its own values on every call
     (``hub.store.db.fetch_planned_now``)."""
-    from hub.store.db import fetch_planned_now
-
     rows = await fetch_planned_now(conn, _SCAN, lo, list(FED_KINDS), SCAN_WINDOW)
     return rows[0] if rows else None
 

@@ -120,19 +120,26 @@ async def _cached_plan_run(conn: asyncpg.Connection, name: str, args: str) -> di
     return json.loads(text)[0]["Plan"]  # type: ignore[no-any-return]
 
 
+async def _planned_now(conn: asyncpg.Connection, name: str, args: str, *, explain: bool = False) -> Any:
+    """``EXECUTE name(args)`` (or its EXPLAIN ANALYZE plan) as ``hub.store.db.fetch_planned_now`` runs a statement:
+    in a transaction, under ``PLANNED_NOW``. The fixture's connection asks for generic plans, as the engine's pool
+    does after five executions: without the setting, the first execution caches one made on the small tables."""
+    async with conn.transaction():
+        await conn.execute(PLANNED_NOW)
+        if explain:
+            return await _cached_plan_run(conn, name, args)
+        return await conn.execute(f"EXECUTE {name}({args})")
+
+
 async def test_feedback_due_scan_stays_linear_under_a_plan_cached_on_small_tables(conn: asyncpg.Connection) -> None:
     fill = _Filler()
     await fill.add(conn, 5)
     await conn.execute("ANALYZE")
     await conn.execute(f"PREPARE scan(bigint, text[], bigint) AS {_SCAN}")
-    async with conn.transaction():  # planned as the documents process runs it (window_scan)
-        await conn.execute(PLANNED_NOW)
-        await conn.execute(f"EXECUTE scan(1, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW})")
+    await _planned_now(conn, "scan", f"1, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}")
     await fill.add(conn, 1000)  # 3,015 evidence records; no ANALYZE
     lo = fill.seq - 3 * 600
-    async with conn.transaction():
-        await conn.execute(PLANNED_NOW)
-        plan = await _cached_plan_run(conn, "scan", f"{lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}")
+    plan = await _planned_now(conn, "scan", f"{lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}", explain=True)
 
     # The window holds 600 messages' records, 200 of them with FeedbackDue; the answer is right ...
     async with conn.transaction():
@@ -166,14 +173,11 @@ async def test_feedback_due_scan_reads_its_window_not_the_table(
     if analyzed:
         await conn.execute("ANALYZE")
     await conn.execute(f"PREPARE scan(bigint, text[], bigint) AS {_SCAN}")
-    async with conn.transaction():
-        await conn.execute(PLANNED_NOW)
-        await conn.execute(f"EXECUTE scan(1, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW})")
+    await _planned_now(conn, "scan", f"1, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}")
     await fill.add(conn, 3000)  # no ANALYZE
     lo = fill.seq - 3 * 30 + 1
+    plan = await _planned_now(conn, "scan", f"{lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}", explain=True)
     async with conn.transaction():
-        await conn.execute(PLANNED_NOW)
-        plan = await _cached_plan_run(conn, "scan", f"{lo}, ARRAY{list(FED_KINDS)!r}, {SCAN_WINDOW}")
         row = await window_scan(conn, lo)
     assert row is not None and len(row["ids"]) == 10  # a third of the 30 carry FeedbackDue
     assert _work(plan) <= 20 * 30, plan
@@ -193,15 +197,11 @@ async def test_the_process_feed_reads_its_window_not_the_table(
         await conn.execute("ANALYZE")
     kinds, services = list(FED_KINDS), ["document.official", "document.receipt"]
     await conn.execute(f"PREPARE feed(bigint, bigint, text[], text[], int) AS {_FEED}")
-    for _ in range(6):  # past the five custom plans
-        async with conn.transaction():
-            await conn.execute(PLANNED_NOW)
-            await conn.execute(f"EXECUTE feed(0, {fill.seq}, ARRAY{kinds!r}, ARRAY{services!r}, 500)")
+    await _planned_now(conn, "feed", f"0, {fill.seq}, ARRAY{kinds!r}, ARRAY{services!r}, 500")
     await fill.add(conn, 3000)  # no ANALYZE
     lo = fill.seq - 3 * 30
+    plan = await _planned_now(conn, "feed", f"{lo}, {fill.seq}, ARRAY{kinds!r}, ARRAY{services!r}, 500", explain=True)
     async with conn.transaction():
-        await conn.execute(PLANNED_NOW)
-        plan = await _cached_plan_run(conn, "feed", f"{lo}, {fill.seq}, ARRAY{kinds!r}, ARRAY{services!r}, 500")
         rows = await fetch_planned_now(conn, _FEED, lo, fill.seq, kinds, services, 500)
         assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"  # the connection's own, after
     assert len(rows) == 30 and [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
@@ -210,8 +210,8 @@ async def test_the_process_feed_reads_its_window_not_the_table(
 
 async def test_the_engines_timers_and_outbox_read_what_is_due_not_the_history(conn: asyncpg.Connection) -> None:
     """Each engine pass (every half second) reads the due timers and the unpublished outbox rows: a few rows of a
-    partial index beside a history that only grows. Statements made while the tables held 5 rows, after the five
-    custom plans: about those rows handled, not the 3,000 fired timers and published messages (with a generic plan,
+    partial index beside a history that only grows. Statements first run while the tables held 5 rows: about those
+    rows handled, not the 3,000 fired timers and published messages (with a generic plan,
     3,020 and 3,020)."""
 
     async def add(n: int, done: bool, start: int) -> None:
@@ -235,16 +235,11 @@ async def test_the_engines_timers_and_outbox_read_what_is_due_not_the_history(co
     await conn.execute("ANALYZE")
     await conn.execute(f"PREPARE due(timestamptz, int, text[]) AS {_DUE_TIMERS}")
     await conn.execute(f"PREPARE unpublished(int) AS {_UNPUBLISHED}")
-    for _ in range(6):
-        async with conn.transaction():
-            await conn.execute(PLANNED_NOW)
-            await conn.execute("EXECUTE due(now(), 50, ARRAY['documents'])")
-            await conn.execute("EXECUTE unpublished(50)")
+    await _planned_now(conn, "due", "now(), 50, ARRAY['documents']")
+    await _planned_now(conn, "unpublished", "50")
     await add(3000, True, 5)  # fired and published: the history
     for name, args in (("due", "now(), 50, ARRAY['documents']"), ("unpublished", "50")):
-        async with conn.transaction():
-            await conn.execute(PLANNED_NOW)
-            plan = await _cached_plan_run(conn, name, args)
+        plan = await _planned_now(conn, name, args, explain=True)
         assert _work(plan) <= 50, (name, plan)
     async with conn.transaction():
         assert len(await fetch_planned_now(conn, _DUE_TIMERS, datetime.now(UTC), 50, ["documents"])) == 5
