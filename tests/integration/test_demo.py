@@ -1,7 +1,8 @@
-"""``make demo`` end to end (``python -m hub.demo``) on the real RabbitMQ and PostgreSQL, in its own database,
-namespace and state dir: every stage runs, every scenario step checks itself and passes, a second run reuses the
-installation, the hub it leaves running is stopped by ``--stop-only``, and a missing service is explained without
-a traceback."""
+"""``make demo`` end to end (``python -m hub.demo``) on the real RabbitMQ and PostgreSQL, in databases, namespaces
+and state dirs of its own: every stage runs, every scenario step checks itself and passes, a second checkout of the
+project keeps its own installation and evidence chain, a second run reuses the installation, the hub it leaves
+running is stopped by ``--stop-only``, and a missing service is explained without a traceback. The full runs take a
+minute or more each, so one test makes three of them and checks all of that on them (four before)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import re
 import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,22 +46,6 @@ async def _drop_database(name: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-def installation(tmp_path: Path) -> Iterator[tuple[list[str], Path]]:
-    """Arguments for a throw-away demo installation; everything it made is removed afterwards."""
-    from hub.transport.users import teardown_namespace
-
-    namespace = f"demotest-{uuid.uuid4().hex[:8]}"
-    database = f"hub_demo_test_{uuid.uuid4().hex[:8]}"
-    state = tmp_path / "demo"
-    try:
-        yield ["--namespace", namespace, "--database", database, "--state-dir", str(state)], state
-    finally:
-        demo("--stop-only", "--state-dir", str(state))
-        asyncio.run(_drop_database(database))
-        asyncio.run(teardown_namespace(Settings.from_env(namespace=namespace), namespace))
-
-
 def _no_traceback(done: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
 
@@ -72,15 +55,12 @@ def _counts(stdout: str, label: str) -> dict[str, int]:
     return {state: int(n) for state, n in re.findall(r"([a-z_]+) (\d+)", line)}
 
 
-def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
-    installation: tuple[list[str], Path],
-) -> None:
-    args, state = installation
-
-    first = demo(*args, "--stop")
+def _check_first_run(first: subprocess.CompletedProcess[str], state: Path) -> None:
+    """A new installation: every stage ran, every scenario step passed and said what it saw; ``--stop`` stopped
+    the hub and the ops page."""
     _no_traceback(first)
+    assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
-    assert first.returncode == 0, out + first.stderr
     # 2: every sample behaved (the totals line reads n/n for valid and invalid samples)
     totals = re.search(r"合计 total\s+(\d+)/(\d+)\s+(\d+)/(\d+)", out)
     assert totals is not None, out
@@ -150,8 +130,10 @@ def test_the_demo_plays_its_scenario_then_reruns_on_the_same_installation(
     # 7: --stop stopped it
     assert "the hub was stopped" in out and not (state / "hub.pid").exists()
 
-    # Again, leaving the hub running: the installation is reused and the hub keeps running afterwards.
-    second = demo(*args)
+
+def _check_rerun(second: subprocess.CompletedProcess[str], state: Path) -> None:
+    """Again on the same installation, leaving the hub running: everything is reused, what the first run left in
+    a system's queue is cleared, the hub and the ops page keep running until ``--stop-only``."""
     _no_traceback(second)
     out = second.stdout
     assert second.returncode == 0, out + second.stderr
@@ -203,10 +185,25 @@ def test_the_scenario_envelopes_are_valid_as_they_stand(registry) -> None:  # ty
     assert len(ids) == len(files)  # stamp() maps template ids to real ones: they must not collide
 
 
-def test_two_checkouts_on_one_machine_each_keep_an_intact_evidence_chain(tmp_path: Path) -> None:
-    """Issue 13: two clones of the project each run the demo on one machine. Simulated with two checkout paths (the
-    names the demo derives from each) and two state directories, on the one PostgreSQL and RabbitMQ: both demos pass
-    every step, both chains verify, and a demo pointed at the other's database is refused in one clear sentence."""
+def _chain_intact(args: list[str], state: Path) -> None:
+    env = Settings.from_env(
+        pg_dsn=str(URL(Settings.from_env().pg_dsn).with_path("/" + args[3])), namespace=args[1], state_dir=state
+    ).to_env()
+    done = subprocess.run(
+        [sys.executable, "-m", "hub.cli", "evidence", "verify"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "证据链完整" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_demo_plays_its_scenario_in_two_checkouts_then_reruns_on_the_first(tmp_path: Path) -> None:
+    """The demo, three runs (each takes a minute or more, so one test shares them):
+
+    - clone A on a new installation (every step, ``--stop``: ``_check_first_run``);
+    - clone B, issue 13: a second clone of the project on the same machine (simulated with a second checkout path,
+      the names the demo derives from it, and a state directory of its own, on the one PostgreSQL and RabbitMQ)
+      passes every step too, both evidence chains verify, and a demo pointed at the other's database is refused in
+      one clear sentence;
+    - clone A again, leaving its hub running (``_check_rerun``), its chain still intact."""
     from hub.demo import checkout_names
     from hub.transport.users import teardown_namespace
 
@@ -216,22 +213,16 @@ def test_two_checkouts_on_one_machine_each_keep_an_intact_evidence_chain(tmp_pat
         state = tmp_path / name / "var" / "demo"
         clones.append((["--namespace", namespace, "--database", database, "--state-dir", str(state)], state))
     assert clones[0][0] != clones[1][0]
+    (a_args, a_state), (b_args, b_state) = clones
     try:
-        for args, _ in clones:
-            done = demo(*args, "--stop")
-            _no_traceback(done)
-            assert done.returncode == 0 and "证据链完整 evidence chain intact" in done.stdout, done.stdout
+        _check_first_run(demo(*a_args, "--stop"), a_state)
+        done = demo(*b_args, "--stop")
+        _no_traceback(done)
+        assert done.returncode == 0 and "证据链完整 evidence chain intact" in done.stdout, done.stdout
         for args, state in clones:  # each chain is intact after the other clone ran
-            env = Settings.from_env(
-                pg_dsn=str(URL(Settings.from_env().pg_dsn).with_path("/" + args[3])), namespace=args[1], state_dir=state
-            ).to_env()
-            done = subprocess.run(
-                [sys.executable, "-m", "hub.cli", "evidence", "verify"], env=env, capture_output=True, text=True
-            )
-            assert done.returncode == 0 and "证据链完整" in done.stdout, done.stdout + done.stderr
+            _chain_intact(args, state)
 
         # clone B's state directory against clone A's database: refused, clone A's evidence untouched
-        a_args, b_state = clones[0][0], clones[1][1]
         done = demo("--database", a_args[3], "--namespace", a_args[1], "--state-dir", str(b_state), "--stop")
         _no_traceback(done)
         assert done.returncode == 2, done.stdout
@@ -241,15 +232,10 @@ def test_two_checkouts_on_one_machine_each_keep_an_intact_evidence_chain(tmp_pat
         done = demo("--database", a_args[3], "--namespace", a_args[1], "--state-dir", str(fresh), "--stop")
         _no_traceback(done)
         assert done.returncode == 2 and "belongs to a demo installed elsewhere" in done.stdout, done.stdout
-        a_env = Settings.from_env(
-            pg_dsn=str(URL(Settings.from_env().pg_dsn).with_path("/" + a_args[3])),
-            namespace=a_args[1],
-            state_dir=clones[0][1],
-        ).to_env()
-        done = subprocess.run(
-            [sys.executable, "-m", "hub.cli", "evidence", "verify"], env=a_env, capture_output=True, text=True
-        )
-        assert done.returncode == 0 and "证据链完整" in done.stdout, done.stdout + done.stderr
+        _chain_intact(a_args, a_state)
+
+        _check_rerun(demo(*a_args), a_state)
+        _chain_intact(a_args, a_state)
     finally:
         for args, state in clones:
             demo("--stop-only", "--state-dir", str(state))
