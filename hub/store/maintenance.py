@@ -42,6 +42,12 @@ BUSY_TABLES: Final[tuple[str, ...]] = (
     # and PostgreSQL estimates them at thousands of rows
     "evidence_head",
     "process_cursor",
+    # the process engine's own queues, read on every pass through partial indexes (due timers, unpublished outbox
+    # rows, open deadlines): each row is updated once when it fires, is published or is done, so their dead rows
+    # pile up as fast as the hub sends notices
+    "process_timers",
+    "process_outbox",
+    "document_deadlines",
 )
 
 #: Below this many rows a table's plans do not matter: a small queue table (evidence_pending) that doubles between

@@ -591,6 +591,33 @@ async def test_maintenance_analyzes_what_changed_where_autovacuum_is_off(conn):
     assert "vacuum_truncate=false" in options
 
 
+async def test_maintenance_vacuums_the_process_engines_queues_where_autovacuum_is_off(conn):
+    """The engine's timers and outbox are updated once per row (fired, published): with autovacuum off their dead
+    rows piled up for ever, since maintenance looked only at the message path's tables."""
+    from hub.store.maintenance import maintain
+
+    await maintain(conn, force=True)  # settle whatever earlier tests left
+    tag = uuid.uuid4().hex[:8]
+    await conn.execute(
+        "INSERT INTO process_timers (process, kind, key, due_at) SELECT 'test', $1, g::text, now() "
+        "FROM generate_series(1, 300) g",
+        tag,
+    )
+    await conn.execute(
+        "INSERT INTO process_outbox (message_id, process, service, lane, body, created_at) "
+        "SELECT gen_random_uuid(), 'test', 'hub.notice', 'normal', '\\x00', now() FROM generate_series(1, 300)"
+    )
+    await conn.execute("UPDATE process_timers SET fired_at = now() WHERE kind = $1", tag)
+    await conn.execute("UPDATE process_outbox SET published_at = now() WHERE process = 'test' AND published_at IS NULL")
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    done = await maintain(conn, force=True)
+    assert "VACUUM (ANALYZE) process_timers" in done and "VACUUM (ANALYZE) process_outbox" in done, done
+    dead = await conn.fetch(
+        "SELECT relname, n_dead_tup FROM pg_stat_user_tables WHERE relname IN ('process_timers', 'process_outbox')"
+    )
+    assert {r["relname"]: r["n_dead_tup"] for r in dead} == {"process_timers": 0, "process_outbox": 0}
+
+
 _DELIVERIES_STATS = "SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = 'deliveries'"
 
 
