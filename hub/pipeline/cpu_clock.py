@@ -5,10 +5,10 @@
 every object the process holds — in a worker that is only what batches allocated (``settle_memory`` froze the rest),
 in a process that hosts the pipeline beside much else (``adapters.sdk.testing.TestHub`` in a test run, a tool) it
 is the whole heap: one pass over 3 M objects took 700 ms of CPU on the project's VM, and on CI an ordinary message
-(327 ms by the end of its signature check) that happened to
-allocate the object that triggered it was refused with MSG_COST_EXCEEDED and parked. What a full pass costs depends
-on the process, not on the message, so it is not charged to the message. The young generations' passes stay
-charged: they walk at most what was allocated since the last one, which a message's own allocations drive.
+(327 ms by the end of its signature check) that happened to allocate the object that triggered it was refused with
+MSG_COST_EXCEEDED and parked. What a full pass costs depends on the process, not on the message, so it is not
+charged to the message. The young generations' passes stay charged: they walk at most what was allocated since the
+last one, which a message's own allocations drive.
 
 ``gc.callbacks`` run in the thread whose allocation triggered the collection, with the GIL held, and one collection
 runs at a time in the process; each thread's tally is kept under its ident. A clock reading costs a dictionary
