@@ -66,6 +66,10 @@ class Settings:
     namespace: str = "hub"
     #: Number of pipeline worker processes (0 = one per core).
     workers: int = 0
+    #: Seconds between two looks of each worker (and of the gateway's examination) at the stored directory's version:
+    #: after ``hub directory load`` it takes the new directory and the routes against it without a restart
+    #: (hub.pipeline.follow).
+    directory_refresh_s: int = 30
     #: Consumer prefetch per worker.
     prefetch: int = 256
     #: The hub's replacements of aiormq/pamqp internals (hub/transport/_aiormq_fast.py: frame reader, in-line

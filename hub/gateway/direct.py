@@ -150,6 +150,9 @@ class GatewayWorker(Worker):
     consumers (``open`` instead of ``start``). ``_retry`` first registers each submission's wait for the retried
     copy's answer, then does what every worker does."""
 
+    #: How its log lines name it (a rotated hub key, a new directory version).
+    label = "the gateway's examination"
+
     def __init__(self, settings: Settings, mailbox: Mailbox) -> None:
         super().__init__(settings, index=-1)  # not 0: worker 0's housekeeping stays with hub run's workers
         self.mailbox = mailbox
@@ -158,9 +161,11 @@ class GatewayWorker(Worker):
         """Load what ``Worker.start`` loads (schemas, directory, routes, trust store, the hub key), on ``pool``;
         follow a rotated hub key as every worker does."""
         from hub.pipeline.context import load_context
+        from hub.pipeline.follow import directory_version
         from hub.pipeline.worker import HUB_KEY_EVERY_S
         from hub.store.batch import PgStore
 
+        self.directory_version = await directory_version(pool)  # before the directory: see Worker.start
         ctx = self.context = await load_context(self.settings, pool)
         self.pool = pool
         self.trust_store = ctx.trust_store
@@ -174,6 +179,16 @@ class GatewayWorker(Worker):
         # Staged evidence is chained by hub run's workers (every worker tries, one at a time does it): the gateway
         # needs them anyway (the retry queue, the inbox), and chaining there keeps it off the requests' process.
         self._background.append(asyncio.create_task(self._every(HUB_KEY_EVERY_S, self._hub_key, "the hub key")))
+        # The examination follows ``hub directory load`` as the gateway's client identification does
+        # (hub.pipeline.follow): a system added there is examined, and routed to, without a restart.
+        self._background.append(
+            asyncio.create_task(
+                self._every(self.settings.directory_refresh_s, self._directory, "following the directory")
+            )
+        )
+
+    async def read_lanes_of(self, systems: Sequence[str]) -> None:
+        """Nothing to read: the gateway's examination is handed its submissions, it consumes no lane."""
 
     async def close(self) -> None:
         for task in self._background:

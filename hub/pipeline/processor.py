@@ -278,6 +278,10 @@ class Processor:
             signature=verified.signature,
         )
 
+    def forget_lane_grants(self) -> None:
+        """Forget what the routes granted the emergency lane (``_may_be_entitled``): the router was replaced."""
+        self._lane_grants = {}
+
     @staticmethod
     def _lane_refusal(envelope: Envelope) -> MessageRejected:
         return MessageRejected(

@@ -138,6 +138,8 @@ class Worker:
         self.standing = Standing(NORMAL_BATCH)
         self._lane_logged_at = float("-inf")
         self._lane_users: dict[str, str] = {}
+        #: The stored directory's version this worker works with (hub.pipeline.follow; None: not followed).
+        self.directory_version: int | None = None
 
     # ------------------------------------------------------------------ start-up
 
@@ -151,6 +153,10 @@ class Worker:
         context, transport, urgent_transport, store = self._given
         if context is None or store is None:
             self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4, generic_plans=True)
+        if self.pool is not None:  # read before the directory itself: a change in between is taken on the next look
+            from hub.pipeline.follow import directory_version
+
+            self.directory_version = await directory_version(self.pool)
         ctx = context or await load_context(s, self.pool)
         self.context = ctx
         self.trust_store = ctx.trust_store
@@ -169,36 +175,7 @@ class Worker:
         # the load and per-batch costs (two PostgreSQL statements, one confirm round trip, one ack) amortise. With
         # three concurrent batches the e2e bench measured smaller batches, more CPU per message and a p99 of
         # 400 ms at 300 msg/s; with one, 161 ms (bench/e2e.py --quick).
-        # Every system has its own inbound lanes (ns.in.<lane>.<system>, hub.transport.names); a consumer reads the
-        # shared lane and all of them in turn, so one system's flood never stands in front of another's message.
-        systems = [sys.id for sys in directory.systems()]
-        #: Each system's own normal lane → its RabbitMQ user (the publisher ``_share`` asks the standing of).
-        self._lane_users = {names.system_inbound_queue("normal", x): names.user(x) for x in systems}
-        self._consumers.append(
-            await self.urgent_transport.consume(
-                [names.inbound_queue("emergency"), *(names.system_inbound_queue("emergency", x) for x in systems)],
-                self.handle_urgent,
-                prefetch=32,
-                max_batch=16,
-            )
-        )
-        # Consumer priorities (worker 0 highest): the broker hands normal traffic to the first worker until its
-        # prefetch window is full, and only then to the next. At a moderate rate one worker takes it all in batches
-        # twice as large as round-robin would give each of two, and a batch's fixed costs (two PostgreSQL
-        # statements, a confirm round trip, an ack) are what dominate there: at 300 msg/s the e2e bench measured
-        # the hub's CPU at 62 % of a core instead of 85 %. A backlog still fills every worker's window. The
-        # emergency lane stays round-robin: an urgent message goes to whichever worker is free.
-        self._consumers.append(
-            await self.transport.consume(
-                [names.inbound_queue("normal"), *(names.system_inbound_queue("normal", x) for x in systems)],
-                self.handle,
-                prefetch=s.prefetch,
-                max_batch=NORMAL_BATCH,
-                concurrency=1,
-                priority=-self.index,
-                share=self._share,
-            )
-        )
+        await self._read_lanes([sys.id for sys in directory.systems()], shared=True)
         if self.pool is not None:
             # Deliveries that expired in a recipient's queue: their senders are told (hub.pipeline.expired).
             self._consumers.append(
@@ -210,7 +187,11 @@ class Worker:
         if self.pool is not None:  # the background jobs work on PostgreSQL and the PKI directory
             from hub.store.evidence import CHAIN_EVERY_S
 
-            jobs = [(CHAIN_EVERY_S, self._chain, "chaining evidence"), (HUB_KEY_EVERY_S, self._hub_key, "the hub key")]
+            jobs = [
+                (CHAIN_EVERY_S, self._chain, "chaining evidence"),
+                (HUB_KEY_EVERY_S, self._hub_key, "the hub key"),
+                (s.directory_refresh_s, self._directory, "following the directory"),
+            ]
             if self.index == 0:
                 jobs += [
                     (CHECKPOINT_EVERY_S, self._housekeep, "housekeeping"),
@@ -261,6 +242,50 @@ class Worker:
         from hub.trust.lifecycle import follow_hub_key
 
         follow_hub_key(self)
+
+    async def _directory(self) -> None:
+        """Take a directory applied since this worker loaded its own, without a restart (hub.pipeline.follow)."""
+        from hub.pipeline.follow import follow_directory
+
+        await follow_directory(self)
+
+    async def read_lanes_of(self, systems: Sequence[str]) -> None:
+        """Start reading the inbound lanes of ``systems``, added to the directory while this worker ran (their
+        queues are declared): consumers of their own, with the settings of the lanes read at start."""
+        await self._read_lanes(systems, shared=False)
+
+    async def _read_lanes(self, systems: Sequence[str], *, shared: bool) -> None:
+        """A consumer of the emergency lanes and one of the normal lanes of ``systems`` (``shared``: and the shared
+        lanes ``<ns>.in.emergency`` / ``<ns>.in.normal``)."""
+        names, s = self.names, self.settings
+        # Every system has its own inbound lanes (ns.in.<lane>.<system>, hub.transport.names); a consumer reads the
+        # shared lane and all of them in turn, so one system's flood never stands in front of another's message.
+        #: Each system's own normal lane → its RabbitMQ user (the publisher ``_share`` asks the standing of).
+        self._lane_users.update({names.system_inbound_queue("normal", x): names.user(x) for x in systems})
+        own = {lane: [names.system_inbound_queue(lane, x) for x in systems] for lane in ("emergency", "normal")}
+        first = {lane: [names.inbound_queue(lane)] if shared else [] for lane in ("emergency", "normal")}
+        self._consumers.append(
+            await self.urgent_transport.consume(
+                [*first["emergency"], *own["emergency"]], self.handle_urgent, prefetch=32, max_batch=16
+            )
+        )
+        # Consumer priorities (worker 0 highest): the broker hands normal traffic to the first worker until its
+        # prefetch window is full, and only then to the next. At a moderate rate one worker takes it all in batches
+        # twice as large as round-robin would give each of two, and a batch's fixed costs (two PostgreSQL
+        # statements, a confirm round trip, an ack) are what dominate there: at 300 msg/s the e2e bench measured
+        # the hub's CPU at 62 % of a core instead of 85 %. A backlog still fills every worker's window. The
+        # emergency lane stays round-robin: an urgent message goes to whichever worker is free.
+        self._consumers.append(
+            await self.transport.consume(
+                [*first["normal"], *own["normal"]],
+                self.handle,
+                prefetch=s.prefetch,
+                max_batch=NORMAL_BATCH,
+                concurrency=1,
+                priority=-self.index,
+                share=self._share,
+            )
+        )
 
     async def _maintain(self) -> None:
         from hub.store.maintenance import maintain

@@ -1,0 +1,89 @@
+"""Following ``hub directory load`` without a restart: the directory and routes a worker examines with.
+
+Before, the pipeline workers and the gateway's examination read the directory once, at start: after an operator
+added a system or a group member with ``hub directory load``, the gateway identified the new system's client
+certificate within 30 s (it reads the directory again for that), but its messages were still refused by the
+examination, and messages to it were not routed to it, until ``hub run`` and ``hub gateway`` were restarted.
+
+Now each worker (``hub run``'s, the gateway's in-process one and every examiner process) asks PostgreSQL for the
+directory's latest version every ``Settings.directory_refresh_s`` (one small statement). When it changed, it loads
+the new directory and the routes files against it, declares the queues of systems it did not know (before anything
+is routed to them), and only then switches its context and processor to them, between two of the processor's
+calls: a batch being examined keeps the directory it started with for messages already examined and uses the new
+one for the rest. A ``hub run`` worker also starts reading the new systems' own inbound lanes.
+
+A directory or routes file that cannot be loaded (routes naming a system the new directory no longer has, say)
+leaves the worker on what it has, with a warning naming the problem each time it looks; the next good version is
+taken. Nothing here runs on the message path but one assignment."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hub.directory import Directory
+
+log = logging.getLogger("hub.pipeline")
+
+
+async def directory_version(db: Any) -> int | None:
+    """The latest stored directory's version (None: none stored)."""
+    from hub.store.directory import DirectoryRepository
+
+    current = await DirectoryRepository(db).current()
+    return None if current is None else current.version
+
+
+async def follow_directory(worker: Any) -> bool:
+    """Switch ``worker`` (a ``hub.pipeline.worker.Worker``) to the directory stored since it loaded its own; True
+    when it switched. Never raises: a failure is logged and the worker keeps what it has."""
+    try:
+        return await _follow(worker)
+    except Exception as exc:  # a periodic job must not die of it
+        log.warning(
+            "%s could not take the new directory (%s: %s); it keeps version %s",
+            _label(worker),
+            type(exc).__name__,
+            str(exc)[:300],
+            worker.directory_version,
+        )
+        return False
+
+
+async def _follow(worker: Any) -> bool:
+    from hub.routing import Router, load_routes, route_files
+    from hub.store.directory import DirectoryRepository
+
+    repository = DirectoryRepository(worker.pool)
+    current = await repository.current()
+    if current is None or current.version == worker.directory_version:
+        return False
+    directory: Directory = await repository.load()  # the latest: at least ``current``
+    routes = load_routes(route_files(worker.settings.routes_dir), directory)
+    router = Router(directory, routes)
+    before = {s.id for s in worker.directory.systems()}
+    added = [s.id for s in directory.systems() if s.id not in before]
+    if added:  # their queues exist before anything is routed to them
+        await worker.transport.declare_topology(s.id for s in directory.systems())
+    ctx = worker.context
+    ctx.directory, ctx.router = directory, router
+    processor = worker.processor
+    processor.directory, processor.router, processor.hub_ceiling = directory, router, directory.hub_ceiling
+    processor.forget_lane_grants()
+    worker.directory = directory
+    worker.directory_version = current.version
+    if added:
+        await worker.read_lanes_of(added)
+    log.info(
+        "%s now works with directory version %s (%d systems%s)",
+        _label(worker),
+        current.version,
+        len(list(directory.systems())),
+        f"; new: {', '.join(added)}" if added else "",
+    )
+    return True
+
+
+def _label(worker: Any) -> str:
+    return getattr(worker, "label", None) or f"worker {getattr(worker, 'index', '?')}"
