@@ -28,10 +28,15 @@ log = logging.getLogger("hub.pipeline")
 
 
 async def directory_version(db: Any) -> int | None:
-    """The latest stored directory's version (None: none stored)."""
+    """The latest stored directory's version, read before a worker loads its context (a version stored in between
+    is then taken on the first look). None when none is stored, or when the store cannot say: loading the context
+    then explains what is wrong with it (not migrated, another installation's) in its own words."""
     from hub.store.directory import DirectoryRepository
 
-    current = await DirectoryRepository(db).current()
+    try:
+        current = await DirectoryRepository(db).current()
+    except Exception:  # load_context reports the store's problem right after
+        return None
     return None if current is None else current.version
 
 
