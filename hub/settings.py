@@ -85,6 +85,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.queue_type not in QUEUE_TYPES:
             raise ConfigError(f"HUB_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, got {self.queue_type!r}")
+        if self.directory_refresh_s < 1:  # 0 would have every worker ask PostgreSQL without a pause
+            raise ConfigError(f"HUB_DIRECTORY_REFRESH_S must be at least 1 (seconds), got {self.directory_refresh_s}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -72,10 +72,12 @@ class GatewaySettings:
 
     @classmethod
     def for_state(cls, state_dir: Path, **overrides: Any) -> GatewaySettings:
-        """The settings of the installation at ``state_dir``. From the environment: ``HUB_GATEWAY_IN_PROCESS=0`` selects
-        the path through the inbound queue (``in_process=False``), ``HUB_GATEWAY_BATCHES=N`` the in-process batches at
-        once (``batches``), ``HUB_GATEWAY_EXAMINERS=N`` the examiner processes (``examiners``); an override given
-        here wins."""
+        """The settings of the installation at ``state_dir``. From the environment: ``HUB_GATEWAY_IN_PROCESS=0``
+        selects the path through the inbound queue (``in_process=False``), ``HUB_GATEWAY_BATCHES=N`` the in-process
+        batches at once (``batches``), ``HUB_GATEWAY_EXAMINERS=N`` the examiner processes (``examiners``),
+        ``HUB_DIRECTORY_REFRESH_S=N`` how often the client identification reads the directory again
+        (``directory_refresh_s``, as the examination and the workers do: ``Settings.directory_refresh_s``); an
+        override given here wins."""
         folder = Path(state_dir) / "pki" / "gateway"
         values: dict[str, Any] = {"cert_file": folder / "server.pem", "key_file": folder / "server.key"}
         if os.environ.get("HUB_GATEWAY_IN_PROCESS", "").strip().lower() in ("0", "false", "no", "off"):
@@ -86,6 +88,9 @@ class GatewaySettings:
         examiners = os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip()
         if examiners.isdigit():
             values["examiners"] = int(examiners)
+        refresh = os.environ.get("HUB_DIRECTORY_REFRESH_S", "").strip()
+        if refresh.isdigit() and int(refresh) > 0:  # the interval the examination follows the directory at, too
+            values["directory_refresh_s"] = float(refresh)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

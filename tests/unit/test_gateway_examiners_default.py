@@ -10,6 +10,7 @@ import pytest
 
 from hub.cli import build_parser
 from hub.commands.gateway import gateway_settings
+from hub.errors import ConfigError
 from hub.gateway.config import MAX_AUTO_EXAMINERS, GatewaySettings
 from hub.settings import Settings
 
@@ -70,3 +71,22 @@ def test_a_wrong_count_is_refused_with_a_sentence(tmp_path: Path, monkeypatch: p
         _settings(tmp_path, ["gateway", "--examiners", "-1"])
     with pytest.raises(SystemExit, match="--gateway-examiners must be 0 or more"):
         _settings(tmp_path, ["run", "--gateway", "--gateway-examiners", "-2"])
+
+
+def test_one_variable_sets_how_often_the_directory_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HUB_DIRECTORY_REFRESH_S: the workers' and the examination's Settings.directory_refresh_s, and the gateway's
+    # client identification here; nonsense leaves the default, an override given by code wins
+    monkeypatch.delenv("HUB_DIRECTORY_REFRESH_S", raising=False)
+    assert GatewaySettings.for_state(tmp_path).directory_refresh_s == 30.0
+    monkeypatch.setenv("HUB_DIRECTORY_REFRESH_S", "5")
+    assert GatewaySettings.for_state(tmp_path).directory_refresh_s == 5.0
+    assert Settings.from_env().directory_refresh_s == 5
+    assert GatewaySettings.for_state(tmp_path, directory_refresh_s=1.0).directory_refresh_s == 1.0
+    for nonsense in ("0", "-3", "soon"):
+        monkeypatch.setenv("HUB_DIRECTORY_REFRESH_S", nonsense)
+        assert GatewaySettings.for_state(tmp_path).directory_refresh_s == 30.0
+        # the workers' settings refuse it with a sentence (0 would have them ask PostgreSQL without a pause)
+        with pytest.raises(ConfigError, match="HUB_DIRECTORY_REFRESH_S must be"):
+            Settings.from_env()
