@@ -1,6 +1,7 @@
 """``hub directory load`` takes effect without a restart (hub.pipeline.follow), on the real RabbitMQ and PostgreSQL.
 
-A running hub — a pipeline worker and the HTTPS gateway examining in its own process — is given a directory that adds
+A running hub — a pipeline worker and the HTTPS gateway, examining in its own process or in an examiner process of
+its own — is given a directory that adds
 an agency with a system (九台区林业局, under 长春). Within a few of the followers' looks (1 s in this test):
 
 - the gateway identifies the new system's client certificate (it did that before) and its examination now knows the
@@ -48,16 +49,22 @@ NEW_AGENCY_XML = f"""
 """
 
 
+@pytest.fixture(scope="module", params=[0, 1], ids=["examined-in-the-gateway", "in-an-examiner-process"])
+def examiners(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
 @pytest.fixture(scope="module")
-def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory, examiners: int) -> Any:
     from conftest import own_installation
 
-    with own_installation(integration_settings, tmp_path_factory, "follow") as settings:
+    with own_installation(integration_settings, tmp_path_factory, f"follow{examiners}") as settings:
+        # an examiner process gets it through its environment (Settings.to_env), as HUB_DIRECTORY_REFRESH_S=1
         yield settings.with_(directory_refresh_s=1)
 
 
 @pytest.fixture(scope="module")
-async def gw(settings: Settings) -> AsyncIterator[Gateway]:
+async def gw(settings: Settings, examiners: int) -> AsyncIterator[Gateway]:
     hub = Hub(settings)
     await hub.setup()
     await hub.start_worker()
@@ -66,7 +73,9 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
     certs = {
         CITY: client_certificate(pki_dir, settings.ca_passphrase, CITY_AGENCY, CITY, settings.state_dir / "tls")[:2]
     }
-    config = GatewaySettings.for_state(settings.state_dir, port=0, directory_refresh_s=1.0, answer_timeout_s=20)
+    config = GatewaySettings.for_state(
+        settings.state_dir, port=0, directory_refresh_s=1.0, answer_timeout_s=20, examiners=examiners
+    )
     runner = await start_gateway(settings, config)
     g = Gateway(hub, runner, f"https://127.0.0.1:{runner.addresses[0][1]}", pki_dir, certs, [])
     try:
@@ -192,7 +201,9 @@ async def test_a_system_added_while_the_hub_runs_takes_part_without_a_restart(gw
     # its receipt: in its inbox at the gateway (which holds 九台's queue since its HTTPS submission)
     receipt = await _in_inbox(gw, NEW, "receipt", env.message_id)
     assert b"accepted" in receipt
-    assert hub.worker.directory_version == gw.state.direct.worker.directory_version
+    examination = getattr(gw.state.direct, "worker", None)  # in the gateway process (no examiner processes)
+    if examination is not None:
+        assert examination.directory_version == hub.worker.directory_version
 
 
 async def test_a_directory_the_routes_cannot_take_leaves_the_workers_on_what_they_have(
