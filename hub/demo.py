@@ -156,7 +156,8 @@ def make_demo(args: argparse.Namespace) -> Demo:
     admin_dsn = str(url.with_path("/postgres"))
     demo_dsn = str(url.with_path("/" + args.database))
     state_dir = Path(args.state_dir).resolve()
-    settings = base.with_(pg_dsn=demo_dsn, namespace=args.namespace, state_dir=state_dir)
+    # The demo's hub looks at the directory's version every 2 s, not 30: step l2 loads one while the hub runs.
+    settings = base.with_(pg_dsn=demo_dsn, namespace=args.namespace, state_dir=state_dir, directory_refresh_s=2)
     return Demo(settings, admin_dsn, args.database, args.workers, free_port(), free_port())
 
 

@@ -74,6 +74,16 @@ CHANGCHUN = "11220100013544550M"  # 长春市林业局
 
 #: The system whose deliveries stay in its queue for the operator to read after the demo.
 KEEP_FOR_OPERATOR = "city-220100-oa"
+CHANGCHUN_CODE = "11220100013544550M"  # 长春市林业局
+#: 九台区林业局 and its system, added to the directory while the hub runs (step l2) and taken out again.
+JIUTAI, JIUTAI_CODE = "county-220113-oa", "11220113013551234U"
+JIUTAI_AGENCY_XML = f"""  <Agency code="{JIUTAI_CODE}" name="九台区林业局" name-en="Jiutai District Forestry Bureau"
+          division="220113" level="county" kind="bureau" parent="{CHANGCHUN_CODE}" zone="extranet">
+    <System id="{JIUTAI}" name="九台区林业局办公系统" name-en="Jiutai bureau office system"
+            accepts="document.* info.* emergency.* meeting.notice approval.status approval.supervision data.response"/>
+  </Agency>
+
+"""
 #: Copies of a tampered report one compromised system floods the hub with (step w, issue 16).
 FLOOD_COPIES = 200
 
@@ -526,6 +536,11 @@ class Scenario:
             ("j", "枢纽签名密钥轮换 hub key rotation", self.step_rotate),
             ("k", "SDK 适配器：共享数据查询 an adapter written on the SDK answers a data query", self.step_sdk),
             ("l", "HTTPS 网关：只通 HTTPS 的政务服务网 a system over HTTPS only", self.step_gateway),
+            (
+                "l2",
+                "运行中载入目录：新增的九台区林业局无需重启即可接入 a system added while the hub runs",
+                self.step_directory,
+            ),
             ("m", "运维监控页面 the ops page: health, metrics, search, trace, audit", self.step_ops),
             *((key, title, self._adapter_step(name)) for key, name, title in ADAPTER_STEPS),
             *((key, title, self._process_step(name)) for key, name, title in PROCESS_STEPS),
@@ -1108,6 +1123,113 @@ class Scenario:
             f"the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt in {ms:.0f} ms → the "
             "approval system's status reached its inbox (long poll) → acknowledged"
         )
+
+    async def step_directory(self, o: Outcome) -> None:
+        """``hub directory load`` while the hub runs (hub.pipeline.follow): the operator adds 九台区林业局 and its
+        system; without a restart the workers and the gateway's examination take the new directory, and the new
+        system, with the certificate the hub CA just issued it, sends an information report to 长春 over HTTPS. The
+        operator then loads the usual directory again (a rerun of the demo starts from it)."""
+        import ssl
+
+        import aiohttp
+
+        from hub.pipeline.client import credential_paths
+        from hub.trust.pki import PkiPaths
+
+        usual = self.settings.routes_dir / "directory.xml"
+        text = usual.read_text(encoding="utf-8")
+        anchor = '  <Agency code="11220182013552847D"'  # 榆树市林业局: 九台 goes in before it, among 长春's counties
+        if not o.expect(anchor in text, "routes/directory.xml has no 榆树市林业局 to add 九台区林业局 beside"):
+            return
+        added = self.settings.state_dir / "directory-jiutai.xml"
+        added.write_text(text.replace(anchor, JIUTAI_AGENCY_XML + anchor, 1), encoding="utf-8")
+        started = time.monotonic()
+        rc, out = await self.run_cli(["directory", "load", str(added)])
+        if not o.expect(rc == 0, f"hub directory load exited {rc}: {out.strip()[-300:]}"):
+            return
+        version = (await self._db("SELECT max(version) AS v FROM directory_versions"))[0]["v"]
+        followed = await self._until_followed(version)
+        o.expect(followed, f"the hub's workers and examiners did not take directory version {version} in 20 s")
+        await enroll(self.settings, JIUTAI, JIUTAI_CODE)
+        key, cert = credential_paths(self.settings, JIUTAI)
+        tls = ssl.create_default_context(cafile=str(PkiPaths(self.settings.state_dir / "pki").root_cert))
+        tls.load_cert_chain(str(cert), str(key))
+        root = self._sample("info.report", "work-progress.xml")
+        header = root[0]
+        sender = header.find(qn("Sender"))
+        sender.set("agency", JIUTAI_CODE)
+        sender.set("system", JIUTAI)
+        recipients = header.find(qn("Recipients"))
+        for el in list(recipients):
+            recipients.remove(el)
+        etree.SubElement(recipients, qn("Agency"), role="to", code=CHANGCHUN_CODE, system=KEEP_FOR_OPERATOR)
+        ns = {"i": "urn:forestry-hub:info.report:1"}
+        root.find(".//i:Title", ns).text = "九台区林业局秋季造林工作进展"
+        root.find(".//i:ReportingUnit/i:Name", ns).text = "九台区林业局"
+        root.find(".//i:ReportingUnit/i:AgencyCode", ns).text = JIUTAI_CODE
+        env, data = self.mail.sign(JIUTAI, root)
+        status, outcome, answer = 0, None, b""
+        async with aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=tls)) as http:
+            deadline = time.monotonic() + 15
+            while True:  # the client identification reads the directory again every few seconds (not logged)
+                async with http.post("/v1/messages", data=data, headers={"Content-Type": "application/xml"}) as r:
+                    status, outcome, answer = r.status, r.headers.get("X-Hub-Outcome"), await r.read()
+                    code = r.headers.get("X-Hub-Code")
+                if code != "GATEWAY_UNKNOWN_SYSTEM" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+        took = time.monotonic() - started
+        if not o.expect(status == 202 and outcome == "accepted", f"POST /v1/messages by {JIUTAI}: {status} {outcome}"):
+            return
+        receipt = self.mail.open(answer).envelope  # the hub's signature on the receipt verifies
+        o.expect(receipt.ref_to == env.message_id, "the receipt in the response is not about the report")
+        got = await self.mail.deliveries(KEEP_FOR_OPERATOR, env.message_id, timeout=self.timeout)
+        self._check_deliveries(o, {KEEP_FOR_OPERATOR: got}, JIUTAI)
+        # The usual directory again: 九台 leaves it, the hub follows (a rerun of the demo starts from it).
+        rc, out = await self.run_cli(["directory", "load", str(usual)])
+        if not o.expect(rc == 0, f"hub directory load (the usual directory) exited {rc}: {out.strip()[-300:]}"):
+            return
+        version = (await self._db("SELECT max(version) AS v FROM directory_versions"))[0]["v"]
+        o.expect(await self._until_followed(version), f"the hub did not take directory version {version} in 20 s")
+        if not o.ok:
+            return
+        o.lines.append(
+            f"hub directory load 载入新增九台区林业局的目录，枢纽不重启：工作进程和网关审验进程随即改用新目录，"
+            f"九台区林业局凭刚签发的证书经 HTTPS 向长春市林业局报送信息，{took:.1f} s 内受理并送达；随后恢复原目录"
+        )
+        o.lines.append(
+            f"a directory adding 九台区林业局 loaded while the hub runs: no restart, the new system's report over "
+            f"HTTPS accepted and delivered {took:.1f} s after the load; the usual directory loaded back"
+        )
+
+    async def _until_followed(self, version: int, timeout: float = 20.0) -> bool:
+        """Wait until every worker and every gateway examiner logged that it works with directory ``version``."""
+        import json
+
+        if self.hub_log is None:
+            await asyncio.sleep(3 * self.settings.directory_refresh_s)
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.hub_log.read_text(encoding="utf-8", errors="replace")
+            examiners = len(set(re.findall(r"gateway examiner (\d+) running", text)))
+            workers = examined = 0
+            for line in text.splitlines():
+                if f"directory version {version} " not in line:
+                    continue
+                try:
+                    msg = str(json.loads(line).get("msg", ""))
+                except ValueError:
+                    continue
+                if re.match(rf"worker \d+ now works with directory version {version} ", msg):
+                    workers += 1
+                elif msg.startswith(f"the gateway's examination now works with directory version {version} "):
+                    examined += 1
+            if workers >= self.workers and examined >= max(1, examiners):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.2)
 
     def _ops(self) -> Any:
         from hub.demo_scenario.ops import OpsPage
