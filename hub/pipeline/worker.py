@@ -140,6 +140,8 @@ class Worker:
         self._lane_users: dict[str, str] = {}
         #: The stored directory's version this worker works with (hub.pipeline.follow; None: not followed).
         self.directory_version: int | None = None
+        #: The systems whose own inbound lanes this worker reads (at start, and those added while it ran).
+        self._reading: set[str] = set()
 
     # ------------------------------------------------------------------ start-up
 
@@ -257,6 +259,10 @@ class Worker:
     async def _read_lanes(self, systems: Sequence[str], *, shared: bool) -> None:
         """A consumer of the emergency lanes and one of the normal lanes of ``systems`` (``shared``: and the shared
         lanes ``<ns>.in.emergency`` / ``<ns>.in.normal``)."""
+        systems = [x for x in systems if x not in self._reading]  # a system removed and added again: read already
+        if not systems and not shared:
+            return
+        self._reading.update(systems)
         names, s = self.names, self.settings
         # Every system has its own inbound lanes (ns.in.<lane>.<system>, hub.transport.names); a consumer reads the
         # shared lane and all of them in turn, so one system's flood never stands in front of another's message.

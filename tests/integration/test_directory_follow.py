@@ -206,6 +206,43 @@ async def test_a_system_added_while_the_hub_runs_takes_part_without_a_restart(gw
         assert examination.directory_version == hub.worker.directory_version
 
 
+async def test_a_system_taken_out_and_added_again_is_read_by_one_consumer(gw: Gateway, tmp_path: Path) -> None:
+    hub = gw.hub
+    worker = hub.worker
+    await enroll(hub.settings, NEW, NEW_AGENCY)  # kept if the first test enrolled it
+    hub.signers[NEW] = load_signer(hub.settings, NEW)
+    consumers = 0
+    # 九台 in (as the first test left it, or now), out (the usual directory), in again
+    for step, path in enumerate((_with_new_agency(tmp_path), DIRECTORY_XML, _with_new_agency(tmp_path))):
+        done = hub.hub_cli("directory", "load", str(path))
+        assert done.returncode == 0, done.stdout + done.stderr
+        stored = await hub.pool.fetchval("SELECT max(version) FROM directory_versions")
+
+        async def followed(version: int = stored) -> bool:
+            return worker.directory_version == version
+
+        await _until(followed, f"the worker took directory version {stored}")
+        if step == 0:
+            consumers = len(worker._consumers)
+    assert len(worker._consumers) == consumers  # its lanes were read already: no second consumer of them
+    # and it still takes part: a report from 九台 through its own lane, delivered to 长春
+    env, data = _from_new(gw)
+    names = hub.transport.names
+    await hub.transport.publish_many(
+        [
+            Outgoing(
+                exchange=names.submit_exchange,
+                routing_key=names.inbound_key("normal", NEW),
+                body=data,
+                headers={},
+                priority=priority_for(env.urgency),
+                message_id=env.message_id,
+            )
+        ]
+    )
+    assert await _in_inbox(gw, CITY, "delivery", env.message_id)
+
+
 async def test_a_directory_the_routes_cannot_take_leaves_the_workers_on_what_they_have(
     gw: Gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
