@@ -461,6 +461,7 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     """Connect PostgreSQL and RabbitMQ, load the directory and the trust store; on exit put every held inbox item
     back and close the connections."""
+    from hub.pipeline.follow import directory_version
     from hub.store.db import create_pool
     from hub.store.directory import DirectoryRepository
     from hub.transport import Transport
@@ -473,6 +474,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     try:
         await check_installation(settings, pool, pki_dir)
         repository = DirectoryRepository(pool)
+        identified = await directory_version(pool)  # before the directory itself (hub.pipeline.follow)
         directory = await repository.load()
         identifier = Identifier(TrustStore.load(pki_dir), directory)
         transport = await Transport.connect(settings, client_name="hub-gateway")
@@ -505,14 +507,28 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             app[STATE] = GatewayState(transport, pool, mailbox, identifier, Limits(lookup), direct)
 
             async def refresh() -> None:
+                # A new directory version is identified by one look later than it is first seen: by then the
+                # examination (this process's, every examiner's: each looks every Settings.directory_refresh_s,
+                # the same interval by default, HUB_DIRECTORY_REFRESH_S) has taken it, so a system just added is
+                # never let in by its certificate and then refused by an examination that does not know it yet.
+                nonlocal identified
+                seen: int | None = None
                 while True:
-                    await asyncio.sleep(gw.directory_refresh_s)
+                    await asyncio.sleep(max(gw.directory_refresh_s, settings.directory_refresh_s))
                     try:
+                        current = await repository.current()
+                        version = None if current is None else current.version
+                        if version == identified:
+                            continue
+                        if version != seen:
+                            seen = version  # next look
+                            continue
                         directory = await repository.load()
                         known = {s.id for s in identifier.directory.systems()}
                         if {s.id for s in directory.systems()} - known:  # new systems: their queues first
                             await transport.declare_topology(s.id for s in directory.systems())
-                        identifier.directory = directory
+                        identifier.directory, identified = directory, version
+                        log.info("the gateway identifies the systems of directory version %s", version)
                     except HubError as exc:
                         log.warning("could not read the directory again: %s", exc.describe())
 
