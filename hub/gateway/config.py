@@ -43,7 +43,9 @@ class GatewaySettings:
     #: Per-system defaults when the directory's system has no ``rate``/``concurrency``.
     default_rate: float = 200.0
     default_concurrency: int = 32
-    #: How often the directory is read again from PostgreSQL (``hub directory load`` takes effect within this).
+    #: How often the client identification looks at the stored directory's version (``HUB_DIRECTORY_REFRESH_S``): a
+    #: version ``hub directory load`` stored is identified by one look after it is first seen, when the examination
+    #: has taken it (hub.gateway.app), so within twice this.
     directory_refresh_s: float = 30.0
     #: Examine submissions in the gateway process with the pipeline's own batch code (``hub.gateway.direct``);
     #: False: publish each to the inbound queue and wait for a worker's answer on the system's queue (the first
