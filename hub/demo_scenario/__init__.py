@@ -84,6 +84,17 @@ JIUTAI_AGENCY_XML = f"""  <Agency code="{JIUTAI_CODE}" name="九台区林业局"
   </Agency>
 
 """
+
+
+def with_jiutai(directory_xml: str) -> str:
+    """The directory file's text with 九台区林业局 added among 长春's counties (before 榆树市林业局); ValueError
+    when the file has no 榆树市林业局 to put it beside."""
+    anchor = '  <Agency code="11220182013552847D"'  # 榆树市林业局
+    if anchor not in directory_xml:
+        raise ValueError("routes/directory.xml has no 榆树市林业局 to add 九台区林业局 beside")
+    return directory_xml.replace(anchor, JIUTAI_AGENCY_XML + anchor, 1)
+
+
 #: Copies of a tampered report one compromised system floods the hub with (step w, issue 16).
 FLOOD_COPIES = 200
 
@@ -1137,12 +1148,8 @@ class Scenario:
         from hub.trust.pki import PkiPaths
 
         usual = self.settings.routes_dir / "directory.xml"
-        text = usual.read_text(encoding="utf-8")
-        anchor = '  <Agency code="11220182013552847D"'  # 榆树市林业局: 九台 goes in before it, among 长春's counties
-        if not o.expect(anchor in text, "routes/directory.xml has no 榆树市林业局 to add 九台区林业局 beside"):
-            return
         added = self.settings.state_dir / "directory-jiutai.xml"
-        added.write_text(text.replace(anchor, JIUTAI_AGENCY_XML + anchor, 1), encoding="utf-8")
+        added.write_text(with_jiutai(usual.read_text(encoding="utf-8")), encoding="utf-8")  # ValueError: the step says
         started = time.monotonic()
         rc, out = await self.run_cli(["directory", "load", str(added)])
         if not o.expect(rc == 0, f"hub directory load exited {rc}: {out.strip()[-300:]}"):

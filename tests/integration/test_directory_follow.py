@@ -26,8 +26,8 @@ from gateway_client import Gateway, post
 from harness import DIRECTORY_XML, SYSTEMS, Hub, document, sample_body
 from lxml import etree
 
+from hub.demo_scenario import JIUTAI, JIUTAI_CODE, with_jiutai
 from hub.envelope import Envelope, Party, Recipient, build, parse
-from hub.envelope.agency_code import check_character
 from hub.gateway import GatewaySettings, start_gateway
 from hub.pipeline.client import enroll, load_signer
 from hub.settings import Settings
@@ -38,15 +38,7 @@ pytestmark = pytest.mark.integration
 CITY = "city-220100-oa"  # 长春市林业局
 CITY_AGENCY = SYSTEMS[CITY]
 APPROVAL_DB = "prov-220000-approval"  # named by routes/approvals.routes.xml
-NEW = "county-220113-oa"  # 九台区林业局办公系统, added while the hub runs
-NEW_AGENCY = "11220113013551234" + check_character("11220113013551234")
-NEW_AGENCY_XML = f"""
-  <Agency code="{NEW_AGENCY}" name="九台区林业局" name-en="Jiutai District Forestry Bureau"
-          division="220113" level="county" kind="bureau" parent="{CITY_AGENCY}" zone="extranet">
-    <System id="{NEW}" name="九台区林业局办公系统" name-en="Jiutai bureau office system"
-            accepts="document.* info.* emergency.* meeting.notice approval.status approval.supervision data.response"/>
-  </Agency>
-"""
+NEW, NEW_AGENCY = JIUTAI, JIUTAI_CODE  # 九台区林业局 and its system, added while the hub runs (as in make demo)
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["examined-in-the-gateway", "in-an-examiner-process"])
@@ -88,12 +80,9 @@ async def gw(settings: Settings, examiners: int) -> AsyncIterator[Gateway]:
 
 
 def _with_new_agency(tmp: Path) -> Path:
-    """routes/directory.xml with 九台区林业局 added after 农安县林业局."""
-    text = DIRECTORY_XML.read_text(encoding="utf-8")
-    anchor = '  <Agency code="11220182013552847D"'  # 榆树市林业局, the county after 农安
-    assert anchor in text
+    """routes/directory.xml with 九台区林业局 added (``hub.demo_scenario.with_jiutai``)."""
     path = tmp / "directory.xml"
-    path.write_text(text.replace(anchor, NEW_AGENCY_XML.lstrip("\n") + "\n" + anchor, 1), encoding="utf-8")
+    path.write_text(with_jiutai(DIRECTORY_XML.read_text(encoding="utf-8")), encoding="utf-8")
     return path
 
 
@@ -114,6 +103,25 @@ def _from_new(gw: Gateway) -> tuple[Envelope, bytes]:
     )
     data = gw.hub.sign(NEW, root)
     return Envelope.from_tree(parse(data)), data
+
+
+async def _through_own_lane(gw: Gateway) -> Envelope:
+    """A report from 九台 to 长春 published into 九台's own inbound lane (by the hub's user, as its system would)."""
+    env, data = _from_new(gw)
+    names = gw.hub.transport.names
+    await gw.hub.transport.publish_many(
+        [
+            Outgoing(
+                exchange=names.submit_exchange,
+                routing_key=names.inbound_key("normal", NEW),
+                body=data,
+                headers={},
+                priority=priority_for(env.urgency),
+                message_id=env.message_id,
+            )
+        ]
+    )
+    return env
 
 
 async def _in_inbox(gw: Gateway, system: str, kind: str, message_id: str, timeout: float = 15.0) -> bytes:
@@ -190,20 +198,7 @@ async def test_a_system_added_while_the_hub_runs_takes_part_without_a_restart(gw
     assert await _in_inbox(gw, CITY, "delivery", env.message_id)
 
     # 九台 → 长春 through its own inbound lane on RabbitMQ: the pipeline worker reads it now, and answers.
-    env, data = _from_new(gw)
-    names = hub.transport.names
-    await hub.transport.publish_many(
-        [
-            Outgoing(
-                exchange=names.submit_exchange,
-                routing_key=names.inbound_key("normal", NEW),
-                body=data,
-                headers={},
-                priority=priority_for(env.urgency),
-                message_id=env.message_id,
-            )
-        ]
-    )
+    env = await _through_own_lane(gw)
     assert await _in_inbox(gw, CITY, "delivery", env.message_id)
     # its receipt: in its inbox at the gateway (which holds 九台's queue since its HTTPS submission)
     receipt = await _in_inbox(gw, NEW, "receipt", env.message_id)
@@ -237,20 +232,7 @@ async def test_a_system_taken_out_and_added_again_is_read_by_one_consumer(gw: Ga
             consumers = len(worker._consumers)
     assert len(worker._consumers) == consumers  # its lanes were read already: no second consumer of them
     # and it still takes part: a report from 九台 through its own lane, delivered to 长春
-    env, data = _from_new(gw)
-    names = hub.transport.names
-    await hub.transport.publish_many(
-        [
-            Outgoing(
-                exchange=names.submit_exchange,
-                routing_key=names.inbound_key("normal", NEW),
-                body=data,
-                headers={},
-                priority=priority_for(env.urgency),
-                message_id=env.message_id,
-            )
-        ]
-    )
+    env = await _through_own_lane(gw)
     assert await _in_inbox(gw, CITY, "delivery", env.message_id)
 
 
