@@ -14,7 +14,8 @@ one for the rest. A ``hub run`` worker also starts reading the new systems' own 
 
 A directory or routes file that cannot be loaded (routes naming a system the new directory no longer has, say)
 leaves the worker on what it has, with a warning naming the problem each time it looks; the next good version is
-taken. Nothing here runs on the message path but one assignment."""
+taken. Nothing here runs on the message path but one assignment. The process engine follows with the same loader
+(``newer_directory``) between two of its passes (``hub.processes.engine.ProcessEngine.follow_directory``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hub.directory import Directory
+    from hub.routing import Router
+    from hub.settings import Settings
 
 log = logging.getLogger("hub.pipeline")
 
@@ -56,17 +59,27 @@ async def follow_directory(worker: Any) -> bool:
         return False
 
 
-async def _follow(worker: Any) -> bool:
+async def newer_directory(db: Any, settings: Settings, version: int | None) -> tuple[int, Directory, Router] | None:
+    """The stored directory and the routes files loaded against it, when its version is not ``version``: (version,
+    directory, router); None when it is. Raises what loading them raises (a ``ConfigProblems`` for routes that name
+    what the new directory no longer has): the caller keeps what it has."""
     from hub.routing import Router, load_routes, route_files
     from hub.store.directory import DirectoryRepository
 
-    repository = DirectoryRepository(worker.pool)
+    repository = DirectoryRepository(db)
     current = await repository.current()
-    if current is None or current.version == worker.directory_version:
-        return False
+    if current is None or current.version == version:
+        return None
     directory: Directory = await repository.load()  # the latest: at least ``current``
-    routes = load_routes(route_files(worker.settings.routes_dir), directory)
-    router = Router(directory, routes)
+    routes = load_routes(route_files(settings.routes_dir), directory)
+    return current.version, directory, Router(directory, routes)
+
+
+async def _follow(worker: Any) -> bool:
+    got = await newer_directory(worker.pool, worker.settings, worker.directory_version)
+    if got is None:
+        return False
+    version, directory, router = got
     before = {s.id for s in worker.directory.systems()}
     added = [s.id for s in directory.systems() if s.id not in before]
     if added:  # their queues exist before anything is routed to them
@@ -77,13 +90,13 @@ async def _follow(worker: Any) -> bool:
     processor.directory, processor.router, processor.hub_ceiling = directory, router, directory.hub_ceiling
     processor.forget_lane_grants()
     worker.directory = directory
-    worker.directory_version = current.version
+    worker.directory_version = version
     if added:
         await worker.read_lanes_of(added)
     log.info(
         "%s now works with directory version %s (%d systems%s)",
         _label(worker),
-        current.version,
+        version,
         len(list(directory.systems())),
         f"; new: {', '.join(added)}" if added else "",
     )

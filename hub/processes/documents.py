@@ -216,6 +216,10 @@ class DocumentsProcess:
         self._window: tuple[int, int, frozenset[str]] = (0, -1, frozenset())
         self.scans = 0
 
+    def follow(self, context: Context) -> None:
+        """The engine took a new directory (``ProcessEngine.follow_directory``): the agencies' names come from it."""
+        self.directory = context.directory
+
     # ------------------------------------------------------------------ the feed
 
     async def on_message(self, tx: Tx, msg: FedMessage) -> None:

@@ -293,6 +293,11 @@ class EmergenciesProcess:
         #: service → the route's Acknowledge within= (the first route of the service).
         self.route_within = route_within or {}
 
+    def follow(self, context: Context) -> None:
+        """The engine took a new directory and the routes loaded against it: their acknowledgement limits. (The plan's
+        targets are read from ``tx.directory`` at each step.)"""
+        self.route_within = route_within_of(context.router)
+
     async def on_message(self, tx: Tx, msg: FedMessage) -> None:
         if msg.version != 1:
             return
@@ -624,11 +629,16 @@ def make(context: Context, settings: Settings) -> EmergenciesProcess:
     except ConfigError as exc:
         log.error("应急预警分发预案无法使用 the emergency broadcast plan cannot be used: %s", exc)
         plan, problem = Plan(levels={}), str(exc)
+    return EmergenciesProcess(plan, route_within_of(context.router), problem)
+
+
+def route_within_of(router: Any) -> dict[str, timedelta | None]:
+    """service → the ``Acknowledge within=`` of its first route (routes/emergency.routes.xml): alerts and updates."""
     within: dict[str, timedelta | None] = {}
     for service in (ALERT, UPDATE):
-        routes = context.router.routes.for_service(service, 1)
+        routes = router.routes.for_service(service, 1)
         within[service] = routes[0].policy.ack_within if routes else None
-    return EmergenciesProcess(plan, within, problem)
+    return within
 
 
 # ---------------------------------------------------------------------------------------------- status

@@ -147,7 +147,9 @@ class Process(Protocol):
 
     A step's effects are what it writes through its ``Tx`` (rolled back with the step when it fails); a step may be
     run again after a rollback (a crash, or another step of the same lot failing), so it keeps nothing in memory
-    that matters."""
+    that matters. The directory is ``tx.directory``; a process that keeps something of the directory or the routes
+    may define ``follow(context)``, called when the engine takes a new directory
+    (``ProcessEngine.follow_directory``)."""
 
     name: str
     services: frozenset[str]
@@ -455,9 +457,13 @@ class ProcessEngine:
         transport: AbstractTransport | None = None,
         clock: Callable[[], datetime] | None = None,
         max_bytes: int | None = None,
+        directory_version: int | None = None,
     ) -> None:
         self.pool = pool
         self.context = context
+        #: The stored directory's version ``context`` was loaded from (``hub.pipeline.follow.directory_version``, read
+        #: before it); None: unknown, the first look in ``run`` loads the stored one again.
+        self.directory_version = directory_version
         self.processes = list(processes)
         self.transport = transport
         self.clock = clock or hub_clock.now
@@ -631,17 +637,59 @@ class ProcessEngine:
         )
         return follow_hub_key(holder)
 
+    async def follow_directory(self) -> bool:
+        """Take a directory stored by ``hub directory load`` since this engine loaded its own, as the workers do
+        (``hub.pipeline.follow``): the directory and the routes loaded against it replace the context's, and each
+        process that keeps something of them (``follow(context)``: names, the routes' acknowledgement limits) is told.
+        Between two passes, so a pass sees one directory. True when it switched; never raises (a directory the routes
+        cannot be loaded against is logged and the engine keeps what it has)."""
+        from hub.pipeline.follow import newer_directory
+
+        try:
+            got = await newer_directory(self.pool, self.context.settings, self.directory_version)
+            if got is None:
+                return False
+            version, directory, router = got
+            before = {s.id for s in self.context.directory.systems()}
+            self.context.directory, self.context.router = directory, router
+            for p in self.processes:
+                follow = getattr(p, "follow", None)
+                if follow is not None:
+                    follow(self.context)
+        except Exception as exc:  # the loop must not die of it
+            log.warning(
+                "the process engine could not take the new directory (%s: %s); it keeps version %s",
+                type(exc).__name__,
+                str(exc)[:300],
+                self.directory_version,
+            )
+            return False
+        self.directory_version = version
+        added = sorted(s.id for s in directory.systems() if s.id not in before)
+        log.info(
+            "the process engine now works with directory version %s (%d systems%s)",
+            version,
+            len(list(directory.systems())),
+            f"; new: {', '.join(added)}" if added else "",
+        )
+        return True
+
     async def run(self, stop: asyncio.Event, *, interval: float = 0.5, key_every_s: float = 60.0) -> None:
         """Pass after pass until ``stop`` is set; a failed pass (the store or the broker away) is logged and tried
-        again after a pause that doubles up to 30 s. Every ``key_every_s`` the hub key is checked for a rotation."""
+        again after a pause that doubles up to 30 s. Every ``key_every_s`` the hub key is checked for a rotation,
+        every ``Settings.directory_refresh_s`` the stored directory for a new version (``follow_directory``)."""
         import time
 
         pause = interval
-        key_checked = time.monotonic()
+        key_checked = directory_checked = time.monotonic()
+        directory_every_s = max(1, self.context.settings.directory_refresh_s)
         while not stop.is_set():
             if time.monotonic() - key_checked >= key_every_s:
                 key_checked = time.monotonic()
                 self.follow_hub_key()
+            if time.monotonic() - directory_checked >= directory_every_s:
+                directory_checked = time.monotonic()
+                await self.follow_directory()
             try:
                 await self.run_once()
                 pause = interval

@@ -230,3 +230,16 @@ def hours(n: float) -> timedelta:
 
 
 __all__ = ["SYSTEMS", "Hub", "Path", "document", "hours", "now", "read_reply", "sample_body"]
+
+
+async def until(check: Any, what: str, timeout: float = 15.0, interval: float = 0.2) -> Any:
+    """Await ``check()`` every ``interval`` s until it returns something true (returned); AssertionError naming
+    ``what`` and the last value after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")

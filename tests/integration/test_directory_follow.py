@@ -14,7 +14,6 @@ A directory whose routes cannot be loaded against it leaves the workers on what 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 from gateway_certs import client_certificate, server_certificate
 from gateway_client import Gateway, post
-from harness import DIRECTORY_XML, SYSTEMS, Hub, document, sample_body
+from harness import DIRECTORY_XML, SYSTEMS, Hub, document, sample_body, until
 from lxml import etree
 
 from hub.demo_scenario import JIUTAI, JIUTAI_CODE, with_jiutai
@@ -146,17 +145,6 @@ async def _in_inbox(gw: Gateway, system: str, kind: str, message_id: str, timeou
     raise AssertionError(f"no {kind} about {message_id} in {system}'s inbox within {timeout:.0f} s")
 
 
-async def _until(check: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
-
-
 async def test_a_system_added_while_the_hub_runs_takes_part_without_a_restart(gw: Gateway, tmp_path: Path) -> None:
     hub = gw.hub
     city = gw.session(CITY)
@@ -180,7 +168,7 @@ async def test_a_system_added_while_the_hub_runs_takes_part_without_a_restart(gw
         status, _, _ = await post(city, _to_new(gw))
         return status == 202
 
-    await _until(accepted_to_new, "a notice to the new system accepted over HTTPS")
+    await until(accepted_to_new, "a notice to the new system accepted over HTTPS")
     got = await hub.drain(NEW, expect=1, timeout=10)
     assert [env.sender.system for _, env in got] == [CITY]
 
@@ -193,7 +181,7 @@ async def test_a_system_added_while_the_hub_runs_takes_part_without_a_restart(gw
         got = await post(jiutai, data)
         return None if got[1].get("X-Hub-Code") == "GATEWAY_UNKNOWN_SYSTEM" else got
 
-    status, _, body = await _until(identified, "the new system identified by its client certificate")
+    status, _, body = await until(identified, "the new system identified by its client certificate")
     assert status == 202, (status, body[:300])
     assert await _in_inbox(gw, CITY, "delivery", env.message_id)
 
@@ -209,7 +197,7 @@ async def test_a_system_added_while_the_hub_runs_takes_part_without_a_restart(gw
         async def same() -> bool:
             return examination.directory_version == hub.worker.directory_version
 
-        await _until(same, "the gateway's examination and the worker on the same directory version")
+        await until(same, "the gateway's examination and the worker on the same directory version")
 
 
 async def test_a_system_taken_out_and_added_again_is_read_by_one_consumer(gw: Gateway, tmp_path: Path) -> None:
@@ -227,7 +215,7 @@ async def test_a_system_taken_out_and_added_again_is_read_by_one_consumer(gw: Ga
         async def followed(version: int = stored) -> bool:
             return worker.directory_version == version
 
-        await _until(followed, f"the worker took directory version {stored}")
+        await until(followed, f"the worker took directory version {stored}")
         if step == 0:
             consumers = len(worker._consumers)
     assert len(worker._consumers) == consumers  # its lanes were read already: no second consumer of them
