@@ -1137,9 +1137,9 @@ class Scenario:
 
     async def step_directory(self, o: Outcome) -> None:
         """``hub directory load`` while the hub runs (hub.pipeline.follow): the operator adds 九台区林业局 and its
-        system; without a restart the workers and the gateway's examination take the new directory, and the new
-        system, with the certificate the hub CA just issued it, sends an information report to 长春 over HTTPS. The
-        operator then loads the usual directory again (a rerun of the demo starts from it)."""
+        system; without a restart the workers, the gateway's examination and the process engine take the new
+        directory, and the new system, with the certificate the hub CA just issued it, sends an information report to
+        长春 over HTTPS. The operator then loads the usual directory again (a rerun of the demo starts from it)."""
         import ssl
 
         import aiohttp
@@ -1156,7 +1156,7 @@ class Scenario:
             return
         version = (await self._db("SELECT max(version) AS v FROM directory_versions"))[0]["v"]
         followed = await self._until_followed(version)
-        o.expect(followed, f"the hub's workers and examiners did not take directory version {version} in 20 s")
+        o.expect(followed, f"the hub's workers, examiners and engine did not take directory version {version} in 20 s")
         await enroll(self.settings, JIUTAI, JIUTAI_CODE)
         key, cert = credential_paths(self.settings, JIUTAI)
         tls = ssl.create_default_context(cafile=str(PkiPaths(self.settings.state_dir / "pki").root_cert))
@@ -1201,8 +1201,9 @@ class Scenario:
         if not o.ok:
             return
         o.lines.append(
-            f"hub directory load 载入新增九台区林业局的目录，枢纽不重启：工作进程和网关审验进程随即改用新目录，"
-            f"九台区林业局凭刚签发的证书经 HTTPS 向长春市林业局报送信息，{took:.1f} s 内受理并送达；随后恢复原目录"
+            "hub directory load 载入新增九台区林业局的目录，枢纽不重启：工作进程、网关审验进程和流程引擎随即改用"
+            "新目录，九台区林业局凭刚签发的证书经 HTTPS 向长春市林业局报送信息，"
+            f"{took:.1f} s 内受理并送达；随后恢复原目录"
         )
         o.lines.append(
             f"a directory adding 九台区林业局 loaded while the hub runs: no restart, the new system's report over "
@@ -1210,7 +1211,8 @@ class Scenario:
         )
 
     async def _until_followed(self, version: int, timeout: float = 20.0) -> bool:
-        """Wait until every worker and every gateway examiner logged that it works with directory ``version``."""
+        """Wait until every worker, every gateway examiner and the process engine logged that it works with directory
+        ``version``."""
         import json
 
         if self.hub_log is None:
@@ -1220,7 +1222,8 @@ class Scenario:
         while True:
             text = self.hub_log.read_text(encoding="utf-8", errors="replace")
             examiners = len(set(re.findall(r"gateway examiner (\d+) running", text)))
-            workers = examined = 0
+            engines = 1 if "processes ready: " in text else 0  # hub run's process engine, when it runs one
+            workers = examined = engine = 0
             for line in text.splitlines():
                 if f"directory version {version} " not in line:
                     continue
@@ -1232,7 +1235,9 @@ class Scenario:
                     workers += 1
                 elif msg.startswith(f"the gateway's examination now works with directory version {version} "):
                     examined += 1
-            if workers >= self.workers and examined >= max(1, examiners):
+                elif msg.startswith(f"the process engine now works with directory version {version} "):
+                    engine += 1
+            if workers >= self.workers and examined >= max(1, examiners) and engine >= engines:
                 return True
             if time.monotonic() > deadline:
                 return False
