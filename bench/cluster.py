@@ -81,6 +81,16 @@ async def main() -> int:
     ap.add_argument("--down", type=float, default=15.0, help="seconds node 1 stays stopped")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    # Node 1 is stopped once a quarter of the messages are confirmed, and stopping it takes a few seconds: with fewer
+    # than about eight seconds of sending, nothing is left to send while it is down and the run proves nothing.
+    if args.rate <= 0 or args.down <= 0:
+        ap.error("--rate and --down must be above 0")
+    need = int(args.rate * 8)
+    if args.messages < need:
+        ap.error(
+            f"--messages {args.messages} is too few at --rate {args.rate:g}: the sender would be done before node 1 is "
+            f"down; give at least {need} (eight seconds of sending)"
+        )
 
     from hub.settings import Settings
     from hub.transport import Transport
