@@ -66,9 +66,9 @@ class Settings:
     namespace: str = "hub"
     #: Number of pipeline worker processes (0 = one per core).
     workers: int = 0
-    #: Seconds between two looks of each worker (and of the gateway's examination) at the stored directory's version:
-    #: after ``hub directory load`` it takes the new directory and the routes against it without a restart
-    #: (hub.pipeline.follow).
+    #: Seconds between two looks of each worker (and of the gateway's examination and the process engine) at the
+    #: stored directory's version and the routes files: after ``hub directory load`` or an edit of ``routes/*.xml``
+    #: it takes the directory and the routes loaded against it without a restart (hub.pipeline.follow).
     directory_refresh_s: int = 30
     #: Consumer prefetch per worker.
     prefetch: int = 256

@@ -161,11 +161,12 @@ class GatewayWorker(Worker):
         """Load what ``Worker.start`` loads (schemas, directory, routes, trust store, the hub key), on ``pool``;
         follow a rotated hub key as every worker does."""
         from hub.pipeline.context import load_context
-        from hub.pipeline.follow import directory_version
+        from hub.pipeline.follow import starting_view
         from hub.pipeline.worker import HUB_KEY_EVERY_S
         from hub.store.batch import PgStore
 
-        self.directory_version = await directory_version(pool)  # before the directory: see Worker.start
+        # before the directory: see Worker.start
+        self.directory_version, self.routes_fingerprint = await starting_view(pool, self.settings)
         ctx = self.context = await load_context(self.settings, pool)
         self.pool = pool
         self.trust_store = ctx.trust_store

@@ -140,6 +140,8 @@ class Worker:
         self._lane_users: dict[str, str] = {}
         #: The stored directory's version this worker works with (hub.pipeline.follow; None: not followed).
         self.directory_version: int | None = None
+        #: The routes files' fingerprint when it loaded them (hub.pipeline.follow.routes_fingerprint).
+        self.routes_fingerprint: str | None = None
         #: The systems whose own inbound lanes this worker reads (at start, and those added while it ran).
         self._reading: set[str] = set()
 
@@ -156,9 +158,9 @@ class Worker:
         if context is None or store is None:
             self.pool = await create_pool(s.pg_dsn, min_size=1, max_size=4, generic_plans=True)
         if self.pool is not None:  # read before the directory itself: a change in between is taken on the next look
-            from hub.pipeline.follow import directory_version
+            from hub.pipeline.follow import starting_view
 
-            self.directory_version = await directory_version(self.pool)
+            self.directory_version, self.routes_fingerprint = await starting_view(self.pool, s)
         ctx = context or await load_context(s, self.pool)
         self.context = ctx
         self.trust_store = ctx.trust_store

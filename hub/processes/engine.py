@@ -464,6 +464,9 @@ class ProcessEngine:
         #: The stored directory's version ``context`` was loaded from (``hub.pipeline.follow.directory_version``, read
         #: before it); None: unknown, the first look in ``run`` loads the stored one again.
         self.directory_version = directory_version
+        #: The routes files' fingerprint when they were loaded (``hub.pipeline.follow.routes_fingerprint``; None: the
+        #: routes files are compared only when the directory changes).
+        self.routes_fingerprint: str | None = None
         self.processes = list(processes)
         self.transport = transport
         self.clock = clock or hub_clock.now
@@ -638,40 +641,36 @@ class ProcessEngine:
         return follow_hub_key(holder)
 
     async def follow_directory(self) -> bool:
-        """Take a directory stored by ``hub directory load`` since this engine loaded its own, as the workers do
-        (``hub.pipeline.follow``): the directory and the routes loaded against it replace the context's, and each
-        process that keeps something of them (``follow(context)``: names, the routes' acknowledgement limits) is told.
-        Between two passes, so a pass sees one directory. True when it switched; never raises (a directory the routes
-        cannot be loaded against is logged and the engine keeps what it has)."""
-        from hub.pipeline.follow import newer_directory
+        """Take a directory stored by ``hub directory load`` (or routes files edited) since this engine loaded its own,
+        as the workers do (``hub.pipeline.follow``): the directory and the routes loaded against it replace the
+        context's, and each process that keeps something of them (``follow(context)``: names, the routes'
+        acknowledgement limits) is told. Between two passes, so a pass sees one directory. True when it switched;
+        never raises (a directory the routes cannot be loaded against is logged and the engine keeps what it has)."""
+        from hub.pipeline.follow import describe, newer_directory
 
         try:
-            got = await newer_directory(self.pool, self.context.settings, self.directory_version)
-            if got is None:
+            view = await newer_directory(
+                self.pool, self.context.settings, self.directory_version, self.routes_fingerprint
+            )
+            if view is None:
                 return False
-            version, directory, router = got
             before = {s.id for s in self.context.directory.systems()}
-            self.context.directory, self.context.router = directory, router
+            self.context.directory, self.context.router = view.directory, view.router
             for p in self.processes:
                 follow = getattr(p, "follow", None)
                 if follow is not None:
                     follow(self.context)
         except Exception as exc:  # the loop must not die of it
             log.warning(
-                "the process engine could not take the new directory (%s: %s); it keeps version %s",
+                "the process engine could not take the new directory or routes files (%s: %s); it keeps version %s "
+                "and the routes it has",
                 type(exc).__name__,
                 str(exc)[:300],
                 self.directory_version,
             )
             return False
-        self.directory_version = version
-        added = sorted(s.id for s in directory.systems() if s.id not in before)
-        log.info(
-            "the process engine now works with directory version %s (%d systems%s)",
-            version,
-            len(list(directory.systems())),
-            f"; new: {', '.join(added)}" if added else "",
-        )
+        self.directory_version, self.routes_fingerprint = view.version, view.routes
+        log.info("the process engine now works with %s", describe(view, before))
         return True
 
     async def run(self, stop: asyncio.Event, *, interval: float = 0.5, key_every_s: float = 60.0) -> None:

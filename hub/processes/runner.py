@@ -59,14 +59,14 @@ async def open_engine(
 ) -> tuple[ProcessEngine, Any]:
     """An engine with its own pool and (``connect``) transport; returns (engine, closer)."""
     from hub.pipeline.context import load_context
-    from hub.pipeline.follow import directory_version
+    from hub.pipeline.follow import starting_view
     from hub.processes.engine import ProcessEngine
     from hub.store.db import create_pool
     from hub.transport import Transport
 
     pool = await create_pool(settings.pg_dsn, min_size=1, max_size=3)
     try:
-        version = await directory_version(pool)  # before the context: a version stored in between is then taken
+        version, routes = await starting_view(pool, settings)  # before the context: a change in between is taken
         context = await load_context(settings, pool)
         transport = await Transport.connect(settings, client_name="hub-processes") if connect else None
     except BaseException:
@@ -75,6 +75,7 @@ async def open_engine(
     engine = ProcessEngine(
         pool, context, make_processes(context, settings), transport=transport, clock=clock, directory_version=version
     )
+    engine.routes_fingerprint = routes
 
     async def close() -> None:
         if transport is not None:
