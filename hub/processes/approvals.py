@@ -789,6 +789,20 @@ def calendar_path(settings: Settings) -> Path:
     return Path(settings.routes_dir) / CALENDAR_FILE
 
 
+def config_files(settings: Settings) -> list[Path]:
+    """The files ``make`` reads (hub.processes.runner.ProcessFiles follows them)."""
+    return [calendar_path(settings)]
+
+
+def config_problem(settings: Settings) -> str | None:
+    """Why ``make`` could not use the holiday calendar as it is now (None: it can)."""
+    try:
+        load_calendar(calendar_path(settings))
+    except CalendarError as exc:
+        return f"APPROVAL_CALENDAR_INVALID {exc}"
+    return None
+
+
 def make(context: Context, settings: Settings) -> ApprovalsProcess:
     """The process with the installation's calendar. A calendar file that cannot be used does not stop the engine
     (the other processes — emergencies among them — must run): deadlines count weekdays only, an error is logged and

@@ -465,6 +465,20 @@ def deadlines_path(settings: Settings) -> Path:
     return Path(settings.routes_dir) / DEADLINES_FILE
 
 
+def config_files(settings: Settings) -> list[Path]:
+    """The files ``make`` reads (hub.processes.runner.ProcessFiles follows them)."""
+    return [deadlines_path(settings)]
+
+
+def config_problem(settings: Settings) -> str | None:
+    """Why ``make`` could not use the deadlines file as it is now (None: it can)."""
+    try:
+        load_policy(deadlines_path(settings))
+    except PolicyError as exc:
+        return f"DOC_DEADLINES_INVALID {exc}"
+    return None
+
+
 def make(context: Context, settings: Settings) -> DocumentsProcess:
     """The process with the installation's deadlines file. A file that cannot be used is logged (DOC_DEADLINES_INVALID)
     and the built-in policy applies — documents' own FeedbackDue are still followed, and the other processes run."""

@@ -619,6 +619,20 @@ async def _followed(tx: Tx, message_id: str) -> bool:
     )
 
 
+def config_files(settings: Settings) -> list[Path]:
+    """The files ``make`` reads (hub.processes.runner.ProcessFiles follows them)."""
+    return [Path(settings.routes_dir) / PLAN_FILE]
+
+
+def config_problem(settings: Settings) -> str | None:
+    """Why ``make`` could not use the broadcast plan as it is now (None: it can)."""
+    try:
+        load_plan(Path(settings.routes_dir) / PLAN_FILE)
+    except ConfigError as exc:
+        return f"EMERGENCY_PLAN_INVALID {exc}"
+    return None
+
+
 def make(context: Context, settings: Settings) -> EmergenciesProcess:
     """The process with the installation's plan. A plan file that cannot be used does not stop the engine (the other
     processes must run): it is logged, and every alert raises the alarm EMERGENCY_PLAN_INVALID while the recipients

@@ -467,6 +467,10 @@ class ProcessEngine:
         #: The routes files' fingerprint when they were loaded (``hub.pipeline.follow.routes_fingerprint``; None: the
         #: routes files are compared only when the directory changes).
         self.routes_fingerprint: str | None = None
+        #: The processes' own files and their fingerprint when the processes were made
+        #: (``hub.processes.runner.ProcessFiles``; None: not followed).
+        self.files: Any = None
+        self.files_fingerprint: str | None = None
         self.processes = list(processes)
         self.transport = transport
         self.clock = clock or hub_clock.now
@@ -673,10 +677,46 @@ class ProcessEngine:
         log.info("the process engine now works with %s", describe(view, before))
         return True
 
+    def follow_process_files(self) -> bool:
+        """Make the processes again from their own files (the broadcast plan, the documents' deadlines, the holiday
+        calendar) when they changed since they were made — between two passes, without a restart. Files a process
+        could not use as they are now are not taken: the processes keep what they had (they would fall back to the
+        built-in defaults, as at a start with such a file) and each look says why. True when it switched."""
+        files = self.files
+        if files is None:
+            return False
+        try:
+            fingerprint = files.fingerprint()
+            if fingerprint == self.files_fingerprint:
+                return False
+            if problems := files.problems():
+                log.warning(
+                    "the process engine could not take its processes' files as changed (%s); it keeps the ones it has",
+                    "; ".join(problems)[:600],
+                )
+                return False
+            processes = list(files.make(self.context))
+        except Exception as exc:  # the loop must not die of it
+            log.warning(
+                "the process engine could not take its processes' files as changed (%s: %s); it keeps the ones it has",
+                type(exc).__name__,
+                str(exc)[:300],
+            )
+            return False
+        self.processes = processes
+        self._by_name = {p.name: p for p in processes}
+        self.files_fingerprint = fingerprint
+        log.info(
+            "the process engine now works with its processes' files as changed (%s)",
+            ", ".join(p.name for p in processes),
+        )
+        return True
+
     async def run(self, stop: asyncio.Event, *, interval: float = 0.5, key_every_s: float = 60.0) -> None:
         """Pass after pass until ``stop`` is set; a failed pass (the store or the broker away) is logged and tried
         again after a pause that doubles up to 30 s. Every ``key_every_s`` the hub key is checked for a rotation,
-        every ``Settings.directory_refresh_s`` the stored directory for a new version (``follow_directory``)."""
+        every ``Settings.directory_refresh_s`` the stored directory and the routes files (``follow_directory``) and
+        the processes' own files (``follow_process_files``)."""
         import time
 
         pause = interval
@@ -689,6 +729,7 @@ class ProcessEngine:
             if time.monotonic() - directory_checked >= directory_every_s:
                 directory_checked = time.monotonic()
                 await self.follow_directory()
+                self.follow_process_files()
             try:
                 await self.run_once()
                 pause = interval

@@ -54,6 +54,42 @@ def make_processes(context: Context, settings: Settings) -> list[Process]:
     return [m.make(context, settings) for m in process_modules()]
 
 
+@dataclass(frozen=True)
+class ProcessFiles:
+    """The processes' own files (the broadcast plan, the documents' deadlines, the holiday calendar: each module's
+    ``config_files``), for an engine that follows their edits without a restart
+    (``ProcessEngine.follow_process_files``)."""
+
+    settings: Settings
+
+    def fingerprint(self) -> str:
+        """A SHA-256 over the files' names and contents (a missing file counts as such)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for m in process_modules():
+            for path in getattr(m, "config_files", lambda _settings: [])(self.settings):
+                h.update(str(path).encode() + b"\0")
+                try:
+                    h.update(path.read_bytes())
+                except FileNotFoundError:
+                    h.update(b"\1missing")
+                h.update(b"\0")
+        return h.hexdigest()
+
+    def problems(self) -> list[str]:
+        """What keeps a module from using its files as they are now (each module's ``config_problem``)."""
+        found = []
+        for m in process_modules():
+            check = getattr(m, "config_problem", None)
+            if check is not None and (problem := check(self.settings)):
+                found.append(str(problem))
+        return found
+
+    def make(self, context: Context) -> list[Process]:
+        return make_processes(context, self.settings)
+
+
 async def open_engine(
     settings: Settings, *, clock: Callable[[], datetime] | None = None, connect: bool = True
 ) -> tuple[ProcessEngine, Any]:
@@ -67,6 +103,8 @@ async def open_engine(
     pool = await create_pool(settings.pg_dsn, min_size=1, max_size=3)
     try:
         version, routes = await starting_view(pool, settings)  # before the context: a change in between is taken
+        files = ProcessFiles(settings)
+        fingerprint = files.fingerprint()  # before the processes read them, for the same reason
         context = await load_context(settings, pool)
         transport = await Transport.connect(settings, client_name="hub-processes") if connect else None
     except BaseException:
@@ -76,6 +114,7 @@ async def open_engine(
         pool, context, make_processes(context, settings), transport=transport, clock=clock, directory_version=version
     )
     engine.routes_fingerprint = routes
+    engine.files, engine.files_fingerprint = files, fingerprint
 
     async def close() -> None:
         if transport is not None:

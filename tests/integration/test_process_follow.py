@@ -12,6 +12,9 @@ passes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,17 +28,20 @@ from hub.envelope import Envelope, Party, Recipient, build, parse
 from hub.envelope.model import NOTICE_NS
 from hub.processes.documents import DocumentsProcess
 from hub.processes.emergencies_demo import CITY, CITY_AGENCY, SENDER, SENDER_AGENCY, alert, incident_number
-from hub.processes.engine import process_id
+from hub.processes.engine import ProcessEngine, process_id
 from hub.processes.runner import open_engine
+from hub.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.asyncio
 
 APPROVAL_DB = "prov-220000-approval"  # named by routes/approvals.routes.xml
-YUSHU_AGENCY = "11220182013552847D"  # 榆树市林业局: another county of 长春 (neighbours without a [neighbours] entry)
+YUSHU, YUSHU_AGENCY = "county-220182-oa", "11220182013552847D"  # 榆树市林业局: another county of 长春
+DEHUI, DEHUI_AGENCY = "county-220183-oa", "11220183013553609R"  # 德惠市林业局: 农安's neighbour in the shipped plan
 
 
-async def test_the_engine_takes_a_directory_loaded_while_it_runs(fresh_settings: Any, tmp_path: Path) -> None:
-    settings = fresh_settings.with_(directory_refresh_s=1)
+@contextlib.asynccontextmanager
+async def _running(settings: Any) -> AsyncIterator[tuple[Hub, ProcessEngine]]:
+    """A hub with a pipeline worker, and the process engine as ``hub run`` starts it (``open_engine``) looping."""
     hub = Hub(settings)
     await hub.setup()
     await hub.start_worker()
@@ -43,6 +49,47 @@ async def test_the_engine_takes_a_directory_loaded_while_it_runs(fresh_settings:
     stop = asyncio.Event()
     running = asyncio.create_task(engine.run(stop, interval=0.2))
     try:
+        yield hub, engine
+    finally:
+        stop.set()
+        await running
+        await close()
+        await hub.close()
+
+
+async def _alert(hub: Hub, division: str, title: str) -> Envelope:
+    """农安 reports a fire in ``division`` to 长春 only (level IV: the plan adds the county, its neighbours, the city)."""
+    root = build(
+        service="emergency.alert",
+        sender=Party(SENDER_AGENCY, SENDER),
+        recipients=[Recipient.to(CITY_AGENCY, CITY)],
+        body=alert(incident_number(), division=division, title=title).to_element(),
+        urgency="特急",
+        ttl=timedelta(hours=24),
+    )
+    data = hub.sign(SENDER, root)
+    env = Envelope.from_tree(parse(data))
+    await hub.publish([(env, data)])
+    assert (await hub.reply(SENDER, env.message_id)).outcome == "accepted"
+    return env
+
+
+async def _followed(hub: Hub, env: Envelope) -> dict[str, tuple[str, str]]:
+    """The alert's recipients as the engine recorded them: agency → (system, via sender|plan)."""
+
+    async def recorded() -> dict[str, tuple[str, str]] | None:
+        async with hub.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT agency_code, system, via FROM emergency_recipients WHERE message_id = $1::uuid",
+                env.message_id,
+            )
+        return {r["agency_code"]: (r["system"], r["via"]) for r in rows} or None
+
+    return dict(await until(recorded, "the alert followed by the engine", timeout=20))
+
+
+async def test_the_engine_takes_a_directory_loaded_while_it_runs(fresh_settings: Any, tmp_path: Path) -> None:
+    async with _running(fresh_settings.with_(directory_refresh_s=1)) as (hub, engine):
         assert hub.worker is not None
         first = engine.directory_version
         assert first is not None and first == hub.worker.directory_version
@@ -66,29 +113,8 @@ async def test_the_engine_takes_a_directory_loaded_while_it_runs(fresh_settings:
 
         # 农安 reports a fire in 九台 (220113) to 长春 only. The plan (level IV: county, neighbours, city) requires the
         # county bureau of 220113 — 九台, known only from the new directory — and 长春's other counties.
-        incident = incident_number()
-        root = build(
-            service="emergency.alert",
-            sender=Party(SENDER_AGENCY, SENDER),
-            recipients=[Recipient.to(CITY_AGENCY, CITY)],
-            body=alert(incident, division="220113", title="九台区上河湾镇林地森林火情").to_element(),
-            urgency="特急",
-            ttl=timedelta(hours=24),
-        )
-        data = hub.sign(SENDER, root)
-        env = Envelope.from_tree(parse(data))
-        await hub.publish([(env, data)])
-        assert (await hub.reply(SENDER, env.message_id)).outcome == "accepted"
-
-        async def followed() -> dict[str, tuple[str, str]] | None:
-            async with hub.pool.acquire() as conn:
-                rows = await conn.fetch(
-                    "SELECT agency_code, system, via FROM emergency_recipients WHERE message_id = $1::uuid",
-                    env.message_id,
-                )
-            return {r["agency_code"]: (r["system"], r["via"]) for r in rows} or None
-
-        recipients = await until(followed, "the alert followed by the engine", timeout=20)
+        env = await _alert(hub, "220113", "九台区上河湾镇林地森林火情")
+        recipients = await _followed(hub, env)
         assert recipients[CITY_AGENCY] == (CITY, "sender")
         assert recipients[JIUTAI_CODE] == (JIUTAI, "plan")
         assert recipients[YUSHU_AGENCY][1] == "plan"
@@ -113,11 +139,6 @@ async def test_the_engine_takes_a_directory_loaded_while_it_runs(fresh_settings:
         async with hub.pool.acquire() as conn:
             refused = await conn.fetchval("SELECT count(*) FROM process_alarms WHERE code = 'PROCESS_SEND_REFUSED'")
         assert refused == 0
-    finally:
-        stop.set()
-        await running
-        await close()
-        await hub.close()
 
 
 async def test_a_directory_the_routes_cannot_take_leaves_the_engine_on_its_own(
@@ -151,3 +172,45 @@ async def test_a_directory_the_routes_cannot_take_leaves_the_engine_on_its_own(
     finally:
         await close()
         await hub.close()
+
+
+async def test_the_processes_files_edited_while_the_engine_runs_are_followed(
+    fresh_settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broadcast plan edited while the engine runs (the processes' own files: hub.processes.runner.ProcessFiles):
+    the next alert is forwarded as the edited plan says; a plan saved broken is not taken — the engine keeps the plan
+    it has instead of falling back to none (as a start with that file would), and says why."""
+    routes = tmp_path / "routes"
+    shutil.copytree(PROJECT_ROOT / "routes", routes)
+    plan = routes / "emergency-plan.toml"
+    async with _running(fresh_settings.with_(routes_dir=routes, directory_refresh_s=1)) as (hub, engine):
+        # As shipped, 农安's neighbour is 德惠: an alert in 农安 is forwarded to 德惠, not to 榆树.
+        first = await _followed(hub, await _alert(hub, "220122", "农安县青山口乡西岗子林地森林火情"))
+        assert first[DEHUI_AGENCY] == (DEHUI, "plan") and YUSHU_AGENCY not in first
+
+        # The operator makes 榆树 农安's neighbour instead; the engine takes the plan at its next look.
+        made = engine.files_fingerprint
+        text = plan.read_text(encoding="utf-8")
+        assert '"220122" = ["220183"]' in text
+        plan.write_text(text.replace('"220122" = ["220183"]', '"220122" = ["220182"]'), encoding="utf-8")
+
+        async def remade() -> bool:
+            return engine.files_fingerprint != made
+
+        await until(remade, "the engine made its processes again from the edited plan", timeout=20)
+        second = await _followed(hub, await _alert(hub, "220122", "农安县合隆镇林地森林火情"))
+        assert second[YUSHU_AGENCY] == (YUSHU, "plan") and DEHUI_AGENCY not in second
+
+        # Saved broken: not taken, the next alert is still forwarded by the last good plan, no plan alarm.
+        kept = engine.files_fingerprint
+        plan.write_text(text.replace("[levels.IV]", "[levels.IV"), encoding="utf-8")
+        with caplog.at_level("WARNING", logger="hub.processes"):
+            assert engine.follow_process_files() is False
+        assert "could not take its processes' files as changed" in caplog.text
+        assert "EMERGENCY_PLAN_INVALID" in caplog.text
+        assert engine.files_fingerprint == kept
+        third = await _followed(hub, await _alert(hub, "220122", "农安县烧锅镇林地森林火情"))
+        assert third[YUSHU_AGENCY] == (YUSHU, "plan") and DEHUI_AGENCY not in third
+        async with hub.pool.acquire() as conn:
+            alarms = await conn.fetchval("SELECT count(*) FROM process_alarms WHERE code = 'EMERGENCY_PLAN_INVALID'")
+        assert alarms == 0
