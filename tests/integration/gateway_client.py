@@ -3,16 +3,18 @@ that present it, and ``post`` of a signed envelope."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from gateway_certs import client_ssl_context
+from gateway_certs import client_certificate, client_ssl_context, server_certificate
 
 from hub.gateway import STATE
 
-__all__ = ["XML", "Gateway", "post"]
+__all__ = ["XML", "Gateway", "post", "running_gateway"]
 
 XML = {"Content-Type": "application/xml"}
 
@@ -43,3 +45,30 @@ class Gateway:
 async def post(session: aiohttp.ClientSession, data: bytes) -> tuple[int, dict[str, str], bytes]:
     async with session.post("/v1/messages", data=data, headers=XML) as r:
         return r.status, dict(r.headers), await r.read()
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(hub: Any, clients: Mapping[str, str], **config: Any) -> AsyncIterator[Gateway]:
+    """The HTTPS gateway of ``hub``'s installation on a free port, as ``hub gateway`` starts it: its server
+    certificate issued by the hub CA, a TLS client certificate for each system of ``clients`` (system → agency code),
+    ``config`` passed to ``GatewaySettings.for_state``. Its sessions and the gateway are closed on the way out (the
+    hub is the caller's)."""
+    from hub.gateway import GatewaySettings, start_gateway
+
+    settings = hub.settings
+    pki_dir = settings.state_dir / "pki"
+    cert, key = server_certificate(pki_dir, settings.ca_passphrase, pki_dir / "gateway")
+    certs = {
+        system: client_certificate(pki_dir, settings.ca_passphrase, agency, system, settings.state_dir / "tls")[:2]
+        for system, agency in clients.items()
+    }
+    gateway_settings = GatewaySettings.for_state(settings.state_dir, port=0, **config)
+    assert (gateway_settings.cert_file, gateway_settings.key_file) == (cert, key)  # where hub pki issue-server puts it
+    runner = await start_gateway(settings, gateway_settings)
+    g = Gateway(hub, runner, f"https://127.0.0.1:{runner.addresses[0][1]}", pki_dir, certs, [])
+    try:
+        yield g
+    finally:
+        for s in g.sessions:
+            await s.close()
+        await runner.cleanup()

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_certs import client_certificate, server_certificate
-from gateway_client import Gateway, post
+from gateway_certs import client_certificate
+from gateway_client import Gateway, post, running_gateway
 from harness import DIRECTORY_XML, SYSTEMS, Hub, document, sample_body, until
 from lxml import etree
 
 from hub.demo_scenario import JIUTAI, JIUTAI_CODE, with_jiutai
 from hub.envelope import Envelope, Party, Recipient, build, parse
-from hub.gateway import GatewaySettings, start_gateway
 from hub.pipeline.client import enroll, load_signer
 from hub.settings import Settings
 from hub.transport import Outgoing, priority_for
@@ -59,22 +58,12 @@ async def gw(settings: Settings, examiners: int) -> AsyncIterator[Gateway]:
     hub = Hub(settings)
     await hub.setup()
     await hub.start_worker()
-    pki_dir = settings.state_dir / "pki"
-    server_certificate(pki_dir, settings.ca_passphrase, pki_dir / "gateway")
-    certs = {
-        CITY: client_certificate(pki_dir, settings.ca_passphrase, CITY_AGENCY, CITY, settings.state_dir / "tls")[:2]
-    }
-    config = GatewaySettings.for_state(
-        settings.state_dir, port=0, directory_refresh_s=1.0, answer_timeout_s=20, examiners=examiners
-    )
-    runner = await start_gateway(settings, config)
-    g = Gateway(hub, runner, f"https://127.0.0.1:{runner.addresses[0][1]}", pki_dir, certs, [])
     try:
-        yield g
+        async with running_gateway(
+            hub, {CITY: CITY_AGENCY}, directory_refresh_s=1.0, answer_timeout_s=20, examiners=examiners
+        ) as g:
+            yield g
     finally:
-        for s in g.sessions:
-            await s.close()
-        await runner.cleanup()
         await hub.close()
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gateway_certs import client_certificate, client_ssl_context, revoke, server_certificate
-from gateway_client import XML, Gateway, post
+from gateway_certs import client_certificate, client_ssl_context, revoke
+from gateway_client import XML, Gateway, post, running_gateway
 from harness import SYSTEMS, Hub, document
 from store_faults import StoreDownOnce
 
@@ -46,26 +46,11 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
     hub = Hub(settings)
     await hub.setup()
     await hub.start_worker()
-    pki_dir = settings.state_dir / "pki"
-    tls = settings.state_dir / "tls"
-    cert, key = server_certificate(pki_dir, settings.ca_passphrase, pki_dir / "gateway")
-    certs = {}
-    for system in (SENDER, RECIPIENT, OTHER):
-        c, k, _ = client_certificate(pki_dir, settings.ca_passphrase, SYSTEMS[system], system, tls)
-        certs[system] = (c, k)
-    config = GatewaySettings.for_state(
-        settings.state_dir, port=0, visibility_timeout_s=VISIBILITY_S, answer_timeout_s=20
-    )
-    assert (config.cert_file, config.key_file) == (cert, key)
-    runner = await start_gateway(settings, config)
-    port = runner.addresses[0][1]
-    g = Gateway(hub, runner, f"https://127.0.0.1:{port}", pki_dir, certs, [])
+    clients = {s: SYSTEMS[s] for s in (SENDER, RECIPIENT, OTHER)}
     try:
-        yield g
+        async with running_gateway(hub, clients, visibility_timeout_s=VISIBILITY_S, answer_timeout_s=20) as g:
+            yield g
     finally:
-        for s in g.sessions:
-            await s.close()
-        await runner.cleanup()
         await hub.close()
 
 

@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_certs import client_certificate, server_certificate
-from gateway_client import Gateway, post
+from gateway_client import Gateway, post, running_gateway
 from harness import SYSTEMS, Hub, document
 from store_faults import StoreDownOnce, StoreGate
 
 from hub.envelope import Recipient
-from hub.gateway import GatewaySettings, start_gateway
+from hub.gateway import GatewaySettings
 from hub.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -62,23 +61,9 @@ async def hub(settings: Settings) -> AsyncIterator[Hub]:
 
 @pytest.fixture(scope="module")
 async def gw(hub: Hub, settings: Settings) -> AsyncIterator[Gateway]:
-    pki_dir = settings.state_dir / "pki"
-    server_certificate(pki_dir, settings.ca_passphrase, pki_dir / "gateway")
-    certs = {}
-    for system in (SENDER, RECIPIENT, OTHER):
-        c, k, _ = client_certificate(
-            pki_dir, settings.ca_passphrase, SYSTEMS[system], system, settings.state_dir / "tls"
-        )
-        certs[system] = (c, k)
-    config = GatewaySettings.for_state(settings.state_dir, port=0, answer_timeout_s=20, examiners=1)
-    runner = await start_gateway(settings, config)
-    g = Gateway(hub, runner, f"https://127.0.0.1:{runner.addresses[0][1]}", pki_dir, certs, [])
-    try:
+    clients = {s: SYSTEMS[s] for s in (SENDER, RECIPIENT, OTHER)}
+    async with running_gateway(hub, clients, answer_timeout_s=20, examiners=1) as g:
         yield g
-    finally:
-        for s in g.sessions:
-            await s.close()
-        await runner.cleanup()
 
 
 def signed(hub: Hub, sender: str, recipients: list[Recipient], **kw: Any) -> bytes:
