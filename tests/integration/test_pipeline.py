@@ -649,3 +649,5 @@ async def test_a_message_over_its_cpu_budget_is_refused_parked_and_the_batch_goe
     await hub.publish([(costly_env, costly)])
     again = await hub.reply("county-220122-oa", costly_env.message_id)
     assert (again.kind, again.outcome) == ("receipt", "accepted")
+    got = await hub.drain("county-220183-oa", expect=1)  # delivered, and not left for a later test of this hub
+    assert [e.message_id for _, e in got] == [costly_env.message_id]
