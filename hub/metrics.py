@@ -29,6 +29,10 @@ Metrics (all ``hub_*``):
 - ``hub_gateway_requests_total{endpoint,status}``, ``hub_gateway_request_seconds{endpoint}`` — the gateway.
 - ``hub_process_heartbeat_timestamp_seconds{role,index}`` — wall-clock time of each process's last heartbeat
   (``liveall``: one series per live process, with its ``pid``; 0 once it stopped).
+- ``hub_directory_version{role,index}`` — the stored directory version each process examines and routes with
+  (``hub.pipeline.follow``; ``liveall``, with its ``pid``): after ``hub directory load`` every live process should
+  show the new version within ``HUB_DIRECTORY_REFRESH_S``; one that stays behind could not take it (its log says why).
+  E.g. alert on ``max(hub_directory_version) - min(hub_directory_version) > 0`` for a few minutes.
 """
 
 from __future__ import annotations
@@ -105,8 +109,20 @@ HEARTBEAT = Gauge(
     ["role", "index"],
     multiprocess_mode="liveall",
 )
+DIRECTORY_VERSION = Gauge(
+    "hub_directory_version",
+    "The stored directory version the process examines and routes with (it follows hub directory load)",
+    ["role", "index"],
+    multiprocess_mode="liveall",
+)
 
 _OUTCOME = {o: MESSAGES.labels(o) for o in OUTCOMES}
+
+
+def directory_taken(role: str, index: int | str, version: int | None) -> None:
+    """This process now works with directory ``version`` (at start, and each time it follows a new one)."""
+    if version is not None:
+        DIRECTORY_VERSION.labels(role, str(index)).set(version)
 
 
 def metrics_dir(settings: Settings) -> Path:

@@ -152,6 +152,8 @@ class GatewayWorker(Worker):
 
     #: How its log lines name it (a rotated hub key, a new directory version).
     label = "the gateway's examination"
+    metrics_role = "gateway"
+    metrics_index = 0  # as the gateway's heartbeat (its index -1 only keeps worker 0's housekeeping away)
 
     def __init__(self, settings: Settings, mailbox: Mailbox) -> None:
         super().__init__(settings, index=-1)  # not 0: worker 0's housekeeping stays with hub run's workers
@@ -160,6 +162,7 @@ class GatewayWorker(Worker):
     async def open(self, pool: Any, transport: _Capturing, urgent_transport: _Capturing) -> None:
         """Load what ``Worker.start`` loads (schemas, directory, routes, trust store, the hub key), on ``pool``;
         follow a rotated hub key as every worker does."""
+        from hub.metrics import directory_taken
         from hub.pipeline.context import load_context
         from hub.pipeline.follow import starting_view
         from hub.pipeline.worker import HUB_KEY_EVERY_S
@@ -167,6 +170,7 @@ class GatewayWorker(Worker):
 
         # before the directory: see Worker.start
         self.directory_version, self.routes_fingerprint = await starting_view(pool, self.settings)
+        directory_taken(self.metrics_role, self.metrics_index, self.directory_version)
         ctx = self.context = await load_context(self.settings, pool)
         self.pool = pool
         self.trust_store = ctx.trust_store

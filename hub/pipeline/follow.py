@@ -149,6 +149,9 @@ async def _follow(worker: Any) -> bool:
     worker.directory = directory
     worker.directory_version = view.version
     worker.routes_fingerprint = view.routes
+    from hub.metrics import directory_taken
+
+    directory_taken(worker.metrics_role, worker.metrics_index, view.version)
     if added:
         await worker.read_lanes_of(added)
     log.info("%s now works with %s", _label(worker), describe(view, before))

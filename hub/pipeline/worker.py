@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, cast
 from hub.errors import DeliveryError, HubError
 from hub.logs import flush as flush_logs
 from hub.logs import log_decisions
-from hub.metrics import DEFERRED, LANE_MOVED, count_batch, heartbeat
+from hub.metrics import DEFERRED, LANE_MOVED, count_batch, directory_taken, heartbeat
 from hub.pipeline.decide import outgoing_of, plan_of, records_of
 from hub.pipeline.lanes import LaneQuota, Standing
 from hub.pipeline.processor import Accepted, Processor, Rejected
@@ -94,6 +94,14 @@ class _Item:
 
 class Worker:
     """Everything one worker process needs, loaded once: schemas, directory, routes, keys, connections."""
+
+    #: Its ``role`` label in the metrics (``hub_directory_version``; the heartbeat's too).
+    metrics_role = "worker"
+
+    @property
+    def metrics_index(self) -> int:
+        """Its ``index`` label in the metrics."""
+        return self.index
 
     def __init__(
         self,
@@ -161,6 +169,7 @@ class Worker:
             from hub.pipeline.follow import starting_view
 
             self.directory_version, self.routes_fingerprint = await starting_view(self.pool, s)
+            directory_taken(self.metrics_role, self.metrics_index, self.directory_version)
         ctx = context or await load_context(s, self.pool)
         self.context = ctx
         self.trust_store = ctx.trust_store

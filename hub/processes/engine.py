@@ -674,6 +674,9 @@ class ProcessEngine:
             )
             return False
         self.directory_version, self.routes_fingerprint = view.version, view.routes
+        from hub.metrics import directory_taken
+
+        directory_taken("processes", 0, view.version)
         log.info("the process engine now works with %s", describe(view, before))
         return True
 

@@ -114,6 +114,10 @@ async def open_engine(
         pool, context, make_processes(context, settings), transport=transport, clock=clock, directory_version=version
     )
     engine.routes_fingerprint = routes
+    if connect:  # the engine of hub run / hub processes run (not a command's look ahead)
+        from hub.metrics import directory_taken
+
+        directory_taken("processes", 0, version)
     engine.files, engine.files_fingerprint = files, fingerprint
 
     async def close() -> None:

@@ -78,6 +78,7 @@ async def _until(what: str, probe: Any, timeout: float = 90.0) -> Any:
 
 
 async def test_metrics_and_readiness_of_hub_run(fresh_settings: Settings) -> None:
+    fresh_settings = fresh_settings.with_(directory_refresh_s=1)  # the workers look at the directory every second
     hub = Hub(fresh_settings)
     await hub.setup()
     proc = hub.run_hub(workers=2)
@@ -172,6 +173,35 @@ async def test_metrics_and_readiness_of_hub_run(fresh_settings: Settings) -> Non
             text = await scrape()
             assert sent(text, "hub_messages_total", outcome="accepted") == N
             assert sent(text, "hub_rejections_total", code="ENV_MALFORMED") == BAD
+
+            # Each live worker (the replacement too) shows the directory version it works with; after a directory
+            # is stored (as hub directory load stores it), every one shows the new version within a few looks.
+            def versions(text: str) -> dict[str, float]:
+                pattern = r"hub_directory_version\{([^}]*)\} (\S+)"
+                found = {}
+                for labels, value in re.findall(pattern, text):
+                    pid = re.search(r'pid="(\d+)"', labels)
+                    if pid and 'role="worker"' in labels:
+                        found[pid.group(1)] = float(value)
+                return found
+
+            from harness import DIRECTORY_XML
+
+            from hub.directory import load_directory
+            from hub.store.directory import DirectoryRepository
+
+            live = {str(p) for p in _workers_of(proc.pid)}
+            repository = DirectoryRepository(hub.pool)
+            first = (await repository.current()).version
+            assert {p: v for p, v in versions(await scrape()).items() if p in live} == dict.fromkeys(live, first)
+            second = await repository.save(load_directory(DIRECTORY_XML))
+            assert second > first
+
+            async def all_took_it() -> bool:
+                shown = versions(await scrape())
+                return all(shown.get(p) == second for p in live)
+
+            await _until("every worker showed the new directory version", all_took_it, timeout=30)
 
             # A stale CRL: 503 with its code and the CA named.
             async with hub.pool.acquire() as conn:
