@@ -147,6 +147,16 @@ def prepare_multiprocess(settings: Settings, workers: int) -> Path:
     return path
 
 
+def child_dead(pid: int) -> None:
+    """A process this one spawned (a gateway examiner) is gone: in multiprocess mode, remove its live-only gauges
+    (its ``hub_directory_version``), as the supervisor does for its workers (``process_dead``)."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path and os.path.isdir(path):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, path)
+
+
 def process_dead(settings: Settings, pid: int) -> None:
     """A process of ``hub run`` is gone: remove its live-only gauges (its heartbeat); its counters stay."""
     from prometheus_client import multiprocess

@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import os
 import pickle
 import socket
 import struct
@@ -53,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hub.errors import HubError
 from hub.gateway.direct import Outcome, later, to_inbox
 from hub.gateway.mailbox import Answer
+from hub.metrics import child_dead
 from hub.transport.topology import Outgoing
 
 if TYPE_CHECKING:
@@ -279,6 +281,15 @@ class ExaminerPool:
     async def _reap(self, e: _Examiner, timeout: float) -> int | None:
         if e.handle is None:
             return None
+        pid = e.handle.pid
+        try:
+            return await self._wait(e, timeout)
+        finally:
+            if pid is not None and pid != os.getpid():  # its metrics' live-only series go with it
+                child_dead(pid)
+
+    async def _wait(self, e: _Examiner, timeout: float) -> int | None:
+        assert e.handle is not None
         try:
             async with asyncio.timeout(timeout):
                 return await e.handle.wait()
