@@ -444,6 +444,14 @@ WHERE published_at IS NULL ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 
 
+#: The alarm of an edit the running hub could not take (``ProcessEngine._config_alarm``), by what was edited.
+CONFIG_NOT_TAKEN = "CONFIG_NOT_TAKEN"
+_CONFIG_TITLE = {
+    "directory-routes": "新载入的目录或修改后的路由文件无法使用，枢纽沿用原目录和路由",
+    "process-files": "修改后的流程配置文件无法使用，流程沿用原配置",
+}
+
+
 class ProcessEngine:
     """Runs the processes: feed, timers, outbox. ``run_once`` does one pass of each (tests call it with a moved
     clock); ``run`` loops until stopped."""
@@ -471,6 +479,8 @@ class ProcessEngine:
         #: (``hub.processes.runner.ProcessFiles``; None: not followed).
         self.files: Any = None
         self.files_fingerprint: str | None = None
+        #: The refs of this engine's open CONFIG_NOT_TAKEN alarms (``_config_alarm``).
+        self._config_alarms: set[str] = set()
         self.processes = list(processes)
         self.transport = transport
         self.clock = clock or hub_clock.now
@@ -657,6 +667,7 @@ class ProcessEngine:
                 self.pool, self.context.settings, self.directory_version, self.routes_fingerprint
             )
             if view is None:
+                await self._config_alarm("directory-routes", None)
                 return False
             before = {s.id for s in self.context.directory.systems()}
             self.context.directory, self.context.router = view.directory, view.router
@@ -672,7 +683,14 @@ class ProcessEngine:
                 str(exc)[:300],
                 self.directory_version,
             )
+            await self._config_alarm(
+                "directory-routes",
+                f"the stored directory or the routes files cannot be used ({type(exc).__name__}: {str(exc)[:400]}); "
+                f"the hub keeps directory version {self.directory_version} and the routes it has — correct them "
+                "(hub directory check / hub routes check)",
+            )
             return False
+        await self._config_alarm("directory-routes", None)
         self.directory_version, self.routes_fingerprint = view.version, view.routes
         from hub.metrics import directory_taken
 
@@ -680,7 +698,7 @@ class ProcessEngine:
         log.info("the process engine now works with %s", describe(view, before))
         return True
 
-    def follow_process_files(self) -> bool:
+    async def follow_process_files(self) -> bool:
         """Make the processes again from their own files (the broadcast plan, the documents' deadlines, the holiday
         calendar) when they changed since they were made — between two passes, without a restart. Files a process
         could not use as they are now are not taken: the processes keep what they had (they would fall back to the
@@ -690,22 +708,25 @@ class ProcessEngine:
             return False
         try:
             fingerprint = files.fingerprint()
-            if fingerprint == self.files_fingerprint:
+            if fingerprint == self.files_fingerprint:  # unchanged, or put back as they were
+                await self._config_alarm("process-files", None)
                 return False
-            if problems := files.problems():
-                log.warning(
-                    "the process engine could not take its processes' files as changed (%s); it keeps the ones it has",
-                    "; ".join(problems)[:600],
-                )
-                return False
-            processes = list(files.make(self.context))
+            problems = files.problems()
+            processes = [] if problems else list(files.make(self.context))
         except Exception as exc:  # the loop must not die of it
+            problems = [f"{type(exc).__name__}: {str(exc)[:300]}"]
+        if problems:
+            why = "; ".join(problems)[:600]
             log.warning(
-                "the process engine could not take its processes' files as changed (%s: %s); it keeps the ones it has",
-                type(exc).__name__,
-                str(exc)[:300],
+                "the process engine could not take its processes' files as changed (%s); it keeps the ones it has", why
+            )
+            await self._config_alarm(
+                "process-files",
+                f"the processes' files as edited cannot be used ({why}); the processes keep what they had — correct "
+                "the file (hub approvals calendar checks the calendar)",
             )
             return False
+        await self._config_alarm("process-files", None)
         self.processes = processes
         self._by_name = {p.name: p for p in processes}
         self.files_fingerprint = fingerprint
@@ -714,6 +735,27 @@ class ProcessEngine:
             ", ".join(p.name for p in processes),
         )
         return True
+
+    async def _config_alarm(self, ref: str, detail: str | None) -> None:
+        """Raise (``detail``) or clear (None) the alarm CONFIG_NOT_TAKEN ``ref`` for the people on duty (the /processes
+        page): an edit of the directory, the routes or the processes' files that the running hub could not take. A
+        failure to write it is logged: the follower must go on."""
+        if detail is None and ref not in self._config_alarms:
+            return
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                tx = Tx(self, conn, "engine", self.clock())
+                if detail is None:
+                    await tx.clear_alarm(CONFIG_NOT_TAKEN, ref)
+                else:
+                    await tx.alarm(CONFIG_NOT_TAKEN, ref, _CONFIG_TITLE[ref], detail)
+        except Exception as exc:
+            log.warning("could not record the alarm %s %s (%s: %s)", CONFIG_NOT_TAKEN, ref, type(exc).__name__, exc)
+            return
+        if detail is None:
+            self._config_alarms.discard(ref)
+        else:
+            self._config_alarms.add(ref)
 
     async def run(self, stop: asyncio.Event, *, interval: float = 0.5, key_every_s: float = 60.0) -> None:
         """Pass after pass until ``stop`` is set; a failed pass (the store or the broker away) is logged and tried
@@ -724,6 +766,8 @@ class ProcessEngine:
 
         pause = interval
         key_checked = directory_checked = time.monotonic()
+        # An alarm an earlier run of the engine left open is cleared by the first look that finds nothing wrong.
+        self._config_alarms.update(_CONFIG_TITLE)
         directory_every_s = max(1, self.context.settings.directory_refresh_s)
         while not stop.is_set():
             if time.monotonic() - key_checked >= key_every_s:
@@ -732,7 +776,7 @@ class ProcessEngine:
             if time.monotonic() - directory_checked >= directory_every_s:
                 directory_checked = time.monotonic()
                 await self.follow_directory()
-                self.follow_process_files()
+                await self.follow_process_files()
             try:
                 await self.run_once()
                 pause = interval

@@ -169,9 +169,27 @@ async def test_a_directory_the_routes_cannot_take_leaves_the_engine_on_its_own(
         assert engine.directory_version == first and engine.context.directory is before
         assert "the process engine could not take the new directory" in caplog.text
         assert "ROUTES_UNKNOWN_REF" in caplog.text
+        # … and the people on duty see it on the /processes page, until a directory the routes can take is stored.
+        assert await _config_alarms(hub) == [
+            ("directory-routes", "新载入的目录或修改后的路由文件无法使用，枢纽沿用原目录和路由")
+        ]
+        assert await engine.follow_directory() is False  # still the same problem: one alarm, refreshed
+        assert len(await _config_alarms(hub)) == 1
+        await DirectoryRepository(hub.pool).save(load_directory(DIRECTORY_XML))
+        assert await engine.follow_directory() is True
+        assert await _config_alarms(hub) == []
     finally:
         await close()
         await hub.close()
+
+
+async def _config_alarms(hub: Hub) -> list[tuple[str, str]]:
+    """The open CONFIG_NOT_TAKEN alarms: (ref, title)."""
+    async with hub.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT ref, title FROM process_alarms WHERE code = 'CONFIG_NOT_TAKEN' AND cleared_at IS NULL ORDER BY ref"
+        )
+    return [(r["ref"], r["title"]) for r in rows]
 
 
 async def test_the_processes_files_edited_while_the_engine_runs_are_followed(
@@ -205,12 +223,21 @@ async def test_the_processes_files_edited_while_the_engine_runs_are_followed(
         kept = engine.files_fingerprint
         plan.write_text(text.replace("[levels.IV]", "[levels.IV"), encoding="utf-8")
         with caplog.at_level("WARNING", logger="hub.processes"):
-            assert engine.follow_process_files() is False
+            assert await engine.follow_process_files() is False
         assert "could not take its processes' files as changed" in caplog.text
         assert "EMERGENCY_PLAN_INVALID" in caplog.text
         assert engine.files_fingerprint == kept
+        assert [ref for ref, _ in await _config_alarms(hub)] == ["process-files"]  # on the /processes page
         third = await _followed(hub, await _alert(hub, "220122", "农安县烧锅镇林地森林火情"))
         assert third[YUSHU_AGENCY] == (YUSHU, "plan") and DEHUI_AGENCY not in third
         async with hub.pool.acquire() as conn:
             alarms = await conn.fetchval("SELECT count(*) FROM process_alarms WHERE code = 'EMERGENCY_PLAN_INVALID'")
         assert alarms == 0
+
+        # Corrected (put back as the engine last took it): the alarm is cleared at the next look.
+        plan.write_text(text.replace('"220122" = ["220183"]', '"220122" = ["220182"]'), encoding="utf-8")
+
+        async def cleared() -> bool:
+            return await _config_alarms(hub) == []
+
+        await until(cleared, "the CONFIG_NOT_TAKEN alarm cleared by the running engine", timeout=20)
