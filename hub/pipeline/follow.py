@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,17 +77,25 @@ async def follow_directory(worker: Any) -> bool:
         return False
 
 
-def routes_fingerprint(routes_dir: Path) -> str:
-    """What the routes files are now: a SHA-256 over their names and contents (``hub.routing.route_files``)."""
-    from hub.routing import route_files
-
+def files_fingerprint(paths: Iterable[Path]) -> str:
+    """What files are now: a SHA-256 over their paths and contents, a missing file counting as such (the routes files
+    here, the processes' own files in ``hub.processes.runner.ProcessFiles``)."""
     h = hashlib.sha256()
-    for path in route_files(routes_dir):
-        h.update(path.name.encode())
-        h.update(b"\0")
-        h.update(path.read_bytes())
+    for path in paths:
+        h.update(str(path).encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except FileNotFoundError:  # removed since it was listed, or not (yet) there
+            h.update(b"\1missing")
         h.update(b"\0")
     return h.hexdigest()
+
+
+def routes_fingerprint(routes_dir: Path) -> str:
+    """What the routes files are now (``hub.routing.route_files``): ``files_fingerprint``."""
+    from hub.routing import route_files
+
+    return files_fingerprint(route_files(routes_dir))
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,19 +63,11 @@ class ProcessFiles:
     settings: Settings
 
     def fingerprint(self) -> str:
-        """A SHA-256 over the files' names and contents (a missing file counts as such)."""
-        import hashlib
+        """What the files are now (``hub.pipeline.follow.files_fingerprint``; a missing file counts as such)."""
+        from hub.pipeline.follow import files_fingerprint
 
-        h = hashlib.sha256()
-        for m in process_modules():
-            for path in getattr(m, "config_files", lambda _settings: [])(self.settings):
-                h.update(str(path).encode() + b"\0")
-                try:
-                    h.update(path.read_bytes())
-                except FileNotFoundError:
-                    h.update(b"\1missing")
-                h.update(b"\0")
-        return h.hexdigest()
+        listed = (getattr(m, "config_files", None) for m in process_modules())
+        return files_fingerprint(path for files in listed if files is not None for path in files(self.settings))
 
     def problems(self) -> list[str]:
         """What keeps a module from using its files as they are now (each module's ``config_problem``)."""
