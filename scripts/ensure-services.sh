@@ -61,6 +61,8 @@ rabbitmqctl -q eval "application:set_env(rabbit, max_message_size, $BROKER_MAX_M
 
 # --- tools --------------------------------------------------------------------------------------
 command -v xmlsec1 >/dev/null 2>&1 || apt_install xmlsec1
+# curl: tests/integration/test_gateway_walkthrough.py runs docs/gateway.md's curl walkthrough as it is written.
+command -v curl >/dev/null 2>&1 || apt_install curl
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 # A CJK font for the ops page's browser tests: without one Chromium draws every Chinese label as empty boxes in the
 # screenshots the tests write (var/screenshots/).
@@ -69,4 +71,4 @@ command -v chromium >/dev/null 2>&1 || apt_install chromium
 # agency's Java system uses (docs/gateway.md), so the profile the gateway documents is proven, not assumed.
 command -v javac >/dev/null 2>&1 || apt_install default-jdk-headless
 [[ -f /usr/share/java/xmlsec.jar ]] || apt_install libxml-security-java
-log "PostgreSQL, RabbitMQ (+management), xmlsec1, Chromium (+ a CJK font), Java and Santuario are ready"
+log "PostgreSQL, RabbitMQ (+management), xmlsec1, curl, Chromium (+ a CJK font), Java and Santuario are ready"

@@ -1,0 +1,263 @@
+"""docs/gateway.md's curl walkthrough (curl 演练), run as it is written: the commands are read out of the document
+and run in bash, each from its own working directory, with the real ``hub`` command, the real ``curl`` and a real
+``hub gateway`` process against the real RabbitMQ and PostgreSQL. What a reader of the document copies must work:
+
+- the operator's server certificate (``hub pki issue-server``) and ``hub gateway``;
+- enrolment both ways: the SDK's three steps (``hub adapter enrol``/``approve``/``enrol --accept``) and by hand
+  (``hub keygen``, ``hub pki issue``), each giving files that curl presents;
+- ``hub sign`` of a draft, the submission (202 and a hub-signed receipt on standard output), the long-poll of the
+  inbox (200, the hub-signed delivery and its tag in ``headers.txt``), the acknowledgement (the same one again is 404: settled)
+  and the state of the sent message (JSON).
+
+Only what cannot be the same on a test machine is rewritten, and each rewrite must find its text (so a change of
+the document fails here instead of going unchecked): the port 8443 (a free one), the gateway's ``0.0.0.0`` (the
+loopback), the placeholder ``<报文标识>`` (the id the receipt names). The draft and ``hub-root.pem`` are what the
+document says the reader has: an unsigned envelope, and the hub root the operator handed over."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from harness import PROVINCE, Hub, document, sample_body
+
+from hub.envelope import Party, Recipient, build, to_bytes
+from hub.settings import PROJECT_ROOT, Settings
+
+pytestmark = pytest.mark.integration
+
+PORTAL = "prov-220000-portal"  # the system the walkthrough enrols (routes/directory.xml)
+APPROVAL = "prov-220000-approval"  # what the portal may send an approval.application to, and hears back from
+DOC = PROJECT_ROOT / "docs" / "gateway.md"
+
+
+def walkthrough() -> list[str]:
+    """The commands of the ``sh`` block under "### curl 演练", one string each (continuation lines joined, comment
+    lines dropped; a comment after a command stays for bash to skip)."""
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index("### curl 演练")
+    block = re.search(r"```sh\n(.*?)```", text[start:], re.S)
+    assert block is not None, "docs/gateway.md: the curl walkthrough has no sh block"
+    commands: list[str] = []
+    pending = ""
+    for line in block.group(1).splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1].rstrip() + " "
+            continue
+        commands.append(pending + line.strip())
+        pending = ""
+    assert not pending, "docs/gateway.md: the walkthrough ends in a continuation line"
+    return commands
+
+
+def take(commands: list[str], prefix: str, *, first: bool = False) -> str:
+    """The one command that starts with ``prefix`` (``first``: the first of them), removed from ``commands``."""
+    found = [c for c in commands if c.startswith(prefix)]
+    assert found and (first or len(found) == 1), (
+        f"docs/gateway.md's walkthrough: {len(found)} commands start with {prefix!r}"
+    )
+    commands.remove(found[0])
+    return found[0]
+
+
+def rewritten(command: str, old: str, new: str) -> str:
+    assert old in command, f"the walkthrough's command no longer holds {old!r}: {command}"
+    return command.replace(old, new)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    from conftest import own_installation
+
+    with own_installation(integration_settings, tmp_path_factory, "walk") as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+async def hub(settings: Settings) -> AsyncIterator[Hub]:
+    """The installation (CA, directory, the approval system enrolled for AMQP) and a worker for what the approval
+    system sends over AMQP."""
+    from hub.pipeline.client import enroll, load_signer
+
+    h = Hub(settings)
+    await h.setup()
+    await enroll(settings, APPROVAL, PROVINCE)
+    h.signers[APPROVAL] = load_signer(settings, APPROVAL)
+    await h.start_worker()
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+class Shell:
+    """Runs the walkthrough's commands in bash as a reader would: ``hub`` on the PATH (this checkout's), the
+    installation's settings in the environment, each in a working directory of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.env = settings.to_env()
+        self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env.get('PATH', '')}"
+
+    async def run(self, command: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        """``command`` in bash (in a thread: the hub's worker runs on this event loop, and must go on working while
+        curl long-polls)."""
+        done = await asyncio.to_thread(
+            subprocess.run, ["bash", "-c", command], cwd=cwd, env=self.env, capture_output=True, timeout=timeout
+        )
+        assert done.returncode == 0, (
+            f"docs/gateway.md's walkthrough: `{command}` exited {done.returncode}:\n"
+            f"{done.stderr.decode(errors='replace')[-3000:]}"
+        )
+        return done
+
+    def start(self, command: str, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                ["bash", "-c", f"exec {command}"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+
+async def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"hub gateway ended ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"hub gateway did not listen on {port} within {timeout} s")
+
+
+def status_of(headers: Path) -> int:
+    """The status of the last response ``curl -D`` wrote."""
+    codes = re.findall(rb"^HTTP/[\d.]+ (\d{3})", headers.read_bytes(), re.M)
+    assert codes, headers.read_bytes()
+    return int(codes[-1])
+
+
+async def test_the_curl_walkthrough_runs_as_written(hub: Hub, settings: Settings, tmp_path: Path) -> None:
+    if shutil.which("curl") is None:  # scripts/ensure-services.sh installs it; never skipped
+        raise AssertionError("curl is not installed (scripts/ensure-services.sh installs it)")
+    commands = walkthrough()
+    shell = Shell(settings)
+    port = free_port()
+    operator, sdk, unit = tmp_path / "operator", tmp_path / "sdk", tmp_path / "unit"
+    for d in (operator, sdk, unit):
+        d.mkdir()
+
+    # —— the operator, once: the server certificate, then the gateway (on a free port, on the loopback)
+    await shell.run(take(commands, "hub pki issue-server "), operator)
+    assert (settings.state_dir / "pki" / "gateway" / "server.pem").is_file()
+    serve = rewritten(take(commands, "hub gateway "), "--port 8443", f"--port {port}")
+    serve = rewritten(serve, "--host 0.0.0.0", "--host 127.0.0.1")
+    log = tmp_path / "gateway.log"
+    gateway = shell.start(serve.split("#", 1)[0], log)
+    try:
+        await wait_for_port(port, gateway, log)
+        here = [
+            rewritten(c, "https://127.0.0.1:8443/", f"https://127.0.0.1:{port}/") if c.startswith("curl ") else c
+            for c in commands
+        ]
+        await _the_unit(hub, settings, shell, here, sdk, unit, port)
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(30)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()
+
+
+async def _the_unit(
+    hub: Hub, settings: Settings, shell: Shell, commands: list[str], sdk: Path, unit: Path, port: int
+) -> None:
+    # —— 1 (a): the SDK's three steps, in a directory of their own; the files they leave authenticate to the gateway
+    for step in ("hub adapter enrol --system ", "hub adapter approve ", "hub adapter enrol --accept "):
+        await shell.run(take(commands, step), sdk)
+    home = sdk / "portal-home"
+    for name in ("key.pem", "cert.pem", "hub-root.pem"):
+        assert (home / name).is_file(), f"hub adapter enrol --accept left no {name}"
+    probe = await shell.run(
+        f"curl -s -o /dev/null -w '%{{http_code}}' --cert {home}/cert.pem --key {home}/key.pem "
+        f"--cacert {home}/hub-root.pem 'https://127.0.0.1:{port}/v1/inbox?wait=0'",
+        sdk,
+    )
+    assert probe.stdout == b"204", probe.stdout  # the portal's inbox is empty so far, and the SDK's files got in
+
+    # —— 1 (b): by hand; the operator hands over the hub root as hub-root.pem (the document says so in words)
+    await shell.run(take(commands, "hub keygen "), unit)
+    await shell.run(take(commands, "hub pki issue "), unit)
+    shutil.copy(settings.state_dir / "pki" / "root-ca.pem", unit / "hub-root.pem")
+    # What the reader has before step 2: a draft envelope, unsigned (an approval application to the approval system).
+    draft = document(
+        PORTAL,
+        [Recipient.to(PROVINCE, APPROVAL)],
+        service="approval.application",
+        body=sample_body("approval.application", "tree-felling-licence.xml"),
+    )
+    (unit / "draft.xml").write_bytes(to_bytes(draft))
+
+    # —— 2, 3: sign and submit → the hub-signed receipt on standard output; the approval system gets the delivery
+    await shell.run(take(commands, "hub sign "), unit)
+    submitted = await shell.run(take(commands, "curl ", first=True) + " -f", unit)  # -f: an HTTP error fails the step
+    receipt = hub.inbox(PORTAL).open(submitted.stdout)  # parses, validates, verifies the hub's signature
+    assert receipt.service == "hub.receipt" and receipt.sender.system == "hub"
+    assert b"<Outcome>accepted</Outcome>" in submitted.stdout
+    message_id = receipt.ref_to
+    got = await hub.drain(APPROVAL, expect=1)
+    assert [env.message_id for _, env in got] == [message_id]
+
+    # The approval system answers over AMQP: the status the portal's inbox will hold.
+    status = await hub.send(
+        APPROVAL,
+        build(
+            service="approval.status",
+            sender=Party(PROVINCE, APPROVAL),
+            recipients=[Recipient.to(PROVINCE, PORTAL)],
+            body=sample_body("approval.status"),
+            classification="公开",
+            urgency="平件",
+        ),
+    )
+
+    # —— 4: the long-poll → 200, the delivery (the hub's and the approval system's signatures) and its tag
+    poll = take(commands, "curl ", first=True)
+    await shell.run(poll, unit, timeout=60)
+    assert status_of(unit / "headers.txt") == 200, (unit / "headers.txt").read_bytes()
+    opened = hub.inbox(PORTAL).open_delivery((unit / "delivery.xml").read_bytes())
+    assert opened.envelope.message_id == status.message_id and opened.originator.system == APPROVAL
+
+    # —— 5: the tag read from headers.txt, then the acknowledgement (204; -f fails the step on 404, an unknown tag);
+    # the same acknowledgement again is 404: the delivery is settled, not waiting for its visibility timeout
+    tag_line = take(commands, "tag=")
+    ack = take(commands, "curl ", first=True)
+    await shell.run(f'{tag_line}\ntest -n "$tag"\n{ack} -f', unit)
+    again = await shell.run(f"{tag_line}\n{ack} -s -o /dev/null -w '%{{http_code}}'", unit)
+    assert again.stdout == b"404", again.stdout
+
+    # —— the state of the message the portal sent: accepted, delivered to the approval system
+    query = rewritten(take(commands, "curl ", first=True), "<报文标识>", message_id)
+    state = json.loads((await shell.run(query + " -f", unit)).stdout)
+    assert state["message_id"] == message_id and state["state"] == "accepted", state
+    assert [(d["recipient_system"], d["state"]) for d in state["deliveries"]] == [(APPROVAL, "delivered")], state
+    assert [r["kind"] for r in state["receipts"]] == ["hub.receipt"], state
+    assert not commands, f"commands of the walkthrough this test does not run: {commands}"
