@@ -7,7 +7,11 @@ and run in bash, each from its own working directory, with the real ``hub`` comm
   (``hub keygen``, ``hub pki issue``), each giving files that curl presents;
 - ``hub sign`` of a draft, the submission (202 and a hub-signed receipt on standard output), the long-poll of the
   inbox (200, the hub-signed delivery and its tag in ``headers.txt``), the acknowledgement (the same one again is 404: settled)
-  and the state of the sent message (JSON).
+  and the state of the sent message (JSON);
+- then "Java 端", from the files the walkthrough left: the document's openssl and keytool commands make the key and
+  trust stores, Apache Santuario signs (``tests/interop/santuario/Sign.java``, the document's code) and a JDK-only
+  client (``tests/interop/java/GatewayClient.java``) launched with the document's ``-D`` settings submits, polls
+  and acknowledges.
 
 Only what cannot be the same on a test machine is rewritten, and each rewrite must find its text (so a change of
 the document fails here instead of going unchecked): the port 8443 (a free one), the gateway's ``0.0.0.0`` (the
@@ -27,11 +31,16 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import PROVINCE, Hub, document, sample_body
+from test_trust_santuario import JARS as SANTUARIO_JARS
+from test_trust_santuario import METHODS as SIGNATURE_METHODS
+from test_trust_santuario import SOURCES as SANTUARIO
 
 from hub.envelope import Party, Recipient, build, to_bytes
+from hub.envelope.model import ENV_NS
 from hub.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.integration
@@ -39,15 +48,16 @@ pytestmark = pytest.mark.integration
 PORTAL = "prov-220000-portal"  # the system the walkthrough enrols (routes/directory.xml)
 APPROVAL = "prov-220000-approval"  # what the portal may send an approval.application to, and hears back from
 DOC = PROJECT_ROOT / "docs" / "gateway.md"
+JAVA_CLIENT = PROJECT_ROOT / "tests" / "interop" / "java" / "GatewayClient.java"
 
 
-def walkthrough() -> list[str]:
-    """The commands of the ``sh`` block under "### curl 演练", one string each (continuation lines joined, comment
+def walkthrough(heading: str = "### curl 演练") -> list[str]:
+    """The commands of the first ``sh`` block under ``heading``, one string each (continuation lines joined, comment
     lines dropped; a comment after a command stays for bash to skip)."""
     text = DOC.read_text(encoding="utf-8")
-    start = text.index("### curl 演练")
+    start = text.index(heading)
     block = re.search(r"```sh\n(.*?)```", text[start:], re.S)
-    assert block is not None, "docs/gateway.md: the curl walkthrough has no sh block"
+    assert block is not None, f"docs/gateway.md: {heading!r} has no sh block"
     commands: list[str] = []
     pending = ""
     for line in block.group(1).splitlines():
@@ -75,6 +85,18 @@ def take(commands: list[str], prefix: str, *, first: bool = False) -> str:
 def rewritten(command: str, old: str, new: str) -> str:
     assert old in command, f"the walkthrough's command no longer holds {old!r}: {command}"
     return command.replace(old, new)
+
+
+def approval_status() -> Any:
+    """An approval.status from the approval system to the portal (unsigned: ``Hub.send`` signs it)."""
+    return build(
+        service="approval.status",
+        sender=Party(PROVINCE, APPROVAL),
+        recipients=[Recipient.to(PROVINCE, PORTAL)],
+        body=sample_body("approval.status"),
+        classification="公开",
+        urgency="平件",
+    )
 
 
 def free_port() -> int:
@@ -178,6 +200,7 @@ async def test_the_curl_walkthrough_runs_as_written(hub: Hub, settings: Settings
             for c in commands
         ]
         await _the_unit(hub, settings, shell, here, sdk, unit, port)
+        await _the_java_side(hub, shell, unit, port)
     finally:
         gateway.terminate()
         try:
@@ -227,17 +250,7 @@ async def _the_unit(
     assert [env.message_id for _, env in got] == [message_id]
 
     # The approval system answers over AMQP: the status the portal's inbox will hold.
-    status = await hub.send(
-        APPROVAL,
-        build(
-            service="approval.status",
-            sender=Party(PROVINCE, APPROVAL),
-            recipients=[Recipient.to(PROVINCE, PORTAL)],
-            body=sample_body("approval.status"),
-            classification="公开",
-            urgency="平件",
-        ),
-    )
+    status = await hub.send(APPROVAL, approval_status())
 
     # —— 4: the long-poll → 200, the delivery (the hub's and the approval system's signatures) and its tag
     poll = take(commands, "curl ", first=True)
@@ -261,3 +274,48 @@ async def _the_unit(
     assert [(d["recipient_system"], d["state"]) for d in state["deliveries"]] == [(APPROVAL, "delivered")], state
     assert [r["kind"] for r in state["receipts"]] == ["hub.receipt"], state
     assert not commands, f"commands of the walkthrough this test does not run: {commands}"
+
+
+async def _the_java_side(hub: Hub, shell: Shell, unit: Path, port: int) -> None:
+    """ "Java 端": the key and trust stores made with the document's openssl and keytool commands from the files the
+    walkthrough left, an envelope signed with Apache Santuario as the document shows (``Sign.java``), then submitted,
+    polled and acknowledged by a JDK-only client (``GatewayClient.java``) launched with the document's ``-D``
+    settings: a Java portal takes part with nothing the document does not name."""
+    commands = walkthrough("### Java 端")
+    await shell.run(take(commands, "openssl pkcs12 "), unit)
+    await shell.run(take(commands, "keytool "), unit)
+    launch = take(commands, "java ")
+    assert not commands, f"commands of the Java block this test does not run: {commands}"
+    classpath = ":".join(str(j) for j in SANTUARIO_JARS if j.exists())
+
+    draft = document(
+        PORTAL,
+        [Recipient.to(PROVINCE, APPROVAL)],
+        service="approval.application",
+        body=sample_body("approval.application", "tree-felling-licence.xml"),
+    )
+    (unit / "draft-java.xml").write_bytes(to_bytes(draft))
+    await shell.run(
+        f"java -cp {classpath} {SANTUARIO / 'Sign.java'} keys/{PORTAL}.key {PORTAL}.pem draft-java.xml signed-java.xml "
+        f"{SIGNATURE_METHODS['p256']}",
+        unit,
+        timeout=120,
+    )
+    status = await hub.send(APPROVAL, approval_status())  # what the Java portal's poll will find
+
+    (unit / "java-out").mkdir()
+    run = rewritten(launch, " …", f" -cp {classpath} {JAVA_CLIENT} https://127.0.0.1:{port} signed-java.xml java-out")
+    lines = (await shell.run(run, unit, timeout=180)).stdout.decode().splitlines()
+    submit, poll, ack, again = (line.split() for line in lines)
+    assert submit[:2] == ["submit", "202"] and submit[3] == "accepted", lines
+    receipt = hub.inbox(PORTAL).open((unit / "java-out" / "receipt.xml").read_bytes())
+    assert receipt.ref_to == submit[2] == draft.findtext(f"{{{ENV_NS}}}Header/{{{ENV_NS}}}MessageId")
+    # The approval system's queue: the Java portal's application (signed by Santuario, delivered by the hub), beside
+    # the hub's receipts for the two statuses it sent.
+    got = await hub.drain(APPROVAL, expect=3)
+    assert sorted(env.service for _, env in got) == ["approval.application", "hub.receipt", "hub.receipt"], got
+    assert [env.message_id for _, env in got if env.service == "approval.application"] == [submit[2]]
+    assert poll == ["poll", "200", status.message_id], lines
+    opened = hub.inbox(PORTAL).open_delivery((unit / "java-out" / "delivery.xml").read_bytes())
+    assert opened.envelope.message_id == status.message_id and opened.originator.system == APPROVAL
+    assert (ack, again) == (["ack", "204"], ["ack", "404"]), lines
