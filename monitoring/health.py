@@ -14,8 +14,11 @@ sentence in Chinese then English (``中文 · English``), plus what it saw (``de
   ``degraded`` (fewer fresh heartbeats than ``hub run`` started workers: a worker died and is being replaced —
   the hub still serves, so still ready) or ``down``. Code ``READY_WORKERS``.
 
-No SQL here (``hub.store``), no ``prometheus_client`` (the heartbeats come in as ``Heartbeat`` values from
-``monitoring.metrics``).
+Beside the checks (not part of readiness), ``directory_state``: whether every live process has taken the stored
+directory (``hub directory load``), from their ``hub_directory_version``.
+
+No SQL here (``hub.store``), no ``prometheus_client`` (the heartbeats and directory versions come in as ``Heartbeat``
+and ``DirectoryTaken`` values from ``monitoring.metrics``).
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from hub.transport.users import QueueStats
 __all__ = [
     "STALE_AFTER_S",
     "Check",
+    "DirectoryTaken",
     "Heartbeat",
     "TrustStatus",
     "check_crls",
     "check_postgresql",
     "check_rabbitmq",
     "check_workers",
+    "directory_state",
     "trust_status",
 ]
 
@@ -235,6 +240,77 @@ def processes(beats: Sequence[Heartbeat], role: str, now: float | None = None) -
         if b.role == role and b.at > 0  # 0: stopped (an in-process worker or gateway that was stopped)
     ]
     return sorted(out, key=lambda p: (p["index"], p["pid"] or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryTaken:
+    """A process's ``hub_directory_version``: the stored directory version it examines and routes with."""
+
+    role: str  # worker | gateway | processes
+    index: str
+    pid: str | None
+    version: int
+
+
+#: Seconds beyond two looks (``HUB_DIRECTORY_REFRESH_S`` each) within which a process may still be on the version
+#: before a load: it takes a new one at its next look, and a look may come just before the load.
+DIRECTORY_GRACE_S = 5.0
+
+
+def directory_state(
+    stored: int | None,
+    loaded_at: dt.datetime | None,
+    taken: Sequence[DirectoryTaken],
+    refresh_s: float,
+    *,
+    own_pid: int | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Has every live process taken the stored directory (``hub directory load``)? For the overview: ``stored``
+    (its version, None when none is stored or the store cannot say), ``loaded_at``, ``processes`` (each live one's
+    role, index, pid, version and whether it is ``current``), ``behind`` (how many are not) and ``state``:
+
+    - ``ok``: every process works with the stored version;
+    - ``following``: some do not yet, within two looks of the load (each looks every ``refresh_s``);
+    - ``behind``: some still do not after that — the process logs why (``could not take the new directory``);
+    - ``absent``: no process reports one (no ``hub run`` on this host); ``unknown``: the store cannot say.
+
+    Only hub run's processes count: a sample with a pid that is alive and is not this process (whose own registry
+    holds what an in-process worker, in a test, left behind)."""
+    now = dt.datetime.now(dt.UTC) if now is None else now
+    live = sorted(
+        (t for t in taken if t.pid is not None and _alive(t.pid) and (own_pid is None or t.pid != str(own_pid))),
+        key=lambda t: (t.role, t.index, t.pid or ""),
+    )
+    procs = [
+        {
+            "role": t.role,
+            "index": t.index,
+            "pid": t.pid,
+            "version": t.version,
+            "current": stored is None or t.version >= stored,
+        }
+        for t in live
+    ]
+    behind = sum(1 for p in procs if not p["current"])
+    if stored is None:
+        state = "unknown"
+    elif not procs:
+        state = "absent"
+    elif not behind:
+        state = "ok"
+    elif loaded_at is not None and (now - loaded_at).total_seconds() <= 2 * refresh_s + DIRECTORY_GRACE_S:
+        state = "following"
+    else:
+        state = "behind"
+    return {
+        "state": state,
+        "stored": stored,
+        "loaded_at": _iso(loaded_at),
+        "refresh_s": refresh_s,
+        "behind": behind,
+        "processes": procs,
+    }
 
 
 def check_workers(

@@ -34,6 +34,11 @@
                   "processes": [{"index": "0", "pid": "4711" | null, "age_s": 0.4, "fresh": true}]},
       "processes": {"state": "up" | "down" | "absent",  # the process engine's heartbeat (hub/processes)
                     "alarms": 0 | null},                 # open process alarms (the /processes page); null: no store
+      "directory": {"state": "ok" | "following" | "behind" | "absent" | "unknown",   # monitoring.health
+                    "stored": 7 | null, "loaded_at": "…" | null,   # hub directory load's latest version, and when
+                    "refresh_s": 30, "behind": 0,                  # how often each process looks; how many lag
+                    "processes": [{"role": "worker" | "gateway" | "processes", "index": "0", "pid": "4711",
+                                   "version": 7, "current": true}]},  # hub run's live processes on this host
       "adapters": [{"system": "city-220100-oa", "queue": "hub.q.city-220100-oa", "consumers": 1,
                     "ready": 0, "unacked": 0, "state": "connected" | "disconnected"}],
       "certificates": {
@@ -278,6 +283,30 @@ def heartbeats(families: Iterable[Metric]) -> list[health.Heartbeat]:
     ]
 
 
+def directory_taken(families: Iterable[Metric]) -> list[health.DirectoryTaken]:
+    """Each process's ``hub_directory_version`` sample (``health.directory_state`` keeps the live ones)."""
+    return [
+        health.DirectoryTaken(s.labels.get("role", "?"), s.labels.get("index", "?"), s.labels.get("pid"), int(s.value))
+        for fam in families
+        for s in fam.samples
+        if s.name == "hub_directory_version"
+    ]
+
+
+async def _stored_directory(app: web.Application) -> tuple[int | None, dt.datetime | None]:
+    """The latest stored directory's version and when it was loaded; (None, None) when none is, or the store cannot
+    say (its own check on the page says why)."""
+    from hub.store.directory import DirectoryRepository
+
+    try:
+        pool = await _pool(app)
+        async with asyncio.timeout(health.CHECK_TIMEOUT_S):
+            current = await DirectoryRepository(pool).current()
+    except Exception:
+        return None, None
+    return (None, None) if current is None else (current.version, current.loaded_at)
+
+
 def queue_rows(settings: Settings, queues: Sequence[QueueStats]) -> list[dict[str, Any]]:
     from hub.transport.names import Names
 
@@ -432,6 +461,10 @@ async def overview(app: web.Application) -> dict[str, Any]:
         "state": "absent" if not engine else ("up" if any(p["fresh"] for p in engine) else "down"),
         "alarms": await _open_alarms(app),
     }
+    stored, loaded_at = await _stored_directory(app)
+    out["directory"] = health.directory_state(
+        stored, loaded_at, directory_taken(families), settings.directory_refresh_s, own_pid=os.getpid()
+    )
     trust = state.trust
     out["certificates"] = {"expiring": trust.expiring if trust else [], "crls": trust.cas if trust else []}
     out["checks"] = [c.as_json() for c in checks]

@@ -1157,6 +1157,13 @@ class Scenario:
         version = (await self._db("SELECT max(version) AS v FROM directory_versions"))[0]["v"]
         followed = await self._until_followed(version)
         o.expect(followed, f"the hub's workers, examiners and engine did not take directory version {version} in 20 s")
+        # What the people on duty see of it: the overview's 目录 row, every process of hub run on the new version.
+        shown = await self._directory_on_the_page(version) if self.ops_url else None
+        if shown is not None:
+            o.expect(
+                shown.get("state") == "ok" and shown.get("stored") == version,
+                f"the ops overview's directory row says {shown.get('state')} for version {shown.get('stored')}",
+            )
         await enroll(self.settings, JIUTAI, JIUTAI_CODE)
         key, cert = credential_paths(self.settings, JIUTAI)
         tls = ssl.create_default_context(cafile=str(PkiPaths(self.settings.state_dir / "pki").root_cert))
@@ -1200,14 +1207,19 @@ class Scenario:
         o.expect(await self._until_followed(version), f"the hub did not take directory version {version} in 20 s")
         if not o.ok:
             return
+        page_zh = page_en = ""
+        if shown is not None:
+            n = len(shown.get("processes") or [])
+            page_zh = f"（运维页面概览“目录”一行：第 {version} 版，{n} 个进程均已采用）"
+            page_en = f" (the ops overview's Directory row: version {version}, all {n} processes on it)"
         o.lines.append(
             "hub directory load 载入新增九台区林业局的目录，枢纽不重启：工作进程、网关审验进程和流程引擎随即改用"
-            "新目录，九台区林业局凭刚签发的证书经 HTTPS 向长春市林业局报送信息，"
+            f"新目录{page_zh}，九台区林业局凭刚签发的证书经 HTTPS 向长春市林业局报送信息，"
             f"{took:.1f} s 内受理并送达；随后恢复原目录"
         )
         o.lines.append(
-            f"a directory adding 九台区林业局 loaded while the hub runs: no restart, the new system's report over "
-            f"HTTPS accepted and delivered {took:.1f} s after the load; the usual directory loaded back"
+            f"a directory adding 九台区林业局 loaded while the hub runs: no restart{page_en}, the new system's report "
+            f"over HTTPS accepted and delivered {took:.1f} s after the load; the usual directory loaded back"
         )
 
     async def _until_followed(self, version: int, timeout: float = 20.0) -> bool:
@@ -1242,6 +1254,19 @@ class Scenario:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.2)
+
+    async def _directory_on_the_page(self, version: int, timeout: float = 10.0) -> dict[str, Any]:
+        """The ops overview's directory row as the duty operator's page reads it (``/api/overview``), once it shows
+        ``version`` taken by every process (or what it shows after ``timeout``)."""
+        async with self._ops() as page:
+            await page.login(*self.operators["duty"])
+            deadline = time.monotonic() + timeout
+            while True:
+                status, data = await page.json("/api/overview")
+                shown: dict[str, Any] = data.get("directory") or {} if status == 200 and isinstance(data, dict) else {}
+                if (shown.get("state"), shown.get("stored")) == ("ok", version) or time.monotonic() > deadline:
+                    return shown
+                await asyncio.sleep(0.5)
 
     def _ops(self) -> Any:
         from hub.demo_scenario.ops import OpsPage

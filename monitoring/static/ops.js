@@ -145,6 +145,9 @@
       rows.push([t("流程引擎", "Process engine"), alarms ? "warn" : pe[0], pe[1],
         alarms === null ? "" : alarms ? t("未解除告警 ", "open alarms ") + alarms + t("（见“流程告警”）", " (see Process alarms)") : t("无未解除告警", "no open alarms")]);
     }
+    if (d.directory && typeof d.directory === "object") {
+      rows.push(directoryRow(d.directory));
+    }
     if (Array.isArray(d.adapters)) {
       var on = d.adapters.filter(function (a) { return a && a.state === "connected"; });
       var off = d.adapters.filter(function (a) { return a && a.state !== "connected"; }).map(function (a) { return a.system; });
@@ -158,6 +161,34 @@
     }
     return rows;
   }
+  // Has every process of hub run taken the directory hub directory load stored (monitoring.health.directory_state)?
+  function directoryRow(dv) {
+    var procs = Array.isArray(dv.processes) ? dv.processes : [];
+    var late = procs.filter(function (p) { return p && !p.current; }).map(function (p) {
+      return (NAMES[p.role] || p.role) + " " + p.index + t("（pid ", " (pid ") + p.pid + t("，第 ", ", version ") + p.version + t(" 版）", ")");
+    });
+    var v = num(dv.stored), version = v === null ? "" : t("第 ", "version ") + v + t(" 版", "");
+    var every = t("每 ", "each looks every ") + (num(dv.refresh_s) === null ? "?" : dv.refresh_s) + t(" 秒查看一次", " s");
+    var lateList = late.slice(0, 6).join(", ") + (late.length > 6 ? " …" : "");
+    if (dv.state === "ok") {
+      return [t("目录", "Directory"), true, version, procs.length + t(" 个进程均已采用", " processes all work with it") +
+        (dv.loaded_at ? t("（载入于 ", " (loaded ") + dv.loaded_at + t("）", ")") : "")];
+    }
+    if (dv.state === "following") {
+      return [t("目录", "Directory"), "warn", t("采用中 ", "being taken: ") + version,
+        t("仍在旧版本：", "still on an older version: ") + lateList + t("（", " (") + every + t("）", ")")];
+    }
+    if (dv.state === "behind") {
+      return [t("目录", "Directory"), false, t("未采用 ", "not taken: ") + version,
+        t("两次查看后仍在旧版本：", "still on an older version after two looks: ") + lateList +
+        t("。查看 hub run 的日志（could not take the new directory）和“流程告警”", ". See hub run's log (could not take the new directory) and the process alarms")];
+    }
+    if (dv.state === "absent") {
+      return [t("目录", "Directory"), null, version || t("未载入", "none stored"), t("本机没有进程报告所用的目录版本", "no process on this host reports its directory version")];
+    }
+    return [t("目录", "Directory"), null, null, t("数据库无法读取目录版本", "the store cannot say which directory is stored")];
+  }
+  var NAMES = { worker: t("工作进程", "worker"), gateway: t("网关", "gateway"), processes: t("流程引擎", "process engine") };
   function certRows(d) {
     var rows = [], c = d.certificates || {};
     (Array.isArray(c.crls) ? c.crls : []).forEach(function (x) {

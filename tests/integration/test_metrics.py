@@ -194,6 +194,11 @@ async def test_metrics_and_readiness_of_hub_run(fresh_settings: Settings) -> Non
             repository = DirectoryRepository(hub.pool)
             first = (await repository.current()).version
             assert {p: v for p, v in versions(await scrape()).items() if p in live} == dict.fromkeys(live, first)
+            # The overview says the same to the people on duty: the stored version, and every live worker on it.
+            app = ops.server.app
+            view = (await mm.overview(app))["directory"]
+            assert (view["state"], view["stored"], view["behind"]) == ("ok", first, 0), view
+            assert {p["pid"] for p in view["processes"]} == live
             second = await repository.save(load_directory(DIRECTORY_XML))
             assert second > first
 
@@ -202,6 +207,11 @@ async def test_metrics_and_readiness_of_hub_run(fresh_settings: Settings) -> Non
                 return all(shown.get(p) == second for p in live)
 
             await _until("every worker showed the new directory version", all_took_it, timeout=30)
+            view = (await mm.overview(app))["directory"]
+            assert (view["state"], view["stored"], view["behind"]) == ("ok", second, 0), view
+            assert {(p["pid"], p["version"], p["current"]) for p in view["processes"]} == {
+                (p, second, True) for p in live
+            }
 
             # A stale CRL: 503 with its code and the CA named.
             async with hub.pool.acquire() as conn:

@@ -146,6 +146,47 @@ def test_workers_are_up_with_a_fresh_heartbeat_or_a_consumer(tmp_path: Path) -> 
     assert still.detail["state"] == "degraded" and "1 of 2 workers running" in still.detail["message"]
 
 
+def test_the_directory_state_says_whether_every_live_process_took_the_stored_version() -> None:
+    import datetime as dt
+    import os
+    import subprocess
+
+    now = dt.datetime(2026, 12, 6, 3, 0, tzinfo=dt.UTC)
+    me = os.getpid()
+    child = subprocess.Popen(["sleep", "30"])  # a live pid of "another process"
+    try:
+        live, other = str(child.pid), str(me)
+        dead = str(2**22 + 12345)  # above pid_max's default: no such process
+
+        def state(stored: int | None, seconds_ago: float, *taken: tuple[str, str, str | None, int]) -> dict[str, Any]:
+            return health.directory_state(
+                stored,
+                now - dt.timedelta(seconds=seconds_ago),
+                [health.DirectoryTaken(*t) for t in taken],
+                30,
+                own_pid=me,
+                now=now,
+            )
+
+        ok = state(7, 300, ("worker", "0", live, 7), ("worker", "1", live, 8))
+        assert ok["state"] == "ok" and ok["behind"] == 0 and ok["stored"] == 7
+        assert [p["current"] for p in ok["processes"]] == [True, True]
+        # a load a few seconds ago that a worker has not looked at yet: following, not a fault
+        following = state(8, 10, ("worker", "0", live, 8), ("gateway", "0", live, 7))
+        assert following["state"] == "following" and following["behind"] == 1
+        assert [(p["role"], p["current"]) for p in following["processes"]] == [("gateway", False), ("worker", True)]
+        # past two looks (2 × 30 s) and the grace: behind
+        assert state(8, 2 * 30 + health.DIRECTORY_GRACE_S + 1, ("gateway", "0", live, 7))["state"] == "behind"
+        assert state(8, 2 * 30 + health.DIRECTORY_GRACE_S - 1, ("gateway", "0", live, 7))["state"] == "following"
+        # only hub run's live processes count: not a dead pid, not this process's own registry, not a pid-less sample
+        gone = state(8, 600, ("worker", "0", dead, 7), ("worker", "1", other, 7), ("worker", "2", None, 7))
+        assert gone["state"] == "absent" and gone["processes"] == [] and gone["behind"] == 0
+        assert state(None, 0, ("worker", "0", live, 7))["state"] == "unknown"  # the store cannot say
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_the_crl_check_names_the_stale_or_missing_crl() -> None:
     def ca(fresh: bool | None) -> dict[str, Any]:
         return {
@@ -212,11 +253,13 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
             "queues",
             "workers",
             "processes",
+            "directory",
             "adapters",
             "certificates",
             "checks",
         }
         assert data["processes"] == {"state": "absent", "alarms": None}  # no engine, no store
+        assert data["directory"]["state"] == "unknown" and data["directory"]["stored"] is None  # no store
         assert set(data["messages"]) == {"total", "recent", "per_minute", "deferred"}
         assert set(data["messages"]["total"]) == set(hm.OUTCOMES)
         assert set(data["latency_ms"]) == {"p50", "p99", "total_p50", "total_p99", "count"}
