@@ -231,6 +231,17 @@ def test_a_document_signing_only_certificate_is_no_tls_client(
         _server_context(tpki, tmp_path), _client_context(tpki, tmp_path / "o.key", tmp_path / "o.pem")
     )
     assert peer is None and isinstance(server_error, ssl.SSLError)
+    # The remedy docs/gateway.md gives: hub pki renew re-certifies the same key with clientAuth added, and that
+    # certificate gets in (it still signs: documentSigning is kept).
+    renewed = pki.renew(tpki.dir, PASSPHRASE, old)
+    assert renewed.kind == "agency" and renewed.certificate.public_key() == key.public_key()
+    eku = list(renewed.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert eku == [pki.DOCUMENT_SIGNING, pki.CLIENT_AUTH]
+    keys.write_public_file(tmp_path / "r.pem", pki.certificate_pem(renewed.certificate, tpki.issuing))
+    peer, server_error, client_error = _handshake_pair(
+        _server_context(tpki, tmp_path), _client_context(tpki, tmp_path / "o.key", tmp_path / "r.pem")
+    )
+    assert server_error is None and client_error is None and peer is not None
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
