@@ -6,7 +6,8 @@ and run in bash, each from its own working directory, with the real ``hub`` comm
 - enrolment both ways: the SDK's three steps (``hub adapter enrol``/``approve``/``enrol --accept``) and by hand
   (``hub keygen``, ``hub pki issue``), each giving files that curl presents;
 - ``hub sign`` of a draft, the submission (202 and a hub-signed receipt on standard output), the long-poll of the
-  inbox (200, the hub-signed delivery and its tag in ``headers.txt``), the acknowledgement (the same one again is 404: settled)
+  inbox (200, the hub-signed delivery and its tag in ``headers.txt``; both its signatures checked with the xmlsec1
+  and perl commands of hub/trust/USAGE.md the walkthrough points to, trusting only the hub root), the acknowledgement (the same one again is 404: settled)
   and the state of the sent message (JSON);
 - then "Java 端", from the files the walkthrough left: the document's openssl and keytool commands make the key and
   trust stores, Apache Santuario signs (``tests/interop/santuario/Sign.java``, the document's code) and a JDK-only
@@ -51,13 +52,13 @@ DOC = PROJECT_ROOT / "docs" / "gateway.md"
 JAVA_CLIENT = PROJECT_ROOT / "tests" / "interop" / "java" / "GatewayClient.java"
 
 
-def walkthrough(heading: str = "### curl 演练") -> list[str]:
-    """The commands of the first ``sh`` block under ``heading``, one string each (continuation lines joined, comment
-    lines dropped; a comment after a command stays for bash to skip)."""
-    text = DOC.read_text(encoding="utf-8")
+def walkthrough(heading: str = "### curl 演练", doc: Path = DOC) -> list[str]:
+    """The commands of the first ``sh`` block under ``heading`` in ``doc``, one string each (continuation lines
+    joined, comment lines dropped; a comment after a command stays for bash to skip)."""
+    text = doc.read_text(encoding="utf-8")
     start = text.index(heading)
     block = re.search(r"```sh\n(.*?)```", text[start:], re.S)
-    assert block is not None, f"docs/gateway.md: {heading!r} has no sh block"
+    assert block is not None, f"{doc.name}: {heading!r} has no sh block"
     commands: list[str] = []
     pending = ""
     for line in block.group(1).splitlines():
@@ -97,6 +98,33 @@ def approval_status() -> Any:
         classification="公开",
         urgency="平件",
     )
+
+
+async def _verify_with_xmlsec1(shell: Shell, unit: Path) -> None:
+    """The walkthrough's "验证投递" points at hub/trust/USAGE.md's xmlsec1 commands: run as written on the delivery the
+    poll saved (the hub's signature, trusting only the hub root), then the perl line that removes it and xmlsec1 on
+    what is left (the sender's). Rewritten: the root's path (the reader's copy is hub-root.pem) and the first
+    command's file name (the walkthrough saved delivery.xml)."""
+    usage = PROJECT_ROOT / "hub" / "trust" / "USAGE.md"
+    commands = walkthrough("## Interoperability with xmlsec1", usage)
+    hub_signature = rewritten(take(commands, "xmlsec1 --verify ", first=True), " signed.xml", " delivery.xml")
+    strip = take(commands, "perl ")
+    sender_signature = take(commands, "xmlsec1 --verify ", first=True)
+    for command in (hub_signature, strip, sender_signature):
+        if "xmlsec1" in command:
+            done = await shell.run(rewritten(command, "var/pki/root-ca.pem", "hub-root.pem"), unit)
+            assert done.stderr.startswith(b"OK"), done.stderr  # xmlsec1 says OK on standard error
+        else:
+            await shell.run(command, unit)
+    # and the check is real: the sender's part with one character changed no longer verifies
+    sender = (unit / "sender.xml").read_bytes()
+    assert sender.count(b"</ds:Signature>") == 1, "the perl line left more or less than the sender's signature"
+    tampered = sender.replace(b"<env:Urgency>", b"<env:Urgency> ", 1)
+    assert tampered != sender
+    (unit / "tampered.xml").write_bytes(tampered)
+    again = rewritten(rewritten(sender_signature, "var/pki/root-ca.pem", "hub-root.pem"), "sender.xml", "tampered.xml")
+    with pytest.raises(AssertionError, match="exited 1"):
+        await shell.run(again, unit)
 
 
 def free_port() -> int:
@@ -258,6 +286,7 @@ async def _the_unit(
     assert status_of(unit / "headers.txt") == 200, (unit / "headers.txt").read_bytes()
     opened = hub.inbox(PORTAL).open_delivery((unit / "delivery.xml").read_bytes())
     assert opened.envelope.message_id == status.message_id and opened.originator.system == APPROVAL
+    await _verify_with_xmlsec1(shell, unit)
 
     # —— 5: the tag read from headers.txt, then the acknowledgement (204; -f fails the step on 404, an unknown tag);
     # the same acknowledgement again is 404: the delivery is settled, not waiting for its visibility timeout
