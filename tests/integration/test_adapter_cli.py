@@ -172,19 +172,9 @@ def test_approve_refuses_when_no_directory_is_loaded(
     assert code_of(capsys.readouterr().err) == "ADAPTER_NOT_IN_DIRECTORY"
 
 
-def _needs_the_merged_sdk() -> None:
-    """The typed messages and TrustStore.from_files land with the other SDK branches (they skip until then)."""
-    pytest.importorskip("adapters.sdk.messages")
-    from hub.trust import TrustStore
-
-    if not hasattr(TrustStore, "from_files"):
-        pytest.skip("TrustStore.from_files (the agency-side trust store) is not merged yet")
-
-
 def test_an_enrolled_scaffold_runs_until_sigterm(
     hub_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs_the_merged_sdk()
     assert run(hub_settings, "new", "yushu_oa", "--system", SYSTEM, "--dir", str(tmp_path)) == 0
     package = tmp_path / "yushu_oa"
     _enrol(hub_settings, package / "home", tmp_path, capsys)
@@ -220,7 +210,6 @@ def test_an_enrolled_scaffold_runs_until_sigterm(
 def test_the_generated_tests_pass_in_memory_and_against_the_real_hub(
     integration_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _needs_the_merged_sdk()
     from conftest import ADMIN_DSN
 
     assert run(integration_settings, "new", "yushu_oa", "--system", SYSTEM, "--dir", str(tmp_path)) == 0
