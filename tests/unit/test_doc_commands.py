@@ -1,8 +1,9 @@
 """Every ``hub`` command the documents show is one the ``hub`` command takes: each command line in a code block of the
 README, docs/, the adapters' READMEs, hub/trust/USAGE.md and bench/README.md goes through the command's own parser
 (``hub.cli.build_parser``). A line written as a synopsis (``[--days N]``, ``list|show ID``, ``<cores>``) is checked for
-its command words (``hub quarantine list``); every other line must parse whole, options and all. A reader who copies a
-line gets the command it shows, not ``invalid choice`` (an adapter's README once said ``hub enrol``)."""
+its command words (``hub quarantine list``); every other line must parse whole, options and all. The commands the
+prose names in backquotes (`` `hub directory load` ``) must exist too. A reader who copies a line gets the command it
+shows, not ``invalid choice`` (an adapter's README once said ``hub enrol``)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def documented_commands() -> list[tuple[str, str]]:
 
 
 COMMANDS = documented_commands()
+PARSER = build_parser()  # parse_args leaves a parser as it was: one for every line
 
 
 def _parse(argv: list[str]) -> str | None:
@@ -62,7 +64,7 @@ def _parse(argv: list[str]) -> str | None:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            build_parser().parse_args(argv)
+            PARSER.parse_args(argv)
     except SystemExit as exc:
         if exc.code:
             return err.getvalue().strip().splitlines()[-1]
@@ -75,19 +77,42 @@ def test_the_documents_show_many_commands() -> None:
     assert {doc for doc, _ in COMMANDS} >= {"README.md", "docs/gateway.md", "hub/trust/USAGE.md"}
 
 
+def _command_words(argv: list[str]) -> list[str]:
+    """``hub``'s command words at the head of ``argv`` (up to the first option, placeholder or alternative)."""
+    words = []
+    for word in argv:
+        if word.startswith("-") or SYNOPSIS.search(word) or not re.fullmatch(r"[a-z][a-z-]*", word):
+            break
+        words.append(word)
+    return words
+
+
+def _words_complaint(argv: list[str]) -> str | None:
+    """None when every command word exists (``hub quarantine list --help`` is taken), else the parser's complaint."""
+    words = _command_words(argv)
+    for depth in range(1, len(words) + 1):
+        complaint = _parse([*words[:depth], "--help"])
+        if complaint is not None:
+            return complaint
+    return None
+
+
+def test_the_commands_named_in_the_text_exist() -> None:
+    """The prose names commands too (`hub directory load`, `hub pki renew 序列号`): their command words must exist."""
+    named, wrong = 0, []
+    for doc in DOCUMENTS:
+        text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+        for span in {m.group(1) for m in re.finditer(r"`(hub [^`]+)`", text)}:
+            named += 1
+            complaint = _words_complaint(shlex.split(re.sub(r"\$\([^)]*\)", "X", span), posix=True)[1:])
+            if complaint is not None:
+                wrong.append(f"{doc.relative_to(PROJECT_ROOT)}: `{span}`: {complaint}")
+    assert named >= 150 and not wrong, "\n".join(wrong)
+
+
 @pytest.mark.parametrize(("doc", "command"), COMMANDS, ids=[f"{d}:{c[:60]}" for d, c in COMMANDS])
 def test_a_documented_command_is_one_hub_takes(doc: str, command: str) -> None:
     argv = shlex.split(re.sub(r"\$\([^)]*\)", "X", command))[1:]  # $(date +%F): one word to the command
-    if SYNOPSIS.search(command):
-        # a synopsis: its command words (up to the first placeholder, option or alternative) must exist
-        words = []
-        for word in argv:
-            if word.startswith("-") or SYNOPSIS.search(word) or not re.fullmatch(r"[a-z][a-z-]*", word):
-                break
-            words.append(word)
-        for depth in range(1, len(words) + 1):
-            complaint = _parse([*words[:depth], "--help"])
-            assert complaint is None, f"{doc}: `{command}`: {complaint}"
-        return
-    complaint = _parse(argv)
+    # a synopsis: its command words (up to the first placeholder, option or alternative) must exist
+    complaint = _words_complaint(argv) if SYNOPSIS.search(command) else _parse(argv)
     assert complaint is None, f"{doc}: `{command}`: {complaint}"
