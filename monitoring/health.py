@@ -222,10 +222,14 @@ def supervisor_info(settings: Settings) -> dict[str, Any] | None:
 
 
 def _alive(pid: Any) -> bool:
+    """Does process ``pid`` exist? (Signal 0 checks without sending; EPERM means it exists but runs as another user,
+    as hub run may beside a ``hub ops`` of its own account.)"""
     import os
 
     try:
         os.kill(int(pid), 0)
+    except PermissionError:
+        return True
     except (OSError, ValueError, TypeError):
         return False
     return True

@@ -186,7 +186,7 @@
     if (dv.state === "absent") {
       return [t("目录", "Directory"), null, version || t("未载入", "none stored"), t("本机没有进程报告所用的目录版本", "no process on this host reports its directory version")];
     }
-    return [t("目录", "Directory"), null, null, t("数据库无法读取目录版本", "the store cannot say which directory is stored")];
+    return [t("目录", "Directory"), null, null, t("数据库中读不到已载入的目录（见 PostgreSQL 一行）", "no stored directory can be read (see the PostgreSQL row)")];
   }
   var NAMES = { worker: t("工作进程", "worker"), gateway: t("网关", "gateway"), processes: t("流程引擎", "process engine") };
   function certRows(d) {

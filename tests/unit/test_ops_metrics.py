@@ -187,6 +187,28 @@ def test_the_directory_state_says_whether_every_live_process_took_the_stored_ver
         child.wait()
 
 
+def test_a_process_of_another_account_counts_as_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hub ops may run under an account of its own: signal 0 to hub run's processes then fails with EPERM, which
+    says the process exists (ESRCH says it does not)."""
+    import datetime as dt
+    import os
+
+    now = dt.datetime(2026, 12, 6, 3, 0, tzinfo=dt.UTC)
+    taken = [health.DirectoryTaken("worker", "0", "4711", 8)]
+
+    def refuse(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", refuse)
+    assert health.directory_state(8, now, taken, 30, now=now)["state"] == "ok"
+
+    def gone(pid: int, sig: int) -> None:
+        raise ProcessLookupError(3, "No such process")
+
+    monkeypatch.setattr(os, "kill", gone)
+    assert health.directory_state(8, now, taken, 30, now=now)["state"] == "absent"
+
+
 def test_the_crl_check_names_the_stale_or_missing_crl() -> None:
     def ca(fresh: bool | None) -> dict[str, Any]:
         return {
