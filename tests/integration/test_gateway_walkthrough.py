@@ -7,8 +7,8 @@ and run in bash, each from its own working directory, with the real ``hub`` comm
   (``hub keygen``, ``hub pki issue``), each giving files that curl presents;
 - ``hub sign`` of a draft, the submission (202 and a hub-signed receipt on standard output), the long-poll of the
   inbox (200, the hub-signed delivery and its tag in ``headers.txt``; both its signatures checked with the xmlsec1
-  and perl commands of hub/trust/USAGE.md the walkthrough points to, trusting only the hub root), the acknowledgement (the same one again is 404: settled)
-  and the state of the sent message (JSON);
+  and perl commands of hub/trust/USAGE.md the walkthrough points to, trusting only the hub root), the
+  acknowledgement (the same one again is 404: settled) and the state of the sent message (JSON);
 - then "Java 端", from the files the walkthrough left: the document's openssl and keytool commands make the key and
   trust stores, Apache Santuario signs (``tests/interop/santuario/Sign.java``, the document's code) and a JDK-only
   client (``tests/interop/java/GatewayClient.java``) launched with the document's ``-D`` settings submits, polls
