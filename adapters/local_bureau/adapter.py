@@ -135,6 +135,8 @@ class Config:
             port = int(extra.get("listen_port", 8443))
         except (TypeError, ValueError):
             raise fail("listen_port must be an integer") from None
+        if not 0 < port < 65536:
+            raise fail(f"listen_port must be a port number (1–65535), not {port}")
         cert, key = str(extra.get("cert_file", "")), str(extra.get("key_file", ""))
         plain = bool(extra.get("allow_plain_http", False))
         if cert or key:
@@ -166,7 +168,13 @@ class Config:
                 if nums[name] <= 0:
                     raise fail(f"{name} must be positive")
         if "max_body" in extra:
-            nums["max_body"] = int(extra["max_body"])
+            # ≤ 0 would answer every push 413 LB_TOO_LARGE: the bureau could send nothing
+            try:
+                nums["max_body"] = int(extra["max_body"])
+            except (TypeError, ValueError):
+                raise fail("max_body must be a number of bytes") from None
+            if nums["max_body"] <= 0:
+                raise fail("max_body must be a positive number of bytes")
         return cls(
             listen_host=host,
             listen_port=port,

@@ -100,6 +100,8 @@ class Config:
             port = int(extra.get("listen_port", 8443))
         except (TypeError, ValueError):
             raise fail("listen_port must be an integer") from None
+        if not 0 < port < 65536:
+            raise fail(f"listen_port must be a port number (1–65535), not {port}")
         url = str(extra.get("callback_url", ""))
         if not url.startswith(("http://", "https://")):
             raise fail("callback_url must be the OA's http(s):// callback URL")

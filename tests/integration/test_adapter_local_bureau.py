@@ -93,6 +93,9 @@ def test_config_refusals() -> None:
         {**base, "desk_webhook_url": "ftp://x"},
         {**base, "agency_code": "nope"},
         {**base, "cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"},
+        {**base, "max_body": 0},
+        {**base, "max_body": "4 MB"},
+        {**base, "listen_port": 70000},
     ):
         with pytest.raises(ConfigurationError) as e:
             Config.from_extra(bad)

@@ -69,6 +69,8 @@ def test_config_refuses_plain_http_off_loopback_and_missing_tokens() -> None:
         {**base, "token": ""},
         {**base, "callback_url": "ftp://x"},
         {**base, "cert_file": "/nonexistent.pem", "key_file": "/nonexistent.key"},
+        {**base, "max_body": 0},
+        {**base, "listen_port": 0},
     ):
         with pytest.raises(ConfigurationError) as e:
             Config.from_extra(bad)
