@@ -66,6 +66,21 @@ class AdapterSettings:
         object.__setattr__(self, "home", Path(self.home))
         if self.prefetch < 1 or self.max_batch < 1 or self.concurrency < 1:
             raise ConfigurationError("prefetch, max_batch and concurrency must be at least 1")
+        # Each of these at 0 or below would start an adapter that cannot work: every send timing out at once, every
+        # delivery refused as too large, reconnecting to the broker without a pause.
+        if not self.request_timeout > 0:
+            raise ConfigurationError(
+                f"request_timeout must be a positive number of seconds, not {self.request_timeout}"
+            )
+        if self.max_message_bytes < 1:
+            raise ConfigurationError(f"max_message_bytes must be at least 1, not {self.max_message_bytes}")
+        if not 0 < self.reconnect_initial <= self.reconnect_max:
+            raise ConfigurationError(
+                f"reconnect_initial ({self.reconnect_initial} s) must be positive and at most reconnect_max "
+                f"({self.reconnect_max} s)"
+            )
+        if self.retry_limit < 0:
+            raise ConfigurationError(f"retry_limit must be 0 (no retries) or more, not {self.retry_limit}")
 
     # ------------------------------------------------------------------------------------------ files
 

@@ -1,0 +1,46 @@
+"""The SDK's settings refuse, at start and with a sentence (``SDK_CONFIG``), values with which an adapter could not
+work: every send timing out at once, every delivery refused as too large, reconnecting without a pause."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.sdk import AdapterSettings, ConfigurationError
+
+
+def _settings(**values: Any) -> AdapterSettings:
+    return AdapterSettings(system="county-220182-oa", home=Path("/nonexistent"), **values)
+
+
+def test_the_defaults_and_sensible_values_are_taken() -> None:
+    assert _settings().retry_limit == 5
+    s = _settings(request_timeout=0.5, max_message_bytes=1024, reconnect_initial=1, reconnect_max=1, retry_limit=0)
+    assert (s.request_timeout, s.retry_limit) == (0.5, 0)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"request_timeout": 0}, "request_timeout"),
+        ({"request_timeout": -1.0}, "request_timeout"),
+        ({"max_message_bytes": 0}, "max_message_bytes"),
+        ({"reconnect_initial": 0}, "reconnect_initial"),
+        ({"reconnect_initial": 60, "reconnect_max": 30}, "reconnect_max"),
+        ({"retry_limit": -1}, "retry_limit"),
+        ({"prefetch": 0}, "prefetch"),
+    ],
+)
+def test_values_an_adapter_cannot_work_with_are_refused(values: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        _settings(**values)
+    assert caught.value.code == "SDK_CONFIG" and named in str(caught.value)
+
+
+def test_a_file_with_such_a_value_is_refused_too(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('system = "county-220182-oa"\nhome = "home"\nrequest_timeout = 0\n', encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="request_timeout"):
+        AdapterSettings.from_file(path)
