@@ -34,6 +34,17 @@ def _boolean(raw: str) -> bool:
     raise ValueError(raw)
 
 
+#: (setting, lowest value, what a lower one would do) — checked when the settings are made.
+_LOWEST = (
+    ("max_message_bytes", 1, "below it every message would be refused as too large"),
+    ("message_budget_ms", 1, "below it every message would be refused as over its CPU budget"),
+    ("clock_skew_s", 0, "seconds a message's Created may be ahead of the hub's clock"),
+    ("crl_hours", 1, "below it every CRL would be stale when published, and verification fails closed"),
+    ("workers", 0, "0 is one worker per core"),
+    ("prefetch", 1, "0 would let RabbitMQ hand a worker every queued message at once"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: AMQP URL of RabbitMQ.
@@ -87,6 +98,11 @@ class Settings:
             raise ConfigError(f"HUB_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, got {self.queue_type!r}")
         if self.directory_refresh_s < 1:  # 0 would have every worker ask PostgreSQL without a pause
             raise ConfigError(f"HUB_DIRECTORY_REFRESH_S must be at least 1 (seconds), got {self.directory_refresh_s}")
+        # A value below these starts a hub that cannot work, with nothing said until the first message fails.
+        for name, low, why in _LOWEST:
+            value = getattr(self, name)
+            if value < low:
+                raise ConfigError(f"HUB_{name.upper()} must be at least {low} ({why}), got {value}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
