@@ -88,6 +88,16 @@ def rewritten(command: str, old: str, new: str) -> str:
     return command.replace(old, new)
 
 
+def approval_application() -> Any:
+    """A draft approval.application from the portal to the approval system (unsigned: what the reader signs)."""
+    return document(
+        PORTAL,
+        [Recipient.to(PROVINCE, APPROVAL)],
+        service="approval.application",
+        body=sample_body("approval.application", "tree-felling-licence.xml"),
+    )
+
+
 def approval_status() -> Any:
     """An approval.status from the approval system to the portal (unsigned: ``Hub.send`` signs it)."""
     return build(
@@ -259,12 +269,7 @@ async def _the_unit(
     await shell.run(take(commands, "hub pki issue "), unit)
     shutil.copy(settings.state_dir / "pki" / "root-ca.pem", unit / "hub-root.pem")
     # What the reader has before step 2: a draft envelope, unsigned (an approval application to the approval system).
-    draft = document(
-        PORTAL,
-        [Recipient.to(PROVINCE, APPROVAL)],
-        service="approval.application",
-        body=sample_body("approval.application", "tree-felling-licence.xml"),
-    )
+    draft = approval_application()
     (unit / "draft.xml").write_bytes(to_bytes(draft))
 
     # —— 2, 3: sign and submit → the hub-signed receipt on standard output; the approval system gets the delivery
@@ -317,12 +322,7 @@ async def _the_java_side(hub: Hub, shell: Shell, unit: Path, port: int) -> None:
     assert not commands, f"commands of the Java block this test does not run: {commands}"
     classpath = ":".join(str(j) for j in SANTUARIO_JARS if j.exists())
 
-    draft = document(
-        PORTAL,
-        [Recipient.to(PROVINCE, APPROVAL)],
-        service="approval.application",
-        body=sample_body("approval.application", "tree-felling-licence.xml"),
-    )
+    draft = approval_application()
     (unit / "draft-java.xml").write_bytes(to_bytes(draft))
     await shell.run(
         f"java -cp {classpath} {SANTUARIO / 'Sign.java'} keys/{PORTAL}.key {PORTAL}.pem draft-java.xml signed-java.xml "
