@@ -153,7 +153,7 @@ CODES: dict[str, str] = {
     "GATEWAY_CONCURRENCY": "并发请求数超过该系统的上限",
     "GATEWAY_TIMEOUT": "枢纽未在时限内答复",
     "GATEWAY_READ_TIMEOUT": "读取请求体超时",
-    "GATEWAY_MEDIA_TYPE": "请求内容类型不是 application/xml",
+    "GATEWAY_MEDIA_TYPE": "请求内容类型不符（提交报文用 application/xml，拒收投递用 application/json）",
     "GATEWAY_BAD_REQUEST": "请求参数不合规",
     "GATEWAY_NOT_FOUND": "请求的资源不存在",
     "GATEWAY_METHOD": "该资源不支持此请求方法",

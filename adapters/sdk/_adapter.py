@@ -320,9 +320,15 @@ class Adapter:
             raise ConfigurationError(f"adapter {self.system}: no settings to connect with (AdapterSettings)")
         signer = load_signer(s.key_path, s.cert_path)
         trust = AgencyTrust.from_files(s.root_cert_path, s.crl_dir, max_bytes=s.max_message_bytes)
-        url, namespace = s.broker()
         kind, target = s.store_target()
-        transport = await _connect_with_backoff(s, url, namespace, self.system)
+        transport: AbstractTransport
+        if s.gateway_url:
+            from adapters.sdk._gateway import connect_gateway
+
+            transport = await connect_gateway(s, self.system)
+        else:
+            url, namespace = s.broker()
+            transport = await _connect_with_backoff(s, url, namespace, self.system)
         return _Wiring(transport, signer, trust, open_store(kind, target))
 
     # ------------------------------------------------------------------------------------------ sending

@@ -7,7 +7,8 @@ An adapter needs only what its enrolment gave it (``hub adapter enrol``), in one
       cert.pem         its certificate, followed by the issuing CA's
       hub-root.pem     the hub's root certificate: the only trust anchor
       crl/*.crl        the hub CA's revocation lists (refreshed by whatever distributes them; re-read when changed)
-      broker.json      {"url": "amqp://<user>:<password>@host:5672/", "namespace": "hub"} (0600)
+      broker.json      {"url": "amqp://<user>:<password>@host:5672/", "namespace": "hub"} (0600); not read when the
+                       adapter takes part over the HTTPS gateway (``gateway_url``)
       handled.sqlite3  what the adapter has handled (made on first start; the default store)
 
 Never the hub's PKI directory, never a schema folder: the XSDs ship with the SDK.
@@ -44,6 +45,14 @@ class AdapterSettings:
     amqp_url: str = ""
     #: Override of broker.json's namespace.
     namespace: str = ""
+    #: The hub's HTTPS gateway, e.g. ``https://gateway.jl-forestry.gov.cn:8443``: set, the adapter takes part over
+    #: HTTPS only (its key and certificate for mutual TLS, the hub root as the only trust; ``adapters.sdk._gateway``)
+    #: instead of RabbitMQ, with the same handlers and store.
+    gateway_url: str = ""
+    #: Long polls of the gateway's inbox at once (each holds one of the system's concurrent requests at the gateway).
+    gateway_polls: int = 2
+    #: Seconds one long poll waits for a delivery (the gateway holds a poll at most 30 s).
+    gateway_wait: int = 20
     #: Unacknowledged deliveries the broker may hand this adapter at once.
     prefetch: int = 64
     #: Deliveries handed over in one batch (one store commit and one acknowledgement per batch).
@@ -81,6 +90,22 @@ class AdapterSettings:
             )
         if self.retry_limit < 0:
             raise ConfigurationError(f"retry_limit must be 0 (no retries) or more, not {self.retry_limit}")
+        if self.gateway_url:
+            from yarl import URL
+
+            try:
+                url: URL | None = URL(self.gateway_url)
+            except ValueError:
+                url = None
+            if url is None or url.scheme != "https" or not url.host or url.path not in ("", "/") or url.query_string:
+                raise ConfigurationError(
+                    f"gateway_url {self.gateway_url!r}: give the gateway as https://host[:port] (it takes only HTTPS "
+                    "with the system's certificate)"
+                )
+        if self.gateway_polls < 1:
+            raise ConfigurationError(f"gateway_polls must be at least 1, not {self.gateway_polls}")
+        if not 1 <= self.gateway_wait <= 30:
+            raise ConfigurationError(f"gateway_wait must be 1 to 30 seconds, not {self.gateway_wait}")
 
     # ------------------------------------------------------------------------------------------ files
 

@@ -79,6 +79,10 @@ _SERVICE_NAME = re.compile(rb'\bname="([a-z][a-z0-9.]{0,63})"')
 _RECEIPT_OUTCOME = re.compile(rb"<Outcome>(accepted|duplicate|quarantined)</Outcome>")
 _ERROR_CODE = re.compile(rb"<Code>([A-Z][A-Z0-9_]{1,63})</Code>")
 _HEADER_SCAN = 4096
+#: POST /v1/inbox/{tag}/refuse: the system's code (shaped as the hub's own) and reason, in at most this much JSON.
+_REFUSAL_CODE = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
+MAX_REFUSAL_REASON = 1000
+MAX_REFUSAL_BODY = 8192
 #: Paths served without a client certificate.
 _PUBLIC = frozenset({"/openapi.json"})
 
@@ -438,6 +442,59 @@ async def ack(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def release(request: web.Request) -> web.StreamResponse:
+    """POST /v1/inbox/{tag}/release: put a delivery handed out back at once (the client cannot take it now; the next
+    poll hands it out again, instead of after the visibility timeout)."""
+    identity = request[IDENTITY]
+    if not request.app[STATE].mailbox.release(identity.system, request.match_info["tag"]):
+        raise Refused(404, "GATEWAY_NOT_FOUND", "no unacknowledged delivery with this tag (it may have gone back)")
+    return web.Response(status=204)
+
+
+async def refuse(request: web.Request) -> web.StreamResponse:
+    """POST /v1/inbox/{tag}/refuse ``{"code": "...", "reason": "..."}``: a delivery the system will never take (it
+    failed the system's own checks) is parked in the hub's dead-letter queue with the system, code and reason, where
+    the hub's operators see it, and acknowledged — never acknowledged away."""
+    identity = request[IDENTITY]
+    if request.content_type != "application/json":
+        raise Refused(415, "GATEWAY_MEDIA_TYPE", f"send the refusal as application/json, not {request.content_type}")
+    if request.content_length is not None and request.content_length > MAX_REFUSAL_BODY:
+        raise Refused(413, "ENV_TOO_LARGE", f"a refusal is at most {MAX_REFUSAL_BODY} bytes of JSON")
+    raw = await _read_body(request, MAX_REFUSAL_BODY, request.app[GATEWAY_SETTINGS].body_timeout_s)
+    try:
+        given = json.loads(raw)
+    except ValueError:
+        given = None
+    code = given.get("code") if isinstance(given, dict) else None
+    reason = given.get("reason") if isinstance(given, dict) else None
+    if (
+        not isinstance(given, dict)
+        or set(given) != {"code", "reason"}
+        or not isinstance(code, str)
+        or not _REFUSAL_CODE.fullmatch(code)
+        or not isinstance(reason, str)
+        or not 0 < len(reason) <= MAX_REFUSAL_REASON
+        or not reason.strip()
+    ):
+        raise Refused(
+            400,
+            "GATEWAY_BAD_REQUEST",
+            'send {"code": "<A_CODE>", "reason": "<why, 1 to 1000 characters>"}: a code of capital letters, digits '
+            "and underscores, and a reason an operator can act on",
+        )
+    done = await request.app[STATE].mailbox.refuse(identity.system, request.match_info["tag"], code, reason.strip())
+    if done is None:
+        raise Refused(404, "GATEWAY_NOT_FOUND", "no unacknowledged delivery with this tag (it may have gone back)")
+    if not done:
+        raise Refused(
+            503,
+            "DELIVERY_BROKER",
+            "the broker did not take the parked copy; the delivery was put back and comes again",
+            retry_after=5,
+        )
+    return web.Response(status=204)
+
+
 async def message_state(request: web.Request) -> web.StreamResponse:
     """GET /v1/messages/{id}: the state of a message the calling system sent."""
     from hub.store.messages import sent_message_status
@@ -572,6 +629,8 @@ def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     app.router.add_get("/v1/messages/{id}", message_state, allow_head=False)
     app.router.add_get("/v1/inbox", poll, allow_head=False)
     app.router.add_post("/v1/inbox/{tag}/ack", ack)
+    app.router.add_post("/v1/inbox/{tag}/release", release)
+    app.router.add_post("/v1/inbox/{tag}/refuse", refuse)
     app.router.add_get("/openapi.json", openapi, allow_head=False)
     return app
 

@@ -7,8 +7,10 @@ prefetch ``prefetch``). A delivery is
   waiting for: it resolves that wait (oldest waiter first) and is acknowledged;
 - else an **inbox item**, held unacknowledged: ``next_item`` hands it to one long poll with an opaque token, ``ack``
   acknowledges it; an item handed out and not acknowledged within ``visibility_timeout`` seconds is nacked (requeued:
-  the broker delivers it again, to this or another gateway), and ``release`` puts an item back at once (a poll whose
-  response could not be written).
+  the broker delivers it again, to this or another gateway), ``release`` puts an item back at once (a poll whose
+  response could not be written, or a client that asks for it: ``POST /v1/inbox/{tag}/release``), and ``refuse``
+  parks it in the dead-letter queue with the system's reason (``POST /v1/inbox/{tag}/refuse``: a delivery the
+  system will never take, as ``hub.pipeline.client.park_refused`` parks it for an AMQP system), then acknowledges it.
 
 The consumer's handler keeps each batch open until every item of it is settled (``Consumer`` requeues what a handler
 leaves unsettled), so the consumer runs as many batches at once as its prefetch allows. On ``close`` every item still
@@ -226,25 +228,54 @@ class Mailbox:
             box.out[item.token] = item
             return item
 
-    async def ack(self, system: str, token: str) -> bool:
-        """Acknowledge an item handed out to ``system``; False when the token is unknown (or already settled)."""
+    def _take(self, system: str, token: str) -> InboxItem | None:
+        """The item handed out to ``system`` under ``token``, no longer out (None: unknown or already settled)."""
         box = self._boxes.get(system)
-        item = box.out.pop(token, None) if box is not None else None
-        if item is None:
-            return False
+        return box.out.pop(token, None) if box is not None else None
+
+    async def _acknowledge(self, item: InboxItem) -> None:
         try:
             await self.transport.ack([item.msg])
         finally:
             if not item.settled.done():
                 item.settled.set_result(None)
+
+    async def ack(self, system: str, token: str) -> bool:
+        """Acknowledge an item handed out to ``system``; False when the token is unknown (or already settled)."""
+        item = self._take(system, token)
+        if item is None:
+            return False
+        await self._acknowledge(item)
         return True
 
-    def release(self, system: str, token: str) -> None:
-        """Put a handed-out item back at once (nack with requeue; in the background)."""
-        box = self._boxes.get(system)
-        item = box.out.pop(token, None) if box is not None else None
-        if item is not None:
+    def release(self, system: str, token: str) -> bool:
+        """Put a handed-out item back at once (nack with requeue; in the background); False when the token is
+        unknown (or already settled)."""
+        item = self._take(system, token)
+        if item is None:
+            return False
+        self._requeue(item)
+        return True
+
+    async def refuse(self, system: str, token: str, code: str, reason: str) -> bool | None:
+        """Park a handed-out item in the dead-letter queue with ``system``'s code and reason, then acknowledge it.
+        None when the token is unknown; False when the broker did not take the parked copy (the item is put back
+        at once: nothing is acknowledged away)."""
+        from hub.pipeline.client import park_refused
+
+        item = self._take(system, token)
+        if item is None:
+            return None
+        if await park_refused(self.transport, system, [(item.msg, code, reason)]):
             self._requeue(item)
+            return False
+        log.warning(
+            "inbox item refused by its system and dead-lettered: %s",
+            code,
+            extra={"message_id": item.message_id, "system": system, "code": code, "reason": reason[:300]},
+        )
+        await self._acknowledge(item)
+        return True
 
     def _requeue(self, item: InboxItem) -> None:
         async def nack() -> None:

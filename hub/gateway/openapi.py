@@ -176,6 +176,43 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/inbox/{tag}/release": {
+                "post": {
+                    "operationId": "releaseDelivery",
+                    "summary": "Put a delivery handed out by GET /v1/inbox back at once (the next poll hands it out)",
+                    "parameters": [
+                        {"name": "tag", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "204": {"description": "put back: the next poll (of this system) hands it out again"},
+                        "404": {"$ref": f"{_REF}/responses/NotFound"},
+                        **_common(),
+                    },
+                }
+            },
+            "/v1/inbox/{tag}/refuse": {
+                "post": {
+                    "operationId": "refuseDelivery",
+                    "summary": "Refuse a delivery the system will never take: the hub parks it in its dead-letter "
+                    "queue with this system's code and reason, where its operators see it, and acknowledges it",
+                    "parameters": [
+                        {"name": "tag", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/Refusal"}}},
+                    },
+                    "responses": {
+                        "204": {"description": "parked with the reason and acknowledged: it is not delivered again"},
+                        "400": _refusal("not a refusal object of the schema (GATEWAY_BAD_REQUEST)"),
+                        "404": {"$ref": f"{_REF}/responses/NotFound"},
+                        "408": _refusal("the request body did not arrive in time (GATEWAY_READ_TIMEOUT)"),
+                        "413": _refusal("over 8192 bytes (ENV_TOO_LARGE)"),
+                        "415": _refusal("the body is not application/json (GATEWAY_MEDIA_TYPE)"),
+                        **_common(),
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -207,6 +244,25 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                         },
                         "title": {"type": "string", "description": "the code's Chinese title"},
                         "detail": {"type": "string", "description": "one English sentence"},
+                    },
+                },
+                "Refusal": {
+                    "type": "object",
+                    "required": ["code", "reason"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "pattern": "^[A-Z][A-Z0-9_]{1,63}$",
+                            "description": "the system's stable code for the refusal, e.g. SIG_INVALID",
+                        },
+                        "reason": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 1000,
+                            "pattern": "\\S",
+                            "description": "why, in a sentence an operator can act on",
+                        },
                     },
                 },
                 "Delivery": {

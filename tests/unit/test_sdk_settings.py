@@ -31,6 +31,13 @@ def test_the_defaults_and_sensible_values_are_taken() -> None:
         ({"reconnect_initial": 60, "reconnect_max": 30}, "reconnect_max"),
         ({"retry_limit": -1}, "retry_limit"),
         ({"prefetch": 0}, "prefetch"),
+        ({"gateway_url": "http://gateway.jl-forestry.gov.cn:8443"}, "gateway_url"),
+        ({"gateway_url": "gateway.jl-forestry.gov.cn:8443"}, "gateway_url"),
+        ({"gateway_url": "https://gateway.jl-forestry.gov.cn:8443/v1/messages"}, "gateway_url"),
+        ({"gateway_url": "https://:8443"}, "gateway_url"),
+        ({"gateway_polls": 0}, "gateway_polls"),
+        ({"gateway_wait": 0}, "gateway_wait"),
+        ({"gateway_wait": 31}, "gateway_wait"),
     ],
 )
 def test_values_an_adapter_cannot_work_with_are_refused(values: dict[str, Any], named: str) -> None:
@@ -44,3 +51,16 @@ def test_a_file_with_such_a_value_is_refused_too(tmp_path: Path) -> None:
     path.write_text('system = "county-220182-oa"\nhome = "home"\nrequest_timeout = 0\n', encoding="utf-8")
     with pytest.raises(ConfigurationError, match="request_timeout"):
         AdapterSettings.from_file(path)
+
+
+def test_the_https_gateway_is_taken_as_https_host_and_port() -> None:
+    s = _settings(gateway_url="https://gateway.jl-forestry.gov.cn:8443/", gateway_polls=4, gateway_wait=30)
+    assert (s.gateway_url, s.gateway_polls, s.gateway_wait) == ("https://gateway.jl-forestry.gov.cn:8443/", 4, 30)
+    assert _settings().gateway_url == ""  # RabbitMQ, from broker.json, unless a gateway is named
+
+
+def test_the_gateway_can_be_named_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUB_ADAPTER_GATEWAY_URL", "https://127.0.0.1:8443")
+    monkeypatch.setenv("HUB_ADAPTER_GATEWAY_WAIT", "5")
+    s = AdapterSettings.from_mapping({"system": "county-220182-oa", "home": "/nonexistent"})
+    assert (s.gateway_url, s.gateway_wait) == ("https://127.0.0.1:8443", 5)

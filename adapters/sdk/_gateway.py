@@ -1,0 +1,509 @@
+"""The adapter over the HTTPS gateway: the same ``Adapter``, its handlers and its store, for a system whose network
+lets only HTTPS out (``AdapterSettings.gateway_url``).
+
+``GatewayTransport`` is the transport the ``Adapter`` is given instead of RabbitMQ's (``hub.transport.abc``); the
+adapter's code does not change. Each operation is one of the gateway's endpoints (docs/gateway.md), over mutual TLS
+with the system's own key and certificate (``home/key.pem``, ``home/cert.pem``), trusting only the hub root
+(``home/hub-root.pem``), host names checked:
+
+    publish (a send, a reply, a delivery.refusal)  POST /v1/messages; the hub's signed receipt or error in the
+                                                   response goes through the adapter's own verification, as if it
+                                                   had come from the queue, and settles the ``send``
+    consume                                        ``gateway_polls`` long polls GET /v1/inbox?wait=``gateway_wait``
+    ack                                            POST /v1/inbox/{tag}/ack
+    nack (a handler's ``Retry``, a stop)           POST /v1/inbox/{tag}/release: back at once
+    dead-letter (a delivery that failed the        POST /v1/inbox/{tag}/refuse {code, reason}: parked in the hub's
+    adapter's checks)                              dead-letter queue with the reason, as over AMQP
+
+What can go wrong, and what the adapter then does:
+
+- the gateway is unreachable, busy (429) or the hub unavailable (503): a submission is sent again after
+  ``Retry-After`` (within ``request_timeout``; a resend is safe: the hub recognises the message id and finishes what
+  was begun), then ``HubUnavailable``; polls back off from ``reconnect_initial`` to ``reconnect_max``;
+- the gateway refuses a submission before the hub examines it (413 too large, 415, 401/403 the certificate): JSON
+  over the authenticated TLS connection, not signed: ``HubRefused`` with ``error=None`` and the gateway's code;
+- an acknowledgement that does not arrive (the connection broke, or the visibility timeout passed): the gateway
+  hands the delivery out again and the adapter's store recognises it as handled (step 3 of ``Adapter``).
+
+Deliveries wait at most ``prefetch`` in the adapter's hands (taken, not yet settled), as the AMQP prefetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from adapters.sdk._errors import ConfigurationError, HubRefused, HubUnavailable
+from hub.errors import DeliveryError, title_of
+from hub.transport.names import Names
+from hub.transport.topology import Handler, Incoming, Outgoing
+
+if TYPE_CHECKING:
+    from adapters.sdk._settings import AdapterSettings
+
+__all__ = ["GatewayTransport", "client_ssl_context", "connect_gateway"]
+
+log = logging.getLogger("adapters.sdk")
+
+XML = "application/xml"
+#: Queue name the gateway's deliveries carry (there is one inbox per system over HTTPS).
+INBOX = "https:inbox"
+#: A status after which the same request may succeed later.
+_TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
+#: The certificate or the directory refused the system: waiting does not help, an operator must act.
+_REFUSED_IDENTITY = frozenset({401, 403})
+
+
+def client_ssl_context(settings: AdapterSettings) -> ssl.SSLContext:
+    """Mutual TLS as the system: its key and certificate chain; only the hub root trusted; host names checked."""
+    for path, what in (
+        (settings.key_path, "the system's key"),
+        (settings.cert_path, "the system's certificate"),
+        (settings.root_cert_path, "the hub root certificate"),
+    ):
+        if not path.is_file():
+            raise ConfigurationError(
+                f"{what} is missing at {path}: finish the enrolment (hub adapter enrol --accept)",
+                code="SDK_NOT_ENROLLED",
+            )
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.root_cert_path))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(settings.cert_path), str(settings.key_path))
+    except ssl.SSLError as exc:
+        raise ConfigurationError(f"the key and certificate in {settings.home} do not go together: {exc}") from None
+    return ctx
+
+
+@dataclass(slots=True)
+class _Held:
+    """A delivery in the adapter's hands: the gateway's tag for it, the consumer whose room it takes."""
+
+    msg: Incoming
+    token: str
+    consumer: _Consumer
+
+
+class _NoConsumer:
+    """The adapter's second queue (the urgent lane with quorum queues): the gateway's one inbox serves both."""
+
+    async def stop(self, *, drain: bool = True) -> None:
+        return None
+
+
+class _Consumer:
+    """``polls`` long polls feeding ``concurrency`` batch loops, at most ``prefetch`` deliveries in hand."""
+
+    def __init__(
+        self,
+        transport: GatewayTransport,
+        handler: Handler,
+        *,
+        prefetch: int,
+        max_batch: int,
+        linger: float,
+        concurrency: int,
+    ) -> None:
+        self.transport = transport
+        self.handler = handler
+        self.max_batch = max_batch
+        self.linger = linger
+        self.room = asyncio.Semaphore(prefetch)
+        self.ready: asyncio.Queue[Incoming] = asyncio.Queue()
+        self.running = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        loop = asyncio.get_running_loop()
+        self.polls = [loop.create_task(self._poll_loop()) for _ in range(transport.polls)]
+        self.batches = [loop.create_task(self._batch_loop()) for _ in range(concurrency)]
+
+    async def _poll_loop(self) -> None:
+        delay = self.transport.reconnect[0]
+        while True:
+            await self.room.acquire()
+            try:
+                got = await self.transport.poll(self)
+            except asyncio.CancelledError:
+                self.room.release()
+                raise
+            except _Unavailable as exc:
+                self.room.release()
+                log.warning("the gateway's inbox: %s; next poll in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.transport.reconnect[1])
+                continue
+            delay = self.transport.reconnect[0]
+            if got is None:
+                self.room.release()
+            else:
+                self.ready.put_nowait(got)
+
+    async def _batch_loop(self) -> None:
+        while True:
+            batch = [await self.ready.get()]
+            self.running += 1
+            self.idle.clear()
+            try:
+                if self.linger and self.ready.empty():
+                    await asyncio.sleep(self.linger)
+                while len(batch) < self.max_batch and not self.ready.empty():
+                    batch.append(self.ready.get_nowait())
+                try:
+                    await self.handler(batch)
+                except Exception:
+                    log.exception("the adapter failed on a batch of %d deliveries; they go back", len(batch))
+                    await self.transport.nack([m for m in batch if not m.settled], requeue=True)
+            finally:
+                self.running -= 1
+                if not self.running and self.ready.empty():
+                    self.idle.set()
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """No new polls; with ``drain`` the deliveries taken are handled first, else they go back at once."""
+        for task in self.polls:
+            task.cancel()
+        await asyncio.gather(*self.polls, return_exceptions=True)
+        if drain:
+            while not self.ready.empty() or self.running:
+                self.idle.clear()
+                await self.idle.wait()
+        for task in self.batches:
+            task.cancel()
+        await asyncio.gather(*self.batches, return_exceptions=True)
+        left = []
+        while not self.ready.empty():
+            left.append(self.ready.get_nowait())
+        if left:
+            await self.transport.nack(left, requeue=True)
+        self.transport.forget_consumer(self)
+
+
+class _Unavailable(Exception):
+    """The gateway did not answer a poll usefully now (unreachable, busy, the certificate refused)."""
+
+
+class GatewayTransport:
+    """``hub.transport.abc.AbstractTransport`` over the HTTPS gateway, for ``adapters.sdk.Adapter`` (module docstring).
+    Build it with ``connect_gateway``."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        system: str,
+        *,
+        names: Names,
+        polls: int = 2,
+        wait: int = 20,
+        request_timeout: float = 30.0,
+        reconnect: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.system = system
+        self.names = names
+        self.user = names.user(system)
+        self.polls = polls
+        self.wait = wait
+        self.request_timeout = request_timeout
+        self.reconnect = reconnect
+        self._consumer: _Consumer | None = None
+        self._tags = itertools.count(1)
+        self._held: dict[int, _Held] = {}
+
+    # ------------------------------------------------------------------------------------------ publishing
+
+    async def declare_topology(self, system_ids: Iterable[str] = ()) -> None:
+        return None  # the hub's topology is the hub's: an HTTPS system declares nothing
+
+    async def publish_many(self, items: Sequence[Outgoing]) -> None:
+        """Each envelope to POST /v1/messages (the hub's signed answer then goes to the consumer's handler); each
+        dead-letter copy (``hub.pipeline.client.park_refused``) to POST /v1/inbox/{tag}/refuse."""
+        await asyncio.gather(
+            *(
+                self._refuse(item) if item.exchange == self.names.dead_letter_exchange else self._submit(item)
+                for item in items
+            )
+        )
+
+    async def _submit(self, item: Outgoing) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        delay = self.reconnect[0]
+        mid = item.message_id or ""
+        while True:
+            try:
+                async with self.session.post(
+                    f"{self.base_url}/v1/messages", data=item.body, headers={"Content-Type": XML}
+                ) as resp:
+                    body = await resp.read()
+                    status, kind, headers = resp.status, resp.content_type, resp.headers
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                why, code, after = f"the gateway is unreachable ({_describe(exc)})", "SDK_GATEWAY_UNREACHABLE", None
+            else:
+                if kind in (XML, "text/xml") and status not in _TRANSIENT - {500}:
+                    await self._answer(body, headers.get("X-Hub-Message-Id") or mid)
+                    return
+                code = headers.get("X-Hub-Code") or f"HTTP_{status}"
+                detail = _detail(body) or f"HTTP {status}"
+                if status not in _TRANSIENT:
+                    raise HubRefused(code=code, title=title_of(code), reason=detail, message_id=mid, error=None)
+                why, after = f"{code}: {detail}", _seconds(headers.get("Retry-After"))
+            pause = max(delay, after or 0.0)
+            if loop.time() + pause > deadline:
+                raise HubUnavailable(f"the gateway did not take {mid} within {self.request_timeout:g} s: {why}")
+            log.warning("the gateway did not take %s (%s); sending it again in %.1f s", mid, why, pause)
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, self.reconnect[1])
+
+    async def _answer(self, body: bytes, message_id: str) -> None:
+        """The hub's answer in a response: through the adapter's own verification, as a delivery from the queue."""
+        consumer = self._consumer
+        if consumer is None:
+            raise ConfigurationError("the adapter is not consuming: the hub's answers could not be read")
+        answer = Incoming(
+            body=body,
+            routing_key="",
+            exchange="",
+            headers={},
+            message_id=message_id,
+            user_id=None,
+            priority=0,
+            redelivered=False,
+            queue="https:answer",
+            delivery_tag=0,
+            settled=True,  # nothing to acknowledge: it came in the response
+        )
+        await consumer.handler([answer])
+
+    async def _refuse(self, item: Outgoing) -> None:
+        """A delivery the adapter refused (its checks failed): parked by the gateway with the reason."""
+        h = next(
+            (h for h in self._held.values() if h.msg.message_id == item.message_id and h.msg.body == item.body), None
+        )
+        if h is None:
+            log.error(
+                "could not park %s: it did not come from the gateway's inbox (an answer in a response fails the "
+                "adapter's checks: the send it belongs to times out)",
+                item.message_id,
+            )
+            return
+        m = h.msg
+        reason = json.dumps(
+            {"code": str(item.headers.get("x-refused-code", "SDK_REFUSED")), "reason": _reason(item)},
+            ensure_ascii=False,
+        ).encode()
+        try:
+            async with self.session.post(
+                f"{self.base_url}/v1/inbox/{h.token}/refuse",
+                data=reason,
+                headers={"Content-Type": "application/json"},
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"the gateway is unreachable ({_describe(exc)})") from None
+        if status == 404:
+            log.warning("%s went back before its refusal arrived: it comes again and is refused then", m.message_id)
+        elif status != 204:
+            raise DeliveryError(f"the gateway did not park {m.message_id}: {_detail(body) or f'HTTP {status}'}")
+        self._settle(m)
+
+    # ------------------------------------------------------------------------------------------ receiving
+
+    async def consume(
+        self,
+        queue_name: str | Sequence[str],
+        handler: Handler,
+        *,
+        prefetch: int,
+        max_batch: int = 64,
+        linger: float = 0.002,
+        concurrency: int = 4,
+        priority: int | None = None,
+        share: Callable[[str], int] | None = None,
+    ) -> _Consumer | _NoConsumer:
+        """The system's inbox (whatever queue is named: over HTTPS there is one)."""
+        if self._consumer is not None:
+            return _NoConsumer()
+        self._consumer = _Consumer(
+            self, handler, prefetch=prefetch, max_batch=max_batch, linger=linger, concurrency=concurrency
+        )
+        return self._consumer
+
+    def forget_consumer(self, consumer: _Consumer) -> None:
+        if self._consumer is consumer:
+            self._consumer = None
+
+    async def poll(self, consumer: _Consumer) -> Incoming | None:
+        """One long poll: the next delivery (registered as in hand), or None after the wait."""
+        try:
+            async with self.session.get(
+                f"{self.base_url}/v1/inbox",
+                params={"wait": str(self.wait)},
+                timeout=aiohttp.ClientTimeout(total=self.wait + 30),
+            ) as resp:
+                body = await resp.read()
+                status, headers = resp.status, resp.headers
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise _Unavailable(f"unreachable ({_describe(exc)})") from None
+        if status == 204:
+            return None
+        if status != 200 or not headers.get("X-Hub-Delivery-Tag"):
+            code = headers.get("X-Hub-Code") or f"HTTP_{status}"
+            if status in _REFUSED_IDENTITY:
+                log.error("the gateway refuses %s (%s): %s", self.system, code, _detail(body))
+            raise _Unavailable(f"{code}: {_detail(body) or f'HTTP {status}'}")
+        tag = next(self._tags)
+        kind = headers.get("X-Hub-Kind", "delivery")
+        m = Incoming(
+            body=body,
+            routing_key="",
+            exchange="",
+            headers={"x-hub-kind": kind} if kind != "delivery" else {},
+            message_id=headers.get("X-Hub-Message-Id") or None,
+            user_id=None,
+            priority=0,
+            redelivered=False,
+            queue=INBOX,
+            delivery_tag=tag,
+        )
+        self._held[tag] = _Held(m, headers["X-Hub-Delivery-Tag"], consumer)
+        return m
+
+    def _settle(self, m: Incoming) -> _Held | None:
+        m.settled = True
+        h = self._held.pop(m.delivery_tag, None)
+        if h is not None:
+            h.consumer.room.release()
+        return h
+
+    async def ack(self, batch: Iterable[Incoming]) -> None:
+        await asyncio.gather(*(self._tell(m, "ack") for m in batch if not m.settled and m.delivery_tag in self._held))
+
+    async def nack(self, batch: Iterable[Incoming], *, requeue: bool = True) -> None:
+        """Back to the gateway at once (``requeue=False`` too: the adapter asks for it only when parking failed,
+        and over HTTPS parking is the gateway's own refusal endpoint: the delivery comes again and is refused then)."""
+        await asyncio.gather(
+            *(self._tell(m, "release") for m in batch if not m.settled and m.delivery_tag in self._held)
+        )
+
+    async def _tell(self, m: Incoming, verb: str) -> None:
+        h = self._settle(m)
+        assert h is not None
+        try:
+            async with self.session.post(f"{self.base_url}/v1/inbox/{h.token}/{verb}") as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning(
+                "the gateway did not hear the %s of %s (%s); it hands the delivery out again after its visibility "
+                "timeout and the adapter recognises it",
+                verb,
+                m.message_id,
+                _describe(exc),
+            )
+            return
+        if status == 404:
+            log.info("%s of %s: it had gone back already; it comes again and is recognised", verb, m.message_id)
+        elif status != 204:
+            log.warning("%s of %s: %s", verb, m.message_id, _detail(body) or f"HTTP {status}")
+
+    async def fetch(self, queue_name: str, *, max_messages: int = 100) -> list[Incoming]:
+        raise NotImplementedError("over the HTTPS gateway deliveries come by the adapter's long polls only")
+
+    async def queue_depth(self, queue: str) -> int:
+        raise NotImplementedError("the HTTPS gateway does not show queue depths")
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop(drain=False)
+        left = [h.msg for h in self._held.values()]
+        if left:
+            await self.nack(left)
+        await self.session.close()
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _detail(body: bytes) -> str:
+    """The ``detail`` of the gateway's JSON refusal (or the start of whatever came)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace").strip()
+    return str(data.get("detail") or "") if isinstance(data, dict) else ""
+
+
+def _seconds(raw: str | None) -> float | None:
+    try:
+        return max(0.0, float(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def _reason(item: Outgoing) -> str:
+    reason = str(item.headers.get("x-refused-reason") or "").strip() or "refused by the adapter's checks"
+    return reason[:1000]
+
+
+async def connect_gateway(settings: AdapterSettings, system: str) -> GatewayTransport:
+    """A ``GatewayTransport`` for ``system``, once the gateway took its certificate (retrying with back-off while the
+    gateway is unreachable; a certificate the gateway refuses is a ``ConfigurationError``: waiting does not help)."""
+    ctx = client_ssl_context(settings)
+    base = settings.gateway_url.rstrip("/")
+    delay = settings.reconnect_initial
+    while True:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=settings.gateway_polls + 16),
+            timeout=aiohttp.ClientTimeout(total=settings.request_timeout + 30, connect=10),
+        )
+        try:
+            # Who the gateway takes this certificate for: 404 for a message id nobody sent is the answer to a
+            # system it knows; 401/403 name what is wrong with the certificate.
+            async with session.get(f"{base}/v1/messages/00000000-0000-4000-8000-000000000000") as resp:
+                body = await resp.read()
+                status, code = resp.status, resp.headers.get("X-Hub-Code") or f"HTTP_{resp.status}"
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await session.close()
+            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                raise ConfigurationError(
+                    f"the gateway at {base} is not the hub's (its certificate does not chain to hub-root.pem or "
+                    f"does not name this host): {exc}",
+                    code="SDK_GATEWAY_CERTIFICATE",
+                ) from None
+            if isinstance(exc, aiohttp.ClientConnectorSSLError):  # the handshake failed: our certificate, mostly
+                raise ConfigurationError(
+                    f"the TLS handshake with the gateway at {base} failed ({_describe(exc)}): is cert.pem a "
+                    "certificate of this system issued by the hub CA with clientAuth, unexpired and not revoked?",
+                    code="SDK_GATEWAY_TLS",
+                ) from None
+            log.warning("gateway unreachable (%s); next attempt in %.1f s", _describe(exc), delay)
+        else:
+            if status in (200, 404):
+                return GatewayTransport(
+                    session,
+                    base,
+                    system,
+                    names=Names(settings.namespace or "hub"),
+                    polls=settings.gateway_polls,
+                    wait=settings.gateway_wait,
+                    request_timeout=settings.request_timeout,
+                    reconnect=(settings.reconnect_initial, settings.reconnect_max),
+                )
+            await session.close()
+            if status in _REFUSED_IDENTITY:
+                raise ConfigurationError(f"the gateway refused {system}'s certificate: {_detail(body)}", code=code)
+            log.warning("the gateway answered %s (%s); next attempt in %.1f s", status, _detail(body), delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, settings.reconnect_max)

@@ -1,0 +1,269 @@
+"""The adapter SDK over the HTTPS gateway (``AdapterSettings.gateway_url``, ``adapters.sdk._gateway``): the same
+``Adapter`` and handlers as over RabbitMQ, against the real hub (RabbitMQ, PostgreSQL, the worker) and a real
+``hub gateway`` application over mutual TLS, each adapter presenting the certificate it signs with from an enrolment
+directory laid out as ``hub adapter enrol --accept`` lays it out.
+
+Covered: a send's hub-signed receipt arrives in the HTTP response and settles it; a delivery reaches the handler
+verified (the hub's and the originator's signatures) and is acknowledged; a request's refusal comes back through the
+requester's inbox; a handler's ``Retry`` puts the delivery back at once (``POST /v1/inbox/{tag}/release``), not after
+the visibility timeout; a delivery that fails the adapter's checks is parked in the hub's dead-letter queue with its
+code and reason (``POST /v1/inbox/{tag}/refuse``), never acknowledged away; the hub's signed refusal is
+``HubRefused``; a gateway whose certificate does not chain to the home's hub root is refused at start. The two new
+endpoints' own refusals (400, 404, 415) are checked with a plain HTTPS client."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_client import Gateway, running_gateway
+from harness import PROVINCE, SYSTEMS, Hub, sample_body
+from harness import until as until_async
+
+from adapters.sdk import Adapter, AdapterSettings, ConfigurationError, Context, HubRefused, Refused, Reject, Retry, to
+from adapters.sdk._home import write_home
+from hub.pipeline.client import credential_paths, enroll
+from hub.settings import Settings
+from hub.trust.pki import PkiPaths
+
+pytestmark = pytest.mark.integration
+
+NONGAN = "county-220122-oa"  # 农安: sends over HTTPS
+DEHUI = "county-220183-oa"  # 德惠: receives over HTTPS
+CITY = "city-220100-oa"  # 长春: asks the province's database over HTTPS
+DATA = "prov-220000-data"  # the province's database: answers over HTTPS
+VISIBILITY_S = 30.0  # long: a delivery that comes back sooner was put back by the adapter
+
+
+@pytest.fixture(scope="module")
+def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from conftest import own_installation
+
+    with own_installation(integration_settings, tmp_path_factory, "sdkgw") as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+async def gw(settings: Settings) -> AsyncIterator[Gateway]:
+    hub = Hub(settings)
+    await hub.setup()
+    await enroll(settings, DATA, PROVINCE)
+    await hub.start_worker()
+    try:
+        async with running_gateway(hub, {}, visibility_timeout_s=VISIBILITY_S, answer_timeout_s=20) as g:
+            yield g
+    finally:
+        await hub.close()
+
+
+def home(gw: Gateway, system: str, base: Path) -> Path:
+    """The system's enrolment directory, as ``hub adapter enrol --accept`` writes it (no broker is used)."""
+    s = gw.hub.settings
+    key, cert = credential_paths(s, system)
+    paths = PkiPaths(s.state_dir / "pki")
+    return write_home(
+        base / system,
+        key_pem=key.read_bytes(),
+        cert_pem=cert.read_bytes(),
+        root_pem=paths.root_cert.read_bytes(),
+        crls={p.name: p.read_bytes() for p in paths.crl_dir.glob("*.crl")},
+        amqp_url="",
+        namespace=s.namespace,
+    )
+
+
+def over_https(gw: Gateway, system: str, base: Path, **tunables: Any) -> Adapter:
+    settings = AdapterSettings(
+        system=system, home=home(gw, system, base), gateway_url=gw.url, gateway_wait=2, request_timeout=20, **tunables
+    )
+    return Adapter(system, settings)
+
+
+def https_as(gw: Gateway, system: str) -> Any:
+    """A plain HTTPS session presenting the certificate ``system`` signs with (it carries clientAuth too)."""
+    key, cert = credential_paths(gw.hub.settings, system)
+    gw.certs[system] = (cert, key)
+    return gw.session(system)
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """``harness.until`` for a check that is a plain function or a coroutine function."""
+
+    async def checked() -> Any:
+        got = check()
+        return await got if inspect.isawaitable(got) else got
+
+    return await until_async(checked, what, timeout=timeout)
+
+
+async def send_document(nongan: Adapter) -> Any:
+    return await nongan.send(
+        sample_body("document.official"), service="document.official", version=1, to=[to(SYSTEMS[DEHUI], DEHUI)]
+    )
+
+
+async def test_send_receive_and_acknowledge_over_https(gw: Gateway, tmp_path: Path) -> None:
+    dehui, nongan = over_https(gw, DEHUI, tmp_path), over_https(gw, NONGAN, tmp_path)
+    seen: list[Context] = []
+
+    @dehui.handles("document.official", version=1)
+    async def on_document(doc: Any, ctx: Context) -> None:
+        seen.append(ctx)
+
+    async with dehui, nongan:
+        receipt = await send_document(nongan)  # the hub's signed receipt came in the response, verified
+        assert receipt.accepted and receipt.recipients == ((SYSTEMS[DEHUI], DEHUI, "to"),)
+        await until(lambda: seen, "the delivery at 德惠's handler")
+        ctx = seen[0]
+        assert ctx.message_id == receipt.message_id
+        assert ctx.sender.system == NONGAN and ctx.originator is not None and ctx.originator.system == NONGAN
+        assert ctx.hub.system == "hub"
+        # Acknowledged: the gateway holds nothing more of 德惠's, and the store recorded the id.
+        await until(lambda: gw.state.mailbox.held(DEHUI) == 0, "the acknowledgement")
+        assert await dehui._wiring.store.seen([receipt.message_id]) == {receipt.message_id}
+    assert len(seen) == 1
+
+
+async def test_a_requests_refusal_comes_back_through_the_inbox(gw: Gateway, tmp_path: Path) -> None:
+    data, city = over_https(gw, DATA, tmp_path), over_https(gw, CITY, tmp_path)
+
+    @data.handles("data.query", version=1)
+    async def on_query(msg: Any, ctx: Context) -> None:
+        raise Reject("DATASET_CLOSED", "该数据集本周维护，暂停查询 (dataset closed for maintenance)")
+
+    async with data, city:
+        with pytest.raises(Refused) as caught:
+            await city.request(
+                sample_body("data.query"), service="data.query", version=1, to=[to(PROVINCE, DATA)], timeout=20
+            )
+    assert caught.value.code == "DATASET_CLOSED" and caught.value.by.system == DATA
+    assert "维护" in caught.value.reason
+
+
+async def test_retry_puts_the_delivery_back_at_once(gw: Gateway, tmp_path: Path) -> None:
+    dehui, nongan = over_https(gw, DEHUI, tmp_path), over_https(gw, NONGAN, tmp_path)
+    calls: list[tuple[str, float]] = []
+
+    @dehui.handles("document.official", version=1)
+    async def on_document(doc: Any, ctx: Context) -> None:
+        calls.append((ctx.message_id, time.monotonic()))
+        if len(calls) == 1:
+            raise Retry(0.2)
+
+    async with dehui, nongan:
+        receipt = await send_document(nongan)
+        await until(lambda: len(calls) == 2, "the delivery handed to the handler again", timeout=10)
+        await until(lambda: gw.state.mailbox.held(DEHUI) == 0, "the acknowledgement")
+    assert [mid for mid, _ in calls] == [receipt.message_id] * 2
+    assert calls[1][1] - calls[0][1] < VISIBILITY_S / 3  # released, not timed out
+
+
+async def test_a_delivery_that_fails_the_adapters_checks_is_parked_with_its_reason(gw: Gateway, tmp_path: Path) -> None:
+    nongan = over_https(gw, NONGAN, tmp_path)
+    async with nongan:
+        receipt = await send_document(nongan)
+    # What the hub delivered to 德惠, taken from its inbox by a plain HTTPS client and put into its queue again altered
+    # by one signed character, as if changed on the way.
+    http = https_as(gw, DEHUI)
+    async with http.get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == receipt.message_id
+        tag, delivered = r.headers["X-Hub-Delivery-Tag"], await r.read()
+    async with http.post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 204
+    tampered = delivered.replace("吉林省林业和草原局文件".encode(), "吉林省林业和草原局函件".encode(), 1)
+    assert tampered != delivered
+    t = gw.hub.transport
+    from hub.transport.topology import Outgoing
+
+    await t.publish_many([Outgoing(t.names.deliver_exchange, DEHUI, tampered, {}, 0, receipt.message_id)])
+
+    dehui = over_https(gw, DEHUI, tmp_path)
+    seen: list[Context] = []
+
+    @dehui.handles("document.official", version=1)
+    async def on_document(doc: Any, ctx: Context) -> None:
+        seen.append(ctx)
+
+    parked: list[Any] = []
+
+    async def dead_lettered() -> bool:
+        for m in await t.fetch(t.names.dead_letter_queue, max_messages=100):
+            await t.ack([m])
+            if m.message_id == receipt.message_id:
+                parked.append(m)
+        return bool(parked)
+
+    async with dehui:
+        await until(dead_lettered, "the refused delivery in the hub's dead-letter queue")
+        await until(lambda: gw.state.mailbox.held(DEHUI) == 0, "the refused delivery settled at the gateway")
+    assert not seen  # nothing that failed the checks reached the handler
+    m = parked[0]
+    assert m.body == tampered
+    assert m.headers["x-refused-by"] == DEHUI
+    assert str(m.headers["x-refused-code"]).startswith("SIG_"), m.headers
+    assert m.headers["x-refused-reason"]
+
+
+async def test_the_hubs_signed_refusal_is_hub_refused(gw: Gateway, tmp_path: Path) -> None:
+    nongan = over_https(gw, NONGAN, tmp_path)
+    async with nongan:
+        with pytest.raises(HubRefused) as caught:  # no route lets 农安 report to the province's database
+            await nongan.send(sample_body("info.report"), service="info.report", version=1, to=[to(PROVINCE, DATA)])
+    assert caught.value.code == "ROUTE_NO_ROUTE" and caught.value.title
+    assert caught.value.error is not None  # the hub's signed hub.error, verified, kept as evidence
+
+
+async def test_a_gateway_not_of_the_homes_hub_is_refused_at_start(gw: Gateway, tmp_path: Path) -> None:
+    adapter = over_https(gw, NONGAN, tmp_path)
+    assert adapter.settings is not None
+    adapter.settings.root_cert_path.write_bytes(_foreign_root())  # the gateway's certificate does not chain to it
+    with pytest.raises(ConfigurationError) as caught:
+        await adapter.start()
+    assert caught.value.code == "SDK_GATEWAY_CERTIFICATE"
+    assert "hub-root.pem" in caught.value.detail
+
+
+def _foreign_root() -> bytes:
+    """A self-signed CA certificate of nobody's hub."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Not the hub")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+async def test_release_and_refuse_endpoints_refuse_what_they_cannot_take(gw: Gateway) -> None:
+    http = https_as(gw, DEHUI)
+    async with http.post("/v1/inbox/no-such-tag/release") as r:
+        assert r.status == 404 and (await r.json())["code"] == "GATEWAY_NOT_FOUND"
+    refusal = {"code": "SIG_INVALID", "reason": "签名不符 the signature does not verify"}
+    async with http.post("/v1/inbox/no-such-tag/refuse", json=refusal) as r:
+        assert r.status == 404 and (await r.json())["code"] == "GATEWAY_NOT_FOUND"
+    async with http.post("/v1/inbox/no-such-tag/refuse", data=b"code=X", headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 415 and (await r.json())["code"] == "GATEWAY_MEDIA_TYPE"
+    for bad in ({"code": "lower", "reason": "x"}, {"code": "SIG_INVALID", "reason": "  "}, {"code": "SIG_INVALID"}):
+        async with http.post("/v1/inbox/no-such-tag/refuse", json=bad) as r:
+            assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", bad
+    async with http.post("/v1/inbox/t/refuse", data=b"{", headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400
