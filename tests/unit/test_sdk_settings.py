@@ -64,3 +64,18 @@ def test_the_gateway_can_be_named_in_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HUB_ADAPTER_GATEWAY_WAIT", "5")
     s = AdapterSettings.from_mapping({"system": "county-220182-oa", "home": "/nonexistent"})
     assert (s.gateway_url, s.gateway_wait) == ("https://127.0.0.1:8443", 5)
+
+
+def test_the_gateway_documents_settings_are_settings_the_sdk_takes() -> None:
+    """docs/gateway.md shows an adapter's settings for the gateway in both languages: each block is taken as written."""
+    import re
+    import tomllib
+
+    from hub.settings import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "docs" / "gateway.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
+        s = AdapterSettings.from_mapping(tomllib.loads(block))
+        assert s.gateway_url.startswith("https://") and 1 <= s.gateway_wait <= 30
