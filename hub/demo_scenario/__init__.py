@@ -547,6 +547,7 @@ class Scenario:
             ("j", "枢纽签名密钥轮换 hub key rotation", self.step_rotate),
             ("k", "SDK 适配器：共享数据查询 an adapter written on the SDK answers a data query", self.step_sdk),
             ("l", "HTTPS 网关：只通 HTTPS 的政务服务网 a system over HTTPS only", self.step_gateway),
+            ("l1", "SDK 适配器经 HTTPS 网关收文签收 an adapter on the SDK over HTTPS only", self.step_sdk_https),
             (
                 "l2",
                 "运行中载入目录：新增的九台区林业局无需重启即可接入 a system added while the hub runs",
@@ -1133,6 +1134,106 @@ class Scenario:
         o.lines.append(
             f"the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt in {ms:.0f} ms → the "
             "approval system's status reached its inbox (long poll) → acknowledged"
+        )
+
+    async def step_sdk_https(self, o: Outcome) -> None:
+        """桦甸市林业局's office system sits on a county network that lets only HTTPS out: its adapter, written on
+        adapters.sdk, takes part over the HTTPS gateway (``gateway_url`` in its settings; mutual TLS with the key and
+        certificate of its enrolment directory) with the same handler code as over RabbitMQ. 吉林市林业局 sends it a
+        notice (AMQP); the handler gets it verified (the sender's and the hub's signatures) from a long poll and
+        returns its 签收 receipt, which the SDK submits over HTTPS; the receipt reaches 吉林市 and the hub records the
+        delivery as signed for."""
+        from adapters.sdk import Adapter, AdapterSettings, Context, SdkError
+        from adapters.sdk.messages import DocumentOfficial
+        from adapters.sdk.messages.document_receipt_v1 import DocumentReceiptV1
+        from hub.envelope import Party, Recipient, build
+
+        county, city = "county-220282-oa", "city-220200-oa"
+        home = await self._enrol_adapter(o, county)
+        if not o.ok:
+            return
+        agency, city_agency = self.directory.system(county).agency, self.directory.system(city).agency
+        settings = AdapterSettings(
+            system=county, home=home, gateway_url=self.gateway_url, gateway_wait=5, request_timeout=self.timeout
+        )
+        adapter = Adapter(county, settings)
+        seen: list[Context] = []
+        #: What this run signs for: the notice below. Whatever an earlier run left in 桦甸's inbox (the provincial
+        #: OA's notice of step n, say) is taken and acknowledged without a receipt, so each run sends the same.
+        ours: set[str] = set()
+
+        @adapter.handles(DocumentOfficial)
+        async def on_document(doc: DocumentOfficial, ctx: Context) -> DocumentReceiptV1 | None:
+            seen.append(ctx)
+            if ctx.message_id not in ours:
+                return None
+            return DocumentReceiptV1(
+                document_message_id=ctx.message_id,
+                recipient_agency_code=agency,
+                status="received",
+                at=datetime.now(CN_TZ).replace(microsecond=0),
+                handler="桦甸市林业局办公室",
+            )
+
+        body = self._sample("document.official", "typical-notice.xml")[1][0]
+        notice = build(
+            service="document.official",
+            sender=Party(city_agency, city),
+            recipients=[Recipient.to(agency, county)],
+            body=body,
+            classification="公开",
+            urgency="平件",
+        )
+        env, data = self.mail.sign(city, notice)
+        ours.add(env.message_id)
+        try:
+            async with adapter:
+                started = time.perf_counter()
+                await self.mail.publish(city, env, data)
+                self._expect_reply(o, await self.mail.replies(city, env.message_id), "receipt", "accepted")
+                deadline = time.monotonic() + self.timeout
+                while not any(c.message_id == env.message_id for c in seen) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                signed_for = await self.mail.collect(
+                    city,
+                    lambda g: (
+                        g.kind == "delivery"
+                        and g.envelope.service == "document.receipt"
+                        and g.envelope.ref_to == env.message_id
+                    ),
+                    expect=1,
+                    timeout=self.timeout,
+                )
+                ms = (time.perf_counter() - started) * 1000
+        except SdkError as exc:
+            o.problems.append(f"the adapter over HTTPS failed: {exc}")
+            return
+        ctx = next((c for c in seen if c.message_id == env.message_id), None)
+        if not o.expect(ctx is not None, "the notice did not reach 桦甸's handler over HTTPS"):
+            return
+        assert ctx is not None
+        o.expect(
+            ctx.originator is not None and ctx.originator.system == city,
+            "the delivery did not carry 吉林市's own signature, verified",
+        )
+        o.expect(len(signed_for) == 1, f"吉林市 got {len(signed_for)} 签收 receipts from 桦甸, not 1")
+        # The 签收 receipt is applied to the delivery by the documents process (off the message path): wait for it.
+        deadline = time.monotonic() + self.timeout
+        while (states := await self.delivery_states(env.message_id)) != {county: "received"}:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        o.expect(states == {county: "received"}, f"the hub records 桦甸's delivery as {states}, not signed for")
+        if not o.ok:
+            return
+        o.lines.append(
+            f"桦甸市林业局办公系统只通 HTTPS：SDK 适配器经网关长轮询收到吉林市林业局的通知（两个签名均已验证），"
+            f"处理函数返回签收回执经 HTTPS 提交，{ms:.0f} ms 内送达吉林市林业局，枢纽记为已签收"
+        )
+        o.lines.append(
+            f"an adapter on the SDK over HTTPS only (gateway_url): 桦甸 received 吉林市's notice by long poll, its "
+            f"handler's 签收 receipt went back over HTTPS and reached 吉林市 in {ms:.0f} ms; the delivery is recorded "
+            "as signed for"
         )
 
     async def step_directory(self, o: Outcome) -> None:
