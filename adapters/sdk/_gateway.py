@@ -34,6 +34,7 @@ import asyncio
 import itertools
 import json
 import logging
+import random
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -257,12 +258,16 @@ class GatewayTransport:
                 if status not in _TRANSIENT:
                     raise HubRefused(code=code, title=title_of(code), reason=detail, message_id=mid, error=None)
                 why, after = f"{code}: {detail}", _seconds(headers.get("Retry-After"))
-            pause = max(delay, after or 0.0)
+            # The gateway's Retry-After when it gives one (429, 503), else back-off; a little jitter, so that sends
+            # held back together do not all come back in the same instant.
+            pause = after if after is not None else delay
+            pause += random.uniform(0.0, min(1.0, pause / 4))
             if loop.time() + pause > deadline:
                 raise HubUnavailable(f"the gateway did not take {mid} within {self.request_timeout:g} s: {why}")
             log.warning("the gateway did not take %s (%s); sending it again in %.1f s", mid, why, pause)
             await asyncio.sleep(pause)
-            delay = min(delay * 2, self.reconnect[1])
+            if after is None:
+                delay = min(delay * 2, self.reconnect[1])
 
     async def _answer(self, body: bytes, message_id: str) -> None:
         """The hub's answer in a response: through the adapter's own verification, as a delivery from the queue."""

@@ -26,6 +26,7 @@ from harness import until as until_async
 
 from adapters.sdk import Adapter, AdapterSettings, ConfigurationError, Context, HubRefused, Refused, Reject, Retry, to
 from adapters.sdk._home import write_home
+from hub.gateway import STATE
 from hub.pipeline.client import credential_paths, enroll
 from hub.settings import Settings
 from hub.trust.pki import PkiPaths
@@ -267,3 +268,108 @@ async def test_release_and_refuse_endpoints_refuse_what_they_cannot_take(gw: Gat
             assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", bad
     async with http.post("/v1/inbox/t/refuse", data=b"{", headers={"Content-Type": "application/json"}) as r:
         assert r.status == 400
+
+
+YUSHU = "county-220182-oa"  # 榆树: used by no other test of this module (so no other gateway reads its queue)
+CHANGCHUN = "city-220100-oa"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_the_adapter_rides_out_a_gateway_restart(gw: Gateway, tmp_path: Path) -> None:
+    """The gateway goes away while the adapter runs: its polls back off, a send in that time is ``HubUnavailable``
+    after ``request_timeout``; a delivery that arrives meanwhile waits in the system's queue and reaches the handler
+    once the gateway is back on the same address. Nothing is lost."""
+    from harness import document
+
+    from adapters.sdk import HubUnavailable
+    from hub.envelope import Recipient
+    from hub.gateway import GatewaySettings, start_gateway
+
+    s = gw.hub.settings
+    config = GatewaySettings.for_state(s.state_dir, port=_free_port(), visibility_timeout_s=VISIBILITY_S)
+    runner = await start_gateway(s, config)
+    settings = AdapterSettings(
+        system=YUSHU,
+        home=home(gw, YUSHU, tmp_path),
+        gateway_url=f"https://127.0.0.1:{config.port}",
+        gateway_wait=1,
+        request_timeout=2,
+        reconnect_initial=0.1,
+        reconnect_max=0.5,
+    )
+    yushu = Adapter(YUSHU, settings)
+    seen: list[Context] = []
+
+    @yushu.handles("document.official", version=1)
+    async def on_document(doc: Any, ctx: Context) -> None:
+        seen.append(ctx)
+
+    try:
+        async with yushu:
+            await runner.cleanup()  # the gateway goes away
+            env = await gw.hub.send(CHANGCHUN, document(CHANGCHUN, [Recipient.to(SYSTEMS[YUSHU])]))
+            with pytest.raises(HubUnavailable) as caught:
+                await yushu.send(
+                    sample_body("document.official"),
+                    service="document.official",
+                    version=1,
+                    to=[to(SYSTEMS[CHANGCHUN], CHANGCHUN)],
+                )
+            assert "within 2 s" in caught.value.detail and caught.value.code == "SDK_HUB_UNAVAILABLE"
+            assert not seen
+            runner = await start_gateway(s, config)  # back, on the same address
+            await until(lambda: [c for c in seen if c.message_id == env.message_id], "the delivery after the restart")
+            await until(lambda: runner.app[STATE].mailbox.held(YUSHU) == 0, "its acknowledgement")
+    finally:
+        await runner.cleanup()
+
+
+async def test_over_the_rate_the_adapter_sends_again_after_retry_after(gw: Gateway, tmp_path: Path) -> None:
+    """A gateway that takes one request a second from the system: three sends at once are answered 429 with
+    Retry-After, sent again, and all accepted (each once: the hub holds three messages, not more)."""
+    import asyncio
+
+    from hub.gateway import GatewaySettings, start_gateway
+
+    s = gw.hub.settings
+    config = GatewaySettings.for_state(s.state_dir, port=_free_port(), default_rate=1.0)
+    runner = await start_gateway(s, config)
+    settings = AdapterSettings(
+        system=YUSHU,
+        home=home(gw, YUSHU, tmp_path),
+        gateway_url=f"https://127.0.0.1:{config.port}",
+        gateway_wait=10,  # a poll is a request too: few of them
+        gateway_polls=1,
+        request_timeout=20,
+    )
+    yushu = Adapter(YUSHU, settings)
+    try:
+        async with yushu:
+            started = time.monotonic()
+            receipts = await asyncio.gather(
+                *(
+                    yushu.send(
+                        sample_body("document.official"),
+                        service="document.official",
+                        version=1,
+                        to=[to(SYSTEMS[CHANGCHUN], CHANGCHUN)],
+                    )
+                    for _ in range(3)
+                )
+            )
+            took = time.monotonic() - started
+    finally:
+        await runner.cleanup()
+    assert all(r.accepted for r in receipts) and len({r.message_id for r in receipts}) == 3
+    assert took >= 1.0  # the 1 request a second held some of them back
+    rows = await gw.hub.pool.fetch(
+        "SELECT state FROM messages WHERE message_id = ANY($1::uuid[])", [r.message_id for r in receipts]
+    )
+    assert [r["state"] for r in rows] == ["accepted"] * 3
