@@ -154,11 +154,22 @@ def integration_settings(pg_dsn: str, test_namespace: str, tmp_path_factory: pyt
     return Settings.from_env(pg_dsn=pg_dsn, namespace=test_namespace, state_dir=tmp_path_factory.mktemp("state"))
 
 
-@pytest.fixture(params=["memory", pytest.param("real", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("real", marks=pytest.mark.integration),
+        pytest.param("https", marks=pytest.mark.integration),
+    ]
+)
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which hub ``TestHub`` builds: in memory, or on the real services (``HUB_TEST_REAL=1``)."""
-    if request.param == "real":
+    """Which hub ``TestHub`` builds: in memory, on the real services (``HUB_TEST_REAL=1``), or on the real services
+    with every adapter over the HTTPS gateway (``HUB_TEST_HTTPS=1``)."""
+    if request.param in ("real", "https"):
         monkeypatch.setenv("HUB_TEST_REAL", "1")
     else:
         monkeypatch.delenv("HUB_TEST_REAL", raising=False)
+    if request.param == "https":
+        monkeypatch.setenv("HUB_TEST_HTTPS", "1")
+    else:
+        monkeypatch.delenv("HUB_TEST_HTTPS", raising=False)
     return str(request.param)

@@ -15,6 +15,11 @@ RabbitMQ and PostgreSQL of the machine (``HUB_AMQP_URL``, ``HUB_PG_DSN``): a fre
 pipeline worker in this process, each adapter enrolled into an enrolment directory of its own and connecting
 with its own broker user, exactly as an agency's adapter does. Everything is removed afterwards.
 
+``TestHub(adapter, https=True)`` — or ``HUB_TEST_HTTPS=1`` — does that and also serves the hub's HTTPS gateway
+(``hub.gateway``, mutual TLS, its server certificate issued by the test CA) in this process, and every adapter and
+client takes part over it (``AdapterSettings.gateway_url``) instead of RabbitMQ: the same test proves the same
+behaviour for a system that can reach only HTTPS.
+
 ``TestHub(installation=settings)`` joins a hub that is already running (``make demo``'s): no database, namespace
 or worker of its own; its clients and enrolment directories are made in that installation, and only the
 enrolment directories are removed afterwards. ``AdapterProcess`` runs ``hub adapter run NAME --config FILE`` in a
@@ -75,15 +80,27 @@ class TestHub:
         directory: Path | None = None,
         routes: Path | None = None,
         installation: Any = None,
+        https: bool | None = None,
     ) -> None:
         from hub.settings import PROJECT_ROOT
 
         self.adapters = list(adapters)
         #: The ``hub.settings.Settings`` of a running hub to join instead of making one (implies real services).
         self.installation = installation
-        self.real = installation is not None or (
-            real if real is not None else os.environ.get("HUB_TEST_REAL", "") not in ("", "0")
+        #: Every adapter over the HTTPS gateway (implies real services).
+        self.https = https if https is not None else os.environ.get("HUB_TEST_HTTPS", "") not in ("", "0")
+        if self.https and installation is not None:
+            raise ConfigurationError(
+                "https=True serves a gateway of its own: no installation=", code="SDK_CONFIG"
+            )
+        self.real = (
+            installation is not None
+            or self.https
+            or (real if real is not None else os.environ.get("HUB_TEST_REAL", "") not in ("", "0"))
         )
+        #: The gateway's URL with ``https`` (``https://127.0.0.1:<port>``), else empty.
+        self.gateway_url = ""
+        self._gateway: Any = None
         self.directory_file = Path(directory or PROJECT_ROOT / "routes" / "directory.xml")
         self.routes_dir = Path(routes or PROJECT_ROOT / "routes")
         self.base = Path()  # a temporary folder of its own from __aenter__ on
@@ -122,6 +139,9 @@ class TestHub:
             except Exception:  # keep tearing down
                 log.exception("stopping %s failed", adapter.system)
         self._started.clear()
+        if self._gateway is not None:
+            await self._gateway.cleanup()
+            self._gateway = None
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
@@ -324,6 +344,20 @@ class TestHub:
         await self._admin_transport.declare_topology(s.id for s in directory.systems())
         self._worker = Worker(self.settings, 0)
         await self._worker.start()
+        if self.https:
+            await self._start_gateway()
+
+    async def _start_gateway(self) -> None:
+        """The hub's HTTPS gateway on a free local port, as ``hub gateway`` serves it (in this process)."""
+        from hub.gateway import GatewaySettings, start_gateway
+        from hub.trust import pki
+
+        pki.issue_server_certificate(
+            self.settings.state_dir / "pki", self.settings.ca_passphrase, ["127.0.0.1", "localhost"]
+        )
+        config = GatewaySettings.for_state(self.settings.state_dir, port=0)
+        self._gateway = await start_gateway(self.settings, config)
+        self.gateway_url = f"https://127.0.0.1:{self._gateway.addresses[0][1]}"
 
     async def enrol_home(self, system: str) -> Path:
         """(Real services only.) Enrol ``system`` with this hub's CA and broker and lay out its enrolment directory
@@ -355,10 +389,12 @@ class TestHub:
         home = await self.enrol_home(adapter.system)
         given = adapter.settings
         if given is None:
-            adapter.settings = AdapterSettings(system=adapter.system, home=home)
+            adapter.settings = AdapterSettings(system=adapter.system, home=home, gateway_url=self.gateway_url)
         else:  # the adapter's own tunables, with this hub's enrolment (and its PostgreSQL store, if it names one)
             store = given.store if given.store_target()[0] == "postgresql" else ""
-            adapter.settings = given.with_(home=home, store=store, amqp_url="", namespace="")
+            adapter.settings = given.with_(
+                home=home, store=store, amqp_url="", namespace="", gateway_url=self.gateway_url
+            )
         adapter._wiring = None
         await adapter.start()
 

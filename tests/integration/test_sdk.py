@@ -327,3 +327,15 @@ async def _pg_handled(dsn: str, message_id: str) -> bool:
         return bool(await conn.fetchval("SELECT count(*) FROM sdk_handled WHERE message_id = $1", message_id))
     finally:
         await conn.close()
+
+
+async def test_each_mode_runs_the_adapter_over_its_own_link(mode: str) -> None:
+    """The switch is real: in memory the in-memory broker, ``real`` RabbitMQ, ``https`` the hub's HTTPS gateway."""
+    adapter, seen = province()
+    async with TestHub(adapter) as hub:
+        link = type(adapter._wiring.transport).__name__
+        county = await hub.client(COUNTY_222403)
+        await send_report(county)
+        await hub.wait_until(lambda: seen)
+        assert (hub.gateway_url != "") == (mode == "https")
+    assert link == {"memory": "MemoryTransport", "real": "Transport", "https": "GatewayTransport"}[mode]
