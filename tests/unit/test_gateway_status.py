@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hub.errors import CODES
@@ -91,10 +93,17 @@ def test_openapi_document() -> None:
         "/v1/messages/{id}",
         "/v1/inbox",
         "/v1/inbox/{tag}/ack",
+        "/v1/inbox/{tag}/release",
+        "/v1/inbox/{tag}/refuse",
         "/openapi.json",
     }
     submit = doc["paths"]["/v1/messages"]["post"]["responses"]
     assert {"202", "400", "401", "403", "409", "413", "415", "429", "503"} <= set(submit)
+    refuse = doc["paths"]["/v1/inbox/{tag}/refuse"]["post"]
+    assert {"204", "400", "404", "413", "415", "503"} <= set(refuse["responses"])
+    refusal = doc["components"]["schemas"]["Refusal"]
+    assert refusal["required"] == ["code", "reason"] and refusal["additionalProperties"] is False
+    assert refusal["properties"]["reason"]["maxLength"] == 1000
     json.dumps(doc)
 
 
@@ -139,3 +148,20 @@ def test_a_refusal_of_the_emergency_lane_is_403() -> None:
     from hub.gateway.status import status_for_code
 
     assert status_for_code("LANE_NOT_ENTITLED") == 403
+
+
+def test_the_document_describes_every_route_the_application_serves(tmp_path: Path) -> None:
+    """Each method and path the aiohttp application routes is in the OpenAPI document, and nothing else is."""
+    from hub.gateway import GatewaySettings
+    from hub.gateway.app import create_app
+    from hub.gateway.openapi import document
+    from hub.settings import Settings
+
+    app = create_app(Settings.from_env(state_dir=tmp_path), GatewaySettings.for_state(tmp_path))
+    served = {
+        (r.method.lower(), r.resource.canonical)
+        for r in app.router.routes()
+        if r.resource is not None and r.method != "HEAD"
+    }
+    described = {(m, path) for path, ops in document()["paths"].items() for m in ops}
+    assert served == described
