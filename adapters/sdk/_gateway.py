@@ -35,6 +35,7 @@ import itertools
 import json
 import logging
 import random
+import re
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ XML = "application/xml"
 INBOX = "https:inbox"
 #: A status after which the same request may succeed later.
 _TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
+#: A refusal code the gateway takes (the shape of the hub's own codes); anything else is sent as SDK_REFUSED.
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
 #: The certificate or the directory refused the system: waiting does not help, an operator must act.
 _REFUSED_IDENTITY = frozenset({401, 403})
 
@@ -302,9 +305,9 @@ class GatewayTransport:
             )
             return
         m = h.msg
+        code = str(item.headers.get("x-refused-code") or "")
         reason = json.dumps(
-            {"code": str(item.headers.get("x-refused-code", "SDK_REFUSED")), "reason": _reason(item)},
-            ensure_ascii=False,
+            {"code": code if _CODE.fullmatch(code) else "SDK_REFUSED", "reason": _reason(item)}, ensure_ascii=False
         ).encode()
         try:
             async with self.session.post(
