@@ -331,3 +331,22 @@ def test_the_command_list_names_the_adapter_commands(capsys: pytest.CaptureFixtu
         main(["adapter", "--help"])
     out = capsys.readouterr().out
     assert all(word in out for word in ("new", "enrol", "approve", "run"))
+
+
+def test_the_generated_settings_show_every_tunable_with_its_true_default() -> None:
+    """Uncommented, each ``# name = value`` line of the generated settings.toml is a setting the SDK takes, and its
+    value is the SDK's own default (the file says "the defaults shown"); every tunable of AdapterSettings is there."""
+    import dataclasses
+    import re
+    import tomllib
+
+    from adapters.sdk import AdapterSettings
+
+    text = render_scaffold("yushu_oa", plan("county-220182-oa"))["settings.toml"].decode()
+    tunables = text.split("# [adapter]")[0]  # after it: the adapter's own example values (settings.extra)
+    shown = tomllib.loads("\n".join(m.group(1) for m in re.finditer(r"^# ([a-z_]+ = .+)$", tunables, re.M)))
+    defaults = {f.name: f.default for f in dataclasses.fields(AdapterSettings) if f.default is not dataclasses.MISSING}
+    assert set(shown) == set(defaults), set(shown) ^ set(defaults)
+    for name, value in shown.items():
+        assert value == defaults[name], name
+    AdapterSettings.from_mapping({"system": "county-220182-oa", "home": "home", **shown})
