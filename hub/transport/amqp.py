@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
 import aio_pika
@@ -465,6 +466,14 @@ class Consumer:
 # -- transport -----------------------------------------------------------------------------------------------------
 
 
+async def _declare_queue(name: str, arguments: dict[str, Any], channel: Any) -> None:
+    await channel.queue_declare(name, durable=True, arguments=arguments)
+
+
+async def _bind(queue: str, exchange: str, routing_key: str, arguments: dict[str, Any] | None, channel: Any) -> None:
+    await channel.queue_bind(queue, exchange, routing_key=routing_key, arguments=arguments)
+
+
 class Transport:
     """One robust connection to RabbitMQ, one confirming publish channel, consumers on their own channels.
 
@@ -563,12 +572,35 @@ class Transport:
             channel = await self._channel.get_underlay_channel()
             for ex in topo.exchanges:
                 await channel.exchange_declare(ex.name, exchange_type=ex.type, durable=True)
-            for q in topo.queues:
-                await channel.queue_declare(q.name, durable=True, arguments=dict(q.arguments))
-            for b in topo.bindings:
-                await channel.queue_bind(
-                    b.queue, b.exchange, routing_key=b.routing_key, arguments=dict(b.arguments) or None
-                )
+            # Each declaration is a round trip: one after the other, the demo directory's 50 systems took 1.1 s and
+            # a directory of a thousand would take twenty. The queues, then their bindings, go over a few channels
+            # at once (each channel's in order; every reply awaited, so a mismatch still raises AMQP_PRECONDITION).
+            await self._on_channels([functools.partial(_declare_queue, q.name, dict(q.arguments)) for q in topo.queues])
+            await self._on_channels(
+                [
+                    functools.partial(_bind, b.queue, b.exchange, b.routing_key, dict(b.arguments) or None)
+                    for b in topo.bindings
+                ]
+            )
+
+    async def _on_channels(self, ops: Sequence[Callable[[Any], Awaitable[Any]]], width: int = 16) -> None:
+        """Run ``ops`` (each given an aiormq channel) over up to ``width`` channels of their own at once, each
+        channel's share in order; the channels are closed afterwards. The first failure is raised."""
+        if not ops:
+            return
+        channels = [await self._connection.channel(publisher_confirms=False) for _ in range(min(width, len(ops)))]
+        try:
+            underlays = [await c.get_underlay_channel() for c in channels]
+
+            async def share(i: int) -> None:
+                for op in ops[i :: len(underlays)]:
+                    await op(underlays[i])
+
+            await asyncio.gather(*(share(i) for i in range(len(underlays))))
+        finally:
+            for c in channels:
+                with contextlib.suppress(*_QUIET):
+                    await c.close()
 
     async def queue_depth(self, queue: str) -> int:
         """Messages ready in ``queue`` (not counting unacknowledged ones)."""

@@ -25,6 +25,7 @@ agree. The management URL's credentials (``Settings.amqp_management_url``) are t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -209,18 +210,22 @@ async def teardown_namespace(settings: Settings, namespace: str | None = None) -
     deleted = 0
     vhost = _q(_VHOST)
     async with _api(settings) as api:
-        for q in await api.call("GET", f"/queues/{vhost}?columns=name") or []:
-            if q["name"].startswith(prefix):
-                await api.call("DELETE", f"/queues/{vhost}/{_q(q['name'])}", missing_ok=True)
-                deleted += 1
-        for ex in await api.call("GET", f"/exchanges/{vhost}?columns=name") or []:
-            if ex["name"].startswith(prefix):
-                await api.call("DELETE", f"/exchanges/{vhost}/{_q(ex['name'])}", missing_ok=True)
-                deleted += 1
-        for user in await api.call("GET", "/users?columns=name") or []:
-            if user["name"].startswith(prefix):
-                await api.call("DELETE", f"/users/{_q(user['name'])}", missing_ok=True)
-                deleted += 1
+        # Sixteen requests at once: one after the other, a namespace of the demo directory's 50 systems took half a
+        # second to remove.
+        room = asyncio.Semaphore(16)
+
+        async def delete(path: str) -> None:
+            async with room:
+                await api.call("DELETE", path, missing_ok=True)
+
+        for listing, base in (
+            (f"/queues/{vhost}?columns=name", f"/queues/{vhost}/"),
+            (f"/exchanges/{vhost}?columns=name", f"/exchanges/{vhost}/"),
+            ("/users?columns=name", "/users/"),
+        ):
+            names = [o["name"] for o in await api.call("GET", listing) or [] if o["name"].startswith(prefix)]
+            await asyncio.gather(*(delete(base + _q(name)) for name in names))
+            deleted += len(names)
     return deleted
 
 
