@@ -39,7 +39,7 @@ import re
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -56,6 +56,7 @@ __all__ = ["GatewayTransport", "client_ssl_context", "connect_gateway"]
 log = logging.getLogger("adapters.sdk")
 
 XML = "application/xml"
+_XML_TYPES = frozenset({XML, "text/xml"})
 #: Queue name the gateway's deliveries carry (there is one inbox per system over HTTPS).
 INBOX = "https:inbox"
 #: A status after which the same request may succeed later.
@@ -238,39 +239,61 @@ class GatewayTransport:
             )
         )
 
-    async def _submit(self, item: Outgoing) -> None:
+    async def _post(
+        self,
+        path: str,
+        what: str,
+        final: Callable[[int, str], bool],
+        *,
+        data: bytes | None = None,
+        json_body: bool = False,
+    ) -> tuple[int, str, bytes, Any]:
+        """POST until the gateway gives an answer ``final(status, content type)`` accepts: (status, content type,
+        body, headers). Anything else — no connection, 429, 503 … — is sent again after the gateway's Retry-After
+        when it names one (with up to a quarter of jitter, so requests held back together do not come back in the
+        same instant), else after a back-off, within ``request_timeout``; then ``_Unavailable``. Resending is safe
+        for every request this transport makes: the hub recognises a message id, and a tag acknowledged, put back
+        or refused once is unknown the second time (404)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
         delay = self.reconnect[0]
-        mid = item.message_id or ""
+        headers = {"Content-Type": "application/json" if json_body else XML} if data is not None else None
         while True:
             try:
-                async with self.session.post(
-                    f"{self.base_url}/v1/messages", data=item.body, headers={"Content-Type": XML}
-                ) as resp:
+                async with self.session.post(f"{self.base_url}{path}", data=data, headers=headers) as resp:
                     body = await resp.read()
-                    status, kind, headers = resp.status, resp.content_type, resp.headers
+                    status, kind, got = resp.status, resp.content_type, resp.headers
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                why, code, after = f"the gateway is unreachable ({_describe(exc)})", "SDK_GATEWAY_UNREACHABLE", None
+                why, after = f"the gateway is unreachable ({_describe(exc)})", None
             else:
-                if kind in (XML, "text/xml") and status not in _TRANSIENT - {500}:
-                    await self._answer(body, headers.get("X-Hub-Message-Id") or mid)
-                    return
-                code = headers.get("X-Hub-Code") or f"HTTP_{status}"
-                detail = _detail(body) or f"HTTP {status}"
-                if status not in _TRANSIENT:
-                    raise HubRefused(code=code, title=title_of(code), reason=detail, message_id=mid, error=None)
-                why, after = f"{code}: {detail}", _seconds(headers.get("Retry-After"))
-            # The gateway's Retry-After when it gives one (429, 503), else back-off; a little jitter, so that sends
-            # held back together do not all come back in the same instant.
+                if final(status, kind):
+                    return status, kind, body, got
+                why = f"{got.get('X-Hub-Code') or f'HTTP_{status}'}: {_detail(body) or f'HTTP {status}'}"
+                after = _seconds(got.get("Retry-After"))
             pause = after if after is not None else delay
             pause += random.uniform(0.0, min(1.0, pause / 4))
             if loop.time() + pause > deadline:
-                raise HubUnavailable(f"the gateway did not take {mid} within {self.request_timeout:g} s: {why}")
-            log.warning("the gateway did not take %s (%s); sending it again in %.1f s", mid, why, pause)
+                raise _Unavailable(f"not within {self.request_timeout:g} s: {why}")
+            log.warning("the gateway did not take %s (%s); sending it again in %.1f s", what, why, pause)
             await asyncio.sleep(pause)
             if after is None:
                 delay = min(delay * 2, self.reconnect[1])
+
+    async def _submit(self, item: Outgoing) -> None:
+        mid = item.message_id or ""
+
+        def final(status: int, kind: str) -> bool:
+            return status not in _TRANSIENT or (kind in _XML_TYPES and status == 500)  # the hub's signed INTERNAL
+
+        try:
+            status, kind, body, headers = await self._post("/v1/messages", mid, final, data=item.body)
+        except _Unavailable as exc:
+            raise HubUnavailable(f"the gateway did not take {mid}: {exc}") from None
+        if kind in _XML_TYPES:
+            await self._answer(body, headers.get("X-Hub-Message-Id") or mid)
+            return
+        code = headers.get("X-Hub-Code") or f"HTTP_{status}"
+        raise HubRefused(code=code, title=title_of(code), reason=_detail(body) or f"HTTP {status}", message_id=mid)
 
     async def _answer(self, body: bytes, message_id: str) -> None:
         """The hub's answer in a response: through the adapter's own verification, as a delivery from the queue."""
@@ -310,15 +333,11 @@ class GatewayTransport:
             {"code": code if _CODE.fullmatch(code) else "SDK_REFUSED", "reason": _reason(item)}, ensure_ascii=False
         ).encode()
         try:
-            async with self.session.post(
-                f"{self.base_url}/v1/inbox/{h.token}/refuse",
-                data=reason,
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise DeliveryError(f"the gateway is unreachable ({_describe(exc)})") from None
+            status, _, body, _ = await self._post(
+                f"/v1/inbox/{h.token}/refuse", f"the refusal of {m.message_id}", _settled, data=reason, json_body=True
+            )
+        except _Unavailable as exc:
+            raise DeliveryError(f"the gateway did not park {m.message_id}: {exc}") from None
         if status == 404:
             log.warning("%s went back before its refusal arrived: it comes again and is refused then", m.message_id)
         elif status != 204:
@@ -408,16 +427,16 @@ class GatewayTransport:
         h = self._settle(m)
         assert h is not None
         try:
-            async with self.session.post(f"{self.base_url}/v1/inbox/{h.token}/{verb}") as resp:
-                body = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            status, _, body, _ = await self._post(
+                f"/v1/inbox/{h.token}/{verb}", f"the {verb} of {m.message_id}", _settled
+            )
+        except _Unavailable as exc:
             log.warning(
                 "the gateway did not hear the %s of %s (%s); it hands the delivery out again after its visibility "
                 "timeout and the adapter recognises it",
                 verb,
                 m.message_id,
-                _describe(exc),
+                exc,
             )
             return
         if status == 404:
@@ -438,6 +457,11 @@ class GatewayTransport:
         if left:
             await self.nack(left)
         await self.session.close()
+
+
+def _settled(status: int, kind: str) -> bool:
+    """An answer to an acknowledgement, a put-back or a refusal that is final (204, 404, 400 …), not to be resent."""
+    return status not in _TRANSIENT
 
 
 def _describe(exc: BaseException) -> str:

@@ -59,6 +59,12 @@ CASES = [
         rf"p99_ms=(?P<p99>{NUMBER})",
         ("ratio", "hub", "bare", "p99"),
     ),
+    (
+        "sdk_https.py",
+        ["--quick"],
+        rf"sdk_https_per_s=(?P<https>{NUMBER}) sdk_amqp_per_s=(?P<amqp>{NUMBER}) https_ratio=(?P<ratio>{NUMBER})",
+        ("https", "amqp", "ratio"),
+    ),
 ]
 
 

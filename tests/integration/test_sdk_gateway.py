@@ -350,6 +350,12 @@ async def test_over_the_rate_the_adapter_sends_again_after_retry_after(gw: Gatew
         request_timeout=20,
     )
     yushu = Adapter(YUSHU, settings)
+    seen: list[str] = []
+
+    @yushu.handles("document.official", version=1)
+    async def on_document(doc: Any, ctx: Context) -> None:
+        seen.append(ctx.message_id)
+
     try:
         async with yushu:
             started = time.monotonic()
@@ -365,8 +371,21 @@ async def test_over_the_rate_the_adapter_sends_again_after_retry_after(gw: Gatew
                 )
             )
             took = time.monotonic() - started
+            # Three deliveries the other way: each is a poll and an acknowledgement at one request a second, so
+            # acknowledgements are answered 429 too, and sent again (not left to the visibility timeout: 60 s).
+            from harness import document
+
+            from hub.envelope import Recipient
+
+            sent = [
+                (await gw.hub.send(CHANGCHUN, document(CHANGCHUN, [Recipient.to(SYSTEMS[YUSHU])]))).message_id
+                for _ in range(3)
+            ]
+            await until(lambda: set(sent) <= set(seen), "the three deliveries at 榆树's handler", timeout=30)
+            await until(lambda: runner.app[STATE].mailbox.held(YUSHU) == 0, "their acknowledgements", timeout=30)
     finally:
         await runner.cleanup()
+    assert sorted(seen) == sorted(sent)  # each handled once: no acknowledgement was lost
     assert all(r.accepted for r in receipts) and len({r.message_id for r in receipts}) == 3
     assert took >= 1.0  # the 1 request a second held some of them back
     rows = await gw.hub.pool.fetch(
