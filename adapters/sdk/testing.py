@@ -90,9 +90,7 @@ class TestHub:
         #: Every adapter over the HTTPS gateway (implies real services).
         self.https = https if https is not None else os.environ.get("HUB_TEST_HTTPS", "") not in ("", "0")
         if self.https and installation is not None:
-            raise ConfigurationError(
-                "https=True serves a gateway of its own: no installation=", code="SDK_CONFIG"
-            )
+            raise ConfigurationError("https=True serves a gateway of its own: no installation=", code="SDK_CONFIG")
         self.real = (
             installation is not None
             or self.https

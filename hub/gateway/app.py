@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from hub.errors import HubError, title_of
@@ -44,7 +45,8 @@ from hub.gateway.direct import Direct
 from hub.gateway.examiners import ExaminerPool
 from hub.gateway.identity import ClientIdentity, Identifier, Refused
 from hub.gateway.limits import Limits, limits_of
-from hub.gateway.mailbox import Answer, Mailbox
+from hub.gateway.mailbox import Answer, InboxItem, Mailbox
+from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
 from hub.gateway.status import status_for_code, status_for_receipt
 from hub.metrics import count_request, heartbeat
 from hub.settings import Settings
@@ -83,6 +85,8 @@ _HEADER_SCAN = 4096
 _REFUSAL_CODE = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
 MAX_REFUSAL_REASON = 1000
 MAX_REFUSAL_BODY = 8192
+#: GET /v1/inbox?max=K: the most deliveries one poll hands out; POST /v1/inbox/ack: the most tags, in this much JSON
+#: (the OpenAPI document states them: hub.gateway.openapi).
 #: Paths served without a client certificate.
 _PUBLIC = frozenset({"/openapi.json"})
 
@@ -406,32 +410,85 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
 
 
 async def poll(request: web.Request) -> web.StreamResponse:
-    """GET /v1/inbox?wait=N: the system's next delivery (or answer nobody waited for), or 204 after the wait."""
+    """GET /v1/inbox?wait=N[&max=K]: the system's next delivery (or answer nobody waited for), or 204 after the wait.
+    With ``max`` (1 to ``MAX_POLL_ITEMS``): up to that many at once, as ``multipart/mixed`` — each part one delivery
+    with its own ``X-Hub-Delivery-Tag``, ``X-Hub-Message-Id`` and ``X-Hub-Kind`` — the first waited for, the rest
+    what is there."""
     identity = request[IDENTITY]
     raw = request.query.get("wait", "0")
     if not raw.isdigit() or int(raw) > MAX_POLL_S:
         raise Refused(400, "GATEWAY_BAD_REQUEST", f"wait must be a whole number of seconds from 0 to {MAX_POLL_S}")
+    many = request.query.get("max")
+    if many is not None and (not many.isdigit() or not 1 <= int(many) <= MAX_POLL_ITEMS):
+        raise Refused(400, "GATEWAY_BAD_REQUEST", f"max must be a whole number from 1 to {MAX_POLL_ITEMS}")
     mailbox = request.app[STATE].mailbox
     # A long poll may end early (the document promises at most ``wait`` seconds): ``poll_limit_s`` caps it.
-    item = await mailbox.next_item(identity.system, min(float(raw), request.app[GATEWAY_SETTINGS].poll_limit_s))
-    if item is None:
+    wait = min(float(raw), request.app[GATEWAY_SETTINGS].poll_limit_s)
+    items = await mailbox.next_items(identity.system, wait, int(many) if many is not None else 1)
+    if not items:
         return web.Response(status=204)
-    token = item.token
     try:
         if request.transport is None or request.transport.is_closing():
             raise ConnectionResetError("the client went away")
-        headers = {
-            "X-Hub-Delivery-Tag": token,
-            "X-Hub-Message-Id": item.message_id,
-            "X-Hub-Kind": str((item.msg.headers or {}).get("x-hub-kind", "delivery")),
-        }
-        resp = web.Response(status=200, body=item.body, content_type=XML, headers=headers)
+        resp: web.Response
+        if many is None:
+            resp = web.Response(status=200, body=items[0].body, content_type=XML, headers=_item_headers(items[0]))
+        else:
+            with aiohttp.MultipartWriter("mixed") as parts:
+                for item in items:
+                    parts.append(item.body, {"Content-Type": XML, **_item_headers(item)})
+            resp = web.Response(status=200, body=parts)
         await resp.prepare(request)
         await resp.write_eof()
     except BaseException:
-        mailbox.release(identity.system, token)  # the response could not be written: the item goes back at once
+        for item in items:  # the response could not be written: the items go back at once
+            mailbox.release(identity.system, item.token)
         raise
     return resp
+
+
+def _item_headers(item: InboxItem) -> dict[str, str]:
+    return {
+        "X-Hub-Delivery-Tag": item.token,
+        "X-Hub-Message-Id": item.message_id,
+        "X-Hub-Kind": str((item.msg.headers or {}).get("x-hub-kind", "delivery")),
+    }
+
+
+async def _json_body(request: web.Request, max_bytes: int, what: str) -> Any:
+    """The request's JSON (None when it is not JSON): 415 for another media type, 413 over ``max_bytes`` (checked on
+    Content-Length before reading, then while reading), 408 when it does not arrive in time."""
+    if request.content_type != "application/json":
+        raise Refused(415, "GATEWAY_MEDIA_TYPE", f"send {what} as application/json, not {request.content_type}")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise Refused(413, "ENV_TOO_LARGE", f"{what}: at most {max_bytes} bytes of JSON")
+    raw = await _read_body(request, max_bytes, request.app[GATEWAY_SETTINGS].body_timeout_s)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+async def ack_many(request: web.Request) -> web.StreamResponse:
+    """POST /v1/inbox/ack ``{"tags": [...]}``: acknowledge several deliveries in one request; answers which tags were
+    acknowledged and which are unknown (acknowledged already, or gone back after their visibility timeout)."""
+    identity = request[IDENTITY]
+    given = await _json_body(request, MAX_ACK_BODY, "the tags")
+    tags = given.get("tags") if isinstance(given, dict) and set(given) == {"tags"} else None
+    if (
+        not isinstance(tags, list)
+        or not 1 <= len(tags) <= MAX_ACK_TAGS
+        or not all(isinstance(t, str) and 0 < len(t) <= 200 for t in tags)
+    ):
+        raise Refused(
+            400, "GATEWAY_BAD_REQUEST", f'send {{"tags": [...]}}: 1 to {MAX_ACK_TAGS} tags from X-Hub-Delivery-Tag'
+        )
+    mailbox = request.app[STATE].mailbox
+    done: list[str] = []
+    unknown: list[str] = []
+    for tag in dict.fromkeys(tags):  # each tag once, in order
+        (done if await mailbox.ack(identity.system, tag) else unknown).append(tag)
+    return web.json_response({"acknowledged": done, "unknown": unknown})
 
 
 async def ack(request: web.Request) -> web.StreamResponse:
@@ -456,15 +513,7 @@ async def refuse(request: web.Request) -> web.StreamResponse:
     failed the system's own checks) is parked in the hub's dead-letter queue with the system, code and reason, where
     the hub's operators see it, and acknowledged — never acknowledged away."""
     identity = request[IDENTITY]
-    if request.content_type != "application/json":
-        raise Refused(415, "GATEWAY_MEDIA_TYPE", f"send the refusal as application/json, not {request.content_type}")
-    if request.content_length is not None and request.content_length > MAX_REFUSAL_BODY:
-        raise Refused(413, "ENV_TOO_LARGE", f"a refusal is at most {MAX_REFUSAL_BODY} bytes of JSON")
-    raw = await _read_body(request, MAX_REFUSAL_BODY, request.app[GATEWAY_SETTINGS].body_timeout_s)
-    try:
-        given = json.loads(raw)
-    except ValueError:
-        given = None
+    given = await _json_body(request, MAX_REFUSAL_BODY, "the refusal")
     code = given.get("code") if isinstance(given, dict) else None
     reason = given.get("reason") if isinstance(given, dict) else None
     if (
@@ -628,6 +677,7 @@ def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     # No implicit HEAD: a HEAD poll would hand out a delivery whose tag the client never sees.
     app.router.add_get("/v1/messages/{id}", message_state, allow_head=False)
     app.router.add_get("/v1/inbox", poll, allow_head=False)
+    app.router.add_post("/v1/inbox/ack", ack_many)
     app.router.add_post("/v1/inbox/{tag}/ack", ack)
     app.router.add_post("/v1/inbox/{tag}/release", release)
     app.router.add_post("/v1/inbox/{tag}/refuse", refuse)

@@ -206,27 +206,35 @@ class Mailbox:
 
     async def next_item(self, system: str, wait: float) -> InboxItem | None:
         """The next inbox item of the system, handed out with a fresh token, or None after ``wait`` seconds."""
+        items = await self.next_items(system, wait, 1)
+        return items[0] if items else None
+
+    async def next_items(self, system: str, wait: float, limit: int) -> list[InboxItem]:
+        """Up to ``limit`` inbox items of the system, each handed out with a fresh token: waits up to ``wait`` seconds
+        for the first, then takes what else is there now (none after the wait: an empty list)."""
         await self.open(system)
         box = self._box(system)
         deadline = self.clock() + wait
-        while True:
+        out: list[InboxItem] = []
+        while len(out) < limit:
             try:
                 item = box.ready.get_nowait()
             except asyncio.QueueEmpty:
                 left = deadline - self.clock()
-                if left <= 0:
-                    return None
+                if out or left <= 0:
+                    break
                 try:
                     async with asyncio.timeout(left):
                         item = await box.ready.get()
                 except TimeoutError:
-                    return None
+                    break
             if item.settled.done() or item.msg.settled:
                 continue  # put back or lost with its channel: the broker delivers it again
             item.token = secrets.token_urlsafe(18)
             item.deadline = self.clock() + self.visibility_timeout
             box.out[item.token] = item
-            return item
+            out.append(item)
+        return out
 
     def _take(self, system: str, token: str) -> InboxItem | None:
         """The item handed out to ``system`` under ``token``, no longer out (None: unknown or already settled)."""

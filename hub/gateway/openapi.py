@@ -12,7 +12,13 @@ from typing import Any
 from hub.gateway.config import MAX_POLL_S
 from hub.gateway.status import GATEWAY_STATUS
 
-__all__ = ["document"]
+__all__ = ["MAX_ACK_BODY", "MAX_ACK_TAGS", "MAX_POLL_ITEMS", "document"]
+
+#: Limits of the endpoints, stated here and enforced by hub.gateway.app: deliveries one poll hands out, tags one
+#: acknowledgement takes, and its JSON body.
+MAX_POLL_ITEMS = 64
+MAX_ACK_TAGS = 256
+MAX_ACK_BODY = 64 * 1024
 
 _REF = "#/components"
 
@@ -146,7 +152,18 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                                 "204 sooner"
                             ),
                             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POLL_S, "default": 0},
-                        }
+                        },
+                        {
+                            "name": "max",
+                            "in": "query",
+                            "required": False,
+                            "description": (
+                                "up to this many deliveries at once, as multipart/mixed (each part one delivery with "
+                                "its own X-Hub-Delivery-Tag, X-Hub-Message-Id and X-Hub-Kind); the first is waited "
+                                "for, the rest are what is there. Without it: one delivery, the body itself"
+                            ),
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_POLL_ITEMS},
+                        },
                     ],
                     "responses": {
                         "200": {
@@ -154,10 +171,38 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                             "for); acknowledge it with POST /v1/inbox/{tag}/ack within the visibility timeout, or it "
                             "comes back",
                             "headers": _headers("X-Hub-Delivery-Tag", "X-Hub-Message-Id", "X-Hub-Kind"),
-                            "content": {"application/xml": _xml("the delivered envelope, signed by the hub")},
+                            "content": {
+                                "application/xml": _xml("the delivered envelope, signed by the hub"),
+                                "multipart/mixed": _xml("with max: the deliveries, one a part (application/xml)"),
+                            },
                         },
                         "204": {"description": "nothing arrived within the wait"},
-                        "400": _refusal("wait is not a whole number from 0 to 30 (GATEWAY_BAD_REQUEST)"),
+                        "400": _refusal(
+                            f"wait is not a whole number from 0 to {MAX_POLL_S}, or max not one from 1 to "
+                            f"{MAX_POLL_ITEMS} (GATEWAY_BAD_REQUEST)"
+                        ),
+                        **_common(),
+                    },
+                }
+            },
+            "/v1/inbox/ack": {
+                "post": {
+                    "operationId": "ackDeliveries",
+                    "summary": "Acknowledge several deliveries handed out by GET /v1/inbox in one request",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/Tags"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "which tags were acknowledged, and which are unknown (acknowledged "
+                            "already, or gone back after their visibility timeout)",
+                            "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/Acknowledged"}}},
+                        },
+                        "400": _refusal(f"not 1 to {MAX_ACK_TAGS} tags (GATEWAY_BAD_REQUEST)"),
+                        "408": _refusal("the request body did not arrive in time (GATEWAY_READ_TIMEOUT)"),
+                        "413": _refusal(f"over {MAX_ACK_BODY} bytes (ENV_TOO_LARGE)"),
+                        "415": _refusal("the body is not application/json (GATEWAY_MEDIA_TYPE)"),
                         **_common(),
                     },
                 }
@@ -244,6 +289,28 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                         },
                         "title": {"type": "string", "description": "the code's Chinese title"},
                         "detail": {"type": "string", "description": "one English sentence"},
+                    },
+                },
+                "Tags": {
+                    "type": "object",
+                    "required": ["tags"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "tags": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_ACK_TAGS,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                        }
+                    },
+                },
+                "Acknowledged": {
+                    "type": "object",
+                    "required": ["acknowledged", "unknown"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "acknowledged": {"type": "array", "items": {"type": "string"}},
+                        "unknown": {"type": "array", "items": {"type": "string"}},
                     },
                 },
                 "Refusal": {

@@ -392,3 +392,41 @@ async def test_over_the_rate_the_adapter_sends_again_after_retry_after(gw: Gatew
         "SELECT state FROM messages WHERE message_id = ANY($1::uuid[])", [r.message_id for r in receipts]
     )
     assert [r["state"] for r in rows] == ["accepted"] * 3
+
+
+async def test_several_deliveries_in_one_poll_and_one_acknowledgement(gw: Gateway) -> None:
+    """GET /v1/inbox?max=K hands out up to K deliveries as multipart/mixed, each part with its own tag; POST
+    /v1/inbox/ack acknowledges them in one request and names the tags it did not know."""
+    import aiohttp
+    from harness import document
+
+    from hub.envelope import Recipient
+
+    sent = {(await gw.hub.send(NONGAN, document(NONGAN, [Recipient.to(SYSTEMS[DEHUI])]))).message_id for _ in range(3)}
+    http = https_as(gw, DEHUI)
+    got: dict[str, str] = {}
+    deadline = time.monotonic() + 15
+    while len(got) < 3 and time.monotonic() < deadline:
+        async with http.get("/v1/inbox", params={"wait": "5", "max": "10"}) as r:
+            if r.status == 204:
+                continue
+            assert r.status == 200 and r.content_type == "multipart/mixed", r.status
+            reader = aiohttp.MultipartReader.from_response(r)
+            while (part := await reader.next()) is not None:
+                assert isinstance(part, aiohttp.BodyPartReader)
+                body = bytes(await part.read(decode=False))
+                assert part.headers["Content-Type"] == "application/xml"
+                opened = gw.hub.inbox(DEHUI).open_delivery(body)  # both signatures verify, part by part
+                assert opened.envelope.message_id == part.headers["X-Hub-Message-Id"]
+                got[part.headers["X-Hub-Message-Id"]] = part.headers["X-Hub-Delivery-Tag"]
+    assert set(got) == sent
+    async with http.post("/v1/inbox/ack", json={"tags": [*got.values(), "no-such-tag"]}) as r:
+        assert r.status == 200
+        answer = await r.json()
+    assert sorted(answer["acknowledged"]) == sorted(got.values()) and answer["unknown"] == ["no-such-tag"]
+    assert gw.state.mailbox.held(DEHUI) == 0
+    for bad in ({"tags": []}, {"tags": "x"}, {"tag": ["x"]}, {"tags": [""]}):
+        async with http.post("/v1/inbox/ack", json=bad) as r:
+            assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", bad
+    async with http.get("/v1/inbox", params={"wait": "0", "max": "65"}) as r:
+        assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST"

@@ -92,6 +92,7 @@ def test_openapi_document() -> None:
         "/v1/messages",
         "/v1/messages/{id}",
         "/v1/inbox",
+        "/v1/inbox/ack",
         "/v1/inbox/{tag}/ack",
         "/v1/inbox/{tag}/release",
         "/v1/inbox/{tag}/refuse",
