@@ -27,8 +27,8 @@ What can go wrong, and what the adapter then does:
   hands the delivery out again and the adapter's store recognises it as handled (step 3 of ``Adapter``).
 
 Deliveries wait at most ``prefetch`` in the adapter's hands (taken, not yet settled), as the AMQP prefetch. A batch a
-poll and an acknowledgement a batch: ``bench/sdk_https.py`` measured 1,183 deliveries a second over HTTPS against 1,656
-over RabbitMQ on this machine (one a poll and one acknowledgement each: 539).
+poll and an acknowledgement a batch: ``bench/sdk_https.py`` measured 898–1,183 deliveries a second over HTTPS against
+1,643–1,656 over RabbitMQ on this machine (one a poll and one acknowledgement each: 539).
 """
 
 from __future__ import annotations
