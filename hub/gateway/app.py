@@ -85,8 +85,6 @@ _HEADER_SCAN = 4096
 _REFUSAL_CODE = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
 MAX_REFUSAL_REASON = 1000
 MAX_REFUSAL_BODY = 8192
-#: GET /v1/inbox?max=K: the most deliveries one poll hands out; POST /v1/inbox/ack: the most tags, in this much JSON
-#: (the OpenAPI document states them: hub.gateway.openapi).
 #: Paths served without a client certificate.
 _PUBLIC = frozenset({"/openapi.json"})
 
