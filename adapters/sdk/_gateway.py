@@ -20,7 +20,8 @@ What can go wrong, and what the adapter then does:
 
 - the gateway is unreachable, busy (429) or the hub unavailable (503): a submission is sent again after
   ``Retry-After`` (within ``request_timeout``; a resend is safe: the hub recognises the message id and finishes what
-  was begun), then ``HubUnavailable``; polls back off from ``reconnect_initial`` to ``reconnect_max``;
+  was begun), then ``HubUnavailable``; acknowledgements, put-backs and refusals are sent again the same way; polls
+  back off from ``reconnect_initial`` to ``reconnect_max``;
 - the gateway refuses a submission before the hub examines it (413 too large, 415, 401/403 the certificate): JSON
   over the authenticated TLS connection, not signed: ``HubRefused`` with ``error=None`` and the gateway's code;
 - an acknowledgement that does not arrive (the connection broke, or the visibility timeout passed): the gateway
