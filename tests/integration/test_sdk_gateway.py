@@ -8,8 +8,11 @@ verified (the hub's and the originator's signatures) and is acknowledged; a requ
 requester's inbox; a handler's ``Retry`` puts the delivery back at once (``POST /v1/inbox/{tag}/release``), not after
 the visibility timeout; a delivery that fails the adapter's checks is parked in the hub's dead-letter queue with its
 code and reason (``POST /v1/inbox/{tag}/refuse``), never acknowledged away; the hub's signed refusal is
-``HubRefused``; a gateway whose certificate does not chain to the home's hub root is refused at start. The two new
-endpoints' own refusals (400, 404, 415) are checked with a plain HTTPS client."""
+``HubRefused``; a gateway whose certificate does not chain to the home's hub root is refused at start; the gateway
+stopped and started again while the adapter runs; a gateway taking one request a second (sends and acknowledgements
+answered 429 and sent again). With a plain HTTPS client: several deliveries in one poll (``GET /v1/inbox?max=K``,
+multipart/mixed) and one acknowledgement for them (``POST /v1/inbox/ack``), and the new endpoints' refusals (400,
+404, 415)."""
 
 from __future__ import annotations
 
