@@ -39,28 +39,6 @@ AMQP = ("city-220100-oa", "11220100013544550M")  # 长春市林业局 OA: over R
 HTTPS = ("county-220183-oa", "11220183013553609R")  # 德惠市林业局 OA: over the HTTPS gateway
 
 
-async def _home(settings: Any, system: tuple[str, str], base: Path) -> Path:
-    """The system's enrolment directory, as ``hub adapter enrol --accept`` lays it out (its own broker user)."""
-    from adapters.sdk._home import write_home
-    from hub.pipeline.client import credential_paths, enroll
-    from hub.transport.users import amqp_url_for, provision
-    from hub.trust.pki import PkiPaths
-
-    await enroll(settings, system[0], system[1])
-    await provision(settings, [(system[0], None)])
-    key, cert = credential_paths(settings, system[0])
-    paths = PkiPaths(settings.state_dir / "pki")
-    return write_home(
-        base / system[0],
-        key_pem=key.read_bytes(),
-        cert_pem=cert.read_bytes(),
-        root_pem=paths.root_cert.read_bytes(),
-        crls={p.name: p.read_bytes() for p in paths.crl_dir.glob("*.crl")},
-        amqp_url=amqp_url_for(settings, system[0]),
-        namespace=settings.namespace,
-    )
-
-
 async def _delivered(pool: Any, system: str) -> int:
     """Deliveries to ``system`` the hub recorded as delivered (the broker confirmed them into its queue)."""
     return int(
@@ -71,15 +49,13 @@ async def _delivered(pool: Any, system: str) -> int:
 
 
 async def _round(
-    settings: Any, home: Path, system: str, gateway_url: str, n: int, gateway_pid: int | None
+    home: Path, system: str, gateway_url: str, n: int, gateway_pid: int | None
 ) -> tuple[float, float, float]:
     """(deliveries a second, this process's CPU ms a delivery, the gateway's CPU ms a delivery) for one round."""
-    from _e2e_env import cpu_ticks
+    from _e2e_env import TICKS, cpu_ticks
 
     from adapters.sdk import Adapter, AdapterSettings, Context
-    from hub.settings import Settings
 
-    assert isinstance(settings, Settings)
     handled: set[str] = set()
     done = asyncio.Event()
 
@@ -99,8 +75,6 @@ async def _round(
         if len(handled) >= n:
             done.set()
 
-    from _e2e_env import TICKS
-
     gw0 = cpu_ticks(gateway_pid) if gateway_pid else 0
     cpu0, t0 = time.process_time(), time.perf_counter()
     await adapter.start()
@@ -116,6 +90,7 @@ async def run(args: argparse.Namespace) -> int:
     from _e2e_load import Target, offer_backlog, presign
     from gateway import free_port, wait_for_port
 
+    from adapters.sdk.testing import enrolled_home
     from hub.commands import trust_admin as admin
     from hub.transport import Names, Transport
 
@@ -126,7 +101,9 @@ async def run(args: argparse.Namespace) -> int:
         s = await inst.open()
         names = Names(s.namespace)
         await admin.issue_server(s, s.state_dir / "pki", ["127.0.0.1", "localhost"])
-        homes = {sys_[0]: await _home(s, sys_, inst.tmp / "homes") for sys_ in (AMQP, HTTPS)}
+        homes = {
+            sys_: await enrolled_home(s, sys_, agency, inst.tmp / "homes" / sys_) for sys_, agency in (AMQP, HTTPS)
+        }
         n, rounds = args.messages, args.rounds
         print(f"签名 signing {2 * n * rounds} notices (the sender's cost, before any clock) …")
         loop = asyncio.get_running_loop()
@@ -169,7 +146,6 @@ async def run(args: argparse.Namespace) -> int:
                         return 1
                     await asyncio.sleep(0.2)
                 per_s, cpu, gw = await _round(
-                    s,
                     homes[system],
                     system,
                     url if link == "https" else "",

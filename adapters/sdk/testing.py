@@ -363,24 +363,8 @@ class TestHub:
         home=…)``)."""
         if not self.real:
             raise ConfigurationError("enrolment directories exist only with real=True", code="SDK_CONFIG")
-        from hub.pipeline.client import credential_paths, enroll
-        from hub.transport.users import amqp_url_for, provision
-        from hub.trust.pki import PkiPaths
-
-        entry = self._system_entry(system)
-        s = self.settings
-        await enroll(s, system, entry.agency)
-        await provision(s, [(system, None)])  # its own broker user, as hub adapter approve makes it
-        key_path, cert_path = credential_paths(s, system)
-        paths = PkiPaths(s.state_dir / "pki")
-        return write_home(
-            self.base / "homes" / system,
-            key_pem=key_path.read_bytes(),
-            cert_pem=cert_path.read_bytes(),
-            root_pem=paths.root_cert.read_bytes(),
-            crls={p.name: p.read_bytes() for p in paths.crl_dir.glob("*.crl")},
-            amqp_url=amqp_url_for(s, system),
-            namespace=s.namespace,
+        return await enrolled_home(
+            self.settings, system, self._system_entry(system).agency, self.base / "homes" / system
         )
 
     async def _start_adapter_real(self, adapter: Adapter) -> None:
@@ -408,6 +392,29 @@ class TestHub:
         if self._db and self._dsn_admin:
             async with connection(self._dsn_admin) as conn:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{self._db}" WITH (FORCE)')
+
+
+async def enrolled_home(settings: Any, system: str, agency: str, home: Path) -> Path:
+    """Enrol ``system`` with the CA and broker of the installation ``settings`` names (its certificate and its own
+    broker user, as ``hub adapter approve`` makes them) and lay out its enrolment directory in ``home`` as
+    ``hub adapter enrol --accept`` does. For tests and benches, which play the agency and the operator at once."""
+    from hub.pipeline.client import credential_paths, enroll
+    from hub.transport.users import amqp_url_for, provision
+    from hub.trust.pki import PkiPaths
+
+    await enroll(settings, system, agency)
+    await provision(settings, [(system, None)])
+    key_path, cert_path = credential_paths(settings, system)
+    paths = PkiPaths(settings.state_dir / "pki")
+    return write_home(
+        home,
+        key_pem=key_path.read_bytes(),
+        cert_pem=cert_path.read_bytes(),
+        root_pem=paths.root_cert.read_bytes(),
+        crls={p.name: p.read_bytes() for p in paths.crl_dir.glob("*.crl")},
+        amqp_url=amqp_url_for(settings, system),
+        namespace=settings.namespace,
+    )
 
 
 class AdapterProcess:

@@ -80,10 +80,10 @@ def home(gw: Gateway, system: str, base: Path) -> Path:
     )
 
 
-def over_https(gw: Gateway, system: str, base: Path, **tunables: Any) -> Adapter:
-    settings = AdapterSettings(
-        system=system, home=home(gw, system, base), gateway_url=gw.url, gateway_wait=2, request_timeout=20, **tunables
-    )
+def over_https(gw: Gateway, system: str, base: Path, *, url: str | None = None, **tunables: Any) -> Adapter:
+    """``system``'s adapter over the module's gateway (or the one at ``url``), with ``tunables`` over the defaults."""
+    given = {"gateway_wait": 2, "request_timeout": 20, **tunables}
+    settings = AdapterSettings(system=system, home=home(gw, system, base), gateway_url=url or gw.url, **given)
     return Adapter(system, settings)
 
 
@@ -104,9 +104,10 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> A
     return await until_async(checked, what, timeout=timeout)
 
 
-async def send_document(nongan: Adapter) -> Any:
-    return await nongan.send(
-        sample_body("document.official"), service="document.official", version=1, to=[to(SYSTEMS[DEHUI], DEHUI)]
+async def send_document(sender: Adapter, recipient: str = DEHUI) -> Any:
+    """The typical notice from ``sender`` to ``recipient`` (德惠 by default); the hub's receipt."""
+    return await sender.send(
+        sample_body("document.official"), service="document.official", version=1, to=[to(SYSTEMS[recipient], recipient)]
     )
 
 
@@ -298,16 +299,10 @@ async def test_the_adapter_rides_out_a_gateway_restart(gw: Gateway, tmp_path: Pa
     s = gw.hub.settings
     config = GatewaySettings.for_state(s.state_dir, port=_free_port(), visibility_timeout_s=VISIBILITY_S)
     runner = await start_gateway(s, config)
-    settings = AdapterSettings(
-        system=YUSHU,
-        home=home(gw, YUSHU, tmp_path),
-        gateway_url=f"https://127.0.0.1:{config.port}",
-        gateway_wait=1,
-        request_timeout=2,
-        reconnect_initial=0.1,
-        reconnect_max=0.5,
+    url = f"https://127.0.0.1:{config.port}"
+    yushu = over_https(
+        gw, YUSHU, tmp_path, url=url, gateway_wait=1, request_timeout=2, reconnect_initial=0.1, reconnect_max=0.5
     )
-    yushu = Adapter(YUSHU, settings)
     seen: list[Context] = []
 
     @yushu.handles("document.official", version=1)
@@ -319,12 +314,7 @@ async def test_the_adapter_rides_out_a_gateway_restart(gw: Gateway, tmp_path: Pa
             await runner.cleanup()  # the gateway goes away
             env = await gw.hub.send(CHANGCHUN, document(CHANGCHUN, [Recipient.to(SYSTEMS[YUSHU])]))
             with pytest.raises(HubUnavailable) as caught:
-                await yushu.send(
-                    sample_body("document.official"),
-                    service="document.official",
-                    version=1,
-                    to=[to(SYSTEMS[CHANGCHUN], CHANGCHUN)],
-                )
+                await send_document(yushu, CHANGCHUN)
             assert "within 2 s" in caught.value.detail and caught.value.code == "SDK_HUB_UNAVAILABLE"
             assert not seen
             runner = await start_gateway(s, config)  # back, on the same address
@@ -344,15 +334,8 @@ async def test_over_the_rate_the_adapter_sends_again_after_retry_after(gw: Gatew
     s = gw.hub.settings
     config = GatewaySettings.for_state(s.state_dir, port=_free_port(), default_rate=1.0)
     runner = await start_gateway(s, config)
-    settings = AdapterSettings(
-        system=YUSHU,
-        home=home(gw, YUSHU, tmp_path),
-        gateway_url=f"https://127.0.0.1:{config.port}",
-        gateway_wait=10,  # a poll is a request too: few of them
-        gateway_polls=1,
-        request_timeout=20,
-    )
-    yushu = Adapter(YUSHU, settings)
+    url = f"https://127.0.0.1:{config.port}"
+    yushu = over_https(gw, YUSHU, tmp_path, url=url, gateway_wait=10, gateway_polls=1)  # a poll is a request too
     seen: list[str] = []
 
     @yushu.handles("document.official", version=1)
@@ -362,17 +345,7 @@ async def test_over_the_rate_the_adapter_sends_again_after_retry_after(gw: Gatew
     try:
         async with yushu:
             started = time.monotonic()
-            receipts = await asyncio.gather(
-                *(
-                    yushu.send(
-                        sample_body("document.official"),
-                        service="document.official",
-                        version=1,
-                        to=[to(SYSTEMS[CHANGCHUN], CHANGCHUN)],
-                    )
-                    for _ in range(3)
-                )
-            )
+            receipts = await asyncio.gather(*(send_document(yushu, CHANGCHUN) for _ in range(3)))
             took = time.monotonic() - started
             # Three deliveries the other way: each is a poll and an acknowledgement at one request a second, so
             # acknowledgements are answered 429 too, and sent again (not left to the visibility timeout: 60 s).

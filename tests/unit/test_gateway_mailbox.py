@@ -64,3 +64,30 @@ async def test_answers_and_the_inbox() -> None:
         await box.close()
         await transport.close()
     assert transport.broker.queues[names.system_queue(SYSTEM)].ready
+
+
+async def test_several_items_at_once_the_first_waited_for() -> None:
+    names = Names("mailbox-test-many")
+    transport = MemoryTransport(names)
+    await transport.declare_topology([SYSTEM])
+    box = Mailbox(transport, prefetch=8, visibility_timeout=5)
+    try:
+        await box.open(SYSTEM)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await box.next_items(SYSTEM, 0.2, 4) == []  # nothing within the wait
+        assert loop.time() - started >= 0.19
+        await transport.publish_many([_to(names, f"<d{i}/>".encode(), {}, f"d-{i}") for i in range(3)])
+        await asyncio.sleep(0.05)
+        two = await box.next_items(SYSTEM, 1, 2)
+        assert [i.body for i in two] == [b"<d0/>", b"<d1/>"] and len({i.token for i in two}) == 2
+        started = loop.time()
+        rest = await box.next_items(SYSTEM, 1, 4)  # one is there: no waiting for more
+        assert [i.body for i in rest] == [b"<d2/>"] and loop.time() - started < 0.5
+        assert box.held(SYSTEM) == 3
+        for item in two + rest:
+            assert await box.ack(SYSTEM, item.token)
+        assert box.held(SYSTEM) == 0
+    finally:
+        await box.close()
+        await transport.close()
