@@ -158,6 +158,7 @@ CODES: dict[str, str] = {
     "GATEWAY_NOT_FOUND": "请求的资源不存在",
     "GATEWAY_METHOD": "该资源不支持此请求方法",
     "GATEWAY_UNAVAILABLE": "网关的审验进程暂不可用，请稍后重发",
+    "GATEWAY_LINK_CONFLICT": "该系统已通过 AMQP 接收其队列，不能同时经 HTTPS 网关接入",
     # documents (hub/processes/documents.py): receipts, feedback deadlines, document status
     "DOC_RECEIPT_AGENCY_MISMATCH": "公文回执的回执单位与签名发送方不一致，未采纳",
     "DOC_RECEIPT_NOT_DELIVERED": "公文回执所指的公文未经枢纽送达该单位，未采纳",

@@ -414,7 +414,7 @@ class GatewayTransport:
             return []
         if status != 200 or not got or not all(h.get("X-Hub-Delivery-Tag") for _, h in got):
             code = headers.get("X-Hub-Code") or f"HTTP_{status}"
-            if status in _REFUSED_IDENTITY:
+            if status in _REFUSED_IDENTITY or code == "GATEWAY_LINK_CONFLICT":  # an operator must act
                 log.error("the gateway refuses %s (%s): %s", self.system, code, _detail(body))
             raise _Unavailable(f"{code}: {_detail(body) or f'HTTP {status}'}")
         out = []

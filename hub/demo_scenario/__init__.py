@@ -1235,6 +1235,60 @@ class Scenario:
             f"handler's 签收 receipt went back over HTTPS and reached 吉林市 in {ms:.0f} ms; the delivery is recorded "
             "as signed for"
         )
+        await self._one_link(o, city)
+
+    async def _one_link(self, o: Outcome, system: str) -> None:
+        """A system takes part one way (hub.gateway.links): 吉林市's office system subscribes to its queue over
+        RabbitMQ as its own broker user; a poll over HTTPS with its certificate is then refused with 409
+        GATEWAY_LINK_CONFLICT, and the gateway does not start reading the queue (which would split its deliveries
+        and take its receipts). Whatever the subscription is handed meanwhile goes back to the queue."""
+        import ssl
+
+        import aiohttp
+
+        from hub.gateway.links import CONFLICT
+        from hub.pipeline.client import credential_paths
+        from hub.transport.users import consumers_by_queue
+        from hub.trust.pki import PkiPaths
+
+        t = await self.mail.transport(system)
+        queue, user = t.names.system_queue(system), t.names.user(system)
+        done = asyncio.Event()
+
+        async def hold(batch: list[Any]) -> None:
+            await done.wait()
+            await t.nack(batch, requeue=True)
+
+        consumer = await t.consume(queue, hold, prefetch=1, max_batch=1, concurrency=1)
+        try:
+            # The management API lists a new consumer after a moment; the gateway's guard keeps a listing 2 s.
+            deadline = time.monotonic() + 10
+            while user not in (await consumers_by_queue(self.settings)).get(queue, ()):
+                if not o.expect(time.monotonic() < deadline, "RabbitMQ does not list 吉林市's subscription"):
+                    return
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(2.1)
+            key, cert = credential_paths(self.settings, system)
+            tls = ssl.create_default_context(cafile=str(PkiPaths(self.settings.state_dir / "pki").root_cert))
+            tls.load_cert_chain(str(cert), str(key))
+            async with (
+                aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=tls)) as http,
+                http.get("/v1/inbox", params={"wait": "0"}) as r,
+            ):
+                status, code = r.status, r.headers.get("X-Hub-Code", "")
+        finally:
+            done.set()
+            await consumer.stop()
+        if not o.expect((status, code) == (409, CONFLICT), f"吉林市's HTTPS poll beside AMQP: {status} {code}"):
+            return
+        o.lines.append(
+            "吉林市林业局已经 AMQP 订阅自己的队列，再经 HTTPS 轮询即被拒绝"
+            "（409 GATEWAY_LINK_CONFLICT：一个系统只走一条链路）"
+        )
+        o.lines.append(
+            "one way per system: 吉林市, subscribed to its queue over RabbitMQ, polled over HTTPS and was refused "
+            "(409 GATEWAY_LINK_CONFLICT); the gateway did not start reading its queue"
+        )
 
     async def step_directory(self, o: Outcome) -> None:
         """``hub directory load`` while the hub runs (hub.pipeline.follow): the operator adds 九台区林业局 and its

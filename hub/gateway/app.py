@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -45,6 +46,7 @@ from hub.gateway.direct import Direct
 from hub.gateway.examiners import ExaminerPool
 from hub.gateway.identity import ClientIdentity, Identifier, Refused
 from hub.gateway.limits import Limits, limits_of
+from hub.gateway.links import LinkGuard
 from hub.gateway.mailbox import Answer, InboxItem, Mailbox
 from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
 from hub.gateway.status import status_for_code, status_for_receipt
@@ -569,6 +571,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     from hub.store.db import create_pool
     from hub.store.directory import DirectoryRepository
     from hub.transport import Transport
+    from hub.transport.users import consumers_by_queue
     from hub.trust import TrustStore
     from hub.trust.lifecycle import check_installation
 
@@ -584,7 +587,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         transport = await Transport.connect(settings, client_name="hub-gateway")
         try:
             await transport.declare_topology(s.id for s in directory.systems())
-            mailbox = Mailbox(transport, prefetch=gw.prefetch, visibility_timeout=gw.visibility_timeout_s)
+            guard = LinkGuard(transport.names, partial(consumers_by_queue, settings)) if gw.link_check_s > 0 else None
+            mailbox = Mailbox(
+                transport,
+                prefetch=gw.prefetch,
+                visibility_timeout=gw.visibility_timeout_s,
+                guard=guard,
+                link_check_s=gw.link_check_s,
+            )
 
             def lookup(system_id: str) -> tuple[float, int]:
                 system = identifier.directory.system(system_id)

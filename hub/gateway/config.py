@@ -47,6 +47,9 @@ class GatewaySettings:
     #: version ``hub directory load`` stored is identified by one look after it is first seen, when the examination
     #: has taken it (hub.gateway.app), so within twice this.
     directory_refresh_s: float = 30.0
+    #: How often the gateway asks RabbitMQ's management API whether a system it reads the queue of reads it over
+    #: AMQP too, and gives way if so (``hub.gateway.links``); 0: no one-link-per-system check at all.
+    link_check_s: float = 10.0
     #: Examine submissions in the gateway process with the pipeline's own batch code (``hub.gateway.direct``);
     #: False: publish each to the inbound queue and wait for a worker's answer on the system's queue (the first
     #: design: two broker round trips and a worker's batching per request).

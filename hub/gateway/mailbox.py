@@ -16,6 +16,10 @@ The consumer's handler keeps each batch open until every item of it is settled (
 leaves unsettled), so the consumer runs as many batches at once as its prefetch allows. On ``close`` every item still
 held goes back to the queue.
 
+A system takes part one way (``hub.gateway.links``): with a ``guard``, a system whose own broker user consumes its
+queue is refused (``GATEWAY_LINK_CONFLICT``) instead of consumed, and a system consumed here that starts an AMQP
+consumer beside it is given up (``give_way``: every item held for it goes back to the queue) within ``link_check_s``.
+
 Known limit: the prefetch window is shared by answers and inbox items. A system that submits but never drains its
 inbox fills the window with unacknowledged deliveries; the answers to its next submissions then stay in the queue
 behind them, the submissions end in 503 ``GATEWAY_TIMEOUT``, and the answers arrive as inbox items once it polls.
@@ -33,8 +37,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hub.errors import HubError
+from hub.gateway.links import CONFLICT
 
 if TYPE_CHECKING:
+    from hub.gateway.links import LinkGuard
     from hub.transport.abc import AbstractConsumer, AbstractTransport
     from hub.transport.topology import Incoming
 
@@ -89,21 +95,29 @@ class Mailbox:
         prefetch: int = 64,
         visibility_timeout: float = 60.0,
         clock: Any = time.monotonic,
+        guard: LinkGuard | None = None,
+        link_check_s: float = 10.0,
     ) -> None:
         self.transport = transport
         self.prefetch = prefetch
         self.visibility_timeout = visibility_timeout
         self.clock = clock
+        #: One way in per system (``hub.gateway.links``): asked before a system's queue is consumed, and every
+        #: ``link_check_s`` seconds for the systems consumed (None: no check, as on the in-memory transport).
+        self.guard = guard
+        self.link_check_s = link_check_s
         self._boxes: dict[str, _Box] = {}
         self._opening: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._closing = False
 
     # -- consumers ---------------------------------------------------------------------------------------------
 
     async def open(self, system: str) -> None:
-        """Start consuming the system's queue (once; later calls return at once)."""
+        """Start consuming the system's queue (once; later calls return at once). Raises ``LinkConflict``
+        (``GATEWAY_LINK_CONFLICT``) instead when the system reads its queue over RabbitMQ (``hub.gateway.links``)."""
         box = self._boxes.get(system)
         if box is not None and box.consumer is not None:
             return
@@ -112,6 +126,8 @@ class Mailbox:
             box = self._boxes.get(system)
             if box is not None and box.consumer is not None:
                 return
+            if self.guard is not None:
+                await self.guard.check(system)
             if box is None:
                 box = self._boxes[system] = _Box(system)
             # Every queue of the system: one with classic queues; with quorum queues its urgent lane first.
@@ -136,6 +152,8 @@ class Mailbox:
             )
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        if self.guard is not None and self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_links(self.guard))
 
     def _box(self, system: str) -> _Box:
         box = self._boxes.get(system)
@@ -312,6 +330,61 @@ class Mailbox:
                         log.info("inbox item %s of %s not acknowledged in time; requeued", item.message_id, box.system)
                         self._requeue(item)
 
+    async def _watch_links(self, guard: LinkGuard) -> None:
+        """Give way to a system's AMQP link as soon as one appears beside the gateway's (``hub.gateway.links``)."""
+        while True:
+            await asyncio.sleep(self.link_check_s)
+            systems = [s for s, b in self._boxes.items() if b.consumer is not None]
+            if not systems:
+                continue
+            try:
+                for system, queues in (await guard.on_amqp(systems)).items():
+                    await self.give_way(system, queues)
+            except Exception as exc:  # a bug here must not end the watch
+                log.exception("the one-link-per-system watch failed (%s)", type(exc).__name__)
+
+    async def give_way(self, system: str, queues: list[str]) -> None:
+        """Stop consuming the system's queues and put every item held for it back (handed out or not: an
+        acknowledgement that comes later finds no item), so that its AMQP consumer gets them. Its next poll or
+        submission asks the guard again (``open``)."""
+        async with self._opening.setdefault(system, asyncio.Lock()):
+            box = self._boxes.get(system)
+            if box is None or box.consumer is None:
+                return
+            consumers = [box.consumer, *box.more]
+            box.consumer, box.more = None, []
+            loop = asyncio.get_running_loop()
+            stops = [loop.create_task(c.stop(drain=False)) for c in consumers]
+            await asyncio.sleep(0)
+            items = self._take_all(box)
+            for item in items:
+                if not item.settled.done():
+                    self._requeue(item)
+            await asyncio.gather(*stops, return_exceptions=True)
+        log.warning(
+            "system %s reads %s over RabbitMQ too: the gateway no longer reads it and put back the %d deliveries it "
+            "held; the system's polls and submissions are refused (%s) while its AMQP consumer runs",
+            system,
+            ", ".join(queues),
+            len(items),
+            CONFLICT,
+            extra={"system": system, "code": CONFLICT},
+        )
+
+    @staticmethod
+    def _take_all(box: _Box) -> list[InboxItem]:
+        """Every item of the box, handed out or waiting, no longer in it."""
+        items = list(box.out.values())
+        box.out.clear()
+        while not box.ready.empty():
+            items.append(box.ready.get_nowait())
+        return items
+
+    def reading(self, system: str) -> bool:
+        """Whether the gateway consumes the system's queue now (tests, metrics)."""
+        box = self._boxes.get(system)
+        return box is not None and box.consumer is not None
+
     def held(self, system: str) -> int:
         """Items of ``system`` waiting or handed out (tests, metrics)."""
         box = self._boxes.get(system)
@@ -320,10 +393,11 @@ class Mailbox:
     async def close(self) -> None:
         """Stop the consumers and put every held item back (the transport is the caller's to close)."""
         self._closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         loop = asyncio.get_running_loop()
         # Cancel the subscriptions first (each stop waits for its open batches, which the requeue below settles).
         stops = [
@@ -336,11 +410,7 @@ class Mailbox:
             for fut in (f for waiting in box.waiters.values() for f in waiting):
                 fut.cancel()
             box.waiters.clear()
-            items = list(box.out.values())
-            box.out.clear()
-            while not box.ready.empty():
-                items.append(box.ready.get_nowait())
-            for item in items:
+            for item in self._take_all(box):
                 if not item.settled.done():
                     self._requeue(item)
         if self._tasks:

@@ -75,7 +75,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
         "408": _refusal("the request body did not arrive in time (GATEWAY_READ_TIMEOUT)"),
         "409": {
             "description": "duplicate: the hub already holds this message id (signed hub.receipt, outcome duplicate; "
-            "JSON MSG_DUPLICATE when the hub answered that copy before and has no new answer for it)",
+            "JSON MSG_DUPLICATE when the hub answered that copy before and has no new answer for it); or, JSON "
+            "GATEWAY_LINK_CONFLICT, the system reads its queue over RabbitMQ: a system takes part one way",
             "headers": {**answer_headers, **_headers("X-Hub-Outcome", "X-Hub-Code")},
             "content": {"application/xml": _xml("hub.receipt, signed by the hub"), "application/json": _error_json()},
         },
@@ -180,6 +181,10 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                         "400": _refusal(
                             f"wait is not a whole number from 0 to {MAX_POLL_S}, or max not one from 1 to "
                             f"{MAX_POLL_ITEMS} (GATEWAY_BAD_REQUEST)"
+                        ),
+                        "409": _refusal(
+                            "the system reads its queue over RabbitMQ (a consumer logged in as its own broker user): "
+                            "a system takes part one way (GATEWAY_LINK_CONFLICT)"
                         ),
                         **_common(),
                     },

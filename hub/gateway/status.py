@@ -47,6 +47,7 @@ GATEWAY_STATUS: Final[dict[str, int]] = {
     "GATEWAY_NOT_FOUND": 404,
     "GATEWAY_METHOD": 405,
     "GATEWAY_UNAVAILABLE": 503,
+    "GATEWAY_LINK_CONFLICT": 409,
 }
 
 #: By the code's prefix (the part before the first ``_``).

@@ -20,7 +20,8 @@ Passwords are generated once (``secrets.token_urlsafe``), kept in ``Settings.sta
 (mode 0600, created exclusively, never logged) and re-applied on every ``provision`` so the broker and the file
 agree. The management URL's credentials (``Settings.amqp_management_url``) are the hub operator's.
 
-``queue_stats`` reads the depth and consumers of the namespace's queues for the ops page and ``/ready``.
+``queue_stats`` reads the depth and consumers of the namespace's queues for the ops page and ``/ready``;
+``consumers_by_queue`` which users consume them (the gateway's one-link-per-system guard, ``hub.gateway.links``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "QueueStats",
     "amqp_url_for",
     "close_connections",
+    "consumers_by_queue",
     "password_path",
     "permissions_for",
     "provision",
@@ -263,6 +265,22 @@ async def queue_stats(settings: Settings, *, timeout: float = 5.0) -> list[Queue
         ),
         key=lambda q: q.name,
     )
+
+
+async def consumers_by_queue(settings: Settings, *, timeout: float = 5.0) -> dict[str, frozenset[str]]:
+    """Queue → the broker users with a consumer on it, for every queue of the namespace that has one (one management
+    API request for the consumers of the vhost, two fields each). Raises ``BrokerUnavailable`` when the API cannot be
+    reached, ``ConfigError`` when it refuses."""
+    prefix = Names(settings.namespace).prefix
+    async with _api(settings, timeout=timeout) as api:
+        listed = await api.call("GET", f"/consumers/{_q(_VHOST)}?columns=queue.name,channel_details.user") or []
+    found: dict[str, set[str]] = {}
+    for c in listed if isinstance(listed, list) else []:
+        queue = str((c.get("queue") or {}).get("name") or "")
+        user = str((c.get("channel_details") or {}).get("user") or "")
+        if queue.startswith(prefix) and user:
+            found.setdefault(queue, set()).add(user)
+    return {q: frozenset(users) for q, users in found.items()}
 
 
 async def close_connections(settings: Settings, *, user: str | None = None, client_name: str | None = None) -> int:

@@ -1,7 +1,7 @@
 """The HTTPS gateway against the real hub (RabbitMQ, PostgreSQL, the in-process worker): a real HTTPS client with
 client certificates of the hub CA submits signed envelopes, gets the hub's signed answers, long-polls, acknowledges;
 refusals without a certificate, with a revoked one, with one of another system than the signed sender, over the size
-limit; the visibility timeout and a client that goes away mid-poll."""
+limit; the visibility timeout and a client that goes away mid-poll; a system that reads its queue over RabbitMQ too."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ RECIPIENT = "county-220183-oa"  # 德惠
 OTHER = "county-220182-oa"  # 榆树
 DEHUI = SYSTEMS[RECIPIENT]
 VISIBILITY_S = 1.5
+LINK_CHECK_S = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,9 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
     await hub.start_worker()
     clients = {s: SYSTEMS[s] for s in (SENDER, RECIPIENT, OTHER)}
     try:
-        async with running_gateway(hub, clients, visibility_timeout_s=VISIBILITY_S, answer_timeout_s=20) as g:
+        async with running_gateway(
+            hub, clients, visibility_timeout_s=VISIBILITY_S, answer_timeout_s=20, link_check_s=LINK_CHECK_S
+        ) as g:
             yield g
     finally:
         await hub.close()
@@ -530,3 +533,68 @@ async def test_an_urgent_submission_is_examined_on_the_emergency_lane(gw: Gatewa
     assert status == 202 and headers["X-Hub-Outcome"] == "accepted", body
     assert batches == [1]
     assert await _deliveries_of(recipient, headers["X-Hub-Message-Id"]) == 1
+
+
+async def test_a_system_takes_part_one_way(gw: Gateway, settings: Settings) -> None:
+    """A system that polls over HTTPS and then starts an AMQP consumer of its own: the gateway gives its queue up
+    (everything it held, the delivery handed out too, goes to the AMQP consumer), refuses the system's polls and
+    submissions with 409 GATEWAY_LINK_CONFLICT while that consumer runs, and reads the queue again once it stops."""
+    from harness import until
+
+    from hub.pipeline.client import connect_as
+    from hub.transport.users import provision
+
+    await provision(settings, [(RECIPIENT, None)])
+    sender, recipient = gw.session(SENDER), gw.session(RECIPIENT)
+    sent = []
+    for _ in range(2):
+        status, headers, body = await post(sender, signed(gw, SENDER, [Recipient.to(DEHUI)]))
+        assert status == 202, body
+        sent.append(headers["X-Hub-Message-Id"])
+    async with recipient.get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200
+        tag = r.headers["X-Hub-Delivery-Tag"]
+    mailbox = gw.state.mailbox
+    await until(lambda: _value(mailbox.held(RECIPIENT) == 2), "the gateway holding both deliveries")
+
+    own = await connect_as(settings, RECIPIENT)  # the system's own broker user
+    got: list[str] = []
+
+    async def take(batch: list[Any]) -> None:
+        got.extend(m.message_id for m in batch)
+        await own.ack(batch)
+
+    consumer = await own.consume(own.names.system_queue(RECIPIENT), take, prefetch=10)
+    try:
+        await until(lambda: _value(sorted(got) == sorted(sent)), "the deliveries going to the AMQP consumer")
+        assert mailbox.held(RECIPIENT) == 0 and not mailbox.reading(RECIPIENT)
+        async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
+            assert r.status == 404  # it went back to the queue with the other one
+        async with recipient.get("/v1/inbox", params={"wait": "0"}) as r:
+            refusal = await r.json()
+            assert (r.status, r.headers["X-Hub-Code"]) == (409, "GATEWAY_LINK_CONFLICT"), refusal
+        assert refusal["title"] == "该系统已通过 AMQP 接收其队列，不能同时经 HTTPS 网关接入"
+        assert RECIPIENT in refusal["detail"] and "one way" in refusal["detail"]
+        status, headers, body = await post(recipient, signed(gw, RECIPIENT, [Recipient.to(SYSTEMS[SENDER])]))
+        assert (status, headers["X-Hub-Code"]) == (409, "GATEWAY_LINK_CONFLICT"), body
+    finally:
+        await consumer.stop()
+        await own.close()
+
+    async def polls() -> bool:
+        async with recipient.get("/v1/inbox", params={"wait": "0"}) as r:
+            return r.status == 204
+
+    await until(polls, "the gateway reading the queue again once the AMQP consumer stopped")
+    status, headers, _ = await post(sender, signed(gw, SENDER, [Recipient.to(DEHUI)]))
+    assert status == 202
+    async with recipient.get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == headers["X-Hub-Message-Id"]
+        tag = r.headers["X-Hub-Delivery-Tag"]
+    async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 204
+    assert mailbox.reading(RECIPIENT)
+
+
+async def _value(v: Any) -> Any:
+    return v

@@ -10,7 +10,8 @@ the visibility timeout; a delivery that fails the adapter's checks is parked in 
 code and reason (``POST /v1/inbox/{tag}/refuse``), never acknowledged away; the hub's signed refusal is
 ``HubRefused``; a gateway whose certificate does not chain to the home's hub root is refused at start; the gateway
 stopped and started again while the adapter runs; a gateway taking one request a second (sends and acknowledgements
-answered 429 and sent again). With a plain HTTPS client: several deliveries in one poll (``GET /v1/inbox?max=K``,
+answered 429 and sent again); an adapter over HTTPS whose system reads its queue over RabbitMQ (409
+``GATEWAY_LINK_CONFLICT``). With a plain HTTPS client: several deliveries in one poll (``GET /v1/inbox?max=K``,
 multipart/mixed) and one acknowledgement for them (``POST /v1/inbox/ack``), and the new endpoints' refusals (400,
 404, 415)."""
 
@@ -406,3 +407,51 @@ async def test_several_deliveries_in_one_poll_and_one_acknowledgement(gw: Gatewa
             assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", bad
     async with http.get("/v1/inbox", params={"wait": "0", "max": "65"}) as r:
         assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST"
+
+
+PROV_OA = "prov-220000-oa"  # the provincial OA: on AMQP in the test below, used by no other test of this module
+
+
+async def test_an_adapter_over_https_whose_system_is_on_amqp_is_refused(
+    gw: Gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One link per system (hub.gateway.links): the provincial OA reads its queue over RabbitMQ as its own broker
+    user; its adapter over HTTPS is then refused — a send is ``HubRefused`` with ``GATEWAY_LINK_CONFLICT`` and each
+    poll logs an ERROR naming it — and the gateway does not read the queue."""
+    import logging
+
+    from hub.pipeline.client import connect_as
+    from hub.transport.users import consumers_by_queue, provision
+
+    s = gw.hub.settings
+    await provision(s, [(PROV_OA, None)])
+    own = await connect_as(s, PROV_OA)
+    queue = own.names.system_queue(PROV_OA)
+
+    async def untouched(batch: list[Any]) -> None:
+        await own.nack(batch, requeue=True)
+
+    consumer = await own.consume(queue, untouched, prefetch=1)
+    try:
+
+        async def listed() -> bool:
+            return own.names.user(PROV_OA) in (await consumers_by_queue(s)).get(queue, ())
+
+        await until(listed, "RabbitMQ listing the OA's own consumer")
+        gw.state.mailbox.guard.forget()  # the next question reads the broker's listing again
+        oa = over_https(gw, PROV_OA, tmp_path, gateway_wait=1, reconnect_initial=0.1, reconnect_max=0.3)
+        with caplog.at_level(logging.ERROR, logger="adapters.sdk"):
+            async with oa:
+                with pytest.raises(HubRefused) as refused:
+                    await send_document(oa, DEHUI)
+                assert refused.value.code == "GATEWAY_LINK_CONFLICT" and refused.value.error is None
+                assert "one way" in refused.value.detail
+                await until(
+                    lambda: [r for r in caplog.records if "GATEWAY_LINK_CONFLICT" in r.getMessage()],
+                    "the adapter's ERROR about its polls",
+                )
+        assert gw.state.mailbox.held(PROV_OA) == 0
+        assert not gw.state.mailbox.reading(PROV_OA)
+    finally:
+        await consumer.stop()
+        await own.close()
