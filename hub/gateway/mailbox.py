@@ -85,6 +85,9 @@ class _Box:
     consumer: AbstractConsumer | None = None
     #: The system's other queues (with quorum queues, its urgent lane): consumed into the same box.
     more: list[AbstractConsumer] = field(default_factory=list)
+    #: Given up to the system's AMQP link (``Mailbox.give_way``): deliveries still arriving are left to the consumer
+    #: to put back, until ``open`` reads the queue again.
+    given_up: bool = False
 
 
 class Mailbox:
@@ -130,6 +133,7 @@ class Mailbox:
                 await self.guard.check(system)
             if box is None:
                 box = self._boxes[system] = _Box(system)
+            box.given_up = False
             # Every queue of the system: one with classic queues; with quorum queues its urgent lane first.
             *urgent, queue = self.transport.names.system_queues(system)
 
@@ -162,7 +166,7 @@ class Mailbox:
         return box
 
     async def _handle(self, box: _Box, batch: list[Incoming]) -> None:
-        if self._closing:
+        if self._closing or box.given_up:
             return  # the consumer requeues the batch
         loop = asyncio.get_running_loop()
         answered: list[Incoming] = []
@@ -352,7 +356,7 @@ class Mailbox:
             if box is None or box.consumer is None:
                 return
             consumers = [box.consumer, *box.more]
-            box.consumer, box.more = None, []
+            box.consumer, box.more, box.given_up = None, [], True
             loop = asyncio.get_running_loop()
             stops = [loop.create_task(c.stop(drain=False)) for c in consumers]
             await asyncio.sleep(0)

@@ -143,6 +143,12 @@ async def test_the_mailbox_refuses_then_gives_way() -> None:
         assert not await box.ack(SYSTEM, handed[0].token)  # it went back with the others
         with pytest.raises(LinkConflict):
             await box.next_items(SYSTEM, 0, 1)
+        # a delivery the stopped consumer still hands over (one in flight when it was cancelled) is not held: the
+        # consumer puts it back
+        [late] = await transport.fetch(queue, max_messages=1)
+        await asyncio.wait_for(box._handle(box._box(SYSTEM), [late]), 1)
+        assert box.held(SYSTEM) == 0 and not box.reading(SYSTEM)
+        await transport.nack([late], requeue=True)
     finally:
         await box.close()
         await transport.close()
