@@ -48,7 +48,8 @@ class GatewaySettings:
     #: has taken it (hub.gateway.app), so within twice this.
     directory_refresh_s: float = 30.0
     #: How often the gateway asks RabbitMQ's management API whether a system it reads the queue of reads it over
-    #: AMQP too, and gives way if so (``hub.gateway.links``); 0: no one-link-per-system check at all.
+    #: AMQP too, and gives way if so (``hub.gateway.links``); 0: no one-link-per-system check at all
+    #: (``HUB_GATEWAY_LINK_CHECK_S``).
     link_check_s: float = 10.0
     #: Examine submissions in the gateway process with the pipeline's own batch code (``hub.gateway.direct``);
     #: False: publish each to the inbound queue and wait for a worker's answer on the system's queue (the first
@@ -80,6 +81,7 @@ class GatewaySettings:
         """The settings of the installation at ``state_dir``. From the environment: ``HUB_GATEWAY_IN_PROCESS=0``
         selects the path through the inbound queue (``in_process=False``), ``HUB_GATEWAY_BATCHES=N`` the in-process
         batches at once (``batches``), ``HUB_GATEWAY_EXAMINERS=N`` the examiner processes (``examiners``),
+        ``HUB_GATEWAY_LINK_CHECK_S=N`` how often it looks for a system on both links (``link_check_s``; 0: never),
         ``HUB_DIRECTORY_REFRESH_S=N`` how often the client identification reads the directory again
         (``directory_refresh_s``, as the examination and the workers do: ``Settings.directory_refresh_s``); an
         override given here wins."""
@@ -93,6 +95,9 @@ class GatewaySettings:
         examiners = os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip()
         if examiners.isdigit():
             values["examiners"] = int(examiners)
+        link_check = os.environ.get("HUB_GATEWAY_LINK_CHECK_S", "").strip()
+        if link_check.isdigit():  # 0: no one-link-per-system check
+            values["link_check_s"] = float(link_check)
         refresh = os.environ.get("HUB_DIRECTORY_REFRESH_S", "").strip()
         if refresh.isdigit() and int(refresh) > 0:  # the interval the examination follows the directory at, too
             values["directory_refresh_s"] = float(refresh)

@@ -154,3 +154,16 @@ async def test_the_mailbox_refuses_then_gives_way() -> None:
         await transport.close()
     # everything the gateway held is in the queue again, for the system's AMQP consumer
     assert sorted(m.message_id or "" for _, _, m in transport.broker.queues[queue].ready) == ["d-0", "d-1", "d-2"]
+
+
+def test_the_check_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from hub.gateway.config import GatewaySettings
+
+    monkeypatch.delenv("HUB_GATEWAY_LINK_CHECK_S", raising=False)
+    assert GatewaySettings.for_state(Path(str(tmp_path))).link_check_s == 10.0
+    monkeypatch.setenv("HUB_GATEWAY_LINK_CHECK_S", "0")
+    assert GatewaySettings.for_state(Path(str(tmp_path))).link_check_s == 0.0  # off: the gateway builds no guard
+    monkeypatch.setenv("HUB_GATEWAY_LINK_CHECK_S", "30")
+    assert GatewaySettings.for_state(Path(str(tmp_path)), link_check_s=5).link_check_s == 5  # an override wins
