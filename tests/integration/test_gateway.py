@@ -1,7 +1,8 @@
 """The HTTPS gateway against the real hub (RabbitMQ, PostgreSQL, the in-process worker): a real HTTPS client with
 client certificates of the hub CA submits signed envelopes, gets the hub's signed answers, long-polls, acknowledges;
 refusals without a certificate, with a revoked one, with one of another system than the signed sender, over the size
-limit; the visibility timeout and a client that goes away mid-poll; a system that reads its queue over RabbitMQ too."""
+limit; the visibility timeout and a client that goes away mid-poll; a system that reads its queue over RabbitMQ too,
+and a gateway that cannot ask RabbitMQ's management API about it."""
 
 from __future__ import annotations
 
@@ -598,3 +599,41 @@ async def test_a_system_takes_part_one_way(gw: Gateway, settings: Settings) -> N
 
 async def _value(v: Any) -> Any:
     return v
+
+
+async def test_without_the_management_api_the_gateway_serves(
+    gw: Gateway, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one-link check is a guard against a misconfiguration, not a boundary: a gateway whose RabbitMQ management
+    API cannot be reached serves polls and submissions, and says so in one WARNING (not one a look)."""
+    import dataclasses
+    import logging
+
+    unreachable = dataclasses.replace(settings, amqp_management_url="http://guest:guest@127.0.0.1:9/")
+    config = GatewaySettings.for_state(settings.state_dir, port=0, link_check_s=0.2, answer_timeout_s=20)
+    runner = await start_gateway(unreachable, config)
+    cert, key = gw.certs[OTHER]
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        with caplog.at_level(logging.WARNING, logger="hub.gateway"):
+            async with aiohttp.ClientSession(
+                url, connector=aiohttp.TCPConnector(ssl=client_ssl_context(gw.pki_dir, cert, key))
+            ) as other:
+                async with other.get("/v1/inbox", params={"wait": "0"}) as r:
+                    assert r.status == 204
+                await asyncio.sleep(0.8)  # the watch looks four times meanwhile
+                status, headers, body = await post(other, signed(gw, OTHER, [Recipient.to(DEHUI)]))
+                assert status == 202, body
+                mid = headers["X-Hub-Message-Id"]
+                async with other.get("/v1/inbox", params={"wait": "0"}) as r:
+                    assert r.status == 204
+        warned = [r.getMessage() for r in caplog.records if "management API" in r.getMessage()]
+        assert len(warned) == 1 and "unreachable" in warned[0], warned
+    finally:
+        await runner.cleanup()
+    recipient = gw.session(RECIPIENT)  # the message submitted above was delivered: 德惠 takes it over HTTPS
+    async with recipient.get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == mid
+        tag = r.headers["X-Hub-Delivery-Tag"]
+    async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 204
