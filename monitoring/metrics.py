@@ -40,7 +40,8 @@
                     "processes": [{"role": "worker" | "gateway" | "processes", "index": "0", "pid": "4711",
                                    "version": 7, "current": true}]},  # hub run's live processes on this host
       "adapters": [{"system": "city-220100-oa", "queue": "hub.q.city-220100-oa", "consumers": 1,
-                    "ready": 0, "unacked": 0, "state": "connected" | "disconnected"}],
+                    "ready": 0, "unacked": 0, "state": "connected" | "disconnected",
+                    "link": "amqp" | "gateway" | "both" | null}],   # who reads the queue (``link_of``)
       "certificates": {
         "expiring": [{"serial", "kind", "subject", "agency", "system", "not_after", "days_left"}],  # ≤ 30 days
         "crls": [{"serial", "subject", "crl_number", "this_update", "next_update", "hours_left", "fresh"}]
@@ -65,7 +66,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from hub.metrics import MULTIPROC_ENV, OUTCOMES, metrics_dir
 from hub.settings import Settings
+from hub.transport.names import Names
 from hub.transport.users import QueueStats
 from monitoring import health
 from monitoring.app import POOL, SETTINGS
@@ -308,8 +310,6 @@ async def _stored_directory(app: web.Application) -> tuple[int | None, dt.dateti
 
 
 def queue_rows(settings: Settings, queues: Sequence[QueueStats]) -> list[dict[str, Any]]:
-    from hub.transport.names import Names
-
     names = Names(settings.namespace)
     inbound = set(names.inbound_queues)
     system_prefix = names.prefix + "q."
@@ -418,11 +418,36 @@ async def readiness(app: web.Application, *, overview: bool = False) -> tuple[bo
     return all(c.ok for c in checks), checks, (families, queues)
 
 
+def link_of(names: Names, system: str, users: Collection[str]) -> str | None:
+    """How a system takes part, by the broker users consuming its queue: ``amqp`` (its own user: an adapter on
+    RabbitMQ), ``gateway`` (another user: the HTTPS gateway's mailbox, which logs in as the hub), ``both`` (the
+    gateway gives the queue up within ``GatewaySettings.link_check_s``: ``hub.gateway.links``), None (nobody)."""
+    own = names.user(system) in users
+    other = any(u != names.user(system) for u in users)
+    if own and other:
+        return "both"
+    return "amqp" if own else "gateway" if other else None
+
+
+async def _consumers(settings: Settings, queues: Any) -> dict[str, frozenset[str]]:
+    """Queue → its consumers' users; empty when RabbitMQ could not be read (the checks say why)."""
+    from hub.transport.users import consumers_by_queue
+
+    if not queues:
+        return {}
+    try:
+        return await consumers_by_queue(settings, timeout=health.CHECK_TIMEOUT_S)
+    except Exception:  # the rabbitmq check already reads the same API and reports what fails
+        return {}
+
+
 async def overview(app: web.Application) -> dict[str, Any]:
     """The JSON of ``/api/overview`` (shape in the module's docstring)."""
     settings = app[SETTINGS]
     state = app[STATE]
     ready, checks, (families, queues) = await readiness(app, overview=True)
+    users = await _consumers(settings, queues)
+    names = Names(settings.namespace)
     now = time.time()
     snap = snapshot(families, time.monotonic())
     then = None
@@ -452,6 +477,7 @@ async def overview(app: web.Application) -> dict[str, Any]:
             "ready": r["ready"],
             "unacked": r["unacked"],
             "state": "connected" if r["consumers"] else "disconnected",
+            "link": link_of(names, r["system"], users.get(r["name"], ())) if r["consumers"] else None,
         }
         for r in rows
         if r["role"] == "system"

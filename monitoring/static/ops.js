@@ -155,7 +155,13 @@
         on.length + "/" + d.adapters.length + t(" 已连接", " connected"),
         off.length ? t("未连接：", "not connected: ") + off.slice(0, 8).join(", ") + (off.length > 8 ? " …" : "") : ""]);
       on.forEach(function (a) {
-        rows.push([t("适配器 ", "adapter ") + a.system, true, t("已连接", "connected"),
+        // Who reads the queue (monitoring.metrics.link_of): the system over RabbitMQ, the HTTPS gateway for it, or
+        // both at once (the gateway gives the queue up: hub.gateway.links).
+        var link = LINKS[a.link] || "";
+        rows.push([t("适配器 ", "adapter ") + a.system, a.link === "both" ? "warn" : true,
+          t("已连接", "connected") + (link ? " · " + link : ""),
+          (a.link === "both" ? t("AMQP 与 HTTPS 网关同时读取，网关将让出队列 · ",
+            "read over AMQP and by the HTTPS gateway at once; the gateway gives the queue up · ") : "") +
           t("待取 ", "ready ") + (a.ready || 0) + t(" · 处理中 ", " · unacked ") + (a.unacked || 0)]);
       });
     }
@@ -189,6 +195,8 @@
     return [t("目录", "Directory"), null, null, t("数据库中读不到已载入的目录（见 PostgreSQL 一行）", "no stored directory can be read (see the PostgreSQL row)")];
   }
   var NAMES = { worker: t("工作进程", "worker"), gateway: t("网关", "gateway"), processes: t("流程引擎", "process engine") };
+  var LINKS = { amqp: t("经 AMQP", "over AMQP"), gateway: t("经 HTTPS 网关", "over the HTTPS gateway"),
+    both: t("链路冲突", "both links") };
   function certRows(d) {
     var rows = [], c = d.certificates || {};
     (Array.isArray(c.crls) ? c.crls : []).forEach(function (x) {

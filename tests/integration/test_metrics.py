@@ -328,6 +328,9 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
             view = await _until("the overview showed the consumers", consumers_seen, timeout=30)
             assert next(q for q in view["queues"] if q["name"].endswith(".in.normal"))["role"] == "inbound"
             assert any(a["state"] == "disconnected" for a in view["adapters"])  # nobody reads the other systems
+            sender = next(a for a in view["adapters"] if a["system"] == SENDER)
+            assert sender["link"] == "gateway"  # read by the gateway's mailbox (the hub's user), not over AMQP
+            assert all(a["link"] is None for a in view["adapters"] if a["state"] == "disconnected")
             assert view["certificates"]["crls"] and all(c["fresh"] for c in view["certificates"]["crls"])
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()

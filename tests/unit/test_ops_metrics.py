@@ -342,3 +342,18 @@ def test_a_metrics_file_that_a_starting_process_has_just_created_is_not_read_yet
     (d / "gauge_all_4242.db").write_bytes(b"\x00\x00")
     names = {fam.name for fam in collect(s)}  # no struct.error
     assert "hub_messages" in names  # this process's own registry is still read
+
+
+def test_an_adapters_link_is_named_by_who_reads_its_queue() -> None:
+    """The overview's ``adapters[].link``: the system's own broker user is its adapter on RabbitMQ; another user on
+    its queue is the HTTPS gateway's mailbox (it logs in as the hub); both at once is what the gateway gives up."""
+    from hub.transport.names import Names
+
+    names = Names("hub")
+    system = "county-220122-oa"
+    own, hub_user = names.user(system), "hub-admin"
+    assert mm.link_of(names, system, {own}) == "amqp"
+    assert mm.link_of(names, system, {hub_user}) == "gateway"
+    assert mm.link_of(names, system, {own, hub_user}) == "both"
+    assert mm.link_of(names, system, ()) is None
+    assert mm.link_of(names, system, {names.user("county-220182-oa")}) == "gateway"  # not this system's own user

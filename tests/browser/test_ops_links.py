@@ -1,0 +1,57 @@
+"""The overview's adapter rows in a real Chromium say how each connected system takes part (``adapters[].link``,
+``monitoring.metrics.link_of``): over AMQP (a consumer logged in as the system's own broker user), over the HTTPS
+gateway (the gateway's mailbox reads the queue as the hub's user), or both at once — a warning, since the gateway
+then gives the queue up (``hub.gateway.links``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+AMQP = "county-220182-oa"  # 榆树: its adapter on RabbitMQ
+GATEWAY = "county-220183-oa"  # 德惠: read by the gateway
+BOTH = "county-220122-oa"  # 农安: both at once
+
+
+async def test_the_overview_names_each_adapters_link(ops: Any, page: Any) -> None:
+    from hub.pipeline.client import connect_as
+    from hub.transport.users import provision
+
+    settings, hub = ops.settings, ops.hub
+    await provision(settings, [(AMQP, None), (BOTH, None)])
+    own = {s: await connect_as(settings, s) for s in (AMQP, BOTH)}
+
+    async def read(transport: Any, system: str) -> Any:
+        async def untouched(batch: list[Any]) -> None:  # nobody sends to them here: a delivery would go back
+            await transport.nack(batch, requeue=True)
+
+        return await transport.consume(transport.names.system_queue(system), untouched, prefetch=1)
+
+    consumers = [
+        await read(own[AMQP], AMQP),
+        await read(own[BOTH], BOTH),
+        # what the gateway's mailbox does: the hub's user reads the system's queue
+        await read(hub.transport, GATEWAY),
+        await read(hub.transport, BOTH),
+    ]
+    try:
+        await ops.login(page, "duty")
+        rows = page.locator("#health tr")
+        amqp = rows.filter(has_text=f"适配器 {AMQP}").filter(has_text="经 AMQP")
+        gateway = rows.filter(has_text=f"适配器 {GATEWAY}").filter(has_text="经 HTTPS 网关")
+        both = rows.filter(has_text=f"适配器 {BOTH}").filter(has_text="链路冲突")
+        for row in (amqp, gateway, both):  # the management API lists new consumers after a moment
+            await row.wait_for(timeout=30_000)
+        assert "good" in (await amqp.locator(".badge").get_attribute("class") or "")
+        assert "good" in (await gateway.locator(".badge").get_attribute("class") or "")
+        assert "warn" in (await both.locator(".badge").get_attribute("class") or "")
+        assert "AMQP 与 HTTPS 网关同时读取，网关将让出队列" in await both.inner_text()
+        await ops.screenshot(page, "ops-adapter-links")
+    finally:
+        for c in consumers:
+            await c.stop()
+        for t in own.values():
+            await t.close()
