@@ -15,9 +15,9 @@ so are those of a second gateway of the same installation, which may share the q
   held back in the queue, so the AMQP link gets everything; their next poll or submission is refused as above).
 
 The guard keeps a broken link from being silent; it is not a security boundary (a system can only read its own
-queue either way). So when the management API cannot be asked, it lets the request through and says so in a
-WARNING at most once a minute. A consumer logged in with another user (an operator's tool with the hub's
-credentials) is not seen.
+queue either way). So when the management API cannot be asked, it lets the request through, asks again only after
+``DOWN_S`` seconds, and says so in a WARNING at most once a minute. A consumer logged in with another user (an
+operator's tool with the hub's credentials) is not seen.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ from hub.errors import HubError
 if TYPE_CHECKING:
     from hub.transport.names import Names
 
-__all__ = ["CONFLICT", "LinkConflict", "LinkGuard"]
+__all__ = ["CONFLICT", "DOWN_S", "LinkConflict", "LinkGuard"]
 
 log = logging.getLogger("hub.gateway")
 
 CONFLICT = "GATEWAY_LINK_CONFLICT"
+#: After the management API failed, the guard lets requests through without asking it for this long (a hanging API
+#: would otherwise hold each system's first request for the request's timeout).
+DOWN_S = 10.0
 
 #: Queue → the users consuming it (``hub.transport.users.consumers_by_queue``).
 Lookup = Callable[[], Awaitable[Mapping[str, Collection[str]]]]
@@ -63,6 +66,7 @@ class LinkGuard:
         self._at = 0.0
         self._pending: asyncio.Future[Mapping[str, Collection[str]] | None] | None = None
         self._warned_at: float | None = None
+        self._down_until = 0.0
 
     async def on_amqp(self, systems: Iterable[str]) -> dict[str, list[str]]:
         """System → its queues that its own broker user consumes now, for those of ``systems`` that have any (empty
@@ -89,29 +93,36 @@ class LinkGuard:
             )
 
     def forget(self) -> None:
-        """Ask the broker again at the next question (tests; after the mailbox gave way)."""
+        """Ask the broker again at the next question (tests)."""
         self._listing = None
+        self._down_until = 0.0
 
     async def _consumers(self) -> Mapping[str, Collection[str]] | None:
         now = self._clock()
         if self._listing is not None and now - self._at < self.fresh_s:
             return self._listing
+        if now < self._down_until:  # the API failed a moment ago: no request waits for it again until then
+            return None
         if self._pending is not None:
             return await asyncio.shield(self._pending)
         fut: asyncio.Future[Mapping[str, Collection[str]] | None] = asyncio.get_running_loop().create_future()
         self._pending = fut
         listing: Mapping[str, Collection[str]] | None = None
+        failed = ""
         try:
             listing = await self._lookup()
         except HubError as exc:
-            self._warn(f"{exc.code}: {exc.detail}")
+            failed = f"{exc.code}: {exc.detail}"
         except Exception as exc:  # whatever the API does, the gateway keeps serving
-            self._warn(type(exc).__name__)
+            failed = type(exc).__name__
         finally:  # also when the asker was cancelled: the others waiting for this listing go on without it
             self._pending = None
             if listing is not None:
                 self._listing, self._at = listing, self._clock()
             fut.set_result(listing)
+        if failed:
+            self._down_until = self._clock() + DOWN_S
+            self._warn(failed)
         return listing
 
     def _warn(self, why: Any) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 import pytest
 
 from hub.errors import BrokerUnavailable, title_of
-from hub.gateway.links import CONFLICT, LinkConflict, LinkGuard
+from hub.gateway.links import CONFLICT, DOWN_S, LinkConflict, LinkGuard
 from hub.gateway.mailbox import Mailbox
 from hub.gateway.status import status_for_code
 from hub.transport import MemoryTransport, Names, Outgoing
@@ -77,6 +77,8 @@ async def test_one_listing_serves_the_questions_asked_together() -> None:
 async def test_without_the_management_api_requests_go_through_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Fail open: a request is let through when the API fails; for ``DOWN_S`` after a failure no request waits for
+    the API again (a hanging API would hold each system's first request for its timeout); one WARNING a minute."""
     names = Names("links")
     now = [0.0]
     broker = _Broker({names.system_queue(SYSTEM): {names.user(SYSTEM)}})
@@ -84,13 +86,20 @@ async def test_without_the_management_api_requests_go_through_with_a_warning(
     guard = LinkGuard(names, broker, fresh_s=0.0, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="hub.gateway"):
         await guard.check(SYSTEM)
+        await guard.check(OTHER)
+        assert broker.asked == 1  # the second was let through without asking
+        now[0] = DOWN_S + 1
         await guard.check(SYSTEM)
+        assert broker.asked == 2
         now[0] = 61.0
         await guard.check(SYSTEM)
+        assert broker.asked == 3
     warned = [r for r in caplog.records if "management API" in r.getMessage()]
     assert len(warned) == 2  # at most one a minute
     assert "unreachable" in warned[0].getMessage()  # the reason is named
     broker.down = False
+    await guard.check(SYSTEM)  # still within DOWN_S of the last failure: through
+    now[0] = 61.0 + DOWN_S + 1
     with pytest.raises(LinkConflict):
         await guard.check(SYSTEM)
 
