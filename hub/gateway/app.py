@@ -639,10 +639,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                             continue
                         directory = await repository.load()
                         known = {s.id for s in identifier.directory.systems()}
-                        if {s.id for s in directory.systems()} - known:  # new systems: their queues first
+                        now_in = {s.id for s in directory.systems()}
+                        if now_in - known:  # new systems: their queues first
                             await transport.declare_topology(s.id for s in directory.systems())
                         identifier.directory, identified = directory, version
                         log.info("the gateway identifies the systems of directory version %s", version)
+                        for gone in sorted(known - now_in):  # refused from now on: nothing held for them here
+                            await mailbox.drop(gone)
                     except HubError as exc:
                         log.warning("could not read the directory again: %s", exc.describe())
 

@@ -85,8 +85,8 @@ class _Box:
     consumer: AbstractConsumer | None = None
     #: The system's other queues (with quorum queues, its urgent lane): consumed into the same box.
     more: list[AbstractConsumer] = field(default_factory=list)
-    #: Given up to the system's AMQP link (``Mailbox.give_way``): deliveries still arriving are left to the consumer
-    #: to put back, until ``open`` reads the queue again.
+    #: No longer read here (``Mailbox.give_way``, ``Mailbox.drop``): deliveries still arriving are left to the
+    #: consumer to put back, until ``open`` reads the queue again.
     given_up: bool = False
 
 
@@ -351,10 +351,38 @@ class Mailbox:
         """Stop consuming the system's queues and put every item held for it back (handed out or not: an
         acknowledgement that comes later finds no item), so that its AMQP consumer gets them. Its next poll or
         submission asks the guard again (``open``)."""
+        put_back = await self._stop_reading(system)
+        if put_back is None:
+            return
+        log.warning(
+            "system %s reads %s over RabbitMQ too: the gateway no longer reads it and put back the %d deliveries it "
+            "held; the system's polls and submissions are refused (%s) while its AMQP consumer runs",
+            system,
+            ", ".join(queues),
+            put_back,
+            CONFLICT,
+            extra={"system": system, "code": CONFLICT},
+        )
+
+    async def drop(self, system: str) -> None:
+        """A system taken out of the directory (its requests are refused from now on): stop reading its queue and put
+        what was held for it back, where the broker keeps it (and an operator sees it) instead of this process."""
+        put_back = await self._stop_reading(system)
+        if put_back is not None:
+            log.info(
+                "system %s is no longer in the directory: the gateway stopped reading its queue and put back the %d "
+                "deliveries it held",
+                system,
+                put_back,
+                extra={"system": system},
+            )
+
+    async def _stop_reading(self, system: str) -> int | None:
+        """Stop the system's consumers and put every item held for it back; how many (None: not read here)."""
         async with self._opening.setdefault(system, asyncio.Lock()):
             box = self._boxes.get(system)
             if box is None or box.consumer is None:
-                return
+                return None
             consumers = [box.consumer, *box.more]
             box.consumer, box.more, box.given_up = None, [], True
             loop = asyncio.get_running_loop()
@@ -365,15 +393,7 @@ class Mailbox:
                 if not item.settled.done():
                     self._requeue(item)
             await asyncio.gather(*stops, return_exceptions=True)
-        log.warning(
-            "system %s reads %s over RabbitMQ too: the gateway no longer reads it and put back the %d deliveries it "
-            "held; the system's polls and submissions are refused (%s) while its AMQP consumer runs",
-            system,
-            ", ".join(queues),
-            len(items),
-            CONFLICT,
-            extra={"system": system, "code": CONFLICT},
-        )
+        return len(items)
 
     @staticmethod
     def _take_all(box: _Box) -> list[InboxItem]:

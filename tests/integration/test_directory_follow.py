@@ -207,6 +207,14 @@ async def test_a_system_taken_out_and_added_again_is_read_by_one_consumer(gw: Ga
         await until(followed, f"the worker took directory version {stored}")
         if step == 0:
             consumers = len(worker._consumers)
+            await gw.state.mailbox.open(NEW)  # the gateway reads 九台's queue (as after its HTTPS submission)
+            assert gw.state.mailbox.reading(NEW)
+        if step == 1:  # taken out: the gateway stops reading its queue once it identifies the new version
+
+            async def let_go() -> bool:
+                return not gw.state.mailbox.reading(NEW)
+
+            await until(let_go, "the gateway letting 九台's queue go")
     assert len(worker._consumers) == consumers  # its lanes were read already: no second consumer of them
     # and it still takes part: a report from 九台 through its own lane, delivered to 长春
     env = await _through_own_lane(gw)

@@ -91,3 +91,31 @@ async def test_several_items_at_once_the_first_waited_for() -> None:
     finally:
         await box.close()
         await transport.close()
+
+
+async def test_a_system_taken_out_of_the_directory_is_let_go() -> None:
+    """``drop``: the gateway stops reading the queue of a system no longer in the directory and puts back what it
+    held (handed out or waiting); a later ``open`` (the system added again) reads it again."""
+    names = Names("mailbox-test-drop")
+    transport = MemoryTransport(names)
+    await transport.declare_topology([SYSTEM])
+    box = Mailbox(transport, prefetch=8, visibility_timeout=30)
+    queue = transport.broker.queues[names.system_queue(SYSTEM)]
+    try:
+        await box.open(SYSTEM)
+        await transport.publish_many([_to(names, f"<d{i}/>".encode(), {}, f"d-{i}") for i in range(2)])
+        [handed] = await box.next_items(SYSTEM, 2, 1)
+        await asyncio.sleep(0.05)
+        assert box.held(SYSTEM) == 2 and box.reading(SYSTEM)
+        await box.drop(SYSTEM)
+        await asyncio.sleep(0.05)
+        assert box.held(SYSTEM) == 0 and not box.reading(SYSTEM)
+        assert sorted(m.message_id or "" for _, _, m in queue.ready) == ["d-0", "d-1"]
+        assert not await box.ack(SYSTEM, handed.token)
+        await box.drop(SYSTEM)  # not read: nothing to do
+        await box.open(SYSTEM)  # added again
+        again = await box.next_items(SYSTEM, 2, 2)
+        assert sorted(i.message_id for i in again) == ["d-0", "d-1"]
+    finally:
+        await box.close()
+        await transport.close()
