@@ -1048,24 +1048,30 @@ class Scenario:
         stamp(root, now=datetime.now(CN_TZ), ids=self.ids)
         return root
 
+    def _client_tls(self, system: str) -> Any:
+        """The TLS context a system's HTTPS client presents to the gateway: its signing key and certificate (which
+        carries clientAuth too), trusting only the hub root."""
+        import ssl
+
+        from hub.pipeline.client import credential_paths
+        from hub.trust.pki import PkiPaths
+
+        key, cert = credential_paths(self.settings, system)
+        tls = ssl.create_default_context(cafile=str(PkiPaths(self.settings.state_dir / "pki").root_cert))
+        tls.load_cert_chain(str(cert), str(key))
+        return tls
+
     async def step_gateway(self, o: Outcome) -> None:
         """吉林省政务服务网 (the provincial portal, a Java web application behind a firewall that lets only HTTPS out)
         takes part through the HTTPS gateway only: it submits a tree-felling licence application with its system
         certificate (mutual TLS) and gets the hub's signed receipt in the response; the approval system (AMQP) asks
         for more material; the portal long-polls its inbox, gets the hub-signed status and acknowledges it."""
-        import ssl
-
         import aiohttp
-
-        from hub.pipeline.client import credential_paths
-        from hub.trust.pki import PkiPaths
 
         portal, approval = "prov-220000-portal", "prov-220000-approval"
         for system in (portal, approval):
             await enroll(self.settings, system, self.directory.system(system).agency)
-        key, cert = credential_paths(self.settings, portal)
-        tls = ssl.create_default_context(cafile=str(PkiPaths(self.settings.state_dir / "pki").root_cert))
-        tls.load_cert_chain(str(cert), str(key))  # its signing certificate also authenticates it (clientAuth)
+        tls = self._client_tls(portal)
         env, data = self.mail.sign(portal, self._sample("approval.application", "tree-felling-licence.xml"))
         xml = {"Content-Type": "application/xml"}
         async with aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=tls)) as http:
@@ -1242,14 +1248,10 @@ class Scenario:
         RabbitMQ as its own broker user; a poll over HTTPS with its certificate is then refused with 409
         GATEWAY_LINK_CONFLICT, and the gateway does not start reading the queue (which would split its deliveries
         and take its receipts). Whatever the subscription is handed meanwhile goes back to the queue."""
-        import ssl
-
         import aiohttp
 
         from hub.gateway.links import CONFLICT
-        from hub.pipeline.client import credential_paths
         from hub.transport.users import consumers_by_queue
-        from hub.trust.pki import PkiPaths
 
         t = await self.mail.transport(system)
         queue, user = t.names.system_queue(system), t.names.user(system)
@@ -1268,9 +1270,7 @@ class Scenario:
                     return
                 await asyncio.sleep(0.2)
             await asyncio.sleep(2.1)
-            key, cert = credential_paths(self.settings, system)
-            tls = ssl.create_default_context(cafile=str(PkiPaths(self.settings.state_dir / "pki").root_cert))
-            tls.load_cert_chain(str(cert), str(key))
+            tls = self._client_tls(system)
             async with (
                 aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=tls)) as http,
                 http.get("/v1/inbox", params={"wait": "0"}) as r,
@@ -1295,12 +1295,7 @@ class Scenario:
         system; without a restart the workers, the gateway's examination and the process engine take the new
         directory, and the new system, with the certificate the hub CA just issued it, sends an information report to
         长春 over HTTPS. The operator then loads the usual directory again (a rerun of the demo starts from it)."""
-        import ssl
-
         import aiohttp
-
-        from hub.pipeline.client import credential_paths
-        from hub.trust.pki import PkiPaths
 
         usual = self.settings.routes_dir / "directory.xml"
         added = self.settings.state_dir / "directory-jiutai.xml"
@@ -1320,9 +1315,7 @@ class Scenario:
                 f"the ops overview's directory row says {shown.get('state')} for version {shown.get('stored')}",
             )
         await enroll(self.settings, JIUTAI, JIUTAI_CODE)
-        key, cert = credential_paths(self.settings, JIUTAI)
-        tls = ssl.create_default_context(cafile=str(PkiPaths(self.settings.state_dir / "pki").root_cert))
-        tls.load_cert_chain(str(cert), str(key))
+        tls = self._client_tls(JIUTAI)
         root = self._sample("info.report", "work-progress.xml")
         header = root[0]
         sender = header.find(qn("Sender"))

@@ -383,29 +383,34 @@ class Mailbox:
             box = self._boxes.get(system)
             if box is None or box.consumer is None:
                 return None
-            consumers = [box.consumer, *box.more]
-            box.consumer, box.more, box.given_up = None, [], True
-            loop = asyncio.get_running_loop()
-            stops = [loop.create_task(c.stop(drain=False)) for c in consumers]
+            stops = self._unsubscribe(box)
             await asyncio.sleep(0)
-            items = self._take_all(box)
-            for item in items:
-                if not item.settled.done():
-                    self._requeue(item)
+            put_back = self._put_back(box)
             await asyncio.gather(*stops, return_exceptions=True)
-        return len(items)
+        return put_back
 
     @staticmethod
-    def _take_all(box: _Box) -> list[InboxItem]:
-        """Every item of the box, handed out or waiting, no longer in it."""
+    def _unsubscribe(box: _Box) -> list[asyncio.Task[None]]:
+        """Cancel the box's subscriptions (each stop waits for its open batches, which ``_put_back`` settles); from
+        now on what the consumers still hand over is theirs to put back (``given_up``)."""
+        consumers = ([box.consumer] if box.consumer is not None else []) + box.more
+        box.consumer, box.more, box.given_up = None, [], True
+        loop = asyncio.get_running_loop()
+        return [loop.create_task(c.stop(drain=False)) for c in consumers]
+
+    def _put_back(self, box: _Box) -> int:
+        """Put every item of the box, handed out or waiting, back in the queue; how many."""
         items = list(box.out.values())
         box.out.clear()
         while not box.ready.empty():
             items.append(box.ready.get_nowait())
-        return items
+        for item in items:
+            if not item.settled.done():
+                self._requeue(item)
+        return len(items)
 
     def reading(self, system: str) -> bool:
-        """Whether the gateway consumes the system's queue now (tests, metrics)."""
+        """Whether the gateway consumes the system's queue now (tests)."""
         box = self._boxes.get(system)
         return box is not None and box.consumer is not None
 
@@ -422,21 +427,14 @@ class Mailbox:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        loop = asyncio.get_running_loop()
-        # Cancel the subscriptions first (each stop waits for its open batches, which the requeue below settles).
-        stops = [
-            loop.create_task(c.stop(drain=False))
-            for b in self._boxes.values()
-            for c in ([b.consumer] if b.consumer is not None else []) + b.more
-        ]
+        # Cancel the subscriptions first (each stop waits for its open batches, which the put-back below settles).
+        stops = [t for box in self._boxes.values() for t in self._unsubscribe(box)]
         await asyncio.sleep(0)
         for box in self._boxes.values():
             for fut in (f for waiting in box.waiters.values() for f in waiting):
                 fut.cancel()
             box.waiters.clear()
-            for item in self._take_all(box):
-                if not item.settled.done():
-                    self._requeue(item)
+            self._put_back(box)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*stops, return_exceptions=True)

@@ -556,7 +556,11 @@ async def test_a_system_takes_part_one_way(gw: Gateway, settings: Settings) -> N
         assert r.status == 200
         tag = r.headers["X-Hub-Delivery-Tag"]
     mailbox = gw.state.mailbox
-    await until(lambda: _value(mailbox.held(RECIPIENT) == 2), "the gateway holding both deliveries")
+
+    async def holding_both() -> bool:
+        return mailbox.held(RECIPIENT) == 2
+
+    await until(holding_both, "the gateway holding both deliveries")
 
     own = await connect_as(settings, RECIPIENT)  # the system's own broker user
     got: list[str] = []
@@ -567,7 +571,11 @@ async def test_a_system_takes_part_one_way(gw: Gateway, settings: Settings) -> N
 
     consumer = await own.consume(own.names.system_queue(RECIPIENT), take, prefetch=10)
     try:
-        await until(lambda: _value(sorted(got) == sorted(sent)), "the deliveries going to the AMQP consumer")
+
+        async def all_taken() -> bool:
+            return sorted(got) == sorted(sent)
+
+        await until(all_taken, "the deliveries going to the AMQP consumer")
         assert mailbox.held(RECIPIENT) == 0 and not mailbox.reading(RECIPIENT)
         async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
             assert r.status == 404  # it went back to the queue with the other one
@@ -595,10 +603,6 @@ async def test_a_system_takes_part_one_way(gw: Gateway, settings: Settings) -> N
     async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
         assert r.status == 204
     assert mailbox.reading(RECIPIENT)
-
-
-async def _value(v: Any) -> Any:
-    return v
 
 
 async def test_without_the_management_api_the_gateway_serves(
