@@ -263,9 +263,6 @@ def _route_of(data: bytes) -> tuple[str, str, int]:
 
 async def submit(request: web.Request) -> web.StreamResponse:
     """POST /v1/messages: one signed envelope in, the hub's signed receipt or error out."""
-    from hub.transport.names import ORIGIN_USER_HEADER
-    from hub.transport.topology import Outgoing
-
     identity = request[IDENTITY]
     state = request.app[STATE]
     settings, gw = request.app[SETTINGS], request.app[GATEWAY_SETTINGS]
@@ -275,9 +272,17 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > max_bytes:
         raise Refused(413, "ENV_TOO_LARGE", f"the message ({request.content_length} bytes) is over {max_bytes} bytes")
     data = await _read_body(request, max_bytes, gw.body_timeout_s)
+    with state.mailbox.in_use(identity.system):  # a system with a submission in progress is not idle (the mailbox)
+        return await _submit(state, identity.system, data, gw, max_bytes)
+
+
+async def _submit(state: Any, system: str, data: bytes, gw: GatewaySettings, max_bytes: int) -> web.StreamResponse:
+    """A submission's body, read: examined in process (``direct``) or published for a worker, and answered."""
+    from hub.transport.names import ORIGIN_USER_HEADER
+    from hub.transport.topology import Outgoing
+
     message_id, lane, priority = _route_of(data)
     mailbox, transport = state.mailbox, state.transport
-    system = identity.system
     await mailbox.open(system)
     if state.direct is not None:
         resp, batch_logged = await _submit_direct(state.direct, system, data, message_id, lane, priority, gw, max_bytes)
@@ -594,6 +599,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 visibility_timeout=gw.visibility_timeout_s,
                 guard=guard,
                 link_check_s=gw.link_check_s,
+                idle_s=gw.idle_s,
             )
 
             def lookup(system_id: str) -> tuple[float, int]:

@@ -51,6 +51,12 @@ class GatewaySettings:
     #: AMQP too, and gives way if so (``hub.gateway.links``); 0: no one-link-per-system check at all
     #: (``HUB_GATEWAY_LINK_CHECK_S``).
     link_check_s: float = 10.0
+    #: A system that has not polled, submitted or settled an inbox item for this long, with nothing handed out and
+    #: no submission waiting, is let go: the gateway stops reading its queue and puts back what it held, so its
+    #: deliveries wait (and expire) in the broker and the ops page shows it disconnected; its next poll reads the
+    #: queue again (``hub.gateway.mailbox``). Four times the longest long poll by default; 0: never
+    #: (``HUB_GATEWAY_IDLE_S``).
+    idle_s: float = 4.0 * MAX_POLL_S
     #: Examine submissions in the gateway process with the pipeline's own batch code (``hub.gateway.direct``);
     #: False: publish each to the inbound queue and wait for a worker's answer on the system's queue (the first
     #: design: two broker round trips and a worker's batching per request).
@@ -82,6 +88,7 @@ class GatewaySettings:
         selects the path through the inbound queue (``in_process=False``), ``HUB_GATEWAY_BATCHES=N`` the in-process
         batches at once (``batches``), ``HUB_GATEWAY_EXAMINERS=N`` the examiner processes (``examiners``),
         ``HUB_GATEWAY_LINK_CHECK_S=N`` how often it looks for a system on both links (``link_check_s``; 0: never),
+        ``HUB_GATEWAY_IDLE_S=N`` after how long without a poll it lets a system's queue go (``idle_s``; 0: never),
         ``HUB_DIRECTORY_REFRESH_S=N`` how often the client identification reads the directory again
         (``directory_refresh_s``, as the examination and the workers do: ``Settings.directory_refresh_s``); an
         override given here wins."""
@@ -98,6 +105,9 @@ class GatewaySettings:
         link_check = os.environ.get("HUB_GATEWAY_LINK_CHECK_S", "").strip()
         if link_check.isdigit():  # 0: no one-link-per-system check
             values["link_check_s"] = float(link_check)
+        idle = os.environ.get("HUB_GATEWAY_IDLE_S", "").strip()
+        if idle.isdigit():  # 0: a system once read is read until the gateway stops
+            values["idle_s"] = float(idle)
         refresh = os.environ.get("HUB_DIRECTORY_REFRESH_S", "").strip()
         if refresh.isdigit() and int(refresh) > 0:  # the interval the examination follows the directory at, too
             values["directory_refresh_s"] = float(refresh)

@@ -16,6 +16,13 @@ The consumer's handler keeps each batch open until every item of it is settled (
 leaves unsettled), so the consumer runs as many batches at once as its prefetch allows. On ``close`` every item still
 held goes back to the queue.
 
+A system is read while it takes part: one that has not polled, submitted or settled an item for ``idle_s`` (and has
+nothing handed out and no submission waiting) is let go — its consumers stopped, what was held for it put back — so
+its deliveries wait in the broker, where they expire as any delivery does and the ops page counts them, and the ops
+page shows it disconnected instead of connected through the gateway for as long as the gateway runs. Its next poll
+reads the queue again; a poll that opens the queue waits up to ``OPEN_GRACE_S`` for the first delivery when the queue
+holds some (the consumer's first deliveries take a moment), whatever its ``wait``.
+
 A system takes part one way (``hub.gateway.links``): with a ``guard``, a system whose own broker user consumes its
 queue is refused (``GATEWAY_LINK_CONFLICT``) instead of consumed, and a system consumed here that starts an AMQP
 consumer beside it is given up (``give_way``: every item held for it goes back to the queue) within ``link_check_s``.
@@ -33,6 +40,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +57,8 @@ __all__ = ["Answer", "InboxItem", "Mailbox"]
 log = logging.getLogger("hub.gateway")
 
 ANSWER_KINDS = frozenset({"receipt", "error"})
+#: A poll that finds the queue just opened with deliveries ready waits this long at most for the first of them.
+OPEN_GRACE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +95,17 @@ class _Box:
     consumer: AbstractConsumer | None = None
     #: The system's other queues (with quorum queues, its urgent lane): consumed into the same box.
     more: list[AbstractConsumer] = field(default_factory=list)
-    #: No longer read here (``Mailbox.give_way``, ``Mailbox.drop``): deliveries still arriving are left to the
+    #: No longer read here (``Mailbox.give_way``, ``Mailbox.drop``, idle): deliveries still arriving are left to the
     #: consumer to put back, until ``open`` reads the queue again.
     given_up: bool = False
+    #: The clock's reading at the system's last poll, submission or settled item (``Mailbox.idle_s``).
+    active: float = 0.0
+    #: Its requests in progress (``Mailbox.in_use``: a long poll, a submission waiting for the examination): a system
+    #: with one is not idle, however long it takes.
+    requests: int = 0
+    #: When the queue was last opened here, and how many deliveries were ready in it then (``OPEN_GRACE_S``).
+    opened_at: float = 0.0
+    backlog: int = 0
 
 
 class Mailbox:
@@ -100,6 +118,7 @@ class Mailbox:
         clock: Any = time.monotonic,
         guard: LinkGuard | None = None,
         link_check_s: float = 10.0,
+        idle_s: float = 0.0,
     ) -> None:
         self.transport = transport
         self.prefetch = prefetch
@@ -109,6 +128,8 @@ class Mailbox:
         #: ``link_check_s`` seconds for the systems consumed (None: no check, as on the in-memory transport).
         self.guard = guard
         self.link_check_s = link_check_s
+        #: A system read here that has not polled, submitted or settled an item for this long is let go (0: never).
+        self.idle_s = idle_s
         self._boxes: dict[str, _Box] = {}
         self._opening: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -121,21 +142,22 @@ class Mailbox:
     async def open(self, system: str) -> None:
         """Start consuming the system's queue (once; later calls return at once). Raises ``LinkConflict``
         (``GATEWAY_LINK_CONFLICT``) instead when the system reads its queue over RabbitMQ (``hub.gateway.links``)."""
-        box = self._boxes.get(system)
-        if box is not None and box.consumer is not None:
+        box = self._box(system)
+        box.active = self.clock()
+        if box.consumer is not None:
             return
         lock = self._opening.setdefault(system, asyncio.Lock())
         async with lock:
-            box = self._boxes.get(system)
-            if box is not None and box.consumer is not None:
+            box = self._box(system)
+            if box.consumer is not None:
                 return
             if self.guard is not None:
                 await self.guard.check(system)
-            if box is None:
-                box = self._boxes[system] = _Box(system)
             box.given_up = False
             # Every queue of the system: one with classic queues; with quorum queues its urgent lane first.
             *urgent, queue = self.transport.names.system_queues(system)
+            box.backlog = await self._ready(system)
+            box.opened_at = self.clock()
 
             async def handle(batch: list[Incoming]) -> None:
                 await self._handle(box, batch)
@@ -164,6 +186,15 @@ class Mailbox:
         if box is None:
             box = self._boxes[system] = _Box(system)
         return box
+
+    async def _ready(self, system: str) -> int:
+        """Deliveries ready in the system's queues (0 when the broker cannot say: a poll then does not wait for
+        them)."""
+        try:
+            return sum([await self.transport.queue_depth(q) for q in self.transport.names.system_queues(system)])
+        except HubError as exc:
+            log.debug("could not count the deliveries ready for %s (%s)", system, exc.code)
+            return 0
 
     async def _handle(self, box: _Box, batch: list[Incoming]) -> None:
         if self._closing or box.given_up:
@@ -234,34 +265,56 @@ class Mailbox:
     async def next_items(self, system: str, wait: float, limit: int) -> list[InboxItem]:
         """Up to ``limit`` inbox items of the system, each handed out with a fresh token: waits up to ``wait`` seconds
         for the first, then takes what else is there now (none after the wait: an empty list)."""
-        await self.open(system)
-        box = self._box(system)
-        deadline = self.clock() + wait
-        out: list[InboxItem] = []
-        while len(out) < limit:
-            try:
-                item = box.ready.get_nowait()
-            except asyncio.QueueEmpty:
-                left = deadline - self.clock()
-                if out or left <= 0:
-                    break
+        with self.in_use(system):
+            await self.open(system)
+            box = self._box(system)
+            deadline = self.clock() + wait
+            if box.backlog and box.opened_at + OPEN_GRACE_S > deadline:
+                # Just opened with deliveries ready: they reach this process a moment after the subscription.
+                deadline = box.opened_at + OPEN_GRACE_S
+            out: list[InboxItem] = []
+            while len(out) < limit:
                 try:
-                    async with asyncio.timeout(left):
-                        item = await box.ready.get()
-                except TimeoutError:
-                    break
-            if item.settled.done() or item.msg.settled:
-                continue  # put back or lost with its channel: the broker delivers it again
-            item.token = secrets.token_urlsafe(18)
-            item.deadline = self.clock() + self.visibility_timeout
-            box.out[item.token] = item
-            out.append(item)
-        return out
+                    item = box.ready.get_nowait()
+                except asyncio.QueueEmpty:
+                    left = deadline - self.clock()
+                    if out or left <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(left):
+                            item = await box.ready.get()
+                    except TimeoutError:
+                        break
+                if item.settled.done() or item.msg.settled:
+                    continue  # put back or lost with its channel: the broker delivers it again
+                item.token = secrets.token_urlsafe(18)
+                item.deadline = self.clock() + self.visibility_timeout
+                box.out[item.token] = item
+                out.append(item)
+            if out:
+                box.backlog = 0  # what was ready at the opening has started to arrive
+            return out
+
+    @contextlib.contextmanager
+    def in_use(self, system: str) -> Iterator[None]:
+        """Around each request of ``system`` (its polls here, its submissions in ``hub.gateway.app``): while one is in
+        progress the system is not idle, and its end counts as activity. Entered before anything is awaited, so that
+        a queue opened for the request is not let go before the request uses it."""
+        box = self._box(system)
+        box.requests += 1
+        try:
+            yield
+        finally:
+            box.requests -= 1
+            box.active = self.clock()
 
     def _take(self, system: str, token: str) -> InboxItem | None:
         """The item handed out to ``system`` under ``token``, no longer out (None: unknown or already settled)."""
         box = self._boxes.get(system)
-        return box.out.pop(token, None) if box is not None else None
+        if box is None:
+            return None
+        box.active = self.clock()
+        return box.out.pop(token, None)
 
     async def _acknowledge(self, item: InboxItem) -> None:
         try:
@@ -333,6 +386,35 @@ class Mailbox:
                         box.out.pop(token, None)
                         log.info("inbox item %s of %s not acknowledged in time; requeued", item.message_id, box.system)
                         self._requeue(item)
+            if self.idle_s > 0:
+                for box in [b for b in self._boxes.values() if self._idle(b, now)]:
+                    try:
+                        await self._let_go_idle(box.system)
+                    except Exception as exc:  # a bug here must not end the sweep (the visibility timeout)
+                        log.exception("letting go of an idle system failed (%s)", type(exc).__name__)
+
+    def _idle(self, box: _Box, now: float) -> bool:
+        """Read here, and nothing of the system's in progress for ``idle_s``: no request, nothing handed out, no
+        submission waiting for its answer."""
+        return (
+            box.consumer is not None
+            and box.requests == 0
+            and not box.out
+            and not any(box.waiters.values())
+            and now - box.active >= self.idle_s
+        )
+
+    async def _let_go_idle(self, system: str) -> None:
+        put_back = await self._stop_reading(system, only_if=lambda box: self._idle(box, self.clock()))
+        if put_back is not None:
+            log.info(
+                "system %s has not polled or submitted for %.0f s: the gateway stopped reading its queue and put back "
+                "the %d deliveries it held; its next poll reads the queue again",
+                system,
+                self.idle_s,
+                put_back,
+                extra={"system": system},
+            )
 
     async def _watch_links(self, guard: LinkGuard) -> None:
         """Give way to a system's AMQP link as soon as one appears beside the gateway's (``hub.gateway.links``)."""
@@ -377,11 +459,12 @@ class Mailbox:
                 extra={"system": system},
             )
 
-    async def _stop_reading(self, system: str) -> int | None:
-        """Stop the system's consumers and put every item held for it back; how many (None: not read here)."""
+    async def _stop_reading(self, system: str, only_if: Callable[[_Box], bool] | None = None) -> int | None:
+        """Stop the system's consumers and put every item held for it back; how many (None: not read here, or
+        ``only_if`` — asked under the lock that ``open`` takes, with nothing awaited before the stop — said no)."""
         async with self._opening.setdefault(system, asyncio.Lock()):
             box = self._boxes.get(system)
-            if box is None or box.consumer is None:
+            if box is None or box.consumer is None or (only_if is not None and not only_if(box)):
                 return None
             stops = self._unsubscribe(box)
             await asyncio.sleep(0)

@@ -21,7 +21,7 @@ from harness import SYSTEMS, Hub, document
 from store_faults import StoreDownOnce
 
 from hub.envelope import Recipient
-from hub.gateway import GatewaySettings, start_gateway
+from hub.gateway import STATE, GatewaySettings, start_gateway
 from hub.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -641,3 +641,74 @@ async def test_without_the_management_api_the_gateway_serves(
         tag = r.headers["X-Hub-Delivery-Tag"]
     async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
         assert r.status == 204
+
+
+async def test_a_system_that_stops_polling_is_let_go(
+    gw: Gateway, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An HTTPS system that stops polling: after ``idle_s`` the gateway stops reading its queue and puts back the
+    delivery it held, which then waits ready in RabbitMQ (where it can expire, and the ops page counts it) with no
+    consumer on the queue (the ops page: disconnected); the system's next poll, one that does not wait at all,
+    reads the queue again and gets it."""
+    import logging
+
+    from harness import until
+
+    from hub.transport.users import consumers_by_queue
+
+    city = "city-220100-oa"  # 长春市: no other gateway of this module reads its queue now
+    c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[city], city, tmp_path)
+    config = GatewaySettings.for_state(settings.state_dir, port=0, idle_s=1, link_check_s=0, answer_timeout_s=20)
+    runner = await start_gateway(settings, config)
+    mailbox = runner.app[STATE].mailbox
+    queue = gw.hub.transport.names.system_queue(city)
+    sender = gw.session(SENDER)
+    try:
+        async with aiohttp.ClientSession(
+            f"https://127.0.0.1:{runner.addresses[0][1]}",
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context(gw.pki_dir, c, k)),
+        ) as s:
+            while True:  # what earlier tests left for 长春市
+                async with s.get("/v1/inbox", params={"wait": "1"}) as r:
+                    if r.status == 204:
+                        break
+                    tag = r.headers["X-Hub-Delivery-Tag"]
+                async with s.post(f"/v1/inbox/{tag}/ack") as r:
+                    assert r.status == 204
+            sent = []
+            for _ in range(2):
+                status, headers, body = await post(sender, signed(gw, SENDER, [Recipient.to(SYSTEMS[city], city)]))
+                assert status == 202, body
+                sent.append(headers["X-Hub-Message-Id"])
+            async with s.get("/v1/inbox", params={"wait": "10"}) as r:
+                assert r.status == 200
+                first, tag = r.headers["X-Hub-Message-Id"], r.headers["X-Hub-Delivery-Tag"]
+            async with s.post(f"/v1/inbox/{tag}/ack") as r:
+                assert r.status == 204
+
+            # 长春市 stops polling, holding nothing; the gateway holds the other delivery until it lets go
+            with caplog.at_level(logging.INFO, logger="hub.gateway"):
+
+                async def let_go() -> bool:
+                    return not mailbox.reading(city)
+
+                await until(let_go, "the gateway letting go of a system that stopped polling", timeout=10)
+            assert mailbox.held(city) == 0
+            assert any(f"system {city} has not polled" in r.getMessage() for r in caplog.records)
+            assert await gw.hub.transport.queue_depth(queue) == 1  # ready in the broker, not held in the gateway
+
+            async def no_consumer() -> bool:
+                return not (await consumers_by_queue(settings)).get(queue)
+
+            await until(no_consumer, "RabbitMQ listing no consumer on the queue (the ops page: disconnected)")
+
+            # its next poll, not waiting at all, reads the queue again and gets the delivery
+            async with s.get("/v1/inbox", params={"wait": "0"}) as r:
+                assert r.status == 200
+                assert {first, r.headers["X-Hub-Message-Id"]} == set(sent)
+                tag = r.headers["X-Hub-Delivery-Tag"]
+            async with s.post(f"/v1/inbox/{tag}/ack") as r:
+                assert r.status == 204
+            assert mailbox.reading(city)
+    finally:
+        await runner.cleanup()

@@ -4,6 +4,7 @@ item handed out with a token, acknowledged, put back at once or after the visibi
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from hub.gateway.mailbox import Mailbox
 from hub.transport import MemoryTransport, Names, Outgoing
@@ -119,3 +120,118 @@ async def test_a_system_taken_out_of_the_directory_is_let_go() -> None:
     finally:
         await box.close()
         await transport.close()
+
+
+class _Clock:
+    """The mailbox's clock, moved by the test (the sweep itself runs on the event loop's time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_idle_system_is_let_go_and_read_again_at_its_next_poll(caplog: Any) -> None:
+    """A system that neither polls nor submits for ``idle_s`` is let go (what was held goes back to the queue, where
+    it can expire); not while a poll is in progress or a submission waits for its answer; its next poll, even one
+    that does not wait, gets what the queue holds."""
+    import logging
+
+    names = Names("mailbox-test-idle")
+    transport = MemoryTransport(names)
+    await transport.declare_topology([SYSTEM, "county-220182-oa"])
+    clock = _Clock()
+    box = Mailbox(transport, prefetch=8, visibility_timeout=0.2, clock=clock, idle_s=60)  # sweeps every 0.05 s
+    queue = transport.broker.queues[names.system_queue(SYSTEM)]
+    try:
+        await transport.publish_many([_to(names, f"<d{i}/>".encode(), {}, f"d-{i}") for i in range(2)])
+        first = await box.next_item(SYSTEM, 1)
+        assert first is not None and await box.ack(SYSTEM, first.token)
+
+        async def held_one() -> None:
+            while box.held(SYSTEM) != 1:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(held_one(), 2)  # the second, delivered to the gateway and held for the next poll
+
+        # a long poll in progress: not idle, however far the clock moves
+        polling = asyncio.ensure_future(box.next_items("county-220182-oa", 0.3, 1))  # another system's poll
+        mine = asyncio.ensure_future(box.next_items(SYSTEM, 0.3, 2))
+        await asyncio.sleep(0.02)
+        got = await mine
+        assert [i.body for i in got] == [b"<d1/>"]
+        box.release(SYSTEM, got[0].token)  # put back at once; the gateway reads the queue, so it comes back here
+        await asyncio.wait_for(held_one(), 2)
+        await polling
+        clock.now += 59
+        await asyncio.sleep(0.2)
+        assert box.reading(SYSTEM)  # 59 s since its last poll
+
+        # a submission being examined (hub.gateway.app wraps it), then one waiting for its answer: not idle
+        with box.in_use(SYSTEM):
+            clock.now += 120
+            await asyncio.sleep(0.2)
+            assert box.reading(SYSTEM)
+        waiting = box.expect(SYSTEM, "m-1")
+        clock.now += 120
+        await asyncio.sleep(0.2)
+        assert box.reading(SYSTEM) and box.held(SYSTEM) == 1
+        box.forget(SYSTEM, "m-1", waiting)
+
+        with caplog.at_level(logging.INFO, logger="hub.gateway"):
+            clock.now += 61
+            await asyncio.sleep(0.2)
+            assert not box.reading(SYSTEM)
+            assert box.held(SYSTEM) == 0
+            assert [m.message_id for _, _, m in queue.ready] == ["d-1"]  # back in the broker, where it can expire
+        assert any("has not polled or submitted for 60 s" in r.getMessage() for r in caplog.records)
+
+        # the next poll, not waiting at all, reads the queue again and gets what it holds
+        again = await box.next_items(SYSTEM, 0, 4)
+        assert [i.body for i in again] == [b"<d1/>"] and box.reading(SYSTEM)
+        assert await box.ack(SYSTEM, again[0].token)
+        assert await box.next_items(SYSTEM, 0, 4) == []  # nothing ready: no grace to wait for
+    finally:
+        await box.close()
+        await transport.close()
+
+
+async def test_nothing_handed_out_is_let_go() -> None:
+    """An item handed out and not yet acknowledged keeps the system read (its visibility timeout decides)."""
+    names = Names("mailbox-test-idle-out")
+    transport = MemoryTransport(names)
+    await transport.declare_topology([SYSTEM])
+    clock = _Clock()
+    box = Mailbox(transport, prefetch=8, visibility_timeout=0.2, clock=clock, idle_s=60)
+    try:
+        await transport.publish_many([_to(names, b"<d/>", {}, "d-0")])
+        item = await box.next_item(SYSTEM, 1)
+        assert item is not None
+        clock.now += 0.1  # within the visibility timeout, on the mailbox's clock
+        await asyncio.sleep(0.2)
+        assert box.reading(SYSTEM)
+        box.idle_s = 0.05  # idle by its clock, but the item is out
+        await asyncio.sleep(0.2)
+        assert box.reading(SYSTEM) and box.held(SYSTEM) == 1
+        assert await box.ack(SYSTEM, item.token)
+        clock.now += 1
+        await asyncio.sleep(0.2)
+        assert not box.reading(SYSTEM)
+    finally:
+        await box.close()
+        await transport.close()
+
+
+def test_idle_setting(monkeypatch: Any, tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from hub.gateway import GatewaySettings
+
+    monkeypatch.delenv("HUB_GATEWAY_IDLE_S", raising=False)
+    assert GatewaySettings.for_state(Path(str(tmp_path))).idle_s == 120.0  # four times the longest long poll
+    monkeypatch.setenv("HUB_GATEWAY_IDLE_S", "0")
+    assert GatewaySettings.for_state(Path(str(tmp_path))).idle_s == 0.0  # never let go
+    monkeypatch.setenv("HUB_GATEWAY_IDLE_S", "600")
+    assert GatewaySettings.for_state(Path(str(tmp_path))).idle_s == 600.0
+    assert GatewaySettings.for_state(Path(str(tmp_path)), idle_s=5).idle_s == 5  # an override wins
