@@ -150,7 +150,9 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                             "required": False,
                             "description": (
                                 "the longest to wait for a delivery, in seconds (default 0); the gateway may answer "
-                                "204 sooner"
+                                "204 sooner. Deliveries that were already waiting when the gateway started reading "
+                                "this system's queue (its first poll, or the first after two minutes without one) are "
+                                "handed out even with 0: the poll then waits up to 2 s for the first of them"
                             ),
                             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POLL_S, "default": 0},
                         },
