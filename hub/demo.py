@@ -482,6 +482,8 @@ def _ready_workers(log_file: Path) -> tuple[int, str | None]:
 
 async def start_hub(demo: Demo) -> tuple[subprocess.Popen[bytes], float]:
     """``hub run`` in its own session (it outlives the demo), logging to the state dir; waits for its workers."""
+    from hub.demo_scenario import gateway_idle_s
+
     started = time.monotonic()
     with open(demo.log_file, "wb") as log:
         proc = subprocess.Popen(
@@ -498,7 +500,9 @@ async def start_hub(demo: Demo) -> tuple[subprocess.Popen[bytes], float]:
                 # no --gateway-examiners: the HTTPS submissions are examined in processes of their own beside the
                 # gateway, one per core by default (docs/gateway.md, "More than one core")
             ],
-            env=demo.env(),
+            # The gateway lets an HTTPS system that stopped polling go after a few seconds, not two minutes: step l
+            # shows it (hub.demo_scenario.GATEWAY_IDLE_S).
+            env={**demo.env(), "HUB_GATEWAY_IDLE_S": f"{gateway_idle_s():.0f}"},
             cwd=PROJECT_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,

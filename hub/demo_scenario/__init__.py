@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import signal
 import sys
@@ -93,6 +94,17 @@ def with_jiutai(directory_xml: str) -> str:
     if anchor not in directory_xml:
         raise ValueError("routes/directory.xml has no 榆树市林业局 to add 九台区林业局 beside")
     return directory_xml.replace(anchor, JIUTAI_AGENCY_XML + anchor, 1)
+
+
+#: After how long without a poll the demo's gateway lets an HTTPS system's queue go (``HUB_GATEWAY_IDLE_S``; the
+#: gateway's own default is 120 s): short enough for step l to show it.
+GATEWAY_IDLE_S = 3
+
+
+def gateway_idle_s() -> float:
+    """The demo gateway's idle time: ``HUB_GATEWAY_IDLE_S`` when the caller set it, else ``GATEWAY_IDLE_S``."""
+    given = os.environ.get("HUB_GATEWAY_IDLE_S", "").strip()
+    return float(given) if given.isdigit() else float(GATEWAY_IDLE_S)
 
 
 #: Copies of a tampered report one compromised system floods the hub with (step w, issue 16).
@@ -1129,7 +1141,10 @@ class Scenario:
             o.expect(not other, f"the portal's inbox held something else: {', '.join(other)}")
             async with http.get(f"/v1/messages/{env.message_id}") as r:
                 state = await r.json() if r.status == 200 else {}
-        o.expect(state.get("state") == "accepted", f"GET /v1/messages/{{id}}: {state}")
+            o.expect(state.get("state") == "accepted", f"GET /v1/messages/{{id}}: {state}")
+            if not o.ok:
+                return
+            idle = await self._stops_polling(o, http, portal, approval)
         if not o.ok:
             return
         o.lines.append(
@@ -1141,6 +1156,61 @@ class Scenario:
             f"the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt in {ms:.0f} ms → the "
             "approval system's status reached its inbox (long poll) → acknowledged"
         )
+        if idle is not None:
+            o.lines.append(
+                f"门户停止轮询 {idle:g} 秒后网关放开其队列：审批系统的下一条进度在 RabbitMQ 中待取"
+                "（运维页面显示门户未连接、计入积压，投递可照常过期），门户再次轮询（wait=0）即取到"
+            )
+            o.lines.append(
+                f"the portal stopped polling: {idle:g} s later the gateway let its queue go, the approval system's "
+                "next status waited ready in RabbitMQ (the ops page: disconnected, one waiting), and the portal's next "
+                "poll (wait=0) got it"
+            )
+
+    async def _stops_polling(self, o: Outcome, http: Any, portal: str, approval: str) -> float | None:
+        """The portal stops polling (hub.gateway.mailbox, ``idle_s``): the approval system sends it another status;
+        once the gateway has not heard from the portal for its idle time it stops reading the portal's queue and puts
+        the status back, where RabbitMQ shows it ready with no consumer (what the ops page shows: disconnected, one
+        waiting); the portal's next poll, without waiting, reads the queue again and gets it. The idle time, or None
+        when something did not behave."""
+        from hub.transport.users import queue_stats
+
+        idle = gateway_idle_s()
+        status_root = self._sample("approval.status", "supplement-required.xml")
+        recipients = status_root[0].find(qn("Recipients"))
+        for cc in [el for el in recipients if el.get("role") == "cc"] if recipients is not None else []:
+            recipients.remove(cc)
+        senv, sdata = self.mail.sign(approval, status_root)
+        await self.mail.publish(approval, senv, sdata)
+        self._expect_reply(o, await self.mail.replies(approval, senv.message_id), "receipt", "accepted")
+        queue = (await self.mail.transport(approval)).names.system_queue(portal)
+        deadline = time.monotonic() + idle + 30  # the idle time, the sweep, the management API's statistics
+        while True:
+            stats = {q.name: q for q in await queue_stats(self.settings)}.get(queue)
+            if stats is not None and stats.consumers == 0 and stats.ready >= 1:
+                break
+            if not o.expect(
+                time.monotonic() < deadline,
+                f"the gateway did not let the idle portal's queue go within {idle:g} s (RabbitMQ: {stats})",
+            ):
+                return None
+            await asyncio.sleep(0.3)
+        got = False
+        for _ in range(20):  # the approvals process's hub.notice may come first
+            async with http.get("/v1/inbox", params={"wait": "0"}) as r:
+                polled, tag, delivered = r.status, r.headers.get("X-Hub-Delivery-Tag", ""), await r.read()
+            if polled != 200:
+                break
+            kind = self.mail.open(delivered).envelope
+            async with http.post(f"/v1/inbox/{tag}/ack") as r:
+                o.expect(r.status == 204, f"POST /v1/inbox/{{tag}}/ack answered {r.status}")
+            if kind.message_id == senv.message_id:
+                got = True
+                break
+            if not o.expect(kind.service == "hub.notice", f"the portal's inbox held {kind.service_id}"):
+                return None
+        o.expect(got, "the portal's next poll (wait=0) did not get the status that waited in its queue")
+        return idle if o.ok else None
 
     async def step_sdk_https(self, o: Outcome) -> None:
         """桦甸市林业局's office system sits on a county network that lets only HTTPS out: its adapter, written on
