@@ -1108,11 +1108,7 @@ class Scenario:
             o.expect(receipt.ref_to == env.message_id, "the receipt in the response is not about the application")
             got = await self.mail.deliveries(approval, env.message_id, expect=1, timeout=self.timeout)
             self._check_deliveries(o, {approval: got}, portal)
-            status_root = self._sample("approval.status", "supplement-required.xml")
-            recipients = status_root[0].find(qn("Recipients"))
-            for cc in [el for el in recipients if el.get("role") == "cc"] if recipients is not None else []:
-                recipients.remove(cc)  # the portal only: the city's inbox is kept for the operator
-            senv, sdata = self.mail.sign(approval, status_root)
+            senv, sdata = self._status_to_portal(approval)
             await self.mail.publish(approval, senv, sdata)
             self._expect_reply(o, await self.mail.replies(approval, senv.message_id), "receipt", "accepted")
             # The portal's inbox: the approval system's status, and the approvals process's feedback to the
@@ -1167,6 +1163,15 @@ class Scenario:
                 "poll (wait=0) got it"
             )
 
+    def _status_to_portal(self, approval: str) -> tuple[Envelope, bytes]:
+        """The approval system's 补正 status of the sample application, to the portal only (the city's inbox is kept
+        for the operator), signed."""
+        status_root = self._sample("approval.status", "supplement-required.xml")
+        recipients = status_root[0].find(qn("Recipients"))
+        for cc in [el for el in recipients if el.get("role") == "cc"] if recipients is not None else []:
+            recipients.remove(cc)
+        return self.mail.sign(approval, status_root)
+
     async def _stops_polling(self, o: Outcome, http: Any, portal: str, approval: str) -> float | None:
         """The portal stops polling (hub.gateway.mailbox, ``idle_s``): the approval system sends it another status;
         once the gateway has not heard from the portal for its idle time it stops reading the portal's queue and puts
@@ -1176,11 +1181,7 @@ class Scenario:
         from hub.transport.users import queue_stats
 
         idle = gateway_idle_s()
-        status_root = self._sample("approval.status", "supplement-required.xml")
-        recipients = status_root[0].find(qn("Recipients"))
-        for cc in [el for el in recipients if el.get("role") == "cc"] if recipients is not None else []:
-            recipients.remove(cc)
-        senv, sdata = self.mail.sign(approval, status_root)
+        senv, sdata = self._status_to_portal(approval)
         await self.mail.publish(approval, senv, sdata)
         self._expect_reply(o, await self.mail.replies(approval, senv.message_id), "receipt", "accepted")
         queue = (await self.mail.transport(approval)).names.system_queue(portal)
@@ -1201,13 +1202,13 @@ class Scenario:
                 polled, tag, delivered = r.status, r.headers.get("X-Hub-Delivery-Tag", ""), await r.read()
             if polled != 200:
                 break
-            kind = self.mail.open(delivered).envelope
+            opened = self.mail.open(delivered).envelope  # both signatures verified
             async with http.post(f"/v1/inbox/{tag}/ack") as r:
                 o.expect(r.status == 204, f"POST /v1/inbox/{{tag}}/ack answered {r.status}")
-            if kind.message_id == senv.message_id:
+            if opened.message_id == senv.message_id:
                 got = True
                 break
-            if not o.expect(kind.service == "hub.notice", f"the portal's inbox held {kind.service_id}"):
+            if not o.expect(opened.service == "hub.notice", f"the portal's inbox held {opened.service_id}"):
                 return None
         o.expect(got, "the portal's next poll (wait=0) did not get the status that waited in its queue")
         return idle if o.ok else None

@@ -40,7 +40,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -370,7 +370,11 @@ class Mailbox:
                 if not item.settled.done():
                     item.settled.set_result(None)
 
-        task = asyncio.get_running_loop().create_task(nack())
+        self._spawn(nack())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background; ``close`` waits for it."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -388,10 +392,8 @@ class Mailbox:
                         self._requeue(item)
             if self.idle_s > 0:
                 for box in [b for b in self._boxes.values() if self._idle(b, now)]:
-                    try:
-                        await self._let_go_idle(box.system)
-                    except Exception as exc:  # a bug here must not end the sweep (the visibility timeout)
-                        log.exception("letting go of an idle system failed (%s)", type(exc).__name__)
+                    # A task of its own, which ``close`` waits for: cancelling the sweep cannot cut a let-go short.
+                    self._spawn(self._let_go_idle(box.system))
 
     def _idle(self, box: _Box, now: float) -> bool:
         """Read here, and nothing of the system's in progress for ``idle_s``: no request, nothing handed out, no
@@ -405,7 +407,11 @@ class Mailbox:
         )
 
     async def _let_go_idle(self, system: str) -> None:
-        put_back = await self._stop_reading(system, only_if=lambda box: self._idle(box, self.clock()))
+        try:
+            put_back = await self._stop_reading(system, only_if=lambda box: self._idle(box, self.clock()))
+        except Exception as exc:  # a bug here must not go unseen; the system stays read
+            log.exception("letting go of idle system %s failed (%s)", system, type(exc).__name__)
+            return
         if put_back is not None:
             log.info(
                 "system %s has not polled or submitted for %.0f s: the gateway stopped reading its queue and put back "
