@@ -321,8 +321,11 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
                 queues = {q["name"]: q for q in view["queues"]}
                 normal = queues.get(f"{fresh_settings.namespace}.in.normal", {})
                 adapters = {a["system"]: a for a in view["adapters"]}
-                # the gateway's mailbox consumes its client's queue: that system shows as connected
-                connected = adapters.get(SENDER, {}).get("state") == "connected"
+                # the gateway's mailbox consumes its client's queue: that system shows as connected, read by the
+                # gateway (the queue's statistics and the consumers' listing are two requests, each lagging its own
+                # way: both must have caught up)
+                sender = adapters.get(SENDER, {})
+                connected = sender.get("state") == "connected" and sender.get("link") == "gateway"
                 return view if normal.get("consumers") == 1 and connected else None
 
             view = await _until("the overview showed the consumers", consumers_seen, timeout=30)
