@@ -106,6 +106,8 @@ class _Box:
     #: When the queue was last opened here, and how many deliveries were ready in it then (``OPEN_GRACE_S``).
     opened_at: float = 0.0
     backlog: int = 0
+    #: A let-go for being idle is on its way (one at a time, however long the consumers take to stop).
+    leaving: bool = False
 
 
 class Mailbox:
@@ -391,9 +393,10 @@ class Mailbox:
                         log.info("inbox item %s of %s not acknowledged in time; requeued", item.message_id, box.system)
                         self._requeue(item)
             if self.idle_s > 0:
-                for box in [b for b in self._boxes.values() if self._idle(b, now)]:
+                for box in [b for b in self._boxes.values() if not b.leaving and self._idle(b, now)]:
                     # A task of its own, which ``close`` waits for: cancelling the sweep cannot cut a let-go short.
-                    self._spawn(self._let_go_idle(box.system))
+                    box.leaving = True
+                    self._spawn(self._let_go_idle(box))
 
     def _idle(self, box: _Box, now: float) -> bool:
         """Read here, and nothing of the system's in progress for ``idle_s``: no request, nothing handed out, no
@@ -406,12 +409,15 @@ class Mailbox:
             and now - box.active >= self.idle_s
         )
 
-    async def _let_go_idle(self, system: str) -> None:
+    async def _let_go_idle(self, box: _Box) -> None:
+        system = box.system
         try:
-            put_back = await self._stop_reading(system, only_if=lambda box: self._idle(box, self.clock()))
+            put_back = await self._stop_reading(system, only_if=lambda b: self._idle(b, self.clock()))
         except Exception as exc:  # a bug here must not go unseen; the system stays read
             log.exception("letting go of idle system %s failed (%s)", system, type(exc).__name__)
             return
+        finally:
+            box.leaving = False
         if put_back is not None:
             log.info(
                 "system %s has not polled or submitted for %.0f s: the gateway stopped reading its queue and put back "

@@ -238,3 +238,35 @@ def test_idle_setting(monkeypatch: Any, tmp_path: Any) -> None:
     monkeypatch.setenv("HUB_GATEWAY_IDLE_S", "600")
     assert GatewaySettings.for_state(Path(str(tmp_path))).idle_s == 600.0
     assert GatewaySettings.for_state(Path(str(tmp_path)), idle_s=5).idle_s == 5  # an override wins
+
+
+async def test_one_let_go_at_a_time() -> None:
+    """A let-go whose consumers take long to stop (a broker in trouble) is not started again at every sweep."""
+    names = Names("mailbox-test-idle-once")
+    transport = MemoryTransport(names)
+    await transport.declare_topology([SYSTEM])
+    clock = _Clock()
+    box = Mailbox(transport, prefetch=8, visibility_timeout=0.2, clock=clock, idle_s=60)  # sweeps every 0.05 s
+    release = asyncio.Event()
+    calls = 0
+    real = box._stop_reading
+
+    async def slow(system: str, only_if: Any = None) -> int | None:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return await real(system, only_if)
+
+    box._stop_reading = slow  # type: ignore[method-assign]
+    try:
+        assert await box.next_items(SYSTEM, 0, 1) == []
+        clock.now += 61
+        await asyncio.sleep(0.5)  # ten sweeps
+        assert calls == 1 and box.reading(SYSTEM)
+        release.set()
+        await asyncio.sleep(0.2)
+        assert not box.reading(SYSTEM) and calls == 1
+    finally:
+        release.set()
+        await box.close()
+        await transport.close()
