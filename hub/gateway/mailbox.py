@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub.errors import HubError
 from hub.gateway.links import CONFLICT
@@ -57,6 +57,7 @@ __all__ = ["Answer", "InboxItem", "Mailbox"]
 log = logging.getLogger("hub.gateway")
 
 ANSWER_KINDS = frozenset({"receipt", "error"})
+_T = TypeVar("_T")
 #: A poll that finds the queue just opened with deliveries ready waits this long at most for the first of them.
 OPEN_GRACE_S = 2.0
 
@@ -374,11 +375,12 @@ class Mailbox:
 
         self._spawn(nack())
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         """Run ``work`` in the background; ``close`` waits for it."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _sweep(self) -> None:
         """Requeue items handed out longer than the visibility timeout."""
@@ -394,7 +396,7 @@ class Mailbox:
                         self._requeue(item)
             if self.idle_s > 0:
                 for box in [b for b in self._boxes.values() if not b.leaving and self._idle(b, now)]:
-                    # A task of its own, which ``close`` waits for: cancelling the sweep cannot cut a let-go short.
+                    # In the background: a let-go slow to finish does not hold up the visibility timeouts.
                     box.leaving = True
                     self._spawn(self._let_go_idle(box))
 
@@ -473,7 +475,12 @@ class Mailbox:
 
     async def _stop_reading(self, system: str, only_if: Callable[[_Box], bool] | None = None) -> int | None:
         """Stop the system's consumers and put every item held for it back; how many (None: not read here, or
-        ``only_if`` — asked under the lock that ``open`` takes, with nothing awaited before the stop — said no)."""
+        ``only_if`` — asked under the lock that ``open`` takes, with nothing awaited before the stop — said no). Runs to
+        its end in a task of its own (``close`` waits for it) when its caller is cancelled — the watch, the sweep or
+        the directory's refresh stopping — so a queue is never left unsubscribed with its items still held here."""
+        return await asyncio.shield(self._spawn(self._stop_reading_now(system, only_if)))
+
+    async def _stop_reading_now(self, system: str, only_if: Callable[[_Box], bool] | None) -> int | None:
         async with self._opening.setdefault(system, asyncio.Lock()):
             box = self._boxes.get(system)
             if box is None or box.consumer is None or (only_if is not None and not only_if(box)):

@@ -12,14 +12,20 @@ from hub.transport import MemoryTransport, Names, Outgoing
 SYSTEM = "county-220122-oa"
 
 
+async def _memory(namespace: str, *others: str) -> tuple[Names, MemoryTransport]:
+    """The in-memory broker of one test, with ``SYSTEM``'s queues (and ``others``')."""
+    names = Names(namespace)
+    transport = MemoryTransport(names)
+    await transport.declare_topology([SYSTEM, *others])
+    return names, transport
+
+
 def _to(names: Names, body: bytes, headers: dict[str, object], message_id: str) -> Outgoing:
     return Outgoing(names.deliver_exchange, SYSTEM, body, headers, 0, message_id)
 
 
 async def test_answers_and_the_inbox() -> None:
-    names = Names("mailbox-test")
-    transport = MemoryTransport(names)
-    await transport.declare_topology([SYSTEM])
+    names, transport = await _memory("mailbox-test")
     box = Mailbox(transport, prefetch=8, visibility_timeout=0.2)
     try:
         waiting = box.expect(SYSTEM, "m-1")
@@ -68,9 +74,7 @@ async def test_answers_and_the_inbox() -> None:
 
 
 async def test_several_items_at_once_the_first_waited_for() -> None:
-    names = Names("mailbox-test-many")
-    transport = MemoryTransport(names)
-    await transport.declare_topology([SYSTEM])
+    names, transport = await _memory("mailbox-test-many")
     box = Mailbox(transport, prefetch=8, visibility_timeout=5)
     try:
         await box.open(SYSTEM)
@@ -97,9 +101,7 @@ async def test_several_items_at_once_the_first_waited_for() -> None:
 async def test_a_system_taken_out_of_the_directory_is_let_go() -> None:
     """``drop``: the gateway stops reading the queue of a system no longer in the directory and puts back what it
     held (handed out or waiting); a later ``open`` (the system added again) reads it again."""
-    names = Names("mailbox-test-drop")
-    transport = MemoryTransport(names)
-    await transport.declare_topology([SYSTEM])
+    names, transport = await _memory("mailbox-test-drop")
     box = Mailbox(transport, prefetch=8, visibility_timeout=30)
     queue = transport.broker.queues[names.system_queue(SYSTEM)]
     try:
@@ -138,9 +140,7 @@ async def test_an_idle_system_is_let_go_and_read_again_at_its_next_poll(caplog: 
     that does not wait, gets what the queue holds."""
     import logging
 
-    names = Names("mailbox-test-idle")
-    transport = MemoryTransport(names)
-    await transport.declare_topology([SYSTEM, "county-220182-oa"])
+    names, transport = await _memory("mailbox-test-idle", "county-220182-oa")
     clock = _Clock()
     box = Mailbox(transport, prefetch=8, visibility_timeout=0.2, clock=clock, idle_s=60)  # sweeps every 0.05 s
     queue = transport.broker.queues[names.system_queue(SYSTEM)]
@@ -202,9 +202,7 @@ async def test_an_idle_system_is_let_go_and_read_again_at_its_next_poll(caplog: 
 
 async def test_nothing_handed_out_is_let_go() -> None:
     """An item handed out and not yet acknowledged keeps the system read (its visibility timeout decides)."""
-    names = Names("mailbox-test-idle-out")
-    transport = MemoryTransport(names)
-    await transport.declare_topology([SYSTEM])
+    names, transport = await _memory("mailbox-test-idle-out")
     clock = _Clock()
     box = Mailbox(transport, prefetch=8, visibility_timeout=0.2, clock=clock, idle_s=60)
     try:
@@ -242,9 +240,7 @@ def test_idle_setting(monkeypatch: Any, tmp_path: Any) -> None:
 
 async def test_one_let_go_at_a_time() -> None:
     """A let-go whose consumers take long to stop (a broker in trouble) is not started again at every sweep."""
-    names = Names("mailbox-test-idle-once")
-    transport = MemoryTransport(names)
-    await transport.declare_topology([SYSTEM])
+    _, transport = await _memory("mailbox-test-idle-once")
     clock = _Clock()
     box = Mailbox(transport, prefetch=8, visibility_timeout=0.2, clock=clock, idle_s=60)  # sweeps every 0.05 s
     release = asyncio.Event()
@@ -268,5 +264,28 @@ async def test_one_let_go_at_a_time() -> None:
         assert not box.reading(SYSTEM) and calls == 1
     finally:
         release.set()
+        await box.close()
+        await transport.close()
+
+
+async def test_a_cancelled_stop_still_puts_back() -> None:
+    """Letting a system go (here: taken out of the directory) runs to its end when its caller is cancelled: the queue
+    is never left unsubscribed with its deliveries still held in the gateway."""
+    names, transport = await _memory("mailbox-test-stop-cancelled")
+    box = Mailbox(transport, prefetch=8, visibility_timeout=30)
+    queue = transport.broker.queues[names.system_queue(SYSTEM)]
+    try:
+        await transport.publish_many([_to(names, f"<d{i}/>".encode(), {}, f"d-{i}") for i in range(2)])
+        item = await box.next_item(SYSTEM, 1)
+        assert item is not None
+        while box.held(SYSTEM) != 2:
+            await asyncio.sleep(0.01)
+        dropping = asyncio.ensure_future(box.drop(SYSTEM))
+        await asyncio.sleep(0)  # inside the stop: unsubscribed, not yet put back
+        dropping.cancel()
+        await asyncio.sleep(0.2)
+        assert not box.reading(SYSTEM) and box.held(SYSTEM) == 0
+        assert sorted(m.message_id for _, _, m in queue.ready) == ["d-0", "d-1"]
+    finally:
         await box.close()
         await transport.close()
