@@ -27,6 +27,12 @@ Metrics (all ``hub_*``):
 - ``hub_message_latency_seconds`` — per message, from its batch's arrival in the worker to the batch's ack (after
   record, deliver and receipt); ``hub_batch_size`` — messages per batch.
 - ``hub_gateway_requests_total{endpoint,status}``, ``hub_gateway_request_seconds{endpoint}`` — the gateway.
+- ``hub_gateway_last_poll_timestamp_seconds{system}`` — wall-clock time a system last polled its inbox through the
+  gateway (set as each poll starts and ends; ``max`` over the gateway's processes, a restarted gateway's included).
+  The gateway stops reading an idle system's queue (``hub.gateway.mailbox``, ``HUB_GATEWAY_IDLE_S``), so a system
+  that polls every few minutes has no consumer between its polls: the ops overview shows it 间歇轮询 (polls from time
+  to time) while its last poll is at most ``HUB_POLL_GRACE_S`` old. E.g. alert on
+  ``time() - hub_gateway_last_poll_timestamp_seconds > 3600`` for a system that should poll every few minutes.
 - ``hub_process_heartbeat_timestamp_seconds{role,index}`` — wall-clock time of each process's last heartbeat
   (``liveall``: one series per live process, with its ``pid``; 0 once it stopped).
 - ``hub_directory_version{role,index}`` — the stored directory version each process examines and routes with
@@ -53,6 +59,7 @@ __all__ = [
     "DEFERRED",
     "DELIVERIES",
     "GATEWAY_LATENCY",
+    "GATEWAY_POLLED",
     "GATEWAY_REQUESTS",
     "HEARTBEAT",
     "HEARTBEAT_EVERY_S",
@@ -66,6 +73,7 @@ __all__ = [
     "count_request",
     "heartbeat",
     "metrics_dir",
+    "polled",
     "prepare_multiprocess",
     "process_dead",
 ]
@@ -102,6 +110,12 @@ GATEWAY_LATENCY = Histogram(
     "Gateway request time by endpoint (a submission includes the hub's examination and answer)",
     ["endpoint"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+GATEWAY_POLLED = Gauge(
+    "hub_gateway_last_poll_timestamp_seconds",
+    "Wall-clock time the system last polled its inbox through the HTTPS gateway (each poll's start and end)",
+    ["system"],
+    multiprocess_mode="max",
 )
 HEARTBEAT = Gauge(
     "hub_process_heartbeat_timestamp_seconds",
@@ -184,6 +198,11 @@ def count_request(endpoint: str, status: int, seconds: float) -> None:
     """One gateway request."""
     GATEWAY_REQUESTS.labels(endpoint, str(status)).inc()
     GATEWAY_LATENCY.labels(endpoint).observe(seconds)
+
+
+def polled(system: str) -> None:
+    """``system`` is polling its inbox through the gateway now (an identified client: its certificate's system)."""
+    GATEWAY_POLLED.labels(system).set(time.time())
 
 
 async def heartbeat(role: str, index: int, every_s: float = HEARTBEAT_EVERY_S) -> None:

@@ -42,6 +42,7 @@ _LOWEST = (
     ("crl_hours", 1, "below it every CRL would be stale when published, and verification fails closed"),
     ("workers", 0, "0 is one worker per core"),
     ("prefetch", 1, "0 would let RabbitMQ hand a worker every queued message at once"),
+    ("poll_grace_s", 0, "seconds after a system's last poll through the gateway; 0 is no grace"),
 )
 
 
@@ -92,6 +93,11 @@ class Settings:
     #: instead of priorities: ``hub.transport.topology``). Set it before the first ``hub run`` of an installation: a
     #: queue declared as one type cannot be re-declared as the other (AMQP_PRECONDITION).
     queue_type: str = "classic"
+    #: Seconds after an HTTPS system's last poll during which the ops overview shows it 间歇轮询 (polls from time to
+    #: time) rather than 未连接 while nobody reads its queue: the gateway lets an idle system's queue go after
+    #: ``HUB_GATEWAY_IDLE_S`` (hub.gateway.mailbox), so a system that polls every few minutes has no consumer between
+    #: its polls. Set it a little above the longest pause between your systems' polls; 0: no grace.
+    poll_grace_s: int = 900
 
     def __post_init__(self) -> None:
         if self.queue_type not in QUEUE_TYPES:

@@ -40,8 +40,10 @@
                     "processes": [{"role": "worker" | "gateway" | "processes", "index": "0", "pid": "4711",
                                    "version": 7, "current": true}]},  # hub run's live processes on this host
       "adapters": [{"system": "city-220100-oa", "queue": "hub.q.city-220100-oa", "consumers": 1,
-                    "ready": 0, "unacked": 0, "state": "connected" | "disconnected",
-                    "link": "amqp" | "gateway" | "both" | null}],   # who reads the queue (``link_of``)
+                    "ready": 0, "unacked": 0,
+                    "state": "connected" | "polling" | "disconnected",   # ``adapter_state``
+                    "link": "amqp" | "gateway" | "both" | null,   # who reads the queue (``link_of``)
+                    "last_poll": "…" | null, "last_poll_s": 12.5 | null}],   # its last poll through the gateway
       "certificates": {
         "expiring": [{"serial", "kind", "subject", "agency", "system", "not_after", "days_left"}],  # ≤ 30 days
         "crls": [{"serial", "subject", "crl_number", "this_update", "next_update", "hours_left", "fresh"}]
@@ -285,6 +287,33 @@ def heartbeats(families: Iterable[Metric]) -> list[health.Heartbeat]:
     ]
 
 
+def last_polls(families: Iterable[Metric]) -> dict[str, float]:
+    """System → wall-clock time of its last poll through the gateway (``hub_gateway_last_poll_timestamp_seconds``;
+    the latest where this process's own registry and the multiprocess files both have one)."""
+    out: dict[str, float] = {}
+    for fam in families:
+        for s in fam.samples:
+            if s.name == "hub_gateway_last_poll_timestamp_seconds" and s.value > 0 and "system" in s.labels:
+                system = s.labels["system"]
+                out[system] = max(out.get(system, 0.0), s.value)
+    return out
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
+
+
+def adapter_state(consumers: int, last_poll_s: float | None, grace_s: float) -> str:
+    """``connected`` while somebody reads the system's queue; ``polling`` while nobody does but the system polled
+    through the gateway within ``grace_s`` (the gateway lets an idle system's queue go between its polls:
+    ``hub.gateway.mailbox``); else ``disconnected``."""
+    if consumers:
+        return "connected"
+    if last_poll_s is not None and last_poll_s <= grace_s:
+        return "polling"
+    return "disconnected"
+
+
 def directory_taken(families: Iterable[Metric]) -> list[health.DirectoryTaken]:
     """Each process's ``hub_directory_version`` sample (``health.directory_state`` keeps the live ones)."""
     return [
@@ -469,19 +498,26 @@ async def overview(app: web.Application) -> dict[str, Any]:
     out["queues"] = rows
     workers = next(c for c in checks if c.name == "workers")
     out["workers"] = {k: workers.detail.get(k) for k in ("state", "expected", "consumers", "processes")}
-    out["adapters"] = [
-        {
-            "system": r["system"],
-            "queue": r["name"],
-            "consumers": r["consumers"],
-            "ready": r["ready"],
-            "unacked": r["unacked"],
-            "state": "connected" if r["consumers"] else "disconnected",
-            "link": link_of(names, r["system"], users.get(r["name"], ())) if r["consumers"] else None,
-        }
-        for r in rows
-        if r["role"] == "system"
-    ]
+    polls = last_polls(families)
+    out["adapters"] = []
+    for r in rows:
+        if r["role"] != "system":
+            continue
+        seen = polls.get(r["system"])
+        ago = None if seen is None else max(0.0, round(now - seen, 1))
+        out["adapters"].append(
+            {
+                "system": r["system"],
+                "queue": r["name"],
+                "consumers": r["consumers"],
+                "ready": r["ready"],
+                "unacked": r["unacked"],
+                "state": adapter_state(r["consumers"], ago, settings.poll_grace_s),
+                "link": link_of(names, r["system"], users.get(r["name"], ())) if r["consumers"] else None,
+                "last_poll": None if seen is None else _iso(seen),
+                "last_poll_s": ago,
+            }
+        )
     engine = health.processes(beats, "processes", now)
     out["processes"] = {
         "state": "absent" if not engine else ("up" if any(p["fresh"] for p in engine) else "down"),

@@ -1153,14 +1153,17 @@ class Scenario:
             "approval system's status reached its inbox (long poll) → acknowledged"
         )
         if idle is not None:
+            idle_s, page = idle
+            page_zh = "运维页面显示门户“间歇轮询”并计入待取，" if page else ""
+            page_en = "the ops page: polls from time to time, one waiting; " if page else ""
             o.lines.append(
-                f"门户停止轮询 {idle:g} 秒后网关放开其队列：审批系统的下一条进度在 RabbitMQ 中待取"
-                "（运维页面显示门户未连接、计入积压，投递可照常过期），门户再次轮询（wait=0）即取到"
+                f"门户停止轮询 {idle_s:g} 秒后网关放开其队列：审批系统的下一条进度在 RabbitMQ 中待取"
+                f"（{page_zh}投递可照常过期），门户再次轮询（wait=0）即取到"
             )
             o.lines.append(
-                f"the portal stopped polling: {idle:g} s later the gateway let its queue go, the approval system's "
-                "next status waited ready in RabbitMQ (the ops page: disconnected, one waiting), and the portal's next "
-                "poll (wait=0) got it"
+                f"the portal stopped polling: {idle_s:g} s later the gateway let its queue go, the approval system's "
+                f"next status waited ready in RabbitMQ ({page_en}it can expire there), and the portal's next poll "
+                "(wait=0) got it"
             )
 
     def _status_to_portal(self, approval: str) -> tuple[Envelope, bytes]:
@@ -1172,11 +1175,12 @@ class Scenario:
             recipients.remove(cc)
         return self.mail.sign(approval, status_root)
 
-    async def _stops_polling(self, o: Outcome, http: Any, portal: str, approval: str) -> float | None:
+    async def _stops_polling(self, o: Outcome, http: Any, portal: str, approval: str) -> tuple[float, bool] | None:
         """The portal stops polling (hub.gateway.mailbox, ``idle_s``): the approval system sends it another status;
         once the gateway has not heard from the portal for its idle time it stops reading the portal's queue and puts
-        the status back, where RabbitMQ shows it ready with no consumer (what the ops page shows: disconnected, one
-        waiting); the portal's next poll, without waiting, reads the queue again and gets it. The idle time, or None
+        the status back, where RabbitMQ shows it ready with no consumer; the ops overview shows the portal 间歇轮询
+        (it polled a moment ago: ``HUB_POLL_GRACE_S``) with the status counted as waiting; the portal's next poll,
+        without waiting, reads the queue again and gets it. (The idle time, whether the ops page was read), or None
         when something did not behave."""
         from hub.transport.users import queue_stats
 
@@ -1196,6 +1200,14 @@ class Scenario:
             ):
                 return None
             await asyncio.sleep(0.3)
+        page = bool(self.ops_url)
+        if page:  # what the people on duty see: not 未连接, and the status counted
+            row = await self._adapter_on_the_page(portal, "polling")
+            if not o.expect(
+                row.get("state") == "polling" and (row.get("ready") or 0) >= 1 and row.get("last_poll_s") is not None,
+                f"the ops overview's row of the portal between its polls: {row}",
+            ):
+                return None
         got = False
         for _ in range(20):  # the approvals process's hub.notice may come first
             async with http.get("/v1/inbox", params={"wait": "0"}) as r:
@@ -1211,7 +1223,7 @@ class Scenario:
             if not o.expect(opened.service == "hub.notice", f"the portal's inbox held {opened.service_id}"):
                 return None
         o.expect(got, "the portal's next poll (wait=0) did not get the status that waited in its queue")
-        return idle if o.ok else None
+        return (idle, page) if o.ok else None
 
     async def step_sdk_https(self, o: Outcome) -> None:
         """桦甸市林业局's office system sits on a county network that lets only HTTPS out: its adapter, written on
@@ -1485,6 +1497,21 @@ class Scenario:
                 shown: dict[str, Any] = data.get("directory") or {} if status == 200 and isinstance(data, dict) else {}
                 if (shown.get("state"), shown.get("stored")) == ("ok", version) or time.monotonic() > deadline:
                     return shown
+                await asyncio.sleep(0.5)
+
+    async def _adapter_on_the_page(self, system: str, state: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The ops overview's row of ``system`` (``adapters[]`` of ``/api/overview``) as the duty operator's page
+        reads it, once it shows ``state`` with something waiting (or what it shows after ``timeout``: the
+        management API's queue figures lag by a few seconds)."""
+        async with self._ops() as page:
+            await page.login(*self.operators["duty"])
+            deadline = time.monotonic() + timeout
+            while True:
+                status, data = await page.json("/api/overview")
+                rows = data.get("adapters") or [] if status == 200 and isinstance(data, dict) else []
+                row: dict[str, Any] = next((a for a in rows if a.get("system") == system), {})
+                if (row.get("state") == state and (row.get("ready") or 0) >= 1) or time.monotonic() > deadline:
+                    return row
                 await asyncio.sleep(0.5)
 
     def _ops(self) -> Any:

@@ -50,7 +50,7 @@ from hub.gateway.links import LinkGuard
 from hub.gateway.mailbox import Answer, InboxItem, Mailbox
 from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
 from hub.gateway.status import status_for_code, status_for_receipt
-from hub.metrics import count_request, heartbeat
+from hub.metrics import count_request, heartbeat, polled
 from hub.settings import Settings
 
 __all__ = [
@@ -429,7 +429,12 @@ async def poll(request: web.Request) -> web.StreamResponse:
     mailbox = request.app[STATE].mailbox
     # A long poll may end early (the document promises at most ``wait`` seconds): ``poll_limit_s`` caps it.
     wait = min(float(raw), request.app[GATEWAY_SETTINGS].poll_limit_s)
-    items = await mailbox.next_items(identity.system, wait, int(many) if many is not None else 1)
+    # The ops overview's 间歇轮询 (hub.metrics.polled): when the poll began and when it ended, whatever its end.
+    polled(identity.system)
+    try:
+        items = await mailbox.next_items(identity.system, wait, int(many) if many is not None else 1)
+    finally:
+        polled(identity.system)
     if not items:
         return web.Response(status=204)
     try:

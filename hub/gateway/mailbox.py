@@ -19,7 +19,8 @@ held goes back to the queue.
 A system is read while it takes part: one that has not polled, submitted or settled an item for ``idle_s`` (and has
 nothing handed out and no submission waiting) is let go — its consumers stopped, what was held for it put back — so
 its deliveries wait in the broker, where they expire as any delivery does and the ops page counts them, and the ops
-page shows it disconnected instead of connected through the gateway for as long as the gateway runs. Its next poll
+page no longer shows it connected through the gateway for as long as the gateway runs (it shows when the system
+last polled: ``hub.metrics.polled``, ``monitoring.metrics.adapter_state``). Its next poll
 reads the queue again; a poll that opens the queue waits up to ``OPEN_GRACE_S`` for the first delivery when the queue
 holds some (the consumer's first deliveries take a moment), whatever its ``wait``.
 

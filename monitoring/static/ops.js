@@ -117,8 +117,17 @@
   var STATES = {
     ok: [true, t("正常", "ok")], degraded: ["warn", t("降级", "degraded")], down: [false, t("停止", "down")],
     up: [true, t("运行", "up")], absent: [null, t("未启用", "not running")],
-    connected: [true, t("已连接", "connected")], disconnected: [null, t("未连接", "disconnected")]
+    connected: [true, t("已连接", "connected")], disconnected: [null, t("未连接", "disconnected")],
+    polling: [true, t("间歇轮询", "polls from time to time")]
   };
+  // How long ago, for a person: "40 秒前", "12 分钟前", "3 小时前", "2 天前".
+  function ago(seconds) {
+    var n = num(seconds); if (n === null) { return ""; }
+    if (n < 90) { return Math.round(n) + t(" 秒前", " s ago"); }
+    if (n < 5400) { return Math.round(n / 60) + t(" 分钟前", " min ago"); }
+    if (n < 172800) { return Math.round(n / 3600) + t(" 小时前", " h ago"); }
+    return Math.round(n / 86400) + t(" 天前", " days ago");
+  }
   function state(s) { return STATES[s] || [null, s || t("未知", "unknown")]; }
 
   function healthRows(d) {
@@ -149,12 +158,22 @@
       rows.push(directoryRow(d.directory));
     }
     if (Array.isArray(d.adapters)) {
-      var on = d.adapters.filter(function (a) { return a && a.state === "connected"; });
-      var off = d.adapters.filter(function (a) { return a && a.state !== "connected"; }).map(function (a) { return a.system; });
+      // "polling": nobody reads its queue at this moment, but it polled through the HTTPS gateway lately (the gateway
+      // lets an idle system's queue go between its polls: monitoring.metrics.adapter_state).
+      var on = d.adapters.filter(function (a) { return a && (a.state === "connected" || a.state === "polling"); });
+      var off = d.adapters.filter(function (a) { return a && a.state !== "connected" && a.state !== "polling"; }).map(function (a) {
+        return a.system + (num(a.last_poll_s) !== null ? t("（上次轮询 ", " (last polled ") + ago(a.last_poll_s) + t("）", ")") : "");
+      });
       rows.push([t("适配器", "Adapters"), !d.adapters.length ? null : off.length ? "warn" : true,
         on.length + "/" + d.adapters.length + t(" 已连接", " connected"),
         off.length ? t("未连接：", "not connected: ") + off.slice(0, 8).join(", ") + (off.length > 8 ? " …" : "") : ""]);
       on.forEach(function (a) {
+        if (a.state === "polling") {
+          rows.push([t("适配器 ", "adapter ") + a.system, true, t("间歇轮询", "polls from time to time") + " · " + LINKS.gateway,
+            t("上次轮询 ", "last polled ") + ago(a.last_poll_s) + t("，两次轮询之间网关不占用其队列 · ", "; between polls the gateway leaves its queue · ") +
+            t("待取 ", "ready ") + (a.ready || 0) + t(" · 处理中 ", " · unacked ") + (a.unacked || 0)]);
+          return;
+        }
         // Who reads the queue (monitoring.metrics.link_of): the system over RabbitMQ, the HTTPS gateway for it, or
         // both at once (the gateway gives the queue up: hub.gateway.links).
         var link = LINKS[a.link] || "";

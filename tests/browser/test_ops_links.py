@@ -55,3 +55,39 @@ async def test_the_overview_names_each_adapters_link(ops: Any, page: Any) -> Non
             await c.stop()
         for t in own.values():
             await t.close()
+
+
+POLLING = "prov-220000-portal"  # polls through the gateway every few minutes: nobody on its queue between polls
+GONE = "city-220100-oa"  # polled through the gateway three hours ago, then never again
+
+
+async def test_a_system_between_two_polls_is_not_called_disconnected(ops: Any, page: Any) -> None:
+    """The gateway lets an idle system's queue go between its polls (hub.gateway.mailbox), so the overview shows a
+    system with nobody on its queue 间歇轮询 (a good badge, when it last polled) while its last poll is within
+    ``HUB_POLL_GRACE_S`` (``monitoring.metrics.adapter_state``); past it, the system is listed 未连接 with its last
+    poll. The poll times are the gateway's gauge (``hub.metrics.polled``: this process's registry, which the
+    in-process ops app reads, as it reads a gateway's under ``hub run``)."""
+    import time
+
+    from hub import metrics as hm
+
+    hm.GATEWAY_POLLED.labels(POLLING).set(time.time() - 40)
+    hm.GATEWAY_POLLED.labels(GONE).set(time.time() - 3 * 3600)
+    try:
+        await ops.login(page, "duty")
+        rows = page.locator("#health tr")
+        polling = rows.filter(has_text=f"适配器 {POLLING}").filter(has_text="间歇轮询 · 经 HTTPS 网关")
+        await polling.wait_for(timeout=30_000)
+        assert "good" in (await polling.locator(".badge").get_attribute("class") or "")
+        text = await polling.inner_text()
+        assert "秒前，两次轮询之间网关不占用其队列" in text and "待取 0" in text
+        summary = rows.filter(has_text="未连接：")
+        await summary.wait_for(timeout=30_000)
+        listed = await summary.inner_text()
+        assert f"{GONE}（上次轮询 3 小时前）" in listed  # the first system queue by name: never cut off the list
+        assert POLLING not in listed
+        assert await rows.filter(has_text=f"适配器 {GONE}").count() == 0  # no row of its own: it is not connected
+        await ops.screenshot(page, "ops-adapter-polling")
+    finally:
+        hm.GATEWAY_POLLED.labels(POLLING).set(0)  # 0: never polled, for the other tests of this session
+        hm.GATEWAY_POLLED.labels(GONE).set(0)

@@ -704,7 +704,33 @@ async def test_a_system_that_stops_polling_is_let_go(
             async def no_consumer() -> bool:
                 return not (await consumers_by_queue(settings)).get(queue)
 
-            await until(no_consumer, "RabbitMQ listing no consumer on the queue (the ops page: disconnected)")
+            await until(no_consumer, "RabbitMQ listing no consumer on the queue")
+
+            # the people on duty: no consumer, but it polled a moment ago — 间歇轮询 (polls from time to time), with
+            # the delivery counted as waiting; past the grace (0 here) the same system is 未连接
+            from aiohttp import web
+            from aiohttp.test_utils import TestClient, TestServer
+
+            import monitoring.metrics as mm
+
+            polled_at = time.time()
+            for grace, state in ((settings.poll_grace_s, "polling"), (0, "disconnected")):
+                app = web.Application()
+                app[mm.SETTINGS] = settings.with_(poll_grace_s=grace)
+                mm.setup(app)
+                async with TestClient(TestServer(app)):
+
+                    async def shown(app: web.Application = app, state: str = state) -> dict[str, Any] | None:
+                        row = {a["system"]: a for a in (await mm.overview(app))["adapters"]}.get(city, {})
+                        return row if row.get("state") == state and row.get("ready") == 1 else None
+
+                    row = await until(shown, f"the ops overview showing {city} {state}, one waiting", timeout=30)
+                assert row["consumers"] == 0 and row["link"] is None
+                assert 0 <= row["last_poll_s"] < 60 and row["last_poll"] is not None
+            from prometheus_client import REGISTRY
+
+            last = REGISTRY.get_sample_value("hub_gateway_last_poll_timestamp_seconds", {"system": city})
+            assert last is not None and polled_at - 60 < last <= polled_at
 
             # its next poll, not waiting at all, reads the queue again and gets the delivery
             async with s.get("/v1/inbox", params={"wait": "0"}) as r:

@@ -289,6 +289,9 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
                     data = hub.sign(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
                     async with s.post("/v1/messages", data=data, headers={"Content-Type": "application/xml"}) as r:
                         assert r.status == 202, await r.text()
+                polled_at = time.time()
+                async with s.get("/v1/inbox", params={"wait": "0"}) as r:  # its inbox: nothing sent to it
+                    assert r.status == 204, await r.text()
 
             def sent(text: str, name: str, **labels: str) -> float:
                 return _counter(text, name, **labels) - _counter(base, name, **labels)
@@ -300,6 +303,9 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
             text = await _until("the worker counted the three submissions", counted, timeout=30)
             assert sent(text, "hub_gateway_requests_total", endpoint="/v1/messages", status="202") == 3
             assert sent(text, "hub_messages_total", outcome="accepted") == 3
+            # the poll, from the gateway process's file: when the sender last polled (the ops page's 间歇轮询)
+            last_poll = _counter(text, "hub_gateway_last_poll_timestamp_seconds", system=SENDER)
+            assert polled_at - 1 <= last_poll <= time.time()
 
             async def workers_ok() -> dict[str, Any] | None:
                 # a worker's heartbeat is refreshed every 2 s by a task of its own: on a loaded machine the first
@@ -333,6 +339,7 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
             assert any(a["state"] == "disconnected" for a in view["adapters"])  # nobody reads the other systems
             sender = next(a for a in view["adapters"] if a["system"] == SENDER)
             assert sender["link"] == "gateway"  # read by the gateway's mailbox (the hub's user), not over AMQP
+            assert sender["last_poll_s"] is not None and 0 <= sender["last_poll_s"] < 120
             assert all(a["link"] is None for a in view["adapters"] if a["state"] == "disconnected")
             assert view["certificates"]["crls"] and all(c["fresh"] for c in view["certificates"]["crls"])
         proc.send_signal(signal.SIGTERM)

@@ -357,3 +357,37 @@ def test_an_adapters_link_is_named_by_who_reads_its_queue() -> None:
     assert mm.link_of(names, system, {own, hub_user}) == "both"
     assert mm.link_of(names, system, ()) is None
     assert mm.link_of(names, system, {names.user("county-220182-oa")}) == "gateway"  # not this system's own user
+
+
+def test_a_system_that_polls_from_time_to_time_is_not_called_disconnected() -> None:
+    """``adapters[].state``: the gateway lets an idle system's queue go between its polls (hub.gateway.mailbox), so
+    with nobody on its queue a system that polled within ``HUB_POLL_GRACE_S`` is ``polling`` (间歇轮询), not
+    ``disconnected``; a consumer on its queue is ``connected`` whatever its last poll."""
+    assert mm.adapter_state(1, None, 900) == "connected"
+    assert mm.adapter_state(2, 5000.0, 900) == "connected"
+    assert mm.adapter_state(0, 30.0, 900) == "polling"
+    assert mm.adapter_state(0, 900.0, 900) == "polling"
+    assert mm.adapter_state(0, 900.1, 900) == "disconnected"
+    assert mm.adapter_state(0, None, 900) == "disconnected"  # never polled through the gateway
+    assert mm.adapter_state(0, 0.0, 0) == "polling" and mm.adapter_state(0, 0.5, 0) == "disconnected"
+    with pytest.raises(Exception, match="HUB_POLL_GRACE_S must be at least 0"):
+        Settings(poll_grace_s=-1)
+    assert Settings.from_env({"HUB_POLL_GRACE_S": "60"}).poll_grace_s == 60
+
+
+def test_the_last_poll_is_read_from_the_gateways_gauge(tmp_path: Path) -> None:
+    """``last_polls``: the latest sample a system has (this process's registry and the multiprocess files may both
+    hold one), only for samples with a system; never-polled systems are absent."""
+    system = f"county-{uuid.uuid4().hex[:6]}-oa"
+    before = time.time()
+    hm.polled(system)
+    polls = mm.last_polls(mm.collect(_settings(tmp_path)))
+    assert before <= polls[system] <= time.time()
+
+    from prometheus_client.core import GaugeMetricFamily
+
+    fam = GaugeMetricFamily("hub_gateway_last_poll_timestamp_seconds", "", labels=["system"])
+    fam.add_metric(["a"], 100.0)
+    fam.add_metric(["a"], 250.0)  # a restarted gateway's file beside the old one's
+    fam.add_metric(["b"], 0.0)  # a gauge never set
+    assert mm.last_polls([fam]) == {"a": 250.0}
