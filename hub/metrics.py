@@ -27,6 +27,10 @@ Metrics (all ``hub_*``):
 - ``hub_message_latency_seconds`` — per message, from its batch's arrival in the worker to the batch's ack (after
   record, deliver and receipt); ``hub_batch_size`` — messages per batch.
 - ``hub_gateway_requests_total{endpoint,status}``, ``hub_gateway_request_seconds{endpoint}`` — the gateway.
+- ``hub_gateway_refusals_total{system,code}`` — requests the gateway itself refused (its JSON answers: no, revoked or
+  unknown certificate, a limit, a bad request, the hub unavailable), by the system whose certificate came with the
+  request (``-`` without one) and code; what the examination rejects is in ``hub_rejections_total`` and the store.
+  The ops overview lists the recent ones by system: "county X cannot send" is answered there.
 - ``hub_gateway_last_poll_timestamp_seconds{system}`` — wall-clock time a system last polled its inbox through the
   gateway (set as each poll starts and ends; ``max`` over the gateway's processes, a restarted gateway's included).
   The gateway stops reading an idle system's queue (``hub.gateway.mailbox``, ``HUB_GATEWAY_IDLE_S``), so a system
@@ -60,6 +64,7 @@ __all__ = [
     "DELIVERIES",
     "GATEWAY_LATENCY",
     "GATEWAY_POLLED",
+    "GATEWAY_REFUSALS",
     "GATEWAY_REQUESTS",
     "HEARTBEAT",
     "HEARTBEAT_EVERY_S",
@@ -70,6 +75,7 @@ __all__ = [
     "OUTCOMES",
     "REJECTIONS",
     "count_batch",
+    "count_refusal",
     "count_request",
     "heartbeat",
     "metrics_dir",
@@ -110,6 +116,11 @@ GATEWAY_LATENCY = Histogram(
     "Gateway request time by endpoint (a submission includes the hub's examination and answer)",
     ["endpoint"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+GATEWAY_REFUSALS = Counter(
+    "hub_gateway_refusals",
+    "Requests the gateway refused itself (JSON answers, before any examination), by the certificate's system and code",
+    ["system", "code"],
 )
 GATEWAY_POLLED = Gauge(
     "hub_gateway_last_poll_timestamp_seconds",
@@ -198,6 +209,11 @@ def count_request(endpoint: str, status: int, seconds: float) -> None:
     """One gateway request."""
     GATEWAY_REQUESTS.labels(endpoint, str(status)).inc()
     GATEWAY_LATENCY.labels(endpoint).observe(seconds)
+
+
+def count_refusal(system: str | None, code: str) -> None:
+    """The gateway refused a request of ``system`` (None: no certificate named one) with ``code``."""
+    GATEWAY_REFUSALS.labels(system or "-", code).inc()
 
 
 def polled(system: str) -> None:

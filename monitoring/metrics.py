@@ -27,7 +27,9 @@
       "gateway": {"state": "up" | "down" | "absent",   # heartbeat fresh / stale / no gateway process
                   "requests": {"200": 0, "422": 0},     # by status, all endpoints, since start
                   "recent_requests": {"200": 0},
-                  "p50_ms": 20.1, "p99_ms": 80.0},     # submissions (POST /v1/messages) over the window
+                  "p50_ms": 20.1, "p99_ms": 80.0,      # submissions (POST /v1/messages) over the window
+                  "refusals": [{"system": "county-220183-oa" | "-", "code": "CERT_REVOKED", "title": "证书已吊销",
+                                "total": 12, "recent": 3}]},   # the gateway's own refusals (``refusal_rows``)
       "queues": [{"name": "hub.in.normal", "role": "inbound" | "system" | "retry" | "dead" | "quarantine" | "other",
                   "system": null | "city-220100-oa", "ready": 0, "unacked": 0, "consumers": 2}],  # [] if no RabbitMQ
       "workers": {"state": "ok" | "degraded" | "down", "expected": 2 | null, "consumers": 2 | null,
@@ -188,6 +190,7 @@ class Snapshot:
     batch_sum: float = 0.0
     requests: dict[str, float] = field(default_factory=dict)  # by status
     submit: dict[float, float] = field(default_factory=dict)  # cumulative buckets of POST /v1/messages
+    refusals: dict[tuple[str, str], float] = field(default_factory=dict)  # the gateway's own, by (system, code)
 
 
 def snapshot(families: Iterable[Metric], at: float) -> Snapshot:
@@ -213,6 +216,9 @@ def snapshot(families: Iterable[Metric], at: float) -> Snapshot:
                 snap.requests[status] = snap.requests.get(status, 0.0) + s.value
             elif s.name == "hub_gateway_request_seconds_bucket" and s.labels.get("endpoint") == "/v1/messages":
                 snap.submit[float(s.labels["le"])] = s.value
+            elif s.name == "hub_gateway_refusals_total":
+                key = (s.labels.get("system", "-"), s.labels.get("code", "?"))
+                snap.refusals[key] = snap.refusals.get(key, 0.0) + s.value
     return snap
 
 
@@ -274,8 +280,28 @@ def figures(now: Snapshot, then: Snapshot | None) -> dict[str, Any]:
             "recent_requests": _ints(_minus(now.requests, then.requests)),
             "p50_ms": g50,
             "p99_ms": g99,
+            "refusals": refusal_rows(now.refusals, then.refusals),
         },
     }
+
+
+#: At most this many (system, code) rows of the gateway's refusals in the overview.
+MAX_REFUSAL_ROWS = 50
+
+
+def refusal_rows(now: dict[tuple[str, str], float], then: dict[tuple[str, str], float]) -> list[dict[str, Any]]:
+    """The gateway's own refusals by system and code, the recent ones (within the window) first, then by total."""
+    from hub.errors import title_of
+
+    rows = []
+    for (system, code), total in now.items():
+        if total:
+            recent = int(total - then.get((system, code), 0.0))
+            rows.append(
+                {"system": system, "code": code, "title": title_of(code), "total": int(total), "recent": recent}
+            )
+    rows.sort(key=lambda r: (-r["recent"], -r["total"], r["system"], r["code"]))
+    return rows[:MAX_REFUSAL_ROWS]
 
 
 def heartbeats(families: Iterable[Metric]) -> list[health.Heartbeat]:

@@ -1364,13 +1364,32 @@ class Scenario:
             await consumer.stop()
         if not o.expect((status, code) == (409, CONFLICT), f"吉林市's HTTPS poll beside AMQP: {status} {code}"):
             return
+        # What the people on duty see: the overview's 网关拒绝 rows name the system and the code.
+        shown = False
+        if self.ops_url:
+            row = await self._on_the_page(
+                lambda d: next(
+                    (
+                        r
+                        for r in (d.get("gateway") or {}).get("refusals") or []
+                        if (r["system"], r["code"]) == (system, CONFLICT)
+                    ),
+                    {},
+                ),
+                lambda r: (r.get("recent") or 0) >= 1,
+            )
+            if not o.expect((row.get("recent") or 0) >= 1, f"the ops overview's refusals of the gateway: {row}"):
+                return
+            shown = True
         o.lines.append(
             "吉林市林业局已经 AMQP 订阅自己的队列，再经 HTTPS 轮询即被拒绝"
             "（409 GATEWAY_LINK_CONFLICT：一个系统只走一条链路）"
+            + ("，运维页面“网关拒绝”一行列出吉林市及原因" if shown else "")
         )
         o.lines.append(
             "one way per system: 吉林市, subscribed to its queue over RabbitMQ, polled over HTTPS and was refused "
             "(409 GATEWAY_LINK_CONFLICT); the gateway did not start reading its queue"
+            + ("; the ops page listed the refusal under 吉林市" if shown else "")
         )
 
     async def step_directory(self, o: Outcome) -> None:
@@ -1486,33 +1505,37 @@ class Scenario:
                 return False
             await asyncio.sleep(0.2)
 
-    async def _directory_on_the_page(self, version: int, timeout: float = 10.0) -> dict[str, Any]:
-        """The ops overview's directory row as the duty operator's page reads it (``/api/overview``), once it shows
-        ``version`` taken by every process (or what it shows after ``timeout``)."""
+    async def _on_the_page(
+        self,
+        pick: Callable[[dict[str, Any]], dict[str, Any]],
+        done: Callable[[dict[str, Any]], bool],
+        timeout: float = 15.0,
+    ) -> dict[str, Any]:
+        """What ``pick`` takes of the ops overview as the duty operator's page reads it (``/api/overview``), once
+        ``done`` says it shows what is expected (or what it shows after ``timeout``: the management API's queue
+        figures lag by a few seconds, the processes' metrics by a pass of their loops)."""
         async with self._ops() as page:
             await page.login(*self.operators["duty"])
             deadline = time.monotonic() + timeout
             while True:
                 status, data = await page.json("/api/overview")
-                shown: dict[str, Any] = data.get("directory") or {} if status == 200 and isinstance(data, dict) else {}
-                if (shown.get("state"), shown.get("stored")) == ("ok", version) or time.monotonic() > deadline:
+                shown = pick(data) if status == 200 and isinstance(data, dict) else {}
+                if done(shown) or time.monotonic() > deadline:
                     return shown
                 await asyncio.sleep(0.5)
 
-    async def _adapter_on_the_page(self, system: str, state: str, timeout: float = 15.0) -> dict[str, Any]:
-        """The ops overview's row of ``system`` (``adapters[]`` of ``/api/overview``) as the duty operator's page
-        reads it, once it shows ``state`` with something waiting (or what it shows after ``timeout``: the
-        management API's queue figures lag by a few seconds)."""
-        async with self._ops() as page:
-            await page.login(*self.operators["duty"])
-            deadline = time.monotonic() + timeout
-            while True:
-                status, data = await page.json("/api/overview")
-                rows = data.get("adapters") or [] if status == 200 and isinstance(data, dict) else []
-                row: dict[str, Any] = next((a for a in rows if a.get("system") == system), {})
-                if (row.get("state") == state and (row.get("ready") or 0) >= 1) or time.monotonic() > deadline:
-                    return row
-                await asyncio.sleep(0.5)
+    async def _directory_on_the_page(self, version: int) -> dict[str, Any]:
+        """The overview's directory row, once it shows ``version`` taken by every process."""
+        return await self._on_the_page(
+            lambda d: d.get("directory") or {}, lambda s: (s.get("state"), s.get("stored")) == ("ok", version), 10.0
+        )
+
+    async def _adapter_on_the_page(self, system: str, state: str) -> dict[str, Any]:
+        """The overview's row of ``system`` (``adapters[]``), once it shows ``state`` with something waiting."""
+        return await self._on_the_page(
+            lambda d: next((a for a in d.get("adapters") or [] if a.get("system") == system), {}),
+            lambda row: row.get("state") == state and (row.get("ready") or 0) >= 1,
+        )
 
     def _ops(self) -> Any:
         from hub.demo_scenario.ops import OpsPage

@@ -50,7 +50,7 @@ from hub.gateway.links import LinkGuard
 from hub.gateway.mailbox import Answer, InboxItem, Mailbox
 from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
 from hub.gateway.status import status_for_code, status_for_receipt
-from hub.metrics import count_request, heartbeat, polled
+from hub.metrics import count_refusal, count_request, heartbeat, polled
 from hub.settings import Settings
 
 __all__ = [
@@ -162,7 +162,8 @@ def _answer_response(answer: Answer, message_id: str, max_bytes: int) -> web.Res
 @web.middleware
 async def _measured(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
     """Count the request by endpoint (its route's pattern; ``other`` when none matched) and status, with its time.
-    A client that went away before its answer counts as 499."""
+    A client that went away before its answer counts as 499. The gateway's own refusals (its JSON answers with a
+    code) are counted and logged by system too (``_refused``)."""
     started = time.perf_counter()
     resource = request.match_info.route.resource
     endpoint = resource.canonical if resource is not None else "other"
@@ -170,12 +171,45 @@ async def _measured(request: web.Request, handler: Callable[[web.Request], Await
     try:
         resp = await handler(request)
         status = resp.status
+        if status >= 400 and resp.content_type == "application/json":
+            code = resp.headers.get("X-Hub-Code")
+            if code is not None:
+                _refused(request, endpoint, code, status)
         return resp
     except web.HTTPException as exc:
         status = exc.status
         raise
     finally:
         count_request(endpoint, status, time.perf_counter() - started)
+
+
+#: One log line per system and code at most this often; the lines between are counted in the next one.
+REFUSAL_LOG_EVERY_S = 60.0
+#: (system, code) → (when its last line was written, refusals since then).
+_refusal_log: dict[tuple[str, str], tuple[float, int]] = {}
+#: The system a refused client certificate was issued to (``Refused.system``), for ``_refused``.
+_REFUSED_AS = web.RequestKey("refused_as", str)
+
+
+def _refused(request: web.Request, endpoint: str, code: str, status: int) -> None:
+    """A refusal of the gateway's own, for the people on duty: ``hub_gateway_refusals_total{system,code}`` (the
+    ops overview's 网关拒绝 rows) and a WARNING line, at most one a ``REFUSAL_LOG_EVERY_S`` per system and code (a
+    client retrying with a revoked certificate every second would bury everything else)."""
+    identity = request.get(IDENTITY)
+    system = identity.system if identity is not None else request.get(_REFUSED_AS)
+    count_refusal(system, code)
+    key = (system or "-", code)
+    now = time.monotonic()
+    last, since = _refusal_log.get(key, (-REFUSAL_LOG_EVERY_S, 0))
+    if now - last < REFUSAL_LOG_EVERY_S:
+        _refusal_log[key] = (last, since + 1)
+        return
+    if len(_refusal_log) > 4096:  # bounded: systems of the CA's certificates × codes, but never a leak
+        _refusal_log.clear()
+    _refusal_log[key] = (now, 0)
+    more = f" ({since} more since the last such line)" if since else ""
+    who = f"system {system}" if system else "a client without a certificate"
+    log.warning("gateway refused a request of %s to %s: %s %s %s%s", who, endpoint, status, code, title_of(code), more)
 
 
 @web.middleware
@@ -192,6 +226,8 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         with state.limits.admit(identity.system):
             return await handler(request)
     except Refused as exc:
+        if exc.system is not None:
+            request[_REFUSED_AS] = exc.system
         return error_response(exc.status, exc.code, exc.detail, retry_after=exc.retry_after)
     except web.HTTPException as exc:
         if exc.status == 405:

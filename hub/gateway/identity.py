@@ -42,14 +42,18 @@ class ClientIdentity:
 
 class Refused(Exception):
     """A request refused before it reaches the hub: HTTP ``status``, a stable ``code`` (``hub.errors.CODES``) and one
-    English sentence."""
+    English sentence; ``system``: the system a refused client certificate was issued to (by the hub CA: the TLS
+    handshake checked the chain), for the people on duty — never the identity of the request."""
 
-    def __init__(self, status: int, code: str, detail: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, *, retry_after: int | None = None, system: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+        self.system = system
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,19 +108,23 @@ class Identifier:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(der)
-        if not parsed.client_auth:
-            raise Refused(403, "CERT_USAGE", "the client certificate does not allow TLS client authentication")
-        self._check_revocation(der, parsed.cert, now or dt.datetime.now(dt.UTC))
         try:
-            system = self.directory.system(parsed.system)
-        except HubError:
-            system = None
-        if system is None or system.agency != parsed.agency:
-            raise Refused(
-                403,
-                "GATEWAY_UNKNOWN_SYSTEM",
-                f"the certificate names {parsed.agency}/{parsed.system}: not an agency system of the directory",
-            )
+            if not parsed.client_auth:
+                raise Refused(403, "CERT_USAGE", "the client certificate does not allow TLS client authentication")
+            self._check_revocation(der, parsed.cert, now or dt.datetime.now(dt.UTC))
+            try:
+                system = self.directory.system(parsed.system)
+            except HubError:
+                system = None
+            if system is None or system.agency != parsed.agency:
+                raise Refused(
+                    403,
+                    "GATEWAY_UNKNOWN_SYSTEM",
+                    f"the certificate names {parsed.agency}/{parsed.system}: not an agency system of the directory",
+                )
+        except Refused as exc:
+            exc.system = parsed.system  # whom the people on duty should call (the ops overview, the log)
+            raise
         return ClientIdentity(parsed.agency, parsed.system, serial_hex(parsed.cert.serial_number), parsed.fingerprint)
 
     def _issuer_of(self, der: bytes, cert: x509.Certificate) -> x509.Certificate | None:

@@ -146,8 +146,24 @@
     if (d.gateway && typeof d.gateway === "object") {
       var g = state(d.gateway.state), req = d.gateway.requests || {}, n = 0;
       Object.keys(req).forEach(function (k) { n += num(req[k]) || 0; });
+      var refusals = Array.isArray(d.gateway.refusals) ? d.gateway.refusals.filter(function (r) { return r && typeof r === "object"; }) : [];
+      var refusedAll = 0;
+      refusals.forEach(function (r) { refusedAll += num(r.total) || 0; });
       rows.push([t("HTTPS 网关", "HTTPS gateway"), g[0], g[1],
-        t("请求 ", "requests ") + n + (num(d.gateway.p99_ms) !== null ? " · p99 " + fmt(d.gateway.p99_ms) + " ms" : "")]);
+        t("请求 ", "requests ") + n + (num(d.gateway.p99_ms) !== null ? " · p99 " + fmt(d.gateway.p99_ms) + " ms" : "") +
+        (refusedAll ? t(" · 网关拒绝 ", " · refused by the gateway ") + refusedAll : "")]);
+      // The gateway's own refusals within the window, by system (monitoring.metrics.refusal_rows): who cannot get in
+      // and why — a revoked certificate, a system missing from the directory, a limit, no certificate at all.
+      var recentRefusals = refusals.filter(function (r) { return (num(r.recent) || 0) > 0; });
+      var within = num(d.window_s) ? t(" 次（", " in the last ") + fmt(d.window_s) + t(" 秒内）", " s") : t(" 次（页面启动以来）", " since the page started");
+      recentRefusals.slice(0, 8).forEach(function (r) {
+        rows.push([t("网关拒绝 ", "gateway refused ") + (r.system === "-" ? t("无证书的客户端", "clients without a certificate") : r.system),
+          "warn", String(r.code || ""),
+          (r.title || r.code) + t("：近 ", ": ") + r.recent + within + t("，累计 ", ", ") + r.total + t(" 次", " in all")]);
+      });
+      if (recentRefusals.length > 8) {
+        rows.push([t("网关拒绝", "gateway refused"), "warn", "…", t("另有 ", "and ") + (recentRefusals.length - 8) + t(" 项，见 /metrics 的 hub_gateway_refusals_total", " more: hub_gateway_refusals_total in /metrics")]);
+      }
     }
     if (d.processes && typeof d.processes === "object") {
       var pe = state(d.processes.state), alarms = num(d.processes.alarms);

@@ -91,3 +91,25 @@ async def test_a_system_between_two_polls_is_not_called_disconnected(ops: Any, p
     finally:
         hm.GATEWAY_POLLED.labels(POLLING).set(0)  # 0: never polled, for the other tests of this session
         hm.GATEWAY_POLLED.labels(GONE).set(0)
+
+
+async def test_the_gateways_refusals_name_the_system_and_the_reason(ops: Any, page: Any) -> None:
+    """ "县里说发不进来": the overview lists the gateway's own refusals of the last minute by the system whose
+    certificate came with them (``hub_gateway_refusals_total``, counted by the gateway's ``_measured``; this
+    process's registry, which the in-process ops app reads as it reads a gateway's under ``hub run``), with the
+    code's Chinese title; the gateway's row counts them all."""
+    from hub import metrics as hm
+
+    for _ in range(3):
+        hm.count_refusal(GATEWAY, "CERT_REVOKED")
+    hm.count_refusal(None, "GATEWAY_NO_CERTIFICATE")
+    await ops.login(page, "duty")
+    rows = page.locator("#health tr")
+    revoked = rows.filter(has_text=f"网关拒绝 {GATEWAY}").filter(has_text="CERT_REVOKED")
+    await revoked.wait_for(timeout=30_000)
+    assert "warn" in (await revoked.locator(".badge").get_attribute("class") or "")
+    assert "证书已吊销：近 3 次" in await revoked.inner_text()
+    anonymous = rows.filter(has_text="网关拒绝 无证书的客户端").filter(has_text="未提供客户端证书")
+    await anonymous.wait_for(timeout=30_000)
+    assert "网关拒绝 " in await rows.filter(has_text="HTTPS 网关").first.inner_text()
+    await ops.screenshot(page, "ops-gateway-refusals")

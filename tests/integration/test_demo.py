@@ -94,7 +94,8 @@ def _check_first_run(first: subprocess.CompletedProcess[str], state: Path) -> No
         "ready in RabbitMQ (the ops page: polls from time to time, one waiting;",
         "an adapter on the SDK over HTTPS only (gateway_url): 桦甸 received 吉林市's notice by long poll, its handler's",
         "签收 receipt went back over HTTPS and reached 吉林市 in",
-        "one way per system: 吉林市, subscribed to its queue over RabbitMQ, polled over HTTPS and was refused",
+        "one way per system: 吉林市, subscribed to its queue over RabbitMQ, polled over HTTPS and was refused "
+        "(409 GATEWAY_LINK_CONFLICT); the gateway did not start reading its queue; the ops page listed the refusal",
         # the five agency adapters (steps n–r), each in its own process with its simulated outside system
         "the provincial OA's notice reached all 9 city bureaus (city-220100-oa: delivered)",
         "Siping's 签收 receipt reached the provincial OA's callback",

@@ -119,6 +119,15 @@ async def test_refused_by_the_hub_with_its_signed_error(gw: Gateway) -> None:
 
 
 async def test_refused_by_the_gateway(gw: Gateway, settings: Settings, tmp_path: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    def refusals(system: str, code: str) -> float:  # hub_gateway_refusals_total: what the ops overview lists
+        return REGISTRY.get_sample_value("hub_gateway_refusals_total", {"system": system, "code": code}) or 0.0
+
+    ghost = "county-220199-ghost"
+    counted = [("-", "GATEWAY_NO_CERTIFICATE"), (SENDER, "GATEWAY_BAD_REQUEST"), (ghost, "GATEWAY_UNKNOWN_SYSTEM")]
+    counted += [(SENDER, "CERT_REVOKED"), (SENDER, "GATEWAY_METHOD"), (SENDER, "GATEWAY_MEDIA_TYPE")]
+    before = {k: refusals(*k) for k in counted}
     data = signed(gw, SENDER, [Recipient.to(DEHUI)])
     # no client certificate: 401 as JSON, nothing published
     async with gw.session(None).post("/v1/messages", data=data, headers=XML) as r:
@@ -138,7 +147,7 @@ async def test_refused_by_the_gateway(gw: Gateway, settings: Settings, tmp_path:
 
     # a certificate of a system that is not in the directory
     pki_dir = settings.state_dir / "pki"
-    c, k, _ = client_certificate(pki_dir, settings.ca_passphrase, SYSTEMS[SENDER], "county-220199-ghost", tmp_path)
+    c, k, _ = client_certificate(pki_dir, settings.ca_passphrase, SYSTEMS[SENDER], ghost, tmp_path)
     gw.certs["ghost"] = (c, k)
     async with gw.session("ghost").get("/v1/inbox") as r:
         assert r.status == 403 and (await r.json())["code"] == "GATEWAY_UNKNOWN_SYSTEM"
@@ -152,6 +161,16 @@ async def test_refused_by_the_gateway(gw: Gateway, settings: Settings, tmp_path:
         assert r.status == 403 and (await r.json())["code"] == "CERT_REVOKED"
     async with gw.session(SENDER).get("/v1/inbox") as r:  # the system's other certificate still works
         assert r.status == 204
+    # each refusal counted by the system its certificate was issued to (even a revoked one, or one the directory
+    # does not know), for the people on duty: the ops overview's 网关拒绝 rows
+    assert {k: refusals(*k) - before[k] for k in counted} == {
+        ("-", "GATEWAY_NO_CERTIFICATE"): 1,
+        (SENDER, "GATEWAY_BAD_REQUEST"): 1,
+        (ghost, "GATEWAY_UNKNOWN_SYSTEM"): 1,
+        (SENDER, "CERT_REVOKED"): 1,
+        (SENDER, "GATEWAY_METHOD"): 1,
+        (SENDER, "GATEWAY_MEDIA_TYPE"): 1,
+    }
 
 
 async def test_too_large_is_refused_before_the_body_is_read(gw: Gateway, settings: Settings) -> None:

@@ -285,7 +285,7 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
         assert set(data["messages"]) == {"total", "recent", "per_minute", "deferred"}
         assert set(data["messages"]["total"]) == set(hm.OUTCOMES)
         assert set(data["latency_ms"]) == {"p50", "p99", "total_p50", "total_p99", "count"}
-        assert set(data["gateway"]) == {"state", "requests", "recent_requests", "p50_ms", "p99_ms"}
+        assert set(data["gateway"]) == {"state", "requests", "recent_requests", "p50_ms", "p99_ms", "refusals"}
         assert set(data["workers"]) == {"state", "expected", "consumers", "processes"}
         assert set(data["certificates"]) == {"expiring", "crls"}
         assert data["ready"] is False
@@ -391,3 +391,92 @@ def test_the_last_poll_is_read_from_the_gateways_gauge(tmp_path: Path) -> None:
     fam.add_metric(["a"], 250.0)  # a restarted gateway's file beside the old one's
     fam.add_metric(["b"], 0.0)  # a gauge never set
     assert mm.last_polls([fam]) == {"a": 250.0}
+
+
+async def test_the_gateways_own_refusals_are_counted_by_system_and_logged_sparingly(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_measured`` counts each JSON refusal of the gateway (``error_response``) under the calling system, or the
+    system a refused certificate was issued to, or ``-``; the examination's answers (XML) are not the gateway's
+    refusals; one WARNING a minute per system and code, the ones between counted in the next line."""
+    import logging
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from hub.gateway import app as gapp
+
+    system = f"county-{uuid.uuid4().hex[:6]}-oa"
+
+    async def revoked(request: web.Request) -> web.StreamResponse:
+        request[gapp._REFUSED_AS] = system  # as _guard does with Refused.system
+        return gapp.error_response(403, "CERT_REVOKED", "certificate 01 was revoked")
+
+    async def anonymous(request: web.Request) -> web.StreamResponse:
+        return gapp.error_response(401, "GATEWAY_NO_CERTIFICATE", "no certificate")
+
+    async def examined(request: web.Request) -> web.StreamResponse:  # the hub's signed error: XML
+        return web.Response(status=400, body=b"<e/>", content_type="application/xml", headers={"X-Hub-Code": "XSD"})
+
+    def refusals(who: str, code: str) -> float:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY.get_sample_value("hub_gateway_refusals_total", {"system": who, "code": code}) or 0.0
+
+    app = web.Application(middlewares=[gapp._measured])
+    app.router.add_post("/v1/messages", revoked)
+    app.router.add_get("/v1/inbox", anonymous)
+    app.router.add_post("/v1/examined", examined)
+    clock = [1000.0]
+    monkeypatch.setattr(gapp.time, "monotonic", lambda: clock[0])
+    gapp._refusal_log.clear()
+    anonymous_before = refusals("-", "GATEWAY_NO_CERTIFICATE")
+    with caplog.at_level(logging.WARNING, logger="hub.gateway"):
+        async with TestClient(TestServer(app)) as client:
+            for _ in range(3):
+                assert (await client.post("/v1/messages")).status == 403
+            assert (await client.get("/v1/inbox")).status == 401
+            assert (await client.post("/v1/examined")).status == 400
+            clock[0] += gapp.REFUSAL_LOG_EVERY_S
+            assert (await client.post("/v1/messages")).status == 403
+    assert refusals(system, "CERT_REVOKED") == 4
+    assert refusals("-", "GATEWAY_NO_CERTIFICATE") - anonymous_before == 1
+    assert refusals("-", "XSD") == 0 and refusals(system, "XSD") == 0
+    lines = [r.getMessage() for r in caplog.records if "gateway refused" in r.getMessage()]
+    assert lines == [
+        f"gateway refused a request of system {system} to /v1/messages: 403 CERT_REVOKED 证书已吊销",
+        "gateway refused a request of a client without a certificate to /v1/inbox: 401 GATEWAY_NO_CERTIFICATE "
+        "未提供客户端证书",
+        f"gateway refused a request of system {system} to /v1/messages: 403 CERT_REVOKED 证书已吊销 "
+        "(2 more since the last such line)",
+    ]
+
+
+def test_the_overview_lists_the_gateways_refusals_recent_first() -> None:
+    def family(values: dict[tuple[str, str], float]) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        fam = CounterMetricFamily("hub_gateway_refusals", "", labels=["system", "code"])
+        for (system, code), v in values.items():
+            fam.add_metric([system, code], v)
+        return fam
+
+    then = mm.snapshot([family({("county-220183-oa", "CERT_REVOKED"): 5, ("-", "GATEWAY_NO_CERTIFICATE"): 7})], 0.0)
+    now = mm.snapshot(
+        [
+            family(
+                {
+                    ("county-220183-oa", "CERT_REVOKED"): 9,
+                    ("-", "GATEWAY_NO_CERTIFICATE"): 7,
+                    ("city-220100-oa", "GATEWAY_RATE_LIMITED"): 2,
+                }
+            )
+        ],
+        60.0,
+    )
+    rows = mm.figures(now, then)["gateway"]["refusals"]
+    assert [(r["system"], r["code"], r["recent"], r["total"]) for r in rows] == [
+        ("county-220183-oa", "CERT_REVOKED", 4, 9),
+        ("city-220100-oa", "GATEWAY_RATE_LIMITED", 2, 2),
+        ("-", "GATEWAY_NO_CERTIFICATE", 0, 7),
+    ]
+    assert rows[0]["title"] == "证书已吊销"
