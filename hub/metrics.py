@@ -30,13 +30,11 @@ Metrics (all ``hub_*``):
 - ``hub_gateway_refusals_total{system,code}`` — requests the gateway itself refused (its JSON answers: no, revoked or
   unknown certificate, a limit, a bad request, the hub unavailable), by the system whose certificate came with the
   request (``-`` without one) and code; what the examination rejects is in ``hub_rejections_total`` and the store.
-  The ops overview lists the recent ones by system: "county X cannot send" is answered there.
 - ``hub_gateway_last_poll_timestamp_seconds{system}`` — wall-clock time a system last polled its inbox through the
   gateway (set as each poll starts and ends; ``max`` over the gateway's processes, a restarted gateway's included).
-  The gateway stops reading an idle system's queue (``hub.gateway.mailbox``, ``HUB_GATEWAY_IDLE_S``), so a system
-  that polls every few minutes has no consumer between its polls: the ops overview shows it 间歇轮询 (polls from time
-  to time) while its last poll is at most ``HUB_POLL_GRACE_S`` old. E.g. alert on
-  ``time() - hub_gateway_last_poll_timestamp_seconds > 3600`` for a system that should poll every few minutes.
+  E.g. alert on ``time() - hub_gateway_last_poll_timestamp_seconds > 3600`` for a system that should poll every few
+  minutes. (The ops overview reads both from the store instead, ``hub.store.gateway_activity``, where every gateway
+  writes them whatever machine it runs on.)
 - ``hub_process_heartbeat_timestamp_seconds{role,index}`` — wall-clock time of each process's last heartbeat
   (``liveall``: one series per live process, with its ``pid``; 0 once it stopped).
 - ``hub_directory_version{role,index}`` — the stored directory version each process examines and routes with

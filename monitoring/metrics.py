@@ -29,7 +29,8 @@
                   "recent_requests": {"200": 0},
                   "p50_ms": 20.1, "p99_ms": 80.0,      # submissions (POST /v1/messages) over the window
                   "refusals": [{"system": "county-220183-oa" | "-", "code": "CERT_REVOKED", "title": "证书已吊销",
-                                "total": 12, "recent": 3}]},   # the gateway's own refusals (``refusal_rows``)
+                                "recent": 3, "hour": 12, "last": "…"}]},   # every gateway's own refusals of the
+                                # last hour (hub.store.gateway_activity; recent: this minute and the one before)
       "queues": [{"name": "hub.in.normal", "role": "inbound" | "system" | "retry" | "dead" | "quarantine" | "other",
                   "system": null | "city-220100-oa", "ready": 0, "unacked": 0, "consumers": 2}],  # [] if no RabbitMQ
       "workers": {"state": "ok" | "degraded" | "down", "expected": 2 | null, "consumers": 2 | null,
@@ -45,7 +46,7 @@
                     "ready": 0, "unacked": 0,
                     "state": "connected" | "polling" | "disconnected",   # ``adapter_state``
                     "link": "amqp" | "gateway" | "both" | null,   # who reads the queue (``link_of``)
-                    "last_poll": "…" | null, "last_poll_s": 12.5 | null}],   # its last poll through the gateway
+                    "last_poll": "…" | null, "last_poll_s": 12.5 | null}],   # its last poll through any gateway
       "certificates": {
         "expiring": [{"serial", "kind", "subject", "agency", "system", "not_after", "days_left"}],  # ≤ 30 days
         "crls": [{"serial", "subject", "crl_number", "this_update", "next_update", "hours_left", "fresh"}]
@@ -190,7 +191,6 @@ class Snapshot:
     batch_sum: float = 0.0
     requests: dict[str, float] = field(default_factory=dict)  # by status
     submit: dict[float, float] = field(default_factory=dict)  # cumulative buckets of POST /v1/messages
-    refusals: dict[tuple[str, str], float] = field(default_factory=dict)  # the gateway's own, by (system, code)
 
 
 def snapshot(families: Iterable[Metric], at: float) -> Snapshot:
@@ -216,9 +216,6 @@ def snapshot(families: Iterable[Metric], at: float) -> Snapshot:
                 snap.requests[status] = snap.requests.get(status, 0.0) + s.value
             elif s.name == "hub_gateway_request_seconds_bucket" and s.labels.get("endpoint") == "/v1/messages":
                 snap.submit[float(s.labels["le"])] = s.value
-            elif s.name == "hub_gateway_refusals_total":
-                key = (s.labels.get("system", "-"), s.labels.get("code", "?"))
-                snap.refusals[key] = snap.refusals.get(key, 0.0) + s.value
     return snap
 
 
@@ -280,28 +277,8 @@ def figures(now: Snapshot, then: Snapshot | None) -> dict[str, Any]:
             "recent_requests": _ints(_minus(now.requests, then.requests)),
             "p50_ms": g50,
             "p99_ms": g99,
-            "refusals": refusal_rows(now.refusals, then.refusals),
         },
     }
-
-
-#: At most this many (system, code) rows of the gateway's refusals in the overview.
-MAX_REFUSAL_ROWS = 50
-
-
-def refusal_rows(now: dict[tuple[str, str], float], then: dict[tuple[str, str], float]) -> list[dict[str, Any]]:
-    """The gateway's own refusals by system and code, the recent ones (within the window) first, then by total."""
-    from hub.errors import title_of
-
-    rows = []
-    for (system, code), total in now.items():
-        if total:
-            recent = int(total - then.get((system, code), 0.0))
-            rows.append(
-                {"system": system, "code": code, "title": title_of(code), "total": int(total), "recent": recent}
-            )
-    rows.sort(key=lambda r: (-r["recent"], -r["total"], r["system"], r["code"]))
-    return rows[:MAX_REFUSAL_ROWS]
 
 
 def heartbeats(families: Iterable[Metric]) -> list[health.Heartbeat]:
@@ -311,22 +288,6 @@ def heartbeats(families: Iterable[Metric]) -> list[health.Heartbeat]:
         for s in fam.samples
         if s.name == "hub_process_heartbeat_timestamp_seconds"
     ]
-
-
-def last_polls(families: Iterable[Metric]) -> dict[str, float]:
-    """System → wall-clock time of its last poll through the gateway (``hub_gateway_last_poll_timestamp_seconds``;
-    the latest where this process's own registry and the multiprocess files both have one)."""
-    out: dict[str, float] = {}
-    for fam in families:
-        for s in fam.samples:
-            if s.name == "hub_gateway_last_poll_timestamp_seconds" and s.value > 0 and "system" in s.labels:
-                system = s.labels["system"]
-                out[system] = max(out.get(system, 0.0), s.value)
-    return out
-
-
-def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
 def adapter_state(consumers: int, last_poll_s: float | None, grace_s: float) -> str:
@@ -428,6 +389,22 @@ async def _pool(app: web.Application) -> Any:
         return state.own_pool
 
 
+async def _gateway_activity(app: web.Application) -> tuple[dict[str, dt.datetime], list[dict[str, Any]]]:
+    """What the gateways wrote (``hub.store.gateway_activity``, whatever machines they run on): each system's last
+    poll, and the last hour's refusals by system and code; nothing when PostgreSQL cannot say (its own check on the
+    page says why)."""
+    from hub.store import gateway_activity
+
+    try:
+        pool = await _pool(app)
+        async with asyncio.timeout(health.CHECK_TIMEOUT_S):
+            polls = await gateway_activity.last_polls(pool)
+            refused = await gateway_activity.refusals(pool)
+    except Exception:
+        return {}, []
+    return polls, [r.as_json() for r in refused]
+
+
 async def _open_alarms(app: web.Application) -> int | None:
     """How many process alarms are open (the ``/processes`` page); None when PostgreSQL cannot say."""
     try:
@@ -524,13 +501,14 @@ async def overview(app: web.Application) -> dict[str, Any]:
     out["queues"] = rows
     workers = next(c for c in checks if c.name == "workers")
     out["workers"] = {k: workers.detail.get(k) for k in ("state", "expected", "consumers", "processes")}
-    polls = last_polls(families)
+    polls, refused = await _gateway_activity(app)
+    out["gateway"]["refusals"] = refused
     out["adapters"] = []
     for r in rows:
         if r["role"] != "system":
             continue
         seen = polls.get(r["system"])
-        ago = None if seen is None else max(0.0, round(now - seen, 1))
+        ago = None if seen is None else max(0.0, round(now - seen.timestamp(), 1))
         out["adapters"].append(
             {
                 "system": r["system"],
@@ -540,7 +518,7 @@ async def overview(app: web.Application) -> dict[str, Any]:
                 "unacked": r["unacked"],
                 "state": adapter_state(r["consumers"], ago, settings.poll_grace_s),
                 "link": link_of(names, r["system"], users.get(r["name"], ())) if r["consumers"] else None,
-                "last_poll": None if seen is None else _iso(seen),
+                "last_poll": None if seen is None else seen.astimezone(dt.UTC).isoformat(timespec="seconds"),
                 "last_poll_s": ago,
             }
         )

@@ -33,7 +33,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -52,6 +52,8 @@ from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
 from hub.gateway.status import status_for_code, status_for_receipt
 from hub.metrics import count_refusal, count_request, heartbeat, polled
 from hub.settings import Settings
+from hub.store.gateway_activity import FLUSH_S as ACTIVITY_FLUSH_S
+from hub.store.gateway_activity import GatewayActivity
 
 __all__ = [
     "GATEWAY_SETTINGS",
@@ -103,6 +105,8 @@ class GatewayState:
     #: The in-process path (``GatewaySettings.in_process``; with examiners, their pool), else None: submissions go
     #: through the inbound queue.
     direct: Direct | ExaminerPool | None = None
+    #: Polls and refusals for the ops overview, written to the store by a task of the gateway (``_record_activity``).
+    activity: GatewayActivity = field(default_factory=GatewayActivity)
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
@@ -198,6 +202,9 @@ def _refused(request: web.Request, endpoint: str, code: str, status: int) -> Non
     identity = request.get(IDENTITY)
     system = identity.system if identity is not None else request.get(_REFUSED_AS)
     count_refusal(system, code)
+    state = request.app.get(STATE)
+    if state is not None:
+        state.activity.refused(system, code)
     key = (system or "-", code)
     now = time.monotonic()
     last, since = _refusal_log.get(key, (-REFUSAL_LOG_EVERY_S, 0))
@@ -465,12 +472,16 @@ async def poll(request: web.Request) -> web.StreamResponse:
     mailbox = request.app[STATE].mailbox
     # A long poll may end early (the document promises at most ``wait`` seconds): ``poll_limit_s`` caps it.
     wait = min(float(raw), request.app[GATEWAY_SETTINGS].poll_limit_s)
-    # The ops overview's 间歇轮询 (hub.metrics.polled): when the poll began and when it ended, whatever its end.
+    # The ops overview's 间歇轮询 (hub.store.gateway_activity; Prometheus: hub.metrics.polled): when the poll began
+    # and when it ended, whatever its end.
+    activity = request.app[STATE].activity
     polled(identity.system)
+    activity.polled(identity.system)
     try:
         items = await mailbox.next_items(identity.system, wait, int(many) if many is not None else 1)
     finally:
         polled(identity.system)
+        activity.polled(identity.system)
     if not items:
         return web.Response(status=204)
     try:
@@ -610,6 +621,24 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 # ------------------------------------------------------------------------------------------------ lifetime
 
 
+async def _record_activity(activity: GatewayActivity, pool: Any) -> None:
+    """Write the polls and refusals the gateway saw every ``FLUSH_S`` (hub.store.gateway_activity); while the store
+    cannot take them they are kept, and said in the log once a minute."""
+    said = -60.0
+    while True:
+        await asyncio.sleep(ACTIVITY_FLUSH_S)
+        if not activity.pending:
+            continue
+        try:
+            await activity.flush(pool)
+        except HubError as exc:
+            if time.monotonic() - said >= 60.0:
+                said = time.monotonic()
+                log.warning("could not write the gateway's activity for the ops page (kept): %s", exc.describe())
+        except Exception:
+            log.exception("could not write the gateway's activity for the ops page")
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     """Connect PostgreSQL and RabbitMQ, load the directory and the trust store; on exit put every held inbox item
     back and close the connections."""
@@ -698,13 +727,19 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
             refresher = asyncio.get_running_loop().create_task(refresh())
             beating = asyncio.get_running_loop().create_task(heartbeat("gateway", 0))
+            activity = app[STATE].activity
+            recording = asyncio.get_running_loop().create_task(_record_activity(activity, pool))
             try:
                 yield
             finally:
-                for task in (refresher, beating):
+                for task in (refresher, beating, recording):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                if activity.pending:  # what the last seconds saw, if the store takes it at once
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(2.0):
+                            await activity.flush(pool)
                 await _close_direct(direct, urgent, work_pool)
                 await mailbox.close()
         finally:

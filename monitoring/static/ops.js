@@ -147,22 +147,25 @@
       var g = state(d.gateway.state), req = d.gateway.requests || {}, n = 0;
       Object.keys(req).forEach(function (k) { n += num(req[k]) || 0; });
       var refusals = Array.isArray(d.gateway.refusals) ? d.gateway.refusals.filter(function (r) { return r && typeof r === "object"; }) : [];
-      var refusedAll = 0;
-      refusals.forEach(function (r) { refusedAll += num(r.total) || 0; });
+      var refusedHour = 0;
+      refusals.forEach(function (r) { refusedHour += num(r.hour) || 0; });
       rows.push([t("HTTPS 网关", "HTTPS gateway"), g[0], g[1],
         t("请求 ", "requests ") + n + (num(d.gateway.p99_ms) !== null ? " · p99 " + fmt(d.gateway.p99_ms) + " ms" : "") +
-        (refusedAll ? t(" · 网关拒绝 ", " · refused by the gateway ") + refusedAll : "")]);
-      // The gateway's own refusals within the window, by system (monitoring.metrics.refusal_rows): who cannot get in
-      // and why — a revoked certificate, a system missing from the directory, a limit, no certificate at all.
-      var recentRefusals = refusals.filter(function (r) { return (num(r.recent) || 0) > 0; });
-      var within = num(d.window_s) ? t(" 次（", " in the last ") + fmt(d.window_s) + t(" 秒内）", " s") : t(" 次（页面启动以来）", " since the page started");
-      recentRefusals.slice(0, 8).forEach(function (r) {
+        (refusedHour ? t(" · 近 1 小时网关拒绝 ", " · refused by the gateways in the last hour: ") + refusedHour : "")]);
+      // Every gateway's own refusals of the last hour by system (hub.store.gateway_activity), the recent ones first:
+      // who cannot get in and why — a revoked certificate, a system missing from the directory, a limit, no
+      // certificate at all. Recent (this minute and the one before) is a warning; the rest of the hour is shown plain.
+      refusals.slice(0, 8).forEach(function (r) {
+        var recent = num(r.recent) || 0;
         rows.push([t("网关拒绝 ", "gateway refused ") + (r.system === "-" ? t("无证书的客户端", "clients without a certificate") : r.system),
-          "warn", String(r.code || ""),
-          (r.title || r.code) + t("：近 ", ": ") + r.recent + within + t("，累计 ", ", ") + r.total + t(" 次", " in all")]);
+          recent ? "warn" : null, String(r.code || ""),
+          (r.title || r.code) + "：" + (recent ? t("近 2 分钟 ", "last 2 min: ") + recent + t(" 次，", ", ") : "") +
+          t("近 1 小时 ", "last hour: ") + (num(r.hour) || 0) + t(" 次", "") +
+          (r.last && !isNaN(Date.parse(r.last)) ? t("，最近一次 ", ", latest ") +
+            new Date(r.last).toLocaleTimeString(en ? "en-GB" : "zh-CN", { hour: "2-digit", minute: "2-digit" }) : "")]);
       });
-      if (recentRefusals.length > 8) {
-        rows.push([t("网关拒绝", "gateway refused"), "warn", "…", t("另有 ", "and ") + (recentRefusals.length - 8) + t(" 项，见 /metrics 的 hub_gateway_refusals_total", " more: hub_gateway_refusals_total in /metrics")]);
+      if (refusals.length > 8) {
+        rows.push([t("网关拒绝", "gateway refused"), null, "…", t("另有 ", "and ") + (refusals.length - 8) + t(" 项", " more")]);
       }
     }
     if (d.processes && typeof d.processes === "object") {

@@ -65,14 +65,14 @@ async def test_a_system_between_two_polls_is_not_called_disconnected(ops: Any, p
     """The gateway lets an idle system's queue go between its polls (hub.gateway.mailbox), so the overview shows a
     system with nobody on its queue 间歇轮询 (a good badge, when it last polled) while its last poll is within
     ``HUB_POLL_GRACE_S`` (``monitoring.metrics.adapter_state``); past it, the system is listed 未连接 with its last
-    poll. The poll times are the gateway's gauge (``hub.metrics.polled``: this process's registry, which the
-    in-process ops app reads, as it reads a gateway's under ``hub run``)."""
-    import time
-
-    from hub import metrics as hm
-
-    hm.GATEWAY_POLLED.labels(POLLING).set(time.time() - 40)
-    hm.GATEWAY_POLLED.labels(GONE).set(time.time() - 3 * 3600)
+    poll. The poll times are what the gateways write to the store (``gateway_polls``, hub.store.gateway_activity:
+    tests/integration/test_gateway.py has a real gateway write them); here they are set in it directly."""
+    set_poll = (
+        "INSERT INTO gateway_polls (system, last_poll_at) VALUES ($1, now() - make_interval(secs => $2)) "
+        "ON CONFLICT (system) DO UPDATE SET last_poll_at = excluded.last_poll_at"
+    )
+    await ops.pool.execute(set_poll, POLLING, 40.0)
+    await ops.pool.execute(set_poll, GONE, 3 * 3600.0)
     try:
         await ops.login(page, "duty")
         rows = page.locator("#health tr")
@@ -89,27 +89,32 @@ async def test_a_system_between_two_polls_is_not_called_disconnected(ops: Any, p
         assert await rows.filter(has_text=f"适配器 {GONE}").count() == 0  # no row of its own: it is not connected
         await ops.screenshot(page, "ops-adapter-polling")
     finally:
-        hm.GATEWAY_POLLED.labels(POLLING).set(0)  # 0: never polled, for the other tests of this session
-        hm.GATEWAY_POLLED.labels(GONE).set(0)
+        await ops.pool.execute("DELETE FROM gateway_polls WHERE system = ANY($1::text[])", [POLLING, GONE])
 
 
 async def test_the_gateways_refusals_name_the_system_and_the_reason(ops: Any, page: Any) -> None:
-    """ "县里说发不进来": the overview lists the gateway's own refusals of the last minute by the system whose
-    certificate came with them (``hub_gateway_refusals_total``, counted by the gateway's ``_measured``; this
-    process's registry, which the in-process ops app reads as it reads a gateway's under ``hub run``), with the
-    code's Chinese title; the gateway's row counts them all."""
-    from hub import metrics as hm
+    """When a bureau calls to say 发不进来, the overview lists the gateways' own refusals of the last hour by the system whose certificate
+    came with them, with the code's Chinese title, the last two minutes' as a warning (what a gateway notes and
+    writes: ``hub.store.gateway_activity.GatewayActivity``, flushed here into the page's store); the gateway's row
+    counts the hour's."""
+    from hub.store.gateway_activity import GatewayActivity
 
+    activity = GatewayActivity()
     for _ in range(3):
-        hm.count_refusal(GATEWAY, "CERT_REVOKED")
-    hm.count_refusal(None, "GATEWAY_NO_CERTIFICATE")
-    await ops.login(page, "duty")
-    rows = page.locator("#health tr")
-    revoked = rows.filter(has_text=f"网关拒绝 {GATEWAY}").filter(has_text="CERT_REVOKED")
-    await revoked.wait_for(timeout=30_000)
-    assert "warn" in (await revoked.locator(".badge").get_attribute("class") or "")
-    assert "证书已吊销：近 3 次" in await revoked.inner_text()
-    anonymous = rows.filter(has_text="网关拒绝 无证书的客户端").filter(has_text="未提供客户端证书")
-    await anonymous.wait_for(timeout=30_000)
-    assert "网关拒绝 " in await rows.filter(has_text="HTTPS 网关").first.inner_text()
-    await ops.screenshot(page, "ops-gateway-refusals")
+        activity.refused(GATEWAY, "CERT_REVOKED")
+    activity.refused(None, "GATEWAY_NO_CERTIFICATE")
+    await activity.flush(ops.pool)
+    try:
+        await ops.login(page, "duty")
+        rows = page.locator("#health tr")
+        revoked = rows.filter(has_text=f"网关拒绝 {GATEWAY}").filter(has_text="CERT_REVOKED")
+        await revoked.wait_for(timeout=30_000)
+        assert "warn" in (await revoked.locator(".badge").get_attribute("class") or "")
+        text = await revoked.inner_text()
+        assert "证书已吊销：近 2 分钟 3 次，近 1 小时 3 次，最近一次 " in text
+        anonymous = rows.filter(has_text="网关拒绝 无证书的客户端").filter(has_text="未提供客户端证书")
+        await anonymous.wait_for(timeout=30_000)
+        assert "近 1 小时网关拒绝 4" in await rows.filter(has_text="HTTPS 网关").first.inner_text()
+        await ops.screenshot(page, "ops-gateway-refusals")
+    finally:
+        await ops.pool.execute("DELETE FROM gateway_refusals")

@@ -124,7 +124,13 @@ async def test_refused_by_the_gateway(gw: Gateway, settings: Settings, tmp_path:
     def refusals(system: str, code: str) -> float:  # hub_gateway_refusals_total: what the ops overview lists
         return REGISTRY.get_sample_value("hub_gateway_refusals_total", {"system": system, "code": code}) or 0.0
 
+    from hub.store import gateway_activity
+
+    async def stored() -> dict[tuple[str, str], int]:  # what every gateway wrote: the ops overview's 网关拒绝 rows
+        return {(r.system, r.code): r.hour for r in await gateway_activity.refusals(gw.hub.pool, limit=1000)}
+
     ghost = "county-220199-ghost"
+    stored_before = await stored()
     counted = [("-", "GATEWAY_NO_CERTIFICATE"), (SENDER, "GATEWAY_BAD_REQUEST"), (ghost, "GATEWAY_UNKNOWN_SYSTEM")]
     counted += [(SENDER, "CERT_REVOKED"), (SENDER, "GATEWAY_METHOD"), (SENDER, "GATEWAY_MEDIA_TYPE")]
     before = {k: refusals(*k) for k in counted}
@@ -171,6 +177,16 @@ async def test_refused_by_the_gateway(gw: Gateway, settings: Settings, tmp_path:
         (SENDER, "GATEWAY_METHOD"): 1,
         (SENDER, "GATEWAY_MEDIA_TYPE"): 1,
     }
+
+    # and written to the store by the gateway's own task within a few seconds, for the ops page on any machine
+    async def written() -> dict[tuple[str, str], int] | None:
+        now = await stored()
+        delta = {k: now.get(k, 0) - stored_before.get(k, 0) for k in counted}
+        return delta if all(delta.values()) else None
+
+    from harness import until
+
+    assert await until(written, "the gateway's refusals in the store", timeout=20) == dict.fromkeys(counted, 1)
 
 
 async def test_too_large_is_refused_before_the_body_is_read(gw: Gateway, settings: Settings) -> None:

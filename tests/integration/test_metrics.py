@@ -332,7 +332,8 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
                 # way: both must have caught up)
                 sender = adapters.get(SENDER, {})
                 connected = sender.get("state") == "connected" and sender.get("link") == "gateway"
-                return view if normal.get("consumers") == 1 and connected else None
+                polled = sender.get("last_poll_s") is not None  # the gateway writes its polls every 2 s
+                return view if normal.get("consumers") == 1 and connected and polled else None
 
             view = await _until("the overview showed the consumers", consumers_seen, timeout=30)
             assert next(q for q in view["queues"] if q["name"].endswith(".in.normal"))["role"] == "inbound"

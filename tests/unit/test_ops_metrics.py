@@ -375,24 +375,6 @@ def test_a_system_that_polls_from_time_to_time_is_not_called_disconnected() -> N
     assert Settings.from_env({"HUB_POLL_GRACE_S": "60"}).poll_grace_s == 60
 
 
-def test_the_last_poll_is_read_from_the_gateways_gauge(tmp_path: Path) -> None:
-    """``last_polls``: the latest sample a system has (this process's registry and the multiprocess files may both
-    hold one), only for samples with a system; never-polled systems are absent."""
-    system = f"county-{uuid.uuid4().hex[:6]}-oa"
-    before = time.time()
-    hm.polled(system)
-    polls = mm.last_polls(mm.collect(_settings(tmp_path)))
-    assert before <= polls[system] <= time.time()
-
-    from prometheus_client.core import GaugeMetricFamily
-
-    fam = GaugeMetricFamily("hub_gateway_last_poll_timestamp_seconds", "", labels=["system"])
-    fam.add_metric(["a"], 100.0)
-    fam.add_metric(["a"], 250.0)  # a restarted gateway's file beside the old one's
-    fam.add_metric(["b"], 0.0)  # a gauge never set
-    assert mm.last_polls([fam]) == {"a": 250.0}
-
-
 async def test_the_gateways_own_refusals_are_counted_by_system_and_logged_sparingly(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -451,32 +433,32 @@ async def test_the_gateways_own_refusals_are_counted_by_system_and_logged_sparin
     ]
 
 
-def test_the_overview_lists_the_gateways_refusals_recent_first() -> None:
-    def family(values: dict[tuple[str, str], float]) -> Any:
-        from prometheus_client.core import CounterMetricFamily
+async def test_a_gateways_activity_waits_for_the_store_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``GatewayActivity``: a flush the store refuses keeps what it had (newer polls win); past ``MAX_PENDING``
+    refusal rows new ones are given up and counted (the written path is tests/integration/test_gateway.py's)."""
+    from hub.errors import StoreUnavailable
+    from hub.store import gateway_activity as ga
 
-        fam = CounterMetricFamily("hub_gateway_refusals", "", labels=["system", "code"])
-        for (system, code), v in values.items():
-            fam.add_metric([system, code], v)
-        return fam
+    class Down:
+        def acquire(self) -> Any:
+            raise StoreUnavailable("PostgreSQL is down")
 
-    then = mm.snapshot([family({("county-220183-oa", "CERT_REVOKED"): 5, ("-", "GATEWAY_NO_CERTIFICATE"): 7})], 0.0)
-    now = mm.snapshot(
-        [
-            family(
-                {
-                    ("county-220183-oa", "CERT_REVOKED"): 9,
-                    ("-", "GATEWAY_NO_CERTIFICATE"): 7,
-                    ("city-220100-oa", "GATEWAY_RATE_LIMITED"): 2,
-                }
-            )
-        ],
-        60.0,
-    )
-    rows = mm.figures(now, then)["gateway"]["refusals"]
-    assert [(r["system"], r["code"], r["recent"], r["total"]) for r in rows] == [
-        ("county-220183-oa", "CERT_REVOKED", 4, 9),
-        ("city-220100-oa", "GATEWAY_RATE_LIMITED", 2, 2),
-        ("-", "GATEWAY_NO_CERTIFICATE", 0, 7),
+    activity = ga.GatewayActivity()
+    activity.polled("county-220183-oa")
+    activity.refused("county-220183-oa", "CERT_REVOKED")
+    activity.refused("county-220183-oa", "CERT_REVOKED")
+    activity.refused(None, "GATEWAY_NO_CERTIFICATE")
+    with pytest.raises(StoreUnavailable):
+        await activity.flush(Down())
+    assert activity.pending
+    assert sorted((k[1], k[2], n) for k, n in activity._refusals.items()) == [
+        ("-", "GATEWAY_NO_CERTIFICATE", 1),
+        ("county-220183-oa", "CERT_REVOKED", 2),
     ]
-    assert rows[0]["title"] == "证书已吊销"
+    assert set(activity._polls) == {"county-220183-oa"}
+
+    monkeypatch.setattr(ga, "MAX_PENDING", 3)
+    activity.refused("city-220100-oa", "GATEWAY_RATE_LIMITED")  # a third row
+    activity.refused("city-220100-oa", "GATEWAY_RATE_LIMITED")  # the same row: counted
+    activity.refused("city-220200-oa", "GATEWAY_RATE_LIMITED")  # a fourth: given up
+    assert len(activity._refusals) == 3 and activity.lost == 1
