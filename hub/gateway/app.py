@@ -736,12 +736,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await _close_direct(direct, urgent, work_pool)
+                await mailbox.close()
                 if activity.pending:  # what the last seconds saw, if the store takes it at once
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(2.0):
                             await activity.flush(pool)
-                await _close_direct(direct, urgent, work_pool)
-                await mailbox.close()
         finally:
             await transport.close()
     finally:
