@@ -196,9 +196,10 @@ _REFUSED_AS = web.RequestKey("refused_as", str)
 
 
 def _refused(request: web.Request, endpoint: str, code: str, status: int) -> None:
-    """A refusal of the gateway's own, for the people on duty: ``hub_gateway_refusals_total{system,code}`` (the
-    ops overview's 网关拒绝 rows) and a WARNING line, at most one a ``REFUSAL_LOG_EVERY_S`` per system and code (a
-    client retrying with a revoked certificate every second would bury everything else)."""
+    """A refusal of the gateway's own, for the people on duty: noted for the store (the ops overview's 网关拒绝 rows,
+    ``hub.store.gateway_activity``), counted for Prometheus (``hub_gateway_refusals_total{system,code}``) and
+    logged — one WARNING line at most every ``REFUSAL_LOG_EVERY_S`` per system and code (a client retrying with a
+    revoked certificate every second would bury everything else)."""
     identity = request.get(IDENTITY)
     system = identity.system if identity is not None else request.get(_REFUSED_AS)
     count_refusal(system, code)
