@@ -24,7 +24,9 @@
       "latency_ms": {"p50": 12.3, "p99": 48.0,        # over the window (null when nothing passed in it)
                      "total_p50": 12.0, "total_p99": 51.0, "count": 0},
       "batches": {"count": 0, "mean_size": 7.5},     # since start (mean_size null before the first batch)
-      "gateway": {"state": "up" | "down" | "absent",   # heartbeat fresh / stale / no gateway process
+      "gateway": {"state": "up" | "degraded" | "down" | "absent",   # ``gateway_state``: this host's heartbeats and
+                  "instances": [{"host": "gw-a", "pid": 4711, "started_at": "…", "seen_s": 3.2, "alive": true}],
+                                                    # every gateway's row (hub.store.gateway_activity), any machine
                   "requests": {"200": 0, "422": 0},     # by status, all endpoints, since start
                   "recent_requests": {"200": 0},
                   "p50_ms": 20.1, "p99_ms": 80.0,      # submissions (POST /v1/messages) over the window
@@ -389,10 +391,12 @@ async def _pool(app: web.Application) -> Any:
         return state.own_pool
 
 
-async def _gateway_activity(app: web.Application) -> tuple[dict[str, dt.datetime], list[dict[str, Any]]]:
+async def _gateway_activity(
+    app: web.Application,
+) -> tuple[dict[str, dt.datetime], list[dict[str, Any]], list[Any]]:
     """What the gateways wrote (``hub.store.gateway_activity``, whatever machines they run on): each system's last
-    poll, and the last hour's refusals by system and code; nothing when PostgreSQL cannot say (its own check on the
-    page says why)."""
+    poll, the last hour's refusals by system and code, and the gateways seen within a day; nothing when PostgreSQL
+    cannot say (its own check on the page says why)."""
     from hub.store import gateway_activity
 
     try:
@@ -400,9 +404,21 @@ async def _gateway_activity(app: web.Application) -> tuple[dict[str, dt.datetime
         async with asyncio.timeout(health.CHECK_TIMEOUT_S):
             polls = await gateway_activity.last_polls(pool)
             refused = await gateway_activity.refusals(pool)
+            running = await gateway_activity.instances(pool, within_s=86400.0)
     except Exception:
-        return {}, []
-    return polls, [r.as_json() for r in refused]
+        return {}, [], []
+    return polls, [r.as_json() for r in refused], running
+
+
+def gateway_state(local: Sequence[dict[str, Any]], running: Sequence[Any]) -> str:
+    """The gateway row's state: ``up`` when a gateway is alive (a fresh heartbeat on this host, or a row of
+    ``gateway_instances`` refreshed lately: any machine) and none died unreplaced; ``degraded`` when one is alive and
+    another died (its row not refreshed, no gateway started since on its host); ``down`` when none is alive;
+    ``absent`` when no gateway is known at all."""
+    alive = any(p["fresh"] for p in local) or any(i.alive for i in running)
+    if alive:
+        return "degraded" if any(not i.alive for i in running) else "up"
+    return "down" if local or running else "absent"
 
 
 async def _open_alarms(app: web.Application) -> int | None:
@@ -496,13 +512,14 @@ async def overview(app: web.Application) -> dict[str, Any]:
     out.update(figures(snap, then))
     beats = heartbeats(families)
     gateway = health.processes(beats, "gateway", now)
-    out["gateway"]["state"] = "absent" if not gateway else ("up" if any(p["fresh"] for p in gateway) else "down")
+    polls, refused, running = await _gateway_activity(app)
+    out["gateway"]["state"] = gateway_state(gateway, running)
+    out["gateway"]["instances"] = [i.as_json() for i in running]
+    out["gateway"]["refusals"] = refused
     rows = queue_rows(settings, queues or [])
     out["queues"] = rows
     workers = next(c for c in checks if c.name == "workers")
     out["workers"] = {k: workers.detail.get(k) for k in ("state", "expected", "consumers", "processes")}
-    polls, refused = await _gateway_activity(app)
-    out["gateway"]["refusals"] = refused
     out["adapters"] = []
     for r in rows:
         if r["role"] != "system":

@@ -623,12 +623,13 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 async def _record_activity(activity: GatewayActivity, pool: Any) -> None:
-    """Write the polls and refusals the gateway saw every ``FLUSH_S`` (hub.store.gateway_activity); while the store
-    cannot take them they are kept, and said in the log once a minute."""
+    """Write the polls and refusals the gateway saw every ``FLUSH_S``, and this gateway's row of the running gateways
+    (hub.store.gateway_activity); while the store cannot take them they are kept, and said in the log once a
+    minute."""
     said = -60.0
     while True:
-        await asyncio.sleep(ACTIVITY_FLUSH_S)
-        if not activity.pending:
+        if not activity.due:
+            await asyncio.sleep(ACTIVITY_FLUSH_S)
             continue
         try:
             await activity.flush(pool)
@@ -638,6 +639,7 @@ async def _record_activity(activity: GatewayActivity, pool: Any) -> None:
                 log.warning("could not write the gateway's activity for the ops page (kept): %s", exc.describe())
         except Exception:
             log.exception("could not write the gateway's activity for the ops page")
+        await asyncio.sleep(ACTIVITY_FLUSH_S)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -739,10 +741,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                         await task
                 await _close_direct(direct, urgent, work_pool)
                 await mailbox.close()
-                if activity.pending:  # what the last seconds saw, if the store takes it at once
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(2.0):
+                with contextlib.suppress(Exception):  # what the last seconds saw, if the store takes it at once
+                    async with asyncio.timeout(2.0):
+                        if activity.pending:
                             await activity.flush(pool)
+                        await activity.leave(pool)
         finally:
             await transport.close()
     finally:

@@ -1,5 +1,5 @@
-"""What the HTTPS gateways saw, for the people on duty (migration 023): each system's last poll, and the requests a
-gateway refused itself, by minute, system and code.
+"""What the HTTPS gateways saw, for the people on duty (migrations 023, 024): each system's last poll, the requests a
+gateway refused itself, by minute, system and code, and which gateways run.
 
 A gateway notes them in memory as they happen (``GatewayActivity.polled`` / ``refused``: a dictionary write, nothing
 awaited) and a task of its own writes them every ``FLUSH_S`` (``flush``: one statement each, only what changed).
@@ -9,13 +9,21 @@ whatever machine each runs on, and a system's last poll survives a restart of ``
 A flush that fails (PostgreSQL down) keeps what it had for the next one; past ``MAX_PENDING`` refusal rows new
 ones are given up (counted and said in the log), so a client hammering the gateway while the store is down
 cannot grow the gateway's memory. Refusal rows older than ``KEEP_DAYS`` are removed by a flush at most once an hour.
+
+Each gateway process has a row in ``gateway_instances`` (``GatewayActivity.instance``): written by the first flush,
+its ``seen_at`` refreshed every ``BEAT_S`` (``due`` says when a flush is needed for it alone), removed by ``leave``
+when the gateway stops. A row not refreshed for ``STALE_S`` is a gateway that died; a gateway starting on the same
+host removes such rows of that host (it replaces them), and rows unseen for a day go with the hourly pruning.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +31,17 @@ from typing import Any
 from hub.errors import title_of
 from hub.store.db import translated
 
-__all__ = ["FLUSH_S", "GatewayActivity", "Refusals", "last_polls", "refusals"]
+__all__ = [
+    "BEAT_S",
+    "FLUSH_S",
+    "STALE_S",
+    "GatewayActivity",
+    "Instance",
+    "Refusals",
+    "instances",
+    "last_polls",
+    "refusals",
+]
 
 log = logging.getLogger("hub.store.gateway_activity")
 
@@ -35,6 +53,9 @@ MAX_PENDING = 10_000
 KEEP_DAYS = 30
 #: How often a flush removes the rows past ``KEEP_DAYS``.
 PRUNE_EVERY_S = 3600.0
+#: How often a gateway refreshes its ``gateway_instances`` row; one not refreshed for ``STALE_S`` is a dead gateway.
+BEAT_S = 10.0
+STALE_S = 3 * BEAT_S
 
 _POLLS = """
 INSERT INTO gateway_polls (system, last_poll_at)
@@ -47,6 +68,15 @@ SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::integer[])
 ON CONFLICT (minute, system, code) DO UPDATE SET count = gateway_refusals.count + excluded.count
 """
 _PRUNE = "DELETE FROM gateway_refusals WHERE minute < now() - make_interval(days => $1)"
+_PRUNE_INSTANCES = "DELETE FROM gateway_instances WHERE seen_at < now() - interval '1 day'"
+_JOIN = """
+WITH gone AS (
+    DELETE FROM gateway_instances WHERE host = $2 AND instance <> $1 AND seen_at < now() - make_interval(secs => $5)
+)
+INSERT INTO gateway_instances (instance, host, pid, started_at, seen_at) VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (instance) DO UPDATE SET seen_at = now()
+"""
+_LEAVE = "DELETE FROM gateway_instances WHERE instance = $1"
 
 _Key = tuple[dt.datetime, str, str]
 
@@ -64,6 +94,16 @@ class GatewayActivity:
         self._pruned = -PRUNE_EVERY_S
         #: Refusals given up while the store could not take them (said in the log once they are).
         self.lost = 0
+        #: This gateway process's row in ``gateway_instances``.
+        self.instance = uuid.uuid4()
+        self.host = socket.gethostname()
+        self.started_at = _now()
+        self._beat = -BEAT_S
+
+    @property
+    def due(self) -> bool:
+        """A flush has something to write: notes, or this gateway's row to refresh."""
+        return self.pending or time.monotonic() - self._beat >= BEAT_S
 
     def polled(self, system: str) -> None:
         """``system`` (identified by its certificate) is polling its inbox now."""
@@ -87,6 +127,8 @@ class GatewayActivity:
         counted, self._refusals = self._refusals, Counter()
         try:
             async with translated("writing the gateway's activity"), pool.acquire() as conn, conn.transaction():
+                # this gateway's row (written again if it went meanwhile), replacing the dead ones of this host
+                await conn.execute(_JOIN, self.instance, self.host, os.getpid(), self.started_at, STALE_S)
                 if polls:
                     await conn.execute(_POLLS, list(polls), list(polls.values()))
                 if counted:
@@ -100,7 +142,9 @@ class GatewayActivity:
                     )
                 if time.monotonic() - self._pruned >= PRUNE_EVERY_S:
                     await conn.execute(_PRUNE, KEEP_DAYS)
+                    await conn.execute(_PRUNE_INSTANCES)
                     self._pruned = time.monotonic()
+            self._beat = time.monotonic()
         except BaseException:
             for system, at in polls.items():  # newer notes made meanwhile win
                 if system not in self._polls:
@@ -116,6 +160,46 @@ class GatewayActivity:
                 "%d gateway refusal(s) were not counted on the ops page: the store could not take them", self.lost
             )
             self.lost = 0
+
+    async def leave(self, pool: Any) -> None:
+        """This gateway stops: its row goes (a gateway that dies leaves it, and the page says so)."""
+        async with translated("removing the gateway's row"):
+            await pool.execute(_LEAVE, self.instance)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A gateway process as the store knows it."""
+
+    host: str
+    pid: int
+    started_at: dt.datetime
+    seen_s: float  # seconds since it last refreshed its row
+
+    @property
+    def alive(self) -> bool:
+        return self.seen_s <= STALE_S
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "seen_s": round(self.seen_s, 1),
+            "alive": self.alive,
+        }
+
+
+async def instances(executor: Any, *, within_s: float = 600.0) -> list[Instance]:
+    """The gateways seen within ``within_s`` (a dead one stays listed that long), by host and pid."""
+    rows = await executor.fetch(
+        """
+        SELECT host, pid, started_at, extract(epoch FROM now() - seen_at)::float8 AS seen_s
+        FROM gateway_instances WHERE seen_at >= now() - make_interval(secs => $1) ORDER BY host, pid
+        """,
+        within_s,
+    )
+    return [Instance(r["host"], r["pid"], r["started_at"], max(0.0, r["seen_s"])) for r in rows]
 
 
 async def last_polls(executor: Any) -> dict[str, dt.datetime]:

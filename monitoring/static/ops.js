@@ -149,7 +149,15 @@
       var refusals = Array.isArray(d.gateway.refusals) ? d.gateway.refusals.filter(function (r) { return r && typeof r === "object"; }) : [];
       var refusedHour = 0;
       refusals.forEach(function (r) { refusedHour += num(r.hour) || 0; });
-      rows.push([t("HTTPS 网关", "HTTPS gateway"), g[0], g[1],
+      // Every gateway process as the store knows it (hub.store.gateway_activity: any machine); one that stopped
+      // refreshing its row died (a clean stop removes it).
+      var gws = Array.isArray(d.gateway.instances) ? d.gateway.instances.filter(function (i) { return i && typeof i === "object"; }) : [];
+      var live = gws.filter(function (i) { return i.alive; }), dead = gws.filter(function (i) { return !i.alive; });
+      var where = (live.length ? t("网关进程 ", "gateway processes ") + live.length + t("：", ": ") +
+        live.slice(0, 4).map(function (i) { return i.host + " (pid " + i.pid + ")"; }).join(", ") + " · " : "") +
+        (dead.length ? t("无响应：", "not responding: ") + dead.slice(0, 4).map(function (i) {
+          return i.host + " (pid " + i.pid + t("，", ", ") + ago(i.seen_s) + t("最后一次刷新", " last seen") + ")"; }).join(", ") + " · " : "");
+      rows.push([t("HTTPS 网关", "HTTPS gateway"), g[0], g[1], where +
         t("请求 ", "requests ") + n + (num(d.gateway.p99_ms) !== null ? " · p99 " + fmt(d.gateway.p99_ms) + " ms" : "") +
         (refusedHour ? t(" · 近 1 小时网关拒绝 ", " · refused by the gateways in the last hour: ") + refusedHour : "")]);
       // Every gateway's own refusals of the last hour by system (hub.store.gateway_activity), the recent ones first:

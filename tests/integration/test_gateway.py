@@ -777,3 +777,43 @@ async def test_a_system_that_stops_polling_is_let_go(
             assert mailbox.reading(city)
     finally:
         await runner.cleanup()
+
+
+async def test_each_gateway_is_on_record_while_it_runs(gw: Gateway, settings: Settings) -> None:
+    """``gateway_instances`` (hub.store.gateway_activity), which the ops overview's gateway row reads on any machine:
+    a gateway writes its row as it starts, replacing a dead gateway's row of its host (one that stopped refreshing
+    it), leaves a dead gateway of another host listed (the page: 降级), and removes its own row when it stops."""
+    import os
+    import socket
+
+    from harness import until
+
+    from hub.store import gateway_activity
+
+    pool = gw.hub.pool
+    dead_here, dead_there = uuid.uuid4(), uuid.uuid4()
+    stale = (
+        "INSERT INTO gateway_instances VALUES ($1, $2, 4242, now() - interval '1 hour', now() - interval '5 minutes')"
+    )
+    await pool.execute(stale, dead_here, socket.gethostname())
+    await pool.execute(stale, dead_there, "gw-b.example")
+    config = GatewaySettings.for_state(settings.state_dir, port=0, link_check_s=0)
+    runner = await start_gateway(settings, config)
+    try:
+        me = runner.app[STATE].activity.instance
+
+        async def mine() -> set[Any] | None:
+            ids = {r["instance"] for r in await pool.fetch("SELECT instance FROM gateway_instances")}
+            return ids if me in ids else None
+
+        ids = await until(mine, "the gateway's row in gateway_instances", timeout=10)
+        assert dead_here not in ids and dead_there in ids  # the dead one of this host went
+        found = await gateway_activity.instances(pool, within_s=86400)
+        assert [(i.host, i.alive) for i in found if i.pid == 4242] == [("gw-b.example", False)]
+        assert any(i.pid == os.getpid() and i.host == socket.gethostname() and i.alive for i in found)
+    finally:
+        await runner.cleanup()
+        await pool.execute("DELETE FROM gateway_instances WHERE instance = $1", dead_there)
+    # stopped cleanly: its row is gone (the gw fixture's own gateway still has its row)
+    left = {r["instance"] for r in await pool.fetch("SELECT instance FROM gateway_instances")}
+    assert runner.app[STATE].activity.instance not in left

@@ -285,7 +285,15 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
         assert set(data["messages"]) == {"total", "recent", "per_minute", "deferred"}
         assert set(data["messages"]["total"]) == set(hm.OUTCOMES)
         assert set(data["latency_ms"]) == {"p50", "p99", "total_p50", "total_p99", "count"}
-        assert set(data["gateway"]) == {"state", "requests", "recent_requests", "p50_ms", "p99_ms", "refusals"}
+        assert set(data["gateway"]) == {
+            "state",
+            "requests",
+            "recent_requests",
+            "p50_ms",
+            "p99_ms",
+            "refusals",
+            "instances",
+        }
         assert set(data["workers"]) == {"state", "expected", "consumers", "processes"}
         assert set(data["certificates"]) == {"expiring", "crls"}
         assert data["ready"] is False
@@ -462,3 +470,24 @@ async def test_a_gateways_activity_waits_for_the_store_and_stays_bounded(monkeyp
     activity.refused("city-220100-oa", "GATEWAY_RATE_LIMITED")  # the same row: counted
     activity.refused("city-220200-oa", "GATEWAY_RATE_LIMITED")  # a fourth: given up
     assert len(activity._refusals) == 3 and activity.lost == 1
+
+
+def test_the_gateway_row_counts_gateways_on_any_machine() -> None:
+    """``gateway_state``: this host's heartbeats and the store's ``gateway_instances`` (any machine) together — a
+    gateway alive anywhere is up; one alive and one dead unreplaced is degraded; none alive is down; none known at all
+    is absent."""
+    import datetime as dt
+
+    from hub.store.gateway_activity import STALE_S, Instance
+
+    at = dt.datetime.now(dt.UTC)
+    alive, dead = Instance("gw-a", 11, at, 3.0), Instance("gw-b", 12, at, STALE_S + 1)
+    fresh, stale = {"fresh": True}, {"fresh": False}
+    assert mm.gateway_state([], []) == "absent"
+    assert mm.gateway_state([fresh], []) == "up"  # hub run --gateway on this host
+    assert mm.gateway_state([], [alive]) == "up"  # a gateway on another machine
+    assert mm.gateway_state([], [alive, dead]) == "degraded"
+    assert mm.gateway_state([fresh], [dead]) == "degraded"
+    assert mm.gateway_state([stale], []) == "down"
+    assert mm.gateway_state([], [dead]) == "down"
+    assert dead.as_json()["alive"] is False and alive.as_json()["host"] == "gw-a"
