@@ -167,7 +167,9 @@ def _answer_response(answer: Answer, message_id: str, max_bytes: int) -> web.Res
 async def _measured(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
     """Count the request by endpoint (its route's pattern; ``other`` when none matched) and status, with its time.
     A client that went away before its answer counts as 499. The gateway's own refusals (its JSON answers with a
-    code) are counted and logged by system too (``_refused``)."""
+    code) are counted and logged by system too (``_refused``), but for 404: an answer that a message, delivery tag or
+    path is not there (the SDK asks for a message nobody sent to learn that its certificate is taken), not a refusal
+    of the system."""
     started = time.perf_counter()
     resource = request.match_info.route.resource
     endpoint = resource.canonical if resource is not None else "other"
@@ -175,7 +177,7 @@ async def _measured(request: web.Request, handler: Callable[[web.Request], Await
     try:
         resp = await handler(request)
         status = resp.status
-        if status >= 400 and resp.content_type == "application/json":
+        if status >= 400 and status != 404 and resp.content_type == "application/json":
             code = resp.headers.get("X-Hub-Code")
             if code is not None:
                 _refused(request, endpoint, code, status)

@@ -404,6 +404,9 @@ async def test_the_gateways_own_refusals_are_counted_by_system_and_logged_sparin
     async def anonymous(request: web.Request) -> web.StreamResponse:
         return gapp.error_response(401, "GATEWAY_NO_CERTIFICATE", "no certificate")
 
+    async def unknown(request: web.Request) -> web.StreamResponse:  # an answer, not a refusal (the SDK's probe)
+        return gapp.error_response(404, "GATEWAY_NOT_FOUND", "no message with this id was sent by this system")
+
     async def examined(request: web.Request) -> web.StreamResponse:  # the hub's signed error: XML
         return web.Response(status=400, body=b"<e/>", content_type="application/xml", headers={"X-Hub-Code": "XSD"})
 
@@ -416,6 +419,7 @@ async def test_the_gateways_own_refusals_are_counted_by_system_and_logged_sparin
     app.router.add_post("/v1/messages", revoked)
     app.router.add_get("/v1/inbox", anonymous)
     app.router.add_post("/v1/examined", examined)
+    app.router.add_get("/v1/messages/{id}", unknown)
     clock = [1000.0]
     monkeypatch.setattr(gapp.time, "monotonic", lambda: clock[0])
     gapp._refusal_log.clear()
@@ -426,11 +430,13 @@ async def test_the_gateways_own_refusals_are_counted_by_system_and_logged_sparin
                 assert (await client.post("/v1/messages")).status == 403
             assert (await client.get("/v1/inbox")).status == 401
             assert (await client.post("/v1/examined")).status == 400
+            assert (await client.get("/v1/messages/00000000-0000-4000-8000-000000000000")).status == 404
             clock[0] += gapp.REFUSAL_LOG_EVERY_S
             assert (await client.post("/v1/messages")).status == 403
     assert refusals(system, "CERT_REVOKED") == 4
     assert refusals("-", "GATEWAY_NO_CERTIFICATE") - anonymous_before == 1
     assert refusals("-", "XSD") == 0 and refusals(system, "XSD") == 0
+    assert refusals("-", "GATEWAY_NOT_FOUND") == 0
     lines = [r.getMessage() for r in caplog.records if "gateway refused" in r.getMessage()]
     assert lines == [
         f"gateway refused a request of system {system} to /v1/messages: 403 CERT_REVOKED 证书已吊销",
