@@ -157,8 +157,9 @@
         live.slice(0, 4).map(function (i) { return i.host + " (pid " + i.pid + ")"; }).join(", ") + " · " : "") +
         (dead.length ? t("无响应：", "not responding: ") + dead.slice(0, 4).map(function (i) {
           return i.host + " (pid " + i.pid + t("，", ", ") + ago(i.seen_s) + t("最后一次刷新", " last seen") + ")"; }).join(", ") + " · " : "");
+      // The request counts and p99 come from this host's metrics files (hub run --gateway): "本机".
       rows.push([t("HTTPS 网关", "HTTPS gateway"), g[0], g[1], where +
-        t("请求 ", "requests ") + n + (num(d.gateway.p99_ms) !== null ? " · p99 " + fmt(d.gateway.p99_ms) + " ms" : "") +
+        t("本机请求 ", "requests on this host ") + n + (num(d.gateway.p99_ms) !== null ? " · p99 " + fmt(d.gateway.p99_ms) + " ms" : "") +
         (refusedHour ? t(" · 近 1 小时网关拒绝 ", " · refused by the gateways in the last hour: ") + refusedHour : "")]);
       // Every gateway's own refusals of the last hour by system (hub.store.gateway_activity), the recent ones first:
       // who cannot get in and why — a revoked certificate, a system missing from the directory, a limit, no
