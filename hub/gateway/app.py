@@ -624,6 +624,10 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 # ------------------------------------------------------------------------------------------------ lifetime
 
 
+#: How long one write of the gateway's activity may take before it is tried again (what it held is kept).
+ACTIVITY_FLUSH_TIMEOUT_S = 10.0
+
+
 async def _record_activity(activity: GatewayActivity, pool: Any) -> None:
     """Write the polls and refusals the gateway saw every ``FLUSH_S``, and this gateway's row of the running gateways
     (hub.store.gateway_activity); while the store cannot take them they are kept, and said in the log once a
@@ -634,11 +638,14 @@ async def _record_activity(activity: GatewayActivity, pool: Any) -> None:
             await asyncio.sleep(ACTIVITY_FLUSH_S)
             continue
         try:
-            await activity.flush(pool)
-        except HubError as exc:
+            async with asyncio.timeout(ACTIVITY_FLUSH_TIMEOUT_S):  # a store that does not answer: try again later
+                await activity.flush(pool)
+        except (HubError, TimeoutError) as exc:
             if time.monotonic() - said >= 60.0:
                 said = time.monotonic()
-                log.warning("could not write the gateway's activity for the ops page (kept): %s", exc.describe())
+                late = f"no answer within {ACTIVITY_FLUSH_TIMEOUT_S:g} s"
+                why = exc.describe() if isinstance(exc, HubError) else late
+                log.warning("could not write the gateway's activity for the ops page (kept): %s", why)
         except Exception:
             log.exception("could not write the gateway's activity for the ops page")
         await asyncio.sleep(ACTIVITY_FLUSH_S)

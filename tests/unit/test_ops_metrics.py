@@ -497,3 +497,41 @@ def test_the_gateway_row_counts_gateways_on_any_machine() -> None:
     assert mm.gateway_state([stale], []) == "down"
     assert mm.gateway_state([], [dead]) == "down"
     assert dead.as_json()["alive"] is False and alive.as_json()["host"] == "gw-a"
+
+
+async def test_a_store_that_does_not_answer_keeps_the_gateways_activity(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's activity task: a write the store does not answer is given up after its timeout and tried again
+    at the next pass, what it held kept; one warning a minute, however many passes fail."""
+    import asyncio
+    import contextlib
+    import logging
+
+    from hub.gateway import app as gapp
+    from hub.store.gateway_activity import GatewayActivity
+
+    class Hanging:
+        def acquire(self) -> Any:
+            return self
+
+        async def __aenter__(self) -> Any:
+            await asyncio.Event().wait()  # never answers
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(gapp, "ACTIVITY_FLUSH_S", 0.01)
+    monkeypatch.setattr(gapp, "ACTIVITY_FLUSH_TIMEOUT_S", 0.02)
+    activity = GatewayActivity()
+    activity.refused("county-220183-oa", "CERT_REVOKED")
+    activity.polled("county-220183-oa")
+    with caplog.at_level(logging.WARNING, logger="hub.gateway"):
+        task = asyncio.get_running_loop().create_task(gapp._record_activity(activity, Hanging()))
+        await asyncio.sleep(0.3)  # about ten passes
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert activity.pending and sum(activity._refusals.values()) == 1 and set(activity._polls) == {"county-220183-oa"}
+    said = [r.getMessage() for r in caplog.records if "activity for the ops page" in r.getMessage()]
+    assert said == ["could not write the gateway's activity for the ops page (kept): no answer within 0.02 s"]
