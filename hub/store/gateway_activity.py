@@ -129,10 +129,12 @@ class GatewayActivity:
             async with translated("writing the gateway's activity"), pool.acquire() as conn, conn.transaction():
                 # this gateway's row (written again if it went meanwhile), replacing the dead ones of this host
                 await conn.execute(_JOIN, self.instance, self.host, os.getpid(), self.started_at, STALE_S)
+                # rows in one order in every gateway, so two gateways writing the same rows at once never deadlock
                 if polls:
-                    await conn.execute(_POLLS, list(polls), list(polls.values()))
+                    systems = sorted(polls)
+                    await conn.execute(_POLLS, systems, [polls[s] for s in systems])
                 if counted:
-                    keys = list(counted)
+                    keys = sorted(counted)
                     await conn.execute(
                         _REFUSALS,
                         [k[0] for k in keys],
