@@ -475,16 +475,13 @@ async def poll(request: web.Request) -> web.StreamResponse:
     mailbox = request.app[STATE].mailbox
     # A long poll may end early (the document promises at most ``wait`` seconds): ``poll_limit_s`` caps it.
     wait = min(float(raw), request.app[GATEWAY_SETTINGS].poll_limit_s)
-    # The ops overview's 间歇轮询 (hub.store.gateway_activity; Prometheus: hub.metrics.polled): when the poll began
-    # and when it ended, whatever its end.
+    # The ops overview's 间歇轮询: when the poll began and when it ended, whatever its end.
     activity = request.app[STATE].activity
-    polled(identity.system)
-    activity.polled(identity.system)
+    _polled(activity, identity.system)
     try:
         items = await mailbox.next_items(identity.system, wait, int(many) if many is not None else 1)
     finally:
-        polled(identity.system)
-        activity.polled(identity.system)
+        _polled(activity, identity.system)
     if not items:
         return web.Response(status=204)
     try:
@@ -505,6 +502,12 @@ async def poll(request: web.Request) -> web.StreamResponse:
             mailbox.release(identity.system, item.token)
         raise
     return resp
+
+
+def _polled(activity: GatewayActivity, system: str) -> None:
+    """``system`` is polling now: for the store (the ops overview, hub.store.gateway_activity) and Prometheus."""
+    activity.polled(system)
+    polled(system)
 
 
 def _item_headers(item: InboxItem) -> dict[str, str]:

@@ -197,7 +197,7 @@
         off.length ? t("未连接：", "not connected: ") + off.slice(0, 8).join(", ") + (off.length > 8 ? " …" : "") : ""]);
       on.forEach(function (a) {
         if (a.state === "polling") {
-          rows.push([t("适配器 ", "adapter ") + a.system, true, t("间歇轮询", "polls from time to time") + " · " + LINKS.gateway,
+          rows.push([t("适配器 ", "adapter ") + a.system, true, state("polling")[1] + " · " + LINKS.gateway,
             t("上次轮询 ", "last polled ") + ago(a.last_poll_s) + t("，两次轮询之间网关不占用其队列 · ", "; between polls the gateway leaves its queue · ") +
             t("待取 ", "ready ") + (a.ready || 0) + t(" · 处理中 ", " · unacked ") + (a.unacked || 0)]);
           return;
