@@ -159,6 +159,13 @@ CODES: dict[str, str] = {
     "GATEWAY_METHOD": "该资源不支持此请求方法",
     "GATEWAY_UNAVAILABLE": "网关的审验进程暂不可用，请稍后重发",
     "GATEWAY_LINK_CONFLICT": "该系统已通过 AMQP 接收其队列，不能同时经 HTTPS 网关接入",
+    # the gateway's TLS handshakes that failed (hub/gateway/tls.py): no HTTP answer, counted for the people on duty
+    "TLS_CERT_UNTRUSTED": "TLS 握手被拒：客户端证书不是枢纽 CA 签发的",
+    "TLS_CERT_INVALID": "TLS 握手被拒：客户端证书未通过校验",
+    "TLS_CLIENT_DISTRUSTS_HUB": "TLS 握手失败：客户端不接受网关的服务器证书（未装枢纽根证书或主机名不符）",
+    "TLS_PLAIN_HTTP": "TLS 握手失败：客户端用明文 HTTP 访问了网关的 HTTPS 端口",
+    "TLS_PROTOCOL": "TLS 握手失败：客户端的 TLS 版本或密码套件不被接受（需 TLS 1.2 及以上）",
+    "TLS_HANDSHAKE_FAILED": "TLS 握手失败",
     # documents (hub/processes/documents.py): receipts, feedback deadlines, document status
     "DOC_RECEIPT_AGENCY_MISMATCH": "公文回执的回执单位与签名发送方不一致，未采纳",
     "DOC_RECEIPT_NOT_DELIVERED": "公文回执所指的公文未经枢纽送达该单位，未采纳",

@@ -572,7 +572,7 @@ async def connect_gateway(settings: AdapterSettings, system: str) -> GatewayTran
             if isinstance(exc, aiohttp.ClientConnectorSSLError):  # the handshake failed: our certificate, mostly
                 raise ConfigurationError(
                     f"the TLS handshake with the gateway at {base} failed ({_describe(exc)}): is cert.pem a "
-                    "certificate of this system issued by the hub CA with clientAuth, unexpired and not revoked?",
+                    "certificate of this system issued by the hub CA, with clientAuth?",
                     code="SDK_GATEWAY_TLS",
                 ) from None
             log.warning("gateway unreachable (%s); next attempt in %.1f s", _describe(exc), delay)

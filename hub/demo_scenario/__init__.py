@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any
@@ -1165,6 +1165,90 @@ class Scenario:
                 f"next status waited ready in RabbitMQ ({page_en}it can expire there), and the portal's next poll "
                 "(wait=0) got it"
             )
+        await self._refused_certificates(o, portal)
+
+    async def _refused_certificates(self, o: Outcome, portal: str) -> None:
+        """The portal's administrator tries last year's TLS certificate (``hub pki issue --tls``, expired a month ago;
+        the renewed one is in use): the gateway completes the handshake and answers 403 ``CERT_EXPIRED`` as JSON with
+        the date, so the administrator reads why; a client with a certificate of a CA of its own fails the TLS
+        handshake (nothing it presents can be trusted). The people on duty see both on the ops page's 网关拒绝 rows:
+        the first under the portal, the second under TLS handshakes (hub.gateway.tls)."""
+        import ssl
+        import tempfile
+
+        import aiohttp
+
+        from hub.trust import keys, pki
+
+        root = pki.PkiPaths(self.settings.state_dir / "pki").root_cert
+        agency = self.directory.system(portal).agency
+        with tempfile.TemporaryDirectory(prefix="hub-demo-tls-") as tmp:
+
+            def context(pki_dir: Path, passphrase: str, **issue: Any) -> ssl.SSLContext:
+                key = keys.generate_private_key()
+                issued = pki.issue_from_csr(pki_dir, passphrase, pki.make_csr(key, agency, portal), tls=True, **issue)
+                assert issued.issuer is not None
+                key_file, cert_file = Path(tmp) / "tls.key", Path(tmp) / "tls.pem"
+                keys.write_private_file(key_file, keys.private_key_pem(key, None))
+                keys.write_public_file(cert_file, pki.certificate_pem(issued.certificate, issued.issuer))
+                tls = ssl.create_default_context(cafile=str(root))
+                tls.load_cert_chain(str(cert_file), str(key_file))
+                return tls
+
+            lapsed = context(
+                self.settings.state_dir / "pki",
+                self.settings.ca_passphrase,
+                now=datetime.now(UTC) - timedelta(days=395),
+                days=365,
+            )
+            async with (
+                aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=lapsed)) as http,
+                http.get("/v1/inbox", params={"wait": "0"}) as r,
+            ):
+                status, code = r.status, r.headers.get("X-Hub-Code", "")
+                detail = str((await r.json()).get("detail", "")) if r.content_type == "application/json" else ""
+            if not o.expect(
+                (status, code) == (403, "CERT_EXPIRED") and "expired on" in detail,
+                f"the portal's expired TLS certificate: {status} {code} {detail}",
+            ):
+                return
+            pki.init_ca(Path(tmp) / "own-ca", "own-ca-passphrase", hub_agency=agency)
+            foreign = context(Path(tmp) / "own-ca", "own-ca-passphrase")
+            refused = False
+            try:
+                async with (
+                    aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=foreign)) as http,
+                    http.get("/v1/inbox", params={"wait": "0"}) as r,
+                ):
+                    await r.read()
+            except aiohttp.ClientError:
+                refused = True
+            if not o.expect(refused, "a certificate of another CA did not fail the TLS handshake"):
+                return
+        shown = False
+        if self.ops_url:
+            wanted = {f"{portal} CERT_EXPIRED", "- TLS_CERT_UNTRUSTED"}
+            rows = await self._on_the_page(
+                lambda d: {
+                    f"{r['system']} {r['code']}": r
+                    for r in (d.get("gateway") or {}).get("refusals") or []
+                    if f"{r['system']} {r['code']}" in wanted
+                },
+                lambda got: all((got.get(k) or {}).get("recent", 0) >= 1 for k in wanted),
+            )
+            if not o.expect(set(rows) == wanted, f"the ops overview's refusals of the gateway: {sorted(rows)}"):
+                return
+            shown = True
+        o.lines.append(
+            f"门户管理员误用去年的 TLS 证书（{detail.split('expired on ', 1)[1][:10]} 已过期）：网关完成握手后答复 "
+            "403 CERT_EXPIRED，JSON 中写明过期日期；自建 CA 签发的证书在 TLS 握手即被拒"
+            + ("；运维页面“网关拒绝”分别列在门户与“TLS 握手（系统未识别）”下" if shown else "")
+        )
+        o.lines.append(
+            "the portal's expired TLS certificate was answered 403 CERT_EXPIRED with its date; a certificate of "
+            "another CA failed the TLS handshake"
+            + ("; the ops page listed both (under the portal, and under TLS handshakes)" if shown else "")
+        )
 
     def _status_to_portal(self, approval: str) -> tuple[Envelope, bytes]:
         """The approval system's 补正 status of the sample application, to the portal only (the city's inbox is kept

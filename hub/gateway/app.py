@@ -198,14 +198,26 @@ _REFUSED_AS = web.RequestKey("refused_as", str)
 
 
 def _refused(request: web.Request, endpoint: str, code: str, status: int) -> None:
-    """A refusal of the gateway's own, for the people on duty: noted for the store (the ops overview's 网关拒绝 rows,
-    ``hub.store.gateway_activity``), counted for Prometheus (``hub_gateway_refusals_total{system,code}``) and
-    logged — one WARNING line at most every ``REFUSAL_LOG_EVERY_S`` per system and code (a client retrying with a
-    revoked certificate every second would bury everything else)."""
+    """A refusal of the gateway's own, for the people on duty (``_note_refusal``): the system is the caller's, or the
+    one a refused certificate was issued to."""
     identity = request.get(IDENTITY)
     system = identity.system if identity is not None else request.get(_REFUSED_AS)
+    who = f"system {system}" if system else "a client without a certificate"
+    _note_refusal(request.app, system, code, f"a request of {who} to {endpoint}: {status}")
+
+
+def _handshake_refused(app: web.Application, code: str, what: str) -> None:
+    """A TLS handshake that failed (``tls.watch_handshakes``): no system is known, the certificate did not verify."""
+    _note_refusal(app, None, code, f"a TLS handshake ({what}):")
+
+
+def _note_refusal(app: web.Application, system: str | None, code: str, what: str) -> None:
+    """Noted for the store (the ops overview's 网关拒绝 rows, ``hub.store.gateway_activity``), counted for Prometheus
+    (``hub_gateway_refusals_total{system,code}``) and logged — one WARNING line at most every
+    ``REFUSAL_LOG_EVERY_S`` per system and code (a client retrying with a revoked certificate every second would
+    bury everything else)."""
     count_refusal(system, code)
-    state = request.app.get(STATE)
+    state = app.get(STATE)
     if state is not None:
         state.activity.refused(system, code)
     key = (system or "-", code)
@@ -218,8 +230,7 @@ def _refused(request: web.Request, endpoint: str, code: str, status: int) -> Non
         _refusal_log.clear()
     _refusal_log[key] = (now, 0)
     more = f" ({since} more since the last such line)" if since else ""
-    who = f"system {system}" if system else "a client without a certificate"
-    log.warning("gateway refused a request of %s to %s: %s %s %s%s", who, endpoint, status, code, title_of(code), more)
+    log.warning("gateway refused %s %s %s%s", what, code, title_of(code), more)
 
 
 @web.middleware
@@ -800,13 +811,15 @@ async def start_gateway(
     """Serve the gateway over TLS on ``gateway.host``/``gateway.port`` (0: any free port; ``runner.addresses`` says
     which); ``await runner.cleanup()`` stops it (long polls are cut after ``shutdown_timeout``; what they held goes
     back to the queues)."""
-    from hub.gateway.tls import server_ssl_context
+    from hub.gateway.tls import server_ssl_context, watch_handshakes
 
     ssl_context = server_ssl_context(
         settings.state_dir / "pki", gateway.cert_file, gateway.key_file, key_password=settings.ca_passphrase
     )
+    app = create_app(settings, gateway)
+    watch_handshakes(ssl_context, partial(_handshake_refused, app))
     runner = web.AppRunner(
-        create_app(settings, gateway),
+        app,
         handler_cancellation=True,  # a client that goes away mid-poll cancels its handler: its item goes back
         keepalive_timeout=gateway.header_timeout_s,
         lingering_time=0,  # a body the gateway refused unread (413, 401 …) is not read either: the connection closes

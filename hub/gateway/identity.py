@@ -1,10 +1,12 @@
 """Who is calling: the TLS client certificate → an agency system of the directory, or a refusal (pure).
 
 The TLS handshake already checked the chain to the hub root (the server's ``ssl.SSLContext`` trusts the root and the
-issuing CAs only) and the validity period. Here, per request: a certificate at all (else 401
-``GATEWAY_NO_CERTIFICATE``), revocation against the hub's CRLs (the ``TrustStore`` the verifier uses: the same
-``LoadedCrl`` data, fail closed: ``CERT_CRL_UNAVAILABLE`` / ``CERT_REVOKED``), the clientAuth usage, and the subject's
-(agency, system) — ``hub.trust.pki.agency_and_system`` — being an agency system of the directory
+issuing CAs only), but not the dates (``tls.NO_CHECK_TIME``). Here, per request: a certificate at all (else 401
+``GATEWAY_NO_CERTIFICATE``), its validity period and its CAs' (else 403 ``CERT_EXPIRED``, naming the date: a client
+whose certificate lapsed reads why, the people on duty see which system), revocation against the hub's CRLs (the
+``TrustStore`` the verifier uses: the same ``LoadedCrl`` data, fail closed: ``CERT_CRL_UNAVAILABLE`` /
+``CERT_REVOKED``), the clientAuth usage, and the subject's (agency, system) — ``hub.trust.pki.agency_and_system`` —
+being an agency system of the directory
 (``GATEWAY_UNKNOWN_SYSTEM``). That the system equals the signed sender of what it submits is the processor's check
 (``CERT_SIGNER_MISMATCH``), as for AMQP users.
 """
@@ -63,6 +65,8 @@ class _Parsed:
     system: str
     fingerprint: str
     client_auth: bool
+    not_before: dt.datetime
+    not_after: dt.datetime
 
 
 def _parse(der: bytes) -> _Parsed:
@@ -76,7 +80,27 @@ def _parse(der: bytes) -> _Parsed:
         client_auth = ExtendedKeyUsageOID.CLIENT_AUTH in eku
     except x509.ExtensionNotFound:
         client_auth = False
-    return _Parsed(cert, agency, system, fingerprint(cert), client_auth)
+    return _Parsed(
+        cert, agency, system, fingerprint(cert), client_auth, cert.not_valid_before_utc, cert.not_valid_after_utc
+    )
+
+
+def _check_dates(cert: x509.Certificate | _Parsed, now: dt.datetime, what: str) -> None:
+    """403 ``CERT_EXPIRED`` unless ``now`` is within the validity period of ``cert`` (``what`` names it)."""
+    if isinstance(cert, _Parsed):
+        start, end = cert.not_before, cert.not_after
+    else:
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now > end:
+        raise Refused(
+            403, "CERT_EXPIRED", f"{what} expired on {end:%Y-%m-%d %H:%M} UTC; ask the hub's operators for a new one"
+        )
+    if now < start:
+        raise Refused(
+            403,
+            "CERT_EXPIRED",
+            f"{what} is not valid before {start:%Y-%m-%d %H:%M} UTC; check the client's clock or wait until then",
+        )
 
 
 class Identifier:
@@ -88,7 +112,8 @@ class Identifier:
         self._cache: OrderedDict[bytes, _Parsed] = OrderedDict()
         self._cache_size = cache_size
         self._issuers: dict[bytes, tuple[int, x509.Certificate | None]] = {}
-        #: Certificates found not revoked: (trust store generation, until when the CRLs that said so are fresh).
+        #: Certificates found not revoked: (trust store generation, until when the CRLs that said so are fresh and the
+        #: CA certificates valid).
         #: A reload of the store (a new CRL, ``hub pki revoke``) bumps the generation and every verdict is redone.
         self._cleared: dict[bytes, tuple[int, dt.datetime]] = {}
 
@@ -111,7 +136,9 @@ class Identifier:
         try:
             if not parsed.client_auth:
                 raise Refused(403, "CERT_USAGE", "the client certificate does not allow TLS client authentication")
-            self._check_revocation(der, parsed.cert, now or dt.datetime.now(dt.UTC))
+            at = now or dt.datetime.now(dt.UTC)
+            _check_dates(parsed, at, "the client certificate")
+            self._check_revocation(der, parsed.cert, at)
             try:
                 system = self.directory.system(parsed.system)
             except HubError:
@@ -141,7 +168,8 @@ class Identifier:
 
     def _check_revocation(self, der: bytes, cert: x509.Certificate, now: dt.datetime) -> None:
         """The leaf against its issuing CA's CRL, the issuing CA against the root's: the verifier's data and rules.
-        A certificate found not revoked is not looked up again until the store reloads or those CRLs go stale."""
+        A certificate found not revoked is not looked up again until the store reloads, those CRLs go stale or a CA
+        certificate expires. Also the CAs' dates (the handshake does not check them)."""
         store = self.store
         store.refresh_if_due()
         cleared = self._cleared.get(der)
@@ -150,7 +178,10 @@ class Identifier:
         issuer = self._issuer_of(der, cert)
         if issuer is None:
             raise Refused(403, "CERT_UNTRUSTED", "the client certificate was not issued by a current hub issuing CA")
-        until: dt.datetime | None = None
+        _check_dates(issuer, now, "the hub issuing CA certificate that issued the client certificate")
+        _check_dates(store.root, now, "the hub root certificate")
+        # The verdict is kept until the CRLs go stale or a CA certificate expires, whichever comes first.
+        until = min(issuer.not_valid_after_utc, store.root.not_valid_after_utc)
         for subject, ca in ((issuer, store.root), (cert, issuer)):
             crl = store.crl_for(ca)
             if crl is None or not crl.is_fresh(now):
@@ -168,11 +199,10 @@ class Identifier:
                     f"certificate {serial_hex(subject.serial_number)} was revoked on {when:%Y-%m-%d %H:%M} UTC "
                     f"({reason})",
                 )
-            until = crl.next_update if until is None else min(until, crl.next_update)
-        if until is not None:
-            self._cleared[der] = (store.generation, until)
-            if len(self._cleared) > self._cache_size:
-                self._cleared.pop(next(iter(self._cleared)))
+            until = min(until, crl.next_update)
+        self._cleared[der] = (store.generation, until)
+        if len(self._cleared) > self._cache_size:
+            self._cleared.pop(next(iter(self._cleared)))
 
 
 def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:

@@ -430,8 +430,9 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     "content": {"application/json": _error_json()},
                 },
                 "Forbidden": {
-                    "description": "the certificate is revoked (CERT_REVOKED), its CRL unavailable, not for TLS "
-                    "clients, or not an agency system of the directory (GATEWAY_UNKNOWN_SYSTEM)",
+                    "description": "the certificate is revoked (CERT_REVOKED), expired or not yet valid "
+                    "(CERT_EXPIRED), its CRL unavailable, not for TLS clients, or not an agency system of the "
+                    "directory (GATEWAY_UNKNOWN_SYSTEM)",
                     "headers": _headers("X-Hub-Code"),
                     "content": {"application/json": _error_json()},
                 },

@@ -103,6 +103,9 @@ async def test_the_gateways_refusals_name_the_system_and_the_reason(ops: Any, pa
     for _ in range(3):
         activity.refused(GATEWAY, "CERT_REVOKED")
     activity.refused(None, "GATEWAY_NO_CERTIFICATE")
+    # failed TLS handshakes (hub.gateway.tls): no system; a foreign certificate warns, plain HTTP (scanners) does not
+    activity.refused(None, "TLS_CERT_UNTRUSTED")
+    activity.refused(None, "TLS_PLAIN_HTTP")
     await activity.flush(ops.pool)
     try:
         await ops.login(page, "duty")
@@ -114,7 +117,14 @@ async def test_the_gateways_refusals_name_the_system_and_the_reason(ops: Any, pa
         assert "证书已吊销：近 2 分钟 3 次，近 1 小时 3 次，最近一次 " in text
         anonymous = rows.filter(has_text="网关拒绝 无证书的客户端").filter(has_text="未提供客户端证书")
         await anonymous.wait_for(timeout=30_000)
-        assert "近 1 小时网关拒绝 4" in await rows.filter(has_text="HTTPS 网关").first.inner_text()
+        handshakes = rows.filter(has_text="网关拒绝 TLS 握手（系统未识别）")
+        foreign = handshakes.filter(has_text="TLS_CERT_UNTRUSTED")
+        assert "客户端证书不是枢纽 CA 签发的" in await foreign.inner_text()
+        assert "warn" in (await foreign.locator(".badge").get_attribute("class") or "")
+        plain = handshakes.filter(has_text="TLS_PLAIN_HTTP")
+        assert "明文 HTTP" in await plain.inner_text()
+        assert "warn" not in (await plain.locator(".badge").get_attribute("class") or "")
+        assert "近 1 小时网关拒绝 6" in await rows.filter(has_text="HTTPS 网关").first.inner_text()
         await ops.screenshot(page, "ops-gateway-refusals")
     finally:
         await ops.pool.execute("DELETE FROM gateway_refusals")

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography import x509
 from gateway_certs import client_certificate, client_ssl_context, revoke
 from gateway_client import XML, Gateway, post, running_gateway
 from harness import SYSTEMS, Hub, document
@@ -386,22 +387,65 @@ async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
         await runner.cleanup()
 
 
-async def test_expired_and_foreign_certificates_fail_the_handshake(
+async def test_an_expired_certificate_is_answered_and_a_foreign_one_fails_the_handshake(
     gw: Gateway, settings: Settings, tmp_path: Path
 ) -> None:
+    """An expired certificate of the hub CA is answered 403 CERT_EXPIRED as JSON, naming the date (the handshake,
+    which checked dates before, gave the client "empty reply from server" and the people on duty nothing); one of
+    another CA fails the handshake, which the gateway now counts (TLS_CERT_UNTRUSTED) for the ops overview."""
+    from prometheus_client import REGISTRY
+
+    from hub.store import gateway_activity
     from hub.trust import pki
+
+    def counted(system: str, code: str) -> float:
+        return REGISTRY.get_sample_value("hub_gateway_refusals_total", {"system": system, "code": code}) or 0.0
+
+    async def stored() -> dict[tuple[str, str], int]:
+        return {(r.system, r.code): r.hour for r in await gateway_activity.refusals(gw.hub.pool, limit=1000)}
+
+    keys = [(SENDER, "CERT_EXPIRED"), ("-", "TLS_CERT_UNTRUSTED")]
+    before, stored_before = {k: counted(*k) for k in keys}, await stored()
 
     c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[SENDER], SENDER, tmp_path, days=-2)
     gw.certs["expired"] = (c, k)
-    # a CA of its own, not the hub's
+    expired_on = x509.load_pem_x509_certificates(c.read_bytes())[0].not_valid_after_utc
+    for path in ("/v1/inbox", "/v1/messages/" + str(uuid.uuid4())):
+        async with gw.session("expired").get(path) as r:
+            assert r.status == 403 and r.headers["X-Hub-Code"] == "CERT_EXPIRED"
+            body = await r.json()
+    assert body["title"] == "证书已过期或尚未生效"
+    assert f"expired on {expired_on:%Y-%m-%d %H:%M} UTC" in body["detail"]
+    # nothing was taken from the system's queue for it: its current certificate polls as before
+    async with gw.session(SENDER).get("/v1/inbox", params={"wait": "0"}) as r:
+        assert r.status == 204
+
+    # a CA of its own, not the hub's: nothing it says can be trusted, so the handshake fails
     foreign = tmp_path / "foreign"
     pki.init_ca(foreign, "foreign-passphrase", hub_agency=SYSTEMS[SENDER])
     c, k, _ = client_certificate(foreign, "foreign-passphrase", SYSTEMS[SENDER], SENDER, tmp_path)
     gw.certs["foreign"] = (c, k)
-    for who in ("expired", "foreign"):
-        with pytest.raises(aiohttp.ClientError):
-            async with gw.session(who).get("/v1/inbox") as r:
-                await r.read()
+    with pytest.raises(aiohttp.ClientError):
+        async with gw.session("foreign").get("/v1/inbox") as r:
+            await r.read()
+
+    from harness import until
+
+    async def both() -> dict[tuple[str, str], float] | None:
+        delta = {k: counted(*k) - before[k] for k in keys}
+        return delta if all(delta.values()) else None
+
+    # the expired certificate's two requests under its system; the foreign handshakes under "-" (no system is
+    # known; aiohttp tries a connection that was reset once more, so one request may be two handshakes)
+    got = await until(both, "the refusals counted", timeout=10)
+    assert got is not None and got[keys[0]] == 2 and 1 <= got[keys[1]] <= 2, got
+
+    async def written() -> dict[tuple[str, str], int] | None:
+        now = await stored()
+        delta = {k: now.get(k, 0) - stored_before.get(k, 0) for k in keys}
+        return delta if all(delta.values()) else None
+
+    assert await until(written, "the refusals in the store", timeout=20) == got
 
 
 async def test_no_answer_in_time_and_the_late_answer_in_the_inbox(

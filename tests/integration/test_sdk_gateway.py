@@ -233,6 +233,23 @@ async def test_a_gateway_not_of_the_homes_hub_is_refused_at_start(gw: Gateway, t
     assert "hub-root.pem" in caught.value.detail
 
 
+async def test_an_adapter_whose_certificate_expired_is_told_so_at_start(gw: Gateway, tmp_path: Path) -> None:
+    """The gateway answers an expired certificate 403 CERT_EXPIRED with its date (the handshake no longer checks
+    dates, which gave "empty reply from server"): the adapter's start fails with that code and the gateway's words."""
+    from gateway_certs import client_certificate
+
+    adapter = over_https(gw, NONGAN, tmp_path)
+    assert adapter.settings is not None
+    s = gw.hub.settings
+    cert, key, _ = client_certificate(s.state_dir / "pki", s.ca_passphrase, SYSTEMS[NONGAN], NONGAN, tmp_path, days=-3)
+    adapter.settings.cert_path.write_bytes(cert.read_bytes())
+    adapter.settings.key_path.write_bytes(key.read_bytes())
+    with pytest.raises(ConfigurationError) as caught:
+        await adapter.start()
+    assert caught.value.code == "CERT_EXPIRED", caught.value
+    assert "expired on" in caught.value.detail and NONGAN in caught.value.detail
+
+
 def _foreign_root() -> bytes:
     """A self-signed CA certificate of nobody's hub."""
     import datetime as dt
