@@ -7,7 +7,7 @@ Public surface::
     create_app(settings, gateway) -> web.Application        endpoints + middleware; cleanup_ctx connects PostgreSQL
                                                             and RabbitMQ; state under the web.AppKey's SETTINGS,
                                                             GATEWAY_SETTINGS, STATE; the caller per request: IDENTITY
-    start_gateway(settings, gateway) -> web.AppRunner       served over TLS (tls.server_ssl_context)
+    start_gateway(settings, gateway) -> GatewayRunner       served over TLS (tls.server_ssl_context)
     run_gateway(settings, gateway)                          blocking, SIGTERM/SIGINT graceful (``hub gateway``)
 
 Rooms: ``app`` (handlers, middleware, lifetime), ``direct`` (submissions examined in this process by the pipeline's
