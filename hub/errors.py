@@ -159,6 +159,13 @@ CODES: dict[str, str] = {
     "GATEWAY_METHOD": "该资源不支持此请求方法",
     "GATEWAY_UNAVAILABLE": "网关的审验进程暂不可用，请稍后重发",
     "GATEWAY_LINK_CONFLICT": "该系统已通过 AMQP 接收其队列，不能同时经 HTTPS 网关接入",
+    # GET /ready (hub/gateway/readiness.py): why a gateway cannot serve now, for the load balancer and its operator
+    "GATEWAY_NOT_READY": "本网关暂不能受理请求（负载均衡应转往其他网关）",
+    "GATEWAY_READY_BROKER": "网关与 RabbitMQ 的连接中断",
+    "GATEWAY_READY_STORE": "网关连不上 PostgreSQL",
+    "GATEWAY_READY_EXAMINERS": "网关没有运行中的审验进程",
+    "GATEWAY_READY_CRL": "枢纽 CA 的吊销列表缺失或过期，无法核验客户端证书",
+    "GATEWAY_READY_STOPPING": "网关正在停止",
     # the gateway's TLS handshakes that failed (hub/gateway/tls.py): no HTTP answer, counted for the people on duty
     "TLS_CERT_UNTRUSTED": "TLS 握手被拒：客户端证书不是枢纽 CA 签发的",
     "TLS_CERT_INVALID": "TLS 握手被拒：客户端证书未通过校验",

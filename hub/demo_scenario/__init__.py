@@ -1089,6 +1089,14 @@ class Scenario:
         async with aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=tls)) as http:
             # What an earlier run left in the portal's inbox (the gateway holds its queue for HTTPS polls, so the
             # scenario's start-up drain cannot take it): the portal reads and acknowledges it first, as it would.
+            # What the load balancer in front of the gateways asks (no client certificate needed).
+            async with http.get("/ready") as r:
+                probe = await r.json() if r.status in (200, 503) else {}
+            if not o.expect(
+                r.status == 200 and probe.get("ready") is True,
+                f"GET /ready: {r.status} {[c for c in probe.get('checks', []) if not c.get('ok')]}",
+            ):
+                return
             leftovers = 0
             while leftovers < 500:
                 async with http.get("/v1/inbox", params={"wait": "0"}) as r:
@@ -1146,11 +1154,13 @@ class Scenario:
         o.lines.append(
             f"吉林省政务服务网仅经 HTTPS 网关（双向 TLS，系统证书）提交林木采伐许可申请：{ms:.0f} ms 内在响应中"
             "拿到枢纽签名回执；审批系统要求补正，门户长轮询收件箱取到枢纽签名的进度通知并确认"
+            "（负载均衡的就绪探测 GET /ready：200，RabbitMQ、PostgreSQL、审验进程、吊销列表均正常）"
             + (f"；另收到枢纽审批流程的受理反馈 {notices} 条" if notices else "")
         )
         o.lines.append(
             f"the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt in {ms:.0f} ms → the "
-            "approval system's status reached its inbox (long poll) → acknowledged"
+            "approval system's status reached its inbox (long poll) → acknowledged (the load balancer's GET /ready: "
+            "200)"
         )
         if idle is not None:
             idle_s, page = idle

@@ -49,6 +49,7 @@ from hub.gateway.limits import Limits, limits_of
 from hub.gateway.links import LinkGuard
 from hub.gateway.mailbox import Answer, InboxItem, Mailbox
 from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
+from hub.gateway.readiness import Readiness
 from hub.gateway.status import status_for_code, status_for_receipt
 from hub.metrics import count_refusal, count_request, heartbeat, polled
 from hub.settings import Settings
@@ -90,7 +91,7 @@ _REFUSAL_CODE = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
 MAX_REFUSAL_REASON = 1000
 MAX_REFUSAL_BODY = 8192
 #: Paths served without a client certificate.
-_PUBLIC = frozenset({"/openapi.json"})
+_PUBLIC = frozenset({"/openapi.json", "/ready"})
 
 
 @dataclass(slots=True)
@@ -107,6 +108,8 @@ class GatewayState:
     direct: Direct | ExaminerPool | None = None
     #: Polls and refusals for the ops overview, written to the store by a task of the gateway (``_record_activity``).
     activity: GatewayActivity = field(default_factory=GatewayActivity)
+    #: ``GET /ready`` for the load balancer (``hub.gateway.readiness``).
+    readiness: Readiness | None = None
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
@@ -177,7 +180,7 @@ async def _measured(request: web.Request, handler: Callable[[web.Request], Await
     try:
         resp = await handler(request)
         status = resp.status
-        if status >= 400 and status != 404 and resp.content_type == "application/json":
+        if status >= 400 and status != 404 and endpoint != "/ready" and resp.content_type == "application/json":
             code = resp.headers.get("X-Hub-Code")
             if code is not None:
                 _refused(request, endpoint, code, status)
@@ -721,6 +724,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     await _close_direct(direct, urgent, work_pool)
                     raise
             app[STATE] = GatewayState(transport, pool, mailbox, identifier, Limits(lookup), direct)
+            app[STATE].readiness = Readiness(transport, pool, identifier.store, direct)
 
             async def refresh() -> None:
                 # A new directory version is identified by one look later than it is first seen: by then the
@@ -787,6 +791,29 @@ async def _close_direct(direct: Direct | ExaminerPool | None, urgent: Any, pool:
             await pool.close()
 
 
+async def ready(request: web.Request) -> web.Response:
+    """``GET /ready``: 200 when this gateway can serve, else 503 ``GATEWAY_NOT_READY`` naming what fails
+    (``hub.gateway.readiness``); no client certificate needed."""
+    readiness = request.app[STATE].readiness
+    assert readiness is not None
+    verdict = await readiness.verdict()
+    headers = {"Cache-Control": "no-store"}
+    if not verdict.ready:
+        headers["X-Hub-Code"] = "GATEWAY_NOT_READY"
+    body = json.dumps(verdict.as_json(), ensure_ascii=False)
+    return web.Response(
+        status=200 if verdict.ready else 503, text=body, content_type="application/json", headers=headers
+    )
+
+
+async def _stopping(app: web.Application) -> None:
+    """The runner is stopping (before it closes the open connections): ``GET /ready`` answers 503 from now on, so a
+    load balancer checking over a kept-alive connection sends the next clients to another gateway."""
+    state = app.get(STATE)
+    if state is not None and state.readiness is not None:
+        state.readiness.stopping = True
+
+
 def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     """The gateway application (serve it with ``start_gateway``, or any aiohttp runner with TLS)."""
     app = web.Application(middlewares=[_measured, _guard], client_max_size=settings.max_message_bytes + 1)
@@ -802,6 +829,8 @@ def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     app.router.add_post("/v1/inbox/{tag}/release", release)
     app.router.add_post("/v1/inbox/{tag}/refuse", refuse)
     app.router.add_get("/openapi.json", openapi, allow_head=False)
+    app.router.add_get("/ready", ready)  # HEAD too: what some load balancers send
+    app.on_shutdown.append(_stopping)
     return app
 
 

@@ -265,6 +265,24 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     },
                 }
             },
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "Whether this gateway can serve now (for the load balancer; no client certificate)",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "ready: every check passed",
+                            "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/Readiness"}}},
+                        },
+                        "503": {
+                            "description": "not ready (GATEWAY_NOT_READY): the failing checks name why",
+                            "headers": _headers("X-Hub-Code"),
+                            "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/Readiness"}}},
+                        },
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -296,6 +314,33 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                         },
                         "title": {"type": "string", "description": "the code's Chinese title"},
                         "detail": {"type": "string", "description": "one English sentence"},
+                    },
+                },
+                "Readiness": {
+                    "type": "object",
+                    "required": ["ready", "checks"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "ready": {"type": "boolean"},
+                        "code": {"type": "string", "enum": ["GATEWAY_NOT_READY"]},
+                        "title": {"type": "string"},
+                        "checks": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "ok"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "name": {
+                                        "type": "string",
+                                        "enum": ["broker", "store", "examination", "revocation", "stopping"],
+                                    },
+                                    "ok": {"type": "boolean"},
+                                    "code": {"type": "string", "pattern": "^GATEWAY_READY_[A-Z]+$"},
+                                    "title": {"type": "string"},
+                                },
+                            },
+                        },
                     },
                 },
                 "Tags": {

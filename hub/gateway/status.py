@@ -48,6 +48,12 @@ GATEWAY_STATUS: Final[dict[str, int]] = {
     "GATEWAY_METHOD": 405,
     "GATEWAY_UNAVAILABLE": 503,
     "GATEWAY_LINK_CONFLICT": 409,
+    "GATEWAY_NOT_READY": 503,
+    "GATEWAY_READY_BROKER": 503,
+    "GATEWAY_READY_STORE": 503,
+    "GATEWAY_READY_EXAMINERS": 503,
+    "GATEWAY_READY_CRL": 503,
+    "GATEWAY_READY_STOPPING": 503,
 }
 
 #: By the code's prefix (the part before the first ``_``).

@@ -548,6 +548,11 @@ class Transport:
             fast=settings.amqp_fast,
         )
 
+    @property
+    def connected(self) -> bool:
+        """The broker connection is up now (False while the robust connection reconnects, and once closed)."""
+        return not self._connection.is_closed and self._connection.connected.is_set()
+
     async def close(self) -> None:
         """Stop every consumer (draining what it already received), then close the connection."""
         for consumer in list(self._consumers):

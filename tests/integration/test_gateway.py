@@ -460,6 +460,62 @@ async def test_an_expired_certificate_is_answered_and_a_foreign_one_fails_the_ha
     assert await until(written, "the refusals in the store", timeout=20) == got
 
 
+async def test_ready_for_the_load_balancer(gw: Gateway, settings: Settings) -> None:
+    """GET /ready with no client certificate: 200 while every part works; a store that no longer answers (a closed
+    pool: PostgreSQL's own error) and a broker connection that is down (a closed connection) make it 503
+    GATEWAY_NOT_READY naming them, without counting a refusal of anybody; back to 200 once they are back."""
+    from prometheus_client import REGISTRY
+
+    from hub.gateway import readiness
+    from hub.store.db import create_pool
+    from hub.transport import Transport
+
+    def refused() -> float:
+        return (
+            REGISTRY.get_sample_value("hub_gateway_refusals_total", {"system": "-", "code": "GATEWAY_NOT_READY"}) or 0.0
+        )
+
+    anonymous = gw.session(None)
+    async with anonymous.get("/ready") as r:
+        assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
+        body = await r.json()
+    assert body["ready"] is True and {c["name"] for c in body["checks"] if c["ok"]} == {
+        "broker",
+        "store",
+        "examination",
+        "revocation",
+        "stopping",
+    }
+    async with anonymous.head("/ready") as r:  # what some load balancers send
+        assert r.status == 200
+
+    ready = gw.state.readiness
+    assert ready is not None
+    real_pool, real_transport = ready.pool, ready.transport
+    closed_pool = await create_pool(settings.pg_dsn, min_size=1, max_size=1)
+    await closed_pool.close()
+    closed = await Transport.connect(settings, client_name="hub-test-closed")
+    await closed.close()
+    before = refused()
+    ready.pool, ready.transport = closed_pool, closed
+    try:
+        await asyncio.sleep(readiness.CACHE_S)
+        async with anonymous.get("/ready") as r:
+            assert r.status == 503 and r.headers["X-Hub-Code"] == "GATEWAY_NOT_READY"
+            body = await r.json()
+    finally:
+        ready.pool, ready.transport = real_pool, real_transport
+    assert body["ready"] is False and body["title"] == "本网关暂不能受理请求（负载均衡应转往其他网关）"
+    assert [(c["name"], c["code"]) for c in body["checks"] if not c["ok"]] == [
+        ("broker", "GATEWAY_READY_BROKER"),
+        ("store", "GATEWAY_READY_STORE"),
+    ]
+    assert refused() == before  # not a refusal of anybody: no 网关拒绝 row for a load balancer's checks
+    await asyncio.sleep(readiness.CACHE_S)
+    async with anonymous.get("/ready") as r:
+        assert r.status == 200
+
+
 async def test_no_answer_in_time_and_the_late_answer_in_the_inbox(
     gw: Gateway, settings: Settings, tmp_path: Path
 ) -> None:

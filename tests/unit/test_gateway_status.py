@@ -97,6 +97,7 @@ def test_openapi_document() -> None:
         "/v1/inbox/{tag}/release",
         "/v1/inbox/{tag}/refuse",
         "/openapi.json",
+        "/ready",
     }
     submit = doc["paths"]["/v1/messages"]["post"]["responses"]
     assert {"202", "400", "401", "403", "409", "413", "415", "429", "503"} <= set(submit)
