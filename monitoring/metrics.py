@@ -25,8 +25,10 @@
                      "total_p50": 12.0, "total_p99": 51.0, "count": 0},
       "batches": {"count": 0, "mean_size": 7.5},     # since start (mean_size null before the first batch)
       "gateway": {"state": "up" | "degraded" | "down" | "absent",   # ``gateway_state``: this host's heartbeats and
-                  "instances": [{"host": "gw-a", "pid": 4711, "started_at": "…", "seen_s": 3.2, "alive": true}],
-                                                    # every gateway's row (hub.store.gateway_activity), any machine
+                  "instances": [{"host": "gw-a", "pid": 4711, "started_at": "…", "seen_s": 3.2, "alive": true,
+                                 "ready": true, "not_ready": [{"code": "GATEWAY_READY_CRL", "title": "…"}]}],
+                                                    # every gateway's row (hub.store.gateway_activity), any machine;
+                                                    # not_ready: its failing GET /ready checks
                   "requests": {"200": 0, "422": 0},     # by status, all endpoints, since start
                   "recent_requests": {"200": 0},
                   "p50_ms": 20.1, "p99_ms": 80.0,      # submissions (POST /v1/messages) over the window
@@ -411,13 +413,17 @@ async def _gateway_activity(
 
 
 def gateway_state(local: Sequence[dict[str, Any]], running: Sequence[Any]) -> str:
-    """The gateway row's state: ``up`` when a gateway is alive (a fresh heartbeat on this host, or a row of
-    ``gateway_instances`` refreshed lately: any machine) and none died unreplaced; ``degraded`` when one is alive and
-    another died (its row not refreshed, no gateway started since on its host); ``down`` when none is alive;
-    ``absent`` when no gateway is known at all."""
-    alive = any(p["fresh"] for p in local) or any(i.alive for i in running)
-    if alive:
-        return "degraded" if any(not i.alive for i in running) else "up"
+    """The gateway row's state: ``up`` when a gateway serves (a row of ``gateway_instances`` refreshed lately and
+    ready — any machine — or a fresh heartbeat on this host of a gateway without such a row) and every other one
+    does too; ``degraded`` when one serves and another died (its row not refreshed, no gateway started since on its
+    host) or is up but not ready (its ``GET /ready`` checks fail: the load balancer sends it nobody); ``down`` when
+    none serves; ``absent`` when no gateway is known at all."""
+    on_record = {i.pid for i in running if i.alive}
+    serving = any(i.ready for i in running) or any(
+        p["fresh"] and (p["pid"] is None or int(p["pid"]) not in on_record) for p in local
+    )
+    if serving:
+        return "degraded" if any(not i.ready for i in running) else "up"
     return "down" if local or running else "absent"
 
 

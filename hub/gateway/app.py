@@ -645,12 +645,16 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 ACTIVITY_FLUSH_TIMEOUT_S = 10.0
 
 
-async def _record_activity(activity: GatewayActivity, pool: Any) -> None:
+async def _record_activity(activity: GatewayActivity, pool: Any, readiness: Readiness | None = None) -> None:
     """Write the polls and refusals the gateway saw every ``FLUSH_S``, and this gateway's row of the running gateways
-    (hub.store.gateway_activity); while the store cannot take them they are kept, and said in the log once a
-    minute."""
+    with its readiness (hub.store.gateway_activity); while the store cannot take them they are kept, and said in the
+    log once a minute."""
     said = -60.0
     while True:
+        if readiness is not None:
+            with contextlib.suppress(Exception):  # the row says what it can; the store's own state shows by its age
+                verdict = await readiness.verdict()
+                activity.not_ready = tuple(c["code"] for c in verdict.checks if not c["ok"])
         if not activity.due:
             await asyncio.sleep(ACTIVITY_FLUSH_S)
             continue
@@ -758,7 +762,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             refresher = asyncio.get_running_loop().create_task(refresh())
             beating = asyncio.get_running_loop().create_task(heartbeat("gateway", 0))
             activity = app[STATE].activity
-            recording = asyncio.get_running_loop().create_task(_record_activity(activity, pool))
+            recording = asyncio.get_running_loop().create_task(_record_activity(activity, pool, app[STATE].readiness))
             try:
                 yield
             finally:

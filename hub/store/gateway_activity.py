@@ -1,4 +1,4 @@
-"""What the HTTPS gateways saw, for the people on duty (migrations 023, 024): each system's last poll, the requests a
+"""What the HTTPS gateways saw, for the people on duty (migrations 023–025): each system's last poll, the requests a
 gateway refused itself, by minute, system and code, and which gateways run.
 
 A gateway notes them in memory as they happen (``GatewayActivity.polled`` / ``refused``: a dictionary write, nothing
@@ -73,8 +73,8 @@ _JOIN = """
 WITH gone AS (
     DELETE FROM gateway_instances WHERE host = $2 AND instance <> $1 AND seen_at < now() - make_interval(secs => $5)
 )
-INSERT INTO gateway_instances (instance, host, pid, started_at, seen_at) VALUES ($1, $2, $3, $4, now())
-ON CONFLICT (instance) DO UPDATE SET seen_at = now()
+INSERT INTO gateway_instances (instance, host, pid, started_at, seen_at, not_ready) VALUES ($1, $2, $3, $4, now(), $6)
+ON CONFLICT (instance) DO UPDATE SET seen_at = now(), not_ready = excluded.not_ready
 """
 _LEAVE = "DELETE FROM gateway_instances WHERE instance = $1"
 
@@ -99,11 +99,15 @@ class GatewayActivity:
         self.host = socket.gethostname()
         self.started_at = _now()
         self._beat = -BEAT_S
+        #: The codes of this gateway's failing ``GET /ready`` checks (``hub.gateway.readiness``), set by the gateway
+        #: before each flush; a change is written at once, not at the next beat.
+        self.not_ready: tuple[str, ...] = ()
+        self._written_not_ready: tuple[str, ...] | None = None
 
     @property
     def due(self) -> bool:
         """A flush has something to write: notes, or this gateway's row to refresh."""
-        return self.pending or time.monotonic() - self._beat >= BEAT_S
+        return self.pending or time.monotonic() - self._beat >= BEAT_S or self.not_ready != self._written_not_ready
 
     def polled(self, system: str) -> None:
         """``system`` (identified by its certificate) is polling its inbox now."""
@@ -128,7 +132,10 @@ class GatewayActivity:
         try:
             async with translated("writing the gateway's activity"), pool.acquire() as conn, conn.transaction():
                 # this gateway's row (written again if it went meanwhile), replacing the dead ones of this host
-                await conn.execute(_JOIN, self.instance, self.host, os.getpid(), self.started_at, STALE_S)
+                not_ready = self.not_ready
+                await conn.execute(
+                    _JOIN, self.instance, self.host, os.getpid(), self.started_at, STALE_S, list(not_ready)
+                )
                 # rows in one order in every gateway, so two gateways writing the same rows at once never deadlock
                 if polls:
                     systems = sorted(polls)
@@ -147,6 +154,7 @@ class GatewayActivity:
                     await conn.execute(_PRUNE_INSTANCES)
                     self._pruned = time.monotonic()
             self._beat = time.monotonic()
+            self._written_not_ready = not_ready
         except BaseException:
             for system, at in polls.items():  # newer notes made meanwhile win
                 if system not in self._polls:
@@ -177,10 +185,16 @@ class Instance:
     pid: int
     started_at: dt.datetime
     seen_s: float  # seconds since it last refreshed its row
+    #: The codes of its failing ``GET /ready`` checks when it last refreshed its row (empty: ready).
+    not_ready: tuple[str, ...] = ()
 
     @property
     def alive(self) -> bool:
         return self.seen_s <= STALE_S
+
+    @property
+    def ready(self) -> bool:
+        return self.alive and not self.not_ready
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -189,6 +203,8 @@ class Instance:
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "seen_s": round(self.seen_s, 1),
             "alive": self.alive,
+            "ready": self.ready,
+            "not_ready": [{"code": c, "title": title_of(c)} for c in self.not_ready],
         }
 
 
@@ -196,12 +212,12 @@ async def instances(executor: Any, *, within_s: float = 600.0) -> list[Instance]
     """The gateways seen within ``within_s`` (a dead one stays listed that long), by host and pid."""
     rows = await executor.fetch(
         """
-        SELECT host, pid, started_at, extract(epoch FROM now() - seen_at)::float8 AS seen_s
+        SELECT host, pid, started_at, extract(epoch FROM now() - seen_at)::float8 AS seen_s, not_ready
         FROM gateway_instances WHERE seen_at >= now() - make_interval(secs => $1) ORDER BY host, pid
         """,
         within_s,
     )
-    return [Instance(r["host"], r["pid"], r["started_at"], max(0.0, r["seen_s"])) for r in rows]
+    return [Instance(r["host"], r["pid"], r["started_at"], max(0.0, r["seen_s"]), tuple(r["not_ready"])) for r in rows]
 
 
 async def last_polls(executor: Any) -> dict[str, dt.datetime]:

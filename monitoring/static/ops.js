@@ -153,8 +153,13 @@
       // refreshing its row died (a clean stop removes it).
       var gws = Array.isArray(d.gateway.instances) ? d.gateway.instances.filter(function (i) { return i && typeof i === "object"; }) : [];
       var live = gws.filter(function (i) { return i.alive; }), dead = gws.filter(function (i) { return !i.alive; });
+      // A gateway that is up but fails its GET /ready checks (hub.gateway.readiness) gets no clients from the load
+      // balancer: named with why.
+      var sick = live.filter(function (i) { return Array.isArray(i.not_ready) && i.not_ready.length; });
       var where = (live.length ? t("网关进程 ", "gateway processes ") + live.length + t("：", ": ") +
         live.slice(0, 4).map(function (i) { return i.host + " (pid " + i.pid + ")"; }).join(", ") + " · " : "") +
+        (sick.length ? t("未就绪：", "not ready: ") + sick.slice(0, 4).map(function (i) {
+          return i.host + " (pid " + i.pid + t("，", ", ") + i.not_ready.map(function (c) { return c && (c.title || c.code); }).join(t("；", "; ")) + ")"; }).join(", ") + " · " : "") +
         (dead.length ? t("无响应：", "not responding: ") + dead.slice(0, 4).map(function (i) {
           return i.host + " (pid " + i.pid + t("，", ", ") + ago(i.seen_s) + t("最后一次刷新", " last seen") + ")"; }).join(", ") + " · " : "");
       // The request counts and p99 come from this host's metrics files (hub run --gateway): "本机".

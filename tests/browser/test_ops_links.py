@@ -135,21 +135,27 @@ async def test_the_gateway_row_names_the_gateways_on_other_machines(ops: Any, pa
     """Gateways behind a load balancer run on machines of their own (docs/operations.md): the gateway row reads each
     one's row of ``gateway_instances`` (hub.store.gateway_activity; a real gateway writes its own in
     tests/integration/test_gateway.py), naming the live ones, and a gateway that stopped refreshing its row makes the
-    row 降级 with its host and when it was last seen."""
+    row 降级 with its host and when it was last seen; so does one that is up but not ready, named with why."""
     import uuid
 
-    add = "INSERT INTO gateway_instances VALUES ($1, $2, $3, now() - interval '1 hour', now() - make_interval(secs => $4))"
-    rows_added = [uuid.uuid4(), uuid.uuid4()]
-    await ops.pool.execute(add, rows_added[0], "gw-a.example", 101, 1.0)
-    await ops.pool.execute(add, rows_added[1], "gw-b.example", 102, 300.0)
+    add = (
+        "INSERT INTO gateway_instances VALUES ($1, $2, $3, now() - interval '1 hour', now() - make_interval(secs => $4),"
+        " $5)"
+    )
+    rows_added = [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()]
+    await ops.pool.execute(add, rows_added[0], "gw-a.example", 101, 1.0, [])
+    await ops.pool.execute(add, rows_added[1], "gw-b.example", 102, 300.0, [])
+    # up, but its GET /ready fails (hub.gateway.readiness): the load balancer sends it nobody
+    await ops.pool.execute(add, rows_added[2], "gw-c.example", 103, 2.0, ["GATEWAY_READY_CRL"])
     try:
         await ops.login(page, "duty")
         row = page.locator("#health tr").filter(has_text="HTTPS 网关").filter(has_text="gw-a.example")
         await row.wait_for(timeout=30_000)
         assert "warn" in (await row.locator(".badge").get_attribute("class") or "")
         text = await row.inner_text()
-        assert "降级" in text and "网关进程 1：gw-a.example (pid 101)" in text
+        assert "降级" in text and "网关进程 2：gw-a.example (pid 101), gw-c.example (pid 103)" in text
         assert "无响应：gw-b.example (pid 102，5 分钟前最后一次刷新)" in text
+        assert "未就绪：gw-c.example (pid 103，枢纽 CA 的吊销列表缺失或过期，无法核验客户端证书)" in text
         await ops.screenshot(page, "ops-gateway-instances")
     finally:
         await ops.pool.execute("DELETE FROM gateway_instances WHERE instance = ANY($1::uuid[])", rows_added)

@@ -923,6 +923,30 @@ async def test_each_gateway_is_on_record_while_it_runs(gw: Gateway, settings: Se
         found = await gateway_activity.instances(pool, within_s=86400)
         assert [(i.host, i.alive) for i in found if i.pid == 4242] == [("gw-b.example", False)]
         assert any(i.pid == os.getpid() and i.host == socket.gethostname() and i.alive for i in found)
+
+        # its broker connection lost: its row says not ready and why, at once (not at the next beat); then ready again
+        from hub.transport import Transport
+
+        async def not_ready() -> list[str]:
+            row = await pool.fetchrow("SELECT not_ready FROM gateway_instances WHERE instance = $1", me)
+            return list(row["not_ready"]) if row is not None else ["(no row)"]
+
+        async def says_not_ready() -> list[str] | None:
+            return await not_ready() or None
+
+        async def says_ready() -> bool:
+            return not await not_ready()
+
+        readiness = runner.app[STATE].readiness
+        assert readiness is not None and await not_ready() == []
+        closed = await Transport.connect(settings, client_name="hub-test-closed")
+        await closed.close()
+        real, readiness.transport = readiness.transport, closed
+        try:  # within a flush or two (2 s each), not the row's next beat (10 s)
+            assert await until(says_not_ready, "the gateway's row not ready", timeout=5) == ["GATEWAY_READY_BROKER"]
+        finally:
+            readiness.transport = real
+        assert await until(says_ready, "the gateway's row ready again", timeout=5)
     finally:
         await runner.cleanup()
         await pool.execute("DELETE FROM gateway_instances WHERE instance = $1", dead_there)

@@ -488,7 +488,7 @@ def test_the_gateway_row_counts_gateways_on_any_machine() -> None:
 
     at = dt.datetime.now(dt.UTC)
     alive, dead = Instance("gw-a", 11, at, 3.0), Instance("gw-b", 12, at, STALE_S + 1)
-    fresh, stale = {"fresh": True}, {"fresh": False}
+    fresh, stale = {"fresh": True, "pid": None}, {"fresh": False, "pid": None}
     assert mm.gateway_state([], []) == "absent"
     assert mm.gateway_state([fresh], []) == "up"  # hub run --gateway on this host
     assert mm.gateway_state([], [alive]) == "up"  # a gateway on another machine
@@ -497,6 +497,25 @@ def test_the_gateway_row_counts_gateways_on_any_machine() -> None:
     assert mm.gateway_state([stale], []) == "down"
     assert mm.gateway_state([], [dead]) == "down"
     assert dead.as_json()["alive"] is False and alive.as_json()["host"] == "gw-a"
+
+
+def test_a_gateway_up_but_not_ready_makes_the_row_degraded_or_down() -> None:
+    """A gateway whose ``GET /ready`` fails (its row's ``not_ready``: hub.gateway.readiness) is alive but serves
+    nobody (the load balancer sends it no clients): beside a ready one the row is degraded, alone it is down — and
+    this host's heartbeat of that same gateway (its pid on record) does not make it serve."""
+    import datetime as dt
+
+    from hub.store.gateway_activity import Instance
+
+    at = dt.datetime.now(dt.UTC)
+    ready, sick = Instance("gw-a", 11, at, 3.0), Instance("gw-b", 12, at, 3.0, ("GATEWAY_READY_EXAMINERS",))
+    assert sick.alive and not sick.ready and ready.ready
+    assert mm.gateway_state([], [ready, sick]) == "degraded"
+    assert mm.gateway_state([], [sick]) == "down"
+    assert mm.gateway_state([{"fresh": True, "pid": "12"}], [sick]) == "down"  # the same gateway's heartbeat
+    assert mm.gateway_state([{"fresh": True, "pid": "99"}], [sick]) == "degraded"  # another one, not on record yet
+    assert sick.as_json()["not_ready"] == [{"code": "GATEWAY_READY_EXAMINERS", "title": "网关没有运行中的审验进程"}]
+    assert sick.as_json()["ready"] is False and ready.as_json()["not_ready"] == []
 
 
 async def test_a_store_that_does_not_answer_keeps_the_gateways_activity(
