@@ -51,6 +51,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -140,12 +141,15 @@ DIRECTORY_VERSION = Gauge(
 )
 
 _OUTCOME = {o: MESSAGES.labels(o) for o in OUTCOMES}
+#: (role, index) → the directory version that process works with, for its row in the store (``heartbeat``).
+_TAKEN: dict[tuple[str, str], int] = {}
 
 
 def directory_taken(role: str, index: int | str, version: int | None) -> None:
     """This process now works with directory ``version`` (at start, and each time it follows a new one)."""
     if version is not None:
         DIRECTORY_VERSION.labels(role, str(index)).set(version)
+        _TAKEN[(role, str(index))] = version
 
 
 def metrics_dir(settings: Settings) -> Path:
@@ -219,13 +223,24 @@ def polled(system: str) -> None:
     GATEWAY_POLLED.labels(system).set(time.time())
 
 
-async def heartbeat(role: str, index: int, every_s: float = HEARTBEAT_EVERY_S) -> None:
+async def heartbeat(role: str, index: int, every_s: float = HEARTBEAT_EVERY_S, *, pool: Any = None) -> None:
     """Refresh this process's heartbeat until cancelled (run it as a task in the process's loop); cancelled (the
-    worker or gateway stopped), it is set to 0: stopped, not merely late."""
+    worker or gateway stopped), it is set to 0: stopped, not merely late. With ``pool`` (the process's PostgreSQL
+    pool) the process also keeps its row in the store, with the directory version it works with, for an ops page on
+    another machine (``hub.store.process_instances``): a task of its own, so a slow store never delays the beat."""
     beat = HEARTBEAT.labels(role, str(index))
+    record: asyncio.Task[None] | None = None
+    if pool is not None:
+        from hub.store.process_instances import ProcessRecord
+
+        key = (role, str(index))
+        record = asyncio.create_task(ProcessRecord(role, str(index)).run(pool, lambda: _TAKEN.get(key)))
     try:
         while True:
             beat.set(time.time())
             await asyncio.sleep(every_s)
     finally:
         beat.set(0)
+        if record is not None:
+            record.cancel()
+            await asyncio.gather(record, return_exceptions=True)  # its row removed before the pool closes

@@ -221,6 +221,11 @@ def supervisor_info(settings: Settings) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
+def pid_alive(pid: Any) -> bool:
+    """Does process ``pid`` of this host exist (``_alive``)?"""
+    return _alive(pid)
+
+
 def _alive(pid: Any) -> bool:
     """Does process ``pid`` exist? (Signal 0 checks without sending; EPERM means it exists but runs as another user,
     as hub run may beside a ``hub ops`` of its own account.)"""
@@ -254,6 +259,9 @@ class DirectoryTaken:
     index: str
     pid: str | None
     version: int
+    #: None: a process of this host (its metrics file); else the host of a process's row in the store
+    #: (``hub.store.process_instances``: alive by its row, wherever it runs).
+    host: str | None = None
 
 
 #: Seconds beyond two looks (``HUB_DIRECTORY_REFRESH_S`` each) within which a process may still be on the version
@@ -277,20 +285,26 @@ def directory_state(
     - ``ok``: every process works with the stored version;
     - ``following``: some do not yet, within two looks of the load (each looks every ``refresh_s``);
     - ``behind``: some still do not after that — the process logs why (``could not take the new directory``);
-    - ``absent``: no process reports one (no ``hub run`` on this host); ``unknown``: the store cannot say.
+    - ``absent``: no process reports one (no ``hub run`` anywhere); ``unknown``: the store cannot say.
 
-    Only hub run's processes count: a sample with a pid that is alive and is not this process (whose own registry
-    holds what an in-process worker, in a test, left behind)."""
+    Only hub run's processes count: a sample of this host with a pid that is alive and is not this process (whose own
+    registry holds what an in-process worker, in a test, left behind), or a live row of another host's process."""
     now = dt.datetime.now(dt.UTC) if now is None else now
     live = sorted(
-        (t for t in taken if t.pid is not None and _alive(t.pid) and (own_pid is None or t.pid != str(own_pid))),
-        key=lambda t: (t.role, t.index, t.pid or ""),
+        (
+            t
+            for t in taken
+            if t.host is not None
+            or (t.pid is not None and _alive(t.pid) and (own_pid is None or t.pid != str(own_pid)))
+        ),
+        key=lambda t: (t.role, t.index, t.host or "", t.pid or ""),
     )
     procs = [
         {
             "role": t.role,
             "index": t.index,
             "pid": t.pid,
+            "host": t.host,
             "version": t.version,
             "current": stored is None or t.version >= stored,
         }

@@ -39,13 +39,17 @@
                   "system": null | "city-220100-oa", "ready": 0, "unacked": 0, "consumers": 2}],  # [] if no RabbitMQ
       "workers": {"state": "ok" | "degraded" | "down", "expected": 2 | null, "consumers": 2 | null,
                   "processes": [{"index": "0", "pid": "4711" | null, "age_s": 0.4, "fresh": true}]},
-      "processes": {"state": "up" | "down" | "absent",  # the process engine's heartbeat (hub/processes)
-                    "alarms": 0 | null},                 # open process alarms (the /processes page); null: no store
+      "processes": {"state": "up" | "down" | "absent",  # ``engine_state``: this host's heartbeat and every engine's
+                    "alarms": 0 | null,                  # row (hub.store.process_instances), any machine; open process
+                    "instances": [{"role": "processes", "index": "0", "host": "hub-a", "pid": 4711, "seen_s": 2.1,
+                                   "alive": true}]},    # alarms (the /processes page; null: no store)
       "directory": {"state": "ok" | "following" | "behind" | "absent" | "unknown",   # monitoring.health
                     "stored": 7 | null, "loaded_at": "…" | null,   # hub directory load's latest version, and when
                     "refresh_s": 30, "behind": 0,                  # how often each process looks; how many lag
                     "processes": [{"role": "worker" | "gateway" | "processes", "index": "0", "pid": "4711",
-                                   "version": 7, "current": true}]},  # hub run's live processes on this host
+                                   "host": null | "hub-b", "version": 7, "current": true}]},  # hub run's live
+                                   # processes: this host's (its metrics files; host null) and, from their rows in
+                                   # the store, every other machine's
       "adapters": [{"system": "city-220100-oa", "queue": "hub.q.city-220100-oa", "consumers": 1,
                     "ready": 0, "unacked": 0,
                     "state": "connected" | "polling" | "disconnected",   # ``adapter_state``
@@ -412,6 +416,53 @@ async def _gateway_activity(
     return polls, [r.as_json() for r in refused], running
 
 
+async def _recorded(app: web.Application) -> list[Any]:
+    """``hub run``'s workers and process engines as the store knows them (``hub.store.process_instances``: any
+    machine), seen within a day; nothing when PostgreSQL cannot say (its own check on the page says why)."""
+    from hub.store import process_instances
+
+    try:
+        pool = await _pool(app)
+        async with asyncio.timeout(health.CHECK_TIMEOUT_S):
+            return await process_instances.on_record(pool)
+    except Exception:
+        return []
+
+
+def _live(recorded: Sequence[Any]) -> list[Any]:
+    """The rows of processes that run: refreshed lately and, for a process of this host, its pid alive (a killed
+    process's row stays fresh up to ``STALE_S``; this host can tell at once)."""
+    import socket
+
+    here = socket.gethostname()
+    return [r for r in recorded if r.alive and (r.host != here or health.pid_alive(str(r.pid)))]
+
+
+def engine_state(local: Sequence[dict[str, Any]], recorded: Sequence[Any]) -> str:
+    """The process engine row's state: ``up`` when an engine is alive (a fresh heartbeat on this host, or a row of
+    ``process_instances`` refreshed lately: any machine); ``down`` when one was known (a heartbeat, or a row seen
+    within a day) and none is alive; ``absent`` when none ever ran."""
+    rows = [r for r in recorded if r.role == "processes"]
+    if any(p["fresh"] for p in local) or _live(rows):
+        return "up"
+    return "down" if local or rows else "absent"
+
+
+def directory_from_rows(taken: Sequence[health.DirectoryTaken], recorded: Sequence[Any]) -> list[health.DirectoryTaken]:
+    """This host's processes' directory versions (``taken``, from the metrics files) and those of every other live
+    process the store knows (``recorded``; a process of this host is counted once, and never this process: an
+    in-process worker of a test)."""
+    import socket
+
+    here, pids = socket.gethostname(), {t.pid for t in taken} | {str(os.getpid())}
+    more = [
+        health.DirectoryTaken(r.role, r.index, str(r.pid), r.directory_version, host=r.host)
+        for r in _live(recorded)
+        if r.directory_version is not None and not (r.host == here and str(r.pid) in pids)
+    ]
+    return [*taken, *more]
+
+
 def gateway_state(local: Sequence[dict[str, Any]], running: Sequence[Any]) -> str:
     """The gateway row's state: ``up`` when a gateway serves (a row of ``gateway_instances`` refreshed lately and
     ready — any machine — or a fresh heartbeat on this host of a gateway without such a row) and every other one
@@ -546,13 +597,19 @@ async def overview(app: web.Application) -> dict[str, Any]:
             }
         )
     engine = health.processes(beats, "processes", now)
+    recorded = await _recorded(app)
     out["processes"] = {
-        "state": "absent" if not engine else ("up" if any(p["fresh"] for p in engine) else "down"),
+        "state": engine_state(engine, recorded),
         "alarms": await _open_alarms(app),
+        "instances": [r.as_json() for r in recorded if r.role == "processes"],
     }
     stored, loaded_at = await _stored_directory(app)
     out["directory"] = health.directory_state(
-        stored, loaded_at, directory_taken(families), settings.directory_refresh_s, own_pid=os.getpid()
+        stored,
+        loaded_at,
+        directory_from_rows(directory_taken(families), recorded),
+        settings.directory_refresh_s,
+        own_pid=os.getpid(),
     )
     trust = state.trust
     out["certificates"] = {"expiring": trust.expiring if trust else [], "crls": trust.cas if trust else []}

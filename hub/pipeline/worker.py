@@ -196,7 +196,7 @@ class Worker:
                     names.expired_queue, self.handle_expired, prefetch=32, max_batch=16, concurrency=1
                 )
             )
-        self._heartbeat = asyncio.create_task(heartbeat("worker", self.index))
+        self._heartbeat = asyncio.create_task(heartbeat("worker", self.index, pool=self.pool))
         if self.pool is not None:  # the background jobs work on PostgreSQL and the PKI directory
             from hub.store.evidence import CHAIN_EVERY_S
 

@@ -169,12 +169,13 @@ async def serve(settings: Settings, stop: asyncio.Event, *, clock: Callable[[], 
         consumers = [
             await engine.transport.consume(queue, answers, prefetch=100) for queue in names.system_queues(hub_system)
         ]
-        beat = asyncio.create_task(heartbeat("processes", 0))
+        beat = asyncio.create_task(heartbeat("processes", 0, pool=engine.pool))
         log.info("processes ready: %s", ", ".join(p.name for p in engine.processes) or "none")
         try:
             await engine.run(stop)
         finally:
             beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)  # its row in the store removed while the pool is open
             for consumer in consumers:
                 await consumer.stop(drain=True)
     finally:

@@ -188,8 +188,15 @@
     }
     if (d.processes && typeof d.processes === "object") {
       var pe = state(d.processes.state), alarms = num(d.processes.alarms);
-      rows.push([t("流程引擎", "Process engine"), alarms ? "warn" : pe[0], pe[1],
-        alarms === null ? "" : alarms ? t("未解除告警 ", "open alarms ") + alarms + t("（见“流程告警”）", " (see Process alarms)") : t("无未解除告警", "no open alarms")]);
+      // Where it runs, from each engine's row in the store (hub.store.process_instances: any machine); one that
+      // stopped refreshing its row is named with when it was last seen.
+      var engines = Array.isArray(d.processes.instances) ? d.processes.instances.filter(function (i) { return i && typeof i === "object"; }) : [];
+      var running = engines.filter(function (i) { return i.alive; }), gone = engines.filter(function (i) { return !i.alive; });
+      var at = (running.length ? t("运行于 ", "running on ") + running.slice(0, 4).map(function (i) { return i.host + " (pid " + i.pid + ")"; }).join(", ") + " · " : "") +
+        (gone.length && !running.length ? t("无响应：", "not responding: ") + gone.slice(0, 4).map(function (i) {
+          return i.host + " (pid " + i.pid + t("，", ", ") + ago(i.seen_s) + t("最后一次刷新", " last seen") + ")"; }).join(", ") + " · " : "");
+      rows.push([t("流程引擎", "Process engine"), alarms ? "warn" : pe[0], pe[1], at +
+        (alarms === null ? "" : alarms ? t("未解除告警 ", "open alarms ") + alarms + t("（见“流程告警”）", " (see Process alarms)") : t("无未解除告警", "no open alarms"))]);
     }
     if (d.directory && typeof d.directory === "object") {
       rows.push(directoryRow(d.directory));
@@ -227,7 +234,7 @@
   function directoryRow(dv) {
     var procs = Array.isArray(dv.processes) ? dv.processes : [];
     var late = procs.filter(function (p) { return p && !p.current; }).map(function (p) {
-      return (NAMES[p.role] || p.role) + " " + p.index + t("（pid ", " (pid ") + p.pid + t("，第 ", ", version ") + p.version + t(" 版）", ")");
+      return (NAMES[p.role] || p.role) + " " + p.index + t("（", " (") + (p.host ? p.host + " " : "") + "pid " + p.pid + t("，第 ", ", version ") + p.version + t(" 版）", ")");
     });
     var v = num(dv.stored), version = v === null ? "" : t("第 ", "version ") + v + t(" 版", "");
     var every = t("每 ", "each looks every ") + (num(dv.refresh_s) === null ? "?" : dv.refresh_s) + t(" 秒查看一次", " s");
@@ -246,7 +253,7 @@
         t("。查看 hub run 的日志（could not take the new directory）和“流程告警”", ". See hub run's log (could not take the new directory) and the process alarms")];
     }
     if (dv.state === "absent") {
-      return [t("目录", "Directory"), null, version || t("未载入", "none stored"), t("本机没有进程报告所用的目录版本", "no process on this host reports its directory version")];
+      return [t("目录", "Directory"), null, version || t("未载入", "none stored"), t("没有运行中的进程报告所用的目录版本", "no running process reports its directory version")];
     }
     return [t("目录", "Directory"), null, null, t("数据库中读不到已载入的目录（见 PostgreSQL 一行）", "no stored directory can be read (see the PostgreSQL row)")];
   }

@@ -159,3 +159,32 @@ async def test_the_gateway_row_names_the_gateways_on_other_machines(ops: Any, pa
         await ops.screenshot(page, "ops-gateway-instances")
     finally:
         await ops.pool.execute("DELETE FROM gateway_instances WHERE instance = ANY($1::uuid[])", rows_added)
+
+
+async def test_the_process_engine_row_names_where_it_runs(ops: Any, page: Any) -> None:
+    """The ops page on a machine of its own (docs/operations.md) sees the process engine — which escalates emergency
+    alerts nobody signed for — by its row in the store (hub.store.process_instances, any machine): running, and
+    where; the directory row names another machine's processes with their host."""
+    import uuid
+
+    add = (
+        "INSERT INTO process_instances (instance, role, idx, host, pid, started_at, seen_at, directory_version)"
+        " VALUES ($1, $2, '0', 'hub-b.example', $3, now() - interval '1 hour', now(), $4)"
+    )
+    stored = await ops.pool.fetchval("SELECT max(version) FROM directory_versions")
+    added = [uuid.uuid4(), uuid.uuid4()]
+    await ops.pool.execute(add, added[0], "processes", 4711, stored)
+    await ops.pool.execute(add, added[1], "worker", 4712, (stored or 1) - 1)  # a version behind
+    try:
+        await ops.login(page, "duty")
+        rows = page.locator("#health tr")
+        engine = rows.filter(has_text="流程引擎").filter(has_text="hub-b.example")
+        await engine.wait_for(timeout=30_000)
+        text = await engine.inner_text()
+        assert "运行" in text and "运行于 " in text and "hub-b.example (pid 4711)" in text
+        directory = rows.filter(has_text="目录").filter(has_text="hub-b.example")
+        await directory.wait_for(timeout=30_000)
+        assert "工作进程 0（hub-b.example pid 4712，第 " in await directory.inner_text()
+        await ops.screenshot(page, "ops-engine-elsewhere")
+    finally:
+        await ops.pool.execute("DELETE FROM process_instances WHERE instance = ANY($1::uuid[])", added)

@@ -351,3 +351,54 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
             proc.kill()
             proc.wait()
         await hub.close()
+
+
+async def test_an_ops_page_on_a_machine_of_its_own_sees_hub_runs_processes(
+    fresh_settings: Settings, tmp_path: Path
+) -> None:
+    """docs/operations.md runs the ops page on a machine of its own, where no ``hub run`` writes metrics files: the
+    overview reads the workers' and the process engine's rows in the store (hub.store.process_instances) and shows
+    the engine running, where it runs, and every process on the stored directory version. Here the ops app has a
+    state directory of its own (no metrics files), as on its own machine. A clean stop removes the rows."""
+    import socket
+
+    from hub.store.directory import DirectoryRepository
+
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    proc: Any = hub.run_hub(workers=1, processes=True)
+    elsewhere = fresh_settings.with_(state_dir=tmp_path / "ops-host")
+    elsewhere.state_dir.mkdir()
+    app = _app(elsewhere)
+    here = socket.gethostname()
+    try:
+        stored = (await DirectoryRepository(hub.pool).current()).version
+        async with TestClient(TestServer(app)):
+
+            async def seen() -> dict[str, Any] | None:
+                assert proc.poll() is None, hub.log_path.read_text()
+                data = await mm.overview(app)
+                roles = {p["role"] for p in data["directory"]["processes"]}
+                return data if data["processes"]["state"] == "up" and roles == {"worker", "processes"} else None
+
+            data = await _until("the overview saw hub run's processes in the store", seen, timeout=60)
+            engines = data["processes"]["instances"]
+            assert [(e["host"], e["alive"]) for e in engines] == [(here, True)]
+            directory = data["directory"]
+            assert (directory["state"], directory["stored"], directory["behind"]) == ("ok", stored, 0), directory
+            assert {(p["role"], p["index"], p["host"], p["version"]) for p in directory["processes"]} == {
+                ("worker", "0", here, stored),
+                ("processes", "0", here, stored),
+            }
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=90) == 0
+            proc = None
+            # stopped cleanly: the rows went with the processes, and the page says nothing runs rather than "down"
+            assert await hub.pool.fetchval("SELECT count(*) FROM process_instances") == 0
+            data = await mm.overview(app)
+            assert data["processes"]["state"] == "absent" and data["directory"]["state"] == "absent"
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        await hub.close()

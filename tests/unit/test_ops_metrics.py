@@ -280,7 +280,7 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
             "certificates",
             "checks",
         }
-        assert data["processes"] == {"state": "absent", "alarms": None}  # no engine, no store
+        assert data["processes"] == {"state": "absent", "alarms": None, "instances": []}  # no engine, no store
         assert data["directory"]["state"] == "unknown" and data["directory"]["stored"] is None  # no store
         assert set(data["messages"]) == {"total", "recent", "per_minute", "deferred"}
         assert set(data["messages"]["total"]) == set(hm.OUTCOMES)
@@ -554,3 +554,56 @@ async def test_a_store_that_does_not_answer_keeps_the_gateways_activity(
     assert activity.pending and sum(activity._refusals.values()) == 1 and set(activity._polls) == {"county-220183-oa"}
     said = [r.getMessage() for r in caplog.records if "activity for the ops page" in r.getMessage()]
     assert said == ["could not write the gateway's activity for the ops page (kept): no answer within 0.02 s"]
+
+
+def test_the_engine_and_directory_rows_read_every_machines_processes() -> None:
+    """The process engine's and the directory's rows of the overview: this host's metrics files and the store's
+    ``process_instances`` (any machine) together. An engine alive anywhere is up; one only known dead is down; none
+    known is absent. Directory versions of other machines' live processes are added with their host; a process of
+    this host is counted once (its metrics file), a killed one of this host (its row still fresh) not at all, and
+    never this process itself (an in-process worker of a test)."""
+    import datetime as dt
+    import os
+    import socket
+
+    from hub.store.process_instances import STALE_S, Recorded
+    from monitoring import health
+
+    at, here = dt.datetime.now(dt.UTC), socket.gethostname()
+    remote = Recorded("processes", "0", "hub-b", 4711, at, 2.0, 7)
+    remote_dead = Recorded("processes", "0", "hub-c", 4712, at, STALE_S + 1, 7)
+    assert mm.engine_state([], []) == "absent"
+    assert mm.engine_state([], [remote]) == "up"  # the ops page on a machine of its own
+    assert mm.engine_state([], [remote_dead]) == "down"
+    assert mm.engine_state([{"fresh": False}], []) == "down"
+    assert mm.engine_state([{"fresh": True}], [remote_dead]) == "up"
+    # a killed engine of this host: its row is fresh for a while, its pid gone
+    assert mm.engine_state([], [Recorded("processes", "0", here, 2**22 + 12345, at, 1.0, 7)]) == "down"
+
+    gone = str(2**22 + 54321)  # past any pid_max: no such process here
+    local = [health.DirectoryTaken("worker", "0", gone, 7)]
+    rows = [
+        Recorded("worker", "0", "hub-b", 200, at, 1.0, 6),  # another machine, behind
+        Recorded("worker", "1", "hub-b", 201, at, STALE_S + 5, 5),  # dead there: not counted
+        Recorded("worker", "0", here, int(gone), at, 1.0, 7),  # the same process as the metrics file's
+        Recorded("worker", "0", here, os.getpid(), at, 1.0, 7),  # this process
+        Recorded("processes", "0", "hub-b", 202, at, 1.0, None),  # no version taken yet
+    ]
+    merged = mm.directory_from_rows(local, rows)
+    assert [(t.role, t.index, t.pid, t.version, t.host) for t in merged] == [
+        ("worker", "0", gone, 7, None),
+        ("worker", "0", "200", 6, "hub-b"),
+    ]
+    view = health.directory_state(7, at - dt.timedelta(hours=1), merged, 30.0)
+    # the metrics file's process is not alive here (a made-up pid): only the other machine's row counts
+    assert view["state"] == "behind" and [(p["host"], p["pid"], p["current"]) for p in view["processes"]] == [
+        ("hub-b", "200", False)
+    ]
+    assert remote.as_json() == {
+        "role": "processes",
+        "index": "0",
+        "host": "hub-b",
+        "pid": 4711,
+        "seen_s": 2.0,
+        "alive": True,
+    }
