@@ -98,10 +98,10 @@ class Readiness:
 
     def _crls_fresh(self) -> bool:
         store = self.store
-        store.refresh_if_due()
         now = dt.datetime.now(dt.UTC)
-        for ca in (store.root, *store.issuing[:1]):
-            crl = store.crl_for(ca)
-            if crl is None or not crl.is_fresh(now):
-                return False
-        return True
+        try:
+            store.refresh_if_due()
+            crls = [store.crl_for(ca) for ca in (store.root, *store.issuing[:1])]
+        except Exception:  # an unreadable PKI directory: no client certificate can be checked either
+            return False
+        return all(crl is not None and crl.is_fresh(now) for crl in crls)

@@ -50,6 +50,11 @@ class _Store:
         return self.crls[ca]
 
 
+class _Unreadable(_Store):
+    def refresh_if_due(self) -> bool:
+        raise OSError("permission denied: pki/crl")
+
+
 def _ready(**parts: Any) -> Readiness:
     given = {
         "transport": SimpleNamespace(connected=True),
@@ -88,6 +93,7 @@ async def test_ready_when_every_part_is() -> None:
         ({"store": _Store(root=False)}, "GATEWAY_READY_CRL"),
         ({"store": _Store(issuing=False)}, "GATEWAY_READY_CRL"),
         ({"store": _Store(issuing=None)}, "GATEWAY_READY_CRL"),
+        ({"store": _Unreadable()}, "GATEWAY_READY_CRL"),
     ],
 )
 async def test_each_part_that_fails_is_named(parts: dict[str, Any], code: str) -> None:
