@@ -760,7 +760,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                         log.warning("could not read the directory again: %s", exc.describe())
 
             refresher = asyncio.get_running_loop().create_task(refresh())
-            beating = asyncio.get_running_loop().create_task(heartbeat("gateway", 0))
+            # Examined in this process: its row in the store too, with the directory version it examines with
+            # (hub.store.process_instances; examiner processes keep their own).
+            beating = asyncio.get_running_loop().create_task(
+                heartbeat("gateway", 0, pool=pool if isinstance(direct, Direct) else None)
+            )
             activity = app[STATE].activity
             recording = asyncio.get_running_loop().create_task(_record_activity(activity, pool, app[STATE].readiness))
             try:

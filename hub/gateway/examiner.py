@@ -124,6 +124,7 @@ async def serve(
     link = _Link(writer)
     pool = transport = urgent = direct = None
     tasks: dict[int, asyncio.Task[None]] = {}
+    record: asyncio.Task[None] | None = None
     try:
         pool = await create_pool(settings.pg_dsn, min_size=1, max_size=4, generic_plans=True)
         transport = await Transport.connect(settings, client_name=f"hub-gateway-examiner-{index}")
@@ -137,12 +138,23 @@ async def serve(
             worker=ExaminerWorker(settings, link),
         )
         await direct.open(pool)
+        # Its row in the store with the directory version it examines with (hub.store.process_instances): the ops
+        # page's directory row sees a gateway's examination on any machine.
+        from hub.store.process_instances import ProcessRecord
+
+        examining = direct
+        record = asyncio.get_running_loop().create_task(
+            ProcessRecord("gateway", str(index)).run(pool, lambda: examining.worker.directory_version)
+        )
         if opened is not None:
             opened(direct)
         link.send(("ready",))
         await _serve_frames(reader, link, direct, tasks, stop)
     finally:
         link.close()  # a batch waiting on an expect fails now: nobody can register its wait any more
+        if record is not None:  # its row removed while the pool is open
+            record.cancel()
+            await asyncio.gather(record, return_exceptions=True)
         if tasks:
             await asyncio.gather(*tasks.values(), return_exceptions=True)
         with contextlib.suppress(Exception):

@@ -1,7 +1,8 @@
 """Which of ``hub run``'s processes run, on any machine (migration 026), for the ops overview.
 
-Each pipeline worker and process engine has a row while it runs (``ProcessRecord``, started by
-``hub.metrics.heartbeat`` beside the process's heartbeat gauge when given the process's pool): written at start,
+Each pipeline worker, process engine and gateway examination (an examiner process, or the gateway process when it
+examines itself; role ``gateway``) has a row while it runs (``ProcessRecord``, started by ``hub.metrics.heartbeat``
+beside the process's heartbeat gauge when given the process's pool, or by the examiner): written at start,
 refreshed every ``BEAT_S`` with the directory version the process works with (``hub.metrics.directory_taken``),
 removed when it stops. A row not refreshed for ``STALE_S`` is a process that died; a process starting on the same
 host with the same role and index removes such rows (it replaces them), and rows unseen for a day are pruned.

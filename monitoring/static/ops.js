@@ -257,7 +257,7 @@
     }
     return [t("目录", "Directory"), null, null, t("数据库中读不到已载入的目录（见 PostgreSQL 一行）", "no stored directory can be read (see the PostgreSQL row)")];
   }
-  var NAMES = { worker: t("工作进程", "worker"), gateway: t("网关", "gateway"), processes: t("流程引擎", "process engine") };
+  var NAMES = { worker: t("工作进程", "worker"), gateway: t("网关审验", "gateway examination"), processes: t("流程引擎", "process engine") };
   var LINKS = { amqp: t("经 AMQP", "over AMQP"), gateway: t("经 HTTPS 网关", "over the HTTPS gateway"),
     both: t("链路冲突", "both links") };
   function certRows(d) {

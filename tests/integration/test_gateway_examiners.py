@@ -101,6 +101,30 @@ async def test_submit_poll_ack_examined_in_an_examiner_process(gw: Gateway) -> N
     assert sorted(a[0] for a in answers) == [202, 409, 409]
 
 
+async def test_the_examiner_is_on_record_with_its_directory_version(gw: Gateway) -> None:
+    """Each examiner keeps its row in the store (hub.store.process_instances) with the directory version it examines
+    with, so the ops page's directory row sees a gateway's examination on any machine."""
+    from harness import until
+
+    from hub.store.directory import DirectoryRepository
+
+    [pid] = gw.state.direct.pids()
+    stored = (await DirectoryRepository(gw.hub.pool).current()).version
+
+    async def row() -> Any:
+        return await gw.hub.pool.fetchrow(
+            "SELECT role, idx, host, directory_version FROM process_instances WHERE pid = $1", pid
+        )
+
+    found = await until(row, "the examiner's row in process_instances", timeout=15)
+    assert (found["role"], found["idx"], found["host"], found["directory_version"]) == (
+        "gateway",
+        "0",
+        socket.gethostname(),
+        stored,
+    )
+
+
 async def test_a_killed_examiner_is_started_again(gw: Gateway) -> None:
     pool = gw.state.direct
     [pid] = pool.pids()
