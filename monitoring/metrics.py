@@ -33,8 +33,9 @@
                   "recent_requests": {"200": 0},
                   "p50_ms": 20.1, "p99_ms": 80.0,      # submissions (POST /v1/messages) over the window
                   "refusals": [{"system": "county-220183-oa" | "-", "code": "CERT_REVOKED", "title": "证书已吊销",
-                                "recent": 3, "hour": 12, "last": "…"}]},   # every gateway's own refusals of the
+                                "recent": 3, "hour": 12, "last": "…"}],   # every gateway's own refusals of the
                                 # last hour (hub.store.gateway_activity; recent: this minute and the one before)
+                  "requests_hour": 240},   # every gateway's identified requests of the last hour
       "queues": [{"name": "hub.in.normal", "role": "inbound" | "system" | "retry" | "dead" | "quarantine" | "other",
                   "system": null | "city-220100-oa", "ready": 0, "unacked": 0, "consumers": 2}],  # [] if no RabbitMQ
       "workers": {"state": "ok" | "degraded" | "down", "expected": 2 | null, "consumers": 2 | null,
@@ -54,7 +55,9 @@
                     "ready": 0, "unacked": 0,
                     "state": "connected" | "polling" | "disconnected",   # ``adapter_state``
                     "link": "amqp" | "gateway" | "both" | null,   # who reads the queue (``link_of``)
-                    "last_poll": "…" | null, "last_poll_s": 12.5 | null}],   # its last poll through any gateway
+                    "last_poll": "…" | null, "last_poll_s": 12.5 | null,   # its last poll through any gateway
+                    "gateway_requests": {"recent": 2, "hour": 40, "last": "…"} | null}],   # its requests through
+                                                    # any gateway in the last hour (null: none)
       "certificates": {
         "expiring": [{"serial", "kind", "subject", "agency", "system", "not_after", "days_left"}],  # ≤ 30 days
         "crls": [{"serial", "subject", "crl_number", "this_update", "next_update", "hours_left", "fresh"}]
@@ -399,7 +402,7 @@ async def _pool(app: web.Application) -> Any:
 
 async def _gateway_activity(
     app: web.Application,
-) -> tuple[dict[str, dt.datetime], list[dict[str, Any]], list[Any]]:
+) -> tuple[dict[str, dt.datetime], list[dict[str, Any]], list[Any], dict[str, Any]]:
     """What the gateways wrote (``hub.store.gateway_activity``, whatever machines they run on): each system's last
     poll, the last hour's refusals by system and code, and the gateways seen within a day; nothing when PostgreSQL
     cannot say (its own check on the page says why)."""
@@ -411,9 +414,10 @@ async def _gateway_activity(
             polls = await gateway_activity.last_polls(pool)
             refused = await gateway_activity.refusals(pool)
             running = await gateway_activity.instances(pool, within_s=86400.0)
+            arrived = await gateway_activity.requests(pool)
     except Exception:
-        return {}, [], []
-    return polls, [r.as_json() for r in refused], running
+        return {}, [], [], {}
+    return polls, [r.as_json() for r in refused], running, arrived
 
 
 async def _recorded(app: web.Application) -> list[Any]:
@@ -569,10 +573,11 @@ async def overview(app: web.Application) -> dict[str, Any]:
     out.update(figures(snap, then))
     beats = heartbeats(families)
     gateway = health.processes(beats, "gateway", now)
-    polls, refused, running = await _gateway_activity(app)
+    polls, refused, running, arrived = await _gateway_activity(app)
     out["gateway"]["state"] = gateway_state(gateway, running)
     out["gateway"]["instances"] = [i.as_json() for i in running]
     out["gateway"]["refusals"] = refused
+    out["gateway"]["requests_hour"] = sum(r.hour for r in arrived.values())  # every gateway's, any machine
     rows = queue_rows(settings, queues or [])
     out["queues"] = rows
     workers = next(c for c in checks if c.name == "workers")
@@ -594,6 +599,7 @@ async def overview(app: web.Application) -> dict[str, Any]:
                 "link": link_of(names, r["system"], users.get(r["name"], ())) if r["consumers"] else None,
                 "last_poll": None if seen is None else seen.astimezone(dt.UTC).isoformat(timespec="seconds"),
                 "last_poll_s": ago,
+                "gateway_requests": arrived[r["system"]].as_json() if r["system"] in arrived else None,
             }
         )
     engine = health.processes(beats, "processes", now)

@@ -247,6 +247,7 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         identity = state.identifier.identify(der)
         request[IDENTITY] = identity
+        state.activity.requested(identity.system)  # for the ops page: what of each system arrived (any gateway)
         with state.limits.admit(identity.system):
             return await handler(request)
     except Refused as exc:

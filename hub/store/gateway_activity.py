@@ -1,5 +1,5 @@
-"""What the HTTPS gateways saw, for the people on duty (migrations 023–025): each system's last poll, the requests a
-gateway refused itself, by minute, system and code, and which gateways run.
+"""What the HTTPS gateways saw, for the people on duty (migrations 023–025, 027): each system's last poll, its
+requests and those a gateway refused itself, by minute, system (and code), and which gateways run.
 
 A gateway notes them in memory as they happen (``GatewayActivity.polled`` / ``refused``: a dictionary write, nothing
 awaited) and a task of its own writes them every ``FLUSH_S`` (``flush``: one statement each, only what changed).
@@ -41,6 +41,7 @@ __all__ = [
     "instances",
     "last_polls",
     "refusals",
+    "requests",
 ]
 
 log = logging.getLogger("hub.store.gateway_activity")
@@ -67,7 +68,13 @@ INSERT INTO gateway_refusals (minute, system, code, count)
 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::integer[])
 ON CONFLICT (minute, system, code) DO UPDATE SET count = gateway_refusals.count + excluded.count
 """
+_REQUESTS = """
+INSERT INTO gateway_requests (minute, system, count)
+SELECT to_timestamp(m * 60), s, c FROM unnest($1::bigint[], $2::text[], $3::integer[]) AS u(m, s, c)
+ON CONFLICT (minute, system) DO UPDATE SET count = gateway_requests.count + excluded.count
+"""
 _PRUNE = "DELETE FROM gateway_refusals WHERE minute < now() - make_interval(days => $1)"
+_PRUNE_REQUESTS = "DELETE FROM gateway_requests WHERE minute < now() - make_interval(days => $1)"
 _PRUNE_INSTANCES = "DELETE FROM gateway_instances WHERE seen_at < now() - interval '1 day'"
 _JOIN = """
 WITH gone AS (
@@ -91,6 +98,8 @@ class GatewayActivity:
     def __init__(self) -> None:
         self._polls: dict[str, dt.datetime] = {}
         self._refusals: Counter[_Key] = Counter()
+        #: (minute since the epoch, system) → requests: an int minute, so counting costs a dict update and no datetime
+        self._requests: Counter[tuple[int, str]] = Counter()
         self._pruned = -PRUNE_EVERY_S
         #: Refusals given up while the store could not take them (said in the log once they are).
         self.lost = 0
@@ -121,14 +130,22 @@ class GatewayActivity:
             return
         self._refusals[key] += 1
 
+    def requested(self, system: str) -> None:
+        """A request of ``system`` (identified by its certificate) arrived."""
+        key = (int(time.time()) // 60, system)
+        if key not in self._requests and len(self._requests) >= MAX_PENDING:
+            return  # the store has not taken the earlier minutes: this one is not counted
+        self._requests[key] += 1
+
     @property
     def pending(self) -> bool:
-        return bool(self._polls or self._refusals)
+        return bool(self._polls or self._refusals or self._requests)
 
     async def flush(self, pool: Any) -> None:
         """Write what was noted since the last flush; on failure it is kept for the next (StoreUnavailable)."""
         polls, self._polls = self._polls, {}
         counted, self._refusals = self._refusals, Counter()
+        arrived, self._requests = self._requests, Counter()
         try:
             async with translated("writing the gateway's activity"), pool.acquire() as conn, conn.transaction():
                 # this gateway's row (written again if it went meanwhile), replacing the dead ones of this host
@@ -149,8 +166,14 @@ class GatewayActivity:
                         [k[2] for k in keys],
                         [counted[k] for k in keys],
                     )
+                if arrived:
+                    keys_r = sorted(arrived)
+                    await conn.execute(
+                        _REQUESTS, [k[0] for k in keys_r], [k[1] for k in keys_r], [arrived[k] for k in keys_r]
+                    )
                 if time.monotonic() - self._pruned >= PRUNE_EVERY_S:
                     await conn.execute(_PRUNE, KEEP_DAYS)
+                    await conn.execute(_PRUNE_REQUESTS, KEEP_DAYS)
                     await conn.execute(_PRUNE_INSTANCES)
                     self._pruned = time.monotonic()
             self._beat = time.monotonic()
@@ -160,6 +183,9 @@ class GatewayActivity:
                 if system not in self._polls:
                     self._polls[system] = at
             self._refusals.update(counted)
+            self._requests.update(arrived)
+            for minute in sorted(self._requests)[: max(0, len(self._requests) - MAX_PENDING)]:
+                del self._requests[minute]  # the oldest minutes go first
             excess = len(self._refusals) - MAX_PENDING
             if excess > 0:  # the oldest minutes go first
                 for key in sorted(self._refusals)[:excess]:
@@ -218,6 +244,35 @@ async def instances(executor: Any, *, within_s: float = 600.0) -> list[Instance]
         within_s,
     )
     return [Instance(r["host"], r["pid"], r["started_at"], max(0.0, r["seen_s"]), tuple(r["not_ready"])) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Requests:
+    """A system's requests through the gateways: in the last two minutes (this one and the one before), the last
+    hour, and the latest minute with one."""
+
+    recent: int
+    hour: int
+    last: dt.datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {"recent": self.recent, "hour": self.hour, "last": self.last.isoformat(timespec="seconds")}
+
+
+async def requests(executor: Any) -> dict[str, Requests]:
+    """System → its requests through any gateway in the last hour."""
+    rows = await executor.fetch(
+        """
+        SELECT system,
+               coalesce(sum(count) FILTER (WHERE minute >= date_trunc('minute', now()) - interval '1 minute'), 0)
+                   AS recent,
+               sum(count) AS hour, max(minute) AS last
+        FROM gateway_requests
+        WHERE minute >= now() - interval '1 hour'
+        GROUP BY system
+        """
+    )
+    return {r["system"]: Requests(r["recent"], r["hour"], r["last"]) for r in rows}
 
 
 async def last_polls(executor: Any) -> dict[str, dt.datetime]:

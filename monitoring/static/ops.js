@@ -164,6 +164,7 @@
           return i.host + " (pid " + i.pid + t("，", ", ") + ago(i.seen_s) + t("最后一次刷新", " last seen") + ")"; }).join(", ") + " · " : "");
       // The request counts and p99 come from this host's metrics files (hub run --gateway): "本机".
       rows.push([t("HTTPS 网关", "HTTPS gateway"), g[0], g[1], where +
+        (num(d.gateway.requests_hour) !== null ? t("近 1 小时各网关请求 ", "requests through every gateway in the last hour: ") + d.gateway.requests_hour + " · " : "") +
         t("本机请求 ", "requests on this host ") + n + (num(d.gateway.p99_ms) !== null ? " · p99 " + fmt(d.gateway.p99_ms) + " ms" : "") +
         (refusedHour ? t(" · 近 1 小时网关拒绝 ", " · refused by the gateways in the last hour: ") + refusedHour : "")]);
       // Every gateway's own refusals of the last hour by system (hub.store.gateway_activity), the recent ones first:
@@ -215,7 +216,7 @@
         if (a.state === "polling") {
           rows.push([t("适配器 ", "adapter ") + a.system, true, state("polling")[1] + " · " + LINKS.gateway,
             t("上次轮询 ", "last polled ") + ago(a.last_poll_s) + t("，两次轮询之间网关不占用其队列 · ", "; between polls the gateway leaves its queue · ") +
-            t("待取 ", "ready ") + (a.ready || 0) + t(" · 处理中 ", " · unacked ") + (a.unacked || 0)]);
+            t("待取 ", "ready ") + (a.ready || 0) + t(" · 处理中 ", " · unacked ") + (a.unacked || 0) + viaGateway(a)]);
           return;
         }
         // Who reads the queue (monitoring.metrics.link_of): the system over RabbitMQ, the HTTPS gateway for it, or
@@ -225,10 +226,18 @@
           t("已连接", "connected") + (link ? " · " + link : ""),
           (a.link === "both" ? t("AMQP 与 HTTPS 网关同时读取，网关将让出队列 · ",
             "read over AMQP and by the HTTPS gateway at once; the gateway gives the queue up · ") : "") +
-          t("待取 ", "ready ") + (a.ready || 0) + t(" · 处理中 ", " · unacked ") + (a.unacked || 0)]);
+          t("待取 ", "ready ") + (a.ready || 0) + t(" · 处理中 ", " · unacked ") + (a.unacked || 0) + viaGateway(a)]);
       });
     }
     return rows;
+  }
+  // A system's requests through the HTTPS gateways in the last hour (hub.store.gateway_activity: every gateway, any
+  // machine): when a bureau says it cannot send, whether anything of it arrived at all.
+  function viaGateway(a) {
+    var g = a.gateway_requests;
+    if (!g || typeof g !== "object" || num(g.hour) === null) { return ""; }
+    return t(" · 近 1 小时经网关请求 ", " · requests through the gateways in the last hour: ") + g.hour +
+      (num(g.recent) ? t("（近 2 分钟 ", " (last 2 min: ") + g.recent + t("）", ")") : "");
   }
   // Has every process of hub run taken the directory hub directory load stored (monitoring.health.directory_state)?
   function directoryRow(dv) {

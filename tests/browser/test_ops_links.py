@@ -5,6 +5,7 @@ then gives the queue up (``hub.gateway.links``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -73,6 +74,14 @@ async def test_a_system_between_two_polls_is_not_called_disconnected(ops: Any, p
     )
     await ops.pool.execute(set_poll, POLLING, 40.0)
     await ops.pool.execute(set_poll, GONE, 3 * 3600.0)
+    # its requests through the gateways (gateway_requests, as a gateway's activity task writes them): 5 a while ago
+    # and 2 in this minute
+    add = (
+        "INSERT INTO gateway_requests (minute, system, count) VALUES (date_trunc('minute', now()) - $2::interval, $1,"
+        " $3) ON CONFLICT (minute, system) DO UPDATE SET count = excluded.count"
+    )
+    await ops.pool.execute(add, POLLING, dt.timedelta(minutes=20), 5)
+    await ops.pool.execute(add, POLLING, dt.timedelta(0), 2)
     try:
         await ops.login(page, "duty")
         rows = page.locator("#health tr")
@@ -81,6 +90,7 @@ async def test_a_system_between_two_polls_is_not_called_disconnected(ops: Any, p
         assert "good" in (await polling.locator(".badge").get_attribute("class") or "")
         text = await polling.inner_text()
         assert "秒前，两次轮询之间网关不占用其队列" in text and "待取 0" in text
+        assert "近 1 小时经网关请求 7（近 2 分钟 2）" in text
         summary = rows.filter(has_text="未连接：")
         await summary.wait_for(timeout=30_000)
         listed = await summary.inner_text()
@@ -90,6 +100,7 @@ async def test_a_system_between_two_polls_is_not_called_disconnected(ops: Any, p
         await ops.screenshot(page, "ops-adapter-polling")
     finally:
         await ops.pool.execute("DELETE FROM gateway_polls WHERE system = ANY($1::text[])", [POLLING, GONE])
+        await ops.pool.execute("DELETE FROM gateway_requests WHERE system = $1", POLLING)
 
 
 async def test_the_gateways_refusals_name_the_system_and_the_reason(ops: Any, page: Any) -> None:

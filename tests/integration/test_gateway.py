@@ -460,6 +460,33 @@ async def test_an_expired_certificate_is_answered_and_a_foreign_one_fails_the_ha
     assert await until(written, "the refusals in the store", timeout=20) == got
 
 
+async def test_each_systems_requests_are_counted_in_the_store(gw: Gateway) -> None:
+    """Every identified request is counted by minute under its system and written by the gateway's activity task
+    (hub.store.gateway_activity, migration 027): the ops overview's "近 1 小时经网关请求" for each system, on any
+    machine — when a bureau says it cannot send, whether anything of it arrived at all."""
+    from harness import until
+
+    from hub.store import gateway_activity
+
+    async def hour() -> int:
+        got = (await gateway_activity.requests(gw.hub.pool)).get(OTHER)
+        return got.hour if got is not None else 0
+
+    before = await hour()
+    other = gw.session(OTHER)
+    for _ in range(3):
+        async with other.get(f"/v1/messages/{uuid.uuid4()}") as r:  # identified, answered 404: a request all the same
+            assert r.status == 404
+    async with gw.session(None).get("/v1/inbox") as r:  # no certificate: no system to count it under
+        assert r.status == 401
+
+    async def counted() -> int | None:
+        n = await hour() - before
+        return n if n >= 3 else None
+
+    assert await until(counted, "the requests in the store", timeout=10) == 3
+
+
 async def test_ready_for_the_load_balancer(gw: Gateway, settings: Settings) -> None:
     """GET /ready with no client certificate: 200 while every part works; a store that no longer answers (a closed
     pool: PostgreSQL's own error) and a broker connection that is down (a closed connection) make it 503

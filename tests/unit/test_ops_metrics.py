@@ -293,6 +293,7 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
             "p99_ms",
             "refusals",
             "instances",
+            "requests_hour",
         }
         assert set(data["workers"]) == {"state", "expected", "consumers", "processes"}
         assert set(data["certificates"]) == {"expiring", "crls"}
@@ -476,6 +477,40 @@ async def test_a_gateways_activity_waits_for_the_store_and_stays_bounded(monkeyp
     activity.refused("city-220100-oa", "GATEWAY_RATE_LIMITED")  # the same row: counted
     activity.refused("city-220200-oa", "GATEWAY_RATE_LIMITED")  # a fourth: given up
     assert len(activity._refusals) == 3 and activity.lost == 1
+
+
+async def test_a_gateways_request_counts_wait_for_the_store_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``GatewayActivity.requested``: each identified request counted by minute and system; a flush the store refuses
+    keeps them (added to what came meanwhile); past ``MAX_PENDING`` rows a new minute or system is not counted, and
+    a failed flush keeps the newest minutes."""
+    from hub.errors import StoreUnavailable
+    from hub.store import gateway_activity as ga
+
+    class Down:
+        def acquire(self) -> Any:
+            raise StoreUnavailable("PostgreSQL is down")
+
+    minute = [100]
+    monkeypatch.setattr(ga.time, "time", lambda: minute[0] * 60.0 + 1)
+    activity = ga.GatewayActivity()
+    for _ in range(3):
+        activity.requested("county-220183-oa")
+    activity.requested("city-220100-oa")
+    assert activity.pending and activity._requests == {(100, "county-220183-oa"): 3, (100, "city-220100-oa"): 1}
+    with pytest.raises(StoreUnavailable):
+        await activity.flush(Down())
+    activity.requested("county-220183-oa")
+    assert activity._requests[(100, "county-220183-oa")] == 4
+
+    monkeypatch.setattr(ga, "MAX_PENDING", 3)
+    minute[0] = 101
+    activity.requested("county-220183-oa")  # a third row
+    activity.requested("city-220200-oa")  # a fourth: not counted
+    assert len(activity._requests) == 3 and (101, "city-220200-oa") not in activity._requests
+    monkeypatch.setattr(ga, "MAX_PENDING", 2)
+    with pytest.raises(StoreUnavailable):
+        await activity.flush(Down())
+    assert set(activity._requests) == {(100, "county-220183-oa"), (101, "county-220183-oa")}  # the oldest went
 
 
 def test_the_gateway_row_counts_gateways_on_any_machine() -> None:
