@@ -1164,8 +1164,8 @@ class Scenario:
         )
         if idle is not None:
             idle_s, page = idle
-            page_zh = "运维页面显示门户“间歇轮询”并计入待取，" if page else ""
-            page_en = "the ops page: polls from time to time, one waiting; " if page else ""
+            page_zh = "运维页面显示门户“间歇轮询”、近 1 小时经网关的请求数并计入待取，" if page else ""
+            page_en = "the ops page: polls from time to time, one waiting, its requests counted; " if page else ""
             o.lines.append(
                 f"门户停止轮询 {idle_s:g} 秒后网关放开其队列：审批系统的下一条进度在 RabbitMQ 中待取"
                 f"（{page_zh}投递可照常过期），门户再次轮询（wait=0）即取到"
@@ -1300,6 +1300,12 @@ class Scenario:
             if not o.expect(
                 row.get("state") == "polling" and (row.get("ready") or 0) >= 1 and row.get("last_poll_s") is not None,
                 f"the ops overview's row of the portal between its polls: {row}",
+            ):
+                return None
+            # its submission, polls and acknowledgements counted through the gateways (hub.store.gateway_activity)
+            if not o.expect(
+                ((row.get("gateway_requests") or {}).get("hour") or 0) >= 3,
+                f"the ops overview's count of the portal's requests through the gateway: {row}",
             ):
                 return None
         got = False

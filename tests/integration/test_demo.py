@@ -91,7 +91,7 @@ def _check_first_run(first: subprocess.CompletedProcess[str], state: Path) -> No
         "typed, bound to the query, signed by the database system and the hub",
         "the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt",
         "the portal stopped polling: 3 s later the gateway let its queue go, the approval system's next status waited "
-        "ready in RabbitMQ (the ops page: polls from time to time, one waiting;",
+        "ready in RabbitMQ (the ops page: polls from time to time, one waiting, its requests counted;",
         "the portal's expired TLS certificate was answered 403 CERT_EXPIRED with its date; a certificate of another CA "
         "failed the TLS handshake; the ops page listed both (under the portal, and under TLS handshakes)",
         "an adapter on the SDK over HTTPS only (gateway_url): 桦甸 received 吉林市's notice by long poll, its handler's",
