@@ -39,6 +39,7 @@
       "queues": [{"name": "hub.in.normal", "role": "inbound" | "system" | "retry" | "dead" | "quarantine" | "other",
                   "system": null | "city-220100-oa", "ready": 0, "unacked": 0, "consumers": 2}],  # [] if no RabbitMQ
       "workers": {"state": "ok" | "degraded" | "down", "expected": 2 | null, "consumers": 2 | null,
+                  "elsewhere": [{"host": "hub-b", "workers": 4}],   # other machines' live workers (their rows)
                   "processes": [{"index": "0", "pid": "4711" | null, "age_s": 0.4, "fresh": true}]},
       "processes": {"state": "up" | "down" | "absent",  # ``engine_state``: this host's heartbeat and every engine's
                     "alarms": 0 | null,                  # row (hub.store.process_instances), any machine; open process
@@ -442,6 +443,17 @@ def _live(recorded: Sequence[Any]) -> list[Any]:
     return [r for r in recorded if r.alive and (r.host != here or health.pid_alive(str(r.pid)))]
 
 
+def workers_elsewhere(recorded: Sequence[Any]) -> list[dict[str, Any]]:
+    """How many live pipeline workers each other machine has, by their rows in the store: the workers row of an ops
+    page on a machine of its own (this host's come from its metrics files)."""
+    import socket
+    from collections import Counter
+
+    here = socket.gethostname()
+    hosts = Counter(r.host for r in _live(recorded) if r.role == "worker" and r.host != here)
+    return [{"host": h, "workers": n} for h, n in sorted(hosts.items())]
+
+
 def engine_state(local: Sequence[dict[str, Any]], recorded: Sequence[Any]) -> str:
     """The process engine row's state: ``up`` when an engine is alive (a fresh heartbeat on this host, or a row of
     ``process_instances`` refreshed lately: any machine); ``down`` when one was known (a heartbeat, or a row seen
@@ -582,6 +594,8 @@ async def overview(app: web.Application) -> dict[str, Any]:
     out["queues"] = rows
     workers = next(c for c in checks if c.name == "workers")
     out["workers"] = {k: workers.detail.get(k) for k in ("state", "expected", "consumers", "processes")}
+    recorded = await _recorded(app)
+    out["workers"]["elsewhere"] = workers_elsewhere(recorded)
     out["adapters"] = []
     for r in rows:
         if r["role"] != "system":
@@ -603,7 +617,6 @@ async def overview(app: web.Application) -> dict[str, Any]:
             }
         )
     engine = health.processes(beats, "processes", now)
-    recorded = await _recorded(app)
     out["processes"] = {
         "state": engine_state(engine, recorded),
         "alarms": await _open_alarms(app),

@@ -141,7 +141,10 @@
       var fresh = procs.filter(function (p) { return p && p.fresh; }).length;
       rows.push([t("工作进程", "Workers"), w[0], w[1],
         t("进程 ", "processes ") + fresh + "/" + (d.workers.expected === null || d.workers.expected === undefined ? procs.length : d.workers.expected) +
-        (d.workers.consumers !== null && d.workers.consumers !== undefined ? t(" · 消费者 ", " · consumers ") + d.workers.consumers : "")]);
+        (d.workers.consumers !== null && d.workers.consumers !== undefined ? t(" · 消费者 ", " · consumers ") + d.workers.consumers : "") +
+        // other machines' live workers, from their rows in the store (hub.store.process_instances)
+        (Array.isArray(d.workers.elsewhere) && d.workers.elsewhere.length ? t(" · 其他主机：", " · other hosts: ") +
+          d.workers.elsewhere.slice(0, 6).map(function (h) { return h.host + " " + h.workers; }).join(", ") : "")]);
     }
     if (d.gateway && typeof d.gateway === "object") {
       var g = state(d.gateway.state), req = d.gateway.requests || {}, n = 0;

@@ -175,7 +175,7 @@ async def test_the_gateway_row_names_the_gateways_on_other_machines(ops: Any, pa
 async def test_the_process_engine_row_names_where_it_runs(ops: Any, page: Any) -> None:
     """The ops page on a machine of its own (docs/operations.md) sees the process engine — which escalates emergency
     alerts nobody signed for — by its row in the store (hub.store.process_instances, any machine): running, and
-    where; the directory row names another machine's processes with their host."""
+    where; the directory row names another machine's processes with their host, the workers row its workers."""
     import uuid
 
     add = (
@@ -196,6 +196,8 @@ async def test_the_process_engine_row_names_where_it_runs(ops: Any, page: Any) -
         directory = rows.filter(has_text="目录").filter(has_text="hub-b.example")
         await directory.wait_for(timeout=30_000)
         assert "工作进程 0（hub-b.example pid 4712，第 " in await directory.inner_text()
+        workers = rows.filter(has_text="工作进程").filter(has_text="其他主机：hub-b.example 1")
+        await workers.wait_for(timeout=30_000)
         await ops.screenshot(page, "ops-engine-elsewhere")
     finally:
         await ops.pool.execute("DELETE FROM process_instances WHERE instance = ANY($1::uuid[])", added)

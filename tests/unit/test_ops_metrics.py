@@ -295,7 +295,7 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
             "instances",
             "requests_hour",
         }
-        assert set(data["workers"]) == {"state", "expected", "consumers", "processes"}
+        assert set(data["workers"]) == {"state", "expected", "consumers", "processes", "elsewhere"}
         assert set(data["certificates"]) == {"expiring", "crls"}
         assert data["ready"] is False
         codes = {c["name"]: c["code"] for c in data["checks"]}
@@ -634,6 +634,8 @@ def test_the_engine_and_directory_rows_read_every_machines_processes() -> None:
     assert view["state"] == "behind" and [(p["host"], p["pid"], p["current"]) for p in view["processes"]] == [
         ("hub-b", "200", False)
     ]
+    # the workers row: other machines' live workers by host (this host's come from its metrics files)
+    assert mm.workers_elsewhere(rows) == [{"host": "hub-b", "workers": 1}]
     assert remote.as_json() == {
         "role": "processes",
         "index": "0",
