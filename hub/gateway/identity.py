@@ -4,11 +4,11 @@ The TLS handshake already checked the chain to the hub root (the server's ``ssl.
 issuing CAs only), but not the dates (``tls.NO_CHECK_TIME``). Here, per request: a certificate at all (else 401
 ``GATEWAY_NO_CERTIFICATE``), its validity period and its CAs' (else 403 ``CERT_EXPIRED``, naming the date: a client
 whose certificate lapsed reads why, the people on duty see which system), revocation against the hub's CRLs (the
-``TrustStore`` the verifier uses: the same ``LoadedCrl`` data, fail closed: ``CERT_CRL_UNAVAILABLE`` /
-``CERT_REVOKED``), the clientAuth usage, and the subject's (agency, system) — ``hub.trust.pki.agency_and_system`` —
-being an agency system of the directory
-(``GATEWAY_UNKNOWN_SYSTEM``). That the system equals the signed sender of what it submits is the processor's check
-(``CERT_SIGNER_MISMATCH``), as for AMQP users.
+``TrustStore`` the verifier uses: the same ``LoadedCrl`` data, fail closed: 503 ``CERT_CRL_UNAVAILABLE`` — the hub's
+state, not the client's — / 403 ``CERT_REVOKED``), the clientAuth usage, and the subject's (agency, system) —
+``hub.trust.pki.agency_and_system`` — being an agency system of the directory (``GATEWAY_UNKNOWN_SYSTEM``). That
+the system equals the signed sender of what it submits is the processor's check (``CERT_SIGNER_MISMATCH``), as for
+AMQP users.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from hub.directory import Directory
     from hub.trust import TrustStore
 
-__all__ = ["ClientIdentity", "Identifier", "Refused"]
+__all__ = ["CRL_RETRY_AFTER_S", "ClientIdentity", "Identifier", "Refused"]
+
+#: Retry-After of a request that could not be identified because the hub's CRLs are stale.
+CRL_RETRY_AFTER_S = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +188,14 @@ class Identifier:
         for subject, ca in ((issuer, store.root), (cert, issuer)):
             crl = store.crl_for(ca)
             if crl is None or not crl.is_fresh(now):
+                # The hub's own state, not the client's certificate: 503 with Retry-After, so clients (and the SDK's
+                # start) try again instead of taking it for a refusal of their certificate.
                 raise Refused(
-                    403,
+                    503,
                     "CERT_CRL_UNAVAILABLE",
-                    "no fresh CRL of the hub CA is available; revocation cannot be checked (hub pki crl)",
+                    "no fresh CRL of the hub CA is available, so no certificate can be checked for revocation until "
+                    "the hub's operators publish one (hub pki crl); try again later",
+                    retry_after=CRL_RETRY_AFTER_S,
                 )
             hit = crl.revoked.get(subject.serial_number)
             if hit is not None:

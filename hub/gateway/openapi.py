@@ -90,7 +90,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
         "429": {"$ref": f"{_REF}/responses/RateLimited"},
         "500": _refusal("the hub failed to examine the message (INTERNAL, signed hub.error)", xml=True),
         "503": _refusal(
-            "the broker or the database is unavailable, or no answer within the gateway's answer timeout "
+            "the broker or the database is unavailable, the hub's CRLs are stale (CERT_CRL_UNAVAILABLE), or no "
+            "answer within the gateway's answer timeout "
             "(GATEWAY_TIMEOUT: ask GET /v1/messages/{id} later), or no examiner process of the gateway could "
             "finish it (GATEWAY_UNAVAILABLE: send it again)",
             xml=True,
@@ -476,8 +477,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                 },
                 "Forbidden": {
                     "description": "the certificate is revoked (CERT_REVOKED), expired or not yet valid "
-                    "(CERT_EXPIRED), its CRL unavailable, not for TLS clients, or not an agency system of the "
-                    "directory (GATEWAY_UNKNOWN_SYSTEM)",
+                    "(CERT_EXPIRED), not for TLS clients, or not an agency system of the directory "
+                    "(GATEWAY_UNKNOWN_SYSTEM)",
                     "headers": _headers("X-Hub-Code"),
                     "content": {"application/json": _error_json()},
                 },
@@ -493,7 +494,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     "content": {"application/json": _error_json()},
                 },
                 "Unavailable": {
-                    "description": "the broker or the database is unavailable (DELIVERY_*, STORE_*)",
+                    "description": "the broker or the database is unavailable (DELIVERY_*, STORE_*), or the hub's "
+                    "CRLs are stale so no client certificate can be checked (CERT_CRL_UNAVAILABLE)",
                     "headers": _headers("X-Hub-Code", "Retry-After"),
                     "content": {"application/json": _error_json()},
                 },

@@ -217,3 +217,20 @@ def test_a_certificate_outliving_its_issuing_ca_is_refused_when_the_ca_lapsed(tp
     with pytest.raises(Refused) as info:
         ident.identify(der, lapsed)
     assert info.value.code == "CERT_EXPIRED" and "issuing CA" in info.value.detail
+
+
+def test_stale_crls_are_the_hubs_state_503_not_a_refusal_of_the_certificate(tpki: TestPki, tmp_path: Path) -> None:
+    """With the hub's CRLs stale no certificate can be checked for revocation: 503 ``CERT_CRL_UNAVAILABLE`` with
+    Retry-After (the hub's state; clients and the SDK's start try again), not a 403 that says their certificate was
+    refused."""
+    from hub.gateway.identity import CRL_RETRY_AFTER_S
+
+    store = TrustStore.load(tpki.dir)
+    stale_at = max(c.next_update for c in (store.crl_for(store.root), store.crl_for(tpki.issuing)) if c is not None)
+    later = stale_at + dt.timedelta(minutes=1)
+    der, cert = _der(tpki, tmp_path, days=(later - dt.datetime.now(dt.UTC)).days + 30)
+    assert cert.not_valid_after_utc > later
+    with pytest.raises(Refused) as info:
+        _identifier(tpki).identify(der, later)
+    assert (info.value.status, info.value.code) == (503, "CERT_CRL_UNAVAILABLE")
+    assert info.value.retry_after == CRL_RETRY_AFTER_S and "try again later" in info.value.detail
