@@ -61,7 +61,7 @@ from adapters.sdk._errors import (
 )
 from adapters.sdk._settings import AdapterSettings
 from adapters.sdk._store import HandledStore, Tx, open_store
-from adapters.sdk._trust import AgencyTrust, Opened, load_signer
+from adapters.sdk._trust import AgencyTrust, Opened, load_signer, warn_if_expiring
 from hub.directory.model import REFUSAL_SERVICE
 from hub.envelope.model import NOTICE_NS, NOTICE_SERVICE
 
@@ -229,6 +229,7 @@ class Adapter:
             raise ConfigurationError(
                 f"the key's certificate is for system {w.signer.identity.system!r}, not {self.system!r}"
             )
+        warn_if_expiring(self.system, w.signer.certificates[0])
         await w.store.open()
         s = self.settings
         names = w.transport.names

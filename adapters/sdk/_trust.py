@@ -9,11 +9,15 @@ signed tree is used afterwards.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.sdk._errors import ConfigurationError
+
+log = logging.getLogger("adapters.sdk")
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -31,6 +35,40 @@ def registry() -> Any:
     from adapters.sdk._message import schema_registry
 
     return schema_registry()
+
+
+#: The system's certificate expiring within this many days is said in the log at each start.
+EXPIRY_WARNING_DAYS = 30
+
+
+def warn_if_expiring(system: str, cert: Any, *, now: datetime | None = None) -> int | None:
+    """Say in the log when the system's own certificate expires within ``EXPIRY_WARNING_DAYS`` (or has): with it
+    the hub refuses what the system signs and, over HTTPS, the gateway its requests (403 ``CERT_EXPIRED``). The days
+    left when it was said, else None."""
+    now = now or datetime.now(UTC)
+    end = cert.not_valid_after_utc
+    days = (end - now).days
+    if end <= now:
+        log.error(
+            "the certificate of %s expired on %s: the hub refuses what it signs; ask the hub's operators for a new "
+            "one (hub adapter enrol) · 本系统证书已于 %s 过期，请向枢纽运维申请换发",
+            system,
+            f"{end:%Y-%m-%d}",
+            f"{end:%Y-%m-%d}",
+        )
+        return days
+    if days <= EXPIRY_WARNING_DAYS:
+        log.warning(
+            "the certificate of %s expires on %s (in %d days): ask the hub's operators for a new one in time "
+            "(hub adapter enrol) · 本系统证书将于 %s 到期（还剩 %d 天），请及时向枢纽运维申请换发",
+            system,
+            f"{end:%Y-%m-%d}",
+            days,
+            f"{end:%Y-%m-%d}",
+            days,
+        )
+        return days
+    return None
 
 
 def load_signer(key_path: Path, cert_path: Path) -> Signer:

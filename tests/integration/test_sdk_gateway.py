@@ -250,6 +250,28 @@ async def test_an_adapter_whose_certificate_expired_is_told_so_at_start(gw: Gate
     assert "expired on" in caught.value.detail and NONGAN in caught.value.detail
 
 
+async def test_an_adapter_whose_certificate_expires_soon_says_so_at_start(
+    gw: Gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ten days left on the system's certificate: the adapter starts and says in its log when it expires
+    (adapters.sdk._trust.warn_if_expiring), so the agency renews it before the hub refuses it."""
+    import logging
+
+    from gateway_certs import client_certificate
+
+    adapter = over_https(gw, NONGAN, tmp_path)
+    assert adapter.settings is not None
+    s = gw.hub.settings
+    cert, key, _ = client_certificate(s.state_dir / "pki", s.ca_passphrase, SYSTEMS[NONGAN], NONGAN, tmp_path, days=10)
+    adapter.settings.cert_path.write_bytes(cert.read_bytes())
+    adapter.settings.key_path.write_bytes(key.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="adapters.sdk"):
+        async with adapter:
+            pass
+    said = [r.getMessage() for r in caplog.records if "expires on" in r.getMessage()]
+    assert len(said) == 1 and NONGAN in said[0] and "(in 9 days)" in said[0], said  # 9 days and 23 hours left
+
+
 def _foreign_root() -> bytes:
     """A self-signed CA certificate of nobody's hub."""
     import datetime as dt
