@@ -1087,8 +1087,6 @@ class Scenario:
         env, data = self.mail.sign(portal, self._sample("approval.application", "tree-felling-licence.xml"))
         xml = {"Content-Type": "application/xml"}
         async with aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=tls)) as http:
-            # What an earlier run left in the portal's inbox (the gateway holds its queue for HTTPS polls, so the
-            # scenario's start-up drain cannot take it): the portal reads and acknowledges it first, as it would.
             # What the load balancer in front of the gateways asks (no client certificate needed).
             async with http.get("/ready") as r:
                 probe = await r.json() if r.status in (200, 503) else {}
@@ -1097,6 +1095,8 @@ class Scenario:
                 f"GET /ready: {r.status} {[c for c in probe.get('checks', []) if not c.get('ok')]}",
             ):
                 return
+            # What an earlier run left in the portal's inbox (the gateway holds its queue for HTTPS polls, so the
+            # scenario's start-up drain cannot take it): the portal reads and acknowledges it first, as it would.
             leftovers = 0
             while leftovers < 500:
                 async with http.get("/v1/inbox", params={"wait": "0"}) as r:
