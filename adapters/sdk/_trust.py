@@ -47,28 +47,28 @@ def warn_if_expiring(system: str, cert: Any, *, now: datetime | None = None) -> 
     left when it was said, else None."""
     now = now or datetime.now(UTC)
     end = cert.not_valid_after_utc
-    days = (end - now).days
+    days, on = (end - now).days, f"{end:%Y-%m-%d}"
     if end <= now:
         log.error(
             "the certificate of %s expired on %s: the hub refuses what it signs; ask the hub's operators for a new "
             "one (hub adapter enrol) · 本系统证书已于 %s 过期，请向枢纽运维申请换发",
             system,
-            f"{end:%Y-%m-%d}",
-            f"{end:%Y-%m-%d}",
+            on,
+            on,
         )
-        return days
-    if days <= EXPIRY_WARNING_DAYS:
+    elif days <= EXPIRY_WARNING_DAYS:
         log.warning(
             "the certificate of %s expires on %s (in %d days): ask the hub's operators for a new one in time "
             "(hub adapter enrol) · 本系统证书将于 %s 到期（还剩 %d 天），请及时向枢纽运维申请换发",
             system,
-            f"{end:%Y-%m-%d}",
+            on,
             days,
-            f"{end:%Y-%m-%d}",
+            on,
             days,
         )
-        return days
-    return None
+    else:
+        return None
+    return days
 
 
 def load_signer(key_path: Path, cert_path: Path) -> Signer:

@@ -1235,20 +1235,9 @@ class Scenario:
                 refused = True
             if not o.expect(refused, "a certificate of another CA did not fail the TLS handshake"):
                 return
-        shown = False
-        if self.ops_url:
-            wanted = {f"{portal} CERT_EXPIRED", "- TLS_CERT_UNTRUSTED"}
-            rows = await self._on_the_page(
-                lambda d: {
-                    f"{r['system']} {r['code']}": r
-                    for r in (d.get("gateway") or {}).get("refusals") or []
-                    if f"{r['system']} {r['code']}" in wanted
-                },
-                lambda got: all((got.get(k) or {}).get("recent", 0) >= 1 for k in wanted),
-            )
-            if not o.expect(set(rows) == wanted, f"the ops overview's refusals of the gateway: {sorted(rows)}"):
-                return
-            shown = True
+        shown = await self._refusals_on_the_page(o, {(portal, "CERT_EXPIRED"), ("-", "TLS_CERT_UNTRUSTED")})
+        if shown is None:
+            return
         o.lines.append(
             f"门户管理员误用去年的 TLS 证书（{detail.split('expired on ', 1)[1][:10]} 已过期）：网关完成握手后答复 "
             "403 CERT_EXPIRED，JSON 中写明过期日期；自建 CA 签发的证书在 TLS 握手即被拒"
@@ -1465,22 +1454,9 @@ class Scenario:
         if not o.expect((status, code) == (409, CONFLICT), f"吉林市's HTTPS poll beside AMQP: {status} {code}"):
             return
         # What the people on duty see: the overview's 网关拒绝 rows name the system and the code.
-        shown = False
-        if self.ops_url:
-            row = await self._on_the_page(
-                lambda d: next(
-                    (
-                        r
-                        for r in (d.get("gateway") or {}).get("refusals") or []
-                        if (r["system"], r["code"]) == (system, CONFLICT)
-                    ),
-                    {},
-                ),
-                lambda r: (r.get("recent") or 0) >= 1,
-            )
-            if not o.expect((row.get("recent") or 0) >= 1, f"the ops overview's refusals of the gateway: {row}"):
-                return
-            shown = True
+        shown = await self._refusals_on_the_page(o, {(system, CONFLICT)})
+        if shown is None:
+            return
         o.lines.append(
             "吉林市林业局已经 AMQP 订阅自己的队列，再经 HTTPS 轮询即被拒绝"
             "（409 GATEWAY_LINK_CONFLICT：一个系统只走一条链路）"
@@ -1623,6 +1599,27 @@ class Scenario:
                 if done(shown) or time.monotonic() > deadline:
                     return shown
                 await asyncio.sleep(0.5)
+
+    async def _refusals_on_the_page(self, o: Outcome, wanted: set[tuple[str, str]]) -> bool | None:
+        """Whether the overview's 网关拒绝 rows list each (system, code) of ``wanted`` with a recent refusal: True
+        when they do, False when the scenario has no ops page, None (the problem recorded in ``o``) when not."""
+        if not self.ops_url:
+            return False
+
+        def key(r: dict[str, Any]) -> str:
+            return f"{r.get('system')} {r.get('code')}"
+
+        keys = {f"{system} {code}" for system, code in wanted}
+        rows = await self._on_the_page(
+            lambda d: {key(r): r for r in (d.get("gateway") or {}).get("refusals") or [] if key(r) in keys},
+            lambda got: all((got.get(k) or {}).get("recent", 0) >= 1 for k in keys),
+        )
+        if not o.expect(
+            all((rows.get(k) or {}).get("recent", 0) >= 1 for k in keys),
+            f"the ops overview's refusals of the gateway: {sorted(rows.items())}",
+        ):
+            return None
+        return True
 
     async def _directory_on_the_page(self, version: int) -> dict[str, Any]:
         """The overview's directory row, once it shows ``version`` taken by every process."""

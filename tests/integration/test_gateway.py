@@ -350,10 +350,14 @@ async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
         cert, key = gw.certs[SENDER]
         ctx = client_ssl_context(gw.pki_dir, cert, key)
 
-        # a TLS handshake that never comes, or never ends (a slow loris before TLS): closed after the header timeout
-        # too, not asyncio's default of 60 s
-        for start in (b"", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):  # nothing; half a ClientHello
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        # closed after the header timeout: a TLS handshake that never comes or never ends (a slow loris before TLS;
+        # not asyncio's default of 60 s), and headers that never end
+        for tls, start in (
+            (None, b""),  # nothing at all
+            (None, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),  # half a ClientHello
+            (ctx, b"GET /v1/inbox HTTP/1.1\r\nHost: 127.0"),  # half the headers
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
             writer.write(start)
             await writer.drain()
             started = time.monotonic()
@@ -361,16 +365,6 @@ async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
                 assert await reader.read() == b""
             assert time.monotonic() - started < 3
             writer.close()
-
-        # headers that never end: the connection is closed after the header timeout
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
-        writer.write(b"GET /v1/inbox HTTP/1.1\r\nHost: 127.0")
-        await writer.drain()
-        started = time.monotonic()
-        async with asyncio.timeout(5):
-            assert await reader.read() == b""
-        assert time.monotonic() - started < 3
-        writer.close()
 
         # a body that never arrives: 408 after the body timeout
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
