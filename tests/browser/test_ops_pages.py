@@ -190,5 +190,7 @@ async def test_directory_and_evidence_pages(ops: Any, page: Any) -> None:
     await page.goto(ops.url + "/evidence")
     async with page.expect_navigation():
         await page.click("#verify")
-    assert "完好" in await page.locator("#verdict").inner_text()
+    verdict = await page.locator("#verdict").inner_text()
+    problems = await page.locator("#problems").inner_text() if await page.locator("#problems").count() else ""
+    assert "完好" in verdict, problems  # the problems' seq, kind and text when not (seen once in CI, not reproduced)
     await ops.screenshot(page, "ops-evidence")
