@@ -1238,15 +1238,20 @@ class Scenario:
         shown = await self._refusals_on_the_page(o, {(portal, "CERT_EXPIRED"), ("-", "TLS_CERT_UNTRUSTED")})
         if shown is None:
             return
+        came_from = "、".join((shown.get("- TLS_CERT_UNTRUSTED") or {}).get("peers") or [])
         o.lines.append(
             f"门户管理员误用去年的 TLS 证书（{detail.split('expired on ', 1)[1][:10]} 已过期）：网关完成握手后答复 "
             "403 CERT_EXPIRED，JSON 中写明过期日期；自建 CA 签发的证书在 TLS 握手即被拒"
-            + ("；运维页面“网关拒绝”分别列在门户与“TLS 握手（系统未识别）”下" if shown else "")
+            + (f"；运维页面“网关拒绝”分别列在门户与“TLS 握手（系统未识别）”下，并写明来自 {came_from}" if shown else "")
         )
         o.lines.append(
             "the portal's expired TLS certificate was answered 403 CERT_EXPIRED with its date; a certificate of "
             "another CA failed the TLS handshake"
-            + ("; the ops page listed both (under the portal, and under TLS handshakes)" if shown else "")
+            + (
+                f"; the ops page listed both (under the portal, and under TLS handshakes from {came_from})"
+                if shown
+                else ""
+            )
         )
 
     def _status_to_portal(self, approval: str) -> tuple[Envelope, bytes]:
@@ -1600,26 +1605,27 @@ class Scenario:
                     return shown
                 await asyncio.sleep(0.5)
 
-    async def _refusals_on_the_page(self, o: Outcome, wanted: set[tuple[str, str]]) -> bool | None:
-        """Whether the overview's 网关拒绝 rows list each (system, code) of ``wanted`` with a recent refusal: True
-        when they do, False when the scenario has no ops page, None (the problem recorded in ``o``) when not."""
+    async def _refusals_on_the_page(self, o: Outcome, wanted: set[tuple[str, str]]) -> dict[str, Any] | None:
+        """The overview's 网关拒绝 rows of each (system, code) of ``wanted`` ("system code" → row), once each shows a
+        recent refusal with the address it came from; empty when the scenario has no ops page, None (the problem
+        recorded in ``o``) when they do not."""
         if not self.ops_url:
-            return False
+            return {}
 
         def key(r: dict[str, Any]) -> str:
             return f"{r.get('system')} {r.get('code')}"
 
         keys = {f"{system} {code}" for system, code in wanted}
+
+        def listed(got: dict[str, Any]) -> bool:
+            return all((got.get(k) or {}).get("recent", 0) >= 1 and (got.get(k) or {}).get("peers") for k in keys)
+
         rows = await self._on_the_page(
-            lambda d: {key(r): r for r in (d.get("gateway") or {}).get("refusals") or [] if key(r) in keys},
-            lambda got: all((got.get(k) or {}).get("recent", 0) >= 1 for k in keys),
+            lambda d: {key(r): r for r in (d.get("gateway") or {}).get("refusals") or [] if key(r) in keys}, listed
         )
-        if not o.expect(
-            all((rows.get(k) or {}).get("recent", 0) >= 1 for k in keys),
-            f"the ops overview's refusals of the gateway: {sorted(rows.items())}",
-        ):
+        if not o.expect(listed(rows), f"the ops overview's refusals of the gateway: {sorted(rows.items())}"):
             return None
-        return True
+        return rows
 
     async def _directory_on_the_page(self, version: int) -> dict[str, Any]:
         """The overview's directory row, once it shows ``version`` taken by every process."""

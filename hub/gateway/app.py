@@ -51,6 +51,7 @@ from hub.gateway.mailbox import Answer, InboxItem, Mailbox
 from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
 from hub.gateway.readiness import Readiness
 from hub.gateway.status import status_for_code, status_for_receipt
+from hub.gateway.tls import TlsServer, peer_of, serve_tls, server_ssl_context
 from hub.metrics import count_refusal, count_request, heartbeat, polled
 from hub.settings import Settings
 from hub.store.gateway_activity import FLUSH_S as ACTIVITY_FLUSH_S
@@ -206,15 +207,16 @@ def _refused(request: web.Request, endpoint: str, code: str, status: int) -> Non
     identity = request.get(IDENTITY)
     system = identity.system if identity is not None else request.get(_REFUSED_AS)
     who = f"system {system}" if system else "a client without a certificate"
-    _note_refusal(request.app, system, code, f"a request of {who} to {endpoint}: {status}")
+    peer = peer_of(request.transport.get_extra_info("peername")) if request.transport is not None else None
+    _note_refusal(request.app, system, code, f"a request of {who} to {endpoint}: {status}", peer)
 
 
-def _handshake_refused(app: web.Application, code: str, what: str) -> None:
-    """A TLS handshake that failed (``tls.watch_handshakes``): no system is known, the certificate did not verify."""
-    _note_refusal(app, None, code, f"a TLS handshake ({what}):")
+def _handshake_refused(app: web.Application, code: str, what: str, peer: str | None) -> None:
+    """A TLS handshake that failed (``tls.serve_tls``): no system is known, the certificate did not verify."""
+    _note_refusal(app, None, code, f"a TLS handshake ({what}):", peer)
 
 
-def _note_refusal(app: web.Application, system: str | None, code: str, what: str) -> None:
+def _note_refusal(app: web.Application, system: str | None, code: str, what: str, peer: str | None) -> None:
     """Noted for the store (the ops overview's 网关拒绝 rows, ``hub.store.gateway_activity``), counted for Prometheus
     (``hub_gateway_refusals_total{system,code}``) and logged — one WARNING line at most every
     ``REFUSAL_LOG_EVERY_S`` per system and code (a client retrying with a revoked certificate every second would
@@ -222,7 +224,7 @@ def _note_refusal(app: web.Application, system: str | None, code: str, what: str
     count_refusal(system, code)
     state = app.get(STATE)
     if state is not None:
-        state.activity.refused(system, code)
+        state.activity.refused(system, code, peer)
     key = (system or "-", code)
     now = time.monotonic()
     last, since = _refusal_log.get(key, (-REFUSAL_LOG_EVERY_S, 0))
@@ -233,7 +235,7 @@ def _note_refusal(app: web.Application, system: str | None, code: str, what: str
         _refusal_log.clear()
     _refusal_log[key] = (now, 0)
     more = f" ({since} more since the last such line)" if since else ""
-    log.warning("gateway refused %s %s %s%s", what, code, title_of(code), more)
+    log.warning("gateway refused %s %s %s from %s%s", what, code, title_of(code), peer or "an unknown address", more)
 
 
 @web.middleware
@@ -844,13 +846,14 @@ def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
 
 
 class GatewayRunner(web.AppRunner):
-    """The gateway's ``AppRunner``, listening on an asyncio server of its own instead of a ``TCPSite``: aiohttp's sites
-    leave the TLS handshake to asyncio's default timeout (60 s), so a peer that connects and never finishes its
-    handshake held a connection four times as long as one that never finishes its headers. Here the handshake has
-    ``header_timeout_s`` too. ``addresses`` and ``cleanup`` as ``AppRunner``'s (the listener closes first, as a site's
-    stop does)."""
+    """The gateway's ``AppRunner``, listening on a server of its own (``tls.serve_tls``) instead of a ``TCPSite``:
+    aiohttp's sites leave the TLS handshake to asyncio — its default timeout (60 s: a peer that connects and never
+    finishes its handshake held a connection four times as long as one that never finishes its headers), and a
+    failure nobody hears of. Here the handshake has ``header_timeout_s`` too, and a failed one is a refusal with the
+    client's address. ``addresses`` and ``cleanup`` as ``AppRunner``'s (the listener closes first, as a site's stop
+    does)."""
 
-    listener: asyncio.Server | None = None
+    listener: TlsServer | None = None
 
     @property
     def addresses(self) -> list[Any]:
@@ -859,6 +862,7 @@ class GatewayRunner(web.AppRunner):
     async def cleanup(self) -> None:
         if self.listener is not None:
             self.listener.close()
+            await self.listener.handshakes_ended()
         await super().cleanup()
 
 
@@ -868,13 +872,10 @@ async def start_gateway(
     """Serve the gateway over TLS on ``gateway.host``/``gateway.port`` (0: any free port; ``runner.addresses`` says
     which); ``await runner.cleanup()`` stops it (long polls are cut after ``shutdown_timeout``; what they held goes
     back to the queues)."""
-    from hub.gateway.tls import server_ssl_context, watch_handshakes
-
     ssl_context = server_ssl_context(
         settings.state_dir / "pki", gateway.cert_file, gateway.key_file, key_password=settings.ca_passphrase
     )
     app = create_app(settings, gateway)
-    watch_handshakes(ssl_context, partial(_handshake_refused, app))
     runner = GatewayRunner(
         app,
         handler_cancellation=True,  # a client that goes away mid-poll cancels its handler: its item goes back
@@ -886,14 +887,13 @@ async def start_gateway(
     await runner.setup()
     try:
         assert runner.server is not None
-        runner.listener = await asyncio.get_running_loop().create_server(
+        runner.listener = await serve_tls(
             runner.server,
+            ssl_context,
             gateway.host,
             gateway.port,
-            ssl=ssl_context,
-            ssl_handshake_timeout=gateway.header_timeout_s,
-            backlog=128,
-            reuse_address=True,
+            handshake_timeout=gateway.header_timeout_s,
+            refused=partial(_handshake_refused, app),
         )
     except BaseException:
         await runner.cleanup()

@@ -9,23 +9,29 @@ fails with nothing for the client to read (asyncio closes the connection without
 client saw "empty reply from server") and nothing for the people on duty to see. It also refuses a keep-alive
 connection's next request once its certificate expired, which a check in the handshake did not.
 
-A handshake that still fails (a certificate of another CA, a client that does not trust the gateway's certificate,
-plain HTTP, an old TLS version) is classified here (``handshake_code``) and reported to ``watch_handshakes``'s
-callback: the ops overview's 网关拒绝 rows, Prometheus, one log line a minute. Nothing else can see it: asyncio
-logs failed handshakes only in debug mode.
+The gateway accepts its connections itself and starts each one's TLS with ``loop.connect_accepted_socket``
+(``serve_tls``) instead of a server started with ``ssl=``, which ends a failed handshake without telling anyone
+(asyncio logs it only in debug mode) and keeps the peer's address from the TLS layer. A handshake that fails (a
+certificate of another CA, a client that does not trust the gateway's certificate, plain HTTP, an old TLS version)
+or does not end within the header timeout is classified (``handshake_code``, ``TLS_HANDSHAKE_TIMEOUT``) and
+reported with the client's address: the ops overview's 网关拒绝 rows, Prometheus, one log line a minute. For a
+bureau whose system the gateway could not identify, the address is the one clue to who it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hub.errors import ConfigError
 from hub.trust.pki import PkiPaths
 
-__all__ = ["handshake_code", "server_ssl_context", "watch_handshakes"]
+__all__ = ["TlsServer", "handshake_code", "peer_of", "serve_tls", "server_ssl_context"]
 
 log = logging.getLogger("hub.gateway")
 
@@ -70,28 +76,134 @@ def handshake_code(exc: ssl.SSLError) -> str:
     return "TLS_HANDSHAKE_FAILED"
 
 
-def watch_handshakes(ctx: ssl.SSLContext, refused: Callable[[str, str], None]) -> None:
-    """Call ``refused(code, what)`` for each handshake that fails on ``ctx`` (``what``: OpenSSL's words, e.g.
-    "unable to get local issuer certificate" — never key material or payload). A peer that closes before the
-    handshake (a load balancer's TCP check) is not reported: asyncio ends that handshake without calling
-    ``do_handshake``. ``ssl.SSLContext.sslobject_class`` is the documented hook for a subclass of ``SSLObject``; only
-    the handshake is wrapped, so reads and writes cost what they did."""
+def peer_of(address: Any) -> str | None:
+    """A peer's socket address as the refusal rows show it ("10.1.2.3", "[2001:db8::1]"; no port: a client's ports
+    change with every connection); None when there is none."""
+    if not isinstance(address, tuple) or not address:
+        return None
+    host = str(address[0])
+    return f"[{host}]" if ":" in host else host
 
-    class WatchedSSLObject(ssl.SSLObject):
-        def do_handshake(self) -> None:
+
+#: ``refused(code, what, peer)``: a failed handshake's code (``handshake_code``), OpenSSL's words, the peer's address.
+Refused = Callable[[str, str, "str | None"], None]
+
+#: After an accept that failed for want of file descriptors or memory, the listener waits this long (as asyncio's does).
+ACCEPT_RETRY_S = 1.0
+
+
+class TlsServer:
+    """Listening sockets whose connections are accepted here and handed to ``loop.connect_accepted_socket`` with the
+    TLS context (``serve_tls``): the handshake has the timeout given, and a failed one is seen with the peer's address
+    — a server started with ``ssl=`` ends a failed handshake inside asyncio (or uvloop) and tells nobody. ``sockets``
+    and ``close`` as ``asyncio.Server``'s; ``close`` also ends the handshakes under way (``handshakes_ended`` waits
+    for that). Connections past their handshake belong to the protocols ``factory`` made (aiohttp's server closes
+    them)."""
+
+    def __init__(
+        self,
+        factory: Callable[[], asyncio.BaseProtocol],
+        ctx: ssl.SSLContext,
+        sockets: list[socket.socket],
+        *,
+        handshake_timeout: float,
+        refused: Refused,
+    ) -> None:
+        self._factory = factory
+        self._ctx = ctx
+        self.sockets = tuple(sockets)
+        self._timeout = handshake_timeout
+        self._refused = refused
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = [self._spawn(self._accept(sock)) for sock in sockets]
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for sock in self.sockets:
+            sock.close()
+
+    async def handshakes_ended(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
             try:
-                super().do_handshake()
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                raise
-            except ssl.SSLError as exc:
-                what = exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else exc.reason
-                try:
-                    refused(handshake_code(exc), str(what or exc.__class__.__name__))
-                except Exception:  # pragma: no cover - reporting must never change the handshake's outcome
-                    log.exception("a failed TLS handshake could not be reported")
-                raise
+                conn, address = await loop.sock_accept(listening)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue  # the peer went before it was accepted
+            except OSError as exc:  # out of file descriptors or memory: wait, as asyncio's own servers do
+                log.error("the gateway could not accept a connection (%s); trying again in %g s", exc, ACCEPT_RETRY_S)
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            self._spawn(self._handshake(conn, peer_of(address)))
 
-    ctx.sslobject_class = WatchedSSLObject
+    async def _handshake(self, conn: socket.socket, peer: str | None) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(self._factory, conn, ssl=self._ctx, ssl_handshake_timeout=self._timeout)
+        except ssl.SSLError as exc:
+            what = exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else exc.reason
+            self._report(handshake_code(exc), str(what or exc.__class__.__name__), peer)
+        except ConnectionAbortedError as exc:  # asyncio's and uvloop's words for the handshake's timeout
+            if "taking longer" in str(exc):
+                self._report("TLS_HANDSHAKE_TIMEOUT", f"not finished within {self._timeout:g} s", peer)
+        except OSError:
+            pass  # the peer closed before or during its handshake (a load balancer's TCP check): no refusal
+        # on failure the loop closed the connection's transport, and with it the socket; on success the transport has it
+
+    def _report(self, code: str, what: str, peer: str | None) -> None:
+        try:
+            self._refused(code, what, peer)
+        except Exception:  # pragma: no cover - reporting must never change the handshake's outcome
+            log.exception("a failed TLS handshake could not be reported")
+
+
+async def serve_tls(
+    factory: Callable[[], asyncio.BaseProtocol],
+    ctx: ssl.SSLContext,
+    host: str,
+    port: int,
+    *,
+    handshake_timeout: float,
+    refused: Refused,
+    backlog: int = 128,
+) -> TlsServer:
+    """Listen on ``host``/``port`` (every address it resolves to; port 0: a free one); each connection's TLS handshake
+    (``ctx``) must end within ``handshake_timeout``, then ``factory()`` gets the connection as if the server had been
+    started with ``ssl=ctx``. A handshake that fails is reported to ``refused(code, what, peer)`` (``what``: OpenSSL's
+    words, e.g. "unable to get local issuer certificate" — never key material or payload; ``peer``: the client's
+    address), one that does not end in time as ``TLS_HANDSHAKE_TIMEOUT``. A peer that closes before or during its
+    handshake (a load balancer's TCP check) is not reported. Public asyncio APIs (``sock_accept``,
+    ``connect_accepted_socket``), on asyncio's loop and uvloop's alike."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # the same free port on every address
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise OSError(exc.errno, f"the gateway cannot listen on {host}:{port}: {exc.strerror}") from None
+    return TlsServer(factory, ctx, sockets, handshake_timeout=handshake_timeout, refused=refused)
 
 
 def server_ssl_context(

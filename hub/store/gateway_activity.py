@@ -1,5 +1,6 @@
-"""What the HTTPS gateways saw, for the people on duty (migrations 023–025, 027): each system's last poll, its
-requests and those a gateway refused itself, by minute, system (and code), and which gateways run.
+"""What the HTTPS gateways saw, for the people on duty (migrations 023–025, 027, 028): each system's last poll, its
+requests and those a gateway refused itself, by minute, system (and code, with the addresses they came from), and
+which gateways run.
 
 A gateway notes them in memory as they happen (``GatewayActivity.polled`` / ``refused``: a dictionary write, nothing
 awaited) and a task of its own writes them every ``FLUSH_S`` (``flush``: one statement each, only what changed).
@@ -50,6 +51,9 @@ log = logging.getLogger("hub.store.gateway_activity")
 FLUSH_S = 2.0
 #: Refusal rows (minute, system, code) kept in memory at most while the store cannot take them.
 MAX_PENDING = 10_000
+#: Distinct client addresses shown for one system and code; one more is kept for each refusal row (minute, system,
+#: code), so that the page can say there were more without keeping them all.
+MAX_PEERS = 8
 #: How long refusal rows are kept.
 KEEP_DAYS = 30
 #: How often a flush removes the rows past ``KEEP_DAYS``.
@@ -63,10 +67,17 @@ INSERT INTO gateway_polls (system, last_poll_at)
 SELECT * FROM unnest($1::text[], $2::timestamptz[])
 ON CONFLICT (system) DO UPDATE SET last_poll_at = greatest(gateway_polls.last_poll_at, excluded.last_poll_at)
 """
+#: The addresses travel as one space-separated text a row (unnest cannot take arrays of different lengths).
 _REFUSALS = """
-INSERT INTO gateway_refusals (minute, system, code, count)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::integer[])
-ON CONFLICT (minute, system, code) DO UPDATE SET count = gateway_refusals.count + excluded.count
+INSERT INTO gateway_refusals (minute, system, code, count, peers)
+SELECT m, s, c, n, string_to_array(p, ' ')
+FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::integer[], $5::text[]) AS u(m, s, c, n, p)
+ON CONFLICT (minute, system, code) DO UPDATE SET
+    count = gateway_refusals.count + excluded.count,
+    peers = CASE
+        WHEN cardinality(gateway_refusals.peers) >= $6 THEN gateway_refusals.peers
+        ELSE ARRAY(SELECT DISTINCT unnest(gateway_refusals.peers || excluded.peers) ORDER BY 1 LIMIT $6)
+    END
 """
 _REQUESTS = """
 INSERT INTO gateway_requests (minute, system, count)
@@ -98,6 +109,7 @@ class GatewayActivity:
     def __init__(self) -> None:
         self._polls: dict[str, dt.datetime] = {}
         self._refusals: Counter[_Key] = Counter()
+        self._peers: dict[_Key, set[str]] = {}
         #: (minute since the epoch, system) → requests: an int minute, so counting costs a dict update and no datetime
         self._requests: Counter[tuple[int, str]] = Counter()
         self._pruned = -PRUNE_EVERY_S
@@ -122,13 +134,18 @@ class GatewayActivity:
         """``system`` (identified by its certificate) is polling its inbox now."""
         self._polls[system] = _now()
 
-    def refused(self, system: str | None, code: str) -> None:
-        """A request of ``system`` (None: no certificate named one) refused with ``code``."""
+    def refused(self, system: str | None, code: str, peer: str | None = None) -> None:
+        """A request of ``system`` (None: no certificate named one) refused with ``code``; ``peer``: the client's
+        address."""
         key = (_now().replace(second=0, microsecond=0), system or "-", code)
         if key not in self._refusals and len(self._refusals) >= MAX_PENDING:
             self.lost += 1  # the store has not taken the earlier ones: this one is given up
             return
         self._refusals[key] += 1
+        if peer:
+            peers = self._peers.setdefault(key, set())
+            if len(peers) <= MAX_PEERS:
+                peers.add(peer.replace(" ", ""))
 
     def requested(self, system: str) -> None:
         """A request of ``system`` (identified by its certificate) arrived."""
@@ -145,6 +162,7 @@ class GatewayActivity:
         """Write what was noted since the last flush; on failure it is kept for the next (StoreUnavailable)."""
         polls, self._polls = self._polls, {}
         counted, self._refusals = self._refusals, Counter()
+        peers, self._peers = self._peers, {}
         arrived, self._requests = self._requests, Counter()
         try:
             async with translated("writing the gateway's activity"), pool.acquire() as conn, conn.transaction():
@@ -165,6 +183,8 @@ class GatewayActivity:
                         [k[1] for k in keys],
                         [k[2] for k in keys],
                         [counted[k] for k in keys],
+                        [" ".join(sorted(peers.get(k, ()))) for k in keys],
+                        MAX_PEERS + 1,
                     )
                 if arrived:
                     keys_r = sorted(arrived)
@@ -183,6 +203,9 @@ class GatewayActivity:
                 if system not in self._polls:
                     self._polls[system] = at
             self._refusals.update(counted)
+            for key, seen in peers.items():
+                kept = self._peers.setdefault(key, set())
+                kept.update(sorted(seen)[: max(0, MAX_PEERS + 1 - len(kept))])
             self._requests.update(arrived)
             for minute in sorted(self._requests)[: max(0, len(self._requests) - MAX_PENDING)]:
                 del self._requests[minute]  # the oldest minutes go first
@@ -190,6 +213,7 @@ class GatewayActivity:
             if excess > 0:  # the oldest minutes go first
                 for key in sorted(self._refusals)[:excess]:
                     self.lost += self._refusals.pop(key)
+                    self._peers.pop(key, None)
             raise
         if self.lost:
             log.warning(
@@ -290,6 +314,9 @@ class Refusals:
     recent: int
     hour: int
     last: dt.datetime
+    #: The clients' addresses in the last hour, at most ``MAX_PEERS`` of them (sorted); ``more_peers``: there were more.
+    peers: tuple[str, ...] = ()
+    more_peers: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -299,6 +326,8 @@ class Refusals:
             "recent": self.recent,
             "hour": self.hour,
             "last": self.last.isoformat(timespec="seconds"),
+            "peers": list(self.peers),
+            "more_peers": self.more_peers,
         }
 
 
@@ -309,7 +338,8 @@ async def refusals(executor: Any, *, limit: int = 50) -> list[Refusals]:
         SELECT system, code,
                coalesce(sum(count) FILTER (WHERE minute >= date_trunc('minute', now()) - interval '1 minute'), 0)
                    AS recent,
-               sum(count) AS hour, max(minute) AS last
+               sum(count) AS hour, max(minute) AS last,
+               string_agg(array_to_string(peers, ' '), ' ') AS peers
         FROM gateway_refusals
         WHERE minute >= now() - interval '1 hour'
         GROUP BY system, code
@@ -318,4 +348,9 @@ async def refusals(executor: Any, *, limit: int = 50) -> list[Refusals]:
         """,
         limit,
     )
-    return [Refusals(r["system"], r["code"], int(r["recent"]), int(r["hour"]), r["last"]) for r in rows]
+    found = []
+    for r in rows:
+        peers = sorted(set((r["peers"] or "").split()))
+        kept, more = tuple(peers[:MAX_PEERS]), len(peers) > MAX_PEERS
+        found.append(Refusals(r["system"], r["code"], int(r["recent"]), int(r["hour"]), r["last"], kept, more))
+    return found

@@ -173,18 +173,23 @@
       // Every gateway's own refusals of the last hour by system (hub.store.gateway_activity), the recent ones first:
       // who cannot get in and why — a revoked certificate, a system missing from the directory, a limit, no
       // certificate at all. Recent (this minute and the one before) is a warning; the rest of the hour is shown plain.
-      // A failed TLS handshake (TLS_*) names no system: nothing of a certificate that did not verify is trusted. Plain
-      // HTTP, an old TLS version or garbage on the port is what scanners send too: listed, never a warning.
+      // A failed TLS handshake (TLS_*) names no system: nothing of a certificate that did not verify is trusted, and
+      // the clients' addresses are the clue to who it is. Plain HTTP, an old TLS version, garbage on the port or a
+      // handshake never finished is what scanners send too: listed, never a warning.
       refusals.slice(0, 8).forEach(function (r) {
         var recent = num(r.recent) || 0, code = String(r.code || ""), tls = code.indexOf("TLS_") === 0;
+        var peers = Array.isArray(r.peers) ? r.peers.filter(function (a) { return typeof a === "string" && a; }) : [];
+
         var who = r.system !== "-" ? r.system : tls ? t("TLS 握手（系统未识别）", "TLS handshakes (no system known)") :
           t("无证书的客户端", "clients without a certificate");
         rows.push([t("网关拒绝 ", "gateway refused ") + who,
-          recent && !/^TLS_(PLAIN_HTTP|PROTOCOL|HANDSHAKE_FAILED)$/.test(code) ? "warn" : null, code,
+          recent && !/^TLS_(PLAIN_HTTP|PROTOCOL|HANDSHAKE_FAILED|HANDSHAKE_TIMEOUT)$/.test(code) ? "warn" : null, code,
           (r.title || r.code) + "：" + (recent ? t("近 2 分钟 ", "last 2 min: ") + recent + t(" 次，", ", ") : "") +
           t("近 1 小时 ", "last hour: ") + (num(r.hour) || 0) + t(" 次", "") +
           (r.last && !isNaN(Date.parse(r.last)) ? t("，最近一次 ", ", latest ") +
-            new Date(r.last).toLocaleTimeString(en ? "en-GB" : "zh-CN", { hour: "2-digit", minute: "2-digit" }) : "")]);
+            new Date(r.last).toLocaleTimeString(en ? "en-GB" : "zh-CN", { hour: "2-digit", minute: "2-digit" }) : "") +
+          (peers.length ? t("，来自 ", ", from ") + peers.join(t("、", ", ")) +
+            (r.more_peers === true ? t(" 等更多地址", " and more") : "") : "")]);
       });
       if (refusals.length > 8) {
         rows.push([t("网关拒绝", "gateway refused"), null, "…", t("另有 ", "and ") + (refusals.length - 8) + t(" 项", " more")]);

@@ -112,12 +112,17 @@ async def test_the_gateways_refusals_name_the_system_and_the_reason(ops: Any, pa
 
     activity = GatewayActivity()
     for _ in range(3):
-        activity.refused(GATEWAY, "CERT_REVOKED")
+        activity.refused(GATEWAY, "CERT_REVOKED", "10.20.0.5")
     activity.refused(None, "GATEWAY_NO_CERTIFICATE")
-    # failed TLS handshakes (hub.gateway.tls): no system; a foreign certificate warns, plain HTTP (scanners) does not
-    activity.refused(None, "TLS_CERT_UNTRUSTED")
-    activity.refused(None, "TLS_PLAIN_HTTP")
+    # failed TLS handshakes (hub.gateway.tls): no system; a foreign certificate warns, plain HTTP (scanners) does not;
+    # the addresses they came from are the clue to who it is (eight named, then "more")
+    for i in range(10):
+        activity.refused(None, "TLS_CERT_UNTRUSTED", f"10.30.0.{i}")
+    activity.refused(None, "TLS_PLAIN_HTTP", "[2001:db8::1]")
     await activity.flush(ops.pool)
+    second = GatewayActivity()  # a second gateway: its addresses join the same system's and code's
+    second.refused(GATEWAY, "CERT_REVOKED", "10.20.0.6")
+    await second.flush(ops.pool)
     try:
         await ops.login(page, "duty")
         rows = page.locator("#health tr")
@@ -125,21 +130,26 @@ async def test_the_gateways_refusals_name_the_system_and_the_reason(ops: Any, pa
         await revoked.wait_for(timeout=30_000)
         assert "warn" in (await revoked.locator(".badge").get_attribute("class") or "")
         text = await revoked.inner_text()
-        assert "证书已吊销：近 2 分钟 3 次，近 1 小时 3 次，最近一次 " in text
+        assert "证书已吊销：近 2 分钟 4 次，近 1 小时 4 次，最近一次 " in text
+        assert text.endswith("，来自 10.20.0.5、10.20.0.6"), text
         anonymous = rows.filter(has_text="网关拒绝 无证书的客户端").filter(has_text="未提供客户端证书")
         await anonymous.wait_for(timeout=30_000)
         handshakes = rows.filter(has_text="网关拒绝 TLS 握手（系统未识别）")
         foreign = handshakes.filter(has_text="TLS_CERT_UNTRUSTED")
-        assert "客户端证书不是枢纽 CA 签发的" in await foreign.inner_text()
+        text = await foreign.inner_text()
+        assert "客户端证书不是枢纽 CA 签发的" in text and "近 1 小时 10 次" in text
+        named = ", ".join(f"10.30.0.{i}" for i in range(8)).replace(", ", "、")
+        assert text.endswith(f"，来自 {named} 等更多地址"), text
         assert "warn" in (await foreign.locator(".badge").get_attribute("class") or "")
         plain = handshakes.filter(has_text="TLS_PLAIN_HTTP")
-        assert "明文 HTTP" in await plain.inner_text()
+        assert "明文 HTTP" in await plain.inner_text() and "来自 [2001:db8::1]" in await plain.inner_text()
         assert "warn" not in (await plain.locator(".badge").get_attribute("class") or "")
-        assert "近 1 小时网关拒绝 6" in await rows.filter(has_text="HTTPS 网关").first.inner_text()
+        assert "近 1 小时网关拒绝 16" in await rows.filter(has_text="HTTPS 网关").first.inner_text()
         await ops.screenshot(page, "ops-gateway-refusals")
     finally:
         await ops.pool.execute("DELETE FROM gateway_refusals")
         await activity.leave(ops.pool)  # the flush put a gateway's row on record too, as a gateway's does
+        await second.leave(ops.pool)
 
 
 async def test_the_gateway_row_names_the_gateways_on_other_machines(ops: Any, page: Any) -> None:

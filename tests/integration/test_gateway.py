@@ -350,6 +350,13 @@ async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
         cert, key = gw.certs[SENDER]
         ctx = client_ssl_context(gw.pki_dir, cert, key)
 
+        from prometheus_client import REGISTRY
+
+        def timeouts() -> float:
+            labels = {"system": "-", "code": "TLS_HANDSHAKE_TIMEOUT"}
+            return REGISTRY.get_sample_value("hub_gateway_refusals_total", labels) or 0.0
+
+        before = timeouts()
         # closed after the header timeout: a TLS handshake that never comes or never ends (a slow loris before TLS;
         # not asyncio's default of 60 s), and headers that never end
         for tls, start in (
@@ -365,6 +372,7 @@ async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
                 assert await reader.read() == b""
             assert time.monotonic() - started < 3
             writer.close()
+        assert timeouts() - before == 2  # the two handshakes never finished: refusals the people on duty see
 
         # a body that never arrives: 408 after the body timeout
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
@@ -452,6 +460,9 @@ async def test_an_expired_certificate_is_answered_and_a_foreign_one_fails_the_ha
         return delta if all(delta.values()) else None
 
     assert await until(written, "the refusals in the store", timeout=20) == got
+    # with the address they came from (the one clue to who a failed handshake was)
+    peers = {(r.system, r.code): r.peers for r in await gateway_activity.refusals(gw.hub.pool, limit=1000)}
+    assert peers[keys[0]] == ("127.0.0.1",) and peers[keys[1]] == ("127.0.0.1",), peers
 
 
 async def test_each_systems_requests_are_counted_in_the_store(gw: Gateway) -> None:

@@ -1,9 +1,10 @@
 """The gateway's TLS (hub/gateway/tls.py, hub/gateway/identity.py).
 
-- A handshake that fails is classified (a stable code) and reported to the gateway, which shows it to the people on
-  duty (网关拒绝): asyncio logs a failed handshake only in debug mode, so before this nobody saw a bureau whose
-  client does not trust the hub root, or that calls with a certificate of another CA, or speaks plain HTTP. Real
-  handshakes over localhost against the gateway's own server context.
+- A handshake that fails or never ends is classified (a stable code) and reported with the client's address to the
+  gateway, which shows it to the people on duty (网关拒绝): asyncio logs a failed handshake only in debug mode, so
+  before this nobody saw a bureau whose client does not trust the hub root, or that calls with a certificate of
+  another CA, or speaks plain HTTP — and the address is the one clue to who it is. Real handshakes over localhost
+  against the gateway's own server context and its own listener (``serve_tls``).
 - A certificate's dates are the request's check, not the handshake's: an expired hub certificate completes the
   handshake and its request is refused 403 ``CERT_EXPIRED``, naming the system and the date (a failed handshake gave
   the client "empty reply from server": asyncio closes without sending OpenSSL's alert). Checked on every request,
@@ -27,7 +28,7 @@ from trust_fixtures import AGENCY, PASSPHRASE, SYSTEM, TestPki, make_pki
 
 from hub.errors import NoRoute
 from hub.gateway.identity import Identifier, Refused
-from hub.gateway.tls import handshake_code, server_ssl_context, watch_handshakes
+from hub.gateway.tls import handshake_code, serve_tls, server_ssl_context
 from hub.trust import TrustStore, pki
 
 
@@ -57,9 +58,10 @@ class _Directory:
 
 
 class _Served:
-    def __init__(self, port: int, seen: list[tuple[str, str]]) -> None:
+    def __init__(self, port: int, seen: list[tuple[str, str]], peers: list[str | None]) -> None:
         self.port = port
         self.seen = seen
+        self.peers = peers
 
     async def reported(self, n: int) -> list[tuple[str, str]]:
         """The first ``n`` reports, once there are that many (the server side ends its handshake after the client)."""
@@ -92,22 +94,29 @@ async def served(tpki: TestPki, tmp_path: Path):  # type: ignore[no-untyped-def]
     cert, key = server_certificate(tpki.dir, PASSPHRASE, tmp_path / "server")
     ctx = server_ssl_context(tpki.dir, cert, key)
     seen: list[tuple[str, str]] = []
-    watch_handshakes(ctx, lambda code, what: seen.append((code, what)))
+    peers: list[str | None] = []
+
+    def refused(code: str, what: str, peer: str | None) -> None:
+        seen.append((code, what))
+        peers.append(peer)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await reader.readline()
-            writer.write(b"ok")
+            line = await reader.readline()
+            writer.write(b"ok" if line.startswith(b"GET") else b"??")
             await writer.drain()
         finally:
             writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=ctx)
+    def protocol() -> asyncio.StreamReaderProtocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(), answer)
+
+    server = await serve_tls(protocol, ctx, "127.0.0.1", 0, handshake_timeout=0.5, refused=refused)
     try:
-        yield _Served(server.sockets[0].getsockname()[1], seen)
+        yield _Served(server.sockets[0].getsockname()[1], seen, peers)
     finally:
         server.close()
-        await server.wait_closed()
+        await server.handshakes_ended()
 
 
 def _client(pki_dir: Path, passphrase: str, tmp: Path, *, trust: Path, days: int = 30) -> ssl.SSLContext:
@@ -141,8 +150,71 @@ async def test_failed_handshakes_are_reported_by_what_failed(
     await writer.wait_closed()
     await served.talk(None)  # plain HTTP on the HTTPS port
     assert (await served.reported(3))[2] == ("TLS_PLAIN_HTTP", "HTTP_REQUEST")
+
+    # A peer that connects and never starts (or never ends) its handshake: closed after the handshake timeout and
+    # reported, so a slow loris before TLS is seen too.
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    writer.close()
+    assert (await served.reported(4))[3] == ("TLS_HANDSHAKE_TIMEOUT", "not finished within 0.5 s")
     await asyncio.sleep(0.2)
-    assert len(served.seen) == 3, served.seen
+    assert len(served.seen) == 4, served.seen
+    # every report names the client's address (the one clue to who it is: no system can be trusted)
+    assert served.peers == ["127.0.0.1"] * 4
+
+
+async def test_connections_past_the_handshake_are_the_protocols_many_at_once(
+    served: _Served, tpki: TestPki, tmp_path: Path
+) -> None:
+    # twenty clients at once, each sending its request right behind its handshake (TLS 1.3 lets the request arrive
+    # with the client's Finished): every one answered
+    ctx = _client(tpki.dir, PASSPHRASE, tmp_path, trust=tpki.dir)
+    got = await asyncio.gather(*(served.talk(ctx) for _ in range(20)))
+    assert got == [b"ok"] * 20 and served.seen == []
+
+
+async def test_the_same_on_uvloop(tpki: TestPki, foreign: Path, tmp_path: Path) -> None:
+    """``hub gateway`` runs on uvloop (its own ``start_tls`` and TLS protocol): a good client is answered, a
+    certificate of another CA and a silent peer are reported with the address."""
+    import uvloop
+
+    cert, key = server_certificate(tpki.dir, PASSPHRASE, tmp_path / "server")
+    good = _client(tpki.dir, PASSPHRASE, tmp_path / "good", trust=tpki.dir)
+    bad = _client(foreign, "foreign-passphrase", tmp_path / "bad", trust=tpki.dir)
+
+    async def main() -> tuple[list[bytes | BaseException], list[tuple[str, str | None]]]:
+        seen: list[tuple[str, str | None]] = []
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            writer.write(b"ok")
+            await writer.drain()
+            writer.close()
+
+        server = await serve_tls(
+            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), answer),
+            server_ssl_context(tpki.dir, cert, key),
+            "127.0.0.1",
+            0,
+            handshake_timeout=0.5,
+            refused=lambda code, what, peer: seen.append((code, peer)),
+        )
+        served = _Served(server.sockets[0].getsockname()[1], [], [])
+        try:
+            got = [await served.talk(good), await served.talk(bad)]
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            await asyncio.sleep(0.1)
+            return got, seen
+        finally:
+            server.close()
+            await server.handshakes_ended()
+
+    got, seen = await asyncio.to_thread(uvloop.run, main())
+    assert got[0] == b"ok" and got[1] != b"ok", got
+    assert seen == [("TLS_CERT_UNTRUSTED", "127.0.0.1"), ("TLS_HANDSHAKE_TIMEOUT", "127.0.0.1")], seen
 
 
 @pytest.mark.parametrize(

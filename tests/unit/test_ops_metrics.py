@@ -439,11 +439,11 @@ async def test_the_gateways_own_refusals_are_counted_by_system_and_logged_sparin
     assert refusals("-", "XSD") == 0 and refusals(system, "XSD") == 0
     assert refusals("-", "GATEWAY_NOT_FOUND") == 0
     lines = [r.getMessage() for r in caplog.records if "gateway refused" in r.getMessage()]
-    assert lines == [
-        f"gateway refused a request of system {system} to /v1/messages: 403 CERT_REVOKED 证书已吊销",
+    assert lines == [  # with the client's address: which machine still uses the revoked certificate
+        f"gateway refused a request of system {system} to /v1/messages: 403 CERT_REVOKED 证书已吊销 from 127.0.0.1",
         "gateway refused a request of a client without a certificate to /v1/inbox: 401 GATEWAY_NO_CERTIFICATE "
-        "未提供客户端证书",
-        f"gateway refused a request of system {system} to /v1/messages: 403 CERT_REVOKED 证书已吊销 "
+        "未提供客户端证书 from 127.0.0.1",
+        f"gateway refused a request of system {system} to /v1/messages: 403 CERT_REVOKED 证书已吊销 from 127.0.0.1 "
         "(2 more since the last such line)",
     ]
 
@@ -458,10 +458,11 @@ async def test_a_gateways_activity_waits_for_the_store_and_stays_bounded(monkeyp
         def acquire(self) -> Any:
             raise StoreUnavailable("PostgreSQL is down")
 
+    monkeypatch.setattr(ga, "MAX_PEERS", 3)
     activity = ga.GatewayActivity()
     activity.polled("county-220183-oa")
-    activity.refused("county-220183-oa", "CERT_REVOKED")
-    activity.refused("county-220183-oa", "CERT_REVOKED")
+    activity.refused("county-220183-oa", "CERT_REVOKED", "10.0.0.7")
+    activity.refused("county-220183-oa", "CERT_REVOKED", "10.0.0.7")
     activity.refused(None, "GATEWAY_NO_CERTIFICATE")
     with pytest.raises(StoreUnavailable):
         await activity.flush(Down())
@@ -471,12 +472,19 @@ async def test_a_gateways_activity_waits_for_the_store_and_stays_bounded(monkeyp
         ("county-220183-oa", "CERT_REVOKED", 2),
     ]
     assert set(activity._polls) == {"county-220183-oa"}
+    # the addresses stay with their row, at most MAX_PEERS + 1 of them (the page says "more" past MAX_PEERS), the
+    # kept ones first after a failed flush
+    for peer in ("10.0.0.9", "10.0.0.8", "10.0.0.6", "10.0.0.1"):
+        activity.refused("county-220183-oa", "CERT_REVOKED", peer)
+    assert [sorted(p) for k, p in activity._peers.items() if k[1] == "county-220183-oa"] == [
+        ["10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.9"]
+    ]
 
     monkeypatch.setattr(ga, "MAX_PENDING", 3)
     activity.refused("city-220100-oa", "GATEWAY_RATE_LIMITED")  # a third row
     activity.refused("city-220100-oa", "GATEWAY_RATE_LIMITED")  # the same row: counted
-    activity.refused("city-220200-oa", "GATEWAY_RATE_LIMITED")  # a fourth: given up
-    assert len(activity._refusals) == 3 and activity.lost == 1
+    activity.refused("city-220200-oa", "GATEWAY_RATE_LIMITED", "10.0.0.2")  # a fourth: given up, its address too
+    assert len(activity._refusals) == 3 and activity.lost == 1 and len(activity._peers) == 1
 
 
 async def test_a_gateways_request_counts_wait_for_the_store_and_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
