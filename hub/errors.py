@@ -174,6 +174,7 @@ CODES: dict[str, str] = {
     "TLS_PROTOCOL": "TLS 握手失败：客户端的 TLS 版本或密码套件不被接受（需 TLS 1.2 及以上）",
     "TLS_HANDSHAKE_FAILED": "TLS 握手失败",
     "TLS_HANDSHAKE_TIMEOUT": "TLS 握手超时：客户端在限定时间内没有完成握手",
+    "TLS_HANDSHAKES_FULL": "同时进行的 TLS 握手已达网关上限，新连接被立即关闭（疑似连接洪泛）",
     # documents (hub/processes/documents.py): receipts, feedback deadlines, document status
     "DOC_RECEIPT_AGENCY_MISMATCH": "公文回执的回执单位与签名发送方不一致，未采纳",
     "DOC_RECEIPT_NOT_DELIVERED": "公文回执所指的公文未经枢纽送达该单位，未采纳",

@@ -894,6 +894,7 @@ async def start_gateway(
             gateway.port,
             handshake_timeout=gateway.header_timeout_s,
             refused=partial(_handshake_refused, app),
+            max_handshakes=gateway.max_handshakes,
         )
     except BaseException:
         await runner.cleanup()

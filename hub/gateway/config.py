@@ -33,6 +33,11 @@ class GatewaySettings:
     #: An idle connection, or one whose request line and headers do not arrive, is closed after this (aiohttp's
     #: keep-alive timer runs from the connection's start and between requests).
     header_timeout_s: float = 15.0
+    #: TLS handshakes under way at most: a connection that arrives while this many are is closed at once and counted
+    #: (``TLS_HANDSHAKES_FULL``), so a flood of connections that never finish their handshake holds at most this many
+    #: file descriptors for ``header_timeout_s`` each, and established clients keep theirs
+    #: (``HUB_GATEWAY_MAX_HANDSHAKES``).
+    max_handshakes: int = 512
     #: The longest a single long poll is held, whatever ``wait`` asks for (at most ``MAX_POLL_S``; a poll may end
     #: early with 204 and the client polls again — proxies that cut idle requests sooner want it lower).
     poll_limit_s: float = MAX_POLL_S
@@ -89,6 +94,7 @@ class GatewaySettings:
         batches at once (``batches``), ``HUB_GATEWAY_EXAMINERS=N`` the examiner processes (``examiners``),
         ``HUB_GATEWAY_LINK_CHECK_S=N`` how often it looks for a system on both links (``link_check_s``; 0: never),
         ``HUB_GATEWAY_IDLE_S=N`` after how long without a poll it lets a system's queue go (``idle_s``; 0: never),
+        ``HUB_GATEWAY_MAX_HANDSHAKES=N`` the TLS handshakes under way at most (``max_handshakes``),
         ``HUB_DIRECTORY_REFRESH_S=N`` how often the client identification reads the directory again
         (``directory_refresh_s``, as the examination and the workers do: ``Settings.directory_refresh_s``); an
         override given here wins."""
@@ -108,6 +114,9 @@ class GatewaySettings:
         idle = os.environ.get("HUB_GATEWAY_IDLE_S", "").strip()
         if idle.isdigit():  # 0: a system once read is read until the gateway stops
             values["idle_s"] = float(idle)
+        handshakes = os.environ.get("HUB_GATEWAY_MAX_HANDSHAKES", "").strip()
+        if handshakes.isdigit() and int(handshakes) > 0:
+            values["max_handshakes"] = int(handshakes)
         refresh = os.environ.get("HUB_DIRECTORY_REFRESH_S", "").strip()
         if refresh.isdigit() and int(refresh) > 0:  # the interval the examination follows the directory at, too
             values["directory_refresh_s"] = float(refresh)

@@ -14,9 +14,40 @@ from hub.errors import HubError
 from hub.gateway.config import GatewaySettings
 from hub.settings import Settings
 
-__all__ = ["WithGateway", "gateway_main", "run_gateway"]
+__all__ = ["WithGateway", "gateway_main", "open_files_limit", "run_gateway"]
 
 log = logging.getLogger("hub.gateway")
+
+#: The open files a gateway process asks for (each client connection is one; systemd's default soft limit is 1,024).
+WANTED_OPEN_FILES = 65_536
+#: Below this many the gateway says so at start: a few hundred clients and a connection flood would exhaust them.
+FEW_OPEN_FILES = 4_096
+
+
+def open_files_limit(wanted: int = WANTED_OPEN_FILES) -> int:
+    """Raise this process's soft limit of open files towards ``wanted`` (at most the hard limit, as nginx's
+    ``worker_rlimit_nofile`` does) and return it; a WARNING when it stays below ``FEW_OPEN_FILES``."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # pragma: no cover - a sandbox that forbids it
+            pass
+    if soft != resource.RLIM_INFINITY and soft < FEW_OPEN_FILES:
+        log.warning(
+            "the gateway may open only %d files (connections); raise the limit (systemd: LimitNOFILE=%d) — "
+            "网关进程可打开的文件数（连接数）只有 %d，请调高",
+            soft,
+            WANTED_OPEN_FILES,
+            soft,
+        )
+    return int(soft)
 
 
 async def serve(
@@ -48,6 +79,7 @@ def run_gateway(settings: Settings, gateway: GatewaySettings) -> None:
 
     if gateway.in_process:
         _batched_logs()
+    open_files_limit()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -108,12 +108,16 @@ class TlsServer:
         *,
         handshake_timeout: float,
         refused: Refused,
+        max_handshakes: int = 512,
     ) -> None:
         self._factory = factory
         self._ctx = ctx
         self.sockets = tuple(sockets)
         self._timeout = handshake_timeout
         self._refused = refused
+        self._max_handshakes = max_handshakes
+        #: Handshakes under way.
+        self.handshaking = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = [self._spawn(self._accept(sock)) for sock in sockets]
 
@@ -144,6 +148,11 @@ class TlsServer:
                 log.error("the gateway could not accept a connection (%s); trying again in %g s", exc, ACCEPT_RETRY_S)
                 await asyncio.sleep(ACCEPT_RETRY_S)
                 continue
+            if self.handshaking >= self._max_handshakes:  # a flood: closed at once, the established keep theirs
+                conn.close()
+                self._report("TLS_HANDSHAKES_FULL", f"{self.handshaking} handshakes under way", peer_of(address))
+                continue
+            self.handshaking += 1
             self._spawn(self._handshake(conn, peer_of(address)))
 
     async def _handshake(self, conn: socket.socket, peer: str | None) -> None:
@@ -158,6 +167,8 @@ class TlsServer:
                 self._report("TLS_HANDSHAKE_TIMEOUT", f"not finished within {self._timeout:g} s", peer)
         except OSError:
             pass  # the peer closed before or during its handshake (a load balancer's TCP check): no refusal
+        finally:
+            self.handshaking -= 1
         # on failure the loop closed the connection's transport, and with it the socket; on success the transport has it
 
     def _report(self, code: str, what: str, peer: str | None) -> None:
@@ -175,14 +186,16 @@ async def serve_tls(
     *,
     handshake_timeout: float,
     refused: Refused,
+    max_handshakes: int = 512,
     backlog: int = 128,
 ) -> TlsServer:
     """Listen on ``host``/``port`` (every address it resolves to; port 0: a free one); each connection's TLS handshake
     (``ctx``) must end within ``handshake_timeout``, then ``factory()`` gets the connection as if the server had been
     started with ``ssl=ctx``. A handshake that fails is reported to ``refused(code, what, peer)`` (``what``: OpenSSL's
     words, e.g. "unable to get local issuer certificate" — never key material or payload; ``peer``: the client's
-    address), one that does not end in time as ``TLS_HANDSHAKE_TIMEOUT``. A peer that closes before or during its
-    handshake (a load balancer's TCP check) is not reported. Public asyncio APIs (``sock_accept``,
+    address), one that does not end in time as ``TLS_HANDSHAKE_TIMEOUT``, a connection closed at once because
+    ``max_handshakes`` are under way as ``TLS_HANDSHAKES_FULL``. A peer that closes before or during its handshake (a
+    load balancer's TCP check) is not reported. Public asyncio APIs (``sock_accept``,
     ``connect_accepted_socket``), on asyncio's loop and uvloop's alike."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -203,7 +216,9 @@ async def serve_tls(
         for sock in sockets:
             sock.close()
         raise OSError(exc.errno, f"the gateway cannot listen on {host}:{port}: {exc.strerror}") from None
-    return TlsServer(factory, ctx, sockets, handshake_timeout=handshake_timeout, refused=refused)
+    return TlsServer(
+        factory, ctx, sockets, handshake_timeout=handshake_timeout, refused=refused, max_handshakes=max_handshakes
+    )
 
 
 def server_ssl_context(

@@ -17,8 +17,11 @@ import asyncio
 import datetime as dt
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -28,7 +31,7 @@ from trust_fixtures import AGENCY, PASSPHRASE, SYSTEM, TestPki, make_pki
 
 from hub.errors import NoRoute
 from hub.gateway.identity import Identifier, Refused
-from hub.gateway.tls import handshake_code, serve_tls, server_ssl_context
+from hub.gateway.tls import TlsServer, handshake_code, serve_tls, server_ssl_context
 from hub.trust import TrustStore, pki
 
 
@@ -89,6 +92,23 @@ class _Served:
         return await asyncio.to_thread(client)
 
 
+async def _answering(ctx: ssl.SSLContext, refused: Callable[[str, str, str | None], None], **kw: Any) -> TlsServer:
+    """``serve_tls`` on a free port of 127.0.0.1 with a protocol that answers a request line with "ok"."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            writer.write(b"ok" if line.startswith(b"GET") else b"??")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    kw.setdefault("handshake_timeout", 0.5)
+    return await serve_tls(
+        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), answer), ctx, "127.0.0.1", 0, refused=refused, **kw
+    )
+
+
 @pytest.fixture
 async def served(tpki: TestPki, tmp_path: Path):  # type: ignore[no-untyped-def]
     cert, key = server_certificate(tpki.dir, PASSPHRASE, tmp_path / "server")
@@ -100,18 +120,7 @@ async def served(tpki: TestPki, tmp_path: Path):  # type: ignore[no-untyped-def]
         seen.append((code, what))
         peers.append(peer)
 
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await reader.readline()
-            writer.write(b"ok" if line.startswith(b"GET") else b"??")
-            await writer.drain()
-        finally:
-            writer.close()
-
-    def protocol() -> asyncio.StreamReaderProtocol:
-        return asyncio.StreamReaderProtocol(asyncio.StreamReader(), answer)
-
-    server = await serve_tls(protocol, ctx, "127.0.0.1", 0, handshake_timeout=0.5, refused=refused)
+    server = await _answering(ctx, refused)
     try:
         yield _Served(server.sockets[0].getsockname()[1], seen, peers)
     finally:
@@ -174,6 +183,66 @@ async def test_connections_past_the_handshake_are_the_protocols_many_at_once(
     assert got == [b"ok"] * 20 and served.seen == []
 
 
+async def test_a_flood_of_unfinished_handshakes_is_capped(tpki: TestPki, tmp_path: Path) -> None:
+    """With ``max_handshakes`` under way, a new connection is closed at once and reported (TLS_HANDSHAKES_FULL, with
+    its address): a flood of connections that never finish their handshake holds a bounded number of file
+    descriptors, and once the flood's handshakes time out a real client is served again."""
+    cert, key = server_certificate(tpki.dir, PASSPHRASE, tmp_path / "server")
+    seen: list[tuple[str, str | None]] = []
+    server = await _answering(
+        server_ssl_context(tpki.dir, cert, key),
+        lambda code, what, peer: seen.append((code, peer)),
+        handshake_timeout=0.8,
+        max_handshakes=2,
+    )
+    served = _Served(server.sockets[0].getsockname()[1], [], [])
+    try:
+        idle = [await asyncio.open_connection("127.0.0.1", served.port) for _ in range(2)]
+        for _ in range(50):
+            if server.handshaking == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert server.handshaking == 2
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed at once, not after the handshake timeout
+        assert time.monotonic() - started < 0.5
+        writer.close()
+        assert seen == [("TLS_HANDSHAKES_FULL", "127.0.0.1")]
+        for r, w in idle:  # the flood's handshakes time out; then a real client is served
+            async with asyncio.timeout(5):
+                assert await r.read() == b""
+            w.close()
+        assert server.handshaking == 0
+        good = _client(tpki.dir, PASSPHRASE, tmp_path / "good", trust=tpki.dir)
+        assert await served.talk(good) == b"ok"
+        assert [code for code, _ in seen] == ["TLS_HANDSHAKES_FULL", "TLS_HANDSHAKE_TIMEOUT", "TLS_HANDSHAKE_TIMEOUT"]
+    finally:
+        server.close()
+        await server.handshakes_ended()
+
+
+def test_the_gateway_raises_its_open_files_limit(tmp_path: Path) -> None:
+    """``hub gateway`` asks for more open files (each connection is one) than systemd's default soft limit of 1,024,
+    up to the hard limit, and says so when it stays low."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, resource; logging.basicConfig(level=logging.WARNING)\n"
+        "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from hub.gateway.server import open_files_limit\n"
+        "print(open_files_limit(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 300))\n"
+        "print(open_files_limit(1000))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["1000", "1000", "300"], done
+    assert done.stderr.count("raise the limit") == 2 and "LimitNOFILE=65536" in done.stderr  # 1000 and 300: few
+
+
 async def test_the_same_on_uvloop(tpki: TestPki, foreign: Path, tmp_path: Path) -> None:
     """``hub gateway`` runs on uvloop (its own ``start_tls`` and TLS protocol): a good client is answered, a
     certificate of another CA and a silent peer are reported with the address."""
@@ -185,21 +254,7 @@ async def test_the_same_on_uvloop(tpki: TestPki, foreign: Path, tmp_path: Path) 
 
     async def main() -> tuple[list[bytes | BaseException], list[tuple[str, str | None]]]:
         seen: list[tuple[str, str | None]] = []
-
-        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readline()
-            writer.write(b"ok")
-            await writer.drain()
-            writer.close()
-
-        server = await serve_tls(
-            lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(), answer),
-            server_ssl_context(tpki.dir, cert, key),
-            "127.0.0.1",
-            0,
-            handshake_timeout=0.5,
-            refused=lambda code, what, peer: seen.append((code, peer)),
-        )
+        server = await _answering(server_ssl_context(tpki.dir, cert, key), lambda code, what, p: seen.append((code, p)))
         served = _Served(server.sockets[0].getsockname()[1], [], [])
         try:
             got = [await served.talk(good), await served.talk(bad)]
@@ -306,3 +361,15 @@ def test_stale_crls_are_the_hubs_state_503_not_a_refusal_of_the_certificate(tpki
         _identifier(tpki).identify(der, later)
     assert (info.value.status, info.value.code) == (503, "CERT_CRL_UNAVAILABLE")
     assert info.value.retry_after == CRL_RETRY_AFTER_S and "try again later" in info.value.detail
+
+
+def test_max_handshakes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hub.gateway.config import GatewaySettings
+
+    monkeypatch.delenv("HUB_GATEWAY_MAX_HANDSHAKES", raising=False)
+    assert GatewaySettings.for_state(tmp_path).max_handshakes == 512
+    monkeypatch.setenv("HUB_GATEWAY_MAX_HANDSHAKES", "64")
+    assert GatewaySettings.for_state(tmp_path).max_handshakes == 64
+    for ignored in ("0", "-3", "many"):  # not a limit: the default stays
+        monkeypatch.setenv("HUB_GATEWAY_MAX_HANDSHAKES", ignored)
+        assert GatewaySettings.for_state(tmp_path).max_handshakes == 512
