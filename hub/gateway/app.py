@@ -825,6 +825,17 @@ async def _stopping(app: web.Application) -> None:
         state.readiness.stopping = True
 
 
+async def _drain(app: web.Application) -> None:
+    """Before the gateway closes: ``GET /ready`` says stopping for ``drain_s`` while everything is still served."""
+    drain_s = app[GATEWAY_SETTINGS].drain_s
+    state = app.get(STATE)
+    if drain_s <= 0 or state is None or state.readiness is None or state.readiness.stopping:
+        return
+    state.readiness.stopping = True
+    log.info("gateway draining: GET /ready answers 503 for %g s before the gateway closes its port", drain_s)
+    await asyncio.sleep(drain_s)
+
+
 def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     """The gateway application (serve it with ``start_gateway``, or any aiohttp runner with TLS)."""
     app = web.Application(middlewares=[_measured, _guard], client_max_size=settings.max_message_bytes + 1)
@@ -851,7 +862,7 @@ class GatewayRunner(web.AppRunner):
     finishes its handshake held a connection four times as long as one that never finishes its headers), and a
     failure nobody hears of. Here the handshake has ``header_timeout_s`` too, and a failed one is a refusal with the
     client's address. ``addresses`` and ``cleanup`` as ``AppRunner``'s (the listener closes first, as a site's stop
-    does)."""
+    does) — after ``GatewaySettings.drain_s`` of ``GET /ready`` answering 503 while the gateway still serves."""
 
     listener: TlsServer | None = None
 
@@ -860,6 +871,7 @@ class GatewayRunner(web.AppRunner):
         return [sock.getsockname() for sock in self.listener.sockets] if self.listener is not None else []
 
     async def cleanup(self) -> None:
+        await _drain(self.app)
         if self.listener is not None:
             self.listener.close()
             await self.listener.handshakes_ended()

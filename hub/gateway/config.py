@@ -38,6 +38,12 @@ class GatewaySettings:
     #: file descriptors for ``header_timeout_s`` each, and established clients keep theirs
     #: (``HUB_GATEWAY_MAX_HANDSHAKES``).
     max_handshakes: int = 512
+    #: On stopping, ``GET /ready`` answers 503 ``GATEWAY_READY_STOPPING`` for this long while the gateway still serves,
+    #: before it closes its port and its connections: a load balancer checking every few seconds takes it out of
+    #: rotation first, so a rolling restart sends no client to a closed port. 0 (the default, no load balancer):
+    #: stop at once. Set it to the balancer's time to mark a server down (HAProxy: ``fall`` × ``inter``)
+    #: (``HUB_GATEWAY_DRAIN_S``).
+    drain_s: float = 0.0
     #: The longest a single long poll is held, whatever ``wait`` asks for (at most ``MAX_POLL_S``; a poll may end
     #: early with 204 and the client polls again — proxies that cut idle requests sooner want it lower).
     poll_limit_s: float = MAX_POLL_S
@@ -95,6 +101,7 @@ class GatewaySettings:
         ``HUB_GATEWAY_LINK_CHECK_S=N`` how often it looks for a system on both links (``link_check_s``; 0: never),
         ``HUB_GATEWAY_IDLE_S=N`` after how long without a poll it lets a system's queue go (``idle_s``; 0: never),
         ``HUB_GATEWAY_MAX_HANDSHAKES=N`` the TLS handshakes under way at most (``max_handshakes``),
+        ``HUB_GATEWAY_DRAIN_S=N`` how long a stopping gateway says so on ``GET /ready`` before it closes (``drain_s``),
         ``HUB_DIRECTORY_REFRESH_S=N`` how often the client identification reads the directory again
         (``directory_refresh_s``, as the examination and the workers do: ``Settings.directory_refresh_s``); an
         override given here wins."""
@@ -117,6 +124,9 @@ class GatewaySettings:
         handshakes = os.environ.get("HUB_GATEWAY_MAX_HANDSHAKES", "").strip()
         if handshakes.isdigit() and int(handshakes) > 0:
             values["max_handshakes"] = int(handshakes)
+        drain = os.environ.get("HUB_GATEWAY_DRAIN_S", "").strip()
+        if drain.isdigit():  # at most 30 s: hub run's supervisor waits 60 s for a stopping process
+            values["drain_s"] = min(30.0, float(drain))
         refresh = os.environ.get("HUB_DIRECTORY_REFRESH_S", "").strip()
         if refresh.isdigit() and int(refresh) > 0:  # the interval the examination follows the directory at, too
             values["directory_refresh_s"] = float(refresh)

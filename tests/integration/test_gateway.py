@@ -401,6 +401,42 @@ async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
         await runner.cleanup()
 
 
+async def test_a_stopping_gateway_drains_before_it_closes(gw: Gateway, settings: Settings) -> None:
+    """With ``drain_s``, a gateway told to stop answers GET /ready 503 GATEWAY_READY_STOPPING (on new connections and
+    kept-alive ones) while it still serves every request, and only then closes its port: a load balancer takes it out
+    of rotation before any client meets a closed port (a rolling restart)."""
+    config = GatewaySettings.for_state(settings.state_dir, port=0, drain_s=1.5)
+    runner = await start_gateway(settings, config)
+    port = runner.addresses[0][1]
+    cert, key = gw.certs[SENDER]
+    ctx = client_ssl_context(gw.pki_dir, cert, key)
+    stopping: asyncio.Task[None] | None = None
+    async with aiohttp.ClientSession(f"https://127.0.0.1:{port}", connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        try:
+            async with s.get("/ready") as r:
+                assert r.status == 200
+            started = time.monotonic()
+            stopping = asyncio.create_task(runner.cleanup())
+            await asyncio.sleep(0.2)
+            async with s.get("/ready") as r:  # the kept-alive connection
+                assert r.status == 503 and r.headers["X-Hub-Code"] == "GATEWAY_NOT_READY"
+                body = await r.json()
+            assert [c["code"] for c in body["checks"] if not c["ok"]] == ["GATEWAY_READY_STOPPING"]
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as fresh:  # a new connection
+                async with fresh.get(f"https://127.0.0.1:{port}/ready") as r:
+                    assert r.status == 503
+                async with fresh.get(f"https://127.0.0.1:{port}/v1/inbox", params={"wait": "0"}) as r:
+                    assert r.status == 204  # still served while draining
+            assert not stopping.done()
+            await stopping
+            assert time.monotonic() - started >= 1.5
+        finally:
+            if stopping is None:
+                await runner.cleanup()
+    with pytest.raises(OSError):  # the port is closed once drained
+        await asyncio.open_connection("127.0.0.1", port)
+
+
 async def test_an_expired_certificate_is_answered_and_a_foreign_one_fails_the_handshake(
     gw: Gateway, settings: Settings, tmp_path: Path
 ) -> None:

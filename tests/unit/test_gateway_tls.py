@@ -373,3 +373,14 @@ def test_max_handshakes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tm
     for ignored in ("0", "-3", "many"):  # not a limit: the default stays
         monkeypatch.setenv("HUB_GATEWAY_MAX_HANDSHAKES", ignored)
         assert GatewaySettings.for_state(tmp_path).max_handshakes == 512
+
+
+def test_drain_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hub.gateway.config import GatewaySettings
+
+    monkeypatch.delenv("HUB_GATEWAY_DRAIN_S", raising=False)
+    assert GatewaySettings.for_state(tmp_path).drain_s == 0.0  # no load balancer: stop at once
+    monkeypatch.setenv("HUB_GATEWAY_DRAIN_S", "6")
+    assert GatewaySettings.for_state(tmp_path).drain_s == 6.0
+    monkeypatch.setenv("HUB_GATEWAY_DRAIN_S", "600")  # hub run's supervisor waits 60 s for a stopping process
+    assert GatewaySettings.for_state(tmp_path).drain_s == 30.0
