@@ -174,6 +174,7 @@ CODES: dict[str, str] = {
     "TLS_PROTOCOL": "TLS 握手失败：客户端的 TLS 版本或密码套件不被接受（需 TLS 1.2 及以上）",
     "TLS_HANDSHAKE_FAILED": "TLS 握手失败",
     "TLS_HANDSHAKE_TIMEOUT": "TLS 握手超时：客户端在限定时间内没有完成握手",
+    "TLS_PROXY_HEADER": "负载均衡的连接没有有效的 PROXY 协议头，连接被关闭（见 HUB_GATEWAY_PROXY_FROM）",
     "TLS_HANDSHAKES_FULL": "同时进行的 TLS 握手已达网关上限，新连接被立即关闭（疑似连接洪泛）",
     # documents (hub/processes/documents.py): receipts, feedback deadlines, document status
     "DOC_RECEIPT_AGENCY_MISMATCH": "公文回执的回执单位与签名发送方不一致，未采纳",

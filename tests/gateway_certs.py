@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import socket
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hub.trust import pki
 
-__all__ = ["client_certificate", "client_ssl_context", "revoke", "server_certificate"]
+__all__ = ["client_certificate", "client_ssl_context", "revoke", "say_a_line", "server_certificate"]
 
 
 def _write(out: Path, name: str, cert: x509.Certificate, issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey):
@@ -138,3 +139,18 @@ def revoke(pki_dir: Path, passphrase: str, serial: int, reason: str = "key-compr
     entries.append(pki.RevokedEntry(serial, reason, dt.datetime.now(dt.UTC)))
     number = current.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
     pki.publish_crl(paths.issuing_crl, issuer, issuer_key, entries, number=number)
+
+
+def say_a_line(port: int, ctx: ssl.SSLContext | None, header: bytes = b"") -> bytes | BaseException:
+    """Connect to 127.0.0.1:``port``, send ``header`` (a load balancer's PROXY header), then TLS with ``ctx`` (or
+    plain), say a request line, read the answer; the exception instead if any. Blocking, as curl or a JDK client is:
+    it sends its alert when it refuses the server's certificate (asyncio's own client closes without one)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(header)
+            conn = ctx.wrap_socket(raw, server_hostname="localhost") if ctx is not None else raw
+            with conn:
+                conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                return conn.recv(100)
+    except (ssl.SSLError, OSError) as exc:
+        return exc

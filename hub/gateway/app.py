@@ -49,6 +49,7 @@ from hub.gateway.limits import Limits, limits_of
 from hub.gateway.links import LinkGuard
 from hub.gateway.mailbox import Answer, InboxItem, Mailbox
 from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
+from hub.gateway.proxy_header import networks
 from hub.gateway.readiness import Readiness
 from hub.gateway.status import status_for_code, status_for_receipt
 from hub.gateway.tls import TlsServer, peer_of, serve_tls, server_ssl_context
@@ -111,6 +112,8 @@ class GatewayState:
     activity: GatewayActivity = field(default_factory=GatewayActivity)
     #: ``GET /ready`` for the load balancer (``hub.gateway.readiness``).
     readiness: Readiness | None = None
+    #: The server the gateway listens on (``start_gateway``): the clients' addresses behind a load balancer.
+    listener: TlsServer | None = None
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
@@ -207,7 +210,11 @@ def _refused(request: web.Request, endpoint: str, code: str, status: int) -> Non
     identity = request.get(IDENTITY)
     system = identity.system if identity is not None else request.get(_REFUSED_AS)
     who = f"system {system}" if system else "a client without a certificate"
-    peer = peer_of(request.transport.get_extra_info("peername")) if request.transport is not None else None
+    state = request.app.get(STATE)
+    if state is not None and state.listener is not None:  # through a load balancer: the client its header named
+        peer = state.listener.peer(request.transport)
+    else:
+        peer = peer_of(request.transport.get_extra_info("peername")) if request.transport is not None else None
     _note_refusal(request.app, system, code, f"a request of {who} to {endpoint}: {status}", peer)
 
 
@@ -884,6 +891,7 @@ async def start_gateway(
     """Serve the gateway over TLS on ``gateway.host``/``gateway.port`` (0: any free port; ``runner.addresses`` says
     which); ``await runner.cleanup()`` stops it (long polls are cut after ``shutdown_timeout``; what they held goes
     back to the queues)."""
+    balancers = networks(gateway.proxy_from)  # ConfigError naming a bad one, before anything starts
     ssl_context = server_ssl_context(
         settings.state_dir / "pki", gateway.cert_file, gateway.key_file, key_password=settings.ca_passphrase
     )
@@ -907,7 +915,11 @@ async def start_gateway(
             handshake_timeout=gateway.header_timeout_s,
             refused=partial(_handshake_refused, app),
             max_handshakes=gateway.max_handshakes,
+            balancers=balancers,
         )
+        state = app.get(STATE)
+        if state is not None:
+            state.listener = runner.listener
     except BaseException:
         await runner.cleanup()
         raise

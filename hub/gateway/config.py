@@ -44,6 +44,11 @@ class GatewaySettings:
     #: stop at once. Set it to the balancer's time to mark a server down (HAProxy: ``fall`` × ``inter``)
     #: (``HUB_GATEWAY_DRAIN_S``).
     drain_s: float = 0.0
+    #: The load balancers that put a PROXY protocol header (HAProxy ``send-proxy-v2``) before each connection's bytes,
+    #: as addresses or networks ("10.0.0.5", "10.0.1.0/24"): a connection from one of them must carry one, and the
+    #: client address it names is the connection's on the ops page and in the log; nobody else's is read
+    #: (``hub.gateway.proxy_header``; ``HUB_GATEWAY_PROXY_FROM``, comma-separated). Empty: none.
+    proxy_from: tuple[str, ...] = ()
     #: The longest a single long poll is held, whatever ``wait`` asks for (at most ``MAX_POLL_S``; a poll may end
     #: early with 204 and the client polls again — proxies that cut idle requests sooner want it lower).
     poll_limit_s: float = MAX_POLL_S
@@ -102,6 +107,7 @@ class GatewaySettings:
         ``HUB_GATEWAY_IDLE_S=N`` after how long without a poll it lets a system's queue go (``idle_s``; 0: never),
         ``HUB_GATEWAY_MAX_HANDSHAKES=N`` the TLS handshakes under way at most (``max_handshakes``),
         ``HUB_GATEWAY_DRAIN_S=N`` how long a stopping gateway says so on ``GET /ready`` before it closes (``drain_s``),
+        ``HUB_GATEWAY_PROXY_FROM=A,B`` the load balancers whose PROXY headers it reads (``proxy_from``),
         ``HUB_DIRECTORY_REFRESH_S=N`` how often the client identification reads the directory again
         (``directory_refresh_s``, as the examination and the workers do: ``Settings.directory_refresh_s``); an
         override given here wins."""
@@ -127,6 +133,9 @@ class GatewaySettings:
         drain = os.environ.get("HUB_GATEWAY_DRAIN_S", "").strip()
         if drain.isdigit():  # at most 30 s: hub run's supervisor waits 60 s for a stopping process
             values["drain_s"] = min(30.0, float(drain))
+        proxies = [a.strip() for a in os.environ.get("HUB_GATEWAY_PROXY_FROM", "").split(",") if a.strip()]
+        if proxies:
+            values["proxy_from"] = tuple(proxies)
         refresh = os.environ.get("HUB_DIRECTORY_REFRESH_S", "").strip()
         if refresh.isdigit() and int(refresh) > 0:  # the interval the examination follows the directory at, too
             values["directory_refresh_s"] = float(refresh)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.errors import ConfigError
+from hub.gateway.proxy_header import Networks, ProxyHeaderError, read_proxy_header, trusted
 from hub.trust.pki import PkiPaths
 
 __all__ = ["TlsServer", "handshake_code", "peer_of", "serve_tls", "server_ssl_context"]
@@ -109,8 +110,13 @@ class TlsServer:
         handshake_timeout: float,
         refused: Refused,
         max_handshakes: int = 512,
+        balancers: Networks = (),
     ) -> None:
         self._factory = factory
+        self._balancers = balancers
+        #: The clients' addresses of connections that came through a balancer (``peer``), by their transport.
+        self._proxied: dict[asyncio.BaseTransport, str] = {}
+        self._sweep_at = 1024
         self._ctx = ctx
         self.sockets = tuple(sockets)
         self._timeout = handshake_timeout
@@ -153,12 +159,49 @@ class TlsServer:
                 self._report("TLS_HANDSHAKES_FULL", f"{self.handshaking} handshakes under way", peer_of(address))
                 continue
             self.handshaking += 1
-            self._spawn(self._handshake(conn, peer_of(address)))
+            self._spawn(self._handshake(conn, address))
 
-    async def _handshake(self, conn: socket.socket, peer: str | None) -> None:
+    def peer(self, transport: asyncio.BaseTransport | None) -> str | None:
+        """The client's address of a connection: the one its balancer's PROXY header named, else its socket's peer."""
+        if transport is None:
+            return None
+        return self._proxied.get(transport) or peer_of(transport.get_extra_info("peername"))
+
+    async def _handshake(self, conn: socket.socket, address: Any) -> None:
+        try:
+            peer = peer_of(address)
+            proxied = None
+            if self._balancers and isinstance(address, tuple) and trusted(str(address[0]), self._balancers):
+                ok, proxied = await self._proxy_header(conn, peer)
+                if not ok:
+                    return
+                peer = proxied or peer
+            await self._tls(conn, peer, proxied)
+        finally:
+            self.handshaking -= 1
+
+    async def _proxy_header(self, conn: socket.socket, peer: str | None) -> tuple[bool, str | None]:
+        """(True, the client's address the balancer's PROXY header names, or None: none), or (False, None) when the
+        connection was closed for want of a valid header (reported)."""
+        try:
+            conn.setblocking(False)
+            async with asyncio.timeout(self._timeout):
+                return True, await read_proxy_header(conn)
+        except (ProxyHeaderError, TimeoutError, OSError) as exc:
+            why = str(exc) if isinstance(exc, ProxyHeaderError) else f"no PROXY header within {self._timeout:g} s"
+            self._report("TLS_PROXY_HEADER", why, peer)
+            conn.close()
+            return False, None
+        except BaseException:
+            conn.close()
+            raise
+
+    async def _tls(self, conn: socket.socket, peer: str | None, proxied: str | None) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(self._factory, conn, ssl=self._ctx, ssl_handshake_timeout=self._timeout)
+            transport, _ = await loop.connect_accepted_socket(
+                self._factory, conn, ssl=self._ctx, ssl_handshake_timeout=self._timeout
+            )
         except ssl.SSLError as exc:
             what = exc.verify_message if isinstance(exc, ssl.SSLCertVerificationError) else exc.reason
             self._report(handshake_code(exc), str(what or exc.__class__.__name__), peer)
@@ -167,9 +210,16 @@ class TlsServer:
                 self._report("TLS_HANDSHAKE_TIMEOUT", f"not finished within {self._timeout:g} s", peer)
         except OSError:
             pass  # the peer closed before or during its handshake (a load balancer's TCP check): no refusal
-        finally:
-            self.handshaking -= 1
+        else:
+            if proxied:
+                self._remember(transport, proxied)
         # on failure the loop closed the connection's transport, and with it the socket; on success the transport has it
+
+    def _remember(self, transport: asyncio.BaseTransport, peer: str) -> None:
+        if len(self._proxied) >= self._sweep_at:  # the closed connections' entries go
+            self._proxied = {t: p for t, p in self._proxied.items() if not t.is_closing()}
+            self._sweep_at = max(1024, 2 * len(self._proxied))
+        self._proxied[transport] = peer
 
     def _report(self, code: str, what: str, peer: str | None) -> None:
         try:
@@ -187,6 +237,7 @@ async def serve_tls(
     handshake_timeout: float,
     refused: Refused,
     max_handshakes: int = 512,
+    balancers: Networks = (),
     backlog: int = 128,
 ) -> TlsServer:
     """Listen on ``host``/``port`` (every address it resolves to; port 0: a free one); each connection's TLS handshake
@@ -195,7 +246,9 @@ async def serve_tls(
     words, e.g. "unable to get local issuer certificate" — never key material or payload; ``peer``: the client's
     address), one that does not end in time as ``TLS_HANDSHAKE_TIMEOUT``, a connection closed at once because
     ``max_handshakes`` are under way as ``TLS_HANDSHAKES_FULL``. A peer that closes before or during its handshake (a
-    load balancer's TCP check) is not reported. Public asyncio APIs (``sock_accept``,
+    load balancer's TCP check) is not reported. A connection from one of ``balancers`` must begin with a PROXY
+    header (``hub.gateway.proxy_header``), whose client address then stands for the connection's (``peer``); one
+    without is closed and reported as ``TLS_PROXY_HEADER``. Public asyncio APIs (``sock_accept``,
     ``connect_accepted_socket``), on asyncio's loop and uvloop's alike."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -217,7 +270,13 @@ async def serve_tls(
             sock.close()
         raise OSError(exc.errno, f"the gateway cannot listen on {host}:{port}: {exc.strerror}") from None
     return TlsServer(
-        factory, ctx, sockets, handshake_timeout=handshake_timeout, refused=refused, max_handshakes=max_handshakes
+        factory,
+        ctx,
+        sockets,
+        handshake_timeout=handshake_timeout,
+        refused=refused,
+        max_handshakes=max_handshakes,
+        balancers=balancers,
     )
 
 

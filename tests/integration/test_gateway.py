@@ -501,6 +501,52 @@ async def test_an_expired_certificate_is_answered_and_a_foreign_one_fails_the_ha
     assert peers[keys[0]] == ("127.0.0.1",) and peers[keys[1]] == ("127.0.0.1",), peers
 
 
+async def test_behind_a_balancer_the_refusals_name_the_client(gw: Gateway, settings: Settings, tmp_path: Path) -> None:
+    """With ``proxy_from`` naming the load balancer, the PROXY header it sends before the client's bytes (HAProxy
+    ``send-proxy-v2``) names the client: a refusal behind it is stored with the client's address, not the
+    balancer's; the balancer's connection without a header is closed and counted (TLS_PROXY_HEADER)."""
+    import socket
+    import ssl
+    import struct
+
+    from harness import until
+
+    from hub.gateway.proxy_header import V2_SIGNATURE
+    from hub.store import gateway_activity
+
+    config = GatewaySettings.for_state(settings.state_dir, port=0, proxy_from=("127.0.0.1",))
+    runner = await start_gateway(settings, config)
+    port = runner.addresses[0][1]
+    c, k, _ = client_certificate(gw.pki_dir, settings.ca_passphrase, SYSTEMS[SENDER], SENDER, tmp_path, days=-2)
+    ctx = client_ssl_context(gw.pki_dir, c, k)
+    client = bytes([198, 51, 100, 23])  # 198.51.100.23, the bureau's machine behind the balancer
+    header = V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", 12) + client + bytes([10, 0, 0, 21]) + bytes(4)
+
+    def through_the_balancer(header: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(header)
+            try:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as conn:
+                    conn.sendall(b"GET /v1/inbox HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    return conn.recv(200)
+            except (ssl.SSLError, OSError):
+                return b""
+
+    try:
+        assert (await asyncio.to_thread(through_the_balancer, header)).startswith(b"HTTP/1.1 403")  # expired
+        assert await asyncio.to_thread(through_the_balancer, b"") == b""  # no header from the balancer: closed
+
+        async def stored() -> dict[tuple[str, str], tuple[str, ...]] | None:
+            rows = {(r.system, r.code): r.peers for r in await gateway_activity.refusals(gw.hub.pool, limit=1000)}
+            proxy = rows.get(("-", "TLS_PROXY_HEADER"))
+            return rows if "198.51.100.23" in rows.get((SENDER, "CERT_EXPIRED"), ()) and proxy else None
+
+        rows = await until(stored, "the refusals with the client's address", timeout=20)
+        assert rows is not None and rows[("-", "TLS_PROXY_HEADER")] == ("127.0.0.1",)
+    finally:
+        await runner.cleanup()
+
+
 async def test_each_systems_requests_are_counted_in_the_store(gw: Gateway) -> None:
     """Every identified request is counted by minute under its system and written by the gateway's activity task
     (hub.store.gateway_activity, migration 027): the ops overview's "近 1 小时经网关请求" for each system, on any

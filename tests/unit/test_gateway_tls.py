@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from gateway_certs import client_certificate, client_ssl_context, server_certificate
+from gateway_certs import client_certificate, client_ssl_context, say_a_line, server_certificate
 from trust_fixtures import AGENCY, PASSPHRASE, SYSTEM, TestPki, make_pki
 
 from hub.errors import NoRoute
@@ -75,21 +74,8 @@ class _Served:
         return self.seen[:n]
 
     async def talk(self, ctx: ssl.SSLContext | None) -> bytes | BaseException:
-        """Connect (TLS with ``ctx``, or plain), say a line, read the answer; the exception instead if any. A blocking
-        client in a thread, as curl or a JDK client is: it sends its alert when it refuses the gateway's certificate
-        (asyncio's own client closes without one)."""
-
-        def client() -> bytes | BaseException:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
-                    conn = ctx.wrap_socket(raw, server_hostname="localhost") if ctx is not None else raw
-                    with conn:
-                        conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                        return conn.recv(100)
-            except (ssl.SSLError, OSError) as exc:
-                return exc
-
-        return await asyncio.to_thread(client)
+        """Connect (TLS with ``ctx``, or plain), say a line, read the answer (``say_a_line``, in a thread)."""
+        return await asyncio.to_thread(say_a_line, self.port, ctx)
 
 
 async def _answering(ctx: ssl.SSLContext, refused: Callable[[str, str, str | None], None], **kw: Any) -> TlsServer:
