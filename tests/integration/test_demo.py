@@ -93,7 +93,7 @@ def _check_first_run(first: subprocess.CompletedProcess[str], state: Path) -> No
         "the portal stopped polling: 3 s later the gateway let its queue go, the approval system's next status waited "
         "ready in RabbitMQ (the ops page: polls from time to time, one waiting, its requests counted;",
         "the portal's expired TLS certificate was answered 403 CERT_EXPIRED with its date; a certificate of another CA "
-        "failed the TLS handshake; the ops page listed both (under the portal, and under TLS handshakes)",
+        "failed the TLS handshake; the ops page listed both (under the portal, and under TLS handshakes from 127.0.0.1)",
         "an adapter on the SDK over HTTPS only (gateway_url): 桦甸 received 吉林市's notice by long poll, its handler's",
         "签收 receipt went back over HTTPS and reached 吉林市 in",
         "one way per system: 吉林市, subscribed to its queue over RabbitMQ, polled over HTTPS and was refused "
