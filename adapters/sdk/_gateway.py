@@ -539,6 +539,14 @@ def _seconds(raw: str | None) -> float | None:
         return None
 
 
+def _proxy_name(settings: AdapterSettings) -> str:
+    """The proxy's address for a log line or an error: never its password."""
+    from yarl import URL
+
+    url = URL(settings.gateway_proxy)
+    return str(url.with_user(None)) if url.user else str(url)
+
+
 def _reason(item: Outgoing) -> str:
     reason = str(item.headers.get("x-refused-reason") or "").strip() or "refused by the adapter's checks"
     return reason[:1000]
@@ -554,6 +562,7 @@ async def connect_gateway(settings: AdapterSettings, system: str) -> GatewayTran
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ctx, limit=settings.gateway_polls + 16),
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout + 30, connect=10),
+            proxy=settings.gateway_proxy or None,  # CONNECT through the agency's proxy; the TLS inside is ours
         )
         try:
             # Who the gateway takes this certificate for: 404 for a message id nobody sent is the answer to a
@@ -563,6 +572,17 @@ async def connect_gateway(settings: AdapterSettings, system: str) -> GatewayTran
                 status, code = resp.status, resp.headers.get("X-Hub-Code") or f"HTTP_{resp.status}"
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await session.close()
+            if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status in (403, 407):
+                raise ConfigurationError(
+                    f"the proxy {_proxy_name(settings)} refused the way to the gateway at {base}: "
+                    + (
+                        "it asks for a login (gateway_proxy = http://user:password@host:port)"
+                        if exc.status == 407
+                        else "ask the agency's network administrators to allow CONNECT to the gateway's host and port"
+                    )
+                    + f" (HTTP {exc.status})",
+                    code="SDK_GATEWAY_PROXY",
+                ) from None
             if isinstance(exc, aiohttp.ClientConnectorCertificateError):
                 raise ConfigurationError(
                     f"the gateway at {base} is not the hub's (its certificate does not chain to hub-root.pem or "
@@ -575,7 +595,8 @@ async def connect_gateway(settings: AdapterSettings, system: str) -> GatewayTran
                     "certificate of this system issued by the hub CA, with clientAuth?",
                     code="SDK_GATEWAY_TLS",
                 ) from None
-            log.warning("gateway unreachable (%s); next attempt in %.1f s", _describe(exc), delay)
+            via = f" through the proxy {_proxy_name(settings)}" if settings.gateway_proxy else ""
+            log.warning("gateway unreachable%s (%s); next attempt in %.1f s", via, _describe(exc), delay)
         else:
             if status in (200, 404):
                 return GatewayTransport(

@@ -49,6 +49,12 @@ class AdapterSettings:
     #: HTTPS only (its key and certificate for mutual TLS, the hub root as the only trust; ``adapters.sdk._gateway``)
     #: instead of RabbitMQ, with the same handlers and store.
     gateway_url: str = ""
+    #: The agency's outbound HTTP proxy the gateway is reached through, e.g. ``http://proxy.example.gov.cn:3128``
+    #: (``http://user:password@host:port`` when it asks for a login): the adapter asks it to CONNECT to the gateway
+    #: and speaks TLS with its own certificate through the tunnel, so the proxy sees neither the certificate's key nor
+    #: the messages. Empty: straight to the gateway (``HTTPS_PROXY`` and the like are not read: the hub is reached
+    #: as configured here, or not at all).
+    gateway_proxy: str = ""
     #: Long polls of the gateway's inbox at once (each holds one of the system's concurrent requests at the gateway).
     gateway_polls: int = 2
     #: Seconds one long poll waits for a delivery (the gateway holds a poll at most 30 s).
@@ -102,6 +108,20 @@ class AdapterSettings:
                     f"gateway_url {self.gateway_url!r}: give the gateway as https://host[:port] (it takes only HTTPS "
                     "with the system's certificate)"
                 )
+        if self.gateway_proxy:
+            from yarl import URL
+
+            try:
+                proxy: URL | None = URL(self.gateway_proxy)
+            except ValueError:
+                proxy = None
+            if proxy is None or proxy.scheme != "http" or not proxy.host or proxy.path not in ("", "/"):
+                raise ConfigurationError(  # not the value: it may carry the proxy's password
+                    "gateway_proxy: give the agency's proxy as http://host:port (or http://user:password@host:port); "
+                    "the TLS to the gateway runs inside its tunnel"
+                )
+            if not self.gateway_url:
+                raise ConfigurationError("gateway_proxy is set but gateway_url is not: the proxy is for the gateway")
         if self.gateway_polls < 1:
             raise ConfigurationError(f"gateway_polls must be at least 1, not {self.gateway_polls}")
         if not 1 <= self.gateway_wait <= 30:

@@ -17,6 +17,7 @@ multipart/mixed) and one acknowledgement for them (``POST /v1/inbox/ack``), and 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable
@@ -494,3 +495,103 @@ async def test_an_adapter_over_https_whose_system_is_on_amqp_is_refused(
     finally:
         await consumer.stop()
         await own.close()
+
+
+class _ConnectProxy:
+    """An agency's outbound HTTP proxy, as squid is for HTTPS: ``CONNECT host:port``, then bytes both ways. It says
+    which targets it was asked for; ``login`` (user, password) makes it answer 407 without them, ``forbid`` 403."""
+
+    def __init__(self, *, login: tuple[str, str] | None = None, forbid: bool = False) -> None:
+        self.login, self.forbid = login, forbid
+        self.targets: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> _ConnectProxy:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import base64
+
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            method, target, _ = head[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in head[1:] if ":" in h)}
+            self.targets.append(f"{method} {target}")
+            wanted = "Basic " + base64.b64encode(":".join(self.login).encode()).decode() if self.login else None
+            if method != "CONNECT" or self.forbid:
+                writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            if wanted is not None and headers.get("proxy-authorization") != wanted:
+                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+                return
+            host, port = target.rsplit(":", 1)
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                finally:
+                    dst.close()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_an_adapter_behind_the_agencys_proxy(gw: Gateway, tmp_path: Path) -> None:
+    """``gateway_proxy``: an agency whose machines reach the outside only through its HTTP proxy. The adapter asks the
+    proxy to CONNECT to the gateway and speaks its own mutual TLS inside the tunnel (the proxy sees only encrypted
+    bytes); a proxy that wants a login, or forbids the gateway, stops the start with SDK_GATEWAY_PROXY and what to
+    do — never the proxy's password."""
+    from yarl import URL
+
+    gateway = URL(gw.url)
+    async with _ConnectProxy(login=("nongan", "s3cret")) as proxy:
+        with_login = str(URL(proxy.url).with_user("nongan").with_password("s3cret"))
+        dehui = over_https(gw, DEHUI, tmp_path)
+        nongan = over_https(gw, NONGAN, tmp_path, gateway_proxy=with_login)
+        seen: list[Context] = []
+
+        @dehui.handles("document.official", version=1)
+        async def on_document(doc: Any, ctx: Context) -> None:
+            seen.append(ctx)
+
+        async with dehui, nongan:
+            receipt = await send_document(nongan)
+            assert receipt.accepted
+            await until(lambda: seen, "the delivery sent through the proxy")
+        assert seen[0].message_id == receipt.message_id
+        assert proxy.targets and set(proxy.targets) == {f"CONNECT {gateway.host}:{gateway.port}"}
+
+        # without the login: 407, told how to give one
+        nologin = over_https(gw, NONGAN, tmp_path / "nologin", gateway_proxy=proxy.url)
+        with pytest.raises(ConfigurationError) as caught:
+            await nologin.start()
+        assert caught.value.code == "SDK_GATEWAY_PROXY" and "asks for a login" in caught.value.detail
+
+    async with _ConnectProxy(forbid=True) as proxy:
+        forbidden = over_https(gw, NONGAN, tmp_path / "forbidden", gateway_proxy=proxy.url)
+        with pytest.raises(ConfigurationError) as caught:
+            await forbidden.start()
+        assert caught.value.code == "SDK_GATEWAY_PROXY" and "allow CONNECT" in caught.value.detail
+        assert "s3cret" not in caught.value.detail
+
+    # a proxy given as anything but http://host:port is refused before anything starts, without echoing it
+    with pytest.raises(ConfigurationError, match="gateway_proxy: give the agency's proxy") as bad:
+        over_https(gw, NONGAN, tmp_path / "bad", gateway_proxy="socks5://u:s3cret@127.0.0.1:1080")
+    assert "s3cret" not in str(bad.value)

@@ -38,6 +38,10 @@ def test_the_defaults_and_sensible_values_are_taken() -> None:
         ({"gateway_polls": 0}, "gateway_polls"),
         ({"gateway_wait": 0}, "gateway_wait"),
         ({"gateway_wait": 31}, "gateway_wait"),
+        ({"gateway_url": "https://gw:8443", "gateway_proxy": "socks5://proxy:1080"}, "gateway_proxy"),
+        ({"gateway_url": "https://gw:8443", "gateway_proxy": "proxy:3128"}, "gateway_proxy"),
+        ({"gateway_url": "https://gw:8443", "gateway_proxy": "http://proxy:3128/path"}, "gateway_proxy"),
+        ({"gateway_proxy": "http://proxy:3128"}, "gateway_proxy"),  # a proxy for no gateway
     ],
 )
 def test_values_an_adapter_cannot_work_with_are_refused(values: dict[str, Any], named: str) -> None:
@@ -62,8 +66,10 @@ def test_the_https_gateway_is_taken_as_https_host_and_port() -> None:
 def test_the_gateway_can_be_named_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUB_ADAPTER_GATEWAY_URL", "https://127.0.0.1:8443")
     monkeypatch.setenv("HUB_ADAPTER_GATEWAY_WAIT", "5")
+    monkeypatch.setenv("HUB_ADAPTER_GATEWAY_PROXY", "http://proxy.example.gov.cn:3128")
     s = AdapterSettings.from_mapping({"system": "county-220182-oa", "home": "/nonexistent"})
     assert (s.gateway_url, s.gateway_wait) == ("https://127.0.0.1:8443", 5)
+    assert s.gateway_proxy == "http://proxy.example.gov.cn:3128"
 
 
 def test_the_gateway_documents_settings_are_settings_the_sdk_takes() -> None:
