@@ -401,6 +401,23 @@ async def test_slow_clients_and_limits(gw: Gateway, settings: Settings) -> None:
         await runner.cleanup()
 
 
+async def test_a_compressed_body_is_held_to_the_size_limit(gw: Gateway, settings: Settings) -> None:
+    """A submission sent gzip-compressed (Content-Encoding) is decompressed as it is read and held to the message size
+    limit decompressed: 100 MB of zeros in about 100 KB (a "zip bomb") is 413 ENV_TOO_LARGE, not 100 MB in memory."""
+    import gzip
+    import resource
+
+    bomb = gzip.compress(b"\0" * (100 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < settings.max_message_bytes  # under the limit as sent: Content-Length does not stop it
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    async with gw.session(SENDER).post(
+        "/v1/messages", data=bomb, headers={"Content-Type": "application/xml", "Content-Encoding": "gzip"}
+    ) as r:
+        assert r.status == 413 and r.headers["X-Hub-Code"] == "ENV_TOO_LARGE", (r.status, await r.text())
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+    assert grown_kb < 64 * 1024, f"the gateway's process grew {grown_kb} KB for a compressed body"
+
+
 async def test_a_stopping_gateway_drains_before_it_closes(gw: Gateway, settings: Settings) -> None:
     """With ``drain_s``, a gateway told to stop answers GET /ready 503 GATEWAY_READY_STOPPING (on new connections and
     kept-alive ones) while it still serves every request, and only then closes its port: a load balancer takes it out
