@@ -71,4 +71,6 @@ command -v chromium >/dev/null 2>&1 || apt_install chromium
 # agency's Java system uses (docs/gateway.md), so the profile the gateway documents is proven, not assumed.
 command -v javac >/dev/null 2>&1 || apt_install default-jdk-headless
 [[ -f /usr/share/java/xmlsec.jar ]] || apt_install libxml-security-java
+# systemd-analyze: tests/unit/test_deploy_units.py verifies the units of deploy/systemd (nothing is started with it).
+command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 log "PostgreSQL, RabbitMQ (+management), xmlsec1, curl, Chromium (+ a CJK font), Java and Santuario are ready"
