@@ -75,10 +75,14 @@ async def _exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int)
 
 async def read_proxy_header(sock: socket.socket) -> str | None:
     """Read one PROXY header (version 1 or 2) off ``sock`` and return the client's address it names (without the
-    port), or None when it names none (``LOCAL``, ``UNKNOWN``, a family other than TCP over IPv4/IPv6). The caller
-    bounds the time (``asyncio.timeout``)."""
+    port), or None when it names none (``LOCAL``, ``UNKNOWN``, a family other than TCP over IPv4/IPv6). EOFError when
+    the peer closed before its first byte; ProxyHeaderError for anything else that is not a header. The caller bounds
+    the time (``asyncio.timeout``)."""
     loop = asyncio.get_running_loop()
-    start = await _exactly(loop, sock, 6)  # the shortest header, "PROXY UNKNOWN\r\n", has 15 bytes: no more yet
+    first = await loop.sock_recv(sock, 1)
+    if not first:  # connected and closed without a byte (a TCP check): nothing to refuse
+        raise EOFError("the connection closed before it sent anything")
+    start = first + await _exactly(loop, sock, 5)  # the shortest header, "PROXY UNKNOWN\r\n", has 15 bytes
     if start == V2_SIGNATURE[:6]:
         head = start + await _exactly(loop, sock, 10)
         if head[:12] != V2_SIGNATURE:

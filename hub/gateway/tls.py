@@ -187,9 +187,12 @@ class TlsServer:
             conn.setblocking(False)
             async with asyncio.timeout(self._timeout):
                 return True, await read_proxy_header(conn)
-        except (ProxyHeaderError, TimeoutError, OSError) as exc:
+        except (ProxyHeaderError, TimeoutError) as exc:
             why = str(exc) if isinstance(exc, ProxyHeaderError) else f"no PROXY header within {self._timeout:g} s"
             self._report("TLS_PROXY_HEADER", why, peer)
+            conn.close()
+            return False, None
+        except (EOFError, OSError):  # closed before a byte, or reset (a TCP check): no refusal, as without a header
             conn.close()
             return False, None
         except BaseException:

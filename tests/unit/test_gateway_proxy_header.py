@@ -28,7 +28,7 @@ V2_IPV4 = v2(1, 0x11, bytes([192, 0, 2, 7]) + bytes([10, 0, 0, 21]) + struct.pac
 V2_IPV6 = v2(1, 0x21, socket.inet_pton(socket.AF_INET6, "2001:db8::7") + bytes(16) + struct.pack("!HH", 1, 2))
 
 
-async def _read(data: bytes) -> tuple[str | ProxyHeaderError | None, bytes]:
+async def _read(data: bytes) -> tuple[str | Exception | None, bytes]:
     """What ``read_proxy_header`` makes of ``data`` + b"TLS", and what it left in the socket."""
     a, b = socket.socketpair()
     a.setblocking(False)
@@ -36,8 +36,8 @@ async def _read(data: bytes) -> tuple[str | ProxyHeaderError | None, bytes]:
         b.sendall(data + b"TLS")
         b.shutdown(socket.SHUT_WR)
         try:
-            got: str | ProxyHeaderError | None = await asyncio.wait_for(read_proxy_header(a), 5)
-        except ProxyHeaderError as exc:
+            got: str | Exception | None = await asyncio.wait_for(read_proxy_header(a), 5)
+        except (ProxyHeaderError, EOFError) as exc:
             got = exc
         rest = b""
         loop = asyncio.get_running_loop()
@@ -85,6 +85,17 @@ async def test_a_header_is_read_exactly(header: bytes, address: str | None) -> N
 async def test_a_bad_header_is_refused_with_a_reason(header: bytes, why: str) -> None:
     got, _ = await _read(header)
     assert isinstance(got, ProxyHeaderError) and why in str(got), got
+
+
+async def test_a_connection_closed_before_a_byte_is_not_a_bad_header() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.close()
+    try:
+        with pytest.raises(EOFError):
+            await asyncio.wait_for(read_proxy_header(a), 5)
+    finally:
+        a.close()
 
 
 def test_the_balancers_are_addresses_or_networks() -> None:
@@ -137,13 +148,17 @@ async def test_the_listener_takes_the_clients_address_from_a_trusted_balancer(tp
         assert peers == ["192.0.2.7", "192.0.2.8", "127.0.0.1"]
         # a failed handshake behind the header is reported with the client's address, not the balancer's
         await asyncio.to_thread(talk, V2_IPV4, None)  # plain HTTP after the header
-        # the balancer's connection without a header is refused, and said so
+        # a TCP check of the balancer (connects, closes) is no refusal; its connection without a header is
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
         assert await asyncio.to_thread(talk, b"", good) != b"ok"
         for _ in range(100):
             if len(seen) >= 2:
                 break
             await asyncio.sleep(0.02)
-        assert seen[0] == ("TLS_PLAIN_HTTP", "192.0.2.7") and seen[1] == ("TLS_PROXY_HEADER", "127.0.0.1"), seen
+        await asyncio.sleep(0.2)
+        assert seen == [("TLS_PLAIN_HTTP", "192.0.2.7"), ("TLS_PROXY_HEADER", "127.0.0.1")], seen
     finally:
         server.close()
         await server.handshakes_ended()
