@@ -552,6 +552,60 @@ def _reason(item: Outgoing) -> str:
     return reason[:1000]
 
 
+def _session(settings: AdapterSettings, ctx: ssl.SSLContext) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=settings.gateway_polls + 16),
+        timeout=aiohttp.ClientTimeout(total=settings.request_timeout + 30, connect=10),
+        proxy=settings.gateway_proxy or None,  # CONNECT through the agency's proxy; the TLS inside is ours
+    )
+
+
+async def _probe(session: aiohttp.ClientSession, settings: AdapterSettings, system: str) -> tuple[int | None, str]:
+    """One look at who the gateway takes this certificate for: (status, the gateway's words) — 200 or 404 for a
+    message id nobody sent is the answer to a system it knows — or (None, why) when it was not reached. A refusal
+    that waiting does not help (a certificate, a proxy, a gateway not of this hub) is a ``ConfigurationError``."""
+    base = settings.gateway_url.rstrip("/")
+    try:
+        async with session.get(f"{base}/v1/messages/00000000-0000-4000-8000-000000000000") as resp:
+            body = await resp.read()
+            status, code = resp.status, resp.headers.get("X-Hub-Code") or f"HTTP_{resp.status}"
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status in (403, 407):
+            raise ConfigurationError(
+                f"the proxy {_proxy_name(settings)} refused the way to the gateway at {base}: "
+                + (
+                    "it asks for a login (gateway_proxy = http://user:password@host:port)"
+                    if exc.status == 407
+                    else "ask the agency's network administrators to allow CONNECT to the gateway's host and port"
+                )
+                + f" (HTTP {exc.status})",
+                code="SDK_GATEWAY_PROXY",
+            ) from None
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            raise ConfigurationError(
+                f"the gateway at {base} is not the hub's (its certificate does not chain to hub-root.pem or "
+                f"does not name this host): {exc}",
+                code="SDK_GATEWAY_CERTIFICATE",
+            ) from None
+        if isinstance(exc, aiohttp.ClientConnectorSSLError):  # the handshake failed: our certificate, mostly
+            raise ConfigurationError(
+                f"the TLS handshake with the gateway at {base} failed ({_describe(exc)}): is cert.pem a "
+                "certificate of this system issued by the hub CA, with clientAuth?",
+                code="SDK_GATEWAY_TLS",
+            ) from None
+        via = f" through the proxy {_proxy_name(settings)}" if settings.gateway_proxy else ""
+        return None, f"unreachable{via} ({_describe(exc)})"
+    if status in _REFUSED_IDENTITY:
+        raise ConfigurationError(f"the gateway refused {system}'s certificate: {_detail(body)}", code=code)
+    return status, _detail(body)
+
+
+async def probe_gateway(settings: AdapterSettings, system: str) -> tuple[int | None, str]:
+    """``_probe`` once, on a session of its own (the adapter's self-check)."""
+    async with _session(settings, client_ssl_context(settings)) as session:
+        return await _probe(session, settings, system)
+
+
 async def connect_gateway(settings: AdapterSettings, system: str) -> GatewayTransport:
     """A ``GatewayTransport`` for ``system``, once the gateway took its certificate (retrying with back-off while the
     gateway is unreachable; a certificate the gateway refuses is a ``ConfigurationError``: waiting does not help)."""
@@ -559,59 +613,27 @@ async def connect_gateway(settings: AdapterSettings, system: str) -> GatewayTran
     base = settings.gateway_url.rstrip("/")
     delay = settings.reconnect_initial
     while True:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=ctx, limit=settings.gateway_polls + 16),
-            timeout=aiohttp.ClientTimeout(total=settings.request_timeout + 30, connect=10),
-            proxy=settings.gateway_proxy or None,  # CONNECT through the agency's proxy; the TLS inside is ours
-        )
+        session = _session(settings, ctx)
         try:
-            # Who the gateway takes this certificate for: 404 for a message id nobody sent is the answer to a
-            # system it knows; 401/403 name what is wrong with the certificate.
-            async with session.get(f"{base}/v1/messages/00000000-0000-4000-8000-000000000000") as resp:
-                body = await resp.read()
-                status, code = resp.status, resp.headers.get("X-Hub-Code") or f"HTTP_{resp.status}"
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            status, said = await _probe(session, settings, system)
+        except BaseException:
             await session.close()
-            if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status in (403, 407):
-                raise ConfigurationError(
-                    f"the proxy {_proxy_name(settings)} refused the way to the gateway at {base}: "
-                    + (
-                        "it asks for a login (gateway_proxy = http://user:password@host:port)"
-                        if exc.status == 407
-                        else "ask the agency's network administrators to allow CONNECT to the gateway's host and port"
-                    )
-                    + f" (HTTP {exc.status})",
-                    code="SDK_GATEWAY_PROXY",
-                ) from None
-            if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                raise ConfigurationError(
-                    f"the gateway at {base} is not the hub's (its certificate does not chain to hub-root.pem or "
-                    f"does not name this host): {exc}",
-                    code="SDK_GATEWAY_CERTIFICATE",
-                ) from None
-            if isinstance(exc, aiohttp.ClientConnectorSSLError):  # the handshake failed: our certificate, mostly
-                raise ConfigurationError(
-                    f"the TLS handshake with the gateway at {base} failed ({_describe(exc)}): is cert.pem a "
-                    "certificate of this system issued by the hub CA, with clientAuth?",
-                    code="SDK_GATEWAY_TLS",
-                ) from None
-            via = f" through the proxy {_proxy_name(settings)}" if settings.gateway_proxy else ""
-            log.warning("gateway unreachable%s (%s); next attempt in %.1f s", via, _describe(exc), delay)
+            raise
+        if status in (200, 404):
+            return GatewayTransport(
+                session,
+                base,
+                system,
+                names=Names(settings.namespace or "hub"),
+                polls=settings.gateway_polls,
+                wait=settings.gateway_wait,
+                request_timeout=settings.request_timeout,
+                reconnect=(settings.reconnect_initial, settings.reconnect_max),
+            )
+        await session.close()
+        if status is None:
+            log.warning("gateway %s; next attempt in %.1f s", said, delay)
         else:
-            if status in (200, 404):
-                return GatewayTransport(
-                    session,
-                    base,
-                    system,
-                    names=Names(settings.namespace or "hub"),
-                    polls=settings.gateway_polls,
-                    wait=settings.gateway_wait,
-                    request_timeout=settings.request_timeout,
-                    reconnect=(settings.reconnect_initial, settings.reconnect_max),
-                )
-            await session.close()
-            if status in _REFUSED_IDENTITY:
-                raise ConfigurationError(f"the gateway refused {system}'s certificate: {_detail(body)}", code=code)
-            log.warning("the gateway answered %s (%s); next attempt in %.1f s", status, _detail(body), delay)
+            log.warning("the gateway answered %s (%s); next attempt in %.1f s", status, said, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, settings.reconnect_max)

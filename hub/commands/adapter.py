@@ -705,6 +705,26 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """The adapter's self-check: each step's finding, one line each; exit 1 when one failed (warnings pass)."""
+    from adapters.sdk import AdapterSettings, SdkError
+    from adapters.sdk._check import check
+
+    try:
+        adapter_settings = AdapterSettings.from_file(args.config)
+    except SdkError as exc:
+        raise AdapterCommandError("ADAPTER_SETTINGS", str(exc)) from None
+    findings = asyncio.run(check(adapter_settings))
+    for finding in findings:
+        print(finding.line())
+    failed = [f for f in findings if not f.ok]
+    print(
+        f"✘ {len(failed)} 项未通过 {len(failed)} step(s) failed" if failed else "✔ 自检通过 every step passed",
+        file=sys.stderr if failed else sys.stdout,
+    )
+    return 1 if failed else 0
+
+
 # ================================================================================================ wiring
 
 
@@ -737,6 +757,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--amqp-url", metavar="URL", help="the broker address the agency connects to (default HUB_AMQP_URL)")
     p.add_argument("--pki", metavar="DIR", help="the PKI directory (default: $HUB_STATE_DIR/pki)")
     p.set_defaults(handler=cmd_approve)
+
+    p = asub.add_parser(
+        "check",
+        help="self-check: the enrolment files, the certificate and CRLs, the way to the hub (gateway, through the "
+        "proxy, or broker) and the store; nothing is sent (自检)",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the adapter's settings.toml")
+    p.set_defaults(handler=cmd_check)
 
     p = asub.add_parser("run", help="run an adapter until SIGTERM (JSON logs on standard error)")
     p.add_argument("name", metavar="NAME", help="a package under adapters/ or an importable module path")

@@ -220,3 +220,34 @@ def test_the_generated_tests_pass_in_memory_and_against_the_real_hub(
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, f"HUB_TEST_REAL={real}\n{done.stdout}\n{done.stderr}"
         assert "2 passed" in done.stdout
+
+
+def test_the_self_check_over_the_broker(
+    hub_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hub adapter check --config`` for an adapter on RabbitMQ: each step's line, the broker reached with
+    broker.json's login and the system's queue found; exit 0. With a wrong password in broker.json the broker step
+    fails with the broker's code, and the command exits 1 saying how many steps failed."""
+    from yarl import URL
+
+    assert run(hub_settings, "new", "yushu_oa", "--system", SYSTEM, "--dir", str(tmp_path)) == 0
+    package = tmp_path / "yushu_oa"
+    _enrol(hub_settings, package / "home", tmp_path, capsys)
+    capsys.readouterr()
+    config = str(package / "settings.toml")
+    assert run(hub_settings, "check", "--config", config) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "✔ 消息中间件 broker: reached with broker.json's login" in out and out.rstrip().endswith(
+        "✔ 自检通过 every step passed"
+    )
+    assert [line[:1] for line in out.splitlines()] == ["✔"] * 5, out
+
+    broker = package / "home" / "broker.json"
+    data = json.loads(broker.read_text(encoding="utf-8"))
+    data["url"] = str(URL(data["url"]).with_password("not-the-password"))
+    broker.write_text(json.dumps(data), encoding="utf-8")
+    assert run(hub_settings, "check", "--config", config) == 1
+    got = capsys.readouterr()
+    failed = [line for line in got.out.splitlines() if line.startswith("✘")]
+    assert len(failed) == 1 and failed[0].startswith("✘ 消息中间件 broker:"), got.out
+    assert "not-the-password" not in got.out + got.err and "1 step(s) failed" in got.err

@@ -595,3 +595,54 @@ async def test_an_adapter_behind_the_agencys_proxy(gw: Gateway, tmp_path: Path) 
     with pytest.raises(ConfigurationError, match="gateway_proxy: give the agency's proxy") as bad:
         over_https(gw, NONGAN, tmp_path / "bad", gateway_proxy="socks5://u:s3cret@127.0.0.1:1080")
     assert "s3cret" not in str(bad.value)
+
+
+async def test_the_self_check_says_what_is_wrong_and_what_to_do(gw: Gateway, tmp_path: Path) -> None:
+    """``hub adapter check`` (adapters/sdk/_check.py) over HTTPS: every step passes for an enrolled system; a key
+    others can read is a warning; a gateway not reached, a proxy that forbids it and an expired certificate each fail
+    at their step with the code and what to do, and nothing after a failed step is tried."""
+    import os
+    import socket
+
+    from gateway_certs import client_certificate
+
+    from adapters.sdk._check import check
+
+    adapter = over_https(gw, NONGAN, tmp_path)
+    settings = adapter.settings
+    assert settings is not None
+    found = await check(settings)
+    assert [(f.step, f.ok, f.warning) for f in found] == [
+        ("入网目录 enrolment directory", True, False),
+        ("证书 certificate", True, False),
+        ("HTTPS 网关 gateway", True, False),
+        ("已处理记录 store", True, False),
+    ], [f.line() for f in found]
+    assert f"it takes {NONGAN}'s certificate" in found[2].text and "valid until" in found[1].text
+
+    os.chmod(settings.key_path, 0o644)
+    found = await check(settings)
+    assert found[0].ok and found[0].warning and found[0].code == "SDK_KEY_PERMISSIONS"
+    assert found[0].line().startswith("! 入网目录")
+    os.chmod(settings.key_path, 0o600)
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"https://127.0.0.1:{s.getsockname()[1]}"
+    found = await check(over_https(gw, NONGAN, tmp_path / "closed", url=closed).settings)  # type: ignore[arg-type]
+    assert (found[-2].ok, found[-2].code) == (False, "SDK_GATEWAY_UNREACHABLE") and "网关不通" in found[-2].text
+
+    async with _ConnectProxy(forbid=True) as proxy:
+        forbidden = over_https(gw, NONGAN, tmp_path / "forbidden", gateway_proxy=proxy.url).settings
+        found = await check(forbidden)  # type: ignore[arg-type]
+    assert (found[2].ok, found[2].code) == (False, "SDK_GATEWAY_PROXY") and "allow CONNECT" in found[2].text
+
+    c, k, _ = client_certificate(gw.pki_dir, gw.hub.settings.ca_passphrase, SYSTEMS[NONGAN], NONGAN, tmp_path, days=-2)
+    expired = over_https(gw, NONGAN, tmp_path / "expired").settings
+    assert expired is not None
+    expired.cert_path.write_bytes(c.read_bytes())
+    expired.key_path.write_bytes(k.read_bytes())
+    found = await check(expired)
+    assert [f.step for f in found] == ["入网目录 enrolment directory", "证书 certificate"]  # nothing after it
+    assert (found[1].ok, found[1].code) == (False, "CERT_EXPIRED") and "证书已过期" in found[1].text
+    assert found[1].line().startswith("✘ 证书 certificate:")

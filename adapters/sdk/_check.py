@@ -1,0 +1,246 @@
+"""``check(settings)``: the adapter's self-check (``hub adapter check --config settings.toml``) — what the agency's
+administrator runs after enrolment, and what the hub's people on duty ask for first when a bureau says 发不进来.
+
+Each step says what it found, with a stable code and what to do, in both languages: the enrolment directory's files
+(the key readable by its owner only), the system's certificate (this system's, issued by the hub CA, its dates, not
+revoked in the CRLs at hand, fresh CRLs), the way to the hub (over HTTPS: the gateway reached — through the agency's
+proxy when set — and taking the certificate; over RabbitMQ: the broker taking broker.json's login and the system's
+queue there) and the handled store. Nothing is sent, nothing is taken from the queue. One attempt each: the check
+says what is wrong now, it does not wait for it to pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.sdk._errors import ConfigurationError
+from adapters.sdk._settings import AdapterSettings
+
+__all__ = ["Finding", "check"]
+
+#: Days before the certificate's end from which the check warns (as the adapter's start does).
+EXPIRY_WARNING_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One step's result: ``ok`` (True), a warning (``ok`` True with ``warning``), or a failure (``ok`` False)."""
+
+    step: str
+    ok: bool
+    text: str
+    code: str = ""
+    warning: bool = False
+
+    def line(self) -> str:
+        mark = "✘" if not self.ok else "!" if self.warning else "✔"
+        return f"{mark} {self.step}: {self.text}" + (f" [{self.code}]" if self.code else "")
+
+
+async def check(settings: AdapterSettings, *, now: dt.datetime | None = None) -> list[Finding]:
+    """Every step's finding, in order; a step that needs one that failed is left out."""
+    now = now or dt.datetime.now(dt.UTC)
+    found = _files(settings)
+    if not all(f.ok for f in found):
+        return found
+    certificate = _certificate(settings, now)
+    found += certificate
+    if not all(f.ok for f in certificate):
+        return found
+    found.append(await _link(settings))
+    found.append(await _store(settings))
+    return found
+
+
+def _files(s: AdapterSettings) -> list[Finding]:
+    step = "入网目录 enrolment directory"
+    missing = [p.name for p in (s.key_path, s.cert_path, s.root_cert_path) if not p.is_file()]
+    if not s.gateway_url and not s.broker_path.is_file():
+        missing.append(s.broker_path.name)
+    if missing:
+        return [
+            Finding(
+                step,
+                False,
+                f"{s.home} lacks {', '.join(missing)}: enrol the system first (hub adapter enrol, then --accept the "
+                "bundle the hub's operators send) — 尚未完成入网",
+                "SDK_NOT_ENROLLED",
+            )
+        ]
+    mode = stat.S_IMODE(s.key_path.stat().st_mode)
+    if mode & 0o077:
+        return [
+            Finding(
+                step,
+                True,
+                f"{s.key_path} can be read by others (mode {mode:o}): chmod 600 it — 私钥文件其他用户可读",
+                "SDK_KEY_PERMISSIONS",
+                warning=True,
+            )
+        ]
+    return [Finding(step, True, f"{s.home}: key, certificate and the hub root in place")]
+
+
+def _certificate(s: AdapterSettings, now: dt.datetime) -> list[Finding]:
+    from adapters.sdk._trust import load_signer
+    from hub.errors import HubError
+    from hub.trust import TrustStore
+
+    step = "证书 certificate"
+    try:
+        signer = load_signer(s.key_path, s.cert_path)
+    except ConfigurationError as exc:
+        return [Finding(step, False, exc.detail, exc.code)]
+    cert = signer.certificates[0]
+    if signer.identity.system != s.system:
+        return [
+            Finding(
+                step,
+                False,
+                f"cert.pem is system {signer.identity.system!r}'s, these settings are {s.system!r}'s "
+                "— 证书不是本系统的",
+                "SDK_CONFIG",
+            )
+        ]
+    try:
+        store = TrustStore.from_files(s.root_cert_path, s.crl_dir)
+    except HubError as exc:
+        return [Finding(step, False, f"the hub root or its CRLs: {exc.detail}", exc.code)]
+    from cryptography import x509
+
+    root = x509.load_pem_x509_certificate(s.root_cert_path.read_bytes())
+    # the issuing CA comes with the certificate (cert.pem: the certificate, then its CA); it must be the root's
+    issuer = next(
+        (ca for ca in (*signer.certificates[1:], *store.issuing) if _issued_by(cert, ca) and _issued_by(ca, root)),
+        None,
+    )
+    if issuer is None:
+        return [
+            Finding(
+                step,
+                False,
+                "cert.pem was not issued by the hub CA of hub-root.pem: enrol again — 证书不是枢纽 CA 签发的",
+                "CERT_UNTRUSTED",
+            )
+        ]
+    end = cert.not_valid_after_utc
+    if not cert.not_valid_before_utc <= now <= end:
+        return [
+            Finding(
+                step,
+                False,
+                f"valid {cert.not_valid_before_utc:%Y-%m-%d} – {end:%Y-%m-%d}, not now: ask the hub's operators for a "
+                "new one — 证书已过期或尚未生效",
+                "CERT_EXPIRED",
+            )
+        ]
+    found = []
+    crl = store.crl_for(issuer)
+    if crl is None or not crl.is_fresh(now):
+        found.append(
+            Finding(
+                "吊销列表 CRLs",
+                False,
+                f"the hub CA's CRL in {s.crl_dir} is "
+                + ("missing" if crl is None else f"stale since {crl.next_update:%Y-%m-%d %H:%M} UTC")
+                + ": deliveries cannot be verified until a fresh one is there — 吊销列表缺失或已过期",
+                "CERT_CRL_UNAVAILABLE",
+            )
+        )
+    elif cert.serial_number in crl.revoked:
+        reason, when = crl.revoked[cert.serial_number]
+        found.append(
+            Finding(
+                step,
+                False,
+                f"revoked on {when:%Y-%m-%d} ({reason}): ask the hub's operators for a new one — 证书已被吊销",
+                "CERT_REVOKED",
+            )
+        )
+        return found
+    days = (end - now).days
+    soon = days < EXPIRY_WARNING_DAYS
+    found.insert(
+        0,
+        Finding(
+            step,
+            True,
+            f"{s.system}'s, issued by the hub CA, valid until {end:%Y-%m-%d} ({days} days)"
+            + ("; ask the hub's operators for a new one now — 证书即将到期" if soon else ""),
+            "CERT_EXPIRING" if soon else "",
+            warning=soon,
+        ),
+    )
+    return found
+
+
+def _issued_by(cert: Any, ca: Any) -> bool:
+    if cert.issuer != ca.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except Exception:  # any failure: not this CA's
+        return False
+    return True
+
+
+async def _link(s: AdapterSettings) -> Finding:
+    if s.gateway_url:
+        from adapters.sdk._gateway import probe_gateway
+
+        step = "HTTPS 网关 gateway"
+        try:
+            status, text = await probe_gateway(s, s.system)
+        except ConfigurationError as exc:
+            return Finding(step, False, exc.detail, exc.code)
+        via = " through the proxy" if s.gateway_proxy else ""
+        if status is None:
+            return Finding(
+                step, False, f"{s.gateway_url} not reached{via}: {text} — 网关不通", "SDK_GATEWAY_UNREACHABLE"
+            )
+        return Finding(step, True, f"{s.gateway_url} reached{via}; it takes {s.system}'s certificate")
+    return await _broker(s)
+
+
+async def _broker(s: AdapterSettings) -> Finding:
+    from hub.errors import HubError
+    from hub.settings import Settings
+    from hub.transport import Transport
+
+    step = "消息中间件 broker"
+    try:
+        url, namespace = s.broker()
+        transport = await Transport.connect(Settings(amqp_url=url, namespace=namespace), url=url, client_name="check")
+    except ConfigurationError as exc:
+        return Finding(step, False, exc.detail, exc.code)
+    except HubError as exc:
+        return Finding(step, False, f"{exc.detail} — 消息中间件不通或拒绝登录", exc.code)
+    try:
+        queue = transport.names.system_queues(s.system)[0]
+        depth = await transport.queue_depth(queue)
+    except HubError as exc:
+        return Finding(step, False, f"its queue: {exc.detail} — 找不到本系统的队列", exc.code)
+    finally:
+        await transport.close()
+    return Finding(step, True, f"reached with broker.json's login; {queue} holds {depth} message(s) for {s.system}")
+
+
+async def _store(s: AdapterSettings) -> Finding:
+    from adapters.sdk._store import open_store
+
+    step = "已处理记录 store"
+    kind, target = s.store_target()
+    store = open_store(kind, target)
+    try:
+        await store.open()
+    except Exception as exc:  # the store's own error says what (a path not writable, a database not reached)
+        return Finding(step, False, f"{kind} {target}: {exc} — 无法打开已处理记录库", "SDK_STORE")
+    finally:
+        try:
+            await store.close()
+        except Exception:  # noqa: S110 - closing what did not open
+            pass
+    return Finding(step, True, f"{kind} {target} opens")
