@@ -1326,19 +1326,44 @@ class Scenario:
         notice (AMQP); the handler gets it verified (the sender's and the hub's signatures) from a long poll and
         returns its 签收 receipt, which the SDK submits over HTTPS; the receipt reaches 吉林市 and the hub records the
         delivery as signed for."""
-        from adapters.sdk import Adapter, AdapterSettings, Context, SdkError
-        from adapters.sdk.messages import DocumentOfficial
-        from adapters.sdk.messages.document_receipt_v1 import DocumentReceiptV1
-        from hub.envelope import Party, Recipient, build
+        from adapters.sdk import AdapterSettings
+        from adapters.sdk._check import check
+        from hub.demo_scenario.proxy import ConnectProxy
 
         county, city = "county-220282-oa", "city-220200-oa"
         home = await self._enrol_adapter(o, county)
         if not o.ok:
             return
         agency, city_agency = self.directory.system(county).agency, self.directory.system(city).agency
-        settings = AdapterSettings(
-            system=county, home=home, gateway_url=self.gateway_url, gateway_wait=5, request_timeout=self.timeout
-        )
+        async with ConnectProxy() as proxy:  # the county network's outbound proxy: the only way out
+            settings = AdapterSettings(
+                system=county,
+                home=home,
+                gateway_url=self.gateway_url,
+                gateway_proxy=proxy.url,
+                gateway_wait=5,
+                request_timeout=self.timeout,
+            )
+            # what the county's administrator runs after enrolment (hub adapter check): every step passes
+            findings = await check(settings)
+            if not o.expect(
+                bool(findings) and all(f.ok and not f.warning for f in findings),
+                "桦甸's self-check: " + "; ".join(f.line() for f in findings if not f.ok or f.warning),
+            ):
+                return
+            await self._sdk_https(o, settings, county, city, agency, city_agency, proxy)
+        if o.ok:
+            await self._one_link(o, city)
+
+    async def _sdk_https(
+        self, o: Outcome, settings: Any, county: str, city: str, agency: str, city_agency: str, proxy: Any
+    ) -> None:
+        """step_sdk_https's exchange, through the county's proxy."""
+        from adapters.sdk import Adapter, Context, SdkError
+        from adapters.sdk.messages import DocumentOfficial
+        from adapters.sdk.messages.document_receipt_v1 import DocumentReceiptV1
+        from hub.envelope import Party, Recipient, build
+
         adapter = Adapter(county, settings)
         seen: list[Context] = []
         #: What this run signs for: the notice below. Whatever an earlier run left in 桦甸's inbox (the provincial
@@ -1409,16 +1434,19 @@ class Scenario:
         o.expect(states == {county: "received"}, f"the hub records 桦甸's delivery as {states}, not signed for")
         if not o.ok:
             return
+        if not o.expect(bool(proxy.targets), "桦甸's adapter did not go through the county's proxy"):
+            return
         o.lines.append(
-            f"桦甸市林业局办公系统只通 HTTPS：SDK 适配器经网关长轮询收到吉林市林业局的通知（两个签名均已验证），"
+            "桦甸市林业局办公系统只能经县里的出口代理访问外网：适配器自检（hub adapter check）各项通过，"
+            f"SDK 适配器经代理隧道、经网关长轮询收到吉林市林业局的通知（两个签名均已验证），"
             f"处理函数返回签收回执经 HTTPS 提交，{ms:.0f} ms 内送达吉林市林业局，枢纽记为已签收"
         )
         o.lines.append(
-            f"an adapter on the SDK over HTTPS only (gateway_url): 桦甸 received 吉林市's notice by long poll, its "
+            f"an adapter on the SDK over HTTPS only (gateway_url), through the county's proxy (gateway_proxy; its "
+            f"self-check passed every step): 桦甸 received 吉林市's notice by long poll, its "
             f"handler's 签收 receipt went back over HTTPS and reached 吉林市 in {ms:.0f} ms; the delivery is recorded "
             "as signed for"
         )
-        await self._one_link(o, city)
 
     async def _one_link(self, o: Outcome, system: str) -> None:
         """A system takes part one way (hub.gateway.links): 吉林市's office system subscribes to its queue over

@@ -94,7 +94,8 @@ def _check_first_run(first: subprocess.CompletedProcess[str], state: Path) -> No
         "ready in RabbitMQ (the ops page: polls from time to time, one waiting, its requests counted;",
         "the portal's expired TLS certificate was answered 403 CERT_EXPIRED with its date; a certificate of another CA "
         "failed the TLS handshake; the ops page listed both (under the portal, and under TLS handshakes from 127.0.0.1)",
-        "an adapter on the SDK over HTTPS only (gateway_url): 桦甸 received 吉林市's notice by long poll, its handler's",
+        "an adapter on the SDK over HTTPS only (gateway_url), through the county's proxy (gateway_proxy; its "
+        "self-check passed every step): 桦甸 received 吉林市's notice by long poll, its handler's",
         "签收 receipt went back over HTTPS and reached 吉林市 in",
         "one way per system: 吉林市, subscribed to its queue over RabbitMQ, polled over HTTPS and was refused "
         "(409 GATEWAY_LINK_CONFLICT); the gateway did not start reading its queue; the ops page listed the refusal",

@@ -31,6 +31,7 @@ from harness import until as until_async
 
 from adapters.sdk import Adapter, AdapterSettings, ConfigurationError, Context, HubRefused, Refused, Reject, Retry, to
 from adapters.sdk._home import write_home
+from hub.demo_scenario.proxy import ConnectProxy
 from hub.gateway import STATE
 from hub.pipeline.client import credential_paths, enroll
 from hub.settings import Settings
@@ -368,7 +369,6 @@ async def test_the_adapter_rides_out_a_gateway_restart(gw: Gateway, tmp_path: Pa
 async def test_over_the_rate_the_adapter_sends_again_after_retry_after(gw: Gateway, tmp_path: Path) -> None:
     """A gateway that takes one request a second from the system: three sends at once are answered 429 with
     Retry-After, sent again, and all accepted (each once: the hub holds three messages, not more)."""
-    import asyncio
 
     from hub.gateway import GatewaySettings, start_gateway
 
@@ -497,62 +497,6 @@ async def test_an_adapter_over_https_whose_system_is_on_amqp_is_refused(
         await own.close()
 
 
-class _ConnectProxy:
-    """An agency's outbound HTTP proxy, as squid is for HTTPS: ``CONNECT host:port``, then bytes both ways. It says
-    which targets it was asked for; ``login`` (user, password) makes it answer 407 without them, ``forbid`` 403."""
-
-    def __init__(self, *, login: tuple[str, str] | None = None, forbid: bool = False) -> None:
-        self.login, self.forbid = login, forbid
-        self.targets: list[str] = []
-        self.server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aenter__(self) -> _ConnectProxy:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        import base64
-
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            method, target, _ = head[0].split(" ", 2)
-            headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in head[1:] if ":" in h)}
-            self.targets.append(f"{method} {target}")
-            wanted = "Basic " + base64.b64encode(":".join(self.login).encode()).decode() if self.login else None
-            if method != "CONNECT" or self.forbid:
-                writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                return
-            if wanted is not None and headers.get("proxy-authorization") != wanted:
-                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
-                return
-            host, port = target.rsplit(":", 1)
-            up_reader, up_writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-                try:
-                    while data := await src.read(65536):
-                        dst.write(data)
-                        await dst.drain()
-                finally:
-                    dst.close()
-
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            pass
-        finally:
-            writer.close()
-
-
 async def test_an_adapter_behind_the_agencys_proxy(gw: Gateway, tmp_path: Path) -> None:
     """``gateway_proxy``: an agency whose machines reach the outside only through its HTTP proxy. The adapter asks the
     proxy to CONNECT to the gateway and speaks its own mutual TLS inside the tunnel (the proxy sees only encrypted
@@ -561,7 +505,7 @@ async def test_an_adapter_behind_the_agencys_proxy(gw: Gateway, tmp_path: Path) 
     from yarl import URL
 
     gateway = URL(gw.url)
-    async with _ConnectProxy(login=("nongan", "s3cret")) as proxy:
+    async with ConnectProxy(login=("nongan", "s3cret")) as proxy:
         with_login = str(URL(proxy.url).with_user("nongan").with_password("s3cret"))
         dehui = over_https(gw, DEHUI, tmp_path)
         nongan = over_https(gw, NONGAN, tmp_path, gateway_proxy=with_login)
@@ -584,7 +528,7 @@ async def test_an_adapter_behind_the_agencys_proxy(gw: Gateway, tmp_path: Path) 
             await nologin.start()
         assert caught.value.code == "SDK_GATEWAY_PROXY" and "asks for a login" in caught.value.detail
 
-    async with _ConnectProxy(forbid=True) as proxy:
+    async with ConnectProxy(forbid=True) as proxy:
         forbidden = over_https(gw, NONGAN, tmp_path / "forbidden", gateway_proxy=proxy.url)
         with pytest.raises(ConfigurationError) as caught:
             await forbidden.start()
@@ -632,7 +576,7 @@ async def test_the_self_check_says_what_is_wrong_and_what_to_do(gw: Gateway, tmp
     found = await check(over_https(gw, NONGAN, tmp_path / "closed", url=closed).settings)  # type: ignore[arg-type]
     assert (found[-2].ok, found[-2].code) == (False, "SDK_GATEWAY_UNREACHABLE") and "网关不通" in found[-2].text
 
-    async with _ConnectProxy(forbid=True) as proxy:
+    async with ConnectProxy(forbid=True) as proxy:
         forbidden = over_https(gw, NONGAN, tmp_path / "forbidden", gateway_proxy=proxy.url).settings
         found = await check(forbidden)  # type: ignore[arg-type]
     assert (found[2].ok, found[2].code) == (False, "SDK_GATEWAY_PROXY") and "allow CONNECT" in found[2].text
