@@ -115,6 +115,7 @@ CODES: dict[str, str] = {
     "DIR_UNKNOWN_REF": "目录引用了不存在的机构、系统或群组",
     "DIR_CYCLE": "上级机构链或群组成员关系成环",
     "DIR_CEILING": "系统密级上限超过其网络区域上限",
+    "DIR_ADDRESS": "系统的网关接入地址不是合法的 IP 地址或网段",
     "DIR_INCONSISTENT": "目录数据前后矛盾",
     "ROUTES_DUPLICATE": "路由名称重复",
     "ROUTES_UNKNOWN_REF": "路由引用了目录中不存在的机构、系统或群组",
@@ -149,6 +150,7 @@ CODES: dict[str, str] = {
     # the HTTPS gateway (hub/gateway): refusals before a message reaches the hub's one processor
     "GATEWAY_NO_CERTIFICATE": "未提供客户端证书",
     "GATEWAY_UNKNOWN_SYSTEM": "客户端证书对应的系统不在目录中",
+    "GATEWAY_ADDRESS_REFUSED": "该系统不允许从此地址接入网关（目录的 gateway-addresses）",
     "GATEWAY_RATE_LIMITED": "请求频率超过该系统的上限",
     "GATEWAY_CONCURRENCY": "并发请求数超过该系统的上限",
     "GATEWAY_TIMEOUT": "枢纽未在时限内答复",

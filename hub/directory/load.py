@@ -449,8 +449,22 @@ def _read_system(c: _Checker, el: etree._Element, agency: Agency) -> System:
         amqp_user=el.get("amqp-user") or sid,
         rate=_optional_int(el.get("rate")),
         concurrency=_optional_int(el.get("concurrency")),
+        gateway_addresses=_addresses(c, line, sid, el.get("gateway-addresses")),
         line=line,
     )
+
+
+def _addresses(c: _Checker, line: int, sid: str, text: str | None) -> tuple[str, ...]:
+    """``gateway-addresses``: each an IPv4 or IPv6 address or network (the schema checks only its characters)."""
+    import ipaddress
+
+    found = []
+    for item in (text or "").split():
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            c.add(line, "DIR_ADDRESS", f"system {sid}: gateway-addresses {item!r} is not an address or network")
+    return tuple(found)
 
 
 def _optional_int(text: str | None) -> int | None:

@@ -142,7 +142,8 @@ class System:
     ``ceiling`` is the highest level it may receive: the zone's maximum, lowered by ``accreditation`` when set.
     ``accepts`` are service patterns; a system addressed through its agency or a group receives only the services
     it accepts. ``rate`` (requests per second) and ``concurrency`` (requests at once) are the HTTPS gateway's limits
-    for the system; None: the gateway's defaults."""
+    for the system; None: the gateway's defaults. ``gateway_addresses``: the networks (CIDR text) it may call the
+    gateway from; empty: anywhere."""
 
     id: str
     agency: str
@@ -156,6 +157,7 @@ class System:
     amqp_user: str = ""
     rate: int | None = None
     concurrency: int | None = None
+    gateway_addresses: tuple[str, ...] = ()
     line: int = field(default=0, compare=False)
 
     def accepts_service(self, service: str) -> bool:

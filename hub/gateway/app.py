@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import html
 import json
 import logging
@@ -49,7 +50,7 @@ from hub.gateway.limits import Limits, limits_of
 from hub.gateway.links import LinkGuard
 from hub.gateway.mailbox import Answer, InboxItem, Mailbox
 from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
-from hub.gateway.proxy_header import networks
+from hub.gateway.proxy_header import Networks, networks, trusted
 from hub.gateway.readiness import Readiness
 from hub.gateway.status import status_for_code, status_for_receipt
 from hub.gateway.tls import TlsServer, peer_of, serve_tls, server_ssl_context
@@ -210,12 +211,40 @@ def _refused(request: web.Request, endpoint: str, code: str, status: int) -> Non
     identity = request.get(IDENTITY)
     system = identity.system if identity is not None else request.get(_REFUSED_AS)
     who = f"system {system}" if system else "a client without a certificate"
+    _note_refusal(request.app, system, code, f"a request of {who} to {endpoint}: {status}", _client_address(request))
+
+
+def _client_address(request: web.Request) -> str | None:
+    """The client's address: through a load balancer, the one its PROXY header named (``tls.TlsServer.peer``)."""
     state = request.app.get(STATE)
-    if state is not None and state.listener is not None:  # through a load balancer: the client its header named
-        peer = state.listener.peer(request.transport)
-    else:
-        peer = peer_of(request.transport.get_extra_info("peername")) if request.transport is not None else None
-    _note_refusal(request.app, system, code, f"a request of {who} to {endpoint}: {status}", peer)
+    if state is not None and state.listener is not None:
+        return state.listener.peer(request.transport)
+    return peer_of(request.transport.get_extra_info("peername")) if request.transport is not None else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _networks_of(addresses: tuple[str, ...]) -> Networks:
+    return networks(addresses)
+
+
+def _check_address(request: web.Request, state: GatewayState, system: str) -> None:
+    """A system the directory gives ``gateway-addresses`` is served from those networks only: its certificate from
+    anywhere else (copied off the agency's machine, say) is refused 403 ``GATEWAY_ADDRESS_REFUSED``."""
+    try:
+        addresses = state.identifier.directory.system(system).gateway_addresses
+    except HubError:  # pragma: no cover - identify() found it a moment ago
+        return
+    if not addresses:
+        return
+    peer = _client_address(request)
+    if peer is None or not trusted(peer.strip("[]"), _networks_of(addresses)):
+        raise Refused(
+            403,
+            "GATEWAY_ADDRESS_REFUSED",
+            f"system {system}'s certificate came from {peer or 'an unknown address'}, which the directory does not "
+            "list for it (gateway-addresses): the hub's operators add the network, or the system calls from one listed",
+            system=system,
+        )
 
 
 def _handshake_refused(app: web.Application, code: str, what: str, peer: str | None) -> None:
@@ -255,6 +284,7 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         identity = state.identifier.identify(der)
+        _check_address(request, state, identity.system)
         request[IDENTITY] = identity
         state.activity.requested(identity.system)  # for the ops page: what of each system arrived (any gateway)
         with state.limits.admit(identity.system):

@@ -477,8 +477,9 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                 },
                 "Forbidden": {
                     "description": "the certificate is revoked (CERT_REVOKED), expired or not yet valid "
-                    "(CERT_EXPIRED), not for TLS clients, or not an agency system of the directory "
-                    "(GATEWAY_UNKNOWN_SYSTEM)",
+                    "(CERT_EXPIRED), not for TLS clients, not an agency system of the directory "
+                    "(GATEWAY_UNKNOWN_SYSTEM), or presented from an address the directory does not list for the "
+                    "system (GATEWAY_ADDRESS_REFUSED)",
                     "headers": _headers("X-Hub-Code"),
                     "content": {"application/json": _error_json()},
                 },

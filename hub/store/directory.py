@@ -89,8 +89,8 @@ class DirectoryRepository:
             )
             await conn.executemany(
                 "INSERT INTO directory_systems (id, agency, name, name_en, zone, ceiling, accreditation, accepts,"
-                " cert_sha256, amqp_user, rate, concurrency, position, line)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                " cert_sha256, amqp_user, rate, concurrency, position, line, gateway_addresses)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 [
                     (
                         s.id,
@@ -107,6 +107,7 @@ class DirectoryRepository:
                         s.concurrency,
                         i,
                         s.line,
+                        list(s.gateway_addresses),
                     )
                     for i, s in enumerate(systems)
                 ],
@@ -160,7 +161,7 @@ class DirectoryRepository:
             )
             system_rows = await conn.fetch(
                 "SELECT id, agency, name, name_en, zone, ceiling, accreditation, accepts, cert_sha256, amqp_user, rate,"
-                " concurrency, line FROM directory_systems ORDER BY position"
+                " concurrency, gateway_addresses, line FROM directory_systems ORDER BY position"
             )
             group_rows = await conn.fetch("SELECT name, title, title_en, line FROM directory_groups ORDER BY position")
             member_rows = await conn.fetch(
@@ -174,7 +175,12 @@ class DirectoryRepository:
             )
         return Directory(
             (Agency(**dict(r)) for r in agency_rows),
-            (System(**{**dict(r), "accepts": tuple(r["accepts"])}) for r in system_rows),
+            (
+                System(
+                    **{**dict(r), "accepts": tuple(r["accepts"]), "gateway_addresses": tuple(r["gateway_addresses"])}
+                )
+                for r in system_rows
+            ),
             (
                 Group(r["name"], r["title"], tuple(members.get(r["name"], ())), r["title_en"], line=r["line"])
                 for r in group_rows
@@ -185,3 +191,8 @@ class DirectoryRepository:
             source=Path(meta["source_name"]) if meta["source_name"] else None,
             sha256=meta["source_sha256"],
         )
+
+
+def _tuples(row: Any, *names: str) -> dict[str, tuple[str, ...]]:
+    """The text[] columns ``names`` of ``row`` as the model's tuples."""
+    return {name: tuple(row[name]) for name in names}

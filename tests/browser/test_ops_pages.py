@@ -185,6 +185,10 @@ async def test_directory_and_evidence_pages(ops: Any, page: Any) -> None:
     await ops.login(page, "auditor")
     await page.goto(ops.url + "/directory")
     assert await page.locator('#systems tr[data-system="county-220122-oa"]').count() == 1
+    # where the portal may call the gateway from (gateway-addresses); a system without: 不限
+    portal = await page.locator('#systems tr[data-system="prov-220000-portal"]').inner_text()
+    assert "10.22.0.0/16 127.0.0.1/32" in portal
+    assert "不限" in await page.locator('#systems tr[data-system="county-220122-oa"]').inner_text()
     assert await page.locator("#problems-none").count() == 1
     await ops.screenshot(page, "ops-directory")
     await page.goto(ops.url + "/evidence")

@@ -50,6 +50,9 @@ async def test_store_and_read_back(conn: asyncpg.Connection) -> None:
     assert (back.system("prov-220000-portal").rate, back.system("prov-220000-portal").concurrency) == (50, 16)
     assert (back.system("prov-220000-data").rate, back.system("prov-220000-data").concurrency) == (20, None)
     assert (back.system("city-220100-oa").rate, back.system("city-220100-oa").concurrency) == (None, None)
+    # where a system may call the gateway from (migration 029), absent: anywhere
+    assert back.system("prov-220000-portal").gateway_addresses == ("10.22.0.0/16", "127.0.0.1/32")
+    assert back.system("city-220100-oa").gateway_addresses == ()
 
 
 async def test_database_refuses_gateway_limits_out_of_range(conn: asyncpg.Connection) -> None:

@@ -564,6 +564,50 @@ async def test_behind_a_balancer_the_refusals_name_the_client(gw: Gateway, setti
         await runner.cleanup()
 
 
+async def test_a_system_is_served_only_from_its_gateway_addresses(gw: Gateway) -> None:
+    """The directory's ``gateway-addresses`` (migration 029): a system's certificate presented from an address the
+    directory does not list for it is refused 403 GATEWAY_ADDRESS_REFUSED, naming the address, and counted under the
+    system with the address for the people on duty; from a listed network it is served as before."""
+    from dataclasses import replace
+
+    from harness import until
+
+    from hub.store import gateway_activity
+
+    identifier = gw.state.identifier
+    listed = identifier.directory
+    elsewhere = replace(listed.system(SENDER), gateway_addresses=("192.0.2.0/24",))
+    here = replace(listed.system(SENDER), gateway_addresses=("10.0.0.0/8", "127.0.0.0/8"))
+
+    def directory_with(system: Any) -> Any:
+        return type(listed)(
+            listed.agencies(),
+            [system if s.id == SENDER else s for s in listed.systems()],
+            listed.groups(),
+            hub_system=listed.hub_system,
+            hub_zone=listed.hub_zone,
+            hub_ceiling=listed.hub_ceiling,
+        )
+
+    try:
+        identifier.directory = directory_with(elsewhere)
+        async with gw.session(SENDER).get("/v1/inbox", params={"wait": "0"}) as r:
+            assert r.status == 403 and r.headers["X-Hub-Code"] == "GATEWAY_ADDRESS_REFUSED"
+            body = await r.json()
+        assert "came from 127.0.0.1" in body["detail"] and body["title"].startswith("该系统不允许从此地址接入网关")
+        identifier.directory = directory_with(here)
+        async with gw.session(SENDER).get("/v1/inbox", params={"wait": "0"}) as r:
+            assert r.status == 204
+    finally:
+        identifier.directory = listed
+
+    async def stored() -> tuple[str, ...] | None:
+        rows = {(r.system, r.code): r.peers for r in await gateway_activity.refusals(gw.hub.pool, limit=1000)}
+        return rows.get((SENDER, "GATEWAY_ADDRESS_REFUSED"))
+
+    assert await until(stored, "the refusal under the system", timeout=20) == ("127.0.0.1",)
+
+
 async def test_each_systems_requests_are_counted_in_the_store(gw: Gateway) -> None:
     """Every identified request is counted by minute under its system and written by the gateway's activity task
     (hub.store.gateway_activity, migration 027): the ops overview's "近 1 小时经网关请求" for each system, on any

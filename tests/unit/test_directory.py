@@ -414,3 +414,20 @@ def test_gateway_limits_are_part_of_a_system_and_listed(directory: Directory) ->
     line = next(ln for ln in listing.splitlines() if "prov-220000-portal" in ln)
     assert line.endswith("[网关 gateway 50/s ×16]")
     assert "gateway" not in next(ln for ln in listing.splitlines() if "city-220100-oa " in ln)
+
+
+def test_gateway_addresses_are_addresses_or_networks(tmp_path: Path) -> None:
+    """``gateway-addresses``: where the system may call the HTTPS gateway from, normalised to networks; an item that
+    is not an address or network is DIR_ADDRESS at the system's line, characters no address has are the schema's."""
+    old = 'zone="extranet" accepts="data.query" rate="20"/>'
+    path, _ = mutate(tmp_path, (old, old.replace("/>", ' gateway-addresses="10.20.0.0/16 192.0.2.7 2001:db8::/32"/>')))
+    directory, problems = check_directory(path)
+    assert directory is not None and not problems
+    assert directory.system("prov-220000-data").gateway_addresses == ("10.20.0.0/16", "192.0.2.7/32", "2001:db8::/32")
+    assert directory.system("prov-220000-approval").gateway_addresses == ()  # absent: from anywhere
+
+    path, text = mutate(tmp_path, (old, old.replace("/>", ' gateway-addresses="10.20.0.300/16 192.0.2.7"/>')))
+    assert problems_of(path) == [(line_of(text, '<System id="prov-220000-data"'), "DIR_ADDRESS")]
+    path, _ = mutate(tmp_path, (old, old.replace("/>", ' gateway-addresses="gateway.example.cn"/>')))
+    found = problems_of(path)
+    assert found and {code for _, code in found} == {"CONFIG_SCHEMA"}, found
