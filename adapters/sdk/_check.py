@@ -14,15 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import stat
 from dataclasses import dataclass
-from typing import Any
 
 from adapters.sdk._errors import ConfigurationError
 from adapters.sdk._settings import AdapterSettings
+from adapters.sdk._trust import EXPIRY_WARNING_DAYS
 
 __all__ = ["Finding", "check"]
-
-#: Days before the certificate's end from which the check warns (as the adapter's start does).
-EXPIRY_WARNING_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -111,10 +108,12 @@ def _certificate(s: AdapterSettings, now: dt.datetime) -> list[Finding]:
         return [Finding(step, False, f"the hub root or its CRLs: {exc.detail}", exc.code)]
     from cryptography import x509
 
+    from hub.trust.pki import issued_by
+
     root = x509.load_pem_x509_certificate(s.root_cert_path.read_bytes())
     # the issuing CA comes with the certificate (cert.pem: the certificate, then its CA); it must be the root's
     issuer = next(
-        (ca for ca in (*signer.certificates[1:], *store.issuing) if _issued_by(cert, ca) and _issued_by(ca, root)),
+        (ca for ca in (*signer.certificates[1:], *store.issuing) if issued_by(cert, ca) and issued_by(ca, root)),
         None,
     )
     if issuer is None:
@@ -162,7 +161,7 @@ def _certificate(s: AdapterSettings, now: dt.datetime) -> list[Finding]:
         )
         return found
     days = (end - now).days
-    soon = days < EXPIRY_WARNING_DAYS
+    soon = days <= EXPIRY_WARNING_DAYS  # as the adapter's start warns (warn_if_expiring)
     found.insert(
         0,
         Finding(
@@ -175,16 +174,6 @@ def _certificate(s: AdapterSettings, now: dt.datetime) -> list[Finding]:
         ),
     )
     return found
-
-
-def _issued_by(cert: Any, ca: Any) -> bool:
-    if cert.issuer != ca.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(ca)
-    except Exception:  # any failure: not this CA's
-        return False
-    return True
 
 
 async def _link(s: AdapterSettings) -> Finding:

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from hub.errors import HubError
-from hub.trust.pki import agency_and_system, fingerprint, serial_hex
+from hub.trust.pki import agency_and_system, fingerprint, issued_by, serial_hex
 
 if TYPE_CHECKING:
     from hub.directory import Directory
@@ -163,7 +162,7 @@ class Identifier:
         cached = self._issuers.get(der)
         if cached is not None and cached[0] == store.generation:
             return cached[1]
-        issuer = next((ca for ca in store.issuing if _issued_by(cert, ca)), None)
+        issuer = next((ca for ca in store.issuing if issued_by(cert, ca)), None)
         self._issuers[der] = (store.generation, issuer)
         if len(self._issuers) > self._cache_size:
             self._issuers.pop(next(iter(self._issuers)))
@@ -210,13 +209,3 @@ class Identifier:
         self._cleared[der] = (store.generation, until)
         if len(self._cleared) > self._cache_size:
             self._cleared.pop(next(iter(self._cleared)))
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    if cert.issuer != ca.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True

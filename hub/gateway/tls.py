@@ -125,7 +125,8 @@ class TlsServer:
         #: Handshakes under way.
         self.handshaking = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._accepting = [self._spawn(self._accept(sock)) for sock in sockets]
+        for sock in sockets:
+            self._spawn(self._accept(sock))
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)

@@ -18,25 +18,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from hub.errors import CheckpointRefused
 from hub.trust import keys
 from hub.trust.crl import load_crls
 from hub.trust.lifecycle import hub_certificates
-from hub.trust.pki import PkiPaths, fingerprint, load_certificates, serial_hex
+from hub.trust.pki import PkiPaths, fingerprint, issued_by, load_certificates, serial_hex
 
 __all__ = ["CheckpointVerifier", "checkpoint_verifier"]
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def _valid_at(cert: x509.Certificate, at: dt.datetime) -> bool:
@@ -70,7 +59,7 @@ class CheckpointVerifier:
                 (
                     ca
                     for ca in self.issuing
-                    if _issued_by(cert, ca) and any(_issued_by(ca, r) for r in (self.root, *self.previous_roots))
+                    if issued_by(cert, ca) and any(issued_by(ca, r) for r in (self.root, *self.previous_roots))
                 ),
                 None,
             )

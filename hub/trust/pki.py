@@ -79,6 +79,7 @@ __all__ = [
     "issue_from_csr",
     "issue_hub_certificate",
     "issue_server_certificate",
+    "issued_by",
     "load_ca",
     "load_certificates",
     "load_csr",
@@ -774,14 +775,21 @@ def make_csr(
     )
 
 
+def issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether ``ca`` issued ``cert``: its subject is the certificate's issuer and its key verifies the signature."""
+    if cert.issuer != ca.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def chain_for_signing(cert: x509.Certificate, ca_certs: Sequence[x509.Certificate]) -> list[x509.Certificate]:
     """The leaf followed by the CA that issued it (what goes into X509Data and into ``--out`` files)."""
     for ca in ca_certs:
-        if ca.subject == cert.issuer:
-            try:
-                cert.verify_directly_issued_by(ca)
-            except (ValueError, TypeError, InvalidSignature):
-                continue
+        if issued_by(cert, ca):
             return [cert, ca]
     return [cert]
 

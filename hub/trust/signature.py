@@ -46,7 +46,7 @@ from hub.envelope.model import Envelope
 from hub.errors import CertificateRevoked, CertificateUntrusted, ConfigError, SignatureInvalid
 from hub.trust import keys
 from hub.trust.keys import PrivateKey, PublicKey
-from hub.trust.pki import DOCUMENT_SIGNING, agency_and_system, fingerprint, load_certificates, serial_hex
+from hub.trust.pki import DOCUMENT_SIGNING, agency_and_system, fingerprint, issued_by, load_certificates, serial_hex
 from hub.trust.profile import (
     ALLOWED_SIGNATURE_METHODS,
     DS,
@@ -322,16 +322,6 @@ def _cn(cert: x509.Certificate) -> str:
     return str(value)[:80]
 
 
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    if cert.issuer != ca.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class _TrustedLeaf:
     """A certificate set whose path, key policy and revocation status were checked (cached)."""
@@ -574,12 +564,12 @@ class Verifier:
         root = self.store.root
         issuer: x509.Certificate | None = None
         for ca in (*self.store.issuing, root):
-            if _issued_by(leaf, ca):
+            if issued_by(leaf, ca):
                 issuer = ca
                 break
         if issuer is None:
             for ca in certs:
-                if ca is not leaf and _is_ca(ca) and _issued_by(leaf, ca) and _issued_by(ca, root):
+                if ca is not leaf and _is_ca(ca) and issued_by(leaf, ca) and issued_by(ca, root):
                     issuer = ca
                     break
         if issuer is None:
