@@ -108,6 +108,7 @@ def _certificate(s: AdapterSettings, now: dt.datetime) -> list[Finding]:
         return [Finding(step, False, f"the hub root or its CRLs: {exc.detail}", exc.code)]
     from cryptography import x509
 
+    from hub.trust.crl import RevocationProblem, check_revocation
     from hub.trust.pki import issued_by
 
     root = x509.load_pem_x509_certificate(s.root_cert_path.read_bytes())
@@ -137,25 +138,31 @@ def _certificate(s: AdapterSettings, now: dt.datetime) -> list[Finding]:
             )
         ]
     found = []
-    crl = store.crl_for(issuer)
-    if crl is None or not crl.is_fresh(now):
+    # what the verifier asks of every delivery's chain (hub.trust.crl.check_revocation): the issuing CA against the
+    # root's CRL, then this certificate against the issuing CA's
+    status = check_revocation(store.crl_for, ((issuer, root), (cert, issuer)), now)
+    if isinstance(status, RevocationProblem) and status.code == "CERT_CRL_UNAVAILABLE":
+        whose = "root's" if status.issuer == root else "issuing CA's"
         found.append(
             Finding(
                 "吊销列表 CRLs",
                 False,
-                f"the hub CA's CRL in {s.crl_dir} is "
-                + ("missing" if crl is None else f"stale since {crl.next_update:%Y-%m-%d %H:%M} UTC")
+                f"the hub {whose} CRL in {s.crl_dir} is "
+                + ("missing" if status.crl is None else f"stale since {status.crl.next_update:%Y-%m-%d %H:%M} UTC")
                 + ": deliveries cannot be verified until a fresh one is there — 吊销列表缺失或已过期",
                 "CERT_CRL_UNAVAILABLE",
             )
         )
-    elif cert.serial_number in crl.revoked:
-        reason, when = crl.revoked[cert.serial_number]
+    elif isinstance(status, RevocationProblem):
+        when = f"{status.when:%Y-%m-%d}" if status.when else "?"
         found.append(
             Finding(
                 step,
                 False,
-                f"revoked on {when:%Y-%m-%d} ({reason}): ask the hub's operators for a new one — 证书已被吊销",
+                f"revoked on {when} ({status.reason}): ask the hub's operators for a new one — 证书已被吊销"
+                if status.subject == cert
+                else f"the hub issuing CA that issued it was revoked on {when} ({status.reason}): ask the hub's "
+                "operators for a certificate from the current CA — 签发本证书的枢纽 CA 已被吊销",
                 "CERT_REVOKED",
             )
         )

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from hub.errors import HubError
+from hub.trust.crl import RevocationProblem, check_revocation
 from hub.trust.pki import agency_and_system, fingerprint, issued_by, serial_hex
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ class ClientIdentity:
     system: str
     serial: str
     fingerprint: str
+    #: the directory's ``gateway-addresses`` of the system when it was identified: the networks it is served from
+    #: (none: anywhere)
+    addresses: tuple[str, ...] = ()
 
 
 class Refused(Exception):
@@ -154,7 +158,13 @@ class Identifier:
         except Refused as exc:
             exc.system = parsed.system  # whom the people on duty should call (the ops overview, the log)
             raise
-        return ClientIdentity(parsed.agency, parsed.system, serial_hex(parsed.cert.serial_number), parsed.fingerprint)
+        return ClientIdentity(
+            parsed.agency,
+            parsed.system,
+            serial_hex(parsed.cert.serial_number),
+            parsed.fingerprint,
+            tuple(system.gateway_addresses),
+        )
 
     def _issuer_of(self, der: bytes, cert: x509.Certificate) -> x509.Certificate | None:
         """The issuing CA that signed ``cert`` (a signature check, cached per certificate and trust store load)."""
@@ -184,9 +194,9 @@ class Identifier:
         _check_dates(store.root, now, "the hub root certificate")
         # The verdict is kept until the CRLs go stale or a CA certificate expires, whichever comes first.
         until = min(issuer.not_valid_after_utc, store.root.not_valid_after_utc)
-        for subject, ca in ((issuer, store.root), (cert, issuer)):
-            crl = store.crl_for(ca)
-            if crl is None or not crl.is_fresh(now):
+        status = check_revocation(store.crl_for, ((issuer, store.root), (cert, issuer)), now)
+        if isinstance(status, RevocationProblem):
+            if status.code == "CERT_CRL_UNAVAILABLE":
                 # The hub's own state, not the client's certificate: 503 with Retry-After, so clients (and the SDK's
                 # start) try again instead of taking it for a refusal of their certificate.
                 raise Refused(
@@ -196,16 +206,16 @@ class Identifier:
                     "the hub's operators publish one (hub pki crl); try again later",
                     retry_after=CRL_RETRY_AFTER_S,
                 )
-            hit = crl.revoked.get(subject.serial_number)
-            if hit is not None:
-                reason, when = hit
-                raise Refused(
-                    403,
-                    "CERT_REVOKED",
-                    f"certificate {serial_hex(subject.serial_number)} was revoked on {when:%Y-%m-%d %H:%M} UTC "
-                    f"({reason})",
-                )
-            until = min(until, crl.next_update)
+            serial = serial_hex(status.subject.serial_number)
+            what = (
+                f"certificate {serial}"
+                if status.subject is cert
+                else f"the hub issuing CA that issued the client certificate (serial {serial})"
+            )
+            raise Refused(
+                403, "CERT_REVOKED", f"{what} was revoked on {status.when:%Y-%m-%d %H:%M} UTC ({status.reason})"
+            )
+        until = min(until, status.until)
         self._cleared[der] = (store.generation, until)
         if len(self._cleared) > self._cache_size:
             self._cleared.pop(next(iter(self._cleared)))

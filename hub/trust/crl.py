@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from cryptography.x509.oid import ExtensionOID
 
 from hub.trust.pki import fingerprint
 
-__all__ = ["LoadedCrl", "crl_of", "load_crls", "read_crls"]
+__all__ = [
+    "LoadedCrl",
+    "RevocationCleared",
+    "RevocationProblem",
+    "check_revocation",
+    "crl_of",
+    "load_crls",
+    "read_crls",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,53 @@ class LoadedCrl:
 
     def is_fresh(self, now: dt.datetime) -> bool:
         return now < self.next_update
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationProblem:
+    """Why a certificate of a chain cannot be taken as not revoked now: ``code`` is ``CERT_CRL_UNAVAILABLE`` (its
+    issuer's CRL is missing — ``crl`` None — or stale — ``crl`` the stale one) or ``CERT_REVOKED`` (``crl`` lists
+    ``subject``, with ``reason`` and ``when``). Each caller words it for its own readers."""
+
+    code: str
+    subject: x509.Certificate
+    issuer: x509.Certificate
+    crl: LoadedCrl | None
+    reason: str = ""
+    when: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationCleared:
+    """Every certificate looked up is in none of the CRLs, all fresh: the verdict holds ``until`` the soonest of
+    their nextUpdate times, that of the CRL ``by`` signed."""
+
+    until: dt.datetime
+    by: x509.Certificate
+
+
+def check_revocation(
+    crl_for: Callable[[x509.Certificate], LoadedCrl | None],
+    pairs: Iterable[tuple[x509.Certificate, x509.Certificate]],
+    now: dt.datetime,
+) -> RevocationProblem | RevocationCleared:
+    """The one revocation rule of the verifier, the gateway's client identification and the SDK's self-check: each
+    ``(certificate, its issuer)`` against the issuer's CRL (``crl_for``, e.g. ``TrustStore.crl_for``), which must be
+    there and fresh (fail closed), the first problem returned. Give the pairs top-down — the issuing CA against the
+    root first — so that a revoked CA is reported as such, not as its leaf."""
+    cleared: RevocationCleared | None = None
+    for subject, issuer in pairs:
+        crl = crl_for(issuer)
+        if crl is None or not crl.is_fresh(now):
+            return RevocationProblem("CERT_CRL_UNAVAILABLE", subject, issuer, crl)
+        hit = crl.revoked.get(subject.serial_number)
+        if hit is not None:
+            return RevocationProblem("CERT_REVOKED", subject, issuer, crl, hit[0], hit[1])
+        if cleared is None or crl.next_update < cleared.until:
+            cleared = RevocationCleared(crl.next_update, issuer)
+    if cleared is None:
+        raise ValueError("check_revocation needs at least one (certificate, issuer) pair")
+    return cleared
 
 
 def _reason(entry: x509.RevokedCertificate) -> str:

@@ -45,6 +45,7 @@ from hub.envelope.intake import parser as intake_parser
 from hub.envelope.model import Envelope
 from hub.errors import CertificateRevoked, CertificateUntrusted, ConfigError, SignatureInvalid
 from hub.trust import keys
+from hub.trust.crl import RevocationProblem, check_revocation
 from hub.trust.keys import PrivateKey, PublicKey
 from hub.trust.pki import DOCUMENT_SIGNING, agency_and_system, fingerprint, issued_by, load_certificates, serial_hex
 from hub.trust.profile import (
@@ -316,6 +317,28 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+def _revocation_error(p: RevocationProblem, leaf: x509.Certificate) -> CertificateRevoked:
+    """The verifier's words for a revocation problem of a chain whose end entity is ``leaf``."""
+    cert, issuer = p.subject, p.issuer
+    if p.code == "CERT_REVOKED":
+        what = "certificate" if cert == leaf else "issuing CA"
+        return CertificateRevoked(
+            f"{what} {_cn(cert)} (serial {serial_hex(cert.serial_number)}) was revoked on "
+            f"{p.when:%Y-%m-%d %H:%M} UTC ({p.reason})",
+            code="CERT_REVOKED",
+        )
+    if p.crl is None:
+        return CertificateRevoked(
+            f"no CRL of {_cn(issuer)} is available; revocation of {_cn(cert)} cannot be checked",
+            code="CERT_CRL_UNAVAILABLE",
+        )
+    return CertificateRevoked(
+        f"the CRL of {_cn(issuer)} went stale at {p.crl.next_update:%Y-%m-%d %H:%M} UTC; revocation "
+        "cannot be checked until a fresh CRL is published (hub pki crl)",
+        code="CERT_CRL_UNAVAILABLE",
+    )
+
+
 def _cn(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     value = names[0].value if names else cert.subject.rfc4514_string()
@@ -519,34 +542,12 @@ class Verifier:
             ) from None
 
         # 4: revocation, top-down, so a revoked CA is reported as such.
-        crl_until: dt.datetime | None = None
-        crl_name = ""
-        for i in reversed(range(len(chain) - 1)):
-            cert, issuer = chain[i], chain[i + 1]
-            crl = self.store.crl_for(issuer)
-            if crl is None:
-                raise CertificateRevoked(
-                    f"no CRL of {_cn(issuer)} is available; revocation of {_cn(cert)} cannot be checked",
-                    code="CERT_CRL_UNAVAILABLE",
-                )
-            if not crl.is_fresh(now):
-                raise CertificateRevoked(
-                    f"the CRL of {_cn(issuer)} went stale at {crl.next_update:%Y-%m-%d %H:%M} UTC; revocation "
-                    "cannot be checked until a fresh CRL is published (hub pki crl)",
-                    code="CERT_CRL_UNAVAILABLE",
-                )
-            hit = crl.revoked.get(cert.serial_number)
-            if hit is not None:
-                reason, when = hit
-                what = "issuing CA" if i > 0 else "certificate"
-                raise CertificateRevoked(
-                    f"{what} {_cn(cert)} (serial {serial_hex(cert.serial_number)}) was revoked on "
-                    f"{when:%Y-%m-%d %H:%M} UTC ({reason})",
-                    code="CERT_REVOKED",
-                )
-            if crl_until is None or crl.next_update < crl_until:
-                crl_until, crl_name = crl.next_update, _cn(issuer)
-        assert crl_until is not None  # a chain has at least leaf and root
+        status = check_revocation(
+            self.store.crl_for, [(chain[i], chain[i + 1]) for i in reversed(range(len(chain) - 1))], now
+        )
+        if isinstance(status, RevocationProblem):
+            raise _revocation_error(status, leaf)
+        crl_until, crl_name = status.until, _cn(status.by)
         return _TrustedLeaf(
             leaf,
             public,

@@ -56,7 +56,7 @@ class _Directory:
     def system(self, system_id: str) -> SimpleNamespace:
         if system_id not in self.systems:
             raise NoRoute(f"system {system_id} is not in the directory", code="ROUTE_UNKNOWN_RECIPIENT")
-        return SimpleNamespace(agency=self.systems[system_id])
+        return SimpleNamespace(agency=self.systems[system_id], gateway_addresses=())
 
 
 class _Served:
