@@ -54,7 +54,7 @@ def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: st
 
     examiners = arg("examiners")
     env = os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip()
-    if env and not env.isdigit():
+    if env and not (env.isascii() and env.isdigit()):
         raise SystemExit(f"HUB_GATEWAY_EXAMINERS must be a number of processes (0 or more), not {env!r}")
     if examiners is None and not env:
         examiners = GatewaySettings.auto_examiners()  # the command uses the machine's cores unless told otherwise

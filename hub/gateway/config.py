@@ -116,28 +116,29 @@ class GatewaySettings:
         if os.environ.get("HUB_GATEWAY_IN_PROCESS", "").strip().lower() in ("0", "false", "no", "off"):
             values["in_process"] = False
         batches = os.environ.get("HUB_GATEWAY_BATCHES", "").strip()
-        if batches.isdigit() and int(batches) > 0:
+        if batches.isascii() and batches.isdigit() and int(batches) > 0:
             values["batches"] = int(batches)
         examiners = os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip()
-        if examiners.isdigit():
+        if examiners.isascii() and examiners.isdigit():
             values["examiners"] = int(examiners)
         link_check = os.environ.get("HUB_GATEWAY_LINK_CHECK_S", "").strip()
-        if link_check.isdigit():  # 0: no one-link-per-system check
+        if link_check.isascii() and link_check.isdigit():  # 0: no one-link-per-system check
             values["link_check_s"] = float(link_check)
         idle = os.environ.get("HUB_GATEWAY_IDLE_S", "").strip()
-        if idle.isdigit():  # 0: a system once read is read until the gateway stops
+        if idle.isascii() and idle.isdigit():  # 0: a system once read is read until the gateway stops
             values["idle_s"] = float(idle)
         handshakes = os.environ.get("HUB_GATEWAY_MAX_HANDSHAKES", "").strip()
-        if handshakes.isdigit() and int(handshakes) > 0:
+        if handshakes.isascii() and handshakes.isdigit() and int(handshakes) > 0:
             values["max_handshakes"] = int(handshakes)
         drain = os.environ.get("HUB_GATEWAY_DRAIN_S", "").strip()
-        if drain.isdigit():  # at most 30 s: hub run's supervisor waits 60 s for a stopping process
+        if drain.isascii() and drain.isdigit():  # at most 30 s: hub run's supervisor waits 60 s for a stopping process
             values["drain_s"] = min(30.0, float(drain))
         proxies = [a.strip() for a in os.environ.get("HUB_GATEWAY_PROXY_FROM", "").split(",") if a.strip()]
         if proxies:
             values["proxy_from"] = tuple(proxies)
         refresh = os.environ.get("HUB_DIRECTORY_REFRESH_S", "").strip()
-        if refresh.isdigit() and int(refresh) > 0:  # the interval the examination follows the directory at, too
+        # the interval the examination follows the directory at, too
+        if refresh.isascii() and refresh.isdigit() and int(refresh) > 0:
             values["directory_refresh_s"] = float(refresh)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

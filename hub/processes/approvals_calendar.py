@@ -141,7 +141,7 @@ def load_calendar(path: Path | str) -> Calendar:
     workdays: list[date] = []
     years: dict[int, tuple[str, str]] = {}
     for key, table in data.items():
-        if not (key.isdigit() and len(key) == 4) or not isinstance(table, dict):
+        if not (key.isascii() and key.isdigit() and len(key) == 4) or not isinstance(table, dict):
             raise CalendarError(f"{path}: [{key}] 应为年份表 each table is a year, e.g. [2026]")
         year = int(key)
         holidays += _dates(table.get("holidays", []), year, "holidays", path)

@@ -465,7 +465,7 @@ def known_services(schemas_dir: Path) -> dict[str, frozenset[int]]:
     """Service name → versions that have a schema (``schemas/services/<name>/<version>/schema.xsd``)."""
     found: dict[str, set[int]] = {}
     for xsd in Path(schemas_dir).glob("services/*/*/schema.xsd"):
-        if xsd.parent.name.isdigit():
+        if xsd.parent.name.isascii() and xsd.parent.name.isdigit():
             found.setdefault(xsd.parent.parent.name, set()).add(int(xsd.parent.name))
     return {k: frozenset(v) for k, v in found.items()}
 

@@ -189,7 +189,7 @@ class SchemaRegistry:
         self.services: dict[str, dict[int, ServiceSchema]] = {}
         for xsd in sorted(self.dir.glob("services/*/*/schema.xsd")):
             name, version_dir = xsd.parent.parent.name, xsd.parent.name
-            if not version_dir.isdigit():
+            if not (version_dir.isascii() and version_dir.isdigit()):
                 raise ConfigError(f"{xsd}: version folder must be a number, got {version_dir!r}")
             version = int(version_dir)
             ns = service_namespace(name, version)
@@ -275,7 +275,7 @@ class SchemaRegistry:
         if svc_el is not None:
             name, version = svc_el.get("name") or "", svc_el.get("version") or ""
             try:
-                service = self.service(name, int(version)) if version.isdigit() else None
+                service = self.service(name, int(version)) if (version.isascii() and version.isdigit()) else None
             except SchemaViolation as exc:
                 return [Violation(exc.code, exc.detail, svc_el.sourceline, "/env:Envelope/env:Header/env:Service")]
         schema = service.schema if service is not None else self.envelope_schema
@@ -385,7 +385,7 @@ class SchemaRegistry:
             if svc_el is not None:
                 versions = self.services.get(svc_el.get("name") or "")
                 version = svc_el.get("version") or ""
-                service = versions.get(int(version)) if versions and version.isdigit() else None
+                service = versions.get(int(version)) if versions and (version.isascii() and version.isdigit()) else None
                 if service is not None:
                     if not service.schema.validate(root):
                         self._raise(self.violations(root, (service, service.schema.error_log)))
