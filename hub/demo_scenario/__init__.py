@@ -104,7 +104,7 @@ GATEWAY_IDLE_S = 3
 def gateway_idle_s() -> float:
     """The demo gateway's idle time: ``HUB_GATEWAY_IDLE_S`` when the caller set it, else ``GATEWAY_IDLE_S``."""
     given = os.environ.get("HUB_GATEWAY_IDLE_S", "").strip()
-    return float(given) if given.isdigit() else float(GATEWAY_IDLE_S)
+    return float(given) if (given.isascii() and given.isdigit()) else float(GATEWAY_IDLE_S)
 
 
 #: Copies of a tampered report one compromised system floods the hub with (step w, issue 16).
@@ -1106,6 +1106,7 @@ class Scenario:
                     await r.read()
                 async with http.post(f"/v1/inbox/{tag}/ack") as r:
                     leftovers += 1
+            since = datetime.now(UTC) - timedelta(seconds=1)  # for the portal's 发文跟踪 below
             started = time.perf_counter()
             async with http.post("/v1/messages", data=data, headers=xml) as r:
                 status, outcome, answer = r.status, r.headers.get("X-Hub-Outcome"), await r.read()
@@ -1146,6 +1147,18 @@ class Scenario:
             async with http.get(f"/v1/messages/{env.message_id}") as r:
                 state = await r.json() if r.status == 200 else {}
             o.expect(state.get("state") == "accepted", f"GET /v1/messages/{{id}}: {state}")
+            # 发文跟踪: what the portal sent since the step began, with each recipient's delivery — what it would
+            # reconcile its own records with after restoring a backup
+            async with http.get("/v1/messages", params={"since": since.isoformat()}) as r:
+                listing = await r.json() if r.status == 200 else {}
+            tracked = [
+                (m.get("message_id"), [(d.get("recipient_system"), d.get("state")) for d in m.get("deliveries", [])])
+                for m in listing.get("messages", [])
+            ]
+            o.expect(
+                tracked == [(env.message_id, [(approval, "delivered")])] and listing.get("next") is None,
+                f"GET /v1/messages?since=…: {r.status} {tracked}",
+            )
             if not o.ok:
                 return
             idle = await self._stops_polling(o, http, portal, approval)
@@ -1153,13 +1166,15 @@ class Scenario:
             return
         o.lines.append(
             f"吉林省政务服务网仅经 HTTPS 网关（双向 TLS，系统证书）提交林木采伐许可申请：{ms:.0f} ms 内在响应中"
-            "拿到枢纽签名回执；审批系统要求补正，门户长轮询收件箱取到枢纽签名的进度通知并确认"
+            "拿到枢纽签名回执；审批系统要求补正，门户长轮询收件箱取到枢纽签名的进度通知并确认；"
+            "发文跟踪（GET /v1/messages）列出这份申请、审批系统“已投递”"
             "（负载均衡的就绪探测 GET /ready：200，RabbitMQ、PostgreSQL、审验进程、吊销列表均正常）"
             + (f"；另收到枢纽审批流程的受理反馈 {notices} 条" if notices else "")
         )
         o.lines.append(
             f"the provincial portal over HTTPS only: submit → 202 with the hub-signed receipt in {ms:.0f} ms → the "
-            "approval system's status reached its inbox (long poll) → acknowledged (the load balancer's GET /ready: "
+            "approval system's status reached its inbox (long poll) → acknowledged; its document tracking (GET "
+            "/v1/messages) lists the application, delivered to the approval system (the load balancer's GET /ready: "
             "200)"
         )
         if idle is not None:

@@ -25,7 +25,10 @@ Every request is counted by endpoint and status, with its time (``hub.metrics``:
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import datetime as dt
 import functools
 import html
 import json
@@ -49,7 +52,7 @@ from hub.gateway.identity import ClientIdentity, Identifier, Refused
 from hub.gateway.limits import Limits, limits_of
 from hub.gateway.links import LinkGuard
 from hub.gateway.mailbox import Answer, InboxItem, Mailbox
-from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS
+from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS, MAX_SENT_PAGE, MAX_SENT_WINDOW_DAYS
 from hub.gateway.proxy_header import Networks, networks, trusted
 from hub.gateway.readiness import Readiness
 from hub.gateway.status import status_for_code, status_for_receipt
@@ -58,6 +61,7 @@ from hub.metrics import count_refusal, count_request, heartbeat, polled
 from hub.settings import Settings
 from hub.store.gateway_activity import FLUSH_S as ACTIVITY_FLUSH_S
 from hub.store.gateway_activity import GatewayActivity
+from hub.store.records import DELIVERY_RANK
 
 __all__ = [
     "GATEWAY_SETTINGS",
@@ -227,17 +231,14 @@ def _networks_of(addresses: tuple[str, ...]) -> Networks:
     return networks(addresses)
 
 
-def _check_address(request: web.Request, state: GatewayState, system: str) -> None:
+def _check_address(request: web.Request, identity: ClientIdentity) -> None:
     """A system the directory gives ``gateway-addresses`` is served from those networks only: its certificate from
     anywhere else (copied off the agency's machine, say) is refused 403 ``GATEWAY_ADDRESS_REFUSED``."""
-    try:
-        addresses = state.identifier.directory.system(system).gateway_addresses
-    except HubError:  # pragma: no cover - identify() found it a moment ago
+    if not identity.addresses:
         return
-    if not addresses:
-        return
+    system = identity.system
     peer = _client_address(request)
-    if peer is None or not trusted(peer.strip("[]"), _networks_of(addresses)):
+    if peer is None or not trusted(peer.strip("[]"), _networks_of(identity.addresses)):
         raise Refused(
             403,
             "GATEWAY_ADDRESS_REFUSED",
@@ -284,7 +285,7 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         identity = state.identifier.identify(der)
-        _check_address(request, state, identity.system)
+        _check_address(request, identity)
         request[IDENTITY] = identity
         state.activity.requested(identity.system)  # for the ops page: what of each system arrived (any gateway)
         with state.limits.admit(identity.system):
@@ -521,10 +522,10 @@ async def poll(request: web.Request) -> web.StreamResponse:
     what is there."""
     identity = request[IDENTITY]
     raw = request.query.get("wait", "0")
-    if not raw.isdigit() or int(raw) > MAX_POLL_S:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_POLL_S:
         raise Refused(400, "GATEWAY_BAD_REQUEST", f"wait must be a whole number of seconds from 0 to {MAX_POLL_S}")
     many = request.query.get("max")
-    if many is not None and (not many.isdigit() or not 1 <= int(many) <= MAX_POLL_ITEMS):
+    if many is not None and (not (many.isascii() and many.isdigit()) or not 1 <= int(many) <= MAX_POLL_ITEMS):
         raise Refused(400, "GATEWAY_BAD_REQUEST", f"max must be a whole number from 1 to {MAX_POLL_ITEMS}")
     mailbox = request.app[STATE].mailbox
     # A long poll may end early (the document promises at most ``wait`` seconds): ``poll_limit_s`` caps it.
@@ -670,6 +671,103 @@ async def message_state(request: web.Request) -> web.StreamResponse:
     if found is None:
         raise Refused(404, "GATEWAY_NOT_FOUND", "no message with this id was sent by this system")
     return web.json_response(found, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+#: What a delivery can be in, in the order it moves (hub.store.records.DELIVERY_RANK), for GET /v1/messages?delivery=.
+_DELIVERY_STATES = tuple(sorted(DELIVERY_RANK, key=DELIVERY_RANK.__getitem__))
+
+
+def _instant(request: web.Request, name: str, default: dt.datetime) -> dt.datetime:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        at = dt.datetime.fromisoformat(raw.strip())
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        hint = " (a + in a URL must be sent as %2B)" if " " in raw.strip() else ""
+        raise Refused(
+            400,
+            "GATEWAY_BAD_REQUEST",
+            f"{name} must be a date and time with its offset, e.g. 2026-12-06T08:00:00+08:00 or "
+            f"2026-12-06T00:00:00Z{hint}",
+        )
+    return at
+
+
+def _cursor(position: tuple[dt.datetime, str]) -> str:
+    at, mid = position
+    return base64.urlsafe_b64encode(f"{at.isoformat()}/{mid}".encode()).decode().rstrip("=")
+
+
+def _position(raw: str) -> tuple[dt.datetime, str]:
+    """The position a ``next`` cursor of GET /v1/messages stands for; 400 for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+        at, mid = text.split("/")
+        when = dt.datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("no offset")
+        return when, str(uuid.UUID(mid))
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise Refused(
+            400, "GATEWAY_BAD_REQUEST", "after must be the next value of the page before, as it was given"
+        ) from None
+
+
+async def sent_list(request: web.Request) -> web.StreamResponse:
+    """GET /v1/messages: the messages the calling system sent that the hub received in a window (``since``, default
+    a day ago, to ``until``, default now; at most ``MAX_SENT_WINDOW_DAYS``), oldest first, each with its deliveries
+    (the state per recipient and when it reached each: 签收, 阅读, 办结 …); ``delivery=`` keeps those with a delivery
+    in one of the states listed (``pending,failed,delivered``: not yet signed for by every recipient); ``limit`` a
+    page (50, at most ``MAX_SENT_PAGE``), ``after`` the ``next`` of the page before."""
+    from hub.store.messages import sent_messages
+
+    identity = request[IDENTITY]
+    q = request.query
+    now = dt.datetime.now(dt.UTC)
+    since = _instant(request, "since", now - dt.timedelta(days=1))
+    until = _instant(request, "until", now)
+    if not since < until:
+        raise Refused(400, "GATEWAY_BAD_REQUEST", "since must be before until")
+    if until - since > dt.timedelta(days=MAX_SENT_WINDOW_DAYS):
+        raise Refused(
+            400,
+            "GATEWAY_BAD_REQUEST",
+            f"the window since … until is at most {MAX_SENT_WINDOW_DAYS} days: ask for it in parts",
+        )
+    raw_limit = q.get("limit", "50")
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_SENT_PAGE:
+        raise Refused(400, "GATEWAY_BAD_REQUEST", f"limit must be a whole number from 1 to {MAX_SENT_PAGE}")
+    states: list[str] | None = None
+    if "delivery" in q:
+        states = [s.strip() for s in q["delivery"].split(",") if s.strip()]
+        unknown = [s for s in states if s not in _DELIVERY_STATES]
+        if unknown or not states:
+            raise Refused(
+                400,
+                "GATEWAY_BAD_REQUEST",
+                f"delivery lists states among {', '.join(_DELIVERY_STATES)}, separated by commas"
+                + (f" ({unknown[0][:40]!r} is not one)" if unknown else ""),
+            )
+    after = _position(q["after"]) if "after" in q else None
+    page, position = await sent_messages(
+        request.app[STATE].pool,
+        identity.system,
+        since,
+        until,
+        delivery_states=states,
+        after=after,
+        limit=int(raw_limit),
+    )
+    body = {
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "messages": page,
+        "next": None if position is None else _cursor(position),
+    }
+    return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:
@@ -881,6 +979,7 @@ def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.router.add_post("/v1/messages", submit, expect_handler=_expect)
     # No implicit HEAD: a HEAD poll would hand out a delivery whose tag the client never sees.
+    app.router.add_get("/v1/messages", sent_list, allow_head=False)
     app.router.add_get("/v1/messages/{id}", message_state, allow_head=False)
     app.router.add_get("/v1/inbox", poll, allow_head=False)
     app.router.add_post("/v1/inbox/ack", ack_many)

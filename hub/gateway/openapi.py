@@ -12,13 +12,16 @@ from typing import Any
 from hub.gateway.config import MAX_POLL_S
 from hub.gateway.status import GATEWAY_STATUS
 
-__all__ = ["MAX_ACK_BODY", "MAX_ACK_TAGS", "MAX_POLL_ITEMS", "document"]
+__all__ = ["MAX_ACK_BODY", "MAX_ACK_TAGS", "MAX_POLL_ITEMS", "MAX_SENT_PAGE", "MAX_SENT_WINDOW_DAYS", "document"]
 
 #: Limits of the endpoints, stated here and enforced by hub.gateway.app: deliveries one poll hands out, tags one
 #: acknowledgement takes, and its JSON body.
 MAX_POLL_ITEMS = 64
 MAX_ACK_TAGS = 256
 MAX_ACK_BODY = 64 * 1024
+#: GET /v1/messages: messages a page lists at most (50 unless asked), and the longest window (since … until) in days.
+MAX_SENT_PAGE = 200
+MAX_SENT_WINDOW_DAYS = 31
 
 _REF = "#/components"
 
@@ -44,6 +47,22 @@ def _refusal(description: str, *, xml: bool = False, retry: bool = False) -> dic
     if xml:
         headers.append("X-Hub-Message-Id")
     return {"description": description, "content": content, "headers": _headers(*headers)}
+
+
+def _sent_message(**more: dict[str, Any]) -> dict[str, Any]:
+    """A message the system sent, as GET /v1/messages lists it (``more``: what GET /v1/messages/{id} adds)."""
+    properties: dict[str, Any] = {
+        "message_id": {"type": "string", "format": "uuid"},
+        "service": {"type": "string", "description": "name/version"},
+        "urgency": {"type": "string"},
+        "classification": {"type": "string"},
+        "state": {"enum": ["accepted", "rejected", "quarantined", "released", "quarantine_rejected"]},
+        "error_code": {"type": ["string", "null"]},
+        "received_at": {"type": "string", "format": "date-time"},
+        "deliveries": {"type": "array", "items": {"$ref": f"{_REF}/schemas/Delivery"}},
+        **more,
+    }
+    return {"type": "object", "required": list(properties), "additionalProperties": False, "properties": properties}
 
 
 def _common() -> dict[str, Any]:
@@ -121,7 +140,65 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                         },
                     },
                     "responses": submit_responses,
-                }
+                },
+                "get": {
+                    "operationId": "sentMessages",
+                    "summary": "The messages this system sent in a window, oldest first, with each recipient's "
+                    "delivery (发文跟踪: who has signed for, read, handled each)",
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "description": "received by the hub at or after this time (with its offset; a + in a URL "
+                            "is %2B); default a day before now",
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "until",
+                            "in": "query",
+                            "required": False,
+                            "description": f"received before this time; default now. At most {MAX_SENT_WINDOW_DAYS} "
+                            "days after since",
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "delivery",
+                            "in": "query",
+                            "required": False,
+                            "description": "only messages with a delivery in one of these states, separated by "
+                            "commas: pending,failed,delivered lists those not yet signed for (签收) by every recipient",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "description": "messages a page lists at most",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SENT_PAGE, "default": 50},
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "description": "the next value of the page before (with the same since, until and "
+                            "delivery)",
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "a page of the window's messages",
+                            "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/SentMessages"}}},
+                        },
+                        "400": _refusal(
+                            "since or until not a date and time with its offset, since not before until, a window "
+                            f"over {MAX_SENT_WINDOW_DAYS} days, an unknown delivery state, limit not a whole number "
+                            f"from 1 to {MAX_SENT_PAGE}, or after not a next value (GATEWAY_BAD_REQUEST)"
+                        ),
+                        **_common(),
+                    },
+                },
             },
             "/v1/messages/{id}": {
                 "get": {
@@ -425,32 +502,22 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                         "at": {"type": "string", "format": "date-time"},
                     },
                 },
-                "MessageState": {
+                "SentMessages": {
                     "type": "object",
-                    "required": [
-                        "message_id",
-                        "service",
-                        "urgency",
-                        "classification",
-                        "state",
-                        "error_code",
-                        "received_at",
-                        "deliveries",
-                        "receipts",
-                    ],
+                    "required": ["since", "until", "messages", "next"],
                     "additionalProperties": False,
                     "properties": {
-                        "message_id": {"type": "string", "format": "uuid"},
-                        "service": {"type": "string", "description": "name/version"},
-                        "urgency": {"type": "string"},
-                        "classification": {"type": "string"},
-                        "state": {"enum": ["accepted", "rejected", "quarantined", "released", "quarantine_rejected"]},
-                        "error_code": {"type": ["string", "null"]},
-                        "received_at": {"type": "string", "format": "date-time"},
-                        "deliveries": {"type": "array", "items": {"$ref": f"{_REF}/schemas/Delivery"}},
-                        "receipts": {"type": "array", "items": {"$ref": f"{_REF}/schemas/Receipt"}},
+                        "since": {"type": "string", "format": "date-time"},
+                        "until": {"type": "string", "format": "date-time"},
+                        "messages": {"type": "array", "items": {"$ref": f"{_REF}/schemas/SentMessage"}},
+                        "next": {
+                            "type": ["string", "null"],
+                            "description": "pass as after for the next page; null: the window has no more",
+                        },
                     },
                 },
+                "SentMessage": _sent_message(),
+                "MessageState": _sent_message(receipts={"type": "array", "items": {"$ref": f"{_REF}/schemas/Receipt"}}),
             },
             "headers": {
                 "X-Hub-Code": {"description": "the refusal's stable code", "schema": {"type": "string"}},

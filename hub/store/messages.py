@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from hub.errors import HubError
 from hub.store.audit import Actor
-from hub.store.db import acquired, transaction, translated
+from hub.store.db import acquired, fetch_planned_now, transaction, translated
 from hub.store.evidence import append, canonical_detail, format_at
 from hub.store.records import (
     DELIVERY_RANK,
@@ -53,6 +53,7 @@ __all__ = [
     "record_rejection",
     "record_sent",
     "sent_message_status",
+    "sent_messages",
     "update_delivery_state",
     "update_delivery_states",
 ]
@@ -467,17 +468,7 @@ async def sent_message_status(executor: Any, message_id: str, sender_system: str
         "state": row["state"],
         "error_code": row["error_code"],
         "received_at": row["received_at"].isoformat(),
-        "deliveries": [
-            {
-                "recipient_system": d.recipient_system,
-                "recipient_agency": d.recipient_agency,
-                "role": d.role,
-                "state": d.state,
-                "error_code": d.error_code,
-                "times": {k: v.isoformat() for k, v in d.times.items()},
-            }
-            for d in (_status(r) for r in deliveries)
-        ],
+        "deliveries": [_delivery_json(_status(r)) for r in deliveries],
         "receipts": [
             {
                 "receipt_id": str(r["receipt_id"]),
@@ -489,6 +480,79 @@ async def sent_message_status(executor: Any, message_id: str, sender_system: str
             for r in receipts
         ],
     }
+
+
+def _delivery_json(d: DeliveryStatus) -> dict[str, Any]:
+    return {
+        "recipient_system": d.recipient_system,
+        "recipient_agency": d.recipient_agency,
+        "role": d.role,
+        "state": d.state,
+        "error_code": d.error_code,
+        "times": {k: v.isoformat() for k, v in d.times.items()},
+    }
+
+
+# The sender's messages of a window, in (received_at, message_id) order after a cursor; messages_sender
+# (sender_system, received_at) serves it. $5: the delivery states asked for (NULL: any message).
+_SENT_PAGE = """
+SELECT m.message_id, m.service, m.version, m.urgency, m.classification_label, m.state, m.error_code, m.received_at
+FROM messages m
+WHERE m.sender_system = $1 AND m.received_at >= $2 AND m.received_at < $3
+  AND (m.received_at, m.message_id) > ($4, $6::uuid)
+  AND ($5::text[] IS NULL
+       OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.message_id AND d.state = ANY($5::text[])))
+ORDER BY m.received_at, m.message_id
+LIMIT $7
+"""
+_ZERO_ID = "00000000-0000-0000-0000-000000000000"
+
+
+async def sent_messages(
+    executor: Any,
+    sender_system: str,
+    since: datetime,
+    until: datetime,
+    *,
+    delivery_states: Sequence[str] | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
+    """The messages ``sender_system`` sent that the hub received in ``[since, until)``, oldest first, each as
+    ``sent_message_status`` gives it without the answers (JSON-ready); with ``delivery_states`` only those with a
+    delivery in one of them (``("pending", "failed", "delivered")``: not yet signed for by every recipient). At most
+    ``limit``, after the position ``after`` (the ``(received_at, message_id)`` of the last one of the page before);
+    returns the page and the position to continue from, None when the window has no more."""
+    start_at, start_id = after if after is not None else (since, _ZERO_ID)
+    states = list(delivery_states) if delivery_states is not None else None
+    async with translated("reading a system's sent messages"), transaction(executor) as conn:
+        rows = await fetch_planned_now(
+            conn, _SENT_PAGE, sender_system, since, until, start_at, states, start_id, limit + 1
+        )
+        page = rows[:limit]
+        deliveries: dict[str, list[dict[str, Any]]] = {str(r["message_id"]): [] for r in page}
+        if page:
+            for d in await conn.fetch(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE message_id = ANY($1::uuid[])"  # noqa: S608
+                " ORDER BY message_id, recipient_system",
+                [r["message_id"] for r in page],
+            ):
+                deliveries[str(d["message_id"])].append(_delivery_json(_status(d)))
+    out = [
+        {
+            "message_id": str(r["message_id"]),
+            "service": f"{r['service']}/{r['version']}",
+            "urgency": r["urgency"],
+            "classification": r["classification_label"],
+            "state": r["state"],
+            "error_code": r["error_code"],
+            "received_at": r["received_at"].isoformat(),
+            "deliveries": deliveries[str(r["message_id"])],
+        }
+        for r in page
+    ]
+    last = page[-1] if len(rows) > limit else None
+    return out, (None if last is None else (last["received_at"], str(last["message_id"])))
 
 
 _RANK_ARRAY = "ARRAY[" + ", ".join(f"'{s}'" for s, _ in sorted(DELIVERY_RANK.items(), key=lambda kv: kv[1])) + "]"

@@ -307,6 +307,11 @@ async def _the_unit(
     assert state["message_id"] == message_id and state["state"] == "accepted", state
     assert [(d["recipient_system"], d["state"]) for d in state["deliveries"]] == [(APPROVAL, "delivered")], state
     assert [r["kind"] for r in state["receipts"]] == ["hub.receipt"], state
+    # —— document tracking: the portal's message is listed while the approval system has not signed for it
+    listing = json.loads((await shell.run(take(commands, "curl ", first=True) + " -f", unit)).stdout)
+    listed = {m["message_id"]: m for m in listing["messages"]}
+    assert message_id in listed and listing["next"] is None, listing
+    assert [(d["recipient_system"], d["state"]) for d in listed[message_id]["deliveries"]] == [(APPROVAL, "delivered")]
     assert not commands, f"commands of the walkthrough this test does not run: {commands}"
 
 
