@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,8 +106,10 @@ class Config:
                 raise ConfigurationError(
                     f"approval_db: [adapter] {name} must be a number", code="APPROVAL_CONFIG"
                 ) from None
-            if number <= 0:
-                raise ConfigurationError(f"approval_db: [adapter] {name} must be positive", code="APPROVAL_CONFIG")
+            if not math.isfinite(number) or number <= 0:  # TOML has nan and inf
+                raise ConfigurationError(
+                    f"approval_db: [adapter] {name} must be a positive number", code="APPROVAL_CONFIG"
+                )
             values[name] = int(number) if name in ("batch_size", "max_in_flight") else number
         recipients = extra.get("recipients", {DECIDER: DECIDER_AGENCY})
         if (

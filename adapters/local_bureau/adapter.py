@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import sqlite3
 import ssl
 import threading
@@ -165,8 +166,8 @@ class Config:
                     nums[name] = float(extra[name])
                 except (TypeError, ValueError):
                     raise fail(f"{name} must be a number of seconds") from None
-                if nums[name] <= 0:
-                    raise fail(f"{name} must be positive")
+                if not math.isfinite(nums[name]) or nums[name] <= 0:  # TOML has nan and inf
+                    raise fail(f"{name} must be a positive number of seconds")
         if "max_body" in extra:
             # ≤ 0 would answer every push 413 LB_TOO_LARGE: the bureau could send nothing
             try:

@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import sqlite3
 import ssl
 import threading
@@ -138,8 +139,8 @@ class Config:
                     nums[name] = float(extra[name])
                 except (TypeError, ValueError):
                     raise fail(f"{name} must be a number of seconds") from None
-                if nums[name] <= 0:
-                    raise fail(f"{name} must be positive")
+                if not math.isfinite(nums[name]) or nums[name] <= 0:  # TOML has nan and inf
+                    raise fail(f"{name} must be a positive number of seconds")
         if "max_body" in extra:
             try:
                 nums["max_body"] = int(extra["max_body"])

@@ -38,6 +38,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import random
 import re
 import ssl
@@ -533,10 +534,12 @@ def _detail(body: bytes) -> str:
 
 
 def _seconds(raw: str | None) -> float | None:
+    """A Retry-After in seconds (at most an hour; None for nothing usable: nan, inf, a date)."""
     try:
-        return max(0.0, float(raw)) if raw else None
+        value = float(raw) if raw else None
     except ValueError:
         return None
+    return None if value is None or not math.isfinite(value) else min(3600.0, max(0.0, value))
 
 
 def _proxy_name(settings: AdapterSettings) -> str:

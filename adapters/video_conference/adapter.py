@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import sqlite3
 import ssl
@@ -135,8 +136,8 @@ class Config:
                     values[name] = float(extra[name])
                 except (TypeError, ValueError):
                     raise bad(f"{name} must be a number of seconds") from None
-                if values[name] <= 0:
-                    raise bad(f"{name} must be positive")
+                if not math.isfinite(values[name]) or values[name] <= 0:  # TOML has nan and inf
+                    raise bad(f"{name} must be a positive number of seconds")
         ca_file = str(extra.get("ca_file", ""))
         if ca_file and not Path(ca_file).is_file():
             raise bad(f"ca_file {ca_file} does not exist")

@@ -120,7 +120,14 @@ def test_config_defaults_and_validation() -> None:
     assert c.recipients == {DECIDER: "11220000013544357T"} and c.poll_interval == 5.0
     c = Config.from_settings(settings(poll_interval=0.5, batch_size=10))
     assert (c.poll_interval, c.batch_size) == (0.5, 10)
-    for bad in (settings(store=""), settings(poll_interval=-1), settings(nonsense=1), settings(recipients={"x": "1"})):
+    for bad in (
+        settings(store=""),
+        settings(poll_interval=-1),
+        settings(poll_interval=float("nan")),  # TOML's nan and inf are floats: not a usable interval
+        settings(poll_interval=float("inf")),
+        settings(nonsense=1),
+        settings(recipients={"x": "1"}),
+    ):
         with pytest.raises(ConfigurationError):
             Config.from_settings(bad)
 

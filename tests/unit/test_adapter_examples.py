@@ -60,3 +60,20 @@ def test_the_example_settings_are_taken_by_the_adapter(name: str, tmp_path: Path
         assert Folders.from_extra(extra).inbox.is_absolute()
     else:  # a new adapter: say how its configuration is checked here
         raise AssertionError(f"no configuration check for adapter {name}")
+
+
+@pytest.mark.parametrize("name", ["local_bureau", "provincial_gov", "video_conference"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 0.0])
+def test_a_time_setting_must_be_a_positive_finite_number(name: str, value: float, tmp_path: Path) -> None:
+    """TOML has nan and inf: ``retry_initial = nan`` is a float, and was taken (``nan <= 0`` is False) — every retry
+    would then wait nan seconds. Each adapter's settings check refuses it with the adapter's code."""
+    import importlib
+
+    from adapters.sdk import ConfigurationError
+
+    settings = AdapterSettings.from_file(PROJECT_ROOT / "adapters" / name / "settings.example.toml")
+    extra = _with_files(dict(settings.extra or {}), tmp_path)
+    config = importlib.import_module(f"adapters.{name}.adapter").Config
+    config.from_extra(extra)  # the example as it stands is taken
+    with pytest.raises(ConfigurationError, match="positive number of seconds"):
+        config.from_extra({**extra, "retry_initial": value})

@@ -124,6 +124,8 @@ def test_settings_are_checked_with_a_clear_code(tmp_path: Path) -> None:
         {"platform_url": "https://x", "token_file": str(tmp_path / "missing")},
         {"platform_url": "https://x", "token": "t", "request_timeout": "soon"},
         {"platform_url": "https://x", "token": "t", "retry_initial": 0},
+        {"platform_url": "https://x", "token": "t", "retry_initial": float("nan")},  # TOML has nan and inf
+        {"platform_url": "https://x", "token": "t", "request_timeout": float("inf")},
         {"platform_url": "https://x", "token": "t", "ca_file": str(tmp_path / "nope.pem")},
     ):
         with pytest.raises(ConfigurationError) as e:

@@ -22,7 +22,19 @@ def test_the_detail_of_a_json_refusal_or_the_start_of_anything_else() -> None:
     assert _detail(b"[1, 2]") == ""
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [("5", 5.0), ("0.5", 0.5), ("-3", 0.0), ("soon", None), (None, None)])
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("5", 5.0),
+        ("0.5", 0.5),
+        ("-3", 0.0),
+        ("soon", None),
+        (None, None),
+        ("nan", None),  # float() takes these: a wait of nan or forever is no wait at all
+        ("inf", None),
+        ("86400", 3600.0),  # at most an hour: the request's own timeout decides beyond that
+    ],
+)
 def test_retry_after(raw: str | None, seconds: float | None) -> None:
     assert _seconds(raw) == seconds
 
