@@ -28,6 +28,7 @@ from lxml import etree
 
 from adapters.sdk._errors import MessageInvalid
 from hub.envelope import Party, Recipient, build
+from hub.envelope.xsdtime import xsd_date, xsd_datetime
 from hub.settings import PROJECT_ROOT
 from hub.validation import SchemaRegistry
 
@@ -82,8 +83,8 @@ _READ: dict[str, Callable[[str], Any]] = {
     "int": lambda t: int(t.strip()),
     "decimal": lambda t: Decimal(t.strip()),
     "bool": lambda t: _bool_value(t.strip()),
-    "date": lambda t: datetime.date.fromisoformat(t.strip()),
-    "datetime": lambda t: datetime.datetime.fromisoformat(t.strip()),
+    "date": xsd_date,  # what a schema admits, 24:00:00 and a date with its timezone too (hub.envelope.xsdtime)
+    "datetime": xsd_datetime,
     "bytes": lambda t: base64.b64decode("".join(t.split()), validate=True),
 }
 

@@ -15,6 +15,7 @@ from typing import Literal, NamedTuple
 
 from lxml import etree
 
+from hub.envelope.xsdtime import xsd_datetime
 from hub.errors import SchemaViolation
 
 __all__ = [
@@ -130,11 +131,23 @@ class Recipient(NamedTuple):
         return f"{self.role}:{target}"
 
 
-def _ts(text: str | None) -> datetime:
+def _ts(el: etree._Element, name: str) -> datetime:
+    text = el.text
     assert text is not None
     # XSD guarantees a timezone; fromisoformat accepts 'Z' since Python 3.11. xs:dateTime collapses whitespace, so
     # the schema admits " 2026-…+08:00 " and means the value without the spaces (fromisoformat refuses them).
-    return datetime.fromisoformat(text.strip())
+    try:
+        t = datetime.fromisoformat(text.strip())
+        if t.year not in (1, 9999):  # at the ends of Python's range its instant in UTC may not be held
+            return t
+    except ValueError:
+        pass
+    try:  # 24:00:00, or a value Python cannot hold (hub.envelope.xsdtime)
+        return xsd_datetime(text)
+    except ValueError as exc:
+        raise SchemaViolation(
+            f"{name}: {exc}", code="SCHEMA_VALUE", line=el.sourceline, path=f"/env:Envelope/env:Header/env:{name}"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +226,8 @@ class Envelope:
             recipients,
             svc.get("name") or "",
             int(svc.get("version") or 0),
-            _ts(created.text),
-            _ts(expires.text),
+            _ts(created, "Created"),
+            _ts(expires, "Expires"),
             urgency.text or "",
             cls_el.text or "",
             cls_el.get("period"),

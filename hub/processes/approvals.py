@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from hub.envelope.model import Recipient, service_namespace
+from hub.envelope.xsdtime import xsd_date, xsd_datetime
 from hub.processes.approvals_calendar import Calendar, CalendarError, Pause, load_calendar
 from hub.processes.engine import CN_TZ, FedMessage, Timer, Tx, process_id
 
@@ -177,11 +178,11 @@ def _t(el: etree._Element, ns: str, path: str) -> str | None:
 
 
 def _date(text: str | None) -> date | None:
-    return date.fromisoformat(text) if text else None
+    return xsd_date(text) if text else None
 
 
 def _ts(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+    return xsd_datetime(text) if text else None
 
 
 def _supervision_system(directory: Any, agency: str) -> str | None:

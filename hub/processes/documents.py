@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from hub.envelope import Recipient
+from hub.envelope.xsdtime import xsd_datetime
 from hub.processes.engine import CN_TZ, FED_KINDS, FedMessage, Timer, Tx
 from hub.store.db import fetch_planned_now
 
@@ -162,7 +163,7 @@ def _text(el: etree._Element, ns: str, local: str) -> str | None:
 def _ts(text: str | None) -> datetime | None:
     if not text:
         return None
-    t = datetime.fromisoformat(text)
+    t = xsd_datetime(text)  # 24:00:00 too
     return t if t.tzinfo is not None else t.replace(tzinfo=CN_TZ)
 
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from hub.envelope.model import Recipient, service_namespace
+from hub.envelope.xsdtime import xsd_datetime
 from hub.processes.engine import CN_TZ, FedMessage, Timer, Tx
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def _t(el: etree._Element, ns: str, path: str) -> str | None:
 
 
 def _ts(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+    return xsd_datetime(text) if text else None
 
 
 def parse_booking(body: etree._Element) -> Booking:

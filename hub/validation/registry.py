@@ -325,7 +325,11 @@ class SchemaRegistry:
             )
             return found
         if not found:
-            found.extend(self._agency_code_violations(Envelope.from_tree(root), service))
+            try:
+                env = Envelope.from_tree(root)
+            except SchemaViolation as exc:  # a value the XSD admits and Python cannot hold (hub.envelope.xsdtime)
+                return [Violation(exc.code, exc.detail, exc.line, exc.path)]
+            found.extend(self._agency_code_violations(env, service))
         else:
             try:
                 check_ids(root)
