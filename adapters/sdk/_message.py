@@ -28,7 +28,7 @@ from lxml import etree
 
 from adapters.sdk._errors import MessageInvalid
 from hub.envelope import Party, Recipient, build
-from hub.envelope.xsdtime import xsd_date, xsd_datetime
+from hub.envelope.xsdvalue import xsd_date, xsd_datetime, xsd_integer
 from hub.settings import PROJECT_ROOT
 from hub.validation import SchemaRegistry
 
@@ -80,10 +80,10 @@ _WRITE: dict[str, Callable[[Any], str]] = {
 }
 _READ: dict[str, Callable[[str], Any]] = {
     "str": str,
-    "int": lambda t: int(t.strip()),
+    "int": xsd_integer,  # leading zeros and all
     "decimal": lambda t: Decimal(t.strip()),
     "bool": lambda t: _bool_value(t.strip()),
-    "date": xsd_date,  # what a schema admits, 24:00:00 and a date with its timezone too (hub.envelope.xsdtime)
+    "date": xsd_date,  # what a schema admits, 24:00:00 and a date with its timezone too (hub.envelope.xsdvalue)
     "datetime": xsd_datetime,
     "bytes": lambda t: base64.b64decode("".join(t.split()), validate=True),
 }

@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 
 from lxml import etree
 
-from hub.envelope.xsdtime import xsd_datetime
+from hub.envelope.xsdvalue import xsd_datetime, xsd_integer
 from hub.errors import SchemaViolation
 
 __all__ = [
@@ -142,7 +142,7 @@ def _ts(el: etree._Element, name: str) -> datetime:
             return t
     except ValueError:
         pass
-    try:  # 24:00:00, or a value Python cannot hold (hub.envelope.xsdtime)
+    try:  # 24:00:00, or a value Python cannot hold (hub.envelope.xsdvalue)
         return xsd_datetime(text)
     except ValueError as exc:
         raise SchemaViolation(
@@ -225,7 +225,7 @@ class Envelope:
             _tuple(Party, (get("agency") or "", get("system") or "")),
             recipients,
             svc.get("name") or "",
-            int(svc.get("version") or 0),
+            xsd_integer(svc.get("version") or "0"),
             _ts(created, "Created"),
             _ts(expires, "Expires"),
             urgency.text or "",

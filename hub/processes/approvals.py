@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from hub.envelope.model import Recipient, service_namespace
-from hub.envelope.xsdtime import xsd_date, xsd_datetime
+from hub.envelope.xsdvalue import xsd_date, xsd_datetime
 from hub.processes.approvals_calendar import Calendar, CalendarError, Pause, load_calendar
 from hub.processes.engine import CN_TZ, FedMessage, Timer, Tx, process_id
 

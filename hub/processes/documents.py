@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from hub.envelope import Recipient
-from hub.envelope.xsdtime import xsd_datetime
+from hub.envelope.xsdvalue import xsd_datetime
 from hub.processes.engine import CN_TZ, FED_KINDS, FedMessage, Timer, Tx
 from hub.store.db import fetch_planned_now
 

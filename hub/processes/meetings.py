@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from hub.envelope.model import Recipient, service_namespace
-from hub.envelope.xsdtime import xsd_datetime
+from hub.envelope.xsdvalue import xsd_datetime, xsd_integer
 from hub.processes.engine import CN_TZ, FedMessage, Timer, Tx
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def parse_booking(body: etree._Element) -> Booking:
     return Booking(
         title=_t(body, B_NS, "Title") or "",
         start=start,
-        minutes=int(_t(body, B_NS, "DurationMinutes") or "0"),
+        minutes=xsd_integer(_t(body, B_NS, "DurationMinutes") or "0"),
         organizer_name=_t(body, B_NS, "Organizer/Name") or "",
         organizer_code=_t(body, B_NS, "Organizer/AgencyCode") or "",
         venues=venues,

@@ -29,6 +29,7 @@ from lxml import etree
 from hub.envelope import agency_code
 from hub.envelope.intake import check_ids
 from hub.envelope.model import ENV_NS, Envelope, qn, service_namespace
+from hub.envelope.xsdvalue import xsd_integer
 from hub.errors import ConfigError, SchemaViolation, UnsafeXml
 
 __all__ = ["SchemaRegistry", "ServiceSchema", "Violation"]
@@ -174,6 +175,17 @@ class ServiceSchema:
         yield from sorted((self.path.parent / "samples" / kind).glob("*.xml"))
 
 
+def _version(text: str) -> int | None:
+    """The Service version attribute as a number, before the XSD has looked at it: ASCII digits only ('²' is a digit
+    to ``str.isdigit``), leading zeros and all (``int()`` refuses over 4,300 digits); None for anything else."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    try:
+        return xsd_integer(text)
+    except ValueError:
+        return None
+
+
 class SchemaRegistry:
     """Compiled schemas of every known service version. Build once per process; safe to share read-only."""
 
@@ -275,7 +287,8 @@ class SchemaRegistry:
         if svc_el is not None:
             name, version = svc_el.get("name") or "", svc_el.get("version") or ""
             try:
-                service = self.service(name, int(version)) if (version.isascii() and version.isdigit()) else None
+                number = _version(version)
+                service = self.service(name, number) if number is not None else None
             except SchemaViolation as exc:
                 return [Violation(exc.code, exc.detail, svc_el.sourceline, "/env:Envelope/env:Header/env:Service")]
         schema = service.schema if service is not None else self.envelope_schema
@@ -327,7 +340,7 @@ class SchemaRegistry:
         if not found:
             try:
                 env = Envelope.from_tree(root)
-            except SchemaViolation as exc:  # a value the XSD admits and Python cannot hold (hub.envelope.xsdtime)
+            except SchemaViolation as exc:  # a value the XSD admits and Python cannot hold (hub.envelope.xsdvalue)
                 return [Violation(exc.code, exc.detail, exc.line, exc.path)]
             found.extend(self._agency_code_violations(env, service))
         else:
@@ -389,7 +402,8 @@ class SchemaRegistry:
             if svc_el is not None:
                 versions = self.services.get(svc_el.get("name") or "")
                 version = svc_el.get("version") or ""
-                service = versions.get(int(version)) if versions and (version.isascii() and version.isdigit()) else None
+                number = _version(version) if versions else None
+                service = versions.get(number) if versions and number is not None else None
                 if service is not None:
                     if not service.schema.validate(root):
                         self._raise(self.violations(root, (service, service.schema.error_log)))

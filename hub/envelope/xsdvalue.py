@@ -1,4 +1,4 @@
-"""XSD dates and times as Python's, for values a schema has already admitted.
+"""XSD values as Python's, for values a schema has already admitted: dates and times, integers.
 
 ``xs:dateTime`` and ``xs:date`` admit lexical forms that ``datetime.fromisoformat`` refuses or that Python cannot
 hold: ``24:00:00`` (the first instant of the next day), a date with a timezone (``2026-12-06+08:00``: what Java's
@@ -7,6 +7,9 @@ UTC falls outside Python's range (``0001-01-01T00:00:00+14:00``). Read with ``fr
 ``ValueError`` after the schema had passed — in the hub's examination an ``INTERNAL`` error instead of the sender's
 ``SCHEMA_VALUE``, in a process or an adapter a message it could not read. These functions take the forms Python can
 hold (the usual ones by ``fromisoformat``'s C code first) and raise ``ValueError`` with a sentence for the rest.
+
+Integers likewise: ``xs:int`` admits any number of leading zeros (``000…0001``, 5,000 digits long, is 1), and
+``int()`` refuses a string of more than 4,300 digits (``sys.get_int_max_str_digits``) — the leading zeros count.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
-__all__ = ["xsd_date", "xsd_datetime"]
+__all__ = ["xsd_date", "xsd_datetime", "xsd_integer"]
 
 _DATETIME = re.compile(r"(-?\d{4,})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})?")
 _DATE = re.compile(r"(-?\d{4,})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?")
@@ -87,3 +90,12 @@ def xsd_date(text: str) -> date:
         return date(year, int(m[2]), int(m[3]))
     except ValueError as exc:
         raise ValueError(f"{value!r}: {exc}") from None
+
+
+def xsd_integer(text: str) -> int:
+    """An ``xs:integer`` or a type derived from it (surrounding whitespace allowed), leading zeros and all."""
+    value = text.strip()
+    digits = value.lstrip("+-").lstrip("0")
+    if len(digits) < 4000:  # what the schema's facets leave is short: the zeros were the length
+        return int(value[: len(value) - len(value.lstrip("+-"))] + (digits or "0"))
+    raise ValueError(f"an integer of {len(digits)} digits")

@@ -1,6 +1,7 @@
-"""hub.envelope.xsdtime: the XSD date and time forms ``fromisoformat`` refuses (24:00:00, a date with its timezone,
-years Python cannot hold, instants outside its range in UTC), and the places that read them — the envelope's
-Created/Expires (a SCHEMA_VALUE for the sender, not INTERNAL), the processes and the SDK's messages."""
+"""hub.envelope.xsdvalue: the XSD date and time forms ``fromisoformat`` refuses (24:00:00, a date with its timezone,
+years Python cannot hold, instants outside its range in UTC) and the integers ``int()`` refuses (leading zeros past
+4,300 digits), and the places that read them — the envelope's Created/Expires and Service version (a SCHEMA_VALUE
+for the sender or the value it means, not INTERNAL), the processes and the SDK's messages."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hub.envelope import parse
-from hub.envelope.xsdtime import xsd_date, xsd_datetime
+from hub.envelope.xsdvalue import xsd_date, xsd_datetime, xsd_integer
 from hub.errors import HubError
 from hub.settings import PROJECT_ROOT
 from hub.validation import SchemaRegistry
@@ -94,3 +95,19 @@ def test_the_processes_and_the_sdk_read_them(tmp_path: Path) -> None:
     assert approvals._date("2026-12-06") == dt.date(2026, 12, 6)
     assert _READ["date"]("2026-12-06+08:00") == dt.date(2026, 12, 6)
     assert _READ["datetime"](" 2026-12-06T24:00:00Z ") == dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+    assert _READ["int"]("0" * 5000 + "42") == 42
+    assert meetings.xsd_integer is xsd_integer  # DurationMinutes is read with it
+
+
+def test_integers_with_any_number_of_leading_zeros() -> None:
+    assert xsd_integer("0" * 5000 + "1") == 1  # int() refuses it: 5,001 digits
+    assert (xsd_integer(" -0005 "), xsd_integer("+0"), xsd_integer("-0"), xsd_integer("12")) == (-5, 0, 0, 12)
+    with pytest.raises(ValueError, match="an integer of 5000 digits"):
+        xsd_integer("1" * 5000)
+
+
+def test_a_service_version_with_leading_zeros_is_the_version_it_means(registry: SchemaRegistry) -> None:
+    data = re.sub(rb'(<env:Service [^>]*version=")1"', rb'\g<1>' + b"0" * 5000 + b'1"', SAMPLE.read_bytes(), count=1)
+    assert b"0" * 5000 in data
+    assert registry.validate(parse(data)).version == 1  # was ValueError before the XSD: INTERNAL
+    assert registry.violations(parse(data)) == []
