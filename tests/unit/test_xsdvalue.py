@@ -107,7 +107,7 @@ def test_integers_with_any_number_of_leading_zeros() -> None:
 
 
 def test_a_service_version_with_leading_zeros_is_the_version_it_means(registry: SchemaRegistry) -> None:
-    data = re.sub(rb'(<env:Service [^>]*version=")1"', rb'\g<1>' + b"0" * 5000 + b'1"', SAMPLE.read_bytes(), count=1)
+    data = re.sub(rb'(<env:Service [^>]*version=")1"', rb"\g<1>" + b"0" * 5000 + b'1"', SAMPLE.read_bytes(), count=1)
     assert b"0" * 5000 in data
     assert registry.validate(parse(data)).version == 1  # was ValueError before the XSD: INTERNAL
     assert registry.violations(parse(data)) == []
