@@ -44,6 +44,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hub.envelope.xsdvalue import xsd_datetime
 from hub.errors import HubError, title_of
 from hub.gateway.config import MAX_POLL_S, GatewaySettings
 from hub.gateway.direct import Direct
@@ -682,16 +683,17 @@ def _instant(request: web.Request, name: str, default: dt.datetime) -> dt.dateti
     if raw is None:
         return default
     try:
-        at = dt.datetime.fromisoformat(raw.strip())
-    except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
-        hint = " (a + in a URL must be sent as %2B)" if " " in raw.strip() else ""
+        at = xsd_datetime(raw)  # a time the store can take (not year 1 east of UTC, say)
+        why = "" if at.tzinfo is not None else "no offset"
+    except ValueError as exc:
+        why = str(exc)[:120]
+    if why:
+        hint = "; a + in a URL must be sent as %2B" if " " in raw.strip() else ""
         raise Refused(
             400,
             "GATEWAY_BAD_REQUEST",
             f"{name} must be a date and time with its offset, e.g. 2026-12-06T08:00:00+08:00 or "
-            f"2026-12-06T00:00:00Z{hint}",
+            f"2026-12-06T00:00:00Z ({why}{hint})",
         )
     return at
 

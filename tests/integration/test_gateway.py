@@ -159,6 +159,7 @@ async def test_the_messages_a_system_sent_page_by_page_with_their_deliveries(gw:
     # what is wrong, said
     for bad, says in (
         ({"since": "2026-12-06T08:00:00"}, "with its offset"),
+        ({"since": "0001-01-01T00:00:00+14:00", "until": "0001-01-02T00:00:00+14:00"}, "outside 0001–9999 in UTC"),
         ({"since": "2026-12-06T08:00:00 08:00"}, "%2B"),  # a + sent unencoded arrives as a space
         ({"since": "2026-10-01T00:00:00Z", "until": "2026-12-01T00:00:00Z"}, "at most 31 days"),
         ({"since": "2026-12-06T00:00:00Z", "until": "2026-12-05T00:00:00Z"}, "before until"),
