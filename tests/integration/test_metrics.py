@@ -292,6 +292,8 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
                 polled_at = time.time()
                 async with s.get("/v1/inbox", params={"wait": "0"}) as r:  # its inbox: nothing sent to it
                     assert r.status == 204, await r.text()
+                async with s.get("/v1/messages") as r:  # its 发文跟踪: a listing, not a fourth submission
+                    assert r.status == 200, await r.text()
 
             def sent(text: str, name: str, **labels: str) -> float:
                 return _counter(text, name, **labels) - _counter(base, name, **labels)
@@ -302,6 +304,8 @@ async def test_the_gateway_under_hub_run_in_the_overview(fresh_settings: Setting
 
             text = await _until("the worker counted the three submissions", counted, timeout=30)
             assert sent(text, "hub_gateway_requests_total", endpoint="/v1/messages", status="202") == 3
+            assert sent(text, "hub_gateway_requests_total", endpoint="GET /v1/messages", status="200") == 1
+            assert sent(text, "hub_gateway_request_seconds_count", endpoint="/v1/messages") == 3  # submissions only
             assert sent(text, "hub_messages_total", outcome="accepted") == 3
             # the poll, from the gateway process's file: when the sender last polled (the ops page's 间歇轮询)
             last_poll = _counter(text, "hub_gateway_last_poll_timestamp_seconds", system=SENDER)
