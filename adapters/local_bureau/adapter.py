@@ -236,7 +236,7 @@ async def _json(request: web.Request) -> Any:
     raw = await request.read()
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep
         raise BureauError(
             400, "LB_BAD_JSON", "请求体不是合法的 UTF-8 JSON", "the body is not valid UTF-8 JSON"
         ) from None

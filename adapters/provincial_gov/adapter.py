@@ -200,7 +200,7 @@ async def push_document(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep
         return _error(OAError(400, "OA_BAD_JSON", "请求体不是合法的 UTF-8 JSON", "the body is not valid UTF-8 JSON"))
     try:
         push = parse_push(data)

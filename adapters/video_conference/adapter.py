@@ -243,7 +243,7 @@ async def call(method: str, path: str, body: dict[str, Any] | None, ctx: Context
         if len(raw) > MAX_ANSWER:
             raise ValueError("the answer is larger than MAX_ANSWER")
         answer = json.loads(raw.decode("utf-8")) if raw else None
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep
         answer = BadPlatformAnswer
     if status >= 500 or status in (408, 429) or answer is BadPlatformAnswer:
         delay = _backoff(ctx)

@@ -590,7 +590,7 @@ async def _json_body(request: web.Request, max_bytes: int, what: str) -> Any:
     raw = await _read_body(request, max_bytes, request.app[GATEWAY_SETTINGS].body_timeout_s)
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep (2 KB of '[')
         return None
 
 

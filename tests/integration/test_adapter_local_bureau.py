@@ -215,8 +215,9 @@ async def test_bad_input_refused_over_tls_and_nothing_sent(tmp_path: Path) -> No
             async with aiohttp.ClientSession() as s:
                 status, answer = await push(url, "wrong", good, ssl_ctx=ctx, session=s)
                 assert (status, answer["code"]) == (401, "LB_UNAUTHORIZED")
-                status, answer = await push(url, token, None, raw=b"{not json", ssl_ctx=ctx, session=s)
-                assert (status, answer["code"]) == (400, "LB_BAD_JSON") and answer["title"] and answer["reason"]
+                for raw in (b"{not json", b"[" * 5000 + b"]" * 5000):  # the second: json.loads' RecursionError
+                    status, answer = await push(url, token, None, raw=raw, ssl_ctx=ctx, session=s)
+                    assert (status, answer["code"]) == (400, "LB_BAD_JSON") and answer["title"] and answer["reason"]
                 long = receipt_push("B-1", doc, CITY_AGENCY, CITY, "received")
                 long["body_xml"] = long["body_xml"].replace("汪清县林业局办公室", "长" * 300)
                 status, answer = await push(url, token, long, ssl_ctx=ctx, session=s)

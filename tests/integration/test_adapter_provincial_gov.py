@@ -191,8 +191,9 @@ async def test_bad_input_refused_over_tls_and_nothing_sent(tmp_path: Path) -> No
             async with aiohttp.ClientSession() as s:
                 status, answer = await push(url, "wrong", notice("X-0"), ssl_ctx=ctx, session=s)
                 assert (status, answer["code"]) == (401, "OA_UNAUTHORIZED")
-                status, answer = await push(url, token, None, raw=b"{not json", ssl_ctx=ctx, session=s)
-                assert (status, answer["code"]) == (400, "OA_BAD_JSON") and answer["title"] and answer["reason"]
+                for raw in (b"{not json", b"[" * 5000 + b"]" * 5000):  # the second: json.loads' RecursionError
+                    status, answer = await push(url, token, None, raw=raw, ssl_ctx=ctx, session=s)
+                    assert (status, answer["code"]) == (400, "OA_BAD_JSON") and answer["title"] and answer["reason"]
                 long = notice("X-1")
                 long["document"]["title"] = "长" * 600
                 status, answer = await push(url, token, long, ssl_ctx=ctx, session=s)

@@ -448,6 +448,9 @@ async def test_several_deliveries_in_one_poll_and_one_acknowledgement(gw: Gatewa
     for bad in ({"tags": []}, {"tags": "x"}, {"tag": ["x"]}, {"tags": [""]}):
         async with http.post("/v1/inbox/ack", json=bad) as r:
             assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", bad
+    deep = b"[" * 5000 + b"]" * 5000  # json.loads raises RecursionError, not ValueError: was a 500
+    async with http.post("/v1/inbox/ack", data=deep, headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST"
     # digits that are not decimal ASCII ("²".isdigit() is True, int("²") fails): a 400, not a 500
     for params in ({"wait": "0", "max": "65"}, {"wait": "²"}, {"wait": "0", "max": "①"}, {"wait": "٣"}):
         async with http.get("/v1/inbox", params=params) as r:
