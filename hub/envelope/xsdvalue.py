@@ -54,9 +54,11 @@ def xsd_datetime(text: str) -> datetime:
     timezone, naive when it has none; ``24:00:00`` is midnight of the next day; digits past microseconds are cut."""
     value = text.strip()
     try:
-        return _held(datetime.fromisoformat(value), value)
+        fast = datetime.fromisoformat(value)
     except ValueError:
         pass
+    else:
+        return _held(fast, value)
     m = _DATETIME.fullmatch(value)
     if m is None:
         raise ValueError(f"{value!r} is not a date and time (xs:dateTime)")
@@ -95,7 +97,8 @@ def xsd_date(text: str) -> date:
 def xsd_integer(text: str) -> int:
     """An ``xs:integer`` or a type derived from it (surrounding whitespace allowed), leading zeros and all."""
     value = text.strip()
+    sign = "-" if value.startswith("-") else ""
     digits = value.lstrip("+-").lstrip("0")
     if len(digits) < 4000:  # what the schema's facets leave is short: the zeros were the length
-        return int(value[: len(value) - len(value.lstrip("+-"))] + (digits or "0"))
+        return int(sign + (digits or "0"))
     raise ValueError(f"an integer of {len(digits)} digits")

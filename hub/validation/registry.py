@@ -402,7 +402,7 @@ class SchemaRegistry:
             if svc_el is not None:
                 versions = self.services.get(svc_el.get("name") or "")
                 version = svc_el.get("version") or ""
-                number = _version(version) if versions else None
+                number = _version(version)
                 service = versions.get(number) if versions and number is not None else None
                 if service is not None:
                     if not service.schema.validate(root):

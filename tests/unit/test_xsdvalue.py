@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -86,7 +85,7 @@ def test_the_envelope_reads_24_00_and_refuses_what_it_cannot_hold_as_schema_valu
     assert info.value.code == "SCHEMA_VALUE" and "Created" in info.value.detail
 
 
-def test_the_processes_and_the_sdk_read_them(tmp_path: Path) -> None:
+def test_the_processes_and_the_sdk_read_them(registry: SchemaRegistry) -> None:
     from adapters.sdk._message import _READ
     from hub.processes import approvals, documents, meetings
 
@@ -96,7 +95,17 @@ def test_the_processes_and_the_sdk_read_them(tmp_path: Path) -> None:
     assert _READ["date"]("2026-12-06+08:00") == dt.date(2026, 12, 6)
     assert _READ["datetime"](" 2026-12-06T24:00:00Z ") == dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
     assert _READ["int"]("0" * 5000 + "42") == 42
-    assert meetings.xsd_integer is xsd_integer  # DurationMinutes is read with it
+    # the meetings process reads a booking's DurationMinutes and Start as the schema admits them
+    sample = PROJECT_ROOT / "schemas/services/meeting.booking/1/samples/valid/fire-prevention-conference.xml"
+    data = re.sub(
+        rb"<([\w:]*)DurationMinutes>(\d+)<",
+        lambda m: b"<%sDurationMinutes>%s%s<" % (m[1], b"0" * 5000, m[2]),
+        sample.read_bytes(),
+    )
+    data = re.sub(rb"(<[\w:]*Start>[^T<]*T)\d\d:\d\d:\d\d", rb"\g<1>24:00:00", data)
+    assert b"0" * 5000 in data and b"T24:00:00" in data
+    booking = meetings.parse_booking(registry.validate(parse(data)).body)
+    assert 0 < booking.minutes < 1000 and booking.start.time() == dt.time(0, 0)
 
 
 def test_integers_with_any_number_of_leading_zeros() -> None:
