@@ -4,8 +4,9 @@
     from adapters.sdk.messages import DocumentOfficial, DocumentReceipt
     from adapters.sdk.testing import TestHub
 
-``tests/unit/test_sdk_surface.py`` pins the public names below; everything in a module whose name starts with an
-underscore is private and may change. The exception tree is drawn in ``adapters.sdk._errors``.
+``tests/integration/test_sdk.py`` (test_the_public_surface_is_pinned) pins the public names below; everything in a
+module whose name starts with an underscore is private and may change. The exception tree is drawn in
+``adapters.sdk._errors``; document tracking (``Adapter.sent_messages``, ``Tracking``) in ``adapters.sdk._tracking``.
 """
 
 from adapters.sdk._adapter import Adapter, group, to
@@ -23,12 +24,16 @@ from adapters.sdk._errors import (
 )
 from adapters.sdk._message import Message
 from adapters.sdk._settings import AdapterSettings
+from adapters.sdk._tracking import NOT_SIGNED_FOR, DeliveryState, HubAnswer, SentMessage, Tracking
 
 __all__ = [
+    "NOT_SIGNED_FOR",
     "Adapter",
     "AdapterSettings",
     "ConfigurationError",
     "Context",
+    "DeliveryState",
+    "HubAnswer",
     "HubRefused",
     "HubUnavailable",
     "Message",
@@ -40,6 +45,8 @@ __all__ = [
     "RequestTimeout",
     "Retry",
     "SdkError",
+    "SentMessage",
+    "Tracking",
     "group",
     "to",
 ]

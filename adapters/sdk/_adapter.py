@@ -40,7 +40,7 @@ import logging
 import signal
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -61,6 +61,7 @@ from adapters.sdk._errors import (
 )
 from adapters.sdk._settings import AdapterSettings
 from adapters.sdk._store import HandledStore, Tx, open_store
+from adapters.sdk._tracking import SentMessage, Tracking
 from adapters.sdk._trust import AgencyTrust, Opened, load_signer, warn_if_expiring
 from hub.directory.model import REFUSAL_SERVICE
 from hub.envelope.model import NOTICE_NS, NOTICE_SERVICE
@@ -158,6 +159,7 @@ class Adapter:
         self._fallback: Callable[[Any, Context], Awaitable[Any]] | None = None
         self._on_startup: list[Callable[[], Awaitable[None]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
+        self._tracker: Tracking | None = None
 
     # ------------------------------------------------------------------------------------------ handlers
 
@@ -286,6 +288,9 @@ class Adapter:
                     fut.set_exception(RequestTimeout("the adapter stopped before the hub answered"))
                     fut.exception()  # retrieved: no "never retrieved" warning when nobody awaits it any more
         self._pending.clear()
+        if self._tracker is not None:
+            await self._tracker.close()
+            self._tracker = None
         await w.store.close()
         if w.own_transport:
             await w.transport.close()
@@ -539,6 +544,48 @@ class Adapter:
                 f"adapter {self.system} is not running: start it first, the hub's receipts come back through it"
             )
         return w
+
+    # ------------------------------------------------------------------------------------------ document tracking
+
+    async def message_state(self, message_id: str) -> SentMessage | None:
+        """Where a message this system sent stands: every recipient's copy (``DeliveryState``: 已送达, 已签收, 已办结 …,
+        with when) and the hub's answers about it; None when the hub holds no such message from this system. Read
+        from the hub's HTTPS gateway (``adapters.sdk._tracking``: ``gateway_url``, or ``tracking_url`` on RabbitMQ)."""
+        return await self._tracking().message_state(message_id)
+
+    def sent_messages(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        delivery: Collection[str] | None = None,
+        page: int = 50,
+    ) -> AsyncIterator[SentMessage]:
+        """发文跟踪: the messages this system sent that the hub received from ``since`` (default a day before
+        ``until``) to ``until`` (default now), oldest first, each with every recipient's copy; ``delivery=
+        NOT_SIGNED_FOR`` keeps those some recipient has not yet signed for. ``async for sent in
+        adapter.sent_messages(…)``; a window longer than the gateway's 31 days is read in parts."""
+        return self._tracking().sent_messages(since=since, until=until, delivery=delivery, page=page)
+
+    def _tracking(self) -> Tracking:
+        if self._tracker is None:
+            from adapters.sdk._gateway import GatewayTransport
+
+            w = self._require_wiring()
+            if isinstance(w.transport, GatewayTransport):  # the adapter's own connection, its certificate checked
+                t = w.transport
+                self._tracker = Tracking(
+                    t.session, t.base_url, request_timeout=t.request_timeout, reconnect=t.reconnect
+                )
+            elif self.settings is None:
+                raise ConfigurationError(
+                    f"adapter {self.system} has no settings naming the hub's HTTPS gateway, where document tracking "
+                    "is read (TestHub in memory has none: use TestHub(https=True))",
+                    code="SDK_TRACKING_UNSET",
+                )
+            else:
+                self._tracker = Tracking.connect(self.settings)
+        return self._tracker
 
     # ------------------------------------------------------------------------------------------ receiving
 

@@ -5,8 +5,8 @@ Each step says what it found, with a stable code and what to do, in both languag
 (the key readable by its owner only), the system's certificate (this system's, issued by the hub CA, its dates, not
 revoked in the CRLs at hand, fresh CRLs), the way to the hub (over HTTPS: the gateway reached — through the agency's
 proxy when set — and taking the certificate; over RabbitMQ: the broker taking broker.json's login and the system's
-queue there) and the handled store. Nothing is sent, nothing is taken from the queue. One attempt each: the check
-says what is wrong now, it does not wait for it to pass.
+queue there, and the gateway of ``tracking_url`` when set) and the handled store. Nothing is sent, nothing is taken
+from the queue. One attempt each: the check says what is wrong now, it does not wait for it to pass.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ async def check(settings: AdapterSettings, *, now: dt.datetime | None = None) ->
     if not all(f.ok for f in certificate):
         return found
     found.append(await _link(settings))
+    if settings.tracking_url:
+        found.append(await _tracking(settings))
     found.append(await _store(settings))
     return found
 
@@ -199,6 +201,23 @@ async def _link(s: AdapterSettings) -> Finding:
             )
         return Finding(step, True, f"{s.gateway_url} reached{via}; it takes {s.system}'s certificate")
     return await _broker(s)
+
+
+async def _tracking(s: AdapterSettings) -> Finding:
+    """An adapter on RabbitMQ that reads its 发文跟踪 from the gateway (``tracking_url``): reached, and taking the
+    certificate."""
+    from adapters.sdk._gateway import probe_gateway
+
+    step = "发文跟踪 tracking"
+    try:
+        status, text = await probe_gateway(s, s.system, base=s.tracking_url)
+    except ConfigurationError as exc:
+        return Finding(step, False, exc.detail, exc.code)
+    if status is None:
+        return Finding(
+            step, False, f"{s.tracking_url} not reached: {text} — 网关不通，无法查询发文跟踪", "SDK_GATEWAY_UNREACHABLE"
+        )
+    return Finding(step, True, f"{s.tracking_url} reached; it takes {s.system}'s certificate")
 
 
 async def _broker(s: AdapterSettings) -> Finding:

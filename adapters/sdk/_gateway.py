@@ -268,36 +268,19 @@ class GatewayTransport:
         data: bytes | None = None,
         json_body: bool = False,
     ) -> tuple[int, str, bytes, Any]:
-        """POST until the gateway gives an answer ``final(status, content type)`` accepts: (status, content type,
-        body, headers). Anything else — no connection, 429, 503 … — is sent again after the gateway's Retry-After
-        when it names one (with up to a quarter of jitter, so requests held back together do not come back in the
-        same instant), else after a back-off, within ``request_timeout``; then ``_Unavailable``. Resending is safe
-        for every request this transport makes: the hub recognises a message id, and a tag acknowledged, put back
-        or refused once is unknown the second time (404)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout
-        delay = self.reconnect[0]
+        """POST until the gateway gives an answer ``final(status, content type)`` accepts (``exchange``)."""
         headers = {"Content-Type": "application/json" if json_body else XML} if data is not None else None
-        while True:
-            try:
-                async with self.session.post(f"{self.base_url}{path}", data=data, headers=headers) as resp:
-                    body = await resp.read()
-                    status, kind, got = resp.status, resp.content_type, resp.headers
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                why, after = f"the gateway is unreachable ({_describe(exc)})", None
-            else:
-                if final(status, kind):
-                    return status, kind, body, got
-                why = f"{got.get('X-Hub-Code') or f'HTTP_{status}'}: {_detail(body) or f'HTTP {status}'}"
-                after = _seconds(got.get("Retry-After"))
-            pause = after if after is not None else delay
-            pause += random.uniform(0.0, min(1.0, pause / 4))
-            if loop.time() + pause > deadline:
-                raise _Unavailable(f"not within {self.request_timeout:g} s: {why}")
-            log.warning("the gateway did not take %s (%s); sending it again in %.1f s", what, why, pause)
-            await asyncio.sleep(pause)
-            if after is None:
-                delay = min(delay * 2, self.reconnect[1])
+        return await exchange(
+            self.session,
+            "POST",
+            f"{self.base_url}{path}",
+            what,
+            final,
+            data=data,
+            headers=headers,
+            request_timeout=self.request_timeout,
+            reconnect=self.reconnect,
+        )
 
     async def _submit(self, item: Outgoing) -> None:
         mid = item.message_id or ""
@@ -515,6 +498,50 @@ class GatewayTransport:
         await self.session.close()
 
 
+async def exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    what: str,
+    final: Callable[[int, str], bool],
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    request_timeout: float,
+    reconnect: tuple[float, float],
+) -> tuple[int, str, bytes, Any]:
+    """Send one request until the gateway gives an answer ``final(status, content type)`` accepts: (status, content
+    type, body, headers). Anything else — no connection, 429, 503 … — is sent again after the gateway's Retry-After
+    when it names one (with up to a quarter of jitter, so requests held back together do not come back in the same
+    instant), else after a back-off, within ``request_timeout``; then ``_Unavailable``. Resending is safe for every
+    request the SDK makes: the hub recognises a message id, a tag acknowledged, put back or refused once is unknown
+    the second time (404), and the reads change nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + request_timeout
+    delay = reconnect[0]
+    while True:
+        try:
+            async with session.request(method, url, data=data, headers=headers, params=params) as resp:
+                body = await resp.read()
+                status, kind, got = resp.status, resp.content_type, resp.headers
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            why, after = f"the gateway is unreachable ({_describe(exc)})", None
+        else:
+            if final(status, kind):
+                return status, kind, body, got
+            why = f"{got.get('X-Hub-Code') or f'HTTP_{status}'}: {_detail(body) or f'HTTP {status}'}"
+            after = _seconds(got.get("Retry-After"))
+        pause = after if after is not None else delay
+        pause += random.uniform(0.0, min(1.0, pause / 4))
+        if loop.time() + pause > deadline:
+            raise _Unavailable(f"not within {request_timeout:g} s: {why}")
+        log.warning("the gateway did not take %s (%s); sending it again in %.1f s", what, why, pause)
+        await asyncio.sleep(pause)
+        if after is None:
+            delay = min(delay * 2, reconnect[1])
+
+
 def _settled(status: int, kind: str) -> bool:
     """An answer to an acknowledgement, a put-back or a refusal that is final (204, 404, 400 …), not to be resent."""
     return status not in _TRANSIENT
@@ -563,11 +590,14 @@ def _session(settings: AdapterSettings, ctx: ssl.SSLContext) -> aiohttp.ClientSe
     )
 
 
-async def _probe(session: aiohttp.ClientSession, settings: AdapterSettings, system: str) -> tuple[int | None, str]:
+async def _probe(
+    session: aiohttp.ClientSession, settings: AdapterSettings, system: str, *, base: str | None = None
+) -> tuple[int | None, str]:
     """One look at who the gateway takes this certificate for: (status, the gateway's words) — 200 or 404 for a
     message id nobody sent is the answer to a system it knows — or (None, why) when it was not reached. A refusal
-    that waiting does not help (a certificate, a proxy, a gateway not of this hub) is a ``ConfigurationError``."""
-    base = settings.gateway_url.rstrip("/")
+    that waiting does not help (a certificate, a proxy, a gateway not of this hub) is a ``ConfigurationError``.
+    ``base``: the gateway's address when it is not ``gateway_url`` (``tracking_url``)."""
+    base = (base or settings.gateway_url).rstrip("/")
     try:
         async with session.get(f"{base}/v1/messages/00000000-0000-4000-8000-000000000000") as resp:
             body = await resp.read()
@@ -603,10 +633,10 @@ async def _probe(session: aiohttp.ClientSession, settings: AdapterSettings, syst
     return status, _detail(body)
 
 
-async def probe_gateway(settings: AdapterSettings, system: str) -> tuple[int | None, str]:
+async def probe_gateway(settings: AdapterSettings, system: str, *, base: str | None = None) -> tuple[int | None, str]:
     """``_probe`` once, on a session of its own (the adapter's self-check)."""
     async with _session(settings, client_ssl_context(settings)) as session:
-        return await _probe(session, settings, system)
+        return await _probe(session, settings, system, base=base)
 
 
 async def connect_gateway(settings: AdapterSettings, system: str) -> GatewayTransport:

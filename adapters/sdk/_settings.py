@@ -49,6 +49,10 @@ class AdapterSettings:
     #: HTTPS only (its key and certificate for mutual TLS, the hub root as the only trust; ``adapters.sdk._gateway``)
     #: instead of RabbitMQ, with the same handlers and store.
     gateway_url: str = ""
+    #: An adapter on RabbitMQ reads its document tracking (``Adapter.sent_messages``, ``hub adapter sent``) from this
+    #: gateway, e.g. ``https://gateway.jl-forestry.gov.cn:8443``, with its enrolment key and certificate; it keeps
+    #: taking part over RabbitMQ. Over the gateway (``gateway_url``) tracking is read there, and this stays empty.
+    tracking_url: str = ""
     #: The agency's outbound HTTP proxy the gateway is reached through, e.g. ``http://proxy.example.gov.cn:3128``
     #: (``http://user:password@host:port`` when it asks for a login): the adapter asks it to CONNECT to the gateway
     #: and speaks TLS with its own certificate through the tunnel, so the proxy sees neither the certificate's key nor
@@ -96,18 +100,18 @@ class AdapterSettings:
             )
         if self.retry_limit < 0:
             raise ConfigurationError(f"retry_limit must be 0 (no retries) or more, not {self.retry_limit}")
-        if self.gateway_url:
-            from yarl import URL
-
-            try:
-                url: URL | None = URL(self.gateway_url)
-            except ValueError:
-                url = None
-            if url is None or url.scheme != "https" or not url.host or url.path not in ("", "/") or url.query_string:
+        for name in ("gateway_url", "tracking_url"):
+            given = getattr(self, name)
+            if given and not _https_address(given):
                 raise ConfigurationError(
-                    f"gateway_url {self.gateway_url!r}: give the gateway as https://host[:port] (it takes only HTTPS "
-                    "with the system's certificate)"
+                    f"{name} {given!r}: give the gateway as https://host[:port] (it takes only HTTPS with the "
+                    "system's certificate)"
                 )
+        if self.gateway_url and self.tracking_url:
+            raise ConfigurationError(
+                "tracking_url is for an adapter on RabbitMQ: over the gateway (gateway_url) document tracking is "
+                "read from the same gateway; leave tracking_url out"
+            )
         if self.gateway_proxy:
             from yarl import URL
 
@@ -120,8 +124,10 @@ class AdapterSettings:
                     "gateway_proxy: give the agency's proxy as http://host:port (or http://user:password@host:port); "
                     "the TLS to the gateway runs inside its tunnel"
                 )
-            if not self.gateway_url:
-                raise ConfigurationError("gateway_proxy is set but gateway_url is not: the proxy is for the gateway")
+            if not (self.gateway_url or self.tracking_url):
+                raise ConfigurationError(
+                    "gateway_proxy is set but neither gateway_url nor tracking_url is: the proxy is for the gateway"
+                )
         if self.gateway_polls < 1:
             raise ConfigurationError(f"gateway_polls must be at least 1, not {self.gateway_polls}")
         if not 1 <= self.gateway_wait <= 30:
@@ -226,6 +232,17 @@ class AdapterSettings:
 
     def with_(self, **changes: Any) -> AdapterSettings:
         return replace(self, **changes)
+
+
+def _https_address(given: str) -> bool:
+    """``https://host[:port]`` and nothing more (no path, no query)."""
+    from yarl import URL
+
+    try:
+        url = URL(given)
+    except ValueError:
+        return False
+    return url.scheme == "https" and bool(url.host) and url.path in ("", "/") and not url.query_string
 
 
 def _coerce(kind: Any, raw: str, name: str) -> Any:

@@ -58,6 +58,7 @@ CODES: dict[str, str] = {
     "ADAPTER_CHAIN_UNTRUSTED": "证书链不能验证到入网文件中的枢纽根证书",
     "ADAPTER_MODULE": "无法导入适配器模块",
     "ADAPTER_SETTINGS": "适配器设置有误",
+    "ADAPTER_TRACKING": "发文跟踪查询失败",
 }
 
 
@@ -705,6 +706,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@_refusals
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     """The adapter's self-check: each step's finding, one line each; exit 1 when one failed (warnings pass)."""
     from adapters.sdk import AdapterSettings, SdkError
@@ -725,7 +727,105 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+@_refusals
+def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
+    """发文跟踪 at the agency: what the system sent and where each recipient's copy stands, read from the hub's
+    gateway with the adapter's enrolment (``adapters.sdk.Tracking``; the adapter itself need not run here)."""
+    import datetime as dt
+
+    from adapters.sdk import AdapterSettings, SdkError
+    from adapters.sdk._tracking import NOT_SIGNED_FOR, Tracking
+
+    try:
+        adapter_settings = AdapterSettings.from_file(args.config)
+    except SdkError as exc:
+        raise AdapterCommandError("ADAPTER_SETTINGS", str(exc)) from None
+    until = args.until or dt.datetime.now(dt.UTC)
+    since = args.since or until - dt.timedelta(days=args.days)
+    if not since < until:
+        raise AdapterCommandError("ADAPTER_TRACKING", "--since must be before --until", exit=1)
+
+    async def read() -> int:
+        async with Tracking.open(adapter_settings) as tracking:
+            if args.id:
+                found = await tracking.message_state(args.id)
+                if found is None:
+                    print(f"没有本系统发出的报文 {args.id} — {adapter_settings.system} sent no such message")
+                    return 1
+                print(_sent_lines(found, answers=True))
+                return 0
+            print(
+                f"发文跟踪 sent by {adapter_settings.system}: {_cn(since)} — {_cn(until)}（北京时间 UTC+8）"
+                + ("，只列尚有收件方未签收的 only those not yet signed for by every recipient" if args.pending else "")
+            )
+            total = waiting = 0
+            async for sent in tracking.sent_messages(
+                since=since, until=until, delivery=NOT_SIGNED_FOR if args.pending else None, page=200
+            ):
+                total += 1
+                waiting += bool(sent.not_signed_for)
+                print(_sent_lines(sent, answers=False))
+            print(
+                f"共 {total} 件，其中 {waiting} 件尚有收件方未签收 — {total} message(s), {waiting} with a copy not "
+                "yet signed for"
+            )
+            return 0
+
+    try:
+        return asyncio.run(read())
+    except SdkError as exc:
+        configuration = exc.code in ("SDK_TRACKING_UNSET", "SDK_NOT_ENROLLED", "SDK_CONFIG")
+        raise AdapterCommandError("ADAPTER_TRACKING", str(exc), exit=2 if configuration else 1) from None
+
+
+def _cn(at: Any) -> str:
+    import datetime as dt
+
+    return str(at.astimezone(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _sent_lines(sent: Any, *, answers: bool) -> str:
+    """A sent message as an agency's administrator reads it: one line, then one per recipient (and the answers)."""
+    from hub.store.records import MESSAGE_STATE_ZH
+
+    role = {"to": "主送 to", "cc": "抄送 cc"}
+    lines = [
+        f"{_cn(sent.received_at)}  {sent.service}  {sent.urgency} {sent.classification}  "
+        f"{MESSAGE_STATE_ZH.get(sent.state, sent.state)}{f' [{sent.error_code}]' if sent.error_code else ''}  "
+        f"{sent.message_id}"
+    ]
+    for d in sent.deliveries:
+        when = d.times.get(d.state)
+        lines.append(
+            f"    {role.get(d.role, d.role)}  {d.system} ({d.agency})  {d.label}"
+            + (f"  {_cn(when)}" if when else "")
+            + (f" [{d.error_code}]" if d.error_code else "")
+        )
+    for a in sent.answers or () if answers else ():
+        kind = "回执 receipt" if a.kind == "hub.receipt" else "错误 error"
+        lines.append(f"    枢纽{kind} to {a.system}  {_cn(a.at)}{f' [{a.code}]' if a.code else ''}  {a.receipt_id}")
+    return "\n".join(lines)
+
+
 # ================================================================================================ wiring
+
+
+def _instant(raw: str) -> Any:
+    from hub.envelope.xsdvalue import xsd_datetime
+
+    try:
+        at = xsd_datetime(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from None
+    if at.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{raw!r} has no offset: e.g. 2026-12-06T08:00:00+08:00")
+    return at
+
+
+def _days(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 3660:
+        raise argparse.ArgumentTypeError(f"{raw!r}: a whole number of days from 1 to 3660")
+    return int(raw)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -765,6 +865,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--config", required=True, metavar="FILE", help="the adapter's settings.toml")
     p.set_defaults(handler=cmd_check)
+
+    p = asub.add_parser(
+        "sent",
+        help="发文跟踪: what the system sent and where each recipient's copy stands (签收, 办结 …), read from the "
+        "hub's gateway (gateway_url, or tracking_url for an adapter on RabbitMQ)",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the adapter's settings.toml")
+    p.add_argument("--since", type=_instant, metavar="TIME", help="from (with its offset; default --days before)")
+    p.add_argument("--until", type=_instant, metavar="TIME", help="to (with its offset; default now)")
+    p.add_argument("--days", type=_days, default=1, metavar="N", help="days before --until (default 1)")
+    p.add_argument("--pending", action="store_true", help="only messages some recipient has not yet signed for")
+    p.add_argument("--id", metavar="MESSAGE_ID", help="one message, with the hub's answers about it")
+    p.set_defaults(handler=cmd_sent)
 
     p = asub.add_parser("run", help="run an adapter until SIGTERM (JSON logs on standard error)")
     p.add_argument("name", metavar="NAME", help="a package under adapters/ or an importable module path")

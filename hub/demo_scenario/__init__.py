@@ -1411,7 +1411,7 @@ class Scenario:
         ours.add(env.message_id)
         try:
             async with adapter:
-                started = time.perf_counter()
+                started, since = time.perf_counter(), datetime.now(UTC) - timedelta(seconds=1)
                 await self.mail.publish(city, env, data)
                 self._expect_reply(o, await self.mail.replies(city, env.message_id), "receipt", "accepted")
                 deadline = time.monotonic() + self.timeout
@@ -1428,6 +1428,7 @@ class Scenario:
                     timeout=self.timeout,
                 )
                 ms = (time.perf_counter() - started) * 1000
+                tracked = await self._tracked_receipt(adapter, since)
         except SdkError as exc:
             o.problems.append(f"the adapter over HTTPS failed: {exc}")
             return
@@ -1451,17 +1452,38 @@ class Scenario:
             return
         if not o.expect(bool(proxy.targets), "桦甸's adapter did not go through the county's proxy"):
             return
+        # 桦甸's own 发文跟踪 (adapter.sent_messages, read from the gateway): the receipt it sent, delivered to 吉林市
+        copies = [(d.system, d.state) for d in tracked.deliveries] if tracked is not None else None
+        if not o.expect(
+            copies == [(city, "delivered")],
+            f"桦甸's document tracking (adapter.sent_messages) shows its 签收 receipt as {copies}, not delivered "
+            "to 吉林市",
+        ):
+            return
         o.lines.append(
             "桦甸市林业局办公系统只能经县里的出口代理访问外网：适配器自检（hub adapter check）各项通过，"
             f"SDK 适配器经代理隧道、经网关长轮询收到吉林市林业局的通知（两个签名均已验证），"
-            f"处理函数返回签收回执经 HTTPS 提交，{ms:.0f} ms 内送达吉林市林业局，枢纽记为已签收"
+            f"处理函数返回签收回执经 HTTPS 提交，{ms:.0f} ms 内送达吉林市林业局，枢纽记为已签收；"
+            "桦甸的发文跟踪（adapter.sent_messages，经网关查询）显示这份签收回执“已送达”吉林市林业局"
         )
         o.lines.append(
             f"an adapter on the SDK over HTTPS only (gateway_url), through the county's proxy (gateway_proxy; its "
             f"self-check passed every step): 桦甸 received 吉林市's notice by long poll, its "
             f"handler's 签收 receipt went back over HTTPS and reached 吉林市 in {ms:.0f} ms; the delivery is recorded "
-            "as signed for"
+            "as signed for; 桦甸's own document tracking (adapter.sent_messages, from the gateway) shows that receipt "
+            "delivered to 吉林市"
         )
+
+    async def _tracked_receipt(self, adapter: Any, since: datetime) -> Any:
+        """The 签收 receipt 桦甸's adapter sent since ``since``, as its document tracking reads it from the gateway,
+        once its copy left the pending state (the hub marks it delivered after the broker's confirm; the receipt can
+        reach 吉林市 a moment before that is recorded); None when there is none within the timeout."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            sent = [m async for m in adapter.sent_messages(since=since) if m.service == "document.receipt/1"]
+            if (sent and all(d.state != "pending" for d in sent[-1].deliveries)) or time.monotonic() > deadline:
+                return sent[-1] if sent else None
+            await asyncio.sleep(0.2)
 
     async def _one_link(self, o: Outcome, system: str) -> None:
         """A system takes part one way (hub.gateway.links): 吉林市's office system subscribes to its queue over

@@ -46,6 +46,7 @@ from hub.envelope import Recipient
 from hub.envelope.xsdvalue import xsd_datetime
 from hub.processes.engine import CN_TZ, FED_KINDS, FedMessage, Timer, Tx
 from hub.store.db import fetch_planned_now
+from hub.store.records import DELIVERY_STATE_ZH
 
 if TYPE_CHECKING:
     import asyncpg
@@ -73,16 +74,7 @@ RECEIPT_STATES = {"received": "received", "read": "read", "handled": "handled", 
 DONE = frozenset({"handled", "feedback"})
 #: States of a main addressee that a reminder can still help (blocked/failed: the document never reached it).
 REMINDABLE = frozenset({"pending", "delivered", "received", "read"})
-STATE_ZH = {
-    "pending": "待送达 pending",
-    "delivered": "已送达未签收 delivered",
-    "blocked": "未送达（拦截） blocked",
-    "failed": "送达失败 failed",
-    "received": "已签收 signed for",
-    "read": "已阅读 read",
-    "handled": "已办结 handled",
-    "feedback": "已反馈 feedback",
-}
+STATE_ZH = DELIVERY_STATE_ZH
 ROLE_ZH = {"to": "主送 to", "cc": "抄送 cc"}
 #: Records scanned per query for documents that carry a FeedbackDue.
 SCAN_WINDOW = 2000

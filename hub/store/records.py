@@ -24,7 +24,9 @@ from typing import Any, Final, Literal
 __all__ = [
     "DELIVERY_RANK",
     "DELIVERY_STATES",
+    "DELIVERY_STATE_ZH",
     "MESSAGE_STATES",
+    "MESSAGE_STATE_ZH",
     "DeliveryRecord",
     "DeliveryState",
     "DeliveryStatus",
@@ -42,6 +44,14 @@ __all__ = [
 
 MessageState = Literal["accepted", "rejected", "quarantined", "released", "quarantine_rejected"]
 MESSAGE_STATES: Final[tuple[str, ...]] = ("accepted", "rejected", "quarantined", "released", "quarantine_rejected")
+#: What a person reads for each message state (Chinese, then English).
+MESSAGE_STATE_ZH: Final[dict[str, str]] = {
+    "accepted": "已受理 accepted",
+    "rejected": "已拒收 rejected",
+    "quarantined": "隔离待审 quarantined",
+    "released": "审核放行 released",
+    "quarantine_rejected": "审核驳回 quarantine rejected",
+}
 
 DeliveryState = Literal["pending", "delivered", "blocked", "received", "read", "handled", "feedback", "failed"]
 DELIVERY_STATES: Final[tuple[str, ...]] = (
@@ -54,6 +64,18 @@ DELIVERY_STATES: Final[tuple[str, ...]] = (
     "feedback",
     "failed",
 )
+#: What a person reads for each delivery state (Chinese, then English): the documents process's reports and the
+#: adapter SDK's document tracking (``adapters.sdk.DeliveryState.label``).
+DELIVERY_STATE_ZH: Final[dict[str, str]] = {
+    "pending": "待送达 pending",
+    "delivered": "已送达未签收 delivered",
+    "blocked": "未送达（拦截） blocked",
+    "failed": "送达失败 failed",
+    "received": "已签收 signed for",
+    "read": "已阅读 read",
+    "handled": "已办结 handled",
+    "feedback": "已反馈 feedback",
+}
 #: Forward order of the document-tracking states (blocked/failed are handled apart).
 DELIVERY_RANK: Final[dict[str, int]] = {
     "pending": 0,

@@ -251,3 +251,8 @@ def test_the_self_check_over_the_broker(
     failed = [line for line in got.out.splitlines() if line.startswith("✘")]
     assert len(failed) == 1 and failed[0].startswith("✘ 消息中间件 broker:"), got.out
     assert "not-the-password" not in got.out + got.err and "1 step(s) failed" in got.err
+    # a settings file the SDK cannot take: the command's own code and what is wrong, not INTERNAL
+    (tmp_path / "bad.toml").write_text(f'system = "{SYSTEM}"\nhome = "home"\nbogus = 1\n', encoding="utf-8")
+    assert run(hub_settings, "check", "--config", str(tmp_path / "bad.toml")) == 2
+    err = capsys.readouterr().err
+    assert "ADAPTER_SETTINGS" in err and "unknown setting 'bogus'" in err and "INTERNAL" not in err, err

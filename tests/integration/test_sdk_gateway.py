@@ -43,6 +43,8 @@ NONGAN = "county-220122-oa"  # 农安: sends over HTTPS
 DEHUI = "county-220183-oa"  # 德惠: receives over HTTPS
 CITY = "city-220100-oa"  # 长春: asks the province's database over HTTPS
 DATA = "prov-220000-data"  # the province's database: answers over HTTPS
+PORTAL = "prov-220000-portal"  # the portal: on RabbitMQ in the tracking test, used by no other test of this module
+APPROVAL = "prov-220000-approval"  # the provincial approval system: nobody reads its queue here
 VISIBILITY_S = 30.0  # long: a delivery that comes back sooner was put back by the adapter
 
 
@@ -598,3 +600,135 @@ async def test_the_self_check_says_what_is_wrong_and_what_to_do(gw: Gateway, tmp
     assert [f.step for f in found] == ["入网目录 enrolment directory", "证书 certificate"]  # nothing after it
     assert (found[1].ok, found[1].code) == (False, "CERT_EXPIRED") and "证书已过期" in found[1].text
     assert found[1].line().startswith("✘ 证书 certificate:")
+
+
+async def test_document_tracking_through_the_adapter_over_https(gw: Gateway, tmp_path: Path) -> None:
+    """发文跟踪 in the SDK (adapters.sdk._tracking): an adapter over the gateway reads what its system sent and where
+    each recipient's copy stands — one message with the hub's answers (``message_state``), the list a page at a time
+    (``sent_messages``; a page of one follows every ``next``), only what is not yet signed for, a window longer than
+    the gateway's 31 days read in parts, and arguments refused before anything is read."""
+    import datetime as dt
+    import uuid
+
+    from adapters.sdk import NOT_SIGNED_FOR
+    from hub.store.messages import update_delivery_states
+    from hub.store.records import DeliveryUpdate
+
+    nongan = over_https(gw, NONGAN, tmp_path)
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    async with nongan:
+        first, second = await send_document(nongan), await send_document(nongan)
+        await update_delivery_states(gw.hub.pool, [DeliveryUpdate(first.message_id, DEHUI, "received")])
+
+        state = await nongan.message_state(first.message_id)
+        assert state is not None and state.message_id == first.message_id and state.state == "accepted"
+        assert state.service == "document.official/1" and state.received_at >= before
+        [copy] = state.deliveries
+        assert (copy.system, copy.agency, copy.role, copy.state) == (DEHUI, SYSTEMS[DEHUI], "to", "received")
+        assert copy.signed_for and copy.label == "已签收 signed for" and copy.times["received"] >= before
+        assert state.answers is not None and [(a.kind, a.system) for a in state.answers] == [("hub.receipt", NONGAN)]
+        assert state.answers[0].receipt_id == first.receipt_id and not state.not_signed_for
+        assert await nongan.message_state(str(uuid.uuid4())) is None  # nobody's: None, not an error
+
+        since = state.received_at  # not before: the module's earlier tests sent from 农安 a moment ago
+        listed = [m async for m in nongan.sent_messages(since=since, page=1)]
+        assert [m.message_id for m in listed] == [first.message_id, second.message_id]
+        assert all(m.answers is None for m in listed)
+
+        waiting = [m async for m in nongan.sent_messages(since=since, delivery=NOT_SIGNED_FOR)]
+        assert [m.message_id for m in waiting] == [second.message_id]
+        assert [(d.system, d.state, d.label) for d in waiting[0].not_signed_for] == [
+            (DEHUI, "delivered", "已送达未签收 delivered")
+        ]
+
+        # 40 days: the gateway takes at most 31 a request, so this passes only when read in parts
+        now = dt.datetime.now(dt.UTC)
+        long = [m.message_id async for m in nongan.sent_messages(since=now - dt.timedelta(days=40), until=now)]
+        assert long[-2:] == [first.message_id, second.message_id] and len(long) == len(set(long))
+
+        for bad in (
+            {"delivery": ["signed"]},
+            {"page": 0},
+            {"page": 201},
+            {"since": dt.datetime(2026, 12, 1)},
+            {"since": now, "until": now - dt.timedelta(hours=1)},
+        ):
+            with pytest.raises(ValueError):
+                nongan.sent_messages(**bad)  # type: ignore[arg-type]
+
+
+async def test_document_tracking_of_an_adapter_on_rabbitmq(gw: Gateway, tmp_path: Path) -> None:
+    """An adapter on RabbitMQ reads its 发文跟踪 from the gateway named by ``tracking_url``, with its enrolment key and
+    certificate, keeping its AMQP link; ``hub adapter sent`` shows the same to the agency's administrator without the
+    adapter; without tracking_url the adapter says what to set (SDK_TRACKING_UNSET)."""
+    import os
+    import subprocess
+    import sys
+
+    from adapters.sdk import Tracking
+    from adapters.sdk.testing import enrolled_home
+    from hub.settings import PROJECT_ROOT
+
+    portal_home = await enrolled_home(gw.hub.settings, PORTAL, PROVINCE, tmp_path / "portal")
+    tunables = {"request_timeout": 20.0, "reconnect_initial": 0.2}
+    on_amqp = Adapter(PORTAL, AdapterSettings(system=PORTAL, home=portal_home, **tunables))  # type: ignore[arg-type]
+    tracked = Adapter(
+        PORTAL,
+        AdapterSettings(system=PORTAL, home=portal_home, tracking_url=gw.url, **tunables),  # type: ignore[arg-type]
+    )
+    async with on_amqp:
+        receipt = await on_amqp.send(
+            sample_body("approval.application"), service="approval.application", version=1, to=[to(PROVINCE, APPROVAL)]
+        )
+        with pytest.raises(ConfigurationError) as unset:
+            await on_amqp.message_state(receipt.message_id)
+        assert unset.value.code == "SDK_TRACKING_UNSET" and "tracking_url" in unset.value.detail
+    assert not gw.state.mailbox.reading(PORTAL)  # the send went over RabbitMQ
+
+    async with tracked:
+        state = await tracked.message_state(receipt.message_id)
+        assert state is not None and [(d.system, d.state) for d in state.deliveries] == [(APPROVAL, "delivered")]
+        assert [m.message_id async for m in tracked.sent_messages()] == [receipt.message_id]
+    assert not gw.state.mailbox.reading(PORTAL)  # reading the tracking did not make the gateway take its queue
+
+    from adapters.sdk._check import check
+
+    found = await check(tracked.settings)  # type: ignore[arg-type]
+    assert [(f.step, f.ok) for f in found][-3:] == [
+        ("消息中间件 broker", True),
+        ("发文跟踪 tracking", True),
+        ("已处理记录 store", True),
+    ], [f.line() for f in found]
+
+    async with Tracking.open(tracked.settings) as tracking:  # type: ignore[arg-type]
+        assert [m.message_id async for m in tracking.sent_messages(delivery=["delivered"])] == [receipt.message_id]
+
+    config = tmp_path / "portal.toml"
+    config.write_text(f'system = "{PORTAL}"\nhome = "{portal_home}"\ntracking_url = "{gw.url}"\n', encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+
+    def sent(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hub.cli", "adapter", "sent", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    def in_thread(*args: str) -> Any:
+        return asyncio.to_thread(sent, *args)
+
+    listing = await in_thread("--pending")
+    assert listing.returncode == 0, listing.stderr
+    assert receipt.message_id in listing.stdout and f"主送 to  {APPROVAL}" in listing.stdout
+    assert "已送达未签收 delivered" in listing.stdout and "共 1 件，其中 1 件尚有收件方未签收" in listing.stdout
+    one = await in_thread("--id", receipt.message_id)
+    assert one.returncode == 0 and "枢纽回执 receipt" in one.stdout and "已受理 accepted" in one.stdout, one.stderr
+    missing = await in_thread("--id", "00000000-0000-4000-8000-000000000001")
+    assert missing.returncode == 1 and "没有本系统发出的报文" in missing.stdout
+    config.write_text(f'system = "{PORTAL}"\nhome = "{portal_home}"\n', encoding="utf-8")
+    unset_cli = await in_thread()
+    assert unset_cli.returncode == 2 and "ADAPTER_TRACKING" in unset_cli.stderr
+    assert "SDK_TRACKING_UNSET" in unset_cli.stderr

@@ -42,6 +42,9 @@ def test_the_defaults_and_sensible_values_are_taken() -> None:
         ({"gateway_url": "https://gw:8443", "gateway_proxy": "proxy:3128"}, "gateway_proxy"),
         ({"gateway_url": "https://gw:8443", "gateway_proxy": "http://proxy:3128/path"}, "gateway_proxy"),
         ({"gateway_proxy": "http://proxy:3128"}, "gateway_proxy"),  # a proxy for no gateway
+        ({"tracking_url": "http://gateway.jl-forestry.gov.cn:8443"}, "tracking_url"),
+        ({"tracking_url": "https://gateway.jl-forestry.gov.cn:8443/v1/messages"}, "tracking_url"),
+        ({"gateway_url": "https://gw:8443", "tracking_url": "https://gw:8443"}, "tracking_url"),  # over the gateway
     ],
 )
 def test_values_an_adapter_cannot_work_with_are_refused(values: dict[str, Any], named: str) -> None:
@@ -61,6 +64,11 @@ def test_the_https_gateway_is_taken_as_https_host_and_port() -> None:
     s = _settings(gateway_url="https://gateway.jl-forestry.gov.cn:8443/", gateway_polls=4, gateway_wait=30)
     assert (s.gateway_url, s.gateway_polls, s.gateway_wait) == ("https://gateway.jl-forestry.gov.cn:8443/", 4, 30)
     assert _settings().gateway_url == ""  # RabbitMQ, from broker.json, unless a gateway is named
+
+
+def test_an_adapter_on_rabbitmq_names_the_gateway_it_reads_tracking_from() -> None:
+    s = _settings(tracking_url="https://gateway.jl-forestry.gov.cn:8443", gateway_proxy="http://proxy:3128")
+    assert (s.gateway_url, s.tracking_url) == ("", "https://gateway.jl-forestry.gov.cn:8443")  # still RabbitMQ
 
 
 def test_the_gateway_can_be_named_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

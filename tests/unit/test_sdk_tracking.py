@@ -1,0 +1,110 @@
+"""The pure parts of the SDK's document tracking (adapters/sdk/_tracking.py): the gateway's JSON read into typed
+values, what it refuses to read, and the limits it shares with the gateway. Against a real gateway:
+tests/integration/test_sdk_gateway.py (test_document_tracking_*)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from adapters.sdk import NOT_SIGNED_FOR, SdkError
+from adapters.sdk._tracking import MAX_PAGE, MAX_WINDOW_DAYS, _sent, _states
+from hub.gateway.openapi import MAX_SENT_PAGE, MAX_SENT_WINDOW_DAYS
+from hub.store.records import DELIVERY_RANK, DELIVERY_STATE_ZH, DELIVERY_STATES, MESSAGE_STATE_ZH, MESSAGE_STATES
+
+
+def _message(**changes: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "message_id": "6f1c1b7e-2f7a-4f7e-9c1e-3b1b2f0c9a01",
+        "service": "document.official/1",
+        "urgency": "特急",
+        "classification": "公开",
+        "state": "accepted",
+        "error_code": None,
+        "received_at": "2026-12-06T08:00:00.250000+00:00",
+        "deliveries": [
+            {
+                "recipient_system": "city-220100-oa",
+                "recipient_agency": "11220100013544550M",
+                "role": "to",
+                "state": "handled",
+                "error_code": None,
+                "times": {"delivered": "2026-12-06T08:00:01+00:00", "handled": "2026-12-06T09:30:00+08:00"},
+            },
+            {
+                "recipient_system": "county-220122-oa",
+                "recipient_agency": "11220122013550216R",
+                "role": "cc",
+                "state": "delivered",
+                "error_code": None,
+                "times": {"delivered": "2026-12-06T08:00:01+00:00"},
+            },
+            {
+                "recipient_system": "prov-220000-secure",
+                "recipient_agency": "11220000013544357T",
+                "role": "cc",
+                "state": "blocked",
+                "error_code": "GATE_ZONE",
+                "times": {},
+            },
+        ],
+        "receipts": [
+            {
+                "receipt_id": "0b7d2e1a-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+                "kind": "hub.receipt",
+                "recipient_system": None,
+                "code": None,
+                "at": "2026-12-06T08:00:00.400000+00:00",
+            }
+        ],
+    }
+    item.update(changes)
+    return item
+
+
+def test_a_sent_message_is_read_into_typed_values() -> None:
+    m = _sent(_message(), answers=True)
+    assert m.received_at == dt.datetime(2026, 12, 6, 8, 0, 0, 250000, tzinfo=dt.UTC)
+    handled, waiting, blocked = m.deliveries
+    assert handled.signed_for and handled.label == "已办结 handled"
+    assert handled.times["handled"] == dt.datetime(2026, 12, 6, 1, 30, tzinfo=dt.UTC)  # +08:00 kept as an instant
+    assert not waiting.signed_for and waiting.label == "已送达未签收 delivered"
+    assert not blocked.signed_for and blocked.error_code == "GATE_ZONE"
+    # blocked by the gate: nobody is waiting for it, so it is not among the copies not yet signed for
+    assert m.not_signed_for == (waiting,)
+    assert m.answers is not None and m.answers[0].system is None and m.answers[0].kind == "hub.receipt"
+    assert _sent(_message(), answers=False).answers is None  # the list does not carry the answers
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"received_at": "yesterday"},
+        {"received_at": "2026-12-06T08:00:00"},  # no offset
+        {"deliveries": [{"recipient_system": "x"}]},
+        {"deliveries": None},
+        {"message_id": None, "deliveries": [{"times": []}]},
+    ],
+)
+def test_an_answer_that_is_not_what_the_gateway_documents_is_a_clear_error(broken: dict[str, Any]) -> None:
+    with pytest.raises(SdkError) as caught:
+        _sent(_message(**broken), answers=True)
+    assert caught.value.code == "SDK_GATEWAY_ANSWER" and "gateway" in caught.value.detail
+
+
+def test_delivery_states_are_checked_before_anything_is_read() -> None:
+    assert _states(NOT_SIGNED_FOR) == ["pending", "failed", "delivered"]
+    assert _states("received, read") == ["received", "read"]
+    assert _states(None) == []
+    for bad in (["signed"], [], "pending,,nope"):
+        with pytest.raises(ValueError, match="delivery lists states among"):
+            _states(bad)
+
+
+def test_the_sdk_and_the_gateway_share_their_limits_and_labels() -> None:
+    assert (MAX_PAGE, MAX_WINDOW_DAYS) == (MAX_SENT_PAGE, MAX_SENT_WINDOW_DAYS)
+    assert set(DELIVERY_STATE_ZH) == set(DELIVERY_STATES) == set(DELIVERY_RANK)
+    assert set(MESSAGE_STATE_ZH) == set(MESSAGE_STATES)
+    assert set(NOT_SIGNED_FOR) <= set(DELIVERY_STATES)
