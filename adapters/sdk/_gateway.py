@@ -536,7 +536,13 @@ async def exchange(
         pause += random.uniform(0.0, min(1.0, pause / 4))
         if loop.time() + pause > deadline:
             raise _Unavailable(f"not within {request_timeout:g} s: {why}")
-        log.warning("the gateway did not take %s (%s); sending it again in %.1f s", what, why, pause)
+        log.warning(
+            "the gateway did not %s %s (%s); asking again in %.1f s",
+            "give" if method == "GET" else "take",
+            what,
+            why,
+            pause,
+        )
         await asyncio.sleep(pause)
         if after is None:
             delay = min(delay * 2, reconnect[1])

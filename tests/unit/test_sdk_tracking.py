@@ -108,3 +108,39 @@ def test_the_sdk_and_the_gateway_share_their_limits_and_labels() -> None:
     assert set(DELIVERY_STATE_ZH) == set(DELIVERY_STATES) == set(DELIVERY_RANK)
     assert set(MESSAGE_STATE_ZH) == set(MESSAGE_STATES)
     assert set(NOT_SIGNED_FOR) <= set(DELIVERY_STATES)
+
+
+async def test_a_long_window_is_asked_for_in_contiguous_parts_each_a_page_at_a_time() -> None:
+    """What ``sent_messages`` asks the gateway (its answers played here; the real gateway refuses a part over 31
+    days, which tests/integration/test_sdk_gateway.py shows): parts of at most 30 days that meet end to end, each
+    followed through its ``next``; without ``until`` the last part is left open for the gateway's clock to end."""
+    from adapters.sdk._tracking import Tracking
+
+    asked: list[dict[str, str]] = []
+
+    async def answer(path: str, params: dict[str, str] | None, what: str) -> dict[str, Any]:
+        assert path == "/v1/messages" and params is not None
+        asked.append(dict(params))
+        first_page = "after" not in params
+        return {"messages": [_message()] if first_page else [], "next": "cursor-1" if first_page else None}
+
+    tracking = Tracking(None, "https://gw:8443")  # type: ignore[arg-type]
+    tracking._get = answer  # type: ignore[method-assign]
+    until = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    since = until - dt.timedelta(days=65)
+    got = [m async for m in tracking.sent_messages(since=since, until=until, delivery=NOT_SIGNED_FOR, page=7)]
+    assert len(got) == 3  # one message on the first page of each part
+    parts = [(p["since"], p.get("until")) for p in asked if "after" not in p]
+    assert parts == [
+        ("2026-10-02T00:00:00Z", "2026-11-01T00:00:00Z"),
+        ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+        ("2026-12-01T00:00:00Z", "2026-12-06T00:00:00Z"),
+    ]
+    assert [p.get("after") for p in asked] == [None, "cursor-1"] * 3
+    assert all(p["limit"] == "7" and p["delivery"] == "pending,failed,delivered" for p in asked)
+
+    asked.clear()
+    recent = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    assert len([m async for m in tracking.sent_messages(since=recent)]) == 1
+    assert [("until" in p) for p in asked] == [False, False]  # open: the gateway's now ends it
+    assert asked[0]["since"].endswith("Z") and "+" not in asked[0]["since"]
