@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
 #: The transport and pipeline integration tests, run a second time by `make test` with HUB_AMQP_FAST=0 (aiormq's
 #: own code paths only: hub/transport/_aiormq_fast.py switched off).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 FAST_OFF_TESTS := tests/integration/test_transport.py tests/integration/test_pipeline.py tests/integration/test_crash.py
 
 .PHONY: demo demo-stop test check install lock services clean bench faults
@@ -41,12 +41,15 @@ demo: install services
 	$(BIN)/python -m hub.demo
 
 ## make test: the whole suite (unit, integration against the real RabbitMQ and PostgreSQL, e2e), then the transport
-## and pipeline integration tests again with the AMQP fast paths off. Two pytest-xdist workers (TEST_WORKERS=N to
-## change; 0 runs in this process): each has its own database, RabbitMQ namespace and temporary directories and
-## takes whole test files (a module's tests share its fixtures and run in their order). The main pass ends with its
-## 15 slowest tests, so that every CI log says where the time went.
+## and pipeline integration tests again with the AMQP fast paths off. Three pytest-xdist workers on the two cores (the
+## suite waits on the broker, the store and subprocesses: two left them a quarter idle; TEST_WORKERS=N to change, 0
+## runs in this process): each has its own database, RabbitMQ namespace and temporary directories and takes whole
+## test files (a module's tests share its fixtures and run in their order), the longest files first
+## (tests/conftest.py LONG_FIRST; --no-loadscope-reorder keeps that order). The main pass ends with its 15 slowest
+## tests, so that every CI log says where the time went.
 test: install services
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=15
 	HUB_AMQP_FAST=0 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(FAST_OFF_TESTS)
 
 ## make check: lint, format and types.

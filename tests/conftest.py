@@ -14,6 +14,26 @@ import pytest
 
 from hub.settings import PROJECT_ROOT, Settings
 
+#: Test files that run for minutes (the demo plays its whole scenario three times): collected first, and with
+#: ``--no-loadscope-reorder`` (the Makefile) handed to workers first, so that none of them starts when the others are
+#: nearly done and ends the run alone (pytest-xdist's own order is by the number of tests in a file).
+LONG_FIRST = (
+    "tests/integration/test_demo.py",
+    "tests/faults/test_faults.py",
+    "tests/integration/test_bench_smoke_e2e.py",
+    "tests/integration/test_gateway_openapi.py",
+    "tests/integration/test_bench_smoke.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: every file keeps its own order, and the rest theirs
+
+
 ADMIN_DSN = os.environ.get("HUB_TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -23,9 +43,14 @@ TEST_TIMEOUT_S = int(os.environ.get("HUB_TEST_TIMEOUT_S", "420"))
 
 
 @pytest.fixture(autouse=True)
-def _test_timeout() -> Iterator[None]:
+def _test_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``TEST_TIMEOUT_S``, or a test's own ``@pytest.mark.time_limit(seconds)`` when that is longer (the demo's test,
+    three whole demo runs each bounded by its own subprocess timeout)."""
     import faulthandler
     import signal
+
+    marker = request.node.get_closest_marker("time_limit")
+    limit = max(TEST_TIMEOUT_S, int(marker.args[0])) if marker is not None else TEST_TIMEOUT_S
 
     def expired(signum: int, frame: object) -> None:
         import sys
@@ -36,10 +61,10 @@ def _test_timeout() -> Iterator[None]:
             for task in asyncio.all_tasks(loop):
                 print(f"--- asyncio task {task.get_name()}: {task.get_coro()!r}", file=sys.stderr)
                 task.print_stack(limit=12, file=sys.stderr)
-        raise TimeoutError(f"the test ran longer than {TEST_TIMEOUT_S} s (HUB_TEST_TIMEOUT_S)")
+        raise TimeoutError(f"the test ran longer than {limit} s (HUB_TEST_TIMEOUT_S, or its time_limit mark)")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(TEST_TIMEOUT_S)
+    signal.alarm(limit)
     try:
         yield
     finally:

@@ -253,7 +253,7 @@ class Tracking:
     async def _get(self, path: str, params: dict[str, str] | None, what: str) -> dict[str, Any] | None:
         """The JSON of a GET (None for a 404), ``HubRefused`` for a refusal, ``HubUnavailable`` when the gateway did
         not answer within ``request_timeout``."""
-        from adapters.sdk._gateway import _detail, _Unavailable, exchange
+        from adapters.sdk._gateway import _detail, _settled, _Unavailable, exchange
 
         if not self._checked:
             await self._check()
@@ -263,7 +263,7 @@ class Tracking:
                 "GET",
                 f"{self.base_url}{path}",
                 what,
-                _final,
+                _settled,  # 408, 429, 5xx: asked again within request_timeout
                 params=params,
                 request_timeout=self.request_timeout,
                 reconnect=self.reconnect,
@@ -296,10 +296,6 @@ class Tracking:
 def _utc(at: dt.datetime) -> str:
     """A time for the query string in UTC with a Z (no + to be encoded)."""
     return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _final(status: int, kind: str) -> bool:
-    return status not in (408, 429, 500, 502, 503, 504)
 
 
 def _path_part(message_id: str) -> str:

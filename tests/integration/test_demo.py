@@ -208,6 +208,7 @@ def _chain_intact(args: list[str], state: Path) -> None:
     assert done.returncode == 0 and "证据链完整" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.time_limit(3 * 180 + 180)  # three runs, each bounded by demo()'s own 180 s, and the checks between
 def test_the_demo_plays_its_scenario_in_two_checkouts_then_reruns_on_the_first(tmp_path: Path) -> None:
     """The demo, three runs (each takes a minute or more, so one test shares them):
 
