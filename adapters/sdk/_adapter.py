@@ -577,10 +577,10 @@ class Adapter:
                 self._tracker = Tracking(
                     t.session, t.base_url, request_timeout=t.request_timeout, reconnect=t.reconnect
                 )
-            elif self.settings is None:
+            elif self.settings is None or not w.own_transport:  # attached: TestHub's broker in memory
                 raise ConfigurationError(
-                    f"adapter {self.system} has no settings naming the hub's HTTPS gateway, where document tracking "
-                    "is read (TestHub in memory has none: use TestHub(https=True))",
+                    f"adapter {self.system} runs without the hub's HTTPS gateway, where document tracking is read "
+                    "(TestHub in memory has none, whatever the settings name: use TestHub(https=True))",
                     code="SDK_TRACKING_UNSET",
                 )
             else:

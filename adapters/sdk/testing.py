@@ -375,7 +375,12 @@ class TestHub:
         else:  # the adapter's own tunables, with this hub's enrolment (and its PostgreSQL store, if it names one)
             store = given.store if given.store_target()[0] == "postgresql" else ""
             adapter.settings = given.with_(
-                home=home, store=store, amqp_url="", namespace="", gateway_url=self.gateway_url
+                home=home,
+                store=store,
+                amqp_url="",
+                namespace="",
+                gateway_url=self.gateway_url,
+                tracking_url="",  # the test hub's gateway (https=True) or none: never the production one
             )
         adapter._wiring = None
         await adapter.start()

@@ -801,9 +801,10 @@ def _sent_lines(sent: Any, *, answers: bool) -> str:
             + (f"  {_cn(when)}" if when else "")
             + (f" [{d.error_code}]" if d.error_code else "")
         )
-    for a in sent.answers or () if answers else ():
+    for a in (sent.answers or ()) if answers else ():
         kind = "回执 receipt" if a.kind == "hub.receipt" else "错误 error"
-        lines.append(f"    枢纽{kind} to {a.system}  {_cn(a.at)}{f' [{a.code}]' if a.code else ''}  {a.receipt_id}")
+        to = f" to {a.system}" if a.system else ""
+        lines.append(f"    枢纽{kind}{to}  {_cn(a.at)}{f' [{a.code}]' if a.code else ''}  {a.receipt_id}")
     return "\n".join(lines)
 
 

@@ -196,6 +196,30 @@ async def test_retries_run_out_into_the_dead_letter_queue_with_the_reason(mode: 
     assert dead[0].message_id == receipt.message_id
 
 
+async def test_document_tracking_reads_the_test_hubs_gateway_never_the_production_one(mode: str) -> None:
+    """Under ``TestHub`` an adapter's 发文跟踪 (``message_state``, ``sent_messages``) reads the test hub's own gateway
+    (``https=True``): the ``tracking_url`` of its production settings is never asked. Without a gateway (in memory,
+    on RabbitMQ) it says so (SDK_TRACKING_UNSET) instead."""
+    from adapters.sdk import ConfigurationError
+
+    production = AdapterSettings(
+        system=COUNTY_222403, home=Path("/nonexistent"), tracking_url="https://gateway.jl-forestry.gov.cn:8443"
+    )
+    county = Adapter(COUNTY_222403, production)
+    async with TestHub(county):
+        receipt = await send_report(county)
+        if mode != "https":
+            with pytest.raises(ConfigurationError) as caught:
+                await county.message_state(receipt.message_id)
+            assert caught.value.code == "SDK_TRACKING_UNSET"  # not SDK_NOT_ENROLLED: production was not tried
+            hint = "TestHub(https=True)" if mode == "memory" else "tracking_url"  # the test hub cleared it
+            assert hint in caught.value.detail, caught.value.detail
+            return
+        state = await county.message_state(receipt.message_id)
+        assert state is not None and [d.system for d in state.deliveries] == ["prov-220000-oa"]
+        assert [m.message_id async for m in county.sent_messages()] == [receipt.message_id]
+
+
 async def _handled(adapter: Adapter, n: int) -> bool:
     return await adapter._wiring.store.count() == n
 
