@@ -756,7 +756,7 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
             print(
                 f"发文跟踪 sent by {adapter_settings.system}: {_cn(since)} — {_cn(until)}（北京时间 UTC+8）"
-                + ("，只列尚有收件方未签收的 only those not yet signed for by every recipient" if args.pending else "")
+                + ("，只列尚有收件方未签收的 only those some recipient has not yet signed for" if args.pending else "")
             )
             total = waiting = 0
             async for sent in tracking.sent_messages(
