@@ -559,13 +559,15 @@ class Adapter:
         since: datetime | None = None,
         until: datetime | None = None,
         delivery: Collection[str] | None = None,
+        service: Collection[str] | None = None,
         page: int = 50,
     ) -> AsyncIterator[SentMessage]:
         """发文跟踪: the messages this system sent that the hub received from ``since`` (default a day before
         ``until``) to ``until`` (default now), oldest first, each with every recipient's copy; ``delivery=
-        NOT_SIGNED_FOR`` keeps those some recipient has not yet signed for. ``async for sent in
-        adapter.sent_messages(…)``; a window longer than the gateway's 31 days is read in parts."""
-        return self._tracking().sent_messages(since=since, until=until, delivery=delivery, page=page)
+        NOT_SIGNED_FOR`` keeps those some recipient has not yet signed for, ``service=["document.official"]`` the
+        公文 alone. ``async for sent in adapter.sent_messages(…)``; a window longer than the gateway's 31 days is read
+        in parts."""
+        return self._tracking().sent_messages(since=since, until=until, delivery=delivery, service=service, page=page)
 
     def _tracking(self) -> Tracking:
         if self._tracker is None:

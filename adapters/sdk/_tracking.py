@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,9 +55,13 @@ SIGNED_FOR = frozenset({"received", "read", "handled", "feedback"})
 #: ``delivery=NOT_SIGNED_FOR``: the messages some recipient has not yet signed for (waiting, failed, or delivered and
 #: not signed for). A blocked copy (the classification gate) is not waiting for anyone: it is not among them.
 NOT_SIGNED_FOR = ("pending", "failed", "delivered")
-#: The gateway's limits (hub.gateway.openapi MAX_SENT_PAGE, MAX_SENT_WINDOW_DAYS; a unit test keeps them equal).
+#: The gateway's limits (hub.gateway.openapi MAX_SENT_PAGE, MAX_SENT_WINDOW_DAYS, MAX_SENT_SERVICES; a unit test
+#: keeps them equal).
 MAX_PAGE = 200
 MAX_WINDOW_DAYS = 31
+MAX_SERVICES = 16
+#: A service's name (document.official, info.report …): its version is not part of the filter.
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9]*(?:\.[a-z][a-z0-9-]*)+")
 #: The part of a long window asked for at once: a day under the gateway's limit, so that neither clock's drift
 #: makes the part longer than the gateway takes.
 _PART = dt.timedelta(days=MAX_WINDOW_DAYS - 1)
@@ -204,13 +209,17 @@ class Tracking:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         delivery: Collection[str] | None = None,
+        service: Collection[str] | None = None,
         page: int = 50,
     ) -> AsyncIterator[SentMessage]:
         """The messages this system sent that the hub received from ``since`` (default: a day before ``until``) to
         ``until`` (default: now), oldest first; with ``delivery`` only those with a copy in one of its states
-        (``NOT_SIGNED_FOR``: some recipient has not yet signed for it). Read ``page`` at a time (1 to 200), a window
-        longer than 31 days in parts. The arguments are checked here (``ValueError``), before anything is read."""
+        (``NOT_SIGNED_FOR``: some recipient has not yet signed for it), with ``service`` only those of these services
+        (names, any version: ``["document.official"]``, the 公文 without the receipts the system sent). Read ``page``
+        at a time (1 to 200), a window longer than 31 days in parts. The arguments are checked here (``ValueError``),
+        before anything is read; a service name the hub does not know is the gateway's ``HubRefused``."""
         states = _states(delivery)
+        services = _services(service)
         if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_PAGE:
             raise ValueError(f"page is a whole number from 1 to {MAX_PAGE}, not {page!r}")
         for name, value in (("since", since), ("until", until)):
@@ -220,10 +229,17 @@ class Tracking:
         start = since or end - dt.timedelta(days=1)
         if not start < end:
             raise ValueError(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
-        return self._pages(start, end, states, page, open_end=until is None)
+        return self._pages(start, end, states, services, page, open_end=until is None)
 
     async def _pages(
-        self, start: dt.datetime, end: dt.datetime, states: list[str], page: int, *, open_end: bool
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        states: list[str],
+        services: list[str],
+        page: int,
+        *,
+        open_end: bool,
     ) -> AsyncIterator[SentMessage]:
         """Each part of the window, each a page at a time. Without an ``until`` the last part is left open, so the
         gateway's clock ends it (a client's clock behind the hub's would otherwise miss the latest messages)."""
@@ -234,6 +250,8 @@ class Tracking:
                 params["until"] = _utc(stop)
             if states:
                 params["delivery"] = ",".join(states)
+            if services:
+                params["service"] = ",".join(services)
             while True:
                 data = await self._get("/v1/messages", params, "the sent messages")
                 if data is None or not isinstance(data.get("messages"), list):
@@ -316,6 +334,17 @@ def _states(delivery: Collection[str] | None) -> list[str]:
     if unknown or not states:
         raise ValueError(f"delivery lists states among {', '.join(DELIVERY_STATES)}, not {unknown or states!r}")
     return states
+
+
+def _services(service: Collection[str] | None) -> list[str]:
+    if service is None:
+        return []
+    if isinstance(service, str):
+        service = [s.strip() for s in service.split(",")]
+    names = [str(s).strip() for s in service]
+    if not 1 <= len(names) <= MAX_SERVICES or not all(_SERVICE_NAME.fullmatch(n) for n in names):
+        raise ValueError(f"service lists 1 to {MAX_SERVICES} service names such as document.official, not {names!r}")
+    return names
 
 
 def _time(value: Any, what: str) -> dt.datetime:

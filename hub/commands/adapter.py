@@ -744,6 +744,13 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
     since = args.since or until - dt.timedelta(days=args.days)
     if not since < until:
         raise AdapterCommandError("ADAPTER_TRACKING", "--since must be before --until", exit=1)
+    if args.service:
+        from adapters.sdk._tracking import _services
+
+        try:
+            _services(args.service)
+        except ValueError as exc:
+            raise AdapterCommandError("ADAPTER_TRACKING", str(exc), exit=1) from None
 
     async def read() -> int:
         async with Tracking.open(adapter_settings) as tracking:
@@ -760,7 +767,11 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
             )
             total = waiting = 0
             async for sent in tracking.sent_messages(
-                since=since, until=until, delivery=NOT_SIGNED_FOR if args.pending else None, page=200
+                since=since,
+                until=until,
+                delivery=NOT_SIGNED_FOR if args.pending else None,
+                service=args.service,
+                page=200,
             ):
                 total += 1
                 waiting += bool(sent.not_signed_for)
@@ -877,6 +888,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--until", type=_instant, metavar="TIME", help="to (with its offset; default now)")
     p.add_argument("--days", type=_days, default=1, metavar="N", help="days before --until (default 1)")
     p.add_argument("--pending", action="store_true", help="only messages some recipient has not yet signed for")
+    p.add_argument(
+        "--service",
+        action="append",
+        metavar="NAME",
+        help="only messages of this service, e.g. document.official (again for more)",
+    )
     p.add_argument("--id", metavar="MESSAGE_ID", help="one message, with the hub's answers about it")
     p.set_defaults(handler=cmd_sent)
 

@@ -1480,7 +1480,7 @@ class Scenario:
         reach 吉林市 a moment before that is recorded); None when there is none within the timeout."""
         deadline = time.monotonic() + self.timeout
         while True:
-            sent = [m async for m in adapter.sent_messages(since=since) if m.service == "document.receipt/1"]
+            sent = [m async for m in adapter.sent_messages(since=since, service=["document.receipt"])]
             if (sent and all(d.state != "pending" for d in sent[-1].deliveries)) or time.monotonic() > deadline:
                 return sent[-1] if sent else None
             await asyncio.sleep(0.2)

@@ -39,6 +39,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -724,11 +725,35 @@ def _position(raw: str) -> tuple[dt.datetime, str]:
         ) from None
 
 
+def _services(request: web.Request) -> list[str]:
+    """GET /v1/messages?service=: service names the hub's schemas know, separated by commas; 400 for anything else."""
+    from hub.gateway.openapi import MAX_SENT_SERVICES
+
+    names = [s.strip() for s in request.query["service"].split(",") if s.strip()]
+    known = _known_services(request.app[SETTINGS].schemas_dir)
+    unknown = [n for n in names if n not in known]
+    if unknown or not 1 <= len(names) <= MAX_SENT_SERVICES:
+        raise Refused(
+            400,
+            "GATEWAY_BAD_REQUEST",
+            f"service lists 1 to {MAX_SENT_SERVICES} service names separated by commas, e.g. document.official"
+            + (f" ({unknown[0][:40]!r} is not a service of this hub)" if unknown else ""),
+        )
+    return names
+
+
+@functools.cache
+def _known_services(schemas_dir: Path) -> frozenset[str]:
+    """The service names of the hub's schemas (``schemas/services/<name>/<version>``), read once."""
+    return frozenset(p.name for p in (schemas_dir / "services").iterdir() if p.is_dir())
+
+
 async def sent_list(request: web.Request) -> web.StreamResponse:
     """GET /v1/messages: the messages the calling system sent that the hub received in a window (``since``, default
     a day ago, to ``until``, default now; at most ``MAX_SENT_WINDOW_DAYS``), oldest first, each with its deliveries
     (the state per recipient and when it reached each: 签收, 阅读, 办结 …); ``delivery=`` keeps those with a delivery
-    in one of the states listed (``pending,failed,delivered``: not yet signed for by every recipient); ``limit`` a
+    in one of the states listed (``pending,failed,delivered``: not yet signed for by every recipient), ``service=``
+    those of the services named (``document.official``: the 公文 without the receipts the system sent); ``limit`` a
     page (50, at most ``MAX_SENT_PAGE``), ``after`` the ``next`` of the page before."""
     from hub.store.messages import sent_messages
 
@@ -759,6 +784,7 @@ async def sent_list(request: web.Request) -> web.StreamResponse:
                 f"delivery lists states among {', '.join(_DELIVERY_STATES)}, separated by commas"
                 + (f" ({unknown[0][:40]!r} is not one)" if unknown else ""),
             )
+    services = _services(request) if "service" in q else None
     after = _position(q["after"]) if "after" in q else None
     page, position = await sent_messages(
         request.app[STATE].pool,
@@ -766,6 +792,7 @@ async def sent_list(request: web.Request) -> web.StreamResponse:
         since,
         until,
         delivery_states=states,
+        services=services,
         after=after,
         limit=int(raw_limit),
     )

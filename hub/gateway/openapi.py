@@ -12,7 +12,15 @@ from typing import Any
 from hub.gateway.config import MAX_POLL_S
 from hub.gateway.status import GATEWAY_STATUS
 
-__all__ = ["MAX_ACK_BODY", "MAX_ACK_TAGS", "MAX_POLL_ITEMS", "MAX_SENT_PAGE", "MAX_SENT_WINDOW_DAYS", "document"]
+__all__ = [
+    "MAX_ACK_BODY",
+    "MAX_ACK_TAGS",
+    "MAX_POLL_ITEMS",
+    "MAX_SENT_PAGE",
+    "MAX_SENT_SERVICES",
+    "MAX_SENT_WINDOW_DAYS",
+    "document",
+]
 
 #: Limits of the endpoints, stated here and enforced by hub.gateway.app: deliveries one poll hands out, tags one
 #: acknowledgement takes, and its JSON body.
@@ -22,6 +30,8 @@ MAX_ACK_BODY = 64 * 1024
 #: GET /v1/messages: messages a page lists at most (50 unless asked), and the longest window (since … until) in days.
 MAX_SENT_PAGE = 200
 MAX_SENT_WINDOW_DAYS = 31
+#: GET /v1/messages?service=: services one listing names at most.
+MAX_SENT_SERVICES = 16
 
 _REF = "#/components"
 
@@ -171,6 +181,15 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                             "schema": {"type": "string"},
                         },
                         {
+                            "name": "service",
+                            "in": "query",
+                            "required": False,
+                            "description": "only messages of these services (names, any version), separated by "
+                            f"commas, at most {MAX_SENT_SERVICES}: document.official lists the 公文 without the "
+                            "receipts the system sent",
+                            "schema": {"type": "string"},
+                        },
+                        {
                             "name": "limit",
                             "in": "query",
                             "required": False,
@@ -181,8 +200,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                             "name": "after",
                             "in": "query",
                             "required": False,
-                            "description": "the next value of the page before (with the same since, until and "
-                            "delivery)",
+                            "description": "the next value of the page before (with the same since, until, "
+                            "delivery and service)",
                             "schema": {"type": "string"},
                         },
                     ],
@@ -193,7 +212,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                         },
                         "400": _refusal(
                             "since or until not a date and time with its offset, since not before until, a window "
-                            f"over {MAX_SENT_WINDOW_DAYS} days, an unknown delivery state, limit not a whole number "
+                            f"over {MAX_SENT_WINDOW_DAYS} days, an unknown delivery state or service, limit not a "
+                            "whole number "
                             f"from 1 to {MAX_SENT_PAGE}, or after not a next value (GATEWAY_BAD_REQUEST)"
                         ),
                         **_common(),

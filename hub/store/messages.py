@@ -502,6 +502,7 @@ WHERE m.sender_system = $1 AND m.received_at >= $2 AND m.received_at < $3
   AND (m.received_at, m.message_id) > ($4, $6::uuid)
   AND ($5::text[] IS NULL
        OR EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.message_id AND d.state = ANY($5::text[])))
+  AND ($8::text[] IS NULL OR m.service = ANY($8::text[]))
 ORDER BY m.received_at, m.message_id
 LIMIT $7
 """
@@ -515,19 +516,30 @@ async def sent_messages(
     until: datetime,
     *,
     delivery_states: Sequence[str] | None = None,
+    services: Sequence[str] | None = None,
     after: tuple[datetime, str] | None = None,
     limit: int = 50,
 ) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
     """The messages ``sender_system`` sent that the hub received in ``[since, until)``, oldest first, each as
     ``sent_message_status`` gives it without the answers (JSON-ready); with ``delivery_states`` only those with a
-    delivery in one of them (``("pending", "failed", "delivered")``: not yet signed for by every recipient). At most
+    delivery in one of them (``("pending", "failed", "delivered")``: not yet signed for by every recipient); with
+    ``services`` only those of these services (names, any version: ``("document.official",)``). At most
     ``limit``, after the position ``after`` (the ``(received_at, message_id)`` of the last one of the page before);
     returns the page and the position to continue from, None when the window has no more."""
     start_at, start_id = after if after is not None else (since, _ZERO_ID)
     states = list(delivery_states) if delivery_states is not None else None
     async with translated("reading a system's sent messages"), transaction(executor) as conn:
         rows = await fetch_planned_now(
-            conn, _SENT_PAGE, sender_system, since, until, start_at, states, start_id, limit + 1
+            conn,
+            _SENT_PAGE,
+            sender_system,
+            since,
+            until,
+            start_at,
+            states,
+            start_id,
+            limit + 1,
+            list(services) if services is not None else None,
         )
         page = rows[:limit]
         deliveries: dict[str, list[dict[str, Any]]] = {str(r["message_id"]): [] for r in page}

@@ -105,7 +105,8 @@ async def test_submit_poll_ack_and_state(gw: Gateway) -> None:
 async def test_the_messages_a_system_sent_page_by_page_with_their_deliveries(gw: Gateway) -> None:
     """GET /v1/messages: the window's messages of the calling system only, oldest first, a page at a time with a
     cursor, each with its deliveries; ``delivery=`` keeps those with a delivery in the states listed (发文跟踪: who has
-    not signed for it yet); every bad parameter is a 400 GATEWAY_BAD_REQUEST that says what is wrong."""
+    not signed for it yet), ``service=`` those of the services named; every bad parameter is a 400
+    GATEWAY_BAD_REQUEST that says what is wrong."""
     import datetime as dt
 
     from hub.store.messages import update_delivery_states
@@ -152,6 +153,11 @@ async def test_the_messages_a_system_sent_page_by_page_with_their_deliveries(gw:
     async with other.get("/v1/messages", params={**window, "delivery": "received"}) as r:
         only = (await r.json())["messages"]
     assert [m["message_id"] for m in only] == sent[:1] and "received" in only[0]["deliveries"][0]["times"]
+    # by service: the 公文 are document.official; none of them is an info.report
+    async with other.get("/v1/messages", params={**window, "service": "document.official, info.report"}) as r:
+        assert [m["message_id"] for m in (await r.json())["messages"]] == sent
+    async with other.get("/v1/messages", params={**window, "service": "info.report"}) as r:
+        assert r.status == 200 and (await r.json())["messages"] == []
     # another system's view of the same window holds none of them
     async with recipient.get("/v1/messages", params=window) as r:
         assert r.status == 200 and not {m["message_id"] for m in (await r.json())["messages"]} & set(sent)
@@ -168,6 +174,9 @@ async def test_the_messages_a_system_sent_page_by_page_with_their_deliveries(gw:
         ({"delivery": "signed"}, "'signed' is not one"),
         ({"delivery": ","}, "delivery lists"),
         ({"after": "not-a-cursor"}, "next value"),
+        ({"service": "document.officail"}, "'document.officail' is not a service of this hub"),
+        ({"service": ","}, "service lists 1 to 16"),
+        ({"service": ",".join(["document.official"] * 17)}, "service lists 1 to 16"),
     ):
         async with other.get("/v1/messages", params=bad) as r:
             body = await r.json()

@@ -641,6 +641,14 @@ async def test_document_tracking_through_the_adapter_over_https(gw: Gateway, tmp
             (DEHUI, "delivered", "已送达未签收 delivered")
         ]
 
+        # by service: the 公文 alone (both are); a name the hub does not know is the gateway's refusal
+        documents = [m.message_id async for m in nongan.sent_messages(since=since, service=["document.official"])]
+        assert documents == [first.message_id, second.message_id]
+        assert [m async for m in nongan.sent_messages(since=since, service="info.report")] == []
+        with pytest.raises(HubRefused) as unknown:
+            [m async for m in nongan.sent_messages(since=since, service=["document.officail"])]
+        assert unknown.value.code == "GATEWAY_BAD_REQUEST" and "document.officail" in unknown.value.reason
+
         # 40 days: the gateway takes at most 31 a request, so this passes only when read in parts
         now = dt.datetime.now(dt.UTC)
         long = [m.message_id async for m in nongan.sent_messages(since=now - dt.timedelta(days=40), until=now)]
@@ -652,6 +660,8 @@ async def test_document_tracking_through_the_adapter_over_https(gw: Gateway, tmp
             {"page": 201},
             {"since": dt.datetime(2026, 12, 1)},
             {"since": now, "until": now - dt.timedelta(hours=1)},
+            {"service": ["Document Official"]},
+            {"service": []},
         ):
             with pytest.raises(ValueError):
                 nongan.sent_messages(**bad)  # type: ignore[arg-type]
@@ -720,12 +730,16 @@ async def test_document_tracking_of_an_adapter_on_rabbitmq(gw: Gateway, tmp_path
     def in_thread(*args: str) -> Any:
         return asyncio.to_thread(sent, *args)
 
-    listing = await in_thread("--pending")
+    listing = await in_thread("--pending", "--service", "approval.application")
     assert listing.returncode == 0, listing.stderr
     assert receipt.message_id in listing.stdout and f"主送 to  {APPROVAL}" in listing.stdout
     assert "已送达未签收 delivered" in listing.stdout and "共 1 件，其中 1 件尚有收件方未签收" in listing.stdout
     one = await in_thread("--id", receipt.message_id)
     assert one.returncode == 0 and "枢纽回执 receipt" in one.stdout and "已受理 accepted" in one.stdout, one.stderr
+    other = await in_thread("--service", "document.official")
+    assert other.returncode == 0 and "共 0 件" in other.stdout, other.stderr
+    bad = await in_thread("--service", "not a service")
+    assert bad.returncode == 1 and "ADAPTER_TRACKING" in bad.stderr and "INTERNAL" not in bad.stderr
     missing = await in_thread("--id", "00000000-0000-4000-8000-000000000001")
     assert missing.returncode == 1 and "没有本系统发出的报文" in missing.stdout
     config.write_text(f'system = "{PORTAL}"\nhome = "{portal_home}"\n', encoding="utf-8")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from adapters.sdk import NOT_SIGNED_FOR, SdkError
-from adapters.sdk._tracking import MAX_PAGE, MAX_WINDOW_DAYS, _sent, _states
-from hub.gateway.openapi import MAX_SENT_PAGE, MAX_SENT_WINDOW_DAYS
+from adapters.sdk._tracking import MAX_PAGE, MAX_SERVICES, MAX_WINDOW_DAYS, _sent, _services, _states
+from hub.gateway.openapi import MAX_SENT_PAGE, MAX_SENT_SERVICES, MAX_SENT_WINDOW_DAYS
 from hub.store.records import DELIVERY_RANK, DELIVERY_STATE_ZH, DELIVERY_STATES, MESSAGE_STATE_ZH, MESSAGE_STATES
 
 
@@ -103,8 +103,20 @@ def test_delivery_states_are_checked_before_anything_is_read() -> None:
             _states(bad)
 
 
+def test_service_names_are_checked_before_anything_is_read() -> None:
+    from hub.settings import PROJECT_ROOT
+
+    assert _services(None) == []
+    assert _services("document.official, info.report") == ["document.official", "info.report"]
+    for name in (p.name for p in (PROJECT_ROOT / "schemas" / "services").iterdir()):
+        assert _services([name]) == [name]  # every service of the hub is a name the SDK passes on
+    for bad in ([], ["document.official/1"], ["Document.Official"], ["x"], ["document.official"] * 17):
+        with pytest.raises(ValueError, match="service lists 1 to 16"):
+            _services(bad)
+
+
 def test_the_sdk_and_the_gateway_share_their_limits_and_labels() -> None:
-    assert (MAX_PAGE, MAX_WINDOW_DAYS) == (MAX_SENT_PAGE, MAX_SENT_WINDOW_DAYS)
+    assert (MAX_PAGE, MAX_WINDOW_DAYS, MAX_SERVICES) == (MAX_SENT_PAGE, MAX_SENT_WINDOW_DAYS, MAX_SENT_SERVICES)
     assert set(DELIVERY_STATE_ZH) == set(DELIVERY_STATES) == set(DELIVERY_RANK)
     assert set(MESSAGE_STATE_ZH) == set(MESSAGE_STATES)
     assert set(NOT_SIGNED_FOR) <= set(DELIVERY_STATES)
@@ -128,7 +140,12 @@ async def test_a_long_window_is_asked_for_in_contiguous_parts_each_a_page_at_a_t
     tracking._get = answer  # type: ignore[method-assign]
     until = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
     since = until - dt.timedelta(days=65)
-    got = [m async for m in tracking.sent_messages(since=since, until=until, delivery=NOT_SIGNED_FOR, page=7)]
+    got = [
+        m
+        async for m in tracking.sent_messages(
+            since=since, until=until, delivery=NOT_SIGNED_FOR, service=["document.official"], page=7
+        )
+    ]
     assert len(got) == 3  # one message on the first page of each part
     parts = [(p["since"], p.get("until")) for p in asked if "after" not in p]
     assert parts == [
@@ -138,6 +155,7 @@ async def test_a_long_window_is_asked_for_in_contiguous_parts_each_a_page_at_a_t
     ]
     assert [p.get("after") for p in asked] == [None, "cursor-1"] * 3
     assert all(p["limit"] == "7" and p["delivery"] == "pending,failed,delivered" for p in asked)
+    assert all(p["service"] == "document.official" for p in asked)
 
     asked.clear()
     recent = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
