@@ -105,9 +105,9 @@ def served(integration_settings: Settings, tmp_path_factory: pytest.TempPathFact
 #: depth in state all threads share (github.com/python/cpython/issues/106905): when the garbage collector runs a
 #: finalizer inside one thread's ``ast.parse`` and another thread parses meanwhile, the first fails with
 #: ``SystemError: AST constructor recursion depth mismatch``. Hypothesis parses the source of each filter's lambda the
-#: first time it describes it, from every one of schemathesis's 8 worker threads: twice in the eighteen sessions the
-#: run ended in that "Runtime Error" after every test case had passed. Eight threads parsing with cyclic garbage that
-#: has finalizers raise it within seconds on this machine's 3.11.7; with the lock, never.
+#: first time it describes it, from every one of schemathesis's 8 worker threads: a CI run of 2026-12-06 ended in
+#: that "Runtime Error" after every test case had passed. Eight threads parsing beside cyclic garbage with finalizers
+#: raise it within seconds on this machine's 3.11.7; with the lock, never.
 _SCHEMATHESIS = """
 import ast, sys, threading
 _lock, _parse = threading.RLock(), ast.parse
