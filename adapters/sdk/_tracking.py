@@ -143,18 +143,17 @@ class Tracking:
         *,
         request_timeout: float = 30.0,
         reconnect: tuple[float, float] = (0.5, 30.0),
-        checked: bool = True,
         settings: AdapterSettings | None = None,
-        owns_session: bool = False,
     ) -> None:
+        """On ``session`` to the gateway at ``base_url``. ``settings`` (given by ``connect``): the session is this
+        object's own (``close`` closes it) and the gateway has not yet been seen to take the certificate, which the
+        first request makes sure of; without them the session is an adapter's, its certificate checked at start."""
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.request_timeout = request_timeout
         self.reconnect = reconnect
-        #: Whether the gateway took the certificate already (an adapter over the gateway checked it at start).
-        self._checked = checked
         self._settings = settings
-        self.owns_session = owns_session
+        self._checked = settings is None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -185,14 +184,12 @@ class Tracking:
             url,
             request_timeout=settings.request_timeout,
             reconnect=(settings.reconnect_initial, settings.reconnect_max),
-            checked=False,
             settings=settings,
-            owns_session=True,
         )
 
     async def close(self) -> None:
         """Close the connection, when it is this object's own (not an adapter's transport's)."""
-        if self.owns_session:
+        if self._settings is not None:
             await self.session.close()
 
     # ------------------------------------------------------------------------------------------ reading

@@ -790,16 +790,15 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cn(at: Any) -> str:
-    import datetime as dt
+    from hub.processes.engine import CN_TZ
 
-    return str(at.astimezone(dt.timezone(dt.timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S"))
+    return str(at.astimezone(CN_TZ).strftime("%Y-%m-%d %H:%M:%S"))
 
 
 def _sent_lines(sent: Any, *, answers: bool) -> str:
     """A sent message as an agency's administrator reads it: one line, then one per recipient (and the answers)."""
-    from hub.store.records import MESSAGE_STATE_ZH
+    from hub.store.records import DELIVERY_ROLE_ZH, MESSAGE_STATE_ZH
 
-    role = {"to": "主送 to", "cc": "抄送 cc"}
     lines = [
         f"{_cn(sent.received_at)}  {sent.service}  {sent.urgency} {sent.classification}  "
         f"{MESSAGE_STATE_ZH.get(sent.state, sent.state)}{f' [{sent.error_code}]' if sent.error_code else ''}  "
@@ -808,7 +807,7 @@ def _sent_lines(sent: Any, *, answers: bool) -> str:
     for d in sent.deliveries:
         when = d.times.get(d.state)
         lines.append(
-            f"    {role.get(d.role, d.role)}  {d.system} ({d.agency})  {d.label}"
+            f"    {DELIVERY_ROLE_ZH.get(d.role, d.role)}  {d.system} ({d.agency})  {d.label}"
             + (f"  {_cn(when)}" if when else "")
             + (f" [{d.error_code}]" if d.error_code else "")
         )

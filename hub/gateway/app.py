@@ -744,8 +744,9 @@ def _services(request: web.Request) -> list[str]:
 
 @functools.cache
 def _known_services(schemas_dir: Path) -> frozenset[str]:
-    """The service names of the hub's schemas (``schemas/services/<name>/<version>``), read once."""
-    return frozenset(p.name for p in (schemas_dir / "services").iterdir() if p.is_dir())
+    """The service names of the hub's schemas, read once: the folders ``hub.validation.SchemaRegistry`` compiles
+    (``services/<name>/<version>/schema.xsd``; the gateway process holds no registry of its own)."""
+    return frozenset(xsd.parent.parent.name for xsd in schemas_dir.glob("services/*/*/schema.xsd"))
 
 
 async def sent_list(request: web.Request) -> web.StreamResponse:

@@ -46,7 +46,7 @@ from hub.envelope import Recipient
 from hub.envelope.xsdvalue import xsd_datetime
 from hub.processes.engine import CN_TZ, FED_KINDS, FedMessage, Timer, Tx
 from hub.store.db import fetch_planned_now
-from hub.store.records import DELIVERY_STATE_ZH
+from hub.store.records import DELIVERY_ROLE_ZH, DELIVERY_STATE_ZH
 
 if TYPE_CHECKING:
     import asyncpg
@@ -75,7 +75,7 @@ DONE = frozenset({"handled", "feedback"})
 #: States of a main addressee that a reminder can still help (blocked/failed: the document never reached it).
 REMINDABLE = frozenset({"pending", "delivered", "received", "read"})
 STATE_ZH = DELIVERY_STATE_ZH
-ROLE_ZH = {"to": "主送 to", "cc": "抄送 cc"}
+ROLE_ZH = DELIVERY_ROLE_ZH
 #: Records scanned per query for documents that carry a FeedbackDue.
 SCAN_WINDOW = 2000
 

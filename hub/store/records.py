@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 
 __all__ = [
     "DELIVERY_RANK",
+    "DELIVERY_ROLE_ZH",
     "DELIVERY_STATES",
     "DELIVERY_STATE_ZH",
     "MESSAGE_STATES",
@@ -76,6 +77,8 @@ DELIVERY_STATE_ZH: Final[dict[str, str]] = {
     "handled": "已办结 handled",
     "feedback": "已反馈 feedback",
 }
+#: A recipient's role, as a person reads it: 主送 (to) or 抄送 (cc).
+DELIVERY_ROLE_ZH: Final[dict[str, str]] = {"to": "主送 to", "cc": "抄送 cc"}
 #: Forward order of the document-tracking states (blocked/failed are handled apart).
 DELIVERY_RANK: Final[dict[str, int]] = {
     "pending": 0,
