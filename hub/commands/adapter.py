@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import functools
 import importlib
 import itertools
@@ -740,6 +741,7 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
         adapter_settings = AdapterSettings.from_file(args.config)
     except SdkError as exc:
         raise AdapterCommandError("ADAPTER_SETTINGS", str(exc)) from None
+    adapter_settings = dataclasses.replace(adapter_settings, request_timeout=float(args.timeout))
     until = args.until or dt.datetime.now(dt.UTC)
     since = args.since or until - dt.timedelta(days=args.days)
     if not since < until:
@@ -839,6 +841,12 @@ def _days(raw: str) -> int:
     return int(raw)
 
 
+def _seconds(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 600:
+        raise argparse.ArgumentTypeError(f"{raw!r}: a whole number of seconds from 1 to 600")
+    return int(raw)
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from hub.trust.keys import ALGORITHMS
 
@@ -894,6 +902,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="only messages of this service, e.g. document.official (again for more)",
     )
     p.add_argument("--id", metavar="MESSAGE_ID", help="one message, with the hub's answers about it")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=10,
+        metavar="SECONDS",
+        help="how long to keep asking a gateway that is unavailable or busy before giving up (default 10; the "
+        "settings' request_timeout is for the adapter's own requests)",
+    )
     p.set_defaults(handler=cmd_sent)
 
     p = asub.add_parser("run", help="run an adapter until SIGTERM (JSON logs on standard error)")

@@ -746,3 +746,16 @@ async def test_document_tracking_of_an_adapter_on_rabbitmq(gw: Gateway, tmp_path
     unset_cli = await in_thread()
     assert unset_cli.returncode == 2 and "ADAPTER_TRACKING" in unset_cli.stderr
     assert "SDK_TRACKING_UNSET" in unset_cli.stderr
+    # A gateway that does not answer: the command gives up after --timeout (the settings' request_timeout is 30 s)
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config.write_text(
+        f'system = "{PORTAL}"\nhome = "{portal_home}"\ntracking_url = "https://127.0.0.1:{port}"\n', encoding="utf-8"
+    )
+    asked = time.monotonic()
+    down = await in_thread("--timeout", "2")
+    assert time.monotonic() - asked < 25, "--timeout was not what bounded the wait"
+    assert down.returncode == 1 and "ADAPTER_TRACKING" in down.stderr and "INTERNAL" not in down.stderr, down.stderr
