@@ -18,7 +18,8 @@ delivery is the hub's signed receipts and the recipients' signed document.receip
 
 Windows longer than the gateway's 31 days are read in parts, each part a page at a time; ``since`` and ``until``
 must carry their offset. Failures are the SDK's own: 429, 503 and an unreachable gateway are tried again within
-``request_timeout`` (then ``HubUnavailable``); a refusal (400, 401, 403) is ``HubRefused`` with the gateway's code; a
+``request_timeout`` (then ``HubUnavailable``); a refusal (400, 401, 403) and the gateway's own fault (500 ``INTERNAL``,
+which asking again would only meet again) are ``HubRefused`` with the gateway's code; a
 certificate the gateway refuses on first contact is a ``ConfigurationError``, as at an adapter's start.
 """
 
@@ -28,7 +29,7 @@ import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,8 @@ _SERVICE_NAME = re.compile(r"[a-z][a-z0-9]*(?:\.[a-z][a-z0-9-]*)+")
 #: The part of a long window asked for at once: a day under the gateway's limit, so that neither clock's drift
 #: makes the part longer than the gateway takes.
 _PART = dt.timedelta(days=MAX_WINDOW_DAYS - 1)
+#: How long the open last part of a window without ``until`` is at least (``_parts``): more than any clock skew.
+_OPEN_TAIL = dt.timedelta(days=1)
 
 
 class _BadAnswer(SdkError):
@@ -223,7 +226,9 @@ class Tracking:
             if value is not None and (not isinstance(value, dt.datetime) or value.utcoffset() is None):
                 raise ValueError(f"{name} must be a datetime with its offset (tzinfo), not {value!r}")
         end = until or dt.datetime.now(dt.UTC)
+        _within_years(end, "until")
         start = since or end - dt.timedelta(days=1)
+        _within_years(start, "since")
         if not start < end:
             raise ValueError(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
         return self._pages(start, end, states, services, page, open_end=until is None)
@@ -238,12 +243,10 @@ class Tracking:
         *,
         open_end: bool,
     ) -> AsyncIterator[SentMessage]:
-        """Each part of the window, each a page at a time. Without an ``until`` the last part is left open, so the
-        gateway's clock ends it (a client's clock behind the hub's would otherwise miss the latest messages)."""
-        while start < end:
-            stop = min(end, start + _PART)
-            params = {"since": _utc(start), "limit": str(page)}
-            if stop < end or not open_end:
+        """Each part of the window (``_parts``), each a page at a time."""
+        for part_start, stop in _parts(start, end, open_end=open_end):
+            params = {"since": _utc(part_start), "limit": str(page)}
+            if stop is not None:
                 params["until"] = _utc(stop)
             if states:
                 params["delivery"] = ",".join(states)
@@ -261,14 +264,13 @@ class Tracking:
                 if not isinstance(after, str):
                     raise _BadAnswer(f"the gateway's next is not a string: {after!r:.100}")
                 params["after"] = after
-            start = stop
 
     # ------------------------------------------------------------------------------------------ the exchange
 
     async def _get(self, path: str, params: dict[str, str] | None, what: str) -> dict[str, Any] | None:
         """The JSON of a GET (None for a 404), ``HubRefused`` for a refusal, ``HubUnavailable`` when the gateway did
         not answer within ``request_timeout``."""
-        from adapters.sdk._gateway import _detail, _settled, _Unavailable, exchange
+        from adapters.sdk._gateway import _detail, _Unavailable, exchange
 
         if not self._checked:
             await self._check()
@@ -278,7 +280,7 @@ class Tracking:
                 "GET",
                 f"{self.base_url}{path}",
                 what,
-                _settled,  # 408, 429, 5xx: asked again within request_timeout
+                _read_settled,
                 params=params,
                 request_timeout=self.request_timeout,
                 reconnect=self.reconnect,
@@ -304,8 +306,45 @@ class Tracking:
         from adapters.sdk._gateway import _probe
 
         assert self._settings is not None
-        await _probe(self.session, self._settings, self._settings.system, base=self.base_url)
-        self._checked = True
+        reached, _ = await _probe(self.session, self._settings, self._settings.system, base=self.base_url)
+        self._checked = reached is not None  # unreachable: looked at again on the next read
+
+
+def _parts(start: dt.datetime, end: dt.datetime, *, open_end: bool) -> Iterator[tuple[dt.datetime, dt.datetime | None]]:
+    """The parts a window is read in: at most ``_PART`` each, meeting end to end. Without an ``until``
+    (``open_end``) the last part has no end, so the gateway's clock ends it (a client clock behind the hub's would
+    otherwise miss the latest messages), and it starts ``_OPEN_TAIL`` before the client's now: a gateway clock
+    behind the client's would refuse an open part that starts after its own now (a window of exactly 30 days would
+    otherwise leave one a few microseconds long)."""
+    if open_end and end - start <= _PART:
+        yield start, None
+        return
+    bounded = end - _OPEN_TAIL if open_end else end
+    while start < bounded:
+        stop = min(bounded, start + _PART)
+        yield start, stop
+        start = stop
+    if open_end:
+        yield start, None
+
+
+def _read_settled(status: int, kind: str) -> bool:
+    """A read's answer that is final: all but 408, 429, 502–504 and a 500 that is not the gateway's own JSON (those
+    are asked again within ``request_timeout``). The gateway's 500 ``INTERNAL`` is a fault of its code that asking
+    again would only meet again: it is the caller's ``HubRefused`` at once."""
+    from adapters.sdk._gateway import _TRANSIENT
+
+    return status not in _TRANSIENT or (status == 500 and kind == "application/json")
+
+
+def _within_years(at: dt.datetime, name: str) -> None:
+    """A time the window's arithmetic and the gateway can take: between the years 2 and 9998 in UTC."""
+    try:
+        year = at.astimezone(dt.UTC).year
+    except OverflowError:
+        year = 0
+    if not 1 < year < 9999:
+        raise ValueError(f"{name} must lie between the years 2 and 9998 in UTC, not {at.isoformat()}")
 
 
 def _utc(at: dt.datetime) -> str:

@@ -381,6 +381,7 @@ class TestHub:
                 namespace="",
                 gateway_url=self.gateway_url,
                 tracking_url="",  # the test hub's gateway (https=True) or none: never the production one
+                gateway_proxy="",  # the test gateway is on this machine: never through the agency's proxy
             )
         adapter._wiring = None
         await adapter.start()

@@ -734,7 +734,7 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
     gateway with the adapter's enrolment (``adapters.sdk.Tracking``; the adapter itself need not run here)."""
     import datetime as dt
 
-    from adapters.sdk import AdapterSettings, SdkError
+    from adapters.sdk import AdapterSettings, ConfigurationError, SdkError
     from adapters.sdk._tracking import NOT_SIGNED_FOR, Tracking
 
     try:
@@ -742,10 +742,16 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
     except SdkError as exc:
         raise AdapterCommandError("ADAPTER_SETTINGS", str(exc)) from None
     adapter_settings = dataclasses.replace(adapter_settings, request_timeout=float(args.timeout))
-    until = args.until or dt.datetime.now(dt.UTC)
-    since = args.since or until - dt.timedelta(days=args.days)
-    if not since < until:
-        raise AdapterCommandError("ADAPTER_TRACKING", "--since must be before --until", exit=1)
+    if args.since is not None and args.days is not None:
+        raise AdapterCommandError("ADAPTER_TRACKING", "--days and --since exclude each other: give one", exit=1)
+    # Without --until the window is left open, so the hub's clock ends it (this machine's may be behind the hub's)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        since = args.since or (args.until or now) - dt.timedelta(days=args.days or 1)
+    except OverflowError:
+        raise AdapterCommandError("ADAPTER_TRACKING", "--until lies too close to the year 1", exit=1) from None
+    if not since < (args.until or now):
+        raise AdapterCommandError("ADAPTER_TRACKING", "--since must be before --until (or now)", exit=1)
     if args.service:
         from adapters.sdk._tracking import _services
 
@@ -757,24 +763,34 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
     async def read() -> int:
         async with Tracking.open(adapter_settings) as tracking:
             if args.id:
+                if not args.id.strip():
+                    raise AdapterCommandError(
+                        "ADAPTER_TRACKING", "--id is the id of a message this system sent", exit=1
+                    )
                 found = await tracking.message_state(args.id)
                 if found is None:
                     print(f"没有本系统发出的报文 {args.id} — {adapter_settings.system} sent no such message")
                     return 1
                 print(_sent_lines(found, answers=True))
                 return 0
+            try:  # the arguments are checked here, before anything is read
+                listing = tracking.sent_messages(
+                    since=since,
+                    until=args.until,
+                    delivery=NOT_SIGNED_FOR if args.pending else None,
+                    service=args.service,
+                    page=200,
+                )
+            except ValueError as exc:  # e.g. a window outside the years 2 to 9998
+                raise AdapterCommandError("ADAPTER_TRACKING", str(exc), exit=1) from None
             print(
-                f"发文跟踪 sent by {adapter_settings.system}: {_cn(since)} — {_cn(until)}（北京时间 UTC+8）"
+                f"发文跟踪 sent by {adapter_settings.system}: {_cn(since)} — "
+                + (_cn(args.until) if args.until else "至今 now")
+                + "（北京时间 UTC+8）"
                 + ("，只列尚有收件方未签收的 only those some recipient has not yet signed for" if args.pending else "")
             )
             total = waiting = 0
-            async for sent in tracking.sent_messages(
-                since=since,
-                until=until,
-                delivery=NOT_SIGNED_FOR if args.pending else None,
-                service=args.service,
-                page=200,
-            ):
+            async for sent in listing:
                 total += 1
                 waiting += bool(sent.not_signed_for)
                 print(_sent_lines(sent, answers=False))
@@ -786,8 +802,8 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         return asyncio.run(read())
-    except SdkError as exc:
-        configuration = exc.code in ("SDK_TRACKING_UNSET", "SDK_NOT_ENROLLED", "SDK_CONFIG")
+    except SdkError as exc:  # the settings, the enrolment, the certificate or the proxy: 2; the gateway's refusal: 1
+        configuration = isinstance(exc, ConfigurationError)
         raise AdapterCommandError("ADAPTER_TRACKING", str(exc), exit=2 if configuration else 1) from None
 
 
@@ -893,7 +909,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--config", required=True, metavar="FILE", help="the adapter's settings.toml")
     p.add_argument("--since", type=_instant, metavar="TIME", help="from (with its offset; default --days before)")
     p.add_argument("--until", type=_instant, metavar="TIME", help="to (with its offset; default now)")
-    p.add_argument("--days", type=_days, default=1, metavar="N", help="days before --until (default 1)")
+    p.add_argument("--days", type=_days, metavar="N", help="days before --until or now (default 1; not with --since)")
     p.add_argument("--pending", action="store_true", help="only messages some recipient has not yet signed for")
     p.add_argument(
         "--service",

@@ -715,7 +715,7 @@ def _position(raw: str) -> tuple[dt.datetime, str]:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
         at, mid = text.split("/")
-        when = dt.datetime.fromisoformat(at)
+        when = xsd_datetime(at)  # what the store can take (a forged year 1 east of UTC is refused here, not a 500)
         if when.tzinfo is None:
             raise ValueError("no offset")
         return when, str(uuid.UUID(mid))

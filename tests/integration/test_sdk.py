@@ -198,12 +198,15 @@ async def test_retries_run_out_into_the_dead_letter_queue_with_the_reason(mode: 
 
 async def test_document_tracking_reads_the_test_hubs_gateway_never_the_production_one(mode: str) -> None:
     """Under ``TestHub`` an adapter's 发文跟踪 (``message_state``, ``sent_messages``) reads the test hub's own gateway
-    (``https=True``): the ``tracking_url`` of its production settings is never asked. Without a gateway (in memory,
-    on RabbitMQ) it says so (SDK_TRACKING_UNSET) instead."""
+    (``https=True``): the ``tracking_url`` of its production settings is never asked, nor the agency's proxy named
+    beside it. Without a gateway (in memory, on RabbitMQ) it says so (SDK_TRACKING_UNSET) instead."""
     from adapters.sdk import ConfigurationError
 
     production = AdapterSettings(
-        system=COUNTY_222403, home=Path("/nonexistent"), tracking_url="https://gateway.jl-forestry.gov.cn:8443"
+        system=COUNTY_222403,
+        home=Path("/nonexistent"),
+        tracking_url="https://gateway.jl-forestry.gov.cn:8443",
+        gateway_proxy="http://proxy.jl-forestry.gov.cn:3128",
     )
     county = Adapter(COUNTY_222403, production)
     async with TestHub(county):

@@ -740,6 +740,15 @@ async def test_document_tracking_of_an_adapter_on_rabbitmq(gw: Gateway, tmp_path
     assert other.returncode == 0 and "共 0 件" in other.stdout, other.stderr
     bad = await in_thread("--service", "not a service")
     assert bad.returncode == 1 and "ADAPTER_TRACKING" in bad.stderr and "INTERNAL" not in bad.stderr
+    for refused in (
+        ("--days", "2", "--since", "2026-12-01T00:00:00+08:00"),  # the two exclude each other
+        ("--until", "0001-01-01T12:00:00Z"),  # no window of a day fits before it
+        ("--since", "0001-01-02T00:00:00Z", "--until", "0001-01-03T00:00:00Z"),  # outside the years 2 to 9998
+        ("--id", " "),
+    ):
+        answer = await in_thread(*refused)
+        assert answer.returncode == 1 and "ADAPTER_TRACKING" in answer.stderr, (refused, answer.stderr)
+        assert "INTERNAL" not in answer.stderr and "Traceback" not in answer.stderr, answer.stderr
     missing = await in_thread("--id", "00000000-0000-4000-8000-000000000001")
     assert missing.returncode == 1 and "没有本系统发出的报文" in missing.stdout
     config.write_text(f'system = "{PORTAL}"\nhome = "{portal_home}"\n', encoding="utf-8")
@@ -759,3 +768,21 @@ async def test_document_tracking_of_an_adapter_on_rabbitmq(gw: Gateway, tmp_path
     down = await in_thread("--timeout", "2")
     assert time.monotonic() - asked < 25, "--timeout was not what bounded the wait"
     assert down.returncode == 1 and "ADAPTER_TRACKING" in down.stderr and "INTERNAL" not in down.stderr, down.stderr
+
+    # Something that is not a TLS server where the gateway should be: configuration (exit 2), not a refusal
+    async def not_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    plain = await asyncio.start_server(not_tls, "127.0.0.1", 0)
+    async with plain:
+        port = plain.sockets[0].getsockname()[1]
+        config.write_text(
+            f'system = "{PORTAL}"\nhome = "{portal_home}"\ntracking_url = "https://127.0.0.1:{port}"\n',
+            encoding="utf-8",
+        )
+        wrong = await in_thread("--timeout", "2")
+    assert wrong.returncode == 2 and "ADAPTER_TRACKING" in wrong.stderr and "SDK_GATEWAY_TLS" in wrong.stderr, (
+        wrong.stderr
+    )

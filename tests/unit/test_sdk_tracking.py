@@ -5,6 +5,7 @@ tests/integration/test_sdk_gateway.py (test_document_tracking_*)."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any
 
 import pytest
@@ -162,3 +163,74 @@ async def test_a_long_window_is_asked_for_in_contiguous_parts_each_a_page_at_a_t
     assert len([m async for m in tracking.sent_messages(since=recent)]) == 1
     assert [("until" in p) for p in asked] == [False, False]  # open: the gateway's now ends it
     assert asked[0]["since"].endswith("Z") and "+" not in asked[0]["since"]
+
+
+def test_without_until_the_open_last_part_starts_a_day_before_now() -> None:
+    """A gateway whose clock is behind the client's refuses an open part that starts after its own now: a window of
+    30 days without ``until`` once left an open part a few microseconds long (HubRefused midway through the list)."""
+    from adapters.sdk._tracking import _OPEN_TAIL, _PART, _parts
+
+    now = dt.datetime(2026, 12, 7, 8, 0, tzinfo=dt.UTC)
+    for days in (30.00001, 31, 59, 60, 61, 90):  # 30 days and a second: the case that failed
+        since = now - dt.timedelta(days=days)
+        parts = list(_parts(since, now, open_end=True))
+        assert parts[0][0] == since and parts[-1] == (now - _OPEN_TAIL, None), days
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(parts)), "contiguous"
+        assert all(stop is not None and stop - start <= _PART for start, stop in parts[:-1])
+    for short in (now - dt.timedelta(hours=3), now - _PART):  # within one part: open from since
+        assert list(_parts(short, now, open_end=True)) == [(short, None)]
+    bounded = list(_parts(now - dt.timedelta(days=61), now, open_end=False))
+    assert bounded[-1][1] == now and len(bounded) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "final"),
+    [
+        (200, "application/json", True),
+        (400, "application/json", True),
+        (404, "application/json", True),
+        (500, "application/json", True),  # the gateway's own INTERNAL: a fault that asking again meets again
+        (500, "text/html", False),  # something between (a reverse proxy) failed: asked again
+        (429, "application/json", False),
+        (503, "application/json", False),
+        (502, "text/html", False),
+    ],
+)
+def test_which_answers_to_a_read_are_asked_again(status: int, kind: str, final: bool) -> None:
+    from adapters.sdk._tracking import _read_settled
+
+    assert _read_settled(status, kind) is final
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (None, dt.datetime(1, 1, 1, 12, tzinfo=dt.UTC)),
+        (dt.datetime(1, 1, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=8))), None),
+        (None, dt.datetime(9999, 12, 31, 23, tzinfo=dt.UTC)),
+    ],
+)
+def test_a_window_outside_the_years_2_to_9998_is_a_value_error(
+    since: dt.datetime | None, until: dt.datetime | None
+) -> None:
+    from adapters.sdk._tracking import Tracking
+
+    tracking = Tracking(None, "https://gw:8443")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="between the years 2 and 9998"):
+        tracking.sent_messages(since=since, until=until)
+
+
+def test_the_gateways_cursor_refuses_an_instant_the_store_cannot_take() -> None:
+    """A forged ``after`` of year 1 east of UTC was taken, and PostgreSQL's client then failed: a 500, not a 400."""
+    import base64
+
+    from hub.gateway.app import Refused, _position
+
+    def cursor(at: str) -> str:
+        return base64.urlsafe_b64encode(f"{at}/00000000-0000-4000-8000-000000000000".encode()).decode().rstrip("=")
+
+    assert _position(cursor("2026-12-06T08:00:00+08:00"))[0] == dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    for bad in ("0001-01-01T00:00:00+08:00", "2026-12-06T08:00:00", "yesterday"):
+        with pytest.raises(Refused) as caught:
+            _position(cursor(bad))
+        assert caught.value.status == 400 and caught.value.code == "GATEWAY_BAD_REQUEST", bad
