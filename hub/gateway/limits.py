@@ -66,29 +66,20 @@ class Limits:
         self._buckets: dict[str, TokenBucket] = {}
         self._active: dict[str, int] = {}
 
+    def check(self, system: str) -> None:
+        """``Refused`` (429) when ``admit`` would refuse the system now; nothing is taken (the token and the slot
+        are ``admit``'s, when the request comes): for ``Expect: 100-continue``, before the client sends its body."""
+        refused = self._over(system, take=False)
+        if refused is not None:
+            raise refused
+
     @contextmanager
     def admit(self, system: str) -> Iterator[None]:
         """Hold one of the system's concurrent slots for the block, after taking a token; else ``Refused`` (429)."""
-        rate, cap = self.lookup(system)
-        bucket = self._buckets.get(system)
-        if bucket is None or bucket.rate != rate:
-            bucket = self._buckets[system] = TokenBucket(rate)
-        wait = bucket.take(self.clock())
-        if wait > 0:
-            raise Refused(
-                429,
-                "GATEWAY_RATE_LIMITED",
-                f"system {system} is over its rate of {rate:g} requests a second",
-                retry_after=max(1, math.ceil(wait)),
-            )
+        refused = self._over(system, take=True)
+        if refused is not None:
+            raise refused
         active = self._active.get(system, 0)
-        if active >= cap:
-            raise Refused(
-                429,
-                "GATEWAY_CONCURRENCY",
-                f"system {system} already has {active} requests in progress (at most {cap})",
-                retry_after=1,
-            )
         self._active[system] = active + 1
         try:
             yield
@@ -98,3 +89,32 @@ class Limits:
                 self._active[system] = left
             else:
                 del self._active[system]
+
+    def _over(self, system: str, *, take: bool) -> Refused | None:
+        """The refusal the system's limits give now; ``take``: the token is taken (a copy of the bucket is asked
+        otherwise)."""
+        rate, cap = self.lookup(system)
+        bucket = self._buckets.get(system)
+        if bucket is None or bucket.rate != rate:
+            bucket = TokenBucket(rate)
+            if take:
+                self._buckets[system] = bucket
+        elif not take:
+            bucket = TokenBucket(rate, bucket.burst, bucket.tokens, bucket.stamp)
+        wait = bucket.take(self.clock())
+        if wait > 0:
+            return Refused(
+                429,
+                "GATEWAY_RATE_LIMITED",
+                f"system {system} is over its rate of {rate:g} requests a second",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        active = self._active.get(system, 0)
+        if active >= cap:
+            return Refused(
+                429,
+                "GATEWAY_CONCURRENCY",
+                f"system {system} already has {active} requests in progress (at most {cap})",
+                retry_after=1,
+            )
+        return None

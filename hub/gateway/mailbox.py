@@ -328,11 +328,12 @@ class Mailbox:
                 item.settled.set_result(None)
 
     async def ack(self, system: str, token: str) -> bool:
-        """Acknowledge an item handed out to ``system``; False when the token is unknown (or already settled)."""
+        """Acknowledge an item handed out to ``system``; False when the token is unknown (or already settled). Once
+        taken, the item is settled in a task of its own: a client that leaves mid-request does not cut it short."""
         item = self._take(system, token)
         if item is None:
             return False
-        await self._acknowledge(item)
+        await asyncio.shield(self._spawn(self._acknowledge(item)))
         return True
 
     def release(self, system: str, token: str) -> bool:
@@ -353,16 +354,28 @@ class Mailbox:
         item = self._take(system, token)
         if item is None:
             return None
-        if await park_refused(self.transport, system, [(item.msg, code, reason)]):
-            self._requeue(item)
-            return False
-        log.warning(
-            "inbox item refused by its system and dead-lettered: %s",
-            code,
-            extra={"message_id": item.message_id, "system": system, "code": code, "reason": reason[:300]},
-        )
-        await self._acknowledge(item)
-        return True
+
+        async def park() -> bool:
+            # Taken from the handed-out items, the item must end acknowledged or put back: whatever happens
+            # (a failure other than the broker's, a bug), it goes back unless its parked copy is safe.
+            try:
+                refused = await park_refused(self.transport, system, [(item.msg, code, reason)])
+            except BaseException:
+                self._requeue(item)
+                raise
+            if refused:
+                self._requeue(item)
+                return False
+            log.warning(
+                "inbox item refused by its system and dead-lettered: %s",
+                code,
+                extra={"message_id": item.message_id, "system": system, "code": code, "reason": reason[:300]},
+            )
+            await self._acknowledge(item)
+            return True
+
+        # In a task of its own: a client that leaves mid-request (the handler cancelled) does not cut it short.
+        return await asyncio.shield(self._spawn(park()))
 
     def _requeue(self, item: InboxItem) -> None:
         async def nack() -> None:

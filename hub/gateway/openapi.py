@@ -82,6 +82,7 @@ def _common() -> dict[str, Any]:
         "403": {"$ref": f"{_REF}/responses/Forbidden"},
         "429": {"$ref": f"{_REF}/responses/RateLimited"},
         "503": {"$ref": f"{_REF}/responses/Unavailable"},
+        "500": {"$ref": f"{_REF}/responses/Internal"},
     }
 
 
@@ -117,7 +118,11 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
         "415": _refusal("the body is not application/xml (GATEWAY_MEDIA_TYPE)"),
         "417": _refusal("an Expect header other than 100-continue (GATEWAY_BAD_REQUEST)"),
         "429": {"$ref": f"{_REF}/responses/RateLimited"},
-        "500": _refusal("the hub failed to examine the message (INTERNAL, signed hub.error)", xml=True),
+        "500": _refusal(
+            "the hub failed to examine the message (INTERNAL, signed hub.error), or the gateway failed (INTERNAL, "
+            "JSON: a fault of its own, logged with its traceback; asking again meets it again)",
+            xml=True,
+        ),
         "503": _refusal(
             "the broker or the database is unavailable, the hub's CRLs are stale (CERT_CRL_UNAVAILABLE), or no "
             "answer within the gateway's answer timeout "
@@ -579,6 +584,12 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     "description": "over the system's rate or concurrent-request cap (GATEWAY_RATE_LIMITED, "
                     "GATEWAY_CONCURRENCY)",
                     "headers": _headers("X-Hub-Code", "Retry-After"),
+                    "content": {"application/json": _error_json()},
+                },
+                "Internal": {
+                    "description": "the gateway failed (INTERNAL): a fault of its own, logged with its traceback, "
+                    "for the hub's operators to fix; asking again meets it again",
+                    "headers": _headers("X-Hub-Code"),
                     "content": {"application/json": _error_json()},
                 },
                 "Unavailable": {

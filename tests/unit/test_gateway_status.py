@@ -69,6 +69,29 @@ def test_token_bucket_and_concurrency() -> None:
     assert sum(bucket.take(0.0) == 0.0 for _ in range(20)) == 10
 
 
+def test_check_says_what_admit_would_refuse_and_takes_nothing() -> None:
+    """``Limits.check`` (``Expect: 100-continue``) refuses what ``admit`` would, without taking a token or a slot."""
+    now = [100.0]
+    limits = Limits(lambda system: (2.0, 1), clock=lambda: now[0])
+    for _ in range(5):
+        limits.check("a")  # a system not seen yet, many times: nothing taken
+    with limits.admit("a"):
+        with pytest.raises(Refused) as busy:
+            limits.check("a")
+        assert busy.value.code == "GATEWAY_CONCURRENCY"
+    limits.check("a")
+    with limits.admit("a"):  # the second token of the burst of 2: the checks took none
+        pass
+    with pytest.raises(Refused) as fast:
+        limits.check("a")
+    assert fast.value.code == "GATEWAY_RATE_LIMITED" and fast.value.retry_after == 1
+    now[0] += 0.5
+    limits.check("a")
+    limits.check("a")
+    with limits.admit("a"):  # the one token earned in half a second, left by the checks
+        pass
+
+
 def test_limits_from_the_directory_system() -> None:
     class Plain:
         pass

@@ -1,0 +1,245 @@
+"""The gateway at its edges (a review of 2026-12-07, each case reproduced against the real gateway, RabbitMQ and
+PostgreSQL before it was fixed): a refusal of a delivery that the client cut short or that failed midway never
+strands the delivery; a reason the broker cannot carry is a 400; an envelope whose id the gateway's bounded search
+cannot read is answered under the id the hub reads (not as a duplicate); parameters too long for ``int`` and cursors
+outside the store's years are 400s, not 500s; ``Expect: 100-continue`` is refused for a client the gateway would
+refuse, before the body is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from gateway_certs import client_ssl_context
+from gateway_client import Gateway, post, running_gateway
+from harness import SYSTEMS, Hub, document
+from harness import until as until_async
+
+from hub.envelope import Recipient
+from hub.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+SENDER = "county-220122-oa"  # 农安
+RECIPIENT = "county-220183-oa"  # 德惠
+DEHUI = SYSTEMS[RECIPIENT]
+
+
+@pytest.fixture(scope="module")
+def settings(integration_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from conftest import own_installation
+
+    with own_installation(integration_settings, tmp_path_factory, "gwedge") as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+async def gw(settings: Settings) -> AsyncIterator[Gateway]:
+    hub = Hub(settings)
+    await hub.setup()
+    await hub.start_worker()
+    clients = {s: SYSTEMS[s] for s in (SENDER, RECIPIENT)}
+    try:
+        async with running_gateway(hub, clients, visibility_timeout_s=2, answer_timeout_s=10, link_check_s=0) as g:
+            yield g
+    finally:
+        await hub.close()
+
+
+async def until(check: Any, what: str, timeout: float = 15.0) -> Any:
+    return await until_async(check, what, timeout=timeout, interval=0.1)
+
+
+async def _delivered(gw: Gateway) -> tuple[str, str]:
+    """A document from 农安 to 德惠, handed out to 德惠's poll: (its message id, its delivery tag)."""
+    status, headers, _ = await post(gw.session(SENDER), gw.hub.sign(SENDER, document(SENDER, [Recipient.to(DEHUI)])))
+    assert status == 202, headers
+    mid = headers["X-Hub-Message-Id"]
+    async with gw.session(RECIPIENT).get("/v1/inbox", params={"wait": "10"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == mid
+        return mid, r.headers["X-Hub-Delivery-Tag"]
+
+
+async def _dead_lettered(gw: Gateway, mid: str) -> list[Any]:
+    t = gw.hub.transport
+    found = []
+    for m in await t.fetch(t.names.dead_letter_queue, max_messages=100):
+        await t.ack([m])
+        if m.message_id == mid:
+            found.append(m)
+    return found
+
+
+async def _queued(gw: Gateway) -> int:
+    t = gw.hub.transport
+    return sum([await t.queue_depth(q) for q in t.names.system_queues(RECIPIENT)])
+
+
+async def test_a_refusal_the_client_cut_short_still_parks_and_acknowledges(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's connection drops while the parked copy is being published (a broker slow to confirm): the
+    refusal completes all the same — the copy in the dead-letter queue, the delivery acknowledged, nothing handed
+    out or queued. Before, the handler's cancellation left the delivery unacknowledged and out of the visibility
+    timeout's reach, and the system's polls and the gateway's stop then waited for it forever."""
+    mid, tag = await _delivered(gw)
+    transport = gw.state.transport
+    real = transport.publish_many
+
+    async def slow(items: Any) -> None:
+        await asyncio.sleep(1.0)
+        await real(items)
+
+    monkeypatch.setattr(transport, "publish_many", slow)
+    cert, key = gw.certs[RECIPIENT]
+    port = gw.runner.addresses[0][1]
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ssl_context(gw.pki_dir, cert, key))
+    body = b'{"code": "SIG_DIGEST", "reason": "the digest does not match"}'
+    writer.write(
+        f"POST /v1/inbox/{tag}/refuse HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.close()  # gone while the copy is being parked
+    parked = await until(lambda: _dead_lettered(gw, mid), "the refused delivery in the dead-letter queue")
+    assert parked[0].headers["x-refused-code"] == "SIG_DIGEST" and parked[0].headers["x-refused-by"] == RECIPIENT
+    monkeypatch.setattr(transport, "publish_many", real)
+
+    async def settled() -> bool:
+        return gw.state.mailbox.held(RECIPIENT) == 0 and await _queued(gw) == 0
+
+    await until(settled, "the delivery acknowledged, not handed out and not queued")
+    await asyncio.sleep(2.5)  # past the visibility timeout: it does not come back
+    async with gw.session(RECIPIENT).get("/v1/inbox", params={"wait": "1"}) as r:
+        assert r.status == 204
+
+
+async def test_a_refusal_that_fails_midway_puts_the_delivery_back(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure that is not the broker's (a bug) while parking: the client gets the gateway's 500, and the delivery
+    is put back at once and comes again on the next poll — never left held."""
+    import hub.pipeline.client
+
+    mid, tag = await _delivered(gw)
+
+    async def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("a bug while parking")
+
+    monkeypatch.setattr(hub.pipeline.client, "park_refused", broken)
+    async with gw.session(RECIPIENT).post(
+        f"/v1/inbox/{tag}/refuse", json={"code": "SIG_DIGEST", "reason": "the digest does not match"}
+    ) as r:
+        assert r.status == 500 and (await r.json())["code"] == "INTERNAL"
+    monkeypatch.undo()
+    async with gw.session(RECIPIENT).get("/v1/inbox", params={"wait": "5"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == mid  # at once, not after the visibility timeout
+        again = r.headers["X-Hub-Delivery-Tag"]
+    async with gw.session(RECIPIENT).post(f"/v1/inbox/{again}/ack") as r:
+        assert r.status == 204
+    assert await _dead_lettered(gw, mid) == []
+
+
+async def test_a_reason_the_broker_cannot_carry_is_refused_and_the_delivery_stays(gw: Gateway) -> None:
+    """JSON can carry a lone surrogate; the broker's headers cannot: 400, and the delivery is still the client's to
+    acknowledge (before: a 500, and the delivery stranded)."""
+    _mid, tag = await _delivered(gw)
+    body = '{"code": "SIG_DIGEST", "reason": "bad \\ud800 digest"}'
+    recipient = gw.session(RECIPIENT)
+    async with recipient.post(f"/v1/inbox/{tag}/refuse", data=body, headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST"
+    async with recipient.post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 204
+
+
+def _comment_first(data: bytes, size: int = 5000) -> bytes:
+    """A comment of ``size`` bytes right after the root's start tag (the hub's parser drops comments; not signed)."""
+    end = data.index(b">", data.index(b"<env:Envelope")) + 1
+    return data[:end] + b"<!--" + b"x" * size + b"-->" + data[end:]
+
+
+def _cdata_id(data: bytes) -> bytes:
+    start = data.index(b"<env:MessageId>") + len(b"<env:MessageId>")
+    end = data.index(b"</env:MessageId>")
+    return data[:start] + b"<![CDATA[" + data[start:end] + b"]]>" + data[end:]
+
+
+@pytest.mark.parametrize("disguise", [_comment_first, _cdata_id], ids=["long-comment-first", "cdata-id"])
+async def test_an_id_the_search_cannot_read_is_answered_under_the_hubs_id(gw: Gateway, disguise: Any) -> None:
+    """The gateway reads the id to wait for with a bounded search; where that fails on an envelope the hub reads
+    (a long comment before the header, the id in CDATA), the hub's own parse reads it. Before, the gateway waited
+    under an id of its own, missed the hub's answer, and answered 409 MSG_DUPLICATE — a refusal lost as a duplicate."""
+    from hub.envelope import Envelope, parse
+
+    sender = gw.session(SENDER)
+    good = gw.hub.sign(SENDER, document(SENDER, [Recipient.to(DEHUI)]))
+    mid = Envelope.from_tree(parse(good)).message_id
+    status, headers, _ = await post(sender, disguise(good))
+    assert (status, headers["X-Hub-Message-Id"], headers.get("X-Hub-Outcome")) == (202, mid, "accepted"), headers
+    unknown = gw.hub.sign(SENDER, document(SENDER, [Recipient.to("11220300013700183Y", "city-220300-nope")]))
+    status, headers, _ = await post(sender, disguise(unknown))
+    assert status == 403 and headers["X-Hub-Code"] == "ROUTE_UNKNOWN_RECIPIENT", headers
+    assert headers["X-Hub-Message-Id"] == Envelope.from_tree(parse(unknown)).message_id
+    async with gw.session(RECIPIENT).get("/v1/inbox", params={"wait": "5"}) as r:
+        assert r.status == 200 and r.headers["X-Hub-Message-Id"] == mid
+        tag = r.headers["X-Hub-Delivery-Tag"]
+    async with gw.session(RECIPIENT).post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 204
+
+
+async def test_numbers_too_long_and_cursors_outside_the_years_are_400(gw: Gateway) -> None:
+    sender = gw.session(SENDER)
+    digits = "1" * 5000  # int() refuses past 4,300 digits
+    for path, params in (
+        ("/v1/inbox", {"wait": digits}),
+        ("/v1/inbox", {"wait": "1", "max": digits}),
+        ("/v1/messages", {"limit": digits}),
+    ):
+        async with sender.get(path, params=params) as r:
+            assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", (path, list(params))
+    for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        cursor = base64.urlsafe_b64encode(f"{at}/{uuid.uuid4()}".encode()).decode().rstrip("=")
+        async with sender.get("/v1/messages", params={"after": cursor}) as r:
+            assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", at
+
+
+async def _expect_answer(gw: Gateway, cert_key: tuple[Any, Any] | None) -> tuple[bytes, bytes]:
+    """The status line a ``POST /v1/messages`` with ``Expect: 100-continue`` of 4 MB gets before its body."""
+    port = gw.runner.addresses[0][1]
+    ssl = client_ssl_context(gw.pki_dir, *cert_key) if cert_key else client_ssl_context(gw.pki_dir)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ssl)
+    try:
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/xml\r\n"
+            b"Expect: 100-continue\r\nContent-Length: 4000000\r\n\r\n"
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+            line = head.split(b"\r\n")[0]
+            rest = b"" if line.startswith(b"HTTP/1.1 100") else await reader.read(2000)  # 100: it waits for the body
+        return line, rest
+    finally:
+        writer.close()
+
+
+async def test_expect_100_continue_is_refused_for_a_client_the_gateway_refuses(gw: Gateway) -> None:
+    """aiohttp answers ``Expect`` before the middlewares: the gateway told a client without a certificate, or over
+    its concurrency, "100 Continue" and let it upload 4 MB before the 401/429. Now the refusal comes first, as JSON
+    with its code; a client the gateway takes still gets 100 Continue."""
+    line, rest = await _expect_answer(gw, None)
+    assert line.startswith(b"HTTP/1.1 401") and b"GATEWAY_" in rest, (line, rest)
+    limits = gw.state.limits
+    _rate, cap = limits.lookup(SENDER)
+    limits._active[SENDER] = cap  # the system's slots all taken by requests in progress
+    try:
+        line, rest = await _expect_answer(gw, gw.certs[SENDER])
+        assert line.startswith(b"HTTP/1.1 429") and b"GATEWAY_CONCURRENCY" in rest, (line, rest)
+    finally:
+        del limits._active[SENDER]
+    line, _ = await _expect_answer(gw, gw.certs[SENDER])
+    assert line.startswith(b"HTTP/1.1 100"), line
