@@ -353,15 +353,20 @@ def _route_of(data: bytes) -> tuple[str, str, int]:
     """(message id, lane, priority) as the envelope's header names them, read by a bounded search without parsing
     (the lane only orders the hub's work: the processor re-derives everything from the signed envelope, and a
     message whose id is not the one read here is still examined and answered — its answer then goes to the inbox);
-    a body without a readable id goes to the hub on the normal lane under a fresh id (the processor refuses it with
-    its code and a signed error, which names that id)."""
+    a body without a readable id, or with a comment before what was read, is read with the hub's own parse
+    (``_route_by_parse``); failing that too, it goes to the hub on the normal lane under a fresh id (the processor
+    refuses it with its code and a signed error, which names that id)."""
     from hub.transport.names import lane_for, priority_for
 
     fields: dict[bytes, tuple[bytes, bytes]] = {}
+    read_to = 0
     for m in _HEADER_FIELD.finditer(data, 0, _HEADER_SCAN):  # the header comes first: its first occurrences
         fields.setdefault(m.group(1), (m.group(2), m.group(3)))
+        read_to = m.end()
         if len(fields) == 3:
             break
+    if data.find(b"<!--", 0, read_to) >= 0:  # what was read may be a comment's text, not the header's
+        return _route_by_parse(data) or (str(uuid.uuid4()), "normal", 0)
 
     def text(field: bytes, part: int) -> str:
         raw = fields.get(field, (b"", b""))[part].decode("utf-8", "replace")

@@ -168,10 +168,19 @@ def _cdata_id(data: bytes) -> bytes:
     return data[:start] + b"<![CDATA[" + data[start:end] + b"]]>" + data[end:]
 
 
-@pytest.mark.parametrize("disguise", [_comment_first, _cdata_id], ids=["long-comment-first", "cdata-id"])
+def _decoy_first(data: bytes) -> bytes:
+    """A comment before the header holding another id where the search looks first."""
+    end = data.index(b">", data.index(b"<env:Envelope")) + 1
+    return data[:end] + f"<!-- <env:MessageId>{uuid.uuid4()}</env:MessageId> -->".encode() + data[end:]
+
+
+@pytest.mark.parametrize(
+    "disguise", [_comment_first, _cdata_id, _decoy_first], ids=["long-comment-first", "cdata-id", "decoy-comment"]
+)
 async def test_an_id_the_search_cannot_read_is_answered_under_the_hubs_id(gw: Gateway, disguise: Any) -> None:
     """The gateway reads the id to wait for with a bounded search; where that fails on an envelope the hub reads
-    (a long comment before the header, the id in CDATA), the hub's own parse reads it. Before, the gateway waited
+    (a long comment before the header, the id in CDATA, another id in a comment before it), the hub's own parse
+    reads it. Before, the gateway waited
     under an id of its own, missed the hub's answer, and answered 409 MSG_DUPLICATE — a refusal lost as a duplicate."""
     from hub.envelope import Envelope, parse
 

@@ -68,3 +68,23 @@ def test_the_hub_answers_outcome_or_code_is_read_from_its_canonical_form(tmp_pat
             reply.kind,
             reply.outcome,
         )
+
+
+def test_where_the_search_could_be_misled_the_hubs_parse_reads_the_id() -> None:
+    """An id in CDATA, a comment longer than the search before the header, another id in a comment before it: each
+    read as the hub's parse reads it (the gateway waits for the answer under that id)."""
+    import uuid
+
+    sample = PROJECT_ROOT / "schemas/services/document.official/1/samples/valid/typical-notice.xml"
+    data = sample.read_bytes()
+    env = Envelope.from_tree(parse(data))
+    root_end = data.index(b">", data.index(b"Envelope")) + 1
+    start = data.index(env.message_id.encode())
+    variants = [
+        data[:start] + b"<![CDATA[" + env.message_id.encode() + b"]]>" + data[start + 36 :],
+        data[:root_end] + b"<!--" + b"x" * 5000 + b"-->" + data[root_end:],
+        data[:root_end] + f"<!-- <env:MessageId>{uuid.uuid4()}</env:MessageId> -->".encode() + data[root_end:],
+    ]
+    for variant in variants:
+        assert Envelope.from_tree(parse(variant)).message_id == env.message_id
+        assert _route_of(variant) == (env.message_id, lane_for(env.service, env.urgency), priority_for(env.urgency))
