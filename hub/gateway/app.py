@@ -475,16 +475,21 @@ async def _wait_answer(
         async with asyncio.timeout(timeout):
             return await answer
     except TimeoutError:
-        resp = error_response(
-            503,
-            "GATEWAY_TIMEOUT",
-            f"the hub did not answer about {message_id} within {timeout:g} s; its answer comes to "
-            "GET /v1/inbox, its state is at GET /v1/messages/{id}",
-            retry_after=5,
-        )
-        resp.headers["X-Hub-Message-Id"] = message_id
-        log.warning("gateway submission not answered in time", extra={"message_id": message_id, "sender": system})
-        return resp
+        return _not_answered(message_id, system, timeout)
+
+
+def _not_answered(message_id: str, system: str, timeout: float) -> web.Response:
+    """503 ``GATEWAY_TIMEOUT``: no answer within ``timeout`` (it goes to the inbox when it comes)."""
+    resp = error_response(
+        503,
+        "GATEWAY_TIMEOUT",
+        f"the hub did not answer about {message_id} within {timeout:g} s; its answer comes to "
+        "GET /v1/inbox, its state is at GET /v1/messages/{id}",
+        retry_after=5,
+    )
+    resp.headers["X-Hub-Message-Id"] = message_id
+    log.warning("gateway submission not answered in time", extra={"message_id": message_id, "sender": system})
+    return resp
 
 
 async def _submit_direct(
@@ -501,7 +506,11 @@ async def _submit_direct(
     deliveries are confirmed; deferred to the retry queue: a worker's answer through the mailbox; nothing handed
     over: 503, resend. The second value: whether the answer came from this process's batch (its decision line)."""
     started = time.monotonic()
-    outcome = await direct.submit(system, data, message_id, lane, priority)
+    try:  # bounded: an examiner or a database that hangs (rather than fails) must not hold the client for ever
+        async with asyncio.timeout(gw.answer_timeout_s):
+            outcome = await direct.submit(system, data, message_id, lane, priority)
+    except TimeoutError:  # the submission was cancelled as for a client gone: its answer, once made, to the inbox
+        return _not_answered(message_id, system, gw.answer_timeout_s), False
     if outcome.kind == "answer":
         assert outcome.answer is not None
         return _answer_response(outcome.answer, message_id, max_bytes), True

@@ -158,6 +158,18 @@ class GatewayWorker(Worker):
     def __init__(self, settings: Settings, mailbox: Mailbox) -> None:
         super().__init__(settings, index=-1)  # not 0: worker 0's housekeeping stays with hub run's workers
         self.mailbox = mailbox
+        #: Set by ``Direct``: takes submissions moved off the emergency lane into the gateway's own normal lane.
+        self.to_normal_lane: Callable[[list[Incoming]], None] | None = None
+
+    async def _move_to_normal_lane(self, move: list[Incoming]) -> None:
+        """What a publisher sent over its emergency-lane quota is examined in the gateway's own normal lane, its
+        client still waiting for the answer. Through the broker (as a worker moves it) a ``hub run`` worker would
+        examine it, its answer would go to the inbox, and the client would be told its message was a duplicate."""
+        if self.to_normal_lane is None:
+            await super()._move_to_normal_lane(move)
+            return
+        self.to_normal_lane(move)
+        self._moved(move)
 
     async def open(self, pool: Any, transport: _Capturing, urgent_transport: _Capturing) -> None:
         """Load what ``Worker.start`` loads (schemas, directory, routes, trust store, the hub key), on ``pool``;
@@ -215,7 +227,7 @@ class GatewayWorker(Worker):
             sub = m.owner
             if isinstance(sub, Submission):
                 sub.error = exc
-                if sub.pending is None:
+                if sub.pending is None and sub.waiting:  # nobody to wait for: the answer goes to the inbox
                     waiting.append(sub)
         if waiting:  # before the retry copy exists: its answer cannot come first
             await self.expect_answers(waiting)
@@ -261,14 +273,15 @@ class _Lane:
         while self._buffer:
             batch = self._buffer[:MAX_BATCH]
             del self._buffer[:MAX_BATCH]
+            msgs = [s.msg for s in batch]  # a submission moved to the normal lane has a new msg by the end
             try:
-                await self._handle([s.msg for s in batch])
+                await self._handle(msgs)
             except Exception as exc:  # Worker.handle settles what it can; the rest is told to resend
                 log.exception("gateway batch of %d failed (%s)", len(batch), type(exc).__name__)
             finally:
-                for s in batch:
-                    if not s.msg.settled:
-                        s.msg.settled = True
+                for s, m in zip(batch, msgs, strict=True):
+                    if not m.settled:
+                        m.settled = True
                         self._direct.fail(s, None)
 
     async def drain(self) -> None:
@@ -303,6 +316,7 @@ class Direct:
             "emergency": _Lane("emergency", self.worker.handle_urgent, self, 1),
         }
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.worker.to_normal_lane = self._to_normal_lane
 
     async def open(self, pool: Any) -> None:
         await self.worker.open(pool, self.transport, self.urgent_transport)
@@ -344,6 +358,10 @@ class Direct:
             self._lanes[lane if lane in self._lanes else "normal"].add(sub)
             added = True
             return await sub.outcome
+        except asyncio.CancelledError:
+            if sub.outcome.done() and not sub.outcome.cancelled():  # settled in the pass the client went away in
+                self._gone(sub, sub.outcome.result())
+            raise
         finally:
             if not added:  # cancelled while waiting for the copy before it: copies after it still wait for that one
                 if before is None or before.finished.is_set():
@@ -352,6 +370,36 @@ class Direct:
                     self._later(self._finish_after(before, sub))
 
     # -- the batch's side ----------------------------------------------------------------------------------------
+
+    def _to_normal_lane(self, move: list[Incoming]) -> None:
+        """Submissions the emergency lane moved (over their publisher's quota) go into the normal lane here, each as
+        the copy a worker would read from the broker (``moved_lane_of``: the hub's, remembering the lane it was sent
+        in and its publisher, so it is examined under the rules of its own lane)."""
+        from hub.transport.topology import moved_lane_of
+
+        hub_user = self.urgent_transport.user
+        for m in move:
+            sub = m.owner
+            m.settled = True  # nothing to settle with the broker: the copy below is the submission now
+            if not isinstance(sub, Submission):  # pragma: no cover - every message here is a submission
+                continue
+            out = moved_lane_of(self.names, m, hub_user=hub_user)
+            copy = Incoming(
+                body=out.body,
+                routing_key="normal",
+                exchange=out.exchange,
+                headers=out.headers,
+                message_id=out.message_id,
+                user_id=out.user_id,
+                priority=out.priority,
+                redelivered=True,
+                queue=self.names.inbound_queue("normal"),
+                delivery_tag=0,
+                correlation_id=out.correlation_id,
+            )
+            copy.owner = sub
+            sub.msg = copy
+            self._lanes["normal"].add(sub)
 
     def answerable(self, item: Outgoing) -> Submission | None:
         """The waiting submission an answer published by the batch belongs to: a hub.receipt or hub.error to the
@@ -397,9 +445,18 @@ class Direct:
             outcome = Outcome("none")
         if not sub.outcome.done():
             sub.outcome.set_result(outcome)
-        elif sub.reply is not None and sub.pending is None:
-            self._hand_over(sub.reply)  # the client went away after its answer was made: it goes to the inbox
+        else:  # the client went away while its submission was examined
+            self._gone(sub, outcome)
         self._finish(sub)
+
+    def _gone(self, sub: Submission, outcome: Outcome) -> None:
+        """The client of ``sub`` is gone: its answer goes to its inbox — the one made here, or a worker's for the
+        retried copy (the wait registered for it is forgotten, so the mailbox does not take that answer for a
+        client nobody is)."""
+        if outcome.kind == "answer" and outcome.reply is not None:
+            self._hand_over(outcome.reply)
+        elif outcome.pending is not None:
+            self.mailbox.forget(sub.system, sub.message_id, outcome.pending)
 
     def fail(self, sub: Any, error: HubError | None) -> None:
         """Nothing of the submission could be handed over (the broker is gone): the client is told to resend."""

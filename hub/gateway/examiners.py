@@ -30,7 +30,9 @@ the gateway; nothing else can reach the socket)::
   publishes it to the inbox itself.
 - An examiner that dies: its submissions in hand are answered 503 ``GATEWAY_UNAVAILABLE`` with Retry-After (a
   resend finishes what was begun: nothing is delivered twice under another id), and it is started again (back-off
-  from 1 s to 30 s). With none running, submissions are answered the same way.
+  from 1 s to 30 s). With none running, submissions are answered the same way. One that hangs (holds a submission
+  for twice ``answer_timeout_s`` without a frame) is killed, and so dies (``_watch``); its clients have had their
+  503 ``GATEWAY_TIMEOUT`` after ``answer_timeout_s`` already (``hub.gateway.app._submit_direct``).
 """
 
 from __future__ import annotations
@@ -172,6 +174,8 @@ class _Call:
     future: asyncio.Future[Outcome]
     #: The gateway mailbox's wait for the retried copy's answer (registered when the examiner asks).
     pending: asyncio.Future[Answer] | None = None
+    #: When it was handed to the examiner (``time.monotonic``).
+    sent: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -186,6 +190,8 @@ class _Examiner:
     failures: int = 0
     restarting: bool = False
     inflight: dict[int, _Call] = field(default_factory=dict)
+    #: When its last frame came (``time.monotonic``): ``_watch`` kills one that holds submissions and says nothing.
+    heard: float = 0.0
 
 
 class ExaminerPool:
@@ -221,6 +227,36 @@ class ExaminerPool:
         except BaseException:
             await self.close()
             raise
+        self._later(self._watch())
+
+    @property
+    def hung_s(self) -> float:
+        """How long an examiner may hold a submission without a frame before it is taken for hung: twice the time a
+        client waits for its answer (``answer_timeout_s``; the client has had its 503 by then)."""
+        return 2 * self.gateway.answer_timeout_s
+
+    async def _watch(self) -> None:
+        """Kill an examiner that holds a submission longer than ``hung_s`` and has sent no frame for as long (stopped,
+        deadlocked, or waiting on a database that hangs rather than fails): its submissions are answered 503 and it
+        is started again (``_ended``), and ``running`` (``/ready``) no longer counts it meanwhile."""
+        hung = self.hung_s
+        while not self._closing:
+            await asyncio.sleep(max(0.05, min(5.0, hung / 4)))
+            now = time.monotonic()
+            for e in self._examiners:
+                if not (e.running and e.inflight and e.handle is not None):
+                    continue
+                oldest = min(call.sent for call in e.inflight.values())
+                if now - oldest > hung and now - e.heard > hung:
+                    log.error(
+                        "gateway examiner %d (pid %s) held %d submissions for %.0f s without a word: killed",
+                        e.index,
+                        e.handle.pid,
+                        len(e.inflight),
+                        now - oldest,
+                    )
+                    e.running = False  # no new submission goes to it while it dies
+                    e.handle.kill()
 
     @property
     def running(self) -> int:
@@ -251,7 +287,7 @@ class ExaminerPool:
                 f"the gateway's examiner {e.index} did not load within {STARTUP_S:g} s", code="CONFIG"
             ) from None
         e.running = True
-        e.started_at = time.monotonic()
+        e.started_at = e.heard = time.monotonic()
         log.info("gateway examiner %d running (pid %s)", e.index, e.handle.pid)
 
     async def close(self) -> None:
@@ -330,7 +366,7 @@ class ExaminerPool:
                 error=HubError("no examiner process of the gateway runs now; send it again shortly", code=UNAVAILABLE),
             )
         seq = next(self._seq)
-        call = _Call(system, message_id, asyncio.get_running_loop().create_future())
+        call = _Call(system, message_id, asyncio.get_running_loop().create_future(), sent=time.monotonic())
         e.inflight[seq] = call
         e.writer.send(("submit", seq, system, data, message_id, lane, priority))
         try:
@@ -354,6 +390,7 @@ class ExaminerPool:
     async def _read(self, e: _Examiner, reader: asyncio.StreamReader, writer: FrameWriter) -> None:
         try:
             while (frame := await read_frame(reader)) is not None:
+                e.heard = time.monotonic()
                 kind = frame[0]
                 if kind == "outcome":
                     self._outcome(e, frame)

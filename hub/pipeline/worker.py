@@ -367,6 +367,10 @@ class Worker:
             await self.urgent_transport.nack(move, requeue=True)
             return
         await self.urgent_transport.ack(move)
+        self._moved(move)
+
+    def _moved(self, move: list[Incoming]) -> None:
+        """Count what was moved off the emergency lane; a flood is one warning every 10 s, with the totals so far."""
         LANE_MOVED.inc(len(move))
         now = time.monotonic()
         if now - self._lane_logged_at >= 10.0:  # a flood is one line every 10 s, with the totals so far
