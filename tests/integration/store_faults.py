@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-__all__ = ["StoreDownOnce", "StoreGate"]
+__all__ = ["StoreDownOnce", "StoreGate", "StoreGateThenDown"]
 
 
 class StoreDownOnce:
@@ -50,3 +50,19 @@ class StoreGate:
 
     async def close(self) -> None:
         await self.real.close()
+
+
+class StoreGateThenDown(StoreGate):
+    """The store whose next batch waits at the gate until ``release`` is set, then finds PostgreSQL unavailable."""
+
+    def batch(self) -> Any:
+        from hub.errors import StoreUnavailable
+
+        @contextlib.asynccontextmanager
+        async def held() -> AsyncIterator[Any]:
+            self.entered.set()
+            await self.release.wait()
+            raise StoreUnavailable("PostgreSQL is unavailable (a test)")
+            yield None
+
+        return held()

@@ -18,6 +18,7 @@ import pytest
 from gateway_client import post, running_gateway
 from harness import SYSTEMS, Hub, document
 from harness import until as until_async
+from store_faults import StoreGateThenDown
 
 from hub.envelope import Envelope, Recipient, parse
 from hub.settings import Settings
@@ -115,30 +116,6 @@ async def _pid_gone(pid: int) -> bool:
         return f.read().split(")")[-1].split()[0] == "Z"
 
 
-class _HeldThenDown:
-    """The next batch's store waits until released, then finds PostgreSQL unavailable."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-
-    def batch(self) -> Any:
-        from hub.errors import StoreUnavailable
-
-        @contextlib.asynccontextmanager
-        async def held() -> Any:
-            self.entered.set()
-            await self.release.wait()
-            raise StoreUnavailable("PostgreSQL is unavailable (test)")
-            yield None
-
-        return held()
-
-    async def close(self) -> None:
-        await self.real.close()
-
-
 async def test_a_client_gone_before_its_message_went_to_the_retry_queue_gets_the_answer_in_its_inbox(
     hub: Hub,
 ) -> None:
@@ -148,7 +125,7 @@ async def test_a_client_gone_before_its_message_went_to_the_retry_queue_gets_the
     async with running_gateway(hub, CLIENTS, answer_timeout_s=20, link_check_s=0) as gw:
         worker = gw.state.direct.worker
         real = worker.store
-        worker.store = held = _HeldThenDown(real)
+        worker.store = held = StoreGateThenDown(real)
         data, mid = _signed(hub)
         try:
             request = asyncio.create_task(post(gw.session(SENDER), data))
