@@ -150,6 +150,8 @@ class Adapter:
         #: One consumer per queue of the system (one with classic queues; the urgent lane first with quorum queues).
         self._consumers: list[AbstractConsumer] = []
         self._attempts: OrderedDict[str, int] = OrderedDict()
+        #: Message ids a batch of this adapter is handling now: a copy arriving meanwhile waits for it (``_handle``).
+        self._in_progress: dict[str, asyncio.Event] = {}
         self._timers: dict[str, tuple[asyncio.TimerHandle, Incoming]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
@@ -625,8 +627,24 @@ class Adapter:
             await w.transport.ack(acks)
 
     async def _handle(self, w: _Wiring, todo: list[tuple[Incoming, Opened]]) -> list[Incoming]:
-        """Steps 3–5 for verified deliveries; returns what to acknowledge (after the commit)."""
+        """Steps 3–5 for verified deliveries; returns what to acknowledge (after the commit). A copy of a message
+        another batch of this adapter is handling now (the gateway hands a delivery out again after its visibility
+        timeout, a broker redelivers) waits for that batch to end, then is seen as handled — or handled, if that
+        batch rolled back — never handed to the handler beside it (the store's check alone came before either
+        batch had committed)."""
         ids = [o.envelope.message_id for _, o in todo]
+        while busy := [self._in_progress[mid] for mid in ids if mid in self._in_progress]:
+            await asyncio.gather(*(done.wait() for done in busy))
+        mine = {mid: asyncio.Event() for mid in ids}  # nothing awaited since the check: no other batch took one
+        self._in_progress.update(mine)
+        try:
+            return await self._handle_now(w, todo, ids)
+        finally:
+            for mid, done in mine.items():
+                del self._in_progress[mid]
+                done.set()
+
+    async def _handle_now(self, w: _Wiring, todo: list[tuple[Incoming, Opened]], ids: list[str]) -> list[Incoming]:
         seen = await w.store.seen(ids)
         acks: list[Incoming] = []
         retry: list[tuple[Incoming, float, str]] = []
@@ -818,12 +836,13 @@ class Adapter:
 
     def _refusal(self, w: _Wiring, o: Opened, code: str, reason: str) -> Outgoing:
         from adapters.sdk.messages import DeliveryRefusal
+        from hub.pipeline.client import refusal_text
 
         refusal = DeliveryRefusal(
             original_message_id=o.envelope.message_id,
             received_digest=o.digest,
             code=code,
-            reason=reason[:1000],
+            reason=refusal_text(reason) or "refused by the adapter",
             refused_at=datetime.now(CN_TZ).replace(microsecond=0),
         )
         body = refusal.to_element()

@@ -107,7 +107,7 @@ class Retry(Exception):
     def __init__(self, delay: float = 5.0, reason: str = "") -> None:
         super().__init__(reason or f"retry in {delay:g} s")
         self.delay = max(0.0, float(delay))
-        self.reason = reason
+        self.reason = _carried(reason)
 
 
 class Reject(Exception):
@@ -121,4 +121,11 @@ class Reject(Exception):
             raise ValueError("a refusal needs a reason the sender can read")
         super().__init__(f"{code}: {reason}")
         self.code = code
-        self.reason = reason[:1000]
+        self.reason = _carried(reason)
+
+
+def _carried(reason: str) -> str:
+    """The reason as every way it travels can carry it (``hub.pipeline.client.refusal_text``)."""
+    from hub.pipeline.client import refusal_text
+
+    return refusal_text(str(reason))

@@ -134,6 +134,9 @@ class _Consumer:
         self.running = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        #: Batches the handler failed on in a row (their deliveries go back after a growing pause), and those pauses.
+        self.failures = 0
+        self.held_back: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
         self.polls = [loop.create_task(self._poll_loop()) for _ in range(transport.polls)]
         self.batches = [loop.create_task(self._batch_loop()) for _ in range(concurrency)]
@@ -143,7 +146,7 @@ class _Consumer:
         while self.in_hand >= self.limit:
             self.freed.clear()
             await self.freed.wait()
-        k = min(self.max_batch, self.limit - self.in_hand)
+        k = min(self.max_batch, self.limit - self.in_hand, MAX_POLL)
         self.in_hand += k
         return k
 
@@ -162,8 +165,9 @@ class _Consumer:
                 raise
             except _Unavailable as exc:
                 self.release_room(k)
-                log.warning("the gateway's inbox: %s; next poll in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+                pause = max(delay, exc.after or 0.0)  # at least what the gateway's Retry-After asks for
+                log.warning("the gateway's inbox: %s; next poll in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
                 delay = min(delay * 2, self.transport.reconnect[1])
                 continue
             delay = self.transport.reconnect[0]
@@ -184,18 +188,42 @@ class _Consumer:
                 try:
                     await self.handler(batch)
                 except Exception:
-                    log.exception("the adapter failed on a batch of %d deliveries; they go back", len(batch))
-                    await self.transport.nack([m for m in batch if not m.settled], requeue=True)
+                    self.failures += 1
+                    first, most = self.transport.reconnect
+                    pause = min(first * 2 ** (self.failures - 1), most)
+                    log.exception(
+                        "the adapter failed on a batch of %d deliveries; they go back in %.1f s", len(batch), pause
+                    )
+                    self._release_later([m for m in batch if not m.settled], pause)
+                else:
+                    self.failures = 0
             finally:
                 self.running -= 1
                 if not self.running and self.ready.empty():
                     self.idle.set()
+
+    def _release_later(self, batch: list[Incoming], pause: float) -> None:
+        """Put ``batch`` back after ``pause`` (held until then): a batch the adapter fails on (a bug, its store away)
+        does not come straight back to fail again without end; at ``stop`` it goes back at once."""
+
+        async def release() -> None:
+            try:
+                await asyncio.sleep(pause)
+            finally:
+                await self.transport.nack([m for m in batch if not m.settled], requeue=True)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self.held_back.add(task)
+        task.add_done_callback(self.held_back.discard)
 
     async def stop(self, *, drain: bool = True) -> None:
         """No new polls; with ``drain`` the deliveries taken are handled first, else they go back at once."""
         for task in self.polls:
             task.cancel()
         await asyncio.gather(*self.polls, return_exceptions=True)
+        for task in list(self.held_back):  # what a failed batch held back goes back now
+            task.cancel()
+        await asyncio.gather(*self.held_back, return_exceptions=True)
         if drain:
             while not self.ready.empty() or self.running:
                 self.idle.clear()
@@ -212,7 +240,17 @@ class _Consumer:
 
 
 class _Unavailable(Exception):
-    """The gateway did not answer a poll usefully now (unreachable, busy, the certificate refused)."""
+    """The gateway did not answer a poll usefully now (unreachable, busy, the certificate refused); ``after``: the
+    seconds its Retry-After asked for."""
+
+    def __init__(self, message: str, after: float | None = None) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+#: The most deliveries one poll asks for (the gateway's ``MAX_POLL_ITEMS``; tests/unit pins the two equal): a
+#: ``max_batch`` and ``prefetch`` above it asked for more, and every poll was refused 400.
+MAX_POLL = 64
 
 
 class GatewayTransport:
@@ -320,8 +358,9 @@ class GatewayTransport:
 
     async def _refuse(self, item: Outgoing) -> None:
         """A delivery the adapter refused (its checks failed): parked by the gateway with the reason."""
-        h = next(
-            (h for h in self._held.values() if h.msg.message_id == item.message_id and h.msg.body == item.body), None
+        h = next(  # a delivery without a message id is parked under "" (park_refused): it matches None here
+            (h for h in self._held.values() if (h.msg.message_id or "") == item.message_id and h.msg.body == item.body),
+            None,
         )
         if h is None:
             log.error(
@@ -400,7 +439,7 @@ class GatewayTransport:
             code = headers.get("X-Hub-Code") or f"HTTP_{status}"
             if status in _REFUSED_IDENTITY or code == "GATEWAY_LINK_CONFLICT":  # an operator must act
                 log.error("the gateway refuses %s (%s): %s", self.system, code, _detail(body))
-            raise _Unavailable(f"{code}: {_detail(body) or f'HTTP {status}'}")
+            raise _Unavailable(f"{code}: {_detail(body) or f'HTTP {status}'}", _seconds(headers.get("Retry-After")))
         out = []
         for data, h in got:
             tag = next(self._tags)
@@ -521,18 +560,29 @@ async def exchange(
     deadline = loop.time() + request_timeout
     delay = reconnect[0]
     while True:
+        if session.closed:
+            raise _Unavailable(f"not sent: the adapter is stopping (its connection to the gateway is closed): {what}")
+        # One attempt lasts at most what is left of request_timeout (a gateway that takes the request and never
+        # answers held it for the session's whole timeout past the deadline).
+        left = aiohttp.ClientTimeout(total=max(1.0, deadline - loop.time()))
         try:
-            async with session.request(method, url, data=data, headers=headers, params=params) as resp:
+            async with session.request(method, url, data=data, headers=headers, params=params, timeout=left) as resp:
                 body = await resp.read()
                 status, kind, got = resp.status, resp.content_type, resp.headers
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             why, after = f"the gateway is unreachable ({_describe(exc)})", None
+        except RuntimeError:  # aiohttp's "Session is closed": the adapter stopped while this was sent
+            if not session.closed:
+                raise
+            raise _Unavailable(f"not sent: the adapter stopped while it was sent: {what}") from None
         else:
             if final(status, kind):
                 return status, kind, body, got
             why = f"{got.get('X-Hub-Code') or f'HTTP_{status}'}: {_detail(body) or f'HTTP {status}'}"
             after = _seconds(got.get("Retry-After"))
-        pause = after if after is not None else delay
+        # Retry-After as the gateway asks, but never less than the first back-off: a 0 from a proxy in front of it
+        # would have the request sent again without a pause.
+        pause = max(after, reconnect[0]) if after is not None else delay
         pause += random.uniform(0.0, min(1.0, pause / 4))
         if loop.time() + pause > deadline:
             raise _Unavailable(f"not within {request_timeout:g} s: {why}")
@@ -553,8 +603,16 @@ def _settled(status: int, kind: str) -> bool:
     return status not in _TRANSIENT
 
 
+#: A login in a URL (``//user:password@``), as aiohttp's proxy errors print the proxy's address.
+_LOGIN_IN_URL = re.compile(r"//[^/@\s'\"]+@")
+
+
 def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    """An exception for a log line or an error: never the proxy's password (aiohttp's proxy errors name the proxy's
+    URL with its login)."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy answered HTTP {exc.status} {exc.message}".strip()
+    return _LOGIN_IN_URL.sub("//", str(exc)) or type(exc).__name__
 
 
 def _detail(body: bytes) -> str:
@@ -584,8 +642,9 @@ def _proxy_name(settings: AdapterSettings) -> str:
 
 
 def _reason(item: Outgoing) -> str:
-    reason = str(item.headers.get("x-refused-reason") or "").strip() or "refused by the adapter's checks"
-    return reason[:1000]
+    from hub.pipeline.client import refusal_text
+
+    return refusal_text(str(item.headers.get("x-refused-reason") or "")) or "refused by the adapter's checks"
 
 
 def _session(settings: AdapterSettings, ctx: ssl.SSLContext) -> aiohttp.ClientSession:

@@ -9,6 +9,7 @@ RabbitMQ password is in ``<state_dir>/amqp-users/<system>.password`` once ``hub 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -225,6 +226,18 @@ class Inbox:
         return found
 
 
+#: What XML 1.0 does not allow in text (control characters, lone surrogates, U+FFFE/U+FFFF).
+_NOT_XML_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def refusal_text(text: str, limit: int = 1000) -> str:
+    """A refusal's reason as the broker's headers, the gateway's JSON and a signed XML refusal can all carry it:
+    characters XML does not allow (control characters; a lone surrogate, as ``surrogateescape`` leaves for a file
+    name that is not UTF-8) become U+FFFD, surrounding space goes, at most ``limit`` characters. (One they cannot
+    carry made each of them fail, and the delivery came back to be refused again, without end.)"""
+    return _NOT_XML_TEXT.sub("\ufffd", text).strip()[:limit]
+
+
 async def park_refused(transport: Any, system: str, refused: Sequence[tuple[Any, str, str]]) -> list[Any]:
     """Park deliveries ``system`` refused — (incoming, code, reason) — in the dead-letter queue with the reason, never
     ack them away: each is published to the dead-letter exchange (``ns.dead``) with headers ``x-refused-by`` (the
@@ -240,7 +253,7 @@ async def park_refused(transport: Any, system: str, refused: Sequence[tuple[Any,
             exchange=transport.names.dead_letter_exchange,
             routing_key=m.routing_key or "",
             body=m.body,
-            headers={"x-refused-by": system, "x-refused-code": code, "x-refused-reason": reason[:1000]},
+            headers={"x-refused-by": system, "x-refused-code": code, "x-refused-reason": refusal_text(reason)},
             priority=0,
             message_id=m.message_id or "",
             user_id=transport.user,

@@ -1,5 +1,5 @@
 """A gateway under test as its clients see it: the served URL, each system's client certificate, HTTPS sessions
-that present it, and ``post`` of a signed envelope."""
+that present it, ``post`` of a signed envelope, and an SDK adapter over it (``over_https``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from gateway_certs import client_certificate, client_ssl_context, server_certifi
 
 from hub.gateway import STATE
 
-__all__ = ["XML", "Gateway", "post", "running_gateway"]
+__all__ = ["XML", "Gateway", "enrolment_home", "over_https", "post", "running_gateway"]
 
 XML = {"Content-Type": "application/xml"}
 
@@ -72,3 +72,32 @@ async def running_gateway(hub: Any, clients: Mapping[str, str], **config: Any) -
         for s in g.sessions:
             await s.close()
         await runner.cleanup()
+
+
+def enrolment_home(gw: Gateway, system: str, base: Path) -> Path:
+    """The system's enrolment directory, as ``hub adapter enrol --accept`` writes it (no broker is used)."""
+    from adapters.sdk._home import write_home
+    from hub.pipeline.client import credential_paths
+    from hub.trust.pki import PkiPaths
+
+    s = gw.hub.settings
+    key, cert = credential_paths(s, system)
+    paths = PkiPaths(s.state_dir / "pki")
+    return write_home(
+        base / system,
+        key_pem=key.read_bytes(),
+        cert_pem=cert.read_bytes(),
+        root_pem=paths.root_cert.read_bytes(),
+        crls={p.name: p.read_bytes() for p in paths.crl_dir.glob("*.crl")},
+        amqp_url="",
+        namespace=s.namespace,
+    )
+
+
+def over_https(gw: Gateway, system: str, base: Path, *, url: str | None = None, **tunables: Any) -> Any:
+    """``system``'s SDK adapter over ``gw`` (or the gateway at ``url``), with ``tunables`` over the defaults."""
+    from adapters.sdk import Adapter, AdapterSettings
+
+    given = {"gateway_wait": 2, "request_timeout": 20, **tunables}
+    settings = AdapterSettings(system=system, home=enrolment_home(gw, system, base), gateway_url=url or gw.url, **given)
+    return Adapter(system, settings)

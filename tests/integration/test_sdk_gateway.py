@@ -25,17 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_client import Gateway, running_gateway
+from gateway_client import Gateway, over_https, running_gateway
 from harness import PROVINCE, SYSTEMS, Hub, sample_body
 from harness import until as until_async
 
 from adapters.sdk import Adapter, AdapterSettings, ConfigurationError, Context, HubRefused, Refused, Reject, Retry, to
-from adapters.sdk._home import write_home
 from hub.demo_scenario.proxy import ConnectProxy
 from hub.gateway import STATE
 from hub.pipeline.client import credential_paths, enroll
 from hub.settings import Settings
-from hub.trust.pki import PkiPaths
 
 pytestmark = pytest.mark.integration
 
@@ -67,29 +65,6 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
             yield g
     finally:
         await hub.close()
-
-
-def home(gw: Gateway, system: str, base: Path) -> Path:
-    """The system's enrolment directory, as ``hub adapter enrol --accept`` writes it (no broker is used)."""
-    s = gw.hub.settings
-    key, cert = credential_paths(s, system)
-    paths = PkiPaths(s.state_dir / "pki")
-    return write_home(
-        base / system,
-        key_pem=key.read_bytes(),
-        cert_pem=cert.read_bytes(),
-        root_pem=paths.root_cert.read_bytes(),
-        crls={p.name: p.read_bytes() for p in paths.crl_dir.glob("*.crl")},
-        amqp_url="",
-        namespace=s.namespace,
-    )
-
-
-def over_https(gw: Gateway, system: str, base: Path, *, url: str | None = None, **tunables: Any) -> Adapter:
-    """``system``'s adapter over the module's gateway (or the one at ``url``), with ``tunables`` over the defaults."""
-    given = {"gateway_wait": 2, "request_timeout": 20, **tunables}
-    settings = AdapterSettings(system=system, home=home(gw, system, base), gateway_url=url or gw.url, **given)
-    return Adapter(system, settings)
 
 
 def https_as(gw: Gateway, system: str) -> Any:

@@ -4,6 +4,7 @@ gateway in tests/integration/test_sdk_gateway.py and by the SDK's behaviour suit
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -55,3 +56,102 @@ def test_an_enrolment_directory_without_its_files_is_named(tmp_path: Path) -> No
     with pytest.raises(ConfigurationError) as caught:
         client_ssl_context(settings)
     assert caught.value.code == "SDK_NOT_ENROLLED" and "key.pem" in caught.value.detail
+
+
+def test_a_reason_any_way_it_travels_can_carry() -> None:
+    """A lone surrogate (a file name read with surrogateescape) or a control character (a terminal's colours in a
+    system's answer) in a reason: each way a refusal travels failed on it — the broker's headers, the gateway's JSON,
+    the signed XML refusal — and the delivery came back to be refused again without end."""
+    from adapters.sdk import Reject, Retry
+    from adapters.sdk.messages import DeliveryRefusal
+    from hub.pipeline.client import refusal_text
+
+    assert refusal_text("附件 /srv/in/\udcff.pdf 打不开") == "附件 /srv/in/\ufffd.pdf 打不开"
+    assert refusal_text("  \x1b[31m文号重复\x1b[0m\n") == "\ufffd[31m文号重复\ufffd[0m"
+    assert refusal_text("x" * 5000) == "x" * 1000
+    assert refusal_text("tab\tand\nlines stay; 𠀀 too") == "tab\tand\nlines stay; 𠀀 too"
+    for reason in (Reject("DOC_BAD", "对方系统返回：\x1b[31m文号重复").reason, Retry(0, "\udcff").reason):
+        reason.encode("utf-8")  # the gateway's JSON and the broker's headers
+        json.dumps({"reason": reason}, ensure_ascii=False).encode()
+        DeliveryRefusal(
+            original_message_id="6f1c1b7e-2f7a-4f7e-9c1e-3b1b2f0c9a01",
+            received_digest="ab" * 32,
+            code="DOC_BAD",
+            reason=reason,
+            refused_at=dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC),
+        ).to_element()  # lxml refuses what XML does not allow
+    assert _reason(Outgoing("dead", "", b"", {"x-refused-reason": "bad \udcff"}, 0, "m")) == "bad \ufffd"
+
+
+def test_an_error_names_the_proxy_without_its_password() -> None:
+    import aiohttp
+    from yarl import URL
+
+    from adapters.sdk._gateway import _describe
+
+    info = aiohttp.RequestInfo(URL("http://nongan:s3cret@proxy.example:3128"), "CONNECT", {}, URL("http://x"))  # type: ignore[arg-type]
+    proxy = aiohttp.ClientHttpProxyError(info, (), status=502, message="Bad Gateway")
+    assert "s3cret" not in _describe(proxy) and "502" in _describe(proxy)
+    other = aiohttp.ClientConnectionError("Cannot connect via url='http://nongan:s3cret@proxy.example:3128'")
+    assert "s3cret" not in _describe(other) and "proxy.example" in _describe(other)
+
+
+def test_a_poll_asks_for_no_more_than_the_gateway_hands_out_at_once() -> None:
+    from adapters.sdk._gateway import MAX_POLL
+    from hub.gateway.openapi import MAX_POLL_ITEMS
+
+    assert MAX_POLL == MAX_POLL_ITEMS
+
+
+async def _fake_gateway(handler: object) -> tuple[object, str]:
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)  # type: ignore[arg-type]
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def test_an_unanswered_request_ends_at_request_timeout_and_retry_after_0_still_pauses() -> None:
+    """One attempt lasted the session's whole timeout past the deadline (a gateway that takes a request and never
+    answers: HubUnavailable after 32 s with request_timeout 2); a Retry-After of 0 (a proxy in front) sent the request
+    again without a pause, thousands of times a second; a request on a closed session raised aiohttp's RuntimeError."""
+    import asyncio
+    import time
+
+    import aiohttp
+    from aiohttp import web
+
+    from adapters.sdk._gateway import _settled, _Unavailable, exchange
+
+    asked: list[float] = []
+    let_go = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        asked.append(time.monotonic())
+        if request.path == "/hang":
+            await let_go.wait()
+        return web.Response(status=503, headers={"Retry-After": "0"})
+
+    runner, url = await _fake_gateway(handler)
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    try:
+        started = time.monotonic()
+        with pytest.raises(_Unavailable):
+            await exchange(
+                session, "POST", f"{url}/hang", "a submission", _settled, request_timeout=2.0, reconnect=(0.2, 1.0)
+            )
+        assert time.monotonic() - started < 10  # about request_timeout, not the session's 60 s
+        asked.clear()
+        with pytest.raises(_Unavailable):
+            await exchange(session, "GET", f"{url}/busy", "a read", _settled, request_timeout=1.0, reconnect=(0.2, 1.0))
+        assert 2 <= len(asked) <= 8, len(asked)  # paused at least the first back-off each time
+    finally:
+        let_go.set()
+        await session.close()
+        await runner.cleanup()  # type: ignore[attr-defined]
+    with pytest.raises(_Unavailable, match="stopping"):
+        await exchange(session, "GET", f"{url}/busy", "a read", _settled, request_timeout=1.0, reconnect=(0.2, 1.0))
