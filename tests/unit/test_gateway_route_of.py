@@ -88,3 +88,30 @@ def test_where_the_search_could_be_misled_the_hubs_parse_reads_the_id() -> None:
     for variant in variants:
         assert Envelope.from_tree(parse(variant)).message_id == env.message_id
         assert _route_of(variant) == (env.message_id, lane_for(env.service, env.urgency), priority_for(env.urgency))
+
+
+async def test_a_large_body_the_search_cannot_read_is_parsed_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hub's parse of a 4 MB body takes about 18 ms: in a thread, not on the loop every client's TLS runs on."""
+    import threading
+
+    import hub.gateway.app as app
+
+    sample = PROJECT_ROOT / "schemas/services/document.official/1/samples/valid/typical-notice.xml"
+    data = sample.read_bytes()
+    env = Envelope.from_tree(parse(data))
+    root_end = data.index(b">", data.index(b"Envelope")) + 1
+    threads: list[int] = []
+    real = app._route_by_parse
+
+    def parsed(body: bytes) -> tuple[str, str, int] | None:
+        threads.append(threading.get_ident())
+        return real(body)
+
+    monkeypatch.setattr(app, "_route_by_parse", parsed)
+    small = data[:root_end] + b"<!-- a note -->" + data[root_end:]
+    large = data[:root_end] + b"<!--" + b"x" * (4 * 1024 * 1024) + b"-->" + data[root_end:]
+    assert (await app._route(data))[0] == env.message_id and threads == []  # the search alone
+    assert (await app._route(small))[0] == env.message_id and threads == [threading.get_ident()]
+    assert (await app._route(large))[0] == env.message_id and threads[-1] != threading.get_ident()
