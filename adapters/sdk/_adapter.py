@@ -735,6 +735,15 @@ class Adapter:
         except Exception as exc:
             log.exception("handler %s failed", handler.fn.__name__, extra=self._fields(env, "failed"))
             return self._next_attempt(mid, 2.0 ** min(attempt, 6), f"{type(exc).__name__} in {handler.fn.__name__}")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the adapter is stopping: the delivery goes back unsettled
+            # Raised inside the handler (a timeout of its own, a cancelled call it awaited), not a cancellation of
+            # the adapter: a failure like any other. Let through, it ended the batch loop for good and the
+            # deliveries it held waited in vain.
+            log.error("handler %s raised CancelledError", handler.fn.__name__, extra=self._fields(env, "failed"))
+            return self._next_attempt(mid, 2.0 ** min(attempt, 6), f"CancelledError in {handler.fn.__name__}")
         self._attempts.pop(mid, None)
         if result is not None:
             outgoing.append(reply)

@@ -167,6 +167,33 @@ async def test_retry_rolls_back_the_handlers_writes_and_hands_the_delivery_over_
     assert rows == [(2,)]  # only the successful attempt's write was committed
 
 
+async def test_a_cancelled_error_raised_in_a_handler_is_a_failure_not_the_end_of_the_adapter(mode: str) -> None:
+    """A handler whose own call was cancelled lets ``CancelledError`` out (``asyncio.CancelledError`` is no
+    ``Exception``): it is retried like any failure, and the adapter keeps handling what comes after. Before, it ended
+    the batch loop for good (over the gateway), the deliveries in hand waiting in vain."""
+    import asyncio
+
+    adapter = Adapter(
+        "prov-220000-oa", AdapterSettings(system="prov-220000-oa", home=Path("/nonexistent"), concurrency=1)
+    )
+    calls: list[str] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append(ctx.message_id)
+        if len(calls) == 1:
+            raise asyncio.CancelledError  # as a cancelled call inside the handler lets it out
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY_222403)
+        first = await send_report(county)
+        await hub.wait_until(lambda: len(calls) == 2)  # the same delivery, retried
+        second = await send_report(county)
+        await hub.wait_until(lambda: len(calls) == 3)
+        await _eventually(hub, lambda: _handled(adapter, 2))
+    assert calls == [first.message_id, first.message_id, second.message_id]
+
+
 async def test_retries_run_out_into_the_dead_letter_queue_with_the_reason(mode: str) -> None:
     adapter = Adapter(
         "prov-220000-oa", AdapterSettings(system="prov-220000-oa", home=Path("/nonexistent"), retry_limit=2)
