@@ -632,17 +632,26 @@ class Adapter:
         timeout, a broker redelivers) waits for that batch to end, then is seen as handled — or handled, if that
         batch rolled back — never handed to the handler beside it (the store's check alone came before either
         batch had committed)."""
-        ids = [o.envelope.message_id for _, o in todo]
-        while busy := [self._in_progress[mid] for mid in ids if mid in self._in_progress]:
-            await asyncio.gather(*(done.wait() for done in busy))
-        mine = {mid: asyncio.Event() for mid in ids}  # nothing awaited since the check: no other batch took one
-        self._in_progress.update(mine)
-        try:
-            return await self._handle_now(w, todo, ids)
-        finally:
-            for mid, done in mine.items():
-                del self._in_progress[mid]
-                done.set()
+        busy = [(m, o) for m, o in todo if o.envelope.message_id in self._in_progress]
+        free = [(m, o) for m, o in todo if o.envelope.message_id not in self._in_progress]
+        acks: list[Incoming] = []
+        if free:  # first: one of them may be the reply the busy copy's handler waits for (``request``)
+            ids = [o.envelope.message_id for _, o in free]
+            mine = {mid: asyncio.Event() for mid in ids}  # nothing awaited since the check: no other batch took one
+            self._in_progress.update(mine)
+            try:
+                acks += await self._handle_now(w, free, ids)
+            finally:
+                for mid, done in mine.items():
+                    del self._in_progress[mid]
+                    done.set()
+        if busy:
+            while waiting := {
+                self._in_progress[o.envelope.message_id] for _, o in busy if o.envelope.message_id in self._in_progress
+            }:
+                await asyncio.gather(*(done.wait() for done in waiting))
+            acks += await self._handle(w, busy)
+        return acks
 
     async def _handle_now(self, w: _Wiring, todo: list[tuple[Incoming, Opened]], ids: list[str]) -> list[Incoming]:
         seen = await w.store.seen(ids)

@@ -35,6 +35,7 @@ poll and an acknowledgement a batch: ``bench/sdk_https.py`` measured 898–1,183
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -137,6 +138,7 @@ class _Consumer:
         #: Batches the handler failed on in a row (their deliveries go back after a growing pause), and those pauses.
         self.failures = 0
         self.held_back: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.polls = [loop.create_task(self._poll_loop()) for _ in range(transport.polls)]
         self.batches = [loop.create_task(self._batch_loop()) for _ in range(concurrency)]
@@ -207,10 +209,9 @@ class _Consumer:
         does not come straight back to fail again without end; at ``stop`` it goes back at once."""
 
         async def release() -> None:
-            try:
-                await asyncio.sleep(pause)
-            finally:
-                await self.transport.nack([m for m in batch if not m.settled], requeue=True)
+            with contextlib.suppress(TimeoutError):  # the pause, cut short by ``stop``
+                await asyncio.wait_for(self.stopping.wait(), pause)
+            await self.transport.nack([m for m in batch if not m.settled], requeue=True)
 
         task = asyncio.get_running_loop().create_task(release())
         self.held_back.add(task)
@@ -221,9 +222,7 @@ class _Consumer:
         for task in self.polls:
             task.cancel()
         await asyncio.gather(*self.polls, return_exceptions=True)
-        for task in list(self.held_back):  # what a failed batch held back goes back now
-            task.cancel()
-        await asyncio.gather(*self.held_back, return_exceptions=True)
+        self.stopping.set()  # what a failed batch holds back goes back now (and what fails while draining, at once)
         if drain:
             while not self.ready.empty() or self.running:
                 self.idle.clear()
@@ -231,6 +230,7 @@ class _Consumer:
         for task in self.batches:
             task.cancel()
         await asyncio.gather(*self.batches, return_exceptions=True)
+        await asyncio.gather(*self.held_back, return_exceptions=True)
         left = []
         while not self.ready.empty():
             left.append(self.ready.get_nowait())
@@ -247,6 +247,10 @@ class _Unavailable(Exception):
         super().__init__(message)
         self.after = after
 
+
+#: How long past ``request_timeout`` a submission in flight may wait for the gateway's answer: the gateway's own
+#: ``answer_timeout_s`` (30 s by default), after which it answers 503 GATEWAY_TIMEOUT itself.
+SUBMIT_GRACE_S = 30.0
 
 #: The most deliveries one poll asks for (the gateway's ``MAX_POLL_ITEMS``; tests/unit pins the two equal): a
 #: ``max_batch`` and ``prefetch`` above it asked for more, and every poll was refused 400.
@@ -305,6 +309,7 @@ class GatewayTransport:
         *,
         data: bytes | None = None,
         json_body: bool = False,
+        attempt_s: float = 1.0,
     ) -> tuple[int, str, bytes, Any]:
         """POST until the gateway gives an answer ``final(status, content type)`` accepts (``exchange``)."""
         headers = {"Content-Type": "application/json" if json_body else XML} if data is not None else None
@@ -318,6 +323,7 @@ class GatewayTransport:
             headers=headers,
             request_timeout=self.request_timeout,
             reconnect=self.reconnect,
+            attempt_s=attempt_s,
         )
 
     async def _submit(self, item: Outgoing) -> None:
@@ -327,7 +333,11 @@ class GatewayTransport:
             return status not in _TRANSIENT or (kind in _XML_TYPES and status == 500)  # the hub's signed INTERNAL
 
         try:
-            status, kind, body, headers = await self._post("/v1/messages", mid, final, data=item.body)
+            # A submission in flight may take the gateway's own answer time (30 s by default) past the deadline: a
+            # receipt the hub made, or its 503 GATEWAY_TIMEOUT, must not be cut off (the message would then look lost).
+            status, kind, body, headers = await self._post(
+                "/v1/messages", mid, final, data=item.body, attempt_s=self.request_timeout + SUBMIT_GRACE_S
+            )
         except _Unavailable as exc:
             raise HubUnavailable(f"the gateway did not take {mid}: {exc}") from None
         if kind in _XML_TYPES:
@@ -549,6 +559,7 @@ async def exchange(
     params: dict[str, str] | None = None,
     request_timeout: float,
     reconnect: tuple[float, float],
+    attempt_s: float = 1.0,
 ) -> tuple[int, str, bytes, Any]:
     """Send one request until the gateway gives an answer ``final(status, content type)`` accepts: (status, content
     type, body, headers). Anything else — no connection, 429, 503 … — is sent again after the gateway's Retry-After
@@ -562,9 +573,9 @@ async def exchange(
     while True:
         if session.closed:
             raise _Unavailable(f"not sent: the adapter is stopping (its connection to the gateway is closed): {what}")
-        # One attempt lasts at most what is left of request_timeout (a gateway that takes the request and never
-        # answers held it for the session's whole timeout past the deadline).
-        left = aiohttp.ClientTimeout(total=max(1.0, deadline - loop.time()))
+        # One attempt lasts what is left of request_timeout, or ``attempt_s`` if that is longer (a gateway that took
+        # a read or an acknowledgement and never answered held it for the session's whole timeout past the deadline).
+        left = aiohttp.ClientTimeout(total=max(attempt_s, deadline - loop.time()))
         try:
             async with session.request(method, url, data=data, headers=headers, params=params, timeout=left) as resp:
                 body = await resp.read()

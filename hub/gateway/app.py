@@ -351,7 +351,7 @@ async def _read_body(request: web.Request, max_bytes: int, timeout: float) -> by
 
 #: A body larger than this that the search cannot read is parsed in a thread (``_route``): the parse of a 4 MB body
 #: takes about 18 ms, which the gateway's event loop — every client's TLS and HTTP — must not wait for.
-_INLINE_PARSE = 64 * 1024
+_INLINE_PARSE = 16 * 1024
 
 
 async def _route(data: bytes) -> tuple[str, str, int]:

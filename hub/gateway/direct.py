@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -254,6 +255,8 @@ class _Lane:
         self._concurrency = max(1, concurrency)
         self._buffer: list[Submission] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: When each batch being handled now began (``time.monotonic``), by the batch.
+        self.running: dict[int, float] = {}
 
     def add(self, sub: Submission) -> None:
         self._buffer.append(sub)
@@ -274,11 +277,13 @@ class _Lane:
             batch = self._buffer[:MAX_BATCH]
             del self._buffer[:MAX_BATCH]
             msgs = [s.msg for s in batch]  # a submission moved to the normal lane has a new msg by the end
+            self.running[id(msgs)] = time.monotonic()
             try:
                 await self._handle(msgs)
             except Exception as exc:  # Worker.handle settles what it can; the rest is told to resend
                 log.exception("gateway batch of %d failed (%s)", len(batch), type(exc).__name__)
             finally:
+                del self.running[id(msgs)]
                 for s, m in zip(batch, msgs, strict=True):
                     if not m.settled:
                         m.settled = True
@@ -321,10 +326,18 @@ class Direct:
     async def open(self, pool: Any) -> None:
         await self.worker.open(pool, self.transport, self.urgent_transport)
 
+    def oldest_batch_s(self) -> float:
+        """How long the oldest batch being handled now has been at it (0 when none is): an examiner reports it, so
+        that the gateway sees a batch stuck (on a database that hangs rather than fails) even after it answered the
+        batch's clients 503 and cancelled their submissions."""
+        started = [t for lane in self._lanes.values() for t in lane.running.values()]
+        return time.monotonic() - min(started) if started else 0.0
+
     async def close(self) -> None:
         """Finish the batches in hand, then stop the worker's jobs (the connections are the caller's)."""
-        for lane in self._lanes.values():
-            await lane.drain()
+        for _ in range(2):  # the emergency lane may move submissions into the normal lane while it drains
+            for name in ("emergency", "normal"):
+                await self._lanes[name].drain()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.worker.close()

@@ -149,7 +149,11 @@ async def serve(
         if opened is not None:
             opened(direct)
         link.send(("ready",))
-        await _serve_frames(reader, link, direct, tasks, stop)
+        alive = asyncio.get_running_loop().create_task(_alive(link, direct))
+        try:
+            await _serve_frames(reader, link, direct, tasks, stop)
+        finally:
+            alive.cancel()
     finally:
         link.close()  # a batch waiting on an expect fails now: nobody can register its wait any more
         if record is not None:  # its row removed while the pool is open
@@ -169,6 +173,18 @@ async def serve(
                 await pool.close()
         with contextlib.suppress(Exception):
             link.writer.close()  # what it holds goes first
+
+
+#: How often an examiner tells the gateway it is alive, and how old its oldest batch in hand is.
+ALIVE_S = 1.0
+
+
+async def _alive(link: _Link, direct: Direct) -> None:
+    """``("alive", oldest batch's age)`` every ``ALIVE_S``: the gateway kills an examiner that stops saying it, or
+    whose batch is stuck (``ExaminerPool._watch``)."""
+    while True:
+        await asyncio.sleep(ALIVE_S)
+        link.send(("alive", direct.oldest_batch_s()))
 
 
 async def _serve_frames(

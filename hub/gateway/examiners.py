@@ -16,6 +16,7 @@ the gateway; nothing else can reach the socket)::
                          ("cancel", seq)                 the client went away
                          ("expecting", token)            the waits asked for are registered
     examiner → gateway   ("ready",)                      connected, loaded: takes submissions
+                         ("alive", seconds)              every second: the age of its oldest batch in hand
                          ("outcome", seq, kind, answer, error, reply)   exactly one per submit
                          ("expect", token, [(system, message id)])      before a retry copy is published
 
@@ -30,9 +31,10 @@ the gateway; nothing else can reach the socket)::
   publishes it to the inbox itself.
 - An examiner that dies: its submissions in hand are answered 503 ``GATEWAY_UNAVAILABLE`` with Retry-After (a
   resend finishes what was begun: nothing is delivered twice under another id), and it is started again (back-off
-  from 1 s to 30 s). With none running, submissions are answered the same way. One that hangs (holds a submission
-  for twice ``answer_timeout_s`` without a frame) is killed, and so dies (``_watch``); its clients have had their
-  503 ``GATEWAY_TIMEOUT`` after ``answer_timeout_s`` already (``hub.gateway.app._submit_direct``).
+  from 1 s to 30 s). With none running, submissions are answered the same way. One that hangs — says nothing for twice
+  ``answer_timeout_s`` (it says ``alive`` every second), or has had one batch at it that long — is killed, and so dies
+  (``_watch``); its clients have had their 503 ``GATEWAY_TIMEOUT`` after ``answer_timeout_s`` already
+  (``hub.gateway.app._submit_direct``).
 """
 
 from __future__ import annotations
@@ -190,8 +192,10 @@ class _Examiner:
     failures: int = 0
     restarting: bool = False
     inflight: dict[int, _Call] = field(default_factory=dict)
-    #: When its last frame came (``time.monotonic``): ``_watch`` kills one that holds submissions and says nothing.
+    #: When its last frame came (``time.monotonic``; it says ``alive`` every second), and how old its oldest batch in
+    #: hand was then: ``_watch`` kills one that says nothing, or whose batch is stuck.
     heard: float = 0.0
+    batch_s: float = 0.0
 
 
 class ExaminerPool:
@@ -236,27 +240,32 @@ class ExaminerPool:
         return 2 * self.gateway.answer_timeout_s
 
     async def _watch(self) -> None:
-        """Kill an examiner that holds a submission longer than ``hung_s`` and has sent no frame for as long (stopped,
-        deadlocked, or waiting on a database that hangs rather than fails): its submissions are answered 503 and it
-        is started again (``_ended``), and ``running`` (``/ready``) no longer counts it meanwhile."""
+        """Kill an examiner that has said nothing for ``hung_s`` (stopped, its event loop blocked: it says ``alive``
+        every second) or whose oldest batch has been at it for longer (deadlocked, or waiting on a database that
+        hangs rather than fails — its clients had their 503 at ``answer_timeout_s``, the batch goes on): what it holds
+        is answered 503 and it is started again (``_ended``), and ``running`` (``/ready``) no longer counts it."""
         hung = self.hung_s
         while not self._closing:
             await asyncio.sleep(max(0.05, min(5.0, hung / 4)))
             now = time.monotonic()
             for e in self._examiners:
-                if not (e.running and e.inflight and e.handle is not None):
+                if not (e.running and e.handle is not None):
                     continue
-                oldest = min(call.sent for call in e.inflight.values())
-                if now - oldest > hung and now - e.heard > hung:
-                    log.error(
-                        "gateway examiner %d (pid %s) held %d submissions for %.0f s without a word: killed",
-                        e.index,
-                        e.handle.pid,
-                        len(e.inflight),
-                        now - oldest,
-                    )
-                    e.running = False  # no new submission goes to it while it dies
+                silent, stuck = now - e.heard, e.batch_s + (now - e.heard)
+                if silent <= hung and stuck <= hung:
+                    continue
+                log.error(
+                    "gateway examiner %d (pid %s) %s: killed (%d submissions in hand)",
+                    e.index,
+                    e.handle.pid,
+                    f"said nothing for {silent:.0f} s" if silent > hung else f"has had a batch at it for {stuck:.0f} s",
+                    len(e.inflight),
+                )
+                e.running = False  # no new submission goes to it while it dies
+                try:
                     e.handle.kill()
+                except ProcessLookupError:  # it ended meanwhile: its socket's end does the rest
+                    pass
 
     @property
     def running(self) -> int:
@@ -288,6 +297,7 @@ class ExaminerPool:
             ) from None
         e.running = True
         e.started_at = e.heard = time.monotonic()
+        e.batch_s = 0.0
         log.info("gateway examiner %d running (pid %s)", e.index, e.handle.pid)
 
     async def close(self) -> None:
@@ -374,7 +384,16 @@ class ExaminerPool:
         except asyncio.CancelledError:
             if seq in e.inflight and e.writer is not None and not e.writer.is_closing():
                 e.writer.send(("cancel", seq))  # its outcome still comes back (answered: to the inbox)
+            elif call.future.done() and not call.future.cancelled():  # its outcome came in the pass the client left
+                self._gone(call, call.future.result())
             raise
+
+    def _gone(self, call: _Call, outcome: Outcome) -> None:
+        """The client of ``call`` went away after its outcome came: the answer goes to its inbox (``Direct._gone``)."""
+        if outcome.kind == "answer" and outcome.reply is not None:
+            self._hand_over(outcome.reply)
+        elif outcome.pending is not None:
+            self.mailbox.forget(call.system, call.message_id, outcome.pending)
 
     def _pick(self, system: str, message_id: str) -> _Examiner | None:
         n = len(self._examiners)
@@ -394,6 +413,8 @@ class ExaminerPool:
                 kind = frame[0]
                 if kind == "outcome":
                     self._outcome(e, frame)
+                elif kind == "alive":
+                    e.batch_s = float(frame[1])
                 elif kind == "expect":
                     self._expect(e, frame, writer)
                 elif kind == "ready" and e.ready is not None and not e.ready.done():
@@ -424,7 +445,12 @@ class ExaminerPool:
             call.future.set_result(Outcome("failed", error=err))
             return
         call.future.set_result(
-            Outcome(kind, answer=Answer(*answer) if answer is not None else None, error=err)  # type: ignore[arg-type]
+            Outcome(
+                kind,  # type: ignore[arg-type]
+                answer=Answer(*answer) if answer is not None else None,
+                error=err,
+                reply=reply,  # where the answer goes if the client is gone by the time it reads it
+            )
         )
 
     def _expect(self, e: _Examiner, frame: tuple[Any, ...], writer: FrameWriter) -> None:

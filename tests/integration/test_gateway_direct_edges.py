@@ -190,3 +190,61 @@ async def test_an_emergency_message_over_the_lane_quota_is_answered_not_called_a
         )
         assert quota.moved.get(user, 0) == before + 1  # it was moved, and counted as moved
         await _take_delivery(gw, mid)
+
+
+async def test_with_examiners_an_answer_made_in_the_pass_the_client_left_in_goes_to_its_inbox(hub: Hub) -> None:
+    """As above, through an examiner process (``hub gateway``'s default): its outcome frame sets the request's
+    future, and the client's cancellation lands in the same pass. Before, the answer was dropped."""
+    async with running_gateway(hub, CLIENTS, answer_timeout_s=20, examiners=1, link_check_s=0) as gw:
+        pool = gw.state.direct
+        await gw.state.mailbox.open(SENDER)
+        data, mid = _signed(hub)
+        task: asyncio.Task[Any] | None = None
+        real = pool._outcome
+
+        def outcome(e: Any, frame: Any) -> None:
+            real(e, frame)
+            if task is not None and frame[2] == "answer":
+                task.cancel()
+
+        pool._outcome = outcome  # type: ignore[method-assign]
+        try:
+            task = asyncio.create_task(pool.submit(SENDER, data, mid, "normal", 0))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            pool._outcome = real  # type: ignore[method-assign]
+        await _answer_in_inbox(gw, hub, mid)
+        await _take_delivery(gw, mid)
+
+
+async def test_an_examiner_whose_batch_is_stuck_on_the_database_is_replaced(hub: Hub) -> None:
+    """PostgreSQL hangs rather than fails (a lock held on the messages table): the client has its 503 at
+    ``answer_timeout_s`` and its submission is cancelled, but the examiner's batch goes on waiting. The examiner says
+    every second how old its oldest batch is; past twice ``answer_timeout_s`` it is killed and started again (before,
+    it stayed, counted ready, and every submission it was given waited out the timeout)."""
+    import asyncpg
+
+    async with running_gateway(hub, CLIENTS, answer_timeout_s=2, examiners=1, link_check_s=0) as gw:
+        pool = gw.state.direct
+        [pid] = pool.pids()
+        data, mid = _signed(hub)
+        conn = await asyncpg.connect(hub.settings.pg_dsn)
+        locked = conn.transaction()
+        await locked.start()
+        await conn.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        try:
+            status, headers, _ = await asyncio.wait_for(post(gw.session(SENDER), data), 20)
+            assert status == 503 and headers["X-Hub-Code"] == "GATEWAY_TIMEOUT", (status, headers)
+            await until_async(lambda: _pid_gone(pid), "the examiner with the stuck batch killed", timeout=30)
+        finally:
+            await locked.rollback()
+            await conn.close()
+
+        async def replaced() -> bool:
+            return pool.running == 1 and pool.pids() != [pid]
+
+        await until_async(replaced, "the examiner started again", timeout=60)
+        status, headers, _ = await post(gw.session(SENDER), data)  # the killed batch recorded nothing
+        assert status == 202 and headers["X-Hub-Message-Id"] == mid, (status, headers)
+        await _take_delivery(gw, mid)

@@ -134,6 +134,9 @@ async def test_an_unanswered_request_ends_at_request_timeout_and_retry_after_0_s
         asked.append(time.monotonic())
         if request.path == "/hang":
             await let_go.wait()
+        if request.path == "/slow":  # the hub's receipt, made late
+            await asyncio.sleep(1.5)
+            return web.Response(status=202, body=b"<receipt/>")
         return web.Response(status=503, headers={"Retry-After": "0"})
 
     runner, url = await _fake_gateway(handler)
@@ -149,6 +152,18 @@ async def test_an_unanswered_request_ends_at_request_timeout_and_retry_after_0_s
         with pytest.raises(_Unavailable):
             await exchange(session, "GET", f"{url}/busy", "a read", _settled, request_timeout=1.0, reconnect=(0.2, 1.0))
         assert 2 <= len(asked) <= 8, len(asked)  # paused at least the first back-off each time
+        # A submission in flight runs its attempt_s past the deadline: a receipt the hub made is not cut off.
+        status, *_ = await exchange(
+            session,
+            "POST",
+            f"{url}/slow",
+            "a submission",
+            _settled,
+            request_timeout=0.5,
+            reconnect=(0.2, 1.0),
+            attempt_s=5.0,
+        )
+        assert status == 202
     finally:
         let_go.set()
         await session.close()
