@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hub.errors import HubError
 from hub.gateway.direct import Direct, GatewayWorker, Outcome, Submission
-from hub.gateway.examiners import FrameWriter, read_frame, sendable
+from hub.gateway.examiners import ALIVE_S, FrameWriter, read_frame, sendable
 
 if TYPE_CHECKING:
     from hub.gateway.config import GatewaySettings
@@ -173,10 +173,6 @@ async def serve(
                 await pool.close()
         with contextlib.suppress(Exception):
             link.writer.close()  # what it holds goes first
-
-
-#: How often an examiner tells the gateway it is alive, and how old its oldest batch in hand is.
-ALIVE_S = 1.0
 
 
 async def _alive(link: _Link, direct: Direct) -> None:

@@ -81,6 +81,8 @@ RESTART_S = (1.0, 30.0)
 #: How long closing waits for the submissions in hand, then for the examiners to finish and exit.
 CLOSE_S = 30.0
 UNAVAILABLE = "GATEWAY_UNAVAILABLE"
+#: How often an examiner tells the gateway it is alive, and how old its oldest batch in hand is (``examiner._alive``).
+ALIVE_S = 1.0
 
 
 # ------------------------------------------------------------------------------------------------ the wire
@@ -235,9 +237,10 @@ class ExaminerPool:
 
     @property
     def hung_s(self) -> float:
-        """How long an examiner may hold a submission without a frame before it is taken for hung: twice the time a
-        client waits for its answer (``answer_timeout_s``; the client has had its 503 by then)."""
-        return 2 * self.gateway.answer_timeout_s
+        """How long an examiner may be silent, or have one batch at it, before it is taken for hung: twice the time a
+        client waits for its answer (``answer_timeout_s``; the client has had its 503 by then), and never less than
+        five of the examiners' heartbeats (an idle examiner is silent between two)."""
+        return max(2 * self.gateway.answer_timeout_s, 5 * ALIVE_S)
 
     async def _watch(self) -> None:
         """Kill an examiner that has said nothing for ``hung_s`` (stopped, its event loop blocked: it says ``alive``
