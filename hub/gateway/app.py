@@ -290,8 +290,10 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         if request.path in _PUBLIC:
             return await handler(request)
         state = request.app[STATE]
-        identity = request.get(IDENTITY) or _identified(request)  # already, when Expect: 100-continue came first
-        state.activity.requested(identity.system)  # for the ops page: what of each system arrived (any gateway)
+        identity = request.get(IDENTITY)
+        if identity is None:  # not yet: Expect: 100-continue identified it (and counted it) already otherwise
+            identity = _identified(request)
+            state.activity.requested(identity.system)  # for the ops page: what of each system arrived (any gateway)
         with state.limits.admit(identity.system):
             return await handler(request)
     except Refused as exc:
@@ -309,7 +311,9 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         return error_response(exc.status, "GATEWAY_BAD_REQUEST", exc.reason)
     except HubError as exc:
         status = status_for_code(exc.code)
-        log.warning("gateway request failed: %s", exc.describe())
+        # ``_measured`` notes it as a refusal, one line a minute per system and code: a line per request here
+        # flooded the log in a broker's or database's outage, when it must stay readable.
+        log.debug("gateway request failed: %s", exc.describe())
         return error_response(status, exc.code, exc.detail, retry_after=5 if status == 503 else None)
     except (ConnectionError, asyncio.CancelledError):
         raise  # the client went away
@@ -573,6 +577,7 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     started = time.perf_counter()
     try:
         system = _identified(request).system
+        request.app[STATE].activity.requested(system)  # an identified request, whatever its answer (as _guard's)
         request.app[STATE].limits.check(system)
     except Refused as exc:
         if exc.system is not None:
@@ -629,7 +634,10 @@ async def poll(request: web.Request) -> web.StreamResponse:
     finally:
         _polled(activity, identity.system)
     if not items:
-        return web.Response(status=204)
+        empty = web.Response(status=204)
+        if mailbox.polls_stopped.done():  # the gateway stops: the client's next poll goes to another one
+            empty.force_close()
+        return empty
     try:
         if request.transport is None or request.transport.is_closing():
             raise ConnectionResetError("the client went away")
@@ -1086,6 +1094,8 @@ async def _stopping(app: web.Application) -> None:
     state = app.get(STATE)
     if state is not None and state.readiness is not None:
         state.readiness.stopping = True
+    if state is not None:  # long polls end now with 204 and Connection: close, not cut without an answer later
+        state.mailbox.stop_polls()
 
 
 async def _drain(app: web.Application) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from hub.errors import ConfigError
 
 __all__ = ["MAX_AUTO_EXAMINERS", "MAX_POLL_S", "GatewaySettings"]
 
@@ -113,35 +116,43 @@ class GatewaySettings:
         override given here wins."""
         folder = Path(state_dir) / "pki" / "gateway"
         values: dict[str, Any] = {"cert_file": folder / "server.pem", "key_file": folder / "server.key"}
-        if os.environ.get("HUB_GATEWAY_IN_PROCESS", "").strip().lower() in ("0", "false", "no", "off"):
-            values["in_process"] = False
-        batches = os.environ.get("HUB_GATEWAY_BATCHES", "").strip()
-        if batches.isascii() and batches.isdigit() and int(batches) > 0:
-            values["batches"] = int(batches)
-        examiners = os.environ.get("HUB_GATEWAY_EXAMINERS", "").strip()
-        if examiners.isascii() and examiners.isdigit():
-            values["examiners"] = int(examiners)
-        link_check = os.environ.get("HUB_GATEWAY_LINK_CHECK_S", "").strip()
-        if link_check.isascii() and link_check.isdigit():  # 0: no one-link-per-system check
-            values["link_check_s"] = float(link_check)
-        idle = os.environ.get("HUB_GATEWAY_IDLE_S", "").strip()
-        if idle.isascii() and idle.isdigit():  # 0: a system once read is read until the gateway stops
-            values["idle_s"] = float(idle)
-        handshakes = os.environ.get("HUB_GATEWAY_MAX_HANDSHAKES", "").strip()
-        if handshakes.isascii() and handshakes.isdigit() and int(handshakes) > 0:
-            values["max_handshakes"] = int(handshakes)
-        drain = os.environ.get("HUB_GATEWAY_DRAIN_S", "").strip()
-        if drain.isascii() and drain.isdigit():  # at most 30 s: hub run's supervisor waits 60 s for a stopping process
-            values["drain_s"] = min(30.0, float(drain))
+        # Malformed values are a ConfigError naming the variable, as ``Settings.from_env``'s (they fell back to the
+        # default in silence: HUB_GATEWAY_DRAIN_S=7.5 meant no drain at all).
+        in_process = os.environ.get("HUB_GATEWAY_IN_PROCESS", "").strip().lower()
+        if in_process:
+            if in_process not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+                raise ConfigError(f"HUB_GATEWAY_IN_PROCESS must be 0 or 1, got {in_process!r}")
+            values["in_process"] = in_process in ("1", "true", "yes", "on")
+        for name, field_name, low, high, kind in (
+            ("HUB_GATEWAY_BATCHES", "batches", 1, 64, int),
+            ("HUB_GATEWAY_EXAMINERS", "examiners", 0, 64, int),
+            ("HUB_GATEWAY_LINK_CHECK_S", "link_check_s", 0, 86400, float),  # 0: no one-link-per-system check
+            ("HUB_GATEWAY_IDLE_S", "idle_s", 0, 86400, float),  # 0: a system once read is read until it stops
+            ("HUB_GATEWAY_MAX_HANDSHAKES", "max_handshakes", 1, 100_000, int),
+            # at most 30 s: hub run's supervisor waits 60 s for a stopping process
+            ("HUB_GATEWAY_DRAIN_S", "drain_s", 0, 30, float),
+            ("HUB_DIRECTORY_REFRESH_S", "directory_refresh_s", 1, 86400, int),  # as Settings.directory_refresh_s
+        ):
+            raw = os.environ.get(name, "").strip()
+            if raw:
+                values[field_name] = _number(name, raw, low, high, kind)
         proxies = [a.strip() for a in os.environ.get("HUB_GATEWAY_PROXY_FROM", "").split(",") if a.strip()]
         if proxies:
             values["proxy_from"] = tuple(proxies)
-        refresh = os.environ.get("HUB_DIRECTORY_REFRESH_S", "").strip()
-        # the interval the examination follows the directory at, too
-        if refresh.isascii() and refresh.isdigit() and int(refresh) > 0:
-            values["directory_refresh_s"] = float(refresh)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def with_(self, **changes: Any) -> GatewaySettings:
         return replace(self, **changes)
+
+
+def _number(name: str, raw: str, low: float, high: float, kind: type[int] | type[float]) -> int | float:
+    """``raw``, the value of the variable ``name``, as a ``kind`` from ``low`` to ``high``; else a ConfigError."""
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or not low <= value <= high:
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise ConfigError(f"{name} must be {what} from {low:g} to {high:g}, got {raw!r}")
+    return value

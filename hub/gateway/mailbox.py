@@ -134,6 +134,7 @@ class Mailbox:
         self.link_check_s = link_check_s
         #: A system read here that has not polled, submitted or settled an item for this long is let go (0: never).
         self.idle_s = idle_s
+        self._polls_stopped: asyncio.Future[None] | None = None
         self._boxes: dict[str, _Box] = {}
         self._opening: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -261,6 +262,18 @@ class Mailbox:
 
     # -- inbox -------------------------------------------------------------------------------------------------
 
+    @property
+    def polls_stopped(self) -> asyncio.Future[None]:
+        """Done once the gateway stops (``stop_polls``)."""
+        if self._polls_stopped is None:
+            self._polls_stopped = asyncio.get_running_loop().create_future()
+        return self._polls_stopped
+
+    def stop_polls(self) -> None:
+        """The gateway stops: polls waiting now, and any that come, end at once with what they have."""
+        if not self.polls_stopped.done():
+            self.polls_stopped.set_result(None)
+
     async def next_item(self, system: str, wait: float) -> InboxItem | None:
         """The next inbox item of the system, handed out with a fresh token, or None after ``wait`` seconds."""
         items = await self.next_items(system, wait, 1)
@@ -282,13 +295,25 @@ class Mailbox:
                     item = box.ready.get_nowait()
                 except asyncio.QueueEmpty:
                     left = deadline - self.clock()
-                    if out or left <= 0:
+                    if out or left <= 0 or self.polls_stopped.done():
                         break
+                    # Wait for the next item, the end of the wait, or the gateway's stop (``stop_polls``: a poll
+                    # waiting then is answered 204 at once, not cut without an answer when the server closes).
+                    getter = asyncio.ensure_future(box.ready.get())
                     try:
-                        async with asyncio.timeout(left):
-                            item = await box.ready.get()
-                    except TimeoutError:
+                        await asyncio.wait(
+                            (getter, self.polls_stopped), timeout=left, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    except BaseException:  # the client went away: an item taken meanwhile is not lost with it
+                        if getter.done() and not getter.cancelled():
+                            box.ready.put_nowait(getter.result())
+                        else:
+                            getter.cancel()
+                        raise
+                    if not getter.done():
+                        getter.cancel()  # the queue keeps what it has (``Queue.get`` hands a cancelled wake-up on)
                         break
+                    item = getter.result()
                 if item.settled.done() or item.msg.settled:
                     continue  # put back or lost with its channel: the broker delivers it again
                 item.token = secrets.token_urlsafe(18)

@@ -300,7 +300,12 @@ def server_ssl_context(
     cadata = paths.root_cert.read_text(encoding="ascii")
     if paths.issuing_cert.is_file():
         cadata += "\n" + paths.issuing_cert.read_text(encoding="ascii")
-    ctx.load_verify_locations(cadata=cadata)
+    try:
+        ctx.load_verify_locations(cadata=cadata)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot load the hub's root (and issuing) certificate from {paths.root_cert}: {exc}"
+        ) from None
     try:
         ctx.load_cert_chain(str(cert_file), str(key_file), password=key_password or None)
     except (ssl.SSLError, OSError) as exc:

@@ -46,6 +46,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         for f in (gateway.cert_file, gateway.key_file):
             if not f.is_file():
                 raise ConfigError(f"hub run --gateway needs the gateway's server certificate and key: no {f}")
+        # What the gateway process would refuse at its start, refused here once with its reason: from inside it the
+        # supervisor restarted it every two seconds without end (a key that does not match the certificate, a
+        # load balancer's address that is not one).
+        from hub.gateway.proxy_header import networks
+        from hub.gateway.tls import server_ssl_context
+
+        networks(gateway.proxy_from)
+        server_ssl_context(
+            settings.state_dir / "pki", gateway.cert_file, gateway.key_file, key_password=settings.ca_passphrase
+        )
         target = WithGateway(n, gateway)
     logs.setup()
     asyncio.run(prepare())

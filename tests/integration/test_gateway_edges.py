@@ -244,11 +244,43 @@ async def test_expect_100_continue_is_refused_for_a_client_the_gateway_refuses(g
     assert line.startswith(b"HTTP/1.1 401") and b"GATEWAY_" in rest, (line, rest)
     limits = gw.state.limits
     _rate, cap = limits.lookup(SENDER)
+
+    activity = gw.state.activity
+    counted: list[str] = []  # what the ops page counts: every identified request, whatever its answer
+    real_requested = activity.requested
+    activity.requested = lambda system: (counted.append(system), real_requested(system))[1]  # type: ignore[method-assign]
     limits._active[SENDER] = cap  # the system's slots all taken by requests in progress
     try:
         line, rest = await _expect_answer(gw, gw.certs[SENDER])
         assert line.startswith(b"HTTP/1.1 429") and b"GATEWAY_CONCURRENCY" in rest, (line, rest)
     finally:
         del limits._active[SENDER]
+        activity.requested = real_requested  # type: ignore[method-assign]
+    assert counted == [SENDER]  # refused before its body: still a request of the system, counted once
     line, _ = await _expect_answer(gw, gw.certs[SENDER])
     assert line.startswith(b"HTTP/1.1 100"), line
+
+
+async def test_a_long_poll_is_answered_when_the_gateway_stops(gw: Gateway, settings: Settings) -> None:
+    """A poll waiting when the gateway stops: answered 204 with Connection: close at once, so the client polls
+    another gateway. Before, aiohttp cut it without an answer after two shutdown timeouts (10 s): the SDK logged the
+    gateway unreachable, curl and Java an empty reply."""
+    import aiohttp
+
+    from hub.gateway import GatewaySettings, start_gateway
+
+    runner = await start_gateway(settings, GatewaySettings.for_state(settings.state_dir, port=0, link_check_s=0))
+    cert, key = gw.certs[SENDER]
+    port = runner.addresses[0][1]
+    connector = aiohttp.TCPConnector(ssl=client_ssl_context(gw.pki_dir, cert, key))
+    async with aiohttp.ClientSession(f"https://127.0.0.1:{port}", connector=connector) as session:
+
+        async def poll() -> tuple[int, str]:
+            async with session.get("/v1/inbox", params={"wait": "30"}) as r:
+                return r.status, r.headers.get("Connection", "")
+
+        waiting = asyncio.create_task(poll())
+        await asyncio.sleep(1.0)
+        await runner.cleanup()
+        status, connection = await asyncio.wait_for(waiting, 20)
+    assert (status, connection.lower()) == (204, "close")

@@ -77,7 +77,7 @@ def test_one_variable_sets_how_often_the_directory_is_read_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # HUB_DIRECTORY_REFRESH_S: the workers' and the examination's Settings.directory_refresh_s, and the gateway's
-    # client identification here; nonsense leaves the default, an override given by code wins
+    # client identification here; nonsense is refused with a sentence, an override given by code wins
     monkeypatch.delenv("HUB_DIRECTORY_REFRESH_S", raising=False)
     assert GatewaySettings.for_state(tmp_path).directory_refresh_s == 30.0
     monkeypatch.setenv("HUB_DIRECTORY_REFRESH_S", "5")
@@ -86,7 +86,8 @@ def test_one_variable_sets_how_often_the_directory_is_read_again(
     assert GatewaySettings.for_state(tmp_path, directory_refresh_s=1.0).directory_refresh_s == 1.0
     for nonsense in ("0", "-3", "soon"):
         monkeypatch.setenv("HUB_DIRECTORY_REFRESH_S", nonsense)
-        assert GatewaySettings.for_state(tmp_path).directory_refresh_s == 30.0
-        # the workers' settings refuse it with a sentence (0 would have them ask PostgreSQL without a pause)
+        # both refuse it with a sentence (0 would have every process ask PostgreSQL without a pause)
+        with pytest.raises(ConfigError, match="HUB_DIRECTORY_REFRESH_S must be"):
+            GatewaySettings.for_state(tmp_path)
         with pytest.raises(ConfigError, match="HUB_DIRECTORY_REFRESH_S must be"):
             Settings.from_env()

@@ -167,6 +167,29 @@ def test_hub_run_gateway_without_a_server_certificate_touches_nothing(
     assert "CONFIG" in err and str(tmp_path / "pki" / "gateway" / "server.pem") in err
 
 
+def test_hub_run_gateway_refuses_what_the_gateway_would_refuse_before_it_starts_anything(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key that does not load, a load balancer's address that is not one: refused once, with the reason, before the
+    supervisor starts (from inside the gateway process it was restarted every two seconds without end)."""
+    from hub.cli import main
+
+    monkeypatch.setenv("HUB_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("HUB_PG_DSN", "postgresql://nobody@127.0.0.1:1/none")  # never reached
+    folder = tmp_path / "pki" / "gateway"
+    folder.mkdir(parents=True)
+    (folder / "server.pem").write_text("not a certificate\n")
+    (folder / "server.key").write_text("not a key\n")
+    (tmp_path / "pki" / "root-ca.pem").write_text("not a root\n")
+    assert main(["run", "--gateway", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "CONFIG" in err and "cannot load the hub's root" in err  # was INTERNAL, an SSLError
+    monkeypatch.setenv("HUB_GATEWAY_PROXY_FROM", "lb.example")
+    assert main(["run", "--gateway", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "CONFIG" in err and "lb.example" in err
+
+
 def test_a_refusal_of_the_emergency_lane_is_403() -> None:
     """LANE_NOT_ENTITLED (an ordinary message in the emergency lane) is a policy refusal, like a route's: 403, not the
     500 an unknown family gets."""

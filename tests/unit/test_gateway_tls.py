@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from gateway_certs import client_certificate, client_ssl_context, say_a_line, server_certificate
 from trust_fixtures import AGENCY, PASSPHRASE, SYSTEM, TestPki, make_pki
 
-from hub.errors import NoRoute
+from hub.errors import ConfigError, NoRoute
 from hub.gateway.identity import Identifier, Refused
 from hub.gateway.tls import TlsServer, handshake_code, serve_tls, server_ssl_context
 from hub.trust import TrustStore, pki
@@ -356,9 +356,10 @@ def test_max_handshakes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tm
     assert GatewaySettings.for_state(tmp_path).max_handshakes == 512
     monkeypatch.setenv("HUB_GATEWAY_MAX_HANDSHAKES", "64")
     assert GatewaySettings.for_state(tmp_path).max_handshakes == 64
-    for ignored in ("0", "-3", "many"):  # not a limit: the default stays
-        monkeypatch.setenv("HUB_GATEWAY_MAX_HANDSHAKES", ignored)
-        assert GatewaySettings.for_state(tmp_path).max_handshakes == 512
+    for refused in ("0", "-3", "many"):  # not a limit: a sentence naming the variable (it fell back in silence)
+        monkeypatch.setenv("HUB_GATEWAY_MAX_HANDSHAKES", refused)
+        with pytest.raises(ConfigError, match="HUB_GATEWAY_MAX_HANDSHAKES must be a whole number from 1"):
+            GatewaySettings.for_state(tmp_path)
 
 
 def test_drain_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -368,5 +369,31 @@ def test_drain_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert GatewaySettings.for_state(tmp_path).drain_s == 0.0  # no load balancer: stop at once
     monkeypatch.setenv("HUB_GATEWAY_DRAIN_S", "6")
     assert GatewaySettings.for_state(tmp_path).drain_s == 6.0
-    monkeypatch.setenv("HUB_GATEWAY_DRAIN_S", "600")  # hub run's supervisor waits 60 s for a stopping process
-    assert GatewaySettings.for_state(tmp_path).drain_s == 30.0
+    monkeypatch.setenv("HUB_GATEWAY_DRAIN_S", "7.5")
+    assert GatewaySettings.for_state(tmp_path).drain_s == 7.5  # it meant no drain at all before
+    for refused in ("600", "10s", "-1", "nan"):  # 600: hub run's supervisor waits 60 s for a stopping process
+        monkeypatch.setenv("HUB_GATEWAY_DRAIN_S", refused)
+        with pytest.raises(ConfigError, match="HUB_GATEWAY_DRAIN_S must be a number of seconds from 0 to 30"):
+            GatewaySettings.for_state(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("HUB_GATEWAY_IN_PROCESS", "nein"),
+        ("HUB_GATEWAY_BATCHES", "two"),
+        ("HUB_GATEWAY_BATCHES", "0"),
+        ("HUB_GATEWAY_EXAMINERS", "-1"),
+        ("HUB_GATEWAY_LINK_CHECK_S", "off"),
+        ("HUB_GATEWAY_IDLE_S", "2m"),
+        ("HUB_DIRECTORY_REFRESH_S", "0.5"),
+    ],
+)
+def test_a_malformed_gateway_variable_is_refused_with_its_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str
+) -> None:
+    from hub.gateway.config import GatewaySettings
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name} must be"):
+        GatewaySettings.for_state(tmp_path)
