@@ -403,10 +403,11 @@ async def _pool(app: web.Application) -> Any:
 
 async def _gateway_activity(
     app: web.Application,
-) -> tuple[dict[str, dt.datetime], list[dict[str, Any]], list[Any], dict[str, Any]]:
+) -> tuple[dict[str, dt.datetime], list[dict[str, Any]], list[Any], dict[str, Any], tuple[int, int]]:
     """What the gateways wrote (``hub.store.gateway_activity``, whatever machines they run on): each system's last
-    poll, the last hour's refusals by system and code, and the gateways seen within a day; nothing when PostgreSQL
-    cannot say (its own check on the page says why)."""
+    poll, the last hour's refusals by system and code (the first 50 groups, and how many groups and refusals there
+    are in all), and the gateways seen within a day; nothing when PostgreSQL cannot say (its own check on the page
+    says why)."""
     from hub.store import gateway_activity
 
     try:
@@ -414,11 +415,12 @@ async def _gateway_activity(
         async with asyncio.timeout(health.CHECK_TIMEOUT_S):
             polls = await gateway_activity.last_polls(pool)
             refused = await gateway_activity.refusals(pool)
+            groups, total = await gateway_activity.refusal_totals(pool)
             running = await gateway_activity.instances(pool, within_s=86400.0)
             arrived = await gateway_activity.requests(pool)
     except Exception:
-        return {}, [], [], {}
-    return polls, [r.as_json() for r in refused], running, arrived
+        return {}, [], [], {}, (0, 0)
+    return polls, [r.as_json() for r in refused], running, arrived, (groups, total)
 
 
 async def _recorded(app: web.Application) -> list[Any]:
@@ -585,10 +587,12 @@ async def overview(app: web.Application) -> dict[str, Any]:
     out.update(figures(snap, then))
     beats = heartbeats(families)
     gateway = health.processes(beats, "gateway", now)
-    polls, refused, running, arrived = await _gateway_activity(app)
+    polls, refused, running, arrived, (refusal_groups, refused_hour) = await _gateway_activity(app)
     out["gateway"]["state"] = gateway_state(gateway, running)
     out["gateway"]["instances"] = [i.as_json() for i in running]
-    out["gateway"]["refusals"] = refused
+    out["gateway"]["refusals"] = refused  # the first 50 groups
+    out["gateway"]["refusal_groups"] = refusal_groups  # all of them, and all their refusals: the page's totals
+    out["gateway"]["refused_hour"] = refused_hour
     out["gateway"]["requests_hour"] = sum(r.hour for r in arrived.values())  # every gateway's, any machine
     rows = queue_rows(settings, queues or [])
     out["queues"] = rows

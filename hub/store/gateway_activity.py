@@ -331,6 +331,19 @@ class Refusals:
         }
 
 
+async def refusal_totals(executor: Any) -> tuple[int, int]:
+    """(the (system, code) groups, the refusals) of the last hour, all of them: ``refusals`` lists at most ``limit``
+    groups, so a page adding those up undercounted when many systems were refused (stale CRLs refuse everybody)."""
+    row = await executor.fetchrow(
+        """
+        SELECT count(DISTINCT (system, code)) AS groups, coalesce(sum(count), 0) AS total
+        FROM gateway_refusals
+        WHERE minute >= now() - interval '1 hour'
+        """
+    )
+    return int(row["groups"]), int(row["total"])
+
+
 async def refusals(executor: Any, *, limit: int = 50) -> list[Refusals]:
     """The gateways' refusals of the last hour by system and code, the recent ones first."""
     rows = await executor.fetch(

@@ -150,8 +150,11 @@
       var g = state(d.gateway.state), req = d.gateway.requests || {}, n = 0;
       Object.keys(req).forEach(function (k) { n += num(req[k]) || 0; });
       var refusals = Array.isArray(d.gateway.refusals) ? d.gateway.refusals.filter(function (r) { return r && typeof r === "object"; }) : [];
-      var refusedHour = 0;
-      refusals.forEach(function (r) { refusedHour += num(r.hour) || 0; });
+      // The totals of every group (the list holds the first 50 only: adding those up undercounted in an outage that
+      // refuses everybody, stale CRLs say); from an older server, the list's own sum.
+      var refusedHour = num(d.gateway.refused_hour), groups = num(d.gateway.refusal_groups);
+      if (refusedHour === null) { refusedHour = 0; refusals.forEach(function (r) { refusedHour += num(r.hour) || 0; }); }
+      if (groups === null || groups < refusals.length) { groups = refusals.length; }
       // Every gateway process as the store knows it (hub.store.gateway_activity: any machine); one that stopped
       // refreshing its row died (a clean stop removes it).
       var gws = Array.isArray(d.gateway.instances) ? d.gateway.instances.filter(function (i) { return i && typeof i === "object"; }) : [];
@@ -191,8 +194,8 @@
           (peers.length ? t("，来自 ", ", from ") + peers.join(t("、", ", ")) +
             (r.more_peers === true ? t(" 等更多地址", " and more") : "") : "")]);
       });
-      if (refusals.length > 8) {
-        rows.push([t("网关拒绝", "gateway refused"), null, "…", t("另有 ", "and ") + (refusals.length - 8) + t(" 项", " more")]);
+      if (groups > 8) {
+        rows.push([t("网关拒绝", "gateway refused"), null, "…", t("另有 ", "and ") + (groups - 8) + t(" 项", " more")]);
       }
     }
     if (d.processes && typeof d.processes === "object") {

@@ -284,3 +284,22 @@ async def test_a_long_poll_is_answered_when_the_gateway_stops(gw: Gateway, setti
         await runner.cleanup()
         status, connection = await asyncio.wait_for(waiting, 20)
     assert (status, connection.lower()) == (204, "close")
+
+
+async def test_the_pages_refusal_totals_count_every_group(gw: Gateway) -> None:
+    """Stale CRLs refuse every system: 60 (system, code) groups. The page listed the first 50 and added those up
+    (its total and its "N more" undercounted); ``refusal_totals`` counts all of them."""
+    from hub.store import gateway_activity
+
+    pool = gw.hub.pool
+    before_groups, before_total = await gateway_activity.refusal_totals(pool)
+    await pool.executemany(
+        "INSERT INTO gateway_refusals (minute, system, code, count) VALUES (date_trunc('minute', now()), $1, $2, $3)",
+        [(f"county-2299{i:02d}-oa", "CERT_CRL_UNAVAILABLE", 3) for i in range(60)],
+    )
+    try:
+        assert len(await gateway_activity.refusals(pool)) == 50
+        groups, total = await gateway_activity.refusal_totals(pool)
+        assert (groups - before_groups, total - before_total) == (60, 180)
+    finally:
+        await pool.execute("DELETE FROM gateway_refusals WHERE system LIKE 'county-2299%'")

@@ -292,6 +292,8 @@ async def test_the_overview_json_has_the_documented_shape(tmp_path: Path) -> Non
             "p50_ms",
             "p99_ms",
             "refusals",
+            "refusal_groups",
+            "refused_hour",
             "instances",
             "requests_hour",
         }
