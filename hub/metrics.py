@@ -207,10 +207,11 @@ def count_batch(outcomes: Mapping[str, int], codes: Mapping[str, int], deliverie
     BATCH_SIZE.observe(n)
 
 
-def count_request(endpoint: str, status: int, seconds: float) -> None:
-    """One gateway request."""
+def count_request(endpoint: str, status: int, seconds: float | None) -> None:
+    """One gateway request, and how long it took when it was served (None: a refusal of the gateway's own)."""
     GATEWAY_REQUESTS.labels(endpoint, str(status)).inc()
-    GATEWAY_LATENCY.labels(endpoint).observe(seconds)
+    if seconds is not None:
+        GATEWAY_LATENCY.labels(endpoint).observe(seconds)
 
 
 def count_refusal(system: str | None, code: str) -> None:

@@ -223,7 +223,8 @@ def snapshot(families: Iterable[Metric], at: float) -> Snapshot:
                 snap.batches = s.value
             elif s.name == "hub_batch_size_sum":
                 snap.batch_sum = s.value
-            elif s.name == "hub_gateway_requests_total":
+            elif s.name == "hub_gateway_requests_total" and s.labels.get("endpoint") != "/ready":
+                # the load balancer's probes are not the systems' requests
                 status = s.labels["status"]
                 snap.requests[status] = snap.requests.get(status, 0.0) + s.value
             elif s.name == "hub_gateway_request_seconds_bucket" and s.labels.get("endpoint") == "/v1/messages":

@@ -194,19 +194,24 @@ async def _measured(request: web.Request, handler: Callable[[web.Request], Await
     endpoint = resource.canonical if resource is not None else "other"
     endpoint = _SHARED_PATHS.get((request.method, endpoint), endpoint)
     status = 499
+    refused = False
     try:
         resp = await handler(request)
         status = resp.status
-        if status >= 400 and status != 404 and endpoint != "/ready" and resp.content_type == "application/json":
+        refused = status >= 400 and resp.content_type == "application/json"  # the gateway's own, not the hub's answer
+        if refused and status != 404 and endpoint != "/ready":
             code = resp.headers.get("X-Hub-Code")
             if code is not None:
                 _refused(request, endpoint, code, status)
         return resp
     except web.HTTPException as exc:
         status = exc.status
+        refused = True
         raise
     finally:
-        count_request(endpoint, status, time.perf_counter() - started)
+        # Timed only when the request was served: the page's p99 of submissions is the hub's answers', not lowered
+        # by the instant refusals a client hammering at 429 collects.
+        count_request(endpoint, status, None if refused else time.perf_counter() - started)
 
 
 #: One log line per system and code at most this often; the lines between are counted in the next one.
@@ -574,7 +579,6 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     """``Expect: 100-continue`` on POST /v1/messages: what would be refused — the certificate, the address, the
     system's rate and concurrency, a body over the limit — is refused before the client sends the body. aiohttp runs
     this before the middlewares, so a refusal here is counted and noted as ``_measured`` would."""
-    started = time.perf_counter()
     try:
         system = _identified(request).system
         request.app[STATE].activity.requested(system)  # an identified request, whatever its answer (as _guard's)
@@ -582,27 +586,25 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     except Refused as exc:
         if exc.system is not None:
             request[_REFUSED_AS] = exc.system
-        return _expect_refused(request, started, exc.status, exc.code, exc.detail, exc.retry_after)
+        return _expect_refused(request, exc.status, exc.code, exc.detail, exc.retry_after)
     max_bytes = request.app[SETTINGS].max_message_bytes
     if request.content_length is not None and request.content_length > max_bytes:
         detail = f"the message ({request.content_length} bytes) is over {max_bytes} bytes"
-        return _expect_refused(request, started, 413, "ENV_TOO_LARGE", detail, None)
+        return _expect_refused(request, 413, "ENV_TOO_LARGE", detail, None)
     if request.headers.get("Expect", "").lower() != "100-continue":
         detail = "the only expectation understood is 100-continue"
-        return _expect_refused(request, started, 417, "GATEWAY_BAD_REQUEST", detail, None)
+        return _expect_refused(request, 417, "GATEWAY_BAD_REQUEST", detail, None)
     if request.version >= (1, 1):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0
     return None
 
 
-def _expect_refused(
-    request: web.Request, started: float, status: int, code: str, detail: str, retry_after: int | None
-) -> web.Response:
+def _expect_refused(request: web.Request, status: int, code: str, detail: str, retry_after: int | None) -> web.Response:
     resp = error_response(status, code, detail, retry_after=retry_after)
     if status != 404:
         _refused(request, "/v1/messages", code, status)
-    count_request("/v1/messages", status, time.perf_counter() - started)
+    count_request("/v1/messages", status, None)  # a refusal: counted, not timed (``_measured``)
     return resp
 
 

@@ -322,22 +322,29 @@ async def test_the_gateway_counts_requests_by_endpoint_and_status() -> None:
 
     from hub.gateway.app import _measured
 
+    answers = [202, 202, 202, 429]
+
     async def ok(request: web.Request) -> web.StreamResponse:
-        return web.Response(status=202)
+        status = answers.pop(0)
+        if status == 429:  # the gateway's own refusal: JSON, at once
+            return web.json_response({"code": "GATEWAY_RATE_LIMITED"}, status=429)
+        return web.Response(status=status, body=b"<receipt/>", content_type="application/xml")
 
     app = web.Application(middlewares=[_measured])
     app.router.add_post("/v1/messages", ok)
     before = _samples(hm.GATEWAY_REQUESTS)
     latency_before = _samples(hm.GATEWAY_LATENCY)
     async with TestClient(TestServer(app)) as client:
-        for _ in range(3):
-            assert (await client.post("/v1/messages", data=b"<x/>")).status == 202
+        for expected in (202, 202, 202, 429):
+            assert (await client.post("/v1/messages", data=b"<x/>")).status == expected
         assert (await client.get("/nothing")).status == 404
     assert _delta(before, _samples(hm.GATEWAY_REQUESTS)) == {
         ("hub_gateway_requests_total", (("endpoint", "/v1/messages"), ("status", "202"))): 3,
+        ("hub_gateway_requests_total", (("endpoint", "/v1/messages"), ("status", "429"))): 1,
         ("hub_gateway_requests_total", (("endpoint", "other"), ("status", "404"))): 1,
     }
     count = ("hub_gateway_request_seconds_count", (("endpoint", "/v1/messages"),))
+    # the served ones only: the page's p99 of submissions is not lowered by instant refusals
     assert _delta(latency_before, _samples(hm.GATEWAY_LATENCY))[count] == 3
 
 
@@ -654,3 +661,20 @@ def test_the_engine_and_directory_rows_read_every_machines_processes() -> None:
         "seen_s": 2.0,
         "alive": True,
     }
+
+
+def test_the_pages_request_counts_leave_the_load_balancers_probes_out() -> None:
+    """``GET /ready`` every few seconds from a load balancer is not a system's request: the gateway row's 本机请求
+    counted it."""
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.samples import Sample
+
+    from monitoring.metrics import snapshot
+
+    fam = Metric("hub_gateway_requests", "requests", "counter")
+    fam.samples = [
+        Sample("hub_gateway_requests_total", {"endpoint": "/v1/messages", "status": "202"}, 5.0),
+        Sample("hub_gateway_requests_total", {"endpoint": "/v1/inbox", "status": "204"}, 2.0),
+        Sample("hub_gateway_requests_total", {"endpoint": "/ready", "status": "200"}, 700.0),
+    ]
+    assert snapshot([fam], time.time()).requests == {"202": 5.0, "204": 2.0}
