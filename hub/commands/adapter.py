@@ -750,15 +750,6 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
         since = args.since or (args.until or now) - dt.timedelta(days=args.days or 1)
     except OverflowError:
         raise AdapterCommandError("ADAPTER_TRACKING", "--until lies too close to the year 1", exit=1) from None
-    if not since < (args.until or now):
-        raise AdapterCommandError("ADAPTER_TRACKING", "--since must be before --until (or now)", exit=1)
-    if args.service:
-        from adapters.sdk._tracking import _services
-
-        try:
-            _services(args.service)
-        except ValueError as exc:
-            raise AdapterCommandError("ADAPTER_TRACKING", str(exc), exit=1) from None
 
     async def read() -> int:
         async with Tracking.open(adapter_settings) as tracking:
@@ -773,7 +764,7 @@ def cmd_sent(args: argparse.Namespace, settings: Settings) -> int:
                     return 1
                 print(_sent_lines(found, answers=True))
                 return 0
-            try:  # the arguments are checked here, before anything is read
+            try:  # the arguments (the window, the services) are checked here, before anything is read
                 listing = tracking.sent_messages(
                     since=since,
                     until=args.until,

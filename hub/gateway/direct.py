@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from hub.settings import Settings
     from hub.transport.abc import AbstractTransport
 
-__all__ = ["Direct", "GatewayWorker", "Outcome", "Submission", "later", "to_inbox"]
+__all__ = ["Direct", "GatewayWorker", "Outcome", "Submission", "gone", "later", "to_inbox"]
 
 log = logging.getLogger("hub.gateway")
 
@@ -373,7 +373,7 @@ class Direct:
             return await sub.outcome
         except asyncio.CancelledError:
             if sub.outcome.done() and not sub.outcome.cancelled():  # settled in the pass the client went away in
-                self._gone(sub, sub.outcome.result())
+                gone(sub.outcome.result(), sub.system, sub.message_id, self.mailbox, self._hand_over)
             raise
         finally:
             if not added:  # cancelled while waiting for the copy before it: copies after it still wait for that one
@@ -459,17 +459,8 @@ class Direct:
         if not sub.outcome.done():
             sub.outcome.set_result(outcome)
         else:  # the client went away while its submission was examined
-            self._gone(sub, outcome)
+            gone(outcome, sub.system, sub.message_id, self.mailbox, self._hand_over)
         self._finish(sub)
-
-    def _gone(self, sub: Submission, outcome: Outcome) -> None:
-        """The client of ``sub`` is gone: its answer goes to its inbox — the one made here, or a worker's for the
-        retried copy (the wait registered for it is forgotten, so the mailbox does not take that answer for a
-        client nobody is)."""
-        if outcome.kind == "answer" and outcome.reply is not None:
-            self._hand_over(outcome.reply)
-        elif outcome.pending is not None:
-            self.mailbox.forget(sub.system, sub.message_id, outcome.pending)
 
     def fail(self, sub: Any, error: HubError | None) -> None:
         """Nothing of the submission could be handed over (the broker is gone): the client is told to resend."""
@@ -499,6 +490,18 @@ class Direct:
 
     def _later(self, job: Any) -> None:
         later(self._tasks, job)
+
+
+def gone(
+    outcome: Outcome, system: str, message_id: str, mailbox: Mailbox, hand_over: Callable[[Outgoing], None]
+) -> None:
+    """The client of a submission went away after its ``outcome`` came (``Direct``, ``ExaminerPool``): its answer goes
+    to its inbox — the one made (``hand_over``), or a worker's for the retried copy (the wait registered for it is
+    forgotten, so the mailbox does not take that answer for a client nobody is)."""
+    if outcome.kind == "answer" and outcome.reply is not None:
+        hand_over(outcome.reply)
+    elif outcome.pending is not None:
+        mailbox.forget(system, message_id, outcome.pending)
 
 
 async def to_inbox(transport: AbstractTransport, reply: Outgoing) -> None:

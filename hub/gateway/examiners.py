@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hub.errors import HubError
-from hub.gateway.direct import Outcome, later, to_inbox
+from hub.gateway.direct import Outcome, gone, later, to_inbox
 from hub.gateway.mailbox import Answer
 from hub.metrics import child_dead
 from hub.transport.topology import Outgoing
@@ -178,8 +178,6 @@ class _Call:
     future: asyncio.Future[Outcome]
     #: The gateway mailbox's wait for the retried copy's answer (registered when the examiner asks).
     pending: asyncio.Future[Answer] | None = None
-    #: When it was handed to the examiner (``time.monotonic``).
-    sent: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -379,7 +377,7 @@ class ExaminerPool:
                 error=HubError("no examiner process of the gateway runs now; send it again shortly", code=UNAVAILABLE),
             )
         seq = next(self._seq)
-        call = _Call(system, message_id, asyncio.get_running_loop().create_future(), sent=time.monotonic())
+        call = _Call(system, message_id, asyncio.get_running_loop().create_future())
         e.inflight[seq] = call
         e.writer.send(("submit", seq, system, data, message_id, lane, priority))
         try:
@@ -388,15 +386,8 @@ class ExaminerPool:
             if seq in e.inflight and e.writer is not None and not e.writer.is_closing():
                 e.writer.send(("cancel", seq))  # its outcome still comes back (answered: to the inbox)
             elif call.future.done() and not call.future.cancelled():  # its outcome came in the pass the client left
-                self._gone(call, call.future.result())
+                gone(call.future.result(), call.system, call.message_id, self.mailbox, self._hand_over)
             raise
-
-    def _gone(self, call: _Call, outcome: Outcome) -> None:
-        """The client of ``call`` went away after its outcome came: the answer goes to its inbox (``Direct._gone``)."""
-        if outcome.kind == "answer" and outcome.reply is not None:
-            self._hand_over(outcome.reply)
-        elif outcome.pending is not None:
-            self.mailbox.forget(call.system, call.message_id, outcome.pending)
 
     def _pick(self, system: str, message_id: str) -> _Examiner | None:
         n = len(self._examiners)
