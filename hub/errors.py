@@ -92,6 +92,7 @@ CODES: dict[str, str] = {
     "CERT_REVOKED": "证书已吊销",
     "CERT_CRL_UNAVAILABLE": "无有效的证书吊销列表",
     "CERT_SIGNER_MISMATCH": "签名证书与发送方不符",
+    "CERT_NOT_REGISTERED": "证书不是目录为该系统登记的证书（cert-sha256）",
     # deliveries (hub.trust.delivery): the hub's signature and the originating system's, side by side
     "SIG_ORIGIN_MISSING": "投递报文缺少原发系统签名",
     "SIG_ORIGIN_INVALID": "原发系统签名与报文内容不符",

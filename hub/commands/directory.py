@@ -118,6 +118,8 @@ def render(directory: Directory) -> str:
             limits = [f"{s.rate}/s" if s.rate is not None else "", f"×{s.concurrency}" if s.concurrency else ""]
             if any(limits):
                 mark += f"  [网关 gateway {' '.join(x for x in limits if x)}]"
+            if s.cert_sha256:
+                mark += f"  [登记证书 certificates {' '.join(fp[:12] + '…' for fp in s.cert_sha256)}]"
             lines.append(
                 _pad("  " + s.id, 24)
                 + _pad(s.name, name_w)

@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hub.errors import ConfigError, EnvelopeError, TrustError
 from hub.settings import Settings
@@ -81,7 +82,18 @@ def cmd_pki_issue(args: argparse.Namespace, settings: Settings) -> int:
             f"issued {what}{issued.serial} for {issued.agency}/{issued.system}, valid until "
             f"{issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}"
         )
+        print(f"  sha256 {issued.fingerprint}")
+    _registration_hint(settings, issued)
     return 0
+
+
+def _registration_hint(settings: Settings, issued: Any) -> None:
+    """On stderr: the directory registers the system's certificates (cert-sha256) and not this one."""
+    from hub.commands import trust_admin as admin
+
+    hint = admin.registration_hint(issued, asyncio.run(admin.registered_certificates(settings, issued.system)))
+    if hint:
+        print(hint, file=sys.stderr)
 
 
 def cmd_pki_issue_server(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,6 +121,8 @@ def cmd_pki_renew(args: argparse.Namespace, settings: Settings) -> int:
     _write_out(args.out, pki.certificate_pem(issued.certificate, issued.issuer))
     if args.out:
         print(f"renewed as {issued.serial}, valid until {issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}")
+        print(f"  sha256 {issued.fingerprint}")
+    _registration_hint(settings, issued)
     return 0
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -165,6 +166,34 @@ async def issue(
         await repo.add(record_of(issued))
     log.info("issued %s certificate %s for %s/%s", issued.kind, issued.serial, issued.agency, issued.system)
     return issued
+
+
+async def registered_certificates(settings: Settings, system: str | None) -> tuple[str, ...]:
+    """The fingerprints the loaded directory registers for ``system`` (``cert-sha256``; empty: none, any certificate
+    of the hub CA's serves it, or no directory loaded yet)."""
+    if not system:
+        return ()
+    async with connection(settings.pg_dsn) as conn:
+        try:
+            pins = await conn.fetchval("SELECT cert_sha256 FROM directory_systems WHERE id = $1", system)
+        except asyncpg.UndefinedTableError:
+            return ()
+    return tuple(pins or ())
+
+
+def registration_hint(issued: pki.IssuedCertificate, pins: tuple[str, ...]) -> str | None:
+    """What the operator must do before a system whose certificates the directory registers can use ``issued``:
+    None when nothing (no registration, or it is listed)."""
+    if not pins or issued.fingerprint in pins:
+        return None
+    listed = " ".join((*pins, issued.fingerprint))
+    return (
+        f"注意：目录为系统 {issued.system} 登记了证书（cert-sha256），新证书不在其中，"
+        "使用前会被拒绝（CERT_NOT_REGISTERED）。\n"
+        f'把它加进目录（至多 4 项）：cert-sha256="{listed}"，再 hub directory load；旧证书停用后删去旧指纹。\n'
+        f"note: the directory registers the certificates of system {issued.system} (cert-sha256) and this one is not "
+        "among them: it is refused (CERT_NOT_REGISTERED) until its fingerprint is added (hub directory load)"
+    )
 
 
 async def issue_server(

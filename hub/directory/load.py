@@ -271,13 +271,13 @@ def check_directory(path: Path | str) -> tuple[Directory | None, list[Problem]]:
                     "DIR_DUPLICATE",
                     f"RabbitMQ user {system.amqp_user} of system {system.id} is already used by {other.id}",
                 )
-            if system.cert_sha256 is not None:
-                other = fingerprints.setdefault(system.cert_sha256, system)
+            for pin in system.cert_sha256:
+                other = fingerprints.setdefault(pin, system)
                 if other is not system:
                     c.add(
                         line_of(sel),
                         "DIR_DUPLICATE",
-                        f"certificate {system.cert_sha256[:16]}… of system {system.id} is already bound to {other.id}",
+                        f"certificate {pin[:16]}… of system {system.id} is already registered for {other.id}",
                     )
 
     # -- the parent tree
@@ -445,7 +445,7 @@ def _read_system(c: _Checker, el: etree._Element, agency: Agency) -> System:
         ceiling=ceiling,
         accreditation=accreditation,
         accepts=tuple((el.get("accepts") or "").split()),
-        cert_sha256=el.get("cert-sha256"),
+        cert_sha256=tuple(dict.fromkeys((el.get("cert-sha256") or "").split())),
         amqp_user=el.get("amqp-user") or sid,
         rate=_optional_int(el.get("rate")),
         concurrency=_optional_int(el.get("concurrency")),

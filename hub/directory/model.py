@@ -143,7 +143,8 @@ class System:
     ``accepts`` are service patterns; a system addressed through its agency or a group receives only the services
     it accepts. ``rate`` (requests per second) and ``concurrency`` (requests at once) are the HTTPS gateway's limits
     for the system; None: the gateway's defaults. ``gateway_addresses``: the networks (CIDR text) it may call the
-    gateway from; empty: anywhere."""
+    gateway from; empty: anywhere. ``cert_sha256``: the fingerprints of the only certificates it may sign with or
+    present to the gateway (``registers``); empty: any valid certificate the hub CA issued to it."""
 
     id: str
     agency: str
@@ -153,12 +154,17 @@ class System:
     accepts: tuple[str, ...] = ()
     name_en: str = ""
     accreditation: int | None = None
-    cert_sha256: str | None = None
+    cert_sha256: tuple[str, ...] = ()
     amqp_user: str = ""
     rate: int | None = None
     concurrency: int | None = None
     gateway_addresses: tuple[str, ...] = ()
     line: int = field(default=0, compare=False)
+
+    def registers(self, fingerprint: str) -> bool:
+        """Whether the directory lets the system use the certificate of ``fingerprint`` (SHA-256 of its DER, hex):
+        any, unless ``cert-sha256`` lists its certificates."""
+        return not self.cert_sha256 or fingerprint in self.cert_sha256
 
     def accepts_service(self, service: str) -> bool:
         return any(service_matches(p, service) for p in self.accepts)

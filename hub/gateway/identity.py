@@ -6,7 +6,8 @@ issuing CAs only), but not the dates (``tls.NO_CHECK_TIME``). Here, per request:
 whose certificate lapsed reads why, the people on duty see which system), revocation against the hub's CRLs (the
 ``TrustStore`` the verifier uses: the same ``LoadedCrl`` data, fail closed: 503 ``CERT_CRL_UNAVAILABLE`` — the hub's
 state, not the client's — / 403 ``CERT_REVOKED``), the clientAuth usage, and the subject's (agency, system) —
-``hub.trust.pki.agency_and_system`` — being an agency system of the directory (``GATEWAY_UNKNOWN_SYSTEM``). That
+``hub.trust.pki.agency_and_system`` — being an agency system of the directory (``GATEWAY_UNKNOWN_SYSTEM``), and,
+where the directory registers the system's certificates (``cert-sha256``), one of them (``CERT_NOT_REGISTERED``). That
 the system equals the signed sender of what it submits is the processor's check (``CERT_SIGNER_MISMATCH``), as for
 AMQP users.
 """
@@ -154,6 +155,14 @@ class Identifier:
                     403,
                     "GATEWAY_UNKNOWN_SYSTEM",
                     f"the certificate names {parsed.agency}/{parsed.system}: not an agency system of the directory",
+                )
+            if not system.registers(parsed.fingerprint):
+                raise Refused(
+                    403,
+                    "CERT_NOT_REGISTERED",
+                    f"client certificate {serial_hex(parsed.cert.serial_number)} (sha256 {parsed.fingerprint[:16]}…) "
+                    f"is not one the directory registers for system {system.id} (cert-sha256): the hub's operators "
+                    "add its fingerprint to the directory, or the system presents a registered certificate",
                 )
         except Refused as exc:
             exc.system = parsed.system  # whom the people on duty should call (the ops overview, the log)

@@ -99,7 +99,7 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
         "401": {"$ref": f"{_REF}/responses/NoCertificate"},
         "403": _refusal(
             "refused: by a route or the classification gate, or the certificate (revoked, not this directory's "
-            "system, not the signed sender: CERT_SIGNER_MISMATCH)",
+            "system, not the signed sender: CERT_SIGNER_MISMATCH, not registered for it: CERT_NOT_REGISTERED)",
             xml=True,
         ),
         "408": _refusal("the request body did not arrive in time (GATEWAY_READ_TIMEOUT)"),
@@ -570,8 +570,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                 "Forbidden": {
                     "description": "the certificate is revoked (CERT_REVOKED), expired or not yet valid "
                     "(CERT_EXPIRED), not for TLS clients, not an agency system of the directory "
-                    "(GATEWAY_UNKNOWN_SYSTEM), or presented from an address the directory does not list for the "
-                    "system (GATEWAY_ADDRESS_REFUSED)",
+                    "(GATEWAY_UNKNOWN_SYSTEM), not one the directory registers for the system (CERT_NOT_REGISTERED), "
+                    "or presented from an address the directory does not list for the system (GATEWAY_ADDRESS_REFUSED)",
                     "headers": _headers("X-Hub-Code"),
                     "content": {"application/json": _error_json()},
                 },

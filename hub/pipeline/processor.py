@@ -50,7 +50,7 @@ from hub.pipeline.replies import canonical_receipt, countersigned_document, sign
 if TYPE_CHECKING:
     from hub.directory import Directory
     from hub.routing import GateResult, Marking, Router, Target
-    from hub.trust import Signer, Verifier
+    from hub.trust import Signer, SignerIdentity, Verifier
     from hub.validation import SchemaRegistry
 
 __all__ = ["ERROR_SERVICE", "RECEIPT_SERVICE", "Accepted", "Delivery", "Processor", "Rejected", "Rendered"]
@@ -212,6 +212,7 @@ class Processor:
             # exactly what was signed; the model read during validation is then the signed one.
             envelope = unverified if verified.root is root else Envelope.from_tree(verified.root)
             self.check_signer_binding(verified, envelope)
+            self._check_registered(verified.signer, envelope)
             self._check_amqp_user(amqp_user, user_system, envelope)
             confirmed = True
             if budget is not None:
@@ -334,6 +335,22 @@ class Processor:
         except HubError:
             return None
         return Party(system.agency, system.id)
+
+    def _check_registered(self, signer: SignerIdentity, env: Envelope) -> None:
+        """A system the directory registers certificates for (``cert-sha256``) signs with one of them only: another
+        certificate of its, even valid and issued by the hub CA, is refused ``CERT_NOT_REGISTERED``. Not the hub's
+        own system (its deliveries and replies are signed with the hub's certificates)."""
+        try:
+            system = self.directory.system(env.sender.system)
+        except HubError:
+            return  # not an agency system: the router refuses the sender
+        if not system.registers(signer.fingerprint):
+            raise CertificateUntrusted(
+                f"the message is signed with certificate {signer.serial_hex} (sha256 {signer.fingerprint[:16]}…), "
+                f"which is not one the directory registers for system {system.id} (cert-sha256): the hub's operators "
+                "add its fingerprint to the directory, or the system signs with a registered certificate",
+                code="CERT_NOT_REGISTERED",
+            )
 
     def _check_amqp_user(self, amqp_user: str | None, user_system: str | None, env: Envelope) -> None:
         """The broker authenticated the connection; if it was a system's own user it must be the signed sender."""

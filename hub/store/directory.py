@@ -101,7 +101,7 @@ class DirectoryRepository:
                         s.ceiling,
                         s.accreditation,
                         list(s.accepts),
-                        s.cert_sha256,
+                        list(s.cert_sha256),
                         s.amqp_user,
                         s.rate,
                         s.concurrency,
@@ -175,12 +175,7 @@ class DirectoryRepository:
             )
         return Directory(
             (Agency(**dict(r)) for r in agency_rows),
-            (
-                System(
-                    **{**dict(r), "accepts": tuple(r["accepts"]), "gateway_addresses": tuple(r["gateway_addresses"])}
-                )
-                for r in system_rows
-            ),
+            (System(**{**dict(r), **_tuples(r, "accepts", "gateway_addresses", "cert_sha256")}) for r in system_rows),
             (
                 Group(r["name"], r["title"], tuple(members.get(r["name"], ())), r["title_en"], line=r["line"])
                 for r in group_rows

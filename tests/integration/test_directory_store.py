@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from directory_edits import with_system
 
 from hub.cli import main
 from hub.directory import Directory, load_directory
@@ -71,6 +72,26 @@ async def test_database_refuses_gateway_limits_out_of_range(conn: asyncpg.Connec
         with pytest.raises(ConfigError):
             await repo.save(forged)
     assert (await repo.load()) == good
+
+
+async def test_registered_certificates_are_stored_and_bounded(conn: asyncpg.Connection) -> None:
+    """``cert-sha256`` (migration 030): the fingerprints come back as they were listed; the database itself refuses
+    more than four or anything but lower-case SHA-256 hex, as the schema does."""
+    repo = DirectoryRepository(conn)
+    good = load_directory(DEMO)
+
+    def with_pins(pins: tuple[str, ...]) -> Directory:
+        return with_system(good, "city-220100-oa", cert_sha256=pins)
+
+    pinned = with_pins(("a" * 64, "b" * 64))
+    await repo.save(pinned)
+    back = await repo.load()
+    assert back.system("city-220100-oa").cert_sha256 == ("a" * 64, "b" * 64) and back == pinned
+    assert back.system("city-220200-oa").cert_sha256 == ()
+    for bad in (("a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64), ("A" * 64,), ("a" * 63,)):
+        with pytest.raises(ConfigError):
+            await repo.save(with_pins(bad))
+    assert (await repo.load()) == pinned
 
 
 async def test_save_replaces_the_whole_directory(conn: asyncpg.Connection, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography import x509
+from directory_edits import with_system
 from gateway_certs import client_certificate, client_ssl_context, revoke
 from gateway_client import XML, Gateway, post, running_gateway
 from harness import SYSTEMS, Hub, document
@@ -662,7 +663,6 @@ async def test_a_system_is_served_only_from_its_gateway_addresses(gw: Gateway) -
     """The directory's ``gateway-addresses`` (migration 029): a system's certificate presented from an address the
     directory does not list for it is refused 403 GATEWAY_ADDRESS_REFUSED, naming the address, and counted under the
     system with the address for the people on duty; from a listed network it is served as before."""
-    from dataclasses import replace
 
     from harness import until
 
@@ -670,26 +670,14 @@ async def test_a_system_is_served_only_from_its_gateway_addresses(gw: Gateway) -
 
     identifier = gw.state.identifier
     listed = identifier.directory
-    elsewhere = replace(listed.system(SENDER), gateway_addresses=("192.0.2.0/24",))
-    here = replace(listed.system(SENDER), gateway_addresses=("10.0.0.0/8", "127.0.0.0/8"))
-
-    def directory_with(system: Any) -> Any:
-        return type(listed)(
-            listed.agencies(),
-            [system if s.id == SENDER else s for s in listed.systems()],
-            listed.groups(),
-            hub_system=listed.hub_system,
-            hub_zone=listed.hub_zone,
-            hub_ceiling=listed.hub_ceiling,
-        )
 
     try:
-        identifier.directory = directory_with(elsewhere)
+        identifier.directory = with_system(listed, SENDER, gateway_addresses=("192.0.2.0/24",))
         async with gw.session(SENDER).get("/v1/inbox", params={"wait": "0"}) as r:
             assert r.status == 403 and r.headers["X-Hub-Code"] == "GATEWAY_ADDRESS_REFUSED"
             body = await r.json()
         assert "came from 127.0.0.1" in body["detail"] and body["title"].startswith("该系统不允许从此地址接入网关")
-        identifier.directory = directory_with(here)
+        identifier.directory = with_system(listed, SENDER, gateway_addresses=("10.0.0.0/8", "127.0.0.0/8"))
         async with gw.session(SENDER).get("/v1/inbox", params={"wait": "0"}) as r:
             assert r.status == 204
     finally:
@@ -700,6 +688,43 @@ async def test_a_system_is_served_only_from_its_gateway_addresses(gw: Gateway) -
         return rows.get((SENDER, "GATEWAY_ADDRESS_REFUSED"))
 
     assert await until(stored, "the refusal under the system", timeout=20) == ("127.0.0.1",)
+
+
+async def test_a_client_certificate_the_directory_does_not_register_is_refused(gw: Gateway) -> None:
+    """The directory's ``cert-sha256``: a system whose certificates it registers presents another valid certificate
+    of its own over TLS — 403 CERT_NOT_REGISTERED naming the certificate, counted under the system for the people on
+    duty; registered beside the signing certificate, the same client is served."""
+
+    from cryptography import x509
+    from harness import until
+
+    from hub.store import gateway_activity
+    from hub.trust.pki import fingerprint
+
+    identifier = gw.state.identifier
+    listed = identifier.directory
+    tls_cert = x509.load_pem_x509_certificates(gw.certs[SENDER][0].read_bytes())[0]
+    signing = gw.hub.signers[SENDER].identity.fingerprint
+
+    try:
+        identifier.directory = with_system(listed, SENDER, cert_sha256=(signing,))
+        async with gw.session(SENDER).get("/v1/inbox", params={"wait": "0"}) as r:
+            assert r.status == 403 and r.headers["X-Hub-Code"] == "CERT_NOT_REGISTERED"
+            body = await r.json()
+        assert fingerprint(tls_cert)[:16] in body["detail"] and body["title"].startswith(
+            "证书不是目录为该系统登记的证书"
+        )
+        identifier.directory = with_system(listed, SENDER, cert_sha256=(signing, fingerprint(tls_cert)))
+        async with gw.session(SENDER).get("/v1/inbox", params={"wait": "0"}) as r:
+            assert r.status == 204
+    finally:
+        identifier.directory = listed
+
+    async def stored() -> bool:
+        rows = {(r.system, r.code) for r in await gateway_activity.refusals(gw.hub.pool, limit=1000)}
+        return (SENDER, "CERT_NOT_REGISTERED") in rows
+
+    assert await until(stored, "the refusal under the system", timeout=20)
 
 
 async def test_each_systems_requests_are_counted_in_the_store(gw: Gateway) -> None:

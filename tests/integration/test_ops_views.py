@@ -426,6 +426,31 @@ async def test_directory_and_routes(ops: Ops) -> None:
     assert 'id="routes"' in text
 
 
+async def test_directory_shows_registered_certificates(ops: Ops) -> None:
+    """The systems table's 登记证书 column: a system's ``cert-sha256`` shortened (the whole fingerprint in its title),
+    不限 for a system without."""
+    from directory_edits import with_system
+
+    from hub.store.directory import DirectoryRepository
+
+    repo = DirectoryRepository(ops.hub.pool)
+    listed = await repo.load()
+    pins = ("ab" * 32, "cd" * 32)
+    await repo.save(with_system(listed, "city-220200-oa", cert_sha256=pins))
+    try:
+        status, text, _ = await ops.get("auditor", "/directory")
+    finally:
+        await repo.save(listed)
+    assert status == 200
+    row = re.search(r'<tr data-system="city-220200-oa">.*?</tr>', text, re.S)
+    assert row is not None
+    cell = re.search(r'<td class="pins">(.*?)</td>', row.group(0), re.S)
+    assert cell is not None
+    assert f'<code title="sha256 {pins[0]}">{pins[0][:12]}…</code>' in cell.group(1) and pins[1][:12] in cell.group(1)
+    other = re.search(r'<tr data-system="city-220100-oa">.*?<td class="pins">(.*?)</td>', text, re.S)
+    assert other is not None and "不限" in other.group(1)
+
+
 async def test_directory_shows_route_problems(ops: Ops, tmp_path: Any) -> None:
     import shutil
 

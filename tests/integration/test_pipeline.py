@@ -320,6 +320,36 @@ async def test_a_message_that_trips_a_bug_is_isolated_and_retried_not_lost(hub: 
     assert ids[-1] == bad  # the good ones were not held up; the bad one came back after its back-off
 
 
+async def test_a_certificate_the_directory_does_not_register_is_refused(hub: Hub) -> None:
+    """The directory's ``cert-sha256`` over RabbitMQ: 农安 signs with a valid certificate of its own that the
+    directory does not list for it — a signed CERT_NOT_REGISTERED error to 农安, nothing delivered, and the id left
+    free: once the directory lists the certificate the same message is delivered as a first copy."""
+    from directory_edits import with_system
+
+    from hub.envelope import Envelope
+
+    sender = "county-220122-oa"
+    data = hub.sign(sender, document(sender, [Recipient.to("11220183013553609R")]))
+    env = Envelope.from_tree(parse(data))
+    own = hub.signers[sender].identity.fingerprint
+    processor = hub.worker.processor
+    listed = processor.directory
+
+    try:
+        processor.directory = with_system(listed, sender, cert_sha256=("0" * 64,))
+        await hub.publish([(env, data)])
+        reply = await hub.reply(sender, env.message_id)
+        assert (reply.kind, reply.outcome) == ("error", "CERT_NOT_REGISTERED")
+        assert "cert-sha256" in reply.detail and own[:16] in reply.detail
+        assert await hub.drain("county-220183-oa", timeout=1.5) == []
+        processor.directory = with_system(listed, sender, cert_sha256=("0" * 64, own))
+        await hub.publish([(env, data)])
+        got = await hub.drain("county-220183-oa", expect=1, timeout=20)
+    finally:
+        processor.directory = listed
+    assert [e.message_id for _, e in got] == [env.message_id]
+
+
 async def test_a_system_cannot_publish_what_another_system_signed(hub: Hub) -> None:
     """XML-SECURITY §7 item 16: the AMQP user (authenticated by RabbitMQ) must be the signed sender. 榆树's own
     RabbitMQ user publishes a message genuinely signed by 农安: refused with CERT_SIGNER_MISMATCH, and the answer

@@ -199,6 +199,45 @@ def test_the_whole_ca_workflow(settings: Settings, tmp_path: Path, capsys: pytes
     ).signer == (hub_signer.identity)
 
 
+def test_a_certificate_the_directory_does_not_register_is_pointed_out(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hub pki issue`` and ``renew`` print the new certificate's fingerprint; where the loaded directory registers
+    the system's certificates (cert-sha256) and not this one, they say on stderr that it will be refused
+    (CERT_NOT_REGISTERED) and give the attribute to write."""
+    from directory_edits import with_system
+
+    from hub.directory import load_directory
+    from hub.store.directory import DirectoryRepository
+
+    system, agency = "city-220200-oa", "112202000136132524"
+    if not pki.is_initialised(Path(settings.state_dir) / "pki"):
+        assert run(settings, "pki", "init") == 0
+    agent = tmp_path / "agent"
+    assert run(settings, "keygen", "--system", system, "--agency", agency, "--out", str(agent)) == 0
+    capsys.readouterr()
+    cert = agent / f"{system}.pem"
+    assert run(settings, "pki", "issue", "--csr", str(agent / f"{system}.csr"), "--out", str(cert)) == 0
+    first = pki.fingerprint(pki.load_certificates(cert)[0])
+    got = capsys.readouterr()
+    assert f"sha256 {first}" in got.out and "CERT_NOT_REGISTERED" not in got.out + got.err
+    serial = pki.serial_hex(pki.load_certificates(cert)[0].serial_number)
+
+    pinned = with_system(load_directory(PROJECT_ROOT / "routes" / "directory.xml"), system, cert_sha256=(first,))
+
+    async def load() -> None:
+        async with connection(settings.pg_dsn) as conn:
+            await DirectoryRepository(conn).save(pinned)
+
+    asyncio.run(load())
+    renewed = agent / "renewed.pem"
+    assert run(settings, "pki", "renew", serial, "--out", str(renewed)) == 0
+    second = pki.fingerprint(pki.load_certificates(renewed)[0])
+    got = capsys.readouterr()
+    assert f"sha256 {second}" in got.out
+    assert "CERT_NOT_REGISTERED" in got.err and f'cert-sha256="{first} {second}"' in got.err
+
+
 def test_commands_that_need_the_database_say_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     down = Settings.from_env(pg_dsn="postgresql://postgres@127.0.0.1:1/nowhere", state_dir=tmp_path)
     for argv in (("pki", "init"), ("pki", "list"), ("pki", "crl"), ("pki", "revoke", "ab", "--reason", "superseded")):

@@ -50,13 +50,19 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class _Directory:
     """What ``Identifier`` asks of the directory: a system's agency, or a ``HubError``."""
 
-    def __init__(self, systems: dict[str, str]) -> None:
+    def __init__(self, systems: dict[str, str], pins: tuple[str, ...] = ()) -> None:
         self.systems = systems
+        self.pins = pins  # the systems' cert-sha256
 
     def system(self, system_id: str) -> SimpleNamespace:
         if system_id not in self.systems:
             raise NoRoute(f"system {system_id} is not in the directory", code="ROUTE_UNKNOWN_RECIPIENT")
-        return SimpleNamespace(agency=self.systems[system_id], gateway_addresses=())
+        return SimpleNamespace(
+            id=system_id,
+            agency=self.systems[system_id],
+            gateway_addresses=(),
+            registers=lambda fp: not self.pins or fp in self.pins,
+        )
 
 
 class _Served:
@@ -301,6 +307,29 @@ def _der(tpki: TestPki, tmp: Path, days: int = 30) -> tuple[bytes, x509.Certific
     cert_path, _, _ = client_certificate(tpki.dir, PASSPHRASE, AGENCY, SYSTEM, tmp, days=days)
     cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
     return cert.public_bytes(Encoding.DER), cert
+
+
+def test_a_certificate_the_directory_does_not_register_is_refused(tpki: TestPki, tmp_path: Path) -> None:
+    """A system whose certificates the directory registers (``cert-sha256``) is served with those only: another
+    certificate of the same system, valid and issued by the hub CA, is 403 ``CERT_NOT_REGISTERED`` naming its serial
+    and fingerprint; listed beside another one, it is served. A directory change applies at the next request."""
+    from hub.errors import CODES
+    from hub.trust.pki import fingerprint
+
+    der, cert = _der(tpki, tmp_path)
+    other, _ = _der(tpki, tmp_path / "renewed")
+    ident = Identifier(TrustStore.load(tpki.dir), _Directory({SYSTEM: AGENCY}, (fingerprint(cert),)))  # type: ignore[arg-type]
+    assert ident.identify(der).system == SYSTEM
+    with pytest.raises(Refused) as info:
+        ident.identify(other)
+    got = info.value
+    assert (got.status, got.code, got.system) == (403, "CERT_NOT_REGISTERED", SYSTEM) and got.code in CODES
+    other_fp = fingerprint(x509.load_der_x509_certificate(other))
+    assert other_fp[:16] in got.detail and "cert-sha256" in got.detail
+    ident.directory.pins = (fingerprint(cert), other_fp)
+    assert ident.identify(other).system == SYSTEM
+    ident.directory.pins = ()
+    assert ident.identify(other).system == SYSTEM
 
 
 def test_an_expired_or_not_yet_valid_certificate_is_refused_per_request(tpki: TestPki, tmp_path: Path) -> None:
