@@ -154,3 +154,15 @@ def say_a_line(port: int, ctx: ssl.SSLContext | None, header: bytes = b"") -> by
                 return conn.recv(100)
     except (ssl.SSLError, OSError) as exc:
         return exc
+
+
+async def presented_serial(host: str, port: int, ctx: ssl.SSLContext) -> int:
+    """The serial of the certificate the TLS server at ``host``:``port`` presents to a new connection."""
+    import asyncio
+
+    _reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).serial_number
+    finally:
+        writer.close()

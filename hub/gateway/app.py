@@ -58,7 +58,7 @@ from hub.gateway.openapi import MAX_ACK_BODY, MAX_ACK_TAGS, MAX_POLL_ITEMS, MAX_
 from hub.gateway.proxy_header import Networks, networks, trusted
 from hub.gateway.readiness import Readiness
 from hub.gateway.status import status_for_code, status_for_receipt
-from hub.gateway.tls import TlsServer, peer_of, serve_tls, server_ssl_context
+from hub.gateway.tls import ServerCredentials, TlsServer, peer_of, serve_tls
 from hub.metrics import count_refusal, count_request, heartbeat, polled
 from hub.settings import Settings
 from hub.store.gateway_activity import FLUSH_S as ACTIVITY_FLUSH_S
@@ -1141,12 +1141,36 @@ class GatewayRunner(web.AppRunner):
     does) — after ``GatewaySettings.drain_s`` of ``GET /ready`` answering 503 while the gateway still serves."""
 
     listener: TlsServer | None = None
+    credentials: ServerCredentials | None = None
+    _watching: asyncio.Task[None] | None = None
 
     @property
     def addresses(self) -> list[Any]:
         return [sock.getsockname() for sock in self.listener.sockets] if self.listener is not None else []
 
+    def reload_certificate(self) -> bool:
+        """New connections get the server certificate, key and hub CA certificates as they are on disk now, if they
+        changed and load (``tls.ServerCredentials``); SIGHUP to ``hub gateway``, and every
+        ``GatewaySettings.cert_check_s``."""
+        if self.credentials is None or self.listener is None or not self.credentials.reload_if_changed():
+            return False
+        self.listener.use(self.credentials.context)
+        return True
+
+    def watch_certificate(self, every_s: float) -> None:
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                self.reload_certificate()
+
+        if every_s > 0:
+            self._watching = asyncio.get_running_loop().create_task(watch())
+
     async def cleanup(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
         await _drain(self.app)
         if self.listener is not None:
             self.listener.close()
@@ -1161,7 +1185,7 @@ async def start_gateway(
     which); ``await runner.cleanup()`` stops it (long polls are cut after ``shutdown_timeout``; what they held goes
     back to the queues)."""
     balancers = networks(gateway.proxy_from)  # ConfigError naming a bad one, before anything starts
-    ssl_context = server_ssl_context(
+    credentials = ServerCredentials(
         settings.state_dir / "pki", gateway.cert_file, gateway.key_file, key_password=settings.ca_passphrase
     )
     app = create_app(settings, gateway)
@@ -1178,7 +1202,7 @@ async def start_gateway(
         assert runner.server is not None
         runner.listener = await serve_tls(
             runner.server,
-            ssl_context,
+            credentials.context,
             gateway.host,
             gateway.port,
             handshake_timeout=gateway.header_timeout_s,
@@ -1186,6 +1210,8 @@ async def start_gateway(
             max_handshakes=gateway.max_handshakes,
             balancers=balancers,
         )
+        runner.credentials = credentials
+        runner.watch_certificate(gateway.cert_check_s)
         state = app.get(STATE)
         if state is not None:
             state.listener = runner.listener

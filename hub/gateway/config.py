@@ -70,6 +70,11 @@ class GatewaySettings:
     #: AMQP too, and gives way if so (``hub.gateway.links``); 0: no one-link-per-system check at all
     #: (``HUB_GATEWAY_LINK_CHECK_S``).
     link_check_s: float = 10.0
+    #: How often the gateway looks whether its server certificate and key (``cert_file``, ``key_file``) or the hub CA
+    #: certificates it trusts changed on disk, and serves new connections with them if so — ``hub pki
+    #: issue-server`` renews the certificate without a restart (``hub.gateway.tls.ServerCredentials``; SIGHUP to
+    #: ``hub gateway`` looks at once); 0: never.
+    cert_check_s: float = 30.0
     #: A system that has not polled, submitted or settled an inbox item for this long, with nothing handed out and
     #: no submission waiting, is let go: the gateway stops reading its queue and puts back what it held, so its
     #: deliveries wait (and expire) in the broker and the ops page shows it disconnected; its next poll reads the
@@ -111,6 +116,7 @@ class GatewaySettings:
         ``HUB_GATEWAY_MAX_HANDSHAKES=N`` the TLS handshakes under way at most (``max_handshakes``),
         ``HUB_GATEWAY_DRAIN_S=N`` how long a stopping gateway says so on ``GET /ready`` before it closes (``drain_s``),
         ``HUB_GATEWAY_PROXY_FROM=A,B`` the load balancers whose PROXY headers it reads (``proxy_from``),
+        ``HUB_GATEWAY_CERT_CHECK_S=N`` how often it looks for a renewed server certificate (``cert_check_s``),
         ``HUB_DIRECTORY_REFRESH_S=N`` how often the client identification reads the directory again
         (``directory_refresh_s``, as the examination and the workers do: ``Settings.directory_refresh_s``); an
         override given here wins."""
@@ -131,6 +137,7 @@ class GatewaySettings:
             ("HUB_GATEWAY_MAX_HANDSHAKES", "max_handshakes", 1, 100_000, int),
             # at most 30 s: hub run's supervisor waits 60 s for a stopping process
             ("HUB_GATEWAY_DRAIN_S", "drain_s", 0, 30, float),
+            ("HUB_GATEWAY_CERT_CHECK_S", "cert_check_s", 0, 86400, float),  # 0: read the certificate at start only
             ("HUB_DIRECTORY_REFRESH_S", "directory_refresh_s", 1, 86400, int),  # as Settings.directory_refresh_s
         ):
             raw = os.environ.get(name, "").strip()

@@ -5,6 +5,7 @@ restarted when it dies, stopped with SIGTERM with them)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -58,6 +59,11 @@ async def serve(
     from hub.gateway.app import start_gateway
 
     runner = await start_gateway(settings, gateway)
+    loop = asyncio.get_running_loop()
+    hangup = False
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests): no SIGHUP
+        loop.add_signal_handler(signal.SIGHUP, runner.reload_certificate)  # systemd: ExecReload=kill -HUP $MAINPID
+        hangup = True
     if started is not None:
         started()
     log.info(
@@ -67,6 +73,8 @@ async def serve(
         await stop.wait()
     finally:
         log.info("gateway stopping")
+        if hangup:
+            loop.remove_signal_handler(signal.SIGHUP)
         await runner.cleanup()
 
 

@@ -28,11 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from hub.errors import ConfigError
 from hub.gateway.proxy_header import Networks, ProxyHeaderError, read_proxy_header, trusted
-from hub.trust.pki import PkiPaths
+from hub.trust.pki import PkiPaths, serial_hex
 
-__all__ = ["TlsServer", "handshake_code", "peer_of", "serve_tls", "server_ssl_context"]
+__all__ = ["ServerCredentials", "TlsServer", "handshake_code", "peer_of", "serve_tls", "server_ssl_context"]
 
 log = logging.getLogger("hub.gateway")
 
@@ -127,6 +129,10 @@ class TlsServer:
         self._tasks: set[asyncio.Task[None]] = set()
         for sock in sockets:
             self._spawn(self._accept(sock))
+
+    def use(self, ctx: ssl.SSLContext) -> None:
+        """New connections get their TLS from ``ctx`` (``ServerCredentials.reload_if_changed``)."""
+        self._ctx = ctx
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -282,6 +288,65 @@ async def serve_tls(
         max_handshakes=max_handshakes,
         balancers=balancers,
     )
+
+
+class ServerCredentials:
+    """The server context (``server_ssl_context``) and the files it was made of — the hub root and issuing CA
+    certificates, the gateway's certificate and key — read again when they change (``reload_if_changed``): after
+    ``hub pki issue-server`` renews the certificate, or ``hub pki rollover-issuing`` adds an issuing CA, new
+    connections get the new ones without a restart (connections already open keep theirs). Files that do not load
+    (a key and certificate that do not match, say, while one is copied before the other) leave the context in use as
+    it is, said in the log once, and are tried again at every look until they load."""
+
+    def __init__(self, pki_dir: Path, cert_file: Path, key_file: Path, *, key_password: str | None = None) -> None:
+        paths = PkiPaths(Path(pki_dir))
+        self._args = (Path(pki_dir), Path(cert_file), Path(key_file))
+        self._password = key_password
+        self._files = (paths.root_cert, paths.issuing_cert, Path(cert_file), Path(key_file))
+        self._stamp = self._stamps()
+        self._failed: tuple[tuple[int, int, int] | None, ...] | None = None
+        self.context = server_ssl_context(*self._args, key_password=key_password)
+
+    def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
+        found: list[tuple[int, int, int] | None] = []
+        for f in self._files:
+            try:
+                st = f.stat()
+            except OSError:
+                found.append(None)
+            else:
+                found.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(found)
+
+    def reload_if_changed(self) -> bool:
+        """Whether the files changed and the new context is in ``context`` now."""
+        stamp = self._stamps()
+        if stamp == self._stamp:
+            return False
+        try:
+            context = server_ssl_context(*self._args, key_password=self._password)
+        except (ConfigError, OSError, ValueError) as exc:
+            # Tried again at every look (``hub pki issue-server`` writes the key, then the certificate: a look
+            # between the two sees a pair that does not match); said once for each state of the files.
+            if stamp != self._failed:
+                self._failed = stamp
+                log.error(
+                    "the gateway's server certificate, key or the hub CA certificates changed on disk but do not "
+                    "load; new connections keep the ones in use until they do: %s",
+                    exc.detail if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}",
+                )
+            return False
+        self._stamp = stamp
+        self.context = context
+        try:
+            cert = x509.load_pem_x509_certificates(self._args[1].read_bytes())[0]
+            what = (
+                f"server certificate {serial_hex(cert.serial_number)}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+            )
+        except (OSError, ValueError, IndexError):  # loaded a moment ago; replaced again since: the next look says
+            what = "the server certificate"
+        log.info("the gateway serves new connections with %s (%s changed on disk)", what, self._args[1].parent)
+        return True
 
 
 def server_ssl_context(

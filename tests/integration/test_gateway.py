@@ -376,18 +376,39 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
     import subprocess
     import sys
 
-    # `hub gateway`: serves until SIGTERM, then exits 0
+    # `hub gateway`: serves until SIGTERM, then exits 0; SIGHUP (systemctl reload) reads a renewed server
+    # certificate at once (the periodic look is off here: HUB_GATEWAY_CERT_CHECK_S=0)
+    from gateway_certs import presented_serial
+
+    from hub.commands import trust_admin as admin
+
     port = _free_port()
     log = tmp_path / "gateway.log"
     with open(log, "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hub.cli", "gateway", "--port", str(port)],
-            env=settings.to_env(),
+            env={**settings.to_env(), "HUB_GATEWAY_CERT_CHECK_S": "0"},
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
     try:
         await _until_serving(gw, f"https://127.0.0.1:{port}", proc)
+        ctx = client_ssl_context(gw.pki_dir, *gw.certs[SENDER])
+        before = await presented_serial("127.0.0.1", port, ctx)
+        issued = await admin.issue_server(
+            settings,
+            settings.state_dir / "pki",
+            ["127.0.0.1", "localhost"],
+            out_dir=settings.state_dir / "pki" / "gateway",
+        )
+        await asyncio.sleep(0.5)
+        assert await presented_serial("127.0.0.1", port, ctx) == before  # no look without the signal
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while await presented_serial("127.0.0.1", port, ctx) != issued.certificate.serial_number:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.1)
+        assert f"server certificate {issued.serial}" in log.read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from gateway_certs import client_ssl_context
+from gateway_certs import client_ssl_context, presented_serial
 from gateway_client import Gateway, post, running_gateway
 from harness import SYSTEMS, Hub, document
 from harness import until as until_async
@@ -44,7 +44,9 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
     await hub.start_worker()
     clients = {s: SYSTEMS[s] for s in (SENDER, RECIPIENT)}
     try:
-        async with running_gateway(hub, clients, visibility_timeout_s=2, answer_timeout_s=10, link_check_s=0) as g:
+        async with running_gateway(
+            hub, clients, visibility_timeout_s=2, answer_timeout_s=10, link_check_s=0, cert_check_s=0.3
+        ) as g:
             yield g
     finally:
         await hub.close()
@@ -303,3 +305,36 @@ async def test_the_pages_refusal_totals_count_every_group(gw: Gateway) -> None:
         assert (groups - before_groups, total - before_total) == (60, 180)
     finally:
         await pool.execute("DELETE FROM gateway_refusals WHERE system LIKE 'county-2299%'")
+
+
+async def test_a_renewed_server_certificate_is_presented_without_a_restart(gw: Gateway, settings: Settings) -> None:
+    """``hub pki issue-server`` run again while the gateway serves (before the old certificate expires): new
+    connections get the new certificate within ``cert_check_s`` (HUB_GATEWAY_CERT_CHECK_S; SIGHUP looks at once),
+    a connection already open keeps serving, and nothing was restarted."""
+    from urllib.parse import urlsplit
+
+    from hub.commands import trust_admin as admin
+
+    url = urlsplit(gw.url)
+    client_ctx = client_ssl_context(gw.pki_dir, *gw.certs[SENDER])
+
+    async def presented() -> int:
+        return await presented_serial(str(url.hostname), int(url.port or 0), client_ctx)
+
+    before = await presented()
+    listener = gw.runner.listener
+    session = gw.session(SENDER)  # open before the renewal, kept alive across it
+    async with session.get("/v1/inbox", params={"wait": "0"}) as r:
+        assert r.status in (200, 204)
+    issued = await admin.issue_server(
+        settings, settings.state_dir / "pki", ["127.0.0.1", "localhost"], out_dir=settings.state_dir / "pki" / "gateway"
+    )
+    assert issued.certificate.serial_number != before
+
+    async def renewed() -> bool:
+        return await presented() == issued.certificate.serial_number
+
+    assert await until(renewed, "the renewed server certificate on a new connection", timeout=10)
+    async with session.get("/v1/inbox", params={"wait": "0"}) as r:
+        assert r.status in (200, 204)
+    assert gw.runner.listener is listener  # the same server, never restarted

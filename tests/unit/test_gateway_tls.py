@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from gateway_certs import client_certificate, client_ssl_context, say_a_line, server_certificate
+from gateway_certs import client_certificate, client_ssl_context, presented_serial, say_a_line, server_certificate
 from trust_fixtures import AGENCY, PASSPHRASE, SYSTEM, TestPki, make_pki
 
 from hub.errors import ConfigError, NoRoute
@@ -130,6 +130,48 @@ async def test_a_hub_certificate_passes_and_nothing_is_reported(served: _Served,
     # An expired one too: its dates are the request's check (403 CERT_EXPIRED as JSON), not the handshake's.
     assert await served.talk(_client(tpki.dir, PASSPHRASE, tmp_path, trust=tpki.dir, days=-2)) == b"ok"
     assert served.seen == []
+
+
+async def test_a_renewed_server_certificate_is_served_without_a_restart(
+    tpki: TestPki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ServerCredentials``: the server certificate renewed on disk (``hub pki issue-server``) is presented to new
+    connections once the gateway looks (every ``cert_check_s``, or SIGHUP); files that do not load — a new key
+    beside the old certificate, as between the two writes of issue-server — keep the one in use, said once, and
+    are tried again at each look until they load."""
+    import logging
+
+    from hub.gateway.tls import ServerCredentials
+
+    folder = tmp_path / "server"
+    cert, key = server_certificate(tpki.dir, PASSPHRASE, folder)
+    first = x509.load_pem_x509_certificates(cert.read_bytes())[0].serial_number
+    credentials = ServerCredentials(tpki.dir, cert, key)
+    server = await _answering(credentials.context, lambda *a: None)
+    port = server.sockets[0].getsockname()[1]
+    client = _client(tpki.dir, PASSPHRASE, tmp_path, trust=tpki.dir)
+    try:
+        assert credentials.reload_if_changed() is False  # nothing changed
+        assert await presented_serial("127.0.0.1", port, client) == first
+        # a new key beside the old certificate: refused, said once, the old pair still served
+        other, _ = server_certificate(tpki.dir, PASSPHRASE, tmp_path / "elsewhere")
+        key.write_bytes((other.parent / "server.key").read_bytes())
+        with caplog.at_level(logging.ERROR, logger="hub.gateway"):
+            assert credentials.reload_if_changed() is False
+            assert credentials.reload_if_changed() is False
+        said = [r for r in caplog.records if "do not load" in r.getMessage()]
+        assert len(said) == 1 and "server certificate" in said[0].getMessage()
+        assert await presented_serial("127.0.0.1", port, client) == first
+        # the matching certificate arrives: taken at the next look, presented to new connections
+        cert.write_bytes(other.read_bytes())
+        second = x509.load_pem_x509_certificates(cert.read_bytes())[0].serial_number
+        assert credentials.reload_if_changed() is True
+        server.use(credentials.context)
+        assert await presented_serial("127.0.0.1", port, client) == second != first
+        assert credentials.reload_if_changed() is False
+    finally:
+        server.close()
+        await server.handshakes_ended()
 
 
 async def test_failed_handshakes_are_reported_by_what_failed(
