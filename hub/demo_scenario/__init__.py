@@ -87,13 +87,19 @@ JIUTAI_AGENCY_XML = f"""  <Agency code="{JIUTAI_CODE}" name="九台区林业局"
 """
 
 
-def with_jiutai(directory_xml: str) -> str:
-    """The directory file's text with 九台区林业局 added among 长春's counties (before 榆树市林业局); ValueError
-    when the file has no 榆树市林业局 to put it beside."""
+def with_jiutai(directory_xml: str, certificates: tuple[str, ...] = ()) -> str:
+    """The directory file's text with 九台区林业局 added among 长春's counties (before 榆树市林业局), its system's
+    registered ``certificates`` (``cert-sha256``) when given; ValueError when the file has no 榆树市林业局 to put it
+    beside."""
     anchor = '  <Agency code="11220182013552847D"'  # 榆树市林业局
     if anchor not in directory_xml:
         raise ValueError("routes/directory.xml has no 榆树市林业局 to add 九台区林业局 beside")
-    return directory_xml.replace(anchor, JIUTAI_AGENCY_XML + anchor, 1)
+    agency = JIUTAI_AGENCY_XML
+    if certificates:
+        agency = agency.replace(
+            f'<System id="{JIUTAI}" ', f'<System id="{JIUTAI}" cert-sha256="{" ".join(certificates)}" '
+        )
+    return directory_xml.replace(anchor, agency + anchor, 1)
 
 
 #: After how long without a poll the demo's gateway lets an HTTPS system's queue go (``HUB_GATEWAY_IDLE_S``; the
@@ -1540,14 +1546,22 @@ class Scenario:
 
     async def step_directory(self, o: Outcome) -> None:
         """``hub directory load`` while the hub runs (hub.pipeline.follow): the operator adds 九台区林业局 and its
-        system; without a restart the workers, the gateway's examination and the process engine take the new
-        directory, and the new system, with the certificate the hub CA just issued it, sends an information report to
-        长春 over HTTPS. The operator then loads the usual directory again (a rerun of the demo starts from it)."""
+        system, registering the certificate the hub CA just issued it (``cert-sha256``); without a restart the
+        workers, the gateway's examination and the process engine take the new directory, and the new system sends an
+        information report to 长春 over HTTPS. A second certificate issued for 九台 (from a copied request) is refused
+        at the gateway: it is not the registered one. The operator then loads the usual directory again (a rerun of
+        the demo starts from it)."""
         import aiohttp
 
+        from hub.pipeline.client import credential_paths
+        from hub.trust import pki
+
+        await enroll(self.settings, JIUTAI, JIUTAI_CODE)
+        registered = pki.fingerprint(pki.load_certificates(credential_paths(self.settings, JIUTAI)[1])[0])
         usual = self.settings.routes_dir / "directory.xml"
         added = self.settings.state_dir / "directory-jiutai.xml"
-        added.write_text(with_jiutai(usual.read_text(encoding="utf-8")), encoding="utf-8")  # ValueError: the step says
+        # ValueError: the step says
+        added.write_text(with_jiutai(usual.read_text(encoding="utf-8"), (registered,)), encoding="utf-8")
         started = time.monotonic()
         rc, out = await self.run_cli(["directory", "load", str(added)])
         if not o.expect(rc == 0, f"hub directory load exited {rc}: {out.strip()[-300:]}"):
@@ -1562,7 +1576,6 @@ class Scenario:
                 shown.get("state") == "ok" and shown.get("stored") == version,
                 f"the ops overview's directory row says {shown.get('state')} for version {shown.get('stored')}",
             )
-        await enroll(self.settings, JIUTAI, JIUTAI_CODE)
         tls = self._client_tls(JIUTAI)
         root = self._sample("info.report", "work-progress.xml")
         header = root[0]
@@ -1595,6 +1608,9 @@ class Scenario:
         o.expect(receipt.ref_to == env.message_id, "the receipt in the response is not about the report")
         got = await self.mail.deliveries(KEEP_FOR_OPERATOR, env.message_id, timeout=self.timeout)
         self._check_deliveries(o, {KEEP_FOR_OPERATOR: got}, JIUTAI)
+        unregistered = await self._unregistered_certificate(o)
+        if unregistered is None:
+            return
         # The usual directory again: 九台 leaves it, the hub follows (a rerun of the demo starts from it).
         rc, out = await self.run_cli(["directory", "load", str(usual)])
         if not o.expect(rc == 0, f"hub directory load (the usual directory) exited {rc}: {out.strip()[-300:]}"):
@@ -1609,14 +1625,56 @@ class Scenario:
             page_zh = f"（运维页面概览“目录”一行：第 {version} 版，{n} 个进程均已采用）"
             page_en = f" (the ops overview's Directory row: version {version}, all {n} processes on it)"
         o.lines.append(
-            "hub directory load 载入新增九台区林业局的目录，枢纽不重启：工作进程、网关审验进程和流程引擎随即改用"
-            f"新目录{page_zh}，九台区林业局凭刚签发的证书经 HTTPS 向长春市林业局报送信息，"
-            f"{took:.1f} s 内受理并送达；随后恢复原目录"
+            "hub directory load 载入新增九台区林业局的目录（登记其证书指纹 cert-sha256），枢纽不重启："
+            f"工作进程、网关审验进程和流程引擎随即改用新目录{page_zh}，"
+            f"九台区林业局凭刚签发的证书经 HTTPS 向长春市林业局报送信息，{took:.1f} s 内受理并送达；"
+            f"用复制的证书请求另签的一张九台证书（{unregistered}）未经登记，网关答复 403 CERT_NOT_REGISTERED；"
+            "随后恢复原目录"
         )
         o.lines.append(
-            f"a directory adding 九台区林业局 loaded while the hub runs: no restart{page_en}, the new system's report "
-            f"over HTTPS accepted and delivered {took:.1f} s after the load; the usual directory loaded back"
+            "a directory adding 九台区林业局 with its certificate registered (cert-sha256) loaded while the hub runs: "
+            f"no restart{page_en}, the new system's report over HTTPS accepted and delivered {took:.1f} s after the "
+            f"load; a second certificate issued for 九台 ({unregistered}) was refused 403 CERT_NOT_REGISTERED; the "
+            "usual directory loaded back"
         )
+
+    async def _unregistered_certificate(self, o: Outcome) -> str | None:
+        """A TLS certificate the hub CA issued for 九台 from a copied request, valid and not revoked, but not the one
+        the directory registers for it: the gateway answers 403 ``CERT_NOT_REGISTERED`` naming it. Its serial, or
+        None (the problem recorded in ``o``)."""
+        import ssl
+        import tempfile
+
+        import aiohttp
+
+        from hub.trust import keys, pki
+
+        key = keys.generate_private_key()
+        issued = pki.issue_from_csr(
+            self.settings.state_dir / "pki",
+            self.settings.ca_passphrase,
+            pki.make_csr(key, JIUTAI_CODE, JIUTAI),
+            tls=True,
+        )
+        assert issued.issuer is not None
+        with tempfile.TemporaryDirectory(prefix="hub-demo-tls-") as tmp:
+            key_file, cert_file = Path(tmp) / "tls.key", Path(tmp) / "tls.pem"
+            keys.write_private_file(key_file, keys.private_key_pem(key, None))
+            keys.write_public_file(cert_file, pki.certificate_pem(issued.certificate, issued.issuer))
+            tls = ssl.create_default_context(cafile=str(pki.PkiPaths(self.settings.state_dir / "pki").root_cert))
+            tls.load_cert_chain(str(cert_file), str(key_file))
+        async with (
+            aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=tls)) as http,
+            http.get("/v1/inbox", params={"wait": "0"}) as r,
+        ):
+            status, code = r.status, r.headers.get("X-Hub-Code", "")
+            detail = str((await r.json()).get("detail", "")) if r.content_type == "application/json" else ""
+        if not o.expect(
+            (status, code) == (403, "CERT_NOT_REGISTERED") and issued.serial in detail,
+            f"九台's unregistered certificate: {status} {code} {detail}",
+        ):
+            return None
+        return issued.serial[:12] + "…"
 
     async def _until_followed(self, version: int, timeout: float = 20.0) -> bool:
         """Wait until every worker, every gateway examiner and the process engine logged that it works with directory

@@ -111,8 +111,11 @@ def _check_first_run(first: subprocess.CompletedProcess[str], state: Path) -> No
         "the Dunhua desk's application left its database outbox and reached the provincial approval system",
         "the status and the decision came back into the desk's database",
         "tampered copies from one system; another system's letter sent right after was delivered",
-        "a directory adding 九台区林业局 loaded while the hub runs: no restart (the ops overview's Directory row: version",
+        "a directory adding 九台区林业局 with its certificate registered (cert-sha256) loaded while the hub runs: no "
+        "restart (the ops overview's Directory row: version",
         "processes on it), the new system's report over HTTPS accepted and delivered",
+        "a second certificate issued for 九台 (",
+        ") was refused 403 CERT_NOT_REGISTERED; the usual directory loaded back",
         "证据链完整 evidence chain intact",
         "every step behaved as expected",
     ):
