@@ -571,6 +571,13 @@ def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
     out = Path(args.out)
     write_private(out, json.dumps(bundle, ensure_ascii=False, indent=2).encode() + b"\n")
     print(f"已签发 · issued {bundle['serial']} for {agency}/{system}, valid until {bundle['not_after'][:10]}")
+    from cryptography import x509
+
+    from hub.commands.pki import registration_hint
+
+    issued = pki.fingerprint(x509.load_pem_x509_certificates(bundle["certificate_chain"].encode())[0])
+    print(f"  sha256 {issued}")
+    registration_hint(settings, system, issued)
     print(f"  RabbitMQ user {bundle['broker']['user']} (namespace {bundle['broker']['namespace']}) provisioned")
     print(f"入网文件 · enrolment file (mode 0600, holds the system's broker password): {out}")
     print(f"  send it to the agency over a protected channel; they run: hub adapter enrol --accept {out.name} --home …")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 from hub.directory.load import Problem, check_directory
 from hub.directory.model import LEVEL_NAMES, ZONE_NAMES, Directory
@@ -60,6 +62,29 @@ async def _provision(settings: Settings, directory: Directory) -> str:
     return f"RabbitMQ users: {len(made)} provisioned"
 
 
+async def unusable_registrations(conn: Any, directory: Directory) -> list[str]:
+    """A warning for each registered certificate (``cert-sha256``) that is no valid, unrevoked certificate the hub CA
+    issued to its system (by the certificate register): a system whose registered certificates are all such is
+    refused whatever it presents (CERT_NOT_REGISTERED)."""
+    registered = [(s.id, fp) for s in directory.systems() for fp in s.cert_sha256]
+    if not registered:
+        return []
+    rows = await conn.fetch(
+        "SELECT c.system, c.fingerprint FROM trust_certificates c WHERE c.fingerprint = ANY($1::text[])"
+        " AND c.not_after > now() AND c.not_before <= now()"
+        " AND NOT EXISTS (SELECT 1 FROM trust_revocations r WHERE r.serial = c.serial)",
+        [fp for _, fp in registered],
+    )
+    usable = {(r["system"], r["fingerprint"]) for r in rows}
+    return [
+        f"注意：系统 {system} 登记的证书 sha256 {fp[:16]}… 不是枢纽 CA 为它签发的有效证书（未知、已过期、已吊销或属于"
+        f"其他系统）· note: system {system}'s registered certificate sha256 {fp[:16]}… is no valid certificate the "
+        "hub CA issued to it (unknown, expired, revoked or another system's)"
+        for system, fp in registered
+        if (system, fp) not in usable
+    ]
+
+
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     path = Path(args.file)
     directory, problems = check_directory(path)
@@ -75,6 +100,8 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
         await migrate(settings.pg_dsn)
         async with connection(settings.pg_dsn) as conn:
             version = await DirectoryRepository(conn).save(directory, source_xml=source_xml)
+            for line in await unusable_registrations(conn, directory):
+                print(line, file=sys.stderr)
         if args.no_provision:
             return version, "RabbitMQ users: skipped (--no-provision)"
         note = await _provision(settings, directory)

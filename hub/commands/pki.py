@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from hub.errors import ConfigError, EnvelopeError, TrustError
 from hub.settings import Settings
@@ -83,15 +82,18 @@ def cmd_pki_issue(args: argparse.Namespace, settings: Settings) -> int:
             f"{issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}"
         )
         print(f"  sha256 {issued.fingerprint}")
-    _registration_hint(settings, issued)
+    registration_hint(settings, issued.system, issued.fingerprint, printed=bool(args.out))
     return 0
 
 
-def _registration_hint(settings: Settings, issued: Any) -> None:
-    """On stderr: the directory registers the system's certificates (cert-sha256) and not this one."""
+def registration_hint(settings: Settings, system: str | None, fingerprint: str, *, printed: bool = True) -> None:
+    """The new certificate's fingerprint on stderr unless ``printed`` (stdout carries the PEM then), and there too
+    when the directory registers the system's certificates (cert-sha256) and not this one."""
     from hub.commands import trust_admin as admin
 
-    hint = admin.registration_hint(issued, asyncio.run(admin.registered_certificates(settings, issued.system)))
+    if not printed:
+        print(f"sha256 {fingerprint}", file=sys.stderr)
+    hint = admin.registration_hint(system, fingerprint, asyncio.run(admin.registered_certificates(settings, system)))
     if hint:
         print(hint, file=sys.stderr)
 
@@ -122,7 +124,7 @@ def cmd_pki_renew(args: argparse.Namespace, settings: Settings) -> int:
     if args.out:
         print(f"renewed as {issued.serial}, valid until {issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}")
         print(f"  sha256 {issued.fingerprint}")
-    _registration_hint(settings, issued)
+    registration_hint(settings, issued.system, issued.fingerprint, printed=bool(args.out))
     return 0
 
 
@@ -210,7 +212,11 @@ def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
         for f in (paths.hub_cert, paths.issuing_cert)
         if f.is_file()
     }
-    print(f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  DAYS")
+    sha = bool(getattr(args, "sha256", False))
+    print(
+        f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  DAYS"
+        + ("  SHA256" if sha else "")
+    )
     for r in rows:
         who = f"{r.agency}/{r.system}" if r.agency else r.subject.split(",")[0]
         state = r.state(now) + (f" ({r.revocation_reason})" if r.revocation_reason else "")
@@ -218,7 +224,7 @@ def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
             state = "current" if r.serial in current else "superseded"
         print(
             f"{r.serial:40}  {r.kind:7}  {who[:44]:44}  {r.key_algorithm:8}  {state[:13]:13}  "
-            f"{r.not_after:%Y-%m-%d}  {r.days_left(now)}"
+            f"{r.not_after:%Y-%m-%d}  " + (f"{r.days_left(now):<4}  {r.fingerprint}" if sha else f"{r.days_left(now)}")
         )
     return 0
 
@@ -439,6 +445,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="list certificates (kinds root, issuing, hub, agency, tls, server) with their state and days to expiry",
     )
     p.add_argument("--agency", metavar="CODE", help="only this agency's certificates")
+    p.add_argument(
+        "--sha256", action="store_true", help="add each certificate's SHA-256 fingerprint (the directory's cert-sha256)"
+    )
     p.set_defaults(handler=cmd_pki_list)
 
     p = sub.add_parser("keygen", help="agency side: a new signing key and a CSR (生成密钥和证书请求)")

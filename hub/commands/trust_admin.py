@@ -181,18 +181,23 @@ async def registered_certificates(settings: Settings, system: str | None) -> tup
     return tuple(pins or ())
 
 
-def registration_hint(issued: pki.IssuedCertificate, pins: tuple[str, ...]) -> str | None:
-    """What the operator must do before a system whose certificates the directory registers can use ``issued``:
-    None when nothing (no registration, or it is listed)."""
-    if not pins or issued.fingerprint in pins:
+def registration_hint(system: str | None, fingerprint: str, pins: tuple[str, ...]) -> str | None:
+    """What the operator must do before ``system``, whose certificates the directory registers (``pins``), can use
+    the new certificate of ``fingerprint``: None when nothing (no registration, or it is listed). At most four are
+    registered: with four, the oldest listed makes room."""
+    if not pins or fingerprint in pins:
         return None
-    listed = " ".join((*pins, issued.fingerprint))
+    kept = pins[-3:]
+    listed = " ".join((*kept, fingerprint))
+    dropped = pins[: len(pins) - len(kept)]
+    drop_zh = f"（至多 4 项：删去最早的 {dropped[0][:12]}…）" if dropped else ""
+    drop_en = f" (at most four: the first, {dropped[0][:12]}…, makes room)" if dropped else ""
     return (
-        f"注意：目录为系统 {issued.system} 登记了证书（cert-sha256），新证书不在其中，"
+        f"注意：目录为系统 {system} 登记了证书（cert-sha256），新证书不在其中，"
         "使用前会被拒绝（CERT_NOT_REGISTERED）。\n"
-        f'把它加进目录（至多 4 项）：cert-sha256="{listed}"，再 hub directory load；旧证书停用后删去旧指纹。\n'
-        f"note: the directory registers the certificates of system {issued.system} (cert-sha256) and this one is not "
-        "among them: it is refused (CERT_NOT_REGISTERED) until its fingerprint is added (hub directory load)"
+        f'把它加进目录{drop_zh}：cert-sha256="{listed}"，再 hub directory load；旧证书停用后删去旧指纹。\n'
+        f"note: the directory registers the certificates of system {system} (cert-sha256) and this one is not "
+        f"among them: it is refused (CERT_NOT_REGISTERED) until its fingerprint is added{drop_en} (hub directory load)"
     )
 
 

@@ -350,6 +350,13 @@ def check_directory(path: Path | str) -> tuple[Directory | None, list[Problem]]:
             )
         if hub.accepts:
             c.add(hub.line, "DIR_INCONSISTENT", f"the hub system {hub_id} must not accept services (it routes them)")
+        if hub.cert_sha256:
+            c.add(
+                hub.line,
+                "DIR_INCONSISTENT",
+                f"the hub system {hub_id} must not have cert-sha256: the hub's own certificates are its CA's "
+                "(hub pki rotate changes them; verifiers know every one of them)",
+            )
 
     # -- named groups
     group_elements = list(root.iterchildren(_T_GROUP))
@@ -445,13 +452,19 @@ def _read_system(c: _Checker, el: etree._Element, agency: Agency) -> System:
         ceiling=ceiling,
         accreditation=accreditation,
         accepts=tuple((el.get("accepts") or "").split()),
-        cert_sha256=tuple(dict.fromkeys((el.get("cert-sha256") or "").split())),
+        cert_sha256=tuple(dict.fromkeys(fingerprint_of(item) for item in (el.get("cert-sha256") or "").split())),
         amqp_user=el.get("amqp-user") or sid,
         rate=_optional_int(el.get("rate")),
         concurrency=_optional_int(el.get("concurrency")),
         gateway_addresses=_addresses(c, line, sid, el.get("gateway-addresses")),
         line=line,
     )
+
+
+def fingerprint_of(text: str) -> str:
+    """A certificate's SHA-256 fingerprint as the hub writes it (64 lower-case hex digits) from the directory's
+    spelling: also as ``openssl x509 -fingerprint -sha256`` prints it (upper case, bytes separated by colons)."""
+    return text.replace(":", "").lower()
 
 
 def _addresses(c: _Checker, line: int, sid: str, text: str | None) -> tuple[str, ...]:

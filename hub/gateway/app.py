@@ -220,6 +220,8 @@ REFUSAL_LOG_EVERY_S = 60.0
 _refusal_log: dict[tuple[str, str], tuple[float, int]] = {}
 #: The system a refused client certificate was issued to (``Refused.system``), for ``_refused``.
 _REFUSED_AS = web.RequestKey("refused_as", str)
+#: That certificate's serial (hex).
+_REFUSED_CERT = web.RequestKey("refused_cert", str)
 
 
 def _refused(request: web.Request, endpoint: str, code: str, status: int) -> None:
@@ -228,6 +230,8 @@ def _refused(request: web.Request, endpoint: str, code: str, status: int) -> Non
     identity = request.get(IDENTITY)
     system = identity.system if identity is not None else request.get(_REFUSED_AS)
     who = f"system {system}" if system else "a client without a certificate"
+    if system and request.get(IDENTITY) is None and request.get(_REFUSED_CERT):
+        who += f" (certificate {request[_REFUSED_CERT]})"
     _note_refusal(request.app, system, code, f"a request of {who} to {endpoint}: {status}", _client_address(request))
 
 
@@ -304,6 +308,8 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
     except Refused as exc:
         if exc.system is not None:
             request[_REFUSED_AS] = exc.system
+        if exc.serial is not None:
+            request[_REFUSED_CERT] = exc.serial
         return error_response(exc.status, exc.code, exc.detail, retry_after=exc.retry_after)
     except web.HTTPException as exc:
         if exc.status == 405:
@@ -586,6 +592,8 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     except Refused as exc:
         if exc.system is not None:
             request[_REFUSED_AS] = exc.system
+        if exc.serial is not None:
+            request[_REFUSED_CERT] = exc.serial
         return _expect_refused(request, exc.status, exc.code, exc.detail, exc.retry_after)
     max_bytes = request.app[SETTINGS].max_message_bytes
     if request.content_length is not None and request.content_length > max_bytes:
@@ -1148,20 +1156,24 @@ class GatewayRunner(web.AppRunner):
     def addresses(self) -> list[Any]:
         return [sock.getsockname() for sock in self.listener.sockets] if self.listener is not None else []
 
-    def reload_certificate(self) -> bool:
+    def reload_certificate(self, *, asked: bool = True) -> bool:
         """New connections get the server certificate, key and hub CA certificates as they are on disk now, if they
-        changed and load (``tls.ServerCredentials``); SIGHUP to ``hub gateway``, and every
-        ``GatewaySettings.cert_check_s``."""
-        if self.credentials is None or self.listener is None or not self.credentials.reload_if_changed():
+        changed and load (``tls.ServerCredentials``): SIGHUP to ``hub gateway`` (``asked``: the log says what came of
+        it), and every ``GatewaySettings.cert_check_s``."""
+        credentials, listener = self.credentials, self.listener
+        if credentials is None or listener is None or not credentials.reload_if_changed(asked=asked):
             return False
-        self.listener.use(self.credentials.context)
+        listener.use(credentials.context)
         return True
 
     def watch_certificate(self, every_s: float) -> None:
         async def watch() -> None:
             while True:
                 await asyncio.sleep(every_s)
-                self.reload_certificate()
+                try:
+                    self.reload_certificate(asked=False)
+                except Exception:  # the next look tries again; the certificate in use stays
+                    log.exception("could not look at the gateway's server certificate")
 
         if every_s > 0:
             self._watching = asyncio.get_running_loop().create_task(watch())
@@ -1169,7 +1181,7 @@ class GatewayRunner(web.AppRunner):
     async def cleanup(self) -> None:
         if self._watching is not None:
             self._watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watching
         await _drain(self.app)
         if self.listener is not None:

@@ -143,6 +143,11 @@ class GatewaySettings:
             raw = os.environ.get(name, "").strip()
             if raw:
                 values[field_name] = _number(name, raw, low, high, kind)
+        if 0 < values.get("cert_check_s", 1) < 1:
+            raise ConfigError(
+                f"HUB_GATEWAY_CERT_CHECK_S must be 0 (read the server certificate at start only) or at least 1 "
+                f"second, got {values['cert_check_s']!r}"
+            )
         proxies = [a.strip() for a in os.environ.get("HUB_GATEWAY_PROXY_FROM", "").split(",") if a.strip()]
         if proxies:
             values["proxy_from"] = tuple(proxies)

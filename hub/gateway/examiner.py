@@ -250,9 +250,10 @@ def _forget(tasks: dict[int, asyncio.Task[None]], seq: int, link: _Link) -> Call
 def main(argv: list[str] | None = None) -> int:
     from hub import logs
     from hub.gateway.config import GatewaySettings
-    from hub.pipeline.worker import _run, settle_memory
+    from hub.pipeline.worker import _run, ignore_hangup, settle_memory
     from hub.settings import Settings
 
+    ignore_hangup()  # the gateway's reload signal is its own (systemctl kill -s HUP reaches every process)
     args = sys.argv[1:] if argv is None else argv
     fd, index = int(args[0]), int(args[1]) if len(args) > 1 else 0
     logs.setup(batched=True)  # as the pipeline workers

@@ -63,6 +63,8 @@ class Refused(Exception):
         self.detail = detail
         self.retry_after = retry_after
         self.system = system
+        #: the refused client certificate's serial (hex), with ``system``
+        self.serial: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +162,13 @@ class Identifier:
                 raise Refused(
                     403,
                     "CERT_NOT_REGISTERED",
-                    f"client certificate {serial_hex(parsed.cert.serial_number)} (sha256 {parsed.fingerprint[:16]}…) "
-                    f"is not one the directory registers for system {system.id} (cert-sha256): the hub's operators "
-                    "add its fingerprint to the directory, or the system presents a registered certificate",
+                    f"client certificate {serial_hex(parsed.cert.serial_number)} (sha256 {parsed.fingerprint}) is "
+                    f"not one the directory registers for system {system.id} (cert-sha256): the hub's operators add "
+                    "its fingerprint to the directory, or the system presents a registered certificate",
                 )
         except Refused as exc:
             exc.system = parsed.system  # whom the people on duty should call (the ops overview, the log)
+            exc.serial = serial_hex(parsed.cert.serial_number)  # which of its certificates (the log)
             raise
         return ClientIdentity(
             parsed.agency,

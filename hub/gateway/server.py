@@ -56,26 +56,45 @@ async def serve(
 ) -> None:
     """Serve until ``stop`` is set, then stop gracefully (requests in hand finish; held inbox items go back);
     ``started`` is called once the gateway listens."""
-    from hub.gateway.app import start_gateway
+    from hub.gateway.app import GatewayRunner, start_gateway
 
-    runner = await start_gateway(settings, gateway)
+    # SIGHUP (systemd: ExecReload=kill -HUP $MAINPID; hub run's supervisor passes it on) reads the server certificate
+    # again. Handled from before the start to the end: its default action would end the process, and systemd does
+    # not restart a unit that SIGHUP ended.
+    runner: GatewayRunner | None = None
+
+    def hangup() -> None:
+        if runner is None:
+            log.info("SIGHUP while the gateway starts: it reads its server certificate as it starts")
+            return
+        try:
+            runner.reload_certificate(asked=True)
+        except Exception:  # a signal handler must not take the loop down
+            log.exception("could not read the gateway's server certificate again")
+
     loop = asyncio.get_running_loop()
-    hangup = False
+    handled = False
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests): no SIGHUP
-        loop.add_signal_handler(signal.SIGHUP, runner.reload_certificate)  # systemd: ExecReload=kill -HUP $MAINPID
-        hangup = True
-    if started is not None:
-        started()
-    log.info(
-        "gateway listening on https://%s:%d", gateway.host, runner.addresses[0][1] if runner.addresses else gateway.port
-    )
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+        handled = True
     try:
-        await stop.wait()
+        runner = await start_gateway(settings, gateway)
+        if started is not None:
+            started()
+        log.info(
+            "gateway listening on https://%s:%d",
+            gateway.host,
+            runner.addresses[0][1] if runner.addresses else gateway.port,
+        )
+        try:
+            await stop.wait()
+        finally:
+            log.info("gateway stopping")
+            await runner.cleanup()
     finally:
-        log.info("gateway stopping")
-        if hangup:
+        if handled:
             loop.remove_signal_handler(signal.SIGHUP)
-        await runner.cleanup()
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the process is ending: a late one must not end it early
 
 
 def run_gateway(settings: Settings, gateway: GatewaySettings) -> None:
@@ -83,8 +102,9 @@ def run_gateway(settings: Settings, gateway: GatewaySettings) -> None:
     it is installed: less CPU per TLS read and write, per callback). With the in-process path the process runs the
     workers' batch code, so it is set up as they are: the decision lines of a batch written in one go, what start-up
     loaded moved out of the collector's view (``hub.pipeline.worker.settle_memory``)."""
-    from hub.pipeline.worker import _run, settle_memory
+    from hub.pipeline.worker import _run, ignore_hangup, settle_memory
 
+    ignore_hangup()  # a reload signal before the gateway's handler (serve) does not end it
     if gateway.in_process:
         _batched_logs()
     open_files_limit()
@@ -136,7 +156,8 @@ class WithGateway:
 
             worker_main(settings, index, supervisor)
             return
-        from hub.pipeline.worker import _die_with_parent
+        from hub.pipeline.worker import _die_with_parent, ignore_hangup
 
         _die_with_parent()
+        ignore_hangup()  # until the gateway's own handler: a reload signal forwarded while it starts does not end it
         gateway_main(settings, self.gateway)

@@ -21,9 +21,11 @@ bureau whose system the gateway could not identify, the address is the one clue 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -290,13 +292,24 @@ async def serve_tls(
     )
 
 
+#: While files that do not load stay as they are, the error is said again this often.
+RELOAD_FAILURE_REPEAT_S = 3600.0
+
+
 class ServerCredentials:
     """The server context (``server_ssl_context``) and the files it was made of — the hub root and issuing CA
-    certificates, the gateway's certificate and key — read again when they change (``reload_if_changed``): after
-    ``hub pki issue-server`` renews the certificate, or ``hub pki rollover-issuing`` adds an issuing CA, new
-    connections get the new ones without a restart (connections already open keep theirs). Files that do not load
-    (a key and certificate that do not match, say, while one is copied before the other) leave the context in use as
-    it is, said in the log once, and are tried again at every look until they load."""
+    certificates, the gateway's certificate and key — read again when their contents change (``reload_if_changed``):
+    after ``hub pki issue-server`` renews the certificate, or ``hub pki rollover-issuing`` adds an issuing CA, new
+    connections get the new ones without a restart (connections already open keep theirs). Contents, not file
+    dates: a copy over the file that keeps its size within one timestamp tick is seen too. Files that do not load (a
+    key and certificate that do not match) leave the context in use as it is and are tried again at every look; a
+    periodic look says so once they fail twice alike (``hub pki issue-server`` writes the key, then the
+    certificate: a look between the two must not page anyone), a SIGHUP at once, and again every
+    ``RELOAD_FAILURE_REPEAT_S`` while they fail. The certificate in use is ``presented``, its end in
+    ``hub_gateway_server_certificate_expiry_timestamp_seconds``: what to watch, since a failed reload leaves an older
+    certificate served than the file ``hub pki expiry`` reads."""
+
+    _NAMES = ("the hub root certificate", "the issuing CA certificate", "the server certificate", "the server key")
 
     def __init__(self, pki_dir: Path, cert_file: Path, key_file: Path, *, key_password: str | None = None) -> None:
         paths = PkiPaths(Path(pki_dir))
@@ -304,49 +317,75 @@ class ServerCredentials:
         self._password = key_password
         self._files = (paths.root_cert, paths.issuing_cert, Path(cert_file), Path(key_file))
         self._stamp = self._stamps()
-        self._failed: tuple[tuple[int, int, int] | None, ...] | None = None
+        #: (the contents that do not load, since when, when it was last said) — monotonic seconds
+        self._failing: tuple[tuple[str | None, ...], float, float | None] | None = None
         self.context = server_ssl_context(*self._args, key_password=key_password)
+        self.presented = self._presented()
 
-    def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
-        found: list[tuple[int, int, int] | None] = []
+    def _stamps(self) -> tuple[str | None, ...]:
+        found: list[str | None] = []
         for f in self._files:
             try:
-                st = f.stat()
+                found.append(hashlib.sha256(f.read_bytes()).hexdigest())
             except OSError:
                 found.append(None)
-            else:
-                found.append((st.st_mtime_ns, st.st_size, st.st_ino))
         return tuple(found)
 
-    def reload_if_changed(self) -> bool:
-        """Whether the files changed and the new context is in ``context`` now."""
+    def _presented(self) -> x509.Certificate | None:
+        """The server certificate just loaded (the first of its file), its end on the gateway's metrics."""
+        try:
+            cert = x509.load_pem_x509_certificates(self._args[1].read_bytes())[0]
+        except (OSError, ValueError, IndexError):  # replaced again since it loaded: the next look reads it
+            return None
+        from hub.metrics import server_certificate_expires
+
+        server_certificate_expires(cert.not_valid_after_utc.timestamp())
+        return cert
+
+    def reload_if_changed(self, *, asked: bool = False) -> bool:
+        """Whether the files changed and the new context is in ``context`` now. ``asked``: a SIGHUP — say what came
+        of it whatever it was."""
         stamp = self._stamps()
         if stamp == self._stamp:
+            if asked:
+                log.info(
+                    "the gateway's server certificate, key and hub CA certificates are as they were: nothing to read"
+                )
             return False
         try:
             context = server_ssl_context(*self._args, key_password=self._password)
         except (ConfigError, OSError, ValueError) as exc:
-            # Tried again at every look (``hub pki issue-server`` writes the key, then the certificate: a look
-            # between the two sees a pair that does not match); said once for each state of the files.
-            if stamp != self._failed:
-                self._failed = stamp
+            now = time.monotonic()
+            if self._failing is None or self._failing[0] != stamp:
+                self._failing = (stamp, now, None)
+            _, since, said = self._failing
+            if asked or (said is None and now > since) or (said is not None and now - said >= RELOAD_FAILURE_REPEAT_S):
+                self._failing = (stamp, since, now)
                 log.error(
                     "the gateway's server certificate, key or the hub CA certificates changed on disk but do not "
-                    "load; new connections keep the ones in use until they do: %s",
+                    "load (for %.0f s); new connections keep getting %s until they do: %s",
+                    now - since,
+                    self._describe(self.presented),
                     exc.detail if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}",
                 )
             return False
+        changed = [name for name, old, new in zip(self._NAMES, self._stamp, stamp, strict=True) if old != new]
         self._stamp = stamp
+        self._failing = None
         self.context = context
-        try:
-            cert = x509.load_pem_x509_certificates(self._args[1].read_bytes())[0]
-            what = (
-                f"server certificate {serial_hex(cert.serial_number)}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
-            )
-        except (OSError, ValueError, IndexError):  # loaded a moment ago; replaced again since: the next look says
-            what = "the server certificate"
-        log.info("the gateway serves new connections with %s (%s changed on disk)", what, self._args[1].parent)
+        self.presented = self._presented() or self.presented
+        log.info(
+            "the gateway serves new connections with %s (%s changed on disk)",
+            self._describe(self.presented),
+            ", ".join(changed),
+        )
         return True
+
+    @staticmethod
+    def _describe(cert: x509.Certificate | None) -> str:
+        if cert is None:
+            return "the server certificate"
+        return f"server certificate {serial_hex(cert.serial_number)}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
 
 
 def server_ssl_context(

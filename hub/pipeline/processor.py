@@ -212,8 +212,10 @@ class Processor:
             # exactly what was signed; the model read during validation is then the signed one.
             envelope = unverified if verified.root is root else Envelope.from_tree(verified.root)
             self.check_signer_binding(verified, envelope)
-            self._check_registered(verified.signer, envelope)
+            # The publisher first: a system that publishes another's message is answered itself
+            # (CERT_SIGNER_MISMATCH), whatever the other's registered certificates say.
             self._check_amqp_user(amqp_user, user_system, envelope)
+            self.check_registered(verified.signer, envelope)
             confirmed = True
             if budget is not None:
                 self._within_budget(started, budget, "signature verification")
@@ -336,19 +338,20 @@ class Processor:
             return None
         return Party(system.agency, system.id)
 
-    def _check_registered(self, signer: SignerIdentity, env: Envelope) -> None:
+    def check_registered(self, signer: SignerIdentity, env: Envelope) -> None:
         """A system the directory registers certificates for (``cert-sha256``) signs with one of them only: another
-        certificate of its, even valid and issued by the hub CA, is refused ``CERT_NOT_REGISTERED``. Not the hub's
-        own system (its deliveries and replies are signed with the hub's certificates)."""
+        certificate of its, even valid and issued by the hub CA, is refused ``CERT_NOT_REGISTERED`` (the directory
+        registers none for the hub's own system: its loader refuses it). Also before a quarantined message is
+        released (``hub.pipeline.release``)."""
         try:
             system = self.directory.system(env.sender.system)
         except HubError:
             return  # not an agency system: the router refuses the sender
         if not system.registers(signer.fingerprint):
             raise CertificateUntrusted(
-                f"the message is signed with certificate {signer.serial_hex} (sha256 {signer.fingerprint[:16]}…), "
-                f"which is not one the directory registers for system {system.id} (cert-sha256): the hub's operators "
-                "add its fingerprint to the directory, or the system signs with a registered certificate",
+                f"the message is signed with certificate {signer.serial_hex} (sha256 {signer.fingerprint}), which is "
+                f"not one the directory registers for system {system.id} (cert-sha256): the hub's operators add its "
+                "fingerprint to the directory, or the system signs with a registered certificate",
                 code="CERT_NOT_REGISTERED",
             )
 

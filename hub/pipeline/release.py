@@ -51,6 +51,8 @@ async def release(
     ctx, processor, transport = await _setup(settings, pool)
     try:
         verified, env = _reverify(ctx, settings, item)
+        # The sender's certificate as the directory registers it now (it may have been taken out since).
+        processor.check_registered(verified.signer, env)
         body = processor.sign_delivery(verified.canonical, verified.signature)
         targets: list[Delivery] = []
         for d in item.deliveries:

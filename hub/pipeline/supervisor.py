@@ -15,6 +15,7 @@ them up); a process that died has its heartbeat removed there, its counters kept
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -68,11 +69,20 @@ class Supervisor:
     def _stop(self, *_: object) -> None:
         self.stopping = True
 
+    def _hangup(self, *_: object) -> None:
+        """SIGHUP (``systemctl reload forestry-hub``): passed on to every process; the gateway's reads its server
+        certificate again (``hub.gateway.server``), the workers ignore it (``worker.ignore_hangup``)."""
+        for p in list(self.procs.values()):
+            if p.is_alive() and p.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGHUP)
+
     def run(self) -> int:
         from hub.metrics import prepare_multiprocess
 
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._hangup)
         # Before the first spawn: the processes inherit the environment (WithGateway: its last one is the gateway).
         prepare_multiprocess(self.settings, getattr(self.target, "workers", self.n))
         for i in range(self.n):

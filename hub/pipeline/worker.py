@@ -670,6 +670,13 @@ def _die_with_parent() -> None:
         pass
 
 
+def ignore_hangup() -> None:
+    """SIGHUP does not end this process (its default action): ``hub run``'s supervisor passes the reload signal on to
+    its children, and only the gateway acts on it (its server certificate, ``hub.gateway.server``); ``systemctl
+    kill -s HUP`` reaches every process of the unit."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
     import os
 
@@ -700,6 +707,7 @@ def worker_main(settings: Settings, index: int, supervisor: int | None = None) -
     from hub import logs
 
     _die_with_parent()
+    ignore_hangup()
     parent = supervisor if supervisor is not None else os.getppid()
     if os.getppid() != parent:  # the supervisor died while this process was starting
         return

@@ -187,9 +187,10 @@ def processes_main(settings: Settings, clock_file: Path | None = None, superviso
     import os
 
     from hub import logs
-    from hub.pipeline.worker import _die_with_parent, _run, _watch_parent
+    from hub.pipeline.worker import _die_with_parent, _run, _watch_parent, ignore_hangup
     from hub.processes.engine import file_clock
 
+    ignore_hangup()  # hub run's supervisor passes the gateway's reload signal to every process
     if supervisor is not None:
         _die_with_parent()
         if os.getppid() != supervisor:

@@ -140,6 +140,42 @@ def test_enrol_approve_accept_round_trip(
     asyncio.run(connect())
 
 
+def test_approve_says_when_the_directory_registers_other_certificates(
+    hub_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``hub adapter approve`` prints the new certificate's fingerprint and, where the directory registers the
+    system's certificates (cert-sha256) and not this one, says it will be refused and what to write."""
+    from directory_edits import with_system
+
+    from hub.directory import Directory, load_directory
+    from hub.store.db import connection
+    from hub.store.directory import DirectoryRepository
+
+    async def load(directory: Directory) -> None:
+        async with connection(hub_settings.pg_dsn) as conn:
+            await DirectoryRepository(conn).save(directory)
+
+    listed = load_directory(DIRECTORY)
+    asyncio.run(load(with_system(listed, SYSTEM, cert_sha256=("a" * 64,))))
+    try:
+        home = tmp_path / "pinned"
+        assert run(hub_settings, "enrol", "--system", SYSTEM, "--agency", AGENCY, "--home", str(home)) == 0
+        capsys.readouterr()
+        out_file = tmp_path / "pinned.json"
+        assert run(hub_settings, "approve", str(home / "request.csr"), "--out", str(out_file)) == 0
+        got = capsys.readouterr()
+    finally:
+        asyncio.run(load(listed))
+    bundle = json.loads(out_file.read_text(encoding="utf-8"))
+    from cryptography import x509
+
+    from hub.trust import pki
+
+    issued = pki.fingerprint(x509.load_pem_x509_certificates(bundle["certificate_chain"].encode())[0])
+    assert f"sha256 {issued}" in got.out
+    assert "CERT_NOT_REGISTERED" in got.err and f'cert-sha256="{"a" * 64} {issued}"' in got.err
+
+
 def test_approve_refuses_what_the_directory_does_not_know(
     hub_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -88,7 +88,13 @@ async def test_registered_certificates_are_stored_and_bounded(conn: asyncpg.Conn
     back = await repo.load()
     assert back.system("city-220100-oa").cert_sha256 == ("a" * 64, "b" * 64) and back == pinned
     assert back.system("city-220200-oa").cert_sha256 == ()
-    for bad in (("a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64), ("A" * 64,), ("a" * 63,)):
+    for bad in (
+        ("a" * 64, "b" * 64, "c" * 64, "d" * 64, "e" * 64),
+        ("A" * 64,),
+        ("a" * 63,),
+        ("a" * 64 + " " + "b" * 64,),  # two in one item
+        ("a" * 64, ""),
+    ):
         with pytest.raises(ConfigError):
             await repo.save(with_pins(bad))
     assert (await repo.load()) == pinned
@@ -151,6 +157,57 @@ async def test_load_without_any_directory_is_a_config_error(pg_dsn: str) -> None
 
 class _Rollback(Exception):
     pass
+
+
+async def test_load_warns_of_registrations_no_certificate_answers(conn: asyncpg.Connection) -> None:
+    """``hub directory load`` says which registered certificates are no valid certificate of their system in the
+    register (unknown, expired, revoked, another system's): a system registered only with such is refused whatever
+    it presents."""
+    from hub.commands.directory import unusable_registrations
+
+    good = load_directory(DEMO)
+    await conn.execute("DELETE FROM trust_revocations WHERE serial IN ('ab01', 'ab02')")
+    await conn.execute("DELETE FROM trust_certificates WHERE serial IN ('ab01', 'ab02')")
+    assert await unusable_registrations(conn, good) == []
+    pinned = with_system(good, "city-220100-oa", cert_sha256=("a" * 64, "b" * 64))
+    said = await unusable_registrations(conn, pinned)
+    assert len(said) == 2 and all(
+        "city-220100-oa" in line and "不是枢纽 CA 为它签发的有效证书" in line for line in said
+    )
+    # one of them a valid certificate of the system in the register: only the other is said
+    await _register(conn, "ab01", "a" * 64, "city-220100-oa")
+    assert [line for line in await unusable_registrations(conn, pinned) if "b" * 16 in line] == (
+        await unusable_registrations(conn, pinned)
+    )
+    assert len(await unusable_registrations(conn, pinned)) == 1
+    # revoked: said again
+    await conn.execute("INSERT INTO trust_revocations (serial, reason) VALUES ('ab01', 'superseded')")
+    assert len(await unusable_registrations(conn, pinned)) == 2
+    await conn.execute("DELETE FROM trust_revocations WHERE serial = 'ab01'")
+    await conn.execute("DELETE FROM trust_certificates WHERE serial = 'ab01'")
+
+
+async def _register(conn: asyncpg.Connection, serial: str, fingerprint: str, system: str) -> None:
+    """A register row of an agency certificate (no real certificate behind it: only the register is read)."""
+    root = await conn.fetchval("SELECT serial FROM trust_certificates WHERE kind = 'root' LIMIT 1")
+    if root is None:
+        root = "ab00"
+        await conn.execute(
+            "INSERT INTO trust_certificates (serial, fingerprint, kind, subject, key_algorithm, not_before, not_after,"
+            " der) VALUES ($1, $2, 'root', 'CN=root', 'ec-p256', now() - interval '1 day', now() + interval '1 year',"
+            " '\\x00') ON CONFLICT DO NOTHING",
+            root,
+            "f" * 64,
+        )
+    await conn.execute(
+        "INSERT INTO trust_certificates (serial, fingerprint, kind, issuer_serial, agency, system, subject,"
+        " key_algorithm, not_before, not_after, der) VALUES ($1, $2, 'agency', $3, '11220100013544550M', $4, 'CN=x',"
+        " 'ec-p256', now() - interval '1 day', now() + interval '1 year', '\\x00')",
+        serial,
+        fingerprint,
+        root,
+        system,
+    )
 
 
 def test_cli_load_and_list(pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

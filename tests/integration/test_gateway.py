@@ -392,6 +392,8 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
             stderr=err,
         )
     try:
+        await asyncio.sleep(1.0)  # starting (its examiners): a reload signal now must not end it
+        proc.send_signal(signal.SIGHUP)
         await _until_serving(gw, f"https://127.0.0.1:{port}", proc)
         ctx = client_ssl_context(gw.pki_dir, *gw.certs[SENDER])
         before = await presented_serial("127.0.0.1", port, ctx)
@@ -432,10 +434,18 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
     try:
         url = f"https://127.0.0.1:{port}"
         await _until_serving(gw, url, proc)
+        # systemctl reload forestry-hub: the supervisor passes SIGHUP on; the gateway reads its certificate (nothing
+        # changed), the workers ignore it, nothing stops
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "are as they were: nothing to read" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.1)
         ctx = client_ssl_context(gw.pki_dir, c, k)
         async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=ctx)) as s:
             status, _headers, body = await post(s, signed(gw, city, [Recipient.to(DEHUI)]))
         assert status == 202, body
+        assert "exited with" not in log.read_text()  # no worker or gateway restarted by the supervisor
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0, log.read_text()

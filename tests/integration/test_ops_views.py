@@ -196,6 +196,29 @@ async def test_release_delivers_and_is_recorded(ops: Ops) -> None:
     assert mid in text and "经审核系已公开的演练坐标" in text
 
 
+async def test_release_refuses_a_certificate_the_directory_no_longer_registers(ops: Ops) -> None:
+    """Quarantined while the sender's certificate was registered; the directory registers another since (cert-sha256):
+    the release delivers nothing and the page says why (CERT_NOT_REGISTERED), as for a revoked certificate (the
+    decision stands, recorded as failed)."""
+    from directory_edits import with_system
+
+    from hub.store.directory import DirectoryRepository
+
+    mid = await quarantined_message(ops)
+    repo = DirectoryRepository(ops.hub.pool)
+    listed = await repo.load()
+    form = {"message_id": mid, "decision": "release", "reason": "经审核系已公开的演练坐标"}
+    await repo.save(with_system(listed, SENDER, cert_sha256=("0" * 64,)))
+    try:
+        status, text, _ = await ops.post("security", "/quarantine/decide", form)
+    finally:
+        await repo.save(listed)
+    assert status == 502 and "CERT_NOT_REGISTERED" in text
+    assert await ops.hub.drain(RECIPIENT, timeout=1.5) == []
+    failed = [a for a in await actions(ops, "quarantine.release") if a.message_id == mid]
+    assert ("failed", "CERT_NOT_REGISTERED") in [(a.outcome, a.detail.get("code")) for a in failed]
+
+
 async def test_reject_tells_the_sender(ops: Ops) -> None:
     mid = await quarantined_message(ops)
     status, _, _ = await ops.post(

@@ -205,6 +205,7 @@ def test_a_certificate_the_directory_does_not_register_is_pointed_out(
     """``hub pki issue`` and ``renew`` print the new certificate's fingerprint; where the loaded directory registers
     the system's certificates (cert-sha256) and not this one, they say on stderr that it will be refused
     (CERT_NOT_REGISTERED) and give the attribute to write."""
+    from cryptography import x509
     from directory_edits import with_system
 
     from hub.directory import load_directory
@@ -236,6 +237,20 @@ def test_a_certificate_the_directory_does_not_register_is_pointed_out(
     got = capsys.readouterr()
     assert f"sha256 {second}" in got.out
     assert "CERT_NOT_REGISTERED" in got.err and f'cert-sha256="{first} {second}"' in got.err
+    # where the operator finds every fingerprint: hub pki list --sha256
+    assert run(settings, "pki", "list", "--sha256") == 0
+    listing = capsys.readouterr().out
+    assert listing.splitlines()[0].endswith("SHA256")
+    assert any(line.endswith(second) for line in listing.splitlines())
+    # without --out the PEM goes to stdout: the fingerprint (and the note) to stderr
+    other = tmp_path / "other"
+    assert run(settings, "keygen", "--system", system, "--agency", agency, "--out", str(other)) == 0
+    capsys.readouterr()
+    assert run(settings, "pki", "issue", "--csr", str(other / f"{system}.csr")) == 0
+    got = capsys.readouterr()
+    pem = x509.load_pem_x509_certificates(got.out.encode())[0]
+    assert got.out.startswith("-----BEGIN CERTIFICATE") and f"sha256 {pki.fingerprint(pem)}" in got.err
+    assert "CERT_NOT_REGISTERED" in got.err
 
 
 def test_commands_that_need_the_database_say_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

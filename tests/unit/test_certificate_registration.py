@@ -58,13 +58,28 @@ def test_the_loader_reads_the_registered_certificates(tmp_path: Path) -> None:
     assert "登记证书" not in next(ln for ln in lines if "city-220400-oa" in ln)
 
 
+def test_openssl_spelling_is_read_as_the_hub_writes_it(tmp_path: Path) -> None:
+    """As ``openssl x509 -fingerprint -sha256`` prints it: upper case, bytes separated by colons."""
+    spelled = ":".join(B[i : i + 2] for i in range(0, 64, 2)).upper()
+    directory = load_directory(_with(tmp_path, (SIPING, f"{A.upper()} {spelled}")))
+    assert directory.system("city-220300-oa").cert_sha256 == (A, B)
+
+
+def test_the_hub_system_registers_no_certificates(tmp_path: Path) -> None:
+    """The hub's own certificates are its CA's (hub pki rotate changes them): cert-sha256 on the hub system would
+    refuse the process engine's own messages after a rotation."""
+    hub_tag = '<System id="hub" '
+    assert hub_tag in DEMO_TEXT
+    assert "DIR_INCONSISTENT" in _codes(_with(tmp_path, (hub_tag, A)))
+
+
 def test_a_fingerprint_registered_for_two_systems_is_refused(tmp_path: Path) -> None:
     assert "DIR_DUPLICATE" in _codes(_with(tmp_path, (SIPING, f"{A} {B}"), (LIAOYUAN, f"{C} {B}")))
 
 
-@pytest.mark.parametrize("pins", [f"{A} {B} {C} {D} {E}", "", A.upper(), A[:63]])
+@pytest.mark.parametrize("pins", [f"{A} {B} {C} {D} {E}", "", A[:63], A + ":", "AB:CD"])
 def test_the_schema_bounds_the_list(tmp_path: Path, pins: str) -> None:
-    """One to four lower-case SHA-256 fingerprints."""
+    """One to four SHA-256 fingerprints."""
     assert _codes(_with(tmp_path, (SIPING, pins))) == {"CONFIG_SCHEMA"}
 
 
@@ -91,8 +106,24 @@ def test_the_examination_refuses_a_certificate_the_directory_does_not_register(k
         # the signed error goes to the sender (the signature is the system's own), but the id stays free: the same
         # message signed with a registered certificate is a first copy
         assert got.reply_to is not None and got.reply_to.system == sender and not got.sender_confirmed
+        # published by another system's user: that publisher is answered (CERT_SIGNER_MISMATCH), not the sender
+        other = processor.examine(data, amqp_user="county-220182-oa")
+        assert isinstance(other, Rejected) and other.error.code == "CERT_SIGNER_MISMATCH"
+        assert other.reply_to is None or other.reply_to.system != sender
         processor.directory = _registering(listed, sender, (A, own))
         assert isinstance(processor.examine(data), Accepted)
     finally:
         processor.directory = listed
     assert isinstance(processor.examine(kit.typical()), Accepted)
+
+
+def test_the_hint_keeps_at_most_four() -> None:
+    """``hub pki issue``/``renew``/``hub adapter approve``: the attribute to write lists the new certificate; with
+    four registered already the first makes room (the schema takes four)."""
+    from hub.commands.trust_admin import registration_hint
+
+    assert registration_hint("s", A, ()) is None and registration_hint("s", A, (B, A)) is None
+    hint = registration_hint("s", E, (A, B))
+    assert hint is not None and f'cert-sha256="{A} {B} {E}"' in hint and "CERT_NOT_REGISTERED" in hint
+    full = registration_hint("s", E, (A, B, C, D))
+    assert full is not None and f'cert-sha256="{B} {C} {D} {E}"' in full and A[:12] in full

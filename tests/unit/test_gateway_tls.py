@@ -157,18 +157,48 @@ async def test_a_renewed_server_certificate_is_served_without_a_restart(
         other, _ = server_certificate(tpki.dir, PASSPHRASE, tmp_path / "elsewhere")
         key.write_bytes((other.parent / "server.key").read_bytes())
         with caplog.at_level(logging.ERROR, logger="hub.gateway"):
-            assert credentials.reload_if_changed() is False
+            assert credentials.reload_if_changed() is False  # a first look may fall between issue-server's writes
+            assert not [r for r in caplog.records if "do not load" in r.getMessage()]
+            assert credentials.reload_if_changed() is False  # alike at the next: said, naming what is still served
             assert credentials.reload_if_changed() is False
         said = [r for r in caplog.records if "do not load" in r.getMessage()]
-        assert len(said) == 1 and "server certificate" in said[0].getMessage()
+        assert len(said) == 1 and f"server certificate {first:x}" in said[0].getMessage()
         assert await presented_serial("127.0.0.1", port, client) == first
         # the matching certificate arrives: taken at the next look, presented to new connections
         cert.write_bytes(other.read_bytes())
-        second = x509.load_pem_x509_certificates(cert.read_bytes())[0].serial_number
-        assert credentials.reload_if_changed() is True
+        renewed = x509.load_pem_x509_certificates(cert.read_bytes())[0]
+        second = renewed.serial_number
+        with caplog.at_level(logging.INFO, logger="hub.gateway"):
+            assert credentials.reload_if_changed() is True
+        assert "(the server certificate, the server key changed on disk)" in caplog.records[-1].getMessage()
         server.use(credentials.context)
         assert await presented_serial("127.0.0.1", port, client) == second != first
         assert credentials.reload_if_changed() is False
+        # what is presented, for the people on duty: the metric of the certificate in use
+        from prometheus_client import REGISTRY
+
+        expiry = REGISTRY.get_sample_value("hub_gateway_server_certificate_expiry_timestamp_seconds")
+        assert expiry == renewed.not_valid_after_utc.timestamp()
+        # the same contents copied over again (same size, maybe the same timestamp): nothing to read
+        cert.write_bytes(cert.read_bytes())
+        assert credentials.reload_if_changed() is False
+        # a copy of other contents of the same size in place: read (contents, not dates, are compared)
+        third, _ = server_certificate(tpki.dir, PASSPHRASE, tmp_path / "third")
+        stat = cert.stat()
+        key.write_bytes((third.parent / "server.key").read_bytes())
+        cert.write_bytes(third.read_bytes())
+        import os
+
+        os.utime(cert, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert credentials.reload_if_changed() is True
+        # a SIGHUP with nothing changed says so; with files that do not load, says why at once
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="hub.gateway"):
+            assert credentials.reload_if_changed(asked=True) is False
+            key.write_bytes((other.parent / "server.key").read_bytes())
+            assert credentials.reload_if_changed(asked=True) is False
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("as they were" in m for m in messages) and any("do not load" in m for m in messages)
     finally:
         server.close()
         await server.handshakes_ended()
