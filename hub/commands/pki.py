@@ -111,6 +111,10 @@ def cmd_pki_issue_server(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(f"  {out_dir / 'server.pem'} (certificate + issuing CA), {out_dir / 'server.key'} (0600)")
     print(f"  clients trust {pki.PkiPaths(pki_dir).root_cert} (curl --cacert, a Java truststore)")
+    print(
+        "  运行中的网关在 HUB_GATEWAY_CERT_CHECK_S（30 秒）内改用它，无需重启 · running gateways present it to new "
+        "connections within HUB_GATEWAY_CERT_CHECK_S (30 s; systemctl reload: at once), no restart"
+    )
     return 0
 
 

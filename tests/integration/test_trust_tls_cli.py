@@ -72,6 +72,7 @@ def test_tls_and_server_certificates_are_registered_listed_and_revocable(
     assert run(settings, "pki", "issue-server", "--host", "127.0.0.1", "--host", "localhost") == 0
     out = capsys.readouterr().out
     server_serial = re.search(r"server certificate ([0-9a-f]+) for 127\.0\.0\.1, localhost", out).group(1)  # type: ignore[union-attr]
+    assert "within HUB_GATEWAY_CERT_CHECK_S (30 s; systemctl reload: at once), no restart" in out
     paths = pki.PkiPaths(pki_dir)
     assert stat.S_IMODE(paths.gateway_key.stat().st_mode) == 0o600
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
