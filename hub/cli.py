@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -112,7 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The long-running commands that read SIGHUP as "read your certificate again" (systemctl reload): until their own
+#: handler is in place it must not end them (its default action; systemd does not restart a unit SIGHUP ended).
+_RELOADABLE = ("run", "gateway")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] and words[0] in _RELOADABLE and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -133,12 +133,6 @@ HEARTBEAT = Gauge(
     ["role", "index"],
     multiprocess_mode="liveall",
 )
-GATEWAY_SERVER_CERTIFICATE = Gauge(
-    "hub_gateway_server_certificate_expiry_timestamp_seconds",
-    "When the server certificate the gateway presents to new connections expires (the one in use: a renewal on disk "
-    "that does not load leaves it older than the file hub pki expiry reads)",
-    multiprocess_mode="livemin",
-)
 DIRECTORY_VERSION = Gauge(
     "hub_directory_version",
     "The stored directory version the process examines and routes with (it follows hub directory load)",
@@ -218,11 +212,6 @@ def count_request(endpoint: str, status: int, seconds: float | None) -> None:
     GATEWAY_REQUESTS.labels(endpoint, str(status)).inc()
     if seconds is not None:
         GATEWAY_LATENCY.labels(endpoint).observe(seconds)
-
-
-def server_certificate_expires(timestamp: float) -> None:
-    """The gateway presents a server certificate that expires at ``timestamp`` (Unix seconds) to new connections."""
-    GATEWAY_SERVER_CERTIFICATE.set(timestamp)
 
 
 def count_refusal(system: str | None, code: str) -> None:

@@ -486,14 +486,15 @@ def gateway_state(local: Sequence[dict[str, Any]], running: Sequence[Any]) -> st
     """The gateway row's state: ``up`` when a gateway serves (a row of ``gateway_instances`` refreshed lately and
     ready — any machine — or a fresh heartbeat on this host of a gateway without such a row) and every other one
     does too; ``degraded`` when one serves and another died (its row not refreshed, no gateway started since on its
-    host) or is up but not ready (its ``GET /ready`` checks fail: the load balancer sends it nobody); ``down`` when
-    none serves; ``absent`` when no gateway is known at all."""
+    host) or is up but not ready (its ``GET /ready`` checks fail: the load balancer sends it nobody), or presents a
+    server certificate that expires within ``CERTIFICATE_WARN_DAYS`` (a renewal on disk that did not load leaves the
+    old one in use); ``down`` when none serves; ``absent`` when no gateway is known at all."""
     on_record = {i.pid for i in running if i.alive}
     serving = any(i.ready for i in running) or any(
         p["fresh"] and (p["pid"] is None or int(p["pid"]) not in on_record) for p in local
     )
     if serving:
-        return "degraded" if any(not i.ready for i in running) else "up"
+        return "degraded" if any(not i.ready or i.certificate_expiring for i in running) else "up"
     return "down" if local or running else "absent"
 
 

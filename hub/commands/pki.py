@@ -75,15 +75,20 @@ def cmd_pki_issue(args: argparse.Namespace, settings: Settings) -> int:
     issued = asyncio.run(admin.issue(settings, pki_dir, _read(args.csr), days=args.days, tls=args.tls))
     assert issued.issuer is not None
     _write_out(args.out, pki.certificate_pem(issued.certificate, issued.issuer))
-    if args.out:
+    if _to_file(args.out):
         what = "TLS client certificate (gateway only, cannot sign messages) " if args.tls else ""
         print(
             f"issued {what}{issued.serial} for {issued.agency}/{issued.system}, valid until "
             f"{issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}"
         )
         print(f"  sha256 {issued.fingerprint}")
-    registration_hint(settings, issued.system, issued.fingerprint, printed=bool(args.out))
+    registration_hint(settings, issued.system, issued.fingerprint, printed=_to_file(args.out))
     return 0
+
+
+def _to_file(out: str | None) -> bool:
+    """``--out`` names a file (absent or ``-``: the PEM goes to stdout, so nothing else may)."""
+    return bool(out) and out != "-"
 
 
 def registration_hint(settings: Settings, system: str | None, fingerprint: str, *, printed: bool = True) -> None:
@@ -125,10 +130,10 @@ def cmd_pki_renew(args: argparse.Namespace, settings: Settings) -> int:
     issued = asyncio.run(admin.renew(settings, _pki_dir(args, settings), args.serial, days=args.days))
     assert issued.issuer is not None
     _write_out(args.out, pki.certificate_pem(issued.certificate, issued.issuer))
-    if args.out:
+    if _to_file(args.out):
         print(f"renewed as {issued.serial}, valid until {issued.certificate.not_valid_after_utc:%Y-%m-%d}: {args.out}")
         print(f"  sha256 {issued.fingerprint}")
-    registration_hint(settings, issued.system, issued.fingerprint, printed=bool(args.out))
+    registration_hint(settings, issued.system, issued.fingerprint, printed=_to_file(args.out))
     return 0
 
 
@@ -218,8 +223,8 @@ def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
     }
     sha = bool(getattr(args, "sha256", False))
     print(
-        f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  DAYS"
-        + ("  SHA256" if sha else "")
+        f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  "
+        + (f"{'DAYS':>6}  SHA256" if sha else "DAYS")
     )
     for r in rows:
         who = f"{r.agency}/{r.system}" if r.agency else r.subject.split(",")[0]
@@ -228,7 +233,7 @@ def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
             state = "current" if r.serial in current else "superseded"
         print(
             f"{r.serial:40}  {r.kind:7}  {who[:44]:44}  {r.key_algorithm:8}  {state[:13]:13}  "
-            f"{r.not_after:%Y-%m-%d}  " + (f"{r.days_left(now):<4}  {r.fingerprint}" if sha else f"{r.days_left(now)}")
+            f"{r.not_after:%Y-%m-%d}  " + (f"{r.days_left(now):>6}  {r.fingerprint}" if sha else f"{r.days_left(now)}")
         )
     return 0
 

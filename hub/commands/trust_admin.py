@@ -181,15 +181,22 @@ async def registered_certificates(settings: Settings, system: str | None) -> tup
     return tuple(pins or ())
 
 
+def registration_attribute(fingerprint: str, pins: tuple[str, ...]) -> str | None:
+    """The ``cert-sha256`` value that registers the certificate of ``fingerprint`` beside the system's ``pins`` (at
+    most four: the first listed makes room), or None when nothing is to change (no registration, or listed)."""
+    if not pins or fingerprint in pins:
+        return None
+    return " ".join((*pins[-3:], fingerprint))
+
+
 def registration_hint(system: str | None, fingerprint: str, pins: tuple[str, ...]) -> str | None:
     """What the operator must do before ``system``, whose certificates the directory registers (``pins``), can use
     the new certificate of ``fingerprint``: None when nothing (no registration, or it is listed). At most four are
     registered: with four, the oldest listed makes room."""
-    if not pins or fingerprint in pins:
+    listed = registration_attribute(fingerprint, pins)
+    if listed is None:
         return None
-    kept = pins[-3:]
-    listed = " ".join((*kept, fingerprint))
-    dropped = pins[: len(pins) - len(kept)]
+    dropped = pins[: max(0, len(pins) - 3)]
     drop_zh = f"（至多 4 项：删去最早的 {dropped[0][:12]}…）" if dropped else ""
     drop_en = f" (at most four: the first, {dropped[0][:12]}…, makes room)" if dropped else ""
     return (

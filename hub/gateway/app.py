@@ -64,6 +64,7 @@ from hub.settings import Settings
 from hub.store.gateway_activity import FLUSH_S as ACTIVITY_FLUSH_S
 from hub.store.gateway_activity import GatewayActivity
 from hub.store.records import DELIVERY_RANK
+from hub.trust.pki import serial_hex
 
 __all__ = [
     "GATEWAY_SETTINGS",
@@ -1164,7 +1165,15 @@ class GatewayRunner(web.AppRunner):
         if credentials is None or listener is None or not credentials.reload_if_changed(asked=asked):
             return False
         listener.use(credentials.context)
+        self._note_certificate()
         return True
+
+    def _note_certificate(self) -> None:
+        """The certificate new connections get, for this gateway's row in the store (the ops overview)."""
+        state = self.app.get(STATE)
+        cert = self.credentials.presented if self.credentials is not None else None
+        if state is not None and cert is not None:
+            state.activity.certificate = (serial_hex(cert.serial_number), cert.not_valid_after_utc)
 
     def watch_certificate(self, every_s: float) -> None:
         async def watch() -> None:
@@ -1223,6 +1232,7 @@ async def start_gateway(
             balancers=balancers,
         )
         runner.credentials = credentials
+        runner._note_certificate()
         runner.watch_certificate(gateway.cert_check_s)
         state = app.get(STATE)
         if state is not None:

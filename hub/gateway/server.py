@@ -62,10 +62,12 @@ async def serve(
     # again. Handled from before the start to the end: its default action would end the process, and systemd does
     # not restart a unit that SIGHUP ended.
     runner: GatewayRunner | None = None
+    pending = False  # a SIGHUP while it starts: acted on once it listens (it may have read the files before)
 
     def hangup() -> None:
+        nonlocal pending
         if runner is None:
-            log.info("SIGHUP while the gateway starts: it reads its server certificate as it starts")
+            pending = True
             return
         try:
             runner.reload_certificate(asked=True)
@@ -79,6 +81,8 @@ async def serve(
         handled = True
     try:
         runner = await start_gateway(settings, gateway)
+        if pending:
+            hangup()
         if started is not None:
             started()
         log.info(
@@ -93,8 +97,14 @@ async def serve(
             await runner.cleanup()
     finally:
         if handled:
-            loop.remove_signal_handler(signal.SIGHUP)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the process is ending: a late one must not end it early
+            # The process is ending: a late one must not end it early. Removing the handler puts back the default
+            # action for a moment, so SIGHUP waits (blocked) until it is ignored.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+            try:
+                loop.remove_signal_handler(signal.SIGHUP)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
 
 
 def run_gateway(settings: Settings, gateway: GatewaySettings) -> None:

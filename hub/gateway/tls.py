@@ -305,9 +305,9 @@ class ServerCredentials:
     key and certificate that do not match) leave the context in use as it is and are tried again at every look; a
     periodic look says so once they fail twice alike (``hub pki issue-server`` writes the key, then the
     certificate: a look between the two must not page anyone), a SIGHUP at once, and again every
-    ``RELOAD_FAILURE_REPEAT_S`` while they fail. The certificate in use is ``presented``, its end in
-    ``hub_gateway_server_certificate_expiry_timestamp_seconds``: what to watch, since a failed reload leaves an older
-    certificate served than the file ``hub pki expiry`` reads."""
+    ``RELOAD_FAILURE_REPEAT_S`` while they fail. The certificate in use is ``presented`` (the gateway writes it with
+    its row in the store, and the ops overview warns before it expires): what to watch, since a failed reload leaves
+    an older certificate served than the file ``hub pki expiry`` reads."""
 
     _NAMES = ("the hub root certificate", "the issuing CA certificate", "the server certificate", "the server key")
 
@@ -332,15 +332,11 @@ class ServerCredentials:
         return tuple(found)
 
     def _presented(self) -> x509.Certificate | None:
-        """The server certificate just loaded (the first of its file), its end on the gateway's metrics."""
+        """The server certificate just loaded (the first of its file)."""
         try:
-            cert = x509.load_pem_x509_certificates(self._args[1].read_bytes())[0]
+            return x509.load_pem_x509_certificates(self._args[1].read_bytes())[0]
         except (OSError, ValueError, IndexError):  # replaced again since it loaded: the next look reads it
             return None
-        from hub.metrics import server_certificate_expires
-
-        server_certificate_expires(cert.not_valid_after_utc.timestamp())
-        return cert
 
     def reload_if_changed(self, *, asked: bool = False) -> bool:
         """Whether the files changed and the new context is in ``context`` now. ``asked``: a SIGHUP — say what came

@@ -340,9 +340,11 @@ class Processor:
 
     def check_registered(self, signer: SignerIdentity, env: Envelope) -> None:
         """A system the directory registers certificates for (``cert-sha256``) signs with one of them only: another
-        certificate of its, even valid and issued by the hub CA, is refused ``CERT_NOT_REGISTERED`` (the directory
-        registers none for the hub's own system: its loader refuses it). Also before a quarantined message is
+        certificate of its, even valid and issued by the hub CA, is refused ``CERT_NOT_REGISTERED`` (none for the
+        hub's own system: its loader refuses it there). Also before a quarantined message is
         released (``hub.pipeline.release``)."""
+        if env.sender.system == self.directory.hub_system:
+            return  # the hub's own certificates are its CA's (a directory stored before the loader refused that)
         try:
             system = self.directory.system(env.sender.system)
         except HubError:

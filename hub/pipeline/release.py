@@ -1,8 +1,9 @@
 """An operator's decision on a quarantined message (``hub quarantine release|reject``).
 
-Release: the store marks it released (evidence: who, why), then the hub re-verifies the bytes it recorded, signs
-the delivery, publishes it to every recipient still pending (the egress check runs again at that moment),
-records the deliveries, and sends the sender a hub.receipt. Reject: the store marks it rejected (deliveries
+Release: the hub re-verifies the bytes it recorded and checks the sender's certificate against the directory's
+registered ones (a refusal changes nothing), the store marks it released (evidence: who, why), then the hub signs
+the delivery, publishes it to every recipient still pending (the egress check runs again at that moment), records
+the deliveries, and sends the sender a hub.receipt. Reject: the store marks it rejected (deliveries
 blocked with GATE_REJECTED) and the sender gets a signed hub.error with the reviewer's reason.
 """
 
@@ -47,12 +48,19 @@ async def release(
     with the decision."""
     from hub.store.messages import quarantine_release, record_sent
 
-    item = await quarantine_release(pool, message_id, reviewer, reason, actor=actor)
     ctx, processor, transport = await _setup(settings, pool)
     try:
-        verified, env = _reverify(ctx, settings, item)
-        # The sender's certificate as the directory registers it now (it may have been taken out since).
-        processor.check_registered(verified.signer, env)
+        checked: list[tuple[Any, Envelope]] = []
+
+        def check(pending: QuarantineItem) -> None:
+            # Before the store decides: the bytes verify, and the sender's certificate is one the directory
+            # registers now (it may have been taken out since) — else nothing changes, the message stays pending.
+            verified, env = _reverify(ctx, settings, pending)
+            processor.check_registered(verified.signer, env)
+            checked.append((verified, env))
+
+        item = await quarantine_release(pool, message_id, reviewer, reason, actor=actor, check=check)
+        verified, env = checked[-1]
         body = processor.sign_delivery(verified.canonical, verified.signature)
         targets: list[Delivery] = []
         for d in item.deliveries:

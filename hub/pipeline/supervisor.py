@@ -52,7 +52,13 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         p = self.ctx.Process(target=self.target, args=(self.settings, index, os.getpid()), name=f"hub-worker-{index}")
-        p.start()
+        # Started with SIGHUP ignored (kept across the spawn's exec): a reload signal passed on while it imports does
+        # not end it (the gateway installs its own handler once it can act on it).
+        hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            p.start()
+        finally:
+            signal.signal(signal.SIGHUP, hangup)
         self.procs[index] = p
         log.info("worker %d started (pid %s)", index, p.pid)
 

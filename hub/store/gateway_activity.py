@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import time
@@ -58,6 +59,8 @@ MAX_PEERS = 8
 KEEP_DAYS = 30
 #: How often a flush removes the rows past ``KEEP_DAYS``.
 PRUNE_EVERY_S = 3600.0
+#: The ops overview warns this many days before the server certificate a gateway presents expires.
+CERTIFICATE_WARN_DAYS = 30
 #: How often a gateway refreshes its ``gateway_instances`` row; one not refreshed for ``STALE_S`` is a dead gateway.
 BEAT_S = 10.0
 STALE_S = 3 * BEAT_S
@@ -91,8 +94,11 @@ _JOIN = """
 WITH gone AS (
     DELETE FROM gateway_instances WHERE host = $2 AND instance <> $1 AND seen_at < now() - make_interval(secs => $5)
 )
-INSERT INTO gateway_instances (instance, host, pid, started_at, seen_at, not_ready) VALUES ($1, $2, $3, $4, now(), $6)
-ON CONFLICT (instance) DO UPDATE SET seen_at = now(), not_ready = excluded.not_ready
+INSERT INTO gateway_instances (instance, host, pid, started_at, seen_at, not_ready, certificate_serial,
+                               certificate_not_after)
+VALUES ($1, $2, $3, $4, now(), $6, $7, $8)
+ON CONFLICT (instance) DO UPDATE SET seen_at = now(), not_ready = excluded.not_ready,
+    certificate_serial = excluded.certificate_serial, certificate_not_after = excluded.certificate_not_after
 """
 _LEAVE = "DELETE FROM gateway_instances WHERE instance = $1"
 
@@ -124,11 +130,20 @@ class GatewayActivity:
         #: before each flush; a change is written at once, not at the next beat.
         self.not_ready: tuple[str, ...] = ()
         self._written_not_ready: tuple[str, ...] | None = None
+        #: The server certificate this gateway presents to new connections (serial, end), set by the gateway at its
+        #: start and at each reload (``GatewayRunner.reload_certificate``); a change is written at once.
+        self.certificate: tuple[str, dt.datetime] | None = None
+        self._written_certificate: tuple[str, dt.datetime] | None = None
 
     @property
     def due(self) -> bool:
         """A flush has something to write: notes, or this gateway's row to refresh."""
-        return self.pending or time.monotonic() - self._beat >= BEAT_S or self.not_ready != self._written_not_ready
+        return (
+            self.pending
+            or time.monotonic() - self._beat >= BEAT_S
+            or self.not_ready != self._written_not_ready
+            or self.certificate != self._written_certificate
+        )
 
     def polled(self, system: str) -> None:
         """``system`` (identified by its certificate) is polling its inbox now."""
@@ -167,9 +182,18 @@ class GatewayActivity:
         try:
             async with translated("writing the gateway's activity"), pool.acquire() as conn, conn.transaction():
                 # this gateway's row (written again if it went meanwhile), replacing the dead ones of this host
-                not_ready = self.not_ready
+                not_ready, certificate = self.not_ready, self.certificate
+                serial, not_after = certificate if certificate is not None else (None, None)
                 await conn.execute(
-                    _JOIN, self.instance, self.host, os.getpid(), self.started_at, STALE_S, list(not_ready)
+                    _JOIN,
+                    self.instance,
+                    self.host,
+                    os.getpid(),
+                    self.started_at,
+                    STALE_S,
+                    list(not_ready),
+                    serial,
+                    not_after,
                 )
                 # rows in one order in every gateway, so two gateways writing the same rows at once never deadlock
                 if polls:
@@ -198,6 +222,7 @@ class GatewayActivity:
                     self._pruned = time.monotonic()
             self._beat = time.monotonic()
             self._written_not_ready = not_ready
+            self._written_certificate = certificate
         except BaseException:
             for system, at in polls.items():  # newer notes made meanwhile win
                 if system not in self._polls:
@@ -237,10 +262,25 @@ class Instance:
     seen_s: float  # seconds since it last refreshed its row
     #: The codes of its failing ``GET /ready`` checks when it last refreshed its row (empty: ready).
     not_ready: tuple[str, ...] = ()
+    #: The server certificate it presents to new connections: serial and end (None: not known).
+    certificate_serial: str | None = None
+    certificate_not_after: dt.datetime | None = None
 
     @property
     def alive(self) -> bool:
         return self.seen_s <= STALE_S
+
+    def certificate_days(self, now: dt.datetime | None = None) -> int | None:
+        """Whole days until the certificate it presents expires (negative: expired), or None."""
+        if self.certificate_not_after is None:
+            return None
+        return math.floor((self.certificate_not_after - (now or _now())).total_seconds() / 86400)
+
+    @property
+    def certificate_expiring(self) -> bool:
+        """Alive and presenting a certificate that expires within ``CERTIFICATE_WARN_DAYS`` (or has)."""
+        days = self.certificate_days()
+        return self.alive and days is not None and days < CERTIFICATE_WARN_DAYS
 
     @property
     def ready(self) -> bool:
@@ -255,6 +295,14 @@ class Instance:
             "alive": self.alive,
             "ready": self.ready,
             "not_ready": [{"code": c, "title": title_of(c)} for c in self.not_ready],
+            "certificate": None
+            if self.certificate_not_after is None
+            else {
+                "serial": self.certificate_serial,
+                "not_after": self.certificate_not_after.isoformat(timespec="seconds"),
+                "days": self.certificate_days(),
+                "expiring": self.certificate_expiring,
+            },
         }
 
 
@@ -262,12 +310,24 @@ async def instances(executor: Any, *, within_s: float = 600.0) -> list[Instance]
     """The gateways seen within ``within_s`` (a dead one stays listed that long), by host and pid."""
     rows = await executor.fetch(
         """
-        SELECT host, pid, started_at, extract(epoch FROM now() - seen_at)::float8 AS seen_s, not_ready
+        SELECT host, pid, started_at, extract(epoch FROM now() - seen_at)::float8 AS seen_s, not_ready,
+               certificate_serial, certificate_not_after
         FROM gateway_instances WHERE seen_at >= now() - make_interval(secs => $1) ORDER BY host, pid
         """,
         within_s,
     )
-    return [Instance(r["host"], r["pid"], r["started_at"], max(0.0, r["seen_s"]), tuple(r["not_ready"])) for r in rows]
+    return [
+        Instance(
+            r["host"],
+            r["pid"],
+            r["started_at"],
+            max(0.0, r["seen_s"]),
+            tuple(r["not_ready"]),
+            r["certificate_serial"],
+            r["certificate_not_after"],
+        )
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)

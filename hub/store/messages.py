@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -715,7 +715,14 @@ async def quarantine_show(executor: Any, message_id: str) -> QuarantineItem:
 
 
 async def _decide(
-    executor: Any, message_id: str, reviewer: str, reason: str, *, release: bool, actor: Actor | None = None
+    executor: Any,
+    message_id: str,
+    reviewer: str,
+    reason: str,
+    *,
+    release: bool,
+    actor: Actor | None = None,
+    check: Callable[[QuarantineItem], None] | None = None,
 ) -> QuarantineItem:
     if not reviewer.strip() or not reason.strip():
         raise ValueError("a quarantine decision needs a reviewer and a reason")
@@ -727,6 +734,8 @@ async def _decide(
             raise HubError(
                 f"message {message_id} was already {item.status} by {item.reviewer}", code="QUARANTINE_DECIDED"
             )
+        if check is not None:
+            check(item)  # its HubError changes nothing: the decision can be taken again once the cause is gone
         await conn.execute(
             "UPDATE quarantine SET status = $2, reviewer = $3, reason = $4, decided_at = $5 WHERE message_id = $1",
             u,
@@ -755,12 +764,19 @@ async def _decide(
 
 
 async def quarantine_release(
-    executor: Any, message_id: str, reviewer: str, reason: str, *, actor: Actor | None = None
+    executor: Any,
+    message_id: str,
+    reviewer: str,
+    reason: str,
+    *,
+    actor: Actor | None = None,
+    check: Callable[[QuarantineItem], None] | None = None,
 ) -> QuarantineItem:
     """Release a pending quarantined message (state ``released``). Returns it with its bytes and its pending
     deliveries: the caller delivers them and then calls ``mark_delivered``. With ``actor`` the operator's action is
-    recorded in the same transaction."""
-    return await _decide(executor, message_id, reviewer, reason, release=True, actor=actor)
+    recorded in the same transaction. ``check(item)``, before anything changes: its error refuses the release and
+    leaves the message pending (the sender's certificate, ``hub.pipeline.release``)."""
+    return await _decide(executor, message_id, reviewer, reason, release=True, actor=actor, check=check)
 
 
 async def quarantine_reject(

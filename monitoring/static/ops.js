@@ -162,10 +162,17 @@
       // A gateway that is up but fails its GET /ready checks (hub.gateway.readiness) gets no clients from the load
       // balancer: named with why.
       var sick = live.filter(function (i) { return Array.isArray(i.not_ready) && i.not_ready.length; });
+      // A gateway presenting a server certificate that expires within 30 days (a renewal on disk that did not load
+      // leaves the old one in use: hub.gateway.tls), named with its days left.
+      var expiring = live.filter(function (i) { return i.certificate && typeof i.certificate === "object" && i.certificate.expiring; });
       var where = (live.length ? t("网关进程 ", "gateway processes ") + live.length + t("：", ": ") +
         live.slice(0, 4).map(function (i) { return i.host + " (pid " + i.pid + ")"; }).join(", ") + " · " : "") +
         (sick.length ? t("未就绪：", "not ready: ") + sick.slice(0, 4).map(function (i) {
           return i.host + " (pid " + i.pid + t("，", ", ") + i.not_ready.map(function (c) { return c && (c.title || c.code); }).join(t("；", "; ")) + ")"; }).join(", ") + " · " : "") +
+        (expiring.length ? t("服务器证书将到期：", "server certificate expiring: ") + expiring.slice(0, 4).map(function (i) {
+          var days = num(i.certificate.days);
+          return i.host + " (pid " + i.pid + t("，", ", ") + (days === null ? "?" : days < 0 ? t("已过期", "expired") :
+            days + t(" 天后到期", " days left")) + ")"; }).join(", ") + " · " : "") +
         (dead.length ? t("无响应：", "not responding: ") + dead.slice(0, 4).map(function (i) {
           return i.host + " (pid " + i.pid + t("，", ", ") + ago(i.seen_s) + t("最后一次刷新", " last seen") + ")"; }).join(", ") + " · " : "");
       // The request counts and p99 come from this host's metrics files (hub run --gateway): "本机".

@@ -171,6 +171,7 @@ async def _page(request: web.Request, *, notice: dict[str, str] | None = None, s
         crls.append({"ca": row, "crl": crl, "stale": stale, "due": due})
     done = request.query.get("done", "")
     target, file = request.query.get("target", ""), request.query.get("file", "")
+    registration = await _registration(request, rows, target) if done == "approved" else None
     return render(
         request,
         "certificates.html",
@@ -187,9 +188,28 @@ async def _page(request: web.Request, *, notice: dict[str, str] | None = None, s
             # what the redirect after an action names, shown only in the shape it has (a link cannot inject text)
             "done_target": target if done in DONE and re.fullmatch(r"[0-9a-f]{1,40}", target) else "",
             "done_file": file if done == "approved" and re.fullmatch(r"[A-Za-z0-9._-]{1,200}", file) else "",
+            "registration": registration,
         },
         status=status,
     )
+
+
+async def _registration(request: web.Request, rows: Any, serial: str) -> dict[str, Any] | None:
+    """The certificate just issued (``serial``): its fingerprint, and whether the directory registers its system's
+    certificates (cert-sha256) without it — it would be refused (CERT_NOT_REGISTERED) until added."""
+    row = next((r for r in rows if r.serial == serial), None)
+    if row is None or not row.system:
+        return None
+    pins: tuple[str, ...] = ()
+    try:
+        found = await request.app[POOL].fetchval("SELECT cert_sha256 FROM directory_systems WHERE id = $1", row.system)
+        pins = tuple(found or ())
+    except Exception:  # no directory tables or no answer: the fingerprint alone
+        pins = ()
+    from hub.commands.trust_admin import registration_attribute
+
+    listed = registration_attribute(row.fingerprint, pins)
+    return {"fingerprint": row.fingerprint, "system": row.system, "missing": listed is not None, "attribute": listed}
 
 
 @require("view")

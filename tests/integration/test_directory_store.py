@@ -93,7 +93,9 @@ async def test_registered_certificates_are_stored_and_bounded(conn: asyncpg.Conn
         ("A" * 64,),
         ("a" * 63,),
         ("a" * 64 + " " + "b" * 64,),  # two in one item
+        ("a" * 64 + "|" + "b" * 64,),
         ("a" * 64, ""),
+        ("",),
     ):
         with pytest.raises(ConfigError):
             await repo.save(with_pins(bad))

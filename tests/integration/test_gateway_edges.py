@@ -335,6 +335,20 @@ async def test_a_renewed_server_certificate_is_presented_without_a_restart(gw: G
         return await presented() == issued.certificate.serial_number
 
     assert await until(renewed, "the renewed server certificate on a new connection", timeout=10)
+
+    # what the ops overview reads: the gateway's row in the store names the certificate it presents now
+    from hub.store import gateway_activity
+    from hub.trust.pki import serial_hex
+
+    async def on_record() -> bool:
+        rows = await gateway_activity.instances(gw.hub.pool)
+        return any(
+            i.certificate_serial == serial_hex(issued.certificate.serial_number)
+            and i.certificate_not_after == issued.certificate.not_valid_after_utc
+            for i in rows
+        )
+
+    assert await until(on_record, "the presented certificate in the gateway's row", timeout=15)
     async with session.get("/v1/inbox", params={"wait": "0"}) as r:
         assert r.status in (200, 204)
     assert gw.runner.listener is listener  # the same server, never restarted

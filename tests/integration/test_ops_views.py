@@ -198,8 +198,8 @@ async def test_release_delivers_and_is_recorded(ops: Ops) -> None:
 
 async def test_release_refuses_a_certificate_the_directory_no_longer_registers(ops: Ops) -> None:
     """Quarantined while the sender's certificate was registered; the directory registers another since (cert-sha256):
-    the release delivers nothing and the page says why (CERT_NOT_REGISTERED), as for a revoked certificate (the
-    decision stands, recorded as failed)."""
+    the release delivers nothing and changes nothing, the page says why (CERT_NOT_REGISTERED); registered again, the
+    same release goes through."""
     from directory_edits import with_system
 
     from hub.store.directory import DirectoryRepository
@@ -216,7 +216,11 @@ async def test_release_refuses_a_certificate_the_directory_no_longer_registers(o
     assert status == 502 and "CERT_NOT_REGISTERED" in text
     assert await ops.hub.drain(RECIPIENT, timeout=1.5) == []
     failed = [a for a in await actions(ops, "quarantine.release") if a.message_id == mid]
-    assert ("failed", "CERT_NOT_REGISTERED") in [(a.outcome, a.detail.get("code")) for a in failed]
+    assert [(a.outcome, a.detail.get("code")) for a in failed] == [("failed", "CERT_NOT_REGISTERED")]
+    status, _, _ = await ops.post("security", "/quarantine/decide", form)  # still pending: released now
+    assert status == 303
+    got = await ops.hub.drain(RECIPIENT, expect=1)
+    assert mid in [e.message_id for _, e in got]
 
 
 async def test_reject_tells_the_sender(ops: Ops) -> None:
@@ -342,6 +346,9 @@ async def test_approve_a_csr_from_the_requests_folder(ops: Ops) -> None:
     assert status == 303, headers
     bundles = list(enrolment_dir(settings).glob(f"{system}-*.enrolment.json"))
     assert len(bundles) == 1 and bundles[0].stat().st_mode & 0o777 == 0o600
+    # the page it leads to names the new certificate's fingerprint (the directory registers none for the system)
+    status, text, _ = await ops.get("security", headers["Location"])
+    assert status == 200 and 'id="done-sha256"' in text and 'id="not-registered"' not in text
     assert (approved_dir(settings) / "county-220281.csr").is_file()
     assert not (requests_dir(settings) / "county-220281.csr").exists()
     done = await actions(ops, "csr.approve")
@@ -791,3 +798,36 @@ async def test_the_title_of_a_classified_message_is_shown_only_to_who_may_read_i
         status, text, _ = await ops.get(role, f"/messages/{env.message_id}")
         assert status == 200 and ("关于重点林区防火部署的请示" in text) == shown, role
         assert ("仅向可查看原文的角色显示" in text) == (not shown), role
+
+
+async def test_approving_a_csr_says_when_the_directory_registers_other_certificates(ops: Ops) -> None:
+    """A system whose certificates the directory registers (cert-sha256): the certificate the page just issued is
+    not among them — the page says it will be refused (CERT_NOT_REGISTERED) and gives the attribute to write."""
+    from cryptography.hazmat.primitives import serialization
+    from directory_edits import with_system
+
+    from hub.store.directory import DirectoryRepository
+    from hub.trust import keys, pki
+    from monitoring.views.certificates import requests_dir
+
+    settings = ops.hub.settings
+    system, agency = "county-222403-oa", "11222403014102856B"
+    csr = pki.make_csr(keys.generate_private_key("ec-p256"), agency, system)
+    requests_dir(settings).mkdir(parents=True, exist_ok=True)
+    (requests_dir(settings) / "county-222403.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    repo = DirectoryRepository(ops.hub.pool)
+    listed = await repo.load()
+    await repo.save(with_system(listed, system, cert_sha256=("c" * 64,)))
+    try:
+        status, _, headers = await ops.post(
+            "security", "/certificates/approve", {"name": "county-222403.csr", "reason": "换发新证书"}
+        )
+        assert status == 303, headers
+        status, text, _ = await ops.get("security", headers["Location"])
+    finally:
+        await repo.save(listed)
+    fingerprint = re.search(r'id="done-sha256">([0-9a-f]{64})<', text)
+    assert fingerprint is not None and 'id="not-registered"' in text and "CERT_NOT_REGISTERED" in text
+    assert f"cert-sha256=&#34;{'c' * 64} {fingerprint.group(1)}&#34;" in text or (
+        f'cert-sha256="{"c" * 64} {fingerprint.group(1)}"' in text
+    )

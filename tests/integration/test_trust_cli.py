@@ -246,7 +246,7 @@ def test_a_certificate_the_directory_does_not_register_is_pointed_out(
     other = tmp_path / "other"
     assert run(settings, "keygen", "--system", system, "--agency", agency, "--out", str(other)) == 0
     capsys.readouterr()
-    assert run(settings, "pki", "issue", "--csr", str(other / f"{system}.csr")) == 0
+    assert run(settings, "pki", "issue", "--csr", str(other / f"{system}.csr"), "--out", "-") == 0
     got = capsys.readouterr()
     pem = x509.load_pem_x509_certificates(got.out.encode())[0]
     assert got.out.startswith("-----BEGIN CERTIFICATE") and f"sha256 {pki.fingerprint(pem)}" in got.err

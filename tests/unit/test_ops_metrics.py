@@ -570,6 +570,33 @@ def test_a_gateway_up_but_not_ready_makes_the_row_degraded_or_down() -> None:
     assert sick.as_json()["ready"] is False and ready.as_json()["not_ready"] == []
 
 
+def test_a_gateway_presenting_a_certificate_near_its_end_makes_the_row_degraded() -> None:
+    """The server certificate a gateway presents (its row's certificate_*, written at its start and each reload):
+    within 30 days of its end, or past it, the row is degraded with the days left; a dead gateway's old row does
+    not count."""
+    import datetime as dt
+
+    from hub.store.gateway_activity import CERTIFICATE_WARN_DAYS, STALE_S, Instance
+
+    at = dt.datetime.now(dt.UTC)
+    fine = Instance("gw-a", 11, at, 3.0, (), "aa", at + dt.timedelta(days=200))
+    near = Instance("gw-b", 12, at, 3.0, (), "bb", at + dt.timedelta(days=CERTIFICATE_WARN_DAYS - 1, hours=1))
+    past = Instance("gw-c", 13, at, 3.0, (), "cc", at - dt.timedelta(days=2))
+    gone = Instance("gw-d", 14, at, STALE_S + 1, (), "dd", at - dt.timedelta(days=2))
+    unknown = Instance("gw-e", 15, at, 3.0)
+    assert mm.gateway_state([], [fine]) == "up" and mm.gateway_state([], [fine, unknown]) == "up"
+    assert mm.gateway_state([], [fine, near]) == "degraded" and mm.gateway_state([], [past]) == "degraded"
+    assert not gone.certificate_expiring and mm.gateway_state([], [fine, gone]) == "degraded"  # dead, not expiring
+    assert near.as_json()["certificate"] == {
+        "serial": "bb",
+        "not_after": near.certificate_not_after.isoformat(timespec="seconds"),  # type: ignore[union-attr]
+        "days": CERTIFICATE_WARN_DAYS - 1,
+        "expiring": True,
+    }
+    assert past.certificate_days() < 0 and fine.as_json()["certificate"]["expiring"] is False
+    assert unknown.as_json()["certificate"] is None
+
+
 async def test_a_store_that_does_not_answer_keeps_the_gateways_activity(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
