@@ -76,10 +76,11 @@ def server_certificate(
     out: Path,
     hosts: Iterable[str] = ("127.0.0.1", "localhost"),
     *,
-    days: int = 30,
+    days: int = 90,
 ) -> tuple[Path, Path]:
     """The gateway's server certificate (serverAuth, SAN ``hosts``), issued by the hub's issuing CA:
-    (``server.pem`` with the issuing CA, ``server.key``) in ``out``."""
+    (``server.pem`` with the issuing CA, ``server.key``) in ``out``. ``days``: more than the ops overview's 30 days
+    of warning (``gateway_activity.CERTIFICATE_WARN_DAYS``) by default."""
     issuer, issuer_key = pki.load_ca(pki_dir, passphrase)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
