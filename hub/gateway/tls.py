@@ -128,6 +128,9 @@ class TlsServer:
         self._max_handshakes = max_handshakes
         #: Handshakes under way.
         self.handshaking = 0
+        #: Accepted sockets not yet handed to the event loop's TLS (``_handshake``): a handshake task cancelled by
+        #: ``close`` before it ran would leave its socket open otherwise.
+        self._unhanded: set[socket.socket] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         for sock in sockets:
             self._spawn(self._accept(sock))
@@ -147,6 +150,9 @@ class TlsServer:
             task.cancel()
         for sock in self.sockets:
             sock.close()
+        for conn in list(self._unhanded):
+            conn.close()
+        self._unhanded.clear()
 
     async def handshakes_ended(self) -> None:
         if self._tasks:
@@ -168,6 +174,7 @@ class TlsServer:
                 self._report("TLS_HANDSHAKES_FULL", f"{self.handshaking} handshakes under way", peer_of(address))
                 continue
             self.handshaking += 1
+            self._unhanded.add(conn)
             self._spawn(self._handshake(conn, address))
 
     def peer(self, transport: asyncio.BaseTransport | None) -> str | None:
@@ -177,6 +184,7 @@ class TlsServer:
         return self._proxied.get(transport) or peer_of(transport.get_extra_info("peername"))
 
     async def _handshake(self, conn: socket.socket, address: Any) -> None:
+        self._unhanded.discard(conn)  # from here on this task closes it, or the transport it becomes does
         try:
             peer = peer_of(address)
             proxied = None
