@@ -930,23 +930,6 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 ACTIVITY_FLUSH_TIMEOUT_S = 10.0
 
 
-async def stopped(task: asyncio.Task[Any], *, every_s: float = 1.0, limit_s: float = 10.0) -> None:
-    """Cancel ``task`` and wait until it has ended, cancelling it again every ``every_s``: a cancellation that lands
-    while the task is inside a library that swallows it (a database call finishing at that very moment, say) leaves
-    the task looping, and awaiting it once hung the gateway's stop for good. After ``limit_s`` a task that still
-    runs is left, said in the log (a stop must end)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit_s
-    while not task.done():
-        if loop.time() >= deadline:
-            log.error("a task of the gateway did not end when cancelled (%s); stopping without it", task.get_name())
-            return
-        task.cancel()
-        await asyncio.wait({task}, timeout=every_s)
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("a task of the gateway had ended with %r", task.exception())
-
-
 async def _record_activity(activity: GatewayActivity, pool: Any, readiness: Readiness | None = None) -> None:
     """Write the polls and refusals the gateway saw every ``FLUSH_S``, and this gateway's row of the running gateways
     with its readiness (hub.store.gateway_activity); while the store cannot take them they are kept, and said in the
@@ -1073,7 +1056,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 yield
             finally:
                 for task in (refresher, beating, recording):
-                    await stopped(task)
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await _close_direct(direct, urgent, work_pool)
                 await mailbox.close()
                 with contextlib.suppress(Exception):  # what the last seconds saw, if the store takes it at once
@@ -1204,7 +1189,9 @@ class GatewayRunner(web.AppRunner):
 
     async def cleanup(self) -> None:
         if self._watching is not None:
-            await stopped(self._watching)
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watching
         await _drain(self.app)
         if self.listener is not None:
             self.listener.close()

@@ -497,51 +497,6 @@ def test_a_malformed_gateway_variable_is_refused_with_its_name(
         GatewaySettings.for_state(tmp_path)
 
 
-async def test_a_task_that_swallows_its_cancellation_still_stops(caplog: pytest.LogCaptureFixture) -> None:
-    """``hub.gateway.app.stopped``: the gateway's stop cancels its background tasks; one whose cancellation was
-    swallowed once (a library call finishing as it lands) is cancelled again and ends — awaiting it once hung the
-    stop for good — and one that never ends is left after the limit, said in the log."""
-    import logging
-
-    from hub.gateway.app import stopped
-
-    swallowed: list[bool] = []
-
-    async def once() -> None:
-        while True:
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                if swallowed:
-                    raise
-                swallowed.append(True)
-
-    task = asyncio.get_running_loop().create_task(once())
-    await asyncio.sleep(0)
-    started = time.monotonic()
-    await stopped(task, every_s=0.05)
-    assert task.cancelled() and swallowed == [True] and time.monotonic() - started < 2
-
-    release = asyncio.Event()
-
-    async def never() -> None:  # swallows every cancellation until the test lets it go
-        while not release.is_set():
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                continue
-
-    stubborn = asyncio.get_running_loop().create_task(never(), name="stubborn")
-    await asyncio.sleep(0)
-    with caplog.at_level(logging.ERROR, logger="hub.gateway"):
-        await stopped(stubborn, every_s=0.05, limit_s=0.3)
-    assert not stubborn.done() and any("did not end" in r.getMessage() for r in caplog.records)
-    release.set()
-    stubborn.cancel()
-    await asyncio.wait({stubborn}, timeout=1)
-    assert stubborn.done()
-
-
 async def test_a_connection_accepted_as_the_server_closes_is_closed_too(tpki: TestPki, tmp_path: Path) -> None:
     """A connection accepted just before ``close`` whose handshake task never ran (cancelled by ``close`` before its
     first step): its socket is closed with the server — the client reads the end — not left open to the garbage
