@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +61,13 @@ def applications_at(hub: TestHub) -> Counter[str]:
     return Counter(d.message.case_number for d in hub.delivered(DECIDER) if isinstance(d.message, ApprovalApplication))
 
 
-async def send_back(decider: Any, case_numbers: list[str]) -> None:
-    """The decider answers: a status for even, a decision for odd positions."""
-    for start in range(0, len(case_numbers), 100):
+async def send_back(
+    decider: Any, case_numbers: list[str], wait: Callable[[int], Awaitable[None]] | None = None
+) -> None:
+    """The decider answers: a status for even, a decision for odd positions (``wait(n)`` before the n-th hundred)."""
+    for n, start in enumerate(range(0, len(case_numbers), 100)):
+        if wait is not None:
+            await wait(n)
         chunk = case_numbers[start : start + 100]
         await asyncio.gather(
             *(
@@ -95,7 +99,14 @@ async def test_sigkill_mid_stream_both_ways_every_message_once(tmp_path: Path) -
         ids = await s.desk.submit_many([application(c) for c in out_cases])
         in_cases = cases("IN", N)
         await s.proc.start()
-        answering = asyncio.create_task(send_back(s.decider, in_cases))  # while the outbox is being sent
+        killed_at: tuple[int, int] | None = None
+
+        async def paced(n: int) -> None:  # each hundred waits for the outbox to get ahead, until the kill
+            while killed_at is None and len(applications_at(s.hub)) < (n + 1) * N // 10:
+                await asyncio.sleep(0.02)
+
+        # while the outbox is being sent, paced so that the answers cannot all be written back before the kill
+        answering = asyncio.create_task(send_back(s.decider, in_cases, paced))
         deadline = time.monotonic() + 60
         while True:
             sent, back = len(applications_at(s.hub)), await written_back(s.desk)
@@ -104,7 +115,7 @@ async def test_sigkill_mid_stream_both_ways_every_message_once(tmp_path: Path) -
             assert time.monotonic() < deadline, f"too little before the kill: {sent} out, {back} back"
             await asyncio.sleep(0.01)
         s.proc.kill()
-        killed = (len(applications_at(s.hub)), await written_back(s.desk))
+        killed = killed_at = (len(applications_at(s.hub)), await written_back(s.desk))
         assert max(killed) < N, f"one side finished before the kill ({killed}): it was not tested"
 
         await s.proc.start()

@@ -101,9 +101,14 @@ async def test_sigkill_mid_stream_both_directions_every_message_exactly_once(tmp
         for name, data in files.items():
             sim.submit(name, data)
         sent_up: list[str] = []
+        killed = False
 
-        async def report(first: int, last: int) -> None:  # the province reports up while the files go out
-            for start in range(first, last, 100):
+        async def report(first: int, last: int, paced: bool = False) -> None:  # the province reports up meanwhile
+            for batch, start in enumerate(range(first, last, 100)):
+                # paced: each batch waits for the outbox to get ahead (a tenth per batch), so that the inbound side
+                # cannot be done before the kill (once it imported all 500 while only 55 files had gone out)
+                while paced and not killed and len(sim.sent_files()) < (batch + 1) * N // 10:
+                    await asyncio.sleep(0.02)
                 receipts = await asyncio.gather(
                     *(
                         province.send(_body(report_up(now, i)), service="info.report", version=1, to=to(NATION, SYSTEM))
@@ -114,7 +119,7 @@ async def test_sigkill_mid_stream_both_directions_every_message_exactly_once(tmp
 
         await report(N - 100, N)  # some waiting before the adapter starts, the rest while it runs
         await proc.start()
-        reporting = asyncio.create_task(report(0, N - 100))
+        reporting = asyncio.create_task(report(0, N - 100, paced=True))
         try:
             # the national system imports its inbox all along, as it would
             def progress() -> int:
@@ -128,6 +133,7 @@ async def test_sigkill_mid_stream_both_directions_every_message_exactly_once(tmp
                 proc,
             )
             proc.kill()
+            killed = True
             at_kill = (len(sim.sent_files()), len(sim.imported))
             assert at_kill[0] < N and at_kill[1] < N, f"one side was done before the kill: {at_kill}"
             await reporting
