@@ -55,6 +55,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from hub.aio import stopped
 from hub.settings import Settings
 
 __all__ = [
@@ -243,5 +244,4 @@ async def heartbeat(role: str, index: int, every_s: float = HEARTBEAT_EVERY_S, *
     finally:
         beat.set(0)
         if record is not None:
-            record.cancel()
-            await asyncio.gather(record, return_exceptions=True)  # its row removed before the pool closes
+            await stopped(record)  # its row removed before the pool closes (re-cancelled until it ends: hub.aio)

@@ -45,6 +45,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from hub.aio import stopped
 from hub.envelope.xsdvalue import xsd_datetime
 from hub.errors import HubError, title_of
 from hub.gateway.config import MAX_POLL_S, GatewaySettings
@@ -1044,7 +1045,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     except HubError as exc:
                         log.warning("could not read the directory again: %s", exc.describe())
 
-            refresher = asyncio.get_running_loop().create_task(refresh())
+            refresher = asyncio.get_running_loop().create_task(refresh(), name="gateway directory refresh")
             # Examined in this process: its row in the store too, with the directory version it examines with
             # (hub.store.process_instances; examiner processes keep their own).
             beating = asyncio.get_running_loop().create_task(
@@ -1055,10 +1056,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                for task in (refresher, beating, recording):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                await stopped(refresher, beating, recording)  # re-cancelled until they end (hub.aio)
                 await _close_direct(direct, urgent, work_pool)
                 await mailbox.close()
                 with contextlib.suppress(Exception):  # what the last seconds saw, if the store takes it at once
@@ -1188,10 +1186,7 @@ class GatewayRunner(web.AppRunner):
             self._watching = asyncio.get_running_loop().create_task(watch())
 
     async def cleanup(self) -> None:
-        if self._watching is not None:
-            self._watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watching
+        await stopped(self._watching)
         await _drain(self.app)
         if self.listener is not None:
             self.listener.close()

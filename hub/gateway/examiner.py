@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from hub.aio import stopped
 from hub.errors import HubError
 from hub.gateway.direct import Direct, GatewayWorker, Outcome, Submission
 from hub.gateway.examiners import ALIVE_S, FrameWriter, read_frame, sendable
@@ -157,8 +158,7 @@ async def serve(
     finally:
         link.close()  # a batch waiting on an expect fails now: nobody can register its wait any more
         if record is not None:  # its row removed while the pool is open
-            record.cancel()
-            await asyncio.gather(record, return_exceptions=True)
+            await stopped(record)  # re-cancelled until it ends (hub.aio)
         if tasks:
             await asyncio.gather(*tasks.values(), return_exceptions=True)
         with contextlib.suppress(Exception):

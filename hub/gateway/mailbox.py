@@ -45,6 +45,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hub.aio import stopped
 from hub.errors import HubError
 from hub.gateway.links import CONFLICT
 
@@ -563,11 +564,7 @@ class Mailbox:
     async def close(self) -> None:
         """Stop the consumers and put every held item back (the transport is the caller's to close)."""
         self._closing = True
-        for task in (self._sweeper, self._watcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await stopped(self._sweeper, self._watcher)  # re-cancelled until they end (hub.aio)
         # Cancel the subscriptions first (each stop waits for its open batches, which the put-back below settles).
         stops = [t for box in self._boxes.values() for t in self._unsubscribe(box)]
         await asyncio.sleep(0)

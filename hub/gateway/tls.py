@@ -95,6 +95,8 @@ Refused = Callable[[str, str, "str | None"], None]
 
 #: After an accept that failed for want of file descriptors or memory, the listener waits this long (as asyncio's does).
 ACCEPT_RETRY_S = 1.0
+#: Connections accepted in one pass of the event loop before others get their turn (asyncio's servers: the backlog).
+ACCEPT_BATCH = 128
 
 
 class TlsServer:
@@ -132,24 +134,32 @@ class TlsServer:
         #: ``close`` before it ran would leave its socket open otherwise.
         self._unhanded: set[socket.socket] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
         for sock in sockets:
-            self._spawn(self._accept(sock))
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def use(self, ctx: ssl.SSLContext) -> None:
         """New connections get their TLS from ``ctx`` (``ServerCredentials.reload_if_changed``)."""
         self._ctx = ctx
 
     def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        task: asyncio.Task[None] = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._retry is not None:
+                self._retry.cancel()
+            for sock in self.sockets:
+                self._loop.remove_reader(sock.fileno())
+                sock.close()
         for task in list(self._tasks):
             task.cancel()
-        for sock in self.sockets:
-            sock.close()
         for conn in list(self._unhanded):
             conn.close()
         self._unhanded.clear()
@@ -158,17 +168,24 @@ class TlsServer:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _accept(self, listening: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
+    def _accept(self, listening: socket.socket) -> None:
+        """The listening socket is readable: accept what waits (at most a backlog's worth per pass, as asyncio's own
+        servers do). A reader callback, not a task awaiting ``sock_accept``: a task cancelled by ``close`` just as its
+        accept completed dropped the connection's socket unclosed (a ResourceWarning in a gateway restart)."""
+        for _ in range(ACCEPT_BATCH):
+            if self._closed:
+                return
             try:
-                conn, address = await loop.sock_accept(listening)
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                conn, address = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # nothing more waits
+            except ConnectionAbortedError:
                 continue  # the peer went before it was accepted
             except OSError as exc:  # out of file descriptors or memory: wait, as asyncio's own servers do
                 log.error("the gateway could not accept a connection (%s); trying again in %g s", exc, ACCEPT_RETRY_S)
-                await asyncio.sleep(ACCEPT_RETRY_S)
-                continue
+                self._pause()
+                return
+            conn.setblocking(False)
             if self.handshaking >= self._max_handshakes:  # a flood: closed at once, the established keep theirs
                 conn.close()
                 self._report("TLS_HANDSHAKES_FULL", f"{self.handshaking} handshakes under way", peer_of(address))
@@ -176,6 +193,20 @@ class TlsServer:
             self.handshaking += 1
             self._unhanded.add(conn)
             self._spawn(self._handshake(conn, address))
+
+    def _pause(self) -> None:
+        """Stop accepting for ``ACCEPT_RETRY_S`` (the loop would call a reader that cannot accept again at once)."""
+        for sock in self.sockets:
+            self._loop.remove_reader(sock.fileno())
+
+        def resume() -> None:
+            self._retry = None
+            if not self._closed:
+                for sock in self.sockets:
+                    self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+        if self._retry is None:
+            self._retry = self._loop.call_later(ACCEPT_RETRY_S, resume)
 
     def peer(self, transport: asyncio.BaseTransport | None) -> str | None:
         """The client's address of a connection: the one its balancer's PROXY header named, else its socket's peer."""
@@ -268,7 +299,7 @@ async def serve_tls(
     ``max_handshakes`` are under way as ``TLS_HANDSHAKES_FULL``. A peer that closes before or during its handshake (a
     load balancer's TCP check) is not reported. A connection from one of ``balancers`` must begin with a PROXY
     header (``hub.gateway.proxy_header``), whose client address then stands for the connection's (``peer``); one
-    without is closed and reported as ``TLS_PROXY_HEADER``. Public asyncio APIs (``sock_accept``,
+    without is closed and reported as ``TLS_PROXY_HEADER``. Public asyncio APIs (``add_reader``,
     ``connect_accepted_socket``), on asyncio's loop and uvloop's alike."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from hub.aio import stopped
 from hub.errors import DeliveryError, HubError
 from hub.logs import flush as flush_logs
 from hub.logs import log_decisions
@@ -224,8 +225,7 @@ class Worker:
         for t in self._background:
             t.cancel()
         if self._heartbeat is not None:  # ended before stop returns: the heartbeat says "stopped" (0)
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            await stopped(self._heartbeat)  # re-cancelled until it ends (hub.aio)
             self._heartbeat = None
         for transport in (getattr(self, "urgent_transport", None), getattr(self, "transport", None)):
             if transport is not None:

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub.aio import stopped
 from hub.errors import HubError
 from hub.settings import Settings
 
@@ -174,8 +175,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, clock: Callable[[], 
         try:
             await engine.run(stop)
         finally:
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)  # its row in the store removed while the pool is open
+            await stopped(beat)  # its row in the store removed while the pool is open (re-cancelled: hub.aio)
             for consumer in consumers:
                 await consumer.stop(drain=True)
     finally:

@@ -520,3 +520,39 @@ async def test_a_connection_accepted_as_the_server_closes_is_closed_too(tpki: Te
     finally:
         client.close()
         await server.handshakes_ended()
+
+
+async def test_accepting_pauses_when_the_process_is_out_of_files_then_goes_on(
+    tpki: TestPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listening socket whose accept fails (EMFILE: out of file descriptors) is not called again at once — the
+    loop would spin — but after ``ACCEPT_RETRY_S``, said in the log; then connections are served again."""
+    import errno
+    import logging
+
+    from hub.gateway import tls
+
+    monkeypatch.setattr(tls, "ACCEPT_RETRY_S", 0.3)
+    cert, key = server_certificate(tpki.dir, PASSPHRASE, tmp_path / "server")
+    server = await _answering(server_ssl_context(tpki.dir, cert, key), lambda *a: None)
+    port = server.sockets[0].getsockname()[1]
+    calls: list[float] = []
+
+    class OutOfFiles:  # stands for the listening socket while the process has no descriptor left
+        def accept(self) -> Any:
+            calls.append(time.monotonic())
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="hub.gateway"):
+            server._accept(OutOfFiles())  # type: ignore[arg-type]
+        assert len(calls) == 1 and any("could not accept" in r.getMessage() for r in caplog.records)
+        # paused: a connection made now waits in the backlog until the pause is over, then is served
+        started = time.monotonic()
+        client = _client(tpki.dir, PASSPHRASE, tmp_path, trust=tpki.dir)
+        assert await asyncio.to_thread(say_a_line, port, client) == b"ok"
+        assert time.monotonic() - started >= 0.2
+    finally:
+        server.close()
+        await server.handshakes_ended()
+    assert len(calls) == 1

@@ -1,0 +1,59 @@
+"""Stopping background tasks so that a stop always ends.
+
+A loop task (a heartbeat, the gateway's directory refresh, an activity recorder) is stopped by cancelling it and
+waiting for it. On Python 3.11 a cancellation that lands just as a library's ``asyncio.wait_for`` finishes its inner
+call is swallowed (the result wins: CPython gh-86296, fixed in 3.12 by the ``asyncio.timeout`` rewrite; asyncpg's
+calls go through ``wait_for``). The loop then carries on as if nothing happened, and a single ``await task`` waits
+for ever: seen as a gateway whose stop hung in CI (its directory refresh "cancelling" but looping). ``stopped``
+cancels again until the tasks end, and gives up after a limit, said in the log, so that the rest of the stop runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("hub.aio")
+
+#: How often a task that has not ended is cancelled again: longer than any of the tasks' own clean-up after a
+#: cancellation (at most 2 s each here: a row removed from the store), which a second cancellation would cut short.
+RECANCEL_S = 5.0
+#: How long ``stopped`` waits in all before it goes on without a task that will not end.
+STOP_LIMIT_S = 20.0
+
+
+async def stopped(
+    *tasks: asyncio.Future[Any] | None,
+    every_s: float = RECANCEL_S,
+    limit_s: float = STOP_LIMIT_S,
+) -> None:
+    """Cancel ``tasks`` (None ones are skipped) and wait until they have ended, cancelling those still running again
+    every ``every_s``; after ``limit_s`` the ones still running are left, named in the log. What a task ended with is
+    taken (never "exception was never retrieved"). If the caller is cancelled meanwhile, the tasks are still stopped
+    first, then the cancellation goes on (CancelledError)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    interrupted = False
+    cancel_at = loop.time()
+    pending = {t for t in tasks if t is not None}
+    while pending := {t for t in pending if not t.done()}:
+        left = deadline - loop.time()
+        if left <= 0:
+            names = ", ".join(sorted(t.get_name() if isinstance(t, asyncio.Task) else repr(t) for t in pending))
+            log.error("%d task(s) did not end within %g s of being cancelled (%s); going on without them",
+                      len(pending), limit_s, names)  # fmt: skip
+            break
+        if loop.time() >= cancel_at:  # not at once after the caller's own cancellation: the interval holds
+            for t in pending:
+                t.cancel()
+            cancel_at = loop.time() + every_s
+        try:
+            await asyncio.wait(pending, timeout=min(cancel_at - loop.time(), left))
+        except asyncio.CancelledError:
+            interrupted = True  # the tasks first: a stop that leaves them running leaves their connections too
+    for task in tasks:
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            log.debug("a stopped task had ended with %r", task.exception())
+    if interrupted:
+        raise asyncio.CancelledError

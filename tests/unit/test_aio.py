@@ -1,0 +1,117 @@
+"""``hub.aio.stopped``: a stop always ends, even when a task swallowed its cancellation (Python 3.11's ``wait_for``
+race, seen as a gateway stop that hung in CI), without cutting a task's own clean-up short."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from hub.aio import stopped
+
+
+async def _started(coro: object, name: str = "task") -> asyncio.Task[None]:
+    task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    return task
+
+
+async def test_a_task_that_swallowed_its_cancellation_is_cancelled_again_and_ends() -> None:
+    swallowed: list[bool] = []
+
+    async def once() -> None:  # as a loop whose library call swallowed the first cancellation
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)
+
+    task = await _started(once())
+    started = time.monotonic()
+    await stopped(task, every_s=0.05)
+    assert task.cancelled() and swallowed == [True] and time.monotonic() - started < 2
+
+
+async def test_one_that_never_ends_is_left_after_the_limit_and_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = asyncio.Event()
+
+    async def never() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                continue
+
+    quick = await _started(asyncio.sleep(10), "quick")
+    stubborn = await _started(never(), "stubborn refresh")
+    with caplog.at_level(logging.ERROR, logger="hub.aio"):
+        await stopped(quick, None, stubborn, every_s=0.05, limit_s=0.3)
+    assert quick.cancelled() and not stubborn.done()
+    assert [r.getMessage() for r in caplog.records if "did not end" in r.getMessage()] == [
+        "1 task(s) did not end within 0.3 s of being cancelled (stubborn refresh); going on without them"
+    ]
+    release.set()
+    stubborn.cancel()
+    await asyncio.wait({stubborn}, timeout=1)
+    assert stubborn.done()
+
+
+async def test_a_clean_up_shorter_than_the_interval_is_not_cut_short() -> None:
+    cleaned: list[str] = []
+
+    async def beating() -> None:  # as ProcessRecord.run: its row removed once cancelled
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.3)
+            cleaned.append("row removed")
+
+    task = await _started(beating())
+    await stopped(task, every_s=1.0)
+    assert cleaned == ["row removed"] and task.cancelled()
+
+
+async def test_a_task_that_had_failed_is_taken_quietly() -> None:
+    async def failing() -> None:
+        raise RuntimeError("the store went away")
+
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        task = await _started(failing())
+        await asyncio.sleep(0)
+        await stopped(task)
+        del task
+        import gc
+
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []  # no "Task exception was never retrieved"
+
+
+async def test_a_stop_that_is_itself_cancelled_still_stops_its_tasks_then_is_cancelled() -> None:
+    cleaned: list[str] = []
+
+    async def beating() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.2)
+            cleaned.append("done")
+
+    task = await _started(beating())
+    stop = await _started(stopped(task, every_s=1.0), "stop")
+    await asyncio.sleep(0.05)
+    stop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stop
+    assert task.done() and cleaned == ["done"]
