@@ -1,11 +1,13 @@
 """Stopping background tasks so that a stop always ends.
 
 A loop task (a heartbeat, the gateway's directory refresh, an activity recorder) is stopped by cancelling it and
-waiting for it. On Python 3.11 a cancellation that lands just as a library's ``asyncio.wait_for`` finishes its inner
-call is swallowed (the result wins: CPython gh-86296, fixed in 3.12 by the ``asyncio.timeout`` rewrite; asyncpg's
-calls go through ``wait_for``). The loop then carries on as if nothing happened, and a single ``await task`` waits
-for ever: seen as a gateway whose stop hung in CI (its directory refresh "cancelling" but looping). ``stopped``
-cancels again until the tasks end, and gives up after a limit, said in the log, so that the rest of the stop runs.
+waiting for it. A cancellation can get lost inside a library call: asyncpg's pool, releasing a connection whose
+query the cancellation cut short, raises the error of its reset instead (a connection error, which the loop takes
+for a store hiccup and logs), and on Python 3.11 ``asyncio.wait_for`` (aiormq's) returns the result when the inner
+call finished as the cancellation landed (CPython gh-86296, fixed in 3.12). The loop then carries on, and a single
+``await task`` waits for ever: seen as a gateway whose stop hung in CI (its directory refresh "cancelling" but
+looping). The loops check ``cancelling()`` where they catch errors, and ``stopped`` cancels again until the tasks
+end, then gives up after a limit, said in the log, so that the rest of the stop runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ log = logging.getLogger("hub.aio")
 RECANCEL_S = 5.0
 #: How long ``stopped`` waits in all before it goes on without a task that will not end.
 STOP_LIMIT_S = 20.0
+
+
+def cancelling() -> bool:
+    """Whether the running task was asked to stop: a loop that caught an error checks this before it goes round
+    again (the error may be what its cancellation turned into)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def stopped(

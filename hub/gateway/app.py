@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from hub.aio import stopped
+from hub.aio import cancelling, stopped
 from hub.envelope.xsdvalue import xsd_datetime
 from hub.errors import HubError, title_of
 from hub.gateway.config import MAX_POLL_S, GatewaySettings
@@ -948,6 +948,8 @@ async def _record_activity(activity: GatewayActivity, pool: Any, readiness: Read
             async with asyncio.timeout(ACTIVITY_FLUSH_TIMEOUT_S):  # a store that does not answer: try again later
                 await activity.flush(pool)
         except (HubError, TimeoutError) as exc:
+            if cancelling():  # the gateway stops: what is kept is flushed by its stop
+                raise asyncio.CancelledError from None
             if time.monotonic() - said >= 60.0:
                 said = time.monotonic()
                 late = f"no answer within {ACTIVITY_FLUSH_TIMEOUT_S:g} s"
@@ -1043,6 +1045,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                         for gone in sorted(known - now_in):  # refused from now on: nothing held for them here
                             await mailbox.drop(gone)
                     except HubError as exc:
+                        if cancelling():  # a stop cut the look short: the error is what the cancellation became
+                            raise asyncio.CancelledError from None
                         log.warning("could not read the directory again: %s", exc.describe())
 
             refresher = asyncio.get_running_loop().create_task(refresh(), name="gateway directory refresh")

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hub.aio import cancelling
+
 __all__ = ["BEAT_S", "STALE_S", "ProcessRecord", "Recorded", "on_record"]
 
 log = logging.getLogger("hub.store.process_instances")
@@ -90,6 +92,8 @@ class ProcessRecord:
                 try:
                     await self.write(pool, version())
                 except Exception as exc:  # TimeoutError too
+                    if cancelling():  # stopped while writing: the error is what the cancellation became
+                        raise asyncio.CancelledError from None
                     if time.monotonic() - self._said >= 60.0:
                         self._said = time.monotonic()
                         log.warning(

@@ -115,3 +115,45 @@ async def test_a_stop_that_is_itself_cancelled_still_stops_its_tasks_then_is_can
     with pytest.raises(asyncio.CancelledError):
         await stop
     assert task.done() and cleaned == ["done"]
+
+
+async def test_a_heartbeat_whose_cancellation_came_back_as_a_store_error_ends_at_once() -> None:
+    """``ProcessRecord.run``: its write, cut short by the stop, fails as a connection error (asyncpg's pool raises
+    the error of its reset when it releases a connection whose query was cancelled); the loop, which takes store
+    errors for a hiccup and tries again, sees that it was asked to stop and ends — at once, not at the re-cancel."""
+    import contextlib
+
+    from hub.aio import cancelling
+    from hub.store.process_instances import _LEAVE, ProcessRecord
+
+    writing = asyncio.Event()
+    left: list[str] = []
+
+    class Conn:
+        async def execute(self, sql: str, *args: object) -> None:
+            if sql == _LEAVE:
+                left.append("row removed")
+                return
+            writing.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise ConnectionResetError("the reset after the cancelled query failed") from None
+
+        def transaction(self) -> contextlib.AbstractAsyncContextManager[None]:
+            return contextlib.nullcontext()  # type: ignore[return-value]
+
+    class Pool:
+        @contextlib.asynccontextmanager
+        async def acquire(self):  # type: ignore[no-untyped-def]
+            yield Conn()
+
+        async def execute(self, sql: str, *args: object) -> None:
+            await Conn().execute(sql, *args)
+
+    task = await _started(ProcessRecord("worker", "7").run(Pool(), lambda: None))
+    await asyncio.wait_for(writing.wait(), 5)
+    assert not cancelling()
+    started = time.monotonic()
+    await stopped(task, every_s=30)
+    assert task.cancelled() and left == ["row removed"] and time.monotonic() - started < 2
