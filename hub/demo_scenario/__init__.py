@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -1069,8 +1070,6 @@ class Scenario:
     def _client_tls(self, system: str) -> Any:
         """The TLS context a system's HTTPS client presents to the gateway: its signing key and certificate (which
         carries clientAuth too), trusting only the hub root."""
-        import ssl
-
         from hub.pipeline.client import credential_paths
         from hub.trust.pki import PkiPaths
 
@@ -1204,47 +1203,30 @@ class Scenario:
         the date, so the administrator reads why; a client with a certificate of a CA of its own fails the TLS
         handshake (nothing it presents can be trusted). The people on duty see both on the ops page's 网关拒绝 rows:
         the first under the portal, the second under TLS handshakes (hub.gateway.tls)."""
-        import ssl
         import tempfile
 
         import aiohttp
 
-        from hub.trust import keys, pki
+        from hub.trust import pki
 
-        root = pki.PkiPaths(self.settings.state_dir / "pki").root_cert
         agency = self.directory.system(portal).agency
         with tempfile.TemporaryDirectory(prefix="hub-demo-tls-") as tmp:
-
-            def context(pki_dir: Path, passphrase: str, **issue: Any) -> ssl.SSLContext:
-                key = keys.generate_private_key()
-                issued = pki.issue_from_csr(pki_dir, passphrase, pki.make_csr(key, agency, portal), tls=True, **issue)
-                assert issued.issuer is not None
-                key_file, cert_file = Path(tmp) / "tls.key", Path(tmp) / "tls.pem"
-                keys.write_private_file(key_file, keys.private_key_pem(key, None))
-                keys.write_public_file(cert_file, pki.certificate_pem(issued.certificate, issued.issuer))
-                tls = ssl.create_default_context(cafile=str(root))
-                tls.load_cert_chain(str(cert_file), str(key_file))
-                return tls
-
-            lapsed = context(
+            lapsed = self._issued_tls(
                 self.settings.state_dir / "pki",
                 self.settings.ca_passphrase,
+                agency,
+                portal,
                 now=datetime.now(UTC) - timedelta(days=395),
                 days=365,
-            )
-            async with (
-                aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=lapsed)) as http,
-                http.get("/v1/inbox", params={"wait": "0"}) as r,
-            ):
-                status, code = r.status, r.headers.get("X-Hub-Code", "")
-                detail = str((await r.json()).get("detail", "")) if r.content_type == "application/json" else ""
+            )[0]
+            status, code, detail = await self._inbox_with(lapsed)
             if not o.expect(
                 (status, code) == (403, "CERT_EXPIRED") and "expired on" in detail,
                 f"the portal's expired TLS certificate: {status} {code} {detail}",
             ):
                 return
             pki.init_ca(Path(tmp) / "own-ca", "own-ca-passphrase", hub_agency=agency)
-            foreign = context(Path(tmp) / "own-ca", "own-ca-passphrase")
+            foreign = self._issued_tls(Path(tmp) / "own-ca", "own-ca-passphrase", agency, portal)[0]
             refused = False
             try:
                 async with (
@@ -1642,20 +1624,28 @@ class Scenario:
         """A TLS certificate the hub CA issued for 九台 from a copied request, valid and not revoked, but not the one
         the directory registers for it: the gateway answers 403 ``CERT_NOT_REGISTERED`` naming it. Its serial, or
         None (the problem recorded in ``o``)."""
-        import ssl
-        import tempfile
+        tls, serial = self._issued_tls(
+            self.settings.state_dir / "pki", self.settings.ca_passphrase, JIUTAI_CODE, JIUTAI
+        )
+        status, code, detail = await self._inbox_with(tls)
+        if not o.expect(
+            (status, code) == (403, "CERT_NOT_REGISTERED") and serial in detail,
+            f"九台's unregistered certificate: {status} {code} {detail}",
+        ):
+            return None
+        return serial[:12] + "…"
 
-        import aiohttp
+    def _issued_tls(
+        self, pki_dir: Path, passphrase: str, agency: str, system: str, **issue: Any
+    ) -> tuple[ssl.SSLContext, str]:
+        """A TLS client context with a new certificate of ``system`` that the CA at ``pki_dir`` issued from a request
+        (``issue``: ``now``/``days`` for one that lapsed), trusting the hub root; and the certificate's serial."""
+        import tempfile
 
         from hub.trust import keys, pki
 
         key = keys.generate_private_key()
-        issued = pki.issue_from_csr(
-            self.settings.state_dir / "pki",
-            self.settings.ca_passphrase,
-            pki.make_csr(key, JIUTAI_CODE, JIUTAI),
-            tls=True,
-        )
+        issued = pki.issue_from_csr(pki_dir, passphrase, pki.make_csr(key, agency, system), tls=True, **issue)
         assert issued.issuer is not None
         with tempfile.TemporaryDirectory(prefix="hub-demo-tls-") as tmp:
             key_file, cert_file = Path(tmp) / "tls.key", Path(tmp) / "tls.pem"
@@ -1663,18 +1653,18 @@ class Scenario:
             keys.write_public_file(cert_file, pki.certificate_pem(issued.certificate, issued.issuer))
             tls = ssl.create_default_context(cafile=str(pki.PkiPaths(self.settings.state_dir / "pki").root_cert))
             tls.load_cert_chain(str(cert_file), str(key_file))
+        return tls, issued.serial
+
+    async def _inbox_with(self, tls: ssl.SSLContext) -> tuple[int, str, str]:
+        """``GET /v1/inbox?wait=0`` at the gateway with ``tls``: the status, ``X-Hub-Code`` and the JSON ``detail``."""
+        import aiohttp
+
         async with (
             aiohttp.ClientSession(self.gateway_url, connector=aiohttp.TCPConnector(ssl=tls)) as http,
             http.get("/v1/inbox", params={"wait": "0"}) as r,
         ):
-            status, code = r.status, r.headers.get("X-Hub-Code", "")
             detail = str((await r.json()).get("detail", "")) if r.content_type == "application/json" else ""
-        if not o.expect(
-            (status, code) == (403, "CERT_NOT_REGISTERED") and issued.serial in detail,
-            f"九台's unregistered certificate: {status} {code} {detail}",
-        ):
-            return None
-        return issued.serial[:12] + "…"
+            return r.status, r.headers.get("X-Hub-Code", ""), detail
 
     async def _until_followed(self, version: int, timeout: float = 20.0) -> bool:
         """Wait until every worker, every gateway examiner and the process engine logged that it works with directory
