@@ -487,14 +487,19 @@ class ProcessEngine:
         self.max_bytes = max_bytes or context.settings.max_message_bytes
         self._by_name = {p.name: p for p in self.processes}
         self.wake = asyncio.Event()
+        #: Messages a process is handed at most per window (``run_once`` reads on while a window comes back full).
+        self.feed_limit = 500
 
     # ------------------------------------------------------------------ one pass
 
     async def run_once(self) -> dict[str, int]:
         """One pass: the feed (until it is read), due timers (until none is due), the outbox. Returns counts."""
         fed = fired = 0
-        while (n := await self.feed_once()) > 0:
+        while True:  # a window that came back full: more waited behind it; else the feed is read to its head
+            n, more = await self._feed_all(self.feed_limit)
             fed += n
+            if not more:
+                break
         while (n := await self.timers_once()) > 0:
             fired += n
         published = await self.publish_once() if self.transport is not None else 0
@@ -503,18 +508,28 @@ class ProcessEngine:
     async def feed_once(self, limit: int = 500) -> int:
         """Hand the next chained messages of each process's services to it; returns how many were handed over (0:
         nothing new, or other engines hold the feed of every process right now)."""
+        return (await self._feed_all(limit))[0]
+
+    async def _feed_all(self, limit: int = 500) -> tuple[int, bool]:
+        """``feed_once``, and whether a process's window came back full (more of its messages wait behind it). A pass
+        that read the feed to its head ends there, even if the workers chained more meanwhile: they wait for the next
+        pass (``run``: ``interval`` later) instead of a pass each for a few messages, which under a steady load kept the
+        engine going round with windows of a batch or two — its queries and PostgreSQL's work on them a second
+        process's worth of CPU beside the workers on the message path."""
         from hub.store.evidence import chain_pending
 
         if not self.processes:
-            return 0
+            return 0, False
         # What is staged but not yet chained is not in the feed yet (wait for a chainer at work: its records too).
         await chain_pending(self.pool, wait=True)
-        handed = 0
+        handed, more = 0, False
         for p in self.processes:
-            handed += await self._feed(p, limit)
+            n = await self._feed(p, limit)
+            handed += n
+            more = more or n >= limit
         if handed:
             self.wake.set()
-        return handed
+        return handed, more
 
     async def _feed(self, p: Process, limit: int) -> int:
         async with self.pool.acquire() as conn, conn.transaction():

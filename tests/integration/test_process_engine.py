@@ -265,3 +265,43 @@ async def test_an_engine_with_some_processes_leaves_the_others_feed_alone(fresh_
         assert other.seen == [env.message_id] and toy.seen == [env.message_id]
     finally:
         await hub.close()
+
+
+async def test_a_pass_reads_the_feed_to_its_head_and_on_only_behind_a_full_window(fresh_settings: Any) -> None:
+    """A pass hands over what was chained when it looked, reading window after window while one comes back full; what
+    the workers chain meanwhile waits for the next pass (``run``: half a second later) instead of a pass each for a
+    few messages, which under a steady load kept the engine and PostgreSQL busy beside the message path."""
+
+    class Sending(Toy):
+        name = "sending"
+
+        def __init__(self, hub: Hub) -> None:
+            super().__init__()
+            self.hub = hub
+
+        async def on_message(self, tx: Tx, msg: FedMessage) -> None:
+            self.seen.append(msg.message_id)
+            if len(self.seen) == 3:  # a message accepted while the pass reads its last window
+                env = await self.hub.send(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
+                assert (await self.hub.reply(SENDER, env.message_id)).outcome == "accepted"
+
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    try:
+        await hub.start_worker()
+        ids = []
+        for _ in range(3):
+            env = await hub.send(SENDER, document(SENDER, [Recipient.to(SYSTEMS[RECIPIENT], RECIPIENT)]))
+            assert (await hub.reply(SENDER, env.message_id)).outcome == "accepted"
+            ids.append(env.message_id)
+        sending = Sending(hub)
+        engine = await _engine(hub, sending, [datetime.now(UTC)])
+        engine.processes, engine._by_name = [sending], {"sending": sending}
+        engine.feed_limit = 2  # three chained: a full window of two, then the third
+        assert (await engine.run_once())["fed"] == 3
+        assert sending.seen == ids
+        # the one accepted during the pass: the next pass's
+        assert (await engine.run_once())["fed"] == 1 and len(sending.seen) == 4
+        assert (await engine.run_once())["fed"] == 0
+    finally:
+        await hub.close()
