@@ -39,13 +39,15 @@ async def stopped(
 ) -> None:
     """Cancel ``tasks`` (None ones are skipped) and wait until they have ended, cancelling those still running again
     every ``every_s``; after ``limit_s`` the ones still running are left, named in the log. What a task ended with is
-    taken (never "exception was never retrieved"). If the caller is cancelled meanwhile, the tasks are still stopped
-    first, then the cancellation goes on (CancelledError)."""
+    taken (never "exception was never retrieved"): the error of one that had died before its stop is logged as an
+    error. If the caller is cancelled meanwhile, the tasks are still stopped first, then the cancellation goes on
+    (CancelledError): callers close what they hold in a ``finally``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
     interrupted = False
     cancel_at = loop.time()
     pending = {t for t in tasks if t is not None}
+    died = {t for t in pending if t.done()}
     while pending := {t for t in pending if not t.done()}:
         left = deadline - loop.time()
         if left <= 0:
@@ -62,7 +64,11 @@ async def stopped(
         except asyncio.CancelledError:
             interrupted = True  # the tasks first: a stop that leaves them running leaves their connections too
     for task in tasks:
-        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
-            log.debug("a stopped task had ended with %r", task.exception())
+        if task is None or not task.done() or task.cancelled() or (exc := task.exception()) is None:
+            continue
+        if task in died:  # before its stop (a bug): said now, or nobody would know that it had stopped working
+            log.error("a background task had ended with an error before its stop: %r", exc, exc_info=exc)
+        else:  # what its cancellation became on the way out
+            log.debug("a stopped task ended with %r", exc)
     if interrupted:
         raise asyncio.CancelledError

@@ -1060,14 +1060,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                await stopped(refresher, beating, recording)  # re-cancelled until they end (hub.aio)
-                await _close_direct(direct, urgent, work_pool)
-                await mailbox.close()
-                with contextlib.suppress(Exception):  # what the last seconds saw, if the store takes it at once
-                    async with asyncio.timeout(2.0):
-                        if activity.pending:
-                            await activity.flush(pool)
-                        await activity.leave(pool)
+                try:
+                    await stopped(refresher, beating, recording)  # re-cancelled until they end (hub.aio)
+                finally:  # a stop that was itself cancelled still closes what it holds, then goes on being cancelled
+                    await _close_direct(direct, urgent, work_pool)
+                    await mailbox.close()
+                    with contextlib.suppress(Exception):  # what the last seconds saw, if the store takes it at once
+                        async with asyncio.timeout(2.0):
+                            if activity.pending:
+                                await activity.flush(pool)
+                            await activity.leave(pool)
         finally:
             await transport.close()
     finally:
@@ -1190,12 +1192,14 @@ class GatewayRunner(web.AppRunner):
             self._watching = asyncio.get_running_loop().create_task(watch())
 
     async def cleanup(self) -> None:
-        await stopped(self._watching)
-        await _drain(self.app)
-        if self.listener is not None:
-            self.listener.close()
-            await self.listener.handshakes_ended()
-        await super().cleanup()
+        try:
+            await stopped(self._watching)
+            await _drain(self.app)
+        finally:  # cancelled meanwhile: no drain, but the port and what the application holds are still closed
+            if self.listener is not None:
+                self.listener.close()
+                await self.listener.handshakes_ended()
+            await super().cleanup()
 
 
 async def start_gateway(

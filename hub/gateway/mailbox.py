@@ -564,15 +564,17 @@ class Mailbox:
     async def close(self) -> None:
         """Stop the consumers and put every held item back (the transport is the caller's to close)."""
         self._closing = True
-        await stopped(self._sweeper, self._watcher)  # re-cancelled until they end (hub.aio)
-        # Cancel the subscriptions first (each stop waits for its open batches, which the put-back below settles).
-        stops = [t for box in self._boxes.values() for t in self._unsubscribe(box)]
-        await asyncio.sleep(0)
-        for box in self._boxes.values():
-            for fut in (f for waiting in box.waiters.values() for f in waiting):
-                fut.cancel()
-            box.waiters.clear()
-            self._put_back(box)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.gather(*stops, return_exceptions=True)
+        try:
+            await stopped(self._sweeper, self._watcher)  # re-cancelled until they end (hub.aio)
+        finally:  # a close that was itself cancelled still puts every held item back
+            # Cancel the subscriptions first (each stop waits for its open batches, which the put-back below settles).
+            stops = [t for box in self._boxes.values() for t in self._unsubscribe(box)]
+            await asyncio.sleep(0)
+            for box in self._boxes.values():
+                for fut in (f for waiting in box.waiters.values() for f in waiting):
+                    fut.cancel()
+                box.waiters.clear()
+                self._put_back(box)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*stops, return_exceptions=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from hub.aio import stopped
+from hub.aio import cancelling, stopped
 from hub.errors import DeliveryError, HubError
 from hub.logs import flush as flush_logs
 from hub.logs import log_decisions
@@ -222,8 +222,7 @@ class Worker:
         """Stop consuming, finish the batches in hand, close connections."""
         for c in self._consumers:
             await c.stop(drain=True)
-        for t in self._background:
-            t.cancel()
+        await stopped(*self._background)  # ended before the connections close (re-cancelled: hub.aio)
         if self._heartbeat is not None:  # ended before stop returns: the heartbeat says "stopped" (0)
             await stopped(self._heartbeat)  # re-cancelled until it ends (hub.aio)
             self._heartbeat = None
@@ -242,6 +241,8 @@ class Worker:
             try:
                 await job()
             except HubError as exc:
+                if cancelling():  # stopped during the job: the error is what its cancellation became
+                    raise asyncio.CancelledError from None
                 log.warning("%s failed: %s", what, exc.describe())
 
     async def _chain(self) -> None:

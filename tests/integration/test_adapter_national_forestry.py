@@ -105,9 +105,10 @@ async def test_sigkill_mid_stream_both_directions_every_message_exactly_once(tmp
 
         async def report(first: int, last: int, paced: bool = False) -> None:  # the province reports up meanwhile
             for batch, start in enumerate(range(first, last, 100)):
-                # paced: each batch waits for the outbox to get ahead (a tenth per batch), so that the inbound side
-                # cannot be done before the kill (once it imported all 500 while only 55 files had gone out)
-                while paced and not killed and len(sim.sent_files()) < (batch + 1) * N // 10:
+                # paced: after the first, each batch waits for the outbox to get ahead (a tenth per batch), so that the
+                # inbound side cannot be done before the kill (once it imported all 500 while only 55 files had gone
+                # out) and is still under way at it (the first batch goes at once: 200 reports wait from the start)
+                while paced and not killed and len(sim.sent_files()) < batch * N // 10:
                     await asyncio.sleep(0.02)
                 receipts = await asyncio.gather(
                     *(

@@ -352,3 +352,24 @@ async def test_a_renewed_server_certificate_is_presented_without_a_restart(gw: G
     async with session.get("/v1/inbox", params={"wait": "0"}) as r:
         assert r.status in (200, 204)
     assert gw.runner.listener is listener  # the same server, never restarted
+
+
+async def test_a_stop_that_is_itself_cancelled_still_closes_what_the_gateway_holds(
+    gw: Gateway, settings: Settings
+) -> None:
+    """``runner.cleanup()`` cancelled while it stops the background tasks (``hub.aio.stopped``): the cancellation goes
+    on to the caller, but only after the port, the mailbox (every held item back) and the connections are closed —
+    the first form of ``stopped`` raised at once and left all three open (a review's reproduction)."""
+    from hub.gateway import STATE, GatewaySettings, start_gateway
+
+    runner = await start_gateway(settings, GatewaySettings.for_state(settings.state_dir, port=0, link_check_s=0))
+    state = runner.app[STATE]
+    assert runner.listener is not None
+    sockets = runner.listener.sockets
+    stopping = asyncio.get_running_loop().create_task(runner.cleanup())
+    await asyncio.sleep(0)  # inside the stop of the certificate watch
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert all(s.fileno() == -1 for s in sockets), "the port was left open"
+    assert state.mailbox._closing and state.pool.is_closing()

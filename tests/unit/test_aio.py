@@ -77,7 +77,7 @@ async def test_a_clean_up_shorter_than_the_interval_is_not_cut_short() -> None:
     assert cleaned == ["row removed"] and task.cancelled()
 
 
-async def test_a_task_that_had_failed_is_taken_quietly() -> None:
+async def test_a_task_that_had_died_before_its_stop_is_said_in_the_log_once(caplog: pytest.LogCaptureFixture) -> None:
     async def failing() -> None:
         raise RuntimeError("the store went away")
 
@@ -87,7 +87,8 @@ async def test_a_task_that_had_failed_is_taken_quietly() -> None:
     try:
         task = await _started(failing())
         await asyncio.sleep(0)
-        await stopped(task)
+        with caplog.at_level(logging.ERROR, logger="hub.aio"):
+            await stopped(task)
         del task
         import gc
 
@@ -96,6 +97,8 @@ async def test_a_task_that_had_failed_is_taken_quietly() -> None:
     finally:
         loop.set_exception_handler(None)
     assert errors == []  # no "Task exception was never retrieved"
+    said = [r for r in caplog.records if r.name == "hub.aio"]
+    assert len(said) == 1 and "before its stop" in said[0].getMessage() and said[0].exc_info is not None
 
 
 async def test_a_stop_that_is_itself_cancelled_still_stops_its_tasks_then_is_cancelled() -> None:
@@ -157,3 +160,29 @@ async def test_a_heartbeat_whose_cancellation_came_back_as_a_store_error_ends_at
     started = time.monotonic()
     await stopped(task, every_s=30)
     assert task.cancelled() and left == ["row removed"] and time.monotonic() - started < 2
+
+
+async def test_a_workers_periodic_job_whose_cancellation_became_a_store_error_ends() -> None:
+    """``Worker._every`` (the evidence chaining, the dead letters' collection …): a job cut short by the stop fails
+    as a store error; the loop, which logs such failures and goes on, ends instead — at once, not at the re-cancel."""
+    from hub.errors import DeliveryError
+    from hub.pipeline.worker import Worker
+
+    runs: list[int] = []
+
+    async def job() -> None:
+        runs.append(1)
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            raise DeliveryError("PostgreSQL is unavailable", code="DELIVERY_STORE") from None
+
+    worker = Worker.__new__(Worker)
+    task = await _started(worker._every(0.01, job, "chaining evidence"))
+    await asyncio.sleep(0.03)
+    started = time.monotonic()
+    await stopped(task, every_s=30)
+    assert task.cancelled() and time.monotonic() - started < 2
+    ran = len(runs)
+    await asyncio.sleep(0.1)
+    assert len(runs) == ran

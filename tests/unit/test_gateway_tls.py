@@ -546,6 +546,7 @@ async def test_accepting_pauses_when_the_process_is_out_of_files_then_goes_on(
     try:
         with caplog.at_level(logging.ERROR, logger="hub.gateway"):
             server._accept(OutOfFiles())  # type: ignore[arg-type]
+        # one try, not a backlog's worth of them on a socket that cannot accept
         assert len(calls) == 1 and any("could not accept" in r.getMessage() for r in caplog.records)
         # paused: a connection made now waits in the backlog until the pause is over, then is served
         started = time.monotonic()
@@ -555,4 +556,3 @@ async def test_accepting_pauses_when_the_process_is_out_of_files_then_goes_on(
     finally:
         server.close()
         await server.handshakes_ended()
-    assert len(calls) == 1
