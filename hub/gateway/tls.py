@@ -160,8 +160,9 @@ class TlsServer:
                 sock.close()
         for task in list(self._tasks):
             task.cancel()
-        for conn in list(self._unhanded):
+        for conn in list(self._unhanded):  # their handshake tasks never ran: nor will their count's decrement
             conn.close()
+            self.handshaking -= 1
         self._unhanded.clear()
 
     async def handshakes_ended(self) -> None:

@@ -515,6 +515,7 @@ async def test_a_connection_accepted_as_the_server_closes_is_closed_too(tpki: Te
             await asyncio.sleep(0.01)
         assert server.handshaking == 1
         server.close()
+        assert server.handshaking == 0
         client.settimeout(2)
         assert await asyncio.to_thread(client.recv, 1) == b""  # the server's end was closed
     finally:
