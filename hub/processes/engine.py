@@ -496,7 +496,7 @@ class ProcessEngine:
         """One pass: the feed (until it is read), due timers (until none is due), the outbox. Returns counts."""
         fed = fired = 0
         while True:  # a window that came back full: more waited behind it; else the feed is read to its head
-            n, more = await self._feed_all(self.feed_limit)
+            n, more = await self.feed_once(self.feed_limit)
             fed += n
             if not more:
                 break
@@ -505,17 +505,13 @@ class ProcessEngine:
         published = await self.publish_once() if self.transport is not None else 0
         return {"fed": fed, "fired": fired, "published": published}
 
-    async def feed_once(self, limit: int = 500) -> int:
-        """Hand the next chained messages of each process's services to it; returns how many were handed over (0:
-        nothing new, or other engines hold the feed of every process right now)."""
-        return (await self._feed_all(limit))[0]
-
-    async def _feed_all(self, limit: int = 500) -> tuple[int, bool]:
-        """``feed_once``, and whether a process's window came back full (more of its messages wait behind it). A pass
-        that read the feed to its head ends there, even if the workers chained more meanwhile: they wait for the next
-        pass (``run``: ``interval`` later) instead of a pass each for a few messages, which under a steady load kept the
-        engine going round with windows of a batch or two — its queries and PostgreSQL's work on them a second
-        process's worth of CPU beside the workers on the message path."""
+    async def feed_once(self, limit: int = 500) -> tuple[int, bool]:
+        """Hand the next chained messages of each process's services to it: how many were handed over (0: nothing
+        new, or other engines hold the feed of every process right now), and whether a process's window came back
+        full (more of its messages wait behind it). ``run_once`` reads on only then: what the workers chain meanwhile
+        waits for the next pass (``run``: ``interval`` later) instead of a pass each for a few messages, which under
+        a steady load kept the engine going round with windows of a batch or two — its queries and PostgreSQL's work
+        on them a second process's worth of CPU beside the workers on the message path."""
         from hub.store.evidence import chain_pending
 
         if not self.processes:

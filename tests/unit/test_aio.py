@@ -18,6 +18,15 @@ async def _started(coro: object, name: str = "task") -> asyncio.Task[None]:
     return task
 
 
+async def _beating(cleaned: list[str], clean_up_s: float) -> None:
+    """As ``ProcessRecord.run``: runs until cancelled, then takes ``clean_up_s`` to remove its row."""
+    try:
+        await asyncio.sleep(10)
+    finally:
+        await asyncio.sleep(clean_up_s)
+        cleaned.append("row removed")
+
+
 async def test_a_task_that_swallowed_its_cancellation_is_cancelled_again_and_ends() -> None:
     swallowed: list[bool] = []
 
@@ -64,15 +73,7 @@ async def test_one_that_never_ends_is_left_after_the_limit_and_named_in_the_log(
 
 async def test_a_clean_up_shorter_than_the_interval_is_not_cut_short() -> None:
     cleaned: list[str] = []
-
-    async def beating() -> None:  # as ProcessRecord.run: its row removed once cancelled
-        try:
-            await asyncio.sleep(10)
-        finally:
-            await asyncio.sleep(0.3)
-            cleaned.append("row removed")
-
-    task = await _started(beating())
+    task = await _started(_beating(cleaned, 0.3))
     await stopped(task, every_s=1.0)
     assert cleaned == ["row removed"] and task.cancelled()
 
@@ -103,21 +104,13 @@ async def test_a_task_that_had_died_before_its_stop_is_said_in_the_log_once(capl
 
 async def test_a_stop_that_is_itself_cancelled_still_stops_its_tasks_then_is_cancelled() -> None:
     cleaned: list[str] = []
-
-    async def beating() -> None:
-        try:
-            await asyncio.sleep(10)
-        finally:
-            await asyncio.sleep(0.2)
-            cleaned.append("done")
-
-    task = await _started(beating())
+    task = await _started(_beating(cleaned, 0.2))
     stop = await _started(stopped(task, every_s=1.0), "stop")
     await asyncio.sleep(0.05)
     stop.cancel()
     with pytest.raises(asyncio.CancelledError):
         await stop
-    assert task.done() and cleaned == ["done"]
+    assert task.done() and cleaned == ["row removed"]
 
 
 async def test_a_heartbeat_whose_cancellation_came_back_as_a_store_error_ends_at_once() -> None:
