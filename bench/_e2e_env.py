@@ -61,6 +61,8 @@ class Installation:
     namespace_used: bool = False
     hub: subprocess.Popen[bytes] | None = None
     relays: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: The process engine's pid (``hub run``'s child that reads the feed; ``note_engine``), for its own row.
+    engine_pid: int | None = None
 
     @property
     def db_name(self) -> str:
@@ -130,10 +132,12 @@ class Installation:
         assert self.settings is not None
         return self.settings.to_env()
 
-    def start_hub(self, workers: int, **env: str) -> list[str]:
-        """``hub run --workers N`` as an operator starts it (``env``: variables to add, e.g. ``HUB_AMQP_FAST="0"``);
-        its log is appended to a file in the temp dir."""
+    def start_hub(self, workers: int, *, processes: bool = True, **env: str) -> list[str]:
+        """``hub run --workers N`` as an operator starts it (``env``: variables to add, e.g. ``HUB_AMQP_FAST="0"``;
+        ``processes=False``: ``--no-processes``); its log is appended to a file in the temp dir."""
         cmd = [sys.executable, "-m", "hub.cli", "run", "--workers", str(workers)]
+        if not processes:
+            cmd.append("--no-processes")
         log = self.hub_log.open("ab")
         self.hub = subprocess.Popen(
             cmd,
@@ -202,6 +206,27 @@ class Installation:
     def hub_pids(self) -> list[int]:
         """The supervisor and all its children (workers and multiprocessing's resource tracker)."""
         return [self.hub.pid, *children_of(self.hub.pid)] if self.hub is not None else []
+
+    async def note_engine(self, timeout: float = 30.0) -> None:
+        """Find the process engine among ``hub run``'s children: its row in ``process_instances`` (written at its
+        start) names its pid. Left None (no row of its own in the CPU table) when it does not show."""
+        import asyncpg
+
+        assert self.settings is not None
+        self.engine_pid = None
+        conn = await asyncpg.connect(self.settings.pg_dsn)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                rows = await conn.fetch("SELECT pid FROM process_instances WHERE role = 'processes'")
+                pids = {int(r["pid"]) for r in rows}
+                mine = pids & set(self.hub_pids())
+                if mine:
+                    self.engine_pid = mine.pop()
+                    return
+                await asyncio.sleep(0.2)
+        finally:
+            await conn.close()
 
     def hub_worker_pids(self) -> list[int]:
         """The pipeline worker processes only."""
@@ -310,6 +335,7 @@ class CpuGroups:
     def groups(self, pids: list[int]) -> dict[str, list[int]]:
         return {
             "hub": self.inst.hub_pids(),
+            "engine": [self.inst.engine_pid] if self.inst.engine_pid is not None else [],
             "relay": [r.pid for r in self.inst.relays],
             "rabbitmq": [p for p in pids if _comm(p) == "beam.smp"],
             "postgres": [p for p in pids if _comm(p) == "postgres" and self.inst.db_name in _cmdline(p)],

@@ -376,7 +376,7 @@ class Bench:
         paced = msgs[a.warmup + a.messages : a.warmup + a.messages + n_lat]
         ops_msgs, off = msgs[total - n_off - n_ops : total - n_off], msgs[total - n_off :]
 
-        cmd = self.inst.start_hub(a.workers)
+        cmd = self.inst.start_hub(a.workers, processes=not a.no_processes)
         self.inst.start_relays(a.relays, settings.prefetch)
         print(
             f"枢纽 hub: {shlex.join(['hub', *cmd[3:]])} (pid {self.inst.hub.pid if self.inst.hub else '?'}); "
@@ -404,6 +404,8 @@ class Bench:
         )
         self._normal_queue = names.inbound_queue("normal")
         await self._ready(self._normal_queue, a.workers, "hub workers")
+        if not a.no_processes:
+            await self.inst.note_engine()
         await self._ready(self.inst.raw_in, a.relays, "relays")
 
         # Warm-up: first batches pay for lazy imports, prepared statements, caches; not measured.
@@ -443,10 +445,12 @@ class Bench:
         HUB_AMQP_FAST=0 (aiormq's own code paths only) on the same installation, after the first one stopped."""
         a = self.args
         await self.inst.stop_hub()
-        self.inst.start_hub(a.workers, HUB_AMQP_FAST="0")
+        self.inst.start_hub(a.workers, processes=not a.no_processes, HUB_AMQP_FAST="0")
         pid = self.inst.hub.pid if self.inst.hub else "?"
         print(f"快速路径关闭 fast paths off: hub run --workers {a.workers} again with HUB_AMQP_FAST=0 (pid {pid})")
         await self._ready(self._normal_queue, a.workers, "hub workers (HUB_AMQP_FAST=0)")
+        if not a.no_processes:
+            await self.inst.note_engine()
         await self._throughput("hub", warm, label="warm-up HUB_AMQP_FAST=0")
         size = math.ceil(len(backlog) / a.rounds)
         raw_rounds: list[Phase] = []
@@ -639,7 +643,7 @@ class Bench:
     def _profile_start(self, path: str, label: str) -> bool:
         if self.profiler is None or path != "hub" or label not in ("throughput", "latency"):
             return False
-        self.profiler.start(self.inst.hub_worker_pids(), label)
+        self.profiler.start([p for p in self.inst.hub_worker_pids() if p != self.inst.engine_pid], label)
         return True
 
 
@@ -784,6 +788,7 @@ def report(
     print(f"{'':28}{'hub tp':>9}{'raw tp':>9}{'hub ' + col:>12}{'raw ' + col:>12}")
     rows = {
         "hub": "枢纽 hub run (all procs)",
+        "engine": "  其中流程引擎 of which engine",
         "relay": "中继 relay",
         "rabbitmq": "RabbitMQ",
         "postgres": "PostgreSQL",
@@ -841,6 +846,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rate", type=float, default=300.0, help="offered rate of the latency phase (msg/s)")
     ap.add_argument("--seconds", type=float, help="length of the latency phase (default 20; 4 with --quick)")
     ap.add_argument("--workers", type=int, default=2, help="hub run --workers (default 2)")
+    ap.add_argument(
+        "--no-processes",
+        action="store_true",
+        help="hub run --no-processes: without the process engine (what it costs the figure; the floor is measured with it)",
+    )
     ap.add_argument(
         "--no-fast-off",
         dest="fast_off",
