@@ -56,6 +56,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from hub.aio import stopped
+from hub.metrics_files import MULTIPROC_ENV, gateway_metrics_dir
 from hub.settings import Settings
 
 __all__ = [
@@ -77,14 +78,15 @@ __all__ = [
     "count_batch",
     "count_refusal",
     "count_request",
+    "gateway_metrics_dir",
     "heartbeat",
     "metrics_dir",
     "polled",
     "prepare_multiprocess",
     "process_dead",
+    "stopped_standalone",
 ]
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: How often each process refreshes its heartbeat; the ops app calls one older than 5 × this stale.
 HEARTBEAT_EVERY_S = 2.0
 #: The file beside the metrics in which the supervisor says how many workers it runs (read by ``/ready``).
@@ -156,6 +158,15 @@ def directory_taken(role: str, index: int | str, version: int | None) -> None:
 def metrics_dir(settings: Settings) -> Path:
     """Where ``hub run``'s processes write their metrics: ``<state_dir>/metrics``."""
     return settings.state_dir / "metrics"
+
+
+def stopped_standalone(path: Path) -> None:
+    """``hub gateway`` ended: remove its live-only gauges (heartbeat, directory version) from ``path``; its counters
+    stay until its next start."""
+    from prometheus_client import multiprocess
+
+    if path.is_dir():
+        multiprocess.mark_process_dead(os.getpid(), str(path))
 
 
 def prepare_multiprocess(settings: Settings, workers: int) -> Path:

@@ -20,6 +20,8 @@ def _default_state_dir() -> Path:
 
 #: The queue types ``HUB_QUEUE_TYPE`` accepts.
 QUEUE_TYPES = ("classic", "quorum")
+#: The HTTPS gateway's port unless told otherwise (``hub gateway --port``, ``hub run --gateway-port``).
+GATEWAY_PORT = 8443
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})

@@ -93,7 +93,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from hub.metrics import MULTIPROC_ENV, OUTCOMES, metrics_dir
+from hub.metrics import MULTIPROC_ENV, OUTCOMES, gateway_metrics_dir, metrics_dir
 from hub.settings import Settings
 from hub.transport.names import Names
 from hub.transport.users import QueueStats
@@ -126,6 +126,11 @@ def collect(settings: Settings) -> list[Metric]:
         # A process that is starting creates its file empty and sizes it a moment later; read as it is, such a file
         # made /ready and /metrics answer 500 (struct.error). Files shorter than their header are not read yet.
         files = [str(f) for f in sorted(path.glob("*.db")) if _size(f) >= 8]
+        families += MultiProcessCollector.merge(files, accumulate=True)
+    # Gateways started on their own (`hub gateway`) on this machine: a directory each (hub.metrics.prepare_standalone).
+    gateways = gateway_metrics_dir(settings, 0).parent
+    if gateways.is_dir():
+        files = [str(f) for f in sorted(gateways.glob("*/*.db")) if _size(f) >= 8]
         families += MultiProcessCollector.merge(files, accumulate=True)
     own = os.environ.get(MULTIPROC_ENV)
     if own is None or os.path.realpath(own) != os.path.realpath(path):  # else this process is in that directory

@@ -73,11 +73,25 @@ def gateway_settings(args: argparse.Namespace, settings: Settings, *, prefix: st
 
 
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.metrics_files import gateway_metrics_dir, prepare_standalone
+    from hub.settings import GATEWAY_PORT
+
+    # First, before anything imports prometheus_client (hub.gateway does): the gateway's metrics, and its examiners',
+    # go to files the ops page of this machine reads, as under `hub run --gateway`.
+    metrics = gateway_metrics_dir(settings, args.port if args.port is not None else GATEWAY_PORT)
+    shared = prepare_standalone(metrics)
     from hub import logs
     from hub.gateway.server import run_gateway
+    from hub.metrics import stopped_standalone
+
+    gateway = gateway_settings(args, settings)
 
     logs.setup()
-    run_gateway(settings, gateway_settings(args, settings))
+    try:
+        run_gateway(settings, gateway)
+    finally:
+        if shared:
+            stopped_standalone(metrics)
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.errors import ConfigError
+from hub.settings import GATEWAY_PORT
 
 __all__ = ["MAX_AUTO_EXAMINERS", "MAX_POLL_S", "GatewaySettings"]
 
@@ -28,7 +29,7 @@ class GatewaySettings:
     cert_file: Path
     key_file: Path
     host: str = "127.0.0.1"
-    port: int = 8443
+    port: int = GATEWAY_PORT
     #: How long ``POST /v1/messages`` waits for the hub's signed answer before 503 ``GATEWAY_TIMEOUT``.
     answer_timeout_s: float = 30.0
     #: The whole request body must arrive within this (slow senders: 408 ``GATEWAY_READ_TIMEOUT``).

@@ -371,6 +371,27 @@ async def _until_serving(gw: Gateway, url: str, proc: Any, timeout: float = 30.0
     raise AssertionError(f"nothing served at {url} within {timeout} s")
 
 
+def _gateway_samples(settings: Settings, name: str, port: int | None = None, **labels: str) -> list[float]:
+    """The values of ``name`` with ``labels`` in what the ops page of this machine exposes (monitoring.metrics), or
+    with ``port`` in the files of the gateway started on its own on that port alone (not this test process's)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from hub.metrics import gateway_metrics_dir
+    from monitoring.metrics import collect
+
+    if port is None:
+        families = collect(settings)
+    else:
+        files = sorted(str(f) for f in gateway_metrics_dir(settings, port).glob("*.db"))
+        families = MultiProcessCollector.merge(files, accumulate=True)
+    return [
+        s.value
+        for fam in families
+        for s in fam.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+
+
 async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: Settings, tmp_path: Path) -> None:
     import signal
     import subprocess
@@ -411,9 +432,25 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.1)
         assert f"server certificate {issued.serial}" in log.read_text()
+        # Its metrics reach the ops page of this machine (they stayed in the process, where nothing served them):
+        # its heartbeat, and the requests it answered
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http:
+            async with http.get(f"https://127.0.0.1:{port}/openapi.json") as r:
+                assert r.status == 200
+        beats = _gateway_samples(settings, "hub_process_heartbeat_timestamp_seconds", pid=str(proc.pid))
+        assert beats and all(v > 0 for v in beats), beats
+        deadline = time.monotonic() + 10
+        while not _gateway_samples(
+            settings, "hub_gateway_requests_total", port, endpoint="/openapi.json", status="200"
+        ):
+            assert time.monotonic() < deadline, "the standalone gateway's request count is not in the ops metrics"
+            await asyncio.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()
+    # stopped: its live-only gauges are gone, its counters stay
+    assert not _gateway_samples(settings, "hub_process_heartbeat_timestamp_seconds", pid=str(proc.pid))
+    assert _gateway_samples(settings, "hub_gateway_requests_total", port, endpoint="/openapi.json", status="200")
 
     # `hub run --gateway`: the workers and the gateway under one supervisor; a submission over it is answered
     city = "city-220100-oa"
