@@ -225,6 +225,7 @@ class Installation:
                     self.engine_pid = mine.pop()
                     return
                 await asyncio.sleep(0.2)
+            print(f"流程引擎 process engine: no row of hub run's within {timeout:.0f} s; its CPU is not shown apart")
         finally:
             await conn.close()
 

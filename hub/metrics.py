@@ -8,8 +8,10 @@ Two modes, chosen when ``prometheus_client`` is first imported in a process:
   ``hub run --gateway``), which inherit it; each process writes its values to memory-mapped files there, the ops
   app aggregates them (``MultiProcessCollector``), and a dead process's counters stay counted. The supervisor
   calls ``process_dead`` for a worker that died, which removes its heartbeat (a live-only gauge).
-- **one process** (a worker run in-process: tests, the SDK's test hub, ``hub gateway`` on its own): the default
-  registry of that process.
+- **multiprocess, a gateway on its own** (``hub gateway``): the same, in ``<state_dir>/metrics-gateways/<port>/``
+  (``hub.metrics_files.prepare_standalone``, before this module is imported), for the gateway and its examiners;
+  the ops app of the machine merges these with ``hub run``'s.
+- **one process** (a worker run in-process: tests, the SDK's test hub): the default registry of that process.
 
 The message path stays cheap: a batch is counted once (``count_batch``: one increment per outcome, per rejection
 code present, one for the deliveries and one for the batch size), never per message, but for the latency histogram,

@@ -21,20 +21,42 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def gateway_metrics_dir(settings: Settings, port: int) -> Path:
     """Where a gateway started on its own (``hub gateway``) and its examiner processes write their metrics:
     ``<state_dir>/metrics-gateways/<port>``, beside ``hub run``'s directory (which its supervisor empties at each
-    start) and one per port (two gateways on one machine). The ops app of the machine reads these too."""
+    start). The ops app of the machine reads these too."""
     return settings.state_dir / "metrics-gateways" / str(port)
 
 
-def prepare_standalone(path: Path) -> bool:
-    """``hub gateway``, before anything imported ``prometheus_client``: an empty ``path`` (the counters of an earlier
-    run of this gateway are not this run's) and ``PROMETHEUS_MULTIPROC_DIR`` pointing at it, so that the ops page of
-    the machine shows this gateway's metrics as it shows those of ``hub run --gateway`` (before, they stayed in the
-    process, where nothing served them). False, changing nothing, when the operator set ``PROMETHEUS_MULTIPROC_DIR``
-    or the mode is already chosen in this process."""
-    if os.environ.get(MULTIPROC_ENV) or "prometheus_client" in sys.modules:
-        return False
-    if path.is_dir():
-        shutil.rmtree(path)
-    path.mkdir(parents=True, mode=0o700)
+#: The lock a gateway holds on its metrics directory while it runs (``prepare_standalone``), open until it exits.
+_held: list[int] = []
+
+
+def prepare_standalone(path: Path) -> str | None:
+    """``hub gateway``, before anything imported ``prometheus_client``: take ``path`` for this gateway and point
+    ``PROMETHEUS_MULTIPROC_DIR`` at it, so that the ops page of the machine shows this gateway's metrics as it shows
+    those of ``hub run --gateway`` (they had stayed in the process, where nothing served them). The directory is
+    emptied (an earlier run's counters are not this run's) only under an exclusive lock (``<path>.lock``, held until
+    the process exits): a second gateway started on the same port (another address, or one that will fail to bind)
+    never empties the directory of the one running. Returns None when taken, else why not — the metrics then stay in
+    the process, and the gateway runs all the same: the operator set ``PROMETHEUS_MULTIPROC_DIR``, the mode was
+    already chosen in this process, another gateway holds the directory, or it cannot be written."""
+    import fcntl
+
+    if os.environ.get(MULTIPROC_ENV):
+        return f"{MULTIPROC_ENV} is set ({os.environ[MULTIPROC_ENV]})"
+    if "prometheus_client" in sys.modules:
+        return "prometheus_client was imported before the directory was prepared"
+    try:
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return f"another gateway on this port holds {path}"
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.mkdir(mode=0o700)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    _held.append(fd)
     os.environ[MULTIPROC_ENV] = str(path)
-    return True
+    return None

@@ -117,21 +117,32 @@ def _size(f: Path) -> int:
         return 0
 
 
+def _merged(path: Path, pattern: str, tries: int = 5) -> list[Metric]:
+    """The metrics in the files of ``path`` matching ``pattern``. A process that is starting creates its file empty
+    and sizes it a moment later; read as it is, such a file made /ready and /metrics answer 500 (struct.error): files
+    shorter than their header are not read yet. A file removed between the listing and the reading (a restart of
+    ``hub run`` or of a gateway emptying its directory) made them answer 500 too: the directory is listed again."""
+    for attempt in range(tries):
+        if not path.is_dir():
+            return []
+        files = [str(f) for f in sorted(path.glob(pattern)) if _size(f) >= 8]
+        try:
+            return list(MultiProcessCollector.merge(files, accumulate=True))
+        except FileNotFoundError:
+            if attempt == tries - 1:
+                raise
+    return []  # pragma: no cover - the loop returns or raises
+
+
 def collect(settings: Settings) -> list[Metric]:
     """Every metric family: ``hub run``'s processes (the metrics directory) merged with this process's registry.
     Samples with the same name and labels are added up (counters, histograms) or the larger kept (gauges)."""
     families: list[Metric] = []
+    # hub run's processes, and the gateways started on their own (`hub gateway`) on this machine, a directory each
+    # (hub.metrics_files.prepare_standalone).
     path = metrics_dir(settings)
-    if path.is_dir():
-        # A process that is starting creates its file empty and sizes it a moment later; read as it is, such a file
-        # made /ready and /metrics answer 500 (struct.error). Files shorter than their header are not read yet.
-        files = [str(f) for f in sorted(path.glob("*.db")) if _size(f) >= 8]
-        families += MultiProcessCollector.merge(files, accumulate=True)
-    # Gateways started on their own (`hub gateway`) on this machine: a directory each (hub.metrics.prepare_standalone).
-    gateways = gateway_metrics_dir(settings, 0).parent
-    if gateways.is_dir():
-        files = [str(f) for f in sorted(gateways.glob("*/*.db")) if _size(f) >= 8]
-        families += MultiProcessCollector.merge(files, accumulate=True)
+    families += _merged(path, "*.db")
+    families += _merged(gateway_metrics_dir(settings, 0).parent, "*/*.db")
     own = os.environ.get(MULTIPROC_ENV)
     if own is None or os.path.realpath(own) != os.path.realpath(path):  # else this process is in that directory
         families += REGISTRY.collect()
@@ -248,6 +259,14 @@ def _reset(now: Snapshot, then: Snapshot) -> bool:
     )
 
 
+def _gateway_reset(now: Snapshot, then: Snapshot) -> bool:
+    """The gateways' counters went back (a gateway started on its own restarted and emptied its directory, whatever
+    ``hub run`` did): their recent figures start afresh, or they would come out negative."""
+    return any(now.requests.get(k, 0.0) < v for k, v in then.requests.items()) or any(
+        now.submit.get(k, 0.0) < v for k, v in then.submit.items()
+    )
+
+
 def _quantiles(buckets: dict[float, float]) -> tuple[float | None, float | None]:
     ordered = sorted(buckets.items())
     p50, p99 = histogram_quantile(0.5, ordered), histogram_quantile(0.99, ordered)
@@ -268,7 +287,8 @@ def figures(now: Snapshot, then: Snapshot | None) -> dict[str, Any]:
     recent = _minus(now.messages, then.messages)
     p50, p99 = _quantiles(_minus(now.latency, then.latency))
     t50, t99 = _quantiles(now.latency)
-    g50, g99 = _quantiles(_minus(now.submit, then.submit))
+    gateway_then = Snapshot(now.at) if _gateway_reset(now, then) else then
+    g50, g99 = _quantiles(_minus(now.submit, gateway_then.submit))
     return {
         "window_s": round(window, 1),
         "messages": {
@@ -292,7 +312,7 @@ def figures(now: Snapshot, then: Snapshot | None) -> dict[str, Any]:
         },
         "gateway": {
             "requests": _ints(now.requests),
-            "recent_requests": _ints(_minus(now.requests, then.requests)),
+            "recent_requests": _ints(_minus(now.requests, gateway_then.requests)),
             "p50_ms": g50,
             "p99_ms": g99,
         },

@@ -79,18 +79,23 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     # First, before anything imports prometheus_client (hub.gateway does): the gateway's metrics, and its examiners',
     # go to files the ops page of this machine reads, as under `hub run --gateway`.
     metrics = gateway_metrics_dir(settings, args.port if args.port is not None else GATEWAY_PORT)
-    shared = prepare_standalone(metrics)
+    not_shared = prepare_standalone(metrics)
+    import logging
+
     from hub import logs
     from hub.gateway.server import run_gateway
     from hub.metrics import stopped_standalone
 
     gateway = gateway_settings(args, settings)
-
     logs.setup()
+    if not_shared is not None:
+        logging.getLogger("hub.gateway").warning(
+            "the gateway's metrics stay in its process, not on the ops page of this machine: %s", not_shared
+        )
     try:
         run_gateway(settings, gateway)
     finally:
-        if shared:
+        if not_shared is None:
             stopped_standalone(metrics)
     return 0
 

@@ -348,6 +348,55 @@ async def test_the_gateway_counts_requests_by_endpoint_and_status() -> None:
     assert _delta(latency_before, _samples(hm.GATEWAY_LATENCY))[count] == 3
 
 
+def test_a_gateway_restarted_on_its_own_starts_its_recent_figures_afresh() -> None:
+    """A gateway started on its own (``hub gateway``) empties its metrics directory at each start while ``hub run``'s
+    counters go on: its request counts and submit times went back and the recent figures came out negative."""
+    then = mm.Snapshot(
+        0.0,
+        messages={"accepted": 100},
+        requests={"200": 20.0, "202": 5.0},
+        submit={0.05: 5.0, float("inf"): 5.0},
+    )
+    now = mm.Snapshot(60.0, messages={"accepted": 130}, requests={"200": 2.0}, submit={0.05: 1.0, float("inf"): 1.0})
+    f = mm.figures(now, then)
+    assert f["gateway"]["recent_requests"] == {"200": 2}
+    assert f["gateway"]["p50_ms"] is not None and 0 < f["gateway"]["p50_ms"] <= 50
+    assert f["window_s"] == 60.0 and f["messages"]["recent"]["accepted"] == 30  # hub run's window goes on
+    steady = mm.figures(mm.Snapshot(120.0, requests={"200": 9.0}), mm.Snapshot(60.0, requests={"200": 2.0}))
+    assert steady["gateway"]["recent_requests"] == {"200": 7}
+
+
+def test_a_metrics_file_removed_while_it_is_read_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart (of hub run, or of a gateway on its own) removes files between the listing and the reading: the
+    ops app's /metrics, /ready and overview answered 500 (FileNotFoundError in prometheus_client)."""
+    import monitoring.metrics as ops_metrics
+
+    d = tmp_path / "metrics"
+    d.mkdir()
+    (d / "counter_1.db").write_bytes(b"\x00" * 16)
+    calls: list[list[str]] = []
+
+    def merge(files: list[str], accumulate: bool = True) -> list[object]:
+        calls.append(files)
+        if len(calls) == 1:
+            raise FileNotFoundError(files[0])
+        return []
+
+    monkeypatch.setattr(ops_metrics.MultiProcessCollector, "merge", staticmethod(merge))
+    assert ops_metrics._merged(d, "*.db") == []
+    assert len(calls) == 2  # listed and read again
+    calls.clear()
+
+    def always_gone(files: list[str], accumulate: bool = True) -> list[object]:
+        calls.append(files)
+        raise FileNotFoundError(files[0])
+
+    monkeypatch.setattr(ops_metrics.MultiProcessCollector, "merge", staticmethod(always_gone))
+    with pytest.raises(FileNotFoundError):  # a directory that keeps changing is said, not looped over for ever
+        ops_metrics._merged(d, "*.db", tries=3)
+    assert len(calls) == 3
+
+
 def test_a_metrics_file_that_a_starting_process_has_just_created_is_not_read_yet(tmp_path: Path) -> None:
     """A process creates its multiprocess file empty and sizes it a moment later; /ready and /metrics read the
     directory meanwhile and answered 500 (struct.error in prometheus_client). Such a file is skipped."""
