@@ -164,7 +164,8 @@ def metrics_dir(settings: Settings) -> Path:
 
 def stopped_standalone(path: Path) -> None:
     """``hub gateway`` ended: remove its live-only gauges (heartbeat, directory version) from ``path``; its counters
-    stay until its next start."""
+    stay in the directory until its next start, but the ops page reads only running gateways' directories
+    (``hub.metrics_files.running_gateway_dirs``)."""
     from prometheus_client import multiprocess
 
     if path.is_dir():

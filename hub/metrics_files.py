@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hub.settings import Settings
 
-__all__ = ["MULTIPROC_ENV", "gateway_metrics_dir", "prepare_standalone"]
+__all__ = ["MULTIPROC_ENV", "gateway_metrics_dir", "prepare_standalone", "running_gateway_dirs"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -52,6 +52,8 @@ def prepare_standalone(path: Path) -> str | None:
         except BlockingIOError:
             os.close(fd)
             return f"another gateway on this port holds {path}"
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))  # who holds it (running_gateway_dirs)
         if path.is_dir():
             shutil.rmtree(path)
         path.mkdir(mode=0o700)
@@ -60,3 +62,32 @@ def prepare_standalone(path: Path) -> str | None:
     _held.append(fd)
     os.environ[MULTIPROC_ENV] = str(path)
     return None
+
+
+def running_gateway_dirs(parent: Path) -> list[Path]:
+    """The metrics directories under ``parent`` (``<state_dir>/metrics-gateways``) of gateways that run now: the
+    process whose pid its lock file names is alive. A gateway that stopped, was killed or moved to another port
+    leaves its directory behind (emptied at its next start on that port); its counters and its last heartbeat are
+    not its machine's metrics any more. A lock file this process may not read counts as running."""
+    found = []
+    for d in sorted(p for p in parent.glob("*") if p.is_dir()) if parent.is_dir() else ():
+        try:
+            text = d.with_name(d.name + ".lock").read_text(encoding="ascii").strip()
+        except PermissionError:
+            found.append(d)
+            continue
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text.isdigit() and _alive(int(text)):
+            found.append(d)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another account's process
+        return True
+    return True

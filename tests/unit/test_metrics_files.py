@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from hub.metrics_files import running_gateway_dirs
 from hub.settings import PROJECT_ROOT
 
 _PREPARE = """
@@ -56,8 +57,12 @@ def test_a_second_gateway_on_the_port_leaves_the_running_ones_metrics_alone(tmp_
         _stop(second)
         assert said2[0].startswith("not taken: another gateway on this port holds"), said2
         assert sorted(p.name for p in path.iterdir()) == kept  # not emptied
+        assert running_gateway_dirs(path.parent) == [path]  # the ops page reads it
     finally:
         _stop(first)
+    # stopped: its directory is left as it was, but it is not this machine's metrics any more
+    assert sorted(p.name for p in path.iterdir()) == kept
+    assert running_gateway_dirs(path.parent) == []
     # the first one gone, the next start takes the directory and empties it (an earlier run's counters)
     deadline = time.monotonic() + 5
     while True:
