@@ -44,6 +44,7 @@ def prepare_standalone(path: Path) -> str | None:
         return f"{MULTIPROC_ENV} is set ({os.environ[MULTIPROC_ENV]})"
     if "prometheus_client" in sys.modules:
         return "prometheus_client was imported before the directory was prepared"
+    fd = -1
     try:
         path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
         fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -52,12 +53,14 @@ def prepare_standalone(path: Path) -> str | None:
         except BlockingIOError:
             os.close(fd)
             return f"another gateway on this port holds {path}"
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))  # who holds it (running_gateway_dirs)
         if path.is_dir():
             shutil.rmtree(path)
         path.mkdir(mode=0o700)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))  # who holds it (running_gateway_dirs)
     except OSError as exc:
+        if fd >= 0:
+            os.close(fd)  # the lock with it: nothing of this gateway's is there
         return f"{path}: {exc.strerror or exc}"
     _held.append(fd)
     os.environ[MULTIPROC_ENV] = str(path)
