@@ -58,7 +58,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 from hub.aio import stopped
-from hub.metrics_files import MULTIPROC_ENV, gateway_metrics_dir
+from hub.metrics_files import MULTIPROC_ENV
 from hub.settings import Settings
 
 __all__ = [
@@ -80,7 +80,6 @@ __all__ = [
     "count_batch",
     "count_refusal",
     "count_request",
-    "gateway_metrics_dir",
     "heartbeat",
     "metrics_dir",
     "polled",

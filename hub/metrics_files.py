@@ -13,16 +13,27 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hub.settings import Settings
 
-__all__ = ["MULTIPROC_ENV", "gateway_metrics_dir", "prepare_standalone", "running_gateway_dirs"]
+__all__ = [
+    "MULTIPROC_ENV",
+    "gateway_metrics_dir",
+    "gateways_metrics_root",
+    "prepare_standalone",
+    "running_gateway_dirs",
+]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+def gateways_metrics_root(settings: Settings) -> Path:
+    """``<state_dir>/metrics-gateways``: a directory per gateway started on its own (``gateway_metrics_dir``), beside
+    ``hub run``'s ``<state_dir>/metrics`` (which its supervisor empties at each start)."""
+    return settings.state_dir / "metrics-gateways"
+
+
 def gateway_metrics_dir(settings: Settings, port: int) -> Path:
-    """Where a gateway started on its own (``hub gateway``) and its examiner processes write their metrics:
-    ``<state_dir>/metrics-gateways/<port>``, beside ``hub run``'s directory (which its supervisor empties at each
-    start). The ops app of the machine reads these too."""
-    return settings.state_dir / "metrics-gateways" / str(port)
+    """Where a gateway started on its own (``hub gateway``) on ``port`` and its examiner processes write their
+    metrics; the ops app of the machine reads it while that gateway runs (``running_gateway_dirs``)."""
+    return gateways_metrics_root(settings) / str(port)
 
 
 #: The lock a gateway holds on its metrics directory while it runs (``prepare_standalone``), open until it exits.

@@ -93,8 +93,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from hub.metrics import MULTIPROC_ENV, OUTCOMES, gateway_metrics_dir, metrics_dir
-from hub.metrics_files import running_gateway_dirs
+from hub.metrics import MULTIPROC_ENV, OUTCOMES, metrics_dir
+from hub.metrics_files import gateways_metrics_root, running_gateway_dirs
 from hub.settings import Settings
 from hub.transport.names import Names
 from hub.transport.users import QueueStats
@@ -143,7 +143,7 @@ def collect(settings: Settings) -> list[Metric]:
     # (hub.metrics_files.prepare_standalone).
     path = metrics_dir(settings)
     families += _merged(path, "*.db")
-    for gateway in running_gateway_dirs(gateway_metrics_dir(settings, 0).parent):
+    for gateway in running_gateway_dirs(gateways_metrics_root(settings)):
         families += _merged(gateway, "*.db")
     own = os.environ.get(MULTIPROC_ENV)
     if own is None or os.path.realpath(own) != os.path.realpath(path):  # else this process is in that directory

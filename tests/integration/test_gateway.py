@@ -374,16 +374,10 @@ async def _until_serving(gw: Gateway, url: str, proc: Any, timeout: float = 30.0
 def _gateway_samples(settings: Settings, name: str, port: int | None = None, **labels: str) -> list[float]:
     """The values of ``name`` with ``labels`` in what the ops page of this machine exposes (monitoring.metrics), or
     with ``port`` in the files of the gateway started on its own on that port alone (not this test process's)."""
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from hub.metrics_files import gateway_metrics_dir
+    from monitoring.metrics import _merged, collect
 
-    from hub.metrics import gateway_metrics_dir
-    from monitoring.metrics import collect
-
-    if port is None:
-        families = collect(settings)
-    else:
-        files = sorted(str(f) for f in gateway_metrics_dir(settings, port).glob("*.db"))
-        families = MultiProcessCollector.merge(files, accumulate=True)
+    families = collect(settings) if port is None else _merged(gateway_metrics_dir(settings, port), "*.db")
     return [
         s.value
         for fam in families
@@ -448,7 +442,9 @@ async def test_hub_gateway_and_hub_run_gateway_commands(gw: Gateway, settings: S
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0, log.read_text()
-    # stopped: its live-only gauges are gone, its counters stay
+    # stopped: its live-only gauges are gone from its directory (stopped_standalone), its counters stay there; the
+    # ops page no longer reads the directory of a gateway that does not run
+    assert not _gateway_samples(settings, "hub_process_heartbeat_timestamp_seconds", port, pid=str(proc.pid))
     assert not _gateway_samples(settings, "hub_process_heartbeat_timestamp_seconds", pid=str(proc.pid))
     assert _gateway_samples(settings, "hub_gateway_requests_total", port, endpoint="/openapi.json", status="200")
 
