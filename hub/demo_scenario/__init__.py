@@ -1761,8 +1761,9 @@ class Scenario:
 
     async def step_ops(self, o: Outcome) -> None:
         """The people on duty: the page is ready (RabbitMQ, PostgreSQL, a fresh CRL, the workers), /metrics counts
-        what the workers accepted in this run, the duty operator finds the notice of step a and opens its trace (every
-        city bureau's delivery), and the auditor sees the security officer's release of step f on record."""
+        what the workers accepted in this run and what a gateway started on its own answered, the duty operator finds
+        the notice of step a and opens its trace (every city bureau's delivery), and the auditor sees the security
+        officer's release of step f on record."""
         notice = self.sent.get("01-notice-winter-fire-prevention.xml")
         async with self._ops() as page:
             status, ready = await page.json("/ready")
@@ -1771,6 +1772,7 @@ class Scenario:
             status, metrics = await page.get("/metrics")
             accepted = _metric_total(metrics, "hub_messages_total", 'outcome="accepted"')
             o.expect(status == 200 and accepted > 0, f"/metrics answered {status} with {accepted} accepted messages")
+            standalone = await self._standalone_gateway_metrics(o, page)
             await page.login(*self.operators["duty"])
             status, found = await page.get("/messages", message_id=notice.message_id if notice else "")
             o.expect(status == 200 and notice is not None and notice.message_id in found, "search did not find it")
@@ -1793,6 +1795,80 @@ class Scenario:
             f"/ready is ready; /metrics counts {accepted:.0f} accepted this run; the duty operator found step a's "
             f"notice and its trace ({len(cities)} deliveries); the auditor sees the security officer's release"
         )
+        o.lines.append(
+            f"另一台网关单独运行（hub gateway，端口 {standalone}）：它的心跳和请求数出现在本机运维页面的 /metrics 上，"
+            "停止后心跳消失"
+        )
+        o.lines.append(
+            f"a gateway started on its own (hub gateway, port {standalone}): its heartbeat and requests showed on this "
+            "machine's ops /metrics, and its heartbeat went when it stopped"
+        )
+
+    async def _standalone_gateway_metrics(self, o: Outcome, page: Any) -> int | None:
+        """A second gateway started on its own (``hub gateway``, as on a machine of its own but here beside the hub):
+        answered a request, its heartbeat and that request are on this machine's ops ``/metrics``; stopped
+        (SIGTERM), its heartbeat is gone. Its port, or None (the problem recorded in ``o``)."""
+        import aiohttp
+
+        from hub.demo import free_port
+
+        port = free_port()
+        log_path = self.settings.state_dir / "gateway-standalone.log"
+        with open(log_path, "wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "hub.cli", "gateway", "--port", str(port), "--examiners", "0"),
+                env=self.settings.to_env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log,
+            )
+        beat = f'pid="{proc.pid}"'
+        try:
+            url, tls = f"https://127.0.0.1:{port}", self._client_tls("prov-220000-portal")
+            deadline = time.monotonic() + self.timeout
+            async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(ssl=tls)) as http:
+                while True:
+                    try:
+                        async with http.get("/openapi.json") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    if proc.returncode is not None or time.monotonic() > deadline:
+                        o.problems.append(f"hub gateway did not serve: {log_path.read_text()[-300:]}")
+                        return None
+                    await asyncio.sleep(0.1)
+            while True:  # its heartbeat is written at start, every 2 s after
+                status, metrics = await page.get("/metrics")
+                shown = [
+                    line
+                    for line in metrics.splitlines()
+                    if line.startswith("hub_process_heartbeat_timestamp_seconds{") and beat in line
+                ]
+                if status == 200 and shown and 'role="gateway"' in shown[0]:
+                    break
+                if time.monotonic() > deadline:
+                    o.problems.append(f"the ops page's /metrics ({status}) does not show the gateway pid {proc.pid}")
+                    return None
+                await asyncio.sleep(0.2)
+            requests = _metric_total(metrics, "hub_gateway_requests_total", 'endpoint="/openapi.json"')
+            if not o.expect(requests >= 1, f"the ops page's /metrics counts {requests} of its /openapi.json requests"):
+                return None
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                code: int | None = await asyncio.wait_for(proc.wait(), self.timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                code = None
+        status, metrics = await page.get("/metrics")
+        if not o.expect(code == 0, f"hub gateway ended with {code}: {log_path.read_text()[-300:]}"):
+            return None
+        if not o.expect(status == 200 and beat not in metrics, "the stopped gateway's heartbeat is still shown"):
+            return None
+        return port
 
     def _adapter_step(self, name: str) -> Callable[[Outcome], Awaitable[None]]:
         """Adapter ``name``'s part (hub.demo_scenario.adapters): its simulated external system, the adapter in its
