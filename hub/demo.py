@@ -158,6 +158,8 @@ def make_demo(args: argparse.Namespace) -> Demo:
     state_dir = Path(args.state_dir).resolve()
     # The demo's hub looks at the directory's version every 2 s, not 30: step l2 loads one while the hub runs.
     settings = base.with_(pg_dsn=demo_dsn, namespace=args.namespace, state_dir=state_dir, directory_refresh_s=2)
+    from hub.demo_scenario import free_port
+
     return Demo(settings, admin_dsn, args.database, args.workers, free_port(), free_port())
 
 
@@ -603,14 +605,6 @@ def _listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------------- 6 summary

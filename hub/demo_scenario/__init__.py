@@ -1810,8 +1810,6 @@ class Scenario:
         (SIGTERM), its heartbeat is gone. Its port, or None (the problem recorded in ``o``)."""
         import aiohttp
 
-        from hub.demo import free_port
-
         port = free_port()
         log_path = self.settings.state_dir / "gateway-standalone.log"
         with open(log_path, "wb") as log:
@@ -1952,6 +1950,15 @@ class Scenario:
         o.expect(rc == 0 and "证据链完整" in text, f"hub evidence verify exited {rc}: {verified}")
         o.lines.append(f"hub evidence checkpoint → {checkpoint}")
         o.lines.append(f"hub evidence verify → {verified}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (the demo's ops page and gateway, step m's gateway on its own)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _metric_total(text: str, name: str, label: str) -> float:
