@@ -71,6 +71,8 @@ U_NS = service_namespace(UPDATE, 1)
 K_NS = service_namespace(ACK, 1)
 LEVEL_ZH = {"I": "Ⅰ级", "II": "Ⅱ级", "III": "Ⅲ级", "IV": "Ⅳ级"}
 KIND_ZH = {"alert": "预警首报", "update": "续报", "closing": "结束报告"}
+#: Who cleared a late round's alarm when the incident's closing ended it (process_alarms.cleared_by, on the ops page).
+CLOSED_BY = "流程：事件已结束 process: incident closed"
 RESPONSE_ZH = {"received": "已收到", "responding": "已启动应急响应", "forwarded": "已转发下级单位"}
 REASON_ZH = {
     "county": "事发县",
@@ -366,12 +368,18 @@ class EmergenciesProcess:
             uuid.UUID(alert_id),
         )
         if kind == "closing":
-            # The incident is closed: no more resends of its earlier broadcasts (the closing itself is followed).
-            await tx.conn.execute(
-                "UPDATE emergency_broadcasts SET closed_at = $2 WHERE alert_id = $1 AND closed_at IS NULL",
+            # The incident is closed: no more resends of its earlier broadcasts (the closing itself is followed), and
+            # their late-acknowledgement alarms end with them: nobody is asked to acknowledge them any more (who did
+            # not stays in emergency_recipients; the alarm's history keeps when and why it was cleared).
+            closed = await tx.conn.fetch(
+                "UPDATE emergency_broadcasts SET closed_at = $2 WHERE alert_id = $1 AND closed_at IS NULL"
+                " RETURNING message_id::text AS message_id",
                 uuid.UUID(alert_id),
                 tx.now,
             )
+            for r in closed:
+                await tx.cancel("ack-due", r["message_id"])
+                await tx.clear_alarm("EMERGENCY_ACK_LATE", r["message_id"], by=CLOSED_BY)
         await self._broadcast(
             tx,
             msg,
@@ -410,7 +418,9 @@ class EmergenciesProcess:
             )
         rule = self.plan.levels.get(level)
         limit, source = ack_limit(rule.ack_within if rule else None, alert_minutes, self.route_within.get(msg.service))
-        due = tx.now + limit
+        # From when the hub received it (its recipients had it then), not from when the engine read it: an engine that
+        # was stopped or behind must not move the deadline back by its delay; one already past fires on this pass.
+        due = msg.received_at + limit
         delivered = {
             d.recipient_agency: d.recipient_system
             for d in await tx.deliveries(msg.message_id)

@@ -440,7 +440,7 @@ ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 _UNPUBLISHED = """
 SELECT message_id::text AS message_id, lane, body, service FROM process_outbox
-WHERE published_at IS NULL ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED
+WHERE published_at IS NULL ORDER BY lane <> 'emergency', created_at LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 
 
@@ -615,7 +615,8 @@ class ProcessEngine:
                 )
 
     async def publish_once(self, limit: int = 200) -> int:
-        """Publish what processes queued (confirmed by the broker), oldest first; returns how many."""
+        """Publish what processes queued (confirmed by the broker), the emergency lane's first, each lane oldest
+        first (a late round's resends do not wait behind the reminders queued before them); returns how many."""
         from hub.transport import Outgoing, priority_for
 
         assert self.transport is not None

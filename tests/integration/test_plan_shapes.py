@@ -246,6 +246,40 @@ async def test_the_engines_timers_and_outbox_read_what_is_due_not_the_history(co
         assert len(await fetch_planned_now(conn, _UNPUBLISHED, 50)) == 5
 
 
+async def test_the_outbox_publishes_the_emergency_lane_first_from_its_index(conn: asyncpg.Connection) -> None:
+    """A pass publishes at most 200 outbox rows. Oldest first, a late round's emergency resend queued after 1,000
+    document reminders went out five passes (2.5 s) later; now the emergency lane's rows come first, each lane oldest
+    first. Planned while the table was empty and read beside 20,000 published rows: the unpublished rows are read
+    (the partial index), not the history."""
+    await conn.execute("ANALYZE")
+    await conn.execute(f"PREPARE unpublished(int) AS {_UNPUBLISHED}")
+    await _planned_now(conn, "unpublished", "200")
+    await conn.execute(
+        "INSERT INTO process_outbox (message_id, process, service, lane, body, created_at, published_at)"
+        " SELECT gen_random_uuid(), 'documents', 'hub.notice', 'normal', '<Envelope/>'::bytea, now(), now()"
+        " FROM generate_series(1, 20000)"
+    )
+    await conn.execute(
+        "INSERT INTO process_outbox (message_id, process, service, lane, body, created_at)"
+        " SELECT gen_random_uuid(), 'documents', 'hub.notice', 'normal', '<Envelope/>'::bytea,"
+        " now() - interval '1 hour' + i * interval '1 ms' FROM generate_series(1, 1000) AS i"
+    )
+    urgent = [uuid.uuid4(), uuid.uuid4()]
+    for i, mid in enumerate(urgent):
+        await conn.execute(
+            "INSERT INTO process_outbox (message_id, process, service, lane, body, created_at)"
+            " VALUES ($1, 'emergencies', 'hub.notice', 'emergency', '<Envelope/>'::bytea, now() + $2 * interval '1 ms')",
+            mid,
+            i,
+        )
+    async with conn.transaction():
+        rows = await fetch_planned_now(conn, _UNPUBLISHED, 200)
+    assert [r["message_id"] for r in rows[:2]] == [str(m) for m in urgent]
+    assert {r["lane"] for r in rows[2:]} == {"normal"} and len(rows) == 200
+    plan = await _planned_now(conn, "unpublished", "200", explain=True)
+    assert _work(plan) <= 4 * 1002, plan
+
+
 async def test_the_chainers_claim_stays_linear_under_a_plan_cached_on_an_empty_queue(conn: asyncpg.Connection) -> None:
     await conn.execute("ANALYZE")  # the staging queue, empty, as it is at most ANALYZEs
     await conn.execute(f"PREPARE claim(integer) AS {_CLAIM}")

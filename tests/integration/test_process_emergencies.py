@@ -20,7 +20,7 @@ import pytest
 
 from hub.envelope import Envelope, Party, Recipient, build, parse
 from hub.envelope.model import NOTICE_NS
-from hub.processes.emergencies import EmergenciesProcess, load_plan
+from hub.processes.emergencies import CLOSED_BY, EmergenciesProcess, load_plan
 from hub.processes.emergencies_demo import (
     CITY,
     CITY_AGENCY,
@@ -154,10 +154,12 @@ async def test_alert_broadcast_acknowledged_escalated_closed_and_status(fresh_se
             "the alert followed",
         )
         row = await hub.pool.fetchrow(
-            "SELECT ack_within_s, ack_due, copy_id::text AS copy_id FROM emergency_broadcasts WHERE message_id = $1::uuid",
+            "SELECT ack_within_s, ack_due, received_at, copy_id::text AS copy_id FROM emergency_broadcasts"
+            " WHERE message_id = $1::uuid",
             a.message_id,
         )
-        assert row["ack_within_s"] == 30 * 60 and row["ack_due"] == t0 + timedelta(minutes=30)
+        assert row["ack_within_s"] == 30 * 60 and row["ack_due"] == row["received_at"] + timedelta(minutes=30)
+        assert t0 <= row["received_at"] < t0 + timedelta(minutes=1)
         assert row["copy_id"] == process_id("emergencies", f"copy/{a.message_id}")
         via = dict(
             await hub.pool.fetch(
@@ -245,7 +247,10 @@ async def test_alert_broadcast_acknowledged_escalated_closed_and_status(fresh_se
             == 0
         )
 
-        # The closing follows the same path: sent to 长春 only, the hub forwards it to 德惠 (told of the alert).
+        # The closing follows the same path: sent to 长春 only, the hub forwards it to 德惠 (told of the alert). The
+        # engine's clock back to the hub's: the closing's limit counts from its receipt (31 minutes on, it would be late
+        # on the pass that reads it).
+        now[0] = datetime.now(UTC)
         c = await _send(
             hub,
             SENDER,
@@ -268,6 +273,118 @@ async def test_alert_broadcast_acknowledged_escalated_closed_and_status(fresh_se
         assert await _val(
             hub, "SELECT closed_at IS NOT NULL FROM emergency_broadcasts WHERE message_id = $1::uuid", a.message_id
         )
+    finally:
+        await hub.close()
+
+
+async def test_the_deadline_counts_from_the_hubs_receipt_when_the_engine_reads_the_alert_late(
+    fresh_settings: Any,
+) -> None:
+    """The engine (stopped, restarting or behind) first reads an alert two hours after the hub received it: the
+    limit (30 min) counts from the receipt, so the alert is already late and the first pass resends it (it used to
+    count from the engine's reading: due 2 h 30 min after the receipt, nobody told for all that time)."""
+    hub = await _hub(fresh_settings)
+    try:
+        t0 = datetime.now(UTC)
+        now = [t0 + timedelta(hours=2)]
+        engine = await _engine(hub, now)
+        a = await _send(
+            hub,
+            SENDER,
+            alert(incident_number(), ack_minutes=None).to_element(),
+            "emergency.alert",
+            [Recipient.to(CITY_AGENCY, CITY)],
+        )
+        await _fed(
+            engine,
+            lambda: _val(hub, "SELECT rounds = 1 FROM emergency_broadcasts WHERE message_id = $1::uuid", a.message_id),
+            "the late alert resent on the pass that read it",
+        )
+        row = await hub.pool.fetchrow(
+            "SELECT received_at, ack_due FROM emergency_broadcasts WHERE message_id = $1::uuid", a.message_id
+        )
+        assert row["ack_due"] == row["received_at"] + timedelta(minutes=30) and row["received_at"] < t0 + timedelta(
+            minutes=1
+        )
+        assert await _val(
+            hub,
+            "SELECT 1 FROM process_alarms WHERE code = 'EMERGENCY_ACK_LATE' AND ref = $1 AND cleared_at IS NULL",
+            a.message_id,
+        )
+        resend = process_id("emergencies", f"resend/{a.message_id}/1")
+        assert ("emergency-resend", a.message_id, resend) in await _notices_of(hub, CITY, expect=1)
+    finally:
+        await hub.close()
+
+
+async def test_the_closing_ends_the_late_rounds_alarm_and_timers(fresh_settings: Any) -> None:
+    """A late round raised EMERGENCY_ACK_LATE; the sender then closes the incident. The alert's resends stop and its
+    alarm is cleared by the closing (it stayed open for good: nobody acknowledges an alert of a closed incident),
+    with who cleared it saying why; which recipients never acknowledged stays in emergency_recipients."""
+    hub = await _hub(fresh_settings)
+    try:
+        t0 = datetime.now(UTC)
+        now = [t0]
+        engine = await _engine(hub, now)
+        incident = incident_number()
+        a = await _send(
+            hub,
+            SENDER,
+            alert(incident, ack_minutes=None).to_element(),
+            "emergency.alert",
+            [Recipient.to(CITY_AGENCY, CITY)],
+        )
+        await _fed(
+            engine,
+            lambda: _val(hub, "SELECT 1 FROM emergency_broadcasts WHERE message_id = $1::uuid", a.message_id),
+            "the alert followed",
+        )
+        now[0] = t0 + timedelta(minutes=31)
+        assert (await engine.run_once())["fired"] == 1
+        late = (
+            "SELECT count(*) FROM process_alarms WHERE code = 'EMERGENCY_ACK_LATE' AND ref = $1 AND cleared_at IS NULL"
+        )
+        assert await _val(hub, late, a.message_id) == 1
+        assert await _val(hub, "SELECT count(*) FROM process_timers WHERE key = $1 AND fired_at IS NULL", a.message_id)
+        c = await _send(
+            hub,
+            SENDER,
+            update(a.message_id, incident).to_element(),
+            "emergency.update",
+            [Recipient.to(CITY_AGENCY, CITY)],
+        )
+        await _fed(
+            engine,
+            lambda: _val(hub, "SELECT 1 FROM emergency_broadcasts WHERE message_id = $1::uuid", c.message_id),
+            "the closing followed",
+        )
+        assert await _val(hub, late, a.message_id) == 0
+        assert (
+            await _val(
+                hub,
+                "SELECT cleared_by FROM process_alarms WHERE code = 'EMERGENCY_ACK_LATE' AND ref = $1",
+                a.message_id,
+            )
+            == CLOSED_BY
+        )
+        assert (
+            await _val(hub, "SELECT count(*) FROM process_timers WHERE key = $1 AND fired_at IS NULL", a.message_id)
+            == 0
+        )
+        assert (
+            await _val(
+                hub,
+                "SELECT count(*) FROM emergency_recipients WHERE message_id = $1::uuid AND acked_at IS NULL",
+                a.message_id,
+            )
+            == 2
+        )
+        # Hours later: no round of the alert, and no alarm of it again (the closing's own acknowledgements are
+        # followed as before: its late round may alarm, about the closing).
+        now[0] = t0 + timedelta(hours=6)
+        await engine.run_once()
+        assert await _val(hub, late, a.message_id) == 0
+        assert await _val(hub, "SELECT rounds FROM emergency_broadcasts WHERE message_id = $1::uuid", a.message_id) == 1
     finally:
         await hub.close()
 
