@@ -72,6 +72,8 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
 
 #: What a refusal for a missing reason records as its reason (the record requires one).
 NO_REASON: Final[str] = "（未填写理由 · no reason given）"
+#: The most of a reason ``act`` records (a refused form may have sent more than the forms allow).
+RECORDED_REASON_MAX: Final[int] = 2000
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,8 @@ async def act(
 ) -> int:
     """Record what the request's operator did (``hub.store.audit.record_operator_action``, via web); ``conn``: the
     transaction of the change. A refusal is recorded whatever the form held: a blank reason is recorded as
-    ``NO_REASON``, and NUL characters (which PostgreSQL's text refuses) are dropped from the reason and target."""
+    ``NO_REASON``, NUL characters (which PostgreSQL's text refuses) are dropped from the reason and target, and a
+    reason is recorded up to ``RECORDED_REASON_MAX`` characters (the forms take 500: only a refused one is cut)."""
     from hub.store.audit import record_operator_action
     from monitoring.app import POOL
 
@@ -222,7 +225,7 @@ async def act(
         role=op.role,
         action=action,
         via="web",
-        reason=reason.replace("\x00", "").strip() or NO_REASON,
+        reason=reason.replace("\x00", "").strip()[:RECORDED_REASON_MAX] or NO_REASON,
         target=None if target is None else target.replace("\x00", "")[:128],
         message_id=message_id,
         outcome=outcome,  # type: ignore[arg-type]

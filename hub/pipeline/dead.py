@@ -19,9 +19,10 @@ and through the whole examination again (signature, dedup by message id, routing
 hub's user with the original publisher only where RabbitMQ authenticated it; a delivery goes to a system's queue only
 after its bytes verify as hub-signed, the store shows that the hub delivered that message (or answer) to that very
 system, and the egress check passes for that system. The target system of a refusal is the AMQP user RabbitMQ
-authenticated (a system cannot have another system's deliveries replayed to it). The row is locked, the message
-published (confirmed), the row marked replayed and the operator's action recorded (``hub.store.audit``,
-``dead.replay``) in one transaction. Refused attempts are recorded too (outcome ``refused``).
+authenticated (a system cannot have another system's deliveries replayed to it). The row is locked, marked replayed
+and the operator's action recorded (``hub.store.audit``, ``dead.replay``), and only then the message published
+(confirmed), all in one transaction: nothing is published that could not be recorded, and a failed publish leaves
+the letter pending and unrecorded. Refused attempts are recorded too (outcome ``refused``).
 """
 
 from __future__ import annotations
@@ -399,7 +400,8 @@ async def replay(
     transport: Any = None,
 ) -> ReplayResult:
     """Republish dead letter ``dead_id`` to where it was going, mark it replayed and record the operator's action
-    (``dead.replay``), the last two in one transaction with the row locked across the publish. ``DEAD_NOT_FOUND``,
+    (``dead.replay``): marked and recorded in one transaction with the row locked, published before it commits (a
+    reason the store refuses publishes nothing). ``DEAD_NOT_FOUND``,
     ``DEAD_ALREADY_REPLAYED`` (also when another operator replays it at the same moment) or ``DEAD_NOT_REPLAYABLE``
     otherwise — each refusal recorded with outcome ``refused``. ``ValueError`` without an operator or a reason."""
     from hub.store.audit import record_operator_action
@@ -431,9 +433,10 @@ async def replay(
                 verified_id = out.message_id
             else:
                 raise _refuse(dead_id, "where it was going is unknown (no dead-letter headers the hub reads)")
+            # Marked and recorded first, published last, in the transaction: what cannot be recorded (the store
+            # refuses the reason, say) is never published, and a publish that fails undoes the mark and the record.
             async with pool.acquire() as conn, conn.transaction():
                 await dead_letters.lock(conn, dead_id)
-                await transport.publish_many([out])
                 at = clock.now()
                 await dead_letters.mark_replayed(
                     conn, dead_id, operator=operator, reason=reason, at=at, message_id=verified_id
@@ -454,6 +457,7 @@ async def replay(
                         "claimed_message_id": letter.claimed_message_id,
                     },
                 )
+                await transport.publish_many([out])
         except HubError as exc:
             if exc.code.startswith("DEAD_"):
                 await record_operator_action(

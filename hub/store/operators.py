@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
@@ -46,6 +47,7 @@ __all__ = [
     "close_session",
     "disable",
     "get_operator",
+    "is_operator_name",
     "list_operators",
     "login",
     "open_session",
@@ -89,7 +91,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         f"口令至少 {MIN_PASSWORD} 个字符，且不得与名称相同。",
         f"A password has at least {MIN_PASSWORD} characters and differs from the name.",
     ),
-    "OPS_BAD_DISPLAY_NAME": ("显示名称不能为空，且不超过 64 个字符。", "A display name is 1–64 characters."),
+    "OPS_BAD_DISPLAY_NAME": (
+        "显示名称不能为空，不超过 64 个字符，且不含控制字符。",
+        "A display name is 1–64 characters, none of them a control character.",
+    ),
     "OPS_DISABLED": ("该账号已停用。", "That account is disabled."),
 }
 
@@ -169,13 +174,24 @@ async def _dummy_hash() -> str:
     return _DUMMY_HASH
 
 
+def is_operator_name(name: str) -> bool:
+    """Whether ``name`` has the shape of an operator's name (``_NAME``; no other name can be an account)."""
+    return _NAME.fullmatch(name) is not None
+
+
+def _control(text: str) -> bool:
+    """Whether ``text`` holds a control character (NUL, which PostgreSQL's text refuses, among them) or a lone
+    surrogate."""
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
+
+
 def check_new(name: str, role: str, display_name: str, password: str) -> None:
     """The rules of a new account (raises ``OperatorError``)."""
-    if not _NAME.match(name):
+    if not is_operator_name(name):
         raise OperatorError("OPS_BAD_NAME")
     if role not in ROLE_NAMES:
         raise OperatorError("OPS_BAD_ROLE")
-    if not display_name.strip() or len(display_name) > 64:
+    if not display_name.strip() or len(display_name) > 64 or _control(display_name):
         raise OperatorError("OPS_BAD_DISPLAY_NAME")
     if len(password) < MIN_PASSWORD or password == name:
         raise OperatorError("OPS_WEAK_PASSWORD")
@@ -286,7 +302,7 @@ async def _refused(
         role=by_role,
         action=action,
         via=via,
-        reason=reason,
+        reason=_printable(reason, 2000).strip() or "-",
         target=_printable(target, 64),
         outcome="refused",
         detail={"code": code, **{k: _printable(str(v), 64) for k, v in (detail or {}).items()}},
@@ -317,6 +333,8 @@ async def _change(
     async with translated("changing an operator"), transaction(executor) as conn:
         if by == name:
             refusal = "OPS_SELF_ACTION"
+        elif not is_operator_name(name):  # no such account (and nothing to ask the store: it may hold a NUL)
+            refusal = "OPS_NO_OPERATOR"
         else:
             r = await conn.fetchrow(sql, name, *args)
             if r is None:
@@ -411,15 +429,19 @@ async def login(executor: Any, name: str, password: str, *, via: Via = "web") ->
     (recorded as ``login.failed``, and ``login.locked`` when this failure locks the account)."""
     name = name.strip()[:64]
     now = clock.now()
-    async with translated("reading an operator"), acquired(executor) as conn:
-        r = await conn.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM operators WHERE name = $1", name)  # noqa: S608
-    encoded = r["password_hash"] if r is not None else await _dummy_hash()
+    r = None
+    if is_operator_name(name):  # any other name is no account (and may hold a NUL, which the store refuses)
+        async with translated("reading an operator"), acquired(executor) as conn:
+            r = await conn.fetchrow(f"SELECT {_COLUMNS}, password_hash FROM operators WHERE name = $1", name)  # noqa: S608
+    encoded = r["password_hash"] if r is not None else await _dummy_hash()  # the same cost either way
     good = await asyncio.to_thread(_verify, encoded, password)
     if r is None:
         if name:
+            # as typed, a control character shown as U+FFFD (the record cannot hold a NUL, and the auditor sees
+            # that the name was not what it looks like)
             await record_operator_action(
                 executor,
-                operator=name,
+                operator="".join("\ufffd" if _control(c) else c for c in name),
                 role="-",
                 action="login.failed",
                 via=via,

@@ -36,7 +36,7 @@ from hub.errors import HubError, title_of
 from hub.store.audit import Actor
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, operator_of, render, require
-from monitoring.views import notice
+from monitoring.views import form_reason, notice
 
 __all__ = ["EXPIRING_DAYS", "approved_dir", "enrolment_dir", "requests_dir", "setup"]
 
@@ -226,9 +226,9 @@ async def certificate_revoke(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     serial = str(form.get("serial", "")).strip()
     code = str(form.get("reason_code", "")).strip()
-    reason = str(form.get("reason", "")).strip()
-    for refusal, wrong in (("OPS_REASON_REQUIRED", not reason), ("OPS_BAD_REASON_CODE", code not in pki.REASONS)):
-        if wrong:
+    reason, bad_reason = form_reason(form)
+    for refusal in (bad_reason, "OPS_BAD_REASON_CODE" if code not in pki.REASONS else None):
+        if refusal is not None:
             await act(
                 request,
                 "cert.revoke",
@@ -287,7 +287,7 @@ async def csr_approve(request: web.Request) -> web.StreamResponse:
     from hub.commands.adapter import AdapterCommandError, approve
 
     settings = request.app[SETTINGS]
-    reason = str(form.get("reason", "")).strip()
+    reason, bad_reason = form_reason(form)
     name = str(form.get("name", "")).strip()
     upload = form.get("csr_file")
     source: Path | None = None
@@ -304,8 +304,8 @@ async def csr_approve(request: web.Request) -> web.StreamResponse:
         source = requests_dir(settings) / name
         data = source.read_bytes()[: MAX_CSR_BYTES + 1]
         target = name
-    if not reason:
-        return await _refuse_csr(request, reason, target, "OPS_REASON_REQUIRED", 400)
+    if bad_reason is not None:
+        return await _refuse_csr(request, reason, target, bad_reason, 400)
     from hub.commands import trust_admin as admin
 
     try:

@@ -7,7 +7,8 @@ and, when the body is XML the hub's safe parser accepts, the body pretty-printed
 only). Like ``hub dead list``, the list first drains the queue into the table (``hub.pipeline.dead.collect``:
 insert, then ack; nothing lost, nothing twice); with RabbitMQ unreachable it says so and shows what is stored.
 
-Replay (``dead.replay``: the duty operator, the administrator) with a required reason runs
+Replay (``dead.replay``: the duty operator, the administrator) with a required reason (``form_reason``: no control
+characters, at most the form's length; checked before anything is published) runs
 ``hub.pipeline.dead.replay`` — what ``hub dead replay`` runs: it republishes the letter to where it was going,
 marks it replayed and records the operator action itself (with the reason, via ``web``), refusals (already
 replayed, not replayable) too, which the page shows with their code; a failure to publish is recorded here as
@@ -21,7 +22,7 @@ from aiohttp import web
 from hub.errors import HubError, title_of
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, operator_of, refuse, render, require
-from monitoring.views import notice, whole_number
+from monitoring.views import form_reason, notice, whole_number
 from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
@@ -148,17 +149,17 @@ async def dead_letter_page(request: web.Request) -> web.StreamResponse:
 async def dead_replay(request: web.Request) -> web.StreamResponse:
     form = await form_with_csrf(request)
     dead_id = _dead_id(request.match_info["dead_id"])
-    reason = str(form.get("reason", "")).strip()
-    if not reason:
+    reason, refusal = form_reason(form)
+    if refusal is not None:  # checked before anything is published: a replay that could not be recorded is none
         await act(
             request,
             "dead.replay",
             reason=reason,
             target=str(dead_id),
             outcome="refused",
-            detail={"code": "OPS_REASON_REQUIRED", "dead_id": dead_id},
+            detail={"code": refusal, "dead_id": dead_id},
         )
-        return await _show(request, dead_id, notice=_notice("OPS_REASON_REQUIRED"), status=400)
+        return await _show(request, dead_id, notice=_notice(refusal), status=400)
     from hub.pipeline.dead import replay
 
     op = operator_of(request)

@@ -24,6 +24,7 @@ from monitoring.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     PageError,
+    act,
     check_csrf,
     current_session,
     form_with_csrf,
@@ -32,7 +33,7 @@ from monitoring.auth import (
     require,
     session_cookie,
 )
-from monitoring.views import whole_number
+from monitoring.views import NOTICES, form_reason, printable, whole_number
 
 __all__ = ["safe_next", "setup"]
 
@@ -166,6 +167,14 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "operator.unlock": ("解锁账号", "account unlocked"),
     "operator.disable": ("停用账号", "account disabled"),
     "operator.role": ("更改角色", "role changed"),
+    "alarm.clear": ("解除流程告警", "process alarm cleared"),
+}
+
+#: The changes ``/operators/{name}/{what}`` makes: what → (action, the reason recorded when none is given).
+CHANGES: dict[str, tuple[str, str]] = {
+    "unlock": ("operator.unlock", "解锁账号"),
+    "disable": ("operator.disable", "停用账号"),
+    "role": ("operator.role", "更改角色"),
 }
 
 DONE: dict[str, tuple[str, str]] = {
@@ -178,15 +187,18 @@ DONE: dict[str, tuple[str, str]] = {
 
 @require("operators.manage")
 async def operators_page(request: web.Request) -> web.StreamResponse:
-    done = request.query.get("done", "")
+    # What the redirect after a change names (an operator's name), shown only in that shape: a link cannot put
+    # text into the notice.
+    name = request.query.get("name", "")
+    done = DONE.get(request.query.get("done", "")) if store.is_operator_name(name) else None
     return render(
         request,
         "operators.html",
         {
             "operators": await store.list_operators(request.app[POOL]),
             "now": clock.now(),
-            "done": DONE.get(done),
-            "done_name": request.query.get("name", "")[:64] if done in DONE else "",
+            "done": done,
+            "done_name": name if done is not None else "",
             "role_names": store.ROLE_NAMES,
             "lock_minutes": store.LOCK_MINUTES,
             "lock_after": store.LOCK_AFTER,
@@ -199,8 +211,14 @@ def _refusal(exc: store.OperatorError) -> PageError:
     return PageError(status, exc.code, exc.zh, exc.en)
 
 
-def _reason(form: Any, default_zh: str) -> str:
-    return _field(form, "reason") or default_zh
+async def _reason(request: web.Request, form: Any, default_zh: str, *, action: str, target: str) -> str:
+    """The form's reason (``default_zh`` when blank); one the record cannot take as it is (a control character,
+    longer than the form allows) is refused (400 ``OPS_BAD_REASON``) and the refusal recorded."""
+    reason, refusal = form_reason(form)
+    if refusal == "OPS_BAD_REASON":
+        await act(request, action, reason=reason, target=target[:64], outcome="refused", detail={"code": refusal})
+        raise PageError(400, refusal, *NOTICES[refusal])
+    return reason or default_zh
 
 
 @require("operators.manage")
@@ -209,6 +227,7 @@ async def operator_add(request: web.Request) -> web.StreamResponse:
     op = operator_of(request)
     name = _field(form, "name", 64)
     password = form.get("password", "")
+    reason = await _reason(request, form, "新增操作员", action="operator.add", target=name)
     try:
         await store.add_operator(
             request.app[POOL],
@@ -219,7 +238,7 @@ async def operator_add(request: web.Request) -> web.StreamResponse:
             by=op.name,
             by_role=op.role,
             via="web",
-            reason=_reason(form, "新增操作员"),
+            reason=reason,
         )
     except store.OperatorError as exc:
         raise _refusal(exc) from None
@@ -231,24 +250,21 @@ async def operator_change(request: web.Request) -> web.StreamResponse:
     form = await form_with_csrf(request)
     op = operator_of(request)
     name, what = request.match_info["name"], request.match_info["what"]
+    if what not in CHANGES:
+        raise web.HTTPNotFound()
+    action, default_reason = CHANGES[what]
+    reason = await _reason(request, form, default_reason, action=action, target=name)
     pool = request.app[POOL]
+    # A name that cannot be an operator's is refused by the store as OPS_NO_OPERATOR (recorded), never looked up.
     try:
         if what == "unlock":
-            await store.unlock(pool, name, by=op.name, by_role=op.role, via="web", reason=_reason(form, "解锁账号"))
+            await store.unlock(pool, name, by=op.name, by_role=op.role, via="web", reason=reason)
         elif what == "disable":
-            await store.disable(pool, name, by=op.name, by_role=op.role, via="web", reason=_reason(form, "停用账号"))
-        elif what == "role":
-            await store.set_role(
-                pool,
-                name,
-                _field(form, "role", 16),
-                by=op.name,
-                by_role=op.role,
-                via="web",
-                reason=_reason(form, "更改角色"),
-            )
+            await store.disable(pool, name, by=op.name, by_role=op.role, via="web", reason=reason)
         else:
-            raise web.HTTPNotFound()
+            await store.set_role(
+                pool, name, _field(form, "role", 16), by=op.name, by_role=op.role, via="web", reason=reason
+            )
     except store.OperatorError as exc:
         raise _refusal(exc) from None
     raise web.HTTPSeeOther("/operators?" + urlencode({"done": what, "name": name}))
@@ -256,12 +272,21 @@ async def operator_change(request: web.Request) -> web.StreamResponse:
 
 # ============================================================================================== audit
 
+AUDIT_BAD_OPERATOR: tuple[str, str] = (
+    "筛选条件“操作员”含有控制字符，不是操作员名称。",
+    "The operator filter holds a control character: it is no operator's name.",
+)
+
 
 @require("audit.view")
 async def audit_page(request: web.Request) -> web.StreamResponse:
     from hub.store.audit import operator_actions
 
     who = request.query.get("operator", "").strip()[:64] or None
+    # Any name the record holds (an operator's, or the name a failed login typed) is printable text; anything else
+    # is no name to look for.
+    if who is not None and not printable(who):
+        raise PageError(400, "OPS_BAD_FILTER", *AUDIT_BAD_OPERATOR)
     before_raw = request.query.get("before", "")
     before = whole_number(before_raw)
     limit = 100

@@ -29,7 +29,7 @@ from hub.store.ops import Claims, Trace, TraceMessage
 from hub.store.records import DELIVERY_STATES, MESSAGE_STATES, DeliveryStatus
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import operator_of, refuse, render, require
-from monitoring.views import whole_number
+from monitoring.views import printable, whole_number
 
 __all__ = ["CN_TZ", "Filters", "parse_filters", "pretty_xml", "setup"]
 
@@ -78,15 +78,22 @@ class Filters(dict[str, Any]):
     """The search's keyword arguments for ``search_messages`` (and what the form shows back)."""
 
 
+def _utc(value: dt.datetime) -> dt.datetime:
+    """``value`` in UTC (as the store is asked); ``OverflowError`` when that falls outside the years 1–9999 (a
+    time such as 0001-01-01T00:00 Beijing time, which PostgreSQL's driver cannot send either)."""
+    return value.astimezone(dt.UTC)
+
+
 def _time(field: str, text: str) -> dt.datetime | None:
     text = text.strip()
     if not text:
         return None
     try:
         value = dt.datetime.fromisoformat(text)
-    except ValueError:
+        # the form's times are Beijing time
+        return _utc(value if value.tzinfo is not None else value.replace(tzinfo=CN_TZ))
+    except (ValueError, OverflowError):
         raise BadFilter(field, f"“{field}”不是有效的时间", f"{field!r} is not a date and time") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=CN_TZ)  # the form's times are Beijing time
 
 
 def parse_filters(query: Any) -> tuple[Filters, tuple[dt.datetime, str] | None]:
@@ -104,6 +111,8 @@ def parse_filters(query: Any) -> tuple[Filters, tuple[dt.datetime, str] | None]:
             value = value.split("/", 1)[0]  # document.official/1 → the service name
         if len(value) > 200:
             raise BadFilter(key, f"“{key}”过长", f"{key!r} is too long")
+        if not printable(value):  # a NUL (which PostgreSQL's text refuses) or another control character
+            raise BadFilter(key, f"“{key}”含有控制字符", f"{key!r} holds a control character")
         if value:
             f[key] = value
     c = str(query.get("classification", "")).strip()
@@ -139,8 +148,8 @@ def parse_filters(query: Any) -> tuple[Filters, tuple[dt.datetime, str] | None]:
         at, _, bid = before.rpartition(",")
         try:
             when = dt.datetime.fromisoformat(at)
-            cursor = (when if when.tzinfo else when.replace(tzinfo=dt.UTC), str(uuid.UUID(bid)))
-        except ValueError:
+            cursor = (_utc(when if when.tzinfo else when.replace(tzinfo=dt.UTC)), str(uuid.UUID(bid)))
+        except (ValueError, OverflowError):
             raise BadFilter("before", "翻页位置无效", "the page cursor is not valid") from None
     return f, cursor
 
@@ -341,8 +350,10 @@ async def trace_page(request: web.Request) -> web.StreamResponse:
             except Exception as exc:  # the safe parser refused the bytes: say so, show nothing
                 context["xml_problem"] = str(getattr(exc, "code", type(exc).__name__))
         # A title is content: of a 秘密 or higher message only those who may read the XML see it (the others see
-        # that it is withheld).
-        if m.classification < 2 or "message.xml" in _perms(request):
+        # that it is withheld). So of a message the gate holds (or held and rejected): labelled 公开 or 内部, its
+        # content carries a classification marking, and its title may be the classified content itself; once
+        # released, it is what its label says.
+        if (m.classification < 2 and not _held(found)) or "message.xml" in _perms(request):
             context["title"] = title_of(found.raw, max_bytes=settings.max_message_bytes)
         else:
             context["title_withheld"] = True
@@ -379,6 +390,12 @@ async def trace_page(request: web.Request) -> web.StreamResponse:
             "urgency_en": URGENCY_EN,
         },
     )
+
+
+def _held(found: Trace) -> bool:
+    """Whether the classification gate holds the message, or held it and the security officer rejected it."""
+    q = found.quarantine
+    return found.message.state in ("quarantined", "quarantine_rejected") or (q is not None and q.status != "released")
 
 
 def _perms(request: web.Request) -> frozenset[str]:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from monitoring.app import POOL
 from monitoring.auth import act, form_with_csrf, operator_of, refuse, render, require
-from monitoring.views import notice, whole_number
+from monitoring.views import form_reason, notice, whole_number
 from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
@@ -66,7 +66,10 @@ async def _alarms(pool: object, *, show_all: bool) -> list[Alarm]:
 async def _page(request: web.Request, *, note: dict[str, str] | None = None, status: int = 200) -> web.Response:
     show_all = request.query.get("show") == "all"
     alarms = await _alarms(request.app[POOL], show_all=show_all)
-    done = request.query.get("done") == "cleared"
+    # What the redirect after a clearing names (an alarm's number), shown only in that shape: a link cannot put text
+    # into the notice.
+    target = request.query.get("target", "")
+    done = request.query.get("done") == "cleared" and whole_number(target) is not None
     return render(
         request,
         "processes.html",
@@ -77,7 +80,7 @@ async def _page(request: web.Request, *, note: dict[str, str] | None = None, sta
             "cn_tz": CN_TZ,
             "notice": note,
             "done": done,
-            "done_target": request.query.get("target", "") if done else "",
+            "done_target": target if done else "",
         },
         status=status,
     )
@@ -94,18 +97,18 @@ async def clear_alarm(request: web.Request) -> web.StreamResponse:
     alarm_id = whole_number(request.match_info["alarm_id"])
     if alarm_id is None:
         raise refuse(400, "OPS_BAD_ID", *NOTICES["OPS_BAD_ID"])
-    reason = str(form.get("reason", "")).strip()
+    reason, refusal = form_reason(form)
     target = str(alarm_id)
-    if not reason:
+    if refusal is not None:
         await act(
             request,
             "alarm.clear",
             reason=reason,
             target=target,
             outcome="refused",
-            detail={"code": "OPS_REASON_REQUIRED"},
+            detail={"code": refusal},
         )
-        return await _page(request, note=notice("OPS_REASON_REQUIRED"), status=400)
+        return await _page(request, note=notice(refusal), status=400)
     op = operator_of(request)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT cleared_at, code, ref FROM process_alarms WHERE id = $1 FOR UPDATE", alarm_id)

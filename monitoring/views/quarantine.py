@@ -18,7 +18,7 @@ from aiohttp import web
 from hub.errors import HubError
 from monitoring.app import POOL, SETTINGS
 from monitoring.auth import act, form_with_csrf, operator_of, render, require
-from monitoring.views import notice
+from monitoring.views import form_reason, notice
 from monitoring.views.messages import CN_TZ
 
 __all__ = ["setup"]
@@ -82,7 +82,7 @@ async def quarantine_decide(request: web.Request) -> web.StreamResponse:
     form = await form_with_csrf(request)
     message_id = str(form.get("message_id", "")).strip()
     decision = str(form.get("decision", ""))
-    reason = str(form.get("reason", "")).strip()
+    reason, refusal = form_reason(form)
     action = f"quarantine.{decision}" if decision in ("release", "reject") else "quarantine.decide"
     try:
         message_id = str(uuid.UUID(message_id))
@@ -91,8 +91,8 @@ async def quarantine_decide(request: web.Request) -> web.StreamResponse:
             request, action, reason=reason, target=message_id[:64], outcome="refused", detail={"code": "OPS_BAD_ID"}
         )
         return await _page(request, notice=_notice("OPS_BAD_ID"), status=400)
-    for code, wrong in (("OPS_BAD_DECISION", action == "quarantine.decide"), ("OPS_REASON_REQUIRED", not reason)):
-        if wrong:
+    for code in ("OPS_BAD_DECISION" if action == "quarantine.decide" else None, refusal):
+        if code is not None:
             await act(
                 request,
                 action,
