@@ -362,6 +362,22 @@ class OutboxSender:
     async def _one(
         self, row: Any, app: dict[str, Any] | None, materials: list[dict[str, Any]], gate: asyncio.Semaphore
     ) -> _Outcome:
+        """One row's outcome. Never raises (but for cancellation): a row that fails in a way nothing foresaw is
+        marked ``failed`` (``APPROVAL_INTERNAL``) and logged, so that it can never hold back the rest of its batch
+        (``gather`` would fail them all and the same batch be taken again, forever)."""
+        try:
+            return await self._try_one(row, app, materials, gate)
+        except Exception as exc:
+            log.exception(
+                "outbox row %s failed unexpectedly",
+                row["id"],
+                extra={"system": SYSTEM, "message_id": str(row["message_id"]), "code": mapping.INTERNAL},
+            )
+            return _Outcome("failed", (mapping.INTERNAL, mapping.internal_failure(type(exc).__name__).reason()))
+
+    async def _try_one(
+        self, row: Any, app: dict[str, Any] | None, materials: list[dict[str, Any]], gate: asyncio.Semaphore
+    ) -> _Outcome:
         def failed(f: OutboxFailure) -> _Outcome:
             log.warning(
                 "outbox row %s failed: %s",

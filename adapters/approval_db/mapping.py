@@ -37,6 +37,7 @@ HUB_REFUSED = "APPROVAL_HUB_REFUSED"
 REFUSED_BY_RECIPIENT = "APPROVAL_REFUSED_BY_RECIPIENT"
 HUB_UNAVAILABLE = "APPROVAL_HUB_UNAVAILABLE"
 NO_APPLICATION = "APPROVAL_NO_APPLICATION"
+INTERNAL = "APPROVAL_INTERNAL"
 
 #: The hub's routing refusals that mean "this recipient cannot be addressed".
 _ROUTE_CODES = frozenset({"ROUTE_NOT_ALLOWED", "ROUTE_NO_ROUTE", "ROUTE_UNKNOWN_RECIPIENT"})
@@ -241,6 +242,16 @@ def refusal_of_invalid(code: str, detail: str, path: str | None = None) -> Outbo
     ours = FIELD_TOO_LONG if "length" in detail.lower() else SCHEMA_INVALID
     zh = "字段超过交换规范允许的长度" if ours == FIELD_TOO_LONG else "申请内容不符合交换规范"
     return OutboxFailure(ours, f"{zh}{where}，申请未发送（{code}）", f"{code}: {detail}; nothing was sent"[:1500])
+
+
+def internal_failure(error: str) -> OutboxFailure:
+    """A row the adapter failed on in a way nothing foresaw (a bug): marked failed so it cannot block its batch."""
+    return OutboxFailure(
+        INTERNAL,
+        f"适配器处理该行时发生意外错误（{error}），未获枢纽回执，按未发送处理，请联系运维查看适配器日志",
+        f"the adapter failed on this row unexpectedly ({error}; see the adapter's log); no receipt from the hub, "
+        "treated as not sent",
+    )
 
 
 def refusal_of_hub(code: str, detail: str) -> OutboxFailure:

@@ -40,6 +40,7 @@ from adapters.local_bureau.mapping import (
     alert_fields,
     alert_for_desk,
     hub_refusal,
+    notice_for_desk,
     parse_ack,
     parse_push,
     schema_refusal,
@@ -62,11 +63,14 @@ from adapters.sdk.messages import (
     EmergencyAckV1,
     EmergencyAlertV1,
     EmergencyUpdateV1,
+    HubNoticeV1,
     InfoReportV1,
 )
 from adapters.sdk.messages import emergency_ack_v1 as ack_v1
 
 SYSTEM = "county-222424-oa"
+#: The hub's own system id (hub.trust.pki.HUB_SYSTEM; an adapter imports only the SDK): the signer of hub.notice.
+HUB_SYSTEM = "hub"
 log = logging.getLogger("adapters.local_bureau")
 adapter = Adapter(SYSTEM)
 _state: dict[str, Any] = {}
@@ -98,6 +102,10 @@ class Config:
     desk_webhook_token: str
     agency_name: str = "汪清县林业局"
     agency_code: str = "11222424014107528Y"
+    #: Where the acknowledgement of an alert the hub forwarded (a ``hub.notice``; its sender unknown here) goes: the
+    #: provincial duty platform (any recipient the emergency-ack route allows; the hub counts it all the same).
+    notice_ack_agency: str = "11220000013544357T"
+    notice_ack_system: str = "prov-220000-duty"
     cert_file: str = ""
     key_file: str = ""
     allow_plain_http: bool = False
@@ -159,6 +167,10 @@ class Config:
         code = str(extra.get("agency_code", cls.agency_code))
         if not AGENCY_CODE.match(code):
             raise fail("agency_code must be the bureau's 18-character unified social credit code")
+        ack_agency = str(extra.get("notice_ack_agency", cls.notice_ack_agency))
+        if not AGENCY_CODE.match(ack_agency):
+            raise fail("notice_ack_agency must be an 18-character unified social credit code")
+        ack_system = str(extra.get("notice_ack_system", cls.notice_ack_system))
         nums: dict[str, Any] = {}
         for name in ("send_timeout", "retry_initial", "max_retry_delay", "poll_interval"):
             if name in extra:
@@ -187,6 +199,8 @@ class Config:
             desk_webhook_token=secret("desk_webhook_token"),
             agency_name=str(extra.get("agency_name", cls.agency_name)),
             agency_code=code,
+            notice_ack_agency=ack_agency,
+            notice_ack_system=ack_system,
             cert_file=cert,
             key_file=key,
             allow_plain_http=plain,
@@ -307,12 +321,22 @@ async def ack_alert(request: web.Request) -> web.Response:
         except ValueError:
             raise BureauError(404, "LB_UNKNOWN_ALERT", "没有这条预警", "no such alert") from None
         box: Outbox = _state["outbox"]
+        # An alert, an update or a closing (each acknowledged by its own id: AlertMessageId = the update's), sent to
+        # the desk by their sender, or forwarded to it by the hub (a hub.notice whose RefersTo names it).
         rows = await asyncio.to_thread(
             box.sql,
             "SELECT sender_agency, sender_system, incident FROM lb_outbox"
-            " WHERE message_id = ? AND service = 'emergency.alert'",
+            " WHERE message_id = ? AND service IN ('emergency.alert', 'emergency.update')",
             (alert_id,),
         )
+        if not rows:
+            rows = await asyncio.to_thread(
+                box.sql,
+                "SELECT ?, ?, incident FROM lb_outbox WHERE target = 'desk' AND service = 'hub.notice'"
+                " AND json_extract(CAST(body AS TEXT), '$.refers_to') = ?"
+                " AND json_extract(CAST(body AS TEXT), '$.ack_path') IS NOT NULL ORDER BY rowid LIMIT 1",
+                (c.notice_ack_agency, c.notice_ack_system, alert_id),
+            )
         if not rows:
             raise BureauError(
                 404, "LB_UNKNOWN_ALERT", "没有这条预警（未送达本局值班台）", "no such alert delivered here"
@@ -403,6 +427,31 @@ async def on_alert(msg: EmergencyAlertV1, ctx: Context) -> None:
 @adapter.handles(EmergencyUpdateV1)
 async def on_update(msg: EmergencyUpdateV1, ctx: Context) -> None:
     await _to_desk(msg, ctx)
+
+
+@adapter.handles(HubNoticeV1)
+async def on_notice(msg: HubNoticeV1, ctx: Context) -> None:
+    """The hub's process notices. An emergency one (an alert, update or closing the hub forwards because the sender
+    left the bureau out, or resends because it was not acknowledged in time) goes to the duty desk with an ack_path
+    keyed on its RefersTo (the id the acknowledgement must name); any other (催办 reminders …) to the inbox."""
+    if ctx.sender.system != HUB_SYSTEM or (ctx.originator is not None and ctx.originator.system != HUB_SYSTEM):
+        log.warning(
+            "hub.notice not signed by the hub: dropped",
+            extra={"system": SYSTEM, "message_id": ctx.message_id, "sender": str(ctx.sender)},
+        )
+        return  # (the hub takes no refusals: nothing goes back to it)
+    el = ctx.body if ctx.body is not None else msg.to_element()
+    if msg.kind.startswith("emergency-") and msg.refers_to:
+        payload = notice_for_desk(
+            ctx.message_id,
+            (ctx.sender.agency, ctx.sender.system),
+            msg,
+            ctx.urgency,
+            etree.tostring(el, encoding="unicode"),
+        )
+        _queue(ctx, "desk", json.dumps(payload, ensure_ascii=False).encode("utf-8"), msg.case_ref)
+    else:
+        _queue(ctx, "inbox", _xml(msg, ctx))
 
 
 @adapter.handles(DocumentOfficialV1)

@@ -28,6 +28,10 @@ CST = timezone(timedelta(hours=8))
 ACK_LIMITS = {"duty_officer": 200, "phone": 30, "note": 2000}
 RESPONSES = ("received", "responding", "forwarded")
 PHONE = re.compile(r"^\+?[0-9][0-9\-]+$")
+#: The hub's emergency notices the desk acknowledges (RefersTo: the alert or update forwarded or resent).
+NOTICES_TO_ACK = ("emergency-resend", "emergency-closed")
+#: What XML 1.0 admits in text (its ``Char`` production): nothing else can be sent.
+NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class BureauError(Exception):
@@ -191,6 +195,29 @@ def alert_for_desk(
     }
 
 
+def notice_for_desk(
+    message_id: str, sender: tuple[str, str], notice: Any, urgency: str, body_xml: str
+) -> dict[str, Any]:
+    """What the duty desk receives for the hub's emergency notice (``hub.notice``: a forward of an alert, update or
+    closing the sender left the bureau out of, or a resend of one not acknowledged in time): the desk acknowledges
+    ``refers_to`` (the alert's or update's id) through ``ack_path``."""
+    return {
+        "message_id": message_id,
+        "service": "hub.notice",
+        "sender": {"agency_code": sender[0], "system": sender[1]},
+        "kind": notice.kind,
+        "incident_number": notice.case_ref,
+        "title": notice.title,
+        "text": notice.text,
+        "deadline": notice.deadline.isoformat() if notice.deadline is not None else None,
+        "urgency": urgency,
+        "refers_to": notice.refers_to,
+        # an escalation asks the bureau to press its late subordinates: nothing for its own desk to acknowledge
+        "ack_path": None if notice.kind not in NOTICES_TO_ACK else f"/v1/alerts/{notice.refers_to}/ack",
+        "body_xml": body_xml,
+    }
+
+
 def alert_fields(body: etree._Element) -> dict[str, Any]:
     """The desk's summary of an alert body (incident, type, level, title, place, ack limit)."""
 
@@ -235,6 +262,14 @@ def parse_ack(data: Any, now: datetime | None = None) -> Ack:
             raise bad(name, "must be a string", "须为字符串")
         if len(v) > ACK_LIMITS[name]:
             raise too_long(name, ACK_LIMITS[name])
+        found = NOT_XML_CHAR.search(v)
+        if found is not None:
+            point = f"U+{ord(found.group()):04X}"
+            raise bad(
+                name,
+                f"holds {point}, a control character XML does not allow (e.g. Word's manual line break); remove it",
+                f"含有 XML 不允许的控制字符 {point}（如 Word 的手动换行符），请删除",
+            )
         out[name] = v
     if not PHONE.match(out["phone"] or ""):
         raise bad("phone", "is not a telephone number", "不是电话号码")

@@ -16,17 +16,24 @@ Two folders shared with the national reporting system (the contract is README.md
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
-from adapters.national_forestry.folders import Folders, InboxLedger, OutboxWatcher, deliver_to_inbox
+from adapters.national_forestry.folders import (
+    Folders,
+    InboxLedger,
+    OutboxWatcher,
+    deliver_to_inbox,
+    flush_pending,
+)
 from adapters.national_forestry.mapping import inbox_name
 from adapters.sdk import Adapter, ConfigurationError, Context, HubRefused, Receipt, Retry, SdkError
 
 SYSTEM = "nation-100000-oa"
 #: What the hub delivers to the nation and lands in the inbox (the directory: document.* info.* emergency.*
-#: meeting.notice, and refusals of what the nation sent).
+#: meeting.notice, refusals of what the nation sent, and the hub's own notices).
 INBOX_SERVICES: tuple[str, ...] = (
     "info.report",
     "document.official",
@@ -36,6 +43,7 @@ INBOX_SERVICES: tuple[str, ...] = (
     "emergency.ack",
     "meeting.notice",
     "delivery.refusal",
+    "hub.notice",  # the hub's process notices: emergency forwards and resends, reminders (催办) …
 )
 
 log = logging.getLogger("adapters.national_forestry")
@@ -70,6 +78,7 @@ async def open_folders() -> None:
     _state["folders"] = f
     watcher = _state["watcher"] = OutboxWatcher(adapter, f)
     watcher.start()
+    _state["flusher"] = asyncio.get_running_loop().create_task(_flush_late_refusals(f), name="nf-late-refusals")
     log.info(
         "national reporting folders open", extra={"system": SYSTEM, "outbox": str(f.outbox), "inbox": str(f.inbox)}
     )
@@ -77,6 +86,11 @@ async def open_folders() -> None:
 
 @adapter.on_shutdown
 async def close_folders() -> None:
+    flusher: asyncio.Task[None] | None = _state.pop("flusher", None)
+    if flusher is not None:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
     watcher: OutboxWatcher | None = _state.pop("watcher", None)
     if watcher is not None:  # the start-up hook may never have run
         await watcher.stop()
@@ -109,13 +123,22 @@ def late_answer(answer: Receipt | HubRefused) -> None:
     env = getattr(opened, "envelope", None)
     if not data or env is None:
         return
+    name = inbox_name("hub.error", env.message_id)
+    led = ledger()
     try:
-        deliver_to_inbox(folders().inbox, inbox_name("hub.error", env.message_id), data, env.message_id, ledger())
+        deliver_to_inbox(folders().inbox, name, data, env.message_id, led)
     except (OSError, SdkError) as exc:
+        # The SDK acknowledges the hub.error whatever happens here (nothing delivers it again): owe it to the inbox
+        # in the ledger, written by ``flush_late_refusals`` once the share takes files again.
+        fields = {"system": SYSTEM, "message_id": answer.message_id, "code": answer.code}
+        if led is None:
+            log.error("a late hub refusal could not be written to the inbox (%s)", type(exc).__name__, extra=fields)
+            return
+        led.keep(env.message_id, name, data)
         log.warning(
-            "a late hub refusal could not be written to the inbox (%s)",
+            "a late hub refusal could not be written to the inbox (%s); kept, written when it can be",
             type(exc).__name__,
-            extra={"system": SYSTEM, "message_id": answer.message_id, "code": answer.code},
+            extra=fields,
         )
     else:
         log.warning(
@@ -126,3 +149,27 @@ def late_answer(answer: Receipt | HubRefused) -> None:
 
 
 adapter.on_answer = late_answer
+
+
+def flush_late_refusals() -> int:
+    """Write the late hub refusals the inbox could not take when they came (kept in the ledger); the number
+    written. ``OSError`` when the inbox still cannot be written (they stay kept)."""
+    led = ledger()
+    if led is None:
+        return 0
+    n = flush_pending(folders().inbox, led)
+    if n:
+        log.warning("%d late hub refusal(s) written to the inbox", n, extra={"system": SYSTEM})
+    return n
+
+
+async def _flush_late_refusals(f: Folders) -> None:
+    """Every ``max(poll_interval, 1)`` s while running: what the ledger owes the inbox, once it can be written."""
+    while True:
+        await asyncio.sleep(max(f.poll_interval, 1.0))
+        try:
+            await asyncio.to_thread(flush_late_refusals)
+        except OSError:
+            pass  # the share is still down: next time
+        except Exception:
+            log.exception("could not write the kept late hub refusals", extra={"system": SYSTEM})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from adapters.national_forestry.mapping import (
     message_id_for,
     parse_submission,
     reason_text,
+    refused,
 )
 from adapters.sdk import (
     Adapter,
@@ -179,6 +181,12 @@ class InboxLedger:
             " (message_id TEXT PRIMARY KEY, name TEXT NOT NULL, at REAL NOT NULL)"
         )
         self._db.execute("DELETE FROM inbox_written WHERE at < ?", (time.time() - keep.total_seconds(),))
+        # Files owed to the inbox that nothing will deliver again (a late hub refusal, acknowledged when it came):
+        # kept here, never pruned, until written (``flush_pending``).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS inbox_pending"
+            " (message_id TEXT PRIMARY KEY, name TEXT NOT NULL, data BLOB NOT NULL, at REAL NOT NULL)"
+        )
 
     def written(self, message_id: str) -> bool:
         with self._lock:
@@ -191,6 +199,23 @@ class InboxLedger:
                 "INSERT OR REPLACE INTO inbox_written (message_id, name, at) VALUES (?, ?, ?)",
                 (message_id, name, time.time()),
             )
+
+    def keep(self, message_id: str, name: str, data: bytes) -> None:
+        """Owe ``name`` to the inbox (committed before this returns): written by a later ``flush_pending``."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO inbox_pending (message_id, name, data, at) VALUES (?, ?, ?, ?)",
+                (message_id, name, data, time.time()),
+            )
+
+    def pending(self) -> list[tuple[str, str, bytes]]:
+        with self._lock:
+            rows = self._db.execute("SELECT message_id, name, data FROM inbox_pending ORDER BY at").fetchall()
+        return [(str(mid), str(name), bytes(data)) for mid, name, data in rows]
+
+    def settled(self, message_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM inbox_pending WHERE message_id = ?", (message_id,))
 
     def close(self) -> None:
         with self._lock:
@@ -208,14 +233,47 @@ def deliver_to_inbox(folder: Path, name: str, data: bytes, message_id: str, ledg
     return True
 
 
+def flush_pending(folder: Path, ledger: InboxLedger) -> int:
+    """Write what the ledger owes the inbox (``InboxLedger.keep``), oldest first; the number written. Stops at the
+    first file the inbox cannot take (``OSError``: the share is still down), the rest kept for the next pass."""
+    n = 0
+    for mid, name, data in ledger.pending():
+        deliver_to_inbox(folder, name, data, mid, ledger)
+        ledger.settled(mid)
+        n += 1
+    return n
+
+
 # ---------------------------------------------------------------------------------------------- the outbox
 
 
 @dataclass(slots=True)
 class _Read:
     name: str
-    data: bytes
+    data: bytes  # empty when the file is larger than max_file_bytes (never read into memory)
     stat: os.stat_result
+    sha256: str = ""  # of the whole file (computed from ``data`` when not given)
+    too_large: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            self.sha256 = content_hash(self.data)
+
+
+def read_outbox_file(path: Path, max_bytes: int) -> _Read:
+    """An outbox file's bytes, stat and hash. A file over ``max_bytes`` (by its size, or by what could be read) is
+    not held in memory: it is hashed in chunks for its reason file and marked ``too_large``."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        data = b"" if st.st_size > max_bytes else fh.read(max_bytes + 1)
+        if st.st_size <= max_bytes and len(data) <= max_bytes:
+            return _Read(path.name, data, st, content_hash(data))
+        del data
+        fh.seek(0)
+        digest = hashlib.sha256()
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+        return _Read(path.name, b"", st, digest.hexdigest(), too_large=True)
 
 
 class OutboxWatcher:
@@ -311,12 +369,16 @@ class OutboxWatcher:
     async def _take(self, name: str) -> None:
         path = self.f.outbox / name
         try:
-            read = await asyncio.to_thread(lambda: _Read(name, path.read_bytes(), path.stat()))
+            read = await asyncio.to_thread(read_outbox_file, path, self.f.max_file_bytes)
         except FileNotFoundError:  # taken away by its writer
             self._forget(name)
             return
         except OSError as exc:
             self._later(name, f"unreadable ({type(exc).__name__})")
+            return
+        if read.too_large:  # refused by its size alone: never read into memory
+            size = max(read.stat.st_size, self.f.max_file_bytes + 1)
+            await self._fail(read, refused("NF_TOO_LARGE", f"{size} bytes, the limit is {self.f.max_file_bytes}"), None)
             return
         try:
             sub = parse_submission(read.data, max_bytes=self.f.max_file_bytes)
@@ -374,7 +436,7 @@ class OutboxWatcher:
 
     async def _fail(self, read: _Read, r: FileRefused, mid: str | None) -> None:
         self.counts["failed"] += 1
-        text = reason_text(r, file=read.name, sha256=content_hash(read.data), message_id=mid, at=datetime.now(CST))
+        text = reason_text(r, file=read.name, sha256=read.sha256, message_id=mid, at=datetime.now(CST))
         try:
             dest = await asyncio.to_thread(self._move, read, self.f.failed, text.encode("utf-8"), "reason.txt")
         except OSError as exc:
@@ -388,7 +450,7 @@ class OutboxWatcher:
     def _move(self, read: _Read, folder: Path, note: bytes, suffix: str) -> str:
         """Write the note (receipt or reason) beside the file's new place, then move the file there — unless its
         writer replaced it meanwhile (then it is taken again on the next look)."""
-        dest, stem, k = read.name, f"{read.name[:-4]}.{content_hash(read.data)[:12]}", 1
+        dest, stem, k = read.name, f"{read.name[:-4]}.{read.sha256[:12]}", 1
         while (folder / dest).exists():  # a file of that name was sent (or failed) before: keep both, and both notes
             dest = f"{stem}.xml" if k == 1 else f"{stem}.{k}.xml"
             k += 1

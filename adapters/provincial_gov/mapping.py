@@ -62,6 +62,28 @@ def bad(field: str, what: str, zh: str) -> OAError:
     return OAError(400, "OA_BAD_FIELD", f"字段 {field} 不合规：{zh}", f"field {field}: {what}")
 
 
+#: What XML 1.0 admits in text (its ``Char`` production): nothing else can be sent in a document.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def not_xml(field: str, char: str) -> OAError:
+    point = f"U+{ord(char):04X}"
+    return OAError(
+        400,
+        "OA_BAD_FIELD",
+        f"字段 {field} 含有 XML 不允许的控制字符 {point}（如 Word 的手动换行符），请删除或改为普通换行",
+        f"field {field} holds {point}, a control character XML does not allow (e.g. Word's manual line break); "
+        "remove it or use a plain line break",
+    )
+
+
+def _xml_text(field: str, value: str) -> str:
+    found = _NOT_XML_CHAR.search(value)
+    if found is not None:
+        raise not_xml(field, found.group())
+    return value
+
+
 def too_long(field: str, limit: int) -> OAError:
     return OAError(
         400,
@@ -97,7 +119,7 @@ def _text(obj: dict[str, Any], name: str, limit_key: str | None = None, *, requi
     limit = LIMITS.get(limit_key or name)
     if limit is not None and len(value) > limit:
         raise too_long(name, limit)
-    return value
+    return _xml_text(name, value)
 
 
 def _agencies(doc: dict[str, Any], name: str, *, required: bool) -> list[tuple[str, str]]:
@@ -124,7 +146,11 @@ def _agencies(doc: dict[str, Any], name: str, *, required: bool) -> list[tuple[s
 def _sub(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
     el = etree.SubElement(parent, f"{{{NS}}}{tag}")
     if text is not None:
-        el.text = text
+        try:
+            el.text = text
+        except ValueError:  # a value no check above saw (lxml: "All strings must be XML compatible")
+            found = _NOT_XML_CHAR.search(text)
+            raise not_xml(f"document ({tag})", found.group() if found else "\x00") from None
     return el
 
 
@@ -171,9 +197,10 @@ def parse_push(data: Any) -> Push:
     paragraphs = doc.get("paragraphs")
     if not isinstance(paragraphs, list) or not paragraphs or not all(isinstance(p, str) and p for p in paragraphs):
         raise bad("document.paragraphs", "must be a non-empty list of strings", "须为非空字符串列表")
-    for p in paragraphs:
+    for i, p in enumerate(paragraphs, 1):
         if len(p) > LIMITS["paragraph"]:
             raise too_long("document.paragraphs", LIMITS["paragraph"])
+        _xml_text(f"document.paragraphs[{i}]", p)
     main = _agencies(doc, "main_recipients", required=False)
     issuers = _agencies(doc, "issuing_agencies", required=True)
     date = _text(doc, "document_date")

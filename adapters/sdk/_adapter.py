@@ -490,7 +490,14 @@ class Adapter:
                 raise MessageInvalid(
                     f"{cls.__name__} is not a typed message (no SERVICE/VERSION)", code="SDK_NO_SERVICE"
                 )
-            body = message.to_element()
+            try:  # a value XML cannot carry (Word's U+000B …) is MessageInvalid SDK_INVALID_FIELD, naming the field
+                body = message.to_element()
+            except (ValueError, TypeError) as exc:  # a value of the wrong kind for its field's codec
+                raise MessageInvalid(
+                    f"{cls.__name__} 的字段值无法写成 XML，报文无法生成 — a value of {cls.__name__} cannot be "
+                    f"written as XML ({type(exc).__name__}: {exc}); the message cannot be built",
+                    code="SDK_INVALID_FIELD",
+                ) from None
         ident = w.signer.identity
         mid = message_id or str(uuid.uuid4())
         ttl = ttl if ttl is not None else default_ttl(svc)
@@ -515,7 +522,14 @@ class Adapter:
         except HubError as exc:
             raise MessageInvalid(exc.detail, code=exc.code, path=exc.path) from None
         except ValueError as exc:
-            raise MessageInvalid(str(exc), code="SDK_INVALID_FIELD") from None
+            detail = str(exc)
+            if "XML compatible" in detail:  # lxml's words for a control character in an envelope value
+                detail = (
+                    "信封字段（如文号 business_ref）含有 XML 不允许的字符（如 Word 的手动换行符），报文无法生成 — an "
+                    "envelope value (e.g. business_ref) holds a character XML does not allow (a control character "
+                    "such as Word's manual line break); the message cannot be built"
+                )
+            raise MessageInvalid(detail, code="SDK_INVALID_FIELD") from None
         digest = hashlib.sha256(c14n(root)).hexdigest()
         w.signer.sign(root)
         env = env if env is not None else Envelope.from_tree(root)

@@ -9,9 +9,10 @@ hub uses (``hub.validation.SchemaRegistry`` over ``schemas/``, compiled once per
 
 Values: xs:string → str, integers → int, xs:decimal → Decimal, xs:boolean → bool, xs:date → datetime.date,
 xs:dateTime → timezone-aware datetime.datetime (written with seconds, and milliseconds or microseconds when
-present), xs:base64Binary → bytes. ``to_element`` writes what it is given without checking it; ``validate`` is the
-check (a missing required field, a naive datetime or a too-long string are XSD violations, reported with the hub's
-code).
+present), xs:base64Binary → bytes. ``to_element`` writes what it is given without checking it, save a value XML
+cannot carry at all (a control character such as Word's U+000B: ``MessageInvalid`` ``SDK_INVALID_FIELD``, naming the
+field); ``validate`` is the check (a missing required field, a naive datetime or a too-long string are XSD
+violations, reported with the hub's code).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import base64
 import dataclasses
 import datetime
 import functools
+import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, NamedTuple, Self
@@ -32,11 +34,36 @@ from hub.envelope.xsdvalue import xsd_date, xsd_datetime, xsd_integer
 from hub.settings import PROJECT_ROOT
 from hub.validation import SchemaRegistry
 
-__all__ = ["Message", "Part", "schema_registry"]
+__all__ = ["Message", "Part", "not_xml_text", "schema_registry"]
 
 #: The sender and recipient of the throw-away envelope a message is validated in (a valid GB 32100 code).
 _PROBE_AGENCY = "11220000013544357T"
 _PROBE_SYSTEM = "sdk-validate"
+
+
+#: What XML 1.0 admits in text (its ``Char`` production); anything else cannot be written, let alone sent.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def not_xml_text(where: str, text: str) -> MessageInvalid:
+    """``MessageInvalid`` (``SDK_INVALID_FIELD``) for a value XML cannot carry: a control character such as U+000B
+    (Word's manual line break, pasted with the text), U+0000, or a lone surrogate. Names the field and the character,
+    never the value."""
+    found = _NOT_XML_CHAR.search(text)
+    char = f"U+{ord(found.group()):04X}" if found else "a character"
+    return MessageInvalid(
+        f"字段 {where} 含有 XML 不允许的字符 {char}（如从 Word 粘贴的手动换行符），报文无法生成 — "
+        f"field {where} holds {char}, a character XML does not allow (e.g. Word's manual line break pasted with "
+        "the text); the message cannot be built",
+        code="SDK_INVALID_FIELD",
+        path=where,
+    )
+
+
+def _path_of(el: etree._Element) -> str:
+    names = [etree.QName(el).localname]
+    names += [etree.QName(a).localname for a in el.iterancestors()]
+    return "/".join(reversed(names))
 
 
 class _Spec(NamedTuple):
@@ -117,8 +144,12 @@ class Part:
                 child = etree.SubElement(parent, tag)
                 if spec.part is not None:
                     item._write(child, ns)
-                else:
-                    child.text = _WRITE[spec.kind](item)
+                    continue
+                text = _WRITE[spec.kind](item)
+                try:
+                    child.text = text
+                except ValueError:  # lxml: "All strings must be XML compatible" (a control character, a NUL …)
+                    raise not_xml_text(_path_of(child), text) from None
 
     @classmethod
     def _read(cls, el: etree._Element, ns: str) -> Self:

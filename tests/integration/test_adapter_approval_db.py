@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from adapters.approval_db.adapter import DECIDER, SYSTEM
+from adapters.approval_db import mapping
+from adapters.approval_db.adapter import DECIDER, DECIDER_AGENCY, SYSTEM, Config, OutboxSender
 from adapters.approval_db.demo import decision_of, demo, status_of, until, write_config
 from adapters.approval_db.simulator import AGENCY, ApprovalSystem, application
 from adapters.sdk import ConfigurationError, Reject, to
@@ -230,6 +231,49 @@ async def test_bad_rows_fail_with_a_code_and_a_reason_and_nothing_leaves(tmp_pat
         await until(refusal_recorded, 20, "the decider's refusal recorded on the outbox row")
         [row] = [r for r in await desk.outbox() if r["message_id"] == refused]
         assert row["status_code"] == "APPROVAL_REFUSED_BY_RECIPIENT" and "CASE_OUT_OF_SCOPE" in row["status_reason"]
+
+
+async def test_one_bad_row_never_holds_back_its_batch(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A summary pasted from Word with its manual line break (U+000B, which XML cannot carry) and a row the adapter
+    fails on unexpectedly are each marked failed with a code; the rows around them in the same batch leave."""
+    desk = await ApprovalSystem(pg_dsn).create()
+    try:
+        async with TestHub() as hub:
+            sender = await hub.client(SYSTEM)
+            await hub.client(DECIDER)
+            good1 = await desk.submit(application("LCXK-222403-CTL-000001"))
+            ctl = await desk.submit(application("LCXK-222403-CTL-000002", summary="第一行\x0b第二行（从Word粘贴）"))
+            bug = await desk.submit(application("LCXK-222403-CTL-000003"))
+            good2 = await desk.submit(application("LCXK-222403-CTL-000004"))
+            real = mapping.application_message
+
+            def buggy(app: dict[str, Any], materials: Any) -> Any:
+                if app["case_number"] == "LCXK-222403-CTL-000003":
+                    raise KeyError("a bug")
+                return real(app, materials)
+
+            monkeypatch.setattr(mapping, "application_message", buggy)
+            config = Config(dsn=desk.dsn, poll_interval=0.2, retry_initial=0.2, recipients={DECIDER: DECIDER_AGENCY})
+            box = OutboxSender(sender, config)
+            await box.start()
+            try:
+
+                async def settled() -> list[dict[str, Any]]:
+                    rows = await desk.outbox()
+                    return rows if all(r["state"] != "pending" for r in rows) else []
+
+                rows = {r["message_id"]: r for r in await until(settled, 20, "every outbox row settled")}
+            finally:
+                await box.stop()
+        assert rows[ctl]["state"] == "failed" and rows[ctl]["status_code"] == "APPROVAL_SCHEMA_INVALID", rows[ctl]
+        reason = rows[ctl]["status_reason"]
+        assert "SDK_INVALID_FIELD" in reason and "Summary" in reason and "U+000B" in reason, reason
+        assert rows[bug]["state"] == "failed" and rows[bug]["status_code"] == "APPROVAL_INTERNAL", rows[bug]
+        assert "KeyError" in rows[bug]["status_reason"]
+        assert rows[good1]["state"] == rows[good2]["state"] == "sent"
+        assert sorted(d.context.message_id for d in hub.delivered(DECIDER)) == sorted([good1, good2])
+    finally:
+        await desk.drop()
 
 
 async def _state_is(desk: ApprovalSystem, mid: str, state: str) -> bool:

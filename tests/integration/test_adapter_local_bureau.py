@@ -4,11 +4,12 @@ acknowledgement, against the real hub and the simulated bureau. Pure tests are u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ def test_ack_mapping() -> None:
         ({"duty_officer": "李" * 201, "phone": "0433"}, "LB_FIELD_TOO_LONG"),
         ({"duty_officer": "李明", "phone": "电话"}, "LB_BAD_FIELD"),
         ({"phone": "0433"}, "LB_BAD_FIELD"),
+        ({"duty_officer": "李明", "phone": "0433", "note": "已出动\x0b队伍"}, "LB_BAD_FIELD"),  # Word's line break
     ):
         if code is None:
             parse_ack(bad)
@@ -100,6 +102,165 @@ def test_config_refusals() -> None:
         with pytest.raises(ConfigurationError) as e:
             Config.from_extra(bad)
         assert e.value.code == "LB_CONFIG"
+
+
+# ------------------------------------------------------------------------------------------ the desk, in memory
+
+UPDATE_SAMPLE = Path(__file__).resolve().parents[2] / "schemas/services/emergency.update/1/samples/valid/closing.xml"
+DESK_HEADERS = {"Authorization": "Bearer d", "Content-Type": "application/json"}
+DUTY = "prov-220000-duty"  # the provincial duty platform: where an ack of the hub's forward goes
+PROVINCE = "11220000013544357T"
+
+
+def _update_body(alert_id: str) -> Any:
+    from lxml import etree
+
+    env = etree.parse(str(UPDATE_SAMPLE)).getroot()
+    body = env.find("{urn:forestry-hub:envelope:1}Body")[0]
+    body.find("{urn:forestry-hub:emergency.update:1}AlertMessageId").text = alert_id
+    return body
+
+
+@contextlib.asynccontextmanager
+async def _desk_side(hub: TestHub, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """The bureau's adapter on the hub in memory, its outbox open (not delivering: the desk is not listening) and
+    its HTTP side under a test client: (the module, the outbox, the client)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from adapters.local_bureau import adapter as lb
+    from adapters.sdk.messages import EmergencyAlertV1, EmergencyUpdateV1, HubNoticeV1
+
+    bureau = await hub.client(SYSTEM)
+    bureau.handles(EmergencyAlertV1)(lb.on_alert)
+    bureau.handles(EmergencyUpdateV1)(lb.on_update)
+    bureau.handles(HubNoticeV1)(lb.on_notice)
+    monkeypatch.setattr(lb, "adapter", bureau)
+    c = lb.Config(
+        listen_host="127.0.0.1",
+        listen_port=1,
+        token="t",
+        inbox_url="http://127.0.0.1:9/in",
+        inbox_token="i",
+        desk_webhook_url="http://127.0.0.1:9/desk",
+        desk_token="d",
+        desk_webhook_token="w",
+        allow_plain_http=True,
+        poll_interval=5,
+        retry_initial=5,
+    )
+    monkeypatch.setitem(lb._state, "config", c)
+    box = lb.Outbox(str(hub.base / f"{SYSTEM}.sqlite3"), c)
+    await box.open()
+    monkeypatch.setitem(lb._state, "outbox", box)
+    try:
+        async with TestClient(TestServer(lb.build_app(c))) as client:
+            yield lb, box, client
+    finally:
+        await box.stop()
+
+
+def _desk_payload(box: Any, mid: str) -> dict[str, Any]:
+    import json
+
+    rows = box.sql("SELECT body FROM lb_outbox WHERE message_id = ? AND target = 'desk'", (mid,))
+    return json.loads(rows[0][0]) if rows else {}
+
+
+async def test_the_desk_acknowledges_an_update_and_a_bad_note_is_a_coded_400(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each update (the closing too) is acknowledged by its own id through its ack_path; a note with Word's manual
+    line break (U+000B) is a JSON 400, not a 500 the desk would retry forever."""
+    import json
+
+    from adapters.sdk.messages import EmergencyAckV1
+
+    async with TestHub() as hub, _desk_side(hub, monkeypatch) as (_, box, client):
+        sender = await hub.client(SENDER)
+        alert = await sender.send(
+            sample_alert(), service="emergency.alert", version=1, to=to(AGENCY, SYSTEM), urgency="特急"
+        )
+        upd = await sender.send(
+            _update_body(alert.message_id), service="emergency.update", version=1, to=to(AGENCY, SYSTEM), urgency="特急"
+        )
+        await hub.wait_until(lambda: _desk_payload(box, upd.message_id), 10, "the update at the desk's outbox")
+        path = _desk_payload(box, upd.message_id)["ack_path"]
+        assert path == f"/v1/alerts/{upd.message_id}/ack"
+        ack = {"duty_officer": "李明", "phone": "0433-8222119"}
+        r = await client.post(path, data=json.dumps(ack, ensure_ascii=False).encode(), headers=DESK_HEADERS)
+        assert r.status == 200, await r.text()
+        await hub.wait_until(
+            lambda: any(isinstance(d.message, EmergencyAckV1) for d in hub.delivered(SENDER)), 10, "the ack"
+        )
+        [got] = [d for d in hub.delivered(SENDER) if isinstance(d.message, EmergencyAckV1)]
+        assert got.message.alert_message_id == upd.message_id and got.context.ref_to == upd.message_id
+        r = await client.post(
+            f"/v1/alerts/{alert.message_id}/ack",
+            data=json.dumps({**ack, "note": "已出动\x0b队伍"}, ensure_ascii=False).encode(),
+            headers=DESK_HEADERS,
+        )
+        assert (r.status, r.content_type) == (400, "application/json"), await r.text()
+        answer = await r.json()
+        assert answer["code"] == "LB_BAD_FIELD" and "note" in answer["reason"] and "U+000B" in answer["reason"]
+
+
+async def test_the_hubs_emergency_notice_reaches_the_desk_acknowledged_by_refers_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An alert the sender left the bureau out of comes from the hub as a hub.notice (emergency-resend, RefersTo the
+    alert): it reaches the duty desk with an ack_path keyed on RefersTo, and the acknowledgement names that alert. Any
+    other notice (a reminder) goes to the inbox; a "notice" not signed by the hub goes nowhere."""
+    import json
+    import sqlite3
+    from types import SimpleNamespace
+
+    from adapters.sdk.messages import EmergencyAckV1, HubNoticeV1
+
+    alert_id = str(uuid.uuid4())
+    at = datetime.now(UTC)
+    resend = HubNoticeV1(
+        kind="emergency-resend",
+        title="【预案补发】【一般突发事件预警】汪清县林场火情",
+        text="请于期限前通过 emergency.ack 签收。",
+        refers_to=alert_id,
+        case_ref="SLHZ-222403-2026-0007",
+        deadline=at + timedelta(minutes=15),
+        at=at,
+    )
+    reminder = HubNoticeV1(kind="document-reminder", title="公文反馈催办", text="请反馈。", at=at)
+    async with TestHub() as hub, _desk_side(hub, monkeypatch) as (lb, box, client):
+        await hub.client(DUTY)
+        db = sqlite3.connect(box.path, isolation_level=None)
+        try:
+            for mid, notice, sender in (
+                ("n-resend", resend, "hub"),
+                ("n-reminder", reminder, "hub"),
+                ("n-forged", resend, "county-222403-oa"),
+            ):
+                ctx = SimpleNamespace(
+                    sender=SimpleNamespace(agency="hub-agency", system=sender),
+                    originator=None,
+                    message_id=mid,
+                    service="hub.notice",
+                    urgency="特急",
+                    body=notice.to_element(),
+                    db=db,
+                )
+                await lb.on_notice(notice, ctx)
+        finally:
+            db.close()
+        payload = _desk_payload(box, "n-resend")
+        assert payload["kind"] == "emergency-resend" and payload["refers_to"] == alert_id
+        assert payload["ack_path"] == f"/v1/alerts/{alert_id}/ack" and payload["incident_number"] == resend.case_ref
+        assert box.sql("SELECT target FROM lb_outbox WHERE message_id = 'n-reminder'") == [("inbox",)]
+        assert box.sql("SELECT 1 FROM lb_outbox WHERE message_id = 'n-forged'") == []
+        ack = {"duty_officer": "李明", "phone": "0433-8222119", "response": "responding"}
+        r = await client.post(
+            payload["ack_path"], data=json.dumps(ack, ensure_ascii=False).encode(), headers=DESK_HEADERS
+        )
+        assert r.status == 200, await r.text()
+        await hub.wait_until(lambda: hub.delivered(DUTY), 10, "the ack at the provincial duty platform")
+        [got] = hub.delivered(DUTY)
+        assert isinstance(got.message, EmergencyAckV1) and got.message.alert_message_id == alert_id
+        assert got.message.incident_number == resend.case_ref and got.message.agency.agency_code == AGENCY
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -526,6 +526,96 @@ def test_a_late_hub_refusal_lands_in_the_inbox_and_late_receipts_do_not(tmp_path
         nf._state.clear()
 
 
+def test_a_late_hub_refusal_while_the_share_is_down_is_kept_and_written_when_it_is_back(tmp_path: Path) -> None:
+    """The SDK acknowledges a hub.error whatever its hook does: a refusal the inbox cannot take at that moment is
+    kept in the inbox ledger (across a restart) and written by a later pass, once."""
+    from types import SimpleNamespace
+
+    from adapters.national_forestry import adapter as nf
+    from adapters.sdk import AdapterSettings, HubRefused
+
+    sim = NationalSystem(tmp_path / "share")
+    nf.adapter.settings = AdapterSettings(system=SYSTEM, home=tmp_path, extra=sim.config())
+    nf._state.clear()
+    try:
+        mid = "6a1d7f2e-3c8b-4d2e-8f40-1b2c3d4e5f60"
+        error = SimpleNamespace(data=b"<signed hub.error/>", envelope=SimpleNamespace(message_id=mid))
+        refusal = HubRefused(code="GATE_REJECTED", title="隔离报文经审核驳回", reason="r", message_id="x", error=error)
+        sim.down()
+        nf.late_answer(refusal)  # returns normally: the SDK acknowledges the hub.error now
+        with pytest.raises(OSError):
+            nf.flush_late_refusals()  # still down: kept
+        nf._state.pop("ledger").close()  # the adapter restarts meanwhile
+        sim.up()
+        assert sim.collect() == []
+        assert nf.flush_late_refusals() == 1
+        assert [i.name for i in sim.collect()] == [f"hub.error_{mid}.xml"]
+        assert nf.flush_late_refusals() == 0  # written once
+        assert sim.collect() == []
+    finally:
+        led = nf._state.get("ledger")
+        if led is not None:
+            led.close()
+        nf.adapter.settings = None
+        nf._state.clear()
+
+
+def test_an_oversized_outbox_file_fails_by_its_size_without_being_read(tmp_path: Path) -> None:
+    """200 MiB (sparse) against a limit of 1 MiB: NF_TOO_LARGE, its sha256 in the reason file, never in memory."""
+    import hashlib
+    import tracemalloc
+
+    from adapters.national_forestry.folders import OutboxWatcher
+    from adapters.sdk import Adapter
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "in").mkdir()
+    f = Folders.from_extra({"outbox": str(tmp_path / "out"), "inbox": str(tmp_path / "in"), "max_file_bytes": 1 << 20})
+    f.check()
+    with open(tmp_path / "out" / "huge.xml", "wb") as fh:
+        fh.truncate(200 << 20)
+    w = OutboxWatcher(Adapter(SYSTEM), f)
+    tracemalloc.start()
+    try:
+        asyncio.run(w._take("huge.xml"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak >> 20} MiB for a file refused as larger than 1 MiB"
+    assert sorted(p.name for p in f.failed.iterdir()) == ["huge.xml", "huge.xml.reason.txt"]
+    reason = (f.failed / "huge.xml.reason.txt").read_text(encoding="utf-8")
+    zeros = hashlib.sha256()
+    for _ in range(200):
+        zeros.update(bytes(1 << 20))
+    assert reason.startswith("code: NF_TOO_LARGE") and f"sha256: {zeros.hexdigest()}" in reason, reason
+
+
+def test_the_hubs_notices_land_in_the_inbox(tmp_path: Path) -> None:
+    """hub.notice (the emergencies process's forwards and resends, reminders) is written to the inbox, not only
+    logged and acknowledged."""
+    from types import SimpleNamespace
+
+    from adapters.national_forestry import adapter as nf
+    from adapters.sdk import AdapterSettings
+
+    assert ("hub.notice", 1) in nf.adapter._handlers
+    sim = NationalSystem(tmp_path / "share")
+    nf.adapter.settings = AdapterSettings(system=SYSTEM, home=tmp_path, extra=sim.config())
+    nf._state.clear()
+    try:
+        mid = "7b2e8f3a-4d9c-4e3f-9a51-2c3d4e5f6071"
+        ctx = SimpleNamespace(service="hub.notice", message_id=mid, raw=b"<signed hub.notice/>", attempt=0)
+        asyncio.run(nf.adapter._handlers[("hub.notice", 1)].fn(None, ctx))
+        [got] = sim.collect()
+        assert got.name == f"hub.notice_{mid}.xml"
+    finally:
+        led = nf._state.get("ledger")
+        if led is not None:
+            led.close()
+        nf.adapter.settings = None
+        nf._state.clear()
+
+
 def test_a_reason_file_stays_one_line_per_field() -> None:
     r = m.refused("NF_NOT_XML", "line one\nline two")
     fields = m.parse_reason(m.reason_text(r, file="a\nb.xml", sha256="0", message_id=None, at=NOW))

@@ -57,6 +57,58 @@ def test_mapping_refusals(mutate: Callable[[dict[str, Any]], Any], code: str) ->
     assert e.value.code == code and e.value.title and e.value.reason
 
 
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d["document"]["paragraphs"].__setitem__(1, "第一行\x0b续行"), "document.paragraphs[2]"),
+        (lambda d: d["document"].__setitem__("title", "关于\x0b森林防火的通知"), "title"),
+        (lambda d: d["document"]["attachments"][0].__setitem__("file_name", "要点\x0b.txt"), "file_name"),
+        (lambda d: d["document"].__setitem__("document_number", "吉政发\x00〔2026〕21号"), "document_number"),
+    ],
+)
+def test_a_control_character_is_a_bad_field_naming_it(mutate: Callable[[dict[str, Any]], Any], field: str) -> None:
+    """Word's manual line break (U+000B), pasted with the text, cannot be carried by XML: a coded 400, not a crash."""
+    d = notice("OA-3")
+    mutate(d)
+    with pytest.raises(OAError) as e:
+        parse_push(d)
+    assert (e.value.status, e.value.code) == (400, "OA_BAD_FIELD")
+    assert field in e.value.title and field in e.value.reason and "U+00" in e.value.reason
+
+
+async def test_a_control_character_in_a_push_is_answered_400_json_not_500() -> None:
+    """Over HTTP: a 5xx would make the OA push the same body again forever (the contract: retry any 5xx)."""
+    import json
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from adapters.provincial_gov import adapter as pg
+
+    c = pg.Config(
+        listen_host="127.0.0.1",
+        listen_port=1,
+        token="t",
+        callback_url="http://127.0.0.1:1/cb",
+        callback_token="x",
+        allow_plain_http=True,
+    )
+    d = notice("OA-CTRL-1")
+    d["document"]["paragraphs"] = ["第一段\x0b续行"]
+    pg._state["config"] = c
+    try:
+        async with TestClient(TestServer(pg.build_app(c))) as client:
+            r = await client.post(
+                "/v1/documents",
+                data=json.dumps(d, ensure_ascii=False).encode(),
+                headers={"Authorization": "Bearer t", "Content-Type": "application/json"},
+            )
+            assert (r.status, r.content_type) == (400, "application/json"), await r.text()
+            answer = await r.json()
+    finally:
+        pg._state.pop("config", None)
+    assert answer["code"] == "OA_BAD_FIELD" and "document.paragraphs[1]" in answer["reason"], answer
+
+
 def test_config_refuses_plain_http_off_loopback_and_missing_tokens() -> None:
     from adapters.provincial_gov.adapter import Config
     from adapters.sdk import ConfigurationError

@@ -398,3 +398,23 @@ async def test_each_mode_runs_the_adapter_over_its_own_link(mode: str) -> None:
         await hub.wait_until(lambda: seen)
         assert (hub.gateway_url != "") == (mode == "https")
     assert link == {"memory": "MemoryTransport", "real": "Transport", "https": "GatewayTransport"}[mode]
+
+
+async def test_a_control_character_in_a_message_or_its_envelope_is_message_invalid() -> None:
+    """``build`` (and so ``send``): a value XML cannot carry (Word's U+000B) is MessageInvalid SDK_INVALID_FIELD,
+    never lxml's plain ValueError, whether it is in the body or the envelope."""
+    import dataclasses
+
+    from adapters.sdk.messages import InfoReportV1
+
+    async with TestHub() as hub:
+        county = await hub.client(COUNTY_222403)
+        msg = InfoReportV1.from_element(report())
+        recipients = [to(PROVINCE, "prov-220000-oa")]
+        with pytest.raises(MessageInvalid) as info:
+            county.build(dataclasses.replace(msg, title="秋季造林\x0b进展"), recipients=recipients)
+        assert info.value.code == "SDK_INVALID_FIELD" and "Title" in info.value.detail and "U+000B" in info.value.detail
+        with pytest.raises(MessageInvalid) as info:
+            county.build(msg, recipients=recipients, business_ref="林资\x0b统字")
+        assert info.value.code == "SDK_INVALID_FIELD" and "business_ref" in info.value.detail
+        county.build(msg, recipients=recipients)  # the same message without it builds

@@ -162,6 +162,25 @@ def test_wrong_check_character_is_schema_agency_code() -> None:
     assert info.value.code == "SCHEMA_AGENCY_CODE"
 
 
+@pytest.mark.parametrize("char", ["\x0b", "\x00", "\ufffe", "\ud800"])
+def test_a_character_xml_cannot_carry_is_message_invalid_naming_the_field(char: str) -> None:
+    """Word's manual line break (U+000B), pasted with the text, and the like: lxml refuses them with a plain
+    ValueError; the SDK says which field, with its stable code, Chinese first."""
+    msg = _sample_message(ApprovalApplicationV1)
+    assert isinstance(msg, ApprovalApplicationV1)
+    applicant = dataclasses.replace(msg.applicant, name=f"林业{char}合作社")
+    for broken, where in (
+        (dataclasses.replace(msg, summary=f"第一行{char}第二行"), "ApprovalApplication/Summary"),
+        (dataclasses.replace(msg, applicant=applicant), "ApprovalApplication/Applicant/Name"),
+    ):
+        for call in (broken.to_element, broken.validate):
+            with pytest.raises(MessageInvalid) as info:
+                call()
+            assert info.value.code == "SDK_INVALID_FIELD" and info.value.path == where
+            assert where in info.value.detail and f"U+{ord(char):04X}" in info.value.detail
+            assert "\u4e00" <= info.value.detail[0] <= "\u9fff", info.value.detail  # Chinese, then English
+
+
 def test_naive_timestamp_is_refused() -> None:
     msg = _sample_message(ApprovalApplicationV1)
     assert isinstance(msg, ApprovalApplicationV1)
