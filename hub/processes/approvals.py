@@ -154,10 +154,11 @@ def end_of(d: date) -> datetime:
 
 
 def timer_plan(cal: Calendar, start: date, deadline: date) -> list[tuple[str, datetime]]:
-    """(timer kind, due) of a running case: at-risk (when it starts after the start day) and overdue."""
+    """(timer kind, due) of a running case: at-risk (when it starts after the case's first working day) and
+    overdue."""
     plan = []
     risk = cal.back(deadline, AT_RISK_DAYS)
-    if risk > start + timedelta(days=1):
+    if risk > (cal.add(start, 1) or start):  # at risk from its first working day: no reminder round
         plan.append(("at-risk", start_of(risk)))
     plan.append(("overdue", end_of(deadline)))
     return plan
@@ -313,6 +314,9 @@ class ApprovalsProcess:
         self.calendar = calendar
         #: Why the calendar file could not be used (the process then counts weekdays only, and says so).
         self.calendar_problem = calendar_problem
+        #: A usable calendar: whether a step found no APPROVAL_CALENDAR_INVALID left open (by an earlier process made
+        #: from a bad file, before the engine took the corrected one, or by an earlier run of the engine).
+        self._calendar_alarm_clear = False
 
     async def _calendar_alarm(self, tx: Tx) -> None:
         if self.calendar_problem is not None:
@@ -320,9 +324,15 @@ class ApprovalsProcess:
                 "APPROVAL_CALENDAR_INVALID",
                 "calendar",
                 "节假日日历无法使用，审批期限暂按周一至周五计算",
-                f"{self.calendar_problem}; statutory deadlines count Monday to Friday only until the file is "
-                "corrected and the engine restarted",
+                f"{self.calendar_problem}；改正该文件前审批期限只按周一至周五计算，改正后运行中的引擎在 "
+                "HUB_DIRECTORY_REFRESH_S 内改用新日历，无需重启。Statutory deadlines count Monday to Friday only "
+                "until the file is corrected; a running engine takes the corrected file within "
+                "HUB_DIRECTORY_REFRESH_S, no restart",
             )
+        elif not self._calendar_alarm_clear:
+            # Once per process: a step that cleared it does not count (its transaction may yet be rolled back), the
+            # next one, finding nothing open, does.
+            self._calendar_alarm_clear = not await tx.clear_alarm("APPROVAL_CALENDAR_INVALID", "calendar")
 
     async def on_message(self, tx: Tx, msg: FedMessage) -> None:
         if msg.version != 1:
@@ -358,6 +368,19 @@ class ApprovalsProcess:
             at,
             note[:2000] if note else None,
         )
+
+    async def _gap_alarm(self, tx: Tx, case: str, start: date, deadline: date) -> None:
+        """APPROVAL_CALENDAR_GAP when the case's period (from its start to its deadline, as computed now) runs into a
+        year the calendar does not list: checked wherever the deadline is computed."""
+        cal = self.calendar
+        if not (cal.covers(start) and cal.covers(deadline)):
+            await tx.alarm(
+                "APPROVAL_CALENDAR_GAP",
+                case,
+                "节假日日历未覆盖该案件的办理期间",
+                f"case {case} runs from {start} to {deadline}: a year the holiday calendar does not list "
+                "counts by weekdays only; add it to routes/calendar/cn-holidays.toml",
+            )
 
     async def _pauses(self, tx: Tx, case: str) -> list[Pause]:
         rows = await tx.conn.fetch("SELECT since, until FROM approval_pauses WHERE case_number = $1", case)
@@ -504,14 +527,7 @@ class ApprovalsProcess:
                 f"from {start} to {deadline}; the hub supervises by {deadline} (check routes/calendar/cn-holidays.toml "
                 "and the approval system's calendar)",
             )
-        if not (cal.covers(start) and cal.covers(deadline)):
-            await tx.alarm(
-                "APPROVAL_CALENDAR_GAP",
-                a.case_number,
-                "节假日日历未覆盖该案件的办理期间",
-                f"case {a.case_number} runs from {start} to {deadline}: a year the holiday calendar does not list "
-                "counts by weekdays only; add it to routes/calendar/cn-holidays.toml",
-            )
+        await self._gap_alarm(tx, a.case_number, start, deadline)
         await self._arm(tx, a.case_number, start, deadline)
         case = await tx.conn.fetchrow("SELECT * FROM approval_cases WHERE case_number = $1", a.case_number)
         await self._feedback(
@@ -570,6 +586,8 @@ class ApprovalsProcess:
             await self._arm(tx, case_number, case["start_date"], None)
             await tx.clear_alarm("APPROVAL_OVERDUE", case_number)
         elif deadline != case["deadline"]:
+            if deadline is not None:
+                await self._gap_alarm(tx, case_number, case["start_date"], deadline)
             await self._arm(tx, case_number, case["start_date"], deadline)
         updated = await tx.conn.fetchrow("SELECT * FROM approval_cases WHERE case_number = $1", case_number)
         what = STATE_ZH[new].split(" ")[0]
@@ -633,6 +651,8 @@ class ApprovalsProcess:
         pauses = await self._pauses(tx, case_number)
         deadline = self.calendar.add(case["start_date"], case["limit_days"], pauses)
         assert deadline is not None  # every pause is closed now
+        if deadline != case["deadline"]:
+            await self._gap_alarm(tx, case_number, case["start_date"], deadline)
         used = self.calendar.count(case["start_date"], day, pauses)
         state = "approved" if outcome == "approved" else "rejected"
         await tx.conn.execute(
@@ -693,17 +713,19 @@ class ApprovalsProcess:
             return
         if level == "supervise":
             # Armed here, also when this supervision was sent before (a case suspended after its deadline, then
-            # resumed, keeps that deadline; its timers were disarmed while it was stopped): escalated once.
+            # resumed, keeps that deadline; its timers were disarmed while it was stopped): escalated once,
+            # ESCALATE_AFTER working days after the deadline on which the clock ran (the paused days do not count).
             escalated = await tx.conn.fetchval(
                 "SELECT 1 FROM approval_supervisions WHERE case_number = $1 AND level = 'escalate' AND deadline = $2",
                 case["case_number"],
                 deadline,
             )
             if not escalated:
+                pauses = await self._pauses(tx, case["case_number"])
                 await tx.schedule(
                     "escalate",
                     case["case_number"],
-                    end_of(self.calendar.add(deadline, ESCALATE_AFTER) or deadline),
+                    end_of(self.calendar.add(deadline, ESCALATE_AFTER, pauses) or deadline),
                     {"deadline": deadline.isoformat()},
                 )
         inserted = await tx.conn.fetchval(
@@ -869,8 +891,18 @@ def render_status(s: dict[str, Any], cal: Calendar, now: datetime) -> list[str]:
         f"  法定时限 limit: {c['limit_days']} 个工作日 working days；计时中止 stopped: {stopped} 个工作日 working days",
     ]
     deadline = c["deadline"]
+    # A case paused after its deadline is still overdue: the deadline had passed before the clock stopped.
+    passed = None
+    if deadline is None and c["state"] in PAUSED:
+        passed = cal.add(c["start_date"], c["limit_days"], pauses)
+    if deadline:
+        shown = _cn_day(deadline)
+    elif passed is not None:
+        shown = f"{_cn_day(passed)}（计时中止前已到期 reached before the clock stopped）"
+    else:
+        shown = "计时中止，待恢复后重算 clock stopped"
     lines.append(
-        f"  法定办结期限 deadline: {_cn_day(deadline) if deadline else '计时中止，待恢复后重算 clock stopped'}"
+        f"  法定办结期限 deadline: {shown}"
         f"（枢纽按工作日历计算 hub）；申请所报 declared: {_cn_day(c['declared_deadline'])}；审批系统最新报送 reported: "
         f"{_cn_day(c['reported_deadline'])}"
         + (f"；承诺期限 promised: {_cn_day(c['promised_deadline'])}" if c["promised_deadline"] else "")
@@ -892,6 +924,8 @@ def render_status(s: dict[str, Any], cal: Calendar, now: datetime) -> list[str]:
                 f"  已用 used: {used} 个工作日（截至昨日 to yesterday）；剩余 left: {left} 个工作日 working days，"
                 f"含今日 today included（{mark}）"
             )
+    elif passed is not None and today > passed:
+        lines.append(f"  ✘ 已超期 overdue: {(today - passed).days} 天 days（计时中止中 clock stopped）")
     for p in s["pauses"]:
         reason = "中止审查 suspended" if p["reason"] == "suspended" else "补正材料 supplement"
         lines.append(

@@ -436,6 +436,22 @@ class MeetingsProcess:
             msg.received_at,
             uuid.UUID(msg.message_id),
         )
+        if booking is None and agency is not None:
+            bid = await self._delivered_notice_meeting(tx, notice_id, agency)
+            if bid is not None:
+                # The hub delivered that notice to that agency for a meeting it follows, yet no venue row has it: the
+                # booker's own notice (its reply: the booker does not confirm, nothing to record), or another notice
+                # of the meeting to a venue that must confirm (recorded on its row).
+                await tx.conn.execute(
+                    "UPDATE meeting_participants SET attendance = $3, confirmed_at = $4, confirm_id = $5"
+                    " WHERE booking_id = $1 AND agency_code = $2",
+                    bid,
+                    agency,
+                    attendance,
+                    msg.received_at,
+                    uuid.UUID(msg.message_id),
+                )
+                return
         if booking is None:
             await tx.alarm(
                 "MEETING_CONFIRM_UNKNOWN",
@@ -444,6 +460,49 @@ class MeetingsProcess:
                 f"confirmation {msg.message_id} from {msg.sender_system} refers to notice {notice_id}, which the hub "
                 f"did not deliver to agency {agency} for a meeting it follows; nothing recorded",
             )
+
+    async def _delivered_notice_meeting(self, tx: Tx, notice_id: str, agency: str) -> uuid.UUID | None:
+        """The meeting (booking id) that ``notice_id`` is about, when it is a meeting.notice of the video-conference
+        system that the hub delivered to ``agency`` (its deliveries) and the hub follows that meeting; else None."""
+        try:
+            nid = uuid.UUID(notice_id)
+        except ValueError:
+            return None
+        row = await tx.conn.fetchrow(
+            "SELECT m.message_id::text AS message_id, m.service, m.version, m.sender_agency, m.sender_system,"
+            " m.urgency, m.classification_label, m.created, m.received_at, m.conversation_id::text AS conversation_id,"
+            " m.ref_to::text AS ref_to, m.business_ref FROM messages m WHERE m.message_id = $1 AND m.service = $2"
+            " AND m.sender_system = $3 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.message_id"
+            " AND d.recipient_agency = $4)",
+            nid,
+            NOTICE,
+            self.video_system,
+            agency,
+        )
+        if row is None:
+            return None
+        notice = FedMessage(
+            seq=0,  # not fed: read for its body only
+            message_id=row["message_id"],
+            service=row["service"],
+            version=row["version"],
+            sender_agency=row["sender_agency"],
+            sender_system=row["sender_system"],
+            urgency=row["urgency"],
+            classification=row["classification_label"],
+            created=row["created"],
+            received_at=row["received_at"],
+            conversation_id=row["conversation_id"],
+            ref_to=row["ref_to"],
+            business_ref=row["business_ref"],
+        )
+        env = await tx.envelope(notice)
+        booking_id = _t(env.body, N_NS, "BookingMessageId") if env.body is not None else None
+        try:
+            bid = uuid.UUID(booking_id or "")
+        except ValueError:
+            return None
+        return bid if await tx.conn.fetchval("SELECT 1 FROM meetings WHERE booking_id = $1", bid) else None
 
     # ------------------------------------------------------------------ the platform's refusal
 

@@ -321,7 +321,8 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
         got = await _take(hub, "county-222403-oa", "approval.supervision", expect=1)
         assert [r.system for r in got[0].recipients] == ["county-222403-oa", "city-222400-oa"]
         # Suspended and resumed after its deadline: the deadline stays (it had passed), the case is not supervised
-        # again, and the escalation still comes.
+        # again, and the escalation still comes — 5 working days after the deadline on which the clock ran: Dec 14,
+        # 16, 17, 18, 21 (Tuesday 12-15, the day it resumed, does not count).
         await _status(hub, county, "suspended", cn(2026, 12, 14), to_portal, agency=DUNHUA)
         await _status(hub, county, "under-review", cn(2026, 12, 15), to_portal, agency=DUNHUA)
 
@@ -335,6 +336,9 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
         assert (await _row(hub, CASE_SQL, county))["deadline"] == date(2026, 12, 11)
         assert await _take(hub, "county-222403-oa", "approval.supervision", timeout=1.0) == []
         now[0] = cn(2026, 12, 19, 1)
+        await engine.run_once()
+        assert await _take(hub, PROVINCE_OA, "approval.supervision", timeout=1.0) == []
+        now[0] = cn(2026, 12, 22, 0) + timedelta(minutes=1)
         await engine.run_once()
         got = await _take(hub, PROVINCE_OA, "approval.supervision", expect=1)
         assert got[0].body.findtext(f"{V}Level") == "escalate"
@@ -381,6 +385,149 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
         assert missing.returncode == 1 and "APPROVAL_NOT_FOUND" in missing.stdout
         bad = hub.hub_cli("approvals", "figures", "--since", "12/01/2026")
         assert bad.returncode == 2 and "APPROVAL_BAD_DATE" in bad.stdout
+    finally:
+        await hub.close()
+
+
+async def _state_is(engine: ProcessEngine, hub: Hub, case: str, state: str) -> None:
+    async def reached() -> Any:
+        await engine.run_once()
+        return (await _row(hub, CASE_SQL, case))["state"] == state
+
+    await _until(reached, f"the case {state}")
+
+
+async def _levels(hub: Hub, case: str) -> list[str]:
+    async with hub.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT level FROM approval_supervisions WHERE case_number = $1 ORDER BY sent_at, level", case
+        )
+    return [r["level"] for r in rows]
+
+
+async def test_the_days_paused_after_the_deadline_do_not_count_toward_the_escalation(fresh_settings: Any) -> None:
+    hub = await _hub(fresh_settings)
+    try:
+        now = [cn(2026, 12, 7, 10)]
+        engine = await _engine(hub, now)
+        case = "LCXK-220100-2026-400001"
+        to_portal = [Recipient.to(PROVINCE, PORTAL)]
+        # Monday 12-07, 3 working days → Thursday 12-10; supervised after it (the escalation armed for 12-17).
+        await _apply(hub, case, cn(2026, 12, 7), 3, date(2026, 12, 10))
+        await _fed(engine, hub, CASE_SQL, case, what="the case opened")
+        now[0] = cn(2026, 12, 11, 0) + timedelta(minutes=1)
+        await engine.run_once()
+        assert await _levels(hub, case) == ["supervise"]
+        # Accepted and suspended on Friday 12-11 (one working day after the deadline ran), resumed Monday 12-28:
+        # Dec 12–28 do not count, so the 5th working day after the deadline is Monday 2027-01-04 (Dec 11, 29, 30,
+        # 31; New Year's Day a holiday).
+        now[0] = cn(2026, 12, 11, 10)
+        await _status(hub, case, "accepted", cn(2026, 12, 11, 9), to_portal)
+        await _state_is(engine, hub, case, "accepted")
+        await _status(hub, case, "suspended", cn(2026, 12, 11, 10), to_portal)
+        await _state_is(engine, hub, case, "suspended")
+        now[0] = cn(2026, 12, 28, 10)
+        await _status(hub, case, "under-review", cn(2026, 12, 28, 9), to_portal)
+        await _state_is(engine, hub, case, "under_review")
+        for _ in range(3):
+            await engine.run_once()
+        assert (await _row(hub, CASE_SQL, case))["deadline"] == date(2026, 12, 10)
+        assert await _levels(hub, case) == ["supervise"]
+        due = await _row(
+            hub,
+            "SELECT due_at FROM process_timers WHERE process = 'approvals' AND kind = 'escalate' AND key = $1",
+            case,
+        )
+        assert due["due_at"] == cn(2027, 1, 5, 0)
+        now[0] = cn(2027, 1, 4, 23)
+        assert (await engine.run_once())["fired"] == 0
+        now[0] = cn(2027, 1, 5, 0) + timedelta(minutes=1)
+        await engine.run_once()
+        assert await _levels(hub, case) == ["supervise", "escalate"]
+    finally:
+        await hub.close()
+
+
+async def test_a_pause_moving_the_deadline_into_a_year_the_calendar_lacks_raises_the_gap_alarm(
+    fresh_settings: Any,
+) -> None:
+    from hub.pipeline.context import load_context
+    from hub.processes.approvals_calendar import Calendar
+
+    hub = await _hub(fresh_settings)
+    try:
+        full = load_calendar(calendar_path(hub.settings))
+        only_2026 = Calendar(
+            frozenset(d for d in full.holidays if d.year == 2026),
+            frozenset(d for d in full.workdays if d.year == 2026),
+            {2026: full.years[2026]},
+        )
+        now = [cn(2026, 12, 14, 10)]
+        context = await load_context(hub.settings, hub.pool)
+        engine = ProcessEngine(
+            hub.pool, context, [ApprovalsProcess(only_2026)], transport=hub.transport, clock=lambda: now[0]
+        )
+        case = "LCXK-220100-2026-400002"
+        to_portal = [Recipient.to(PROVINCE, PORTAL)]
+        gap_sql = "SELECT detail FROM process_alarms WHERE code = 'APPROVAL_CALENDAR_GAP' AND ref = $1"
+        # Monday 12-14, 10 working days → Monday 12-28: within 2026, no gap.
+        await _apply(hub, case, cn(2026, 12, 14), 10, date(2026, 12, 28))
+        await _fed(engine, hub, CASE_SQL, case, what="the case opened")
+        await _status(hub, case, "accepted", cn(2026, 12, 14, 11), to_portal)
+        await _state_is(engine, hub, case, "accepted")
+        assert await _row(hub, gap_sql, case) is None
+        # Suspended Tuesday 12-15 to Tuesday 12-22: the deadline moves into 2027, which this calendar does not list.
+        await _status(hub, case, "suspended", cn(2026, 12, 15, 10), to_portal)
+        await _state_is(engine, hub, case, "suspended")
+        await _status(hub, case, "under-review", cn(2026, 12, 22, 10), to_portal)
+        await _state_is(engine, hub, case, "under_review")
+        assert (await _row(hub, CASE_SQL, case))["deadline"].year == 2027
+        gap = await _row(hub, gap_sql, case)
+        assert gap is not None and "2027" in gap["detail"]
+    finally:
+        await hub.close()
+
+
+async def test_the_calendar_alarm_is_cleared_once_the_corrected_file_is_taken(
+    fresh_settings: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    from hub.pipeline.context import load_context
+    from hub.processes.runner import ProcessFiles, make_processes
+
+    routes = tmp_path / "routes"
+    shutil.copytree(fresh_settings.routes_dir, routes)
+    cal_file = routes / "calendar" / "cn-holidays.toml"
+    good = cal_file.read_text(encoding="utf-8")
+    cal_file.write_text(good.replace("[2027]", "[2027 broken"), encoding="utf-8")
+    settings = fresh_settings.with_(routes_dir=routes)
+    hub = await _hub(settings)
+    try:
+        now = [cn(2026, 12, 7, 10)]
+        context = await load_context(hub.settings, hub.pool)
+        files = ProcessFiles(settings)
+        fingerprint = files.fingerprint()
+        approvals = [p for p in make_processes(context, settings) if p.name == "approvals"]
+        engine = ProcessEngine(hub.pool, context, approvals, transport=hub.transport, clock=lambda: now[0])
+        engine.files, engine.files_fingerprint = files, fingerprint
+        alarm_sql = "SELECT cleared_at, detail FROM process_alarms WHERE code = 'APPROVAL_CALENDAR_INVALID'"
+        case = "LCXK-220100-2026-400003"
+        await _apply(hub, case, cn(2026, 12, 7), 10, date(2026, 12, 21))
+        await _fed(engine, hub, CASE_SQL, case, what="the case opened")
+        alarm = await _row(hub, alarm_sql)
+        assert alarm is not None and alarm["cleared_at"] is None
+        assert "restart" not in alarm["detail"].replace("no restart", "")
+        assert alarm["detail"].index("无需重启") < alarm["detail"].index("no restart")  # Chinese first
+        # The file corrected: the engine takes it without a restart, and the next approvals step clears the alarm.
+        cal_file.write_text(good, encoding="utf-8")
+        assert await engine.follow_process_files()
+        engine.processes = [p for p in engine.processes if p.name == "approvals"]
+        engine._by_name = {p.name: p for p in engine.processes}
+        await _status(hub, case, "accepted", cn(2026, 12, 8), [Recipient.to(PROVINCE, PORTAL)])
+        await _state_is(engine, hub, case, "accepted")
+        alarm = await _row(hub, alarm_sql)
+        assert alarm["cleared_at"] is not None
     finally:
         await hub.close()
 

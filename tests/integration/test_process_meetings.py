@@ -303,6 +303,91 @@ async def _participants_told(hub: Hub, booking_id: str, n: int) -> bool:
     return got == n
 
 
+async def test_a_confirmation_of_a_notice_the_hub_delivered_to_that_agency_is_no_alarm(fresh_settings: Any) -> None:
+    hub = await _hub(fresh_settings)
+    try:
+        t0 = datetime.now(UTC)
+        start = (t0 + timedelta(days=2)).replace(microsecond=0)
+        now = [t0]
+        engine = await _engine(hub, now)
+        first = await _book(hub, "延边州防火工作视频调度会", start, minutes=90)
+        assert await _fed(engine, hub, first.message_id) == "booked"
+        notices = await _notices(hub, first, start, "880123")
+
+        async def told() -> bool:
+            await engine.run_once()
+            return await _participants_told(hub, first.message_id, 2)
+
+        await _until(told, "the notices followed")
+        # The video system notifies 敦化 again (a second notice of the same meeting).
+        again = await _send(
+            hub,
+            VIDEO,
+            notice_for(
+                {
+                    "meeting_number": "880123",
+                    "dial_in": [{"protocol": "sip", "address": "sip:880123@vc.lcj.jl.gov.cn"}],
+                },
+                booking("延边州防火工作视频调度会", start),
+                first.message_id,
+            ).to_element(),
+            "meeting.notice",
+            [Recipient.to(BRANCHES[DUNHUA][1], DUNHUA)],
+        )
+        to_video = [Recipient.to(PROVINCE, VIDEO)]
+        # The booker confirms to the notice the hub delivered to it (its reply: it need not confirm, nothing to
+        # record); 敦化 confirms to the second notice (recorded); 延边州 confirms to 敦化's notice in its own name and
+        # to a notice that never was (alarms, as before).
+        own = await _send(
+            hub,
+            BOOKER,
+            confirm("880123", notices[BOOKER].message_id, BOOKER_AGENCY).to_element(),
+            "meeting.confirm",
+            to_video,
+        )
+        second = await _send(
+            hub, DUNHUA, confirm("880123", again.message_id, BRANCHES[DUNHUA]).to_element(), "meeting.confirm", to_video
+        )
+        not_its = await _send(
+            hub,
+            YANBIAN,
+            confirm("880123", notices[DUNHUA].message_id, BRANCHES[YANBIAN]).to_element(),
+            "meeting.confirm",
+            to_video,
+        )
+        stray = await _send(
+            hub,
+            YANBIAN,
+            confirm("880123", str(uuid.uuid4()), BRANCHES[YANBIAN]).to_element(),
+            "meeting.confirm",
+            to_video,
+        )
+
+        async def followed() -> Any:  # the feed is in order: the stray one's alarm comes last
+            await engine.run_once()
+            async with hub.pool.acquire() as conn:
+                return await conn.fetchval("SELECT 1 FROM process_alarms WHERE ref = $1", stray.message_id)
+
+        await _until(followed, "the confirmations followed")
+        async with hub.pool.acquire() as conn:
+            alarms = await conn.fetch("SELECT code, ref FROM process_alarms WHERE process = 'meetings' ORDER BY ref")
+            rows = await conn.fetch(
+                "SELECT agency_code, attendance, confirm_id::text AS confirm_id FROM meeting_participants"
+                " WHERE booking_id = $1::uuid",
+                first.message_id,
+            )
+        assert sorted((r["code"], r["ref"]) for r in alarms) == sorted(
+            [("MEETING_CONFIRM_UNKNOWN", not_its.message_id), ("MEETING_CONFIRM_UNKNOWN", stray.message_id)]
+        )
+        assert {r["agency_code"]: (r["attendance"], r["confirm_id"]) for r in rows} == {
+            BRANCHES[DUNHUA][1]: ("attend", second.message_id),
+            BRANCHES[YANBIAN][1]: (None, None),
+        }
+        assert own.message_id not in {r["confirm_id"] for r in rows}
+    finally:
+        await hub.close()
+
+
 async def test_the_platform_refusal_releases_the_slot_and_a_notice_of_a_refused_booking_is_voided(
     fresh_settings: Any,
 ) -> None:

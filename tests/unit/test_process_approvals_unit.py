@@ -284,3 +284,53 @@ def test_the_status_lines_add_up(cal: Calendar) -> None:
         d("2026-12-28"),
     )
     assert figures[2] == "  000131001000 | 林木采伐许可证核发 | 3 | 2 | 1 | 0 | 7.5 | 1 | 33.3%"
+
+
+def test_the_at_risk_rule_counts_working_days_from_the_start(cal: Calendar) -> None:
+    # A limit of AT_RISK_DAYS is at risk from its first working day: no reminder round, whatever the weekday it was
+    # submitted on (Friday 12-04: the first working day is Monday 12-07, three calendar days later).
+    for start in (d("2026-12-04"), d("2026-12-05"), d("2026-12-07")):
+        deadline = cal.add(start, AT_RISK_DAYS)
+        assert deadline is not None
+        assert [k for k, _ in timer_plan(cal, start, deadline)] == ["overdue"], start
+    # One working day more: reminded on the second working day (Friday 12-04 → Tuesday 12-08).
+    plan = dict(timer_plan(cal, d("2026-12-04"), cal.add(d("2026-12-04"), AT_RISK_DAYS + 1) or d("2026-12-04")))
+    assert plan["at-risk"] == start_of(d("2026-12-08"))
+
+
+def test_a_case_paused_after_its_deadline_is_shown_overdue(cal: Calendar) -> None:
+    from hub.processes.approvals import render_status
+
+    case = {
+        "case_number": "LCXK-220100-2026-100002",
+        "item_name": "林木采伐许可证核发",
+        "item_code": "000131001000",
+        "accepting_name": "长春市林业局",
+        "accepting_agency": "11220100013544550M",
+        "applicant_name": "长春净月潭林业有限公司",
+        "portal_system": "prov-220000-portal",
+        "approval_system": "prov-220000-approval",
+        "submitted_at": datetime(2026, 12, 7, 9, tzinfo=CN_TZ),
+        "state": "suspended",
+        "limit_days": 3,
+        "deadline": None,  # no deadline while the clock is stopped
+        "declared_deadline": d("2026-12-10"),
+        "reported_deadline": None,
+        "promised_deadline": None,
+        "start_date": d("2026-12-07"),
+        "late": None,
+        "decided_on": None,
+        "decision_number": None,
+        "working_days": None,
+    }
+    after = {"since": d("2026-12-11"), "until": None, "reason": "suspended"}
+    s = {"case": case, "pauses": [after], "events": [], "supervisions": []}
+    lines = render_status(s, cal, datetime(2026, 12, 14, 10, tzinfo=CN_TZ))
+    # deadline Thursday 12-10, suspended Friday 12-11: overdue since, although the clock is stopped
+    assert any("2026-12-10（计时中止前已到期" in x for x in lines), lines
+    assert any("✘ 已超期 overdue: 4 天 days（计时中止中 clock stopped）" in x for x in lines), lines
+    # Suspended before its deadline: no deadline, not overdue.
+    s["pauses"] = [{"since": d("2026-12-09"), "until": None, "reason": "suspended"}]
+    lines = render_status(s, cal, datetime(2026, 12, 14, 10, tzinfo=CN_TZ))
+    assert any("计时中止，待恢复后重算 clock stopped" in x for x in lines), lines
+    assert not any("已超期" in x for x in lines), lines
