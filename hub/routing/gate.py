@@ -6,22 +6,36 @@
 * for each target, the level must not exceed the target's ceiling, itself clamped to its zone's maximum
   (internet 公开, extranet 内部, internal = accreditation) — otherwise that target is blocked
   (``GATE_CLASSIFICATION``, with a reason naming the zone and the ceiling);
-* a message labelled 公开 or 内部 whose body carries a classification marking is to be quarantined
-  (``.quarantine``) until a person releases or rejects it; ``.allowed`` then lists the targets it may reach on
-  release.
+* a message below 绝密 whose content carries a classification marking *above its own label* (any marking under
+  公开 or 内部; 机密 or 绝密 under 秘密; 绝密 under 机密) is to be quarantined (``.quarantine``) until a person
+  releases or rejects it — the same decision as for a public message with a marking: the label may be wrong, or the
+  marking a quotation, and only a person can tell; ``.allowed`` then lists the targets it may reach on release (by
+  its label). A message's own marking (秘密★1年 in a 秘密 message) or a lower one is not a stop.
 
-Marking rule (what counts as a 密级 marking in a body, GB/T 9704-2012 §7.2.2 "密级和保密期限"): every text node,
-tail and attribute value of the body is normalised (NFKC, zero-width and soft-hyphen characters removed) and
+What is read: every text node, tail and attribute value of the body, the decoded content of its text attachments
+(a ``MediaType`` of ``text/…`` beside a base64 ``Content``: UTF-8 text by the services' schemas; content that is not
+base64 of UTF-8 is quarantined as unreadable — fail closed), and the header's free text delivered to every recipient
+(``BusinessRef``, the only free-text field of the envelope header; the others are identifiers, codes, timestamps and
+enumerations).
 
-1. the star form anywhere: ``秘密★``, ``机密★10年``, ``绝密★长期`` (also ☆ and * as the separator, and with
-   whitespace between the characters) — the star is the official separator between level and period, and
-   ordinary prose does not contain it; the star form is also searched in the whole body text joined across
-   elements, so splitting a marking over elements (``<b>机</b>密★``) does not hide it;
+Marking rule (what counts as a 密级 marking, GB/T 9704-2012 §7.2.2 "密级和保密期限"): each value is normalised (NFKC
+per character; every Default_Ignorable_Code_Point, format character (Cf) and combining mark (Mn, Me) removed —
+zero-width characters, soft hyphen, variation selectors, tag characters, bidi controls — beyond the BMP as well; the
+blank characters U+2800 and the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 read as spaces) and
+
+1. the star form anywhere: ``秘密★``, ``机密★10年``, ``绝密★长期`` — the separator being ★ or any star- or
+   asterisk-shaped symbol (☆ ✩ ⭐ ✦ ✪ ⋆ ∗ ✱ *, …: ``_STARS``), with whitespace between the characters allowed —
+   the star is the official separator between level and period, and ordinary prose does not contain it. The star
+   must follow the level word on the same line of the same element: a paragraph ending 保守国家秘密 followed by one
+   beginning ★重点任务 is not a marking. The star form is also searched in the whole body text joined across
+   elements (with a line break between them), where a line or element boundary may fall inside the level word, so
+   splitting the level word over elements (``<b>机</b>密★``) does not hide it;
 2. a bare ``绝密``, ``机密`` or ``秘密`` in a heading position: a line (or the whole value) that begins with the
-   level word, optionally bracketed (【机密】) and optionally followed by a period (``机密 10年``), and then ends
-   or continues after whitespace — the place where GB/T 9704 prints the marking.
+   level word, optionally bracketed (【机密】 〔机密〕 〖机密〗 「机密」 『机密』 [机密] (机密)) and optionally
+   followed by a period (``机密 10年``, ``机密★10年``, ``机密：10年``), and then ends or continues after whitespace —
+   the place where GB/T 9704 prints the marking.
 
-Traditional and variant forms (絕密, 機密, 祕密, 長期, 個月) count as well.
+Traditional and variant forms (絕密, 絶密, 機密, 祕密, 長期, 個月) count as well.
 
 Words inside running text are *not* markings: 保守国家秘密 ("keep state secrets"), 国家秘密, 商业秘密,
 涉密、机密性 and the like appear in ordinary documents and must not stop them.
@@ -32,6 +46,7 @@ the classification from the outgoing bytes themselves and trusts nothing else.
 
 from __future__ import annotations
 
+import binascii
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -49,27 +64,90 @@ from hub.routing.router import Target
 __all__ = ["Blocked", "GateResult", "Marking", "egress_allowed", "find_markings", "gate"]
 
 _T_BODY = qn("Body")
+_T_HEADER = qn("Header")
+#: Free text of the header that is delivered to every recipient (the only ``ShortText`` of the envelope schema; every
+#: other header field is an identifier, a code, a timestamp or an enumeration).
+_T_HEADER_TEXT = (qn("BusinessRef"),)
 
-# Zero-width characters, soft hyphen and similar invisible code points that could split a marking.
-_INVISIBLE = dict.fromkeys(
-    [
-        *(0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFEFF, 0xFFA0),
-        *range(0x200B, 0x2010),
-        *range(0x202A, 0x202F),
-        *range(0x2060, 0x2070),
-    ]
+# Default_Ignorable_Code_Point (Unicode DerivedCoreProperties), listed: invisible, so they could split a marking.
+# Every format character (Cf) and combining mark (Mn, Me) is removed as well (``_dropped``): a mark between 机 and 密
+# hides the marking from a pattern and hardly from a reader.
+_IGNORABLE_RANGES = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),  # Mongolian free variation selectors and vowel separator
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFEFF, 0xFEFF),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),  # tag characters, variation selectors supplement
 )
+#: Blank characters that are not ``\s``: read as a space (Hangul fillers, the blank braille pattern).
+_BLANKS = (0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0)
+_DROPPED_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
+
+
+def _dropped(c: int) -> bool:
+    return unicodedata.category(chr(c)) in _DROPPED_CATEGORIES or any(lo <= c <= hi for lo, hi in _IGNORABLE_RANGES)
+
+
+def _clean(text: str) -> str:
+    """``text`` without ignorable characters, blanks as spaces (applied to what NFKC makes of one character)."""
+    return "".join(" " if ord(ch) in _BLANKS else "" if _dropped(ord(ch)) else ch for ch in text)
+
+
 _WS = re.compile(r"\s+")
-# Simplified and traditional/variant forms (絕密, 機密, 祕密) of the three level words.
-_LEVEL = r"([绝絕]密|[机機]密|[秘祕]密)"
+#: Whitespace other than line breaks (``str.splitlines``' set): removed in the compact form.
+_SPACES = re.compile(r"[^\S\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
+#: What is left: line breaks (and the separator between elements), one ``\n`` per run.
+_BREAKS = re.compile(r"\s+")
+# Simplified and traditional/variant forms (絕密, 絶密, 機密, 祕密) of the three level words, by level.
+_FIRST = {2: "秘祕", 3: "机機", 4: "绝絕絶"}
 _PERIOD = r"(?:长期|長期|[0-9]{1,3}(?:年|个月|個月))"
-_SIMPLIFIED = str.maketrans({"絕": "绝", "機": "机", "祕": "秘"})
-# Applied to text with all whitespace removed.
-_STAR = re.compile(_LEVEL + r"[★☆✩✭✮✯*]" + f"({_PERIOD})?")
-# Applied to one stripped line.
-_HEADING = re.compile(
-    r"[\[(【〔]?\s*([绝絕]\s*密|[机機]\s*密|[秘祕]\s*密)\s*[\])】〕]?" + r"(?:\s*[★☆*]?\s*(" + _PERIOD + r"))?(?=\s|$)"
+_SIMPLIFIED = str.maketrans({"絕": "绝", "絶": "绝", "機": "机", "祕": "秘"})
+#: The star separator and its look-alikes: every star- or asterisk-shaped symbol (Unicode names with STAR or ASTERISK,
+#: symbol blocks; compound signs such as STAR EQUALS, STAR AND CRESCENT or NIGHT WITH STARS left out). Full-width and
+#: small asterisks are ``*`` after NFKC.
+_STARS = (
+    "*\u066d\u204e\u2051\u2217\u229b\u22c6\u235f\u2605\u2606\u269d\u2721\u2722\u2723\u2724\u2725\u2726\u2727"
+    "\u2729\u272a\u272b\u272c\u272d\u272e\u272f\u2730\u2731\u2732\u2733\u2734\u2735\u2736\u2737\u2738\u2739"
+    "\u273a\u273b\u273c\u273d\u2742\u2743\u2749\u274a\u274b\u29c6\u2b50\u2b51\u2b52\u2be8\u2be9\u2bea\u2beb"
+    "\ua673\U00010af0\U0001f31f\U0001f320\U0001f52f"
+    "\U0001f7af-\U0001f7d4"
 )
+_STAR_CLASS = "[" + _STARS.replace("*", r"\*") + "]"
+_OPEN = "[\\[(【〔〖「『〈《]"
+_CLOSE = "[\\])】〕〗」』〉》]"
+
+
+def _level_words(label: int, gap: str) -> str:
+    """The level words above ``label``, ``gap`` allowed between their two characters."""
+    return "(" + "|".join(f"[{_FIRST[lv]}]{gap}密" for lv in sorted(_FIRST, reverse=True) if lv > label) + ")"
+
+
+def _star_rule(label: int) -> re.Pattern[str]:
+    # Applied to the compact text: no whitespace but one \n where a line or an element ends. A boundary may fall
+    # inside the level word (<b>机</b>密★) but not between it and the star: a paragraph ending 保守国家秘密 and the
+    # next beginning ★重点任务 is not a marking.
+    return re.compile(_level_words(label, "\n?") + _STAR_CLASS + f"({_PERIOD})?")
+
+
+def _heading_rule(label: int) -> re.Pattern[str]:
+    # Applied to one stripped line.
+    return re.compile(
+        f"{_OPEN}?\\s*" + _level_words(label, "\\s*") + f"\\s*{_CLOSE}?"
+        f"(?:\\s*(?:{_STAR_CLASS}|:)?\\s*({_PERIOD}))?(?=\\s|$)"
+    )
+
+
+#: The rules for each label that is scanned (公开 … 机密): markings of a level above the label.
+_RULES = {label: (_star_rule(label), _heading_rule(label)) for label in range(len(CLASSIFICATIONS) - 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +192,6 @@ class GateResult:
         return bool(self.markings)
 
 
-_INVISIBLE_CHARS = re.compile("[" + "".join(chr(c) for c in _INVISIBLE) + "]")
-
-
 def _ranges(codes: list[int]) -> str:
     """A regular-expression character class body for sorted code points (runs as ranges)."""
     parts: list[str] = []
@@ -131,28 +206,49 @@ def _ranges(codes: list[int]) -> str:
 
 
 class _Compatibility:
-    """NFKC one character at a time, invisible characters deleted. Per character is what NFKC does outside
-    combining sequences, and no marking character (the level words, the stars, digits, 年/月/长期) composes from
-    one. A regular expression finds the characters that change (the 2,972 of the BMP, made on first use in 10 ms,
-    and any character beyond it); only they reach Python: on Chinese text, whose full-width punctuation always needs
-    NFKC, this is 20 times faster than ``unicodedata.normalize`` (680 ns a character there)."""
+    """NFKC one character at a time, ignorable characters (and what NFKC makes of one) deleted, blanks made spaces.
+    Per character is what NFKC does outside combining sequences, and no marking character (the level words, the
+    stars, digits, 年/月/长期) composes from one. A regular expression finds the characters that change (about 5,000
+    of the BMP, made on first use in 50 ms, and any character beyond it); only they reach Python: on Chinese text,
+    whose full-width punctuation always needs NFKC, this is 20 times faster than ``unicodedata.normalize`` (680 ns a
+    character there)."""
 
     _pattern: ClassVar[re.Pattern[str] | None] = None
+    #: Text that needs more than NFKC: an ignorable character, a blank, or any character beyond the BMP.
+    _special: ClassVar[re.Pattern[str] | None] = None
     _table: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def special(cls) -> re.Pattern[str]:
+        if cls._special is None:
+            cls._build()
+        assert cls._special is not None
+        return cls._special
+
+    @classmethod
+    def _build(cls) -> None:
+        table: dict[str, str] = {}
+        special: list[int] = []
+        for c in range(0x10000):
+            if 0xD800 <= c <= 0xDFFF:
+                continue
+            ch = chr(c)
+            if c in _BLANKS or _dropped(c):
+                special.append(c)
+                table[ch] = " " if c in _BLANKS else ""
+                continue
+            mapped = unicodedata.normalize("NFKC", ch)
+            if mapped != ch:
+                table[ch] = _clean(mapped)
+        cls._table = table
+        cls._pattern = re.compile(f"[{_ranges(sorted(map(ord, table)))}\U00010000-\U0010ffff]")
+        cls._special = re.compile(f"[{_ranges(special)}\U00010000-\U0010ffff]")
 
     @classmethod
     def apply(cls, text: str) -> str:
         if cls._pattern is None:
-            table = {chr(c): "" for c in _INVISIBLE}
-            for c in range(0x10000):
-                if 0xD800 <= c <= 0xDFFF or c in _INVISIBLE:
-                    continue
-                ch = chr(c)
-                mapped = unicodedata.normalize("NFKC", ch)
-                if mapped != ch:
-                    table[ch] = mapped
-            cls._table = table
-            cls._pattern = re.compile(f"[{_ranges(sorted(map(ord, table)))}\U00010000-\U0010ffff]")
+            cls._build()
+        assert cls._pattern is not None
         return cls._pattern.sub(cls._replace, text)
 
     @classmethod
@@ -160,16 +256,22 @@ class _Compatibility:
         ch = m.group()
         mapped = cls._table.get(ch)
         if mapped is None:  # beyond the BMP: rare, computed each time (nothing unbounded is cached)
-            mapped = unicodedata.normalize("NFKC", ch)
+            mapped = "" if _dropped(ord(ch)) else _clean(unicodedata.normalize("NFKC", ch))
         return mapped
 
 
 def _normalise(text: str) -> str:
-    """NFKC without the invisible characters. Text that is NFKC already and holds none of them (a C-speed check
-    each) is returned as it is."""
-    if unicodedata.is_normalized("NFKC", text) and _INVISIBLE_CHARS.search(text) is None:
+    """NFKC without the ignorable characters, blanks as spaces. Text that is NFKC already and holds none of them nor
+    any character beyond the BMP (a C-speed check each) is returned as it is."""
+    if unicodedata.is_normalized("NFKC", text) and _Compatibility.special().search(text) is None:
         return text
     return _Compatibility.apply(text)
+
+
+def _compact(text: str) -> str:
+    """Normalised text without whitespace, each run holding a line break made one ``\n`` (the star rule's
+    boundary)."""
+    return _BREAKS.sub("\n", _SPACES.sub("", text))
 
 
 def _level_word(word: str) -> int:
@@ -181,30 +283,37 @@ def _level_word(word: str) -> int:
 #: 167,000 of them, 0.7 s of the gate and as many rows in the quarantine record.
 MAX_MARKINGS = 20
 #: Characters of text holding 密 that the gate reads per message (NFKC-normalised — Chinese punctuation is
-#: full-width, so most Chinese text needs it — and searched line by line: about 0.15 µs a character). Past it the
-#: message is quarantined as not reviewable automatically (fail closed): 64 K characters is some thirty pages of
-#: running text that mentions 密 in every paragraph.
+#: full-width, so most Chinese text needs it — and searched line by line: about 0.15 µs a character), the decoded
+#: text attachments holding 密 included. Past it the message is quarantined as not reviewable automatically (fail
+#: closed): 64 K characters is some thirty pages of running text that mentions 密 in every paragraph.
 MAX_SCAN_CHARS = 64 * 1024
 #: The marking that stands for "too much to review automatically".
 _UNREVIEWED = "（含“密”字的文本超过自动审查上限，须人工审查）"
+#: The marking that stands for "a text attachment that cannot be read" (not base64 of UTF-8 text).
+_UNREADABLE = "（文本附件不能按 UTF-8 解码，须人工审查）"
 
 
-def _scan_value(value: str, where: str, line: int | None, out: dict[tuple[str, str], Marking]) -> None:
+def _unreviewed_level(label: int) -> int:
+    """The level given to a fail-closed marking: above the label, 秘密 at least."""
+    return max(CLASSIFICATIONS.index("秘密"), label + 1)
+
+
+def _scan_value(value: str, where: str, line: int | None, out: dict[tuple[str, str], Marking], label: int) -> None:
     if "密" not in value:  # every marking contains 密; NFKC does not create it from anything else
         return
+    star, heading = _RULES[label]
     text = _normalise(value)
-    compact = _WS.sub("", text)
-    for i, m in enumerate(_STAR.finditer(compact)):
-        if (m.group(0), where) not in out:
-            out[m.group(0), where] = Marking(m.group(0), _level_word(m.group(1)), where, line)
+    for i, m in enumerate(star.finditer(_compact(text))):
+        found = m.group(0).replace("\n", "")
+        if (found, where) not in out:
+            out[found, where] = Marking(found, _level_word(m.group(1)), where, line)
         if len(out) >= MAX_MARKINGS or i >= MAX_MARKINGS:  # the first ones of a value say enough
             return
     hits = 0
     for raw_line in text.splitlines():
         if "密" not in raw_line:
             continue
-        stripped = raw_line.strip()
-        h = _HEADING.match(stripped)
+        h = heading.match(raw_line.strip())
         if h is not None:
             found = _WS.sub("", h.group(0))
             if (found, where) not in out:
@@ -225,47 +334,99 @@ def _path(el: etree._Element, body: etree._Element) -> str:
 
 
 _MI_UTF8 = "密".encode()
+#: Every text attachment's media type holds it (text/plain, text/csv): the pre-filter for reading attachments.
+_TEXT_MEDIA_UTF8 = b"text/"
 
 
-def find_markings(body: etree._Element, *, holds_mi: bool = False) -> tuple[Marking, ...]:
-    """The classification markings in a body element (text, tails, attribute values), by the rule above, in
-    document order: every one when there are at most ``MAX_MARKINGS``, else the first ``MAX_MARKINGS``."""
-    # Every marking contains 密 (NFKC creates it from nothing else): most bodies are cleared by this one test over
-    # their serialisation (text and attribute values alike; 密 is never escaped in Unicode output).
-    # ``holds_mi``: the caller found 密 in the canonical bytes already (serialising 4 MiB again costs 10 ms).
-    if not holds_mi and "密" not in etree.tostring(body, encoding="unicode", with_tail=False):
-        return ()
-    elements = list(body.iter(etree.Element))  # elements only: comments and PIs are never read
+def _text_attachments(body: etree._Element) -> list[etree._Element]:
+    """The ``Content`` elements of the body's attachments whose ``MediaType`` is text (text/plain, text/csv): base64
+    of UTF-8 text (the services' schemas), which a recipient reads as text."""
+    contents: list[etree._Element] = []
+    for media in body.iter("{*}MediaType"):
+        if (media.text or "").strip().startswith("text/"):
+            parent = media.getparent()
+            if parent is not None:
+                contents.extend(parent.iterchildren("{*}Content"))
+    return contents
+
+
+def _decoded(content: etree._Element) -> str | None:
+    """The text of a text attachment, or None when it is not base64 of UTF-8."""
+    try:
+        return binascii.a2b_base64(content.text or "").decode("utf-8")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError; so is non-ASCII base64 text
+        return None
+
+
+def find_markings(
+    body: etree._Element,
+    *,
+    holds_mi: bool = False,
+    label: int = 0,
+    header: Sequence[etree._Element] = (),
+    text: bool = True,
+    attachments: bool = True,
+) -> tuple[Marking, ...]:
+    """The classification markings of a level above ``label`` in a body element (text, tails, attribute values, text
+    attachments decoded) and in the given ``header`` fields, by the rule above, in document order: every one when
+    there are at most ``MAX_MARKINGS``, else the first ``MAX_MARKINGS``.
+
+    ``holds_mi``: the caller found 密 in the canonical bytes already (serialising 4 MiB again costs 10 ms);
+    ``text=False``: the caller found no 密 in them (no text or attribute can hold a marking: only attachments are
+    read); ``attachments=False``: the caller found no text media type in them."""
+    star, _ = _RULES[label]
     found: dict[tuple[str, str], Marking] = {}
     budget = MAX_SCAN_CHARS
-    for el in elements:
-        text, tail = el.text, el.tail if el is not body else None
-        attrs = [(k, v) for k, v in el.attrib.items() if "密" in v]
-        if not (text and "密" in text) and not (tail and "密" in tail) and not attrs:
-            continue
-        budget -= len(text or "") + len(tail or "") + sum(len(v) for _, v in attrs)
-        if budget < 0:
+    for field in header:
+        if field.text:
+            _scan_value(field.text, f"(header)/{etree.QName(field).localname}", line_of(field), found, label)
+    # Every marking contains 密 (NFKC creates it from nothing else): most bodies are cleared by this one test over
+    # their serialisation (text and attribute values alike; 密 is never escaped in Unicode output).
+    if text and not holds_mi and "密" not in etree.tostring(body, encoding="unicode", with_tail=False):
+        text = False
+    if text:
+        for el in body.iter(etree.Element):  # elements only: comments and PIs are never read
+            value, tail = el.text, el.tail if el is not body else None
+            attrs = [(k, v) for k, v in el.attrib.items() if "密" in v]
+            if not (value and "密" in value) and not (tail and "密" in tail) and not attrs:
+                continue
+            budget -= len(value or "") + len(tail or "") + sum(len(v) for _, v in attrs)
             where = _path(el, body) if el is not body else "/"
-            level = CLASSIFICATIONS.index("秘密")
-            found.setdefault((_UNREVIEWED, where), Marking(_UNREVIEWED, level, where, line_of(el)))
-            break
-        where = _path(el, body) if el is not body else "/"
-        if text:
-            _scan_value(text, where, line_of(el), found)
-        if tail:
-            _scan_value(tail, where + "#tail", line_of(el), found)
-        for name, value in attrs:
-            _scan_value(str(value), f"{where}/@{etree.QName(name).localname}", line_of(el), found)
-        if len(found) >= MAX_MARKINGS:
-            break
-    if not found and budget >= 0:
-        # A marking split over elements (<b>机</b>密★) is whole again in the joined text, in document order.
-        joined = "".join(t for t in body.itertext(etree.Element) if isinstance(t, str))
-        compact = _WS.sub("", _normalise(joined))
-        for m in _STAR.finditer(compact):
+            if budget < 0:
+                unreviewed = Marking(_UNREVIEWED, _unreviewed_level(label), where, line_of(el))
+                found.setdefault((_UNREVIEWED, where), unreviewed)
+                break
+            if value:
+                _scan_value(value, where, line_of(el), found, label)
+            if tail:
+                _scan_value(tail, where + "#tail", line_of(el), found, label)
+            for name, v in attrs:
+                _scan_value(str(v), f"{where}/@{etree.QName(name).localname}", line_of(el), found, label)
+            if len(found) >= MAX_MARKINGS:
+                break
+    if attachments and budget >= 0 and len(found) < MAX_MARKINGS:
+        for content in _text_attachments(body):
+            where = _path(content, body)
+            decoded = _decoded(content)
+            if decoded is None:
+                found.setdefault((_UNREADABLE, where), Marking(_UNREADABLE, _unreviewed_level(label), where))
+            elif "密" in decoded:
+                budget -= len(decoded)
+                if budget < 0:
+                    found.setdefault((_UNREVIEWED, where), Marking(_UNREVIEWED, _unreviewed_level(label), where))
+                    break
+                _scan_value(decoded, where, line_of(content), found, label)
+            if len(found) >= MAX_MARKINGS:
+                break
+    if text and not found and budget >= 0:
+        # A marking split over elements (<b>机</b>密★) is whole again in the joined text, in document order; the
+        # elements are joined by a line break, which the star rule crosses only inside the level word.
+        joined = "\n".join(t for t in body.itertext(etree.Element) if isinstance(t, str))
+        for m in star.finditer(_compact(_normalise(joined))):
+            marking = m.group(0).replace("\n", "")
             found.setdefault(
-                (m.group(0), "(text across elements)"),
-                Marking(m.group(0), _level_word(m.group(1)), "(text across elements)"),
+                (marking, "(text across elements)"),
+                Marking(marking, _level_word(m.group(1)), "(text across elements)"),
             )
             if len(found) >= MAX_MARKINGS:
                 break
@@ -277,6 +438,20 @@ def _body_of(envelope: Envelope, signed_root: etree._Element | None) -> etree._E
         body = signed_root.find(_T_BODY)
         return body if body is not None else signed_root  # no Body: scan everything (fail closed)
     return envelope.body
+
+
+def _header_fields(envelope: Envelope, signed_root: etree._Element | None) -> list[etree._Element]:
+    """The header's free-text fields delivered to every recipient (BusinessRef), from the signed tree."""
+    if signed_root is not None:
+        header = signed_root.find(_T_HEADER)
+        if header is None:
+            return []
+        return [el for tag in _T_HEADER_TEXT for el in header.iterchildren(tag)]
+    if envelope.business_ref:
+        field = etree.Element(_T_HEADER_TEXT[0])
+        field.text = envelope.business_ref
+        return [field]
+    return []
 
 
 def gate(
@@ -324,11 +499,22 @@ def gate(
         else:
             allowed.append(t)
     markings: tuple[Marking, ...] = ()
-    if level <= 1 and (signed_bytes is None or _MI_UTF8 in signed_bytes):
-        # 公开 or 内部: look for classified content under a low label
-        body = _body_of(envelope, signed_root)
-        if body is not None:
-            markings = find_markings(body, holds_mi=signed_bytes is not None)
+    if level < len(CLASSIFICATIONS) - 1:
+        # Below 绝密: look for content marked above its label (any marking under 公开 or 内部).
+        mi = signed_bytes is None or _MI_UTF8 in signed_bytes
+        # a text attachment's content is base64: 密 is not in the bytes, its media type is (read anyway when mi)
+        media = mi or (signed_bytes is not None and _TEXT_MEDIA_UTF8 in signed_bytes)
+        if mi or media:
+            body = _body_of(envelope, signed_root)
+            if body is not None:
+                markings = find_markings(
+                    body,
+                    holds_mi=signed_bytes is not None,
+                    label=level,
+                    header=_header_fields(envelope, signed_root) if mi else (),
+                    text=mi,
+                    attachments=media,
+                )
     return GateResult(level, tuple(allowed), tuple(blocked), markings)
 
 

@@ -192,20 +192,21 @@ def test_without_mi_in_the_signed_bytes_the_body_is_not_scanned(monkeypatch: pyt
     gate_module = importlib.import_module("hub.routing.gate")  # the package exports gate(), shadowing the module
     env, root = make("公开")
     calls: list[object] = []
-    monkeypatch.setattr(gate_module, "find_markings", lambda body, holds_mi=False: calls.append(body) or ())
+    monkeypatch.setattr(gate_module, "find_markings", lambda body, **kwargs: calls.append(body) or ())
     assert not gate(env, root, [EXTRANET], HUB_CEILING, signed_bytes=c14n(root)).quarantine
     assert calls == []
     gate(env, root, [EXTRANET], HUB_CEILING)  # without the bytes it scans
     assert len(calls) == 1
 
 
-def test_classified_messages_are_not_scanned_for_markings() -> None:
+def test_classified_messages_may_carry_their_own_marking() -> None:
+    """A 秘密 message carries 秘密★1年 (or a lower marking): not a stop; only a marking above the label is."""
     env, root = make("秘密", body("<d:Marking>秘密★1年</d:Marking>"), period="1年")
     result = gate(env, root, [INTERNAL_SECRET], HUB_CEILING)
     assert not result.quarantine and result.allowed == (INTERNAL_SECRET,)
 
 
-def test_only_the_body_is_scanned() -> None:
+def test_an_ordinary_business_ref_is_not_a_marking() -> None:
     env, root = make("公开")
     header = root[0]
     etree.SubElement(header, "{urn:forestry-hub:envelope:1}BusinessRef").text = "吉林发〔2026〕1号"
