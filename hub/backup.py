@@ -25,11 +25,13 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
 import tarfile
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -117,11 +119,47 @@ def _passphrase(var: str) -> bytes:
     return value.encode()
 
 
-def _run(argv: list[str], what: str) -> None:
+def _libpq(dsn: str) -> tuple[str, dict[str, str]]:
+    """``dsn`` without its password (for ``--dbname``) and the environment of the child with the password as
+    ``PGPASSWORD``: a command line is readable by every local user (``/proc/<pid>/cmdline``, ``ps``), a process's
+    environment only by its owner. Host, port, user, database and every other parameter (sslmode, …) stay in the
+    DSN as they were; a DSN that is not a URL is passed unchanged."""
+    env = dict(os.environ)
+    m = re.match(r"(?s)(postgres(?:ql)?://)([^/?#]*)(.*)", dsn)
+    if m is None:
+        return dsn, env
+    scheme, netloc, rest = m.groups()
+    password: str | None = None
+    if "@" in netloc:
+        userinfo, hosts = netloc.rsplit("@", 1)
+        user, colon, secret = userinfo.partition(":")
+        if colon:
+            password = urllib.parse.unquote(secret)
+            netloc = f"{user}@{hosts}" if user else hosts
+    path, question, query = rest.partition("?")
+    if question:
+        fragment = ""
+        if "#" in query:
+            query, fragment = query.split("#", 1)
+            fragment = "#" + fragment
+        kept = []
+        for item in query.split("&"):
+            name, _, value = item.partition("=")
+            if urllib.parse.unquote_plus(name) == "password":
+                password = urllib.parse.unquote_plus(value)
+            else:
+                kept.append(item)
+        rest = path + ("?" + "&".join(kept) if kept else "") + fragment
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return scheme + netloc + rest, env
+
+
+def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None) -> None:
     tool = shutil.which(argv[0])
     if tool is None:
         raise _fail(f"{argv[0]} is not installed (Debian: apt-get install postgresql-client)")
-    done = subprocess.run([tool, *argv[1:]], capture_output=True, text=True, check=False)
+    done = subprocess.run([tool, *argv[1:]], capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         detail = " ".join(done.stderr.split())[:300]
         raise _fail(f"{what} failed ({argv[0]} exit {done.returncode}): {detail}")
@@ -154,9 +192,11 @@ def backup(settings: Settings, out: Path, passphrase: bytes) -> dict[str, Any]:
     _key(passphrase, b"0" * 16)  # refuse a short passphrase before any work
     with tempfile.TemporaryDirectory(prefix="hub-backup-") as tmp:
         dump = Path(tmp) / "store.dump"
+        dbname, env = _libpq(settings.pg_dsn)
         _run(
-            ["pg_dump", "-Fc", "--no-owner", "--no-privileges", f"--dbname={settings.pg_dsn}", "-f", str(dump)],
+            ["pg_dump", "-Fc", "--no-owner", "--no-privileges", f"--dbname={dbname}", "-f", str(dump)],
             "pg_dump",
+            env=env,
         )
         manifest = {
             "format": 1,
@@ -257,27 +297,37 @@ def restore(settings: Settings, source: Path, passphrase: bytes) -> dict[str, An
                 "to it (the restored store records it as its installation)"
             )
         asyncio.run(_empty_database(settings))
+        dbname, env = _libpq(settings.pg_dsn)
         _run(
-            [
-                "pg_restore",
-                "--no-owner",
-                "--no-privileges",
-                "--exit-on-error",
-                f"--dbname={settings.pg_dsn}",
-                str(dump),
-            ],
+            ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", f"--dbname={dbname}", str(dump)],
             "pg_restore",
+            env=env,
         )
         asyncio.run(_moved_to(settings))
-        state.mkdir(parents=True, exist_ok=True)
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state.chmod(0o700)  # as `hub pki init` and the hub make it: the CA, the keys, the broker passwords
         source_state = Path(tmp) / "x" / "state"
         if source_state.is_dir():
             for item in source_state.iterdir():
                 shutil.move(str(item), state / item.name)
-        for d in (state / "pki", state / "pki" / "hub", state / "systems"):
-            if d.is_dir():
-                d.chmod(0o700)
+        _private_dirs(state)
     return manifest
+
+
+#: Folders of the state dir that hold secrets (keys, passwords, credentials): 0700 whatever the umask.
+_SECRET_DIRS = ("pki", "pki/hub", "pki/gateway", "systems", "amqp-users")
+
+
+def _private_dirs(state: Path) -> None:
+    """The backup holds files, not folders: give the restored folders that hold secrets mode 0700 again — the known
+    ones and any folder with a private (0600) file in it."""
+    dirs = {state / d for d in _SECRET_DIRS}
+    for path in state.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077 == 0:
+            dirs.add(path.parent)
+    for d in dirs:
+        if d.is_dir() and not d.is_symlink():
+            d.chmod(0o700)
 
 
 # ------------------------------------------------------------------------------------------------ the commands

@@ -196,9 +196,15 @@ def cmd_pki_rollover(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_pki_expiry(args: argparse.Namespace, settings: Settings) -> int:
-    from hub.trust import lifecycle
+    from hub.trust import lifecycle, pki
 
-    found = lifecycle.expiry_warnings(_pki_dir(args, settings), days=args.days)
+    pki_dir = _pki_dir(args, settings)
+    if not pki.PkiPaths(pki_dir).root_cert.is_file():
+        # Nothing to look at is not "ok": a wrong HUB_STATE_DIR or --pki-dir would hide every expiry from cron.
+        raise ConfigError(
+            f"no CA in {pki_dir} (no root-ca.pem): check HUB_STATE_DIR or --pki-dir, or run `hub pki init` first"
+        )
+    found = lifecycle.expiry_warnings(pki_dir, days=args.days)
     for w in found:
         print(w.text())
     if not found:

@@ -231,6 +231,7 @@ async def issue_server(
 async def renew(settings: Settings, pki_dir: Path, serial: str, *, days: int = pki.LEAF_DAYS) -> pki.IssuedCertificate:
     """Re-certify the key of a registered agency (or hub) certificate with a new validity period."""
     key = pki.serial_hex(pki.parse_serial(serial))
+    pki.check_leaf_days(days)
     await migrate(settings.pg_dsn)
     async with connection(settings.pg_dsn) as conn:
         repo = await _ready_register(settings, conn, pki_dir)
@@ -268,7 +269,7 @@ async def revoke(
     async with connection(settings.pg_dsn) as conn:
         repo = await _ready_register(settings, conn, pki_dir)
         async with conn.transaction():
-            row = await repo.revoke(key, reason)
+            row = await repo.revoke(key, reason, in_use=current_serials(pki_dir))
             if actor is not None:
                 detail = {"reason_code": reason, "kind": row.kind, "agency": row.agency, "system": row.system}
                 await actor.record(conn, "cert.revoke", reason=note or reason, target=row.serial, detail=detail)
@@ -276,6 +277,18 @@ async def revoke(
     published = await publish_crls(settings, pki_dir, only=which)
     mine = [p for p in published if p.issuer_serial == row.issuer_serial]
     return row, (mine or published)[0]
+
+
+def current_serials(pki_dir: Path) -> frozenset[str]:
+    """The serials of the certificates the hub uses now: its signing certificate (``hub/hub.pem``) and the issuing
+    CA (the first of ``issuing-ca.pem``). Neither may be revoked before it is replaced (``hub pki rotate``,
+    ``rollover-issuing``)."""
+    paths = pki.PkiPaths(Path(pki_dir))
+    return frozenset(
+        pki.serial_hex(pki.load_certificates(f)[0].serial_number)
+        for f in (paths.hub_cert, paths.issuing_cert)
+        if f.is_file()
+    )
 
 
 def crl_signers(pki_dir: Path, passphrase: str) -> list[tuple[str, x509.Certificate, Any, Path]]:
@@ -387,6 +400,7 @@ async def rotate_hub(
     """A new hub key and certificate from the current issuing CA; the previous certificate is kept (archive and
     register) and stays valid until it expires, so deliveries it signed that are still queued verify. Running
     hub workers switch to the new key within seconds (``follow_hub_key``)."""
+    pki.check_leaf_days(days)  # before anything changes
     paths = pki.PkiPaths(Path(pki_dir))
     if not paths.hub_cert.is_file():
         raise ConfigError(f"no hub certificate at {paths.hub_cert}; run `hub pki init` first")

@@ -15,16 +15,23 @@ from typing import Any
 
 import asyncpg
 
-from hub.errors import ConfigError, StoreUnavailable
+from hub.errors import CODES, ConfigError, StoreUnavailable
 from hub.store.db import CONNECTION_ERRORS
 
 __all__ = [
+    "REVOKE_CURRENT",
     "CertificateRecord",
     "CertificateRepository",
     "CertificateRow",
     "CrlRow",
     "RevocationRow",
 ]
+
+#: Refusal to revoke a certificate the hub is using now (its signing certificate, the issuing CA). Registered here
+#: because this module raises it; it belongs in ``hub.errors.CODES`` (stable, never renamed) when that file is next
+#: edited.
+REVOKE_CURRENT = "PKI_REVOKE_CURRENT"
+CODES.setdefault(REVOKE_CURRENT, "不能吊销枢纽正在使用的证书")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,13 +172,32 @@ class CertificateRepository:
 
     # ------------------------------------------------------------------------------------------ revocation
 
-    async def revoke(self, serial: str, reason: str, revoked_at: dt.datetime | None = None) -> CertificateRow:
-        """Record a revocation; revoking twice keeps the first record. Unknown serials are a ConfigError."""
+    async def revoke(
+        self, serial: str, reason: str, revoked_at: dt.datetime | None = None, *, in_use: frozenset[str] = frozenset()
+    ) -> CertificateRow:
+        """Record a revocation; revoking twice keeps the first record. Unknown serials are a ConfigError.
+        ``in_use``: the serials of the hub's current signing certificate and issuing CA (the files of the PKI
+        directory), refused with ``PKI_REVOKE_CURRENT``: the workers would go on signing with a revoked certificate,
+        every delivery would be refused and the next evidence checkpoint would not verify."""
         row = await self.get(serial)
         if row is None:
             raise ConfigError(f"no certificate with serial {serial} in the register (see `hub pki list`)")
         if row.kind == "root":
             raise ConfigError("the root certificate cannot be revoked; replace the whole PKI instead")
+        if serial in in_use and row.revoked_at is None:
+            if row.kind == "issuing":
+                raise ConfigError(
+                    f"证书 {serial} 是当前的签发 CA：先运行 hub pki rollover-issuing 和 hub pki rotate，再吊销它 — "
+                    f"certificate {serial} is the current issuing CA: run hub pki rollover-issuing and hub pki rotate "
+                    "first, then revoke it",
+                    code=REVOKE_CURRENT,
+                )
+            raise ConfigError(
+                f"证书 {serial} 是枢纽当前的签名证书：先运行 hub pki rotate 换用新密钥，再吊销这张旧证书 — "
+                f"certificate {serial} is the hub's current signing certificate: run hub pki rotate first, then revoke "
+                "it (the old one)",
+                code=REVOKE_CURRENT,
+            )
         if row.revoked_at is None:
             await self._execute(
                 "INSERT INTO trust_revocations (serial, reason, revoked_at) VALUES ($1, $2, COALESCE($3, now()))"

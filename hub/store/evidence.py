@@ -497,13 +497,42 @@ ORDER BY e.seq
 """
 
 
+#: Every message is recorded with the evidence of its receipt in the same statement (``record_batch``: kind
+#: ``received``, ``quarantined`` or ``rejected`` by its state), staged in ``evidence_pending`` until the chainer moves
+#: it into the chain (one transaction). A message with neither was cut off with the end of the log — checkpoints
+#: included, the head moved back — or its record was removed. One anti-join, one snapshot.
+_MESSAGES_WITHOUT_EVIDENCE = """
+SELECT m.message_id, m.received_at FROM messages m
+WHERE NOT EXISTS (SELECT 1 FROM evidence e WHERE e.message_id = m.message_id
+                  AND e.kind IN ('received', 'quarantined', 'rejected'))
+  AND NOT EXISTS (SELECT 1 FROM evidence_pending p WHERE p.message_id = m.message_id
+                  AND p.kind IN ('received', 'quarantined', 'rejected'))
+ORDER BY m.received_at, m.message_id
+"""
+
+
+def missing_evidence_problem(message_id: str, received_at: datetime) -> Problem:
+    """The problem of a message that has no evidence of its receipt (a stable wording: auditors match on it)."""
+    return Problem(
+        "removed",
+        None,
+        f"报文 {message_id} 没有接收证据记录 message {message_id} (received {format_at(received_at)}) has no evidence "
+        "record of its receipt (received, quarantined or rejected): the end of the log was cut off or the record "
+        "removed",
+    )
+
+
 async def verify_messages(executor: Any) -> list[Problem]:
     """Compare every recorded message with the evidence record made when it was received (its digest, sender,
     service, 密级 and urgency): a message changed by hand afterwards is named with the field that changed. A record
-    whose own hash is broken is reported by ``verify_chain``; its claims are not trusted here."""
+    whose own hash is broken is reported by ``verify_chain``; its claims are not trusted here. A message with no such
+    record at all (chained or still staged) is reported as ``removed``: the chain alone cannot see its end cut off
+    when the head was moved back with it."""
     problems: list[Problem] = []
     async with translated("comparing messages with their evidence"), acquired(executor) as conn:
         rows = await conn.fetch(_MESSAGES_AS_RECORDED)
+        missing = await conn.fetch(_MESSAGES_WITHOUT_EVIDENCE)
+    problems += [missing_evidence_problem(str(r["message_id"]), r["received_at"]) for r in missing]
     for r in rows:
         try:
             detail = json.loads(r["detail"])

@@ -209,6 +209,7 @@ class HubKeyWatch:
         self.paths = pki.PkiPaths(Path(pki_dir))
         self.passphrase = passphrase
         self._stamp: tuple[tuple[int, int], ...] | None = None
+        self._refused: str | None = None  # the fingerprint of a certificate refused as not valid now (logged once)
 
     def _current(self) -> tuple[tuple[int, int], ...]:
         out = []
@@ -230,8 +231,14 @@ class HubKeyWatch:
         if stamp == self._stamp:
             return None
         try:
-            if pki.fingerprint(pki.load_certificates(self.paths.hub_cert)[0]) == in_use:
+            cert = pki.load_certificates(self.paths.hub_cert)[0]
+            fp = pki.fingerprint(cert)
+            if fp == in_use:
                 self._stamp = stamp
+                return None
+            if not self._valid_now(cert, fp):
+                if cert.not_valid_after_utc <= clock.now():
+                    self._stamp = stamp  # expired for good: look again only when the files change
                 return None
             signer = Signer.load(self.paths.hub_key, self.paths.hub_cert, passphrase=self.passphrase)
         except ConfigError as exc:
@@ -239,6 +246,30 @@ class HubKeyWatch:
             return None
         self._stamp = stamp
         return signer
+
+    def _valid_now(self, cert: x509.Certificate, fp: str) -> bool:
+        """False (and an error logged, once per certificate) when the new hub certificate is expired or not yet
+        valid: signing with it would have every delivery refused, so the worker keeps the key it has."""
+        now = clock.now()
+        if cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+            return True
+        if self._refused != fp:
+            self._refused = fp
+            serial = pki.serial_hex(cert.serial_number)
+            start, end = f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M}", f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M}"
+            log.error(
+                "新的枢纽证书 %s 当前无效（有效期 %s 至 %s UTC），继续使用当前密钥签名；请重新运行 hub pki rotate · "
+                "the new hub certificate %s in %s is not valid now (valid %s to %s UTC): keeping the current key; "
+                "run `hub pki rotate` again",
+                serial,
+                start,
+                end,
+                serial,
+                self.paths.hub_cert,
+                start,
+                end,
+            )
+        return False
 
 
 def follow_hub_key(worker: Any) -> bool:
@@ -310,10 +341,16 @@ class ExpiryWarning:
             "root": "roll the root over (hub/trust/USAGE.md)",
             "server": "run `hub pki issue-server --host …` with the gateway's host names",
         }[self.what]
+        if self.expired:
+            return f"证书已过期 {role} {self.serial} expired on {self.not_after:%Y-%m-%d %H:%M} UTC: {todo}"
         return (
             f"证书即将到期 {role} {self.serial} expires on {self.not_after:%Y-%m-%d} "
             f"({self.days_left} days left): {todo}"
         )
+
+    @property
+    def expired(self) -> bool:
+        return self.days_left < 0  # timedelta.days rounds down: any time past not-after is -1 or less
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -322,6 +359,7 @@ class ExpiryWarning:
             "subject": self.subject,
             "not_after": self.not_after.isoformat(),
             "days_left": self.days_left,
+            "expired": self.expired,
             "text": self.text(),
         }
 

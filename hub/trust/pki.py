@@ -72,6 +72,7 @@ __all__ = [
     "ca_name",
     "certificate_pem",
     "chain_for_signing",
+    "check_leaf_days",
     "end_entity_builder",
     "fingerprint",
     "init_ca",
@@ -112,6 +113,8 @@ _SYSTEM_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{1,62}$")
 ROOT_DAYS = 3650
 ISSUING_DAYS = 1825
 LEAF_DAYS = 365
+#: The longest validity of an end-entity certificate (agency, TLS, hub, gateway server), in days.
+MAX_LEAF_DAYS = 825
 #: Default interval between a CRL's thisUpdate and nextUpdate: short, so a revocation is never hidden for long
 #: and a hub that stops publishing fails closed within a day.
 CRL_HOURS = 24
@@ -267,6 +270,13 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
     except ValueError:
         raise ConfigError(f"{path} does not hold PEM certificates") from None
     return certs
+
+
+def check_leaf_days(days: int) -> None:
+    """Refuse a validity period an end-entity certificate may not have (``--days`` of issue, issue-server, renew,
+    rotate): 0 or less would issue a certificate that is dead on arrival."""
+    if not 1 <= days <= MAX_LEAF_DAYS:
+        raise ConfigError(f"a certificate is valid for 1 to {MAX_LEAF_DAYS} days")
 
 
 def _sign_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
@@ -511,10 +521,15 @@ def issue_hub_certificate(
     ca: tuple[x509.Certificate, PrivateKey] | None = None,
 ) -> IssuedCertificate:
     """(Re)issue the hub's own signing identity (system ``hub``) with a new key, written to ``hub/``."""
+    check_leaf_days(days)
     paths = PkiPaths(Path(pki_dir))
     issuing, issuing_key = ca or load_ca(paths.root, passphrase)
-    key = keys.generate_private_key(algorithm)
     now = now or _now()
+    if issuing.not_valid_after_utc <= now:
+        raise ConfigError(
+            f"the issuing CA {serial_hex(issuing.serial_number)} has expired: run `hub pki rollover-issuing` first"
+        )
+    key = keys.generate_private_key(algorithm)
     cert = end_entity_builder(
         subject_for(agency, HUB_SYSTEM, "Forestry Exchange Hub"),
         key.public_key(),
@@ -571,8 +586,7 @@ def issue_from_csr(
     agency, system, org = validate_csr(csr)
     if system == HUB_SYSTEM:
         raise ConfigError("system id 'hub' is reserved for the hub's own certificate")
-    if not 1 <= days <= 825:
-        raise ConfigError("a certificate is valid for 1 to 825 days")
+    check_leaf_days(days)
     issuing, issuing_key = ca or load_ca(pki_dir, passphrase)
     now = now or _now()
     public = keys.check_key_policy(csr.public_key())
@@ -598,6 +612,7 @@ def renew(
     """A new certificate for the same subject and key, valid from now (the old one stays valid until it
     expires or is revoked as ``superseded``). A key change needs a new CSR instead. An agency certificate renews
     with the current system profile (documentSigning + clientAuth), a TLS-only one stays TLS-only."""
+    check_leaf_days(days)
     public = keys.check_key_policy(old.public_key())
     agency, system = agency_and_system(old.subject)
     issuing, issuing_key = load_ca(pki_dir, passphrase)
@@ -660,8 +675,7 @@ def issue_server_certificate(
     SubjectAltName = ``hosts`` (DNS names and IP addresses; clients check the host they connect to against it),
     KeyUsage digitalSignature, EKU serverAuth. Writes ``server.pem`` (certificate + issuing CA) and ``server.key``
     (unencrypted PKCS#8, 0600) to ``out_dir`` (default ``<pki_dir>/gateway``)."""
-    if not 1 <= days <= 825:
-        raise ConfigError("a certificate is valid for 1 to 825 days")
+    check_leaf_days(days)
     sans = _subject_alt_names(hosts)
     paths = PkiPaths(Path(pki_dir))
     issuing, issuing_key = load_ca(paths.root, passphrase)
