@@ -109,6 +109,7 @@ CODES: dict[str, str] = {
     "GATE_QUARANTINED": "疑似涉密内容，已隔离待审",
     "GATE_REJECTED": "隔离报文经审核驳回",
     "ROUTE_TTL_EXCEEDED": "报文有效期超过该类报文的上限",
+    "REFUSAL_UNRELATED": "拒收通知所指报文未投递给拒收系统，或收件方不是该报文的原发送系统",
     # directory and route files (hub directory load, hub routes check)
     "CONFIG_MALFORMED": "配置文件不是格式良好的安全 XML",
     "CONFIG_SCHEMA": "配置文件不符合其模式",
@@ -148,6 +149,7 @@ CODES: dict[str, str] = {
     "STORE_NO_DATABASE": "数据库不存在",
     "STORE_NO_CA": "数据库中没有本证书中心的登记",
     "BACKUP_FAILED": "备份或恢复失败",
+    "PKI_REVOKE_CURRENT": "不能吊销枢纽正在使用的证书",
     # the HTTPS gateway (hub/gateway): refusals before a message reaches the hub's one processor
     "GATEWAY_NO_CERTIFICATE": "未提供客户端证书",
     "GATEWAY_UNKNOWN_SYSTEM": "客户端证书对应的系统不在目录中",

@@ -13,9 +13,12 @@ as sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hub.envelope.model import service_namespace
+from hub.errors import NotAllowed
 from hub.pipeline import outgoing
 from hub.pipeline.plan import Plan
 from hub.pipeline.processor import Accepted, Rejected
@@ -26,7 +29,17 @@ if TYPE_CHECKING:
     from hub.transport.names import Names
     from hub.transport.topology import Incoming, Outgoing
 
-__all__ = ["Plan", "message_record", "outgoing_of", "plan_of", "records_of", "rejected_record", "rejection"]
+__all__ = [
+    "Plan",
+    "message_record",
+    "outgoing_of",
+    "plan_of",
+    "records_of",
+    "refusal_key",
+    "rejected_record",
+    "rejection",
+    "vouch_refusal",
+]
 
 #: A refusal that says nothing about the message itself: answered and, besides, parked for an operator.
 PARKED_AS_WELL = frozenset({"MSG_COST_EXCEEDED"})
@@ -221,3 +234,72 @@ def records_of(
         else:
             rejections.append(rejection(r, amqp_user))
     return records, owners, rejections
+
+
+# ------------------------------------------------------------------------------------------------ refusals
+#
+# ``delivery.refusal`` is routed From every level To <Any/> and every system accepts it (routes/refusals.routes.xml,
+# hub.directory.model.Directory.accepts): what keeps it from being an open channel around default deny is this check,
+# made by the worker for the refusals of a batch only (one store query for all of them, ``StoreBatch.delivered_from``).
+# A refusal is accepted only when the store shows that the hub delivered (or is delivering: the delivery row is there,
+# not blocked, for a message accepted or released) its OriginalMessageId to the refusal's signed sender, and when it
+# goes to that message's original sender system and nowhere else.
+
+
+def refusal_key(acc: Accepted) -> tuple[str, str] | None:
+    """(OriginalMessageId, the refusing system) of an accepted ``delivery.refusal`` — what the store must vouch for —
+    read from the signed body; None when the body does not name a message id (the schema makes that impossible)."""
+    env = acc.envelope
+    body = env.body
+    if body is None:
+        return None
+    text = body.findtext(f"{{{service_namespace(env.service, env.version)}}}OriginalMessageId")
+    if not text:
+        return None
+    try:
+        original = str(uuid.UUID(text.strip()))
+    except ValueError:
+        return None
+    return original, env.sender.system
+
+
+def vouch_refusal(acc: Accepted, delivered_from: Mapping[tuple[str, str], tuple[str, str]]) -> Rejected | None:
+    """None when the accepted refusal ``acc`` may go on; else the refusal's own refusal, ``REFUSAL_UNRELATED``, to
+    its signed sender. ``delivered_from`` maps (message id, recipient system) to the message's original sender
+    (agency, system) for every delivery the store vouches for (``StoreBatch.delivered_from``)."""
+    env = acc.envelope
+    key = refusal_key(acc)
+    problem: str | None = None
+    if key is None:
+        problem = "it does not name the refused message (OriginalMessageId)"
+    elif env.ref_to is not None and env.ref_to.lower() != key[0]:
+        problem = f"its RefToMessageId {env.ref_to} is not its OriginalMessageId {key[0]}"
+    else:
+        origin = delivered_from.get(key)
+        if origin is None:
+            problem = f"the hub never delivered message {key[0]} to {key[1]}"
+        else:
+            systems = {d.system for d in acc.deliveries} | {d.system for d, _ in acc.blocked}
+            extra = sorted(systems - {origin[1]})
+            if extra or not systems:
+                problem = (
+                    f"it goes to {', '.join(extra) or 'nobody'}, but a refusal goes only to the refused message's "
+                    f"original sender, {origin[0]}/{origin[1]}"
+                )
+    if problem is None:
+        return None
+    err = NotAllowed(
+        f"refusal {env.message_id} refused: {problem}; a system refuses only a message the hub delivered to it, "
+        "back to that message's sender",
+        code="REFUSAL_UNRELATED",
+    )
+    return Rejected(
+        err,
+        acc.data,
+        acc.received_digest,
+        acc.received_at,
+        envelope=env,
+        reply_to=env.sender,
+        signer_serial=acc.signer_serial,
+        sender_confirmed=True,
+    )

@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from hub.aio import cancelling, stopped
+from hub.directory.model import REFUSAL_SERVICE
 from hub.errors import DeliveryError, HubError
 from hub.logs import flush as flush_logs
 from hub.logs import log_decisions
 from hub.metrics import DEFERRED, LANE_MOVED, count_batch, directory_taken, heartbeat
-from hub.pipeline.decide import outgoing_of, plan_of, records_of
+from hub.pipeline.decide import outgoing_of, plan_of, records_of, refusal_key, vouch_refusal
 from hub.pipeline.lanes import LaneQuota, Standing
 from hub.pipeline.processor import Accepted, Processor, Rejected
 from hub.settings import Settings
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from asyncpg import Pool
 
     from hub.pipeline.context import Context
-    from hub.store.abc import Store
+    from hub.store.abc import Store, StoreBatch
     from hub.transport.abc import AbstractConsumer, AbstractTransport
     from hub.transport.names import Names
 
@@ -425,17 +426,26 @@ class Worker:
                     resume=resume or m.redelivered or m.attempt > 0,
                 )
             )
-        # What the hub refused costs its publisher: a token of the emergency lane's quota, or standing in the normal
-        # lanes, which what it accepted earns (hub.pipeline.lanes).
-        if urgent:
-            for it in items:
-                if isinstance(it.result, Rejected):
-                    self.lane_quota.charge(it.msg.publisher(hub_user) or "")
-        else:
-            self._count_standing(items, hub_user)
+        # Refusals of a delivery (routed to any system: routes/refusals.routes.xml) go on only when the store vouches
+        # for them (``_vouch_refusals``); every other message pays this one comparison.
+        refusals = [
+            i
+            for i, it in enumerate(items)
+            if type(it.result) is Accepted and it.result.envelope.service == REFUSAL_SERVICE
+        ]
         marks = [clock()]  # the end of each stage, for the decision lines' stages_ms
         try:
             async with self.store.batch() as store:
+                if refusals:
+                    await self._vouch_refusals(store, items, refusals)
+                # What the hub refused costs its publisher: a token of the emergency lane's quota, or standing in the
+                # normal lanes, which what it accepted earns (hub.pipeline.lanes).
+                if urgent:
+                    for it in items:
+                        if isinstance(it.result, Rejected):
+                            self.lane_quota.charge(it.msg.publisher(hub_user) or "")
+                else:
+                    self._count_standing(items, hub_user)
                 records, owners, rejections = records_of([(it.result, it.msg.user_id) for it in items])
                 for i, outcome in zip(owners, await store.record(records, rejections), strict=True):
                     items[i].outcome = outcome
@@ -480,6 +490,19 @@ class Worker:
             if decision == "rejected":
                 codes[fields["code"]] = codes.get(fields["code"], 0) + 1
         count_batch(outcomes, codes, n_deliveries, len(items), marks[-1] - started)
+
+    @staticmethod
+    async def _vouch_refusals(store: StoreBatch, items: list[_Item], refusals: Sequence[int]) -> None:
+        """Turn each accepted ``delivery.refusal`` of ``items`` (at the indices ``refusals``) that the store does not
+        vouch for into a refusal of its own (``REFUSAL_UNRELATED``, ``hub.pipeline.decide.vouch_refusal``): its
+        OriginalMessageId was never delivered to its signed sender, or it goes elsewhere than to that message's
+        original sender. ONE store query for all of them; a store failure is the batch's (retried)."""
+        keys = {key for i in refusals if (key := refusal_key(cast(Accepted, items[i].result))) is not None}
+        found = await store.delivered_from(sorted(keys)) if keys else {}
+        for i in refusals:
+            refused = vouch_refusal(cast(Accepted, items[i].result), found)
+            if refused is not None:
+                items[i].result = refused
 
     def _answers(self, items: Sequence[_Item]) -> tuple[list[Outgoing], list[str], list[ReceiptRecord], int]:
         """What the batch publishes, which messages' deliveries it sends, the answers it records as sent, and how

@@ -28,6 +28,12 @@ class StoreBatch(Protocol):
         """After the broker confirmed: the deliveries of ``delivered`` messages are delivered, ``receipts`` sent."""
         ...
 
+    async def delivered_from(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+        """For (message id, recipient system) pairs: the message's original sender (agency, system) where the hub
+        delivered (or is delivering) that message to that system — what a ``delivery.refusal`` must be vouched for
+        by (``hub.store.messages.delivered_from``, ``hub.pipeline.decide.vouch_refusal``)."""
+        ...
+
 
 class Store(Protocol):
     def batch(self) -> AbstractAsyncContextManager[StoreBatch]:

@@ -1,6 +1,7 @@
 """The real ``Store`` of the pipeline (``hub.store.abc``): PostgreSQL through an asyncpg pool, one connection held
 for both statements of a batch and kept for the next one (taking one from the pool and giving it back costs
-40 µs a statement here, two statements a batch)."""
+40 µs a statement here, two statements a batch). A batch that holds a ``delivery.refusal`` reads one more
+(``delivered_from``, on the same connection)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ class _PgBatch:
 
     async def record_sent(self, delivered: Iterable[str] = (), receipts: Sequence[ReceiptRecord] = ()) -> None:
         await messages.record_sent(self.conn, delivered, receipts)
+
+    async def delivered_from(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+        """The original senders of the (message id, recipient system) deliveries the hub made (``delivery.refusal``:
+        ``hub.store.messages.delivered_from``); only batches with refusals ask."""
+        return await messages.delivered_from(self.conn, pairs)
 
 
 class PgStore:

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from hub.errors import CODES, ConfigError, StoreUnavailable
+from hub.errors import ConfigError, StoreUnavailable
 from hub.store.db import CONNECTION_ERRORS
 
 __all__ = [
@@ -27,11 +27,9 @@ __all__ = [
     "RevocationRow",
 ]
 
-#: Refusal to revoke a certificate the hub is using now (its signing certificate, the issuing CA). Registered here
-#: because this module raises it; it belongs in ``hub.errors.CODES`` (stable, never renamed) when that file is next
-#: edited.
+#: Refusal to revoke a certificate the hub is using now (its signing certificate, the issuing CA); in
+#: ``hub.errors.CODES``.
 REVOKE_CURRENT = "PKI_REVOKE_CURRENT"
-CODES.setdefault(REVOKE_CURRENT, "不能吊销枢纽正在使用的证书")
 
 
 @dataclass(frozen=True, slots=True)

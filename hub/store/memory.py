@@ -70,6 +70,20 @@ class MemoryStore:
         self.rejections.extend(rejections)
         return outcomes
 
+    async def delivered_from(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+        """As PostgreSQL's (``hub.store.messages.delivered_from``): for each (message id, recipient system) with a
+        delivery that is not blocked, of a message accepted or released, that message's (sender agency, system)."""
+        found: dict[tuple[str, str], tuple[str, str]] = {}
+        for mid, system in pairs:
+            key = (mid.lower(), system)
+            held = self.messages.get(key[0])
+            if held is None or held.state not in ("accepted", "released"):
+                continue
+            rec = held.record
+            if any(d.recipient_system == system and d.state != "blocked" for d in rec.deliveries):
+                found[key] = (rec.sender_agency, rec.sender_system)
+        return found
+
     async def record_sent(self, delivered: Iterable[str] = (), receipts: Sequence[ReceiptRecord] = ()) -> None:
         for mid in delivered:
             held = self.messages.get(mid.lower())

@@ -43,6 +43,7 @@ from hub.store.records import (
 
 __all__ = [
     "REJECTED_RAW_CAP",
+    "delivered_from",
     "delivery_state",
     "mark_delivered",
     "quarantine_list",
@@ -319,6 +320,29 @@ async def record_rejection(executor: Any, rejection: Rejection) -> None:
     """Record one message refused before its signature was trusted (capped bytes, digest, code), with evidence:
     ``record_batch`` with no messages."""
     await record_batch(executor, (), [rejection])
+
+
+_DELIVERED_FROM = """
+SELECT q.message_id::text AS message_id, q.recipient_system, m.sender_agency, m.sender_system
+FROM unnest($1::uuid[], $2::text[]) AS q(message_id, recipient_system)
+JOIN deliveries d ON d.message_id = q.message_id AND d.recipient_system = q.recipient_system
+JOIN messages m ON m.message_id = q.message_id
+WHERE d.state <> 'blocked' AND m.state IN ('accepted', 'released')
+"""
+
+
+async def delivered_from(executor: Any, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+    """For the (message id, recipient system) ``pairs`` the hub delivered — or is delivering: a delivery row that is
+    not blocked, of a message accepted or released (a row is written pending and marked delivered once the broker
+    confirmed; a recipient may answer in between) — that message's original sender, (agency, system). What
+    ``hub.pipeline.decide.vouch_refusal`` asks of a batch's ``delivery.refusal`` messages: ONE statement (primary-key
+    look-ups), read only for batches that hold refusals. Ids are canonical (``_id_text``); keys come back so."""
+    keys = sorted({(_id_text(m), s) for m, s in pairs})
+    if not keys:
+        return {}
+    async with translated("reading the deliveries refusals name"), acquired(executor) as conn:
+        rows = await conn.fetch(_DELIVERED_FROM, [m for m, _ in keys], [s for _, s in keys])
+    return {(r["message_id"], r["recipient_system"]): (r["sender_agency"], r["sender_system"]) for r in rows}
 
 
 _RECORD_SENT = """
