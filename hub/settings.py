@@ -46,6 +46,15 @@ _LOWEST = (
     ("prefetch", 1, "0 would let RabbitMQ hand a worker every queued message at once"),
     ("poll_grace_s", 0, "seconds after a system's last poll through the gateway; 0 is no grace"),
 )
+#: (setting, highest value, why): above it the hub cannot start or its consumers fail (RabbitMQ's prefetch is a
+#: 16-bit count; a time past these overflows Python's datetime arithmetic where it is used).
+_HIGHEST = (
+    ("prefetch", 65535, "AMQP's basic.qos prefetch count is 16 bits"),
+    ("clock_skew_s", 86400, "a day; more would accept messages dated far in the future"),
+    ("crl_hours", 24 * 366, "a CRL's next update at most a year ahead"),
+    ("poll_grace_s", 86400 * 30, "thirty days"),
+    ("message_budget_ms", 3_600_000, "an hour"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,10 @@ class Settings:
             value = getattr(self, name)
             if value < low:
                 raise ConfigError(f"HUB_{name.upper()} must be at least {low} ({why}), got {value}")
+        for name, high, why in _HIGHEST:
+            value = getattr(self, name)
+            if value > high:
+                raise ConfigError(f"HUB_{name.upper()} must be at most {high} ({why}), got {value}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -86,10 +86,26 @@ async def unusable_registrations(conn: Any, directory: Directory) -> list[str]:
 
 
 def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    from hub.routing.routes import check_routes, known_services, route_files
+
     path = Path(args.file)
     directory, problems = check_directory(path)
     if directory is None:
         _print_problems(problems)
+        return 1
+    # The routes must load against it too: a running hub takes a stored directory only with its routes
+    # (hub.pipeline.follow), so one they cannot be loaded against would be stored and refused by every worker and the
+    # process engine on every look (and a restarted hub run could not start). Nothing is stored then.
+    services = known_services(settings.schemas_dir) if settings.schemas_dir.is_dir() else None
+    _, route_problems = check_routes(route_files(settings.routes_dir), directory, services=services)
+    if route_problems:
+        _print_problems(route_problems)
+        print(
+            "目录未加载：路由文件不能按此目录载入（先改路由或目录，hub routes check --directory 文件 可先查）"
+            " · directory not loaded: the routes files cannot be loaded against it (hub routes check --directory FILE"
+            " checks first)",
+            file=sys.stderr,
+        )
         return 1
     source_xml = path.read_text(encoding="utf-8")
 

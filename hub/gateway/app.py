@@ -61,6 +61,7 @@ from hub.gateway.readiness import Readiness
 from hub.gateway.status import status_for_code, status_for_receipt
 from hub.gateway.tls import ServerCredentials, TlsServer, peer_of, serve_tls
 from hub.metrics import count_refusal, count_request, heartbeat, polled
+from hub.routing import load_routes, route_files
 from hub.settings import Settings
 from hub.store.gateway_activity import FLUSH_S as ACTIVITY_FLUSH_S
 from hub.store.gateway_activity import GatewayActivity
@@ -1036,6 +1037,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                             seen = version  # next look
                             continue
                         directory = await repository.load()
+                        # Only a version the routes load against, as the examination takes it (hub.pipeline.follow):
+                        # one it refuses must not change who this gateway lets in (raises ConfigProblems: looked at
+                        # again next time, logged below).
+                        load_routes(route_files(settings.routes_dir), directory)
                         known = {s.id for s in identifier.directory.systems()}
                         now_in = {s.id for s in directory.systems()}
                         if now_in - known:  # new systems: their queues first
@@ -1048,6 +1053,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                         if cancelling():  # a stop cut the look short: the error is what the cancellation became
                             raise asyncio.CancelledError from None
                         log.warning("could not read the directory again: %s", exc.describe())
+                    except OSError as exc:  # a routes file that cannot be read: what it has stays
+                        log.warning("could not read the routes files again: %s", exc)
 
             refresher = asyncio.get_running_loop().create_task(refresh(), name="gateway directory refresh")
             # Examined in this process: its row in the store too, with the directory version it examines with

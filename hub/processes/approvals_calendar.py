@@ -132,10 +132,10 @@ def load_calendar(path: Path | str) -> Calendar:
     """Read the calendar file; a file that cannot be used raises CalendarError saying what to correct."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is not an error
     except FileNotFoundError:
         raise CalendarError(f"{path}: 节假日日历文件不存在 the holiday calendar file does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CalendarError(f"{path}: 节假日日历文件格式错误 the calendar file is not valid TOML: {exc}") from None
     holidays: list[date] = []
     workdays: list[date] = []

@@ -107,17 +107,25 @@ class Policy:
 def load_policy(path: Path) -> Policy:
     """The policy in ``path``; the built-in one (no defaults, remind a day before) when the file does not exist."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark is not an error
     except FileNotFoundError:
         return Policy()
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise PolicyError(f"{path}: 不是 UTF-8 编码（请另存为 UTF-8） is not UTF-8 text (save it as UTF-8)") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
         raise PolicyError(f"{path}: {exc}") from None
+    feedback, reminder = data.get("default_feedback") or {}, data.get("reminder") or {}
+    for table, value in (("default_feedback", feedback), ("reminder", reminder)):
+        if not isinstance(value, dict):
+            raise PolicyError(
+                f"{path}: [{table}] 应为表（[{table}] 下逐行写）must be a table ([{table}], one key a line)"
+            )
     defaults: dict[str, timedelta] = {}
-    for urgency, text in (data.get("default_feedback") or {}).items():
+    for urgency, text in feedback.items():
         if urgency not in ("特急", "加急", "平件"):
             raise PolicyError(f"{path}: [default_feedback] {urgency!r} is not an urgency (特急, 加急, 平件)")
         defaults[urgency] = parse_duration(text)
-    before = parse_duration((data.get("reminder") or {}).get("before", "1d"))
+    before = parse_duration(reminder.get("before", "1d"))
     return Policy(defaults, before)
 
 

@@ -128,7 +128,10 @@ def load_plan(path: Path) -> Plan:
         return ConfigError(f"{path}: {why}", code="EMERGENCY_PLAN_INVALID")
 
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not an error; another encoding (GBK) is, named.
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise bad("不是 UTF-8 编码（请另存为 UTF-8） is not UTF-8 text (save it as UTF-8)") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise bad(f"cannot be read ({exc})") from None
     try:

@@ -14,6 +14,7 @@ A directory whose routes cannot be loaded against it leaves the workers on what 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -245,3 +246,10 @@ async def test_a_directory_the_routes_cannot_take_leaves_the_workers_on_what_the
     assert worker.processor.directory is worker.directory
     assert "could not take the new directory" in caplog.text
     assert "ROUTES_UNKNOWN_REF" in caplog.text
+    # The gateway's identification does not take it either: it took it alone (the approval database's mailbox
+    # dropped, a system added with it let in by its certificate and refused by the examination). Looks every
+    # second, a version identified at its second look: after three, still the directory before.
+    with caplog.at_level("WARNING", logger="hub.gateway"):
+        await asyncio.sleep(3.5)
+    assert gw.state.identifier.directory.system(APPROVAL_DB).id == APPROVAL_DB
+    assert "could not read the directory again" in caplog.text

@@ -229,3 +229,24 @@ def test_cli_load_and_list(pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys:
         "fire-command",
     ):
         assert text in listing
+
+
+def test_cli_load_refuses_a_directory_the_routes_cannot_be_loaded_against(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A directory without a system the routes name (prov-220000-data, of data.routes.xml) was stored (exit 0) and
+    then refused by every worker and the process engine on every look, and taken by the gateway's identification
+    alone. Now nothing is stored, and the routes' problem is printed."""
+    monkeypatch.setenv("HUB_PG_DSN", pg_dsn)
+    assert main(["directory", "load", str(DEMO), "--no-provision"]) == 0
+    capsys.readouterr()
+    text = DEMO.read_text(encoding="utf-8")
+    start = text.index('<System id="prov-220000-data"')
+    bad = tmp_path / "directory.xml"
+    bad.write_text(text[:start] + text[text.index("/>", start) + 2 :], encoding="utf-8")
+    assert main(["directory", "load", str(bad), "--no-provision"]) == 1
+    captured = capsys.readouterr()
+    assert "ROUTES_UNKNOWN_REF" in captured.out and "prov-220000-data" in captured.out
+    assert "目录未加载" in captured.err and "directory loaded" not in captured.out
+    assert main(["directory", "list"]) == 0
+    assert "prov-220000-data" in capsys.readouterr().out  # the stored directory is the one before

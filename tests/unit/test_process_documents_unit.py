@@ -60,10 +60,24 @@ def test_deadlines_file(tmp_path: Path) -> None:
     f = tmp_path / "d.toml"
     f.write_text('[default_feedback]\n"特急" = "1d"\n"加急" = "72h"\n[reminder]\nbefore = "6h"\n', encoding="utf-8")
     assert load_policy(f) == Policy({"特急": timedelta(days=1), "加急": timedelta(hours=72)}, timedelta(hours=6))
-    for text in ('[default_feedback]\n"急件" = "1d"\n', '[default_feedback]\n"加急" = "soon"\n', "[default_feedback\n"):
+    # (also a value of the wrong kind: a string for a table crashed the engine at start with AttributeError; and a
+    # file in GBK)
+    for text in (
+        '[default_feedback]\n"急件" = "1d"\n',
+        '[default_feedback]\n"加急" = "soon"\n',
+        "[default_feedback\n",
+        'default_feedback = "3d"\n',
+        'reminder = "1d"\n',
+        "[reminder]\nbefore = 3\n",
+    ):
         f.write_text(text, encoding="utf-8")
         with pytest.raises(PolicyError):
             load_policy(f)
+    f.write_bytes('[reminder]\nbefore = "6h" # 提醒\n'.encode("gbk"))
+    with pytest.raises(PolicyError, match="UTF-8"):
+        load_policy(f)
+    f.write_bytes(b"\xef\xbb\xbf" + b'[reminder]\nbefore = "6h"\n')
+    assert load_policy(f) == Policy({}, timedelta(hours=6))
 
 
 def test_reminder_a_day_before_or_halfway_when_nearer() -> None:

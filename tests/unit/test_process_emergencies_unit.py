@@ -55,6 +55,27 @@ def test_late_recipients_are_escalated_to_their_parent_unit() -> None:
     }
 
 
+def test_a_plan_saved_in_another_encoding_is_refused_and_a_byte_order_mark_is_not(tmp_path: Path) -> None:
+    """A plan saved in GBK raised UnicodeDecodeError out of load_plan and make: the whole process engine died at start
+    and was restarted every second (emergencies, documents, approvals, meetings all stopped)."""
+    from types import SimpleNamespace
+
+    from hub.processes.emergencies import make
+
+    shipped = (PROJECT_ROOT / "routes" / "emergency-plan.toml").read_text(encoding="utf-8")
+    routes = tmp_path / "routes"
+    routes.mkdir()
+    (routes / "emergency-plan.toml").write_bytes(shipped.encode("gbk"))
+    with pytest.raises(ConfigError) as err:
+        load_plan(routes / "emergency-plan.toml")
+    assert err.value.code == "EMERGENCY_PLAN_INVALID" and "UTF-8" in str(err.value)
+    context = SimpleNamespace(router=SimpleNamespace(routes=SimpleNamespace(for_service=lambda s, v: [])))
+    process = make(context, SimpleNamespace(routes_dir=routes))  # type: ignore[arg-type]
+    assert process.plan_problem is not None and "UTF-8" in process.plan_problem
+    (routes / "emergency-plan.toml").write_bytes(b"\xef\xbb\xbf" + shipped.encode("utf-8"))
+    assert load_plan(routes / "emergency-plan.toml") == PLAN
+
+
 def test_a_broken_plan_is_refused_with_its_code(tmp_path: Path) -> None:
     bad = tmp_path / "plan.toml"
     bad.write_text((PROJECT_ROOT / "routes" / "emergency-plan.toml").read_text().replace('"nation"]', '"moon"]'))

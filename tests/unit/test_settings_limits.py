@@ -41,3 +41,22 @@ def test_the_lowest_working_values_are_taken() -> None:
     )
     assert (s.max_message_bytes, s.crl_hours, s.workers, s.prefetch) == (1, 1, 0, 1)
     assert Settings().message_budget_ms == 250  # the defaults pass
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("HUB_PREFETCH", "65536", "16 bits"),
+        ("HUB_CLOCK_SKEW_S", "99999999999999", "far in the future"),
+        ("HUB_CRL_HOURS", "99999999", "a year ahead"),
+        ("HUB_POLL_GRACE_S", "99999999999", "thirty days"),
+        ("HUB_MESSAGE_BUDGET_MS", "99999999999", "an hour"),
+    ],
+)
+def test_a_value_past_what_the_hub_can_use_is_refused_by_name(variable: str, value: str, says: str) -> None:
+    """Above these the hub started and then failed: HUB_PREFETCH=65536 broke every consumer's basic.qos (a 16-bit
+    count) and HUB_CLOCK_SKEW_S=99999999999999 overflowed where the processor is made."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value})
+    assert str(caught.value).startswith(f"{variable} must be at most") and says in str(caught.value)
+    assert Settings.from_env({"HUB_PREFETCH": "65535"}).prefetch == 65535
