@@ -38,13 +38,40 @@ ROWS: tuple[dict[str, str], ...] = (
 )  # fmt: skip
 
 
-def _value(field: str, text: str) -> Decimal | str:
+def _number(text: str) -> Decimal | None:
+    """A finite decimal, or None: empty, not a number, NaN or Infinity."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() else None
+
+
+def _value(field: str, text: str) -> Decimal | str | None:
+    """A cell or a condition's value as compared: a decimal column's as a number (None when unknown or not one)."""
     if _TYPES.get(field) == "decimal":
-        try:
-            return Decimal(text)
-        except InvalidOperation:
-            return Decimal(0)
+        return _number(text)
     return text
+
+
+def _sort_key(field: str, row: dict[str, str], desc: bool) -> tuple[bool, Decimal | str]:
+    """Unknown numbers last in either direction; a descending order of numbers by their negation."""
+    value = _value(field, row[field])
+    if value is None:
+        return (True, Decimal(0))
+    if isinstance(value, Decimal) and desc:
+        return (False, -value)
+    return (False, value)
+
+
+def bad_values(query: DataQuery) -> list[str]:
+    """``field value`` of every comparison of a decimal column whose value is not a finite number."""
+    conditions = query.filter.condition if query.filter else []
+    return [
+        f"{c.field}={c.value}"
+        for c in conditions
+        if _TYPES.get(c.field) == "decimal" and c.operator != "prefix" and _number(c.value) is None
+    ]
 
 
 def _matches(row: dict[str, str], query: DataQuery) -> bool:
@@ -59,6 +86,8 @@ def _matches(row: dict[str, str], query: DataQuery) -> bool:
         have, want = _value(c.field, row[c.field]), _value(c.field, c.value)
         if c.operator == "prefix":
             ok = str(row[c.field]).startswith(c.value)
+        elif have is None or want is None:  # an unknown figure (an empty cell) matches no comparison
+            ok = False
         else:
             ok = {
                 "eq": have == want,
@@ -86,9 +115,16 @@ def answer(query: DataQuery, query_id: str, rows: Iterable[dict[str, str]] = ROW
     if query.dataset != "forest-resources" or bad:
         why = f"未知字段 unknown fields: {', '.join(bad)}" if bad else f"本库不提供 {query.dataset} 数据集"
         return DataResponse(query_message_id=query_id, dataset=query.dataset, outcome="invalid-query", reason=why)
-    chosen = [r for r in rows if _matches(r, query)]
-    for order in reversed(query.order_by):
-        chosen.sort(key=lambda r, f=order.field: _value(f, r[f]), reverse=order.direction == "desc")  # type: ignore[misc]
+    if not_numbers := bad_values(query):
+        why = f"条件的值不是数值 not a number: {', '.join(not_numbers)}"[:2000]
+        return DataResponse(query_message_id=query_id, dataset=query.dataset, outcome="invalid-query", reason=why)
+    try:
+        chosen = [r for r in rows if _matches(r, query)]
+        for order in reversed(query.order_by):
+            chosen.sort(key=lambda r, f=order.field, d=order.direction == "desc": _sort_key(f, r, d))  # type: ignore[misc]
+    except InvalidOperation as exc:  # a comparison the checks above let through: the asker gets an answer
+        why = f"无法比较条件的值 a value cannot be compared ({type(exc).__name__})"
+        return DataResponse(query_message_id=query_id, dataset=query.dataset, outcome="invalid-query", reason=why)
     names: Sequence[str] = list(query.fields.field) if query.fields else [c[0] for c in COLUMNS]
     page = chosen[query.paging.offset : query.paging.offset + query.paging.limit]
     labels = {name: (label, kind) for name, label, kind in COLUMNS}

@@ -12,7 +12,8 @@
 - The hub's ``hub.notice`` of kind ``meeting-refused`` about a booking (its register of rooms and terminals refused
   it: ``MEETING_SLOT_TAKEN``, hub/processes/meetings.py) → the platform never keeps that meeting: booked already →
   ``DELETE /api/v1/meetings/{number}`` and the venues' notices not yet sent are dropped; not handled yet → the
-  booking, when it comes, is refused with the hub's code and reason without calling the platform.
+  booking, when it comes, is refused with the hub's code and reason without calling the platform (when an earlier
+  POST of it may have reached the platform, ``_POSTED``: asked again with the same key, its meeting cancelled).
 - Platform down (connection refused, timeout, 5xx, an answer that is not the contract's) → ``Retry`` with growing
   pauses: the delivery stays in the hub's queue, nothing is lost, and the key makes the later call safe.
 """
@@ -28,6 +29,7 @@ import re
 import sqlite3
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,18 @@ CREATE TABLE IF NOT EXISTS vc_hub_refused (
 )
 """
 _NOTICE_CODE = re.compile(r"^([A-Z][A-Z0-9_]{1,63}) ")
+#: The bookings whose POST may have reached the platform, written and committed *before* the call in a file of its
+#: own beside the store (``<store>.vc-posted``): neither a Retry's rollback of the handler's savepoint nor a SIGKILL
+#: before the batch commits undoes it, and the batch's transaction, which holds the store's write lock, does not
+#: stand in its way. A booking the hub refused that is marked here is withdrawn from the platform when it comes
+#: again (its POST timed out, or the adapter died between the platform's 201 and the commit, so ``vc_bookings``
+#: has no meeting number for the hub's notice). A mark is kept until a day after its booking expired.
+_POSTED = """
+CREATE TABLE IF NOT EXISTS vc_posted (
+    booking_id TEXT PRIMARY KEY,
+    expires    REAL NOT NULL
+)
+"""
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,9 @@ async def close_platform() -> None:
     outbox: NoticeOutbox | None = _state.pop("outbox", None)
     if outbox is not None:  # the start-up hook may never have run
         await outbox.stop()
+    posted: sqlite3.Connection | None = _state.pop("posted", None)
+    if posted is not None:  # a handler of the SDK's drain after this opens it again (_posted())
+        posted.close()
     s: aiohttp.ClientSession | None = _state.pop("session", None)
     if s is not None:  # a handler of the SDK's drain after this opens a fresh one (session())
         await s.close()
@@ -206,6 +223,30 @@ def session() -> aiohttp.ClientSession:
     if s is None or s.closed:
         s = _state["session"] = _new_session(config())
     return s  # type: ignore[no-any-return]
+
+
+def _posted() -> sqlite3.Connection:
+    """The marks of bookings that may have reached the platform (``_POSTED``), opened on first use."""
+    conn: sqlite3.Connection | None = _state.get("posted")
+    if conn is None:
+        conn = sqlite3.connect(_store_path() + ".vc-posted", isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # on disk before the POST leaves
+        conn.execute(_POSTED)
+        conn.execute("DELETE FROM vc_posted WHERE expires < ?", (time.time() - 86400,))
+        _state["posted"] = conn
+    return conn
+
+
+def _mark_posted(ctx: Context) -> None:
+    _posted().execute(
+        "INSERT OR IGNORE INTO vc_posted (booking_id, expires) VALUES (?, ?)",
+        (ctx.message_id, ctx.expires.timestamp()),
+    )
+
+
+def _was_posted(booking_id: str) -> bool:
+    return _posted().execute("SELECT 1 FROM vc_posted WHERE booking_id = ?", (booking_id,)).fetchone() is not None
 
 
 # ---------------------------------------------------------------------------------------------- the platform
@@ -265,9 +306,12 @@ async def on_booking(msg: MeetingBookingV1, ctx: Context) -> MeetingNoticeV1:
     db: sqlite3.Connection = ctx.db
     db.execute(_HUB_REFUSED)
     refused = db.execute("SELECT code, reason FROM vc_hub_refused WHERE booking_id = ?", (ctx.message_id,)).fetchone()
-    if refused is not None:  # the hub's register refused it before it reached us: never on the platform
+    if refused is not None:  # the hub's register refused it before it was handled: never kept on the platform
+        if _was_posted(ctx.message_id):  # ... but an earlier POST of it may have booked it there
+            await _withdraw(msg, ctx, refused[0])
         log.info("booking refused by the hub before it was handled: %s", refused[0], extra=fields)
         raise Reject(refused[0], refused[1][:1000])
+    _mark_posted(ctx)
     status, answer = await call("POST", "/api/v1/meetings", booking_request(msg), ctx)
     if status in (200, 201):
         try:
@@ -308,6 +352,26 @@ async def on_booking(msg: MeetingBookingV1, ctx: Context) -> MeetingNoticeV1:
     raise Reject(code, reason)
 
 
+async def _withdraw(msg: MeetingBookingV1, ctx: Context, code: str) -> None:
+    """A booking the hub refused whose earlier POST may have reached the platform (it timed out, or the adapter died
+    before the commit): the same POST with the same key gets the platform's stored answer (a booking it made
+    then, or its refusal); a meeting it made is cancelled. Anything that may pass raises Retry (``call``)."""
+    fields = {"system": SYSTEM, "message_id": ctx.message_id, "service": ctx.service_id}
+    status, answer = await call("POST", "/api/v1/meetings", booking_request(msg), ctx)
+    if status not in (200, 201):
+        return  # the platform refused it: nothing of it there
+    try:
+        number = notice(answer, msg, ctx.message_id).meeting_number
+    except BadPlatformAnswer as exc:
+        log.error("the platform's booking answer breaks the contract: %s", exc, extra=fields)
+        raise Retry(_backoff(ctx), f"VC_BAD_ANSWER: {exc}") from None
+    status, _answer = await call("DELETE", f"/api/v1/meetings/{quote(str(number), safe='')}", None, ctx)
+    if status >= 300 and status != 404:
+        log.error("the platform would not cancel a meeting the hub refused (HTTP %s)", status, extra=fields)
+    else:
+        log.info("meeting cancelled on the platform: the hub refused its booking (%s)", code, extra=fields)
+
+
 @adapter.handles(MeetingConfirmV1)
 async def on_confirm(msg: MeetingConfirmV1, ctx: Context) -> None:
     # The meeting number goes into the platform's URL path: quoted whole, so no "/", ".." or "?" can reach another
@@ -346,6 +410,8 @@ async def on_hub_notice(msg: HubNoticeV1, ctx: Context) -> None:
             "UPDATE vc_notice_outbox SET state = 'cancelled', detail = ? WHERE booking_id = ? AND state = 'pending'",
             (code, booking_id),
         )
+    elif _was_posted(booking_id):  # its POST timed out or the adapter died before the commit: still in the queue
+        log.info("the hub refused a booking still to be handled: withdrawn when it comes (%s)", code, extra=fields)
     db.execute(
         "INSERT OR IGNORE INTO vc_hub_refused (booking_id, code, reason) VALUES (?, ?, ?)",
         (booking_id, code, f"枢纽拒绝了该会议预约：{msg.text}"[:1000]),

@@ -459,3 +459,111 @@ async def test_a_booking_the_hub_refused_is_never_kept_on_the_platform(tmp_path:
                 await pool.close()
     finally:
         await platform.stop()
+
+
+@pytest.mark.parametrize("route", ["timeout", "crash"])
+async def test_a_booking_the_hub_refused_after_its_post_is_withdrawn_from_the_platform(
+    tmp_path: Path, route: str
+) -> None:
+    """The platform booked a meeting but the adapter never had its answer: the answer came after request_timeout
+    (``timeout``), or the adapter was killed between the platform's 201 and the commit (``crash``). ``vc_bookings``
+    has no number, so the hub's meeting-refused notice (加急, handed over first) cancels nothing; the booking, when it
+    comes again, asks the platform with the same Idempotency-Key and cancels the meeting it made before it is
+    refused with the hub's code. It was left booked on the platform, holding the room."""
+    from hub.pipeline.context import load_context
+    from hub.processes.engine import ProcessEngine
+    from hub.processes.meetings import MeetingsProcess
+    from hub.store.db import create_pool
+
+    platform = VideoPlatform()
+    late = {"on": False}
+    book = platform._book
+    proc: AdapterProcess | None = None
+
+    async def late_book(request: Any) -> Any:
+        resp = await book(request)
+        if late["on"]:
+            if route == "crash":
+                assert proc is not None
+                proc.kill()  # booked on the platform, the adapter dead before it reads the 201
+            else:
+                await asyncio.sleep(3.0)  # booked, answered after the adapter's request_timeout
+        return resp
+
+    platform._book = late_book  # type: ignore[method-assign]
+    await platform.start()
+    try:
+        async with TestHub(real=True) as hub:
+            proc = await _setup(hub, tmp_path, platform, request_timeout=1.0)
+            booker = await hub.client(BOOKER)
+            await proc.start()
+            pool = await create_pool(hub.settings.pg_dsn, min_size=1, max_size=2)
+            try:
+                context = await load_context(hub.settings, pool)
+                engine = ProcessEngine(pool, context, [MeetingsProcess()], transport=hub._admin_transport)
+
+                async def settle(mid: str) -> str:
+                    for _ in range(300):
+                        await engine.run_once()
+                        async with pool.acquire() as conn:
+                            state = await conn.fetchval("SELECT state FROM meetings WHERE booking_id = $1::uuid", mid)
+                        if state is not None:
+                            await engine.run_once()  # and publish what it decided
+                            return str(state)
+                        await asyncio.sleep(0.05)
+                    raise AssertionError(f"booking {mid} never followed by the hub")
+
+                def hub_refused(mid: str) -> bool:
+                    with sqlite3.connect(home_of(tmp_path) / "handled.sqlite3") as db:
+                        try:
+                            row = db.execute("SELECT 1 FROM vc_hub_refused WHERE booking_id = ?", (mid,)).fetchone()
+                        except sqlite3.OperationalError:  # no such table yet
+                            return False
+                        return row is not None
+
+                start = _start(9)
+                r1 = await booker.send(booking("全州防火视频会", start), to=to(PROVINCE, SYSTEM))
+                await until(lambda: platform.by_key(r1.message_id), 30, "the first booking on the platform", proc)
+                assert await settle(r1.message_id) == "booked"
+
+                late["on"] = True
+                same = "珲春市林业局二楼 视频会议室"  # the first one's room to the hub, another to the platform
+                r2 = await booker.send(
+                    booking(
+                        "同一会议室的另一会议", start + timedelta(minutes=20), room=same, terminal=None, branches={}
+                    ),
+                    to=to(PROVINCE, SYSTEM),
+                )
+                await until(lambda: platform.by_key(r2.message_id), 30, "the platform booked the second", proc)
+                m2 = platform.by_key(r2.message_id)
+                assert m2 is not None and m2.status == "booked"
+                assert await settle(r2.message_id) == "refused"  # the hub's notice goes to the video system
+                if route == "crash":
+                    await until(lambda: not proc.alive, 30, "the adapter killed")
+                    late["on"] = False
+                    await proc.start()  # the notice first (加急), then the booking again
+                await until(lambda: hub_refused(r2.message_id), 30, "the adapter handled the hub's notice", proc)
+                late["on"] = False  # the booking's next attempt gets the platform's answer in time
+                [a2] = await until(
+                    lambda: [
+                        d
+                        for d in hub.delivered(BOOKER)
+                        if d.context.ref_to == r2.message_id and d.context.service == "delivery.refusal"
+                    ],
+                    60,
+                    "the booker told the second is refused",
+                    proc,
+                )
+                assert a2.message.code == "MEETING_SLOT_TAKEN"
+                assert m2.status == "cancelled", f"meeting {m2.number} the hub refused is still {m2.status}"
+                assert platform.replays >= 1  # asked with the same key: the platform's stored answer, no new meeting
+                assert [m.booking_key for m in platform.meetings.values()].count(r2.message_id) == 1
+                assert platform.by_key(r1.message_id).status == "booked"  # type: ignore[union-attr]
+                assert not [d for d in _answers(hub, BOOKER, "meeting.notice") if d.context.ref_to == r2.message_id]
+                assert await proc.stop() == 0
+            finally:
+                await pool.close()
+    finally:
+        if proc is not None:
+            proc.kill()
+        await platform.stop()
