@@ -10,8 +10,11 @@ import asyncio
 import getpass
 import json
 
+from hub.errors import ConfigError
 from hub.settings import Settings
 
+#: The most ``hub dead list`` shows at once (what the store reads at most: ``hub.store.dead_letters.list_dead``).
+MAX_LIST = 500
 _STATE = {"pending": "待处理 pending", "replayed": "已重放 replayed", "discarded": "已丢弃 discarded"}
 _KIND = {"inbound": "入站 inbound", "delivery": "投递 delivery", "other": "其他 other"}
 
@@ -20,6 +23,11 @@ async def _dead(args: argparse.Namespace, settings: Settings) -> int:
     from hub.pipeline import dead
     from hub.store.db import create_pool
 
+    # Before anything is read or drained: a value that could not be acted on as asked.
+    if args.d_command == "list" and not 1 <= args.limit <= MAX_LIST:
+        raise ConfigError(f"--limit 应为 1 到 {MAX_LIST} · --limit must be 1 to {MAX_LIST}")
+    if args.d_command == "replay" and not args.reason.strip():
+        raise ConfigError("--reason 必须写明重放理由 · --reason must say why the letter is replayed")
     pool = await create_pool(settings.pg_dsn, min_size=1, max_size=2)
     try:
         new = await dead.collect(settings, pool)
@@ -94,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ds = d.add_subparsers(dest="d_command", metavar="ACTION", required=True)
     p = ds.add_parser("list", help="dead letters, newest first (pending ones; --all for every one)")
     p.add_argument("--all", action="store_true", help="also replayed and discarded ones")
-    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    p.add_argument("--limit", type=int, default=100, help=f"at most this many (default 100, at most {MAX_LIST})")
     p = ds.add_parser("show", help="one dead letter")
     p.add_argument("id", type=int)
     p.add_argument("--headers", action="store_true", help="also print its AMQP headers (unverified)")

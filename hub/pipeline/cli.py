@@ -183,6 +183,7 @@ async def _receive(args: argparse.Namespace, settings: Settings) -> int:
                     (out / f"{env.message_id}.xml").write_bytes(m.body)
             failed = await dead_letter_refused(transport, args.system, refused)
             await transport.ack([m for m in batch if m not in failed])
+            deadline = loop.time() + args.wait  # --wait is a time with nothing arriving, not the whole run's
             if failed:
                 await transport.nack(failed, requeue=False)
     finally:

@@ -168,6 +168,12 @@ async def test_a_message_the_hub_dead_lettered_is_collected_once_and_replayed_in
     assert refused == 1
     missing = hub.hub_cli("dead", "show", "999999")
     assert missing.returncode == 2 and "hub: DEAD_NOT_FOUND" in missing.stderr
+    # A blank reason was a ValueError out of dead.replay (INTERNAL); --limit past what the store reads was cut to it
+    # without a word. Both are refused by name, before anything is read.
+    blank = hub.hub_cli("dead", "replay", str(row.id), "--reason", " ", "--operator", "duty2")
+    assert blank.returncode == 2 and "hub: CONFIG" in blank.stderr and "--reason" in blank.stderr, blank.stderr
+    too_many = hub.hub_cli("dead", "list", "--limit", "1000")
+    assert too_many.returncode == 2 and "--limit" in too_many.stderr and "500" in too_many.stderr
     assert await hub.depth(RECIPIENT) == 0  # the refused replay sent nothing
 
 

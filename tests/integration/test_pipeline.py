@@ -414,6 +414,34 @@ async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path
     assert bad.returncode == 1 and "IO_READ" in bad.stdout and "Traceback" not in bad.stderr
 
 
+async def test_hub_receive_wait_is_a_time_with_nothing_arriving(hub: Hub) -> None:
+    """``--wait 2``: "stop when nothing arrives for this long". A document every 0.7 s for about 4 s: never 2 s
+    without one, so receive prints every one (it stopped 2 s after it started, with what had come by then)."""
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli", "receive", "--system", "county-220182-oa", "--wait", "2"],
+        env=hub.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ids = []
+        started = time.monotonic()
+        for _ in range(6):
+            env = await hub.send("county-220122-oa", document("county-220122-oa", [Recipient.to("11220182013552847D")]))
+            ids.append(env.message_id)
+            await asyncio.sleep(0.7)
+        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert [i for i in ids if i in out] == ids, (time.monotonic() - started, out)
+
+
 async def test_hub_receive_dead_letters_a_tampered_delivery_with_its_reason(hub: Hub) -> None:
     """``hub receive`` never acks away a delivery it refused: it parks it in ``ns.dead`` with the reason in headers,
     as the system's own AMQP user, then acks the original; the genuine delivery next to it is received."""
