@@ -396,6 +396,18 @@ def attachment(kit: Kit, max_bytes: int) -> bytes:
     return kit.signed(kit.envelope(body=body))
 
 
+def long_file_name(kit: Kit, max_bytes: int) -> bytes:
+    """Signed: an attachment's FileName as long as the size limit leaves room for (its type allows 200 characters).
+    libxml2 ran the type's pattern over the whole value after maxLength had failed: 220 ms of CPU before the schema
+    refused it (SCHEMA_VALUE), and as much unsigned; the patterns now repeat at most maxLength times."""
+    body = sample_body("document.official", "report-with-attachment.xml")
+    ns = etree.QName(body).namespace
+    name = next(body.iter(f"{{{ns}}}FileName"))
+    base = to_bytes(kit.envelope(body=body))
+    name.text = "A" * (max_bytes - len(base) - _HEADROOM_BYTES)
+    return kit.signed(kit.envelope(body=body))
+
+
 def garbage_signature(kit: Kit, max_bytes: int) -> bytes:
     """No key needed: the declaration budget on the root and a SignatureValue that cannot verify (the hub
     canonicalises SignedInfo before it can know)."""
@@ -427,6 +439,7 @@ CASES: dict[str, tuple[str, Callable[[Kit, int], bytes]]] = {
     "markings": ("valid: paragraphs dense with 密级 markings (quarantined)", markings),
     "secret_prose": ("valid: 4 MB of 密 in running text (past what the gate reads: quarantined)", secret_prose),
     "attachment": ("valid: the largest attachment (accepted)", attachment),
+    "long_file_name": ("a 4 MB attachment FileName (its pattern over the whole value; refused)", long_file_name),
     "garbage_signature": ("no key: 256 namespaces, a SignatureValue that cannot verify", garbage_signature),
 }
 
