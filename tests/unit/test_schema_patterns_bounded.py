@@ -15,8 +15,9 @@ from lxml import etree
 from hub.settings import PROJECT_ROOT
 
 XS = "http://www.w3.org/2001/XMLSchema"
-SCHEMAS = sorted((PROJECT_ROOT / "schemas" / "services").glob("*/*/schema.xsd")) + [
-    PROJECT_ROOT / "schemas" / "envelope" / "1" / "envelope.xsd"
+SCHEMAS = [
+    *sorted((PROJECT_ROOT / "schemas" / "services").glob("*/*/schema.xsd")),
+    PROJECT_ROOT / "schemas" / "envelope" / "1" / "envelope.xsd",
 ]
 #: An open-ended repetition: ``+``, ``*`` or ``{n,}`` not escaped and not inside a character class.
 _OPEN = re.compile(r"(?<!\\)(?:[+*]|\{\d+,\})")
