@@ -16,8 +16,11 @@ own batch code), ``mailbox`` (each system's queue: the inbox, and answers of sub
 HTTP statuses), ``openapi`` (the document at /openapi.json), ``tls``, ``config``, ``server`` (processes).
 aiohttp is imported here and in ``monitoring/`` only.
 
-One gateway process per installation, and a system takes part over HTTPS or over AMQP, not both: the inbox is the
-system's queue, and a submission the hub finishes in a worker (after a transient failure, or with
+Several gateway processes serve an installation only behind a load balancer with client affinity (HAProxy ``balance
+source`` or ``stick-table``/``stick on src``; nginx ``hash $remote_addr consistent``): a system's inbox deliveries and
+their delivery tags live in the gateway that took them (a tag names it: ``mailbox.TAG_PATTERN``), and a tag brought
+to another gateway is answered 421 ``GATEWAY_TAG_ELSEWHERE``. A system takes part over HTTPS or over AMQP, not both:
+the inbox is the system's queue, and a submission the hub finishes in a worker (after a transient failure, or with
 ``GatewaySettings.in_process=False``) is answered on that queue, where whoever consumes it gets the answer (a second
 consumer — another gateway, the system's own AMQP client — could take the answer a POST waits for: that POST then
 ends in 503 ``GATEWAY_TIMEOUT`` and the answer is an inbox item there).

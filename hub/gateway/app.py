@@ -701,7 +701,8 @@ async def _json_body(request: web.Request, max_bytes: int, what: str) -> Any:
 
 async def ack_many(request: web.Request) -> web.StreamResponse:
     """POST /v1/inbox/ack ``{"tags": [...]}``: acknowledge several deliveries in one request; answers which tags were
-    acknowledged and which are unknown (acknowledged already, or gone back after their visibility timeout)."""
+    acknowledged, which are unknown (acknowledged already, or gone back after their visibility timeout) and which
+    another gateway issued (``elsewhere``: not settled here; send them to that gateway)."""
     identity = request[IDENTITY]
     given = await _json_body(request, MAX_ACK_BODY, "the tags")
     tags = given.get("tags") if isinstance(given, dict) and set(given) == {"tags"} else None
@@ -716,15 +717,36 @@ async def ack_many(request: web.Request) -> web.StreamResponse:
     mailbox = request.app[STATE].mailbox
     done: list[str] = []
     unknown: list[str] = []
+    elsewhere: list[str] = []  # issued by another gateway, which alone can settle them (``_not_here``)
     for tag in dict.fromkeys(tags):  # each tag once, in order
-        (done if await mailbox.ack(identity.system, tag) else unknown).append(tag)
-    return web.json_response({"acknowledged": done, "unknown": unknown})
+        if mailbox.issued_elsewhere(tag):
+            elsewhere.append(tag)
+        else:
+            (done if await mailbox.ack(identity.system, tag) else unknown).append(tag)
+    return web.json_response({"acknowledged": done, "unknown": unknown, "elsewhere": elsewhere})
+
+
+#: Why a tag of another gateway is refused (421 ``GATEWAY_TAG_ELSEWHERE``), not taken for one acknowledged already.
+ELSEWHERE_DETAIL = (
+    "this delivery tag was issued by another gateway, which alone holds the delivery: send the acknowledgement "
+    "there. Behind a load balancer the balancer must keep a client on one gateway (source affinity: HAProxy "
+    "'balance source', nginx 'hash $remote_addr consistent'); unacknowledged, the delivery comes again after the "
+    "visibility timeout"
+)
+
+
+def _not_here(mailbox: Mailbox, tag: str) -> None:
+    """Refuse a tag another gateway issued: 421 ``GATEWAY_TAG_ELSEWHERE`` (a 404 would read as acknowledged)."""
+    if mailbox.issued_elsewhere(tag):
+        raise Refused(421, "GATEWAY_TAG_ELSEWHERE", ELSEWHERE_DETAIL)
 
 
 async def ack(request: web.Request) -> web.StreamResponse:
     """POST /v1/inbox/{tag}/ack."""
     identity = request[IDENTITY]
-    if not await request.app[STATE].mailbox.ack(identity.system, request.match_info["tag"]):
+    mailbox, tag = request.app[STATE].mailbox, request.match_info["tag"]
+    _not_here(mailbox, tag)
+    if not await mailbox.ack(identity.system, tag):
         raise Refused(404, "GATEWAY_NOT_FOUND", "no unacknowledged delivery with this tag (it may have gone back)")
     return web.Response(status=204)
 
@@ -733,7 +755,9 @@ async def release(request: web.Request) -> web.StreamResponse:
     """POST /v1/inbox/{tag}/release: put a delivery handed out back at once (the client cannot take it now; the next
     poll hands it out again, instead of after the visibility timeout)."""
     identity = request[IDENTITY]
-    if not request.app[STATE].mailbox.release(identity.system, request.match_info["tag"]):
+    mailbox, tag = request.app[STATE].mailbox, request.match_info["tag"]
+    _not_here(mailbox, tag)
+    if not mailbox.release(identity.system, tag):
         raise Refused(404, "GATEWAY_NOT_FOUND", "no unacknowledged delivery with this tag (it may have gone back)")
     return web.Response(status=204)
 
@@ -770,7 +794,9 @@ async def refuse(request: web.Request) -> web.StreamResponse:
             'send {"code": "<A_CODE>", "reason": "<why, 1 to 1000 characters>"}: a code of capital letters, digits '
             "and underscores, and a reason an operator can act on",
         )
-    done = await request.app[STATE].mailbox.refuse(identity.system, request.match_info["tag"], code, reason.strip())
+    mailbox, tag = request.app[STATE].mailbox, request.match_info["tag"]
+    _not_here(mailbox, tag)
+    done = await mailbox.refuse(identity.system, tag, code, reason.strip())
     if done is None:
         raise Refused(404, "GATEWAY_NOT_FOUND", "no unacknowledged delivery with this tag (it may have gone back)")
     if not done:

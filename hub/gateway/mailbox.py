@@ -28,6 +28,12 @@ A system takes part one way (``hub.gateway.links``): with a ``guard``, a system 
 queue is refused (``GATEWAY_LINK_CONFLICT``) instead of consumed, and a system consumed here that starts an AMQP
 consumer beside it is given up (``give_way``: every item held for it goes back to the queue) within ``link_check_s``.
 
+Tags name the gateway that issued them: ``<instance>.<token>``, the instance 8 hex digits drawn once per mailbox (per
+gateway process), the token random (``TAG_PATTERN``). A tag is held only in the memory of the gateway that handed the
+delivery out, so several gateways need a load balancer that keeps a client on one of them (source affinity); a tag
+another gateway issued is recognised (``issued_elsewhere``) and answered 421 ``GATEWAY_TAG_ELSEWHERE`` by
+``hub.gateway.app``, not taken for one acknowledged already.
+
 Known limit: the prefetch window is shared by answers and inbox items. A system that submits but never drains its
 inbox fills the window with unacknowledged deliveries; the answers to its next submissions then stay in the queue
 behind them, the submissions end in 503 ``GATEWAY_TIMEOUT``, and the answers arrive as inbox items once it polls.
@@ -38,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -113,6 +120,11 @@ class _Box:
     leaving: bool = False
 
 
+#: A delivery tag: the issuing gateway's instance id, a dot, a random token (``secrets.token_urlsafe(18)``).
+TAG_PATTERN = r"^[0-9a-f]{8}\.[A-Za-z0-9_-]{24}$"
+_TAG = re.compile(TAG_PATTERN)
+
+
 class Mailbox:
     def __init__(
         self,
@@ -126,6 +138,8 @@ class Mailbox:
         idle_s: float = 0.0,
     ) -> None:
         self.transport = transport
+        #: Names this gateway in the tags it issues (``TAG_PATTERN``): fixed for the mailbox's life.
+        self.instance = secrets.token_hex(4)
         self.prefetch = prefetch
         self.visibility_timeout = visibility_timeout
         self.clock = clock
@@ -317,7 +331,7 @@ class Mailbox:
                     item = getter.result()
                 if item.settled.done() or item.msg.settled:
                     continue  # put back or lost with its channel: the broker delivers it again
-                item.token = secrets.token_urlsafe(18)
+                item.token = f"{self.instance}.{secrets.token_urlsafe(18)}"
                 item.deadline = self.clock() + self.visibility_timeout
                 box.out[item.token] = item
                 out.append(item)
@@ -337,6 +351,11 @@ class Mailbox:
         finally:
             box.requests -= 1
             box.active = self.clock()
+
+    def issued_elsewhere(self, token: str) -> bool:
+        """Whether ``token`` has the shape of a tag another gateway issued (another instance id): that gateway holds
+        the delivery, and only it can settle it."""
+        return _TAG.fullmatch(token) is not None and not token.startswith(f"{self.instance}.")
 
     def _take(self, system: str, token: str) -> InboxItem | None:
         """The item handed out to ``system`` under ``token``, no longer out (None: unknown or already settled)."""

@@ -305,8 +305,10 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     },
                     "responses": {
                         "200": {
-                            "description": "which tags were acknowledged, and which are unknown (acknowledged "
-                            "already, or gone back after their visibility timeout)",
+                            "description": "which tags were acknowledged, which are unknown (acknowledged "
+                            "already, or gone back after their visibility timeout), and which another gateway issued "
+                            "(elsewhere: not acknowledged; only that gateway can, so a load balancer must keep a "
+                            "client on one gateway)",
                             "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/Acknowledged"}}},
                         },
                         "400": _refusal(f"not 1 to {MAX_ACK_TAGS} tags (GATEWAY_BAD_REQUEST)"),
@@ -327,6 +329,7 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     "responses": {
                         "204": {"description": "acknowledged: the hub will not deliver it again"},
                         "404": {"$ref": f"{_REF}/responses/NotFound"},
+                        "421": {"$ref": f"{_REF}/responses/TagElsewhere"},
                         **_common(),
                     },
                 }
@@ -341,6 +344,7 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     "responses": {
                         "204": {"description": "put back: the next poll (of this system) hands it out again"},
                         "404": {"$ref": f"{_REF}/responses/NotFound"},
+                        "421": {"$ref": f"{_REF}/responses/TagElsewhere"},
                         **_common(),
                     },
                 }
@@ -361,6 +365,7 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                         "204": {"description": "parked with the reason and acknowledged: it is not delivered again"},
                         "400": _refusal("not a refusal object of the schema (GATEWAY_BAD_REQUEST)"),
                         "404": {"$ref": f"{_REF}/responses/NotFound"},
+                        "421": {"$ref": f"{_REF}/responses/TagElsewhere"},
                         "408": _refusal("the request body did not arrive in time (GATEWAY_READ_TIMEOUT)"),
                         "413": _refusal("over 8192 bytes (ENV_TOO_LARGE)"),
                         "415": _refusal("the body is not application/json (GATEWAY_MEDIA_TYPE)"),
@@ -461,11 +466,12 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                 },
                 "Acknowledged": {
                     "type": "object",
-                    "required": ["acknowledged", "unknown"],
+                    "required": ["acknowledged", "unknown", "elsewhere"],
                     "additionalProperties": False,
                     "properties": {
                         "acknowledged": {"type": "array", "items": {"type": "string"}},
                         "unknown": {"type": "array", "items": {"type": "string"}},
+                        "elsewhere": {"type": "array", "items": {"type": "string"}},
                     },
                 },
                 "Refusal": {
@@ -552,7 +558,8 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                 },
                 "X-Hub-Message-Id": {"description": "the message id", "schema": {"type": "string"}},
                 "X-Hub-Delivery-Tag": {
-                    "description": "opaque token for POST /v1/inbox/{tag}/ack",
+                    "description": "opaque token for POST /v1/inbox/{tag}/ack, naming the gateway that issued it "
+                    "(an 8-hex-digit instance id, a dot, a random part): only that gateway can settle it",
                     "schema": {"type": "string"},
                 },
                 "X-Hub-Kind": {
@@ -577,6 +584,12 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                 },
                 "NotFound": {
                     "description": "unknown, or not this system's (GATEWAY_NOT_FOUND)",
+                    "headers": _headers("X-Hub-Code"),
+                    "content": {"application/json": _error_json()},
+                },
+                "TagElsewhere": {
+                    "description": "the tag was issued by another gateway, which alone holds the delivery "
+                    "(GATEWAY_TAG_ELSEWHERE): a load balancer must keep a client on one gateway (source affinity)",
                     "headers": _headers("X-Hub-Code"),
                     "content": {"application/json": _error_json()},
                 },
