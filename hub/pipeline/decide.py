@@ -70,10 +70,12 @@ def plan_of(result: Accepted | Rejected, outcome: RecordOutcome | None, *, resum
             blocked_error=bool(result.blocked),
         )
     if outcome.state not in ("accepted", "released"):
-        # Quarantined, or refused before: answer again only if the sender never got an answer.
-        if outcome.needs_receipt and outcome.state == "quarantined":
-            return Plan(receipt="quarantined", record_receipt=True)
-        return NOTHING
+        # Held for a person: say so again, as an accepted message's copy is answered "duplicate" — a resend means the
+        # sender may have missed the first answer (an HTTP response lost on the way: the SDK resends, and a JSON
+        # MSG_DUPLICATE made it a refusal of a message the hub still holds). Recorded only if it never got one.
+        if outcome.state == "quarantined":
+            return Plan(receipt="quarantined", record_receipt=outcome.needs_receipt)
+        return NOTHING  # refused before (its answer was the signed error)
     # Accepted (or released by an operator) before. Finish what is missing only for a copy the hub itself held
     # before: a fresh second copy from the sender may meet the first one still in flight in another worker
     # (recorded, not yet published); that worker finishes its own work, and this copy is answered "duplicate".

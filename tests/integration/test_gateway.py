@@ -184,6 +184,27 @@ async def test_the_messages_a_system_sent_page_by_page_with_their_deliveries(gw:
             assert r.status == 400 and body["code"] == "GATEWAY_BAD_REQUEST" and says in body["detail"], (bad, body)
 
 
+async def test_a_resent_quarantined_submission_is_told_it_is_held_again(gw: Gateway) -> None:
+    """The first answer (202 quarantined) lost on the way, the client sends the same bytes again: a hub-signed
+    quarantined receipt again, not the JSON 409 MSG_DUPLICATE the SDK turned into a refusal of a message the hub still
+    holds (an operator may release it). Nothing is delivered either time."""
+    root = document(SENDER, [Recipient.to(DEHUI)])
+    ns = "urn:forestry-hub:document.official:1"
+    paragraph = root.find(f".//{{{ns}}}Paragraph")
+    assert paragraph is not None
+    paragraph.text = "秘密★5年 附件所列火场坐标不得外传。"
+    data = gw.hub.sign(SENDER, root)
+    sender = gw.session(SENDER)
+    first = await post(sender, data)
+    again = await post(sender, data)
+    for status, headers, body in (first, again):
+        assert (status, headers.get("X-Hub-Outcome")) == (202, "quarantined"), (status, headers, body[:200])
+        assert headers["Content-Type"].startswith("application/xml")
+        receipt = gw.hub.inbox(SENDER).open(body)
+        assert receipt.sender.system == "hub" and receipt.service == "hub.receipt"
+    assert await gw.hub.drain(RECIPIENT, timeout=1) == []
+
+
 async def test_refused_by_the_hub_with_its_signed_error(gw: Gateway) -> None:
     sender = gw.session(SENDER)
     unknown = signed(gw, SENDER, [Recipient.to("11220300013700183Y", "city-220300-nope")])
