@@ -25,11 +25,11 @@ blank characters U+2800 and the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 re
 
 1. the star form anywhere: ``秘密★``, ``机密★10年``, ``绝密★长期`` — the separator being ★ or any star- or
    asterisk-shaped symbol (☆ ✩ ⭐ ✦ ✪ ⋆ ∗ ✱ *, …: ``_STARS``), with whitespace between the characters allowed —
-   the star is the official separator between level and period, and ordinary prose does not contain it. The star
-   must follow the level word on the same line of the same element: a paragraph ending 保守国家秘密 followed by one
-   beginning ★重点任务 is not a marking. The star form is also searched in the whole body text joined across
-   elements (with a line break between them), where a line or element boundary may fall inside the level word, so
-   splitting the level word over elements (``<b>机</b>密★``) does not hide it;
+   the star is the official separator between level and period, and ordinary prose does not contain it. All
+   whitespace is ignored, line breaks (NEL, U+2028 … too) included, and the star form is also searched in the whole
+   body text joined across elements, so neither a line break nor an element boundary hides it (``机密\n★10年``,
+   ``<b>机</b>密★``, ``<b>机密</b><b>★</b>``). Fail closed: a paragraph ending 保守国家秘密 followed by one beginning
+   with a ★ bullet reads as 秘密★ and the message is held for a person;
 2. a bare ``绝密``, ``机密`` or ``秘密`` in a heading position: a line (or the whole value) that begins with the
    level word, optionally bracketed (【机密】 〔机密〕 〖机密〗 「机密」 『机密』 [机密] (机密)) and optionally
    followed by a period (``机密 10年``, ``机密★10年``, ``机密：10年``), and then ends or continues after whitespace —
@@ -103,10 +103,6 @@ def _clean(text: str) -> str:
 
 
 _WS = re.compile(r"\s+")
-#: Whitespace other than line breaks (``str.splitlines``' set): removed in the compact form.
-_SPACES = re.compile(r"[^\S\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
-#: What is left: line breaks (and the separator between elements), one ``\n`` per run.
-_BREAKS = re.compile(r"\s+")
 # Simplified and traditional/variant forms (絕密, 絶密, 機密, 祕密) of the three level words, by level.
 _FIRST = {2: "秘祕", 3: "机機", 4: "绝絕絶"}
 _PERIOD = r"(?:长期|長期|[0-9]{1,3}(?:年|个月|個月))"
@@ -132,10 +128,8 @@ def _level_words(label: int, gap: str) -> str:
 
 
 def _star_rule(label: int) -> re.Pattern[str]:
-    # Applied to the compact text: no whitespace but one \n where a line or an element ends. A boundary may fall
-    # inside the level word (<b>机</b>密★) but not between it and the star: a paragraph ending 保守国家秘密 and the
-    # next beginning ★重点任务 is not a marking.
-    return re.compile(_level_words(label, "\n?") + _STAR_CLASS + f"({_PERIOD})?")
+    # Applied to the compact text (no whitespace at all: across lines and elements).
+    return re.compile(_level_words(label, "") + _STAR_CLASS + f"({_PERIOD})?")
 
 
 def _heading_rule(label: int) -> re.Pattern[str]:
@@ -269,9 +263,11 @@ def _normalise(text: str) -> str:
 
 
 def _compact(text: str) -> str:
-    """Normalised text without whitespace, each run holding a line break made one ``\n`` (the star rule's
-    boundary)."""
-    return _BREAKS.sub("\n", _SPACES.sub("", text))
+    """Normalised text without any whitespace, line breaks included: the star rule reads across lines and elements
+    (fail closed). A line break as a boundary let ``机密\n★10年``, ``机密\x85★10年`` (NEL, shown as nothing by many
+    viewers) and ``<b>机密</b><b>★</b>`` through; its price is that a paragraph ending 保守国家秘密 before one starting
+    with ★ is held for a person."""
+    return _WS.sub("", text)
 
 
 def _level_word(word: str) -> int:
@@ -304,7 +300,7 @@ def _scan_value(value: str, where: str, line: int | None, out: dict[tuple[str, s
     star, heading = _RULES[label]
     text = _normalise(value)
     for i, m in enumerate(star.finditer(_compact(text))):
-        found = m.group(0).replace("\n", "")
+        found = m.group(0)
         if (found, where) not in out:
             out[found, where] = Marking(found, _level_word(m.group(1)), where, line)
         if len(out) >= MAX_MARKINGS or i >= MAX_MARKINGS:  # the first ones of a value say enough
@@ -419,11 +415,11 @@ def find_markings(
             if len(found) >= MAX_MARKINGS:
                 break
     if text and not found and budget >= 0:
-        # A marking split over elements (<b>机</b>密★) is whole again in the joined text, in document order; the
-        # elements are joined by a line break, which the star rule crosses only inside the level word.
+        # A marking split over elements (<b>机</b>密★, <b>机密</b><b>★</b>) is whole again in the joined text, in
+        # document order (``_compact`` drops the line breaks joining them).
         joined = "\n".join(t for t in body.itertext(etree.Element) if isinstance(t, str))
         for m in star.finditer(_compact(_normalise(joined))):
-            marking = m.group(0).replace("\n", "")
+            marking = m.group(0)
             found.setdefault(
                 (marking, "(text across elements)"),
                 Marking(marking, _level_word(m.group(1)), "(text across elements)"),

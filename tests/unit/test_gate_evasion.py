@@ -1,7 +1,7 @@
 """The classification gate against evasion, through the real processor (``tests.hostile.costly.make_kit``): invisible
 and blank characters inside a marking, look-alike stars and variant level characters, a marking in the header's
 BusinessRef or in a text attachment, content marked above its own label — and the false positive of a paragraph
-ending 保守国家秘密 followed by one beginning with ★."""
+ending 保守国家秘密 followed by one beginning with ★ (held for a person: fail closed)."""
 
 from __future__ import annotations
 
@@ -133,7 +133,9 @@ def test_own_marking_under_confidential_label_is_delivered(kit: Kit) -> None:
     assert not r.quarantined and [d.system for d in r.deliveries] == [SECURE[0]]
 
 
-def test_fp_star_bullet_after_paragraph_ending_in_state_secrets(kit: Kit) -> None:
+def test_a_star_bullet_after_a_paragraph_ending_in_state_secrets_is_held_for_a_person(kit: Kit) -> None:
+    """Fail closed: read across paragraphs, 保守国家秘密 + ★重点任务 is 秘密★. A line or element boundary as a wall
+    (tried) let 机密\n★10年, 机密\x85★10年 and <b>机密</b><b>★</b> through to the extranet."""
     body = sample_body("document.official")
     paras = body.find(f"{{{NS}}}MainText")
     paras[0].text = "各单位要严格遵守保密纪律，保守国家秘密"
@@ -146,7 +148,7 @@ def test_fp_star_bullet_after_paragraph_ending_in_state_secrets(kit: Kit) -> Non
     )
     r = kit.processor.examine(kit.signed(root))
     assert isinstance(r, Accepted)
-    assert not r.quarantined, [m.text + " @ " + m.where for m in r.markings]
+    assert r.quarantined and [m.text for m in r.markings] == ["秘密★"]
 
 
 @pytest.mark.parametrize("text", ["〖机密〗\n关于……", "「机密」\n关于……", "机密：10年\n关于……"])
@@ -205,14 +207,24 @@ def test_every_listed_star_is_a_separator() -> None:
         assert find_markings(doc(f"<d:P>秘密 {star} 1年\n正文</d:P>")), f"U+{ord(star):04X}"
 
 
-def test_a_star_after_a_line_ending_in_a_level_word_is_not_a_marking() -> None:
-    assert find_markings(doc("<d:P>各单位要保守国家秘密\n★重点任务：压实防火责任。</d:P>")) == ()
-    assert find_markings(doc("<d:P>保守国家秘密</d:P><d:P>★重点任务</d:P>")) == ()
+def test_no_line_break_or_element_boundary_hides_a_star_marking() -> None:
+    for text in (
+        "<d:P>本文件机密\n★10年</d:P>",
+        "<d:P>本文件机密\x85★10年</d:P>",  # NEL: many viewers show nothing
+        "<d:P>本文件机密\u2028★10年</d:P>",
+        "<d:P>本文件机密\u2029★10年</d:P>",
+        "<d:P>本文件机密</d:P><d:P>★10年</d:P>",
+    ):
+        assert "机密★10年" in [m.text for m in find_markings(doc(text))], text
+    # (and so, fail closed, a ★ bullet after a line ending 保守国家秘密 is held for a person)
+    assert [m.text for m in find_markings(doc("<d:P>各单位要保守国家秘密\n★重点任务：压实防火责任。</d:P>"))] == [
+        "秘密★"
+    ]
     # a level word split over elements or lines is still whole (the existing rule)
     assert [m.text for m in find_markings(doc("<d:P>机</d:P><d:P>密★3年</d:P>"))] == ["机密★3年"]
     assert [m.text for m in find_markings(doc("<d:P>机\n密★3年</d:P>"))] == ["机密★3年"]
-    # the heading rule still reads a level word alone on its line, whatever follows
-    assert [m.text for m in find_markings(doc("<d:P>机密\n★10年</d:P>"))] == ["机密"]
+    # the heading rule reads a level word alone on its line as well
+    assert "机密" in [m.text for m in find_markings(doc("<d:P>机密\n★10年</d:P>"))]
 
 
 def test_marking_above_the_label_is_found_past_many_own_markings() -> None:
