@@ -161,7 +161,8 @@ CODES: dict[str, str] = {
     "GATEWAY_MEDIA_TYPE": "请求内容类型不符（提交报文用 application/xml，拒收投递用 application/json）",
     "GATEWAY_BAD_REQUEST": "请求参数不合规",
     "GATEWAY_NOT_FOUND": "请求的资源不存在",
-    "GATEWAY_TAG_ELSEWHERE": "该投递标签由另一个网关发出，须在该网关确认（负载均衡须按来源地址把客户端固定到同一网关）",
+    "GATEWAY_TAG_ELSEWHERE": "该投递标签由另一个网关（或本网关重启前）发出，此处未确认"
+    "（负载均衡须按来源地址把客户端固定到同一网关）",
     "GATEWAY_METHOD": "该资源不支持此请求方法",
     "GATEWAY_UNAVAILABLE": "网关的审验进程暂不可用，请稍后重发",
     "GATEWAY_LINK_CONFLICT": "该系统已通过 AMQP 接收其队列，不能同时经 HTTPS 网关接入",

@@ -495,12 +495,20 @@ class GatewayTransport:
                 )
                 continue
             try:
-                unknown = set(json.loads(body).get("unknown", [])) if status == 200 else set()
-            except (ValueError, AttributeError):
-                unknown = set()
+                answer = json.loads(body) if status == 200 else {}
+                unknown, elsewhere = set(answer.get("unknown", [])), set(answer.get("elsewhere", []))
+            except (ValueError, AttributeError, TypeError):
+                unknown, elsewhere = set(), set()
             for h in part:
                 if h.token in unknown:
                     log.info("ack of %s: it had gone back already; it comes again and is recognised", h.msg.message_id)
+                elif h.token in elsewhere:
+                    log.warning(
+                        "ack of %s: GATEWAY_TAG_ELSEWHERE — its tag is another gateway's, or this one's before it "
+                        "restarted; it comes again and is recognised (behind a load balancer: keep a client on one "
+                        "gateway)",
+                        h.msg.message_id,
+                    )
             if status != 200:
                 log.warning("%s: %s", what, _detail(body) or f"HTTP {status}")
 

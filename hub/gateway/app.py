@@ -728,9 +728,10 @@ async def ack_many(request: web.Request) -> web.StreamResponse:
 
 #: Why a tag of another gateway is refused (421 ``GATEWAY_TAG_ELSEWHERE``), not taken for one acknowledged already.
 ELSEWHERE_DETAIL = (
-    "this delivery tag was issued by another gateway, which alone holds the delivery: send the acknowledgement "
-    "there. Behind a load balancer the balancer must keep a client on one gateway (source affinity: HAProxy "
-    "'balance source', nginx 'hash $remote_addr consistent'); unacknowledged, the delivery comes again after the "
+    "this delivery tag was issued by another gateway, or by this one before it restarted: not acknowledged here. "
+    "After a restart the delivery went back to the queue and comes again; behind a load balancer that moved the "
+    "client to another gateway, the balancer must keep a client on one gateway (source affinity: HAProxy "
+    "'balance source', nginx 'hash $remote_addr consistent'). Unacknowledged, the delivery comes again after the "
     "visibility timeout"
 )
 
