@@ -131,6 +131,26 @@ class FedMessage:
     def sender(self) -> Party:
         return Party(self.sender_agency, self.sender_system)
 
+    @classmethod
+    def of_row(cls, row: Any, seq: int | None = None) -> FedMessage:
+        """From a ``messages`` row with the feed's columns (``_FEED``: ``classification_label`` as
+        ``classification``); ``seq`` the evidence record's (the row's own ``seq`` unless given)."""
+        return cls(
+            seq=row["seq"] if seq is None else seq,
+            message_id=row["message_id"],
+            service=row["service"],
+            version=row["version"],
+            sender_agency=row["sender_agency"],
+            sender_system=row["sender_system"],
+            urgency=row["urgency"],
+            classification=row["classification_label"],
+            created=row["created"],
+            received_at=row["received_at"],
+            conversation_id=row["conversation_id"],
+            ref_to=row["ref_to"],
+            business_ref=row["business_ref"],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Timer:
@@ -542,21 +562,7 @@ class ProcessEngine:
             now = self.clock()
             steps = []
             for row in rows:
-                msg = FedMessage(
-                    seq=row["seq"],
-                    message_id=row["message_id"],
-                    service=row["service"],
-                    version=row["version"],
-                    sender_agency=row["sender_agency"],
-                    sender_system=row["sender_system"],
-                    urgency=row["urgency"],
-                    classification=row["classification_label"],
-                    created=row["created"],
-                    received_at=row["received_at"],
-                    conversation_id=row["conversation_id"],
-                    ref_to=row["ref_to"],
-                    business_ref=row["business_ref"],
-                )
+                msg = FedMessage.of_row(row)
                 steps.append((p, msg.message_id, p.on_message, msg))
             await self._steps(conn, now, steps)
             last = rows[-1]["seq"] if len(rows) == limit else head

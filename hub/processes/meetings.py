@@ -481,21 +481,7 @@ class MeetingsProcess:
         )
         if row is None:
             return None
-        notice = FedMessage(
-            seq=0,  # not fed: read for its body only
-            message_id=row["message_id"],
-            service=row["service"],
-            version=row["version"],
-            sender_agency=row["sender_agency"],
-            sender_system=row["sender_system"],
-            urgency=row["urgency"],
-            classification=row["classification_label"],
-            created=row["created"],
-            received_at=row["received_at"],
-            conversation_id=row["conversation_id"],
-            ref_to=row["ref_to"],
-            business_ref=row["business_ref"],
-        )
+        notice = FedMessage.of_row(row, seq=0)  # not fed: read for its body only
         env = await tx.envelope(notice)
         booking_id = _t(env.body, N_NS, "BookingMessageId") if env.body is not None else None
         try:
