@@ -107,6 +107,24 @@ _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _SYSTEM = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
+#: The submit exchange's name after the namespace (``Names.submit_exchange``).
+SUBMIT_SUFFIX: Final[str] = ".submit"
+
+
+def own_lane_user(exchange: str, routing_key: str) -> str | None:
+    """The AMQP user that alone may publish with this routing key on this exchange, or None: on a namespace's submit
+    exchange, ``<lane>.<system>`` is the system's own inbound lane, which RabbitMQ's topic permission lets only that
+    system's user write (``hub.transport.users.topic_permissions_for``; the hub's operator aside). For a message
+    published without ``user_id`` the key is then still the broker's word for who published it."""
+    if not exchange.endswith(SUBMIT_SUFFIX):
+        return None
+    lane, dot, system = routing_key.partition(".")
+    namespace = exchange[: -len(SUBMIT_SUFFIX)]
+    if not dot or lane not in LANES or not _SYSTEM.match(system) or not _NAMESPACE.match(namespace):
+        return None
+    return f"{namespace}.{system}"
+
+
 def lane_for(service: str, urgency: str) -> Lane:
     """The inbound lane a sender should use: ``emergency`` for ``emergency.*`` services and 特急 messages."""
     return "emergency" if urgency == "特急" or service.startswith("emergency.") else "normal"
@@ -175,7 +193,7 @@ class Names:
             ("queue_type", queue_type),
             ("namespace", ns),
             ("inbound_exchange", f"{ns}.in"),
-            ("submit_exchange", f"{ns}.submit"),
+            ("submit_exchange", f"{ns}{SUBMIT_SUFFIX}"),
             ("deliver_exchange", f"{ns}.deliver"),
             # Not ``ns.retry``: that exchange of earlier versions keeps bindings on ``x-hub-retry`` that match every
             # message (see RETRY_HEADER); a new name leaves them where nothing publishes any more.

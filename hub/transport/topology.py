@@ -54,6 +54,7 @@ from hub.transport.names import (
     Names,
     check_system_id,
     lane_of_key,
+    own_lane_user,
     retry_delay,
 )
 
@@ -280,11 +281,17 @@ class Incoming:
     def publisher(self, hub_user: str) -> str | None:
         """The AMQP user that originally published this message, as authenticated by RabbitMQ: ``user_id``, or for
         a copy the hub re-published itself (``user_id == hub_user``, e.g. a retry) the ``x-hub-origin-user`` it
-        recorded. None when the publisher did not set user_id."""
-        if self.user_id is not None and self.user_id == hub_user:
+        recorded. Without user_id: the system whose own inbound lane key (``<lane>.<system>`` on the submit exchange)
+        it was published with, which only that system's user may write (``hub.transport.names.own_lane_user``) — so
+        leaving user_id out does not let a system publish what another signed, nor the hub's own receipts. None
+        otherwise (the shared lanes, written by the hub and its operator)."""
+        user = self.user_id
+        if user is None:
+            return own_lane_user(self.exchange, self.routing_key)
+        if user == hub_user:
             origin = self.headers.get(ORIGIN_USER_HEADER)
             return str(origin) if origin else None
-        return self.user_id
+        return user
 
     def lane(self, hub_user: str) -> str:
         """The inbound lane this message was published in: its routing key's lane (``normal``, ``normal.<system>``

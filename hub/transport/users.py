@@ -13,8 +13,9 @@ Each system's user (``Names.user(system)``) may
 - read only its own queue (``ns.q.<system>``).
 
 RabbitMQ checks these on every operation, and checks that a message's ``user_id`` property equals the user that
-published it: the pipeline compares that user with the signed sender. Nothing reads ``ns.dead`` automatically (an
-operator does), so what a system writes there reaches no other system.
+published it: the pipeline compares that user with the signed sender. A message published without ``user_id`` is
+still named by its routing key, which only its publisher's topic permission allows (``Incoming.publisher``).
+Nothing reads ``ns.dead`` automatically (an operator does), so what a system writes there reaches no other system.
 
 Passwords are generated once (``secrets.token_urlsafe``), kept in ``Settings.state_dir/amqp-users/<system>.password``
 (mode 0600, created exclusively, never logged) and re-applied on every ``provision`` so the broker and the file

@@ -380,6 +380,49 @@ async def test_a_system_cannot_publish_what_another_system_signed(hub: Hub) -> N
     assert [e.message_id for _, e in got] == [env.message_id]
 
 
+async def test_leaving_out_user_id_does_not_hide_who_published(hub: Hub) -> None:
+    """RabbitMQ checks user_id only when a publisher sets it. A system that leaves it out still publishes with its own
+    lane's routing key (``normal.<system>``, enforced by its topic permission), and that key names it: 榆树's user
+    publishing, without user_id, a message 农安 signed is refused CERT_SIGNER_MISMATCH to 榆树 (it was accepted as
+    农安's before), and so is a hub.receipt 榆树 got from the hub and publishes back (it was examined as the hub's own
+    message)."""
+    import dataclasses
+
+    from hub.envelope import Envelope
+    from hub.pipeline.client import connect_as, outgoing
+    from hub.transport.users import provision
+
+    await provision(hub.settings, [("county-220182-oa", None)])
+    data = hub.sign("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
+    env = Envelope.from_tree(parse(data))
+    own = await hub.send("county-220182-oa", document("county-220182-oa", [Recipient.to("11220183013553609R")]))
+    receipt = [m for m, e in await hub.drain("county-220182-oa", expect=1) if e.ref_to == own.message_id]
+    assert len(receipt) == 1
+    receipt_env = Envelope.from_tree(parse(receipt[0].body))
+    assert receipt_env.service == "hub.receipt"
+    other = await connect_as(hub.settings, "county-220182-oa")
+    try:
+        items = [
+            outgoing(other, env, data, as_system=True),
+            outgoing(other, receipt_env, receipt[0].body, as_system=True),
+        ]
+        assert items[0].routing_key == "normal.county-220182-oa"
+        await other.publish_many([dataclasses.replace(item, user_id=None) for item in items])
+    finally:
+        await other.close()
+    for about in (env.message_id, receipt_env.message_id):
+        reply = await hub.reply("county-220182-oa", about)
+        assert (reply.kind, reply.outcome) == ("error", "CERT_SIGNER_MISMATCH"), about
+    delivered = await hub.drain("county-220183-oa", timeout=1)  # 榆树's own notice, not 农安's
+    assert env.message_id not in {e.message_id for _, e in delivered}
+    answers = await hub.drain("county-220122-oa", timeout=1)
+    assert env.message_id not in {e.ref_to for _, e in answers}
+    # nothing was delivered in 农安's name, and its id is still free for the genuine copy
+    await hub.publish([(env, data)])
+    reply = await hub.reply("county-220122-oa", env.message_id)
+    assert (reply.kind, reply.outcome) == ("receipt", "accepted")
+
+
 async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path: Path) -> None:
     """The operator's client: ``hub send`` signs an unsigned envelope file as the system, publishes it and prints the
     hub's receipt; ``hub receive`` prints and saves what was delivered (hub signature verified) and acknowledges."""

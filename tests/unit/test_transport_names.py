@@ -340,3 +340,28 @@ def test_the_public_surface_is_pinned():
         "dead_letter_of", "lane_for", "nack", "priority_for", "retry_delay", "retry_of", "topology", "translate",
     }  # fmt: skip
     assert all(hasattr(hub.transport, name) for name in hub.transport.__all__)
+
+
+def test_without_user_id_the_own_lane_key_names_the_publisher():
+    """A message published without user_id on the submit exchange with a system's own lane key was published by that
+    system's user (its topic permission): that is its publisher; a retried copy carries it on."""
+    n = Names("t")
+    for lane in ("normal", "emergency"):
+        msg = _incoming(user_id=None, exchange=n.submit_exchange, routing_key=n.inbound_key(lane, "sys-a"))
+        assert msg.publisher("guest") == "t.sys-a"
+        copy = retry_of(n, msg, hub_user="guest")
+        assert copy is not None and copy.headers["x-hub-origin-user"] == "t.sys-a"
+    # the shared lanes (the hub's and its operator's), other exchanges and keys that name no system: nobody
+    for exchange, key in (
+        (n.inbound_exchange, "normal"),
+        (n.inbound_exchange, "normal.sys-a"),
+        (n.submit_exchange, "normal"),
+        (n.submit_exchange, "bulk.sys-a"),
+        (n.submit_exchange, "normal.Sys_A"),
+        (n.dead_letter_exchange, "normal.sys-a"),
+    ):
+        assert _incoming(user_id=None, exchange=exchange, routing_key=key).publisher("guest") is None, (exchange, key)
+    # user_id, when set, is what RabbitMQ vouches for
+    assert (
+        _incoming(user_id="t.sys-b", exchange=n.submit_exchange, routing_key="normal.sys-a").publisher("x") == "t.sys-b"
+    )
