@@ -113,6 +113,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.queue_type not in QUEUE_TYPES:
             raise ConfigError(f"HUB_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, got {self.queue_type!r}")
+        if not self.pg_dsn.startswith(("postgresql://", "postgres://")):
+            # libpq's key=value form: asyncpg refuses it only at the first connection, with its own words.
+            raise ConfigError(
+                "HUB_PG_DSN must be a URL, postgresql://user[:password]@host:port/database[?sslmode=…], not libpq's "
+                "key=value form"
+            )
         if self.directory_refresh_s < 1:  # 0 would have every worker ask PostgreSQL without a pause
             raise ConfigError(f"HUB_DIRECTORY_REFRESH_S must be at least 1 (seconds), got {self.directory_refresh_s}")
         # A value below these starts a hub that cannot work, with nothing said until the first message fails.

@@ -371,9 +371,12 @@ class ApprovalsProcess:
 
     async def _gap_alarm(self, tx: Tx, case: str, start: date, deadline: date) -> None:
         """APPROVAL_CALENDAR_GAP when the case's period (from its start to its deadline, as computed now) runs into a
-        year the calendar does not list: checked wherever the deadline is computed."""
+        year the calendar does not list: checked wherever the deadline is computed. Cleared there once the period is
+        covered again (the year added to the calendar, or the deadline moved back into a listed year)."""
         cal = self.calendar
-        if not (cal.covers(start) and cal.covers(deadline)):
+        if cal.covers(start) and cal.covers(deadline):
+            await tx.clear_alarm("APPROVAL_CALENDAR_GAP", case)
+        else:
             await tx.alarm(
                 "APPROVAL_CALENDAR_GAP",
                 case,
@@ -585,10 +588,11 @@ class ApprovalsProcess:
         if new in TERMINAL:
             await self._arm(tx, case_number, case["start_date"], None)
             await tx.clear_alarm("APPROVAL_OVERDUE", case_number)
-        elif deadline != case["deadline"]:
-            if deadline is not None:
+        else:
+            if deadline is not None:  # also when unchanged: the calendar may have been corrected since
                 await self._gap_alarm(tx, case_number, case["start_date"], deadline)
-            await self._arm(tx, case_number, case["start_date"], deadline)
+            if deadline != case["deadline"]:
+                await self._arm(tx, case_number, case["start_date"], deadline)
         updated = await tx.conn.fetchrow("SELECT * FROM approval_cases WHERE case_number = $1", case_number)
         what = STATE_ZH[new].split(" ")[0]
         if new in PAUSED:
@@ -651,8 +655,7 @@ class ApprovalsProcess:
         pauses = await self._pauses(tx, case_number)
         deadline = self.calendar.add(case["start_date"], case["limit_days"], pauses)
         assert deadline is not None  # every pause is closed now
-        if deadline != case["deadline"]:
-            await self._gap_alarm(tx, case_number, case["start_date"], deadline)
+        await self._gap_alarm(tx, case_number, case["start_date"], deadline)
         used = self.calendar.count(case["start_date"], day, pauses)
         state = "approved" if outcome == "approved" else "rejected"
         await tx.conn.execute(

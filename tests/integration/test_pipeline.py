@@ -421,6 +421,8 @@ async def test_leaving_out_user_id_does_not_hide_who_published(hub: Hub) -> None
     await hub.publish([(env, data)])
     reply = await hub.reply("county-220122-oa", env.message_id)
     assert (reply.kind, reply.outcome) == ("receipt", "accepted")
+    got = await hub.drain("county-220183-oa", expect=1)
+    assert [e.message_id for _, e in got] == [env.message_id]
 
 
 async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path: Path) -> None:

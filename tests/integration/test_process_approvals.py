@@ -484,6 +484,20 @@ async def test_a_pause_moving_the_deadline_into_a_year_the_calendar_lacks_raises
         assert (await _row(hub, CASE_SQL, case))["deadline"].year == 2027
         gap = await _row(hub, gap_sql, case)
         assert gap is not None and "2027" in gap["detail"]
+        # The operator adds 2027 to the calendar; the case's next recomputation (suspended and resumed again) finds
+        # its period covered: the alarm is cleared, not left for the people on duty to clear by hand.
+        engine = ProcessEngine(
+            hub.pool, context, [ApprovalsProcess(full)], transport=hub.transport, clock=lambda: now[0]
+        )
+        await _status(hub, case, "suspended", cn(2026, 12, 23, 10), to_portal)
+        await _state_is(engine, hub, case, "suspended")
+        await _status(hub, case, "under-review", cn(2026, 12, 24, 10), to_portal)
+        await _state_is(engine, hub, case, "under_review")
+        assert (await _row(hub, CASE_SQL, case))["deadline"].year == 2027
+        cleared = await _row(
+            hub, "SELECT cleared_at FROM process_alarms WHERE code = 'APPROVAL_CALENDAR_GAP' AND ref = $1", case
+        )
+        assert cleared is not None and cleared["cleared_at"] is not None
     finally:
         await hub.close()
 

@@ -60,3 +60,13 @@ def test_a_value_past_what_the_hub_can_use_is_refused_by_name(variable: str, val
         Settings.from_env({variable: value})
     assert str(caught.value).startswith(f"{variable} must be at most") and says in str(caught.value)
     assert Settings.from_env({"HUB_PREFETCH": "65535"}).prefetch == 65535
+
+
+def test_a_key_value_database_dsn_is_refused_by_name() -> None:
+    """libpq's key=value form reached asyncpg's first connection ("invalid DSN: scheme is expected …"), and a backup
+    would have passed its password to pg_dump on the command line; the settings now say what form they take."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"HUB_PG_DSN": "host=127.0.0.1 user=postgres password=secret dbname=hub"})
+    assert str(caught.value).startswith("HUB_PG_DSN must be a URL") and "secret" not in str(caught.value)
+    for good in ("postgresql://postgres@127.0.0.1:5432/hub", "postgres://u:p@db/hub?sslmode=require"):
+        assert Settings.from_env({"HUB_PG_DSN": good}).pg_dsn == good
