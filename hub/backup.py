@@ -155,6 +155,18 @@ def _libpq(dsn: str) -> tuple[str, dict[str, str]]:
     return scheme + netloc + rest, env
 
 
+def _database_name(dsn: str) -> str:
+    """The database a DSN names, without its query (which may carry ``password=``): what backup and restore print."""
+    return dsn.rsplit("/", 1)[-1].split("?", 1)[0].split("#", 1)[0]
+
+
+def _admin_dsn(dsn: str) -> str:
+    """``dsn`` pointed at the ``postgres`` database, its query (password, sslmode, …) kept."""
+    head, _, tail = dsn.rpartition("/")
+    _, question, query = tail.partition("?")
+    return f"{head}/postgres" + (question + query if question else "")
+
+
 def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None) -> None:
     tool = shutil.which(argv[0])
     if tool is None:
@@ -203,7 +215,7 @@ def backup(settings: Settings, out: Path, passphrase: bytes) -> dict[str, Any]:
             "made_at": dt.datetime.now(dt.UTC).isoformat(),
             "root_fingerprint": identity.get("root_fingerprint"),
             "namespace": settings.namespace,
-            "database": settings.pg_dsn.rsplit("/", 1)[-1],
+            "database": _database_name(settings.pg_dsn),
             "store_sha256": hashlib.sha256(dump.read_bytes()).hexdigest(),
         }
         plain = Path(tmp) / "backup.tar"
@@ -235,7 +247,7 @@ async def _empty_database(settings: Settings) -> None:
 
     from hub.store.db import connection
 
-    name = settings.pg_dsn.rsplit("/", 1)[-1].split("?", 1)[0]
+    name = _database_name(settings.pg_dsn)
     try:
         async with connection(settings.pg_dsn) as conn:
             used = await conn.fetchval(
@@ -245,7 +257,7 @@ async def _empty_database(settings: Settings) -> None:
     except ConfigError as exc:
         if exc.code != "STORE_NO_DATABASE":
             raise
-        admin = settings.pg_dsn.rsplit("/", 1)[0] + "/postgres"
+        admin = _admin_dsn(settings.pg_dsn)
         if not name.replace("_", "").isalnum():
             raise _fail(f"create the database {name!r} first (createdb), then restore into it") from None
         conn = await asyncpg.connect(admin)
@@ -348,7 +360,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     manifest = restore(settings, Path(args.file), _passphrase(args.passphrase_env))
     print(
         f"restored the backup of {manifest['made_at']} (root CA {str(manifest.get('root_fingerprint'))[:16]}…, "
-        f"namespace {manifest['namespace']}) into {settings.pg_dsn.rsplit('/', 1)[-1]} and {settings.state_dir}"
+        f"namespace {manifest['namespace']}) into {_database_name(settings.pg_dsn)} and {settings.state_dir}"
     )
     print("next: hub evidence verify, then hub run (messages queued in RabbitMQ meanwhile are delivered)")
     return 0

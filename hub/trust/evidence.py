@@ -5,7 +5,10 @@ register of this installation's store).
 A checkpoint records the fingerprint of the certificate that signed it. It is accepted only when that certificate
 
 1. is one of the hub's own certificates of this installation (the current one, the archived earlier ones in
-   ``<pki>/hub/archive/``, or a ``hub`` certificate of the register) — else **certificate unknown**;
+   ``<pki>/hub/archive/``, or a ``hub`` certificate of the register) — else **certificate unknown** — and has the
+   hub's signing profile: subject CN ``hub`` (a name the CA gives no one else: ``pki.issue_from_csr`` refuses it) and
+   documentSigning — else **not the hub's signing certificate**. The register is a table of the very database the
+   checkpoints protect: a row of it says nothing about what a certificate is for, the certificate does;
 2. chains to the hub's root through one of its issuing CAs, and it and its issuing CA were valid when the checkpoint
    was made (and not revoked by then) — else the reason;
 3. verifies the signature — else **signature wrong** (the checkpoint or what it seals was changed).
@@ -23,9 +26,37 @@ from hub.errors import CheckpointRefused
 from hub.trust import keys
 from hub.trust.crl import load_crls
 from hub.trust.lifecycle import hub_certificates
-from hub.trust.pki import PkiPaths, fingerprint, issued_by, load_certificates, serial_hex
+from hub.trust.pki import (
+    DOCUMENT_SIGNING,
+    HUB_SYSTEM,
+    PkiPaths,
+    agency_and_system,
+    fingerprint,
+    issued_by,
+    load_certificates,
+    serial_hex,
+)
 
 __all__ = ["CheckpointVerifier", "checkpoint_verifier"]
+
+
+def _signing_profile_problem(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` is not a hub signing certificate (subject CN ``hub``, documentSigning), or None."""
+    try:
+        _, system = agency_and_system(cert.subject)
+    except ValueError:
+        system = ""
+    if system != HUB_SYSTEM:
+        cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        named = str(cns[0].value) if cns else "(none)"
+        return f"its subject names {named!r}, not the hub's system {HUB_SYSTEM!r}"
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return "it carries no extended key usage (the hub's signs with documentSigning)"
+    if DOCUMENT_SIGNING not in usages:
+        return "it is not for document signing (no documentSigning)"
+    return None
 
 
 def _valid_at(cert: x509.Certificate, at: dt.datetime) -> bool:
@@ -73,6 +104,12 @@ class CheckpointVerifier:
                 "(current, archived in pki/hub/archive/, or in the register) — the signature could not be checked"
             )
         who = f"certificate {serial_hex(cert.serial_number)}"
+        not_hub = _signing_profile_problem(cert)
+        if not_hub is not None:
+            raise CheckpointRefused(
+                f"证书不是枢纽签名证书 its {who} is not the hub's signing certificate: {not_hub}; a checkpoint is "
+                "valid only when signed with the hub's own key (a register row marked 'hub' does not make it one)"
+            )
         issuer = self._issuer_of(cert)
         if issuer is None:
             raise CheckpointRefused(f"证书不可信 its {who} does not chain to this hub's root CA")
