@@ -46,6 +46,7 @@ import asyncio
 import importlib.metadata
 import logging
 import struct
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache, partial
 from typing import Any, Final, cast
@@ -584,6 +585,10 @@ async def publish_batch(channel: Any, items: Sequence[Outgoing], *, content_type
     an unroutable one, or the exception aiormq set (a nack, a closed channel)."""
     ch: Any = channel
     number, max_content = ch.number, ch.max_content_size
+    # Every publish carries a message id: a returned (unroutable) message is matched to its publish by that id, and
+    # aiormq drops a return without one (logging it) while the broker acks the publish — the message lost with a
+    # confirm. aiormq's own basic_publish fills one in the same way.
+    ids = [item.message_id or f"hub-{uuid.uuid4().hex}" for item in items]
     payload = b"".join(
         publish(
             number,
@@ -594,13 +599,13 @@ async def publish_batch(channel: Any, items: Sequence[Outgoing], *, content_type
             content_type=content_type,
             delivery_mode=2,
             priority=item.priority,
-            message_id=item.message_id,
+            message_id=message_id,
             user_id=item.user_id,
             correlation_id=item.correlation_id,
             headers=item.headers or None,
             expiration=item.expiration,
         )
-        for item in items
+        for item, message_id in zip(items, ids, strict=True)
     )
     async with ch.lock:
         if ch.is_closed:
@@ -610,10 +615,10 @@ async def publish_batch(channel: Any, items: Sequence[Outgoing], *, content_type
         confirmations = ch.confirmations
         returns = ch.message_id_delivery_tag
         tags: dict[str, int] = {}  # the last tag of each message id (a fan-out repeats an id)
-        for offset, item in enumerate(items):
+        for offset, message_id in enumerate(ids):
             tag = first + offset
             confirmations[tag] = _Confirmation(batch, offset)
-            returns[item.message_id] = tags[item.message_id] = tag
+            returns[message_id] = tags[message_id] = tag
         batch.future.add_done_callback(partial(_forget, ch, tags))
         ch.delivery_tag = first + len(items) - 1
         drain = ch.create_future()

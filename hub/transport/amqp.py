@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("hub.transport")
+#: Numbers each subscription of a consumer in this process (its consumer tags ``hub.<n>.<queue index>``).
+_SUBSCRIPTIONS = itertools.count(1)
 
 #: What "the broker is unavailable" means. ``OSError`` covers refused/reset sockets and timeouts
 #: (``TimeoutError`` is an OSError); aiormq's connection errors are ``ConnectionError``s; a channel that closed
@@ -290,11 +292,16 @@ class Consumer:
         if self.fast:
             self.in_line = fast_paths.deliver_in_line(channel, self._accept)
             self.unbounded = fast_paths.unbounded_frames(channel)
-        tags: dict[str, str] = {}
-        for queue in self.queues:
-            ok = await channel.basic_consume(queue, self._on_message, arguments=self._arguments)
-            tags[cast(str, ok.consumer_tag)] = queue
-        self._tags = tags
+        # Each queue's consumer tag is chosen here and filed before its basic.consume: the broker delivers right after
+        # each ConsumeOk (in line, before this coroutine resumes), so a tag learnt from the reply was too late for
+        # the first deliveries of every queue but the first, which were filed under queues[0] — at every start and
+        # reconnect, past a held-back queue's share of nothing (hub.pipeline.lanes).
+        self._tags = {}
+        round_ = next(_SUBSCRIPTIONS)
+        for i, queue in enumerate(self.queues):
+            tag = f"hub.{round_}.{i}"
+            self._tags[tag] = queue
+            await channel.basic_consume(queue, self._on_message, arguments=self._arguments, consumer_tag=tag)
 
     async def _on_reopen(self, *_: Any) -> None:
         if self._stopping:
@@ -792,8 +799,11 @@ def _raise_for(results: Sequence[Any], items: Sequence[Outgoing]) -> None:
             raise cast(HubError, translate(result, "publishing"))
     result, item = failures[0]
     if isinstance(result, DeliveredMessage):
+        # Named from the returned message itself: a return is matched to the LAST publish with its message id, and
+        # a fan-out repeats one id, so ``item`` may be a copy that did reach its queue.
         raise BrokerUnavailable(
-            f"no queue is bound for routing key {item.routing_key!r} on exchange {item.exchange!r}",
+            f"no queue is bound for routing key {result.routing_key or item.routing_key!r} on exchange "
+            f"{result.exchange or item.exchange!r}",
             code="DELIVERY_UNROUTABLE",
         )
     if isinstance(result, BaseException):
