@@ -340,12 +340,20 @@ def xmlsec1_sign(agent: Agent, root: etree._Element, tmp: Path, method: str) -> 
     tree.append(template)
     src, out = tmp / "xmlsec1-template.xml", tmp / "xmlsec1-signed.xml"
     src.write_bytes(to_bytes(tree))
+    # xmlsec1 reads one certificate from each file: the signer's, then its issuing CA's (the hub's intake asks for
+    # the issuing CA in ds:X509Data — recipients hold only the root — as hub/trust/USAGE.md says).
+    pems = agent.cert_path.read_bytes().split(b"-----END CERTIFICATE-----")
+    chain = []
+    for i, pem in enumerate(p for p in pems if b"-----BEGIN CERTIFICATE-----" in p):
+        part = tmp / f"xmlsec1-chain-{i}.pem"
+        part.write_bytes(pem.strip() + b"\n-----END CERTIFICATE-----\n")
+        chain.append(str(part))
     r = subprocess.run(
         [
             XMLSEC1,
             "--sign",
             "--privkey-pem",
-            f"{agent.key_path},{agent.cert_path}",
+            ",".join([str(agent.key_path), *chain]),
             "--enabled-reference-uris",
             "empty",
             "--output",

@@ -92,6 +92,6 @@ async def load_context(settings: Settings, db: Any) -> Context:
         directory=directory,
         router=Router(directory, routes),
         trust_store=store,
-        verifier=Verifier(store, now=clock.now),
+        verifier=Verifier(store, now=clock.now, complete_chain=True),
         signer=Signer.load(paths.hub_key, paths.hub_cert, passphrase=settings.ca_passphrase.encode()),
     )

@@ -365,13 +365,18 @@ class _TrustedLeaf:
 class Verifier:
     """Verifies envelopes against one ``TrustStore``. Thread-safe; one per process is enough.
 
-    ``now`` is the trusted clock (UTC-aware datetimes); tests inject one.
+    ``now`` is the trusted clock (UTC-aware datetimes); tests inject one. With ``complete_chain`` (the hub's
+    intake, ``hub verify``) a signature must carry its signer's issuing CA in ``ds:X509Data`` even though this store
+    has it: the hub forwards the originator's signature, and its recipients hold only the hub root.
     """
 
     cache_size = 4096
 
-    def __init__(self, store: TrustStore, *, now: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self, store: TrustStore, *, now: Callable[[], dt.datetime] | None = None, complete_chain: bool = False
+    ) -> None:
         self.store = store
+        self.complete_chain = complete_chain
         self._now = now or _utcnow
         self._cache: dict[bytes, _TrustedLeaf] = {}
         self._generation = store.generation
@@ -533,6 +538,14 @@ class Verifier:
             chain = verifier.verify(leaf, intermediates).chain
         except VerificationError as exc:
             raise self._diagnose(leaf, certs, now, str(exc)) from None
+        if self.complete_chain and any(fingerprint(ca) not in known for ca in chain[1:-1]):
+            missing = next(ca for ca in chain[1:-1] if fingerprint(ca) not in known)
+            raise CertificateUntrusted(
+                f"ds:X509Data carries the signer's certificate {_cn(leaf)} without its issuing CA {_cn(missing)}: "
+                "recipients hold only the hub root and could not check who signed; put the issuing CA's certificate "
+                "after the signer's (xmlsec1: --privkey-pem KEY,LEAF.pem,ISSUING-CA.pem)",
+                code="CERT_UNTRUSTED",
+            )
         public = keys.check_key_policy(leaf.public_key())  # 3: the chain verifier accepts P-192, RSA-2048, …
         try:
             identity = identity_of(leaf)
@@ -574,6 +587,15 @@ class Verifier:
                     issuer = ca
                     break
         if issuer is None:
+            if leaf.issuer != root.subject and not any(_is_ca(c) for c in certs):
+                issuer_names = leaf.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+                named = str(issuer_names[0].value)[:80] if issuer_names else leaf.issuer.rfc4514_string()[:160]
+                return CertificateUntrusted(
+                    f"certificate {leaf.subject.rfc4514_string()[:160]} cannot be linked to the hub root: ds:X509Data "
+                    f"does not carry the certificate of its issuer {named} (the issuing CA's certificate must follow "
+                    "the signer's), or it was not issued by the hub CA",
+                    code="CERT_UNTRUSTED",
+                )
             return CertificateUntrusted(
                 f"certificate {leaf.subject.rfc4514_string()[:160]} was not issued by the hub CA",
                 code="CERT_UNTRUSTED",

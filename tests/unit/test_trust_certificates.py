@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from trust_fixtures import AGENCY, OTHER_AGENCY, SYSTEM, TestPki, session_pki
 
-from hub.envelope import Envelope, parse
+from hub.envelope import Envelope, parse, to_bytes
 from hub.errors import CertificateRevoked, CertificateUntrusted, SignatureInvalid, TrustError
-from hub.trust import TrustStore, Verifier, check_signer_binding, pki
+from hub.trust import Signer, TrustStore, Verifier, check_signer_binding, pki
 from hub.trust.reference import SignxmlVerifier
 
 
@@ -174,3 +174,21 @@ def test_signer_binding(tpki: TestPki) -> None:
     verified = verifier.verify(parse(tpki.signed("p256")))
     check_signer_binding(verified, Envelope.from_tree(verified.root))
     assert (verified.signer.agency, verified.signer.system) == (AGENCY, SYSTEM)
+
+
+def test_the_hubs_intake_asks_for_the_issuing_ca_in_x509data(tpki: TestPki) -> None:
+    """A signature carrying the signer's certificate alone (what ``xmlsec1 --privkey-pem KEY,CHAIN.pem`` makes: it
+    reads one certificate a file) verified at the hub, whose store has the issuing CA, and was forwarded to recipients
+    who hold only the root and refused it. The hub's intake (``complete_chain``) refuses it now, naming the missing
+    CA; a verifier holding the root alone says what is missing instead of "not issued by the hub CA"."""
+    a = tpki.agents["p256"]
+    leaf_only = to_bytes(Signer(a.key, [a.cert]).sign(tpki.envelope()))  # type: ignore[arg-type]
+    assert code_of(Verifier(tpki.store()), leaf_only) is None  # the store supplies the CA: it verified
+    with pytest.raises(CertificateUntrusted) as caught:
+        Verifier(tpki.store(), complete_chain=True).verify(parse(leaf_only))
+    assert caught.value.code == "CERT_UNTRUSTED" and "without its issuing CA" in caught.value.detail
+    assert code_of(Verifier(tpki.store(), complete_chain=True), tpki.signed("p256")) is None  # the full chain: fine
+    root_only = TrustStore.from_files(tpki.paths.root_cert, tpki.paths.crl_dir)
+    with pytest.raises(CertificateUntrusted) as caught:
+        Verifier(root_only).verify(parse(leaf_only))
+    assert "does not carry the certificate of its issuer" in caught.value.detail
