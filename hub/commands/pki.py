@@ -200,9 +200,10 @@ def cmd_pki_expiry(args: argparse.Namespace, settings: Settings) -> int:
 
     pki_dir = _pki_dir(args, settings)
     if not pki.PkiPaths(pki_dir).root_cert.is_file():
-        # Nothing to look at is not "ok": a wrong HUB_STATE_DIR or --pki-dir would hide every expiry from cron.
+        # Nothing to look at is not "ok": a wrong HUB_STATE_DIR or --pki would hide every expiry from cron.
         raise ConfigError(
-            f"no CA in {pki_dir} (no root-ca.pem): check HUB_STATE_DIR or --pki-dir, or run `hub pki init` first"
+            f"no CA in {pki_dir} (no root-ca.pem): check HUB_STATE_DIR or --pki (a new installation only: "
+            "`hub pki init`)"
         )
     found = lifecycle.expiry_warnings(pki_dir, days=args.days)
     for w in found:

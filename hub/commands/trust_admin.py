@@ -280,13 +280,13 @@ async def revoke(
 
 
 def current_serials(pki_dir: Path) -> frozenset[str]:
-    """The serials of the certificates the hub uses now: its signing certificate (``hub/hub.pem``) and the issuing
-    CA (the first of ``issuing-ca.pem``). Neither may be revoked before it is replaced (``hub pki rotate``,
-    ``rollover-issuing``)."""
+    """The serials of the certificates the hub uses now: its signing certificate (``hub/hub.pem``), the issuing
+    CA (the first of ``issuing-ca.pem``) and the gateway's server certificate (``gateway/server.pem``). None may be
+    revoked before it is replaced (``hub pki rotate``, ``rollover-issuing``, ``issue-server``)."""
     paths = pki.PkiPaths(Path(pki_dir))
     return frozenset(
         pki.serial_hex(pki.load_certificates(f)[0].serial_number)
-        for f in (paths.hub_cert, paths.issuing_cert)
+        for f in (paths.hub_cert, paths.issuing_cert, paths.gateway_cert)
         if f.is_file()
     )
 
@@ -403,7 +403,10 @@ async def rotate_hub(
     pki.check_leaf_days(days)  # before anything changes
     paths = pki.PkiPaths(Path(pki_dir))
     if not paths.hub_cert.is_file():
-        raise ConfigError(f"no hub certificate at {paths.hub_cert}; run `hub pki init` first")
+        raise ConfigError(
+            f"no hub certificate at {paths.hub_cert}: check HUB_STATE_DIR (e.g. load /etc/forestry-hub/hub.env) or "
+            "--pki; only on a new installation run `hub pki init` (on an existing one it would make a second CA)"
+        )
     old = pki.load_certificates(paths.hub_cert)[0]
     agency, _ = pki.agency_and_system(old.subject)
     await migrate(settings.pg_dsn)

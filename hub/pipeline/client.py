@@ -57,7 +57,12 @@ def load_signer(settings: Settings, system: str) -> Any:
 
     key_path, cert_path = credential_paths(settings, system)
     if not key_path.exists():
-        raise ConfigError(f"no key for system {system!r} at {key_path}; enrol it first (hub keygen + hub pki issue)")
+        d = key_path.parent
+        raise ConfigError(
+            f"no key for system {system!r} at {key_path}; hub send and hub receive read a system's key and certificate "
+            f"from {d}: hub keygen --system {system} --agency <its agency code> --out {d}, then "
+            f"hub pki issue --csr {d / (system + '.csr')} --out {cert_path}"
+        )
     return Signer.load(key_path, cert_path)
 
 

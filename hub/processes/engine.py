@@ -775,9 +775,11 @@ class ProcessEngine:
         else:
             self._config_alarms.add(ref)
 
-    async def run(self, stop: asyncio.Event, *, interval: float = 0.5, key_every_s: float = 60.0) -> None:
+    async def run(self, stop: asyncio.Event, *, interval: float = 0.5, key_every_s: float = 2.0) -> None:
         """Pass after pass until ``stop`` is set; a failed pass (the store or the broker away) is logged and tried
-        again after a pause that doubles up to 30 s. Every ``key_every_s`` the hub key is checked for a rotation,
+        again after a pause that doubles up to 30 s. Every ``key_every_s`` the hub key is checked for a rotation
+        (two ``stat`` calls; every 2 s as in the workers, hub/trust/USAGE.md: it was once a minute, so the engine
+        signed with a key an operator had just revoked after a compromise for up to a minute),
         every ``Settings.directory_refresh_s`` the stored directory and the routes files (``follow_directory``) and
         the processes' own files (``follow_process_files``)."""
         import time

@@ -174,9 +174,9 @@ class CertificateRepository:
         self, serial: str, reason: str, revoked_at: dt.datetime | None = None, *, in_use: frozenset[str] = frozenset()
     ) -> CertificateRow:
         """Record a revocation; revoking twice keeps the first record. Unknown serials are a ConfigError.
-        ``in_use``: the serials of the hub's current signing certificate and issuing CA (the files of the PKI
-        directory), refused with ``PKI_REVOKE_CURRENT``: the workers would go on signing with a revoked certificate,
-        every delivery would be refused and the next evidence checkpoint would not verify."""
+        ``in_use``: the serials of the hub's current signing certificate, issuing CA and gateway server certificate
+        (the files of the PKI directory), refused with ``PKI_REVOKE_CURRENT``: the workers would go on signing with
+        a revoked certificate, every delivery would be refused and the next evidence checkpoint would not verify."""
         row = await self.get(serial)
         if row is None:
             raise ConfigError(f"no certificate with serial {serial} in the register (see `hub pki list`)")
@@ -188,6 +188,14 @@ class CertificateRepository:
                     f"证书 {serial} 是当前的签发 CA：先运行 hub pki rollover-issuing 和 hub pki rotate，再吊销它 — "
                     f"certificate {serial} is the current issuing CA: run hub pki rollover-issuing and hub pki rotate "
                     "first, then revoke it",
+                    code=REVOKE_CURRENT,
+                )
+            if row.kind == "server":
+                raise ConfigError(
+                    f"证书 {serial} 是网关当前使用的服务器证书：先运行 hub pki issue-server 换发新证书"
+                    f"（网关 30 秒内换用），再吊销它 — certificate {serial} is the gateway's current server "
+                    "certificate: run hub pki issue-server first (the gateway takes the new one within 30 s), then "
+                    "revoke it",
                     code=REVOKE_CURRENT,
                 )
             raise ConfigError(

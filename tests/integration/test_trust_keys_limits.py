@@ -190,3 +190,27 @@ async def test_backup_hides_the_password_restore_keeps_secrets_private_verify_se
     finally:
         await h.close()
         await _admin(f'DROP DATABASE IF EXISTS "{restored_db}" WITH (FORCE)')
+
+
+async def test_the_gateways_current_server_certificate_is_not_revoked_before_it_is_replaced(
+    fresh_settings: Settings,
+) -> None:
+    """``hub pki list`` shows every server certificate "valid": revoking the one the gateway serves (easy to pick by
+    mistake) was accepted, and /ready and ``hub pki expiry`` still said OK while clients failed their handshakes.
+    Refused PKI_REVOKE_CURRENT now, as for the hub's signing certificate; after ``issue-server`` the old one goes."""
+    h = Hub(fresh_settings)
+    await h.setup()
+    paths = pki.PkiPaths(fresh_settings.state_dir / "pki")
+    try:
+        assert (await cli(h, "pki", "issue-server", "--host", "127.0.0.1")).returncode == 0
+        serving = pki.serial_hex(pki.load_certificates(paths.gateway_cert)[0].serial_number)
+        done = await cli(h, "pki", "revoke", serving, "--reason", "superseded")
+        assert done.returncode == 2, done.stdout
+        assert done.stderr.startswith("hub: PKI_REVOKE_CURRENT: 不能吊销枢纽正在使用的证书 — "), done.stderr
+        assert "hub pki issue-server" in done.stderr and "gateway's current server certificate" in done.stderr
+        assert (await cli(h, "pki", "issue-server", "--host", "127.0.0.1")).returncode == 0
+        assert pki.serial_hex(pki.load_certificates(paths.gateway_cert)[0].serial_number) != serving
+        done = await cli(h, "pki", "revoke", serving, "--reason", "superseded")
+        assert done.returncode == 0, done.stderr
+    finally:
+        await h.close()
