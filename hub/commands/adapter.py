@@ -387,6 +387,12 @@ def render_scaffold(name: str, plan: ScaffoldPlan) -> dict[str, bytes]:
         "settings.toml": _template("settings.toml.tmpl").substitute(values).encode(),
         "tests/__init__.py": _template("tests_init.py.tmpl").substitute(values).encode(),
         "tests/test_adapter.py": test_py.encode(),
+        # The adapter's home holds its private key and broker password, the enrolment file its certificate bundle:
+        # `git add adapters/NAME` must not take them along.
+        ".gitignore": (
+            "# 私钥、代理密码、入网文件不入版本库 · keys, broker password and enrolment files stay out of git\n"
+            "home/\n*.enrolment.json\nrequest.csr\n*.key\n"
+        ).encode(),
     }
     for sample_name, data in plan.samples.items():
         files[f"samples/{sample_name}"] = data
@@ -469,7 +475,7 @@ def cmd_enrol(args: argparse.Namespace, settings: Settings) -> int:
     print(f"私钥已生成，留在本机 · private key ({args.algorithm}, mode 0600, never sent): {key_path}")
     print(f"证书请求 · certificate request for {args.agency}/{args.system}: {csr_path}")
     print("请将证书请求（仅此文件）交给枢纽运维人员 · send only the request to the hub's operator, who runs:")
-    print(f"  hub adapter approve {csr_path.name} --out {args.system}.enrolment.json")
+    print(f"  hub adapter approve {csr_path} --out {args.system}.enrolment.json")
     print("收到入网文件后 · when the enrolment file comes back:")
     print(f"  hub adapter enrol --accept {args.system}.enrolment.json --home {home}")
     return 0
@@ -550,7 +556,11 @@ def _accept(bundle_path: Path, home: Path) -> int:
         f"  certificate {pki.serial_hex(leaf.serial_number)}, valid until {leaf.not_valid_after_utc:%Y-%m-%d}; "
         f"hub root sha256 {pki.fingerprint(root)[:16]}…; {len(crls)} CRL(s); namespace {namespace}"
     )
-    print(f'  settings: system = "{system}", home = "{home}"; then hub adapter run NAME --config settings.toml')
+    # settings.toml reads ``home`` relative to its own folder: a path relative to here would point elsewhere.
+    print(
+        f'  settings: system = "{system}", home = "{home.resolve()}" (or relative to the settings file\'s folder); '
+        "then hub adapter run NAME --config settings.toml"
+    )
     return 0
 
 

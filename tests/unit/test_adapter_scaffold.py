@@ -206,7 +206,8 @@ def test_enrol_makes_a_private_key_and_a_csr_and_never_overwrites_the_key(
     home = tmp_path / "home"
     assert main(["adapter", "enrol", "--system", SYSTEM, "--agency", AGENCY, "--home", str(home)]) == 0
     out = capsys.readouterr().out
-    assert "hub adapter approve request.csr" in out and "--accept" in out
+    # the request's path as it was written, not its bare name (run beside it, the bare name was not found)
+    assert f"hub adapter approve {home / 'request.csr'} --out " in out and "--accept" in out
     assert stat.S_IMODE((home / "key.pem").stat().st_mode) == 0o600
     agency, system, _ = pki.validate_csr(pki.load_csr((home / "request.csr").read_bytes()))
     assert (agency, system) == (AGENCY, SYSTEM)
@@ -350,3 +351,28 @@ def test_the_generated_settings_show_every_tunable_with_its_true_default() -> No
     for name, value in shown.items():
         assert value == defaults[name], name
     AdapterSettings.from_mapping({"system": "county-220182-oa", "home": "home", **shown})
+
+
+def test_the_scaffold_keeps_the_adapters_secrets_out_of_git(tmp_path: Path) -> None:
+    """``hub adapter enrol --home adapters/NAME/home`` (what the scaffold prints) writes the private key and the broker
+    password there: ``git add adapters/NAME`` took them along. The scaffold's .gitignore leaves them out (git's own
+    check on a repository of its own)."""
+    import subprocess
+
+    target = tmp_path / "repo" / "adapters" / "yushu_oa"
+    for rel, data in render_scaffold("yushu_oa", plan("county-220182-oa")).items():
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        (target / rel).write_bytes(data)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    secrets = ["home/key.pem", "home/broker.json", "home/request.csr", "county-220182-oa.enrolment.json"]
+    kept = ["adapter.py", "settings.toml", "tests/test_adapter.py"]
+    for rel in secrets + kept:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        (target / rel).touch()
+    ignored = subprocess.run(
+        ["git", "check-ignore", *(str(target / rel) for rel in secrets + kept)],
+        cwd=tmp_path / "repo",
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert sorted(Path(p).relative_to(target).as_posix() for p in ignored) == sorted(secrets)
