@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
+from yarl import URL
 
 from hub.errors import ConfigError, StoreUnavailable
 
@@ -55,13 +56,30 @@ def _no_database(dsn: str) -> ConfigError:
     )
 
 
+def where(dsn: str) -> str:
+    """``host:port/database`` of a DSN for an operator's message: never its user, password or query."""
+    try:
+        url = URL(dsn)
+    except ValueError:
+        return "?"
+    host = url.host or "localhost"
+    return f"{host}:{url.port or 5432}/{url.path.lstrip('/') or '?'}"
+
+
+def _unreachable(dsn: str, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"cannot connect to PostgreSQL at {where(dsn)} ({type(exc).__name__}): is the server running and HUB_PG_DSN "
+        "right?"
+    )
+
+
 async def connect(dsn: str) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(dsn)
     except asyncpg.exceptions.InvalidCatalogNameError:
         raise _no_database(dsn) from None
     except CONNECTION_ERRORS as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+        raise _unreachable(dsn, exc) from None
 
 
 async def _keep(conn: asyncpg.Connection) -> None:
@@ -90,7 +108,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, generi
     except asyncpg.exceptions.InvalidCatalogNameError:
         raise _no_database(dsn) from None
     except CONNECTION_ERRORS as exc:
-        raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+        raise _unreachable(dsn, exc) from None
     assert pool is not None
     return pool
 
