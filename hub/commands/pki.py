@@ -225,21 +225,27 @@ def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
     paths = pki.PkiPaths(pki_dir)
     current = {
         pki.serial_hex(pki.load_certificates(f)[0].serial_number)
-        for f in (paths.hub_cert, paths.issuing_cert)
+        for f in (paths.hub_cert, paths.issuing_cert, paths.gateway_cert)
         if f.is_file()
     }
     sha = bool(getattr(args, "sha256", False))
-    print(
-        f"{'SERIAL':40}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':13}  {'NOT AFTER':10}  "
-        + (f"{'DAYS':>6}  SHA256" if sha else "DAYS")
-    )
+    lines = []
     for r in rows:
         who = f"{r.agency}/{r.system}" if r.agency else r.subject.split(",")[0]
         state = r.state(now) + (f" ({r.revocation_reason})" if r.revocation_reason else "")
-        if state == "valid" and r.kind in ("hub", "issuing"):
+        if state == "valid" and r.kind in ("hub", "issuing", "server"):  # the gateway serves one server certificate
             state = "current" if r.serial in current else "superseded"
+        lines.append((r, who[:44], state))
+    # Columns as wide as their widest value: a revocation reason or a long serial is shown whole, not cut.
+    sw = max([40, *(len(r.serial) for r, _, _ in lines)])
+    tw = max([13, *(len(state) for _, _, state in lines)])
+    print(
+        f"{'SERIAL':{sw}}  {'KIND':7}  {'AGENCY/SYSTEM':44}  {'KEY':8}  {'STATE':{tw}}  {'NOT AFTER':10}  "
+        + (f"{'DAYS':>6}  SHA256" if sha else "DAYS")
+    )
+    for r, who, state in lines:
         print(
-            f"{r.serial:40}  {r.kind:7}  {who[:44]:44}  {r.key_algorithm:8}  {state[:13]:13}  "
+            f"{r.serial:{sw}}  {r.kind:7}  {who:44}  {r.key_algorithm:8}  {state:{tw}}  "
             f"{r.not_after:%Y-%m-%d}  " + (f"{r.days_left(now):>6}  {r.fingerprint}" if sha else f"{r.days_left(now)}")
         )
     return 0

@@ -212,5 +212,12 @@ async def test_the_gateways_current_server_certificate_is_not_revoked_before_it_
         assert pki.serial_hex(pki.load_certificates(paths.gateway_cert)[0].serial_number) != serving
         done = await cli(h, "pki", "revoke", serving, "--reason", "superseded")
         assert done.returncode == 0, done.stderr
+        # hub pki list marks the one served "current" and shows the revocation's reason whole (it cut it at 13)
+        listed = await cli(h, "pki", "list")
+        assert listed.returncode == 0, listed.stderr
+        rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:] if line.strip()}
+        now_serving = pki.serial_hex(pki.load_certificates(paths.gateway_cert)[0].serial_number)
+        assert " current " in rows[now_serving] and " server " in rows[now_serving]
+        assert "revoked (superseded)" in rows[serving]
     finally:
         await h.close()
