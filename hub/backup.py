@@ -204,6 +204,12 @@ def backup(settings: Settings, out: Path, passphrase: bytes) -> dict[str, Any]:
     _key(passphrase, b"0" * 16)  # refuse a short passphrase before any work
     with tempfile.TemporaryDirectory(prefix="hub-backup-") as tmp:
         dump = Path(tmp) / "store.dump"
+        # The evidence anchors as they are before the dump begins: every checkpoint they name is then in the dump
+        # (an anchor is written once its checkpoint committed), and a restored store verifies against them.
+        from hub.store.anchors import ANCHORS
+
+        anchors = state / ANCHORS
+        anchored = anchors.read_bytes() if anchors.is_file() else None
         dbname, env = _libpq(settings.pg_dsn)
         _run(
             ["pg_dump", "-Fc", "--no-owner", "--no-privileges", f"--dbname={dbname}", "-f", str(dump)],
@@ -227,7 +233,13 @@ def backup(settings: Settings, out: Path, passphrase: bytes) -> dict[str, Any]:
             tar.addfile(info, io.BytesIO(data))
             tar.add(dump, "store.dump")
             for path in _state_files(state, out):
-                tar.add(path, "state/" + path.relative_to(state).as_posix(), recursive=False)
+                name = "state/" + path.relative_to(state).as_posix()
+                if path == anchors and anchored is not None:
+                    info = tar.gettarinfo(path, name)
+                    info.size = len(anchored)
+                    tar.addfile(info, io.BytesIO(anchored))
+                else:
+                    tar.add(path, name, recursive=False)
                 files += 1
         manifest["state_files"] = files
         out.parent.mkdir(parents=True, exist_ok=True)

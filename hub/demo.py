@@ -303,10 +303,11 @@ async def _installed_at(demo: Demo) -> Path | None:
 
 
 def _reset_pki(demo: Demo) -> None:
-    """Forget the demo's CA and the systems' keys (its own files only; RabbitMQ passwords stay valid)."""
+    """Forget the demo's CA, the systems' keys and the old database's evidence anchors (its own files only; RabbitMQ
+    passwords stay valid)."""
     import shutil
 
-    for sub in ("pki", "systems"):
+    for sub in ("pki", "systems", "evidence"):
         shutil.rmtree(demo.state_dir / sub, ignore_errors=True)
 
 

@@ -314,9 +314,20 @@ class Worker:
     async def _housekeep(self) -> None:
         """Seal the evidence chain with a signed checkpoint; republish CRLs that are due."""
         from hub.commands.trust_admin import refresh_crls_if_due
+        from hub.store.anchors import anchor_checkpoint
         from hub.store.evidence import checkpoint
 
-        await checkpoint(self.pool, self.signer.sign_bytes, self.signer.identity.fingerprint)
+        seq = await checkpoint(self.pool, self.signer.sign_bytes, self.signer.identity.fingerprint)
+        try:  # outside the database: what a rewrite of the chain cannot take back (hub.store.anchors)
+            await anchor_checkpoint(self.pool, self.settings.state_dir, seq)
+        except OSError as exc:
+            log.warning(
+                "锚定检查点失败 could not anchor evidence checkpoint %s in %s/evidence (%s): the chain stays sealed by "
+                "the checkpoint; fix the state directory's disk or permissions",
+                seq,
+                self.settings.state_dir,
+                exc.strerror or type(exc).__name__,
+            )
         if time.monotonic() - self._last_crl > CRL_CHECK_EVERY_S:
             await refresh_crls_if_due(self.settings, self.pki_dir)
             self._last_crl = time.monotonic()

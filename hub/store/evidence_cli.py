@@ -24,22 +24,25 @@ VerifierFactory = Callable[[Settings], VerifySignature]
 SignerFactory = Callable[[Settings], tuple[Sign, str]]
 
 
-async def _verify(settings: Settings, verifier: VerifySignature | None) -> tuple[list[str], int, int]:
+async def _verify(settings: Settings, verifier: VerifySignature | None) -> tuple[list[str], int, int, int]:
+    from hub.store.anchors import anchors_path, read_anchors, verify_anchors
     from hub.store.db import connection
     from hub.store.evidence import head, verify_chain, verify_messages
 
+    anchors = anchors_path(settings.state_dir)
     async with connection(settings.pg_dsn) as conn:
         problems = await verify_chain(conn, verifier)
         problems += await verify_messages(conn)  # a message changed by hand is named with its field
+        problems += await verify_anchors(conn, anchors)  # checkpoints written down outside the database
         seq, _ = await head(conn)
         checkpoints = await conn.fetchval("SELECT count(*) FROM evidence WHERE kind = 'checkpoint'")
-    return [str(p) for p in problems], seq, int(checkpoints)
+    return [str(p) for p in problems], seq, int(checkpoints), len(read_anchors(anchors)[0])
 
 
 def _cmd_verify(verifier_factory: VerifierFactory | None) -> Callable[[argparse.Namespace, Settings], int]:
     def run(args: argparse.Namespace, settings: Settings) -> int:
         verifier = verifier_factory(settings) if verifier_factory is not None else None
-        problems, seq, checkpoints = asyncio.run(_verify(settings, verifier))
+        problems, seq, checkpoints, anchored = asyncio.run(_verify(settings, verifier))
         if problems:
             for line in problems:
                 print(line)
@@ -47,7 +50,17 @@ def _cmd_verify(verifier_factory: VerifierFactory | None) -> Callable[[argparse.
             return 1
         if verifier is None and checkpoints:
             print("注意：未校验检查点签名 checkpoint signatures were not checked (no verifier wired)", file=sys.stderr)
-        print(f"证据链完整 evidence chain intact: {seq} records, {checkpoints} checkpoints")
+        if checkpoints and not anchored:
+            print(
+                f"注意：没有锚定记录 no checkpoint is anchored in {settings.state_dir}/evidence/anchors.log (a store "
+                "checked away from its hub's state directory): a chain rewritten with its checkpoints left out "
+                "cannot be told from this one",
+                file=sys.stderr,
+            )
+        print(
+            f"证据链完整 evidence chain intact: {seq} records, {checkpoints} checkpoints, {anchored} anchored outside "
+            "the database"
+        )
         return 0
 
     return run
@@ -61,8 +74,12 @@ def _cmd_checkpoint(signer_factory: SignerFactory) -> Callable[[argparse.Namespa
         sign, fingerprint = signer_factory(settings)
 
         async def go() -> int | None:
+            from hub.store.anchors import anchor_checkpoint
+
             async with connection(settings.pg_dsn) as conn:
-                return await checkpoint(conn, sign, fingerprint)
+                seq = await checkpoint(conn, sign, fingerprint)
+                await anchor_checkpoint(conn, settings.state_dir, seq)
+                return seq
 
         seq = asyncio.run(go())
         print("证据链为空 evidence chain is empty" if seq is None else f"检查点 checkpoint at record {seq}")
