@@ -20,10 +20,12 @@ What happens to one delivery, in order (nothing reaches a handler that failed a 
    reaching the handler again.
 4. the handler runs inside the batch's store transaction (a savepoint each). Returning a message sends it as the
    reply (RefToMessageId and RequestHash bind it to the request; its message id is derived from the request's,
-   so a resend after a crash is a duplicate the hub recognises); ``Retry(delay)`` hands the delivery back later;
+   so a resend after a crash is a duplicate the hub recognises); ``Retry(delay)`` hands the delivery back after
+   ``delay`` (it is held unacknowledged meanwhile, ``Incoming.held``, and nacked with requeue then or at ``stop``);
    ``Reject(code, reason)`` sends the sender a signed ``delivery.refusal``.
 5. replies and refusals are published with publisher confirms, the handled ids are committed, and only then are
-   the deliveries acknowledged (manual acks, one per batch).
+   the deliveries acknowledged (manual acks, one per batch). A batch that fails in the adapter itself (its store
+   away, the publish refused) is held the same way and goes back after a growing pause (``_on_batch``).
 
 Start-up retries the broker with exponential back-off; later connection losses are healed by the robust
 connection (deliveries not yet acknowledged come back and are recognised in step 3). ``run()`` stops gracefully
@@ -36,6 +38,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import itertools
 import logging
 import signal
 import uuid
@@ -152,9 +155,16 @@ class Adapter:
         self._attempts: OrderedDict[str, int] = OrderedDict()
         #: Message ids a batch of this adapter is handling now: a copy arriving meanwhile waits for it (``_handle``).
         self._in_progress: dict[str, asyncio.Event] = {}
-        self._timers: dict[str, tuple[asyncio.TimerHandle, Incoming]] = {}
+        #: Deliveries taken over from the consumer (``Incoming.held``) and the timers that hand them back (nack with
+        #: requeue): those waiting for a ``Retry`` delay, and the batches the adapter failed on (``_hold_back``).
+        self._timers: dict[int, tuple[asyncio.TimerHandle, list[Incoming]]] = {}
+        self._timer_keys = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Batches the adapter itself failed on in a row (each goes back after a growing pause; reset by a success).
+        self._failures = 0
         self._running = False
+        #: Set by ``stop``: from then on what would be held back goes back at once.
+        self._stopping = False
         #: Called with each hub answer (Receipt or HubRefused) that no ``send`` waits for (e.g. after a restart).
         self.on_answer: Callable[[Receipt | HubRefused], Any] | None = None
         #: What handles a delivery no handler is registered for (TestHub's recording clients); None: refuse it.
@@ -235,6 +245,9 @@ class Adapter:
             )
         warn_if_expiring(self.system, w.signer.certificates[0])
         await w.store.open()
+        await self._crls_at_start(w)
+        self._stopping = False
+        self._failures = 0
         s = self.settings
         names = w.transport.names
         for queue in names.system_queues(self.system):
@@ -249,6 +262,8 @@ class Adapter:
                 )
             )
         self._running = True
+        if self._crls is not None:
+            self._crls.start()
         for hook in self._on_startup:
             try:
                 await hook()
@@ -264,7 +279,7 @@ class Adapter:
 
     async def stop(self) -> None:
         """Graceful stop: no new deliveries; the batches in hand finish, are committed and acknowledged; deliveries
-        waiting for a Retry go back to the queue now."""
+        waiting for a Retry (or held back after a failed batch) go back to the queue now."""
         if not self._running:
             return
         for hook in reversed(self._on_shutdown):
@@ -273,17 +288,19 @@ class Adapter:
             except Exception:
                 log.exception("adapter %s: shut-down hook %s failed", self.system, getattr(hook, "__name__", hook))
         self._running = False
+        self._stopping = True  # what the draining batches would hold back goes back at once
         w = self._wiring
         assert w is not None
         while self._consumers:
             await self._consumers.pop(0).stop(drain=True)
-        held = [m for _, m in self._timers.values()]
+        held = [m for _, msgs in self._timers.values() for m in msgs]
         for handle, _ in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        if held:
-            with contextlib.suppress(Exception):
-                await w.transport.nack(held, requeue=True)
+        if held:  # (over RabbitMQ the closed consumer channel gave them back already: then a no-op)
+            await self._hand_back(w, held)
+        if self._tasks:  # hand-backs whose delay ended just now
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         for p in self._pending.values():
             for fut in (p.receipt, p.reply):
                 if fut is not None and not fut.done():
@@ -293,11 +310,24 @@ class Adapter:
         if self._tracker is not None:
             await self._tracker.close()
             self._tracker = None
+        if self._crls is not None:
+            await self._crls.stop()
         await w.store.close()
         if w.own_transport:
             await w.transport.close()
             self._wiring = None
         log.info("adapter %s stopped", self.system, extra={"system": self.system})
+
+    async def _crls_at_start(self, w: _Wiring) -> None:
+        """Fresh CRLs before the first delivery (``adapters.sdk._crl``): with a gateway URL they are fetched now (a
+        failure is one WARNING, never a failed start) and, once running, every ``crl_refresh_s``; either way a
+        ``CERT_CRL_UNAVAILABLE`` says what the agency does about it."""
+        from adapters.sdk._crl import CrlRefresher, hint_for
+
+        self._crls: CrlRefresher | None = CrlRefresher.of(self.settings, w.trust)
+        w.trust = self._crls.hinted(w.trust) if self._crls is not None else hint_for(self.settings, w.trust)
+        if self._crls is not None:
+            await self._crls.refresh()
 
     async def __aenter__(self) -> Adapter:
         await self.start()
@@ -608,7 +638,31 @@ class Adapter:
     # ------------------------------------------------------------------------------------------ receiving
 
     async def _on_batch(self, batch: list[Incoming]) -> None:
+        """The consumers' batch handler. When the adapter itself fails on a batch (its store away, its replies not
+        published, a bug), what the batch left unsettled is held and goes back after a growing pause
+        (``reconnect_initial`` doubled with each failed batch in a row, at most ``reconnect_max``; a batch that goes
+        through starts the count again), not at once to fail again: the consumer would requeue it at once."""
         w = self._require_wiring()
+        try:
+            await self._take_batch(w, batch)
+        except Exception:
+            self._failures += 1
+            s = self.settings
+            first, most = (s.reconnect_initial, s.reconnect_max) if s else (0.5, 30.0)
+            pause = min(first * 2.0 ** min(self._failures - 1, 32), most)
+            left = [m for m in batch if not m.settled and not m.held]
+            log.exception(
+                "the adapter failed on a batch of %d deliveries; %d go back in %.1f s",
+                len(batch),
+                len(left),
+                pause,
+                extra={"system": self.system},
+            )
+            await self._hold_back(w, left, pause)
+        else:
+            self._failures = 0
+
+    async def _take_batch(self, w: _Wiring, batch: list[Incoming]) -> None:
         from hub.errors import HubError
 
         bad: list[tuple[Incoming, str, str]] = []
@@ -696,7 +750,7 @@ class Adapter:
             if outgoing:  # inside the transaction: a publish that fails rolls the batch back (redelivered)
                 await self._publish_items(w, outgoing)
         for m, delay, why in retry:
-            self._retry_later(w, m, delay, why)
+            await self._retry_later(w, m, delay, why)
         if dead:
             await self._dead_letter(w, dead)
         return acks
@@ -800,18 +854,51 @@ class Adapter:
             return ("dead", "SDK_RETRIES_EXHAUSTED", f"{n - 1} retries, last: {reason}")
         return ("retry", min(delay, 300.0), reason)
 
-    def _retry_later(self, w: _Wiring, m: Incoming, delay: float, why: str) -> None:
+    async def _retry_later(self, w: _Wiring, m: Incoming, delay: float, why: str) -> None:
+        log.info("retry in %.1f s: %s", delay, why, extra={"system": self.system, "message_id": m.message_id})
+        await self._hold_back(w, [m], delay)
+
+    async def _hold_back(self, w: _Wiring, msgs: list[Incoming], delay: float) -> None:
+        """Take ``msgs`` over from the consumer and hand them back to the queue (nack with requeue) after ``delay``
+        seconds; at once while the adapter stops (``stop`` hands back the others then).
+
+        They stay unacknowledged meanwhile, marked ``Incoming.held`` so that the consumer does not requeue them when
+        the batch handler returns; over RabbitMQ they count against the prefetch window. There is no delay queue
+        the adapter could use instead: a system's AMQP user may publish only to its own submit lanes and the
+        dead-letter exchange."""
+        msgs = [m for m in msgs if not m.settled]
+        if not msgs:
+            return
+        if self._stopping:
+            await self._hand_back(w, msgs)
+            return
         loop = asyncio.get_running_loop()
-        key = f"{m.queue}:{m.delivery_tag}:{id(m)}"
+        key = next(self._timer_keys)
 
         def fire() -> None:
             self._timers.pop(key, None)
-            task = loop.create_task(w.transport.nack([m], requeue=True))
+            task = loop.create_task(self._hand_back(w, msgs))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        self._timers[key] = (loop.call_later(delay, fire), m)
-        log.info("retry in %.1f s: %s", delay, why, extra={"system": self.system, "message_id": m.message_id})
+        for m in msgs:
+            m.held = True
+        self._timers[key] = (loop.call_later(delay, fire), msgs)
+
+    async def _hand_back(self, w: _Wiring, msgs: list[Incoming]) -> None:
+        """Nack with requeue what was held. Never raises: a delivery whose channel was lost meanwhile is redelivered
+        by the broker anyway (the transport's nack is then a no-op), and a failure here must not end the adapter."""
+        try:
+            await w.transport.nack([m for m in msgs if not m.settled], requeue=True)
+        except Exception as exc:
+            log.warning(
+                "could not hand %d held deliveries back (%s: %s); the broker gives them out again when their channel "
+                "closes",
+                len(msgs),
+                type(exc).__name__,
+                exc,
+                extra={"system": self.system},
+            )
 
     async def _dead_letter(self, w: _Wiring, items: Sequence[tuple[Incoming, str, str]]) -> None:
         """Park deliveries with their reason (``hub.pipeline.client.park_refused``), then acknowledge them; what could

@@ -6,7 +6,9 @@ An adapter needs only what its enrolment gave it (``hub adapter enrol``), in one
       key.pem          the system's private key (made on the agency's side, never sent anywhere; 0600)
       cert.pem         its certificate, followed by the issuing CA's
       hub-root.pem     the hub's root certificate: the only trust anchor
-      crl/*.crl        the hub CA's revocation lists (refreshed by whatever distributes them; re-read when changed)
+      crl/*.crl        the hub CA's revocation lists: fetched from the gateway's GET /v1/crl at start and every
+                       ``crl_refresh_s`` when ``gateway_url`` or ``tracking_url`` is set (``adapters.sdk._crl``),
+                       else copied here by the agency from what the hub's operators send; re-read when changed
       broker.json      {"url": "amqp://<user>:<password>@host:5672/", "namespace": "hub"} (0600); not read when the
                        adapter takes part over the HTTPS gateway (``gateway_url``)
       handled.sqlite3  what the adapter has handled (made on first start; the default store)
@@ -28,6 +30,10 @@ from adapters.sdk._errors import ConfigurationError
 __all__ = ["AdapterSettings"]
 
 _ENV_PREFIX = "HUB_ADAPTER_"
+#: The bounds of ``crl_refresh_s``: no more often than a minute (the gateway's rate limits are the system's), no
+#: less often than a day (a CRL of the hub is valid for ``crl_hours``, 24 by default).
+CRL_REFRESH_MIN_S = 60
+CRL_REFRESH_MAX_S = 86400
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +69,10 @@ class AdapterSettings:
     gateway_polls: int = 2
     #: Seconds one long poll waits for a delivery (the gateway holds a poll at most 30 s).
     gateway_wait: int = 20
+    #: Seconds between two fetches of the hub's CRLs from the gateway (``GET /v1/crl``, at start and then this often;
+    #: ``adapters.sdk._crl``), when ``gateway_url`` or ``tracking_url`` is set; 60 to 86400. The hub's CRLs are valid
+    #: for a day (``crl_hours``): the default leaves a failed fetch many chances before the ones at hand go stale.
+    crl_refresh_s: int = 3600
     #: Unacknowledged deliveries the broker may hand this adapter at once.
     prefetch: int = 64
     #: Deliveries handed over in one batch (one store commit and one acknowledgement per batch).
@@ -132,6 +142,11 @@ class AdapterSettings:
             raise ConfigurationError(f"gateway_polls must be at least 1, not {self.gateway_polls}")
         if not 1 <= self.gateway_wait <= 30:
             raise ConfigurationError(f"gateway_wait must be 1 to 30 seconds, not {self.gateway_wait}")
+        if not CRL_REFRESH_MIN_S <= self.crl_refresh_s <= CRL_REFRESH_MAX_S:
+            raise ConfigurationError(
+                f"crl_refresh_s must be {CRL_REFRESH_MIN_S} to {CRL_REFRESH_MAX_S} seconds (the hub's CRLs are "
+                f"valid for a day: fetch them well within that), not {self.crl_refresh_s}"
+            )
 
     # ------------------------------------------------------------------------------------------ files
 

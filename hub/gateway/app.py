@@ -124,6 +124,8 @@ class GatewayState:
     readiness: Readiness | None = None
     #: The server the gateway listens on (``start_gateway``): the clients' addresses behind a load balancer.
     listener: TlsServer | None = None
+    #: ``GET /v1/crl``'s list, as built for the trust store's generation it was read at (``_crl_entries``).
+    crl_entries: tuple[int, list[dict[str, Any]]] | None = None
 
 
 STATE = web.AppKey("gateway_state", GatewayState)
@@ -946,6 +948,66 @@ async def sent_list(request: web.Request) -> web.StreamResponse:
     return web.json_response(body, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 
+def _crl_entries(store: Any) -> list[dict[str, Any]]:
+    """The CRLs the trust store holds — the root's and every issuing CA's of ``issuing-ca.pem`` (the current one and
+    the earlier ones after ``hub pki rollover-issuing``) — read from their files and each matched to the CA whose key
+    verifies it (``hub.trust.crl.crl_of``: the store's own rule, newest number wins), ordered by file name. Each
+    carries its issuer's certificate, with which an agency that holds only the hub root authenticates an issuing CA's
+    CRL (the certificate must chain to the root: ``adapters.sdk._crl``)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
+    from hub.trust.crl import crl_of, read_crls
+    from hub.trust.pki import fingerprint
+
+    read = read_crls(store.crl_dir)
+    by_path = {path: crl for crl, path in read}
+    entries: dict[str, dict[str, Any]] = {}
+    for ca in (store.root, *store.issuing):
+        loaded = crl_of(read, ca)
+        if loaded is None or loaded.path is None or loaded.path.name in entries:
+            continue
+        names = ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        entries[loaded.path.name] = {
+            "name": loaded.path.name,
+            "issuer": str(names[0].value) if names else ca.subject.rfc4514_string(),
+            "issuer_sha256": fingerprint(ca),
+            "number": loaded.number,
+            "this_update": loaded.this_update.isoformat(),
+            "next_update": loaded.next_update.isoformat(),
+            "der_base64": base64.b64encode(by_path[loaded.path].public_bytes(serialization.Encoding.DER)).decode(),
+            "issuer_der_base64": base64.b64encode(ca.public_bytes(serialization.Encoding.DER)).decode(),
+        }
+    return [entries[name] for name in sorted(entries)]
+
+
+async def crl_list(request: web.Request) -> web.StreamResponse:
+    """GET /v1/crl: the hub's current CRLs (``_crl_entries``) for an identified client — an agency's adapter keeps its
+    ``crl/`` folder fresh with them (``adapters.sdk._crl``). While the root's or the current issuing CA's CRL is
+    missing or stale the answer is 503 ``CERT_CRL_UNAVAILABLE``, as for every other request: stale for everyone."""
+    from hub.gateway.identity import CRL_RETRY_AFTER_S
+
+    state = request.app[STATE]
+    store = state.identifier.store
+    store.refresh_if_due()
+    now = dt.datetime.now(dt.UTC)
+    current = [store.crl_for(ca) for ca in (store.root, *store.issuing[:1])]
+    if any(crl is None or not crl.is_fresh(now) for crl in current):
+        raise Refused(
+            503,
+            "CERT_CRL_UNAVAILABLE",
+            "the hub has no fresh CRL of its root or current issuing CA to hand out until its operators publish one "
+            "(hub pki crl); the adapter keeps the CRLs it has; try again later",
+            retry_after=CRL_RETRY_AFTER_S,
+        )
+    cached = state.crl_entries
+    if cached is None or cached[0] != store.generation:
+        generation = store.generation  # before the files are read: a change meanwhile is read again next time
+        cached = (generation, _crl_entries(store))
+        state.crl_entries = cached
+    return web.json_response({"crls": cached[1]}, headers={"Cache-Control": "no-store"})
+
+
 async def openapi(request: web.Request) -> web.StreamResponse:
     from hub.gateway.openapi import document
 
@@ -1173,6 +1235,7 @@ def create_app(settings: Settings, gateway: GatewaySettings) -> web.Application:
     app.router.add_post("/v1/inbox/{tag}/ack", ack)
     app.router.add_post("/v1/inbox/{tag}/release", release)
     app.router.add_post("/v1/inbox/{tag}/refuse", refuse)
+    app.router.add_get("/v1/crl", crl_list, allow_head=False)
     app.router.add_get("/openapi.json", openapi, allow_head=False)
     app.router.add_get("/ready", ready)  # HEAD too: what some load balancers send
     app.on_shutdown.append(_stopping)

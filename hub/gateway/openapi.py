@@ -373,6 +373,25 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/crl": {
+                "get": {
+                    "operationId": "currentCrls",
+                    "summary": "The hub CA's current certificate revocation lists (the root's and every issuing "
+                    "CA's, also after an issuing-CA rollover): an agency's adapter keeps its crl/ folder fresh with "
+                    "them, checking each signature itself",
+                    "responses": {
+                        "200": {
+                            "description": "the CRLs the gateway's trust store holds, ordered by file name; each with "
+                            "the certificate of the CA that signed it (an issuing CA's chains to the hub root)",
+                            "headers": {
+                                "Cache-Control": {"description": "no-store", "schema": {"type": "string"}},
+                            },
+                            "content": {"application/json": {"schema": {"$ref": f"{_REF}/schemas/Crls"}}},
+                        },
+                        **_common(),
+                    },
+                }
+            },
             "/ready": {
                 "get": {
                     "operationId": "ready",
@@ -448,6 +467,57 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
                                     "title": {"type": "string"},
                                 },
                             },
+                        },
+                    },
+                },
+                "Crls": {
+                    "type": "object",
+                    "required": ["crls"],
+                    "additionalProperties": False,
+                    "properties": {"crls": {"type": "array", "items": {"$ref": f"{_REF}/schemas/Crl"}}},
+                },
+                "Crl": {
+                    "type": "object",
+                    "required": [
+                        "name",
+                        "issuer",
+                        "issuer_sha256",
+                        "number",
+                        "this_update",
+                        "next_update",
+                        "der_base64",
+                        "issuer_der_base64",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*\\.crl$",
+                            "description": "the file name in the hub's pki/crl/ (root-ca.crl, issuing-ca.crl, "
+                            "issuing-ca-<serial>.crl for an earlier issuing CA)",
+                        },
+                        "issuer": {"type": "string", "description": "the common name of the CA that signed it"},
+                        "issuer_sha256": {
+                            "type": "string",
+                            "pattern": "^[0-9a-f]{64}$",
+                            "description": "SHA-256 of that CA's certificate (DER)",
+                        },
+                        "number": {"type": "integer", "minimum": 0, "description": "the CRL number"},
+                        "this_update": {"type": "string", "format": "date-time"},
+                        "next_update": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "after this the CRL is stale: verifiers refuse with CERT_CRL_UNAVAILABLE",
+                        },
+                        "der_base64": {
+                            "type": "string",
+                            "contentEncoding": "base64",
+                            "description": "the CRL, DER, base64",
+                        },
+                        "issuer_der_base64": {
+                            "type": "string",
+                            "contentEncoding": "base64",
+                            "description": "the certificate of the CA that signed it, DER, base64",
                         },
                     },
                 },

@@ -410,7 +410,10 @@ class Consumer:
                 "handler failed for a batch of %d from %s; unsettled messages are requeued", len(batch), self.queue
             )
         finally:
-            unsettled = [m for m in batch if not m.settled]
+            # What the handler left unsettled goes back at once — except what it took over (``Incoming.held``: the
+            # adapter SDK nacks a delivery waiting for its Retry delay itself, later). A held delivery stays
+            # unacknowledged on this channel, within the prefetch; a lost channel's broker redelivers it anyway.
+            unsettled = [m for m in batch if not m.settled and not m.held]
             if unsettled:
                 await nack(unsettled, requeue=True)
             task = asyncio.current_task()

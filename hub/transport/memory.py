@@ -154,6 +154,9 @@ class MemoryConsumer:
         self._max_batch = max_batch
         self._slots = asyncio.Semaphore(concurrency)
         self._mine: set[int] = set()
+        #: Taken over by the handler (``Incoming.held``), not yet settled: they count against the prefetch, as on
+        #: RabbitMQ, until the handler settles them.
+        self._held: set[int] = set()
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
         #: Exceptions raised by the handler (the batch was requeued each time).
@@ -162,7 +165,9 @@ class MemoryConsumer:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            room = self._prefetch - len(self._mine)
+            if self._held:  # forget the held deliveries settled since
+                self._held = {tag for tag in self._held if tag in self._q.unacked}
+            room = self._prefetch - len(self._mine) - len(self._held)
             if room <= 0 or not self._q.ready:
                 # Wait for a publish (more ready) or a settle (more room); no await between check and clear.
                 self._q.changed.clear()
@@ -187,8 +192,10 @@ class MemoryConsumer:
             self.errors.append(exc)
             log.exception("handler failed for a batch of %d from %s", len(batch), self.queue)
         finally:
-            unsettled = [m for m in batch if not m.settled]
+            # What the handler took over (``Incoming.held``) it settles itself, later; until then it is in ``_held``.
+            unsettled = [m for m in batch if not m.settled and not m.held]
             _settle(unsettled, True)
+            self._held.update(m.delivery_tag for m in batch if m.held and not m.settled)
             self._mine.difference_update(m.delivery_tag for m in batch)
             self._slots.release()
             self._q.changed.set()

@@ -268,6 +268,12 @@ class Incoming:
     settled: bool = False
     #: The transport-specific owner that settles this message (a channel tracker or the in-memory queue).
     owner: Any = field(default=None, repr=False)
+    #: Set by a batch handler that takes the message over: it settles it itself later (the adapter SDK nacks a
+    #: delivery waiting for its ``Retry`` delay once the delay is over), so the consumer leaves it unsettled when the
+    #: handler returns or raises, instead of nacking it with requeue at once. It stays unacknowledged meanwhile (it
+    #: counts against the consumer's prefetch); on a lost channel the broker redelivers it and the late settle is a
+    #: no-op.
+    held: bool = False
 
     @property
     def attempt(self) -> int:

@@ -119,6 +119,7 @@ def test_openapi_document() -> None:
         "/v1/inbox/{tag}/ack",
         "/v1/inbox/{tag}/release",
         "/v1/inbox/{tag}/refuse",
+        "/v1/crl",
         "/openapi.json",
         "/ready",
     }

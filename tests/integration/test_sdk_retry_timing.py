@@ -1,0 +1,212 @@
+"""When a delivery the adapter did not finish comes back, on every link (in memory, RabbitMQ, the HTTPS gateway).
+
+A review (2027-01) found that over RabbitMQ and in ``TestHub``'s memory mode a handler's ``Retry(delay)`` did not
+wait: the consumer nacked with requeue whatever the batch handler left unsettled as soon as it returned, so the
+delivery came back at once and ``retry_limit`` was used up in milliseconds; and a batch the adapter itself failed on
+(its handled-store away, its replies not published) came back at once, hundreds of times a second. Now the SDK takes
+such deliveries over (``Incoming.held``, left alone by the consumers) and hands them back after the delay, or after
+a growing pause, or at once when it stops.
+
+The timing assertions are lower bounds only (with room), so a slow machine cannot break them."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lxml import etree
+
+from adapters.sdk import Adapter, AdapterSettings, Context, Retry, to
+from adapters.sdk.testing import TestHub
+from hub.envelope import parse
+from hub.settings import PROJECT_ROOT
+
+SAMPLES = PROJECT_ROOT / "schemas" / "services"
+PROVINCE = "11220000013544357T"
+PROV_OA = "prov-220000-oa"
+COUNTY = "county-222403-oa"
+
+
+def report() -> etree._Element:
+    path = SAMPLES / "info.report" / "1" / "samples" / "valid" / "work-progress.xml"
+    return copy.deepcopy(parse(path.read_bytes())[1][0])
+
+
+async def send_report(client: Adapter) -> Any:
+    return await client.send(report(), service="info.report", version=1, to=[to(PROVINCE, PROV_OA)])
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def settings(**kw: Any) -> AdapterSettings:
+    return AdapterSettings(system=PROV_OA, home=Path("/nonexistent"), **kw)
+
+
+async def eventually(check: Any, timeout: float = 20.0) -> None:
+    deadline = now() + timeout
+    while not await check():
+        assert now() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_retry_hands_the_delivery_back_after_its_delay_not_at_once(mode: str) -> None:
+    """``Retry(2)``: the delivery is handed over again after about 2 s (not before 1.8 s), then handled once."""
+    adapter = Adapter(PROV_OA)
+    calls: list[float] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append(now())
+        if len(calls) == 1:
+            raise Retry(2, "the OA system is down")
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY)
+        await send_report(county)
+        await hub.wait_until(lambda: len(calls) >= 2, timeout=20, what="the delivery handed over again")
+        assert calls[1] - calls[0] >= 1.8, f"handed over again after {calls[1] - calls[0]:.3f} s, not 2 s"
+        await eventually(lambda: _handled(adapter, 1))
+        await asyncio.sleep(0.5)
+    assert len(calls) == 2
+
+
+async def test_retries_are_spaced_by_their_delay_until_they_run_out(mode: str) -> None:
+    """A handler that always asks to retry in 1 s with ``retry_limit = 2``: three attempts about 1 s apart, then the
+    delivery is dead-lettered ``SDK_RETRIES_EXHAUSTED`` (before: three attempts within milliseconds)."""
+    adapter = Adapter(PROV_OA, settings(retry_limit=2))
+    calls: list[float] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append(now())
+        raise Retry(1, "the OA system is down")
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY)
+        receipt = await send_report(county)
+        dead: list[Any] = []
+
+        async def parked() -> bool:
+            dead.extend(await hub.dead_letters())
+            return bool(dead)
+
+        await eventually(parked, timeout=30)
+    assert len(calls) == 3
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert all(gap >= 0.9 for gap in gaps), f"attempts {gaps} s apart, not 1 s"
+    assert dead[0].headers["x-refused-code"] == "SDK_RETRIES_EXHAUSTED"
+    assert dead[0].message_id == receipt.message_id
+
+
+async def test_a_batch_the_adapter_fails_on_goes_back_after_a_growing_pause(mode: str) -> None:
+    """The adapter's handled-store raises (``sqlite3.OperationalError``) for a while: the batch goes back after a
+    growing pause (``reconnect_initial`` 0.5 s, doubled each time: 0.5, 1, 2 …), not at once (before: 459 times in
+    3 s over RabbitMQ); once the store is back the delivery is handled, and the count of failures starts again."""
+    adapter = Adapter(PROV_OA)
+    handled: list[str] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        handled.append(ctx.message_id)
+
+    async with TestHub(adapter) as hub:
+        calls: list[float] = []
+        store = adapter._wiring.store  # type: ignore[union-attr]
+        seen = store.seen
+
+        async def store_away(ids: Any) -> set[str]:
+            calls.append(now())
+            raise sqlite3.OperationalError("disk I/O error")
+
+        store.seen = store_away  # type: ignore[method-assign]
+        county = await hub.client(COUNTY)
+        receipt = await send_report(county)
+        await hub.wait_until(lambda: calls, timeout=20, what="the first attempt")
+        await asyncio.sleep(3.0)
+        n = len(calls)
+        # 0.5 + 1 + 2 s: about 4 attempts in the 3 s after the first (a slow machine makes fewer, never more)
+        assert n <= 6, f"the failing batch came back {n} times in 3 s"
+        await hub.wait_until(lambda: len(calls) >= 3, timeout=20, what="the third attempt")
+        assert calls[1] - calls[0] >= 0.4, f"back after {calls[1] - calls[0]:.3f} s, not 0.5 s"
+        assert calls[2] - calls[1] >= 0.9, f"back after {calls[2] - calls[1]:.3f} s, not 1 s"
+        store.seen = seen  # type: ignore[method-assign]
+        await hub.wait_until(lambda: handled, timeout=20, what="the delivery handled once the store is back")
+        await eventually(lambda: _handled(adapter, 1))
+        # the batch went through (committed and acknowledged): the next failure pauses 0.5 s again
+        await hub.wait_until(lambda: adapter._failures == 0, timeout=20, what="the count of failures reset")
+    assert handled == [receipt.message_id]
+
+
+async def test_stop_hands_held_deliveries_back_at_once(mode: str) -> None:
+    """A delivery waiting for ``Retry(60)`` when the adapter stops goes back to the queue then (nothing waits
+    unacknowledged after the stop): started again, the adapter gets it long before the 60 s."""
+    adapter = Adapter(PROV_OA)
+    calls: list[float] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append(now())
+        if len(calls) == 1:
+            raise Retry(60, "the OA system is down for a while")
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY)
+        await send_report(county)
+        await hub.wait_until(lambda: calls, timeout=20, what="the first attempt")
+        await asyncio.sleep(0.3)
+        assert len(calls) == 1  # held, not handed back at once
+        await hub.restart(adapter)
+        await hub.wait_until(lambda: len(calls) >= 2, timeout=20, what="the delivery after the restart")
+        await eventually(lambda: _handled(adapter, 1))
+    assert len(calls) == 2
+
+
+@pytest.mark.integration
+async def test_a_delivery_held_when_the_connection_drops_is_redelivered_and_the_late_nack_is_harmless(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RabbitMQ only: the connection drops while a delivery waits for its ``Retry``. The broker redelivers it (it was
+    unacknowledged on the lost channel) and it is handled; the SDK's hand-back when the delay is over then names a
+    channel that no longer exists: a no-op, and the adapter goes on receiving."""
+    from hub.transport.users import close_connections
+
+    monkeypatch.delenv("HUB_TEST_HTTPS", raising=False)
+    adapter = Adapter(PROV_OA)
+    calls: list[str] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append(ctx.message_id)
+        if len(calls) == 1:
+            raise Retry(3, "the OA system is down")
+
+    async with TestHub(adapter, real=True) as hub:
+        county = await hub.client(COUNTY)
+        first = await send_report(county)
+        await hub.wait_until(lambda: calls, timeout=20, what="the first attempt")
+        user = adapter._wiring.transport.user  # type: ignore[union-attr]
+        for _ in range(100):  # the management API may not list a new connection at once
+            if await close_connections(hub.settings, user=user):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the adapter's connection never appeared in the management API")
+        await hub.wait_until(lambda: len(calls) >= 2, timeout=30, what="the redelivery after the reconnect")
+        await eventually(lambda: _handled(adapter, 1), timeout=30)
+        await asyncio.sleep(4.0)  # the Retry's hand-back fires now, on the lost channel
+        assert adapter._running
+        second = await send_report(county)
+        await hub.wait_until(lambda: len(calls) >= 3, timeout=30, what="a delivery after the late hand-back")
+        await eventually(lambda: _handled(adapter, 2))
+    assert calls == [first.message_id, first.message_id, second.message_id]
+
+
+async def _handled(adapter: Adapter, n: int) -> bool:
+    return await adapter._wiring.store.count() == n  # type: ignore[union-attr]
