@@ -487,13 +487,43 @@ async def verify_chain(
 
 # -- what the records describe -----------------------------------------------------------------------------------------
 
+#: Rows each verification query hands over at a time: what ``verify_messages`` holds in memory (a row is 1.5 to
+#: 2.5 KB of Python objects; 100 rows and the socket's buffers peak near 0.5 MB, measured with tracemalloc, and a
+#: larger batch saves no time on a local server) and how often it gives the event loop back (the ops page runs it
+#: in the web process).
+_VERIFY_FETCH: Final[int] = 100
+
+#: Every evidence record of a message's receipt (chained or still staged) with the message as it is stored now, its
+#: quarantine entry and the first quarantine decision recorded for it (``released`` / ``quarantine_rejected``,
+#: written by ``hub.store.messages._decide`` in the transaction that changes the state; there is never more than one).
+#: LEFT joins: a record whose message row is gone comes back with ``present`` false. A staged record has no seq and
+#: its ``staged`` id instead; chaining moves a record in one transaction, so one snapshot sees each record once.
 _MESSAGES_AS_RECORDED = """
-SELECT e.seq, e.message_id, e.actor, e.detail,
+WITH receipt AS (
+    SELECT e.seq, NULL::bigint AS staged, e.message_id, e.kind, e.actor, e.detail FROM evidence e
+    WHERE e.kind IN ('received', 'quarantined', 'rejected') AND e.message_id IS NOT NULL
+    UNION ALL
+    SELECT NULL, p.id, p.message_id, p.kind, p.actor, p.detail FROM evidence_pending p
+    WHERE p.kind IN ('received', 'quarantined', 'rejected') AND p.message_id IS NOT NULL
+), decision AS (
+    SELECT DISTINCT ON (d.message_id) d.message_id, d.kind, d.seq, d.actor, d.detail
+    FROM (SELECT e.seq, NULL::bigint AS staged, e.message_id, e.kind, e.actor, e.detail FROM evidence e
+          WHERE e.kind IN ('released', 'quarantine_rejected') AND e.message_id IS NOT NULL
+          UNION ALL
+          SELECT NULL, p.id, p.message_id, p.kind, p.actor, p.detail FROM evidence_pending p
+          WHERE p.kind IN ('released', 'quarantine_rejected') AND p.message_id IS NOT NULL) AS d
+    ORDER BY d.message_id, d.seq NULLS LAST, d.staged
+)
+SELECT r.seq, r.message_id, r.kind, r.actor, r.detail, m.message_id IS NOT NULL AS present, m.state,
        m.sender_agency || '/' || m.sender_system AS sender, m.service || '/' || m.version AS service,
-       m.classification, m.urgency, encode(m.raw_sha256, 'hex') AS raw_sha256, encode(sha256(m.raw), 'hex') AS actual
-FROM evidence e JOIN messages m ON m.message_id = e.message_id
-WHERE e.kind IN ('received', 'quarantined', 'rejected') AND e.message_id IS NOT NULL
-ORDER BY e.seq
+       m.classification, m.urgency, encode(m.raw_sha256, 'hex') AS raw_sha256, encode(sha256(m.raw), 'hex') AS actual,
+       q.status AS held, q.reviewer, encode(sha256(convert_to(q.reason, 'UTF8')), 'hex') AS reason_sha256,
+       dc.kind AS decision, dc.seq AS decision_seq, dc.actor AS decided_by, dc.detail AS decision_detail
+FROM receipt r
+LEFT JOIN messages m ON m.message_id = r.message_id
+LEFT JOIN quarantine q ON q.message_id = r.message_id
+LEFT JOIN decision dc ON dc.message_id = r.message_id
+ORDER BY r.seq NULLS LAST, r.staged
 """
 
 
@@ -510,6 +540,29 @@ WHERE NOT EXISTS (SELECT 1 FROM evidence e WHERE e.message_id = m.message_id
 ORDER BY m.received_at, m.message_id
 """
 
+#: Every ``operator_action`` record (chained or staged) next to the ``operator_actions`` row it names, and every row
+#: next to its record: ``hub.store.audit.record_operator_action`` writes both in one transaction, the record carrying
+#: the row's id (``action_id``, its bigserial key) — one record per row, so the pairing is exact. The id is read from
+#: the canonical detail text with a pattern rather than a jsonb cast, so that a malformed detail (``verify_chain``
+#: reports its hash) cannot abort the query: an unescaped ``"action_id":`` occurs in canonical JSON only as a key.
+_ACTIONS_AS_RECORDED = """
+WITH recorded AS (
+    SELECT e.seq, NULL::bigint AS staged, e.message_id, e.actor, e.detail,
+           substring(e.detail FROM '"action_id":([0-9]{1,18})[,}]')::bigint AS action_id
+    FROM evidence e WHERE e.kind = 'operator_action'
+    UNION ALL
+    SELECT NULL, p.id, p.message_id, p.actor, p.detail,
+           substring(p.detail FROM '"action_id":([0-9]{1,18})[,}]')::bigint
+    FROM evidence_pending p WHERE p.kind = 'operator_action'
+)
+SELECT r.seq, r.staged, r.action_id AS recorded_id, r.message_id AS recorded_message_id, r.actor, r.detail,
+       a.id, a.at, a.operator, a.role, a.action, a.via, a.target, a.message_id, a.outcome,
+       encode(sha256(convert_to(a.reason, 'UTF8')), 'hex') AS reason_sha256
+FROM recorded r FULL JOIN operator_actions a ON a.id = r.action_id
+WHERE r.action_id IS NOT NULL OR (r.seq IS NULL AND r.staged IS NULL)  -- a record naming no row: nothing to compare
+ORDER BY r.seq NULLS LAST, r.staged NULLS LAST, a.id
+"""
+
 
 def missing_evidence_problem(message_id: str, received_at: datetime) -> Problem:
     """The problem of a message that has no evidence of its receipt (a stable wording: auditors match on it)."""
@@ -522,46 +575,193 @@ def missing_evidence_problem(message_id: str, received_at: datetime) -> Problem:
     )
 
 
+def _record_name(seq: int | None) -> str:
+    return f"evidence record {seq}" if seq is not None else "a staged evidence record (not yet chained)"
+
+
+def removed_message_problem(message_id: str, seq: int | None) -> Problem:
+    """The problem of an evidence record of receipt whose message row is gone (deleted, with its deliveries)."""
+    return Problem(
+        "removed",
+        seq,
+        f"报文 {message_id} 的记录已被删除 message {message_id} recorded in {_record_name(seq)} no longer exists "
+        "in the store: its row was deleted",
+    )
+
+
+def _changed(seq: int | None, what: str, field: str, then: Any, now: Any) -> Problem:
+    return Problem(
+        "altered",
+        seq,
+        f"{what} was changed after it was recorded: its {field} no longer matches {_record_name(seq)} "
+        f"(recorded {str(then)[:64]!r}, now {str(now)[:64]!r})",
+    )
+
+
+#: The state of a message as its evidence has it: from the record of its receipt, then (a quarantined message
+#: only) from the quarantine decision; and the status of its quarantine entry. Every change of ``messages.state``
+#: the hub makes is ``hub.store.messages._decide``, which writes the decision record in the same transaction.
+_STATE_OF_RECEIPT: Final[dict[str, str]] = {
+    "received": "accepted",
+    "quarantined": "quarantined",
+    "rejected": "rejected",
+}
+_STATE_OF_DECISION: Final[dict[str, str]] = {"released": "released", "quarantine_rejected": "quarantine_rejected"}
+_HELD_OF_DECISION: Final[dict[str | None, str]] = {
+    None: "pending",
+    "released": "released",
+    "quarantine_rejected": "rejected",
+}
+
+
+def _loads(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _message_problems(r: Any) -> list[Problem]:
+    """What is wrong with one message against one record of its receipt (a row of ``_MESSAGES_AS_RECORDED``)."""
+    seq, mid = r["seq"], str(r["message_id"])
+    if not r["present"]:
+        return [removed_message_problem(mid, seq)]
+    detail = _loads(r["detail"])
+    if detail is None:
+        return []  # a record whose hash is broken is reported by verify_chain; its claims are not trusted here
+    what = f"message {mid}"
+    problems: list[Problem] = []
+    recorded = {
+        "raw (the signed bytes)": detail.get("sha256"),
+        "raw_sha256": detail.get("sha256"),
+        "sender": r["actor"],
+        "service": detail.get("service"),
+        "classification": detail.get("classification"),
+        "urgency": detail.get("urgency"),
+    }
+    stored = {
+        "raw (the signed bytes)": r["actual"],
+        "raw_sha256": r["raw_sha256"],
+        "sender": r["sender"],
+        "service": r["service"],
+        "classification": r["classification"],
+        "urgency": r["urgency"],
+    }
+    for field, then in recorded.items():
+        if then is not None and stored[field] != then:
+            problems.append(_changed(seq, what, field, then, stored[field]))
+    state = _STATE_OF_RECEIPT.get(r["kind"])
+    if state is None:  # pragma: no cover - the query selects these three kinds only
+        return problems
+    if r["kind"] != "quarantined":
+        if r["state"] != state:
+            problems.append(_changed(seq, what, "state", state, r["state"]))
+        return problems
+    # Held: the decision (if any) says what the state, the entry's status, its reviewer and reason are.
+    decision = r["decision"]
+    where = seq if decision is None else r["decision_seq"]
+    state = _STATE_OF_DECISION.get(decision, state)
+    if r["state"] != state:
+        problems.append(_changed(where, what, "state", state, r["state"]))
+    if r["held"] != _HELD_OF_DECISION[decision]:
+        problems.append(_changed(where, what, "quarantine status", _HELD_OF_DECISION[decision], r["held"]))
+    decided = _loads(r["decision_detail"])
+    if decision is not None and decided is not None and r["held"] is not None:
+        if r["reviewer"] != r["decided_by"]:
+            problems.append(_changed(where, what, "quarantine reviewer", r["decided_by"], r["reviewer"]))
+        then = decided.get("reason_sha256")
+        if then is not None and r["reason_sha256"] != then:
+            problems.append(_changed(where, what, "quarantine reason (SHA-256)", then, r["reason_sha256"]))
+    return problems
+
+
+def _action_problems(r: Any) -> list[Problem]:
+    """What is wrong with one operator action against its evidence record (a row of ``_ACTIONS_AS_RECORDED``)."""
+    seq = r["seq"]
+    if r["id"] is None:
+        action_id = r["recorded_id"]
+        return [
+            Problem(
+                "removed",
+                seq,
+                f"操作记录 {action_id} 已被删除 operator action {action_id} recorded in {_record_name(seq)} no longer "
+                "exists in operator_actions: its row was deleted",
+            )
+        ]
+    if r["recorded_id"] is None:
+        return [
+            Problem(
+                "removed",
+                None,
+                f"操作记录 {r['id']} 没有证据记录 operator action {r['id']} ({r['operator']}, {r['action']}, "
+                f"{format_at(r['at'])}) has no operator_action evidence record: the end of the log was cut off, the "
+                "record removed, or the row added by hand",
+            )
+        ]
+    detail = _loads(r["detail"])
+    if detail is None:
+        return []
+    what = f"operator action {r['id']}"
+    recorded_mid = None if r["recorded_message_id"] is None else str(r["recorded_message_id"])
+    recorded = {
+        "operator": r["actor"],
+        "role": detail.get("role"),
+        "action": detail.get("action"),
+        "via": detail.get("via"),
+        "outcome": detail.get("outcome"),
+        "reason (SHA-256)": detail.get("reason_sha256"),
+        "target": detail.get("target"),  # recorded only when there is one
+        "message_id": recorded_mid,
+    }
+    stored = {
+        "operator": r["operator"],
+        "role": r["role"],
+        "action": r["action"],
+        "via": r["via"],
+        "outcome": r["outcome"],
+        "reason (SHA-256)": r["reason_sha256"],
+        "target": r["target"],
+        "message_id": None if r["message_id"] is None else str(r["message_id"]),
+    }
+    optional = ("target", "message_id")  # absent in the record means none in the row
+    return [
+        _changed(seq, what, field, then, stored[field])
+        for field, then in recorded.items()
+        if (then is not None or field in optional) and stored[field] != then
+    ]
+
+
 async def verify_messages(executor: Any) -> list[Problem]:
-    """Compare every recorded message with the evidence record made when it was received (its digest, sender,
-    service, 密级 and urgency): a message changed by hand afterwards is named with the field that changed. A record
-    whose own hash is broken is reported by ``verify_chain``; its claims are not trusted here. A message with no such
-    record at all (chained or still staged) is reported as ``removed``: the chain alone cannot see its end cut off
-    when the head was moved back with it."""
+    """Compare what the store holds with the evidence records made when it happened, in one consistent snapshot,
+    streamed (memory does not grow with the store; the event loop gets control back between rows fetched):
+
+    - every recorded message with the record of its receipt (its digest, sender, service, 密级 and urgency) and its
+      state (and quarantine entry: status, reviewer, reason) with what its receipt and any quarantine decision
+      support: a message changed by hand afterwards is named with the field that changed (``altered``);
+    - a record of receipt whose message row is gone (``removed``), and a message with no such record at all,
+      chained or still staged (``removed``: the chain alone cannot see its end cut off when the head was moved back
+      with it);
+    - every operator action with its ``operator_action`` record (operator, role, action, via, outcome, target,
+      message, the reason's SHA-256): a changed row (``altered``), a record whose row is gone or a row with no
+      record (``removed``).
+
+    A record whose own hash is broken is reported by ``verify_chain``; its claims are not trusted here."""
     problems: list[Problem] = []
     async with translated("comparing messages with their evidence"), acquired(executor) as conn:
-        rows = await conn.fetch(_MESSAGES_AS_RECORDED)
-        missing = await conn.fetch(_MESSAGES_WITHOUT_EVIDENCE)
-    problems += [missing_evidence_problem(str(r["message_id"]), r["received_at"]) for r in missing]
-    for r in rows:
-        try:
-            detail = json.loads(r["detail"])
-        except ValueError:
-            continue
-        recorded = {
-            "raw (the signed bytes)": detail.get("sha256"),
-            "raw_sha256": detail.get("sha256"),
-            "sender": r["actor"],
-            "service": detail.get("service"),
-            "classification": detail.get("classification"),
-            "urgency": detail.get("urgency"),
-        }
-        stored = {
-            "raw (the signed bytes)": r["actual"],
-            "raw_sha256": r["raw_sha256"],
-            "sender": r["sender"],
-            "service": r["service"],
-            "classification": r["classification"],
-            "urgency": r["urgency"],
-        }
-        for field, then in recorded.items():
-            if then is not None and stored[field] != then:
-                problems.append(
-                    Problem(
-                        "altered",
-                        r["seq"],
-                        f"message {r['message_id']} was changed after it was recorded: its {field} no longer matches "
-                        f"evidence record {r['seq']} (recorded {str(then)[:64]!r}, now {str(stored[field])[:64]!r})",
-                    )
-                )
+        # A snapshot of its own, unless the caller already holds a transaction (then a savepoint inside it).
+        tx = (
+            conn.transaction()
+            if conn.is_in_transaction()
+            else conn.transaction(isolation="repeatable_read", readonly=True)
+        )
+        async with tx:
+            async for r in conn.cursor(_MESSAGES_WITHOUT_EVIDENCE, prefetch=_VERIFY_FETCH):
+                problems.append(missing_evidence_problem(str(r["message_id"]), r["received_at"]))
+            async for r in conn.cursor(_MESSAGES_AS_RECORDED, prefetch=_VERIFY_FETCH):
+                problems += _message_problems(r)
+            async for r in conn.cursor(_ACTIONS_AS_RECORDED, prefetch=_VERIFY_FETCH):
+                problems += _action_problems(r)
     return problems
