@@ -81,6 +81,9 @@ log = logging.getLogger("adapters.sdk")
 
 CN_TZ = timezone(timedelta(hours=8))
 _HUB_ANSWERS = ("hub.receipt", "hub.error")
+#: Seconds a delivery refused for this adapter's missing or stale CRLs waits before it is opened again (the CRL
+#: refresher fetches at once meanwhile: adapters.sdk._crl.HintedTrust).
+CRL_WAIT_S = 15.0
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
@@ -158,6 +161,10 @@ class Adapter:
         #: Deliveries taken over from the consumer (``Incoming.held``) and the timers that hand them back (nack with
         #: requeue): those waiting for a ``Retry`` delay, and the batches the adapter failed on (``_hold_back``).
         self._timers: dict[int, tuple[asyncio.TimerHandle, list[Incoming]]] = {}
+        #: Message id → the loop time before which it is not handled (a Retry's delay): copies of it wait too.
+        self._not_before: dict[str, float] = {}
+        #: When deliveries waiting for fresh CRLs were last logged (once a minute).
+        self._crl_warned = -1e9
         self._timer_keys = itertools.count()
         self._tasks: set[asyncio.Task[None]] = set()
         #: Batches the adapter itself failed on in a row (each goes back after a growing pause; reset by a success).
@@ -668,10 +675,26 @@ class Adapter:
         bad: list[tuple[Incoming, str, str]] = []
         todo: list[tuple[Incoming, Opened]] = []
         acks: list[Incoming] = []
+        stale: list[Incoming] = []
+        early: list[tuple[Incoming, float]] = []
+        now = asyncio.get_running_loop().time()
         for m in batch:
             try:
                 opened = w.trust.open(m.body)
             except HubError as exc:
+                if exc.code == "CERT_CRL_UNAVAILABLE":
+                    # Not the delivery's fault: this adapter's CRLs are missing or stale (a fetch from the gateway
+                    # has been started: HintedTrust). It waits for them here instead of in the dead-letter queue.
+                    stale.append(m)
+                    if now - self._crl_warned > 60:
+                        self._crl_warned = now
+                        log.warning(
+                            "deliveries wait for fresh CRLs (%s): %s",
+                            exc.code,
+                            exc.detail,
+                            extra={"system": self.system},
+                        )
+                    continue
                 bad.append((m, exc.code, exc.detail))
                 continue
             except Exception as exc:  # a bug must not loop a delivery forever: park it with the reason
@@ -686,7 +709,19 @@ class Adapter:
                     self._hub_answer(opened)
                     acks.append(m)
                 continue
+            due = self._not_before.get(env.message_id)
+            if due is not None:
+                if due - now > 0.05:
+                    # A copy of a delivery waiting for its Retry delay (the gateway serves it again after its
+                    # visibility timeout; a broker after a lost channel): it waits for what is left of the delay too.
+                    early.append((m, due - now))
+                    continue
+                del self._not_before[env.message_id]
             todo.append((m, opened))
+        if stale:
+            await self._hold_back(w, stale, CRL_WAIT_S)
+        for m, left in early:
+            await self._hold_back(w, [m], left)
         if bad:
             await self._dead_letter(w, bad)
         if todo:
@@ -741,6 +776,7 @@ class Adapter:
                     kind, *rest = outcome
                     if kind == "retry":
                         retry.append((m, float(rest[0]), str(rest[1])))
+                        self._not_before_set(mid, float(rest[0]))
                     else:
                         dead.append((m, str(rest[0]), str(rest[1])))
                     continue
@@ -853,6 +889,13 @@ class Adapter:
             self._attempts.pop(mid, None)
             return ("dead", "SDK_RETRIES_EXHAUSTED", f"{n - 1} retries, last: {reason}")
         return ("retry", min(delay, 300.0), reason)
+
+    def _not_before_set(self, message_id: str, delay: float) -> None:
+        """Remember that ``message_id`` is not to be handled before ``delay`` seconds from now (its copies wait)."""
+        now = asyncio.get_running_loop().time()
+        if len(self._not_before) >= 10_000:
+            self._not_before = {k: v for k, v in self._not_before.items() if v > now}
+        self._not_before[message_id] = now + delay
 
     async def _retry_later(self, w: _Wiring, m: Incoming, delay: float, why: str) -> None:
         log.info("retry in %.1f s: %s", delay, why, extra={"system": self.system, "message_id": m.message_id})

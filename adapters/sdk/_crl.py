@@ -143,11 +143,16 @@ def accept_crls(
         if fresh_until is None or loaded.next_update < fresh_until:
             fresh_until = loaded.next_update
         der = crl.public_bytes(serialization.Encoding.DER)
-        target = crl_dir / name
         held = crl_of(on_disk, ca)  # the newest one of the same CA the adapter has (its signature checked too)
         if held is not None and loaded.this_update < held.this_update:
             unchanged.append(name)  # an older one than the adapter has: the newer stays
             continue
+        # The file is named by the CA that signed the CRL, never by the answer: a name from the answer could put
+        # one CA's CRL over another's file (its only CRL gone, so an older one of that CA then passed the check
+        # above: a revocation undone). The CA's own file where the adapter has one, else root-ca.crl or
+        # issuing-ca-<serial>.crl.
+        target = _file_for(on_disk, ca, root, crl_dir)
+        name = target.name
         if any(path == target and c.public_bytes(serialization.Encoding.DER) == der for c, path in on_disk):
             unchanged.append(name)
             continue
@@ -155,6 +160,30 @@ def accept_crls(
             _write(target, crl.public_bytes(serialization.Encoding.PEM))
         written.append(name)
     return CrlUpdate(tuple(written), tuple(unchanged), tuple(refused), fresh_until)
+
+
+def _file_for(
+    on_disk: list[tuple[x509.CertificateRevocationList, Path]],
+    ca: x509.Certificate,
+    root: x509.Certificate,
+    crl_dir: Path,
+) -> Path:
+    """Where the CRL of ``ca`` goes: the file of ``crl_dir`` that holds one of its CRLs (the newest), else a name of
+    its own. Never a file that holds another CA's CRL."""
+    from hub.trust.crl import crl_of
+    from hub.trust.pki import serial_hex
+
+    held = crl_of(on_disk, ca)
+    if held is not None and held.path is not None:
+        return held.path
+    if ca.subject == root.subject and ca.public_key() == root.public_key():
+        target = crl_dir / "root-ca.crl"
+    else:
+        target = crl_dir / f"issuing-ca-{serial_hex(ca.serial_number)}.crl"
+    others = [path for c, path in on_disk if path == target and c.issuer != ca.subject]
+    if others:  # a file of that name holds another CA's CRL (put there by hand): a name of its own
+        target = crl_dir / f"ca-{serial_hex(ca.serial_number)}.crl"
+    return target
 
 
 def _verified(

@@ -210,3 +210,40 @@ async def test_a_delivery_held_when_the_connection_drops_is_redelivered_and_the_
 
 async def _handled(adapter: Adapter, n: int) -> bool:
     return await adapter._wiring.store.count() == n  # type: ignore[union-attr]
+
+
+async def test_a_delivery_refused_for_stale_crls_waits_for_them_and_is_not_dead_lettered(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This adapter's CRLs missing or stale is not the delivery's fault: it was dead-lettered (an operator's replay
+    after every issuing-CA rollover, or after the CRLs went stale while the gateway was away). It waits now
+    (``CRL_WAIT_S``, while the CRL refresher fetches) and is handled once the CRLs are there; nothing is parked."""
+    from adapters.sdk import _adapter
+    from adapters.sdk._trust import AgencyTrust
+    from hub.errors import CertificateUntrusted
+
+    monkeypatch.setattr(_adapter, "CRL_WAIT_S", 0.5)
+    real_open = AgencyTrust.open
+    refused: list[float] = []
+
+    def open_(self: AgencyTrust, data: bytes) -> Any:
+        if b'name="info.report"' in data and len(refused) < 2:  # the first two looks: the CRLs are not there yet
+            refused.append(now())
+            raise CertificateUntrusted("the CRL of the issuing CA went stale", code="CERT_CRL_UNAVAILABLE")
+        return real_open(self, data)
+
+    monkeypatch.setattr(AgencyTrust, "open", open_)
+    adapter = Adapter(PROV_OA)
+    calls: list[float] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append(now())
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY)
+        await send_report(county)
+        await hub.wait_until(lambda: len(calls) >= 1, timeout=20, what="the delivery handled once the CRLs are there")
+        assert len(refused) == 2 and refused[1] - refused[0] >= 0.4 and calls[0] - refused[1] >= 0.4
+        assert await hub.dead_letters() == []
+    assert len(calls) == 1
