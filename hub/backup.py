@@ -209,7 +209,8 @@ def backup(settings: Settings, out: Path, passphrase: bytes) -> dict[str, Any]:
         from hub.store.anchors import ANCHORS
 
         anchors = state / ANCHORS
-        anchored = anchors.read_bytes() if anchors.is_file() else None
+        # (No file yet is an empty one: a file made while the dump runs would name checkpoints the dump lacks.)
+        anchored = anchors.read_bytes() if anchors.is_file() else b""
         dbname, env = _libpq(settings.pg_dsn)
         _run(
             ["pg_dump", "-Fc", "--no-owner", "--no-privileges", f"--dbname={dbname}", "-f", str(dump)],
@@ -234,7 +235,7 @@ def backup(settings: Settings, out: Path, passphrase: bytes) -> dict[str, Any]:
             tar.add(dump, "store.dump")
             for path in _state_files(state, out):
                 name = "state/" + path.relative_to(state).as_posix()
-                if path == anchors and anchored is not None:
+                if path == anchors:
                     info = tar.gettarinfo(path, name)
                     info.size = len(anchored)
                     tar.addfile(info, io.BytesIO(anchored))

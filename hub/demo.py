@@ -346,6 +346,9 @@ async def install(demo: Demo) -> Any:
         _reset_pki(demo)
         out(f"  {NOTE} 数据库是新建的，旧的演示证书作废重建 the database is new: the old demo PKI is replaced")
     if what == "recreated":
+        import shutil
+
+        shutil.rmtree(s.state_dir / "evidence", ignore_errors=True)  # anchors of the dropped database's chain
         out(f"  {NOTE} 状态目录是新的，旧演示数据库已重建 the state dir is new: the old demo database was recreated")
     applied = await migrate(s.pg_dsn)
     db_note = "已存在 reused" if what == "reused" else "新建 created"

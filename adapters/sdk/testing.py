@@ -241,7 +241,7 @@ class TestHub:
             directory,
             router,
             store,
-            Verifier(store),
+            Verifier(store, complete_chain=True),  # what the real hub's intake asks (hub.pipeline.context)
             Signer.load(created.paths.hub_key, created.paths.hub_cert, passphrase=_PASSPHRASE.encode()),
         )
         self._broker = broker = MemoryBroker(ttl_scale=0.001)

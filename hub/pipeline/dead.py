@@ -286,7 +286,18 @@ def _lane(names: Names, letter: DeadLetter) -> str:
 def _inbound(names: Names, letter: DeadLetter, hub_user: str) -> Outgoing:
     """Back into the inbound lane, as the hub's user: the hub examines it again from scratch. The original
     publisher travels in ``x-hub-origin-user`` only where RabbitMQ authenticated it (the dead letter's user_id is
-    that system's user, or the hub's own with the origin it recorded)."""
+    that system's user, or the hub's own with the origin it recorded).
+
+    A letter that says the hub parked it (``x-hub-error-code``) without the hub's user_id was written by someone
+    else — a system may publish to the dead-letter exchange — with no user_id: replayed, it would be examined with
+    no publisher to hold it to (``Incoming.publisher`` None), so a system could have another's signed message
+    accepted that way. Refused (the hub parks with its own user: ``dead_letter_of(…, hub_user=…)``)."""
+    if letter.reason == "hub" and not letter.publisher:
+        raise _refuse(
+            letter.id,
+            "it says the hub parked it (x-hub-error-code) but was published without the hub's RabbitMQ user "
+            "(no user_id): nobody RabbitMQ authenticated stands behind it; its sender sends the message again",
+        )
     headers = _copy_headers(letter)
     origin: str | None = None
     if letter.publisher and names.system_of_user(letter.publisher):

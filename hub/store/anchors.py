@@ -36,6 +36,8 @@ __all__ = ["ANCHORS", "Anchor", "anchor_checkpoint", "anchors_path", "read_ancho
 #: The anchors file, under the state directory.
 ANCHORS = Path("evidence") / "anchors.log"
 _LINE = re.compile(r"^([1-9][0-9]{0,18}) ([0-9a-f]{64}) (\S{1,40})$")
+#: The start of such a line: what a write cut short (a full disk) leaves; skipped, not reported as an edit.
+_CUT_SHORT = re.compile(r"[0-9]{0,19}( [0-9a-f]{0,64}( [0-9T:.Z-]{0,40})?)?")
 #: The last checkpoint this process anchored, per file (so that the periodic call adds a line only for a new one).
 _anchored: dict[Path, int] = {}
 
@@ -67,9 +69,16 @@ async def anchor_checkpoint(executor: Any, state_dir: Path, seq: int | None) -> 
     at: datetime = row["at"]
     line = f"{int(row['seq'])} {bytes(row['hash']).hex()} {at.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}\n".encode("ascii")
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        os.write(fd, line)  # one short write to an O_APPEND file: whole, after every other process's lines
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # after a write cut short: a line of its own, not joined onto the fragment
+        # One short write to an O_APPEND file: whole, after every other process's lines. A short write (a full
+        # disk) is an OSError here, and its partial line is read as unfinished (read_anchors), never as edited.
+        written = os.write(fd, line)
+        if written != len(line):
+            raise OSError(28, f"only {written} of {len(line)} bytes of the anchor written")
     finally:
         os.close(fd)
     _anchored[path] = seq
@@ -84,8 +93,10 @@ def read_anchors(path: Path) -> tuple[list[Anchor], list[Problem]]:
         text = path.read_bytes().decode("ascii", errors="replace")
     except FileNotFoundError:
         return [], []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         m = _LINE.match(line)
+        if m is None and _CUT_SHORT.fullmatch(line):
+            continue  # "" after the last newline, or a write cut short (a full disk): the start of an anchor
         if m is None:
             problems.append(
                 Problem(

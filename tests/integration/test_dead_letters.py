@@ -346,3 +346,44 @@ async def test_a_delivery_rabbitmq_dead_lettered_is_replayed_once_even_by_two_op
     got = await hub.drain(RECIPIENT, expect=1)
     assert [e.message_id for _, e in got] == [env.message_id]
     assert await hub.depth(RECIPIENT) == 0
+
+
+async def test_a_letter_claiming_the_hub_parked_it_without_the_hubs_user_is_not_replayed(hub: Hub) -> None:
+    """A system may write to ns.dead. One that leaves user_id out and sets the hub's parking headers
+    (x-hub-error-code, x-hub-original-queue: the shared inbound lane) made a letter that `hub dead replay` put into
+    the inbound lane as the hub's own, with no publisher to hold it to: another system's signed message was then
+    accepted as that system's. The hub parks only with its own user: such a letter is refused DEAD_NOT_REPLAYABLE."""
+    from hub.pipeline.client import connect_as
+    from hub.transport import Outgoing
+    from hub.transport.users import provision
+
+    await provision(hub.settings, [(SENDER, None)])
+    other = "county-220182-oa"
+    data = hub.sign(other, document(other, [Recipient.to(RECIPIENT_AGENCY)]))
+    env = Envelope.from_tree(parse(data))
+    own = await connect_as(hub.settings, SENDER)
+    names = own.names
+    try:
+        await own.publish_many(
+            [
+                Outgoing(
+                    names.dead_letter_exchange,
+                    "normal",
+                    data,
+                    {"x-hub-error-code": "DELIVERY_STORE", "x-hub-original-queue": names.inbound_queue("normal")},
+                    0,
+                    env.message_id,
+                    user_id=None,
+                )
+            ]
+        )
+    finally:
+        await own.close()
+    await _wait_dead(hub, 1)
+    assert await dead.collect(hub.settings, hub.pool) == 1
+    [row] = [r for r in await dead_letters.list_dead(hub.pool) if r.claimed_message_id == env.message_id]
+    assert (row.kind, row.reason, row.publisher) == ("inbound", "hub", None)
+    with pytest.raises(HubError) as info:
+        await dead.replay(hub.settings, hub.pool, row.id, operator="duty1", role="duty", via="web", reason="try")
+    assert info.value.code == "DEAD_NOT_REPLAYABLE" and "without the hub's RabbitMQ user" in info.value.detail
+    assert (await dead.show(hub.pool, row.id)).state == "pending"

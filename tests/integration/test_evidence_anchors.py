@@ -230,3 +230,21 @@ async def test_the_cli_anchors_its_checkpoints_and_verify_checks_them(fresh_sett
         assert done.returncode == 1 and "锚定的检查点不在证据链中" in done.stdout, done.stdout + done.stderr
     finally:
         await h.close()
+
+
+async def test_a_write_cut_short_is_not_taken_for_an_edit(conn: asyncpg.Connection, tmp_path: Path) -> None:
+    """A full disk can leave the start of a line without its newline: it was joined onto by the next append and read
+    as "edited" on every later verify. The next anchor now starts a line of its own and the fragment is skipped."""
+    sign, _, fp = _signer()
+    await messages.record_batch(conn, [_record()])
+    first = await evidence.checkpoint(conn, sign, fp)
+    assert await anchors.anchor_checkpoint(conn, tmp_path, first)
+    path = anchors.anchors_path(tmp_path)
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[:30])  # the next write cut short after 30 bytes
+    await messages.record_batch(conn, [_record()])
+    second = await evidence.checkpoint(conn, sign, fp)
+    assert await anchors.anchor_checkpoint(conn, tmp_path, second)
+    found, bad = anchors.read_anchors(path)
+    assert [a.seq for a in found] == [first, second] and bad == []
+    assert await anchors.verify_anchors(conn, path) == []
