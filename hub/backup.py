@@ -243,6 +243,11 @@ def backup(settings: Settings, out: Path, passphrase: bytes) -> dict[str, Any]:
                     tar.add(path, name, recursive=False)
                 files += 1
         manifest["state_files"] = files
+        if out.exists() and not out.is_file() and not out.is_dir():
+            # A device or FIFO (/dev/null, a pipe to another machine): written into, never renamed over.
+            with plain.open("rb") as src, open(out, "wb") as dst:
+                _encrypt(src, dst, passphrase)
+            return manifest
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -16,7 +16,12 @@ __all__ = ["write_home", "write_private"]
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` readable by the owner only (replacing an older file atomically)."""
+    """Write ``data`` to ``path`` readable by the owner only (replacing an older file atomically; a device or FIFO
+    such as ``/dev/null`` is written into, never replaced)."""
+    from hub.trust.keys import write_into_special
+
+    if write_into_special(Path(path), data):
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

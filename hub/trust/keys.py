@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -186,9 +187,27 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     return key
 
 
+def write_into_special(path: Path, data: bytes) -> bool:
+    """Write ``data`` into ``path`` when it exists and is not a regular file or a directory (a device, a FIFO): the
+    caller must not rename over it. False (nothing written) for anything else."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return False
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return True
+
+
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write through a temporary file in the same directory and rename: readers never see half a file."""
+    """Write through a temporary file in the same directory and rename: readers never see half a file. A path that
+    is there and is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written into, never replaced: as
+    root, ``--out /dev/null`` replaced the machine's /dev/null with a regular file."""
     path = Path(path)
+    if write_into_special(path, data):
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
