@@ -1948,6 +1948,12 @@ class Scenario:
         rc, text = await self.run_cli(["evidence", "verify"])
         verified = next((ln for ln in text.splitlines() if "证据链" in ln), text.strip()[:300])
         o.expect(rc == 0 and "证据链完整" in text, f"hub evidence verify exited {rc}: {verified}")
+        # Each checkpoint is also written down outside the database (hub.store.anchors), and verify checked them.
+        anchored = re.search(r"(\d+) anchored outside the database", text)
+        o.expect(
+            anchored is not None and int(anchored.group(1)) > 0,
+            f"hub evidence verify checked no anchored checkpoint (evidence/anchors.log): {verified}",
+        )
         o.lines.append(f"hub evidence checkpoint → {checkpoint}")
         o.lines.append(f"hub evidence verify → {verified}")
 
