@@ -56,7 +56,7 @@ class GatewaySettings:
     #: The longest a single long poll is held, whatever ``wait`` asks for (at most ``MAX_POLL_S``; a poll may end
     #: early with 204 and the client polls again — proxies that cut idle requests sooner want it lower).
     poll_limit_s: float = MAX_POLL_S
-    #: An inbox item handed out and not acknowledged within this goes back to the queue.
+    #: An inbox item handed out and not acknowledged within this goes back to the queue (``HUB_GATEWAY_VISIBILITY_S``).
     visibility_timeout_s: float = 60.0
     #: Unacknowledged messages per system queue the gateway holds at most (the AMQP prefetch).
     prefetch: int = 64
@@ -118,6 +118,8 @@ class GatewaySettings:
         ``HUB_GATEWAY_DRAIN_S=N`` how long a stopping gateway says so on ``GET /ready`` before it closes (``drain_s``),
         ``HUB_GATEWAY_PROXY_FROM=A,B`` the load balancers whose PROXY headers it reads (``proxy_from``),
         ``HUB_GATEWAY_CERT_CHECK_S=N`` how often it looks for a renewed server certificate (``cert_check_s``),
+        ``HUB_GATEWAY_VISIBILITY_S=N`` after how long an unacknowledged delivery is served again
+        (``visibility_timeout_s``),
         ``HUB_DIRECTORY_REFRESH_S=N`` how often the client identification reads the directory again
         (``directory_refresh_s``, as the examination and the workers do: ``Settings.directory_refresh_s``); an
         override given here wins."""
@@ -139,6 +141,8 @@ class GatewaySettings:
             # at most 30 s: hub run's supervisor waits 60 s for a stopping process
             ("HUB_GATEWAY_DRAIN_S", "drain_s", 0, 30, float),
             ("HUB_GATEWAY_CERT_CHECK_S", "cert_check_s", 0, 86400, float),  # 0: read the certificate at start only
+            # systems whose handling of one delivery takes longer than a minute before they acknowledge it
+            ("HUB_GATEWAY_VISIBILITY_S", "visibility_timeout_s", 1, 3600, float),
             ("HUB_DIRECTORY_REFRESH_S", "directory_refresh_s", 1, 86400, int),  # as Settings.directory_refresh_s
         ):
             raw = os.environ.get(name, "").strip()

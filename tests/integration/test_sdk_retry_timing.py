@@ -247,3 +247,27 @@ async def test_a_delivery_refused_for_stale_crls_waits_for_them_and_is_not_dead_
         assert len(refused) == 2 and refused[1] - refused[0] >= 0.4 and calls[0] - refused[1] >= 0.4
         assert await hub.dead_letters() == []
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("mode", ["https"], indirect=True)
+async def test_a_copy_served_again_while_its_retry_waits_waits_too(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the gateway a delivery held for ``Retry`` is served again after the visibility timeout
+    (``HUB_GATEWAY_VISIBILITY_S``, 60 s by default; a Retry may be up to 300 s): the copy ran the handler before the
+    delay was over. It waits for what is left of the delay now, and the handler runs twice in all."""
+    monkeypatch.setenv("HUB_GATEWAY_VISIBILITY_S", "2")
+    adapter = Adapter(PROV_OA)
+    calls: list[float] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append(now())
+        if len(calls) == 1:
+            raise Retry(6, "the OA system is down")
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY)
+        await send_report(county)
+        await hub.wait_until(lambda: len(calls) >= 2, timeout=30, what="the delivery handed over again")
+        assert calls[1] - calls[0] >= 5.5, f"handled again after {calls[1] - calls[0]:.1f} s, not after the 6 s delay"
+        await asyncio.sleep(3)
+    assert len(calls) == 2
