@@ -243,6 +243,8 @@ class Adapter:
         the system's queue."""
         if self._running:
             return
+        # Started again: like a new process, it knows no Retry delays (stop handed their deliveries back).
+        self._not_before.clear()
         if self._wiring is None:
             self._wiring = await self._connect()
         w = self._wiring

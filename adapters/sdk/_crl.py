@@ -151,7 +151,7 @@ def accept_crls(
         # one CA's CRL over another's file (its only CRL gone, so an older one of that CA then passed the check
         # above: a revocation undone). The CA's own file where the adapter has one, else root-ca.crl or
         # issuing-ca-<serial>.crl.
-        target = _file_for(on_disk, ca, root, crl_dir)
+        target = _file_for(on_disk, ca, root, crl_dir, name)
         name = target.name
         if any(path == target and c.public_bytes(serialization.Encoding.DER) == der for c, path in on_disk):
             unchanged.append(name)
@@ -167,23 +167,24 @@ def _file_for(
     ca: x509.Certificate,
     root: x509.Certificate,
     crl_dir: Path,
+    name: str,
 ) -> Path:
-    """Where the CRL of ``ca`` goes: the file of ``crl_dir`` that holds one of its CRLs (the newest), else a name of
-    its own. Never a file that holds another CA's CRL."""
+    """Where the CRL of ``ca`` goes: the file of ``crl_dir`` that holds one of its CRLs (the newest); else ``name``
+    (the hub's file name, from the answer) when no file has it; else a name of its own. Never a file that holds
+    another CA's CRL."""
     from hub.trust.crl import crl_of
     from hub.trust.pki import serial_hex
 
     held = crl_of(on_disk, ca)
     if held is not None and held.path is not None:
         return held.path
-    if ca.subject == root.subject and ca.public_key() == root.public_key():
-        target = crl_dir / "root-ca.crl"
-    else:
-        target = crl_dir / f"issuing-ca-{serial_hex(ca.serial_number)}.crl"
-    others = [path for c, path in on_disk if path == target and c.issuer != ca.subject]
-    if others:  # a file of that name holds another CA's CRL (put there by hand): a name of its own
-        target = crl_dir / f"ca-{serial_hex(ca.serial_number)}.crl"
-    return target
+    taken = {path.name for _, path in on_disk}
+    if name not in taken and not (crl_dir / name).exists():
+        return crl_dir / name
+    own = "root-ca.crl" if ca.subject == root.subject else f"issuing-ca-{serial_hex(ca.serial_number)}.crl"
+    if own not in taken and not (crl_dir / own).exists():
+        return crl_dir / own
+    return crl_dir / f"ca-{serial_hex(ca.serial_number)}.crl"
 
 
 def _verified(
