@@ -192,7 +192,7 @@ class _Consumer:
                 except Exception:
                     self.failures += 1
                     first, most = self.transport.reconnect
-                    pause = min(first * 2 ** (self.failures - 1), most)
+                    pause = min(first * 2.0 ** min(self.failures - 1, 32), most)  # no OverflowError past 1024
                     log.exception(
                         "the adapter failed on a batch of %d deliveries; they go back in %.1f s", len(batch), pause
                     )
