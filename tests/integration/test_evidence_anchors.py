@@ -5,48 +5,29 @@ the real one by the checkpoints written down outside the database (review of the
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
+from evidence_kit import message_record, own_database
 
 from hub.store import anchors, evidence, messages
-from hub.store.db import migrate
-from hub.store.records import DeliveryRecord, MessageRecord
+from hub.store.records import MessageRecord
 
 pytestmark = pytest.mark.integration
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-BASE = ADMIN.rsplit("/", 1)[0]
-AGENCY = "11220000MB0000000X"
-
-
-async def _admin(sql: str) -> None:
-    c = await asyncpg.connect(ADMIN)
-    try:
-        await c.execute(sql)
-    finally:
-        await c.close()
 
 
 @pytest_asyncio.fixture
 async def conn() -> AsyncIterator[asyncpg.Connection]:
-    name = f"evanchor_{uuid.uuid4().hex[:10]}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    try:
-        await migrate(f"{BASE}/{name}")
-        c = await asyncpg.connect(f"{BASE}/{name}")
+    async with own_database("evanchor") as dsn:
+        c = await asyncpg.connect(dsn)
         try:
             yield c
         finally:
             await c.close()
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(autouse=True)
@@ -54,27 +35,7 @@ def _fresh_process_memory() -> None:
     anchors._anchored.clear()  # each test is "a process" of its own
 
 
-def _record() -> MessageRecord:
-    mid = str(uuid.uuid4())
-    now = datetime.now(UTC)
-    return MessageRecord(
-        message_id=mid,
-        conversation_id=str(uuid.uuid4()),
-        sender_agency=AGENCY,
-        sender_system="prov-oa",
-        service="document.official",
-        version=1,
-        classification=1,
-        classification_label="内部",
-        urgency="平件",
-        created=now,
-        expires=now + timedelta(days=1),
-        raw=f"<Envelope id='{mid}'>签名</Envelope>".encode(),
-        deliveries=(DeliveryRecord(AGENCY, "city-2201-oa", "to"),),
-        signer_serial=1234,
-        signer_fingerprint="ab" * 32,
-        state="accepted",
-    )
+_record = message_record
 
 
 def _signer() -> tuple[Callable[[bytes], bytes], Callable[..., bool], str]:

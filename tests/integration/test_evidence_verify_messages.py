@@ -10,43 +10,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
+from evidence_kit import AGENCY, message_record, own_database
 
 from hub.store import evidence, messages
 from hub.store.audit import Actor, record_operator_action
-from hub.store.db import create_pool, migrate
-from hub.store.records import DeliveryRecord, DeliveryUpdate, MessageRecord, Problem, ReceiptRecord, Rejection
+from hub.store.db import create_pool
+from hub.store.records import DeliveryRecord, DeliveryUpdate, Problem, ReceiptRecord, Rejection
 
 pytestmark = pytest.mark.integration
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-BASE = ADMIN.rsplit("/", 1)[0]
-NOW = datetime.now(UTC)
-AGENCY = "11220000MB0000000X"
-
-
-async def _admin(sql: str) -> None:
-    c = await asyncpg.connect(ADMIN)
-    try:
-        await c.execute(sql)
-    finally:
-        await c.close()
 
 
 @pytest_asyncio.fixture
 async def dsn() -> AsyncIterator[str]:
-    name = f"evverify_{uuid.uuid4().hex[:10]}"
-    await _admin(f'CREATE DATABASE "{name}"')
-    try:
-        await migrate(f"{BASE}/{name}")
-        yield f"{BASE}/{name}"
-    finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with own_database("evverify") as d:
+        yield d
 
 
 @pytest_asyncio.fixture
@@ -58,31 +40,7 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await c.close()
 
 
-def record(
-    *, state: str = "accepted", raw: bytes | None = None, deliveries: tuple[DeliveryRecord, ...] | None = None
-) -> MessageRecord:
-    mid = str(uuid.uuid4())
-    return MessageRecord(
-        message_id=mid,
-        conversation_id=str(uuid.uuid4()),
-        sender_agency=AGENCY,
-        sender_system="prov-oa",
-        service="document.official",
-        version=1,
-        classification=1,
-        classification_label="内部",
-        urgency="平件",
-        created=NOW,
-        expires=NOW + timedelta(days=1),
-        raw=raw if raw is not None else f"<Envelope id='{mid}'>签名</Envelope>".encode(),
-        deliveries=deliveries if deliveries is not None else (DeliveryRecord(AGENCY, "city-2201-oa", "to"),),
-        signer_serial=1234,
-        signer_fingerprint="ab" * 32,
-        state=state,  # type: ignore[arg-type]
-        markings=("机密★",) if state == "quarantined" else (),
-        error_code="SERVICE_NOT_ALLOWED" if state == "rejected" else None,
-        error_reason="not allowed" if state == "rejected" else None,
-    )
+record = message_record
 
 
 @dataclass

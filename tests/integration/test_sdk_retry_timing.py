@@ -56,8 +56,8 @@ async def eventually(check: Any, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_retry_hands_the_delivery_back_after_its_delay_not_at_once(mode: str) -> None:
-    """``Retry(2)``: the delivery is handed over again after about 2 s (not before 1.8 s), then handled once."""
+def retrying_once(delay: float, why: str) -> tuple[Adapter, list[float]]:
+    """An adapter whose info.report handler asks for ``Retry(delay)`` on its first call, and the times of its calls."""
     adapter = Adapter(PROV_OA)
     calls: list[float] = []
 
@@ -65,7 +65,14 @@ async def test_retry_hands_the_delivery_back_after_its_delay_not_at_once(mode: s
     async def on_report(msg: Any, ctx: Context) -> None:
         calls.append(now())
         if len(calls) == 1:
-            raise Retry(2, "the OA system is down")
+            raise Retry(delay, why)
+
+    return adapter, calls
+
+
+async def test_retry_hands_the_delivery_back_after_its_delay_not_at_once(mode: str) -> None:
+    """``Retry(2)``: the delivery is handed over again after about 2 s (not before 1.8 s), then handled once."""
+    adapter, calls = retrying_once(2, "the OA system is down")
 
     async with TestHub(adapter) as hub:
         county = await hub.client(COUNTY)
@@ -147,14 +154,7 @@ async def test_a_batch_the_adapter_fails_on_goes_back_after_a_growing_pause(mode
 async def test_stop_hands_held_deliveries_back_at_once(mode: str) -> None:
     """A delivery waiting for ``Retry(60)`` when the adapter stops goes back to the queue then (nothing waits
     unacknowledged after the stop): started again, the adapter gets it long before the 60 s."""
-    adapter = Adapter(PROV_OA)
-    calls: list[float] = []
-
-    @adapter.handles("info.report", version=1)
-    async def on_report(msg: Any, ctx: Context) -> None:
-        calls.append(now())
-        if len(calls) == 1:
-            raise Retry(60, "the OA system is down for a while")
+    adapter, calls = retrying_once(60, "the OA system is down for a while")
 
     async with TestHub(adapter) as hub:
         county = await hub.client(COUNTY)
@@ -255,14 +255,7 @@ async def test_a_copy_served_again_while_its_retry_waits_waits_too(mode: str, mo
     (``HUB_GATEWAY_VISIBILITY_S``, 60 s by default; a Retry may be up to 300 s): the copy ran the handler before the
     delay was over. It waits for what is left of the delay now, and the handler runs twice in all."""
     monkeypatch.setenv("HUB_GATEWAY_VISIBILITY_S", "2")
-    adapter = Adapter(PROV_OA)
-    calls: list[float] = []
-
-    @adapter.handles("info.report", version=1)
-    async def on_report(msg: Any, ctx: Context) -> None:
-        calls.append(now())
-        if len(calls) == 1:
-            raise Retry(6, "the OA system is down")
+    adapter, calls = retrying_once(6, "the OA system is down")
 
     async with TestHub(adapter) as hub:
         county = await hub.client(COUNTY)
