@@ -243,7 +243,9 @@ def backup(settings: Settings, out: Path, passphrase: bytes) -> dict[str, Any]:
                     tar.add(path, name, recursive=False)
                 files += 1
         manifest["state_files"] = files
-        if out.exists() and not out.is_file() and not out.is_dir():
+        from hub.trust.keys import is_special
+
+        if is_special(out):
             # A device or FIFO (/dev/null, a pipe to another machine): written into, never renamed over.
             with plain.open("rb") as src, open(out, "wb") as dst:
                 _encrypt(src, dst, passphrase)

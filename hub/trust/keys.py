@@ -187,14 +187,19 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     return key
 
 
-def write_into_special(path: Path, data: bytes) -> bool:
-    """Write ``data`` into ``path`` when it exists and is not a regular file or a directory (a device, a FIFO): the
-    caller must not rename over it. False (nothing written) for anything else."""
+def is_special(path: Path) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a directory (a device, a FIFO): a writer must write
+    into it, never rename over it."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return False
-    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+    return not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+
+
+def write_into_special(path: Path, data: bytes) -> bool:
+    """Write ``data`` into ``path`` when it ``is_special``; False (nothing written) for anything else."""
+    if not is_special(path):
         return False
     with open(path, "wb") as fh:
         fh.write(data)
