@@ -36,7 +36,8 @@
                                 "recent": 3, "hour": 12, "last": "…"}],   # every gateway's own refusals of the
                                 # last hour (hub.store.gateway_activity; recent: this minute and the one before)
                   "requests_hour": 240},   # every gateway's identified requests of the last hour
-      "queues": [{"name": "hub.in.normal", "role": "inbound" | "system" | "retry" | "dead" | "quarantine" | "other",
+      "queues": [{"name": "hub.in.normal",
+                  "role": "inbound" | "system" | "retry" | "later" | "dead" | "quarantine" | "other",
                   "system": null | "city-220100-oa", "ready": 0, "unacked": 0, "consumers": 2}],  # [] if no RabbitMQ
       "workers": {"state": "ok" | "degraded" | "down", "expected": 2 | null, "consumers": 2 | null,
                   "elsewhere": [{"host": "hub-b", "workers": 4}],   # other machines' live workers (their rows)
@@ -384,6 +385,8 @@ def queue_rows(settings: Settings, queues: Sequence[QueueStats]) -> list[dict[st
             role = "quarantine"
         elif q.name.startswith(names.prefix + "retry."):
             role = "retry"
+        elif q.name.startswith(names.prefix + "later."):  # deliveries their recipients put off (Retry, after=)
+            role = "later"
         else:
             role = "other"
         rows.append(

@@ -21,7 +21,11 @@ What happens to one delivery, in order (nothing reaches a handler that failed a 
 4. the handler runs inside the batch's store transaction (a savepoint each). Returning a message sends it as the
    reply (RefToMessageId and RequestHash bind it to the request; its message id is derived from the request's,
    so a resend after a crash is a duplicate the hub recognises); ``Retry(delay)`` hands the delivery back after
-   ``delay`` (it is held unacknowledged meanwhile, ``Incoming.held``, and nacked with requeue then or at ``stop``);
+   ``delay``: over RabbitMQ (and in TestHub's memory) it is put off in the broker (``_put_off``: published to
+   ``ns.later`` with a key of the system's own, acknowledged, back in the queue after ``delay`` rounded up to the
+   next of ``LATER_DELAYS_S``), so it takes no room in the prefetch window and a restart does not cut the delay
+   short; through the gateway, or where the broker refuses that, it is held unacknowledged meanwhile
+   (``Incoming.held``) and nacked with requeue then or at ``stop``;
    ``Reject(code, reason)`` sends the sender a signed ``delivery.refusal``.
 5. replies and refusals are published with publisher confirms, the handled ids are committed, and only then are
    the deliveries acknowledged (manual acks, one per batch). A batch that fails in the adapter itself (its store
@@ -172,6 +176,9 @@ class Adapter:
         self._running = False
         #: Set by ``stop``: from then on what would be held back goes back at once.
         self._stopping = False
+        #: False once the broker refused a put-off (a hub older than ``ns.later``, or this system's user not granted
+        #: it yet): Retry holds deliveries for the rest of the process.
+        self._later_ok = True
         #: Called with each hub answer (Receipt or HubRefused) that no ``send`` waits for (e.g. after a restart).
         self.on_answer: Callable[[Receipt | HubRefused], Any] | None = None
         #: What handles a delivery no handler is registered for (TestHub's recording clients); None: refuse it.
@@ -901,7 +908,46 @@ class Adapter:
 
     async def _retry_later(self, w: _Wiring, m: Incoming, delay: float, why: str) -> None:
         log.info("retry in %.1f s: %s", delay, why, extra={"system": self.system, "message_id": m.message_id})
-        await self._hold_back(w, [m], delay)
+        if not await self._put_off(w, m, delay):
+            await self._hold_back(w, [m], delay)
+
+    async def _put_off(self, w: _Wiring, m: Incoming, delay: float) -> bool:
+        """Hand ``m`` to the broker to have it back after ``delay`` (``hub.pipeline.client.put_off``: a copy in
+        ``ns.later``, ``m`` acknowledged; through the gateway ``POST /v1/inbox/{tag}/release?after=``). Returns
+        False when it is not put off, and ``m`` is still to be settled: a delay under half a second, a stopping
+        adapter (stop hands back what is held), a delivery not from this system's queue, a broker or gateway
+        unreachable now (held this once), or one that refused (``ns.later`` missing or not granted to this
+        system, a gateway without ``after``: held from then on, with one warning that says what to do).
+
+        A crash between the publish and the ack leaves two copies; the later one waits for the first
+        (``_not_before``) or is recognised as handled (the store), as any redelivery."""
+        from adapters.sdk._gateway import GatewayTransport
+        from hub.errors import ConfigError, HubError
+        from hub.pipeline.client import put_off
+
+        if not self._later_ok or self._stopping or delay < 0.5:
+            return False
+        try:
+            if isinstance(w.transport, GatewayTransport):
+                await w.transport.put_off(m, delay)
+            else:
+                await put_off(w.transport, m, delay)
+        except ValueError:  # not delivered from this system's queue (a test's own consumer): nothing to come back to
+            return False
+        except HubError as exc:
+            if not isinstance(exc, ConfigError) and exc.code != "DELIVERY_UNROUTABLE":
+                return False  # the broker is away: held (and redelivered by the broker if the channel is gone)
+            self._later_ok = False
+            log.warning(
+                "the hub refused to put a delivery off (%s: %s): deliveries waiting for a Retry are held "
+                "unacknowledged from now on and take room in the prefetch window; on the hub, `hub directory load` "
+                "(or a restart of `hub run`) declares ns.later and grants it to this system",
+                exc.code,
+                exc.detail,
+                extra={"system": self.system},
+            )
+            return False
+        return True
 
     async def _hold_back(self, w: _Wiring, msgs: list[Incoming], delay: float) -> None:
         """Take ``msgs`` over from the consumer and hand them back to the queue (nack with requeue) after ``delay``

@@ -540,6 +540,34 @@ class GatewayTransport:
         elif status != 204:
             log.warning("%s of %s: %s", verb, m.message_id, _detail(body) or f"HTTP {status}")
 
+    async def put_off(self, m: Incoming, delay: float) -> None:
+        """Have a delivery in hand back after ``delay`` seconds without holding it: ``POST /v1/inbox/{tag}/release
+        ?after=<s>`` (the gateway puts a copy in the broker's ``ns.later`` and acknowledges the delivery; ``after``
+        rounded up to the next of ``LATER_DELAYS_S``). Settled once the gateway answered. ``ValueError`` for a
+        delivery not in hand; ``BrokerUnavailable`` when the gateway did not answer (still in hand: the caller holds
+        it); ``ConfigError`` when the gateway refuses ``after`` (400: a gateway older than it; still in hand)."""
+        from hub.errors import BrokerUnavailable, ConfigError
+        from hub.transport.names import later_delay
+
+        h = self._held.get(m.delivery_tag)
+        if h is None or m.settled:
+            raise ValueError("not a delivery in hand")
+        after = later_delay(delay)
+        try:
+            status, _, body, headers = await self._post(
+                f"/v1/inbox/{h.token}/release?after={after}", f"the put-off of {m.message_id}", _settled
+            )
+        except _Unavailable as exc:
+            raise BrokerUnavailable(f"the gateway did not hear the put-off of {m.message_id}: {exc}") from None
+        if status == 400:
+            code = headers.get("X-Hub-Code") or "HTTP_400"
+            raise ConfigError(f"the gateway refused ?after={after} ({code}: {_detail(body)})")
+        self._settle(m)
+        if status == 404:
+            log.info("put-off of %s: it had gone back already; it comes again and is recognised", m.message_id)
+        elif status != 204:  # 503: the broker did not take the copy, the gateway put the delivery back at once
+            log.warning("put-off of %s: %s", m.message_id, _detail(body) or f"HTTP {status}")
+
     async def fetch(self, queue_name: str, *, max_messages: int = 100) -> list[Incoming]:
         raise NotImplementedError("over the HTTPS gateway deliveries come by the adapter's long polls only")
 

@@ -244,7 +244,8 @@ class TestHub:
             Verifier(store, complete_chain=True),  # what the real hub's intake asks (hub.pipeline.context)
             Signer.load(created.paths.hub_key, created.paths.hub_cert, passphrase=_PASSPHRASE.encode()),
         )
-        self._broker = broker = MemoryBroker(ttl_scale=0.001)
+        # The hub's retries a thousand times faster; an adapter's own Retry delays (ns.later) in real time.
+        self._broker = broker = MemoryBroker(ttl_scale=0.001, later_scale=1.0)
         from hub.transport.names import Names
 
         names = Names(self.namespace)

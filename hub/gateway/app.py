@@ -66,6 +66,7 @@ from hub.settings import Settings
 from hub.store.gateway_activity import FLUSH_S as ACTIVITY_FLUSH_S
 from hub.store.gateway_activity import GatewayActivity
 from hub.store.records import DELIVERY_RANK
+from hub.transport.names import LATER_DELAYS_S
 from hub.trust.pki import serial_hex
 
 __all__ = [
@@ -755,13 +756,32 @@ async def ack(request: web.Request) -> web.StreamResponse:
 
 
 async def release(request: web.Request) -> web.StreamResponse:
-    """POST /v1/inbox/{tag}/release: put a delivery handed out back at once (the client cannot take it now; the next
-    poll hands it out again, instead of after the visibility timeout)."""
+    """POST /v1/inbox/{tag}/release[?after=S]: put a delivery handed out back at once (the client cannot take it now;
+    the next poll hands it out again, instead of after the visibility timeout) — or with ``after`` (1 to
+    ``LATER_DELAYS_S[-1]`` seconds, rounded up to the next of ``LATER_DELAYS_S``) back into the queue after that
+    long, waiting in the broker meanwhile (``Mailbox.put_off``)."""
     identity = request[IDENTITY]
     mailbox, tag = request.app[STATE].mailbox, request.match_info["tag"]
+    raw = request.query.get("after")
+    if raw is not None and (not _small_number(raw) or not 1 <= int(raw) <= LATER_DELAYS_S[-1]):
+        raise Refused(
+            400, "GATEWAY_BAD_REQUEST", f"after must be a whole number of seconds from 1 to {LATER_DELAYS_S[-1]}"
+        )
     _not_here(mailbox, tag)
-    if not mailbox.release(identity.system, tag):
+    if raw is None:
+        if not mailbox.release(identity.system, tag):
+            raise Refused(404, "GATEWAY_NOT_FOUND", "no unacknowledged delivery with this tag (it may have gone back)")
+        return web.Response(status=204)
+    done = await mailbox.put_off(identity.system, tag, int(raw))
+    if done is None:
         raise Refused(404, "GATEWAY_NOT_FOUND", "no unacknowledged delivery with this tag (it may have gone back)")
+    if not done:
+        raise Refused(
+            503,
+            "DELIVERY_BROKER",
+            "the broker did not take the delivery to hold; it was put back at once and comes again",
+            retry_after=5,
+        )
     return web.Response(status=204)
 
 

@@ -8,7 +8,9 @@ prefetch ``prefetch``). A delivery is
 - else an **inbox item**, held unacknowledged: ``next_item`` hands it to one long poll with an opaque token, ``ack``
   acknowledges it; an item handed out and not acknowledged within ``visibility_timeout`` seconds is nacked (requeued:
   the broker delivers it again, to this or another gateway), ``release`` puts an item back at once (a poll whose
-  response could not be written, or a client that asks for it: ``POST /v1/inbox/{tag}/release``), and ``refuse``
+  response could not be written, or a client that asks for it: ``POST /v1/inbox/{tag}/release``), ``put_off`` has
+  it back after a delay without holding it (``POST /v1/inbox/{tag}/release?after=<s>``: a copy waits in the broker's
+  ``ns.later``, ``hub.transport.names``), and ``refuse``
   parks it in the dead-letter queue with the system's reason (``POST /v1/inbox/{tag}/refuse``: a delivery the
   system will never take, as ``hub.pipeline.client.park_refused`` parks it for an AMQP system), then acknowledges it.
 
@@ -389,6 +391,39 @@ class Mailbox:
             return False
         self._requeue(item)
         return True
+
+    async def put_off(self, system: str, token: str, after: float) -> bool | None:
+        """Put a handed-out item off for ``after`` seconds (``hub.pipeline.client.put_off``: a copy waits in the
+        broker's ``ns.later`` and comes back into the system's queue; the item is acknowledged), so that it takes no
+        room in the prefetch window meanwhile and survives a gateway restart with its delay. None when the token is
+        unknown; False when the broker did not take the copy (the item is put back at once: nothing is lost)."""
+        from hub.pipeline.client import put_off
+
+        item = self._take(system, token)
+        if item is None:
+            return None
+
+        async def later() -> bool:
+            try:
+                await put_off(self.transport, item.msg, after)
+            except (HubError, ValueError) as exc:
+                log.warning(
+                    "could not put inbox item %s of %s off (%s); put back at once",
+                    item.message_id,
+                    system,
+                    getattr(exc, "code", type(exc).__name__),
+                )
+                self._requeue(item)
+                return False
+            except BaseException:
+                self._requeue(item)
+                raise
+            if not item.settled.done():
+                item.settled.set_result(None)
+            return True
+
+        # In a task of its own: a client that leaves mid-request (the handler cancelled) does not cut it short.
+        return await asyncio.shield(self._spawn(later()))
 
     async def refuse(self, system: str, token: str, code: str, reason: str) -> bool | None:
         """Park a handed-out item in the dead-letter queue with ``system``'s code and reason, then acknowledge it.

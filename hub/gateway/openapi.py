@@ -11,6 +11,7 @@ from typing import Any
 
 from hub.gateway.config import MAX_POLL_S
 from hub.gateway.status import GATEWAY_STATUS
+from hub.transport.names import LATER_DELAYS_S
 
 __all__ = [
     "MAX_ACK_BODY",
@@ -337,12 +338,31 @@ def document(max_message_bytes: int = 4 * 1024 * 1024) -> dict[str, Any]:
             "/v1/inbox/{tag}/release": {
                 "post": {
                     "operationId": "releaseDelivery",
-                    "summary": "Put a delivery handed out by GET /v1/inbox back at once (the next poll hands it out)",
+                    "summary": "Put a delivery handed out by GET /v1/inbox back at once (the next poll hands it out), "
+                    "or with after=S back into this system's queue after S seconds",
                     "parameters": [
                         {"name": "tag", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "description": (
+                                "hand it out again only after this many seconds, rounded up to the next of "
+                                + ", ".join(str(d) for d in LATER_DELAYS_S)
+                                + ": it waits in the hub's broker meanwhile (acknowledged here: it no longer counts "
+                                "against what this system has in hand, and a restart does not cut the wait short)"
+                            ),
+                            "schema": {"type": "integer", "minimum": 1, "maximum": LATER_DELAYS_S[-1]},
+                        },
                     ],
                     "responses": {
-                        "204": {"description": "put back: the next poll (of this system) hands it out again"},
+                        "204": {
+                            "description": "put back: the next poll (of this system) hands it out again; with after, "
+                            "once that time has passed"
+                        },
+                        "400": _refusal(
+                            f"after is not a whole number from 1 to {LATER_DELAYS_S[-1]} (GATEWAY_BAD_REQUEST)"
+                        ),
                         "404": {"$ref": f"{_REF}/responses/NotFound"},
                         "421": {"$ref": f"{_REF}/responses/TagElsewhere"},
                         **_common(),

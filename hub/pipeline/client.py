@@ -271,3 +271,40 @@ async def park_refused(transport: Any, system: str, refused: Sequence[tuple[Any,
     except HubError:
         return [m for m, _, _ in refused]
     return []
+
+
+#: Headers the broker writes when it dead-letters a message: a put-off copy leaves them behind (each put-off would add
+#: its own history, and ``hub.pipeline.expired`` reads the newest death).
+_DEATH_HEADERS = ("x-death", "x-first-death", "x-last-death")
+
+
+async def put_off(transport: Any, m: Any, delay: float) -> int:
+    """Have delivery ``m`` back in the queue it was taken from after ``delay`` seconds, without holding it: a copy
+    is published to ``ns.later`` with ``Names.later_key`` (the delay rounded up to the next of
+    ``hub.transport.names.LATER_DELAYS_S``; confirmed), then ``m`` is acknowledged. Returns the delay it waits.
+
+    Raises ``ValueError`` when ``m`` did not come from a system's queue, and the transport's ``HubError`` when the
+    broker did not take the copy (``ConfigError``: ``ns.later`` missing or not granted to this user;
+    ``BrokerUnavailable`` otherwise) — ``m`` is then not acknowledged, and the caller settles it. A crash between
+    the publish and the acknowledgement leaves two copies, as any redelivery does (receivers deduplicate by message
+    id). Used by the adapter SDK (``Retry``) and the gateway (``POST /v1/inbox/{tag}/release?after=``)."""
+    from hub.transport import Outgoing
+    from hub.transport.names import later_delay
+
+    names = transport.names
+    wait = later_delay(delay)
+    key = names.later_key(m.queue, wait)
+    if not m.message_id:
+        raise ValueError("a delivery without a message id is not put off")
+    copy = Outgoing(
+        exchange=names.later_exchange,
+        routing_key=key,
+        body=m.body,
+        headers={k: v for k, v in m.headers.items() if not k.startswith(_DEATH_HEADERS)},
+        priority=m.priority,
+        message_id=m.message_id,
+        correlation_id=m.correlation_id,
+    )
+    await transport.publish_many([copy])
+    await transport.ack([m])
+    return wait

@@ -61,7 +61,7 @@ class _Queue:
         ttl = self.spec.ttl_ms
         if ttl is not None:
             # A queue with a TTL (a retry queue) holds the message for the TTL, then dead-letters it.
-            delay = ttl / 1000 * self.broker.ttl_scale
+            delay = ttl / 1000 * (self.broker.later_scale if self.spec.role == "later" else self.broker.ttl_scale)
             asyncio.get_running_loop().call_later(delay, self.broker.dead_letter, self.spec, msg)
             return
         priority = min(msg.priority, self.spec.max_priority) if self.spec.max_priority else 0
@@ -90,11 +90,27 @@ class _Queue:
         self.changed.set()  # capacity freed for prefetch-bounded consumers
 
 
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """RabbitMQ's topic matching: dot-separated words, ``*`` one word, ``#`` zero or more."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and (p[0] == "*" or p[0] == k[0]) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), routing_key.split("."))
+
+
 class MemoryBroker:
     """The shared state: exchanges, bindings and queues."""
 
-    def __init__(self, *, ttl_scale: float = 0.0) -> None:
+    def __init__(self, *, ttl_scale: float = 0.0, later_scale: float | None = None) -> None:
         self.ttl_scale = ttl_scale
+        #: The scale of the recipients' own delays (``ns.later.<d>s``; ``ttl_scale`` when None): ``TestHub`` keeps
+        #: them in real time, so that a handler's ``Retry(2)`` waits two seconds there as over RabbitMQ.
+        self.later_scale = ttl_scale if later_scale is None else later_scale
         self.exchanges: dict[str, ExchangeSpec] = {}
         self.bindings: list[BindingSpec] = []
         self.queues: dict[str, _Queue] = {}
@@ -124,7 +140,9 @@ class MemoryBroker:
         for b in self.bindings:
             if b.exchange != exchange or b.queue not in self.queues:
                 continue
-            if ex.type in ("direct", "topic") and b.routing_key != routing_key:  # the hub binds exact keys only
+            if ex.type == "direct" and b.routing_key != routing_key:
+                continue
+            if ex.type == "topic" and not topic_matches(b.routing_key, routing_key):
                 continue
             if ex.type == "headers" and any(
                 headers.get(k) != v for k, v in b.arguments.items() if not k.startswith("x-match")

@@ -15,7 +15,16 @@ The layout (``ns`` = namespace)::
     ns.deliver   direct  ── <system>  ──► ns.q.<system>        one per system (priority queue)
     ns.retry-by-delay headers ─ hub-retry=5s ► ns.retry.5s   TTL 5 s, then dead-lettered back to ns.in
     ns.dead      fanout  ───────────────► ns.dead              dead letters (nacked without requeue)
+    ns.later     topic   ── <system>[.urgent].<d>s ─► ns.later.<d>s   TTL d s, then dead-lettered into
+    ns.redeliver topic   ── <system>.*, <system>.urgent.* ─► ns.q.<system>[.urgent]   the system's queue again
     ns.quarantine fanout ───────────────► ns.quarantine        quarantined messages awaiting a person
+
+``ns.later`` is where a recipient puts a delivery it cannot take yet (the adapter SDK's ``Retry(delay)``, the
+gateway's ``release?after=``): published with ``later_key`` it waits in ``ns.later.<d>s`` for ``d`` seconds
+(``LATER_DELAYS_S``; a delay is rounded up to the next of them, ``later_delay``), is then dead-lettered into
+``ns.redeliver`` with its key and lands in the queue it came from — acknowledged meanwhile, so it does not fill the
+recipient's prefetch window, and kept by the broker, so an adapter restart does not cut the delay short. A system
+may publish there only with its own keys (topic permission), i.e. only into its own queue.
 
 Users: ``ns.<system>`` for each agency system (see ``hub.transport.users``). A system may publish to ``ns.submit``
 only with the routing keys ``normal.<its id>`` and ``emergency.<its id>`` (RabbitMQ topic permissions), so what it
@@ -46,6 +55,7 @@ __all__ = [
     "ATTEMPT_HEADER",
     "LANES",
     "LANE_HEADER",
+    "LATER_DELAYS_S",
     "MAX_PRIORITY",
     "ORIGIN_USER_HEADER",
     "PRIORITY",
@@ -59,6 +69,7 @@ __all__ = [
     "check_system_id",
     "lane_for",
     "lane_of_key",
+    "later_delay",
     "priority_for",
     "retry_delay",
 ]
@@ -102,6 +113,11 @@ ORIGIN_USER_HEADER: Final[str] = "x-hub-origin-user"
 #: the lane it was sent in. Trusted only on the hub's own copies, like ``x-hub-origin-user``.
 LANE_HEADER: Final[str] = "x-hub-lane"
 
+#: The delays, in seconds, that have a queue on the recipient's side (``ns.later.<d>s``): what a recipient asks for
+#: is rounded up to the next of them (``later_delay``), so it waits at most about half as long again as it asked
+#: (never less). The adapter SDK caps ``Retry(delay)`` at the last one.
+LATER_DELAYS_S: Final[tuple[int, ...]] = (1, 2, 3, 5, 7, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300)
+
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 #: The envelope XSD's SystemId pattern.
 _SYSTEM = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -123,6 +139,15 @@ def own_lane_user(exchange: str, routing_key: str) -> str | None:
     if not dot or lane not in LANES or not _SYSTEM.match(system) or not _NAMESPACE.match(namespace):
         return None
     return f"{namespace}.{system}"
+
+
+def later_delay(seconds: float) -> int:
+    """The ``LATER_DELAYS_S`` delay a wait of ``seconds`` takes: the smallest one that is at least as long (never
+    earlier than asked), the longest one for anything longer."""
+    for delay in LATER_DELAYS_S:
+        if seconds <= delay:
+            return delay
+    return LATER_DELAYS_S[-1]
 
 
 def lane_for(service: str, urgency: str) -> Lane:
@@ -158,10 +183,12 @@ class Names:
         "deliver_exchange",
         "expired_queue",
         "inbound_exchange",
+        "later_exchange",
         "namespace",
         "quarantine_exchange",
         "quarantine_queue",
         "queue_type",
+        "redeliver_exchange",
         "retry_exchange",
         "submit_exchange",
     )
@@ -180,6 +207,10 @@ class Names:
     expired_queue: str
     quarantine_exchange: str
     quarantine_queue: str
+    #: Where a recipient puts a delivery to have it back later (topic; each system only with ``later_key``s of its
+    #: own), and where ``ns.later.<d>s`` dead-letters it into the system's queue again (topic).
+    later_exchange: str
+    redeliver_exchange: str
     #: ``classic`` or ``quorum`` (``Settings.queue_type``).
     queue_type: str
 
@@ -203,6 +234,8 @@ class Names:
             ("expired_queue", f"{ns}.expired"),
             ("quarantine_exchange", f"{ns}.quarantine"),
             ("quarantine_queue", f"{ns}.quarantine"),
+            ("later_exchange", f"{ns}.later"),
+            ("redeliver_exchange", f"{ns}.redeliver"),
         ):
             object.__setattr__(self, name, value)
 
@@ -295,6 +328,23 @@ class Names:
         if delay_s not in RETRY_DELAYS_S:
             raise ValueError(f"no retry queue for {delay_s} s; delays are {RETRY_DELAYS_S}")
         return f"{self.namespace}.retry.{delay_s}s"
+
+    def later_queue(self, delay_s: int) -> str:
+        """``ns.later.<delay>s``; ``delay_s`` must be one of ``LATER_DELAYS_S``."""
+        if delay_s not in LATER_DELAYS_S:
+            raise ValueError(f"no later queue for {delay_s} s; delays are {LATER_DELAYS_S}")
+        return f"{self.namespace}.later.{delay_s}s"
+
+    def later_key(self, queue: str, delay_s: int) -> str:
+        """The routing key on ``later_exchange`` that brings a delivery taken from ``queue`` (a system's queue or,
+        with quorum queues, its urgent lane) back into that queue after ``delay_s`` (one of ``LATER_DELAYS_S``):
+        ``<system>.<d>s`` or ``<system>.urgent.<d>s``. ValueError for any other queue."""
+        self.later_queue(delay_s)
+        system = self.system_of_queue(queue)
+        if system is None:
+            raise ValueError(f"{queue!r} is not a system's queue")
+        urgent = self.quorum and queue == self.urgent_queue(system)
+        return f"{system}{URGENT_SUFFIX if urgent else ''}.{delay_s}s"
 
     def user(self, system_id: str) -> str:
         """The RabbitMQ user of one agency system: ``ns.<system>``."""

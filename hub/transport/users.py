@@ -3,13 +3,15 @@
 Each system's user (``Names.user(system)``) may
 
 - configure nothing (``^$``: it cannot declare, delete or bind anything),
-- write only to the submit exchange ``ns.submit`` and to the dead-letter exchange ``ns.dead`` (so it cannot publish
-  to the delivery exchange, the shared inbound exchange the hub's own copies use, the default exchange or another
-  system's queue; ``ns.dead`` is where it parks a delivery it refused as unverifiable, with the reason in headers
-  and its own ``user_id``: ``hub receive``, the adapter SDK),
+- write only to the submit exchange ``ns.submit``, the dead-letter exchange ``ns.dead`` and ``ns.later`` (so it
+  cannot publish to the delivery exchange, the shared inbound exchange the hub's own copies use, the default
+  exchange or another system's queue; ``ns.dead`` is where it parks a delivery it refused as unverifiable, with the
+  reason in headers and its own ``user_id``: ``hub receive``, the adapter SDK),
 - publish on ``ns.submit`` only with the routing keys ``normal.<system>`` and ``emergency.<system>`` (a RabbitMQ
   *topic permission*; ``topic_permissions_for``): its messages land in its own inbound lanes, never in another
   system's, so a flood of one system cannot stand in front of the others' (``hub.transport.names``),
+- publish on ``ns.later`` only with its own ``Names.later_key``s (``later_topic_permissions_for``): a delivery it
+  puts off comes back into its own queue and nobody else's,
 - read only its own queue (``ns.q.<system>``).
 
 RabbitMQ checks these on every operation, and checks that a message's ``user_id`` property equals the user that
@@ -44,13 +46,14 @@ from yarl import URL
 
 from hub.errors import BrokerUnavailable, ConfigError
 from hub.settings import Settings
-from hub.transport.names import LANES, Names, check_system_id
+from hub.transport.names import LANES, LATER_DELAYS_S, URGENT_SUFFIX, Names, check_system_id
 
 __all__ = [
     "QueueStats",
     "amqp_url_for",
     "close_connections",
     "consumers_by_queue",
+    "later_topic_permissions_for",
     "password_path",
     "permissions_for",
     "provision",
@@ -105,7 +108,9 @@ def permissions_for(names: Names, system_id: str) -> dict[str, str]:
     """The vhost permissions of a system's user (anchored regexes over escaped names)."""
     return {
         "configure": "^$",
-        "write": f"^(?:{re.escape(names.submit_exchange)}|{re.escape(names.dead_letter_exchange)})$",
+        "write": "^(?:"
+        + "|".join(re.escape(x) for x in (names.submit_exchange, names.dead_letter_exchange, names.later_exchange))
+        + ")$",
         "read": _read_pattern(names.system_queues(system_id)),
     }
 
@@ -115,6 +120,15 @@ def topic_permissions_for(names: Names, system_id: str) -> dict[str, str]:
     (RabbitMQ checks the routing key of every publish; a refused one closes the channel, ``AMQP_ACCESS_REFUSED``)."""
     keys = "|".join(re.escape(names.inbound_key(lane, system_id)) for lane in LANES)
     return {"exchange": names.submit_exchange, "write": f"^(?:{keys})$", "read": "^$"}
+
+
+def later_topic_permissions_for(names: Names, system_id: str) -> dict[str, str]:
+    """The topic permission of a system's user on ``ns.later``: only its own ``Names.later_key``s
+    (``<system>.<d>s``, ``<system>.urgent.<d>s`` for each of ``LATER_DELAYS_S``), so that what it puts off comes
+    back into its own queue."""
+    delays = "|".join(str(d) for d in LATER_DELAYS_S)
+    key = f"{re.escape(check_system_id(system_id))}(?:{re.escape(URGENT_SUFFIX)})?\\.(?:{delays})s"
+    return {"exchange": names.later_exchange, "write": f"^{key}$", "read": "^$"}
 
 
 def _read_pattern(queues: tuple[str, ...]) -> str:
@@ -178,7 +192,7 @@ def _q(name: str) -> str:
 async def provision(settings: Settings, directory_systems: Iterable[tuple[str, str | None]]) -> list[str]:
     """Create or update the user of every ``(system_id, password or None)`` and set its permissions; returns the
     user names. Idempotent. A None password means: the stored one, or a new one stored now."""
-    names = Names(settings.namespace)
+    names = Names(settings.namespace, settings.queue_type)  # with quorum queues a system reads its urgent lane too
     users: list[str] = []
     async with _api(settings) as api:
         for system_id, given in directory_systems:
@@ -188,6 +202,9 @@ async def provision(settings: Settings, directory_systems: Iterable[tuple[str, s
             await api.call("PUT", f"/permissions/{_q(_VHOST)}/{_q(user)}", permissions_for(names, system_id))
             await api.call(
                 "PUT", f"/topic-permissions/{_q(_VHOST)}/{_q(user)}", topic_permissions_for(names, system_id)
+            )
+            await api.call(
+                "PUT", f"/topic-permissions/{_q(_VHOST)}/{_q(user)}", later_topic_permissions_for(names, system_id)
             )
             users.append(user)
     return users

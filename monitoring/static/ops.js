@@ -346,9 +346,10 @@
     var queues = Array.isArray(d.queues) ? d.queues.map(function (q) {
       return [q.name + (q.role && q.role !== "system" ? " (" + q.role + ")" : ""), (num(q.ready) || 0) + (num(q.unacked) || 0), q.role];
     }) : entries(d.queues, "name", "messages");
-    // the busiest queues, and the hub's own (inbound, retry, dead, quarantine) even when empty; without the
-    // namespace that every name starts with
-    queues = queues.filter(function (q) { return q[1] > 0 || (q[2] && q[2] !== "system"); });
+    // the busiest queues, and the hub's own (inbound, retry, dead, quarantine) even when empty (not the eight
+    // where recipients' put-off deliveries wait: those when they hold some); without the namespace that every
+    // name starts with
+    queues = queues.filter(function (q) { return q[1] > 0 || (q[2] && q[2] !== "system" && q[2] !== "later"); });
     var prefix = queues.length > 1 ? queues.reduce(function (p, q) { while (q[0].indexOf(p) !== 0) { p = p.slice(0, -1); } return p; }, queues[0][0]) : "";
     prefix = prefix.slice(0, prefix.lastIndexOf(".") + 1);
     queues = queues.map(function (q) { return [q[0].slice(prefix.length), q[1], q[2]]; });

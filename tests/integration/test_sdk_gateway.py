@@ -5,8 +5,8 @@ directory laid out as ``hub adapter enrol --accept`` lays it out.
 
 Covered: a send's hub-signed receipt arrives in the HTTP response and settles it; a delivery reaches the handler
 verified (the hub's and the originator's signatures) and is acknowledged; a request's refusal comes back through the
-requester's inbox; a handler's ``Retry`` puts the delivery back at once (``POST /v1/inbox/{tag}/release``), not after
-the visibility timeout; a delivery that fails the adapter's checks is parked in the hub's dead-letter queue with its
+requester's inbox; a handler's short ``Retry`` puts the delivery back at once (``POST /v1/inbox/{tag}/release``), not
+after the visibility timeout, and a longer one puts it off in the broker (``release?after=``); a delivery that fails the adapter's checks is parked in the hub's dead-letter queue with its
 code and reason (``POST /v1/inbox/{tag}/refuse``), never acknowledged away; the hub's signed refusal is
 ``HubRefused``; a gateway whose certificate does not chain to the home's hub root is refused at start; the gateway
 stopped and started again while the adapter runs; a gateway taking one request a second (sends and acknowledgements
@@ -284,6 +284,8 @@ async def test_release_and_refuse_endpoints_refuse_what_they_cannot_take(gw: Gat
     http = https_as(gw, DEHUI)
     async with http.post("/v1/inbox/no-such-tag/release") as r:
         assert r.status == 404 and (await r.json())["code"] == "GATEWAY_NOT_FOUND"
+    async with http.post("/v1/inbox/no-such-tag/release", params={"after": "30"}) as r:
+        assert r.status == 404 and (await r.json())["code"] == "GATEWAY_NOT_FOUND"
     refusal = {"code": "SIG_INVALID", "reason": "签名不符 the signature does not verify"}
     async with http.post("/v1/inbox/no-such-tag/refuse", json=refusal) as r:
         assert r.status == 404 and (await r.json())["code"] == "GATEWAY_NOT_FOUND"
@@ -432,6 +434,47 @@ async def test_several_deliveries_in_one_poll_and_one_acknowledgement(gw: Gatewa
     for params in ({"wait": "0", "max": "65"}, {"wait": "²"}, {"wait": "0", "max": "①"}, {"wait": "٣"}):
         async with http.get("/v1/inbox", params=params) as r:
             assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", params
+
+
+async def test_a_delivery_put_off_with_after_comes_back_after_it_not_held(gw: Gateway) -> None:
+    """POST /v1/inbox/{tag}/release?after=2: the delivery is no longer in the system's hands (the gateway holds
+    nothing for it), no poll hands it out before its 2 s, and the poll after them does, with a new tag; bad values
+    of ``after`` are 400 and leave the delivery in hand."""
+    from harness import document
+
+    from hub.envelope import Recipient
+
+    mid = (await gw.hub.send(NONGAN, document(NONGAN, [Recipient.to(SYSTEMS[DEHUI])]))).message_id
+    http = https_as(gw, DEHUI)
+
+    async def next_delivery(wait: str) -> tuple[str, str] | None:
+        async with http.get("/v1/inbox", params={"wait": wait}) as r:
+            if r.status == 204:
+                return None
+            assert r.status == 200, r.status
+            await r.read()
+            return r.headers["X-Hub-Message-Id"], r.headers["X-Hub-Delivery-Tag"]
+
+    got = await next_delivery("10")
+    assert got is not None and got[0] == mid
+    tag = got[1]
+    for bad in ("0", "301", "abc", "-1", "1.5", "²"):
+        async with http.post(f"/v1/inbox/{tag}/release", params={"after": bad}) as r:
+            assert r.status == 400 and (await r.json())["code"] == "GATEWAY_BAD_REQUEST", bad
+    assert gw.state.mailbox.held(DEHUI) == 1  # still in hand after the refusals
+    put_off_at = time.monotonic()
+    async with http.post(f"/v1/inbox/{tag}/release", params={"after": "2"}) as r:
+        assert r.status == 204, await r.text()
+    assert gw.state.mailbox.held(DEHUI) == 0
+    async with http.post(f"/v1/inbox/{tag}/ack") as r:
+        assert r.status == 404  # settled: its tag is spent
+    again = None
+    while again is None and time.monotonic() - put_off_at < 15:
+        again = await next_delivery("1")
+    assert again is not None and again[0] == mid and again[1] != tag
+    assert time.monotonic() - put_off_at >= 1.8, "handed out again before its 2 s"
+    async with http.post(f"/v1/inbox/{again[1]}/ack") as r:
+        assert r.status == 204
 
 
 PROV_OA = "prov-220000-oa"  # the provincial OA: on AMQP in the test below, used by no other test of this module

@@ -7,6 +7,14 @@ delivery came back at once and ``retry_limit`` was used up in milliseconds; and 
 such deliveries over (``Incoming.held``, left alone by the consumers) and hands them back after the delay, or after
 a growing pause, or at once when it stops.
 
+Since then a ``Retry`` is put off in the broker (``ns.later``; through the gateway ``POST /v1/inbox/{tag}/release
+?after=``) instead of held, wherever the broker allows it: the tests at the end. Held, as many Retries as the prefetch
+window is wide stopped every other delivery — a 特急 notice included — for up to five minutes, and a restart handed
+them back at once, the delay forgotten; now a waiting delivery is acknowledged and comes back into the queue it left
+after its delay (rounded up to the next of ``LATER_DELAYS_S``). Where the broker refuses that (a hub older than
+``ns.later``, a system not granted it yet), Retry holds the delivery as before, and what the first tests check holds
+for both.
+
 The timing assertions are lower bounds only (with room), so a slow machine cannot break them."""
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -152,9 +161,12 @@ async def test_a_batch_the_adapter_fails_on_goes_back_after_a_growing_pause(mode
 
 
 async def test_stop_hands_held_deliveries_back_at_once(mode: str) -> None:
-    """A delivery waiting for ``Retry(60)`` when the adapter stops goes back to the queue then (nothing waits
-    unacknowledged after the stop): started again, the adapter gets it long before the 60 s."""
+    """Where Retry holds a delivery (the broker refused to put it off: ``_later_ok`` False, as against a hub older
+    than ``ns.later``), one waiting for ``Retry(60)`` when the adapter stops goes back to the queue then (nothing
+    waits unacknowledged after the stop): started again, the adapter gets it long before the 60 s. (Put off in the
+    broker, it keeps its delay: the tests at the end of this file.)"""
     adapter, calls = retrying_once(60, "the OA system is down for a while")
+    adapter._later_ok = False
 
     async with TestHub(adapter) as hub:
         county = await hub.client(COUNTY)
@@ -264,3 +276,99 @@ async def test_a_copy_served_again_while_its_retry_waits_waits_too(mode: str, mo
         assert calls[1] - calls[0] >= 5.5, f"handled again after {calls[1] - calls[0]:.1f} s, not after the 6 s delay"
         await asyncio.sleep(3)
     assert len(calls) == 2
+
+
+# --- Put off in the broker (ns.later), not held: room in the prefetch window, the delay kept across a restart ---
+
+
+async def test_deliveries_waiting_for_a_retry_leave_room_for_the_others(mode: str) -> None:
+    """A window of two (``prefetch = 2``): the first three reports ask for ``Retry(5)``, the fourth is handed over
+    before any of the three comes back. Held, the first two filled the window: nothing else came for 5 s, and then
+    the two again before the fourth."""
+    adapter = Adapter(PROV_OA, settings(prefetch=2, max_batch=1))
+    calls: list[tuple[str, float]] = []
+    putting_off: set[str] = set()
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append((ctx.message_id, now()))
+        if ctx.message_id in putting_off or len(putting_off) < 3:
+            if ctx.message_id not in putting_off:
+                putting_off.add(ctx.message_id)
+                raise Retry(5, "the OA system is busy")
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY)
+        for _ in range(4):
+            await send_report(county)
+        await hub.wait_until(lambda: len({mid for mid, _ in calls}) == 4, timeout=30, what="all four handed over")
+        ids = [mid for mid, _ in calls]
+        fourth = next(mid for mid in ids if mid not in putting_off)
+        before = ids[: ids.index(fourth)]
+        assert len(before) == 3 and set(before) == putting_off, f"handed over before the fourth: {before}"
+        await hub.wait_until(lambda: len(calls) == 7, timeout=30, what="the three put off, back")
+        first = {mid: t for mid, t in reversed(calls)}
+        again = [(mid, t) for mid, t in calls[4:]]
+        assert {mid for mid, _ in again} == putting_off
+        assert all(t - first[mid] >= 4.5 for mid, t in again), "back before their 5 s"
+        await asyncio.sleep(0.5)
+    assert len(calls) == 7
+
+
+async def test_a_put_off_delivery_keeps_its_delay_across_a_restart(mode: str) -> None:
+    """``Retry(5)``, then the adapter restarts at once: the delivery still comes back only after its 5 s (it waits
+    in the broker, not in the stopped process), and is handled once."""
+    adapter, calls = retrying_once(5, "the OA system is down")
+
+    async with TestHub(adapter) as hub:
+        county = await hub.client(COUNTY)
+        await send_report(county)
+        await hub.wait_until(lambda: calls, timeout=20, what="the first attempt")
+        await hub.restart(adapter)
+        await hub.wait_until(lambda: len(calls) >= 2, timeout=30, what="the delivery after its delay")
+        assert calls[1] - calls[0] >= 4.5, f"back after {calls[1] - calls[0]:.3f} s, not 5 s"
+        await asyncio.sleep(0.5)
+    assert len(calls) == 2
+
+
+@pytest.mark.integration
+async def test_where_the_broker_refuses_to_put_off_retry_holds_the_delivery(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ only: the system's user was provisioned before ``ns.later`` existed (its write permission names
+    ``ns.submit`` and ``ns.dead`` only). The put-off is refused (``AMQP_ACCESS_REFUSED``); the delivery is held for
+    its delay instead, handled then, and the warning says what to do — once, however many Retries follow."""
+    import re
+
+    from hub.transport.users import _api, _q, permissions_for
+
+    monkeypatch.delenv("HUB_TEST_HTTPS", raising=False)
+    adapter = Adapter(PROV_OA)
+    calls: list[tuple[str, float]] = []
+
+    @adapter.handles("info.report", version=1)
+    async def on_report(msg: Any, ctx: Context) -> None:
+        calls.append((ctx.message_id, now()))
+        if [mid for mid, _ in calls].count(ctx.message_id) == 1:
+            raise Retry(2, "the OA system is down")
+
+    async with TestHub(adapter, real=True) as hub:
+        names = adapter._wiring.transport.names  # type: ignore[union-attr]
+        user = names.user(PROV_OA)
+        older = permissions_for(names, PROV_OA)
+        older["write"] = (
+            "^(?:" + "|".join(re.escape(x) for x in (names.submit_exchange, names.dead_letter_exchange)) + ")$"
+        )
+        async with _api(hub.settings) as api:
+            await api.call("PUT", f"/permissions/{_q('/')}/{_q(user)}", older)
+        county = await hub.client(COUNTY)
+        with caplog.at_level(logging.WARNING, logger="adapters.sdk"):
+            first = await send_report(county)
+            await hub.wait_until(lambda: len(calls) >= 2, timeout=30, what="the held delivery handed over again")
+            second = await send_report(county)
+            await hub.wait_until(lambda: len(calls) >= 4, timeout=30, what="the second one, held too")
+        assert [mid for mid, _ in calls] == [first.message_id, first.message_id, second.message_id, second.message_id]
+        assert calls[1][1] - calls[0][1] >= 1.8 and calls[3][1] - calls[2][1] >= 1.8
+        warned = [r for r in caplog.records if "refused to put a delivery off" in r.getMessage()]
+        assert len(warned) == 1 and "hub directory load" in warned[0].getMessage()
+        assert adapter._later_ok is False

@@ -122,6 +122,36 @@ async def test_system_may_publish_to_its_own_lanes_and_dead_letter_only(hub: Tra
     assert await hub.queue_depth(n.dead_letter_queue) == 0
 
 
+async def test_system_may_put_off_deliveries_only_into_its_own_queue(hub: Transport, as_a: Transport):
+    """``ns.later`` (a recipient's Retry without holding the delivery): a system may publish there only with its own
+    ``later_key``s, so what it puts off comes back into its own queue — after the delay, by the broker — and never
+    into another system's; nor with a delay that has no queue."""
+    import asyncio
+    import time
+
+    n = hub.names
+    mine = Outgoing(n.later_exchange, n.later_key(n.system_queue(A), 1), b"<put-off/>", {"k": "v"}, 5, "later-a")
+    started = time.monotonic()
+    await as_a.publish_many([mine])
+    assert await hub.queue_depth(n.system_queue(A)) == 0  # waiting in ns.later.1s, not in the queue yet
+    for _ in range(100):
+        got = await hub.fetch(n.system_queue(A))
+        if got:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the put-off delivery never came back into the system's queue")
+    await hub.ack(got)
+    assert time.monotonic() - started >= 0.9
+    assert [(m.message_id, m.body, m.priority, m.headers.get("k")) for m in got] == [("later-a", b"<put-off/>", 5, "v")]
+    for key in (n.later_key(n.system_queue(B), 1), f"{A}.8s", f"{A}.1s.x", "#.1s", f"{A}.urgentX1s"):
+        refused = Outgoing(n.later_exchange, key, b"<x/>", {}, 0, "later-x")
+        assert await _refused(as_a.publish_many([refused])) == "AMQP_ACCESS_REFUSED", key
+    await asyncio.sleep(1.5)
+    assert await hub.queue_depth(n.system_queue(B)) == 0
+    assert await hub.queue_depth(n.system_queue(A)) == 0
+
+
 async def test_system_reads_only_its_own_queue(hub: Transport, as_a: Transport):
     n = hub.names
     await hub.publish_many(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 
 import pytest
@@ -138,6 +139,72 @@ def test_permissions_are_anchored_and_escaped():
         assert not re.fullmatch(topic["write"], other), other
 
 
+def test_put_off_names_keys_and_permissions():
+    from hub.transport.memory import topic_matches
+    from hub.transport.names import LATER_DELAYS_S, later_delay
+    from hub.transport.users import later_topic_permissions_for
+
+    assert [later_delay(x) for x in (0, 0.5, 1, 1.01, 4, 45, 46, 300, 301, 10_000)] == [
+        1,
+        1,
+        1,
+        2,
+        5,
+        45,
+        60,
+        300,
+        300,
+        300,
+    ]
+    assert all(b <= max(a + 1, 1.7 * a) for a, b in itertools.pairwise(LATER_DELAYS_S))  # about half as long again
+    for quorum in (False, True):
+        n = Names("hub.prod", queue_type="quorum" if quorum else "classic")
+        assert n.later_exchange == "hub.prod.later" and n.redeliver_exchange == "hub.prod.redeliver"
+        assert n.later_queue(5) == "hub.prod.later.5s"
+        assert n.later_key(n.system_queue("city-2201-oa"), 30) == "city-2201-oa.30s"
+        with pytest.raises(ValueError):
+            n.later_queue(8)
+        with pytest.raises(ValueError):
+            n.later_key(n.inbound_queue("normal"), 5)
+        topo = topology(n, ["city-2201-oa"])
+        later = [q for q in topo.queues if q.role == "later"]
+        assert [q.name for q in later] == [n.later_queue(d) for d in LATER_DELAYS_S]
+        assert all(q.dead_letter_exchange == n.redeliver_exchange for q in later)
+        assert [q.ttl_ms for q in later] == [d * 1000 for d in LATER_DELAYS_S]
+        # the key a put-off delivery is published with reaches its delay's queue, and from there the queue it left
+        for queue in n.system_queues("city-2201-oa"):
+            key = n.later_key(queue, 5)
+            into = [
+                b.queue for b in topo.bindings if b.exchange == n.later_exchange and topic_matches(b.routing_key, key)
+            ]
+            assert into == [n.later_queue(5)], key
+            back = [
+                b.queue
+                for b in topo.bindings
+                if b.exchange == n.redeliver_exchange and topic_matches(b.routing_key, key)
+            ]
+            assert back == [queue], key
+    assert Names("t", queue_type="quorum").later_key("t.q.sys-a.urgent", 1) == "sys-a.urgent.1s"
+    assert Names("t").later_key("t.q.sys-a", 1) == "sys-a.1s"
+    topic = later_topic_permissions_for(Names("hub.prod"), "city-2201-oa")
+    assert topic["exchange"] == "hub.prod.later" and topic["read"] == "^$"
+    for ok in ("city-2201-oa.1s", "city-2201-oa.300s", "city-2201-oa.urgent.5s"):
+        assert re.fullmatch(topic["write"], ok), ok
+    for bad in ("city-2202-oa.1s", "city-2201-oa.8s", "city-2201-oa", "city-2201-oaX1s", "#.1s", "city-2201-oa.1s.x"):
+        assert not re.fullmatch(topic["write"], bad), bad
+    assert re.fullmatch(permissions_for(Names("hub.prod"), "city-2201-oa")["write"], "hub.prod.later")
+
+
+def test_memory_topic_matching_is_rabbitmqs():
+    from hub.transport.memory import topic_matches
+
+    assert topic_matches("a.*", "a.b") and not topic_matches("a.*", "a.b.c") and not topic_matches("a.*", "a")
+    assert topic_matches("#.5s", "x.5s") and topic_matches("#.5s", "x.urgent.5s") and topic_matches("#.5s", "5s")
+    assert not topic_matches("#.5s", "x.15s") and not topic_matches("#.5s", "x.5s.y")
+    assert topic_matches("#", "") and topic_matches("#", "a.b") and topic_matches("normal.sys", "normal.sys")
+    assert not topic_matches("normal.sys", "normal.sysX")
+
+
 def test_each_system_has_its_own_inbound_lanes():
     n = Names("t")
     assert n.submit_exchange == "t.submit"
@@ -174,12 +241,15 @@ def test_each_system_has_its_own_inbound_lanes():
 
 
 def test_topology_shape():
+    from hub.transport.names import LATER_DELAYS_S
+
     n = Names("t")
     topo = topology(n, ["sys-a", "sys-b", "sys-a"])
     names = {q.name for q in topo.queues}
     assert names == {
         *n.inbound_queues,
         *(n.retry_queue(d) for d in RETRY_DELAYS_S),
+        *(n.later_queue(d) for d in LATER_DELAYS_S),
         n.dead_letter_queue,
         n.expired_queue,
         n.quarantine_queue,
