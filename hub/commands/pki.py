@@ -140,9 +140,15 @@ def cmd_pki_renew(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_pki_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from hub.commands import trust_admin as admin
 
-    row, crl = asyncio.run(admin.revoke(settings, _pki_dir(args, settings), args.serial, args.reason))
+    row, crl, new = asyncio.run(admin.revoke(settings, _pki_dir(args, settings), args.serial, args.reason))
     who = f"{row.agency}/{row.system}" if row.agency else row.subject
-    print(f"revoked {row.serial} ({who}) on {row.revoked_at:%Y-%m-%d %H:%M} UTC, reason {row.revocation_reason}")
+    if new:
+        print(f"revoked {row.serial} ({who}) on {row.revoked_at:%Y-%m-%d %H:%M} UTC, reason {row.revocation_reason}")
+    else:
+        print(
+            f"已吊销，未作改动 — {row.serial} ({who}) was revoked already, on {row.revoked_at:%Y-%m-%d %H:%M} UTC, "
+            f"reason {row.revocation_reason}: that record stands (not {args.reason})"
+        )
     print(
         f"published CRL #{crl.number} of the {crl.ca} CA ({crl.revoked} revoked), next update "
         f"{crl.next_update:%Y-%m-%d %H:%M} UTC: {crl.path}"

@@ -258,10 +258,11 @@ async def renew(settings: Settings, pki_dir: Path, serial: str, *, days: int = p
 
 async def revoke(
     settings: Settings, pki_dir: Path, serial: str, reason: str, *, actor: Actor | None = None, note: str = ""
-) -> tuple[CertificateRow, PublishedCrl]:
+) -> tuple[CertificateRow, PublishedCrl, bool]:
     """Revoke a certificate and republish the CRL of the CA that issued it (effective at the verifiers'
     next refresh, a few seconds). ``actor``: the operator's action (``cert.revoke``, with ``note`` as its reason),
-    recorded in the revocation's transaction."""
+    recorded in the revocation's transaction. The third value is False when the certificate was revoked already
+    (the first record is kept, with its date and reason; the CRL is published again all the same)."""
     if reason not in pki.REASONS:
         raise ConfigError(f"unknown revocation reason {reason!r}; one of {', '.join(pki.REASONS)}")
     key = pki.serial_hex(pki.parse_serial(serial))
@@ -269,14 +270,23 @@ async def revoke(
     async with connection(settings.pg_dsn) as conn:
         repo = await _ready_register(settings, conn, pki_dir)
         async with conn.transaction():
+            before = await repo.get(key)
             row = await repo.revoke(key, reason, in_use=current_serials(pki_dir))
+            new = before is not None and before.revoked_at is None
             if actor is not None:
-                detail = {"reason_code": reason, "kind": row.kind, "agency": row.agency, "system": row.system}
+                detail: dict[str, object] = {
+                    "reason_code": reason,
+                    "kind": row.kind,
+                    "agency": row.agency,
+                    "system": row.system,
+                }
+                if not new:
+                    detail["already_revoked"] = True
                 await actor.record(conn, "cert.revoke", reason=note or reason, target=row.serial, detail=detail)
         which = "root" if row.kind == "issuing" else "issuing"
     published = await publish_crls(settings, pki_dir, only=which)
     mine = [p for p in published if p.issuer_serial == row.issuer_serial]
-    return row, (mine or published)[0]
+    return row, (mine or published)[0], new
 
 
 def current_serials(pki_dir: Path) -> frozenset[str]:

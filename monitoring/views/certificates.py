@@ -254,7 +254,9 @@ async def certificate_revoke(request: web.Request) -> web.StreamResponse:
             return await _page(request, notice=_notice("OPS_REVOKE_KIND"), status=409)
         op = operator_of(request)
         actor = Actor(op.name, op.role, "web")  # recorded in the revocation's transaction
-        row, crl = await admin.revoke(settings, admin.default_pki_dir(settings), serial, code, actor=actor, note=reason)
+        row, crl, _ = await admin.revoke(
+            settings, admin.default_pki_dir(settings), serial, code, actor=actor, note=reason
+        )
     except HubError as exc:
         await act(
             request,

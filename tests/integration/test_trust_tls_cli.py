@@ -93,6 +93,12 @@ def test_tls_and_server_certificates_are_registered_listed_and_revocable(
 
     # revocable: the issuing CA's CRL names them
     assert run(settings, "pki", "revoke", tls_serial, "--reason", "key-compromise") == 0
+    assert capsys.readouterr().out.startswith(f"revoked {tls_serial} ({AGENCY}/{SYSTEM})")
+    # again, with another reason: said to be revoked already, the first record (its reason) kept
+    assert run(settings, "pki", "revoke", tls_serial, "--reason", "superseded") == 0
+    again = capsys.readouterr().out
+    assert f"{tls_serial} ({AGENCY}/{SYSTEM}) was revoked already" in again and "reason key-compromise" in again
+    assert "not superseded" in again and not again.startswith("revoked ")
     # the one the gateway serves (pki/gateway) is not revoked before issue-server replaces it; another one is
     assert run(settings, "pki", "revoke", server_serial, "--reason", "superseded") == 2
     assert "PKI_REVOKE_CURRENT" in capsys.readouterr().out  # the test run() prints refusals there
