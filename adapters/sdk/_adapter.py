@@ -279,7 +279,7 @@ class Adapter:
             )
         self._running = True
         if self._crls is not None:
-            self._crls.start()
+            self._crls.start(now=self._crls_first_later)
         for hook in self._on_startup:
             try:
                 await hook()
@@ -336,13 +336,15 @@ class Adapter:
 
     async def _crls_at_start(self, w: _Wiring) -> None:
         """Fresh CRLs before the first delivery (``adapters.sdk._crl``): with a gateway URL they are fetched now (a
-        failure is one WARNING, never a failed start) and, once running, every ``crl_refresh_s``; either way a
-        ``CERT_CRL_UNAVAILABLE`` says what the agency does about it."""
+        failure is one WARNING, never a failed start) — in the background, as soon as the adapter runs, when the
+        CRLs it has are good for another hour (a gateway that did not answer held the start for 30 s) — and, once
+        running, every ``crl_refresh_s``; either way a ``CERT_CRL_UNAVAILABLE`` says what the agency does about it."""
         from adapters.sdk._crl import CrlRefresher, hint_for
 
         self._crls: CrlRefresher | None = CrlRefresher.of(self.settings, w.trust)
         w.trust = self._crls.hinted(w.trust) if self._crls is not None else hint_for(self.settings, w.trust)
-        if self._crls is not None:
+        self._crls_first_later = self._crls is not None and self._crls.fresh_for(3600)
+        if self._crls is not None and not self._crls_first_later:
             await self._crls.refresh()
 
     async def __aenter__(self) -> Adapter:

@@ -394,11 +394,20 @@ class CrlRefresher:
             extra={"system": s.system, "code": REFRESH_CODE},
         )
 
-    def start(self) -> None:
-        """Fetch every ``crl_refresh_s`` from now on (the first fetch is ``refresh()`` at the adapter's start)."""
+    def start(self, *, now: bool = False) -> None:
+        """Fetch every ``crl_refresh_s`` from now on (the first fetch is ``refresh()`` at the adapter's start, or
+        with ``now`` the first of these, at once)."""
         if self._task is None:
             self._loop_of = asyncio.get_running_loop()
+            if now:
+                self._now.set()
             self._task = self._loop_of.create_task(self._loop(), name="adapter CRL refresh")
+
+    def fresh_for(self, seconds: float) -> bool:
+        """Every CRL the adapter has is good for ``seconds`` more (``held_until``): the first fetch need not hold the
+        adapter's start (a gateway that does not answer held it for ``timeout_s``, 30 s)."""
+        until = held_until(self.settings.crl_dir)
+        return until is not None and until > dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
     def kick(self) -> None:
         """A delivery was refused for a stale CRL: fetch now rather than at the next period (at most once a

@@ -128,6 +128,47 @@ async def test_stale_crls_are_refreshed_at_start_and_the_refused_delivery_opens(
     assert not list((home / "crl").glob("*.tmp")) and not list((home / "crl").glob(".*"))
 
 
+async def test_a_gateway_that_does_not_answer_does_not_hold_the_start_while_the_crls_are_fresh(
+    gw: Gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An adapter on RabbitMQ whose ``tracking_url`` names a gateway that takes the connection and never answers:
+    with the fresh CRLs of its enrolment, ``start`` returns before the fetch has given up (it held the start for
+    ``request_timeout`` before), the adapter runs, and the failed fetch is still said, once, in the background."""
+    import asyncio
+
+    from adapters.sdk.testing import enrolled_home
+
+    portal = "prov-220000-portal"  # used by no other test of this module
+    home = await enrolled_home(gw.hub.settings, portal, SYSTEMS[portal], tmp_path / "portal")
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # takes the connection, never answers the TLS handshake
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    settings = AdapterSettings(system=portal, home=home, tracking_url=url, request_timeout=3)
+    adapter = Adapter(portal, settings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="adapters.sdk"):
+            async with adapter:
+                assert adapter._running
+                assert not [r for r in caplog.records if "SDK_CRL_REFRESH" in r.getMessage()]  # not given up yet
+                await until_async(_async(lambda: held), "the background fetch's connection", timeout=10)
+                await until_async(
+                    _async(lambda: [r for r in caplog.records if "SDK_CRL_REFRESH" in r.getMessage()]),
+                    "the failed fetch said",
+                    timeout=20,
+                )
+        said = [r.getMessage() for r in caplog.records if "SDK_CRL_REFRESH" in r.getMessage()]
+        assert len(said) == 1 and "keeps the CRLs it has until" in said[0], said
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
 def _credentials(gw: Gateway, system: str) -> tuple[Path, Path]:
     from hub.pipeline.client import credential_paths
 
