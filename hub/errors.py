@@ -128,6 +128,7 @@ CODES: dict[str, str] = {
     "DELIVERY_BROKER": "消息中间件不可用",
     "DELIVERY_STORE": "数据库不可用",
     "DELIVERY_EXPIRED": "报文在有效期内未被收件方接收",
+    "DELIVERY_LATER_UNATTRIBUTED": "延后投递的报文不能确定是哪个系统延后的，已转入死信队列",
     "CONFIG": "配置错误",
     "IO_READ": "无法读取文件",
     "INTERNAL": "枢纽内部错误",

@@ -22,10 +22,10 @@ What happens to one delivery, in order (nothing reaches a handler that failed a 
    reply (RefToMessageId and RequestHash bind it to the request; its message id is derived from the request's,
    so a resend after a crash is a duplicate the hub recognises); ``Retry(delay)`` hands the delivery back after
    ``delay``: over RabbitMQ (and in TestHub's memory) it is put off in the broker (``_put_off``: published to
-   ``ns.later`` with a key of the system's own, acknowledged, back in the queue after ``delay`` rounded up to the
-   next of ``LATER_DELAYS_S``), so it takes no room in the prefetch window and a restart does not cut the delay
-   short; through the gateway, or where the broker refuses that, it is held unacknowledged meanwhile
-   (``Incoming.held``) and nacked with requeue then or at ``stop``;
+   ``ns.later`` with a key of the system's own, acknowledged; after ``delay`` rounded up to the next of
+   ``LATER_DELAYS_S`` the hub delivers it again to this system), so it takes no room in the prefetch window and a
+   restart does not cut the delay short (through the gateway: ``release?after=``); where the broker refuses that, it
+   is held unacknowledged meanwhile (``Incoming.held``) and nacked with requeue then or at ``stop``;
    ``Reject(code, reason)`` sends the sender a signed ``delivery.refusal``.
 5. replies and refusals are published with publisher confirms, the handled ids are committed, and only then are
    the deliveries acknowledged (manual acks, one per batch). A batch that fails in the adapter itself (its store
@@ -943,7 +943,8 @@ class Adapter:
             log.warning(
                 "the hub refused to put a delivery off (%s: %s): deliveries waiting for a Retry are held "
                 "unacknowledged from now on and take room in the prefetch window; on the hub, `hub directory load` "
-                "(or a restart of `hub run`) declares ns.later and grants it to this system",
+                "grants ns.later to this system (once `hub run` of this version declared it); then restart the "
+                "adapter",
                 exc.code,
                 exc.detail,
                 extra={"system": self.system},

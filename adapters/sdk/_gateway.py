@@ -543,9 +543,12 @@ class GatewayTransport:
     async def put_off(self, m: Incoming, delay: float) -> None:
         """Have a delivery in hand back after ``delay`` seconds without holding it: ``POST /v1/inbox/{tag}/release
         ?after=<s>`` (the gateway puts a copy in the broker's ``ns.later`` and acknowledges the delivery; ``after``
-        rounded up to the next of ``LATER_DELAYS_S``). Settled once the gateway answered. ``ValueError`` for a
-        delivery not in hand; ``BrokerUnavailable`` when the gateway did not answer (still in hand: the caller holds
-        it); ``ConfigError`` when the gateway refuses ``after`` (400: a gateway older than it; still in hand)."""
+        rounded up to the next of ``LATER_DELAYS_S``). Settled once the gateway answered: 204, or 404 (it had gone
+        back), or 503 (the broker did not take the copy: the gateway put the delivery back at once). A gateway older
+        than ``after`` ignores it and puts the delivery back at once (204): its copy then waits in the adapter for
+        the rest of the delay (``Adapter._not_before``). ``ValueError`` for a delivery not in hand;
+        ``BrokerUnavailable`` when the gateway did not answer (still in hand: the caller holds it); ``ConfigError``
+        when the gateway refuses ``after`` with 400 (still in hand)."""
         from hub.errors import BrokerUnavailable, ConfigError
         from hub.transport.names import later_delay
 

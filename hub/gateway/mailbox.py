@@ -405,7 +405,7 @@ class Mailbox:
 
         async def later() -> bool:
             try:
-                await put_off(self.transport, item.msg, after)
+                await put_off(self.transport, item.msg, after, for_system=system)
             except (HubError, ValueError) as exc:
                 log.warning(
                     "could not put inbox item %s of %s off (%s); put back at once",

@@ -278,10 +278,13 @@ async def park_refused(transport: Any, system: str, refused: Sequence[tuple[Any,
 _DEATH_HEADERS = ("x-death", "x-first-death", "x-last-death")
 
 
-async def put_off(transport: Any, m: Any, delay: float) -> int:
-    """Have delivery ``m`` back in the queue it was taken from after ``delay`` seconds, without holding it: a copy
-    is published to ``ns.later`` with ``Names.later_key`` (the delay rounded up to the next of
-    ``hub.transport.names.LATER_DELAYS_S``; confirmed), then ``m`` is acknowledged. Returns the delay it waits.
+async def put_off(transport: Any, m: Any, delay: float, *, for_system: str | None = None) -> int:
+    """Have delivery ``m`` handed out again after ``delay`` seconds, without holding it: a copy is published to
+    ``ns.later`` with ``Names.later_key`` (the delay rounded up to the next of ``hub.transport.names.LATER_DELAYS_S``;
+    confirmed, on a channel of its own where the transport has one: a refusal closes only that), then ``m`` is
+    acknowledged. A hub worker delivers the copy again once the delay is over, to the system RabbitMQ names as its
+    publisher: the copy's ``user_id`` (the system's own user), or — ``for_system``, the gateway publishing as the
+    hub's user for an HTTPS system — ``x-hub-origin-user`` beside the hub's user_id. Returns the delay it waits.
 
     Raises ``ValueError`` when ``m`` did not come from a system's queue, and the transport's ``HubError`` when the
     broker did not take the copy (``ConfigError``: ``ns.later`` missing or not granted to this user;
@@ -289,22 +292,27 @@ async def put_off(transport: Any, m: Any, delay: float) -> int:
     the publish and the acknowledgement leaves two copies, as any redelivery does (receivers deduplicate by message
     id). Used by the adapter SDK (``Retry``) and the gateway (``POST /v1/inbox/{tag}/release?after=``)."""
     from hub.transport import Outgoing
-    from hub.transport.names import later_delay
+    from hub.transport.names import ORIGIN_USER_HEADER, later_delay
 
     names = transport.names
     wait = later_delay(delay)
     key = names.later_key(m.queue, wait)
     if not m.message_id:
         raise ValueError("a delivery without a message id is not put off")
+    headers = {k: v for k, v in m.headers.items() if not k.startswith(_DEATH_HEADERS) and k != ORIGIN_USER_HEADER}
+    if for_system is not None:
+        headers[ORIGIN_USER_HEADER] = names.user(for_system)
     copy = Outgoing(
         exchange=names.later_exchange,
         routing_key=key,
         body=m.body,
-        headers={k: v for k, v in m.headers.items() if not k.startswith(_DEATH_HEADERS)},
+        headers=headers,
         priority=m.priority,
         message_id=m.message_id,
+        user_id=transport.user,
         correlation_id=m.correlation_id,
     )
-    await transport.publish_many([copy])
+    publish = getattr(transport, "publish_aside", None) or transport.publish_many
+    await publish([copy])
     await transport.ack([m])
     return wait

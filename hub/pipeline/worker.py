@@ -191,6 +191,12 @@ class Worker:
         # three concurrent batches the e2e bench measured smaller batches, more CPU per message and a p99 of
         # 400 ms at 300 msg/s; with one, 161 ms (bench/e2e.py --quick).
         await self._read_lanes([sys.id for sys in directory.systems()], shared=True)
+        # Deliveries their recipients put off (ns.later, an adapter's Retry, the gateway's release?after=), due again.
+        self._consumers.append(
+            await self.transport.consume(
+                names.later_due_queue, self.handle_later, prefetch=64, max_batch=32, concurrency=1
+            )
+        )
         if self.pool is not None:
             # Deliveries that expired in a recipient's queue: their senders are told (hub.pipeline.expired).
             self._consumers.append(
@@ -538,6 +544,91 @@ class Worker:
                 n_deliveries += len(plan.deliver)
         return out, delivered, receipts, n_deliveries
 
+    async def handle_later(self, batch: list[Incoming]) -> None:
+        """Deliveries whose recipient put them off (``ns.later.due``): each goes back into the queue of the system
+        RabbitMQ names as the one that put it off (``Incoming.publisher``: its own user, or the gateway's
+        ``x-hub-origin-user`` beside the hub's user) — never where a routing key or a header it set points — at its
+        priority, with its TTL worked out again from the envelope's ``Expires`` (the broker drops a message's TTL
+        when it dead-letters it). One whose envelope expired while it waited is not delivered: it is parked in
+        ``ns.dead`` (``DELIVERY_EXPIRED``, where an operator can send it again), recorded failed, and its sender is
+        told, as ``hub.pipeline.expired`` does for one that expires in a queue. It must verify as the hub's own
+        delivery. One that does not, or that no system put
+        off, or whose system has no queue any more, is parked in ``ns.dead`` with the reason. Acknowledged once
+        what it became is confirmed; with the broker away the batch goes back to the queue."""
+        from datetime import UTC, datetime
+
+        from hub.pipeline.client import open_hub_signed
+        from hub.pipeline.outgoing import expiration_of
+        from hub.transport.names import ORIGIN_USER_HEADER
+        from hub.transport.topology import dead_letter_of
+
+        names, hub_user = self.names, self.transport.user
+        again: list[tuple[Incoming, Outgoing]] = []
+        parked: list[Outgoing] = []
+        expired: list[tuple[Any, str]] = []
+        for m in batch:
+            system = names.system_of_user(m.publisher(hub_user))
+            if system is None:
+                why = "put off by no system (no user_id of a system's user)"
+                code = "DELIVERY_LATER_UNATTRIBUTED"
+                parked.append(dead_letter_of(names, m, code=code, reason=why, hub_user=hub_user))
+                continue
+            try:
+                env = open_hub_signed(self.settings, self.processor.verifier, self.processor.registry, m.body).envelope
+            except HubError as exc:
+                why = f"a delivery {system} put off does not verify as the hub's: {exc.detail}"
+                parked.append(dead_letter_of(names, m, code=exc.code, reason=why, hub_user=hub_user))
+                continue
+            if env.expires <= datetime.now(UTC):
+                why = f"the delivery to {system} expired at {env.expires.isoformat()} while it was put off"
+                parked.append(dead_letter_of(names, m, code="DELIVERY_EXPIRED", reason=why, hub_user=hub_user))
+                expired.append((env, system))
+                continue
+            priority = min(max(m.priority, 0), 9)
+            headers = {
+                k: v
+                for k, v in m.headers.items()
+                if not k.startswith(("x-death", "x-first-death", "x-last-death")) and k != ORIGIN_USER_HEADER
+            }
+            out = Outgoing(
+                exchange=names.deliver_exchange,
+                routing_key=names.delivery_key(system, priority),
+                body=m.body,
+                headers=headers,
+                priority=priority,
+                message_id=env.message_id,
+                correlation_id=m.correlation_id,
+                expiration=expiration_of(env.expires),
+            )
+            again.append((m, out))
+        try:
+            try:
+                await self.transport.publish_many([o for _, o in again] + parked)
+            except HubError as exc:
+                if exc.code != "DELIVERY_UNROUTABLE":
+                    raise
+                # A system that has no queue any more (taken out of the directory): park its deliveries, deliver
+                # the others.
+                for m, o in again:
+                    try:
+                        await self.transport.publish_many([o])
+                    except HubError as one:
+                        if one.code != "DELIVERY_UNROUTABLE":
+                            raise
+                        why = f"put off by {o.routing_key}, which has no queue any more"
+                        lost = dead_letter_of(names, m, code=one.code, reason=why, hub_user=hub_user)
+                        await self.transport.publish_many([lost])
+                await self.transport.publish_many(parked)
+            if expired and self.pool is not None:
+                await self._tell_expired(expired)
+        except DeliveryError as exc:  # the broker or the store away: all of it again later (copies are recognised)
+            log.warning("put-off deliveries deferred: %s", exc.describe())
+            await self.transport.nack(batch, requeue=True)
+            return
+        if parked:
+            log.warning("%d put-off deliveries parked in the dead-letter queue", len(parked))
+        await self.transport.ack(batch)
+
     async def handle_expired(self, batch: list[Incoming]) -> None:
         """Copies of dead letters (``ns.expired``): for each delivery that expired in a recipient's queue, verified as
         the hub's own, the delivery is recorded failed with ``DELIVERY_EXPIRED`` and its sender gets a signed
@@ -555,12 +646,8 @@ class Worker:
         await self.transport.ack(batch)
 
     async def _answer_expired(self, batch: list[Incoming]) -> None:
-        from hub.pipeline import outgoing
         from hub.pipeline.client import open_hub_signed
-        from hub.pipeline.expired import DeliveryExpired, expired_delivery
-        from hub.store.db import translated
-        from hub.store.messages import record_sent, update_delivery_states
-        from hub.store.records import DeliveryUpdate
+        from hub.pipeline.expired import expired_delivery
 
         pool = self.pool
         assert pool is not None
@@ -580,6 +667,20 @@ class Worker:
                 )
                 continue
             expired.append((env, item.recipient_system))
+        await self._tell_expired(expired)
+
+    async def _tell_expired(self, expired: list[tuple[Any, str]]) -> None:
+        """Record each (hub-signed delivery envelope, recipient system) failed with ``DELIVERY_EXPIRED`` and send its
+        sender a signed hub.error."""
+        from hub.pipeline import outgoing
+        from hub.pipeline.expired import DeliveryExpired
+        from hub.store.db import translated
+        from hub.store.messages import record_sent, update_delivery_states
+        from hub.store.records import DeliveryUpdate
+
+        pool = self.pool
+        assert pool is not None
+        processor = self.processor
         if not expired:
             return
         async with translated("reading expired deliveries' messages"):

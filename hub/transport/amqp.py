@@ -514,6 +514,8 @@ class Transport:
         self._inflight: dict[str, int] = {}
         self._inflight_changed = asyncio.Condition()
         self._get_channel: AbstractRobustChannel | None = None
+        #: ``publish_aside``'s channel (opened at first use).
+        self._aside_channel: AbstractRobustChannel | None = None
         self._get_tracker: _Tracker | None = None
         self._consumers: set[Consumer] = set()
 
@@ -636,7 +638,21 @@ class Transport:
 
     # -- publishing ----------------------------------------------------------------------------------------------
 
-    async def publish_many(self, items: Sequence[Outgoing]) -> None:
+    async def publish_aside(self, items: Sequence[Outgoing]) -> None:
+        """``publish_many`` on a publish channel of its own (opened at first use): for publishes the broker may
+        refuse while others are in flight — a system's put-off into ``ns.later`` before its user was granted it —
+        whose refusal closes that channel alone. On the shared one it failed every publish in flight with it."""
+        if self._aside_channel is None:
+            async with _edge("opening a publish channel"):
+                channel = await self._connection.channel(publisher_confirms=True, on_return_raises=False)
+            if self._aside_channel is None:
+                self._aside_channel = cast(AbstractRobustChannel, channel)
+            else:
+                with contextlib.suppress(*_QUIET):
+                    await channel.close()
+        await self.publish_many(items, channel=self._aside_channel)
+
+    async def publish_many(self, items: Sequence[Outgoing], *, channel: AbstractRobustChannel | None = None) -> None:
         """Publish every item (persistent, mandatory) and return once the broker confirmed *all* of them.
 
         Before anything is published, each item's ``egress`` check (if any) is called with its body; if one
@@ -659,11 +675,11 @@ class Transport:
                 self._inflight[mid] = self._inflight.get(mid, 0) + 1
         try:
             async with _edge("publishing"), asyncio.timeout(self._publish_timeout):
-                channel = await self._underlay(self._channel)
-                if self.fast and fast_paths.can_publish_batch(channel):
-                    results = await fast_paths.publish_batch(channel, items, content_type=CONTENT_TYPE)
+                underlay = await self._underlay(channel or self._channel)
+                if self.fast and fast_paths.can_publish_batch(underlay):
+                    results = await fast_paths.publish_batch(underlay, items, content_type=CONTENT_TYPE)
                 else:
-                    plain = cast(aiormq.Channel, channel)
+                    plain = cast(aiormq.Channel, underlay)
                     results = await asyncio.gather(
                         *(
                             plain.basic_publish(

@@ -15,16 +15,18 @@ The layout (``ns`` = namespace)::
     ns.deliver   direct  ── <system>  ──► ns.q.<system>        one per system (priority queue)
     ns.retry-by-delay headers ─ hub-retry=5s ► ns.retry.5s   TTL 5 s, then dead-lettered back to ns.in
     ns.dead      fanout  ───────────────► ns.dead              dead letters (nacked without requeue)
-    ns.later     topic   ── <system>[.urgent].<d>s ─► ns.later.<d>s   TTL d s, then dead-lettered into
-    ns.redeliver topic   ── <system>.*, <system>.urgent.* ─► ns.q.<system>[.urgent]   the system's queue again
+    ns.later     topic   ── <system>.<d>s ─► ns.later.<d>s   TTL d s, then dead-lettered into
+    ns.later-due fanout  ───────────────► ns.later.due         the hub delivers it again (to the system that put it off)
     ns.quarantine fanout ───────────────► ns.quarantine        quarantined messages awaiting a person
 
 ``ns.later`` is where a recipient puts a delivery it cannot take yet (the adapter SDK's ``Retry(delay)``, the
 gateway's ``release?after=``): published with ``later_key`` it waits in ``ns.later.<d>s`` for ``d`` seconds
 (``LATER_DELAYS_S``; a delay is rounded up to the next of them, ``later_delay``), is then dead-lettered into
-``ns.redeliver`` with its key and lands in the queue it came from — acknowledged meanwhile, so it does not fill the
-recipient's prefetch window, and kept by the broker, so an adapter restart does not cut the delay short. A system
-may publish there only with its own keys (topic permission), i.e. only into its own queue.
+``ns.later.due``, and a hub worker delivers it again to the system RabbitMQ names as its publisher (its ``user_id``;
+for the gateway's copies the ``x-hub-origin-user`` beside the hub's own user_id), with its TTL worked out again from
+the signed envelope (``hub.pipeline.worker``) — acknowledged meanwhile, so it does not fill the recipient's prefetch
+window, and kept by the broker, so an adapter restart does not cut the delay short. Never by its routing key or a
+header a system sets: a ``CC`` header would have taken a copy into another system's queue.
 
 Users: ``ns.<system>`` for each agency system (see ``hub.transport.users``). A system may publish to ``ns.submit``
 only with the routing keys ``normal.<its id>`` and ``emergency.<its id>`` (RabbitMQ topic permissions), so what it
@@ -183,12 +185,13 @@ class Names:
         "deliver_exchange",
         "expired_queue",
         "inbound_exchange",
+        "later_due_exchange",
+        "later_due_queue",
         "later_exchange",
         "namespace",
         "quarantine_exchange",
         "quarantine_queue",
         "queue_type",
-        "redeliver_exchange",
         "retry_exchange",
         "submit_exchange",
     )
@@ -208,9 +211,11 @@ class Names:
     quarantine_exchange: str
     quarantine_queue: str
     #: Where a recipient puts a delivery to have it back later (topic; each system only with ``later_key``s of its
-    #: own), and where ``ns.later.<d>s`` dead-letters it into the system's queue again (topic).
+    #: own), and where ``ns.later.<d>s`` dead-letters it once the delay is over (fanout → ``later_due_queue``, read by
+    #: the hub's workers).
     later_exchange: str
-    redeliver_exchange: str
+    later_due_exchange: str
+    later_due_queue: str
     #: ``classic`` or ``quorum`` (``Settings.queue_type``).
     queue_type: str
 
@@ -235,7 +240,8 @@ class Names:
             ("quarantine_exchange", f"{ns}.quarantine"),
             ("quarantine_queue", f"{ns}.quarantine"),
             ("later_exchange", f"{ns}.later"),
-            ("redeliver_exchange", f"{ns}.redeliver"),
+            ("later_due_exchange", f"{ns}.later-due"),
+            ("later_due_queue", f"{ns}.later.due"),
         ):
             object.__setattr__(self, name, value)
 
@@ -336,15 +342,15 @@ class Names:
         return f"{self.namespace}.later.{delay_s}s"
 
     def later_key(self, queue: str, delay_s: int) -> str:
-        """The routing key on ``later_exchange`` that brings a delivery taken from ``queue`` (a system's queue or,
-        with quorum queues, its urgent lane) back into that queue after ``delay_s`` (one of ``LATER_DELAYS_S``):
-        ``<system>.<d>s`` or ``<system>.urgent.<d>s``. ValueError for any other queue."""
+        """The routing key on ``later_exchange`` of a delivery taken from ``queue`` (a system's queue or, with quorum
+        queues, its urgent lane) to wait ``delay_s`` (one of ``LATER_DELAYS_S``): ``<system>.<d>s``, the only keys
+        the system's user may publish there with. It chooses the delay; where the delivery goes afterwards the hub
+        decides from its publisher. ValueError for any other queue."""
         self.later_queue(delay_s)
         system = self.system_of_queue(queue)
         if system is None:
             raise ValueError(f"{queue!r} is not a system's queue")
-        urgent = self.quorum and queue == self.urgent_queue(system)
-        return f"{system}{URGENT_SUFFIX if urgent else ''}.{delay_s}s"
+        return f"{system}.{delay_s}s"
 
     def user(self, system_id: str) -> str:
         """The RabbitMQ user of one agency system: ``ns.<system>``."""

@@ -22,10 +22,13 @@ Why these choices:
 - **Retry by dead-lettering**: a message to retry is published to the retry exchange with the lane as routing key
   and ``hub-retry: <d>s``; it waits in ``ns.retry.<d>s`` until its TTL and is dead-lettered back to the inbound
   exchange with its original routing key, i.e. into the lane it came from.
-- **A recipient's delay by dead-lettering too** (``ns.later`` → ``ns.later.<d>s`` → ``ns.redeliver`` → the system's
-  queue): a delivery its adapter cannot take yet is published there and acknowledged, instead of being held
-  unacknowledged for the delay, where it filled the prefetch window (64 held retries stopped everything else,
-  特急 included, for up to five minutes). Topic exchanges, because RabbitMQ checks topic permissions only on those.
+- **A recipient's delay by dead-lettering too** (``ns.later`` → ``ns.later.<d>s`` → ``ns.later.due``, then a hub
+  worker delivers it again): a delivery its adapter cannot take yet is published there and acknowledged, instead of
+  being held unacknowledged for the delay, where it filled the prefetch window (64 held retries stopped everything
+  else, 特急 included, for up to five minutes). ``ns.later`` is a topic exchange because RabbitMQ checks topic
+  permissions only on those; the way back goes through the hub (by the publisher RabbitMQ authenticated), not a
+  binding, because RabbitMQ routes a dead-lettered message by every key it was published with, ``CC`` and ``BCC``
+  headers included, which no permission checks: a binding back by key let a system put copies into any queue.
 - **Inbound lanes and system queues dead-letter into ``ns.dead``**, so a message nacked without requeue is parked
   where an operator sees it, never dropped.
 - **Quorum queues on a cluster** (``HUB_QUEUE_TYPE=quorum``, ``Names(ns, queue_type="quorum")``): every queue is
@@ -147,7 +150,7 @@ def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
         ExchangeSpec(names.quarantine_exchange, "fanout"),
         ExchangeSpec(names.submit_exchange, "topic"),
         ExchangeSpec(names.later_exchange, "topic"),
-        ExchangeSpec(names.redeliver_exchange, "topic"),
+        ExchangeSpec(names.later_due_exchange, "fanout"),
     )
     queues: list[QueueSpec] = []
     bindings: list[BindingSpec] = []
@@ -162,7 +165,7 @@ def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
             QueueSpec(q, {**classic, "x-message-ttl": delay * 1000, "x-dead-letter-exchange": names.inbound_exchange})
         )
         bindings.append(BindingSpec(q, names.retry_exchange, "", {"x-match": "all", RETRY_HEADER: f"{delay}s"}))
-    _later(names, classic, queues, bindings)
+    _later(names, classic, classic, queues, bindings)
     queues.append(QueueSpec(names.dead_letter_queue, dict(classic)))
     bindings.append(BindingSpec(names.dead_letter_queue, names.dead_letter_exchange))
     queues.append(QueueSpec(names.expired_queue, dict(classic)))
@@ -177,9 +180,6 @@ def topology(names: Names, system_ids: Iterable[str] = ()) -> Topology:
         q = names.system_queue(check_system_id(system))
         queues.append(QueueSpec(q, {**classic, **dead, "x-max-priority": MAX_PRIORITY}))
         bindings.append(BindingSpec(q, names.deliver_exchange, system))
-        # Back from ns.later: with classic queues one queue takes both keys (its priorities order the urgent ones).
-        bindings.append(BindingSpec(q, names.redeliver_exchange, f"{system}.*"))
-        bindings.append(BindingSpec(q, names.redeliver_exchange, f"{system}{URGENT_SUFFIX}.*"))
         _system_inbound(names, system, {**classic, **dead}, queues, bindings)
     return Topology(exchanges, tuple(queues), tuple(bindings))
 
@@ -198,7 +198,7 @@ def _quorum_topology(names: Names, system_ids: Iterable[str]) -> Topology:
         ExchangeSpec(names.quarantine_exchange, "fanout"),
         ExchangeSpec(names.submit_exchange, "topic"),
         ExchangeSpec(names.later_exchange, "topic"),
-        ExchangeSpec(names.redeliver_exchange, "topic"),
+        ExchangeSpec(names.later_due_exchange, "fanout"),
     )
     queues: list[QueueSpec] = []
     bindings: list[BindingSpec] = []
@@ -211,7 +211,7 @@ def _quorum_topology(names: Names, system_ids: Iterable[str]) -> Topology:
         args = {**quorum, "x-message-ttl": delay * 1000, "x-dead-letter-exchange": names.inbound_exchange}
         queues.append(QueueSpec(q, {**args, **at_least_once}))
         bindings.append(BindingSpec(q, names.retry_exchange, "", {"x-match": "all", RETRY_HEADER: f"{delay}s"}))
-    _later(names, {**quorum, **at_least_once}, queues, bindings)
+    _later(names, {**quorum, **at_least_once}, quorum, queues, bindings)
     queues.append(QueueSpec(names.dead_letter_queue, dict(quorum)))
     bindings.append(BindingSpec(names.dead_letter_queue, names.dead_letter_exchange))
     queues.append(QueueSpec(names.expired_queue, dict(quorum)))
@@ -227,20 +227,27 @@ def _quorum_topology(names: Names, system_ids: Iterable[str]) -> Topology:
         for q, key in ((names.urgent_queue(system), system + URGENT_SUFFIX), (names.system_queue(system), system)):
             queues.append(QueueSpec(q, {**quorum, **dead}))
             bindings.append(BindingSpec(q, names.deliver_exchange, key))
-            bindings.append(BindingSpec(q, names.redeliver_exchange, f"{key}.*"))
         _system_inbound(names, system, {**quorum, **dead}, queues, bindings)
     return Topology(exchanges, tuple(queues), tuple(bindings))
 
 
-def _later(names: Names, arguments: dict[str, Any], queues: list[QueueSpec], bindings: list[BindingSpec]) -> None:
+def _later(
+    names: Names,
+    waiting: dict[str, Any],
+    due: dict[str, Any],
+    queues: list[QueueSpec],
+    bindings: list[BindingSpec],
+) -> None:
     """The queues a recipient's delivery waits in (``ns.later.<d>s``, bound to ``ns.later`` with ``#.<d>s``), each
-    dead-lettering into ``ns.redeliver`` with the key it was published with (``Names.later_key``), which the
-    system's queue is bound to."""
+    dead-lettering into ``ns.later-due`` (fanout: whatever keys the message names, ``CC`` included, it reaches only
+    ``ns.later.due``), where the hub's workers read it and deliver it again to the system that put it off."""
     for delay in LATER_DELAYS_S:
         q = names.later_queue(delay)
-        args = {**arguments, "x-message-ttl": delay * 1000, "x-dead-letter-exchange": names.redeliver_exchange}
+        args = {**waiting, "x-message-ttl": delay * 1000, "x-dead-letter-exchange": names.later_due_exchange}
         queues.append(QueueSpec(q, args, role="later"))
         bindings.append(BindingSpec(q, names.later_exchange, f"#.{delay}s"))
+    queues.append(QueueSpec(names.later_due_queue, dict(due)))
+    bindings.append(BindingSpec(names.later_due_queue, names.later_due_exchange))
 
 
 def _system_inbound(

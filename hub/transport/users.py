@@ -11,7 +11,7 @@ Each system's user (``Names.user(system)``) may
   *topic permission*; ``topic_permissions_for``): its messages land in its own inbound lanes, never in another
   system's, so a flood of one system cannot stand in front of the others' (``hub.transport.names``),
 - publish on ``ns.later`` only with its own ``Names.later_key``s (``later_topic_permissions_for``): a delivery it
-  puts off comes back into its own queue and nobody else's,
+  puts off comes back (the hub delivers it again by its ``user_id``) into its own queue and nobody else's,
 - read only its own queue (``ns.q.<system>``).
 
 RabbitMQ checks these on every operation, and checks that a message's ``user_id`` property equals the user that
@@ -46,7 +46,7 @@ from yarl import URL
 
 from hub.errors import BrokerUnavailable, ConfigError
 from hub.settings import Settings
-from hub.transport.names import LANES, LATER_DELAYS_S, URGENT_SUFFIX, Names, check_system_id
+from hub.transport.names import LANES, LATER_DELAYS_S, Names, check_system_id
 
 __all__ = [
     "QueueStats",
@@ -123,11 +123,11 @@ def topic_permissions_for(names: Names, system_id: str) -> dict[str, str]:
 
 
 def later_topic_permissions_for(names: Names, system_id: str) -> dict[str, str]:
-    """The topic permission of a system's user on ``ns.later``: only its own ``Names.later_key``s
-    (``<system>.<d>s``, ``<system>.urgent.<d>s`` for each of ``LATER_DELAYS_S``), so that what it puts off comes
-    back into its own queue."""
+    """The topic permission of a system's user on ``ns.later``: only its own ``Names.later_key``s (``<system>.<d>s``
+    for each of ``LATER_DELAYS_S``). The key only chooses the delay (and says whose it is in the broker's lists):
+    the hub delivers what comes out of ``ns.later`` by its ``user_id``, never by a key."""
     delays = "|".join(str(d) for d in LATER_DELAYS_S)
-    key = f"{re.escape(check_system_id(system_id))}(?:{re.escape(URGENT_SUFFIX)})?\\.(?:{delays})s"
+    key = f"{re.escape(check_system_id(system_id))}\\.(?:{delays})s"
     return {"exchange": names.later_exchange, "write": f"^{key}$", "read": "^$"}
 
 

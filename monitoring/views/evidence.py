@@ -3,9 +3,11 @@
 Status (``hub.store.ops.evidence_status``): the head (seq and hash), the records staged but not yet chained, and the
 last signed checkpoint with its time and signer. "Verify now" (``/evidence/verify``, a read: permission ``view``) runs
 what ``hub evidence verify`` runs: ``verify_chain`` with this installation's checkpoint verifier (every hash, link
-and checkpoint signature, with the hub certificate recorded for it) and ``verify_messages`` (a message changed
-after it was recorded, named with the field), then shows every problem or 完好 intact. One verification runs at a
-time (it reads the whole chain and every message): asked while one runs, the page says so (429 ``OPS_VERIFY_BUSY``).
+and checkpoint signature, with the hub certificate recorded for it), ``verify_messages`` (a message changed
+after it was recorded, named with the field) and ``verify_anchors`` (each checkpoint written down in the state
+directory's ``evidence/anchors.log`` still in the chain, with its hash), then shows every problem or 完好 intact.
+One verification runs at a time (it reads the whole chain and every message): asked while one runs, the page says
+so (429 ``OPS_VERIFY_BUSY``).
 """
 
 from __future__ import annotations
@@ -51,16 +53,22 @@ async def _status(pool: Any) -> Any:
 async def run_verification(settings: Any, pool: Any) -> dict[str, Any]:
     """What ``hub evidence verify`` does (``hub.store.evidence_cli``), on the page's pool."""
     from hub.commands.trust_admin import default_pki_dir, installation_checkpoint_verifier
+    from hub.store.anchors import anchors_path, read_anchors, verify_anchors
     from hub.store.evidence import head, verify_chain, verify_messages
 
     started = time.monotonic()
     verifier = await installation_checkpoint_verifier(settings, default_pki_dir(settings))
+    anchors = anchors_path(settings.state_dir)
     problems = await verify_chain(pool, verifier)
     problems += await verify_messages(pool)
+    problems += await verify_anchors(pool, anchors)  # the checkpoints written down outside the database
     seq, _ = await head(pool)
+    checkpoints = await pool.fetchval("SELECT count(*) FROM evidence WHERE kind = 'checkpoint'")
     return {
         "problems": [{"kind": p.kind, "seq": p.seq, "message": p.message} for p in problems],
         "records": seq,
+        "anchored": len({a.seq for a in read_anchors(anchors)[0]}),
+        "checkpoints": int(checkpoints),
         "ms": round((time.monotonic() - started) * 1000),
     }
 

@@ -680,6 +680,40 @@ async def test_dead_letters_list_show_and_replay(ops: Ops) -> None:
     assert status == 400 and "OPS_BAD_ID" in text
 
 
+async def test_evidence_verify_compares_the_anchors_outside_the_database(ops: Ops) -> None:
+    """The page runs what ``hub evidence verify`` runs, the anchors included: a checkpoint anchored in the state
+    directory is counted; one the chain no longer holds (the log cut back before it) is a problem (the page said
+    完好 before). The anchors file is put back afterwards."""
+    from hub.store.anchors import anchor_checkpoint, anchors_path
+
+    path = anchors_path(ops.hub.settings.state_dir)
+    before = path.read_bytes() if path.exists() else None
+    try:
+        from hub.store import anchors
+        from hub.store.evidence import checkpoint
+
+        worker = ops.hub.worker
+        assert worker is not None and worker.signer is not None
+        seq = await checkpoint(ops.hub.pool, worker.signer.sign_bytes, worker.signer.identity.fingerprint)
+        assert seq is not None  # what the worker's housekeeping makes every few minutes
+        path.unlink(missing_ok=True)
+        anchors._anchored.pop(path, None)
+        assert await anchor_checkpoint(ops.hub.pool, ops.hub.settings.state_dir, int(seq))
+        status, text, _ = await ops.get("auditor", "/evidence/verify")
+        assert status == 200 and "完好" in text and "库外锚定的检查点 1 个" in text, text
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:  # a checkpoint far past the head: the chain was cut back before it
+            f.write(f"987654321 {'ab' * 32} 2026-12-07T08:00:00.000000Z\n")
+        status, text, _ = await ops.get("auditor", "/evidence/verify")
+        assert status == 200 and 'id="problems"' in text and "完好" not in text
+        assert "锚定的检查点不在证据链中" in text and "987654321" in text
+    finally:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(before)
+
+
 async def test_evidence_verify_names_a_message_changed_after_it_was_recorded(ops: Ops) -> None:
     """Last in this module: it alters the store on purpose."""
     mid = await sent(ops)

@@ -372,3 +372,69 @@ async def test_where_the_broker_refuses_to_put_off_retry_holds_the_delivery(
         warned = [r for r in caplog.records if "refused to put a delivery off" in r.getMessage()]
         assert len(warned) == 1 and "hub directory load" in warned[0].getMessage()
         assert adapter._later_ok is False
+
+
+@pytest.mark.integration
+async def test_a_put_off_delivery_goes_back_only_to_the_system_that_put_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RabbitMQ only: the adapter's put-off copy names another system's key in a ``CC`` header as well (RabbitMQ does
+    not check CC and BCC keys against the topic permission, and dead-letters a message by every key it names). The
+    hub delivers the copy again by its publisher only: the provincial OA gets it back, the county nothing. (With the
+    way back bound by key, the county's queue got a copy too.)"""
+    monkeypatch.delenv("HUB_TEST_HTTPS", raising=False)
+    adapter, calls = retrying_once(1, "the OA system is busy")
+
+    async with TestHub(adapter, real=True) as hub:
+        county = await hub.client(COUNTY)
+        transport = adapter._wiring.transport  # type: ignore[union-attr]
+        names = transport.names
+        aside = transport.publish_aside
+
+        async def with_cc(items: Any) -> None:
+            for item in items:
+                item.headers = {**item.headers, "CC": [names.later_key(names.system_queue(COUNTY), 1)]}
+            await aside(items)
+
+        monkeypatch.setattr(transport, "publish_aside", with_cc)
+        receipt = await send_report(county)
+        await hub.wait_until(lambda: len(calls) >= 2, timeout=30, what="the put-off delivery back at the OA")
+        await eventually(lambda: _handled(adapter, 1))
+        await asyncio.sleep(2.0)  # a copy in the county's queue would have arrived by now
+        assert [d for d in hub.delivered(COUNTY) if d.ctx.message_id == receipt.message_id] == []
+        assert len(calls) == 2
+
+
+@pytest.mark.integration
+async def test_a_delivery_that_expires_while_put_off_is_not_delivered_and_its_sender_is_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RabbitMQ and PostgreSQL: a report whose envelope expires in 3 s is put off for 5 s. It is not handed over
+    again (the broker drops a message's TTL when it dead-letters it: before, it came back without one and was
+    handled after its expiry); it waits in the dead-letter queue, and the county gets the hub's signed
+    ``DELIVERY_EXPIRED``."""
+    from datetime import timedelta
+
+    from adapters.sdk import HubRefused
+
+    monkeypatch.delenv("HUB_TEST_HTTPS", raising=False)
+    adapter, calls = retrying_once(5, "the OA system is busy")
+
+    async with TestHub(adapter, real=True) as hub:
+        county = await hub.client(COUNTY)
+        answers: list[Any] = []
+        county.on_answer = answers.append
+        receipt = await county.send(
+            report(), service="info.report", version=1, to=[to(PROVINCE, PROV_OA)], ttl=timedelta(seconds=3)
+        )
+        await hub.wait_until(
+            lambda: [a for a in answers if isinstance(a, HubRefused) and a.message_id == receipt.message_id],
+            timeout=30,
+            what="the county told DELIVERY_EXPIRED",
+        )
+        [told] = [a for a in answers if isinstance(a, HubRefused)]
+        assert told.code == "DELIVERY_EXPIRED" and PROV_OA in told.reason
+        dead = await hub.dead_letters()
+        assert [(d.message_id, d.headers.get("x-hub-error-code")) for d in dead] == [
+            (receipt.message_id, "DELIVERY_EXPIRED")
+        ]
+        await asyncio.sleep(1.0)
+    assert len(calls) == 1

@@ -122,34 +122,85 @@ async def test_system_may_publish_to_its_own_lanes_and_dead_letter_only(hub: Tra
     assert await hub.queue_depth(n.dead_letter_queue) == 0
 
 
-async def test_system_may_put_off_deliveries_only_into_its_own_queue(hub: Transport, as_a: Transport):
+async def test_system_may_put_off_deliveries_only_with_its_own_keys_and_under_its_own_name(
+    hub: Transport, as_a: Transport
+) -> None:
     """``ns.later`` (a recipient's Retry without holding the delivery): a system may publish there only with its own
-    ``later_key``s, so what it puts off comes back into its own queue — after the delay, by the broker — and never
-    into another system's; nor with a delay that has no queue."""
+    ``later_key``s and only with its own ``user_id``; after the delay the broker hands the copy to the hub's queue
+    ``ns.later.due`` — one copy, whatever other keys a ``CC`` or ``BCC`` header names (RabbitMQ does not check those
+    against the topic permission, and routes a dead-lettered message by every one of them: with bindings back into
+    the systems' queues, a CC of another system's key put a copy into that system's queue) — with the user_id by
+    which the hub delivers it again (``Worker.handle_later``)."""
     import asyncio
     import time
 
     n = hub.names
-    mine = Outgoing(n.later_exchange, n.later_key(n.system_queue(A), 1), b"<put-off/>", {"k": "v"}, 5, "later-a")
+    me = n.user(A)
+    into_b = n.later_key(n.system_queue(B), 1)
+    mine = Outgoing(
+        n.later_exchange,
+        n.later_key(n.system_queue(A), 1),
+        b"<put-off/>",
+        {"k": "v", "CC": [into_b], "BCC": [into_b]},
+        5,
+        "later-a",
+        user_id=me,
+    )
     started = time.monotonic()
     await as_a.publish_many([mine])
-    assert await hub.queue_depth(n.system_queue(A)) == 0  # waiting in ns.later.1s, not in the queue yet
+    assert await hub.queue_depth(n.later_due_queue) == 0  # waiting in ns.later.1s
     for _ in range(100):
-        got = await hub.fetch(n.system_queue(A))
+        got = await hub.fetch(n.later_due_queue)
         if got:
             break
         await asyncio.sleep(0.1)
     else:
-        pytest.fail("the put-off delivery never came back into the system's queue")
+        pytest.fail("the put-off delivery never came out of ns.later.1s")
+    await asyncio.sleep(0.5)
+    got += await hub.fetch(n.later_due_queue)
     await hub.ack(got)
     assert time.monotonic() - started >= 0.9
-    assert [(m.message_id, m.body, m.priority, m.headers.get("k")) for m in got] == [("later-a", b"<put-off/>", 5, "v")]
-    for key in (n.later_key(n.system_queue(B), 1), f"{A}.8s", f"{A}.1s.x", "#.1s", f"{A}.urgentX1s"):
-        refused = Outgoing(n.later_exchange, key, b"<x/>", {}, 0, "later-x")
+    assert [(m.message_id, m.body, m.priority, m.headers.get("k"), m.user_id) for m in got] == [
+        ("later-a", b"<put-off/>", 5, "v", me)
+    ]
+    for key in (into_b, f"{A}.8s", f"{A}.1s.x", "#.1s", f"{A}.urgent.1s", f"{A}X1s"):
+        refused = Outgoing(n.later_exchange, key, b"<x/>", {}, 0, "later-x", user_id=me)
         assert await _refused(as_a.publish_many([refused])) == "AMQP_ACCESS_REFUSED", key
+    as_b = Outgoing(n.later_exchange, n.later_key(n.system_queue(A), 1), b"<x/>", {}, 0, "x", user_id=n.user(B))
+    assert await _refused(as_a.publish_many([as_b])) == "AMQP_PRECONDITION"  # another system's name
     await asyncio.sleep(1.5)
-    assert await hub.queue_depth(n.system_queue(B)) == 0
-    assert await hub.queue_depth(n.system_queue(A)) == 0
+    for q in (n.system_queue(A), n.system_queue(B), n.later_due_queue):
+        assert await hub.queue_depth(q) == 0, q
+
+
+async def test_a_refused_put_off_does_not_fail_the_publishes_beside_it(hub: Transport, as_a: Transport) -> None:
+    """A put-off the broker refuses (here another system's key; after an upgrade, a user not granted ``ns.later``
+    yet) goes on a channel of its own (``Transport.publish_aside``): the refusal closes that channel only, and the
+    twenty submissions published beside it arrive. On the one shared channel all twenty-one failed
+    ``AMQP_ACCESS_REFUSED``."""
+    import asyncio
+
+    n = hub.names
+    me = n.user(A)
+    refused = Outgoing(n.later_exchange, n.later_key(n.system_queue(B), 1), b"<x/>", {}, 0, "aside-x")
+    beside = [_inbound(as_a, f"beside-{i}") for i in range(20)]
+    outcomes = await asyncio.gather(
+        as_a.publish_aside([refused]), *(as_a.publish_many([o]) for o in beside), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], ConfigError) and outcomes[0].code == "AMQP_ACCESS_REFUSED"
+    assert outcomes[1:] == [None] * 20, outcomes[1:]
+    got = await hub.fetch(n.system_inbound_queue("normal", A))
+    await hub.ack(got)
+    assert sorted(m.message_id for m in got) == sorted(o.message_id for o in beside)
+    # and the aside channel opens again for the next put-off
+    mine = Outgoing(n.later_exchange, n.later_key(n.system_queue(A), 1), b"<x/>", {}, 0, "aside-ok", user_id=me)
+    await as_a.publish_aside([mine])
+    for _ in range(100):
+        if got := await hub.fetch(n.later_due_queue):
+            break
+        await asyncio.sleep(0.1)
+    await hub.ack(got)
+    assert [m.message_id for m in got] == ["aside-ok"]
 
 
 async def test_system_reads_only_its_own_queue(hub: Transport, as_a: Transport):

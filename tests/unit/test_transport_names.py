@@ -159,9 +159,10 @@ def test_put_off_names_keys_and_permissions():
     assert all(b <= max(a + 1, 1.7 * a) for a, b in itertools.pairwise(LATER_DELAYS_S))  # about half as long again
     for quorum in (False, True):
         n = Names("hub.prod", queue_type="quorum" if quorum else "classic")
-        assert n.later_exchange == "hub.prod.later" and n.redeliver_exchange == "hub.prod.redeliver"
-        assert n.later_queue(5) == "hub.prod.later.5s"
-        assert n.later_key(n.system_queue("city-2201-oa"), 30) == "city-2201-oa.30s"
+        assert n.later_exchange == "hub.prod.later" and n.later_due_exchange == "hub.prod.later-due"
+        assert n.later_queue(5) == "hub.prod.later.5s" and n.later_due_queue == "hub.prod.later.due"
+        for queue in n.system_queues("city-2201-oa"):  # the urgent lane too: the key says whose and how long
+            assert n.later_key(queue, 30) == "city-2201-oa.30s"
         with pytest.raises(ValueError):
             n.later_queue(8)
         with pytest.raises(ValueError):
@@ -169,28 +170,32 @@ def test_put_off_names_keys_and_permissions():
         topo = topology(n, ["city-2201-oa"])
         later = [q for q in topo.queues if q.role == "later"]
         assert [q.name for q in later] == [n.later_queue(d) for d in LATER_DELAYS_S]
-        assert all(q.dead_letter_exchange == n.redeliver_exchange for q in later)
+        assert all(q.dead_letter_exchange == n.later_due_exchange for q in later)
+        assert all("x-dead-letter-routing-key" not in q.arguments for q in later)
         assert [q.ttl_ms for q in later] == [d * 1000 for d in LATER_DELAYS_S]
-        # the key a put-off delivery is published with reaches its delay's queue, and from there the queue it left
-        for queue in n.system_queues("city-2201-oa"):
-            key = n.later_key(queue, 5)
-            into = [
-                b.queue for b in topo.bindings if b.exchange == n.later_exchange and topic_matches(b.routing_key, key)
-            ]
-            assert into == [n.later_queue(5)], key
-            back = [
-                b.queue
-                for b in topo.bindings
-                if b.exchange == n.redeliver_exchange and topic_matches(b.routing_key, key)
-            ]
-            assert back == [queue], key
-    assert Names("t", queue_type="quorum").later_key("t.q.sys-a.urgent", 1) == "sys-a.urgent.1s"
-    assert Names("t").later_key("t.q.sys-a", 1) == "sys-a.1s"
+        kinds = {ex.name: ex.type for ex in topo.exchanges}
+        assert kinds[n.later_exchange] == "topic" and kinds[n.later_due_exchange] == "fanout"
+        # the key a put-off delivery is published with reaches its delay's queue; from there, whatever keys it
+        # names (a CC header too), only the hub's queue: no binding leads from ns.later back to a system's queue
+        key = n.later_key(n.system_queue("city-2201-oa"), 5)
+        into = [b.queue for b in topo.bindings if b.exchange == n.later_exchange and topic_matches(b.routing_key, key)]
+        assert into == [n.later_queue(5)], key
+        assert [b.queue for b in topo.bindings if b.exchange == n.later_due_exchange] == [n.later_due_queue]
+        system_queues = set(n.system_queues("city-2201-oa"))
+        assert not [b for b in topo.bindings if b.queue in system_queues and b.exchange != n.deliver_exchange]
     topic = later_topic_permissions_for(Names("hub.prod"), "city-2201-oa")
     assert topic["exchange"] == "hub.prod.later" and topic["read"] == "^$"
-    for ok in ("city-2201-oa.1s", "city-2201-oa.300s", "city-2201-oa.urgent.5s"):
+    for ok in ("city-2201-oa.1s", "city-2201-oa.300s"):
         assert re.fullmatch(topic["write"], ok), ok
-    for bad in ("city-2202-oa.1s", "city-2201-oa.8s", "city-2201-oa", "city-2201-oaX1s", "#.1s", "city-2201-oa.1s.x"):
+    for bad in (
+        "city-2202-oa.1s",
+        "city-2201-oa.8s",
+        "city-2201-oa",
+        "city-2201-oa.urgent.5s",
+        "city-2201-oaX1s",
+        "#.1s",
+        "city-2201-oa.1s.x",
+    ):
         assert not re.fullmatch(topic["write"], bad), bad
     assert re.fullmatch(permissions_for(Names("hub.prod"), "city-2201-oa")["write"], "hub.prod.later")
 
@@ -250,6 +255,7 @@ def test_topology_shape():
         *n.inbound_queues,
         *(n.retry_queue(d) for d in RETRY_DELAYS_S),
         *(n.later_queue(d) for d in LATER_DELAYS_S),
+        n.later_due_queue,
         n.dead_letter_queue,
         n.expired_queue,
         n.quarantine_queue,
