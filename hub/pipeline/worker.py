@@ -147,7 +147,11 @@ class Worker:
         #: is read at a bounded rate, a system whose messages are accepted in whole batches (hub.pipeline.lanes).
         self.standing = Standing(NORMAL_BATCH)
         self._lane_logged_at = float("-inf")
+        self._stray_logged_at = float("-inf")
         self._lane_users: dict[str, str] = {}
+        #: Every system's own inbound lane (both lanes) → its RabbitMQ user: what else is in it is a copy a ``CC`` or
+        #: ``BCC`` header put there (``handle`` drops it: the message is in its publisher's own lane too).
+        self._own_lanes: dict[str, str] = {}
         #: The stored directory's version this worker works with (hub.pipeline.follow; None: not followed).
         self.directory_version: int | None = None
         #: The routes files' fingerprint when it loaded them (hub.pipeline.follow.routes_fingerprint).
@@ -287,6 +291,7 @@ class Worker:
         # shared lane and all of them in turn, so one system's flood never stands in front of another's message.
         #: Each system's own normal lane → its RabbitMQ user (the publisher ``_share`` asks the standing of).
         self._lane_users.update({names.system_inbound_queue("normal", x): names.user(x) for x in systems})
+        self._own_lanes.update({q: names.user(x) for x in systems for q in names.system_inbound_queues(x)})
         own = {lane: [names.system_inbound_queue(lane, x) for x in systems] for lane in ("emergency", "normal")}
         first = {lane: [names.inbound_queue(lane)] if shared else [] for lane in ("emergency", "normal")}
         self._consumers.append(
@@ -423,6 +428,11 @@ class Worker:
         self.trust_store.refresh_if_due()
         transport = self.urgent_transport if urgent else self.transport
         hub_user = transport.user
+        own = self._own_lanes
+        if [m for m in batch if (u := own.get(m.queue)) is not None and m.publisher(hub_user) != u]:
+            batch = await self._drop_strays(batch, transport, hub_user)
+            if not batch:
+                return
         examine = self.processor.examine
         clock = time.perf_counter
         items: list[_Item] = []
@@ -507,6 +517,26 @@ class Worker:
             if decision == "rejected":
                 codes[fields["code"]] = codes.get(fields["code"], 0) + 1
         count_batch(outcomes, codes, n_deliveries, len(items), marks[-1] - started)
+
+    async def _drop_strays(self, batch: list[Incoming], transport: AbstractTransport, hub_user: str) -> list[Incoming]:
+        """Acknowledge the copies in one system's own inbound lane that another system published (RabbitMQ routes a
+        message by the keys of its ``CC`` and ``BCC`` headers too, which no topic permission checks: a system could
+        fill another's lane and stand in front of its messages, hub.transport.names). Never examined, never lost:
+        the routing key, which the permission does check, put the message in its publisher's own lane as well, and
+        the hub takes it from there. Returns the rest of the batch."""
+        own = self._own_lanes
+        strays = [m for m in batch if (u := own.get(m.queue)) is not None and m.publisher(hub_user) != u]
+        await transport.ack(strays)
+        now = time.monotonic()
+        if now - self._stray_logged_at > 60:
+            self._stray_logged_at = now
+            log.warning(
+                "%d copies in other systems' inbound lanes dropped (a CC or BCC header of their publisher: %s); each "
+                "message is taken from its publisher's own lane",
+                len(strays),
+                ", ".join(sorted({str(m.publisher(hub_user)) for m in strays}))[:300],
+            )
+        return [m for m in batch if m not in strays]
 
     @staticmethod
     async def _vouch_refusals(store: StoreBatch, items: list[_Item], refusals: Sequence[int]) -> None:

@@ -75,3 +75,44 @@ async def test_a_flood_waits_in_its_own_lane_while_another_system_is_served(fres
         assert hub.worker.standing.share(names.user(SENDER)) >= 8 + 5 - 1  # earned by what was accepted
     finally:
         await hub.close()
+
+
+async def test_a_copy_put_into_another_systems_lane_by_a_cc_header_is_dropped_unexamined(
+    fresh_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RabbitMQ routes a message by the keys of its ``CC`` and ``BCC`` headers as well, and no topic permission checks
+    them: 农安 publishes into its own lane with ``CC: normal.<德惠>``, so a copy lands in 德惠's own lane (a way to
+    stand in front of 德惠's messages). The worker drops that copy unexamined; the message is taken from 农安's own
+    lane, delivered once and examined once (before, the copy in 德惠's lane was examined too: a second decision)."""
+    import asyncio
+    import logging
+
+    hub = Hub(fresh_settings)
+    await hub.setup()
+    try:
+        await hub.start_worker()
+        names = hub.transport.names
+        await provision(hub.settings, [(FLOODER, None), (SENDER, None)])
+        data = hub.sign(SENDER, document(SENDER, [Recipient.to(CITY_AGENCY, CITY)]))
+        env = Envelope.from_tree(parse(data))
+        good = await connect_as(hub.settings, SENDER)
+        with caplog.at_level(logging.INFO, logger="hub"):
+            try:
+                out = outgoing(good, env, data, as_system=True)
+                out.headers = {"CC": [names.inbound_key("normal", FLOODER)]}
+                await good.publish_many([out])
+            finally:
+                await good.close()
+            got = await hub.drain(CITY, expect=1, timeout=30)
+            assert [e.message_id for _, e in got] == [env.message_id]
+            await asyncio.sleep(2.0)  # the copy in 德惠's lane is read by now
+        assert await hub.transport.queue_depth(names.system_inbound_queue("normal", FLOODER)) == 0
+        assert await hub.drain(CITY, timeout=1) == []
+        decided = [
+            r for r in caplog.records if r.name == "hub.decision" and getattr(r, "message_id", "") == env.message_id
+        ]
+        assert len(decided) == 1, [r.getMessage()[:200] for r in decided]
+        dropped = [r.getMessage() for r in caplog.records if "copies in other systems' inbound lanes" in r.getMessage()]
+        assert len(dropped) == 1 and names.user(SENDER) in dropped[0]
+    finally:
+        await hub.close()
