@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.errors import HubError
-from hub.transport.names import Names
+from hub.transport.names import Names, check_system_id
 from hub.transport.topology import Incoming
 
-__all__ = ["DeliveryExpired", "ExpiredDelivery", "expired_delivery"]
+__all__ = ["EXPIRED_FOR_HEADER", "DeliveryExpired", "ExpiredDelivery", "expired_delivery"]
 
 log = logging.getLogger("hub.pipeline.expired")
 
@@ -50,15 +50,28 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def expired_delivery(names: Names, m: Incoming) -> ExpiredDelivery | None:
-    """The expired hub delivery ``m`` is, or None for any other dead letter (pure: headers only)."""
+#: On a delivery the hub parked because its envelope expired while its recipient had put it off (``ns.later``,
+#: ``hub.pipeline.worker.Worker.handle_later``): the recipient system. Trusted only beside the hub's own user_id.
+EXPIRED_FOR_HEADER = "x-hub-expired-for"
+
+
+def expired_delivery(names: Names, m: Incoming, hub_user: str | None = None) -> ExpiredDelivery | None:
+    """The expired hub delivery ``m`` is, or None for any other dead letter (pure: headers only): one the broker
+    dead-lettered from a system's queue (``x-death``), or — with ``hub_user`` — one the hub parked with
+    ``x-hub-expired-for`` under its own user_id."""
     if _text(m.headers.get("x-hub-kind")) != "delivery":
         return None
+    if hub_user is not None and m.user_id == hub_user and m.headers.get(EXPIRED_FOR_HEADER):
+        system = _text(m.headers.get(EXPIRED_FOR_HEADER))
+        try:
+            return ExpiredDelivery(check_system_id(system), m)
+        except ValueError:
+            return None
     deaths = m.headers.get("x-death")
     death = deaths[0] if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) else None
     if death is None or _text(death.get("reason")) != "expired":
         return None
-    system = names.system_of_queue(_text(death.get("queue")))
-    if system is None:
+    recipient = names.system_of_queue(_text(death.get("queue")))
+    if recipient is None:
         return None
-    return ExpiredDelivery(system, m)
+    return ExpiredDelivery(recipient, m)

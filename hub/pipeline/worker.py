@@ -580,24 +580,30 @@ class Worker:
         ``x-hub-origin-user`` beside the hub's user) — never where a routing key or a header it set points — at its
         priority, with its TTL worked out again from the envelope's ``Expires`` (the broker drops a message's TTL
         when it dead-letters it). One whose envelope expired while it waited is not delivered: it is parked in
-        ``ns.dead`` (``DELIVERY_EXPIRED``, where an operator can send it again), recorded failed, and its sender is
-        told, as ``hub.pipeline.expired`` does for one that expires in a queue. It must verify as the hub's own
-        delivery. One that does not, or that no system put
-        off, or whose system has no queue any more, is parked in ``ns.dead`` with the reason. Acknowledged once
-        what it became is confirmed; with the broker away the batch goes back to the queue."""
+        ``ns.dead`` (``DELIVERY_EXPIRED``, where an operator can send it again, marked ``x-hub-expired-for``) and its
+        sender is told (by the workers' reading of ``ns.expired``, as for one that expires in a queue; once a delivery,
+        ``_tell_expired``). It must verify as the hub's own delivery. Only the hub's own headers (``x-hub-*``) go with
+        it: a ``CC`` or ``BCC`` the system set would route the hub's copy into other queues too. One that does not
+        verify, or that no system put off, or whose system has no queue the hub reads, is parked in ``ns.dead`` with
+        the reason. Acknowledged once what it became is confirmed; with the broker away the batch goes back to the
+        queue after a pause."""
         from datetime import UTC, datetime
 
         from hub.pipeline.client import open_hub_signed
+        from hub.pipeline.expired import EXPIRED_FOR_HEADER
         from hub.pipeline.outgoing import expiration_of
         from hub.transport.names import ORIGIN_USER_HEADER
         from hub.transport.topology import dead_letter_of
 
         names, hub_user = self.names, self.transport.user
-        again: list[tuple[Incoming, Outgoing]] = []
+        again: list[Outgoing] = []
         parked: list[Outgoing] = []
-        expired: list[tuple[Any, str]] = []
         for m in batch:
             system = names.system_of_user(m.publisher(hub_user))
+            if system is not None and system not in self._reading:
+                why = f"put off by {system}, which has no queue the hub reads for"
+                parked.append(dead_letter_of(names, m, code="DELIVERY_UNROUTABLE", reason=why, hub_user=hub_user))
+                continue
             if system is None:
                 why = "put off by no system (no user_id of a system's user)"
                 code = "DELIVERY_LATER_UNATTRIBUTED"
@@ -611,14 +617,15 @@ class Worker:
                 continue
             if env.expires <= datetime.now(UTC):
                 why = f"the delivery to {system} expired at {env.expires.isoformat()} while it was put off"
-                parked.append(dead_letter_of(names, m, code="DELIVERY_EXPIRED", reason=why, hub_user=hub_user))
-                expired.append((env, system))
+                letter = dead_letter_of(names, m, code="DELIVERY_EXPIRED", reason=why, hub_user=hub_user)
+                letter.headers = {**letter.headers, EXPIRED_FOR_HEADER: system}
+                parked.append(letter)
                 continue
-            priority = min(max(m.priority, 0), 9)
+            priority = min(max(m.priority, 0), 9)  # set by the system: it orders only its own queue
             headers = {
                 k: v
                 for k, v in m.headers.items()
-                if not k.startswith(("x-death", "x-first-death", "x-last-death")) and k != ORIGIN_USER_HEADER
+                if k.startswith("x-hub-") and k not in (ORIGIN_USER_HEADER, EXPIRED_FOR_HEADER)
             }
             out = Outgoing(
                 exchange=names.deliver_exchange,
@@ -630,29 +637,12 @@ class Worker:
                 correlation_id=m.correlation_id,
                 expiration=expiration_of(env.expires),
             )
-            again.append((m, out))
+            again.append(out)
         try:
-            try:
-                await self.transport.publish_many([o for _, o in again] + parked)
-            except HubError as exc:
-                if exc.code != "DELIVERY_UNROUTABLE":
-                    raise
-                # A system that has no queue any more (taken out of the directory): park its deliveries, deliver
-                # the others.
-                for m, o in again:
-                    try:
-                        await self.transport.publish_many([o])
-                    except HubError as one:
-                        if one.code != "DELIVERY_UNROUTABLE":
-                            raise
-                        why = f"put off by {o.routing_key}, which has no queue any more"
-                        lost = dead_letter_of(names, m, code=one.code, reason=why, hub_user=hub_user)
-                        await self.transport.publish_many([lost])
-                await self.transport.publish_many(parked)
-            if expired and self.pool is not None:
-                await self._tell_expired(expired)
-        except DeliveryError as exc:  # the broker or the store away: all of it again later (copies are recognised)
+            await self.transport.publish_many(again + parked)
+        except DeliveryError as exc:  # the broker away: all of it again after a pause (copies are recognised)
             log.warning("put-off deliveries deferred: %s", exc.describe())
+            await asyncio.sleep(1.0)
             await self.transport.nack(batch, requeue=True)
             return
         if parked:
@@ -669,6 +659,7 @@ class Worker:
             await self._answer_expired(batch)
         except DeliveryError as exc:
             log.warning("expired deliveries deferred: %s", exc.describe())
+            await asyncio.sleep(1.0)  # the store or the broker away: not straight back (a loop at full speed)
             await self.transport.nack(batch, requeue=True)
             return
         except Exception:
@@ -684,7 +675,7 @@ class Worker:
         processor = self.processor
         expired: list[tuple[Any, str]] = []  # (the delivery's signed envelope, the recipient whose queue it left)
         for m in batch:
-            item = expired_delivery(self.names, m)
+            item = expired_delivery(self.names, m, self.transport.user)
             if item is None:
                 continue
             try:
@@ -711,6 +702,29 @@ class Worker:
         pool = self.pool
         assert pool is not None
         processor = self.processor
+        if not expired:
+            return
+        # Once a delivery, and only one its recipient never took: a system can put the same hub-signed delivery off
+        # again and again (or one it handled long ago) — each copy would have had the hub tell the sender again.
+        async with translated("reading expired deliveries' states"):
+            rows = await pool.fetch(
+                "SELECT message_id::text AS id, recipient_system AS system, state, error_code FROM deliveries"
+                " WHERE message_id = ANY($1::uuid[])",
+                sorted({env.message_id for env, _ in expired}),
+            )
+        untold = {
+            (r["id"], r["system"])
+            for r in rows
+            if r["error_code"] != "DELIVERY_EXPIRED" and r["state"] in ("pending", "failed", "delivered")
+        }
+        told: set[tuple[str, str]] = set()
+        fresh = []
+        for env, system in expired:
+            key = (env.message_id.lower(), system)
+            if key in untold and key not in told:
+                told.add(key)
+                fresh.append((env, system))
+        expired = fresh
         if not expired:
             return
         async with translated("reading expired deliveries' messages"):

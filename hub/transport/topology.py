@@ -67,6 +67,7 @@ from hub.transport.names import (
 )
 
 __all__ = [
+    "ROUTING_HEADERS",
     "BindingSpec",
     "ExchangeSpec",
     "Handler",
@@ -78,6 +79,7 @@ __all__ = [
     "moved_lane_of",
     "retry_of",
     "topology",
+    "without_routing_headers",
 ]
 
 ExchangeType = Literal["direct", "topic", "headers", "fanout"]
@@ -375,9 +377,23 @@ def retry_of(names: Names, msg: Incoming, *, hub_user: str, retry: Retry | None 
     return _hub_copy(msg, hub_user, names.retry_exchange, lane, headers)
 
 
+#: Headers by whose keys RabbitMQ routes a message besides its routing key (sender-selected distribution), on publish
+#: and again when it dead-letters it; no topic permission checks them. Never on a copy the hub publishes: a system
+#: that set them would have the hub put copies where it chose (another system's queue or lane).
+ROUTING_HEADERS: tuple[str, ...] = ("CC", "BCC")
+
+
+def without_routing_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """``headers`` without ``ROUTING_HEADERS``."""
+    return {k: v for k, v in headers.items() if k not in ROUTING_HEADERS}
+
+
 def _hub_copy(msg: Incoming, hub_user: str, exchange: str, routing_key: str, headers: dict[str, Any]) -> Outgoing:
-    """``msg`` re-published by the hub (``user_id=hub_user``) with ``headers``, its original publisher kept in
-    ``x-hub-origin-user`` (``Incoming.publisher`` reads it back)."""
+    """``msg`` re-published by the hub (``user_id=hub_user``) with ``headers`` (never a ``CC`` or ``BCC`` its publisher
+    set: ``ROUTING_HEADERS``), its original publisher kept in ``x-hub-origin-user`` (``Incoming.publisher`` reads it
+    back)."""
+    for name in ROUTING_HEADERS:
+        headers.pop(name, None)
     origin = msg.publisher(hub_user)
     if origin is None:
         headers.pop(ORIGIN_USER_HEADER, None)
@@ -415,7 +431,7 @@ def dead_letter_of(names: Names, msg: Incoming, code: str, reason: str, *, hub_u
     ``hub_user`` (the hub's AMQP user, ``Transport.user``) the copy carries it as ``user_id`` and the original
     publisher in ``x-hub-origin-user``, as ``retry_of`` does, so a replay (``hub dead replay``) still knows who
     RabbitMQ authenticated as the publisher."""
-    headers = dict(msg.headers)
+    headers = without_routing_headers(msg.headers)
     headers.pop(RETRY_HEADER, None)
     headers["x-hub-error-code"] = code
     headers["x-hub-error-reason"] = reason[:500]

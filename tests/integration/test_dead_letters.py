@@ -257,6 +257,28 @@ def test_a_refusal_goes_back_only_to_the_system_rabbitmq_authenticated() -> None
     assert dead._target_system(names, letter, "hub-admin") == "c-sys"
 
 
+def test_a_replay_and_the_hubs_copies_never_carry_a_cc_or_bcc() -> None:
+    """RabbitMQ routes a message by the keys of its ``CC`` and ``BCC`` headers too, which no permission checks: a
+    letter a system parked with ``CC: <another system>``, replayed to ns.deliver with its headers, would put a copy
+    into that system's queue; so would the hub's retry or dead-letter copy of a message it was sent with. None of
+    them carries those headers."""
+    from hub.transport.names import Names
+    from hub.transport.topology import Incoming, dead_letter_of, moved_lane_of, retry_of
+
+    cc = {"CC": ["c-sys"], "BCC": ["c-sys"], "x-hub-kind": "delivery"}
+    headers = dead._copy_headers(_letter(headers_json=json.dumps(cc)))
+    assert "CC" not in headers and "BCC" not in headers and headers["x-hub-kind"] == "delivery"
+    names = Names("ns")
+    m = Incoming(
+        body=b"<x/>", routing_key="normal.a-sys", exchange="ns.submit", headers=cc, message_id="m", user_id="ns.a-sys",
+        priority=0, redelivered=False, queue="ns.in.normal.a-sys", delivery_tag=1,
+    )  # fmt: skip
+    copies = [retry_of(names, m, hub_user="hub"), moved_lane_of(names, m, hub_user="hub")]
+    copies.append(dead_letter_of(names, m, code="X", reason="x", hub_user="hub"))
+    for copy in copies:
+        assert copy is not None and "CC" not in copy.headers and "BCC" not in copy.headers, copy
+
+
 async def test_what_a_system_writes_into_the_dead_letter_queue_is_stored_but_never_replayed_elsewhere(
     hub: Hub,
 ) -> None:
