@@ -706,12 +706,14 @@ class Worker:
             return
         # Once a delivery, and only one its recipient never took: a system can put the same hub-signed delivery off
         # again and again (or one it handled long ago) — each copy would have had the hub tell the sender again.
-        async with translated("reading expired deliveries' states"):
+        async with translated("reading expired deliveries' messages"):
             rows = await pool.fetch(
-                "SELECT message_id::text AS id, recipient_system AS system, state, error_code FROM deliveries"
-                " WHERE message_id = ANY($1::uuid[])",
+                "SELECT d.message_id::text AS id, d.recipient_system AS system, d.state, d.error_code,"
+                " encode(m.raw_sha256, 'hex') AS digest FROM deliveries d JOIN messages m USING (message_id)"
+                " WHERE d.message_id = ANY($1::uuid[])",
                 sorted({env.message_id for env, _ in expired}),
             )
+        digests = {r["id"]: r["digest"] for r in rows}
         untold = {
             (r["id"], r["system"])
             for r in rows
@@ -721,19 +723,10 @@ class Worker:
         fresh = []
         for env, system in expired:
             key = (env.message_id.lower(), system)
-            if key in untold and key not in told:
+            if key not in told and (key in untold or key[0] not in digests):  # (not in the store: said below)
                 told.add(key)
                 fresh.append((env, system))
         expired = fresh
-        if not expired:
-            return
-        async with translated("reading expired deliveries' messages"):
-            rows = await pool.fetch(
-                "SELECT message_id::text AS id, encode(raw_sha256, 'hex') AS digest FROM messages"
-                " WHERE message_id = ANY($1::uuid[])",
-                sorted({env.message_id for env, _ in expired}),
-            )
-        digests = {r["id"]: r["digest"] for r in rows}
         answers: list[Outgoing] = []
         receipts: list[ReceiptRecord] = []
         updates: list[DeliveryUpdate] = []
