@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.errors import HubError
-from hub.transport.names import Names, check_system_id
+from hub.transport.names import EXPIRED_FOR_HEADER, Names, check_system_id
 from hub.transport.topology import Incoming
 
-__all__ = ["EXPIRED_FOR_HEADER", "DeliveryExpired", "ExpiredDelivery", "expired_delivery"]
+__all__ = ["DeliveryExpired", "ExpiredDelivery", "expired_delivery"]
 
 log = logging.getLogger("hub.pipeline.expired")
 
@@ -48,11 +48,6 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return "" if value is None else str(value)
-
-
-#: On a delivery the hub parked because its envelope expired while its recipient had put it off (``ns.later``,
-#: ``hub.pipeline.worker.Worker.handle_later``): the recipient system. Trusted only beside the hub's own user_id.
-EXPIRED_FOR_HEADER = "x-hub-expired-for"
 
 
 def expired_delivery(names: Names, m: Incoming, hub_user: str | None = None) -> ExpiredDelivery | None:

@@ -590,36 +590,36 @@ class Worker:
         from datetime import UTC, datetime
 
         from hub.pipeline.client import open_hub_signed
-        from hub.pipeline.expired import EXPIRED_FOR_HEADER
         from hub.pipeline.outgoing import expiration_of
-        from hub.transport.names import ORIGIN_USER_HEADER
+        from hub.transport.names import EXPIRED_FOR_HEADER, ORIGIN_USER_HEADER
         from hub.transport.topology import dead_letter_of
 
         names, hub_user = self.names, self.transport.user
         again: list[Outgoing] = []
         parked: list[Outgoing] = []
+
+        def park(m: Incoming, code: str, why: str, expired_for: str | None = None) -> None:
+            letter = dead_letter_of(names, m, code=code, reason=why, hub_user=hub_user)  # (never the system's mark)
+            if expired_for is not None:
+                letter.headers = {**letter.headers, EXPIRED_FOR_HEADER: expired_for}
+            parked.append(letter)
+
         for m in batch:
             system = names.system_of_user(m.publisher(hub_user))
             if system is not None and system not in self._reading:
-                why = f"put off by {system}, which has no queue the hub reads for"
-                parked.append(dead_letter_of(names, m, code="DELIVERY_UNROUTABLE", reason=why, hub_user=hub_user))
+                park(m, "DELIVERY_UNROUTABLE", f"put off by {system}, which has no queue the hub reads for")
                 continue
             if system is None:
-                why = "put off by no system (no user_id of a system's user)"
-                code = "DELIVERY_LATER_UNATTRIBUTED"
-                parked.append(dead_letter_of(names, m, code=code, reason=why, hub_user=hub_user))
+                park(m, "DELIVERY_LATER_UNATTRIBUTED", "put off by no system (no user_id of a system's user)")
                 continue
             try:
                 env = open_hub_signed(self.settings, self.processor.verifier, self.processor.registry, m.body).envelope
             except HubError as exc:
-                why = f"a delivery {system} put off does not verify as the hub's: {exc.detail}"
-                parked.append(dead_letter_of(names, m, code=exc.code, reason=why, hub_user=hub_user))
+                park(m, exc.code, f"a delivery {system} put off does not verify as the hub's: {exc.detail}")
                 continue
             if env.expires <= datetime.now(UTC):
                 why = f"the delivery to {system} expired at {env.expires.isoformat()} while it was put off"
-                letter = dead_letter_of(names, m, code="DELIVERY_EXPIRED", reason=why, hub_user=hub_user)
-                letter.headers = {**letter.headers, EXPIRED_FOR_HEADER: system}
-                parked.append(letter)
+                park(m, "DELIVERY_EXPIRED", why, expired_for=system)
                 continue
             priority = min(max(m.priority, 0), 9)  # set by the system: it orders only its own queue
             headers = {

@@ -55,6 +55,7 @@ from hub.policy import DEFAULT_RETRY, RETRY_DELAYS_S, URGENCY_PRIORITY, Retry
 
 __all__ = [
     "ATTEMPT_HEADER",
+    "EXPIRED_FOR_HEADER",
     "LANES",
     "LANE_HEADER",
     "LATER_DELAYS_S",
@@ -109,6 +110,11 @@ ATTEMPT_HEADER: Final[str] = "x-hub-attempt"
 #: Header with the original publisher's AMQP user on a copy the hub re-published (trusted only when the copy's
 #: user_id is the hub's own user, which no agency system can set).
 ORIGIN_USER_HEADER: Final[str] = "x-hub-origin-user"
+
+#: On a delivery the hub parked because its envelope expired while its recipient had put it off (``ns.later``,
+#: ``hub.pipeline.worker.Worker.handle_later``): the recipient system. Trusted only beside the hub's own user_id, and
+#: never carried over from a message a system sent (``hub.transport.topology.dead_letter_of`` drops it).
+EXPIRED_FOR_HEADER: Final[str] = "x-hub-expired-for"
 
 #: Header with the lane a message was published in, on a copy the hub moved out of the emergency lane into the normal
 #: one (a publisher over its emergency-lane quota, ``hub.pipeline.lanes``): the copy is examined under the rules of

@@ -51,6 +51,7 @@ from typing import Any, Literal
 from hub.policy import DEFAULT_RETRY, Retry
 from hub.transport.names import (
     ATTEMPT_HEADER,
+    EXPIRED_FOR_HEADER,
     LANE_HEADER,
     LANES,
     LATER_DELAYS_S,
@@ -392,7 +393,7 @@ def _hub_copy(msg: Incoming, hub_user: str, exchange: str, routing_key: str, hea
     """``msg`` re-published by the hub (``user_id=hub_user``) with ``headers`` (never a ``CC`` or ``BCC`` its publisher
     set: ``ROUTING_HEADERS``), its original publisher kept in ``x-hub-origin-user`` (``Incoming.publisher`` reads it
     back)."""
-    for name in ROUTING_HEADERS:
+    for name in (*ROUTING_HEADERS, EXPIRED_FOR_HEADER):
         headers.pop(name, None)
     origin = msg.publisher(hub_user)
     if origin is None:
@@ -433,6 +434,7 @@ def dead_letter_of(names: Names, msg: Incoming, code: str, reason: str, *, hub_u
     RabbitMQ authenticated as the publisher."""
     headers = without_routing_headers(msg.headers)
     headers.pop(RETRY_HEADER, None)
+    headers.pop(EXPIRED_FOR_HEADER, None)  # the hub's own mark, set after this (Worker.handle_later), never carried
     headers["x-hub-error-code"] = code
     headers["x-hub-error-reason"] = reason[:500]
     headers["x-hub-original-queue"] = msg.queue
