@@ -273,11 +273,6 @@ async def park_refused(transport: Any, system: str, refused: Sequence[tuple[Any,
     return []
 
 
-#: Headers the broker writes when it dead-letters a message: a put-off copy leaves them behind (each put-off would add
-#: its own history, and ``hub.pipeline.expired`` reads the newest death).
-_DEATH_HEADERS = ("x-death", "x-first-death", "x-last-death")
-
-
 async def put_off(transport: Any, m: Any, delay: float, *, for_system: str | None = None) -> int:
     """Have delivery ``m`` handed out again after ``delay`` seconds, without holding it: a copy is published to
     ``ns.later`` with ``Names.later_key`` (the delay rounded up to the next of ``hub.transport.names.LATER_DELAYS_S``;
@@ -299,7 +294,9 @@ async def put_off(transport: Any, m: Any, delay: float, *, for_system: str | Non
     key = names.later_key(m.queue, wait)
     if not m.message_id:
         raise ValueError("a delivery without a message id is not put off")
-    headers = {k: v for k, v in m.headers.items() if not k.startswith(_DEATH_HEADERS) and k != ORIGIN_USER_HEADER}
+    # The hub's own headers only, as the worker keeps only those on the re-delivery: not the broker's death history,
+    # not a CC or BCC (they would put copies into other delay queues).
+    headers = {k: v for k, v in m.headers.items() if k.startswith("x-hub-") and k != ORIGIN_USER_HEADER}
     if for_system is not None:
         headers[ORIGIN_USER_HEADER] = names.user(for_system)
     copy = Outgoing(

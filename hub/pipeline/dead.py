@@ -40,7 +40,7 @@ from hub.settings import Settings
 from hub.store import dead_letters
 from hub.store.dead_letters import DeadLetter, NewDeadLetter
 from hub.transport.names import ATTEMPT_HEADER, LANES, ORIGIN_USER_HEADER, RETRY_HEADER, Names, lane_of_key
-from hub.transport.topology import ROUTING_HEADERS, Incoming, Outgoing
+from hub.transport.topology import Incoming, Outgoing, carried_headers
 
 __all__ = ["ReplayResult", "collect", "describe_source", "letter_of", "list_letters", "replay", "show"]
 
@@ -272,8 +272,8 @@ def _copy_headers(letter: DeadLetter) -> dict[str, Any]:
         stored = {}
     # Not the death history, nor a CC or BCC a system set when it parked the letter (a replay to ns.deliver would be
     # routed by their keys too: a copy in another system's queue).
-    skip = (*_DEATH_HEADERS, *ROUTING_HEADERS)
-    headers = {k: v for k, v in stored.items() if k not in skip} if isinstance(stored, dict) else {}
+    kept = {k: v for k, v in stored.items() if k not in _DEATH_HEADERS} if isinstance(stored, dict) else {}
+    headers = carried_headers(kept)
     headers[REPLAY_HEADER] = letter.id
     return headers
 

@@ -429,8 +429,9 @@ class Worker:
         transport = self.urgent_transport if urgent else self.transport
         hub_user = transport.user
         own = self._own_lanes
-        if [m for m in batch if (u := own.get(m.queue)) is not None and m.publisher(hub_user) != u]:
-            batch = await self._drop_strays(batch, transport, hub_user)
+        strays = [m for m in batch if (u := own.get(m.queue)) is not None and m.publisher(hub_user) != u]
+        if strays:
+            batch = await self._drop_strays(batch, strays, transport, hub_user)
             if not batch:
                 return
         examine = self.processor.examine
@@ -518,14 +519,14 @@ class Worker:
                 codes[fields["code"]] = codes.get(fields["code"], 0) + 1
         count_batch(outcomes, codes, n_deliveries, len(items), marks[-1] - started)
 
-    async def _drop_strays(self, batch: list[Incoming], transport: AbstractTransport, hub_user: str) -> list[Incoming]:
+    async def _drop_strays(
+        self, batch: list[Incoming], strays: list[Incoming], transport: AbstractTransport, hub_user: str
+    ) -> list[Incoming]:
         """Acknowledge the copies in one system's own inbound lane that another system published (RabbitMQ routes a
         message by the keys of its ``CC`` and ``BCC`` headers too, which no topic permission checks: a system could
         fill another's lane and stand in front of its messages, hub.transport.names). Never examined, never lost:
         the routing key, which the permission does check, put the message in its publisher's own lane as well, and
         the hub takes it from there. Returns the rest of the batch."""
-        own = self._own_lanes
-        strays = [m for m in batch if (u := own.get(m.queue)) is not None and m.publisher(hub_user) != u]
         await transport.ack(strays)
         now = time.monotonic()
         if now - self._stray_logged_at > 60:

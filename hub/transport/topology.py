@@ -76,11 +76,11 @@ __all__ = [
     "Outgoing",
     "QueueSpec",
     "Topology",
+    "carried_headers",
     "dead_letter_of",
     "moved_lane_of",
     "retry_of",
     "topology",
-    "without_routing_headers",
 ]
 
 ExchangeType = Literal["direct", "topic", "headers", "fanout"]
@@ -384,17 +384,17 @@ def retry_of(names: Names, msg: Incoming, *, hub_user: str, retry: Retry | None 
 ROUTING_HEADERS: tuple[str, ...] = ("CC", "BCC")
 
 
-def without_routing_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
-    """``headers`` without ``ROUTING_HEADERS``."""
-    return {k: v for k, v in headers.items() if k not in ROUTING_HEADERS}
+def carried_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    """The headers of a system's message that a copy the hub publishes keeps: not ``ROUTING_HEADERS``, not the hub's
+    own ``x-hub-expired-for`` mark (set by ``Worker.handle_later`` after this, never carried over)."""
+    return {k: v for k, v in headers.items() if k not in ROUTING_HEADERS and k != EXPIRED_FOR_HEADER}
 
 
 def _hub_copy(msg: Incoming, hub_user: str, exchange: str, routing_key: str, headers: dict[str, Any]) -> Outgoing:
     """``msg`` re-published by the hub (``user_id=hub_user``) with ``headers`` (never a ``CC`` or ``BCC`` its publisher
     set: ``ROUTING_HEADERS``), its original publisher kept in ``x-hub-origin-user`` (``Incoming.publisher`` reads it
     back)."""
-    for name in (*ROUTING_HEADERS, EXPIRED_FOR_HEADER):
-        headers.pop(name, None)
+    headers = carried_headers(headers)
     origin = msg.publisher(hub_user)
     if origin is None:
         headers.pop(ORIGIN_USER_HEADER, None)
@@ -432,9 +432,8 @@ def dead_letter_of(names: Names, msg: Incoming, code: str, reason: str, *, hub_u
     ``hub_user`` (the hub's AMQP user, ``Transport.user``) the copy carries it as ``user_id`` and the original
     publisher in ``x-hub-origin-user``, as ``retry_of`` does, so a replay (``hub dead replay``) still knows who
     RabbitMQ authenticated as the publisher."""
-    headers = without_routing_headers(msg.headers)
+    headers = carried_headers(msg.headers)
     headers.pop(RETRY_HEADER, None)
-    headers.pop(EXPIRED_FOR_HEADER, None)  # the hub's own mark, set after this (Worker.handle_later), never carried
     headers["x-hub-error-code"] = code
     headers["x-hub-error-reason"] = reason[:500]
     headers["x-hub-original-queue"] = msg.queue
