@@ -197,6 +197,16 @@ class TestHub:
         t = self._admin_transport
         return int(await t.queue_depth(t.names.system_queue(system)))
 
+    async def put_off(self) -> dict[str, int]:
+        """The deliveries a ``Retry`` put off that wait in the broker for their delay, by queue (``ns.later.<d>s``,
+        the non-empty ones only): where a delivery an adapter could not handle yet is, while it is nowhere else."""
+        from hub.transport.names import LATER_DELAYS_S
+
+        t = self._admin_transport
+        queues = [t.names.later_queue(d) for d in LATER_DELAYS_S]
+        depths = [int(await t.queue_depth(q)) for q in queues]
+        return {q: n for q, n in zip(queues, depths, strict=True) if n}
+
     async def inject(self, system: str, data: bytes, *, message_id: str = "injected") -> None:
         """Put ``data`` into ``system``'s queue as if the hub had delivered it (to test what an adapter does with
         a tampered, foreign or repeated delivery)."""

@@ -5,7 +5,10 @@
    reply to its booking, with the meeting number and dial-in), each branch venue's system gets its notice;
 2. 敦化市林业局 confirms attendance (``meeting.confirm``): the platform records it;
 3. a second booking of the same room and terminal in an overlapping slot is refused by the platform
-   (``VC_SLOT_TAKEN``); the booker gets a signed ``delivery.refusal`` with the platform's reason.
+   (``VC_SLOT_TAKEN``); the booker gets a signed ``delivery.refusal`` with the platform's reason;
+4. the platform goes down while a booking arrives: the adapter's ``Retry`` puts the delivery off in RabbitMQ (it
+   waits in ``ns.later.<d>s``, acknowledged, not held by the adapter: ``TestHub.put_off``); once the platform is
+   back the booking is made once and the booker gets its ``meeting.notice``.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ def answers_to(hub: Any, system: str, ref: str) -> list[Any]:
 async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
     from adapters.sdk import to
     from adapters.sdk.testing import AdapterProcess
+    from hub.processes.demo_kit import until as until_probe
 
     problems: list[str] = []
     work = Path(work)
@@ -212,6 +216,37 @@ async def demo(hub: Any, work: Path, out: Callable[[str], None]) -> list[str]:
                 )
         except TimeoutError as exc:
             problems.append(f"video_conference: not within 60 s: {exc}")
+        # 4. the platform down while a booking arrives: put off in RabbitMQ, not held; booked once when it is back
+        await platform.take_down()
+        down = time.monotonic()
+        r3 = await booker.send(
+            booking("珲春市林业局森林防火值班调度视频会", start + timedelta(days=1), terminal=None, branches={}),
+            to=to(PROVINCE, SYSTEM),
+        )
+        try:
+            waiting = await until_probe(hub.put_off, "the booking put off in RabbitMQ while the platform is down", 30)
+            await platform.bring_up()
+            was_down = time.monotonic() - down
+            [ans] = await until(lambda: answers_to(hub, BOOKER, r3.message_id), 60, "the answer once it was back")
+            booked = [m for m in platform.meetings.values() if m.booking_key == r3.message_id]
+            if ans.context.service != "meeting.notice" or len(booked) != 1:
+                problems.append(
+                    f"video_conference: after the platform was back the booking got {ans.context.service}, "
+                    f"{len(booked)} meeting(s) on the platform"
+                )
+            else:
+                queues = ", ".join(sorted(waiting))
+                out(
+                    f"  ✔ 视频会议系统停机 {was_down:.1f} 秒：适配器把这时到达的预约退回枢纽延期重投，"
+                    f"预约在 RabbitMQ 的延迟队列（{queues}）中等待，不占适配器的预取窗口；"
+                    f"平台恢复后登记一次（会议号 {booked[0].number}），预约方收到会议通知 "
+                    f"the platform down for {was_down:.1f} s: the booking waited in RabbitMQ ({queues}), "
+                    "put off by the adapter's Retry, not held by it; booked once when the platform was back"
+                )
+        except TimeoutError as exc:
+            problems.append(f"video_conference: {exc}")
+        finally:
+            await platform.bring_up()
     except Exception as exc:
         problems.append(f"video_conference: {type(exc).__name__}: {str(exc)[:300]}")
     finally:

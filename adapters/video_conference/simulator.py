@@ -118,9 +118,14 @@ class VideoPlatform:
             self.port = int(self._runner.addresses[0][1])
 
     async def take_down(self) -> None:
+        """Down as a crashed platform is: the port refuses connections, and the open keep-alive ones are closed
+        (stopping the site alone stops only the listening socket; a client's pooled connection would go on working)."""
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            for conn in self._runner.server.connections:
+                conn.force_close()
 
     async def stop(self) -> None:
         await self.take_down()

@@ -56,17 +56,24 @@ class _Queue:
     ready: list[tuple[int, int, _Stored]] = field(default_factory=list)  # heap of (-priority, seq, message)
     unacked: dict[int, tuple[int, _Stored]] = field(default_factory=dict)  # delivery tag → (seq, message)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Messages a TTL queue holds for their TTL (counted in its depth, as RabbitMQ counts them).
+    waiting: int = 0
 
     def put(self, msg: _Stored, seq: int | None = None) -> None:
         ttl = self.spec.ttl_ms
         if ttl is not None:
             # A queue with a TTL (a retry queue) holds the message for the TTL, then dead-letters it.
             delay = ttl / 1000 * (self.broker.later_scale if self.spec.role == "later" else self.broker.ttl_scale)
-            asyncio.get_running_loop().call_later(delay, self.broker.dead_letter, self.spec, msg)
+            self.waiting += 1
+            asyncio.get_running_loop().call_later(delay, self._expire, msg)
             return
         priority = min(msg.priority, self.spec.max_priority) if self.spec.max_priority else 0
         heapq.heappush(self.ready, (-priority, next(self.broker.seq) if seq is None else seq, msg))
         self.changed.set()
+
+    def _expire(self, msg: _Stored) -> None:
+        self.waiting -= 1
+        self.broker.dead_letter(self.spec, msg)
 
     def take(self, limit: int) -> list[tuple[int, int, _Stored]]:
         out: list[tuple[int, int, _Stored]] = []
@@ -394,7 +401,8 @@ class MemoryTransport:
         _settle(batch, requeue)
 
     async def queue_depth(self, queue: str) -> int:
-        return len(self._queue(queue).ready)
+        q = self._queue(queue)
+        return len(q.ready) + q.waiting
 
     async def delete_queue(self, queue: str) -> None:
         self.broker.queues.pop(queue, None)

@@ -166,7 +166,7 @@ async def test_demo_part_has_no_problems(tmp_path: Path) -> None:
     async with TestHub(real=True) as hub:
         lines: list[str] = []
         assert await demo(hub, tmp_path, lines.append) == []
-        assert len(lines) == 3
+        assert len(lines) == 4
 
 
 async def test_sigkill_mid_stream_every_booking_once(tmp_path: Path) -> None:

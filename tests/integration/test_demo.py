@@ -108,6 +108,9 @@ def _check_first_run(first: subprocess.CompletedProcess[str], state: Path) -> No
         "the desk's acknowledgement went back to Dunhua as emergency.ack",
         "the meeting was booked on the platform; the booker and both branch venues got meeting.notice",
         "the conflicting booking was refused: VC_SLOT_TAKEN",
+        "the booking waited in RabbitMQ (",
+        ".later.",
+        "), put off by the adapter's Retry, not held by it; booked once when the platform was back",
         "the Dunhua desk's application left its database outbox and reached the provincial approval system",
         "the status and the decision came back into the desk's database",
         "tampered copies from one system; another system's letter sent right after was delivered",
@@ -121,18 +124,19 @@ def _check_first_run(first: subprocess.CompletedProcess[str], state: Path) -> No
     ):
         assert expected in out, f"missing {expected!r} in:\n{out}"
     # 6: the summary's figures come from PostgreSQL: 16 signed messages accepted by steps a–m (the SDK step's query
-    # and answer, the portal's application over HTTPS and two statuses back — the second while it was idle —, step l1's notice to 桦甸 and the 签收
-    # receipt its adapter sent over HTTPS, step l2's report from the system added while the hub ran among them), 17
-    # by the adapters' steps n–r
-    # and 19 by the processes' steps s–v (receipts, applications, statuses, acknowledgements, bookings, notices,
-    # confirmations), one refused at the gate; and 30 the process engine sent itself (hub-signed, through the
-    # pipeline: plan forwards, resends and escalations, reminders, overdue reports, supervisions, feedback, the
-    # meeting's refusal) with 47 deliveries. 4 deliveries signed for (签收) and 2 handled (办结) by document.receipt;
-    # the tampered copy and the costly one were refused before their signatures could be trusted, and so were the
-    # 200 tampered copies of step w's flood (whose letter from 农安 is one more accepted message, 2 deliveries).
+    # and answer, the portal's application over HTTPS and two statuses back — the second while it was idle —, step
+    # l1's notice to 桦甸 and the 签收 receipt its adapter sent over HTTPS, step l2's report from the system added
+    # while the hub ran among them), 19 by the adapters' steps n–r (step q's booking while the platform was down and
+    # its notice among them) and 19 by the processes' steps s–v (receipts, applications, statuses, acknowledgements,
+    # bookings, notices, confirmations), one refused at the gate; and 30 the process engine sent itself (hub-signed,
+    # through the pipeline: plan forwards, resends and escalations, reminders, overdue reports, supervisions,
+    # feedback, the meeting's refusal) with 47 deliveries. 4 deliveries signed for (签收) and 2 handled (办结) by
+    # document.receipt; the tampered copy and the costly one were refused before their signatures could be trusted,
+    # and so were the 200 tampered copies of step w's flood (whose letter from 农安 is one more accepted message, 2
+    # deliveries).
     assert "hub-sent process messages 30 (deliveries 47)" in out, out
-    assert _counts(out, "报文 messages") == {"accepted": 83, "rejected": 1, "released": 1}
-    assert _counts(out, "投递 deliveries") == {"delivered": 131, "received": 4, "handled": 2, "blocked": 1}
+    assert _counts(out, "报文 messages") == {"accepted": 85, "rejected": 1, "released": 1}
+    assert _counts(out, "投递 deliveries") == {"delivered": 133, "received": 4, "handled": 2, "blocked": 1}
     assert "refused before the signature could be trusted: 202" in out
     assert f"HUB_STATE_DIR={state}" in out and "receive --system city-220100-oa" in out
     assert "4 waiting" in out  # three from steps a–m, the provincial OA's notice (step n)
@@ -155,12 +159,12 @@ def _check_rerun(second: subprocess.CompletedProcess[str], state: Path) -> None:
     assert second.returncode == 0, out + second.stderr
     assert "（已存在 reused）" in out and "证书中心 CA：沿用 reused" in out and "newly issued 0" in out
     assert "cleared 4 message(s) left by an earlier run" in out  # city-220100-oa's inbox from the first run
-    # the agencies' 53 again; what the process engine sends on a rerun also depends on what the first run left open
+    # the agencies' 55 again; what the process engine sends on a rerun also depends on what the first run left open
     # (its alerts, its cases: the gateway step's sample application has the same case number), so only its floor
     counts = _counts(out, "报文 messages")
     by_hub = re.search(r"hub-sent process messages (\d+) ", out)
     assert by_hub is not None and int(by_hub.group(1)) >= 2 * 29, out
-    assert counts["accepted"] - int(by_hub.group(1)) == 2 * 53 and (counts["rejected"], counts["released"]) == (2, 2)
+    assert counts["accepted"] - int(by_hub.group(1)) == 2 * 55 and (counts["rejected"], counts["released"]) == (2, 2)
     pid = int((state / "hub.pid").read_text())
     assert Path(f"/proc/{pid}").exists() and b"hub.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert "--stop-only" in out

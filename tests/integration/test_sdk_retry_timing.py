@@ -317,14 +317,18 @@ async def test_deliveries_waiting_for_a_retry_leave_room_for_the_others(mode: st
 
 async def test_a_put_off_delivery_keeps_its_delay_across_a_restart(mode: str) -> None:
     """``Retry(5)``, then the adapter restarts at once: the delivery still comes back only after its 5 s (it waits
-    in the broker, not in the stopped process), and is handled once."""
+    in the broker, not in the stopped process: ``TestHub.put_off`` finds it in ``ns.later.5s``), and is handled
+    once."""
     adapter, calls = retrying_once(5, "the OA system is down")
 
     async with TestHub(adapter) as hub:
         county = await hub.client(COUNTY)
+        assert await hub.put_off() == {}
         await send_report(county)
         await hub.wait_until(lambda: calls, timeout=20, what="the first attempt")
         await hub.restart(adapter)
+        waiting = await hub.put_off()
+        assert list(waiting.values()) == [1] and next(iter(waiting)).endswith(".later.5s"), waiting
         await hub.wait_until(lambda: len(calls) >= 2, timeout=30, what="the delivery after its delay")
         assert calls[1] - calls[0] >= 4.5, f"back after {calls[1] - calls[0]:.3f} s, not 5 s"
         await asyncio.sleep(0.5)
