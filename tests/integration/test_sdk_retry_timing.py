@@ -265,9 +265,12 @@ async def test_a_delivery_refused_for_stale_crls_waits_for_them_and_is_not_dead_
 async def test_a_copy_served_again_while_its_retry_waits_waits_too(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Over the gateway a delivery held for ``Retry`` is served again after the visibility timeout
     (``HUB_GATEWAY_VISIBILITY_S``, 60 s by default; a Retry may be up to 300 s): the copy ran the handler before the
-    delay was over. It waits for what is left of the delay now, and the handler runs twice in all."""
+    delay was over. It waits for what is left of the delay now, and the handler runs twice in all. A delivery is held
+    only where the hub refused to put it off (a hub older than ``ns.later``: ``_later_ok`` false, as after that
+    refusal) or for a delay under 0.5 s; otherwise it is released with ``after`` and nothing is served again."""
     monkeypatch.setenv("HUB_GATEWAY_VISIBILITY_S", "2")
     adapter, calls = retrying_once(6, "the OA system is down")
+    adapter._later_ok = False  # held, as after the hub refused a put-off
 
     async with TestHub(adapter) as hub:
         county = await hub.client(COUNTY)
