@@ -186,11 +186,13 @@ async def test_a_delivery_held_when_the_connection_drops_is_redelivered_and_the_
 ) -> None:
     """RabbitMQ only: the connection drops while a delivery waits for its ``Retry``. The broker redelivers it (it was
     unacknowledged on the lost channel) and it is handled; the SDK's hand-back when the delay is over then names a
-    channel that no longer exists: a no-op, and the adapter goes on receiving."""
+    channel that no longer exists: a no-op, and the adapter goes on receiving. (Held: as after the hub refused a
+    put-off, ``_later_ok`` false; a delivery put off in the broker is acknowledged and not on the channel at all.)"""
     from hub.transport.users import close_connections
 
     monkeypatch.delenv("HUB_TEST_HTTPS", raising=False)
     adapter = Adapter(PROV_OA)
+    adapter._later_ok = False
     calls: list[str] = []
 
     @adapter.handles("info.report", version=1)
