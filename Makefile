@@ -44,7 +44,7 @@ demo: install services
 ## transport and pipeline integration tests again with the AMQP fast paths off (one more worker; its output follows the
 ## main pass's, from var/test-fast-off.log). Three pytest-xdist workers on the two cores (the suite waits on the
 ## broker, the store and subprocesses: two left them a quarter idle, and the fast-off pass run after the main one
-## added its minute; side by side the two cores are about 90 % busy; TEST_WORKERS=N to change, 0 runs in this
+## added its minute; side by side the two cores are about 80 % busy; TEST_WORKERS=N to change, 0 runs in this
 ## process): each has its own database, RabbitMQ namespace and temporary directories and takes whole test files (a
 ## module's tests share its fixtures and run in their order), the longest files first (tests/conftest.py LONG_FIRST;
 ## --no-loadscope-reorder keeps that order). The main pass ends with its 15 slowest tests, so that every CI log says
