@@ -4,8 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
-#: The transport and pipeline integration tests, run a second time by `make test` with HUB_AMQP_FAST=0 (aiormq's
-#: own code paths only: hub/transport/_aiormq_fast.py switched off).
+#: The transport and pipeline integration tests, run a second time by `make test` (beside the main pass) with
+#: HUB_AMQP_FAST=0 (aiormq's own code paths only: hub/transport/_aiormq_fast.py switched off).
 TEST_WORKERS ?= 3
 FAST_OFF_TESTS := tests/integration/test_transport.py tests/integration/test_pipeline.py tests/integration/test_crash.py
 
@@ -40,17 +40,26 @@ services:
 demo: install services
 	$(BIN)/python -m hub.demo
 
-## make test: the whole suite (unit, integration against the real RabbitMQ and PostgreSQL, e2e), then the transport
-## and pipeline integration tests again with the AMQP fast paths off. Three pytest-xdist workers on the two cores (the
-## suite waits on the broker, the store and subprocesses: two left them a quarter idle; TEST_WORKERS=N to change, 0
-## runs in this process): each has its own database, RabbitMQ namespace and temporary directories and takes whole
-## test files (a module's tests share its fixtures and run in their order), the longest files first
-## (tests/conftest.py LONG_FIRST; --no-loadscope-reorder keeps that order). The main pass ends with its 15 slowest
-## tests, so that every CI log says where the time went.
+## make test: the whole suite (unit, integration against the real RabbitMQ and PostgreSQL, e2e) and, beside it, the
+## transport and pipeline integration tests again with the AMQP fast paths off (one more worker; its output follows the
+## main pass's, from var/test-fast-off.log). Three pytest-xdist workers on the two cores (the suite waits on the
+## broker, the store and subprocesses: two left them a quarter idle, and the fast-off pass run after the main one
+## added its minute; side by side the two cores are about 80 % busy; TEST_WORKERS=N to change, 0 runs in this
+## process): each has its own database, RabbitMQ namespace and temporary directories and takes whole test files (a
+## module's tests share its fixtures and run in their order), the longest files first (tests/conftest.py LONG_FIRST;
+## --no-loadscope-reorder keeps that order). The main pass ends with its 15 slowest tests, so that every CI log says
+## where the time went. Fails if either pass fails.
 test: install services
+	@mkdir -p var
+	@HUB_AMQP_FAST=0 $(BIN)/python -m pytest -q -p no:cacheprovider -n 1 --dist loadfile $(FAST_OFF_TESTS) \
+		> var/test-fast-off.log 2>&1 & fast_off=$$!; trap 'kill $$fast_off 2>/dev/null' INT TERM; \
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-		--durations=15
-	HUB_AMQP_FAST=0 $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(FAST_OFF_TESTS)
+		--durations=15; main=$$?; \
+	wait $$fast_off; off=$$?; \
+	echo "--- HUB_AMQP_FAST=0: $(FAST_OFF_TESTS) (beside the main pass; var/test-fast-off.log)"; \
+	cat var/test-fast-off.log; \
+	echo "make test: main pass exit $$main, HUB_AMQP_FAST=0 pass exit $$off"; \
+	test $$main -eq 0 && test $$off -eq 0
 
 ## make check: lint, format and types.
 check: install

@@ -407,7 +407,7 @@ class Run:
             if code != 0:
                 notes += f" hub run exited with {code}"
             self.timings["settled"] = time.monotonic() - started
-            verify = hub.hub_cli("evidence", "verify", timeout=300)
+            verify = await hub.cli("evidence", "verify", timeout=300)
             self.timings["verified"] = time.monotonic() - started
             evidence = "ok 完整" if verify.returncode == 0 else "BROKEN " + (verify.stdout + verify.stderr)[-300:]
             missing = traffic.confirmed - traffic.everywhere()

@@ -216,9 +216,22 @@ class Hub:
             )
 
     def hub_cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``hub <args>`` as an operator runs it, waited for. Blocking, so refused on a running event loop: there it
+        would stop this process's own pipeline mid-transaction (a chainer holding the evidence head, say) while the
+        command waits for that lock, and both wait until the timeout. From a coroutine: ``await hub.cli(...)``."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("hub_cli blocks the event loop this hub runs on: use `await hub.cli(...)`")
         return subprocess.run(
             [sys.executable, "-m", "hub.cli", *args], env=self.env(), capture_output=True, text=True, timeout=timeout
         )
+
+    async def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``hub_cli`` from a coroutine: the command runs while this event loop goes on serving the pipeline."""
+        return await asyncio.to_thread(self.hub_cli, *args, timeout=timeout)
 
 
 def now() -> datetime:

@@ -43,7 +43,7 @@ async def test_a_backup_under_load_restores_to_a_hub_that_verifies_and_delivers_
         sent = [(await h.send(SENDER, document(SENDER, [Recipient.to_group(G)]))).message_id for _ in range(20)]
         for peer in PEERS:
             assert len(await h.drain(peer, expect=20, timeout=30)) == 20
-        done = await asyncio.to_thread(h.hub_cli, "evidence", "checkpoint")
+        done = await h.cli("evidence", "checkpoint")
         assert done.returncode == 0, done.stderr
 
         # the backup runs while messages keep flowing
@@ -60,7 +60,7 @@ async def test_a_backup_under_load_restores_to_a_hub_that_verifies_and_delivers_
 
         loader = asyncio.create_task(load())
         await asyncio.sleep(0.3)
-        done = await asyncio.to_thread(h.hub_cli, "backup", "--out", str(backup))
+        done = await h.cli("backup", "--out", str(backup))
         flowing = False
         during = await loader
         assert done.returncode == 0, done.stderr
@@ -79,18 +79,18 @@ async def test_a_backup_under_load_restores_to_a_hub_that_verifies_and_delivers_
         bad.write_bytes(data[:-40] + bytes([data[-40] ^ 1]) + data[-39:])
         for env_pass, f in (("not-the-passphrase", backup), (PASS, bad)):
             monkeypatch.setenv("RESTORE_PASS", env_pass)
-            done = await asyncio.to_thread(Hub(restored).hub_cli, "restore", str(f), "--passphrase-env", "RESTORE_PASS")
+            done = await Hub(restored).cli("restore", str(f), "--passphrase-env", "RESTORE_PASS")
             assert done.returncode == 2 and "BACKUP_FAILED" in done.stderr and "does not decrypt" in done.stderr
             assert not restored.state_dir.exists()
 
         # restore onto an empty database (created) and an empty state directory
-        done = await asyncio.to_thread(Hub(restored).hub_cli, "restore", str(backup))
+        done = await Hub(restored).cli("restore", str(backup))
         assert done.returncode == 0, done.stderr
         assert (restored.state_dir / "pki" / "hub" / "hub.key").stat().st_mode & 0o077 == 0
-        done = await asyncio.to_thread(Hub(restored).hub_cli, "evidence", "verify")
+        done = await Hub(restored).cli("evidence", "verify")
         assert done.returncode == 0 and "证据链完整" in done.stdout, done.stdout + done.stderr
         # … and not twice
-        done = await asyncio.to_thread(Hub(restored).hub_cli, "restore", str(backup))
+        done = await Hub(restored).cli("restore", str(backup))
         assert done.returncode == 2 and "not empty" in done.stderr
 
         restored_home = await worker_state_dir(restored)
@@ -115,9 +115,9 @@ async def test_a_backup_under_load_restores_to_a_hub_that_verifies_and_delivers_
                     break
                 await asyncio.sleep(0.1)
             assert n == len(queued) + len(sent)  # the messages before the backup are in the restored store
-        done = await asyncio.to_thread(Hub(restored).hub_cli, "evidence", "checkpoint")
+        done = await Hub(restored).cli("evidence", "checkpoint")
         assert done.returncode == 0, done.stderr
-        done = await asyncio.to_thread(Hub(restored).hub_cli, "evidence", "verify")
+        done = await Hub(restored).cli("evidence", "verify")
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         if worker is not None:

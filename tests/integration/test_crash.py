@@ -107,7 +107,7 @@ async def test_sigkill_of_a_worker_loses_nothing(fresh_settings) -> None:  # typ
         assert proc.wait(timeout=90) == 0
         proc = None
 
-        ok = hub.hub_cli("evidence", "verify")
+        ok = await hub.cli("evidence", "verify")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         async with hub.pool.acquire() as conn:
             async with conn.transaction():
@@ -116,7 +116,7 @@ async def test_sigkill_of_a_worker_loses_nothing(fresh_settings) -> None:  # typ
                     "UPDATE evidence SET actor = 'someone-else' WHERE seq = (SELECT min(seq) + 7 FROM evidence)"
                 )
                 await conn.execute("ALTER TABLE evidence ENABLE TRIGGER USER")
-        broken = hub.hub_cli("evidence", "verify")
+        broken = await hub.cli("evidence", "verify")
         assert broken.returncode == 1
         assert "altered" in broken.stdout
     finally:

@@ -126,14 +126,14 @@ async def test_a_message_the_hub_dead_lettered_is_collected_once_and_replayed_in
     assert row.state == "pending"
 
     # hub dead list / show, as an operator runs them
-    listed = hub.hub_cli("dead", "list")
+    listed = await hub.cli("dead", "list")
     assert listed.returncode == 0, listed.stderr
     assert str(row.id) in listed.stdout and "DELIVERY_STORE" in listed.stdout and env.message_id in listed.stdout
-    shown = hub.hub_cli("dead", "show", str(row.id))
+    shown = await hub.cli("dead", "show", str(row.id))
     assert shown.returncode == 0, shown.stderr
     assert "来源队列 queue" in shown.stdout and "未核验 unverified" in shown.stdout
 
-    replayed = hub.hub_cli(
+    replayed = await hub.cli(
         "dead", "replay", str(row.id), "--reason", "数据库已恢复 database back", "--operator", "duty1"
     )
     assert replayed.returncode == 0, replayed.stderr
@@ -159,20 +159,20 @@ async def test_a_message_the_hub_dead_lettered_is_collected_once_and_replayed_in
     )
     assert any(json.loads(r["detail"]).get("action_id") == action["id"] for r in chained)
 
-    again = hub.hub_cli("dead", "replay", str(row.id), "--reason", "once more", "--operator", "duty2")
+    again = await hub.cli("dead", "replay", str(row.id), "--reason", "once more", "--operator", "duty2")
     assert again.returncode == 2 and "hub: DEAD_ALREADY_REPLAYED" in again.stderr
     refused = await hub.pool.fetchval(
         "SELECT count(*) FROM operator_actions WHERE action = 'dead.replay' AND outcome = 'refused'"
         " AND operator = 'duty2'"
     )
     assert refused == 1
-    missing = hub.hub_cli("dead", "show", "999999")
+    missing = await hub.cli("dead", "show", "999999")
     assert missing.returncode == 2 and "hub: DEAD_NOT_FOUND" in missing.stderr
     # A blank reason was a ValueError out of dead.replay (INTERNAL); --limit past what the store reads was cut to it
     # without a word. Both are refused by name, before anything is read.
-    blank = hub.hub_cli("dead", "replay", str(row.id), "--reason", " ", "--operator", "duty2")
+    blank = await hub.cli("dead", "replay", str(row.id), "--reason", " ", "--operator", "duty2")
     assert blank.returncode == 2 and "hub: CONFIG" in blank.stderr and "--reason" in blank.stderr, blank.stderr
-    too_many = hub.hub_cli("dead", "list", "--limit", "1000")
+    too_many = await hub.cli("dead", "list", "--limit", "1000")
     assert too_many.returncode == 2 and "--limit" in too_many.stderr and "500" in too_many.stderr
     assert await hub.depth(RECIPIENT) == 0  # the refused replay sent nothing
 

@@ -144,7 +144,7 @@ async def test_a_system_added_while_the_hub_runs_takes_part_without_a_restart(gw
     assert status in (400, 403), (status, body[:300])
 
     # The operator adds the agency and its system and enrols it (its signing and TLS certificates).
-    done = hub.hub_cli("directory", "load", str(_with_new_agency(tmp_path)))
+    done = await hub.cli("directory", "load", str(_with_new_agency(tmp_path)))
     assert done.returncode == 0, done.stdout + done.stderr
     await enroll(hub.settings, NEW, NEW_AGENCY)
     hub.signers[NEW] = load_signer(hub.settings, NEW)
@@ -198,7 +198,7 @@ async def test_a_system_taken_out_and_added_again_is_read_by_one_consumer(gw: Ga
     consumers = 0
     # 九台 in (as the first test left it, or now), out (the usual directory), in again
     for step, path in enumerate((_with_new_agency(tmp_path), DIRECTORY_XML, _with_new_agency(tmp_path))):
-        done = hub.hub_cli("directory", "load", str(path))
+        done = await hub.cli("directory", "load", str(path))
         assert done.returncode == 0, done.stdout + done.stderr
         stored = await hub.pool.fetchval("SELECT max(version) FROM directory_versions")
 

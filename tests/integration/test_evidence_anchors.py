@@ -158,7 +158,6 @@ async def test_anchors_are_written_once_and_an_edited_line_is_reported(
 async def test_the_cli_anchors_its_checkpoints_and_verify_checks_them(fresh_settings: Any) -> None:
     """``hub evidence checkpoint`` anchors what it made; ``hub evidence verify`` counts the anchors and fails (exit 1)
     once the anchored checkpoint is gone from the chain."""
-    import asyncio
 
     from harness import Hub, document
 
@@ -170,12 +169,12 @@ async def test_the_cli_anchors_its_checkpoints_and_verify_checks_them(fresh_sett
         await h.start_worker()
         await h.send("county-220122-oa", document("county-220122-oa", [Recipient.to("11220183013553609R")]))
         await h.drain("county-220183-oa", expect=1, timeout=30)
-        done = await asyncio.to_thread(h.hub_cli, "evidence", "checkpoint")
+        done = await h.cli("evidence", "checkpoint")
         assert done.returncode == 0, done.stderr
         path = anchors.anchors_path(fresh_settings.state_dir)
         anchored, bad = anchors.read_anchors(path)
         assert anchored and not bad
-        done = await asyncio.to_thread(h.hub_cli, "evidence", "verify")
+        done = await h.cli("evidence", "verify")
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"{len(anchored)} anchored outside the database" in done.stdout
         await h.stop_worker()  # nothing chains or checkpoints while the intruder works
@@ -187,7 +186,7 @@ async def test_the_cli_anchors_its_checkpoints_and_verify_checks_them(fresh_sett
             row = await c.fetchrow("SELECT seq, hash FROM evidence ORDER BY seq DESC LIMIT 1")
             await c.execute("UPDATE evidence_head SET seq = $1, hash = $2", row["seq"], row["hash"])
             await c.execute("ALTER TABLE evidence ENABLE TRIGGER evidence_append_only")
-        done = await asyncio.to_thread(h.hub_cli, "evidence", "verify")
+        done = await h.cli("evidence", "verify")
         assert done.returncode == 1 and "锚定的检查点不在证据链中" in done.stdout, done.stdout + done.stderr
     finally:
         await h.close()

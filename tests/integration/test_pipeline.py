@@ -234,9 +234,9 @@ async def test_a_public_message_with_a_secret_marking_is_quarantined_then_releas
     reply = await hub.reply("county-220122-oa", env.message_id)
     assert (reply.kind, reply.outcome) == ("receipt", "quarantined")
     assert await hub.drain("county-220182-oa", timeout=1) == []
-    listed = hub.hub_cli("quarantine", "list")
+    listed = await hub.cli("quarantine", "list")
     assert listed.returncode == 0 and env.message_id in listed.stdout, listed.stderr
-    released = hub.hub_cli(
+    released = await hub.cli(
         "quarantine", "release", env.message_id, "--reason", "经审核系已公开的演练坐标", "--reviewer", "保密员张三"
     )
     assert released.returncode == 0, released.stderr
@@ -281,9 +281,16 @@ async def test_hostile_bytes_are_parked_in_the_dead_letter_queue_and_recorded(hu
 
 
 async def test_evidence_chain_verifies(hub: Hub) -> None:
-    done = hub.hub_cli("evidence", "verify")
+    done = await hub.cli("evidence", "verify")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "证据链完整" in done.stdout
+
+
+async def test_hub_cli_refuses_to_block_the_event_loop_the_hub_runs_on(hub: Hub) -> None:
+    """The blocking form stopped this process's pipeline mid-transaction while ``hub evidence verify`` waited for the
+    evidence head its chainer held: under load, 1 of 25 runs hung until the timeout (measured). Refused, not hung."""
+    with pytest.raises(RuntimeError, match=r"await hub\.cli"):
+        hub.hub_cli("evidence", "verify")
 
 
 async def test_a_message_that_trips_a_bug_is_isolated_and_retried_not_lost(hub: Hub) -> None:
@@ -434,28 +441,26 @@ async def test_hub_send_and_hub_receive_from_the_command_line(hub: Hub, tmp_path
     f = tmp_path / "letter.xml"
     f.write_bytes(to_bytes(draft))
     message_id = draft.findtext("{urn:forestry-hub:envelope:1}Header/{urn:forestry-hub:envelope:1}MessageId")
-    sent = await asyncio.to_thread(hub.hub_cli, "send", "--system", "county-220122-oa", "--wait", "20", str(f))
+    sent = await hub.cli("send", "--system", "county-220122-oa", "--wait", "20", str(f))
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert f"{message_id}: 已受理 accepted" in sent.stdout
     out = tmp_path / "inbox"
-    got = await asyncio.to_thread(
-        hub.hub_cli, "receive", "--system", "county-220182-oa", "--out", str(out), "--wait", "5"
-    )
+    got = await hub.cli("receive", "--system", "county-220182-oa", "--out", str(out), "--wait", "5")
     assert got.returncode == 0, got.stdout + got.stderr
     assert message_id in got.stdout and "document.official/1" in got.stdout
     saved = out / f"{message_id}.xml"
     assert saved.exists()
-    checked = await asyncio.to_thread(hub.hub_cli, "verify", str(saved))
+    checked = await hub.cli("verify", str(saved))
     assert checked.returncode == 0 and "hub" in checked.stdout, checked.stdout + checked.stderr
     # an invalid envelope is refused before anything leaves, with the schema's line and code
     broken = tmp_path / "broken.xml"
     broken.write_bytes(
         f.read_bytes().replace(b"<env:Urgency>", b"<env:Urgent>").replace(b"</env:Urgency>", b"</env:Urgent>")
     )
-    refused = await asyncio.to_thread(hub.hub_cli, "send", "--system", "county-220122-oa", str(broken))
+    refused = await hub.cli("send", "--system", "county-220122-oa", str(broken))
     assert refused.returncode == 1 and "SCHEMA_ELEMENT" in refused.stdout, refused.stdout + refused.stderr
     # an unreadable file is a clear one-line problem, not a traceback
-    bad = await asyncio.to_thread(hub.hub_cli, "send", "--system", "county-220122-oa", str(tmp_path / "missing.xml"))
+    bad = await hub.cli("send", "--system", "county-220122-oa", str(tmp_path / "missing.xml"))
     assert bad.returncode == 1 and "IO_READ" in bad.stdout and "Traceback" not in bad.stderr
 
 
@@ -512,7 +517,7 @@ async def test_hub_receive_dead_letters_a_tampered_delivery_with_its_reason(hub:
     await hub.transport.publish_many(
         [Outgoing(names.deliver_exchange, system, body, {}, 0, mid) for mid, body in (("bad", bad), ("good", good))]
     )
-    got = await asyncio.to_thread(hub.hub_cli, "receive", "--system", system, "--wait", "3")
+    got = await hub.cli("receive", "--system", system, "--wait", "3")
     assert got.returncode == 1, got.stdout + got.stderr
     assert "bad: 拒收 refused: SIG_DIGEST" in got.stdout, got.stdout
     assert "document.official/1" in got.stdout  # the genuine one

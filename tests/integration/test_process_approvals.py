@@ -226,7 +226,7 @@ async def test_a_case_followed_paused_supervised_once_and_decided(fresh_settings
         assert r1["fired"] + r2["fired"] == 0
         assert await _take(hub, CHANGCHUN_OA, "approval.supervision", timeout=1.0) == []
 
-        out = hub.hub_cli("approvals", "status", case)
+        out = await hub.cli("approvals", "status", case)
         assert out.returncode == 0, out.stderr
         assert "2026-12-24" in out.stdout and "中止审查 suspended 2026-12-09 → 2026-12-14" in out.stdout
         assert "督办 supervised" in out.stdout and "预警提醒 reminder" in out.stdout
@@ -370,7 +370,7 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
             return row["state"] == "approved"
 
         await _until(decided, "the decision followed")
-        out = hub.hub_cli("approvals", "figures")
+        out = await hub.cli("approvals", "figures")
         assert out.returncode == 0, out.stderr
         lines = out.stdout.splitlines()
         assert lines[0].startswith("审批事项办理统计")
@@ -379,11 +379,11 @@ async def test_what_is_not_applied_and_the_figures(fresh_settings: Any) -> None:
         felling = [x for x in lines if x.strip().startswith(ITEM[0])]
         assert felling == [f"  {ITEM[0]} | {ITEM[1]} | 2 | 0 | 2 | 0 | — | 1 | 50.0%"], lines
         assert "合计 total: 4 件 cases，超期 1 件 overdue，超期率 25.0%" in out.stdout
-        one = hub.hub_cli("approvals", "figures", "--item", "000131002000", "--since", "2026-12-15")
+        one = await hub.cli("approvals", "figures", "--item", "000131002000", "--since", "2026-12-15")
         assert one.returncode == 0 and "合计 total: 1 件 cases，超期 0 件 overdue" in one.stdout, one.stdout
-        missing = hub.hub_cli("approvals", "status", "LCXK-999999-2026-000009")
+        missing = await hub.cli("approvals", "status", "LCXK-999999-2026-000009")
         assert missing.returncode == 1 and "APPROVAL_NOT_FOUND" in missing.stdout
-        bad = hub.hub_cli("approvals", "figures", "--since", "12/01/2026")
+        bad = await hub.cli("approvals", "figures", "--since", "12/01/2026")
         assert bad.returncode == 2 and "APPROVAL_BAD_DATE" in bad.stdout
     finally:
         await hub.close()

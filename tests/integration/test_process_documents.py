@@ -203,7 +203,7 @@ async def test_followed_to_handled_reminded_and_reported_once_with_two_engines(f
         assert [p.findtext(f"{{{NOTICE_NS}}}System") for p in overdue[0].body.iter(f"{{{NOTICE_NS}}}Party")] == [YUSHU]
         assert ("DOC_OVERDUE", doc) in await alarms(hub)
         # By the real clock the deadline is two days ahead: listed as due soon, with 榆树 not done.
-        soon = await asyncio.to_thread(hub.hub_cli, "documents", "overdue", "--within", "3d")
+        soon = await hub.cli("documents", "overdue", "--within", "3d")
         assert soon.returncode == 0, soon.stdout + soon.stderr
         assert "⚠ 临期 due soon" in soon.stdout and f"未办结 not handled: {YUSHU}" in soon.stdout
         assert NONGAN not in soon.stdout
@@ -221,14 +221,14 @@ async def test_followed_to_handled_reminded_and_reported_once_with_two_engines(f
         assert unfired == 0
         assert ("DOC_OVERDUE", doc) not in await alarms(hub)
 
-        done = await asyncio.to_thread(hub.hub_cli, "documents", "status", doc)
+        done = await hub.cli("documents", "status", doc)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "主送已办结 handled (to): 2/2" in done.stdout
         assert "已签收 signed for: 3/3" in done.stdout
         assert "农安县" in done.stdout and "已办结" in done.stdout
-        missing = await asyncio.to_thread(hub.hub_cli, "documents", "status", "6dd35113-0996-5c4c-8425-2e7509850a5b")
+        missing = await hub.cli("documents", "status", "6dd35113-0996-5c4c-8425-2e7509850a5b")
         assert missing.returncode == 1 and missing.stdout.startswith("DOC_NOT_FOUND")
-        bad = await asyncio.to_thread(hub.hub_cli, "documents", "status", "not-an-id")
+        bad = await hub.cli("documents", "status", "not-an-id")
         assert bad.returncode == 2 and bad.stdout.startswith("DOC_BAD_ID")
     finally:
         await hub.close()

@@ -219,12 +219,12 @@ async def test_alert_broadcast_acknowledged_escalated_closed_and_status(fresh_se
         assert alarm is not None and "超时未签收" in alarm["title"] and NEIGHBOUR in alarm["detail"]
 
         # What an operator reads.
-        out = hub.hub_cli("emergencies", "status", incident)
+        out = await hub.cli("emergencies", "status", incident)
         assert out.returncode == 0, out.stderr
         assert "签收情况 acknowledged: 1/2" in out.stdout
         assert "德惠市林业局" in out.stdout and "✘ 未签收" in out.stdout and "已通报上级 " + CITY_AGENCY in out.stdout
         assert "长春市林业局" in out.stdout and "✔ 已签收" in out.stdout
-        missing = hub.hub_cli("emergencies", "status", "SLHZ-000000-0000-0000")
+        missing = await hub.cli("emergencies", "status", "SLHZ-000000-0000-0000")
         assert missing.returncode == 1 and "EMERGENCY_NOT_FOUND" in missing.stdout
 
         # 德惠 acknowledges: the next round is disarmed, the alarm cleared.

@@ -221,7 +221,7 @@ async def test_the_engine_signs_with_a_rotated_hub_key_without_a_restart(fresh_s
         now = [datetime.now(UTC)]
         engine = await _engine(hub, Toy(), now)
         assert engine.follow_hub_key() is False  # nothing rotated yet
-        done = await asyncio.to_thread(hub.hub_cli, "pki", "rotate")
+        done = await hub.cli("pki", "rotate")
         assert done.returncode == 0, done.stdout + done.stderr
         paths = pki.PkiPaths(hub.settings.state_dir / "pki")
         new_fp = pki.fingerprint(pki.load_certificates(paths.hub_cert)[0])

@@ -99,7 +99,7 @@ async def test_the_engine_takes_a_directory_loaded_while_it_runs(fresh_settings:
         # The operator adds 九台区林业局 and its system while the hub and the engine run.
         path = tmp_path / "directory.xml"
         path.write_text(with_jiutai(DIRECTORY_XML.read_text(encoding="utf-8")), encoding="utf-8")
-        done = await asyncio.to_thread(hub.hub_cli, "directory", "load", str(path))
+        done = await hub.cli("directory", "load", str(path))
         assert done.returncode == 0, done.stdout + done.stderr
 
         async def both_followed() -> bool:

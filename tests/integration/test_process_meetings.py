@@ -279,16 +279,16 @@ async def test_booking_notice_confirm_reminders_conflicts_and_status(fresh_setti
         second = await _notices_of(hub, YANBIAN, "meeting-reminder", expect=1)
         assert [n.message_id for n in second] == [process_id("meetings", f"remind/{first.message_id}/before-start")]
 
-        out = hub.hub_cli("meetings", "status", first.message_id)
+        out = await hub.cli("meetings", "status", first.message_id)
         assert out.returncode == 0, out.stderr
         assert "880123" in out.stdout and "1/2 已回执" in out.stdout
         assert "敦化市林业局" in out.stdout and "✔ 已回执 参会 attend" in out.stdout
         assert "✘ 未回执 not confirmed（已催办 2 次" in out.stdout
-        by_number = hub.hub_cli("meetings", "status", "880123")
+        by_number = await hub.cli("meetings", "status", "880123")
         assert by_number.returncode == 0 and first.message_id in by_number.stdout
-        out = hub.hub_cli("meetings", "status", same_room.message_id)
+        out = await hub.cli("meetings", "status", same_room.message_id)
         assert out.returncode == 0 and "枢纽已拒绝" in out.stdout and "MEETING_SLOT_TAKEN" in out.stdout
-        missing = hub.hub_cli("meetings", "status", str(uuid.uuid4()))
+        missing = await hub.cli("meetings", "status", str(uuid.uuid4()))
         assert missing.returncode == 1 and "MEETING_NOT_FOUND" in missing.stdout
     finally:
         await hub.close()

@@ -42,7 +42,7 @@ async def traffic(h: Hub, n: int) -> None:
 
 
 async def cli(h: Hub, *argv: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(h.hub_cli, *argv)
+    return await h.cli(*argv)
 
 
 def mode(path: Path) -> int:
@@ -155,7 +155,7 @@ async def test_backup_hides_the_password_restore_keeps_secrets_private_verify_se
 
         # restore: the state directory and the folders with secrets are 0700, as the original
         original = fresh_settings.state_dir
-        done = await asyncio.to_thread(Hub(restored).hub_cli, "restore", str(backup))
+        done = await Hub(restored).cli("restore", str(backup))
         assert done.returncode == 0, done.stderr
         assert mode(restored.state_dir) == 0o700
         secret_dirs = {p.parent for p in original.rglob("*") if p.is_file() and mode(p) & 0o077 == 0}
@@ -163,7 +163,7 @@ async def test_backup_hides_the_password_restore_keeps_secrets_private_verify_se
         assert original / "pki" / "hub" in secret_dirs
         for d in secret_dirs:
             assert mode(restored.state_dir / d.relative_to(original)) == 0o700, d
-        done = await asyncio.to_thread(Hub(restored).hub_cli, "evidence", "verify")
+        done = await Hub(restored).cli("evidence", "verify")
         assert done.returncode == 0, done.stdout
 
         # the end of the log cut off, its checkpoint included, and the head moved back

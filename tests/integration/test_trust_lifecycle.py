@@ -249,7 +249,7 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
                 receipts_stored = await conn.fetchval("SELECT count(*) FROM receipts")
             assert len(signers) >= 6
             assert {first_hub.fingerprint, *(r.new.fingerprint for r in rotated)} == set(signers)
-            done = await asyncio.to_thread(h.hub_cli, "evidence", "verify")
+            done = await h.cli("evidence", "verify")
             assert done.returncode == 0, done.stdout + done.stderr
             assert "证据链完整" in done.stdout
 
@@ -267,9 +267,9 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
             for i, (data, _) in enumerate((run.receipts[0], run.receipts[-1])):
                 f = h.settings.state_dir / f"receipt-{i}.xml"
                 f.write_bytes(data)
-                done = await asyncio.to_thread(h.hub_cli, "verify", "--at", "signed", str(f))
+                done = await h.cli("verify", "--at", "signed", str(f))
                 assert done.returncode == 0 and "verified as of" in done.stdout, done.stdout + done.stderr
-            done = await asyncio.to_thread(h.hub_cli, "verify", str(f))
+            done = await h.cli("verify", str(f))
             assert done.returncode == 1 and "CERT_EXPIRED" in done.stdout, done.stdout
             assert run.delivered == 2 * len(run.receipts)  # every accepted message reached both peers
 
@@ -280,7 +280,7 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
                 await conn.execute(
                     "UPDATE evidence SET detail = replace(detail, '\"t\":', '\"t \":') WHERE seq = $1", seq
                 )
-            done = await asyncio.to_thread(h.hub_cli, "evidence", "verify")
+            done = await h.cli("evidence", "verify")
             assert done.returncode == 1
             assert f"record {seq} does not match its hash" in done.stdout
             assert "checkpoint" not in done.stdout.replace(f"record {seq}", "")  # no false alarm about signatures
@@ -292,7 +292,7 @@ async def test_two_years_of_rotations_and_a_rollover_keep_every_piece_of_evidenc
                 await conn.execute(
                     "UPDATE messages SET raw = overlay(raw placing '\x20'::bytea from 50) WHERE message_id = $1", target
                 )
-            done = await asyncio.to_thread(h.hub_cli, "evidence", "verify")
+            done = await h.cli("evidence", "verify")
             assert done.returncode == 1
             named = [ln for ln in done.stdout.splitlines() if str(target) in ln]
             assert len(named) == 2, done.stdout
@@ -320,13 +320,13 @@ async def test_a_store_of_another_installation_is_refused(fresh_settings: Settin
         assert "belongs to another hub installation" in refused.value.detail
 
         # hub run as an operator starts it: refused once, before any worker starts, with the reason
-        done = await asyncio.to_thread(Hub(other).hub_cli, "run", "--workers", "1", timeout=60)
+        done = await Hub(other).cli("run", "--workers", "1", timeout=60)
         assert done.returncode == 2 and "STORE_FOREIGN_INSTALLATION" in done.stderr, done.stderr[-2000:]
         assert "worker 0 started" not in done.stderr
 
         # the CLI too, before anything is written or verified; another namespace is another installation as well
         for settings in (other, fresh_settings.with_(namespace=fresh_settings.namespace + "-x")):
-            done = await asyncio.to_thread(Hub(settings).hub_cli, "evidence", "verify")
+            done = await Hub(settings).cli("evidence", "verify")
             assert done.returncode == 2 and "STORE_FOREIGN_INSTALLATION" in done.stderr, done.stderr
 
         # hub pki init refuses to put a second CA into a claimed store
@@ -374,7 +374,7 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
     await admin.init(s, pki_dir, agency=PROVINCE)
     h = Hub(s)
 
-    def relayed_by(signer: Signer) -> Any:
+    async def relayed_by(signer: Signer) -> Any:
         # a delivery: sender 长春 OA, signed by the hub (as the hub signs what it delivers)
         root = document("city-220100-oa", [Recipient.to_group(G)])
         signer.sign(root)
@@ -382,19 +382,19 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
         from hub.envelope import to_bytes
 
         f.write_bytes(to_bytes(root))
-        return h.hub_cli("verify", str(f))
+        return await h.cli("verify", str(f))
 
     paths = pki.PkiPaths(pki_dir)
     first = Signer.load(paths.hub_key, paths.hub_cert, passphrase=s.ca_passphrase.encode())
-    assert relayed_by(first).returncode == 0
+    assert (await relayed_by(first)).returncode == 0
     await admin.rotate_hub(s, pki_dir)
     second = Signer.load(paths.hub_key, paths.hub_cert, passphrase=s.ca_passphrase.encode())
     for signer in (first, second):  # the earlier certificate is still the hub's
-        done = relayed_by(signer)
+        done = await relayed_by(signer)
         assert done.returncode == 0 and "delivered by the hub on behalf of" in done.stdout, done.stdout
-    done = h.hub_cli("pki", "renew", second.identity.serial_hex)  # the hub's certificate is rotated, not renewed
+    done = await h.cli("pki", "renew", second.identity.serial_hex)  # the hub's certificate is rotated, not renewed
     assert done.returncode == 2 and "hub pki rotate" in done.stderr, done.stderr
-    listed = {ln.split()[0]: ln for ln in h.hub_cli("pki", "list").stdout.splitlines()[1:]}
+    listed = {ln.split()[0]: ln for ln in (await h.cli("pki", "list")).stdout.splitlines()[1:]}
     assert " current " in listed[second.identity.serial_hex] and " superseded " in listed[first.identity.serial_hex]
 
     # a certificate named "hub" that is not one of the hub's certificates is held to the signer binding
@@ -416,7 +416,7 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
     pem = serialization.Encoding.PEM
     kp.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     cp.write_bytes(pki.certificate_pem(impostor, issuing))
-    done = relayed_by(Signer.load(kp, cp))
+    done = await relayed_by(Signer.load(kp, cp))
     assert done.returncode == 1 and "CERT_SIGNER_MISMATCH" in done.stdout, done.stdout
 
     # hub receive's inbox: the same rule (the hub's certificates, current and earlier, not the name)
@@ -455,7 +455,7 @@ async def test_hub_verify_knows_the_hub_by_its_certificates(fresh_settings: Sett
     # `hub verify` names both signers of such a delivery
     f = tmp_path / "delivery.xml"
     f.write_bytes(delivery(second))
-    done = h.hub_cli("verify", str(f))
+    done = await h.cli("verify", str(f))
     assert done.returncode == 0 and "delivered by the hub" in done.stdout, done.stdout + done.stderr
     assert "signed by 11220100013544550M/city-220100-oa" in done.stdout, done.stdout
 
@@ -495,7 +495,7 @@ async def test_hub_run_workers_follow_a_rotated_key_without_a_restart_or_a_lost_
         while len(seen[PEERS[0]]) < 20 and time.monotonic() < deadline:  # the workers run, with the first key
             await collect()
             await asyncio.sleep(0.1)
-        done = await asyncio.to_thread(h.hub_cli, "pki", "rotate")
+        done = await h.cli("pki", "rotate")
         assert done.returncode == 0 and "hub key rotated" in done.stdout, done.stdout + done.stderr
         new_fp = pki.fingerprint(pki.load_certificates(paths.hub_cert)[0])
         await h.publish(signed[150:])
