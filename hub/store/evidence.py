@@ -39,7 +39,7 @@ from typing import Any, Final
 from hub import clock
 from hub.errors import CheckpointRefused
 from hub.store.db import acquired, translated
-from hub.store.records import EvidenceEntry, Problem
+from hub.store.records import DELIVERY_RANK, EvidenceEntry, Problem
 
 __all__ = [
     "GENESIS",
@@ -564,6 +564,38 @@ ORDER BY r.seq NULLS LAST, r.staged NULLS LAST, a.id
 """
 
 
+#: Every message with a record of its receipt, its delivery history as the evidence tells it (every record that
+#: creates a delivery or moves one, chained or staged, in chain order: staged after chained, in staging order) and its
+#: delivery rows as stored. A message whose row is gone, or that has no record of its receipt, is reported by the
+#: queries above (its deliveries go with its row). Each change of a delivery row stages its record in the same
+#: transaction while it holds that row, so the order of the records is the order of the changes.
+_DELIVERIES_AS_RECORDED = """
+WITH rec AS (
+    SELECT e.message_id, e.seq, NULL::bigint AS staged, e.kind, e.detail FROM evidence e
+    WHERE e.kind IN ('received', 'quarantined', 'rejected', 'blocked', 'delivered', 'delivery_state',
+                     'quarantine_rejected') AND e.message_id IS NOT NULL
+    UNION ALL
+    SELECT p.message_id, NULL, p.id, p.kind, p.detail FROM evidence_pending p
+    WHERE p.kind IN ('received', 'quarantined', 'rejected', 'blocked', 'delivered', 'delivery_state',
+                     'quarantine_rejected') AND p.message_id IS NOT NULL
+), history AS (
+    SELECT message_id, array_agg(seq ORDER BY seq NULLS LAST, staged) AS seqs,
+           array_agg(kind ORDER BY seq NULLS LAST, staged) AS kinds,
+           array_agg(detail ORDER BY seq NULLS LAST, staged) AS details
+    FROM rec GROUP BY message_id
+), stored AS (
+    SELECT message_id, array_agg(recipient_system ORDER BY recipient_system) AS systems,
+           array_agg(state ORDER BY recipient_system) AS states
+    FROM deliveries GROUP BY message_id
+)
+SELECT h.message_id, h.seqs, h.kinds, h.details, d.systems, d.states
+FROM history h
+JOIN messages m ON m.message_id = h.message_id
+LEFT JOIN stored d ON d.message_id = h.message_id
+ORDER BY h.message_id
+"""
+
+
 def missing_evidence_problem(message_id: str, received_at: datetime) -> Problem:
     """The problem of a message that has no evidence of its receipt (a stable wording: auditors match on it)."""
     return Problem(
@@ -678,6 +710,84 @@ def _message_problems(r: Any) -> list[Problem]:
     return problems
 
 
+def _replay_deliveries(r: Any) -> tuple[dict[str, str], dict[str, int | None]] | None:
+    """The state each delivery of one message must be in after the records of ``_DELIVERIES_AS_RECORDED`` (and
+    the record that put it there), replayed as ``hub.store.messages`` applies them: the receipt creates the pending
+    deliveries (``to``) and ``blocked`` the blocked ones; ``delivered`` moves pending or failed ones on; a
+    ``delivery_state`` report moves one forward in ``DELIVERY_RANK``, never out of blocked; a quarantine rejection
+    blocks what is pending. None when there is nothing to compare: no record of receipt, or a record whose detail is
+    not readable (``verify_chain`` reports its hash; its claims are not trusted)."""
+    expected: dict[str, str] = {}
+    where: dict[str, int | None] = {}
+    received = False
+
+    def move(system: Any, state: str, seq: int | None) -> None:
+        if isinstance(system, str):
+            expected[system] = state
+            where[system] = seq
+
+    for seq, kind, text in zip(r["seqs"], r["kinds"], r["details"], strict=True):
+        detail = _loads(text)
+        if detail is None:
+            return None
+        if kind in _STATE_OF_RECEIPT:
+            received = True
+            for system in detail.get("to") or ():
+                move(system, "pending", seq)
+        elif kind == "blocked":
+            for item in detail.get("recipients") or ():
+                move(item.get("system") if isinstance(item, dict) else None, "blocked", seq)
+        elif kind == "delivered":
+            for system in detail.get("to") or ():
+                if isinstance(system, str) and expected.get(system) in ("pending", "failed"):
+                    move(system, "delivered", seq)
+        elif kind == "delivery_state":
+            system, reported = detail.get("system"), detail.get("reported")
+            now = expected.get(system) if isinstance(system, str) else None
+            rank = DELIVERY_RANK.get(reported, -1) if isinstance(reported, str) else -1
+            if now is not None and now != "blocked" and rank > DELIVERY_RANK.get(now, 99):
+                move(system, str(reported), seq)
+        elif kind == "quarantine_rejected":
+            for system in [s for s, state in expected.items() if state == "pending"]:
+                move(system, "blocked", seq)
+    return (expected, where) if received else None
+
+
+def _delivery_problems(r: Any) -> list[Problem]:
+    """What is wrong with one message's delivery rows against its evidence (a row of ``_DELIVERIES_AS_RECORDED``):
+    a delivery whose state was changed by hand (``altered``), one deleted (``removed``), one added (``inserted``)."""
+    replayed = _replay_deliveries(r)
+    if replayed is None:
+        return []
+    expected, where = replayed
+    mid = str(r["message_id"])
+    stored = dict(zip(r["systems"] or (), r["states"] or (), strict=True))
+    problems: list[Problem] = []
+    for system in sorted(expected.keys() - stored.keys()):
+        problems.append(
+            Problem(
+                "removed",
+                where[system],
+                f"报文 {mid} 对 {system} 的投递记录已被删除 the delivery of message {mid} to {system} recorded in "
+                f"{_record_name(where[system])} no longer exists in deliveries: its row was deleted",
+            )
+        )
+    for system in sorted(stored.keys() - expected.keys()):
+        problems.append(
+            Problem(
+                "inserted",
+                None,
+                f"报文 {mid} 对 {system} 的投递没有证据记录 message {mid} has a delivery to {system} "
+                f"({stored[system]}) that no evidence record names: the row was added by hand",
+            )
+        )
+    for system in sorted(expected.keys() & stored.keys()):
+        if stored[system] != expected[system]:
+            what = f"the delivery of message {mid} to {system}"
+            problems.append(_changed(where[system], what, "state", expected[system], stored[system]))
+    return problems
+
+
 def _action_problems(r: Any) -> list[Problem]:
     """What is wrong with one operator action against its evidence record (a row of ``_ACTIONS_AS_RECORDED``)."""
     seq = r["seq"]
@@ -744,6 +854,9 @@ async def verify_messages(executor: Any) -> list[Problem]:
     - a record of receipt whose message row is gone (``removed``), and a message with no such record at all,
       chained or still staged (``removed``: the chain alone cannot see its end cut off when the head was moved back
       with it);
+    - every delivery of a message (its row in ``deliveries``) with the records that created and moved it (the
+      receipt's ``to``, ``blocked``, ``delivered``, ``delivery_state`` reports, a quarantine rejection), replayed:
+      a state changed by hand (``altered``), a delivery deleted (``removed``) or added (``inserted``);
     - every operator action with its ``operator_action`` record (operator, role, action, via, outcome, target,
       message, the reason's SHA-256): a changed row (``altered``), a record whose row is gone or a row with no
       record (``removed``).
@@ -762,6 +875,8 @@ async def verify_messages(executor: Any) -> list[Problem]:
                 problems.append(missing_evidence_problem(str(r["message_id"]), r["received_at"]))
             async for r in conn.cursor(_MESSAGES_AS_RECORDED, prefetch=_VERIFY_FETCH):
                 problems += _message_problems(r)
+            async for r in conn.cursor(_DELIVERIES_AS_RECORDED, prefetch=_VERIFY_FETCH):
+                problems += _delivery_problems(r)
             async for r in conn.cursor(_ACTIONS_AS_RECORDED, prefetch=_VERIFY_FETCH):
                 problems += _action_problems(r)
     return problems

@@ -112,8 +112,14 @@ async def test_a_chain_rewritten_without_its_checkpoints_is_caught_by_the_anchor
                 e["detail"] = evidence.canonical_detail(d)
 
     await _rewrite_chain(conn, edit)
-    # what the database alone shows: an intact chain (the hole the anchors close)
-    assert await evidence.verify_chain(conn, verify) + await evidence.verify_messages(conn) == []
+    # what the chain alone shows: intact (the hole the anchors close); the deliveries as stored no longer match
+    # whom the rewritten record says the message went to
+    assert await evidence.verify_chain(conn, verify) == []
+    found = await evidence.verify_messages(conn)
+    assert sorted((p.kind, p.message.split(" 的投递")[0].split(" 对 ")[-1]) for p in found) == [
+        ("inserted", "city-2201-oa"),
+        ("removed", "county-9999-oa"),
+    ], found
     problems = await anchors.verify_anchors(conn, path)
     assert problems and {p.kind for p in problems} <= {"altered", "removed"}, problems
     assert "锚定" in problems[0].message

@@ -281,6 +281,114 @@ async def test_a_state_changed_by_hand_is_reported(conn: asyncpg.Connection, cas
     assert named == fields and len(problems) == len(fields), problems
 
 
+# -- deliveries changed by hand ----------------------------------------------------------------------------------------
+
+_ONE = "UPDATE deliveries SET state = $3 WHERE message_id = $1 AND recipient_system = $2"
+
+#: (message, recipient, the state written by hand, the state its evidence supports, the record that put it there)
+DELIVERY_EDITS = {
+    # a recipient's 办结 undone: its report (a delivery_state record) says handled
+    "handled-undone": ("accepted", "city-2201-oa", "delivered", "handled", "delivery_state"),
+    # a copy the 密级 gate blocked at intake claimed as delivered
+    "blocked-marked-delivered": ("accepted", "county-2203-oa", "delivered", "blocked", "blocked"),
+    # feedback claimed for a copy that was only delivered (its later failed report does not move it back)
+    "feedback-claimed": ("accepted", "county-2202-oa", "feedback", "delivered", "delivered"),
+    # a held message's copy claimed as delivered while it waits for review
+    "held-marked-delivered": ("held", "city-2201-oa", "delivered", "pending", "quarantined"),
+    # a copy blocked by the rejection in quarantine (decision still staged) put back to pending
+    "quarantine-block-undone": ("quarantine_rejected", "city-2201-oa", "pending", "blocked", "quarantine_rejected"),
+    # a released message's copy made pending again
+    "release-delivery-undone": ("released", "city-2201-oa", "pending", "delivered", "delivered"),
+}
+
+
+@pytest.mark.parametrize("case", list(DELIVERY_EDITS))
+async def test_a_delivery_state_changed_by_hand_is_reported(conn: asyncpg.Connection, case: str) -> None:
+    store = await healthy_store(conn)
+    which, system, written, supported, kind = DELIVERY_EDITS[case]
+    mid = getattr(store, which)
+    # the record that put the delivery in its state: the last of its kind about this message (None when staged)
+    seq = await conn.fetchval("SELECT max(seq) FROM evidence WHERE message_id = $1 AND kind = $2", _uuid(mid), kind)
+    problems = await tampered(conn, (_ONE, _uuid(mid), system, written))
+    assert [(p.kind, p.seq) for p in problems] == [("altered", seq)], problems
+    assert f"the delivery of message {mid} to {system}" in problems[0].message
+    assert "its state no longer matches" in problems[0].message
+    assert f"(recorded {supported!r}, now {written!r})" in problems[0].message
+
+
+async def test_a_delivery_deleted_or_added_by_hand_is_reported(conn: asyncpg.Connection) -> None:
+    store = await healthy_store(conn)
+    mid = _uuid(store.accepted)
+    delivered = await conn.fetchval("SELECT seq FROM evidence WHERE message_id = $1 AND kind = 'delivered'", mid)
+    assert delivered is not None
+    problems = await tampered(
+        conn, ("DELETE FROM deliveries WHERE message_id = $1 AND recipient_system = 'county-2202-oa'", mid)
+    )
+    assert [(p.kind, p.seq) for p in problems] == [("removed", delivered)], problems
+    assert "对 county-2202-oa 的投递记录已被删除" in problems[0].message and "no longer exists" in problems[0].message
+
+    problems = await tampered(
+        conn,
+        (
+            "INSERT INTO deliveries (message_id, recipient_system, recipient_agency, role, state, recorded_at,"
+            " delivered_at) VALUES ($1, 'county-2299-oa', $2, 'cc', 'delivered', now(), now())",
+            mid,
+            AGENCY,
+        ),
+    )
+    assert [(p.kind, p.seq) for p in problems] == [("inserted", None)], problems
+    assert "county-2299-oa" in problems[0].message and "added by hand" in problems[0].message
+
+
+async def test_delivery_histories_the_hub_writes_verify_clean(conn: asyncpg.Connection) -> None:
+    """The orders the hub really writes deliveries in, replayed without a false alarm: a copy that failed and was then
+    delivered on a retry, reports out of order and repeated in one batch, a report about no delivery, a held message
+    whose copy failed before the rejection in quarantine (it stays failed, the pending one is blocked)."""
+    a = record(
+        deliveries=(DeliveryRecord(AGENCY, "city-2201-oa", "to"), DeliveryRecord(AGENCY, "county-2202-oa", "cc"))
+    )
+    q = record(
+        state="quarantined",
+        deliveries=(DeliveryRecord(AGENCY, "city-2201-oa", "to"), DeliveryRecord(AGENCY, "county-2202-oa", "cc")),
+    )
+    await messages.record_batch(conn, [a, q])
+    await messages.update_delivery_states(
+        conn,
+        [
+            DeliveryUpdate(a.message_id, "county-2202-oa", "failed", error_code="DELIVERY_EXPIRED"),
+            DeliveryUpdate(q.message_id, "county-2202-oa", "failed", error_code="DELIVERY_EXPIRED"),
+            DeliveryUpdate(a.message_id, "county-2299-oa", "received"),  # no such delivery: skipped, no record
+        ],
+    )
+    await evidence.chain_pending(conn, wait=True)
+    await messages.record_sent(conn, [a.message_id])  # the retry: failed and pending ones delivered
+    await messages.update_delivery_states(
+        conn,
+        [
+            DeliveryUpdate(a.message_id, "city-2201-oa", "read"),
+            DeliveryUpdate(a.message_id, "city-2201-oa", "received"),  # late, and in the same batch
+            DeliveryUpdate(a.message_id, "county-2202-oa", "handled"),
+            DeliveryUpdate(a.message_id, "county-2202-oa", "failed"),  # after it was handled: does not move it
+        ],
+    )
+    await messages.quarantine_reject(conn, q.message_id, "wang.fang", "含涉密标记")
+    stored = {
+        (str(r["message_id"]), r["recipient_system"]): r["state"]
+        for r in await conn.fetch("SELECT message_id, recipient_system, state FROM deliveries")
+    }
+    assert stored == {
+        (a.message_id, "city-2201-oa"): "read",
+        (a.message_id, "county-2202-oa"): "handled",
+        (q.message_id, "city-2201-oa"): "blocked",
+        (q.message_id, "county-2202-oa"): "failed",
+    }
+    assert await evidence.verify_messages(conn) == []
+    await evidence.chain_pending(conn, wait=True)
+    assert await evidence.verify_messages(conn) == []
+    problems = await tampered(conn, (_ONE, _uuid(q.message_id), "county-2202-oa", "blocked"))
+    assert [p.kind for p in problems] == ["altered"] and "(recorded 'failed', now 'blocked')" in problems[0].message
+
+
 # -- operator actions --------------------------------------------------------------------------------------------------
 
 
