@@ -493,6 +493,10 @@ async def verify_chain(
 #: in the web process).
 _VERIFY_FETCH: Final[int] = 100
 
+#: Rows of ``_DELIVERIES_AS_RECORDED`` at a time: a row holds a message's whole delivery history (a group fan-out to
+#: 200 systems with a few reports each is 100 KB or more), so fewer at once.
+_VERIFY_HISTORIES: Final[int] = 10
+
 #: Every evidence record of a message's receipt (chained or still staged) with the message as it is stored now, its
 #: quarantine entry and the first quarantine decision recorded for it (``released`` / ``quarantine_rejected``,
 #: written by ``hub.store.messages._decide`` in the transaction that changes the state; there is never more than one).
@@ -710,16 +714,26 @@ def _message_problems(r: Any) -> list[Problem]:
     return problems
 
 
-def _replay_deliveries(r: Any) -> tuple[dict[str, str], dict[str, int | None]] | None:
-    """The state each delivery of one message must be in after the records of ``_DELIVERIES_AS_RECORDED`` (and
-    the record that put it there), replayed as ``hub.store.messages`` applies them: the receipt creates the pending
-    deliveries (``to``) and ``blocked`` the blocked ones; ``delivered`` moves pending or failed ones on; a
-    ``delivery_state`` report moves one forward in ``DELIVERY_RANK``, never out of blocked; a quarantine rejection
-    blocks what is pending. None when there is nothing to compare: no record of receipt, or a record whose detail is
-    not readable (``verify_chain`` reports its hash; its claims are not trusted)."""
+@dataclass(frozen=True)
+class _Replayed:
+    """A message's deliveries as its evidence has them: each recipient system's state, the record that put it in
+    that state (None while staged) and the record of the message's receipt (which created them)."""
+
+    states: dict[str, str]
+    where: dict[str, int | None]
+    receipt: int | None
+
+
+def _replay_deliveries(r: Any) -> _Replayed | None:
+    """The state each delivery of one message must be in after the records of ``_DELIVERIES_AS_RECORDED``,
+    replayed as ``hub.store.messages`` applies them: the receipt creates the pending deliveries (``to``) and
+    ``blocked`` the blocked ones; ``delivered`` moves pending or failed ones on; a ``delivery_state`` report moves one
+    forward in ``DELIVERY_RANK``, never out of blocked; a quarantine rejection blocks what is pending. None when there
+    is nothing to compare: no record of receipt, or a record whose detail is not readable (``verify_chain`` reports
+    its hash; its claims are not trusted)."""
     expected: dict[str, str] = {}
     where: dict[str, int | None] = {}
-    received = False
+    received, receipt = False, None
 
     def move(system: Any, state: str, seq: int | None) -> None:
         if isinstance(system, str):
@@ -731,7 +745,7 @@ def _replay_deliveries(r: Any) -> tuple[dict[str, str], dict[str, int | None]] |
         if detail is None:
             return None
         if kind in _STATE_OF_RECEIPT:
-            received = True
+            received, receipt = True, seq
             for system in detail.get("to") or ():
                 move(system, "pending", seq)
         elif kind == "blocked":
@@ -750,7 +764,7 @@ def _replay_deliveries(r: Any) -> tuple[dict[str, str], dict[str, int | None]] |
         elif kind == "quarantine_rejected":
             for system in [s for s, state in expected.items() if state == "pending"]:
                 move(system, "blocked", seq)
-    return (expected, where) if received else None
+    return _Replayed(expected, where, receipt) if received else None
 
 
 def _delivery_problems(r: Any) -> list[Problem]:
@@ -759,7 +773,7 @@ def _delivery_problems(r: Any) -> list[Problem]:
     replayed = _replay_deliveries(r)
     if replayed is None:
         return []
-    expected, where = replayed
+    expected, where = replayed.states, replayed.where
     mid = str(r["message_id"])
     stored = dict(zip(r["systems"] or (), r["states"] or (), strict=True))
     problems: list[Problem] = []
@@ -768,23 +782,29 @@ def _delivery_problems(r: Any) -> list[Problem]:
             Problem(
                 "removed",
                 where[system],
-                f"报文 {mid} 对 {system} 的投递记录已被删除 the delivery of message {mid} to {system} recorded in "
-                f"{_record_name(where[system])} no longer exists in deliveries: its row was deleted",
+                f"报文 {mid} 对 {system} 的投递记录已被删除 the delivery of message {mid} to {system}, last recorded "
+                f"in {_record_name(where[system])} ({expected[system]}), no longer exists in deliveries: its row was "
+                "deleted",
             )
         )
     for system in sorted(stored.keys() - expected.keys()):
         problems.append(
             Problem(
                 "inserted",
-                None,
+                replayed.receipt,
                 f"报文 {mid} 对 {system} 的投递没有证据记录 message {mid} has a delivery to {system} "
-                f"({stored[system]}) that no evidence record names: the row was added by hand",
+                f"({stored[system]}) that is neither among the recipients in {_record_name(replayed.receipt)} nor "
+                "blocked by the gate: the row was added by hand",
             )
         )
     for system in sorted(expected.keys() & stored.keys()):
         if stored[system] != expected[system]:
-            what = f"the delivery of message {mid} to {system}"
-            problems.append(_changed(where[system], what, "state", expected[system], stored[system]))
+            changed = _changed(
+                where[system], f"the delivery of message {mid} to {system}", "state", expected[system], stored[system]
+            )
+            problems.append(
+                Problem(changed.kind, changed.seq, f"报文 {mid} 对 {system} 的投递状态被改动 {changed.message}")
+            )
     return problems
 
 
@@ -875,7 +895,7 @@ async def verify_messages(executor: Any) -> list[Problem]:
                 problems.append(missing_evidence_problem(str(r["message_id"]), r["received_at"]))
             async for r in conn.cursor(_MESSAGES_AS_RECORDED, prefetch=_VERIFY_FETCH):
                 problems += _message_problems(r)
-            async for r in conn.cursor(_DELIVERIES_AS_RECORDED, prefetch=_VERIFY_FETCH):
+            async for r in conn.cursor(_DELIVERIES_AS_RECORDED, prefetch=_VERIFY_HISTORIES):
                 problems += _delivery_problems(r)
             async for r in conn.cursor(_ACTIONS_AS_RECORDED, prefetch=_VERIFY_FETCH):
                 problems += _action_problems(r)
