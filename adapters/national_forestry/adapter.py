@@ -112,12 +112,17 @@ for _service in INBOX_SERVICES:
     adapter.handles(_service, version=1)(to_inbox)
 
 
-def late_answer(answer: Receipt | HubRefused) -> None:
+async def late_answer(answer: Receipt | HubRefused) -> None:
     """A hub answer no ``send`` waits for any more. A refusal (e.g. a quarantined file rejected by the reviewer,
     ``GATE_REJECTED``) goes into the inbox as ``hub.error_<id>.xml`` so that the national staff learn of it; late
-    receipts (after a restart, for files already moved) are only logged."""
-    if not isinstance(answer, HubRefused):
-        return
+    receipts (after a restart, for files already moved) are only logged. The inbox is on the network share: written
+    in a thread, as every other share access here (a share that hangs must not stop the event loop, its broker
+    heartbeats and the other deliveries with it); the SDK acknowledges the answer once this returns."""
+    if isinstance(answer, HubRefused):
+        await asyncio.to_thread(_late_refusal, answer)
+
+
+def _late_refusal(answer: HubRefused) -> None:
     opened = answer.error
     data = getattr(opened, "data", b"") or b""
     env = getattr(opened, "envelope", None)

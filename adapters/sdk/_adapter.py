@@ -179,7 +179,9 @@ class Adapter:
         #: False once the broker refused a put-off (a hub older than ``ns.later``, or this system's user not granted
         #: it yet): Retry holds deliveries for the rest of the process.
         self._later_ok = True
-        #: Called with each hub answer (Receipt or HubRefused) that no ``send`` waits for (e.g. after a restart).
+        #: Called with each hub answer (Receipt or HubRefused) that no ``send`` waits for (e.g. after a restart);
+        #: a coroutine function is awaited before the answer is acknowledged (slow I/O belongs in one: a plain
+        #: function runs on the event loop and holds up every delivery and the broker's heartbeats while it runs).
         self.on_answer: Callable[[Receipt | HubRefused], Any] | None = None
         #: What handles a delivery no handler is registered for (TestHub's recording clients); None: refuse it.
         self._fallback: Callable[[Any, Context], Awaitable[Any]] | None = None
@@ -717,7 +719,7 @@ class Adapter:
                 if opened.originator is not None:
                     bad.append((m, "CERT_SIGNER_MISMATCH", f"{env.service} signed by a system, not by the hub"))
                 else:
-                    self._hub_answer(opened)
+                    await self._hub_answer(opened)
                     acks.append(m)
                 continue
             due = self._not_before.get(env.message_id)
@@ -1014,8 +1016,9 @@ class Adapter:
 
     # ------------------------------------------------------------------------------------------ answers
 
-    def _hub_answer(self, o: Opened) -> None:
-        """Settle the ``send``/``request`` a hub.receipt or hub.error is about; hand any other to ``on_answer``."""
+    async def _hub_answer(self, o: Opened) -> None:
+        """Settle the ``send``/``request`` a hub.receipt or hub.error is about; hand any other to ``on_answer``
+        (awaited when it returns an awaitable: before the answer is acknowledged, without holding the event loop)."""
         answer: Receipt | HubRefused
         answer = _receipt_of(o) if o.envelope.service == "hub.receipt" else _hub_error_of(o)
         ref = answer.message_id or (o.envelope.ref_to or "")
@@ -1033,7 +1036,9 @@ class Adapter:
                 return
         log.info("hub answer for %s: %s", ref, getattr(answer, "outcome", None) or getattr(answer, "code", ""))
         if self.on_answer is not None:
-            self.on_answer(answer)
+            done = self.on_answer(answer)
+            if inspect.isawaitable(done):
+                await done
 
     def _refused(self, o: Opened) -> Refused:
         from adapters.sdk.messages import DeliveryRefusal

@@ -502,7 +502,7 @@ def test_the_demo_notice_is_a_statistics_notice_any_day_of_the_year() -> None:
         assert sub.business_ref and "〔0" not in sub.business_ref and "〕0" not in sub.business_ref
 
 
-def test_a_late_hub_refusal_lands_in_the_inbox_and_late_receipts_do_not(tmp_path: Path) -> None:
+async def test_a_late_hub_refusal_lands_in_the_inbox_and_late_receipts_do_not(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from adapters.national_forestry import adapter as nf
@@ -516,17 +516,62 @@ def test_a_late_hub_refusal_lands_in_the_inbox_and_late_receipts_do_not(tmp_path
         error = SimpleNamespace(data=b"<signed hub.error/>", envelope=SimpleNamespace(message_id=mid))
         refusal = HubRefused(code="GATE_REJECTED", title="隔离报文经审核驳回", reason="r", message_id="x", error=error)
         assert nf.adapter.on_answer is nf.late_answer
-        nf.late_answer(refusal)
-        nf.late_answer(refusal)  # the same answer again: written once
+        await nf.late_answer(refusal)
+        await nf.late_answer(refusal)  # the same answer again: written once
         assert [i.name for i in sim.collect()] == [f"hub.error_{mid}.xml"]
-        nf.late_answer(SimpleNamespace(outcome="accepted"))  # type: ignore[arg-type]  # a late receipt: ignored
+        await nf.late_answer(SimpleNamespace(outcome="accepted"))  # type: ignore[arg-type]  # a late receipt: ignored
         assert sim.collect() == []
     finally:
         nf.adapter.settings = None
         nf._state.clear()
 
 
-def test_a_late_hub_refusal_while_the_share_is_down_is_kept_and_written_when_it_is_back(tmp_path: Path) -> None:
+async def test_a_late_hub_refusal_on_a_hanging_share_does_not_stop_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A share that hangs (a hard NFS mount, CIFS retrying for minutes) while a late refusal is written: the write
+    waits in a thread and the event loop goes on (broker heartbeats, the other deliveries); the SDK acknowledges
+    the answer once it is written."""
+    import threading
+    from types import SimpleNamespace
+
+    from adapters.national_forestry import adapter as nf
+    from adapters.sdk import AdapterSettings, HubRefused
+
+    sim = NationalSystem(tmp_path / "share")
+    nf.adapter.settings = AdapterSettings(system=SYSTEM, home=tmp_path, extra=sim.config())
+    nf._state.clear()
+    share_back = threading.Event()
+    write = nf.deliver_to_inbox
+
+    def hanging(*args: Any, **kwargs: Any) -> Any:
+        assert share_back.wait(20), "the share never came back"
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(nf, "deliver_to_inbox", hanging)
+    try:
+        mid = "7b2e8a3f-4d9c-4e3f-9a51-2c3d4e5f6071"
+        error = SimpleNamespace(data=b"<signed hub.error/>", envelope=SimpleNamespace(message_id=mid))
+        refusal = HubRefused(code="GATE_REJECTED", title="隔离报文经审核驳回", reason="r", message_id="x", error=error)
+        answering = asyncio.ensure_future(nf.late_answer(refusal))
+        ticks = 0
+        for _ in range(20):  # the loop runs on while the share hangs
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not answering.done()
+        share_back.set()
+        await asyncio.wait_for(answering, 20)
+        assert [i.name for i in sim.collect()] == [f"hub.error_{mid}.xml"]
+    finally:
+        share_back.set()
+        led = nf._state.get("ledger")
+        if led is not None:
+            led.close()
+        nf.adapter.settings = None
+        nf._state.clear()
+
+
+async def test_a_late_hub_refusal_while_the_share_is_down_is_kept_and_written_when_it_is_back(tmp_path: Path) -> None:
     """The SDK acknowledges a hub.error whatever its hook does: a refusal the inbox cannot take at that moment is
     kept in the inbox ledger (across a restart) and written by a later pass, once."""
     from types import SimpleNamespace
@@ -542,7 +587,7 @@ def test_a_late_hub_refusal_while_the_share_is_down_is_kept_and_written_when_it_
         error = SimpleNamespace(data=b"<signed hub.error/>", envelope=SimpleNamespace(message_id=mid))
         refusal = HubRefused(code="GATE_REJECTED", title="隔离报文经审核驳回", reason="r", message_id="x", error=error)
         sim.down()
-        nf.late_answer(refusal)  # returns normally: the SDK acknowledges the hub.error now
+        await nf.late_answer(refusal)  # returns normally: the SDK acknowledges the hub.error now
         with pytest.raises(OSError):
             nf.flush_late_refusals()  # still down: kept
         nf._state.pop("ledger").close()  # the adapter restarts meanwhile

@@ -453,7 +453,12 @@ async def test_a_delivery_that_expires_while_put_off_is_not_delivered_and_its_se
         monkeypatch.setattr(transport, "publish_aside", thrice)
         county = await hub.client(COUNTY)
         answers: list[Any] = []
-        county.on_answer = answers.append
+
+        async def answered(answer: Any) -> None:  # a coroutine function: awaited before the answer is acknowledged
+            await asyncio.sleep(0.01)
+            answers.append(answer)
+
+        county.on_answer = answered
         receipt = await county.send(
             report(), service="info.report", version=1, to=[to(PROVINCE, PROV_OA)], ttl=timedelta(seconds=3)
         )
