@@ -115,11 +115,10 @@ async def test_a_chain_rewritten_without_its_checkpoints_is_caught_by_the_anchor
     # what the chain alone shows: intact (the hole the anchors close); the deliveries as stored no longer match
     # whom the rewritten record says the message went to
     assert await evidence.verify_chain(conn, verify) == []
-    found = await evidence.verify_messages(conn)
-    assert sorted((p.kind, p.message.split(" 的投递")[0].split(" 对 ")[-1]) for p in found) == [
-        ("inserted", "city-2201-oa"),
-        ("removed", "county-9999-oa"),
-    ], found
+    reported = await evidence.verify_messages(conn)
+    found = {p.kind: p.message for p in reported}
+    assert len(reported) == 2 and sorted(found) == ["inserted", "removed"], reported
+    assert "对 city-2201-oa 的投递" in found["inserted"] and "对 county-9999-oa 的投递" in found["removed"], found
     problems = await anchors.verify_anchors(conn, path)
     assert problems and {p.kind for p in problems} <= {"altered", "removed"}, problems
     assert "锚定" in problems[0].message
