@@ -23,7 +23,6 @@ import logging
 import math
 import sqlite3
 import ssl
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import aiohttp
 from aiohttp import web
 from lxml import etree
 
+from adapters._side_db import SideDb
 from adapters.local_bureau.mapping import (
     AGENCY_CODE,
     BureauError,
@@ -323,15 +323,13 @@ async def ack_alert(request: web.Request) -> web.Response:
         box: Outbox = _state["outbox"]
         # An alert, an update or a closing (each acknowledged by its own id: AlertMessageId = the update's), sent to
         # the desk by their sender, or forwarded to it by the hub (a hub.notice whose RefersTo names it).
-        rows = await asyncio.to_thread(
-            box.sql,
+        rows = await box.db.sql(
             "SELECT sender_agency, sender_system, incident FROM lb_outbox"
             " WHERE message_id = ? AND service IN ('emergency.alert', 'emergency.update')",
             (alert_id,),
         )
         if not rows:
-            rows = await asyncio.to_thread(
-                box.sql,
+            rows = await box.db.sql(
                 "SELECT ?, ?, incident FROM lb_outbox WHERE target = 'desk' AND service = 'hub.notice'"
                 " AND json_extract(CAST(body AS TEXT), '$.refers_to') = ?"
                 " AND json_extract(CAST(body AS TEXT), '$.ack_path') IS NOT NULL ORDER BY rowid LIMIT 1",
@@ -479,21 +477,14 @@ class Outbox:
 
     def __init__(self, path: str, c: Config) -> None:
         self.path, self.c = path, c
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self.db = SideDb(path, _OUTBOX, name="local-bureau-outbox-db")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.delay = c.retry_initial
 
     async def open(self) -> None:
-        def go() -> None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute(_OUTBOX)
-            self._conn = conn
-
-        await asyncio.to_thread(go)
+        await self.db.open()
         ssl_ctx: ssl.SSLContext | bool = True
         if self.c.ca_file:
             ssl_ctx = ssl.create_default_context(cafile=self.c.ca_file)
@@ -512,28 +503,12 @@ class Outbox:
                 await self._task
         if self._session is not None:
             await self._session.close()
-        if self._conn is not None:
-            await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        # Under the lock: a statement a cancelled round started in another thread finishes first (closing a SQLite
-        # connection while another thread executes on it crashed the process with SIGSEGV on SIGTERM).
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-
-    def sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
-            if self._conn is None:
-                raise RuntimeError("the adapter's store is closed (the adapter is stopping)")
-            return self._conn.execute(sql, args).fetchall()
+        await self.db.close()
 
     async def _run(self) -> None:
         while True:
             try:
-                rows = await asyncio.to_thread(
-                    self.sql,
+                rows = await self.db.sql(
                     "SELECT message_id, target, service, sender_agency, sender_system, body FROM lb_outbox"
                     " WHERE state = 'pending' ORDER BY rowid LIMIT 64",
                 )
@@ -574,11 +549,9 @@ class Outbox:
             log.warning("%s unreachable (%s)", target, type(exc).__name__, extra=fields)
             ok, status = False, 0
         if ok:
-            await asyncio.to_thread(self.sql, "UPDATE lb_outbox SET state = 'delivered' WHERE message_id = ?", (mid,))
+            await self.db.sql("UPDATE lb_outbox SET state = 'delivered' WHERE message_id = ?", (mid,))
         else:
-            await asyncio.to_thread(
-                self.sql, "UPDATE lb_outbox SET attempts = attempts + 1 WHERE message_id = ?", (mid,)
-            )
+            await self.db.sql("UPDATE lb_outbox SET attempts = attempts + 1 WHERE message_id = ?", (mid,))
             if status:
                 log.warning("%s answered HTTP %s, retrying", target, status, extra=fields)
         return ok

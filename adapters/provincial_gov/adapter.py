@@ -20,7 +20,6 @@ import logging
 import math
 import sqlite3
 import ssl
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import aiohttp
 from aiohttp import web
 from lxml import etree
 
+from adapters._side_db import SideDb
 from adapters.provincial_gov.mapping import OAError, hub_refusal, parse_push
 from adapters.sdk import (
     Adapter,
@@ -313,21 +313,14 @@ class CallbackOutbox:
 
     def __init__(self, path: str, c: Config) -> None:
         self.path, self.c = path, c
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self.db = SideDb(path, _OUTBOX, name="oa-callback-outbox-db")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.delay = c.retry_initial
 
     async def open(self) -> None:
-        def go() -> None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute(_OUTBOX)
-            self._conn = conn
-
-        await asyncio.to_thread(go)
+        await self.db.open()
         ssl_ctx: ssl.SSLContext | bool = True
         if self.c.ca_file:
             ssl_ctx = ssl.create_default_context(cafile=self.c.ca_file)
@@ -348,28 +341,12 @@ class CallbackOutbox:
                 await self._task
         if self._session is not None:
             await self._session.close()
-        if self._conn is not None:
-            await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        # Under the lock: a statement a cancelled round started in another thread finishes first (closing a SQLite
-        # connection while another thread executes on it crashed the process with SIGSEGV on SIGTERM).
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-
-    def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
-            if self._conn is None:
-                raise RuntimeError("the adapter's store is closed (the adapter is stopping)")
-            return self._conn.execute(sql, args).fetchall()
+        await self.db.close()
 
     async def _run(self) -> None:
         while True:
             try:
-                rows = await asyncio.to_thread(
-                    self._sql,
+                rows = await self.db.sql(
                     "SELECT message_id, service, sender, body FROM oa_callback_outbox"
                     " WHERE state = 'pending' ORDER BY rowid LIMIT 64",
                 )
@@ -408,13 +385,9 @@ class CallbackOutbox:
             log.warning("OA callback unreachable (%s)", type(exc).__name__, extra=fields)
             ok, status = False, 0
         if ok:
-            await asyncio.to_thread(
-                self._sql, "UPDATE oa_callback_outbox SET state = 'delivered' WHERE message_id = ?", (mid,)
-            )
+            await self.db.sql("UPDATE oa_callback_outbox SET state = 'delivered' WHERE message_id = ?", (mid,))
         else:
-            await asyncio.to_thread(
-                self._sql, "UPDATE oa_callback_outbox SET attempts = attempts + 1 WHERE message_id = ?", (mid,)
-            )
+            await self.db.sql("UPDATE oa_callback_outbox SET attempts = attempts + 1 WHERE message_id = ?", (mid,))
             if status:
                 log.warning("OA callback answered HTTP %s, retrying", status, extra=fields)
         return ok

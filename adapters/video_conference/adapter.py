@@ -28,7 +28,6 @@ import math
 import re
 import sqlite3
 import ssl
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from urllib.parse import quote
 import aiohttp
 from lxml import etree
 
+from adapters._side_db import SideDb
 from adapters.sdk import (
     Adapter,
     ConfigurationError,
@@ -425,26 +425,20 @@ async def on_hub_notice(msg: HubNoticeV1, ctx: Context) -> None:
 class NoticeOutbox:
     """Sends the participants' notices the booking handler wrote (committed with the booking's handled-id record).
     Each has a deterministic message id: a resend after a crash is a hub duplicate. Its own SQLite connection to
-    the store, used from a worker thread (the SDK's connection holds the write lock during a batch)."""
+    the store, used from a thread of its own (the SDK's connection holds the write lock during a batch;
+    ``adapters._side_db``)."""
 
     def __init__(self, path: str, interval: float, concurrency: int = 16) -> None:
         self.path, self.interval = path, interval
         self.sem = asyncio.Semaphore(concurrency)
         self.counts = {"sent": 0, "duplicate": 0, "failed": 0}
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self.db = SideDb(path, _OUTBOX, name="vc-notice-outbox-db")
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False
 
     async def open(self) -> None:
-        def go() -> None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute(_OUTBOX)
-            self._conn = conn
-
-        await asyncio.to_thread(go)
+        await self.db.open()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vc-notice-outbox")
@@ -459,28 +453,12 @@ class NoticeOutbox:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._conn is not None:
-            await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        # Under the lock: a statement a cancelled round started in another thread finishes first (closing a SQLite
-        # connection while another thread executes on it crashed the process with SIGSEGV on SIGTERM).
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
-
-    def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
-            if self._conn is None:
-                raise RuntimeError("the adapter's store is closed (the adapter is stopping)")
-            return self._conn.execute(sql, args).fetchall()
+        await self.db.close()
 
     async def _run(self) -> None:
         while not self._stopping:
             try:
-                rows = await asyncio.to_thread(
-                    self._sql,
+                rows = await self.db.sql(
                     "SELECT message_id, agency, body, conversation_id, urgency, classification, period"
                     " FROM vc_notice_outbox"
                     " WHERE state = 'pending' ORDER BY rowid LIMIT 256",
@@ -527,8 +505,7 @@ class NoticeOutbox:
                 return
             except (HubRefused, MessageInvalid) as exc:  # refused (unknown agency …) or cannot be built: never again
                 log.warning("notice refused by the hub: %s", exc.code, extra=fields)
-                await asyncio.to_thread(
-                    self._sql,
+                await self.db.sql(
                     "UPDATE vc_notice_outbox SET state = 'failed', detail = ? WHERE message_id = ?",
                     (f"{exc.code}: {exc.detail}"[:500], mid),
                 )
@@ -538,7 +515,5 @@ class NoticeOutbox:
                 log.warning("notice not sent yet (%s), again later", exc.code, extra=fields)
                 await asyncio.sleep(min(self.interval * 10, 5.0))
                 return
-            await asyncio.to_thread(
-                self._sql, "UPDATE vc_notice_outbox SET state = ? WHERE message_id = ?", (receipt.outcome, mid)
-            )
+            await self.db.sql("UPDATE vc_notice_outbox SET state = ? WHERE message_id = ?", (receipt.outcome, mid))
             self.counts["duplicate" if receipt.outcome == "duplicate" else "sent"] += 1

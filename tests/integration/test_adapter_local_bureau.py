@@ -159,10 +159,18 @@ async def _desk_side(hub: TestHub, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         await box.stop()
 
 
+def _outbox(box: Any, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    """A query on the outbox, from a connection of the test's own (the adapter's runs on its own thread)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(box.path)) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
 def _desk_payload(box: Any, mid: str) -> dict[str, Any]:
     import json
 
-    rows = box.sql("SELECT body FROM lb_outbox WHERE message_id = ? AND target = 'desk'", (mid,))
+    rows = _outbox(box, "SELECT body FROM lb_outbox WHERE message_id = ? AND target = 'desk'", (mid,))
     return json.loads(rows[0][0]) if rows else {}
 
 
@@ -250,8 +258,8 @@ async def test_the_hubs_emergency_notice_reaches_the_desk_acknowledged_by_refers
         payload = _desk_payload(box, "n-resend")
         assert payload["kind"] == "emergency-resend" and payload["refers_to"] == alert_id
         assert payload["ack_path"] == f"/v1/alerts/{alert_id}/ack" and payload["incident_number"] == resend.case_ref
-        assert box.sql("SELECT target FROM lb_outbox WHERE message_id = 'n-reminder'") == [("inbox",)]
-        assert box.sql("SELECT 1 FROM lb_outbox WHERE message_id = 'n-forged'") == []
+        assert _outbox(box, "SELECT target FROM lb_outbox WHERE message_id = 'n-reminder'") == [("inbox",)]
+        assert _outbox(box, "SELECT 1 FROM lb_outbox WHERE message_id = 'n-forged'") == []
         ack = {"duty_officer": "李明", "phone": "0433-8222119", "response": "responding"}
         r = await client.post(
             payload["ack_path"], data=json.dumps(ack, ensure_ascii=False).encode(), headers=DESK_HEADERS
