@@ -32,7 +32,6 @@ import aiohttp
 from aiohttp import web
 from lxml import etree
 
-from adapters._side_db import SideDb
 from adapters.local_bureau.mapping import (
     AGENCY_CODE,
     BureauError,
@@ -54,6 +53,7 @@ from adapters.sdk import (
     MessageInvalid,
     RequestTimeout,
     SdkError,
+    StoreConnection,
     group,
     to,
 )
@@ -477,7 +477,7 @@ class Outbox:
 
     def __init__(self, path: str, c: Config) -> None:
         self.path, self.c = path, c
-        self.db = SideDb(path, _OUTBOX, name="local-bureau-outbox-db")
+        self.db = StoreConnection(path, _OUTBOX, name="local-bureau-outbox-db")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None

@@ -29,7 +29,6 @@ import aiohttp
 from aiohttp import web
 from lxml import etree
 
-from adapters._side_db import SideDb
 from adapters.provincial_gov.mapping import OAError, hub_refusal, parse_push
 from adapters.sdk import (
     Adapter,
@@ -40,6 +39,7 @@ from adapters.sdk import (
     MessageInvalid,
     RequestTimeout,
     SdkError,
+    StoreConnection,
     group,
     to,
 )
@@ -313,7 +313,7 @@ class CallbackOutbox:
 
     def __init__(self, path: str, c: Config) -> None:
         self.path, self.c = path, c
-        self.db = SideDb(path, _OUTBOX, name="oa-callback-outbox-db")
+        self.db = StoreConnection(path, _OUTBOX, name="oa-callback-outbox-db")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None

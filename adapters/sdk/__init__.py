@@ -24,6 +24,7 @@ from adapters.sdk._errors import (
 )
 from adapters.sdk._message import Message
 from adapters.sdk._settings import AdapterSettings
+from adapters.sdk._store_connection import StoreConnection
 from adapters.sdk._tracking import NOT_SIGNED_FOR, DeliveryState, HubAnswer, SentMessage, Tracking
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Retry",
     "SdkError",
     "SentMessage",
+    "StoreConnection",
     "Tracking",
     "group",
     "to",

@@ -37,7 +37,6 @@ from urllib.parse import quote
 import aiohttp
 from lxml import etree
 
-from adapters._side_db import SideDb
 from adapters.sdk import (
     Adapter,
     ConfigurationError,
@@ -49,6 +48,7 @@ from adapters.sdk import (
     RequestTimeout,
     Retry,
     SdkError,
+    StoreConnection,
     to,
 )
 from adapters.sdk.messages import HubNoticeV1, MeetingBookingV1, MeetingConfirmV1, MeetingNoticeV1
@@ -426,13 +426,13 @@ class NoticeOutbox:
     """Sends the participants' notices the booking handler wrote (committed with the booking's handled-id record).
     Each has a deterministic message id: a resend after a crash is a hub duplicate. Its own SQLite connection to
     the store, used from a thread of its own (the SDK's connection holds the write lock during a batch;
-    ``adapters._side_db``)."""
+    ``adapters.sdk.StoreConnection``)."""
 
     def __init__(self, path: str, interval: float, concurrency: int = 16) -> None:
         self.path, self.interval = path, interval
         self.sem = asyncio.Semaphore(concurrency)
         self.counts = {"sent": 0, "duplicate": 0, "failed": 0}
-        self.db = SideDb(path, _OUTBOX, name="vc-notice-outbox-db")
+        self.db = StoreConnection(path, _OUTBOX, name="vc-notice-outbox-db")
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = False

@@ -61,6 +61,7 @@ def test_the_public_surface_is_pinned() -> None:
         "Retry",
         "SdkError",
         "SentMessage",
+        "StoreConnection",
         "Tracking",
         "group",
         "to",

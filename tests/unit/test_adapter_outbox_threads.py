@@ -1,4 +1,4 @@
-"""An adapter's outbox waits for the SDK's batch on a thread of its own (``adapters._side_db``), not in the event
+"""An adapter's outbox waits for the SDK's batch on a thread of its own (``adapters.sdk.StoreConnection``), not in the event
 loop's default executor.
 
 The SDK's handled-store connection holds the store's write lock for the whole of a batch. The outboxes of the local

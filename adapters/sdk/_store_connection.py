@@ -1,5 +1,6 @@
-"""A second SQLite connection to an adapter's store, for the work that follows a commit (an outbox that delivers
-the rows a handler wrote): its statements run on one thread of its own, never in the event loop's default executor.
+"""``StoreConnection``: a second connection to the adapter's SQLite store, for the work that follows a commit (an
+outbox that delivers the rows a handler wrote through ``ctx.db``): its statements run on one thread of its own, never
+on the event loop and never in its default executor.
 
 Why its own thread. The SDK's handled-store connection holds the database's write lock for the whole of a batch, so
 a statement here that writes waits for that batch (up to its busy timeout). Run with ``asyncio.to_thread``, every
@@ -18,8 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
-class SideDb:
-    """``await db.open()``, then ``await db.sql(statement, args)`` (the rows it returns), ``await db.close()``."""
+class StoreConnection:
+    """``db = StoreConnection(path, schema, name=...)``; ``await db.open()`` (connects and runs ``schema``, e.g. a
+    ``CREATE TABLE IF NOT EXISTS``), then ``await db.sql(statement, args)`` (the rows it returns) as often as needed,
+    and ``await db.close()``. A statement that writes waits for the batch that holds the store (up to
+    ``busy_timeout_s``); ``name`` names the thread."""
 
     def __init__(self, path: str, schema: str, *, name: str, busy_timeout_s: float = 30.0) -> None:
         self.path, self.schema, self.busy_timeout_s = path, schema, busy_timeout_s
