@@ -121,14 +121,12 @@ async def _admin(sql: str) -> None:
 
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this test session."""
-    from hub.store.db import migrate
+    """A fresh, migrated PostgreSQL database for this test session (a copy of a migrated template)."""
+    from hub.store.db import create_migrated_database
 
     name = f"hub_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    dsn = asyncio.run(create_migrated_database(ADMIN_DSN, name))
     try:
-        asyncio.run(migrate(dsn))
         yield dsn
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -138,13 +136,11 @@ def pg_dsn() -> Iterator[str]:
 def fresh_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of an installation all of its own: a fresh migrated database, a unique RabbitMQ namespace and state
     directory (for tests that run ``hub run`` processes next to the session's in-process worker)."""
-    from hub.store.db import migrate
+    from hub.store.db import create_migrated_database
 
     name = f"hub_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    dsn = ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    dsn = asyncio.run(create_migrated_database(ADMIN_DSN, name))
     try:
-        asyncio.run(migrate(dsn))
         yield Settings.from_env(
             pg_dsn=dsn, namespace=f"hubtest-{uuid.uuid4().hex[:8]}", state_dir=tmp_path_factory.mktemp("state")
         )

@@ -325,7 +325,7 @@ class TestHub:
         from hub.directory import load_directory
         from hub.pipeline.worker import Worker
         from hub.settings import Settings
-        from hub.store.db import connection, migrate
+        from hub.store.db import connection, create_migrated_database
         from hub.store.directory import DirectoryRepository
         from hub.transport import Transport
 
@@ -338,13 +338,10 @@ class TestHub:
         base = Settings.from_env()
         self._dsn_admin = base.pg_dsn
         self._db = f"testhub_{uuid.uuid4().hex[:10]}"
-        async with connection(base.pg_dsn) as conn:
-            await conn.execute(f'CREATE DATABASE "{self._db}"')
-        dsn = base.pg_dsn.rsplit("/", 1)[0] + "/" + self._db
+        dsn = await create_migrated_database(base.pg_dsn, self._db)  # a copy of a migrated template
         self.settings = Settings.from_env(
             pg_dsn=dsn, namespace=self.namespace, state_dir=self.base / "state", routes_dir=self.routes_dir
         )
-        await migrate(dsn)
         await admin.init(self.settings, self.settings.state_dir / "pki")
         directory = self._directory = load_directory(self.directory_file)
         async with connection(dsn) as conn:

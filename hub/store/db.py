@@ -8,6 +8,7 @@ ConfigError: migrations are append-only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -176,6 +177,81 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock(727274)")
     return applied_now
+
+
+#: ``create_migrated_database`` copies databases from ``hub_template_<digest of the migration files>``.
+TEMPLATE_PREFIX = "hub_template_"
+#: A template of another set of migrations (another branch, an earlier commit) is dropped once it is this old.
+TEMPLATE_KEPT_S = 24 * 3600
+
+
+def with_database(dsn: str, name: str) -> str:
+    """``dsn`` naming the database ``name`` instead (its host, user and query kept)."""
+    return str(URL(dsn).with_path("/" + name))
+
+
+async def create_migrated_database(admin_dsn: str, name: str, directory: Path = MIGRATIONS_DIR) -> str:
+    """``CREATE DATABASE name`` as a copy of a database on which every migration was applied; returns its DSN.
+
+    For installations made by the hundred, ``TestHub`` and the test suite: a copy costs PostgreSQL about 0.05 s of
+    CPU, running the migrations about 0.3 s. The template, ``hub_template_<digest>``, is made on first use (one
+    maker at a time; another process that needs it waits for it) with ``migrate``, so the copy is what ``hub db
+    migrate`` makes, down to ``schema_migrations``; it then refuses connections, which a copy needs. Templates of
+    other sets of migrations are dropped a day after they were made (a copy that finds its template dropped makes it
+    again). The hub's own installations (``hub db migrate``, the demo) do not use this: a template is for
+    throw-away databases on a developer's or a CI machine's server."""
+    files = migration_files(directory)
+    digest = hashlib.sha256("".join(f"{n}\0{sql}\0" for _, n, sql in files).encode()).hexdigest()[:20]
+    template = TEMPLATE_PREFIX + digest
+    async with connection(admin_dsn) as conn:
+        for attempt in range(3):
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", template):
+                await conn.execute("SELECT pg_advisory_lock(727275)")
+                try:
+                    if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", template):
+                        await _make_template(conn, admin_dsn, template, directory)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(727275)")
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                break
+            except asyncpg.exceptions.InvalidCatalogNameError:  # dropped since (another checkout's old template)
+                if attempt == 2:
+                    raise
+    return with_database(admin_dsn, name)
+
+
+async def _make_template(conn: asyncpg.Connection, admin_dsn: str, template: str, directory: Path) -> None:
+    import time
+    import uuid
+
+    # Built under another name and renamed when complete: a copy never starts from a half-migrated template, and a
+    # maker connected to another admin database (whose advisory lock is not this one) loses the rename, not the data.
+    building = f"{template}_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f'CREATE DATABASE "{building}"')
+    try:
+        await migrate(with_database(admin_dsn, building), directory)
+        await conn.execute(f"COMMENT ON DATABASE \"{building}\" IS 'hub template made {int(time.time())}'")
+        await conn.execute(f'ALTER DATABASE "{building}" RENAME TO "{template}"')
+    except asyncpg.exceptions.DuplicateDatabaseError:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+        return
+    except BaseException:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)')
+        raise
+    await conn.execute(f'ALTER DATABASE "{template}" ALLOW_CONNECTIONS false')
+    rows = await conn.fetch(
+        "SELECT d.datname, shobj_description(d.oid, 'pg_database') AS note FROM pg_database d"
+        " WHERE starts_with(d.datname, $1) AND d.datname <> $2 AND NOT d.datallowconn",
+        TEMPLATE_PREFIX,
+        template,
+    )
+    for row in rows:
+        made = re.fullmatch(r"hub template made (\d+)", row["note"] or "")
+        if made is None or time.time() - int(made.group(1)) < TEMPLATE_KEPT_S:
+            continue
+        with contextlib.suppress(asyncpg.exceptions.PostgresError):  # being copied right now: the next time
+            await conn.execute(f'DROP DATABASE "{row["datname"]}"')
 
 
 #: Failures that a retry can cure: the connection errors above, plus a deadlock or serialization victim, a

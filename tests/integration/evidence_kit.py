@@ -10,21 +10,20 @@ from datetime import UTC, datetime, timedelta
 
 from conftest import ADMIN_DSN, _admin
 
-from hub.store.db import migrate
+from hub.store.db import create_migrated_database
 from hub.store.records import DeliveryRecord, MessageRecord
 
-BASE = ADMIN_DSN.rsplit("/", 1)[0]
 AGENCY = "11220000MB0000000X"
 
 
 @asynccontextmanager
 async def own_database(prefix: str) -> AsyncIterator[str]:
-    """The DSN of a fresh, migrated database ``<prefix>_<random>``, dropped afterwards."""
+    """The DSN of a fresh, migrated database ``<prefix>_<random>`` (a copy of a migrated template), dropped
+    afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    await _admin(f'CREATE DATABASE "{name}"')
+    dsn = await create_migrated_database(ADMIN_DSN, name)
     try:
-        await migrate(f"{BASE}/{name}")
-        yield f"{BASE}/{name}"
+        yield dsn
     finally:
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
