@@ -14,22 +14,20 @@ import pytest
 
 from hub.settings import PROJECT_ROOT, Settings
 
-#: The longest test files, longest first (the demo plays its whole scenario three times): collected first, and with
+#: Test files that run for minutes (the demo plays its whole scenario three times): collected first, and with
 #: ``--no-loadscope-reorder`` (the Makefile) handed to workers first, so that none of them starts when the others are
 #: nearly done and ends the run alone (pytest-xdist's own order is by the number of tests in a file). On 2026-12-08
-#: test_sdk_retry_timing (about three minutes, mostly waiting for Retry delays) was not listed, started at 661 s and
-#: ran the last 44 s alone; listed second, its waits overlap the others' CPU.
+#: test_sdk_retry_timing (about three minutes, mostly waiting for Retry delays) was not listed, started 661 s into the
+#: main pass and ran its last 44 s alone. Listed second, the ten longest files after it, it started beside the demo
+#: and the faults test, three files that mostly wait: once the fast-off pass ended the cores were 43–70 % busy for a
+#: minute and a half. Fourth, it starts when the first of those ends.
 LONG_FIRST = (
     "tests/integration/test_demo.py",
-    "tests/integration/test_sdk_retry_timing.py",
     "tests/faults/test_faults.py",
-    "tests/integration/test_sdk.py",
-    "tests/integration/test_adapter_video_conference.py",
-    "tests/integration/test_gateway.py",
-    "tests/integration/test_pipeline.py",
+    "tests/integration/test_bench_smoke_e2e.py",
+    "tests/integration/test_sdk_retry_timing.py",
     "tests/integration/test_gateway_openapi.py",
-    "tests/integration/test_evidence_verify_messages.py",
-    "tests/integration/test_adapter_approval_db.py",
+    "tests/integration/test_bench_smoke.py",
 )
 
 

@@ -187,7 +187,8 @@ TEMPLATE_KEPT_S = 24 * 3600
 
 def with_database(dsn: str, name: str) -> str:
     """``dsn`` naming the database ``name`` instead (its host, user and query kept)."""
-    return str(URL(dsn).with_path("/" + name))
+    url = URL(dsn)
+    return str(url.with_path("/" + name).with_query(url.query))
 
 
 async def create_migrated_database(admin_dsn: str, name: str, directory: Path = MIGRATIONS_DIR) -> str:

@@ -111,3 +111,10 @@ async def test_a_new_set_of_migrations_gets_its_own_template_and_a_day_old_one_i
             assert made[-1] in await _templates(admin)
         finally:
             await _drop(admin, names + made)
+
+
+def test_a_copys_dsn_keeps_the_host_user_and_query() -> None:
+    from hub.store.db import with_database
+
+    dsn = "postgresql://hub:secret@db.example:6432/hub?sslmode=require"
+    assert with_database(dsn, "hub_test_x") == "postgresql://hub:secret@db.example:6432/hub_test_x?sslmode=require"
