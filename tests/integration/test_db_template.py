@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from conftest import ADMIN_DSN
 
-from hub.store.db import TEMPLATE_KEPT_S, TEMPLATE_PREFIX, create_migrated_database, migrate
+from hub.store.db import TEMPLATE_KEPT_S, TEMPLATE_PREFIX, create_migrated_database, migrate, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ async def test_copies_are_migrated_independent_and_made_from_one_template(tmp_pa
             made = [t for t in await _templates(admin) if t not in before]
             assert len(made) == 1 and not (await _templates(admin))[made[0]]  # one, and it refuses connections
             with pytest.raises(asyncpg.exceptions.PostgresError, match="not currently accepting connections"):
-                await asyncpg.connect(ADMIN_DSN.rsplit("/", 1)[0] + "/" + made[0])
+                await asyncpg.connect(with_database(ADMIN_DSN, made[0]))
             for dsn in dsns:
                 conn = await asyncpg.connect(dsn)
                 try:
@@ -114,7 +114,5 @@ async def test_a_new_set_of_migrations_gets_its_own_template_and_a_day_old_one_i
 
 
 def test_a_copys_dsn_keeps_the_host_user_and_query() -> None:
-    from hub.store.db import with_database
-
     dsn = "postgresql://hub:secret@db.example:6432/hub?sslmode=require"
     assert with_database(dsn, "hub_test_x") == "postgresql://hub:secret@db.example:6432/hub_test_x?sslmode=require"

@@ -24,6 +24,13 @@ from aiohttp import web
 ROWS = 64
 
 
+def _seed(store: Path, schema: str, insert: str) -> None:
+    """The outbox table, with ``ROWS`` committed rows waiting (what handlers wrote through ``ctx.db``)."""
+    with contextlib.closing(sqlite3.connect(store, isolation_level=None)) as conn:
+        conn.execute(schema)
+        conn.executemany(insert, [(f"m{i}", b"<x/>") for i in range(ROWS)])
+
+
 def _local_bureau(store: Path, url: str) -> tuple[Any, str]:
     from adapters.local_bureau.adapter import _OUTBOX, Config, Outbox
 
@@ -39,13 +46,12 @@ def _local_bureau(store: Path, url: str) -> tuple[Any, str]:
         retry_initial=0.05,
         poll_interval=0.05,
     )
-    with contextlib.closing(sqlite3.connect(store, isolation_level=None)) as conn:
-        conn.execute(_OUTBOX)
-        conn.executemany(
-            "INSERT INTO lb_outbox (message_id, target, service, sender_agency, sender_system, body)"
-            " VALUES (?, 'inbox', 'info.report', '11220000013544357T', 'prov-220000-oa', ?)",
-            [(f"m{i}", b"<x/>") for i in range(ROWS)],
-        )
+    _seed(
+        store,
+        _OUTBOX,
+        "INSERT INTO lb_outbox (message_id, target, service, sender_agency, sender_system, body)"
+        " VALUES (?, 'inbox', 'info.report', '11220000013544357T', 'prov-220000-oa', ?)",
+    )
     return Outbox(str(store), c), "lb_outbox"
 
 
@@ -61,12 +67,11 @@ def _provincial_gov(store: Path, url: str) -> tuple[Any, str]:
         retry_initial=0.05,
         poll_interval=0.05,
     )
-    with contextlib.closing(sqlite3.connect(store, isolation_level=None)) as conn:
-        conn.execute(_OUTBOX)
-        conn.executemany(
-            "INSERT INTO oa_callback_outbox (message_id, service, sender, body) VALUES (?, 'info.report', 'x', ?)",
-            [(f"m{i}", b"<x/>") for i in range(ROWS)],
-        )
+    _seed(
+        store,
+        _OUTBOX,
+        "INSERT INTO oa_callback_outbox (message_id, service, sender, body) VALUES (?, 'info.report', 'x', ?)",
+    )
     return CallbackOutbox(str(store), c), "oa_callback_outbox"
 
 
